@@ -1,0 +1,130 @@
+/*
+** The GPT-2 decoder: configuration, a weight arena with a pointer table, and
+** the forward pass over a KV cache (prefill as one batch on cblas_sgemm,
+** decoding one token at a time on cblas_sgemv).
+**
+** Plain C11 and CBLAS; knows nothing of SQLite. A GPTModel is immutable once
+** loaded and may be shared by many threads; each generation owns a GPTState.
+**
+** Linear weights arrive in Hugging Face's Conv1D layout (in, out) and are kept
+** in memory as (out, in), so that a decode step is one row-major sgemv and
+** prefill one sgemm with the weight transposed.
+*/
+#ifndef GPT_ENGINE_H
+#define GPT_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Hard limits on a config, checked before any allocation. */
+#define GPT_MAX_LAYER 256
+#define GPT_MAX_HEAD 256
+#define GPT_MAX_EMBD 16384
+#define GPT_MAX_CTX 65536
+#define GPT_MAX_VOCAB 1000000
+#define GPT_MAX_PARAMS ((int64_t)8000000000) /* 32 GB of f32 */
+
+typedef struct GPTConfig {
+  int n_layer;      /* transformer blocks */
+  int n_head;       /* attention heads; divides n_embd */
+  int n_embd;       /* channels C */
+  int n_ctx;        /* rows of wpe: the context window */
+  int vocab_size;   /* rows of wte */
+  double ln_eps;    /* LayerNorm epsilon */
+} GPTConfig;
+
+/* Returns 0 when every value is in range, else -1 with a message naming the
+** key, the value and the valid range. */
+int gpt_config_check(const GPTConfig *c, char *err, size_t n_err);
+
+/* Storage dtypes of tensor rows. */
+typedef enum { GPT_F32 = 0, GPT_F16 = 1, GPT_BF16 = 2 } GPTDtype;
+/* "f32" | "f16" | "bf16" -> dtype, or -1. */
+int gpt_dtype_from_name(const char *z);
+const char *gpt_dtype_name(int dtype);
+int gpt_dtype_size(int dtype);
+float gpt_f16_to_f32(uint16_t h);
+float gpt_bf16_to_f32(uint16_t h);
+uint16_t gpt_f32_to_f16(float f);  /* round to nearest even */
+uint16_t gpt_f32_to_bf16(float f); /* round to nearest even */
+
+/* One tensor the model needs, by its canonical Hugging Face name. */
+typedef struct GPTTensorInfo {
+  char name[48];      /* e.g. "h.3.attn.c_attn.weight" */
+  int ndim;           /* 1 or 2 */
+  int64_t shape[2];   /* as stored: Hugging Face shape */
+  int64_t n_elem;
+  int transposed;     /* stored (in, out), kept in memory as (out, in) */
+} GPTTensorInfo;
+
+/* Number of tensors a model of this config needs (lm_head.weight included
+** when has_lm_head), and the i-th of them. */
+int gpt_n_tensors(const GPTConfig *c, int has_lm_head);
+void gpt_tensor_info(const GPTConfig *c, int has_lm_head, int i, GPTTensorInfo *out);
+/* Index of the tensor called zName, or -1 when the model has no such tensor. */
+int gpt_tensor_index(const GPTConfig *c, int has_lm_head, const char *zName);
+/* Total parameter count (the tied head counted once). */
+int64_t gpt_n_params(const GPTConfig *c, int has_lm_head);
+
+typedef struct GPTModel GPTModel;
+
+/* Allocates the arena for a checked config. NULL with err on failure. */
+GPTModel *gpt_model_new(const GPTConfig *c, int has_lm_head, char *err, size_t n_err);
+void gpt_model_free(GPTModel *m);
+const GPTConfig *gpt_model_config(const GPTModel *m);
+size_t gpt_model_bytes(const GPTModel *m);
+
+/* Loads n elements of tensor i, starting at element 'first' in stored
+** (Hugging Face) order, from src in dtype, widening to f32 and transposing as
+** needed. Rejects NaN and Inf. Returns 0 or -1 with err. */
+int gpt_model_load(GPTModel *m, int i, int dtype, int64_t first, int64_t n,
+                   const void *src, char *err, size_t n_err);
+
+/* Per-generation state: KV cache for up to max_T positions, and scratch. */
+typedef struct GPTState GPTState;
+GPTState *gpt_state_new(const GPTModel *m, int max_T);
+void gpt_state_free(GPTState *s);
+int gpt_state_len(const GPTState *s);      /* positions held in the cache */
+int gpt_state_capacity(const GPTState *s); /* max_T */
+/* Forgets cached positions from len on (len <= current length). */
+void gpt_state_truncate(GPTState *s, int len);
+
+/* What a forward pass hands back besides the KV cache. Every field may be 0. */
+typedef struct GPTForwardIO {
+  float *logits;  /* out (V,): logits after the last token */
+  float *hidden;  /* out (n, C): ln_f output of every token of the batch */
+  /* Logits of every position of the batch, delivered in row blocks:
+  ** (rows, V) for positions pos0..pos0+rows-1. Return nonzero to abort. */
+  int (*on_logits)(void *ctx, int pos0, int rows, const float *logits);
+  /* Attention probabilities of (layer, head) for the batch's queries:
+  ** (n_q, n_k) row-major, query q0+i against keys 0..n_k-1; entries past the
+  ** causal limit are 0. Asked only for pairs where want_attention is true. */
+  int (*want_attention)(void *ctx, int layer, int head);
+  int (*on_attention)(void *ctx, int layer, int head, int q0, int n_q, int n_k,
+                      const float *probs);
+  /* Called between layers; nonzero aborts the pass (e.g. an interrupt). */
+  int (*should_stop)(void *ctx);
+  void *ctx;
+} GPTForwardIO;
+
+/* Return codes of the forward pass. */
+#define GPT_OK 0
+#define GPT_ERROR 1     /* message in err */
+#define GPT_NOMEM 2
+#define GPT_ABORTED 3   /* a callback returned nonzero */
+
+/* Runs tokens[0..n) at positions len..len+n-1 and appends them to the cache.
+** n == 1 is a decode step; larger n is one batched prefill. Token ids and the
+** capacity are checked first. */
+int gpt_forward(const GPTModel *m, GPTState *s, const int *tokens, int n,
+                GPTForwardIO *io, char *err, size_t n_err);
+
+/* The same pass, one layer at a time, for callers that consume each layer's
+** output before the next is computed (the attention table): begin embeds,
+** layer runs block l (in order 0..n_layer-1), end applies ln_f and the head.*/
+int gpt_batch_begin(const GPTModel *m, GPTState *s, const int *tokens, int n,
+                    char *err, size_t n_err);
+int gpt_batch_layer(const GPTModel *m, GPTState *s, int l, GPTForwardIO *io);
+int gpt_batch_end(const GPTModel *m, GPTState *s, GPTForwardIO *io);
+
+#endif

@@ -1,0 +1,151 @@
+/*
+** Sampling. Order of filters as in Hugging Face: temperature scales the
+** logits, top-k keeps the k largest, top-p keeps the smallest prefix of the
+** sorted distribution whose mass reaches p; the rest is renormalized and one
+** token drawn. Only candidates that can matter are sorted (llama2.c's trick:
+** under top-p, a token with probability below (1-p)/(V-1) can never be in the
+** nucleus).
+*/
+#include <math.h>
+#include <stdlib.h>
+#include "sampler.h"
+
+/* splitmix64, to spread any seed (0 included) into a nonzero state. */
+static uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+/* xorshift64*: the high 24 bits make a uniform float in [0, 1). */
+static float rng_float(uint64_t *state) {
+  uint64_t x = *state;
+  x ^= x >> 12; x ^= x << 25; x ^= x >> 27;
+  *state = x;
+  return (float)((x * 0x2545f4914f6cdd1dull) >> 40) / 16777216.0f;
+}
+
+int gpt_sampler_init(GPTSampler *s, int vocab_size, float temperature, int top_k,
+                     float top_p, uint64_t seed) {
+  s->vocab_size = vocab_size;
+  s->temperature = temperature;
+  s->top_k = top_k;
+  s->top_p = top_p;
+  s->rng = splitmix64(seed);
+  if (s->rng == 0) s->rng = 0x9e3779b97f4a7c15ull;
+  s->cand = malloc((size_t)vocab_size * sizeof(int));
+  s->prob = malloc((size_t)vocab_size * sizeof(float));
+  if (!s->cand || !s->prob) {
+    gpt_sampler_free(s);
+    return -1;
+  }
+  return 0;
+}
+
+void gpt_sampler_free(GPTSampler *s) {
+  free(s->cand);
+  free(s->prob);
+  s->cand = 0;
+  s->prob = 0;
+}
+
+int gpt_argmax(const float *logits, int n) {
+  int best = 0;
+  for (int i = 1; i < n; i++)
+    if (logits[i] > logits[best]) best = i;
+  return best;
+}
+
+double gpt_logsumexp(const float *logits, int n) {
+  float mx = logits[gpt_argmax(logits, n)];
+  double sum = 0;
+  for (int i = 0; i < n; i++) sum += exp((double)logits[i] - mx);
+  return mx + log(sum);
+}
+
+/* Sorts candidate ids by probability, highest first, lower id on ties. A
+** merge sort of our own, because qsort has no context argument and a global
+** would not be thread-safe. */
+static void sort_candidates(int *cand, int n, const float *prob) {
+  int *tmp = malloc((size_t)n * sizeof(int));
+  if (!tmp) { /* fall back to insertion sort: slow but correct */
+    for (int i = 1; i < n; i++) {
+      int v = cand[i], j = i - 1;
+      while (j >= 0 && (prob[cand[j]] < prob[v] || (prob[cand[j]] == prob[v] && cand[j] > v))) {
+        cand[j + 1] = cand[j];
+        j--;
+      }
+      cand[j + 1] = v;
+    }
+    return;
+  }
+  for (int w = 1; w < n; w *= 2) {
+    for (int lo = 0; lo < n; lo += 2 * w) {
+      int mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
+      int i = lo, j = mid, k = lo;
+      while (i < mid && j < hi) {
+        int a = cand[i], b = cand[j];
+        int takeB = prob[b] > prob[a] || (prob[b] == prob[a] && b < a);
+        tmp[k++] = takeB ? cand[j++] : cand[i++];
+      }
+      while (i < mid) tmp[k++] = cand[i++];
+      while (j < hi) tmp[k++] = cand[j++];
+    }
+    for (int i = 0; i < n; i++) cand[i] = tmp[i];
+  }
+  free(tmp);
+}
+
+int gpt_sample(GPTSampler *s, const float *logits) {
+  int V = s->vocab_size;
+  if (s->temperature <= 0.0f || s->top_k == 1) return gpt_argmax(logits, V);
+  /* softmax(logits / T) */
+  float mx = logits[gpt_argmax(logits, V)];
+  double sum = 0;
+  for (int i = 0; i < V; i++) {
+    s->prob[i] = expf((logits[i] - mx) / s->temperature);
+    sum += s->prob[i];
+  }
+  float inv = (float)(1.0 / sum);
+  for (int i = 0; i < V; i++) s->prob[i] *= inv;
+
+  int n = 0;
+  int bTopK = s->top_k > 0 && s->top_k < V, bTopP = s->top_p < 1.0f;
+  if (!bTopK && !bTopP) {
+    for (int i = 0; i < V; i++) s->cand[n++] = i;
+  } else {
+    /* Keep only tokens that can survive the filters, then sort those. */
+    float cutoff = bTopP ? (1.0f - s->top_p) / (float)(V - 1) : 0.0f;
+    for (int i = 0; i < V; i++)
+      if (s->prob[i] >= cutoff) s->cand[n++] = i;
+    if (n == 0) return gpt_argmax(logits, V);
+    if (bTopK && n > s->top_k) {
+      sort_candidates(s->cand, n, s->prob);
+      n = s->top_k;
+    } else {
+      sort_candidates(s->cand, n, s->prob);
+    }
+    if (bTopP) {
+      double mass = 0;
+      for (int i = 0; i < n; i++) mass += s->prob[s->cand[i]];
+      /* renormalized over the top-k set, the nucleus is its shortest prefix
+      ** reaching top_p of that mass */
+      double acc = 0, target = s->top_p * mass;
+      int keep = n;
+      for (int i = 0; i < n; i++) {
+        acc += s->prob[s->cand[i]];
+        if (acc >= target) { keep = i + 1; break; }
+      }
+      n = keep;
+    }
+  }
+  double total = 0;
+  for (int i = 0; i < n; i++) total += s->prob[s->cand[i]];
+  double r = (double)rng_float(&s->rng) * total, acc = 0;
+  for (int i = 0; i < n; i++) {
+    acc += s->prob[s->cand[i]];
+    if (r < acc) return s->cand[i];
+  }
+  return s->cand[n - 1];
+}

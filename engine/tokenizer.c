@@ -1,0 +1,816 @@
+/*
+** GPT-2's byte-level BPE tokenizer, in plain C11 with PCRE2 for the
+** pre-tokenizer.
+**
+** How text becomes ids (tok_encode):
+**
+**   1. With TOK_ALLOW_SPECIAL, the text is cut at every "<|endoftext|>",
+**      which becomes that token's id; otherwise the string is plain text
+**      (like tiktoken's encode_ordinary).
+**   2. Each piece is split into maximal runs of valid UTF-8. Every byte that
+**      is not part of a valid character is a pre-token of its own, so any
+**      byte string encodes and decode(encode(x)) == x always holds.
+**   3. GPT-2's regex cuts each valid run into pre-tokens ("words").
+**   4. Each word is turned into bytes-as-tokens and merged by BPE: the
+**      adjacent pair with the lowest merge rank is merged first (leftmost
+**      first on ties), until no pair has a merge.
+**
+** The vocabulary arrives in the form of vocab.json: every byte is spelled as
+** one printable Unicode character (OpenAI's bytes_to_unicode()). We convert
+** each token back to its raw bytes once, at load, so that encoding and
+** decoding work on bytes only.
+**
+** Two open-addressing hash tables make BPE fast: raw bytes -> token id, and
+** (left id, right id) -> (rank, merged id). A word whose whole string is a
+** token that BPE would produce anyway (checked for every token in
+** tok_finish) skips merging altogether; that covers most English words.
+** Long words merge in O(n log n) through a binary heap over a linked list of
+** symbols, so no input can make a word quadratic.
+**
+** Once tok_finish() succeeds the tokenizer is read-only. Every tok_encode()
+** call keeps its scratch space, PCRE2 match data and word cache in its own
+** EncodeState, so any number of threads can encode with one tokenizer.
+*/
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "tokenizer.h"
+
+/* Largest vocabulary tok_new() accepts; keeps every table size in range. */
+#define TOK_MAX_VOCAB (1 << 24)
+
+/* The special token recognised by TOK_ALLOW_SPECIAL. */
+static const char zEndOfText[] = "<|endoftext|>";
+#define N_END_OF_TEXT 13
+
+/* GPT-2's pattern. OpenAI runs it with Python's regex module (tiktoken with
+** Rust's regex), where \s is exactly Unicode's White_Space property. PCRE2's
+** \s also takes U+180E MONGOLIAN VOWEL SEPARATOR, so \s is spelled out as
+** that class to split text exactly like the reference:
+**   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ */
+#define WHITE_SPACE \
+  "\\t-\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}" \
+  "\\x{202F}\\x{205F}\\x{3000}"
+static const char zPattern[] =
+  "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+"
+  "| ?[^" WHITE_SPACE "\\p{L}\\p{N}]+"
+  "|[" WHITE_SPACE "]+(?![^" WHITE_SPACE "])"
+  "|[" WHITE_SPACE "]+";
+
+/* bytes_to_unicode() maps every byte to a code point below this. */
+#define N_BYTE_CP 324
+
+/* One entry of the merge table; rank < 0 marks an empty slot. */
+typedef struct MergeSlot {
+  uint64_t key;   /* left id << 32 | right id */
+  int rank;       /* line number in merges.txt after "#version", from 0 */
+  int merged;     /* id of left+right */
+} MergeSlot;
+
+struct GPTTokenizer {
+  int nVocab;
+  /* Raw bytes of every token, one after the other in zPool. */
+  unsigned char *zPool;
+  size_t nPool, nPoolAlloc;
+  size_t *aTokOff;          /* offset of token id in zPool */
+  int *aTokLen;             /* its length; -1 while the slot is unset */
+  unsigned char *aWhole;    /* 1 when BPE of the token's bytes gives itself */
+  /* Raw bytes -> id: open addressing, linear probing, never over half full. */
+  int *aStrSlot;            /* token id, or -1 when empty */
+  uint32_t *aStrHash;       /* hash of that token, to skip most memcmp()s */
+  uint32_t mStrMask;
+  /* (left id, right id) -> merge: open addressing, grown at half full. */
+  MergeSlot *aMerge;
+  uint32_t mMergeMask;
+  size_t nMerge;
+  int lastRank;             /* rank of the last merge added, -1 before any */
+  /* bytes_to_unicode() both ways, and the token of every single byte. */
+  uint16_t aByteToCp[256];
+  int16_t aCpToByte[N_BYTE_CP];
+  int aByteId[256];
+  int eotId;                /* id of "<|endoftext|>", or -1 */
+  pcre2_code *pRe;          /* the pre-tokenizer; set by tok_finish() */
+  int bFinished;
+};
+
+/* One candidate merge in the BPE heap. */
+typedef struct HeapEntry {
+  uint64_t order;           /* rank << 32 | position: lowest rank, then leftmost */
+  int left, right, merged;  /* the ids it expects to find, and the result */
+} HeapEntry;
+
+/* A remembered word of this call: where it occurred in the input and where
+** its ids are in the output. Words repeat a lot in real text. */
+typedef struct CacheSlot {
+  const unsigned char *z;   /* the word in the caller's text; NULL when empty */
+  uint32_t n;
+  uint32_t nIds;
+  size_t iIds;              /* offset of its ids in aOut */
+} CacheSlot;
+
+/* Everything one tok_encode() call writes to. */
+typedef struct EncodeState {
+  const GPTTokenizer *t;
+  pcre2_match_data *pMatch;
+  int *aOut;                /* the ids so far */
+  size_t nOut, nOutAlloc;
+  /* BPE scratch, sized for the longest word seen so far */
+  int *aSymId;              /* token at each symbol start; -1 once merged away */
+  int *aSymNext;            /* next live symbol, -1 at the end */
+  int *aSymPrev;            /* previous live symbol, -1 at the start */
+  HeapEntry *aHeap;
+  size_t nSymAlloc, nHeap, nHeapAlloc;
+  CacheSlot *aCache;        /* direct-mapped; NULL for short texts */
+  uint32_t mCacheMask;
+} EncodeState;
+
+/* Longest word, in bytes, that goes into the word cache. */
+#define CACHE_MAX_WORD 64
+
+/* Writes a printf-style message to err (when there is room) and returns -1,
+** so that error paths read "return fail(err, n_err, ...)". */
+#if defined(__GNUC__)
+__attribute__((format(printf, 3, 4)))
+#endif
+static int fail(char *err, size_t n_err, const char *zFmt, ...) {
+  if (err && n_err > 0) {
+    va_list ap;
+    va_start(ap, zFmt);
+    vsnprintf(err, n_err, zFmt, ap);
+    va_end(ap);
+  }
+  return -1;
+}
+
+/* How many bytes of z (n long) to quote in an error message: at most 48,
+** cut back to the start of a UTF-8 character so the message stays valid. */
+static int quote_len(const char *z, int n) {
+  if (n <= 48) return n;
+  n = 48;
+  while (n > 0 && ((unsigned char)z[n] & 0xC0) == 0x80) n--;
+  return n;
+}
+
+/* Hashes n bytes; any decent mix will do, words are short. */
+static uint32_t hash_bytes(const unsigned char *z, size_t n) {
+  uint64_t h = 0x9E3779B97F4A7C15ull ^ (uint64_t)n;
+  while (n >= 8) {
+    uint64_t w;
+    memcpy(&w, z, 8);
+    h = (h ^ w) * 0xFF51AFD7ED558CCDull;
+    h ^= h >> 32;
+    z += 8;
+    n -= 8;
+  }
+  if (n > 0) {
+    uint64_t w = 0;
+    memcpy(&w, z, n);
+    h = (h ^ w) * 0xFF51AFD7ED558CCDull;
+  }
+  h ^= h >> 29;
+  h *= 0xC4CEB9FE1A85EC53ull;
+  h ^= h >> 32;
+  return (uint32_t)h;
+}
+
+/* The id whose raw bytes are z (n long, hash h), or -1. */
+static int str_lookup(const GPTTokenizer *t, const unsigned char *z, size_t n,
+                      uint32_t h) {
+  for (uint32_t i = h & t->mStrMask;; i = (i + 1) & t->mStrMask) {
+    int id = t->aStrSlot[i];
+    if (id < 0) return -1;
+    if (t->aStrHash[i] == h && (size_t)t->aTokLen[id] == n &&
+        memcmp(t->zPool + t->aTokOff[id], z, n) == 0)
+      return id;
+  }
+}
+
+/* The slot of pair key in a merge table of mask+1 slots (a power of two):
+** where it is, or the empty slot where it would go. */
+static uint32_t merge_slot(const MergeSlot *a, uint32_t mask, uint64_t key) {
+  uint64_t h = key * 0x9E3779B97F4A7C15ull;
+  uint32_t i = (uint32_t)(h >> 32) & mask;
+  while (a[i].rank >= 0 && a[i].key != key) i = (i + 1) & mask;
+  return i;
+}
+
+/* The merge of ids (left, right), or NULL when the pair never merges. */
+static const MergeSlot *merge_lookup(const GPTTokenizer *t, int left, int right) {
+  uint64_t key = (uint64_t)(uint32_t)left << 32 | (uint32_t)right;
+  const MergeSlot *p = &t->aMerge[merge_slot(t->aMerge, t->mMergeMask, key)];
+  return p->rank >= 0 ? p : NULL;
+}
+
+/* Doubles the merge table. Returns 0, or -1 when out of memory. */
+static int merge_grow(GPTTokenizer *t) {
+  uint32_t nOld = t->mMergeMask + 1;
+  if (nOld > (UINT32_MAX >> 2)) return -1;
+  uint32_t nNew = nOld * 2;
+  MergeSlot *aNew = malloc(sizeof(MergeSlot) * (size_t)nNew);
+  if (!aNew) return -1;
+  for (uint32_t i = 0; i < nNew; i++) aNew[i].rank = -1;
+  for (uint32_t i = 0; i < nOld; i++) {
+    if (t->aMerge[i].rank < 0) continue;
+    aNew[merge_slot(aNew, nNew - 1, t->aMerge[i].key)] = t->aMerge[i];
+  }
+  free(t->aMerge);
+  t->aMerge = aNew;
+  t->mMergeMask = nNew - 1;
+  return 0;
+}
+
+/* Fills both directions of OpenAI's bytes_to_unicode(): the printable bytes
+** '!'..'~', 0xA1..0xAC and 0xAE..0xFF stand for themselves; the other 68
+** bytes, in increasing order, become U+0100, U+0101, ... */
+static void build_byte_map(GPTTokenizer *t) {
+  int nExtra = 0;
+  for (int i = 0; i < N_BYTE_CP; i++) t->aCpToByte[i] = -1;
+  for (int b = 0; b < 256; b++) {
+    int bPrintable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) ||
+                     (b >= 0xAE && b <= 0xFF);
+    int cp = bPrintable ? b : 256 + nExtra++;
+    t->aByteToCp[b] = (uint16_t)cp;
+    t->aCpToByte[cp] = (int16_t)b;
+  }
+}
+
+/* Converts a byte-level string (UTF-8, n bytes) to raw bytes in out, which
+** has room for n bytes. Returns the raw length, or -1 when z holds invalid
+** UTF-8 or a character outside the byte map. */
+static int byte_level_to_raw(const GPTTokenizer *t, const char *z, int n,
+                             unsigned char *out) {
+  int nOut = 0;
+  for (int i = 0; i < n;) {
+    unsigned c = (unsigned char)z[i];
+    unsigned cp;
+    if (c < 0x80) {
+      cp = c;
+      i += 1;
+    } else if (c >= 0xC2 && c <= 0xDF && i + 1 < n &&
+               ((unsigned char)z[i + 1] & 0xC0) == 0x80) {
+      cp = (c & 0x1F) << 6 | ((unsigned char)z[i + 1] & 0x3F);
+      i += 2;
+    } else {
+      return -1; /* every mapped code point is below U+0800 */
+    }
+    if (cp >= N_BYTE_CP || t->aCpToByte[cp] < 0) return -1;
+    out[nOut++] = (unsigned char)t->aCpToByte[cp];
+  }
+  return nOut;
+}
+
+/* Allocates a tokenizer with n_vocab empty slots. NULL when out of memory or
+** when n_vocab is not in 1..TOK_MAX_VOCAB. */
+GPTTokenizer *tok_new(int n_vocab) {
+  if (n_vocab <= 0 || n_vocab > TOK_MAX_VOCAB) return NULL;
+  GPTTokenizer *t = calloc(1, sizeof(*t));
+  if (!t) return NULL;
+  t->nVocab = n_vocab;
+  t->lastRank = -1;
+  t->eotId = -1;
+  build_byte_map(t);
+  for (int b = 0; b < 256; b++) t->aByteId[b] = -1;
+  /* at most half full, so probing always ends at an empty slot */
+  uint32_t nStr = 16;
+  while (nStr < 2 * (uint32_t)n_vocab) nStr *= 2;
+  t->mStrMask = nStr - 1;
+  t->aStrSlot = malloc(sizeof(int) * nStr);
+  t->aStrHash = malloc(sizeof(uint32_t) * nStr);
+  t->aTokOff = malloc(sizeof(size_t) * (size_t)n_vocab);
+  t->aTokLen = malloc(sizeof(int) * (size_t)n_vocab);
+  t->aWhole = calloc((size_t)n_vocab, 1);
+  t->mMergeMask = 1023;
+  t->aMerge = malloc(sizeof(MergeSlot) * (t->mMergeMask + 1));
+  if (!t->aStrSlot || !t->aStrHash || !t->aTokOff || !t->aTokLen ||
+      !t->aWhole || !t->aMerge) {
+    tok_free(t);
+    return NULL;
+  }
+  for (uint32_t i = 0; i < nStr; i++) t->aStrSlot[i] = -1;
+  for (int i = 0; i < n_vocab; i++) t->aTokLen[i] = -1;
+  for (uint32_t i = 0; i <= t->mMergeMask; i++) t->aMerge[i].rank = -1;
+  return t;
+}
+
+/* Frees a tokenizer and everything it owns; NULL is fine. */
+void tok_free(GPTTokenizer *t) {
+  if (!t) return;
+  pcre2_code_free(t->pRe);
+  free(t->zPool);
+  free(t->aTokOff);
+  free(t->aTokLen);
+  free(t->aWhole);
+  free(t->aStrSlot);
+  free(t->aStrHash);
+  free(t->aMerge);
+  free(t);
+}
+
+/* Stores token id from its byte-level spelling: converts it to raw bytes,
+** appends them to the pool and indexes them by content. */
+int tok_set_token(GPTTokenizer *t, int id, const char *z, int n, char *err,
+                  size_t n_err) {
+  if (!t) return fail(err, n_err, "no tokenizer");
+  if (t->bFinished) return fail(err, n_err, "tokenizer is already finished");
+  if (id < 0 || id >= t->nVocab)
+    return fail(err, n_err, "vocab token %d is outside 0..%d", id, t->nVocab - 1);
+  if (t->aTokLen[id] >= 0) return fail(err, n_err, "vocab token %d is set twice", id);
+  if (n <= 0 || !z) return fail(err, n_err, "vocab token %d is empty", id);
+  /* the raw form is never longer than the byte-level one */
+  if ((size_t)n > SIZE_MAX - t->nPool) return fail(err, n_err, "out of memory");
+  if (t->nPool + (size_t)n > t->nPoolAlloc) {
+    size_t nNew = t->nPoolAlloc ? t->nPoolAlloc : 65536;
+    while (nNew < t->nPool + (size_t)n) {
+      if (nNew > SIZE_MAX / 2) return fail(err, n_err, "out of memory");
+      nNew *= 2;
+    }
+    unsigned char *zNew = realloc(t->zPool, nNew);
+    if (!zNew) return fail(err, n_err, "out of memory");
+    t->zPool = zNew;
+    t->nPoolAlloc = nNew;
+  }
+  unsigned char *zRaw = t->zPool + t->nPool;
+  int nRaw = byte_level_to_raw(t, z, n, zRaw);
+  if (nRaw < 0)
+    return fail(err, n_err, "vocab token %d has a character outside GPT-2's byte map", id);
+  uint32_t h = hash_bytes(zRaw, (size_t)nRaw);
+  int other = str_lookup(t, zRaw, (size_t)nRaw, h);
+  if (other >= 0)
+    return fail(err, n_err, "vocab token %d repeats token %d \"%.*s\"", id, other,
+                quote_len(z, n), z);
+  uint32_t i = h & t->mStrMask;
+  while (t->aStrSlot[i] >= 0) i = (i + 1) & t->mStrMask;
+  t->aStrSlot[i] = id;
+  t->aStrHash[i] = h;
+  t->aTokOff[id] = t->nPool;
+  t->aTokLen[id] = nRaw;
+  t->nPool += (size_t)nRaw;
+  if (nRaw == 1) t->aByteId[zRaw[0]] = id;
+  if (nRaw == N_END_OF_TEXT && memcmp(zRaw, zEndOfText, N_END_OF_TEXT) == 0)
+    t->eotId = id;
+  return 0;
+}
+
+/* Looks up a byte-level token spelling: its id, or -1 when no token has it. */
+static int byte_level_lookup(const GPTTokenizer *t, const char *z, int n,
+                             unsigned char *zBuf) {
+  int nRaw = byte_level_to_raw(t, z, n, zBuf);
+  if (nRaw <= 0) return -1;
+  return str_lookup(t, zBuf, (size_t)nRaw, hash_bytes(zBuf, (size_t)nRaw));
+}
+
+/* Records that ids (left, right) merge into the token spelt left+right, at
+** 'rank'. The vocabulary must be loaded first: both sides and the result
+** must already be tokens. */
+int tok_add_merge(GPTTokenizer *t, int rank, const char *zLeft, int nLeft,
+                  const char *zRight, int nRight, char *err, size_t n_err) {
+  if (!t) return fail(err, n_err, "no tokenizer");
+  if (t->bFinished) return fail(err, n_err, "tokenizer is already finished");
+  if (rank <= t->lastRank || rank >= INT_MAX)
+    return fail(err, n_err, "merge %d comes after merge %d; ranks must increase",
+                rank, t->lastRank);
+  if (nLeft <= 0 || nRight <= 0 || !zLeft || !zRight)
+    return fail(err, n_err, "merge %d has an empty side", rank);
+  if (nLeft > INT_MAX - nRight)
+    return fail(err, n_err, "merge %d is too long", rank);
+  unsigned char *zBuf = malloc((size_t)nLeft + (size_t)nRight);
+  if (!zBuf) return fail(err, n_err, "out of memory");
+  int rc = 0;
+  int left = byte_level_lookup(t, zLeft, nLeft, zBuf);
+  int right = left < 0 ? -1 : byte_level_lookup(t, zRight, nRight, zBuf);
+  if (left < 0 || right < 0) {
+    const char *z = left < 0 ? zLeft : zRight;
+    int n = left < 0 ? nLeft : nRight;
+    rc = fail(err, n_err, "merge %d names unknown token \"%.*s\"", rank,
+              quote_len(z, n), z);
+    goto done;
+  }
+  /* the result, spelt as raw bytes: left's then right's */
+  int nL = t->aTokLen[left], nR = t->aTokLen[right];
+  memcpy(zBuf, t->zPool + t->aTokOff[left], (size_t)nL);
+  memcpy(zBuf + nL, t->zPool + t->aTokOff[right], (size_t)nR);
+  int merged = str_lookup(t, zBuf, (size_t)(nL + nR),
+                          hash_bytes(zBuf, (size_t)(nL + nR)));
+  if (merged < 0) {
+    int nQL = quote_len(zLeft, nLeft);
+    int nQR = nQL < nLeft ? 0 : quote_len(zRight, nRight);
+    rc = fail(err, n_err, "merge %d makes \"%.*s%.*s\", which is not in the vocabulary",
+              rank, nQL, zLeft, nQR, zRight);
+    goto done;
+  }
+  if (t->nMerge + 1 > (size_t)(t->mMergeMask + 1) / 2 && merge_grow(t) != 0) {
+    rc = fail(err, n_err, "out of memory");
+    goto done;
+  }
+  uint64_t key = (uint64_t)(uint32_t)left << 32 | (uint32_t)right;
+  MergeSlot *p = &t->aMerge[merge_slot(t->aMerge, t->mMergeMask, key)];
+  if (p->rank >= 0) {
+    rc = fail(err, n_err, "merge %d repeats merge %d", rank, p->rank);
+    goto done;
+  }
+  p->key = key;
+  p->rank = rank;
+  p->merged = merged;
+  t->nMerge++;
+  t->lastRank = rank;
+done:
+  free(zBuf);
+  return rc;
+}
+
+/* Frees the scratch space of one encode call. */
+static void state_free(EncodeState *s) {
+  pcre2_match_data_free(s->pMatch);
+  free(s->aOut);
+  free(s->aSymId);
+  free(s->aSymNext);
+  free(s->aSymPrev);
+  free(s->aHeap);
+  free(s->aCache);
+}
+
+/* Appends one id to the output. Returns 0, or -1 when out of memory. */
+static int push_id(EncodeState *s, int id) {
+  if (s->nOut == s->nOutAlloc) {
+    size_t nNew = s->nOutAlloc ? s->nOutAlloc * 2 : 64;
+    if (nNew > SIZE_MAX / sizeof(int)) return -1;
+    int *aNew = realloc(s->aOut, nNew * sizeof(int));
+    if (!aNew) return -1;
+    s->aOut = aNew;
+    s->nOutAlloc = nNew;
+  }
+  s->aOut[s->nOut++] = id;
+  return 0;
+}
+
+/* Makes the BPE scratch hold a word of n bytes: n symbols and up to 3n heap
+** entries (n-1 initial pairs plus at most two new ones per merge). */
+static int reserve_symbols(EncodeState *s, size_t n) {
+  if (n <= s->nSymAlloc) return 0;
+  if (n > (size_t)INT_MAX / 4 || n > SIZE_MAX / (3 * sizeof(HeapEntry))) return -1;
+  size_t nAlloc = s->nSymAlloc ? s->nSymAlloc : 64;
+  while (nAlloc < n) nAlloc *= 2;
+  int *aId = realloc(s->aSymId, nAlloc * sizeof(int));
+  if (!aId) return -1;
+  s->aSymId = aId;
+  int *aNext = realloc(s->aSymNext, nAlloc * sizeof(int));
+  if (!aNext) return -1;
+  s->aSymNext = aNext;
+  int *aPrev = realloc(s->aSymPrev, nAlloc * sizeof(int));
+  if (!aPrev) return -1;
+  s->aSymPrev = aPrev;
+  HeapEntry *aHeap = realloc(s->aHeap, 3 * nAlloc * sizeof(HeapEntry));
+  if (!aHeap) return -1;
+  s->aHeap = aHeap;
+  s->nSymAlloc = nAlloc;
+  s->nHeapAlloc = 3 * nAlloc;
+  return 0;
+}
+
+/* Pushes the pair starting at symbol i onto the heap when it has a merge. */
+static void heap_push_pair(EncodeState *s, int i) {
+  int j = s->aSymNext[i];
+  if (j < 0) return;
+  const MergeSlot *m = merge_lookup(s->t, s->aSymId[i], s->aSymId[j]);
+  if (!m) return;
+  HeapEntry e = {(uint64_t)(uint32_t)m->rank << 32 | (uint32_t)i, s->aSymId[i],
+                 s->aSymId[j], m->merged};
+  /* sift up; capacity is guaranteed by reserve_symbols() */
+  size_t k = s->nHeap++;
+  while (k > 0) {
+    size_t parent = (k - 1) / 2;
+    if (s->aHeap[parent].order <= e.order) break;
+    s->aHeap[k] = s->aHeap[parent];
+    k = parent;
+  }
+  s->aHeap[k] = e;
+}
+
+/* Removes the heap's smallest entry into *out. */
+static void heap_pop(EncodeState *s, HeapEntry *out) {
+  *out = s->aHeap[0];
+  HeapEntry last = s->aHeap[--s->nHeap];
+  size_t n = s->nHeap, k = 0;
+  for (;;) {
+    size_t c = 2 * k + 1;
+    if (c >= n) break;
+    if (c + 1 < n && s->aHeap[c + 1].order < s->aHeap[c].order) c++;
+    if (last.order <= s->aHeap[c].order) break;
+    s->aHeap[k] = s->aHeap[c];
+    k = c;
+  }
+  if (n > 0) s->aHeap[k] = last;
+}
+
+/* Runs BPE over the n bytes of one word and appends the resulting ids.
+**
+** Symbols live in a linked list indexed by their first byte. The heap holds
+** every mergeable adjacent pair ordered by (rank, position); entries go
+** stale when a neighbour merges, and are recognised on pop because the ids
+** they expect are no longer there (a position's id only ever grows into a
+** longer token, so it cannot come back). For GPT-2's merges, whose two
+** sides are always made by earlier merges, this equals the reference bpe()
+** that merges every occurrence of the best pair in one sweep. */
+static int bpe_word(EncodeState *s, const unsigned char *z, size_t n) {
+  const GPTTokenizer *t = s->t;
+  if (reserve_symbols(s, n) != 0) return -1;
+  int nSym = (int)n;
+  for (int i = 0; i < nSym; i++) {
+    s->aSymId[i] = t->aByteId[z[i]];
+    s->aSymNext[i] = i + 1 < nSym ? i + 1 : -1;
+    s->aSymPrev[i] = i - 1;
+  }
+  s->nHeap = 0;
+  for (int i = 0; i + 1 < nSym; i++) heap_push_pair(s, i);
+  while (s->nHeap > 0) {
+    HeapEntry e;
+    heap_pop(s, &e);
+    int i = (int)(uint32_t)e.order;
+    int j = s->aSymNext[i];
+    if (s->aSymId[i] != e.left || j < 0 || s->aSymId[j] != e.right) continue;
+    s->aSymId[i] = e.merged;
+    s->aSymId[j] = -1;
+    int k = s->aSymNext[j];
+    s->aSymNext[i] = k;
+    if (k >= 0) s->aSymPrev[k] = i;
+    if (s->aSymPrev[i] >= 0) heap_push_pair(s, s->aSymPrev[i]);
+    heap_push_pair(s, i);
+  }
+  for (int i = 0; i >= 0; i = s->aSymNext[i])
+    if (push_id(s, s->aSymId[i]) != 0) return -1;
+  return 0;
+}
+
+/* Appends the ids of one pre-token: a single byte directly, a cached word
+** by copying its earlier ids, a word that is itself a token as that token,
+** and anything else through BPE. */
+static int encode_word(EncodeState *s, const unsigned char *z, size_t n) {
+  const GPTTokenizer *t = s->t;
+  if (n == 1) return push_id(s, t->aByteId[z[0]]);
+  uint32_t h = hash_bytes(z, n);
+  CacheSlot *pSlot = NULL;
+  if (s->aCache && n <= CACHE_MAX_WORD) {
+    pSlot = &s->aCache[h & s->mCacheMask];
+    if (pSlot->z && pSlot->n == n && memcmp(pSlot->z, z, n) == 0) {
+      for (uint32_t i = 0; i < pSlot->nIds; i++)
+        if (push_id(s, s->aOut[pSlot->iIds + i]) != 0) return -1;
+      return 0;
+    }
+  }
+  size_t iStart = s->nOut;
+  int id = str_lookup(t, z, n, h);
+  if (id >= 0 && t->aWhole[id]) {
+    if (push_id(s, id) != 0) return -1;
+  } else if (bpe_word(s, z, n) != 0) {
+    return -1;
+  }
+  if (pSlot) {
+    pSlot->z = z;
+    pSlot->n = (uint32_t)n;
+    pSlot->nIds = (uint32_t)(s->nOut - iStart);
+    pSlot->iIds = iStart;
+  }
+  return 0;
+}
+
+/* Length of the valid UTF-8 character at the start of z (n > 0 bytes), or 0
+** when the first byte does not start one. Strict: no overlong forms, no
+** surrogates, nothing above U+10FFFF. */
+static size_t utf8_char_len(const unsigned char *z, size_t n) {
+  unsigned c = z[0];
+  if (c < 0x80) return 1;
+  if (c < 0xC2) return 0; /* continuation byte, or overlong 2-byte lead */
+  if (c < 0xE0) return n >= 2 && (z[1] & 0xC0) == 0x80 ? 2 : 0;
+  if (c < 0xF0) {
+    if (n < 3 || (z[2] & 0xC0) != 0x80) return 0;
+    unsigned lo = c == 0xE0 ? 0xA0 : 0x80; /* E0 80..9F would be overlong */
+    unsigned hi = c == 0xED ? 0x9F : 0xBF; /* ED A0..BF would be surrogates */
+    return z[1] >= lo && z[1] <= hi ? 3 : 0;
+  }
+  if (c < 0xF5) {
+    if (n < 4 || (z[2] & 0xC0) != 0x80 || (z[3] & 0xC0) != 0x80) return 0;
+    unsigned lo = c == 0xF0 ? 0x90 : 0x80; /* F0 80..8F would be overlong */
+    unsigned hi = c == 0xF4 ? 0x8F : 0xBF; /* F4 90.. would pass U+10FFFF */
+    return z[1] >= lo && z[1] <= hi ? 4 : 0;
+  }
+  return 0;
+}
+
+/* Length of the longest valid UTF-8 prefix of z (n bytes). */
+static size_t utf8_valid_prefix(const unsigned char *z, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    /* ASCII, the common case, eight bytes at a time */
+    while (i + 8 <= n) {
+      uint64_t w;
+      memcpy(&w, z + i, 8);
+      if (w & 0x8080808080808080ull) break;
+      i += 8;
+    }
+    if (i >= n) break;
+    size_t nChar = utf8_char_len(z + i, n - i);
+    if (nChar == 0) break;
+    i += nChar;
+  }
+  return i;
+}
+
+/* Cuts a valid UTF-8 run into GPT-2 pre-tokens with the regex and encodes
+** each. The pattern matches at every position (each character is a letter,
+** a number, white space or none of these), so matches tile the run; the
+** checks below only keep bytes from being lost if that ever failed. */
+static int encode_valid_run(EncodeState *s, const unsigned char *z, size_t n) {
+  size_t off = 0;
+  while (off < n) {
+    int rc = pcre2_match(s->t->pRe, z, n, off, PCRE2_NO_UTF_CHECK, s->pMatch, NULL);
+    if (rc < 0 && rc != PCRE2_ERROR_NOMATCH) {
+      /* e.g. a JIT stack limit: the interpreter has no such limit */
+      rc = pcre2_match(s->t->pRe, z, n, off, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT,
+                       s->pMatch, NULL);
+      if (rc < 0 && rc != PCRE2_ERROR_NOMATCH) return -1;
+    }
+    if (rc == PCRE2_ERROR_NOMATCH) return encode_word(s, z + off, n - off);
+    PCRE2_SIZE *aOv = pcre2_get_ovector_pointer(s->pMatch);
+    size_t iStart = aOv[0], iEnd = aOv[1];
+    if (iStart > n || iEnd > n || iEnd <= off || iStart > iEnd)
+      return encode_word(s, z + off, n - off);
+    if (iStart > off && encode_word(s, z + off, iStart - off) != 0) return -1;
+    if (iEnd > iStart && encode_word(s, z + iStart, iEnd - iStart) != 0) return -1;
+    off = iEnd;
+  }
+  return 0;
+}
+
+/* Encodes ordinary text: valid UTF-8 runs through the regex, every invalid
+** byte as a pre-token of its own. */
+static int encode_ordinary(EncodeState *s, const unsigned char *z, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    size_t nValid = utf8_valid_prefix(z + i, n - i);
+    if (nValid > 0 && encode_valid_run(s, z + i, nValid) != 0) return -1;
+    i += nValid;
+    while (i < n && utf8_char_len(z + i, n - i) == 0) {
+      if (push_id(s, s->t->aByteId[z[i]]) != 0) return -1;
+      i++;
+    }
+  }
+  return 0;
+}
+
+/* Where "<|endoftext|>" next occurs in z (n bytes), or NULL. */
+static const unsigned char *find_eot(const unsigned char *z, size_t n) {
+  const unsigned char *zEnd = z + n;
+  while ((size_t)(zEnd - z) >= N_END_OF_TEXT) {
+    const unsigned char *p = memchr(z, '<', (size_t)(zEnd - z) - (N_END_OF_TEXT - 1));
+    if (!p) return NULL;
+    if (memcmp(p, zEndOfText, N_END_OF_TEXT) == 0) return p;
+    z = p + 1;
+  }
+  return NULL;
+}
+
+/* Encodes text into a malloc'd array of ids; see tokenizer.h. Returns -1
+** (out of memory) also when the tokenizer is not finished or a single
+** pre-token is over INT_MAX/4 bytes. */
+int tok_encode(const GPTTokenizer *t, const char *text, size_t n, int flags,
+               int **ids, size_t *n_ids) {
+  if (!ids || !n_ids) return -1;
+  *ids = NULL;
+  *n_ids = 0;
+  if (!t || !t->pRe || (n > 0 && !text)) return -1;
+  EncodeState s;
+  memset(&s, 0, sizeof(s));
+  s.t = t;
+  s.pMatch = pcre2_match_data_create_from_pattern(t->pRe, NULL);
+  /* GPT-2 averages about four bytes a token on English; huge texts start
+  ** smaller and grow, rather than reserving gigabytes up front */
+  s.nOutAlloc = n / 3 + 16;
+  if (s.nOutAlloc > ((size_t)1 << 22)) s.nOutAlloc = (size_t)1 << 22;
+  s.aOut = malloc(s.nOutAlloc * sizeof(int));
+  /* a word cache pays off only on texts long enough for words to repeat */
+  if (n >= 1024) {
+    uint32_t nCache = 256;
+    while (nCache < 8192 && nCache < n / 16) nCache *= 2;
+    s.aCache = calloc(nCache, sizeof(CacheSlot));
+    s.mCacheMask = nCache - 1;
+  }
+  int rc = (!s.pMatch || !s.aOut || (n >= 1024 && !s.aCache)) ? -1 : 0;
+  const unsigned char *z = (const unsigned char *)text;
+  size_t i = 0;
+  while (rc == 0 && i < n) {
+    const unsigned char *pEot = NULL;
+    if ((flags & TOK_ALLOW_SPECIAL) && t->eotId >= 0) pEot = find_eot(z + i, n - i);
+    size_t iEnd = pEot ? (size_t)(pEot - z) : n;
+    rc = encode_ordinary(&s, z + i, iEnd - i);
+    if (rc == 0 && pEot) {
+      rc = push_id(&s, t->eotId);
+      iEnd += N_END_OF_TEXT;
+    }
+    i = iEnd;
+  }
+  if (rc == 0) {
+    *ids = s.aOut;
+    *n_ids = s.nOut;
+    s.aOut = NULL;
+  }
+  state_free(&s);
+  return rc;
+}
+
+/* Checks that the vocabulary is complete and usable, marks the tokens that
+** BPE reproduces from their own bytes, and compiles the pre-tokenizer. */
+int tok_finish(GPTTokenizer *t, char *err, size_t n_err) {
+  if (!t) return fail(err, n_err, "no tokenizer");
+  if (t->bFinished) return fail(err, n_err, "tokenizer is already finished");
+  for (int id = 0; id < t->nVocab; id++)
+    if (t->aTokLen[id] < 0) return fail(err, n_err, "vocab token %d is not set", id);
+  /* without all 256 bytes some text could not be encoded at all */
+  for (int b = 0; b < 256; b++)
+    if (t->aByteId[b] < 0)
+      return fail(err, n_err, "the vocabulary has no token for byte 0x%02X", b);
+
+  /* A word that equals a token is usually that token, but not always (BPE
+  ** might never build it); remembering which tokens BPE rebuilds from their
+  ** own bytes makes the whole-word shortcut in encode_word() exact. */
+  EncodeState s;
+  memset(&s, 0, sizeof(s));
+  s.t = t;
+  int rc = 0;
+  for (int id = 0; id < t->nVocab && rc == 0; id++) {
+    int n = t->aTokLen[id];
+    if (n == 1) {
+      t->aWhole[id] = 1;
+      continue;
+    }
+    s.nOut = 0;
+    rc = bpe_word(&s, t->zPool + t->aTokOff[id], (size_t)n);
+    t->aWhole[id] = rc == 0 && s.nOut == 1 && s.aOut[0] == id;
+  }
+  state_free(&s);
+  if (rc != 0) return fail(err, n_err, "out of memory");
+
+  int errorCode;
+  PCRE2_SIZE errorOffset;
+  t->pRe = pcre2_compile((PCRE2_SPTR)zPattern, PCRE2_ZERO_TERMINATED,
+                         PCRE2_UTF | PCRE2_UCP, &errorCode, &errorOffset, NULL);
+  if (!t->pRe) {
+    char zMsg[120];
+    pcre2_get_error_message(errorCode, (PCRE2_UCHAR *)zMsg, sizeof(zMsg));
+    return fail(err, n_err, "pre-tokenizer regex: %s", zMsg);
+  }
+  /* the JIT is several times faster; without it the interpreter still works */
+  (void)pcre2_jit_compile(t->pRe, PCRE2_JIT_COMPLETE);
+  t->bFinished = 1;
+  return 0;
+}
+
+/* The raw bytes of token id, or NULL when id is out of range or unset. */
+const char *tok_token_bytes(const GPTTokenizer *t, int id, int *n) {
+  if (!t || id < 0 || id >= t->nVocab || t->aTokLen[id] < 0) {
+    if (n) *n = 0;
+    return NULL;
+  }
+  if (n) *n = t->aTokLen[id];
+  return (const char *)t->zPool + t->aTokOff[id];
+}
+
+/* Concatenates the raw bytes of ids. Sizes everything first, so a bad id is
+** reported before anything is allocated. */
+int tok_decode(const GPTTokenizer *t, const int *ids, size_t n_ids, char **out,
+               size_t *n_out, int *bad_id) {
+  if (out) *out = NULL;
+  if (n_out) *n_out = 0;
+  if (!t || !out || (n_ids > 0 && !ids)) return -1;
+  size_t nTotal = 0;
+  for (size_t i = 0; i < n_ids; i++) {
+    int id = ids[i];
+    if (id < 0 || id >= t->nVocab || t->aTokLen[id] < 0) {
+      if (bad_id) *bad_id = id;
+      return -2;
+    }
+    if ((size_t)t->aTokLen[id] > SIZE_MAX - 1 - nTotal) return -1;
+    nTotal += (size_t)t->aTokLen[id];
+  }
+  char *z = malloc(nTotal + 1);
+  if (!z) return -1;
+  size_t k = 0;
+  for (size_t i = 0; i < n_ids; i++) {
+    memcpy(z + k, t->zPool + t->aTokOff[ids[i]], (size_t)t->aTokLen[ids[i]]);
+    k += (size_t)t->aTokLen[ids[i]];
+  }
+  z[k] = 0;
+  *out = z;
+  if (n_out) *n_out = k;
+  return 0;
+}
+
+/* Number of token slots. */
+int tok_vocab_size(const GPTTokenizer *t) { return t ? t->nVocab : 0; }
+
+/* The id of "<|endoftext|>", or -1 when the vocabulary has none. */
+int tok_eot_id(const GPTTokenizer *t) { return t ? t->eotId : -1; }

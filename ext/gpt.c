@@ -1,0 +1,919 @@
+/*
+** sqlite-gpt: GPT-2-family decoder models inside SQLite.
+**
+**   .load build/gpt
+**   SELECT gpt_import('gpt2', 'models/gpt2');
+**   SELECT gpt_generate(body, '{"max_tokens": 32}') FROM docs;
+**
+** This file is the entry point and the shared machinery of the SQLite side:
+** the registration table, the schema, the options parser and the model
+** cache. How the cache works: a loaded model (tokenizer, and weights once a
+** function needs them) is keyed by database file and model name and shared by
+** every connection of the process. Each gpt_models row carries a stamp that
+** triggers change whenever any of the model's rows change, so a lookup costs
+** one indexed SELECT, and a changed model is reloaded while calls still
+** running on the old one keep it alive through their reference.
+*/
+#define GPT_EXT_MAIN
+#include "gpt_ext.h"
+SQLITE_EXTENSION_INIT1
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "schema.h"
+
+#define GPT_VERSION "0.1.0"
+
+/* ------------------------------------------------------------- errors */
+
+/* Replaces *pzErr with a formatted message, freeing the old one first. */
+void gptext_set_error(char **pzErr, const char *zFormat, ...) {
+  va_list ap;
+  va_start(ap, zFormat);
+  char *z = sqlite3_vmprintf(zFormat, ap);
+  va_end(ap);
+  sqlite3_free(*pzErr);
+  *pzErr = z;
+}
+
+/* SQLite 3.40 has no sqlite3_is_interrupted(); a trivial statement stepped
+** after sqlite3_interrupt() fails with SQLITE_INTERRUPT, which works on every
+** version. Newer versions answer directly. */
+int gptext_interrupted(sqlite3 *db) {
+#if SQLITE_VERSION_NUMBER >= 3041000
+  if (sqlite3_libversion_number() >= 3041000) return sqlite3_is_interrupted(db);
+#endif
+  sqlite3_stmt *pStmt = 0;
+  int rc = sqlite3_prepare_v2(db, "SELECT 1", -1, &pStmt, 0);
+  if (rc == SQLITE_OK) rc = sqlite3_step(pStmt);
+  sqlite3_finalize(pStmt);
+  return rc == SQLITE_INTERRUPT;
+}
+
+/* Runs sql/schema.sql (compiled in). Every statement is IF NOT EXISTS. */
+int gptext_ensure_schema(sqlite3 *db, char **pzErr) {
+  char *zErr = 0;
+  int rc = sqlite3_exec(db, gptSchemaSql, 0, 0, &zErr);
+  if (rc != SQLITE_OK) {
+    gptext_set_error(pzErr, "cannot create the gpt_ tables: %s", zErr ? zErr : sqlite3_errstr(rc));
+    sqlite3_free(zErr);
+  }
+  return rc;
+}
+
+/* ------------------------------------------------------------ options */
+
+void gptext_options_clear(GptOptions *o) {
+  sqlite3_free(o->zModel);
+  for (int i = 0; i < o->nStop; i++) sqlite3_free(o->azStop[i]);
+  sqlite3_free(o->azStop);
+  sqlite3_free(o->zTemplate);
+  memset(o, 0, sizeof(*o));
+}
+
+/* Fetches a numeric option value, or reports that the key needs a number. */
+static int opt_number(sqlite3_stmt *p, const char *zFunc, const char *zKey,
+                      const char *zRange, int bInteger, double *pOut, char **pzErr) {
+  const char *zType = (const char *)sqlite3_column_text(p, 1);
+  if (!zType || (strcmp(zType, "integer") != 0 && (bInteger || strcmp(zType, "real") != 0))) {
+    gptext_set_error(pzErr, "%s: option \"%s\" must be %s %s", zFunc, zKey,
+                     bInteger ? "an integer" : "a number", zRange);
+    return SQLITE_ERROR;
+  }
+  *pOut = sqlite3_column_double(p, 2);
+  return SQLITE_OK;
+}
+
+/* Reports an option value outside its range. */
+static int opt_range(const char *zFunc, const char *zKey, const char *zRange, char **pzErr) {
+  gptext_set_error(pzErr, "%s: option \"%s\" must be %s", zFunc, zKey, zRange);
+  return SQLITE_ERROR;
+}
+
+/* Copies a string option value. */
+static int opt_string(sqlite3_stmt *p, const char *zFunc, const char *zKey, char **pz,
+                      char **pzErr) {
+  const char *zType = (const char *)sqlite3_column_text(p, 1);
+  if (!zType || strcmp(zType, "text") != 0) {
+    gptext_set_error(pzErr, "%s: option \"%s\" must be a string", zFunc, zKey);
+    return SQLITE_ERROR;
+  }
+  sqlite3_free(*pz);
+  *pz = sqlite3_mprintf("%s", (const char *)sqlite3_column_text(p, 2));
+  return *pz ? SQLITE_OK : SQLITE_NOMEM;
+}
+
+/* Reads a boolean option: JSON true/false (or 0/1). */
+static int opt_bool(sqlite3_stmt *p, const char *zFunc, const char *zKey, int *pb,
+                    char **pzErr) {
+  const char *zType = (const char *)sqlite3_column_text(p, 1);
+  if (!zType || (strcmp(zType, "true") && strcmp(zType, "false") && strcmp(zType, "integer"))) {
+    gptext_set_error(pzErr, "%s: option \"%s\" must be true or false", zFunc, zKey);
+    return SQLITE_ERROR;
+  }
+  *pb = sqlite3_column_int(p, 2) != 0;
+  return SQLITE_OK;
+}
+
+/* Appends the stop strings of a "stop" value: a string or an array of them. */
+static int opt_stop(sqlite3 *db, sqlite3_stmt *p, const char *zFunc, GptOptions *o,
+                    char **pzErr) {
+  const char *zType = (const char *)sqlite3_column_text(p, 1);
+  sqlite3_stmt *pArr = 0;
+  int rc = SQLITE_OK;
+  if (zType && strcmp(zType, "text") == 0) {
+    o->azStop = sqlite3_malloc64(sizeof(char *));
+    if (!o->azStop) return SQLITE_NOMEM;
+    o->azStop[0] = sqlite3_mprintf("%s", (const char *)sqlite3_column_text(p, 2));
+    if (!o->azStop[0]) return SQLITE_NOMEM;
+    o->nStop = 1;
+  } else if (zType && strcmp(zType, "array") == 0) {
+    rc = sqlite3_prepare_v2(db, "SELECT type, value FROM json_each(?1)", -1, &pArr, 0);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_value(pArr, 1, sqlite3_column_value(p, 2));
+    while (rc == SQLITE_OK && sqlite3_step(pArr) == SQLITE_ROW) {
+      const char *zT = (const char *)sqlite3_column_text(pArr, 0);
+      if (!zT || strcmp(zT, "text") != 0 || sqlite3_column_bytes(pArr, 1) == 0 || o->nStop >= 16) {
+        gptext_set_error(pzErr, "%s: option \"stop\" must be a non-empty string or an "
+                         "array of up to 16 non-empty strings", zFunc);
+        rc = SQLITE_ERROR;
+        break;
+      }
+      char **a = sqlite3_realloc64(o->azStop, sizeof(char *) * (o->nStop + 1));
+      if (!a) { rc = SQLITE_NOMEM; break; }
+      o->azStop = a;
+      a[o->nStop] = sqlite3_mprintf("%s", (const char *)sqlite3_column_text(pArr, 1));
+      if (!a[o->nStop]) { rc = SQLITE_NOMEM; break; }
+      o->nStop++;
+    }
+  } else {
+    rc = SQLITE_ERROR;
+  }
+  sqlite3_finalize(pArr);
+  if (rc == SQLITE_OK && o->nStop > 0 && o->azStop[0][0] == 0) rc = SQLITE_ERROR;
+  if (rc == SQLITE_ERROR && !*pzErr)
+    gptext_set_error(pzErr, "%s: option \"stop\" must be a non-empty string or an "
+                     "array of up to 16 non-empty strings", zFunc);
+  return rc;
+}
+
+/* Option keys and the mask that enables each. */
+static const struct { const char *zKey; unsigned mask; } aOptKey[] = {
+  {"model", GPTOPT_MODEL},          {"max_tokens", GPTOPT_GENERATE},
+  {"temperature", GPTOPT_GENERATE}, {"top_k", GPTOPT_GENERATE},
+  {"top_p", GPTOPT_GENERATE},       {"seed", GPTOPT_GENERATE},
+  {"stop", GPTOPT_GENERATE},        {"truncate", GPTOPT_TRUNCATE},
+  {"special", GPTOPT_SPECIAL},      {"replace", GPTOPT_REPLACE},
+  {"generate", GPTOPT_ATTN_GEN},    {"pool", GPTOPT_POOL},
+  {"template", GPTOPT_TEMPLATE},    {"threads", GPTOPT_THREADS},
+};
+
+/* Parses the options object with SQLite's json_each: one row per key, its
+** JSON type and value. Each key is checked against the function's mask and
+** its range; the error names the key and what it accepts. */
+int gptext_options_parse(sqlite3 *db, const char *zFunc, sqlite3_value *pArg,
+                         unsigned allowed, GptOptions *o, char **pzErr) {
+  sqlite3_stmt *p = 0;
+  int rc = SQLITE_OK;
+  memset(o, 0, sizeof(*o));
+  o->nMaxTokens = 64;
+  o->temperature = 1.0;
+  o->topP = 1.0;
+  o->seed = 42;
+  if (pArg == 0 || sqlite3_value_type(pArg) == SQLITE_NULL) return SQLITE_OK;
+  rc = sqlite3_prepare_v2(db,
+      "SELECT key, type, value, json_type(?1) FROM json_each(CASE WHEN json_valid(?1) "
+      "AND json_type(?1) = 'object' THEN ?1 ELSE '{}' END)", -1, &p, 0);
+  if (rc != SQLITE_OK) goto done;
+  if (sqlite3_value_type(pArg) != SQLITE_TEXT) goto not_object;
+  sqlite3_bind_value(p, 1, pArg);
+  {
+    /* Distinguish "not an object" from an empty object. */
+    sqlite3_stmt *pCheck = 0;
+    int bObject = 0;
+    rc = sqlite3_prepare_v2(db, "SELECT json_valid(?1) AND json_type(?1) = 'object'", -1,
+                            &pCheck, 0);
+    if (rc == SQLITE_OK) {
+      sqlite3_bind_value(pCheck, 1, pArg);
+      if (sqlite3_step(pCheck) == SQLITE_ROW) bObject = sqlite3_column_int(pCheck, 0);
+    }
+    sqlite3_finalize(pCheck);
+    if (rc != SQLITE_OK) goto done;
+    if (!bObject) goto not_object;
+  }
+  while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
+    const char *zKey = (const char *)sqlite3_column_text(p, 0);
+    unsigned mask = 0;
+    double v = 0;
+    for (size_t i = 0; zKey && i < sizeof(aOptKey) / sizeof(aOptKey[0]); i++)
+      if (strcmp(zKey, aOptKey[i].zKey) == 0) mask = aOptKey[i].mask;
+    if (!zKey || !(mask & allowed)) {
+      char *zValid = 0;
+      for (size_t i = 0; i < sizeof(aOptKey) / sizeof(aOptKey[0]); i++)
+        if (aOptKey[i].mask & allowed)
+          zValid = sqlite3_mprintf("%z%s\"%s\"", zValid, zValid ? ", " : "", aOptKey[i].zKey);
+      gptext_set_error(pzErr, "%s: unknown option \"%s\"; valid options: %s", zFunc,
+                       zKey ? zKey : "", zValid ? zValid : "none");
+      sqlite3_free(zValid);
+      rc = SQLITE_ERROR;
+      goto done;
+    }
+    if (strcmp(zKey, "model") == 0) {
+      rc = opt_string(p, zFunc, zKey, &o->zModel, pzErr);
+    } else if (strcmp(zKey, "max_tokens") == 0) {
+      rc = opt_number(p, zFunc, zKey, "from 1 to 65536", 1, &v, pzErr);
+      if (rc == SQLITE_OK && (v < 1 || v > 65536))
+        rc = opt_range(zFunc, zKey, "an integer from 1 to 65536", pzErr);
+      o->nMaxTokens = (int)v;
+    } else if (strcmp(zKey, "temperature") == 0) {
+      rc = opt_number(p, zFunc, zKey, "from 0 to 100", 0, &v, pzErr);
+      if (rc == SQLITE_OK && !(v >= 0 && v <= 100))
+        rc = opt_range(zFunc, zKey, "a number from 0 to 100 (0 = greedy)", pzErr);
+      o->temperature = v;
+    } else if (strcmp(zKey, "top_k") == 0) {
+      rc = opt_number(p, zFunc, zKey, "from 0 to 1000000", 1, &v, pzErr);
+      if (rc == SQLITE_OK && (v < 0 || v > 1000000))
+        rc = opt_range(zFunc, zKey, "an integer from 0 to 1000000 (0 = off)", pzErr);
+      o->topK = (int)v;
+    } else if (strcmp(zKey, "top_p") == 0) {
+      rc = opt_number(p, zFunc, zKey, "in (0, 1]", 0, &v, pzErr);
+      if (rc == SQLITE_OK && !(v > 0 && v <= 1))
+        rc = opt_range(zFunc, zKey, "a number in (0, 1]", pzErr);
+      o->topP = v;
+    } else if (strcmp(zKey, "seed") == 0) {
+      rc = opt_number(p, zFunc, zKey, "", 1, &v, pzErr);
+      o->seed = sqlite3_column_int64(p, 2);
+      o->bSeedSet = 1;
+    } else if (strcmp(zKey, "stop") == 0) {
+      rc = opt_stop(db, p, zFunc, o, pzErr);
+    } else if (strcmp(zKey, "truncate") == 0) {
+      rc = opt_bool(p, zFunc, zKey, &o->bTruncate, pzErr);
+    } else if (strcmp(zKey, "special") == 0) {
+      rc = opt_bool(p, zFunc, zKey, &o->bAllowSpecial, pzErr);
+    } else if (strcmp(zKey, "replace") == 0) {
+      rc = opt_bool(p, zFunc, zKey, &o->bReplace, pzErr);
+    } else if (strcmp(zKey, "generate") == 0) {
+      rc = opt_number(p, zFunc, zKey, "from 0 to 65536", 1, &v, pzErr);
+      if (rc == SQLITE_OK && (v < 0 || v > 65536))
+        rc = opt_range(zFunc, zKey, "an integer from 0 to 65536", pzErr);
+      o->nGenerate = (int)v;
+    } else if (strcmp(zKey, "pool") == 0) {
+      rc = opt_string(p, zFunc, zKey, &o->zTemplate, pzErr); /* borrowed slot */
+      if (rc == SQLITE_OK) {
+        if (strcmp(o->zTemplate, "last") == 0) o->bPoolLast = 1;
+        else if (strcmp(o->zTemplate, "mean") != 0)
+          rc = opt_range(zFunc, zKey, "\"mean\" or \"last\"", pzErr);
+        sqlite3_free(o->zTemplate);
+        o->zTemplate = 0;
+      }
+    } else if (strcmp(zKey, "template") == 0) {
+      rc = opt_string(p, zFunc, zKey, &o->zTemplate, pzErr);
+    } else if (strcmp(zKey, "threads") == 0) {
+      rc = opt_number(p, zFunc, zKey, "from 1 to 256", 1, &v, pzErr);
+      if (rc == SQLITE_OK && (v < 1 || v > 256))
+        rc = opt_range(zFunc, zKey, "an integer from 1 to 256", pzErr);
+      o->nThreads = (int)v;
+    }
+    if (rc != SQLITE_OK) goto done;
+  }
+  if (rc == SQLITE_DONE) rc = SQLITE_OK;
+  goto done;
+not_object:
+  gptext_set_error(pzErr, "%s: options must be a JSON object, like '{\"max_tokens\": 32}'", zFunc);
+  rc = SQLITE_ERROR;
+done:
+  if (rc != SQLITE_OK && !*pzErr) gptext_set_error(pzErr, "%s: %s", zFunc, sqlite3_errmsg(db));
+  sqlite3_finalize(p);
+  if (rc != SQLITE_OK) gptext_options_clear(o);
+  return rc;
+}
+
+/* -------------------------------------------------------- model cache */
+
+/* A cached model, shared across connections. */
+typedef struct CacheEntry CacheEntry;
+struct CacheEntry {
+  GptModel model;          /* what callers see; must stay first */
+  char *zKey;              /* database file + '\n' + model name */
+  sqlite3_int64 stamp;     /* gpt_models.stamp the rows had when loaded */
+  int nRef;                /* callers and connections holding it */
+  int bStale;              /* superseded: freed when nRef drops to 0 */
+  CacheEntry *pNext;
+};
+
+static pthread_mutex_t gCacheMutex = PTHREAD_MUTEX_INITIALIZER;
+static CacheEntry *gCache = 0;
+
+/* Frees an entry that nothing references any more. */
+static void cache_entry_free(CacheEntry *e) {
+  if (!e) return;
+  tok_free(e->model.pTok);
+  gpt_model_free(e->model.pNet);
+  sqlite3_free(e->model.zName);
+  sqlite3_free(e->zKey);
+  sqlite3_free(e);
+}
+
+/* Drops an entry from the list (caller holds the mutex). */
+static void cache_unlink(CacheEntry *e) {
+  for (CacheEntry **pp = &gCache; *pp; pp = &(*pp)->pNext) {
+    if (*pp == e) { *pp = e->pNext; break; }
+  }
+  e->bStale = 1;
+}
+
+void gptext_model_release(GptModel *p) {
+  CacheEntry *e = (CacheEntry *)p, *pFree = 0;
+  if (!e) return;
+  pthread_mutex_lock(&gCacheMutex);
+  if (--e->nRef == 0) {
+    if (!e->bStale) cache_unlink(e);
+    pFree = e;
+  }
+  pthread_mutex_unlock(&gCacheMutex);
+  cache_entry_free(pFree);
+}
+
+/* Takes one more reference to a model already referenced. */
+void gptext_model_retain(GptModel *p) {
+  pthread_mutex_lock(&gCacheMutex);
+  ((CacheEntry *)p)->nRef++;
+  pthread_mutex_unlock(&gCacheMutex);
+}
+
+#define CONN_MODELS GPT_CONN_MODELS
+
+/* Frees the connection's state when it closes: the cached decoder state and
+** its references to models, which frees them unless another connection of
+** the process still uses them. */
+static void conn_destroy(void *p) {
+  GptConn *c = (GptConn *)p;
+  gpt_state_free(c->pState);
+  sqlite3_free(c->aStateTok);
+  gptext_model_release(c->pStateModel);
+  for (int i = 0; i < CONN_MODELS; i++) gptext_model_release(c->aHeld[i]);
+  sqlite3_free(c);
+}
+
+/* Reads the config JSON of a gpt_models row into c, checking each value's
+** type before it is used. */
+static int read_config(sqlite3 *db, const char *zFunc, const char *zName,
+                       GPTConfig *c, char **pzErr) {
+  static const char *azKey[] = {"n_layer", "n_head", "n_embd", "n_ctx", "vocab_size"};
+  int *aOut[] = {&c->n_layer, &c->n_head, &c->n_embd, &c->n_ctx, &c->vocab_size};
+  sqlite3_stmt *p = 0;
+  int rc = sqlite3_prepare_v2(db,
+      "SELECT json_valid(config) AND json_type(config) = 'object', "
+      " json_type(config, '$.n_layer'), json_extract(config, '$.n_layer'),"
+      " json_type(config, '$.n_head'), json_extract(config, '$.n_head'),"
+      " json_type(config, '$.n_embd'), json_extract(config, '$.n_embd'),"
+      " json_type(config, '$.n_ctx'), json_extract(config, '$.n_ctx'),"
+      " json_type(config, '$.vocab_size'), json_extract(config, '$.vocab_size'),"
+      " json_type(config, '$.layer_norm_epsilon'), json_extract(config, '$.layer_norm_epsilon')"
+      " FROM gpt_models WHERE name = ?1 AND json_valid(config)"
+      " UNION ALL SELECT 0,0,0,0,0,0,0,0,0,0,0,0,0 FROM gpt_models WHERE name = ?1"
+      " AND NOT json_valid(config)", -1, &p, 0);
+  if (rc != SQLITE_OK) goto sql_error;
+  sqlite3_bind_text(p, 1, zName, -1, SQLITE_STATIC);
+  rc = sqlite3_step(p);
+  if (rc != SQLITE_ROW) {
+    if (rc == SQLITE_DONE) {
+      gptext_set_error(pzErr, "%s: no model named '%s'", zFunc, zName);
+      rc = SQLITE_ERROR;
+      goto done;
+    }
+    goto sql_error;
+  }
+  if (!sqlite3_column_int(p, 0)) {
+    gptext_set_error(pzErr, "%s: model '%s': gpt_models.config is not a JSON object", zFunc, zName);
+    rc = SQLITE_ERROR;
+    goto done;
+  }
+  for (int i = 0; i < 5; i++) {
+    const char *zType = (const char *)sqlite3_column_text(p, 1 + 2 * i);
+    sqlite3_int64 v = sqlite3_column_int64(p, 2 + 2 * i);
+    if (!zType || strcmp(zType, "integer") != 0 || v < -1000000000 || v > 1000000000) {
+      gptext_set_error(pzErr, "%s: model '%s': config %s must be an integer", zFunc, zName, azKey[i]);
+      rc = SQLITE_ERROR;
+      goto done;
+    }
+    *aOut[i] = (int)v;
+  }
+  {
+    const char *zType = (const char *)sqlite3_column_text(p, 11);
+    c->ln_eps = 1e-5;
+    if (zType) {
+      if (strcmp(zType, "real") && strcmp(zType, "integer")) {
+        gptext_set_error(pzErr, "%s: model '%s': config layer_norm_epsilon must be a number",
+                         zFunc, zName);
+        rc = SQLITE_ERROR;
+        goto done;
+      }
+      c->ln_eps = sqlite3_column_double(p, 12);
+    }
+  }
+  {
+    char zMsg[200];
+    if (gpt_config_check(c, zMsg, sizeof(zMsg))) {
+      gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, zName, zMsg);
+      rc = SQLITE_ERROR;
+      goto done;
+    }
+  }
+  rc = SQLITE_OK;
+  goto done;
+sql_error:
+  gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, zName, sqlite3_errmsg(db));
+  rc = SQLITE_ERROR;
+done:
+  sqlite3_finalize(p);
+  return rc;
+}
+
+/* Builds the tokenizer from gpt_vocab and gpt_merges. */
+static int load_tokenizer(sqlite3 *db, const char *zFunc, GptModel *m, char **pzErr) {
+  sqlite3_stmt *p = 0;
+  char zMsg[256];
+  int rc, n = 0;
+  GPTTokenizer *t = tok_new(m->cfg.vocab_size);
+  if (!t) return SQLITE_NOMEM;
+  rc = sqlite3_prepare_v2(db, "SELECT token_id, token FROM gpt_vocab WHERE model = ?1", -1, &p, 0);
+  if (rc != SQLITE_OK) goto sql_error;
+  sqlite3_bind_text(p, 1, m->zName, -1, SQLITE_STATIC);
+  while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
+    sqlite3_int64 id = sqlite3_column_int64(p, 0);
+    const char *z = (const char *)sqlite3_column_text(p, 1);
+    if (sqlite3_column_type(p, 0) != SQLITE_INTEGER || id < 0 || id >= m->cfg.vocab_size || !z) {
+      gptext_set_error(pzErr, "%s: model '%s': gpt_vocab token_id %s is outside the "
+                       "vocabulary of %d (config vocab_size)", zFunc, m->zName,
+                       sqlite3_column_text(p, 0), m->cfg.vocab_size);
+      rc = SQLITE_ERROR;
+      goto done;
+    }
+    if (tok_set_token(t, (int)id, z, sqlite3_column_bytes(p, 1), zMsg, sizeof(zMsg))) goto tok_error;
+    n++;
+  }
+  if (rc != SQLITE_DONE) goto sql_error;
+  if (n != m->cfg.vocab_size) {
+    gptext_set_error(pzErr, "%s: model '%s': gpt_vocab has %d tokens, expected %d (config "
+                     "vocab_size)", zFunc, m->zName, n, m->cfg.vocab_size);
+    rc = SQLITE_ERROR;
+    goto done;
+  }
+  sqlite3_finalize(p);
+  rc = sqlite3_prepare_v2(db, "SELECT rank, left, right FROM gpt_merges WHERE model = ?1 "
+                          "ORDER BY rank", -1, &p, 0);
+  if (rc != SQLITE_OK) goto sql_error;
+  sqlite3_bind_text(p, 1, m->zName, -1, SQLITE_STATIC);
+  n = 0;
+  while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
+    const char *zL = (const char *)sqlite3_column_text(p, 1);
+    const char *zR = (const char *)sqlite3_column_text(p, 2);
+    if (!zL || !zR) {
+      gptext_set_error(pzErr, "%s: model '%s': gpt_merges rank %lld has a NULL side", zFunc,
+                       m->zName, sqlite3_column_int64(p, 0));
+      rc = SQLITE_ERROR;
+      goto done;
+    }
+    if (tok_add_merge(t, n++, zL, sqlite3_column_bytes(p, 1), zR, sqlite3_column_bytes(p, 2),
+                      zMsg, sizeof(zMsg)))
+      goto tok_error;
+  }
+  if (rc != SQLITE_DONE) goto sql_error;
+  if (tok_finish(t, zMsg, sizeof(zMsg))) goto tok_error;
+  m->pTok = t;
+  m->eot = tok_eot_id(t);
+  t = 0;
+  rc = SQLITE_OK;
+  goto done;
+tok_error:
+  gptext_set_error(pzErr, "%s: model '%s': tokenizer: %s", zFunc, m->zName, zMsg);
+  rc = SQLITE_ERROR;
+  goto done;
+sql_error:
+  gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, m->zName, sqlite3_errmsg(db));
+  rc = SQLITE_ERROR;
+done:
+  sqlite3_finalize(p);
+  tok_free(t);
+  return rc;
+}
+
+/* Reads every tensor row into a new weight arena with incremental BLOB I/O.
+** Each row's dtype, shape and byte length is checked against the config
+** before a byte of it is read. */
+static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzErr) {
+  sqlite3_stmt *p = 0;
+  sqlite3_blob *pBlob = 0;
+  GPTModel *net = 0;
+  char zMsg[256];
+  unsigned char *aBuf = 0;
+  unsigned char *aSeen = 0;
+  const int nChunk = 1 << 20;
+  int rc, hasLmHead = 0, nTensor;
+
+  rc = sqlite3_prepare_v2(db, "SELECT count(*) FROM gpt_tensors WHERE model = ?1 AND "
+                          "name = 'lm_head.weight'", -1, &p, 0);
+  if (rc != SQLITE_OK) goto sql_error;
+  sqlite3_bind_text(p, 1, m->zName, -1, SQLITE_STATIC);
+  if (sqlite3_step(p) == SQLITE_ROW) hasLmHead = sqlite3_column_int(p, 0) > 0;
+  sqlite3_finalize(p);
+  p = 0;
+  net = gpt_model_new(&m->cfg, hasLmHead, zMsg, sizeof(zMsg));
+  if (!net) {
+    gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, m->zName, zMsg);
+    rc = SQLITE_NOMEM;
+    goto done;
+  }
+  nTensor = gpt_n_tensors(&m->cfg, hasLmHead);
+  aSeen = sqlite3_malloc64(nTensor);
+  aBuf = sqlite3_malloc64(nChunk);
+  if (!aSeen || !aBuf) { rc = SQLITE_NOMEM; goto done; }
+  memset(aSeen, 0, nTensor);
+  rc = sqlite3_prepare_v2(db,
+      "SELECT rowid, name, dtype, CASE WHEN json_valid(shape) THEN json(shape) END, "
+      "typeof(data), length(data) FROM gpt_tensors WHERE model = ?1", -1, &p, 0);
+  if (rc != SQLITE_OK) goto sql_error;
+  sqlite3_bind_text(p, 1, m->zName, -1, SQLITE_STATIC);
+  while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
+    const char *zTensor = (const char *)sqlite3_column_text(p, 1);
+    const char *zDtype = (const char *)sqlite3_column_text(p, 2);
+    const char *zShape = (const char *)sqlite3_column_text(p, 3);
+    const char *zType = (const char *)sqlite3_column_text(p, 4);
+    sqlite3_int64 nBytes = sqlite3_column_int64(p, 5);
+    int idx = zTensor ? gpt_tensor_index(&m->cfg, hasLmHead, zTensor) : -1;
+    int dtype = gpt_dtype_from_name(zDtype);
+    GPTTensorInfo info;
+    char zWant[64];
+    if (idx < 0) {
+      gptext_set_error(pzErr, "%s: model '%s': unexpected tensor '%s' in gpt_tensors", zFunc,
+                       m->zName, zTensor ? zTensor : "NULL");
+      rc = SQLITE_ERROR;
+      goto done;
+    }
+    gpt_tensor_info(&m->cfg, hasLmHead, idx, &info);
+    if (aSeen[idx]) {
+      gptext_set_error(pzErr, "%s: model '%s': tensor %s appears twice", zFunc, m->zName, zTensor);
+      rc = SQLITE_ERROR;
+      goto done;
+    }
+    aSeen[idx] = 1;
+    if (dtype < 0) {
+      gptext_set_error(pzErr, "%s: model '%s': tensor %s has dtype '%s', expected 'f32', "
+                       "'f16' or 'bf16'", zFunc, m->zName, zTensor, zDtype ? zDtype : "NULL");
+      rc = SQLITE_ERROR;
+      goto done;
+    }
+    if (info.ndim == 2)
+      snprintf(zWant, sizeof(zWant), "[%lld,%lld]", (long long)info.shape[0], (long long)info.shape[1]);
+    else
+      snprintf(zWant, sizeof(zWant), "[%lld]", (long long)info.shape[0]);
+    if (!zShape || strcmp(zShape, zWant) != 0) {
+      gptext_set_error(pzErr, "%s: model '%s': tensor %s has shape %s, expected %s", zFunc,
+                       m->zName, zTensor, zShape ? zShape : "(not a JSON array)", zWant);
+      rc = SQLITE_ERROR;
+      goto done;
+    }
+    if (!zType || strcmp(zType, "blob") != 0 || nBytes != info.n_elem * gpt_dtype_size(dtype)) {
+      gptext_set_error(pzErr, "%s: model '%s': tensor %s has %lld bytes, expected %lld (%s %s)",
+                       zFunc, m->zName, zTensor, (zType && strcmp(zType, "blob") == 0) ? nBytes : 0LL,
+                       (long long)(info.n_elem * gpt_dtype_size(dtype)), zDtype, zWant);
+      rc = SQLITE_ERROR;
+      goto done;
+    }
+    rc = sqlite3_blob_open(db, "main", "gpt_tensors", "data", sqlite3_column_int64(p, 0), 0, &pBlob);
+    if (rc != SQLITE_OK) goto sql_error;
+    int esz = gpt_dtype_size(dtype);
+    int nPer = nChunk / esz;
+    for (int64_t e = 0; e < info.n_elem; e += nPer) {
+      int64_t n = info.n_elem - e < nPer ? info.n_elem - e : nPer;
+      rc = sqlite3_blob_read(pBlob, aBuf, (int)(n * esz), (int)(e * esz));
+      if (rc != SQLITE_OK) goto sql_error;
+      if (gpt_model_load(net, idx, dtype, e, n, aBuf, zMsg, sizeof(zMsg))) {
+        gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, m->zName, zMsg);
+        rc = SQLITE_ERROR;
+        goto done;
+      }
+    }
+    sqlite3_blob_close(pBlob);
+    pBlob = 0;
+    if (gptext_interrupted(db)) { rc = SQLITE_INTERRUPT; goto done; }
+  }
+  if (rc != SQLITE_DONE) goto sql_error;
+  for (int i = 0; i < nTensor; i++) {
+    if (!aSeen[i]) {
+      GPTTensorInfo info;
+      gpt_tensor_info(&m->cfg, hasLmHead, i, &info);
+      gptext_set_error(pzErr, "%s: model '%s': tensor %s is missing from gpt_tensors", zFunc,
+                       m->zName, info.name);
+      rc = SQLITE_ERROR;
+      goto done;
+    }
+  }
+  m->pNet = net;
+  net = 0;
+  rc = SQLITE_OK;
+  goto done;
+sql_error:
+  gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, m->zName, sqlite3_errmsg(db));
+  rc = SQLITE_ERROR;
+done:
+  if (pBlob) sqlite3_blob_close(pBlob);
+  sqlite3_finalize(p);
+  sqlite3_free(aBuf);
+  sqlite3_free(aSeen);
+  gpt_model_free(net);
+  return rc;
+}
+
+/* Picks the model: the named one, or the only one in the database. */
+static int resolve_name(sqlite3 *db, const char *zFunc, const char *zName, char **pzOut,
+                        sqlite3_int64 *pStamp, char **pzErr) {
+  sqlite3_stmt *p = 0;
+  int rc, n = 0;
+  char *zList = 0;
+  if (zName) {
+    rc = sqlite3_prepare_v2(db, "SELECT name, stamp FROM gpt_models WHERE name = ?1", -1, &p, 0);
+    if (rc == SQLITE_OK) sqlite3_bind_text(p, 1, zName, -1, SQLITE_STATIC);
+  } else {
+    rc = sqlite3_prepare_v2(db, "SELECT name, stamp FROM gpt_models ORDER BY name", -1, &p, 0);
+  }
+  if (rc != SQLITE_OK) {
+    /* The tables do not exist yet: no models. */
+    sqlite3_finalize(p);
+    p = 0;
+    rc = SQLITE_DONE;
+  }
+  while (p && (rc = sqlite3_step(p)) == SQLITE_ROW) {
+    const char *z = (const char *)sqlite3_column_text(p, 0);
+    if (n == 0) {
+      *pzOut = sqlite3_mprintf("%s", z ? z : "");
+      *pStamp = sqlite3_column_int64(p, 1);
+    }
+    zList = sqlite3_mprintf("%z%s'%s'", zList, n ? ", " : "", z ? z : "");
+    n++;
+  }
+  sqlite3_finalize(p);
+  if (rc != SQLITE_DONE) {
+    gptext_set_error(pzErr, "%s: %s", zFunc, sqlite3_errmsg(db));
+    rc = SQLITE_ERROR;
+  } else if (n == 1) {
+    rc = *pzOut ? SQLITE_OK : SQLITE_NOMEM;
+  } else if (zName) {
+    gptext_set_error(pzErr, "%s: no model named '%s' in gpt_models", zFunc, zName);
+    rc = SQLITE_ERROR;
+  } else if (n == 0) {
+    gptext_set_error(pzErr, "%s: no model in this database; import one with "
+                     "gpt_import(name, path)", zFunc);
+    rc = SQLITE_ERROR;
+  } else {
+    gptext_set_error(pzErr, "%s: %d models in this database (%s); choose one with "
+                     "'{\"model\": \"name\"}'", zFunc, n, zList);
+    rc = SQLITE_ERROR;
+  }
+  sqlite3_free(zList);
+  if (rc != SQLITE_OK) {
+    sqlite3_free(*pzOut);
+    *pzOut = 0;
+  }
+  return rc;
+}
+
+/* Remembers e in the connection's held slots (taking a reference), so the
+** model stays loaded while the connection lives. Returns an entry whose last
+** reference was the slot it replaced, for the caller to free after unlocking
+** (the caller holds the mutex). */
+static CacheEntry *conn_hold(GptConn *c, CacheEntry *e) {
+  int iSlot = CONN_MODELS - 1;
+  for (int i = 0; i < CONN_MODELS; i++) {
+    CacheEntry *h = (CacheEntry *)c->aHeld[i];
+    if (h == e) return 0;
+    if (!h || h->bStale || strcmp(h->zKey, e->zKey) == 0) { iSlot = i; break; }
+  }
+  CacheEntry *pOld = (CacheEntry *)c->aHeld[iSlot];
+  e->nRef++;
+  c->aHeld[iSlot] = &e->model;
+  if (pOld && --pOld->nRef == 0) {
+    if (!pOld->bStale) cache_unlink(pOld);
+    return pOld;
+  }
+  return 0;
+}
+
+/* Resolves and returns a referenced model, loading whatever is missing. The
+** global mutex is held while loading, so concurrent first calls load once. */
+int gptext_model_acquire(GptConn *pConn, sqlite3 *db, const char *zFunc, const char *zName,
+                         int needWeights, GptModel **ppModel, char **pzErr) {
+  char *zResolved = 0, *zKey = 0;
+  sqlite3_int64 stamp = 0;
+  CacheEntry *e = 0, *pFree = 0;
+  int rc;
+  *ppModel = 0;
+  rc = resolve_name(db, zFunc, zName, &zResolved, &stamp, pzErr);
+  if (rc != SQLITE_OK) return rc;
+  {
+    const char *zFile = sqlite3_db_filename(db, "main");
+    if (zFile && zFile[0]) zKey = sqlite3_mprintf("%s\n%s", zFile, zResolved);
+    else zKey = sqlite3_mprintf("%p\n%s", (void *)db, zResolved);
+  }
+  if (!zKey) {
+    sqlite3_free(zResolved);
+    return SQLITE_NOMEM;
+  }
+
+  pthread_mutex_lock(&gCacheMutex);
+  for (e = gCache; e; e = e->pNext) {
+    if (strcmp(e->zKey, zKey) == 0) break;
+  }
+  if (e && e->stamp != stamp) { /* rows changed since it was loaded */
+    cache_unlink(e);
+    if (e->nRef == 0) pFree = e;
+    e = 0;
+  }
+  if (!e) {
+    e = sqlite3_malloc64(sizeof(*e));
+    if (!e) { rc = SQLITE_NOMEM; goto unlock; }
+    memset(e, 0, sizeof(*e));
+    e->zKey = zKey;
+    zKey = 0;
+    e->stamp = stamp;
+    e->model.zName = zResolved;
+    zResolved = 0;
+    e->model.eot = -1;
+    rc = read_config(db, zFunc, e->model.zName, &e->model.cfg, pzErr);
+    if (rc == SQLITE_OK) rc = load_tokenizer(db, zFunc, &e->model, pzErr);
+    if (rc != SQLITE_OK) {
+      cache_entry_free(e);
+      goto unlock;
+    }
+    e->pNext = gCache;
+    gCache = e;
+  }
+  if (needWeights && !e->model.pNet) {
+    rc = load_weights(db, zFunc, &e->model, pzErr);
+    if (rc != SQLITE_OK) {
+      if (rc == SQLITE_INTERRUPT) gptext_set_error(pzErr, "%s: interrupted", zFunc);
+      if (e->nRef == 0) { cache_unlink(e); pFree = e; }
+      goto unlock;
+    }
+  }
+  e->nRef++;
+  *ppModel = &e->model;
+  if (pConn) {
+    CacheEntry *pOld = conn_hold(pConn, e);
+    if (pOld && pOld != pFree) {
+      cache_entry_free(pFree);
+      pFree = pOld;
+    }
+  }
+unlock:
+  pthread_mutex_unlock(&gCacheMutex);
+  cache_entry_free(pFree);
+  sqlite3_free(zResolved);
+  sqlite3_free(zKey);
+  return rc;
+}
+
+/* ---------------------------------------------- table-valued functions */
+
+int gptext_vtab_connect(sqlite3 *db, void *pAux, const char *zSchema, int vtabConfig,
+                        sqlite3_vtab **ppVtab) {
+  int rc = sqlite3_declare_vtab(db, zSchema);
+  if (rc != SQLITE_OK) return rc;
+  sqlite3_vtab_config(db, vtabConfig);
+  GptVtab *p = sqlite3_malloc64(sizeof(*p));
+  if (!p) return SQLITE_NOMEM;
+  memset(p, 0, sizeof(*p));
+  p->db = db;
+  p->pConn = (GptConn *)pAux;
+  *ppVtab = &p->base;
+  return SQLITE_OK;
+}
+
+int gptext_vtab_disconnect(sqlite3_vtab *pVtab) {
+  sqlite3_free(pVtab);
+  return SQLITE_OK;
+}
+
+int gptext_vtab_error(sqlite3_vtab *pVtab, char *zErr, int rc) {
+  sqlite3_free(pVtab->zErrMsg);
+  pVtab->zErrMsg = zErr;
+  return rc == SQLITE_OK ? SQLITE_ERROR : rc;
+}
+
+/* Shared xBestIndex of the table-valued functions whose only inputs are
+** their hidden argument columns (see gpt_ext.h for the idxNum bits). */
+int gptext_tvf_best_index(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo,
+                          int iFirstHidden, int nHidden, int nRequired,
+                          const char *zFunc) {
+  int aIdx[16];
+  unsigned mask = 0, unusable = 0;
+  for (int i = 0; i < nHidden && i < 16; i++) aIdx[i] = -1;
+  for (int i = 0; i < pInfo->nConstraint; i++) {
+    const struct sqlite3_index_constraint *c = &pInfo->aConstraint[i];
+    int iArg = c->iColumn - iFirstHidden;
+    if (iArg < 0 || iArg >= nHidden || c->op != SQLITE_INDEX_CONSTRAINT_EQ) continue;
+    if (!c->usable) {
+      unusable |= 1u << iArg;
+      continue;
+    }
+    aIdx[iArg] = i;
+    mask |= 1u << iArg;
+  }
+  if (unusable & ~mask) return SQLITE_CONSTRAINT;
+  for (int i = 0; i < nRequired; i++) {
+    if (!(mask & (1u << i))) {
+      sqlite3_free(pVtab->zErrMsg);
+      pVtab->zErrMsg = sqlite3_mprintf("%s: argument %d is missing; call it as %s(...)",
+                                       zFunc, i + 1, zFunc);
+      return SQLITE_ERROR;
+    }
+  }
+  /* argv follows column order; idxNum tells xFilter which arguments it got */
+  int nArg = 0;
+  for (int i = 0; i < nHidden; i++) {
+    if (aIdx[i] < 0) continue;
+    pInfo->aConstraintUsage[aIdx[i]].argvIndex = ++nArg;
+    pInfo->aConstraintUsage[aIdx[i]].omit = 1;
+  }
+  pInfo->idxNum = (int)mask;
+  pInfo->estimatedCost = 1000.0;
+  pInfo->estimatedRows = 100;
+  return SQLITE_OK;
+}
+
+/* Encodes text with the model's tokenizer. */
+int gptext_encode(GptModel *m, const char *zFunc, const char *z, int n, int bSpecial,
+                  int **paIds, int *pnIds, char **pzErr) {
+  int *aIds = 0;
+  size_t nIds = 0;
+  *paIds = 0;
+  *pnIds = 0;
+  if (tok_encode(m->pTok, z ? z : "", z ? (size_t)n : 0, bSpecial ? TOK_ALLOW_SPECIAL : 0,
+                 &aIds, &nIds)) {
+    gptext_set_error(pzErr, "%s: model '%s': out of memory encoding %d bytes", zFunc,
+                     m->zName, n);
+    return SQLITE_NOMEM;
+  }
+  if (nIds > 0x7fffffff / sizeof(int)) {
+    free(aIds);
+    gptext_set_error(pzErr, "%s: model '%s': text too long", zFunc, m->zName);
+    return SQLITE_TOOBIG;
+  }
+  /* hand it over in SQLite's allocator, the one the callers free with */
+  *paIds = sqlite3_malloc64(nIds ? nIds * sizeof(int) : 1);
+  if (!*paIds) {
+    free(aIds);
+    return SQLITE_NOMEM;
+  }
+  if (nIds) memcpy(*paIds, aIds, nIds * sizeof(int));
+  free(aIds);
+  *pnIds = (int)nIds;
+  return SQLITE_OK;
+}
+
+/* ------------------------------------------------------- registration */
+
+/* gpt_version(): the extension's version and what it was built with. */
+static void gptVersionFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  (void)argc; (void)argv;
+  sqlite3_result_text(ctx, "sqlite-gpt " GPT_VERSION, -1, SQLITE_STATIC);
+}
+
+/* Entry point: `.load build/gpt` or load_extension('build/gpt'). One
+** connection state is shared by every function and module of the connection
+** and freed with it. */
+#ifdef _WIN32
+__declspec(dllexport)
+#endif
+int sqlite3_gpt_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *pApi) {
+  SQLITE_EXTENSION_INIT2(pApi);
+  GptConn *pConn = sqlite3_malloc64(sizeof(GptConn));
+  int rc;
+  if (!pConn) return SQLITE_NOMEM;
+  memset(pConn, 0, sizeof(*pConn));
+  /* gpt_version owns pConn: its destructor runs when the connection closes */
+  rc = sqlite3_create_function_v2(db, "gpt_version", 0,
+                                  SQLITE_UTF8 | SQLITE_INNOCUOUS | SQLITE_DETERMINISTIC,
+                                  pConn, gptVersionFunc, 0, 0, conn_destroy);
+  if (rc != SQLITE_OK) {
+    *pzErrMsg = sqlite3_mprintf("gpt: cannot register gpt_version: %s", sqlite3_errstr(rc));
+    return rc;
+  }
+  struct { const char *zName; int (*xRegister)(sqlite3 *, GptConn *); } aReg[] = {
+    {"gpt_import", gptext_register_import},
+    {"gpt_tokens", gptext_register_tokens},
+    {"gpt_generate", gptext_register_generate},
+  };
+  for (size_t i = 0; i < sizeof(aReg) / sizeof(aReg[0]); i++) {
+    rc = aReg[i].xRegister(db, pConn);
+    if (rc != SQLITE_OK) {
+      *pzErrMsg = sqlite3_mprintf("gpt: cannot register %s and its companions: %s",
+                                  aReg[i].zName, sqlite3_errstr(rc));
+      return rc;
+    }
+  }
+  return SQLITE_OK;
+}

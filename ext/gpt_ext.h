@@ -1,0 +1,173 @@
+/*
+** Shared declarations of the SQLite side of sqlite-gpt: schema set-up,
+** options, the process-wide model cache and error helpers. Every ext/ file
+** includes this instead of sqlite3.h; the engine never sees it.
+**
+** Error messages read "<function>: model '<name>': <what went wrong>", or
+** "<function>: <what>" before a model is known.
+*/
+#ifndef GPT_EXT_H
+#define GPT_EXT_H
+
+#include "sqlite3ext.h"
+#ifndef GPT_EXT_MAIN
+SQLITE_EXTENSION_INIT3
+#endif
+
+#include "gpt.h"
+#include "tokenizer.h"
+
+/* Creates the tables and triggers of sql/schema.sql when they are missing. */
+int gptext_ensure_schema(sqlite3 *db, char **pzErr);
+
+/* True once sqlite3_interrupt() was called on db (works on SQLite 3.40,
+** which lacks sqlite3_is_interrupted). */
+int gptext_interrupted(sqlite3 *db);
+
+/* Generation and analysis options, parsed from the JSON object argument. */
+typedef struct GptOptions {
+  char *zModel;        /* "model", or NULL to pick the only model */
+  int nMaxTokens;      /* "max_tokens" >= 1, default 64 */
+  double temperature;  /* "temperature" in [0, 100], 0 = greedy; default 1 */
+  int topK;            /* "top_k" >= 0, 0 = off; default 0 */
+  double topP;         /* "top_p" in (0, 1]; default 1 */
+  int64_t seed;        /* "seed"; default 42 */
+  int bSeedSet;
+  char **azStop;       /* "stop": string or array of strings */
+  int nStop;
+  int bTruncate;       /* "truncate": left-truncate a too long prompt */
+  int bAllowSpecial;   /* "special": "<|endoftext|>" in text is token 50256 */
+  int bReplace;        /* "replace" (gpt_import) */
+  int nGenerate;       /* "generate" (gpt_attention) */
+  int bPoolLast;       /* "pool": "mean" | "last" (gpt_embed) */
+  char *zTemplate;     /* "template" (gpt_summarize) */
+  int nThreads;        /* "threads", 0 = default */
+} GptOptions;
+
+/* Which keys a function accepts: a bit mask of these. */
+#define GPTOPT_MODEL      0x0001
+#define GPTOPT_GENERATE   0x0002 /* max_tokens temperature top_k top_p seed stop truncate */
+#define GPTOPT_SPECIAL    0x0004
+#define GPTOPT_REPLACE    0x0008
+#define GPTOPT_ATTN_GEN   0x0010
+#define GPTOPT_POOL       0x0020
+#define GPTOPT_TEMPLATE   0x0040
+#define GPTOPT_THREADS    0x0080
+#define GPTOPT_TRUNCATE   0x0100
+
+/* Fills o with defaults, then applies the JSON object in pArg (NULL or a SQL
+** NULL mean no options). An unknown key or out-of-range value is an error
+** naming the key and the valid range. Returns SQLITE_OK or an error code with
+** *pzErr (sqlite3_malloc'd). */
+int gptext_options_parse(sqlite3 *db, const char *zFunc, sqlite3_value *pArg,
+                         unsigned allowed, GptOptions *o, char **pzErr);
+void gptext_options_clear(GptOptions *o);
+
+/* A loaded model: tokenizer always, weights when asked for. Shared by every
+** connection of the process that opens the same model of the same database
+** file; reloaded when the model's stamp changes. */
+typedef struct GptModel {
+  char *zName;              /* model name */
+  GPTConfig cfg;
+  GPTTokenizer *pTok;
+  GPTModel *pNet;           /* NULL until weights are needed */
+  int eot;                  /* id of <|endoftext|>, or -1 */
+} GptModel;
+
+/* Per-connection state, handed to every function and module as user data.
+** A connection is used by one thread at a time, so its fields need no lock;
+** the cached decoder state is checked out while in use, so nested calls in
+** one statement each get their own. */
+#define GPT_CONN_MODELS 4
+typedef struct GptConn {
+  GptModel *aHeld[GPT_CONN_MODELS]; /* models kept loaded for this connection */
+  GptModel *pStateModel;            /* model the cached state belongs to (held) */
+  GPTState *pState;                 /* KV cache of the last generation, or NULL */
+  int *aStateTok;                   /* (n_ctx,) tokens whose keys it holds */
+  int nStateTok;
+} GptConn;
+
+/* Resolves the model (zName, or the only one), loads or reuses it, and
+** returns a reference in *ppModel. needWeights asks for the weights too.
+** Errors name zFunc and the model. */
+int gptext_model_acquire(GptConn *pConn, sqlite3 *db, const char *zFunc,
+                         const char *zName, int needWeights, GptModel **ppModel,
+                         char **pzErr);
+void gptext_model_release(GptModel *p);
+void gptext_model_retain(GptModel *p);
+
+/* The vtab of every table-valued function: the connection and its state. */
+typedef struct GptVtab {
+  sqlite3_vtab base;
+  sqlite3 *db;
+  GptConn *pConn;
+} GptVtab;
+
+/* xConnect/xDisconnect shared by the table-valued functions: declares zSchema,
+** applies vtabConfig (SQLITE_VTAB_DIRECTONLY for anything that runs the
+** model, SQLITE_VTAB_INNOCUOUS for pure lookups) and allocates a GptVtab whose
+** pConn is pAux. */
+int gptext_vtab_connect(sqlite3 *db, void *pAux, const char *zSchema, int vtabConfig,
+                        sqlite3_vtab **ppVtab);
+int gptext_vtab_disconnect(sqlite3_vtab *pVtab);
+/* Sets pVtab->zErrMsg to zErr (taking ownership), freeing the old message. */
+int gptext_vtab_error(sqlite3_vtab *pVtab, char *zErr, int rc);
+
+/* Table-valued functions: hidden columns iFirstHidden..iFirstHidden+nHidden-1
+** are the arguments, the first nRequired of them required. Usable equality
+** constraints on them get argvIndex in column order and idxNum is the mask
+** of those present (bit i = hidden column i). An unusable constraint on an
+** argument returns SQLITE_CONSTRAINT so the planner tries another order; a
+** missing required argument is an error naming the function. */
+int gptext_tvf_best_index(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo,
+                          int iFirstHidden, int nHidden, int nRequired,
+                          const char *zFunc);
+
+/* Encodes n bytes of text for model m; errors name zFunc and the model. */
+int gptext_encode(GptModel *m, const char *zFunc, const char *z, int n,
+                  int bSpecial, int **paIds, int *pnIds, char **pzErr);
+
+/* Fits a prompt into the window leaving room for nReserve new tokens: a
+** prompt longer than n_ctx is an error, or with o->bTruncate keeps its last
+** max(1, n_ctx - nReserve) tokens. An empty prompt becomes <|endoftext|>.
+** *paIds is sqlite3_malloc'd and may be replaced. */
+int gptext_fit_prompt(GptModel *m, const char *zFunc, const GptOptions *o,
+                      int nReserve, int **paIds, int *pnIds, char **pzErr);
+
+/* Runs tokens through the decoder, reusing the connection's cached KV state
+** when it holds a prefix of them; on return the state holds exactly aIds and
+** logits (V,) are those after the last token. Returns a checked-out state
+** in *ppState that the caller returns with gptext_state_put. */
+int gptext_prefill(GptConn *pConn, sqlite3 *db, GptModel *m, const char *zFunc,
+                   const int *aIds, int nIds, float *logits, GPTState **ppState,
+                   char **pzErr);
+void gptext_state_put(GptConn *pConn, GptModel *m, GPTState *pState,
+                      const int *aIds, int nIds);
+
+/* One generation: the tokens, their log-probabilities at temperature 1, the
+** text cut before any stop string, and why it ended. */
+typedef struct GptGeneration {
+  int *aTok;             /* generated ids, <|endoftext|> excluded */
+  double *aLogprob;      /* log p(token | everything before) at temperature 1 */
+  int nTok;
+  char *zText;           /* decoded text of aTok, cut before a stop string */
+  int nText;
+  const char *zFinish;   /* "eos" | "stop" | "length" | "context" */
+} GptGeneration;
+
+/* Generates from the prompt ids with options o. Checks interrupts every
+** token. Returns SQLITE_OK, SQLITE_INTERRUPT or an error with *pzErr. */
+int gptext_generate(GptConn *pConn, sqlite3 *db, GptModel *m, const char *zFunc,
+                    const GptOptions *o, const int *aPrompt, int nPrompt,
+                    GptGeneration *g, char **pzErr);
+void gptext_generation_clear(GptGeneration *g);
+
+/* sqlite3_mprintf-style helpers that also free the previous *pzErr. */
+void gptext_set_error(char **pzErr, const char *zFormat, ...);
+
+/* Registration of each ext/ file; pConn is the user data of every function. */
+int gptext_register_import(sqlite3 *db, GptConn *pConn);   /* gpt_import, gpt_drop */
+int gptext_register_tokens(sqlite3 *db, GptConn *pConn);   /* gpt_tokens, gpt_tokenize, ... */
+int gptext_register_generate(sqlite3 *db, GptConn *pConn); /* gpt_generate, gpt_next_tokens */
+
+#endif

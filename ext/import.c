@@ -1,0 +1,1369 @@
+/*
+** gpt_import() and gpt_drop(): moving a Hugging Face GPT-2 checkpoint folder
+** into the gpt_ tables, and taking a model out again.
+**
+**   SELECT gpt_import('gpt2', '/models/gpt2');
+**   SELECT gpt_import('gpt2', '/models/gpt2', '{"replace": true}');
+**   SELECT gpt_drop('gpt2');
+**
+** The folder holds config.json, model.safetensors, vocab.json and merges.txt.
+** JSON (config.json, vocab.json and the safetensors header) is parsed with
+** SQLite's own JSON functions over bound parameters; the engine only checks
+** the parsed safetensors entries (engine/safetensors.c).
+**
+** An import is all or nothing: it runs inside one SAVEPOINT, and any error
+** rolls back to it, so a failed import changes no row. The work is ordered so
+** that every cheap check (config, safetensors header, vocabulary, merges)
+** happens before the first byte of tensor data is copied, and the gpt_models
+** row is written last. Tensor data is streamed: each row is inserted as a
+** zeroblob() of the right size and filled with sqlite3_blob_write() from 1 MB
+** chunks of the file, so the file is never held in memory.
+**
+** If sqlite3_interrupt() is called during an import, SQLite refuses every
+** further statement of the call, the savepoint included; an interrupted write
+** statement then rolls back the whole transaction, as SQLite does for any
+** interrupted INSERT, UPDATE or DELETE. The import relies on that to undo
+** itself, so an interrupt inside an explicit transaction (BEGIN ... ) rolls
+** back that transaction too.
+**
+** Errors read "gpt_import: model 'NAME': FILE: what, expected X, found Y".
+*/
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include "gpt_ext.h"
+#include "safetensors.h"
+
+/* Largest config.json, vocab.json or merges.txt read. */
+#define IMP_MAX_TEXT (64 * 1024 * 1024)
+/* Bytes of tensor data copied per sqlite3_blob_write(). */
+#define IMP_CHUNK (1024 * 1024)
+/* Most entries accepted in a safetensors header (GPT-2 XL has 580). */
+#define IMP_MAX_ENTRIES 100000
+
+/* One required tensor of the config, and where the file has it. */
+typedef struct ImpTensor ImpTensor;
+struct ImpTensor {
+  GPTTensorInfo info;  /* name and shape the config implies */
+  STTensor *pSrc;      /* the header entry, or NULL while not found */
+};
+
+/* State of one gpt_import() call. */
+typedef struct GptImport GptImport;
+struct GptImport {
+  sqlite3 *db;
+  const char *zFunc;       /* "gpt_import" or "gpt_drop", for messages */
+  const char *zName;       /* model name */
+  const char *zDir;        /* the folder, as given */
+  char *zErr;              /* first error, complete message */
+  int bInterrupted;        /* the error is an interrupt */
+  GPTConfig cfg;
+  /* model.safetensors */
+  FILE *pFile;
+  int64_t iDataOff;        /* file offset of the data section */
+  STTensor *aEntry;        /* every header entry */
+  int nEntry;
+  char **azStr;            /* names and dtypes of aEntry, owned */
+  int nStr;
+  ImpTensor *aReq;         /* required tensors, sorted by name */
+  int nReq;
+  int bLmHead;             /* the file has lm_head.weight */
+  /* vocab.json */
+  char *zVocab;
+  int64_t nVocab;
+  int nMerge;              /* merges stored */
+  /* summary */
+  int64_t nParam;
+  int64_t nByte;
+  unsigned mDtype;         /* bit (1 << GPT_*) of every stored dtype */
+};
+
+/*
+** Records an error about FILE (or none when zFile is NULL) unless one is
+** already recorded. Returns SQLITE_ERROR so that callers can write
+** "return impError(...)".
+*/
+static int impError(GptImport *p, const char *zFile, const char *zFmt, ...) {
+  va_list ap;
+  char *zMsg;
+  if (p->zErr) return SQLITE_ERROR;
+  va_start(ap, zFmt);
+  zMsg = sqlite3_vmprintf(zFmt, ap);
+  va_end(ap);
+  if (zFile) {
+    p->zErr = sqlite3_mprintf("%s: model '%s': %s: %s", p->zFunc, p->zName,
+                              zFile, zMsg ? zMsg : "out of memory");
+  } else {
+    p->zErr = sqlite3_mprintf("%s: model '%s': %s", p->zFunc, p->zName,
+                              zMsg ? zMsg : "out of memory");
+  }
+  sqlite3_free(zMsg);
+  return SQLITE_ERROR;
+}
+
+/*
+** Records the error of a failed SQLite call with result code rc: an interrupt
+** reads "interrupted", anything else is the connection's error message.
+*/
+static int impSqlError(GptImport *p, int rc) {
+  char *zMsg;
+  if ((rc & 0xff) == SQLITE_NOMEM) return impError(p, 0, "out of memory");
+  /* Copied first: gptext_interrupted() may run a statement. */
+  zMsg = sqlite3_mprintf("%s", sqlite3_errmsg(p->db));
+  if ((rc & 0xff) == SQLITE_INTERRUPT || gptext_interrupted(p->db)) {
+    p->bInterrupted = 1;
+    impError(p, 0, "interrupted");
+  } else {
+    impError(p, 0, "%s", zMsg ? zMsg : "out of memory");
+  }
+  sqlite3_free(zMsg);
+  return SQLITE_ERROR;
+}
+
+/*
+** Prepares zSql, recording an error on failure.
+*/
+static int impPrepare(GptImport *p, const char *zSql, sqlite3_stmt **ppStmt) {
+  int rc = sqlite3_prepare_v2(p->db, zSql, -1, ppStmt, 0);
+  if (rc != SQLITE_OK) return impSqlError(p, rc);
+  return SQLITE_OK;
+}
+
+/*
+** The length of a prefix of z (n bytes) that is at most 60 bytes and does not
+** end inside a UTF-8 character, for quoting file contents in messages.
+*/
+static int impClip(const char *z, int n) {
+  if (n <= 60) return n;
+  n = 60;
+  while (n > 0 && (((unsigned char)z[n]) & 0xc0) == 0x80) n--;
+  return n;
+}
+
+/*
+** Describes a value of json_type() zType for a message: "a string",
+** "an array", ... NULL means the key is missing.
+*/
+static const char *impJsonKind(const char *zType) {
+  if (zType == 0) return "missing";
+  if (strcmp(zType, "text") == 0) return "a string";
+  if (strcmp(zType, "integer") == 0) return "an integer";
+  if (strcmp(zType, "real") == 0) return "a real number";
+  if (strcmp(zType, "array") == 0) return "an array";
+  if (strcmp(zType, "object") == 0) return "an object";
+  return zType; /* null, true, false */
+}
+
+/*
+** Path of FILE inside the import folder, sqlite3_malloc'd.
+*/
+static char *impPath(GptImport *p, const char *zFile) {
+  size_t n = strlen(p->zDir);
+  if (n > 0 && p->zDir[n - 1] == '/') return sqlite3_mprintf("%s%s", p->zDir, zFile);
+  return sqlite3_mprintf("%s/%s", p->zDir, zFile);
+}
+
+/*
+** Opens FILE of the import folder for reading and returns its size in
+** *pnSize. On failure records an error naming the file and the system error.
+*/
+static int impOpen(GptImport *p, const char *zFile, FILE **ppFile, int64_t *pnSize) {
+  char *zPath = impPath(p, zFile);
+  FILE *f = 0;
+  struct stat st;
+  int rc = SQLITE_OK;
+
+  *ppFile = 0;
+  *pnSize = 0;
+  if (zPath == 0) return impError(p, 0, "out of memory");
+  f = fopen(zPath, "rb");
+  if (f == 0) {
+    rc = impError(p, zFile, "cannot open %s: %s", zPath, strerror(errno));
+    goto done;
+  }
+  if (fstat(fileno(f), &st) != 0) {
+    rc = impError(p, zFile, "cannot stat %s: %s", zPath, strerror(errno));
+    goto done;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    rc = impError(p, zFile, "%s is not a regular file", zPath);
+    goto done;
+  }
+  *pnSize = (int64_t)st.st_size;
+  *ppFile = f;
+  f = 0;
+done:
+  if (f) fclose(f);
+  sqlite3_free(zPath);
+  return rc;
+}
+
+/*
+** Reads FILE of the import folder, at most IMP_MAX_TEXT bytes, into a
+** NUL-terminated sqlite3_malloc'd buffer. A NUL byte inside is an error: every
+** file read this way is text.
+*/
+static int impReadText(GptImport *p, const char *zFile, char **pz, int64_t *pn) {
+  FILE *f = 0;
+  int64_t nSize = 0;
+  char *z = 0;
+  int rc;
+
+  *pz = 0;
+  *pn = 0;
+  rc = impOpen(p, zFile, &f, &nSize);
+  if (rc != SQLITE_OK) goto done;
+  if (nSize > IMP_MAX_TEXT) {
+    rc = impError(p, zFile, "file is too large, expected at most %d bytes, "
+                  "found %lld", IMP_MAX_TEXT, (long long)nSize);
+    goto done;
+  }
+  z = sqlite3_malloc64(nSize + 1);
+  if (z == 0) {
+    rc = impError(p, 0, "out of memory");
+    goto done;
+  }
+  if (nSize > 0 && fread(z, 1, (size_t)nSize, f) != (size_t)nSize) {
+    rc = impError(p, zFile, "read error: %s", strerror(errno));
+    goto done;
+  }
+  z[nSize] = 0;
+  if (memchr(z, 0, (size_t)nSize)) {
+    rc = impError(p, zFile, "NUL byte at offset %lld, expected text",
+                  (long long)((char *)memchr(z, 0, (size_t)nSize) - z));
+    goto done;
+  }
+  *pz = z;
+  *pn = nSize;
+  z = 0;
+done:
+  sqlite3_free(z);
+  if (f) fclose(f);
+  return rc;
+}
+
+/*
+** Checks with json_valid() and json_type() that the nJson bytes of zJson are
+** a JSON object; otherwise records "not valid JSON, expected WHAT" or
+** "found an array, expected WHAT" about zFile.
+*/
+static int impCheckObject(GptImport *p, const char *zFile, const char *zJson,
+                          int64_t nJson, const char *zWhat) {
+  sqlite3_stmt *pStmt = 0;
+  int rc;
+
+  rc = impPrepare(p, "SELECT json_valid(?1), CASE WHEN json_valid(?1) "
+                  "THEN json_type(?1) END", &pStmt);
+  if (rc != SQLITE_OK) goto done;
+  sqlite3_bind_text64(pStmt, 1, zJson, (sqlite3_uint64)nJson, SQLITE_STATIC,
+                      SQLITE_UTF8);
+  rc = sqlite3_step(pStmt);
+  if (rc != SQLITE_ROW) {
+    rc = impSqlError(p, rc);
+    goto done;
+  }
+  rc = SQLITE_OK;
+  if (sqlite3_column_int(pStmt, 0) == 0) {
+    rc = impError(p, zFile, "not valid JSON, expected %s", zWhat);
+  } else if (strcmp((const char *)sqlite3_column_text(pStmt, 1), "object")) {
+    rc = impError(p, zFile, "found %s, expected %s",
+                  impJsonKind((const char *)sqlite3_column_text(pStmt, 1)), zWhat);
+  }
+done:
+  sqlite3_finalize(pStmt);
+  return rc;
+}
+
+/*
+** Reads config.json into p->cfg and checks it with gpt_config_check().
+** Integers must be JSON integers within the range of an int; the context
+** length is n_positions, or n_ctx in configs without it; the LayerNorm
+** epsilon defaults to 1e-5.
+*/
+static int impConfig(GptImport *p) {
+  static const char *azKey[] = {"n_layer", "n_head", "n_embd", "n_positions",
+                                "n_ctx", "vocab_size", "layer_norm_epsilon"};
+  const int nKey = (int)(sizeof(azKey) / sizeof(azKey[0]));
+  sqlite3_int64 aVal[7];
+  int aHave[7];
+  sqlite3_stmt *pStmt = 0;
+  char *zJson = 0;
+  int64_t nJson = 0;
+  char zMsg[256];
+  int i, rc;
+
+  rc = impReadText(p, "config.json", &zJson, &nJson);
+  if (rc != SQLITE_OK) goto done;
+  rc = impCheckObject(p, "config.json", zJson, nJson, "a JSON object");
+  if (rc != SQLITE_OK) goto done;
+  rc = impPrepare(p,
+      "SELECT json_type(?1, '$.n_layer'), json_extract(?1, '$.n_layer'),"
+      " json_type(?1, '$.n_head'), json_extract(?1, '$.n_head'),"
+      " json_type(?1, '$.n_embd'), json_extract(?1, '$.n_embd'),"
+      " json_type(?1, '$.n_positions'), json_extract(?1, '$.n_positions'),"
+      " json_type(?1, '$.n_ctx'), json_extract(?1, '$.n_ctx'),"
+      " json_type(?1, '$.vocab_size'), json_extract(?1, '$.vocab_size'),"
+      " json_type(?1, '$.layer_norm_epsilon'),"
+      " json_extract(?1, '$.layer_norm_epsilon')", &pStmt);
+  if (rc != SQLITE_OK) goto done;
+  sqlite3_bind_text64(pStmt, 1, zJson, (sqlite3_uint64)nJson, SQLITE_STATIC,
+                      SQLITE_UTF8);
+  rc = sqlite3_step(pStmt);
+  if (rc != SQLITE_ROW) {
+    rc = impSqlError(p, rc);
+    goto done;
+  }
+  rc = SQLITE_OK;
+  p->cfg.ln_eps = 1e-5;
+  for (i = 0; i < nKey; i++) {
+    const char *zType = (const char *)sqlite3_column_text(pStmt, 2 * i);
+    int eType = sqlite3_column_type(pStmt, 2 * i + 1);
+    aHave[i] = zType != 0 && strcmp(zType, "null") != 0;
+    aVal[i] = 0;
+    if (i == nKey - 1) {
+      /* layer_norm_epsilon: any finite number, range-checked below */
+      double r = sqlite3_column_double(pStmt, 2 * i + 1);
+      if (!aHave[i]) continue;
+      if ((eType != SQLITE_INTEGER && eType != SQLITE_FLOAT)
+          || (strcmp(zType, "integer") && strcmp(zType, "real"))) {
+        rc = impError(p, "config.json", "\"%s\" is %s, expected a number",
+                      azKey[i], impJsonKind(zType));
+        goto done;
+      }
+      if (!isfinite(r)) {
+        rc = impError(p, "config.json", "\"%s\" is not finite, expected a "
+                      "number > 0 and <= 1", azKey[i]);
+        goto done;
+      }
+      p->cfg.ln_eps = r;
+      continue;
+    }
+    if (!aHave[i]) continue; /* n_positions and n_ctx are checked below */
+    if (strcmp(zType, "integer") != 0) {
+      rc = impError(p, "config.json", "\"%s\" is %s, expected an integer",
+                    azKey[i], impJsonKind(zType));
+      goto done;
+    }
+    if (eType != SQLITE_INTEGER
+        || sqlite3_column_int64(pStmt, 2 * i + 1) < -2147483647LL
+        || sqlite3_column_int64(pStmt, 2 * i + 1) > 2147483647LL) {
+      rc = impError(p, "config.json", "\"%s\" is out of range, expected an "
+                    "integer that fits 32 bits, found %s", azKey[i],
+                    (const char *)sqlite3_column_text(pStmt, 2 * i + 1));
+      goto done;
+    }
+    aVal[i] = sqlite3_column_int64(pStmt, 2 * i + 1);
+  }
+  for (i = 0; i < nKey - 1; i++) {
+    if (i == 3 || i == 4) continue;
+    if (!aHave[i]) {
+      rc = impError(p, "config.json", "\"%s\" is missing, expected an integer",
+                    azKey[i]);
+      goto done;
+    }
+  }
+  if (!aHave[3] && !aHave[4]) {
+    rc = impError(p, "config.json", "\"n_positions\" is missing (and there is "
+                  "no \"n_ctx\"), expected an integer");
+    goto done;
+  }
+  p->cfg.n_layer = (int)aVal[0];
+  p->cfg.n_head = (int)aVal[1];
+  p->cfg.n_embd = (int)aVal[2];
+  p->cfg.n_ctx = (int)(aHave[3] ? aVal[3] : aVal[4]);
+  p->cfg.vocab_size = (int)aVal[5];
+  if (gpt_config_check(&p->cfg, zMsg, sizeof(zMsg))) {
+    rc = impError(p, "config.json", "%s", zMsg);
+    goto done;
+  }
+done:
+  sqlite3_finalize(pStmt);
+  sqlite3_free(zJson);
+  return rc;
+}
+
+/*
+** Keeps a copy of n bytes of z for the life of the import and returns it, or
+** NULL when out of memory.
+*/
+static const char *impKeep(GptImport *p, const char *z, int n) {
+  char *zCopy;
+  char **az;
+  if ((p->nStr & (p->nStr - 1)) == 0) {
+    az = sqlite3_realloc64(p->azStr, sizeof(char *) * (p->nStr ? 2 * p->nStr : 16));
+    if (az == 0) return 0;
+    p->azStr = az;
+  }
+  zCopy = sqlite3_malloc64(n + 1);
+  if (zCopy == 0) return 0;
+  memcpy(zCopy, z, n);
+  zCopy[n] = 0;
+  p->azStr[p->nStr++] = zCopy;
+  return zCopy;
+}
+
+/*
+** Parses the safetensors header zJson with SQLite's JSON functions into
+** p->aEntry: one row per tensor ("__metadata__" is skipped) with the JSON type
+** and value of dtype, shape (up to ST_MAX_DIMS elements) and data_offsets.
+** Every value must have the JSON type the format prescribes; ranges are
+** checked afterwards by st_validate().
+*/
+static int impParseHeader(GptImport *p, const char *zJson, int64_t nJson) {
+  static const char *zFile = "model.safetensors";
+  sqlite3_stmt *pStmt = 0;
+  int rc, nAlloc = 0;
+
+  rc = impCheckObject(p, zFile, zJson, nJson, "a JSON object as the header");
+  if (rc != SQLITE_OK) goto done;
+  rc = impPrepare(p,
+      "WITH e(k, t, v) AS ("
+      "  SELECT key, type, CASE WHEN type = 'object' THEN value END"
+      "  FROM json_each(?1) WHERE key IS NOT '__metadata__')"
+      "SELECT k, t,"                                                   /* 0 1 */
+      " json_type(v, '$.dtype'), json_extract(v, '$.dtype'),"          /* 2 3 */
+      " json_type(v, '$.shape'), json_array_length(v, '$.shape'),"     /* 4 5 */
+      " (SELECT count(*) FROM json_each(v, '$.shape')"
+      "   WHERE type <> 'integer' OR typeof(value) <> 'integer'),"     /* 6 */
+      " json_extract(v, '$.shape'),"                                   /* 7 */
+      " json_type(v, '$.data_offsets'),"                               /* 8 */
+      " json_array_length(v, '$.data_offsets'),"                       /* 9 */
+      " (SELECT count(*) FROM json_each(v, '$.data_offsets')"
+      "   WHERE type <> 'integer' OR typeof(value) <> 'integer'),"     /* 10 */
+      " json_extract(v, '$.data_offsets'),"                            /* 11 */
+      " json_extract(v, '$.data_offsets[0]'),"                         /* 12 */
+      " json_extract(v, '$.data_offsets[1]'),"                         /* 13 */
+      " json_extract(v, '$.shape[0]'), json_extract(v, '$.shape[1]')," /* 14.. */
+      " json_extract(v, '$.shape[2]'), json_extract(v, '$.shape[3]'),"
+      " json_extract(v, '$.shape[4]'), json_extract(v, '$.shape[5]'),"
+      " json_extract(v, '$.shape[6]'), json_extract(v, '$.shape[7]')"
+      " FROM e", &pStmt);
+  if (rc != SQLITE_OK) goto done;
+  sqlite3_bind_text64(pStmt, 1, zJson, (sqlite3_uint64)nJson, SQLITE_STATIC,
+                      SQLITE_UTF8);
+  while ((rc = sqlite3_step(pStmt)) == SQLITE_ROW) {
+    const char *zKey = (const char *)sqlite3_column_text(pStmt, 0);
+    int nKey = sqlite3_column_bytes(pStmt, 0);
+    const char *zType = (const char *)sqlite3_column_text(pStmt, 1);
+    const char *zT;
+    STTensor *t;
+    int i;
+
+    if (zKey == 0) zKey = "";
+    if ((int)strlen(zKey) != nKey) {
+      rc = impError(p, zFile, "tensor name \"%s\" has a NUL character", zKey);
+      goto done;
+    }
+    if (zType == 0 || strcmp(zType, "object") != 0) {
+      rc = impError(p, zFile, "tensor \"%s\" is %s, expected a JSON object",
+                    zKey, impJsonKind(zType));
+      goto done;
+    }
+    if (p->nEntry >= IMP_MAX_ENTRIES) {
+      rc = impError(p, zFile, "too many tensors in the header, expected at "
+                    "most %d", IMP_MAX_ENTRIES);
+      goto done;
+    }
+    if (p->nEntry >= nAlloc) {
+      STTensor *a;
+      nAlloc = nAlloc ? 2 * nAlloc : 256;
+      a = sqlite3_realloc64(p->aEntry, sizeof(STTensor) * (sqlite3_uint64)nAlloc);
+      if (a == 0) {
+        rc = impError(p, 0, "out of memory");
+        goto done;
+      }
+      p->aEntry = a;
+    }
+    t = &p->aEntry[p->nEntry];
+    memset(t, 0, sizeof(*t));
+    t->name = impKeep(p, zKey, nKey);
+    if (t->name == 0) {
+      rc = impError(p, 0, "out of memory");
+      goto done;
+    }
+    p->nEntry++;
+
+    zT = (const char *)sqlite3_column_text(pStmt, 2);
+    if (zT == 0 || strcmp(zT, "text") != 0) {
+      rc = impError(p, zFile, "tensor \"%s\": \"dtype\" is %s, expected a "
+                    "string", t->name, impJsonKind(zT));
+      goto done;
+    }
+    t->dtype_name = impKeep(p, (const char *)sqlite3_column_text(pStmt, 3),
+                            sqlite3_column_bytes(pStmt, 3));
+    if (t->dtype_name == 0) {
+      rc = impError(p, 0, "out of memory");
+      goto done;
+    }
+
+    zT = (const char *)sqlite3_column_text(pStmt, 4);
+    if (zT == 0 || strcmp(zT, "array") != 0) {
+      rc = impError(p, zFile, "tensor \"%s\": \"shape\" is %s, expected an "
+                    "array of integers", t->name, impJsonKind(zT));
+      goto done;
+    }
+    if (sqlite3_column_int(pStmt, 6) != 0) {
+      const char *zShape = (const char *)sqlite3_column_text(pStmt, 7);
+      int nShape = sqlite3_column_bytes(pStmt, 7);
+      rc = impError(p, zFile, "tensor \"%s\": \"shape\" is %.*s%s, expected "
+                    "an array of integers", t->name, impClip(zShape, nShape),
+                    zShape, impClip(zShape, nShape) < nShape ? "..." : "");
+      goto done;
+    }
+    if (sqlite3_column_int64(pStmt, 5) > ST_MAX_DIMS) {
+      rc = impError(p, zFile, "tensor \"%s\" has %lld dimensions, expected at "
+                    "most %d", t->name, sqlite3_column_int64(pStmt, 5),
+                    ST_MAX_DIMS);
+      goto done;
+    }
+    t->ndim = sqlite3_column_int(pStmt, 5);
+    for (i = 0; i < t->ndim; i++) t->shape[i] = sqlite3_column_int64(pStmt, 14 + i);
+
+    zT = (const char *)sqlite3_column_text(pStmt, 8);
+    if (zT == 0 || strcmp(zT, "array") != 0
+        || sqlite3_column_int(pStmt, 9) != 2
+        || sqlite3_column_int(pStmt, 10) != 0) {
+      const char *zOff = (const char *)sqlite3_column_text(pStmt, 11);
+      int nOff = sqlite3_column_bytes(pStmt, 11);
+      if (zT == 0 || strcmp(zT, "array") != 0) {
+        rc = impError(p, zFile, "tensor \"%s\": \"data_offsets\" is %s, "
+                      "expected an array of 2 integers", t->name, impJsonKind(zT));
+      } else {
+        rc = impError(p, zFile, "tensor \"%s\": \"data_offsets\" is %.*s%s, "
+                      "expected an array of 2 integers", t->name,
+                      impClip(zOff, nOff), zOff,
+                      impClip(zOff, nOff) < nOff ? "..." : "");
+      }
+      goto done;
+    }
+    t->begin = sqlite3_column_int64(pStmt, 12);
+    t->end = sqlite3_column_int64(pStmt, 13);
+  }
+  if (rc != SQLITE_DONE) {
+    rc = impSqlError(p, rc);
+    goto done;
+  }
+  rc = SQLITE_OK;
+done:
+  sqlite3_finalize(pStmt);
+  return rc;
+}
+
+/* bsearch/qsort comparators of required tensors, by name. */
+static int impCmpReq(const void *a, const void *b) {
+  return strcmp(((const ImpTensor *)a)->info.name, ((const ImpTensor *)b)->info.name);
+}
+static int impCmpKey(const void *pKey, const void *b) {
+  return strcmp((const char *)pKey, ((const ImpTensor *)b)->info.name);
+}
+
+/*
+** The canonical name of a header entry: without "transformer.".
+*/
+static const char *impCanonical(const char *zName) {
+  if (strncmp(zName, "transformer.", 12) == 0) return zName + 12;
+  return zName;
+}
+
+/*
+** True for the causal-mask buffers of older checkpoints, h.N.attn.bias and
+** h.N.attn.masked_bias with N a layer of the config: they are skipped.
+*/
+static int impIsLegacyBuffer(GptImport *p, const char *z) {
+  long n = 0;
+  int nDigit = 0;
+  if (strncmp(z, "h.", 2) != 0) return 0;
+  z += 2;
+  while (*z >= '0' && *z <= '9' && nDigit < 6) {
+    n = n * 10 + (*z - '0');
+    z++;
+    nDigit++;
+  }
+  if (nDigit == 0 || (nDigit > 1 && z[-nDigit] == '0') || n >= p->cfg.n_layer) return 0;
+  return strcmp(z, ".attn.bias") == 0 || strcmp(z, ".attn.masked_bias") == 0;
+}
+
+/*
+** Opens model.safetensors, reads and parses its header, validates the entries
+** and matches them with the tensors the config requires: each must be there
+** once, with exactly the expected shape and a weight dtype (F32, F16, BF16).
+** Legacy attention buffers are skipped; any other name is an error.
+*/
+static int impSafetensors(GptImport *p) {
+  static const char *zFile = "model.safetensors";
+  char *zJson = 0;
+  int64_t nJson = 0, nFile = 0;
+  char zMsg[512];
+  int i, rc;
+
+  rc = impOpen(p, zFile, &p->pFile, &nFile);
+  if (rc != SQLITE_OK) goto done;
+  if (st_read_header(p->pFile, nFile, &zJson, &nJson, &p->iDataOff, zMsg,
+                     sizeof(zMsg))) {
+    rc = impError(p, zFile, "%s", zMsg);
+    goto done;
+  }
+  rc = impParseHeader(p, zJson, nJson);
+  if (rc != SQLITE_OK) goto done;
+  if (st_validate(p->aEntry, p->nEntry, nFile - p->iDataOff, zMsg, sizeof(zMsg))) {
+    rc = impError(p, zFile, "%s", zMsg);
+    goto done;
+  }
+
+  /* The required list depends on whether the head is tied. */
+  for (i = 0; i < p->nEntry; i++) {
+    if (strcmp(impCanonical(p->aEntry[i].name), "lm_head.weight") == 0) p->bLmHead = 1;
+  }
+  p->nReq = gpt_n_tensors(&p->cfg, p->bLmHead);
+  p->aReq = sqlite3_malloc64(sizeof(ImpTensor) * (sqlite3_uint64)p->nReq);
+  if (p->aReq == 0) {
+    rc = impError(p, 0, "out of memory");
+    goto done;
+  }
+  for (i = 0; i < p->nReq; i++) {
+    gpt_tensor_info(&p->cfg, p->bLmHead, i, &p->aReq[i].info);
+    p->aReq[i].pSrc = 0;
+  }
+  qsort(p->aReq, (size_t)p->nReq, sizeof(ImpTensor), impCmpReq);
+
+  for (i = 0; i < p->nEntry; i++) {
+    STTensor *t = &p->aEntry[i];
+    const char *zCanon = impCanonical(t->name);
+    ImpTensor *r = bsearch(zCanon, p->aReq, (size_t)p->nReq, sizeof(ImpTensor),
+                           impCmpKey);
+    char zWant[64], zGot[256];
+    if (r == 0) {
+      if (impIsLegacyBuffer(p, zCanon)) continue;
+      rc = impError(p, zFile, "unknown tensor \"%s\", expected only GPT-2 "
+                    "tensors for the config (%d layers)", t->name, p->cfg.n_layer);
+      goto done;
+    }
+    if (r->pSrc) {
+      rc = impError(p, zFile, "tensor \"%s\" appears twice (also as \"%s\")",
+                    zCanon, r->pSrc->name);
+      goto done;
+    }
+    r->pSrc = t;
+    if (st_dtype_to_gpt(t->dtype) < 0) {
+      rc = impError(p, zFile, "tensor \"%s\" has dtype \"%s\", expected F32, "
+                    "F16 or BF16", t->name, t->dtype_name);
+      goto done;
+    }
+    st_shape_str(r->info.shape, r->info.ndim, zWant, sizeof(zWant));
+    st_shape_str(t->shape, t->ndim, zGot, sizeof(zGot));
+    if (strcmp(zWant, zGot) != 0) {
+      rc = impError(p, zFile, "tensor \"%s\" has the wrong shape, expected %s, "
+                    "found %s", t->name, zWant, zGot);
+      goto done;
+    }
+  }
+  for (i = 0; i < p->nReq; i++) {
+    if (p->aReq[i].pSrc == 0) {
+      char zWant[64];
+      st_shape_str(p->aReq[i].info.shape, p->aReq[i].info.ndim, zWant, sizeof(zWant));
+      rc = impError(p, zFile, "tensor \"%s\" is missing, expected shape %s",
+                    p->aReq[i].info.name, zWant);
+      goto done;
+    }
+  }
+done:
+  free(zJson);
+  return rc;
+}
+
+/*
+** Checks vocab.json and copies it into gpt_vocab with one INSERT ... SELECT
+** over json_each(). Every id must be an integer in [0, vocab_size), each id
+** used once, each token once, and the count must equal vocab_size. The
+** tokenizer is then built from the same rows (by the caller) for the checks
+** the loader will make.
+*/
+static int impVocab(GptImport *p, GPTTokenizer *pTok) {
+  static const char *zFile = "vocab.json";
+  sqlite3_stmt *pStmt = 0;
+  char zMsg[256];
+  int rc;
+
+  rc = impReadText(p, zFile, &p->zVocab, &p->nVocab);
+  if (rc != SQLITE_OK) goto done;
+  rc = impCheckObject(p, zFile, p->zVocab, p->nVocab,
+                      "a JSON object mapping tokens to ids");
+  if (rc != SQLITE_OK) goto done;
+
+  /* The first token whose id is not an integer in range. */
+  rc = impPrepare(p, "SELECT key, type, atom FROM json_each(?1) WHERE type <> "
+                  "'integer' OR typeof(value) <> 'integer' OR value < 0 OR "
+                  "value >= ?2 LIMIT 1", &pStmt);
+  if (rc != SQLITE_OK) goto done;
+  sqlite3_bind_text64(pStmt, 1, p->zVocab, (sqlite3_uint64)p->nVocab,
+                      SQLITE_STATIC, SQLITE_UTF8);
+  sqlite3_bind_int(pStmt, 2, p->cfg.vocab_size);
+  rc = sqlite3_step(pStmt);
+  if (rc == SQLITE_ROW) {
+    const char *zKey = (const char *)sqlite3_column_text(pStmt, 0);
+    int nKey = sqlite3_column_bytes(pStmt, 0);
+    const char *zType = (const char *)sqlite3_column_text(pStmt, 1);
+    if (zType && strcmp(zType, "integer") == 0) {
+      rc = impError(p, zFile, "token \"%.*s\" has id %s, expected 0 to %d "
+                    "(vocab_size of config.json)", impClip(zKey, nKey), zKey,
+                    (const char *)sqlite3_column_text(pStmt, 2),
+                    p->cfg.vocab_size - 1);
+    } else {
+      rc = impError(p, zFile, "token \"%.*s\" has an id that is %s, expected "
+                    "an integer", impClip(zKey, nKey), zKey, impJsonKind(zType));
+    }
+    goto done;
+  }
+  if (rc != SQLITE_DONE) {
+    rc = impSqlError(p, rc);
+    goto done;
+  }
+  sqlite3_finalize(pStmt);
+  pStmt = 0;
+
+  /* Count, distinct ids and distinct tokens. */
+  rc = impPrepare(p, "SELECT count(*), count(DISTINCT value), count(DISTINCT key) "
+                  "FROM json_each(?1)", &pStmt);
+  if (rc != SQLITE_OK) goto done;
+  sqlite3_bind_text64(pStmt, 1, p->zVocab, (sqlite3_uint64)p->nVocab,
+                      SQLITE_STATIC, SQLITE_UTF8);
+  rc = sqlite3_step(pStmt);
+  if (rc != SQLITE_ROW) {
+    rc = impSqlError(p, rc);
+    goto done;
+  }
+  if (sqlite3_column_int64(pStmt, 1) != sqlite3_column_int64(pStmt, 0)) {
+    sqlite3_finalize(pStmt);
+    pStmt = 0;
+    rc = impPrepare(p, "SELECT value, min(key), max(key) FROM json_each(?1) "
+                    "GROUP BY value HAVING count(*) > 1 ORDER BY value LIMIT 1",
+                    &pStmt);
+    if (rc != SQLITE_OK) goto done;
+    sqlite3_bind_text64(pStmt, 1, p->zVocab, (sqlite3_uint64)p->nVocab,
+                        SQLITE_STATIC, SQLITE_UTF8);
+    if (sqlite3_step(pStmt) == SQLITE_ROW) {
+      rc = impError(p, zFile, "id %lld is given to more than one token (\"%s\" "
+                    "and \"%s\"), expected each id once",
+                    sqlite3_column_int64(pStmt, 0),
+                    (const char *)sqlite3_column_text(pStmt, 1),
+                    (const char *)sqlite3_column_text(pStmt, 2));
+    } else {
+      rc = impSqlError(p, sqlite3_errcode(p->db));
+    }
+    goto done;
+  }
+  if (sqlite3_column_int64(pStmt, 2) != sqlite3_column_int64(pStmt, 0)) {
+    rc = impError(p, zFile, "a token appears more than once, expected %lld "
+                  "distinct tokens, found %lld", sqlite3_column_int64(pStmt, 0),
+                  sqlite3_column_int64(pStmt, 2));
+    goto done;
+  }
+  if (sqlite3_column_int64(pStmt, 0) != p->cfg.vocab_size) {
+    rc = impError(p, zFile, "wrong number of tokens, expected %d (vocab_size "
+                  "of config.json), found %lld", p->cfg.vocab_size,
+                  sqlite3_column_int64(pStmt, 0));
+    goto done;
+  }
+  sqlite3_finalize(pStmt);
+  pStmt = 0;
+
+  /* The tokenizer's own checks (byte map, repeated strings). */
+  rc = impPrepare(p, "SELECT value, key FROM json_each(?1)", &pStmt);
+  if (rc != SQLITE_OK) goto done;
+  sqlite3_bind_text64(pStmt, 1, p->zVocab, (sqlite3_uint64)p->nVocab,
+                      SQLITE_STATIC, SQLITE_UTF8);
+  while ((rc = sqlite3_step(pStmt)) == SQLITE_ROW) {
+    if (tok_set_token(pTok, sqlite3_column_int(pStmt, 0),
+                      (const char *)sqlite3_column_text(pStmt, 1),
+                      sqlite3_column_bytes(pStmt, 1), zMsg, sizeof(zMsg))) {
+      rc = impError(p, zFile, "%s", zMsg);
+      goto done;
+    }
+  }
+  if (rc != SQLITE_DONE) {
+    rc = impSqlError(p, rc);
+    goto done;
+  }
+  sqlite3_finalize(pStmt);
+  pStmt = 0;
+
+  rc = impPrepare(p, "INSERT INTO gpt_vocab(model, token_id, token) "
+                  "SELECT ?2, value, key FROM json_each(?1) ORDER BY value", &pStmt);
+  if (rc != SQLITE_OK) goto done;
+  sqlite3_bind_text64(pStmt, 1, p->zVocab, (sqlite3_uint64)p->nVocab,
+                      SQLITE_STATIC, SQLITE_UTF8);
+  sqlite3_bind_text(pStmt, 2, p->zName, -1, SQLITE_STATIC);
+  rc = sqlite3_step(pStmt);
+  if (rc != SQLITE_DONE) {
+    rc = impSqlError(p, rc);
+    goto done;
+  }
+  rc = SQLITE_OK;
+done:
+  sqlite3_finalize(pStmt);
+  return rc;
+}
+
+/*
+** Reads merges.txt and stores it in gpt_merges: an optional first line
+** starting with "#version", then one merge per line, exactly two non-empty
+** tokens separated by one space (a trailing CR is ignored; empty lines are
+** skipped). Rank 0 is the first merge. Each merge is also added to the
+** tokenizer, which rejects a merge of unknown tokens or one whose result is
+** not in the vocabulary.
+*/
+static int impMerges(GptImport *p, GPTTokenizer *pTok) {
+  static const char *zFile = "merges.txt";
+  sqlite3_stmt *pStmt = 0;
+  char *zText = 0;
+  int64_t nText = 0, i = 0;
+  int iLine = 0, rc;
+  char zMsg[256];
+
+  rc = impReadText(p, zFile, &zText, &nText);
+  if (rc != SQLITE_OK) goto done;
+  rc = impPrepare(p, "INSERT INTO gpt_merges(model, rank, left, right) "
+                  "VALUES(?1, ?2, ?3, ?4)", &pStmt);
+  if (rc != SQLITE_OK) goto done;
+  sqlite3_bind_text(pStmt, 1, p->zName, -1, SQLITE_STATIC);
+  while (i < nText) {
+    char *zLine = &zText[i];
+    char *zEol = memchr(zLine, '\n', (size_t)(nText - i));
+    int64_t nLine = zEol ? zEol - zLine : nText - i;
+    char *zSp;
+    int nLeft, nRight;
+
+    i += nLine + 1;
+    iLine++;
+    if (nLine > 0 && zLine[nLine - 1] == '\r') nLine--;
+    if (iLine == 1 && nLine >= 8 && memcmp(zLine, "#version", 8) == 0) continue;
+    if (nLine == 0) continue;
+    zSp = memchr(zLine, ' ', (size_t)nLine);
+    nLeft = zSp ? (int)(zSp - zLine) : 0;
+    nRight = zSp ? (int)(nLine - nLeft - 1) : 0;
+    if (zSp == 0 || nLeft == 0 || nRight == 0 || nLine > 100000
+        || memchr(zSp + 1, ' ', (size_t)nRight)) {
+      int n = nLine > 1000 ? 1000 : (int)nLine;
+      rc = impError(p, zFile, "line %d is \"%.*s%s\", expected two tokens "
+                    "separated by one space", iLine, impClip(zLine, n), zLine,
+                    impClip(zLine, n) < nLine ? "..." : "");
+      goto done;
+    }
+    if (tok_add_merge(pTok, p->nMerge, zLine, nLeft, zSp + 1, nRight, zMsg,
+                      sizeof(zMsg))) {
+      rc = impError(p, zFile, "line %d: %s", iLine, zMsg);
+      goto done;
+    }
+    sqlite3_bind_int(pStmt, 2, p->nMerge);
+    sqlite3_bind_text(pStmt, 3, zLine, nLeft, SQLITE_STATIC);
+    sqlite3_bind_text(pStmt, 4, zSp + 1, nRight, SQLITE_STATIC);
+    rc = sqlite3_step(pStmt);
+    if (rc != SQLITE_DONE) {
+      rc = impSqlError(p, rc);
+      goto done;
+    }
+    sqlite3_reset(pStmt);
+    p->nMerge++;
+  }
+  rc = SQLITE_OK;
+  if (tok_finish(pTok, zMsg, sizeof(zMsg))) {
+    rc = impError(p, "vocab.json and merges.txt", "%s", zMsg);
+    goto done;
+  }
+done:
+  sqlite3_finalize(pStmt);
+  sqlite3_free(zText);
+  return rc;
+}
+
+/*
+** Index of the first element of n bytes of dtype (a GPT_* code) that is NaN
+** or infinite, or -1. Bytes are little-endian, as in the file. Blocks of 256
+** elements are tested without branches (which vectorizes) and only a block
+** with a hit is searched element by element.
+*/
+static int64_t impNonFinite(int dtype, const unsigned char *a, size_t n) {
+  const int nSize = gpt_dtype_size(dtype);
+  const uint32_t mExp = dtype == GPT_F32 ? 0x7f800000u
+                      : dtype == GPT_BF16 ? 0x7f80u : 0x7c00u;
+  const size_t nElem = n / (size_t)nSize;
+  size_t i0, i;
+  for (i0 = 0; i0 < nElem; i0 += 256) {
+    size_t iEnd = nElem - i0 < 256 ? nElem : i0 + 256;
+    uint32_t bHit = 0;
+    if (nSize == 4) {
+      for (i = i0; i < iEnd; i++) {
+        const unsigned char *x = &a[4 * i];
+        uint32_t u = (uint32_t)x[0] | (uint32_t)x[1] << 8 | (uint32_t)x[2] << 16
+                   | (uint32_t)x[3] << 24;
+        bHit |= (uint32_t)((u & mExp) == mExp);
+      }
+    } else {
+      for (i = i0; i < iEnd; i++) {
+        uint32_t u = (uint32_t)a[2 * i] | (uint32_t)a[2 * i + 1] << 8;
+        bHit |= (uint32_t)((u & mExp) == mExp);
+      }
+    }
+    if (bHit == 0) continue;
+    for (i = i0; i < iEnd; i++) {
+      const unsigned char *x = &a[(size_t)nSize * i];
+      uint32_t u = nSize == 4 ? ((uint32_t)x[0] | (uint32_t)x[1] << 8
+                                 | (uint32_t)x[2] << 16 | (uint32_t)x[3] << 24)
+                              : ((uint32_t)x[0] | (uint32_t)x[1] << 8);
+      if ((u & mExp) == mExp) return (int64_t)i;
+    }
+  }
+  return -1;
+}
+
+/* qsort comparator of required tensors by their place in the file. */
+static int impCmpOffset(const void *a, const void *b) {
+  const STTensor *x = ((const ImpTensor *)a)->pSrc;
+  const STTensor *y = ((const ImpTensor *)b)->pSrc;
+  if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
+  return 0;
+}
+
+/*
+** Copies every required tensor into gpt_tensors, in file order: the row is
+** inserted with zeroblob(N), then filled in IMP_CHUNK pieces with
+** sqlite3_blob_write(). The interrupt flag is checked between pieces, and
+** every piece is checked for NaN and infinities.
+*/
+static int impTensors(GptImport *p) {
+  static const char *zFile = "model.safetensors";
+  sqlite3_stmt *pIns = 0;
+  sqlite3_blob *pBlob = 0;
+  unsigned char *aBuf = 0;
+  int i, rc;
+  int nMaxBlob = sqlite3_limit(p->db, SQLITE_LIMIT_LENGTH, -1);
+
+  aBuf = sqlite3_malloc64(IMP_CHUNK);
+  if (aBuf == 0) {
+    rc = impError(p, 0, "out of memory");
+    goto done;
+  }
+  /* Sequential reads: one stdio buffer less. */
+  setvbuf(p->pFile, 0, _IONBF, 0);
+  qsort(p->aReq, (size_t)p->nReq, sizeof(ImpTensor), impCmpOffset);
+  rc = impPrepare(p, "INSERT INTO gpt_tensors(model, name, dtype, shape, data) "
+                  "VALUES(?1, ?2, ?3, ?4, zeroblob(?5))", &pIns);
+  if (rc != SQLITE_OK) goto done;
+  sqlite3_bind_text(pIns, 1, p->zName, -1, SQLITE_STATIC);
+  for (i = 0; i < p->nReq; i++) {
+    const GPTTensorInfo *pInfo = &p->aReq[i].info;
+    const STTensor *t = p->aReq[i].pSrc;
+    int dtype = st_dtype_to_gpt(t->dtype);
+    int64_t nByte = t->end - t->begin, off;
+    char zShape[64];
+
+    if (nByte > nMaxBlob) {
+      rc = impError(p, zFile, "tensor \"%s\" is too large for a BLOB, expected "
+                    "at most %d bytes (SQLITE_LIMIT_LENGTH), found %lld",
+                    t->name, nMaxBlob, (long long)nByte);
+      goto done;
+    }
+    if (pInfo->ndim == 2) {
+      snprintf(zShape, sizeof(zShape), "[%lld,%lld]", (long long)pInfo->shape[0],
+               (long long)pInfo->shape[1]);
+    } else {
+      snprintf(zShape, sizeof(zShape), "[%lld]", (long long)pInfo->shape[0]);
+    }
+    sqlite3_bind_text(pIns, 2, pInfo->name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(pIns, 3, gpt_dtype_name(dtype), -1, SQLITE_STATIC);
+    sqlite3_bind_text(pIns, 4, zShape, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(pIns, 5, nByte);
+    rc = sqlite3_step(pIns);
+    if (rc != SQLITE_DONE) {
+      rc = impSqlError(p, rc);
+      goto done;
+    }
+    sqlite3_reset(pIns);
+    rc = sqlite3_blob_open(p->db, "main", "gpt_tensors", "data",
+                           sqlite3_last_insert_rowid(p->db), 1, &pBlob);
+    if (rc != SQLITE_OK) {
+      rc = impSqlError(p, rc);
+      goto done;
+    }
+    if (fseeko(p->pFile, (off_t)(p->iDataOff + t->begin), SEEK_SET) != 0) {
+      rc = impError(p, zFile, "cannot seek to tensor \"%s\": %s", t->name,
+                    strerror(errno));
+      goto done;
+    }
+    for (off = 0; off < nByte; off += IMP_CHUNK) {
+      int n = (int)(nByte - off < IMP_CHUNK ? nByte - off : IMP_CHUNK);
+      int64_t iBad;
+      if (gptext_interrupted(p->db)) {
+        rc = impSqlError(p, SQLITE_INTERRUPT);
+        goto done;
+      }
+      if (fread(aBuf, 1, (size_t)n, p->pFile) != (size_t)n) {
+        rc = impError(p, zFile, "cannot read tensor \"%s\" at byte %lld: %s",
+                      t->name, (long long)(p->iDataOff + t->begin + off),
+                      ferror(p->pFile) ? strerror(errno) : "the file ends early");
+        goto done;
+      }
+      iBad = impNonFinite(dtype, aBuf, (size_t)n);
+      if (iBad >= 0) {
+        rc = impError(p, zFile, "tensor \"%s\" has a NaN or infinity at element "
+                      "%lld, expected finite numbers", t->name,
+                      (long long)(off / gpt_dtype_size(dtype) + iBad));
+        goto done;
+      }
+      rc = sqlite3_blob_write(pBlob, aBuf, n, (int)off);
+      if (rc != SQLITE_OK) {
+        rc = impSqlError(p, rc);
+        goto done;
+      }
+    }
+    rc = sqlite3_blob_close(pBlob);
+    pBlob = 0;
+    if (rc != SQLITE_OK) {
+      rc = impSqlError(p, rc);
+      goto done;
+    }
+    p->nParam += pInfo->n_elem;
+    p->nByte += nByte;
+    p->mDtype |= 1u << dtype;
+  }
+  rc = SQLITE_OK;
+done:
+  if (pBlob) sqlite3_blob_close(pBlob);
+  sqlite3_finalize(pIns);
+  sqlite3_free(aBuf);
+  return rc;
+}
+
+/*
+** Writes the gpt_models row (last: the triggers of the tensor, vocab and
+** merges tables find no row to restamp until now). config is built with
+** json_object().
+*/
+static int impModelRow(GptImport *p) {
+  sqlite3_stmt *pStmt = 0;
+  int rc;
+
+  rc = impPrepare(p, "INSERT INTO gpt_models(name, config, source) VALUES(?1, "
+                  "json_object('n_layer', ?2, 'n_head', ?3, 'n_embd', ?4, "
+                  "'n_ctx', ?5, 'vocab_size', ?6, 'layer_norm_epsilon', ?7), ?8)",
+                  &pStmt);
+  if (rc != SQLITE_OK) goto done;
+  sqlite3_bind_text(pStmt, 1, p->zName, -1, SQLITE_STATIC);
+  sqlite3_bind_int(pStmt, 2, p->cfg.n_layer);
+  sqlite3_bind_int(pStmt, 3, p->cfg.n_head);
+  sqlite3_bind_int(pStmt, 4, p->cfg.n_embd);
+  sqlite3_bind_int(pStmt, 5, p->cfg.n_ctx);
+  sqlite3_bind_int(pStmt, 6, p->cfg.vocab_size);
+  sqlite3_bind_double(pStmt, 7, p->cfg.ln_eps);
+  sqlite3_bind_text(pStmt, 8, p->zDir, -1, SQLITE_STATIC);
+  rc = sqlite3_step(pStmt);
+  if (rc != SQLITE_DONE) {
+    rc = impSqlError(p, rc);
+    goto done;
+  }
+  rc = SQLITE_OK;
+done:
+  sqlite3_finalize(pStmt);
+  return rc;
+}
+
+/*
+** Counts the rows model zName has in the four tables, or -1 on error (with
+** the error recorded). A name with rows in any of them exists.
+*/
+static sqlite3_int64 impModelRows(GptImport *p, const char *zName) {
+  sqlite3_stmt *pStmt = 0;
+  sqlite3_int64 n = -1;
+  int rc;
+
+  rc = impPrepare(p, "SELECT (SELECT count(*) FROM gpt_models WHERE name = ?1)"
+                  " + EXISTS(SELECT 1 FROM gpt_tensors WHERE model = ?1)"
+                  " + EXISTS(SELECT 1 FROM gpt_vocab WHERE model = ?1)"
+                  " + EXISTS(SELECT 1 FROM gpt_merges WHERE model = ?1)", &pStmt);
+  if (rc != SQLITE_OK) goto done;
+  sqlite3_bind_text(pStmt, 1, zName, -1, SQLITE_STATIC);
+  rc = sqlite3_step(pStmt);
+  if (rc != SQLITE_ROW) {
+    impSqlError(p, rc);
+    goto done;
+  }
+  n = sqlite3_column_int64(pStmt, 0);
+done:
+  sqlite3_finalize(pStmt);
+  return n;
+}
+
+/*
+** Deletes every row of model zName from the four tables; the number of
+** gpt_tensors rows deleted goes to *pnTensor. gpt_models first, so that the
+** triggers of the other tables have nothing to restamp.
+*/
+static int impDeleteModel(GptImport *p, const char *zName, sqlite3_int64 *pnTensor) {
+  static const char *azSql[] = {
+    "DELETE FROM gpt_models WHERE name = ?1",
+    "DELETE FROM gpt_tensors WHERE model = ?1",
+    "DELETE FROM gpt_vocab WHERE model = ?1",
+    "DELETE FROM gpt_merges WHERE model = ?1",
+  };
+  sqlite3_stmt *pStmt = 0;
+  int i, rc = SQLITE_OK;
+
+  for (i = 0; i < 4; i++) {
+    rc = impPrepare(p, azSql[i], &pStmt);
+    if (rc != SQLITE_OK) goto done;
+    sqlite3_bind_text(pStmt, 1, zName, -1, SQLITE_STATIC);
+    rc = sqlite3_step(pStmt);
+    if (rc != SQLITE_DONE) {
+      rc = impSqlError(p, rc);
+      goto done;
+    }
+    if (i == 1 && pnTensor) *pnTensor = sqlite3_changes(p->db);
+    sqlite3_finalize(pStmt);
+    pStmt = 0;
+  }
+  rc = SQLITE_OK;
+done:
+  sqlite3_finalize(pStmt);
+  return rc;
+}
+
+/*
+** Undoes the work since "SAVEPOINT zSave" and closes the savepoint. After
+** sqlite3_interrupt() SQLite refuses ROLLBACK TO as well; a write statement
+** refused the same way rolls back the whole transaction, savepoint included,
+** which is then the way out.
+*/
+static void impRollback(sqlite3 *db, const char *zSave) {
+  char *zSql = sqlite3_mprintf("ROLLBACK TO %s; RELEASE %s;", zSave, zSave);
+  int rc = zSql ? sqlite3_exec(db, zSql, 0, 0, 0) : SQLITE_NOMEM;
+  if ((rc & 0xff) == SQLITE_INTERRUPT) {
+    sqlite3_exec(db, "DELETE FROM gpt_models WHERE 0", 0, 0, 0);
+  }
+  sqlite3_free(zSql);
+}
+
+/*
+** Frees everything an import holds but its error message.
+*/
+static void impClear(GptImport *p) {
+  int i;
+  if (p->pFile) fclose(p->pFile);
+  for (i = 0; i < p->nStr; i++) sqlite3_free(p->azStr[i]);
+  sqlite3_free(p->azStr);
+  sqlite3_free(p->aEntry);
+  sqlite3_free(p->aReq);
+  sqlite3_free(p->zVocab);
+}
+
+/*
+** Implementation of gpt_import(NAME, PATH [, OPTIONS]). OPTIONS accepts
+** {"replace": true}, which replaces an existing model of that name in the
+** same transaction. Returns a one-line summary:
+**
+**   imported 'NAME': T tensors, P parameters, B bytes (f32), V tokens,
+**   M merges from PATH
+*/
+static void gptImportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  sqlite3 *db = sqlite3_context_db_handle(ctx);
+  GptImport s;
+  GptOptions opt;
+  GPTTokenizer *pTok = 0;
+  char *zErr = 0;
+  char *zSummary = 0;
+  const char *zName = (const char *)sqlite3_value_text(argv[0]);
+  const char *zDir = (const char *)sqlite3_value_text(argv[1]);
+  int bSavepoint = 0, bOpt = 0;
+  sqlite3_int64 nExist;
+  struct stat st;
+  int rc;
+
+  memset(&s, 0, sizeof(s));
+  memset(&opt, 0, sizeof(opt));
+  s.db = db;
+  s.zFunc = "gpt_import";
+  s.zName = zName ? zName : "";
+  s.zDir = zDir ? zDir : "";
+  if (zName == 0 || zName[0] == 0) {
+    s.zErr = sqlite3_mprintf("gpt_import: the model name must be a non-empty "
+                             "string");
+    goto done;
+  }
+  rc = gptext_options_parse(db, "gpt_import", argc > 2 ? argv[2] : 0,
+                            GPTOPT_REPLACE, &opt, &zErr);
+  if (rc != SQLITE_OK) {
+    s.zErr = zErr ? zErr : sqlite3_mprintf("gpt_import: out of memory");
+    zErr = 0;
+    goto done;
+  }
+  bOpt = 1;
+  if (zDir == 0 || zDir[0] == 0) {
+    impError(&s, 0, "the path must be a folder name, found %s",
+             zDir ? "an empty string" : "NULL");
+    goto done;
+  }
+  if (stat(zDir, &st) != 0) {
+    impError(&s, 0, "cannot open folder %s: %s", zDir, strerror(errno));
+    goto done;
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    impError(&s, 0, "%s is not a folder, expected a folder with config.json, "
+             "model.safetensors, vocab.json and merges.txt", zDir);
+    goto done;
+  }
+  rc = gptext_ensure_schema(db, &zErr);
+  if (rc != SQLITE_OK) {
+    impError(&s, 0, "%s", zErr);
+    goto done;
+  }
+  rc = sqlite3_exec(db, "SAVEPOINT gpt_import", 0, 0, 0);
+  if (rc != SQLITE_OK) {
+    impSqlError(&s, rc);
+    goto done;
+  }
+  bSavepoint = 1;
+
+  nExist = impModelRows(&s, zName);
+  if (nExist < 0) goto done;
+  if (nExist > 0 && !opt.bReplace) {
+    s.zErr = sqlite3_mprintf("gpt_import: model '%s' already exists; pass "
+                             "{\"replace\": true} to overwrite it", zName);
+    goto done;
+  }
+  if (nExist > 0 && impDeleteModel(&s, zName, 0) != SQLITE_OK) goto done;
+
+  if (impConfig(&s) != SQLITE_OK) goto done;
+  if (impSafetensors(&s) != SQLITE_OK) goto done;
+  pTok = tok_new(s.cfg.vocab_size);
+  if (pTok == 0) {
+    impError(&s, 0, "out of memory");
+    goto done;
+  }
+  if (impVocab(&s, pTok) != SQLITE_OK) goto done;
+  if (impMerges(&s, pTok) != SQLITE_OK) goto done;
+  if (impTensors(&s) != SQLITE_OK) goto done;
+  if (impModelRow(&s) != SQLITE_OK) goto done;
+
+  rc = sqlite3_exec(db, "RELEASE gpt_import", 0, 0, 0);
+  if (rc != SQLITE_OK) {
+    impSqlError(&s, rc);
+    goto done;
+  }
+  bSavepoint = 0;
+  {
+    /* The stored dtypes, e.g. "f32" or "f32+f16". */
+    char zDtypes[32];
+    int k, n = 0;
+    zDtypes[0] = 0;
+    for (k = GPT_F32; k <= GPT_BF16; k++) {
+      if (s.mDtype & (1u << k)) {
+        n += snprintf(zDtypes + n, sizeof(zDtypes) - (size_t)n, "%s%s",
+                      n ? "+" : "", gpt_dtype_name(k));
+      }
+    }
+    zSummary = sqlite3_mprintf(
+        "imported '%s': %d tensors, %lld parameters, %lld bytes (%s), "
+        "%d tokens, %d merges from %s", zName, s.nReq, (long long)s.nParam,
+        (long long)s.nByte, zDtypes, s.cfg.vocab_size, s.nMerge, zDir);
+  }
+  if (zSummary == 0) impError(&s, 0, "out of memory");
+
+done:
+  if (bSavepoint) impRollback(db, "gpt_import");
+  if (s.zErr) {
+    sqlite3_result_error(ctx, s.zErr, -1);
+    if (s.bInterrupted) sqlite3_result_error_code(ctx, SQLITE_INTERRUPT);
+  } else if (zSummary) {
+    sqlite3_result_text(ctx, zSummary, -1, sqlite3_free);
+    zSummary = 0;
+  } else {
+    sqlite3_result_error_nomem(ctx);
+  }
+  tok_free(pTok);
+  impClear(&s);
+  if (bOpt) gptext_options_clear(&opt);
+  sqlite3_free(s.zErr);
+  sqlite3_free(zSummary);
+  sqlite3_free(zErr);
+}
+
+/*
+** Implementation of gpt_drop(NAME): deletes the model's rows from the four
+** tables in one savepoint. Returns the number of gpt_tensors rows deleted.
+** A name with no rows at all is an error.
+*/
+static void gptDropFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  sqlite3 *db = sqlite3_context_db_handle(ctx);
+  GptImport s;
+  const char *zName = (const char *)sqlite3_value_text(argv[0]);
+  sqlite3_int64 nExist, nTensor = 0;
+  char *zErr = 0;
+  int bSavepoint = 0, rc;
+
+  (void)argc;
+  memset(&s, 0, sizeof(s));
+  s.db = db;
+  s.zFunc = "gpt_drop";
+  s.zName = zName ? zName : "";
+  if (zName == 0 || zName[0] == 0) {
+    s.zErr = sqlite3_mprintf("gpt_drop: the model name must be a non-empty string");
+    goto done;
+  }
+  rc = gptext_ensure_schema(db, &zErr);
+  if (rc != SQLITE_OK) {
+    s.zErr = sqlite3_mprintf("gpt_drop: %s", zErr);
+    goto done;
+  }
+  rc = sqlite3_exec(db, "SAVEPOINT gpt_drop", 0, 0, 0);
+  if (rc != SQLITE_OK) {
+    impSqlError(&s, rc);
+    goto done;
+  }
+  bSavepoint = 1;
+  nExist = impModelRows(&s, zName);
+  if (nExist < 0) goto done;
+  if (nExist == 0) {
+    s.zErr = sqlite3_mprintf("gpt_drop: no model named '%s'", zName);
+    goto done;
+  }
+  if (impDeleteModel(&s, zName, &nTensor) != SQLITE_OK) goto done;
+  rc = sqlite3_exec(db, "RELEASE gpt_drop", 0, 0, 0);
+  if (rc != SQLITE_OK) {
+    impSqlError(&s, rc);
+    goto done;
+  }
+  bSavepoint = 0;
+done:
+  if (bSavepoint) impRollback(db, "gpt_drop");
+  if (s.zErr) {
+    sqlite3_result_error(ctx, s.zErr, -1);
+    if (s.bInterrupted) sqlite3_result_error_code(ctx, SQLITE_INTERRUPT);
+  } else {
+    sqlite3_result_int64(ctx, nTensor);
+  }
+  sqlite3_free(s.zErr);
+  sqlite3_free(zErr);
+}
+
+/*
+** Registers gpt_import (2 or 3 arguments) and gpt_drop, with the connection
+** state as user data. Both write, so they are DIRECTONLY (not usable from
+** triggers or views) and never deterministic.
+*/
+int gptext_register_import(sqlite3 *db, GptConn *pConn) {
+  const int eFlags = SQLITE_UTF8 | SQLITE_DIRECTONLY;
+  int rc = sqlite3_create_function(db, "gpt_import", 2, eFlags, pConn,
+                                   gptImportFunc, 0, 0);
+  if (rc == SQLITE_OK) {
+    rc = sqlite3_create_function(db, "gpt_import", 3, eFlags, pConn,
+                                 gptImportFunc, 0, 0);
+  }
+  if (rc == SQLITE_OK) {
+    rc = sqlite3_create_function(db, "gpt_drop", 1, eFlags, pConn, gptDropFunc,
+                                 0, 0);
+  }
+  return rc;
+}

@@ -1,0 +1,294 @@
+/*
+** The tokenizer in SQL.
+**
+**   SELECT * FROM gpt_tokens('Hello world');          -- pos | token_id | token
+**   SELECT gpt_tokenize('Hello world');               -- [15496,995]
+**   SELECT gpt_detokenize('[15496,995]');             -- Hello world
+**   SELECT gpt_token_count(body) FROM docs;
+**
+** Each takes an optional options JSON last: {"model": "name"} picks the
+** model, {"special": true} reads "<|endoftext|>" in text as token 50256
+** (by default it is plain text, as tiktoken's encode_ordinary does).
+** These are pure lookups of the stored tokenizer, so they are DETERMINISTIC;
+** they load no weights.
+*/
+#include "gpt_ext.h"
+#include <string.h>
+
+/* Shared prologue: options from argv[iOpt] (when present) and the model. */
+static int tokens_setup(sqlite3_context *ctx, const char *zFunc, int argc,
+                        sqlite3_value **argv, int iOpt, GptOptions *o, GptModel **ppM) {
+  sqlite3 *db = sqlite3_context_db_handle(ctx);
+  char *zErr = 0;
+  int rc = gptext_options_parse(db, zFunc, iOpt < argc ? argv[iOpt] : 0,
+                                GPTOPT_MODEL | GPTOPT_SPECIAL, o, &zErr);
+  if (rc == SQLITE_OK)
+    rc = gptext_model_acquire(sqlite3_user_data(ctx), db, zFunc, o->zModel, 0, ppM, &zErr);
+  if (rc != SQLITE_OK) {
+    if (zErr) sqlite3_result_error(ctx, zErr, -1);
+    else sqlite3_result_error_code(ctx, rc);
+    sqlite3_free(zErr);
+  }
+  return rc;
+}
+
+/* gpt_tokenize(text [, options]): the token ids as a JSON array. NULL in,
+** NULL out. */
+static void gptTokenizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  GptOptions o;
+  GptModel *m = 0;
+  int *aIds = 0, nIds = 0;
+  char *zErr = 0;
+  sqlite3_str *pStr = 0;
+  if (sqlite3_value_type(argv[0]) == SQLITE_NULL) return;
+  if (tokens_setup(ctx, "gpt_tokenize", argc, argv, 1, &o, &m)) goto done;
+  if (gptext_encode(m, "gpt_tokenize", (const char *)sqlite3_value_text(argv[0]),
+                    sqlite3_value_bytes(argv[0]), o.bAllowSpecial, &aIds, &nIds, &zErr)) {
+    sqlite3_result_error(ctx, zErr, -1);
+    goto done;
+  }
+  pStr = sqlite3_str_new(sqlite3_context_db_handle(ctx));
+  sqlite3_str_appendchar(pStr, 1, '[');
+  for (int i = 0; i < nIds; i++) sqlite3_str_appendf(pStr, i ? ",%d" : "%d", aIds[i]);
+  sqlite3_str_appendchar(pStr, 1, ']');
+  if (sqlite3_str_errcode(pStr)) {
+    sqlite3_result_error_code(ctx, sqlite3_str_errcode(pStr));
+  } else {
+    int n = sqlite3_str_length(pStr);
+    sqlite3_result_text(ctx, sqlite3_str_finish(pStr), n, sqlite3_free);
+    pStr = 0;
+  }
+done:
+  if (pStr) sqlite3_free(sqlite3_str_finish(pStr));
+  sqlite3_free(zErr);
+  sqlite3_free(aIds);
+  gptext_model_release(m);
+  gptext_options_clear(&o);
+}
+
+/* gpt_token_count(text [, options]): how many tokens text encodes to. */
+static void gptTokenCountFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  GptOptions o;
+  GptModel *m = 0;
+  int *aIds = 0, nIds = 0;
+  char *zErr = 0;
+  if (sqlite3_value_type(argv[0]) == SQLITE_NULL) return;
+  if (tokens_setup(ctx, "gpt_token_count", argc, argv, 1, &o, &m)) goto done;
+  if (gptext_encode(m, "gpt_token_count", (const char *)sqlite3_value_text(argv[0]),
+                    sqlite3_value_bytes(argv[0]), o.bAllowSpecial, &aIds, &nIds, &zErr)) {
+    sqlite3_result_error(ctx, zErr, -1);
+    goto done;
+  }
+  sqlite3_result_int(ctx, nIds);
+done:
+  sqlite3_free(zErr);
+  sqlite3_free(aIds);
+  gptext_model_release(m);
+  gptext_options_clear(&o);
+}
+
+/* gpt_detokenize(ids_json [, options]): the text of a JSON array of ids. An
+** id outside the vocabulary, or anything but integers, is an error naming it. */
+static void gptDetokenizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  GptOptions o;
+  GptModel *m = 0;
+  sqlite3 *db = sqlite3_context_db_handle(ctx);
+  sqlite3_stmt *p = 0;
+  sqlite3_str *pStr = 0;
+  int rc;
+  if (sqlite3_value_type(argv[0]) == SQLITE_NULL) return;
+  if (tokens_setup(ctx, "gpt_detokenize", argc, argv, 1, &o, &m)) goto done;
+  rc = sqlite3_prepare_v2(db, "SELECT type, value FROM json_each(CASE WHEN json_valid(?1) "
+                          "AND json_type(?1) = 'array' THEN ?1 ELSE NULL END)", -1, &p, 0);
+  if (rc != SQLITE_OK) goto sql_error;
+  sqlite3_bind_value(p, 1, argv[0]);
+  {
+    sqlite3_stmt *pCheck = 0;
+    int bArray = 0;
+    rc = sqlite3_prepare_v2(db, "SELECT json_valid(?1) AND json_type(?1) = 'array'", -1,
+                            &pCheck, 0);
+    if (rc == SQLITE_OK) {
+      sqlite3_bind_value(pCheck, 1, argv[0]);
+      if (sqlite3_step(pCheck) == SQLITE_ROW) bArray = sqlite3_column_int(pCheck, 0);
+    }
+    sqlite3_finalize(pCheck);
+    if (rc != SQLITE_OK) goto sql_error;
+    if (!bArray) {
+      sqlite3_result_error(ctx, "gpt_detokenize: argument 1 must be a JSON array of token "
+                           "ids, like '[15496, 995]'", -1);
+      goto done;
+    }
+  }
+  pStr = sqlite3_str_new(db);
+  while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
+    const char *zType = (const char *)sqlite3_column_text(p, 0);
+    sqlite3_int64 id = sqlite3_column_int64(p, 1);
+    int nBytes = 0;
+    const char *zTok = 0;
+    if (zType && strcmp(zType, "integer") == 0 && id >= 0 && id < m->cfg.vocab_size)
+      zTok = tok_token_bytes(m->pTok, (int)id, &nBytes);
+    if (!zTok) {
+      char *zErr = sqlite3_mprintf("gpt_detokenize: model '%s': token id %s is not in the "
+                                   "vocabulary (0 to %d)", m->zName,
+                                   sqlite3_column_text(p, 1), m->cfg.vocab_size - 1);
+      sqlite3_result_error(ctx, zErr, -1);
+      sqlite3_free(zErr);
+      goto done;
+    }
+    sqlite3_str_append(pStr, zTok, nBytes);
+  }
+  if (rc != SQLITE_DONE) goto sql_error;
+  if (sqlite3_str_errcode(pStr)) {
+    sqlite3_result_error_code(ctx, sqlite3_str_errcode(pStr));
+  } else {
+    int n = sqlite3_str_length(pStr);
+    char *z = sqlite3_str_finish(pStr);
+    pStr = 0;
+    sqlite3_result_text(ctx, z ? z : "", n, z ? sqlite3_free : SQLITE_STATIC);
+  }
+  goto done;
+sql_error:
+  {
+    char *zErr = sqlite3_mprintf("gpt_detokenize: %s", sqlite3_errmsg(db));
+    sqlite3_result_error(ctx, zErr, -1);
+    sqlite3_free(zErr);
+  }
+done:
+  if (pStr) sqlite3_free(sqlite3_str_finish(pStr));
+  sqlite3_finalize(p);
+  gptext_model_release(m);
+  gptext_options_clear(&o);
+}
+
+/* ------------------------------------------------------------ gpt_tokens */
+
+/* gpt_tokens(text [, options]): one row per token: pos, token_id, token (the
+** token's bytes as text; a token that holds part of a UTF-8 character gives
+** those bytes alone, so the column concatenates back to the input). */
+typedef struct TokensCursor {
+  sqlite3_vtab_cursor base;
+  GptModel *m;
+  int *aIds;
+  int nIds;
+  int iRow;
+} TokensCursor;
+
+#define TOKENS_COL_TEXT 3
+
+/* Declares the columns; text and options are the hidden arguments. */
+static int tokensConnect(sqlite3 *db, void *pAux, int argc, const char *const *argv,
+                         sqlite3_vtab **ppVtab, char **pzErr) {
+  (void)argc; (void)argv; (void)pzErr;
+  return gptext_vtab_connect(db, pAux, "CREATE TABLE x(pos INTEGER, token_id INTEGER, "
+                             "token TEXT, text HIDDEN, options HIDDEN)", SQLITE_VTAB_INNOCUOUS,
+                             ppVtab);
+}
+
+static int tokensOpen(sqlite3_vtab *p, sqlite3_vtab_cursor **ppCur) {
+  (void)p;
+  TokensCursor *c = sqlite3_malloc64(sizeof(*c));
+  if (!c) return SQLITE_NOMEM;
+  memset(c, 0, sizeof(*c));
+  *ppCur = &c->base;
+  return SQLITE_OK;
+}
+
+/* Forgets the current text's tokens and model reference. */
+static void tokensReset(TokensCursor *c) {
+  sqlite3_free(c->aIds);
+  c->aIds = 0;
+  c->nIds = 0;
+  c->iRow = 0;
+  gptext_model_release(c->m);
+  c->m = 0;
+}
+
+static int tokensClose(sqlite3_vtab_cursor *cur) {
+  tokensReset((TokensCursor *)cur);
+  sqlite3_free(cur);
+  return SQLITE_OK;
+}
+
+/* idxNum bit 0: text given; bit 1: options given. */
+static int tokensBestIndex(sqlite3_vtab *p, sqlite3_index_info *pInfo) {
+  return gptext_tvf_best_index(p, pInfo, TOKENS_COL_TEXT, 2, 1, "gpt_tokens");
+}
+
+/* Encodes the text argument; a NULL text gives no rows. */
+static int tokensFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, int argc,
+                        sqlite3_value **argv) {
+  (void)idxStr;
+  TokensCursor *c = (TokensCursor *)cur;
+  GptVtab *pVtab = (GptVtab *)cur->pVtab;
+  GptOptions o;
+  char *zErr = 0;
+  int rc;
+  tokensReset(c);
+  if (argc < 1 || !(idxNum & 1) || sqlite3_value_type(argv[0]) == SQLITE_NULL) return SQLITE_OK;
+  rc = gptext_options_parse(pVtab->db, "gpt_tokens", (idxNum & 2) ? argv[1] : 0,
+                            GPTOPT_MODEL | GPTOPT_SPECIAL, &o, &zErr);
+  if (rc == SQLITE_OK)
+    rc = gptext_model_acquire(pVtab->pConn, pVtab->db, "gpt_tokens", o.zModel, 0, &c->m, &zErr);
+  if (rc == SQLITE_OK)
+    rc = gptext_encode(c->m, "gpt_tokens", (const char *)sqlite3_value_text(argv[0]),
+                       sqlite3_value_bytes(argv[0]), o.bAllowSpecial, &c->aIds, &c->nIds, &zErr);
+  gptext_options_clear(&o);
+  if (rc != SQLITE_OK) return gptext_vtab_error(&pVtab->base, zErr, rc);
+  return SQLITE_OK;
+}
+
+static int tokensNext(sqlite3_vtab_cursor *cur) {
+  ((TokensCursor *)cur)->iRow++;
+  return SQLITE_OK;
+}
+
+static int tokensEof(sqlite3_vtab_cursor *cur) {
+  TokensCursor *c = (TokensCursor *)cur;
+  return c->iRow >= c->nIds;
+}
+
+static int tokensColumn(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) {
+  TokensCursor *c = (TokensCursor *)cur;
+  int id = c->aIds[c->iRow], n = 0;
+  const char *z;
+  switch (i) {
+    case 0: sqlite3_result_int(ctx, c->iRow); break;
+    case 1: sqlite3_result_int(ctx, id); break;
+    case 2:
+      z = tok_token_bytes(c->m->pTok, id, &n);
+      sqlite3_result_text(ctx, z ? z : "", z ? n : 0, SQLITE_TRANSIENT);
+      break;
+    default: break; /* hidden arguments read back as NULL */
+  }
+  return SQLITE_OK;
+}
+
+static int tokensRowid(sqlite3_vtab_cursor *cur, sqlite_int64 *pRowid) {
+  *pRowid = ((TokensCursor *)cur)->iRow;
+  return SQLITE_OK;
+}
+
+static sqlite3_module tokensModule = {
+  0, 0, tokensConnect, tokensBestIndex, gptext_vtab_disconnect, 0, tokensOpen, tokensClose,
+  tokensFilter, tokensNext, tokensEof, tokensColumn, tokensRowid,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+};
+
+/* Registers the tokenizer's functions and the gpt_tokens module. */
+int gptext_register_tokens(sqlite3 *db, GptConn *pConn) {
+  static const struct {
+    const char *zName;
+    int nArg;
+    void (*xFunc)(sqlite3_context *, int, sqlite3_value **);
+  } aFunc[] = {
+    {"gpt_tokenize", 1, gptTokenizeFunc},       {"gpt_tokenize", 2, gptTokenizeFunc},
+    {"gpt_detokenize", 1, gptDetokenizeFunc},   {"gpt_detokenize", 2, gptDetokenizeFunc},
+    {"gpt_token_count", 1, gptTokenCountFunc},  {"gpt_token_count", 2, gptTokenCountFunc},
+  };
+  int rc = SQLITE_OK;
+  for (size_t i = 0; rc == SQLITE_OK && i < sizeof(aFunc) / sizeof(aFunc[0]); i++)
+    rc = sqlite3_create_function(db, aFunc[i].zName, aFunc[i].nArg,
+                                 SQLITE_UTF8 | SQLITE_DETERMINISTIC, pConn, aFunc[i].xFunc, 0, 0);
+  if (rc == SQLITE_OK) rc = sqlite3_create_module(db, "gpt_tokens", &tokensModule, pConn);
+  return rc;
+}

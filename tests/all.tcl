@@ -1,0 +1,54 @@
+# Runs the test suite: every tests/*.test, sorted, in this one interpreter.
+#
+#   tclsh tests/all.tcl                 all files
+#   tclsh tests/all.tcl tokenizer       only tests/tokenizer.test
+#   tclsh tests/all.tcl 'gen*' -v       glob filters; -v prints every test
+#
+# Ends with the line "N passed, N failed"; exits 1 when anything failed.
+
+source [file join [file dirname [file normalize [info script]]] tester.tcl]
+
+set filters {}
+foreach a $argv {
+  if {$a eq "-v" || $a eq "--verbose"} { set ::verbose 1 } else { lappend filters $a }
+}
+
+set files {}
+foreach f [lsort [glob -nocomplain -directory $::testdir *.test]] {
+  set stem [file rootname [file tail $f]]
+  if {[llength $filters] == 0} { lappend files $f; continue }
+  foreach pat $filters {
+    if {$stem eq $pat || [string match $pat $stem]} { lappend files $f; break }
+  }
+}
+if {[llength $files] == 0} {
+  puts stderr "no test file matches: $filters"
+  exit 1
+}
+
+# Databases of relative names start empty on every run.
+file delete -force -- [file join $::builddir testdb]
+
+foreach f $files {
+  set tail [file tail $f]
+  puts "$tail:"
+  set p0 $::nPass; set f0 $::nFail; set s0 $::nSkip
+  # A file that raises counts as one failure; the others still run.
+  if {[catch {uplevel #0 [list source $f]} msg opts]} {
+    tester_fail "$tail (error)" [dict get $opts -errorinfo]
+  }
+  catch {db close}
+  puts [format "%s: %d passed, %d failed, %d skipped" $tail \
+      [expr {$::nPass - $p0}] [expr {$::nFail - $f0}] [expr {$::nSkip - $s0}]]
+}
+
+if {[llength $::skipList]} {
+  puts "\nSkipped:"
+  foreach s $::skipList { puts "  [lindex $s 0]: [lindex $s 1]" }
+}
+if {[llength $::failList]} {
+  puts "\nFailures:"
+  foreach n $::failList { puts "  $n" }
+}
+puts "\n$::nPass passed, $::nFail failed"
+exit [expr {$::nFail > 0}]

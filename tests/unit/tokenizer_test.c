@@ -1,0 +1,683 @@
+/*
+** Unit test of engine/tokenizer.c against GPT-2's real vocabulary.
+**
+** Loads tests/data/vocab.json (parsed with SQLite's json_each) and
+** tests/data/merges.txt, then checks:
+**   1. every case of tests/data/tokenizer-cases.inp/.out (llama.cpp's
+**      GPT-2 vocab test, generated with Hugging Face's tokenizer);
+**   2. tiktoken's gpt2 test series (tests/data/REFERENCE.md, section E);
+**   3. "<|endoftext|>" is plain text unless TOK_ALLOW_SPECIAL is given;
+**   4. decode(encode(s)) == s for random strings of every plane, white
+**      space, contractions and invalid UTF-8, with every id in range;
+**   5. the error paths of loading and of decoding;
+**   6. the token count of llm.c's tinyshakespeare tokenization (section D),
+**      that two threads encoding at once agree, and the encoding speed.
+** Prints "N passed, N failed" and exits nonzero on any failure.
+**
+** Build (from the repository root):
+**   cc -std=c11 -O2 -Wall -Wextra -D_GNU_SOURCE -Iengine -o build/tokenizer_test \
+**      tests/unit/tokenizer_test.c engine/tokenizer.c -lpcre2-8 -lsqlite3
+** Run from the repository root, or pass the data directory as argv[1].
+*/
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "tokenizer.h"
+
+static int nPassed = 0, nFailed = 0;
+
+/* Counts one check; prints what failed with where it failed. */
+#define CHECK(cond, ...)                                   \
+  do {                                                     \
+    if (cond) {                                            \
+      nPassed++;                                           \
+    } else {                                               \
+      nFailed++;                                           \
+      printf("FAIL %s:%d: ", __FILE__, __LINE__);          \
+      printf(__VA_ARGS__);                                 \
+      printf("\n");                                        \
+    }                                                      \
+  } while (0)
+
+/* Reads a whole file into a malloc'd, NUL-terminated buffer; NULL on error. */
+static char *read_file(const char *zPath, size_t *pn) {
+  FILE *f = fopen(zPath, "rb");
+  if (!f) return NULL;
+  size_t nAlloc = 1 << 16, n = 0;
+  char *z = malloc(nAlloc);
+  while (z) {
+    n += fread(z + n, 1, nAlloc - n - 1, f);
+    if (n < nAlloc - 1) break;
+    char *zNew = realloc(z, nAlloc * 2);
+    if (!zNew) {
+      free(z);
+      z = NULL;
+      break;
+    }
+    z = zNew;
+    nAlloc *= 2;
+  }
+  int bError = ferror(f);
+  fclose(f);
+  if (!z || bError) {
+    free(z);
+    return NULL;
+  }
+  z[n] = 0;
+  *pn = n;
+  return z;
+}
+
+/* Builds the path zDir/zName in the caller's buffer and returns it. */
+static const char *data_path(char *zBuf, size_t nBuf, const char *zDir, const char *zName) {
+  snprintf(zBuf, nBuf, "%s/%s", zDir, zName);
+  return zBuf;
+}
+
+/* Loads vocab.json through SQLite's json_each and merges.txt line by line,
+** then finishes the tokenizer. NULL (with a message printed) on failure. */
+static GPTTokenizer *load_gpt2(const char *zDir) {
+  char zPath[1024], zErr[256];
+  size_t nJson = 0, nMerges = 0;
+  char *zJson = read_file(data_path(zPath, sizeof(zPath), zDir, "vocab.json"), &nJson);
+  char *zMerges = read_file(data_path(zPath, sizeof(zPath), zDir, "merges.txt"), &nMerges);
+  GPTTokenizer *t = NULL;
+  sqlite3 *db = NULL;
+  sqlite3_stmt *pStmt = NULL;
+  if (!zJson || !zMerges) {
+    printf("cannot read vocab.json or merges.txt in %s\n", zDir);
+    goto fail;
+  }
+  if (sqlite3_open(":memory:", &db) != SQLITE_OK) goto fail;
+  /* the vocabulary size is the number of keys */
+  if (sqlite3_prepare_v2(db, "SELECT count(*) FROM json_each(?1)", -1, &pStmt, NULL) != SQLITE_OK)
+    goto fail;
+  sqlite3_bind_text(pStmt, 1, zJson, (int)nJson, SQLITE_STATIC);
+  if (sqlite3_step(pStmt) != SQLITE_ROW) goto fail;
+  int nVocab = sqlite3_column_int(pStmt, 0);
+  sqlite3_finalize(pStmt);
+  pStmt = NULL;
+  t = tok_new(nVocab);
+  if (!t) goto fail;
+  if (sqlite3_prepare_v2(db, "SELECT key, value FROM json_each(?1)", -1, &pStmt, NULL) != SQLITE_OK)
+    goto fail;
+  sqlite3_bind_text(pStmt, 1, zJson, (int)nJson, SQLITE_STATIC);
+  while (sqlite3_step(pStmt) == SQLITE_ROW) {
+    const char *zKey = (const char *)sqlite3_column_text(pStmt, 0);
+    int nKey = sqlite3_column_bytes(pStmt, 0);
+    int id = sqlite3_column_int(pStmt, 1);
+    if (tok_set_token(t, id, zKey, nKey, zErr, sizeof(zErr)) != 0) {
+      printf("vocab.json: %s\n", zErr);
+      goto fail;
+    }
+  }
+  /* merges.txt: a "#version" line, then "left right" per line */
+  int rank = 0;
+  char *zLine = zMerges;
+  while (*zLine) {
+    char *zEnd = strchr(zLine, '\n');
+    if (!zEnd) zEnd = zLine + strlen(zLine);
+    size_t nLine = (size_t)(zEnd - zLine);
+    if (nLine > 0 && zLine[nLine - 1] == '\r') nLine--;
+    if (nLine > 0 && strncmp(zLine, "#version", 8) != 0) {
+      char *zSpace = memchr(zLine, ' ', nLine);
+      if (!zSpace) {
+        printf("merges.txt: line without a space\n");
+        goto fail;
+      }
+      int nLeft = (int)(zSpace - zLine);
+      int nRight = (int)(nLine - (size_t)nLeft - 1);
+      if (tok_add_merge(t, rank, zLine, nLeft, zSpace + 1, nRight, zErr, sizeof(zErr)) != 0) {
+        printf("merges.txt: %s\n", zErr);
+        goto fail;
+      }
+      rank++;
+    }
+    zLine = *zEnd ? zEnd + 1 : zEnd;
+  }
+  if (tok_finish(t, zErr, sizeof(zErr)) != 0) {
+    printf("tok_finish: %s\n", zErr);
+    goto fail;
+  }
+  sqlite3_finalize(pStmt);
+  sqlite3_close(db);
+  free(zJson);
+  free(zMerges);
+  return t;
+fail:
+  sqlite3_finalize(pStmt);
+  sqlite3_close(db);
+  free(zJson);
+  free(zMerges);
+  tok_free(t);
+  return NULL;
+}
+
+/* Prints ids as " 1 2 3" (the .out format) into zBuf. */
+static void format_ids(char *zBuf, size_t nBuf, const int *aId, size_t nId) {
+  size_t k = 0;
+  zBuf[0] = 0;
+  for (size_t i = 0; i < nId && k + 16 < nBuf; i++)
+    k += (size_t)snprintf(zBuf + k, nBuf - k, " %d", aId[i]);
+}
+
+/* Encodes z (n bytes) with flags and compares with the expected ids. Also
+** checks that the ids decode back to z. Returns 1 when both hold. */
+static int expect_ids(const GPTTokenizer *t, const char *zWhat, const char *z, size_t n,
+                      int flags, const int *aWant, size_t nWant) {
+  int *aId = NULL;
+  size_t nId = 0;
+  if (tok_encode(t, z, n, flags, &aId, &nId) != 0) {
+    CHECK(0, "%s: tok_encode failed", zWhat);
+    return 0;
+  }
+  int bSame = nId == nWant && (nId == 0 || memcmp(aId, aWant, nId * sizeof(int)) == 0);
+  char zGot[4096], zWant[4096];
+  format_ids(zGot, sizeof(zGot), aId, nId);
+  format_ids(zWant, sizeof(zWant), aWant, nWant);
+  CHECK(bSame, "%s: got [%s ] want [%s ]", zWhat, zGot, zWant);
+  char *zBack = NULL;
+  size_t nBack = 0;
+  int bad = 0;
+  int rc = tok_decode(t, aId, nId, &zBack, &nBack, &bad);
+  int bRound = rc == 0 && nBack == n && memcmp(zBack, z, n) == 0;
+  CHECK(bRound, "%s: decode(encode(x)) != x", zWhat);
+  free(zBack);
+  free(aId);
+  return bSame && bRound;
+}
+
+/* llama.cpp's test-tokenizer-0 cases. The .inp file is every case followed
+** by "\n__ggml_vocab_test__\n" (so the first case has no separator before
+** it, and a case's text excludes the newline before the separator); the
+** .out file has one line per case, each id preceded by a space. */
+#define N_CASES 46
+static void test_cases(const GPTTokenizer *t, const char *zDir) {
+  static const char zSep[] = "\n__ggml_vocab_test__\n";
+  const size_t nSep = sizeof(zSep) - 1;
+  char zPath[1024];
+  size_t nInp = 0, nOut = 0;
+  char *zInp = read_file(data_path(zPath, sizeof(zPath), zDir, "tokenizer-cases.inp"), &nInp);
+  char *zOut = read_file(data_path(zPath, sizeof(zPath), zDir, "tokenizer-cases.out"), &nOut);
+  CHECK(zInp && zOut, "cannot read tokenizer-cases.inp/.out");
+  if (!zInp || !zOut) goto done;
+  int nCase = 0, nCasePassed = 0;
+  char *zCase = zInp, *zLine = zOut;
+  while (zCase < zInp + nInp) {
+    /* the case runs to the next separator; memmem is safe on NUL bytes */
+    char *zSepAt = memmem(zCase, nInp - (size_t)(zCase - zInp), zSep, nSep);
+    size_t nCaseLen = zSepAt ? (size_t)(zSepAt - zCase) : nInp - (size_t)(zCase - zInp);
+    /* its expected ids are the next line of the .out file */
+    char *zLineEnd = strchr(zLine, '\n');
+    if (!zLineEnd) zLineEnd = zLine + strlen(zLine);
+    if (zLine >= zOut + nOut) {
+      CHECK(0, "case %d has no line in tokenizer-cases.out", nCase + 1);
+      break;
+    }
+    int aWant[512];
+    size_t nWant = 0;
+    char *p = zLine;
+    while (p < zLineEnd && nWant < 512) {
+      char *pEnd;
+      long v = strtol(p, &pEnd, 10);
+      if (pEnd == p) break;
+      aWant[nWant++] = (int)v;
+      p = pEnd;
+    }
+    char zWhat[64];
+    snprintf(zWhat, sizeof(zWhat), "case %d", nCase + 1);
+    nCasePassed += expect_ids(t, zWhat, zCase, nCaseLen, 0, aWant, nWant);
+    nCase++;
+    zLine = *zLineEnd ? zLineEnd + 1 : zLineEnd;
+    if (!zSepAt) break;
+    zCase = zSepAt + nSep;
+  }
+  CHECK(nCase == N_CASES, "parsed %d cases, want %d", nCase, N_CASES);
+  CHECK(zLine == zOut + nOut, "tokenizer-cases.out has more lines than cases");
+  printf("tokenizer cases: %d/%d passed\n", nCasePassed, nCase);
+done:
+  free(zInp);
+  free(zOut);
+}
+
+/* tiktoken's tests/test_encoding.py expectations for the gpt2 encoding. */
+static void test_tiktoken(const GPTTokenizer *t) {
+  static const int aHello[] = {31373, 995};
+  expect_ids(t, "hello world", "hello world", 11, 0, aHello, 2);
+  static const int aHelloEot[] = {31373, 220, 50256};
+  expect_ids(t, "hello <|endoftext|> (special)", "hello <|endoftext|>", 19,
+             TOK_ALLOW_SPECIAL, aHelloEot, 3);
+  static const struct {
+    int nZero;
+    int aId[3];
+  } aDigit[] = {
+    {1, {15}}, {2, {405}}, {3, {830}}, {4, {2388}}, {5, {20483}}, {6, {10535}},
+    {7, {24598}}, {8, {8269}}, {9, {10535, 830}}, {10, {8269, 405}},
+    {11, {8269, 830}}, {12, {8269, 2388}}, {13, {8269, 20483}},
+    {14, {8269, 10535}}, {15, {8269, 24598}}, {16, {25645}},
+    {17, {8269, 10535, 830}},
+  };
+  for (size_t i = 0; i < sizeof(aDigit) / sizeof(aDigit[0]); i++) {
+    char zZeros[32], zWhat[48];
+    memset(zZeros, '0', (size_t)aDigit[i].nZero);
+    size_t nWant = 0;
+    while (nWant < 3 && aDigit[i].aId[nWant]) nWant++;
+    snprintf(zWhat, sizeof(zWhat), "%d zeros", aDigit[i].nZero);
+    expect_ids(t, zWhat, zZeros, (size_t)aDigit[i].nZero, 0, aDigit[i].aId, nWant);
+  }
+  expect_ids(t, "empty string", "", 0, 0, NULL, 0);
+  expect_ids(t, "empty string (special)", "", 0, TOK_ALLOW_SPECIAL, NULL, 0);
+}
+
+/* "<|endoftext|>" without TOK_ALLOW_SPECIAL is ordinary text. The regex
+** cuts it into "<|" (punctuation run), "endoftext" (letters) and "|>";
+** GPT-2 has no merges for "<|" or "|>", and "endoftext" merges into
+** end + of + text; tiktoken's encode_ordinary gives the same. */
+static void test_special(const GPTTokenizer *t) {
+  CHECK(tok_eot_id(t) == 50256, "tok_eot_id is %d, want 50256", tok_eot_id(t));
+  static const int aPlain[] = {27, 91, 437, 1659, 5239, 91, 29};
+  expect_ids(t, "<|endoftext|> (ordinary)", "<|endoftext|>", 13, 0, aPlain, 7);
+  static const int aSpecial[] = {50256};
+  expect_ids(t, "<|endoftext|> (special)", "<|endoftext|>", 13, TOK_ALLOW_SPECIAL, aSpecial, 1);
+  /* specials back to back, at both ends, and a near miss in between */
+  static const char zMix[] = "<|endoftext|><|endoftext|>a<|endoftext|<|endoftext|>";
+  int *aId = NULL;
+  size_t nId = 0;
+  int rc = tok_encode(t, zMix, sizeof(zMix) - 1, TOK_ALLOW_SPECIAL, &aId, &nId);
+  int nEot = 0;
+  for (size_t i = 0; rc == 0 && i < nId; i++) nEot += aId[i] == 50256;
+  CHECK(rc == 0 && nId >= 4 && aId[0] == 50256 && aId[1] == 50256 && aId[nId - 1] == 50256 &&
+            nEot == 3, "three specials in a mixed string");
+  free(aId);
+  rc = tok_encode(t, zMix, sizeof(zMix) - 1, 0, &aId, &nId);
+  nEot = 0;
+  for (size_t i = 0; rc == 0 && i < nId; i++) nEot += aId[i] == 50256;
+  CHECK(rc == 0 && nEot == 0, "no special without TOK_ALLOW_SPECIAL");
+  free(aId);
+}
+
+/* splitmix64: a small seeded PRNG, so failures reproduce. */
+static uint64_t rng_next(uint64_t *pState) {
+  uint64_t z = (*pState += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+/* A uniform-enough draw from 0..n-1 (the modulo bias does not matter). */
+static uint32_t rng_below(uint64_t *pState, uint32_t n) {
+  return (uint32_t)(rng_next(pState) % n);
+}
+
+/* Appends code point cp as UTF-8 (surrogates too, deliberately invalid). */
+static size_t put_utf8(unsigned char *z, uint32_t cp) {
+  if (cp < 0x80) {
+    z[0] = (unsigned char)cp;
+    return 1;
+  }
+  if (cp < 0x800) {
+    z[0] = (unsigned char)(0xC0 | cp >> 6);
+    z[1] = (unsigned char)(0x80 | (cp & 0x3F));
+    return 2;
+  }
+  if (cp < 0x10000) {
+    z[0] = (unsigned char)(0xE0 | cp >> 12);
+    z[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+    z[2] = (unsigned char)(0x80 | (cp & 0x3F));
+    return 3;
+  }
+  z[0] = (unsigned char)(0xF0 | cp >> 18);
+  z[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+  z[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+  z[3] = (unsigned char)(0x80 | (cp & 0x3F));
+  return 4;
+}
+
+/* Appends one random piece to z (room for 64 bytes): a character of some
+** plane, an ASCII run, white space, a contraction, or invalid UTF-8. */
+static size_t random_piece(uint64_t *r, unsigned char *z) {
+  static const char *azContraction[] = {"'s", "'t", "'re", "'ve", "'m", "'ll", "'d",
+                                        "'S", "'T", "'RE", "'Ve", "'M", "'LL", "'D", "'"};
+  static const uint32_t aSpace[] = {' ', ' ', ' ', '\t', '\n', '\n', '\r', '\v', '\f',
+                                    0xA0, 0x3000, 0x85, 0x2028, 0x2003, 0x180E, 0x1680};
+  static const char zPunct[] = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
+  static const char *azInvalid[] = {
+    "\xC0\x80", "\xC1\xBF", "\xE0\x80\x80", "\xE0\x9F\xBF", "\xF0\x80\x80\x80",
+    "\xF0\x8F\xBF\xBF", "\xED\xA0\x80", "\xED\xBF\xBF", "\xED\xB2\x80", "\xF4\x90\x80\x80",
+    "\xF5\x80\x80\x80", "\xFE", "\xFF", "\xE2\x82", "\xF0\x9F\x98", "\xC3", "\xF0\x9F"};
+  size_t n = 0;
+  switch (rng_below(r, 14)) {
+    case 0: case 1: { /* ASCII letters, digits or punctuation */
+      uint32_t nRun = 1 + rng_below(r, 8), kind = rng_below(r, 3);
+      for (uint32_t i = 0; i < nRun; i++) {
+        if (kind == 0) z[n++] = (unsigned char)((rng_below(r, 2) ? 'a' : 'A') + rng_below(r, 26));
+        else if (kind == 1) z[n++] = (unsigned char)('0' + rng_below(r, 10));
+        else z[n++] = (unsigned char)zPunct[rng_below(r, sizeof(zPunct) - 1)];
+      }
+      break;
+    }
+    case 2: case 3: { /* a run of white space */
+      uint32_t nRun = 1 + rng_below(r, 6);
+      for (uint32_t i = 0; i < nRun; i++)
+        n += put_utf8(z + n, aSpace[rng_below(r, sizeof(aSpace) / sizeof(aSpace[0]))]);
+      break;
+    }
+    case 4: { /* a contraction */
+      const char *zC = azContraction[rng_below(r, sizeof(azContraction) / sizeof(azContraction[0]))];
+      n = strlen(zC);
+      memcpy(z, zC, n);
+      break;
+    }
+    case 5: { /* invalid UTF-8: a lone high byte, or a known bad sequence */
+      if (rng_below(r, 2)) {
+        z[n++] = (unsigned char)(0x80 + rng_below(r, 128));
+      } else {
+        const char *zBad = azInvalid[rng_below(r, sizeof(azInvalid) / sizeof(azInvalid[0]))];
+        n = strlen(zBad);
+        memcpy(z, zBad, n);
+      }
+      break;
+    }
+    case 6: { /* a truncated multi-byte character */
+      unsigned char zFull[4];
+      size_t nFull = put_utf8(zFull, 0x80 + rng_below(r, 0x10FF80));
+      if (nFull > 1) {
+        n = 1 + rng_below(r, (uint32_t)nFull - 1);
+        memcpy(z, zFull, n);
+      }
+      break;
+    }
+    case 7: /* a surrogate encoded as UTF-8 */
+      n = put_utf8(z, 0xD800 + rng_below(r, 0x800));
+      break;
+    case 8: { /* combining marks after a letter */
+      z[n++] = (unsigned char)('a' + rng_below(r, 26));
+      uint32_t nMark = 1 + rng_below(r, 3);
+      for (uint32_t i = 0; i < nMark; i++) n += put_utf8(z + n, 0x300 + rng_below(r, 0x70));
+      break;
+    }
+    case 9: { /* CJK or Hangul */
+      uint32_t nRun = 1 + rng_below(r, 4);
+      for (uint32_t i = 0; i < nRun; i++)
+        n += put_utf8(z + n, rng_below(r, 2) ? 0x4E00 + rng_below(r, 0x5200)
+                                             : 0xAC00 + rng_below(r, 0x2BA4));
+      break;
+    }
+    case 10: /* emoji */
+      n = put_utf8(z, 0x1F300 + rng_below(r, 0x700));
+      if (rng_below(r, 3) == 0) n += put_utf8(z + n, 0x200D); /* zero width joiner */
+      if (rng_below(r, 3) == 0) n += put_utf8(z + n, 0xFE0F); /* variation selector */
+      break;
+    case 11: { /* any BMP character but a surrogate */
+      uint32_t cp = rng_below(r, 0x10000 - 0x800);
+      n = put_utf8(z, cp < 0xD800 ? cp : cp + 0x800);
+      break;
+    }
+    case 12: /* any supplementary plane */
+      n = put_utf8(z, 0x10000 + rng_below(r, 0x100000));
+      break;
+    default: /* NUL, Latin-1, or the special token's text */
+      if (rng_below(r, 4) == 0) {
+        memcpy(z, "<|endoftext|>", 13);
+        n = 13;
+      } else if (rng_below(r, 2)) {
+        z[n++] = 0;
+      } else {
+        n = put_utf8(z, 0x80 + rng_below(r, 0x180));
+      }
+      break;
+  }
+  return n;
+}
+
+/* decode(encode(s)) == s byte for byte, and every id in range, for many
+** random strings; half of them allow the special token. */
+#define N_ROUND_TRIP 30000
+static void test_round_trip(const GPTTokenizer *t) {
+  uint64_t r = 20240601;
+  unsigned char z[64 * 40];
+  int nBad = 0;
+  for (int iCase = 0; iCase < N_ROUND_TRIP; iCase++) {
+    size_t n = 0;
+    uint32_t nPiece = rng_below(&r, 40);
+    for (uint32_t i = 0; i < nPiece; i++) n += random_piece(&r, z + n);
+    int flags = rng_below(&r, 2) ? TOK_ALLOW_SPECIAL : 0;
+    int *aId = NULL;
+    size_t nId = 0;
+    char *zBack = NULL;
+    size_t nBack = 0;
+    int bad = 0;
+    int bOk = tok_encode(t, (const char *)z, n, flags, &aId, &nId) == 0;
+    for (size_t i = 0; bOk && i < nId; i++)
+      bOk = aId[i] >= 0 && aId[i] < tok_vocab_size(t);
+    bOk = bOk && tok_decode(t, aId, nId, &zBack, &nBack, &bad) == 0 && nBack == n &&
+          memcmp(zBack, z, n) == 0;
+    if (!bOk && nBad++ < 5) {
+      printf("round trip failed for case %d (%zu bytes):", iCase, n);
+      for (size_t i = 0; i < n; i++) printf(" %02X", z[i]);
+      printf("\n");
+    }
+    free(aId);
+    free(zBack);
+  }
+  CHECK(nBad == 0, "%d of %d random strings did not round-trip", nBad, N_ROUND_TRIP);
+  printf("round trip: %d random strings, %d failed\n", N_ROUND_TRIP, nBad);
+}
+
+/* A toy tokenizer of nVocab slots whose first 256 hold the byte tokens in
+** byte-level form; the caller sets the rest. NULL when out of memory. */
+static GPTTokenizer *toy_tokenizer(int nVocab, char *zErr, size_t nErr) {
+  GPTTokenizer *t = tok_new(nVocab);
+  if (!t) return NULL;
+  /* bytes_to_unicode(), spelt out independently of the tokenizer */
+  int nExtra = 0;
+  for (int b = 0; b < 256; b++) {
+    int bPrintable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
+    unsigned char zChar[4];
+    size_t n = put_utf8(zChar, bPrintable ? (uint32_t)b : 256u + (uint32_t)nExtra++);
+    if (tok_set_token(t, b, (const char *)zChar, (int)n, zErr, nErr) != 0) break;
+  }
+  return t;
+}
+
+/* Error messages of loading, and decode's out-of-range result. */
+static void test_errors(const GPTTokenizer *tGpt2) {
+  char zErr[256];
+  GPTTokenizer *t = toy_tokenizer(260, zErr, sizeof(zErr));
+  CHECK(t != NULL, "toy tokenizer");
+  if (!t) return;
+  CHECK(tok_set_token(t, 256, "ab", 2, zErr, sizeof(zErr)) == 0, "set ab: %s", zErr);
+  CHECK(tok_set_token(t, 257, "abc", 3, zErr, sizeof(zErr)) == 0, "set abc: %s", zErr);
+
+  CHECK(tok_set_token(t, 260, "q", 1, zErr, sizeof(zErr)) == -1 &&
+            strcmp(zErr, "vocab token 260 is outside 0..259") == 0, "out of range: %s", zErr);
+  CHECK(tok_set_token(t, 256, "xy", 2, zErr, sizeof(zErr)) == -1 &&
+            strcmp(zErr, "vocab token 256 is set twice") == 0, "set twice: %s", zErr);
+  CHECK(tok_set_token(t, 258, "a b", 3, zErr, sizeof(zErr)) == -1 &&
+            strcmp(zErr, "vocab token 258 has a character outside GPT-2's byte map") == 0,
+        "raw space: %s", zErr);
+  CHECK(tok_set_token(t, 258, "\xE4\xB8\x80", 3, zErr, sizeof(zErr)) == -1 &&
+            strcmp(zErr, "vocab token 258 has a character outside GPT-2's byte map") == 0,
+        "CJK char: %s", zErr);
+  CHECK(tok_set_token(t, 258, "ab", 2, zErr, sizeof(zErr)) == -1 &&
+            strcmp(zErr, "vocab token 258 repeats token 256 \"ab\"") == 0, "duplicate: %s", zErr);
+
+  CHECK(tok_add_merge(t, 11, "a", 1, "b", 1, zErr, sizeof(zErr)) == 0, "merge a b: %s", zErr);
+  CHECK(tok_add_merge(t, 12, "xyz", 3, "c", 1, zErr, sizeof(zErr)) == -1 &&
+            strcmp(zErr, "merge 12 names unknown token \"xyz\"") == 0, "unknown left: %s", zErr);
+  CHECK(tok_add_merge(t, 12, "ab", 2, "xyz", 3, zErr, sizeof(zErr)) == -1 &&
+            strcmp(zErr, "merge 12 names unknown token \"xyz\"") == 0, "unknown right: %s", zErr);
+  CHECK(tok_add_merge(t, 12, "a", 1, "c", 1, zErr, sizeof(zErr)) == -1 &&
+            strcmp(zErr, "merge 12 makes \"ac\", which is not in the vocabulary") == 0,
+        "result not in vocab: %s", zErr);
+  CHECK(tok_add_merge(t, 12, "a", 1, "b", 1, zErr, sizeof(zErr)) == -1 &&
+            strcmp(zErr, "merge 12 repeats merge 11") == 0, "repeated merge: %s", zErr);
+  CHECK(tok_add_merge(t, 5, "ab", 2, "c", 1, zErr, sizeof(zErr)) == -1 &&
+            strcmp(zErr, "merge 5 comes after merge 11; ranks must increase") == 0,
+        "rank order: %s", zErr);
+  CHECK(tok_add_merge(t, 12, "ab", 2, "c", 1, zErr, sizeof(zErr)) == 0, "merge ab c: %s", zErr);
+
+  int *aId = NULL;
+  size_t nId = 0;
+  CHECK(tok_encode(t, "abc", 3, 0, &aId, &nId) == -1, "encode before tok_finish must fail");
+  free(aId);
+  CHECK(tok_finish(t, zErr, sizeof(zErr)) == -1 &&
+            strcmp(zErr, "vocab token 258 is not set") == 0, "unset slot: %s", zErr);
+  CHECK(tok_set_token(t, 258, "\xC4\xA0" "ab", 4, zErr, sizeof(zErr)) == 0, "set 258: %s", zErr);
+  CHECK(tok_set_token(t, 259, "<|endoftext|>", 13, zErr, sizeof(zErr)) == 0, "set 259: %s", zErr);
+  CHECK(tok_eot_id(t) == 259, "toy eot id %d", tok_eot_id(t));
+  CHECK(tok_finish(t, zErr, sizeof(zErr)) == 0, "toy finish: %s", zErr);
+  CHECK(tok_finish(t, zErr, sizeof(zErr)) == -1, "second tok_finish must fail");
+  CHECK(tok_set_token(t, 0, "!", 1, zErr, sizeof(zErr)) == -1, "set after finish must fail");
+  /* " ab" is a token (258) that no merge builds: BPE gives " " + "ab" */
+  static const int aAbc[] = {257}, aSpaceAb[] = {' ', 256};
+  expect_ids(t, "toy abc", "abc", 3, 0, aAbc, 1);
+  expect_ids(t, "toy ' ab' (a token BPE never makes)", " ab", 3, 0, aSpaceAb, 2);
+  int n = 0;
+  const char *z = tok_token_bytes(t, 258, &n);
+  CHECK(z && n == 3 && memcmp(z, " ab", 3) == 0, "raw bytes of token 258");
+  CHECK(tok_token_bytes(t, 260, &n) == NULL && tok_token_bytes(t, -1, &n) == NULL,
+        "tok_token_bytes out of range");
+  tok_free(t);
+
+  /* a missing byte token is caught by tok_finish */
+  t = tok_new(2);
+  CHECK(t && tok_set_token(t, 0, "a", 1, zErr, sizeof(zErr)) == 0 &&
+            tok_set_token(t, 1, "b", 1, zErr, sizeof(zErr)) == 0 &&
+            tok_finish(t, zErr, sizeof(zErr)) == -1 &&
+            strcmp(zErr, "the vocabulary has no token for byte 0x00") == 0,
+        "missing byte: %s", zErr);
+  tok_free(t);
+  CHECK(tok_new(0) == NULL && tok_new(-5) == NULL, "tok_new rejects sizes below 1");
+
+  /* decode: an id out of range gives -2 and names the first bad id */
+  static const int aIds[] = {31373, 50257, -1};
+  char *zOut = NULL;
+  size_t nOut = 0;
+  int bad = 0;
+  CHECK(tok_decode(tGpt2, aIds, 3, &zOut, &nOut, &bad) == -2 && bad == 50257 && !zOut,
+        "decode out of range: bad=%d", bad);
+  static const int aNeg[] = {-7};
+  CHECK(tok_decode(tGpt2, aNeg, 1, &zOut, &nOut, &bad) == -2 && bad == -7, "decode negative");
+  CHECK(tok_decode(tGpt2, aIds, 0, &zOut, &nOut, &bad) == 0 && zOut && nOut == 0 &&
+            zOut[0] == 0, "decode of no ids");
+  free(zOut);
+}
+
+/* Monotonic wall-clock time in seconds, for the speed measurement. */
+static double now_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* One encoding of a text on a thread, for the concurrency check. */
+typedef struct EncodeJob {
+  const GPTTokenizer *t;
+  const char *z;
+  size_t n;
+  int *aId;
+  size_t nId;
+  int rc;
+} EncodeJob;
+
+/* Thread body: runs the encoding described by its EncodeJob. */
+static void *encode_job(void *pArg) {
+  EncodeJob *p = pArg;
+  p->rc = tok_encode(p->t, p->z, p->n, 0, &p->aId, &p->nId);
+  return NULL;
+}
+
+/* llm.c's tinyshakespeare token count, two threads at once, and speed. */
+static void test_shakespeare(const GPTTokenizer *t, const char *zDir) {
+  char zPath[1024];
+  size_t n = 0;
+  char *z = read_file(data_path(zPath, sizeof(zPath), zDir, "tinyshakespeare.txt"), &n);
+  CHECK(z != NULL, "cannot read tinyshakespeare.txt");
+  if (!z) return;
+
+  /* llm.c dev/data/tinyshakespeare.py: "<|endoftext|>" before the text and
+  ** after every "\n\n" (non-overlapping, left to right, as str.replace
+  ** finds them), encoded with the special token allowed */
+  size_t nDoc = 0;
+  for (const char *p = z; (p = strstr(p, "\n\n")) != NULL; p += 2) nDoc++;
+  char *zDoc = malloc(n + (nDoc + 1) * 13 + 1);
+  CHECK(zDoc != NULL, "out of memory");
+  if (zDoc) {
+    size_t k = 13;
+    memcpy(zDoc, "<|endoftext|>", 13);
+    for (size_t i = 0; i < n;) {
+      if (i + 1 < n && z[i] == '\n' && z[i + 1] == '\n') {
+        memcpy(zDoc + k, "\n\n<|endoftext|>", 15);
+        k += 15;
+        i += 2;
+      } else {
+        zDoc[k++] = z[i++];
+      }
+    }
+    int *aId = NULL;
+    size_t nId = 0;
+    int rc = tok_encode(t, zDoc, k, TOK_ALLOW_SPECIAL, &aId, &nId);
+    CHECK(rc == 0 && nId == 338028, "llm.c tinyshakespeare: %zu tokens, want 338028", nId);
+    free(aId);
+    free(zDoc);
+  }
+
+  /* two threads encode the same text at once and must agree with one */
+  EncodeJob aJob[2] = {{t, z, n, NULL, 0, -1}, {t, z, n, NULL, 0, -1}};
+  pthread_t aThread[2];
+  int nStarted = 0;
+  for (int i = 0; i < 2; i++)
+    if (pthread_create(&aThread[i], NULL, encode_job, &aJob[i]) == 0) nStarted++;
+  for (int i = 0; i < nStarted; i++) pthread_join(aThread[i], NULL);
+  CHECK(nStarted == 2 && aJob[0].rc == 0 && aJob[1].rc == 0 && aJob[0].nId == aJob[1].nId &&
+            memcmp(aJob[0].aId, aJob[1].aId, aJob[0].nId * sizeof(int)) == 0,
+        "two threads encoding at once disagree");
+  char *zBack = NULL;
+  size_t nBack = 0;
+  int bad = 0;
+  CHECK(aJob[0].rc == 0 && tok_decode(t, aJob[0].aId, aJob[0].nId, &zBack, &nBack, &bad) == 0 &&
+            nBack == n && memcmp(zBack, z, n) == 0, "tinyshakespeare round trip");
+  free(zBack);
+
+  /* speed: best of a few runs, one thread */
+  double best = 1e9;
+  size_t nId = 0;
+  for (int iRun = 0; iRun < 5; iRun++) {
+    int *aId = NULL;
+    double t0 = now_seconds();
+    int rc = tok_encode(t, z, n, 0, &aId, &nId);
+    double dt = now_seconds() - t0;
+    free(aId);
+    if (rc != 0) break;
+    if (dt < best) best = dt;
+  }
+  printf("encoding speed: %.1f MB/s (tinyshakespeare.txt, %zu bytes -> %zu tokens, %.1f ms)\n",
+         (double)n / best / 1e6, n, nId, best * 1e3);
+  free(aJob[0].aId);
+  free(aJob[1].aId);
+  free(z);
+}
+
+/* Loads GPT-2's tokenizer once and runs every group of checks on it. */
+int main(int argc, char **argv) {
+  const char *zDir = argc > 1 ? argv[1] : "tests/data";
+  double t0 = now_seconds();
+  GPTTokenizer *t = load_gpt2(zDir);
+  CHECK(t != NULL, "loading GPT-2's vocabulary and merges");
+  if (t) {
+    printf("loaded %d tokens in %.0f ms\n", tok_vocab_size(t), (now_seconds() - t0) * 1e3);
+    test_cases(t, zDir);
+    test_tiktoken(t);
+    test_special(t);
+    test_round_trip(t);
+    test_errors(t);
+    test_shakespeare(t, zDir);
+    tok_free(t);
+  }
+  printf("%d passed, %d failed\n", nPassed, nFailed);
+  return nFailed ? 1 : 0;
+}
