@@ -17,7 +17,7 @@ ENGINE_SRC = $(wildcard engine/*.c)
 EXT_SRC    = $(wildcard ext/*.c)
 HEADERS    = $(wildcard engine/*.h ext/*.h) build/schema.h
 
-all: build/gpt.so build/mkmodel
+all: build/gpt.so build/mkmodel build/tokenizer_test
 
 build:
 	mkdir -p build
@@ -34,6 +34,10 @@ build/gpt.so: $(ENGINE_SRC) $(EXT_SRC) $(HEADERS) | build
 build/mkmodel: tests/tools/mkmodel.c engine/gpt.h | build
 	$(CC) $(CFLAGS) -o $@ $< engine/dtype.c -lm
 
+# C unit test of the tokenizer's internals (reads vocab.json through SQLite's JSON).
+build/tokenizer_test: tests/unit/tokenizer_test.c engine/tokenizer.c engine/tokenizer.h | build
+	$(CC) $(CFLAGS) -o $@ tests/unit/tokenizer_test.c engine/tokenizer.c -lpcre2-8 -lsqlite3
+
 # Installs whatever Debian packages are missing (through sudo when not root).
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
@@ -46,6 +50,7 @@ deps:
 
 test: deps
 	$(MAKE) all
+	build/tokenizer_test
 	$(TCLSH) tests/all.tcl
 
 demo: deps
