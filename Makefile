@@ -17,7 +17,7 @@ ENGINE_SRC = $(wildcard engine/*.c)
 EXT_SRC    = $(wildcard ext/*.c)
 HEADERS    = $(wildcard engine/*.h ext/*.h) build/schema.h
 
-all: build/gpt.so build/mkmodel build/tokenizer_test
+all: build/gpt.so build/mkmodel build/tokenizer_test build/engine_test
 
 build:
 	mkdir -p build
@@ -38,6 +38,10 @@ build/mkmodel: tests/tools/mkmodel.c engine/gpt.h | build
 build/tokenizer_test: tests/unit/tokenizer_test.c engine/tokenizer.c engine/tokenizer.h | build
 	$(CC) $(CFLAGS) -o $@ tests/unit/tokenizer_test.c engine/tokenizer.c -lpcre2-8 -lsqlite3
 
+# C unit test of the decoder: prefill, decode and split prefill agree.
+build/engine_test: tests/unit/engine_test.c $(ENGINE_SRC) $(HEADERS) | build
+	$(CC) $(CFLAGS) -o $@ tests/unit/engine_test.c $(filter-out engine/tokenizer.c,$(ENGINE_SRC)) $(LDLIBS)
+
 # Installs whatever Debian packages are missing (through sudo when not root).
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
@@ -51,6 +55,7 @@ deps:
 test: deps
 	$(MAKE) all
 	build/tokenizer_test
+	build/engine_test
 	$(TCLSH) tests/all.tcl
 
 demo: deps

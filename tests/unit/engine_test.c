@@ -1,0 +1,193 @@
+/*
+** Unit test of the decoder's internals, without SQLite: a model with seeded
+** random weights is run three ways over the same tokens (one batched
+** prefill, one token at a time over the KV cache, and a prefill split in two
+** as prefix reuse does) and every position's logits must agree within 1e-4.
+** Also checks the engine's refusals: bad configs, token ids, and positions
+** past the cache.
+**
+**   build/engine_test        prints "N passed, N failed"; exit 1 on failure
+*/
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "gpt.h"
+
+static int nPass, nFail;
+
+#define CHECK(cond, ...)                          \
+  do {                                            \
+    if (cond) {                                   \
+      nPass++;                                    \
+    } else {                                      \
+      nFail++;                                    \
+      printf("FAILED line %d: ", __LINE__);       \
+      printf(__VA_ARGS__);                        \
+      printf("\n");                               \
+    }                                             \
+  } while (0)
+
+/* xorshift64*, uniform in [-a, a]. */
+static float urand(uint64_t *s, float a) {
+  *s ^= *s >> 12; *s ^= *s << 25; *s ^= *s >> 27;
+  return a * (2.0f * (float)((*s * 0x2545f4914f6cdd1dull) >> 40) / 16777216.0f - 1.0f);
+}
+
+/* A model with random weights: layer norms near 1, matrices ~1/sqrt(fan-in). */
+static GPTModel *random_model(const GPTConfig *c, int hasLmHead, uint64_t seed) {
+  char err[200];
+  GPTModel *m = gpt_model_new(c, hasLmHead, err, sizeof(err));
+  if (!m) { printf("gpt_model_new: %s\n", err); return 0; }
+  uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
+  for (int i = 0; i < gpt_n_tensors(c, hasLmHead); i++) {
+    GPTTensorInfo info;
+    gpt_tensor_info(c, hasLmHead, i, &info);
+    float *a = malloc((size_t)info.n_elem * sizeof(float));
+    int isNormWeight = strstr(info.name, "ln_") && strstr(info.name, ".weight");
+    float scale = info.ndim == 2 ? 1.5f / sqrtf((float)info.shape[0]) : 0.05f;
+    if (strcmp(info.name, "wte.weight") == 0 || strcmp(info.name, "lm_head.weight") == 0) scale = 0.7f;
+    if (strcmp(info.name, "wpe.weight") == 0) scale = 0.2f;
+    for (int64_t k = 0; k < info.n_elem; k++)
+      a[k] = isNormWeight ? 1.0f + urand(&s, 0.2f) : urand(&s, scale);
+    if (gpt_model_load(m, i, GPT_F32, 0, info.n_elem, a, err, sizeof(err)))
+      printf("load %s: %s\n", info.name, err);
+    free(a);
+  }
+  return m;
+}
+
+/* Collects per-position logits (T, V). */
+typedef struct { float *all; int V; } Collect;
+static int collect_logits(void *ctx, int pos0, int rows, const float *logits) {
+  Collect *c = ctx;
+  memcpy(c->all + (size_t)pos0 * c->V, logits, (size_t)rows * c->V * sizeof(float));
+  return 0;
+}
+
+static double max_abs_diff(const float *a, const float *b, size_t n) {
+  double d = 0;
+  for (size_t i = 0; i < n; i++) {
+    double x = fabs((double)a[i] - b[i]);
+    if (!(x <= d)) d = x;
+  }
+  return d;
+}
+
+/* Batched prefill, token-by-token decoding and a split prefill agree. */
+static void test_prefill_vs_decode(const GPTConfig *c, int hasLmHead, int T) {
+  char err[200];
+  GPTModel *m = random_model(c, hasLmHead, 7);
+  int V = c->vocab_size;
+  int *tok = malloc(sizeof(int) * T);
+  float *a = malloc(sizeof(float) * (size_t)T * V), *b = malloc(sizeof(float) * (size_t)T * V);
+  float *d = malloc(sizeof(float) * (size_t)T * V), *last = malloc(sizeof(float) * V);
+  uint64_t s = 99;
+  for (int t = 0; t < T; t++) tok[t] = (int)((urand(&s, 0.5f) + 0.5f) * (V - 1));
+
+  GPTState *st = gpt_state_new(m, T);
+  Collect ca = {a, V};
+  GPTForwardIO io = {0};
+  io.on_logits = collect_logits;
+  io.ctx = &ca;
+  io.logits = last;
+  CHECK(gpt_forward(m, st, tok, T, &io, err, sizeof(err)) == GPT_OK, "prefill: %s", err);
+  CHECK(max_abs_diff(last, a + (size_t)(T - 1) * V, V) <= 1e-5,
+        "io.logits agrees with the last row of on_logits");
+  gpt_state_free(st);
+
+  st = gpt_state_new(m, T);
+  Collect cb = {b, V};
+  io.ctx = &cb;
+  io.logits = 0;
+  for (int t = 0; t < T; t++)
+    CHECK(gpt_forward(m, st, tok + t, 1, &io, err, sizeof(err)) == GPT_OK, "decode %d: %s", t, err);
+  double diff = max_abs_diff(a, b, (size_t)T * V);
+  CHECK(diff <= 1e-4, "prefill vs decode (L=%d H=%d C=%d T=%d): max |diff| %g > 1e-4",
+        c->n_layer, c->n_head, c->n_embd, T, diff);
+  printf("prefill vs decode, L=%d H=%d C=%d T=%d: max |diff| %.3g\n", c->n_layer, c->n_head,
+         c->n_embd, T, diff);
+
+  /* prefix reuse: keep 5 positions, run the rest as a second batch */
+  gpt_state_truncate(st, 5);
+  CHECK(gpt_state_len(st) == 5, "truncate keeps 5");
+  Collect cd = {d, V};
+  io.ctx = &cd;
+  memcpy(d, b, sizeof(float) * 5 * (size_t)V);
+  CHECK(gpt_forward(m, st, tok + 5, T - 5, &io, err, sizeof(err)) == GPT_OK, "resume: %s", err);
+  diff = max_abs_diff(a, d, (size_t)T * V);
+  CHECK(diff <= 1e-4, "prefill vs split prefill: max |diff| %g", diff);
+
+  /* the cache is full now: one more token is refused, not written */
+  int one = tok[0];
+  CHECK(gpt_forward(m, st, &one, 1, &io, err, sizeof(err)) == GPT_ERROR &&
+            strstr(err, "do not fit the cache") != 0,
+        "a token past the cache is refused: %s", err);
+  gpt_state_free(st);
+
+  st = gpt_state_new(m, T);
+  int bad = V;
+  CHECK(gpt_forward(m, st, &bad, 1, &io, err, sizeof(err)) == GPT_ERROR &&
+            strstr(err, "outside the vocabulary") != 0,
+        "token id V is refused: %s", err);
+  bad = -1;
+  CHECK(gpt_forward(m, st, &bad, 1, &io, err, sizeof(err)) == GPT_ERROR, "token id -1 is refused");
+  CHECK(gpt_state_len(st) == 0, "a refused batch leaves the cache as it was");
+  gpt_state_free(st);
+
+  /* positions never pass n_ctx: a state is clamped to the window */
+  st = gpt_state_new(m, c->n_ctx + 100);
+  CHECK(gpt_state_capacity(st) == c->n_ctx, "capacity clamped to n_ctx");
+  gpt_state_free(st);
+
+  free(tok); free(a); free(b); free(d); free(last);
+  gpt_model_free(m);
+}
+
+/* Configs out of range are refused before any allocation. */
+static void test_config_checks(void) {
+  char err[200];
+  GPTConfig ok = {2, 4, 64, 32, 500, 1e-5};
+  CHECK(gpt_config_check(&ok, err, sizeof(err)) == 0, "valid config: %s", err);
+  GPTConfig c = ok;
+  c.n_embd = 65;
+  CHECK(gpt_config_check(&c, err, sizeof(err)) && !strcmp(err, "config n_embd 65 is not divisible by n_head 4"),
+        "n_embd %% n_head: %s", err);
+  c = ok; c.n_layer = 0;
+  CHECK(gpt_config_check(&c, err, sizeof(err)) && !strcmp(err, "config n_layer is 0, expected 1 to 256"),
+        "n_layer 0: %s", err);
+  c = ok; c.n_head = -3;
+  CHECK(gpt_config_check(&c, err, sizeof(err)) != 0, "negative n_head");
+  c = ok; c.vocab_size = 1000000; c.n_embd = 16384; c.n_head = 1; c.n_layer = 256;
+  CHECK(gpt_config_check(&c, err, sizeof(err)) && strstr(err, "parameters, more than the limit"),
+        "absurd size: %s", err);
+  c = ok; c.ln_eps = 0;
+  CHECK(gpt_config_check(&c, err, sizeof(err)) != 0, "eps 0");
+  CHECK(gpt_model_new(&c, 0, err, sizeof(err)) == 0, "gpt_model_new refuses a bad config");
+}
+
+/* A NaN in a tensor is refused at load, naming the tensor. */
+static void test_nan_refused(void) {
+  char err[200];
+  GPTConfig c = {1, 2, 8, 8, 16, 1e-5};
+  GPTModel *m = gpt_model_new(&c, 0, err, sizeof(err));
+  float v[8] = {0, 0, 0, NAN, 0, 0, 0, 0};
+  int i = gpt_tensor_index(&c, 0, "h.0.ln_1.bias");
+  CHECK(i >= 0, "tensor index");
+  CHECK(gpt_model_load(m, i, GPT_F32, 0, 8, v, err, sizeof(err)) &&
+            !strcmp(err, "tensor h.0.ln_1.bias has a NaN or Inf at element 3"),
+        "NaN refused: %s", err);
+  CHECK(gpt_model_load(m, i, GPT_F32, 4, 8, v, err, sizeof(err)) != 0, "a run past the end is refused");
+  gpt_model_free(m);
+}
+
+int main(void) {
+  test_config_checks();
+  test_nan_refused();
+  GPTConfig c1 = {2, 4, 64, 32, 300, 1e-5};
+  test_prefill_vs_decode(&c1, 0, 24);
+  GPTConfig c2 = {3, 3, 48, 40, 257, 1e-3}; /* head_dim 16, own lm_head */
+  test_prefill_vs_decode(&c2, 1, 40);
+  printf("%d passed, %d failed\n", nPass, nFail);
+  return nFail ? 1 : 0;
+}
