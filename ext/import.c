@@ -15,7 +15,10 @@
 ** rolls back to it, so a failed import changes no row. The work is ordered so
 ** that every cheap check (config, safetensors header, vocabulary, merges)
 ** happens before the first byte of tensor data is copied, and the gpt_models
-** row is written last. Tensor data is streamed: each row is inserted as a
+** row is written last. With {"replace": true} the old model's rows are
+** deleted in the same savepoint, once config.json and the safetensors header
+** have passed their checks. Tensor values are checked too: a NaN or an
+** infinity anywhere is an error. Tensor data is streamed: each row is inserted as a
 ** zeroblob() of the right size and filled with sqlite3_blob_write() from 1 MB
 ** chunks of the file, so the file is never held in memory.
 **
@@ -42,7 +45,7 @@
 #define IMP_MAX_TEXT (64 * 1024 * 1024)
 /* Bytes of tensor data copied per sqlite3_blob_write(). */
 #define IMP_CHUNK (1024 * 1024)
-/* Most entries accepted in a safetensors header (GPT-2 XL has 580). */
+/* Most entries accepted in a safetensors header (GPT-2 XL has 676). */
 #define IMP_MAX_ENTRIES 100000
 
 /* One required tensor of the config, and where the file has it. */
@@ -61,6 +64,10 @@ struct GptImport {
   const char *zDir;        /* the folder, as given */
   char *zErr;              /* first error, complete message */
   int bInterrupted;        /* the error is an interrupt */
+  /* The savepoint: SAVEPOINT, RELEASE, ROLLBACK TO and a write statement,
+  ** all prepared before the savepoint opens (see impTxnEnd). */
+  sqlite3_stmt *apTxn[4];
+  int bTxnOpen;
   GPTConfig cfg;
   /* model.safetensors */
   FILE *pFile;
@@ -308,7 +315,12 @@ static int impConfig(GptImport *p) {
       " json_type(?1, '$.n_ctx'), json_extract(?1, '$.n_ctx'),"
       " json_type(?1, '$.vocab_size'), json_extract(?1, '$.vocab_size'),"
       " json_type(?1, '$.layer_norm_epsilon'),"
-      " json_extract(?1, '$.layer_norm_epsilon')", &pStmt);
+      " json_extract(?1, '$.layer_norm_epsilon'),"
+      " json_type(?1, '$.n_inner'), json_extract(?1, '$.n_inner'),"
+      " json_type(?1, '$.activation_function'),"
+      " json_extract(?1, '$.activation_function'),"
+      " json_type(?1, '$.scale_attn_weights'),"
+      " json_type(?1, '$.scale_attn_by_inverse_layer_idx')", &pStmt);
   if (rc != SQLITE_OK) goto done;
   sqlite3_bind_text64(pStmt, 1, zJson, (sqlite3_uint64)nJson, SQLITE_STATIC,
                       SQLITE_UTF8);
@@ -379,6 +391,44 @@ static int impConfig(GptImport *p) {
   if (gpt_config_check(&p->cfg, zMsg, sizeof(zMsg))) {
     rc = impError(p, "config.json", "%s", zMsg);
     goto done;
+  }
+
+  /* GPT2Config options that change the computation: only the values of
+  ** GPT-2 itself are accepted, so that no model imports to give wrong
+  ** results. */
+  {
+    const char *zInner = (const char *)sqlite3_column_text(pStmt, 14);
+    const char *zAct = (const char *)sqlite3_column_text(pStmt, 16);
+    const char *zScale = (const char *)sqlite3_column_text(pStmt, 18);
+    const char *zInv = (const char *)sqlite3_column_text(pStmt, 19);
+    if (zInner && strcmp(zInner, "null") != 0
+        && (sqlite3_column_type(pStmt, 15) != SQLITE_INTEGER
+            || sqlite3_column_int64(pStmt, 15) != 4 * (sqlite3_int64)p->cfg.n_embd)) {
+      rc = impError(p, "config.json", "\"n_inner\" is %s, expected null or %lld "
+                    "(4 * n_embd)", (const char *)sqlite3_column_text(pStmt, 15),
+                    4 * (sqlite3_int64)p->cfg.n_embd);
+      goto done;
+    }
+    if (zAct && (strcmp(zAct, "text") != 0
+                 || (strcmp((const char *)sqlite3_column_text(pStmt, 17), "gelu_new")
+                     && strcmp((const char *)sqlite3_column_text(pStmt, 17),
+                               "gelu_pytorch_tanh")))) {
+      rc = impError(p, "config.json", "\"activation_function\" is %s%s%s, "
+                    "expected \"gelu_new\"", strcmp(zAct, "text") ? "" : "\"",
+                    (const char *)sqlite3_column_text(pStmt, 17),
+                    strcmp(zAct, "text") ? "" : "\"");
+      goto done;
+    }
+    if (zScale && strcmp(zScale, "true") != 0) {
+      rc = impError(p, "config.json", "\"scale_attn_weights\" is %s, expected "
+                    "true", impJsonKind(zScale));
+      goto done;
+    }
+    if (zInv && strcmp(zInv, "false") != 0) {
+      rc = impError(p, "config.json", "\"scale_attn_by_inverse_layer_idx\" is "
+                    "%s, expected false", impJsonKind(zInv));
+      goto done;
+    }
   }
 done:
   sqlite3_finalize(pStmt);
@@ -553,10 +603,16 @@ done:
   return rc;
 }
 
-/* bsearch/qsort comparators of required tensors, by name. */
+/*
+** qsort comparator of required tensors, by name.
+*/
 static int impCmpReq(const void *a, const void *b) {
   return strcmp(((const ImpTensor *)a)->info.name, ((const ImpTensor *)b)->info.name);
 }
+
+/*
+** bsearch comparator: a name against a required tensor.
+*/
 static int impCmpKey(const void *pKey, const void *b) {
   return strcmp((const char *)pKey, ((const ImpTensor *)b)->info.name);
 }
@@ -644,7 +700,7 @@ static int impSafetensors(GptImport *p) {
     }
     if (r->pSrc) {
       rc = impError(p, zFile, "tensor \"%s\" appears twice (also as \"%s\")",
-                    zCanon, r->pSrc->name);
+                    t->name, r->pSrc->name);
       goto done;
     }
     r->pSrc = t;
@@ -661,12 +717,17 @@ static int impSafetensors(GptImport *p) {
       goto done;
     }
   }
+  /* The first missing tensor in the model's order (wte.weight first). */
   for (i = 0; i < p->nReq; i++) {
-    if (p->aReq[i].pSrc == 0) {
+    GPTTensorInfo info;
+    ImpTensor *r;
+    gpt_tensor_info(&p->cfg, p->bLmHead, i, &info);
+    r = bsearch(info.name, p->aReq, (size_t)p->nReq, sizeof(ImpTensor), impCmpKey);
+    if (r && r->pSrc == 0) {
       char zWant[64];
-      st_shape_str(p->aReq[i].info.shape, p->aReq[i].info.ndim, zWant, sizeof(zWant));
+      st_shape_str(info.shape, info.ndim, zWant, sizeof(zWant));
       rc = impError(p, zFile, "tensor \"%s\" is missing, expected shape %s",
-                    p->aReq[i].info.name, zWant);
+                    info.name, zWant);
       goto done;
     }
   }
@@ -1132,18 +1193,84 @@ done:
 }
 
 /*
-** Undoes the work since "SAVEPOINT zSave" and closes the savepoint. After
-** sqlite3_interrupt() SQLite refuses ROLLBACK TO as well; a write statement
-** refused the same way rolls back the whole transaction, savepoint included,
-** which is then the way out.
+** Opens savepoint zSave. Its RELEASE and ROLLBACK TO statements are prepared
+** first, with a write statement that changes nothing: once
+** sqlite3_interrupt() has been called, SQLite prepares no statement and runs
+** none to completion until the outermost statement ends, so impTxnEnd()
+** could not undo the import with statements prepared afterwards.
 */
-static void impRollback(sqlite3 *db, const char *zSave) {
-  char *zSql = sqlite3_mprintf("ROLLBACK TO %s; RELEASE %s;", zSave, zSave);
-  int rc = zSql ? sqlite3_exec(db, zSql, 0, 0, 0) : SQLITE_NOMEM;
-  if ((rc & 0xff) == SQLITE_INTERRUPT) {
-    sqlite3_exec(db, "DELETE FROM gpt_models WHERE 0", 0, 0, 0);
+static int impTxnBegin(GptImport *p, const char *zSave) {
+  char *azSql[4];
+  int i, rc = SQLITE_OK;
+
+  azSql[0] = sqlite3_mprintf("SAVEPOINT %s", zSave);
+  azSql[1] = sqlite3_mprintf("RELEASE %s", zSave);
+  azSql[2] = sqlite3_mprintf("ROLLBACK TO %s", zSave);
+  azSql[3] = sqlite3_mprintf("DELETE FROM gpt_models WHERE 0");
+  for (i = 0; i < 4 && rc == SQLITE_OK; i++) {
+    if (azSql[i] == 0) {
+      rc = impError(p, 0, "out of memory");
+    } else {
+      rc = impPrepare(p, azSql[i], &p->apTxn[i]);
+    }
   }
-  sqlite3_free(zSql);
+  if (rc == SQLITE_OK) {
+    rc = sqlite3_step(p->apTxn[0]);
+    sqlite3_reset(p->apTxn[0]);
+    if (rc == SQLITE_DONE) {
+      p->bTxnOpen = 1;
+      rc = SQLITE_OK;
+    } else if (rc == SQLITE_BUSY) {
+      /* SQLite opens no transaction while a write statement runs, e.g.
+      ** INSERT INTO t SELECT gpt_import(...). */
+      rc = impError(p, 0, "cannot open a savepoint inside a statement that "
+                    "writes (%s); call %s() from a SELECT of its own",
+                    sqlite3_errmsg(p->db), p->zFunc);
+    } else {
+      rc = impSqlError(p, rc);
+    }
+  }
+  for (i = 0; i < 4; i++) sqlite3_free(azSql[i]);
+  return rc;
+}
+
+/*
+** Releases the savepoint, making the work part of the enclosing transaction
+** (or committing it when there is none).
+*/
+static int impTxnCommit(GptImport *p) {
+  int rc = sqlite3_step(p->apTxn[1]);
+  sqlite3_reset(p->apTxn[1]);
+  if (rc != SQLITE_DONE) return impSqlError(p, rc);
+  p->bTxnOpen = 0;
+  return SQLITE_OK;
+}
+
+/*
+** Undoes everything since the savepoint and closes it, when it is still
+** open, then finalizes the statements. After an interrupt SQLite runs no
+** ROLLBACK TO, but an interrupted write statement rolls back the whole
+** transaction (savepoint included), as for any interrupted INSERT, UPDATE
+** or DELETE; the prepared no-op DELETE is that statement.
+*/
+static void impTxnEnd(GptImport *p) {
+  int i, rc;
+  if (p->bTxnOpen) {
+    rc = sqlite3_step(p->apTxn[2]);
+    sqlite3_reset(p->apTxn[2]);
+    if (rc == SQLITE_DONE) {
+      sqlite3_step(p->apTxn[1]);
+      sqlite3_reset(p->apTxn[1]);
+    } else {
+      sqlite3_step(p->apTxn[3]);
+      sqlite3_reset(p->apTxn[3]);
+    }
+    p->bTxnOpen = 0;
+  }
+  for (i = 0; i < 4; i++) {
+    sqlite3_finalize(p->apTxn[i]);
+    p->apTxn[i] = 0;
+  }
 }
 
 /*
@@ -1176,7 +1303,7 @@ static void gptImportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
   char *zSummary = 0;
   const char *zName = (const char *)sqlite3_value_text(argv[0]);
   const char *zDir = (const char *)sqlite3_value_text(argv[1]);
-  int bSavepoint = 0, bOpt = 0;
+  int bOpt = 0;
   sqlite3_int64 nExist;
   struct stat st;
   int rc;
@@ -1219,12 +1346,7 @@ static void gptImportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
     impError(&s, 0, "%s", zErr);
     goto done;
   }
-  rc = sqlite3_exec(db, "SAVEPOINT gpt_import", 0, 0, 0);
-  if (rc != SQLITE_OK) {
-    impSqlError(&s, rc);
-    goto done;
-  }
-  bSavepoint = 1;
+  if (impTxnBegin(&s, "gpt_import") != SQLITE_OK) goto done;
 
   nExist = impModelRows(&s, zName);
   if (nExist < 0) goto done;
@@ -1233,10 +1355,10 @@ static void gptImportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
                              "{\"replace\": true} to overwrite it", zName);
     goto done;
   }
-  if (nExist > 0 && impDeleteModel(&s, zName, 0) != SQLITE_OK) goto done;
-
   if (impConfig(&s) != SQLITE_OK) goto done;
   if (impSafetensors(&s) != SQLITE_OK) goto done;
+  /* The old model goes once the new one has passed the cheap checks. */
+  if (nExist > 0 && impDeleteModel(&s, zName, 0) != SQLITE_OK) goto done;
   pTok = tok_new(s.cfg.vocab_size);
   if (pTok == 0) {
     impError(&s, 0, "out of memory");
@@ -1247,12 +1369,7 @@ static void gptImportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
   if (impTensors(&s) != SQLITE_OK) goto done;
   if (impModelRow(&s) != SQLITE_OK) goto done;
 
-  rc = sqlite3_exec(db, "RELEASE gpt_import", 0, 0, 0);
-  if (rc != SQLITE_OK) {
-    impSqlError(&s, rc);
-    goto done;
-  }
-  bSavepoint = 0;
+  if (impTxnCommit(&s) != SQLITE_OK) goto done;
   {
     /* The stored dtypes, e.g. "f32" or "f32+f16". */
     char zDtypes[32];
@@ -1272,7 +1389,7 @@ static void gptImportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
   if (zSummary == 0) impError(&s, 0, "out of memory");
 
 done:
-  if (bSavepoint) impRollback(db, "gpt_import");
+  impTxnEnd(&s);
   if (s.zErr) {
     sqlite3_result_error(ctx, s.zErr, -1);
     if (s.bInterrupted) sqlite3_result_error_code(ctx, SQLITE_INTERRUPT);
@@ -1301,7 +1418,7 @@ static void gptDropFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   const char *zName = (const char *)sqlite3_value_text(argv[0]);
   sqlite3_int64 nExist, nTensor = 0;
   char *zErr = 0;
-  int bSavepoint = 0, rc;
+  int bDone = 0, rc;
 
   (void)argc;
   memset(&s, 0, sizeof(s));
@@ -1317,12 +1434,7 @@ static void gptDropFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     s.zErr = sqlite3_mprintf("gpt_drop: %s", zErr);
     goto done;
   }
-  rc = sqlite3_exec(db, "SAVEPOINT gpt_drop", 0, 0, 0);
-  if (rc != SQLITE_OK) {
-    impSqlError(&s, rc);
-    goto done;
-  }
-  bSavepoint = 1;
+  if (impTxnBegin(&s, "gpt_drop") != SQLITE_OK) goto done;
   nExist = impModelRows(&s, zName);
   if (nExist < 0) goto done;
   if (nExist == 0) {
@@ -1330,19 +1442,17 @@ static void gptDropFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     goto done;
   }
   if (impDeleteModel(&s, zName, &nTensor) != SQLITE_OK) goto done;
-  rc = sqlite3_exec(db, "RELEASE gpt_drop", 0, 0, 0);
-  if (rc != SQLITE_OK) {
-    impSqlError(&s, rc);
-    goto done;
-  }
-  bSavepoint = 0;
+  if (impTxnCommit(&s) != SQLITE_OK) goto done;
+  bDone = 1;
 done:
-  if (bSavepoint) impRollback(db, "gpt_drop");
+  impTxnEnd(&s);
   if (s.zErr) {
     sqlite3_result_error(ctx, s.zErr, -1);
     if (s.bInterrupted) sqlite3_result_error_code(ctx, SQLITE_INTERRUPT);
-  } else {
+  } else if (bDone) {
     sqlite3_result_int64(ctx, nTensor);
+  } else {
+    sqlite3_result_error_nomem(ctx);
   }
   sqlite3_free(s.zErr);
   sqlite3_free(zErr);

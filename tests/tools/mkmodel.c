@@ -14,8 +14,11 @@
 **     --legacy               add the h.i.attn.bias / masked_bias buffers
 **     --lm-head              write an untied lm_head.weight
 **     --scale-wte A --scale-wpe A --scale-mat K --scale-bias A --scale-ln A
-**                            weights are uniform in [-A, A]; matrices use
-**                            K/sqrt(fan_in); LayerNorm weights 1 +- A
+**     --lnf-gain G           weights are uniform in [-A, A] (1.0 0.2 - 0.05);
+**                            matrices in +-K/sqrt(fan_in) (K 4); LayerNorm
+**                            weights 1 +- A (0.2), ln_f's G*(1 +- A) (G 2).
+**                            These defaults give logits with a std of ~6
+**                            and varied greedy continuations, not loops.
 **   Hostile cases (the importer must refuse them cleanly):
 **     --omit NAME            leave tensor NAME out (canonical name)
 **     --nan NAME             make the first element of NAME a NaN
