@@ -281,7 +281,9 @@ int gptext_options_parse(sqlite3 *db, const char *zFunc, sqlite3_value *pArg,
   if (rc == SQLITE_DONE) rc = SQLITE_OK;
   goto done;
 not_object:
-  gptext_set_error(pzErr, "%s: options must be a JSON object, like '{\"max_tokens\": 32}'", zFunc);
+  gptext_set_error(pzErr, "%s: options must be a JSON object, like '%s'", zFunc,
+                   (allowed & GPTOPT_GENERATE) ? "{\"max_tokens\": 32}" :
+                   (allowed & GPTOPT_REPLACE) ? "{\"replace\": true}" : "{\"model\": \"gpt2\"}");
   rc = SQLITE_ERROR;
 done:
   if (rc != SQLITE_OK && !*pzErr) gptext_set_error(pzErr, "%s: %s", zFunc, sqlite3_errmsg(db));
@@ -344,6 +346,23 @@ void gptext_model_retain(GptModel *p) {
 }
 
 #define CONN_MODELS GPT_CONN_MODELS
+
+void gptext_conn_forget(GptConn *pConn, const char *zName) {
+  if (!pConn || !zName) return;
+  for (int i = 0; i < CONN_MODELS; i++) {
+    if (pConn->aHeld[i] && strcmp(pConn->aHeld[i]->zName, zName) == 0) {
+      gptext_model_release(pConn->aHeld[i]);
+      pConn->aHeld[i] = 0;
+    }
+  }
+  if (pConn->pStateModel && strcmp(pConn->pStateModel->zName, zName) == 0) {
+    gpt_state_free(pConn->pState);
+    pConn->pState = 0;
+    pConn->nStateTok = 0;
+    gptext_model_release(pConn->pStateModel);
+    pConn->pStateModel = 0;
+  }
+}
 
 /* Frees the connection's state when it closes: the cached decoder state and
 ** its references to models, which frees them unless another connection of
@@ -906,6 +925,8 @@ int sqlite3_gpt_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *p
     {"gpt_import", gptext_register_import},
     {"gpt_tokens", gptext_register_tokens},
     {"gpt_generate", gptext_register_generate},
+    {"gpt_attention", gptext_register_analyze},
+    {"gpt_logprob", gptext_register_score},
   };
   for (size_t i = 0; i < sizeof(aReg) / sizeof(aReg[0]); i++) {
     rc = aReg[i].xRegister(db, pConn);

@@ -95,6 +95,9 @@ int gptext_model_acquire(GptConn *pConn, sqlite3 *db, const char *zFunc,
                          char **pzErr);
 void gptext_model_release(GptModel *p);
 void gptext_model_retain(GptModel *p);
+/* Lets go of the connection's references to models named zName (after
+** gpt_drop), so their memory is freed unless another connection uses them. */
+void gptext_conn_forget(GptConn *pConn, const char *zName);
 
 /* The vtab of every table-valued function: the connection and its state. */
 typedef struct GptVtab {
@@ -169,5 +172,7 @@ void gptext_set_error(char **pzErr, const char *zFormat, ...);
 int gptext_register_import(sqlite3 *db, GptConn *pConn);   /* gpt_import, gpt_drop */
 int gptext_register_tokens(sqlite3 *db, GptConn *pConn);   /* gpt_tokens, gpt_tokenize, ... */
 int gptext_register_generate(sqlite3 *db, GptConn *pConn); /* gpt_generate, gpt_next_tokens */
+int gptext_register_analyze(sqlite3 *db, GptConn *pConn);  /* gpt_attention, gpt_generate_tokens */
+int gptext_register_score(sqlite3 *db, GptConn *pConn);    /* gpt_logprob, gpt_perplexity, gpt_embed, gpt_summarize */
 
 #endif

@@ -1450,6 +1450,7 @@ done:
     sqlite3_result_error(ctx, s.zErr, -1);
     if (s.bInterrupted) sqlite3_result_error_code(ctx, SQLITE_INTERRUPT);
   } else if (bDone) {
+    gptext_conn_forget(sqlite3_user_data(ctx), zName);
     sqlite3_result_int64(ctx, nTensor);
   } else {
     sqlite3_result_error_nomem(ctx);
