@@ -307,6 +307,8 @@ struct CacheEntry {
 
 static pthread_mutex_t gCacheMutex = PTHREAD_MUTEX_INITIALIZER;
 static CacheEntry *gCache = 0;
+static sqlite3_int64 gnTokenizerLoads = 0; /* counters for gpt_debug() */
+static sqlite3_int64 gnWeightLoads = 0;
 
 /* Frees an entry that nothing references any more. */
 static void cache_entry_free(CacheEntry *e) {
@@ -763,6 +765,7 @@ int gptext_model_acquire(GptConn *pConn, sqlite3 *db, const char *zFunc, const c
     e->model.eot = -1;
     rc = read_config(db, zFunc, e->model.zName, &e->model.cfg, pzErr);
     if (rc == SQLITE_OK) rc = load_tokenizer(db, zFunc, &e->model, pzErr);
+    if (rc == SQLITE_OK) gnTokenizerLoads++;
     if (rc != SQLITE_OK) {
       cache_entry_free(e);
       goto unlock;
@@ -772,6 +775,7 @@ int gptext_model_acquire(GptConn *pConn, sqlite3 *db, const char *zFunc, const c
   }
   if (needWeights && !e->model.pNet) {
     rc = load_weights(db, zFunc, &e->model, pzErr);
+    if (rc == SQLITE_OK) gnWeightLoads++;
     if (rc != SQLITE_OK) {
       if (rc == SQLITE_INTERRUPT) gptext_set_error(pzErr, "%s: interrupted", zFunc);
       if (e->nRef == 0) { cache_unlink(e); pFree = e; }
@@ -901,6 +905,35 @@ static void gptVersionFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv)
   sqlite3_result_text(ctx, "sqlite-gpt " GPT_VERSION, -1, SQLITE_STATIC);
 }
 
+/* gpt_debug(): build facts and the process-wide model cache as JSON:
+** how many times tokenizers and weights were loaded, and what is cached now.
+** Tests use it to show that a model is read once and shared. */
+static void gptDebugFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  (void)argc; (void)argv;
+  sqlite3_str *pStr = sqlite3_str_new(sqlite3_context_db_handle(ctx));
+  int n = 0;
+  pthread_mutex_lock(&gCacheMutex);
+  sqlite3_str_appendf(pStr, "{\"version\":\"%s\",\"sqlite\":\"%s\",\"tokenizer_loads\":%lld,"
+                      "\"weight_loads\":%lld,\"cached\":[", GPT_VERSION, sqlite3_libversion(),
+                      gnTokenizerLoads, gnWeightLoads);
+  for (CacheEntry *e = gCache; e; e = e->pNext, n++) {
+    sqlite3_str_appendall(pStr, n ? ",{\"model\":\"" : "{\"model\":\"");
+    for (const unsigned char *z = (const unsigned char *)e->model.zName; *z; z++) {
+      if (*z == '"' || *z == '\\') sqlite3_str_appendf(pStr, "\\%c", *z);
+      else if (*z < 0x20) sqlite3_str_appendf(pStr, "\\u%04x", *z);
+      else sqlite3_str_appendchar(pStr, 1, (char)*z);
+    }
+    sqlite3_str_appendf(pStr, "\",\"refs\":%d,\"weights\":%s}", e->nRef,
+                        e->model.pNet ? "true" : "false");
+  }
+  pthread_mutex_unlock(&gCacheMutex);
+  sqlite3_str_appendall(pStr, "]}");
+  int nOut = sqlite3_str_length(pStr);
+  char *z = sqlite3_str_finish(pStr);
+  if (!z) sqlite3_result_error_nomem(ctx);
+  else sqlite3_result_text(ctx, z, nOut, sqlite3_free);
+}
+
 /* Entry point: `.load build/gpt` or load_extension('build/gpt'). One
 ** connection state is shared by every function and module of the connection
 ** and freed with it. */
@@ -919,6 +952,12 @@ int sqlite3_gpt_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *p
                                   pConn, gptVersionFunc, 0, 0, conn_destroy);
   if (rc != SQLITE_OK) {
     *pzErrMsg = sqlite3_mprintf("gpt: cannot register gpt_version: %s", sqlite3_errstr(rc));
+    return rc;
+  }
+  rc = sqlite3_create_function(db, "gpt_debug", 0, SQLITE_UTF8 | SQLITE_DIRECTONLY, 0,
+                               gptDebugFunc, 0, 0);
+  if (rc != SQLITE_OK) {
+    *pzErrMsg = sqlite3_mprintf("gpt: cannot register gpt_debug: %s", sqlite3_errstr(rc));
     return rc;
   }
   struct { const char *zName; int (*xRegister)(sqlite3 *, GptConn *); } aReg[] = {
