@@ -49,6 +49,7 @@ Golden JSON schema (floats have 9 significant digits):
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -85,7 +86,7 @@ PROMPTS = [
 PROBE_IDS = [0, 1, 13, 198, 220, 464, 1000, 10000, 30000, 50255, 50256]
 N_TOP = 20
 N_GREEDY = 32
-MIN_GAP = 1e-2
+MIN_GAP = 1e-3
 
 
 def gen_model(name, args):
@@ -107,7 +108,7 @@ def greedy(m, ids):
     n = min(N_GREEDY, m.n_ctx - len(ids))
     seq, gaps = list(ids), []
     for _ in range(n):
-        z = m.forward(seq)[0][-1]
+        z = m.forward(seq, last_only=True)[0][-1]
         gaps.append(top2_gap(z))
         seq.append(int(np.argmax(z)))
     return seq[len(ids):], gaps
@@ -202,13 +203,14 @@ def search(name, first, last):
     i = base.index("--seed")
     for seed in range(first, last + 1):
         args = base[:i + 1] + [str(seed)] + base[i + 2:]
-        m = R.Model(gen_model(name + "-search", args))
+        m = R.Model(gen_model(f"{name}-search{os.getpid()}", args))
         gaps, distinct = [], []
         for p in model_prompts(m):
             g, gp = greedy(m, m.tok.encode(p))
             gaps.append(min(gp))
             distinct.append(len(set(g)))
         print(f"{name} seed {seed}: min_gap {min(gaps):.4f} distinct greedy ids {distinct}", flush=True)
+    shutil.rmtree(os.path.join(ROOT, "build", "models", f"{name}-search{os.getpid()}"))
 
 
 def main(argv):

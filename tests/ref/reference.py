@@ -83,8 +83,9 @@ class Model:
         n = sum(a.size for k, a in self.w.items())
         return int(n)
 
-    def forward(self, ids, want_attention=False):
-        """ids -> (logits (T,V), ln_f output (T,C), attention [l][h] (T,T))."""
+    def forward(self, ids, want_attention=False, last_only=False):
+        """ids -> (logits (T,V), ln_f output (T,C), attention [l][h] (T,T)).
+        last_only: logits of the last position only, as a (1,V) array."""
         T = len(ids)
         assert 0 < T <= self.n_ctx, T
         w, C, H = self.w, self.n_embd, self.n_head
@@ -110,7 +111,7 @@ class Model:
             h = gelu(h @ w[p + "mlp.c_fc.weight"] + w[p + "mlp.c_fc.bias"])
             x = x + h @ w[p + "mlp.c_proj.weight"] + w[p + "mlp.c_proj.bias"]
         hf = self.layer_norm(x, "ln_f")
-        logits = hf @ self.head.T
+        logits = (hf[-1:] if last_only else hf) @ self.head.T
         return logits, hf, attn_all
 
     def layer_norm(self, x, p):
@@ -243,7 +244,7 @@ def main(argv):
         print(f"  {i:6d} {logits[-1][i]:10.5f} {math.exp(lp[i]):.5f} {m.tok.decode([i])!r}")
     seq = list(ids)
     while len(seq) < min(len(ids) + 32, m.n_ctx + 1):
-        seq.append(int(np.argmax(m.forward(seq[-m.n_ctx:])[0][-1])))
+        seq.append(int(np.argmax(m.forward(seq[-m.n_ctx:], last_only=True)[0][-1])))
     print("greedy", seq[len(ids):], repr(m.tok.decode(seq[len(ids):])))
     return 0
 
