@@ -17,7 +17,7 @@
 **     --lnf-gain G           weights are uniform in [-A, A] (1.0 0.2 - 0.05);
 **                            matrices in +-K/sqrt(fan_in) (K 4); LayerNorm
 **                            weights 1 +- A (0.2), ln_f's G*(1 +- A) (G 2).
-**                            These defaults give logits with a std of ~6
+**                            These defaults give logits with a std of ~9
 **                            and varied greedy continuations, not loops.
 **   Hostile cases (the importer must refuse them cleanly):
 **     --omit NAME            leave tensor NAME out (canonical name)
