@@ -66,3 +66,119 @@ clean:
 	rm -rf build
 
 .PHONY: all deps test demo clean bench
+
+# ------------------------------------------------------------ reliability
+#   make fuzz            each libFuzzer target for FUZZ_SECONDS (default 60)
+#   make test-asan       the C tests and the whole Tcl suite under ASan + UBSan
+#   make test-valgrind   a representative run under valgrind memcheck
+#   make test-tsan       the concurrency test under ThreadSanitizer
+# Each builds into its own folder under build/ and leaves build/gpt.so alone.
+# tests/fuzz/README.md says what each target and test covers.
+
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS  = safetensors import_text tokenizer model_rows options
+SAN_CC       ?= gcc
+SAN_COMMON    = -g -O1 -std=c11 -Wall -Wextra -D_GNU_SOURCE -Iengine -Ibuild -Itests/fuzz \
+                -fno-omit-frame-pointer -DGPT_SOURCE_DIR='"$(CURDIR)"'
+SAN_ASAN      = -fsanitize=address,undefined -fno-sanitize-recover=all
+SAN_LIBS      = -lsqlite3 $(LDLIBS)
+# The in-process programs compile the extension with -DSQLITE_CORE: sqlite3ext.h
+# then calls the linked libsqlite3 directly and sqlite3_gpt_init(db, &err, 0)
+# registers the functions.
+SAN_SRC       = $(ENGINE_SRC) $(EXT_SRC) tests/fuzz/fuzz_common.c
+FUZZ_OBJ      = $(patsubst %.c,build/fuzz/obj/%.o,$(SAN_SRC))
+ASAN_OBJ      = $(patsubst %.c,build/asan/obj/%.o,$(SAN_SRC))
+TSAN_OBJ      = $(patsubst %.c,build/tsan/obj/%.o,$(SAN_SRC))
+VG_OBJ        = $(patsubst %.c,build/valgrind/obj/%.o,$(SAN_SRC))
+UNIT_TESTS    = memory interrupt threads
+# The ASan runtime for tclsh, which is not instrumented itself.
+LIBASAN       = $(shell $(SAN_CC) -print-file-name=libasan.so)
+# Leaks are checked (LSan) in every run; Tcl's own at-exit allocations are
+# suppressed in tests/sanitizer/lsan.supp.
+ASAN_ENV      = ASAN_OPTIONS=abort_on_error=1:detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1 \
+                LSAN_OPTIONS=suppressions=$(CURDIR)/tests/sanitizer/lsan.supp:print_suppressions=0 \
+                UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+TSAN_ENV      = TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/sanitizer/tsan.supp \
+                OPENBLAS_NUM_THREADS=1
+VALGRIND      = valgrind --tool=memcheck --error-exitcode=1 --leak-check=full \
+                --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect \
+                --track-origins=yes --suppressions=$(CURDIR)/tests/sanitizer/valgrind.supp
+
+build/fuzz/obj/%.o: %.c $(HEADERS) tests/fuzz/fuzz_common.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(SAN_COMMON) -DSQLITE_CORE $(SAN_ASAN) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_OBJ)
+	$(FUZZ_CC) $(SAN_COMMON) -DSQLITE_CORE $(SAN_ASAN) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJ) $(SAN_LIBS)
+
+fuzz-build: $(addprefix build/fuzz/fuzz_,$(FUZZ_TARGETS))
+
+# New corpus entries go to build/fuzz/corpus/TARGET; tests/fuzz/TARGET (the
+# committed seeds and regression inputs) is only read. A crash leaves its
+# input in build/fuzz/artifacts/TARGET/ and fails the run.
+fuzz: fuzz-build
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build/fuzz/corpus/$$t build/fuzz/artifacts/$$t; \
+	  echo "fuzz_$$t: $(FUZZ_SECONDS) s"; \
+	  OPENBLAS_NUM_THREADS=1 ASAN_OPTIONS=detect_leaks=1 build/fuzz/fuzz_$$t \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=30 -rss_limit_mb=2048 -malloc_limit_mb=1024 \
+	    -print_final_stats=1 -dict=tests/fuzz/$$t.dict \
+	    -artifact_prefix=build/fuzz/artifacts/$$t/ build/fuzz/corpus/$$t tests/fuzz/$$t \
+	    2> build/fuzz/$$t.log || { tail -n 60 build/fuzz/$$t.log; exit 1; }; \
+	  grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb)|^#[0-9]+ +DONE' build/fuzz/$$t.log; \
+	done
+
+# Replays the committed corpora once (every seed and regression input).
+fuzz-replay: fuzz-build
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  OPENBLAS_NUM_THREADS=1 build/fuzz/fuzz_$$t -runs=0 -rss_limit_mb=2048 -malloc_limit_mb=1024 \
+	    tests/fuzz/$$t 2> build/fuzz/$$t-replay.log || { tail -n 60 build/fuzz/$$t-replay.log; exit 1; }; \
+	  echo "fuzz_$$t: replayed $$(ls tests/fuzz/$$t | wc -l) inputs"; \
+	done
+
+# Writes the generated seeds of tests/fuzz/*/ (deterministic; committed).
+fuzz-seeds: build/valgrind/mkseeds
+	build/valgrind/mkseeds tests/fuzz
+
+build/asan/obj/%.o: %.c $(HEADERS) tests/fuzz/fuzz_common.h
+	@mkdir -p $(dir $@)
+	$(SAN_CC) $(SAN_COMMON) -DSQLITE_CORE $(SAN_ASAN) -c -o $@ $<
+
+build/asan/%_test: tests/unit/%_test.c $(ASAN_OBJ)
+	$(SAN_CC) $(SAN_COMMON) -DSQLITE_CORE $(SAN_ASAN) -o $@ $< $(ASAN_OBJ) $(SAN_LIBS)
+
+# The loadable extension, instrumented, for the Tcl suite (GPT_EXT).
+build/asan/gpt.so: $(ENGINE_SRC) $(EXT_SRC) $(HEADERS)
+	@mkdir -p build/asan
+	$(SAN_CC) $(SAN_COMMON) -fPIC $(SAN_ASAN) -shared -o $@ $(ENGINE_SRC) $(EXT_SRC) $(LDLIBS)
+
+test-asan: build/asan/gpt.so build/mkmodel $(addsuffix _test,$(addprefix build/asan/,$(UNIT_TESTS)))
+	@set -e; for t in $(UNIT_TESTS); do \
+	  echo "build/asan/$${t}_test"; $(ASAN_ENV) OPENBLAS_NUM_THREADS=2 build/asan/$${t}_test; done
+	GPT_EXT=$(CURDIR)/build/asan/gpt LD_PRELOAD=$(LIBASAN) $(ASAN_ENV) $(TCLSH) tests/all.tcl
+
+build/tsan/obj/%.o: %.c $(HEADERS) tests/fuzz/fuzz_common.h
+	@mkdir -p $(dir $@)
+	$(SAN_CC) $(SAN_COMMON) -DSQLITE_CORE -fsanitize=thread -c -o $@ $<
+
+build/tsan/%_test: tests/unit/%_test.c $(TSAN_OBJ)
+	$(SAN_CC) $(SAN_COMMON) -DSQLITE_CORE -fsanitize=thread -o $@ $< $(TSAN_OBJ) $(SAN_LIBS)
+
+test-tsan: build/tsan/threads_test
+	$(TSAN_ENV) build/tsan/threads_test
+
+build/valgrind/obj/%.o: %.c $(HEADERS) tests/fuzz/fuzz_common.h
+	@mkdir -p $(dir $@)
+	$(SAN_CC) $(SAN_COMMON) -DSQLITE_CORE -c -o $@ $<
+
+build/valgrind/%: tests/unit/%.c $(VG_OBJ)
+	$(SAN_CC) $(SAN_COMMON) -DSQLITE_CORE -o $@ $< $(VG_OBJ) $(SAN_LIBS)
+
+build/valgrind/mkseeds: tests/fuzz/mkseeds.c $(VG_OBJ)
+	$(SAN_CC) $(SAN_COMMON) -DSQLITE_CORE -o $@ $< $(VG_OBJ) $(SAN_LIBS)
+
+test-valgrind: build/valgrind/memory_test
+	OPENBLAS_NUM_THREADS=1 OPENBLAS_CORETYPE=Haswell $(VALGRIND) build/valgrind/memory_test
+
+.PHONY: fuzz fuzz-build fuzz-replay fuzz-seeds test-asan test-tsan test-valgrind

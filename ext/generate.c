@@ -365,7 +365,8 @@ static int nextFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, 
   char *zErr = 0;
   memset(&o, 0, sizeof(o));
   nextReset(c);
-  if (argc < 1 || !(idxNum & 1) || sqlite3_value_type(argv[0]) == SQLITE_NULL) return SQLITE_OK;
+  if (gptext_tvf_missing(&pVtab->base, idxNum, 1, zFunc)) return SQLITE_ERROR;
+  if (argc < 1 || sqlite3_value_type(argv[0]) == SQLITE_NULL) return SQLITE_OK;
   if (idxNum & 2) {
     sqlite3_value *pK = argv[iArg++];
     if (sqlite3_value_type(pK) != SQLITE_NULL) {

@@ -79,8 +79,8 @@ static int opt_number(sqlite3_stmt *p, const char *zFunc, const char *zKey,
                       const char *zRange, int bInteger, double *pOut, char **pzErr) {
   const char *zType = (const char *)sqlite3_column_text(p, 1);
   if (!zType || (strcmp(zType, "integer") != 0 && (bInteger || strcmp(zType, "real") != 0))) {
-    gptext_set_error(pzErr, "%s: option \"%s\" must be %s %s", zFunc, zKey,
-                     bInteger ? "an integer" : "a number", zRange);
+    gptext_set_error(pzErr, "%s: option \"%s\" must be %s%s%s", zFunc, zKey,
+                     bInteger ? "an integer" : "a number", zRange[0] ? " " : "", zRange);
     return SQLITE_ERROR;
   }
   *pOut = sqlite3_column_double(p, 2);
@@ -226,7 +226,7 @@ int gptext_options_parse(sqlite3 *db, const char *zFunc, sqlite3_value *pArg,
       rc = opt_number(p, zFunc, zKey, "from 1 to 65536", 1, &v, pzErr);
       if (rc == SQLITE_OK && (v < 1 || v > 65536))
         rc = opt_range(zFunc, zKey, "an integer from 1 to 65536", pzErr);
-      o->nMaxTokens = (int)v;
+      if (rc == SQLITE_OK) o->nMaxTokens = (int)v; /* only once in range */
     } else if (strcmp(zKey, "temperature") == 0) {
       rc = opt_number(p, zFunc, zKey, "from 0 to 100", 0, &v, pzErr);
       if (rc == SQLITE_OK && !(v >= 0 && v <= 100))
@@ -236,7 +236,7 @@ int gptext_options_parse(sqlite3 *db, const char *zFunc, sqlite3_value *pArg,
       rc = opt_number(p, zFunc, zKey, "from 0 to 1000000", 1, &v, pzErr);
       if (rc == SQLITE_OK && (v < 0 || v > 1000000))
         rc = opt_range(zFunc, zKey, "an integer from 0 to 1000000 (0 = off)", pzErr);
-      o->topK = (int)v;
+      if (rc == SQLITE_OK) o->topK = (int)v;
     } else if (strcmp(zKey, "top_p") == 0) {
       rc = opt_number(p, zFunc, zKey, "in (0, 1]", 0, &v, pzErr);
       if (rc == SQLITE_OK && !(v > 0 && v <= 1))
@@ -258,7 +258,7 @@ int gptext_options_parse(sqlite3 *db, const char *zFunc, sqlite3_value *pArg,
       rc = opt_number(p, zFunc, zKey, "from 0 to 65536", 1, &v, pzErr);
       if (rc == SQLITE_OK && (v < 0 || v > 65536))
         rc = opt_range(zFunc, zKey, "an integer from 0 to 65536", pzErr);
-      o->nGenerate = (int)v;
+      if (rc == SQLITE_OK) o->nGenerate = (int)v;
     } else if (strcmp(zKey, "pool") == 0) {
       rc = opt_string(p, zFunc, zKey, &o->zTemplate, pzErr); /* borrowed slot */
       if (rc == SQLITE_OK) {
@@ -274,7 +274,7 @@ int gptext_options_parse(sqlite3 *db, const char *zFunc, sqlite3_value *pArg,
       rc = opt_number(p, zFunc, zKey, "from 1 to 256", 1, &v, pzErr);
       if (rc == SQLITE_OK && (v < 1 || v > 256))
         rc = opt_range(zFunc, zKey, "an integer from 1 to 256", pzErr);
-      o->nThreads = (int)v;
+      if (rc == SQLITE_OK) o->nThreads = (int)v;
     }
     if (rc != SQLITE_OK) goto done;
   }
@@ -458,7 +458,22 @@ static int load_tokenizer(sqlite3 *db, const char *zFunc, GptModel *m, char **pz
   sqlite3_stmt *p = 0;
   char zMsg[256];
   int rc, n = 0;
-  GPTTokenizer *t = tok_new(m->cfg.vocab_size);
+  GPTTokenizer *t = 0;
+  /* the row count first: tok_new() allocates by the config's vocab_size */
+  rc = sqlite3_prepare_v2(db, "SELECT count(*) FROM gpt_vocab WHERE model = ?1", -1, &p, 0);
+  if (rc != SQLITE_OK) goto sql_error;
+  sqlite3_bind_text(p, 1, m->zName, -1, SQLITE_STATIC);
+  rc = sqlite3_step(p);
+  if (rc != SQLITE_ROW) goto sql_error;
+  if (sqlite3_column_int64(p, 0) != m->cfg.vocab_size) {
+    gptext_set_error(pzErr, "%s: model '%s': gpt_vocab has %lld tokens, expected %d (config "
+                     "vocab_size)", zFunc, m->zName, sqlite3_column_int64(p, 0), m->cfg.vocab_size);
+    rc = SQLITE_ERROR;
+    goto done;
+  }
+  sqlite3_finalize(p);
+  p = 0;
+  t = tok_new(m->cfg.vocab_size);
   if (!t) return SQLITE_NOMEM;
   rc = sqlite3_prepare_v2(db, "SELECT token_id, token FROM gpt_vocab WHERE model = ?1", -1, &p, 0);
   if (rc != SQLITE_OK) goto sql_error;
@@ -542,95 +557,106 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
   if (sqlite3_step(p) == SQLITE_ROW) hasLmHead = sqlite3_column_int(p, 0) > 0;
   sqlite3_finalize(p);
   p = 0;
-  net = gpt_model_new(&m->cfg, hasLmHead, zMsg, sizeof(zMsg));
-  if (!net) {
-    gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, m->zName, zMsg);
-    rc = SQLITE_NOMEM;
-    goto done;
-  }
   nTensor = gpt_n_tensors(&m->cfg, hasLmHead);
   aSeen = sqlite3_malloc64(nTensor);
-  aBuf = sqlite3_malloc64(nChunk);
-  if (!aSeen || !aBuf) { rc = SQLITE_NOMEM; goto done; }
-  memset(aSeen, 0, nTensor);
+  if (!aSeen) { rc = SQLITE_NOMEM; goto done; }
   rc = sqlite3_prepare_v2(db,
       "SELECT rowid, name, dtype, CASE WHEN json_valid(shape) THEN json(shape) END, "
       "typeof(data), length(data) FROM gpt_tensors WHERE model = ?1", -1, &p, 0);
   if (rc != SQLITE_OK) goto sql_error;
   sqlite3_bind_text(p, 1, m->zName, -1, SQLITE_STATIC);
-  while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
-    const char *zTensor = (const char *)sqlite3_column_text(p, 1);
-    const char *zDtype = (const char *)sqlite3_column_text(p, 2);
-    const char *zShape = (const char *)sqlite3_column_text(p, 3);
-    const char *zType = (const char *)sqlite3_column_text(p, 4);
-    sqlite3_int64 nBytes = sqlite3_column_int64(p, 5);
-    int idx = zTensor ? gpt_tensor_index(&m->cfg, hasLmHead, zTensor) : -1;
-    int dtype = gpt_dtype_from_name(zDtype);
-    GPTTensorInfo info;
-    char zWant[64];
-    if (idx < 0) {
-      gptext_set_error(pzErr, "%s: model '%s': unexpected tensor '%s' in gpt_tensors", zFunc,
-                       m->zName, zTensor ? zTensor : "NULL");
-      rc = SQLITE_ERROR;
-      goto done;
-    }
-    gpt_tensor_info(&m->cfg, hasLmHead, idx, &info);
-    if (aSeen[idx]) {
-      gptext_set_error(pzErr, "%s: model '%s': tensor %s appears twice", zFunc, m->zName, zTensor);
-      rc = SQLITE_ERROR;
-      goto done;
-    }
-    aSeen[idx] = 1;
-    if (dtype < 0) {
-      gptext_set_error(pzErr, "%s: model '%s': tensor %s has dtype '%s', expected 'f32', "
-                       "'f16' or 'bf16'", zFunc, m->zName, zTensor, zDtype ? zDtype : "NULL");
-      rc = SQLITE_ERROR;
-      goto done;
-    }
-    if (info.ndim == 2)
-      snprintf(zWant, sizeof(zWant), "[%lld,%lld]", (long long)info.shape[0], (long long)info.shape[1]);
-    else
-      snprintf(zWant, sizeof(zWant), "[%lld]", (long long)info.shape[0]);
-    if (!zShape || strcmp(zShape, zWant) != 0) {
-      gptext_set_error(pzErr, "%s: model '%s': tensor %s has shape %s, expected %s", zFunc,
-                       m->zName, zTensor, zShape ? zShape : "(not a JSON array)", zWant);
-      rc = SQLITE_ERROR;
-      goto done;
-    }
-    if (!zType || strcmp(zType, "blob") != 0 || nBytes != info.n_elem * gpt_dtype_size(dtype)) {
-      gptext_set_error(pzErr, "%s: model '%s': tensor %s has %lld bytes, expected %lld (%s %s)",
-                       zFunc, m->zName, zTensor, (zType && strcmp(zType, "blob") == 0) ? nBytes : 0LL,
-                       (long long)(info.n_elem * gpt_dtype_size(dtype)), zDtype, zWant);
-      rc = SQLITE_ERROR;
-      goto done;
-    }
-    rc = sqlite3_blob_open(db, "main", "gpt_tensors", "data", sqlite3_column_int64(p, 0), 0, &pBlob);
-    if (rc != SQLITE_OK) goto sql_error;
-    int esz = gpt_dtype_size(dtype);
-    int nPer = nChunk / esz;
-    for (int64_t e = 0; e < info.n_elem; e += nPer) {
-      int64_t n = info.n_elem - e < nPer ? info.n_elem - e : nPer;
-      rc = sqlite3_blob_read(pBlob, aBuf, (int)(n * esz), (int)(e * esz));
+  /* Pass 0 checks every row's name, dtype, shape and length against the
+  ** config and that none is missing, before anything is allocated: the
+  ** arena is sized by the config, which is only as trustworthy as the rows
+  ** that match it. Pass 1 reads the rows (checking them again). */
+  for (int iPass = 0; iPass < 2; iPass++) {
+    memset(aSeen, 0, nTensor);
+    sqlite3_reset(p);
+    while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
+      const char *zTensor = (const char *)sqlite3_column_text(p, 1);
+      const char *zDtype = (const char *)sqlite3_column_text(p, 2);
+      const char *zShape = (const char *)sqlite3_column_text(p, 3);
+      const char *zType = (const char *)sqlite3_column_text(p, 4);
+      sqlite3_int64 nBytes = sqlite3_column_int64(p, 5);
+      int idx = zTensor ? gpt_tensor_index(&m->cfg, hasLmHead, zTensor) : -1;
+      int dtype = gpt_dtype_from_name(zDtype);
+      GPTTensorInfo info;
+      char zWant[64];
+      if (idx < 0) {
+        gptext_set_error(pzErr, "%s: model '%s': unexpected tensor '%s' in gpt_tensors", zFunc,
+                         m->zName, zTensor ? zTensor : "NULL");
+        rc = SQLITE_ERROR;
+        goto done;
+      }
+      gpt_tensor_info(&m->cfg, hasLmHead, idx, &info);
+      if (aSeen[idx]) {
+        gptext_set_error(pzErr, "%s: model '%s': tensor %s appears twice", zFunc, m->zName, zTensor);
+        rc = SQLITE_ERROR;
+        goto done;
+      }
+      aSeen[idx] = 1;
+      if (dtype < 0) {
+        gptext_set_error(pzErr, "%s: model '%s': tensor %s has dtype '%s', expected 'f32', "
+                         "'f16' or 'bf16'", zFunc, m->zName, zTensor, zDtype ? zDtype : "NULL");
+        rc = SQLITE_ERROR;
+        goto done;
+      }
+      if (info.ndim == 2)
+        snprintf(zWant, sizeof(zWant), "[%lld,%lld]", (long long)info.shape[0], (long long)info.shape[1]);
+      else
+        snprintf(zWant, sizeof(zWant), "[%lld]", (long long)info.shape[0]);
+      if (!zShape || strcmp(zShape, zWant) != 0) {
+        gptext_set_error(pzErr, "%s: model '%s': tensor %s has shape %s, expected %s", zFunc,
+                         m->zName, zTensor, zShape ? zShape : "(not a JSON array)", zWant);
+        rc = SQLITE_ERROR;
+        goto done;
+      }
+      if (!zType || strcmp(zType, "blob") != 0 || nBytes != info.n_elem * gpt_dtype_size(dtype)) {
+        gptext_set_error(pzErr, "%s: model '%s': tensor %s has %lld bytes, expected %lld (%s %s)",
+                         zFunc, m->zName, zTensor, (zType && strcmp(zType, "blob") == 0) ? nBytes : 0LL,
+                         (long long)(info.n_elem * gpt_dtype_size(dtype)), zDtype, zWant);
+        rc = SQLITE_ERROR;
+        goto done;
+      }
+      if (iPass == 0) continue;
+      rc = sqlite3_blob_open(db, "main", "gpt_tensors", "data", sqlite3_column_int64(p, 0), 0, &pBlob);
       if (rc != SQLITE_OK) goto sql_error;
-      if (gpt_model_load(net, idx, dtype, e, n, aBuf, zMsg, sizeof(zMsg))) {
-        gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, m->zName, zMsg);
+      int esz = gpt_dtype_size(dtype);
+      int nPer = nChunk / esz;
+      for (int64_t e = 0; e < info.n_elem; e += nPer) {
+        int64_t n = info.n_elem - e < nPer ? info.n_elem - e : nPer;
+        rc = sqlite3_blob_read(pBlob, aBuf, (int)(n * esz), (int)(e * esz));
+        if (rc != SQLITE_OK) goto sql_error;
+        if (gpt_model_load(net, idx, dtype, e, n, aBuf, zMsg, sizeof(zMsg))) {
+          gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, m->zName, zMsg);
+          rc = SQLITE_ERROR;
+          goto done;
+        }
+      }
+      sqlite3_blob_close(pBlob);
+      pBlob = 0;
+      if (gptext_interrupted(db)) { rc = SQLITE_INTERRUPT; goto done; }
+    }
+    if (rc != SQLITE_DONE) goto sql_error;
+    for (int i = 0; i < nTensor; i++) {
+      if (!aSeen[i]) {
+        GPTTensorInfo info;
+        gpt_tensor_info(&m->cfg, hasLmHead, i, &info);
+        gptext_set_error(pzErr, "%s: model '%s': tensor %s is missing from gpt_tensors", zFunc,
+                         m->zName, info.name);
         rc = SQLITE_ERROR;
         goto done;
       }
     }
-    sqlite3_blob_close(pBlob);
-    pBlob = 0;
-    if (gptext_interrupted(db)) { rc = SQLITE_INTERRUPT; goto done; }
-  }
-  if (rc != SQLITE_DONE) goto sql_error;
-  for (int i = 0; i < nTensor; i++) {
-    if (!aSeen[i]) {
-      GPTTensorInfo info;
-      gpt_tensor_info(&m->cfg, hasLmHead, i, &info);
-      gptext_set_error(pzErr, "%s: model '%s': tensor %s is missing from gpt_tensors", zFunc,
-                       m->zName, info.name);
-      rc = SQLITE_ERROR;
-      goto done;
+    if (iPass == 0) {
+      net = gpt_model_new(&m->cfg, hasLmHead, zMsg, sizeof(zMsg));
+      if (!net) {
+        gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, m->zName, zMsg);
+        rc = SQLITE_NOMEM;
+        goto done;
+      }
+      aBuf = sqlite3_malloc64(nChunk);
+      if (!aBuf) { rc = SQLITE_NOMEM; goto done; }
     }
   }
   m->pNet = net;
@@ -723,14 +749,38 @@ static CacheEntry *conn_hold(GptConn *c, CacheEntry *e) {
   return 0;
 }
 
-/* Resolves and returns a referenced model, loading whatever is missing. The
-** global mutex is held while loading, so concurrent first calls load once. */
-int gptext_model_acquire(GptConn *pConn, sqlite3 *db, const char *zFunc, const char *zName,
-                         int needWeights, GptModel **ppModel, char **pzErr) {
+/* True when the model's gpt_models.stamp is no longer 'stamp' (or its row is
+** gone); false when it is, or when it cannot be read (e.g. interrupted). */
+static int stamp_changed(sqlite3 *db, const char *zName, sqlite3_int64 stamp) {
+  sqlite3_stmt *p = 0;
+  int bChanged = 0;
+  if (sqlite3_prepare_v2(db, "SELECT stamp FROM gpt_models WHERE name = ?1", -1, &p, 0) ==
+      SQLITE_OK) {
+    sqlite3_bind_text(p, 1, zName, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(p);
+    if (rc == SQLITE_ROW) bChanged = sqlite3_column_int64(p, 0) != stamp;
+    else if (rc == SQLITE_DONE) bChanged = 1;
+  }
+  sqlite3_finalize(p);
+  return bChanged;
+}
+
+/* Internal: the rows changed while they were being loaded; try again. */
+#define MODEL_RETRY SQLITE_SCHEMA
+
+/* One attempt of gptext_model_acquire. The rows are read by several
+** statements, and outside a transaction each reads its own snapshot, so a
+** commit by another connection between them (a re-import, a drop) could mix
+** two versions of the model. Every such commit changes the stamp, so the
+** stamp is read again after anything was loaded: when it moved, the entry is
+** discarded and MODEL_RETRY returned. The global mutex is held while
+** loading, so concurrent first calls load once. */
+static int model_acquire_once(GptConn *pConn, sqlite3 *db, const char *zFunc, const char *zName,
+                              int needWeights, GptModel **ppModel, char **pzErr) {
   char *zResolved = 0, *zKey = 0;
   sqlite3_int64 stamp = 0;
   CacheEntry *e = 0, *pFree = 0;
-  int rc;
+  int rc, bLoaded = 0;
   *ppModel = 0;
   rc = resolve_name(db, zFunc, zName, &zResolved, &stamp, pzErr);
   if (rc != SQLITE_OK) return rc;
@@ -763,10 +813,12 @@ int gptext_model_acquire(GptConn *pConn, sqlite3 *db, const char *zFunc, const c
     e->model.zName = zResolved;
     zResolved = 0;
     e->model.eot = -1;
+    bLoaded = 1;
     rc = read_config(db, zFunc, e->model.zName, &e->model.cfg, pzErr);
     if (rc == SQLITE_OK) rc = load_tokenizer(db, zFunc, &e->model, pzErr);
     if (rc == SQLITE_OK) gnTokenizerLoads++;
     if (rc != SQLITE_OK) {
+      if (stamp_changed(db, e->model.zName, stamp)) rc = MODEL_RETRY;
       cache_entry_free(e);
       goto unlock;
     }
@@ -774,13 +826,28 @@ int gptext_model_acquire(GptConn *pConn, sqlite3 *db, const char *zFunc, const c
     gCache = e;
   }
   if (needWeights && !e->model.pNet) {
+    bLoaded = 1;
     rc = load_weights(db, zFunc, &e->model, pzErr);
     if (rc == SQLITE_OK) gnWeightLoads++;
     if (rc != SQLITE_OK) {
       if (rc == SQLITE_INTERRUPT) gptext_set_error(pzErr, "%s: interrupted", zFunc);
-      if (e->nRef == 0) { cache_unlink(e); pFree = e; }
+      else if (stamp_changed(db, e->model.zName, stamp)) rc = MODEL_RETRY;
+      if (e->nRef == 0) {
+        cache_unlink(e);
+        cache_entry_free(pFree);
+        pFree = e;
+      }
       goto unlock;
     }
+  }
+  if (bLoaded && stamp_changed(db, e->model.zName, stamp)) {
+    cache_unlink(e); /* stale: freed with its last reference */
+    if (e->nRef == 0) {
+      cache_entry_free(pFree);
+      pFree = e;
+    }
+    rc = MODEL_RETRY;
+    goto unlock;
   }
   e->nRef++;
   *ppModel = &e->model;
@@ -796,6 +863,24 @@ unlock:
   cache_entry_free(pFree);
   sqlite3_free(zResolved);
   sqlite3_free(zKey);
+  return rc;
+}
+
+/* Resolves and returns a referenced model, loading whatever is missing (see
+** model_acquire_once). */
+int gptext_model_acquire(GptConn *pConn, sqlite3 *db, const char *zFunc, const char *zName,
+                         int needWeights, GptModel **ppModel, char **pzErr) {
+  int rc = MODEL_RETRY;
+  for (int nTry = 0; rc == MODEL_RETRY && nTry < 4; nTry++) {
+    sqlite3_free(*pzErr);
+    *pzErr = 0;
+    rc = model_acquire_once(pConn, db, zFunc, zName, needWeights, ppModel, pzErr);
+  }
+  if (rc == MODEL_RETRY) {
+    gptext_set_error(pzErr, "%s: model '%s' kept changing while it was being loaded; "
+                     "try again", zFunc, zName ? zName : "(the only one)");
+    rc = SQLITE_BUSY;
+  }
   return rc;
 }
 
@@ -846,14 +931,14 @@ int gptext_tvf_best_index(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo,
     mask |= 1u << iArg;
   }
   if (unusable & ~mask) return SQLITE_CONSTRAINT;
-  for (int i = 0; i < nRequired; i++) {
-    if (!(mask & (1u << i))) {
-      sqlite3_free(pVtab->zErrMsg);
-      pVtab->zErrMsg = sqlite3_mprintf("%s: argument %d is missing; call it as %s(...)",
-                                       zFunc, i + 1, zFunc);
-      return SQLITE_ERROR;
-    }
-  }
+  (void)pVtab;
+  (void)zFunc;
+  /* A plan without a required argument is legal but useless: SQLite asks for
+  ** one when it plans each term of an OR separately. Price it out of reach;
+  ** if nothing better exists, xFilter reports the missing argument. */
+  int bMissing = 0;
+  for (int i = 0; i < nRequired; i++)
+    if (!(mask & (1u << i))) bMissing = 1;
   /* argv follows column order; idxNum tells xFilter which arguments it got */
   int nArg = 0;
   for (int i = 0; i < nHidden; i++) {
@@ -862,8 +947,19 @@ int gptext_tvf_best_index(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo,
     pInfo->aConstraintUsage[aIdx[i]].omit = 1;
   }
   pInfo->idxNum = (int)mask;
-  pInfo->estimatedCost = 1000.0;
-  pInfo->estimatedRows = 100;
+  pInfo->estimatedCost = bMissing ? 1e300 : 1000.0;
+  pInfo->estimatedRows = bMissing ? 2147483647 : 100;
+  return SQLITE_OK;
+}
+
+/* xFilter's side of the above: the error for a missing required argument. */
+int gptext_tvf_missing(sqlite3_vtab *pVtab, int idxNum, int nRequired, const char *zFunc) {
+  for (int i = 0; i < nRequired; i++) {
+    if (!(idxNum & (1 << i))) {
+      return gptext_vtab_error(pVtab, sqlite3_mprintf("%s: argument %d is missing; call it "
+                               "as %s(...)", zFunc, i + 1, zFunc), SQLITE_ERROR);
+    }
+  }
   return SQLITE_OK;
 }
 

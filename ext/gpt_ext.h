@@ -121,10 +121,12 @@ int gptext_vtab_error(sqlite3_vtab *pVtab, char *zErr, int rc);
 ** constraints on them get argvIndex in column order and idxNum is the mask
 ** of those present (bit i = hidden column i). An unusable constraint on an
 ** argument returns SQLITE_CONSTRAINT so the planner tries another order; a
-** missing required argument is an error naming the function. */
+** plan missing a required argument costs 1e300, and xFilter then calls
+** gptext_tvf_missing, which names the function and the argument. */
 int gptext_tvf_best_index(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo,
                           int iFirstHidden, int nHidden, int nRequired,
                           const char *zFunc);
+int gptext_tvf_missing(sqlite3_vtab *pVtab, int idxNum, int nRequired, const char *zFunc);
 
 /* Encodes n bytes of text for model m; errors name zFunc and the model. */
 int gptext_encode(GptModel *m, const char *zFunc, const char *z, int n,

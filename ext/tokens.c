@@ -224,7 +224,8 @@ static int tokensFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr
   char *zErr = 0;
   int rc;
   tokensReset(c);
-  if (argc < 1 || !(idxNum & 1) || sqlite3_value_type(argv[0]) == SQLITE_NULL) return SQLITE_OK;
+  if (gptext_tvf_missing(&pVtab->base, idxNum, 1, "gpt_tokens")) return SQLITE_ERROR;
+  if (argc < 1 || sqlite3_value_type(argv[0]) == SQLITE_NULL) return SQLITE_OK;
   rc = gptext_options_parse(pVtab->db, "gpt_tokens", (idxNum & 2) ? argv[1] : 0,
                             GPTOPT_MODEL | GPTOPT_SPECIAL, &o, &zErr);
   if (rc == SQLITE_OK)

@@ -27,7 +27,20 @@ if {![info exists ::tester_loaded]} {
   set ::rootdir [file dirname $::testdir]
   set ::builddir [file join $::rootdir build]
   # The extension without its suffix: load_extension() adds .so/.dylib/.dll.
+  # GPT_EXT names another build of it: `make test-asan` runs the suite on
+  # build/asan/gpt, with the sanitizer runtime in LD_PRELOAD (tclsh is not
+  # instrumented). Programs the tests start (make, mkmodel) are not run
+  # under that preload; ::sanitizer_preload keeps it for those that load
+  # the extension.
   set ::gpt_ext [file join $::builddir gpt]
+  if {[info exists ::env(GPT_EXT)] && $::env(GPT_EXT) ne ""} {
+    set ::gpt_ext $::env(GPT_EXT)
+  }
+  set ::sanitizer_preload ""
+  if {[info exists ::env(LD_PRELOAD)]} {
+    set ::sanitizer_preload $::env(LD_PRELOAD)
+    unset ::env(LD_PRELOAD)
+  }
 
   set ::nPass 0
   set ::nFail 0

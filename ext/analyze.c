@@ -1,0 +1,676 @@
+/*
+** Looking inside a generation: attention weights and per-token generation.
+**
+**   SELECT * FROM gpt_attention('The cat sat') WHERE layer = 3 AND head = 5;
+**   SELECT * FROM gpt_attention('The cat', '{"generate": 8}') WHERE query_pos = 9;
+**   SELECT step, token, logprob, finish_reason FROM gpt_generate_tokens('Once', '{"max_tokens": 8}');
+**
+** gpt_attention(text [, options]) has one row per (layer, head, query_pos,
+** key_pos) with key_pos <= query_pos (the causal pairs): the tokens' text and
+** the softmax probability with which the query attends to the key, so each
+** (layer, head, query_pos) sums to 1. Options: model; special; truncate (keep
+** the end of a text longer than the window); "generate": n to first generate
+** n tokens from the text, with gpt_generate's options (temperature, top_k,
+** top_p, seed, stop; greedy only when temperature is 0), after which the rows
+** cover the text plus every generated token (the one that completed a stop
+** string included, <|endoftext|> not). With "generate", "generate" is the
+** number of tokens and "max_tokens" is ignored. A text with no tokens gives
+** no rows; with "generate" it starts from <|endoftext|>, as gpt_generate does,
+** and that token is position 0.
+**
+** gpt_generate_tokens(prompt [, options]): one row per generated token, with
+** exactly gpt_generate's options and output: step (1 for the first token),
+** token_id, token (its text), logprob (log-probability at temperature 1 given
+** everything before it) and finish_reason, NULL except on the last row:
+** 'eos', 'stop', 'length' or 'context'. The token column concatenates to
+** gpt_generate's text. With a stop string the rows end with the token in
+** which the stop string begins: its text is cut where the stop string starts
+** (possibly to ''), and the tokens after it, which only completed the stop
+** string, are not rows. When generation ends before any token (the model's
+** first choice is <|endoftext|>, or the prompt fills the window) there is one
+** row with step 1, token_id NULL, token '', logprob NULL and the
+** finish_reason, so the reason is never lost.
+**
+** How gpt_attention works: xFilter fits the text (and generates, when asked)
+** and starts one batch over the whole sequence in a fresh decoder state; the
+** pass then advances one layer at a time (gpt_batch_layer) as xNext consumes
+** the rows, keeping only the wanted heads' probabilities of the layer being
+** read. The forward pass runs once per xFilter, never per row, and stops at
+** the last wanted layer. Layer, head and query_pos equality and IN
+** constraints are pushed down (see attnBestIndex), so that
+** `WHERE layer = 3 AND head = 5` materializes one head of one layer.
+*/
+#include "gpt_ext.h"
+#include <math.h>
+#include <string.h>
+
+/* ---------------------------------------------------------- gpt_attention */
+
+/* Columns of gpt_attention; text and options are the hidden arguments. */
+#define ATTN_COL_LAYER   0
+#define ATTN_COL_HEAD    1
+#define ATTN_COL_QUERY   2
+#define ATTN_COL_KEY     3
+#define ATTN_COL_QTOKEN  4
+#define ATTN_COL_KTOKEN  5
+#define ATTN_COL_WEIGHT  6
+#define ATTN_COL_TEXT    7
+#define ATTN_COL_OPTIONS 8
+
+/* idxNum bits (see attnBestIndex). argv holds the present ones in this order:
+** text, options, layer, head, query_pos. */
+#define ATTN_IDX_TEXT     0x01
+#define ATTN_IDX_OPTIONS  0x02
+#define ATTN_IDX_LAYER    0x04 /* layer = ? */
+#define ATTN_IDX_HEAD     0x08 /* head = ? */
+#define ATTN_IDX_QUERY    0x10 /* query_pos = ? */
+#define ATTN_IDX_LAYER_IN 0x20 /* layer IN (...), all at once */
+#define ATTN_IDX_HEAD_IN  0x40 /* head IN (...), all at once */
+#define ATTN_IDX_QUERY_IN 0x80 /* query_pos IN (...), all at once */
+
+/* sqlite3_vtab_in() and friends exist since 3.38: compiled in when the
+** headers have them, used when the library running us has them. */
+#if SQLITE_VERSION_NUMBER >= 3038000
+# define ATTN_HAVE_VTAB_IN 1
+#else
+# define ATTN_HAVE_VTAB_IN 0
+#endif
+
+/* A set of wanted indexes 0..n-1: a flag per index and the sorted list. */
+typedef struct AttnSet {
+  unsigned char *ab;   /* (n,) 1 when wanted */
+  int *a;              /* wanted indexes, ascending */
+  int n;               /* number wanted */
+} AttnSet;
+
+typedef struct AttnCursor {
+  sqlite3_vtab_cursor base;
+  GptModel *m;
+  int *aTok;           /* the sequence: text plus generated tokens */
+  int nTok;
+  GPTState *s;         /* decoder state of the batch in progress */
+  int nLayerRun;       /* layers of the batch computed so far */
+  AttnSet layer, head, query;
+  int *aQOff;          /* (query.n,) offset of each wanted query's row */
+  int nPacked;         /* floats per head: sum of (q + 1) over wanted q */
+  float *aProb;        /* (head.n, nPacked) probabilities of the current layer */
+  int iL, iH, iQ, iK;  /* the current row, as indexes into the sets (iK: key) */
+  int bEof;
+  sqlite3_int64 iRowid;
+  char *zErr;          /* error raised by a callback of the pass */
+} AttnCursor;
+
+/* Declares the columns. DIRECTONLY: it runs the model. */
+static int attnConnect(sqlite3 *db, void *pAux, int argc, const char *const *argv,
+                       sqlite3_vtab **ppVtab, char **pzErr) {
+  (void)argc; (void)argv; (void)pzErr;
+  return gptext_vtab_connect(db, pAux, "CREATE TABLE x(layer INTEGER, head INTEGER, "
+                             "query_pos INTEGER, key_pos INTEGER, query_token TEXT, "
+                             "key_token TEXT, weight REAL, text HIDDEN, options HIDDEN)",
+                             SQLITE_VTAB_DIRECTONLY, ppVtab);
+}
+
+static int attnOpen(sqlite3_vtab *p, sqlite3_vtab_cursor **ppCur) {
+  (void)p;
+  AttnCursor *c = sqlite3_malloc64(sizeof(*c));
+  if (!c) return SQLITE_NOMEM;
+  memset(c, 0, sizeof(*c));
+  c->bEof = 1;
+  *ppCur = &c->base;
+  return SQLITE_OK;
+}
+
+static void attnSetClear(AttnSet *p) {
+  sqlite3_free(p->ab);
+  sqlite3_free(p->a);
+  memset(p, 0, sizeof(*p));
+}
+
+/* Forgets the current text: the state, the sets, the model reference. */
+static void attnReset(AttnCursor *c) {
+  gpt_state_free(c->s);
+  sqlite3_free(c->aTok);
+  sqlite3_free(c->aQOff);
+  sqlite3_free(c->aProb);
+  sqlite3_free(c->zErr);
+  attnSetClear(&c->layer);
+  attnSetClear(&c->head);
+  attnSetClear(&c->query);
+  gptext_model_release(c->m);
+  memset((char *)c + sizeof(c->base), 0, sizeof(*c) - sizeof(c->base));
+  c->bEof = 1;
+}
+
+static int attnClose(sqlite3_vtab_cursor *cur) {
+  attnReset((AttnCursor *)cur);
+  sqlite3_free(cur);
+  return SQLITE_OK;
+}
+
+/* xBestIndex. idxNum bits:
+**   0x01  text = ?          (required: the function's first argument)
+**   0x02  options = ?       (the second argument)
+**   0x04  layer = ?         0x20  layer IN (...)
+**   0x08  head = ?          0x40  head IN (...)
+**   0x10  query_pos = ?     0x80  query_pos IN (...)
+** The present constraints are in argv in that order: text, options, layer,
+** head, query_pos. An IN bit means the argument is the whole right-hand side,
+** read with sqlite3_vtab_in_first/next (all-at-once processing, SQLite 3.38
+** and later), so the forward pass still runs once for the whole list. On an
+** older SQLite an IN looks like an equality, and SQLite calls xFilter once per
+** value (correct, but one pass per value). Per column the first usable
+** equality wins over an IN; the other constraints are left to SQLite. Every
+** pushed constraint is omitted from SQLite's own checks: xFilter applies it
+** exactly. Rows come out ordered by layer, head, query_pos, key_pos, so an
+** ORDER BY on a prefix of those, ascending, is consumed.
+** Cost: a full pass is costed at 1e6 and each pushed filter divides it, so
+** the planner prefers plans that push layer, head and query_pos down. A
+** plan without the text costs 1e300 instead of failing, because SQLite also
+** plans each term of an OR without the arguments; xFilter reports a text
+** that is really missing. */
+static int attnBestIndex(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo) {
+  (void)pVtab;
+  int aIdx[5] = {-1, -1, -1, -1, -1}; /* text, options, layer, head, query_pos */
+  int aIn[5] = {0, 0, 0, 0, 0};
+  unsigned unusable = 0;
+  int bCanIn = 0;
+#if ATTN_HAVE_VTAB_IN
+  bCanIn = sqlite3_libversion_number() >= 3038000;
+#endif
+  for (int i = 0; i < pInfo->nConstraint; i++) {
+    const struct sqlite3_index_constraint *p = &pInfo->aConstraint[i];
+    int iSlot;
+    if (p->op != SQLITE_INDEX_CONSTRAINT_EQ) continue;
+    switch (p->iColumn) {
+      case ATTN_COL_TEXT: iSlot = 0; break;
+      case ATTN_COL_OPTIONS: iSlot = 1; break;
+      case ATTN_COL_LAYER: iSlot = 2; break;
+      case ATTN_COL_HEAD: iSlot = 3; break;
+      case ATTN_COL_QUERY: iSlot = 4; break;
+      default: continue;
+    }
+    if (!p->usable) {
+      if (iSlot < 2) unusable |= 1u << iSlot;
+      continue;
+    }
+    int bIn = 0;
+#if ATTN_HAVE_VTAB_IN
+    if (bCanIn && iSlot >= 2) bIn = sqlite3_vtab_in(pInfo, i, -1);
+#endif
+    /* first one wins; an equality replaces an IN */
+    if (aIdx[iSlot] < 0 || (aIn[iSlot] && !bIn)) {
+      aIdx[iSlot] = i;
+      aIn[iSlot] = bIn;
+    }
+  }
+  if (unusable & ~((aIdx[0] >= 0 ? 1u : 0u) | (aIdx[1] >= 0 ? 2u : 0u)))
+    return SQLITE_CONSTRAINT;
+  if (aIdx[0] < 0) {
+    /* No text here. SQLite also asks about the terms of an OR one at a time,
+    ** without the arguments, so this is not an error yet: a plan too costly
+    ** to choose, and xFilter reports a text that is really missing. */
+    pInfo->idxNum = 0;
+    pInfo->estimatedCost = 1e300;
+    pInfo->estimatedRows = 0x7fffffff;
+    return SQLITE_OK;
+  }
+  int nArg = 0, idxNum = 0;
+  double cost = 1e6, rows = 1e5;
+  for (int k = 0; k < 5; k++) {
+    if (aIdx[k] < 0) continue;
+    pInfo->aConstraintUsage[aIdx[k]].argvIndex = ++nArg;
+    pInfo->aConstraintUsage[aIdx[k]].omit = 1;
+    if (k < 2) {
+      idxNum |= 1 << k;
+      continue;
+    }
+    idxNum |= aIn[k] ? (ATTN_IDX_LAYER_IN << (k - 2)) : (ATTN_IDX_LAYER << (k - 2));
+#if ATTN_HAVE_VTAB_IN
+    if (aIn[k]) sqlite3_vtab_in(pInfo, aIdx[k], 1);
+#endif
+    cost /= aIn[k] ? 5 : 10;
+    rows /= aIn[k] ? 5 : 10;
+  }
+  (void)bCanIn;
+  /* ORDER BY layer [, head [, query_pos [, key_pos]]], all ascending */
+  if (pInfo->nOrderBy > 0 && pInfo->nOrderBy <= 4) {
+    int bOrdered = 1;
+    for (int i = 0; i < pInfo->nOrderBy; i++) {
+      if (pInfo->aOrderBy[i].desc || pInfo->aOrderBy[i].iColumn != i) bOrdered = 0;
+    }
+    pInfo->orderByConsumed = bOrdered;
+  }
+  pInfo->idxNum = idxNum;
+  pInfo->estimatedCost = cost;
+  pInfo->estimatedRows = (sqlite3_int64)rows;
+  return SQLITE_OK;
+}
+
+/* The error of a call without its first argument, reported by xFilter (see
+** attnBestIndex for why not earlier). */
+static char *attnMissingText(const char *zFunc) {
+  return sqlite3_mprintf("%s: argument 1 is missing; call it as %s(...)", zFunc, zFunc);
+}
+
+/* The index a constraint value stands for, or -1 when no row can have it
+** (NULL, not a whole number, or out of range). Text that looks like a number
+** counts as that number, as it would against an INTEGER column. */
+static int attnValueIndex(sqlite3_value *v, int n) {
+  int t = sqlite3_value_numeric_type(v);
+  if (t == SQLITE_INTEGER) {
+    sqlite3_int64 x = sqlite3_value_int64(v);
+    return x >= 0 && x < n ? (int)x : -1;
+  }
+  if (t == SQLITE_FLOAT) {
+    double d = sqlite3_value_double(v);
+    if (d >= 0 && d < n && d == floor(d)) return (int)d;
+  }
+  return -1;
+}
+
+/* Builds the set of wanted indexes 0..n-1 from a constraint: all of them
+** when pVal is NULL, one for an equality, the listed ones for an IN. */
+static int attnSetInit(AttnSet *p, int n, sqlite3_value *pVal, int bIn) {
+  p->ab = sqlite3_malloc64((size_t)n);
+  p->a = sqlite3_malloc64(sizeof(int) * (size_t)n);
+  if (!p->ab || !p->a) return SQLITE_NOMEM;
+  memset(p->ab, pVal ? 0 : 1, (size_t)n);
+  if (pVal && !bIn) {
+    int i = attnValueIndex(pVal, n);
+    if (i >= 0) p->ab[i] = 1;
+  }
+#if ATTN_HAVE_VTAB_IN
+  if (pVal && bIn) {
+    sqlite3_value *pElem = 0;
+    int rc;
+    for (rc = sqlite3_vtab_in_first(pVal, &pElem); rc == SQLITE_OK && pElem;
+         rc = sqlite3_vtab_in_next(pVal, &pElem)) {
+      int i = attnValueIndex(pElem, n);
+      if (i >= 0) p->ab[i] = 1;
+    }
+    if (rc != SQLITE_OK && rc != SQLITE_DONE) return rc;
+  }
+#else
+  (void)bIn;
+#endif
+  p->n = 0;
+  for (int i = 0; i < n; i++) if (p->ab[i]) p->a[p->n++] = i;
+  return SQLITE_OK;
+}
+
+/* Forward pass callbacks: which heads to hand over, and keeping them. */
+static int attnWant(void *ctx, int layer, int head) {
+  AttnCursor *c = (AttnCursor *)ctx;
+  return layer == c->layer.a[c->iL] && c->head.ab[head];
+}
+
+/* Copies the wanted query rows of one head, causal part only, into aProb. */
+static int attnKeep(void *ctx, int layer, int head, int q0, int n_q, int n_k,
+                    const float *probs) {
+  AttnCursor *c = (AttnCursor *)ctx;
+  int iH = 0;
+  (void)layer;
+  while (iH < c->head.n && c->head.a[iH] != head) iH++;
+  if (iH == c->head.n) return 0;
+  float *dst = c->aProb + (size_t)iH * c->nPacked;
+  for (int i = 0; i < c->query.n; i++) {
+    int q = c->query.a[i];
+    if (q < q0 || q >= q0 + n_q || q >= n_k) continue;
+    memcpy(dst + c->aQOff[i], probs + (size_t)(q - q0) * n_k, sizeof(float) * (size_t)(q + 1));
+  }
+  return 0;
+}
+
+static int attnStop(void *ctx) {
+  return gptext_interrupted(((GptVtab *)((AttnCursor *)ctx)->base.pVtab)->db);
+}
+
+/* Runs layers up to the current wanted layer c->layer.a[c->iL], keeping its
+** wanted heads' probabilities in aProb. Layers are run in order and each one
+** once, so the whole statement costs at most one forward pass. */
+static int attnRunLayer(AttnCursor *c) {
+  GPTForwardIO io;
+  int target = c->layer.a[c->iL];
+  memset(&io, 0, sizeof(io));
+  io.want_attention = attnWant;
+  io.on_attention = attnKeep;
+  io.should_stop = attnStop;
+  io.ctx = c;
+  while (c->nLayerRun <= target) {
+    int rc = gpt_batch_layer(c->m->pNet, c->s, c->nLayerRun, &io);
+    if (rc == GPT_ABORTED) {
+      gptext_set_error(&c->zErr, "gpt_attention: interrupted");
+      return SQLITE_INTERRUPT;
+    }
+    if (rc != GPT_OK) {
+      gptext_set_error(&c->zErr, "gpt_attention: model '%s': out of memory", c->m->zName);
+      return SQLITE_NOMEM;
+    }
+    c->nLayerRun++;
+  }
+  return SQLITE_OK;
+}
+
+/* Parses the arguments, fits the text (generating first when asked), builds
+** the wanted sets and runs the pass up to the first wanted layer. */
+static int attnFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, int argc,
+                      sqlite3_value **argv) {
+  static const char zFunc[] = "gpt_attention";
+  (void)idxStr;
+  AttnCursor *c = (AttnCursor *)cur;
+  GptVtab *pVtab = (GptVtab *)cur->pVtab;
+  GptOptions o;
+  GptGeneration g;
+  sqlite3_value *apArg[5] = {0, 0, 0, 0, 0};
+  int *aIds = 0, nIds = 0, rc = SQLITE_OK;
+  char *zErr = 0, zMsg[200];
+  memset(&o, 0, sizeof(o));
+  memset(&g, 0, sizeof(g));
+  attnReset(c);
+  for (int k = 0, iArg = 0; k < 5; k++) {
+    int bits = k < 2 ? (1 << k) : ((ATTN_IDX_LAYER | ATTN_IDX_LAYER_IN) << (k - 2));
+    if ((idxNum & bits) && iArg < argc) apArg[k] = argv[iArg++];
+  }
+  if (!apArg[0]) return gptext_vtab_error(&pVtab->base, attnMissingText(zFunc), SQLITE_ERROR);
+  if (sqlite3_value_type(apArg[0]) == SQLITE_NULL) return SQLITE_OK;
+  rc = gptext_options_parse(pVtab->db, zFunc, apArg[1],
+                            GPTOPT_MODEL | GPTOPT_SPECIAL | GPTOPT_TRUNCATE | GPTOPT_ATTN_GEN |
+                            GPTOPT_GENERATE | GPTOPT_THREADS, &o, &zErr);
+  if (rc == SQLITE_OK)
+    rc = gptext_model_acquire(pVtab->pConn, pVtab->db, zFunc, o.zModel, 1, &c->m, &zErr);
+  if (rc == SQLITE_OK)
+    rc = gptext_encode(c->m, zFunc, (const char *)sqlite3_value_text(apArg[0]),
+                       sqlite3_value_bytes(apArg[0]), o.bAllowSpecial, &aIds, &nIds, &zErr);
+  if (rc != SQLITE_OK) goto done;
+  if (nIds == 0 && o.nGenerate == 0) goto done; /* nothing to attend to: no rows */
+  rc = gptext_fit_prompt(c->m, zFunc, &o, o.nGenerate, &aIds, &nIds, &zErr);
+  if (rc != SQLITE_OK) goto done;
+  if (o.nGenerate > 0) {
+    o.nMaxTokens = o.nGenerate;
+    rc = gptext_generate(pVtab->pConn, pVtab->db, c->m, zFunc, &o, aIds, nIds, &g, &zErr);
+    if (rc != SQLITE_OK) goto done;
+  }
+  c->nTok = nIds + g.nTok;
+  c->aTok = sqlite3_malloc64(sizeof(int) * (size_t)c->nTok);
+  if (!c->aTok) { rc = SQLITE_NOMEM; goto done; }
+  memcpy(c->aTok, aIds, sizeof(int) * (size_t)nIds);
+  if (g.nTok) memcpy(c->aTok + nIds, g.aTok, sizeof(int) * (size_t)g.nTok);
+
+  rc = attnSetInit(&c->layer, c->m->cfg.n_layer, apArg[2], (idxNum & ATTN_IDX_LAYER_IN) != 0);
+  if (rc == SQLITE_OK)
+    rc = attnSetInit(&c->head, c->m->cfg.n_head, apArg[3], (idxNum & ATTN_IDX_HEAD_IN) != 0);
+  if (rc == SQLITE_OK)
+    rc = attnSetInit(&c->query, c->nTok, apArg[4], (idxNum & ATTN_IDX_QUERY_IN) != 0);
+  if (rc != SQLITE_OK) goto done;
+  if (c->layer.n == 0 || c->head.n == 0 || c->query.n == 0) goto done; /* no rows */
+
+  /* Memory bound: aProb holds one layer's wanted heads, causal part of the
+  ** wanted queries only: at most n_head * T * (T + 1) / 2 floats (T the
+  ** sequence length; 25 MB for GPT-2 small at T = 1024), never
+  ** n_layer * n_head * T * T. The engine adds its own T * T score scratch
+  ** of one head, the KV cache and the batch activations. */
+  c->aQOff = sqlite3_malloc64(sizeof(int) * (size_t)c->query.n);
+  if (!c->aQOff) { rc = SQLITE_NOMEM; goto done; }
+  {
+    sqlite3_int64 nPacked = 0;
+    for (int i = 0; i < c->query.n; i++) {
+      c->aQOff[i] = (int)nPacked;
+      nPacked += c->query.a[i] + 1;
+    }
+    c->nPacked = (int)nPacked;
+    c->aProb = sqlite3_malloc64(sizeof(float) * (size_t)nPacked * (size_t)c->head.n);
+    if (!c->aProb) { rc = SQLITE_NOMEM; goto done; }
+  }
+  c->s = gpt_state_new(c->m->pNet, c->nTok);
+  if (!c->s) { rc = SQLITE_NOMEM; goto done; }
+  rc = gpt_batch_begin(c->m->pNet, c->s, c->aTok, c->nTok, zMsg, sizeof(zMsg));
+  if (rc != GPT_OK) {
+    gptext_set_error(&zErr, "%s: model '%s': %s", zFunc, c->m->zName, zMsg);
+    rc = rc == GPT_NOMEM ? SQLITE_NOMEM : SQLITE_ERROR;
+    goto done;
+  }
+  rc = attnRunLayer(c);
+  if (rc != SQLITE_OK) {
+    zErr = c->zErr;
+    c->zErr = 0;
+    goto done;
+  }
+  c->bEof = 0;
+  c->iRowid = 1;
+
+done:
+  sqlite3_free(aIds);
+  gptext_generation_clear(&g);
+  gptext_options_clear(&o);
+  if (rc != SQLITE_OK) {
+    if (!zErr) {
+      if (rc == SQLITE_NOMEM && c->m)
+        zErr = sqlite3_mprintf("%s: model '%s': out of memory", zFunc, c->m->zName);
+      else
+        zErr = sqlite3_mprintf("%s: %s", zFunc, sqlite3_errstr(rc));
+    }
+    attnReset(c);
+    return gptext_vtab_error(&pVtab->base, zErr, rc);
+  }
+  return SQLITE_OK;
+}
+
+/* Next key, else next wanted query, head, then layer (which runs the pass
+** on to that layer). */
+static int attnNext(sqlite3_vtab_cursor *cur) {
+  AttnCursor *c = (AttnCursor *)cur;
+  c->iRowid++;
+  if (++c->iK <= c->query.a[c->iQ]) return SQLITE_OK;
+  c->iK = 0;
+  if (++c->iQ < c->query.n) return SQLITE_OK;
+  c->iQ = 0;
+  if (++c->iH < c->head.n) return SQLITE_OK;
+  c->iH = 0;
+  if (++c->iL >= c->layer.n) {
+    c->bEof = 1;
+    return SQLITE_OK;
+  }
+  int rc = attnRunLayer(c);
+  if (rc != SQLITE_OK) {
+    c->bEof = 1;
+    char *zErr = c->zErr;
+    c->zErr = 0;
+    return gptext_vtab_error(cur->pVtab, zErr, rc);
+  }
+  return SQLITE_OK;
+}
+
+static int attnEof(sqlite3_vtab_cursor *cur) {
+  return ((AttnCursor *)cur)->bEof;
+}
+
+static int attnColumn(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) {
+  AttnCursor *c = (AttnCursor *)cur;
+  int q = c->query.a[c->iQ], n = 0;
+  const char *z;
+  switch (i) {
+    case ATTN_COL_LAYER: sqlite3_result_int(ctx, c->layer.a[c->iL]); break;
+    case ATTN_COL_HEAD: sqlite3_result_int(ctx, c->head.a[c->iH]); break;
+    case ATTN_COL_QUERY: sqlite3_result_int(ctx, q); break;
+    case ATTN_COL_KEY: sqlite3_result_int(ctx, c->iK); break;
+    case ATTN_COL_QTOKEN:
+    case ATTN_COL_KTOKEN:
+      z = tok_token_bytes(c->m->pTok, c->aTok[i == ATTN_COL_QTOKEN ? q : c->iK], &n);
+      sqlite3_result_text(ctx, z ? z : "", z ? n : 0, SQLITE_TRANSIENT);
+      break;
+    case ATTN_COL_WEIGHT:
+      sqlite3_result_double(ctx, c->aProb[(size_t)c->iH * c->nPacked + c->aQOff[c->iQ] + c->iK]);
+      break;
+    default: break; /* hidden arguments read back as NULL */
+  }
+  return SQLITE_OK;
+}
+
+static int attnRowid(sqlite3_vtab_cursor *cur, sqlite_int64 *pRowid) {
+  *pRowid = ((AttnCursor *)cur)->iRowid;
+  return SQLITE_OK;
+}
+
+static sqlite3_module attnModule = {
+  0, 0, attnConnect, attnBestIndex, gptext_vtab_disconnect, 0, attnOpen, attnClose,
+  attnFilter, attnNext, attnEof, attnColumn, attnRowid,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+};
+
+/* ---------------------------------------------------- gpt_generate_tokens */
+
+typedef struct GenTokCursor {
+  sqlite3_vtab_cursor base;
+  GptModel *m;
+  GptGeneration g;
+  int nRow;            /* rows: tokens up to the stop point, or 1 placeholder */
+  int nLastText;       /* bytes of the last row's token text */
+  int iRow;
+} GenTokCursor;
+
+#define GENTOK_COL_PROMPT 5
+
+static int genTokConnect(sqlite3 *db, void *pAux, int argc, const char *const *argv,
+                         sqlite3_vtab **ppVtab, char **pzErr) {
+  (void)argc; (void)argv; (void)pzErr;
+  return gptext_vtab_connect(db, pAux, "CREATE TABLE x(step INTEGER, token_id INTEGER, "
+                             "token TEXT, logprob REAL, finish_reason TEXT, prompt HIDDEN, "
+                             "options HIDDEN)", SQLITE_VTAB_DIRECTONLY, ppVtab);
+}
+
+static int genTokOpen(sqlite3_vtab *p, sqlite3_vtab_cursor **ppCur) {
+  (void)p;
+  GenTokCursor *c = sqlite3_malloc64(sizeof(*c));
+  if (!c) return SQLITE_NOMEM;
+  memset(c, 0, sizeof(*c));
+  *ppCur = &c->base;
+  return SQLITE_OK;
+}
+
+static void genTokReset(GenTokCursor *c) {
+  gptext_generation_clear(&c->g);
+  gptext_model_release(c->m);
+  c->m = 0;
+  c->nRow = 0;
+  c->nLastText = 0;
+  c->iRow = 0;
+}
+
+static int genTokClose(sqlite3_vtab_cursor *cur) {
+  genTokReset((GenTokCursor *)cur);
+  sqlite3_free(cur);
+  return SQLITE_OK;
+}
+
+/* idxNum bit 0: prompt; bit 1: options (gptext_tvf_best_index). */
+static int genTokBestIndex(sqlite3_vtab *p, sqlite3_index_info *pInfo) {
+  return gptext_tvf_best_index(p, pInfo, GENTOK_COL_PROMPT, 2, 1, "gpt_generate_tokens");
+}
+
+/* Runs the whole generation (gptext_generate, as gpt_generate does), then
+** decides the rows: the tokens whose text starts before the end of the
+** (stop-cut) text, the last one cut to it. A NULL prompt gives no rows. */
+static int genTokFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, int argc,
+                        sqlite3_value **argv) {
+  static const char zFunc[] = "gpt_generate_tokens";
+  (void)idxStr;
+  GenTokCursor *c = (GenTokCursor *)cur;
+  GptVtab *pVtab = (GptVtab *)cur->pVtab;
+  GptOptions o;
+  int *aIds = 0, nIds = 0, rc;
+  char *zErr = 0;
+  memset(&o, 0, sizeof(o));
+  genTokReset(c);
+  if (argc < 1 || !(idxNum & 1))
+    return gptext_vtab_error(&pVtab->base, attnMissingText(zFunc), SQLITE_ERROR);
+  if (sqlite3_value_type(argv[0]) == SQLITE_NULL) return SQLITE_OK;
+  rc = gptext_options_parse(pVtab->db, zFunc, (idxNum & 2) && argc > 1 ? argv[1] : 0,
+                            GPTOPT_MODEL | GPTOPT_GENERATE | GPTOPT_TRUNCATE | GPTOPT_SPECIAL |
+                            GPTOPT_THREADS, &o, &zErr);
+  if (rc == SQLITE_OK)
+    rc = gptext_model_acquire(pVtab->pConn, pVtab->db, zFunc, o.zModel, 1, &c->m, &zErr);
+  if (rc == SQLITE_OK)
+    rc = gptext_encode(c->m, zFunc, (const char *)sqlite3_value_text(argv[0]),
+                       sqlite3_value_bytes(argv[0]), o.bAllowSpecial, &aIds, &nIds, &zErr);
+  if (rc == SQLITE_OK) rc = gptext_fit_prompt(c->m, zFunc, &o, o.nMaxTokens, &aIds, &nIds, &zErr);
+  if (rc == SQLITE_OK)
+    rc = gptext_generate(pVtab->pConn, pVtab->db, c->m, zFunc, &o, aIds, nIds, &c->g, &zErr);
+  sqlite3_free(aIds);
+  gptext_options_clear(&o);
+  if (rc != SQLITE_OK) {
+    if (!zErr) zErr = sqlite3_mprintf("%s: %s", zFunc, sqlite3_errstr(rc));
+    genTokReset(c);
+    return gptext_vtab_error(&pVtab->base, zErr, rc);
+  }
+  if (c->g.nTok == 0) {
+    c->nRow = 1; /* the placeholder row that carries finish_reason */
+    return SQLITE_OK;
+  }
+  /* The row whose token holds byte nText (where a stop string starts) is the
+  ** last; without a cut every token is a row and the last ends at nText. */
+  int off = 0;
+  c->nRow = c->g.nTok;
+  for (int i = 0; i < c->g.nTok; i++) {
+    int n = 0;
+    tok_token_bytes(c->m->pTok, c->g.aTok[i], &n);
+    if (off + n > c->g.nText || i == c->g.nTok - 1) {
+      c->nRow = i + 1;
+      c->nLastText = c->g.nText - off;
+      if (c->nLastText < 0) c->nLastText = 0;
+      if (c->nLastText > n) c->nLastText = n;
+      break;
+    }
+    off += n;
+  }
+  return SQLITE_OK;
+}
+
+static int genTokNext(sqlite3_vtab_cursor *cur) {
+  ((GenTokCursor *)cur)->iRow++;
+  return SQLITE_OK;
+}
+
+static int genTokEof(sqlite3_vtab_cursor *cur) {
+  GenTokCursor *c = (GenTokCursor *)cur;
+  return c->iRow >= c->nRow;
+}
+
+static int genTokColumn(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) {
+  GenTokCursor *c = (GenTokCursor *)cur;
+  int bLast = c->iRow == c->nRow - 1, bToken = c->g.nTok > 0, n = 0;
+  const char *z;
+  switch (i) {
+    case 0: sqlite3_result_int(ctx, c->iRow + 1); break;
+    case 1: if (bToken) sqlite3_result_int(ctx, c->g.aTok[c->iRow]); break;
+    case 2:
+      z = bToken ? tok_token_bytes(c->m->pTok, c->g.aTok[c->iRow], &n) : 0;
+      if (bLast) n = c->nLastText;
+      sqlite3_result_text(ctx, z ? z : "", z ? n : 0, SQLITE_TRANSIENT);
+      break;
+    case 3: if (bToken) sqlite3_result_double(ctx, c->g.aLogprob[c->iRow]); break;
+    case 4:
+      if (bLast && c->g.zFinish) sqlite3_result_text(ctx, c->g.zFinish, -1, SQLITE_STATIC);
+      break;
+    default: break; /* hidden arguments read back as NULL */
+  }
+  return SQLITE_OK;
+}
+
+static int genTokRowid(sqlite3_vtab_cursor *cur, sqlite_int64 *pRowid) {
+  *pRowid = ((GenTokCursor *)cur)->iRow + 1;
+  return SQLITE_OK;
+}
+
+static sqlite3_module genTokModule = {
+  0, 0, genTokConnect, genTokBestIndex, gptext_vtab_disconnect, 0, genTokOpen, genTokClose,
+  genTokFilter, genTokNext, genTokEof, genTokColumn, genTokRowid,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+};
+
+/* Registers gpt_attention and gpt_generate_tokens, both eponymous-only and
+** DIRECTONLY (they run the model). */
+int gptext_register_analyze(sqlite3 *db, GptConn *pConn) {
+  int rc = sqlite3_create_module(db, "gpt_attention", &attnModule, pConn);
+  if (rc == SQLITE_OK) rc = sqlite3_create_module(db, "gpt_generate_tokens", &genTokModule, pConn);
+  return rc;
+}

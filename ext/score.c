@@ -1,0 +1,582 @@
+/*
+** Scoring, embedding and summarizing text in SQL.
+**
+**   SELECT gpt_logprob(body), gpt_perplexity(body) FROM docs;
+**   SELECT gpt_embed(body) FROM docs;                       -- float32 BLOB
+**   SELECT grp, gpt_summarize(body, '{"max_tokens": 48}') FROM docs GROUP BY grp;
+**
+** gpt_logprob(text [, options]) is the total log-probability (natural log) of
+** tokens 2..n of text, each given the tokens before it; gpt_perplexity is
+** exp of the mean negative log-likelihood of the same n - 1 tokens. A text of
+** zero or one token has logprob 0 (the log-probability of an empty set) and
+** perplexity NULL (a mean over nothing is undefined). NULL text gives NULL.
+** A text longer than the window (n_ctx tokens) is scored in sliding windows
+** of n_ctx tokens with a stride of n_ctx / 2, as in Hugging Face's perplexity
+** guide: each token is scored exactly once, with at least n_ctx / 2 tokens of
+** context except in the first window, so a long text is never an error.
+** Options: model, special.
+**
+** gpt_embed(text [, options]) is a BLOB of n_embd little-endian float32: the
+** output of the final LayerNorm (ln_f) averaged over the text's tokens, or,
+** with {"pool": "last"}, that of the last token. It is sqlite-vec's float32
+** vector format: vec_distance_cosine(gpt_embed(a), gpt_embed(b)). A text with
+** no tokens ('') gives NULL; a text longer than the window is an error unless
+** {"truncate": true}, which keeps its last n_ctx tokens. Options: model,
+** special, pool, truncate.
+**
+** gpt_summarize(text [, options]) is an aggregate: it summarizes the group's
+** values in the order SQLite feeds them (use an ordered subquery to choose
+** it). NULLs and '' are skipped; a group with nothing else gives NULL. The
+** prompt is the template with its placeholder {text} replaced by the text;
+** the default template is "{text}\nTL;DR:", GPT-2's summary cue, and the
+** "template" option must contain {text} exactly once. The generation options
+** apply (temperature, top_k, top_p, seed, stop, special, model); max_tokens
+** defaults to min(64, n_ctx / 8), 64 for GPT-2. The options are those of
+** the group's first non-NULL value (normally a constant). The result is the
+** generated text with surrounding whitespace trimmed.
+**
+** How gpt_summarize works (rolling refine): values are joined with "\n"
+** into a chunk as long as the prompt (the template with the chunk in place
+** of {text}, tokenized whole, exactly as gpt_generate would) stays within
+** n_ctx - max_tokens tokens, so that the prompt and the summary always fit
+** the window. When the next value would not fit, the chunk is summarized and
+** the summary (max_tokens tokens at most) starts the next chunk, followed by
+** "\n" and the value: each summary refines the previous one with new rows,
+** and the last chunk's summary is the result. A value that does not fit even
+** beside the running summary alone keeps its first tokens, as many as fit.
+** The group's first value must leave room for a summary and some text:
+** a template and max_tokens too large for the window are an error.
+** Interrupts are checked every generated token and between layers.
+*/
+#include "gpt_ext.h"
+#include "sampler.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Reports an error through the context and frees the message. */
+static void score_error(sqlite3_context *ctx, int rc, char *zErr) {
+  if (zErr) sqlite3_result_error(ctx, zErr, -1);
+  if (rc != SQLITE_ERROR || !zErr) sqlite3_result_error_code(ctx, rc);
+  sqlite3_free(zErr);
+}
+
+/* The forward pass's interrupt check. */
+static int score_should_stop(void *ctx) { return gptext_interrupted((sqlite3 *)ctx); }
+
+/* gpt_forward with the errors of this file: names the function and model. */
+static int score_forward(sqlite3 *db, GptModel *m, const char *zFunc, GPTState *s,
+                         const int *aIds, int n, GPTForwardIO *io, char **pzErr) {
+  char zMsg[200];
+  if (!io->should_stop) {
+    io->should_stop = score_should_stop;
+    io->ctx = db;
+  }
+  int rc = gpt_forward(m->pNet, s, aIds, n, io, zMsg, sizeof(zMsg));
+  if (rc == GPT_OK) return SQLITE_OK;
+  if (rc == GPT_ABORTED && gptext_interrupted(db)) {
+    gptext_set_error(pzErr, "%s: interrupted", zFunc);
+    return SQLITE_INTERRUPT;
+  }
+  gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, m->zName, zMsg);
+  return rc == GPT_NOMEM ? SQLITE_NOMEM : SQLITE_ERROR;
+}
+
+/* Options, model (with weights) and token ids of argv[0]: the common start of
+** the scalar functions. *pnIds may be 0 (empty text). */
+static int score_setup(sqlite3_context *ctx, const char *zFunc, int argc, sqlite3_value **argv,
+                       unsigned allowed, GptOptions *o, GptModel **ppM, int **paIds,
+                       int *pnIds, char **pzErr) {
+  sqlite3 *db = sqlite3_context_db_handle(ctx);
+  int rc = gptext_options_parse(db, zFunc, argc > 1 ? argv[1] : 0, allowed, o, pzErr);
+  if (rc == SQLITE_OK)
+    rc = gptext_model_acquire(sqlite3_user_data(ctx), db, zFunc, o->zModel, 1, ppM, pzErr);
+  if (rc == SQLITE_OK)
+    rc = gptext_encode(*ppM, zFunc, (const char *)sqlite3_value_text(argv[0]),
+                       sqlite3_value_bytes(argv[0]), o->bAllowSpecial, paIds, pnIds, pzErr);
+  return rc;
+}
+
+/* ------------------------------------------------ gpt_logprob, perplexity */
+
+/* What the logits callback needs: the window's place in the text and which
+** of its tokens to score. */
+typedef struct LogprobCtx {
+  sqlite3 *db;
+  const int *aIds;     /* the whole text */
+  int iBegin;          /* text index of the window's first token */
+  int iFrom, iEnd;     /* score text tokens iFrom..iEnd-1 */
+  int V;
+  double sum;          /* sum of their log-probabilities */
+  int n;               /* how many were scored */
+} LogprobCtx;
+
+/* Window position p predicts text token iBegin + p + 1: adds its
+** log-probability when that token is one this window scores. */
+static int logprob_on_logits(void *ctx, int pos0, int rows, const float *logits) {
+  LogprobCtx *p = (LogprobCtx *)ctx;
+  for (int r = 0; r < rows; r++) {
+    int t = p->iBegin + pos0 + r + 1;
+    if (t < p->iFrom || t >= p->iEnd) continue;
+    const float *z = logits + (size_t)r * p->V;
+    p->sum += (double)z[p->aIds[t]] - gpt_logsumexp(z, p->V);
+    p->n++;
+  }
+  return 0;
+}
+
+/* The forward pass's interrupt check when ctx is a LogprobCtx. */
+static int logprob_should_stop(void *ctx) { return gptext_interrupted(((LogprobCtx *)ctx)->db); }
+
+/* Sums log p(token t | tokens before) for t = 1..n-1 over sliding windows of
+** n_ctx tokens, stride n_ctx / 2 (see the file comment). Per-position logits
+** come in row blocks from the engine, never (T, V) at once. */
+static int score_logprob(sqlite3 *db, GptModel *m, const char *zFunc, const int *aIds, int n,
+                         double *pSum, int *pnScored, char **pzErr) {
+  int W = m->cfg.n_ctx, S = W / 2 > 0 ? W / 2 : 1, rc = SQLITE_OK;
+  LogprobCtx lc;
+  GPTState *s = 0;
+  memset(&lc, 0, sizeof(lc));
+  *pSum = 0;
+  *pnScored = 0;
+  if (n < 2) return SQLITE_OK;
+  if (W < 2) {
+    gptext_set_error(pzErr, "%s: model '%s': a context window of %d token leaves no context "
+                     "to score with", zFunc, m->zName, W);
+    return SQLITE_ERROR;
+  }
+  s = gpt_state_new(m->pNet, n < W ? n : W);
+  if (!s) {
+    gptext_set_error(pzErr, "%s: model '%s': out of memory for a KV cache of %d positions",
+                     zFunc, m->zName, n < W ? n : W);
+    return SQLITE_NOMEM;
+  }
+  lc.db = db;
+  lc.aIds = aIds;
+  lc.V = m->cfg.vocab_size;
+  for (int iBegin = 0, iPrevEnd = 1;; iBegin += S) {
+    int iEnd = iBegin + W < n ? iBegin + W : n;
+    GPTForwardIO io;
+    memset(&io, 0, sizeof(io));
+    lc.iBegin = iBegin;
+    lc.iFrom = iPrevEnd;
+    lc.iEnd = iEnd;
+    io.on_logits = logprob_on_logits;
+    io.should_stop = logprob_should_stop;
+    io.ctx = &lc;
+    gpt_state_truncate(s, 0);
+    /* the window's last token predicts nothing inside it: leave it out */
+    rc = score_forward(db, m, zFunc, s, aIds + iBegin, iEnd - 1 - iBegin, &io, pzErr);
+    if (rc != SQLITE_OK) break;
+    iPrevEnd = iEnd;
+    if (iEnd >= n) break;
+  }
+  gpt_state_free(s);
+  *pSum = lc.sum;
+  *pnScored = lc.n;
+  return rc;
+}
+
+/* gpt_logprob(text [, options]) and gpt_perplexity(text [, options]); the
+** user data's low bit is not used: the function name tells them apart. */
+static void logprob_common(sqlite3_context *ctx, int argc, sqlite3_value **argv, int bPpl) {
+  const char *zFunc = bPpl ? "gpt_perplexity" : "gpt_logprob";
+  sqlite3 *db = sqlite3_context_db_handle(ctx);
+  GptOptions o;
+  GptModel *m = 0;
+  int *aIds = 0, nIds = 0, nScored = 0, rc;
+  double sum = 0;
+  char *zErr = 0;
+  memset(&o, 0, sizeof(o));
+  if (sqlite3_value_type(argv[0]) == SQLITE_NULL) return;
+  rc = score_setup(ctx, zFunc, argc, argv, GPTOPT_MODEL | GPTOPT_SPECIAL | GPTOPT_THREADS, &o,
+                   &m, &aIds, &nIds, &zErr);
+  if (rc == SQLITE_OK) rc = score_logprob(db, m, zFunc, aIds, nIds, &sum, &nScored, &zErr);
+  if (rc != SQLITE_OK) {
+    score_error(ctx, rc, zErr);
+    zErr = 0;
+  } else if (!bPpl) {
+    sqlite3_result_double(ctx, sum);
+  } else if (nScored > 0) {
+    sqlite3_result_double(ctx, exp(-sum / nScored));
+  } /* else NULL: no token to average over */
+  sqlite3_free(zErr);
+  sqlite3_free(aIds);
+  gptext_model_release(m);
+  gptext_options_clear(&o);
+}
+
+static void gptLogprobFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  logprob_common(ctx, argc, argv, 0);
+}
+
+static void gptPerplexityFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  logprob_common(ctx, argc, argv, 1);
+}
+
+/* -------------------------------------------------------------- gpt_embed */
+
+/* gpt_embed(text [, options]): the pooled ln_f output as float32 LE bytes. */
+static void gptEmbedFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  static const char zFunc[] = "gpt_embed";
+  sqlite3 *db = sqlite3_context_db_handle(ctx);
+  GptOptions o;
+  GptModel *m = 0;
+  GPTState *s = 0;
+  float *aHidden = 0;
+  unsigned char *aOut = 0;
+  int *aIds = 0, nIds = 0, rc;
+  char *zErr = 0;
+  memset(&o, 0, sizeof(o));
+  if (sqlite3_value_type(argv[0]) == SQLITE_NULL) return;
+  rc = score_setup(ctx, zFunc, argc, argv,
+                   GPTOPT_MODEL | GPTOPT_SPECIAL | GPTOPT_POOL | GPTOPT_TRUNCATE | GPTOPT_THREADS,
+                   &o, &m, &aIds, &nIds, &zErr);
+  if (rc != SQLITE_OK || nIds == 0) goto done; /* no tokens: NULL */
+  rc = gptext_fit_prompt(m, zFunc, &o, 0, &aIds, &nIds, &zErr);
+  if (rc != SQLITE_OK) goto done;
+  {
+    int C = m->cfg.n_embd;
+    GPTForwardIO io;
+    aHidden = sqlite3_malloc64(sizeof(float) * (size_t)nIds * (size_t)C);
+    aOut = sqlite3_malloc64((size_t)C * 4);
+    s = gpt_state_new(m->pNet, nIds);
+    if (!aHidden || !aOut || !s) { rc = SQLITE_NOMEM; goto done; }
+    memset(&io, 0, sizeof(io));
+    io.hidden = aHidden;
+    rc = score_forward(db, m, zFunc, s, aIds, nIds, &io, &zErr);
+    if (rc != SQLITE_OK) goto done;
+    for (int c = 0; c < C; c++) {
+      float f;
+      if (o.bPoolLast) {
+        f = aHidden[(size_t)(nIds - 1) * C + c];
+      } else {
+        double sum = 0;
+        for (int t = 0; t < nIds; t++) sum += aHidden[(size_t)t * C + c];
+        f = (float)(sum / nIds);
+      }
+      uint32_t u;
+      memcpy(&u, &f, 4);
+      aOut[4 * c] = (unsigned char)u;
+      aOut[4 * c + 1] = (unsigned char)(u >> 8);
+      aOut[4 * c + 2] = (unsigned char)(u >> 16);
+      aOut[4 * c + 3] = (unsigned char)(u >> 24);
+    }
+    sqlite3_result_blob64(ctx, aOut, (sqlite3_uint64)C * 4, sqlite3_free);
+    aOut = 0;
+  }
+done:
+  if (rc != SQLITE_OK) {
+    if (rc == SQLITE_NOMEM && !zErr)
+      zErr = m ? sqlite3_mprintf("%s: model '%s': out of memory", zFunc, m->zName) : 0;
+    score_error(ctx, rc, zErr);
+    zErr = 0;
+  }
+  sqlite3_free(zErr);
+  sqlite3_free(aOut);
+  sqlite3_free(aHidden);
+  gpt_state_free(s);
+  sqlite3_free(aIds);
+  gptext_model_release(m);
+  gptext_options_clear(&o);
+}
+
+/* ---------------------------------------------------------- gpt_summarize */
+
+#define SUM_PLACEHOLDER "{text}"
+#define SUM_DEFAULT_TEMPLATE "{text}\nTL;DR:"
+
+/* One group's state, in sqlite3_aggregate_context memory (zeroed at first).
+** The chunk is kept as text and every prompt is tokenized whole, exactly as
+** gpt_generate would tokenize the same string. */
+typedef struct SumAgg {
+  int bInit;           /* set up by the first value */
+  int bFailed;         /* a step failed: xFinal only frees */
+  GptModel *m;
+  GptOptions o;
+  char *zPre;          /* template text before {text} */
+  char *zPost;         /* and after it */
+  int nPre, nPost;
+  int nLimit;          /* most tokens a prompt may have: n_ctx - max_tokens */
+  int nTpl;            /* tokens of the template alone */
+  char *zChunk;        /* the chunk: summary and rows joined by "\n" */
+  int nChunk;          /* its bytes */
+  int nRows;           /* rows in it (not counting a carried summary) */
+} SumAgg;
+
+/* Frees everything the state holds (not the state: SQLite owns it). */
+static void sum_clear(SumAgg *p) {
+  sqlite3_free(p->zPre);
+  sqlite3_free(p->zPost);
+  sqlite3_free(p->zChunk);
+  gptext_model_release(p->m);
+  gptext_options_clear(&p->o);
+  memset(p, 0, sizeof(*p));
+}
+
+static int sum_is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+
+/* True when the options JSON sets max_tokens itself. */
+static int sum_has_max_tokens(sqlite3 *db, sqlite3_value *pOpt) {
+  sqlite3_stmt *p = 0;
+  int b = 0;
+  if (!pOpt || sqlite3_value_type(pOpt) == SQLITE_NULL) return 0;
+  if (sqlite3_prepare_v2(db, "SELECT json_type(?1, '$.max_tokens') IS NOT NULL", -1, &p, 0) ==
+      SQLITE_OK) {
+    sqlite3_bind_value(p, 1, pOpt);
+    if (sqlite3_step(p) == SQLITE_ROW) b = sqlite3_column_int(p, 0);
+  }
+  sqlite3_finalize(p);
+  return b;
+}
+
+/* Tokenizes the prompt for a chunk body made of up to three pieces (a NULL
+** piece is absent): template before, the pieces, template after. */
+static int sum_prompt(SumAgg *p, const char *zFunc, const char *z1, int n1, const char *z2,
+                      int n2, const char *z3, int n3, int **paIds, int *pnIds, char **pzErr) {
+  sqlite3_int64 n = (sqlite3_int64)p->nPre + n1 + n2 + n3 + p->nPost;
+  char *z = sqlite3_malloc64((sqlite3_uint64)n + 1);
+  int rc, i = 0;
+  *paIds = 0;
+  *pnIds = 0;
+  if (!z) return SQLITE_NOMEM;
+  memcpy(z + i, p->zPre, (size_t)p->nPre); i += p->nPre;
+  if (z1) { memcpy(z + i, z1, (size_t)n1); i += n1; }
+  if (z2) { memcpy(z + i, z2, (size_t)n2); i += n2; }
+  if (z3) { memcpy(z + i, z3, (size_t)n3); i += n3; }
+  memcpy(z + i, p->zPost, (size_t)p->nPost); i += p->nPost;
+  z[i] = 0;
+  rc = gptext_encode(p->m, zFunc, z, i, p->o.bAllowSpecial, paIds, pnIds, pzErr);
+  sqlite3_free(z);
+  return rc;
+}
+
+/* Tokens of the prompt for that body (see sum_prompt), or -1 on error. */
+static int sum_count(SumAgg *p, const char *zFunc, const char *z1, int n1, const char *z2,
+                     int n2, const char *z3, int n3, char **pzErr) {
+  int *aIds = 0, nIds = 0;
+  int rc = sum_prompt(p, zFunc, z1, n1, z2, n2, z3, n3, &aIds, &nIds, pzErr);
+  sqlite3_free(aIds);
+  return rc == SQLITE_OK ? nIds : -1;
+}
+
+/* First value of the group: options (of this row), model, template, and
+** the check that a summary, a separator and some text fit beside them. */
+static int sum_init(SumAgg *p, sqlite3_context *ctx, const char *zFunc, sqlite3_value *pOpt,
+                    char **pzErr) {
+  sqlite3 *db = sqlite3_context_db_handle(ctx);
+  int rc = gptext_options_parse(db, zFunc, pOpt,
+                                GPTOPT_MODEL | GPTOPT_GENERATE | GPTOPT_TEMPLATE |
+                                GPTOPT_SPECIAL | GPTOPT_THREADS, &p->o, pzErr);
+  if (rc != SQLITE_OK) return rc;
+  const char *zTpl = p->o.zTemplate ? p->o.zTemplate : SUM_DEFAULT_TEMPLATE;
+  const char *zAt = strstr(zTpl, SUM_PLACEHOLDER);
+  if (!zAt || strstr(zAt + 1, SUM_PLACEHOLDER)) {
+    gptext_set_error(pzErr, "%s: option \"template\" must contain %s exactly once, like "
+                     "\"%s\"", zFunc, SUM_PLACEHOLDER, "{text}\\nTL;DR:");
+    return SQLITE_ERROR;
+  }
+  p->nPre = (int)(zAt - zTpl);
+  p->zPre = sqlite3_mprintf("%.*s", p->nPre, zTpl);
+  p->zPost = sqlite3_mprintf("%s", zAt + strlen(SUM_PLACEHOLDER));
+  if (!p->zPre || !p->zPost) return SQLITE_NOMEM;
+  p->nPost = (int)strlen(p->zPost);
+  rc = gptext_model_acquire(sqlite3_user_data(ctx), db, zFunc, p->o.zModel, 1, &p->m, pzErr);
+  if (rc != SQLITE_OK) return rc;
+  int nCtx = p->m->cfg.n_ctx;
+  if (!sum_has_max_tokens(db, pOpt)) p->o.nMaxTokens = nCtx / 8 < 64 ? (nCtx / 8 > 0 ? nCtx / 8 : 1) : 64;
+  int nTpl = sum_count(p, zFunc, 0, 0, 0, 0, 0, 0, pzErr);
+  if (nTpl < 0) return SQLITE_ERROR;
+  p->nTpl = nTpl;
+  p->nLimit = nCtx - p->o.nMaxTokens;
+  if ((sqlite3_int64)p->nLimit - nTpl < (sqlite3_int64)p->o.nMaxTokens + 2) {
+    gptext_set_error(pzErr, "%s: model '%s': the template (%d tokens) and max_tokens (%d) "
+                     "leave too little room for text in the context window of %d tokens",
+                     zFunc, p->m->zName, nTpl, p->o.nMaxTokens, nCtx);
+    return SQLITE_ERROR;
+  }
+  p->bInit = 1;
+  return SQLITE_OK;
+}
+
+/* Summarizes the chunk: the template around it, then generation. The
+** trimmed text goes to *pzOut (sqlite3_malloc'd) when pzOut is given;
+** otherwise it becomes the chunk (at most max_tokens tokens of it). */
+static int sum_chunk(SumAgg *p, sqlite3_context *ctx, const char *zFunc, char **pzOut,
+                     char **pzErr) {
+  sqlite3 *db = sqlite3_context_db_handle(ctx);
+  GptGeneration g;
+  int *aIds = 0, nIds = 0, rc;
+  memset(&g, 0, sizeof(g));
+  rc = sum_prompt(p, zFunc, p->zChunk, p->nChunk, 0, 0, 0, 0, &aIds, &nIds, pzErr);
+  if (rc == SQLITE_OK) rc = gptext_fit_prompt(p->m, zFunc, &p->o, p->o.nMaxTokens, &aIds, &nIds, pzErr);
+  if (rc == SQLITE_OK)
+    rc = gptext_generate(sqlite3_user_data(ctx), db, p->m, zFunc, &p->o, aIds, nIds, &g, pzErr);
+  sqlite3_free(aIds);
+  aIds = 0;
+  if (rc != SQLITE_OK) goto done;
+  int i0 = 0, i1 = g.nText;
+  while (i0 < i1 && sum_is_space(g.zText[i0])) i0++;
+  while (i1 > i0 && sum_is_space(g.zText[i1 - 1])) i1--;
+  char *z = sqlite3_malloc64((size_t)(i1 - i0) + 1);
+  if (!z) { rc = SQLITE_NOMEM; goto done; }
+  memcpy(z, g.zText + i0, (size_t)(i1 - i0));
+  z[i1 - i0] = 0;
+  if (pzOut) {
+    *pzOut = z;
+    goto done;
+  }
+  sqlite3_free(p->zChunk);
+  p->zChunk = z;
+  p->nChunk = i1 - i0;
+  p->nRows = 0;
+  /* The summary has max_tokens tokens, but its text may re-encode into a few
+  ** more; only one that would leave no room for text is cut to max_tokens. */
+  rc = gptext_encode(p->m, zFunc, z, p->nChunk, 0, &aIds, &nIds, pzErr);
+  if (rc == SQLITE_OK && nIds > p->nLimit - p->nTpl - 2) {
+    char *zCut = 0;
+    size_t nCut = 0;
+    int bad = 0;
+    if (tok_decode(p->m->pTok, aIds, (size_t)p->o.nMaxTokens, &zCut, &nCut, &bad)) {
+      rc = SQLITE_NOMEM;
+    } else {
+      memcpy(p->zChunk, zCut, nCut); /* a prefix: fits */
+      p->nChunk = (int)nCut;
+      p->zChunk[nCut] = 0;
+    }
+    free(zCut);
+  }
+done:
+  sqlite3_free(aIds);
+  gptext_generation_clear(&g);
+  return rc;
+}
+
+/* Appends "\n" (unless the chunk is empty) and n bytes of z to the chunk. */
+static int sum_append(SumAgg *p, const char *z, int n) {
+  int nSep = p->nChunk > 0 ? 1 : 0;
+  char *zNew = sqlite3_realloc64(p->zChunk, (sqlite3_uint64)p->nChunk + nSep + n + 1);
+  if (!zNew) return SQLITE_NOMEM;
+  p->zChunk = zNew;
+  if (nSep) p->zChunk[p->nChunk++] = '\n';
+  memcpy(p->zChunk + p->nChunk, z, (size_t)n);
+  p->nChunk += n;
+  p->zChunk[p->nChunk] = 0;
+  p->nRows++;
+  return SQLITE_OK;
+}
+
+/* xStep: adds one value to the chunk, summarizing the chunk first when the
+** prompt with the value would not fit. A value that does not fit even
+** beside the running summary alone keeps its first tokens. */
+static void gptSummarizeStep(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  static const char zFunc[] = "gpt_summarize";
+  SumAgg *p = sqlite3_aggregate_context(ctx, sizeof(SumAgg));
+  int *aIds = 0, nIds = 0, rc = SQLITE_OK, n;
+  char *zErr = 0, *zCut = 0;
+  const char *z;
+  if (!p) {
+    sqlite3_result_error_nomem(ctx);
+    return;
+  }
+  if (p->bFailed || sqlite3_value_type(argv[0]) == SQLITE_NULL) return;
+  if (!p->bInit) rc = sum_init(p, ctx, zFunc, argc > 1 ? argv[1] : 0, &zErr);
+  if (rc != SQLITE_OK) goto done;
+  z = (const char *)sqlite3_value_text(argv[0]);
+  n = sqlite3_value_bytes(argv[0]);
+  if (!z || n == 0) goto done; /* '' adds nothing */
+  if (p->nRows > 0) {
+    int nTok = sum_count(p, zFunc, p->zChunk, p->nChunk, "\n", 1, z, n, &zErr);
+    if (nTok < 0) { rc = SQLITE_ERROR; goto done; }
+    if (nTok <= p->nLimit) {
+      rc = sum_append(p, z, n);
+      goto done;
+    }
+    rc = sum_chunk(p, ctx, zFunc, 0, &zErr);
+    if (rc != SQLITE_OK) goto done;
+  }
+  {
+    const char *zSep = p->nChunk > 0 ? "\n" : 0;
+    int nTok = sum_count(p, zFunc, p->zChunk, p->nChunk, zSep, zSep ? 1 : 0, z, n, &zErr);
+    if (nTok < 0) { rc = SQLITE_ERROR; goto done; }
+    if (nTok > p->nLimit) {
+      /* too long for the room left: keep the first k tokens, k shrinking
+      ** by the overflow until the whole prompt fits */
+      rc = gptext_encode(p->m, zFunc, z, n, p->o.bAllowSpecial, &aIds, &nIds, &zErr);
+      if (rc != SQLITE_OK) goto done;
+      int k = nIds - (nTok - p->nLimit);
+      for (;;) {
+        size_t nOut = 0;
+        int bad = 0;
+        free(zCut);
+        zCut = 0;
+        if (k < 1) { k = 0; n = 0; break; }
+        if (tok_decode(p->m->pTok, aIds, (size_t)k, &zCut, &nOut, &bad)) { rc = SQLITE_NOMEM; goto done; }
+        nTok = sum_count(p, zFunc, p->zChunk, p->nChunk, zSep, zSep ? 1 : 0, zCut, (int)nOut, &zErr);
+        if (nTok < 0) { rc = SQLITE_ERROR; goto done; }
+        if (nTok <= p->nLimit) { z = zCut; n = (int)nOut; break; }
+        k -= nTok - p->nLimit;
+      }
+    }
+    rc = sum_append(p, z, n);
+  }
+done:
+  if (rc != SQLITE_OK) {
+    p->bFailed = 1;
+    if (rc == SQLITE_NOMEM && !zErr) zErr = sqlite3_mprintf("%s: out of memory", zFunc);
+    score_error(ctx, rc, zErr);
+    zErr = 0;
+  }
+  free(zCut);
+  sqlite3_free(zErr);
+  sqlite3_free(aIds);
+}
+
+/* xFinal: summarizes the last chunk; NULL for a group with no text. Also
+** frees the state, which SQLite calls it for even after a failed step. */
+static void gptSummarizeFinal(sqlite3_context *ctx) {
+  static const char zFunc[] = "gpt_summarize";
+  SumAgg *p = sqlite3_aggregate_context(ctx, 0);
+  char *zOut = 0, *zErr = 0;
+  if (!p) return; /* no row at all */
+  if (!p->bFailed && p->bInit && p->nRows > 0) {
+    int rc = sum_chunk(p, ctx, zFunc, &zOut, &zErr);
+    if (rc != SQLITE_OK) {
+      if (rc == SQLITE_NOMEM && !zErr) zErr = sqlite3_mprintf("%s: out of memory", zFunc);
+      score_error(ctx, rc, zErr);
+      zErr = 0;
+    } else {
+      sqlite3_result_text(ctx, zOut, -1, sqlite3_free);
+      zOut = 0;
+    }
+  }
+  sqlite3_free(zOut);
+  sqlite3_free(zErr);
+  sum_clear(p);
+}
+
+/* ---------------------------------------------------------- registration */
+
+/* Registers the scoring functions and the gpt_summarize aggregate. All run
+** the model, so they are DIRECTONLY (never from a schema's views, triggers
+** or indexes) and not DETERMINISTIC. */
+int gptext_register_score(sqlite3 *db, GptConn *pConn) {
+  static const struct {
+    const char *zName;
+    void (*xFunc)(sqlite3_context *, int, sqlite3_value **);
+  } aFunc[] = {
+    {"gpt_logprob", gptLogprobFunc},
+    {"gpt_perplexity", gptPerplexityFunc},
+    {"gpt_embed", gptEmbedFunc},
+  };
+  int rc = SQLITE_OK;
+  for (size_t i = 0; rc == SQLITE_OK && i < sizeof(aFunc) / sizeof(aFunc[0]); i++) {
+    for (int nArg = 1; rc == SQLITE_OK && nArg <= 2; nArg++)
+      rc = sqlite3_create_function(db, aFunc[i].zName, nArg, SQLITE_UTF8 | SQLITE_DIRECTONLY,
+                                   pConn, aFunc[i].xFunc, 0, 0);
+  }
+  for (int nArg = 1; rc == SQLITE_OK && nArg <= 2; nArg++)
+    rc = sqlite3_create_function(db, "gpt_summarize", nArg, SQLITE_UTF8 | SQLITE_DIRECTONLY,
+                                 pConn, 0, gptSummarizeStep, gptSummarizeFinal);
+  return rc;
+}
