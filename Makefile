@@ -17,7 +17,7 @@ ENGINE_SRC = $(wildcard engine/*.c)
 EXT_SRC    = $(wildcard ext/*.c)
 HEADERS    = $(wildcard engine/*.h ext/*.h) build/schema.h
 
-all: build/gpt.so build/mkmodel build/tokenizer_test build/engine_test
+all: build/gpt.so build/mkmodel build/tokenizer_test build/engine_test build/kernels_test
 
 build:
 	mkdir -p build
@@ -42,6 +42,22 @@ build/tokenizer_test: tests/unit/tokenizer_test.c engine/tokenizer.c engine/toke
 build/engine_test: tests/unit/engine_test.c $(ENGINE_SRC) $(HEADERS) | build
 	$(CC) $(CFLAGS) -o $@ tests/unit/engine_test.c $(filter-out engine/tokenizer.c,$(ENGINE_SRC)) $(LDLIBS)
 
+# C unit test of the kernel sets (portable, AVX2, AVX-512 where the CPU has
+# them) and the thread pool.
+build/kernels_test: tests/unit/kernels_test.c engine/kernels.c engine/threads.c engine/dtype.c \
+                    engine/kernels.h engine/threads.h engine/gpt.h | build
+	$(CC) $(CFLAGS) -o $@ tests/unit/kernels_test.c engine/kernels.c engine/threads.c \
+	  engine/dtype.c $(LDLIBS)
+
+# The benchmark: bench/bench.c with the engine and the extension linked in.
+# It writes bench/results/DATE-MACHINE.md and keeps its model and database in
+# bench/tmp/ (git-ignored). BENCH_RUNS=N, BENCH_QUICK=1 (see bench/bench.c).
+build/bench: bench/bench.c $(ENGINE_SRC) $(EXT_SRC) $(HEADERS) | build
+	$(CC) $(CFLAGS) -Iext -o $@ bench/bench.c $(ENGINE_SRC) $(EXT_SRC) -lsqlite3 $(LDLIBS)
+
+bench: build/gpt.so build/mkmodel build/bench
+	build/bench
+
 # Installs whatever Debian packages are missing (through sudo when not root).
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
@@ -56,6 +72,7 @@ test: deps
 	$(MAKE) all
 	build/tokenizer_test
 	build/engine_test
+	build/kernels_test
 	$(TCLSH) tests/all.tcl
 
 demo: deps
@@ -94,16 +111,17 @@ VG_OBJ        = $(patsubst %.c,build/valgrind/obj/%.o,$(SAN_SRC))
 UNIT_TESTS    = memory interrupt threads
 # The ASan runtime for tclsh, which is not instrumented itself.
 LIBASAN       = $(shell $(SAN_CC) -print-file-name=libasan.so)
-# Leaks are checked (LSan) in every run; Tcl's own at-exit allocations are
-# suppressed in tests/sanitizer/lsan.supp.
+# Leaks are checked (LSan) in every run, the Tcl suite's included
+# (tests/sanitizer/lsan.supp says why it is empty).
 ASAN_ENV      = ASAN_OPTIONS=abort_on_error=1:detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1 \
                 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/sanitizer/lsan.supp:print_suppressions=0 \
                 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-TSAN_ENV      = TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/sanitizer/tsan.supp \
-                OPENBLAS_NUM_THREADS=1
+# No suppressions: OpenBLAS is not instrumented, but the engine holds it to one
+# thread (engine/threads.c), so it reports nothing.
+TSAN_ENV      = TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 VALGRIND      = valgrind --tool=memcheck --error-exitcode=1 --leak-check=full \
                 --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect \
-                --track-origins=yes --suppressions=$(CURDIR)/tests/sanitizer/valgrind.supp
+                --track-origins=yes
 
 build/fuzz/obj/%.o: %.c $(HEADERS) tests/fuzz/fuzz_common.h
 	@mkdir -p $(dir $@)

@@ -14,12 +14,19 @@ int gpt_dtype_from_name(const char *z) {
   return -1;
 }
 
+/* Like gpt_dtype_from_name, with the block format q8_0. */
+int gpt_row_dtype_from_name(const char *z) {
+  if (z && strcmp(z, "q8_0") == 0) return GPT_Q8_0;
+  return gpt_dtype_from_name(z);
+}
+
 /* The stored name of a dtype code. */
 const char *gpt_dtype_name(int dtype) {
   switch (dtype) {
     case GPT_F32: return "f32";
     case GPT_F16: return "f16";
     case GPT_BF16: return "bf16";
+    case GPT_Q8_0: return "q8_0";
   }
   return "?";
 }

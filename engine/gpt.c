@@ -1,20 +1,32 @@
 /*
-** The GPT-2 forward pass on CBLAS.
+** The GPT-2 forward pass.
 **
-** How it works: all weights live in one float arena, addressed through a
-** pointer table whose sizes come from the config (llm.c's layout). A forward
-** pass appends n tokens to a KV cache: n > 1 is a prefill, done with sgemm
-** over the whole batch; n == 1 is a decode step, done with sgemv, which reads
-** every weight once and is bound by memory bandwidth. Layers are free
-** functions with their shapes in comments; B is always 1 here, T is the
-** number of new tokens, P the number of cached positions before them.
+** How it works: all weights live in one arena, addressed through a pointer
+** table whose sizes come from the config (llm.c's layout); each tensor is
+** held as f32, or a 2-D one as f16 or q8_0 (see gpt.h). A forward pass
+** appends n tokens to a KV cache: n > 1 is a prefill, done with sgemm over
+** the whole batch (compact weights widened a slice at a time); n == 1 is a
+** decode step, done with the gemv kernels of kernels.h on the weights as they
+** are, which reads every weight once and is bound by memory bandwidth.
+**
+** Every pass runs on a team of the thread pool (threads.h): matrix products
+** split their output rows (decode) or columns (prefill), attention splits the
+** heads, LayerNorm and the residual the tokens. Each output value is
+** computed by one thread, the same way whatever the split, so results do not
+** depend on the thread count. Layers are free functions with their shapes
+** in comments; B is always 1 here, T is the number of new tokens, P the
+** number of cached positions before them.
 */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <cblas.h>
 #include "gpt.h"
+#include "kernels.h"
+#include "threads.h"
 
 /* Tensors of one block, in the order of the pointer table. */
 enum {
@@ -31,10 +43,20 @@ struct GPTModel {
   GPTConfig cfg;
   int has_lm_head;
   int n_tensors;
-  float *arena;          /* every weight, f32 */
-  size_t n_arena;        /* floats in the arena */
-  float **tensor;        /* pointer table into the arena, by tensor index */
+  unsigned char *arena;  /* every weight */
+  size_t n_bytes;        /* bytes in the arena */
+  void **tensor;         /* pointer table into the arena, by tensor index */
+  int *dtype;            /* memory dtype of each tensor */
+  int max_k;             /* largest input dimension of a 2-D tensor */
+  int has_compact;       /* some tensor is f16 or q8_0 */
 };
+
+/* A weight matrix as a product reads it: (rows, k) in dtype. */
+typedef struct Mat {
+  const void *w;
+  int dtype;
+  int rows, k;
+} Mat;
 
 struct GPTState {
   const GPTModel *m;
@@ -49,12 +71,19 @@ struct GPTState {
   float *qkv;            /* (T, 3C) */
   float *atty;           /* (T, C) attention output before c_proj */
   float *fc;             /* (T, 4C) */
-  float *att;            /* (T, P+T) scores of one head */
+  int n_att;             /* threads the att scratch is sized for */
+  float *att;            /* (n_att, T, P+T) scores, one head per thread */
   float *logit_block;    /* (LOGIT_ROWS, V) for per-position logits */
+  float *tmp;            /* (4C,) decode scratch */
+  GPTQ8Act xq;           /* decode input quantized for q8_0 rows, (4C,) */
+  int n_wide;            /* threads the wide scratch is sized for */
+  float *wide;           /* (n_wide, GEMM_COLS, max_k) compact weights widened */
   int batch_T;           /* tokens of the batch in progress */
 };
 
 #define LOGIT_ROWS 32
+/* Columns of one sgemm in a prefill (see gemm_task). */
+#define GEMM_COLS 128
 
 /* Checks every config value against its range before anything is sized by
 ** it, so that hostile configs never reach an allocation. */
@@ -155,25 +184,93 @@ int64_t gpt_n_params(const GPTConfig *c, int has_lm_head) {
   return n;
 }
 
-/* Allocates the arena and the pointer table for a config. */
-GPTModel *gpt_model_new(const GPTConfig *c, int has_lm_head, char *err, size_t n_err) {
+/* The matrix of 2-D tensor i (see gpt.h). */
+void gpt_tensor_matrix(const GPTTensorInfo *info, int64_t *pRows, int64_t *pK) {
+  if (info->ndim != 2) {
+    *pRows = info->shape[0];
+    *pK = 1;
+  } else if (info->transposed) {
+    *pRows = info->shape[1];
+    *pK = info->shape[0];
+  } else {
+    *pRows = info->shape[0];
+    *pK = info->shape[1];
+  }
+}
+
+/* Bytes of a row holding the tensor in dtype; -1 when impossible. */
+int64_t gpt_tensor_bytes(const GPTTensorInfo *info, int dtype) {
+  int64_t rows, k;
+  if (dtype == GPT_Q8_0) {
+    gpt_tensor_matrix(info, &rows, &k);
+    if (info->ndim != 2 || k % GPT_Q8_BLOCK != 0) return -1;
+    return rows * (k / GPT_Q8_BLOCK) * GPT_Q8_BYTES;
+  }
+  if (gpt_dtype_size(dtype) == 0) return -1;
+  return info->n_elem * gpt_dtype_size(dtype);
+}
+
+/* Large arenas are aligned to 2 MB and asked to use transparent huge pages
+** where the system has them: fewer page faults while loading, fewer TLB
+** misses while decoding streams through every weight. */
+#define ARENA_HUGE ((size_t)2 << 20)
+
+static unsigned char *arena_alloc(size_t n) {
+  if (n < 4 * ARENA_HUGE) return aligned_alloc(64, (n + 63) / 64 * 64 + 64);
+  n = (n + ARENA_HUGE - 1) / ARENA_HUGE * ARENA_HUGE;
+  unsigned char *p = aligned_alloc(ARENA_HUGE, n);
+#ifdef MADV_HUGEPAGE
+  if (p) madvise(p, n, MADV_HUGEPAGE);
+#endif
+#ifdef MADV_POPULATE_WRITE
+  /* fault the whole arena in at once (Linux 5.14+; harmless where refused) */
+  if (p) madvise(p, n, MADV_POPULATE_WRITE);
+#endif
+  return p;
+}
+
+/* Allocates the arena (each tensor in its memory dtype, 64-byte aligned) and
+** the pointer table for a config. */
+GPTModel *gpt_model_new_dtypes(const GPTConfig *c, int has_lm_head, const int *aDtype,
+                               char *err, size_t n_err) {
   if (gpt_config_check(c, err, n_err)) return NULL;
   GPTModel *m = calloc(1, sizeof(*m));
   if (!m) goto oom;
   m->cfg = *c;
   m->has_lm_head = has_lm_head;
   m->n_tensors = gpt_n_tensors(c, has_lm_head);
-  m->n_arena = (size_t)gpt_n_params(c, has_lm_head);
-  m->tensor = calloc((size_t)m->n_tensors, sizeof(float *));
-  /* 64-byte alignment for vector loads; the size is rounded up to match. */
-  m->arena = aligned_alloc(64, (m->n_arena * sizeof(float) + 63) / 64 * 64);
-  if (!m->tensor || !m->arena) goto oom;
+  m->tensor = calloc((size_t)m->n_tensors, sizeof(void *));
+  m->dtype = calloc((size_t)m->n_tensors, sizeof(int));
+  if (!m->tensor || !m->dtype) goto oom;
   size_t off = 0;
+  for (int i = 0; i < m->n_tensors; i++) {
+    GPTTensorInfo info;
+    int64_t rows, k, nb;
+    int dt = aDtype ? aDtype[i] : GPT_F32;
+    gpt_tensor_info(c, has_lm_head, i, &info);
+    gpt_tensor_matrix(&info, &rows, &k);
+    if (dt != GPT_F32 && (info.ndim != 2 || (dt != GPT_F16 && dt != GPT_Q8_0))) dt = -1;
+    nb = dt < 0 ? -1 : gpt_tensor_bytes(&info, dt);
+    if (nb < 0) {
+      snprintf(err, n_err, "tensor %s cannot be held as %s", info.name,
+               aDtype ? gpt_dtype_name(aDtype[i]) : "?");
+      gpt_model_free(m);
+      return NULL;
+    }
+    m->dtype[i] = dt;
+    if (dt != GPT_F32) m->has_compact = 1;
+    if (info.ndim == 2 && k > m->max_k) m->max_k = (int)k;
+    off += ((size_t)nb + 63) / 64 * 64;
+  }
+  m->n_bytes = off;
+  m->arena = arena_alloc(off);
+  if (!m->arena) goto oom;
+  off = 0;
   for (int i = 0; i < m->n_tensors; i++) {
     GPTTensorInfo info;
     gpt_tensor_info(c, has_lm_head, i, &info);
     m->tensor[i] = m->arena + off;
-    off += (size_t)info.n_elem;
+    off += ((size_t)gpt_tensor_bytes(&info, m->dtype[i]) + 63) / 64 * 64;
   }
   return m;
 oom:
@@ -183,15 +280,23 @@ oom:
   return NULL;
 }
 
+GPTModel *gpt_model_new(const GPTConfig *c, int has_lm_head, char *err, size_t n_err) {
+  return gpt_model_new_dtypes(c, has_lm_head, NULL, err, n_err);
+}
+
 void gpt_model_free(GPTModel *m) {
   if (!m) return;
   free(m->arena);
   free(m->tensor);
+  free(m->dtype);
   free(m);
 }
 
 const GPTConfig *gpt_model_config(const GPTModel *m) { return &m->cfg; }
-size_t gpt_model_bytes(const GPTModel *m) { return m->n_arena * sizeof(float); }
+size_t gpt_model_bytes(const GPTModel *m) { return m->n_bytes; }
+int gpt_model_tensor_dtype(const GPTModel *m, int i) {
+  return i >= 0 && i < m->n_tensors ? m->dtype[i] : -1;
+}
 
 /* Reads element k of src in dtype as f32. */
 static inline float load_elem(int dtype, const void *src, int64_t k) {
@@ -205,13 +310,103 @@ static inline float load_elem(int dtype, const void *src, int64_t k) {
   return dtype == GPT_F16 ? gpt_f16_to_f32(h) : gpt_bf16_to_f32(h);
 }
 
-/* Widens (and for Conv1D weights transposes) a run of stored elements into
-** the arena. Stored element e of an (in, out) weight is row e/out, column
-** e%out; in memory it goes to (column, row) of the (out, in) matrix. */
+/* Stores stored element si of src (dtype sd) at index di of dst (memory
+** dtype dd: f32 or f16). Returns 0 when the value is not finite. */
+static inline int put_elem(void *dst, int dd, int64_t di, int sd, const void *src, int64_t si) {
+  if (dd == GPT_F16 && sd == GPT_F16) {
+    uint16_t h;
+    memcpy(&h, (const char *)src + 2 * si, 2);
+    ((uint16_t *)dst)[di] = h;
+    return (h & 0x7c00) != 0x7c00;
+  }
+  float f = load_elem(sd, src, si);
+  if (dd == GPT_F32) {
+    ((float *)dst)[di] = f;
+    return isfinite(f);
+  }
+  uint16_t h = gpt_f32_to_f16(f);
+  ((uint16_t *)dst)[di] = h;
+  return (h & 0x7c00) != 0x7c00;
+}
+
+/* True when every value of src (n values of dtype) is finite. An exponent
+** of all ones, plus one at its lowest bit, carries into the sign bit, so
+** the test is adds and ors over 8 lanes that compilers vectorize; the slow
+** paths find the culprit's index. */
+static int all_finite(int dtype, const void *src, int64_t n) {
+  const unsigned char *p = src;
+  int64_t k = 0;
+  if (dtype == GPT_F32) {
+    uint32_t acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, u[8], any = 0;
+    for (; k + 8 <= n; k += 8) {
+      memcpy(u, p + 4 * k, sizeof(u));
+      for (int j = 0; j < 8; j++) acc[j] |= (u[j] & 0x7f800000u) + 0x00800000u;
+    }
+    for (; k < n; k++) {
+      memcpy(u, p + 4 * k, 4);
+      acc[0] |= (u[0] & 0x7f800000u) + 0x00800000u;
+    }
+    for (int j = 0; j < 8; j++) any |= acc[j];
+    return !(any & 0x80000000u);
+  } else {
+    uint16_t m = dtype == GPT_F16 ? 0x7c00 : 0x7f80, one = dtype == GPT_F16 ? 0x0400 : 0x0080;
+    uint16_t acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, h[8], any = 0;
+    for (; k + 8 <= n; k += 8) {
+      memcpy(h, p + 2 * k, sizeof(h));
+      for (int j = 0; j < 8; j++) acc[j] |= (uint16_t)((h[j] & m) + one);
+    }
+    for (; k < n; k++) {
+      memcpy(h, p + 2 * k, 2);
+      acc[0] |= (uint16_t)((h[0] & m) + one);
+    }
+    for (int j = 0; j < 8; j++) any |= acc[j];
+    return !(any & 0x8000);
+  }
+}
+
+/* Moves stored elements [first, first+n) of a Conv1D weight (nIn, nOut) into
+** its (nOut, nIn) memory. Whole stored rows go in 16 x 16 tiles, so that
+** reads and writes both stay within a few cache lines; the partial rows at
+** either end go one element at a time. Returns a non-finite stored element
+** (the first one met), or -1. */
+static int64_t move_transposed(void *dst, int dd, int sd, const void *src, int64_t first,
+                               int64_t n, int64_t nIn, int64_t nOut) {
+  int64_t bad = -1, e = first, end = first + n;
+  while (e < end && (e % nOut != 0 || end - e < nOut)) { /* head, or a short run */
+    int64_t stop = e % nOut != 0 ? e + (nOut - e % nOut) : end;
+    if (stop > end) stop = end;
+    for (; e < stop; e++)
+      if (!put_elem(dst, dd, (e % nOut) * nIn + e / nOut, sd, src, e - first) && bad < 0)
+        bad = e;
+    if (e % nOut != 0) return bad;
+  }
+  int64_t r0 = e / nOut, r1 = end / nOut; /* whole stored rows r0..r1 */
+  for (int64_t rb = r0; rb < r1; rb += 16) {
+    int64_t rEnd = rb + 16 < r1 ? rb + 16 : r1;
+    for (int64_t cb = 0; cb < nOut; cb += 16) {
+      int64_t cEnd = cb + 16 < nOut ? cb + 16 : nOut;
+      for (int64_t c = cb; c < cEnd; c++)
+        for (int64_t r = rb; r < rEnd; r++)
+          if (!put_elem(dst, dd, c * nIn + r, sd, src, r * nOut + c - first) && bad < 0)
+            bad = r * nOut + c;
+    }
+  }
+  for (e = r1 * nOut; e < end; e++)
+    if (!put_elem(dst, dd, (e % nOut) * nIn + e / nOut, sd, src, e - first) && bad < 0)
+      bad = e;
+  return bad;
+}
+
+/* Converts (and for Conv1D weights transposes) a run of stored elements into
+** the tensor's memory. Stored element e of an (in, out) weight is row e/out,
+** column e%out; in memory it goes to (column, row) of the (out, in) matrix.
+** q8_0 rows are already in memory order: blocks are checked and copied, or
+** widened for a tensor held in f32 or f16. */
 int gpt_model_load(GPTModel *m, int i, int dtype, int64_t first, int64_t n,
                    const void *src, char *err, size_t n_err) {
   GPTTensorInfo info;
-  if (i < 0 || i >= m->n_tensors || gpt_dtype_size(dtype) == 0) {
+  int64_t bad = -1;
+  if (i < 0 || i >= m->n_tensors || (gpt_dtype_size(dtype) == 0 && dtype != GPT_Q8_0)) {
     snprintf(err, n_err, "bad tensor index %d or dtype %d", i, dtype);
     return -1;
   }
@@ -221,27 +416,72 @@ int gpt_model_load(GPTModel *m, int i, int dtype, int64_t first, int64_t n,
              info.name, (long long)first, (long long)(first + n), (long long)info.n_elem);
     return -1;
   }
-  float *dst = m->tensor[i];
-  int64_t nonFinite = -1;
-  if (!info.transposed) {
-    for (int64_t k = 0; k < n; k++) {
-      float f = load_elem(dtype, src, k);
-      if (!isfinite(f) && nonFinite < 0) nonFinite = first + k;
-      dst[first + k] = f;
+  void *dst = m->tensor[i];
+  int dd = m->dtype[i];
+  if (dtype == GPT_Q8_0) {
+    const uint8_t *s = (const uint8_t *)src;
+    if (gpt_tensor_bytes(&info, GPT_Q8_0) < 0 || first % GPT_Q8_BLOCK || n % GPT_Q8_BLOCK) {
+      snprintf(err, n_err, "tensor %s cannot be read from q8_0 at %lld+%lld", info.name,
+               (long long)first, (long long)n);
+      return -1;
     }
-  } else {
-    int64_t nIn = info.shape[0], nOut = info.shape[1];
-    for (int64_t k = 0; k < n; k++) {
-      int64_t e = first + k;
-      int64_t r = e / nOut, col = e % nOut;
-      float f = load_elem(dtype, src, k);
-      if (!isfinite(f) && nonFinite < 0) nonFinite = e;
-      dst[col * nIn + r] = f;
+    for (int64_t b = 0; b < n / GPT_Q8_BLOCK; b++) {
+      const uint8_t *blk = s + b * GPT_Q8_BYTES;
+      uint16_t h = (uint16_t)(blk[0] | (blk[1] << 8));
+      int ok = (h & 0x7c00) != 0x7c00;
+      for (int j = 0; j < GPT_Q8_BLOCK; j++) ok &= blk[2 + j] != 0x80;
+      if (!ok) {
+        snprintf(err, n_err, "tensor %s: q8_0 block %lld has a non-finite scale or a "
+                 "value of -128", info.name, (long long)((first / GPT_Q8_BLOCK) + b));
+        return -1;
+      }
     }
+    if (dd == GPT_Q8_0) {
+      memcpy((uint8_t *)dst + first / GPT_Q8_BLOCK * GPT_Q8_BYTES, s,
+             (size_t)(n / GPT_Q8_BLOCK * GPT_Q8_BYTES));
+    } else {
+      float tmp[GPT_Q8_BLOCK];
+      for (int64_t b = 0; b < n / GPT_Q8_BLOCK; b++) {
+        gpt_kernels()->q8_to_f32(tmp, s + b * GPT_Q8_BYTES, 1);
+        for (int j = 0; j < GPT_Q8_BLOCK; j++) {
+          int64_t e = first + b * GPT_Q8_BLOCK + j;
+          if (dd == GPT_F32) ((float *)dst)[e] = tmp[j];
+          else ((uint16_t *)dst)[e] = gpt_f32_to_f16(tmp[j]);
+        }
+      }
+    }
+    return 0;
   }
-  if (nonFinite >= 0) {
-    snprintf(err, n_err, "tensor %s has a NaN or Inf at element %lld", info.name,
-             (long long)nonFinite);
+  if (dd == GPT_Q8_0) {
+    snprintf(err, n_err, "tensor %s is held as q8_0 and takes q8_0 rows only, not %s",
+             info.name, gpt_dtype_name(dtype));
+    return -1;
+  }
+  if (dd == dtype && all_finite(dtype, src, n) &&
+      (!info.transposed || (first % info.shape[1] == 0 && n % info.shape[1] == 0))) {
+    /* the common cases: a straight copy, or whole rows to transpose */
+    int esz = gpt_dtype_size(dtype);
+    int64_t nOut = info.transposed ? info.shape[1] : 1, r0 = first / nOut;
+    if (!info.transposed)
+      memcpy((char *)dst + first * esz, src, (size_t)(n * esz));
+    else if (esz == 4)
+      gpt_kernels()->transpose_f32((float *)dst + r0, (size_t)info.shape[0], src, (size_t)nOut,
+                                   (int)(n / nOut), (int)nOut);
+    else
+      gpt_kernels()->transpose_u16((uint16_t *)dst + r0, (size_t)info.shape[0], src,
+                                   (size_t)nOut, (int)(n / nOut), (int)nOut);
+    return 0;
+  }
+  /* conversions, partial rows, and runs with a NaN or Inf to report */
+  if (!info.transposed) {
+    for (int64_t k = 0; k < n; k++)
+      if (!put_elem(dst, dd, first + k, dtype, src, k) && bad < 0) bad = first + k;
+  } else {
+    bad = move_transposed(dst, dd, dtype, src, first, n, info.shape[0], info.shape[1]);
+  }
+  if (bad >= 0) {
+    snprintf(err, n_err, "tensor %s has a NaN or Inf at element %lld%s", info.name,
+             (long long)bad, dd == GPT_F16 && dtype != GPT_F16 ? " (as f16)" : "");
     return -1;
   }
   return 0;
@@ -249,22 +489,45 @@ int gpt_model_load(GPTModel *m, int i, int dtype, int64_t first, int64_t n,
 
 /* ---------------------------------------------------------------- state */
 
-/* Grows the batch scratch to hold T tokens against up to cap keys. */
-static int state_reserve(GPTState *s, int T) {
-  if (T <= s->n_scratch) return 0;
+/* Grows the batch scratch to hold T tokens against up to cap keys, with
+** attention scores for nth threads. */
+static int state_reserve(GPTState *s, int T, int nth) {
   size_t C = (size_t)s->m->cfg.n_embd;
-  float *p[6];
-  size_t n[6] = {T * C, T * C, T * 3 * C, T * C, T * 4 * C, (size_t)T * (size_t)s->cap};
-  for (int i = 0; i < 6; i++) {
-    p[i] = malloc(n[i] * sizeof(float));
-    if (!p[i]) {
-      while (i-- > 0) free(p[i]);
-      return -1;
+  if (T > s->n_scratch) {
+    float *p[5];
+    size_t n[5] = {T * C, T * C, T * 3 * C, T * C, T * 4 * C};
+    for (int i = 0; i < 5; i++) {
+      p[i] = malloc(n[i] * sizeof(float));
+      if (!p[i]) {
+        while (i-- > 0) free(p[i]);
+        return -1;
+      }
     }
+    free(s->x); free(s->xn); free(s->qkv); free(s->atty); free(s->fc);
+    s->x = p[0]; s->xn = p[1]; s->qkv = p[2]; s->atty = p[3]; s->fc = p[4];
+    s->n_scratch = T;
+    free(s->att);
+    s->att = 0;
+    s->n_att = 0;
   }
-  free(s->x); free(s->xn); free(s->qkv); free(s->atty); free(s->fc); free(s->att);
-  s->x = p[0]; s->xn = p[1]; s->qkv = p[2]; s->atty = p[3]; s->fc = p[4]; s->att = p[5];
-  s->n_scratch = T;
+  if (nth > s->n_att || !s->att) {
+    float *a = malloc((size_t)nth * s->n_scratch * (size_t)s->cap * sizeof(float));
+    if (!a) return -1;
+    free(s->att);
+    s->att = a;
+    s->n_att = nth;
+  }
+  return 0;
+}
+
+/* Grows the per-thread buffers for widened compact weights. */
+static int state_reserve_wide(GPTState *s, int nth) {
+  if (nth <= s->n_wide) return 0;
+  float *w = malloc((size_t)nth * GEMM_COLS * (size_t)s->m->max_k * sizeof(float));
+  if (!w) return -1;
+  free(s->wide);
+  s->wide = w;
+  s->n_wide = nth;
   return 0;
 }
 
@@ -276,10 +539,16 @@ GPTState *gpt_state_new(const GPTModel *m, int max_T) {
   if (!s) return NULL;
   s->m = m;
   s->cap = max_T;
-  size_t n = (size_t)m->cfg.n_layer * (size_t)max_T * (size_t)m->cfg.n_embd;
+  size_t C = (size_t)m->cfg.n_embd;
+  size_t n = (size_t)m->cfg.n_layer * (size_t)max_T * C;
   s->k_cache = malloc(n * sizeof(float));
   s->v_cache = malloc(n * sizeof(float));
-  if (!s->k_cache || !s->v_cache || state_reserve(s, 1)) {
+  s->tmp = malloc(4 * C * sizeof(float));
+  s->xq.q = malloc(4 * C);
+  s->xq.aq = malloc(4 * C);
+  s->xq.d = malloc((4 * C / GPT_Q8_BLOCK + 1) * sizeof(float));
+  if (!s->k_cache || !s->v_cache || !s->tmp || !s->xq.q || !s->xq.aq || !s->xq.d ||
+      state_reserve(s, 1, 1)) {
     gpt_state_free(s);
     return NULL;
   }
@@ -291,6 +560,9 @@ void gpt_state_free(GPTState *s) {
   free(s->k_cache); free(s->v_cache);
   free(s->x); free(s->xn); free(s->qkv); free(s->atty); free(s->fc); free(s->att);
   free(s->logit_block);
+  free(s->tmp);
+  free(s->xq.q); free(s->xq.aq); free(s->xq.d);
+  free(s->wide);
   free(s);
 }
 
@@ -302,21 +574,53 @@ void gpt_state_truncate(GPTState *s, int len) {
 
 /* --------------------------------------------------------------- layers */
 
-/* out (T, C) = wte[tokens] + wpe[pos0 + t] */
-static void encoder_forward(float *out, const int *tokens, const float *wte,
-                            const float *wpe, int pos0, int T, int C) {
-  for (int t = 0; t < T; t++) {
-    const float *te = wte + (size_t)tokens[t] * C, *pe = wpe + (size_t)(pos0 + t) * C;
-    float *o = out + (size_t)t * C;
-    for (int c = 0; c < C; c++) o[c] = te[c] + pe[c];
+/* What every layer function needs: the model, the state, the team that runs
+** the pass and the kernel set. */
+typedef struct Pass {
+  const GPTModel *m;
+  GPTState *s;
+  GPTTeam *team;
+  const GPTKernels *k;
+} Pass;
+
+static Mat mat_of(const GPTModel *m, int i) {
+  GPTTensorInfo info;
+  int64_t rows, k;
+  gpt_tensor_info(&m->cfg, m->has_lm_head, i, &info);
+  gpt_tensor_matrix(&info, &rows, &k);
+  Mat w = {m->tensor[i], m->dtype[i], (int)rows, (int)k};
+  return w;
+}
+
+/* dst (n,) = row r of w, widened to f32. */
+static void mat_row(const GPTKernels *k, const Mat *w, int r, int c0, int n, float *dst) {
+  if (w->dtype == GPT_F32) {
+    memcpy(dst, (const float *)w->w + (size_t)r * w->k + c0, (size_t)n * sizeof(float));
+  } else if (w->dtype == GPT_F16) {
+    k->f16_to_f32(dst, (const uint16_t *)w->w + (size_t)r * w->k + c0, (size_t)n);
+  } else {
+    const uint8_t *row = (const uint8_t *)w->w + (size_t)r * (w->k / GPT_Q8_BLOCK) * GPT_Q8_BYTES;
+    k->q8_to_f32(dst, row + (size_t)(c0 / GPT_Q8_BLOCK) * GPT_Q8_BYTES, (size_t)n / GPT_Q8_BLOCK);
   }
 }
 
-/* out (T, C) = LayerNorm(inp (T, C)) * w + b; statistics in double so long
-** rows keep float32's last digit. */
-static void layernorm_forward(float *out, const float *inp, const float *w,
-                              const float *b, int T, int C, double eps) {
+/* out (T, C) = wte[tokens] + wpe[pos0 + t] */
+static void encoder_forward(const Pass *p, float *out, const int *tokens, const Mat *wte,
+                            const Mat *wpe, int pos0, int T, int C) {
+  float *pe = p->s->tmp;
   for (int t = 0; t < T; t++) {
+    float *o = out + (size_t)t * C;
+    mat_row(p->k, wte, tokens[t], 0, C, o);
+    mat_row(p->k, wpe, pos0 + t, 0, C, pe);
+    for (int c = 0; c < C; c++) o[c] = o[c] + pe[c];
+  }
+}
+
+/* out (T, C) = LayerNorm(inp (T, C)) * w + b for rows t0..t1; statistics in
+** double so long rows keep float32's last digit. */
+static void layernorm_rows(float *out, const float *inp, const float *w, const float *b,
+                           int t0, int t1, int C, double eps) {
+  for (int t = t0; t < t1; t++) {
     const float *x = inp + (size_t)t * C;
     double sum = 0, sq = 0;
     for (int c = 0; c < C; c++) sum += x[c];
@@ -328,44 +632,150 @@ static void layernorm_forward(float *out, const float *inp, const float *w,
   }
 }
 
-/* out (T, OC) = inp (T, C) @ W^T + bias, W kept as (OC, C). One token is a
-** gemv (bandwidth-bound); a batch is one gemm (compute-bound). */
-static void matmul_forward(float *out, const float *inp, const float *W,
-                           const float *bias, int T, int C, int OC) {
-  for (int t = 0; t < T; t++) memcpy(out + (size_t)t * OC, bias, (size_t)OC * sizeof(float));
+typedef struct LnTask {
+  float *out; const float *inp, *w, *b; int T, C; double eps;
+} LnTask;
+
+static void ln_task(void *arg, int ith, int nth) {
+  LnTask *a = (LnTask *)arg;
+  int t0, t1;
+  gpt_team_split(a->T, 1, ith, nth, &t0, &t1);
+  layernorm_rows(a->out, a->inp, a->w, a->b, t0, t1, a->C, a->eps);
+}
+
+static void layernorm_forward(const Pass *p, float *out, const float *inp, const float *w,
+                              const float *b, int T, int C, double eps) {
+  LnTask a = {out, inp, w, b, T, C, eps};
+  if (T < 4) layernorm_rows(out, inp, w, b, 0, T, C, eps);
+  else gpt_team_run(p->team, ln_task, &a);
+}
+
+/* x (n,) += y (n,), split over the team for a batch. */
+typedef struct AddTask { float *x; const float *y; size_t n; } AddTask;
+
+static void add_task(void *arg, int ith, int nth) {
+  AddTask *a = (AddTask *)arg;
+  int lo, hi, units = (int)((a->n + 1023) / 1024);
+  gpt_team_split(units, 1, ith, nth, &lo, &hi);
+  size_t end = (size_t)hi * 1024 < a->n ? (size_t)hi * 1024 : a->n;
+  for (size_t i = (size_t)lo * 1024; i < end; i++) a->x[i] += a->y[i];
+}
+
+static void residual_forward(const Pass *p, float *x, const float *y, size_t n) {
+  AddTask a = {x, y, n};
+  gpt_team_run(p->team, add_task, &a);
+}
+
+/* A matrix product: out (T, OC) = inp (T, K) @ W^T + bias, W (OC, K). With
+** add, out += the product instead (decode only: the residual); with gelu,
+** gelu is applied to the result. */
+typedef struct MatTask {
+  const Pass *p;
+  float *out;
+  const float *inp;
+  Mat w;
+  const float *bias;
+  int T;
+  int add, gelu;
+  int chunk;            /* rows (decode) or columns (prefill) a claim takes */
+  atomic_int next;      /* the next unclaimed chunk */
+} MatTask;
+
+/* Chunks are claimed, not assigned: a member that runs late (on a busy
+** machine) takes fewer, and no one waits for it. Which member computes a
+** value never changes the value. */
+static int claim(atomic_int *pNext) { return atomic_fetch_add(pNext, 1); }
+
+/* Decode: rows of W in chunks of a->chunk rows (a multiple of 64 on the
+** cblas_sgemv path, of 4 otherwise). */
+static void gemv_task(void *arg, int ith, int nth) {
+  MatTask *a = (MatTask *)arg;
+  const GPTKernels *k = a->p->k;
+  int K = a->w.k, mode = a->add ? GPT_GEMV_ADD : GPT_GEMV_SET, ch;
+  (void)ith; (void)nth;
+  while ((ch = claim(&a->next)) * a->chunk < a->w.rows) {
+    int r0 = ch * a->chunk, r1 = r0 + a->chunk < a->w.rows ? r0 + a->chunk : a->w.rows;
+    if (a->w.dtype == GPT_F32 && k->blas_gemv) {
+      /* cblas_sgemv as sgemv(bias) with beta 1, 64 rows a call (OpenBLAS's
+      ** rounding may depend on how many rows it is handed) */
+      float *y = a->add ? a->p->s->tmp : a->out;
+      if (a->bias) memcpy(y + r0, a->bias + r0, (size_t)(r1 - r0) * sizeof(float));
+      else memset(y + r0, 0, (size_t)(r1 - r0) * sizeof(float));
+      for (int c = r0; c < r1; c += 64)
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, r1 - c < 64 ? r1 - c : 64, K, 1.0f,
+                    (const float *)a->w.w + (size_t)c * K, K, a->inp, 1, 1.0f, y + c, 1);
+      if (a->add)
+        for (int r = r0; r < r1; r++) a->out[r] += y[r];
+    } else if (a->w.dtype == GPT_F32) {
+      k->gemv_f32(a->out, (const float *)a->w.w, a->inp, a->bias, r0, r1, K, mode);
+    } else if (a->w.dtype == GPT_F16) {
+      k->gemv_f16(a->out, (const uint16_t *)a->w.w, a->inp, a->bias, r0, r1, K, mode);
+    } else {
+      k->gemv_q8(a->out, (const uint8_t *)a->w.w, &a->p->s->xq, a->bias, r0, r1, K, mode);
+    }
+    if (a->gelu) k->gelu(a->out + r0, (size_t)(r1 - r0));
+  }
+}
+
+/* Prefill: out's columns (W's rows) in fixed chunks of GEMM_COLS, the chunks
+** split over the team; each chunk is one single-threaded sgemm, compact
+** weights widened into the member's buffer first. The chunks do not depend
+** on the team size because OpenBLAS's rounding depends on the width of the
+** product it is handed: so each value comes out the same for any threads.
+** Members claim chunks as they go (see claim). */
+static void gemm_task(void *arg, int ith, int nth) {
+  MatTask *a = (MatTask *)arg;
+  int K = a->w.k, OC = a->w.rows, T = a->T, ch;
+  (void)nth;
+  while ((ch = claim(&a->next)) * GEMM_COLS < OC) {
+    int c0 = ch * GEMM_COLS, n = OC - c0 < GEMM_COLS ? OC - c0 : GEMM_COLS;
+    for (int t = 0; t < T; t++) {
+      float *o = a->out + (size_t)t * OC + c0;
+      if (a->bias) memcpy(o, a->bias + c0, (size_t)n * sizeof(float));
+      else memset(o, 0, (size_t)n * sizeof(float));
+    }
+    const float *w = (const float *)a->w.w + (size_t)c0 * K;
+    if (a->w.dtype != GPT_F32) {
+      float *wide = a->p->s->wide + (size_t)ith * GEMM_COLS * a->p->m->max_k;
+      for (int i = 0; i < n; i++) mat_row(a->p->k, &a->w, c0 + i, 0, K, wide + (size_t)i * K);
+      w = wide;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n, K, 1.0f, a->inp, K, w, K, 1.0f,
+                a->out + c0, OC);
+    if (a->gelu)
+      for (int t = 0; t < T; t++) a->p->k->gelu(a->out + (size_t)t * OC + c0, (size_t)n);
+  }
+}
+
+static int matmul_forward(const Pass *p, float *out, const float *inp, const Mat *w,
+                          const float *bias, int T, int add, int gelu) {
+  MatTask a = {p, out, inp, *w, bias, T, add, gelu, 0, 0};
   if (T == 1) {
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, OC, C, 1.0f, W, C, inp, 1, 1.0f, out, 1);
+    /* about eight chunks a member, in whole 4-row groups (64 for sgemv) */
+    int nth = gpt_team_size(p->team), unit = p->k->blas_gemv && w->dtype == GPT_F32 ? 64 : 4;
+    int chunk = (w->rows + 8 * nth - 1) / (8 * nth);
+    if (chunk < 16) chunk = 16;
+    a.chunk = (chunk + unit - 1) / unit * unit;
+    if (w->dtype == GPT_Q8_0) gpt_q8_quantize_act(&p->s->xq, inp, w->k);
+    gpt_team_run(p->team, gemv_task, &a);
   } else {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, OC, C, 1.0f, inp, C,
-                W, C, 1.0f, out, OC);
+    if (w->dtype != GPT_F32 && state_reserve_wide(p->s, gpt_team_size(p->team)))
+      return GPT_NOMEM;
+    gpt_team_run(p->team, gemm_task, &a);
   }
-}
-
-/* In place: x (n,) = gelu(x), the tanh approximation GPT-2 was trained with. */
-static void gelu_forward(float *x, size_t n) {
-  const float s = 0.7978845608028654f; /* sqrt(2/pi) */
-  for (size_t i = 0; i < n; i++) {
-    float v = x[i];
-    x[i] = 0.5f * v * (1.0f + tanhf(s * (v + 0.044715f * v * v * v)));
-  }
-}
-
-/* x (T, C) += y (T, C) */
-static void residual_forward(float *x, const float *y, size_t n) {
-  for (size_t i = 0; i < n; i++) x[i] += y[i];
+  return GPT_OK;
 }
 
 /* In place: each row of p (T, ld) becomes softmax over its first n_i entries,
 ** n_i = P + t + 1 (causal); the masked tail is zeroed. */
-static void causal_softmax(float *p, int T, int ld, int P) {
+static void causal_softmax(const GPTKernels *k, float *p, int T, int ld, int P) {
   for (int t = 0; t < T; t++) {
     float *row = p + (size_t)t * ld;
     int n = P + t + 1;
     float mx = row[0];
     for (int j = 1; j < n; j++) if (row[j] > mx) mx = row[j];
-    double sum = 0;
-    for (int j = 0; j < n; j++) { row[j] = expf(row[j] - mx); sum += row[j]; }
-    float inv = (float)(1.0 / sum);
+    float sum = k->exp_sum(row, n, mx);
+    float inv = 1.0f / sum;
     for (int j = 0; j < n; j++) row[j] *= inv;
     for (int j = n; j < ld; j++) row[j] = 0.0f;
   }
@@ -373,53 +783,77 @@ static void causal_softmax(float *p, int T, int ld, int P) {
 
 /* Causal multi-head attention for T new queries against P+T cached keys.
 ** qkv (T, 3C) -> out (T, C); k, v (P+T, C) are this layer's cache rows.
-** att is (T, P+T) scratch for one head at a time. */
-static int attention_forward(float *out, float *att, const float *qkv,
-                             const float *k, const float *v, int P, int T,
-                             int C, int NH, int layer, GPTForwardIO *io) {
-  int hd = C / NH, nk = P + T;
+** Heads are split over the team; each member has its own (T, P+T) scores. */
+typedef struct AttTask {
+  const Pass *p;
+  float *out;
+  const float *qkv, *k, *v;
+  int P, T, C, NH, layer;
+  GPTForwardIO *io;
+  int rc;
+  atomic_int next;     /* the next unclaimed head */
+} AttTask;
+
+static void attention_heads(AttTask *a, int h0, int h1, float *att) {
+  const GPTKernels *kern = a->p->k;
+  int C = a->C, T = a->T, P = a->P, hd = C / a->NH, nk = P + T;
   float scale = 1.0f / sqrtf((float)hd);
-  for (int h = 0; h < NH; h++) {
-    const float *qh = qkv + h * hd, *kh = k + h * hd, *vh = v + h * hd;
+  GPTForwardIO *io = a->io;
+  for (int h = h0; h < h1; h++) {
+    const float *qh = a->qkv + h * hd, *kh = a->k + h * hd, *vh = a->v + h * hd;
     if (T == 1) {
-      for (int j = 0; j < nk; j++) {
-        const float *kj = kh + (size_t)j * C;
-        float dot = 0;
-        for (int d = 0; d < hd; d++) dot += qh[d] * kj[d];
-        att[j] = dot * scale;
-      }
+      for (int j = 0; j < nk; j++) att[j] = kern->dot(qh, kh + (size_t)j * C, hd) * scale;
     } else {
       /* scores (T, nk) = Q_h (T, hd) @ K_h^T */
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, nk, hd, scale, qh,
                   3 * C, kh, C, 0.0f, att, nk);
     }
-    causal_softmax(att, T, nk, P);
+    causal_softmax(kern, att, T, nk, P);
     if (io && io->on_attention && io->want_attention &&
-        io->want_attention(io->ctx, layer, h) &&
-        io->on_attention(io->ctx, layer, h, P, T, nk, att))
-      return GPT_ABORTED;
-    float *oh = out + h * hd;
+        io->want_attention(io->ctx, a->layer, h) &&
+        io->on_attention(io->ctx, a->layer, h, P, T, nk, att)) {
+      a->rc = GPT_ABORTED;
+      return;
+    }
+    float *oh = a->out + h * hd;
     if (T == 1) {
       for (int d = 0; d < hd; d++) oh[d] = 0.0f;
-      for (int j = 0; j < nk; j++) {
-        const float *vj = vh + (size_t)j * C;
-        float a = att[j];
-        for (int d = 0; d < hd; d++) oh[d] += a * vj[d];
-      }
+      for (int j = 0; j < nk; j++) kern->axpy(oh, att[j], vh + (size_t)j * C, hd);
     } else {
       /* out_h (T, hd) = P (T, nk) @ V_h (nk, hd) */
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, nk, 1.0f, att,
                   nk, vh, C, 0.0f, oh, C);
     }
   }
-  return GPT_OK;
+}
+
+static void att_task(void *arg, int ith, int nth) {
+  AttTask *a = (AttTask *)arg;
+  int h;
+  (void)nth;
+  while ((h = claim(&a->next)) < a->NH)
+    attention_heads(a, h, h + 1, a->p->s->att + (size_t)ith * a->T * (a->P + a->T));
+}
+
+static int attention_forward(const Pass *p, float *out, const float *qkv, const float *k,
+                             const float *v, int P, int T, int C, int NH, int layer,
+                             GPTForwardIO *io) {
+  AttTask a = {p, out, qkv, k, v, P, T, C, NH, layer, io, GPT_OK, 0};
+  if (io && io->on_attention) {
+    /* callbacks run on the caller's thread, one head after another */
+    attention_heads(&a, 0, NH, p->s->att);
+  } else {
+    gpt_team_run(p->team, att_task, &a);
+  }
+  return a.rc;
 }
 
 /* ---------------------------------------------------------- forward pass */
 
 /* Checks the batch and embeds it into s->x. */
-int gpt_batch_begin(const GPTModel *m, GPTState *s, const int *tokens, int n,
-                    char *err, size_t n_err) {
+static int batch_begin(const Pass *p, const int *tokens, int n, char *err, size_t n_err) {
+  const GPTModel *m = p->m;
+  GPTState *s = p->s;
   const GPTConfig *c = &m->cfg;
   if (n < 1 || n > s->cap - s->len) {
     snprintf(err, n_err, "%d tokens after %d do not fit the cache of %d positions", n,
@@ -433,53 +867,71 @@ int gpt_batch_begin(const GPTModel *m, GPTState *s, const int *tokens, int n,
       return GPT_ERROR;
     }
   }
-  if (state_reserve(s, n)) {
+  if (state_reserve(s, n, gpt_team_size(p->team))) {
     snprintf(err, n_err, "out of memory for a batch of %d tokens", n);
     return GPT_NOMEM;
   }
-  encoder_forward(s->x, tokens, m->tensor[0], m->tensor[1], s->len, n, c->n_embd);
+  Mat wte = mat_of(m, 0), wpe = mat_of(m, 1);
+  encoder_forward(p, s->x, tokens, &wte, &wpe, s->len, n, c->n_embd);
   s->batch_T = n;
   return GPT_OK;
 }
 
 /* Block l over the batch: x += attn(ln_1(x)); x += mlp(ln_2(x)). Keys and
 ** values of the batch are appended to layer l's cache. */
-int gpt_batch_layer(const GPTModel *m, GPTState *s, int l, GPTForwardIO *io) {
+static int batch_layer(const Pass *p, int l, GPTForwardIO *io) {
+  const GPTModel *m = p->m;
+  GPTState *s = p->s;
   const GPTConfig *c = &m->cfg;
-  int C = c->n_embd, T = s->batch_T, P = s->len;
-  float *const *w = m->tensor + 2 + (size_t)l * L_COUNT;
+  int C = c->n_embd, T = s->batch_T, P = s->len, base = 2 + l * L_COUNT, rc;
+  const float *w[L_COUNT];
+  for (int i = 0; i < L_COUNT; i++) w[i] = (const float *)m->tensor[base + i];
+  Mat qkvw = mat_of(m, base + L_QKVW), projw = mat_of(m, base + L_PROJW);
+  Mat fcw = mat_of(m, base + L_FCW), fcprojw = mat_of(m, base + L_FCPROJW);
   float *kc = s->k_cache + (size_t)l * s->cap * C;
   float *vc = s->v_cache + (size_t)l * s->cap * C;
+  if (T < 1) return GPT_ERROR;
   if (io && io->should_stop && io->should_stop(io->ctx)) return GPT_ABORTED;
+  if (state_reserve(s, T, gpt_team_size(p->team))) return GPT_NOMEM;
 
-  layernorm_forward(s->xn, s->x, w[L_LN1W], w[L_LN1B], T, C, c->ln_eps);
-  matmul_forward(s->qkv, s->xn, w[L_QKVW], w[L_QKVB], T, C, 3 * C);
+  layernorm_forward(p, s->xn, s->x, w[L_LN1W], w[L_LN1B], T, C, c->ln_eps);
+  if ((rc = matmul_forward(p, s->qkv, s->xn, &qkvw, w[L_QKVB], T, 0, 0))) return rc;
   for (int t = 0; t < T; t++) {
     const float *row = s->qkv + (size_t)t * 3 * C;
     memcpy(kc + (size_t)(P + t) * C, row + C, (size_t)C * sizeof(float));
     memcpy(vc + (size_t)(P + t) * C, row + 2 * C, (size_t)C * sizeof(float));
   }
-  int rc = attention_forward(s->atty, s->att, s->qkv, kc, vc, P, T, C, c->n_head, l, io);
+  rc = attention_forward(p, s->atty, s->qkv, kc, vc, P, T, C, c->n_head, l, io);
   if (rc) return rc;
-  matmul_forward(s->xn, s->atty, w[L_PROJW], w[L_PROJB], T, C, C);
-  residual_forward(s->x, s->xn, (size_t)T * C);
+  if (T == 1) { /* the residual is added by the product itself */
+    if ((rc = matmul_forward(p, s->x, s->atty, &projw, w[L_PROJB], 1, 1, 0))) return rc;
+  } else {
+    if ((rc = matmul_forward(p, s->xn, s->atty, &projw, w[L_PROJB], T, 0, 0))) return rc;
+    residual_forward(p, s->x, s->xn, (size_t)T * C);
+  }
 
-  layernorm_forward(s->xn, s->x, w[L_LN2W], w[L_LN2B], T, C, c->ln_eps);
-  matmul_forward(s->fc, s->xn, w[L_FCW], w[L_FCB], T, C, 4 * C);
-  gelu_forward(s->fc, (size_t)T * 4 * C);
-  matmul_forward(s->xn, s->fc, w[L_FCPROJW], w[L_FCPROJB], T, 4 * C, C);
-  residual_forward(s->x, s->xn, (size_t)T * C);
+  layernorm_forward(p, s->xn, s->x, w[L_LN2W], w[L_LN2B], T, C, c->ln_eps);
+  if ((rc = matmul_forward(p, s->fc, s->xn, &fcw, w[L_FCB], T, 0, 1))) return rc;
+  if (T == 1) {
+    if ((rc = matmul_forward(p, s->x, s->fc, &fcprojw, w[L_FCPROJB], 1, 1, 0))) return rc;
+  } else {
+    if ((rc = matmul_forward(p, s->xn, s->fc, &fcprojw, w[L_FCPROJB], T, 0, 0))) return rc;
+    residual_forward(p, s->x, s->xn, (size_t)T * C);
+  }
   return GPT_OK;
 }
 
 /* ln_f, then whatever io asks for: the hidden rows, per-position logits in
 ** blocks, the last token's logits. Commits the batch to the cache. */
-int gpt_batch_end(const GPTModel *m, GPTState *s, GPTForwardIO *io) {
+static int batch_end(const Pass *p, GPTForwardIO *io) {
+  const GPTModel *m = p->m;
+  GPTState *s = p->s;
   const GPTConfig *c = &m->cfg;
-  int C = c->n_embd, V = c->vocab_size, T = s->batch_T, nBlock = c->n_layer * L_COUNT;
-  const float *head = m->has_lm_head ? m->tensor[4 + nBlock] : m->tensor[0];
-  layernorm_forward(s->xn, s->x, m->tensor[2 + nBlock], m->tensor[3 + nBlock], T, C,
-                    c->ln_eps);
+  int C = c->n_embd, V = c->vocab_size, T = s->batch_T, nBlock = c->n_layer * L_COUNT, rc;
+  Mat head = mat_of(m, m->has_lm_head ? 4 + nBlock : 0);
+  if (T < 1) return GPT_ERROR;
+  layernorm_forward(p, s->xn, s->x, (const float *)m->tensor[2 + nBlock],
+                    (const float *)m->tensor[3 + nBlock], T, C, c->ln_eps);
   int P = s->len;
   s->len += T;
   s->batch_T = 0;
@@ -492,27 +944,69 @@ int gpt_batch_end(const GPTModel *m, GPTState *s, GPTForwardIO *io) {
     }
     for (int t0 = 0; t0 < T; t0 += LOGIT_ROWS) {
       int rows = T - t0 < LOGIT_ROWS ? T - t0 : LOGIT_ROWS;
-      /* (rows, V) = xn (rows, C) @ head^T */
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, V, C, 1.0f,
-                  s->xn + (size_t)t0 * C, C, head, C, 0.0f, s->logit_block, V);
+      /* (rows, V) = xn (rows, C) @ head^T; one row goes through the batch
+      ** path too, so that it matches the rows of a longer block */
+      MatTask a = {p, s->logit_block, s->xn + (size_t)t0 * C, head, NULL, rows, 0, 0, 0, 0};
+      if (head.dtype != GPT_F32 && state_reserve_wide(s, gpt_team_size(p->team)))
+        return GPT_NOMEM;
+      gpt_team_run(p->team, gemm_task, &a);
       if (io->on_logits(io->ctx, P + t0, rows, s->logit_block)) return GPT_ABORTED;
     }
   }
   if (io->logits) {
     /* logits (V,) = head (V, C) @ xn[T-1] */
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, V, C, 1.0f, head, C,
-                s->xn + (size_t)(T - 1) * C, 1, 0.0f, io->logits, 1);
+    if ((rc = matmul_forward(p, io->logits, s->xn + (size_t)(T - 1) * C, &head, NULL, 1, 0, 0)))
+      return rc;
   }
   return GPT_OK;
 }
 
-/* The whole pass: begin, every layer, end. On failure the cache keeps its
-** old length, so a caller can retry or stop cleanly. */
+/* A pass's team and kernels, for the thread count of the calling thread. */
+static void pass_open(Pass *p, const GPTModel *m, GPTState *s) {
+  p->m = m;
+  p->s = s;
+  p->k = gpt_kernels();
+  p->team = gpt_team_acquire(gpt_threads_get());
+}
+
+static void pass_close(Pass *p) { gpt_team_release(p->team); }
+
+int gpt_batch_begin(const GPTModel *m, GPTState *s, const int *tokens, int n,
+                    char *err, size_t n_err) {
+  Pass p;
+  pass_open(&p, m, s);
+  int rc = batch_begin(&p, tokens, n, err, n_err);
+  pass_close(&p);
+  return rc;
+}
+
+int gpt_batch_layer(const GPTModel *m, GPTState *s, int l, GPTForwardIO *io) {
+  Pass p;
+  if (l < 0 || l >= m->cfg.n_layer) return GPT_ERROR;
+  pass_open(&p, m, s);
+  int rc = batch_layer(&p, l, io);
+  pass_close(&p);
+  return rc;
+}
+
+int gpt_batch_end(const GPTModel *m, GPTState *s, GPTForwardIO *io) {
+  Pass p;
+  pass_open(&p, m, s);
+  int rc = batch_end(&p, io);
+  pass_close(&p);
+  return rc;
+}
+
+/* The whole pass: begin, every layer, end, on one team. On failure the cache
+** keeps its old length, so a caller can retry or stop cleanly. */
 int gpt_forward(const GPTModel *m, GPTState *s, const int *tokens, int n,
                 GPTForwardIO *io, char *err, size_t n_err) {
-  int rc = gpt_batch_begin(m, s, tokens, n, err, n_err);
-  for (int l = 0; rc == GPT_OK && l < m->cfg.n_layer; l++) rc = gpt_batch_layer(m, s, l, io);
-  if (rc == GPT_OK) rc = gpt_batch_end(m, s, io);
+  Pass p;
+  pass_open(&p, m, s);
+  int rc = batch_begin(&p, tokens, n, err, n_err);
+  for (int l = 0; rc == GPT_OK && l < m->cfg.n_layer; l++) rc = batch_layer(&p, l, io);
+  if (rc == GPT_OK) rc = batch_end(&p, io);
+  pass_close(&p);
   if (rc != GPT_OK) {
     s->batch_T = 0;
     if (rc == GPT_NOMEM) snprintf(err, n_err, "out of memory");

@@ -1,14 +1,17 @@
 /*
 ** The GPT-2 decoder: configuration, a weight arena with a pointer table, and
 ** the forward pass over a KV cache (prefill as one batch on cblas_sgemm,
-** decoding one token at a time on cblas_sgemv).
+** decoding one token at a time on the gemv kernels of kernels.h), run by the
+** thread pool of threads.h.
 **
 ** Plain C11 and CBLAS; knows nothing of SQLite. A GPTModel is immutable once
 ** loaded and may be shared by many threads; each generation owns a GPTState.
 **
 ** Linear weights arrive in Hugging Face's Conv1D layout (in, out) and are kept
-** in memory as (out, in), so that a decode step is one row-major sgemv and
-** prefill one sgemm with the weight transposed.
+** in memory as (out, in), so that a decode step is one row-major gemv and
+** prefill one sgemm with the weight transposed. 2-D weights may be held in
+** f16 or q8_0: decoding reads them as they are; prefill widens a slice at a
+** time for sgemm.
 */
 #ifndef GPT_ENGINE_H
 #define GPT_ENGINE_H
@@ -37,12 +40,19 @@ typedef struct GPTConfig {
 ** key, the value and the valid range. */
 int gpt_config_check(const GPTConfig *c, char *err, size_t n_err);
 
-/* Storage dtypes of tensor rows. */
-typedef enum { GPT_F32 = 0, GPT_F16 = 1, GPT_BF16 = 2 } GPTDtype;
+/* Storage dtypes of tensor rows. GPT_Q8_0 is a block format, not an element
+** type: n values are n/32 blocks of 34 bytes, an f16 scale d (little-endian)
+** followed by 32 int8 values q in [-127, 127], each standing for d * q. A
+** q8_0 row holds a 2-D weight in (out, in) order with its blocks along the
+** input dimension: Conv1D weights (stored (in, out) in the other dtypes) are
+** transposed; wte, wpe and lm_head keep their (rows, n_embd) order. */
+typedef enum { GPT_F32 = 0, GPT_F16 = 1, GPT_BF16 = 2, GPT_Q8_0 = 3 } GPTDtype;
 /* "f32" | "f16" | "bf16" -> dtype, or -1. */
 int gpt_dtype_from_name(const char *z);
+/* The same, "q8_0" included: every dtype a gpt_tensors row may have. */
+int gpt_row_dtype_from_name(const char *z);
 const char *gpt_dtype_name(int dtype);
-int gpt_dtype_size(int dtype);
+int gpt_dtype_size(int dtype); /* bytes per element; 0 for q8_0 and unknown */
 float gpt_f16_to_f32(uint16_t h);
 float gpt_bf16_to_f32(uint16_t h);
 uint16_t gpt_f32_to_f16(float f);  /* round to nearest even */
@@ -57,6 +67,14 @@ typedef struct GPTTensorInfo {
   int transposed;     /* stored (in, out), kept in memory as (out, in) */
 } GPTTensorInfo;
 
+/* The matrix a 2-D tensor is in memory, (rows, k) with k the input
+** dimension of its products: Conv1D weights are (out, in), the others as
+** stored. 1-D tensors give (n, 1). */
+void gpt_tensor_matrix(const GPTTensorInfo *info, int64_t *pRows, int64_t *pK);
+/* Bytes of a gpt_tensors row holding the tensor in dtype, or -1 when the
+** dtype cannot hold it (q8_0 needs a 2-D tensor whose k is a multiple of 32). */
+int64_t gpt_tensor_bytes(const GPTTensorInfo *info, int dtype);
+
 /* Number of tensors a model of this config needs (lm_head.weight included
 ** when has_lm_head), and the i-th of them. */
 int gpt_n_tensors(const GPTConfig *c, int has_lm_head);
@@ -68,17 +86,34 @@ int64_t gpt_n_params(const GPTConfig *c, int has_lm_head);
 
 typedef struct GPTModel GPTModel;
 
-/* Allocates the arena for a checked config. NULL with err on failure. */
+/* Allocates the arena for a checked config, every tensor in f32. NULL with
+** err on failure. */
 GPTModel *gpt_model_new(const GPTConfig *c, int has_lm_head, char *err, size_t n_err);
+/* The same with tensor i held in memory as aDtype[i]: GPT_F32 for any
+** tensor; GPT_F16 or GPT_Q8_0 (see gpt_tensor_bytes) for 2-D tensors, which
+** the forward pass then reads as they are, without widening. */
+GPTModel *gpt_model_new_dtypes(const GPTConfig *c, int has_lm_head, const int *aDtype,
+                               char *err, size_t n_err);
 void gpt_model_free(GPTModel *m);
 const GPTConfig *gpt_model_config(const GPTModel *m);
-size_t gpt_model_bytes(const GPTModel *m);
+size_t gpt_model_bytes(const GPTModel *m);  /* bytes of weights in memory */
+int gpt_model_tensor_dtype(const GPTModel *m, int i);
 
 /* Loads n elements of tensor i, starting at element 'first' in stored
-** (Hugging Face) order, from src in dtype, widening to f32 and transposing as
-** needed. Rejects NaN and Inf. Returns 0 or -1 with err. */
+** (Hugging Face) order, from src in dtype, converting to the tensor's memory
+** dtype and transposing as needed. For dtype GPT_Q8_0, src holds n/32 blocks
+** and first and n count values of the (out, in) order, both multiples of 32
+** (a q8_0 tensor in memory takes only q8_0 rows). Rejects NaN and Inf (and
+** q8_0 values of -128). Returns 0 or -1 with err. */
 int gpt_model_load(GPTModel *m, int i, int dtype, int64_t first, int64_t n,
                    const void *src, char *err, size_t n_err);
+
+/* Threads of the forward passes that the calling OS thread runs: n >= 1, or
+** 0 for the default, the number of cores the process may use. Returns the
+** previous setting. Results do not depend on it. */
+int gpt_threads_set(int n);
+int gpt_threads_get(void);      /* what the next pass will ask for */
+int gpt_threads_default(void);  /* cores available to the process */
 
 /* Per-generation state: KV cache for up to max_T positions, and scratch. */
 typedef struct GPTState GPTState;

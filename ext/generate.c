@@ -9,7 +9,9 @@
 ** default 1, 0 = greedy); top_k (0 = off); top_p ((0, 1], default 1); seed
 ** (default 42); stop (a string or array of strings; the text ends before the
 ** first one); truncate (keep the end of a prompt longer than the window);
-** special (read "<|endoftext|>" in the prompt as the token).
+** special (read "<|endoftext|>" in the prompt as the token); threads (how
+** many threads the forward pass uses, default the number of cores; the
+** output does not depend on it).
 **
 ** How it works: the prompt runs as one batch, then each new token is one
 ** decode step over the KV cache. <|endoftext|>, a stop string, max_tokens and
@@ -170,6 +172,7 @@ int gptext_generate(GptConn *pConn, sqlite3 *db, GptModel *m, const char *zFunc,
   float *logits = 0;
   int *aAll = 0; /* prompt + generated, for the state cache */
   int nAll = nPrompt, rc, nCap = 0;
+  int nPrevThreads = gpt_threads_set(o->nThreads); /* the "threads" option */
   char zMsg[200];
   memset(g, 0, sizeof(*g));
   memset(&sampler, 0, sizeof(sampler));
@@ -246,6 +249,7 @@ done:
   sqlite3_free(logits);
   sqlite3_free(aAll);
   if (rc != SQLITE_OK) gptext_generation_clear(g);
+  gpt_threads_set(nPrevThreads);
   return rc;
 }
 
@@ -395,7 +399,9 @@ static int nextFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, 
     c->aId = sqlite3_malloc64(sizeof(int) * (size_t)k);
     c->aLogit = sqlite3_malloc64(sizeof(float) * (size_t)k);
     if (!logits || !c->aId || !c->aLogit) { rc = SQLITE_NOMEM; goto done; }
+    int nPrevThreads = gpt_threads_set(o.nThreads);
     rc = gptext_prefill(pVtab->pConn, pVtab->db, c->m, zFunc, aIds, nIds, logits, &s, &zErr);
+    gpt_threads_set(nPrevThreads);
     if (rc != SQLITE_OK) goto done;
     gptext_state_put(pVtab->pConn, c->m, s, aIds, nIds);
     s = 0;

@@ -413,10 +413,18 @@ static int read_config(sqlite3 *db, const char *zFunc, const char *zName,
     goto done;
   }
   for (int i = 0; i < 5; i++) {
+    static const int aMax[] = {GPT_MAX_LAYER, GPT_MAX_HEAD, GPT_MAX_EMBD, GPT_MAX_CTX,
+                               GPT_MAX_VOCAB};
     const char *zType = (const char *)sqlite3_column_text(p, 1 + 2 * i);
     sqlite3_int64 v = sqlite3_column_int64(p, 2 + 2 * i);
-    if (!zType || strcmp(zType, "integer") != 0 || v < -1000000000 || v > 1000000000) {
+    if (!zType || strcmp(zType, "integer") != 0) {
       gptext_set_error(pzErr, "%s: model '%s': config %s must be an integer", zFunc, zName, azKey[i]);
+      rc = SQLITE_ERROR;
+      goto done;
+    }
+    if (v < -1000000000 || v > 1000000000) { /* past an int: gpt_config_check cannot say */
+      gptext_set_error(pzErr, "%s: model '%s': config %s is %s, expected 1 to %d", zFunc, zName,
+                       azKey[i], (const char *)sqlite3_column_text(p, 2 + 2 * i), aMax[i]);
       rc = SQLITE_ERROR;
       goto done;
     }
@@ -539,7 +547,10 @@ done:
 
 /* Reads every tensor row into a new weight arena with incremental BLOB I/O.
 ** Each row's dtype, shape and byte length is checked against the config
-** before a byte of it is read. */
+** before a byte of it is read. 2-D weights stored as f16 or q8_0 stay so in
+** memory (the forward pass reads them as they are); everything else is held
+** as f32. Rows are read in chunks of about 1 MB: whole q8_0 blocks, and for
+** Conv1D weights whole stored rows, which the engine transposes by tiles. */
 static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzErr) {
   sqlite3_stmt *p = 0;
   sqlite3_blob *pBlob = 0;
@@ -547,6 +558,7 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
   char zMsg[256];
   unsigned char *aBuf = 0;
   unsigned char *aSeen = 0;
+  int *aDtype = 0;  /* memory dtype of each tensor */
   const int nChunk = 1 << 20;
   int rc, hasLmHead = 0, nTensor;
 
@@ -559,7 +571,8 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
   p = 0;
   nTensor = gpt_n_tensors(&m->cfg, hasLmHead);
   aSeen = sqlite3_malloc64(nTensor);
-  if (!aSeen) { rc = SQLITE_NOMEM; goto done; }
+  aDtype = sqlite3_malloc64(sizeof(int) * (size_t)nTensor);
+  if (!aSeen || !aDtype) { rc = SQLITE_NOMEM; goto done; }
   rc = sqlite3_prepare_v2(db,
       "SELECT rowid, name, dtype, CASE WHEN json_valid(shape) THEN json(shape) END, "
       "typeof(data), length(data) FROM gpt_tensors WHERE model = ?1", -1, &p, 0);
@@ -579,9 +592,10 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
       const char *zType = (const char *)sqlite3_column_text(p, 4);
       sqlite3_int64 nBytes = sqlite3_column_int64(p, 5);
       int idx = zTensor ? gpt_tensor_index(&m->cfg, hasLmHead, zTensor) : -1;
-      int dtype = gpt_dtype_from_name(zDtype);
+      int dtype = gpt_row_dtype_from_name(zDtype);
       GPTTensorInfo info;
       char zWant[64];
+      int64_t nWant, nPer;
       if (idx < 0) {
         gptext_set_error(pzErr, "%s: model '%s': unexpected tensor '%s' in gpt_tensors", zFunc,
                          m->zName, zTensor ? zTensor : "NULL");
@@ -597,7 +611,8 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
       aSeen[idx] = 1;
       if (dtype < 0) {
         gptext_set_error(pzErr, "%s: model '%s': tensor %s has dtype '%s', expected 'f32', "
-                         "'f16' or 'bf16'", zFunc, m->zName, zTensor, zDtype ? zDtype : "NULL");
+                         "'f16', 'bf16' or 'q8_0'", zFunc, m->zName, zTensor,
+                         zDtype ? zDtype : "NULL");
         rc = SQLITE_ERROR;
         goto done;
       }
@@ -611,21 +626,48 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
         rc = SQLITE_ERROR;
         goto done;
       }
-      if (!zType || strcmp(zType, "blob") != 0 || nBytes != info.n_elem * gpt_dtype_size(dtype)) {
-        gptext_set_error(pzErr, "%s: model '%s': tensor %s has %lld bytes, expected %lld (%s %s)",
-                         zFunc, m->zName, zTensor, (zType && strcmp(zType, "blob") == 0) ? nBytes : 0LL,
-                         (long long)(info.n_elem * gpt_dtype_size(dtype)), zDtype, zWant);
+      nWant = gpt_tensor_bytes(&info, dtype);
+      if (nWant < 0) {
+        gptext_set_error(pzErr, "%s: model '%s': tensor %s %s cannot be stored as q8_0, which "
+                         "needs a 2-D weight whose input dimension is a multiple of 32",
+                         zFunc, m->zName, zTensor, zWant);
         rc = SQLITE_ERROR;
         goto done;
       }
-      if (iPass == 0) continue;
+      if (!zType || strcmp(zType, "blob") != 0) {
+        gptext_set_error(pzErr, "%s: model '%s': tensor %s has data of type %s, expected a "
+                         "BLOB of %lld bytes (%s %s)", zFunc, m->zName, zTensor,
+                         zType ? zType : "NULL",
+                         (long long)nWant, zDtype, zWant);
+        rc = SQLITE_ERROR;
+        goto done;
+      }
+      if (nBytes != nWant) {
+        gptext_set_error(pzErr, "%s: model '%s': tensor %s has %lld bytes, expected %lld (%s %s)",
+                         zFunc, m->zName, zTensor, (long long)nBytes,
+                         (long long)nWant, zDtype, zWant);
+        rc = SQLITE_ERROR;
+        goto done;
+      }
+      if (iPass == 0) {
+        aDtype[idx] = info.ndim == 2 && (dtype == GPT_F16 || dtype == GPT_Q8_0) ? dtype : GPT_F32;
+        continue;
+      }
       rc = sqlite3_blob_open(db, "main", "gpt_tensors", "data", sqlite3_column_int64(p, 0), 0, &pBlob);
       if (rc != SQLITE_OK) goto sql_error;
-      int esz = gpt_dtype_size(dtype);
-      int nPer = nChunk / esz;
+      /* nPer values a chunk: whole q8_0 blocks (34 bytes for 32 values), or
+      ** whole stored rows of a Conv1D weight where a row fits */
+      if (dtype == GPT_Q8_0) {
+        nPer = nChunk / 34 * 32;
+      } else {
+        nPer = nChunk / gpt_dtype_size(dtype);
+        if (info.transposed && nPer >= info.shape[1]) nPer -= nPer % info.shape[1];
+      }
       for (int64_t e = 0; e < info.n_elem; e += nPer) {
         int64_t n = info.n_elem - e < nPer ? info.n_elem - e : nPer;
-        rc = sqlite3_blob_read(pBlob, aBuf, (int)(n * esz), (int)(e * esz));
+        int64_t off = dtype == GPT_Q8_0 ? e / 32 * 34 : e * gpt_dtype_size(dtype);
+        int64_t len = dtype == GPT_Q8_0 ? n / 32 * 34 : n * gpt_dtype_size(dtype);
+        rc = sqlite3_blob_read(pBlob, aBuf, (int)len, (int)off);
         if (rc != SQLITE_OK) goto sql_error;
         if (gpt_model_load(net, idx, dtype, e, n, aBuf, zMsg, sizeof(zMsg))) {
           gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, m->zName, zMsg);
@@ -649,7 +691,7 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
       }
     }
     if (iPass == 0) {
-      net = gpt_model_new(&m->cfg, hasLmHead, zMsg, sizeof(zMsg));
+      net = gpt_model_new_dtypes(&m->cfg, hasLmHead, aDtype, zMsg, sizeof(zMsg));
       if (!net) {
         gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, m->zName, zMsg);
         rc = SQLITE_NOMEM;
@@ -671,6 +713,7 @@ done:
   sqlite3_finalize(p);
   sqlite3_free(aBuf);
   sqlite3_free(aSeen);
+  sqlite3_free(aDtype);
   gpt_model_free(net);
   return rc;
 }
@@ -687,8 +730,9 @@ static int resolve_name(sqlite3 *db, const char *zFunc, const char *zName, char 
   } else {
     rc = sqlite3_prepare_v2(db, "SELECT name, stamp FROM gpt_models ORDER BY name", -1, &p, 0);
   }
-  if (rc != SQLITE_OK) {
-    /* The tables do not exist yet: no models. */
+  if (rc == SQLITE_ERROR && strstr(sqlite3_errmsg(db), "no such table")) {
+    /* The tables do not exist yet: no models. (Any other failure, an
+    ** interrupt during the prepare included, is reported as it is.) */
     sqlite3_finalize(p);
     p = 0;
     rc = SQLITE_DONE;
@@ -705,7 +749,7 @@ static int resolve_name(sqlite3 *db, const char *zFunc, const char *zName, char 
   sqlite3_finalize(p);
   if (rc != SQLITE_DONE) {
     gptext_set_error(pzErr, "%s: %s", zFunc, sqlite3_errmsg(db));
-    rc = SQLITE_ERROR;
+    rc = (rc & 0xff) == SQLITE_INTERRUPT ? SQLITE_INTERRUPT : SQLITE_ERROR;
   } else if (n == 1) {
     rc = *pzOut ? SQLITE_OK : SQLITE_NOMEM;
   } else if (zName) {
@@ -881,6 +925,10 @@ int gptext_model_acquire(GptConn *pConn, sqlite3 *db, const char *zFunc, const c
                      "try again", zFunc, zName ? zName : "(the only one)");
     rc = SQLITE_BUSY;
   }
+  /* a statement that failed because of sqlite3_interrupt() makes it an
+  ** interrupt, whatever its message */
+  if (rc != SQLITE_OK && rc != SQLITE_INTERRUPT && rc != SQLITE_NOMEM && gptext_interrupted(db))
+    rc = SQLITE_INTERRUPT;
   return rc;
 }
 
@@ -1062,6 +1110,7 @@ int sqlite3_gpt_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *p
     {"gpt_generate", gptext_register_generate},
     {"gpt_attention", gptext_register_analyze},
     {"gpt_logprob", gptext_register_score},
+    {"gpt_quantize", gptext_register_quantize},
   };
   for (size_t i = 0; i < sizeof(aReg) / sizeof(aReg[0]); i++) {
     rc = aReg[i].xRegister(db, pConn);

@@ -176,5 +176,6 @@ int gptext_register_tokens(sqlite3 *db, GptConn *pConn);   /* gpt_tokens, gpt_to
 int gptext_register_generate(sqlite3 *db, GptConn *pConn); /* gpt_generate, gpt_next_tokens */
 int gptext_register_analyze(sqlite3 *db, GptConn *pConn);  /* gpt_attention, gpt_generate_tokens */
 int gptext_register_score(sqlite3 *db, GptConn *pConn);    /* gpt_logprob, gpt_perplexity, gpt_embed, gpt_summarize */
+int gptext_register_quantize(sqlite3 *db, GptConn *pConn); /* gpt_quantize */
 
 #endif

@@ -32,12 +32,14 @@
 ** Errors read "gpt_import: model 'NAME': FILE: what, expected X, found Y".
 */
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include "gpt_ext.h"
 #include "safetensors.h"
 
@@ -187,7 +189,15 @@ static int impOpen(GptImport *p, const char *zFile, FILE **ppFile, int64_t *pnSi
   *ppFile = 0;
   *pnSize = 0;
   if (zPath == 0) return impError(p, 0, "out of memory");
-  f = fopen(zPath, "rb");
+  {
+    /* O_NONBLOCK: opening a FIFO (or a device) must not wait for a writer;
+    ** it is refused below as not a regular file. */
+    int fd = open(zPath, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd >= 0) {
+      f = fdopen(fd, "rb");
+      if (f == 0) close(fd);
+    }
+  }
   if (f == 0) {
     rc = impError(p, zFile, "cannot open %s: %s", zPath, strerror(errno));
     goto done;
@@ -1390,6 +1400,7 @@ static void gptImportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
 
 done:
   impTxnEnd(&s);
+  if (s.zErr && !s.bInterrupted && gptext_interrupted(db)) s.bInterrupted = 1;
   if (s.zErr) {
     sqlite3_result_error(ctx, s.zErr, -1);
     if (s.bInterrupted) sqlite3_result_error_code(ctx, SQLITE_INTERRUPT);
@@ -1446,6 +1457,7 @@ static void gptDropFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   bDone = 1;
 done:
   impTxnEnd(&s);
+  if (s.zErr && !s.bInterrupted && gptext_interrupted(db)) s.bInterrupted = 1;
   if (s.zErr) {
     sqlite3_result_error(ctx, s.zErr, -1);
     if (s.bInterrupted) sqlite3_result_error_code(ctx, SQLITE_INTERRUPT);

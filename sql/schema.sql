@@ -15,9 +15,20 @@ CREATE TABLE IF NOT EXISTS gpt_models(
 );
 
 -- One row per tensor: the canonical Hugging Face GPT-2 name without the
--- "transformer." prefix, dtype 'f32' | 'f16' | 'bf16', shape as a JSON array,
--- data the little-endian row-major bytes. Linear weights keep Hugging Face's
--- Conv1D layout (in, out).
+-- "transformer." prefix, dtype 'f32' | 'f16' | 'bf16' | 'q8_0', shape as a
+-- JSON array (always the Hugging Face shape), data the little-endian bytes.
+-- f32, f16 and bf16 rows are row-major in the Hugging Face shape: linear
+-- weights keep Conv1D's layout (in, out).
+-- q8_0 rows (written by gpt_quantize, only for 2-D weights whose input
+-- dimension is a multiple of 32) hold the matrix as the forward pass reads
+-- it, (out, in): for the Conv1D weights that is the transpose of the stored
+-- shape [in, out]; wte, wpe and lm_head [rows, n_embd] keep their order. Each
+-- output row is in/32 blocks of 34 bytes, one after another with no padding:
+--   bytes 0-1   scale d, IEEE half, little-endian (finite)
+--   bytes 2-33  q[0..31], int8 in [-127, 127]
+-- standing for the values d * q[j] of inputs 32*b + j of that row. A row is
+-- exactly out * (in/32) * 34 bytes; gpt_quantize picks d = max|x| / 127
+-- rounded to f16 and q = round(x / d), as GGUF's Q8_0.
 CREATE TABLE IF NOT EXISTS gpt_tensors(
   model TEXT NOT NULL,
   name  TEXT NOT NULL,
@@ -45,7 +56,12 @@ CREATE TABLE IF NOT EXISTS gpt_merges(
 ) WITHOUT ROWID;
 
 -- Any change to a model's rows gives it a new stamp. (gpt_import writes the
--- gpt_models row last, so its own inserts cost nothing here.)
+-- gpt_models row last, so its own inserts cost nothing here.) A hand edit of
+-- the gpt_models row itself (its config) restamps it too; an UPDATE that sets
+-- the stamp itself is left alone.
+CREATE TRIGGER IF NOT EXISTS gpt_models_upd AFTER UPDATE OF name, config ON gpt_models
+  WHEN NEW.stamp IS OLD.stamp
+  BEGIN UPDATE gpt_models SET stamp = random() WHERE name = NEW.name; END;
 CREATE TRIGGER IF NOT EXISTS gpt_tensors_ins AFTER INSERT ON gpt_tensors
   BEGIN UPDATE gpt_models SET stamp = random() WHERE name = NEW.model; END;
 CREATE TRIGGER IF NOT EXISTS gpt_tensors_upd AFTER UPDATE ON gpt_tensors

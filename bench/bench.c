@@ -1,0 +1,982 @@
+/*
+** The benchmark (make bench): the machine's limits and the model's speeds,
+** measured in one run, each figure the median of BENCH_RUNS runs (5).
+**
+**   build/bench [OUT.md]            everything; the table also goes to OUT.md
+**                                   (default bench/results/DATE-MACHINE.md)
+**   build/bench --rss DB MODEL      (internal) load MODEL, print peak RSS
+**
+** It generates a GPT-2 124M-shaped model with seeded random weights
+** (build/mkmodel, Hugging Face layout) under bench/tmp/, imports it into
+** bench/tmp/bench.db, quantizes it to f16 and q8_0, and times:
+**
+**   machine   read bandwidth (1 and 2 threads streaming 1 GiB), sgemm GFLOP/s
+**             at the model's shapes (each thread one slice on single-threaded
+**             OpenBLAS, as the engine runs it; and OpenBLAS's own threads)
+**   import    gpt_import MB/s of safetensors; gpt_quantize
+**   load      BLOB rows to memory, GB/s; peak RSS of a process that loads
+**   prefill   tok/s at 128 and 512 prompt tokens
+**   decode    tok/s of 128 tokens after a 128-token prompt (greedy)
+**   SQL       per-row overhead of gpt_generate over 200 rows; prefix reuse
+**
+** Rooflines: decode = bandwidth / bytes read per token (weights read by the
+** products, the tied head included, plus the KV cache); prefill = sgemm
+** GFLOP/s at the model's shapes / FLOPs per token. The SQL figures use the
+** extension linked in (sqlite3_auto_extension), the engine figures call the
+** engine directly on the model the extension loaded. BENCH_RUNS=N changes
+** the number of runs; BENCH_QUICK=1 runs 3 and skips the slowest parts.
+*/
+#define SQLITE_CORE 1
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <cblas.h>
+#include <sqlite3.h>
+#include "gpt_ext.h"
+#include "kernels.h"
+#include "sampler.h"
+#include "threads.h"
+
+int sqlite3_gpt_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *pApi);
+
+#define TMPDIR "bench/tmp"
+#define MODEL_DIR TMPDIR "/gpt2-124m-random"
+#define DB_PATH TMPDIR "/bench.db"
+#define MKMODEL_ARGS "--layers 12 --heads 12 --embd 768 --ctx 1024 --vocab 50257 --seed 1"
+
+static int nRuns = 5;
+static int bQuick = 0;
+static FILE *gOut = 0;   /* the results file, besides stdout */
+
+/* ------------------------------------------------------------ helpers */
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static double median(double *a, int n) {
+  qsort(a, (size_t)n, sizeof(double), cmp_double);
+  return n % 2 ? a[n / 2] : 0.5 * (a[n / 2 - 1] + a[n / 2]);
+}
+
+/* Prints to stdout and the results file. */
+static void out(const char *zFmt, ...) {
+  va_list ap;
+  va_start(ap, zFmt);
+  vprintf(zFmt, ap);
+  va_end(ap);
+  fflush(stdout);
+  if (gOut) {
+    va_start(ap, zFmt);
+    vfprintf(gOut, zFmt, ap);
+    va_end(ap);
+    fflush(gOut);
+  }
+}
+
+static void die(const char *zFmt, const char *zArg) {
+  fprintf(stderr, "bench: ");
+  fprintf(stderr, zFmt, zArg);
+  fprintf(stderr, "\n");
+  exit(1);
+}
+
+static void exec_sql(sqlite3 *db, const char *zSql) {
+  char *zErr = 0;
+  if (sqlite3_exec(db, zSql, 0, 0, &zErr) != SQLITE_OK) die("%s", zErr);
+}
+
+/* Runs a one-value query; returns its text (static buffer) or dies. */
+static const char *query1(sqlite3 *db, const char *zSql) {
+  static char zBuf[1024];
+  sqlite3_stmt *p = 0;
+  if (sqlite3_prepare_v2(db, zSql, -1, &p, 0) != SQLITE_OK) die("%s", sqlite3_errmsg(db));
+  int rc = sqlite3_step(p);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) die("%s", sqlite3_errmsg(db));
+  snprintf(zBuf, sizeof(zBuf), "%s",
+           rc == SQLITE_ROW && sqlite3_column_text(p, 0) ? (const char *)sqlite3_column_text(p, 0) : "");
+  sqlite3_finalize(p);
+  return zBuf;
+}
+
+static sqlite3 *open_db(const char *zPath) {
+  sqlite3 *db = 0;
+  if (sqlite3_open(zPath, &db) != SQLITE_OK) die("cannot open %s", zPath);
+  return db;
+}
+
+static int64_t file_size(const char *zPath) {
+  struct stat st;
+  return stat(zPath, &st) == 0 ? (int64_t)st.st_size : -1;
+}
+
+/* ----------------------------------------------------------- machine */
+
+static char zCpu[256] = "unknown CPU";
+
+static void read_cpu_model(void) {
+  FILE *f = fopen("/proc/cpuinfo", "r");
+  char line[512];
+  if (!f) return;
+  while (fgets(line, sizeof(line), f)) {
+    if (strncmp(line, "model name", 10) == 0) {
+      char *z = strchr(line, ':');
+      if (z) {
+        z++;
+        while (*z == ' ') z++;
+        z[strcspn(z, "\n")] = 0;
+        snprintf(zCpu, sizeof(zCpu), "%s", z);
+      }
+      break;
+    }
+  }
+  fclose(f);
+}
+
+static int cpu_flag(const char *zFlag) {
+  FILE *f = fopen("/proc/cpuinfo", "r");
+  char line[8192];
+  int found = 0;
+  if (!f) return 0;
+  while (!found && fgets(line, sizeof(line), f)) {
+    if (strncmp(line, "flags", 5) != 0) continue;
+    for (char *z = strtok(line, " \t\n"); z; z = strtok(0, " \t\n"))
+      if (strcmp(z, zFlag) == 0) found = 1;
+    break;
+  }
+  fclose(f);
+  return found;
+}
+
+/* Memory read bandwidth: nth threads each sum their share of a buffer far
+** larger than the last-level cache. */
+typedef struct BwTask { const uint64_t *buf; size_t n; uint64_t sum[64]; } BwTask;
+
+static void bw_task(void *arg, int ith, int nth) {
+  BwTask *a = (BwTask *)arg;
+  size_t lo = a->n / nth * ith, hi = ith == nth - 1 ? a->n : a->n / nth * (ith + 1);
+  uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  for (size_t i = lo; i + 4 <= hi; i += 4) {
+    s0 += a->buf[i]; s1 += a->buf[i + 1]; s2 += a->buf[i + 2]; s3 += a->buf[i + 3];
+  }
+  a->sum[ith] = s0 + s1 + s2 + s3;
+}
+
+static double aBw[3];  /* GB/s by thread count */
+
+static void bench_bandwidth(void) {
+  size_t nBytes = (size_t)1 << 30;
+  uint64_t *buf = aligned_alloc(4096, nBytes);
+  if (!buf) die("%s", "out of memory for the bandwidth buffer");
+  memset(buf, 1, nBytes);
+  BwTask a;
+  memset(&a, 0, sizeof(a));
+  a.buf = buf;
+  a.n = nBytes / 8;
+  for (int nth = 1; nth <= 2; nth++) {
+    double t[64];
+    GPTTeam *team = gpt_team_acquire(nth);
+    for (int r = 0; r < nRuns; r++) {
+      double t0 = now();
+      gpt_team_run(team, bw_task, &a);
+      t[r] = now() - t0;
+    }
+    gpt_team_release(team);
+    aBw[nth] = nBytes / median(t, nRuns) / 1e9;
+  }
+  free(buf);
+}
+
+/* sgemm at the model's shapes, C (M, N) = A (M, K) @ B^T, B (N, K) as the
+** engine keeps its weights: split over a team in column slices, each on
+** single-threaded OpenBLAS (the engine's way), or one call on OpenBLAS's own
+** threads. */
+typedef struct GemmTask { int M, N, K; const float *A, *B; float *C; } GemmTask;
+
+static void gemm_slice_task(void *arg, int ith, int nth) {
+  GemmTask *g = (GemmTask *)arg;
+  int c0, c1;
+  gpt_team_split(g->N, 16, ith, nth, &c0, &c1);
+  if (c0 < c1)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g->M, c1 - c0, g->K, 1.0f, g->A,
+                g->K, g->B + (size_t)c0 * g->K, g->K, 0.0f, g->C + c0, g->N);
+}
+
+static const int aShape[4][2] = {{768, 2304}, {768, 768}, {768, 3072}, {3072, 768}};
+static double aGemm[2][3];       /* [M 128|512][threads]: model-shape GFLOP/s */
+static double aGemmShape[4][3];  /* M = 512, per shape */
+static double aGemmOwn[3];       /* M = 512, OpenBLAS's own threads */
+
+static void bench_sgemm(void) {
+  int aM[2] = {128, 512};
+  size_t nMax = (size_t)512 * 3072;
+  float *A = malloc(nMax * sizeof(float)), *B = malloc((size_t)3072 * 3072 * sizeof(float));
+  float *C = malloc((size_t)512 * 3072 * sizeof(float));
+  if (!A || !B || !C) die("%s", "out of memory");
+  for (size_t i = 0; i < nMax; i++) A[i] = (float)((i * 7919) % 1000) / 1000.0f - 0.5f;
+  for (size_t i = 0; i < (size_t)3072 * 3072; i++) B[i] = (float)((i * 104729) % 1000) / 1000.0f - 0.5f;
+  for (int im = 0; im < 2; im++) {
+    for (int nth = 1; nth <= 2; nth++) {
+      double flops = 0, secs = 0;
+      GPTTeam *team = gpt_team_acquire(nth);
+      for (int s = 0; s < 4; s++) {
+        GemmTask g = {aM[im], aShape[s][1], aShape[s][0], A, B, C};
+        double t[64], f = 2.0 * g.M * g.N * g.K;
+        gpt_team_run(team, gemm_slice_task, &g); /* warm-up */
+        for (int r = 0; r < nRuns; r++) {
+          double t0 = now();
+          gpt_team_run(team, gemm_slice_task, &g);
+          t[r] = now() - t0;
+        }
+        double tm = median(t, nRuns);
+        /* the layer's mix: one of each product */
+        flops += f;
+        secs += tm;
+        if (im == 1) aGemmShape[s][nth] = f / tm / 1e9;
+      }
+      gpt_team_release(team);
+      aGemm[im][nth] = flops / secs / 1e9;
+    }
+  }
+#ifdef OPENBLAS_VERSION
+  for (int nth = 1; nth <= 2; nth++) {
+    double flops = 0, secs = 0;
+    openblas_set_num_threads(nth);
+    for (int s = 0; s < 4; s++) {
+      int M = 512, N = aShape[s][1], K = aShape[s][0];
+      double t[64];
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, K, B, K, 0.0f, C, N);
+      for (int r = 0; r < nRuns; r++) {
+        double t0 = now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, K, B, K, 0.0f, C, N);
+        t[r] = now() - t0;
+      }
+      flops += 2.0 * M * N * K;
+      secs += median(t, nRuns);
+    }
+    aGemmOwn[nth] = flops / secs / 1e9;
+  }
+  openblas_set_num_threads(1);
+#endif
+  free(A); free(B); free(C);
+}
+
+/* Kernel throughput on a cache-resident matrix (768 x 3072, 2.5 to 9.4 MB),
+** GB/s of weights: how far the kernels are from being compute-bound. */
+typedef struct KTask { const void *W; int dtype, rows, K; const float *x; float *y; } KTask;
+
+static void kernel_task(void *arg, int ith, int nth) {
+  KTask *a = (KTask *)arg;
+  const GPTKernels *k = gpt_kernels();
+  int r0, r1;
+  gpt_team_split(a->rows, 4, ith, nth, &r0, &r1);
+  if (a->dtype == GPT_F32) k->gemv_f32(a->y, a->W, a->x, 0, r0, r1, a->K, GPT_GEMV_SET);
+  else if (a->dtype == GPT_F16) k->gemv_f16(a->y, a->W, a->x, 0, r0, r1, a->K, GPT_GEMV_SET);
+}
+
+typedef struct KTaskQ { const uint8_t *W; int rows, K; GPTQ8Act *x; float *y; } KTaskQ;
+
+static void kernel_task_q8(void *arg, int ith, int nth) {
+  KTaskQ *a = (KTaskQ *)arg;
+  int r0, r1;
+  gpt_team_split(a->rows, 4, ith, nth, &r0, &r1);
+  gpt_kernels()->gemv_q8(a->y, a->W, a->x, 0, r0, r1, a->K, GPT_GEMV_SET);
+}
+
+static double aKern[3][3]; /* [f32 f16 q8][threads] GB/s */
+
+static void bench_kernels(void) {
+  int rows = 768, K = 3072, nb = K / 32;
+  float *Wf = malloc((size_t)rows * K * 4), *x = malloc((size_t)K * 4), *y = malloc((size_t)rows * 4);
+  uint16_t *Wh = malloc((size_t)rows * K * 2);
+  uint8_t *Wq = malloc((size_t)rows * nb * 34);
+  GPTQ8Act xq;
+  xq.q = malloc((size_t)K); xq.aq = malloc((size_t)K); xq.d = malloc((size_t)nb * 4);
+  if (!Wf || !x || !y || !Wh || !Wq || !xq.q || !xq.aq || !xq.d) die("%s", "out of memory");
+  for (size_t i = 0; i < (size_t)rows * K; i++) {
+    Wf[i] = (float)((i * 7919) % 2001) / 1000.0f - 1.0f;
+    Wh[i] = gpt_f32_to_f16(Wf[i]);
+  }
+  for (int i = 0; i < K; i++) x[i] = (float)((i * 31) % 17) / 17.0f - 0.5f;
+  gpt_q8_quantize_row(Wq, Wf, (int64_t)rows * K);
+  gpt_q8_quantize_act(&xq, x, K);
+  for (int nth = 1; nth <= 2; nth++) {
+    GPTTeam *team = gpt_team_acquire(nth);
+    for (int d = 0; d < 3; d++) {
+      double t[64], bytes = d == 0 ? rows * K * 4.0 : d == 1 ? rows * K * 2.0 : rows * nb * 34.0;
+      int reps = 200;
+      KTask a = {d == 0 ? (const void *)Wf : (const void *)Wh, d == 0 ? GPT_F32 : GPT_F16, rows, K, x, y};
+      KTaskQ q = {Wq, rows, K, &xq, y};
+      for (int r = 0; r < nRuns; r++) {
+        double t0 = now();
+        for (int i = 0; i < reps; i++) {
+          if (d < 2) gpt_team_run(team, kernel_task, &a);
+          else gpt_team_run(team, kernel_task_q8, &q);
+        }
+        t[r] = now() - t0;
+      }
+      aKern[d][nth] = bytes * reps / median(t, nRuns) / 1e9;
+    }
+    gpt_team_release(team);
+  }
+  free(Wf); free(x); free(y); free(Wh); free(Wq); free(xq.q); free(xq.aq); free(xq.d);
+}
+
+/* Cost of one parallel region of the pool: empty tasks on a team of 2. */
+static void empty_task(void *arg, int ith, int nth) { (void)arg; (void)ith; (void)nth; }
+
+static double bench_pool_us(void) {
+  double t[64];
+  GPTTeam *team = gpt_team_acquire(2);
+  if (gpt_team_size(team) < 2) { gpt_team_release(team); return -1; }
+  for (int r = 0; r < nRuns; r++) {
+    double t0 = now();
+    for (int i = 0; i < 20000; i++) gpt_team_run(team, empty_task, 0);
+    t[r] = (now() - t0) / 20000;
+  }
+  gpt_team_release(team);
+  return median(t, nRuns) * 1e6;
+}
+
+/* ------------------------------------------------------------- model */
+
+static void make_model(void) {
+  char zCmd[512];
+  const char *zStamp = MODEL_DIR "/bench.args";
+  FILE *f = fopen(zStamp, "r");
+  char zOld[256] = "";
+  if (f) {
+    if (!fgets(zOld, sizeof(zOld), f)) zOld[0] = 0;
+    fclose(f);
+  }
+  zOld[strcspn(zOld, "\n")] = 0;
+  if (strcmp(zOld, MKMODEL_ARGS) == 0 && file_size(MODEL_DIR "/model.safetensors") > 0) return;
+  snprintf(zCmd, sizeof(zCmd), "rm -rf %s && mkdir -p %s && build/mkmodel %s %s", MODEL_DIR,
+           MODEL_DIR, MODEL_DIR, MKMODEL_ARGS);
+  if (system(zCmd) != 0) die("%s failed", zCmd);
+  f = fopen(zStamp, "w");
+  if (!f) die("cannot write %s", zStamp);
+  fprintf(f, "%s\n", MKMODEL_ARGS);
+  fclose(f);
+}
+
+static void remove_db(const char *zPath) {
+  char z[512];
+  const char *azSuffix[] = {"", "-journal", "-wal", "-shm"};
+  for (int i = 0; i < 4; i++) {
+    snprintf(z, sizeof(z), "%s%s", zPath, azSuffix[i]);
+    unlink(z);
+  }
+}
+
+static double tImport, tQuant[2];
+
+/* Imports the model nRuns times into fresh databases, keeping the last as
+** DB_PATH, then quantizes it to f16 and q8_0. */
+static void bench_import(void) {
+  double t[64];
+  const char *zTmp = TMPDIR "/import.db";
+  for (int r = 0; r < nRuns; r++) {
+    remove_db(zTmp);
+    sqlite3 *db = open_db(zTmp);
+    double t0 = now();
+    query1(db, "SELECT gpt_import('gpt2', '" MODEL_DIR "')");
+    t[r] = now() - t0;
+    sqlite3_close(db);
+  }
+  tImport = median(t, nRuns);
+  remove_db(DB_PATH);
+  if (rename(zTmp, DB_PATH) != 0) die("cannot rename to %s", DB_PATH);
+  sqlite3 *db = open_db(DB_PATH);
+  const char *azType[2] = {"f16", "q8_0"};
+  for (int k = 0; k < 2; k++) {
+    char zSql[256];
+    int n = bQuick ? 1 : nRuns;
+    for (int r = 0; r < n; r++) {
+      snprintf(zSql, sizeof(zSql), "SELECT gpt_drop('gpt2-%s') WHERE EXISTS (SELECT 1 FROM "
+               "gpt_models WHERE name = 'gpt2-%s')", azType[k], azType[k]);
+      query1(db, zSql);
+      snprintf(zSql, sizeof(zSql), "SELECT gpt_quantize('gpt2', 'gpt2-%s', '%s')", azType[k],
+               azType[k]);
+      double t0 = now();
+      query1(db, zSql);
+      t[r] = now() - t0;
+    }
+    tQuant[k] = median(t, n);
+  }
+  sqlite3_close(db);
+}
+
+/* The three models of the run. */
+static const char *azModel[3] = {"gpt2", "gpt2-f16", "gpt2-q8_0"};
+static const char *azModelDtype[3] = {"f32", "f16", "q8_0"};
+static int64_t aStored[3];     /* bytes of tensor rows */
+static double aLoad[3];        /* GB/s */
+
+static void bench_load(sqlite3 *db, GptConn *pConn) {
+  (void)pConn;
+  for (int i = 0; i < 3; i++) {
+    char zSql[256];
+    double t[64];
+    snprintf(zSql, sizeof(zSql), "SELECT sum(length(data)) FROM gpt_tensors WHERE model = '%s'",
+             azModel[i]);
+    aStored[i] = atoll(query1(db, zSql));
+    for (int r = 0; r < nRuns; r++) {
+      GptModel *m = 0, *mTok = 0;
+      char *zErr = 0;
+      /* the tokenizer first, so that only the weights are timed */
+      if (gptext_model_acquire(0, db, "bench", azModel[i], 0, &mTok, &zErr) != SQLITE_OK) die("%s", zErr);
+      double t0 = now();
+      if (gptext_model_acquire(0, db, "bench", azModel[i], 1, &m, &zErr) != SQLITE_OK) die("%s", zErr);
+      t[r] = now() - t0;
+      gptext_model_release(m);
+      gptext_model_release(mTok);
+    }
+    aLoad[i] = aStored[i] / median(t, nRuns) / 1e9;
+  }
+}
+
+/* Peak RSS (VmHWM) of this process, in bytes. */
+static int64_t peak_rss(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  int64_t kb = -1;
+  if (!f) return -1;
+  while (fgets(line, sizeof(line), f))
+    if (strncmp(line, "VmHWM:", 6) == 0) kb = atoll(line + 6);
+  fclose(f);
+  return kb * 1024;
+}
+
+/* --rss DB MODEL: load the model, print the peak RSS after loading, then
+** after a generation of 16 tokens (which allocates the KV cache), the
+** bytes in memory, and the KV cache's bytes. */
+static int rss_main(const char *zDb, const char *zModel) {
+  sqlite3 *db = open_db(zDb);
+  GptModel *m = 0;
+  char *zErr = 0, zSql[256];
+  if (gptext_model_acquire(0, db, "bench", zModel, 1, &m, &zErr) != SQLITE_OK) die("%s", zErr);
+  int64_t hwmLoad = peak_rss();
+  snprintf(zSql, sizeof(zSql), "SELECT gpt_generate('The quick brown fox', "
+           "'{\"max_tokens\":16,\"model\":\"%s\"}')", zModel);
+  query1(db, zSql);
+  int64_t hwmGen = peak_rss();
+  int64_t kv = 2LL * m->cfg.n_layer * m->cfg.n_ctx * m->cfg.n_embd * 4;
+  printf("%lld %lld %lld %lld\n", (long long)hwmLoad, (long long)hwmGen,
+         (long long)gpt_model_bytes(m->pNet), (long long)kv);
+  gptext_model_release(m);
+  sqlite3_close(db);
+  return 0;
+}
+
+static int64_t aRssLoad[3], aRssGen[3], aKv;
+
+static void bench_rss(const char *zSelf) {
+  for (int i = 0; i < 3; i++) {
+    double a[64], b[64];
+    for (int r = 0; r < nRuns; r++) {
+      char zCmd[512];
+      snprintf(zCmd, sizeof(zCmd), "%s --rss %s %s", zSelf, DB_PATH, azModel[i]);
+      FILE *p = popen(zCmd, "r");
+      long long hl = 0, hg = 0, mb = 0, kv = 0;
+      if (!p || fscanf(p, "%lld %lld %lld %lld", &hl, &hg, &mb, &kv) != 4) die("%s failed", zCmd);
+      pclose(p);
+      a[r] = (double)hl;
+      b[r] = (double)hg;
+      aKv = kv;
+    }
+    aRssLoad[i] = (int64_t)median(a, nRuns);
+    aRssGen[i] = (int64_t)median(b, nRuns);
+  }
+}
+
+/* ----------------------------------------------------- prefill/decode */
+
+static int aTok[1024];
+
+/* Median seconds of a prefill of T tokens on a fresh cache. */
+static double time_prefill(const GPTModel *net, GPTState *s, int T, float *logits) {
+  double t[64];
+  char zErr[200];
+  GPTForwardIO io;
+  memset(&io, 0, sizeof(io));
+  io.logits = logits;
+  gpt_state_truncate(s, 0);
+  if (gpt_forward(net, s, aTok, T, &io, zErr, sizeof(zErr))) die("%s", zErr); /* warm-up */
+  for (int r = 0; r < nRuns; r++) {
+    gpt_state_truncate(s, 0);
+    double t0 = now();
+    if (gpt_forward(net, s, aTok, T, &io, zErr, sizeof(zErr))) die("%s", zErr);
+    t[r] = now() - t0;
+  }
+  return median(t, nRuns);
+}
+
+/* Median seconds of nGen greedy decode steps after a prompt of nPrompt. */
+static double time_decode(const GPTModel *net, GPTState *s, int nPrompt, int nGen, float *logits) {
+  double t[64];
+  char zErr[200];
+  GPTForwardIO io;
+  memset(&io, 0, sizeof(io));
+  io.logits = logits;
+  for (int r = 0; r < nRuns; r++) {
+    gpt_state_truncate(s, 0);
+    if (gpt_forward(net, s, aTok, nPrompt, &io, zErr, sizeof(zErr))) die("%s", zErr);
+    double secs = 0;
+    for (int i = 0; i < nGen; i++) {
+      int tok = gpt_argmax(logits, gpt_model_config(net)->vocab_size);
+      double t0 = now();
+      if (gpt_forward(net, s, &tok, 1, &io, zErr, sizeof(zErr))) die("%s", zErr);
+      secs += now() - t0;
+    }
+    t[r] = secs;
+  }
+  return median(t, nRuns);
+}
+
+/* Bytes one decode step reads: every 2-D weight but the embeddings' rows
+** (wte counts as the tied head; one row of wpe), the 1-D tensors, and the
+** KV cache at nPos positions. */
+static double decode_bytes(const GPTModel *net, int hasLmHead, double nPos) {
+  const GPTConfig *c = gpt_model_config(net);
+  double b = 0;
+  for (int i = 0; i < gpt_n_tensors(c, hasLmHead); i++) {
+    GPTTensorInfo info;
+    gpt_tensor_info(c, hasLmHead, i, &info);
+    int64_t nb = gpt_tensor_bytes(&info, gpt_model_tensor_dtype(net, i));
+    if (i == 1) nb = nb / c->n_ctx;  /* wpe: one row */
+    b += (double)nb;
+  }
+  return b + 2.0 * c->n_layer * nPos * c->n_embd * 4;
+}
+
+/* FLOPs per token of a T-token prefill: the products, causal attention
+** (scores and values over t+1 keys for token t), the head for one token. */
+static double prefill_flops(const GPTConfig *c, int T) {
+  double C = c->n_embd, L = c->n_layer;
+  double mm = 2.0 * L * (3 * C * C + C * C + 4 * C * C + 4 * C * C);
+  double att = L * 4.0 * C * (T + 1) / 2.0;
+  double head = 2.0 * c->vocab_size * C / T;
+  return mm + att + head;
+}
+
+static double aPrefill[3][2][3];   /* [model][T 128|512][threads] tok/s */
+static double aPrefillGemm[3][2][3]; /* sgemm GFLOP/s measured just before */
+static double aDecode[4][3];       /* [f32 own, f16, q8_0, f32 blas][threads] tok/s */
+static double aDecodeBw[4][3];     /* bandwidth measured just before */
+static double aDecodeBytes[4];
+
+static void bench_engine(sqlite3 *db) {
+  uint64_t x = 12345;
+  for (int i = 0; i < 1024; i++) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    aTok[i] = (int)((x >> 33) % 50000);
+  }
+  int nGen = bQuick ? 32 : 128;
+  for (int i = 0; i < 3; i++) {
+    GptModel *m = 0;
+    char *zErr = 0;
+    if (gptext_model_acquire(0, db, "bench", azModel[i], 1, &m, &zErr) != SQLITE_OK) die("%s", zErr);
+    GPTState *s = gpt_state_new(m->pNet, m->cfg.n_ctx);
+    float *logits = malloc(sizeof(float) * (size_t)m->cfg.vocab_size);
+    if (!s || !logits) die("%s", "out of memory");
+    for (int nth = 1; nth <= 2; nth++) {
+      gpt_threads_set(nth);
+      bench_sgemm();
+      aPrefillGemm[i][0][nth] = aGemm[0][nth];
+      aPrefillGemm[i][1][nth] = aGemm[1][nth];
+      aPrefill[i][0][nth] = 128 / time_prefill(m->pNet, s, 128, logits);
+      if (!bQuick || i == 0) aPrefill[i][1][nth] = 512 / time_prefill(m->pNet, s, 512, logits);
+      bench_bandwidth();
+      aDecodeBw[i][nth] = aBw[nth];
+      aDecode[i][nth] = nGen / time_decode(m->pNet, s, 128, nGen, logits);
+      if (i == 0) {
+        gpt_kernels_select("blas");
+        bench_bandwidth();
+        aDecodeBw[3][nth] = aBw[nth];
+        aDecode[3][nth] = nGen / time_decode(m->pNet, s, 128, nGen, logits);
+        gpt_kernels_select("auto");
+      }
+    }
+    gpt_threads_set(0);
+    aDecodeBytes[i] = decode_bytes(m->pNet, 0, 128 + nGen / 2.0);
+    if (i == 0) aDecodeBytes[3] = aDecodeBytes[0];
+    free(logits);
+    gpt_state_free(s);
+    gptext_model_release(m);
+  }
+}
+
+/* ------------------------------------------------------------- SQL */
+
+/* Seconds of one statement run to completion. */
+static double time_sql(sqlite3 *db, const char *zSql) {
+  sqlite3_stmt *p = 0;
+  if (sqlite3_prepare_v2(db, zSql, -1, &p, 0) != SQLITE_OK) die("%s", sqlite3_errmsg(db));
+  double t0 = now();
+  int rc;
+  while ((rc = sqlite3_step(p)) == SQLITE_ROW) {}
+  double t = now() - t0;
+  if (rc != SQLITE_DONE) die("%s", sqlite3_errmsg(db));
+  sqlite3_finalize(p);
+  return t;
+}
+
+static const char *azWord[] = {
+  "apple", "river", "stone", "cloud", "garden", "window", "silver", "market", "forest",
+  "candle", "harbor", "winter", "letter", "mirror", "bridge", "engine", "planet", "valley",
+  "copper", "meadow", "lantern", "castle", "shadow", "thunder", "island", "pepper",
+};
+#define N_WORD (int)(sizeof(azWord) / sizeof(azWord[0]))
+
+/* A sentence of n words chosen by seed. */
+static void words(char *z, size_t nz, int n, unsigned seed) {
+  size_t k = 0;
+  z[0] = 0;
+  for (int i = 0; i < n && k + 16 < nz; i++) {
+    seed = seed * 1103515245u + 12345u;
+    k += (size_t)snprintf(z + k, nz - k, "%s%s", i ? " " : "", azWord[(seed >> 16) % N_WORD]);
+  }
+}
+
+typedef struct RowFig { double sqlRow, oneCall, engineRow, overhead; } RowFig;
+
+/* Per-row overhead of gpt_generate(body, max_tokens 1) over 200 rows of
+** model zModel: the query's time per row, one statement per row, and the
+** engine's own time for the same prefills (tokenized the same way). */
+static RowFig bench_rows(sqlite3 *db, const char *zModel) {
+  RowFig f;
+  char zSql[512], zBody[512];
+  double t[64], u[64], v[64];
+  int nRow = 200;
+  exec_sql(db, "DROP TABLE IF EXISTS temp.docs; CREATE TEMP TABLE docs(id INTEGER PRIMARY KEY, body TEXT)");
+  sqlite3_stmt *pIns = 0;
+  sqlite3_prepare_v2(db, "INSERT INTO temp.docs(body) VALUES (?1)", -1, &pIns, 0);
+  for (int i = 0; i < nRow; i++) {
+    char zW[400];
+    words(zW, sizeof(zW), 12, (unsigned)i * 7 + 1);
+    snprintf(zBody, sizeof(zBody), "Note %d: %s.", i, zW);
+    sqlite3_bind_text(pIns, 1, zBody, -1, SQLITE_TRANSIENT);
+    sqlite3_step(pIns);
+    sqlite3_reset(pIns);
+  }
+  sqlite3_finalize(pIns);
+  snprintf(zSql, sizeof(zSql), "SELECT gpt_generate(body, '{\"max_tokens\":1,\"model\":\"%s\"}') "
+           "FROM temp.docs", zModel);
+  time_sql(db, zSql); /* loads the model */
+  for (int r = 0; r < nRuns; r++) t[r] = time_sql(db, zSql) / nRow;
+  f.sqlRow = median(t, nRuns);
+  /* one statement per row */
+  snprintf(zSql, sizeof(zSql), "SELECT gpt_generate(?1, '{\"max_tokens\":1,\"model\":\"%s\"}')", zModel);
+  for (int r = 0; r < nRuns; r++) {
+    sqlite3_stmt *pSel = 0, *pGet = 0;
+    sqlite3_prepare_v2(db, "SELECT body FROM temp.docs ORDER BY id", -1, &pGet, 0);
+    double secs = 0;
+    while (sqlite3_step(pGet) == SQLITE_ROW) {
+      double t0 = now();
+      sqlite3_prepare_v2(db, zSql, -1, &pSel, 0);
+      sqlite3_bind_value(pSel, 1, sqlite3_column_value(pGet, 0));
+      while (sqlite3_step(pSel) == SQLITE_ROW) {}
+      sqlite3_finalize(pSel);
+      secs += now() - t0;
+    }
+    sqlite3_finalize(pGet);
+    u[r] = secs / nRow;
+  }
+  f.oneCall = median(u, nRuns);
+  /* the engine alone: the same token ids, fresh cache each row */
+  {
+    GptModel *m = 0;
+    char *zErr = 0, zMsg[200];
+    if (gptext_model_acquire(0, db, "bench", zModel, 1, &m, &zErr) != SQLITE_OK) die("%s", zErr);
+    GPTState *s = gpt_state_new(m->pNet, m->cfg.n_ctx);
+    float *logits = malloc(sizeof(float) * (size_t)m->cfg.vocab_size);
+    int *aIds[200], nIds[200];
+    sqlite3_stmt *pGet = 0;
+    sqlite3_prepare_v2(db, "SELECT body FROM temp.docs ORDER BY id", -1, &pGet, 0);
+    for (int i = 0; sqlite3_step(pGet) == SQLITE_ROW && i < nRow; i++) {
+      if (gptext_encode(m, "bench", (const char *)sqlite3_column_text(pGet, 0),
+                        sqlite3_column_bytes(pGet, 0), 0, &aIds[i], &nIds[i], &zErr))
+        die("%s", zErr);
+    }
+    sqlite3_finalize(pGet);
+    GPTForwardIO io;
+    memset(&io, 0, sizeof(io));
+    io.logits = logits;
+    for (int r = 0; r < nRuns; r++) {
+      double t0 = now();
+      for (int i = 0; i < nRow; i++) {
+        gpt_state_truncate(s, 0);
+        if (gpt_forward(m->pNet, s, aIds[i], nIds[i], &io, zMsg, sizeof(zMsg))) die("%s", zMsg);
+      }
+      v[r] = (now() - t0) / nRow;
+    }
+    f.engineRow = median(v, nRuns);
+    for (int i = 0; i < nRow; i++) sqlite3_free(aIds[i]);
+    free(logits);
+    gpt_state_free(s);
+    gptext_model_release(m);
+  }
+  f.overhead = f.sqlRow - f.engineRow;
+  return f;
+}
+
+/* Prefix reuse: nRow rows of a 200-token shared prefix and a 20-token
+** suffix, against rows whose prefixes differ (same lengths). Returns the
+** speed-up; *pShared and *pDistinct get the seconds per row. */
+static double bench_prefix(sqlite3 *db, const char *zModel, double *pShared, double *pDistinct,
+                           int *pnPrefix, int *pnSuffix) {
+  char zPrefix[4096], zSql[512];
+  double t[64], u[64];
+  int nRow = bQuick ? 4 : 8;
+  exec_sql(db, "DROP TABLE IF EXISTS temp.pdocs; CREATE TEMP TABLE pdocs(id INTEGER PRIMARY KEY, shared TEXT, distinct_ TEXT)");
+  words(zPrefix, sizeof(zPrefix), 196, 99);
+  sqlite3_stmt *pIns = 0;
+  sqlite3_prepare_v2(db, "INSERT INTO temp.pdocs(shared, distinct_) VALUES (?1, ?2)", -1, &pIns, 0);
+  for (int i = 0; i < nRow; i++) {
+    char zSuffix[512], zA[8192], zOther[4096];
+    words(zSuffix, sizeof(zSuffix), 18, 1000u + (unsigned)i);
+    words(zOther, sizeof(zOther), 196, 2000u + (unsigned)i);
+    snprintf(zA, sizeof(zA), "%s. Question %d: %s", zPrefix, i, zSuffix);
+    sqlite3_bind_text(pIns, 1, zA, -1, SQLITE_TRANSIENT);
+    snprintf(zA, sizeof(zA), "%s. Question %d: %s", zOther, i, zSuffix);
+    sqlite3_bind_text(pIns, 2, zA, -1, SQLITE_TRANSIENT);
+    sqlite3_step(pIns);
+    sqlite3_reset(pIns);
+  }
+  sqlite3_finalize(pIns);
+  {
+    char zQ[512];
+    snprintf(zQ, sizeof(zQ), "SELECT gpt_token_count(shared, '{\"model\":\"%s\"}') FROM "
+             "temp.pdocs WHERE id = 1", zModel);
+    *pnPrefix = atoi(query1(db, zQ));
+    snprintf(zQ, sizeof(zQ), "SELECT gpt_token_count(shared, '{\"model\":\"%s\"}') - "
+             "gpt_token_count(substr(shared, 1, instr(shared, '. Question') - 1), "
+             "'{\"model\":\"%s\"}') FROM temp.pdocs WHERE id = 1", zModel, zModel);
+    *pnSuffix = atoi(query1(db, zQ));
+  }
+  snprintf(zSql, sizeof(zSql), "SELECT gpt_generate(shared, '{\"max_tokens\":1,\"model\":\"%s\"}') "
+           "FROM temp.pdocs ORDER BY id", zModel);
+  time_sql(db, zSql);
+  for (int r = 0; r < nRuns; r++) {
+    /* a different first row, so that row 1 starts cold each run */
+    char zCold[256];
+    snprintf(zCold, sizeof(zCold), "SELECT gpt_generate('cold start %d', '{\"max_tokens\":1,\"model\":\"%s\"}')", r, zModel);
+    time_sql(db, zCold);
+    t[r] = time_sql(db, zSql) / nRow;
+  }
+  snprintf(zSql, sizeof(zSql), "SELECT gpt_generate(distinct_, '{\"max_tokens\":1,\"model\":\"%s\"}') "
+           "FROM temp.pdocs ORDER BY id", zModel);
+  for (int r = 0; r < nRuns; r++) u[r] = time_sql(db, zSql) / nRow;
+  *pShared = median(t, nRuns);
+  *pDistinct = median(u, nRuns);
+  return *pDistinct / *pShared;
+}
+
+/* ------------------------------------------------------------- report */
+
+static void machine_slug(char *z, size_t n) {
+  size_t k = 0;
+  int dash = 0;
+  for (const char *p = zCpu; *p && k + 8 < n; p++) {
+    if ((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9')) { z[k++] = *p; dash = 0; }
+    else if (*p >= 'A' && *p <= 'Z') { z[k++] = (char)(*p - 'A' + 'a'); dash = 0; }
+    else if (!dash && k > 0) { z[k++] = '-'; dash = 1; }
+  }
+  if (k > 0 && z[k - 1] == '-') k--;
+  snprintf(z + k, n - k, "-%dc", gpt_threads_default());
+}
+
+int main(int argc, char **argv) {
+  if (argc == 4 && strcmp(argv[1], "--rss") == 0) {
+    sqlite3_auto_extension((void (*)(void))sqlite3_gpt_init);
+    return rss_main(argv[2], argv[3]);
+  }
+  if (argc == 2 && strcmp(argv[1], "--kernels") == 0) {
+    /* the cache-resident kernel figures alone, for quick checks */
+    bench_kernels();
+    for (int d = 0; d < 3; d++)
+      printf("%s: %.1f GB/s (1 thread), %.1f GB/s (2 threads)\n", d == 0 ? "f32" : d == 1 ? "f16" : "q8_0",
+             aKern[d][1], aKern[d][2]);
+    return 0;
+  }
+  if (argc == 4 && strcmp(argv[1], "--load") == 0) {
+    /* load times alone, for quick checks */
+    sqlite3_auto_extension((void (*)(void))sqlite3_gpt_init);
+    sqlite3 *db = open_db(argv[2]);
+    if (getenv("BENCH_MMAP")) exec_sql(db, "PRAGMA mmap_size=2000000000");
+    for (int r = 0; r < nRuns; r++) {
+      GptModel *m = 0, *mTok = 0;
+      char *zErr = 0;
+      /* the tokenizer first, so that only the weights are timed */
+      if (gptext_model_acquire(0, db, "bench", argv[3], 0, &mTok, &zErr) != SQLITE_OK) die("%s", zErr);
+      double t0 = now();
+      if (gptext_model_acquire(0, db, "bench", argv[3], 1, &m, &zErr) != SQLITE_OK) die("%s", zErr);
+      double t = now() - t0;
+      printf("%.3f s, %.2f GB/s in memory\n", t, gpt_model_bytes(m->pNet) / t / 1e9);
+      gptext_model_release(m);
+      gptext_model_release(mTok);
+    }
+    sqlite3_close(db);
+    return 0;
+  }
+  const char *zEnv = getenv("BENCH_RUNS");
+  bQuick = getenv("BENCH_QUICK") && atoi(getenv("BENCH_QUICK")) > 0;
+  if (bQuick) nRuns = 3;
+  if (zEnv && atoi(zEnv) >= 1 && atoi(zEnv) <= 64) nRuns = atoi(zEnv);
+  read_cpu_model();
+  char zOutPath[512], zSlug[128], zDate[32];
+  time_t tt = time(0);
+  strftime(zDate, sizeof(zDate), "%Y-%m-%d", localtime(&tt));
+  machine_slug(zSlug, sizeof(zSlug));
+  if (argc > 1) snprintf(zOutPath, sizeof(zOutPath), "%s", argv[1]);
+  else snprintf(zOutPath, sizeof(zOutPath), "bench/results/%s-%s.md", zDate, zSlug);
+  mkdir("bench/results", 0777);
+  mkdir(TMPDIR, 0777);
+  gOut = fopen(zOutPath, "w");
+  if (!gOut) die("cannot write %s", zOutPath);
+  sqlite3_auto_extension((void (*)(void))sqlite3_gpt_init);
+
+  const char *zCore = getenv("OPENBLAS_CORETYPE");
+  out("# sqlite-gpt benchmark, %s\n\n", zDate);
+  out("Machine: %s, %d cores, AVX2 %s, AVX-512 %s. SQLite %s.\n", zCpu,
+      gpt_threads_default(), cpu_flag("avx2") ? "yes" : "no", cpu_flag("avx512f") ? "yes" : "no",
+      sqlite3_libversion());
+#ifdef OPENBLAS_VERSION
+  out("OpenBLAS: %s, core %s; OPENBLAS_CORETYPE=%s (left as the environment set it).\n",
+      openblas_get_config(), openblas_get_corename(), zCore ? zCore : "(unset)");
+#else
+  out("OPENBLAS_CORETYPE=%s\n", zCore ? zCore : "(unset)");
+#endif
+  out("Kernels: %s (GPT_KERNELS=%s). Each figure: median of %d runs%s.\n\n",
+      gpt_kernels()->name, getenv("GPT_KERNELS") ? getenv("GPT_KERNELS") : "(unset)", nRuns,
+      bQuick ? " (BENCH_QUICK: 32 decode tokens, some parts skipped)" : "");
+
+  fprintf(stderr, "bench: memory bandwidth...\n");
+  bench_bandwidth();
+  fprintf(stderr, "bench: sgemm...\n");
+  bench_sgemm();
+  bench_kernels();
+  double poolUs = bench_pool_us();
+
+  out("## Machine limits\n\n| measure | 1 thread | 2 threads |\n|---|---:|---:|\n");
+  out("| read bandwidth, 1 GiB buffer (GB/s) | %.1f | %.1f |\n", aBw[1], aBw[2]);
+  out("| sgemm at the layer's shapes, M=512, engine split (GFLOP/s) | %.0f | %.0f |\n", aGemm[1][1], aGemm[1][2]);
+  out("| sgemm at the layer's shapes, M=128, engine split (GFLOP/s) | %.0f | %.0f |\n", aGemm[0][1], aGemm[0][2]);
+  out("| sgemm at the layer's shapes, M=512, OpenBLAS threads (GFLOP/s) | %.0f | %.0f |\n", aGemmOwn[1], aGemmOwn[2]);
+  for (int s = 0; s < 4; s++)
+    out("| sgemm (512,%d)x(%d,%d) (GFLOP/s) | %.0f | %.0f |\n", aShape[s][0], aShape[s][0],
+        aShape[s][1], aGemmShape[s][1], aGemmShape[s][2]);
+  out("| gemv kernel f32, cache-resident 768x3072 (GB/s of weights) | %.1f | %.1f |\n", aKern[0][1], aKern[0][2]);
+  out("| gemv kernel f16, cache-resident (GB/s) | %.1f | %.1f |\n", aKern[1][1], aKern[1][2]);
+  out("| gemv kernel q8_0, cache-resident (GB/s) | %.1f | %.1f |\n", aKern[2][1], aKern[2][2]);
+  out("\nThread pool: one parallel region on 2 threads costs %.2f us; a decode step has %d "
+      "(%.0f us per token).\n\n", poolUs, 12 * 4 + 1, poolUs * (12 * 4 + 1));
+
+  fprintf(stderr, "bench: model, import, quantize...\n");
+  make_model();
+  bench_import();
+  sqlite3 *db = open_db(DB_PATH);
+  fprintf(stderr, "bench: load...\n");
+  bench_load(db, 0);
+  fprintf(stderr, "bench: peak RSS...\n");
+  bench_rss(argv[0]);
+  int64_t stBytes = file_size(MODEL_DIR "/model.safetensors");
+  out("## Storage\n\n| measure | f32 | f16 | q8_0 |\n|---|---:|---:|---:|\n");
+  out("| stored weight bytes (MB) | %.1f | %.1f | %.1f |\n", aStored[0] / 1e6, aStored[1] / 1e6, aStored[2] / 1e6);
+  out("| gpt_import of the safetensors (MB/s; s) | %.0f (%.2f s) | | |\n", stBytes / tImport / 1e6, tImport);
+  out("| gpt_quantize from f32 (s) | | %.2f | %.2f |\n", tQuant[0], tQuant[1]);
+  out("| load from BLOB rows (GB/s; target >= 1) | %.2f | %.2f | %.2f |\n", aLoad[0], aLoad[1], aLoad[2]);
+  out("| peak RSS after load (MB) | %.1f | %.1f | %.1f |\n", aRssLoad[0] / 1e6, aRssLoad[1] / 1e6, aRssLoad[2] / 1e6);
+  out("| ... / stored weight bytes (target <= 1.15) | %.3f | %.3f | %.3f |\n",
+      (double)aRssLoad[0] / aStored[0], (double)aRssLoad[1] / aStored[1], (double)aRssLoad[2] / aStored[2]);
+  out("| peak RSS after a 16-token generation (MB) | %.1f | %.1f | %.1f |\n", aRssGen[0] / 1e6, aRssGen[1] / 1e6, aRssGen[2] / 1e6);
+  out("| ... / (stored + KV cache %.1f MB) (target <= 1.15) | %.3f | %.3f | %.3f |\n\n", aKv / 1e6,
+      (double)aRssGen[0] / (aStored[0] + aKv), (double)aRssGen[1] / (aStored[1] + aKv),
+      (double)aRssGen[2] / (aStored[2] + aKv));
+
+  fprintf(stderr, "bench: prefill and decode...\n");
+  bench_engine(db);
+  GptModel *m0 = 0;
+  char *zErr = 0;
+  if (gptext_model_acquire(0, db, "bench", "gpt2", 0, &m0, &zErr) != SQLITE_OK) die("%s", zErr);
+  GPTConfig cfg = m0->cfg;
+  gptext_model_release(m0);
+  out("## Prefill (engine, tok/s; roofline = sgemm GFLOP/s at the shapes / FLOPs per token)\n\n");
+  out("(sgemm measured again just before each row's runs.)\n\n");
+  out("| model | T | threads | tok/s | sgemm GFLOP/s | roofline tok/s | fraction |\n|---|---:|---:|---:|---:|---:|---:|\n");
+  for (int i = 0; i < 3; i++)
+    for (int it = 0; it < 2; it++)
+      for (int nth = 1; nth <= 2; nth++) {
+        int T = it ? 512 : 128;
+        if (aPrefill[i][it][nth] == 0) continue;
+        double roof = aPrefillGemm[i][it][nth] * 1e9 / prefill_flops(&cfg, T);
+        out("| %s | %d | %d | %.0f | %.0f | %.0f | %.2f |\n", azModelDtype[i], T, nth,
+            aPrefill[i][it][nth], aPrefillGemm[i][it][nth], roof, aPrefill[i][it][nth] / roof);
+      }
+  out("\nFLOPs per token: %.1f M at T=128, %.1f M at T=512.\n\n", prefill_flops(&cfg, 128) / 1e6,
+      prefill_flops(&cfg, 512) / 1e6);
+  out("## Decode (engine, %d tokens after a 128-token prompt; roofline = bandwidth / bytes per token)\n\n",
+      bQuick ? 32 : 128);
+  out("(bandwidth measured again just before each row's runs.)\n\n");
+  out("| weights | threads | tok/s | MB read per token | bandwidth GB/s | roofline tok/s | fraction |\n|---|---:|---:|---:|---:|---:|---:|\n");
+  const char *azDec[4] = {"f32, own kernels", "f16", "q8_0", "f32, cblas_sgemv"};
+  for (int i = 0; i < 4; i++)
+    for (int nth = 1; nth <= 2; nth++) {
+      double roof = aDecodeBw[i][nth] * 1e9 / aDecodeBytes[i];
+      out("| %s | %d | %.1f | %.1f | %.1f | %.1f | %.2f |\n", azDec[i], nth, aDecode[i][nth],
+          aDecodeBytes[i] / 1e6, aDecodeBw[i][nth], roof, aDecode[i][nth] / roof);
+    }
+  out("\n");
+
+  fprintf(stderr, "bench: per-row overhead...\n");
+  sqlite3_close(db);
+  db = open_db(DB_PATH);
+  RowFig big;
+  memset(&big, 0, sizeof(big));
+  if (!bQuick) big = bench_rows(db, "gpt2");
+  /* the same on a small model with the same vocabulary, where the forward
+  ** pass is short and the overhead stands out */
+  {
+    char zCmd[512];
+    snprintf(zCmd, sizeof(zCmd), "mkdir -p %s/small && build/mkmodel %s/small --layers 2 --heads 2 "
+             "--embd 64 --ctx 256 --seed 1 > /dev/null", TMPDIR, TMPDIR);
+    if (system(zCmd) != 0) die("%s failed", zCmd);
+    exec_sql(db, "SELECT gpt_drop('small') WHERE EXISTS (SELECT 1 FROM gpt_models WHERE name = 'small')");
+    query1(db, "SELECT gpt_import('small', '" TMPDIR "/small')");
+  }
+  RowFig small = bench_rows(db, "small");
+  out("## SQL\n\n| measure | gpt2 124M f32 | 2-layer, 64-wide, same vocabulary |\n|---|---:|---:|\n");
+  out("| SELECT gpt_generate(body, max_tokens 1) FROM docs, per row (ms) | %.2f | %.3f |\n", big.sqlRow * 1e3, small.sqlRow * 1e3);
+  out("| one statement per row, per row (ms) | %.2f | %.3f |\n", big.oneCall * 1e3, small.oneCall * 1e3);
+  out("| the engine alone, same prefills (ms) | %.2f | %.3f |\n", big.engineRow * 1e3, small.engineRow * 1e3);
+  out("| per-row overhead: query - engine (ms; target <= 2) | %.2f | %.3f |\n\n", big.overhead * 1e3, small.overhead * 1e3);
+  fprintf(stderr, "bench: prefix reuse...\n");
+  double tShared, tDistinct;
+  int nPrefix, nSuffix;
+  double sp = bench_prefix(db, "gpt2", &tShared, &tDistinct, &nPrefix, &nSuffix);
+  out("Prefix reuse (gpt2 f32): rows of a %d-token prompt whose first %d tokens are shared "
+      "and whose last %d differ: %.1f ms per row against %.1f ms when the beginnings differ "
+      "too: %.1fx faster.\n", nPrefix, nPrefix - nSuffix, nSuffix, tShared * 1e3,
+      tDistinct * 1e3, sp);
+  sqlite3_close(db);
+  fclose(gOut);
+  fprintf(stderr, "bench: wrote %s\n", zOutPath);
+  return 0;
+}

@@ -1,0 +1,824 @@
+/*
+** The kernel sets of kernels.h: portable C, AVX2 and AVX-512.
+**
+** How it works: each set is a table of function pointers. The x86 sets are
+** compiled with GCC target attributes, so this file builds with the default
+** flags and the CPU is asked at run time (__builtin_cpu_supports) which sets
+** it can run. Gemv kernels take a range of output rows and handle up to four
+** rows per pass over x, each row with its own accumulators: a row's result
+** is the same whether it was computed in a group of four or alone, so any
+** split of the rows over threads gives identical output.
+**
+** q8_0 rows are multiplied with activations quantized the same way (int8 per
+** block of 32 with an f32 scale): per block, the 32 int8 products are summed
+** exactly in integers (maddubs/madd on |x| and sign-adjusted weights, as in
+** llama.cpp), then scaled by d_w * d_x and accumulated in f32.
+*/
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include "gpt.h"
+#include "kernels.h"
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define GPT_X86 1
+#include <immintrin.h>
+#define AVX2_FN __attribute__((target("avx2,fma,f16c")))
+#define AVX512_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#endif
+
+/* The f16 scale at the head of a q8_0 block. */
+static inline uint16_t q8_scale_bits(const uint8_t *blk) {
+  return (uint16_t)(blk[0] | (blk[1] << 8));
+}
+
+/* ------------------------------------------------------------ portable */
+
+/* Dot product of two f32 rows with 8 partial sums (which compilers can
+** keep in one vector register without reordering any sum). */
+static float p_dot(const float *a, const float *b, int n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int k = 0;
+  for (; k + 8 <= n; k += 8)
+    for (int j = 0; j < 8; j++) acc[j] += a[k + j] * b[k + j];
+  float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (; k < n; k++) s += a[k] * b[k];
+  return s;
+}
+
+/* Stores t = dot + bias into y[r] as mode says. */
+static inline void store_row(float *y, int r, float dot, const float *bias, int mode) {
+  float t = dot + (bias ? bias[r] : 0.0f);
+  if (mode == GPT_GEMV_ADD) y[r] += t;
+  else y[r] = t;
+}
+
+static void p_gemv_f32(float *y, const float *W, const float *x, const float *bias,
+                       int r0, int r1, int K, int mode) {
+  for (int r = r0; r < r1; r++) store_row(y, r, p_dot(W + (size_t)r * K, x, K), bias, mode);
+}
+
+static void p_gemv_f16(float *y, const uint16_t *W, const float *x, const float *bias,
+                       int r0, int r1, int K, int mode) {
+  for (int r = r0; r < r1; r++) {
+    const uint16_t *w = W + (size_t)r * K;
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int k = 0;
+    for (; k + 8 <= K; k += 8)
+      for (int j = 0; j < 8; j++) acc[j] += gpt_f16_to_f32(w[k + j]) * x[k + j];
+    float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; k < K; k++) s += gpt_f16_to_f32(w[k]) * x[k];
+    store_row(y, r, s, bias, mode);
+  }
+}
+
+static void p_gemv_q8(float *y, const uint8_t *W, const GPTQ8Act *x, const float *bias,
+                      int r0, int r1, int K, int mode) {
+  int nb = K / GPT_Q8_BLOCK;
+  for (int r = r0; r < r1; r++) {
+    const uint8_t *blk = W + (size_t)r * nb * GPT_Q8_BYTES;
+    float s = 0.0f;
+    for (int b = 0; b < nb; b++, blk += GPT_Q8_BYTES) {
+      const int8_t *q = (const int8_t *)(blk + 2), *xq = x->q + b * GPT_Q8_BLOCK;
+      int32_t isum = 0;
+      for (int j = 0; j < GPT_Q8_BLOCK; j++) isum += (int32_t)q[j] * xq[j];
+      s += gpt_f16_to_f32(q8_scale_bits(blk)) * x->d[b] * (float)isum;
+    }
+    store_row(y, r, s, bias, mode);
+  }
+}
+
+static void p_f16_to_f32(float *dst, const uint16_t *src, size_t n) {
+  for (size_t i = 0; i < n; i++) dst[i] = gpt_f16_to_f32(src[i]);
+}
+
+static void p_q8_to_f32(float *dst, const uint8_t *src, size_t nb) {
+  for (size_t b = 0; b < nb; b++, src += GPT_Q8_BYTES, dst += GPT_Q8_BLOCK) {
+    float d = gpt_f16_to_f32(q8_scale_bits(src));
+    for (int j = 0; j < GPT_Q8_BLOCK; j++) dst[j] = d * (float)(int8_t)src[2 + j];
+  }
+}
+
+static void p_gelu(float *x, size_t n) {
+  const float s = 0.7978845608028654f; /* sqrt(2/pi) */
+  for (size_t i = 0; i < n; i++) {
+    float v = x[i];
+    x[i] = 0.5f * v * (1.0f + tanhf(s * (v + 0.044715f * v * v * v)));
+  }
+}
+
+static float p_exp_sum(float *x, int n, float mx) {
+  double sum = 0;
+  for (int j = 0; j < n; j++) { x[j] = expf(x[j] - mx); sum += x[j]; }
+  return (float)sum;
+}
+
+static void p_axpy(float *y, float a, const float *x, int n) {
+  for (int i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+/* In tiles of 64 rows by 16 columns, so that both sides stay in cache. */
+static void p_transpose_f32(float *dst, size_t ldd, const float *src, size_t lds, int rows,
+                            int cols) {
+  for (int rb = 0; rb < rows; rb += 64) {
+    int rEnd = rb + 64 < rows ? rb + 64 : rows;
+    for (int cb = 0; cb < cols; cb += 16) {
+      int cEnd = cb + 16 < cols ? cb + 16 : cols;
+      for (int c = cb; c < cEnd; c++)
+        for (int r = rb; r < rEnd; r++) dst[c * ldd + r] = src[r * lds + c];
+    }
+  }
+}
+
+static void p_transpose_u16(uint16_t *dst, size_t ldd, const uint16_t *src, size_t lds,
+                            int rows, int cols) {
+  for (int rb = 0; rb < rows; rb += 64) {
+    int rEnd = rb + 64 < rows ? rb + 64 : rows;
+    for (int cb = 0; cb < cols; cb += 16) {
+      int cEnd = cb + 16 < cols ? cb + 16 : cols;
+      for (int c = cb; c < cEnd; c++)
+        for (int r = rb; r < rEnd; r++) dst[c * ldd + r] = src[r * lds + c];
+    }
+  }
+}
+
+static const GPTKernels kPortable = {
+  "portable", 0, p_gemv_f32, p_gemv_f16, p_gemv_q8, p_f16_to_f32, p_q8_to_f32,
+  p_gelu, p_exp_sum, p_dot, p_axpy, p_transpose_f32, p_transpose_u16,
+};
+
+/* ---------------------------------------------------------------- AVX2 */
+#ifdef GPT_X86
+
+AVX2_FN static ALWAYS_INLINE float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+/* R rows of an f32 matrix (row stride ld) against x: two accumulators per
+** row over 16 columns a step, one more step of 8, then a scalar tail. */
+AVX2_FN static ALWAYS_INLINE void avx2_rows_f32(float *res, const float *W, size_t ld,
+                                                const float *x, int K, int R) {
+  __m256 a0[4], a1[4];
+  for (int i = 0; i < R; i++) a0[i] = a1[i] = _mm256_setzero_ps();
+  int k = 0;
+  for (; k + 16 <= K; k += 16) {
+    __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);
+    for (int i = 0; i < R; i++) {
+      const float *w = W + i * ld + k;
+      a0[i] = _mm256_fmadd_ps(_mm256_loadu_ps(w), x0, a0[i]);
+      a1[i] = _mm256_fmadd_ps(_mm256_loadu_ps(w + 8), x1, a1[i]);
+    }
+  }
+  if (k + 8 <= K) {
+    __m256 x0 = _mm256_loadu_ps(x + k);
+    for (int i = 0; i < R; i++) a0[i] = _mm256_fmadd_ps(_mm256_loadu_ps(W + i * ld + k), x0, a0[i]);
+    k += 8;
+  }
+  for (int i = 0; i < R; i++) {
+    float s = hsum256(_mm256_add_ps(a0[i], a1[i]));
+    for (int kk = k; kk < K; kk++) s += W[i * ld + kk] * x[kk];
+    res[i] = s;
+  }
+}
+
+AVX2_FN static void avx2_gemv_f32(float *y, const float *W, const float *x, const float *bias,
+                                  int r0, int r1, int K, int mode) {
+  float res[4];
+  int r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    avx2_rows_f32(res, W + (size_t)r * K, (size_t)K, x, K, 4);
+    for (int i = 0; i < 4; i++) store_row(y, r + i, res[i], bias, mode);
+  }
+  for (; r < r1; r++) {
+    avx2_rows_f32(res, W + (size_t)r * K, (size_t)K, x, K, 1);
+    store_row(y, r, res[0], bias, mode);
+  }
+}
+
+AVX2_FN static ALWAYS_INLINE __m256 avx2_load_f16(const uint16_t *p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+
+AVX2_FN static ALWAYS_INLINE void avx2_rows_f16(float *res, const uint16_t *W, size_t ld,
+                                                const float *x, int K, int R) {
+  __m256 a0[4], a1[4];
+  for (int i = 0; i < R; i++) a0[i] = a1[i] = _mm256_setzero_ps();
+  int k = 0;
+  for (; k + 16 <= K; k += 16) {
+    __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);
+    for (int i = 0; i < R; i++) {
+      const uint16_t *w = W + i * ld + k;
+      a0[i] = _mm256_fmadd_ps(avx2_load_f16(w), x0, a0[i]);
+      a1[i] = _mm256_fmadd_ps(avx2_load_f16(w + 8), x1, a1[i]);
+    }
+  }
+  if (k + 8 <= K) {
+    __m256 x0 = _mm256_loadu_ps(x + k);
+    for (int i = 0; i < R; i++) a0[i] = _mm256_fmadd_ps(avx2_load_f16(W + i * ld + k), x0, a0[i]);
+    k += 8;
+  }
+  for (int i = 0; i < R; i++) {
+    float s = hsum256(_mm256_add_ps(a0[i], a1[i]));
+    for (int kk = k; kk < K; kk++) s += gpt_f16_to_f32(W[i * ld + kk]) * x[kk];
+    res[i] = s;
+  }
+}
+
+AVX2_FN static void avx2_gemv_f16(float *y, const uint16_t *W, const float *x, const float *bias,
+                                  int r0, int r1, int K, int mode) {
+  float res[4];
+  int r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    avx2_rows_f16(res, W + (size_t)r * K, (size_t)K, x, K, 4);
+    for (int i = 0; i < 4; i++) store_row(y, r + i, res[i], bias, mode);
+  }
+  for (; r < r1; r++) {
+    avx2_rows_f16(res, W + (size_t)r * K, (size_t)K, x, K, 1);
+    store_row(y, r, res[0], bias, mode);
+  }
+}
+
+/* The f32 value of a q8_0 block's scale. */
+AVX2_FN static ALWAYS_INLINE float avx2_q8_scale(const uint8_t *blk) {
+  return _cvtsh_ss(q8_scale_bits(blk));
+}
+
+/* Eight int32 partial sums of one block: sum of q_w * q_x over 32 int8,
+** computed as |q_x| * (q_w with q_x's sign), exact in 16 then 32 bits. */
+AVX2_FN static ALWAYS_INLINE __m256 avx2_q8_block(const uint8_t *blk, __m256i xq, __m256i axq) {
+  __m256i w = _mm256_loadu_si256((const __m256i *)(blk + 2));
+  __m256i p16 = _mm256_maddubs_epi16(axq, _mm256_sign_epi8(w, xq));
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+}
+
+/* R rows of q8_0 blocks against x. Blocks go eight at a time: the eight
+** weight scales of a row are gathered into one vector, widened by one
+** vcvtph2ps and multiplied by the eight activation scales, and each block
+** takes its lane with a permute, so the per-block work is all vector ops.
+** The products are the same floats as block-by-block scalar scaling. */
+AVX2_FN static ALWAYS_INLINE void avx2_rows_q8(float *res, const uint8_t *W, size_t ld,
+                                               const GPTQ8Act *x, int nb, int R) {
+  __m256 acc[4], ds[4];
+  for (int i = 0; i < R; i++) acc[i] = _mm256_setzero_ps();
+  int b = 0;
+  for (; b + 8 <= nb; b += 8) {
+    __m256 dx = _mm256_loadu_ps(x->d + b);
+    for (int i = 0; i < R; i++) {
+      const uint8_t *blk = W + i * ld + (size_t)b * GPT_Q8_BYTES;
+      __m128i h = _mm_setr_epi16(
+          (short)q8_scale_bits(blk), (short)q8_scale_bits(blk + GPT_Q8_BYTES),
+          (short)q8_scale_bits(blk + 2 * GPT_Q8_BYTES), (short)q8_scale_bits(blk + 3 * GPT_Q8_BYTES),
+          (short)q8_scale_bits(blk + 4 * GPT_Q8_BYTES), (short)q8_scale_bits(blk + 5 * GPT_Q8_BYTES),
+          (short)q8_scale_bits(blk + 6 * GPT_Q8_BYTES), (short)q8_scale_bits(blk + 7 * GPT_Q8_BYTES));
+      ds[i] = _mm256_mul_ps(_mm256_cvtph_ps(h), dx);
+    }
+    for (int j = 0; j < 8; j++) {
+      __m256i xq = _mm256_loadu_si256((const __m256i *)(x->q + (b + j) * GPT_Q8_BLOCK));
+      __m256i axq = _mm256_loadu_si256((const __m256i *)(x->aq + (b + j) * GPT_Q8_BLOCK));
+      __m256i lane = _mm256_set1_epi32(j);
+      for (int i = 0; i < R; i++) {
+        const uint8_t *blk = W + i * ld + (size_t)(b + j) * GPT_Q8_BYTES;
+        __m256 d = _mm256_permutevar8x32_ps(ds[i], lane);
+        acc[i] = _mm256_fmadd_ps(d, avx2_q8_block(blk, xq, axq), acc[i]);
+      }
+    }
+  }
+  for (; b < nb; b++) {
+    __m256i xq = _mm256_loadu_si256((const __m256i *)(x->q + b * GPT_Q8_BLOCK));
+    __m256i axq = _mm256_loadu_si256((const __m256i *)(x->aq + b * GPT_Q8_BLOCK));
+    float dx = x->d[b];
+    for (int i = 0; i < R; i++) {
+      const uint8_t *blk = W + i * ld + (size_t)b * GPT_Q8_BYTES;
+      __m256 d = _mm256_set1_ps(avx2_q8_scale(blk) * dx);
+      acc[i] = _mm256_fmadd_ps(d, avx2_q8_block(blk, xq, axq), acc[i]);
+    }
+  }
+  for (int i = 0; i < R; i++) res[i] = hsum256(acc[i]);
+}
+
+AVX2_FN static void avx2_gemv_q8(float *y, const uint8_t *W, const GPTQ8Act *x, const float *bias,
+                                 int r0, int r1, int K, int mode) {
+  int nb = K / GPT_Q8_BLOCK;
+  size_t ld = (size_t)nb * GPT_Q8_BYTES;
+  float res[4];
+  int r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    avx2_rows_q8(res, W + (size_t)r * ld, ld, x, nb, 4);
+    for (int i = 0; i < 4; i++) store_row(y, r + i, res[i], bias, mode);
+  }
+  for (; r < r1; r++) {
+    avx2_rows_q8(res, W + (size_t)r * ld, ld, x, nb, 1);
+    store_row(y, r, res[0], bias, mode);
+  }
+}
+
+AVX2_FN static void avx2_f16_to_f32(float *dst, const uint16_t *src, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, avx2_load_f16(src + i));
+  for (; i < n; i++) dst[i] = gpt_f16_to_f32(src[i]);
+}
+
+AVX2_FN static void avx2_q8_to_f32(float *dst, const uint8_t *src, size_t nb) {
+  for (size_t b = 0; b < nb; b++, src += GPT_Q8_BYTES, dst += GPT_Q8_BLOCK) {
+    __m256 d = _mm256_set1_ps(avx2_q8_scale(src));
+    for (int j = 0; j < GPT_Q8_BLOCK; j += 8) {
+      __m128i q = _mm_loadl_epi64((const __m128i *)(src + 2 + j));
+      _mm256_storeu_ps(dst + j, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q))));
+    }
+  }
+}
+
+/* exp(x) for 8 lanes: Cephes' expf (range reduction by ln 2 in two parts,
+** degree-6 polynomial), within 2 ulp; inputs are clamped to [-87.3, 88.7]. */
+AVX2_FN static ALWAYS_INLINE __m256 avx2_exp(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.7f));
+  __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  x = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  x = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), x);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+/* gelu(v) = 0.5 v (1 + tanh(u)) = v / (1 + exp(-2u)), u = sqrt(2/pi) (v + 0.044715 v^3),
+** which keeps full relative precision for every sign of u. */
+AVX2_FN static ALWAYS_INLINE __m256 avx2_gelu8(__m256 v) {
+  __m256 v3 = _mm256_mul_ps(_mm256_mul_ps(v, v), v);
+  __m256 u = _mm256_mul_ps(_mm256_set1_ps(0.7978845608028654f),
+                           _mm256_fmadd_ps(_mm256_set1_ps(0.044715f), v3, v));
+  __m256 e = avx2_exp(_mm256_mul_ps(_mm256_set1_ps(-2.0f), u));
+  return _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+}
+
+AVX2_FN static void avx2_gelu(float *x, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, avx2_gelu8(_mm256_loadu_ps(x + i)));
+  if (i < n) {
+    float t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    memcpy(t, x + i, (n - i) * sizeof(float));
+    _mm256_storeu_ps(t, avx2_gelu8(_mm256_loadu_ps(t)));
+    memcpy(x + i, t, (n - i) * sizeof(float));
+  }
+}
+
+AVX2_FN static float avx2_exp_sum(float *x, int n, float mx) {
+  __m256 m = _mm256_set1_ps(mx), acc = _mm256_setzero_ps();
+  int j = 0;
+  for (; j + 8 <= n; j += 8) {
+    __m256 e = avx2_exp(_mm256_sub_ps(_mm256_loadu_ps(x + j), m));
+    _mm256_storeu_ps(x + j, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  float s = hsum256(acc);
+  if (j < n) {
+    float t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int r = n - j;
+    memcpy(t, x + j, (size_t)r * sizeof(float));
+    _mm256_storeu_ps(t, avx2_exp(_mm256_sub_ps(_mm256_loadu_ps(t), m)));
+    memcpy(x + j, t, (size_t)r * sizeof(float));
+    for (int i = 0; i < r; i++) s += t[i];
+  }
+  return s;
+}
+
+AVX2_FN static float avx2_dot(const float *a, const float *b, int n) {
+  float res;
+  avx2_rows_f32(&res, a, 0, b, n, 1);
+  return res;
+}
+
+AVX2_FN static void avx2_axpy(float *y, float a, const float *x, int n) {
+  __m256 va = _mm256_set1_ps(a);
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_mul_ps(va, _mm256_loadu_ps(x + i))));
+  for (; i < n; i++) y[i] += a * x[i];
+}
+
+/* 8 x 8 blocks transposed in registers; the edges one value at a time. */
+AVX2_FN static void avx2_transpose_f32(float *dst, size_t ldd, const float *src, size_t lds,
+                                       int rows, int cols) {
+  int r8 = rows / 8 * 8, c8 = cols / 8 * 8;
+  for (int r = 0; r < r8; r += 8) {
+    for (int c = 0; c < c8; c += 8) {
+      const float *s = src + r * lds + c;
+      __m256 a0 = _mm256_loadu_ps(s), a1 = _mm256_loadu_ps(s + lds);
+      __m256 a2 = _mm256_loadu_ps(s + 2 * lds), a3 = _mm256_loadu_ps(s + 3 * lds);
+      __m256 a4 = _mm256_loadu_ps(s + 4 * lds), a5 = _mm256_loadu_ps(s + 5 * lds);
+      __m256 a6 = _mm256_loadu_ps(s + 6 * lds), a7 = _mm256_loadu_ps(s + 7 * lds);
+      __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1);
+      __m256 t2 = _mm256_unpacklo_ps(a2, a3), t3 = _mm256_unpackhi_ps(a2, a3);
+      __m256 t4 = _mm256_unpacklo_ps(a4, a5), t5 = _mm256_unpackhi_ps(a4, a5);
+      __m256 t6 = _mm256_unpacklo_ps(a6, a7), t7 = _mm256_unpackhi_ps(a6, a7);
+      __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+      __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+      __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+      __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+      float *o = dst + c * ldd + r;
+      _mm256_storeu_ps(o, _mm256_permute2f128_ps(u0, u4, 0x20));
+      _mm256_storeu_ps(o + ldd, _mm256_permute2f128_ps(u1, u5, 0x20));
+      _mm256_storeu_ps(o + 2 * ldd, _mm256_permute2f128_ps(u2, u6, 0x20));
+      _mm256_storeu_ps(o + 3 * ldd, _mm256_permute2f128_ps(u3, u7, 0x20));
+      _mm256_storeu_ps(o + 4 * ldd, _mm256_permute2f128_ps(u0, u4, 0x31));
+      _mm256_storeu_ps(o + 5 * ldd, _mm256_permute2f128_ps(u1, u5, 0x31));
+      _mm256_storeu_ps(o + 6 * ldd, _mm256_permute2f128_ps(u2, u6, 0x31));
+      _mm256_storeu_ps(o + 7 * ldd, _mm256_permute2f128_ps(u3, u7, 0x31));
+    }
+    for (int c = c8; c < cols; c++)
+      for (int i = 0; i < 8; i++) dst[c * ldd + r + i] = src[(r + i) * lds + c];
+  }
+  for (int r = r8; r < rows; r++)
+    for (int c = 0; c < cols; c++) dst[c * ldd + r] = src[r * lds + c];
+}
+
+/* 8 x 8 blocks of 16-bit values transposed in SSE registers (three rounds
+** of unpacks); the edges one value at a time. */
+AVX2_FN static void avx2_transpose_u16(uint16_t *dst, size_t ldd, const uint16_t *src,
+                                       size_t lds, int rows, int cols) {
+  int r8 = rows / 8 * 8, c8 = cols / 8 * 8;
+  for (int r = 0; r < r8; r += 8) {
+    for (int c = 0; c < c8; c += 8) {
+      const uint16_t *s = src + r * lds + c;
+      __m128i a[8], b[8], d[8];
+      for (int i = 0; i < 8; i++) a[i] = _mm_loadu_si128((const __m128i *)(s + i * lds));
+      for (int i = 0; i < 4; i++) {
+        b[2 * i] = _mm_unpacklo_epi16(a[2 * i], a[2 * i + 1]);
+        b[2 * i + 1] = _mm_unpackhi_epi16(a[2 * i], a[2 * i + 1]);
+      }
+      /* b0: r0r1 cols 0-3, b1: r0r1 cols 4-7, b2: r2r3 0-3, ... */
+      d[0] = _mm_unpacklo_epi32(b[0], b[2]); d[1] = _mm_unpackhi_epi32(b[0], b[2]);
+      d[2] = _mm_unpacklo_epi32(b[1], b[3]); d[3] = _mm_unpackhi_epi32(b[1], b[3]);
+      d[4] = _mm_unpacklo_epi32(b[4], b[6]); d[5] = _mm_unpackhi_epi32(b[4], b[6]);
+      d[6] = _mm_unpacklo_epi32(b[5], b[7]); d[7] = _mm_unpackhi_epi32(b[5], b[7]);
+      /* d0: r0-3 cols 0-1, d1: r0-3 cols 2-3, d2: cols 4-5, d3: cols 6-7; d4-7 rows 4-7 */
+      uint16_t *o = dst + c * ldd + r;
+      for (int i = 0; i < 4; i++) {
+        _mm_storeu_si128((__m128i *)(o + (2 * i) * ldd), _mm_unpacklo_epi64(d[i], d[i + 4]));
+        _mm_storeu_si128((__m128i *)(o + (2 * i + 1) * ldd), _mm_unpackhi_epi64(d[i], d[i + 4]));
+      }
+    }
+    for (int c = c8; c < cols; c++)
+      for (int i = 0; i < 8; i++) dst[c * ldd + r + i] = src[(r + i) * lds + c];
+  }
+  for (int r = r8; r < rows; r++)
+    for (int c = 0; c < cols; c++) dst[c * ldd + r] = src[r * lds + c];
+}
+
+static const GPTKernels kAvx2 = {
+  "avx2", 0, avx2_gemv_f32, avx2_gemv_f16, avx2_gemv_q8, avx2_f16_to_f32, avx2_q8_to_f32,
+  avx2_gelu, avx2_exp_sum, avx2_dot, avx2_axpy, avx2_transpose_f32, avx2_transpose_u16,
+};
+
+/* ------------------------------------------------------------- AVX-512 */
+
+AVX512_FN static ALWAYS_INLINE void avx512_rows_f32(float *res, const float *W, size_t ld,
+                                                    const float *x, int K, int R) {
+  __m512 a0[4], a1[4];
+  for (int i = 0; i < R; i++) a0[i] = a1[i] = _mm512_setzero_ps();
+  int k = 0;
+  for (; k + 32 <= K; k += 32) {
+    __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
+    for (int i = 0; i < R; i++) {
+      const float *w = W + i * ld + k;
+      a0[i] = _mm512_fmadd_ps(_mm512_loadu_ps(w), x0, a0[i]);
+      a1[i] = _mm512_fmadd_ps(_mm512_loadu_ps(w + 16), x1, a1[i]);
+    }
+  }
+  if (k + 16 <= K) {
+    __m512 x0 = _mm512_loadu_ps(x + k);
+    for (int i = 0; i < R; i++) a0[i] = _mm512_fmadd_ps(_mm512_loadu_ps(W + i * ld + k), x0, a0[i]);
+    k += 16;
+  }
+  for (int i = 0; i < R; i++) {
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(a0[i], a1[i]));
+    for (int kk = k; kk < K; kk++) s += W[i * ld + kk] * x[kk];
+    res[i] = s;
+  }
+}
+
+AVX512_FN static void avx512_gemv_f32(float *y, const float *W, const float *x,
+                                      const float *bias, int r0, int r1, int K, int mode) {
+  float res[4];
+  int r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    avx512_rows_f32(res, W + (size_t)r * K, (size_t)K, x, K, 4);
+    for (int i = 0; i < 4; i++) store_row(y, r + i, res[i], bias, mode);
+  }
+  for (; r < r1; r++) {
+    avx512_rows_f32(res, W + (size_t)r * K, (size_t)K, x, K, 1);
+    store_row(y, r, res[0], bias, mode);
+  }
+}
+
+AVX512_FN static ALWAYS_INLINE __m512 avx512_load_f16(const uint16_t *p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+}
+
+AVX512_FN static ALWAYS_INLINE void avx512_rows_f16(float *res, const uint16_t *W, size_t ld,
+                                                    const float *x, int K, int R) {
+  __m512 a0[4], a1[4];
+  for (int i = 0; i < R; i++) a0[i] = a1[i] = _mm512_setzero_ps();
+  int k = 0;
+  for (; k + 32 <= K; k += 32) {
+    __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
+    for (int i = 0; i < R; i++) {
+      const uint16_t *w = W + i * ld + k;
+      a0[i] = _mm512_fmadd_ps(avx512_load_f16(w), x0, a0[i]);
+      a1[i] = _mm512_fmadd_ps(avx512_load_f16(w + 16), x1, a1[i]);
+    }
+  }
+  if (k + 16 <= K) {
+    __m512 x0 = _mm512_loadu_ps(x + k);
+    for (int i = 0; i < R; i++) a0[i] = _mm512_fmadd_ps(avx512_load_f16(W + i * ld + k), x0, a0[i]);
+    k += 16;
+  }
+  for (int i = 0; i < R; i++) {
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(a0[i], a1[i]));
+    for (int kk = k; kk < K; kk++) s += gpt_f16_to_f32(W[i * ld + kk]) * x[kk];
+    res[i] = s;
+  }
+}
+
+AVX512_FN static void avx512_gemv_f16(float *y, const uint16_t *W, const float *x,
+                                      const float *bias, int r0, int r1, int K, int mode) {
+  float res[4];
+  int r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    avx512_rows_f16(res, W + (size_t)r * K, (size_t)K, x, K, 4);
+    for (int i = 0; i < 4; i++) store_row(y, r + i, res[i], bias, mode);
+  }
+  for (; r < r1; r++) {
+    avx512_rows_f16(res, W + (size_t)r * K, (size_t)K, x, K, 1);
+    store_row(y, r, res[0], bias, mode);
+  }
+}
+
+/* Two q8_0 blocks (b, b+1) a step: their 32-byte quants fill one 512-bit
+** register; the sign of x moves onto w by a masked negation (AVX-512 has no
+** sign_epi8); lanes 0-7 of the int32 sums belong to block b, 8-15 to b+1.
+** Scales as in the AVX2 kernel, sixteen blocks at a time: one vcvtph2ps
+** widens a row's sixteen weight scales, and each pair of blocks takes its
+** two lanes (eight copies each) with one permute. */
+AVX512_FN static ALWAYS_INLINE __m512 avx512_q8_pair(const uint8_t *blk, __m512i axq,
+                                                     __mmask64 neg) {
+  const __m512i ones = _mm512_set1_epi16(1), zero = _mm512_setzero_si512();
+  __m512i w = _mm512_inserti64x4(
+      _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(blk + 2))),
+      _mm256_loadu_si256((const __m256i *)(blk + GPT_Q8_BYTES + 2)), 1);
+  __m512i sw = _mm512_mask_sub_epi8(w, neg, zero, w);
+  return _mm512_cvtepi32_ps(_mm512_madd_epi16(_mm512_maddubs_epi16(axq, sw), ones));
+}
+
+AVX512_FN static ALWAYS_INLINE void avx512_rows_q8(float *res, const uint8_t *W, size_t ld,
+                                                   const GPTQ8Act *x, int nb, int R) {
+  __m512 acc[4], ds[4];
+  __m256 acc1[4];
+  for (int i = 0; i < R; i++) { acc[i] = _mm512_setzero_ps(); acc1[i] = _mm256_setzero_ps(); }
+  int b = 0;
+  for (; b + 16 <= nb; b += 16) {
+    __m512 dx = _mm512_loadu_ps(x->d + b);
+    for (int i = 0; i < R; i++) {
+      const uint8_t *blk = W + i * ld + (size_t)b * GPT_Q8_BYTES;
+      uint16_t h[16];
+      for (int j = 0; j < 16; j++) h[j] = q8_scale_bits(blk + j * GPT_Q8_BYTES);
+      ds[i] = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)h)), dx);
+    }
+    for (int j = 0; j < 16; j += 2) {
+      __m512i xq = _mm512_loadu_si512((const void *)(x->q + (b + j) * GPT_Q8_BLOCK));
+      __m512i axq = _mm512_loadu_si512((const void *)(x->aq + (b + j) * GPT_Q8_BLOCK));
+      __mmask64 neg = _mm512_movepi8_mask(xq);
+      __m512i lanes = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(j)),
+                                         _mm256_set1_epi32(j + 1), 1);
+      for (int i = 0; i < R; i++) {
+        const uint8_t *blk = W + i * ld + (size_t)(b + j) * GPT_Q8_BYTES;
+        __m512 d = _mm512_permutexvar_ps(lanes, ds[i]);
+        acc[i] = _mm512_fmadd_ps(d, avx512_q8_pair(blk, axq, neg), acc[i]);
+      }
+    }
+  }
+  for (; b + 2 <= nb; b += 2) {
+    __m512i xq = _mm512_loadu_si512((const void *)(x->q + b * GPT_Q8_BLOCK));
+    __m512i axq = _mm512_loadu_si512((const void *)(x->aq + b * GPT_Q8_BLOCK));
+    __mmask64 neg = _mm512_movepi8_mask(xq);
+    float d0 = x->d[b], d1 = x->d[b + 1];
+    for (int i = 0; i < R; i++) {
+      const uint8_t *blk = W + i * ld + (size_t)b * GPT_Q8_BYTES;
+      __m256 s0 = _mm256_set1_ps(_cvtsh_ss(q8_scale_bits(blk)) * d0);
+      __m256 s1 = _mm256_set1_ps(_cvtsh_ss(q8_scale_bits(blk + GPT_Q8_BYTES)) * d1);
+      __m512 d = _mm512_castsi512_ps(_mm512_inserti64x4(
+          _mm512_castsi256_si512(_mm256_castps_si256(s0)), _mm256_castps_si256(s1), 1));
+      acc[i] = _mm512_fmadd_ps(d, avx512_q8_pair(blk, axq, neg), acc[i]);
+    }
+  }
+  if (b < nb) { /* an odd last block, on 256 bits */
+    __m256i xq = _mm256_loadu_si256((const __m256i *)(x->q + b * GPT_Q8_BLOCK));
+    __m256i axq = _mm256_loadu_si256((const __m256i *)(x->aq + b * GPT_Q8_BLOCK));
+    for (int i = 0; i < R; i++) {
+      const uint8_t *blk = W + i * ld + (size_t)b * GPT_Q8_BYTES;
+      __m256 d = _mm256_set1_ps(_cvtsh_ss(q8_scale_bits(blk)) * x->d[b]);
+      acc1[i] = _mm256_fmadd_ps(d, avx2_q8_block(blk, xq, axq), acc1[i]);
+    }
+  }
+  for (int i = 0; i < R; i++) res[i] = _mm512_reduce_add_ps(acc[i]) + hsum256(acc1[i]);
+}
+
+AVX512_FN static void avx512_gemv_q8(float *y, const uint8_t *W, const GPTQ8Act *x,
+                                     const float *bias, int r0, int r1, int K, int mode) {
+  int nb = K / GPT_Q8_BLOCK;
+  size_t ld = (size_t)nb * GPT_Q8_BYTES;
+  float res[4];
+  int r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    avx512_rows_q8(res, W + (size_t)r * ld, ld, x, nb, 4);
+    for (int i = 0; i < 4; i++) store_row(y, r + i, res[i], bias, mode);
+  }
+  for (; r < r1; r++) {
+    avx512_rows_q8(res, W + (size_t)r * ld, ld, x, nb, 1);
+    store_row(y, r, res[0], bias, mode);
+  }
+}
+
+AVX512_FN static void avx512_f16_to_f32(float *dst, const uint16_t *src, size_t n) {
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, avx512_load_f16(src + i));
+  for (; i < n; i++) dst[i] = gpt_f16_to_f32(src[i]);
+}
+
+AVX512_FN static void avx512_q8_to_f32(float *dst, const uint8_t *src, size_t nb) {
+  for (size_t b = 0; b < nb; b++, src += GPT_Q8_BYTES, dst += GPT_Q8_BLOCK) {
+    __m512 d = _mm512_set1_ps(_cvtsh_ss(q8_scale_bits(src)));
+    for (int j = 0; j < GPT_Q8_BLOCK; j += 16) {
+      __m128i q = _mm_loadu_si128((const __m128i *)(src + 2 + j));
+      _mm512_storeu_ps(dst + j, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q))));
+    }
+  }
+}
+
+/* The AVX2 exp on 16 lanes. */
+AVX512_FN static ALWAYS_INLINE __m512 avx512_exp(__m512 x) {
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.7f));
+  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  x = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  x = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), x);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(x, x), _mm512_add_ps(x, _mm512_set1_ps(1.0f)));
+  __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+  return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+}
+
+AVX512_FN static ALWAYS_INLINE __m512 avx512_gelu16(__m512 v) {
+  __m512 v3 = _mm512_mul_ps(_mm512_mul_ps(v, v), v);
+  __m512 u = _mm512_mul_ps(_mm512_set1_ps(0.7978845608028654f),
+                           _mm512_fmadd_ps(_mm512_set1_ps(0.044715f), v3, v));
+  __m512 e = avx512_exp(_mm512_mul_ps(_mm512_set1_ps(-2.0f), u));
+  return _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+}
+
+AVX512_FN static void avx512_gelu(float *x, size_t n) {
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, avx512_gelu16(_mm512_loadu_ps(x + i)));
+  if (i < n) {
+    __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(x + i, m, avx512_gelu16(_mm512_maskz_loadu_ps(m, x + i)));
+  }
+}
+
+AVX512_FN static float avx512_exp_sum(float *x, int n, float mx) {
+  __m512 m = _mm512_set1_ps(mx), acc = _mm512_setzero_ps();
+  int j = 0;
+  for (; j + 16 <= n; j += 16) {
+    __m512 e = avx512_exp(_mm512_sub_ps(_mm512_loadu_ps(x + j), m));
+    _mm512_storeu_ps(x + j, e);
+    acc = _mm512_add_ps(acc, e);
+  }
+  if (j < n) {
+    __mmask16 k = (__mmask16)((1u << (n - j)) - 1);
+    __m512 e = avx512_exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + j), m));
+    _mm512_mask_storeu_ps(x + j, k, e);
+    acc = _mm512_add_ps(acc, _mm512_maskz_mov_ps(k, e));
+  }
+  return _mm512_reduce_add_ps(acc);
+}
+
+static const GPTKernels kAvx512 = {
+  "avx512", 0, avx512_gemv_f32, avx512_gemv_f16, avx512_gemv_q8, avx512_f16_to_f32,
+  avx512_q8_to_f32, avx512_gelu, avx512_exp_sum, avx2_dot, avx2_axpy, avx2_transpose_f32,
+  avx2_transpose_u16,
+};
+
+static int cpu_has_avx2(void) {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+         __builtin_cpu_supports("f16c");
+}
+
+static int cpu_has_avx512(void) {
+  return cpu_has_avx2() && __builtin_cpu_supports("avx512f") &&
+         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+}
+#endif /* GPT_X86 */
+
+/* ----------------------------------------------------------- selection */
+
+const GPTKernels *gpt_kernels_named(const char *zName) {
+  if (zName == 0) return 0;
+  if (strcmp(zName, "portable") == 0) return &kPortable;
+#ifdef GPT_X86
+  if (strcmp(zName, "avx2") == 0) return cpu_has_avx2() ? &kAvx2 : 0;
+  if (strcmp(zName, "avx512") == 0) return cpu_has_avx512() ? &kAvx512 : 0;
+#endif
+  return 0;
+}
+
+static GPTKernels gSelected;
+static pthread_once_t gSelectOnce = PTHREAD_ONCE_INIT;
+
+/* The best set the CPU runs, capped by zName ("portable", "avx2", "blas",
+** anything else meaning no cap). */
+static void select_named(const char *zName) {
+  const GPTKernels *k = &kPortable;
+  int cap = 2; /* 0 portable, 1 avx2, 2 avx512 */
+  if (zName && strcmp(zName, "portable") == 0) cap = 0;
+  if (zName && strcmp(zName, "avx2") == 0) cap = 1;
+#ifdef GPT_X86
+  if (cap >= 2 && cpu_has_avx512()) k = &kAvx512;
+  else if (cap >= 1 && cpu_has_avx2()) k = &kAvx2;
+#endif
+  gSelected = *k;
+  gSelected.blas_gemv = zName && strcmp(zName, "blas") == 0;
+}
+
+static void select_kernels(void) { select_named(getenv("GPT_KERNELS")); }
+
+const GPTKernels *gpt_kernels(void) {
+  pthread_once(&gSelectOnce, select_kernels);
+  return &gSelected;
+}
+
+int gpt_kernels_select(const char *zName) {
+  pthread_once(&gSelectOnce, select_kernels);
+  if (strcmp(zName, "blas") != 0 && strcmp(zName, "auto") != 0 && !gpt_kernels_named(zName))
+    return -1;
+  select_named(zName);
+  return 0;
+}
+
+/* ---------------------------------------------------------- quantizing */
+
+void gpt_q8_quantize_act(GPTQ8Act *out, const float *x, int K) {
+  for (int b = 0; b < K / GPT_Q8_BLOCK; b++) {
+    const float *v = x + b * GPT_Q8_BLOCK;
+    float amax = 0.0f;
+    for (int j = 0; j < GPT_Q8_BLOCK; j++) amax = fmaxf(amax, fabsf(v[j]));
+    float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    out->d[b] = amax / 127.0f;
+    for (int j = 0; j < GPT_Q8_BLOCK; j++) {
+      long q = lrintf(v[j] * id);
+      if (q > 127) q = 127;
+      if (q < -127) q = -127;
+      out->q[b * GPT_Q8_BLOCK + j] = (int8_t)q;
+      out->aq[b * GPT_Q8_BLOCK + j] = (int8_t)(q < 0 ? -q : q);
+    }
+  }
+}
+
+int gpt_q8_quantize_row(uint8_t *dst, const float *x, int64_t n) {
+  for (int64_t b = 0; b < n / GPT_Q8_BLOCK; b++, dst += GPT_Q8_BYTES) {
+    const float *v = x + b * GPT_Q8_BLOCK;
+    float amax = 0.0f;
+    for (int j = 0; j < GPT_Q8_BLOCK; j++) {
+      if (!isfinite(v[j])) return -1;
+      amax = fmaxf(amax, fabsf(v[j]));
+    }
+    uint16_t h = gpt_f32_to_f16(amax / 127.0f);
+    float d = gpt_f16_to_f32(h);
+    if (!isfinite(d)) return -1;
+    dst[0] = (uint8_t)(h & 0xff);
+    dst[1] = (uint8_t)(h >> 8);
+    for (int j = 0; j < GPT_Q8_BLOCK; j++) {
+      float q = d > 0.0f ? roundf(v[j] / d) : 0.0f;
+      if (q > 127.0f) q = 127.0f;
+      if (q < -127.0f) q = -127.0f;
+      dst[2 + j] = (uint8_t)(int8_t)q;
+    }
+  }
+  return 0;
+}

@@ -1,0 +1,86 @@
+/*
+** Compute kernels of the forward pass, one set per instruction set: a
+** portable C set that runs anywhere, AVX2 (with FMA and F16C) and AVX-512
+** (F, BW, VL). The set is chosen once per process from the CPU's features
+** (__builtin_cpu_supports), so the default build runs on any x86-64 or
+** other machine; the environment variable GPT_KERNELS forces one:
+**
+**   GPT_KERNELS=portable   the C fallback
+**   GPT_KERNELS=avx2       AVX2 (or portable where the CPU lacks it)
+**   GPT_KERNELS=avx512     AVX-512 (or the best below it)
+**   GPT_KERNELS=blas       best set, but f32 decode rows on cblas_sgemv
+**
+** Matrices are (rows, K) in one of three row formats: f32, f16 (IEEE half)
+** and q8_0 (K/32 blocks of 34 bytes: an f16 scale d, then 32 int8 values
+** q in [-127, 127]; the value is d * q). Every kernel computes each output
+** row with the same arithmetic whatever range [r0, r1) it is handed, so
+** splitting rows over threads never changes a result.
+*/
+#ifndef GPT_KERNELS_H
+#define GPT_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define GPT_Q8_BLOCK 32        /* values per q8_0 block */
+#define GPT_Q8_BYTES 34        /* bytes per q8_0 block: f16 scale + 32 int8 */
+
+/* An activation vector quantized for q8_0 rows: per block of 32, int8
+** values q (|q| <= 127), their absolute values, and an f32 scale. */
+typedef struct GPTQ8Act {
+  int8_t *q;      /* (K,) */
+  int8_t *aq;     /* (K,) |q| */
+  float *d;       /* (K/32,) */
+} GPTQ8Act;
+
+/* How a gemv combines its result with y. */
+#define GPT_GEMV_SET 0   /* y[r] = bias[r] + W[r] . x */
+#define GPT_GEMV_ADD 1   /* y[r] += bias[r] + W[r] . x (a residual) */
+
+typedef struct GPTKernels {
+  const char *name;   /* "portable", "avx2", "avx512" */
+  int blas_gemv;      /* f32 rows go through cblas_sgemv (GPT_KERNELS=blas) */
+  /* y[r0..r1) from rows r0..r1 of W (rows, K); bias may be NULL. */
+  void (*gemv_f32)(float *y, const float *W, const float *x, const float *bias,
+                   int r0, int r1, int K, int mode);
+  void (*gemv_f16)(float *y, const uint16_t *W, const float *x, const float *bias,
+                   int r0, int r1, int K, int mode);
+  void (*gemv_q8)(float *y, const uint8_t *W, const GPTQ8Act *x, const float *bias,
+                  int r0, int r1, int K, int mode);
+  /* dst (n,) = widened src */
+  void (*f16_to_f32)(float *dst, const uint16_t *src, size_t n);
+  void (*q8_to_f32)(float *dst, const uint8_t *src, size_t n_blocks);
+  /* In place: x (n,) = gelu(x), tanh approximation. */
+  void (*gelu)(float *x, size_t n);
+  /* In place: x (n,) = exp(x - mx); returns the sum of the results. */
+  float (*exp_sum)(float *x, int n, float mx);
+  float (*dot)(const float *a, const float *b, int n);
+  /* y (n,) += a * x */
+  void (*axpy)(float *y, float a, const float *x, int n);
+  /* dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols */
+  void (*transpose_f32)(float *dst, size_t ldd, const float *src, size_t lds, int rows,
+                        int cols);
+  /* the same for 16-bit values (f16) */
+  void (*transpose_u16)(uint16_t *dst, size_t ldd, const uint16_t *src, size_t lds, int rows,
+                        int cols);
+} GPTKernels;
+
+/* The set in use (chosen once, thread-safe). */
+const GPTKernels *gpt_kernels(void);
+/* The set called zName ("portable", "avx2", "avx512"), or NULL when this CPU
+** cannot run it. For tests and the benchmark. */
+const GPTKernels *gpt_kernels_named(const char *zName);
+
+/* Makes zName the set in use: a set name, "blas" (the best set with f32
+** decode on cblas_sgemv) or "auto". Returns -1 when this CPU cannot run it.
+** For the benchmark: not to be called while a forward pass runs. */
+int gpt_kernels_select(const char *zName);
+
+/* Quantizes x (K,) with K % 32 == 0 for gemv_q8 (same in every set). */
+void gpt_q8_quantize_act(GPTQ8Act *out, const float *x, int K);
+/* Quantizes n values (n % 32 == 0) into n/32 stored q8_0 blocks: d is
+** max|x|/127 rounded to f16, q = round(x / d). Returns -1 when a value is
+** not finite. */
+int gpt_q8_quantize_row(uint8_t *dst, const float *x, int64_t n);
+
+#endif

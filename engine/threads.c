@@ -1,0 +1,202 @@
+/*
+** The process-wide thread pool (see threads.h) and the thread count of
+** forward passes (gpt_threads_set in gpt.h).
+**
+** How it works: each worker waits for its own sequence number to change. A
+** run publishes the task, bumps the numbers of the team's members and does
+** its own share; workers spin for a short while (GPT_SPIN_NS) after their
+** last task, so
+** that the dozens of tasks of one decode step cost no system call, then
+** sleep on a condition variable until the next run wakes them. Only the team
+** owner (the holder of gOwner) starts runs, so at most one task is in
+** flight. The workers are joined when the library is unloaded.
+*/
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <time.h>
+#include <unistd.h>
+#include <cblas.h>
+#include "gpt.h"
+#include "threads.h"
+
+/* How long an idle worker spins before it sleeps. */
+#define GPT_SPIN_NS 300000
+
+struct GPTTeam {
+  int nth;     /* members, the caller included */
+  int pooled;  /* holds the pool */
+};
+
+/* Held by the team that uses the workers. */
+static pthread_mutex_t gOwner = PTHREAD_MUTEX_INITIALIZER;
+/* Sleeping workers wait on gCv under gMu. */
+static pthread_mutex_t gMu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gCv = PTHREAD_COND_INITIALIZER;
+
+static struct {
+  pthread_t aThread[GPT_MAX_THREADS];
+  int nWorker;                  /* started, numbered 1..nWorker */
+  atomic_uint aSeq[GPT_MAX_THREADS]; /* worker i runs when aSeq[i] changes */
+  unsigned aSeq0[GPT_MAX_THREADS];   /* aSeq[i] when worker i was started */
+  atomic_int pending;           /* members of the current run not done */
+  atomic_int nSleeping;
+  atomic_int quit;
+  GPTTask task;                 /* the current run */
+  void *arg;
+  int nth;
+  GPTTeam team;
+} gPool;
+
+static GPTTeam gSolo = {1, 0};
+static pthread_once_t gBlasOnce = PTHREAD_ONCE_INIT;
+
+static inline void cpu_relax(void) {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  __builtin_ia32_pause();
+#endif
+}
+
+static int64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* A worker: wait for its sequence number to move (spin, then sleep), then
+** run its share of the published task. */
+static void *worker_main(void *p) {
+  int id = (int)(intptr_t)p;
+  atomic_uint *pSeq = &gPool.aSeq[id];
+  unsigned seen = gPool.aSeq0[id];
+  for (;;) {
+    unsigned g;
+    int64_t deadline = 0;
+    int spins = 0;
+    while ((g = atomic_load_explicit(pSeq, memory_order_acquire)) == seen) {
+      if (atomic_load_explicit(&gPool.quit, memory_order_relaxed)) return 0;
+      cpu_relax();
+      if (++spins < 256) continue;
+      spins = 0;
+      int64_t t = now_ns();
+      if (deadline == 0) deadline = t + GPT_SPIN_NS;
+      if (t < deadline) continue;
+      pthread_mutex_lock(&gMu);
+      atomic_fetch_add(&gPool.nSleeping, 1);
+      while (atomic_load(pSeq) == seen && !atomic_load(&gPool.quit))
+        pthread_cond_wait(&gCv, &gMu);
+      atomic_fetch_sub(&gPool.nSleeping, 1);
+      pthread_mutex_unlock(&gMu);
+      deadline = 0;
+    }
+    seen = g;
+    gPool.task(gPool.arg, id, gPool.nth);
+    atomic_fetch_sub_explicit(&gPool.pending, 1, memory_order_release);
+  }
+}
+
+/* OpenBLAS runs on the caller's thread only: this pool splits the work. */
+static void blas_single_thread(void) {
+#ifdef OPENBLAS_VERSION
+  openblas_set_num_threads(1);
+#endif
+}
+
+GPTTeam *gpt_team_acquire(int n) {
+  pthread_once(&gBlasOnce, blas_single_thread);
+  if (n > GPT_MAX_THREADS) n = GPT_MAX_THREADS;
+  if (n <= 1 || pthread_mutex_trylock(&gOwner) != 0) return &gSolo;
+  while (gPool.nWorker < n - 1) {
+    int id = gPool.nWorker + 1;
+    gPool.aSeq0[id] = atomic_load(&gPool.aSeq[id]);
+    if (pthread_create(&gPool.aThread[id], 0, worker_main, (void *)(intptr_t)id) != 0) break;
+    gPool.nWorker = id;
+  }
+  if (gPool.nWorker == 0) {
+    pthread_mutex_unlock(&gOwner);
+    return &gSolo;
+  }
+  gPool.team.nth = n < gPool.nWorker + 1 ? n : gPool.nWorker + 1;
+  gPool.team.pooled = 1;
+  return &gPool.team;
+}
+
+void gpt_team_release(GPTTeam *t) {
+  if (t && t->pooled) pthread_mutex_unlock(&gOwner);
+}
+
+int gpt_team_size(const GPTTeam *t) { return t->nth; }
+
+void gpt_team_run(GPTTeam *t, GPTTask task, void *arg) {
+  if (t->nth <= 1) {
+    task(arg, 0, 1);
+    return;
+  }
+  gPool.task = task;
+  gPool.arg = arg;
+  gPool.nth = t->nth;
+  atomic_store_explicit(&gPool.pending, t->nth - 1, memory_order_relaxed);
+  for (int i = 1; i < t->nth; i++) atomic_fetch_add(&gPool.aSeq[i], 1);
+  if (atomic_load(&gPool.nSleeping) > 0) {
+    pthread_mutex_lock(&gMu);
+    pthread_cond_broadcast(&gCv);
+    pthread_mutex_unlock(&gMu);
+  }
+  task(arg, 0, t->nth);
+  /* a member that the system has not scheduled yet gets this core after a
+  ** while: yield rather than spin a whole time slice away */
+  for (int spins = 0; atomic_load_explicit(&gPool.pending, memory_order_acquire) > 0; spins++) {
+    if (spins < 20000) cpu_relax();
+    else sched_yield();
+  }
+}
+
+void gpt_team_split(int n, int align, int ith, int nth, int *pLo, int *pHi) {
+  int units = (n + align - 1) / align;
+  int lo = (int)((int64_t)units * ith / nth) * align;
+  int hi = (int)((int64_t)units * (ith + 1) / nth) * align;
+  *pLo = lo < n ? lo : n;
+  *pHi = hi < n ? hi : n;
+}
+
+/* Stops and joins the workers when the library is unloaded (dlclose of the
+** extension, or process exit), so no thread runs code that goes away. */
+#if defined(__GNUC__)
+__attribute__((destructor)) static void pool_shutdown(void) {
+  if (gPool.nWorker == 0) return;
+  atomic_store(&gPool.quit, 1);
+  pthread_mutex_lock(&gMu);
+  pthread_cond_broadcast(&gCv);
+  pthread_mutex_unlock(&gMu);
+  for (int i = 1; i <= gPool.nWorker; i++) pthread_join(gPool.aThread[i], 0);
+  gPool.nWorker = 0;
+}
+#endif
+
+/* ---------------------------------------------------- thread counts */
+
+static _Thread_local int tlThreads = 0;
+
+int gpt_threads_default(void) {
+#ifdef CPU_COUNT
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    int n = CPU_COUNT(&set);
+    if (n >= 1) return n < GPT_MAX_THREADS ? n : GPT_MAX_THREADS;
+  }
+#endif
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  if (n < 1) n = 1;
+  return n < GPT_MAX_THREADS ? (int)n : GPT_MAX_THREADS;
+}
+
+int gpt_threads_set(int n) {
+  int old = tlThreads;
+  tlThreads = n < 0 ? 0 : n;
+  return old;
+}
+
+int gpt_threads_get(void) {
+  return tlThreads > 0 ? tlThreads : gpt_threads_default();
+}

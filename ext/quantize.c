@@ -1,0 +1,406 @@
+/*
+** gpt_quantize(): a compact copy of a model.
+**
+**   SELECT gpt_quantize('gpt2', 'gpt2-q8', 'q8_0');
+**   SELECT gpt_quantize('gpt2', 'gpt2-f16', 'f16');
+**
+** writes model DST beside SRC with every 2-D weight (wte, wpe, lm_head and
+** the four linear weights of each block) in the new dtype; biases and
+** LayerNorm parameters are copied as they are, and so are the vocabulary and
+** the merges. 'f16' rows keep the Hugging Face layout of the other element
+** dtypes. 'q8_0' rows hold the weight in (out, in) order with blocks of 32
+** along the input dimension (sql/schema.sql has the byte layout); a weight
+** whose input dimension is not a multiple of 32 is written as f16 instead.
+** The forward pass reads both formats as they are (engine/kernels.c).
+**
+** The copy is atomic: it runs in one SAVEPOINT and any error rolls back to
+** it. DST must not exist yet. Errors read "gpt_quantize: model 'NAME': ...".
+*/
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include "gpt_ext.h"
+#include "kernels.h"
+
+/* State of one call. */
+typedef struct GptQuant {
+  sqlite3 *db;
+  const char *zSrc, *zDst;
+  int dtype;                 /* GPT_F16 or GPT_Q8_0 */
+  char *zErr;
+  int bInterrupted;
+  sqlite3_stmt *apTxn[3];    /* SAVEPOINT, RELEASE, ROLLBACK TO */
+  int bTxnOpen;
+  int64_t nIn, nOut;         /* bytes of tensor rows read and written */
+  int nTensor;
+} GptQuant;
+
+static const char zFunc[] = "gpt_quantize";
+
+/* Records the first error, about model zModel (the source unless named). */
+static int quantError(GptQuant *q, const char *zModel, const char *zFmt, ...) {
+  va_list ap;
+  char *zMsg;
+  if (q->zErr) return SQLITE_ERROR;
+  va_start(ap, zFmt);
+  zMsg = sqlite3_vmprintf(zFmt, ap);
+  va_end(ap);
+  q->zErr = sqlite3_mprintf("%s: model '%s': %s", zFunc, zModel ? zModel : q->zSrc,
+                            zMsg ? zMsg : "out of memory");
+  sqlite3_free(zMsg);
+  return SQLITE_ERROR;
+}
+
+/* Records the error of a failed SQLite call: "interrupted", or the
+** connection's message. */
+static int quantSqlError(GptQuant *q, int rc) {
+  if ((rc & 0xff) == SQLITE_NOMEM) return quantError(q, 0, "out of memory");
+  char *zMsg = sqlite3_mprintf("%s", sqlite3_errmsg(q->db));
+  if ((rc & 0xff) == SQLITE_INTERRUPT || gptext_interrupted(q->db)) {
+    q->bInterrupted = 1;
+    quantError(q, 0, "interrupted");
+  } else {
+    quantError(q, 0, "%s", zMsg ? zMsg : "out of memory");
+  }
+  sqlite3_free(zMsg);
+  return SQLITE_ERROR;
+}
+
+/* Opens the savepoint, with its RELEASE and ROLLBACK TO prepared first, so
+** that ending it needs no new statement. */
+static int quantTxnBegin(GptQuant *q) {
+  static const char *azSql[3] = {
+    "SAVEPOINT gpt_quantize", "RELEASE gpt_quantize", "ROLLBACK TO gpt_quantize"
+  };
+  for (int i = 0; i < 3; i++) {
+    int rc = sqlite3_prepare_v2(q->db, azSql[i], -1, &q->apTxn[i], 0);
+    if (rc != SQLITE_OK) return quantSqlError(q, rc);
+  }
+  int rc = sqlite3_step(q->apTxn[0]);
+  sqlite3_reset(q->apTxn[0]);
+  if (rc == SQLITE_BUSY) {
+    return quantError(q, 0, "cannot open a savepoint inside a statement that writes (%s); "
+                      "call %s() from a SELECT of its own", sqlite3_errmsg(q->db), zFunc);
+  }
+  if (rc != SQLITE_DONE) return quantSqlError(q, rc);
+  q->bTxnOpen = 1;
+  return SQLITE_OK;
+}
+
+/* Releases the savepoint (commit), or rolls back to it when anything
+** failed, and finalizes its statements. */
+static void quantTxnEnd(GptQuant *q) {
+  if (q->bTxnOpen) {
+    int iStep = q->zErr ? 2 : 1;
+    int rc = sqlite3_step(q->apTxn[iStep]);
+    sqlite3_reset(q->apTxn[iStep]);
+    if (iStep == 1 && rc != SQLITE_DONE) {
+      quantSqlError(q, rc);
+      sqlite3_step(q->apTxn[2]);
+      sqlite3_reset(q->apTxn[2]);
+    }
+    sqlite3_step(q->apTxn[1]);
+    sqlite3_reset(q->apTxn[1]);
+    q->bTxnOpen = 0;
+  }
+  for (int i = 0; i < 3; i++) {
+    sqlite3_finalize(q->apTxn[i]);
+    q->apTxn[i] = 0;
+  }
+}
+
+/* Runs a statement with up to three text parameters and no result rows. */
+static int quantExec(GptQuant *q, const char *zSql, const char *z1, const char *z2,
+                     const char *z3) {
+  sqlite3_stmt *p = 0;
+  int rc = sqlite3_prepare_v2(q->db, zSql, -1, &p, 0);
+  if (rc == SQLITE_OK) {
+    if (z1) sqlite3_bind_text(p, 1, z1, -1, SQLITE_STATIC);
+    if (z2) sqlite3_bind_text(p, 2, z2, -1, SQLITE_STATIC);
+    if (z3) sqlite3_bind_text(p, 3, z3, -1, SQLITE_STATIC);
+    rc = sqlite3_step(p);
+  }
+  sqlite3_finalize(p);
+  if (rc != SQLITE_DONE && rc != SQLITE_ROW) return quantSqlError(q, rc);
+  return SQLITE_OK;
+}
+
+/* Reads a whole tensor row (nBytes of dtype) and widens it into f32 in
+** memory order: (rows, k) for q8_0 targets, stored order otherwise. */
+static int quantRead(GptQuant *q, sqlite3_int64 iRow, const GPTTensorInfo *info, int dtype,
+                     int bMemoryOrder, float *aOut) {
+  sqlite3_blob *pBlob = 0;
+  unsigned char *aBuf = 0;
+  const int nChunk = 1 << 20;
+  int64_t nBytes = gpt_tensor_bytes(info, dtype), rows, K;
+  int rc = sqlite3_blob_open(q->db, "main", "gpt_tensors", "data", iRow, 0, &pBlob);
+  if (rc != SQLITE_OK) return quantSqlError(q, rc);
+  aBuf = sqlite3_malloc(nChunk);
+  if (!aBuf) { rc = quantError(q, 0, "out of memory"); goto done; }
+  gpt_tensor_matrix(info, &rows, &K);
+  /* Stored element e of a Conv1D weight is (e / out, e % out) of (in, out). */
+  int bTranspose = info->transposed && bMemoryOrder && dtype != GPT_Q8_0;
+  int bUntranspose = info->transposed && !bMemoryOrder && dtype == GPT_Q8_0;
+  int unit = dtype == GPT_Q8_0 ? GPT_Q8_BYTES : gpt_dtype_size(dtype);
+  int64_t per = dtype == GPT_Q8_0 ? GPT_Q8_BLOCK : 1, nOut = info->transposed ? rows : 0;
+  for (int64_t off = 0; off < nBytes; off += nChunk / unit * unit) {
+    int n = (int)(nBytes - off < nChunk / unit * unit ? nBytes - off : nChunk / unit * unit);
+    rc = sqlite3_blob_read(pBlob, aBuf, n, (int)off);
+    if (rc != SQLITE_OK) { rc = quantSqlError(q, rc); goto done; }
+    int64_t e0 = off / unit * per, nVal = n / unit * per;
+    for (int64_t k = 0; k < nVal; k++) {
+      float f;
+      if (dtype == GPT_Q8_0) {
+        const unsigned char *blk = aBuf + k / GPT_Q8_BLOCK * GPT_Q8_BYTES;
+        f = gpt_f16_to_f32((uint16_t)(blk[0] | (blk[1] << 8))) *
+            (float)(int8_t)blk[2 + k % GPT_Q8_BLOCK];
+      } else if (dtype == GPT_F32) {
+        memcpy(&f, aBuf + 4 * k, 4);
+      } else {
+        uint16_t h;
+        memcpy(&h, aBuf + 2 * k, 2);
+        f = dtype == GPT_F16 ? gpt_f16_to_f32(h) : gpt_bf16_to_f32(h);
+      }
+      int64_t e = e0 + k, d = e;
+      if (bTranspose) d = (e % nOut) * K + e / nOut;       /* (in,out) -> (out,in) */
+      if (bUntranspose) d = (e % K) * nOut + e / K;        /* (out,in) -> (in,out) */
+      aOut[d] = f;
+    }
+  }
+  rc = SQLITE_OK;
+done:
+  sqlite3_blob_close(pBlob);
+  sqlite3_free(aBuf);
+  return rc;
+}
+
+/* Writes tensor i of the source into the destination, converted to the
+** target dtype (2-D weights) or copied as it is. */
+static int quantTensor(GptQuant *q, const GPTConfig *cfg, int hasLmHead, int i) {
+  GPTTensorInfo info;
+  sqlite3_stmt *p = 0;
+  float *aVal = 0;
+  void *aDst = 0;
+  char zWant[64];
+  int rc;
+  gpt_tensor_info(cfg, hasLmHead, i, &info);
+  if (info.ndim == 2)
+    sqlite3_snprintf(sizeof(zWant), zWant, "[%lld,%lld]", (long long)info.shape[0],
+                     (long long)info.shape[1]);
+  else
+    sqlite3_snprintf(sizeof(zWant), zWant, "[%lld]", (long long)info.shape[0]);
+  rc = sqlite3_prepare_v2(q->db, "SELECT rowid, dtype, CASE WHEN json_valid(shape) THEN "
+                          "json(shape) END, typeof(data), length(data) FROM gpt_tensors "
+                          "WHERE model = ?1 AND name = ?2", -1, &p, 0);
+  if (rc != SQLITE_OK) return quantSqlError(q, rc);
+  sqlite3_bind_text(p, 1, q->zSrc, -1, SQLITE_STATIC);
+  sqlite3_bind_text(p, 2, info.name, -1, SQLITE_STATIC);
+  rc = sqlite3_step(p);
+  if (rc != SQLITE_ROW) {
+    if (rc == SQLITE_DONE) rc = quantError(q, 0, "tensor %s is missing from gpt_tensors", info.name);
+    else rc = quantSqlError(q, rc);
+    goto done;
+  }
+  {
+    sqlite3_int64 iRow = sqlite3_column_int64(p, 0);
+    const char *zDtype = (const char *)sqlite3_column_text(p, 1);
+    const char *zShape = (const char *)sqlite3_column_text(p, 2);
+    const char *zType = (const char *)sqlite3_column_text(p, 3);
+    sqlite3_int64 nBytes = sqlite3_column_int64(p, 4);
+    int dtype = gpt_row_dtype_from_name(zDtype), target = q->dtype;
+    int64_t nWant = dtype < 0 ? -1 : gpt_tensor_bytes(&info, dtype), nDst;
+    if (dtype < 0) {
+      rc = quantError(q, 0, "tensor %s has dtype '%s', expected 'f32', 'f16', 'bf16' or "
+                      "'q8_0'", info.name, zDtype ? zDtype : "NULL");
+      goto done;
+    }
+    if (!zShape || strcmp(zShape, zWant) != 0) {
+      rc = quantError(q, 0, "tensor %s has shape %s, expected %s", info.name,
+                      zShape ? zShape : "(not a JSON array)", zWant);
+      goto done;
+    }
+    if (nWant < 0 || !zType || strcmp(zType, "blob") != 0 || nBytes != nWant) {
+      rc = quantError(q, 0, "tensor %s has %lld bytes, expected %lld (%s %s)", info.name,
+                      (zType && strcmp(zType, "blob") == 0) ? (long long)nBytes : 0LL,
+                      (long long)nWant, zDtype, zWant);
+      goto done;
+    }
+    q->nIn += nBytes;
+    if (target == GPT_Q8_0 && gpt_tensor_bytes(&info, GPT_Q8_0) < 0) target = GPT_F16;
+    if (info.ndim != 2 || dtype == target) {
+      /* copied as it is */
+      sqlite3_finalize(p);
+      p = 0;
+      rc = sqlite3_prepare_v2(q->db, "INSERT INTO gpt_tensors(model, name, dtype, shape, data) "
+                              "SELECT ?1, name, dtype, shape, data FROM gpt_tensors "
+                              "WHERE rowid = ?2", -1, &p, 0);
+      if (rc == SQLITE_OK) {
+        sqlite3_bind_text(p, 1, q->zDst, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(p, 2, iRow);
+        rc = sqlite3_step(p);
+      }
+      if (rc != SQLITE_DONE) { rc = quantSqlError(q, rc); goto done; }
+      q->nOut += nBytes;
+      rc = SQLITE_OK;
+      goto done;
+    }
+    nDst = gpt_tensor_bytes(&info, target);
+    aVal = sqlite3_malloc64(sizeof(float) * (size_t)info.n_elem);
+    aDst = sqlite3_malloc64((size_t)nDst);
+    if (!aVal || !aDst) { rc = quantError(q, 0, "out of memory for tensor %s", info.name); goto done; }
+    rc = quantRead(q, iRow, &info, dtype, target == GPT_Q8_0, aVal);
+    if (rc != SQLITE_OK) goto done;
+    if (target == GPT_Q8_0) {
+      if (gpt_q8_quantize_row((uint8_t *)aDst, aVal, info.n_elem)) {
+        rc = quantError(q, 0, "tensor %s has a value that q8_0 cannot hold (NaN, Inf or "
+                        "above 8e6)", info.name);
+        goto done;
+      }
+    } else {
+      uint16_t *h = (uint16_t *)aDst;
+      for (int64_t k = 0; k < info.n_elem; k++) {
+        h[k] = gpt_f32_to_f16(aVal[k]);
+        if ((h[k] & 0x7c00) == 0x7c00) {
+          rc = quantError(q, 0, "tensor %s has the value %g at element %lld, outside the "
+                          "range of f16", info.name, (double)aVal[k], (long long)k);
+          goto done;
+        }
+      }
+    }
+    sqlite3_finalize(p);
+    p = 0;
+    rc = sqlite3_prepare_v2(q->db, "INSERT INTO gpt_tensors(model, name, dtype, shape, data) "
+                            "VALUES (?1, ?2, ?3, ?4, ?5)", -1, &p, 0);
+    if (rc == SQLITE_OK) {
+      sqlite3_bind_text(p, 1, q->zDst, -1, SQLITE_STATIC);
+      sqlite3_bind_text(p, 2, info.name, -1, SQLITE_STATIC);
+      sqlite3_bind_text(p, 3, gpt_dtype_name(target), -1, SQLITE_STATIC);
+      sqlite3_bind_text(p, 4, zWant, -1, SQLITE_STATIC);
+      sqlite3_bind_blob64(p, 5, aDst, (sqlite3_uint64)nDst, SQLITE_STATIC);
+      rc = sqlite3_step(p);
+    }
+    if (rc != SQLITE_DONE) { rc = quantSqlError(q, rc); goto done; }
+    q->nOut += nDst;
+    rc = SQLITE_OK;
+  }
+done:
+  sqlite3_finalize(p);
+  sqlite3_free(aVal);
+  sqlite3_free(aDst);
+  return rc;
+}
+
+/* Counts the rows of model zName in the four tables: > 0 means it exists. */
+static sqlite3_int64 quantModelRows(GptQuant *q, const char *zName) {
+  sqlite3_stmt *p = 0;
+  sqlite3_int64 n = -1;
+  int rc = sqlite3_prepare_v2(q->db,
+      "SELECT (SELECT count(*) FROM gpt_models WHERE name = ?1)"
+      " + (SELECT count(*) FROM gpt_tensors WHERE model = ?1)"
+      " + (SELECT count(*) FROM gpt_vocab WHERE model = ?1)"
+      " + (SELECT count(*) FROM gpt_merges WHERE model = ?1)", -1, &p, 0);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_text(p, 1, zName, -1, SQLITE_STATIC);
+    rc = sqlite3_step(p);
+    if (rc == SQLITE_ROW) n = sqlite3_column_int64(p, 0);
+  }
+  sqlite3_finalize(p);
+  if (n < 0) quantSqlError(q, rc);
+  return n;
+}
+
+/* gpt_quantize(SRC, DST, DTYPE): see the top of this file. Returns a summary
+** of what was written. */
+static void gptQuantizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  GptConn *pConn = sqlite3_user_data(ctx);
+  GptQuant q;
+  GptModel *m = 0;
+  char *zErr = 0, *zSummary = 0, *zSource = 0;
+  const char *zType = (const char *)sqlite3_value_text(argv[2]);
+  int hasLmHead = 0;
+  (void)argc;
+  memset(&q, 0, sizeof(q));
+  q.db = sqlite3_context_db_handle(ctx);
+  q.zSrc = (const char *)sqlite3_value_text(argv[0]);
+  q.zDst = (const char *)sqlite3_value_text(argv[1]);
+  if (!q.zSrc || !q.zSrc[0] || !q.zDst || !q.zDst[0]) {
+    q.zErr = sqlite3_mprintf("%s: the source and destination model names must be "
+                             "non-empty strings", zFunc);
+    goto done;
+  }
+  if (strcmp(q.zSrc, q.zDst) == 0) {
+    quantError(&q, 0, "the destination must be a new model, not the source itself");
+    goto done;
+  }
+  q.dtype = zType && strcmp(zType, "q8_0") == 0 ? GPT_Q8_0
+          : zType && strcmp(zType, "f16") == 0 ? GPT_F16 : -1;
+  if (q.dtype < 0) {
+    quantError(&q, 0, "dtype must be 'f16' or 'q8_0', not %s%s%s", zType ? "'" : "",
+               zType ? zType : "NULL", zType ? "'" : "");
+    goto done;
+  }
+  if (gptext_model_acquire(pConn, q.db, zFunc, q.zSrc, 0, &m, &zErr) != SQLITE_OK) {
+    q.zErr = zErr;
+    zErr = 0;
+    goto done;
+  }
+  if (quantTxnBegin(&q) != SQLITE_OK) goto done;
+  {
+    sqlite3_int64 nExist = quantModelRows(&q, q.zDst);
+    if (nExist < 0) goto done;
+    if (nExist > 0) {
+      quantError(&q, q.zDst, "already exists; drop it first with gpt_drop('%s')", q.zDst);
+      goto done;
+    }
+  }
+  {
+    sqlite3_stmt *p = 0;
+    if (sqlite3_prepare_v2(q.db, "SELECT count(*) FROM gpt_tensors WHERE model = ?1 AND "
+                           "name = 'lm_head.weight'", -1, &p, 0) == SQLITE_OK) {
+      sqlite3_bind_text(p, 1, q.zSrc, -1, SQLITE_STATIC);
+      if (sqlite3_step(p) == SQLITE_ROW) hasLmHead = sqlite3_column_int(p, 0) > 0;
+    }
+    sqlite3_finalize(p);
+  }
+  q.nTensor = gpt_n_tensors(&m->cfg, hasLmHead);
+  for (int i = 0; i < q.nTensor; i++) {
+    if (quantTensor(&q, &m->cfg, hasLmHead, i) != SQLITE_OK) goto done;
+    if (gptext_interrupted(q.db)) {
+      q.bInterrupted = 1;
+      quantError(&q, 0, "interrupted");
+      goto done;
+    }
+  }
+  if (quantExec(&q, "INSERT INTO gpt_vocab(model, token_id, token) SELECT ?2, token_id, "
+                "token FROM gpt_vocab WHERE model = ?1", q.zSrc, q.zDst, 0)) goto done;
+  if (quantExec(&q, "INSERT INTO gpt_merges(model, rank, left, right) SELECT ?2, rank, "
+                "left, right FROM gpt_merges WHERE model = ?1", q.zSrc, q.zDst, 0)) goto done;
+  zSource = sqlite3_mprintf("gpt_quantize(%Q, %Q, %Q)", q.zSrc, q.zDst, zType);
+  if (!zSource) { quantError(&q, 0, "out of memory"); goto done; }
+  if (quantExec(&q, "INSERT INTO gpt_models(name, config, source) SELECT ?2, config, ?3 "
+                "FROM gpt_models WHERE name = ?1", q.zSrc, q.zDst, zSource)) goto done;
+  zSummary = sqlite3_mprintf("quantized '%s' to '%s' (%s): %d tensors, %lld bytes, was %lld",
+                             q.zSrc, q.zDst, zType, q.nTensor, (long long)q.nOut,
+                             (long long)q.nIn);
+  if (!zSummary) quantError(&q, 0, "out of memory");
+done:
+  quantTxnEnd(&q);
+  if (q.zErr) {
+    sqlite3_result_error(ctx, q.zErr, -1);
+    if (q.bInterrupted) sqlite3_result_error_code(ctx, SQLITE_INTERRUPT);
+  } else {
+    sqlite3_result_text(ctx, zSummary, -1, sqlite3_free);
+    zSummary = 0;
+  }
+  gptext_model_release(m);
+  sqlite3_free(q.zErr);
+  sqlite3_free(zErr);
+  sqlite3_free(zSummary);
+  sqlite3_free(zSource);
+}
+
+/* Registers gpt_quantize: DIRECTONLY, as it writes tables and costs much. */
+int gptext_register_quantize(sqlite3 *db, GptConn *pConn) {
+  return sqlite3_create_function(db, "gpt_quantize", 3, SQLITE_UTF8 | SQLITE_DIRECTONLY,
+                                 pConn, gptQuantizeFunc, 0, 0);
+}

@@ -1,0 +1,170 @@
+/*
+** Writes the generated seed inputs of the fuzz targets into
+** DIR/<target>/seed-*: valid small models and option objects that reach
+** deep into the code, for libFuzzer to mutate. Deterministic, so the
+** committed seeds can be regenerated with `make fuzz-seeds`. Regression
+** inputs (regress-*) are added by hand when a finding is fixed.
+**
+**   build/valgrind/mkseeds tests/fuzz
+*/
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include "fuzz_common.h"
+
+static const char *gzRoot;
+
+static void put(const char *zTarget, const char *zName, const void *p, size_t n) {
+  char zDir[1024], zFile[300];
+  snprintf(zDir, sizeof(zDir), "%s/%s", gzRoot, zTarget);
+  mkdir(zDir, 0755);
+  snprintf(zFile, sizeof(zFile), "seed-%s", zName);
+  if (fz_write(zDir, zFile, p, n)) {
+    fprintf(stderr, "mkseeds: cannot write %s/%s\n", zDir, zFile);
+    exit(1);
+  }
+}
+
+/* A one-byte prefix then n bytes. */
+static void put_prefixed(const char *zTarget, const char *zName, int c, const void *p, size_t n) {
+  unsigned char *a = malloc(n + 1);
+  if (!a) exit(1);
+  a[0] = (unsigned char)c;
+  memcpy(a + 1, p, n);
+  put(zTarget, zName, a, n + 1);
+  free(a);
+}
+
+int main(int argc, char **argv) {
+  FzModel m;
+  if (argc != 2) {
+    fprintf(stderr, "usage: mkseeds DIR\n");
+    return 1;
+  }
+  gzRoot = argv[1];
+
+  /* safetensors: the small model's file in each dtype and naming */
+  fz_model_make(&m, 1, 2, 8, 16, 0, 0, 0);
+  put("safetensors", "f32", m.aSt, m.nSt);
+  fz_model_free(&m);
+  fz_model_make(&m, 1, 2, 8, 16, 1, FZ_LMHEAD, 0);
+  put("safetensors", "f16-lmhead", m.aSt, m.nSt);
+  fz_model_free(&m);
+  fz_model_make(&m, 1, 2, 8, 16, 2, FZ_PREFIX, 0);
+  put("safetensors", "bf16-prefix", m.aSt, m.nSt);
+  fz_model_free(&m);
+  {
+    static const char zHdr[] = "{\"__metadata__\": {\"format\": \"pt\"}, \"h.0.attn.bias\": "
+                               "{\"dtype\": \"U8\", \"shape\": [1, 1, 2, 2], \"data_offsets\": [0, 4]}}";
+    unsigned char a[8 + sizeof(zHdr) - 1 + 4];
+    size_t n = sizeof(zHdr) - 1;
+    for (int i = 0; i < 8; i++) a[i] = (unsigned char)((uint64_t)n >> (8 * i));
+    memcpy(a + 8, zHdr, n);
+    memset(a + 8 + n, 1, 4);
+    put("safetensors", "legacy-only", a, sizeof(a));
+  }
+
+  /* import_text: each file of the small model, and all three */
+  fz_model_make(&m, 1, 2, 8, 16, 0, 0, 0);
+  put_prefixed("import_text", "config", 0, m.zConfig, m.nConfig);
+  put_prefixed("import_text", "vocab", 1, m.zVocab, m.nVocab);
+  put_prefixed("import_text", "merges", 2, m.zMerges, m.nMerges);
+  {
+    size_t n = 1 + m.nConfig + 1 + m.nVocab + 1 + m.nMerges;
+    unsigned char *a = malloc(n), *z = a;
+    if (!a) return 1;
+    *z++ = 3;
+    memcpy(z, m.zConfig, m.nConfig); z += m.nConfig; *z++ = 0;
+    memcpy(z, m.zVocab, m.nVocab); z += m.nVocab; *z++ = 0;
+    memcpy(z, m.zMerges, m.nMerges);
+    put("import_text", "all", a, n);
+    free(a);
+  }
+  {
+    static const char zCfg[] = "{\"n_layer\": 1, \"n_head\": 2, \"n_embd\": 8, \"n_ctx\": 16, "
+        "\"n_positions\": 16, \"vocab_size\": 260, \"n_inner\": null, \"activation_function\": "
+        "\"gelu_new\", \"scale_attn_weights\": true, \"scale_attn_by_inverse_layer_idx\": false, "
+        "\"layer_norm_epsilon\": 0.001}";
+    put_prefixed("import_text", "config-full", 0, zCfg, sizeof(zCfg) - 1);
+    static const char zMerges[] = "a b\r\n\r\n\xc4\xa0 a\r\nab ab";
+    put_prefixed("import_text", "merges-crlf", 2, zMerges, sizeof(zMerges) - 1);
+  }
+  fz_model_free(&m);
+
+  /* tokenizer: flags byte, then text */
+  {
+    static const char *az[] = {
+      "\x00Hello world! It's 2024, isn't it?  Yes.\n\n",
+      "\x01<|endoftext|>The end<|endoftext|>",
+      "\x00<|endoftext|> is plain text here",
+      "\x00\xe4\xbd\xa0\xe5\xa5\xbd \xf0\x9f\x98\x80 caf\xc3\xa9 na\xc3\xafve \xd0\x9f\xd1\x80\xd0\xb8",
+      "\x00\xff\xfe\xc3\x28 \xe2\x82 \xed\xa0\x80 \xf4\x90\x80\x80 \xc0\xaf",
+      "\x00   leading\t\ttabs\r\n  and trailing   ",
+      "\x00I'm you're we've they'll he'd 's 't 'RE",
+      "\x00" "1234567890 3.14159 -42 1e10 0x1F",
+      "\x02\x00\x00\x00\x00\x50\xc4\x00\x00\x51\xc4\x00\x00\xff\xff\xff\xff",
+      "\x03 ab\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b",
+    };
+    static const size_t an[] = {0, 0, 0, 0, 0, 0, 0, 0, 17, 16};
+    for (size_t i = 0; i < sizeof(az) / sizeof(az[0]); i++) {
+      char zName[32];
+      snprintf(zName, sizeof(zName), "text%zu", i);
+      put("tokenizer", zName, az[i], an[i] ? an[i] : strlen(az[i] + 1) + 1);
+    }
+  }
+
+  /* model_rows: edit programs (see fuzz_model_rows.c) */
+  {
+    static const struct { const char *zName; const char *z; size_t n; } a[] = {
+      {"none", "", 0},
+      {"truncate", "\x03\x02\xf0\x7f", 4},                     /* tensor 2 loses 16 bytes */
+      {"extend", "\x03\x02\x04\x80", 4},                       /* tensor 2 gains 4 bytes */
+      {"dtype-f16", "\x04\x05\x00\x01", 4},                    /* tensor 5 says f16 */
+      {"shape", "\x05\x03\x05[8,8]", 8},                       /* tensor 3 shape */
+      {"nan", "\x06\x04\x08\x00\x00\x00\xc0\x7f", 8},          /* a NaN in tensor 4 */
+      {"delete", "\x07\x06\x01", 3},                           /* tensor 6 deleted */
+      {"rename", "\x08\x01\x00\x02", 4},                       /* tensor 1 takes 2's name */
+      {"vocab", "\x09\x00\x19\x00\x01x", 6},                   /* token 5 becomes "x" */
+      {"merges", "\x0a\x00\x02\x01q", 5},                      /* merge 0 left "q" */
+      {"config", "\x01\x01\x04", 3},                           /* n_head 3 */
+      {"config-ctx", "\x01\x03\x10", 3},                       /* n_ctx 65536 */
+      {"prompt", "\x0b\x05" "ab ab" "\x1c{\"max_tokens\": 9, \"seed\": 3}", 36},
+      {"huge", "\x0c\x01\x02", 3},                             /* tensor 2 all 3.4e38 */
+    };
+    for (size_t i = 0; i < sizeof(a) / sizeof(a[0]); i++) put("model_rows", a[i].zName, a[i].z, a[i].n);
+  }
+
+  /* options: call, prompt, options text */
+  {
+    static const char *azOpt[] = {
+      "{\"max_tokens\": 3, \"temperature\": 0}",
+      "{\"model\": \"m\", \"special\": true}",
+      "{\"stop\": [\"a\", \"b b\"], \"max_tokens\": 8}",
+      "{\"top_k\": 2, \"top_p\": 0.5, \"seed\": 7, \"temperature\": 0.7, \"truncate\": true}",
+      "{\"replace\": true}",
+      "{\"pool\": \"last\", \"truncate\": true}",
+      "{\"template\": \"{text} tl;dr\", \"max_tokens\": 2}",
+      "{\"generate\": 3, \"temperature\": 0}",
+      "{\"threads\": 2}",
+    };
+    int n = 0;
+    for (int iCall = 0; iCall < 14; iCall++) {
+      for (size_t k = 0; k < sizeof(azOpt) / sizeof(azOpt[0]); k++) {
+        if ((iCall + (int)k) % 3 != 0 && k != 0) continue;
+        char zName[32];
+        unsigned char b[2] = {(unsigned char)iCall, (unsigned char)((iCall + k) % 6)};
+        size_t nOpt = strlen(azOpt[k]);
+        unsigned char *p = malloc(nOpt + 2);
+        if (!p) return 1;
+        memcpy(p, b, 2);
+        memcpy(p + 2, azOpt[k], nOpt);
+        snprintf(zName, sizeof(zName), "call%d-%zu", iCall, k);
+        put("options", zName, p, nOpt + 2);
+        free(p);
+        n++;
+      }
+    }
+  }
+  return 0;
+}
