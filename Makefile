@@ -171,9 +171,10 @@ build/asan/gpt.so: $(ENGINE_SRC) $(EXT_SRC) $(HEADERS)
 	@mkdir -p build/asan
 	$(SAN_CC) $(SAN_COMMON) -fPIC $(SAN_ASAN) -shared -o $@ $(ENGINE_SRC) $(EXT_SRC) $(LDLIBS)
 
-test-asan: build/asan/gpt.so build/mkmodel $(addsuffix _test,$(addprefix build/asan/,$(UNIT_TESTS)))
+# `all` builds what the Tcl suite runs beside the extension (mkmodel, kernels_test).
+test-asan: all build/asan/gpt.so $(addsuffix _test,$(addprefix build/asan/,$(UNIT_TESTS)))
 	@set -e; for t in $(UNIT_TESTS); do \
-	  echo "build/asan/$${t}_test"; $(ASAN_ENV) OPENBLAS_NUM_THREADS=2 build/asan/$${t}_test; done
+	  echo "build/asan/$${t}_test"; $(ASAN_ENV) build/asan/$${t}_test; done
 	GPT_EXT=$(CURDIR)/build/asan/gpt LD_PRELOAD=$(LIBASAN) $(ASAN_ENV) $(TCLSH) tests/all.tcl
 
 build/tsan/obj/%.o: %.c $(HEADERS) tests/fuzz/fuzz_common.h
@@ -198,5 +199,8 @@ build/valgrind/mkseeds: tests/fuzz/mkseeds.c $(VG_OBJ)
 
 test-valgrind: build/valgrind/memory_test
 	OPENBLAS_NUM_THREADS=1 OPENBLAS_CORETYPE=Haswell $(VALGRIND) build/valgrind/memory_test
+
+# The objects of the pattern rules are kept between runs.
+.SECONDARY: $(FUZZ_OBJ) $(ASAN_OBJ) $(TSAN_OBJ) $(VG_OBJ)
 
 .PHONY: fuzz fuzz-build fuzz-replay fuzz-seeds test-asan test-tsan test-valgrind

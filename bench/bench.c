@@ -452,6 +452,18 @@ static void bench_load(sqlite3 *db, GptConn *pConn) {
   }
 }
 
+/* The 1-minute load average: other processes on the machine skew every
+** figure, the 2-thread ones most (a busy second core). */
+static double load_average(void) {
+  FILE *f = fopen("/proc/loadavg", "r");
+  double v = -1;
+  if (f) {
+    if (fscanf(f, "%lf", &v) != 1) v = -1;
+    fclose(f);
+  }
+  return v;
+}
+
 /* Peak RSS (VmHWM) of this process, in bytes. */
 static int64_t peak_rss(void) {
   FILE *f = fopen("/proc/self/status", "r");
@@ -868,6 +880,7 @@ int main(int argc, char **argv) {
       gpt_kernels()->name, getenv("GPT_KERNELS") ? getenv("GPT_KERNELS") : "(unset)", nRuns,
       bQuick ? " (BENCH_QUICK: 32 decode tokens, some parts skipped)" : "");
 
+  double loadStart = load_average();
   fprintf(stderr, "bench: memory bandwidth...\n");
   bench_bandwidth();
   fprintf(stderr, "bench: sgemm...\n");
@@ -975,6 +988,9 @@ int main(int argc, char **argv) {
       "and whose last %d differ: %.1f ms per row against %.1f ms when the beginnings differ "
       "too: %.1fx faster.\n", nPrefix, nPrefix - nSuffix, nSuffix, tShared * 1e3,
       tDistinct * 1e3, sp);
+  out("\nLoad average (1 min) at the start %.2f, at the end %.2f, on %d cores: anything above "
+      "about 1 was other processes competing with this run.\n", loadStart, load_average(),
+      gpt_threads_default());
   sqlite3_close(db);
   fclose(gOut);
   fprintf(stderr, "bench: wrote %s\n", zOutPath);

@@ -82,6 +82,11 @@ struct GPTState {
 };
 
 #define LOGIT_ROWS 32
+/* Work below these many multiply-adds runs on the caller's thread alone: a
+** parallel region costs a few microseconds, and much more when another
+** process holds a core. */
+#define PAR_MIN_GEMV ((int64_t)1 << 17)
+#define PAR_MIN_GEMM ((int64_t)1 << 21)
 /* Columns of one sgemm in a prefill (see gemm_task). */
 #define GEMM_COLS 128
 
@@ -646,7 +651,7 @@ static void ln_task(void *arg, int ith, int nth) {
 static void layernorm_forward(const Pass *p, float *out, const float *inp, const float *w,
                               const float *b, int T, int C, double eps) {
   LnTask a = {out, inp, w, b, T, C, eps};
-  if (T < 4) layernorm_rows(out, inp, w, b, 0, T, C, eps);
+  if (T < 4 || (int64_t)T * C < PAR_MIN_GEMV) layernorm_rows(out, inp, w, b, 0, T, C, eps);
   else gpt_team_run(p->team, ln_task, &a);
 }
 
@@ -663,7 +668,8 @@ static void add_task(void *arg, int ith, int nth) {
 
 static void residual_forward(const Pass *p, float *x, const float *y, size_t n) {
   AddTask a = {x, y, n};
-  gpt_team_run(p->team, add_task, &a);
+  if (n < PAR_MIN_GEMV) add_task(&a, 0, 1);
+  else gpt_team_run(p->team, add_task, &a);
 }
 
 /* A matrix product: out (T, OC) = inp (T, K) @ W^T + bias, W (OC, K). With
@@ -757,11 +763,13 @@ static int matmul_forward(const Pass *p, float *out, const float *inp, const Mat
     if (chunk < 16) chunk = 16;
     a.chunk = (chunk + unit - 1) / unit * unit;
     if (w->dtype == GPT_Q8_0) gpt_q8_quantize_act(&p->s->xq, inp, w->k);
-    gpt_team_run(p->team, gemv_task, &a);
+    if ((int64_t)w->rows * w->k < PAR_MIN_GEMV) gemv_task(&a, 0, 1);
+    else gpt_team_run(p->team, gemv_task, &a);
   } else {
     if (w->dtype != GPT_F32 && state_reserve_wide(p->s, gpt_team_size(p->team)))
       return GPT_NOMEM;
-    gpt_team_run(p->team, gemm_task, &a);
+    if ((int64_t)T * w->rows * w->k < PAR_MIN_GEMM) gemm_task(&a, 0, 1);
+    else gpt_team_run(p->team, gemm_task, &a);
   }
   return GPT_OK;
 }
@@ -842,6 +850,8 @@ static int attention_forward(const Pass *p, float *out, const float *qkv, const 
   if (io && io->on_attention) {
     /* callbacks run on the caller's thread, one head after another */
     attention_heads(&a, 0, NH, p->s->att);
+  } else if ((int64_t)T * (P + T) * C < PAR_MIN_GEMV) {
+    att_task(&a, 0, 1);
   } else {
     gpt_team_run(p->team, att_task, &a);
   }

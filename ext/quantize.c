@@ -29,7 +29,7 @@ typedef struct GptQuant {
   int dtype;                 /* GPT_F16 or GPT_Q8_0 */
   char *zErr;
   int bInterrupted;
-  sqlite3_stmt *apTxn[3];    /* SAVEPOINT, RELEASE, ROLLBACK TO */
+  sqlite3_stmt *apTxn[4];    /* SAVEPOINT, RELEASE, ROLLBACK TO, a no-op write */
   int bTxnOpen;
   int64_t nIn, nOut;         /* bytes of tensor rows read and written */
   int nTensor;
@@ -67,12 +67,13 @@ static int quantSqlError(GptQuant *q, int rc) {
 }
 
 /* Opens the savepoint, with its RELEASE and ROLLBACK TO prepared first, so
-** that ending it needs no new statement. */
+** that ending it needs no new statement (see quantTxnEnd for the fourth). */
 static int quantTxnBegin(GptQuant *q) {
-  static const char *azSql[3] = {
-    "SAVEPOINT gpt_quantize", "RELEASE gpt_quantize", "ROLLBACK TO gpt_quantize"
+  static const char *azSql[4] = {
+    "SAVEPOINT gpt_quantize", "RELEASE gpt_quantize", "ROLLBACK TO gpt_quantize",
+    "DELETE FROM gpt_models WHERE 0"
   };
-  for (int i = 0; i < 3; i++) {
+  for (int i = 0; i < 4; i++) {
     int rc = sqlite3_prepare_v2(q->db, azSql[i], -1, &q->apTxn[i], 0);
     if (rc != SQLITE_OK) return quantSqlError(q, rc);
   }
@@ -88,22 +89,33 @@ static int quantTxnBegin(GptQuant *q) {
 }
 
 /* Releases the savepoint (commit), or rolls back to it when anything
-** failed, and finalizes its statements. */
+** failed, and finalizes its statements. After sqlite3_interrupt() SQLite
+** refuses every statement of the call, ROLLBACK TO included; a write
+** statement that is refused that way rolls the whole transaction back, which
+** is what the no-op DELETE is for (as in gpt_import: an interrupt inside an
+** explicit BEGIN rolls that transaction back too). */
 static void quantTxnEnd(GptQuant *q) {
   if (q->bTxnOpen) {
-    int iStep = q->zErr ? 2 : 1;
-    int rc = sqlite3_step(q->apTxn[iStep]);
-    sqlite3_reset(q->apTxn[iStep]);
-    if (iStep == 1 && rc != SQLITE_DONE) {
-      quantSqlError(q, rc);
-      sqlite3_step(q->apTxn[2]);
-      sqlite3_reset(q->apTxn[2]);
+    int rc = SQLITE_DONE;
+    if (!q->zErr) {
+      rc = sqlite3_step(q->apTxn[1]);
+      sqlite3_reset(q->apTxn[1]);
+      if (rc != SQLITE_DONE) quantSqlError(q, rc);
     }
-    sqlite3_step(q->apTxn[1]);
-    sqlite3_reset(q->apTxn[1]);
+    if (q->zErr) {
+      rc = sqlite3_step(q->apTxn[2]);
+      sqlite3_reset(q->apTxn[2]);
+      if (rc == SQLITE_DONE) {
+        sqlite3_step(q->apTxn[1]);
+        sqlite3_reset(q->apTxn[1]);
+      } else {
+        sqlite3_step(q->apTxn[3]);
+        sqlite3_reset(q->apTxn[3]);
+      }
+    }
     q->bTxnOpen = 0;
   }
-  for (int i = 0; i < 3; i++) {
+  for (int i = 0; i < 4; i++) {
     sqlite3_finalize(q->apTxn[i]);
     q->apTxn[i] = 0;
   }
@@ -339,10 +351,14 @@ static void gptQuantizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv
                zType ? zType : "NULL", zType ? "'" : "");
     goto done;
   }
-  if (gptext_model_acquire(pConn, q.db, zFunc, q.zSrc, 0, &m, &zErr) != SQLITE_OK) {
-    q.zErr = zErr;
-    zErr = 0;
-    goto done;
+  {
+    int rc = gptext_model_acquire(pConn, q.db, zFunc, q.zSrc, 0, &m, &zErr);
+    if (rc != SQLITE_OK) {
+      q.zErr = zErr ? zErr : sqlite3_mprintf("%s: %s", zFunc, sqlite3_errstr(rc));
+      q.bInterrupted = rc == SQLITE_INTERRUPT;
+      zErr = 0;
+      goto done;
+    }
   }
   if (quantTxnBegin(&q) != SQLITE_OK) goto done;
   {

@@ -26,7 +26,7 @@ static int tokens_setup(sqlite3_context *ctx, const char *zFunc, int argc,
     rc = gptext_model_acquire(sqlite3_user_data(ctx), db, zFunc, o->zModel, 0, ppM, &zErr);
   if (rc != SQLITE_OK) {
     if (zErr) sqlite3_result_error(ctx, zErr, -1);
-    else sqlite3_result_error_code(ctx, rc);
+    if (!zErr || rc != SQLITE_ERROR) sqlite3_result_error_code(ctx, rc); /* e.g. an interrupt */
     sqlite3_free(zErr);
   }
   return rc;

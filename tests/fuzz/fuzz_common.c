@@ -5,6 +5,7 @@
 #include "fuzz_common.h"
 
 #include <dirent.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -294,6 +295,18 @@ sqlite3 *fz_open(const char *zFile) {
     exit(2);
   }
   return db;
+}
+
+void fz_single_thread(void) {
+  /* the "threads" option's default is the CPUs this thread may run on */
+  cpu_set_t set;
+  int cpu = sched_getcpu();
+  if (cpu >= 0) {
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    sched_setaffinity(0, sizeof(set), &set);
+  }
+  gpt_threads_set(1);
 }
 
 int fz_exec(sqlite3 *db, const char *zSql, const char *z1, int n1, const char *z2, int n2,

@@ -64,6 +64,12 @@ int fz_write_model(const char *zDir, const FzModel *p);
 ** not the code under test. */
 sqlite3 *fz_open(const char *zFile);
 
+/* Makes the forward passes of this thread run on it alone: pins the thread
+** to the CPU it is on (the "threads" option defaults to the CPUs a thread may
+** use) and sets one thread. The fuzz targets want many executions per
+** second, not a thread pool spinning beside them. */
+void fz_single_thread(void);
+
 /* Runs SQL with up to two text parameters bound (?1, ?2; NULL binds NULL),
 ** stepping every row. Returns the result code; *pzErr (when not NULL) gets a
 ** sqlite3_malloc'd copy of the error message. */

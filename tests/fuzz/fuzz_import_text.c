@@ -23,6 +23,7 @@ static FzModel gModel;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc; (void)argv;
+  fz_single_thread();
   if (fz_model_make(&gModel, 1, 2, 8, 16, 0, 0, 0)) return 1;
   gDir = fz_tmpdir();
   if (fz_write_model(gDir, &gModel)) {

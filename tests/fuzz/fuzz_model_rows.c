@@ -33,6 +33,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   FzModel m;
   char *zErr = 0;
   (void)argc; (void)argv;
+  fz_single_thread();
   if (fz_model_make(&m, 2, 2, 8, 16, 0, 0, 0)) return 1;
   const char *zDir = fz_tmpdir();
   if (fz_write_model(zDir, &m)) exit(2);

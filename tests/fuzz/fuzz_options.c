@@ -48,6 +48,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   FzModel m;
   char *zErr = 0;
   (void)argc; (void)argv;
+  fz_single_thread();
   if (fz_model_make(&m, 1, 2, 8, 16, 0, 0, 0)) return 1;
   gDir = fz_tmpdir();
   if (fz_write_model(gDir, &m)) exit(2);

@@ -20,6 +20,7 @@ static const char *gDir;
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   FzModel m;
   (void)argc; (void)argv;
+  fz_single_thread();
   if (fz_model_make(&m, 1, 2, 8, 16, 0, 0, 0)) return 1;
   gDir = fz_tmpdir();
   if (fz_write_model(gDir, &m)) {

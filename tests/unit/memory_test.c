@@ -7,8 +7,8 @@
 ** sharing one file and so one cached model), loads the extension, imports
 ** the small model of tests/fuzz/fuzz_common.c, runs every function that
 ** exists in this build (generation, next tokens, the tokenizer functions
-** and table, the scoring and analysis ones), a few calls that fail, a
-** re-import, a drop, and closes. Built in-process (-DSQLITE_CORE); run by
+** and table, the scoring and analysis ones, quantizing), a few calls that
+** fail, a re-import, a drop, and closes. Built in-process (-DSQLITE_CORE); run by
 ** `make test-asan` (LeakSanitizer also checks memory taken with malloc) and
 ** `make test-valgrind`. Prints "N passed, N failed".
 */
@@ -93,6 +93,12 @@ static void workload(sqlite3 *db, const char *zDir, const char *zDir2) {
   ok(db, "SELECT gpt_generate('ab', '{\"max_tokens\": 3, \"temperature\": 0}')", 0);
   ok(db, "SELECT gpt_import('m2', ?1)", zDir);
   ok(db, "SELECT gpt_generate('ab', '{\"max_tokens\": 3, \"model\": \"m2\"}')", 0);
+  if (has(db, "SELECT gpt_quantize('m2', 'm3', 'f16')")) {
+    ok(db, "SELECT gpt_quantize('m2', 'm3', 'q8_0')", 0);
+    ok(db, "SELECT gpt_generate('ab', '{\"max_tokens\": 3, \"model\": \"m3\"}')", 0);
+    fails(db, "SELECT gpt_quantize('m2', 'm3', 'q8_0')", 0);
+    ok(db, "SELECT gpt_drop('m3')", 0);
+  }
   ok(db, "SELECT gpt_drop('m')", 0);
   ok(db, "SELECT gpt_tokenize('ab', '{\"model\": \"m2\"}')", 0);
 }

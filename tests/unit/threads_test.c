@@ -5,7 +5,9 @@
 ** connection re-imports (replace) and drops the model over and over while
 ** the others keep generating: every generation finishes on the old weights
 ** or the new ones (its text equals one of the two sequential results), or
-** fails with "no model named 'm'"; none reads freed memory. Run under
+** fails with "no model named 'm'"; none reads freed memory. Last, a replace
+** commits while a 400-token generation runs on the model it replaces: that
+** generation returns the old model's text. Run under
 ** ThreadSanitizer by `make test-tsan` and under ASan by `make test-asan`.
 ** Prints "N passed, N failed".
 */
@@ -158,6 +160,60 @@ static void *writer(void *pArg) {
   return 0;
 }
 
+/* Phase 3: one long generation, and a replace of its model that commits
+** while it runs. */
+typedef struct Long {
+  char *zText;           /* what the generation returned */
+  char *zErr;
+  pthread_mutex_t mu;
+  pthread_cond_t cond;
+  int bStarted;
+} Long;
+
+static const char zLongSql[] =
+    "SELECT gpt_generate('ab', '{\"model\": \"big\", \"temperature\": 0, \"max_tokens\": 400}')";
+
+static int long_trace(unsigned eType, void *pCtx, void *p, void *x) {
+  Long *l = (Long *)pCtx;
+  (void)p; (void)x;
+  if (eType == SQLITE_TRACE_STMT) {
+    pthread_mutex_lock(&l->mu);
+    l->bStarted = 1;
+    pthread_cond_broadcast(&l->cond);
+    pthread_mutex_unlock(&l->mu);
+  }
+  return 0;
+}
+
+static char *long_generate(sqlite3 *db, char **pzErr) {
+  sqlite3_stmt *p = 0;
+  char *z = 0;
+  *pzErr = 0;
+  int rc = sqlite3_prepare_v2(db, zLongSql, -1, &p, 0);
+  if (rc == SQLITE_OK) rc = sqlite3_step(p);
+  if (rc == SQLITE_ROW) z = sqlite3_mprintf("%s", sqlite3_column_text(p, 0));
+  else *pzErr = sqlite3_mprintf("%s", sqlite3_errmsg(db));
+  sqlite3_finalize(p);
+  return z;
+}
+
+static void *long_reader(void *pArg) {
+  Long *l = (Long *)pArg;
+  sqlite3 *db = open_conn();
+  /* the weights are loaded before the clock starts */
+  fz_exec(db, "SELECT gpt_generate('a', '{\"model\": \"big\", \"max_tokens\": 1}')", 0, 0, 0,
+          0, 0);
+  sqlite3_trace_v2(db, SQLITE_TRACE_STMT, long_trace, l);
+  l->zText = long_generate(db, &l->zErr);
+  sqlite3_trace_v2(db, 0, 0, 0);
+  pthread_mutex_lock(&l->mu);
+  l->bStarted = 1; /* in case it never began */
+  pthread_cond_broadcast(&l->cond);
+  pthread_mutex_unlock(&l->mu);
+  sqlite3_close(db);
+  return 0;
+}
+
 int main(void) {
   FzModel m;
   const char *zTmp = fz_tmpdir();
@@ -217,6 +273,59 @@ int main(void) {
   }
   printf("phase 2: %d generations on A's weights, %d on B's, %d found no model\n", nA, nB, nGone);
   CHECK(nA > 0, "no generation ran on A's weights");
+
+  /* 3: a replace that commits while a long generation runs on the model */
+  {
+    char zDirC[600], zDirD[600];
+    snprintf(zDirC, sizeof(zDirC), "%s/c", zTmp);
+    snprintf(zDirD, sizeof(zDirD), "%s/d", zTmp);
+    mkdir(zDirC, 0700);
+    mkdir(zDirD, 0700);
+    if (fz_model_make(&m, 2, 2, 64, 512, 0, FZ_NO_EOT, 5) || fz_write_model(zDirC, &m)) return 2;
+    fz_model_free(&m);
+    if (fz_model_make(&m, 2, 2, 64, 512, 0, FZ_NO_EOT, 6) || fz_write_model(zDirD, &m)) return 2;
+    fz_model_free(&m);
+    char *zErr = 0;
+    exec_ok(db, "SELECT gpt_import('big', ?1)", zDirD);
+    char *zWantD = long_generate(db, &zErr);
+    sqlite3_free(zErr);
+    exec_ok(db, "SELECT gpt_import('big', ?1, '{\"replace\": true}')", zDirC);
+    char *zWantC = long_generate(db, &zErr);
+    sqlite3_free(zErr);
+    CHECK(zWantC && zWantD && strcmp(zWantC, zWantD) != 0, "the two big models agree");
+    Long l;
+    memset(&l, 0, sizeof(l));
+    pthread_mutex_init(&l.mu, 0);
+    pthread_cond_init(&l.cond, 0);
+    pthread_t th;
+    pthread_create(&th, 0, long_reader, &l);
+    pthread_mutex_lock(&l.mu);
+    while (!l.bStarted) pthread_cond_wait(&l.cond, &l.mu);
+    pthread_mutex_unlock(&l.mu);
+    usleep(20000);
+    sqlite3 *dbw = open_conn();
+    exec_ok(dbw, "SELECT gpt_import('big', ?1, '{\"replace\": true}')", zDirD);
+    sqlite3_close(dbw);
+    pthread_join(th, 0);
+    int bOld = l.zText && zWantC && strcmp(l.zText, zWantC) == 0;
+    int bNew = l.zText && zWantD && strcmp(l.zText, zWantD) == 0;
+    CHECK(bOld || bNew, "the generation during the replace returned neither model's text (%s)",
+          l.zErr ? l.zErr : "no error");
+    printf("phase 3: a 400-token generation %s while its model was replaced\n",
+           bOld ? "finished on the old weights" : "ran on the new weights");
+    /* afterwards every connection gets the new weights */
+    char *z = long_generate(db, &zErr);
+    CHECK(z && zWantD && strcmp(z, zWantD) == 0, "after the replace: %s", z ? z : zErr);
+    sqlite3_free(z);
+    sqlite3_free(zErr);
+    exec_ok(db, "SELECT gpt_drop('big')", 0);
+    sqlite3_free(l.zText);
+    sqlite3_free(l.zErr);
+    sqlite3_free(zWantC);
+    sqlite3_free(zWantD);
+    pthread_mutex_destroy(&l.mu);
+    pthread_cond_destroy(&l.cond);
+  }
 
   /* the connection that was idle meanwhile sees the final model */
   for (int i = 0; i < N_PROMPT; i++) {
