@@ -39,7 +39,7 @@ build/tokenizer_test: tests/unit/tokenizer_test.c engine/tokenizer.c engine/toke
 	$(CC) $(CFLAGS) -o $@ tests/unit/tokenizer_test.c engine/tokenizer.c -lpcre2-8 -lsqlite3
 
 # C unit test of the decoder: prefill, decode and split prefill agree.
-build/engine_test: tests/unit/engine_test.c $(ENGINE_SRC) $(HEADERS) | build
+build/engine_test: tests/unit/engine_test.c tests/unit/check.h $(ENGINE_SRC) $(HEADERS) | build
 	$(CC) $(CFLAGS) -o $@ tests/unit/engine_test.c $(filter-out engine/tokenizer.c,$(ENGINE_SRC)) $(LDLIBS)
 
 # C unit test of the kernel sets (portable, AVX2, AVX-512 where the CPU has

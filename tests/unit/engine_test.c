@@ -14,19 +14,7 @@
 #include <string.h>
 #include "gpt.h"
 
-static int nPass, nFail;
-
-#define CHECK(cond, ...)                          \
-  do {                                            \
-    if (cond) {                                   \
-      nPass++;                                    \
-    } else {                                      \
-      nFail++;                                    \
-      printf("FAILED line %d: ", __LINE__);       \
-      printf(__VA_ARGS__);                        \
-      printf("\n");                               \
-    }                                             \
-  } while (0)
+#include "check.h"
 
 /* xorshift64*, uniform in [-a, a]. */
 static float urand(uint64_t *s, float a) {

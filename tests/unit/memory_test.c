@@ -19,19 +19,7 @@
 #include <unistd.h>
 #include "fuzz_common.h"
 
-static int nPass = 0, nFail = 0;
-
-#define CHECK(cond, ...)                                  \
-  do {                                                    \
-    if (cond) {                                           \
-      nPass++;                                            \
-    } else {                                              \
-      nFail++;                                            \
-      printf("FAIL %s:%d: ", __FILE__, __LINE__);         \
-      printf(__VA_ARGS__);                                \
-      printf("\n");                                       \
-    }                                                     \
-  } while (0)
+#include "check.h"
 
 /* Runs SQL that must succeed. */
 static void ok(sqlite3 *db, const char *zSql, const char *z1) {
