@@ -5,6 +5,8 @@
 **   build/bench [OUT.md]            everything; the table also goes to OUT.md
 **                                   (default bench/results/DATE-MACHINE.md)
 **   build/bench --rss DB MODEL      (internal) load MODEL, print peak RSS
+**   build/bench --decode            the decode rows alone, on bench/tmp/bench.db
+**                                   as the last full run left it
 **
 ** It generates a GPT-2 124M-shaped model with seeded random weights
 ** (build/mkmodel, Hugging Face layout) under bench/tmp/, imports it into
@@ -55,6 +57,7 @@ int sqlite3_gpt_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *p
 
 static int nRuns = 5;
 static int bQuick = 0;
+static int bDecodeOnly = 0;  /* --decode: the decode rows alone */
 static FILE *gOut = 0;   /* the results file, besides stdout */
 
 /* ------------------------------------------------------------ helpers */
@@ -613,8 +616,9 @@ static void bench_engine(sqlite3 *db) {
       bench_sgemm();
       aPrefillGemm[i][0][nth] = aGemm[0][nth];
       aPrefillGemm[i][1][nth] = aGemm[1][nth];
-      aPrefill[i][0][nth] = 128 / time_prefill(m->pNet, s, 128, logits);
-      if (!bQuick || i == 0) aPrefill[i][1][nth] = 512 / time_prefill(m->pNet, s, 512, logits);
+      if (!bDecodeOnly) aPrefill[i][0][nth] = 128 / time_prefill(m->pNet, s, 128, logits);
+      if (!bDecodeOnly && (!bQuick || i == 0))
+        aPrefill[i][1][nth] = 512 / time_prefill(m->pNet, s, 512, logits);
       bench_bandwidth();
       aDecodeBw[i][nth] = aBw[nth];
       aDecode[i][nth] = nGen / time_decode(m->pNet, s, 128, nGen, logits);
@@ -845,6 +849,21 @@ int main(int argc, char **argv) {
       gptext_model_release(m);
       gptext_model_release(mTok);
     }
+    sqlite3_close(db);
+    return 0;
+  }
+  if (argc == 2 && strcmp(argv[1], "--decode") == 0) {
+    /* the decode rows alone, on the models of the last full run */
+    sqlite3_auto_extension((void (*)(void))sqlite3_gpt_init);
+    sqlite3 *db = open_db(DB_PATH);
+    bDecodeOnly = 1;
+    bench_engine(db);
+    const char *azDec[4] = {"f32, own kernels", "f16", "q8_0", "f32, cblas_sgemv"};
+    for (int i = 0; i < 4; i++)
+      for (int nth = 1; nth <= 2; nth++)
+        printf("%-17s %d threads: %6.1f tok/s, %5.1f GB/s, fraction %.2f\n", azDec[i], nth,
+               aDecode[i][nth], aDecodeBw[i][nth],
+               aDecode[i][nth] * aDecodeBytes[i] / (aDecodeBw[i][nth] * 1e9));
     sqlite3_close(db);
     return 0;
   }
