@@ -810,7 +810,7 @@ static void attention_heads(AttTask *a, int h0, int h1, float *att) {
   for (int h = h0; h < h1; h++) {
     const float *qh = a->qkv + h * hd, *kh = a->k + h * hd, *vh = a->v + h * hd;
     if (T == 1) {
-      for (int j = 0; j < nk; j++) att[j] = kern->dot(qh, kh + (size_t)j * C, hd) * scale;
+      kern->att_scores(att, qh, kh, (size_t)C, nk, hd, scale);
     } else {
       /* scores (T, nk) = Q_h (T, hd) @ K_h^T */
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, nk, hd, scale, qh,
@@ -825,8 +825,7 @@ static void attention_heads(AttTask *a, int h0, int h1, float *att) {
     }
     float *oh = a->out + h * hd;
     if (T == 1) {
-      for (int d = 0; d < hd; d++) oh[d] = 0.0f;
-      for (int j = 0; j < nk; j++) kern->axpy(oh, att[j], vh + (size_t)j * C, hd);
+      kern->att_values(oh, att, vh, (size_t)C, nk, hd);
     } else {
       /* out_h (T, hd) = P (T, nk) @ V_h (nk, hd) */
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, nk, 1.0f, att,

@@ -42,6 +42,8 @@
 ** last group) are dropped. */
 #define PREFETCH(p) __builtin_prefetch((const void *)(p), 0, 3)
 
+static void p_q8_quantize_act(GPTQ8Act *out, const float *x, int K);
+
 /* The f16 scale at the head of a q8_0 block. */
 static inline uint16_t q8_scale_bits(const uint8_t *blk) {
   return (uint16_t)(blk[0] | (blk[1] << 8));
@@ -128,8 +130,15 @@ static float p_exp_sum(float *x, int n, float mx) {
   return (float)sum;
 }
 
-static void p_axpy(float *y, float a, const float *x, int n) {
-  for (int i = 0; i < n; i++) y[i] += a * x[i];
+static void p_att_scores(float *scores, const float *q, const float *k, size_t ld, int n,
+                         int hd, float scale) {
+  for (int j = 0; j < n; j++) scores[j] = p_dot(q, k + (size_t)j * ld, hd) * scale;
+}
+
+static void p_att_values(float *out, const float *p, const float *v, size_t ld, int n, int hd) {
+  for (int d = 0; d < hd; d++) out[d] = 0.0f;
+  for (int j = 0; j < n; j++)
+    for (int d = 0; d < hd; d++) out[d] += p[j] * v[(size_t)j * ld + d];
 }
 
 /* In tiles of 64 rows by 16 columns, so that both sides stay in cache. */
@@ -159,11 +168,13 @@ static void p_transpose_u16(uint16_t *dst, size_t ldd, const uint16_t *src, size
 
 static const GPTKernels kPortable = {
   "portable", 0, p_gemv_f32, p_gemv_f16, p_gemv_q8, p_f16_to_f32, p_q8_to_f32,
-  p_gelu, p_exp_sum, p_dot, p_axpy, p_transpose_f32, p_transpose_u16,
+  p_gelu, p_exp_sum, p_att_scores, p_att_values, p_transpose_f32, p_transpose_u16,
+  p_q8_quantize_act,
 };
 
 /* ---------------------------------------------------------------- AVX2 */
 #ifdef GPT_X86
+AVX2_FN static void avx2_q8_quantize_act(GPTQ8Act *out, const float *x, int K);
 
 AVX2_FN static ALWAYS_INLINE float hsum256(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -385,18 +396,48 @@ AVX2_FN static float avx2_exp_sum(float *x, int n, float mx) {
   return s;
 }
 
-AVX2_FN static float avx2_dot(const float *a, const float *b, int n) {
-  float res;
-  avx2_rows_f32(&res, a, 0, b, n, 1);
-  return res;
+/* Four keys a pass over q, as the gemv kernels do rows. */
+AVX2_FN static void avx2_att_scores(float *scores, const float *q, const float *k, size_t ld,
+                                    int n, int hd, float scale) {
+  float res[4];
+  int j = 0;
+  for (; j + 4 <= n; j += 4) {
+    avx2_rows_f32(res, k + (size_t)j * ld, ld, q, hd, 4);
+    for (int i = 0; i < 4; i++) scores[j + i] = res[i] * scale;
+  }
+  for (; j < n; j++) {
+    avx2_rows_f32(res, k + (size_t)j * ld, ld, q, hd, 1);
+    scores[j] = res[0] * scale;
+  }
 }
 
-AVX2_FN static void avx2_axpy(float *y, float a, const float *x, int n) {
-  __m256 va = _mm256_set1_ps(a);
-  int i = 0;
-  for (; i + 8 <= n; i += 8)
-    _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_mul_ps(va, _mm256_loadu_ps(x + i))));
-  for (; i < n; i++) y[i] += a * x[i];
+/* The output stays in registers, 64 columns at a time, while the value
+** rows stream past: one FMA per eight values, no stores in the loop. */
+AVX2_FN static void avx2_att_values(float *out, const float *p, const float *v, size_t ld, int n,
+                                    int hd) {
+  int d0 = 0;
+  for (; d0 + 64 <= hd; d0 += 64) {
+    __m256 acc[8];
+    _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+    for (int j = 0; j < n; j++) {
+      const float *row = v + (size_t)j * ld + d0;
+      __m256 a = _mm256_set1_ps(p[j]);
+      _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++)
+        acc[i] = _mm256_fmadd_ps(a, _mm256_loadu_ps(row + 8 * i), acc[i]);
+    }
+    _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++) _mm256_storeu_ps(out + d0 + 8 * i, acc[i]);
+  }
+  for (; d0 + 8 <= hd; d0 += 8) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int j = 0; j < n; j++)
+      acc = _mm256_fmadd_ps(_mm256_set1_ps(p[j]), _mm256_loadu_ps(v + (size_t)j * ld + d0), acc);
+    _mm256_storeu_ps(out + d0, acc);
+  }
+  for (; d0 < hd; d0++) {
+    float acc = 0.0f;
+    for (int j = 0; j < n; j++) acc = fmaf(p[j], v[(size_t)j * ld + d0], acc);
+    out[d0] = acc;
+  }
 }
 
 /* 8 x 8 blocks transposed in registers; the edges one value at a time. */
@@ -470,7 +511,8 @@ AVX2_FN static void avx2_transpose_u16(uint16_t *dst, size_t ldd, const uint16_t
 
 static const GPTKernels kAvx2 = {
   "avx2", 0, avx2_gemv_f32, avx2_gemv_f16, avx2_gemv_q8, avx2_f16_to_f32, avx2_q8_to_f32,
-  avx2_gelu, avx2_exp_sum, avx2_dot, avx2_axpy, avx2_transpose_f32, avx2_transpose_u16,
+  avx2_gelu, avx2_exp_sum, avx2_att_scores, avx2_att_values, avx2_transpose_f32, avx2_transpose_u16,
+  avx2_q8_quantize_act,
 };
 
 /* ------------------------------------------------------------- AVX-512 */
@@ -712,8 +754,8 @@ AVX512_FN static float avx512_exp_sum(float *x, int n, float mx) {
 
 static const GPTKernels kAvx512 = {
   "avx512", 0, avx512_gemv_f32, avx512_gemv_f16, avx512_gemv_q8, avx512_f16_to_f32,
-  avx512_q8_to_f32, avx512_gelu, avx512_exp_sum, avx2_dot, avx2_axpy, avx2_transpose_f32,
-  avx2_transpose_u16,
+  avx512_q8_to_f32, avx512_gelu, avx512_exp_sum, avx2_att_scores, avx2_att_values, avx2_transpose_f32,
+  avx2_transpose_u16, avx2_q8_quantize_act,
 };
 
 /* F16C from CPUID leaf 1 (ECX bit 29): clang before 15 has no "f16c" for
@@ -781,7 +823,10 @@ int gpt_kernels_select(const char *zName) {
 
 /* ---------------------------------------------------------- quantizing */
 
-void gpt_q8_quantize_act(GPTQ8Act *out, const float *x, int K) {
+/* The portable quantizer of activations; for finite x the AVX2 one gives
+** the same bytes (the same products, and vcvtps2dq rounds to nearest even
+** as lrintf does in the default rounding mode). */
+static void p_q8_quantize_act(GPTQ8Act *out, const float *x, int K) {
   for (int b = 0; b < K / GPT_Q8_BLOCK; b++) {
     const float *v = x + b * GPT_Q8_BLOCK;
     float amax = 0.0f;
@@ -796,6 +841,40 @@ void gpt_q8_quantize_act(GPTQ8Act *out, const float *x, int K) {
       out->aq[b * GPT_Q8_BLOCK + j] = (int8_t)(q < 0 ? -q : q);
     }
   }
+}
+
+#ifdef GPT_X86
+AVX2_FN static void avx2_q8_quantize_act(GPTQ8Act *out, const float *x, int K) {
+  const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  const __m256i lim = _mm256_set1_epi32(127), nlim = _mm256_set1_epi32(-127);
+  for (int b = 0; b < K / GPT_Q8_BLOCK; b++) {
+    const float *v = x + b * GPT_Q8_BLOCK;
+    __m256 m = _mm256_and_ps(_mm256_loadu_ps(v), absmask);
+    for (int j = 8; j < GPT_Q8_BLOCK; j += 8) m = _mm256_max_ps(m, _mm256_and_ps(_mm256_loadu_ps(v + j), absmask));
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    float amax = _mm_cvtss_f32(h);
+    float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    out->d[b] = amax / 127.0f;
+    __m256i q[4];
+    for (int j = 0; j < 4; j++) {
+      __m256i t = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(v + 8 * j), _mm256_set1_ps(id)));
+      q[j] = _mm256_max_epi32(_mm256_min_epi32(t, lim), nlim);
+    }
+    /* int32 -> int8 in order: the packs work per 128-bit lane, a permute
+    ** puts the four lanes back */
+    __m256i p16 = _mm256_packs_epi32(q[0], q[1]), p16b = _mm256_packs_epi32(q[2], q[3]);
+    __m256i p8 = _mm256_packs_epi16(p16, p16b);
+    p8 = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i *)(out->q + b * GPT_Q8_BLOCK), p8);
+    _mm256_storeu_si256((__m256i *)(out->aq + b * GPT_Q8_BLOCK), _mm256_abs_epi8(p8));
+  }
+}
+#endif
+
+void gpt_q8_quantize_act(GPTQ8Act *out, const float *x, int K) {
+  gpt_kernels()->q8_quantize_act(out, x, K);
 }
 
 int gpt_q8_quantize_row(uint8_t *dst, const float *x, int64_t n) {

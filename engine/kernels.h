@@ -54,15 +54,20 @@ typedef struct GPTKernels {
   void (*gelu)(float *x, size_t n);
   /* In place: x (n,) = exp(x - mx); returns the sum of the results. */
   float (*exp_sum)(float *x, int n, float mx);
-  float (*dot)(const float *a, const float *b, int n);
-  /* y (n,) += a * x */
-  void (*axpy)(float *y, float a, const float *x, int n);
+  /* Decode attention of one head over n cached positions, whose rows lie
+  ** ld floats apart. scores (n,) = scale * K (n, hd) @ q (hd,) */
+  void (*att_scores)(float *scores, const float *q, const float *k, size_t ld, int n, int hd,
+                     float scale);
+  /* out (hd,) = p (n,) @ V (n, hd) */
+  void (*att_values)(float *out, const float *p, const float *v, size_t ld, int n, int hd);
   /* dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols */
   void (*transpose_f32)(float *dst, size_t ldd, const float *src, size_t lds, int rows,
                         int cols);
   /* the same for 16-bit values (f16) */
   void (*transpose_u16)(uint16_t *dst, size_t ldd, const uint16_t *src, size_t lds, int rows,
                         int cols);
+  /* gpt_q8_quantize_act (the same bytes in every set for finite x) */
+  void (*q8_quantize_act)(GPTQ8Act *out, const float *x, int K);
 } GPTKernels;
 
 /* The set in use (chosen once, thread-safe). */
@@ -76,7 +81,7 @@ const GPTKernels *gpt_kernels_named(const char *zName);
 ** For the benchmark: not to be called while a forward pass runs. */
 int gpt_kernels_select(const char *zName);
 
-/* Quantizes x (K,) with K % 32 == 0 for gemv_q8 (same in every set). */
+/* Quantizes x (K,) with K % 32 == 0 for gemv_q8, with the set in use. */
 void gpt_q8_quantize_act(GPTQ8Act *out, const float *x, int K);
 /* Quantizes n values (n % 32 == 0) into n/32 stored q8_0 blocks: d is
 ** max|x|/127 rounded to f16, q = round(x / d). Returns -1 when a value is

@@ -63,7 +63,7 @@ static void test_set(const GPTKernels *kern) {
     if (q8) {
       gpt_q8_quantize_row(Q, Wf, (int64_t)rows * K);
       kern->q8_to_f32(Wq, Q, (size_t)rows * nb);
-      gpt_q8_quantize_act(&xq, x, K);
+      kern->q8_quantize_act(&xq, x, K);
       for (int b = 0; b < nb; b++)
         for (int j = 0; j < 32; j++) xd[b * 32 + j] = xq.d[b] * xq.q[b * 32 + j];
     }
@@ -115,11 +115,28 @@ static void test_set(const GPTKernels *kern) {
             worst = fmax(worst, fabs(Wq[b2 * 32 + j] - Wf[b2 * 32 + j]) / (d > 0 ? d : 1));
         }
         check(worst <= 0.5 + 1e-3, "q8 round trip", kern->name, K, worst);
+        /* activations quantize to the portable bytes, a zero block included */
+        GPTQ8Act pq;
+        float *xz = malloc(sizeof(float) * K);
+        memcpy(xz, x, sizeof(float) * K);
+        for (int j = 0; j < 32; j++) xz[j] = 0.0f;
+        pq.q = malloc(K); pq.aq = malloc(K); pq.d = malloc(sizeof(float) * nb);
+        int sameq = 1;
+        for (int pass = 0; pass < 2; pass++) {
+          const float *in = pass ? xz : x;
+          kern->q8_quantize_act(&xq, in, K);
+          p->q8_quantize_act(&pq, in, K);
+          sameq &= memcmp(xq.q, pq.q, K) == 0 && memcmp(xq.aq, pq.aq, K) == 0 &&
+                   memcmp(xq.d, pq.d, sizeof(float) * nb) == 0;
+        }
+        kern->q8_quantize_act(&xq, x, K);
+        check(sameq, "q8_quantize_act", kern->name, K, 0);
+        free(pq.q); free(pq.aq); free(pq.d); free(xz);
         free(b);
       }
       free(a);
     }
-    /* gelu, exp_sum, dot, axpy against doubles */
+    /* gelu, exp_sum, the attention kernels against doubles */
     {
       float g[3072 + 7], ex[3072 + 7], in[3072 + 7];
       double eg = 0, ee = 0, sum = 0;
@@ -138,14 +155,25 @@ static void test_set(const GPTKernels *kern) {
       check(eg < 1e-5, "gelu", kern->name, K, eg);
       check(ee < 1e-5, "exp_sum values", kern->name, K, ee);
       check(fabs(s - sum) / sum < 1e-5, "exp_sum sum", kern->name, K, fabs(s - sum) / sum);
-      float d1 = kern->dot(Wf, x, K);
-      check(fabs(d1 - ref_dot(Wf, x, K)) < tol, "dot", kern->name, K, fabs(d1 - ref_dot(Wf, x, K)));
-      float yy[3072];
-      for (int i = 0; i < K; i++) yy[i] = Wf[i];
-      kern->axpy(yy, 0.5f, x, K);
-      double ea = 0;
-      for (int i = 0; i < K; i++) ea = fmax(ea, fabs(yy[i] - (Wf[i] + 0.5 * x[i])));
-      check(ea < 1e-6, "axpy", kern->name, K, ea);
+    }
+    /* decode attention: rows of Wf (rows, K) as 11 cached keys and values,
+    ** the first hd columns of each (hd = 96 at K = 768: one 64-column pass
+    ** and a tail) */
+    {
+      int hd = K / 8 + (K % 3), n = rows;
+      float sc[11], o[3072];
+      kern->att_scores(sc, x, Wf, (size_t)K, n, hd, 0.125f);
+      double es = 0, ev = 0;
+      for (int j = 0; j < n; j++)
+        es = fmax(es, fabs(sc[j] - 0.125 * ref_dot(Wf + (size_t)j * K, x, hd)));
+      check(es < tol, "att_scores", kern->name, hd, es);
+      kern->att_values(o, bias, Wf, (size_t)K, n, hd);
+      for (int d = 0; d < hd; d++) {
+        double want = 0;
+        for (int j = 0; j < n; j++) want += (double)bias[j] * Wf[(size_t)j * K + d];
+        ev = fmax(ev, fabs(o[d] - want));
+      }
+      check(ev < 1e-5, "att_values", kern->name, hd, ev);
     }
     free(Wf); free(Wh); free(Wq); free(x); free(xd); free(H); free(Q);
     free(xq.q); free(xq.aq); free(xq.d);
