@@ -782,7 +782,7 @@ static void causal_softmax(const GPTKernels *k, float *p, int T, int ld, int P) 
     int n = P + t + 1;
     float mx = row[0];
     for (int j = 1; j < n; j++) if (row[j] > mx) mx = row[j];
-    float sum = k->exp_sum(row, n, mx);
+    float sum = k->exp_sum(row, n, mx, 1.0f);
     float inv = 1.0f / sum;
     for (int j = 0; j < n; j++) row[j] *= inv;
     for (int j = n; j < ld; j++) row[j] = 0.0f;

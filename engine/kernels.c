@@ -124,10 +124,23 @@ static void p_gelu(float *x, size_t n) {
   }
 }
 
-static float p_exp_sum(float *x, int n, float mx) {
+static float p_exp_sum(float *x, int n, float mx, float scale) {
   double sum = 0;
-  for (int j = 0; j < n; j++) { x[j] = expf(x[j] - mx); sum += x[j]; }
+  for (int j = 0; j < n; j++) { x[j] = expf((x[j] - mx) * scale); sum += x[j]; }
   return (float)sum;
+}
+
+static float p_max(const float *x, int n) {
+  float m = -INFINITY;
+  for (int i = 0; i < n; i++)
+    if (x[i] > m) m = x[i];
+  return m;
+}
+
+static double p_sum_exp(const float *x, int n, float mx) {
+  double sum = 0;
+  for (int i = 0; i < n; i++) sum += expf(x[i] - mx);
+  return sum;
 }
 
 static void p_att_scores(float *scores, const float *q, const float *k, size_t ld, int n,
@@ -169,7 +182,7 @@ static void p_transpose_u16(uint16_t *dst, size_t ldd, const uint16_t *src, size
 static const GPTKernels kPortable = {
   "portable", 0, p_gemv_f32, p_gemv_f16, p_gemv_q8, p_f16_to_f32, p_q8_to_f32,
   p_gelu, p_exp_sum, p_att_scores, p_att_values, p_transpose_f32, p_transpose_u16,
-  p_q8_quantize_act,
+  p_max, p_sum_exp, p_q8_quantize_act,
 };
 
 /* ---------------------------------------------------------------- AVX2 */
@@ -376,11 +389,11 @@ AVX2_FN static void avx2_gelu(float *x, size_t n) {
   }
 }
 
-AVX2_FN static float avx2_exp_sum(float *x, int n, float mx) {
-  __m256 m = _mm256_set1_ps(mx), acc = _mm256_setzero_ps();
+AVX2_FN static float avx2_exp_sum(float *x, int n, float mx, float scale) {
+  __m256 m = _mm256_set1_ps(mx), sc = _mm256_set1_ps(scale), acc = _mm256_setzero_ps();
   int j = 0;
   for (; j + 8 <= n; j += 8) {
-    __m256 e = avx2_exp(_mm256_sub_ps(_mm256_loadu_ps(x + j), m));
+    __m256 e = avx2_exp(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + j), m), sc));
     _mm256_storeu_ps(x + j, e);
     acc = _mm256_add_ps(acc, e);
   }
@@ -389,9 +402,47 @@ AVX2_FN static float avx2_exp_sum(float *x, int n, float mx) {
     float t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int r = n - j;
     memcpy(t, x + j, (size_t)r * sizeof(float));
-    _mm256_storeu_ps(t, avx2_exp(_mm256_sub_ps(_mm256_loadu_ps(t), m)));
+    _mm256_storeu_ps(t, avx2_exp(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(t), m), sc)));
     memcpy(x + j, t, (size_t)r * sizeof(float));
     for (int i = 0; i < r; i++) s += t[i];
+  }
+  return s;
+}
+
+/* max_ps returns its second operand when either is NaN: with the running
+** maximum second, a NaN in x is passed over, as in the portable loop. */
+AVX2_FN static float avx2_max(const float *x, int n) {
+  __m256 m = _mm256_set1_ps(-INFINITY);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) m = _mm256_max_ps(_mm256_loadu_ps(x + i), m);
+  float t[8], r = -INFINITY;
+  _mm256_storeu_ps(t, m);
+  for (int j = 0; j < 8; j++)
+    if (t[j] > r) r = t[j];
+  for (; i < n; i++)
+    if (x[i] > r) r = x[i];
+  return r;
+}
+
+/* The exps in float (avx2_exp, within 2 ulp), their sum in four double
+** lanes per half. */
+AVX2_FN static double avx2_sum_exp(const float *x, int n, float mx) {
+  __m256 m = _mm256_set1_ps(mx);
+  __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 e = avx2_exp(_mm256_sub_ps(_mm256_loadu_ps(x + i), m));
+    a0 = _mm256_add_pd(a0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+    a1 = _mm256_add_pd(a1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+  }
+  double t[4], s = 0;
+  _mm256_storeu_pd(t, _mm256_add_pd(a0, a1));
+  s = (t[0] + t[1]) + (t[2] + t[3]);
+  if (i < n) {
+    float v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int j = 0; j < n - i; j++) v[j] = x[i + j] - mx;
+    _mm256_storeu_ps(v, avx2_exp(_mm256_loadu_ps(v)));
+    for (int j = 0; j < n - i; j++) s += v[j];
   }
   return s;
 }
@@ -512,7 +563,7 @@ AVX2_FN static void avx2_transpose_u16(uint16_t *dst, size_t ldd, const uint16_t
 static const GPTKernels kAvx2 = {
   "avx2", 0, avx2_gemv_f32, avx2_gemv_f16, avx2_gemv_q8, avx2_f16_to_f32, avx2_q8_to_f32,
   avx2_gelu, avx2_exp_sum, avx2_att_scores, avx2_att_values, avx2_transpose_f32, avx2_transpose_u16,
-  avx2_q8_quantize_act,
+  avx2_max, avx2_sum_exp, avx2_q8_quantize_act,
 };
 
 /* ------------------------------------------------------------- AVX-512 */
@@ -735,17 +786,17 @@ AVX512_FN static void avx512_gelu(float *x, size_t n) {
   }
 }
 
-AVX512_FN static float avx512_exp_sum(float *x, int n, float mx) {
-  __m512 m = _mm512_set1_ps(mx), acc = _mm512_setzero_ps();
+AVX512_FN static float avx512_exp_sum(float *x, int n, float mx, float scale) {
+  __m512 m = _mm512_set1_ps(mx), sc = _mm512_set1_ps(scale), acc = _mm512_setzero_ps();
   int j = 0;
   for (; j + 16 <= n; j += 16) {
-    __m512 e = avx512_exp(_mm512_sub_ps(_mm512_loadu_ps(x + j), m));
+    __m512 e = avx512_exp(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + j), m), sc));
     _mm512_storeu_ps(x + j, e);
     acc = _mm512_add_ps(acc, e);
   }
   if (j < n) {
     __mmask16 k = (__mmask16)((1u << (n - j)) - 1);
-    __m512 e = avx512_exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + j), m));
+    __m512 e = avx512_exp(_mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + j), m), sc));
     _mm512_mask_storeu_ps(x + j, k, e);
     acc = _mm512_add_ps(acc, _mm512_maskz_mov_ps(k, e));
   }
@@ -755,7 +806,7 @@ AVX512_FN static float avx512_exp_sum(float *x, int n, float mx) {
 static const GPTKernels kAvx512 = {
   "avx512", 0, avx512_gemv_f32, avx512_gemv_f16, avx512_gemv_q8, avx512_f16_to_f32,
   avx512_q8_to_f32, avx512_gelu, avx512_exp_sum, avx2_att_scores, avx2_att_values, avx2_transpose_f32,
-  avx2_transpose_u16, avx2_q8_quantize_act,
+  avx2_transpose_u16, avx2_max, avx2_sum_exp, avx2_q8_quantize_act,
 };
 
 /* F16C from CPUID leaf 1 (ECX bit 29): clang before 15 has no "f16c" for

@@ -52,8 +52,8 @@ typedef struct GPTKernels {
   void (*q8_to_f32)(float *dst, const uint8_t *src, size_t n_blocks);
   /* In place: x (n,) = gelu(x), tanh approximation. */
   void (*gelu)(float *x, size_t n);
-  /* In place: x (n,) = exp(x - mx); returns the sum of the results. */
-  float (*exp_sum)(float *x, int n, float mx);
+  /* In place: x (n,) = exp((x - mx) * scale); returns the sum of the results. */
+  float (*exp_sum)(float *x, int n, float mx, float scale);
   /* Decode attention of one head over n cached positions, whose rows lie
   ** ld floats apart. scores (n,) = scale * K (n, hd) @ q (hd,) */
   void (*att_scores)(float *scores, const float *q, const float *k, size_t ld, int n, int hd,
@@ -66,6 +66,10 @@ typedef struct GPTKernels {
   /* the same for 16-bit values (f16) */
   void (*transpose_u16)(uint16_t *dst, size_t ldd, const uint16_t *src, size_t lds, int rows,
                         int cols);
+  /* The largest of x (n,), NaN ignored; -inf when there is none. */
+  float (*max)(const float *x, int n);
+  /* sum of exp(x - mx) over x (n,), accumulated in double; x unchanged */
+  double (*sum_exp)(const float *x, int n, float mx);
   /* gpt_q8_quantize_act (the same bytes in every set for finite x) */
   void (*q8_quantize_act)(GPTQ8Act *out, const float *x, int K);
 } GPTKernels;

@@ -8,6 +8,8 @@
 */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
+#include "kernels.h"
 #include "sampler.h"
 
 /* splitmix64, to spread any seed (0 included) into a nonzero state. */
@@ -50,7 +52,12 @@ void gpt_sampler_free(GPTSampler *s) {
   s->prob = 0;
 }
 
+/* The maximum with the kernels, then its first index; the scan is the
+** fallback for logits with no number in them (all NaN). */
 int gpt_argmax(const float *logits, int n) {
+  float mx = gpt_kernels()->max(logits, n);
+  for (int i = 0; i < n; i++)
+    if (logits[i] == mx) return i;
   int best = 0;
   for (int i = 1; i < n; i++)
     if (logits[i] > logits[best]) best = i;
@@ -58,10 +65,9 @@ int gpt_argmax(const float *logits, int n) {
 }
 
 double gpt_logsumexp(const float *logits, int n) {
-  float mx = logits[gpt_argmax(logits, n)];
-  double sum = 0;
-  for (int i = 0; i < n; i++) sum += exp((double)logits[i] - mx);
-  return mx + log(sum);
+  const GPTKernels *k = gpt_kernels();
+  float mx = k->max(logits, n);
+  return mx + log(k->sum_exp(logits, n, mx));
 }
 
 /* Sorts candidate ids by probability, highest first, lower id on ties. A
@@ -101,12 +107,10 @@ int gpt_sample(GPTSampler *s, const float *logits) {
   int V = s->vocab_size;
   if (s->temperature <= 0.0f || s->top_k == 1) return gpt_argmax(logits, V);
   /* softmax(logits / T) */
-  float mx = logits[gpt_argmax(logits, V)];
-  double sum = 0;
-  for (int i = 0; i < V; i++) {
-    s->prob[i] = expf((logits[i] - mx) / s->temperature);
-    sum += s->prob[i];
-  }
+  const GPTKernels *k = gpt_kernels();
+  float mx = k->max(logits, V);
+  memcpy(s->prob, logits, (size_t)V * sizeof(float));
+  double sum = k->exp_sum(s->prob, V, mx, 1.0f / s->temperature);
   float inv = (float)(1.0 / sum);
   for (int i = 0; i < V; i++) s->prob[i] *= inv;
 

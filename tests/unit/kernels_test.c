@@ -143,7 +143,7 @@ static void test_set(const GPTKernels *kern) {
       int n = K + 3;
       for (int i = 0; i < n; i++) in[i] = g[i] = ex[i] = frand() * 8.0f;
       kern->gelu(g, (size_t)n);
-      float s = kern->exp_sum(ex, n, 8.0f);
+      float s = kern->exp_sum(ex, n, 8.0f, 1.0f);
       for (int i = 0; i < n; i++) {
         double v = in[i];
         double want = 0.5 * v * (1 + tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
@@ -155,6 +155,33 @@ static void test_set(const GPTKernels *kern) {
       check(eg < 1e-5, "gelu", kern->name, K, eg);
       check(ee < 1e-5, "exp_sum values", kern->name, K, ee);
       check(fabs(s - sum) / sum < 1e-5, "exp_sum sum", kern->name, K, fabs(s - sum) / sum);
+      {
+        /* a temperature's scale */
+        float ex2[3072 + 7];
+        double e2 = 0;
+        memcpy(ex2, in, sizeof(float) * n);
+        kern->exp_sum(ex2, n, 8.0f, 0.5f);
+        for (int i = 0; i < n; i++) {
+          double we = exp((in[i] - 8.0) * 0.5);
+          e2 = fmax(e2, fabs(ex2[i] - we) / we);
+        }
+        check(e2 < 1e-5, "exp_sum scaled", kern->name, K, e2);
+      }
+      /* max passes over NaN; sum_exp leaves x alone and sums in double */
+      in[n / 2] = NAN;
+      float want_max = -INFINITY;
+      double want_se = 0;
+      for (int i = 0; i < n; i++) {
+        if (i == n / 2) continue;
+        if (in[i] > want_max) want_max = in[i];
+      }
+      for (int i = 0; i < n; i++)
+        if (i != n / 2) want_se += exp((double)in[i] - want_max);
+      check(kern->max(in, n) == want_max, "max", kern->name, K, 0);
+      in[n / 2] = -INFINITY;
+      double se = kern->sum_exp(in, n, want_max);
+      check(fabs(se - want_se) / want_se < 1e-6 && isinf(in[n / 2]), "sum_exp", kern->name, K,
+            fabs(se - want_se) / want_se);
     }
     /* decode attention: rows of Wf (rows, K) as 11 cached keys and values,
     ** the first hd columns of each (hd = 96 at K = 768: one 64-column pass
