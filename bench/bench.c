@@ -6,7 +6,9 @@
 **                                   (default bench/results/DATE-MACHINE.md)
 **   build/bench --rss DB MODEL      (internal) load MODEL, print peak RSS
 **   build/bench --decode            the decode rows alone, on bench/tmp/bench.db
-**                                   as the last full run left it
+**                                   as the last full run left it (BENCH_MODEL=
+**                                   f32, f16 or q8_0 for one model)
+**   build/bench --rows              the per-row figures alone, the same way
 **
 ** It generates a GPT-2 124M-shaped model with seeded random weights
 ** (build/mkmodel, Hugging Face layout) under bench/tmp/, imports it into
@@ -703,11 +705,13 @@ typedef struct RowFig { double sqlRow, oneCall, engineRow, overhead; } RowFig;
 
 /* Per-row overhead of gpt_generate(body, max_tokens 1) over 200 rows of
 ** model zModel: the query's time per row, one statement per row, and the
-** engine's own time for the same prefills (tokenized the same way). */
+** engine's own time for the same prefills (tokenized the same way, the
+** prefix shared with the row before kept in the cache as gpt_generate keeps
+** it, the logits of the last token and its argmax). */
 static RowFig bench_rows(sqlite3 *db, const char *zModel) {
   RowFig f;
-  char zSql[512], zBody[512];
-  double t[64], u[64], v[64];
+  char zSql[512], zOne[512], zBody[512];
+  double t[64], u[64], v[64], d[64];
   int nRow = 200;
   exec_sql(db, "DROP TABLE IF EXISTS temp.docs; CREATE TEMP TABLE docs(id INTEGER PRIMARY KEY, body TEXT)");
   sqlite3_stmt *pIns = 0;
@@ -723,18 +727,37 @@ static RowFig bench_rows(sqlite3 *db, const char *zModel) {
   sqlite3_finalize(pIns);
   snprintf(zSql, sizeof(zSql), "SELECT gpt_generate(body, '{\"max_tokens\":1,\"model\":\"%s\"}') "
            "FROM temp.docs", zModel);
+  snprintf(zOne, sizeof(zOne), "SELECT gpt_generate(?1, '{\"max_tokens\":1,\"model\":\"%s\"}')", zModel);
   time_sql(db, zSql); /* loads the model */
-  for (int r = 0; r < nRuns; r++) t[r] = time_sql(db, zSql) / nRow;
-  f.sqlRow = median(t, nRuns);
-  /* one statement per row */
-  snprintf(zSql, sizeof(zSql), "SELECT gpt_generate(?1, '{\"max_tokens\":1,\"model\":\"%s\"}')", zModel);
+  /* the engine's side: the same token ids and the same prefix reuse */
+  GptModel *m = 0;
+  char *zErr = 0, zMsg[200];
+  if (gptext_model_acquire(0, db, "bench", zModel, 1, &m, &zErr) != SQLITE_OK) die("%s", zErr);
+  GPTState *s = gpt_state_new(m->pNet, m->cfg.n_ctx);
+  float *logits = malloc(sizeof(float) * (size_t)m->cfg.vocab_size);
+  int *aIds[200], nIds[200];
+  sqlite3_stmt *pGet = 0;
+  sqlite3_prepare_v2(db, "SELECT body FROM temp.docs ORDER BY id", -1, &pGet, 0);
+  for (int i = 0; sqlite3_step(pGet) == SQLITE_ROW && i < nRow; i++) {
+    if (gptext_encode(m, "bench", (const char *)sqlite3_column_text(pGet, 0),
+                      sqlite3_column_bytes(pGet, 0), 0, &aIds[i], &nIds[i], &zErr))
+      die("%s", zErr);
+  }
+  sqlite3_finalize(pGet);
+  GPTForwardIO io;
+  memset(&io, 0, sizeof(io));
+  io.logits = logits;
+  /* Each run times the query, one statement per row and the engine back to
+  ** back, so that the overhead (query - engine) compares like with like on
+  ** a machine whose speed drifts; the figure is the median of the runs. */
   for (int r = 0; r < nRuns; r++) {
-    sqlite3_stmt *pSel = 0, *pGet = 0;
+    t[r] = time_sql(db, zSql) / nRow;
+    sqlite3_stmt *pSel = 0;
     sqlite3_prepare_v2(db, "SELECT body FROM temp.docs ORDER BY id", -1, &pGet, 0);
     double secs = 0;
     while (sqlite3_step(pGet) == SQLITE_ROW) {
       double t0 = now();
-      sqlite3_prepare_v2(db, zSql, -1, &pSel, 0);
+      sqlite3_prepare_v2(db, zOne, -1, &pSel, 0);
       sqlite3_bind_value(pSel, 1, sqlite3_column_value(pGet, 0));
       while (sqlite3_step(pSel) == SQLITE_ROW) {}
       sqlite3_finalize(pSel);
@@ -742,42 +765,29 @@ static RowFig bench_rows(sqlite3 *db, const char *zModel) {
     }
     sqlite3_finalize(pGet);
     u[r] = secs / nRow;
+    double t0 = now();
+    for (int i = 0; i < nRow; i++) {
+      /* the prefix shared with the previous row stays cached, as in SQL */
+      int nCommon = 0;
+      while (i > 0 && nCommon < nIds[i] - 1 && nCommon < nIds[i - 1] &&
+             aIds[i][nCommon] == aIds[i - 1][nCommon])
+        nCommon++;
+      gpt_state_truncate(s, nCommon);
+      if (gpt_forward(m->pNet, s, aIds[i] + nCommon, nIds[i] - nCommon, &io, zMsg, sizeof(zMsg)))
+        die("%s", zMsg);
+      gpt_argmax(logits, m->cfg.vocab_size);
+    }
+    v[r] = (now() - t0) / nRow;
+    d[r] = t[r] - v[r];
   }
+  for (int i = 0; i < nRow; i++) sqlite3_free(aIds[i]);
+  free(logits);
+  gpt_state_free(s);
+  gptext_model_release(m);
+  f.overhead = median(d, nRuns);
+  f.sqlRow = median(t, nRuns);
   f.oneCall = median(u, nRuns);
-  /* the engine alone: the same token ids, fresh cache each row */
-  {
-    GptModel *m = 0;
-    char *zErr = 0, zMsg[200];
-    if (gptext_model_acquire(0, db, "bench", zModel, 1, &m, &zErr) != SQLITE_OK) die("%s", zErr);
-    GPTState *s = gpt_state_new(m->pNet, m->cfg.n_ctx);
-    float *logits = malloc(sizeof(float) * (size_t)m->cfg.vocab_size);
-    int *aIds[200], nIds[200];
-    sqlite3_stmt *pGet = 0;
-    sqlite3_prepare_v2(db, "SELECT body FROM temp.docs ORDER BY id", -1, &pGet, 0);
-    for (int i = 0; sqlite3_step(pGet) == SQLITE_ROW && i < nRow; i++) {
-      if (gptext_encode(m, "bench", (const char *)sqlite3_column_text(pGet, 0),
-                        sqlite3_column_bytes(pGet, 0), 0, &aIds[i], &nIds[i], &zErr))
-        die("%s", zErr);
-    }
-    sqlite3_finalize(pGet);
-    GPTForwardIO io;
-    memset(&io, 0, sizeof(io));
-    io.logits = logits;
-    for (int r = 0; r < nRuns; r++) {
-      double t0 = now();
-      for (int i = 0; i < nRow; i++) {
-        gpt_state_truncate(s, 0);
-        if (gpt_forward(m->pNet, s, aIds[i], nIds[i], &io, zMsg, sizeof(zMsg))) die("%s", zMsg);
-      }
-      v[r] = (now() - t0) / nRow;
-    }
-    f.engineRow = median(v, nRuns);
-    for (int i = 0; i < nRow; i++) sqlite3_free(aIds[i]);
-    free(logits);
-    gpt_state_free(s);
-    gptext_model_release(m);
-  }
-  f.overhead = f.sqlRow - f.engineRow;
+  f.engineRow = median(v, nRuns);
   return f;
 }
 
@@ -876,6 +886,19 @@ int main(int argc, char **argv) {
       printf("%.3f s, %.2f GB/s in memory\n", t, gpt_model_bytes(m->pNet) / t / 1e9);
       gptext_model_release(m);
       gptext_model_release(mTok);
+    }
+    sqlite3_close(db);
+    return 0;
+  }
+  if (argc == 2 && strcmp(argv[1], "--rows") == 0) {
+    /* the per-row figures alone, on the models of the last full run */
+    sqlite3_auto_extension((void (*)(void))sqlite3_gpt_init);
+    sqlite3 *db = open_db(DB_PATH);
+    for (int i = 0; i < 2; i++) {
+      RowFig f = bench_rows(db, i ? "small" : "gpt2");
+      printf("%-5s query %.3f ms/row, one statement %.3f, engine %.3f, overhead %.3f ms\n",
+             i ? "small" : "gpt2", f.sqlRow * 1e3, f.oneCall * 1e3, f.engineRow * 1e3,
+             f.overhead * 1e3);
     }
     sqlite3_close(db);
     return 0;

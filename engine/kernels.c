@@ -75,6 +75,12 @@ static void p_gemv_f32(float *y, const float *W, const float *x, const float *bi
   for (int r = r0; r < r1; r++) store_row(y, r, p_dot(W + (size_t)r * K, x, K), bias, mode);
 }
 
+static void p_gemm_f32(float *out, size_t ldo, const float *W, const float *X, size_t ldx,
+                       int T, const float *bias, int r0, int r1, int K) {
+  for (int t = 0; t < T; t++)
+    p_gemv_f32(out + (size_t)t * ldo, W, X + (size_t)t * ldx, bias, r0, r1, K, GPT_GEMV_SET);
+}
+
 static void p_gemv_f16(float *y, const uint16_t *W, const float *x, const float *bias,
                        int r0, int r1, int K, int mode) {
   for (int r = r0; r < r1; r++) {
@@ -180,7 +186,7 @@ static void p_transpose_u16(uint16_t *dst, size_t ldd, const uint16_t *src, size
 }
 
 static const GPTKernels kPortable = {
-  "portable", 0, p_gemv_f32, p_gemv_f16, p_gemv_q8, p_f16_to_f32, p_q8_to_f32,
+  "portable", 0, p_gemv_f32, p_gemv_f16, p_gemv_q8, p_gemm_f32, p_f16_to_f32, p_q8_to_f32,
   p_gelu, p_exp_sum, p_att_scores, p_att_values, p_transpose_f32, p_transpose_u16,
   p_max, p_sum_exp, p_q8_quantize_act,
 };
@@ -235,6 +241,63 @@ AVX2_FN static void avx2_gemv_f32(float *y, const float *W, const float *x, cons
   for (; r < r1; r++) {
     avx2_rows_f32(res, W + (size_t)r * K, (size_t)K, x, K, 1);
     store_row(y, r, res[0], bias, mode);
+  }
+}
+
+/* R rows (ld apart) against NT tokens (ldx apart), R <= 4, NT <= 2, one
+** accumulator per pair: each step loads R + NT vectors for R * NT FMAs, so
+** the FMA units, not the loads, set the pace, and the rows are read from
+** cache once per pair of tokens. A value's arithmetic does not depend on R
+** or NT, so it comes out the same however the tokens are paired. */
+AVX2_FN static ALWAYS_INLINE void avx2_tile_f32(float *out, size_t ldo, const float *W,
+                                                size_t ld, const float *X, size_t ldx, int K,
+                                                int R, int NT) {
+  __m256 acc[2][4];
+  _Pragma("GCC unroll 2") for (int t = 0; t < NT; t++)
+    UNROLL_ROWS for (int i = 0; i < R; i++) acc[t][i] = _mm256_setzero_ps();
+  int k = 0;
+  for (; k + 8 <= K; k += 8) {
+    __m256 x[2];
+    _Pragma("GCC unroll 2") for (int t = 0; t < NT; t++) x[t] = _mm256_loadu_ps(X + t * ldx + k);
+    UNROLL_ROWS for (int i = 0; i < R; i++) {
+      __m256 w = _mm256_loadu_ps(W + i * ld + k);
+      _Pragma("GCC unroll 2") for (int t = 0; t < NT; t++)
+        acc[t][i] = _mm256_fmadd_ps(w, x[t], acc[t][i]);
+    }
+  }
+  _Pragma("GCC unroll 2") for (int t = 0; t < NT; t++) {
+    UNROLL_ROWS for (int i = 0; i < R; i++) {
+      float s = hsum256(acc[t][i]);
+      for (int kk = k; kk < K; kk++) s += W[i * ld + kk] * X[t * ldx + kk];
+      out[t * ldo + i] = s;
+    }
+  }
+}
+
+/* Rows four at a time (the last group shorter), tokens two at a time. */
+AVX2_FN static void avx2_gemm_f32(float *out, size_t ldo, const float *W, const float *X,
+                                  size_t ldx, int T, const float *bias, int r0, int r1, int K) {
+  for (int r = r0; r < r1; r += 4) {
+    const float *w = W + (size_t)r * K;
+    int R = r1 - r >= 4 ? 4 : r1 - r, t = 0;
+    for (; t < T; t += 2) {
+      float *o = out + t * ldo + r;
+      const float *x = X + t * ldx;
+      if (t + 2 <= T) {
+        if (R == 4) avx2_tile_f32(o, ldo, w, (size_t)K, x, ldx, K, 4, 2);
+        else if (R == 3) avx2_tile_f32(o, ldo, w, (size_t)K, x, ldx, K, 3, 2);
+        else if (R == 2) avx2_tile_f32(o, ldo, w, (size_t)K, x, ldx, K, 2, 2);
+        else avx2_tile_f32(o, ldo, w, (size_t)K, x, ldx, K, 1, 2);
+      } else {
+        if (R == 4) avx2_tile_f32(o, ldo, w, (size_t)K, x, ldx, K, 4, 1);
+        else if (R == 3) avx2_tile_f32(o, ldo, w, (size_t)K, x, ldx, K, 3, 1);
+        else if (R == 2) avx2_tile_f32(o, ldo, w, (size_t)K, x, ldx, K, 2, 1);
+        else avx2_tile_f32(o, ldo, w, (size_t)K, x, ldx, K, 1, 1);
+      }
+    }
+    if (bias)
+      for (int tt = 0; tt < T; tt++)
+        for (int i = 0; i < R; i++) out[tt * ldo + r + i] += bias[r + i];
   }
 }
 
@@ -561,7 +624,7 @@ AVX2_FN static void avx2_transpose_u16(uint16_t *dst, size_t ldd, const uint16_t
 }
 
 static const GPTKernels kAvx2 = {
-  "avx2", 0, avx2_gemv_f32, avx2_gemv_f16, avx2_gemv_q8, avx2_f16_to_f32, avx2_q8_to_f32,
+  "avx2", 0, avx2_gemv_f32, avx2_gemv_f16, avx2_gemv_q8, avx2_gemm_f32, avx2_f16_to_f32, avx2_q8_to_f32,
   avx2_gelu, avx2_exp_sum, avx2_att_scores, avx2_att_values, avx2_transpose_f32, avx2_transpose_u16,
   avx2_max, avx2_sum_exp, avx2_q8_quantize_act,
 };
@@ -804,7 +867,7 @@ AVX512_FN static float avx512_exp_sum(float *x, int n, float mx, float scale) {
 }
 
 static const GPTKernels kAvx512 = {
-  "avx512", 0, avx512_gemv_f32, avx512_gemv_f16, avx512_gemv_q8, avx512_f16_to_f32,
+  "avx512", 0, avx512_gemv_f32, avx512_gemv_f16, avx512_gemv_q8, avx2_gemm_f32, avx512_f16_to_f32,
   avx512_q8_to_f32, avx512_gelu, avx512_exp_sum, avx2_att_scores, avx2_att_values, avx2_transpose_f32,
   avx2_transpose_u16, avx2_max, avx2_sum_exp, avx2_q8_quantize_act,
 };

@@ -47,6 +47,11 @@ typedef struct GPTKernels {
                    int r0, int r1, int K, int mode);
   void (*gemv_q8)(float *y, const uint8_t *W, const GPTQ8Act *x, const float *bias,
                   int r0, int r1, int K, int mode);
+  /* A few tokens at once (a short prefill): out[t * ldo + r] = bias[r] +
+  ** W[r] . X[t] for t < T and r in [r0, r1), X's rows ldx floats apart.
+  ** A value does not depend on T or on where its token is in X. */
+  void (*gemm_f32)(float *out, size_t ldo, const float *W, const float *X, size_t ldx, int T,
+                   const float *bias, int r0, int r1, int K);
   /* dst (n,) = widened src */
   void (*f16_to_f32)(float *dst, const uint16_t *src, size_t n);
   void (*q8_to_f32)(float *dst, const uint8_t *src, size_t n_blocks);

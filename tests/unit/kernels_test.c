@@ -96,6 +96,28 @@ static void test_set(const GPTKernels *kern) {
       }
       check(same, d == 0 ? "split f32" : d == 1 ? "split f16" : "split q8", kern->name, K, 0);
     }
+    /* gemm_f32 on 5 tokens (rows of Wf as the tokens): within the bound
+    ** of doubles, and each value the same whatever the batch, the token's
+    ** place in it, or the split of the rows */
+    {
+      const int T = 5;
+      float g5[5][11], g1[11];
+      double eg = 0;
+      int same = 1;
+      kern->gemm_f32(&g5[0][0], 11, Wf, Wf, (size_t)K, T, bias, 0, rows, K);
+      for (int t = 0; t < T; t++)
+        for (int r = 0; r < rows; r++)
+          eg = fmax(eg, fabs(g5[t][r] - (bias[r] + ref_dot(Wf + r * K, Wf + t * K, K))));
+      for (int t = 0; t < T; t++) {
+        for (int cut = 0; cut <= rows; cut += 3) {
+          kern->gemm_f32(g1, 11, Wf, Wf + (size_t)t * K, (size_t)K, 1, bias, 0, cut, K);
+          kern->gemm_f32(g1, 11, Wf, Wf + (size_t)t * K, (size_t)K, 1, bias, cut, rows, K);
+          same &= memcmp(g1, g5[t], sizeof(g1)) == 0;
+        }
+      }
+      check(eg < tol, "gemm_f32", kern->name, K, eg);
+      check(same, "gemm_f32 batch-independent", kern->name, K, 0);
+    }
     /* conversions are exact */
     {
       float *a = malloc(sizeof(float) * rows * K);
