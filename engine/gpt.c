@@ -90,12 +90,12 @@ struct GPTState {
 /* Columns of one sgemm in a prefill (see gemm_task). */
 #define GEMM_COLS 128
 /* Batches up to this many tokens go through the kernels' gemm_f32, which
-** reads each weight from cache once per pair of tokens; OpenBLAS's sgemm
-** packs both operands first, which pays off only for longer batches (on the
-** 124M model, 2 threads: 17 against 29 ms at 2 tokens, 36 against 40 at 16,
-** even at 24). */
+** reads each weight from cache once per three tokens; OpenBLAS's sgemm
+** packs both operands first, which pays off only for longer batches (124M
+** model, 2 threads: 19 against 31 ms at 2 tokens, 33 against 38 at 16, 85
+** against 88 at 64, even at about 100). */
 #ifndef GEMM_SMALL_T
-#define GEMM_SMALL_T 20
+#define GEMM_SMALL_T 64
 #endif
 
 /* Checks every config value against its range before anything is sized by
