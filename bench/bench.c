@@ -211,26 +211,36 @@ static void bw_task(void *arg, int ith, int nth) {
 
 static double aBw[3];  /* GB/s by thread count */
 
-static void bench_bandwidth(void) {
-  size_t nBytes = (size_t)1 << 30;
-  uint64_t *buf = aligned_alloc(4096, nBytes);
-  if (!buf) die("%s", "out of memory for the bandwidth buffer");
-  memset(buf, 1, nBytes);
+/* GB/s of reading buf (nBytes) on nth threads, the median of nPass reads. */
+static double read_bandwidth(const uint64_t *buf, size_t nBytes, int nth, int nPass) {
   BwTask a;
+  double t[64];
   memset(&a, 0, sizeof(a));
   a.buf = buf;
   a.n = nBytes / 8;
-  for (int nth = 1; nth <= 2; nth++) {
-    double t[64];
-    GPTTeam *team = gpt_team_acquire(nth);
-    for (int r = 0; r < nRuns; r++) {
-      double t0 = now();
-      gpt_team_run(team, bw_task, &a);
-      t[r] = now() - t0;
-    }
-    gpt_team_release(team);
-    aBw[nth] = nBytes / median(t, nRuns) / 1e9;
+  GPTTeam *team = gpt_team_acquire(nth);
+  for (int r = 0; r < nPass; r++) {
+    double t0 = now();
+    gpt_team_run(team, bw_task, &a);
+    t[r] = now() - t0;
   }
+  gpt_team_release(team);
+  return nBytes / median(t, nPass) / 1e9;
+}
+
+#define BW_BYTES ((size_t)1 << 30)
+
+/* A 1 GiB buffer, written once so that every page is there. */
+static uint64_t *bandwidth_buffer(void) {
+  uint64_t *buf = aligned_alloc(4096, BW_BYTES);
+  if (!buf) die("%s", "out of memory for the bandwidth buffer");
+  memset(buf, 1, BW_BYTES);
+  return buf;
+}
+
+static void bench_bandwidth(void) {
+  uint64_t *buf = bandwidth_buffer();
+  for (int nth = 1; nth <= 2; nth++) aBw[nth] = read_bandwidth(buf, BW_BYTES, nth, nRuns);
   free(buf);
 }
 
@@ -571,9 +581,15 @@ static double time_prefill(const GPTModel *net, GPTState *s, int T, float *logit
   return median(t, nRuns);
 }
 
-/* Median seconds of nGen greedy decode steps after a prompt of nPrompt. */
-static double time_decode(const GPTModel *net, GPTState *s, int nPrompt, int nGen, float *logits) {
-  double t[64];
+/* nRuns runs of nGen greedy decode steps after a prompt of nPrompt, each
+** run right after a read of the bandwidth buffer on nth threads, so that
+** each run has its own roofline (the machine's speed drifts). Gives the
+** medians of tok/s, of GB/s and of the runs' fractions of their rooflines
+** (nBytes read per step). */
+static void time_decode(const GPTModel *net, GPTState *s, int nPrompt, int nGen, float *logits,
+                        const uint64_t *bwBuf, int nth, double nBytes, double *pTokS,
+                        double *pBw, double *pFrac) {
+  double tok[64], bw[64], frac[64];
   char zErr[200];
   GPTForwardIO io;
   memset(&io, 0, sizeof(io));
@@ -581,16 +597,20 @@ static double time_decode(const GPTModel *net, GPTState *s, int nPrompt, int nGe
   for (int r = 0; r < nRuns; r++) {
     gpt_state_truncate(s, 0);
     if (gpt_forward(net, s, aTok, nPrompt, &io, zErr, sizeof(zErr))) die("%s", zErr);
+    bw[r] = read_bandwidth(bwBuf, BW_BYTES, nth, 3);
     double secs = 0;
     for (int i = 0; i < nGen; i++) {
-      int tok = gpt_argmax(logits, gpt_model_config(net)->vocab_size);
+      int t = gpt_argmax(logits, gpt_model_config(net)->vocab_size);
       double t0 = now();
-      if (gpt_forward(net, s, &tok, 1, &io, zErr, sizeof(zErr))) die("%s", zErr);
+      if (gpt_forward(net, s, &t, 1, &io, zErr, sizeof(zErr))) die("%s", zErr);
       secs += now() - t0;
     }
-    t[r] = secs;
+    tok[r] = nGen / secs;
+    frac[r] = tok[r] * nBytes / (bw[r] * 1e9);
   }
-  return median(t, nRuns);
+  *pTokS = median(tok, nRuns);
+  *pBw = median(bw, nRuns);
+  *pFrac = median(frac, nRuns);
 }
 
 /* Bytes one decode step reads: every 2-D weight but the embeddings' rows
@@ -622,7 +642,8 @@ static double prefill_flops(const GPTConfig *c, int T) {
 static double aPrefill[3][2][3];   /* [model][T 128|512][threads] tok/s */
 static double aPrefillGemm[3][2][3]; /* sgemm GFLOP/s measured just before */
 static double aDecode[4][3];       /* [f32 own, f16, q8_0, f32 blas][threads] tok/s */
-static double aDecodeBw[4][3];     /* bandwidth measured just before */
+static double aDecodeBw[4][3];     /* bandwidth read before each run (median) */
+static double aDecodeFrac[4][3];   /* median of the runs' fractions of their rooflines */
 static double aDecodeBytes[4];
 
 static void bench_engine(sqlite3 *db) {
@@ -633,6 +654,7 @@ static void bench_engine(sqlite3 *db) {
   }
   int nGen = bQuick ? 32 : 128;
   const char *zOnly = getenv("BENCH_MODEL"); /* --decode: f32, f16 or q8_0 alone */
+  uint64_t *bwBuf = bandwidth_buffer();
   for (int i = 0; i < 3; i++) {
     GptModel *m = 0;
     char *zErr = 0;
@@ -641,6 +663,8 @@ static void bench_engine(sqlite3 *db) {
     GPTState *s = gpt_state_new(m->pNet, m->cfg.n_ctx);
     float *logits = malloc(sizeof(float) * (size_t)m->cfg.vocab_size);
     if (!s || !logits) die("%s", "out of memory");
+    aDecodeBytes[i] = decode_bytes(m->pNet, 0, 128 + nGen / 2.0);
+    if (i == 0) aDecodeBytes[3] = aDecodeBytes[0];
     for (int nth = 1; nth <= 2; nth++) {
       gpt_threads_set(nth);
       bench_sgemm();
@@ -649,24 +673,21 @@ static void bench_engine(sqlite3 *db) {
       if (!bDecodeOnly) aPrefill[i][0][nth] = 128 / time_prefill(m->pNet, s, 128, logits);
       if (!bDecodeOnly && (!bQuick || i == 0))
         aPrefill[i][1][nth] = 512 / time_prefill(m->pNet, s, 512, logits);
-      bench_bandwidth();
-      aDecodeBw[i][nth] = aBw[nth];
-      aDecode[i][nth] = nGen / time_decode(m->pNet, s, 128, nGen, logits);
+      time_decode(m->pNet, s, 128, nGen, logits, bwBuf, nth, aDecodeBytes[i], &aDecode[i][nth],
+                  &aDecodeBw[i][nth], &aDecodeFrac[i][nth]);
       if (i == 0) {
         gpt_kernels_select("blas");
-        bench_bandwidth();
-        aDecodeBw[3][nth] = aBw[nth];
-        aDecode[3][nth] = nGen / time_decode(m->pNet, s, 128, nGen, logits);
+        time_decode(m->pNet, s, 128, nGen, logits, bwBuf, nth, aDecodeBytes[i], &aDecode[3][nth],
+                    &aDecodeBw[3][nth], &aDecodeFrac[3][nth]);
         gpt_kernels_select("auto");
       }
     }
     gpt_threads_set(0);
-    aDecodeBytes[i] = decode_bytes(m->pNet, 0, 128 + nGen / 2.0);
-    if (i == 0) aDecodeBytes[3] = aDecodeBytes[0];
     free(logits);
     gpt_state_free(s);
     gptext_model_release(m);
   }
+  free(bwBuf);
 }
 
 /* ------------------------------------------------------------- SQL */
@@ -932,8 +953,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 4; i++)
       for (int nth = 1; nth <= 2; nth++)
         printf("%-17s %d threads: %6.1f tok/s, %5.1f GB/s, fraction %.2f\n", azDec[i], nth,
-               aDecode[i][nth], aDecodeBw[i][nth],
-               aDecode[i][nth] * aDecodeBytes[i] / (aDecodeBw[i][nth] * 1e9));
+               aDecode[i][nth], aDecodeBw[i][nth], aDecodeFrac[i][nth]);
     sqlite3_close(db);
     return 0;
   }
@@ -1036,14 +1056,15 @@ int main(int argc, char **argv) {
       prefill_flops(&cfg, 512) / 1e6);
   out("## Decode (engine, %d tokens after a 128-token prompt; roofline = bandwidth / bytes per token)\n\n",
       bQuick ? 32 : 128);
-  out("(bandwidth measured again just before each row's runs.)\n\n");
+  out("(bandwidth read just before each run; the fraction is the median of the runs' "
+      "fractions of their own rooflines.)\n\n");
   out("| weights | threads | tok/s | MB read per token | bandwidth GB/s | roofline tok/s | fraction |\n|---|---:|---:|---:|---:|---:|---:|\n");
   const char *azDec[4] = {"f32, own kernels", "f16", "q8_0", "f32, cblas_sgemv"};
   for (int i = 0; i < 4; i++)
     for (int nth = 1; nth <= 2; nth++) {
       double roof = aDecodeBw[i][nth] * 1e9 / aDecodeBytes[i];
       out("| %s | %d | %.1f | %.1f | %.1f | %.1f | %.2f |\n", azDec[i], nth, aDecode[i][nth],
-          aDecodeBytes[i] / 1e6, aDecodeBw[i][nth], roof, aDecode[i][nth] / roof);
+          aDecodeBytes[i] / 1e6, aDecodeBw[i][nth], roof, aDecodeFrac[i][nth]);
     }
   out("\n");
 
