@@ -734,9 +734,9 @@ static void gemv_task(void *arg, int ith, int nth) {
 /* Prefill: out's columns (W's rows) in fixed chunks of GEMM_COLS, the chunks
 ** split over the team; each chunk is one single-threaded sgemm (or gemm_f32
 ** for a short batch), compact weights widened into the member's buffer
-** first. The chunks do not depend
-** on the team size because OpenBLAS's rounding depends on the width of the
-** product it is handed: so each value comes out the same for any threads.
+** first. The chunks do not depend on the team size because OpenBLAS's
+** rounding depends on the width of the product it is handed: so each value
+** comes out the same for any threads.
 ** Members claim chunks as they go (see claim). */
 static void gemm_task(void *arg, int ith, int nth) {
   MatTask *a = (MatTask *)arg;
