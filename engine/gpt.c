@@ -776,7 +776,7 @@ static int matmul_forward(const Pass *p, float *out, const float *inp, const Mat
     int chunk = (w->rows + 8 * nth - 1) / (8 * nth);
     if (chunk < 16) chunk = 16;
     a.chunk = (chunk + unit - 1) / unit * unit;
-    if (w->dtype == GPT_Q8_0) gpt_q8_quantize_act(&p->s->xq, inp, w->k);
+    if (w->dtype == GPT_Q8_0) p->k->q8_quantize_act(&p->s->xq, inp, w->k);
     if ((int64_t)w->rows * w->k < PAR_MIN_GEMV) gemv_task(&a, 0, 1);
     else gpt_team_run(p->team, gemv_task, &a);
   } else {

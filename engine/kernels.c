@@ -4,10 +4,12 @@
 ** How it works: each set is a table of function pointers. The x86 sets are
 ** compiled with GCC target attributes, so this file builds with the default
 ** flags and the CPU is asked at run time (__builtin_cpu_supports) which sets
-** it can run. Gemv kernels take a range of output rows and handle up to four
-** rows per pass over x, each row with its own accumulators: a row's result
-** is the same whether it was computed in a group of four or alone, so any
-** split of the rows over threads gives identical output.
+** it can run. Gemv kernels take a range of output rows; f32 goes up to four
+** rows per pass over x, f16 and q8_0 one row a pass (see avx2_gemv_f16),
+** each row with its own accumulators: a row's result is the same whether it
+** was computed in a group of four or alone, so any split of the rows over
+** threads gives identical output. A short prefill's product (gemm_f32)
+** tiles rows by tokens the same way.
 **
 ** q8_0 rows are multiplied with activations quantized the same way (int8 per
 ** block of 32 with an f32 scale): per block, the 32 int8 products are summed
@@ -275,26 +277,28 @@ AVX2_FN static ALWAYS_INLINE void avx2_tile_f32(float *out, size_t ldo, const fl
   }
 }
 
-/* Rows four at a time, tokens three at a time (the last groups shorter). */
+/* The tokens of X three at a time (the last group shorter) against R rows. */
+AVX2_FN static ALWAYS_INLINE void avx2_tiles_f32(float *out, size_t ldo, const float *W, int K,
+                                                 const float *X, size_t ldx, int T, int R) {
+  for (int t = 0; t < T; t += 3) {
+    float *o = out + t * ldo;
+    const float *x = X + t * ldx;
+    if (T - t >= 3) avx2_tile_f32(o, ldo, W, (size_t)K, x, ldx, K, R, 3);
+    else if (T - t == 2) avx2_tile_f32(o, ldo, W, (size_t)K, x, ldx, K, R, 2);
+    else avx2_tile_f32(o, ldo, W, (size_t)K, x, ldx, K, R, 1);
+  }
+}
+
+/* Rows four at a time, then any last rows one at a time; each group of
+** rows meets every token while it is in cache. */
 AVX2_FN static void avx2_gemm_f32(float *out, size_t ldo, const float *W, const float *X,
                                   size_t ldx, int T, const float *bias, int r0, int r1, int K) {
-  for (int r = r0; r < r1; r += 4) {
-    const float *w = W + (size_t)r * K;
-    int R = r1 - r >= 4 ? 4 : r1 - r, t = 0;
-    for (; t < T; t += 3) {
-      float *o = out + t * ldo + r;
-      const float *x = X + t * ldx;
-      int NT = T - t >= 3 ? 3 : T - t;
-#define TILE(RR, NN) avx2_tile_f32(o, ldo, w, (size_t)K, x, ldx, K, RR, NN)
-      if (NT == 3) { if (R == 4) TILE(4, 3); else if (R == 3) TILE(3, 3); else if (R == 2) TILE(2, 3); else TILE(1, 3); }
-      else if (NT == 2) { if (R == 4) TILE(4, 2); else if (R == 3) TILE(3, 2); else if (R == 2) TILE(2, 2); else TILE(1, 2); }
-      else { if (R == 4) TILE(4, 1); else if (R == 3) TILE(3, 1); else if (R == 2) TILE(2, 1); else TILE(1, 1); }
-#undef TILE
-    }
-    if (bias)
-      for (int tt = 0; tt < T; tt++)
-        for (int i = 0; i < R; i++) out[tt * ldo + r + i] += bias[r + i];
-  }
+  int r = r0;
+  for (; r + 4 <= r1; r += 4) avx2_tiles_f32(out + r, ldo, W + (size_t)r * K, K, X, ldx, T, 4);
+  for (; r < r1; r++) avx2_tiles_f32(out + r, ldo, W + (size_t)r * K, K, X, ldx, T, 1);
+  if (bias)
+    for (int t = 0; t < T; t++)
+      for (int i = r0; i < r1; i++) out[t * ldo + i] += bias[i];
 }
 
 AVX2_FN static ALWAYS_INLINE __m256 avx2_load_f16(const uint16_t *p) {

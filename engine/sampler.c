@@ -52,16 +52,13 @@ void gpt_sampler_free(GPTSampler *s) {
   s->prob = 0;
 }
 
-/* The maximum with the kernels, then its first index; the scan is the
-** fallback for logits with no number in them (all NaN). */
+/* The maximum with the kernels (NaN passed over), then its first index;
+** 0 when there is no number at all. */
 int gpt_argmax(const float *logits, int n) {
   float mx = gpt_kernels()->max(logits, n);
   for (int i = 0; i < n; i++)
     if (logits[i] == mx) return i;
-  int best = 0;
-  for (int i = 1; i < n; i++)
-    if (logits[i] > logits[best]) best = i;
-  return best;
+  return 0;
 }
 
 double gpt_logsumexp(const float *logits, int n) {
@@ -105,12 +102,15 @@ static void sort_candidates(int *cand, int n, const float *prob) {
 
 int gpt_sample(GPTSampler *s, const float *logits) {
   int V = s->vocab_size;
-  if (s->temperature <= 0.0f || s->top_k == 1) return gpt_argmax(logits, V);
+  /* a temperature whose inverse overflows is greedy too (and would make
+  ** 0 * inf = NaN of the top logit) */
+  float inv_t = s->temperature > 0.0f ? 1.0f / s->temperature : INFINITY;
+  if (!isfinite(inv_t) || s->top_k == 1) return gpt_argmax(logits, V);
   /* softmax(logits / T) */
   const GPTKernels *k = gpt_kernels();
   float mx = k->max(logits, V);
   memcpy(s->prob, logits, (size_t)V * sizeof(float));
-  double sum = k->exp_sum(s->prob, V, mx, 1.0f / s->temperature);
+  double sum = k->exp_sum(s->prob, V, mx, inv_t);
   float inv = (float)(1.0 / sum);
   for (int i = 0; i < V; i++) s->prob[i] *= inv;
 
