@@ -226,14 +226,13 @@ int64_t gpt_tensor_bytes(const GPTTensorInfo *info, int dtype) {
   return info->n_elem * gpt_dtype_size(dtype);
 }
 
-/* Large blocks (the weight arena, the KV cache) are aligned to 2 MB and
-** asked to use transparent huge pages where the system has them: fewer page
-** faults while loading, fewer TLB misses while decoding streams through
-** them. populate faults the whole block in at once (Linux 5.14+; harmless
-** where refused); the KV cache is left to fault in as positions fill. */
+/* Large arenas are aligned to 2 MB and asked to use transparent huge pages
+** where the system has them: fewer page faults while loading, fewer TLB
+** misses while decoding streams through every weight. (Not the KV cache:
+** in 2 MB pages a short generation would fault in all of it.) */
 #define ARENA_HUGE ((size_t)2 << 20)
 
-static void *big_alloc(size_t n, int populate) {
+static unsigned char *arena_alloc(size_t n) {
   if (n < 4 * ARENA_HUGE) return aligned_alloc(64, (n + 63) / 64 * 64 + 64);
   n = (n + ARENA_HUGE - 1) / ARENA_HUGE * ARENA_HUGE;
   unsigned char *p = aligned_alloc(ARENA_HUGE, n);
@@ -241,9 +240,8 @@ static void *big_alloc(size_t n, int populate) {
   if (p) madvise(p, n, MADV_HUGEPAGE);
 #endif
 #ifdef MADV_POPULATE_WRITE
-  if (p && populate) madvise(p, n, MADV_POPULATE_WRITE);
-#else
-  (void)populate;
+  /* fault the whole arena in at once (Linux 5.14+; harmless where refused) */
+  if (p) madvise(p, n, MADV_POPULATE_WRITE);
 #endif
   return p;
 }
@@ -282,7 +280,7 @@ GPTModel *gpt_model_new_dtypes(const GPTConfig *c, int has_lm_head, const int *a
     off += ((size_t)nb + 63) / 64 * 64;
   }
   m->n_bytes = off;
-  m->arena = big_alloc(off, 1);
+  m->arena = arena_alloc(off);
   if (!m->arena) goto oom;
   off = 0;
   for (int i = 0; i < m->n_tensors; i++) {
@@ -560,8 +558,8 @@ GPTState *gpt_state_new(const GPTModel *m, int max_T) {
   s->cap = max_T;
   size_t C = (size_t)m->cfg.n_embd;
   size_t n = (size_t)m->cfg.n_layer * (size_t)max_T * C;
-  s->k_cache = big_alloc(n * sizeof(float), 0);
-  s->v_cache = big_alloc(n * sizeof(float), 0);
+  s->k_cache = malloc(n * sizeof(float));
+  s->v_cache = malloc(n * sizeof(float));
   s->tmp = malloc(4 * C * sizeof(float));
   s->xq.q = malloc(4 * C);
   s->xq.aq = malloc(4 * C);
