@@ -7,7 +7,9 @@
 **   build/bench --rss DB MODEL      (internal) load MODEL, print peak RSS
 **   build/bench --decode            the decode rows alone, on bench/tmp/bench.db
 **                                   as the last full run left it (BENCH_MODEL=
-**                                   f32, f16 or q8_0 for one model)
+**                                   f32, f16 or q8_0 for one model;
+**                                   BENCH_PROMPT=N for an N-token prompt,
+**                                   1 to compare with llama-bench's tg128)
 **   build/bench --rows              the per-row figures alone, the same way
 **
 ** It generates a GPT-2 124M-shaped model with seeded random weights
@@ -58,6 +60,7 @@ int sqlite3_gpt_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *p
 #define MKMODEL_ARGS "--layers 12 --heads 12 --embd 768 --ctx 1024 --vocab 50257 --seed 1"
 
 static int nRuns = 5;
+static int nDecodePrompt = 128; /* --decode: BENCH_PROMPT */
 static int bQuick = 0;
 static int bDecodeOnly = 0;  /* --decode: the decode rows alone */
 static FILE *gOut = 0;   /* the results file, besides stdout */
@@ -663,7 +666,7 @@ static void bench_engine(sqlite3 *db) {
     GPTState *s = gpt_state_new(m->pNet, m->cfg.n_ctx);
     float *logits = malloc(sizeof(float) * (size_t)m->cfg.vocab_size);
     if (!s || !logits) die("%s", "out of memory");
-    aDecodeBytes[i] = decode_bytes(m->pNet, 0, 128 + nGen / 2.0);
+    aDecodeBytes[i] = decode_bytes(m->pNet, 0, nDecodePrompt + nGen / 2.0);
     if (i == 0) aDecodeBytes[3] = aDecodeBytes[0];
     for (int nth = 1; nth <= 2; nth++) {
       gpt_threads_set(nth);
@@ -673,12 +676,12 @@ static void bench_engine(sqlite3 *db) {
       if (!bDecodeOnly) aPrefill[i][0][nth] = 128 / time_prefill(m->pNet, s, 128, logits);
       if (!bDecodeOnly && (!bQuick || i == 0))
         aPrefill[i][1][nth] = 512 / time_prefill(m->pNet, s, 512, logits);
-      time_decode(m->pNet, s, 128, nGen, logits, bwBuf, nth, aDecodeBytes[i], &aDecode[i][nth],
-                  &aDecodeBw[i][nth], &aDecodeFrac[i][nth]);
+      time_decode(m->pNet, s, nDecodePrompt, nGen, logits, bwBuf, nth, aDecodeBytes[i],
+                  &aDecode[i][nth], &aDecodeBw[i][nth], &aDecodeFrac[i][nth]);
       if (i == 0) {
         gpt_kernels_select("blas");
-        time_decode(m->pNet, s, 128, nGen, logits, bwBuf, nth, aDecodeBytes[i], &aDecode[3][nth],
-                    &aDecodeBw[3][nth], &aDecodeFrac[3][nth]);
+        time_decode(m->pNet, s, nDecodePrompt, nGen, logits, bwBuf, nth, aDecodeBytes[i],
+                    &aDecode[3][nth], &aDecodeBw[3][nth], &aDecodeFrac[3][nth]);
         gpt_kernels_select("auto");
       }
     }
@@ -948,6 +951,9 @@ int main(int argc, char **argv) {
     sqlite3_auto_extension((void (*)(void))sqlite3_gpt_init);
     sqlite3 *db = open_db(DB_PATH);
     bDecodeOnly = 1;
+    const char *zPrompt = getenv("BENCH_PROMPT");
+    if (zPrompt && atoi(zPrompt) >= 1 && atoi(zPrompt) <= 512) nDecodePrompt = atoi(zPrompt);
+    printf("decode: %d tokens after a %d-token prompt, %d runs\n", 128, nDecodePrompt, nRuns);
     bench_engine(db);
     const char *azDec[4] = {"f32, own kernels", "f16", "q8_0", "f32, cblas_sgemv"};
     for (int i = 0; i < 4; i++)
