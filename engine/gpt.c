@@ -813,7 +813,7 @@ static void causal_softmax(const GPTKernels *k, float *p, int T, int ld, int P) 
 typedef struct AttTask {
   const Pass *p;
   float *out;
-  const float *qkv, *k, *v;  /* this layer's cache, (NH, cap, hd) */
+  const float *qkv, *k, *v;  /* k, v: this layer's cache, (NH, cap, hd) */
   int P, T, C, NH, cap, layer;
   GPTForwardIO *io;
   int rc;
