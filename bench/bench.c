@@ -901,6 +901,10 @@ static void machine_slug(char *z, size_t n) {
 }
 
 int main(int argc, char **argv) {
+  const char *zEnv = getenv("BENCH_RUNS");
+  bQuick = getenv("BENCH_QUICK") && atoi(getenv("BENCH_QUICK")) > 0;
+  if (bQuick) nRuns = 3;
+  if (zEnv && atoi(zEnv) >= 1 && atoi(zEnv) <= 64) nRuns = atoi(zEnv);
   if (argc == 4 && strcmp(argv[1], "--rss") == 0) {
     sqlite3_auto_extension((void (*)(void))sqlite3_gpt_init);
     return rss_main(argv[2], argv[3]);
@@ -952,21 +956,24 @@ int main(int argc, char **argv) {
     sqlite3 *db = open_db(DB_PATH);
     bDecodeOnly = 1;
     const char *zPrompt = getenv("BENCH_PROMPT");
-    if (zPrompt && atoi(zPrompt) >= 1 && atoi(zPrompt) <= 512) nDecodePrompt = atoi(zPrompt);
-    printf("decode: %d tokens after a %d-token prompt, %d runs\n", 128, nDecodePrompt, nRuns);
+    if (zPrompt) {
+      /* the 1,024-position cache holds the prompt and the 128 new tokens */
+      nDecodePrompt = atoi(zPrompt);
+      if (nDecodePrompt < 1 || nDecodePrompt > 1024 - 128)
+        die("BENCH_PROMPT must be 1 to 896, not %s", zPrompt);
+    }
+    printf("decode: %d tokens after a %d-token prompt, %d runs\n", bQuick ? 32 : 128,
+           nDecodePrompt, nRuns);
     bench_engine(db);
     const char *azDec[4] = {"f32, own kernels", "f16", "q8_0", "f32, cblas_sgemv"};
     for (int i = 0; i < 4; i++)
       for (int nth = 1; nth <= 2; nth++)
-        printf("%-17s %d threads: %6.1f tok/s, %5.1f GB/s, fraction %.2f\n", azDec[i], nth,
-               aDecode[i][nth], aDecodeBw[i][nth], aDecodeFrac[i][nth]);
+        if (aDecode[i][nth] > 0) /* BENCH_MODEL leaves the others out */
+          printf("%-17s %d threads: %6.1f tok/s, %5.1f GB/s, fraction %.2f\n", azDec[i], nth,
+                 aDecode[i][nth], aDecodeBw[i][nth], aDecodeFrac[i][nth]);
     sqlite3_close(db);
     return 0;
   }
-  const char *zEnv = getenv("BENCH_RUNS");
-  bQuick = getenv("BENCH_QUICK") && atoi(getenv("BENCH_QUICK")) > 0;
-  if (bQuick) nRuns = 3;
-  if (zEnv && atoi(zEnv) >= 1 && atoi(zEnv) <= 64) nRuns = atoi(zEnv);
   read_cpu_model();
   char zOutPath[512], zSlug[128], zDate[32];
   time_t tt = time(0);

@@ -39,7 +39,7 @@
 
 /* The f16 and q8_0 gemv kernels, which spend more instructions per byte
 ** than f32, prefetch ahead of where they read: f16 touches each row's next
-** row as it goes (PF_ROWS rows further); q8_0, whose 34-byte blocks cost
+** row as it goes; q8_0, whose 34-byte blocks cost
 ** the most per byte, reads PF_Q8_BYTES ahead in the weight stream instead,
 ** which from memory on Zen 3 runs near the speed of a plain read (2
 ** threads: 27.4 -> 29.2 GB/s against 29.9 for the read; 1 thread: 17.0 ->
@@ -48,7 +48,6 @@
 ** and prefetches cost load slots). Prefetches never fault, and those past
 ** the end of W are dropped. */
 #define PREFETCH(p) __builtin_prefetch((const void *)(p), 0, 3)
-#define PF_ROWS 1
 #define PF_Q8_BYTES 4096
 
 static void p_q8_quantize_act(GPTQ8Act *out, const float *x, int K);
@@ -311,30 +310,22 @@ AVX2_FN static ALWAYS_INLINE __m256 avx2_load_f16(const uint16_t *p) {
   return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
 }
 
-AVX2_FN static ALWAYS_INLINE void avx2_rows_f16(float *res, const uint16_t *W, size_t ld,
-                                                const float *x, int K, int R) {
-  __m256 a0[4], a1[4];
-  UNROLL_ROWS for (int i = 0; i < R; i++) a0[i] = a1[i] = _mm256_setzero_ps();
+/* One row of f16 weights (K,) against x, touching the next row as it goes. */
+AVX2_FN static ALWAYS_INLINE float avx2_row_f16(const uint16_t *w, const float *x, int K) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
   int k = 0;
   for (; k + 16 <= K; k += 16) {
-    __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);
-    UNROLL_ROWS for (int i = 0; i < R; i++) {
-      const uint16_t *w = W + i * ld + k;
-      if ((k & 31) == 0) PREFETCH(w + PF_ROWS * ld);
-      a0[i] = _mm256_fmadd_ps(avx2_load_f16(w), x0, a0[i]);
-      a1[i] = _mm256_fmadd_ps(avx2_load_f16(w + 8), x1, a1[i]);
-    }
+    if ((k & 31) == 0) PREFETCH(w + K + k);
+    a0 = _mm256_fmadd_ps(avx2_load_f16(w + k), _mm256_loadu_ps(x + k), a0);
+    a1 = _mm256_fmadd_ps(avx2_load_f16(w + k + 8), _mm256_loadu_ps(x + k + 8), a1);
   }
   if (k + 8 <= K) {
-    __m256 x0 = _mm256_loadu_ps(x + k);
-    UNROLL_ROWS for (int i = 0; i < R; i++) a0[i] = _mm256_fmadd_ps(avx2_load_f16(W + i * ld + k), x0, a0[i]);
+    a0 = _mm256_fmadd_ps(avx2_load_f16(w + k), _mm256_loadu_ps(x + k), a0);
     k += 8;
   }
-  UNROLL_ROWS for (int i = 0; i < R; i++) {
-    float s = hsum256(_mm256_add_ps(a0[i], a1[i]));
-    for (int kk = k; kk < K; kk++) s += gpt_f16_to_f32(W[i * ld + kk]) * x[kk];
-    res[i] = s;
-  }
+  float s = hsum256(_mm256_add_ps(a0, a1));
+  for (; k < K; k++) s += gpt_f16_to_f32(w[k]) * x[k];
+  return s;
 }
 
 /* One row a pass, not four: the weights then stream from memory in order,
@@ -342,11 +333,7 @@ AVX2_FN static ALWAYS_INLINE void avx2_rows_f16(float *res, const uint16_t *W, s
 ** -> 31 GB/s, q8_0 21 -> 28 GB/s; the f32 kernel gains nothing). */
 AVX2_FN static void avx2_gemv_f16(float *y, const uint16_t *W, const float *x, const float *bias,
                                   int r0, int r1, int K, int mode) {
-  float res[1];
-  for (int r = r0; r < r1; r++) {
-    avx2_rows_f16(res, W + (size_t)r * K, (size_t)K, x, K, 1);
-    store_row(y, r, res[0], bias, mode);
-  }
+  for (int r = r0; r < r1; r++) store_row(y, r, avx2_row_f16(W + (size_t)r * K, x, K), bias, mode);
 }
 
 /* The f32 value of a q8_0 block's scale. */
@@ -372,37 +359,28 @@ AVX2_FN static ALWAYS_INLINE __m256 avx2_q8_block(const uint8_t *blk, __m256i xq
   return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
 }
 
-/* R rows of q8_0 blocks against x, one block of every row a step: the
-** block's scale d_w * d_x is one scalar product (F16C widens d_w), then a
-** broadcast and an FMA onto the row's eight partial sums. (Gathering eight
-** scales of a row into one vcvtph2ps costs more than it saves.) */
-AVX2_FN static ALWAYS_INLINE void avx2_rows_q8(float *res, const uint8_t *W, size_t ld,
-                                               const GPTQ8Act *x, int nb, int R) {
-  __m256 acc[4];
-  UNROLL_ROWS for (int i = 0; i < R; i++) acc[i] = _mm256_setzero_ps();
+/* One row of nb q8_0 blocks against x, a block a step: the block's scale
+** d_w * d_x is one scalar product (F16C widens d_w), then a broadcast and
+** an FMA onto the row's eight partial sums. (Gathering eight scales of a
+** row into one vcvtph2ps costs more than it saves.) */
+AVX2_FN static ALWAYS_INLINE float avx2_row_q8(const uint8_t *row, const GPTQ8Act *x, int nb) {
+  __m256 acc = _mm256_setzero_ps();
   for (int b = 0; b < nb; b++) {
+    const uint8_t *blk = row + (size_t)b * GPT_Q8_BYTES;
     __m256i xq = _mm256_loadu_si256((const __m256i *)(x->q + b * GPT_Q8_BLOCK));
     __m256i axq = _mm256_loadu_si256((const __m256i *)(x->aq + b * GPT_Q8_BLOCK));
-    __m256 dx = _mm256_broadcast_ss(x->d + b);
-    UNROLL_ROWS for (int i = 0; i < R; i++) {
-      const uint8_t *blk = W + i * ld + (size_t)b * GPT_Q8_BYTES;
-      PREFETCH(blk + PF_Q8_BYTES);
-      __m256 d = avx2_q8_dscale(blk, dx);
-      acc[i] = _mm256_fmadd_ps(d, avx2_q8_block(blk, xq, axq), acc[i]);
-    }
+    PREFETCH(blk + PF_Q8_BYTES);
+    __m256 d = avx2_q8_dscale(blk, _mm256_broadcast_ss(x->d + b));
+    acc = _mm256_fmadd_ps(d, avx2_q8_block(blk, xq, axq), acc);
   }
-  UNROLL_ROWS for (int i = 0; i < R; i++) res[i] = hsum256(acc[i]);
+  return hsum256(acc);
 }
 
 AVX2_FN static void avx2_gemv_q8(float *y, const uint8_t *W, const GPTQ8Act *x, const float *bias,
                                  int r0, int r1, int K, int mode) {
   int nb = K / GPT_Q8_BLOCK;
   size_t ld = (size_t)nb * GPT_Q8_BYTES;
-  float res[1];
-  for (int r = r0; r < r1; r++) {
-    avx2_rows_q8(res, W + (size_t)r * ld, ld, x, nb, 1);
-    store_row(y, r, res[0], bias, mode);
-  }
+  for (int r = r0; r < r1; r++) store_row(y, r, avx2_row_q8(W + (size_t)r * ld, x, nb), bias, mode);
 }
 
 AVX2_FN static void avx2_f16_to_f32(float *dst, const uint16_t *src, size_t n) {
@@ -683,38 +661,26 @@ AVX512_FN static ALWAYS_INLINE __m512 avx512_load_f16(const uint16_t *p) {
   return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
 }
 
-AVX512_FN static ALWAYS_INLINE void avx512_rows_f16(float *res, const uint16_t *W, size_t ld,
-                                                    const float *x, int K, int R) {
-  __m512 a0[4], a1[4];
-  UNROLL_ROWS for (int i = 0; i < R; i++) a0[i] = a1[i] = _mm512_setzero_ps();
+AVX512_FN static ALWAYS_INLINE float avx512_row_f16(const uint16_t *w, const float *x, int K) {
+  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
   int k = 0;
   for (; k + 32 <= K; k += 32) {
-    __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
-    UNROLL_ROWS for (int i = 0; i < R; i++) {
-      const uint16_t *w = W + i * ld + k;
-      a0[i] = _mm512_fmadd_ps(avx512_load_f16(w), x0, a0[i]);
-      a1[i] = _mm512_fmadd_ps(avx512_load_f16(w + 16), x1, a1[i]);
-    }
+    a0 = _mm512_fmadd_ps(avx512_load_f16(w + k), _mm512_loadu_ps(x + k), a0);
+    a1 = _mm512_fmadd_ps(avx512_load_f16(w + k + 16), _mm512_loadu_ps(x + k + 16), a1);
   }
   if (k + 16 <= K) {
-    __m512 x0 = _mm512_loadu_ps(x + k);
-    UNROLL_ROWS for (int i = 0; i < R; i++) a0[i] = _mm512_fmadd_ps(avx512_load_f16(W + i * ld + k), x0, a0[i]);
+    a0 = _mm512_fmadd_ps(avx512_load_f16(w + k), _mm512_loadu_ps(x + k), a0);
     k += 16;
   }
-  UNROLL_ROWS for (int i = 0; i < R; i++) {
-    float s = _mm512_reduce_add_ps(_mm512_add_ps(a0[i], a1[i]));
-    for (int kk = k; kk < K; kk++) s += gpt_f16_to_f32(W[i * ld + kk]) * x[kk];
-    res[i] = s;
-  }
+  float s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+  for (; k < K; k++) s += gpt_f16_to_f32(w[k]) * x[k];
+  return s;
 }
 
 AVX512_FN static void avx512_gemv_f16(float *y, const uint16_t *W, const float *x,
                                       const float *bias, int r0, int r1, int K, int mode) {
-  float res[1];
-  for (int r = r0; r < r1; r++) { /* one row a pass: see avx2_gemv_f16 */
-    avx512_rows_f16(res, W + (size_t)r * K, (size_t)K, x, K, 1);
-    store_row(y, r, res[0], bias, mode);
-  }
+  for (int r = r0; r < r1; r++) /* one row a pass: see avx2_gemv_f16 */
+    store_row(y, r, avx512_row_f16(W + (size_t)r * K, x, K), bias, mode);
 }
 
 /* Two q8_0 blocks (b, b+1) a step: their 32-byte quants fill one 512-bit
@@ -733,68 +699,54 @@ AVX512_FN static ALWAYS_INLINE __m512 avx512_q8_pair(const uint8_t *blk, __m512i
   return _mm512_cvtepi32_ps(_mm512_madd_epi16(_mm512_maddubs_epi16(axq, sw), ones));
 }
 
-AVX512_FN static ALWAYS_INLINE void avx512_rows_q8(float *res, const uint8_t *W, size_t ld,
-                                                   const GPTQ8Act *x, int nb, int R) {
-  __m512 acc[4], ds[4];
-  __m256 acc1[4];
-  UNROLL_ROWS for (int i = 0; i < R; i++) { acc[i] = _mm512_setzero_ps(); acc1[i] = _mm256_setzero_ps(); }
+AVX512_FN static ALWAYS_INLINE float avx512_row_q8(const uint8_t *row, const GPTQ8Act *x,
+                                                  int nb) {
+  __m512 acc = _mm512_setzero_ps();
+  __m256 acc1 = _mm256_setzero_ps();
   int b = 0;
   for (; b + 16 <= nb; b += 16) {
-    __m512 dx = _mm512_loadu_ps(x->d + b);
-    UNROLL_ROWS for (int i = 0; i < R; i++) {
-      const uint8_t *blk = W + i * ld + (size_t)b * GPT_Q8_BYTES;
-      uint16_t h[16];
-      for (int j = 0; j < 16; j++) h[j] = q8_scale_bits(blk + j * GPT_Q8_BYTES);
-      ds[i] = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)h)), dx);
-    }
+    const uint8_t *blk16 = row + (size_t)b * GPT_Q8_BYTES;
+    uint16_t h[16];
+    for (int j = 0; j < 16; j++) h[j] = q8_scale_bits(blk16 + j * GPT_Q8_BYTES);
+    __m512 ds = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)h)),
+                              _mm512_loadu_ps(x->d + b));
     for (int j = 0; j < 16; j += 2) {
       __m512i xq = _mm512_loadu_si512((const void *)(x->q + (b + j) * GPT_Q8_BLOCK));
       __m512i axq = _mm512_loadu_si512((const void *)(x->aq + (b + j) * GPT_Q8_BLOCK));
       __mmask64 neg = _mm512_movepi8_mask(xq);
       __m512i lanes = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(j)),
                                          _mm256_set1_epi32(j + 1), 1);
-      UNROLL_ROWS for (int i = 0; i < R; i++) {
-        const uint8_t *blk = W + i * ld + (size_t)(b + j) * GPT_Q8_BYTES;
-        __m512 d = _mm512_permutexvar_ps(lanes, ds[i]);
-        acc[i] = _mm512_fmadd_ps(d, avx512_q8_pair(blk, axq, neg), acc[i]);
-      }
+      __m512 d = _mm512_permutexvar_ps(lanes, ds);
+      acc = _mm512_fmadd_ps(d, avx512_q8_pair(blk16 + j * GPT_Q8_BYTES, axq, neg), acc);
     }
   }
   for (; b + 2 <= nb; b += 2) {
+    const uint8_t *blk = row + (size_t)b * GPT_Q8_BYTES;
     __m512i xq = _mm512_loadu_si512((const void *)(x->q + b * GPT_Q8_BLOCK));
     __m512i axq = _mm512_loadu_si512((const void *)(x->aq + b * GPT_Q8_BLOCK));
     __mmask64 neg = _mm512_movepi8_mask(xq);
-    float d0 = x->d[b], d1 = x->d[b + 1];
-    UNROLL_ROWS for (int i = 0; i < R; i++) {
-      const uint8_t *blk = W + i * ld + (size_t)b * GPT_Q8_BYTES;
-      __m256 s0 = _mm256_set1_ps(_cvtsh_ss(q8_scale_bits(blk)) * d0);
-      __m256 s1 = _mm256_set1_ps(_cvtsh_ss(q8_scale_bits(blk + GPT_Q8_BYTES)) * d1);
-      __m512 d = _mm512_castsi512_ps(_mm512_inserti64x4(
-          _mm512_castsi256_si512(_mm256_castps_si256(s0)), _mm256_castps_si256(s1), 1));
-      acc[i] = _mm512_fmadd_ps(d, avx512_q8_pair(blk, axq, neg), acc[i]);
-    }
+    __m256 s0 = _mm256_set1_ps(_cvtsh_ss(q8_scale_bits(blk)) * x->d[b]);
+    __m256 s1 = _mm256_set1_ps(_cvtsh_ss(q8_scale_bits(blk + GPT_Q8_BYTES)) * x->d[b + 1]);
+    __m512 d = _mm512_castsi512_ps(_mm512_inserti64x4(
+        _mm512_castsi256_si512(_mm256_castps_si256(s0)), _mm256_castps_si256(s1), 1));
+    acc = _mm512_fmadd_ps(d, avx512_q8_pair(blk, axq, neg), acc);
   }
   if (b < nb) { /* an odd last block, on 256 bits */
+    const uint8_t *blk = row + (size_t)b * GPT_Q8_BYTES;
     __m256i xq = _mm256_loadu_si256((const __m256i *)(x->q + b * GPT_Q8_BLOCK));
     __m256i axq = _mm256_loadu_si256((const __m256i *)(x->aq + b * GPT_Q8_BLOCK));
-    UNROLL_ROWS for (int i = 0; i < R; i++) {
-      const uint8_t *blk = W + i * ld + (size_t)b * GPT_Q8_BYTES;
-      __m256 d = _mm256_set1_ps(_cvtsh_ss(q8_scale_bits(blk)) * x->d[b]);
-      acc1[i] = _mm256_fmadd_ps(d, avx2_q8_block(blk, xq, axq), acc1[i]);
-    }
+    __m256 d = _mm256_set1_ps(_cvtsh_ss(q8_scale_bits(blk)) * x->d[b]);
+    acc1 = _mm256_fmadd_ps(d, avx2_q8_block(blk, xq, axq), acc1);
   }
-  UNROLL_ROWS for (int i = 0; i < R; i++) res[i] = _mm512_reduce_add_ps(acc[i]) + hsum256(acc1[i]);
+  return _mm512_reduce_add_ps(acc) + hsum256(acc1);
 }
 
 AVX512_FN static void avx512_gemv_q8(float *y, const uint8_t *W, const GPTQ8Act *x,
                                      const float *bias, int r0, int r1, int K, int mode) {
   int nb = K / GPT_Q8_BLOCK;
   size_t ld = (size_t)nb * GPT_Q8_BYTES;
-  float res[1];
-  for (int r = r0; r < r1; r++) { /* one row a pass: see avx2_gemv_f16 */
-    avx512_rows_q8(res, W + (size_t)r * ld, ld, x, nb, 1);
-    store_row(y, r, res[0], bias, mode);
-  }
+  for (int r = r0; r < r1; r++) /* one row a pass: see avx2_gemv_f16 */
+    store_row(y, r, avx512_row_q8(W + (size_t)r * ld, x, nb), bias, mode);
 }
 
 AVX512_FN static void avx512_f16_to_f32(float *dst, const uint16_t *src, size_t n) {

@@ -110,7 +110,7 @@ int gpt_sample(GPTSampler *s, const float *logits) {
   const GPTKernels *k = gpt_kernels();
   float mx = k->max(logits, V);
   memcpy(s->prob, logits, (size_t)V * sizeof(float));
-  double sum = k->exp_sum(s->prob, V, mx, inv_t);
+  float sum = k->exp_sum(s->prob, V, mx, inv_t);
   float inv = (float)(1.0 / sum);
   for (int i = 0; i < V; i++) s->prob[i] *= inv;
 
