@@ -198,7 +198,9 @@ int gptext_generate(GptConn *pConn, sqlite3 *db, GptModel *m, const char *zFunc,
     if (nAll >= nCtx) { g->zFinish = "context"; break; }
     int tok = gpt_sample(&sampler, logits);
     double lp = logits[tok] - gpt_logsumexp(logits, V);
-    if (tok == m->eot) { g->zFinish = "eos"; break; }
+    int bStop = 0;
+    for (int j = 0; j < m->nStopId; j++) bStop |= (tok == m->aStopId[j]);
+    if (bStop) { g->zFinish = "eos"; break; }
     int nBytes = 0;
     const char *zTok = tok_token_bytes(m->pTok, tok, &nBytes);
     char *zNew = sqlite3_realloc64(g->zText, (size_t)g->nText + nBytes + 1);

@@ -316,6 +316,9 @@ static void cache_entry_free(CacheEntry *e) {
   tok_free(e->model.pTok);
   gpt_model_free(e->model.pNet);
   sqlite3_free(e->model.zName);
+  sqlite3_free(e->model.zBosText);
+  sqlite3_free(e->model.zEosText);
+  sqlite3_free(e->model.zChatTemplate);
   sqlite3_free(e->zKey);
   sqlite3_free(e);
 }
@@ -529,6 +532,7 @@ static int load_tokenizer(sqlite3 *db, const char *zFunc, GptModel *m, char **pz
   if (tok_finish(t, zMsg, sizeof(zMsg))) goto tok_error;
   m->pTok = t;
   m->eot = tok_eot_id(t);
+  if (m->eot >= 0) m->aStopId[m->nStopId++] = m->eot;
   t = 0;
   rc = SQLITE_OK;
   goto done;
@@ -857,6 +861,7 @@ static int model_acquire_once(GptConn *pConn, sqlite3 *db, const char *zFunc, co
     e->model.zName = zResolved;
     zResolved = 0;
     e->model.eot = -1;
+    e->model.bos = -1;
     bLoaded = 1;
     rc = read_config(db, zFunc, e->model.zName, &e->model.cfg, pzErr);
     if (rc == SQLITE_OK) rc = load_tokenizer(db, zFunc, &e->model, pzErr);

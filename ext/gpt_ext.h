@@ -66,12 +66,22 @@ void gptext_options_clear(GptOptions *o);
 /* A loaded model: tokenizer always, weights when asked for. Shared by every
 ** connection of the process that opens the same model of the same database
 ** file; reloaded when the model's stamp changes. */
+#define GPT_MAX_STOP_IDS 8
 typedef struct GptModel {
   char *zName;              /* model name */
   GPTConfig cfg;
   GPTTokenizer *pTok;
   GPTModel *pNet;           /* NULL until weights are needed */
   int eot;                  /* id of <|endoftext|>, or -1 */
+  /* From tokenizer.json / tokenizer_config.json (NULL / -1 / 0 for GPT-2
+  ** folders, which have none of them). */
+  int bos;                  /* id of the bos token, or -1 */
+  int bAddBos;              /* prompts are encoded with bos first (HF's input_ids) */
+  char *zBosText;           /* bos token's text, for chat templates, or NULL */
+  char *zEosText;           /* eos token's text, for chat templates, or NULL */
+  char *zChatTemplate;      /* the model's chat template (Jinja), or NULL */
+  int aStopId[GPT_MAX_STOP_IDS]; /* ids that end a generation: eos, <|im_end|>, <|eot_id|>, ... */
+  int nStopId;
 } GptModel;
 
 /* Per-connection state, handed to every function and module as user data.
