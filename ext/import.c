@@ -80,7 +80,9 @@ struct GptImport {
   int nStr;
   ImpTensor *aReq;         /* required tensors, sorted by name */
   int nReq;
-  int bLmHead;             /* the file has lm_head.weight */
+  int bLmHead;             /* the file has lm_head.weight (GPT-2), or the head is
+                           ** untied (config of the other architectures) */
+  int bTied;               /* tie_word_embeddings of a Llama-family config */
   /* vocab.json */
   char *zVocab;
   int64_t nVocab;
@@ -317,6 +319,16 @@ static int impConfig(GptImport *p) {
   if (rc != SQLITE_OK) goto done;
   rc = impCheckObject(p, "config.json", zJson, nJson, "a JSON object");
   if (rc != SQLITE_OK) goto done;
+  {
+    char zType[64];
+    if (gptext_config_is_hf(p->db, zJson, (int)nJson, zType, sizeof(zType))) {
+      if (gptext_config_read(p->db, zJson, (int)nJson, &p->cfg, &p->bTied, zMsg,
+                             sizeof(zMsg)) != SQLITE_OK) {
+        rc = impError(p, "config.json", "%s", zMsg);
+      }
+      goto done;
+    }
+  }
   rc = impPrepare(p,
       "SELECT json_type(?1, '$.n_layer'), json_extract(?1, '$.n_layer'),"
       " json_type(?1, '$.n_head'), json_extract(?1, '$.n_head'),"
@@ -654,6 +666,18 @@ static int impIsLegacyBuffer(GptImport *p, const char *z) {
 }
 
 /*
+** True for model.layers.N.self_attn.rotary_emb.inv_freq, a buffer older
+** Llama checkpoints saved: the engine computes the frequencies itself.
+*/
+static int impIsRotaryBuffer(GptImport *p, const char *z) {
+  const char *zSuffix = ".self_attn.rotary_emb.inv_freq";
+  size_t n = strlen(z), nSuffix = strlen(zSuffix);
+  (void)p;
+  return strncmp(z, "model.layers.", 13) == 0 && n > nSuffix &&
+         strcmp(z + n - nSuffix, zSuffix) == 0;
+}
+
+/*
 ** Opens model.safetensors, reads and parses its header, validates the entries
 ** and matches them with the tensors the config requires: each must be there
 ** once, with exactly the expected shape and a weight dtype (F32, F16, BF16).
@@ -680,9 +704,15 @@ static int impSafetensors(GptImport *p) {
     goto done;
   }
 
-  /* The required list depends on whether the head is tied. */
-  for (i = 0; i < p->nEntry; i++) {
-    if (strcmp(impCanonical(p->aEntry[i].name), "lm_head.weight") == 0) p->bLmHead = 1;
+  /* The required list depends on whether the head is tied: by the presence
+  ** of lm_head.weight for GPT-2, by tie_word_embeddings for the others
+  ** (whose tied checkpoints may still carry a copy of the head, skipped). */
+  if (p->cfg.arch == GPT_ARCH_GPT2) {
+    for (i = 0; i < p->nEntry; i++) {
+      if (strcmp(impCanonical(p->aEntry[i].name), "lm_head.weight") == 0) p->bLmHead = 1;
+    }
+  } else {
+    p->bLmHead = !p->bTied;
   }
   p->nReq = gpt_n_tensors(&p->cfg, p->bLmHead);
   p->aReq = sqlite3_malloc64(sizeof(ImpTensor) * (sqlite3_uint64)p->nReq);
@@ -704,8 +734,12 @@ static int impSafetensors(GptImport *p) {
     char zWant[64], zGot[256];
     if (r == 0) {
       if (impIsLegacyBuffer(p, zCanon)) continue;
-      rc = impError(p, zFile, "unknown tensor \"%s\", expected only GPT-2 "
-                    "tensors for the config (%d layers)", t->name, p->cfg.n_layer);
+      if (p->bTied && strcmp(zCanon, "lm_head.weight") == 0) continue;
+      if (p->cfg.arch != GPT_ARCH_GPT2 && impIsRotaryBuffer(p, zCanon)) continue;
+      rc = impError(p, zFile, "unknown tensor \"%s\", expected only %s "
+                    "tensors for the config (%d layers)", t->name,
+                    p->cfg.arch == GPT_ARCH_GPT2 ? "GPT-2" : gpt_arch_name(p->cfg.arch),
+                    p->cfg.n_layer);
       goto done;
     }
     if (r->pSrc) {
@@ -1118,6 +1152,22 @@ static int impModelRow(GptImport *p) {
   sqlite3_stmt *pStmt = 0;
   int rc;
 
+  if (p->cfg.arch != GPT_ARCH_GPT2) {
+    char *zCfg = gptext_config_json(&p->cfg, p->bTied);
+    if (!zCfg) return impError(p, 0, "out of memory");
+    rc = impPrepare(p, "INSERT INTO gpt_models(name, config, source) VALUES(?1, json(?2), ?3)",
+                    &pStmt);
+    if (rc == SQLITE_OK) {
+      sqlite3_bind_text(pStmt, 1, p->zName, -1, SQLITE_STATIC);
+      sqlite3_bind_text(pStmt, 2, zCfg, -1, sqlite3_free);
+      sqlite3_bind_text(pStmt, 3, p->zDir, -1, SQLITE_STATIC);
+      rc = sqlite3_step(pStmt);
+      rc = rc == SQLITE_DONE ? SQLITE_OK : impSqlError(p, rc);
+    } else {
+      sqlite3_free(zCfg);
+    }
+    goto done;
+  }
   rc = impPrepare(p, "INSERT INTO gpt_models(name, config, source) VALUES(?1, "
                   "json_object('n_layer', ?2, 'n_head', ?3, 'n_embd', ?4, "
                   "'n_ctx', ?5, 'vocab_size', ?6, 'layer_norm_epsilon', ?7), ?8)",
