@@ -58,7 +58,10 @@ Llama-family goldens (llama, qwen2, qwen3; LLAMA_MODELS below) have
                               and greedy_hex stop before the first of them
   ids                         Hugging Face's tokenizer(prompt).input_ids for
                               the folder's tokenizer.json (BOS included with
-                              --bos); no special tokens occur in the prompts
+                              --bos); no special tokens occur in the prompts.
+                              reference.HFTokenizer made them; transformers.js
+                              (npm @lenml/tokenizers 3.7.2) gives the same ids
+                              for every golden prompt
   "greedy": 16 tokens, "top" over ids with a token only,
   "attention": [layer][query head][query][key]; query head h reads KV head
                               h // (n_head / n_kv_head)

@@ -531,7 +531,8 @@ def main(argv):
     ids = m.tok.encode(argv[2])
     logits, _, _ = m.forward(ids)
     lp, lse = log_softmax(logits[-1])
-    print(f"ids {ids}  lse {lse:.6f}  logit std {logits[-1].std():.3f}")
+    finite = logits[-1][np.isfinite(logits[-1])]  # ids past the tokenizer are -inf
+    print(f"ids {ids}  lse {lse:.6f}  logit std {finite.std():.3f}")
     for i in np.argsort(-logits[-1], kind="stable")[:10]:
         print(f"  {i:6d} {logits[-1][i]:10.5f} {math.exp(lp[i]):.5f} {m.tok.decode([i])!r}")
     seq = list(ids)
