@@ -65,6 +65,7 @@ struct GPTModel {
   Mat tok_emb, pos_emb, head;
   const float *out_norm_w, *out_norm_b;
   Layer *layer;          /* (n_layer,) */
+  int n_live;            /* ids >= n_live have no token: their logits are -inf */
   double *inv_freq;      /* (hd/2,) RoPE frequencies, llama3 scaling applied */
 };
 
@@ -605,6 +606,7 @@ static int model_resolve(GPTModel *m) {
     }
   }
   if (!m->has_lm_head) m->head = m->tok_emb;
+  m->n_live = c->vocab_size;
   for (int l = 0; l < c->n_layer; l++) {
     Layer *L = &m->layer[l];
     if (L->qkv.w) {
@@ -692,6 +694,9 @@ void gpt_model_free(GPTModel *m) {
 }
 
 const GPTConfig *gpt_model_config(const GPTModel *m) { return &m->cfg; }
+void gpt_model_set_live_vocab(GPTModel *m, int n) {
+  m->n_live = n >= 1 && n <= m->cfg.vocab_size ? n : m->cfg.vocab_size;
+}
 size_t gpt_model_bytes(const GPTModel *m) { return m->n_bytes; }
 int gpt_model_tensor_dtype(const GPTModel *m, int i) {
   return i >= 0 && i < m->n_tensors ? m->dtype[i] : -1;
@@ -1465,6 +1470,12 @@ static int batch_layer(const Pass *p, int l, GPTForwardIO *io) {
   return GPT_OK;
 }
 
+/* logits (V,): ids past the tokenizer (a vocabulary padded for speed, as
+** Qwen's 151,936) get -inf, so they are never sampled nor listed. */
+static void mask_dead_ids(const GPTModel *m, float *logits) {
+  for (int i = m->n_live; i < m->cfg.vocab_size; i++) logits[i] = -INFINITY;
+}
+
 /* The final norm, then whatever io asks for: the hidden rows, per-position
 ** logits in blocks, the last token's logits. Commits the batch to the
 ** cache. */
@@ -1495,6 +1506,7 @@ static int batch_end(const Pass *p, GPTForwardIO *io) {
       if (head->dtype != GPT_F32 && state_reserve_wide(s, gpt_team_size(p->team)))
         return GPT_NOMEM;
       gpt_team_run(p->team, gemm_task, &a);
+      for (int r = 0; r < rows; r++) mask_dead_ids(m, s->logit_block + (size_t)r * V);
       if (io->on_logits(io->ctx, P + t0, rows, s->logit_block)) return GPT_ABORTED;
     }
   }
@@ -1502,6 +1514,7 @@ static int batch_end(const Pass *p, GPTForwardIO *io) {
     /* logits (V,) = head (V, C) @ xn[T-1] */
     if ((rc = matmul_forward(p, io->logits, s->xn + (size_t)(T - 1) * C, head, NULL, 1, 0, 0)))
       return rc;
+    mask_dead_ids(m, io->logits);
   }
   return GPT_OK;
 }

@@ -310,6 +310,12 @@ static CacheEntry *gCache = 0;
 static sqlite3_int64 gnTokenizerLoads = 0; /* counters for gpt_debug() */
 static sqlite3_int64 gnWeightLoads = 0;
 
+/* The ids with a token: the tokenizer's size, within the config's vocab_size. */
+int gptext_live_vocab(const GptModel *m) {
+  int n = m->pTok ? tok_vocab_size(m->pTok) : m->cfg.vocab_size;
+  return n >= 1 && n <= m->cfg.vocab_size ? n : m->cfg.vocab_size;
+}
+
 /* Frees an entry that nothing references any more. */
 static void cache_entry_free(CacheEntry *e) {
   if (!e) return;
@@ -725,6 +731,7 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
       if (!aBuf) { rc = SQLITE_NOMEM; goto done; }
     }
   }
+  if (m->pTok) gpt_model_set_live_vocab(net, tok_vocab_size(m->pTok));
   m->pNet = net;
   net = 0;
   rc = SQLITE_OK;

@@ -84,6 +84,10 @@ typedef struct GptModel {
   int nStopId;
 } GptModel;
 
+/* Ids of m that have a token (the tokenizer may cover fewer than the
+** head's vocab_size rows): sampling and listings use only these. */
+int gptext_live_vocab(const GptModel *m);
+
 /* Per-connection state, handed to every function and module as user data.
 ** A connection is used by one thread at a time, so its fields need no lock;
 ** the cached decoder state is checked out while in use, so nested calls in
