@@ -1087,7 +1087,9 @@ int tok_finish(GPTTokenizer *t, char *err, size_t n_err) {
   state_free(&s);
   if (rc != 0) return fail(err, n_err, "out of memory");
 
-  if (t->nSplit == 0 &&
+  /* no stage given: GPT-2's pattern, except for tokenizer.json's ByteLevel
+  ** without use_regex, whose whole text is one word */
+  if (t->nSplit == 0 && !(t->opts & TOK_OPT_HF) &&
       compile_split(t, tok_gpt2_pattern, strlen(tok_gpt2_pattern), 0, err, n_err))
     return -1;
   /* GPT-2: "<|endoftext|>" is the one special token */
