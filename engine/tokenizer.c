@@ -1074,7 +1074,8 @@ int tok_finish(GPTTokenizer *t, char *err, size_t n_err) {
   memset(&s, 0, sizeof(s));
   s.t = t;
   int rc = 0;
-  for (int id = 0; id < t->nVocab && rc == 0; id++) {
+  /* (with ignore_merges every token is taken whole: nothing to mark) */
+  for (int id = 0; id < t->nVocab && rc == 0 && !(t->opts & TOK_OPT_IGNORE_MERGES); id++) {
     int n = t->aTokLen[id];
     if (n == 1) {
       t->aWhole[id] = 1;

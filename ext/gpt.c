@@ -529,7 +529,9 @@ static int read_tokenizer_config(sqlite3 *db, const char *zFunc, GptModel *m,
       "  json_type(?1, '$.chat_template'),"
       "  (SELECT count(*) FROM json_each(?1, '$.stop_ids') WHERE type <> 'integer'"
       "   OR value < 0 OR value >= json_extract(?1, '$.size'))) END,"
-      " json_extract(?1, '$.bos'), json_extract(?1, '$.eos'), json_extract(?1, '$.chat_template')",
+      " CASE WHEN json_valid(?1) THEN json_extract(?1, '$.bos') END,"
+      " CASE WHEN json_valid(?1) THEN json_extract(?1, '$.eos') END,"
+      " CASE WHEN json_valid(?1) THEN json_extract(?1, '$.chat_template') END",
       -1, &p, 0);
   if (rc != SQLITE_OK) goto sql_error;
   sqlite3_bind_text(p, 1, zConfig, -1, SQLITE_STATIC);
