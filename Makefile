@@ -38,6 +38,11 @@ build/mkmodel: tests/tools/mkmodel.c engine/gpt.h | build
 build/tokenizer_test: tests/unit/tokenizer_test.c engine/tokenizer.c engine/tokenizer.h | build
 	$(CC) $(CFLAGS) -o $@ tests/unit/tokenizer_test.c engine/tokenizer.c -lpcre2-8 -lutf8proc -lsqlite3
 
+# Encoding speed of a stored tokenizer in CPU time (tests/tools/tokbench.c);
+# not part of the tests.
+build/tokbench: tests/tools/tokbench.c engine/tokenizer.c engine/tokenizer.h | build
+	$(CC) $(CFLAGS) -o $@ tests/tools/tokbench.c engine/tokenizer.c -lpcre2-8 -lutf8proc -lsqlite3
+
 # C unit test of the decoder: prefill, decode and split prefill agree.
 build/engine_test: tests/unit/engine_test.c tests/unit/check.h $(ENGINE_SRC) $(HEADERS) | build
 	$(CC) $(CFLAGS) -o $@ tests/unit/engine_test.c $(filter-out engine/tokenizer.c,$(ENGINE_SRC)) $(LDLIBS)

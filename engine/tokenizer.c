@@ -119,6 +119,7 @@ struct GPTTokenizer {
   /* The pre-tokenizer: Split stages applied in turn (GPT-2's pattern alone
   ** unless tok_add_split() gave others). */
   pcre2_code *apSplit[TOK_MAX_SPLITS];
+  unsigned char abJit[TOK_MAX_SPLITS]; /* stage compiled by the JIT */
   int nSplit;
   pcre2_match_context *pMatchCtx; /* match limit for stored patterns, or NULL */
   /* Added tokens, sorted by first byte then longest first (tok_finish). */
@@ -670,8 +671,12 @@ static int split_piece(EncodeState *s, int k, const unsigned char *z, size_t n) 
   if (k == t->nSplit) return encode_word(s, z, n);
   size_t prev = 0, from = 0;
   while (from < n) {
-    int rc = pcre2_match(t->apSplit[k], z, n, from, PCRE2_NO_UTF_CHECK, s->apMatch[k],
-                         t->pMatchCtx);
+    /* pcre2_jit_match() skips pcre2_match()'s checks: a seventh of the time
+    ** on English text; the subject is valid UTF-8 already */
+    int rc = t->abJit[k]
+                 ? pcre2_jit_match(t->apSplit[k], z, n, from, 0, s->apMatch[k], t->pMatchCtx)
+                 : pcre2_match(t->apSplit[k], z, n, from, PCRE2_NO_UTF_CHECK, s->apMatch[k],
+                               t->pMatchCtx);
     if (rc < 0 && rc != PCRE2_ERROR_NOMATCH && rc != PCRE2_ERROR_MATCHLIMIT) {
       /* e.g. a JIT stack limit: the interpreter has no such limit */
       rc = pcre2_match(t->apSplit[k], z, n, from, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT,
@@ -799,7 +804,7 @@ int tok_encode(const GPTTokenizer *t, const char *text, size_t n, int flags,
   /* a word cache pays off only on texts long enough for words to repeat */
   if (n >= 1024) {
     uint32_t nCache = 256;
-    while (nCache < 8192 && nCache < n / 16) nCache *= 2;
+    while (nCache < 65536 && nCache < n / 16) nCache *= 2;
     s.aCache = calloc(nCache, sizeof(CacheSlot));
     s.mCacheMask = nCache - 1;
   }
@@ -954,7 +959,7 @@ static int compile_split(GPTTokenizer *t, const char *z, size_t n, int bLiteral,
     return fail(err, n_err, "pre-tokenizer pattern %d: %s", t->nSplit + 1, zMsg);
   }
   /* the JIT is several times faster; without it the interpreter still works */
-  (void)pcre2_jit_compile(pRe, PCRE2_JIT_COMPLETE);
+  t->abJit[t->nSplit] = pcre2_jit_compile(pRe, PCRE2_JIT_COMPLETE) == 0;
   t->apSplit[t->nSplit++] = pRe;
   return 0;
 }
