@@ -31,12 +31,13 @@ int gptext_fit_prompt(GptModel *m, const char *zFunc, const GptOptions *o, int n
                       int **paIds, int *pnIds, char **pzErr) {
   int nCtx = m->cfg.n_ctx;
   if (*pnIds == 0) {
-    if (m->eot < 0) {
+    int start = m->eot >= 0 ? m->eot : m->bos >= 0 ? m->bos : m->nStopId > 0 ? m->aStopId[0] : -1;
+    if (start < 0) {
       gptext_set_error(pzErr, "%s: model '%s': the prompt is empty and the vocabulary has "
-                       "no <|endoftext|> to start from", zFunc, m->zName);
+                       "no <|endoftext|>, bos or eos to start from", zFunc, m->zName);
       return SQLITE_ERROR;
     }
-    (*paIds)[0] = m->eot; /* gptext_encode always allocates at least one slot */
+    (*paIds)[0] = start; /* gptext_encode always allocates at least one slot */
     *pnIds = 1;
   }
   if (*pnIds > nCtx) {
@@ -47,7 +48,10 @@ int gptext_fit_prompt(GptModel *m, const char *zFunc, const GptOptions *o, int n
       return SQLITE_TOOBIG;
     }
     int nKeep = nCtx - nReserve < 1 ? 1 : nCtx - nReserve;
-    memmove(*paIds, *paIds + (*pnIds - nKeep), (size_t)nKeep * sizeof(int));
+    /* the BOS the tokenizer put first stays first */
+    int nBos = m->bAddBos && m->bos >= 0 && (*paIds)[0] == m->bos && nKeep >= 2 ? 1 : 0;
+    memmove(*paIds + nBos, *paIds + (*pnIds - (nKeep - nBos)),
+            (size_t)(nKeep - nBos) * sizeof(int));
     *pnIds = nKeep;
   }
   return SQLITE_OK;

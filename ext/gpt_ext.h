@@ -67,6 +67,7 @@ void gptext_options_clear(GptOptions *o);
 ** connection of the process that opens the same model of the same database
 ** file; reloaded when the model's stamp changes. */
 #define GPT_MAX_STOP_IDS 8
+#define GPT_MAX_CHAT_TEMPLATE (1024 * 1024) /* bytes of a stored chat_template */
 typedef struct GptModel {
   char *zName;              /* model name */
   GPTConfig cfg;
@@ -142,13 +143,25 @@ int gptext_tvf_best_index(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo,
                           const char *zFunc);
 int gptext_tvf_missing(sqlite3_vtab *pVtab, int idxNum, int nRequired, const char *zFunc);
 
-/* Encodes n bytes of text for model m; errors name zFunc and the model. */
+/* Flags of gptext_encode(). With none, text is encoded as Hugging Face's
+** tokenizer(text).input_ids: the model's BOS first when its tokenizer adds
+** one, special tokens as plain text. */
+#define GPTEXT_ENCODE_SPECIAL 1 /* special tokens in text are their ids ({"special": true}) */
+#define GPTEXT_ENCODE_NO_BOS  2 /* no BOS: a piece of a longer text, or rendered chat */
+/* A rendered chat prompt: it already holds its special tokens, BOS included. */
+#define GPTEXT_ENCODE_CHAT    (GPTEXT_ENCODE_SPECIAL | GPTEXT_ENCODE_NO_BOS)
+
+/* Encodes n bytes of text for model m with GPTEXT_ENCODE_* flags (0 or 1,
+** the "special" option, keep their old meaning); errors name zFunc and the
+** model. */
 int gptext_encode(GptModel *m, const char *zFunc, const char *z, int n,
-                  int bSpecial, int **paIds, int *pnIds, char **pzErr);
+                  int flags, int **paIds, int *pnIds, char **pzErr);
 
 /* Fits a prompt into the window leaving room for nReserve new tokens: a
 ** prompt longer than n_ctx is an error, or with o->bTruncate keeps its last
-** max(1, n_ctx - nReserve) tokens. An empty prompt becomes <|endoftext|>.
+** max(1, n_ctx - nReserve) tokens, the model's BOS kept first when the
+** prompt starts with it. An empty prompt becomes <|endoftext|> (or the BOS,
+** or the eos, for vocabularies without one).
 ** *paIds is sqlite3_malloc'd and may be replaced. */
 int gptext_fit_prompt(GptModel *m, const char *zFunc, const GptOptions *o,
                       int nReserve, int **paIds, int *pnIds, char **pzErr);
