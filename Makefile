@@ -17,7 +17,8 @@ ENGINE_SRC = $(wildcard engine/*.c)
 EXT_SRC    = $(wildcard ext/*.c)
 HEADERS    = $(wildcard engine/*.h ext/*.h) build/schema.h
 
-all: build/gpt.so build/mkmodel build/tokenizer_test build/engine_test build/kernels_test
+all: build/gpt.so build/mkmodel build/tokenizer_test build/engine_test build/kernels_test \
+     build/train_test
 
 build:
 	mkdir -p build
@@ -46,6 +47,11 @@ build/tokbench: tests/tools/tokbench.c engine/tokenizer.c engine/tokenizer.h | b
 # C unit test of the decoder: prefill, decode and split prefill agree.
 build/engine_test: tests/unit/engine_test.c tests/unit/check.h $(ENGINE_SRC) $(HEADERS) | build
 	$(CC) $(CFLAGS) -o $@ tests/unit/engine_test.c $(filter-out engine/tokenizer.c,$(ENGINE_SRC)) $(LDLIBS)
+
+# C unit test of training: every parameter's gradient against float64 finite
+# differences, and a loss that falls on a fixed corpus.
+build/train_test: tests/unit/train_test.c tests/unit/check.h $(ENGINE_SRC) $(HEADERS) | build
+	$(CC) $(CFLAGS) -o $@ tests/unit/train_test.c $(filter-out engine/tokenizer.c,$(ENGINE_SRC)) $(LDLIBS)
 
 # C unit test of the kernel sets (portable, AVX2, AVX-512 where the CPU has
 # them) and the thread pool.
@@ -78,6 +84,7 @@ test: deps
 	build/tokenizer_test
 	build/engine_test
 	build/kernels_test
+	build/train_test
 	$(TCLSH) tests/all.tcl
 
 demo: deps

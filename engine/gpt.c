@@ -25,6 +25,7 @@
 #include <sys/mman.h>
 #include <cblas.h>
 #include "gpt.h"
+#include "gpt_internal.h"
 #include "kernels.h"
 #include "threads.h"
 
@@ -99,6 +100,7 @@ struct GPTState {
   int n_wide;            /* threads the wide scratch is sized for */
   float *wide;           /* (n_wide, GEMM_COLS, max_k) compact weights widened */
   int batch_T;           /* tokens of the batch in progress */
+  GPTTape *tape;         /* activations saved for training, or NULL */
 };
 
 #define LOGIT_ROWS 32
@@ -701,6 +703,9 @@ size_t gpt_model_bytes(const GPTModel *m) { return m->n_bytes; }
 int gpt_model_tensor_dtype(const GPTModel *m, int i) {
   return i >= 0 && i < m->n_tensors ? m->dtype[i] : -1;
 }
+void *gpt_model_tensor_data(GPTModel *m, int i) {
+  return i >= 0 && i < m->n_tensors ? m->tensor[i] : NULL;
+}
 
 /* Reads element k of src in dtype as f32. */
 static inline float load_elem(int dtype, const void *src, int64_t k) {
@@ -1022,6 +1027,12 @@ int gpt_state_capacity(const GPTState *s) { return s->cap; }
 void gpt_state_truncate(GPTState *s, int len) {
   if (len >= 0 && len < s->len) s->len = len;
 }
+void gpt_state_set_tape(GPTState *s, GPTTape *tape) { s->tape = tape; }
+
+/* Training's tape (gpt_internal.h): dst (n,) = src when a tape is attached. */
+static void tape_save(const GPTState *s, float *dst, const float *src, size_t n) {
+  if (s->tape && dst) memcpy(dst, src, n * sizeof(float));
+}
 
 /* --------------------------------------------------------------- layers */
 
@@ -1323,6 +1334,9 @@ static void attention_heads(AttTask *a, int h0, int h1, float *att) {
                   (int)a->ld_qkv, kh, hd, 0.0f, att, nk);
     }
     causal_softmax(kern, att, T, nk, P);
+    if (a->p->s->tape)
+      tape_save(a->p->s, a->p->s->tape->layer[a->layer].att + (size_t)h * T * nk, att,
+                (size_t)T * nk);
     if (io && io->on_attention && io->want_attention &&
         io->want_attention(io->ctx, a->layer, h) &&
         io->on_attention(io->ctx, a->layer, h, P, T, nk, att)) {
@@ -1377,6 +1391,11 @@ static int batch_begin(const Pass *p, const int *tokens, int n, char *err, size_
              s->len, s->cap);
     return GPT_ERROR;
   }
+  if (s->tape && (s->len != 0 || n > s->tape->T)) {
+    snprintf(err, n_err, "a taped pass of %d tokens after %d exceeds the tape's %d from 0", n,
+             s->len, s->tape->T);
+    return GPT_ERROR;
+  }
   for (int t = 0; t < n; t++) {
     if (tokens[t] < 0 || tokens[t] >= c->vocab_size) {
       snprintf(err, n_err, "token id %d at position %d is outside the vocabulary of %d",
@@ -1418,8 +1437,12 @@ static int batch_layer(const Pass *p, int l, GPTForwardIO *io) {
   float *vc = s->v_cache + (size_t)l * KVH * nc * hd;
   if (T < 1) return GPT_ERROR;
   if (io && io->should_stop && io->should_stop(io->ctx)) return GPT_ABORTED;
+  GPTTapeLayer *tl = s->tape ? &s->tape->layer[l] : NULL;
+  size_t TC = (size_t)T * C;
 
+  if (tl) tape_save(s, tl->x_in, s->x, TC);
   norm_forward(p, s->xn, s->x, L->attn_norm_w, L->attn_norm_b, T);
+  if (tl) tape_save(s, tl->ln1, s->xn, TC);
   if (L->qkv.w) {
     if ((rc = matmul_forward_ld(p, s->qkv, ldq, s->xn, &L->qkv, L->qkv_b, T, 0, 0))) return rc;
   } else {
@@ -1429,6 +1452,7 @@ static int batch_layer(const Pass *p, int l, GPTForwardIO *io) {
       return rc;
   }
   if (m->rope || L->q_norm) qk_heads_forward(p, L, s->qkv, T);
+  if (tl) tape_save(s, tl->qkv, s->qkv, (size_t)T * ldq);
   for (int t = 0; t < T; t++) {
     const float *row = s->qkv + (size_t)t * ldq;
     for (int h = 0; h < KVH; h++) {
@@ -1439,6 +1463,7 @@ static int batch_layer(const Pass *p, int l, GPTForwardIO *io) {
   }
   rc = attention_forward(p, s->atty, s->qkv, kc, vc, P, T, l, io);
   if (rc) return rc;
+  if (tl) tape_save(s, tl->atty, s->atty, (size_t)T * Q);
   if (T == 1) { /* the residual is added by the product itself */
     if ((rc = matmul_forward(p, s->x, s->atty, &L->o, L->o_b, 1, 1, 0))) return rc;
   } else {
@@ -1446,7 +1471,9 @@ static int batch_layer(const Pass *p, int l, GPTForwardIO *io) {
     residual_forward(p, s->x, s->xn, (size_t)T * C);
   }
 
+  if (tl) tape_save(s, tl->x_mid, s->x, TC);
   norm_forward(p, s->xn, s->x, L->ffn_norm_w, L->ffn_norm_b, T);
+  if (tl) tape_save(s, tl->ln2, s->xn, TC);
   const float *h = s->fc;
   if (m->swiglu) {
     size_t ld = 2 * (size_t)F;
@@ -1456,11 +1483,17 @@ static int batch_layer(const Pass *p, int l, GPTForwardIO *io) {
       if ((rc = matmul_forward_ld(p, s->fc, ld, s->xn, &L->gate, NULL, T, 0, 0))) return rc;
       if ((rc = matmul_forward_ld(p, s->fc + F, ld, s->xn, &L->up, NULL, T, 0, 0))) return rc;
     }
+    if (tl) tape_save(s, tl->fc, s->fc, (size_t)T * 2 * F);
     swiglu_rows(s->hid, s->fc, T, F);
     h = s->hid;
+  } else if (tl) { /* the tape keeps GELU's input */
+    if ((rc = matmul_forward(p, s->fc, s->xn, &L->up, L->up_b, T, 0, 0))) return rc;
+    tape_save(s, tl->fc, s->fc, (size_t)T * F);
+    p->k->gelu(s->fc, (size_t)T * F);
   } else {
     if ((rc = matmul_forward(p, s->fc, s->xn, &L->up, L->up_b, T, 0, 1))) return rc;
   }
+  if (tl) tape_save(s, tl->hid, h, (size_t)T * F);
   if (T == 1) {
     if ((rc = matmul_forward(p, s->x, h, &L->down, L->down_b, 1, 1, 0))) return rc;
   } else {
@@ -1486,7 +1519,14 @@ static int batch_end(const Pass *p, GPTForwardIO *io) {
   int C = c->n_embd, V = c->vocab_size, T = s->batch_T, rc;
   const Mat *head = &m->head;
   if (T < 1) return GPT_ERROR;
+  if (s->tape) tape_save(s, s->tape->x_f, s->x, (size_t)T * C);
   norm_forward(p, s->xn, s->x, m->out_norm_w, m->out_norm_b, T);
+  if (s->tape) {
+    tape_save(s, s->tape->ln_f, s->xn, (size_t)T * C);
+    if (s->tape->logits &&
+        (rc = matmul_forward(p, s->tape->logits, s->xn, head, NULL, T, 0, 0)))
+      return rc;
+  }
   int P = s->len;
   s->len += T;
   s->batch_T = 0;

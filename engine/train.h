@@ -1,0 +1,80 @@
+/*
+** Training of the decoder of gpt.h: the backward pass, AdamW, gradient
+** clipping, the learning-rate schedule, GPT-2's initialization and a seeded
+** random generator. Plain C11 and CBLAS; knows nothing of SQLite.
+**
+** The forward pass is gpt.c's own, run with an activation tape attached
+** (gpt_internal.h); the backward pass reads the tape, layer by layer in
+** reverse, with cblas_sgemm for every matrix product. A batch of B
+** sequences is run one sequence after another, their gradients summed.
+**
+**   GPTTrainer *tr = gpt_trainer_new(model, T, err, n);
+**   gpt_trainer_zero_grad(tr);
+**   for (b = 0; b < B; b++) gpt_trainer_sequence(tr, tok + b * (T + 1), T, 1.0 / B, &loss, ...);
+**   gpt_trainer_clip(tr, 1.0);
+**   gpt_trainer_adamw(tr, gpt_train_lr(step, steps, warmup, lr), 0.1, step + 1);
+*/
+#ifndef GPT_TRAIN_H
+#define GPT_TRAIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "gpt.h"
+
+typedef struct GPTTrainer GPTTrainer;
+
+/* AdamW's constants (nanoGPT's for small models). */
+#define GPT_ADAM_BETA1 0.9
+#define GPT_ADAM_BETA2 0.95
+#define GPT_ADAM_EPS 1e-8
+
+/* A trainer for sequences of up to T tokens on model m, which must hold every
+** tensor in f32 and be a GPT-2 (LayerNorm, learned positions, GELU). The
+** trainer updates m's weights in place; m must not be shared meanwhile.
+** Gradients and both Adam moments are allocated here, zeroed. NULL with err. */
+GPTTrainer *gpt_trainer_new(GPTModel *m, int T, char *err, size_t n_err);
+void gpt_trainer_free(GPTTrainer *tr);
+
+void gpt_trainer_zero_grad(GPTTrainer *tr);
+
+/* One sequence: forward over tokens[0..T), cross-entropy against
+** tokens[1..T], backward. Adds grad_scale times the gradient of the mean
+** loss over the T positions to the gradients; *pLoss gets that mean loss
+** (nats). Returns GPT_OK or an error code of gpt.h with err. */
+int gpt_trainer_sequence(GPTTrainer *tr, const int *tokens, int T, double grad_scale,
+                         double *pLoss, char *err, size_t n_err);
+
+/* The mean loss of one sequence (tokens (T + 1,)), no gradients. */
+int gpt_trainer_eval(GPTTrainer *tr, const int *tokens, int T, double *pLoss, char *err,
+                     size_t n_err);
+
+/* Scales the gradients so that their global L2 norm is at most max_norm
+** (max_norm <= 0: no clipping). Returns the norm before. */
+double gpt_trainer_clip(GPTTrainer *tr, double max_norm);
+
+/* One AdamW update at step t (1-based, for bias correction): decoupled
+** weight decay wd on 2-D tensors only. */
+void gpt_trainer_adamw(GPTTrainer *tr, double lr, double wd, int64_t t);
+
+/* Tensor i's gradient, first and second Adam moment (which 0, 1, 2), in the
+** model's memory layout (Conv1D weights (out, in)); n_elem floats. */
+float *gpt_trainer_buffer(GPTTrainer *tr, int which, int i);
+
+/* GPT-2's initialization from seed: 2-D weights normal(0, 0.02), the two
+** residual projections of each block 0.02 / sqrt(2 n_layer); biases 0;
+** LayerNorm weights 1. m is a GPT-2 model held in f32. */
+void gpt_train_init(GPTModel *m, uint64_t seed);
+
+/* Learning rate at step (0-based) of steps: linear warm-up over warmup
+** steps to lr, then cosine decay to lr / 10 at the last step. */
+double gpt_train_lr(int64_t step, int64_t steps, int64_t warmup, double lr);
+
+/* splitmix64: the next 64 random bits of *state. */
+uint64_t gpt_train_rand(uint64_t *state);
+
+/* FLOPs of one training token (forward and backward, 2 a multiply-add) of
+** a model with T positions: 3 x the forward's products and attention, for
+** MFU. */
+double gpt_train_flops_per_token(const GPTConfig *c, int T);
+
+#endif
