@@ -46,12 +46,12 @@ build/tokbench: tests/tools/tokbench.c engine/tokenizer.c engine/tokenizer.h | b
 
 # C unit test of the decoder: prefill, decode and split prefill agree.
 build/engine_test: tests/unit/engine_test.c tests/unit/check.h $(ENGINE_SRC) $(HEADERS) | build
-	$(CC) $(CFLAGS) -o $@ tests/unit/engine_test.c $(filter-out engine/tokenizer.c,$(ENGINE_SRC)) $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ tests/unit/engine_test.c $(filter-out engine/tokenizer.c engine/bpe.c,$(ENGINE_SRC)) $(LDLIBS)
 
 # C unit test of training: every parameter's gradient against float64 finite
 # differences, and a loss that falls on a fixed corpus.
 build/train_test: tests/unit/train_test.c tests/unit/check.h $(ENGINE_SRC) $(HEADERS) | build
-	$(CC) $(CFLAGS) -o $@ tests/unit/train_test.c $(filter-out engine/tokenizer.c,$(ENGINE_SRC)) $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ tests/unit/train_test.c $(filter-out engine/tokenizer.c engine/bpe.c,$(ENGINE_SRC)) $(LDLIBS)
 
 # C unit test of the kernel sets (portable, AVX2, AVX-512 where the CPU has
 # them) and the thread pool.

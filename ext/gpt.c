@@ -1452,6 +1452,7 @@ int sqlite3_gpt_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *p
     {"gpt_attention", gptext_register_analyze},
     {"gpt_logprob", gptext_register_score},
     {"gpt_quantize", gptext_register_quantize},
+    {"gpt_train", gptext_register_train},
   };
   for (size_t i = 0; i < sizeof(aReg) / sizeof(aReg[0]); i++) {
     rc = aReg[i].xRegister(db, pConn);

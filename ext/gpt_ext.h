@@ -215,5 +215,6 @@ int gptext_register_generate(sqlite3 *db, GptConn *pConn); /* gpt_generate, gpt_
 int gptext_register_analyze(sqlite3 *db, GptConn *pConn);  /* gpt_attention, gpt_generate_tokens */
 int gptext_register_score(sqlite3 *db, GptConn *pConn);    /* gpt_logprob, gpt_perplexity, gpt_embed, gpt_summarize */
 int gptext_register_quantize(sqlite3 *db, GptConn *pConn); /* gpt_quantize */
+int gptext_register_train(sqlite3 *db, GptConn *pConn);    /* gpt_train, gpt_train_tokenizer */
 
 #endif

@@ -1,0 +1,916 @@
+/*
+** gpt_train(): trains a new GPT-2 model, or fine-tunes an existing one, on
+** the text rows of a query, inside the database.
+**
+**   SELECT gpt_train('bard', 'SELECT line FROM plays',
+**                    '{"tokenizer": "bard-tok", "n_layer": 4, "n_embd": 256,
+**                      "steps": 2000, "checkpoint_every": 200}');
+**
+** returns a one-line summary. Options (defaults):
+**   n_layer 4, n_head 4, n_embd 128, n_ctx 128   shape of a new model
+**   tokenizer      the model whose tokenizer a new model takes (required)
+**   steps 1000     optimizer steps of the whole run
+**   batch_size 8   sequences of n_ctx tokens a step
+**   learning_rate 1e-3, warmup 100 (capped at steps / 10 when larger),
+**                  cosine decay to learning_rate / 10
+**   weight_decay 0.1 (2-D weights only), grad_clip 1.0 (0: off)
+**   seed 1337      initialization and the batches
+**   checkpoint_every 100   steps between checkpoints (the last step always)
+**   val_fraction 0.1       the last part of the tokens, held out
+**   max_tokens 16777216    tokens kept of the query (see below)
+**   stop_after     end this call after that step, at a checkpoint; the next
+**                  call resumes (time-boxed runs)
+**   threads        threads of the passes (0: every core)
+**
+** How it works: the query is run first, its rows tokenized one at a time
+** into a token buffer, <|endoftext|> between rows when the tokenizer has
+** it. The buffer holds at most max_tokens: past that, chunks of 4096 tokens
+** are kept by reservoir sampling (seeded), so a query of a million rows
+** streams in bounded memory. The last val_fraction of the buffer is the
+** validation set. Each step sums the gradients of batch_size windows drawn
+** from the rest (the offsets a function of seed and step only), clips them,
+** and applies AdamW (engine/train.c).
+**
+** Checkpoints: every checkpoint_every steps the weights go to gpt_tensors
+** as f32 rows, the AdamW moments and the step to gpt_train_state, in one
+** transaction that takes the write lock first (BEGIN IMMEDIATE in
+** autocommit mode, else a SAVEPOINT of the caller's transaction). A new
+** model, its tokenizer rows included, appears with its first checkpoint.
+** Progress rows go to gpt_train_log as they come, each committed by itself
+** in autocommit mode. A call on a model whose run is unfinished (its step
+** below its steps) resumes it from the last checkpoint with the run's own
+** options, and gives the same weights as an uninterrupted run; an
+** interrupt stops the call, leaving the last checkpoint.
+*/
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "gpt_ext.h"
+#include "bpe.h"
+#include "gpt_internal.h"
+#include "train.h"
+
+static const char zFunc[] = "gpt_train";
+
+#define TOKEN_CHUNK 4096
+#define VAL_SEQUENCES 16   /* sequences of the validation loss */
+
+static const char zTrainSchema[] =
+  "CREATE TABLE IF NOT EXISTS gpt_train_state("
+  "  model TEXT NOT NULL, name TEXT NOT NULL, data BLOB NOT NULL,"
+  "  PRIMARY KEY(model, name));"
+  "CREATE TABLE IF NOT EXISTS gpt_train_log("
+  "  model TEXT NOT NULL, step INTEGER NOT NULL, loss REAL, val_loss REAL, lr REAL,"
+  "  tokens_per_s REAL, elapsed_s REAL);";
+
+/* The options of a run (see the header comment). */
+typedef struct TrainOpts {
+  int nLayer, nHead, nEmbd, nCtx;
+  int bShape;                /* some shape key was given */
+  char *zTok;                /* "tokenizer" */
+  int64_t steps, batch, seed, ckptEvery, warmup, stopAfter, maxTokens;
+  double lr, wd, clip, valFrac;
+  int threads;
+} TrainOpts;
+
+/* One call's state. */
+typedef struct Train {
+  sqlite3 *db;
+  GptConn *pConn;
+  const char *zModel;
+  char *zErr;
+  TrainOpts o;
+  GptModel *pTokM;           /* the model whose tokenizer encodes the rows */
+  int *aTok;                 /* token buffer */
+  int64_t nTok, nTrain;
+  GPTModel *pNet;
+  int hasHead;
+  GPTTrainer *pTr;
+  int T;
+  int64_t step;              /* steps done */
+  int bNew;                  /* the model has no rows yet */
+  int bAutocommit;
+  double elapsed0;           /* seconds of earlier calls of this run */
+} Train;
+
+/* Records the first error: "gpt_train: model 'NAME': ...". */
+static int trainError(Train *t, const char *zFmt, ...) {
+  va_list ap;
+  if (t->zErr) return SQLITE_ERROR;
+  va_start(ap, zFmt);
+  char *zMsg = sqlite3_vmprintf(zFmt, ap);
+  va_end(ap);
+  t->zErr = sqlite3_mprintf("%s: model '%s': %s", zFunc, t->zModel, zMsg ? zMsg : "out of memory");
+  sqlite3_free(zMsg);
+  return SQLITE_ERROR;
+}
+
+static int trainSqlError(Train *t) {
+  if (gptext_interrupted(t->db)) return trainError(t, "interrupted at step %lld", (long long)t->step);
+  return trainError(t, "%s", sqlite3_errmsg(t->db));
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ------------------------------------------------------------- options */
+
+/* Parses the options object into t->o (defaults first). Integers must be
+** integers in range; an unknown key is an error. */
+static int trainParseOptions(Train *t, sqlite3_value *pArg) {
+  TrainOpts *o = &t->o;
+  o->nLayer = 4; o->nHead = 4; o->nEmbd = 128; o->nCtx = 128;
+  o->steps = 1000; o->batch = 8; o->seed = 1337; o->ckptEvery = 100; o->warmup = -1;
+  o->stopAfter = -1; o->maxTokens = 16777216;
+  o->lr = 1e-3; o->wd = 0.1; o->clip = 1.0; o->valFrac = 0.1; o->threads = 0;
+  if (!pArg || sqlite3_value_type(pArg) == SQLITE_NULL) return SQLITE_OK;
+  sqlite3_stmt *p = 0;
+  int rc = sqlite3_prepare_v2(t->db, "SELECT key, type, value, json_valid(?1) AND "
+                              "json_type(?1) = 'object' FROM json_each(?1)", -1, &p, 0);
+  if (rc != SQLITE_OK) return trainSqlError(t);
+  sqlite3_bind_value(p, 1, pArg);
+  struct { const char *zKey; int64_t *pI; int *pInt; double *pD; double lo, hi; } aKey[] = {
+    {"n_layer", 0, &o->nLayer, 0, 1, 64},
+    {"n_head", 0, &o->nHead, 0, 1, 64},
+    {"n_embd", 0, &o->nEmbd, 0, 1, 4096},
+    {"n_ctx", 0, &o->nCtx, 0, 2, 4096},
+    {"steps", &o->steps, 0, 0, 1, 1e9},
+    {"batch_size", &o->batch, 0, 0, 1, 4096},
+    {"seed", &o->seed, 0, 0, -9.2e18, 9.2e18},
+    {"checkpoint_every", &o->ckptEvery, 0, 0, 1, 1e9},
+    {"warmup", &o->warmup, 0, 0, 0, 1e9},
+    {"stop_after", &o->stopAfter, 0, 0, 1, 1e9},
+    {"max_tokens", &o->maxTokens, 0, 0, 1024, 1e9},
+    {"threads", 0, &o->threads, 0, 0, 256},
+    {"learning_rate", 0, 0, &o->lr, 0, 10},
+    {"weight_decay", 0, 0, &o->wd, 0, 10},
+    {"grad_clip", 0, 0, &o->clip, 0, 1e6},
+    {"val_fraction", 0, 0, &o->valFrac, 0, 0.9},
+  };
+  while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
+    const char *zKey = (const char *)sqlite3_column_text(p, 0);
+    const char *zType = (const char *)sqlite3_column_text(p, 1);
+    if (!sqlite3_column_int(p, 3)) break;
+    if (!zKey || !zType) continue;
+    if (strcmp(zKey, "tokenizer") == 0) {
+      if (strcmp(zType, "text") != 0) {
+        sqlite3_finalize(p);
+        return trainError(t, "option tokenizer must be a model name");
+      }
+      sqlite3_free(o->zTok);
+      o->zTok = sqlite3_mprintf("%s", sqlite3_column_text(p, 2));
+      continue;
+    }
+    size_t i;
+    for (i = 0; i < sizeof(aKey) / sizeof(aKey[0]); i++)
+      if (strcmp(zKey, aKey[i].zKey) == 0) break;
+    if (i == sizeof(aKey) / sizeof(aKey[0])) {
+      sqlite3_finalize(p);
+      return trainError(t, "unknown option '%s'", zKey);
+    }
+    int bInt = aKey[i].pI || aKey[i].pInt;
+    double v = sqlite3_column_double(p, 2);
+    int bNum = strcmp(zType, "integer") == 0 || (!bInt && strcmp(zType, "real") == 0);
+    /* learning_rate must be > 0: the range's lower bound is exclusive for it */
+    int bLrBad = aKey[i].pD == &o->lr && !(v > 0);
+    if (!bNum || bLrBad || !(v >= aKey[i].lo && v <= aKey[i].hi)) {
+      sqlite3_finalize(p);
+      if (aKey[i].pD == &o->lr)
+        return trainError(t, "option learning_rate is %s, expected a number > 0 and <= 10",
+                          sqlite3_column_text(p, 2) ? (const char *)sqlite3_column_text(p, 2) : "?");
+      return trainError(t, "option %s must be %s from %g to %g", zKey,
+                        bInt ? "an integer" : "a number", aKey[i].lo, aKey[i].hi);
+    }
+    if (aKey[i].pI) *aKey[i].pI = sqlite3_column_int64(p, 2);
+    else if (aKey[i].pInt) *aKey[i].pInt = sqlite3_column_int(p, 2);
+    else *aKey[i].pD = v;
+    if (i < 4) o->bShape = 1;
+  }
+  int bObject = rc != SQLITE_ROW || sqlite3_column_int(p, 3);
+  if (rc == SQLITE_DONE) {
+    /* an empty object or a non-object: json_each gives no rows for a scalar */
+    sqlite3_reset(p);
+    sqlite3_bind_value(p, 1, pArg);
+    if (sqlite3_step(p) == SQLITE_ROW) bObject = sqlite3_column_int(p, 3);
+  }
+  sqlite3_finalize(p);
+  if (rc != SQLITE_DONE && rc != SQLITE_ROW) return trainSqlError(t);
+  if (!bObject) return trainError(t, "options must be a JSON object");
+  if (o->nEmbd % o->nHead != 0)
+    return trainError(t, "option n_embd %d is not a multiple of n_head %d", o->nEmbd, o->nHead);
+  if (o->warmup < 0) o->warmup = o->steps / 10 < 100 ? o->steps / 10 : 100;
+  return SQLITE_OK;
+}
+
+/* The options that define a run, as JSON, stored with its checkpoints. */
+static char *trainOptionsJson(const TrainOpts *o, int64_t step, double elapsed) {
+  return sqlite3_mprintf(
+      "{\"step\":%lld,\"steps\":%lld,\"batch_size\":%lld,\"learning_rate\":%.17g,"
+      "\"seed\":%lld,\"warmup\":%lld,\"weight_decay\":%.17g,\"grad_clip\":%.17g,"
+      "\"val_fraction\":%.17g,\"checkpoint_every\":%lld,\"max_tokens\":%lld,"
+      "\"n_ctx\":%d,\"elapsed_s\":%.17g}",
+      (long long)step, (long long)o->steps, (long long)o->batch, o->lr, (long long)o->seed,
+      (long long)o->warmup, o->wd, o->clip, o->valFrac, (long long)o->ckptEvery,
+      (long long)o->maxTokens, o->nCtx, elapsed);
+}
+
+/* Reads an unfinished run's state row: 1 with the run's options in t->o and
+** its step, 0 when there is none (or it finished), or an error. */
+static int trainReadState(Train *t) {
+  sqlite3_stmt *p = 0;
+  int rc = sqlite3_prepare_v2(t->db,
+      "SELECT json_extract(data, '$.step'), json_extract(data, '$.steps'),"
+      " json_extract(data, '$.batch_size'), json_extract(data, '$.learning_rate'),"
+      " json_extract(data, '$.seed'), json_extract(data, '$.warmup'),"
+      " json_extract(data, '$.weight_decay'), json_extract(data, '$.grad_clip'),"
+      " json_extract(data, '$.val_fraction'), json_extract(data, '$.checkpoint_every'),"
+      " json_extract(data, '$.max_tokens'), json_extract(data, '$.n_ctx'),"
+      " json_extract(data, '$.elapsed_s')"
+      " FROM gpt_train_state WHERE model = ?1 AND name = 'state' AND json_valid(data)",
+      -1, &p, 0);
+  if (rc != SQLITE_OK) return trainSqlError(t) - 100;
+  sqlite3_bind_text(p, 1, t->zModel, -1, SQLITE_STATIC);
+  int found = 0;
+  if (sqlite3_step(p) == SQLITE_ROW) {
+    int64_t step = sqlite3_column_int64(p, 0), steps = sqlite3_column_int64(p, 1);
+    if (step >= 0 && step < steps && steps <= 1000000000) {
+      TrainOpts *o = &t->o;
+      t->step = step;
+      o->steps = steps;
+      o->batch = sqlite3_column_int64(p, 2);
+      o->lr = sqlite3_column_double(p, 3);
+      o->seed = sqlite3_column_int64(p, 4);
+      o->warmup = sqlite3_column_int64(p, 5);
+      o->wd = sqlite3_column_double(p, 6);
+      o->clip = sqlite3_column_double(p, 7);
+      o->valFrac = sqlite3_column_double(p, 8);
+      o->ckptEvery = sqlite3_column_int64(p, 9);
+      o->maxTokens = sqlite3_column_int64(p, 10);
+      o->nCtx = sqlite3_column_int(p, 11);
+      t->elapsed0 = sqlite3_column_double(p, 12);
+      found = 1;
+      if (o->batch < 1 || o->batch > 4096 || !(o->lr > 0) || o->ckptEvery < 1 ||
+          o->maxTokens < 1024 || o->maxTokens > 1000000000 || o->nCtx < 2 ||
+          !(o->valFrac >= 0 && o->valFrac <= 0.9)) {
+        sqlite3_finalize(p);
+        return trainError(t, "gpt_train_state row 'state' is out of range") - 100;
+      }
+    }
+  }
+  sqlite3_finalize(p);
+  return found;
+}
+
+/* ---------------------------------------------------------------- data */
+
+/* Appends the tokens of one row to the buffer, by reservoir sampling of
+** TOKEN_CHUNK-token chunks once it is full. *pPending collects the chunk
+** being filled at the end of the buffer's capacity. */
+typedef struct TokStream {
+  int64_t cap;               /* tokens the buffer holds at most (whole chunks) */
+  int64_t nChunkSeen;        /* chunks offered after the buffer filled */
+  int *aPend;                /* (TOKEN_CHUNK,) chunk being filled once full */
+  int nPend;
+  uint64_t rng;
+} TokStream;
+
+static void tokPush(Train *t, TokStream *s, int id) {
+  if (t->nTok < s->cap) {
+    t->aTok[t->nTok++] = id;
+    return;
+  }
+  s->aPend[s->nPend++] = id;
+  if (s->nPend < TOKEN_CHUNK) return;
+  /* reservoir: the k-th chunk past capacity replaces a random kept chunk
+  ** with probability nKept / (nKept + k) */
+  int64_t nKept = s->cap / TOKEN_CHUNK;
+  s->nChunkSeen++;
+  uint64_t j = gpt_train_rand(&s->rng) % (uint64_t)(nKept + s->nChunkSeen);
+  if ((int64_t)j < nKept)
+    memcpy(t->aTok + j * TOKEN_CHUNK, s->aPend, TOKEN_CHUNK * sizeof(int));
+  s->nPend = 0;
+}
+
+/* Runs the query and tokenizes its rows into t->aTok. */
+static int trainReadQuery(Train *t, const char *zQuery) {
+  sqlite3_stmt *p = 0;
+  TokStream s = {0, 0, 0, 0, (uint64_t)t->o.seed ^ 0x7f4a7c159e3779b9ull};
+  int rc = sqlite3_prepare_v2(t->db, zQuery, -1, &p, 0);
+  if (rc != SQLITE_OK) {
+    trainError(t, "query: %s", sqlite3_errmsg(t->db));
+    goto done;
+  }
+  if (!p || !sqlite3_stmt_readonly(p) || sqlite3_column_count(p) != 1) {
+    rc = trainError(t, "the query must be one SELECT of one text column");
+    goto done;
+  }
+  s.cap = (t->o.maxTokens + TOKEN_CHUNK - 1) / TOKEN_CHUNK * TOKEN_CHUNK;
+  t->aTok = sqlite3_malloc64((size_t)(s.cap < 1048576 ? s.cap : 1048576) * sizeof(int));
+  int64_t nAlloc = s.cap < 1048576 ? s.cap : 1048576;
+  s.aPend = sqlite3_malloc64(TOKEN_CHUNK * sizeof(int));
+  if (!t->aTok || !s.aPend) {
+    rc = trainError(t, "out of memory for the token buffer");
+    goto done;
+  }
+  int64_t iRow = 0;
+  while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
+    iRow++;
+    int eType = sqlite3_column_type(p, 0);
+    if (eType == SQLITE_NULL) continue;
+    if (eType != SQLITE_TEXT) {
+      rc = trainError(t, "query row %lld is not text", (long long)iRow);
+      goto done;
+    }
+    const char *z = (const char *)sqlite3_column_text(p, 0);
+    int n = sqlite3_column_bytes(p, 0), *aIds = 0, nIds = 0;
+    rc = gptext_encode(t->pTokM, zFunc, z, n, GPTEXT_ENCODE_NO_BOS, &aIds, &nIds, &t->zErr);
+    if (rc != SQLITE_OK) goto done;
+    if (t->nTok + nIds + 1 > nAlloc && nAlloc < s.cap) {
+      int64_t want = t->nTok + nIds + 1, n2 = nAlloc;
+      while (n2 < want && n2 < s.cap) n2 *= 2;
+      if (n2 > s.cap) n2 = s.cap;
+      int *a = sqlite3_realloc64(t->aTok, (size_t)n2 * sizeof(int));
+      if (!a) {
+        sqlite3_free(aIds);
+        rc = trainError(t, "out of memory for the token buffer");
+        goto done;
+      }
+      t->aTok = a;
+      nAlloc = n2;
+    }
+    for (int i = 0; i < nIds; i++) tokPush(t, &s, aIds[i]);
+    if (t->pTokM->eot >= 0) tokPush(t, &s, t->pTokM->eot);
+    sqlite3_free(aIds);
+    if (gptext_interrupted(t->db)) break;
+  }
+  if (rc != SQLITE_DONE) {
+    rc = trainSqlError(t);
+    goto done;
+  }
+  rc = SQLITE_OK;
+done:
+  sqlite3_finalize(p);
+  sqlite3_free(s.aPend);
+  return t->zErr ? SQLITE_ERROR : rc;
+}
+
+/* ------------------------------------------------------------- weights */
+
+/* Loads the model's tensor rows into t->pNet (f32), as the loader does. */
+static int trainLoadWeights(Train *t, const GPTConfig *c) {
+  sqlite3_stmt *p = 0;
+  char zMsg[256];
+  int rc = sqlite3_prepare_v2(t->db, "SELECT EXISTS(SELECT 1 FROM gpt_tensors WHERE model = ?1 "
+                              "AND name = 'lm_head.weight')", -1, &p, 0);
+  if (rc != SQLITE_OK) return trainSqlError(t);
+  sqlite3_bind_text(p, 1, t->zModel, -1, SQLITE_STATIC);
+  t->hasHead = sqlite3_step(p) == SQLITE_ROW && sqlite3_column_int(p, 0);
+  sqlite3_finalize(p);
+  t->pNet = gpt_model_new(c, t->hasHead, zMsg, sizeof(zMsg));
+  if (!t->pNet) return trainError(t, "%s", zMsg);
+  rc = sqlite3_prepare_v2(t->db, "SELECT name, dtype, data FROM gpt_tensors WHERE model = ?1",
+                          -1, &p, 0);
+  if (rc != SQLITE_OK) return trainSqlError(t);
+  sqlite3_bind_text(p, 1, t->zModel, -1, SQLITE_STATIC);
+  int nSeen = 0;
+  while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
+    const char *zName = (const char *)sqlite3_column_text(p, 0);
+    int i = zName ? gpt_tensor_index(c, t->hasHead, zName) : -1;
+    int dtype = gpt_row_dtype_from_name((const char *)sqlite3_column_text(p, 1));
+    if (i < 0) continue;
+    GPTTensorInfo info;
+    gpt_tensor_info(c, t->hasHead, i, &info);
+    int64_t nb = dtype < 0 ? -1 : gpt_tensor_bytes(&info, dtype);
+    if (nb < 0 || sqlite3_column_bytes(p, 2) != nb) {
+      sqlite3_finalize(p);
+      return trainError(t, "tensor %s has %d bytes of %s, expected %lld", info.name,
+                        sqlite3_column_bytes(p, 2), sqlite3_column_text(p, 1), (long long)nb);
+    }
+    if (gpt_model_load(t->pNet, i, dtype, 0, info.n_elem, sqlite3_column_blob(p, 2), zMsg,
+                       sizeof(zMsg))) {
+      sqlite3_finalize(p);
+      return trainError(t, "%s", zMsg);
+    }
+    nSeen++;
+  }
+  sqlite3_finalize(p);
+  if (rc != SQLITE_DONE) return trainSqlError(t);
+  if (nSeen != gpt_n_tensors(c, t->hasHead))
+    return trainError(t, "has %d of its %d tensors", nSeen, gpt_n_tensors(c, t->hasHead));
+  return SQLITE_OK;
+}
+
+/* Loads the AdamW moments of a resumed run. */
+static int trainLoadMoments(Train *t) {
+  const GPTConfig *c = gpt_model_config(t->pNet);
+  sqlite3_stmt *p = 0;
+  int rc = sqlite3_prepare_v2(t->db, "SELECT data FROM gpt_train_state WHERE model = ?1 AND "
+                              "name = ?2", -1, &p, 0);
+  if (rc != SQLITE_OK) return trainSqlError(t);
+  for (int i = 0; i < gpt_n_tensors(c, t->hasHead); i++) {
+    GPTTensorInfo info;
+    gpt_tensor_info(c, t->hasHead, i, &info);
+    for (int k = 1; k <= 2; k++) {
+      char *zName = sqlite3_mprintf("adam.%s.%s", k == 1 ? "m" : "v", info.name);
+      sqlite3_bind_text(p, 1, t->zModel, -1, SQLITE_STATIC);
+      sqlite3_bind_text(p, 2, zName, -1, sqlite3_free);
+      rc = sqlite3_step(p);
+      if (rc != SQLITE_ROW || sqlite3_column_bytes(p, 0) != info.n_elem * 4) {
+        sqlite3_finalize(p);
+        return trainError(t, "gpt_train_state lacks adam.%s.%s of %lld bytes",
+                          k == 1 ? "m" : "v", info.name, (long long)info.n_elem * 4);
+      }
+      memcpy(gpt_trainer_buffer(t->pTr, k, i), sqlite3_column_blob(p, 0),
+             (size_t)info.n_elem * 4);
+      sqlite3_reset(p);
+    }
+  }
+  sqlite3_finalize(p);
+  return SQLITE_OK;
+}
+
+/* ---------------------------------------------------------- checkpoints */
+
+/* Runs one SQL statement with up to two bound texts and a blob. */
+static int trainExec(Train *t, const char *zSql, const char *z1, const char *z2,
+                     const void *pBlob, int64_t nBlob) {
+  sqlite3_stmt *p = 0;
+  int rc = sqlite3_prepare_v2(t->db, zSql, -1, &p, 0);
+  if (rc != SQLITE_OK) return trainSqlError(t);
+  if (z1) sqlite3_bind_text(p, 1, z1, -1, SQLITE_STATIC);
+  if (z2) sqlite3_bind_text(p, 2, z2, -1, SQLITE_STATIC);
+  if (pBlob) sqlite3_bind_blob64(p, 3, pBlob, (sqlite3_uint64)nBlob, SQLITE_STATIC);
+  while ((rc = sqlite3_step(p)) == SQLITE_ROW) {}
+  sqlite3_finalize(p);
+  return rc == SQLITE_DONE ? SQLITE_OK : trainSqlError(t);
+}
+
+/* Opens the checkpoint's transaction, write lock first: BEGIN IMMEDIATE in
+** autocommit mode, else a savepoint of the caller's transaction. (The one
+** place to swap for a shared savepoint helper.) */
+static int trainTxnBegin(Train *t) {
+  t->bAutocommit = sqlite3_get_autocommit(t->db);
+  return trainExec(t, t->bAutocommit ? "BEGIN IMMEDIATE" : "SAVEPOINT gpt_train", 0, 0, 0, 0);
+}
+
+/* Commits (ok) or rolls back the checkpoint's transaction. */
+static int trainTxnEnd(Train *t, int ok) {
+  if (ok) return trainExec(t, t->bAutocommit ? "COMMIT" : "RELEASE gpt_train", 0, 0, 0, 0);
+  sqlite3_exec(t->db, t->bAutocommit ? "ROLLBACK" : "ROLLBACK TO gpt_train; RELEASE gpt_train",
+               0, 0, 0);
+  return SQLITE_ERROR;
+}
+
+/* The config JSON of a new model's gpt_models row. */
+static char *trainConfigJson(const GPTConfig *c) {
+  return sqlite3_mprintf("{\"model_type\":\"gpt2\",\"n_layer\":%d,\"n_head\":%d,\"n_embd\":%d,"
+                         "\"n_ctx\":%d,\"vocab_size\":%d,\"layer_norm_epsilon\":%.17g}",
+                         c->n_layer, c->n_head, c->n_embd, c->n_ctx, c->vocab_size, c->ln_eps);
+}
+
+/* Writes a checkpoint at t->step: weights as f32 rows in the Hugging Face
+** layout, moments and state, the log row; and for a new model its
+** gpt_models row and a copy of its tokenizer's rows. */
+static int trainCheckpoint(Train *t, const char *zLogSql) {
+  const GPTConfig *c = gpt_model_config(t->pNet);
+  float *tmp = 0;
+  int rc = trainTxnBegin(t);
+  if (rc != SQLITE_OK) return rc;
+  if (t->bNew) {
+    char *zCfg = trainConfigJson(c);
+    rc = trainExec(t, "INSERT INTO gpt_models(name, config, source) VALUES(?1, ?2, 'gpt_train')",
+                   t->zModel, zCfg, 0, 0);
+    sqlite3_free(zCfg);
+    if (rc == SQLITE_OK)
+      rc = trainExec(t, "INSERT INTO gpt_vocab(model, token_id, token) SELECT ?1, token_id, "
+                     "token FROM gpt_vocab WHERE model = ?2", t->zModel, t->o.zTok, 0, 0);
+    if (rc == SQLITE_OK)
+      rc = trainExec(t, "INSERT INTO gpt_merges(model, rank, left, right) SELECT ?1, rank, "
+                     "left, right FROM gpt_merges WHERE model = ?2", t->zModel, t->o.zTok, 0, 0);
+    if (rc == SQLITE_OK)
+      rc = trainExec(t, "INSERT INTO gpt_tokenizer(model, config) SELECT ?1, config FROM "
+                     "gpt_tokenizer WHERE model = ?2", t->zModel, t->o.zTok, 0, 0);
+  }
+  int64_t maxElem = 0;
+  for (int i = 0; i < gpt_n_tensors(c, t->hasHead); i++) {
+    GPTTensorInfo info;
+    gpt_tensor_info(c, t->hasHead, i, &info);
+    if (info.n_elem > maxElem) maxElem = info.n_elem;
+  }
+  tmp = sqlite3_malloc64((size_t)maxElem * sizeof(float));
+  if (!tmp && rc == SQLITE_OK) rc = trainError(t, "out of memory");
+  for (int i = 0; rc == SQLITE_OK && i < gpt_n_tensors(c, t->hasHead); i++) {
+    GPTTensorInfo info;
+    gpt_tensor_info(c, t->hasHead, i, &info);
+    const float *w = gpt_model_tensor_data(t->pNet, i);
+    if (info.transposed) {
+      /* memory (out, in) -> stored (in, out) */
+      int64_t nIn = info.shape[0], nOut = info.shape[1];
+      for (int64_t r = 0; r < nIn; r++)
+        for (int64_t k = 0; k < nOut; k++) tmp[r * nOut + k] = w[k * nIn + r];
+      w = tmp;
+    }
+    char *zShape = info.ndim == 2 ? sqlite3_mprintf("[%lld,%lld]", (long long)info.shape[0],
+                                                    (long long)info.shape[1])
+                                  : sqlite3_mprintf("[%lld]", (long long)info.shape[0]);
+    sqlite3_stmt *p = 0;
+    rc = sqlite3_prepare_v2(t->db, "INSERT OR REPLACE INTO gpt_tensors(model, name, dtype, "
+                            "shape, data) VALUES(?1, ?2, 'f32', ?3, ?4)", -1, &p, 0);
+    if (rc == SQLITE_OK) {
+      sqlite3_bind_text(p, 1, t->zModel, -1, SQLITE_STATIC);
+      sqlite3_bind_text(p, 2, info.name, -1, SQLITE_STATIC);
+      sqlite3_bind_text(p, 3, zShape, -1, SQLITE_STATIC);
+      sqlite3_bind_blob64(p, 4, w, (sqlite3_uint64)info.n_elem * 4, SQLITE_STATIC);
+      rc = sqlite3_step(p) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+    }
+    sqlite3_finalize(p);
+    sqlite3_free(zShape);
+    if (rc != SQLITE_OK) { rc = trainSqlError(t); break; }
+    for (int k = 1; rc == SQLITE_OK && k <= 2; k++) {
+      char *zName = sqlite3_mprintf("adam.%s.%s", k == 1 ? "m" : "v", info.name);
+      rc = trainExec(t, "INSERT OR REPLACE INTO gpt_train_state(model, name, data) "
+                     "VALUES(?1, ?2, ?3)", t->zModel, zName, gpt_trainer_buffer(t->pTr, k, i),
+                     info.n_elem * 4);
+      sqlite3_free(zName);
+    }
+  }
+  if (rc == SQLITE_OK) {
+    char *zState = trainOptionsJson(&t->o, t->step, t->elapsed0);
+    rc = trainExec(t, "INSERT OR REPLACE INTO gpt_train_state(model, name, data) "
+                   "VALUES(?1, 'state', ?2)", t->zModel, zState, 0, 0);
+    sqlite3_free(zState);
+  }
+  if (rc == SQLITE_OK && zLogSql) rc = trainExec(t, zLogSql, 0, 0, 0, 0);
+  sqlite3_free(tmp);
+  if (rc == SQLITE_OK) rc = trainTxnEnd(t, 1);
+  else trainTxnEnd(t, 0);
+  if (rc == SQLITE_OK) t->bNew = 0;
+  return rc;
+}
+
+/* ---------------------------------------------------------------- steps */
+
+/* Mean validation loss over up to VAL_SEQUENCES evenly spaced windows of
+** the held-out tokens; NaN when there are too few of them. */
+static double trainValLoss(Train *t) {
+  int64_t nVal = t->nTok - t->nTrain;
+  if (nVal < t->T + 1) return NAN;
+  int n = 0;
+  double sum = 0;
+  char zMsg[200];
+  for (int k = 0; k < VAL_SEQUENCES; k++) {
+    int64_t at = t->nTrain + (nVal - t->T - 1) * k / VAL_SEQUENCES;
+    double loss;
+    if (gpt_trainer_eval(t->pTr, t->aTok + at, t->T, &loss, zMsg, sizeof(zMsg)) != GPT_OK) {
+      trainError(t, "%s", zMsg);
+      return NAN;
+    }
+    sum += loss;
+    n++;
+  }
+  return sum / n;
+}
+
+/* One optimizer step: batch_size windows whose offsets depend only on the
+** seed and the step. Returns the mean loss. */
+static int trainStep(Train *t, double *pLoss) {
+  char zMsg[200];
+  uint64_t rng = (uint64_t)t->o.seed * 0x9e3779b97f4a7c15ull ^ (uint64_t)t->step;
+  gpt_trainer_zero_grad(t->pTr);
+  double loss = 0;
+  for (int64_t b = 0; b < t->o.batch; b++) {
+    int64_t at = (int64_t)(gpt_train_rand(&rng) % (uint64_t)(t->nTrain - t->T));
+    double l;
+    if (gpt_trainer_sequence(t->pTr, t->aTok + at, t->T, 1.0 / t->o.batch, &l, zMsg,
+                             sizeof(zMsg)) != GPT_OK)
+      return trainError(t, "%s", zMsg);
+    loss += l / t->o.batch;
+  }
+  gpt_trainer_clip(t->pTr, t->o.clip);
+  gpt_trainer_adamw(t->pTr, gpt_train_lr(t->step, t->o.steps, t->o.warmup, t->o.lr), t->o.wd,
+                    t->step + 1);
+  *pLoss = loss;
+  return SQLITE_OK;
+}
+
+/* gpt_train(model, query [, options]) */
+static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  Train t;
+  memset(&t, 0, sizeof(t));
+  t.db = sqlite3_context_db_handle(ctx);
+  t.pConn = sqlite3_user_data(ctx);
+  t.zModel = (const char *)sqlite3_value_text(argv[0]);
+  const char *zQuery = (const char *)sqlite3_value_text(argv[1]);
+  GptModel *pSelf = 0;
+  char *zSummary = 0;
+  int rc = SQLITE_OK, bExists = 0, nThreadsOld = gpt_threads_get();
+  if (sqlite3_value_type(argv[0]) != SQLITE_TEXT || !t.zModel || !t.zModel[0]) {
+    sqlite3_result_error(ctx, "gpt_train: the model name must be non-empty text", -1);
+    return;
+  }
+  if (sqlite3_value_type(argv[1]) != SQLITE_TEXT || !zQuery) {
+    sqlite3_result_error(ctx, "gpt_train: the query must be the text of a SELECT", -1);
+    return;
+  }
+  if (gptext_ensure_schema(t.db, &t.zErr) != SQLITE_OK) goto done;
+  if (sqlite3_exec(t.db, zTrainSchema, 0, 0, 0) != SQLITE_OK) { trainSqlError(&t); goto done; }
+  if (trainParseOptions(&t, argc > 2 ? argv[2] : 0) != SQLITE_OK) goto done;
+  if (t.o.threads > 0) gpt_threads_set(t.o.threads);
+  {
+    sqlite3_stmt *p = 0;
+    if (sqlite3_prepare_v2(t.db, "SELECT 1 FROM gpt_models WHERE name = ?1", -1, &p, 0)) {
+      trainSqlError(&t);
+      goto done;
+    }
+    sqlite3_bind_text(p, 1, t.zModel, -1, SQLITE_STATIC);
+    bExists = sqlite3_step(p) == SQLITE_ROW;
+    sqlite3_finalize(p);
+  }
+  int64_t stopAfter = t.o.stopAfter;
+  int bResume = bExists ? trainReadState(&t) : 0;
+  if (bResume < 0) goto done;
+  if (stopAfter > 0) t.o.stopAfter = stopAfter;
+  GPTConfig cfg;
+  memset(&cfg, 0, sizeof(cfg));
+  if (bExists) {
+    /* fine-tune or resume: the model's own shape and tokenizer */
+    if (t.o.bShape && !bResume) {
+      trainError(&t, "exists; n_layer, n_head, n_embd and n_ctx apply to new models only");
+      goto done;
+    }
+    if (gptext_model_acquire(t.pConn, t.db, zFunc, t.zModel, 0, &pSelf, &t.zErr)) goto done;
+    cfg = pSelf->cfg;
+    t.pTokM = pSelf;
+    if (!bResume) t.o.nCtx = cfg.n_ctx;
+  } else {
+    if (!t.o.zTok) {
+      trainError(&t, "is new and needs a tokenizer: {\"tokenizer\": \"MODEL\"} names a model "
+                 "whose tokenizer it takes (gpt_train_tokenizer makes one)");
+      goto done;
+    }
+    if (gptext_model_acquire(t.pConn, t.db, zFunc, t.o.zTok, 0, &t.pTokM, &t.zErr)) goto done;
+    cfg.n_layer = t.o.nLayer;
+    cfg.n_head = t.o.nHead;
+    cfg.n_embd = t.o.nEmbd;
+    cfg.n_ctx = t.o.nCtx;
+    cfg.vocab_size = gptext_live_vocab(t.pTokM);
+    cfg.ln_eps = 1e-5;
+    cfg.arch = GPT_ARCH_GPT2;
+    t.bNew = 1;
+  }
+  if (cfg.arch != GPT_ARCH_GPT2) {
+    trainError(&t, "training supports gpt2 models only, not %s", gpt_arch_name(cfg.arch));
+    goto done;
+  }
+  if (trainReadQuery(&t, zQuery) != SQLITE_OK) goto done;
+  t.nTrain = t.nTok - (int64_t)((double)t.nTok * t.o.valFrac);
+  t.T = t.o.nCtx < cfg.n_ctx ? t.o.nCtx : cfg.n_ctx;
+  if (t.nTrain < t.T + 2) {
+    trainError(&t, "the query gave %lld tokens (%lld for training); a window of n_ctx %d needs "
+               "at least %d", (long long)t.nTok, (long long)t.nTrain, t.T, t.T + 2);
+    goto done;
+  }
+  {
+    char zMsg[256];
+    if (t.bNew) {
+      t.pNet = gpt_model_new(&cfg, 0, zMsg, sizeof(zMsg));
+      if (!t.pNet) { trainError(&t, "%s", zMsg); goto done; }
+      gpt_train_init(t.pNet, (uint64_t)t.o.seed);
+    } else if (trainLoadWeights(&t, &cfg) != SQLITE_OK) {
+      goto done;
+    }
+    t.pTr = gpt_trainer_new(t.pNet, t.T, zMsg, sizeof(zMsg));
+    if (!t.pTr) { trainError(&t, "%s", zMsg); goto done; }
+    if (bResume && trainLoadMoments(&t) != SQLITE_OK) goto done;
+  }
+  {
+    int64_t step0 = t.step, end = t.o.steps;
+    if (t.o.stopAfter > 0 && t.o.stopAfter < end) end = t.o.stopAfter;
+    double t0 = now_s(), tLast = t0, loss = NAN, val = NAN;
+    int64_t tokLast = 0;
+    int64_t logEvery = t.o.ckptEvery < 10 ? 1 : 10;
+    while (t.step < end) {
+      if (gptext_interrupted(t.db)) {
+        trainError(&t, "interrupted at step %lld; the last checkpoint stands",
+                   (long long)t.step);
+        goto done;
+      }
+      double lr = gpt_train_lr(t.step, t.o.steps, t.o.warmup, t.o.lr);
+      if (trainStep(&t, &loss) != SQLITE_OK) goto done;
+      t.step++;
+      tokLast += t.o.batch * t.T;
+      int bCkpt = t.step % t.o.ckptEvery == 0 || t.step == end;
+      if (!bCkpt && t.step % logEvery != 0) continue;
+      double tNow = now_s(), tps = tokLast / (tNow - tLast > 1e-9 ? tNow - tLast : 1e-9);
+      tLast = tNow;
+      tokLast = 0;
+      double elapsed = t.elapsed0 + (tNow - t0);
+      if (bCkpt) val = trainValLoss(&t);
+      if (t.zErr) goto done;
+      char zVal[40] = "NULL";
+      if (bCkpt && !isnan(val)) sqlite3_snprintf(sizeof(zVal), zVal, "%.9g", val);
+      char *zLog = sqlite3_mprintf("INSERT INTO gpt_train_log VALUES(%Q, %lld, %.9g, %s, %.9g, "
+                                   "%.6g, %.6g)", t.zModel, (long long)t.step, loss, zVal,
+                                   lr, tps, elapsed);
+      if (bCkpt) {
+        double e0 = t.elapsed0;
+        t.elapsed0 = elapsed;
+        rc = trainCheckpoint(&t, zLog);
+        t.elapsed0 = e0;
+      } else if (!t.bNew) {
+        rc = trainExec(&t, zLog, 0, 0, 0, 0);
+      }
+      sqlite3_free(zLog);
+      if (rc != SQLITE_OK) goto done;
+    }
+    double secs = now_s() - t0;
+    zSummary = sqlite3_mprintf("gpt_train: model '%s': steps %lld to %lld of %lld, %lld "
+                               "parameters, %lld tokens (%lld held out), loss %.4f, val_loss "
+                               "%.4f, %.0f tokens/s, %.1f s", t.zModel, (long long)step0,
+                               (long long)t.step, (long long)t.o.steps,
+                               (long long)gpt_n_params(&cfg, t.hasHead), (long long)t.nTok,
+                               (long long)(t.nTok - t.nTrain), loss, val,
+                               secs > 0 ? (double)(t.step - step0) * t.o.batch * t.T / secs : 0,
+                               secs);
+  }
+done:
+  gpt_threads_set(nThreadsOld);
+  if (t.zErr) sqlite3_result_error(ctx, t.zErr, -1);
+  else if (zSummary) sqlite3_result_text(ctx, zSummary, -1, SQLITE_TRANSIENT);
+  sqlite3_free(zSummary);
+  sqlite3_free(t.zErr);
+  sqlite3_free(t.o.zTok);
+  sqlite3_free(t.aTok);
+  gpt_trainer_free(t.pTr);
+  gpt_model_free(t.pNet);
+  if (pSelf) gptext_model_release(pSelf);
+  else if (t.pTokM) gptext_model_release(t.pTokM);
+}
+
+/* ------------------------------------------------------ the tokenizer */
+
+/* gpt_train_tokenizer(name, query, vocab_size): learns a byte-level BPE
+** (engine/bpe.c) from the query's text rows and writes it as model NAME's
+** gpt_vocab (the 256 bytes, then each merge's token, then <|endoftext|>) and
+** gpt_merges, with a gpt_models row whose config gives vocab_size (a
+** tokenizer without weights: {"tokenizer": NAME} hands it to gpt_train).
+** All rows are written in one savepoint. */
+static void gptTrainTokenizerFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  static const char zTokFunc[] = "gpt_train_tokenizer";
+  sqlite3 *db = sqlite3_context_db_handle(ctx);
+  const char *zName = (const char *)sqlite3_value_text(argv[0]);
+  const char *zQuery = (const char *)sqlite3_value_text(argv[1]);
+  sqlite3_int64 nVocab = sqlite3_value_int64(argv[2]);
+  sqlite3_stmt *p = 0;
+  GPTBpe *b = 0;
+  char *zErr = 0, *zSummary = 0;
+  int rc, bTxn = 0;
+  (void)argc;
+  if (sqlite3_value_type(argv[0]) != SQLITE_TEXT || !zName || !zName[0]) {
+    sqlite3_result_error(ctx, "gpt_train_tokenizer: the model name must be non-empty text", -1);
+    return;
+  }
+  if (sqlite3_value_type(argv[2]) != SQLITE_INTEGER || nVocab < 258 || nVocab > 65536) {
+    zErr = sqlite3_mprintf("%s: model '%s': vocab_size must be an integer from 258 to 65536 "
+                           "(256 bytes, <|endoftext|> and at least one merge)", zTokFunc, zName);
+    goto done;
+  }
+  if (gptext_ensure_schema(db, &zErr) != SQLITE_OK) goto done;
+  rc = sqlite3_prepare_v2(db, "SELECT 1 FROM gpt_models WHERE name = ?1", -1, &p, 0);
+  if (rc != SQLITE_OK) goto sql_error;
+  sqlite3_bind_text(p, 1, zName, -1, SQLITE_STATIC);
+  rc = sqlite3_step(p);
+  sqlite3_finalize(p);
+  p = 0;
+  if (rc == SQLITE_ROW) {
+    zErr = sqlite3_mprintf("%s: model '%s' exists; gpt_drop it first", zTokFunc, zName);
+    goto done;
+  }
+  b = bpe_new(0);
+  if (!b) goto nomem;
+  if (!zQuery || sqlite3_prepare_v2(db, zQuery, -1, &p, 0) != SQLITE_OK) {
+    zErr = sqlite3_mprintf("%s: model '%s': query: %s", zTokFunc, zName,
+                           zQuery ? sqlite3_errmsg(db) : "must be the text of a SELECT");
+    goto done;
+  }
+  if (!p || !sqlite3_stmt_readonly(p) || sqlite3_column_count(p) != 1) {
+    zErr = sqlite3_mprintf("%s: model '%s': the query must be one SELECT of one text column",
+                           zTokFunc, zName);
+    goto done;
+  }
+  sqlite3_int64 iRow = 0;
+  while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
+    iRow++;
+    if (sqlite3_column_type(p, 0) == SQLITE_NULL) continue;
+    if (sqlite3_column_type(p, 0) != SQLITE_TEXT) {
+      zErr = sqlite3_mprintf("%s: model '%s': query row %lld is not text", zTokFunc, zName,
+                             iRow);
+      goto done;
+    }
+    const char *z = (const char *)sqlite3_column_text(p, 0);
+    if (bpe_add_text(b, z, (size_t)sqlite3_column_bytes(p, 0))) goto nomem;
+  }
+  if (rc != SQLITE_DONE) goto sql_error;
+  sqlite3_finalize(p);
+  p = 0;
+  if (bpe_train(b, (int)nVocab - 1)) goto nomem;
+  int nTok = bpe_n_tokens(b);
+  /* the rows, in one savepoint */
+  if (sqlite3_exec(db, "SAVEPOINT gpt_train_tokenizer", 0, 0, 0) != SQLITE_OK) goto sql_error;
+  bTxn = 1;
+  char *zCfg = sqlite3_mprintf("{\"model_type\":\"gpt2\",\"n_layer\":1,\"n_head\":1,\"n_embd\":1,"
+                               "\"n_ctx\":1,\"vocab_size\":%d,\"layer_norm_epsilon\":1e-05,"
+                               "\"tokenizer_only\":true}", nTok + 1);
+  rc = sqlite3_prepare_v2(db, "INSERT INTO gpt_models(name, config, source) "
+                          "VALUES(?1, ?2, 'gpt_train_tokenizer')", -1, &p, 0);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_text(p, 1, zName, -1, SQLITE_STATIC);
+    sqlite3_bind_text(p, 2, zCfg, -1, SQLITE_STATIC);
+    rc = sqlite3_step(p);
+  }
+  sqlite3_free(zCfg);
+  sqlite3_finalize(p);
+  p = 0;
+  if (rc != SQLITE_DONE) goto sql_error;
+  rc = sqlite3_prepare_v2(db, "INSERT INTO gpt_vocab(model, token_id, token) VALUES(?1, ?2, ?3)",
+                          -1, &p, 0);
+  if (rc != SQLITE_OK) goto sql_error;
+  for (int id = 0; id <= nTok; id++) {
+    char zTok[2 * 4096 + 16];
+    int n;
+    const unsigned char *zRaw = id < nTok ? bpe_token(b, id, &n) : 0;
+    if (id == nTok) memcpy(zTok, "<|endoftext|>", (n = 13) + 1);
+    else if (n > 4096 || tok_byte_level((const char *)zRaw, n, zTok, (int)sizeof(zTok)) < 0)
+      continue;
+    else n = tok_byte_level((const char *)zRaw, n, zTok, (int)sizeof(zTok));
+    sqlite3_bind_text(p, 1, zName, -1, SQLITE_STATIC);
+    sqlite3_bind_int(p, 2, id);
+    sqlite3_bind_text(p, 3, zTok, n, SQLITE_TRANSIENT);
+    if (sqlite3_step(p) != SQLITE_DONE) goto sql_error;
+    sqlite3_reset(p);
+  }
+  sqlite3_finalize(p);
+  p = 0;
+  rc = sqlite3_prepare_v2(db, "INSERT INTO gpt_merges(model, rank, left, right) "
+                          "VALUES(?1, ?2, ?3, ?4)", -1, &p, 0);
+  if (rc != SQLITE_OK) goto sql_error;
+  for (int r = 0; r < bpe_n_merges(b); r++) {
+    int l, rr, nl, nr;
+    char zL[2 * 4096 + 16], zR[2 * 4096 + 16];
+    bpe_merge(b, r, &l, &rr);
+    const unsigned char *a1 = bpe_token(b, l, &nl), *a2 = bpe_token(b, rr, &nr);
+    if (nl > 4096 || nr > 4096) goto nomem;
+    nl = tok_byte_level((const char *)a1, nl, zL, (int)sizeof(zL));
+    nr = tok_byte_level((const char *)a2, nr, zR, (int)sizeof(zR));
+    sqlite3_bind_text(p, 1, zName, -1, SQLITE_STATIC);
+    sqlite3_bind_int(p, 2, r);
+    sqlite3_bind_text(p, 3, zL, nl, SQLITE_TRANSIENT);
+    sqlite3_bind_text(p, 4, zR, nr, SQLITE_TRANSIENT);
+    if (sqlite3_step(p) != SQLITE_DONE) goto sql_error;
+    sqlite3_reset(p);
+  }
+  sqlite3_finalize(p);
+  p = 0;
+  if (sqlite3_exec(db, "RELEASE gpt_train_tokenizer", 0, 0, 0) != SQLITE_OK) goto sql_error;
+  bTxn = 0;
+  zSummary = sqlite3_mprintf("gpt_train_tokenizer: model '%s': %d tokens (256 bytes, %d merges, "
+                             "<|endoftext|>) from %lld bytes, %lld distinct words", zName,
+                             nTok + 1, bpe_n_merges(b), (long long)bpe_n_bytes(b),
+                             (long long)bpe_n_words(b));
+  goto done;
+nomem:
+  if (!zErr) zErr = sqlite3_mprintf("%s: model '%s': out of memory", zTokFunc, zName);
+  goto done;
+sql_error:
+  if (!zErr)
+    zErr = sqlite3_mprintf("%s: model '%s': %s", zTokFunc, zName,
+                           gptext_interrupted(db) ? "interrupted" : sqlite3_errmsg(db));
+done:
+  sqlite3_finalize(p);
+  if (bTxn) sqlite3_exec(db, "ROLLBACK TO gpt_train_tokenizer; RELEASE gpt_train_tokenizer",
+                         0, 0, 0);
+  bpe_free(b);
+  if (zErr) sqlite3_result_error(ctx, zErr, -1);
+  else sqlite3_result_text(ctx, zSummary, -1, SQLITE_TRANSIENT);
+  sqlite3_free(zErr);
+  sqlite3_free(zSummary);
+}
+
+/* Registers gpt_train: DIRECTONLY (it writes tables and runs long), never
+** DETERMINISTIC. */
+int gptext_register_train(sqlite3 *db, GptConn *pConn) {
+  int rc = sqlite3_create_function(db, "gpt_train", 2, SQLITE_UTF8 | SQLITE_DIRECTONLY, pConn,
+                                   gptTrainFunc, 0, 0);
+  if (rc == SQLITE_OK)
+    rc = sqlite3_create_function(db, "gpt_train", 3, SQLITE_UTF8 | SQLITE_DIRECTONLY, pConn,
+                                 gptTrainFunc, 0, 0);
+  if (rc == SQLITE_OK)
+    rc = sqlite3_create_function(db, "gpt_train_tokenizer", 3, SQLITE_UTF8 | SQLITE_DIRECTONLY,
+                                 pConn, gptTrainTokenizerFunc, 0, 0);
+  return rc;
+}
