@@ -170,8 +170,9 @@ static int trainParseOptions(Train *t, sqlite3_value *pArg) {
     for (i = 0; i < sizeof(aKey) / sizeof(aKey[0]); i++)
       if (strcmp(zKey, aKey[i].zKey) == 0) break;
     if (i == sizeof(aKey) / sizeof(aKey[0])) {
+      trainError(t, "unknown option '%s'", zKey);
       sqlite3_finalize(p);
-      return trainError(t, "unknown option '%s'", zKey);
+      return SQLITE_ERROR;
     }
     int bInt = aKey[i].pI || aKey[i].pInt;
     double v = sqlite3_column_double(p, 2);
@@ -179,12 +180,14 @@ static int trainParseOptions(Train *t, sqlite3_value *pArg) {
     /* learning_rate must be > 0: the range's lower bound is exclusive for it */
     int bLrBad = aKey[i].pD == &o->lr && !(v > 0);
     if (!bNum || bLrBad || !(v >= aKey[i].lo && v <= aKey[i].hi)) {
-      sqlite3_finalize(p);
       if (aKey[i].pD == &o->lr)
-        return trainError(t, "option learning_rate is %s, expected a number > 0 and <= 10",
-                          sqlite3_column_text(p, 2) ? (const char *)sqlite3_column_text(p, 2) : "?");
-      return trainError(t, "option %s must be %s from %g to %g", zKey,
-                        bInt ? "an integer" : "a number", aKey[i].lo, aKey[i].hi);
+        trainError(t, "option learning_rate is %s, expected a number > 0 and <= 10",
+                   sqlite3_column_text(p, 2) ? (const char *)sqlite3_column_text(p, 2) : "?");
+      else
+        trainError(t, "option %s must be %s from %g to %g", zKey,
+                   bInt ? "an integer" : "a number", aKey[i].lo, aKey[i].hi);
+      sqlite3_finalize(p);
+      return SQLITE_ERROR;
     }
     if (aKey[i].pI) *aKey[i].pI = sqlite3_column_int64(p, 2);
     else if (aKey[i].pInt) *aKey[i].pInt = sqlite3_column_int(p, 2);
