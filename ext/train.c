@@ -93,6 +93,7 @@ typedef struct Train {
   int bNew;                  /* the model has no rows yet */
   int bAutocommit;
   double elapsed0;           /* seconds of earlier calls of this run */
+  char *zPendingLog;         /* log INSERTs of a new model before its first checkpoint */
 } Train;
 
 /* Records the first error: "gpt_train: model 'NAME': ...". */
@@ -548,11 +549,18 @@ static int trainCheckpoint(Train *t, const char *zLogSql) {
                    "VALUES(?1, 'state', ?2)", t->zModel, zState, 0, 0);
     sqlite3_free(zState);
   }
+  if (rc == SQLITE_OK && t->zPendingLog &&
+      sqlite3_exec(t->db, t->zPendingLog, 0, 0, 0) != SQLITE_OK)
+    rc = trainSqlError(t);
   if (rc == SQLITE_OK && zLogSql) rc = trainExec(t, zLogSql, 0, 0, 0, 0);
   sqlite3_free(tmp);
   if (rc == SQLITE_OK) rc = trainTxnEnd(t, 1);
   else trainTxnEnd(t, 0);
-  if (rc == SQLITE_OK) t->bNew = 0;
+  if (rc == SQLITE_OK) {
+    t->bNew = 0;
+    sqlite3_free(t->zPendingLog);
+    t->zPendingLog = 0;
+  }
   return rc;
 }
 
@@ -727,6 +735,11 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
         t.elapsed0 = e0;
       } else if (!t.bNew) {
         rc = trainExec(&t, zLog, 0, 0, 0, 0);
+      } else {
+        /* the model is invisible until its first checkpoint: so are its rows */
+        char *z = sqlite3_mprintf("%z%s;", t.zPendingLog, zLog);
+        if (!z) rc = trainError(&t, "out of memory");
+        t.zPendingLog = z;
       }
       sqlite3_free(zLog);
       if (rc != SQLITE_OK) goto done;
@@ -749,6 +762,7 @@ done:
   sqlite3_free(t.zErr);
   sqlite3_free(t.o.zTok);
   sqlite3_free(t.aTok);
+  sqlite3_free(t.zPendingLog);
   gpt_trainer_free(t.pTr);
   gpt_model_free(t.pNet);
   if (pSelf) gptext_model_release(pSelf);
