@@ -66,8 +66,13 @@ build/kernels_test: tests/unit/kernels_test.c engine/kernels.c engine/threads.c 
 build/bench: bench/bench.c $(ENGINE_SRC) $(EXT_SRC) $(HEADERS) | build
 	$(CC) $(CFLAGS) -Iext -o $@ bench/bench.c $(ENGINE_SRC) $(EXT_SRC) -lsqlite3 $(LDLIBS)
 
-bench: build/gpt.so build/mkmodel build/bench
+bench: build/gpt.so build/mkmodel build/bench build/train_bench
 	build/bench
+	build/train_bench
+
+# Training tokens/s and MFU (bench/train_bench.c), part of make bench.
+build/train_bench: bench/train_bench.c $(ENGINE_SRC) $(HEADERS) | build
+	$(CC) $(CFLAGS) -o $@ bench/train_bench.c $(filter-out engine/tokenizer.c engine/bpe.c,$(ENGINE_SRC)) $(LDLIBS)
 
 # Installs whatever Debian packages are missing (through sudo when not root).
 deps:
