@@ -1,6 +1,7 @@
 # sqlite-gpt: GPT-2 inside SQLite.
 #   make          build build/gpt.so
-#   make demo     import a small generated model and run the examples
+#   make demo     run the examples on the trained demo model (models/shakespeare.db)
+#   make demo-model  retrain it with gpt_train (about 15 minutes on 2 cores)
 #   make test     run the Tcl test suite
 #   make bench    the benchmark (not part of the tests)
 
@@ -96,10 +97,14 @@ demo: deps
 	$(MAKE) all
 	sh sql/demo.sh
 
+# Retrains models/shakespeare.db, the demo model (sql/train_demo.sh).
+demo-model: build/gpt.so
+	sh sql/train_demo.sh
+
 clean:
 	rm -rf build
 
-.PHONY: all deps test demo clean bench
+.PHONY: all deps test demo demo-model clean bench
 
 # ------------------------------------------------------------ reliability
 #   make fuzz            each libFuzzer target for FUZZ_SECONDS (default 60)

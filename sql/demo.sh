@@ -1,13 +1,24 @@
 #!/bin/sh
-# make demo: generate a small GPT-2-shaped model with seeded random weights,
-# import it into demo.db next to a docs table, and run sql/examples.sql in
-# the sqlite3 shell. (Random weights write gibberish; import the real GPT-2
-# as README.md shows to read English.)
+# make demo: copies the trained demo model (models/shakespeare.db, made by
+# `make demo-model`: a 4-layer GPT-2 trained on Tiny Shakespeare with
+# gpt_train) into build/demo.db, shows a sample, and runs sql/examples.sql in
+# the sqlite3 shell. Without that file it falls back to a small model with
+# seeded random weights (gibberish).
 set -eu
 cd "$(dirname "$0")/.."
 db=build/demo.db
-model=build/models/demo
 rm -f "$db"
+if [ -f models/shakespeare.db ]; then
+  cp models/shakespeare.db "$db"
+  sqlite3 "$db" <<SQL
+.load build/gpt
+.mode box
+SELECT gpt_generate('ROMEO:', '{"max_tokens": 96, "temperature": 0.8, "seed": 3}') AS sample;
+.read sql/examples.sql
+SQL
+  exit 0
+fi
+model=build/models/demo
 build/mkmodel "$model" --layers 2 --heads 4 --embd 64 --ctx 128 --seed 7 >/dev/null
 sqlite3 "$db" <<SQL
 .load build/gpt
