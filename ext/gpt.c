@@ -914,7 +914,8 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
   /* by name, so that part 0 of a tensor stored in parts comes first */
   rc = sqlite3_prepare_v2(db,
       "SELECT rowid, name, dtype, CASE WHEN json_valid(shape) THEN json(shape) END, "
-      "typeof(data), length(data), json_extract(shape, '$[0]') FROM gpt_tensors "
+      "typeof(data), length(data), CASE WHEN json_valid(shape) THEN json_extract(shape, '$[0]') END "
+      "FROM gpt_tensors "
       "WHERE model = ?1 ORDER BY name", -1, &p, 0);
   if (rc != SQLITE_OK) goto sql_error;
   sqlite3_bind_text(p, 1, m->zName, -1, SQLITE_STATIC);
