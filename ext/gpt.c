@@ -410,7 +410,8 @@ static int read_config(sqlite3 *db, const char *zFunc, const char *zName,
     rc = gptext_config_read(db, (const char *)sqlite3_column_text(p, 0),
                             sqlite3_column_bytes(p, 0), c, &bTied, zMsg, sizeof(zMsg));
     if (rc != SQLITE_OK) {
-      gptext_set_error(pzErr, "%s: model '%s': config %s", zFunc, zName, zMsg);
+      gptext_set_error(pzErr, "%s: model '%s': %s%s", zFunc, zName,
+                       strncmp(zMsg, "config ", 7) == 0 ? "" : "config ", zMsg);
       rc = SQLITE_ERROR;
     }
     goto done;
