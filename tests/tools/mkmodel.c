@@ -5,7 +5,7 @@
 ** bytes: values come from an integer PRNG seeded per tensor name, and are
 ** exact functions of its bits.
 **
-**   build/mkmodel OUTDIR [options]
+**   build/mkmodel OUTDIR [options]      (OUTDIR is created with its parents)
 **     --layers N --heads N --embd N --ctx N --vocab N   shape (2 2 64 128 50257)
 **     --dtype f32|f16|bf16   storage dtype of every float tensor (f32)
 **     --seed N               PRNG seed (1)
@@ -381,6 +381,21 @@ static char *default_tok_dir(const char *argv0) {
   return z;
 }
 
+/* Creates dir and any missing parents, as mkdir -p does, so a fresh clone's
+** build/models/NAME needs no folder made first. */
+static void make_dirs(const char *dir) {
+  if (!dir[0]) die("%s", "empty OUTDIR");
+  char *z = dup(dir);
+  for (char *p = z + 1; *p; p++) {
+    if (*p != '/') continue;
+    *p = 0;
+    if (mkdir(z, 0777) != 0 && errno != EEXIST) die("cannot create %s", z);
+    *p = '/';
+  }
+  if (mkdir(z, 0777) != 0 && errno != EEXIST) die("cannot create %s", z);
+  free(z);
+}
+
 int main(int argc, char **argv) {
   Opts o = {2, 2, 64, 128, 50257, GPT_F32, 1, 1e-5, 0, 0, 0, 0,
             1.0, 0.2, 4.0, 0.05, 0.2, 2.0, 0, 0, 0};
@@ -422,7 +437,7 @@ int main(int argc, char **argv) {
             "[--lm-head] ...\n", argv[0]);
     return 1;
   }
-  if (mkdir(outdir, 0777) != 0 && errno != EEXIST) die("cannot create %s", outdir);
+  make_dirs(outdir);
 
   write_config(&o, outdir);
   write_safetensors(&o, outdir);
