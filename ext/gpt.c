@@ -458,7 +458,7 @@ static int read_config(sqlite3 *db, const char *zFunc, const char *zName,
   goto done;
 sql_error:
   gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, zName, sqlite3_errmsg(db));
-  rc = SQLITE_ERROR;
+  rc = gptext_sql_code(db, rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_ERROR : rc);
 done:
   sqlite3_finalize(p);
   return rc;
@@ -541,8 +541,9 @@ tok_error:
   rc = SQLITE_ERROR;
   goto done;
 sql_error:
+  /* SQLite's code goes on (SQLITE_BUSY, SQLITE_NOMEM, SQLITE_IOERR_READ, ...) */
   gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, m->zName, sqlite3_errmsg(db));
-  rc = SQLITE_ERROR;
+  rc = gptext_sql_code(db, rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_ERROR : rc);
 done:
   sqlite3_finalize(p);
   tok_free(t);
@@ -710,8 +711,9 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
   rc = SQLITE_OK;
   goto done;
 sql_error:
+  /* SQLite's code goes on (SQLITE_BUSY, SQLITE_NOMEM, SQLITE_IOERR_READ, ...) */
   gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, m->zName, sqlite3_errmsg(db));
-  rc = SQLITE_ERROR;
+  rc = gptext_sql_code(db, rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_ERROR : rc);
 done:
   if (pBlob) sqlite3_blob_close(pBlob);
   sqlite3_finalize(p);
@@ -753,7 +755,7 @@ static int resolve_name(sqlite3 *db, const char *zFunc, const char *zName, char 
   sqlite3_finalize(p);
   if (rc != SQLITE_DONE) {
     gptext_set_error(pzErr, "%s: %s", zFunc, sqlite3_errmsg(db));
-    rc = (rc & 0xff) == SQLITE_INTERRUPT ? SQLITE_INTERRUPT : SQLITE_ERROR;
+    rc = gptext_sql_code(db, rc); /* SQLITE_BUSY, SQLITE_INTERRUPT, ... go on */
   } else if (n == 1) {
     rc = *pzOut ? SQLITE_OK : SQLITE_NOMEM;
   } else if (zName) {

@@ -65,11 +65,9 @@ struct GptImport {
   const char *zName;       /* model name */
   const char *zDir;        /* the folder, as given */
   char *zErr;              /* first error, complete message */
+  int rcErr;               /* SQLite's code for it (SQLITE_BUSY, _FULL, ...), or 0 */
   int bInterrupted;        /* the error is an interrupt */
-  /* The savepoint: SAVEPOINT, RELEASE, ROLLBACK TO and a write statement,
-  ** all prepared before the savepoint opens (see impTxnEnd). */
-  sqlite3_stmt *apTxn[4];
-  int bTxnOpen;
+  GptSavepoint sp;         /* the savepoint of the whole call (ext/savepoint.c) */
   GPTConfig cfg;
   /* model.safetensors */
   FILE *pFile;
@@ -115,18 +113,30 @@ static int impError(GptImport *p, const char *zFile, const char *zFmt, ...) {
 }
 
 /*
+** Records "out of memory" with SQLITE_NOMEM as the result code.
+*/
+static int impNoMem(GptImport *p) {
+  if (p->zErr == 0) p->rcErr = SQLITE_NOMEM;
+  return impError(p, 0, "out of memory");
+}
+
+/*
 ** Records the error of a failed SQLite call with result code rc: an interrupt
-** reads "interrupted", anything else is the connection's error message.
+** reads "interrupted", anything else is the connection's error message. The
+** call's code (SQLITE_BUSY, SQLITE_FULL, SQLITE_NOMEM, ...) becomes the
+** result's, so that a caller can tell "retry later" from "bad input".
 */
 static int impSqlError(GptImport *p, int rc) {
   char *zMsg;
-  if ((rc & 0xff) == SQLITE_NOMEM) return impError(p, 0, "out of memory");
+  if ((rc & 0xff) == SQLITE_NOMEM) return impNoMem(p);
   /* Copied first: gptext_interrupted() may run a statement. */
   zMsg = sqlite3_mprintf("%s", sqlite3_errmsg(p->db));
   if ((rc & 0xff) == SQLITE_INTERRUPT || gptext_interrupted(p->db)) {
     p->bInterrupted = 1;
     impError(p, 0, "interrupted");
   } else {
+    if (p->zErr == 0 && rc != SQLITE_OK && rc != SQLITE_ROW && rc != SQLITE_DONE)
+      p->rcErr = gptext_sql_code(p->db, rc);
     impError(p, 0, "%s", zMsg ? zMsg : "out of memory");
   }
   sqlite3_free(zMsg);
@@ -188,7 +198,7 @@ static int impOpen(GptImport *p, const char *zFile, FILE **ppFile, int64_t *pnSi
 
   *ppFile = 0;
   *pnSize = 0;
-  if (zPath == 0) return impError(p, 0, "out of memory");
+  if (zPath == 0) return impNoMem(p);
   {
     /* O_NONBLOCK: opening a FIFO (or a device) must not wait for a writer;
     ** it is refused below as not a regular file. */
@@ -241,7 +251,7 @@ static int impReadText(GptImport *p, const char *zFile, char **pz, int64_t *pn) 
   }
   z = sqlite3_malloc64(nSize + 1);
   if (z == 0) {
-    rc = impError(p, 0, "out of memory");
+    rc = impNoMem(p);
     goto done;
   }
   if (nSize > 0 && fread(z, 1, (size_t)nSize, f) != (size_t)nSize) {
@@ -264,31 +274,41 @@ done:
 }
 
 /*
-** Checks with json_valid() and json_type() that the nJson bytes of zJson are
-** a JSON object; otherwise records "not valid JSON, expected WHAT" or
-** "found an array, expected WHAT" about zFile.
+** Checks with json_type() that the nJson bytes of zJson are a JSON object;
+** otherwise records "not valid JSON, expected WHAT" or "found an array,
+** expected WHAT" about zFile. json_type() is used rather than json_valid(),
+** which answers 0 when the parser runs out of memory: an allocation failure
+** must read "out of memory", not blame the file.
 */
 static int impCheckObject(GptImport *p, const char *zFile, const char *zJson,
                           int64_t nJson, const char *zWhat) {
   sqlite3_stmt *pStmt = 0;
+  const char *zType;
   int rc;
 
-  rc = impPrepare(p, "SELECT json_valid(?1), CASE WHEN json_valid(?1) "
-                  "THEN json_type(?1) END", &pStmt);
+  rc = impPrepare(p, "SELECT json_type(?1)", &pStmt);
   if (rc != SQLITE_OK) goto done;
   sqlite3_bind_text64(pStmt, 1, zJson, (sqlite3_uint64)nJson, SQLITE_STATIC,
                       SQLITE_UTF8);
   rc = sqlite3_step(pStmt);
   if (rc != SQLITE_ROW) {
-    rc = impSqlError(p, rc);
+    /* "malformed JSON" is SQLITE_ERROR; running out of memory is
+    ** SQLITE_NOMEM and an interrupt SQLITE_INTERRUPT */
+    if (rc == SQLITE_ERROR && !gptext_interrupted(p->db)) {
+      rc = impError(p, zFile, "not valid JSON, expected %s", zWhat);
+    } else {
+      rc = impSqlError(p, rc);
+    }
     goto done;
   }
   rc = SQLITE_OK;
-  if (sqlite3_column_int(pStmt, 0) == 0) {
+  zType = (const char *)sqlite3_column_text(pStmt, 0);
+  if (sqlite3_column_type(pStmt, 0) == SQLITE_NULL) {
     rc = impError(p, zFile, "not valid JSON, expected %s", zWhat);
-  } else if (strcmp((const char *)sqlite3_column_text(pStmt, 1), "object")) {
-    rc = impError(p, zFile, "found %s, expected %s",
-                  impJsonKind((const char *)sqlite3_column_text(pStmt, 1)), zWhat);
+  } else if (zType == 0) {
+    rc = impNoMem(p);
+  } else if (strcmp(zType, "object")) {
+    rc = impError(p, zFile, "found %s, expected %s", impJsonKind(zType), zWhat);
   }
 done:
   sqlite3_finalize(pStmt);
@@ -533,7 +553,7 @@ static int impParseHeader(GptImport *p, const char *zJson, int64_t nJson) {
       nAlloc = nAlloc ? 2 * nAlloc : 256;
       a = sqlite3_realloc64(p->aEntry, sizeof(STTensor) * (sqlite3_uint64)nAlloc);
       if (a == 0) {
-        rc = impError(p, 0, "out of memory");
+        rc = impNoMem(p);
         goto done;
       }
       p->aEntry = a;
@@ -542,7 +562,7 @@ static int impParseHeader(GptImport *p, const char *zJson, int64_t nJson) {
     memset(t, 0, sizeof(*t));
     t->name = impKeep(p, zKey, nKey);
     if (t->name == 0) {
-      rc = impError(p, 0, "out of memory");
+      rc = impNoMem(p);
       goto done;
     }
     p->nEntry++;
@@ -556,7 +576,7 @@ static int impParseHeader(GptImport *p, const char *zJson, int64_t nJson) {
     t->dtype_name = impKeep(p, (const char *)sqlite3_column_text(pStmt, 3),
                             sqlite3_column_bytes(pStmt, 3));
     if (t->dtype_name == 0) {
-      rc = impError(p, 0, "out of memory");
+      rc = impNoMem(p);
       goto done;
     }
 
@@ -687,7 +707,7 @@ static int impSafetensors(GptImport *p) {
   p->nReq = gpt_n_tensors(&p->cfg, p->bLmHead);
   p->aReq = sqlite3_malloc64(sizeof(ImpTensor) * (sqlite3_uint64)p->nReq);
   if (p->aReq == 0) {
-    rc = impError(p, 0, "out of memory");
+    rc = impNoMem(p);
     goto done;
   }
   for (i = 0; i < p->nReq; i++) {
@@ -1015,7 +1035,7 @@ static int impTensors(GptImport *p) {
 
   aBuf = sqlite3_malloc64(IMP_CHUNK);
   if (aBuf == 0) {
-    rc = impError(p, 0, "out of memory");
+    rc = impNoMem(p);
     goto done;
   }
   /* Sequential reads: one stdio buffer less. */
@@ -1203,44 +1223,23 @@ done:
 }
 
 /*
-** Opens savepoint zSave. Its RELEASE and ROLLBACK TO statements are prepared
-** first, with a write statement that changes nothing: once
-** sqlite3_interrupt() has been called, SQLite prepares no statement and runs
-** none to completion until the outermost statement ends, so impTxnEnd()
-** could not undo the import with statements prepared afterwards.
+** Opens savepoint zSave and takes the write lock, waiting out the busy
+** timeout as SQLite's own writers do (ext/savepoint.c).
 */
 static int impTxnBegin(GptImport *p, const char *zSave) {
-  char *azSql[4];
-  int i, rc = SQLITE_OK;
-
-  azSql[0] = sqlite3_mprintf("SAVEPOINT %s", zSave);
-  azSql[1] = sqlite3_mprintf("RELEASE %s", zSave);
-  azSql[2] = sqlite3_mprintf("ROLLBACK TO %s", zSave);
-  azSql[3] = sqlite3_mprintf("DELETE FROM gpt_models WHERE 0");
-  for (i = 0; i < 4 && rc == SQLITE_OK; i++) {
-    if (azSql[i] == 0) {
-      rc = impError(p, 0, "out of memory");
+  char *zMsg = 0;
+  int rc = gptext_savepoint_begin(p->db, &p->sp, zSave, &zMsg);
+  if (rc != SQLITE_OK) {
+    if ((rc & 0xff) == SQLITE_INTERRUPT || gptext_interrupted(p->db)) {
+      p->bInterrupted = 1;
+      impError(p, 0, "interrupted");
     } else {
-      rc = impPrepare(p, azSql[i], &p->apTxn[i]);
+      if (p->zErr == 0) p->rcErr = rc;
+      impError(p, 0, "%s", zMsg ? zMsg : "out of memory");
     }
+    rc = SQLITE_ERROR;
   }
-  if (rc == SQLITE_OK) {
-    rc = sqlite3_step(p->apTxn[0]);
-    sqlite3_reset(p->apTxn[0]);
-    if (rc == SQLITE_DONE) {
-      p->bTxnOpen = 1;
-      rc = SQLITE_OK;
-    } else if (rc == SQLITE_BUSY) {
-      /* SQLite opens no transaction while a write statement runs, e.g.
-      ** INSERT INTO t SELECT gpt_import(...). */
-      rc = impError(p, 0, "cannot open a savepoint inside a statement that "
-                    "writes (%s); call %s() from a SELECT of its own",
-                    sqlite3_errmsg(p->db), p->zFunc);
-    } else {
-      rc = impSqlError(p, rc);
-    }
-  }
-  for (i = 0; i < 4; i++) sqlite3_free(azSql[i]);
+  sqlite3_free(zMsg);
   return rc;
 }
 
@@ -1249,38 +1248,38 @@ static int impTxnBegin(GptImport *p, const char *zSave) {
 ** (or committing it when there is none).
 */
 static int impTxnCommit(GptImport *p) {
-  int rc = sqlite3_step(p->apTxn[1]);
-  sqlite3_reset(p->apTxn[1]);
-  if (rc != SQLITE_DONE) return impSqlError(p, rc);
-  p->bTxnOpen = 0;
-  return SQLITE_OK;
+  char *zMsg = 0;
+  int rc = gptext_savepoint_release(&p->sp, &zMsg);
+  if (rc != SQLITE_OK) {
+    if ((rc & 0xff) == SQLITE_INTERRUPT || gptext_interrupted(p->db)) {
+      p->bInterrupted = 1;
+      impError(p, 0, "interrupted");
+    } else {
+      if (p->zErr == 0) p->rcErr = rc;
+      impError(p, 0, "%s", zMsg ? zMsg : "out of memory");
+    }
+    rc = SQLITE_ERROR;
+  }
+  sqlite3_free(zMsg);
+  return rc;
 }
 
 /*
-** Undoes everything since the savepoint and closes it, when it is still
-** open, then finalizes the statements. After an interrupt SQLite runs no
-** ROLLBACK TO, but an interrupted write statement rolls back the whole
-** transaction (savepoint included), as for any interrupted INSERT, UPDATE
-** or DELETE; the prepared no-op DELETE is that statement.
+** Undoes everything since the savepoint unless it was released, and
+** finalizes its statements.
 */
 static void impTxnEnd(GptImport *p) {
-  int i, rc;
-  if (p->bTxnOpen) {
-    rc = sqlite3_step(p->apTxn[2]);
-    sqlite3_reset(p->apTxn[2]);
-    if (rc == SQLITE_DONE) {
-      sqlite3_step(p->apTxn[1]);
-      sqlite3_reset(p->apTxn[1]);
-    } else {
-      sqlite3_step(p->apTxn[3]);
-      sqlite3_reset(p->apTxn[3]);
-    }
-    p->bTxnOpen = 0;
-  }
-  for (i = 0; i < 4; i++) {
-    sqlite3_finalize(p->apTxn[i]);
-    p->apTxn[i] = 0;
-  }
+  gptext_savepoint_end(&p->sp);
+}
+
+/*
+** Sets the result of a failed call: the message, with SQLite's code when the
+** failure was SQLite's (busy, disk full, out of memory, interrupted).
+*/
+static void impResultError(sqlite3_context *ctx, GptImport *p) {
+  sqlite3_result_error(ctx, p->zErr, -1);
+  if (p->bInterrupted) sqlite3_result_error_code(ctx, SQLITE_INTERRUPT);
+  else if (p->rcErr != 0 && p->rcErr != SQLITE_ERROR) sqlite3_result_error_code(ctx, p->rcErr);
 }
 
 /*
@@ -1333,6 +1332,7 @@ static void gptImportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
                             GPTOPT_REPLACE, &opt, &zErr);
   if (rc != SQLITE_OK) {
     s.zErr = zErr ? zErr : sqlite3_mprintf("gpt_import: out of memory");
+    s.rcErr = rc;
     zErr = 0;
     goto done;
   }
@@ -1351,11 +1351,6 @@ static void gptImportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
              "model.safetensors, vocab.json and merges.txt", zDir);
     goto done;
   }
-  rc = gptext_ensure_schema(db, &zErr);
-  if (rc != SQLITE_OK) {
-    impError(&s, 0, "%s", zErr);
-    goto done;
-  }
   if (impTxnBegin(&s, "gpt_import") != SQLITE_OK) goto done;
 
   nExist = impModelRows(&s, zName);
@@ -1371,7 +1366,7 @@ static void gptImportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
   if (nExist > 0 && impDeleteModel(&s, zName, 0) != SQLITE_OK) goto done;
   pTok = tok_new(s.cfg.vocab_size);
   if (pTok == 0) {
-    impError(&s, 0, "out of memory");
+    impNoMem(&s);
     goto done;
   }
   if (impVocab(&s, pTok) != SQLITE_OK) goto done;
@@ -1396,14 +1391,13 @@ static void gptImportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
         "%d tokens, %d merges from %s", zName, s.nReq, (long long)s.nParam,
         (long long)s.nByte, zDtypes, s.cfg.vocab_size, s.nMerge, zDir);
   }
-  if (zSummary == 0) impError(&s, 0, "out of memory");
+  if (zSummary == 0) impNoMem(&s);
 
 done:
   impTxnEnd(&s);
   if (s.zErr && !s.bInterrupted && gptext_interrupted(db)) s.bInterrupted = 1;
   if (s.zErr) {
-    sqlite3_result_error(ctx, s.zErr, -1);
-    if (s.bInterrupted) sqlite3_result_error_code(ctx, SQLITE_INTERRUPT);
+    impResultError(ctx, &s);
   } else if (zSummary) {
     sqlite3_result_text(ctx, zSummary, -1, sqlite3_free);
     zSummary = 0;
@@ -1428,8 +1422,7 @@ static void gptDropFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   GptImport s;
   const char *zName = (const char *)sqlite3_value_text(argv[0]);
   sqlite3_int64 nExist, nTensor = 0;
-  char *zErr = 0;
-  int bDone = 0, rc;
+  int bDone = 0;
 
   (void)argc;
   memset(&s, 0, sizeof(s));
@@ -1438,11 +1431,6 @@ static void gptDropFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   s.zName = zName ? zName : "";
   if (zName == 0 || zName[0] == 0) {
     s.zErr = sqlite3_mprintf("gpt_drop: the model name must be a non-empty string");
-    goto done;
-  }
-  rc = gptext_ensure_schema(db, &zErr);
-  if (rc != SQLITE_OK) {
-    s.zErr = sqlite3_mprintf("gpt_drop: %s", zErr);
     goto done;
   }
   if (impTxnBegin(&s, "gpt_drop") != SQLITE_OK) goto done;
@@ -1459,8 +1447,7 @@ done:
   impTxnEnd(&s);
   if (s.zErr && !s.bInterrupted && gptext_interrupted(db)) s.bInterrupted = 1;
   if (s.zErr) {
-    sqlite3_result_error(ctx, s.zErr, -1);
-    if (s.bInterrupted) sqlite3_result_error_code(ctx, SQLITE_INTERRUPT);
+    impResultError(ctx, &s);
   } else if (bDone) {
     gptext_conn_forget(sqlite3_user_data(ctx), zName);
     sqlite3_result_int64(ctx, nTensor);
@@ -1468,7 +1455,6 @@ done:
     sqlite3_result_error_nomem(ctx);
   }
   sqlite3_free(s.zErr);
-  sqlite3_free(zErr);
 }
 
 /*
