@@ -5,7 +5,8 @@
 ** table whose sizes come from the config (llm.c's layout); each tensor is
 ** held as f32, or a 2-D one as f16 or q8_0 (see gpt.h). A forward pass
 ** appends n tokens to a KV cache: n > 1 is a prefill, done with sgemm over
-** the whole batch (compact weights widened a slice at a time); n == 1 is a
+** the whole batch (compact weights widened a slice at a time; the engine's
+** own gemm where OpenBLAS must not be called, see blas.c); n == 1 is a
 ** decode step, done with the gemv kernels of kernels.h on the weights as they
 ** are, which reads every weight once and is bound by memory bandwidth.
 **
@@ -23,7 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <cblas.h>
+#include "blas.h"
 #include "gpt.h"
 #include "kernels.h"
 #include "threads.h"
@@ -698,6 +699,7 @@ typedef struct MatTask {
   int add, gelu;
   int chunk;            /* rows (decode) or columns (prefill) a claim takes */
   atomic_int next;      /* the next unclaimed chunk */
+  const GPTBlas *blas;  /* OpenBLAS where it may be called (blas.h), or NULL */
 } MatTask;
 
 /* Chunks are claimed, not assigned: a member that runs late (on a busy
@@ -714,14 +716,14 @@ static void gemv_task(void *arg, int ith, int nth) {
   (void)ith; (void)nth;
   while ((ch = claim(&a->next)) * a->chunk < a->w.rows) {
     int r0 = ch * a->chunk, r1 = r0 + a->chunk < a->w.rows ? r0 + a->chunk : a->w.rows;
-    if (a->w.dtype == GPT_F32 && k->blas_gemv) {
+    if (a->w.dtype == GPT_F32 && k->blas_gemv && a->blas) {
       /* cblas_sgemv as sgemv(bias) with beta 1, 64 rows a call (OpenBLAS's
       ** rounding may depend on how many rows it is handed) */
       float *y = a->add ? a->p->s->tmp : a->out;
       if (a->bias) memcpy(y + r0, a->bias + r0, (size_t)(r1 - r0) * sizeof(float));
       else memset(y + r0, 0, (size_t)(r1 - r0) * sizeof(float));
       for (int c = r0; c < r1; c += 64)
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, r1 - c < 64 ? r1 - c : 64, K, 1.0f,
+        a->blas->sgemv(CblasRowMajor, CblasNoTrans, r1 - c < 64 ? r1 - c : 64, K, 1.0f,
                     (const float *)a->w.w + (size_t)c * K, K, a->inp, 1, 1.0f, y + c, 1);
       if (a->add)
         for (int r = r0; r < r1; r++) a->out[r] += y[r];
@@ -755,7 +757,7 @@ static void gemm_task(void *arg, int ith, int nth) {
       for (int i = 0; i < n; i++) mat_row(a->p->k, &a->w, c0 + i, 0, K, wide + (size_t)i * K);
       w = wide;
     }
-    if (T <= GEMM_SMALL_T) {
+    if (T <= GEMM_SMALL_T || !a->blas) {
       a->p->k->gemm_f32(a->out + c0, (size_t)OC, w, a->inp, (size_t)K, T,
                         a->bias ? a->bias + c0 : NULL, 0, n, K);
     } else {
@@ -764,8 +766,8 @@ static void gemm_task(void *arg, int ith, int nth) {
         if (a->bias) memcpy(o, a->bias + c0, (size_t)n * sizeof(float));
         else memset(o, 0, (size_t)n * sizeof(float));
       }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n, K, 1.0f, a->inp, K, w, K, 1.0f,
-                  a->out + c0, OC);
+      a->blas->sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n, K, 1.0f, a->inp, K, w, K,
+                     1.0f, a->out + c0, OC);
     }
     if (a->gelu)
       for (int t = 0; t < T; t++) a->p->k->gelu(a->out + (size_t)t * OC + c0, (size_t)n);
@@ -774,10 +776,13 @@ static void gemm_task(void *arg, int ith, int nth) {
 
 static int matmul_forward(const Pass *p, float *out, const float *inp, const Mat *w,
                           const float *bias, int T, int add, int gelu) {
-  MatTask a = {p, out, inp, *w, bias, T, add, gelu, 0, 0};
+  MatTask a = {p, out, inp, *w, bias, T, add, gelu, 0, 0, NULL};
+  /* asked once a pass: OpenBLAS only where its allocations cannot fail */
+  if (T > GEMM_SMALL_T || p->k->blas_gemv) a.blas = gpt_blas();
   if (T == 1) {
     /* about eight chunks a member, in whole 4-row groups (64 for sgemv) */
-    int nth = gpt_team_size(p->team), unit = p->k->blas_gemv && w->dtype == GPT_F32 ? 64 : 4;
+    int nth = gpt_team_size(p->team);
+    int unit = p->k->blas_gemv && w->dtype == GPT_F32 && a.blas ? 64 : 4;
     int chunk = (w->rows + 8 * nth - 1) / (8 * nth);
     if (chunk < 16) chunk = 16;
     a.chunk = (chunk + unit - 1) / unit * unit;
@@ -829,13 +834,12 @@ static void attention_heads(AttTask *a, int h0, int h1, float *att) {
   for (int h = h0; h < h1; h++) {
     const float *qh = a->qkv + h * hd;
     const float *kh = a->k + (size_t)h * a->cap * hd, *vh = a->v + (size_t)h * a->cap * hd;
-    if (T == 1) {
-      kern->att_scores(att, qh, kh, (size_t)hd, nk, hd, scale);
-    } else {
-      /* scores (T, nk) = Q_h (T, hd) @ K_h^T */
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, nk, hd, scale, qh,
-                  3 * C, kh, hd, 0.0f, att, nk);
-    }
+    /* scores (T, nk) = Q_h (T, hd) @ K_h^T, each query against the P + t + 1
+    ** keys it sees (the decode kernels, not sgemm, whose buffer allocation
+    ** never gives up: blas.c) */
+    for (int t = 0; t < T; t++)
+      kern->att_scores(att + (size_t)t * nk, qh + (size_t)t * 3 * C, kh, (size_t)hd, P + t + 1,
+                       hd, scale);
     causal_softmax(kern, att, T, nk, P);
     if (io && io->on_attention && io->want_attention &&
         io->want_attention(io->ctx, a->layer, h) &&
@@ -844,13 +848,9 @@ static void attention_heads(AttTask *a, int h0, int h1, float *att) {
       return;
     }
     float *oh = a->out + h * hd;
-    if (T == 1) {
-      kern->att_values(oh, att, vh, (size_t)hd, nk, hd);
-    } else {
-      /* out_h (T, hd) = P (T, nk) @ V_h (nk, hd) */
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, nk, 1.0f, att,
-                  nk, vh, hd, 0.0f, oh, C);
-    }
+    /* out_h (T, hd) = P (T, nk) @ V_h (nk, hd), over the unmasked keys */
+    for (int t = 0; t < T; t++)
+      kern->att_values(oh + (size_t)t * C, att + (size_t)t * nk, vh, (size_t)hd, P + t + 1, hd);
   }
 }
 
@@ -979,7 +979,8 @@ static int batch_end(const Pass *p, GPTForwardIO *io) {
       int rows = T - t0 < LOGIT_ROWS ? T - t0 : LOGIT_ROWS;
       /* (rows, V) = xn (rows, C) @ head^T; one row goes through the batch
       ** path too, so that it matches the rows of a longer block */
-      MatTask a = {p, s->logit_block, s->xn + (size_t)t0 * C, head, NULL, rows, 0, 0, 0, 0};
+      MatTask a = {p, s->logit_block, s->xn + (size_t)t0 * C, head, NULL, rows, 0, 0, 0, 0,
+                   rows > GEMM_SMALL_T ? gpt_blas() : NULL};
       if (head.dtype != GPT_F32 && state_reserve_wide(s, gpt_team_size(p->team)))
         return GPT_NOMEM;
       gpt_team_run(p->team, gemm_task, &a);
