@@ -84,6 +84,7 @@ struct GPTState {
   int n_wide;            /* threads the wide scratch is sized for */
   float *wide;           /* (n_wide, GEMM_COLS, max_k) compact weights widened */
   int batch_T;           /* tokens of the batch in progress */
+  const char *overflow;  /* what was not finite after GPT_OVERFLOW ("logits", ...) */
 };
 
 #define LOGIT_ROWS 32
@@ -906,6 +907,14 @@ static int batch_begin(const Pass *p, const int *tokens, int n, char *err, size_
   return GPT_OK;
 }
 
+/* True when every value of x (n,) is finite: x * 0 is NaN exactly for an
+** infinity or a NaN, and the sum keeps it (vectorizes; no -ffast-math). */
+static int finite_f32(const float *x, size_t n) {
+  float acc = 0.0f;
+  for (size_t i = 0; i < n; i++) acc += x[i] * 0.0f;
+  return acc == 0.0f;
+}
+
 /* Block l over the batch: x += attn(ln_1(x)); x += mlp(ln_2(x)). Keys and
 ** values of the batch are appended to layer l's cache. */
 static int batch_layer(const Pass *p, int l, GPTForwardIO *io) {
@@ -951,11 +960,17 @@ static int batch_layer(const Pass *p, int l, GPTForwardIO *io) {
     if ((rc = matmul_forward(p, s->xn, s->fc, &fcprojw, w[L_FCPROJB], T, 0, 0))) return rc;
     residual_forward(p, s->x, s->xn, (size_t)T * C);
   }
+  /* (T, C): weights that overflow float32 show here first, in every caller */
+  if (!finite_f32(s->x, (size_t)T * C)) {
+    s->overflow = "hidden state";
+    return GPT_OVERFLOW;
+  }
   return GPT_OK;
 }
 
 /* ln_f, then whatever io asks for: the hidden rows, per-position logits in
-** blocks, the last token's logits. Commits the batch to the cache. */
+** blocks, the last token's logits. Commits the batch to the cache, unless a
+** value overflowed (GPT_OVERFLOW, with s->overflow saying where). */
 static int batch_end(const Pass *p, GPTForwardIO *io) {
   const GPTModel *m = p->m;
   GPTState *s = p->s;
@@ -965,6 +980,10 @@ static int batch_end(const Pass *p, GPTForwardIO *io) {
   if (T < 1) return GPT_ERROR;
   layernorm_forward(p, s->xn, s->x, (const float *)m->tensor[2 + nBlock],
                     (const float *)m->tensor[3 + nBlock], T, C, c->ln_eps);
+  if (!finite_f32(s->xn, (size_t)T * C)) {
+    s->overflow = "hidden state";
+    return GPT_OVERFLOW;
+  }
   int P = s->len;
   s->len += T;
   s->batch_T = 0;
@@ -984,6 +1003,11 @@ static int batch_end(const Pass *p, GPTForwardIO *io) {
       if (head.dtype != GPT_F32 && state_reserve_wide(s, gpt_team_size(p->team)))
         return GPT_NOMEM;
       gpt_team_run(p->team, gemm_task, &a);
+      if (!finite_f32(s->logit_block, (size_t)rows * V)) {
+        s->overflow = "logits";
+        s->len = P;
+        return GPT_OVERFLOW;
+      }
       if (io->on_logits(io->ctx, P + t0, rows, s->logit_block)) return GPT_ABORTED;
     }
   }
@@ -991,6 +1015,11 @@ static int batch_end(const Pass *p, GPTForwardIO *io) {
     /* logits (V,) = head (V, C) @ xn[T-1] */
     if ((rc = matmul_forward(p, io->logits, s->xn + (size_t)(T - 1) * C, &head, NULL, 1, 0, 0)))
       return rc;
+    if (!finite_f32(io->logits, (size_t)V)) {
+      s->overflow = "logits";
+      s->len = P;
+      return GPT_OVERFLOW;
+    }
   }
   return GPT_OK;
 }
@@ -1045,6 +1074,9 @@ int gpt_forward(const GPTModel *m, GPTState *s, const int *tokens, int n,
     s->batch_T = 0;
     if (rc == GPT_NOMEM) snprintf(err, n_err, "out of memory");
     if (rc == GPT_ABORTED) snprintf(err, n_err, "interrupted");
+    if (rc == GPT_OVERFLOW)
+      snprintf(err, n_err, "non-finite %s: the weights overflow float32",
+               s->overflow ? s->overflow : "values");
   }
   return rc;
 }
