@@ -726,7 +726,8 @@ static int apply_tokenizer_config(sqlite3 *db, const char *zFunc, GptModel *m,
   goto done;
 tok_error:
   gptext_set_error(pzErr, "%s: model '%s': tokenizer: %s", zFunc, m->zName, zMsg);
-  rc = SQLITE_ERROR;
+  /* the tokenizer's allocation failures are SQLite's out-of-memory too */
+  rc = strncmp(zMsg, "out of memory", 13) == 0 ? SQLITE_NOMEM : SQLITE_ERROR;
   goto done;
 sql_error:
   gptext_set_error(pzErr, "%s: model '%s': gpt_tokenizer: %s", zFunc, m->zName,
@@ -845,7 +846,8 @@ static int load_tokenizer(sqlite3 *db, const char *zFunc, GptModel *m, char **pz
   goto done;
 tok_error:
   gptext_set_error(pzErr, "%s: model '%s': tokenizer: %s", zFunc, m->zName, zMsg);
-  rc = SQLITE_ERROR;
+  /* the tokenizer's allocation failures are SQLite's out-of-memory too */
+  rc = strncmp(zMsg, "out of memory", 13) == 0 ? SQLITE_NOMEM : SQLITE_ERROR;
   goto done;
 sql_error:
   /* SQLite's code goes on (SQLITE_BUSY, SQLITE_NOMEM, SQLITE_IOERR_READ, ...) */
