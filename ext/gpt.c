@@ -656,7 +656,7 @@ bad:
 sql_error:
   gptext_set_error(pzErr, "%s: model '%s': gpt_tokenizer: %s", zFunc, m->zName,
                    sqlite3_errmsg(db));
-  rc = SQLITE_ERROR;
+  rc = gptext_sql_code(db, rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_ERROR : rc);
 done:
   sqlite3_finalize(p);
   return rc;
@@ -732,7 +732,7 @@ tok_error:
 sql_error:
   gptext_set_error(pzErr, "%s: model '%s': gpt_tokenizer: %s", zFunc, m->zName,
                    sqlite3_errmsg(db));
-  rc = SQLITE_ERROR;
+  rc = gptext_sql_code(db, rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_ERROR : rc);
 done:
   sqlite3_finalize(p);
   return rc;

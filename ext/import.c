@@ -2268,7 +2268,7 @@ static int impTensors(GptImport *p) {
       int64_t nPartByte = nPerPart == nRow ? nByte : nPartRow * nRowByte;
       char *zPartName = nPerPart == nRow ? 0 : sqlite3_mprintf("%s#%d", pInfo->name, iPart);
       if (nPerPart != nRow && zPartName == 0) {
-        rc = impError(p, 0, "out of memory");
+        rc = impNoMem(p);
         goto done;
       }
       if (pInfo->ndim == 2) {
