@@ -488,7 +488,7 @@ static int read_config(sqlite3 *db, const char *zFunc, const char *zName,
   goto done;
 sql_error:
   gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, zName, sqlite3_errmsg(db));
-  rc = SQLITE_ERROR;
+  rc = gptext_sql_code(db, rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_ERROR : rc);
 done:
   sqlite3_finalize(p);
   return rc;
@@ -657,7 +657,7 @@ bad:
 sql_error:
   gptext_set_error(pzErr, "%s: model '%s': gpt_tokenizer: %s", zFunc, m->zName,
                    sqlite3_errmsg(db));
-  rc = SQLITE_ERROR;
+  rc = gptext_sql_code(db, rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_ERROR : rc);
 done:
   sqlite3_finalize(p);
   return rc;
@@ -727,12 +727,13 @@ static int apply_tokenizer_config(sqlite3 *db, const char *zFunc, GptModel *m,
   goto done;
 tok_error:
   gptext_set_error(pzErr, "%s: model '%s': tokenizer: %s", zFunc, m->zName, zMsg);
-  rc = SQLITE_ERROR;
+  /* the tokenizer's allocation failures are SQLite's out-of-memory too */
+  rc = strncmp(zMsg, "out of memory", 13) == 0 ? SQLITE_NOMEM : SQLITE_ERROR;
   goto done;
 sql_error:
   gptext_set_error(pzErr, "%s: model '%s': gpt_tokenizer: %s", zFunc, m->zName,
                    sqlite3_errmsg(db));
-  rc = SQLITE_ERROR;
+  rc = gptext_sql_code(db, rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_ERROR : rc);
 done:
   sqlite3_finalize(p);
   return rc;
@@ -846,11 +847,13 @@ static int load_tokenizer(sqlite3 *db, const char *zFunc, GptModel *m, char **pz
   goto done;
 tok_error:
   gptext_set_error(pzErr, "%s: model '%s': tokenizer: %s", zFunc, m->zName, zMsg);
-  rc = SQLITE_ERROR;
+  /* the tokenizer's allocation failures are SQLite's out-of-memory too */
+  rc = strncmp(zMsg, "out of memory", 13) == 0 ? SQLITE_NOMEM : SQLITE_ERROR;
   goto done;
 sql_error:
+  /* SQLite's code goes on (SQLITE_BUSY, SQLITE_NOMEM, SQLITE_IOERR_READ, ...) */
   gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, m->zName, sqlite3_errmsg(db));
-  rc = SQLITE_ERROR;
+  rc = gptext_sql_code(db, rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_ERROR : rc);
 done:
   sqlite3_finalize(p);
   tok_free(t);
@@ -1092,8 +1095,9 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
   rc = SQLITE_OK;
   goto done;
 sql_error:
+  /* SQLite's code goes on (SQLITE_BUSY, SQLITE_NOMEM, SQLITE_IOERR_READ, ...) */
   gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, m->zName, sqlite3_errmsg(db));
-  rc = SQLITE_ERROR;
+  rc = gptext_sql_code(db, rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_ERROR : rc);
 done:
   if (pBlob) sqlite3_blob_close(pBlob);
   sqlite3_finalize(p);
@@ -1136,7 +1140,7 @@ static int resolve_name(sqlite3 *db, const char *zFunc, const char *zName, char 
   sqlite3_finalize(p);
   if (rc != SQLITE_DONE) {
     gptext_set_error(pzErr, "%s: %s", zFunc, sqlite3_errmsg(db));
-    rc = (rc & 0xff) == SQLITE_INTERRUPT ? SQLITE_INTERRUPT : SQLITE_ERROR;
+    rc = gptext_sql_code(db, rc); /* SQLITE_BUSY, SQLITE_INTERRUPT, ... go on */
   } else if (n == 1) {
     rc = *pzOut ? SQLITE_OK : SQLITE_NOMEM;
   } else if (zName) {
