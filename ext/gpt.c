@@ -310,6 +310,12 @@ static CacheEntry *gCache = 0;
 static sqlite3_int64 gnTokenizerLoads = 0; /* counters for gpt_debug() */
 static sqlite3_int64 gnWeightLoads = 0;
 
+/* The ids with a token: the tokenizer's size, within the config's vocab_size. */
+int gptext_live_vocab(const GptModel *m) {
+  int n = m->pTok ? tok_vocab_size(m->pTok) : m->cfg.vocab_size;
+  return n >= 1 && n <= m->cfg.vocab_size ? n : m->cfg.vocab_size;
+}
+
 /* Frees an entry that nothing references any more. */
 static void cache_entry_free(CacheEntry *e) {
   if (!e) return;
@@ -388,7 +394,27 @@ static int read_config(sqlite3 *db, const char *zFunc, const char *zName,
   static const char *azKey[] = {"n_layer", "n_head", "n_embd", "n_ctx", "vocab_size"};
   int *aOut[] = {&c->n_layer, &c->n_head, &c->n_embd, &c->n_ctx, &c->vocab_size};
   sqlite3_stmt *p = 0;
-  int rc = sqlite3_prepare_v2(db,
+  int rc;
+  /* Llama-family models keep Hugging Face's keys (ext/config.c) */
+  rc = sqlite3_prepare_v2(db, "SELECT config FROM gpt_models WHERE name = ?1 AND "
+                          "json_valid(config) AND json_type(config, '$.model_type') = 'text' "
+                          "AND json_extract(config, '$.model_type') <> 'gpt2'", -1, &p, 0);
+  if (rc != SQLITE_OK) goto sql_error;
+  sqlite3_bind_text(p, 1, zName, -1, SQLITE_STATIC);
+  if (sqlite3_step(p) == SQLITE_ROW) {
+    char zMsg[256];
+    int bTied = 0;
+    rc = gptext_config_read(db, (const char *)sqlite3_column_text(p, 0),
+                            sqlite3_column_bytes(p, 0), c, &bTied, zMsg, sizeof(zMsg));
+    if (rc != SQLITE_OK) {
+      gptext_set_error(pzErr, "%s: model '%s': config %s", zFunc, zName, zMsg);
+      rc = SQLITE_ERROR;
+    }
+    goto done;
+  }
+  sqlite3_finalize(p);
+  p = 0;
+  rc = sqlite3_prepare_v2(db,
       "SELECT json_valid(config) AND json_type(config) = 'object', "
       " json_type(config, '$.n_layer'), json_extract(config, '$.n_layer'),"
       " json_type(config, '$.n_head'), json_extract(config, '$.n_head'),"
@@ -987,6 +1013,7 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
       if (!aBuf) { rc = SQLITE_NOMEM; goto done; }
     }
   }
+  if (m->pTok) gpt_model_set_live_vocab(net, tok_vocab_size(m->pTok));
   m->pNet = net;
   net = 0;
   rc = SQLITE_OK;

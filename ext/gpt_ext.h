@@ -85,6 +85,10 @@ typedef struct GptModel {
   int nStopId;
 } GptModel;
 
+/* Ids of m that have a token (the tokenizer may cover fewer than the
+** head's vocab_size rows): sampling and listings use only these. */
+int gptext_live_vocab(const GptModel *m);
+
 /* Per-connection state, handed to every function and module as user data.
 ** A connection is used by one thread at a time, so its fields need no lock;
 ** the cached decoder state is checked out while in use, so nested calls in
@@ -189,6 +193,17 @@ int gptext_generate(GptConn *pConn, sqlite3 *db, GptModel *m, const char *zFunc,
                     const GptOptions *o, const int *aPrompt, int nPrompt,
                     GptGeneration *g, char **pzErr);
 void gptext_generation_clear(GptGeneration *g);
+
+/* Llama-family configs (ext/config.c): Hugging Face's config.json keys, read
+** the same way from a file at import and from gpt_models.config at load.
+** gptext_config_is_hf tells whether zJson has a model_type other than gpt2
+** (copied into zType). gptext_config_read fills c and *pbTied or returns an
+** error with a message in zErr naming the key. gptext_config_json gives the
+** stored form (sqlite3_malloc'd). */
+int gptext_config_is_hf(sqlite3 *db, const char *zJson, int nJson, char *zType, size_t nType);
+int gptext_config_read(sqlite3 *db, const char *zJson, int nJson, GPTConfig *c, int *pbTied,
+                       char *zErr, size_t nErr);
+char *gptext_config_json(const GPTConfig *c, int bTied);
 
 /* sqlite3_mprintf-style helpers that also free the previous *pzErr. */
 void gptext_set_error(char **pzErr, const char *zFormat, ...);

@@ -59,6 +59,17 @@ struct ImpTensor {
   STTensor *pSrc;      /* the header entry, or NULL while not found */
 };
 
+/* One safetensors file of the checkpoint and its entries in aEntry. */
+typedef struct ImpShard {
+  char *zFile;             /* name inside the folder */
+  FILE *pFile;
+  int64_t iDataOff;        /* file offset of the data section */
+  int iFirst, nEntry;      /* its entries: aEntry[iFirst .. iFirst + nEntry) */
+} ImpShard;
+
+/* Most shards accepted in model.safetensors.index.json. */
+#define IMP_MAX_SHARDS 4096
+
 /* State of one gpt_import() call. */
 typedef struct GptImport GptImport;
 struct GptImport {
@@ -73,16 +84,19 @@ struct GptImport {
   sqlite3_stmt *apTxn[4];
   int bTxnOpen;
   GPTConfig cfg;
-  /* model.safetensors */
-  FILE *pFile;
-  int64_t iDataOff;        /* file offset of the data section */
-  STTensor *aEntry;        /* every header entry */
+  /* model.safetensors, or the shards model.safetensors.index.json names */
+  ImpShard *aShard;
+  int nShard;
+  STTensor *aEntry;        /* every header entry, shard after shard */
   int nEntry;
+  int nEntryAlloc;
   char **azStr;            /* names and dtypes of aEntry, owned */
   int nStr;
   ImpTensor *aReq;         /* required tensors, sorted by name */
   int nReq;
-  int bLmHead;             /* the file has lm_head.weight */
+  int bLmHead;             /* the file has lm_head.weight (GPT-2), or the head is
+                           ** untied (config of the other architectures) */
+  int bTied;               /* tie_word_embeddings of a Llama-family config */
   /* vocab.json */
   char *zVocab;
   int64_t nVocab;
@@ -319,6 +333,16 @@ static int impConfig(GptImport *p) {
   if (rc != SQLITE_OK) goto done;
   rc = impCheckObject(p, "config.json", zJson, nJson, "a JSON object");
   if (rc != SQLITE_OK) goto done;
+  {
+    char zType[64];
+    if (gptext_config_is_hf(p->db, zJson, (int)nJson, zType, sizeof(zType))) {
+      if (gptext_config_read(p->db, zJson, (int)nJson, &p->cfg, &p->bTied, zMsg,
+                             sizeof(zMsg)) != SQLITE_OK) {
+        rc = impError(p, "config.json", "%s", zMsg);
+      }
+      goto done;
+    }
+  }
   rc = impPrepare(p,
       "SELECT json_type(?1, '$.n_layer'), json_extract(?1, '$.n_layer'),"
       " json_type(?1, '$.n_head'), json_extract(?1, '$.n_head'),"
@@ -475,10 +499,9 @@ static const char *impKeep(GptImport *p, const char *z, int n) {
 ** Every value must have the JSON type the format prescribes; ranges are
 ** checked afterwards by st_validate().
 */
-static int impParseHeader(GptImport *p, const char *zJson, int64_t nJson) {
-  static const char *zFile = "model.safetensors";
+static int impParseHeader(GptImport *p, const char *zFile, const char *zJson, int64_t nJson) {
   sqlite3_stmt *pStmt = 0;
-  int rc, nAlloc = 0;
+  int rc;
 
   rc = impCheckObject(p, zFile, zJson, nJson, "a JSON object as the header");
   if (rc != SQLITE_OK) goto done;
@@ -530,15 +553,16 @@ static int impParseHeader(GptImport *p, const char *zJson, int64_t nJson) {
                     "most %d", IMP_MAX_ENTRIES);
       goto done;
     }
-    if (p->nEntry >= nAlloc) {
+    if (p->nEntry >= p->nEntryAlloc) {
       STTensor *a;
-      nAlloc = nAlloc ? 2 * nAlloc : 256;
+      int nAlloc = p->nEntryAlloc ? 2 * p->nEntryAlloc : 256;
       a = sqlite3_realloc64(p->aEntry, sizeof(STTensor) * (sqlite3_uint64)nAlloc);
       if (a == 0) {
         rc = impError(p, 0, "out of memory");
         goto done;
       }
       p->aEntry = a;
+      p->nEntryAlloc = nAlloc;
     }
     t = &p->aEntry[p->nEntry];
     memset(t, 0, sizeof(*t));
@@ -656,35 +680,190 @@ static int impIsLegacyBuffer(GptImport *p, const char *z) {
 }
 
 /*
-** Opens model.safetensors, reads and parses its header, validates the entries
-** and matches them with the tensors the config requires: each must be there
-** once, with exactly the expected shape and a weight dtype (F32, F16, BF16).
-** Legacy attention buffers are skipped; any other name is an error.
+** True for model.layers.N.self_attn.rotary_emb.inv_freq, a buffer older
+** Llama checkpoints saved: the engine computes the frequencies itself.
 */
-static int impSafetensors(GptImport *p) {
-  static const char *zFile = "model.safetensors";
+static int impIsRotaryBuffer(GptImport *p, const char *z) {
+  const char *zSuffix = ".self_attn.rotary_emb.inv_freq";
+  size_t n = strlen(z), nSuffix = strlen(zSuffix);
+  (void)p;
+  return strncmp(z, "model.layers.", 13) == 0 && n > nSuffix &&
+         strcmp(z + n - nSuffix, zSuffix) == 0;
+}
+
+/*
+** Opens one safetensors file of the folder as a new shard: reads, parses
+** and validates its header, appending its entries to aEntry.
+*/
+static int impShardOpen(GptImport *p, const char *zFile) {
   char *zJson = 0;
   int64_t nJson = 0, nFile = 0;
   char zMsg[512];
-  int i, rc;
-
-  rc = impOpen(p, zFile, &p->pFile, &nFile);
+  ImpShard *pShard;
+  int rc;
+  if (p->nShard % 16 == 0) {
+    ImpShard *a = sqlite3_realloc64(p->aShard, sizeof(ImpShard) * (sqlite3_uint64)(p->nShard + 16));
+    if (a == 0) return impError(p, 0, "out of memory");
+    p->aShard = a;
+  }
+  pShard = &p->aShard[p->nShard++];
+  memset(pShard, 0, sizeof(*pShard));
+  pShard->zFile = sqlite3_mprintf("%s", zFile);
+  pShard->iFirst = p->nEntry;
+  if (pShard->zFile == 0) return impError(p, 0, "out of memory");
+  rc = impOpen(p, zFile, &pShard->pFile, &nFile);
   if (rc != SQLITE_OK) goto done;
-  if (st_read_header(p->pFile, nFile, &zJson, &nJson, &p->iDataOff, zMsg,
+  if (st_read_header(pShard->pFile, nFile, &zJson, &nJson, &pShard->iDataOff, zMsg,
                      sizeof(zMsg))) {
     rc = impError(p, zFile, "%s", zMsg);
     goto done;
   }
-  rc = impParseHeader(p, zJson, nJson);
+  rc = impParseHeader(p, zFile, zJson, nJson);
   if (rc != SQLITE_OK) goto done;
-  if (st_validate(p->aEntry, p->nEntry, nFile - p->iDataOff, zMsg, sizeof(zMsg))) {
+  pShard->nEntry = p->nEntry - pShard->iFirst;
+  if (st_validate(p->aEntry + pShard->iFirst, pShard->nEntry, nFile - pShard->iDataOff, zMsg,
+                  sizeof(zMsg))) {
     rc = impError(p, zFile, "%s", zMsg);
     goto done;
   }
+done:
+  free(zJson);
+  return rc;
+}
 
-  /* The required list depends on whether the head is tied. */
-  for (i = 0; i < p->nEntry; i++) {
-    if (strcmp(impCanonical(p->aEntry[i].name), "lm_head.weight") == 0) p->bLmHead = 1;
+/* The shard that holds entry t. */
+static const ImpShard *impShardOf(const GptImport *p, const STTensor *t) {
+  int i = (int)(t - p->aEntry);
+  for (int s = 0; s < p->nShard; s++)
+    if (i >= p->aShard[s].iFirst && i < p->aShard[s].iFirst + p->aShard[s].nEntry)
+      return &p->aShard[s];
+  return &p->aShard[0];
+}
+
+/*
+** Opens the shards of a sharded checkpoint: model.safetensors.index.json's
+** weight_map names, for each tensor, the file that holds it. Every file name
+** must be a plain name inside the folder (no path separator, no "..", ending
+** in ".safetensors"), each is opened once, and every tensor must be in the
+** shard the map names, and every mapped tensor in a shard.
+*/
+static int impShardIndex(GptImport *p) {
+  static const char *zIndex = "model.safetensors.index.json";
+  sqlite3_stmt *pStmt = 0;
+  char *zJson = 0;
+  int64_t nJson = 0;
+  int rc, nMapped = 0;
+
+  rc = impReadText(p, zIndex, &zJson, &nJson);
+  if (rc != SQLITE_OK) goto done;
+  rc = impCheckObject(p, zIndex, zJson, nJson, "a JSON object");
+  if (rc != SQLITE_OK) goto done;
+  rc = impPrepare(p, "SELECT json_type(?1, '$.weight_map') = 'object', "
+                  "(SELECT count(*) FROM json_each(?1, '$.weight_map') WHERE type <> 'text')", &pStmt);
+  if (rc != SQLITE_OK) goto done;
+  sqlite3_bind_text64(pStmt, 1, zJson, (sqlite3_uint64)nJson, SQLITE_STATIC, SQLITE_UTF8);
+  if ((rc = sqlite3_step(pStmt)) != SQLITE_ROW) { rc = impSqlError(p, rc); goto done; }
+  if (!sqlite3_column_int(pStmt, 0) || sqlite3_column_int(pStmt, 1) != 0) {
+    rc = impError(p, zIndex, "\"weight_map\" must be an object of tensor names to file names");
+    goto done;
+  }
+  sqlite3_finalize(pStmt);
+  /* the distinct files, in order of first appearance */
+  rc = impPrepare(p, "SELECT value FROM json_each(?1, '$.weight_map') GROUP BY value "
+                  "ORDER BY min(id)", &pStmt);
+  if (rc != SQLITE_OK) goto done;
+  sqlite3_bind_text64(pStmt, 1, zJson, (sqlite3_uint64)nJson, SQLITE_STATIC, SQLITE_UTF8);
+  while ((rc = sqlite3_step(pStmt)) == SQLITE_ROW) {
+    const char *z = (const char *)sqlite3_column_text(pStmt, 0);
+    int n = sqlite3_column_bytes(pStmt, 0);
+    if (!z || n == 0 || n > 255 || (int)strlen(z) != n || strchr(z, '/') || strchr(z, '\\') ||
+        z[0] == '.' || n < 13 || strcmp(z + n - 12, ".safetensors") != 0) {
+      rc = impError(p, zIndex, "shard \"%s\" is not a .safetensors file name inside the folder",
+                    z ? z : "");
+      goto done;
+    }
+    if (p->nShard >= IMP_MAX_SHARDS) {
+      rc = impError(p, zIndex, "more than %d shards", IMP_MAX_SHARDS);
+      goto done;
+    }
+    if ((rc = impShardOpen(p, z)) != SQLITE_OK) goto done;
+  }
+  if (rc != SQLITE_DONE) { rc = impSqlError(p, rc); goto done; }
+  if (p->nShard == 0) {
+    rc = impError(p, zIndex, "\"weight_map\" names no file");
+    goto done;
+  }
+  sqlite3_finalize(pStmt);
+  /* each entry where the map says; each mapped name in some shard */
+  rc = impPrepare(p, "SELECT json_extract(?1, '$.weight_map.' || json_quote(?2))", &pStmt);
+  if (rc != SQLITE_OK) goto done;
+  sqlite3_bind_text64(pStmt, 1, zJson, (sqlite3_uint64)nJson, SQLITE_STATIC, SQLITE_UTF8);
+  for (int i = 0; i < p->nEntry; i++) {
+    const ImpShard *pShard = impShardOf(p, &p->aEntry[i]);
+    sqlite3_reset(pStmt);
+    sqlite3_bind_text(pStmt, 2, p->aEntry[i].name, -1, SQLITE_STATIC);
+    if ((rc = sqlite3_step(pStmt)) != SQLITE_ROW) { rc = impSqlError(p, rc); goto done; }
+    const char *zWhere = (const char *)sqlite3_column_text(pStmt, 0);
+    if (!zWhere || strcmp(zWhere, pShard->zFile) != 0) {
+      rc = impError(p, zIndex, "tensor \"%s\" is in %s, but the weight_map says %s",
+                    p->aEntry[i].name, pShard->zFile, zWhere ? zWhere : "nothing");
+      goto done;
+    }
+    nMapped++;
+  }
+  sqlite3_finalize(pStmt);
+  rc = impPrepare(p, "SELECT count(*) FROM json_each(?1, '$.weight_map')", &pStmt);
+  if (rc != SQLITE_OK) goto done;
+  sqlite3_bind_text64(pStmt, 1, zJson, (sqlite3_uint64)nJson, SQLITE_STATIC, SQLITE_UTF8);
+  if ((rc = sqlite3_step(pStmt)) != SQLITE_ROW) { rc = impSqlError(p, rc); goto done; }
+  if (sqlite3_column_int(pStmt, 0) != nMapped) {
+    rc = impError(p, zIndex, "\"weight_map\" lists %d tensors, but the shards hold %d",
+                  sqlite3_column_int(pStmt, 0), nMapped);
+    goto done;
+  }
+  rc = SQLITE_OK;
+done:
+  sqlite3_finalize(pStmt);
+  sqlite3_free(zJson);
+  return rc;
+}
+
+/*
+** Opens model.safetensors (or, when the folder has none, the shards of
+** model.safetensors.index.json), reads and parses the headers, validates
+** the entries and matches them with the tensors the config requires: each
+** must be there once, with exactly the expected shape and a weight dtype
+** (F32, F16, BF16). Legacy attention buffers are skipped; any other name is
+** an error.
+*/
+static int impSafetensors(GptImport *p) {
+  const char *zFile = "model.safetensors";
+  char *zSingle = impPath(p, zFile);
+  struct stat st;
+  int i, rc, bSharded;
+
+  if (zSingle == 0) return impError(p, 0, "out of memory");
+  bSharded = stat(zSingle, &st) != 0 && errno == ENOENT;
+  sqlite3_free(zSingle);
+  if (bSharded) {
+    char *zIndex = impPath(p, "model.safetensors.index.json");
+    if (zIndex == 0) return impError(p, 0, "out of memory");
+    bSharded = stat(zIndex, &st) == 0;
+    sqlite3_free(zIndex);
+  }
+  rc = bSharded ? impShardIndex(p) : impShardOpen(p, zFile);
+  if (bSharded) zFile = "model.safetensors.index.json";
+  if (rc != SQLITE_OK) goto done;
+
+  /* The required list depends on whether the head is tied: by the presence
+  ** of lm_head.weight for GPT-2, by tie_word_embeddings for the others
+  ** (whose tied checkpoints may still carry a copy of the head, skipped). */
+  if (p->cfg.arch == GPT_ARCH_GPT2) {
+    for (i = 0; i < p->nEntry; i++) {
+      if (strcmp(impCanonical(p->aEntry[i].name), "lm_head.weight") == 0) p->bLmHead = 1;
+    }
+  } else {
+    p->bLmHead = !p->bTied;
   }
   p->nReq = gpt_n_tensors(&p->cfg, p->bLmHead);
   p->aReq = sqlite3_malloc64(sizeof(ImpTensor) * (sqlite3_uint64)p->nReq);
@@ -706,30 +885,34 @@ static int impSafetensors(GptImport *p) {
     char zWant[64], zGot[256];
     if (r == 0) {
       if (impIsLegacyBuffer(p, zCanon)) continue;
-      rc = impError(p, zFile, "unknown tensor \"%s\", expected only GPT-2 "
-                    "tensors for the config (%d layers)", t->name, p->cfg.n_layer);
+      if (p->bTied && strcmp(zCanon, "lm_head.weight") == 0) continue;
+      if (p->cfg.arch != GPT_ARCH_GPT2 && impIsRotaryBuffer(p, zCanon)) continue;
+      rc = impError(p, impShardOf(p, t)->zFile, "unknown tensor \"%s\", expected only %s "
+                    "tensors for the config (%d layers)", t->name,
+                    p->cfg.arch == GPT_ARCH_GPT2 ? "GPT-2" : gpt_arch_name(p->cfg.arch),
+                    p->cfg.n_layer);
       goto done;
     }
     if (r->pSrc) {
-      rc = impError(p, zFile, "tensor \"%s\" appears twice (also as \"%s\")",
+      rc = impError(p, impShardOf(p, t)->zFile, "tensor \"%s\" appears twice (also as \"%s\")",
                     t->name, r->pSrc->name);
       goto done;
     }
     r->pSrc = t;
     if (st_dtype_to_gpt(t->dtype) < 0) {
-      rc = impError(p, zFile, "tensor \"%s\" has dtype \"%s\", expected F32, "
+      rc = impError(p, impShardOf(p, t)->zFile, "tensor \"%s\" has dtype \"%s\", expected F32, "
                     "F16 or BF16", t->name, t->dtype_name);
       goto done;
     }
     st_shape_str(r->info.shape, r->info.ndim, zWant, sizeof(zWant));
     st_shape_str(t->shape, t->ndim, zGot, sizeof(zGot));
     if (strcmp(zWant, zGot) != 0) {
-      rc = impError(p, zFile, "tensor \"%s\" has the wrong shape, expected %s, "
+      rc = impError(p, impShardOf(p, t)->zFile, "tensor \"%s\" has the wrong shape, expected %s, "
                     "found %s", t->name, zWant, zGot);
       goto done;
     }
   }
-  /* The first missing tensor in the model's order (wte.weight first). */
+  /* The first missing tensor in the model's order (the embedding first). */
   for (i = 0; i < p->nReq; i++) {
     GPTTensorInfo info;
     ImpTensor *r;
@@ -744,7 +927,6 @@ static int impSafetensors(GptImport *p) {
     }
   }
 done:
-  free(zJson);
   return rc;
 }
 
@@ -2015,7 +2197,6 @@ static int impCmpOffset(const void *a, const void *b) {
 ** every piece is checked for NaN and infinities.
 */
 static int impTensors(GptImport *p) {
-  static const char *zFile = "model.safetensors";
   sqlite3_stmt *pIns = 0;
   sqlite3_blob *pBlob = 0;
   unsigned char *aBuf = 0;
@@ -2028,7 +2209,7 @@ static int impTensors(GptImport *p) {
     goto done;
   }
   /* Sequential reads: one stdio buffer less. */
-  setvbuf(p->pFile, 0, _IONBF, 0);
+  for (i = 0; i < p->nShard; i++) setvbuf(p->aShard[i].pFile, 0, _IONBF, 0);
   qsort(p->aReq, (size_t)p->nReq, sizeof(ImpTensor), impCmpOffset);
   rc = impPrepare(p, "INSERT INTO gpt_tensors(model, name, dtype, shape, data) "
                   "VALUES(?1, ?2, ?3, ?4, zeroblob(?5))", &pIns);
@@ -2040,6 +2221,8 @@ static int impTensors(GptImport *p) {
     int dtype = st_dtype_to_gpt(t->dtype);
     int64_t nByte = t->end - t->begin, off;
     char zShape[64];
+    const ImpShard *pShard = impShardOf(p, t);
+    const char *zFile = pShard->zFile;
 
     if (nByte > nMaxBlob) {
       rc = impError(p, zFile, "tensor \"%s\" is too large for a BLOB, expected "
@@ -2069,7 +2252,7 @@ static int impTensors(GptImport *p) {
       rc = impSqlError(p, rc);
       goto done;
     }
-    if (fseeko(p->pFile, (off_t)(p->iDataOff + t->begin), SEEK_SET) != 0) {
+    if (fseeko(pShard->pFile, (off_t)(pShard->iDataOff + t->begin), SEEK_SET) != 0) {
       rc = impError(p, zFile, "cannot seek to tensor \"%s\": %s", t->name,
                     strerror(errno));
       goto done;
@@ -2081,10 +2264,10 @@ static int impTensors(GptImport *p) {
         rc = impSqlError(p, SQLITE_INTERRUPT);
         goto done;
       }
-      if (fread(aBuf, 1, (size_t)n, p->pFile) != (size_t)n) {
+      if (fread(aBuf, 1, (size_t)n, pShard->pFile) != (size_t)n) {
         rc = impError(p, zFile, "cannot read tensor \"%s\" at byte %lld: %s",
-                      t->name, (long long)(p->iDataOff + t->begin + off),
-                      ferror(p->pFile) ? strerror(errno) : "the file ends early");
+                      t->name, (long long)(pShard->iDataOff + t->begin + off),
+                      ferror(pShard->pFile) ? strerror(errno) : "the file ends early");
         goto done;
       }
       iBad = impNonFinite(dtype, aBuf, (size_t)n);
@@ -2127,6 +2310,22 @@ static int impModelRow(GptImport *p) {
   sqlite3_stmt *pStmt = 0;
   int rc;
 
+  if (p->cfg.arch != GPT_ARCH_GPT2) {
+    char *zCfg = gptext_config_json(&p->cfg, p->bTied);
+    if (!zCfg) return impError(p, 0, "out of memory");
+    rc = impPrepare(p, "INSERT INTO gpt_models(name, config, source) VALUES(?1, json(?2), ?3)",
+                    &pStmt);
+    if (rc == SQLITE_OK) {
+      sqlite3_bind_text(pStmt, 1, p->zName, -1, SQLITE_STATIC);
+      sqlite3_bind_text(pStmt, 2, zCfg, -1, sqlite3_free);
+      sqlite3_bind_text(pStmt, 3, p->zDir, -1, SQLITE_STATIC);
+      rc = sqlite3_step(pStmt);
+      rc = rc == SQLITE_DONE ? SQLITE_OK : impSqlError(p, rc);
+    } else {
+      sqlite3_free(zCfg);
+    }
+    goto done;
+  }
   rc = impPrepare(p, "INSERT INTO gpt_models(name, config, source) VALUES(?1, "
                   "json_object('n_layer', ?2, 'n_head', ?3, 'n_embd', ?4, "
                   "'n_ctx', ?5, 'vocab_size', ?6, 'layer_norm_epsilon', ?7), ?8)",
@@ -2299,7 +2498,11 @@ static void impTxnEnd(GptImport *p) {
 */
 static void impClear(GptImport *p) {
   int i;
-  if (p->pFile) fclose(p->pFile);
+  for (i = 0; i < p->nShard; i++) {
+    if (p->aShard[i].pFile) fclose(p->aShard[i].pFile);
+    sqlite3_free(p->aShard[i].zFile);
+  }
+  sqlite3_free(p->aShard);
   for (i = 0; i < p->nStr; i++) sqlite3_free(p->azStr[i]);
   sqlite3_free(p->azStr);
   sqlite3_free(p->aEntry);
