@@ -302,10 +302,13 @@ struct CacheEntry {
   sqlite3_int64 stamp;     /* gpt_models.stamp the rows had when loaded */
   int nRef;                /* callers and connections holding it */
   int bStale;              /* superseded: freed when nRef drops to 0 */
+  int bLoading;            /* a thread is reading its weights, without the mutex */
   CacheEntry *pNext;
 };
 
 static pthread_mutex_t gCacheMutex = PTHREAD_MUTEX_INITIALIZER;
+/* Signalled when an entry's weights finish loading (bLoading drops). */
+static pthread_cond_t gCacheLoaded = PTHREAD_COND_INITIALIZER;
 static CacheEntry *gCache = 0;
 static sqlite3_int64 gnTokenizerLoads = 0; /* counters for gpt_debug() */
 static sqlite3_int64 gnWeightLoads = 0;
@@ -1183,9 +1186,23 @@ static int model_acquire_once(GptConn *pConn, sqlite3 *db, const char *zFunc, co
     e->pNext = gCache;
     gCache = e;
   }
+  /* Weights are read without the mutex, so that a large model's load does
+  ** not stall other connections' calls on other models; a second caller
+  ** for the same entry waits for the first load instead of repeating it.
+  ** The entry is pinned (nRef) while its loader runs unlocked. */
+  while (needWeights && e->bLoading) pthread_cond_wait(&gCacheLoaded, &gCacheMutex);
   if (needWeights && !e->model.pNet) {
+    GptModel work = e->model; /* name, config and tokenizer: read-only here */
     bLoaded = 1;
-    rc = load_weights(db, zFunc, &e->model, pzErr);
+    e->bLoading = 1;
+    e->nRef++;
+    pthread_mutex_unlock(&gCacheMutex);
+    rc = load_weights(db, zFunc, &work, pzErr);
+    pthread_mutex_lock(&gCacheMutex);
+    e->model.pNet = work.pNet;
+    e->bLoading = 0;
+    e->nRef--;
+    pthread_cond_broadcast(&gCacheLoaded);
     if (rc == SQLITE_OK) gnWeightLoads++;
     if (rc != SQLITE_OK) {
       if (rc == SQLITE_INTERRUPT) gptext_set_error(pzErr, "%s: interrupted", zFunc);
