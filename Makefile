@@ -115,6 +115,7 @@ SQLITE_LATEST_OPTS    = -DSQLITE_THREADSAFE=1 -DSQLITE_USE_URI=1 -DSQLITE_ENABLE
                         -DHAVE_ISNAN -DHAVE_USLEEP=1
 
 $(SQLITE_LATEST_DIR)/sqlite3.c:
+	@command -v npm >/dev/null || { echo "test-sqlite-latest needs npm (apt-get install npm)"; exit 1; }
 	@mkdir -p $(SQLITE_LATEST_DIR)
 	cd $(SQLITE_LATEST_DIR) && rm -rf package && npm pack --silent $(SQLITE_LATEST_PKG) >/dev/null \
 	  && tar xzf better-sqlite3-*.tgz package/deps/sqlite3 \
