@@ -135,7 +135,8 @@ static void test_prefill_vs_decode(const GPTConfig *c, int hasLmHead, int T) {
 /* Configs out of range are refused before any allocation. */
 static void test_config_checks(void) {
   char err[200];
-  GPTConfig ok = {2, 4, 64, 32, 500, 1e-5};
+  GPTConfig ok = {.n_layer = 2, .n_head = 4, .n_embd = 64, .n_ctx = 32, .vocab_size = 500,
+                  .ln_eps = 1e-5};
   CHECK(gpt_config_check(&ok, err, sizeof(err)) == 0, "valid config: %s", err);
   GPTConfig c = ok;
   c.n_embd = 65;
@@ -157,7 +158,8 @@ static void test_config_checks(void) {
 /* A NaN in a tensor is refused at load, naming the tensor. */
 static void test_nan_refused(void) {
   char err[200];
-  GPTConfig c = {1, 2, 8, 8, 16, 1e-5};
+  GPTConfig c = {.n_layer = 1, .n_head = 2, .n_embd = 8, .n_ctx = 8, .vocab_size = 16,
+                 .ln_eps = 1e-5};
   GPTModel *m = gpt_model_new(&c, 0, err, sizeof(err));
   float v[8] = {0, 0, 0, NAN, 0, 0, 0, 0};
   int i = gpt_tensor_index(&c, 0, "h.0.ln_1.bias");
@@ -172,9 +174,11 @@ static void test_nan_refused(void) {
 int main(void) {
   test_config_checks();
   test_nan_refused();
-  GPTConfig c1 = {2, 4, 64, 32, 300, 1e-5};
+  GPTConfig c1 = {.n_layer = 2, .n_head = 4, .n_embd = 64, .n_ctx = 32, .vocab_size = 300,
+                  .ln_eps = 1e-5};
   test_prefill_vs_decode(&c1, 0, 24);
-  GPTConfig c2 = {3, 3, 48, 40, 257, 1e-3}; /* head_dim 16, own lm_head */
+  GPTConfig c2 = {.n_layer = 3, .n_head = 3, .n_embd = 48, .n_ctx = 40, .vocab_size = 257,
+                  .ln_eps = 1e-3}; /* head_dim 16, own lm_head */
   test_prefill_vs_decode(&c2, 1, 40);
   printf("%d passed, %d failed\n", nPass, nFail);
   return nFail ? 1 : 0;
