@@ -1240,7 +1240,7 @@ static void gptDebugFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   int nOut = sqlite3_str_length(pStr);
   char *z = sqlite3_str_finish(pStr);
   if (!z) sqlite3_result_error_nomem(ctx);
-  else sqlite3_result_text(ctx, z, nOut, sqlite3_free);
+  else gptext_result_text(ctx, z, nOut, sqlite3_free); /* model names may be any bytes */
 }
 
 /* Entry point: `.load build/gpt` or load_extension('build/gpt'). One
