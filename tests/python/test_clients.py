@@ -20,9 +20,12 @@ Ends with "N passed, N failed" and exits 1 on any failure.
 import json
 import os
 import random
+import re
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.path.join(ROOT, "build")
@@ -234,6 +237,48 @@ def main():
     check("generate-q8_0", isinstance(g8, str))
     check("drop", db.execute("SELECT gpt_drop('demo8')").fetchone() is not None)
     covered |= {"gpt_version", "gpt_debug", "gpt_quantize", "gpt_drop"}
+
+    # ------------------------------------------------ interrupts
+    # Connection.interrupt() from another thread while one call generates for
+    # seconds (a window of 1024): the call stops with its own "interrupted"
+    # error within a token step, and the connection works on. On SQLite 3.41+
+    # the extension asks sqlite3_is_interrupted(); on 3.40 it runs a trivial
+    # statement (tests/hostile.test also interrupts there from a progress
+    # handler, which cannot fire inside a call on 3.41+).
+    big = model_dir("pyinterrupt", "--layers", "2", "--heads", "4", "--embd", "64",
+                    "--ctx", "1024", "--seed", "7")
+    idb = connect()
+    idb.execute("SELECT gpt_import('big', ?)", (big,))
+    idb.execute("SELECT gpt_generate('Hello', '{\"max_tokens\": 1}')")  # weights loaded
+    rows40 = ("(WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 40) "
+              "SELECT 'row ' || i || ' of text to summarize' AS value FROM c)")
+    for f, sql, exact in [
+        ("gpt_generate", "SELECT gpt_generate('Hello', '{\"max_tokens\": 1000}')", True),
+        ("gpt_generate_bytes", "SELECT gpt_generate_bytes('Hi', '{\"max_tokens\": 1000}')", True),
+        ("gpt_generate_tokens",
+         "SELECT count(*) FROM gpt_generate_tokens('Hello', '{\"max_tokens\": 1000}')", True),
+        ("gpt_attention", "SELECT count(*) FROM gpt_attention('Hello', '{\"generate\": 1000}')",
+         False),
+        ("gpt_summarize", f"SELECT gpt_summarize(value, '{{\"max_tokens\": 480}}') FROM {rows40}",
+         False)]:
+        timer = threading.Timer(0.3, idb.interrupt)
+        t0 = time.time()
+        timer.start()
+        try:
+            idb.execute(sql).fetchall()
+            outcome = "finished"
+        except sqlite3.OperationalError as ex:
+            outcome = str(ex)
+        timer.join()
+        dt = time.time() - t0
+        # the table and the aggregate may also be stopped by SQLite between rows
+        pattern = f"{f}: interrupted" if exact else f"({f}: )?interrupted"
+        check(f"interrupt {f}", re.fullmatch(pattern, outcome) is not None and dt < 5.0,
+              f"{outcome!r} after {dt:.2f} s")
+        check(f"after interrupt {f}",
+              idb.execute("SELECT gpt_token_count('ok')").fetchone()[0] == 1)
+    idb.close()
+    covered.add("interrupts")
 
     # ------------------------------------------------ an untrusted schema
     # A file whose CHECK calls gpt_generate (written as an attacker would,
