@@ -8,11 +8,13 @@
 CC      ?= cc
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -fPIC -Wall -Wextra -D_GNU_SOURCE -Iengine -Ibuild
-LDLIBS  = -lopenblas -lpcre2-8 -lm -lpthread
+# OpenBLAS is not linked: engine/blas.c loads it on first use, and only where
+# its allocations cannot fail (its headers are needed to build).
+LDLIBS  = -lpcre2-8 -lutf8proc -lm -lpthread -ldl
 TCLSH   ?= tclsh
 
 # Debian packages the build, the tests and the demo need.
-DEB_PACKAGES = gcc make libc6-dev libsqlite3-dev sqlite3 libopenblas-dev libpcre2-dev tcl libsqlite3-tcl \
+DEB_PACKAGES = gcc make libc6-dev libsqlite3-dev sqlite3 libopenblas-dev libpcre2-dev libutf8proc-dev tcl libsqlite3-tcl \
                python3
 # Debian's python3 with its standard sqlite3 module (a python3 earlier on PATH
 # may be another build).
@@ -41,7 +43,12 @@ build/mkmodel: tests/tools/mkmodel.c engine/gpt.h | build
 
 # C unit test of the tokenizer's internals (reads vocab.json through SQLite's JSON).
 build/tokenizer_test: tests/unit/tokenizer_test.c engine/tokenizer.c engine/tokenizer.h | build
-	$(CC) $(CFLAGS) -o $@ tests/unit/tokenizer_test.c engine/tokenizer.c -lpcre2-8 -lsqlite3
+	$(CC) $(CFLAGS) -o $@ tests/unit/tokenizer_test.c engine/tokenizer.c -lpcre2-8 -lutf8proc -lsqlite3
+
+# Encoding speed of a stored tokenizer in CPU time (tests/tools/tokbench.c);
+# not part of the tests.
+build/tokbench: tests/tools/tokbench.c engine/tokenizer.c engine/tokenizer.h | build
+	$(CC) $(CFLAGS) -o $@ tests/tools/tokbench.c engine/tokenizer.c -lpcre2-8 -lutf8proc -lsqlite3
 
 # C unit test of the decoder: prefill, decode and split prefill agree.
 build/engine_test: tests/unit/engine_test.c tests/unit/check.h $(ENGINE_SRC) $(HEADERS) | build
@@ -58,7 +65,7 @@ build/kernels_test: tests/unit/kernels_test.c engine/kernels.c engine/threads.c 
 # It writes bench/results/DATE-MACHINE.md and keeps its model and database in
 # bench/tmp/ (git-ignored). BENCH_RUNS=N, BENCH_QUICK=1 (see bench/bench.c).
 build/bench: bench/bench.c $(ENGINE_SRC) $(EXT_SRC) $(HEADERS) | build
-	$(CC) $(CFLAGS) -Iext -o $@ bench/bench.c $(ENGINE_SRC) $(EXT_SRC) -lsqlite3 $(LDLIBS)
+	$(CC) $(CFLAGS) -Iext -o $@ bench/bench.c $(ENGINE_SRC) $(EXT_SRC) -lsqlite3 -lopenblas $(LDLIBS)
 
 bench: build/gpt.so build/mkmodel build/bench
 	build/bench
@@ -145,7 +152,7 @@ test-sqlite-latest: all $(SQLITE_LATEST_DIR)/libsqlite3.so.0
 
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS  = safetensors import_text tokenizer model_rows options utf8
+FUZZ_TARGETS  = safetensors import_text tokenizer tokenizer_json model_rows options utf8
 SAN_CC       ?= gcc
 SAN_COMMON    = -g -O1 -std=c11 -Wall -Wextra -D_GNU_SOURCE -Iengine -Ibuild -Itests/fuzz \
                 -fno-omit-frame-pointer -DGPT_SOURCE_DIR='"$(CURDIR)"'
@@ -168,7 +175,7 @@ ASAN_ENV      = ASAN_OPTIONS=abort_on_error=1:detect_leaks=1:strict_string_check
                 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/sanitizer/lsan.supp:print_suppressions=0 \
                 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 # No suppressions: OpenBLAS is not instrumented, but the engine holds it to one
-# thread (engine/threads.c), so it reports nothing.
+# thread (engine/blas.c), so it reports nothing.
 TSAN_ENV      = TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 VALGRIND      = valgrind --tool=memcheck --error-exitcode=1 --leak-check=full \
                 --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect \

@@ -135,6 +135,10 @@ GPTModel *gpt_model_new_dtypes(const GPTConfig *c, int has_lm_head, const int *a
                                char *err, size_t n_err);
 void gpt_model_free(GPTModel *m);
 const GPTConfig *gpt_model_config(const GPTModel *m);
+/* Ids from n on have no token (the tokenizer covers fewer ids than the
+** head's rows): every pass gives them logits of -inf. Set once, before the
+** model is shared. */
+void gpt_model_set_live_vocab(GPTModel *m, int n);
 size_t gpt_model_bytes(const GPTModel *m);  /* bytes of weights in memory */
 int gpt_model_tensor_dtype(const GPTModel *m, int i);
 
@@ -188,6 +192,9 @@ typedef struct GPTForwardIO {
 #define GPT_ERROR 1     /* message in err */
 #define GPT_NOMEM 2
 #define GPT_ABORTED 3   /* a callback returned nonzero */
+/* A hidden state or the logits are not finite: finite weights too large for
+** float32 (e.g. 3e38) overflow. gpt_forward's message names which. */
+#define GPT_OVERFLOW 4
 
 /* Runs tokens[0..n) at positions len..len+n-1 and appends them to the cache.
 ** n == 1 is a decode step; larger n is one batched prefill. Token ids and the
