@@ -39,6 +39,109 @@ void gptext_set_error(char **pzErr, const char *zFormat, ...) {
   *pzErr = z;
 }
 
+/* --------------------------------------------------------------- UTF-8 */
+
+/* The length of the well-formed UTF-8 sequence at z[0..n) (n >= 1), or,
+** negated, the length of the ill-formed part to replace with one U+FFFD.
+** That part is the maximal subpart of Unicode's "U+FFFD Substitution of
+** Maximal Subparts" (chapter 3), the rule Python's
+** bytes.decode('utf-8', 'replace') follows: a lead byte and the continuation
+** bytes that could still begin a valid sequence, or one byte that cannot
+** begin one (80..C1, F5..FF). An incomplete sequence at the end is one part. */
+static int utf8_sequence(const unsigned char *z, size_t n) {
+  unsigned char b = z[0], lo = 0x80, hi = 0xBF;
+  int nNeed;
+  if (b < 0x80) return 1;
+  if (b >= 0xC2 && b <= 0xDF) nNeed = 1;
+  else if (b == 0xE0) { nNeed = 2; lo = 0xA0; }
+  else if (b == 0xED) { nNeed = 2; hi = 0x9F; }      /* no surrogates */
+  else if (b >= 0xE1 && b <= 0xEF) nNeed = 2;
+  else if (b == 0xF0) { nNeed = 3; lo = 0x90; }
+  else if (b == 0xF4) { nNeed = 3; hi = 0x8F; }      /* nothing past U+10FFFF */
+  else if (b >= 0xF1 && b <= 0xF3) nNeed = 3;
+  else return -1;
+  for (int k = 1; k <= nNeed; k++) {
+    if ((size_t)k >= n || z[k] < lo || z[k] > hi) return -k;
+    lo = 0x80;
+    hi = 0xBF;
+  }
+  return nNeed + 1;
+}
+
+/* Writes z[0..n) to zOut (when not NULL) with every ill-formed part
+** replaced by U+FFFD (EF BF BD); returns the length written, which is n
+** exactly when z is valid UTF-8 and at most 3n. */
+size_t gptext_utf8_repair(const char *zIn, size_t n, char *zOut) {
+  const unsigned char *z = (const unsigned char *)zIn;
+  size_t i = 0, nOut = 0;
+  while (i < n) {
+    int k = utf8_sequence(z + i, n - i);
+    if (k > 0) {
+      if (zOut) memcpy(zOut + nOut, z + i, (size_t)k);
+      nOut += (size_t)k;
+      i += (size_t)k;
+    } else {
+      if (zOut) memcpy(zOut + nOut, "\xEF\xBF\xBD", 3);
+      nOut += 3;
+      i += (size_t)-k;
+    }
+  }
+  return nOut;
+}
+
+/* True when z[0..n) is valid UTF-8. */
+int gptext_utf8_valid(const char *z, size_t n) {
+  const unsigned char *u = (const unsigned char *)z;
+  for (size_t i = 0; i < n;) {
+    if (u[i] < 0x80) { i++; continue; }
+    int k = utf8_sequence(u + i, n - i);
+    if (k < 0) return 0;
+    i += (size_t)k;
+  }
+  return 1;
+}
+
+/* Every TEXT result of the extension goes out through here: z[0..n) as
+** TEXT, ill-formed UTF-8 replaced by U+FFFD, so that every client can read
+** it (Python's sqlite3 raises on invalid UTF-8; others replace silently).
+** Valid text goes out as it is; xDel disposes of z as sqlite3_result_text's
+** destructor would. The exact bytes go out as BLOBs (the bytes columns,
+** gpt_generate_bytes, gpt_detokenize_bytes). */
+void gptext_result_text(sqlite3_context *ctx, const char *z, int n, void (*xDel)(void *)) {
+  if (!z || n <= 0) {
+    sqlite3_result_text(ctx, "", 0, SQLITE_STATIC);
+    if (z && xDel != SQLITE_STATIC && xDel != SQLITE_TRANSIENT) xDel((void *)z);
+    return;
+  }
+  if (gptext_utf8_valid(z, (size_t)n)) {
+    sqlite3_result_text(ctx, z, n, xDel);
+    return;
+  }
+  size_t nOut = gptext_utf8_repair(z, (size_t)n, 0);
+  char *zOut = nOut <= 0x7fffffff ? sqlite3_malloc64(nOut + 1) : 0;
+  if (zOut) {
+    gptext_utf8_repair(z, (size_t)n, zOut);
+    zOut[nOut] = 0;
+  }
+  if (xDel != SQLITE_STATIC && xDel != SQLITE_TRANSIENT) xDel((void *)z);
+  if (!zOut) {
+    if (nOut > 0x7fffffff) sqlite3_result_error_toobig(ctx);
+    else sqlite3_result_error_nomem(ctx);
+    return;
+  }
+  sqlite3_result_text(ctx, zOut, (int)nOut, sqlite3_free);
+}
+
+/* The exact bytes z[0..n) as a BLOB ('' as an empty BLOB, never NULL). */
+void gptext_result_bytes(sqlite3_context *ctx, const char *z, int n, void (*xDel)(void *)) {
+  if (!z || n <= 0) {
+    sqlite3_result_zeroblob(ctx, 0);
+    if (z && xDel != SQLITE_STATIC && xDel != SQLITE_TRANSIENT) xDel((void *)z);
+    return;
+  }
+  sqlite3_result_blob(ctx, z, n, xDel);
+}
+
 /* SQLite 3.40 has no sqlite3_is_interrupted(); a trivial statement stepped
 ** after sqlite3_interrupt() fails with SQLITE_INTERRUPT, which works on every
 ** version. Newer versions answer directly. */
@@ -1417,6 +1520,63 @@ int gptext_tvf_missing(sqlite3_vtab *pVtab, int idxNum, int nRequired, const cha
   return SQLITE_OK;
 }
 
+/* Keeps copies of the arguments xFilter got (bit i of idxNum: hidden column
+** i is in argv, in column order) in apArg[0..nHidden), the others NULL, so
+** xColumn can read them back: SQLite checks the argument constraints again
+** itself under some plans (the terms around a MULTI-INDEX OR), and a hidden
+** column that read back NULL would drop every row. */
+int gptext_tvf_keep_args(int idxNum, int nHidden, int argc, sqlite3_value **argv,
+                         sqlite3_value **apArg) {
+  int iArg = 0;
+  for (int i = 0; i < nHidden; i++) {
+    sqlite3_value_free(apArg[i]);
+    apArg[i] = 0;
+    if (!(idxNum & (1 << i)) || iArg >= argc) continue;
+    apArg[i] = sqlite3_value_dup(argv[iArg++]);
+    if (!apArg[i]) return SQLITE_NOMEM;
+  }
+  return SQLITE_OK;
+}
+
+/* A 64-bit fingerprint (FNV-1a) of a call's arguments: each one's type and
+** value, absent ones (NULL pointers) included as such. */
+sqlite3_uint64 gptext_tvf_fingerprint(sqlite3_value **apArg, int nArg) {
+  sqlite3_uint64 h = 0xcbf29ce484222325ull;
+  for (int i = 0; i < nArg; i++) {
+    unsigned char aNum[8];
+    const unsigned char *z = 0;
+    int n = 0, t = apArg[i] ? sqlite3_value_type(apArg[i]) : 0;
+    if (t == SQLITE_INTEGER || t == SQLITE_FLOAT) {
+      sqlite3_uint64 u = 0;
+      if (t == SQLITE_INTEGER) u = (sqlite3_uint64)sqlite3_value_int64(apArg[i]);
+      else { double d = sqlite3_value_double(apArg[i]); memcpy(&u, &d, 8); }
+      for (int k = 0; k < 8; k++) aNum[k] = (unsigned char)(u >> (8 * k));
+      z = aNum;
+      n = 8;
+    } else if (t == SQLITE_TEXT || t == SQLITE_BLOB) {
+      z = t == SQLITE_TEXT ? sqlite3_value_text(apArg[i]) : sqlite3_value_blob(apArg[i]);
+      n = sqlite3_value_bytes(apArg[i]);
+    }
+    h = (h ^ (unsigned char)t) * 0x100000001b3ull;
+    for (int k = 0; z && k < n; k++) h = (h ^ z[k]) * 0x100000001b3ull;
+    h = (h ^ 0xff) * 0x100000001b3ull; /* end of this argument */
+  }
+  return h;
+}
+
+/* The rowid of row iRow (0-based) of a call with at most nRows rows and
+** argument fingerprint fp: 1 + iRow + nRows * (fp mod M), M as large as fits
+** in a positive 64-bit integer. Within a call every row gets its own rowid,
+** the same row the same one in every scan. Calls with other arguments get
+** other ranges (up to a hash collision, chance about nRows / 2^63), so a
+** MULTI-INDEX OR whose terms call the function with different arguments,
+** which SQLite tells apart by rowid, keeps the rows of each. */
+sqlite3_int64 gptext_tvf_rowid(sqlite3_uint64 fp, sqlite3_int64 nRows, sqlite3_int64 iRow) {
+  if (nRows < 1) nRows = 1;
+  sqlite3_uint64 M = (sqlite3_uint64)(0x7ffffffffffffffeLL / nRows);
+  return 1 + iRow + nRows * (sqlite3_int64)(fp % M);
+}
+
 /* Encodes text with the model's tokenizer as Hugging Face's
 ** tokenizer(text).input_ids does: the BOS first when the model's tokenizer
 ** adds one (unless GPTEXT_ENCODE_NO_BOS), then the ids of the text. */
@@ -1491,7 +1651,7 @@ static void gptDebugFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   int nOut = sqlite3_str_length(pStr);
   char *z = sqlite3_str_finish(pStr);
   if (!z) sqlite3_result_error_nomem(ctx);
-  else sqlite3_result_text(ctx, z, nOut, sqlite3_free);
+  else gptext_result_text(ctx, z, nOut, sqlite3_free); /* model names may be any bytes */
 }
 
 /* Entry point: `.load build/gpt` or load_extension('build/gpt'). One

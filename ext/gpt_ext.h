@@ -24,6 +24,16 @@ int gptext_ensure_schema(sqlite3 *db, char **pzErr);
 ** which lacks sqlite3_is_interrupted). */
 int gptext_interrupted(sqlite3 *db);
 
+/* UTF-8 (ext/gpt.c). Every TEXT result is valid UTF-8: gptext_result_text
+** replaces each ill-formed part with U+FFFD exactly as Python's
+** bytes.decode('utf-8', 'replace') does (maximal subparts), so a client's
+** decode of the bytes BLOB equals the TEXT. xDel is sqlite3_result_text's. */
+size_t gptext_utf8_repair(const char *z, size_t n, char *zOut);
+int gptext_utf8_valid(const char *z, size_t n);
+void gptext_result_text(sqlite3_context *ctx, const char *z, int n, void (*xDel)(void *));
+/* The exact bytes as a BLOB (an empty one for n == 0). */
+void gptext_result_bytes(sqlite3_context *ctx, const char *z, int n, void (*xDel)(void *));
+
 /* Generation and analysis options, parsed from the JSON object argument. */
 typedef struct GptOptions {
   char *zModel;        /* "model", or NULL to pick the only model */
@@ -142,6 +152,17 @@ int gptext_tvf_best_index(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo,
                           int iFirstHidden, int nHidden, int nRequired,
                           const char *zFunc);
 int gptext_tvf_missing(sqlite3_vtab *pVtab, int idxNum, int nRequired, const char *zFunc);
+
+/* Copies the arguments xFilter got into apArg[0..nHidden) (NULL for those
+** absent) for the hidden columns to read back; SQLITE_NOMEM on failure. */
+int gptext_tvf_keep_args(int idxNum, int nHidden, int argc, sqlite3_value **argv,
+                         sqlite3_value **apArg);
+
+/* Rowids of table-valued functions: a function of the row's position in
+** the call (iRow of at most nRows) and of the call's arguments (their
+** fingerprint), so they are unique within a result under every plan. */
+sqlite3_uint64 gptext_tvf_fingerprint(sqlite3_value **apArg, int nArg);
+sqlite3_int64 gptext_tvf_rowid(sqlite3_uint64 fp, sqlite3_int64 nRows, sqlite3_int64 iRow);
 
 /* Flags of gptext_encode(). With none, text is encoded as Hugging Face's
 ** tokenizer(text).input_ids: the model's BOS first when its tokenizer adds

@@ -548,7 +548,7 @@ static void gptSummarizeFinal(sqlite3_context *ctx) {
       score_error(ctx, rc, zErr);
       zErr = 0;
     } else {
-      sqlite3_result_text(ctx, zOut, -1, sqlite3_free);
+      gptext_result_text(ctx, zOut, (int)strlen(zOut), sqlite3_free); /* valid UTF-8 */
       zOut = 0;
     }
   }
