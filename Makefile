@@ -2,17 +2,24 @@
 #   make          build build/gpt.so
 #   make demo     run the examples on the trained demo model (models/shakespeare.db)
 #   make demo-model  retrain it with gpt_train (about 15 minutes on 2 cores)
-#   make test     run the Tcl test suite
+#   make test     run the Tcl test suite and the Python client test
+#   make test-sqlite-latest   the same on SQLite 3.53.2 (see below)
 #   make bench    the benchmark (not part of the tests)
 
 CC      ?= cc
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -fPIC -Wall -Wextra -D_GNU_SOURCE -Iengine -Ibuild
-LDLIBS  = -lopenblas -lpcre2-8 -lutf8proc -lm -lpthread
+# OpenBLAS is not linked: engine/blas.c loads it on first use, and only where
+# its allocations cannot fail (its headers are needed to build).
+LDLIBS  = -lpcre2-8 -lutf8proc -lm -lpthread -ldl
 TCLSH   ?= tclsh
 
 # Debian packages the build, the tests and the demo need.
-DEB_PACKAGES = gcc make libc6-dev libsqlite3-dev sqlite3 libopenblas-dev libpcre2-dev libutf8proc-dev tcl libsqlite3-tcl
+DEB_PACKAGES = gcc make libc6-dev libsqlite3-dev sqlite3 libopenblas-dev libpcre2-dev libutf8proc-dev tcl libsqlite3-tcl \
+               python3
+# Debian's python3 with its standard sqlite3 module (a python3 earlier on PATH
+# may be another build).
+PYTHON  ?= /usr/bin/python3
 
 ENGINE_SRC = $(wildcard engine/*.c)
 EXT_SRC    = $(wildcard ext/*.c)
@@ -65,7 +72,7 @@ build/kernels_test: tests/unit/kernels_test.c engine/kernels.c engine/threads.c 
 # It writes bench/results/DATE-MACHINE.md and keeps its model and database in
 # bench/tmp/ (git-ignored). BENCH_RUNS=N, BENCH_QUICK=1 (see bench/bench.c).
 build/bench: bench/bench.c $(ENGINE_SRC) $(EXT_SRC) $(HEADERS) | build
-	$(CC) $(CFLAGS) -Iext -o $@ bench/bench.c $(ENGINE_SRC) $(EXT_SRC) -lsqlite3 $(LDLIBS)
+	$(CC) $(CFLAGS) -Iext -o $@ bench/bench.c $(ENGINE_SRC) $(EXT_SRC) -lsqlite3 -lopenblas $(LDLIBS)
 
 bench: build/gpt.so build/mkmodel build/bench build/train_bench
 	build/bench
@@ -92,6 +99,7 @@ test: deps
 	build/kernels_test
 	build/train_test
 	$(TCLSH) tests/all.tcl
+	$(PYTHON) tests/python/test_clients.py
 
 demo: deps
 	$(MAKE) all
@@ -106,6 +114,51 @@ clean:
 
 .PHONY: all deps test demo demo-model clean bench
 
+# ------------------------------------------------------- current SQLite
+#   make test-sqlite-latest   the Tcl suite and the Python test on SQLite 3.53.2
+# The amalgamation is the one better-sqlite3@12.11.1 ships in
+# deps/sqlite3/sqlite3.c, fetched with `npm pack` into build/ (never
+# committed). It is built as build/sqlite-latest/libsqlite3.so.0 with the
+# options Debian builds its own with (column metadata, FTS3/4/5, R*Tree,
+# pre-update hook, unlock notify, ... which Tcl's and Python's bindings
+# call), and put first with LD_LIBRARY_PATH, so Debian's tclsh and python3
+# load it instead of the system's 3.40. The suite checks sqlite_version()
+# against GPT_EXPECT_SQLITE before running anything. The extension is the
+# same build/gpt.so: one binary for both versions.
+SQLITE_LATEST_PKG     = better-sqlite3@12.11.1
+SQLITE_LATEST_VERSION = 3.53.2
+SQLITE_LATEST_DIR     = build/sqlite-latest
+SQLITE_LATEST_OPTS    = -DSQLITE_THREADSAFE=1 -DSQLITE_USE_URI=1 -DSQLITE_ENABLE_COLUMN_METADATA \
+                        -DSQLITE_ENABLE_FTS3 -DSQLITE_ENABLE_FTS3_PARENTHESIS -DSQLITE_ENABLE_FTS4 \
+                        -DSQLITE_ENABLE_FTS5 -DSQLITE_ENABLE_RTREE -DSQLITE_ENABLE_DBSTAT_VTAB \
+                        -DSQLITE_ENABLE_MATH_FUNCTIONS -DSQLITE_ENABLE_PREUPDATE_HOOK \
+                        -DSQLITE_ENABLE_SESSION -DSQLITE_ENABLE_UNLOCK_NOTIFY \
+                        -DSQLITE_ENABLE_STMTVTAB -DSQLITE_ENABLE_UPDATE_DELETE_LIMIT \
+                        -DSQLITE_ENABLE_LOAD_EXTENSION -DSQLITE_SECURE_DELETE -DSQLITE_SOUNDEX \
+                        -DSQLITE_MAX_VARIABLE_NUMBER=250000 -DSQLITE_LIKE_DOESNT_MATCH_BLOBS \
+                        -DHAVE_ISNAN -DHAVE_USLEEP=1
+
+$(SQLITE_LATEST_DIR)/sqlite3.c:
+	@command -v npm >/dev/null || { echo "test-sqlite-latest needs npm (apt-get install npm)"; exit 1; }
+	@mkdir -p $(SQLITE_LATEST_DIR)
+	cd $(SQLITE_LATEST_DIR) && rm -rf package && npm pack --silent $(SQLITE_LATEST_PKG) >/dev/null \
+	  && tar xzf better-sqlite3-*.tgz package/deps/sqlite3 \
+	  && cp package/deps/sqlite3/sqlite3.h package/deps/sqlite3/sqlite3ext.h . \
+	  && cp package/deps/sqlite3/sqlite3.c . && rm -rf package
+	grep -q '#define SQLITE_VERSION *"$(SQLITE_LATEST_VERSION)"' $(SQLITE_LATEST_DIR)/sqlite3.h
+
+$(SQLITE_LATEST_DIR)/libsqlite3.so.0: $(SQLITE_LATEST_DIR)/sqlite3.c
+	$(CC) -O2 -fPIC -shared -Wl,-soname,libsqlite3.so.0 $(SQLITE_LATEST_OPTS) \
+	  -o $@ $< -lm -lpthread -ldl
+
+test-sqlite-latest: all $(SQLITE_LATEST_DIR)/libsqlite3.so.0
+	LD_LIBRARY_PATH=$(CURDIR)/$(SQLITE_LATEST_DIR) GPT_EXPECT_SQLITE=$(SQLITE_LATEST_VERSION) \
+	  $(TCLSH) tests/all.tcl
+	LD_LIBRARY_PATH=$(CURDIR)/$(SQLITE_LATEST_DIR) GPT_EXPECT_SQLITE=$(SQLITE_LATEST_VERSION) \
+	  $(PYTHON) tests/python/test_clients.py
+
+.PHONY: test-sqlite-latest
+
 # ------------------------------------------------------------ reliability
 #   make fuzz            each libFuzzer target for FUZZ_SECONDS (default 60)
 #   make test-asan       the C tests and the whole Tcl suite under ASan + UBSan
@@ -116,7 +169,7 @@ clean:
 
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS  = safetensors import_text tokenizer tokenizer_json model_rows options
+FUZZ_TARGETS  = safetensors import_text tokenizer tokenizer_json model_rows options utf8
 SAN_CC       ?= gcc
 SAN_COMMON    = -g -O1 -std=c11 -Wall -Wextra -D_GNU_SOURCE -Iengine -Ibuild -Itests/fuzz \
                 -fno-omit-frame-pointer -DGPT_SOURCE_DIR='"$(CURDIR)"'
@@ -139,7 +192,7 @@ ASAN_ENV      = ASAN_OPTIONS=abort_on_error=1:detect_leaks=1:strict_string_check
                 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/sanitizer/lsan.supp:print_suppressions=0 \
                 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 # No suppressions: OpenBLAS is not instrumented, but the engine holds it to one
-# thread (engine/threads.c), so it reports nothing.
+# thread (engine/blas.c), so it reports nothing.
 TSAN_ENV      = TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 VALGRIND      = valgrind --tool=memcheck --error-exitcode=1 --leak-check=full \
                 --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect \

@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <cblas.h>
+#include "blas.h"
 #include "gpt.h"
 #include "threads.h"
 #include "train.h"
@@ -38,8 +38,8 @@ static void gemm_task(void *arg, int ith, int nth) {
   (void)ith; (void)nth;
   while ((ch = atomic_fetch_add(&g->next, 1)) * 128 < g->N) {
     int c0 = ch * 128, n = g->N - c0 < 128 ? g->N - c0 : 128;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g->M, n, g->K, 1.0f, g->A, g->K,
-                g->B + (size_t)c0 * g->K, g->K, 0.0f, g->C + c0, g->N);
+    gpt_blas()->sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g->M, n, g->K, 1.0f, g->A, g->K,
+                      g->B + (size_t)c0 * g->K, g->K, 0.0f, g->C + c0, g->N);
   }
 }
 
@@ -101,6 +101,10 @@ static void bench_shape(const char *zName, int nLayer, int nHead, int nEmbd, int
 int main(void) {
   const char *z = getenv("THREADS");
   if (z) gpt_threads_set(atoi(z));
+  if (!gpt_blas()) {
+    printf("train: OpenBLAS cannot be used here (blas.h); no training figures\n");
+    return 0;
+  }
   double peak = sgemm_gflops();
   printf("train: sgemm %.1f GFLOP/s on %d threads ((128 x 768) @ (768 x 3072)^T)\n", peak,
          gpt_threads_get());

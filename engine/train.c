@@ -11,7 +11,8 @@
 ** Weights are in gpt.c's memory layout, (out, in), so a product is
 ** y (T, OC) = x (T, K) @ W^T + b, and its backward
 **   dx (T, K) += dy (T, OC) @ W (OC, K),  dW (OC, K) += dy^T @ x,  db += sum_t dy.
-** Matrix products are cblas_sgemm calls in fixed chunks of columns that the
+** Matrix products are cblas_sgemm calls (OpenBLAS through blas.h; a plain
+** loop where it must not be called) in fixed chunks of columns that the
 ** thread pool's members claim, so each value is computed the same way
 ** whatever the team's size, and a run is reproducible.
 */
@@ -20,7 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <cblas.h>
+#include "blas.h"
 #include "gpt.h"
 #include "gpt_internal.h"
 #include "threads.h"
@@ -262,11 +263,33 @@ void gpt_train_init(GPTModel *m, uint64_t seed) {
   }
 }
 
+/* C (M, N) = alpha op(A) op(B) + beta C, row-major, as cblas_sgemm: through
+** OpenBLAS when blas.h has it, else a plain loop (a process where OpenBLAS
+** must not be called still trains, slowly). */
+static void sgemm(const GPTBlas *blas, int transA, int transB, int M, int N, int K, float alpha,
+                  const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                  int ldc) {
+  if (blas) {
+    blas->sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
+                transB ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+  for (int i = 0; i < M; i++)
+    for (int j = 0; j < N; j++) {
+      double acc = 0;
+      for (int k = 0; k < K; k++)
+        acc += (double)(transA ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k]) *
+               (transB ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j]);
+      C[(size_t)i * ldc + j] = (float)(alpha * acc + (beta != 0.0f ? beta * C[(size_t)i * ldc + j] : 0.0));
+    }
+}
+
 /* ------------------------------------------------------------- backward */
 
 /* The products of matmul_backward, claimed chunk by chunk: first dinp's
 ** column chunks, then dW's row chunks (with db). */
 typedef struct BwdTask {
+  const GPTBlas *blas;
   float *dinp, *dW, *db;
   const float *dout, *inp, *W;
   int T, K, OC;
@@ -284,15 +307,13 @@ static void bwd_task(void *arg, int ith, int nth) {
     if (ch < nA) {
       /* dinp[:, k0:k0+n] (T, n) (+)= dout (T, OC) @ W[:, k0:k0+n] */
       int k0 = ch * BWD_CHUNK, n = a->K - k0 < BWD_CHUNK ? a->K - k0 : BWD_CHUNK;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, a->T, n, a->OC, 1.0f, a->dout,
-                  (int)a->ld_dout, a->W + k0, a->K, a->accumulate ? 1.0f : 0.0f,
-                  a->dinp + k0, (int)a->ld_dinp);
+      sgemm(a->blas, 0, 0, a->T, n, a->OC, 1.0f, a->dout, (int)a->ld_dout, a->W + k0, a->K,
+            a->accumulate ? 1.0f : 0.0f, a->dinp + k0, (int)a->ld_dinp);
     } else {
       /* dW[o0:o0+n, :] (n, K) += dout[:, o0:o0+n]^T (n, T) @ inp (T, K) */
       int o0 = (ch - nA) * BWD_CHUNK, n = a->OC - o0 < BWD_CHUNK ? a->OC - o0 : BWD_CHUNK;
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, a->K, a->T, 1.0f, a->dout + o0,
-                  (int)a->ld_dout, a->inp, (int)a->ld_inp, 1.0f, a->dW + (size_t)o0 * a->K,
-                  a->K);
+      sgemm(a->blas, 1, 0, n, a->K, a->T, 1.0f, a->dout + o0, (int)a->ld_dout, a->inp,
+            (int)a->ld_inp, 1.0f, a->dW + (size_t)o0 * a->K, a->K);
       if (a->db)
         for (int t = 0; t < a->T; t++) {
           const float *d = a->dout + (size_t)t * a->ld_dout + o0;
@@ -304,10 +325,10 @@ static void bwd_task(void *arg, int ith, int nth) {
 
 /* Backward of out (T, OC) = inp (T, K) @ W^T + b, W (OC, K): dinp (T, K)
 ** (set, or added to with accumulate; skipped when NULL), dW and db added to. */
-static void matmul_backward(GPTTeam *team, float *dinp, float *dW, float *db, const float *dout,
+static void matmul_backward(GPTTeam *team, const GPTBlas *blas, float *dinp, float *dW, float *db, const float *dout,
                             const float *inp, const float *W, int T, int K, int OC,
                             int accumulate) {
-  BwdTask a = {dinp, dW, db, dout, inp, W, T, K, OC, (size_t)OC, (size_t)K, (size_t)K,
+  BwdTask a = {blas, dinp, dW, db, dout, inp, W, T, K, OC, (size_t)OC, (size_t)K, (size_t)K,
                accumulate, 0};
   if ((int64_t)T * K * OC < ((int64_t)1 << 20)) bwd_task(&a, 0, 1);
   else gpt_team_run(team, bwd_task, &a);
@@ -359,6 +380,7 @@ static void gelu_backward(float *dinp, const float *x, const float *dout, size_t
 ** and att (NH, T, T) from the tape, datty (T, C) -> dqkv (T, 3C). Heads are
 ** claimed by the team's members, each with its own (T, T) scratch. */
 typedef struct AttBwdTask {
+  const GPTBlas *blas;
   float *dqkv, *scratch;
   const float *datty, *qkv, *att;
   int T, C, NH, hd;
@@ -377,10 +399,8 @@ static void att_bwd_task(void *arg, int ith, int nth) {
     const float *dO = a->datty + (size_t)h * hd;
     float *dq = a->dqkv + (size_t)h * hd, *dk = dq + C, *dv = dq + 2 * C;
     /* dA (T, T) = dO (T, hd) @ V^T; dV (T, hd) = A^T @ dO */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1.0f, dO, C, v, ld, 0.0f,
-                dA, T);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, A, T, dO, C, 0.0f,
-                dv, ld);
+    sgemm(a->blas, 0, 1, T, T, hd, 1.0f, dO, C, v, ld, 0.0f, dA, T);
+    sgemm(a->blas, 1, 0, T, hd, T, 1.0f, A, T, dO, C, 0.0f, dv, ld);
     /* softmax: dS = A * (dA - sum_j A dA), causal entries only */
     for (int t = 0; t < T; t++) {
       const float *ar = A + (size_t)t * T;
@@ -391,10 +411,8 @@ static void att_bwd_task(void *arg, int ith, int nth) {
       for (int j = t + 1; j < T; j++) dr[j] = 0.0f;
     }
     /* dQ = scale dS @ K; dK = scale dS^T @ Q */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, scale, dA, T, k, ld, 0.0f,
-                dq, ld);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, scale, dA, T, q, ld, 0.0f,
-                dk, ld);
+    sgemm(a->blas, 0, 0, T, hd, T, scale, dA, T, k, ld, 0.0f, dq, ld);
+    sgemm(a->blas, 1, 0, T, hd, T, scale, dA, T, q, ld, 0.0f, dk, ld);
   }
 }
 
@@ -449,11 +467,12 @@ int gpt_trainer_sequence(GPTTrainer *tr, const int *tokens, int T, double grad_s
   float **g = tr->buf[0], **w = tr->w;
   GPTTape *tp = &tr->tape;
   GPTTeam *team = gpt_team_acquire(gpt_threads_get());
+  const GPTBlas *blas = gpt_blas();
   size_t TC = (size_t)T * C;
 
   *pLoss = crossentropy_backward(tp->logits, tokens + 1, T, V, (float)(grad_scale / T)) / T;
   /* head: logits (T, V) = ln_f (T, C) @ head^T */
-  matmul_backward(team, tr->dln, g[tr->head], NULL, tp->logits, tp->ln_f, w[tr->head], T, C, V,
+  matmul_backward(team, blas, tr->dln, g[tr->head], NULL, tp->logits, tp->ln_f, w[tr->head], T, C, V,
                   0);
   memset(tr->dx, 0, TC * sizeof(float));
   layernorm_backward(tr->dx, g[tr->lnf_w], g[tr->lnf_b], tr->dln, tp->x_f, w[tr->lnf_w], T, C,
@@ -462,22 +481,22 @@ int gpt_trainer_sequence(GPTTrainer *tr, const int *tokens, int T, double grad_s
     const TrainLayer *L = &tr->layer[l];
     const GPTTapeLayer *tl = &tp->layer[l];
     /* MLP: x += proj(gelu(fc(ln2(x_mid)))) */
-    matmul_backward(team, tr->dhid, g[L->proj_w], g[L->proj_b], tr->dx, tl->hid, w[L->proj_w],
+    matmul_backward(team, blas, tr->dhid, g[L->proj_w], g[L->proj_b], tr->dx, tl->hid, w[L->proj_w],
                     T, F, C, 0);
     gelu_backward(tr->dfc, tl->fc, tr->dhid, (size_t)T * F);
-    matmul_backward(team, tr->dln, g[L->fc_w], g[L->fc_b], tr->dfc, tl->ln2, w[L->fc_w], T, C,
+    matmul_backward(team, blas, tr->dln, g[L->fc_w], g[L->fc_b], tr->dfc, tl->ln2, w[L->fc_w], T, C,
                     F, 0);
     layernorm_backward(tr->dx, g[L->ln2_w], g[L->ln2_b], tr->dln, tl->x_mid, w[L->ln2_w], T, C,
                        c->ln_eps);
     /* attention: x += o(attn(qkv(ln1(x_in)))) */
-    matmul_backward(team, tr->datty, g[L->o_w], g[L->o_b], tr->dx, tl->atty, w[L->o_w], T, C,
+    matmul_backward(team, blas, tr->datty, g[L->o_w], g[L->o_b], tr->dx, tl->atty, w[L->o_w], T, C,
                     C, 0);
-    AttBwdTask at = {tr->dqkv, tr->datt, tr->datty, tl->qkv, tl->att, T, C, NH, C / NH, 0};
+    AttBwdTask at = {blas, tr->dqkv, tr->datt, tr->datty, tl->qkv, tl->att, T, C, NH, C / NH, 0};
     if (gpt_team_size(team) > tr->n_datt || (int64_t)T * T * C < ((int64_t)1 << 18))
       att_bwd_task(&at, 0, 1);
     else
       gpt_team_run(team, att_bwd_task, &at);
-    matmul_backward(team, tr->dln, g[L->qkv_w], g[L->qkv_b], tr->dqkv, tl->ln1, w[L->qkv_w], T,
+    matmul_backward(team, blas, tr->dln, g[L->qkv_w], g[L->qkv_b], tr->dqkv, tl->ln1, w[L->qkv_w], T,
                     C, 3 * C, 0);
     layernorm_backward(tr->dx, g[L->ln1_w], g[L->ln1_b], tr->dln, tl->x_in, w[L->ln1_w], T, C,
                        c->ln_eps);

@@ -16,20 +16,29 @@
 ** string included, <|endoftext|> not). With "generate", "generate" is the
 ** number of tokens and "max_tokens" is ignored. A text with no tokens gives
 ** no rows; with "generate" it starts from <|endoftext|>, as gpt_generate does,
-** and that token is position 0.
+** and that token is position 0. The rowid is a function of (layer, head,
+** query_pos, key_pos) and the arguments, so it is the same row's under
+** every plan (gptext_tvf_rowid).
 **
 ** gpt_generate_tokens(prompt [, options]): one row per generated token, with
 ** exactly gpt_generate's options and output: step (1 for the first token),
 ** token_id, token (its text), logprob (log-probability at temperature 1 given
-** everything before it) and finish_reason, NULL except on the last row:
-** 'eos', 'stop', 'length' or 'context'. The token column concatenates to
-** gpt_generate's text. With a stop string the rows end with the token in
+** everything before it), finish_reason, NULL except on the last row:
+** 'eos', 'stop', 'length' or 'context', and bytes (the token's exact bytes,
+** a BLOB). The bytes concatenate to gpt_generate_bytes's; the token column is
+** each token's bytes made valid UTF-8 on its own (a character split across
+** tokens shows as U+FFFD in each), so it concatenates to gpt_generate's text
+** whenever no character is split. With a stop string the rows end with the token in
 ** which the stop string begins: its text is cut where the stop string starts
 ** (possibly to ''), and the tokens after it, which only completed the stop
 ** string, are not rows. When generation ends before any token (the model's
 ** first choice is <|endoftext|>, or the prompt fills the window) there is one
-** row with step 1, token_id NULL, token '', logprob NULL and the
-** finish_reason, so the reason is never lost.
+** row with step 1, token_id NULL, token '', bytes X'', logprob NULL and the
+** finish_reason, so the reason is never lost. The rowid is a function of
+** step and the arguments.
+**
+** Both read back their arguments in the hidden columns (text or prompt, and
+** options): SQLite checks those constraints again itself under some plans.
 **
 ** How gpt_attention works: xFilter fits the text (and generates, when asked)
 ** and starts one batch over the whole sequence in a fresh decoder state; the
@@ -96,8 +105,9 @@ typedef struct AttnCursor {
   float *aProb;        /* (head.n, nPacked) probabilities of the current layer */
   int iL, iH, iQ, iK;  /* the current row, as indexes into the sets (iK: key) */
   int bEof;
-  sqlite3_int64 iRowid;
   char *zErr;          /* error raised by a callback of the pass */
+  sqlite3_value *apArg[2]; /* copies of text and options, or NULL */
+  sqlite3_uint64 fp;   /* their fingerprint, for the rowid */
 } AttnCursor;
 
 /* Declares the columns. DIRECTONLY: it runs the model. */
@@ -137,6 +147,8 @@ static void attnReset(AttnCursor *c) {
   attnSetClear(&c->head);
   attnSetClear(&c->query);
   gptext_model_release(c->m);
+  sqlite3_value_free(c->apArg[0]);
+  sqlite3_value_free(c->apArg[1]);
   memset((char *)c + sizeof(c->base), 0, sizeof(*c) - sizeof(c->base));
   c->bEof = 1;
 }
@@ -342,6 +354,11 @@ static int attnRunLayer(AttnCursor *c) {
       gptext_set_error(&c->zErr, "gpt_attention: interrupted");
       return SQLITE_INTERRUPT;
     }
+    if (rc == GPT_OVERFLOW) {
+      gptext_set_error(&c->zErr, "gpt_attention: model '%s': non-finite hidden state: the "
+                       "weights overflow float32", c->m->zName);
+      return SQLITE_ERROR;
+    }
     if (rc != GPT_OK) {
       gptext_set_error(&c->zErr, "gpt_attention: model '%s': out of memory", c->m->zName);
       return SQLITE_NOMEM;
@@ -372,6 +389,9 @@ static int attnFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, 
     if ((idxNum & bits) && iArg < argc) apArg[k] = argv[iArg++];
   }
   if (!apArg[0]) return gptext_vtab_error(&pVtab->base, attnMissingText(zFunc), SQLITE_ERROR);
+  /* text and options come first in argv */
+  if (gptext_tvf_keep_args(idxNum & 3, 2, argc, argv, c->apArg)) return SQLITE_NOMEM;
+  c->fp = gptext_tvf_fingerprint(c->apArg, 2);
   if (sqlite3_value_type(apArg[0]) == SQLITE_NULL) return SQLITE_OK;
   rc = gptext_options_parse(pVtab->db, zFunc, apArg[1],
                             GPTOPT_MODEL | GPTOPT_SPECIAL | GPTOPT_TRUNCATE | GPTOPT_ATTN_GEN |
@@ -436,7 +456,6 @@ static int attnFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, 
     goto done;
   }
   c->bEof = 0;
-  c->iRowid = 1;
 
 done:
   sqlite3_free(aIds);
@@ -459,7 +478,6 @@ done:
 ** on to that layer). */
 static int attnNext(sqlite3_vtab_cursor *cur) {
   AttnCursor *c = (AttnCursor *)cur;
-  c->iRowid++;
   if (++c->iK <= c->query.a[c->iQ]) return SQLITE_OK;
   c->iK = 0;
   if (++c->iQ < c->query.n) return SQLITE_OK;
@@ -496,18 +514,30 @@ static int attnColumn(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) {
     case ATTN_COL_QTOKEN:
     case ATTN_COL_KTOKEN:
       z = tok_token_bytes(c->m->pTok, c->aTok[i == ATTN_COL_QTOKEN ? q : c->iK], &n);
-      sqlite3_result_text(ctx, z ? z : "", z ? n : 0, SQLITE_TRANSIENT);
+      gptext_result_text(ctx, z, z ? n : 0, SQLITE_TRANSIENT);
       break;
     case ATTN_COL_WEIGHT:
       sqlite3_result_double(ctx, c->aProb[(size_t)c->iH * c->nPacked + c->aQOff[c->iQ] + c->iK]);
       break;
-    default: break; /* hidden arguments read back as NULL */
+    case ATTN_COL_TEXT:
+    case ATTN_COL_OPTIONS: /* the arguments read back */
+      if (c->apArg[i - ATTN_COL_TEXT]) sqlite3_result_value(ctx, c->apArg[i - ATTN_COL_TEXT]);
+      break;
+    default: break;
   }
   return SQLITE_OK;
 }
 
+/* The rowid is the row's identity, not a counter: a plan that scans the
+** function more than once (each term of a MULTI-INDEX OR) tells rows apart by
+** rowid, so the same (layer, head, query_pos, key_pos) must give the same
+** rowid in every scan and different ones different rowids. The index is
+** below n_layer * n_head * T * T, well inside 64 bits for any window. */
 static int attnRowid(sqlite3_vtab_cursor *cur, sqlite_int64 *pRowid) {
-  *pRowid = ((AttnCursor *)cur)->iRowid;
+  AttnCursor *c = (AttnCursor *)cur;
+  sqlite3_int64 T = c->nTok, nLH = (sqlite3_int64)c->m->cfg.n_layer * c->m->cfg.n_head;
+  sqlite3_int64 lh = (sqlite3_int64)c->layer.a[c->iL] * c->m->cfg.n_head + c->head.a[c->iH];
+  *pRowid = gptext_tvf_rowid(c->fp, nLH * T * T, (lh * T + c->query.a[c->iQ]) * T + c->iK);
   return SQLITE_OK;
 }
 
@@ -526,16 +556,19 @@ typedef struct GenTokCursor {
   int nRow;            /* rows: tokens up to the stop point, or 1 placeholder */
   int nLastText;       /* bytes of the last row's token text */
   int iRow;
+  sqlite3_value *apArg[2]; /* copies of prompt and options, or NULL */
+  sqlite3_uint64 fp;       /* their fingerprint, for the rowid */
 } GenTokCursor;
 
-#define GENTOK_COL_PROMPT 5
+#define GENTOK_COL_BYTES 5
+#define GENTOK_COL_PROMPT 6
 
 static int genTokConnect(sqlite3 *db, void *pAux, int argc, const char *const *argv,
                          sqlite3_vtab **ppVtab, char **pzErr) {
   (void)argc; (void)argv; (void)pzErr;
   return gptext_vtab_connect(db, pAux, "CREATE TABLE x(step INTEGER, token_id INTEGER, "
-                             "token TEXT, logprob REAL, finish_reason TEXT, prompt HIDDEN, "
-                             "options HIDDEN)", SQLITE_VTAB_DIRECTONLY, ppVtab);
+                             "token TEXT, logprob REAL, finish_reason TEXT, bytes BLOB, "
+                             "prompt HIDDEN, options HIDDEN)", SQLITE_VTAB_DIRECTONLY, ppVtab);
 }
 
 static int genTokOpen(sqlite3_vtab *p, sqlite3_vtab_cursor **ppCur) {
@@ -554,6 +587,10 @@ static void genTokReset(GenTokCursor *c) {
   c->nRow = 0;
   c->nLastText = 0;
   c->iRow = 0;
+  for (int i = 0; i < 2; i++) {
+    sqlite3_value_free(c->apArg[i]);
+    c->apArg[i] = 0;
+  }
 }
 
 static int genTokClose(sqlite3_vtab_cursor *cur) {
@@ -583,6 +620,8 @@ static int genTokFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr
   genTokReset(c);
   if (argc < 1 || !(idxNum & 1))
     return gptext_vtab_error(&pVtab->base, attnMissingText(zFunc), SQLITE_ERROR);
+  if (gptext_tvf_keep_args(idxNum, 2, argc, argv, c->apArg)) return SQLITE_NOMEM;
+  c->fp = gptext_tvf_fingerprint(c->apArg, 2);
   if (sqlite3_value_type(argv[0]) == SQLITE_NULL) return SQLITE_OK;
   rc = gptext_options_parse(pVtab->db, zFunc, (idxNum & 2) && argc > 1 ? argv[1] : 0,
                             GPTOPT_MODEL | GPTOPT_GENERATE | GPTOPT_TRUNCATE | GPTOPT_SPECIAL |
@@ -643,21 +682,27 @@ static int genTokColumn(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) {
     case 0: sqlite3_result_int(ctx, c->iRow + 1); break;
     case 1: if (bToken) sqlite3_result_int(ctx, c->g.aTok[c->iRow]); break;
     case 2:
+    case GENTOK_COL_BYTES:
       z = bToken ? tok_token_bytes(c->m->pTok, c->g.aTok[c->iRow], &n) : 0;
       if (bLast) n = c->nLastText;
-      sqlite3_result_text(ctx, z ? z : "", z ? n : 0, SQLITE_TRANSIENT);
+      if (i == 2) gptext_result_text(ctx, z, z ? n : 0, SQLITE_TRANSIENT);
+      else gptext_result_bytes(ctx, z, z ? n : 0, SQLITE_TRANSIENT);
       break;
     case 3: if (bToken) sqlite3_result_double(ctx, c->g.aLogprob[c->iRow]); break;
     case 4:
       if (bLast && c->g.zFinish) sqlite3_result_text(ctx, c->g.zFinish, -1, SQLITE_STATIC);
       break;
-    default: break; /* hidden arguments read back as NULL */
+    default: /* the hidden arguments read back */
+      if (i - GENTOK_COL_PROMPT < 2 && c->apArg[i - GENTOK_COL_PROMPT])
+        sqlite3_result_value(ctx, c->apArg[i - GENTOK_COL_PROMPT]);
+      break;
   }
   return SQLITE_OK;
 }
 
 static int genTokRowid(sqlite3_vtab_cursor *cur, sqlite_int64 *pRowid) {
-  *pRowid = ((GenTokCursor *)cur)->iRow + 1;
+  GenTokCursor *c = (GenTokCursor *)cur;
+  *pRowid = gptext_tvf_rowid(c->fp, c->nRow, c->iRow); /* see gpt_ext.h */
   return SQLITE_OK;
 }
 

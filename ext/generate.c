@@ -3,8 +3,14 @@
 **
 **   SELECT gpt_generate(body, '{"max_tokens": 32, "temperature": 0}') FROM docs;
 **   SELECT * FROM gpt_next_tokens('The capital of France is', 5);
+**   SELECT gpt_generate_bytes(body) FROM docs;        -- the exact bytes, a BLOB
 **
-** gpt_generate returns the continuation without the prompt. Options (all
+** gpt_generate returns the continuation without the prompt, as valid UTF-8:
+** tokens are bytes and a sampled sequence need not be valid UTF-8, so each
+** ill-formed part becomes U+FFFD exactly as Python's
+** bytes.decode('utf-8', 'replace') does. gpt_generate_bytes takes the same
+** arguments and returns the generation's exact bytes as a BLOB (stop strings
+** match on those bytes in both). Options (all
 ** optional): model; max_tokens (1..65536, default 64); temperature (0..100,
 ** default 1, 0 = greedy); top_k (0 = off); top_p ((0, 1], default 1); seed
 ** (default 42); stop (a string or array of strings; the text ends before the
@@ -267,10 +273,11 @@ static void result_error(sqlite3_context *ctx, int rc, char *zErr) {
   sqlite3_free(zErr);
 }
 
-/* gpt_generate(prompt [, options]): the continuation of prompt. A NULL
-** prompt gives NULL. */
-static void gptGenerateFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
-  static const char zFunc[] = "gpt_generate";
+/* gpt_generate(prompt [, options]): the continuation of prompt as text;
+** gpt_generate_bytes (bBytes): its exact bytes as a BLOB. A NULL prompt
+** gives NULL. */
+static void generate(sqlite3_context *ctx, int argc, sqlite3_value **argv, int bBytes) {
+  const char *zFunc = bBytes ? "gpt_generate_bytes" : "gpt_generate";
   sqlite3 *db = sqlite3_context_db_handle(ctx);
   GptConn *pConn = sqlite3_user_data(ctx);
   GptOptions o;
@@ -293,8 +300,11 @@ static void gptGenerateFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv
   if (rc != SQLITE_OK) {
     result_error(ctx, rc, zErr);
     zErr = 0;
+  } else if (bBytes) {
+    gptext_result_bytes(ctx, g.zText, g.nText, sqlite3_free);
+    g.zText = 0;
   } else {
-    sqlite3_result_text(ctx, g.zText, g.nText, sqlite3_free);
+    gptext_result_text(ctx, g.zText, g.nText, sqlite3_free);
     g.zText = 0;
   }
   sqlite3_free(zErr);
@@ -304,11 +314,21 @@ static void gptGenerateFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv
   gptext_options_clear(&o);
 }
 
+static void gptGenerateFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  generate(ctx, argc, argv, 0);
+}
+
+static void gptGenerateBytesFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  generate(ctx, argc, argv, 1);
+}
+
 /* ------------------------------------------------------- gpt_next_tokens */
 
 /* gpt_next_tokens(prompt [, k [, options]]): the k most likely next tokens
 ** (default 10, capped at vocab_size), from the full softmax at temperature 1.
-** Columns: rank (1 = most likely), token_id, token, logit, prob. */
+** Columns: rank (1 = most likely), token_id, token (valid
+** UTF-8), logit, prob, bytes (the token's exact bytes, a BLOB); the hidden
+** prompt, k and options read back the arguments. */
 typedef struct NextCursor {
   sqlite3_vtab_cursor base;
   GptModel *m;
@@ -317,16 +337,19 @@ typedef struct NextCursor {
   double lse;      /* log-sum-exp of all logits */
   int k;
   int iRow;
+  sqlite3_value *apArg[3];  /* copies of prompt, k, options, or NULL */
+  sqlite3_uint64 fp;        /* their fingerprint, for the rowid */
 } NextCursor;
 
-#define NEXT_COL_PROMPT 5
+#define NEXT_COL_BYTES 5
+#define NEXT_COL_PROMPT 6
 
 static int nextConnect(sqlite3 *db, void *pAux, int argc, const char *const *argv,
                        sqlite3_vtab **ppVtab, char **pzErr) {
   (void)argc; (void)argv; (void)pzErr;
   return gptext_vtab_connect(db, pAux, "CREATE TABLE x(rank INTEGER, token_id INTEGER, "
-                             "token TEXT, logit REAL, prob REAL, prompt HIDDEN, k HIDDEN, "
-                             "options HIDDEN)", SQLITE_VTAB_DIRECTONLY, ppVtab);
+                             "token TEXT, logit REAL, prob REAL, bytes BLOB, prompt HIDDEN, "
+                             "k HIDDEN, options HIDDEN)", SQLITE_VTAB_DIRECTONLY, ppVtab);
 }
 
 static int nextOpen(sqlite3_vtab *p, sqlite3_vtab_cursor **ppCur) {
@@ -347,6 +370,10 @@ static void nextReset(NextCursor *c) {
   c->m = 0;
   c->k = 0;
   c->iRow = 0;
+  for (int i = 0; i < 3; i++) {
+    sqlite3_value_free(c->apArg[i]);
+    c->apArg[i] = 0;
+  }
 }
 
 static int nextClose(sqlite3_vtab_cursor *cur) {
@@ -377,6 +404,8 @@ static int nextFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, 
   memset(&o, 0, sizeof(o));
   nextReset(c);
   if (gptext_tvf_missing(&pVtab->base, idxNum, 1, zFunc)) return SQLITE_ERROR;
+  if (gptext_tvf_keep_args(idxNum, 3, argc, argv, c->apArg)) return SQLITE_NOMEM;
+  c->fp = gptext_tvf_fingerprint(c->apArg, 3);
   if (argc < 1 || sqlite3_value_type(argv[0]) == SQLITE_NULL) return SQLITE_OK;
   if (idxNum & 2) {
     sqlite3_value *pK = argv[iArg++];
@@ -458,18 +487,24 @@ static int nextColumn(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) {
     case 0: sqlite3_result_int(ctx, c->iRow + 1); break;
     case 1: sqlite3_result_int(ctx, c->aId[c->iRow]); break;
     case 2:
+    case NEXT_COL_BYTES:
       z = tok_token_bytes(c->m->pTok, c->aId[c->iRow], &n);
-      sqlite3_result_text(ctx, z ? z : "", z ? n : 0, SQLITE_TRANSIENT);
+      if (i == 2) gptext_result_text(ctx, z, z ? n : 0, SQLITE_TRANSIENT);
+      else gptext_result_bytes(ctx, z, z ? n : 0, SQLITE_TRANSIENT);
       break;
     case 3: sqlite3_result_double(ctx, c->aLogit[c->iRow]); break;
     case 4: sqlite3_result_double(ctx, exp((double)c->aLogit[c->iRow] - c->lse)); break;
-    default: break;
+    default: /* the hidden arguments read back */
+      if (i - NEXT_COL_PROMPT < 3 && c->apArg[i - NEXT_COL_PROMPT])
+        sqlite3_result_value(ctx, c->apArg[i - NEXT_COL_PROMPT]);
+      break;
   }
   return SQLITE_OK;
 }
 
 static int nextRowid(sqlite3_vtab_cursor *cur, sqlite_int64 *pRowid) {
-  *pRowid = ((NextCursor *)cur)->iRow + 1;
+  NextCursor *c = (NextCursor *)cur;
+  *pRowid = gptext_tvf_rowid(c->fp, c->k, c->iRow); /* see gpt_ext.h */
   return SQLITE_OK;
 }
 
@@ -479,13 +514,19 @@ static sqlite3_module nextModule = {
   0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
 };
 
-/* Registers gpt_generate (DIRECTONLY: costly, so never from a schema's views
-** or triggers; not DETERMINISTIC: sampling) and gpt_next_tokens. */
+/* Registers gpt_generate and gpt_generate_bytes (DIRECTONLY: costly, so
+** never from a schema's views or triggers; not DETERMINISTIC: sampling) and
+** gpt_next_tokens. */
 int gptext_register_generate(sqlite3 *db, GptConn *pConn) {
   int rc = SQLITE_OK;
-  for (int nArg = 1; rc == SQLITE_OK && nArg <= 2; nArg++)
+  for (int nArg = 1; rc == SQLITE_OK && nArg <= 2; nArg++) {
     rc = sqlite3_create_function(db, "gpt_generate", nArg, SQLITE_UTF8 | SQLITE_DIRECTONLY,
                                  pConn, gptGenerateFunc, 0, 0);
+    if (rc == SQLITE_OK)
+      rc = sqlite3_create_function(db, "gpt_generate_bytes", nArg,
+                                   SQLITE_UTF8 | SQLITE_DIRECTONLY, pConn,
+                                   gptGenerateBytesFunc, 0, 0);
+  }
   if (rc == SQLITE_OK) rc = sqlite3_create_module(db, "gpt_next_tokens", &nextModule, pConn);
   return rc;
 }

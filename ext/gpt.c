@@ -39,6 +39,109 @@ void gptext_set_error(char **pzErr, const char *zFormat, ...) {
   *pzErr = z;
 }
 
+/* --------------------------------------------------------------- UTF-8 */
+
+/* The length of the well-formed UTF-8 sequence at z[0..n) (n >= 1), or,
+** negated, the length of the ill-formed part to replace with one U+FFFD.
+** That part is the maximal subpart of Unicode's "U+FFFD Substitution of
+** Maximal Subparts" (chapter 3), the rule Python's
+** bytes.decode('utf-8', 'replace') follows: a lead byte and the continuation
+** bytes that could still begin a valid sequence, or one byte that cannot
+** begin one (80..C1, F5..FF). An incomplete sequence at the end is one part. */
+static int utf8_sequence(const unsigned char *z, size_t n) {
+  unsigned char b = z[0], lo = 0x80, hi = 0xBF;
+  int nNeed;
+  if (b < 0x80) return 1;
+  if (b >= 0xC2 && b <= 0xDF) nNeed = 1;
+  else if (b == 0xE0) { nNeed = 2; lo = 0xA0; }
+  else if (b == 0xED) { nNeed = 2; hi = 0x9F; }      /* no surrogates */
+  else if (b >= 0xE1 && b <= 0xEF) nNeed = 2;
+  else if (b == 0xF0) { nNeed = 3; lo = 0x90; }
+  else if (b == 0xF4) { nNeed = 3; hi = 0x8F; }      /* nothing past U+10FFFF */
+  else if (b >= 0xF1 && b <= 0xF3) nNeed = 3;
+  else return -1;
+  for (int k = 1; k <= nNeed; k++) {
+    if ((size_t)k >= n || z[k] < lo || z[k] > hi) return -k;
+    lo = 0x80;
+    hi = 0xBF;
+  }
+  return nNeed + 1;
+}
+
+/* Writes z[0..n) to zOut (when not NULL) with every ill-formed part
+** replaced by U+FFFD (EF BF BD); returns the length written, which is n
+** exactly when z is valid UTF-8 and at most 3n. */
+size_t gptext_utf8_repair(const char *zIn, size_t n, char *zOut) {
+  const unsigned char *z = (const unsigned char *)zIn;
+  size_t i = 0, nOut = 0;
+  while (i < n) {
+    int k = utf8_sequence(z + i, n - i);
+    if (k > 0) {
+      if (zOut) memcpy(zOut + nOut, z + i, (size_t)k);
+      nOut += (size_t)k;
+      i += (size_t)k;
+    } else {
+      if (zOut) memcpy(zOut + nOut, "\xEF\xBF\xBD", 3);
+      nOut += 3;
+      i += (size_t)-k;
+    }
+  }
+  return nOut;
+}
+
+/* True when z[0..n) is valid UTF-8. */
+int gptext_utf8_valid(const char *z, size_t n) {
+  const unsigned char *u = (const unsigned char *)z;
+  for (size_t i = 0; i < n;) {
+    if (u[i] < 0x80) { i++; continue; }
+    int k = utf8_sequence(u + i, n - i);
+    if (k < 0) return 0;
+    i += (size_t)k;
+  }
+  return 1;
+}
+
+/* Every TEXT result of the extension goes out through here: z[0..n) as
+** TEXT, ill-formed UTF-8 replaced by U+FFFD, so that every client can read
+** it (Python's sqlite3 raises on invalid UTF-8; others replace silently).
+** Valid text goes out as it is; xDel disposes of z as sqlite3_result_text's
+** destructor would. The exact bytes go out as BLOBs (the bytes columns,
+** gpt_generate_bytes, gpt_detokenize_bytes). */
+void gptext_result_text(sqlite3_context *ctx, const char *z, int n, void (*xDel)(void *)) {
+  if (!z || n <= 0) {
+    sqlite3_result_text(ctx, "", 0, SQLITE_STATIC);
+    if (z && xDel != SQLITE_STATIC && xDel != SQLITE_TRANSIENT) xDel((void *)z);
+    return;
+  }
+  if (gptext_utf8_valid(z, (size_t)n)) {
+    sqlite3_result_text(ctx, z, n, xDel);
+    return;
+  }
+  size_t nOut = gptext_utf8_repair(z, (size_t)n, 0);
+  char *zOut = nOut <= 0x7fffffff ? sqlite3_malloc64(nOut + 1) : 0;
+  if (zOut) {
+    gptext_utf8_repair(z, (size_t)n, zOut);
+    zOut[nOut] = 0;
+  }
+  if (xDel != SQLITE_STATIC && xDel != SQLITE_TRANSIENT) xDel((void *)z);
+  if (!zOut) {
+    if (nOut > 0x7fffffff) sqlite3_result_error_toobig(ctx);
+    else sqlite3_result_error_nomem(ctx);
+    return;
+  }
+  sqlite3_result_text(ctx, zOut, (int)nOut, sqlite3_free);
+}
+
+/* The exact bytes z[0..n) as a BLOB ('' as an empty BLOB, never NULL). */
+void gptext_result_bytes(sqlite3_context *ctx, const char *z, int n, void (*xDel)(void *)) {
+  if (!z || n <= 0) {
+    sqlite3_result_zeroblob(ctx, 0);
+    if (z && xDel != SQLITE_STATIC && xDel != SQLITE_TRANSIENT) xDel((void *)z);
+    return;
+  }
+  sqlite3_result_blob(ctx, z, n, xDel);
+}
+
 /* SQLite 3.40 has no sqlite3_is_interrupted(); a trivial statement stepped
 ** after sqlite3_interrupt() fails with SQLITE_INTERRUPT, which works on every
 ** version. Newer versions answer directly. */
@@ -410,7 +513,8 @@ static int read_config(sqlite3 *db, const char *zFunc, const char *zName,
     rc = gptext_config_read(db, (const char *)sqlite3_column_text(p, 0),
                             sqlite3_column_bytes(p, 0), c, &bTied, zMsg, sizeof(zMsg));
     if (rc != SQLITE_OK) {
-      gptext_set_error(pzErr, "%s: model '%s': config %s", zFunc, zName, zMsg);
+      gptext_set_error(pzErr, "%s: model '%s': %s%s", zFunc, zName,
+                       strncmp(zMsg, "config ", 7) == 0 ? "" : "config ", zMsg);
       rc = SQLITE_ERROR;
     }
     goto done;
@@ -487,7 +591,7 @@ static int read_config(sqlite3 *db, const char *zFunc, const char *zName,
   goto done;
 sql_error:
   gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, zName, sqlite3_errmsg(db));
-  rc = SQLITE_ERROR;
+  rc = gptext_sql_code(db, rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_ERROR : rc);
 done:
   sqlite3_finalize(p);
   return rc;
@@ -656,7 +760,7 @@ bad:
 sql_error:
   gptext_set_error(pzErr, "%s: model '%s': gpt_tokenizer: %s", zFunc, m->zName,
                    sqlite3_errmsg(db));
-  rc = SQLITE_ERROR;
+  rc = gptext_sql_code(db, rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_ERROR : rc);
 done:
   sqlite3_finalize(p);
   return rc;
@@ -726,12 +830,13 @@ static int apply_tokenizer_config(sqlite3 *db, const char *zFunc, GptModel *m,
   goto done;
 tok_error:
   gptext_set_error(pzErr, "%s: model '%s': tokenizer: %s", zFunc, m->zName, zMsg);
-  rc = SQLITE_ERROR;
+  /* the tokenizer's allocation failures are SQLite's out-of-memory too */
+  rc = strncmp(zMsg, "out of memory", 13) == 0 ? SQLITE_NOMEM : SQLITE_ERROR;
   goto done;
 sql_error:
   gptext_set_error(pzErr, "%s: model '%s': gpt_tokenizer: %s", zFunc, m->zName,
                    sqlite3_errmsg(db));
-  rc = SQLITE_ERROR;
+  rc = gptext_sql_code(db, rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_ERROR : rc);
 done:
   sqlite3_finalize(p);
   return rc;
@@ -845,11 +950,13 @@ static int load_tokenizer(sqlite3 *db, const char *zFunc, GptModel *m, char **pz
   goto done;
 tok_error:
   gptext_set_error(pzErr, "%s: model '%s': tokenizer: %s", zFunc, m->zName, zMsg);
-  rc = SQLITE_ERROR;
+  /* the tokenizer's allocation failures are SQLite's out-of-memory too */
+  rc = strncmp(zMsg, "out of memory", 13) == 0 ? SQLITE_NOMEM : SQLITE_ERROR;
   goto done;
 sql_error:
+  /* SQLite's code goes on (SQLITE_BUSY, SQLITE_NOMEM, SQLITE_IOERR_READ, ...) */
   gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, m->zName, sqlite3_errmsg(db));
-  rc = SQLITE_ERROR;
+  rc = gptext_sql_code(db, rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_ERROR : rc);
 done:
   sqlite3_finalize(p);
   tok_free(t);
@@ -866,31 +973,57 @@ done:
 ** memory (the forward pass reads them as they are); everything else is held
 ** as f32. Rows are read in chunks of about 1 MB: whole q8_0 blocks, and for
 ** Conv1D weights whole stored rows, which the engine transposes by tiles. */
+/* The tensor a gpt_tensors row holds: NAME, or NAME#k for part k of a tensor
+** stored in row-aligned parts (k in canonical decimal, below a million), its
+** index in *piPart. -1 for any other name. */
+static int tensor_row_index(const GptModel *m, int hasLmHead, const char *zName, int *piPart) {
+  const char *zHash = strrchr(zName, '#');
+  char zBase[160];
+  int k = 0, nDigit = 0;
+  *piPart = -1;
+  if (!zHash) return gpt_tensor_index(&m->cfg, hasLmHead, zName);
+  if ((size_t)(zHash - zName) >= sizeof(zBase)) return -1;
+  for (const char *z = zHash + 1; *z; z++, nDigit++) {
+    if (*z < '0' || *z > '9' || nDigit >= 6) return -1;
+    k = k * 10 + (*z - '0');
+  }
+  if (nDigit == 0 || (nDigit > 1 && zHash[1] == '0')) return -1;
+  memcpy(zBase, zName, (size_t)(zHash - zName));
+  zBase[zHash - zName] = 0;
+  *piPart = k;
+  return gpt_tensor_index(&m->cfg, hasLmHead, zBase);
+}
+
 static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzErr) {
   sqlite3_stmt *p = 0;
   sqlite3_blob *pBlob = 0;
   GPTModel *net = 0;
   char zMsg[256];
   unsigned char *aBuf = 0;
-  unsigned char *aSeen = 0;
+  int *aSeen = 0;    /* per tensor: -1 whole row seen, k > 0 parts seen */
+  int64_t *aPartRows = 0; /* rows of part 0 of a tensor stored in parts, or 0 */
   int *aDtype = 0;  /* memory dtype of each tensor */
   const int nChunk = 1 << 20;
   int rc, hasLmHead = 0, nTensor;
 
   rc = sqlite3_prepare_v2(db, "SELECT count(*) FROM gpt_tensors WHERE model = ?1 AND "
-                          "name = 'lm_head.weight'", -1, &p, 0);
+                          "(name = 'lm_head.weight' OR name GLOB 'lm_head.weight#*')", -1, &p, 0);
   if (rc != SQLITE_OK) goto sql_error;
   sqlite3_bind_text(p, 1, m->zName, -1, SQLITE_STATIC);
   if (sqlite3_step(p) == SQLITE_ROW) hasLmHead = sqlite3_column_int(p, 0) > 0;
   sqlite3_finalize(p);
   p = 0;
   nTensor = gpt_n_tensors(&m->cfg, hasLmHead);
-  aSeen = sqlite3_malloc64(nTensor);
+  aSeen = sqlite3_malloc64(sizeof(int) * (size_t)nTensor);
+  aPartRows = sqlite3_malloc64(sizeof(int64_t) * (size_t)nTensor);
   aDtype = sqlite3_malloc64(sizeof(int) * (size_t)nTensor);
-  if (!aSeen || !aDtype) { rc = SQLITE_NOMEM; goto done; }
+  if (!aSeen || !aPartRows || !aDtype) { rc = SQLITE_NOMEM; goto done; }
+  /* by name, so that part 0 of a tensor stored in parts comes first */
   rc = sqlite3_prepare_v2(db,
       "SELECT rowid, name, dtype, CASE WHEN json_valid(shape) THEN json(shape) END, "
-      "typeof(data), length(data) FROM gpt_tensors WHERE model = ?1", -1, &p, 0);
+      "typeof(data), length(data), CASE WHEN json_valid(shape) THEN json_extract(shape, '$[0]') END "
+      "FROM gpt_tensors "
+      "WHERE model = ?1 ORDER BY name", -1, &p, 0);
   if (rc != SQLITE_OK) goto sql_error;
   sqlite3_bind_text(p, 1, m->zName, -1, SQLITE_STATIC);
   /* Pass 0 checks every row's name, dtype, shape and length against the
@@ -898,7 +1031,8 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
   ** arena is sized by the config, which is only as trustworthy as the rows
   ** that match it. Pass 1 reads the rows (checking them again). */
   for (int iPass = 0; iPass < 2; iPass++) {
-    memset(aSeen, 0, nTensor);
+    memset(aSeen, 0, sizeof(int) * (size_t)nTensor);
+    memset(aPartRows, 0, sizeof(int64_t) * (size_t)nTensor);
     sqlite3_reset(p);
     while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
       const char *zTensor = (const char *)sqlite3_column_text(p, 1);
@@ -906,11 +1040,12 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
       const char *zShape = (const char *)sqlite3_column_text(p, 3);
       const char *zType = (const char *)sqlite3_column_text(p, 4);
       sqlite3_int64 nBytes = sqlite3_column_int64(p, 5);
-      int idx = zTensor ? gpt_tensor_index(&m->cfg, hasLmHead, zTensor) : -1;
       int dtype = gpt_row_dtype_from_name(zDtype);
+      int iPart = -1; /* NAME#k: part k of a tensor stored in row-aligned parts */
+      int idx = zTensor ? tensor_row_index(m, hasLmHead, zTensor, &iPart) : -1;
       GPTTensorInfo info;
       char zWant[64];
-      int64_t nWant, nPer;
+      int64_t nWant, nPer, iFirst = 0;
       if (idx < 0) {
         gptext_set_error(pzErr, "%s: model '%s': unexpected tensor '%s' in gpt_tensors", zFunc,
                          m->zName, zTensor ? zTensor : "NULL");
@@ -918,12 +1053,32 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
         goto done;
       }
       gpt_tensor_info(&m->cfg, hasLmHead, idx, &info);
-      if (aSeen[idx]) {
+      if (aSeen[idx] < 0 || (aSeen[idx] > 0 && iPart < 0)) {
         gptext_set_error(pzErr, "%s: model '%s': tensor %s appears twice", zFunc, m->zName, zTensor);
         rc = SQLITE_ERROR;
         goto done;
       }
-      aSeen[idx] = 1;
+      if (iPart < 0) {
+        aSeen[idx] = -1;
+      } else {
+        /* part k holds rows k*R .. of the stored shape, R the rows of part 0 */
+        int64_t nRow = info.shape[0], nPartRow = sqlite3_column_int64(p, 6);
+        if (iPart == 0) aPartRows[idx] = nPartRow;
+        int64_t R = aPartRows[idx];
+        if (R < 1 || R >= nRow || (int64_t)iPart * R >= nRow || dtype == GPT_Q8_0 ||
+            nPartRow != (nRow - iPart * R < R ? nRow - iPart * R : R)) {
+          gptext_set_error(pzErr, "%s: model '%s': tensor %s is not a part of %s: parts hold "
+                           "%s rows each of its %lld, part 0 first, in f32, f16 or bf16",
+                           zFunc, m->zName, zTensor, info.name,
+                           R >= 1 ? "the same number of" : "fewer", (long long)nRow);
+          rc = SQLITE_ERROR;
+          goto done;
+        }
+        aSeen[idx]++;
+        iFirst = iPart * R * (info.ndim == 2 ? info.shape[1] : 1);
+        info.shape[0] = nPartRow;
+        info.n_elem = info.ndim == 2 ? nPartRow * info.shape[1] : nPartRow;
+      }
       if (dtype < 0) {
         gptext_set_error(pzErr, "%s: model '%s': tensor %s has dtype '%s', expected 'f32', "
                          "'f16', 'bf16' or 'q8_0'", zFunc, m->zName, zTensor,
@@ -965,7 +1120,14 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
         goto done;
       }
       if (iPass == 0) {
-        aDtype[idx] = info.ndim == 2 && (dtype == GPT_F16 || dtype == GPT_Q8_0) ? dtype : GPT_F32;
+        int dt = info.ndim == 2 && (dtype == GPT_F16 || dtype == GPT_Q8_0) ? dtype : GPT_F32;
+        if (iPart > 0 && dt != aDtype[idx]) {
+          gptext_set_error(pzErr, "%s: model '%s': tensor %s has dtype '%s', unlike part 0",
+                           zFunc, m->zName, zTensor, zDtype);
+          rc = SQLITE_ERROR;
+          goto done;
+        }
+        aDtype[idx] = dt;
         continue;
       }
       rc = sqlite3_blob_open(db, "main", "gpt_tensors", "data", sqlite3_column_int64(p, 0), 0, &pBlob);
@@ -984,7 +1146,7 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
         int64_t len = dtype == GPT_Q8_0 ? n / 32 * 34 : n * gpt_dtype_size(dtype);
         rc = sqlite3_blob_read(pBlob, aBuf, (int)len, (int)off);
         if (rc != SQLITE_OK) goto sql_error;
-        if (gpt_model_load(net, idx, dtype, e, n, aBuf, zMsg, sizeof(zMsg))) {
+        if (gpt_model_load(net, idx, dtype, iFirst + e, n, aBuf, zMsg, sizeof(zMsg))) {
           gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, m->zName, zMsg);
           rc = SQLITE_ERROR;
           goto done;
@@ -996,6 +1158,20 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
     }
     if (rc != SQLITE_DONE) goto sql_error;
     for (int i = 0; i < nTensor; i++) {
+      int64_t nParts = aPartRows[i] ? 0 : 1;
+      if (aPartRows[i]) {
+        GPTTensorInfo info;
+        gpt_tensor_info(&m->cfg, hasLmHead, i, &info);
+        nParts = (info.shape[0] + aPartRows[i] - 1) / aPartRows[i];
+      }
+      if (aSeen[i] > 0 && aSeen[i] != nParts) {
+        GPTTensorInfo info;
+        gpt_tensor_info(&m->cfg, hasLmHead, i, &info);
+        gptext_set_error(pzErr, "%s: model '%s': tensor %s has %d of its %lld parts in "
+                         "gpt_tensors", zFunc, m->zName, info.name, aSeen[i], (long long)nParts);
+        rc = SQLITE_ERROR;
+        goto done;
+      }
       if (!aSeen[i]) {
         GPTTensorInfo info;
         gpt_tensor_info(&m->cfg, hasLmHead, i, &info);
@@ -1022,13 +1198,15 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
   rc = SQLITE_OK;
   goto done;
 sql_error:
+  /* SQLite's code goes on (SQLITE_BUSY, SQLITE_NOMEM, SQLITE_IOERR_READ, ...) */
   gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, m->zName, sqlite3_errmsg(db));
-  rc = SQLITE_ERROR;
+  rc = gptext_sql_code(db, rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_ERROR : rc);
 done:
   if (pBlob) sqlite3_blob_close(pBlob);
   sqlite3_finalize(p);
   sqlite3_free(aBuf);
   sqlite3_free(aSeen);
+  sqlite3_free(aPartRows);
   sqlite3_free(aDtype);
   gpt_model_free(net);
   return rc;
@@ -1065,7 +1243,7 @@ static int resolve_name(sqlite3 *db, const char *zFunc, const char *zName, char 
   sqlite3_finalize(p);
   if (rc != SQLITE_DONE) {
     gptext_set_error(pzErr, "%s: %s", zFunc, sqlite3_errmsg(db));
-    rc = (rc & 0xff) == SQLITE_INTERRUPT ? SQLITE_INTERRUPT : SQLITE_ERROR;
+    rc = gptext_sql_code(db, rc); /* SQLITE_BUSY, SQLITE_INTERRUPT, ... go on */
   } else if (n == 1) {
     rc = *pzOut ? SQLITE_OK : SQLITE_NOMEM;
   } else if (zName) {
@@ -1342,6 +1520,63 @@ int gptext_tvf_missing(sqlite3_vtab *pVtab, int idxNum, int nRequired, const cha
   return SQLITE_OK;
 }
 
+/* Keeps copies of the arguments xFilter got (bit i of idxNum: hidden column
+** i is in argv, in column order) in apArg[0..nHidden), the others NULL, so
+** xColumn can read them back: SQLite checks the argument constraints again
+** itself under some plans (the terms around a MULTI-INDEX OR), and a hidden
+** column that read back NULL would drop every row. */
+int gptext_tvf_keep_args(int idxNum, int nHidden, int argc, sqlite3_value **argv,
+                         sqlite3_value **apArg) {
+  int iArg = 0;
+  for (int i = 0; i < nHidden; i++) {
+    sqlite3_value_free(apArg[i]);
+    apArg[i] = 0;
+    if (!(idxNum & (1 << i)) || iArg >= argc) continue;
+    apArg[i] = sqlite3_value_dup(argv[iArg++]);
+    if (!apArg[i]) return SQLITE_NOMEM;
+  }
+  return SQLITE_OK;
+}
+
+/* A 64-bit fingerprint (FNV-1a) of a call's arguments: each one's type and
+** value, absent ones (NULL pointers) included as such. */
+sqlite3_uint64 gptext_tvf_fingerprint(sqlite3_value **apArg, int nArg) {
+  sqlite3_uint64 h = 0xcbf29ce484222325ull;
+  for (int i = 0; i < nArg; i++) {
+    unsigned char aNum[8];
+    const unsigned char *z = 0;
+    int n = 0, t = apArg[i] ? sqlite3_value_type(apArg[i]) : 0;
+    if (t == SQLITE_INTEGER || t == SQLITE_FLOAT) {
+      sqlite3_uint64 u = 0;
+      if (t == SQLITE_INTEGER) u = (sqlite3_uint64)sqlite3_value_int64(apArg[i]);
+      else { double d = sqlite3_value_double(apArg[i]); memcpy(&u, &d, 8); }
+      for (int k = 0; k < 8; k++) aNum[k] = (unsigned char)(u >> (8 * k));
+      z = aNum;
+      n = 8;
+    } else if (t == SQLITE_TEXT || t == SQLITE_BLOB) {
+      z = t == SQLITE_TEXT ? sqlite3_value_text(apArg[i]) : sqlite3_value_blob(apArg[i]);
+      n = sqlite3_value_bytes(apArg[i]);
+    }
+    h = (h ^ (unsigned char)t) * 0x100000001b3ull;
+    for (int k = 0; z && k < n; k++) h = (h ^ z[k]) * 0x100000001b3ull;
+    h = (h ^ 0xff) * 0x100000001b3ull; /* end of this argument */
+  }
+  return h;
+}
+
+/* The rowid of row iRow (0-based) of a call with at most nRows rows and
+** argument fingerprint fp: 1 + iRow + nRows * (fp mod M), M as large as fits
+** in a positive 64-bit integer. Within a call every row gets its own rowid,
+** the same row the same one in every scan. Calls with other arguments get
+** other ranges (up to a hash collision, chance about nRows / 2^63), so a
+** MULTI-INDEX OR whose terms call the function with different arguments,
+** which SQLite tells apart by rowid, keeps the rows of each. */
+sqlite3_int64 gptext_tvf_rowid(sqlite3_uint64 fp, sqlite3_int64 nRows, sqlite3_int64 iRow) {
+  if (nRows < 1) nRows = 1;
+  sqlite3_uint64 M = (sqlite3_uint64)(0x7ffffffffffffffeLL / nRows);
+  return 1 + iRow + nRows * (sqlite3_int64)(fp % M);
+}
+
 /* Encodes text with the model's tokenizer as Hugging Face's
 ** tokenizer(text).input_ids does: the BOS first when the model's tokenizer
 ** adds one (unless GPTEXT_ENCODE_NO_BOS), then the ids of the text. */
@@ -1416,7 +1651,7 @@ static void gptDebugFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   int nOut = sqlite3_str_length(pStr);
   char *z = sqlite3_str_finish(pStr);
   if (!z) sqlite3_result_error_nomem(ctx);
-  else sqlite3_result_text(ctx, z, nOut, sqlite3_free);
+  else gptext_result_text(ctx, z, nOut, sqlite3_free); /* model names may be any bytes */
 }
 
 /* Entry point: `.load build/gpt` or load_extension('build/gpt'). One

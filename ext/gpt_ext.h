@@ -24,6 +24,16 @@ int gptext_ensure_schema(sqlite3 *db, char **pzErr);
 ** which lacks sqlite3_is_interrupted). */
 int gptext_interrupted(sqlite3 *db);
 
+/* UTF-8 (ext/gpt.c). Every TEXT result is valid UTF-8: gptext_result_text
+** replaces each ill-formed part with U+FFFD exactly as Python's
+** bytes.decode('utf-8', 'replace') does (maximal subparts), so a client's
+** decode of the bytes BLOB equals the TEXT. xDel is sqlite3_result_text's. */
+size_t gptext_utf8_repair(const char *z, size_t n, char *zOut);
+int gptext_utf8_valid(const char *z, size_t n);
+void gptext_result_text(sqlite3_context *ctx, const char *z, int n, void (*xDel)(void *));
+/* The exact bytes as a BLOB (an empty one for n == 0). */
+void gptext_result_bytes(sqlite3_context *ctx, const char *z, int n, void (*xDel)(void *));
+
 /* Generation and analysis options, parsed from the JSON object argument. */
 typedef struct GptOptions {
   char *zModel;        /* "model", or NULL to pick the only model */
@@ -143,6 +153,17 @@ int gptext_tvf_best_index(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo,
                           const char *zFunc);
 int gptext_tvf_missing(sqlite3_vtab *pVtab, int idxNum, int nRequired, const char *zFunc);
 
+/* Copies the arguments xFilter got into apArg[0..nHidden) (NULL for those
+** absent) for the hidden columns to read back; SQLITE_NOMEM on failure. */
+int gptext_tvf_keep_args(int idxNum, int nHidden, int argc, sqlite3_value **argv,
+                         sqlite3_value **apArg);
+
+/* Rowids of table-valued functions: a function of the row's position in
+** the call (iRow of at most nRows) and of the call's arguments (their
+** fingerprint), so they are unique within a result under every plan. */
+sqlite3_uint64 gptext_tvf_fingerprint(sqlite3_value **apArg, int nArg);
+sqlite3_int64 gptext_tvf_rowid(sqlite3_uint64 fp, sqlite3_int64 nRows, sqlite3_int64 iRow);
+
 /* Flags of gptext_encode(). With none, text is encoded as Hugging Face's
 ** tokenizer(text).input_ids: the model's BOS first when its tokenizer adds
 ** one, special tokens as plain text. */
@@ -193,6 +214,30 @@ int gptext_generate(GptConn *pConn, sqlite3 *db, GptModel *m, const char *zFunc,
                     const GptOptions *o, const int *aPrompt, int nPrompt,
                     GptGeneration *g, char **pzErr);
 void gptext_generation_clear(GptGeneration *g);
+
+/* The savepoint of a writer (ext/savepoint.c): gpt_import, gpt_drop,
+** gpt_quantize and every later writer run in one, so they wait out the busy
+** timeout for the write lock as SQLite's own writers do, and fail all or
+** nothing. */
+typedef struct GptSavepoint {
+  sqlite3 *db;
+  sqlite3_stmt *apStmt[5]; /* SAVEPOINT, RELEASE, ROLLBACK TO, a write that
+                           ** changes nothing, ROLLBACK */
+  int bOpen;               /* opened and not yet released or rolled back */
+  int bOwnTxn;             /* the savepoint began the transaction */
+} GptSavepoint;
+
+/* Opens savepoint zFunc and takes the write lock up front. Returns SQLite's
+** code (SQLITE_BUSY after the busy timeout, ...) with *pzMsg, which must be
+** NULL on entry, sqlite3_malloc'd and without the function's name. */
+int gptext_savepoint_begin(sqlite3 *db, GptSavepoint *pSave, const char *zFunc, char **pzMsg);
+/* Releases (commits) the savepoint; on failure it stays open to be undone. */
+int gptext_savepoint_release(GptSavepoint *pSave, char **pzMsg);
+/* Rolls back unless released, then finalizes; safe to call twice. */
+void gptext_savepoint_end(GptSavepoint *pSave);
+/* SQLite's code for a failed call that returned rc: the connection's
+** extended code when it is of rc's kind (SQLITE_BUSY_SNAPSHOT, ...). */
+int gptext_sql_code(sqlite3 *db, int rc);
 
 /* Llama-family configs (ext/config.c): Hugging Face's config.json keys, read
 ** the same way from a file at import and from gpt_models.config at load.

@@ -432,7 +432,7 @@ static int sum_chunk(SumAgg *p, sqlite3_context *ctx, const char *zFunc, char **
   p->nRows = 0;
   /* The summary has max_tokens tokens, but its text may re-encode into a few
   ** more; only one that would leave no room for text is cut to max_tokens. */
-  rc = gptext_encode(p->m, zFunc, z, p->nChunk, 0, &aIds, &nIds, pzErr);
+  rc = gptext_encode(p->m, zFunc, z, p->nChunk, GPTEXT_ENCODE_NO_BOS, &aIds, &nIds, pzErr);
   if (rc == SQLITE_OK && nIds > p->nLimit - p->nTpl - 2) {
     char *zCut = 0;
     size_t nCut = 0;
@@ -502,7 +502,9 @@ static void gptSummarizeStep(sqlite3_context *ctx, int argc, sqlite3_value **arg
     if (nTok > p->nLimit) {
       /* too long for the room left: keep the first k tokens, k shrinking
       ** by the overflow until the whole prompt fits */
-      rc = gptext_encode(p->m, zFunc, z, n, p->o.bAllowSpecial, &aIds, &nIds, &zErr);
+      /* a piece of the prompt, cut by decoding: no BOS */
+      rc = gptext_encode(p->m, zFunc, z, n, p->o.bAllowSpecial | GPTEXT_ENCODE_NO_BOS, &aIds,
+                         &nIds, &zErr);
       if (rc != SQLITE_OK) goto done;
       int k = nIds - (nTok - p->nLimit);
       for (;;) {
@@ -546,7 +548,7 @@ static void gptSummarizeFinal(sqlite3_context *ctx) {
       score_error(ctx, rc, zErr);
       zErr = 0;
     } else {
-      sqlite3_result_text(ctx, zOut, -1, sqlite3_free);
+      gptext_result_text(ctx, zOut, (int)strlen(zOut), sqlite3_free); /* valid UTF-8 */
       zOut = 0;
     }
   }

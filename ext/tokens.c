@@ -4,6 +4,7 @@
 **   SELECT * FROM gpt_tokens('Hello world');          -- pos | token_id | token
 **   SELECT gpt_tokenize('Hello world');               -- [15496,995]
 **   SELECT gpt_detokenize('[15496,995]');             -- Hello world
+**   SELECT gpt_detokenize_bytes('[447]');             -- X'E280' (exact bytes)
 **   SELECT gpt_token_count(body) FROM docs;
 **
 ** Each takes an optional options JSON last: {"model": "name"} picks the
@@ -11,6 +12,11 @@
 ** (by default it is plain text, as tiktoken's encode_ordinary does).
 ** These are pure lookups of the stored tokenizer, so they are DETERMINISTIC;
 ** they load no weights.
+**
+** Text out is always valid UTF-8: a token can hold part of a character, so
+** an ill-formed sequence becomes U+FFFD as Python's
+** bytes.decode('utf-8', 'replace') makes it (gptext_result_text). The
+** exact bytes are gpt_detokenize_bytes and the bytes column of gpt_tokens.
 */
 #include "gpt_ext.h"
 #include <string.h>
@@ -87,9 +93,12 @@ done:
   gptext_options_clear(&o);
 }
 
-/* gpt_detokenize(ids_json [, options]): the text of a JSON array of ids. An
-** id outside the vocabulary, or anything but integers, is an error naming it. */
-static void gptDetokenizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+/* gpt_detokenize(ids_json [, options]): the text of a JSON array of ids
+** (valid UTF-8, see above); gpt_detokenize_bytes: their exact bytes as a
+** BLOB (the user data's bBytes). An id outside the vocabulary, or anything
+** but integers, is an error naming it. */
+static void detokenize(sqlite3_context *ctx, int argc, sqlite3_value **argv, int bBytes) {
+  const char *zFunc = bBytes ? "gpt_detokenize_bytes" : "gpt_detokenize";
   GptOptions o;
   GptModel *m = 0;
   sqlite3 *db = sqlite3_context_db_handle(ctx);
@@ -97,7 +106,7 @@ static void gptDetokenizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **ar
   sqlite3_str *pStr = 0;
   int rc;
   if (sqlite3_value_type(argv[0]) == SQLITE_NULL) return;
-  if (tokens_setup(ctx, "gpt_detokenize", argc, argv, 1, &o, &m)) goto done;
+  if (tokens_setup(ctx, zFunc, argc, argv, 1, &o, &m)) goto done;
   rc = sqlite3_prepare_v2(db, "SELECT type, value FROM json_each(CASE WHEN json_valid(?1) "
                           "AND json_type(?1) = 'array' THEN ?1 ELSE NULL END)", -1, &p, 0);
   if (rc != SQLITE_OK) goto sql_error;
@@ -114,8 +123,10 @@ static void gptDetokenizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **ar
     sqlite3_finalize(pCheck);
     if (rc != SQLITE_OK) goto sql_error;
     if (!bArray) {
-      sqlite3_result_error(ctx, "gpt_detokenize: argument 1 must be a JSON array of token "
-                           "ids, like '[15496, 995]'", -1);
+      char *zErr = sqlite3_mprintf("%s: argument 1 must be a JSON array of token ids, "
+                                   "like '[15496, 995]'", zFunc);
+      sqlite3_result_error(ctx, zErr ? zErr : zFunc, -1);
+      sqlite3_free(zErr);
       goto done;
     }
   }
@@ -129,8 +140,8 @@ static void gptDetokenizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **ar
     if (zType && strcmp(zType, "integer") == 0 && id >= 0 && id < tok_vocab_size(m->pTok))
       zTok = tok_token_bytes(m->pTok, (int)id, &nBytes);
     if (!zTok) {
-      char *zErr = sqlite3_mprintf("gpt_detokenize: model '%s': token id %s is not in the "
-                                   "vocabulary (0 to %d)", m->zName,
+      char *zErr = sqlite3_mprintf("%s: model '%s': token id %s is not in the "
+                                   "vocabulary (0 to %d)", zFunc, m->zName,
                                    sqlite3_column_text(p, 1), tok_vocab_size(m->pTok) - 1);
       sqlite3_result_error(ctx, zErr, -1);
       sqlite3_free(zErr);
@@ -145,12 +156,13 @@ static void gptDetokenizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **ar
     int n = sqlite3_str_length(pStr);
     char *z = sqlite3_str_finish(pStr);
     pStr = 0;
-    sqlite3_result_text(ctx, z ? z : "", n, z ? sqlite3_free : SQLITE_STATIC);
+    if (bBytes) gptext_result_bytes(ctx, z, n, sqlite3_free);
+    else gptext_result_text(ctx, z, n, sqlite3_free);
   }
   goto done;
 sql_error:
   {
-    char *zErr = sqlite3_mprintf("gpt_detokenize: %s", sqlite3_errmsg(db));
+    char *zErr = sqlite3_mprintf("%s: %s", zFunc, sqlite3_errmsg(db));
     sqlite3_result_error(ctx, zErr, -1);
     sqlite3_free(zErr);
   }
@@ -161,27 +173,42 @@ done:
   gptext_options_clear(&o);
 }
 
+static void gptDetokenizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  detokenize(ctx, argc, argv, 0);
+}
+
+static void gptDetokenizeBytesFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  detokenize(ctx, argc, argv, 1);
+}
+
 /* ------------------------------------------------------------ gpt_tokens */
 
 /* gpt_tokens(text [, options]): one row per token: pos, token_id, token (the
-** token's bytes as text; a token that holds part of a UTF-8 character gives
-** those bytes alone, so the column concatenates back to the input). */
+** token's text, valid UTF-8: a token that holds part of a character shows
+** U+FFFD for it) and bytes (the token's exact bytes as a BLOB; they
+** concatenate back to the input's bytes). The rowid is pos's, made unique
+** across arguments (gptext_tvf_rowid). The hidden
+** columns text and options read back the arguments, as SQLite checks them
+** again under some plans (a MULTI-INDEX OR). */
 typedef struct TokensCursor {
   sqlite3_vtab_cursor base;
   GptModel *m;
   int *aIds;
   int nIds;
   int iRow;
+  sqlite3_value *apArg[2];  /* copies of text and options, or NULL */
+  sqlite3_uint64 fp;        /* their fingerprint, for the rowid */
 } TokensCursor;
 
-#define TOKENS_COL_TEXT 3
+#define TOKENS_COL_BYTES 3
+#define TOKENS_COL_TEXT 4
 
 /* Declares the columns; text and options are the hidden arguments. */
 static int tokensConnect(sqlite3 *db, void *pAux, int argc, const char *const *argv,
                          sqlite3_vtab **ppVtab, char **pzErr) {
   (void)argc; (void)argv; (void)pzErr;
   return gptext_vtab_connect(db, pAux, "CREATE TABLE x(pos INTEGER, token_id INTEGER, "
-                             "token TEXT, text HIDDEN, options HIDDEN)", SQLITE_VTAB_INNOCUOUS,
+                             "token TEXT, bytes BLOB, text HIDDEN, options HIDDEN)", SQLITE_VTAB_INNOCUOUS,
                              ppVtab);
 }
 
@@ -202,6 +229,10 @@ static void tokensReset(TokensCursor *c) {
   c->iRow = 0;
   gptext_model_release(c->m);
   c->m = 0;
+  for (int i = 0; i < 2; i++) {
+    sqlite3_value_free(c->apArg[i]);
+    c->apArg[i] = 0;
+  }
 }
 
 static int tokensClose(sqlite3_vtab_cursor *cur) {
@@ -226,6 +257,9 @@ static int tokensFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr
   int rc;
   tokensReset(c);
   if (gptext_tvf_missing(&pVtab->base, idxNum, 1, "gpt_tokens")) return SQLITE_ERROR;
+  rc = gptext_tvf_keep_args(idxNum, 2, argc, argv, c->apArg);
+  if (rc != SQLITE_OK) return rc;
+  c->fp = gptext_tvf_fingerprint(c->apArg, 2);
   if (argc < 1 || sqlite3_value_type(argv[0]) == SQLITE_NULL) return SQLITE_OK;
   rc = gptext_options_parse(pVtab->db, "gpt_tokens", (idxNum & 2) ? argv[1] : 0,
                             GPTOPT_MODEL | GPTOPT_SPECIAL, &o, &zErr);
@@ -257,16 +291,22 @@ static int tokensColumn(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) {
     case 0: sqlite3_result_int(ctx, c->iRow); break;
     case 1: sqlite3_result_int(ctx, id); break;
     case 2:
+    case TOKENS_COL_BYTES:
       z = tok_token_bytes(c->m->pTok, id, &n);
-      sqlite3_result_text(ctx, z ? z : "", z ? n : 0, SQLITE_TRANSIENT);
+      if (i == 2) gptext_result_text(ctx, z, z ? n : 0, SQLITE_TRANSIENT);
+      else gptext_result_bytes(ctx, z, z ? n : 0, SQLITE_TRANSIENT);
       break;
-    default: break; /* hidden arguments read back as NULL */
+    default: /* the hidden arguments read back */
+      if (i - TOKENS_COL_TEXT < 2 && c->apArg[i - TOKENS_COL_TEXT])
+        sqlite3_result_value(ctx, c->apArg[i - TOKENS_COL_TEXT]);
+      break;
   }
   return SQLITE_OK;
 }
 
 static int tokensRowid(sqlite3_vtab_cursor *cur, sqlite_int64 *pRowid) {
-  *pRowid = ((TokensCursor *)cur)->iRow;
+  TokensCursor *c = (TokensCursor *)cur;
+  *pRowid = gptext_tvf_rowid(c->fp, c->nIds, c->iRow);
   return SQLITE_OK;
 }
 
@@ -285,6 +325,8 @@ int gptext_register_tokens(sqlite3 *db, GptConn *pConn) {
   } aFunc[] = {
     {"gpt_tokenize", 1, gptTokenizeFunc},       {"gpt_tokenize", 2, gptTokenizeFunc},
     {"gpt_detokenize", 1, gptDetokenizeFunc},   {"gpt_detokenize", 2, gptDetokenizeFunc},
+    {"gpt_detokenize_bytes", 1, gptDetokenizeBytesFunc},
+    {"gpt_detokenize_bytes", 2, gptDetokenizeBytesFunc},
     {"gpt_token_count", 1, gptTokenCountFunc},  {"gpt_token_count", 2, gptTokenCountFunc},
   };
   int rc = SQLITE_OK;

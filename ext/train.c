@@ -33,8 +33,8 @@
 **
 ** Checkpoints: every checkpoint_every steps the weights go to gpt_tensors
 ** as f32 rows, the AdamW moments and the step to gpt_train_state, in one
-** transaction that takes the write lock first (BEGIN IMMEDIATE in
-** autocommit mode, else a SAVEPOINT of the caller's transaction). A new
+** savepoint that takes the write lock first (ext/savepoint.c; outside a
+** transaction it is a transaction of its own). A new
 ** model, its tokenizer rows included, appears with its first checkpoint.
 ** Progress rows go to gpt_train_log as they come, each committed by itself
 ** in autocommit mode. A call on a model whose run is unfinished (its step
@@ -91,7 +91,7 @@ typedef struct Train {
   int T;
   int64_t step;              /* steps done */
   int bNew;                  /* the model has no rows yet */
-  int bAutocommit;
+  GptSavepoint sp;           /* the checkpoint's */
   double elapsed0;           /* seconds of earlier calls of this run */
   char *zPendingLog;         /* log INSERTs of a new model before its first checkpoint */
 } Train;
@@ -454,20 +454,31 @@ static int trainExec(Train *t, const char *zSql, const char *z1, const char *z2,
   return rc == SQLITE_DONE ? SQLITE_OK : trainSqlError(t);
 }
 
-/* Opens the checkpoint's transaction, write lock first: BEGIN IMMEDIATE in
-** autocommit mode, else a savepoint of the caller's transaction. (The one
-** place to swap for a shared savepoint helper.) */
+/* Opens the checkpoint's savepoint (ext/savepoint.c): the write lock taken
+** up front, waiting out the busy timeout; outside a transaction it is the
+** checkpoint's own transaction, committed by its release. */
 static int trainTxnBegin(Train *t) {
-  t->bAutocommit = sqlite3_get_autocommit(t->db);
-  return trainExec(t, t->bAutocommit ? "BEGIN IMMEDIATE" : "SAVEPOINT gpt_train", 0, 0, 0, 0);
+  char *zMsg = 0;
+  int rc = gptext_savepoint_begin(t->db, &t->sp, zFunc, &zMsg);
+  if (rc != SQLITE_OK) {
+    trainError(t, "%s", zMsg ? zMsg : "cannot open a savepoint");
+    sqlite3_free(zMsg);
+    return rc;
+  }
+  return SQLITE_OK;
 }
 
-/* Commits (ok) or rolls back the checkpoint's transaction. */
+/* Releases (ok) or rolls back the checkpoint's savepoint. */
 static int trainTxnEnd(Train *t, int ok) {
-  if (ok) return trainExec(t, t->bAutocommit ? "COMMIT" : "RELEASE gpt_train", 0, 0, 0, 0);
-  sqlite3_exec(t->db, t->bAutocommit ? "ROLLBACK" : "ROLLBACK TO gpt_train; RELEASE gpt_train",
-               0, 0, 0);
-  return SQLITE_ERROR;
+  int rc = SQLITE_ERROR;
+  if (ok) {
+    char *zMsg = 0;
+    rc = gptext_savepoint_release(&t->sp, &zMsg);
+    if (rc != SQLITE_OK) trainError(t, "%s", zMsg ? zMsg : "cannot release the savepoint");
+    sqlite3_free(zMsg);
+  }
+  gptext_savepoint_end(&t->sp);
+  return rc;
 }
 
 /* The config JSON of a new model's gpt_models row. */
@@ -785,6 +796,7 @@ static void gptTrainTokenizerFunc(sqlite3_context *ctx, int argc, sqlite3_value 
   sqlite3_int64 nVocab = sqlite3_value_int64(argv[2]);
   sqlite3_stmt *p = 0;
   GPTBpe *b = 0;
+  GptSavepoint sp;
   char *zErr = 0, *zSummary = 0;
   int rc, bTxn = 0;
   (void)argc;
@@ -838,7 +850,14 @@ static void gptTrainTokenizerFunc(sqlite3_context *ctx, int argc, sqlite3_value 
   if (bpe_train(b, (int)nVocab - 1)) goto nomem;
   int nTok = bpe_n_tokens(b);
   /* the rows, in one savepoint */
-  if (sqlite3_exec(db, "SAVEPOINT gpt_train_tokenizer", 0, 0, 0) != SQLITE_OK) goto sql_error;
+  {
+    char *zMsg = 0;
+    if (gptext_savepoint_begin(db, &sp, zTokFunc, &zMsg) != SQLITE_OK) {
+      zErr = sqlite3_mprintf("%s: model '%s': %s", zTokFunc, zName, zMsg ? zMsg : "busy");
+      sqlite3_free(zMsg);
+      goto done;
+    }
+  }
   bTxn = 1;
   char *zCfg = sqlite3_mprintf("{\"model_type\":\"gpt2\",\"n_layer\":1,\"n_head\":1,\"n_embd\":1,"
                                "\"n_ctx\":1,\"vocab_size\":%d,\"layer_norm_epsilon\":1e-05,"
@@ -893,8 +912,14 @@ static void gptTrainTokenizerFunc(sqlite3_context *ctx, int argc, sqlite3_value 
   }
   sqlite3_finalize(p);
   p = 0;
-  if (sqlite3_exec(db, "RELEASE gpt_train_tokenizer", 0, 0, 0) != SQLITE_OK) goto sql_error;
-  bTxn = 0;
+  {
+    char *zMsg = 0;
+    if (gptext_savepoint_release(&sp, &zMsg) != SQLITE_OK) {
+      zErr = sqlite3_mprintf("%s: model '%s': %s", zTokFunc, zName, zMsg ? zMsg : "busy");
+      sqlite3_free(zMsg);
+      goto done;
+    }
+  }
   zSummary = sqlite3_mprintf("gpt_train_tokenizer: model '%s': %d tokens (256 bytes, %d merges, "
                              "<|endoftext|>) from %lld bytes, %lld distinct words", zName,
                              nTok + 1, bpe_n_merges(b), (long long)bpe_n_bytes(b),
@@ -909,8 +934,7 @@ sql_error:
                            gptext_interrupted(db) ? "interrupted" : sqlite3_errmsg(db));
 done:
   sqlite3_finalize(p);
-  if (bTxn) sqlite3_exec(db, "ROLLBACK TO gpt_train_tokenizer; RELEASE gpt_train_tokenizer",
-                         0, 0, 0);
+  if (bTxn) gptext_savepoint_end(&sp);
   bpe_free(b);
   if (zErr) sqlite3_result_error(ctx, zErr, -1);
   else sqlite3_result_text(ctx, zSummary, -1, SQLITE_TRANSIENT);

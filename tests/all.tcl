@@ -26,6 +26,20 @@ if {[llength $files] == 0} {
   exit 1
 }
 
+# The SQLite the suite runs on. `make test-sqlite-latest` sets
+# GPT_EXPECT_SQLITE: a run on another version (a wrong LD_LIBRARY_PATH) fails
+# before anything else instead of testing the wrong library.
+sqlite3 tester_version :memory:
+set ::sqlite_version [tester_version one {SELECT sqlite_version()}]
+tester_version close
+puts "SQLite $::sqlite_version"
+if {[info exists ::env(GPT_EXPECT_SQLITE)] && $::env(GPT_EXPECT_SQLITE) ne ""
+    && $::env(GPT_EXPECT_SQLITE) ne $::sqlite_version} {
+  puts stderr "expected SQLite $::env(GPT_EXPECT_SQLITE), running on $::sqlite_version"
+  puts "\n0 passed, 1 failed"
+  exit 1
+}
+
 # Databases of relative names start empty on every run.
 file delete -force -- [file join $::builddir testdb]
 

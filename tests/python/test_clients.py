@@ -1,0 +1,341 @@
+#!/usr/bin/python3
+"""Every result read from Python: the standard sqlite3 module, default text
+factory (TEXT must be valid UTF-8 or the fetch raises).
+
+    /usr/bin/python3 tests/python/test_clients.py       (run by make test)
+
+Loads build/gpt.so into Debian's python3, imports a demo-sized random model
+(build/mkmodel) and reads every registered function's and table's results
+on CJK, emoji, English and random-byte inputs, and on many random-model
+generations (temperature 1, many seeds). Every TEXT value must equal
+Python's bytes.decode('utf-8', 'replace') of the matching exact-bytes BLOB
+(gpt_generate_bytes, gpt_detokenize_bytes, the bytes columns), the bytes of
+gpt_tokens must concatenate to the input's and those of gpt_generate_tokens
+to the generation's, and a stop string must cut the exact bytes where it
+first occurs. Run with GPT_EXPECT_SQLITE=3.53.2 (make test-sqlite-latest),
+it first checks that the SQLite in use is that version.
+
+Ends with "N passed, N failed" and exits 1 on any failure.
+"""
+import json
+import os
+import random
+import re
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.path.join(ROOT, "build")
+EXT = os.path.join(BUILD, "gpt")
+
+passed = 0
+failed = 0
+
+
+def check(name, ok, detail=""):
+    """Counts one assertion; prints the failures."""
+    global passed, failed
+    if ok:
+        passed += 1
+    else:
+        failed += 1
+        print(f"  {name}... FAILED {detail}")
+
+
+def decode(b):
+    """The text a TEXT result must hold for the exact bytes b."""
+    return b.decode("utf-8", errors="replace")
+
+
+def model_dir(name, *args):
+    """Generates a test model with build/mkmodel (as the Tcl suite does)."""
+    d = os.path.join(BUILD, "models", name)
+    os.makedirs(d, exist_ok=True)
+    subprocess.run([os.path.join(BUILD, "mkmodel"), d, *args], check=True,
+                   stdout=subprocess.DEVNULL)
+    return d
+
+
+def connect():
+    """A connection with the extension loaded and the demo model imported."""
+    db = sqlite3.connect(":memory:")
+    db.enable_load_extension(True)
+    db.load_extension(EXT)
+    db.enable_load_extension(False)
+    return db
+
+
+def main():
+    want = os.environ.get("GPT_EXPECT_SQLITE")
+    print(f"test_clients.py: Python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}")
+    if want:
+        check("version", sqlite3.sqlite_version == want,
+              f"expected SQLite {want}, got {sqlite3.sqlite_version}")
+        if sqlite3.sqlite_version != want:
+            return
+
+    t_start = time.time()
+    db = connect()
+    check("version-inside", db.execute("SELECT sqlite_version()").fetchone()[0]
+          == sqlite3.sqlite_version)
+    demo = model_dir("pyclients", "--layers", "2", "--heads", "4", "--embd", "64",
+                     "--ctx", "128", "--seed", "7")
+    summary = db.execute("SELECT gpt_import('demo', ?)", (demo,)).fetchone()[0]
+    check("import", isinstance(summary, str) and "demo" in summary, repr(summary))
+    covered = {"gpt_import"}
+
+    # ------------------------------------------------ bytes <-> token ids
+    # GPT-2's byte-level vocabulary has one token per byte: any byte string
+    # can be spelled, so gpt_detokenize is checked against Python's decoder
+    # on crafted sequences (the maximal-subpart cases) and random bytes.
+    byte_id = {}
+    for i in range(512):
+        b = db.execute("SELECT gpt_detokenize_bytes(?)", (f"[{i}]",)).fetchone()[0]
+        if isinstance(b, bytes) and len(b) == 1:
+            byte_id.setdefault(b[0], i)
+    check("byte-tokens", len(byte_id) == 256, f"{len(byte_id)} single-byte tokens")
+
+    def ids_of(bs):
+        return json.dumps([byte_id[x] for x in bs])
+
+    crafted = [b"", b"a", b"\xe2\x80", b"\xe2\x80\xa6", b"\xe2\x80a", b"\xc0\xaf",
+               b"\xed\xa0\x80", b"\xed\x9f\xbf", b"\xf0\x9f\x99", b"\xf0\x9f\x99\x82",
+               b"\xf4\x90\x80\x80", b"\xf4\x8f\xbf\xbf", b"\xe0\x80\x80", b"\xe0\xa0\x80",
+               b"\xf0\x80\x80\x80", b"\xf5\x80", b"\xff\xfe", b"\x80\x80\x80", b"\xc2",
+               b"a\xe6\x97\xa5\xe6\x9c", b"\xf1\x80\x80", b"\xf1\x80\x80\xe2\x82\xac",
+               b"\x00\xe2\x00", "日本語 🙂".encode()]
+    pieces = [bytes([b]) for b in range(256)] + [
+        "é".encode(), "日".encode(), "🙂".encode(), "€".encode(), b"\xe2\x80",
+        b"\xf0\x9f", b"\xed\xa0", b"\xf4\x90", b"\xe0\x9f"]
+    rnd = random.Random(11)
+    randoms = [b"".join(rnd.choice(pieces) for _ in range(rnd.randint(1, 12)))
+               for _ in range(3000)]
+    n_invalid = 0
+    for bs in crafted + randoms:
+        ids = ids_of(bs)
+        text, exact = db.execute("SELECT gpt_detokenize(?), gpt_detokenize_bytes(?)",
+                                 (ids, ids)).fetchone()
+        check(f"detokenize {bs!r}", exact == bs and text == decode(bs),
+              f"text {text!r} bytes {exact!r}")
+        try:
+            bs.decode("utf-8")
+        except UnicodeDecodeError:
+            n_invalid += 1
+    print(f"  detokenize: {len(crafted) + len(randoms)} byte strings, {n_invalid} not UTF-8 "
+          f"({time.time() - t_start:.1f} s)")
+    check("detokenize-447", db.execute("SELECT gpt_detokenize('[447]'), "
+                                       "gpt_detokenize_bytes('[447]')").fetchone()
+          == ("\ufffd", b"\xe2\x80"))
+    covered |= {"gpt_detokenize", "gpt_detokenize_bytes"}
+
+    # ------------------------------------------------ tokenizer functions
+    texts = ["日本語 🙂", "日本", "こんにちは世界", "🙂🙃🎉 emoji 👩‍👩‍👧", "Hello, world",
+             "naïve café — “quotes”", "한국어 텍스트", "\u0000nul", ""]
+    for t in texts:
+        rows = db.execute("SELECT pos, token_id, token, bytes, text, options "
+                          "FROM gpt_tokens(?)", (t,)).fetchall()
+        check(f"tokens {t!r} bytes", b"".join(r[3] for r in rows) == t.encode(),
+              repr(rows))
+        check(f"tokens {t!r} text", all(r[2] == decode(r[3]) for r in rows), repr(rows))
+        check(f"tokens {t!r} hidden", all(r[4] == t and r[5] is None for r in rows))
+        ids = db.execute("SELECT gpt_tokenize(?)", (t,)).fetchone()[0]
+        check(f"tokenize {t!r}", json.loads(ids) == [r[1] for r in rows])
+        check(f"token_count {t!r}",
+              db.execute("SELECT gpt_token_count(?)", (t,)).fetchone()[0] == len(rows))
+        check(f"roundtrip {t!r}",
+              db.execute("SELECT gpt_detokenize(gpt_tokenize(?))", (t,)).fetchone()[0] == t)
+    covered |= {"gpt_tokens", "gpt_tokenize", "gpt_token_count"}
+
+    # ------------------------------------------------ generations
+    prompts = ["日本語 🙂", "日本", "The cat sat", "こんにちは", "🙂", "", "Once upon a time",
+               "中文测试：", "ok \xe9t\xe9"]
+    n_gen = n_gen_invalid = n_stop = 0
+    for seed in range(1, 26):
+        for p in prompts:
+            # one thread: the output is the same for any count, and on a
+            # shared 2-core machine the tiny model runs twice as fast so
+            opt = json.dumps({"temperature": 1, "seed": seed, "max_tokens": 32, "threads": 1})
+            text, exact = db.execute("SELECT gpt_generate(?, ?), gpt_generate_bytes(?, ?)",
+                                     (p, opt, p, opt)).fetchone()
+            n_gen += 1
+            check(f"generate {p!r} {seed}", isinstance(exact, bytes) and text == decode(exact),
+                  f"{text!r} {exact!r}")
+            try:
+                exact.decode("utf-8")
+            except UnicodeDecodeError:
+                n_gen_invalid += 1
+            rows = db.execute("SELECT step, token_id, token, logprob, finish_reason, bytes, "
+                              "prompt, options FROM gpt_generate_tokens(?, ?)",
+                              (p, opt)).fetchall()
+            check(f"generate_tokens {p!r} {seed} bytes",
+                  b"".join(r[5] for r in rows) == exact, repr(rows))
+            check(f"generate_tokens {p!r} {seed} text",
+                  all(r[2] == decode(r[5]) and r[6] == p and r[7] == opt for r in rows))
+            # a stop string cuts the exact bytes where it first occurs
+            ascii_chars = sorted({chr(c) for c in exact[1:] if 0x21 <= c < 0x7f})
+            if ascii_chars:
+                stop = ascii_chars[seed % len(ascii_chars)]
+                sopt = json.dumps({"temperature": 1, "seed": seed, "max_tokens": 32,
+                                   "threads": 1, "stop": stop})
+                cut = db.execute("SELECT gpt_generate_bytes(?, ?)", (p, sopt)).fetchone()[0]
+                want = exact[:exact.find(stop.encode())]
+                check(f"stop {p!r} {seed} {stop!r}", cut == want, f"{cut!r} vs {want!r}")
+                srows = db.execute("SELECT bytes, token FROM gpt_generate_tokens(?, ?)",
+                                   (p, sopt)).fetchall()
+                check(f"stop-tokens {p!r} {seed}", b"".join(r[0] for r in srows) == want)
+                n_stop += 1
+    print(f"  generate: {n_gen} generations, {n_gen_invalid} not UTF-8 as bytes, "
+          f"{n_stop} with a stop string ({time.time() - t_start:.1f} s)")
+    check("generations-exercise-repair", n_gen_invalid > 0,
+          "no generation produced invalid UTF-8: the check proves nothing")
+    covered |= {"gpt_generate", "gpt_generate_bytes", "gpt_generate_tokens"}
+
+    # ------------------------------------------------ tables of the model
+    for p in ["日本語 🙂", "The cat sat", "🙂"]:
+        rows = db.execute("SELECT rank, token_id, token, logit, prob, bytes, prompt, k, options "
+                          "FROM gpt_next_tokens(?, 1000)", (p,)).fetchall()
+        check(f"next_tokens {p!r}", len(rows) == 1000 and
+              all(r[2] == decode(r[5]) and r[6] == p and r[7] == 1000 for r in rows))
+        rows = db.execute("SELECT layer, head, query_pos, key_pos, query_token, key_token, "
+                          "weight, text FROM gpt_attention(?)", (p,)).fetchall()
+        n = len(db.execute("SELECT 1 FROM gpt_tokens(?)", (p,)).fetchall())
+        check(f"attention {p!r}", len(rows) == 2 * 4 * n * (n + 1) // 2 and
+              all(r[7] == p for r in rows))
+        toks = {r[0]: r[1] for r in db.execute("SELECT pos, bytes FROM gpt_tokens(?)", (p,))}
+        check(f"attention-tokens {p!r}",
+              all(r[4] == decode(toks[r[2]]) and r[5] == decode(toks[r[3]]) for r in rows))
+    rows = db.execute("SELECT query_token, key_token FROM gpt_attention('日本', "
+                      "'{\"generate\": 16, \"seed\": 3}')").fetchall()
+    check("attention-generate", len(rows) > 0)
+    covered |= {"gpt_next_tokens", "gpt_attention"}
+
+    # ------------------------------------------------ scores and aggregates
+    for p in ["日本語 🙂", "The cat sat on the mat", "🙂🙃"]:
+        lp, ppl, emb = db.execute("SELECT gpt_logprob(?), gpt_perplexity(?), gpt_embed(?)",
+                                  (p, p, p)).fetchone()
+        check(f"scores {p!r}", isinstance(lp, float) and isinstance(ppl, float) and
+              isinstance(emb, bytes) and len(emb) == 64 * 4)
+    db.execute("CREATE TABLE docs(grp, body)")
+    db.executemany("INSERT INTO docs VALUES (?, ?)",
+                   [(i % 3, prompts[i % len(prompts)] * (1 + i % 4)) for i in range(30)])
+    n_sum = 0
+    for seed in range(1, 11):
+        opt = json.dumps({"seed": seed, "max_tokens": 12, "threads": 1})
+        rows = db.execute("SELECT grp, gpt_summarize(body, ?) FROM docs GROUP BY grp",
+                          (opt,)).fetchall()
+        n_sum += len(rows)
+        check(f"summarize {seed}", len(rows) == 3 and all(isinstance(r[1], str) for r in rows))
+    print(f"  summarize: {n_sum} summaries ({time.time() - t_start:.1f} s)")
+    covered |= {"gpt_logprob", "gpt_perplexity", "gpt_embed", "gpt_summarize"}
+
+    # ------------------------------------------------ the rest of the surface
+    check("version", db.execute("SELECT gpt_version()").fetchone()[0].startswith("sqlite-gpt"))
+    check("debug", json.loads(db.execute("SELECT gpt_debug()").fetchone()[0])["sqlite"]
+          == sqlite3.sqlite_version)
+    q = db.execute("SELECT gpt_quantize('demo', 'demo8', 'q8_0')").fetchone()[0]
+    check("quantize", isinstance(q, str))
+    g8 = db.execute("SELECT gpt_generate('日本', '{\"model\": \"demo8\"}')").fetchone()[0]
+    check("generate-q8_0", isinstance(g8, str))
+    check("drop", db.execute("SELECT gpt_drop('demo8')").fetchone() is not None)
+    covered |= {"gpt_version", "gpt_debug", "gpt_quantize", "gpt_drop"}
+
+    # ------------------------------------------------ interrupts
+    # Connection.interrupt() from another thread while one call generates for
+    # seconds (a window of 1024): the call stops with its own "interrupted"
+    # error within a token step, and the connection works on. On SQLite 3.41+
+    # the extension asks sqlite3_is_interrupted(); on 3.40 it runs a trivial
+    # statement (tests/hostile.test also interrupts there from a progress
+    # handler, which cannot fire inside a call on 3.41+).
+    big = model_dir("pyinterrupt", "--layers", "2", "--heads", "4", "--embd", "64",
+                    "--ctx", "1024", "--seed", "7")
+    idb = connect()
+    idb.execute("SELECT gpt_import('big', ?)", (big,))
+    idb.execute("SELECT gpt_generate('Hello', '{\"max_tokens\": 1}')")  # weights loaded
+    rows40 = ("(WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 40) "
+              "SELECT 'row ' || i || ' of text to summarize' AS value FROM c)")
+    for f, sql, exact in [
+        ("gpt_generate", "SELECT gpt_generate('Hello', '{\"max_tokens\": 1000}')", True),
+        ("gpt_generate_bytes", "SELECT gpt_generate_bytes('Hi', '{\"max_tokens\": 1000}')", True),
+        ("gpt_generate_tokens",
+         "SELECT count(*) FROM gpt_generate_tokens('Hello', '{\"max_tokens\": 1000}')", True),
+        ("gpt_attention", "SELECT count(*) FROM gpt_attention('Hello', '{\"generate\": 1000}')",
+         False),
+        ("gpt_summarize", f"SELECT gpt_summarize(value, '{{\"max_tokens\": 480}}') FROM {rows40}",
+         False)]:
+        timer = threading.Timer(0.3, idb.interrupt)
+        t0 = time.time()
+        timer.start()
+        try:
+            idb.execute(sql).fetchall()
+            outcome = "finished"
+        except sqlite3.OperationalError as ex:
+            outcome = str(ex)
+        timer.join()
+        dt = time.time() - t0
+        # the table and the aggregate may also be stopped by SQLite between rows
+        pattern = f"{f}: interrupted" if exact else f"({f}: )?interrupted"
+        check(f"interrupt {f}", re.fullmatch(pattern, outcome) is not None and dt < 5.0,
+              f"{outcome!r} after {dt:.2f} s")
+        check(f"after interrupt {f}",
+              idb.execute("SELECT gpt_token_count('ok')").fetchone()[0] == 1)
+    idb.close()
+    covered.add("interrupts")
+    print(f"  interrupts: 5 calls ({time.time() - t_start:.1f} s)")
+
+    # ------------------------------------------------ an untrusted schema
+    # A file whose CHECK calls gpt_generate (written as an attacker would,
+    # through writable_schema without the extension), opened with the
+    # extension loaded through the C API before any statement, as
+    # sqlite3.Connection.load_extension does: SQLite 3.50+ refuses the
+    # schema ('malformed database schema'); older versions accept it and an
+    # INSERT runs the model (README, Security). Measured on 3.40.1 and 3.53.2.
+    evil = os.path.join(BUILD, "testdb", "python-evil.db")
+    os.makedirs(os.path.dirname(evil), exist_ok=True)
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        if os.path.exists(evil + suffix):
+            os.remove(evil + suffix)
+    e = sqlite3.connect(evil)
+    e.execute("CREATE TABLE checked(x)")
+    e.execute("PRAGMA writable_schema = ON")
+    e.execute("UPDATE sqlite_schema SET sql = 'CREATE TABLE checked(x CHECK "
+              "(gpt_generate(x) IS NOT NULL))' WHERE name = 'checked'")
+    e.commit()
+    e.close()
+    e = sqlite3.connect(evil)
+    e.enable_load_extension(True)
+    e.load_extension(EXT)
+    new_sqlite = tuple(int(x) for x in sqlite3.sqlite_version.split(".")) >= (3, 50, 0)
+    try:
+        e.execute("INSERT INTO checked VALUES ('x')")
+        e.commit()
+        outcome = "ran"
+    except sqlite3.DatabaseError as ex:
+        outcome = str(ex)
+    e.close()
+    if new_sqlite:
+        check("untrusted-check", outcome ==
+              "malformed database schema (checked) - unsafe use of gpt_generate()", outcome)
+    else:
+        # the CHECK called gpt_generate, which found no model in that file
+        check("untrusted-check", outcome.startswith("gpt_generate: no model"), outcome)
+
+    registered = {r[0] for r in db.execute(
+        "SELECT name FROM pragma_function_list WHERE name LIKE 'gpt%' "
+        "UNION SELECT name FROM pragma_module_list WHERE name LIKE 'gpt%'")}
+    check("every function read", registered <= covered,
+          f"not read here: {sorted(registered - covered)}")
+    db.close()
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Exception as e:  # a raise is a failure, not a crash of make test
+        import traceback
+        traceback.print_exc()
+        failed += 1
+    print(f"test_clients.py: {passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
