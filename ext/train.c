@@ -877,16 +877,21 @@ static void gptTrainTokenizerFunc(sqlite3_context *ctx, int argc, sqlite3_value 
                           -1, &p, 0);
   if (rc != SQLITE_OK) goto sql_error;
   for (int id = 0; id <= nTok; id++) {
-    char zTok[2 * 4096 + 16];
-    int n;
-    const unsigned char *zRaw = id < nTok ? bpe_token(b, id, &n) : 0;
-    if (id == nTok) memcpy(zTok, "<|endoftext|>", (n = 13) + 1);
-    else if (n > 4096 || tok_byte_level((const char *)zRaw, n, zTok, (int)sizeof(zTok)) < 0)
-      continue;
-    else n = tok_byte_level((const char *)zRaw, n, zTok, (int)sizeof(zTok));
+    int n = 13;
+    char *zTok;
+    if (id < nTok) {
+      /* a byte's byte-level form is at most 2 bytes of UTF-8 */
+      const unsigned char *zRaw = bpe_token(b, id, &n);
+      zTok = sqlite3_malloc64((size_t)n * 2 + 16);
+      if (!zTok) goto nomem;
+      n = tok_byte_level((const char *)zRaw, n, zTok, n * 2 + 16);
+    } else {
+      zTok = sqlite3_mprintf("<|endoftext|>");
+      if (!zTok) goto nomem;
+    }
     sqlite3_bind_text(p, 1, zName, -1, SQLITE_STATIC);
     sqlite3_bind_int(p, 2, id);
-    sqlite3_bind_text(p, 3, zTok, n, SQLITE_TRANSIENT);
+    sqlite3_bind_text(p, 3, zTok, n, sqlite3_free);
     if (sqlite3_step(p) != SQLITE_DONE) goto sql_error;
     sqlite3_reset(p);
   }
@@ -897,16 +902,20 @@ static void gptTrainTokenizerFunc(sqlite3_context *ctx, int argc, sqlite3_value 
   if (rc != SQLITE_OK) goto sql_error;
   for (int r = 0; r < bpe_n_merges(b); r++) {
     int l, rr, nl, nr;
-    char zL[2 * 4096 + 16], zR[2 * 4096 + 16];
     bpe_merge(b, r, &l, &rr);
     const unsigned char *a1 = bpe_token(b, l, &nl), *a2 = bpe_token(b, rr, &nr);
-    if (nl > 4096 || nr > 4096) goto nomem;
-    nl = tok_byte_level((const char *)a1, nl, zL, (int)sizeof(zL));
-    nr = tok_byte_level((const char *)a2, nr, zR, (int)sizeof(zR));
+    char *zL = sqlite3_malloc64((size_t)nl * 2 + 16), *zR = sqlite3_malloc64((size_t)nr * 2 + 16);
+    if (!zL || !zR) {
+      sqlite3_free(zL);
+      sqlite3_free(zR);
+      goto nomem;
+    }
+    nl = tok_byte_level((const char *)a1, nl, zL, nl * 2 + 16);
+    nr = tok_byte_level((const char *)a2, nr, zR, nr * 2 + 16);
     sqlite3_bind_text(p, 1, zName, -1, SQLITE_STATIC);
     sqlite3_bind_int(p, 2, r);
-    sqlite3_bind_text(p, 3, zL, nl, SQLITE_TRANSIENT);
-    sqlite3_bind_text(p, 4, zR, nr, SQLITE_TRANSIENT);
+    sqlite3_bind_text(p, 3, zL, nl, sqlite3_free);
+    sqlite3_bind_text(p, 4, zR, nr, sqlite3_free);
     if (sqlite3_step(p) != SQLITE_DONE) goto sql_error;
     sqlite3_reset(p);
   }
