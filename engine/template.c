@@ -530,7 +530,8 @@ static int lex_number(Lexer *x) {
   } else {
     unsigned long long v = 0;
     for (size_t j = 0; j < nb; j++) {
-      if (v > (unsigned long long)(INT64_MAX - 9) / 10) return lex_error(x, "integer literal out of range");
+      unsigned d = (unsigned)(buf[j] - '0');
+      if (v > ((unsigned long long)INT64_MAX - d) / 10) return lex_error(x, "integer literal out of range");
       v = v * 10 + (unsigned)(buf[j] - '0');
     }
     t->i = (int64_t)v;
@@ -775,7 +776,8 @@ typedef struct Parser {
   Arena *pA;
   Token *aTok;
   size_t iTok, nTok;
-  int depth;
+  int depth;      /* nesting of expressions */
+  int blockDepth; /* nesting of block tags */
   char *zErr;
   size_t nErr;
 } Parser;
@@ -1338,7 +1340,7 @@ static Node *parse_body(Parser *p, const char *const *azEnd, Token **ppEnd);
 static Node *parse_statement(Parser *p) {
   Token *t = next_tok(p);
   if (t->type != TK_NAME) { parse_error(p, "expected a tag name after '{%%'"); return 0; }
-  if (++p->depth > TPL_MAX_DEPTH) { parse_error(p, "blocks nested deeper than %d", TPL_MAX_DEPTH); return 0; }
+  if (++p->blockDepth > TPL_MAX_DEPTH) { parse_error(p, "blocks nested deeper than %d", TPL_MAX_DEPTH); return 0; }
   Node *n = 0;
   if (name_is(t->z, t->n, "if")) {
     static const char *const azEnd[] = {"elif", "else", "endif", 0};
@@ -1433,7 +1435,7 @@ static Node *parse_statement(Parser *p) {
     parse_error(p, "unsupported tag '%.*s'", (int)t->n, t->z);
     return 0;
   }
-  p->depth--;
+  p->blockDepth--;
   return n;
 }
 
@@ -1448,7 +1450,12 @@ static Node *parse_body(Parser *p, const char *const *azEnd, Token **ppEnd) {
     Token *t = peek(p);
     Node *n = 0;
     if (t->type == TK_EOF) {
-      if (azEnd) { parse_error(p, "missing {%% %s %%}", azEnd[0] && azEnd[1] ? azEnd[1] : azEnd[0]); return 0; }
+      if (azEnd) {
+        int k = 0;
+        while (azEnd[k + 1]) k++;
+        parse_error(p, "missing {%% %s %%}", azEnd[k]);
+        return 0;
+      }
       return blk;
     }
     if (t->type == TK_DATA) {
@@ -1582,6 +1589,7 @@ typedef struct Render {
   Arena *pA;
   Buf *pOut;
   int64_t nSteps, nMaxSteps;
+  size_t nMaxMemory;
   char *zErr;
   size_t nErr;
   int bErr;
@@ -1605,7 +1613,7 @@ static int rerr(Render *r, const char *zFmt, ...) {
 
 static int nomem(Render *r) {
   if (r->pA->bOverLimit)
-    return rerr(r, "memory limit of %zu bytes exceeded", r->pA->nLimit);
+    return rerr(r, "memory limit of %zu bytes exceeded", r->nMaxMemory);
   return rerr(r, "out of memory");
 }
 
@@ -2899,10 +2907,7 @@ static int call_global(Render *r, int id, TplValue *aArg, int nArg, const char *
     case G_RAISE: {
       TplValue m = nArg ? aArg[0] : val_str_ref("", 0);
       if (to_str(r, m, &m)) return -1;
-      r->bErr = 0;
-      snprintf(r->zErr, r->nErr, "raise_exception: %.*s", (int)(m.u.s.n > 500 ? 500 : m.u.s.n), m.u.s.z);
-      r->bErr = 1;
-      return -1;
+      return rerr(r, "raise_exception: %.*s", (int)(m.u.s.n > 500 ? 500 : m.u.s.n), m.u.s.z);
     }
     case G_STRFTIME: {
       if (check_kw(r, "strftime_now", azKw, nKw, 0) || check_nargs(r, "strftime_now", nArg, 1, 1) ||
@@ -3511,6 +3516,7 @@ int tpl_render(const TplProgram *p, TplEnv *e, const TplLimits *pLimits, char **
   r.pA = &e->arena;
   r.pOut = &out;
   r.nMaxSteps = lim.nMaxSteps;
+  r.nMaxMemory = lim.nMaxMemory;
   r.zErr = zErr;
   r.nErr = nErr;
   r.pFrame = &root;
