@@ -94,7 +94,7 @@ clean:
 
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS  = safetensors import_text tokenizer model_rows options
+FUZZ_TARGETS  = safetensors import_text tokenizer model_rows options template
 SAN_CC       ?= gcc
 SAN_COMMON    = -g -O1 -std=c11 -Wall -Wextra -D_GNU_SOURCE -Iengine -Ibuild -Itests/fuzz \
                 -fno-omit-frame-pointer -DGPT_SOURCE_DIR='"$(CURDIR)"'
