@@ -199,4 +199,12 @@ int gptext_register_chat(sqlite3 *db, GptConn *pConn);     /* gpt_chat, gpt_chat
 ** when the model has no chat template. */
 int gptext_chat_summary_template(GptModel *m, const char *zFunc, char **pzTpl, char **pzErr);
 
+/* gptext_encode's flags for a rendered chat prompt: its special tokens are
+** matched and no BOS is added (the template wrote it). */
+#ifdef GPTEXT_ENCODE_CHAT
+#define GPTEXT_CHAT_FLAGS GPTEXT_ENCODE_CHAT
+#else
+#define GPTEXT_CHAT_FLAGS 1
+#endif
+
 #endif
