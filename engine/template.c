@@ -1596,8 +1596,12 @@ typedef struct Render {
   int ctl;
   int line;
   Frame *pFrame;
-  int depth;
+  int depth;       /* loops and values being printed */
+  int nEvalDepth;  /* expression evaluation */
 } Render;
+
+#define TPL_MAX_EVAL_DEPTH 1000 /* nested expression evaluation */
+#define TPL_MAX_VALUE_DEPTH 1000 /* nested lists/dicts compared */
 
 /* Records the first error (later ones are consequences). */
 static int rerr(Render *r, const char *zFmt, ...) {
@@ -1655,8 +1659,14 @@ static int truthy(TplValue v) {
   }
 }
 
-/* Python equality (Undefined equals only Undefined). */
-static int val_eq(TplValue a, TplValue b) {
+static int val_eq_depth(TplValue a, TplValue b, int depth);
+
+/* Python equality (Undefined equals only Undefined). Values nested deeper
+** than TPL_MAX_VALUE_DEPTH compare unequal rather than exhaust the stack. */
+static int val_eq(TplValue a, TplValue b) { return val_eq_depth(a, b, 0); }
+
+static int val_eq_depth(TplValue a, TplValue b, int depth) {
+  if (depth > TPL_MAX_VALUE_DEPTH) return 0;
   if (is_num(a) && is_num(b)) {
     if (a.type != TPL_FLOAT && b.type != TPL_FLOAT) return a.u.i == b.u.i;
     return num_f(a) == num_f(b);
@@ -1668,15 +1678,15 @@ static int val_eq(TplValue a, TplValue b) {
     case TPL_LIST:
       if (a.u.pList->n != b.u.pList->n) return 0;
       for (size_t i = 0; i < a.u.pList->n; i++)
-        if (!val_eq(a.u.pList->a[i], b.u.pList->a[i])) return 0;
+        if (!val_eq_depth(a.u.pList->a[i], b.u.pList->a[i], depth + 1)) return 0;
       return 1;
     case TPL_DICT: {
       TplDict *x = a.u.pDict, *y = b.u.pDict;
       if (x->n != y->n) return 0;
       for (size_t i = 0; i < x->n; i++) {
         size_t j = 0;
-        while (j < y->n && !val_eq(x->aKey[i], y->aKey[j])) j++;
-        if (j == y->n || !val_eq(x->aVal[i], y->aVal[j])) return 0;
+        while (j < y->n && !val_eq_depth(x->aKey[i], y->aKey[j], depth + 1)) j++;
+        if (j == y->n || !val_eq_depth(x->aVal[i], y->aVal[j], depth + 1)) return 0;
       }
       return 1;
     }
@@ -2248,6 +2258,7 @@ static int arith(Render *r, int op, TplValue a, TplValue b, TplValue *pOut) {
 
 /* Ordering with Python's rules: numbers, strings, lists. */
 static int compare_order(Render *r, TplValue a, TplValue b, int *pCmp) {
+  if (r->depth > TPL_MAX_VALUE_DEPTH) return rerr(r, "values nested deeper than %d compared", TPL_MAX_VALUE_DEPTH);
   if (is_num(a) && is_num(b)) {
     if (a.type != TPL_FLOAT && b.type != TPL_FLOAT) *pCmp = a.u.i < b.u.i ? -1 : a.u.i > b.u.i;
     else { double x = num_f(a), y = num_f(b); *pCmp = x < y ? -1 : x > y ? 1 : (x == y ? 0 : 2); }
@@ -2258,7 +2269,10 @@ static int compare_order(Render *r, TplValue a, TplValue b, int *pCmp) {
     TplList *x = a.u.pList, *y = b.u.pList;
     for (size_t i = 0; i < x->n && i < y->n; i++) {
       if (val_eq(x->a[i], y->a[i])) continue;
-      return compare_order(r, x->a[i], y->a[i], pCmp);
+      r->depth++;
+      int rc = compare_order(r, x->a[i], y->a[i], pCmp);
+      r->depth--;
+      return rc;
     }
     *pCmp = x->n < y->n ? -1 : x->n > y->n;
     return 0;
@@ -2318,7 +2332,23 @@ static int call_method(Render *r, int id, TplValue self, TplValue *aArg, int nAr
 static int call_global(Render *r, int id, TplValue *aArg, int nArg, const char **azKw,
                        TplValue *aKw, int nKw, TplValue *pOut);
 
+static int eval_node(Render *r, const Node *n, TplValue *pOut);
+
+/* Evaluates an expression. Chains like a.b.c... or 1+1+1... are parsed
+** iteratively into trees as deep as they are long, so the evaluation's
+** recursion is bounded here. */
 static int eval(Render *r, const Node *n, TplValue *pOut) {
+  if (r->nEvalDepth >= TPL_MAX_EVAL_DEPTH) {
+    *pOut = val_undef();
+    return rerr(r, "expression nested deeper than %d", TPL_MAX_EVAL_DEPTH);
+  }
+  r->nEvalDepth++;
+  int rc = eval_node(r, n, pOut);
+  r->nEvalDepth--;
+  return rc;
+}
+
+static int eval_node(Render *r, const Node *n, TplValue *pOut) {
   TplValue a, b;
   *pOut = val_undef();
   if (step(r, 1)) return -1;
