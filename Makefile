@@ -7,11 +7,11 @@
 CC      ?= cc
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -fPIC -Wall -Wextra -D_GNU_SOURCE -Iengine -Ibuild
-LDLIBS  = -lopenblas -lpcre2-8 -lm -lpthread
+LDLIBS  = -lopenblas -lpcre2-8 -lutf8proc -lm -lpthread
 TCLSH   ?= tclsh
 
 # Debian packages the build, the tests and the demo need.
-DEB_PACKAGES = gcc make libc6-dev libsqlite3-dev sqlite3 libopenblas-dev libpcre2-dev tcl libsqlite3-tcl
+DEB_PACKAGES = gcc make libc6-dev libsqlite3-dev sqlite3 libopenblas-dev libpcre2-dev libutf8proc-dev tcl libsqlite3-tcl
 
 ENGINE_SRC = $(wildcard engine/*.c)
 EXT_SRC    = $(wildcard ext/*.c)
@@ -36,7 +36,12 @@ build/mkmodel: tests/tools/mkmodel.c engine/gpt.h | build
 
 # C unit test of the tokenizer's internals (reads vocab.json through SQLite's JSON).
 build/tokenizer_test: tests/unit/tokenizer_test.c engine/tokenizer.c engine/tokenizer.h | build
-	$(CC) $(CFLAGS) -o $@ tests/unit/tokenizer_test.c engine/tokenizer.c -lpcre2-8 -lsqlite3
+	$(CC) $(CFLAGS) -o $@ tests/unit/tokenizer_test.c engine/tokenizer.c -lpcre2-8 -lutf8proc -lsqlite3
+
+# Encoding speed of a stored tokenizer in CPU time (tests/tools/tokbench.c);
+# not part of the tests.
+build/tokbench: tests/tools/tokbench.c engine/tokenizer.c engine/tokenizer.h | build
+	$(CC) $(CFLAGS) -o $@ tests/tools/tokbench.c engine/tokenizer.c -lpcre2-8 -lutf8proc -lsqlite3
 
 # C unit test of the decoder: prefill, decode and split prefill agree.
 build/engine_test: tests/unit/engine_test.c tests/unit/check.h $(ENGINE_SRC) $(HEADERS) | build
@@ -94,7 +99,7 @@ clean:
 
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS  = safetensors import_text tokenizer model_rows options template
+FUZZ_TARGETS  = safetensors import_text tokenizer tokenizer_json model_rows options template
 SAN_CC       ?= gcc
 SAN_COMMON    = -g -O1 -std=c11 -Wall -Wextra -D_GNU_SOURCE -Iengine -Ibuild -Itests/fuzz \
                 -fno-omit-frame-pointer -DGPT_SOURCE_DIR='"$(CURDIR)"'

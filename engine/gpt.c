@@ -28,16 +28,26 @@
 #include "kernels.h"
 #include "threads.h"
 
-/* Tensors of one block, in the order of the pointer table. */
-enum {
-  L_LN1W, L_LN1B, L_QKVW, L_QKVB, L_PROJW, L_PROJB,
-  L_LN2W, L_LN2B, L_FCW, L_FCB, L_FCPROJW, L_FCPROJB, L_COUNT
-};
-static const char *const azLayerTensor[L_COUNT] = {
-  "ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.bias",
-  "attn.c_proj.weight", "attn.c_proj.bias", "ln_2.weight", "ln_2.bias",
-  "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias",
-};
+/* A weight matrix as a product reads it: (rows, k) in dtype. */
+typedef struct Mat {
+  const void *w;
+  int dtype;
+  int rows, k;
+} Mat;
+
+/* One block's weights, resolved once at load from the slot table: the pass
+** reads these and never a tensor index. Absent parts are NULL. q, k and v
+** (gate and up) that lie one after another in the arena are also one fused
+** matrix, multiplied in one pass over the input. */
+typedef struct Layer {
+  const float *attn_norm_w, *attn_norm_b, *ffn_norm_w, *ffn_norm_b;
+  const float *q_norm, *k_norm;       /* (hd,) per-head RMSNorm (Qwen3) */
+  Mat q, k, v, o, gate, up, down;
+  const float *q_b, *k_b, *v_b, *o_b, *up_b, *down_b;
+  Mat qkv;                            /* q|k|v fused, or .w NULL */
+  const float *qkv_b;                 /* its bias when every part has one */
+  Mat gate_up;                        /* gate|up fused, or .w NULL */
+} Layer;
 
 struct GPTModel {
   GPTConfig cfg;
@@ -49,14 +59,15 @@ struct GPTModel {
   int *dtype;            /* memory dtype of each tensor */
   int max_k;             /* largest input dimension of a 2-D tensor */
   int has_compact;       /* some tensor is f16 or q8_0 */
+  /* resolved from the pointer table */
+  int rms_norm, rope, swiglu;
+  int n_kv_head, head_dim, d_q, d_kv, d_ff;
+  Mat tok_emb, pos_emb, head;
+  const float *out_norm_w, *out_norm_b;
+  Layer *layer;          /* (n_layer,) */
+  int n_live;            /* ids >= n_live have no token: their logits are -inf */
+  double *inv_freq;      /* (hd/2,) RoPE frequencies, llama3 scaling applied */
 };
-
-/* A weight matrix as a product reads it: (rows, k) in dtype. */
-typedef struct Mat {
-  const void *w;
-  int dtype;
-  int rows, k;
-} Mat;
 
 struct GPTState {
   const GPTModel *m;
@@ -65,21 +76,26 @@ struct GPTState {
   /* head-major, so that a decode step reads each head's keys and values
   ** in order (q8_0 decode at 128-192 positions, 2 threads: the attention
   ** kernels took 8.3% of the CPU samples in the (L, cap, C) layout, 6.1%
-  ** in this one) */
-  float *k_cache;        /* (L, NH, cap, hd) */
-  float *v_cache;        /* (L, NH, cap, hd) */
+  ** in this one); only the key/value heads, and only n_cache positions,
+  ** grown as passes need them */
+  int n_cache;           /* positions allocated (<= cap) */
+  float *k_cache;        /* (L, KVH, n_cache, hd) */
+  float *v_cache;        /* (L, KVH, n_cache, hd) */
   /* scratch for a batch of up to n_scratch tokens */
   int n_scratch;
   float *x;              /* (T, C) residual stream */
-  float *xn;             /* (T, C) LayerNorm output */
-  float *qkv;            /* (T, 3C) */
-  float *atty;           /* (T, C) attention output before c_proj */
-  float *fc;             /* (T, 4C) */
+  float *xn;             /* (T, C) norm output */
+  float *qkv;            /* (T, Q + 2 KV) */
+  float *atty;           /* (T, Q) attention output before the output projection */
+  float *fc;             /* (T, F) GELU MLP, (T, 2F) gate|up for SwiGLU */
+  float *hid;            /* (T, F) silu(gate) * up */
+  float *rope_cs;        /* (T, hd/2, 2) cos, sin of the batch's positions */
   int n_att;             /* threads the att scratch is sized for */
-  float *att;            /* (n_att, T, P+T) scores, one head per thread */
+  int att_keys;          /* keys a row of it holds */
+  float *att;            /* (n_att, T, att_keys) scores, one head per thread */
   float *logit_block;    /* (LOGIT_ROWS, V) for per-position logits */
-  float *tmp;            /* (4C,) decode scratch */
-  GPTQ8Act xq;           /* decode input quantized for q8_0 rows, (4C,) */
+  float *tmp;            /* (max(2F, Q, C),) decode scratch */
+  GPTQ8Act xq;           /* decode input quantized for q8_0 rows */
   int n_wide;            /* threads the wide scratch is sized for */
   float *wide;           /* (n_wide, GEMM_COLS, max_k) compact weights widened */
   int batch_T;           /* tokens of the batch in progress */
@@ -102,6 +118,260 @@ struct GPTState {
 #define GEMM_SMALL_T 64
 #endif
 
+/* ------------------------------------------------------- architectures */
+
+/* What a tensor is for. The forward pass asks for tensors by role; which
+** roles an architecture stores, under which names and shapes, is its slot
+** table below. */
+enum {
+  R_TOK_EMB, R_POS_EMB, R_OUT_NORM_W, R_OUT_NORM_B, R_HEAD,
+  /* per layer */
+  R_ATTN_NORM_W, R_ATTN_NORM_B, R_QKV_W, R_QKV_B, R_Q_W, R_K_W, R_V_W, R_Q_B, R_K_B,
+  R_V_B, R_Q_NORM, R_K_NORM, R_O_W, R_O_B, R_FFN_NORM_W, R_FFN_NORM_B, R_GATE_W, R_UP_W,
+  R_UP_B, R_DOWN_W, R_DOWN_B, R_COUNT
+};
+#define R_FIRST_LAYER R_ATTN_NORM_W
+
+/* Symbolic dimensions of a slot's shape: vocabulary, positions, channels,
+** query width (heads x head_dim), key/value width, fused q|k|v width, MLP
+** width, head_dim. */
+enum { D_NONE, D_V, D_P, D_C, D_Q, D_KV, D_QKV, D_F, D_HD };
+
+/* When a slot is present. */
+enum { W_ALWAYS, W_UNTIED };
+
+typedef struct ArchSlot {
+  int role;
+  const char *zName;   /* Hugging Face name; %d is the layer */
+  int d0, d1;          /* stored shape; d1 = D_NONE for 1-D */
+  int conv1d;          /* stored (in, out): memory holds the transpose */
+  int when;
+} ArchSlot;
+
+typedef struct ArchDesc {
+  const char *zName;
+  int rms_norm;        /* RMSNorm (weight only) instead of LayerNorm */
+  int rope;            /* rotary positions instead of a position table */
+  int swiglu;          /* down(silu(gate(x)) * up(x)) instead of GELU */
+  const ArchSlot *aSlot;
+  int nSlot;
+} ArchDesc;
+
+#define SLOTS(a) a, (int)(sizeof(a) / sizeof(a[0]))
+
+/* GPT-2: per-layer slots in the order of the checkpoints. */
+static const ArchSlot aGpt2Slot[] = {
+  {R_TOK_EMB, "wte.weight", D_V, D_C, 0, W_ALWAYS},
+  {R_POS_EMB, "wpe.weight", D_P, D_C, 0, W_ALWAYS},
+  {R_ATTN_NORM_W, "h.%d.ln_1.weight", D_C, D_NONE, 0, W_ALWAYS},
+  {R_ATTN_NORM_B, "h.%d.ln_1.bias", D_C, D_NONE, 0, W_ALWAYS},
+  {R_QKV_W, "h.%d.attn.c_attn.weight", D_C, D_QKV, 1, W_ALWAYS},
+  {R_QKV_B, "h.%d.attn.c_attn.bias", D_QKV, D_NONE, 0, W_ALWAYS},
+  {R_O_W, "h.%d.attn.c_proj.weight", D_Q, D_C, 1, W_ALWAYS},
+  {R_O_B, "h.%d.attn.c_proj.bias", D_C, D_NONE, 0, W_ALWAYS},
+  {R_FFN_NORM_W, "h.%d.ln_2.weight", D_C, D_NONE, 0, W_ALWAYS},
+  {R_FFN_NORM_B, "h.%d.ln_2.bias", D_C, D_NONE, 0, W_ALWAYS},
+  {R_UP_W, "h.%d.mlp.c_fc.weight", D_C, D_F, 1, W_ALWAYS},
+  {R_UP_B, "h.%d.mlp.c_fc.bias", D_F, D_NONE, 0, W_ALWAYS},
+  {R_DOWN_W, "h.%d.mlp.c_proj.weight", D_F, D_C, 1, W_ALWAYS},
+  {R_DOWN_B, "h.%d.mlp.c_proj.bias", D_C, D_NONE, 0, W_ALWAYS},
+  {R_OUT_NORM_W, "ln_f.weight", D_C, D_NONE, 0, W_ALWAYS},
+  {R_OUT_NORM_B, "ln_f.bias", D_C, D_NONE, 0, W_ALWAYS},
+  {R_HEAD, "lm_head.weight", D_V, D_C, 0, W_UNTIED},
+};
+
+/* Llama and its relatives. q, k and v (and gate and up) are adjacent, so
+** that in the arena they usually form one matrix the pass multiplies once. */
+#define LLAMA_ATTN_SLOTS                                                     \
+  {R_ATTN_NORM_W, "model.layers.%d.input_layernorm.weight", D_C, D_NONE, 0, W_ALWAYS}, \
+  {R_Q_W, "model.layers.%d.self_attn.q_proj.weight", D_Q, D_C, 0, W_ALWAYS},         \
+  {R_K_W, "model.layers.%d.self_attn.k_proj.weight", D_KV, D_C, 0, W_ALWAYS},        \
+  {R_V_W, "model.layers.%d.self_attn.v_proj.weight", D_KV, D_C, 0, W_ALWAYS}
+#define LLAMA_QKV_BIAS_SLOTS                                                 \
+  {R_Q_B, "model.layers.%d.self_attn.q_proj.bias", D_Q, D_NONE, 0, W_ALWAYS},        \
+  {R_K_B, "model.layers.%d.self_attn.k_proj.bias", D_KV, D_NONE, 0, W_ALWAYS},       \
+  {R_V_B, "model.layers.%d.self_attn.v_proj.bias", D_KV, D_NONE, 0, W_ALWAYS}
+#define LLAMA_REST_SLOTS                                                     \
+  {R_O_W, "model.layers.%d.self_attn.o_proj.weight", D_C, D_Q, 0, W_ALWAYS},         \
+  {R_FFN_NORM_W, "model.layers.%d.post_attention_layernorm.weight", D_C, D_NONE, 0, W_ALWAYS}, \
+  {R_GATE_W, "model.layers.%d.mlp.gate_proj.weight", D_F, D_C, 0, W_ALWAYS},         \
+  {R_UP_W, "model.layers.%d.mlp.up_proj.weight", D_F, D_C, 0, W_ALWAYS},             \
+  {R_DOWN_W, "model.layers.%d.mlp.down_proj.weight", D_C, D_F, 0, W_ALWAYS}
+#define LLAMA_GLOBAL_SLOTS                                                   \
+  {R_TOK_EMB, "model.embed_tokens.weight", D_V, D_C, 0, W_ALWAYS},                   \
+  {R_OUT_NORM_W, "model.norm.weight", D_C, D_NONE, 0, W_ALWAYS},                     \
+  {R_HEAD, "lm_head.weight", D_V, D_C, 0, W_UNTIED}
+
+static const ArchSlot aLlamaSlot[] = {
+  LLAMA_ATTN_SLOTS, LLAMA_REST_SLOTS, LLAMA_GLOBAL_SLOTS,
+};
+static const ArchSlot aQwen2Slot[] = {
+  LLAMA_ATTN_SLOTS, LLAMA_QKV_BIAS_SLOTS, LLAMA_REST_SLOTS, LLAMA_GLOBAL_SLOTS,
+};
+static const ArchSlot aQwen3Slot[] = {
+  LLAMA_ATTN_SLOTS,
+  {R_Q_NORM, "model.layers.%d.self_attn.q_norm.weight", D_HD, D_NONE, 0, W_ALWAYS},
+  {R_K_NORM, "model.layers.%d.self_attn.k_norm.weight", D_HD, D_NONE, 0, W_ALWAYS},
+  LLAMA_REST_SLOTS, LLAMA_GLOBAL_SLOTS,
+};
+
+static const ArchDesc aArch[GPT_ARCH_COUNT] = {
+  {"gpt2", 0, 0, 0, SLOTS(aGpt2Slot)},
+  {"llama", 1, 1, 1, SLOTS(aLlamaSlot)},
+  {"qwen2", 1, 1, 1, SLOTS(aQwen2Slot)},
+  {"qwen3", 1, 1, 1, SLOTS(aQwen3Slot)},
+};
+
+int gpt_arch_from_name(const char *z) {
+  for (int i = 0; z && i < GPT_ARCH_COUNT; i++)
+    if (strcmp(z, aArch[i].zName) == 0) return i;
+  return -1;
+}
+
+const char *gpt_arch_name(int arch) {
+  return arch >= 0 && arch < GPT_ARCH_COUNT ? aArch[arch].zName : "?";
+}
+
+static const ArchDesc *arch_of(const GPTConfig *c) {
+  return &aArch[c->arch >= 0 && c->arch < GPT_ARCH_COUNT ? c->arch : 0];
+}
+
+int gpt_config_kv_heads(const GPTConfig *c) { return c->n_kv_head > 0 ? c->n_kv_head : c->n_head; }
+int gpt_config_head_dim(const GPTConfig *c) {
+  return c->head_dim > 0 ? c->head_dim : c->n_embd / c->n_head;
+}
+int gpt_config_ff(const GPTConfig *c) { return c->d_ff > 0 ? c->d_ff : 4 * c->n_embd; }
+
+/* The value of a symbolic dimension. */
+static int64_t dim_of(const GPTConfig *c, int d) {
+  int64_t hd = gpt_config_head_dim(c);
+  switch (d) {
+    case D_V: return c->vocab_size;
+    case D_P: return c->n_ctx;
+    case D_C: return c->n_embd;
+    case D_Q: return (int64_t)c->n_head * hd;
+    case D_KV: return (int64_t)gpt_config_kv_heads(c) * hd;
+    case D_QKV: return ((int64_t)c->n_head + 2 * (int64_t)gpt_config_kv_heads(c)) * hd;
+    case D_F: return gpt_config_ff(c);
+    case D_HD: return hd;
+    default: return 0;
+  }
+}
+
+/* Slots of an architecture split into globals before the layers (those
+** whose role is below R_FIRST_LAYER and that come first in the table), the
+** per-layer run, and the globals after it. Tensor i of a model is found by
+** walking that order, skipping absent slots. */
+static int slot_present(const ArchSlot *s, int has_lm_head) {
+  return s->when == W_ALWAYS || (s->when == W_UNTIED && has_lm_head);
+}
+
+/* Tensor i as (slot, layer), or -1 when i is past the last tensor. */
+static int tensor_slot(const GPTConfig *c, int has_lm_head, int i, int *pLayer) {
+  const ArchDesc *a = arch_of(c);
+  int iFirst = -1, iEnd = -1;
+  for (int s = 0; s < a->nSlot; s++) {
+    if (a->aSlot[s].role >= R_FIRST_LAYER) {
+      if (iFirst < 0) iFirst = s;
+      iEnd = s + 1;
+    }
+  }
+  /* globals before the layers */
+  for (int s = 0; s < iFirst; s++) {
+    if (!slot_present(&a->aSlot[s], has_lm_head)) continue;
+    if (i-- == 0) { *pLayer = -1; return s; }
+  }
+  int nPer = iEnd - iFirst;
+  if (i < (int64_t)nPer * c->n_layer) {
+    *pLayer = i / nPer;
+    return iFirst + i % nPer;
+  }
+  i -= nPer * c->n_layer;
+  for (int s = iEnd; s < a->nSlot; s++) {
+    if (!slot_present(&a->aSlot[s], has_lm_head)) continue;
+    if (i-- == 0) { *pLayer = -1; return s; }
+  }
+  return -1;
+}
+
+int gpt_n_tensors(const GPTConfig *c, int has_lm_head) {
+  const ArchDesc *a = arch_of(c);
+  int n = 0;
+  for (int s = 0; s < a->nSlot; s++) {
+    if (!slot_present(&a->aSlot[s], has_lm_head)) continue;
+    n += a->aSlot[s].role >= R_FIRST_LAYER ? c->n_layer : 1;
+  }
+  return n;
+}
+
+/* Describes tensor i: its name, the shape it is stored in, and whether it is
+** a Conv1D weight that memory keeps transposed. */
+void gpt_tensor_info(const GPTConfig *c, int has_lm_head, int i, GPTTensorInfo *o) {
+  int layer = -1;
+  int s = tensor_slot(c, has_lm_head, i, &layer);
+  memset(o, 0, sizeof(*o));
+  o->ndim = 1;
+  if (s < 0) return;
+  const ArchSlot *slot = &arch_of(c)->aSlot[s];
+  snprintf(o->name, sizeof(o->name), slot->zName, layer);
+  o->ndim = slot->d1 == D_NONE ? 1 : 2;
+  o->shape[0] = dim_of(c, slot->d0);
+  o->shape[1] = o->ndim == 2 ? dim_of(c, slot->d1) : 0;
+  o->transposed = slot->conv1d;
+  o->n_elem = o->ndim == 2 ? o->shape[0] * o->shape[1] : o->shape[0];
+}
+
+/* The role of tensor i (R_*), or -1. */
+static int tensor_role(const GPTConfig *c, int has_lm_head, int i, int *pLayer) {
+  int s = tensor_slot(c, has_lm_head, i, pLayer);
+  return s < 0 ? -1 : arch_of(c)->aSlot[s].role;
+}
+
+/* Finds a tensor by its name: the slot whose pattern matches it, then its
+** place in the order of tensor_slot (globals before the layers, the layers
+** slot by slot, the globals after). Per-layer slots are always present. */
+int gpt_tensor_index(const GPTConfig *c, int has_lm_head, const char *zName) {
+  const ArchDesc *a = arch_of(c);
+  int iFirst = -1, nPer = 0, nBefore = 0, nAfter = 0;
+  for (int s = 0; s < a->nSlot; s++)
+    if (a->aSlot[s].role >= R_FIRST_LAYER) { if (iFirst < 0) iFirst = s; nPer++; }
+  for (int s = 0; s < a->nSlot; s++) {
+    const ArchSlot *slot = &a->aSlot[s];
+    if (!slot_present(slot, has_lm_head)) continue;
+    if (slot->role < R_FIRST_LAYER) {
+      int idx = s < iFirst ? nBefore : nBefore + nPer * c->n_layer + nAfter;
+      if (strcmp(slot->zName, zName) == 0) return idx;
+      if (s < iFirst) nBefore++; else nAfter++;
+      continue;
+    }
+    /* "prefix%dsuffix": a layer number in canonical form in between */
+    const char *zPct = strstr(slot->zName, "%d");
+    size_t nPre = (size_t)(zPct - slot->zName);
+    if (strncmp(zName, slot->zName, nPre) != 0) continue;
+    const char *z = zName + nPre;
+    int l = 0, nDigit = 0;
+    while (*z >= '0' && *z <= '9' && nDigit < 4) { l = l * 10 + (*z - '0'); z++; nDigit++; }
+    if (nDigit > 0 && (nDigit == 1 || zName[nPre] != '0') && l < c->n_layer &&
+        strcmp(z, zPct + 2) == 0)
+      return nBefore + l * nPer + (s - iFirst);
+  }
+  return -1;
+}
+
+/* Parameters of a config, computed in 64 bits from checked int fields (the
+** tied head counted once). */
+int64_t gpt_n_params(const GPTConfig *c, int has_lm_head) {
+  const ArchDesc *a = arch_of(c);
+  int64_t n = 0;
+  for (int s = 0; s < a->nSlot; s++) {
+    const ArchSlot *slot = &a->aSlot[s];
+    if (!slot_present(slot, has_lm_head)) continue;
+    int64_t e = dim_of(c, slot->d0) * (slot->d1 == D_NONE ? 1 : dim_of(c, slot->d1));
+    n += slot->role >= R_FIRST_LAYER ? e * c->n_layer : e;
+  }
+  return n;
+}
+
 /* Checks every config value against its range before anything is sized by
 ** it, so that hostile configs never reach an allocation. */
 int gpt_config_check(const GPTConfig *c, char *err, size_t n_err) {
@@ -111,6 +381,11 @@ int gpt_config_check(const GPTConfig *c, char *err, size_t n_err) {
     {"n_embd", c->n_embd, 1, GPT_MAX_EMBD},
     {"n_ctx", c->n_ctx, 1, GPT_MAX_CTX},
     {"vocab_size", c->vocab_size, 1, GPT_MAX_VOCAB},
+    {"arch", c->arch, 0, GPT_ARCH_COUNT - 1},
+    {"n_kv_head", c->n_kv_head, 0, GPT_MAX_HEAD},
+    {"head_dim", c->head_dim, 0, GPT_MAX_HEAD_DIM},
+    {"d_ff", c->d_ff, 0, GPT_MAX_FF},
+    {"rope_scaling", c->rope_scaling, GPT_ROPE_NONE, GPT_ROPE_LLAMA3},
   };
   for (size_t i = 0; i < sizeof(a) / sizeof(a[0]); i++) {
     if (a[i].v < a[i].lo || a[i].v > a[i].hi) {
@@ -119,14 +394,50 @@ int gpt_config_check(const GPTConfig *c, char *err, size_t n_err) {
       return -1;
     }
   }
-  if (c->n_embd % c->n_head != 0) {
+  if (c->head_dim == 0 && c->n_embd % c->n_head != 0) {
     snprintf(err, n_err, "config n_embd %d is not divisible by n_head %d",
              c->n_embd, c->n_head);
     return -1;
   }
+  if (c->arch != GPT_ARCH_GPT2 && gpt_config_head_dim(c) > GPT_MAX_HEAD_DIM) {
+    snprintf(err, n_err, "config head_dim is %d, expected 1 to %d", gpt_config_head_dim(c),
+             GPT_MAX_HEAD_DIM);
+    return -1;
+  }
+  if (c->n_head % gpt_config_kv_heads(c) != 0) {
+    snprintf(err, n_err, "config n_head %d is not a multiple of n_kv_head %d", c->n_head,
+             gpt_config_kv_heads(c));
+    return -1;
+  }
+  if (c->arch == GPT_ARCH_GPT2 && (c->n_kv_head || c->head_dim || c->d_ff || c->rope_scaling)) {
+    snprintf(err, n_err, "config of a gpt2 model sets n_kv_head, head_dim, d_ff or rope_scaling");
+    return -1;
+  }
+  if (arch_of(c)->rope) {
+    if (gpt_config_head_dim(c) % 2 != 0) {
+      snprintf(err, n_err, "config head_dim %d is odd, expected an even value for rotary "
+               "positions", gpt_config_head_dim(c));
+      return -1;
+    }
+    if (!(c->rope_theta == 0.0 || (c->rope_theta >= 1.0 && c->rope_theta <= 1e12))) {
+      snprintf(err, n_err, "config rope_theta is %g, expected 1 to 1e12", c->rope_theta);
+      return -1;
+    }
+    if (c->rope_scaling == GPT_ROPE_LLAMA3 &&
+        !(c->rope_factor >= 1.0 && c->rope_factor <= 1024.0 &&
+          c->rope_low_freq_factor > 0.0 && c->rope_low_freq_factor <= 1024.0 &&
+          c->rope_high_freq_factor > c->rope_low_freq_factor &&
+          c->rope_high_freq_factor <= 1024.0 && c->rope_original_ctx >= 1 &&
+          c->rope_original_ctx <= GPT_MAX_CTX)) {
+      snprintf(err, n_err, "config rope_scaling llama3 needs factor 1 to 1024, 0 < "
+               "low_freq_factor < high_freq_factor <= 1024 and "
+               "original_max_position_embeddings 1 to %d", GPT_MAX_CTX);
+      return -1;
+    }
+  }
   if (!(c->ln_eps > 0.0 && c->ln_eps <= 1.0)) {
-    snprintf(err, n_err, "config layer_norm_epsilon is %g, expected > 0 and <= 1",
-             c->ln_eps);
+    snprintf(err, n_err, "config %s is %g, expected > 0 and <= 1",
+             arch_of(c)->rms_norm ? "rms_norm_eps" : "layer_norm_epsilon", c->ln_eps);
     return -1;
   }
   if (gpt_n_params(c, 1) > GPT_MAX_PARAMS) {
@@ -135,70 +446,6 @@ int gpt_config_check(const GPTConfig *c, char *err, size_t n_err) {
     return -1;
   }
   return 0;
-}
-
-/* Tensors: wte, wpe, L blocks of L_COUNT, ln_f.weight, ln_f.bias, lm_head. */
-int gpt_n_tensors(const GPTConfig *c, int has_lm_head) {
-  return 2 + c->n_layer * L_COUNT + 2 + (has_lm_head ? 1 : 0);
-}
-
-/* Describes tensor i: its name, the shape it is stored in, and whether it is
-** a Conv1D weight that memory keeps transposed. */
-void gpt_tensor_info(const GPTConfig *c, int has_lm_head, int i, GPTTensorInfo *o) {
-  int64_t C = c->n_embd;
-  int nBlock = c->n_layer * L_COUNT;
-  memset(o, 0, sizeof(*o));
-  o->ndim = 1;
-  if (i == 0 || i == 1) {
-    snprintf(o->name, sizeof(o->name), i == 0 ? "wte.weight" : "wpe.weight");
-    o->ndim = 2;
-    o->shape[0] = i == 0 ? c->vocab_size : c->n_ctx;
-    o->shape[1] = C;
-  } else if (i < 2 + nBlock) {
-    int l = (i - 2) / L_COUNT, k = (i - 2) % L_COUNT;
-    snprintf(o->name, sizeof(o->name), "h.%d.%s", l, azLayerTensor[k]);
-    switch (k) {
-      case L_QKVW: o->ndim = 2; o->shape[0] = C; o->shape[1] = 3 * C; break;
-      case L_QKVB: o->shape[0] = 3 * C; break;
-      case L_PROJW: o->ndim = 2; o->shape[0] = C; o->shape[1] = C; break;
-      case L_FCW: o->ndim = 2; o->shape[0] = C; o->shape[1] = 4 * C; break;
-      case L_FCB: o->shape[0] = 4 * C; break;
-      case L_FCPROJW: o->ndim = 2; o->shape[0] = 4 * C; o->shape[1] = C; break;
-      default: o->shape[0] = C; break;
-    }
-    o->transposed = o->ndim == 2;
-  } else if (i == 2 + nBlock || i == 3 + nBlock) {
-    snprintf(o->name, sizeof(o->name), i == 2 + nBlock ? "ln_f.weight" : "ln_f.bias");
-    o->shape[0] = C;
-  } else if (has_lm_head && i == 4 + nBlock) {
-    snprintf(o->name, sizeof(o->name), "lm_head.weight");
-    o->ndim = 2;
-    o->shape[0] = c->vocab_size;
-    o->shape[1] = C;
-  }
-  o->n_elem = o->ndim == 2 ? o->shape[0] * o->shape[1] : o->shape[0];
-}
-
-/* Finds a tensor by canonical name; a linear scan is fine for ~150 names. */
-int gpt_tensor_index(const GPTConfig *c, int has_lm_head, const char *zName) {
-  GPTTensorInfo info;
-  int n = gpt_n_tensors(c, has_lm_head);
-  for (int i = 0; i < n; i++) {
-    gpt_tensor_info(c, has_lm_head, i, &info);
-    if (strcmp(info.name, zName) == 0) return i;
-  }
-  return -1;
-}
-
-/* Parameters of a config, computed in 64 bits from checked int fields. */
-int64_t gpt_n_params(const GPTConfig *c, int has_lm_head) {
-  int64_t C = c->n_embd;
-  int64_t perLayer = 2 * C + (3 * C * C + 3 * C) + (C * C + C) + 2 * C +
-                     (4 * C * C + 4 * C) + (4 * C * C + C);
-  int64_t n = (int64_t)c->vocab_size * C + (int64_t)c->n_ctx * C +
-              c->n_layer * perLayer + 2 * C;
-  if (has_lm_head) n += (int64_t)c->vocab_size * C;
-  return n;
 }
 
 /* The matrix of 2-D tensor i (see gpt.h). */
@@ -247,6 +494,139 @@ static unsigned char *arena_alloc(size_t n) {
   return p;
 }
 
+/* The matrix of tensor i as products read it. */
+static Mat mat_of(const GPTModel *m, int i) {
+  GPTTensorInfo info;
+  int64_t rows, k;
+  gpt_tensor_info(&m->cfg, m->has_lm_head, i, &info);
+  gpt_tensor_matrix(&info, &rows, &k);
+  Mat w = {m->tensor[i], m->dtype[i], (int)rows, (int)k};
+  return w;
+}
+
+/* Bytes of the first r rows of w. */
+static size_t mat_row_bytes(const Mat *w, int r) {
+  if (w->dtype == GPT_Q8_0) return (size_t)r * (size_t)(w->k / GPT_Q8_BLOCK) * GPT_Q8_BYTES;
+  return (size_t)r * (size_t)w->k * (w->dtype == GPT_F32 ? 4 : 2);
+}
+
+/* a and b as one matrix when b's rows follow a's in memory, else .w NULL. */
+static Mat mat_fuse(const Mat *a, const Mat *b) {
+  Mat f = {0, 0, 0, 0};
+  if (a->w && b->w && a->dtype == b->dtype && a->k == b->k &&
+      (const char *)a->w + mat_row_bytes(a, a->rows) == (const char *)b->w) {
+    f = *a;
+    f.rows = a->rows + b->rows;
+  }
+  return f;
+}
+
+/* Row r0.. of w as a matrix of n rows (GPT-2's fused c_attn as q, k, v). */
+static Mat mat_rows(const Mat *w, int r0, int n) {
+  Mat s = *w;
+  s.w = (const char *)w->w + mat_row_bytes(w, r0);
+  s.rows = n;
+  return s;
+}
+
+/* RoPE frequencies theta^(-2i/hd), with Llama 3.1's scaling: wavelengths
+** longer than the original context / low_freq_factor are stretched by
+** factor, shorter than / high_freq_factor kept, and those between blended
+** (transformers' _compute_llama3_parameters). */
+static void rope_frequencies(const GPTConfig *c, double *inv_freq, int hd) {
+  double theta = c->rope_theta > 0 ? c->rope_theta : 10000.0;
+  for (int i = 0; i < hd / 2; i++) {
+    double f = 1.0 / pow(theta, (2.0 * i) / hd);
+    if (c->rope_scaling == GPT_ROPE_LLAMA3) {
+      double lowWave = c->rope_original_ctx / c->rope_low_freq_factor;
+      double highWave = c->rope_original_ctx / c->rope_high_freq_factor;
+      double wave = 2.0 * M_PI / f;
+      if (wave > lowWave) {
+        f = f / c->rope_factor;
+      } else if (wave >= highWave) {
+        double smooth = (c->rope_original_ctx / wave - c->rope_low_freq_factor) /
+                        (c->rope_high_freq_factor - c->rope_low_freq_factor);
+        f = (1.0 - smooth) * f / c->rope_factor + smooth * f;
+      }
+    }
+    inv_freq[i] = f;
+  }
+}
+
+/* Fills the resolved fields (Layer table, embeddings, head, RoPE) from the
+** pointer table. Returns -1 when out of memory. */
+static int model_resolve(GPTModel *m) {
+  const GPTConfig *c = &m->cfg;
+  const ArchDesc *a = arch_of(c);
+  m->rms_norm = a->rms_norm;
+  m->rope = a->rope;
+  m->swiglu = a->swiglu;
+  m->n_kv_head = gpt_config_kv_heads(c);
+  m->head_dim = gpt_config_head_dim(c);
+  m->d_q = c->n_head * m->head_dim;
+  m->d_kv = m->n_kv_head * m->head_dim;
+  m->d_ff = gpt_config_ff(c);
+  m->layer = calloc((size_t)c->n_layer, sizeof(Layer));
+  m->inv_freq = calloc((size_t)m->head_dim / 2 + 1, sizeof(double));
+  if (!m->layer || !m->inv_freq) return -1;
+  rope_frequencies(c, m->inv_freq, m->head_dim);
+  for (int i = 0; i < m->n_tensors; i++) {
+    int l = -1, role = tensor_role(c, m->has_lm_head, i, &l);
+    const float *f = (const float *)m->tensor[i];
+    Mat w = mat_of(m, i);
+    Layer *L = l >= 0 ? &m->layer[l] : NULL;
+    switch (role) {
+      case R_TOK_EMB: m->tok_emb = w; break;
+      case R_POS_EMB: m->pos_emb = w; break;
+      case R_OUT_NORM_W: m->out_norm_w = f; break;
+      case R_OUT_NORM_B: m->out_norm_b = f; break;
+      case R_HEAD: m->head = w; break;
+      case R_ATTN_NORM_W: L->attn_norm_w = f; break;
+      case R_ATTN_NORM_B: L->attn_norm_b = f; break;
+      case R_QKV_W: L->qkv = w; break;
+      case R_QKV_B: L->qkv_b = f; break;
+      case R_Q_W: L->q = w; break;
+      case R_K_W: L->k = w; break;
+      case R_V_W: L->v = w; break;
+      case R_Q_B: L->q_b = f; break;
+      case R_K_B: L->k_b = f; break;
+      case R_V_B: L->v_b = f; break;
+      case R_Q_NORM: L->q_norm = f; break;
+      case R_K_NORM: L->k_norm = f; break;
+      case R_O_W: L->o = w; break;
+      case R_O_B: L->o_b = f; break;
+      case R_FFN_NORM_W: L->ffn_norm_w = f; break;
+      case R_FFN_NORM_B: L->ffn_norm_b = f; break;
+      case R_GATE_W: L->gate = w; break;
+      case R_UP_W: L->up = w; break;
+      case R_UP_B: L->up_b = f; break;
+      case R_DOWN_W: L->down = w; break;
+      case R_DOWN_B: L->down_b = f; break;
+      default: break;
+    }
+  }
+  if (!m->has_lm_head) m->head = m->tok_emb;
+  m->n_live = c->vocab_size;
+  for (int l = 0; l < c->n_layer; l++) {
+    Layer *L = &m->layer[l];
+    if (L->qkv.w) {
+      L->q = mat_rows(&L->qkv, 0, m->d_q);
+      L->k = mat_rows(&L->qkv, m->d_q, m->d_kv);
+      L->v = mat_rows(&L->qkv, m->d_q + m->d_kv, m->d_kv);
+    } else {
+      Mat qk = mat_fuse(&L->q, &L->k);
+      L->qkv = mat_fuse(&qk, &L->v);
+      /* the biases fuse too, or the parts go one by one */
+      if (L->qkv.w && L->q_b) {
+        if (L->k_b == L->q_b + m->d_q && L->v_b == L->k_b + m->d_kv) L->qkv_b = L->q_b;
+        else L->qkv.w = NULL;
+      }
+    }
+    if (m->swiglu) L->gate_up = mat_fuse(&L->gate, &L->up);
+  }
+  return 0;
+}
+
 /* Allocates the arena (each tensor in its memory dtype, 64-byte aligned) and
 ** the pointer table for a config. */
 GPTModel *gpt_model_new_dtypes(const GPTConfig *c, int has_lm_head, const int *aDtype,
@@ -290,6 +670,7 @@ GPTModel *gpt_model_new_dtypes(const GPTConfig *c, int has_lm_head, const int *a
     m->tensor[i] = m->arena + off;
     off += ((size_t)gpt_tensor_bytes(&info, m->dtype[i]) + 63) / 64 * 64;
   }
+  if (model_resolve(m)) goto oom;
   return m;
 oom:
   snprintf(err, n_err, "out of memory allocating %lld parameters",
@@ -307,10 +688,15 @@ void gpt_model_free(GPTModel *m) {
   free(m->arena);
   free(m->tensor);
   free(m->dtype);
+  free(m->layer);
+  free(m->inv_freq);
   free(m);
 }
 
 const GPTConfig *gpt_model_config(const GPTModel *m) { return &m->cfg; }
+void gpt_model_set_live_vocab(GPTModel *m, int n) {
+  m->n_live = n >= 1 && n <= m->cfg.vocab_size ? n : m->cfg.vocab_size;
+}
 size_t gpt_model_bytes(const GPTModel *m) { return m->n_bytes; }
 int gpt_model_tensor_dtype(const GPTModel *m, int i) {
   return i >= 0 && i < m->n_tensors ? m->dtype[i] : -1;
@@ -507,33 +893,81 @@ int gpt_model_load(GPTModel *m, int i, int dtype, int64_t first, int64_t n,
 
 /* ---------------------------------------------------------------- state */
 
-/* Grows the batch scratch to hold T tokens against up to cap keys, with
+/* The widest activation row of a pass: the input of any product, and any
+** decode scratch row. */
+static size_t widest_row(const GPTModel *m) {
+  size_t w = (size_t)m->cfg.n_embd;
+  size_t qkv = (size_t)m->d_q + 2 * (size_t)m->d_kv, ff = (size_t)m->d_ff * (m->swiglu ? 2 : 1);
+  if (qkv > w) w = qkv;
+  if (ff > w) w = ff;
+  return w;
+}
+
+/* Grows the KV cache to hold at least need positions (doubling, up to cap),
+** moving the positions already held: each (layer, head) run of n_cache rows
+** becomes a run of the new size. */
+static int state_grow_cache(GPTState *s, int need) {
+  if (need <= s->n_cache) return 0;
+  if (need > s->cap) return -1;
+  int n = s->n_cache < 64 ? 64 : s->n_cache;
+  while (n < need) n = n > s->cap / 2 ? s->cap : 2 * n;
+  if (n > s->cap) n = s->cap;
+  if (n < need) return -1;
+  const GPTModel *m = s->m;
+  size_t runs = (size_t)m->cfg.n_layer * (size_t)m->n_kv_head, hd = (size_t)m->head_dim;
+  float *k = malloc(runs * (size_t)n * hd * sizeof(float));
+  float *v = malloc(runs * (size_t)n * hd * sizeof(float));
+  if (!k || !v) {
+    free(k);
+    free(v);
+    return -1;
+  }
+  for (size_t r = 0; r < runs && s->len > 0; r++) {
+    memcpy(k + r * n * hd, s->k_cache + r * s->n_cache * hd, (size_t)s->len * hd * sizeof(float));
+    memcpy(v + r * n * hd, s->v_cache + r * s->n_cache * hd, (size_t)s->len * hd * sizeof(float));
+  }
+  free(s->k_cache);
+  free(s->v_cache);
+  s->k_cache = k;
+  s->v_cache = v;
+  s->n_cache = n;
+  return 0;
+}
+
+/* Grows the batch scratch to hold T tokens against up to n_cache keys, with
 ** attention scores for nth threads. */
 static int state_reserve(GPTState *s, int T, int nth) {
-  size_t C = (size_t)s->m->cfg.n_embd;
+  const GPTModel *m = s->m;
   if (T > s->n_scratch) {
-    float *p[5];
-    size_t n[5] = {T * C, T * C, T * 3 * C, T * C, T * 4 * C};
-    for (int i = 0; i < 5; i++) {
+    size_t C = (size_t)m->cfg.n_embd, t = (size_t)T;
+    size_t ff = (size_t)m->d_ff;
+    float *p[7];
+    size_t n[7] = {t * C, t * C, t * ((size_t)m->d_q + 2 * (size_t)m->d_kv), t * (size_t)m->d_q,
+                   t * ff * (m->swiglu ? 2 : 1), m->swiglu ? t * ff : 1,
+                   t * ((size_t)m->head_dim / 2 + 1) * 2};
+    for (int i = 0; i < 7; i++) {
       p[i] = malloc(n[i] * sizeof(float));
       if (!p[i]) {
         while (i-- > 0) free(p[i]);
         return -1;
       }
     }
-    free(s->x); free(s->xn); free(s->qkv); free(s->atty); free(s->fc);
-    s->x = p[0]; s->xn = p[1]; s->qkv = p[2]; s->atty = p[3]; s->fc = p[4];
+    free(s->x); free(s->xn); free(s->qkv); free(s->atty); free(s->fc); free(s->hid);
+    free(s->rope_cs);
+    s->x = p[0]; s->xn = p[1]; s->qkv = p[2]; s->atty = p[3]; s->fc = p[4]; s->hid = p[5];
+    s->rope_cs = p[6];
     s->n_scratch = T;
     free(s->att);
     s->att = 0;
     s->n_att = 0;
   }
-  if (nth > s->n_att || !s->att) {
-    float *a = malloc((size_t)nth * s->n_scratch * (size_t)s->cap * sizeof(float));
+  if (nth > s->n_att || !s->att || s->att_keys < s->n_cache) {
+    float *a = malloc((size_t)nth * s->n_scratch * (size_t)s->n_cache * sizeof(float));
     if (!a) return -1;
     free(s->att);
     s->att = a;
     s->n_att = nth;
+    s->att_keys = s->n_cache;
   }
   return 0;
 }
@@ -549,7 +983,8 @@ static int state_reserve_wide(GPTState *s, int nth) {
   return 0;
 }
 
-/* A state with a KV cache for max_T positions, clamped to the context. */
+/* A state for up to max_T positions, clamped to the context. The cache
+** itself is allocated as passes need it. */
 GPTState *gpt_state_new(const GPTModel *m, int max_T) {
   if (max_T < 1) max_T = 1;
   if (max_T > m->cfg.n_ctx) max_T = m->cfg.n_ctx;
@@ -557,16 +992,13 @@ GPTState *gpt_state_new(const GPTModel *m, int max_T) {
   if (!s) return NULL;
   s->m = m;
   s->cap = max_T;
-  size_t C = (size_t)m->cfg.n_embd;
-  size_t n = (size_t)m->cfg.n_layer * (size_t)max_T * C;
-  s->k_cache = malloc(n * sizeof(float));
-  s->v_cache = malloc(n * sizeof(float));
-  s->tmp = malloc(4 * C * sizeof(float));
-  s->xq.q = malloc(4 * C);
-  s->xq.aq = malloc(4 * C);
-  s->xq.d = malloc((4 * C / GPT_Q8_BLOCK + 1) * sizeof(float));
-  if (!s->k_cache || !s->v_cache || !s->tmp || !s->xq.q || !s->xq.aq || !s->xq.d ||
-      state_reserve(s, 1, 1)) {
+  size_t W = widest_row(m);
+  s->tmp = malloc(W * sizeof(float));
+  s->xq.q = malloc(W);
+  s->xq.aq = malloc(W);
+  s->xq.d = malloc((W / GPT_Q8_BLOCK + 1) * sizeof(float));
+  if (!s->tmp || !s->xq.q || !s->xq.aq || !s->xq.d ||
+      state_grow_cache(s, max_T < 64 ? max_T : 64) || state_reserve(s, 1, 1)) {
     gpt_state_free(s);
     return NULL;
   }
@@ -576,7 +1008,8 @@ GPTState *gpt_state_new(const GPTModel *m, int max_T) {
 void gpt_state_free(GPTState *s) {
   if (!s) return;
   free(s->k_cache); free(s->v_cache);
-  free(s->x); free(s->xn); free(s->qkv); free(s->atty); free(s->fc); free(s->att);
+  free(s->x); free(s->xn); free(s->qkv); free(s->atty); free(s->fc); free(s->hid);
+  free(s->rope_cs); free(s->att);
   free(s->logit_block);
   free(s->tmp);
   free(s->xq.q); free(s->xq.aq); free(s->xq.d);
@@ -601,15 +1034,6 @@ typedef struct Pass {
   const GPTKernels *k;
 } Pass;
 
-static Mat mat_of(const GPTModel *m, int i) {
-  GPTTensorInfo info;
-  int64_t rows, k;
-  gpt_tensor_info(&m->cfg, m->has_lm_head, i, &info);
-  gpt_tensor_matrix(&info, &rows, &k);
-  Mat w = {m->tensor[i], m->dtype[i], (int)rows, (int)k};
-  return w;
-}
-
 /* dst (n,) = row r of w, widened to f32. */
 static void mat_row(const GPTKernels *k, const Mat *w, int r, int c0, int n, float *dst) {
   if (w->dtype == GPT_F32) {
@@ -622,50 +1046,101 @@ static void mat_row(const GPTKernels *k, const Mat *w, int r, int c0, int n, flo
   }
 }
 
-/* out (T, C) = wte[tokens] + wpe[pos0 + t] */
-static void encoder_forward(const Pass *p, float *out, const int *tokens, const Mat *wte,
-                            const Mat *wpe, int pos0, int T, int C) {
+/* out (T, C) = tok_emb[tokens] (+ pos_emb[pos0 + t] with learned positions) */
+static void encoder_forward(const Pass *p, float *out, const int *tokens, int pos0, int T) {
+  const GPTModel *m = p->m;
+  int C = m->cfg.n_embd;
   float *pe = p->s->tmp;
   for (int t = 0; t < T; t++) {
     float *o = out + (size_t)t * C;
-    mat_row(p->k, wte, tokens[t], 0, C, o);
-    mat_row(p->k, wpe, pos0 + t, 0, C, pe);
-    for (int c = 0; c < C; c++) o[c] = o[c] + pe[c];
+    mat_row(p->k, &m->tok_emb, tokens[t], 0, C, o);
+    if (m->pos_emb.w) {
+      mat_row(p->k, &m->pos_emb, pos0 + t, 0, C, pe);
+      for (int c = 0; c < C; c++) o[c] = o[c] + pe[c];
+    }
   }
 }
 
-/* out (T, C) = LayerNorm(inp (T, C)) * w + b for rows t0..t1; statistics in
-** double so long rows keep float32's last digit. */
-static void layernorm_rows(float *out, const float *inp, const float *w, const float *b,
-                           int t0, int t1, int C, double eps) {
+/* out (T, C) = LayerNorm(inp (T, C)) * w + b for rows t0..t1, or with b
+** NULL RMSNorm: inp / sqrt(mean(inp^2) + eps) * w. Statistics in double so
+** long rows keep float32's last digit. Rows are ld floats apart. */
+static void norm_rows(float *out, const float *inp, const float *w, const float *b, int rms,
+                      int t0, int t1, int C, size_t ld, double eps) {
   for (int t = t0; t < t1; t++) {
-    const float *x = inp + (size_t)t * C;
+    const float *x = inp + (size_t)t * ld;
+    float *o = out + (size_t)t * ld;
     double sum = 0, sq = 0;
+    if (rms) {
+      for (int c = 0; c < C; c++) sq += (double)x[c] * x[c];
+      float rstd = (float)(1.0 / sqrt(sq / C + eps));
+      for (int c = 0; c < C; c++) o[c] = x[c] * rstd * w[c];
+      continue;
+    }
     for (int c = 0; c < C; c++) sum += x[c];
     double mean = sum / C;
     for (int c = 0; c < C; c++) { double d = x[c] - mean; sq += d * d; }
     float rstd = (float)(1.0 / sqrt(sq / C + eps)), fmean = (float)mean;
-    float *o = out + (size_t)t * C;
     for (int c = 0; c < C; c++) o[c] = (x[c] - fmean) * rstd * w[c] + b[c];
   }
 }
 
 typedef struct LnTask {
-  float *out; const float *inp, *w, *b; int T, C; double eps;
+  float *out; const float *inp, *w, *b; int rms, T, C; double eps;
 } LnTask;
 
 static void ln_task(void *arg, int ith, int nth) {
   LnTask *a = (LnTask *)arg;
   int t0, t1;
   gpt_team_split(a->T, 1, ith, nth, &t0, &t1);
-  layernorm_rows(a->out, a->inp, a->w, a->b, t0, t1, a->C, a->eps);
+  norm_rows(a->out, a->inp, a->w, a->b, a->rms, t0, t1, a->C, (size_t)a->C, a->eps);
 }
 
-static void layernorm_forward(const Pass *p, float *out, const float *inp, const float *w,
-                              const float *b, int T, int C, double eps) {
-  LnTask a = {out, inp, w, b, T, C, eps};
-  if (T < 4 || (int64_t)T * C < PAR_MIN_GEMV) layernorm_rows(out, inp, w, b, 0, T, C, eps);
+/* The model's norm (LayerNorm with w, b; RMSNorm with w) over (T, C). */
+static void norm_forward(const Pass *p, float *out, const float *inp, const float *w,
+                         const float *b, int T) {
+  int C = p->m->cfg.n_embd;
+  LnTask a = {out, inp, w, b, p->m->rms_norm, T, C, p->m->cfg.ln_eps};
+  if (T < 4 || (int64_t)T * C < PAR_MIN_GEMV) ln_task(&a, 0, 1);
   else gpt_team_run(p->team, ln_task, &a);
+}
+
+/* Qwen3's q/k norm and rotary positions, in place on the batch's q and k
+** heads of qkv (T, Q + 2 KV): each head (hd,) is RMSNormed with w (hd,)
+** when given, then rotated in Hugging Face's rotate-half convention: pairs
+** (i, i + hd/2) turn by angle pos * inv_freq[i]. */
+static void qk_heads_forward(const Pass *p, const Layer *L, float *qkv, int T) {
+  const GPTModel *m = p->m;
+  int hd = m->head_dim, half = hd / 2, NH = m->cfg.n_head, KVH = m->n_kv_head;
+  size_t ld = (size_t)m->d_q + 2 * (size_t)m->d_kv;
+  for (int t = 0; t < T; t++) {
+    const float *cs = p->s->rope_cs + (size_t)t * half * 2;
+    for (int h = 0; h < NH + KVH; h++) {
+      float *x = qkv + (size_t)t * ld + (size_t)h * hd;
+      const float *w = h < NH ? L->q_norm : L->k_norm;
+      if (w) norm_rows(x, x, w, NULL, 1, 0, 1, hd, (size_t)hd, m->cfg.ln_eps);
+      if (!m->rope) continue;
+      for (int i = 0; i < half; i++) {
+        float c = cs[2 * i], sn = cs[2 * i + 1], x0 = x[i], x1 = x[i + half];
+        x[i] = x0 * c - x1 * sn;
+        x[i + half] = x1 * c + x0 * sn;
+      }
+    }
+  }
+}
+
+/* The batch's cos and sin (T, hd/2, 2) at positions pos0..pos0+T-1, from
+** angles computed in double. */
+static void rope_table(const Pass *p, int pos0, int T) {
+  const GPTModel *m = p->m;
+  int half = m->head_dim / 2;
+  for (int t = 0; t < T; t++) {
+    float *cs = p->s->rope_cs + (size_t)t * half * 2;
+    for (int i = 0; i < half; i++) {
+      double ang = (double)(pos0 + t) * m->inv_freq[i];
+      cs[2 * i] = (float)cos(ang);
+      cs[2 * i + 1] = (float)sin(ang);
+    }
+  }
 }
 
 /* x (n,) += y (n,), split over the team for a batch. */
@@ -685,9 +1160,9 @@ static void residual_forward(const Pass *p, float *x, const float *y, size_t n) 
   else gpt_team_run(p->team, add_task, &a);
 }
 
-/* A matrix product: out (T, OC) = inp (T, K) @ W^T + bias, W (OC, K). With
-** add, out += the product instead (decode only: the residual); with gelu,
-** gelu is applied to the result. */
+/* A matrix product: out (T, OC) = inp (T, K) @ W^T + bias, W (OC, K), out's
+** rows ldo floats apart. With add, out += the product instead (decode only:
+** the residual); with gelu, gelu is applied to the result. */
 typedef struct MatTask {
   const Pass *p;
   float *out;
@@ -696,6 +1171,7 @@ typedef struct MatTask {
   const float *bias;
   int T;
   int add, gelu;
+  size_t ldo;
   int chunk;            /* rows (decode) or columns (prefill) a claim takes */
   atomic_int next;      /* the next unclaimed chunk */
 } MatTask;
@@ -756,25 +1232,25 @@ static void gemm_task(void *arg, int ith, int nth) {
       w = wide;
     }
     if (T <= GEMM_SMALL_T) {
-      a->p->k->gemm_f32(a->out + c0, (size_t)OC, w, a->inp, (size_t)K, T,
+      a->p->k->gemm_f32(a->out + c0, a->ldo, w, a->inp, (size_t)K, T,
                         a->bias ? a->bias + c0 : NULL, 0, n, K);
     } else {
       for (int t = 0; t < T; t++) {
-        float *o = a->out + (size_t)t * OC + c0;
+        float *o = a->out + (size_t)t * a->ldo + c0;
         if (a->bias) memcpy(o, a->bias + c0, (size_t)n * sizeof(float));
         else memset(o, 0, (size_t)n * sizeof(float));
       }
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n, K, 1.0f, a->inp, K, w, K, 1.0f,
-                  a->out + c0, OC);
+                  a->out + c0, (int)a->ldo);
     }
     if (a->gelu)
-      for (int t = 0; t < T; t++) a->p->k->gelu(a->out + (size_t)t * OC + c0, (size_t)n);
+      for (int t = 0; t < T; t++) a->p->k->gelu(a->out + (size_t)t * a->ldo + c0, (size_t)n);
   }
 }
 
-static int matmul_forward(const Pass *p, float *out, const float *inp, const Mat *w,
-                          const float *bias, int T, int add, int gelu) {
-  MatTask a = {p, out, inp, *w, bias, T, add, gelu, 0, 0};
+static int matmul_forward_ld(const Pass *p, float *out, size_t ldo, const float *inp,
+                             const Mat *w, const float *bias, int T, int add, int gelu) {
+  MatTask a = {p, out, inp, *w, bias, T, add, gelu, ldo, 0, 0};
   if (T == 1) {
     /* about eight chunks a member, in whole 4-row groups (64 for sgemv) */
     int nth = gpt_team_size(p->team), unit = p->k->blas_gemv && w->dtype == GPT_F32 ? 64 : 4;
@@ -793,6 +1269,12 @@ static int matmul_forward(const Pass *p, float *out, const float *inp, const Mat
   return GPT_OK;
 }
 
+/* The same with out's rows packed, (T, OC). */
+static int matmul_forward(const Pass *p, float *out, const float *inp, const Mat *w,
+                          const float *bias, int T, int add, int gelu) {
+  return matmul_forward_ld(p, out, (size_t)w->rows, inp, w, bias, T, add, gelu);
+}
+
 /* In place: each row of p (T, ld) becomes softmax over its first n_i entries,
 ** n_i = P + t + 1 (causal); the masked tail is zeroed. */
 static void causal_softmax(const GPTKernels *k, float *p, int T, int ld, int P) {
@@ -809,13 +1291,16 @@ static void causal_softmax(const GPTKernels *k, float *p, int T, int ld, int P) 
 }
 
 /* Causal multi-head attention for T new queries against P+T cached keys.
-** qkv (T, 3C) -> out (T, C); k, v (P+T, C) are this layer's cache rows.
-** Heads are split over the team; each member has its own (T, P+T) scores. */
+** qkv (T, Q + 2 KV) -> out (T, Q); k, v are this layer's cache, (KVH,
+** n_cache, hd). Query head h reads key/value head h / (NH / KVH), as
+** Hugging Face's repeat_kv does. Query heads are split over the team; each
+** member has its own (T, P+T) scores. */
 typedef struct AttTask {
   const Pass *p;
   float *out;
-  const float *qkv, *k, *v;  /* k, v: this layer's cache, (NH, cap, hd) */
-  int P, T, C, NH, cap, layer;
+  const float *qkv, *k, *v;
+  int P, T, NH, group, hd, cache_rows, layer;
+  size_t ld_qkv, ld_out;
   GPTForwardIO *io;
   int rc;
   atomic_int next;     /* the next unclaimed head */
@@ -823,18 +1308,19 @@ typedef struct AttTask {
 
 static void attention_heads(AttTask *a, int h0, int h1, float *att) {
   const GPTKernels *kern = a->p->k;
-  int C = a->C, T = a->T, P = a->P, hd = C / a->NH, nk = P + T;
+  int T = a->T, P = a->P, hd = a->hd, nk = P + T;
   float scale = 1.0f / sqrtf((float)hd);
   GPTForwardIO *io = a->io;
   for (int h = h0; h < h1; h++) {
-    const float *qh = a->qkv + h * hd;
-    const float *kh = a->k + (size_t)h * a->cap * hd, *vh = a->v + (size_t)h * a->cap * hd;
+    const float *qh = a->qkv + (size_t)h * hd;
+    size_t kv = (size_t)(h / a->group) * a->cache_rows * hd;
+    const float *kh = a->k + kv, *vh = a->v + kv;
     if (T == 1) {
       kern->att_scores(att, qh, kh, (size_t)hd, nk, hd, scale);
     } else {
       /* scores (T, nk) = Q_h (T, hd) @ K_h^T */
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, nk, hd, scale, qh,
-                  3 * C, kh, hd, 0.0f, att, nk);
+                  (int)a->ld_qkv, kh, hd, 0.0f, att, nk);
     }
     causal_softmax(kern, att, T, nk, P);
     if (io && io->on_attention && io->want_attention &&
@@ -843,13 +1329,13 @@ static void attention_heads(AttTask *a, int h0, int h1, float *att) {
       a->rc = GPT_ABORTED;
       return;
     }
-    float *oh = a->out + h * hd;
+    float *oh = a->out + (size_t)h * hd;
     if (T == 1) {
       kern->att_values(oh, att, vh, (size_t)hd, nk, hd);
     } else {
       /* out_h (T, hd) = P (T, nk) @ V_h (nk, hd) */
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, nk, 1.0f, att,
-                  nk, vh, hd, 0.0f, oh, C);
+                  nk, vh, hd, 0.0f, oh, (int)a->ld_out);
     }
   }
 }
@@ -863,13 +1349,15 @@ static void att_task(void *arg, int ith, int nth) {
 }
 
 static int attention_forward(const Pass *p, float *out, const float *qkv, const float *k,
-                             const float *v, int P, int T, int C, int NH, int layer,
-                             GPTForwardIO *io) {
-  AttTask a = {p, out, qkv, k, v, P, T, C, NH, p->s->cap, layer, io, GPT_OK, 0};
+                             const float *v, int P, int T, int layer, GPTForwardIO *io) {
+  const GPTModel *m = p->m;
+  AttTask a = {p, out, qkv, k, v, P, T, m->cfg.n_head, m->cfg.n_head / m->n_kv_head,
+               m->head_dim, p->s->n_cache, layer, (size_t)m->d_q + 2 * (size_t)m->d_kv,
+               (size_t)m->d_q, io, GPT_OK, 0};
   if (io && io->on_attention) {
     /* callbacks run on the caller's thread, one head after another */
-    attention_heads(&a, 0, NH, p->s->att);
-  } else if ((int64_t)T * (P + T) * C < PAR_MIN_GEMV) {
+    attention_heads(&a, 0, a.NH, p->s->att);
+  } else if ((int64_t)T * (P + T) * m->d_q < PAR_MIN_GEMV) {
     att_task(&a, 0, 1);
   } else {
     gpt_team_run(p->team, att_task, &a);
@@ -879,7 +1367,7 @@ static int attention_forward(const Pass *p, float *out, const float *qkv, const 
 
 /* ---------------------------------------------------------- forward pass */
 
-/* Checks the batch and embeds it into s->x. */
+/* Checks the batch, makes room for it and embeds it into s->x. */
 static int batch_begin(const Pass *p, const int *tokens, int n, char *err, size_t n_err) {
   const GPTModel *m = p->m;
   GPTState *s = p->s;
@@ -896,75 +1384,109 @@ static int batch_begin(const Pass *p, const int *tokens, int n, char *err, size_
       return GPT_ERROR;
     }
   }
-  if (state_reserve(s, n, gpt_team_size(p->team))) {
-    snprintf(err, n_err, "out of memory for a batch of %d tokens", n);
+  if (state_grow_cache(s, s->len + n) || state_reserve(s, n, gpt_team_size(p->team))) {
+    snprintf(err, n_err, "out of memory for a batch of %d tokens after %d", n, s->len);
     return GPT_NOMEM;
   }
-  Mat wte = mat_of(m, 0), wpe = mat_of(m, 1);
-  encoder_forward(p, s->x, tokens, &wte, &wpe, s->len, n, c->n_embd);
+  encoder_forward(p, s->x, tokens, s->len, n);
+  if (m->rope) rope_table(p, s->len, n);
   s->batch_T = n;
   return GPT_OK;
 }
 
-/* Block l over the batch: x += attn(ln_1(x)); x += mlp(ln_2(x)). Keys and
-** values of the batch are appended to layer l's cache. */
+/* out (T, F) = silu(gate) * up, gate and up the halves of fc (T, 2F). */
+static void swiglu_rows(float *out, const float *fc, int T, int F) {
+  for (int t = 0; t < T; t++) {
+    const float *g = fc + (size_t)t * 2 * F, *u = g + F;
+    float *o = out + (size_t)t * F;
+    for (int f = 0; f < F; f++) o[f] = g[f] / (1.0f + expf(-g[f])) * u[f];
+  }
+}
+
+/* Block l over the batch: x += attn(norm_1(x)); x += mlp(norm_2(x)). Keys
+** and values of the batch are appended to layer l's cache. Shapes:
+** x (T, C) -> qkv (T, Q + 2 KV) -> atty (T, Q) -> x; x -> fc (T, F or 2F)
+** -> x. */
 static int batch_layer(const Pass *p, int l, GPTForwardIO *io) {
   const GPTModel *m = p->m;
   GPTState *s = p->s;
-  const GPTConfig *c = &m->cfg;
-  int C = c->n_embd, T = s->batch_T, P = s->len, base = 2 + l * L_COUNT, rc;
-  int NH = c->n_head, hd = C / NH;
-  const float *w[L_COUNT];
-  for (int i = 0; i < L_COUNT; i++) w[i] = (const float *)m->tensor[base + i];
-  Mat qkvw = mat_of(m, base + L_QKVW), projw = mat_of(m, base + L_PROJW);
-  Mat fcw = mat_of(m, base + L_FCW), fcprojw = mat_of(m, base + L_FCPROJW);
-  float *kc = s->k_cache + (size_t)l * s->cap * C;
-  float *vc = s->v_cache + (size_t)l * s->cap * C;
+  const Layer *L = &m->layer[l];
+  int C = m->cfg.n_embd, T = s->batch_T, P = s->len, rc;
+  int KVH = m->n_kv_head, hd = m->head_dim, Q = m->d_q, KV = m->d_kv, F = m->d_ff;
+  size_t ldq = (size_t)Q + 2 * (size_t)KV, nc = (size_t)s->n_cache;
+  float *kc = s->k_cache + (size_t)l * KVH * nc * hd;
+  float *vc = s->v_cache + (size_t)l * KVH * nc * hd;
   if (T < 1) return GPT_ERROR;
   if (io && io->should_stop && io->should_stop(io->ctx)) return GPT_ABORTED;
-  if (state_reserve(s, T, gpt_team_size(p->team))) return GPT_NOMEM;
 
-  layernorm_forward(p, s->xn, s->x, w[L_LN1W], w[L_LN1B], T, C, c->ln_eps);
-  if ((rc = matmul_forward(p, s->qkv, s->xn, &qkvw, w[L_QKVB], T, 0, 0))) return rc;
+  norm_forward(p, s->xn, s->x, L->attn_norm_w, L->attn_norm_b, T);
+  if (L->qkv.w) {
+    if ((rc = matmul_forward_ld(p, s->qkv, ldq, s->xn, &L->qkv, L->qkv_b, T, 0, 0))) return rc;
+  } else {
+    if ((rc = matmul_forward_ld(p, s->qkv, ldq, s->xn, &L->q, L->q_b, T, 0, 0))) return rc;
+    if ((rc = matmul_forward_ld(p, s->qkv + Q, ldq, s->xn, &L->k, L->k_b, T, 0, 0))) return rc;
+    if ((rc = matmul_forward_ld(p, s->qkv + Q + KV, ldq, s->xn, &L->v, L->v_b, T, 0, 0)))
+      return rc;
+  }
+  if (m->rope || L->q_norm) qk_heads_forward(p, L, s->qkv, T);
   for (int t = 0; t < T; t++) {
-    const float *row = s->qkv + (size_t)t * 3 * C;
-    for (int h = 0; h < NH; h++) {
-      size_t at = ((size_t)h * s->cap + (size_t)(P + t)) * hd;
-      memcpy(kc + at, row + C + h * hd, (size_t)hd * sizeof(float));
-      memcpy(vc + at, row + 2 * C + h * hd, (size_t)hd * sizeof(float));
+    const float *row = s->qkv + (size_t)t * ldq;
+    for (int h = 0; h < KVH; h++) {
+      size_t at = ((size_t)h * nc + (size_t)(P + t)) * hd;
+      memcpy(kc + at, row + Q + h * hd, (size_t)hd * sizeof(float));
+      memcpy(vc + at, row + Q + KV + h * hd, (size_t)hd * sizeof(float));
     }
   }
-  rc = attention_forward(p, s->atty, s->qkv, kc, vc, P, T, C, NH, l, io);
+  rc = attention_forward(p, s->atty, s->qkv, kc, vc, P, T, l, io);
   if (rc) return rc;
   if (T == 1) { /* the residual is added by the product itself */
-    if ((rc = matmul_forward(p, s->x, s->atty, &projw, w[L_PROJB], 1, 1, 0))) return rc;
+    if ((rc = matmul_forward(p, s->x, s->atty, &L->o, L->o_b, 1, 1, 0))) return rc;
   } else {
-    if ((rc = matmul_forward(p, s->xn, s->atty, &projw, w[L_PROJB], T, 0, 0))) return rc;
+    if ((rc = matmul_forward(p, s->xn, s->atty, &L->o, L->o_b, T, 0, 0))) return rc;
     residual_forward(p, s->x, s->xn, (size_t)T * C);
   }
 
-  layernorm_forward(p, s->xn, s->x, w[L_LN2W], w[L_LN2B], T, C, c->ln_eps);
-  if ((rc = matmul_forward(p, s->fc, s->xn, &fcw, w[L_FCB], T, 0, 1))) return rc;
-  if (T == 1) {
-    if ((rc = matmul_forward(p, s->x, s->fc, &fcprojw, w[L_FCPROJB], 1, 1, 0))) return rc;
+  norm_forward(p, s->xn, s->x, L->ffn_norm_w, L->ffn_norm_b, T);
+  const float *h = s->fc;
+  if (m->swiglu) {
+    size_t ld = 2 * (size_t)F;
+    if (L->gate_up.w) {
+      if ((rc = matmul_forward_ld(p, s->fc, ld, s->xn, &L->gate_up, NULL, T, 0, 0))) return rc;
+    } else {
+      if ((rc = matmul_forward_ld(p, s->fc, ld, s->xn, &L->gate, NULL, T, 0, 0))) return rc;
+      if ((rc = matmul_forward_ld(p, s->fc + F, ld, s->xn, &L->up, NULL, T, 0, 0))) return rc;
+    }
+    swiglu_rows(s->hid, s->fc, T, F);
+    h = s->hid;
   } else {
-    if ((rc = matmul_forward(p, s->xn, s->fc, &fcprojw, w[L_FCPROJB], T, 0, 0))) return rc;
+    if ((rc = matmul_forward(p, s->fc, s->xn, &L->up, L->up_b, T, 0, 1))) return rc;
+  }
+  if (T == 1) {
+    if ((rc = matmul_forward(p, s->x, h, &L->down, L->down_b, 1, 1, 0))) return rc;
+  } else {
+    if ((rc = matmul_forward(p, s->xn, h, &L->down, L->down_b, T, 0, 0))) return rc;
     residual_forward(p, s->x, s->xn, (size_t)T * C);
   }
   return GPT_OK;
 }
 
-/* ln_f, then whatever io asks for: the hidden rows, per-position logits in
-** blocks, the last token's logits. Commits the batch to the cache. */
+/* logits (V,): ids past the tokenizer (a vocabulary padded for speed, as
+** Qwen's 151,936) get -inf, so they are never sampled nor listed. */
+static void mask_dead_ids(const GPTModel *m, float *logits) {
+  for (int i = m->n_live; i < m->cfg.vocab_size; i++) logits[i] = -INFINITY;
+}
+
+/* The final norm, then whatever io asks for: the hidden rows, per-position
+** logits in blocks, the last token's logits. Commits the batch to the
+** cache. */
 static int batch_end(const Pass *p, GPTForwardIO *io) {
   const GPTModel *m = p->m;
   GPTState *s = p->s;
   const GPTConfig *c = &m->cfg;
-  int C = c->n_embd, V = c->vocab_size, T = s->batch_T, nBlock = c->n_layer * L_COUNT, rc;
-  Mat head = mat_of(m, m->has_lm_head ? 4 + nBlock : 0);
+  int C = c->n_embd, V = c->vocab_size, T = s->batch_T, rc;
+  const Mat *head = &m->head;
   if (T < 1) return GPT_ERROR;
-  layernorm_forward(p, s->xn, s->x, (const float *)m->tensor[2 + nBlock],
-                    (const float *)m->tensor[3 + nBlock], T, C, c->ln_eps);
+  norm_forward(p, s->xn, s->x, m->out_norm_w, m->out_norm_b, T);
   int P = s->len;
   s->len += T;
   s->batch_T = 0;
@@ -979,17 +1501,20 @@ static int batch_end(const Pass *p, GPTForwardIO *io) {
       int rows = T - t0 < LOGIT_ROWS ? T - t0 : LOGIT_ROWS;
       /* (rows, V) = xn (rows, C) @ head^T; one row goes through the batch
       ** path too, so that it matches the rows of a longer block */
-      MatTask a = {p, s->logit_block, s->xn + (size_t)t0 * C, head, NULL, rows, 0, 0, 0, 0};
-      if (head.dtype != GPT_F32 && state_reserve_wide(s, gpt_team_size(p->team)))
+      MatTask a = {p, s->logit_block, s->xn + (size_t)t0 * C, *head, NULL, rows, 0, 0,
+                   (size_t)V, 0, 0};
+      if (head->dtype != GPT_F32 && state_reserve_wide(s, gpt_team_size(p->team)))
         return GPT_NOMEM;
       gpt_team_run(p->team, gemm_task, &a);
+      for (int r = 0; r < rows; r++) mask_dead_ids(m, s->logit_block + (size_t)r * V);
       if (io->on_logits(io->ctx, P + t0, rows, s->logit_block)) return GPT_ABORTED;
     }
   }
   if (io->logits) {
     /* logits (V,) = head (V, C) @ xn[T-1] */
-    if ((rc = matmul_forward(p, io->logits, s->xn + (size_t)(T - 1) * C, &head, NULL, 1, 0, 0)))
+    if ((rc = matmul_forward(p, io->logits, s->xn + (size_t)(T - 1) * C, head, NULL, 1, 0, 0)))
       return rc;
+    mask_dead_ids(m, io->logits);
   }
   return GPT_OK;
 }

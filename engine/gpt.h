@@ -1,15 +1,17 @@
 /*
-** The GPT-2 decoder: configuration, a weight arena with a pointer table, and
-** the forward pass over a KV cache (prefill as one batch on cblas_sgemm,
-** decoding one token at a time on the gemv kernels of kernels.h), run by the
-** thread pool of threads.h.
+** The decoder of every supported architecture (GPT-2, Llama, Qwen2, Qwen3):
+** configuration, a weight arena with a pointer table, and one forward pass
+** over a KV cache (prefill as one batch on the kernels' tiled gemm or
+** cblas_sgemm, decoding one token at a time on the gemv kernels of
+** kernels.h), run by the thread pool of threads.h.
 **
 ** Plain C11 and CBLAS; knows nothing of SQLite. A GPTModel is immutable once
 ** loaded and may be shared by many threads; each generation owns a GPTState.
 **
-** Linear weights arrive in Hugging Face's Conv1D layout (in, out) and are kept
-** in memory as (out, in), so that a decode step is one row-major gemv and
-** prefill one sgemm with the weight transposed. 2-D weights may be held in
+** GPT-2's linear weights arrive in Hugging Face's Conv1D layout (in, out), the
+** other architectures' in nn.Linear's (out, in); memory always holds (out,
+** in), so that a decode step is one row-major gemv and prefill one gemm with
+** the weight transposed. 2-D weights may be held in
 ** f16 or q8_0: decoding reads them as they are; prefill widens a slice at a
 ** time for sgemm.
 */
@@ -23,18 +25,55 @@
 #define GPT_MAX_LAYER 256
 #define GPT_MAX_HEAD 256
 #define GPT_MAX_EMBD 16384
-#define GPT_MAX_CTX 65536
+#define GPT_MAX_HEAD_DIM 1024
+#define GPT_MAX_FF 131072
+#define GPT_MAX_CTX 131072
 #define GPT_MAX_VOCAB 1000000
-#define GPT_MAX_PARAMS ((int64_t)8000000000) /* 32 GB of f32 */
+#define GPT_MAX_PARAMS ((int64_t)10000000000) /* 40 GB of f32: 8B models fit */
 
+/* Architectures. Each is one row of the slot table in gpt.c: the tensors it
+** stores (by Hugging Face name) and the kinds of its norm, positions and
+** MLP. The forward pass is the same code for all of them. */
+typedef enum {
+  GPT_ARCH_GPT2 = 0,  /* LayerNorm, learned positions, GELU, biases, Conv1D */
+  GPT_ARCH_LLAMA = 1, /* RMSNorm, RoPE, SwiGLU, no biases (Llama 3, SmolLM2) */
+  GPT_ARCH_QWEN2 = 2, /* llama + q/k/v biases */
+  GPT_ARCH_QWEN3 = 3, /* llama + per-head q/k RMSNorm before RoPE */
+  GPT_ARCH_COUNT
+} GPTArch;
+/* "gpt2" | "llama" | "qwen2" | "qwen3" -> GPT_ARCH_*, or -1. */
+int gpt_arch_from_name(const char *z);
+const char *gpt_arch_name(int arch);
+
+#define GPT_ROPE_NONE 0
+#define GPT_ROPE_LLAMA3 1 /* Llama 3.1's frequency scaling */
+
+/* A model's shape. Fields after ln_eps are zero for GPT-2, so configs written
+** field by field before they existed keep their meaning: 0 means the GPT-2
+** value (n_kv_head = n_head, head_dim = n_embd / n_head, d_ff = 4 n_embd). */
 typedef struct GPTConfig {
   int n_layer;      /* transformer blocks */
-  int n_head;       /* attention heads; divides n_embd */
+  int n_head;       /* query heads */
   int n_embd;       /* channels C */
-  int n_ctx;        /* rows of wpe: the context window */
-  int vocab_size;   /* rows of wte */
-  double ln_eps;    /* LayerNorm epsilon */
+  int n_ctx;        /* positions: rows of wpe, or max_position_embeddings */
+  int vocab_size;   /* rows of the token embedding (may exceed the tokenizer) */
+  double ln_eps;    /* LayerNorm or RMSNorm epsilon */
+  int arch;         /* GPT_ARCH_* */
+  int n_kv_head;    /* key/value heads (GQA; 1 = MQA); 0: n_head */
+  int head_dim;     /* 0: n_embd / n_head */
+  int d_ff;         /* MLP hidden size; 0: 4 n_embd */
+  double rope_theta;           /* RoPE base; 0: 10000 */
+  int rope_scaling;            /* GPT_ROPE_* */
+  double rope_factor;          /* llama3: factor, low/high frequency factors */
+  double rope_low_freq_factor;
+  double rope_high_freq_factor;
+  int rope_original_ctx;       /* llama3: original_max_position_embeddings */
 } GPTConfig;
+
+/* The derived dimensions of a checked config. */
+int gpt_config_kv_heads(const GPTConfig *c);
+int gpt_config_head_dim(const GPTConfig *c);
+int gpt_config_ff(const GPTConfig *c);
 
 /* Returns 0 when every value is in range, else -1 with a message naming the
 ** key, the value and the valid range. */
@@ -60,7 +99,7 @@ uint16_t gpt_f32_to_bf16(float f); /* round to nearest even */
 
 /* One tensor the model needs, by its canonical Hugging Face name. */
 typedef struct GPTTensorInfo {
-  char name[48];      /* e.g. "h.3.attn.c_attn.weight" */
+  char name[96];      /* e.g. "h.3.attn.c_attn.weight" */
   int ndim;           /* 1 or 2 */
   int64_t shape[2];   /* as stored: Hugging Face shape */
   int64_t n_elem;
@@ -96,6 +135,10 @@ GPTModel *gpt_model_new_dtypes(const GPTConfig *c, int has_lm_head, const int *a
                                char *err, size_t n_err);
 void gpt_model_free(GPTModel *m);
 const GPTConfig *gpt_model_config(const GPTModel *m);
+/* Ids from n on have no token (the tokenizer covers fewer ids than the
+** head's rows): every pass gives them logits of -inf. Set once, before the
+** model is shared. */
+void gpt_model_set_live_vocab(GPTModel *m, int n);
 size_t gpt_model_bytes(const GPTModel *m);  /* bytes of weights in memory */
 int gpt_model_tensor_dtype(const GPTModel *m, int i);
 
@@ -115,7 +158,9 @@ int gpt_threads_set(int n);
 int gpt_threads_get(void);      /* what the next pass will ask for */
 int gpt_threads_default(void);  /* cores available to the process */
 
-/* Per-generation state: KV cache for up to max_T positions, and scratch. */
+/* Per-generation state: KV cache for up to max_T positions, and scratch.
+** The cache holds only the key/value heads and grows with the positions a
+** pass actually uses, so a short call on a long-context model stays small. */
 typedef struct GPTState GPTState;
 GPTState *gpt_state_new(const GPTModel *m, int max_T);
 void gpt_state_free(GPTState *s);

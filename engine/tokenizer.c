@@ -1,19 +1,33 @@
 /*
-** GPT-2's byte-level BPE tokenizer, in plain C11 with PCRE2 for the
-** pre-tokenizer.
+** Byte-level BPE tokenizers (GPT-2's, and the tokenizer.json kind of Llama 3,
+** Qwen2 and Qwen3), in plain C11 with PCRE2 for the pre-tokenizer and
+** utf8proc for NFC.
 **
 ** How text becomes ids (tok_encode):
 **
-**   1. With TOK_ALLOW_SPECIAL, the text is cut at every "<|endoftext|>",
-**      which becomes that token's id; otherwise the string is plain text
-**      (like tiktoken's encode_ordinary).
+**   1. The text is cut at every added token (tokenizer.json's added_tokens;
+**      for GPT-2 just "<|endoftext|>"), which becomes that token's id: the
+**      leftmost match, the longest at that position, as Hugging Face's
+**      AddedVocabulary does. Special ones count only with TOK_ALLOW_SPECIAL;
+**      otherwise they are plain text (like tiktoken's encode_ordinary).
 **   2. Each piece is split into maximal runs of valid UTF-8. Every byte that
 **      is not part of a valid character is a pre-token of its own, so any
 **      byte string encodes and decode(encode(x)) == x always holds.
-**   3. GPT-2's regex cuts each valid run into pre-tokens ("words").
-**   4. Each word is turned into bytes-as-tokens and merged by BPE: the
+**   3. With TOK_OPT_NFC each run is normalized to NFC (utf8proc).
+**   4. The pre-tokenizer cuts each run into pre-tokens ("words"): GPT-2's
+**      regex, or the model's Split stages one after another, each cutting
+**      the pieces of the one before (matches and the gaps between them).
+**   5. Each word is turned into bytes-as-tokens and merged by BPE: the
 **      adjacent pair with the lowest merge rank is merged first (leftmost
-**      first on ties), until no pair has a merge.
+**      first on ties), until no pair has a merge. With TOK_OPT_IGNORE_MERGES
+**      a word that is itself a token is that token (Llama 3).
+**
+** Patterns are written for Hugging Face's regex engine (Oniguruma, or Rust's
+** regex) and rewritten for PCRE2 in one place, translate_pattern(): \s and
+** \S become Unicode's White_Space property (which both engines mean by
+** them; PCRE2's own \s differs), Oniguruma's \h (a hex digit) and \uHHHH
+** are spelt out. (?i:...), \p{L}, possessive quantifiers and look-arounds
+** mean the same in PCRE2.
 **
 ** The vocabulary arrives in the form of vocab.json: every byte is spelled as
 ** one printable Unicode character (OpenAI's bytes_to_unicode()). We convert
@@ -33,6 +47,7 @@
 */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
+#include <utf8proc.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -48,22 +63,28 @@
 static const char zEndOfText[] = "<|endoftext|>";
 #define N_END_OF_TEXT 13
 
-/* GPT-2's pattern. OpenAI runs it with Python's regex module (tiktoken with
-** Rust's regex), where \s is exactly Unicode's White_Space property. PCRE2's
-** \s also takes U+180E MONGOLIAN VOWEL SEPARATOR, so \s is spelled out as
-** that class to split text exactly like the reference:
-**   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ */
-#define WHITE_SPACE \
-  "\\t-\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}" \
-  "\\x{202F}\\x{205F}\\x{3000}"
-static const char zPattern[] =
-  "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+"
-  "| ?[^" WHITE_SPACE "\\p{L}\\p{N}]+"
-  "|[" WHITE_SPACE "]+(?![^" WHITE_SPACE "])"
-  "|[" WHITE_SPACE "]+";
+/* GPT-2's pattern, as Hugging Face's ByteLevel pre-tokenizer spells it.
+** OpenAI runs it with Python's regex module (tiktoken with Rust's regex),
+** where \s is exactly Unicode's White_Space property; translate_pattern()
+** makes PCRE2 read it so (PCRE2's own \s also takes U+180E). */
+const char tok_gpt2_pattern[] =
+  "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+
+/* Most backtracking steps one pre-tokenizer match may take in a tokenizer
+** from tokenizer.json, whose pattern is stored data: a pathological pattern
+** fails the encode instead of hanging it. Sane patterns take a handful of
+** steps a character. */
+#define TOK_MATCH_LIMIT 100000000
 
 /* bytes_to_unicode() maps every byte to a code point below this. */
 #define N_BYTE_CP 324
+
+/* An added token: matched as a whole string before pre-tokenization. Its
+** bytes are the token's own, in the pool. */
+typedef struct AddedToken {
+  int id;
+  int bSpecial;             /* matched only with TOK_ALLOW_SPECIAL */
+} AddedToken;
 
 /* One entry of the merge table; rank < 0 marks an empty slot. */
 typedef struct MergeSlot {
@@ -94,7 +115,19 @@ struct GPTTokenizer {
   int16_t aCpToByte[N_BYTE_CP];
   int aByteId[256];
   int eotId;                /* id of "<|endoftext|>", or -1 */
-  pcre2_code *pRe;          /* the pre-tokenizer; set by tok_finish() */
+  unsigned opts;            /* TOK_OPT_* */
+  /* The pre-tokenizer: Split stages applied in turn (GPT-2's pattern alone
+  ** unless tok_add_split() gave others). */
+  pcre2_code *apSplit[TOK_MAX_SPLITS];
+  unsigned char abJit[TOK_MAX_SPLITS]; /* stage compiled by the JIT */
+  int nSplit;
+  pcre2_match_context *pMatchCtx; /* match limit for stored patterns, or NULL */
+  /* Added tokens, sorted by first byte then longest first (tok_finish). */
+  AddedToken *aAdded;
+  int nAdded, nAddedAlloc;
+  int aAddedStart[257];     /* aAdded[aAddedStart[b] .. aAddedStart[b+1]) start with byte b */
+  unsigned char aFirst[256];/* bit 1: a plain added token starts with the byte, bit 2: a special one */
+  unsigned char *aSpecial;  /* (nVocab,) 1 for a special added token */
   int bFinished;
 };
 
@@ -116,7 +149,10 @@ typedef struct CacheSlot {
 /* Everything one tok_encode() call writes to. */
 typedef struct EncodeState {
   const GPTTokenizer *t;
-  pcre2_match_data *pMatch;
+  pcre2_match_data *apMatch[TOK_MAX_SPLITS]; /* one per Split stage */
+  int bLimit;               /* a pre-tokenizer match hit TOK_MATCH_LIMIT */
+  unsigned char **azNorm;   /* NFC copies of runs: words in the cache point into them */
+  size_t nNorm, nNormAlloc;
   int *aOut;                /* the ids so far */
   size_t nOut, nOutAlloc;
   /* BPE scratch, sized for the longest word seen so far */
@@ -300,7 +336,10 @@ GPTTokenizer *tok_new(int n_vocab) {
 /* Frees a tokenizer and everything it owns; NULL is fine. */
 void tok_free(GPTTokenizer *t) {
   if (!t) return;
-  pcre2_code_free(t->pRe);
+  for (int i = 0; i < t->nSplit; i++) pcre2_code_free(t->apSplit[i]);
+  pcre2_match_context_free(t->pMatchCtx);
+  free(t->aAdded);
+  free(t->aSpecial);
   free(t->zPool);
   free(t->aTokOff);
   free(t->aTokLen);
@@ -425,7 +464,9 @@ done:
 
 /* Frees the scratch space of one encode call. */
 static void state_free(EncodeState *s) {
-  pcre2_match_data_free(s->pMatch);
+  for (int i = 0; i < TOK_MAX_SPLITS; i++) pcre2_match_data_free(s->apMatch[i]);
+  for (size_t i = 0; i < s->nNorm; i++) free(s->azNorm[i]);
+  free(s->azNorm);
   free(s->aOut);
   free(s->aSymId);
   free(s->aSymNext);
@@ -564,7 +605,7 @@ static int encode_word(EncodeState *s, const unsigned char *z, size_t n) {
   }
   size_t iStart = s->nOut;
   int id = str_lookup(t, z, n, h);
-  if (id >= 0 && t->aWhole[id]) {
+  if (id >= 0 && (t->aWhole[id] || (t->opts & TOK_OPT_IGNORE_MERGES))) {
     if (push_id(s, id) != 0) return -1;
   } else if (bpe_word(s, z, n) != 0) {
     return -1;
@@ -620,34 +661,85 @@ static size_t utf8_valid_prefix(const unsigned char *z, size_t n) {
   return i;
 }
 
-/* Cuts a valid UTF-8 run into GPT-2 pre-tokens with the regex and encodes
-** each. The pattern matches at every position (each character is a letter,
-** a number, white space or none of these), so matches tile the run; the
-** checks below only keep bytes from being lost if that ever failed. */
-static int encode_valid_run(EncodeState *s, const unsigned char *z, size_t n) {
-  size_t off = 0;
-  while (off < n) {
-    int rc = pcre2_match(s->t->pRe, z, n, off, PCRE2_NO_UTF_CHECK, s->pMatch, NULL);
-    if (rc < 0 && rc != PCRE2_ERROR_NOMATCH) {
+/* Runs Split stage k over the n bytes of piece z and passes each piece it
+** makes (the matches and the gaps between them, as Hugging Face's Split
+** with behavior Isolated) to the next stage; after the last stage a piece is
+** a word for BPE. An empty match cuts nothing: the search moves one
+** character on, as Rust's find_iter does. */
+static int split_piece(EncodeState *s, int k, const unsigned char *z, size_t n) {
+  const GPTTokenizer *t = s->t;
+  if (k == t->nSplit) return encode_word(s, z, n);
+  size_t prev = 0, from = 0;
+  while (from < n) {
+    /* pcre2_jit_match() skips pcre2_match()'s checks: a seventh of the time
+    ** on English text; the subject is valid UTF-8 already */
+    int rc = t->abJit[k]
+                 ? pcre2_jit_match(t->apSplit[k], z, n, from, 0, s->apMatch[k], t->pMatchCtx)
+                 : pcre2_match(t->apSplit[k], z, n, from, PCRE2_NO_UTF_CHECK, s->apMatch[k],
+                               t->pMatchCtx);
+    if (rc < 0 && rc != PCRE2_ERROR_NOMATCH && rc != PCRE2_ERROR_MATCHLIMIT) {
       /* e.g. a JIT stack limit: the interpreter has no such limit */
-      rc = pcre2_match(s->t->pRe, z, n, off, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT,
-                       s->pMatch, NULL);
-      if (rc < 0 && rc != PCRE2_ERROR_NOMATCH) return -1;
+      rc = pcre2_match(t->apSplit[k], z, n, from, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT,
+                       s->apMatch[k], t->pMatchCtx);
     }
-    if (rc == PCRE2_ERROR_NOMATCH) return encode_word(s, z + off, n - off);
-    PCRE2_SIZE *aOv = pcre2_get_ovector_pointer(s->pMatch);
+    if (rc == PCRE2_ERROR_NOMATCH) break;
+    if (rc < 0) {
+      if (rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT ||
+          rc == PCRE2_ERROR_HEAPLIMIT)
+        s->bLimit = 1;
+      return -1;
+    }
+    PCRE2_SIZE *aOv = pcre2_get_ovector_pointer(s->apMatch[k]);
     size_t iStart = aOv[0], iEnd = aOv[1];
-    if (iStart > n || iEnd > n || iEnd <= off || iStart > iEnd)
-      return encode_word(s, z + off, n - off);
-    if (iStart > off && encode_word(s, z + off, iStart - off) != 0) return -1;
-    if (iEnd > iStart && encode_word(s, z + iStart, iEnd - iStart) != 0) return -1;
-    off = iEnd;
+    /* \K can report a start before the search point: such a match is not a
+    ** tiling, so the rest stays one piece */
+    if (iStart < from || iStart > iEnd || iEnd > n) break;
+    if (iEnd == iStart) {
+      size_t nChar = utf8_char_len(z + iStart, n - iStart);
+      from = iStart + (nChar ? nChar : 1);
+      continue;
+    }
+    if (iStart > prev && split_piece(s, k + 1, z + prev, iStart - prev) != 0) return -1;
+    if (split_piece(s, k + 1, z + iStart, iEnd - iStart) != 0) return -1;
+    prev = from = iEnd;
   }
+  if (prev < n) return split_piece(s, k + 1, z + prev, n - prev);
   return 0;
 }
 
-/* Encodes ordinary text: valid UTF-8 runs through the regex, every invalid
-** byte as a pre-token of its own. */
+/* Normalizes a valid UTF-8 run to NFC when the tokenizer asks for it (ASCII
+** is NFC already), then pre-tokenizes and encodes it. The normalized copy
+** lives until the end of the call: the word cache points into it. */
+static int encode_valid_run(EncodeState *s, const unsigned char *z, size_t n) {
+  if (s->t->opts & TOK_OPT_NFC) {
+    size_t i = 0;
+    while (i < n && z[i] < 0x80) i++;
+    if (i < n) {
+      if (n > (size_t)PTRDIFF_MAX / 4) return -1;
+      if (s->nNorm == s->nNormAlloc) {
+        size_t nNew = s->nNormAlloc ? 2 * s->nNormAlloc : 16;
+        unsigned char **a = realloc(s->azNorm, nNew * sizeof(*a));
+        if (!a) return -1;
+        s->azNorm = a;
+        s->nNormAlloc = nNew;
+      }
+      utf8proc_uint8_t *zNorm = NULL;
+      utf8proc_ssize_t nNorm = utf8proc_map(z, (utf8proc_ssize_t)n, &zNorm,
+                                            UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+      if (nNorm < 0 || !zNorm) {
+        free(zNorm);
+        return -1;
+      }
+      s->azNorm[s->nNorm++] = zNorm;
+      z = zNorm;
+      n = (size_t)nNorm;
+    }
+  }
+  return split_piece(s, 0, z, n);
+}
+
+/* Encodes ordinary text: valid UTF-8 runs through the pre-tokenizer, every
+** invalid byte as a pre-token of its own. */
 static int encode_ordinary(EncodeState *s, const unsigned char *z, size_t n) {
   size_t i = 0;
   while (i < n) {
@@ -662,31 +754,48 @@ static int encode_ordinary(EncodeState *s, const unsigned char *z, size_t n) {
   return 0;
 }
 
-/* Where "<|endoftext|>" next occurs in z (n bytes), or NULL. */
-static const unsigned char *find_eot(const unsigned char *z, size_t n) {
-  const unsigned char *zEnd = z + n;
-  while ((size_t)(zEnd - z) >= N_END_OF_TEXT) {
-    const unsigned char *p = memchr(z, '<', (size_t)(zEnd - z) - (N_END_OF_TEXT - 1));
-    if (!p) return NULL;
-    if (memcmp(p, zEndOfText, N_END_OF_TEXT) == 0) return p;
-    z = p + 1;
+/* Finds the next added token in z (n bytes) that may match under mask (bit
+** 1 plain, bit 2 special): the leftmost, and the longest there. Returns its
+** offset with the id in *pId and its length in *pLen, or n when none. */
+static size_t find_added(const GPTTokenizer *t, const unsigned char *z, size_t n,
+                         unsigned mask, int *pId, size_t *pLen) {
+  for (size_t i = 0; i < n; i++) {
+    if (!(t->aFirst[z[i]] & mask)) {
+      /* most text never starts an added token; "<" is the usual first byte */
+      continue;
+    }
+    for (int k = t->aAddedStart[z[i]]; k < t->aAddedStart[z[i] + 1]; k++) {
+      const AddedToken *a = &t->aAdded[k];
+      if (a->bSpecial && !(mask & 2)) continue;
+      size_t nTok = (size_t)t->aTokLen[a->id];
+      if (nTok <= n - i && memcmp(z + i, t->zPool + t->aTokOff[a->id], nTok) == 0) {
+        *pId = a->id;
+        *pLen = nTok;
+        return i;
+      }
+    }
   }
-  return NULL;
+  return n;
 }
 
 /* Encodes text into a malloc'd array of ids; see tokenizer.h. Returns -1
 ** (out of memory) also when the tokenizer is not finished or a single
-** pre-token is over INT_MAX/4 bytes. */
+** pre-token is over INT_MAX/4 bytes, and -2 when a pre-tokenizer match hit
+** its limit. */
 int tok_encode(const GPTTokenizer *t, const char *text, size_t n, int flags,
                int **ids, size_t *n_ids) {
   if (!ids || !n_ids) return -1;
   *ids = NULL;
   *n_ids = 0;
-  if (!t || !t->pRe || (n > 0 && !text)) return -1;
+  if (!t || !t->bFinished || (n > 0 && !text)) return -1;
   EncodeState s;
   memset(&s, 0, sizeof(s));
   s.t = t;
-  s.pMatch = pcre2_match_data_create_from_pattern(t->pRe, NULL);
+  int rc = 0;
+  for (int k = 0; k < t->nSplit; k++) {
+    s.apMatch[k] = pcre2_match_data_create_from_pattern(t->apSplit[k], NULL);
+    if (!s.apMatch[k]) rc = -1;
+  }
   /* GPT-2 averages about four bytes a token on English; huge texts start
   ** smaller and grow, rather than reserving gigabytes up front */
   s.nOutAlloc = n / 3 + 16;
@@ -695,21 +804,26 @@ int tok_encode(const GPTTokenizer *t, const char *text, size_t n, int flags,
   /* a word cache pays off only on texts long enough for words to repeat */
   if (n >= 1024) {
     uint32_t nCache = 256;
-    while (nCache < 8192 && nCache < n / 16) nCache *= 2;
+    while (nCache < 65536 && nCache < n / 16) nCache *= 2;
     s.aCache = calloc(nCache, sizeof(CacheSlot));
     s.mCacheMask = nCache - 1;
   }
-  int rc = (!s.pMatch || !s.aOut || (n >= 1024 && !s.aCache)) ? -1 : 0;
+  if (!s.aOut || (n >= 1024 && !s.aCache)) rc = -1;
+  /* which added tokens may match: plain ones always, special ones on request */
+  unsigned mask = 1 | ((flags & TOK_ALLOW_SPECIAL) ? 2 : 0);
+  int bAny = 0;
+  for (int k = 0; k < t->nAdded && !bAny; k++)
+    bAny = !t->aAdded[k].bSpecial || (mask & 2);
   const unsigned char *z = (const unsigned char *)text;
   size_t i = 0;
   while (rc == 0 && i < n) {
-    const unsigned char *pEot = NULL;
-    if ((flags & TOK_ALLOW_SPECIAL) && t->eotId >= 0) pEot = find_eot(z + i, n - i);
-    size_t iEnd = pEot ? (size_t)(pEot - z) : n;
+    int id = -1;
+    size_t nTok = 0;
+    size_t iEnd = bAny ? i + find_added(t, z + i, n - i, mask, &id, &nTok) : n;
     rc = encode_ordinary(&s, z + i, iEnd - i);
-    if (rc == 0 && pEot) {
-      rc = push_id(&s, t->eotId);
-      iEnd += N_END_OF_TEXT;
+    if (rc == 0 && id >= 0) {
+      rc = push_id(&s, id);
+      iEnd += nTok;
     }
     i = iEnd;
   }
@@ -717,9 +831,233 @@ int tok_encode(const GPTTokenizer *t, const char *text, size_t n, int flags,
     *ids = s.aOut;
     *n_ids = s.nOut;
     s.aOut = NULL;
+  } else if (s.bLimit) {
+    rc = -2;
   }
   state_free(&s);
   return rc;
+}
+
+/* Rewrites a pattern of Hugging Face's regex engine (Oniguruma, or Rust's
+** regex) for PCRE2 with PCRE2_UTF | PCRE2_UCP, or quotes a literal string,
+** into a malloc'd NUL-terminated string in *pzOut. The one place where the
+** dialects meet:
+**   \s, \S      -> \p{White_Space}, \P{White_Space} (PCRE2's \s also takes
+**                  U+180E, theirs is exactly White_Space)
+**   \h, \H      -> a hex digit class (Oniguruma's meaning; PCRE2's \h is
+**                  horizontal space)
+**   \uHHHH      -> \x{HHHH} (PCRE2 has no \u)
+** Everything else ((?i:...), \p{..}, {1,3}, possessive quantifiers, look-
+** arounds, POSIX classes) means the same. Returns 0, or -1 with err. */
+static int translate_pattern(const char *z, size_t n, int bLiteral, char **pzOut,
+                             char *err, size_t n_err) {
+  *pzOut = NULL;
+  if (n > TOK_MAX_PATTERN)
+    return fail(err, n_err, "pattern is %zu bytes, over the limit of %d", n, TOK_MAX_PATTERN);
+  char *zOut = malloc(8 * n + 16);
+  if (!zOut) return fail(err, n_err, "out of memory");
+  size_t j = 0;
+  int bClass = 0;
+#define EMIT(str) (memcpy(zOut + j, str, sizeof(str) - 1), j += sizeof(str) - 1)
+  for (size_t i = 0; i < n;) {
+    unsigned char c = (unsigned char)z[i];
+    if (bLiteral) {
+      /* any ASCII punctuation escaped is itself in PCRE2 */
+      if (c < 0x80 && c > ' ' && !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
+                                   (c >= 'A' && c <= 'Z')))
+        zOut[j++] = '\\';
+      zOut[j++] = (char)c;
+      i++;
+      continue;
+    }
+    if (c == '\\') {
+      if (i + 1 >= n) {
+        free(zOut);
+        return fail(err, n_err, "pattern ends with a backslash");
+      }
+      char d = z[i + 1];
+      if (d == 's') {
+        EMIT("\\p{White_Space}");
+      } else if (d == 'S') {
+        EMIT("\\P{White_Space}");
+      } else if (d == 'h') {
+        if (bClass) EMIT("0-9A-Fa-f");
+        else EMIT("[0-9A-Fa-f]");
+      } else if (d == 'H' && !bClass) {
+        EMIT("[^0-9A-Fa-f]");
+      } else if (d == 'H') {
+        free(zOut);
+        return fail(err, n_err, "\\H inside a character class is not supported");
+      } else if (d == 'u') {
+        int bHex = i + 6 <= n;
+        for (size_t k = i + 2; bHex && k < i + 6; k++)
+          bHex = (z[k] >= '0' && z[k] <= '9') || (z[k] >= 'a' && z[k] <= 'f') ||
+                 (z[k] >= 'A' && z[k] <= 'F');
+        if (!bHex) {
+          free(zOut);
+          return fail(err, n_err, "\\u at offset %zu is not followed by four hex digits", i);
+        }
+        EMIT("\\x{");
+        memcpy(zOut + j, z + i + 2, 4);
+        j += 4;
+        zOut[j++] = '}';
+        i += 6;
+        continue;
+      } else {
+        zOut[j++] = '\\';
+        zOut[j++] = d;
+      }
+      i += 2;
+      continue;
+    }
+    if (!bClass && c == '[') {
+      bClass = 1;
+      zOut[j++] = '[';
+      i++;
+      if (i < n && z[i] == '^') zOut[j++] = z[i++];
+      if (i < n && z[i] == ']') zOut[j++] = z[i++]; /* a leading ] is literal */
+      continue;
+    }
+    if (bClass && c == '[' && i + 1 < n && z[i + 1] == ':') {
+      /* a POSIX class [:name:] inside a class: copied whole */
+      const char *zEnd = NULL;
+      for (size_t k = i + 2; k + 1 < n && !zEnd; k++)
+        if (z[k] == ':' && z[k + 1] == ']') zEnd = z + k + 2;
+      if (zEnd) {
+        size_t nCopy = (size_t)(zEnd - (z + i));
+        memcpy(zOut + j, z + i, nCopy);
+        j += nCopy;
+        i += nCopy;
+        continue;
+      }
+    }
+    if (bClass && c == ']') bClass = 0;
+    zOut[j++] = (char)c;
+    i++;
+  }
+#undef EMIT
+  zOut[j] = 0;
+  *pzOut = zOut;
+  return 0;
+}
+
+/* Compiles a Hugging Face pattern (or literal) into Split stage nSplit. */
+static int compile_split(GPTTokenizer *t, const char *z, size_t n, int bLiteral, char *err,
+                         size_t n_err) {
+  if (t->nSplit >= TOK_MAX_SPLITS)
+    return fail(err, n_err, "more than %d Split stages", TOK_MAX_SPLITS);
+  char *zPcre = NULL;
+  if (translate_pattern(z, n, bLiteral, &zPcre, err, n_err)) return -1;
+  int errorCode;
+  PCRE2_SIZE errorOffset;
+  pcre2_code *pRe = pcre2_compile((PCRE2_SPTR)zPcre, PCRE2_ZERO_TERMINATED,
+                                  PCRE2_UTF | PCRE2_UCP, &errorCode, &errorOffset, NULL);
+  free(zPcre);
+  if (!pRe) {
+    char zMsg[120];
+    pcre2_get_error_message(errorCode, (PCRE2_UCHAR *)zMsg, sizeof(zMsg));
+    return fail(err, n_err, "pre-tokenizer pattern %d: %s", t->nSplit + 1, zMsg);
+  }
+  /* the JIT is several times faster; without it the interpreter still works */
+  t->abJit[t->nSplit] = pcre2_jit_compile(pRe, PCRE2_JIT_COMPLETE) == 0;
+  t->apSplit[t->nSplit++] = pRe;
+  return 0;
+}
+
+/* Appends a Split stage; see tokenizer.h. */
+int tok_add_split(GPTTokenizer *t, const char *z, size_t n, int bLiteral, char *err,
+                  size_t n_err) {
+  if (!t) return fail(err, n_err, "no tokenizer");
+  if (t->bFinished) return fail(err, n_err, "tokenizer is already finished");
+  if (!z || n == 0) return fail(err, n_err, "pre-tokenizer pattern %d is empty", t->nSplit + 1);
+  return compile_split(t, z, n, bLiteral, err, n_err);
+}
+
+/* Sets the TOK_OPT_* flags. A tokenizer from tokenizer.json gets a match
+** limit on its patterns, which are stored data. */
+int tok_set_options(GPTTokenizer *t, unsigned opts, char *err, size_t n_err) {
+  if (!t) return fail(err, n_err, "no tokenizer");
+  if (t->bFinished) return fail(err, n_err, "tokenizer is already finished");
+  if (opts & ~(unsigned)(TOK_OPT_HF | TOK_OPT_NFC | TOK_OPT_IGNORE_MERGES))
+    return fail(err, n_err, "unknown tokenizer options 0x%x", opts);
+  t->opts = opts;
+  if ((opts & TOK_OPT_HF) && !t->pMatchCtx) {
+    t->pMatchCtx = pcre2_match_context_create(NULL);
+    if (!t->pMatchCtx) return fail(err, n_err, "out of memory");
+    pcre2_set_match_limit(t->pMatchCtx, TOK_MATCH_LIMIT);
+  }
+  return 0;
+}
+
+/* Declares an added token; see tokenizer.h. */
+int tok_add_added(GPTTokenizer *t, int id, const char *z, int n, int bSpecial, char *err,
+                  size_t n_err) {
+  if (!t) return fail(err, n_err, "no tokenizer");
+  if (t->bFinished) return fail(err, n_err, "tokenizer is already finished");
+  if (id < 0 || id >= t->nVocab)
+    return fail(err, n_err, "added token id %d is outside 0..%d", id, t->nVocab - 1);
+  if (!z || n <= 0 || n > TOK_MAX_ADDED_LEN)
+    return fail(err, n_err, "added token %d is %d bytes, expected 1 to %d", id, n,
+                TOK_MAX_ADDED_LEN);
+  if (t->aTokLen[id] != n || memcmp(t->zPool + t->aTokOff[id], z, (size_t)n) != 0)
+    return fail(err, n_err, "added token %d \"%.*s\" is not the vocabulary's token %d", id,
+                quote_len(z, n), z, id);
+  if (!t->aSpecial) {
+    t->aSpecial = calloc((size_t)t->nVocab, 1);
+    if (!t->aSpecial) return fail(err, n_err, "out of memory");
+  }
+  for (int k = 0; k < t->nAdded; k++)
+    if (t->aAdded[k].id == id) return fail(err, n_err, "added token %d is given twice", id);
+  if (t->nAdded >= TOK_MAX_ADDED)
+    return fail(err, n_err, "more than %d added tokens", TOK_MAX_ADDED);
+  if (t->nAdded == t->nAddedAlloc) {
+    int nNew = t->nAddedAlloc ? 2 * t->nAddedAlloc : 64;
+    AddedToken *a = realloc(t->aAdded, (size_t)nNew * sizeof(*a));
+    if (!a) return fail(err, n_err, "out of memory");
+    t->aAdded = a;
+    t->nAddedAlloc = nNew;
+  }
+  t->aAdded[t->nAdded].id = id;
+  t->aAdded[t->nAdded].bSpecial = bSpecial != 0;
+  t->nAdded++;
+  t->aSpecial[id] = bSpecial != 0;
+  return 0;
+}
+
+/* Orders added tokens by first byte, then longest first, then id. */
+static int added_cmp_r(const void *a, const void *b, void *pCtx) {
+  const GPTTokenizer *t = pCtx;
+  const AddedToken *x = a, *y = b;
+  unsigned char cx = t->zPool[t->aTokOff[x->id]], cy = t->zPool[t->aTokOff[y->id]];
+  if (cx != cy) return cx < cy ? -1 : 1;
+  int nx = t->aTokLen[x->id], ny = t->aTokLen[y->id];
+  if (nx != ny) return nx > ny ? -1 : 1;
+  return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* Sorts the added tokens for find_added() and fills its first-byte tables. */
+static void index_added(GPTTokenizer *t) {
+  /* insertion sort: a few hundred tokens at most in real tokenizers, and no
+  ** global state (qsort_r is not C11) */
+  for (int i = 1; i < t->nAdded; i++) {
+    AddedToken x = t->aAdded[i];
+    int j = i - 1;
+    while (j >= 0 && added_cmp_r(&t->aAdded[j], &x, t) > 0) {
+      t->aAdded[j + 1] = t->aAdded[j];
+      j--;
+    }
+    t->aAdded[j + 1] = x;
+  }
+  memset(t->aFirst, 0, sizeof(t->aFirst));
+  int k = 0;
+  for (int b = 0; b < 256; b++) {
+    t->aAddedStart[b] = k;
+    while (k < t->nAdded && t->zPool[t->aTokOff[t->aAdded[k].id]] == b) {
+      t->aFirst[b] |= t->aAdded[k].bSpecial ? 2 : 1;
+      k++;
+    }
+  }
+  t->aAddedStart[256] = k;
 }
 
 /* Checks that the vocabulary is complete and usable, marks the tokens that
@@ -741,7 +1079,8 @@ int tok_finish(GPTTokenizer *t, char *err, size_t n_err) {
   memset(&s, 0, sizeof(s));
   s.t = t;
   int rc = 0;
-  for (int id = 0; id < t->nVocab && rc == 0; id++) {
+  /* (with ignore_merges every token is taken whole: nothing to mark) */
+  for (int id = 0; id < t->nVocab && rc == 0 && !(t->opts & TOK_OPT_IGNORE_MERGES); id++) {
     int n = t->aTokLen[id];
     if (n == 1) {
       t->aWhole[id] = 1;
@@ -754,17 +1093,16 @@ int tok_finish(GPTTokenizer *t, char *err, size_t n_err) {
   state_free(&s);
   if (rc != 0) return fail(err, n_err, "out of memory");
 
-  int errorCode;
-  PCRE2_SIZE errorOffset;
-  t->pRe = pcre2_compile((PCRE2_SPTR)zPattern, PCRE2_ZERO_TERMINATED,
-                         PCRE2_UTF | PCRE2_UCP, &errorCode, &errorOffset, NULL);
-  if (!t->pRe) {
-    char zMsg[120];
-    pcre2_get_error_message(errorCode, (PCRE2_UCHAR *)zMsg, sizeof(zMsg));
-    return fail(err, n_err, "pre-tokenizer regex: %s", zMsg);
-  }
-  /* the JIT is several times faster; without it the interpreter still works */
-  (void)pcre2_jit_compile(t->pRe, PCRE2_JIT_COMPLETE);
+  /* no stage given: GPT-2's pattern, except for tokenizer.json's ByteLevel
+  ** without use_regex, whose whole text is one word */
+  if (t->nSplit == 0 && !(t->opts & TOK_OPT_HF) &&
+      compile_split(t, tok_gpt2_pattern, strlen(tok_gpt2_pattern), 0, err, n_err))
+    return -1;
+  /* GPT-2: "<|endoftext|>" is the one special token */
+  if (!(t->opts & TOK_OPT_HF) && t->nAdded == 0 && t->eotId >= 0 &&
+      tok_add_added(t, t->eotId, zEndOfText, N_END_OF_TEXT, 1, err, n_err))
+    return -1;
+  index_added(t);
   t->bFinished = 1;
   return 0;
 }
@@ -814,3 +1152,41 @@ int tok_vocab_size(const GPTTokenizer *t) { return t ? t->nVocab : 0; }
 
 /* The id of "<|endoftext|>", or -1 when the vocabulary has none. */
 int tok_eot_id(const GPTTokenizer *t) { return t ? t->eotId : -1; }
+
+/* The id whose raw bytes are z (n long), or -1. */
+int tok_token_id(const GPTTokenizer *t, const char *z, int n) {
+  if (!t || !z || n <= 0) return -1;
+  return str_lookup(t, (const unsigned char *)z, (size_t)n,
+                    hash_bytes((const unsigned char *)z, (size_t)n));
+}
+
+/* 1 when id is a special added token. */
+int tok_is_special(const GPTTokenizer *t, int id) {
+  return t && t->aSpecial && id >= 0 && id < t->nVocab && t->aSpecial[id];
+}
+
+/* The byte-level spelling of raw bytes (OpenAI's bytes_to_unicode()). */
+int tok_byte_level(const char *z, int n, char *out, int n_out) {
+  int nLen = 0, nExtra = 0;
+  uint16_t aCp[256];
+  for (int b = 0; b < 256; b++) {
+    int bPrintable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) ||
+                     (b >= 0xAE && b <= 0xFF);
+    aCp[b] = (uint16_t)(bPrintable ? b : 256 + nExtra++);
+  }
+  for (int i = 0; i < n; i++) nLen += aCp[(unsigned char)z[i]] < 0x80 ? 1 : 2;
+  if (out && nLen < n_out) {
+    int j = 0;
+    for (int i = 0; i < n; i++) {
+      unsigned cp = aCp[(unsigned char)z[i]];
+      if (cp < 0x80) {
+        out[j++] = (char)cp;
+      } else {
+        out[j++] = (char)(0xC0 | cp >> 6);
+        out[j++] = (char)(0x80 | (cp & 0x3F));
+      }
+    }
+    out[j] = 0;
+  }
+  return nLen;
+}

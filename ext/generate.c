@@ -31,12 +31,13 @@ int gptext_fit_prompt(GptModel *m, const char *zFunc, const GptOptions *o, int n
                       int **paIds, int *pnIds, char **pzErr) {
   int nCtx = m->cfg.n_ctx;
   if (*pnIds == 0) {
-    if (m->eot < 0) {
+    int start = m->eot >= 0 ? m->eot : m->bos >= 0 ? m->bos : m->nStopId > 0 ? m->aStopId[0] : -1;
+    if (start < 0) {
       gptext_set_error(pzErr, "%s: model '%s': the prompt is empty and the vocabulary has "
-                       "no <|endoftext|> to start from", zFunc, m->zName);
+                       "no <|endoftext|>, bos or eos to start from", zFunc, m->zName);
       return SQLITE_ERROR;
     }
-    (*paIds)[0] = m->eot; /* gptext_encode always allocates at least one slot */
+    (*paIds)[0] = start; /* gptext_encode always allocates at least one slot */
     *pnIds = 1;
   }
   if (*pnIds > nCtx) {
@@ -47,7 +48,10 @@ int gptext_fit_prompt(GptModel *m, const char *zFunc, const GptOptions *o, int n
       return SQLITE_TOOBIG;
     }
     int nKeep = nCtx - nReserve < 1 ? 1 : nCtx - nReserve;
-    memmove(*paIds, *paIds + (*pnIds - nKeep), (size_t)nKeep * sizeof(int));
+    /* the BOS the tokenizer put first stays first */
+    int nBos = m->bAddBos && m->bos >= 0 && (*paIds)[0] == m->bos && nKeep >= 2 ? 1 : 0;
+    memmove(*paIds + nBos, *paIds + (*pnIds - (nKeep - nBos)),
+            (size_t)(nKeep - nBos) * sizeof(int));
     *pnIds = nKeep;
   }
   return SQLITE_OK;
@@ -166,7 +170,8 @@ static int find_stop(const GptOptions *o, const char *z, int n, int nSearchFrom)
 int gptext_generate(GptConn *pConn, sqlite3 *db, GptModel *m, const char *zFunc,
                     const GptOptions *o, const int *aPrompt, int nPrompt, GptGeneration *g,
                     char **pzErr) {
-  const int V = m->cfg.vocab_size, nCtx = m->cfg.n_ctx;
+  /* logits are (V,); only the ids with a token (nLive) are sampled */
+  const int V = m->cfg.vocab_size, nLive = gptext_live_vocab(m), nCtx = m->cfg.n_ctx;
   GPTSampler sampler;
   GPTState *s = 0;
   float *logits = 0;
@@ -183,7 +188,7 @@ int gptext_generate(GptConn *pConn, sqlite3 *db, GptModel *m, const char *zFunc,
   g->aLogprob = sqlite3_malloc64(sizeof(double) * ((size_t)nCap + 1));
   g->zText = sqlite3_malloc64(1);
   if (!logits || !aAll || !g->aTok || !g->aLogprob || !g->zText ||
-      gpt_sampler_init(&sampler, V, (float)o->temperature, o->topK, (float)o->topP,
+      gpt_sampler_init(&sampler, nLive, (float)o->temperature, o->topK, (float)o->topP,
                        (uint64_t)o->seed)) {
     rc = SQLITE_NOMEM;
     goto done;
@@ -197,7 +202,7 @@ int gptext_generate(GptConn *pConn, sqlite3 *db, GptModel *m, const char *zFunc,
     if (g->nTok >= o->nMaxTokens) { g->zFinish = "length"; break; }
     if (nAll >= nCtx) { g->zFinish = "context"; break; }
     int tok = gpt_sample(&sampler, logits);
-    double lp = logits[tok] - gpt_logsumexp(logits, V);
+    double lp = logits[tok] - gpt_logsumexp(logits, nLive);
     int bStop = 0;
     for (int j = 0; j < m->nStopId; j++) bStop |= (tok == m->aStopId[j]);
     if (bStop) { g->zFinish = "eos"; break; }
@@ -395,9 +400,9 @@ static int nextFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, 
   if (rc == SQLITE_OK) rc = gptext_fit_prompt(c->m, zFunc, &o, 0, &aIds, &nIds, &zErr);
   if (rc != SQLITE_OK) goto done;
   {
-    int V = c->m->cfg.vocab_size;
+    int V = gptext_live_vocab(c->m); /* ids with a token: the only ones listed */
     if (k > V) k = V;
-    logits = sqlite3_malloc64(sizeof(float) * (size_t)V);
+    logits = sqlite3_malloc64(sizeof(float) * (size_t)c->m->cfg.vocab_size);
     c->aId = sqlite3_malloc64(sizeof(int) * (size_t)k);
     c->aLogit = sqlite3_malloc64(sizeof(float) * (size_t)k);
     if (!logits || !c->aId || !c->aLogit) { rc = SQLITE_NOMEM; goto done; }

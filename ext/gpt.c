@@ -325,6 +325,12 @@ static CacheEntry *gCache = 0;
 static sqlite3_int64 gnTokenizerLoads = 0; /* counters for gpt_debug() */
 static sqlite3_int64 gnWeightLoads = 0;
 
+/* The ids with a token: the tokenizer's size, within the config's vocab_size. */
+int gptext_live_vocab(const GptModel *m) {
+  int n = m->pTok ? tok_vocab_size(m->pTok) : m->cfg.vocab_size;
+  return n >= 1 && n <= m->cfg.vocab_size ? n : m->cfg.vocab_size;
+}
+
 /* Frees an entry that nothing references any more. */
 static void cache_entry_free(CacheEntry *e) {
   if (!e) return;
@@ -403,7 +409,27 @@ static int read_config(sqlite3 *db, const char *zFunc, const char *zName,
   static const char *azKey[] = {"n_layer", "n_head", "n_embd", "n_ctx", "vocab_size"};
   int *aOut[] = {&c->n_layer, &c->n_head, &c->n_embd, &c->n_ctx, &c->vocab_size};
   sqlite3_stmt *p = 0;
-  int rc = sqlite3_prepare_v2(db,
+  int rc;
+  /* Llama-family models keep Hugging Face's keys (ext/config.c) */
+  rc = sqlite3_prepare_v2(db, "SELECT config FROM gpt_models WHERE name = ?1 AND "
+                          "json_valid(config) AND json_type(config, '$.model_type') = 'text' "
+                          "AND json_extract(config, '$.model_type') <> 'gpt2'", -1, &p, 0);
+  if (rc != SQLITE_OK) goto sql_error;
+  sqlite3_bind_text(p, 1, zName, -1, SQLITE_STATIC);
+  if (sqlite3_step(p) == SQLITE_ROW) {
+    char zMsg[256];
+    int bTied = 0;
+    rc = gptext_config_read(db, (const char *)sqlite3_column_text(p, 0),
+                            sqlite3_column_bytes(p, 0), c, &bTied, zMsg, sizeof(zMsg));
+    if (rc != SQLITE_OK) {
+      gptext_set_error(pzErr, "%s: model '%s': config %s", zFunc, zName, zMsg);
+      rc = SQLITE_ERROR;
+    }
+    goto done;
+  }
+  sqlite3_finalize(p);
+  p = 0;
+  rc = sqlite3_prepare_v2(db,
       "SELECT json_valid(config) AND json_type(config) = 'object', "
       " json_type(config, '$.n_layer'), json_extract(config, '$.n_layer'),"
       " json_type(config, '$.n_head'), json_extract(config, '$.n_head'),"
@@ -479,38 +505,298 @@ done:
   return rc;
 }
 
-/* Builds the tokenizer from gpt_vocab and gpt_merges. */
+/* Reads the model's gpt_tokenizer row into *pzConfig (sqlite3_malloc'd), or
+** leaves it NULL when there is none: a GPT-2 model, or a database from
+** before the table existed. */
+static int read_tokenizer_row(sqlite3 *db, const char *zFunc, GptModel *m, char **pzConfig,
+                              char **pzErr) {
+  sqlite3_stmt *p = 0;
+  int rc = sqlite3_prepare_v2(db, "SELECT config FROM gpt_tokenizer WHERE model = ?1", -1, &p, 0);
+  *pzConfig = 0;
+  if (rc != SQLITE_OK) {
+    if (strncmp(sqlite3_errmsg(db), "no such table", 13) == 0) return SQLITE_OK;
+    gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, m->zName, sqlite3_errmsg(db));
+    return SQLITE_ERROR;
+  }
+  sqlite3_bind_text(p, 1, m->zName, -1, SQLITE_STATIC);
+  rc = sqlite3_step(p);
+  if (rc == SQLITE_ROW) {
+    if (sqlite3_column_type(p, 0) != SQLITE_TEXT) {
+      gptext_set_error(pzErr, "%s: model '%s': gpt_tokenizer.config is not text", zFunc,
+                       m->zName);
+      rc = SQLITE_ERROR;
+    } else {
+      *pzConfig = sqlite3_mprintf("%s", (const char *)sqlite3_column_text(p, 0));
+      rc = *pzConfig ? SQLITE_OK : SQLITE_NOMEM;
+    }
+  } else if (rc == SQLITE_DONE) {
+    rc = SQLITE_OK;
+  } else {
+    gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, m->zName, sqlite3_errmsg(db));
+    rc = SQLITE_ERROR;
+  }
+  sqlite3_finalize(p);
+  return rc;
+}
+
+/* The scalar fields of a gpt_tokenizer config, checked: the tokenizer's
+** size, options and the ids and texts the model keeps. */
+typedef struct TokConfig {
+  int nTok;                 /* size: ids 0..nTok-1 */
+  unsigned opts;            /* TOK_OPT_* */
+  int bos, eos, bAddBos;
+  char *zBos, *zEos, *zTemplate; /* sqlite3_malloc'd or NULL */
+  int aStop[GPT_MAX_STOP_IDS];
+  int nStop;
+} TokConfig;
+
+/* Checks a gpt_tokenizer config and reads its scalar fields into c. Every
+** value is checked for type and range before use: the row is data. */
+static int read_tokenizer_config(sqlite3 *db, const char *zFunc, GptModel *m,
+                                 const char *zConfig, TokConfig *c, char **pzErr) {
+  sqlite3_stmt *p = 0;
+  const char *zWhat = 0;
+  int rc = sqlite3_prepare_v2(db,
+      "SELECT CASE WHEN json_valid(?1) THEN json_type(?1) END = 'object',"
+      " CASE WHEN json_valid(?1) AND json_type(?1) = 'object' THEN json_array("
+      "  json_extract(?1, '$.type'), json_type(?1, '$.size'), json_extract(?1, '$.size'),"
+      "  json_type(?1, '$.normalizer'), json_extract(?1, '$.normalizer'),"
+      "  json_type(?1, '$.ignore_merges'), json_type(?1, '$.pre_tokenizer'),"
+      "  json_array_length(?1, '$.pre_tokenizer'), json_type(?1, '$.added_tokens'),"
+      "  json_array_length(?1, '$.added_tokens'), json_type(?1, '$.bos_id'),"
+      "  json_extract(?1, '$.bos_id'), json_type(?1, '$.eos_id'), json_extract(?1, '$.eos_id'),"
+      "  json_type(?1, '$.bos'), json_type(?1, '$.eos'), json_type(?1, '$.add_bos'),"
+      "  json_type(?1, '$.stop_ids'), json_array_length(?1, '$.stop_ids'),"
+      "  json_type(?1, '$.chat_template'),"
+      "  (SELECT count(*) FROM json_each(?1, '$.stop_ids') WHERE type <> 'integer'"
+      "   OR value < 0 OR value >= json_extract(?1, '$.size'))) END,"
+      " CASE WHEN json_valid(?1) THEN json_extract(?1, '$.bos') END,"
+      " CASE WHEN json_valid(?1) THEN json_extract(?1, '$.eos') END,"
+      " CASE WHEN json_valid(?1) THEN json_extract(?1, '$.chat_template') END",
+      -1, &p, 0);
+  if (rc != SQLITE_OK) goto sql_error;
+  sqlite3_bind_text(p, 1, zConfig, -1, SQLITE_STATIC);
+  rc = sqlite3_step(p);
+  if (rc != SQLITE_ROW) goto sql_error;
+  if (!sqlite3_column_int(p, 0)) {
+    zWhat = "config is not a JSON object";
+    goto bad;
+  }
+  {
+    /* the checked fields, as one JSON array to read by index */
+    sqlite3_stmt *q = 0;
+    rc = sqlite3_prepare_v2(db, "SELECT key, value FROM json_each(?1)", -1, &q, 0);
+    if (rc != SQLITE_OK) goto sql_error;
+    sqlite3_bind_text(q, 1, (const char *)sqlite3_column_text(p, 1), -1, SQLITE_STATIC);
+    const char *az[21] = {0};
+    sqlite3_int64 ai[21] = {0};
+    char *azCopy[21] = {0};
+    int k = 0;
+    while (k < 21 && sqlite3_step(q) == SQLITE_ROW) {
+      if (sqlite3_column_type(q, 1) == SQLITE_TEXT) {
+        azCopy[k] = sqlite3_mprintf("%s", (const char *)sqlite3_column_text(q, 1));
+        az[k] = azCopy[k];
+      }
+      ai[k] = sqlite3_column_int64(q, 1);
+      k++;
+    }
+    sqlite3_finalize(q);
+#define TYPE_IS(i, z) (az[i] && strcmp(az[i], z) == 0)
+#define ABSENT(i) (!az[i] || TYPE_IS(i, "null"))
+    if (k != 21) zWhat = "out of memory";
+    else if (!TYPE_IS(0, "bpe")) zWhat = "type must be \"bpe\"";
+    else if (!TYPE_IS(1, "integer") || ai[2] < 256 || ai[2] > m->cfg.vocab_size)
+      zWhat = "size must be an integer from 256 to the config's vocab_size";
+    else if (!ABSENT(3) && !(TYPE_IS(3, "text") && TYPE_IS(4, "NFC")))
+      zWhat = "normalizer must be \"NFC\" or null";
+    else if (!ABSENT(5) && !TYPE_IS(5, "true") && !TYPE_IS(5, "false"))
+      zWhat = "ignore_merges must be true or false";
+    else if (!TYPE_IS(6, "array") || ai[7] > TOK_MAX_SPLITS)
+      zWhat = "pre_tokenizer must be an array of at most 8 stages";
+    else if (!ABSENT(8) && (!TYPE_IS(8, "array") || ai[9] > TOK_MAX_ADDED))
+      zWhat = "added_tokens must be an array of at most 65536 tokens";
+    else if (!ABSENT(10) && (!TYPE_IS(10, "integer") || ai[11] < 0 || ai[11] >= ai[2]))
+      zWhat = "bos_id must be null or a token id below size";
+    else if (!ABSENT(12) && (!TYPE_IS(12, "integer") || ai[13] < 0 || ai[13] >= ai[2]))
+      zWhat = "eos_id must be null or a token id below size";
+    else if ((!ABSENT(14) && !TYPE_IS(14, "text")) || (!ABSENT(15) && !TYPE_IS(15, "text")) ||
+             sqlite3_column_bytes(p, 2) > TOK_MAX_ADDED_LEN ||
+             sqlite3_column_bytes(p, 3) > TOK_MAX_ADDED_LEN)
+      zWhat = "bos and eos must be null or strings of at most 1024 bytes";
+    else if (!ABSENT(16) && !TYPE_IS(16, "true") && !TYPE_IS(16, "false"))
+      zWhat = "add_bos must be true or false";
+    else if (TYPE_IS(16, "true") && ABSENT(10))
+      zWhat = "add_bos is true but bos_id is null";
+    else if (!ABSENT(17) && (!TYPE_IS(17, "array") || ai[18] > GPT_MAX_STOP_IDS || ai[20] != 0))
+      zWhat = "stop_ids must be an array of at most 8 token ids below size";
+    else if (!ABSENT(19) && (!TYPE_IS(19, "text") ||
+                             sqlite3_column_bytes(p, 4) > GPT_MAX_CHAT_TEMPLATE))
+      zWhat = "chat_template must be null or a string of at most 1 MB";
+    if (!zWhat) {
+      c->nTok = (int)ai[2];
+      c->opts = TOK_OPT_HF | (ABSENT(3) ? 0 : TOK_OPT_NFC) |
+                (TYPE_IS(5, "true") ? TOK_OPT_IGNORE_MERGES : 0);
+      c->bos = ABSENT(10) ? -1 : (int)ai[11];
+      c->eos = ABSENT(12) ? -1 : (int)ai[13];
+      c->bAddBos = TYPE_IS(16, "true");
+      if (!ABSENT(14)) c->zBos = sqlite3_mprintf("%s", (const char *)sqlite3_column_text(p, 2));
+      if (!ABSENT(15)) c->zEos = sqlite3_mprintf("%s", (const char *)sqlite3_column_text(p, 3));
+      if (!ABSENT(19))
+        c->zTemplate = sqlite3_mprintf("%s", (const char *)sqlite3_column_text(p, 4));
+      if ((!ABSENT(14) && !c->zBos) || (!ABSENT(15) && !c->zEos) ||
+          (!ABSENT(19) && !c->zTemplate))
+        zWhat = "out of memory";
+    }
+#undef TYPE_IS
+#undef ABSENT
+    for (int i = 0; i < 21; i++) sqlite3_free(azCopy[i]);
+  }
+  if (zWhat) goto bad;
+  sqlite3_finalize(p);
+  p = 0;
+  rc = sqlite3_prepare_v2(db, "SELECT value FROM json_each(?1, '$.stop_ids')", -1, &p, 0);
+  if (rc != SQLITE_OK) goto sql_error;
+  sqlite3_bind_text(p, 1, zConfig, -1, SQLITE_STATIC);
+  while (sqlite3_step(p) == SQLITE_ROW && c->nStop < GPT_MAX_STOP_IDS)
+    c->aStop[c->nStop++] = sqlite3_column_int(p, 0); /* checked above */
+  rc = SQLITE_OK;
+  goto done;
+bad:
+  gptext_set_error(pzErr, "%s: model '%s': gpt_tokenizer: %s", zFunc, m->zName, zWhat);
+  rc = SQLITE_ERROR;
+  goto done;
+sql_error:
+  gptext_set_error(pzErr, "%s: model '%s': gpt_tokenizer: %s", zFunc, m->zName,
+                   sqlite3_errmsg(db));
+  rc = SQLITE_ERROR;
+done:
+  sqlite3_finalize(p);
+  return rc;
+}
+
+/* Gives the tokenizer the pre-tokenizer stages and added tokens of a
+** gpt_tokenizer config. The engine checks each (patterns compile within
+** their size limit; an added token's content is its vocabulary token). */
+static int apply_tokenizer_config(sqlite3 *db, const char *zFunc, GptModel *m,
+                                  const char *zConfig, const TokConfig *c, GPTTokenizer *t,
+                                  char **pzErr) {
+  sqlite3_stmt *p = 0;
+  char zMsg[256];
+  int rc;
+  if (tok_set_options(t, c->opts, zMsg, sizeof(zMsg))) goto tok_error;
+  rc = sqlite3_prepare_v2(db,
+      "SELECT key, json_type(value, '$.regex'), json_extract(value, '$.regex'),"
+      " json_type(value, '$.string'), json_extract(value, '$.string'), type"
+      " FROM json_each(?1, '$.pre_tokenizer')", -1, &p, 0);
+  if (rc != SQLITE_OK) goto sql_error;
+  sqlite3_bind_text(p, 1, zConfig, -1, SQLITE_STATIC);
+  while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
+    const char *zR = (const char *)sqlite3_column_text(p, 1);
+    const char *zS = (const char *)sqlite3_column_text(p, 3);
+    int bRegex = zR && strcmp(zR, "text") == 0, bString = zS && strcmp(zS, "text") == 0;
+    if (bRegex == bString) {
+      gptext_set_error(pzErr, "%s: model '%s': gpt_tokenizer: pre_tokenizer[%d] must be "
+                       "{\"regex\": text} or {\"string\": text}", zFunc, m->zName,
+                       sqlite3_column_int(p, 0));
+      rc = SQLITE_ERROR;
+      goto done;
+    }
+    int iCol = bRegex ? 2 : 4;
+    if (tok_add_split(t, (const char *)sqlite3_column_text(p, iCol),
+                      (size_t)sqlite3_column_bytes(p, iCol), !bRegex, zMsg, sizeof(zMsg)))
+      goto tok_error;
+  }
+  if (rc != SQLITE_DONE) goto sql_error;
+  sqlite3_finalize(p);
+  rc = sqlite3_prepare_v2(db,
+      "SELECT key, json_type(value, '$.id'), json_extract(value, '$.id'),"
+      " json_type(value, '$.content'), json_extract(value, '$.content'),"
+      " json_type(value, '$.special') FROM json_each(?1, '$.added_tokens')", -1, &p, 0);
+  if (rc != SQLITE_OK) goto sql_error;
+  sqlite3_bind_text(p, 1, zConfig, -1, SQLITE_STATIC);
+  while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
+    const char *zIdType = (const char *)sqlite3_column_text(p, 1);
+    const char *zType = (const char *)sqlite3_column_text(p, 3);
+    const char *zSpecial = (const char *)sqlite3_column_text(p, 5);
+    sqlite3_int64 id = sqlite3_column_int64(p, 2);
+    if (!zIdType || strcmp(zIdType, "integer") || id < 0 || id >= c->nTok || !zType ||
+        strcmp(zType, "text") || !zSpecial ||
+        (strcmp(zSpecial, "true") && strcmp(zSpecial, "false"))) {
+      gptext_set_error(pzErr, "%s: model '%s': gpt_tokenizer: added_tokens[%d] must be "
+                       "{\"id\": 0 to %d, \"content\": text, \"special\": true or false}",
+                       zFunc, m->zName, sqlite3_column_int(p, 0), c->nTok - 1);
+      rc = SQLITE_ERROR;
+      goto done;
+    }
+    if (tok_add_added(t, (int)id, (const char *)sqlite3_column_text(p, 4),
+                      sqlite3_column_bytes(p, 4), strcmp(zSpecial, "true") == 0, zMsg,
+                      sizeof(zMsg)))
+      goto tok_error;
+  }
+  if (rc != SQLITE_DONE) goto sql_error;
+  rc = SQLITE_OK;
+  goto done;
+tok_error:
+  gptext_set_error(pzErr, "%s: model '%s': tokenizer: %s", zFunc, m->zName, zMsg);
+  rc = SQLITE_ERROR;
+  goto done;
+sql_error:
+  gptext_set_error(pzErr, "%s: model '%s': gpt_tokenizer: %s", zFunc, m->zName,
+                   sqlite3_errmsg(db));
+  rc = SQLITE_ERROR;
+done:
+  sqlite3_finalize(p);
+  return rc;
+}
+
+/* Builds the tokenizer from gpt_vocab and gpt_merges, with the gpt_tokenizer
+** row of a tokenizer.json model when it has one. Without that row the model
+** is GPT-2's kind, loaded exactly as before the table existed: gpt_vocab
+** covers the config's vocab_size. With it, gpt_vocab covers the row's size,
+** which may be smaller (ids from there up have no token). */
 static int load_tokenizer(sqlite3 *db, const char *zFunc, GptModel *m, char **pzErr) {
   sqlite3_stmt *p = 0;
   char zMsg[256];
-  int rc, n = 0;
+  int rc, n = 0, nTok;
   GPTTokenizer *t = 0;
-  /* the row count first: tok_new() allocates by the config's vocab_size */
+  char *zConfig = 0;
+  TokConfig tc;
+  memset(&tc, 0, sizeof(tc));
+  rc = read_tokenizer_row(db, zFunc, m, &zConfig, pzErr);
+  if (rc == SQLITE_OK && zConfig) rc = read_tokenizer_config(db, zFunc, m, zConfig, &tc, pzErr);
+  if (rc != SQLITE_OK) goto done;
+  nTok = zConfig ? tc.nTok : m->cfg.vocab_size;
+  /* the row count first: tok_new() allocates by the tokenizer's size */
   rc = sqlite3_prepare_v2(db, "SELECT count(*) FROM gpt_vocab WHERE model = ?1", -1, &p, 0);
   if (rc != SQLITE_OK) goto sql_error;
   sqlite3_bind_text(p, 1, m->zName, -1, SQLITE_STATIC);
   rc = sqlite3_step(p);
   if (rc != SQLITE_ROW) goto sql_error;
-  if (sqlite3_column_int64(p, 0) != m->cfg.vocab_size) {
-    gptext_set_error(pzErr, "%s: model '%s': gpt_vocab has %lld tokens, expected %d (config "
-                     "vocab_size)", zFunc, m->zName, sqlite3_column_int64(p, 0), m->cfg.vocab_size);
+  if (sqlite3_column_int64(p, 0) != nTok) {
+    gptext_set_error(pzErr, "%s: model '%s': gpt_vocab has %lld tokens, expected %d (%s)",
+                     zFunc, m->zName, sqlite3_column_int64(p, 0), nTok,
+                     zConfig ? "gpt_tokenizer size" : "config vocab_size");
     rc = SQLITE_ERROR;
     goto done;
   }
   sqlite3_finalize(p);
   p = 0;
-  t = tok_new(m->cfg.vocab_size);
-  if (!t) return SQLITE_NOMEM;
+  t = tok_new(nTok);
+  if (!t) {
+    rc = SQLITE_NOMEM;
+    goto done;
+  }
   rc = sqlite3_prepare_v2(db, "SELECT token_id, token FROM gpt_vocab WHERE model = ?1", -1, &p, 0);
   if (rc != SQLITE_OK) goto sql_error;
   sqlite3_bind_text(p, 1, m->zName, -1, SQLITE_STATIC);
   while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
     sqlite3_int64 id = sqlite3_column_int64(p, 0);
     const char *z = (const char *)sqlite3_column_text(p, 1);
-    if (sqlite3_column_type(p, 0) != SQLITE_INTEGER || id < 0 || id >= m->cfg.vocab_size || !z) {
+    if (sqlite3_column_type(p, 0) != SQLITE_INTEGER || id < 0 || id >= nTok || !z) {
       gptext_set_error(pzErr, "%s: model '%s': gpt_vocab token_id %s is outside the "
-                       "vocabulary of %d (config vocab_size)", zFunc, m->zName,
-                       sqlite3_column_text(p, 0), m->cfg.vocab_size);
+                       "vocabulary of %d (%s)", zFunc, m->zName,
+                       sqlite3_column_text(p, 0), nTok,
+                       zConfig ? "gpt_tokenizer size" : "config vocab_size");
       rc = SQLITE_ERROR;
       goto done;
     }
@@ -518,9 +804,10 @@ static int load_tokenizer(sqlite3 *db, const char *zFunc, GptModel *m, char **pz
     n++;
   }
   if (rc != SQLITE_DONE) goto sql_error;
-  if (n != m->cfg.vocab_size) {
-    gptext_set_error(pzErr, "%s: model '%s': gpt_vocab has %d tokens, expected %d (config "
-                     "vocab_size)", zFunc, m->zName, n, m->cfg.vocab_size);
+  if (n != nTok) {
+    gptext_set_error(pzErr, "%s: model '%s': gpt_vocab has %d tokens, expected %d (%s)",
+                     zFunc, m->zName, n, nTok,
+                     zConfig ? "gpt_tokenizer size" : "config vocab_size");
     rc = SQLITE_ERROR;
     goto done;
   }
@@ -544,10 +831,27 @@ static int load_tokenizer(sqlite3 *db, const char *zFunc, GptModel *m, char **pz
       goto tok_error;
   }
   if (rc != SQLITE_DONE) goto sql_error;
+  sqlite3_finalize(p);
+  p = 0;
+  if (zConfig && apply_tokenizer_config(db, zFunc, m, zConfig, &tc, t, pzErr) != SQLITE_OK) {
+    rc = SQLITE_ERROR;
+    goto done;
+  }
   if (tok_finish(t, zMsg, sizeof(zMsg))) goto tok_error;
   m->pTok = t;
   m->eot = tok_eot_id(t);
-  if (m->eot >= 0) m->aStopId[m->nStopId++] = m->eot;
+  if (zConfig) {
+    m->bos = tc.bos;
+    m->bAddBos = tc.bAddBos;
+    m->zBosText = tc.zBos;
+    m->zEosText = tc.zEos;
+    m->zChatTemplate = tc.zTemplate;
+    tc.zBos = tc.zEos = tc.zTemplate = 0;
+    memcpy(m->aStopId, tc.aStop, sizeof(int) * (size_t)tc.nStop);
+    m->nStopId = tc.nStop;
+  } else if (m->eot >= 0) {
+    m->aStopId[m->nStopId++] = m->eot;
+  }
   t = 0;
   rc = SQLITE_OK;
   goto done;
@@ -561,6 +865,10 @@ sql_error:
 done:
   sqlite3_finalize(p);
   tok_free(t);
+  sqlite3_free(zConfig);
+  sqlite3_free(tc.zBos);
+  sqlite3_free(tc.zEos);
+  sqlite3_free(tc.zTemplate);
   return rc;
 }
 
@@ -720,6 +1028,7 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
       if (!aBuf) { rc = SQLITE_NOMEM; goto done; }
     }
   }
+  if (m->pTok) gpt_model_set_live_vocab(net, tok_vocab_size(m->pTok));
   m->pNet = net;
   net = 0;
   rc = SQLITE_OK;
@@ -1031,33 +1340,43 @@ int gptext_tvf_missing(sqlite3_vtab *pVtab, int idxNum, int nRequired, const cha
   return SQLITE_OK;
 }
 
-/* Encodes text with the model's tokenizer. */
-int gptext_encode(GptModel *m, const char *zFunc, const char *z, int n, int bSpecial,
+/* Encodes text with the model's tokenizer as Hugging Face's
+** tokenizer(text).input_ids does: the BOS first when the model's tokenizer
+** adds one (unless GPTEXT_ENCODE_NO_BOS), then the ids of the text. */
+int gptext_encode(GptModel *m, const char *zFunc, const char *z, int n, int flags,
                   int **paIds, int *pnIds, char **pzErr) {
   int *aIds = 0;
   size_t nIds = 0;
+  int nBos = m->bAddBos && m->bos >= 0 && !(flags & GPTEXT_ENCODE_NO_BOS) ? 1 : 0;
   *paIds = 0;
   *pnIds = 0;
-  if (tok_encode(m->pTok, z ? z : "", z ? (size_t)n : 0, bSpecial ? TOK_ALLOW_SPECIAL : 0,
-                 &aIds, &nIds)) {
+  int rc = tok_encode(m->pTok, z ? z : "", z ? (size_t)n : 0,
+                      (flags & GPTEXT_ENCODE_SPECIAL) ? TOK_ALLOW_SPECIAL : 0, &aIds, &nIds);
+  if (rc == -2) {
+    gptext_set_error(pzErr, "%s: model '%s': the pre-tokenizer pattern hit its match limit "
+                     "on this text", zFunc, m->zName);
+    return SQLITE_ERROR;
+  }
+  if (rc) {
     gptext_set_error(pzErr, "%s: model '%s': out of memory encoding %d bytes", zFunc,
                      m->zName, n);
     return SQLITE_NOMEM;
   }
-  if (nIds > 0x7fffffff / sizeof(int)) {
+  if (nIds > 0x7fffffff / sizeof(int) - 1) {
     free(aIds);
     gptext_set_error(pzErr, "%s: model '%s': text too long", zFunc, m->zName);
     return SQLITE_TOOBIG;
   }
   /* hand it over in SQLite's allocator, the one the callers free with */
-  *paIds = sqlite3_malloc64(nIds ? nIds * sizeof(int) : 1);
+  *paIds = sqlite3_malloc64((nIds + (size_t)nBos) ? (nIds + (size_t)nBos) * sizeof(int) : 1);
   if (!*paIds) {
     free(aIds);
     return SQLITE_NOMEM;
   }
-  if (nIds) memcpy(*paIds, aIds, nIds * sizeof(int));
+  if (nBos) (*paIds)[0] = m->bos;
+  if (nIds) memcpy(*paIds + nBos, aIds, nIds * sizeof(int));
   free(aIds);
-  *pnIds = (int)nIds;
+  *pnIds = (int)nIds + nBos;
   return SQLITE_OK;
 }
 

@@ -71,6 +71,7 @@ void gptext_options_clear(GptOptions *o);
 ** connection of the process that opens the same model of the same database
 ** file; reloaded when the model's stamp changes. */
 #define GPT_MAX_STOP_IDS 8
+#define GPT_MAX_CHAT_TEMPLATE (1024 * 1024) /* bytes of a stored chat_template */
 typedef struct GptModel {
   char *zName;              /* model name */
   GPTConfig cfg;
@@ -87,6 +88,10 @@ typedef struct GptModel {
   int aStopId[GPT_MAX_STOP_IDS]; /* ids that end a generation: eos, <|im_end|>, <|eot_id|>, ... */
   int nStopId;
 } GptModel;
+
+/* Ids of m that have a token (the tokenizer may cover fewer than the
+** head's vocab_size rows): sampling and listings use only these. */
+int gptext_live_vocab(const GptModel *m);
 
 /* Per-connection state, handed to every function and module as user data.
 ** A connection is used by one thread at a time, so its fields need no lock;
@@ -142,13 +147,25 @@ int gptext_tvf_best_index(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo,
                           const char *zFunc);
 int gptext_tvf_missing(sqlite3_vtab *pVtab, int idxNum, int nRequired, const char *zFunc);
 
-/* Encodes n bytes of text for model m; errors name zFunc and the model. */
+/* Flags of gptext_encode(). With none, text is encoded as Hugging Face's
+** tokenizer(text).input_ids: the model's BOS first when its tokenizer adds
+** one, special tokens as plain text. */
+#define GPTEXT_ENCODE_SPECIAL 1 /* special tokens in text are their ids ({"special": true}) */
+#define GPTEXT_ENCODE_NO_BOS  2 /* no BOS: a piece of a longer text, or rendered chat */
+/* A rendered chat prompt: it already holds its special tokens, BOS included. */
+#define GPTEXT_ENCODE_CHAT    (GPTEXT_ENCODE_SPECIAL | GPTEXT_ENCODE_NO_BOS)
+
+/* Encodes n bytes of text for model m with GPTEXT_ENCODE_* flags (0 or 1,
+** the "special" option, keep their old meaning); errors name zFunc and the
+** model. */
 int gptext_encode(GptModel *m, const char *zFunc, const char *z, int n,
-                  int bSpecial, int **paIds, int *pnIds, char **pzErr);
+                  int flags, int **paIds, int *pnIds, char **pzErr);
 
 /* Fits a prompt into the window leaving room for nReserve new tokens: a
 ** prompt longer than n_ctx is an error, or with o->bTruncate keeps its last
-** max(1, n_ctx - nReserve) tokens. An empty prompt becomes <|endoftext|>.
+** max(1, n_ctx - nReserve) tokens, the model's BOS kept first when the
+** prompt starts with it. An empty prompt becomes <|endoftext|> (or the BOS,
+** or the eos, for vocabularies without one).
 ** *paIds is sqlite3_malloc'd and may be replaced. */
 int gptext_fit_prompt(GptModel *m, const char *zFunc, const GptOptions *o,
                       int nReserve, int **paIds, int *pnIds, char **pzErr);
@@ -181,6 +198,17 @@ int gptext_generate(GptConn *pConn, sqlite3 *db, GptModel *m, const char *zFunc,
                     GptGeneration *g, char **pzErr);
 void gptext_generation_clear(GptGeneration *g);
 
+/* Llama-family configs (ext/config.c): Hugging Face's config.json keys, read
+** the same way from a file at import and from gpt_models.config at load.
+** gptext_config_is_hf tells whether zJson has a model_type other than gpt2
+** (copied into zType). gptext_config_read fills c and *pbTied or returns an
+** error with a message in zErr naming the key. gptext_config_json gives the
+** stored form (sqlite3_malloc'd). */
+int gptext_config_is_hf(sqlite3 *db, const char *zJson, int nJson, char *zType, size_t nType);
+int gptext_config_read(sqlite3 *db, const char *zJson, int nJson, GPTConfig *c, int *pbTied,
+                       char *zErr, size_t nErr);
+char *gptext_config_json(const GPTConfig *c, int bTied);
+
 /* sqlite3_mprintf-style helpers that also free the previous *pzErr. */
 void gptext_set_error(char **pzErr, const char *zFormat, ...);
 
@@ -198,13 +226,5 @@ int gptext_register_chat(sqlite3 *db, GptConn *pConn);     /* gpt_chat, gpt_chat
 ** the model's chat template, in *pzTpl (sqlite3_malloc'd); *pzTpl is NULL
 ** when the model has no chat template. */
 int gptext_chat_summary_template(GptModel *m, const char *zFunc, char **pzTpl, char **pzErr);
-
-/* gptext_encode's flags for a rendered chat prompt: its special tokens are
-** matched and no BOS is added (the template wrote it). */
-#ifdef GPTEXT_ENCODE_CHAT
-#define GPTEXT_CHAT_FLAGS GPTEXT_ENCODE_CHAT
-#else
-#define GPTEXT_CHAT_FLAGS 1
-#endif
 
 #endif

@@ -6,7 +6,9 @@
 **   SELECT gpt_import('gpt2', '/models/gpt2', '{"replace": true}');
 **   SELECT gpt_drop('gpt2');
 **
-** The folder holds config.json, model.safetensors, vocab.json and merges.txt.
+** The folder holds config.json, model.safetensors, and vocab.json with
+** merges.txt (GPT-2) or tokenizer.json (with tokenizer_config.json and
+** generation_config.json where present), which is read instead when there.
 ** JSON (config.json, vocab.json and the safetensors header) is parsed with
 ** SQLite's own JSON functions over bound parameters; the engine only checks
 ** the parsed safetensors entries (engine/safetensors.c).
@@ -57,6 +59,17 @@ struct ImpTensor {
   STTensor *pSrc;      /* the header entry, or NULL while not found */
 };
 
+/* One safetensors file of the checkpoint and its entries in aEntry. */
+typedef struct ImpShard {
+  char *zFile;             /* name inside the folder */
+  FILE *pFile;
+  int64_t iDataOff;        /* file offset of the data section */
+  int iFirst, nEntry;      /* its entries: aEntry[iFirst .. iFirst + nEntry) */
+} ImpShard;
+
+/* Most shards accepted in model.safetensors.index.json. */
+#define IMP_MAX_SHARDS 4096
+
 /* State of one gpt_import() call. */
 typedef struct GptImport GptImport;
 struct GptImport {
@@ -71,16 +84,19 @@ struct GptImport {
   sqlite3_stmt *apTxn[4];
   int bTxnOpen;
   GPTConfig cfg;
-  /* model.safetensors */
-  FILE *pFile;
-  int64_t iDataOff;        /* file offset of the data section */
-  STTensor *aEntry;        /* every header entry */
+  /* model.safetensors, or the shards model.safetensors.index.json names */
+  ImpShard *aShard;
+  int nShard;
+  STTensor *aEntry;        /* every header entry, shard after shard */
   int nEntry;
+  int nEntryAlloc;
   char **azStr;            /* names and dtypes of aEntry, owned */
   int nStr;
   ImpTensor *aReq;         /* required tensors, sorted by name */
   int nReq;
-  int bLmHead;             /* the file has lm_head.weight */
+  int bLmHead;             /* the file has lm_head.weight (GPT-2), or the head is
+                           ** untied (config of the other architectures) */
+  int bTied;               /* tie_word_embeddings of a Llama-family config */
   /* vocab.json */
   char *zVocab;
   int64_t nVocab;
@@ -317,6 +333,16 @@ static int impConfig(GptImport *p) {
   if (rc != SQLITE_OK) goto done;
   rc = impCheckObject(p, "config.json", zJson, nJson, "a JSON object");
   if (rc != SQLITE_OK) goto done;
+  {
+    char zType[64];
+    if (gptext_config_is_hf(p->db, zJson, (int)nJson, zType, sizeof(zType))) {
+      if (gptext_config_read(p->db, zJson, (int)nJson, &p->cfg, &p->bTied, zMsg,
+                             sizeof(zMsg)) != SQLITE_OK) {
+        rc = impError(p, "config.json", "%s", zMsg);
+      }
+      goto done;
+    }
+  }
   rc = impPrepare(p,
       "SELECT json_type(?1, '$.n_layer'), json_extract(?1, '$.n_layer'),"
       " json_type(?1, '$.n_head'), json_extract(?1, '$.n_head'),"
@@ -473,10 +499,9 @@ static const char *impKeep(GptImport *p, const char *z, int n) {
 ** Every value must have the JSON type the format prescribes; ranges are
 ** checked afterwards by st_validate().
 */
-static int impParseHeader(GptImport *p, const char *zJson, int64_t nJson) {
-  static const char *zFile = "model.safetensors";
+static int impParseHeader(GptImport *p, const char *zFile, const char *zJson, int64_t nJson) {
   sqlite3_stmt *pStmt = 0;
-  int rc, nAlloc = 0;
+  int rc;
 
   rc = impCheckObject(p, zFile, zJson, nJson, "a JSON object as the header");
   if (rc != SQLITE_OK) goto done;
@@ -528,15 +553,16 @@ static int impParseHeader(GptImport *p, const char *zJson, int64_t nJson) {
                     "most %d", IMP_MAX_ENTRIES);
       goto done;
     }
-    if (p->nEntry >= nAlloc) {
+    if (p->nEntry >= p->nEntryAlloc) {
       STTensor *a;
-      nAlloc = nAlloc ? 2 * nAlloc : 256;
+      int nAlloc = p->nEntryAlloc ? 2 * p->nEntryAlloc : 256;
       a = sqlite3_realloc64(p->aEntry, sizeof(STTensor) * (sqlite3_uint64)nAlloc);
       if (a == 0) {
         rc = impError(p, 0, "out of memory");
         goto done;
       }
       p->aEntry = a;
+      p->nEntryAlloc = nAlloc;
     }
     t = &p->aEntry[p->nEntry];
     memset(t, 0, sizeof(*t));
@@ -654,35 +680,190 @@ static int impIsLegacyBuffer(GptImport *p, const char *z) {
 }
 
 /*
-** Opens model.safetensors, reads and parses its header, validates the entries
-** and matches them with the tensors the config requires: each must be there
-** once, with exactly the expected shape and a weight dtype (F32, F16, BF16).
-** Legacy attention buffers are skipped; any other name is an error.
+** True for model.layers.N.self_attn.rotary_emb.inv_freq, a buffer older
+** Llama checkpoints saved: the engine computes the frequencies itself.
 */
-static int impSafetensors(GptImport *p) {
-  static const char *zFile = "model.safetensors";
+static int impIsRotaryBuffer(GptImport *p, const char *z) {
+  const char *zSuffix = ".self_attn.rotary_emb.inv_freq";
+  size_t n = strlen(z), nSuffix = strlen(zSuffix);
+  (void)p;
+  return strncmp(z, "model.layers.", 13) == 0 && n > nSuffix &&
+         strcmp(z + n - nSuffix, zSuffix) == 0;
+}
+
+/*
+** Opens one safetensors file of the folder as a new shard: reads, parses
+** and validates its header, appending its entries to aEntry.
+*/
+static int impShardOpen(GptImport *p, const char *zFile) {
   char *zJson = 0;
   int64_t nJson = 0, nFile = 0;
   char zMsg[512];
-  int i, rc;
-
-  rc = impOpen(p, zFile, &p->pFile, &nFile);
+  ImpShard *pShard;
+  int rc;
+  if (p->nShard % 16 == 0) {
+    ImpShard *a = sqlite3_realloc64(p->aShard, sizeof(ImpShard) * (sqlite3_uint64)(p->nShard + 16));
+    if (a == 0) return impError(p, 0, "out of memory");
+    p->aShard = a;
+  }
+  pShard = &p->aShard[p->nShard++];
+  memset(pShard, 0, sizeof(*pShard));
+  pShard->zFile = sqlite3_mprintf("%s", zFile);
+  pShard->iFirst = p->nEntry;
+  if (pShard->zFile == 0) return impError(p, 0, "out of memory");
+  rc = impOpen(p, zFile, &pShard->pFile, &nFile);
   if (rc != SQLITE_OK) goto done;
-  if (st_read_header(p->pFile, nFile, &zJson, &nJson, &p->iDataOff, zMsg,
+  if (st_read_header(pShard->pFile, nFile, &zJson, &nJson, &pShard->iDataOff, zMsg,
                      sizeof(zMsg))) {
     rc = impError(p, zFile, "%s", zMsg);
     goto done;
   }
-  rc = impParseHeader(p, zJson, nJson);
+  rc = impParseHeader(p, zFile, zJson, nJson);
   if (rc != SQLITE_OK) goto done;
-  if (st_validate(p->aEntry, p->nEntry, nFile - p->iDataOff, zMsg, sizeof(zMsg))) {
+  pShard->nEntry = p->nEntry - pShard->iFirst;
+  if (st_validate(p->aEntry + pShard->iFirst, pShard->nEntry, nFile - pShard->iDataOff, zMsg,
+                  sizeof(zMsg))) {
     rc = impError(p, zFile, "%s", zMsg);
     goto done;
   }
+done:
+  free(zJson);
+  return rc;
+}
 
-  /* The required list depends on whether the head is tied. */
-  for (i = 0; i < p->nEntry; i++) {
-    if (strcmp(impCanonical(p->aEntry[i].name), "lm_head.weight") == 0) p->bLmHead = 1;
+/* The shard that holds entry t. */
+static const ImpShard *impShardOf(const GptImport *p, const STTensor *t) {
+  int i = (int)(t - p->aEntry);
+  for (int s = 0; s < p->nShard; s++)
+    if (i >= p->aShard[s].iFirst && i < p->aShard[s].iFirst + p->aShard[s].nEntry)
+      return &p->aShard[s];
+  return &p->aShard[0];
+}
+
+/*
+** Opens the shards of a sharded checkpoint: model.safetensors.index.json's
+** weight_map names, for each tensor, the file that holds it. Every file name
+** must be a plain name inside the folder (no path separator, no "..", ending
+** in ".safetensors"), each is opened once, and every tensor must be in the
+** shard the map names, and every mapped tensor in a shard.
+*/
+static int impShardIndex(GptImport *p) {
+  static const char *zIndex = "model.safetensors.index.json";
+  sqlite3_stmt *pStmt = 0;
+  char *zJson = 0;
+  int64_t nJson = 0;
+  int rc, nMapped = 0;
+
+  rc = impReadText(p, zIndex, &zJson, &nJson);
+  if (rc != SQLITE_OK) goto done;
+  rc = impCheckObject(p, zIndex, zJson, nJson, "a JSON object");
+  if (rc != SQLITE_OK) goto done;
+  rc = impPrepare(p, "SELECT json_type(?1, '$.weight_map') = 'object', "
+                  "(SELECT count(*) FROM json_each(?1, '$.weight_map') WHERE type <> 'text')", &pStmt);
+  if (rc != SQLITE_OK) goto done;
+  sqlite3_bind_text64(pStmt, 1, zJson, (sqlite3_uint64)nJson, SQLITE_STATIC, SQLITE_UTF8);
+  if ((rc = sqlite3_step(pStmt)) != SQLITE_ROW) { rc = impSqlError(p, rc); goto done; }
+  if (!sqlite3_column_int(pStmt, 0) || sqlite3_column_int(pStmt, 1) != 0) {
+    rc = impError(p, zIndex, "\"weight_map\" must be an object of tensor names to file names");
+    goto done;
+  }
+  sqlite3_finalize(pStmt);
+  /* the distinct files, in order of first appearance */
+  rc = impPrepare(p, "SELECT value FROM json_each(?1, '$.weight_map') GROUP BY value "
+                  "ORDER BY min(id)", &pStmt);
+  if (rc != SQLITE_OK) goto done;
+  sqlite3_bind_text64(pStmt, 1, zJson, (sqlite3_uint64)nJson, SQLITE_STATIC, SQLITE_UTF8);
+  while ((rc = sqlite3_step(pStmt)) == SQLITE_ROW) {
+    const char *z = (const char *)sqlite3_column_text(pStmt, 0);
+    int n = sqlite3_column_bytes(pStmt, 0);
+    if (!z || n == 0 || n > 255 || (int)strlen(z) != n || strchr(z, '/') || strchr(z, '\\') ||
+        z[0] == '.' || n < 13 || strcmp(z + n - 12, ".safetensors") != 0) {
+      rc = impError(p, zIndex, "shard \"%s\" is not a .safetensors file name inside the folder",
+                    z ? z : "");
+      goto done;
+    }
+    if (p->nShard >= IMP_MAX_SHARDS) {
+      rc = impError(p, zIndex, "more than %d shards", IMP_MAX_SHARDS);
+      goto done;
+    }
+    if ((rc = impShardOpen(p, z)) != SQLITE_OK) goto done;
+  }
+  if (rc != SQLITE_DONE) { rc = impSqlError(p, rc); goto done; }
+  if (p->nShard == 0) {
+    rc = impError(p, zIndex, "\"weight_map\" names no file");
+    goto done;
+  }
+  sqlite3_finalize(pStmt);
+  /* each entry where the map says; each mapped name in some shard */
+  rc = impPrepare(p, "SELECT json_extract(?1, '$.weight_map.' || json_quote(?2))", &pStmt);
+  if (rc != SQLITE_OK) goto done;
+  sqlite3_bind_text64(pStmt, 1, zJson, (sqlite3_uint64)nJson, SQLITE_STATIC, SQLITE_UTF8);
+  for (int i = 0; i < p->nEntry; i++) {
+    const ImpShard *pShard = impShardOf(p, &p->aEntry[i]);
+    sqlite3_reset(pStmt);
+    sqlite3_bind_text(pStmt, 2, p->aEntry[i].name, -1, SQLITE_STATIC);
+    if ((rc = sqlite3_step(pStmt)) != SQLITE_ROW) { rc = impSqlError(p, rc); goto done; }
+    const char *zWhere = (const char *)sqlite3_column_text(pStmt, 0);
+    if (!zWhere || strcmp(zWhere, pShard->zFile) != 0) {
+      rc = impError(p, zIndex, "tensor \"%s\" is in %s, but the weight_map says %s",
+                    p->aEntry[i].name, pShard->zFile, zWhere ? zWhere : "nothing");
+      goto done;
+    }
+    nMapped++;
+  }
+  sqlite3_finalize(pStmt);
+  rc = impPrepare(p, "SELECT count(*) FROM json_each(?1, '$.weight_map')", &pStmt);
+  if (rc != SQLITE_OK) goto done;
+  sqlite3_bind_text64(pStmt, 1, zJson, (sqlite3_uint64)nJson, SQLITE_STATIC, SQLITE_UTF8);
+  if ((rc = sqlite3_step(pStmt)) != SQLITE_ROW) { rc = impSqlError(p, rc); goto done; }
+  if (sqlite3_column_int(pStmt, 0) != nMapped) {
+    rc = impError(p, zIndex, "\"weight_map\" lists %d tensors, but the shards hold %d",
+                  sqlite3_column_int(pStmt, 0), nMapped);
+    goto done;
+  }
+  rc = SQLITE_OK;
+done:
+  sqlite3_finalize(pStmt);
+  sqlite3_free(zJson);
+  return rc;
+}
+
+/*
+** Opens model.safetensors (or, when the folder has none, the shards of
+** model.safetensors.index.json), reads and parses the headers, validates
+** the entries and matches them with the tensors the config requires: each
+** must be there once, with exactly the expected shape and a weight dtype
+** (F32, F16, BF16). Legacy attention buffers are skipped; any other name is
+** an error.
+*/
+static int impSafetensors(GptImport *p) {
+  const char *zFile = "model.safetensors";
+  char *zSingle = impPath(p, zFile);
+  struct stat st;
+  int i, rc, bSharded;
+
+  if (zSingle == 0) return impError(p, 0, "out of memory");
+  bSharded = stat(zSingle, &st) != 0 && errno == ENOENT;
+  sqlite3_free(zSingle);
+  if (bSharded) {
+    char *zIndex = impPath(p, "model.safetensors.index.json");
+    if (zIndex == 0) return impError(p, 0, "out of memory");
+    bSharded = stat(zIndex, &st) == 0;
+    sqlite3_free(zIndex);
+  }
+  rc = bSharded ? impShardIndex(p) : impShardOpen(p, zFile);
+  if (bSharded) zFile = "model.safetensors.index.json";
+  if (rc != SQLITE_OK) goto done;
+
+  /* The required list depends on whether the head is tied: by the presence
+  ** of lm_head.weight for GPT-2, by tie_word_embeddings for the others
+  ** (whose tied checkpoints may still carry a copy of the head, skipped). */
+  if (p->cfg.arch == GPT_ARCH_GPT2) {
+    for (i = 0; i < p->nEntry; i++) {
+      if (strcmp(impCanonical(p->aEntry[i].name), "lm_head.weight") == 0) p->bLmHead = 1;
+    }
+  } else {
+    p->bLmHead = !p->bTied;
   }
   p->nReq = gpt_n_tensors(&p->cfg, p->bLmHead);
   p->aReq = sqlite3_malloc64(sizeof(ImpTensor) * (sqlite3_uint64)p->nReq);
@@ -704,30 +885,34 @@ static int impSafetensors(GptImport *p) {
     char zWant[64], zGot[256];
     if (r == 0) {
       if (impIsLegacyBuffer(p, zCanon)) continue;
-      rc = impError(p, zFile, "unknown tensor \"%s\", expected only GPT-2 "
-                    "tensors for the config (%d layers)", t->name, p->cfg.n_layer);
+      if (p->bTied && strcmp(zCanon, "lm_head.weight") == 0) continue;
+      if (p->cfg.arch != GPT_ARCH_GPT2 && impIsRotaryBuffer(p, zCanon)) continue;
+      rc = impError(p, impShardOf(p, t)->zFile, "unknown tensor \"%s\", expected only %s "
+                    "tensors for the config (%d layers)", t->name,
+                    p->cfg.arch == GPT_ARCH_GPT2 ? "GPT-2" : gpt_arch_name(p->cfg.arch),
+                    p->cfg.n_layer);
       goto done;
     }
     if (r->pSrc) {
-      rc = impError(p, zFile, "tensor \"%s\" appears twice (also as \"%s\")",
+      rc = impError(p, impShardOf(p, t)->zFile, "tensor \"%s\" appears twice (also as \"%s\")",
                     t->name, r->pSrc->name);
       goto done;
     }
     r->pSrc = t;
     if (st_dtype_to_gpt(t->dtype) < 0) {
-      rc = impError(p, zFile, "tensor \"%s\" has dtype \"%s\", expected F32, "
+      rc = impError(p, impShardOf(p, t)->zFile, "tensor \"%s\" has dtype \"%s\", expected F32, "
                     "F16 or BF16", t->name, t->dtype_name);
       goto done;
     }
     st_shape_str(r->info.shape, r->info.ndim, zWant, sizeof(zWant));
     st_shape_str(t->shape, t->ndim, zGot, sizeof(zGot));
     if (strcmp(zWant, zGot) != 0) {
-      rc = impError(p, zFile, "tensor \"%s\" has the wrong shape, expected %s, "
+      rc = impError(p, impShardOf(p, t)->zFile, "tensor \"%s\" has the wrong shape, expected %s, "
                     "found %s", t->name, zWant, zGot);
       goto done;
     }
   }
-  /* The first missing tensor in the model's order (wte.weight first). */
+  /* The first missing tensor in the model's order (the embedding first). */
   for (i = 0; i < p->nReq; i++) {
     GPTTensorInfo info;
     ImpTensor *r;
@@ -742,7 +927,6 @@ static int impSafetensors(GptImport *p) {
     }
   }
 done:
-  free(zJson);
   return rc;
 }
 
@@ -951,6 +1135,1013 @@ done:
   return rc;
 }
 
+/* ------------------------------------------------ tokenizer.json import */
+
+/* Largest chat template accepted, and most stop ids (gpt_ext.h). */
+#define IMP_MAX_TEMPLATE GPT_MAX_CHAT_TEMPLATE
+
+/* An added token of tokenizer.json, held while importing. */
+typedef struct ImpAdded {
+  int id;
+  int bSpecial;
+  char *zContent;          /* sqlite3_malloc'd */
+  int nContent;
+} ImpAdded;
+
+/* What tokenizer.json and tokenizer_config.json say besides the vocabulary
+** and merges; becomes the gpt_tokenizer row. */
+typedef struct ImpHf {
+  const char *zJson;       /* tokenizer.json */
+  int64_t nJson;
+  char *zStages;           /* JSON array of Split stages, sqlite3_malloc'd */
+  int bNfc;
+  int bIgnoreMerges;
+  ImpAdded *aAdded;
+  int nAdded;
+  int nTok;                /* tokens: highest id + 1 */
+  int iPrefix;             /* id TemplateProcessing puts before the text, or -1 */
+  int bTemplate;           /* a TemplateProcessing was found */
+  int bos, eos;            /* ids, or -1 */
+  char *zBos, *zEos;       /* their texts, sqlite3_malloc'd, or NULL */
+  int bAddBos;
+  int aStop[GPT_MAX_STOP_IDS];
+  int nStop;
+  char *zTemplate;         /* chat_template, sqlite3_malloc'd, or NULL */
+} ImpHf;
+
+/*
+** Prepares zSql with the nJson bytes of zJson bound as ?1.
+*/
+static int impJsonPrepare(GptImport *p, const char *zSql, const char *zJson,
+                          int64_t nJson, sqlite3_stmt **ppStmt) {
+  int rc = impPrepare(p, zSql, ppStmt);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_text64(*ppStmt, 1, zJson, (sqlite3_uint64)nJson, SQLITE_STATIC,
+                        SQLITE_UTF8);
+  }
+  return rc;
+}
+
+/*
+** True when FILE exists in the import folder (whatever it is: impOpen then
+** says what is wrong with it).
+*/
+static int impHasFile(GptImport *p, const char *zFile) {
+  struct stat st;
+  char *zPath = impPath(p, zFile);
+  int bHas = zPath && stat(zPath, &st) == 0;
+  sqlite3_free(zPath);
+  return bHas;
+}
+
+/*
+** Appends {"KIND": PATTERN} to the JSON array of Split stages in h->zStages.
+*/
+static int impHfAddStage(GptImport *p, ImpHf *h, const char *zKind, const char *zPat,
+                         int nPat) {
+  sqlite3_stmt *pStmt = 0;
+  int rc = impPrepare(p, "SELECT json_insert(coalesce(?1, '[]'), '$[#]', "
+                      "json_object(?2, ?3))", &pStmt);
+  if (rc != SQLITE_OK) return rc;
+  sqlite3_bind_text(pStmt, 1, h->zStages, -1, SQLITE_STATIC);
+  sqlite3_bind_text(pStmt, 2, zKind, -1, SQLITE_STATIC);
+  sqlite3_bind_text(pStmt, 3, zPat, nPat, SQLITE_STATIC);
+  rc = sqlite3_step(pStmt);
+  if (rc == SQLITE_ROW) {
+    char *z = sqlite3_mprintf("%s", (const char *)sqlite3_column_text(pStmt, 0));
+    sqlite3_free(h->zStages);
+    h->zStages = z;
+    rc = z ? SQLITE_OK : impError(p, 0, "out of memory");
+  } else {
+    rc = impSqlError(p, rc);
+  }
+  sqlite3_finalize(pStmt);
+  return rc;
+}
+
+/*
+** Reads normalizer, pre_tokenizer and model options of tokenizer.json.
+** Accepted: normalizer null, NFC, or a Sequence of NFC; pre_tokenizer
+** ByteLevel, or a Sequence of Split (behavior Isolated, not inverted) and
+** Digits stages followed by ByteLevel; ByteLevel's use_regex adds GPT-2's
+** pattern; add_prefix_space must be false. model is BPE without dropout or
+** byte fallback. Anything else is refused by name.
+*/
+static int impHfOptions(GptImport *p, ImpHf *h) {
+  static const char *zFile = "tokenizer.json";
+  sqlite3_stmt *pStmt = 0;
+  int rc, bByteLevel = 0, nStage = 0;
+
+  rc = impJsonPrepare(p,
+      "SELECT json_extract(?1, '$.normalizer.type'),"
+      " (SELECT group_concat(coalesce(json_extract(value, '$.type'), '?'), ', ')"
+      "  FROM json_each(?1, '$.normalizer.normalizers')"
+      "  WHERE coalesce(json_extract(value, '$.type'), '?') <> 'NFC'),"
+      " json_type(?1, '$.normalizer'),"
+      " json_extract(?1, '$.model.type'), json_type(?1, '$.model.dropout'),"
+      " json_type(?1, '$.model.byte_fallback'),"
+      " json_extract(?1, '$.model.continuing_subword_prefix'),"
+      " json_extract(?1, '$.model.end_of_word_suffix'),"
+      " json_type(?1, '$.model.ignore_merges'), json_type(?1, '$.model.vocab'),"
+      " json_type(?1, '$.model.merges'),"
+      " (SELECT count(*) FROM json_each(?1, '$.normalizer.normalizers'))",
+      h->zJson, h->nJson, &pStmt);
+  if (rc != SQLITE_OK) goto done;
+  rc = sqlite3_step(pStmt);
+  if (rc != SQLITE_ROW) {
+    rc = impSqlError(p, rc);
+    goto done;
+  }
+  {
+    const char *zNorm = (const char *)sqlite3_column_text(pStmt, 0);
+    const char *zOther = (const char *)sqlite3_column_text(pStmt, 1);
+    const char *zNormType = (const char *)sqlite3_column_text(pStmt, 2);
+    const char *zModel = (const char *)sqlite3_column_text(pStmt, 3);
+    const char *zDropout = (const char *)sqlite3_column_text(pStmt, 4);
+    const char *zFallback = (const char *)sqlite3_column_text(pStmt, 5);
+    const char *zPrefix = (const char *)sqlite3_column_text(pStmt, 6);
+    const char *zSuffix = (const char *)sqlite3_column_text(pStmt, 7);
+    const char *zIgnore = (const char *)sqlite3_column_text(pStmt, 8);
+    const char *zVocab = (const char *)sqlite3_column_text(pStmt, 9);
+    const char *zMerges = (const char *)sqlite3_column_text(pStmt, 10);
+    if (zNormType && strcmp(zNormType, "null") != 0) {
+      if (zNorm && strcmp(zNorm, "NFC") == 0) {
+        h->bNfc = 1;
+      } else if (zNorm && strcmp(zNorm, "Sequence") == 0 && !zOther) {
+        h->bNfc = sqlite3_column_int(pStmt, 11) > 0;
+      } else {
+        rc = impError(p, zFile, "normalizer %s is not supported, expected none or NFC",
+                      zOther ? zOther : zNorm ? zNorm : "without a type");
+        goto done;
+      }
+    }
+    if (zModel && strcmp(zModel, "BPE") != 0) {
+      rc = impError(p, zFile, "model type %s is not supported, expected BPE", zModel);
+      goto done;
+    }
+    if (zDropout && strcmp(zDropout, "null") != 0) {
+      rc = impError(p, zFile, "model dropout is not supported, expected null");
+      goto done;
+    }
+    if (zFallback && strcmp(zFallback, "true") == 0) {
+      rc = impError(p, zFile, "model byte_fallback is not supported, expected false "
+                    "(byte-level BPE)");
+      goto done;
+    }
+    if ((zPrefix && zPrefix[0]) || (zSuffix && zSuffix[0])) {
+      rc = impError(p, zFile, "model continuing_subword_prefix and end_of_word_suffix "
+                    "are not supported, expected null or \"\"");
+      goto done;
+    }
+    h->bIgnoreMerges = zIgnore && strcmp(zIgnore, "true") == 0;
+    if (!zVocab || strcmp(zVocab, "object")) {
+      rc = impError(p, zFile, "model.vocab is %s, expected an object mapping tokens to ids",
+                    impJsonKind(zVocab));
+      goto done;
+    }
+    if (!zMerges || strcmp(zMerges, "array")) {
+      rc = impError(p, zFile, "model.merges is %s, expected an array", impJsonKind(zMerges));
+      goto done;
+    }
+  }
+  sqlite3_finalize(pStmt);
+  pStmt = 0;
+
+  /* The pre-tokenizer: one element, or the elements of a Sequence. */
+  rc = impJsonPrepare(p,
+      "SELECT json_extract(e.value, '$.type'), json_extract(e.value, '$.pattern.Regex'),"
+      " json_type(e.value, '$.pattern.Regex'), json_extract(e.value, '$.pattern.String'),"
+      " json_type(e.value, '$.pattern.String'), json_extract(e.value, '$.behavior'),"
+      " json_type(e.value, '$.invert'), json_type(e.value, '$.individual_digits'),"
+      " json_type(e.value, '$.add_prefix_space'), json_type(e.value, '$.use_regex')"
+      " FROM (SELECT CASE WHEN json_extract(?1, '$.pre_tokenizer.type') = 'Sequence'"
+      "   THEN json_extract(?1, '$.pre_tokenizer.pretokenizers')"
+      "   ELSE json_array(json(json_extract(?1, '$.pre_tokenizer'))) END AS a),"
+      " json_each(a) AS e", h->zJson, h->nJson, &pStmt);
+  if (rc != SQLITE_OK) goto done;
+  while ((rc = sqlite3_step(pStmt)) == SQLITE_ROW) {
+    const char *zType = (const char *)sqlite3_column_text(pStmt, 0);
+    const char *zTrue = "true";
+    nStage++;
+    rc = SQLITE_OK;
+    if (!zType) {
+      rc = impError(p, zFile, "pre_tokenizer %d has no type, expected ByteLevel, Split or "
+                    "Digits (byte-level BPE)", nStage);
+      goto done;
+    }
+    if (bByteLevel) {
+      rc = impError(p, zFile, "pre_tokenizer %s comes after ByteLevel, expected ByteLevel "
+                    "last", zType);
+      goto done;
+    }
+    if (strcmp(zType, "Split") == 0) {
+      const char *zBehavior = (const char *)sqlite3_column_text(pStmt, 5);
+      const char *zInvert = (const char *)sqlite3_column_text(pStmt, 6);
+      int bRegex = sqlite3_column_text(pStmt, 2) &&
+                   strcmp((const char *)sqlite3_column_text(pStmt, 2), "text") == 0;
+      int bString = sqlite3_column_text(pStmt, 4) &&
+                    strcmp((const char *)sqlite3_column_text(pStmt, 4), "text") == 0;
+      if (!zBehavior || strcmp(zBehavior, "Isolated") != 0) {
+        rc = impError(p, zFile, "pre_tokenizer Split behavior %s is not supported, expected "
+                      "Isolated", zBehavior ? zBehavior : "missing");
+        goto done;
+      }
+      if (zInvert && strcmp(zInvert, zTrue) == 0) {
+        rc = impError(p, zFile, "pre_tokenizer Split with invert is not supported");
+        goto done;
+      }
+      if (!bRegex && !bString) {
+        rc = impError(p, zFile, "pre_tokenizer Split has no pattern, expected "
+                      "{\"Regex\": ...} or {\"String\": ...}");
+        goto done;
+      }
+      rc = impHfAddStage(p, h, bRegex ? "regex" : "string",
+                         (const char *)sqlite3_column_text(pStmt, bRegex ? 1 : 3),
+                         sqlite3_column_bytes(pStmt, bRegex ? 1 : 3));
+    } else if (strcmp(zType, "Digits") == 0) {
+      const char *zEach = (const char *)sqlite3_column_text(pStmt, 7);
+      int bEach = zEach && strcmp(zEach, zTrue) == 0;
+      rc = impHfAddStage(p, h, "regex", bEach ? "\\p{N}" : "\\p{N}+", -1);
+    } else if (strcmp(zType, "ByteLevel") == 0) {
+      const char *zPrefix = (const char *)sqlite3_column_text(pStmt, 8);
+      const char *zRegex = (const char *)sqlite3_column_text(pStmt, 9);
+      if (zPrefix && strcmp(zPrefix, zTrue) == 0) {
+        rc = impError(p, zFile, "pre_tokenizer ByteLevel with add_prefix_space is not "
+                      "supported, expected false");
+        goto done;
+      }
+      bByteLevel = 1;
+      /* use_regex defaults to true */
+      if (!zRegex || strcmp(zRegex, zTrue) == 0)
+        rc = impHfAddStage(p, h, "regex", tok_gpt2_pattern, -1);
+    } else {
+      rc = impError(p, zFile, "pre_tokenizer %s is not supported, expected ByteLevel, Split "
+                    "or Digits (byte-level BPE)", zType);
+      goto done;
+    }
+    if (rc != SQLITE_OK) goto done;
+    if (nStage > TOK_MAX_SPLITS) {
+      rc = impError(p, zFile, "pre_tokenizer has more than %d stages", TOK_MAX_SPLITS);
+      goto done;
+    }
+  }
+  if (rc != SQLITE_DONE) {
+    rc = impSqlError(p, rc);
+    goto done;
+  }
+  if (!bByteLevel) {
+    rc = impError(p, zFile, "pre_tokenizer has no ByteLevel, expected byte-level BPE "
+                  "(ByteLevel, or Split then ByteLevel)");
+    goto done;
+  }
+  if (!h->zStages) {
+    h->zStages = sqlite3_mprintf("[]");
+    if (!h->zStages) rc = impError(p, 0, "out of memory");
+  }
+  rc = SQLITE_OK;
+done:
+  sqlite3_finalize(pStmt);
+  return rc;
+}
+
+/*
+** Reads added_tokens: each an object with an integer id in range, a
+** non-empty string content, and no single_word, lstrip or rstrip.
+*/
+static int impHfAdded(GptImport *p, ImpHf *h) {
+  static const char *zFile = "tokenizer.json";
+  sqlite3_stmt *pStmt = 0;
+  int rc, n;
+
+  rc = impJsonPrepare(p, "SELECT json_type(?1, '$.added_tokens'),"
+                      " json_array_length(?1, '$.added_tokens')", h->zJson, h->nJson, &pStmt);
+  if (rc != SQLITE_OK) goto done;
+  rc = sqlite3_step(pStmt);
+  if (rc != SQLITE_ROW) {
+    rc = impSqlError(p, rc);
+    goto done;
+  }
+  {
+    const char *zType = (const char *)sqlite3_column_text(pStmt, 0);
+    if (zType && strcmp(zType, "array") && strcmp(zType, "null")) {
+      rc = impError(p, zFile, "added_tokens is %s, expected an array", impJsonKind(zType));
+      goto done;
+    }
+  }
+  n = sqlite3_column_int(pStmt, 1);
+  if (n > TOK_MAX_ADDED) {
+    rc = impError(p, zFile, "added_tokens has %d tokens, expected at most %d", n,
+                  TOK_MAX_ADDED);
+    goto done;
+  }
+  sqlite3_finalize(pStmt);
+  pStmt = 0;
+  if (n == 0) {
+    rc = SQLITE_OK;
+    goto done;
+  }
+  h->aAdded = sqlite3_malloc64(sizeof(ImpAdded) * (sqlite3_uint64)n);
+  if (!h->aAdded) {
+    rc = impError(p, 0, "out of memory");
+    goto done;
+  }
+  memset(h->aAdded, 0, sizeof(ImpAdded) * (size_t)n);
+  rc = impJsonPrepare(p,
+      "SELECT json_type(value, '$.id'), json_extract(value, '$.id'),"
+      " json_type(value, '$.content'), json_extract(value, '$.content'),"
+      " json_type(value, '$.special'), json_type(value, '$.single_word'),"
+      " json_type(value, '$.lstrip'), json_type(value, '$.rstrip'), key"
+      " FROM json_each(?1, '$.added_tokens')", h->zJson, h->nJson, &pStmt);
+  if (rc != SQLITE_OK) goto done;
+  while ((rc = sqlite3_step(pStmt)) == SQLITE_ROW && h->nAdded < n) {
+    const char *zIdType = (const char *)sqlite3_column_text(pStmt, 0);
+    const char *zType = (const char *)sqlite3_column_text(pStmt, 2);
+    const char *zContent = (const char *)sqlite3_column_text(pStmt, 3);
+    int nContent = sqlite3_column_bytes(pStmt, 3);
+    sqlite3_int64 id = sqlite3_column_int64(pStmt, 1);
+    int k = sqlite3_column_int(pStmt, 8);
+    if (!zIdType || strcmp(zIdType, "integer") || id < 0 || id >= p->cfg.vocab_size) {
+      rc = impError(p, zFile, "added_tokens[%d] has id %s, expected an integer 0 to %d "
+                    "(vocab_size of config.json)", k,
+                    zIdType && !strcmp(zIdType, "integer")
+                        ? (const char *)sqlite3_column_text(pStmt, 1) : impJsonKind(zIdType),
+                    p->cfg.vocab_size - 1);
+      goto done;
+    }
+    if (!zType || strcmp(zType, "text") || nContent <= 0 || nContent > TOK_MAX_ADDED_LEN) {
+      rc = impError(p, zFile, "added_tokens[%d] content is %s, expected a string of 1 to %d "
+                    "bytes", k, zType && !strcmp(zType, "text") ? "too long or empty"
+                    : impJsonKind(zType), TOK_MAX_ADDED_LEN);
+      goto done;
+    }
+    for (int c = 5; c <= 7; c++) {
+      const char *zFlag = (const char *)sqlite3_column_text(pStmt, c);
+      if (zFlag && strcmp(zFlag, "true") == 0) {
+        static const char *azFlag[] = {"single_word", "lstrip", "rstrip"};
+        rc = impError(p, zFile, "added_tokens[%d] \"%.*s\" has %s, which is not supported",
+                      k, impClip(zContent, nContent), zContent, azFlag[c - 5]);
+        goto done;
+      }
+    }
+    ImpAdded *a = &h->aAdded[h->nAdded];
+    a->id = (int)id;
+    a->bSpecial = sqlite3_column_text(pStmt, 4) &&
+                  strcmp((const char *)sqlite3_column_text(pStmt, 4), "true") == 0;
+    a->zContent = sqlite3_malloc(nContent + 1);
+    if (!a->zContent) {
+      rc = impError(p, 0, "out of memory");
+      goto done;
+    }
+    memcpy(a->zContent, zContent, (size_t)nContent + 1);
+    a->nContent = nContent;
+    h->nAdded++;
+  }
+  if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+    rc = impSqlError(p, rc);
+    goto done;
+  }
+  rc = SQLITE_OK;
+done:
+  sqlite3_finalize(pStmt);
+  return rc;
+}
+
+/*
+** Checks model.vocab (ids integers in [0, vocab_size), each id and token
+** once), sizes the tokenizer to the highest id of it and added_tokens plus
+** one, and stores every token in gpt_vocab and in the tokenizer. Added
+** tokens missing from model.vocab are stored in byte-level form too.
+*/
+static int impHfVocab(GptImport *p, ImpHf *h, GPTTokenizer **ppTok) {
+  static const char *zFile = "tokenizer.json";
+  sqlite3_stmt *pStmt = 0;
+  GPTTokenizer *t = 0;
+  char zMsg[256];
+  sqlite3_int64 nMax = -1;
+  int rc;
+
+  rc = impJsonPrepare(p, "SELECT key, type, atom FROM json_each(?1, '$.model.vocab')"
+                      " WHERE type <> 'integer' OR value < 0 OR value >= ?2 LIMIT 1",
+                      h->zJson, h->nJson, &pStmt);
+  if (rc != SQLITE_OK) goto done;
+  sqlite3_bind_int(pStmt, 2, p->cfg.vocab_size);
+  rc = sqlite3_step(pStmt);
+  if (rc == SQLITE_ROW) {
+    const char *zKey = (const char *)sqlite3_column_text(pStmt, 0);
+    int nKey = sqlite3_column_bytes(pStmt, 0);
+    const char *zType = (const char *)sqlite3_column_text(pStmt, 1);
+    if (zType && strcmp(zType, "integer") == 0) {
+      rc = impError(p, zFile, "model.vocab token \"%.*s\" has id %s, expected 0 to %d "
+                    "(vocab_size of config.json)", impClip(zKey, nKey), zKey,
+                    (const char *)sqlite3_column_text(pStmt, 2), p->cfg.vocab_size - 1);
+    } else {
+      rc = impError(p, zFile, "model.vocab token \"%.*s\" has an id that is %s, expected "
+                    "an integer", impClip(zKey, nKey), zKey, impJsonKind(zType));
+    }
+    goto done;
+  }
+  if (rc != SQLITE_DONE) {
+    rc = impSqlError(p, rc);
+    goto done;
+  }
+  sqlite3_finalize(pStmt);
+  pStmt = 0;
+  rc = impJsonPrepare(p, "SELECT count(*), count(DISTINCT value), count(DISTINCT key),"
+                      " max(value) FROM json_each(?1, '$.model.vocab')",
+                      h->zJson, h->nJson, &pStmt);
+  if (rc != SQLITE_OK) goto done;
+  rc = sqlite3_step(pStmt);
+  if (rc != SQLITE_ROW) {
+    rc = impSqlError(p, rc);
+    goto done;
+  }
+  if (sqlite3_column_int64(pStmt, 1) != sqlite3_column_int64(pStmt, 0) ||
+      sqlite3_column_int64(pStmt, 2) != sqlite3_column_int64(pStmt, 0)) {
+    rc = impError(p, zFile, "model.vocab repeats an id or a token, expected each once "
+                  "(%lld tokens, %lld distinct ids, %lld distinct tokens)",
+                  sqlite3_column_int64(pStmt, 0), sqlite3_column_int64(pStmt, 1),
+                  sqlite3_column_int64(pStmt, 2));
+    goto done;
+  }
+  if (sqlite3_column_int64(pStmt, 0) > 0) nMax = sqlite3_column_int64(pStmt, 3);
+  sqlite3_finalize(pStmt);
+  pStmt = 0;
+  for (int k = 0; k < h->nAdded; k++)
+    if (h->aAdded[k].id > nMax) nMax = h->aAdded[k].id;
+  if (nMax + 1 < 256) {
+    rc = impError(p, zFile, "the vocabulary has %lld tokens, expected at least 256 (one per "
+                  "byte)", nMax + 1);
+    goto done;
+  }
+  h->nTok = (int)(nMax + 1); /* <= vocab_size: every id was checked against it */
+  t = tok_new(h->nTok);
+  if (!t) {
+    rc = impError(p, 0, "out of memory");
+    goto done;
+  }
+
+  rc = impJsonPrepare(p, "SELECT value, key FROM json_each(?1, '$.model.vocab')",
+                      h->zJson, h->nJson, &pStmt);
+  if (rc != SQLITE_OK) goto done;
+  while ((rc = sqlite3_step(pStmt)) == SQLITE_ROW) {
+    if (tok_set_token(t, sqlite3_column_int(pStmt, 0),
+                      (const char *)sqlite3_column_text(pStmt, 1),
+                      sqlite3_column_bytes(pStmt, 1), zMsg, sizeof(zMsg))) {
+      rc = impError(p, zFile, "model.vocab: %s", zMsg);
+      goto done;
+    }
+  }
+  if (rc != SQLITE_DONE) {
+    rc = impSqlError(p, rc);
+    goto done;
+  }
+  sqlite3_finalize(pStmt);
+  pStmt = 0;
+  rc = impJsonPrepare(p, "INSERT INTO gpt_vocab(model, token_id, token) "
+                      "SELECT ?2, value, key FROM json_each(?1, '$.model.vocab') ORDER BY value",
+                      h->zJson, h->nJson, &pStmt);
+  if (rc != SQLITE_OK) goto done;
+  sqlite3_bind_text(pStmt, 2, p->zName, -1, SQLITE_STATIC);
+  rc = sqlite3_step(pStmt);
+  if (rc != SQLITE_DONE) {
+    rc = impSqlError(p, rc);
+    goto done;
+  }
+  sqlite3_finalize(pStmt);
+  pStmt = 0;
+
+  /* Added tokens: the same bytes as model.vocab's token of that id, or new. */
+  rc = impPrepare(p, "INSERT INTO gpt_vocab(model, token_id, token) VALUES(?1, ?2, ?3)", &pStmt);
+  if (rc != SQLITE_OK) goto done;
+  sqlite3_bind_text(pStmt, 1, p->zName, -1, SQLITE_STATIC);
+  for (int k = 0; k < h->nAdded; k++) {
+    ImpAdded *a = &h->aAdded[k];
+    int nHave = 0;
+    const char *zHave = tok_token_bytes(t, a->id, &nHave);
+    if (zHave) {
+      if (nHave != a->nContent || memcmp(zHave, a->zContent, (size_t)nHave)) {
+        rc = impError(p, zFile, "added token %d \"%.*s\" differs from model.vocab's token %d",
+                      a->id, impClip(a->zContent, a->nContent), a->zContent, a->id);
+        goto done;
+      }
+      continue;
+    }
+    int nLevel = tok_byte_level(a->zContent, a->nContent, 0, 0);
+    char *zLevel = sqlite3_malloc(nLevel + 1);
+    if (!zLevel) {
+      rc = impError(p, 0, "out of memory");
+      goto done;
+    }
+    tok_byte_level(a->zContent, a->nContent, zLevel, nLevel + 1);
+    if (tok_set_token(t, a->id, zLevel, nLevel, zMsg, sizeof(zMsg))) {
+      sqlite3_free(zLevel);
+      rc = impError(p, zFile, "added_tokens: %s", zMsg);
+      goto done;
+    }
+    sqlite3_bind_int(pStmt, 2, a->id);
+    sqlite3_bind_text(pStmt, 3, zLevel, nLevel, sqlite3_free);
+    rc = sqlite3_step(pStmt);
+    sqlite3_reset(pStmt);
+    if (rc != SQLITE_DONE) {
+      rc = impSqlError(p, rc);
+      goto done;
+    }
+  }
+  *ppTok = t;
+  t = 0;
+  rc = SQLITE_OK;
+done:
+  sqlite3_finalize(pStmt);
+  tok_free(t);
+  return rc;
+}
+
+/*
+** Stores model.merges in gpt_merges and the tokenizer: each either "a b"
+** (two tokens separated by one space) or a pair ["a", "b"].
+*/
+static int impHfMerges(GptImport *p, ImpHf *h, GPTTokenizer *t) {
+  static const char *zFile = "tokenizer.json";
+  sqlite3_stmt *pStmt = 0, *pIns = 0;
+  char zMsg[256];
+  int rc;
+
+  rc = impPrepare(p, "INSERT INTO gpt_merges(model, rank, left, right) "
+                  "VALUES(?1, ?2, ?3, ?4)", &pIns);
+  if (rc != SQLITE_OK) goto done;
+  sqlite3_bind_text(pIns, 1, p->zName, -1, SQLITE_STATIC);
+  /* (a text value is the bare string, not JSON: only arrays are looked into) */
+  rc = impJsonPrepare(p, "SELECT key, type, value,"
+                      " CASE type WHEN 'array' THEN json_type(value, '$[0]') END,"
+                      " CASE type WHEN 'array' THEN json_extract(value, '$[0]') END,"
+                      " CASE type WHEN 'array' THEN json_type(value, '$[1]') END,"
+                      " CASE type WHEN 'array' THEN json_extract(value, '$[1]') END,"
+                      " CASE type WHEN 'array' THEN json_array_length(value) END"
+                      " FROM json_each(?1, '$.model.merges')", h->zJson, h->nJson, &pStmt);
+  if (rc != SQLITE_OK) goto done;
+  while ((rc = sqlite3_step(pStmt)) == SQLITE_ROW) {
+    const char *zType = (const char *)sqlite3_column_text(pStmt, 1);
+    const char *zL = 0, *zR = 0;
+    int nL = 0, nR = 0;
+    int k = sqlite3_column_int(pStmt, 0);
+    if (zType && strcmp(zType, "text") == 0) {
+      const char *z = (const char *)sqlite3_column_text(pStmt, 2);
+      int n = sqlite3_column_bytes(pStmt, 2);
+      const char *zSp = z ? memchr(z, ' ', (size_t)n) : 0;
+      if (zSp && zSp > z && zSp + 1 < z + n && !memchr(zSp + 1, ' ', (size_t)(z + n - zSp - 1))) {
+        zL = z;
+        nL = (int)(zSp - z);
+        zR = zSp + 1;
+        nR = n - nL - 1;
+      }
+    } else if (zType && strcmp(zType, "array") == 0 && sqlite3_column_int(pStmt, 7) == 2 &&
+               sqlite3_column_text(pStmt, 3) && sqlite3_column_text(pStmt, 5) &&
+               strcmp((const char *)sqlite3_column_text(pStmt, 3), "text") == 0 &&
+               strcmp((const char *)sqlite3_column_text(pStmt, 5), "text") == 0) {
+      zL = (const char *)sqlite3_column_text(pStmt, 4);
+      nL = sqlite3_column_bytes(pStmt, 4);
+      zR = (const char *)sqlite3_column_text(pStmt, 6);
+      nR = sqlite3_column_bytes(pStmt, 6);
+    }
+    if (!zL || !zR || nL == 0 || nR == 0) {
+      rc = impError(p, zFile, "model.merges[%d] is not \"a b\" nor [\"a\", \"b\"] with two "
+                    "non-empty tokens", k);
+      goto done;
+    }
+    if (tok_add_merge(t, p->nMerge, zL, nL, zR, nR, zMsg, sizeof(zMsg))) {
+      rc = impError(p, zFile, "model.merges[%d]: %s", k, zMsg);
+      goto done;
+    }
+    sqlite3_bind_int(pIns, 2, p->nMerge);
+    sqlite3_bind_text(pIns, 3, zL, nL, SQLITE_STATIC);
+    sqlite3_bind_text(pIns, 4, zR, nR, SQLITE_STATIC);
+    rc = sqlite3_step(pIns);
+    sqlite3_reset(pIns);
+    if (rc != SQLITE_DONE) {
+      rc = impSqlError(p, rc);
+      goto done;
+    }
+    p->nMerge++;
+  }
+  if (rc != SQLITE_DONE) {
+    rc = impSqlError(p, rc);
+    goto done;
+  }
+  rc = SQLITE_OK;
+done:
+  sqlite3_finalize(pStmt);
+  sqlite3_finalize(pIns);
+  return rc;
+}
+
+/*
+** Reads the post_processor (alone or in a Sequence): ByteLevel changes no
+** ids; TemplateProcessing's "single" may put one special token before the
+** text ($A), which becomes h->iPrefix. Anything else is refused by name.
+*/
+static int impHfPost(GptImport *p, ImpHf *h) {
+  static const char *zFile = "tokenizer.json";
+  sqlite3_stmt *pStmt = 0, *pItem = 0;
+  int rc;
+
+  h->iPrefix = -1;
+  rc = impJsonPrepare(p,
+      "SELECT json_extract(e.value, '$.type'), e.value"
+      " FROM (SELECT CASE WHEN json_extract(?1, '$.post_processor.type') = 'Sequence'"
+      "   THEN json_extract(?1, '$.post_processor.processors')"
+      "   ELSE json_array(json(json_extract(?1, '$.post_processor'))) END AS a),"
+      " json_each(a) AS e", h->zJson, h->nJson, &pStmt);
+  if (rc != SQLITE_OK) goto done;
+  while ((rc = sqlite3_step(pStmt)) == SQLITE_ROW) {
+    const char *zType = (const char *)sqlite3_column_text(pStmt, 0);
+    int bSeq = 0, nBefore = 0, nAfter = 0;
+    if (!zType || strcmp(zType, "ByteLevel") == 0) continue;
+    if (strcmp(zType, "TemplateProcessing") != 0) {
+      rc = impError(p, zFile, "post_processor %s is not supported, expected ByteLevel or "
+                    "TemplateProcessing", zType);
+      goto done;
+    }
+    h->bTemplate = 1;
+    rc = impJsonPrepare(p,
+        "SELECT json_extract(s.value, '$.SpecialToken.id'), json_type(s.value, '$.Sequence'),"
+        " (SELECT json_extract(t.value, '$.ids') FROM json_each(?1, '$.special_tokens') AS t"
+        "   WHERE t.key = json_extract(s.value, '$.SpecialToken.id')),"
+        " (SELECT json_array_length(t.value, '$.ids') FROM json_each(?1, '$.special_tokens') AS t"
+        "   WHERE t.key = json_extract(s.value, '$.SpecialToken.id')),"
+        " (SELECT json_extract(t.value, '$.ids[0]') FROM json_each(?1, '$.special_tokens') AS t"
+        "   WHERE t.key = json_extract(s.value, '$.SpecialToken.id')),"
+        " (SELECT json_type(t.value, '$.ids[0]') FROM json_each(?1, '$.special_tokens') AS t"
+        "   WHERE t.key = json_extract(s.value, '$.SpecialToken.id'))"
+        " FROM json_each(?1, '$.single') AS s",
+        (const char *)sqlite3_column_text(pStmt, 1), sqlite3_column_bytes(pStmt, 1), &pItem);
+    if (rc != SQLITE_OK) goto done;
+    while ((rc = sqlite3_step(pItem)) == SQLITE_ROW) {
+      const char *zName = (const char *)sqlite3_column_text(pItem, 0);
+      if (sqlite3_column_type(pItem, 1) != SQLITE_NULL) {
+        bSeq = 1;
+        continue;
+      }
+      if (!zName) {
+        rc = impError(p, zFile, "post_processor TemplateProcessing has a \"single\" item that "
+                      "is neither SpecialToken nor Sequence");
+        goto done;
+      }
+      if (bSeq) nAfter++;
+      else nBefore++;
+      const char *zIdType = (const char *)sqlite3_column_text(pItem, 5);
+      sqlite3_int64 id = sqlite3_column_int64(pItem, 4);
+      if (sqlite3_column_int(pItem, 3) != 1 || !zIdType || strcmp(zIdType, "integer") ||
+          id < 0 || id >= h->nTok) {
+        rc = impError(p, zFile, "post_processor TemplateProcessing special token \"%s\" must "
+                      "have one id, 0 to %d", zName, h->nTok - 1);
+        goto done;
+      }
+      h->iPrefix = (int)id;
+    }
+    if (rc != SQLITE_DONE) {
+      rc = impSqlError(p, rc);
+      goto done;
+    }
+    sqlite3_finalize(pItem);
+    pItem = 0;
+    if (nBefore > 1 || nAfter > 0) {
+      rc = impError(p, zFile, "post_processor TemplateProcessing adds %d tokens before the "
+                    "text and %d after, expected at most one before (a BOS)", nBefore, nAfter);
+      goto done;
+    }
+  }
+  if (rc != SQLITE_DONE) {
+    rc = impSqlError(p, rc);
+    goto done;
+  }
+  rc = SQLITE_OK;
+done:
+  sqlite3_finalize(pItem);
+  sqlite3_finalize(pStmt);
+  return rc;
+}
+
+/*
+** Resolves a token text of tokenizer_config.json (bos_token, eos_token) to
+** its id: the added token with that content, or the vocabulary's token with
+** those bytes. *pId is -1 when zText is NULL.
+*/
+static int impHfTokenId(GptImport *p, ImpHf *h, GPTTokenizer *t, const char *zKey,
+                        const char *zText, int nText, int *pId) {
+  *pId = -1;
+  if (!zText) return SQLITE_OK;
+  for (int k = 0; k < h->nAdded; k++) {
+    if (h->aAdded[k].nContent == nText && memcmp(h->aAdded[k].zContent, zText, (size_t)nText) == 0) {
+      *pId = h->aAdded[k].id;
+      return SQLITE_OK;
+    }
+  }
+  *pId = tok_token_id(t, zText, nText);
+  if (*pId < 0) {
+    return impError(p, "tokenizer_config.json", "%s \"%.*s\" is not a token of "
+                    "tokenizer.json", zKey, impClip(zText, nText), zText);
+  }
+  return SQLITE_OK;
+}
+
+/*
+** Adds id to the stop ids unless it is there already.
+*/
+static int impHfStop(GptImport *p, ImpHf *h, int id) {
+  for (int k = 0; k < h->nStop; k++)
+    if (h->aStop[k] == id) return SQLITE_OK;
+  if (h->nStop >= GPT_MAX_STOP_IDS) {
+    return impError(p, 0, "more than %d end-of-sequence ids (eos_token, generation_config's "
+                    "eos_token_id, end-of-turn tokens)", GPT_MAX_STOP_IDS);
+  }
+  h->aStop[h->nStop++] = id;
+  return SQLITE_OK;
+}
+
+/*
+** Reads tokenizer_config.json when the folder has one (bos_token,
+** eos_token, add_bos_token, chat_template, tokenizer_class) and
+** generation_config.json's eos_token_id, then settles the BOS and the stop
+** ids. A TemplateProcessing decides the BOS, as in Hugging Face's
+** PreTrainedTokenizerFast; LlamaTokenizer and GemmaTokenizer classes follow
+** add_bos_token instead, as theirs rewrite the post-processor from it.
+*/
+static int impHfConfig(GptImport *p, ImpHf *h, GPTTokenizer *t) {
+  static const char *zFile = "tokenizer_config.json";
+  static const char *azEndOfTurn[] = {"<|im_end|>", "<|eot_id|>", "<|endoftext|>",
+                                      "<|end_of_text|>"};
+  sqlite3_stmt *pStmt = 0;
+  char *zText = 0;
+  int64_t nText = 0;
+  int rc, bAddBosGiven = 0, bAddBos = 0, bLlamaClass = 0;
+
+  h->bos = h->eos = -1;
+  if (impHasFile(p, zFile)) {
+    rc = impReadText(p, zFile, &zText, &nText);
+    if (rc != SQLITE_OK) goto done;
+    rc = impCheckObject(p, zFile, zText, nText, "a JSON object");
+    if (rc != SQLITE_OK) goto done;
+    rc = impJsonPrepare(p,
+        "SELECT json_type(?1, '$.bos_token'), coalesce(json_extract(?1, '$.bos_token.content'),"
+        "   CASE json_type(?1, '$.bos_token') WHEN 'text' THEN json_extract(?1, '$.bos_token') END),"
+        " json_type(?1, '$.eos_token'), coalesce(json_extract(?1, '$.eos_token.content'),"
+        "   CASE json_type(?1, '$.eos_token') WHEN 'text' THEN json_extract(?1, '$.eos_token') END),"
+        " json_type(?1, '$.add_bos_token'), json_type(?1, '$.chat_template'),"
+        " CASE json_type(?1, '$.chat_template') WHEN 'text' THEN json_extract(?1, '$.chat_template')"
+        "   WHEN 'array' THEN (SELECT json_extract(value, '$.template') FROM"
+        "   json_each(?1, '$.chat_template') WHERE json_extract(value, '$.name') = 'default') END,"
+        " json_extract(?1, '$.tokenizer_class')", zText, nText, &pStmt);
+    if (rc != SQLITE_OK) goto done;
+    rc = sqlite3_step(pStmt);
+    if (rc != SQLITE_ROW) {
+      rc = impSqlError(p, rc);
+      goto done;
+    }
+    {
+      const char *zAdd = (const char *)sqlite3_column_text(pStmt, 4);
+      const char *zClass = (const char *)sqlite3_column_text(pStmt, 7);
+      const char *zTplType = (const char *)sqlite3_column_text(pStmt, 5);
+      bAddBosGiven = zAdd && (!strcmp(zAdd, "true") || !strcmp(zAdd, "false"));
+      bAddBos = zAdd && !strcmp(zAdd, "true");
+      bLlamaClass = zClass && (!strncmp(zClass, "LlamaTokenizer", 14) ||
+                               !strncmp(zClass, "GemmaTokenizer", 14) ||
+                               !strncmp(zClass, "CodeLlamaTokenizer", 18));
+      if (zTplType && strcmp(zTplType, "null") && sqlite3_column_type(pStmt, 6) == SQLITE_NULL) {
+        rc = impError(p, zFile, "chat_template is %s, expected a string or a list with a "
+                      "\"default\" template", impJsonKind(zTplType));
+        goto done;
+      }
+      if (sqlite3_column_bytes(pStmt, 6) > IMP_MAX_TEMPLATE) {
+        rc = impError(p, zFile, "chat_template is %d bytes, expected at most %d",
+                      sqlite3_column_bytes(pStmt, 6), IMP_MAX_TEMPLATE);
+        goto done;
+      }
+      if (sqlite3_column_type(pStmt, 6) != SQLITE_NULL) {
+        h->zTemplate = sqlite3_mprintf("%s", (const char *)sqlite3_column_text(pStmt, 6));
+        if (!h->zTemplate) {
+          rc = impError(p, 0, "out of memory");
+          goto done;
+        }
+      }
+      for (int k = 0; k < 2; k++) {
+        const char *zTok = (const char *)sqlite3_column_text(pStmt, 1 + 2 * k);
+        int nTok = sqlite3_column_bytes(pStmt, 1 + 2 * k);
+        const char *zKind = (const char *)sqlite3_column_text(pStmt, 2 * k);
+        if (zKind && strcmp(zKind, "null") && (!zTok || nTok == 0 || nTok > TOK_MAX_ADDED_LEN)) {
+          rc = impError(p, zFile, "%s is %s, expected a token's text or null",
+                        k ? "eos_token" : "bos_token", impJsonKind(zKind));
+          goto done;
+        }
+        if (!zTok) continue;
+        rc = impHfTokenId(p, h, t, k ? "eos_token" : "bos_token", zTok, nTok,
+                          k ? &h->eos : &h->bos);
+        if (rc != SQLITE_OK) goto done;
+        char *z = sqlite3_mprintf("%.*s", nTok, zTok);
+        if (!z) {
+          rc = impError(p, 0, "out of memory");
+          goto done;
+        }
+        if (k) h->zEos = z;
+        else h->zBos = z;
+      }
+    }
+    sqlite3_finalize(pStmt);
+    pStmt = 0;
+  }
+
+  /* The BOS of tokenizer(text).input_ids. */
+  if (h->bTemplate && !(bLlamaClass && bAddBosGiven)) {
+    if (h->iPrefix >= 0) {
+      h->bAddBos = 1;
+      if (h->bos != h->iPrefix) {
+        int n = 0;
+        const char *z = tok_token_bytes(t, h->iPrefix, &n);
+        sqlite3_free(h->zBos);
+        h->zBos = sqlite3_mprintf("%.*s", n, z);
+        if (!h->zBos) {
+          rc = impError(p, 0, "out of memory");
+          goto done;
+        }
+        h->bos = h->iPrefix;
+      }
+    }
+  } else if (bAddBos) {
+    if (h->bos < 0) {
+      rc = impError(p, zFile, "add_bos_token is true but bos_token is not set");
+      goto done;
+    }
+    h->bAddBos = 1;
+  }
+
+  /* Stop ids: eos, generation_config's eos_token_id, end-of-turn tokens. */
+  if (h->eos >= 0 && (rc = impHfStop(p, h, h->eos)) != SQLITE_OK) goto done;
+  if (impHasFile(p, "generation_config.json")) {
+    static const char *zGen = "generation_config.json";
+    sqlite3_free(zText);
+    zText = 0;
+    rc = impReadText(p, zGen, &zText, &nText);
+    if (rc != SQLITE_OK) goto done;
+    rc = impCheckObject(p, zGen, zText, nText, "a JSON object");
+    if (rc != SQLITE_OK) goto done;
+    rc = impJsonPrepare(p, "SELECT type, value FROM json_each(?1, '$.eos_token_id')",
+                        zText, nText, &pStmt);
+    if (rc != SQLITE_OK) goto done;
+    while ((rc = sqlite3_step(pStmt)) == SQLITE_ROW) {
+      const char *zType = (const char *)sqlite3_column_text(pStmt, 0);
+      sqlite3_int64 id = sqlite3_column_int64(pStmt, 1);
+      if (zType && strcmp(zType, "null") == 0) continue;
+      if (!zType || strcmp(zType, "integer") || id < 0 || id >= h->nTok) {
+        rc = impError(p, zGen, "eos_token_id %s is not a token id 0 to %d",
+                      (const char *)sqlite3_column_text(pStmt, 1), h->nTok - 1);
+        goto done;
+      }
+      if ((rc = impHfStop(p, h, (int)id)) != SQLITE_OK) goto done;
+    }
+    if (rc != SQLITE_DONE) {
+      rc = impSqlError(p, rc);
+      goto done;
+    }
+    sqlite3_finalize(pStmt);
+    pStmt = 0;
+  }
+  for (int k = 0; k < h->nAdded; k++) {
+    if (!h->aAdded[k].bSpecial) continue;
+    for (size_t j = 0; j < sizeof(azEndOfTurn) / sizeof(azEndOfTurn[0]); j++) {
+      if (strcmp(h->aAdded[k].zContent, azEndOfTurn[j]) == 0 &&
+          (rc = impHfStop(p, h, h->aAdded[k].id)) != SQLITE_OK)
+        goto done;
+    }
+  }
+  rc = SQLITE_OK;
+done:
+  sqlite3_finalize(pStmt);
+  sqlite3_free(zText);
+  return rc;
+}
+
+/*
+** Writes the gpt_tokenizer row: everything the loader needs besides
+** gpt_vocab and gpt_merges (ARCHITECTURE.md describes the JSON).
+*/
+static int impHfRow(GptImport *p, ImpHf *h) {
+  sqlite3_stmt *pStmt = 0;
+  sqlite3_str *pStop = sqlite3_str_new(p->db);
+  char *zStop;
+  int rc;
+
+  sqlite3_str_appendchar(pStop, 1, '[');
+  for (int k = 0; k < h->nStop; k++) sqlite3_str_appendf(pStop, "%s%d", k ? "," : "", h->aStop[k]);
+  sqlite3_str_appendchar(pStop, 1, ']');
+  zStop = sqlite3_str_finish(pStop);
+  if (!zStop) return impError(p, 0, "out of memory");
+  rc = impJsonPrepare(p,
+      "INSERT INTO gpt_tokenizer(model, config) VALUES(?2, json_object("
+      " 'type', 'bpe', 'size', ?3, 'normalizer', ?4, 'pre_tokenizer', json(?5),"
+      " 'ignore_merges', json(?6),"
+      " 'added_tokens', (SELECT json_group_array(json_object('id', json_extract(value, '$.id'),"
+      "   'content', json_extract(value, '$.content'), 'special',"
+      "   json(CASE json_type(value, '$.special') WHEN 'true' THEN 'true' ELSE 'false' END)))"
+      "   FROM json_each(?1, '$.added_tokens')),"
+      " 'bos_id', ?7, 'bos', ?8, 'eos_id', ?9, 'eos', ?10, 'add_bos', json(?11),"
+      " 'stop_ids', json(?12), 'chat_template', ?13))", h->zJson, h->nJson, &pStmt);
+  if (rc != SQLITE_OK) goto done;
+  sqlite3_bind_text(pStmt, 2, p->zName, -1, SQLITE_STATIC);
+  sqlite3_bind_int(pStmt, 3, h->nTok);
+  if (h->bNfc) sqlite3_bind_text(pStmt, 4, "NFC", -1, SQLITE_STATIC);
+  sqlite3_bind_text(pStmt, 5, h->zStages, -1, SQLITE_STATIC);
+  sqlite3_bind_text(pStmt, 6, h->bIgnoreMerges ? "true" : "false", -1, SQLITE_STATIC);
+  if (h->bos >= 0) sqlite3_bind_int(pStmt, 7, h->bos);
+  sqlite3_bind_text(pStmt, 8, h->zBos, -1, SQLITE_STATIC);
+  if (h->eos >= 0) sqlite3_bind_int(pStmt, 9, h->eos);
+  sqlite3_bind_text(pStmt, 10, h->zEos, -1, SQLITE_STATIC);
+  sqlite3_bind_text(pStmt, 11, h->bAddBos ? "true" : "false", -1, SQLITE_STATIC);
+  sqlite3_bind_text(pStmt, 12, zStop, -1, SQLITE_STATIC);
+  sqlite3_bind_text(pStmt, 13, h->zTemplate, -1, SQLITE_STATIC);
+  rc = sqlite3_step(pStmt);
+  rc = rc == SQLITE_DONE ? SQLITE_OK : impSqlError(p, rc);
+done:
+  sqlite3_finalize(pStmt);
+  sqlite3_free(zStop);
+  return rc;
+}
+
+/*
+** Imports the tokenizer of a folder with tokenizer.json instead of
+** vocab.json and merges.txt: gpt_vocab (model.vocab and added tokens, in
+** byte-level form), gpt_merges and the gpt_tokenizer row. The tokenizer is
+** built along the way with every check the loader makes and returned in
+** *ppTok. Its size (highest id + 1) may be below config's vocab_size.
+*/
+static int impHfTokenizer(GptImport *p, GPTTokenizer **ppTok) {
+  static const char *zFile = "tokenizer.json";
+  ImpHf h;
+  GPTTokenizer *t = 0;
+  char *zJson = 0;
+  char zMsg[256];
+  int rc;
+
+  memset(&h, 0, sizeof(h));
+  *ppTok = 0;
+  rc = impReadText(p, zFile, &zJson, &h.nJson);
+  if (rc != SQLITE_OK) goto done;
+  h.zJson = zJson;
+  rc = impCheckObject(p, zFile, zJson, h.nJson, "a JSON object (Hugging Face tokenizers)");
+  if (rc == SQLITE_OK) rc = impHfOptions(p, &h);
+  if (rc == SQLITE_OK) rc = impHfAdded(p, &h);
+  if (rc == SQLITE_OK) rc = impHfVocab(p, &h, &t);
+  if (rc == SQLITE_OK) rc = impHfMerges(p, &h, t);
+  if (rc == SQLITE_OK) rc = impHfPost(p, &h);
+  if (rc != SQLITE_OK) goto done;
+  if (tok_set_options(t, TOK_OPT_HF | (h.bNfc ? TOK_OPT_NFC : 0) |
+                      (h.bIgnoreMerges ? TOK_OPT_IGNORE_MERGES : 0), zMsg, sizeof(zMsg))) {
+    rc = impError(p, zFile, "%s", zMsg);
+    goto done;
+  }
+  {
+    /* the stages as stored, through the loader's own path */
+    sqlite3_stmt *pStmt = 0;
+    rc = impJsonPrepare(p, "SELECT key, json_extract(value, '$.regex'),"
+                        " json_extract(value, '$.string') FROM json_each(?1)",
+                        h.zStages, (int64_t)strlen(h.zStages), &pStmt);
+    while (rc == SQLITE_OK && sqlite3_step(pStmt) == SQLITE_ROW) {
+      int bLit = sqlite3_column_type(pStmt, 1) == SQLITE_NULL;
+      if (tok_add_split(t, (const char *)sqlite3_column_text(pStmt, bLit ? 2 : 1),
+                        (size_t)sqlite3_column_bytes(pStmt, bLit ? 2 : 1), bLit, zMsg,
+                        sizeof(zMsg))) {
+        rc = impError(p, zFile, "pre_tokenizer: %s", zMsg);
+      }
+    }
+    sqlite3_finalize(pStmt);
+    if (rc != SQLITE_OK) goto done;
+  }
+  for (int k = 0; k < h.nAdded; k++) {
+    if (tok_add_added(t, h.aAdded[k].id, h.aAdded[k].zContent, h.aAdded[k].nContent,
+                      h.aAdded[k].bSpecial, zMsg, sizeof(zMsg))) {
+      rc = impError(p, zFile, "added_tokens: %s", zMsg);
+      goto done;
+    }
+  }
+  if (tok_finish(t, zMsg, sizeof(zMsg))) {
+    rc = impError(p, zFile, "%s", zMsg);
+    goto done;
+  }
+  rc = impHfConfig(p, &h, t);
+  if (rc == SQLITE_OK) rc = impHfRow(p, &h);
+  if (rc != SQLITE_OK) goto done;
+  *ppTok = t;
+  t = 0;
+done:
+  tok_free(t);
+  for (int k = 0; k < h.nAdded; k++) sqlite3_free(h.aAdded[k].zContent);
+  sqlite3_free(h.aAdded);
+  sqlite3_free(h.zStages);
+  sqlite3_free(h.zBos);
+  sqlite3_free(h.zEos);
+  sqlite3_free(h.zTemplate);
+  sqlite3_free(zJson);
+  return rc;
+}
+
 /*
 ** Index of the first element of n bytes of dtype (a GPT_* code) that is NaN
 ** or infinite, or -1. Bytes are little-endian, as in the file. Blocks of 256
@@ -1006,7 +2197,6 @@ static int impCmpOffset(const void *a, const void *b) {
 ** every piece is checked for NaN and infinities.
 */
 static int impTensors(GptImport *p) {
-  static const char *zFile = "model.safetensors";
   sqlite3_stmt *pIns = 0;
   sqlite3_blob *pBlob = 0;
   unsigned char *aBuf = 0;
@@ -1019,7 +2209,7 @@ static int impTensors(GptImport *p) {
     goto done;
   }
   /* Sequential reads: one stdio buffer less. */
-  setvbuf(p->pFile, 0, _IONBF, 0);
+  for (i = 0; i < p->nShard; i++) setvbuf(p->aShard[i].pFile, 0, _IONBF, 0);
   qsort(p->aReq, (size_t)p->nReq, sizeof(ImpTensor), impCmpOffset);
   rc = impPrepare(p, "INSERT INTO gpt_tensors(model, name, dtype, shape, data) "
                   "VALUES(?1, ?2, ?3, ?4, zeroblob(?5))", &pIns);
@@ -1031,6 +2221,8 @@ static int impTensors(GptImport *p) {
     int dtype = st_dtype_to_gpt(t->dtype);
     int64_t nByte = t->end - t->begin, off;
     char zShape[64];
+    const ImpShard *pShard = impShardOf(p, t);
+    const char *zFile = pShard->zFile;
 
     if (nByte > nMaxBlob) {
       rc = impError(p, zFile, "tensor \"%s\" is too large for a BLOB, expected "
@@ -1060,7 +2252,7 @@ static int impTensors(GptImport *p) {
       rc = impSqlError(p, rc);
       goto done;
     }
-    if (fseeko(p->pFile, (off_t)(p->iDataOff + t->begin), SEEK_SET) != 0) {
+    if (fseeko(pShard->pFile, (off_t)(pShard->iDataOff + t->begin), SEEK_SET) != 0) {
       rc = impError(p, zFile, "cannot seek to tensor \"%s\": %s", t->name,
                     strerror(errno));
       goto done;
@@ -1072,10 +2264,10 @@ static int impTensors(GptImport *p) {
         rc = impSqlError(p, SQLITE_INTERRUPT);
         goto done;
       }
-      if (fread(aBuf, 1, (size_t)n, p->pFile) != (size_t)n) {
+      if (fread(aBuf, 1, (size_t)n, pShard->pFile) != (size_t)n) {
         rc = impError(p, zFile, "cannot read tensor \"%s\" at byte %lld: %s",
-                      t->name, (long long)(p->iDataOff + t->begin + off),
-                      ferror(p->pFile) ? strerror(errno) : "the file ends early");
+                      t->name, (long long)(pShard->iDataOff + t->begin + off),
+                      ferror(pShard->pFile) ? strerror(errno) : "the file ends early");
         goto done;
       }
       iBad = impNonFinite(dtype, aBuf, (size_t)n);
@@ -1118,6 +2310,22 @@ static int impModelRow(GptImport *p) {
   sqlite3_stmt *pStmt = 0;
   int rc;
 
+  if (p->cfg.arch != GPT_ARCH_GPT2) {
+    char *zCfg = gptext_config_json(&p->cfg, p->bTied);
+    if (!zCfg) return impError(p, 0, "out of memory");
+    rc = impPrepare(p, "INSERT INTO gpt_models(name, config, source) VALUES(?1, json(?2), ?3)",
+                    &pStmt);
+    if (rc == SQLITE_OK) {
+      sqlite3_bind_text(pStmt, 1, p->zName, -1, SQLITE_STATIC);
+      sqlite3_bind_text(pStmt, 2, zCfg, -1, sqlite3_free);
+      sqlite3_bind_text(pStmt, 3, p->zDir, -1, SQLITE_STATIC);
+      rc = sqlite3_step(pStmt);
+      rc = rc == SQLITE_DONE ? SQLITE_OK : impSqlError(p, rc);
+    } else {
+      sqlite3_free(zCfg);
+    }
+    goto done;
+  }
   rc = impPrepare(p, "INSERT INTO gpt_models(name, config, source) VALUES(?1, "
                   "json_object('n_layer', ?2, 'n_head', ?3, 'n_embd', ?4, "
                   "'n_ctx', ?5, 'vocab_size', ?6, 'layer_norm_epsilon', ?7), ?8)",
@@ -1154,7 +2362,8 @@ static sqlite3_int64 impModelRows(GptImport *p, const char *zName) {
   rc = impPrepare(p, "SELECT (SELECT count(*) FROM gpt_models WHERE name = ?1)"
                   " + EXISTS(SELECT 1 FROM gpt_tensors WHERE model = ?1)"
                   " + EXISTS(SELECT 1 FROM gpt_vocab WHERE model = ?1)"
-                  " + EXISTS(SELECT 1 FROM gpt_merges WHERE model = ?1)", &pStmt);
+                  " + EXISTS(SELECT 1 FROM gpt_merges WHERE model = ?1)"
+                  " + EXISTS(SELECT 1 FROM gpt_tokenizer WHERE model = ?1)", &pStmt);
   if (rc != SQLITE_OK) goto done;
   sqlite3_bind_text(pStmt, 1, zName, -1, SQLITE_STATIC);
   rc = sqlite3_step(pStmt);
@@ -1179,11 +2388,12 @@ static int impDeleteModel(GptImport *p, const char *zName, sqlite3_int64 *pnTens
     "DELETE FROM gpt_tensors WHERE model = ?1",
     "DELETE FROM gpt_vocab WHERE model = ?1",
     "DELETE FROM gpt_merges WHERE model = ?1",
+    "DELETE FROM gpt_tokenizer WHERE model = ?1",
   };
   sqlite3_stmt *pStmt = 0;
   int i, rc = SQLITE_OK;
 
-  for (i = 0; i < 4; i++) {
+  for (i = 0; i < (int)(sizeof(azSql) / sizeof(azSql[0])); i++) {
     rc = impPrepare(p, azSql[i], &pStmt);
     if (rc != SQLITE_OK) goto done;
     sqlite3_bind_text(pStmt, 1, zName, -1, SQLITE_STATIC);
@@ -1288,7 +2498,11 @@ static void impTxnEnd(GptImport *p) {
 */
 static void impClear(GptImport *p) {
   int i;
-  if (p->pFile) fclose(p->pFile);
+  for (i = 0; i < p->nShard; i++) {
+    if (p->aShard[i].pFile) fclose(p->aShard[i].pFile);
+    sqlite3_free(p->aShard[i].zFile);
+  }
+  sqlite3_free(p->aShard);
   for (i = 0; i < p->nStr; i++) sqlite3_free(p->azStr[i]);
   sqlite3_free(p->azStr);
   sqlite3_free(p->aEntry);
@@ -1369,13 +2583,17 @@ static void gptImportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
   if (impSafetensors(&s) != SQLITE_OK) goto done;
   /* The old model goes once the new one has passed the cheap checks. */
   if (nExist > 0 && impDeleteModel(&s, zName, 0) != SQLITE_OK) goto done;
-  pTok = tok_new(s.cfg.vocab_size);
-  if (pTok == 0) {
-    impError(&s, 0, "out of memory");
-    goto done;
+  if (impHasFile(&s, "tokenizer.json")) {
+    if (impHfTokenizer(&s, &pTok) != SQLITE_OK) goto done;
+  } else {
+    pTok = tok_new(s.cfg.vocab_size);
+    if (pTok == 0) {
+      impError(&s, 0, "out of memory");
+      goto done;
+    }
+    if (impVocab(&s, pTok) != SQLITE_OK) goto done;
+    if (impMerges(&s, pTok) != SQLITE_OK) goto done;
   }
-  if (impVocab(&s, pTok) != SQLITE_OK) goto done;
-  if (impMerges(&s, pTok) != SQLITE_OK) goto done;
   if (impTensors(&s) != SQLITE_OK) goto done;
   if (impModelRow(&s) != SQLITE_OK) goto done;
 
@@ -1394,7 +2612,7 @@ static void gptImportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
     zSummary = sqlite3_mprintf(
         "imported '%s': %d tensors, %lld parameters, %lld bytes (%s), "
         "%d tokens, %d merges from %s", zName, s.nReq, (long long)s.nParam,
-        (long long)s.nByte, zDtypes, s.cfg.vocab_size, s.nMerge, zDir);
+        (long long)s.nByte, zDtypes, tok_vocab_size(pTok), s.nMerge, zDir);
   }
   if (zSummary == 0) impError(&s, 0, "out of memory");
 

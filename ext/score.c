@@ -401,7 +401,7 @@ static int sum_init(SumAgg *p, sqlite3_context *ctx, const char *zFunc, sqlite3_
       sqlite3_free(zChat);
       if (!p->zPre || !p->zPost) return SQLITE_NOMEM;
       p->nPost = (int)strlen(p->zPost);
-      p->o.bAllowSpecial = GPTEXT_CHAT_FLAGS; /* special tokens, no extra BOS */
+      p->o.bAllowSpecial = GPTEXT_ENCODE_CHAT; /* special tokens, no extra BOS */
     }
   }
   int nCtx = p->m->cfg.n_ctx;

@@ -125,12 +125,13 @@ static void gptDetokenizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **ar
     sqlite3_int64 id = sqlite3_column_int64(p, 1);
     int nBytes = 0;
     const char *zTok = 0;
-    if (zType && strcmp(zType, "integer") == 0 && id >= 0 && id < m->cfg.vocab_size)
+    /* the tokenizer may cover fewer ids than vocab_size (Qwen pads) */
+    if (zType && strcmp(zType, "integer") == 0 && id >= 0 && id < tok_vocab_size(m->pTok))
       zTok = tok_token_bytes(m->pTok, (int)id, &nBytes);
     if (!zTok) {
       char *zErr = sqlite3_mprintf("gpt_detokenize: model '%s': token id %s is not in the "
                                    "vocabulary (0 to %d)", m->zName,
-                                   sqlite3_column_text(p, 1), m->cfg.vocab_size - 1);
+                                   sqlite3_column_text(p, 1), tok_vocab_size(m->pTok) - 1);
       sqlite3_result_error(ctx, zErr, -1);
       sqlite3_free(zErr);
       goto done;

@@ -55,6 +55,20 @@ CREATE TABLE IF NOT EXISTS gpt_merges(
   PRIMARY KEY(model, rank)
 ) WITHOUT ROWID;
 
+-- The rest of a tokenizer.json model's tokenizer, one JSON object per model
+-- (GPT-2 models have no row): gpt_vocab then holds model.vocab and the added
+-- tokens, gpt_merges model.merges. Keys (ARCHITECTURE.md has the details):
+--   type 'bpe'; size: the token ids 0..size-1 (vocab_size may be larger);
+--   normalizer 'NFC' or null; pre_tokenizer: [{"regex": P} | {"string": S}]
+--   Split stages in Hugging Face's regex syntax; ignore_merges;
+--   added_tokens: [{"id", "content", "special"}]; bos_id, bos, eos_id, eos
+--   (ids and texts, or null); add_bos (prompts start with bos_id);
+--   stop_ids: ids that end a generation; chat_template (Jinja) or null.
+CREATE TABLE IF NOT EXISTS gpt_tokenizer(
+  model  TEXT PRIMARY KEY,
+  config TEXT NOT NULL
+);
+
 -- Any change to a model's rows gives it a new stamp. (gpt_import writes the
 -- gpt_models row last, so its own inserts cost nothing here.) A hand edit of
 -- the gpt_models row itself (its config) restamps it too; an UPDATE that sets
@@ -79,4 +93,10 @@ CREATE TRIGGER IF NOT EXISTS gpt_merges_ins AFTER INSERT ON gpt_merges
 CREATE TRIGGER IF NOT EXISTS gpt_merges_upd AFTER UPDATE ON gpt_merges
   BEGIN UPDATE gpt_models SET stamp = random() WHERE name IN (OLD.model, NEW.model); END;
 CREATE TRIGGER IF NOT EXISTS gpt_merges_del AFTER DELETE ON gpt_merges
+  BEGIN UPDATE gpt_models SET stamp = random() WHERE name = OLD.model; END;
+CREATE TRIGGER IF NOT EXISTS gpt_tokenizer_ins AFTER INSERT ON gpt_tokenizer
+  BEGIN UPDATE gpt_models SET stamp = random() WHERE name = NEW.model; END;
+CREATE TRIGGER IF NOT EXISTS gpt_tokenizer_upd AFTER UPDATE ON gpt_tokenizer
+  BEGIN UPDATE gpt_models SET stamp = random() WHERE name IN (OLD.model, NEW.model); END;
+CREATE TRIGGER IF NOT EXISTS gpt_tokenizer_del AFTER DELETE ON gpt_tokenizer
   BEGIN UPDATE gpt_models SET stamp = random() WHERE name = OLD.model; END;

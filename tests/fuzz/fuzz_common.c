@@ -348,3 +348,51 @@ void fz_check(int rc, const char *zErr, const char *zSql) {
           zErr ? zErr : "(null)", zSql);
   __builtin_trap();
 }
+
+/* The small model's tokenizer as a Hugging Face tokenizer.json (built with
+** SQLite's JSON functions from its vocab.json): NFC, a Split with Llama 3's
+** pattern then ByteLevel, merges as pairs, and <|endoftext|> (259) as a special
+** added token that TemplateProcessing puts first. malloc'd; NULL when out of memory. */
+char *fz_tokenizer_json(const FzModel *p, size_t *pn) {
+  sqlite3 *db = 0;
+  sqlite3_stmt *pStmt = 0;
+  char *z = NULL;
+  if (sqlite3_open(":memory:", &db) != SQLITE_OK) goto done;
+  if (sqlite3_prepare_v2(db,
+      "SELECT json_object('version', '1.0',"
+      " 'added_tokens', json_array(json_object('id', 259, 'content', '<|endoftext|>',"
+      "   'single_word', json('false'), 'lstrip', json('false'), 'rstrip', json('false'),"
+      "   'normalized', json('false'), 'special', json('true'))),"
+      " 'normalizer', json_object('type', 'NFC'),"
+      " 'pre_tokenizer', json_object('type', 'Sequence', 'pretokenizers', json_array("
+      "   json_object('type', 'Split', 'pattern', json_object('Regex', ?2),"
+      "     'behavior', 'Isolated', 'invert', json('false')),"
+      "   json_object('type', 'ByteLevel', 'add_prefix_space', json('false'),"
+      "     'use_regex', json('false')))),"
+      " 'post_processor', json_object('type', 'TemplateProcessing', 'single', json_array("
+      "   json_object('SpecialToken', json_object('id', '<|endoftext|>', 'type_id', 0)),"
+      "   json_object('Sequence', json_object('id', 'A', 'type_id', 0))),"
+      "   'special_tokens', json_object('<|endoftext|>', json_object('id', '<|endoftext|>',"
+      "   'ids', json_array(259), 'tokens', json_array('<|endoftext|>')))),"
+      " 'model', json_object('type', 'BPE', 'dropout', NULL, 'ignore_merges', json('false'),"
+      "   'vocab', json(?1), 'merges', json_array(json_array('a', 'b'),"
+      "   json_array('\xc4\xa0', 'a'), json_array('ab', 'ab'))))",
+      -1, &pStmt, 0) != SQLITE_OK)
+    goto done;
+  sqlite3_bind_text(pStmt, 1, p->zVocab, (int)p->nVocab, SQLITE_STATIC);
+  sqlite3_bind_text(pStmt, 2, "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|"
+                    "\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+                    -1, SQLITE_STATIC);
+  if (sqlite3_step(pStmt) == SQLITE_ROW) {
+    size_t n = (size_t)sqlite3_column_bytes(pStmt, 0);
+    z = malloc(n + 1);
+    if (z) {
+      memcpy(z, sqlite3_column_text(pStmt, 0), n + 1);
+      if (pn) *pn = n;
+    }
+  }
+done:
+  sqlite3_finalize(pStmt);
+  sqlite3_close(db);
+  return z;
+}

@@ -83,6 +83,16 @@ int fz_exec(sqlite3 *db, const char *zSql, const char *z1, int n1,
 ** libFuzzer records the input. */
 void fz_check(int rc, const char *zErr, const char *zSql);
 
+/* The small model's tokenizer as a tokenizer.json (NFC, a Split with Llama
+** 3's pattern then ByteLevel, merges as pairs, <|endoftext|> a special added
+** token that TemplateProcessing puts first). malloc'd, length in *pn; NULL
+** when out of memory. */
+char *fz_tokenizer_json(const FzModel *p, size_t *pn);
+/* A tokenizer_config.json for it. */
+#define FZ_TOKENIZER_CONFIG \
+  "{\"bos_token\": \"<|endoftext|>\", \"eos_token\": {\"content\": \"<|endoftext|>\"}, " \
+  "\"add_bos_token\": true, \"chat_template\": \"{{ messages }}\"}"
+
 /* Reads a whole file into a malloc'd NUL-terminated buffer; NULL on error. */
 char *fz_read_file(const char *zPath, size_t *pn);
 

@@ -166,5 +166,80 @@ int main(int argc, char **argv) {
       }
     }
   }
+
+  /* tokenizer_json: the small model's tokenizer.json and variants (Llama 3's
+  ** ignore_merges, GPT-2's ByteLevel pattern, Digits, literal Split, no
+  ** normalizer, merges as strings), its tokenizer_config.json, all three
+  ** files, and the gpt_tokenizer row an import stores */
+  {
+    static const char *azEdit[][2] = {
+      {"base", "json(?1)"},
+      {"ignore-merges", "json_set(?1, '$.model.ignore_merges', json('true'), '$.normalizer', NULL)"},
+      {"bytelevel-regex", "json_set(?1, '$.pre_tokenizer', json('{\"type\": \"ByteLevel\", "
+                          "\"add_prefix_space\": false, \"use_regex\": true}'))"},
+      {"digits-string", "json_set(?1, '$.pre_tokenizer.pretokenizers', json('[{\"type\": "
+                        "\"Digits\", \"individual_digits\": true}, {\"type\": \"Split\", "
+                        "\"pattern\": {\"String\": \" \"}, \"behavior\": \"Isolated\"}, "
+                        "{\"type\": \"ByteLevel\", \"use_regex\": false}]'))"},
+      {"merge-strings", "json_set(?1, '$.model.merges', json('[\"a b\", \"\u0120 a\", "
+                        "\"ab ab\"]'), '$.post_processor', NULL)"},
+    };
+    size_t nJson = 0;
+    char *zJson;
+    sqlite3 *db;
+    fz_model_make(&m, 1, 2, 8, 16, 0, 0, 0);
+    zJson = fz_tokenizer_json(&m, &nJson);
+    if (!zJson || sqlite3_open(":memory:", &db) != SQLITE_OK) return 1;
+    for (size_t k = 0; k < sizeof(azEdit) / sizeof(azEdit[0]); k++) {
+      char zSql[600];
+      sqlite3_stmt *pStmt = 0;
+      snprintf(zSql, sizeof(zSql), "SELECT %s", azEdit[k][1]);
+      if (sqlite3_prepare_v2(db, zSql, -1, &pStmt, 0) != SQLITE_OK) return 1;
+      sqlite3_bind_text(pStmt, 1, zJson, (int)nJson, SQLITE_STATIC);
+      if (sqlite3_step(pStmt) != SQLITE_ROW) return 1;
+      put_prefixed("tokenizer_json", azEdit[k][0], 0, sqlite3_column_text(pStmt, 0),
+                   (size_t)sqlite3_column_bytes(pStmt, 0));
+      sqlite3_finalize(pStmt);
+    }
+    sqlite3_close(db);
+    put_prefixed("tokenizer_json", "config", 1, FZ_TOKENIZER_CONFIG,
+                 sizeof(FZ_TOKENIZER_CONFIG) - 1);
+    {
+      static const char zGen[] = "{\"eos_token_id\": [259, 1]}";
+      size_t n = 1 + nJson + 1 + sizeof(FZ_TOKENIZER_CONFIG) - 1 + 1 + sizeof(zGen) - 1;
+      unsigned char *a = malloc(n), *z = a;
+      if (!a) return 1;
+      *z++ = 2;
+      memcpy(z, zJson, nJson); z += nJson; *z++ = 0;
+      memcpy(z, FZ_TOKENIZER_CONFIG, sizeof(FZ_TOKENIZER_CONFIG) - 1);
+      z += sizeof(FZ_TOKENIZER_CONFIG) - 1; *z++ = 0;
+      memcpy(z, zGen, sizeof(zGen) - 1);
+      put("tokenizer_json", "all", a, n);
+      free(a);
+    }
+    {
+      /* the row: import the small model with its tokenizer.json */
+      const char *zDir = fz_tmpdir();
+      sqlite3 *pDb = fz_open(0);
+      sqlite3_stmt *pStmt = 0;
+      if (fz_write(zDir, "config.json", m.zConfig, m.nConfig) ||
+          fz_write(zDir, "model.safetensors", m.aSt, m.nSt) ||
+          fz_write(zDir, "tokenizer.json", zJson, nJson) ||
+          fz_write(zDir, "tokenizer_config.json", FZ_TOKENIZER_CONFIG,
+                   sizeof(FZ_TOKENIZER_CONFIG) - 1) ||
+          fz_exec(pDb, "SELECT gpt_import('m', ?1)", zDir, -1, 0, 0, 0) != SQLITE_OK ||
+          sqlite3_prepare_v2(pDb, "SELECT config FROM gpt_tokenizer", -1, &pStmt, 0) != SQLITE_OK ||
+          sqlite3_step(pStmt) != SQLITE_ROW) {
+        fprintf(stderr, "mkseeds: cannot import the tokenizer.json model\n");
+        return 1;
+      }
+      put_prefixed("tokenizer_json", "row", 3, sqlite3_column_text(pStmt, 0),
+                   (size_t)sqlite3_column_bytes(pStmt, 0));
+      sqlite3_finalize(pStmt);
+      sqlite3_close(pDb);
+    }
+    free(zJson);
+    fz_model_free(&m);
+  }
   return 0;
 }

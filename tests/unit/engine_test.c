@@ -32,9 +32,12 @@ static GPTModel *random_model(const GPTConfig *c, int hasLmHead, uint64_t seed) 
     GPTTensorInfo info;
     gpt_tensor_info(c, hasLmHead, i, &info);
     float *a = malloc((size_t)info.n_elem * sizeof(float));
-    int isNormWeight = strstr(info.name, "ln_") && strstr(info.name, ".weight");
-    float scale = info.ndim == 2 ? 1.5f / sqrtf((float)info.shape[0]) : 0.05f;
-    if (strcmp(info.name, "wte.weight") == 0 || strcmp(info.name, "lm_head.weight") == 0) scale = 0.7f;
+    int isNormWeight = info.ndim == 1 && (strstr(info.name, "ln_") || strstr(info.name, "norm")) &&
+                       strstr(info.name, ".weight");
+    float scale = info.ndim == 2 ? 1.5f / sqrtf((float)info.shape[info.transposed ? 0 : 1]) : 0.05f;
+    if (strcmp(info.name, "wte.weight") == 0 || strcmp(info.name, "lm_head.weight") == 0 ||
+        strcmp(info.name, "model.embed_tokens.weight") == 0)
+      scale = 0.7f;
     if (strcmp(info.name, "wpe.weight") == 0) scale = 0.2f;
     for (int64_t k = 0; k < info.n_elem; k++)
       a[k] = isNormWeight ? 1.0f + urand(&s, 0.2f) : urand(&s, scale);
@@ -93,8 +96,9 @@ static void test_prefill_vs_decode(const GPTConfig *c, int hasLmHead, int T) {
   double diff = max_abs_diff(a, b, (size_t)T * V);
   CHECK(diff <= 1e-4, "prefill vs decode (L=%d H=%d C=%d T=%d): max |diff| %g > 1e-4",
         c->n_layer, c->n_head, c->n_embd, T, diff);
-  printf("prefill vs decode, L=%d H=%d C=%d T=%d: max |diff| %.3g\n", c->n_layer, c->n_head,
-         c->n_embd, T, diff);
+  printf("prefill vs decode, %s L=%d H=%d KVH=%d C=%d T=%d: max |diff| %.3g\n",
+         gpt_arch_name(c->arch), c->n_layer, c->n_head, gpt_config_kv_heads(c), c->n_embd, T,
+         diff);
 
   /* prefix reuse: keep 5 positions, run the rest as a second batch */
   gpt_state_truncate(st, 5);
@@ -135,7 +139,8 @@ static void test_prefill_vs_decode(const GPTConfig *c, int hasLmHead, int T) {
 /* Configs out of range are refused before any allocation. */
 static void test_config_checks(void) {
   char err[200];
-  GPTConfig ok = {2, 4, 64, 32, 500, 1e-5};
+  GPTConfig ok = {.n_layer = 2, .n_head = 4, .n_embd = 64, .n_ctx = 32, .vocab_size = 500,
+                  .ln_eps = 1e-5};
   CHECK(gpt_config_check(&ok, err, sizeof(err)) == 0, "valid config: %s", err);
   GPTConfig c = ok;
   c.n_embd = 65;
@@ -157,7 +162,8 @@ static void test_config_checks(void) {
 /* A NaN in a tensor is refused at load, naming the tensor. */
 static void test_nan_refused(void) {
   char err[200];
-  GPTConfig c = {1, 2, 8, 8, 16, 1e-5};
+  GPTConfig c = {.n_layer = 1, .n_head = 2, .n_embd = 8, .n_ctx = 8, .vocab_size = 16,
+                 .ln_eps = 1e-5};
   GPTModel *m = gpt_model_new(&c, 0, err, sizeof(err));
   float v[8] = {0, 0, 0, NAN, 0, 0, 0, 0};
   int i = gpt_tensor_index(&c, 0, "h.0.ln_1.bias");
@@ -172,10 +178,33 @@ static void test_nan_refused(void) {
 int main(void) {
   test_config_checks();
   test_nan_refused();
-  GPTConfig c1 = {2, 4, 64, 32, 300, 1e-5};
+  GPTConfig c1 = {.n_layer = 2, .n_head = 4, .n_embd = 64, .n_ctx = 32, .vocab_size = 300,
+                  .ln_eps = 1e-5};
   test_prefill_vs_decode(&c1, 0, 24);
-  GPTConfig c2 = {3, 3, 48, 40, 257, 1e-3}; /* head_dim 16, own lm_head */
+  GPTConfig c2 = {.n_layer = 3, .n_head = 3, .n_embd = 48, .n_ctx = 40, .vocab_size = 257,
+                  .ln_eps = 1e-3}; /* head_dim 16, own lm_head */
   test_prefill_vs_decode(&c2, 1, 40);
+  /* the other architectures: GQA 2 and a batch past the tiled gemm and the
+  ** first cache growth; MQA with q/k/v biases; head_dim != C / heads with
+  ** q/k norm and an untied head; llama3 rope scaling */
+  GPTConfig c3 = {.n_layer = 2, .n_head = 4, .n_embd = 64, .n_ctx = 256, .vocab_size = 300,
+                  .ln_eps = 1e-5, .arch = GPT_ARCH_LLAMA, .n_kv_head = 2, .head_dim = 16,
+                  .d_ff = 96, .rope_theta = 10000};
+  test_prefill_vs_decode(&c3, 0, 150);
+  GPTConfig c4 = {.n_layer = 2, .n_head = 4, .n_embd = 64, .n_ctx = 64, .vocab_size = 300,
+                  .ln_eps = 1e-6, .arch = GPT_ARCH_QWEN2, .n_kv_head = 1, .head_dim = 16,
+                  .d_ff = 128, .rope_theta = 1e6};
+  test_prefill_vs_decode(&c4, 0, 40);
+  GPTConfig c5 = {.n_layer = 2, .n_head = 4, .n_embd = 64, .n_ctx = 64, .vocab_size = 300,
+                  .ln_eps = 1e-6, .arch = GPT_ARCH_QWEN3, .n_kv_head = 2, .head_dim = 24,
+                  .d_ff = 80, .rope_theta = 1e6};
+  test_prefill_vs_decode(&c5, 1, 40);
+  GPTConfig c6 = {.n_layer = 1, .n_head = 4, .n_embd = 64, .n_ctx = 128, .vocab_size = 300,
+                  .ln_eps = 1e-5, .arch = GPT_ARCH_LLAMA, .n_kv_head = 4, .head_dim = 16,
+                  .d_ff = 96, .rope_theta = 500000, .rope_scaling = GPT_ROPE_LLAMA3,
+                  .rope_factor = 32, .rope_low_freq_factor = 1, .rope_high_freq_factor = 4,
+                  .rope_original_ctx = 16};
+  test_prefill_vs_decode(&c6, 0, 80);
   printf("%d passed, %d failed\n", nPass, nFail);
   return nFail ? 1 : 0;
 }

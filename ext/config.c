@@ -1,0 +1,288 @@
+/*
+** The config of Llama-family models (llama, qwen2, qwen3) in Hugging Face's
+** own keys, read from config.json at import and from gpt_models.config at
+** load: one reader for both, so that what import accepts is exactly what
+** load accepts. GPT-2's config keeps its own reader (ext/import.c and
+** ext/gpt.c) and its stored keys, so databases made before these
+** architectures load unchanged.
+**
+**   {"model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864,
+**    "num_hidden_layers": 24, "num_attention_heads": 14,
+**    "num_key_value_heads": 2, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
+**    "max_position_embeddings": 32768, "tie_word_embeddings": true,
+**    "vocab_size": 151936, "rope_scaling": null}
+**
+** How it works: each key is read with json_type() and json_extract() on the
+** bound text, its JSON type checked before its value is used, and integers
+** checked to fit an int before gpt_config_check() judges the whole config.
+** Keys that would change the computation in ways the engine does not
+** implement (another hidden_act, attention or MLP biases on llama, a
+** sliding window, another rope_scaling type) are refused by name.
+*/
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include "gpt_ext.h"
+
+/* The type and value of one key of zJson (json_type names; NULL when
+** missing). The statement is reset by the caller. */
+static int cfgKey(sqlite3_stmt *p, const char *zPath, const char **pzType) {
+  sqlite3_reset(p);
+  sqlite3_bind_text(p, 2, zPath, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(p);
+  if (rc != SQLITE_ROW) return rc == SQLITE_DONE ? SQLITE_ERROR : rc;
+  *pzType = (const char *)sqlite3_column_text(p, 0);
+  if (*pzType && strcmp(*pzType, "null") == 0) *pzType = 0;
+  return SQLITE_OK;
+}
+
+/* Reads integer key zKey into *pv: required, or defaulting to dflt when
+** missing (bRequired 0). Error text in zErr. */
+static int cfgInt(sqlite3_stmt *p, const char *zKey, int bRequired, int dflt, int *pv,
+                  char *zErr, size_t nErr) {
+  char zPath[80];
+  const char *zType = 0;
+  snprintf(zPath, sizeof(zPath), "$.%s", zKey);
+  int rc = cfgKey(p, zPath, &zType);
+  if (rc != SQLITE_OK) return rc;
+  if (!zType) {
+    if (bRequired) {
+      snprintf(zErr, nErr, "\"%s\" is missing, expected an integer", zKey);
+      return SQLITE_ERROR;
+    }
+    *pv = dflt;
+    return SQLITE_OK;
+  }
+  sqlite3_int64 v = sqlite3_column_int64(p, 1);
+  if (strcmp(zType, "integer") != 0) {
+    snprintf(zErr, nErr, "\"%s\" is a JSON %s, expected an integer", zKey, zType);
+    return SQLITE_ERROR;
+  }
+  if (v < 0 || v > 2147483647LL) {
+    snprintf(zErr, nErr, "\"%s\" is %lld, expected a non-negative integer that fits 32 bits",
+             zKey, (long long)v);
+    return SQLITE_ERROR;
+  }
+  *pv = (int)v;
+  return SQLITE_OK;
+}
+
+/* Reads number key zKey (integer or real, finite) into *pv, or dflt when
+** missing. */
+static int cfgReal(sqlite3_stmt *p, const char *zKey, double dflt, double *pv, char *zErr,
+                   size_t nErr) {
+  char zPath[80];
+  const char *zType = 0;
+  snprintf(zPath, sizeof(zPath), "$.%s", zKey);
+  int rc = cfgKey(p, zPath, &zType);
+  if (rc != SQLITE_OK) return rc;
+  if (!zType) {
+    *pv = dflt;
+    return SQLITE_OK;
+  }
+  if (strcmp(zType, "integer") && strcmp(zType, "real")) {
+    snprintf(zErr, nErr, "\"%s\" is a JSON %s, expected a number", zKey, zType);
+    return SQLITE_ERROR;
+  }
+  *pv = sqlite3_column_double(p, 1);
+  if (!isfinite(*pv)) {
+    snprintf(zErr, nErr, "\"%s\" is not finite, expected a number", zKey);
+    return SQLITE_ERROR;
+  }
+  return SQLITE_OK;
+}
+
+/* Reads boolean key zKey into *pb, or dflt when missing. */
+static int cfgBool(sqlite3_stmt *p, const char *zKey, int dflt, int *pb, char *zErr,
+                   size_t nErr) {
+  char zPath[80];
+  const char *zType = 0;
+  snprintf(zPath, sizeof(zPath), "$.%s", zKey);
+  int rc = cfgKey(p, zPath, &zType);
+  if (rc != SQLITE_OK) return rc;
+  if (!zType) {
+    *pb = dflt;
+    return SQLITE_OK;
+  }
+  if (strcmp(zType, "true") && strcmp(zType, "false")) {
+    snprintf(zErr, nErr, "\"%s\" is a JSON %s, expected true or false", zKey, zType);
+    return SQLITE_ERROR;
+  }
+  *pb = strcmp(zType, "true") == 0;
+  return SQLITE_OK;
+}
+
+/* Reads string key zKey into zOut (at most nOut - 1 bytes), or "" when
+** missing. */
+static int cfgText(sqlite3_stmt *p, const char *zKey, char *zOut, size_t nOut, char *zErr,
+                   size_t nErr) {
+  char zPath[80];
+  const char *zType = 0;
+  snprintf(zPath, sizeof(zPath), "$.%s", zKey);
+  int rc = cfgKey(p, zPath, &zType);
+  if (rc != SQLITE_OK) return rc;
+  zOut[0] = 0;
+  if (!zType) return SQLITE_OK;
+  if (strcmp(zType, "text") != 0) {
+    snprintf(zErr, nErr, "\"%s\" is a JSON %s, expected a string", zKey, zType);
+    return SQLITE_ERROR;
+  }
+  const char *z = (const char *)sqlite3_column_text(p, 1);
+  if (strlen(z) >= nOut) {
+    snprintf(zErr, nErr, "\"%s\" is longer than %d bytes", zKey, (int)nOut - 1);
+    return SQLITE_ERROR;
+  }
+  memcpy(zOut, z, strlen(z) + 1);
+  return SQLITE_OK;
+}
+
+/* True when zJson names a Llama-family model_type (what gptext_config_read
+** reads); *pzType gets the model_type for messages ("" when none). */
+int gptext_config_is_hf(sqlite3 *db, const char *zJson, int nJson, char *zType, size_t nType) {
+  sqlite3_stmt *p = 0;
+  int bHf = 0;
+  zType[0] = 0;
+  if (sqlite3_prepare_v2(db, "SELECT CASE WHEN json_valid(?1) THEN "
+                         "json_extract(?1, '$.model_type') END", -1, &p, 0) != SQLITE_OK)
+    return 0;
+  sqlite3_bind_text(p, 1, zJson, nJson, SQLITE_STATIC);
+  if (sqlite3_step(p) == SQLITE_ROW && sqlite3_column_type(p, 0) == SQLITE_TEXT) {
+    const char *z = (const char *)sqlite3_column_text(p, 0);
+    snprintf(zType, nType, "%s", z);
+    bHf = strcmp(z, "gpt2") != 0;
+  }
+  sqlite3_finalize(p);
+  return bHf;
+}
+
+/* Reads a Llama-family config (the JSON object zJson, nJson bytes) into c,
+** and whether its head is tied to the embedding into *pbTied. On error
+** returns SQLITE_ERROR (or an SQLite code) with a message in zErr that
+** names the key and the valid values. */
+int gptext_config_read(sqlite3 *db, const char *zJson, int nJson, GPTConfig *c, int *pbTied,
+                       char *zErr, size_t nErr) {
+  sqlite3_stmt *p = 0;
+  char zType[32], zAct[32], zRope[32];
+  int rc, bTrue = 0;
+  memset(c, 0, sizeof(*c));
+  zErr[0] = 0;
+  rc = sqlite3_prepare_v2(db, "SELECT json_type(?1, ?2), json_extract(?1, ?2)", -1, &p, 0);
+  if (rc != SQLITE_OK) {
+    snprintf(zErr, nErr, "%s", sqlite3_errmsg(db));
+    goto done;
+  }
+  sqlite3_bind_text(p, 1, zJson, nJson, SQLITE_STATIC);
+  if ((rc = cfgText(p, "model_type", zType, sizeof(zType), zErr, nErr))) goto done;
+  c->arch = gpt_arch_from_name(zType);
+  if (c->arch <= GPT_ARCH_GPT2) {
+    snprintf(zErr, nErr, "\"model_type\" is \"%s\", expected \"llama\", \"qwen2\" or \"qwen3\"",
+             zType);
+    rc = SQLITE_ERROR;
+    goto done;
+  }
+  if ((rc = cfgInt(p, "hidden_size", 1, 0, &c->n_embd, zErr, nErr))) goto done;
+  if ((rc = cfgInt(p, "intermediate_size", 1, 0, &c->d_ff, zErr, nErr))) goto done;
+  if ((rc = cfgInt(p, "num_hidden_layers", 1, 0, &c->n_layer, zErr, nErr))) goto done;
+  if ((rc = cfgInt(p, "num_attention_heads", 1, 0, &c->n_head, zErr, nErr))) goto done;
+  if ((rc = cfgInt(p, "num_key_value_heads", 0, c->n_head, &c->n_kv_head, zErr, nErr)))
+    goto done;
+  if ((rc = cfgInt(p, "head_dim", 0, -1, &c->head_dim, zErr, nErr))) goto done;
+  if ((rc = cfgInt(p, "max_position_embeddings", 1, 0, &c->n_ctx, zErr, nErr))) goto done;
+  if ((rc = cfgInt(p, "vocab_size", 1, 0, &c->vocab_size, zErr, nErr))) goto done;
+  if ((rc = cfgReal(p, "rms_norm_eps", 1e-6, &c->ln_eps, zErr, nErr))) goto done;
+  if ((rc = cfgReal(p, "rope_theta", 10000.0, &c->rope_theta, zErr, nErr))) goto done;
+  if ((rc = cfgBool(p, "tie_word_embeddings", 0, pbTied, zErr, nErr))) goto done;
+  if (c->head_dim < 0) {
+    /* absent: hidden_size / heads, as transformers does */
+    if (c->n_head <= 0 || c->n_embd % c->n_head != 0) {
+      snprintf(zErr, nErr, "\"hidden_size\" %d is not divisible by \"num_attention_heads\" "
+               "%d and there is no \"head_dim\"", c->n_embd, c->n_head);
+      rc = SQLITE_ERROR;
+      goto done;
+    }
+    c->head_dim = c->n_embd / c->n_head;
+  }
+  /* 0 would mean "the GPT-2 value" to the engine: never from a file */
+  if (c->d_ff == 0 || c->n_kv_head == 0 || c->head_dim == 0) {
+    snprintf(zErr, nErr, "\"%s\" is 0, expected a positive integer",
+             c->d_ff == 0 ? "intermediate_size"
+             : c->n_kv_head == 0 ? "num_key_value_heads" : "head_dim");
+    rc = SQLITE_ERROR;
+    goto done;
+  }
+  /* what the engine does not implement is refused by name */
+  if ((rc = cfgText(p, "hidden_act", zAct, sizeof(zAct), zErr, nErr))) goto done;
+  if (zAct[0] && strcmp(zAct, "silu") != 0) {
+    snprintf(zErr, nErr, "\"hidden_act\" is \"%s\", expected \"silu\"", zAct);
+    rc = SQLITE_ERROR;
+    goto done;
+  }
+  static const char *azFalse[] = {"attention_bias", "mlp_bias", "use_sliding_window"};
+  for (int i = 0; i < 3; i++) {
+    if ((rc = cfgBool(p, azFalse[i], 0, &bTrue, zErr, nErr))) goto done;
+    if (bTrue) {
+      snprintf(zErr, nErr, "\"%s\" is true, which this engine does not implement", azFalse[i]);
+      rc = SQLITE_ERROR;
+      goto done;
+    }
+  }
+  /* rope_scaling: null, or {"rope_type" (or "type"): "llama3", ...} */
+  {
+    const char *zKind = 0;
+    if ((rc = cfgKey(p, "$.rope_scaling", &zKind))) goto done;
+    if (zKind && strcmp(zKind, "object") != 0) {
+      snprintf(zErr, nErr, "\"rope_scaling\" is a JSON %s, expected null or an object", zKind);
+      rc = SQLITE_ERROR;
+      goto done;
+    }
+    if (zKind) {
+      if ((rc = cfgText(p, "rope_scaling.rope_type", zRope, sizeof(zRope), zErr, nErr)))
+        goto done;
+      if (!zRope[0] && (rc = cfgText(p, "rope_scaling.type", zRope, sizeof(zRope), zErr, nErr)))
+        goto done;
+      if (strcmp(zRope, "llama3") != 0) {
+        snprintf(zErr, nErr, "\"rope_scaling\" type \"%s\" is not supported, expected null or "
+                 "\"llama3\"", zRope);
+        rc = SQLITE_ERROR;
+        goto done;
+      }
+      c->rope_scaling = GPT_ROPE_LLAMA3;
+      if ((rc = cfgReal(p, "rope_scaling.factor", 8.0, &c->rope_factor, zErr, nErr)) ||
+          (rc = cfgReal(p, "rope_scaling.low_freq_factor", 1.0, &c->rope_low_freq_factor, zErr,
+                        nErr)) ||
+          (rc = cfgReal(p, "rope_scaling.high_freq_factor", 4.0, &c->rope_high_freq_factor,
+                        zErr, nErr)) ||
+          (rc = cfgInt(p, "rope_scaling.original_max_position_embeddings", 0, 8192,
+                       &c->rope_original_ctx, zErr, nErr)))
+        goto done;
+    }
+  }
+  if (gpt_config_check(c, zErr, nErr)) rc = SQLITE_ERROR;
+done:
+  sqlite3_finalize(p);
+  return rc;
+}
+
+/* The stored form of a Llama-family config: Hugging Face's keys, with every
+** value the engine uses (defaults filled in). sqlite3_malloc'd, or NULL. */
+char *gptext_config_json(const GPTConfig *c, int bTied) {
+  char *zRope = c->rope_scaling == GPT_ROPE_LLAMA3
+      ? sqlite3_mprintf("{\"rope_type\":\"llama3\",\"factor\":%!.17g,\"low_freq_factor\":%!.17g,"
+                        "\"high_freq_factor\":%!.17g,\"original_max_position_embeddings\":%d}",
+                        c->rope_factor, c->rope_low_freq_factor, c->rope_high_freq_factor,
+                        c->rope_original_ctx)
+      : sqlite3_mprintf("null");
+  if (!zRope) return 0;
+  char *z = sqlite3_mprintf(
+      "{\"model_type\":\"%s\",\"hidden_size\":%d,\"intermediate_size\":%d,"
+      "\"num_hidden_layers\":%d,\"num_attention_heads\":%d,\"num_key_value_heads\":%d,"
+      "\"head_dim\":%d,\"rms_norm_eps\":%!.17g,\"rope_theta\":%!.17g,"
+      "\"max_position_embeddings\":%d,\"tie_word_embeddings\":%s,\"vocab_size\":%d,"
+      "\"rope_scaling\":%s}",
+      gpt_arch_name(c->arch), c->n_embd, c->d_ff, c->n_layer, c->n_head,
+      gpt_config_kv_heads(c), gpt_config_head_dim(c), c->ln_eps,
+      c->rope_theta > 0 ? c->rope_theta : 10000.0, c->n_ctx, bTied ? "true" : "false",
+      c->vocab_size, zRope);
+  sqlite3_free(zRope);
+  return z;
+}
