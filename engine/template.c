@@ -3140,7 +3140,8 @@ static int call_filter(Render *r, int id, const char *zName, TplValue v, TplValu
     case F_FIRST: case F_LAST: {
       TplList *l;
       if (check_nargs(r, zWhat, nArg, 0, 0)) return -1;
-      if (v.type == TPL_UNDEFINED) return rerr(r, "%s: undefined value", zWhat);
+      /* Jinja: first of Undefined is Undefined; last cannot reverse it */
+      if (v.type == TPL_UNDEFINED && id == F_LAST) return rerr(r, "%s: undefined value", zWhat);
       if (iter_items(r, v, &l)) return -1;
       *pOut = l->n ? l->a[id == F_FIRST ? 0 : l->n - 1] : val_undef();
       return 0;
@@ -3181,7 +3182,6 @@ static int call_filter(Render *r, int id, const char *zName, TplValue v, TplValu
     case F_LIST: {
       TplList *l;
       if (check_nargs(r, zWhat, nArg, 0, 0)) return -1;
-      if (v.type == TPL_UNDEFINED) return rerr(r, "%s: undefined value", zWhat);
       if (iter_items(r, v, &l)) return -1;
       TplValue out = list_new(r->pA, l->n);
       if (out.type != TPL_LIST) return nomem(r);
@@ -3294,10 +3294,19 @@ static int call_filter(Render *r, int id, const char *zName, TplValue v, TplValu
           continue;
         }
         if (id == F_UNIQUE) {
-          int bSeen = 0;
-          if (check_nargs(r, zWhat, nArg, 0, 0) || check_kw(r, zWhat, azKw, nKw, 0)) return -1;
+          /* Jinja compares strings case-insensitively unless case_sensitive=true */
+          static const char *const azOk[] = {"case_sensitive", 0};
+          TplValue *pCase = arg_or_kw(aArg, nArg, 0, azKw, aKw, nKw, "case_sensitive");
+          int bSeen = 0, bCase = pCase && truthy(*pCase);
+          TplValue key = it, kj;
+          if (check_nargs(r, zWhat, nArg, 0, 1) || check_kw(r, zWhat, azKw, nKw, azOk)) return -1;
           if (step(r, (int64_t)(out.u.pList->n / 8))) return -1;
-          for (size_t j = 0; j < out.u.pList->n && !bSeen; j++) bSeen = val_eq(out.u.pList->a[j], it);
+          if (!bCase && it.type == TPL_STRING && str_case(r, it, 0, &key)) return -1;
+          for (size_t j = 0; j < out.u.pList->n && !bSeen; j++) {
+            kj = out.u.pList->a[j];
+            if (!bCase && kj.type == TPL_STRING && str_case(r, kj, 0, &kj)) return -1;
+            bSeen = val_eq(kj, key);
+          }
           if (!bSeen) out.u.pList->a[out.u.pList->n++] = it;
           continue;
         }
@@ -3325,10 +3334,14 @@ static int call_filter(Render *r, int id, const char *zName, TplValue v, TplValu
       TplValue out = list_new(r->pA, l->n), *aKey = arena_alloc(r->pA, (l->n + 1) * sizeof(TplValue));
       if (out.type != TPL_LIST || !aKey) return nomem(r);
       if (step(r, (int64_t)(l->n * l->n / 8))) return -1;
+      TplValue *pCase = arg_or_kw(aArg, nArg, 1, azKw, aKw, nKw, "case_sensitive");
+      int bCase = pCase && truthy(*pCase);
       for (size_t i = 0; i < l->n; i++) {
         out.u.pList->a[i] = l->a[i];
         aKey[i] = l->a[i];
         if (pAttr && pAttr->type != TPL_NONE && attr_path(r, l->a[i], *pAttr, &aKey[i])) return -1;
+        /* Jinja sorts strings case-insensitively unless case_sensitive=true */
+        if (!bCase && aKey[i].type == TPL_STRING && str_case(r, aKey[i], 0, &aKey[i])) return -1;
       }
       out.u.pList->n = l->n;
       int bRev = pRev && truthy(*pRev);

@@ -23,7 +23,7 @@ Outputs:
   constructs.json              small templates, one per construct the
                                interpreter supports, with their outputs
 
-NPM_DIR (default build/npm) holds the unpacked packages as
+NPM_DIR (default build/npm/chat, where tests/chat.test fetches them) holds the unpacked packages as
 NPM_DIR/llama3/package/models/tokenizer_config.json (and qwen3); when they
 are missing the existing llama3/qwen3 goldens are left alone.
 """
@@ -276,6 +276,10 @@ CONSTRUCTS = [
     ("strftime-defined", "{{ strftime_now is defined }}", {}),
     ("unicode-data", "héllo → 世界 🎉 {{ 'ü'|upper }} {{ 'Ü'|length }}", {}),
     ("generation-tag", "{% for m in messages %}{% generation %}[{{ m.content }}]{% endgeneration %}{% endfor %}", {}),
+    ("sort-unique-case", "{{ ['b', 'A', 'a', 'B']|sort }} {{ ['b', 'A', 'a', 'B']|sort(case_sensitive=true) }} "
+     "{{ ['b', 'A', 'a', 'B']|sort(reverse=true) }} {{ ['a', 'A', 'b']|unique|list }} "
+     "{{ ['a', 'A', 'b']|unique(case_sensitive=true)|list }} {{ m|sort(attribute='n')|map(attribute='n')|join }} "
+     "{{ nope|first }}|{{ nope|list }}", {"m": [{"n": "y"}, {"n": "X"}, {"n": "x"}]}),
     ("indent", "{{ 'a\\nb\\n\\nc'|indent(2) }}|{{ 'a\\nb'|indent(2, true) }}|{{ 'a\\n\\nb'|indent(2, blank=true) }}", {}),
     ("macro-free-llama31-style", "{%- if messages[0]['role'] == 'system' %}{%- set system_message = "
      "messages[0]['content']|trim %}{%- set messages = messages[1:] %}{%- else %}{%- set system_message = '' %}"
@@ -288,7 +292,7 @@ CONSTRUCT_MESSAGES = [msg("system", " sys "), msg("user", "hi"), msg("assistant"
 
 
 def main():
-    npm_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "..", "..", "build", "npm")
+    npm_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "..", "..", "build", "npm", "chat")
     os.makedirs(OUT, exist_ok=True)
     total = 0
     for name, (source, template, special) in INLINE.items():
