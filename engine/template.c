@@ -45,6 +45,7 @@ typedef struct Arena {
 /* n bytes, 16-byte aligned, or NULL when out of memory or over the limit
 ** (bOverLimit says which). */
 static void *arena_alloc(Arena *a, size_t n) {
+  if (n > ((size_t)1 << 40)) { a->bOverLimit = 1; return 0; }
   n = (n + 15) & ~(size_t)15;
   if (n == 0) n = 16;
   if (a->nLimit && (n > a->nLimit || a->nTotal > a->nLimit - n)) {
@@ -778,6 +779,7 @@ typedef struct Parser {
   size_t iTok, nTok;
   int depth;      /* nesting of expressions */
   int blockDepth; /* nesting of block tags */
+  int nLoop;      /* for bodies being parsed (break/continue need one) */
   char *zErr;
   size_t nErr;
 } Parser;
@@ -1384,7 +1386,9 @@ static Node *parse_statement(Parser *p) {
     if (tok_is_name(peek(p), "recursive")) { parse_error(p, "unsupported recursive for loop"); return 0; }
     if (expect_block_end(p)) return 0;
     Token *pEnd = 0;
+    p->nLoop++;
     n->c = parse_body(p, azEnd, &pEnd);
+    p->nLoop--;
     if (!n->c) return 0;
     if (tok_is_name(pEnd, "else")) {
       static const char *const azEndFor[] = {"endfor", 0};
@@ -1422,6 +1426,7 @@ static Node *parse_statement(Parser *p) {
       if (!n->a || expect_block_end(p)) return 0;
     }
   } else if (name_is(t->z, t->n, "break") || name_is(t->z, t->n, "continue")) {
+    if (p->nLoop == 0) { parse_error(p, "'%.*s' outside a loop", (int)t->n, t->z); return 0; }
     n = node_new(p, name_is(t->z, t->n, "break") ? N_BREAK : N_CONTINUE);
     if (!n || expect_block_end(p)) return 0;
   } else if (name_is(t->z, t->n, "generation")) {
