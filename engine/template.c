@@ -678,7 +678,7 @@ static int lex_all(Lexer *x) {
 
 enum {
   /* statements */
-  N_TEXT = 1, N_OUTPUT, N_IF, N_FOR, N_SET, N_SETBLOCK, N_BREAK, N_CONTINUE, N_BLOCK,
+  N_TEXT = 1, N_OUTPUT, N_IF, N_FOR, N_SET, N_SETBLOCK, N_BREAK, N_CONTINUE, N_BLOCK, N_MACRO,
   /* expressions */
   N_CONST, N_NAME, N_ATTR, N_ITEM, N_SLICE, N_CALL, N_FILTER, N_TEST, N_NEG, N_POS,
   N_NOT, N_AND, N_OR, N_BINOP, N_CONCAT, N_COMPARE, N_COND, N_LIST, N_TUPLE, N_DICT
@@ -780,6 +780,10 @@ typedef struct Parser {
   int depth;      /* nesting of expressions */
   int blockDepth; /* nesting of block tags */
   int nLoop;      /* for bodies being parsed (break/continue need one) */
+  const char **azMacro; /* names of the macros defined */
+  int nMacro, nMacroAlloc;
+  Token **apCall;  /* calls of names that are no global function: macros */
+  int nCall, nCallAlloc;
   char *zErr;
   size_t nErr;
 } Parser;
@@ -1007,7 +1011,19 @@ static Node *parse_postfix(Parser *p, Node *n) {
         if (!x->id) { parse_error(p, "unsupported method '%.*s'", (int)n->nName, n->zName); return 0; }
       } else if (n->kind == N_NAME) {
         x->id = lookup_id(n->zName, n->nName, 3);
-        if (!x->id) { parse_error(p, "unsupported function '%.*s'", (int)n->nName, n->zName); return 0; }
+        if (!x->id) {
+          /* a macro, unless no {% macro %} of that name turns up (checked
+          ** after parsing, since a macro may be defined after its caller) */
+          if (p->nCall == p->nCallAlloc) {
+            int nNew = p->nCallAlloc ? p->nCallAlloc * 2 : 8;
+            Token **a = arena_alloc(p->pA, (size_t)nNew * sizeof(Token *));
+            if (!a) { parse_error(p, "out of memory"); return 0; }
+            if (p->nCall) memcpy(a, p->apCall, (size_t)p->nCall * sizeof(Token *));
+            p->apCall = a;
+            p->nCallAlloc = nNew;
+          }
+          p->apCall[p->nCall++] = &p->aTok[p->iTok - 1];
+        }
       } else {
         parse_error(p, "unsupported call of an expression");
         return 0;
@@ -1429,6 +1445,62 @@ static Node *parse_statement(Parser *p) {
     if (p->nLoop == 0) { parse_error(p, "'%.*s' outside a loop", (int)t->n, t->z); return 0; }
     n = node_new(p, name_is(t->z, t->n, "break") ? N_BREAK : N_CONTINUE);
     if (!n || expect_block_end(p)) return 0;
+  } else if (name_is(t->z, t->n, "macro")) {
+    static const char *const azEnd[] = {"endmacro", 0};
+    Token *pName = next_tok(p), *pEnd = 0;
+    int nAlloc = 0, bDefault = 0, nSavedLoop = p->nLoop;
+    if (pName->type != TK_NAME) { parse_error(p, "expected a macro name"); return 0; }
+    n = node_new(p, N_MACRO);
+    if (!n) return 0;
+    n->zName = arena_strdup(p->pA, pName->z, pName->n);
+    if (!n->zName || expect_op(p, OP_LPAREN, "(")) return 0;
+    while (!tok_is_op(peek(p), OP_RPAREN)) {
+      if (n->nTarget > 0 && expect_op(p, OP_COMMA, ",")) return 0;
+      Token *a = next_tok(p);
+      if (a->type != TK_NAME) { parse_error(p, "expected a parameter name"); return 0; }
+      if (n->nTarget == nAlloc) {
+        int nNew = nAlloc ? nAlloc * 2 : 4;
+        const char **az = arena_alloc(p->pA, (size_t)nNew * sizeof(char *));
+        Node **ad = arena_alloc(p->pA, (size_t)nNew * sizeof(Node *));
+        if (!az || !ad) { parse_error(p, "out of memory"); return 0; }
+        if (n->nTarget) {
+          memcpy(az, n->azTarget, (size_t)n->nTarget * sizeof(char *));
+          memcpy(ad, n->aArg, (size_t)n->nTarget * sizeof(Node *));
+        }
+        n->azTarget = az;
+        n->aArg = ad;
+        nAlloc = nNew;
+      }
+      n->azTarget[n->nTarget] = arena_strdup(p->pA, a->z, a->n);
+      if (!n->azTarget[n->nTarget]) { parse_error(p, "out of memory"); return 0; }
+      n->aArg[n->nTarget] = 0;
+      if (tok_is_op(peek(p), OP_ASSIGN)) {
+        next_tok(p);
+        n->aArg[n->nTarget] = parse_expr(p);
+        if (!n->aArg[n->nTarget]) return 0;
+        bDefault = 1;
+      } else if (bDefault) {
+        parse_error(p, "non-default parameter '%.*s' follows a default one", (int)a->n, a->z);
+        return 0;
+      }
+      n->nTarget++;
+      n->nArg = n->nTarget;
+    }
+    next_tok(p);
+    if (expect_block_end(p)) return 0;
+    p->nLoop = 0; /* a loop around the definition is not around the body */
+    n->a = parse_body(p, azEnd, &pEnd);
+    p->nLoop = nSavedLoop;
+    if (!n->a || expect_block_end(p)) return 0;
+    if (p->nMacro == p->nMacroAlloc) {
+      int nNew = p->nMacroAlloc ? p->nMacroAlloc * 2 : 8;
+      const char **a = arena_alloc(p->pA, (size_t)nNew * sizeof(char *));
+      if (!a) { parse_error(p, "out of memory"); return 0; }
+      if (p->nMacro) memcpy(a, p->azMacro, (size_t)p->nMacro * sizeof(char *));
+      p->azMacro = a;
+      p->nMacroAlloc = nNew;
+    }
+    p->azMacro[p->nMacro++] = n->zName;
   } else if (name_is(t->z, t->n, "generation")) {
     /* transformers' AssistantTracker tag: renders its body */
     static const char *const azEnd[] = {"endgeneration", 0};
@@ -1485,7 +1557,8 @@ static Node *parse_body(Parser *p, const char *const *azEnd, Token **ppEnd) {
           }
         }
         if (tok_is_name(name, "endif") || tok_is_name(name, "endfor") || tok_is_name(name, "elif") ||
-            tok_is_name(name, "else") || tok_is_name(name, "endset") || tok_is_name(name, "endgeneration")) {
+            tok_is_name(name, "else") || tok_is_name(name, "endset") || tok_is_name(name, "endgeneration") ||
+            tok_is_name(name, "endmacro")) {
           next_tok(p);
           parse_error(p, "unexpected {%% %.*s %%}", (int)name->n, name->z);
           return 0;
@@ -1557,6 +1630,15 @@ int tpl_compile(const char *zSrc, size_t nSrc, TplProgram **ppProg, char *zErr, 
   p.nErr = nErr;
   prog->pRoot = parse_body(&p, 0, 0);
   if (!prog->pRoot) goto fail;
+  for (int i = 0; i < p.nCall; i++) {
+    Token *t = p.apCall[i];
+    int bFound = 0;
+    for (int k = 0; k < p.nMacro && !bFound; k++) bFound = name_is(t->z, t->n, p.azMacro[k]);
+    if (!bFound) {
+      snprintf(zErr, nErr, "line %d: unsupported function '%.*s'", t->line, (int)t->n, t->z);
+      goto fail;
+    }
+  }
   *ppProg = prog;
   return 0;
 nomem:
@@ -1603,6 +1685,8 @@ typedef struct Render {
   Frame *pFrame;
   int depth;       /* loops and values being printed */
   int nEvalDepth;  /* expression evaluation */
+  int nMacroDepth; /* macro calls */
+  Frame *pRootFrame; /* the template's top level, which macro bodies see */
 } Render;
 
 #define TPL_MAX_EVAL_DEPTH 1000 /* nested expression evaluation */
@@ -1645,6 +1729,7 @@ static const char *type_name(TplValue v) {
     case TPL_DICT: return "dict";
     case TPL_NAMESPACE: return "Namespace";
     case TPL_LOOP: return "LoopContext";
+    case TPL_MACRO: return "Macro";
     default: return "function";
   }
 }
@@ -2336,6 +2421,8 @@ static int call_method(Render *r, int id, TplValue self, TplValue *aArg, int nAr
                        const char **azKw, TplValue *aKw, int nKw, TplValue *pOut);
 static int call_global(Render *r, int id, TplValue *aArg, int nArg, const char **azKw,
                        TplValue *aKw, int nKw, TplValue *pOut);
+static int call_macro(Render *r, const Node *m, TplValue *aArg, int nArg, const char **azKw,
+                      TplValue *aKw, int nKw, TplValue *pOut);
 
 static int eval_node(Render *r, const Node *n, TplValue *pOut);
 
@@ -2394,6 +2481,7 @@ static int eval_node(Render *r, const Node *n, TplValue *pOut) {
       }
       if (eval(r, n->a, &a) || eval_args(r, n, &aArg, &aKw)) return -1;
       r->line = n->line;
+      if (a.type == TPL_MACRO) return call_macro(r, a.u.p, aArg, n->nArg, n->azKw, aKw, n->nKw, pOut);
       if (a.type != TPL_FUNCTION || a.u.i <= 0)
         return rerr(r, "'%.*s' is not callable", (int)n->a->nName, n->a->zName);
       return call_global(r, (int)a.u.i, aArg, n->nArg, n->azKw, aKw, n->nKw, pOut);
@@ -3010,7 +3098,7 @@ static int call_test(Render *r, int id, const char *zName, TplValue v, TplValue 
       *pb = bCased && !bBad;
       return 0;
     }
-    case T_CALLABLE: *pb = v.type == TPL_FUNCTION; return 0;
+    case T_CALLABLE: *pb = v.type == TPL_FUNCTION || v.type == TPL_MACRO; return 0;
     case T_SAMEAS:
       *pb = v.type == aArg[0].type && (v.type == TPL_NONE || v.type == TPL_UNDEFINED ||
             (v.type == TPL_BOOL && v.u.i == aArg[0].u.i) ||
@@ -3525,11 +3613,63 @@ static int exec_stmt(Render *r, const Node *n) {
       if (!z) return nomem(r);
       return frame_set(r, r->pFrame, n->azTarget[0], val_str_ref(z, nz));
     }
+    case N_MACRO: {
+      TplValue m = val_undef();
+      m.type = TPL_MACRO;
+      m.u.p = (void *)n;
+      return frame_set(r, r->pFrame, n->zName, m);
+    }
     case N_BREAK: r->ctl = CTL_BREAK; return 0;
     case N_CONTINUE: r->ctl = CTL_CONTINUE; return 0;
     case N_BLOCK: return exec_block(r, n);
   }
   return rerr(r, "internal error: unknown statement");
+}
+
+/* Calls a macro: its parameters bound in a frame over the template's top
+** level (positional, then keyword; a missing one without a default is
+** Undefined, as in Jinja), its body rendered into a string. */
+static int call_macro(Render *r, const Node *m, TplValue *aArg, int nArg, const char **azKw,
+                      TplValue *aKw, int nKw, TplValue *pOut) {
+  if (nArg > m->nTarget)
+    return rerr(r, "macro '%s' takes %d arguments, got %d", m->zName, m->nTarget, nArg);
+  if (r->nMacroDepth >= TPL_MAX_DEPTH)
+    return rerr(r, "macro calls nested deeper than %d", TPL_MAX_DEPTH);
+  for (int k = 0; k < nKw; k++) {
+    int bKnown = 0;
+    for (int i = 0; i < m->nTarget && !bKnown; i++) bKnown = strcmp(azKw[k], m->azTarget[i]) == 0;
+    if (!bKnown) return rerr(r, "macro '%s' has no parameter '%s'", m->zName, azKw[k]);
+  }
+  Frame f, *pSavedFrame = r->pFrame;
+  Buf *pSavedOut = r->pOut, b;
+  memset(&f, 0, sizeof(f));
+  memset(&b, 0, sizeof(b));
+  f.pParent = r->pRootFrame;
+  b.nMax = pSavedOut->nMax;
+  int rc = 0;
+  r->pFrame = &f;
+  for (int i = 0; i < m->nTarget && rc == 0; i++) {
+    TplValue v = val_undef();
+    TplValue *pKw = kwarg(azKw, aKw, nKw, m->azTarget[i]);
+    if (i < nArg) v = aArg[i];
+    else if (pKw) v = *pKw;
+    else if (m->aArg[i]) rc = eval(r, m->aArg[i], &v); /* defaults see earlier parameters */
+    if (rc == 0) rc = frame_set(r, &f, m->azTarget[i], v);
+  }
+  r->nMacroDepth++;
+  r->pOut = &b;
+  if (rc == 0) rc = exec_block(r, m->a);
+  r->pOut = pSavedOut;
+  r->nMacroDepth--;
+  r->pFrame = pSavedFrame;
+  r->ctl = CTL_NONE;
+  if (rc) { free(b.z); return -1; }
+  char *z = arena_strdup(r->pA, b.z ? b.z : "", b.n);
+  size_t nz = b.n;
+  free(b.z);
+  if (!z) return nomem(r);
+  *pOut = val_str_ref(z, nz);
+  return 0;
 }
 
 static int exec_block(Render *r, const Node *n) {
@@ -3568,6 +3708,7 @@ int tpl_render(const TplProgram *p, TplEnv *e, const TplLimits *pLimits, char **
   r.zErr = zErr;
   r.nErr = nErr;
   r.pFrame = &root;
+  r.pRootFrame = &root;
   /* the render's own allocations are what the memory limit counts */
   size_t nSavedLimit = e->arena.nLimit;
   e->arena.nLimit = e->arena.nTotal + lim.nMaxMemory;

@@ -32,6 +32,7 @@ enum {
   TPL_NAMESPACE,     /* namespace(): a dict that {% set ns.x %} may change */
   TPL_LOOP,          /* the loop variable of a for */
   TPL_FUNCTION,      /* a global function or a bound method */
+  TPL_MACRO,         /* a {% macro %} of the template */
 };
 
 typedef struct TplList TplList;

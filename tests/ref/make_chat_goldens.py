@@ -280,6 +280,13 @@ CONSTRUCTS = [
      "{{ ['b', 'A', 'a', 'B']|sort(reverse=true) }} {{ ['a', 'A', 'b']|unique|list }} "
      "{{ ['a', 'A', 'b']|unique(case_sensitive=true)|list }} {{ m|sort(attribute='n')|map(attribute='n')|join }} "
      "{{ nope|first }}|{{ nope|list }}", {"m": [{"n": "y"}, {"n": "X"}, {"n": "x"}]}),
+    ("macro", "{% macro greet(name, punct='!') %}Hello {{ name }}{{ punct }}{% endmacro %}{{ greet('Ann') }} "
+     "{{ greet('Bob', '?') }} {{ greet(punct='.', name='Cy') }} [{{ greet() }}]|{% macro rec(n) %}{% if n > 0 %}"
+     "{{ n }}{{ rec(n - 1) }}{% endif %}{% endmacro %}{{ rec(3) }}|{% set top = 'T' %}{% macro sees() %}"
+     "{{ top }}{% endmacro %}{{ sees() }}|{% for i in [1, 2] %}{% macro inner(x) %}<{{ x }}>{% endmacro %}"
+     "{{ inner(i) }}{% endfor %}|{% macro dflt(a, b=a ~ '!') %}{{ b }}{% endmacro %}{{ dflt('x') }}|"
+     "{% macro loopy(l) %}{% for x in l %}{% if x == 2 %}{% break %}{% endif %}{{ x }}{% endfor %}{% endmacro %}"
+     "{{ loopy([1, 2, 3]) }} {{ greet is callable }} {{ greet('Z')|length }}", {}),
     ("indent", "{{ 'a\\nb\\n\\nc'|indent(2) }}|{{ 'a\\nb'|indent(2, true) }}|{{ 'a\\n\\nb'|indent(2, blank=true) }}", {}),
     ("macro-free-llama31-style", "{%- if messages[0]['role'] == 'system' %}{%- set system_message = "
      "messages[0]['content']|trim %}{%- set messages = messages[1:] %}{%- else %}{%- set system_message = '' %}"
