@@ -317,10 +317,13 @@ struct CacheEntry {
   sqlite3_int64 stamp;     /* gpt_models.stamp the rows had when loaded */
   int nRef;                /* callers and connections holding it */
   int bStale;              /* superseded: freed when nRef drops to 0 */
+  int bLoading;            /* a thread is reading its weights, without the mutex */
   CacheEntry *pNext;
 };
 
 static pthread_mutex_t gCacheMutex = PTHREAD_MUTEX_INITIALIZER;
+/* Signalled when an entry's weights finish loading (bLoading drops). */
+static pthread_cond_t gCacheLoaded = PTHREAD_COND_INITIALIZER;
 static CacheEntry *gCache = 0;
 static sqlite3_int64 gnTokenizerLoads = 0; /* counters for gpt_debug() */
 static sqlite3_int64 gnWeightLoads = 0;
@@ -878,31 +881,56 @@ done:
 ** memory (the forward pass reads them as they are); everything else is held
 ** as f32. Rows are read in chunks of about 1 MB: whole q8_0 blocks, and for
 ** Conv1D weights whole stored rows, which the engine transposes by tiles. */
+/* The tensor a gpt_tensors row holds: NAME, or NAME#k for part k of a tensor
+** stored in row-aligned parts (k in canonical decimal, below a million), its
+** index in *piPart. -1 for any other name. */
+static int tensor_row_index(const GptModel *m, int hasLmHead, const char *zName, int *piPart) {
+  const char *zHash = strrchr(zName, '#');
+  char zBase[160];
+  int k = 0, nDigit = 0;
+  *piPart = -1;
+  if (!zHash) return gpt_tensor_index(&m->cfg, hasLmHead, zName);
+  if ((size_t)(zHash - zName) >= sizeof(zBase)) return -1;
+  for (const char *z = zHash + 1; *z; z++, nDigit++) {
+    if (*z < '0' || *z > '9' || nDigit >= 6) return -1;
+    k = k * 10 + (*z - '0');
+  }
+  if (nDigit == 0 || (nDigit > 1 && zHash[1] == '0')) return -1;
+  memcpy(zBase, zName, (size_t)(zHash - zName));
+  zBase[zHash - zName] = 0;
+  *piPart = k;
+  return gpt_tensor_index(&m->cfg, hasLmHead, zBase);
+}
+
 static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzErr) {
   sqlite3_stmt *p = 0;
   sqlite3_blob *pBlob = 0;
   GPTModel *net = 0;
   char zMsg[256];
   unsigned char *aBuf = 0;
-  unsigned char *aSeen = 0;
+  int *aSeen = 0;    /* per tensor: -1 whole row seen, k > 0 parts seen */
+  int64_t *aPartRows = 0; /* rows of part 0 of a tensor stored in parts, or 0 */
   int *aDtype = 0;  /* memory dtype of each tensor */
   const int nChunk = 1 << 20;
   int rc, hasLmHead = 0, nTensor;
 
   rc = sqlite3_prepare_v2(db, "SELECT count(*) FROM gpt_tensors WHERE model = ?1 AND "
-                          "name = 'lm_head.weight'", -1, &p, 0);
+                          "(name = 'lm_head.weight' OR name GLOB 'lm_head.weight#*')", -1, &p, 0);
   if (rc != SQLITE_OK) goto sql_error;
   sqlite3_bind_text(p, 1, m->zName, -1, SQLITE_STATIC);
   if (sqlite3_step(p) == SQLITE_ROW) hasLmHead = sqlite3_column_int(p, 0) > 0;
   sqlite3_finalize(p);
   p = 0;
   nTensor = gpt_n_tensors(&m->cfg, hasLmHead);
-  aSeen = sqlite3_malloc64(nTensor);
+  aSeen = sqlite3_malloc64(sizeof(int) * (size_t)nTensor);
+  aPartRows = sqlite3_malloc64(sizeof(int64_t) * (size_t)nTensor);
   aDtype = sqlite3_malloc64(sizeof(int) * (size_t)nTensor);
-  if (!aSeen || !aDtype) { rc = SQLITE_NOMEM; goto done; }
+  if (!aSeen || !aPartRows || !aDtype) { rc = SQLITE_NOMEM; goto done; }
+  /* by name, so that part 0 of a tensor stored in parts comes first */
   rc = sqlite3_prepare_v2(db,
       "SELECT rowid, name, dtype, CASE WHEN json_valid(shape) THEN json(shape) END, "
-      "typeof(data), length(data) FROM gpt_tensors WHERE model = ?1", -1, &p, 0);
+      "typeof(data), length(data), json_extract(shape, '$[0]') FROM gpt_tensors "
+      "WHERE model = ?1 ORDER BY name", -1, &p, 0);
   if (rc != SQLITE_OK) goto sql_error;
   sqlite3_bind_text(p, 1, m->zName, -1, SQLITE_STATIC);
   /* Pass 0 checks every row's name, dtype, shape and length against the
@@ -910,7 +938,8 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
   ** arena is sized by the config, which is only as trustworthy as the rows
   ** that match it. Pass 1 reads the rows (checking them again). */
   for (int iPass = 0; iPass < 2; iPass++) {
-    memset(aSeen, 0, nTensor);
+    memset(aSeen, 0, sizeof(int) * (size_t)nTensor);
+    memset(aPartRows, 0, sizeof(int64_t) * (size_t)nTensor);
     sqlite3_reset(p);
     while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
       const char *zTensor = (const char *)sqlite3_column_text(p, 1);
@@ -918,11 +947,12 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
       const char *zShape = (const char *)sqlite3_column_text(p, 3);
       const char *zType = (const char *)sqlite3_column_text(p, 4);
       sqlite3_int64 nBytes = sqlite3_column_int64(p, 5);
-      int idx = zTensor ? gpt_tensor_index(&m->cfg, hasLmHead, zTensor) : -1;
       int dtype = gpt_row_dtype_from_name(zDtype);
+      int iPart = -1; /* NAME#k: part k of a tensor stored in row-aligned parts */
+      int idx = zTensor ? tensor_row_index(m, hasLmHead, zTensor, &iPart) : -1;
       GPTTensorInfo info;
       char zWant[64];
-      int64_t nWant, nPer;
+      int64_t nWant, nPer, iFirst = 0;
       if (idx < 0) {
         gptext_set_error(pzErr, "%s: model '%s': unexpected tensor '%s' in gpt_tensors", zFunc,
                          m->zName, zTensor ? zTensor : "NULL");
@@ -930,12 +960,32 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
         goto done;
       }
       gpt_tensor_info(&m->cfg, hasLmHead, idx, &info);
-      if (aSeen[idx]) {
+      if (aSeen[idx] < 0 || (aSeen[idx] > 0 && iPart < 0)) {
         gptext_set_error(pzErr, "%s: model '%s': tensor %s appears twice", zFunc, m->zName, zTensor);
         rc = SQLITE_ERROR;
         goto done;
       }
-      aSeen[idx] = 1;
+      if (iPart < 0) {
+        aSeen[idx] = -1;
+      } else {
+        /* part k holds rows k*R .. of the stored shape, R the rows of part 0 */
+        int64_t nRow = info.shape[0], nPartRow = sqlite3_column_int64(p, 6);
+        if (iPart == 0) aPartRows[idx] = nPartRow;
+        int64_t R = aPartRows[idx];
+        if (R < 1 || R >= nRow || (int64_t)iPart * R >= nRow || dtype == GPT_Q8_0 ||
+            nPartRow != (nRow - iPart * R < R ? nRow - iPart * R : R)) {
+          gptext_set_error(pzErr, "%s: model '%s': tensor %s is not a part of %s: parts hold "
+                           "%s rows each of its %lld, part 0 first, in f32, f16 or bf16",
+                           zFunc, m->zName, zTensor, info.name,
+                           R >= 1 ? "the same number of" : "fewer", (long long)nRow);
+          rc = SQLITE_ERROR;
+          goto done;
+        }
+        aSeen[idx]++;
+        iFirst = iPart * R * (info.ndim == 2 ? info.shape[1] : 1);
+        info.shape[0] = nPartRow;
+        info.n_elem = info.ndim == 2 ? nPartRow * info.shape[1] : nPartRow;
+      }
       if (dtype < 0) {
         gptext_set_error(pzErr, "%s: model '%s': tensor %s has dtype '%s', expected 'f32', "
                          "'f16', 'bf16' or 'q8_0'", zFunc, m->zName, zTensor,
@@ -977,7 +1027,14 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
         goto done;
       }
       if (iPass == 0) {
-        aDtype[idx] = info.ndim == 2 && (dtype == GPT_F16 || dtype == GPT_Q8_0) ? dtype : GPT_F32;
+        int dt = info.ndim == 2 && (dtype == GPT_F16 || dtype == GPT_Q8_0) ? dtype : GPT_F32;
+        if (iPart > 0 && dt != aDtype[idx]) {
+          gptext_set_error(pzErr, "%s: model '%s': tensor %s has dtype '%s', unlike part 0",
+                           zFunc, m->zName, zTensor, zDtype);
+          rc = SQLITE_ERROR;
+          goto done;
+        }
+        aDtype[idx] = dt;
         continue;
       }
       rc = sqlite3_blob_open(db, "main", "gpt_tensors", "data", sqlite3_column_int64(p, 0), 0, &pBlob);
@@ -996,7 +1053,7 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
         int64_t len = dtype == GPT_Q8_0 ? n / 32 * 34 : n * gpt_dtype_size(dtype);
         rc = sqlite3_blob_read(pBlob, aBuf, (int)len, (int)off);
         if (rc != SQLITE_OK) goto sql_error;
-        if (gpt_model_load(net, idx, dtype, e, n, aBuf, zMsg, sizeof(zMsg))) {
+        if (gpt_model_load(net, idx, dtype, iFirst + e, n, aBuf, zMsg, sizeof(zMsg))) {
           gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, m->zName, zMsg);
           rc = SQLITE_ERROR;
           goto done;
@@ -1008,6 +1065,20 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
     }
     if (rc != SQLITE_DONE) goto sql_error;
     for (int i = 0; i < nTensor; i++) {
+      int64_t nParts = aPartRows[i] ? 0 : 1;
+      if (aPartRows[i]) {
+        GPTTensorInfo info;
+        gpt_tensor_info(&m->cfg, hasLmHead, i, &info);
+        nParts = (info.shape[0] + aPartRows[i] - 1) / aPartRows[i];
+      }
+      if (aSeen[i] > 0 && aSeen[i] != nParts) {
+        GPTTensorInfo info;
+        gpt_tensor_info(&m->cfg, hasLmHead, i, &info);
+        gptext_set_error(pzErr, "%s: model '%s': tensor %s has %d of its %lld parts in "
+                         "gpt_tensors", zFunc, m->zName, info.name, aSeen[i], (long long)nParts);
+        rc = SQLITE_ERROR;
+        goto done;
+      }
       if (!aSeen[i]) {
         GPTTensorInfo info;
         gpt_tensor_info(&m->cfg, hasLmHead, i, &info);
@@ -1041,6 +1112,7 @@ done:
   sqlite3_finalize(p);
   sqlite3_free(aBuf);
   sqlite3_free(aSeen);
+  sqlite3_free(aPartRows);
   sqlite3_free(aDtype);
   gpt_model_free(net);
   return rc;
@@ -1198,9 +1270,23 @@ static int model_acquire_once(GptConn *pConn, sqlite3 *db, const char *zFunc, co
     e->pNext = gCache;
     gCache = e;
   }
+  /* Weights are read without the mutex, so that a large model's load does
+  ** not stall other connections' calls on other models; a second caller
+  ** for the same entry waits for the first load instead of repeating it.
+  ** The entry is pinned (nRef) while its loader runs unlocked. */
+  while (needWeights && e->bLoading) pthread_cond_wait(&gCacheLoaded, &gCacheMutex);
   if (needWeights && !e->model.pNet) {
+    GptModel work = e->model; /* name, config and tokenizer: read-only here */
     bLoaded = 1;
-    rc = load_weights(db, zFunc, &e->model, pzErr);
+    e->bLoading = 1;
+    e->nRef++;
+    pthread_mutex_unlock(&gCacheMutex);
+    rc = load_weights(db, zFunc, &work, pzErr);
+    pthread_mutex_lock(&gCacheMutex);
+    e->model.pNet = work.pNet;
+    e->bLoading = 0;
+    e->nRef--;
+    pthread_cond_broadcast(&gCacheLoaded);
     if (rc == SQLITE_OK) gnWeightLoads++;
     if (rc != SQLITE_OK) {
       if (rc == SQLITE_INTERRUPT) gptext_set_error(pzErr, "%s: interrupted", zFunc);

@@ -2224,70 +2224,88 @@ static int impTensors(GptImport *p) {
     const ImpShard *pShard = impShardOf(p, t);
     const char *zFile = pShard->zFile;
 
+    /* A tensor past the BLOB limit (SQLITE_LIMIT_LENGTH) is stored as parts
+    ** of whole rows, NAME#0, NAME#1, ..., each of R rows but the last. */
+    int64_t nRow = pInfo->shape[0], nRowByte = nByte / (nRow > 0 ? nRow : 1);
+    int64_t nPerPart = nRow, iRow;
+    int iPart = 0;
     if (nByte > nMaxBlob) {
-      rc = impError(p, zFile, "tensor \"%s\" is too large for a BLOB, expected "
-                    "at most %d bytes (SQLITE_LIMIT_LENGTH), found %lld",
-                    t->name, nMaxBlob, (long long)nByte);
-      goto done;
-    }
-    if (pInfo->ndim == 2) {
-      snprintf(zShape, sizeof(zShape), "[%lld,%lld]", (long long)pInfo->shape[0],
-               (long long)pInfo->shape[1]);
-    } else {
-      snprintf(zShape, sizeof(zShape), "[%lld]", (long long)pInfo->shape[0]);
-    }
-    sqlite3_bind_text(pIns, 2, pInfo->name, -1, SQLITE_STATIC);
-    sqlite3_bind_text(pIns, 3, gpt_dtype_name(dtype), -1, SQLITE_STATIC);
-    sqlite3_bind_text(pIns, 4, zShape, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(pIns, 5, nByte);
-    rc = sqlite3_step(pIns);
-    if (rc != SQLITE_DONE) {
-      rc = impSqlError(p, rc);
-      goto done;
-    }
-    sqlite3_reset(pIns);
-    rc = sqlite3_blob_open(p->db, "main", "gpt_tensors", "data",
-                           sqlite3_last_insert_rowid(p->db), 1, &pBlob);
-    if (rc != SQLITE_OK) {
-      rc = impSqlError(p, rc);
-      goto done;
+      nPerPart = nMaxBlob / (nRowByte > 0 ? nRowByte : 1);
+      if (nPerPart < 1) {
+        rc = impError(p, zFile, "tensor \"%s\": one row of %lld bytes is larger than "
+                      "a BLOB may be (SQLITE_LIMIT_LENGTH %d)", t->name,
+                      (long long)nRowByte, nMaxBlob);
+        goto done;
+      }
     }
     if (fseeko(pShard->pFile, (off_t)(pShard->iDataOff + t->begin), SEEK_SET) != 0) {
       rc = impError(p, zFile, "cannot seek to tensor \"%s\": %s", t->name,
                     strerror(errno));
       goto done;
     }
-    for (off = 0; off < nByte; off += IMP_CHUNK) {
-      int n = (int)(nByte - off < IMP_CHUNK ? nByte - off : IMP_CHUNK);
-      int64_t iBad;
-      if (gptext_interrupted(p->db)) {
-        rc = impSqlError(p, SQLITE_INTERRUPT);
+    for (iRow = 0; iRow < nRow || (nRow == 0 && iPart == 0); iRow += nPerPart, iPart++) {
+      int64_t nPartRow = nRow - iRow < nPerPart ? nRow - iRow : nPerPart;
+      int64_t nPartByte = nPerPart == nRow ? nByte : nPartRow * nRowByte;
+      char *zPartName = nPerPart == nRow ? 0 : sqlite3_mprintf("%s#%d", pInfo->name, iPart);
+      if (nPerPart != nRow && zPartName == 0) {
+        rc = impError(p, 0, "out of memory");
         goto done;
       }
-      if (fread(aBuf, 1, (size_t)n, pShard->pFile) != (size_t)n) {
-        rc = impError(p, zFile, "cannot read tensor \"%s\" at byte %lld: %s",
-                      t->name, (long long)(pShard->iDataOff + t->begin + off),
-                      ferror(pShard->pFile) ? strerror(errno) : "the file ends early");
+      if (pInfo->ndim == 2) {
+        snprintf(zShape, sizeof(zShape), "[%lld,%lld]", (long long)nPartRow,
+                 (long long)pInfo->shape[1]);
+      } else {
+        snprintf(zShape, sizeof(zShape), "[%lld]", (long long)nPartRow);
+      }
+      if (zPartName) sqlite3_bind_text(pIns, 2, zPartName, -1, sqlite3_free);
+      else sqlite3_bind_text(pIns, 2, pInfo->name, -1, SQLITE_STATIC);
+      sqlite3_bind_text(pIns, 3, gpt_dtype_name(dtype), -1, SQLITE_STATIC);
+      sqlite3_bind_text(pIns, 4, zShape, -1, SQLITE_TRANSIENT);
+      sqlite3_bind_int64(pIns, 5, nPartByte);
+      rc = sqlite3_step(pIns);
+      if (rc != SQLITE_DONE) {
+        rc = impSqlError(p, rc);
         goto done;
       }
-      iBad = impNonFinite(dtype, aBuf, (size_t)n);
-      if (iBad >= 0) {
-        rc = impError(p, zFile, "tensor \"%s\" has a NaN or infinity at element "
-                      "%lld, expected finite numbers", t->name,
-                      (long long)(off / gpt_dtype_size(dtype) + iBad));
-        goto done;
-      }
-      rc = sqlite3_blob_write(pBlob, aBuf, n, (int)off);
+      sqlite3_reset(pIns);
+      rc = sqlite3_blob_open(p->db, "main", "gpt_tensors", "data",
+                             sqlite3_last_insert_rowid(p->db), 1, &pBlob);
       if (rc != SQLITE_OK) {
         rc = impSqlError(p, rc);
         goto done;
       }
-    }
-    rc = sqlite3_blob_close(pBlob);
-    pBlob = 0;
-    if (rc != SQLITE_OK) {
-      rc = impSqlError(p, rc);
-      goto done;
+      for (off = 0; off < nPartByte; off += IMP_CHUNK) {
+        int n = (int)(nPartByte - off < IMP_CHUNK ? nPartByte - off : IMP_CHUNK);
+        int64_t iBad, at = iRow * nRowByte + off; /* byte of the whole tensor */
+        if (gptext_interrupted(p->db)) {
+          rc = impSqlError(p, SQLITE_INTERRUPT);
+          goto done;
+        }
+        if (fread(aBuf, 1, (size_t)n, pShard->pFile) != (size_t)n) {
+          rc = impError(p, zFile, "cannot read tensor \"%s\" at byte %lld: %s",
+                        t->name, (long long)(pShard->iDataOff + t->begin + at),
+                        ferror(pShard->pFile) ? strerror(errno) : "the file ends early");
+          goto done;
+        }
+        iBad = impNonFinite(dtype, aBuf, (size_t)n);
+        if (iBad >= 0) {
+          rc = impError(p, zFile, "tensor \"%s\" has a NaN or infinity at element "
+                        "%lld, expected finite numbers", t->name,
+                        (long long)(at / gpt_dtype_size(dtype) + iBad));
+          goto done;
+        }
+        rc = sqlite3_blob_write(pBlob, aBuf, n, (int)off);
+        if (rc != SQLITE_OK) {
+          rc = impSqlError(p, rc);
+          goto done;
+        }
+      }
+      rc = sqlite3_blob_close(pBlob);
+      pBlob = 0;
+      if (rc != SQLITE_OK) {
+        rc = impSqlError(p, rc);
+        goto done;
+      }
     }
     p->nParam += pInfo->n_elem;
     p->nByte += nByte;

@@ -302,7 +302,7 @@ done:
   return rc;
 }
 
-/* Counts the rows of model zName in the four tables: > 0 means it exists. */
+/* Counts the rows of model zName in the five tables: > 0 means it exists. */
 static sqlite3_int64 quantModelRows(GptQuant *q, const char *zName) {
   sqlite3_stmt *p = 0;
   sqlite3_int64 n = -1;
@@ -310,7 +310,8 @@ static sqlite3_int64 quantModelRows(GptQuant *q, const char *zName) {
       "SELECT (SELECT count(*) FROM gpt_models WHERE name = ?1)"
       " + (SELECT count(*) FROM gpt_tensors WHERE model = ?1)"
       " + (SELECT count(*) FROM gpt_vocab WHERE model = ?1)"
-      " + (SELECT count(*) FROM gpt_merges WHERE model = ?1)", -1, &p, 0);
+      " + (SELECT count(*) FROM gpt_merges WHERE model = ?1)"
+      " + (SELECT count(*) FROM gpt_tokenizer WHERE model = ?1)", -1, &p, 0);
   if (rc == SQLITE_OK) {
     sqlite3_bind_text(p, 1, zName, -1, SQLITE_STATIC);
     rc = sqlite3_step(p);
@@ -391,6 +392,8 @@ static void gptQuantizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv
                 "token FROM gpt_vocab WHERE model = ?1", q.zSrc, q.zDst, 0)) goto done;
   if (quantExec(&q, "INSERT INTO gpt_merges(model, rank, left, right) SELECT ?2, rank, "
                 "left, right FROM gpt_merges WHERE model = ?1", q.zSrc, q.zDst, 0)) goto done;
+  if (quantExec(&q, "INSERT INTO gpt_tokenizer(model, config) SELECT ?2, config "
+                "FROM gpt_tokenizer WHERE model = ?1", q.zSrc, q.zDst, 0)) goto done;
   zSource = sqlite3_mprintf("gpt_quantize(%Q, %Q, %Q)", q.zSrc, q.zDst, zType);
   if (!zSource) { quantError(&q, 0, "out of memory"); goto done; }
   if (quantExec(&q, "INSERT INTO gpt_models(name, config, source) SELECT ?2, config, ?3 "
