@@ -15,7 +15,8 @@
 ** which is freed as a whole, so values need no reference counts; the arena
 ** has a byte budget. Variables live in frames: each for-loop iteration gets
 ** a fresh frame whose parent is the enclosing one, so a {% set %} in a loop
-** body does not outlive the iteration, as in Jinja.
+** body does not outlive the iteration, as in Jinja; a macro call gets a frame
+** whose parent is the template's top level, and renders into a string.
 */
 #include "template.h"
 #include <math.h>
