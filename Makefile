@@ -7,7 +7,9 @@
 CC      ?= cc
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -fPIC -Wall -Wextra -D_GNU_SOURCE -Iengine -Ibuild
-LDLIBS  = -lopenblas -lpcre2-8 -lutf8proc -lm -lpthread
+# OpenBLAS is not linked: engine/blas.c loads it on first use, and only where
+# its allocations cannot fail (its headers are needed to build).
+LDLIBS  = -lpcre2-8 -lutf8proc -lm -lpthread -ldl
 TCLSH   ?= tclsh
 
 # Debian packages the build, the tests and the demo need.
@@ -58,7 +60,7 @@ build/kernels_test: tests/unit/kernels_test.c engine/kernels.c engine/threads.c 
 # It writes bench/results/DATE-MACHINE.md and keeps its model and database in
 # bench/tmp/ (git-ignored). BENCH_RUNS=N, BENCH_QUICK=1 (see bench/bench.c).
 build/bench: bench/bench.c $(ENGINE_SRC) $(EXT_SRC) $(HEADERS) | build
-	$(CC) $(CFLAGS) -Iext -o $@ bench/bench.c $(ENGINE_SRC) $(EXT_SRC) -lsqlite3 $(LDLIBS)
+	$(CC) $(CFLAGS) -Iext -o $@ bench/bench.c $(ENGINE_SRC) $(EXT_SRC) -lsqlite3 -lopenblas $(LDLIBS)
 
 bench: build/gpt.so build/mkmodel build/bench
 	build/bench
@@ -122,7 +124,7 @@ ASAN_ENV      = ASAN_OPTIONS=abort_on_error=1:detect_leaks=1:strict_string_check
                 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/sanitizer/lsan.supp:print_suppressions=0 \
                 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 # No suppressions: OpenBLAS is not instrumented, but the engine holds it to one
-# thread (engine/threads.c), so it reports nothing.
+# thread (engine/blas.c), so it reports nothing.
 TSAN_ENV      = TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 VALGRIND      = valgrind --tool=memcheck --error-exitcode=1 --leak-check=full \
                 --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect \

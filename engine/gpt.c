@@ -5,7 +5,8 @@
 ** table whose sizes come from the config (llm.c's layout); each tensor is
 ** held as f32, or a 2-D one as f16 or q8_0 (see gpt.h). A forward pass
 ** appends n tokens to a KV cache: n > 1 is a prefill, done with sgemm over
-** the whole batch (compact weights widened a slice at a time); n == 1 is a
+** the whole batch (compact weights widened a slice at a time; the engine's
+** own gemm where OpenBLAS must not be called, see blas.c); n == 1 is a
 ** decode step, done with the gemv kernels of kernels.h on the weights as they
 ** are, which reads every weight once and is bound by memory bandwidth.
 **
@@ -23,7 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <cblas.h>
+#include "blas.h"
 #include "gpt.h"
 #include "kernels.h"
 #include "threads.h"
@@ -99,6 +100,7 @@ struct GPTState {
   int n_wide;            /* threads the wide scratch is sized for */
   float *wide;           /* (n_wide, GEMM_COLS, max_k) compact weights widened */
   int batch_T;           /* tokens of the batch in progress */
+  const char *overflow;  /* what was not finite after GPT_OVERFLOW ("logits", ...) */
 };
 
 #define LOGIT_ROWS 32
@@ -1174,6 +1176,7 @@ typedef struct MatTask {
   size_t ldo;
   int chunk;            /* rows (decode) or columns (prefill) a claim takes */
   atomic_int next;      /* the next unclaimed chunk */
+  const GPTBlas *blas;  /* OpenBLAS where it may be called (blas.h), or NULL */
 } MatTask;
 
 /* Chunks are claimed, not assigned: a member that runs late (on a busy
@@ -1190,14 +1193,14 @@ static void gemv_task(void *arg, int ith, int nth) {
   (void)ith; (void)nth;
   while ((ch = claim(&a->next)) * a->chunk < a->w.rows) {
     int r0 = ch * a->chunk, r1 = r0 + a->chunk < a->w.rows ? r0 + a->chunk : a->w.rows;
-    if (a->w.dtype == GPT_F32 && k->blas_gemv) {
+    if (a->w.dtype == GPT_F32 && k->blas_gemv && a->blas) {
       /* cblas_sgemv as sgemv(bias) with beta 1, 64 rows a call (OpenBLAS's
       ** rounding may depend on how many rows it is handed) */
       float *y = a->add ? a->p->s->tmp : a->out;
       if (a->bias) memcpy(y + r0, a->bias + r0, (size_t)(r1 - r0) * sizeof(float));
       else memset(y + r0, 0, (size_t)(r1 - r0) * sizeof(float));
       for (int c = r0; c < r1; c += 64)
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, r1 - c < 64 ? r1 - c : 64, K, 1.0f,
+        a->blas->sgemv(CblasRowMajor, CblasNoTrans, r1 - c < 64 ? r1 - c : 64, K, 1.0f,
                     (const float *)a->w.w + (size_t)c * K, K, a->inp, 1, 1.0f, y + c, 1);
       if (a->add)
         for (int r = r0; r < r1; r++) a->out[r] += y[r];
@@ -1231,7 +1234,7 @@ static void gemm_task(void *arg, int ith, int nth) {
       for (int i = 0; i < n; i++) mat_row(a->p->k, &a->w, c0 + i, 0, K, wide + (size_t)i * K);
       w = wide;
     }
-    if (T <= GEMM_SMALL_T) {
+    if (T <= GEMM_SMALL_T || !a->blas) {
       a->p->k->gemm_f32(a->out + c0, a->ldo, w, a->inp, (size_t)K, T,
                         a->bias ? a->bias + c0 : NULL, 0, n, K);
     } else {
@@ -1240,8 +1243,8 @@ static void gemm_task(void *arg, int ith, int nth) {
         if (a->bias) memcpy(o, a->bias + c0, (size_t)n * sizeof(float));
         else memset(o, 0, (size_t)n * sizeof(float));
       }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n, K, 1.0f, a->inp, K, w, K, 1.0f,
-                  a->out + c0, (int)a->ldo);
+      a->blas->sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n, K, 1.0f, a->inp, K, w, K,
+                     1.0f, a->out + c0, (int)a->ldo);
     }
     if (a->gelu)
       for (int t = 0; t < T; t++) a->p->k->gelu(a->out + (size_t)t * a->ldo + c0, (size_t)n);
@@ -1250,10 +1253,13 @@ static void gemm_task(void *arg, int ith, int nth) {
 
 static int matmul_forward_ld(const Pass *p, float *out, size_t ldo, const float *inp,
                              const Mat *w, const float *bias, int T, int add, int gelu) {
-  MatTask a = {p, out, inp, *w, bias, T, add, gelu, ldo, 0, 0};
+  MatTask a = {p, out, inp, *w, bias, T, add, gelu, ldo, 0, 0, NULL};
+  /* asked once a pass: OpenBLAS only where its allocations cannot fail */
+  if (T > GEMM_SMALL_T || p->k->blas_gemv) a.blas = gpt_blas();
   if (T == 1) {
     /* about eight chunks a member, in whole 4-row groups (64 for sgemv) */
-    int nth = gpt_team_size(p->team), unit = p->k->blas_gemv && w->dtype == GPT_F32 ? 64 : 4;
+    int nth = gpt_team_size(p->team);
+    int unit = p->k->blas_gemv && w->dtype == GPT_F32 && a.blas ? 64 : 4;
     int chunk = (w->rows + 8 * nth - 1) / (8 * nth);
     if (chunk < 16) chunk = 16;
     a.chunk = (chunk + unit - 1) / unit * unit;
@@ -1315,13 +1321,12 @@ static void attention_heads(AttTask *a, int h0, int h1, float *att) {
     const float *qh = a->qkv + (size_t)h * hd;
     size_t kv = (size_t)(h / a->group) * a->cache_rows * hd;
     const float *kh = a->k + kv, *vh = a->v + kv;
-    if (T == 1) {
-      kern->att_scores(att, qh, kh, (size_t)hd, nk, hd, scale);
-    } else {
-      /* scores (T, nk) = Q_h (T, hd) @ K_h^T */
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, nk, hd, scale, qh,
-                  (int)a->ld_qkv, kh, hd, 0.0f, att, nk);
-    }
+    /* scores (T, nk) = Q_h (T, hd) @ K_h^T, each query against the P + t + 1
+    ** keys it sees (the decode kernels, not sgemm, whose buffer allocation
+    ** never gives up: blas.c) */
+    for (int t = 0; t < T; t++)
+      kern->att_scores(att + (size_t)t * nk, qh + (size_t)t * a->ld_qkv, kh, (size_t)hd,
+                       P + t + 1, hd, scale);
     causal_softmax(kern, att, T, nk, P);
     if (io && io->on_attention && io->want_attention &&
         io->want_attention(io->ctx, a->layer, h) &&
@@ -1330,13 +1335,10 @@ static void attention_heads(AttTask *a, int h0, int h1, float *att) {
       return;
     }
     float *oh = a->out + (size_t)h * hd;
-    if (T == 1) {
-      kern->att_values(oh, att, vh, (size_t)hd, nk, hd);
-    } else {
-      /* out_h (T, hd) = P (T, nk) @ V_h (nk, hd) */
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, nk, 1.0f, att,
-                  nk, vh, hd, 0.0f, oh, (int)a->ld_out);
-    }
+    /* out_h (T, hd) = P (T, nk) @ V_h (nk, hd), over the unmasked keys */
+    for (int t = 0; t < T; t++)
+      kern->att_values(oh + (size_t)t * a->ld_out, att + (size_t)t * nk, vh, (size_t)hd,
+                       P + t + 1, hd);
   }
 }
 
@@ -1392,6 +1394,14 @@ static int batch_begin(const Pass *p, const int *tokens, int n, char *err, size_
   if (m->rope) rope_table(p, s->len, n);
   s->batch_T = n;
   return GPT_OK;
+}
+
+/* True when every value of x (n,) is finite: x * 0 is NaN exactly for an
+** infinity or a NaN, and the sum keeps it (vectorizes; no -ffast-math). */
+static int finite_f32(const float *x, size_t n) {
+  float acc = 0.0f;
+  for (size_t i = 0; i < n; i++) acc += x[i] * 0.0f;
+  return acc == 0.0f;
 }
 
 /* out (T, F) = silu(gate) * up, gate and up the halves of fc (T, 2F). */
@@ -1467,6 +1477,11 @@ static int batch_layer(const Pass *p, int l, GPTForwardIO *io) {
     if ((rc = matmul_forward(p, s->xn, h, &L->down, L->down_b, T, 0, 0))) return rc;
     residual_forward(p, s->x, s->xn, (size_t)T * C);
   }
+  /* (T, C): weights that overflow float32 show here first, in every caller */
+  if (!finite_f32(s->x, (size_t)T * C)) {
+    s->overflow = "hidden state";
+    return GPT_OVERFLOW;
+  }
   return GPT_OK;
 }
 
@@ -1478,7 +1493,8 @@ static void mask_dead_ids(const GPTModel *m, float *logits) {
 
 /* The final norm, then whatever io asks for: the hidden rows, per-position
 ** logits in blocks, the last token's logits. Commits the batch to the
-** cache. */
+** cache, unless a value overflowed (GPT_OVERFLOW, with s->overflow saying
+** where). */
 static int batch_end(const Pass *p, GPTForwardIO *io) {
   const GPTModel *m = p->m;
   GPTState *s = p->s;
@@ -1487,6 +1503,10 @@ static int batch_end(const Pass *p, GPTForwardIO *io) {
   const Mat *head = &m->head;
   if (T < 1) return GPT_ERROR;
   norm_forward(p, s->xn, s->x, m->out_norm_w, m->out_norm_b, T);
+  if (!finite_f32(s->xn, (size_t)T * C)) {
+    s->overflow = "hidden state";
+    return GPT_OVERFLOW;
+  }
   int P = s->len;
   s->len += T;
   s->batch_T = 0;
@@ -1502,10 +1522,16 @@ static int batch_end(const Pass *p, GPTForwardIO *io) {
       /* (rows, V) = xn (rows, C) @ head^T; one row goes through the batch
       ** path too, so that it matches the rows of a longer block */
       MatTask a = {p, s->logit_block, s->xn + (size_t)t0 * C, *head, NULL, rows, 0, 0,
-                   (size_t)V, 0, 0};
+                   (size_t)V, 0, 0, rows > GEMM_SMALL_T ? gpt_blas() : NULL};
       if (head->dtype != GPT_F32 && state_reserve_wide(s, gpt_team_size(p->team)))
         return GPT_NOMEM;
       gpt_team_run(p->team, gemm_task, &a);
+      /* checked before the dead ids get their -inf */
+      if (!finite_f32(s->logit_block, (size_t)rows * V)) {
+        s->overflow = "logits";
+        s->len = P;
+        return GPT_OVERFLOW;
+      }
       for (int r = 0; r < rows; r++) mask_dead_ids(m, s->logit_block + (size_t)r * V);
       if (io->on_logits(io->ctx, P + t0, rows, s->logit_block)) return GPT_ABORTED;
     }
@@ -1514,6 +1540,11 @@ static int batch_end(const Pass *p, GPTForwardIO *io) {
     /* logits (V,) = head (V, C) @ xn[T-1] */
     if ((rc = matmul_forward(p, io->logits, s->xn + (size_t)(T - 1) * C, head, NULL, 1, 0, 0)))
       return rc;
+    if (!finite_f32(io->logits, (size_t)V)) {
+      s->overflow = "logits";
+      s->len = P;
+      return GPT_OVERFLOW;
+    }
     mask_dead_ids(m, io->logits);
   }
   return GPT_OK;
@@ -1569,6 +1600,9 @@ int gpt_forward(const GPTModel *m, GPTState *s, const int *tokens, int n,
     s->batch_T = 0;
     if (rc == GPT_NOMEM) snprintf(err, n_err, "out of memory");
     if (rc == GPT_ABORTED) snprintf(err, n_err, "interrupted");
+    if (rc == GPT_OVERFLOW)
+      snprintf(err, n_err, "non-finite %s: the weights overflow float32",
+               s->overflow ? s->overflow : "values");
   }
   return rc;
 }

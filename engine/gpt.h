@@ -192,6 +192,9 @@ typedef struct GPTForwardIO {
 #define GPT_ERROR 1     /* message in err */
 #define GPT_NOMEM 2
 #define GPT_ABORTED 3   /* a callback returned nonzero */
+/* A hidden state or the logits are not finite: finite weights too large for
+** float32 (e.g. 3e38) overflow. gpt_forward's message names which. */
+#define GPT_OVERFLOW 4
 
 /* Runs tokens[0..n) at positions len..len+n-1 and appends them to the cache.
 ** n == 1 is a decode step; larger n is one batched prefill. Token ids and the

@@ -17,7 +17,6 @@
 #include <stdint.h>
 #include <time.h>
 #include <unistd.h>
-#include <cblas.h>
 #include "gpt.h"
 #include "threads.h"
 
@@ -50,7 +49,6 @@ static struct {
 } gPool;
 
 static GPTTeam gSolo = {1, 0};
-static pthread_once_t gBlasOnce = PTHREAD_ONCE_INIT;
 
 static inline void cpu_relax(void) {
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
@@ -96,15 +94,7 @@ static void *worker_main(void *p) {
   }
 }
 
-/* OpenBLAS runs on the caller's thread only: this pool splits the work. */
-static void blas_single_thread(void) {
-#ifdef OPENBLAS_VERSION
-  openblas_set_num_threads(1);
-#endif
-}
-
 GPTTeam *gpt_team_acquire(int n) {
-  pthread_once(&gBlasOnce, blas_single_thread);
   if (n > GPT_MAX_THREADS) n = GPT_MAX_THREADS;
   if (n <= 1 || pthread_mutex_trylock(&gOwner) != 0) return &gSolo;
   while (gPool.nWorker < n - 1) {

@@ -11,8 +11,8 @@
 **
 ** The same pool runs the prefill's matrix products: each team member calls
 ** OpenBLAS's sgemm on its own slice, with OpenBLAS held to one thread
-** (openblas_set_num_threads(1) once), so that OpenBLAS's own pool never
-** spins beside this one.
+** (openblas_set_num_threads(1) once it is loaded, blas.c), so that OpenBLAS's
+** own pool never spins beside this one.
 */
 #ifndef GPT_THREADS_H
 #define GPT_THREADS_H

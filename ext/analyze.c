@@ -342,6 +342,11 @@ static int attnRunLayer(AttnCursor *c) {
       gptext_set_error(&c->zErr, "gpt_attention: interrupted");
       return SQLITE_INTERRUPT;
     }
+    if (rc == GPT_OVERFLOW) {
+      gptext_set_error(&c->zErr, "gpt_attention: model '%s': non-finite hidden state: the "
+                       "weights overflow float32", c->m->zName);
+      return SQLITE_ERROR;
+    }
     if (rc != GPT_OK) {
       gptext_set_error(&c->zErr, "gpt_attention: model '%s': out of memory", c->m->zName);
       return SQLITE_NOMEM;

@@ -425,7 +425,8 @@ static int read_config(sqlite3 *db, const char *zFunc, const char *zName,
     rc = gptext_config_read(db, (const char *)sqlite3_column_text(p, 0),
                             sqlite3_column_bytes(p, 0), c, &bTied, zMsg, sizeof(zMsg));
     if (rc != SQLITE_OK) {
-      gptext_set_error(pzErr, "%s: model '%s': config %s", zFunc, zName, zMsg);
+      gptext_set_error(pzErr, "%s: model '%s': %s%s", zFunc, zName,
+                       strncmp(zMsg, "config ", 7) == 0 ? "" : "config ", zMsg);
       rc = SQLITE_ERROR;
     }
     goto done;
@@ -502,7 +503,7 @@ static int read_config(sqlite3 *db, const char *zFunc, const char *zName,
   goto done;
 sql_error:
   gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, zName, sqlite3_errmsg(db));
-  rc = SQLITE_ERROR;
+  rc = gptext_sql_code(db, rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_ERROR : rc);
 done:
   sqlite3_finalize(p);
   return rc;
@@ -671,7 +672,7 @@ bad:
 sql_error:
   gptext_set_error(pzErr, "%s: model '%s': gpt_tokenizer: %s", zFunc, m->zName,
                    sqlite3_errmsg(db));
-  rc = SQLITE_ERROR;
+  rc = gptext_sql_code(db, rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_ERROR : rc);
 done:
   sqlite3_finalize(p);
   return rc;
@@ -741,12 +742,13 @@ static int apply_tokenizer_config(sqlite3 *db, const char *zFunc, GptModel *m,
   goto done;
 tok_error:
   gptext_set_error(pzErr, "%s: model '%s': tokenizer: %s", zFunc, m->zName, zMsg);
-  rc = SQLITE_ERROR;
+  /* the tokenizer's allocation failures are SQLite's out-of-memory too */
+  rc = strncmp(zMsg, "out of memory", 13) == 0 ? SQLITE_NOMEM : SQLITE_ERROR;
   goto done;
 sql_error:
   gptext_set_error(pzErr, "%s: model '%s': gpt_tokenizer: %s", zFunc, m->zName,
                    sqlite3_errmsg(db));
-  rc = SQLITE_ERROR;
+  rc = gptext_sql_code(db, rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_ERROR : rc);
 done:
   sqlite3_finalize(p);
   return rc;
@@ -860,11 +862,13 @@ static int load_tokenizer(sqlite3 *db, const char *zFunc, GptModel *m, char **pz
   goto done;
 tok_error:
   gptext_set_error(pzErr, "%s: model '%s': tokenizer: %s", zFunc, m->zName, zMsg);
-  rc = SQLITE_ERROR;
+  /* the tokenizer's allocation failures are SQLite's out-of-memory too */
+  rc = strncmp(zMsg, "out of memory", 13) == 0 ? SQLITE_NOMEM : SQLITE_ERROR;
   goto done;
 sql_error:
+  /* SQLite's code goes on (SQLITE_BUSY, SQLITE_NOMEM, SQLITE_IOERR_READ, ...) */
   gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, m->zName, sqlite3_errmsg(db));
-  rc = SQLITE_ERROR;
+  rc = gptext_sql_code(db, rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_ERROR : rc);
 done:
   sqlite3_finalize(p);
   tok_free(t);
@@ -929,7 +933,8 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
   /* by name, so that part 0 of a tensor stored in parts comes first */
   rc = sqlite3_prepare_v2(db,
       "SELECT rowid, name, dtype, CASE WHEN json_valid(shape) THEN json(shape) END, "
-      "typeof(data), length(data), json_extract(shape, '$[0]') FROM gpt_tensors "
+      "typeof(data), length(data), CASE WHEN json_valid(shape) THEN json_extract(shape, '$[0]') END "
+      "FROM gpt_tensors "
       "WHERE model = ?1 ORDER BY name", -1, &p, 0);
   if (rc != SQLITE_OK) goto sql_error;
   sqlite3_bind_text(p, 1, m->zName, -1, SQLITE_STATIC);
@@ -1105,8 +1110,9 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
   rc = SQLITE_OK;
   goto done;
 sql_error:
+  /* SQLite's code goes on (SQLITE_BUSY, SQLITE_NOMEM, SQLITE_IOERR_READ, ...) */
   gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, m->zName, sqlite3_errmsg(db));
-  rc = SQLITE_ERROR;
+  rc = gptext_sql_code(db, rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_ERROR : rc);
 done:
   if (pBlob) sqlite3_blob_close(pBlob);
   sqlite3_finalize(p);
@@ -1149,7 +1155,7 @@ static int resolve_name(sqlite3 *db, const char *zFunc, const char *zName, char 
   sqlite3_finalize(p);
   if (rc != SQLITE_DONE) {
     gptext_set_error(pzErr, "%s: %s", zFunc, sqlite3_errmsg(db));
-    rc = (rc & 0xff) == SQLITE_INTERRUPT ? SQLITE_INTERRUPT : SQLITE_ERROR;
+    rc = gptext_sql_code(db, rc); /* SQLITE_BUSY, SQLITE_INTERRUPT, ... go on */
   } else if (n == 1) {
     rc = *pzOut ? SQLITE_OK : SQLITE_NOMEM;
   } else if (zName) {

@@ -198,6 +198,30 @@ int gptext_generate(GptConn *pConn, sqlite3 *db, GptModel *m, const char *zFunc,
                     GptGeneration *g, char **pzErr);
 void gptext_generation_clear(GptGeneration *g);
 
+/* The savepoint of a writer (ext/savepoint.c): gpt_import, gpt_drop,
+** gpt_quantize and every later writer run in one, so they wait out the busy
+** timeout for the write lock as SQLite's own writers do, and fail all or
+** nothing. */
+typedef struct GptSavepoint {
+  sqlite3 *db;
+  sqlite3_stmt *apStmt[5]; /* SAVEPOINT, RELEASE, ROLLBACK TO, a write that
+                           ** changes nothing, ROLLBACK */
+  int bOpen;               /* opened and not yet released or rolled back */
+  int bOwnTxn;             /* the savepoint began the transaction */
+} GptSavepoint;
+
+/* Opens savepoint zFunc and takes the write lock up front. Returns SQLite's
+** code (SQLITE_BUSY after the busy timeout, ...) with *pzMsg, which must be
+** NULL on entry, sqlite3_malloc'd and without the function's name. */
+int gptext_savepoint_begin(sqlite3 *db, GptSavepoint *pSave, const char *zFunc, char **pzMsg);
+/* Releases (commits) the savepoint; on failure it stays open to be undone. */
+int gptext_savepoint_release(GptSavepoint *pSave, char **pzMsg);
+/* Rolls back unless released, then finalizes; safe to call twice. */
+void gptext_savepoint_end(GptSavepoint *pSave);
+/* SQLite's code for a failed call that returned rc: the connection's
+** extended code when it is of rc's kind (SQLITE_BUSY_SNAPSHOT, ...). */
+int gptext_sql_code(sqlite3 *db, int rc);
+
 /* Llama-family configs (ext/config.c): Hugging Face's config.json keys, read
 ** the same way from a file at import and from gpt_models.config at load.
 ** gptext_config_is_hf tells whether zJson has a model_type other than gpt2

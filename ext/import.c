@@ -78,11 +78,9 @@ struct GptImport {
   const char *zName;       /* model name */
   const char *zDir;        /* the folder, as given */
   char *zErr;              /* first error, complete message */
+  int rcErr;               /* SQLite's code for it (SQLITE_BUSY, _FULL, ...), or 0 */
   int bInterrupted;        /* the error is an interrupt */
-  /* The savepoint: SAVEPOINT, RELEASE, ROLLBACK TO and a write statement,
-  ** all prepared before the savepoint opens (see impTxnEnd). */
-  sqlite3_stmt *apTxn[4];
-  int bTxnOpen;
+  GptSavepoint sp;         /* the savepoint of the whole call (ext/savepoint.c) */
   GPTConfig cfg;
   /* model.safetensors, or the shards model.safetensors.index.json names */
   ImpShard *aShard;
@@ -131,18 +129,30 @@ static int impError(GptImport *p, const char *zFile, const char *zFmt, ...) {
 }
 
 /*
+** Records "out of memory" with SQLITE_NOMEM as the result code.
+*/
+static int impNoMem(GptImport *p) {
+  if (p->zErr == 0) p->rcErr = SQLITE_NOMEM;
+  return impError(p, 0, "out of memory");
+}
+
+/*
 ** Records the error of a failed SQLite call with result code rc: an interrupt
-** reads "interrupted", anything else is the connection's error message.
+** reads "interrupted", anything else is the connection's error message. The
+** call's code (SQLITE_BUSY, SQLITE_FULL, SQLITE_NOMEM, ...) becomes the
+** result's, so that a caller can tell "retry later" from "bad input".
 */
 static int impSqlError(GptImport *p, int rc) {
   char *zMsg;
-  if ((rc & 0xff) == SQLITE_NOMEM) return impError(p, 0, "out of memory");
+  if ((rc & 0xff) == SQLITE_NOMEM) return impNoMem(p);
   /* Copied first: gptext_interrupted() may run a statement. */
   zMsg = sqlite3_mprintf("%s", sqlite3_errmsg(p->db));
   if ((rc & 0xff) == SQLITE_INTERRUPT || gptext_interrupted(p->db)) {
     p->bInterrupted = 1;
     impError(p, 0, "interrupted");
   } else {
+    if (p->zErr == 0 && rc != SQLITE_OK && rc != SQLITE_ROW && rc != SQLITE_DONE)
+      p->rcErr = gptext_sql_code(p->db, rc);
     impError(p, 0, "%s", zMsg ? zMsg : "out of memory");
   }
   sqlite3_free(zMsg);
@@ -204,7 +214,7 @@ static int impOpen(GptImport *p, const char *zFile, FILE **ppFile, int64_t *pnSi
 
   *ppFile = 0;
   *pnSize = 0;
-  if (zPath == 0) return impError(p, 0, "out of memory");
+  if (zPath == 0) return impNoMem(p);
   {
     /* O_NONBLOCK: opening a FIFO (or a device) must not wait for a writer;
     ** it is refused below as not a regular file. */
@@ -257,7 +267,7 @@ static int impReadText(GptImport *p, const char *zFile, char **pz, int64_t *pn) 
   }
   z = sqlite3_malloc64(nSize + 1);
   if (z == 0) {
-    rc = impError(p, 0, "out of memory");
+    rc = impNoMem(p);
     goto done;
   }
   if (nSize > 0 && fread(z, 1, (size_t)nSize, f) != (size_t)nSize) {
@@ -280,31 +290,41 @@ done:
 }
 
 /*
-** Checks with json_valid() and json_type() that the nJson bytes of zJson are
-** a JSON object; otherwise records "not valid JSON, expected WHAT" or
-** "found an array, expected WHAT" about zFile.
+** Checks with json_type() that the nJson bytes of zJson are a JSON object;
+** otherwise records "not valid JSON, expected WHAT" or "found an array,
+** expected WHAT" about zFile. json_type() is used rather than json_valid(),
+** which answers 0 when the parser runs out of memory: an allocation failure
+** must read "out of memory", not blame the file.
 */
 static int impCheckObject(GptImport *p, const char *zFile, const char *zJson,
                           int64_t nJson, const char *zWhat) {
   sqlite3_stmt *pStmt = 0;
+  const char *zType;
   int rc;
 
-  rc = impPrepare(p, "SELECT json_valid(?1), CASE WHEN json_valid(?1) "
-                  "THEN json_type(?1) END", &pStmt);
+  rc = impPrepare(p, "SELECT json_type(?1)", &pStmt);
   if (rc != SQLITE_OK) goto done;
   sqlite3_bind_text64(pStmt, 1, zJson, (sqlite3_uint64)nJson, SQLITE_STATIC,
                       SQLITE_UTF8);
   rc = sqlite3_step(pStmt);
   if (rc != SQLITE_ROW) {
-    rc = impSqlError(p, rc);
+    /* "malformed JSON" is SQLITE_ERROR; running out of memory is
+    ** SQLITE_NOMEM and an interrupt SQLITE_INTERRUPT */
+    if (rc == SQLITE_ERROR && !gptext_interrupted(p->db)) {
+      rc = impError(p, zFile, "not valid JSON, expected %s", zWhat);
+    } else {
+      rc = impSqlError(p, rc);
+    }
     goto done;
   }
   rc = SQLITE_OK;
-  if (sqlite3_column_int(pStmt, 0) == 0) {
+  zType = (const char *)sqlite3_column_text(pStmt, 0);
+  if (sqlite3_column_type(pStmt, 0) == SQLITE_NULL) {
     rc = impError(p, zFile, "not valid JSON, expected %s", zWhat);
-  } else if (strcmp((const char *)sqlite3_column_text(pStmt, 1), "object")) {
-    rc = impError(p, zFile, "found %s, expected %s",
-                  impJsonKind((const char *)sqlite3_column_text(pStmt, 1)), zWhat);
+  } else if (zType == 0) {
+    rc = impNoMem(p);
+  } else if (strcmp(zType, "object")) {
+    rc = impError(p, zFile, "found %s, expected %s", impJsonKind(zType), zWhat);
   }
 done:
   sqlite3_finalize(pStmt);
@@ -558,7 +578,7 @@ static int impParseHeader(GptImport *p, const char *zFile, const char *zJson, in
       int nAlloc = p->nEntryAlloc ? 2 * p->nEntryAlloc : 256;
       a = sqlite3_realloc64(p->aEntry, sizeof(STTensor) * (sqlite3_uint64)nAlloc);
       if (a == 0) {
-        rc = impError(p, 0, "out of memory");
+        rc = impNoMem(p);
         goto done;
       }
       p->aEntry = a;
@@ -568,7 +588,7 @@ static int impParseHeader(GptImport *p, const char *zFile, const char *zJson, in
     memset(t, 0, sizeof(*t));
     t->name = impKeep(p, zKey, nKey);
     if (t->name == 0) {
-      rc = impError(p, 0, "out of memory");
+      rc = impNoMem(p);
       goto done;
     }
     p->nEntry++;
@@ -582,7 +602,7 @@ static int impParseHeader(GptImport *p, const char *zFile, const char *zJson, in
     t->dtype_name = impKeep(p, (const char *)sqlite3_column_text(pStmt, 3),
                             sqlite3_column_bytes(pStmt, 3));
     if (t->dtype_name == 0) {
-      rc = impError(p, 0, "out of memory");
+      rc = impNoMem(p);
       goto done;
     }
 
@@ -703,14 +723,14 @@ static int impShardOpen(GptImport *p, const char *zFile) {
   int rc;
   if (p->nShard % 16 == 0) {
     ImpShard *a = sqlite3_realloc64(p->aShard, sizeof(ImpShard) * (sqlite3_uint64)(p->nShard + 16));
-    if (a == 0) return impError(p, 0, "out of memory");
+    if (a == 0) return impNoMem(p);
     p->aShard = a;
   }
   pShard = &p->aShard[p->nShard++];
   memset(pShard, 0, sizeof(*pShard));
   pShard->zFile = sqlite3_mprintf("%s", zFile);
   pShard->iFirst = p->nEntry;
-  if (pShard->zFile == 0) return impError(p, 0, "out of memory");
+  if (pShard->zFile == 0) return impNoMem(p);
   rc = impOpen(p, zFile, &pShard->pFile, &nFile);
   if (rc != SQLITE_OK) goto done;
   if (st_read_header(pShard->pFile, nFile, &zJson, &nJson, &pShard->iDataOff, zMsg,
@@ -842,12 +862,12 @@ static int impSafetensors(GptImport *p) {
   struct stat st;
   int i, rc, bSharded;
 
-  if (zSingle == 0) return impError(p, 0, "out of memory");
+  if (zSingle == 0) return impNoMem(p);
   bSharded = stat(zSingle, &st) != 0 && errno == ENOENT;
   sqlite3_free(zSingle);
   if (bSharded) {
     char *zIndex = impPath(p, "model.safetensors.index.json");
-    if (zIndex == 0) return impError(p, 0, "out of memory");
+    if (zIndex == 0) return impNoMem(p);
     bSharded = stat(zIndex, &st) == 0;
     sqlite3_free(zIndex);
   }
@@ -868,7 +888,7 @@ static int impSafetensors(GptImport *p) {
   p->nReq = gpt_n_tensors(&p->cfg, p->bLmHead);
   p->aReq = sqlite3_malloc64(sizeof(ImpTensor) * (sqlite3_uint64)p->nReq);
   if (p->aReq == 0) {
-    rc = impError(p, 0, "out of memory");
+    rc = impNoMem(p);
     goto done;
   }
   for (i = 0; i < p->nReq; i++) {
@@ -1211,7 +1231,7 @@ static int impHfAddStage(GptImport *p, ImpHf *h, const char *zKind, const char *
     char *z = sqlite3_mprintf("%s", (const char *)sqlite3_column_text(pStmt, 0));
     sqlite3_free(h->zStages);
     h->zStages = z;
-    rc = z ? SQLITE_OK : impError(p, 0, "out of memory");
+    rc = z ? SQLITE_OK : impNoMem(p);
   } else {
     rc = impSqlError(p, rc);
   }
@@ -1396,7 +1416,7 @@ static int impHfOptions(GptImport *p, ImpHf *h) {
   }
   if (!h->zStages) {
     h->zStages = sqlite3_mprintf("[]");
-    if (!h->zStages) rc = impError(p, 0, "out of memory");
+    if (!h->zStages) rc = impNoMem(p);
   }
   rc = SQLITE_OK;
 done:
@@ -1442,7 +1462,7 @@ static int impHfAdded(GptImport *p, ImpHf *h) {
   }
   h->aAdded = sqlite3_malloc64(sizeof(ImpAdded) * (sqlite3_uint64)n);
   if (!h->aAdded) {
-    rc = impError(p, 0, "out of memory");
+    rc = impNoMem(p);
     goto done;
   }
   memset(h->aAdded, 0, sizeof(ImpAdded) * (size_t)n);
@@ -1489,7 +1509,7 @@ static int impHfAdded(GptImport *p, ImpHf *h) {
                   strcmp((const char *)sqlite3_column_text(pStmt, 4), "true") == 0;
     a->zContent = sqlite3_malloc(nContent + 1);
     if (!a->zContent) {
-      rc = impError(p, 0, "out of memory");
+      rc = impNoMem(p);
       goto done;
     }
     memcpy(a->zContent, zContent, (size_t)nContent + 1);
@@ -1576,7 +1596,7 @@ static int impHfVocab(GptImport *p, ImpHf *h, GPTTokenizer **ppTok) {
   h->nTok = (int)(nMax + 1); /* <= vocab_size: every id was checked against it */
   t = tok_new(h->nTok);
   if (!t) {
-    rc = impError(p, 0, "out of memory");
+    rc = impNoMem(p);
     goto done;
   }
 
@@ -1629,7 +1649,7 @@ static int impHfVocab(GptImport *p, ImpHf *h, GPTTokenizer **ppTok) {
     int nLevel = tok_byte_level(a->zContent, a->nContent, 0, 0);
     char *zLevel = sqlite3_malloc(nLevel + 1);
     if (!zLevel) {
-      rc = impError(p, 0, "out of memory");
+      rc = impNoMem(p);
       goto done;
     }
     tok_byte_level(a->zContent, a->nContent, zLevel, nLevel + 1);
@@ -1919,7 +1939,7 @@ static int impHfConfig(GptImport *p, ImpHf *h, GPTTokenizer *t) {
       if (sqlite3_column_type(pStmt, 6) != SQLITE_NULL) {
         h->zTemplate = sqlite3_mprintf("%s", (const char *)sqlite3_column_text(pStmt, 6));
         if (!h->zTemplate) {
-          rc = impError(p, 0, "out of memory");
+          rc = impNoMem(p);
           goto done;
         }
       }
@@ -1938,7 +1958,7 @@ static int impHfConfig(GptImport *p, ImpHf *h, GPTTokenizer *t) {
         if (rc != SQLITE_OK) goto done;
         char *z = sqlite3_mprintf("%.*s", nTok, zTok);
         if (!z) {
-          rc = impError(p, 0, "out of memory");
+          rc = impNoMem(p);
           goto done;
         }
         if (k) h->zEos = z;
@@ -1959,7 +1979,7 @@ static int impHfConfig(GptImport *p, ImpHf *h, GPTTokenizer *t) {
         sqlite3_free(h->zBos);
         h->zBos = sqlite3_mprintf("%.*s", n, z);
         if (!h->zBos) {
-          rc = impError(p, 0, "out of memory");
+          rc = impNoMem(p);
           goto done;
         }
         h->bos = h->iPrefix;
@@ -2033,7 +2053,7 @@ static int impHfRow(GptImport *p, ImpHf *h) {
   for (int k = 0; k < h->nStop; k++) sqlite3_str_appendf(pStop, "%s%d", k ? "," : "", h->aStop[k]);
   sqlite3_str_appendchar(pStop, 1, ']');
   zStop = sqlite3_str_finish(pStop);
-  if (!zStop) return impError(p, 0, "out of memory");
+  if (!zStop) return impNoMem(p);
   rc = impJsonPrepare(p,
       "INSERT INTO gpt_tokenizer(model, config) VALUES(?2, json_object("
       " 'type', 'bpe', 'size', ?3, 'normalizer', ?4, 'pre_tokenizer', json(?5),"
@@ -2205,7 +2225,7 @@ static int impTensors(GptImport *p) {
 
   aBuf = sqlite3_malloc64(IMP_CHUNK);
   if (aBuf == 0) {
-    rc = impError(p, 0, "out of memory");
+    rc = impNoMem(p);
     goto done;
   }
   /* Sequential reads: one stdio buffer less. */
@@ -2248,7 +2268,7 @@ static int impTensors(GptImport *p) {
       int64_t nPartByte = nPerPart == nRow ? nByte : nPartRow * nRowByte;
       char *zPartName = nPerPart == nRow ? 0 : sqlite3_mprintf("%s#%d", pInfo->name, iPart);
       if (nPerPart != nRow && zPartName == 0) {
-        rc = impError(p, 0, "out of memory");
+        rc = impNoMem(p);
         goto done;
       }
       if (pInfo->ndim == 2) {
@@ -2330,7 +2350,7 @@ static int impModelRow(GptImport *p) {
 
   if (p->cfg.arch != GPT_ARCH_GPT2) {
     char *zCfg = gptext_config_json(&p->cfg, p->bTied);
-    if (!zCfg) return impError(p, 0, "out of memory");
+    if (!zCfg) return impNoMem(p);
     rc = impPrepare(p, "INSERT INTO gpt_models(name, config, source) VALUES(?1, json(?2), ?3)",
                     &pStmt);
     if (rc == SQLITE_OK) {
@@ -2431,44 +2451,23 @@ done:
 }
 
 /*
-** Opens savepoint zSave. Its RELEASE and ROLLBACK TO statements are prepared
-** first, with a write statement that changes nothing: once
-** sqlite3_interrupt() has been called, SQLite prepares no statement and runs
-** none to completion until the outermost statement ends, so impTxnEnd()
-** could not undo the import with statements prepared afterwards.
+** Opens savepoint zSave and takes the write lock, waiting out the busy
+** timeout as SQLite's own writers do (ext/savepoint.c).
 */
 static int impTxnBegin(GptImport *p, const char *zSave) {
-  char *azSql[4];
-  int i, rc = SQLITE_OK;
-
-  azSql[0] = sqlite3_mprintf("SAVEPOINT %s", zSave);
-  azSql[1] = sqlite3_mprintf("RELEASE %s", zSave);
-  azSql[2] = sqlite3_mprintf("ROLLBACK TO %s", zSave);
-  azSql[3] = sqlite3_mprintf("DELETE FROM gpt_models WHERE 0");
-  for (i = 0; i < 4 && rc == SQLITE_OK; i++) {
-    if (azSql[i] == 0) {
-      rc = impError(p, 0, "out of memory");
+  char *zMsg = 0;
+  int rc = gptext_savepoint_begin(p->db, &p->sp, zSave, &zMsg);
+  if (rc != SQLITE_OK) {
+    if ((rc & 0xff) == SQLITE_INTERRUPT || gptext_interrupted(p->db)) {
+      p->bInterrupted = 1;
+      impError(p, 0, "interrupted");
     } else {
-      rc = impPrepare(p, azSql[i], &p->apTxn[i]);
+      if (p->zErr == 0) p->rcErr = rc;
+      impError(p, 0, "%s", zMsg ? zMsg : "out of memory");
     }
+    rc = SQLITE_ERROR;
   }
-  if (rc == SQLITE_OK) {
-    rc = sqlite3_step(p->apTxn[0]);
-    sqlite3_reset(p->apTxn[0]);
-    if (rc == SQLITE_DONE) {
-      p->bTxnOpen = 1;
-      rc = SQLITE_OK;
-    } else if (rc == SQLITE_BUSY) {
-      /* SQLite opens no transaction while a write statement runs, e.g.
-      ** INSERT INTO t SELECT gpt_import(...). */
-      rc = impError(p, 0, "cannot open a savepoint inside a statement that "
-                    "writes (%s); call %s() from a SELECT of its own",
-                    sqlite3_errmsg(p->db), p->zFunc);
-    } else {
-      rc = impSqlError(p, rc);
-    }
-  }
-  for (i = 0; i < 4; i++) sqlite3_free(azSql[i]);
+  sqlite3_free(zMsg);
   return rc;
 }
 
@@ -2477,38 +2476,38 @@ static int impTxnBegin(GptImport *p, const char *zSave) {
 ** (or committing it when there is none).
 */
 static int impTxnCommit(GptImport *p) {
-  int rc = sqlite3_step(p->apTxn[1]);
-  sqlite3_reset(p->apTxn[1]);
-  if (rc != SQLITE_DONE) return impSqlError(p, rc);
-  p->bTxnOpen = 0;
-  return SQLITE_OK;
+  char *zMsg = 0;
+  int rc = gptext_savepoint_release(&p->sp, &zMsg);
+  if (rc != SQLITE_OK) {
+    if ((rc & 0xff) == SQLITE_INTERRUPT || gptext_interrupted(p->db)) {
+      p->bInterrupted = 1;
+      impError(p, 0, "interrupted");
+    } else {
+      if (p->zErr == 0) p->rcErr = rc;
+      impError(p, 0, "%s", zMsg ? zMsg : "out of memory");
+    }
+    rc = SQLITE_ERROR;
+  }
+  sqlite3_free(zMsg);
+  return rc;
 }
 
 /*
-** Undoes everything since the savepoint and closes it, when it is still
-** open, then finalizes the statements. After an interrupt SQLite runs no
-** ROLLBACK TO, but an interrupted write statement rolls back the whole
-** transaction (savepoint included), as for any interrupted INSERT, UPDATE
-** or DELETE; the prepared no-op DELETE is that statement.
+** Undoes everything since the savepoint unless it was released, and
+** finalizes its statements.
 */
 static void impTxnEnd(GptImport *p) {
-  int i, rc;
-  if (p->bTxnOpen) {
-    rc = sqlite3_step(p->apTxn[2]);
-    sqlite3_reset(p->apTxn[2]);
-    if (rc == SQLITE_DONE) {
-      sqlite3_step(p->apTxn[1]);
-      sqlite3_reset(p->apTxn[1]);
-    } else {
-      sqlite3_step(p->apTxn[3]);
-      sqlite3_reset(p->apTxn[3]);
-    }
-    p->bTxnOpen = 0;
-  }
-  for (i = 0; i < 4; i++) {
-    sqlite3_finalize(p->apTxn[i]);
-    p->apTxn[i] = 0;
-  }
+  gptext_savepoint_end(&p->sp);
+}
+
+/*
+** Sets the result of a failed call: the message, with SQLite's code when the
+** failure was SQLite's (busy, disk full, out of memory, interrupted).
+*/
+static void impResultError(sqlite3_context *ctx, GptImport *p) {
+  sqlite3_result_error(ctx, p->zErr, -1);
+  if (p->bInterrupted) sqlite3_result_error_code(ctx, SQLITE_INTERRUPT);
+  else if (p->rcErr != 0 && p->rcErr != SQLITE_ERROR) sqlite3_result_error_code(ctx, p->rcErr);
 }
 
 /*
@@ -2565,6 +2564,7 @@ static void gptImportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
                             GPTOPT_REPLACE, &opt, &zErr);
   if (rc != SQLITE_OK) {
     s.zErr = zErr ? zErr : sqlite3_mprintf("gpt_import: out of memory");
+    s.rcErr = rc;
     zErr = 0;
     goto done;
   }
@@ -2581,11 +2581,6 @@ static void gptImportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
   if (!S_ISDIR(st.st_mode)) {
     impError(&s, 0, "%s is not a folder, expected a folder with config.json, "
              "model.safetensors, vocab.json and merges.txt", zDir);
-    goto done;
-  }
-  rc = gptext_ensure_schema(db, &zErr);
-  if (rc != SQLITE_OK) {
-    impError(&s, 0, "%s", zErr);
     goto done;
   }
   if (impTxnBegin(&s, "gpt_import") != SQLITE_OK) goto done;
@@ -2606,7 +2601,7 @@ static void gptImportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
   } else {
     pTok = tok_new(s.cfg.vocab_size);
     if (pTok == 0) {
-      impError(&s, 0, "out of memory");
+      impNoMem(&s);
       goto done;
     }
     if (impVocab(&s, pTok) != SQLITE_OK) goto done;
@@ -2632,14 +2627,13 @@ static void gptImportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
         "%d tokens, %d merges from %s", zName, s.nReq, (long long)s.nParam,
         (long long)s.nByte, zDtypes, tok_vocab_size(pTok), s.nMerge, zDir);
   }
-  if (zSummary == 0) impError(&s, 0, "out of memory");
+  if (zSummary == 0) impNoMem(&s);
 
 done:
   impTxnEnd(&s);
   if (s.zErr && !s.bInterrupted && gptext_interrupted(db)) s.bInterrupted = 1;
   if (s.zErr) {
-    sqlite3_result_error(ctx, s.zErr, -1);
-    if (s.bInterrupted) sqlite3_result_error_code(ctx, SQLITE_INTERRUPT);
+    impResultError(ctx, &s);
   } else if (zSummary) {
     sqlite3_result_text(ctx, zSummary, -1, sqlite3_free);
     zSummary = 0;
@@ -2664,8 +2658,7 @@ static void gptDropFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   GptImport s;
   const char *zName = (const char *)sqlite3_value_text(argv[0]);
   sqlite3_int64 nExist, nTensor = 0;
-  char *zErr = 0;
-  int bDone = 0, rc;
+  int bDone = 0;
 
   (void)argc;
   memset(&s, 0, sizeof(s));
@@ -2674,11 +2667,6 @@ static void gptDropFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   s.zName = zName ? zName : "";
   if (zName == 0 || zName[0] == 0) {
     s.zErr = sqlite3_mprintf("gpt_drop: the model name must be a non-empty string");
-    goto done;
-  }
-  rc = gptext_ensure_schema(db, &zErr);
-  if (rc != SQLITE_OK) {
-    s.zErr = sqlite3_mprintf("gpt_drop: %s", zErr);
     goto done;
   }
   if (impTxnBegin(&s, "gpt_drop") != SQLITE_OK) goto done;
@@ -2695,8 +2683,7 @@ done:
   impTxnEnd(&s);
   if (s.zErr && !s.bInterrupted && gptext_interrupted(db)) s.bInterrupted = 1;
   if (s.zErr) {
-    sqlite3_result_error(ctx, s.zErr, -1);
-    if (s.bInterrupted) sqlite3_result_error_code(ctx, SQLITE_INTERRUPT);
+    impResultError(ctx, &s);
   } else if (bDone) {
     gptext_conn_forget(sqlite3_user_data(ctx), zName);
     sqlite3_result_int64(ctx, nTensor);
@@ -2704,7 +2691,6 @@ done:
     sqlite3_result_error_nomem(ctx);
   }
   sqlite3_free(s.zErr);
-  sqlite3_free(zErr);
 }
 
 /*

@@ -28,9 +28,9 @@ typedef struct GptQuant {
   const char *zSrc, *zDst;
   int dtype;                 /* GPT_F16 or GPT_Q8_0 */
   char *zErr;
+  int rcErr;                 /* SQLite's code for zErr (SQLITE_BUSY, _FULL, ...), or 0 */
   int bInterrupted;
-  sqlite3_stmt *apTxn[4];    /* SAVEPOINT, RELEASE, ROLLBACK TO, a no-op write */
-  int bTxnOpen;
+  GptSavepoint sp;           /* the savepoint of the whole call (ext/savepoint.c) */
   int64_t nIn, nOut;         /* bytes of tensor rows read and written */
   int nTensor;
 } GptQuant;
@@ -52,8 +52,11 @@ static int quantError(GptQuant *q, const char *zModel, const char *zFmt, ...) {
 }
 
 /* Records the error of a failed SQLite call: "interrupted", or the
-** connection's message. */
+** connection's message, with the call's code (SQLITE_BUSY, SQLITE_FULL,
+** SQLITE_NOMEM, ...) kept for the result. */
 static int quantSqlError(GptQuant *q, int rc) {
+  if (q->zErr == 0 && rc != SQLITE_OK && rc != SQLITE_ROW && rc != SQLITE_DONE)
+    q->rcErr = gptext_sql_code(q->db, rc);
   if ((rc & 0xff) == SQLITE_NOMEM) return quantError(q, 0, "out of memory");
   char *zMsg = sqlite3_mprintf("%s", sqlite3_errmsg(q->db));
   if ((rc & 0xff) == SQLITE_INTERRUPT || gptext_interrupted(q->db)) {
@@ -66,59 +69,49 @@ static int quantSqlError(GptQuant *q, int rc) {
   return SQLITE_ERROR;
 }
 
-/* Opens the savepoint, with its RELEASE and ROLLBACK TO prepared first, so
-** that ending it needs no new statement (see quantTxnEnd for the fourth). */
-static int quantTxnBegin(GptQuant *q) {
-  static const char *azSql[4] = {
-    "SAVEPOINT gpt_quantize", "RELEASE gpt_quantize", "ROLLBACK TO gpt_quantize",
-    "DELETE FROM gpt_models WHERE 0"
-  };
-  for (int i = 0; i < 4; i++) {
-    int rc = sqlite3_prepare_v2(q->db, azSql[i], -1, &q->apTxn[i], 0);
-    if (rc != SQLITE_OK) return quantSqlError(q, rc);
-  }
-  int rc = sqlite3_step(q->apTxn[0]);
-  sqlite3_reset(q->apTxn[0]);
-  if (rc == SQLITE_BUSY) {
-    return quantError(q, 0, "cannot open a savepoint inside a statement that writes (%s); "
-                      "call %s() from a SELECT of its own", sqlite3_errmsg(q->db), zFunc);
-  }
-  if (rc != SQLITE_DONE) return quantSqlError(q, rc);
-  q->bTxnOpen = 1;
-  return SQLITE_OK;
+/* Records "out of memory" with SQLITE_NOMEM as the result code. */
+static int quantNoMem(GptQuant *q) {
+  if (q->zErr == 0) q->rcErr = SQLITE_NOMEM;
+  return quantError(q, 0, "out of memory");
 }
 
-/* Releases the savepoint (commit), or rolls back to it when anything
-** failed, and finalizes its statements. After sqlite3_interrupt() SQLite
-** refuses every statement of the call, ROLLBACK TO included; a write
-** statement that is refused that way rolls the whole transaction back, which
-** is what the no-op DELETE is for (as in gpt_import: an interrupt inside an
-** explicit BEGIN rolls that transaction back too). */
-static void quantTxnEnd(GptQuant *q) {
-  if (q->bTxnOpen) {
-    int rc = SQLITE_DONE;
-    if (!q->zErr) {
-      rc = sqlite3_step(q->apTxn[1]);
-      sqlite3_reset(q->apTxn[1]);
-      if (rc != SQLITE_DONE) quantSqlError(q, rc);
+/* Opens the savepoint and takes the write lock, waiting out the busy timeout
+** as SQLite's own writers do (ext/savepoint.c). */
+static int quantTxnBegin(GptQuant *q) {
+  char *zMsg = 0;
+  int rc = gptext_savepoint_begin(q->db, &q->sp, zFunc, &zMsg);
+  if (rc != SQLITE_OK) {
+    if ((rc & 0xff) == SQLITE_INTERRUPT || gptext_interrupted(q->db)) {
+      q->bInterrupted = 1;
+      quantError(q, 0, "interrupted");
+    } else {
+      if (q->zErr == 0) q->rcErr = rc;
+      quantError(q, 0, "%s", zMsg ? zMsg : "out of memory");
     }
-    if (q->zErr) {
-      rc = sqlite3_step(q->apTxn[2]);
-      sqlite3_reset(q->apTxn[2]);
-      if (rc == SQLITE_DONE) {
-        sqlite3_step(q->apTxn[1]);
-        sqlite3_reset(q->apTxn[1]);
+    rc = SQLITE_ERROR;
+  }
+  sqlite3_free(zMsg);
+  return rc;
+}
+
+/* Releases the savepoint (commit) unless anything failed, and otherwise rolls
+** it back (ext/savepoint.c says how, after an interrupt too). */
+static void quantTxnEnd(GptQuant *q) {
+  if (q->sp.bOpen && !q->zErr) {
+    char *zMsg = 0;
+    int rc = gptext_savepoint_release(&q->sp, &zMsg);
+    if (rc != SQLITE_OK) {
+      if ((rc & 0xff) == SQLITE_INTERRUPT || gptext_interrupted(q->db)) {
+        q->bInterrupted = 1;
+        quantError(q, 0, "interrupted");
       } else {
-        sqlite3_step(q->apTxn[3]);
-        sqlite3_reset(q->apTxn[3]);
+        q->rcErr = rc;
+        quantError(q, 0, "%s", zMsg ? zMsg : "out of memory");
       }
     }
-    q->bTxnOpen = 0;
+    sqlite3_free(zMsg);
   }
-  for (int i = 0; i < 4; i++) {
-    sqlite3_finalize(q->apTxn[i]);
-    q->apTxn[i] = 0;
-  }
+  gptext_savepoint_end(&q->sp);
 }
 
 /* Runs a statement with up to three text parameters and no result rows. */
@@ -148,7 +141,7 @@ static int quantRead(GptQuant *q, sqlite3_int64 iRow, const GPTTensorInfo *info,
   int rc = sqlite3_blob_open(q->db, "main", "gpt_tensors", "data", iRow, 0, &pBlob);
   if (rc != SQLITE_OK) return quantSqlError(q, rc);
   aBuf = sqlite3_malloc(nChunk);
-  if (!aBuf) { rc = quantError(q, 0, "out of memory"); goto done; }
+  if (!aBuf) { rc = quantNoMem(q); goto done; }
   gpt_tensor_matrix(info, &rows, &K);
   /* Stored element e of a Conv1D weight is (e / out, e % out) of (in, out). */
   int bTranspose = info->transposed && bMemoryOrder && dtype != GPT_Q8_0;
@@ -259,7 +252,11 @@ static int quantTensor(GptQuant *q, const GPTConfig *cfg, int hasLmHead, int i) 
     nDst = gpt_tensor_bytes(&info, target);
     aVal = sqlite3_malloc64(sizeof(float) * (size_t)info.n_elem);
     aDst = sqlite3_malloc64((size_t)nDst);
-    if (!aVal || !aDst) { rc = quantError(q, 0, "out of memory for tensor %s", info.name); goto done; }
+    if (!aVal || !aDst) {
+      if (!q->zErr) q->rcErr = SQLITE_NOMEM;
+      rc = quantError(q, 0, "out of memory for tensor %s", info.name);
+      goto done;
+    }
     rc = quantRead(q, iRow, &info, dtype, target == GPT_Q8_0, aVal);
     if (rc != SQLITE_OK) goto done;
     if (target == GPT_Q8_0) {
@@ -357,6 +354,7 @@ static void gptQuantizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv
     if (rc != SQLITE_OK) {
       q.zErr = zErr ? zErr : sqlite3_mprintf("%s: %s", zFunc, sqlite3_errstr(rc));
       q.bInterrupted = rc == SQLITE_INTERRUPT;
+      q.rcErr = rc;
       zErr = 0;
       goto done;
     }
@@ -395,18 +393,19 @@ static void gptQuantizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv
   if (quantExec(&q, "INSERT INTO gpt_tokenizer(model, config) SELECT ?2, config "
                 "FROM gpt_tokenizer WHERE model = ?1", q.zSrc, q.zDst, 0)) goto done;
   zSource = sqlite3_mprintf("gpt_quantize(%Q, %Q, %Q)", q.zSrc, q.zDst, zType);
-  if (!zSource) { quantError(&q, 0, "out of memory"); goto done; }
+  if (!zSource) { quantNoMem(&q); goto done; }
   if (quantExec(&q, "INSERT INTO gpt_models(name, config, source) SELECT ?2, config, ?3 "
                 "FROM gpt_models WHERE name = ?1", q.zSrc, q.zDst, zSource)) goto done;
   zSummary = sqlite3_mprintf("quantized '%s' to '%s' (%s): %d tensors, %lld bytes, was %lld",
                              q.zSrc, q.zDst, zType, q.nTensor, (long long)q.nOut,
                              (long long)q.nIn);
-  if (!zSummary) quantError(&q, 0, "out of memory");
+  if (!zSummary) quantNoMem(&q);
 done:
   quantTxnEnd(&q);
   if (q.zErr) {
     sqlite3_result_error(ctx, q.zErr, -1);
     if (q.bInterrupted) sqlite3_result_error_code(ctx, SQLITE_INTERRUPT);
+    else if (q.rcErr != 0 && q.rcErr != SQLITE_ERROR) sqlite3_result_error_code(ctx, q.rcErr);
   } else {
     sqlite3_result_text(ctx, zSummary, -1, sqlite3_free);
     zSummary = 0;

@@ -7,7 +7,7 @@
 ** values come from an integer PRNG seeded per tensor name, and are exact
 ** functions of its bits.
 **
-**   build/mkmodel OUTDIR [options]
+**   build/mkmodel OUTDIR [options]      (OUTDIR is created with its parents)
 **     --arch gpt2|llama|qwen2|qwen3                                  (gpt2)
 **     --layers N --heads N --embd N --ctx N --vocab N   shape (2 2 64 128 50257;
 **                            for the Llama family vocab is 50259, or 50260
@@ -872,6 +872,21 @@ static char *default_tok_dir(const char *argv0) {
   return z;
 }
 
+/* Creates dir and any missing parents, as mkdir -p does, so a fresh clone's
+** build/models/NAME needs no folder made first. */
+static void make_dirs(const char *dir) {
+  if (!dir[0]) die("%s", "empty OUTDIR");
+  char *z = dup(dir);
+  for (char *p = z + 1; *p; p++) {
+    if (*p != '/') continue;
+    *p = 0;
+    if (mkdir(z, 0777) != 0 && errno != EEXIST) die("cannot create %s", z);
+    *p = '/';
+  }
+  if (mkdir(z, 0777) != 0 && errno != EEXIST) die("cannot create %s", z);
+  free(z);
+}
+
 int main(int argc, char **argv) {
   Opts o = {.arch = ARCH_GPT2, .n_layer = 2, .n_head = 2, .n_embd = 64, .n_ctx = 128,
             .vocab = 50257, .dtype = GPT_F32, .seed = 1, .eps = 1e-5,
@@ -961,7 +976,7 @@ int main(int argc, char **argv) {
     if (o.n_head % llama_kv_heads(&o)) die("%s", "--heads is not a multiple of --kv-heads");
     if (!o.no_tok && o.vocab < 256 + 3 + o.bos) die("%s", "--vocab is below 256 bytes and the added tokens");
   }
-  if (mkdir(outdir, 0777) != 0 && errno != EEXIST) die("cannot create %s", outdir);
+  make_dirs(outdir);
 
   if (o.arch == ARCH_GPT2) write_config(&o, outdir);
   else write_config_llama(&o, outdir);
