@@ -44,6 +44,7 @@
 #include <unistd.h>
 #include "gpt_ext.h"
 #include "safetensors.h"
+#include "template.h"
 
 /* Largest config.json, vocab.json or merges.txt read. */
 #define IMP_MAX_TEXT (64 * 1024 * 1024)
@@ -1932,6 +1933,13 @@ static int impHfConfig(GptImport *p, ImpHf *h, GPTTokenizer *t) {
         h->zTemplate = sqlite3_mprintf("%s", (const char *)sqlite3_column_text(pStmt, 6));
         if (!h->zTemplate) {
           rc = impNoMem(p);
+          goto done;
+        }
+        /* a template the interpreter cannot render is refused now, with
+        ** the construct named, not at the first gpt_chat */
+        char zTplErr[256];
+        if (tpl_check(h->zTemplate, zTplErr, sizeof(zTplErr))) {
+          rc = impError(p, zFile, "chat_template cannot be rendered: %s", zTplErr);
           goto done;
         }
       }
