@@ -1382,8 +1382,21 @@ static int model_acquire_once(GptConn *pConn, sqlite3 *db, const char *zFunc, co
   /* Weights are read without the mutex, so that a large model's load does
   ** not stall other connections' calls on other models; a second caller
   ** for the same entry waits for the first load instead of repeating it.
-  ** The entry is pinned (nRef) while its loader runs unlocked. */
-  while (needWeights && e->bLoading) pthread_cond_wait(&gCacheLoaded, &gCacheMutex);
+  ** The entry is pinned (nRef) while its loader runs unlocked, and while
+  ** others wait for it: whoever lets go of it last frees it. */
+  if (needWeights && e->bLoading) {
+    e->nRef++;
+    while (e->bLoading) pthread_cond_wait(&gCacheLoaded, &gCacheMutex);
+    e->nRef--;
+    if (e->bStale) { /* its rows changed while it loaded */
+      if (e->nRef == 0) {
+        cache_entry_free(pFree);
+        pFree = e;
+      }
+      rc = MODEL_RETRY;
+      goto unlock;
+    }
+  }
   if (needWeights && !e->model.pNet) {
     GptModel work = e->model; /* name, config and tokenizer: read-only here */
     bLoaded = 1;
