@@ -44,6 +44,7 @@
 #include <unistd.h>
 #include "gpt_ext.h"
 #include "safetensors.h"
+#include "template.h"
 
 /* Largest config.json, vocab.json or merges.txt read. */
 #define IMP_MAX_TEXT (64 * 1024 * 1024)
@@ -951,6 +952,45 @@ done:
 }
 
 /*
+** Sets every token of the vocabulary object zJson ({"token": id, ...},
+** checked already) in pTok, which makes the tokenizer's own checks (byte
+** map, repeated strings; errors prefixed with zWhat), then copies it into
+** gpt_vocab with one INSERT ... SELECT over json_each().
+*/
+static int impVocabStore(GptImport *p, const char *zFile, const char *zWhat,
+                         const char *zJson, int64_t nJson, GPTTokenizer *pTok) {
+  sqlite3_stmt *pStmt = 0;
+  char zMsg[256];
+  int rc = impPrepare(p, "SELECT value, key FROM json_each(?1)", &pStmt);
+  if (rc != SQLITE_OK) goto done;
+  sqlite3_bind_text64(pStmt, 1, zJson, (sqlite3_uint64)nJson, SQLITE_STATIC, SQLITE_UTF8);
+  while ((rc = sqlite3_step(pStmt)) == SQLITE_ROW) {
+    if (tok_set_token(pTok, sqlite3_column_int(pStmt, 0),
+                      (const char *)sqlite3_column_text(pStmt, 1),
+                      sqlite3_column_bytes(pStmt, 1), zMsg, sizeof(zMsg))) {
+      rc = impError(p, zFile, "%s%s", zWhat, zMsg);
+      goto done;
+    }
+  }
+  if (rc != SQLITE_DONE) {
+    rc = impSqlError(p, rc);
+    goto done;
+  }
+  sqlite3_finalize(pStmt);
+  pStmt = 0;
+  rc = impPrepare(p, "INSERT INTO gpt_vocab(model, token_id, token) "
+                  "SELECT ?2, value, key FROM json_each(?1) ORDER BY value", &pStmt);
+  if (rc != SQLITE_OK) goto done;
+  sqlite3_bind_text64(pStmt, 1, zJson, (sqlite3_uint64)nJson, SQLITE_STATIC, SQLITE_UTF8);
+  sqlite3_bind_text(pStmt, 2, p->zName, -1, SQLITE_STATIC);
+  rc = sqlite3_step(pStmt);
+  rc = rc == SQLITE_DONE ? SQLITE_OK : impSqlError(p, rc);
+done:
+  sqlite3_finalize(pStmt);
+  return rc;
+}
+
+/*
 ** Checks vocab.json and copies it into gpt_vocab with one INSERT ... SELECT
 ** over json_each(). Every id must be an integer in [0, vocab_size), each id
 ** used once, each token once, and the count must equal vocab_size. The
@@ -960,7 +1000,6 @@ done:
 static int impVocab(GptImport *p, GPTTokenizer *pTok) {
   static const char *zFile = "vocab.json";
   sqlite3_stmt *pStmt = 0;
-  char zMsg[256];
   int rc;
 
   rc = impReadText(p, zFile, &p->zVocab, &p->nVocab);
@@ -1046,38 +1085,7 @@ static int impVocab(GptImport *p, GPTTokenizer *pTok) {
   sqlite3_finalize(pStmt);
   pStmt = 0;
 
-  /* The tokenizer's own checks (byte map, repeated strings). */
-  rc = impPrepare(p, "SELECT value, key FROM json_each(?1)", &pStmt);
-  if (rc != SQLITE_OK) goto done;
-  sqlite3_bind_text64(pStmt, 1, p->zVocab, (sqlite3_uint64)p->nVocab,
-                      SQLITE_STATIC, SQLITE_UTF8);
-  while ((rc = sqlite3_step(pStmt)) == SQLITE_ROW) {
-    if (tok_set_token(pTok, sqlite3_column_int(pStmt, 0),
-                      (const char *)sqlite3_column_text(pStmt, 1),
-                      sqlite3_column_bytes(pStmt, 1), zMsg, sizeof(zMsg))) {
-      rc = impError(p, zFile, "%s", zMsg);
-      goto done;
-    }
-  }
-  if (rc != SQLITE_DONE) {
-    rc = impSqlError(p, rc);
-    goto done;
-  }
-  sqlite3_finalize(pStmt);
-  pStmt = 0;
-
-  rc = impPrepare(p, "INSERT INTO gpt_vocab(model, token_id, token) "
-                  "SELECT ?2, value, key FROM json_each(?1) ORDER BY value", &pStmt);
-  if (rc != SQLITE_OK) goto done;
-  sqlite3_bind_text64(pStmt, 1, p->zVocab, (sqlite3_uint64)p->nVocab,
-                      SQLITE_STATIC, SQLITE_UTF8);
-  sqlite3_bind_text(pStmt, 2, p->zName, -1, SQLITE_STATIC);
-  rc = sqlite3_step(pStmt);
-  if (rc != SQLITE_DONE) {
-    rc = impSqlError(p, rc);
-    goto done;
-  }
-  rc = SQLITE_OK;
+  rc = impVocabStore(p, zFile, "", p->zVocab, p->nVocab, pTok);
 done:
   sqlite3_finalize(pStmt);
   return rc;
@@ -1592,35 +1600,8 @@ static int impHfVocab(GptImport *p, ImpHf *h, GPTTokenizer **ppTok) {
     goto done;
   }
 
-  rc = impJsonPrepare(p, "SELECT value, key FROM json_each(?1)",
-                      h->zVocabJson, h->nVocabJson, &pStmt);
+  rc = impVocabStore(p, zFile, "model.vocab: ", h->zVocabJson, h->nVocabJson, t);
   if (rc != SQLITE_OK) goto done;
-  while ((rc = sqlite3_step(pStmt)) == SQLITE_ROW) {
-    if (tok_set_token(t, sqlite3_column_int(pStmt, 0),
-                      (const char *)sqlite3_column_text(pStmt, 1),
-                      sqlite3_column_bytes(pStmt, 1), zMsg, sizeof(zMsg))) {
-      rc = impError(p, zFile, "model.vocab: %s", zMsg);
-      goto done;
-    }
-  }
-  if (rc != SQLITE_DONE) {
-    rc = impSqlError(p, rc);
-    goto done;
-  }
-  sqlite3_finalize(pStmt);
-  pStmt = 0;
-  rc = impJsonPrepare(p, "INSERT INTO gpt_vocab(model, token_id, token) "
-                      "SELECT ?2, value, key FROM json_each(?1) ORDER BY value",
-                      h->zVocabJson, h->nVocabJson, &pStmt);
-  if (rc != SQLITE_OK) goto done;
-  sqlite3_bind_text(pStmt, 2, p->zName, -1, SQLITE_STATIC);
-  rc = sqlite3_step(pStmt);
-  if (rc != SQLITE_DONE) {
-    rc = impSqlError(p, rc);
-    goto done;
-  }
-  sqlite3_finalize(pStmt);
-  pStmt = 0;
 
   /* Added tokens: the same bytes as model.vocab's token of that id, or new. */
   rc = impPrepare(p, "INSERT INTO gpt_vocab(model, token_id, token) VALUES(?1, ?2, ?3)", &pStmt);
@@ -1932,6 +1913,13 @@ static int impHfConfig(GptImport *p, ImpHf *h, GPTTokenizer *t) {
         h->zTemplate = sqlite3_mprintf("%s", (const char *)sqlite3_column_text(pStmt, 6));
         if (!h->zTemplate) {
           rc = impNoMem(p);
+          goto done;
+        }
+        /* a template the interpreter cannot render is refused now, with
+        ** the construct named, not at the first gpt_chat */
+        char zTplErr[256];
+        if (tpl_check(h->zTemplate, zTplErr, sizeof(zTplErr))) {
+          rc = impError(p, zFile, "chat_template cannot be rendered: %s", zTplErr);
           goto done;
         }
       }
