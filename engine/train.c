@@ -59,6 +59,7 @@ struct GPTTrainer {
   float *dfc;            /* (T, F) */
   float *dhid;           /* (T, F) */
   float *datt;           /* (nth, T, T) per-thread attention scratch */
+  double *row_loss;      /* (T,) each position's loss */
   int n_datt;
 };
 
@@ -208,8 +209,9 @@ GPTTrainer *gpt_trainer_new(GPTModel *m, int T, char *err, size_t n_err) {
   tr->dhid = falloc(t * F);
   tr->n_datt = GPT_MAX_THREADS;
   tr->datt = falloc((size_t)tr->n_datt * t * t);
+  tr->row_loss = calloc(t, sizeof(double));
   if (!tr->s || !tr->dx || !tr->dln || !tr->dqkv || !tr->datty || !tr->dfc || !tr->dhid ||
-      !tr->datt)
+      !tr->datt || !tr->row_loss)
     goto oom;
   gpt_state_set_tape(tr->s, &tr->tape);
   return tr;
@@ -229,6 +231,7 @@ void gpt_trainer_free(GPTTrainer *tr) {
   free(tr->tape_arena); free(tr->tape.layer);
   free(tr->dx); free(tr->dln); free(tr->dqkv); free(tr->datty); free(tr->dfc); free(tr->dhid);
   free(tr->datt);
+  free(tr->row_loss);
   free(tr);
 }
 
@@ -282,6 +285,45 @@ static void sgemm(const GPTBlas *blas, int transA, int transB, int M, int N, int
                (transB ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j]);
       C[(size_t)i * ldc + j] = (float)(alpha * acc + (beta != 0.0f ? beta * C[(size_t)i * ldc + j] : 0.0));
     }
+}
+
+/* Elementwise work split over the team in fixed chunks of ELEM_CHUNK that
+** members claim: each element is computed the same way by whichever member,
+** so results do not depend on the team's size. */
+#define ELEM_CHUNK 16384
+typedef struct ElemTask {
+  void (*fn)(void *ctx, size_t lo, size_t hi);
+  void *ctx;
+  size_t n;
+  atomic_int next;
+} ElemTask;
+
+static void elem_task(void *arg, int ith, int nth) {
+  ElemTask *a = (ElemTask *)arg;
+  int ch;
+  (void)ith; (void)nth;
+  while ((size_t)(ch = atomic_fetch_add(&a->next, 1)) * ELEM_CHUNK < a->n) {
+    size_t lo = (size_t)ch * ELEM_CHUNK, hi = lo + ELEM_CHUNK < a->n ? lo + ELEM_CHUNK : a->n;
+    a->fn(a->ctx, lo, hi);
+  }
+}
+
+/* The same in chunks of 8 items (rows of logits). */
+static void elem_rows_task(void *arg, int ith, int nth) {
+  ElemTask *a = (ElemTask *)arg;
+  int ch;
+  (void)ith; (void)nth;
+  while ((size_t)(ch = atomic_fetch_add(&a->next, 1)) * 8 < a->n) {
+    size_t lo = (size_t)ch * 8, hi = lo + 8 < a->n ? lo + 8 : a->n;
+    a->fn(a->ctx, lo, hi);
+  }
+}
+
+static void parallel_for(GPTTeam *team, void (*fn)(void *, size_t, size_t), void *ctx,
+                         size_t n) {
+  ElemTask a = {fn, ctx, n, 0};
+  if (n < 4 * ELEM_CHUNK || gpt_team_size(team) < 2) fn(ctx, 0, n);
+  else gpt_team_run(team, elem_task, &a);
 }
 
 /* ------------------------------------------------------------- backward */
@@ -364,16 +406,27 @@ static void layernorm_backward(float *dx, float *dw, float *db, const float *dou
   }
 }
 
-/* dinp (n,) = dout * gelu'(x), GELU's tanh form. */
-static void gelu_backward(float *dinp, const float *x, const float *dout, size_t n) {
+/* dinp (n,) = dout * gelu'(x), GELU's tanh form; elements lo..hi. */
+typedef struct GeluBwd { float *dinp; const float *x, *dout; } GeluBwd;
+
+static void gelu_backward_range(void *ctx, size_t lo, size_t hi) {
+  GeluBwd *a = (GeluBwd *)ctx;
+  float *dinp = a->dinp;
+  const float *x = a->x, *dout = a->dout;
   const float s = 0.7978845608028654f;
-  for (size_t i = 0; i < n; i++) {
+  for (size_t i = lo; i < hi; i++) {
     float v = x[i], cube = 0.044715f * v * v * v;
     float th = tanhf(s * (v + cube));
     float sech2 = 1.0f - th * th;
     float g = 0.5f * (1.0f + th) + v * 0.5f * sech2 * s * (1.0f + 3.0f * 0.044715f * v * v);
     dinp[i] = g * dout[i];
   }
+}
+
+static void gelu_backward(GPTTeam *team, float *dinp, const float *x, const float *dout,
+                          size_t n) {
+  GeluBwd a = {dinp, x, dout};
+  parallel_for(team, gelu_backward_range, &a, n);
 }
 
 /* Backward of causal attention over one sequence (P = 0): qkv (T, 3C)
@@ -417,21 +470,46 @@ static void att_bwd_task(void *arg, int ith, int nth) {
 }
 
 /* Softmax and cross-entropy over logits (T, V) in place: the rows become
-** dlogits = scale (softmax - onehot(target)). Returns the summed loss. */
-static double crossentropy_backward(float *logits, const int *targets, int T, int V,
-                                    float scale) {
-  double loss = 0;
-  for (int t = 0; t < T; t++) {
-    float *row = logits + (size_t)t * V;
+** dlogits = scale (softmax - onehot(target)), each row's loss in rowLoss
+** (T,). Rows lo..hi. */
+typedef struct XentTask {
+  float *logits;
+  const int *targets;
+  double *rowLoss;
+  int V;
+  float scale;
+} XentTask;
+
+static void crossentropy_rows(void *ctx, size_t lo, size_t hi) {
+  XentTask *a = (XentTask *)ctx;
+  int V = a->V;
+  for (size_t t = lo; t < hi; t++) {
+    float *row = a->logits + t * V;
     float mx = row[0];
     for (int j = 1; j < V; j++) if (row[j] > mx) mx = row[j];
     double sum = 0;
     for (int j = 0; j < V; j++) { row[j] = expf(row[j] - mx); sum += row[j]; }
-    loss += -log(row[targets[t]] / sum);
+    a->rowLoss[t] = -log(row[a->targets[t]] / sum);
     float inv = (float)(1.0 / sum);
-    for (int j = 0; j < V; j++) row[j] *= inv * scale;
-    row[targets[t]] -= scale;
+    for (int j = 0; j < V; j++) row[j] *= inv * a->scale;
+    row[a->targets[t]] -= a->scale;
   }
+}
+
+/* The same over all T rows, split over the team by rows (each row whole on
+** one member); returns the summed loss, added in row order. */
+static double crossentropy_backward(GPTTeam *team, double *rowLoss, float *logits,
+                                    const int *targets, int T, int V, float scale) {
+  XentTask a = {logits, targets, rowLoss, V, scale};
+  if ((int64_t)T * V < 4 * ELEM_CHUNK || gpt_team_size(team) < 2) {
+    crossentropy_rows(&a, 0, (size_t)T);
+  } else {
+    /* rows in chunks: parallel_for counts elements, so hand it rows */
+    ElemTask e = {crossentropy_rows, &a, (size_t)T, 0};
+    gpt_team_run(team, elem_rows_task, &e);
+  }
+  double loss = 0;
+  for (int t = 0; t < T; t++) loss += rowLoss[t];
   return loss;
 }
 
@@ -454,7 +532,10 @@ int gpt_trainer_eval(GPTTrainer *tr, const int *tokens, int T, double *pLoss, ch
                      size_t n_err) {
   int rc = taped_forward(tr, tokens, T, err, n_err);
   if (rc) return rc;
-  *pLoss = crossentropy_backward(tr->tape.logits, tokens + 1, T, tr->cfg.vocab_size, 0.0f) / T;
+  GPTTeam *team = gpt_team_acquire(gpt_threads_get());
+  *pLoss = crossentropy_backward(team, tr->row_loss, tr->tape.logits, tokens + 1, T,
+                                 tr->cfg.vocab_size, 0.0f) / T;
+  gpt_team_release(team);
   return GPT_OK;
 }
 
@@ -470,7 +551,8 @@ int gpt_trainer_sequence(GPTTrainer *tr, const int *tokens, int T, double grad_s
   const GPTBlas *blas = gpt_blas();
   size_t TC = (size_t)T * C;
 
-  *pLoss = crossentropy_backward(tp->logits, tokens + 1, T, V, (float)(grad_scale / T)) / T;
+  *pLoss = crossentropy_backward(team, tr->row_loss, tp->logits, tokens + 1, T, V,
+                                 (float)(grad_scale / T)) / T;
   /* head: logits (T, V) = ln_f (T, C) @ head^T */
   matmul_backward(team, blas, tr->dln, g[tr->head], NULL, tp->logits, tp->ln_f, w[tr->head], T, C, V,
                   0);
@@ -483,7 +565,7 @@ int gpt_trainer_sequence(GPTTrainer *tr, const int *tokens, int T, double grad_s
     /* MLP: x += proj(gelu(fc(ln2(x_mid)))) */
     matmul_backward(team, blas, tr->dhid, g[L->proj_w], g[L->proj_b], tr->dx, tl->hid, w[L->proj_w],
                     T, F, C, 0);
-    gelu_backward(tr->dfc, tl->fc, tr->dhid, (size_t)T * F);
+    gelu_backward(team, tr->dfc, tl->fc, tr->dhid, (size_t)T * F);
     matmul_backward(team, blas, tr->dln, g[L->fc_w], g[L->fc_b], tr->dfc, tl->ln2, w[L->fc_w], T, C,
                     F, 0);
     layernorm_backward(tr->dx, g[L->ln2_w], g[L->ln2_b], tr->dln, tl->x_mid, w[L->ln2_w], T, C,
@@ -525,19 +607,31 @@ double gpt_trainer_clip(GPTTrainer *tr, double max_norm) {
   return norm;
 }
 
+/* AdamW over elements lo..hi of one tensor. */
+typedef struct AdamTask {
+  float *w, *g, *m, *v;
+  float b1, b2, c1, c2, lr, decay, eps;
+} AdamTask;
+
+static void adamw_range(void *ctx, size_t lo, size_t hi) {
+  AdamTask *a = (AdamTask *)ctx;
+  for (size_t k = lo; k < hi; k++) {
+    a->m[k] = a->b1 * a->m[k] + (1.0f - a->b1) * a->g[k];
+    a->v[k] = a->b2 * a->v[k] + (1.0f - a->b2) * a->g[k] * a->g[k];
+    float mh = a->m[k] * a->c1, vh = a->v[k] * a->c2;
+    a->w[k] = a->w[k] * a->decay - a->lr * mh / (sqrtf(vh) + a->eps);
+  }
+}
+
 void gpt_trainer_adamw(GPTTrainer *tr, double lr, double wd, int64_t t) {
   double b1 = GPT_ADAM_BETA1, b2 = GPT_ADAM_BETA2;
   double c1 = 1.0 - pow(b1, (double)t), c2 = 1.0 - pow(b2, (double)t);
+  GPTTeam *team = gpt_team_acquire(gpt_threads_get());
   for (int i = 0; i < tr->n_tensors; i++) {
-    float *w = tr->w[i], *g = tr->buf[0][i], *m = tr->buf[1][i], *v = tr->buf[2][i];
-    float decay = tr->is_2d[i] ? (float)(1.0 - lr * wd) : 1.0f;
-    float fb1 = (float)b1, fb2 = (float)b2, fc1 = (float)(1.0 / c1), fc2 = (float)(1.0 / c2);
-    float flr = (float)lr, eps = (float)GPT_ADAM_EPS;
-    for (int64_t k = 0; k < tr->n_elem[i]; k++) {
-      m[k] = fb1 * m[k] + (1.0f - fb1) * g[k];
-      v[k] = fb2 * v[k] + (1.0f - fb2) * g[k] * g[k];
-      float mh = m[k] * fc1, vh = v[k] * fc2;
-      w[k] = w[k] * decay - flr * mh / (sqrtf(vh) + eps);
-    }
+    AdamTask a = {tr->w[i], tr->buf[0][i], tr->buf[1][i], tr->buf[2][i], (float)b1, (float)b2,
+                  (float)(1.0 / c1), (float)(1.0 / c2), (float)lr,
+                  tr->is_2d[i] ? (float)(1.0 - lr * wd) : 1.0f, (float)GPT_ADAM_EPS};
+    parallel_for(team, adamw_range, &a, (size_t)tr->n_elem[i]);
   }
+  gpt_team_release(team);
 }
