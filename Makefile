@@ -1,7 +1,7 @@
 # sqlite-gpt: GPT-2 inside SQLite.
 #   make          build build/gpt.so
 #   make demo     run the examples on the trained demo model (models/shakespeare.db)
-#   make demo-model  retrain it with gpt_train (about 15 minutes on 2 cores)
+#   make demo-model  retrain it with gpt_train (about 11 minutes on 2 cores)
 #   make test     run the Tcl test suite and the Python client test
 #   make test-sqlite-latest   the same on SQLite 3.53.2 (see below)
 #   make bench    the benchmark (not part of the tests)

@@ -9,8 +9,8 @@ set -eu
 cd "$(dirname "$0")/.."
 db=build/demo-train.db
 out=models/shakespeare.db
-steps=${DEMO_STEPS:-1000}
-threads=${DEMO_THREADS:-1}
+steps=${DEMO_STEPS:-2500}
+threads=${DEMO_THREADS:-0}
 rm -f "$db" "$out"
 mkdir -p models
 start=$(date +%s)
@@ -24,7 +24,7 @@ SELECT gpt_train_tokenizer('shakespeare-bpe',
 -- gpt_train holds out the last 10% of the tokens (val_fraction)
 SELECT gpt_train('shakespeare-f32', 'SELECT text FROM play', json_object(
   'tokenizer', 'shakespeare-bpe', 'n_layer', 4, 'n_head', 6, 'n_embd', 192, 'n_ctx', 128,
-  'steps', $steps, 'batch_size', 8, 'learning_rate', 3e-3, 'warmup', 50,
+  'steps', $steps, 'batch_size', 8, 'learning_rate', 3e-3, 'warmup', 100,
   'checkpoint_every', 100, 'val_fraction', 0.1, 'seed', 1337, 'threads', $threads));
 SELECT gpt_quantize('shakespeare-f32', 'shakespeare', 'f16');
 SQL
