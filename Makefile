@@ -87,6 +87,7 @@ test: deps
 	build/kernels_test
 	$(TCLSH) tests/all.tcl
 	$(PYTHON) tests/python/test_clients.py
+	$(PYTHON) tests/python/test_parts.py build
 
 demo: deps
 	$(MAKE) all
@@ -139,6 +140,7 @@ test-sqlite-latest: all $(SQLITE_LATEST_DIR)/libsqlite3.so.0
 	  $(TCLSH) tests/all.tcl
 	LD_LIBRARY_PATH=$(CURDIR)/$(SQLITE_LATEST_DIR) GPT_EXPECT_SQLITE=$(SQLITE_LATEST_VERSION) \
 	  $(PYTHON) tests/python/test_clients.py
+	LD_LIBRARY_PATH=$(CURDIR)/$(SQLITE_LATEST_DIR) $(PYTHON) tests/python/test_parts.py build
 
 .PHONY: test-sqlite-latest
 
@@ -152,7 +154,7 @@ test-sqlite-latest: all $(SQLITE_LATEST_DIR)/libsqlite3.so.0
 
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS  = safetensors import_text tokenizer tokenizer_json model_rows options utf8
+FUZZ_TARGETS  = safetensors import_text tokenizer tokenizer_json model_rows options utf8 template
 SAN_CC       ?= gcc
 SAN_COMMON    = -g -O1 -std=c11 -Wall -Wextra -D_GNU_SOURCE -Iengine -Ibuild -Itests/fuzz \
                 -fno-omit-frame-pointer -DGPT_SOURCE_DIR='"$(CURDIR)"'

@@ -12,6 +12,8 @@
 **                                   BENCH_PROMPT=N for an N-token prompt,
 **                                   1 to compare with llama-bench's tg128)
 **   build/bench --rows              the per-row figures alone, the same way
+**   build/bench --smollm            the SmolLM2-135M-shaped rows alone (llama:
+**                                   decode f32/f16/q8_0, prefill 512)
 **
 ** It generates a GPT-2 124M-shaped model with seeded random weights
 ** (build/mkmodel, Hugging Face layout) under bench/tmp/, imports it into
@@ -629,10 +631,10 @@ static double decode_bytes(const GPTModel *net, int hasLmHead, double nPos) {
     GPTTensorInfo info;
     gpt_tensor_info(c, hasLmHead, i, &info);
     int64_t nb = gpt_tensor_bytes(&info, gpt_model_tensor_dtype(net, i));
-    if (i == 1) nb = nb / c->n_ctx;  /* wpe: one row */
+    if (strcmp(info.name, "wpe.weight") == 0) nb = nb / c->n_ctx;  /* wpe: one row */
     b += (double)nb;
   }
-  return b + 2.0 * c->n_layer * nPos * c->n_embd * 4;
+  return b + 2.0 * c->n_layer * nPos * gpt_config_kv_heads(c) * gpt_config_head_dim(c) * 4;
 }
 
 /* FLOPs per token of a T-token prefill: the products, causal attention
@@ -712,6 +714,117 @@ static void bench_engine(sqlite3 *db) {
     gptext_model_release(m);
   }
   free(bwBuf);
+}
+
+/* ------------------------------------------------------ SmolLM2 shape */
+
+#define SMOL_DIR TMPDIR "/smollm2-135m-random"
+#define SMOL_DB TMPDIR "/smollm2.db"
+/* SmolLM2-135M's shape: 30 layers, hidden 576, 9 heads, 3 KV heads,
+** intermediate 1536, vocabulary 49,152, tied (tests/tools/mkmodel.c) */
+#define SMOL_ARGS "--arch llama --layers 30 --embd 576 --heads 9 --kv-heads 3 --ffn 1536 " \
+                  "--vocab 49152 --ctx 8192 --rope-theta 100000 --lnf-gain 0.65 --tied --seed 1"
+
+/* FLOPs per token of a T-token prefill of any architecture: twice the
+** per-layer weights (every product), causal attention over the query
+** width, the head for one token. */
+static double prefill_flops_any(const GPTModel *net, int T) {
+  const GPTConfig *c = gpt_model_config(net);
+  double mm = 0;
+  for (int i = 0; i < gpt_n_tensors(c, 0); i++) {
+    GPTTensorInfo info;
+    gpt_tensor_info(c, 0, i, &info);
+    if (info.ndim == 2 && (strstr(info.name, "layers.") || strncmp(info.name, "h.", 2) == 0))
+      mm += 2.0 * (double)info.n_elem;
+  }
+  double q = (double)c->n_head * gpt_config_head_dim(c);
+  return mm + c->n_layer * 4.0 * q * (T + 1) / 2.0 + 2.0 * c->vocab_size * c->n_embd / T;
+}
+
+/* sgemm GFLOP/s at the layer shapes of net (M = 512 tokens against each
+** distinct (rows, k) of a block, split as the engine splits), on nth
+** threads. */
+static double sgemm_at_shapes(const GPTModel *net, int nth) {
+  const GPTConfig *c = gpt_model_config(net);
+  int hd = gpt_config_head_dim(c), kv = gpt_config_kv_heads(c) * hd, q = c->n_head * hd;
+  int F = gpt_config_ff(c), C = c->n_embd;
+  int aRows[4] = {q + 2 * kv, C, 2 * F, C}, aK[4] = {C, q, C, F};
+  float *A = malloc((size_t)512 * 8192 * sizeof(float)), *B = malloc((size_t)8192 * 8192 * sizeof(float));
+  float *Cm = malloc((size_t)512 * 8192 * sizeof(float));
+  if (!A || !B || !Cm) die("%s", "out of memory");
+  for (size_t i = 0; i < (size_t)512 * 8192; i++) A[i] = (float)((i * 7919) % 1000) / 1000.0f - 0.5f;
+  for (size_t i = 0; i < (size_t)8192 * 8192; i++) B[i] = (float)((i * 104729) % 1000) / 1000.0f - 0.5f;
+  double flops = 0, secs = 0;
+  GPTTeam *team = gpt_team_acquire(nth);
+  for (int s = 0; s < 4; s++) {
+    GemmTask g = {512, aRows[s], aK[s], A, B, Cm};
+    double t[64];
+    gpt_team_run(team, gemm_slice_task, &g);
+    for (int r = 0; r < nRuns; r++) {
+      double t0 = now();
+      gpt_team_run(team, gemm_slice_task, &g);
+      t[r] = now() - t0;
+    }
+    flops += 2.0 * g.M * g.N * g.K;
+    secs += median(t, nRuns);
+  }
+  gpt_team_release(team);
+  free(A); free(B); free(Cm);
+  return flops / secs / 1e9;
+}
+
+/* The SmolLM2-135M-shaped model (random weights): decode of 128 tokens
+** after a 128-token prompt in f32, f16 and q8_0 as fractions of the
+** bandwidth roofline (read before each run), and a 512-token prefill as a
+** fraction of sgemm at its shapes. */
+static void bench_smollm(void) {
+  static const char *azDtype[3] = {"f32", "f16", "q8_0"};
+  static const char *azName[3] = {"smol", "smol-f16", "smol-q8_0"};
+  char zCmd[1024];
+  struct stat st;
+  if (stat(SMOL_DIR "/model.safetensors", &st) != 0) {
+    snprintf(zCmd, sizeof(zCmd), "build/mkmodel %s %s > /dev/null", SMOL_DIR, SMOL_ARGS);
+    if (system(zCmd) != 0) die("%s failed", zCmd);
+  }
+  remove_db(SMOL_DB);
+  sqlite3 *db = open_db(SMOL_DB);
+  query1(db, "SELECT gpt_import('smol', '" SMOL_DIR "')");
+  query1(db, "SELECT gpt_quantize('smol', 'smol-f16', 'f16')");
+  query1(db, "SELECT gpt_quantize('smol', 'smol-q8_0', 'q8_0')");
+  uint64_t *bwBuf = bandwidth_buffer();
+  int nGen = bQuick ? 32 : 128, nPrompt = 128;
+  for (int i = 0; i < 1024; i++) aTok[i] = (i * 7 + 11) % 49000;
+  out("## SmolLM2-135M shape (llama: 30 layers, hidden 576, 9 heads, 3 KV heads, "
+      "intermediate 1536, vocabulary 49,152, tied; random weights)\n\n");
+  out("| dtype | threads | decode tok/s | GB/s read before | decode fraction of roofline | "
+      "prefill 512 tok/s | sgemm GFLOP/s | prefill fraction |\n"
+      "|---|---:|---:|---:|---:|---:|---:|---:|\n");
+  for (int i = 0; i < 3; i++) {
+    GptModel *m = 0;
+    char *zErr = 0;
+    if (gptext_model_acquire(0, db, "bench", azName[i], 1, &m, &zErr) != SQLITE_OK) die("%s", zErr);
+    GPTState *s = gpt_state_new(m->pNet, 1024);
+    float *logits = malloc(sizeof(float) * (size_t)m->cfg.vocab_size);
+    if (!s || !logits) die("%s", "out of memory");
+    double nBytes = decode_bytes(m->pNet, 0, nPrompt + nGen / 2.0);
+    for (int nth = 1; nth <= 2; nth++) {
+      double tok, bw, frac, pre, gemm = 0, preFrac = 0;
+      gpt_threads_set(nth);
+      time_decode(m->pNet, s, nPrompt, nGen, logits, bwBuf, nth, nBytes, &tok, &bw, &frac);
+      pre = 512 / time_prefill(m->pNet, s, 512, logits);
+      gemm = sgemm_at_shapes(m->pNet, nth);
+      preFrac = pre / (gemm * 1e9 / prefill_flops_any(m->pNet, 512));
+      out("| %s | %d | %.1f | %.1f | %.2f%s | %.0f | %.0f | %.2f%s |\n", azDtype[i], nth, tok,
+          bw, frac, frac_mark(frac), pre, gemm, preFrac, frac_mark(preFrac));
+    }
+    gpt_threads_set(0);
+    free(logits);
+    gpt_state_free(s);
+    gptext_model_release(m);
+  }
+  out("\n");
+  free(bwBuf);
+  sqlite3_close(db);
 }
 
 /* ------------------------------------------------------------- SQL */
@@ -958,6 +1071,14 @@ int main(int argc, char **argv) {
     sqlite3_close(db);
     return 0;
   }
+  if (argc == 2 && strcmp(argv[1], "--smollm") == 0) {
+    /* the SmolLM2-shaped rows alone, to stdout */
+    mkdir(TMPDIR, 0777);
+    gOut = 0;
+    sqlite3_auto_extension((void (*)(void))sqlite3_gpt_init);
+    bench_smollm();
+    return 0;
+  }
   if (argc == 2 && strcmp(argv[1], "--rows") == 0) {
     /* the per-row figures alone, on the models of the last full run */
     sqlite3_auto_extension((void (*)(void))sqlite3_gpt_init);
@@ -1154,6 +1275,8 @@ int main(int argc, char **argv) {
       "about 1 was other processes competing with this run.\n", loadStart, load_average(),
       gpt_threads_default());
   sqlite3_close(db);
+  fprintf(stderr, "bench: SmolLM2-135M shape...\n");
+  bench_smollm();
   fclose(gOut);
   fprintf(stderr, "bench: wrote %s\n", zOutPath);
   return 0;

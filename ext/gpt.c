@@ -174,6 +174,7 @@ void gptext_options_clear(GptOptions *o) {
   for (int i = 0; i < o->nStop; i++) sqlite3_free(o->azStop[i]);
   sqlite3_free(o->azStop);
   sqlite3_free(o->zTemplate);
+  sqlite3_free(o->zVariables);
   memset(o, 0, sizeof(*o));
 }
 
@@ -271,6 +272,7 @@ static const struct { const char *zKey; unsigned mask; } aOptKey[] = {
   {"special", GPTOPT_SPECIAL},      {"replace", GPTOPT_REPLACE},
   {"generate", GPTOPT_ATTN_GEN},    {"pool", GPTOPT_POOL},
   {"template", GPTOPT_TEMPLATE},    {"threads", GPTOPT_THREADS},
+  {"variables", GPTOPT_CHATVARS},   {"add_generation_prompt", GPTOPT_GENPROMPT},
 };
 
 /* Parses the options object with SQLite's json_each: one row per key, its
@@ -378,6 +380,19 @@ int gptext_options_parse(sqlite3 *db, const char *zFunc, sqlite3_value *pArg,
       if (rc == SQLITE_OK && (v < 1 || v > 256))
         rc = opt_range(zFunc, zKey, "an integer from 1 to 256", pzErr);
       if (rc == SQLITE_OK) o->nThreads = (int)v;
+    } else if (strcmp(zKey, "variables") == 0) {
+      const char *zType = (const char *)sqlite3_column_text(p, 1);
+      if (!zType || strcmp(zType, "object") != 0) {
+        rc = opt_range(zFunc, zKey, "a JSON object of template variables", pzErr);
+      } else {
+        sqlite3_free(o->zVariables);
+        o->zVariables = sqlite3_mprintf("%s", (const char *)sqlite3_column_text(p, 2));
+        rc = o->zVariables ? SQLITE_OK : SQLITE_NOMEM;
+      }
+    } else if (strcmp(zKey, "add_generation_prompt") == 0) {
+      int b = 1;
+      rc = opt_bool(p, zFunc, zKey, &b, pzErr);
+      o->bNoGenPrompt = !b;
     }
     if (rc != SQLITE_OK) goto done;
   }
@@ -1367,8 +1382,21 @@ static int model_acquire_once(GptConn *pConn, sqlite3 *db, const char *zFunc, co
   /* Weights are read without the mutex, so that a large model's load does
   ** not stall other connections' calls on other models; a second caller
   ** for the same entry waits for the first load instead of repeating it.
-  ** The entry is pinned (nRef) while its loader runs unlocked. */
-  while (needWeights && e->bLoading) pthread_cond_wait(&gCacheLoaded, &gCacheMutex);
+  ** The entry is pinned (nRef) while its loader runs unlocked, and while
+  ** others wait for it: whoever lets go of it last frees it. */
+  if (needWeights && e->bLoading) {
+    e->nRef++;
+    while (e->bLoading) pthread_cond_wait(&gCacheLoaded, &gCacheMutex);
+    e->nRef--;
+    if (e->bStale) { /* its rows changed while it loaded */
+      if (e->nRef == 0) {
+        cache_entry_free(pFree);
+        pFree = e;
+      }
+      rc = MODEL_RETRY;
+      goto unlock;
+    }
+  }
   if (needWeights && !e->model.pNet) {
     GptModel work = e->model; /* name, config and tokenizer: read-only here */
     bLoaded = 1;
@@ -1687,6 +1715,7 @@ int sqlite3_gpt_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *p
     {"gpt_attention", gptext_register_analyze},
     {"gpt_logprob", gptext_register_score},
     {"gpt_quantize", gptext_register_quantize},
+    {"gpt_chat", gptext_register_chat},
   };
   for (size_t i = 0; i < sizeof(aReg) / sizeof(aReg[0]); i++) {
     rc = aReg[i].xRegister(db, pConn);

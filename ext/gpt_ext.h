@@ -50,8 +50,10 @@ typedef struct GptOptions {
   int bReplace;        /* "replace" (gpt_import) */
   int nGenerate;       /* "generate" (gpt_attention) */
   int bPoolLast;       /* "pool": "mean" | "last" (gpt_embed) */
-  char *zTemplate;     /* "template" (gpt_summarize) */
+  char *zTemplate;     /* "template" (gpt_summarize; a chat template for gpt_chat*) */
   int nThreads;        /* "threads", 0 = default */
+  char *zVariables;    /* "variables": JSON object of extra chat-template variables */
+  int bNoGenPrompt;    /* "add_generation_prompt": false (gpt_chat_prompt) */
 } GptOptions;
 
 /* Which keys a function accepts: a bit mask of these. */
@@ -64,6 +66,8 @@ typedef struct GptOptions {
 #define GPTOPT_TEMPLATE   0x0040
 #define GPTOPT_THREADS    0x0080
 #define GPTOPT_TRUNCATE   0x0100
+#define GPTOPT_CHATVARS   0x0200 /* variables */
+#define GPTOPT_GENPROMPT  0x0400 /* add_generation_prompt */
 
 /* Fills o with defaults, then applies the JSON object in pArg (NULL or a SQL
 ** NULL mean no options). An unknown key or out-of-range value is an error
@@ -260,5 +264,12 @@ int gptext_register_generate(sqlite3 *db, GptConn *pConn); /* gpt_generate, gpt_
 int gptext_register_analyze(sqlite3 *db, GptConn *pConn);  /* gpt_attention, gpt_generate_tokens */
 int gptext_register_score(sqlite3 *db, GptConn *pConn);    /* gpt_logprob, gpt_perplexity, gpt_embed, gpt_summarize */
 int gptext_register_quantize(sqlite3 *db, GptConn *pConn); /* gpt_quantize */
+int gptext_register_chat(sqlite3 *db, GptConn *pConn);     /* gpt_chat, gpt_chat_prompt */
+
+/* For gpt_summarize on a model with a chat template: the prompt template
+** ("{text}" once, in a user turn, with the generation prompt) rendered from
+** the model's chat template, in *pzTpl (sqlite3_malloc'd); *pzTpl is NULL
+** when the model has no chat template. */
+int gptext_chat_summary_template(GptModel *m, const char *zFunc, char **pzTpl, char **pzErr);
 
 #endif

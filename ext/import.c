@@ -44,6 +44,7 @@
 #include <unistd.h>
 #include "gpt_ext.h"
 #include "safetensors.h"
+#include "template.h"
 
 /* Largest config.json, vocab.json or merges.txt read. */
 #define IMP_MAX_TEXT (64 * 1024 * 1024)
@@ -951,6 +952,45 @@ done:
 }
 
 /*
+** Sets every token of the vocabulary object zJson ({"token": id, ...},
+** checked already) in pTok, which makes the tokenizer's own checks (byte
+** map, repeated strings; errors prefixed with zWhat), then copies it into
+** gpt_vocab with one INSERT ... SELECT over json_each().
+*/
+static int impVocabStore(GptImport *p, const char *zFile, const char *zWhat,
+                         const char *zJson, int64_t nJson, GPTTokenizer *pTok) {
+  sqlite3_stmt *pStmt = 0;
+  char zMsg[256];
+  int rc = impPrepare(p, "SELECT value, key FROM json_each(?1)", &pStmt);
+  if (rc != SQLITE_OK) goto done;
+  sqlite3_bind_text64(pStmt, 1, zJson, (sqlite3_uint64)nJson, SQLITE_STATIC, SQLITE_UTF8);
+  while ((rc = sqlite3_step(pStmt)) == SQLITE_ROW) {
+    if (tok_set_token(pTok, sqlite3_column_int(pStmt, 0),
+                      (const char *)sqlite3_column_text(pStmt, 1),
+                      sqlite3_column_bytes(pStmt, 1), zMsg, sizeof(zMsg))) {
+      rc = impError(p, zFile, "%s%s", zWhat, zMsg);
+      goto done;
+    }
+  }
+  if (rc != SQLITE_DONE) {
+    rc = impSqlError(p, rc);
+    goto done;
+  }
+  sqlite3_finalize(pStmt);
+  pStmt = 0;
+  rc = impPrepare(p, "INSERT INTO gpt_vocab(model, token_id, token) "
+                  "SELECT ?2, value, key FROM json_each(?1) ORDER BY value", &pStmt);
+  if (rc != SQLITE_OK) goto done;
+  sqlite3_bind_text64(pStmt, 1, zJson, (sqlite3_uint64)nJson, SQLITE_STATIC, SQLITE_UTF8);
+  sqlite3_bind_text(pStmt, 2, p->zName, -1, SQLITE_STATIC);
+  rc = sqlite3_step(pStmt);
+  rc = rc == SQLITE_DONE ? SQLITE_OK : impSqlError(p, rc);
+done:
+  sqlite3_finalize(pStmt);
+  return rc;
+}
+
+/*
 ** Checks vocab.json and copies it into gpt_vocab with one INSERT ... SELECT
 ** over json_each(). Every id must be an integer in [0, vocab_size), each id
 ** used once, each token once, and the count must equal vocab_size. The
@@ -960,7 +1000,6 @@ done:
 static int impVocab(GptImport *p, GPTTokenizer *pTok) {
   static const char *zFile = "vocab.json";
   sqlite3_stmt *pStmt = 0;
-  char zMsg[256];
   int rc;
 
   rc = impReadText(p, zFile, &p->zVocab, &p->nVocab);
@@ -1046,38 +1085,7 @@ static int impVocab(GptImport *p, GPTTokenizer *pTok) {
   sqlite3_finalize(pStmt);
   pStmt = 0;
 
-  /* The tokenizer's own checks (byte map, repeated strings). */
-  rc = impPrepare(p, "SELECT value, key FROM json_each(?1)", &pStmt);
-  if (rc != SQLITE_OK) goto done;
-  sqlite3_bind_text64(pStmt, 1, p->zVocab, (sqlite3_uint64)p->nVocab,
-                      SQLITE_STATIC, SQLITE_UTF8);
-  while ((rc = sqlite3_step(pStmt)) == SQLITE_ROW) {
-    if (tok_set_token(pTok, sqlite3_column_int(pStmt, 0),
-                      (const char *)sqlite3_column_text(pStmt, 1),
-                      sqlite3_column_bytes(pStmt, 1), zMsg, sizeof(zMsg))) {
-      rc = impError(p, zFile, "%s", zMsg);
-      goto done;
-    }
-  }
-  if (rc != SQLITE_DONE) {
-    rc = impSqlError(p, rc);
-    goto done;
-  }
-  sqlite3_finalize(pStmt);
-  pStmt = 0;
-
-  rc = impPrepare(p, "INSERT INTO gpt_vocab(model, token_id, token) "
-                  "SELECT ?2, value, key FROM json_each(?1) ORDER BY value", &pStmt);
-  if (rc != SQLITE_OK) goto done;
-  sqlite3_bind_text64(pStmt, 1, p->zVocab, (sqlite3_uint64)p->nVocab,
-                      SQLITE_STATIC, SQLITE_UTF8);
-  sqlite3_bind_text(pStmt, 2, p->zName, -1, SQLITE_STATIC);
-  rc = sqlite3_step(pStmt);
-  if (rc != SQLITE_DONE) {
-    rc = impSqlError(p, rc);
-    goto done;
-  }
-  rc = SQLITE_OK;
+  rc = impVocabStore(p, zFile, "", p->zVocab, p->nVocab, pTok);
 done:
   sqlite3_finalize(pStmt);
   return rc;
@@ -1171,8 +1179,12 @@ typedef struct ImpAdded {
 /* What tokenizer.json and tokenizer_config.json say besides the vocabulary
 ** and merges; becomes the gpt_tokenizer row. */
 typedef struct ImpHf {
-  const char *zJson;       /* tokenizer.json */
+  char *zJson;             /* tokenizer.json without model.vocab and model.merges */
   int64_t nJson;
+  char *zVocabJson;        /* model.vocab, a JSON object */
+  int64_t nVocabJson;
+  char *zMergesJson;       /* model.merges, a JSON array */
+  int64_t nMergesJson;
   char *zStages;           /* JSON array of Split stages, sqlite3_malloc'd */
   int bNfc;
   int bIgnoreMerges;
@@ -1262,8 +1274,7 @@ static int impHfOptions(GptImport *p, ImpHf *h) {
       " json_type(?1, '$.model.byte_fallback'),"
       " json_extract(?1, '$.model.continuing_subword_prefix'),"
       " json_extract(?1, '$.model.end_of_word_suffix'),"
-      " json_type(?1, '$.model.ignore_merges'), json_type(?1, '$.model.vocab'),"
-      " json_type(?1, '$.model.merges'),"
+      " json_type(?1, '$.model.ignore_merges'), NULL, NULL,"
       " (SELECT count(*) FROM json_each(?1, '$.normalizer.normalizers'))",
       h->zJson, h->nJson, &pStmt);
   if (rc != SQLITE_OK) goto done;
@@ -1282,8 +1293,6 @@ static int impHfOptions(GptImport *p, ImpHf *h) {
     const char *zPrefix = (const char *)sqlite3_column_text(pStmt, 6);
     const char *zSuffix = (const char *)sqlite3_column_text(pStmt, 7);
     const char *zIgnore = (const char *)sqlite3_column_text(pStmt, 8);
-    const char *zVocab = (const char *)sqlite3_column_text(pStmt, 9);
-    const char *zMerges = (const char *)sqlite3_column_text(pStmt, 10);
     if (zNormType && strcmp(zNormType, "null") != 0) {
       if (zNorm && strcmp(zNorm, "NFC") == 0) {
         h->bNfc = 1;
@@ -1314,15 +1323,6 @@ static int impHfOptions(GptImport *p, ImpHf *h) {
       goto done;
     }
     h->bIgnoreMerges = zIgnore && strcmp(zIgnore, "true") == 0;
-    if (!zVocab || strcmp(zVocab, "object")) {
-      rc = impError(p, zFile, "model.vocab is %s, expected an object mapping tokens to ids",
-                    impJsonKind(zVocab));
-      goto done;
-    }
-    if (!zMerges || strcmp(zMerges, "array")) {
-      rc = impError(p, zFile, "model.merges is %s, expected an array", impJsonKind(zMerges));
-      goto done;
-    }
   }
   sqlite3_finalize(pStmt);
   pStmt = 0;
@@ -1540,9 +1540,9 @@ static int impHfVocab(GptImport *p, ImpHf *h, GPTTokenizer **ppTok) {
   sqlite3_int64 nMax = -1;
   int rc;
 
-  rc = impJsonPrepare(p, "SELECT key, type, atom FROM json_each(?1, '$.model.vocab')"
+  rc = impJsonPrepare(p, "SELECT key, type, atom FROM json_each(?1)"
                       " WHERE type <> 'integer' OR value < 0 OR value >= ?2 LIMIT 1",
-                      h->zJson, h->nJson, &pStmt);
+                      h->zVocabJson, h->nVocabJson, &pStmt);
   if (rc != SQLITE_OK) goto done;
   sqlite3_bind_int(pStmt, 2, p->cfg.vocab_size);
   rc = sqlite3_step(pStmt);
@@ -1567,8 +1567,8 @@ static int impHfVocab(GptImport *p, ImpHf *h, GPTTokenizer **ppTok) {
   sqlite3_finalize(pStmt);
   pStmt = 0;
   rc = impJsonPrepare(p, "SELECT count(*), count(DISTINCT value), count(DISTINCT key),"
-                      " max(value) FROM json_each(?1, '$.model.vocab')",
-                      h->zJson, h->nJson, &pStmt);
+                      " max(value) FROM json_each(?1)",
+                      h->zVocabJson, h->nVocabJson, &pStmt);
   if (rc != SQLITE_OK) goto done;
   rc = sqlite3_step(pStmt);
   if (rc != SQLITE_ROW) {
@@ -1600,35 +1600,8 @@ static int impHfVocab(GptImport *p, ImpHf *h, GPTTokenizer **ppTok) {
     goto done;
   }
 
-  rc = impJsonPrepare(p, "SELECT value, key FROM json_each(?1, '$.model.vocab')",
-                      h->zJson, h->nJson, &pStmt);
+  rc = impVocabStore(p, zFile, "model.vocab: ", h->zVocabJson, h->nVocabJson, t);
   if (rc != SQLITE_OK) goto done;
-  while ((rc = sqlite3_step(pStmt)) == SQLITE_ROW) {
-    if (tok_set_token(t, sqlite3_column_int(pStmt, 0),
-                      (const char *)sqlite3_column_text(pStmt, 1),
-                      sqlite3_column_bytes(pStmt, 1), zMsg, sizeof(zMsg))) {
-      rc = impError(p, zFile, "model.vocab: %s", zMsg);
-      goto done;
-    }
-  }
-  if (rc != SQLITE_DONE) {
-    rc = impSqlError(p, rc);
-    goto done;
-  }
-  sqlite3_finalize(pStmt);
-  pStmt = 0;
-  rc = impJsonPrepare(p, "INSERT INTO gpt_vocab(model, token_id, token) "
-                      "SELECT ?2, value, key FROM json_each(?1, '$.model.vocab') ORDER BY value",
-                      h->zJson, h->nJson, &pStmt);
-  if (rc != SQLITE_OK) goto done;
-  sqlite3_bind_text(pStmt, 2, p->zName, -1, SQLITE_STATIC);
-  rc = sqlite3_step(pStmt);
-  if (rc != SQLITE_DONE) {
-    rc = impSqlError(p, rc);
-    goto done;
-  }
-  sqlite3_finalize(pStmt);
-  pStmt = 0;
 
   /* Added tokens: the same bytes as model.vocab's token of that id, or new. */
   rc = impPrepare(p, "INSERT INTO gpt_vocab(model, token_id, token) VALUES(?1, ?2, ?3)", &pStmt);
@@ -1697,7 +1670,7 @@ static int impHfMerges(GptImport *p, ImpHf *h, GPTTokenizer *t) {
                       " CASE type WHEN 'array' THEN json_type(value, '$[1]') END,"
                       " CASE type WHEN 'array' THEN json_extract(value, '$[1]') END,"
                       " CASE type WHEN 'array' THEN json_array_length(value) END"
-                      " FROM json_each(?1, '$.model.merges')", h->zJson, h->nJson, &pStmt);
+                      " FROM json_each(?1)", h->zMergesJson, h->nMergesJson, &pStmt);
   if (rc != SQLITE_OK) goto done;
   while ((rc = sqlite3_step(pStmt)) == SQLITE_ROW) {
     const char *zType = (const char *)sqlite3_column_text(pStmt, 1);
@@ -1942,6 +1915,13 @@ static int impHfConfig(GptImport *p, ImpHf *h, GPTTokenizer *t) {
           rc = impNoMem(p);
           goto done;
         }
+        /* a template the interpreter cannot render is refused now, with
+        ** the construct named, not at the first gpt_chat */
+        char zTplErr[256];
+        if (tpl_check(h->zTemplate, zTplErr, sizeof(zTplErr))) {
+          rc = impError(p, zFile, "chat_template cannot be rendered: %s", zTplErr);
+          goto done;
+        }
       }
       for (int k = 0; k < 2; k++) {
         const char *zTok = (const char *)sqlite3_column_text(pStmt, 1 + 2 * k);
@@ -2086,6 +2066,60 @@ done:
 }
 
 /*
+** Splits tokenizer.json (zFull, nFull bytes) into model.vocab, model.merges
+** and the rest, so that each later query parses only the part it reads
+** (Llama 3's file is 9 MB, most of it vocabulary and merges).
+*/
+static int impHfSplit(GptImport *p, ImpHf *h, const char *zFull, int64_t nFull) {
+  static const char *zFile = "tokenizer.json";
+  sqlite3_stmt *pStmt = 0;
+  int rc = impJsonPrepare(p,
+      "SELECT json_remove(?1, '$.model.vocab', '$.model.merges'),"
+      " json_type(?1, '$.model.vocab'), json_type(?1, '$.model.merges'),"
+      " CASE json_type(?1, '$.model.vocab') WHEN 'object' THEN json_extract(?1, '$.model.vocab') END,"
+      " CASE json_type(?1, '$.model.merges') WHEN 'array' THEN json_extract(?1, '$.model.merges') END",
+      zFull, nFull, &pStmt);
+  if (rc != SQLITE_OK) goto done;
+  rc = sqlite3_step(pStmt);
+  if (rc != SQLITE_ROW) {
+    rc = impSqlError(p, rc);
+    goto done;
+  }
+  {
+    const char *zVocab = (const char *)sqlite3_column_text(pStmt, 1);
+    const char *zMerges = (const char *)sqlite3_column_text(pStmt, 2);
+    if (!zVocab || strcmp(zVocab, "object")) {
+      rc = impError(p, zFile, "model.vocab is %s, expected an object mapping tokens to ids",
+                    impJsonKind(zVocab));
+      goto done;
+    }
+    if (!zMerges || strcmp(zMerges, "array")) {
+      rc = impError(p, zFile, "model.merges is %s, expected an array", impJsonKind(zMerges));
+      goto done;
+    }
+  }
+  {
+    char **az[3] = {&h->zJson, &h->zVocabJson, &h->zMergesJson};
+    int64_t *an[3] = {&h->nJson, &h->nVocabJson, &h->nMergesJson};
+    static const int aiCol[3] = {0, 3, 4};
+    for (int k = 0; k < 3; k++) {
+      int n = sqlite3_column_bytes(pStmt, aiCol[k]);
+      *az[k] = sqlite3_malloc(n + 1);
+      if (!*az[k]) {
+        rc = impError(p, 0, "out of memory");
+        goto done;
+      }
+      memcpy(*az[k], sqlite3_column_text(pStmt, aiCol[k]), (size_t)n + 1);
+      *an[k] = n;
+    }
+  }
+  rc = SQLITE_OK;
+done:
+  sqlite3_finalize(pStmt);
+  return rc;
+}
+
+/*
 ** Imports the tokenizer of a folder with tokenizer.json instead of
 ** vocab.json and merges.txt: gpt_vocab (model.vocab and added tokens, in
 ** byte-level form), gpt_merges and the gpt_tokenizer row. The tokenizer is
@@ -2097,15 +2131,18 @@ static int impHfTokenizer(GptImport *p, GPTTokenizer **ppTok) {
   ImpHf h;
   GPTTokenizer *t = 0;
   char *zJson = 0;
+  int64_t nJson = 0;
   char zMsg[256];
   int rc;
 
   memset(&h, 0, sizeof(h));
   *ppTok = 0;
-  rc = impReadText(p, zFile, &zJson, &h.nJson);
+  rc = impReadText(p, zFile, &zJson, &nJson);
   if (rc != SQLITE_OK) goto done;
-  h.zJson = zJson;
-  rc = impCheckObject(p, zFile, zJson, h.nJson, "a JSON object (Hugging Face tokenizers)");
+  rc = impCheckObject(p, zFile, zJson, nJson, "a JSON object (Hugging Face tokenizers)");
+  if (rc == SQLITE_OK) rc = impHfSplit(p, &h, zJson, nJson);
+  sqlite3_free(zJson);
+  zJson = 0;
   if (rc == SQLITE_OK) rc = impHfOptions(p, &h);
   if (rc == SQLITE_OK) rc = impHfAdded(p, &h);
   if (rc == SQLITE_OK) rc = impHfVocab(p, &h, &t);
@@ -2158,6 +2195,9 @@ done:
   sqlite3_free(h.zBos);
   sqlite3_free(h.zEos);
   sqlite3_free(h.zTemplate);
+  sqlite3_free(h.zJson);
+  sqlite3_free(h.zVocabJson);
+  sqlite3_free(h.zMergesJson);
   sqlite3_free(zJson);
   return rc;
 }

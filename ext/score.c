@@ -29,8 +29,11 @@
 ** it). NULLs and '' are skipped; a group with nothing else gives NULL. The
 ** prompt is the template with its placeholder {text} replaced by the text;
 ** the default template is "{text}\nTL;DR:", GPT-2's summary cue, and the
-** "template" option must contain {text} exactly once. The generation options
-** apply (temperature, top_k, top_p, seed, stop, special, model); max_tokens
+** "template" option must contain {text} exactly once. A model with a chat
+** template (and no "template" option) gets instead its chat prompt for one
+** user message "Summarize the following text.\n\n{text}" with the
+** generation prompt (ext/chat.c), encoded with its special tokens. The
+** generation options apply (temperature, top_k, top_p, seed, stop, special, model); max_tokens
 ** defaults to min(64, n_ctx / 8), 64 for GPT-2. The options are those of
 ** the group's first non-NULL value (normally a constant). The result is the
 ** generated text with surrounding whitespace trimmed.
@@ -383,6 +386,24 @@ static int sum_init(SumAgg *p, sqlite3_context *ctx, const char *zFunc, sqlite3_
   p->nPost = (int)strlen(p->zPost);
   rc = gptext_model_acquire(sqlite3_user_data(ctx), db, zFunc, p->o.zModel, 1, &p->m, pzErr);
   if (rc != SQLITE_OK) return rc;
+  if (!p->o.zTemplate) {
+    /* a model with a chat template gets its summary request as a user turn */
+    char *zChat = 0;
+    rc = gptext_chat_summary_template(p->m, zFunc, &zChat, pzErr);
+    if (rc != SQLITE_OK) return rc;
+    if (zChat) {
+      zAt = strstr(zChat, SUM_PLACEHOLDER); /* exactly once: checked there */
+      sqlite3_free(p->zPre);
+      sqlite3_free(p->zPost);
+      p->nPre = (int)(zAt - zChat);
+      p->zPre = sqlite3_mprintf("%.*s", p->nPre, zChat);
+      p->zPost = sqlite3_mprintf("%s", zAt + strlen(SUM_PLACEHOLDER));
+      sqlite3_free(zChat);
+      if (!p->zPre || !p->zPost) return SQLITE_NOMEM;
+      p->nPost = (int)strlen(p->zPost);
+      p->o.bAllowSpecial = GPTEXT_ENCODE_CHAT; /* special tokens, no extra BOS */
+    }
+  }
   int nCtx = p->m->cfg.n_ctx;
   if (!sum_has_max_tokens(db, pOpt)) p->o.nMaxTokens = nCtx / 8 < 64 ? (nCtx / 8 > 0 ? nCtx / 8 : 1) : 64;
   int nTpl = sum_count(p, zFunc, 0, 0, 0, 0, 0, 0, pzErr);
@@ -432,7 +453,7 @@ static int sum_chunk(SumAgg *p, sqlite3_context *ctx, const char *zFunc, char **
   p->nRows = 0;
   /* The summary has max_tokens tokens, but its text may re-encode into a few
   ** more; only one that would leave no room for text is cut to max_tokens. */
-  rc = gptext_encode(p->m, zFunc, z, p->nChunk, 0, &aIds, &nIds, pzErr);
+  rc = gptext_encode(p->m, zFunc, z, p->nChunk, GPTEXT_ENCODE_NO_BOS, &aIds, &nIds, pzErr);
   if (rc == SQLITE_OK && nIds > p->nLimit - p->nTpl - 2) {
     char *zCut = 0;
     size_t nCut = 0;
@@ -502,7 +523,9 @@ static void gptSummarizeStep(sqlite3_context *ctx, int argc, sqlite3_value **arg
     if (nTok > p->nLimit) {
       /* too long for the room left: keep the first k tokens, k shrinking
       ** by the overflow until the whole prompt fits */
-      rc = gptext_encode(p->m, zFunc, z, n, p->o.bAllowSpecial, &aIds, &nIds, &zErr);
+      /* a piece of the prompt, cut by decoding: no BOS */
+      rc = gptext_encode(p->m, zFunc, z, n, p->o.bAllowSpecial | GPTEXT_ENCODE_NO_BOS, &aIds,
+                         &nIds, &zErr);
       if (rc != SQLITE_OK) goto done;
       int k = nIds - (nTok - p->nLimit);
       for (;;) {

@@ -103,7 +103,8 @@ int fz_model_make(FzModel *p, int n_layer, int n_head, int n_embd, int n_ctx, in
                   int flags, unsigned seed0) {
   const char *azExtra[] = {"ab", " a", "abab", (flags & FZ_NO_EOT) ? "ba" : "<|endoftext|>"};
   const int bLmHead = (flags & FZ_LMHEAD) != 0, bPrefix = (flags & FZ_PREFIX) != 0;
-  GPTConfig cfg = {n_layer, n_head, n_embd, n_ctx, FZ_VOCAB, 1e-5};
+  GPTConfig cfg = {.n_layer = n_layer, .n_head = n_head, .n_embd = n_embd, .n_ctx = n_ctx,
+                   .vocab_size = FZ_VOCAB, .ln_eps = 1e-5};
   Buf cfgJson = {0}, vocab = {0}, merges = {0}, hdr = {0}, data = {0};
   int nTensor = gpt_n_tensors(&cfg, bLmHead);
   char zErr[200];

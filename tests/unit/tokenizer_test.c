@@ -10,13 +10,15 @@
 **   4. decode(encode(s)) == s for random strings of every plane, white
 **      space, contractions and invalid UTF-8, with every id in range;
 **   5. the error paths of loading and of decoding;
-**   6. the token count of llm.c's tinyshakespeare tokenization (section D),
+**   6. the tokenizer.json features on a toy vocabulary (Split stages, the
+**      pattern rewriting, added tokens, NFC, ignore_merges) and their errors;
+**   7. the token count of llm.c's tinyshakespeare tokenization (section D),
 **      that two threads encoding at once agree, and the encoding speed.
 ** Prints "N passed, N failed" and exits nonzero on any failure.
 **
 ** Build (from the repository root):
 **   cc -std=c11 -O2 -Wall -Wextra -D_GNU_SOURCE -Iengine -o build/tokenizer_test \
-**      tests/unit/tokenizer_test.c engine/tokenizer.c -lpcre2-8 -lsqlite3
+**      tests/unit/tokenizer_test.c engine/tokenizer.c -lpcre2-8 -lutf8proc -lsqlite3
 ** Run from the repository root, or pass the data directory as argv[1].
 */
 #include <pthread.h>
@@ -483,6 +485,102 @@ static GPTTokenizer *toy_tokenizer(int nVocab, char *zErr, size_t nErr) {
   return t;
 }
 
+/* Encodes z with t and compares with the ids of want (-1 ends it). */
+static void expect_toy(const GPTTokenizer *t, const char *zWhat, const char *z, int flags,
+                       const int *want) {
+  size_t n = 0;
+  while (want[n] >= 0) n++;
+  expect_ids(t, zWhat, z, strlen(z), flags, want, n);
+}
+
+/* The tokenizer.json features on a toy vocabulary: Split stages (and none),
+** the pattern rewriting, added tokens (leftmost-longest, special only on
+** request), NFC, ignore_merges, and their errors. */
+static void test_hf_toy(void) {
+  char zErr[256];
+  static const char *azTok[] = {"ab", "abab", "<|x|>", "<|x|>y", "ba"};
+  for (int eCase = 0; eCase < 5; eCase++) {
+    GPTTokenizer *t = toy_tokenizer(261, zErr, sizeof(zErr));
+    CHECK(t != NULL, "toy tokenizer");
+    if (!t) return;
+    for (int k = 0; k < 5; k++)
+      CHECK(tok_set_token(t, 256 + k, azTok[k], (int)strlen(azTok[k]), zErr, sizeof(zErr)) == 0,
+            "set %s: %s", azTok[k], zErr);
+    CHECK(tok_add_merge(t, 0, "a", 1, "b", 1, zErr, sizeof(zErr)) == 0, "merge: %s", zErr);
+    CHECK(tok_add_merge(t, 1, "ab", 2, "ab", 2, zErr, sizeof(zErr)) == 0, "merge: %s", zErr);
+    unsigned opts = TOK_OPT_HF | (eCase == 2 ? TOK_OPT_NFC : 0) |
+                    (eCase == 3 ? TOK_OPT_IGNORE_MERGES : 0);
+    CHECK(tok_set_options(t, opts, zErr, sizeof(zErr)) == 0, "options: %s", zErr);
+    if (eCase == 1) {
+      CHECK(tok_add_split(t, "b", 1, 1, zErr, sizeof(zErr)) == 0, "split b: %s", zErr);
+      CHECK(tok_add_split(t, "\\h+", 3, 0, zErr, sizeof(zErr)) == 0, "split \\h: %s", zErr);
+    }
+    if (eCase == 4) {
+      /* errors of the pattern rewriting and of added tokens */
+      CHECK(tok_add_split(t, "a\\", 2, 0, zErr, sizeof(zErr)) == -1 &&
+                strcmp(zErr, "pattern ends with a backslash") == 0, "backslash: %s", zErr);
+      CHECK(tok_add_split(t, "\\u12", 4, 0, zErr, sizeof(zErr)) == -1 &&
+                strcmp(zErr, "\\u at offset 0 is not followed by four hex digits") == 0,
+            "\\u: %s", zErr);
+      CHECK(tok_add_split(t, "[\\H]", 4, 0, zErr, sizeof(zErr)) == -1 &&
+                strcmp(zErr, "\\H inside a character class is not supported") == 0,
+            "\\H: %s", zErr);
+      CHECK(tok_add_split(t, "(", 1, 0, zErr, sizeof(zErr)) == -1 &&
+                strcmp(zErr, "pre-tokenizer pattern 1: missing closing parenthesis") == 0,
+            "compile: %s", zErr);
+      CHECK(tok_add_added(t, 258, "<|y|>", 5, 1, zErr, sizeof(zErr)) == -1 &&
+                strcmp(zErr, "added token 258 \"<|y|>\" is not the vocabulary's token 258") == 0,
+            "added content: %s", zErr);
+      CHECK(tok_add_split(t, "[\\s\\S]\\u0041", 12, 0, zErr, sizeof(zErr)) == 0,
+            "\\s \\S \\u in a class: %s", zErr);
+    }
+    CHECK(tok_add_added(t, 258, "<|x|>", 5, 1, zErr, sizeof(zErr)) == 0, "added: %s", zErr);
+    CHECK(tok_add_added(t, 259, "<|x|>y", 6, 0, zErr, sizeof(zErr)) == 0, "added: %s", zErr);
+    CHECK(tok_add_added(t, 259, "<|x|>y", 6, 0, zErr, sizeof(zErr)) == -1 &&
+              strcmp(zErr, "added token 259 is given twice") == 0, "twice: %s", zErr);
+    CHECK(tok_finish(t, zErr, sizeof(zErr)) == 0, "finish: %s", zErr);
+    static const int aWhole[] = {257, 32, 256, -1};      /* no stage: one word */
+    static const int aSplit[] = {97, 98, 97, 98, 32, 97, 98, -1};
+    static const int aSplitHex[] = {97, 98, 97, 98, 32, 97, 98, 122, -1}; /* "abab abz" */
+    if (eCase == 1) {
+      expect_toy(t, "split b", "abab ab", 0, aSplit);
+      expect_toy(t, "split \\h", "abab abz", 0, aSplitHex);
+    } else if (eCase != 4) {
+      expect_toy(t, "no stage", "abab ab", 0, aWhole);
+    }
+    /* leftmost, then longest; special only with TOK_ALLOW_SPECIAL; plain always */
+    static const int aSpecial[] = {97, 258, 120, 259, 258, -1};
+    static const int aPlain[] = {97, 60, 124, 120, 124, 62, 120, 259, 60, 124, 120, 124, 62, -1};
+    if (eCase == 0) {
+      expect_toy(t, "added special", "a<|x|>x<|x|>y<|x|>", TOK_ALLOW_SPECIAL, aSpecial);
+      expect_toy(t, "added plain", "a<|x|>x<|x|>y<|x|>", 0, aPlain);
+      CHECK(tok_is_special(t, 258) && !tok_is_special(t, 259) && !tok_is_special(t, 97),
+            "tok_is_special");
+      CHECK(tok_token_id(t, "abab", 4) == 257 && tok_token_id(t, "zz", 2) == -1, "tok_token_id");
+    }
+    /* NFC: e + U+0301 is U+00E9 */
+    static const int aNfc[] = {0xC3, 0xA9, -1}, aRaw[] = {0x65, 0xCC, 0x81, -1};
+    if (eCase == 2) {
+      /* (not expect_toy: normalized text does not decode to its input) */
+      int *aId = NULL;
+      size_t nId = 0;
+      CHECK(tok_encode(t, "e\xCC\x81", 3, 0, &aId, &nId) == 0 && nId == 2 &&
+                aId[0] == aNfc[0] && aId[1] == aNfc[1], "NFC");
+      free(aId);
+    }
+    if (eCase == 0) expect_toy(t, "no NFC", "e\xCC\x81", 0, aRaw);
+    /* ignore_merges: "ba" has no merge but is a token */
+    static const int aBa[] = {260, -1}, aBaBpe[] = {98, 97, -1};
+    if (eCase == 3) expect_toy(t, "ignore_merges", "ba", 0, aBa);
+    if (eCase == 0) expect_toy(t, "merges", "ba", 0, aBaBpe);
+    tok_free(t);
+  }
+  char zOut[16];
+  CHECK(tok_byte_level(" a\n\xff", 4, zOut, sizeof(zOut)) == 7 &&
+            strcmp(zOut, "\xC4\xA0" "a" "\xC4\x8A" "\xC3\xBF") == 0,
+        "tok_byte_level");
+}
+
 /* Error messages of loading, and decode's out-of-range result. */
 static void test_errors(const GPTTokenizer *tGpt2) {
   char zErr[256];
@@ -675,6 +773,7 @@ int main(int argc, char **argv) {
     test_special(t);
     test_round_trip(t);
     test_errors(t);
+    test_hf_toy();
     test_shakespeare(t, zDir);
     tok_free(t);
   }
