@@ -300,7 +300,7 @@ static void gptChatPromptFunc(sqlite3_context *ctx, int argc, sqlite3_value **ar
   if (rc != SQLITE_OK) {
     chat_error(ctx, rc, zErr);
   } else {
-    sqlite3_result_text(ctx, zOut, nOut, sqlite3_free);
+    gptext_result_text(ctx, zOut, nOut, sqlite3_free); /* valid UTF-8 (gpt_ext.h) */
     zOut = 0;
     sqlite3_free(zErr);
   }
@@ -333,7 +333,7 @@ static void gptChatFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   if (rc != SQLITE_OK) {
     chat_error(ctx, rc, zErr);
   } else {
-    sqlite3_result_text(ctx, g.zText, g.nText, sqlite3_free);
+    gptext_result_text(ctx, g.zText, g.nText, sqlite3_free); /* valid UTF-8 (gpt_ext.h) */
     g.zText = 0;
     sqlite3_free(zErr);
   }

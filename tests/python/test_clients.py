@@ -231,6 +231,22 @@ def main():
     print(f"  summarize: {n_sum} summaries ({time.time() - t_start:.1f} s)")
     covered |= {"gpt_logprob", "gpt_perplexity", "gpt_embed", "gpt_summarize"}
 
+    # ------------------------------------------------ chat (a template given:
+    # the generated GPT-2 model has none)
+    tpl = json.dumps("{% for m in messages %}{{ m.content }}\n{% endfor %}")
+    n_chat = 0
+    for seed in range(1, 11):
+        for p in ["日本語 🙂", "🙂", "Hello"]:
+            msgs = json.dumps([{"role": "user", "content": p}])
+            opt = f'{{"template": {tpl}, "seed": {seed}, "max_tokens": 24, "threads": 1}}'
+            prompt, reply = db.execute("SELECT gpt_chat_prompt(?, ?), gpt_chat(?, ?)",
+                                       (msgs, f'{{"template": {tpl}}}', msgs, opt)).fetchone()
+            n_chat += 1
+            check(f"chat {p!r} {seed}", prompt == p + "\n" and isinstance(reply, str),
+                  f"{prompt!r} {reply!r}")
+    print(f"  chat: {n_chat} replies")
+    covered |= {"gpt_chat", "gpt_chat_prompt"}
+
     # ------------------------------------------------ the rest of the surface
     check("version", db.execute("SELECT gpt_version()").fetchone()[0].startswith("sqlite-gpt"))
     check("debug", json.loads(db.execute("SELECT gpt_debug()").fetchone()[0])["sqlite"]
