@@ -270,7 +270,7 @@ def main():
     idb = connect()
     idb.execute("SELECT gpt_import('big', ?)", (big,))
     idb.execute("SELECT gpt_generate('Hello', '{\"max_tokens\": 1}')")  # weights loaded
-    rows40 = ("(WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 40) "
+    rows_many = ("(WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 4000) "
               "SELECT 'row ' || i || ' of text to summarize' AS value FROM c)")
     for f, sql, exact in [
         ("gpt_generate", "SELECT gpt_generate('Hello', '{\"max_tokens\": 1000}')", True),
@@ -279,7 +279,7 @@ def main():
          "SELECT count(*) FROM gpt_generate_tokens('Hello', '{\"max_tokens\": 1000}')", True),
         ("gpt_attention", "SELECT count(*) FROM gpt_attention('Hello', '{\"generate\": 1000}')",
          False),
-        ("gpt_summarize", f"SELECT gpt_summarize(value, '{{\"max_tokens\": 480}}') FROM {rows40}",
+        ("gpt_summarize", f"SELECT gpt_summarize(value, '{{\"max_tokens\": 480}}') FROM {rows_many}",
          False)]:
         timer = threading.Timer(0.3, idb.interrupt)
         t0 = time.time()
@@ -337,6 +337,27 @@ def main():
     else:
         # the CHECK called gpt_generate, which found no model in that file
         check("untrusted-check", outcome.startswith("gpt_generate: no model"), outcome)
+
+    # ------------------------------------------------ training
+    # a byte-level BPE and a 1-layer model learned from CJK and emoji rows:
+    # the summaries, and the new model's text, read as str
+    tdb = connect()
+    tdb.execute("CREATE TABLE lines(body TEXT)")
+    tdb.executemany("INSERT INTO lines VALUES (?)",
+                    [(f"line {i}: the cat sat on the mat, 日本語のテキスト 🙂 café",) for i in range(200)])
+    summary = tdb.execute(
+        "SELECT gpt_train_tokenizer('tk', 'SELECT body FROM lines', 300)").fetchone()[0]
+    check("gpt_train_tokenizer", isinstance(summary, str) and "tk" in summary, repr(summary))
+    summary = tdb.execute(
+        "SELECT gpt_train('tm', 'SELECT body FROM lines', '{\"tokenizer\": \"tk\", "
+        "\"n_layer\": 1, \"n_head\": 2, \"n_embd\": 16, \"n_ctx\": 16, \"steps\": 4, "
+        "\"batch_size\": 2, \"checkpoint_every\": 2}')").fetchone()[0]
+    check("gpt_train", isinstance(summary, str) and "steps 0 to 4 of 4" in summary, repr(summary))
+    text = tdb.execute("SELECT gpt_generate('日本', '{\"model\": \"tm\", \"max_tokens\": 8, "
+                       "\"seed\": 3}')").fetchone()[0]
+    check("gpt_train model generates", isinstance(text, str), repr(text))
+    tdb.close()
+    covered.update({"gpt_train", "gpt_train_tokenizer"})
 
     registered = {r[0] for r in db.execute(
         "SELECT name FROM pragma_function_list WHERE name LIKE 'gpt%' "
