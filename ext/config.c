@@ -24,11 +24,13 @@
 #include <string.h>
 #include "gpt_ext.h"
 
-/* The type and value of one key of zJson (json_type names; NULL when
-** missing). The statement is reset by the caller. */
-static int cfgKey(sqlite3_stmt *p, const char *zPath, const char **pzType) {
+/* Steps p to the type (json_type's name, or NULL when missing or null) and
+** value of key zKey ("a" or "a.b") of the bound JSON. */
+static int cfgKey(sqlite3_stmt *p, const char *zKey, const char **pzType) {
+  char zPath[80];
+  snprintf(zPath, sizeof(zPath), "$.%s", zKey);
   sqlite3_reset(p);
-  sqlite3_bind_text(p, 2, zPath, -1, SQLITE_STATIC);
+  sqlite3_bind_text(p, 2, zPath, -1, SQLITE_TRANSIENT);
   int rc = sqlite3_step(p);
   if (rc != SQLITE_ROW) return rc == SQLITE_DONE ? SQLITE_ERROR : rc;
   *pzType = (const char *)sqlite3_column_text(p, 0);
@@ -40,10 +42,8 @@ static int cfgKey(sqlite3_stmt *p, const char *zPath, const char **pzType) {
 ** missing (bRequired 0). Error text in zErr. */
 static int cfgInt(sqlite3_stmt *p, const char *zKey, int bRequired, int dflt, int *pv,
                   char *zErr, size_t nErr) {
-  char zPath[80];
   const char *zType = 0;
-  snprintf(zPath, sizeof(zPath), "$.%s", zKey);
-  int rc = cfgKey(p, zPath, &zType);
+  int rc = cfgKey(p, zKey, &zType);
   if (rc != SQLITE_OK) return rc;
   if (!zType) {
     if (bRequired) {
@@ -71,10 +71,8 @@ static int cfgInt(sqlite3_stmt *p, const char *zKey, int bRequired, int dflt, in
 ** missing. */
 static int cfgReal(sqlite3_stmt *p, const char *zKey, double dflt, double *pv, char *zErr,
                    size_t nErr) {
-  char zPath[80];
   const char *zType = 0;
-  snprintf(zPath, sizeof(zPath), "$.%s", zKey);
-  int rc = cfgKey(p, zPath, &zType);
+  int rc = cfgKey(p, zKey, &zType);
   if (rc != SQLITE_OK) return rc;
   if (!zType) {
     *pv = dflt;
@@ -95,10 +93,8 @@ static int cfgReal(sqlite3_stmt *p, const char *zKey, double dflt, double *pv, c
 /* Reads boolean key zKey into *pb, or dflt when missing. */
 static int cfgBool(sqlite3_stmt *p, const char *zKey, int dflt, int *pb, char *zErr,
                    size_t nErr) {
-  char zPath[80];
   const char *zType = 0;
-  snprintf(zPath, sizeof(zPath), "$.%s", zKey);
-  int rc = cfgKey(p, zPath, &zType);
+  int rc = cfgKey(p, zKey, &zType);
   if (rc != SQLITE_OK) return rc;
   if (!zType) {
     *pb = dflt;
@@ -116,10 +112,8 @@ static int cfgBool(sqlite3_stmt *p, const char *zKey, int dflt, int *pb, char *z
 ** missing. */
 static int cfgText(sqlite3_stmt *p, const char *zKey, char *zOut, size_t nOut, char *zErr,
                    size_t nErr) {
-  char zPath[80];
   const char *zType = 0;
-  snprintf(zPath, sizeof(zPath), "$.%s", zKey);
-  int rc = cfgKey(p, zPath, &zType);
+  int rc = cfgKey(p, zKey, &zType);
   if (rc != SQLITE_OK) return rc;
   zOut[0] = 0;
   if (!zType) return SQLITE_OK;
@@ -229,7 +223,7 @@ int gptext_config_read(sqlite3 *db, const char *zJson, int nJson, GPTConfig *c, 
   /* rope_scaling: null, or {"rope_type" (or "type"): "llama3", ...} */
   {
     const char *zKind = 0;
-    if ((rc = cfgKey(p, "$.rope_scaling", &zKind))) goto done;
+    if ((rc = cfgKey(p, "rope_scaling", &zKind))) goto done;
     if (zKind && strcmp(zKind, "object") != 0) {
       snprintf(zErr, nErr, "\"rope_scaling\" is a JSON %s, expected null or an object", zKind);
       rc = SQLITE_ERROR;
