@@ -846,6 +846,7 @@ static int64_t ggBadValue(int type, const unsigned char *a, size_t n) {
 ** bands of stored rows (each band reads a slice of every file row).
 */
 static int ggStore(GgImport *p) {
+  char *zNarrow = 0;         /* sqlite_gpt.tensor_dtypes */
   sqlite3_stmt *pIns = 0;
   sqlite3_blob *pBlob = 0;
   unsigned char *aBuf = 0, *aRow = 0;
@@ -855,7 +856,9 @@ static int ggStore(GgImport *p) {
   aBuf = sqlite3_malloc64(GG_CHUNK);
   if (!aBuf) return ggNoMem(p);
   rc = ggPrepare(p, "INSERT INTO gpt_tensors(model, name, dtype, shape, data) "
-                 "VALUES(?1, ?2, ?3, ?4, zeroblob(?5))", &pIns);
+                 "VALUES(?1, ?2, ?3, ?4, iif(typeof(?5) = 'blob', ?5, zeroblob(?5)))", &pIns);
+  if (rc != SQLITE_OK) goto done;
+  rc = ggString(p, "sqlite_gpt.tensor_dtypes", 1 << 20, &zNarrow, 0);
   if (rc != SQLITE_OK) goto done;
   sqlite3_bind_text(pIns, 1, p->zName, -1, SQLITE_STATIC);
   for (int i = 0; i < p->nReq; i++) {
@@ -869,6 +872,24 @@ static int ggStore(GgImport *p) {
 
     ggml_type_layout(t->type, &block, &bytes);
     esize = bQuant ? 0 : bytes;
+    /* a 1-D tensor gpt_export widened to F32 for llama.cpp: back to its dtype */
+    int eNarrow = -1;
+    if (r->info.ndim == 1 && t->type == GGML_F32 && zNarrow) {
+      sqlite3_stmt *q = 0;
+      if ((rc = ggPrepare(p, "SELECT json_extract(?1, '$.' || json_quote(?2))", &q))) goto done;
+      sqlite3_bind_text(q, 1, zNarrow, -1, SQLITE_STATIC);
+      sqlite3_bind_text(q, 2, t->name, -1, SQLITE_STATIC);
+      if (sqlite3_step(q) == SQLITE_ROW && sqlite3_column_type(q, 0) == SQLITE_TEXT) {
+        const char *zTo = (const char *)sqlite3_column_text(q, 0);
+        eNarrow = strcmp(zTo, "f16") == 0 ? GGML_F16 : strcmp(zTo, "bf16") == 0 ? GGML_BF16 : -2;
+      }
+      sqlite3_finalize(q);
+      if (eNarrow == -2) {
+        rc = ggError(p, "sqlite_gpt.tensor_dtypes names %s for \"%s\", expected f16 or bf16",
+                     "another dtype", t->name);
+        goto done;
+      }
+    }
     if (r->info.ndim == 2) {
       nRow = r->info.transposed ? r->info.shape[1] : r->info.shape[0];
       nCol = r->info.transposed ? r->info.shape[0] : r->info.shape[1];
@@ -882,6 +903,42 @@ static int ggStore(GgImport *p) {
     /* a 1-D tensor is one file row of nRow values */
     nRowBytes = r->info.ndim == 2 ? nCol / block * bytes : 0;
     nBytes = r->info.ndim == 2 ? nRow * nRowBytes : nRow / block * bytes;
+    if (eNarrow >= 0) {
+      /* at most GPT_MAX_FF values: read whole, each must narrow exactly */
+      float *aF = sqlite3_malloc64((uint64_t)nBytes);
+      uint16_t *aH = sqlite3_malloc64((uint64_t)nRow * 2);
+      if (!aF || !aH) {
+        sqlite3_free(aF);
+        sqlite3_free(aH);
+        rc = ggNoMem(p);
+        goto done;
+      }
+      rc = ggReadTensor(p, t, 0, aF, (size_t)nBytes);
+      for (int64_t e = 0; rc == SQLITE_OK && e < nRow; e++) {
+        aH[e] = eNarrow == GGML_F16 ? gpt_f32_to_f16(aF[e]) : gpt_f32_to_bf16(aF[e]);
+        float back = eNarrow == GGML_F16 ? gpt_f16_to_f32(aH[e]) : gpt_bf16_to_f32(aH[e]);
+        if (!isfinite(aF[e]) || back != aF[e]) {
+          rc = ggError(p, "tensor \"%s\" element %lld (%g) is not a finite %s value", t->name,
+                       (long long)e, (double)aF[e], ggDtypeName(eNarrow));
+        }
+      }
+      if (rc == SQLITE_OK) {
+        sqlite3_bind_text(pIns, 2, r->info.name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(pIns, 3, ggDtypeName(eNarrow), -1, SQLITE_STATIC);
+        sqlite3_bind_text(pIns, 4, zShape, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_blob64(pIns, 5, aH, (uint64_t)nRow * 2, SQLITE_STATIC);
+        rc = sqlite3_step(pIns);
+        sqlite3_reset(pIns);
+        rc = rc == SQLITE_DONE ? SQLITE_OK : ggSqlError(p, rc);
+      }
+      sqlite3_free(aF);
+      sqlite3_free(aH);
+      if (rc != SQLITE_OK) goto done;
+      p->nParam += r->info.n_elem;
+      p->nByte += nRow * 2;
+      p->mType |= eNarrow == GGML_F16 ? 2u : 4u;
+      continue;
+    }
     if (nBytes > nMaxBlob) {
       rc = ggError(p, "tensor \"%s\" is %lld bytes, more than a BLOB may hold "
                    "(SQLITE_LIMIT_LENGTH %d)", t->name, (long long)nBytes, nMaxBlob);
@@ -1020,6 +1077,7 @@ done:
   sqlite3_finalize(pIns);
   sqlite3_free(aBuf);
   sqlite3_free(aRow);
+  sqlite3_free(zNarrow);
   return rc;
 }
 
@@ -1791,6 +1849,7 @@ typedef struct GxTensor {
   int64_t nbytes;
   int64_t offset;
   int eXform;
+  int eWiden;                /* stored dtype (GGML_F16/BF16) of a 1-D tensor written as F32, or 0 */
   sqlite3_int64 iRowid;      /* gpt_tensors row, or 0 (rope_freqs) */
   float *aFreqs;             /* rope_freqs values */
 } GxTensor;
@@ -1894,6 +1953,14 @@ static int gxTensors(GgExport *p, GxTensor **paT, int *pnT) {
       goto done;
     }
     if (ggIsQuant(t->type) && t->eXform == GG_TRANSPOSE) t->eXform = GG_COPY;
+    if (t->n_dims == 1 && (t->type == GGML_F16 || t->type == GGML_BF16)) {
+      /* llama.cpp's CPU kernels add and multiply by 1-D tensors in F32 only
+      ** (the converter writes them so); sqlite_gpt.tensor_dtypes keeps the
+      ** stored dtype for a re-import */
+      t->eWiden = t->type;
+      t->type = GGML_F32;
+      t->nbytes = 4 * t->ne[0];
+    }
     nT++;
     if (bExtraHead && strcmp(t->info.name, "wte.weight") == 0) {
       a[nT] = *t;
@@ -1954,7 +2021,25 @@ static int gxTensorData(GgExport *p, const GxTensor *t, unsigned char *aBuf, int
   ggml_type_layout(t->type, &block, &bytes);
   rc = sqlite3_blob_open(p->db, "main", "gpt_tensors", "data", t->iRowid, 0, &pBlob);
   if (rc != SQLITE_OK) return gxSqlError(p, rc);
-  if (t->eXform == GG_COPY || t->n_dims == 1) {
+  if (t->eWiden) {
+    /* n <= GPT_MAX_FF values of 2 bytes, widened to 4 */
+    int64_t n = t->ne[0];
+    for (int64_t e0 = 0; e0 < n && rc == SQLITE_OK; e0 += nBuf / 8) {
+      int64_t m = n - e0 < nBuf / 8 ? n - e0 : nBuf / 8;
+      unsigned char *aIn = aBuf + nBuf / 2;
+      float *aOut = (float *)aBuf;
+      rc = sqlite3_blob_read(pBlob, aIn, (int)(2 * m), (int)(2 * e0));
+      if (rc != SQLITE_OK) {
+        rc = gxSqlError(p, rc);
+        break;
+      }
+      for (int64_t e = 0; e < m; e++) {
+        uint16_t h = (uint16_t)(aIn[2 * e] | aIn[2 * e + 1] << 8);
+        aOut[e] = t->eWiden == GGML_F16 ? gpt_f16_to_f32(h) : gpt_bf16_to_f32(h);
+      }
+      rc = gxWrite(p, aOut, (size_t)(4 * m));
+    }
+  } else if (t->eXform == GG_COPY || t->n_dims == 1) {
     for (int64_t off = 0; off < t->nbytes && rc == SQLITE_OK; off += nBuf) {
       int n = (int)(t->nbytes - off < nBuf ? t->nbytes - off : nBuf);
       rc = sqlite3_blob_read(pBlob, aBuf, n, (int)off);
@@ -2224,6 +2309,24 @@ static int gxHeader(GgExport *p, GxTensor *aT, int nT) {
     nKv += 6;
   }
 #undef KEY
+  {
+    sqlite3_str *s = sqlite3_str_new(p->db);
+    char *z;
+    int nWide = 0;
+    sqlite3_str_appendchar(s, 1, '{');
+    for (int i = 0; i < nT; i++) {
+      if (!aT[i].eWiden) continue;
+      sqlite3_str_appendf(s, "%s\"%s\":\"%s\"", nWide++ ? "," : "", aT[i].zName,
+                          ggDtypeName(aT[i].eWiden));
+    }
+    sqlite3_str_appendchar(s, 1, '}');
+    z = sqlite3_str_finish(s);
+    if (!z) return gxError(p, "out of memory");
+    rc = nWide ? gxKvStr(p, "sqlite_gpt.tensor_dtypes", z) : SQLITE_OK;
+    sqlite3_free(z);
+    if (rc) return rc;
+    if (nWide) nKv++;
+  }
   if ((rc = gxTokenizer(p, &nKv))) return rc;
   /* tensor infos, offsets aligned to 32 */
   {
