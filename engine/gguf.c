@@ -304,7 +304,8 @@ static int cur_tensor(Cursor *c, GGUFTensor *t, int idx) {
 
 static int cmp_tensor_off(const void *a, const void *b) {
   const GGUFTensor *x = *(const GGUFTensor *const *)a, *y = *(const GGUFTensor *const *)b;
-  return x->offset < y->offset ? -1 : x->offset > y->offset;
+  if (x->offset != y->offset) return x->offset < y->offset ? -1 : 1;
+  return x < y ? -1 : x > y; /* file order, so messages do not depend on qsort */
 }
 
 static int cmp_tensor_name(const void *a, const void *b) {
