@@ -1717,6 +1717,7 @@ int sqlite3_gpt_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *p
     {"gpt_quantize", gptext_register_quantize},
     {"gpt_chat", gptext_register_chat},
     {"gpt_train", gptext_register_train},
+    {"gpt_export", gptext_register_gguf},
   };
   for (size_t i = 0; i < sizeof(aReg) / sizeof(aReg[0]); i++) {
     rc = aReg[i].xRegister(db, pConn);

@@ -266,6 +266,13 @@ int gptext_register_score(sqlite3 *db, GptConn *pConn);    /* gpt_logprob, gpt_p
 int gptext_register_quantize(sqlite3 *db, GptConn *pConn); /* gpt_quantize */
 int gptext_register_train(sqlite3 *db, GptConn *pConn);    /* gpt_train, gpt_train_tokenizer */
 int gptext_register_chat(sqlite3 *db, GptConn *pConn);     /* gpt_chat, gpt_chat_prompt */
+int gptext_register_gguf(sqlite3 *db, GptConn *pConn);     /* gpt_export */
+
+/* GGUF import (ext/gguf.c): gptext_gguf_is_file tells a regular file that
+** starts with GGUF's magic; gptext_gguf_import runs gpt_import(zName,
+** zPath) on it and sets ctx's result. */
+int gptext_gguf_is_file(const char *zPath);
+void gptext_gguf_import(sqlite3_context *ctx, const char *zName, const char *zPath, int bReplace);
 
 /* For gpt_summarize on a model with a chat template: the prompt template
 ** ("{text}" once, in a user turn, with the generation prompt) rendered from

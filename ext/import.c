@@ -2584,7 +2584,7 @@ static void gptImportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
   char *zSummary = 0;
   const char *zName = (const char *)sqlite3_value_text(argv[0]);
   const char *zDir = (const char *)sqlite3_value_text(argv[1]);
-  int bOpt = 0;
+  int bOpt = 0, bHandled = 0;
   sqlite3_int64 nExist;
   struct stat st;
   int rc;
@@ -2612,6 +2612,12 @@ static void gptImportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
   if (zDir == 0 || zDir[0] == 0) {
     impError(&s, 0, "the path must be a folder name, found %s",
              zDir ? "an empty string" : "NULL");
+    goto done;
+  }
+  if (gptext_gguf_is_file(zDir)) {
+    /* a llama.cpp GGUF file, by its magic (ext/gguf.c) */
+    gptext_gguf_import(ctx, zName, zDir, opt.bReplace);
+    bHandled = 1;
     goto done;
   }
   if (stat(zDir, &st) != 0) {
@@ -2672,7 +2678,9 @@ static void gptImportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
 done:
   impTxnEnd(&s);
   if (s.zErr && !s.bInterrupted && gptext_interrupted(db)) s.bInterrupted = 1;
-  if (s.zErr) {
+  if (bHandled) {
+    /* the result is set */
+  } else if (s.zErr) {
     impResultError(ctx, &s);
   } else if (zSummary) {
     sqlite3_result_text(ctx, zSummary, -1, sqlite3_free);

@@ -18,6 +18,7 @@ it first checks that the SQLite in use is that version.
 Ends with "N passed, N failed" and exits 1 on any failure.
 """
 import json
+import tempfile
 import os
 import random
 import re
@@ -257,6 +258,30 @@ def main():
     check("generate-q8_0", isinstance(g8, str))
     check("drop", db.execute("SELECT gpt_drop('demo8')").fetchone() is not None)
     covered |= {"gpt_version", "gpt_debug", "gpt_quantize", "gpt_drop"}
+
+    # ------------------------------------------------ GGUF out and back in
+    gguf = os.path.join(tempfile.mkdtemp(prefix="gpt-gguf-"), "demo.gguf")
+    e = db.execute("SELECT gpt_export('demo', ?)", (gguf,)).fetchone()[0]
+    check("export", isinstance(e, str) and e.startswith("exported 'demo'"), repr(e))
+    i = db.execute("SELECT gpt_import('demo-gguf', ?)", (gguf,)).fetchone()[0]
+    check("import-gguf", isinstance(i, str) and "GGUF v3" in i, repr(i))
+    same = db.execute(
+        "SELECT count(*) FROM gpt_tensors a JOIN gpt_tensors b USING (name) WHERE "
+        "a.model = 'demo' AND b.model = 'demo-gguf' AND a.data = b.data").fetchone()[0]
+    check("gguf tensors bit-identical", same == db.execute(
+        "SELECT count(*) FROM gpt_tensors WHERE model = 'demo'").fetchone()[0], str(same))
+    g1, g2 = (db.execute("SELECT gpt_generate('Hi', ?)", (
+        json.dumps({"model": m, "temperature": 0, "max_tokens": 8}),)).fetchone()[0]
+        for m in ("demo", "demo-gguf"))
+    check("gguf same greedy text", g1 == g2, f"{g1!r} {g2!r}")
+    try:
+        db.execute("SELECT gpt_export('demo', ?)", (gguf,)).fetchone()
+        check("export refuses an existing file", False)
+    except sqlite3.OperationalError as err:
+        check("export refuses an existing file", "exists" in str(err), str(err))
+    db.execute("SELECT gpt_drop('demo-gguf')").fetchone()
+    os.unlink(gguf)
+    covered.add("gpt_export")
 
     # ------------------------------------------------ interrupts
     # Connection.interrupt() from another thread while one call generates for
