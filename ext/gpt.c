@@ -273,6 +273,7 @@ static const struct { const char *zKey; unsigned mask; } aOptKey[] = {
   {"generate", GPTOPT_ATTN_GEN},    {"pool", GPTOPT_POOL},
   {"template", GPTOPT_TEMPLATE},    {"threads", GPTOPT_THREADS},
   {"variables", GPTOPT_CHATVARS},   {"add_generation_prompt", GPTOPT_GENPROMPT},
+  {"batch", GPTOPT_BATCH},
 };
 
 /* Parses the options object with SQLite's json_each: one row per key, its
@@ -375,6 +376,11 @@ int gptext_options_parse(sqlite3 *db, const char *zFunc, sqlite3_value *pArg,
       }
     } else if (strcmp(zKey, "template") == 0) {
       rc = opt_string(p, zFunc, zKey, &o->zTemplate, pzErr);
+    } else if (strcmp(zKey, "batch") == 0) {
+      rc = opt_number(p, zFunc, zKey, "from 1 to 256", 1, &v, pzErr);
+      if (rc == SQLITE_OK && (v < 1 || v > 256))
+        rc = opt_range(zFunc, zKey, "an integer from 1 to 256", pzErr);
+      if (rc == SQLITE_OK) o->nBatch = (int)v;
     } else if (strcmp(zKey, "threads") == 0) {
       rc = opt_number(p, zFunc, zKey, "from 1 to 256", 1, &v, pzErr);
       if (rc == SQLITE_OK && (v < 1 || v > 256))
@@ -1712,6 +1718,7 @@ int sqlite3_gpt_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *p
     {"gpt_import", gptext_register_import},
     {"gpt_tokens", gptext_register_tokens},
     {"gpt_generate", gptext_register_generate},
+    {"gpt_batch", gptext_register_batch},
     {"gpt_attention", gptext_register_analyze},
     {"gpt_logprob", gptext_register_score},
     {"gpt_quantize", gptext_register_quantize},
