@@ -124,17 +124,10 @@ struct GPTState {
 
 /* ------------------------------------------------------- architectures */
 
-/* What a tensor is for. The forward pass asks for tensors by role; which
-** roles an architecture stores, under which names and shapes, is its slot
-** table below. */
-enum {
-  R_TOK_EMB, R_POS_EMB, R_OUT_NORM_W, R_OUT_NORM_B, R_HEAD,
-  /* per layer */
-  R_ATTN_NORM_W, R_ATTN_NORM_B, R_QKV_W, R_QKV_B, R_Q_W, R_K_W, R_V_W, R_Q_B, R_K_B,
-  R_V_B, R_Q_NORM, R_K_NORM, R_O_W, R_O_B, R_FFN_NORM_W, R_FFN_NORM_B, R_GATE_W, R_UP_W,
-  R_UP_B, R_DOWN_W, R_DOWN_B, R_COUNT
-};
-#define R_FIRST_LAYER R_ATTN_NORM_W
+/* What a tensor is for (R_*, in gpt_internal.h, which the trainer reads
+** too). The forward pass asks for tensors by role; which roles an
+** architecture stores, under which names and shapes, is its slot table
+** below. */
 
 /* Symbolic dimensions of a slot's shape: vocabulary, positions, channels,
 ** query width (heads x head_dim), key/value width, fused q|k|v width, MLP
@@ -329,6 +322,11 @@ void gpt_tensor_info(const GPTConfig *c, int has_lm_head, int i, GPTTensorInfo *
 static int tensor_role(const GPTConfig *c, int has_lm_head, int i, int *pLayer) {
   int s = tensor_slot(c, has_lm_head, i, pLayer);
   return s < 0 ? -1 : arch_of(c)->aSlot[s].role;
+}
+
+/* Training (gpt_internal.h): the same, for the backward pass. */
+int gpt_tensor_role(const GPTConfig *c, int has_lm_head, int i, int *pLayer) {
+  return tensor_role(c, has_lm_head, i, pLayer);
 }
 
 /* Finds a tensor by its name: the slot whose pattern matches it, then its
@@ -1411,6 +1409,9 @@ static int batch_begin(const Pass *p, const int *tokens, int n, char *err, size_
   }
   encoder_forward(p, s->x, tokens, s->len, n);
   if (m->rope) rope_table(p, s->len, n);
+  /* tape: RoPE's backward turns by the same angles */
+  if (s->tape && m->rope)
+    tape_save(s, s->tape->rope_cs, s->rope_cs, (size_t)n * (size_t)(m->head_dim / 2) * 2);
   s->batch_T = n;
   return GPT_OK;
 }
@@ -1480,6 +1481,8 @@ static int batch_layer(const Pass *p, int l, GPTForwardIO *io) {
     if ((rc = matmul_forward_ld(p, s->qkv + Q + KV, ldq, s->xn, &L->v, L->v_b, T, 0, 0)))
       return rc;
   }
+  /* tape: the q/k norm's backward reads its input */
+  if (tl && L->q_norm) tape_save(s, tl->qkv_pre, s->qkv, (size_t)T * ldq);
   if (m->rope || L->q_norm) qk_heads_forward(p, L, s->qkv, T);
   if (tl) tape_save(s, tl->qkv, s->qkv, (size_t)T * ldq);
   for (int t = 0; t < T; t++) {
