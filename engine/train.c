@@ -61,6 +61,7 @@ struct GPTTrainer {
   int swiglu;            /* a gate projection */
   int qk_norm;           /* per-head q/k RMSNorm (Qwen3) */
   int C, NH, KVH, hd, Q, KV, F, V;
+  int n_live;            /* ids from n_live on have no token (see XentTask) */
   int glob[R_FIRST_LAYER]; /* tensor of each global role, or -1; R_HEAD is
                          ** the token embedding when the head is tied */
   int *role;             /* (n_layer, N_LAYER_ROLES) tensor of each role, or -1 */
@@ -140,7 +141,8 @@ static int trainer_resolve(GPTTrainer *tr) {
     int l = -1, r = gpt_tensor_role(c, tr->has_head, i, &l);
     if (r < 0) return -1;
     if (r < R_FIRST_LAYER) tr->glob[r] = i;
-    else if (l >= 0 && l < c->n_layer) tr->role[(size_t)l * N_LAYER_ROLES + (r - R_FIRST_LAYER)] = i;
+    else if (l >= 0 && l < c->n_layer)
+      tr->role[(size_t)l * N_LAYER_ROLES + (r - R_FIRST_LAYER)] = i;
   }
   if (!tr->has_head) tr->glob[R_HEAD] = tr->glob[R_TOK_EMB];
   tr->rms_norm = layer_tensor(tr, 0, R_ATTN_NORM_B) < 0;
@@ -223,6 +225,7 @@ GPTTrainer *gpt_trainer_new(GPTModel *m, int T, char *err, size_t n_err) {
   tr->KV = tr->KVH * tr->hd;
   tr->F = gpt_config_ff(c);
   tr->V = c->vocab_size;
+  tr->n_live = tr->V;
   /* the tape and the scratch */
   size_t t = (size_t)T, C = (size_t)tr->C, F = (size_t)tr->F, V = (size_t)tr->V;
   size_t QKV = (size_t)tr->Q + 2 * (size_t)tr->KV, Q = (size_t)tr->Q;
@@ -258,7 +261,10 @@ GPTTrainer *gpt_trainer_new(GPTModel *m, int T, char *err, size_t n_err) {
   tr->datty = falloc(t * Q);
   tr->dfc = falloc(t * FC);
   tr->dhid = falloc(t * F);
-  tr->n_datt = GPT_MAX_THREADS;
+  /* a (T, T) scratch per thread of the passes (a larger team later runs the
+  ** attention backward on one thread: the same values, more slowly) */
+  tr->n_datt = gpt_threads_get() < GPT_MAX_THREADS ? gpt_threads_get() : GPT_MAX_THREADS;
+  if (tr->n_datt < 1) tr->n_datt = 1;
   tr->datt = falloc((size_t)tr->n_datt * t * t);
   tr->row_loss = calloc(t, sizeof(double));
   if (!tr->s || !tr->dx || !tr->dln || !tr->dqkv || !tr->datty || !tr->dfc || !tr->dhid ||
@@ -329,6 +335,10 @@ int gpt_model_widen(GPTModel *dst, const GPTModel *src, char *err, size_t n_err)
 
 void gpt_trainer_zero_grad(GPTTrainer *tr) {
   memset(tr->arena[0], 0, (size_t)tr->n_params * sizeof(float));
+}
+
+void gpt_trainer_set_live_vocab(GPTTrainer *tr, int n) {
+  tr->n_live = n >= 1 && n <= tr->V ? n : tr->V;
 }
 
 float *gpt_trainer_buffer(GPTTrainer *tr, int which, int i) {
@@ -664,27 +674,29 @@ static void att_bwd_task(void *arg, int ith, int nth) {
 
 /* Softmax and cross-entropy over logits (T, V) in place: the rows become
 ** dlogits = scale (softmax - onehot(target)), each row's loss in rowLoss
-** (T,). Rows lo..hi. */
+** (T,). Ids from nLive on have no token: their logits count as -inf, as
+** inference masks them (probability 0, gradient 0). Rows lo..hi. */
 typedef struct XentTask {
   float *logits;
   const int *targets;
   double *rowLoss;
-  int V;
+  int V, nLive;
   float scale;
 } XentTask;
 
 static void crossentropy_rows(void *ctx, size_t lo, size_t hi) {
   XentTask *a = (XentTask *)ctx;
-  int V = a->V;
+  int V = a->V, nLive = a->nLive;
   for (size_t t = lo; t < hi; t++) {
     float *row = a->logits + t * V;
     float mx = row[0];
-    for (int j = 1; j < V; j++) if (row[j] > mx) mx = row[j];
+    for (int j = 1; j < nLive; j++) if (row[j] > mx) mx = row[j];
     double sum = 0;
-    for (int j = 0; j < V; j++) { row[j] = expf(row[j] - mx); sum += row[j]; }
+    for (int j = 0; j < nLive; j++) { row[j] = expf(row[j] - mx); sum += row[j]; }
     a->rowLoss[t] = -log(row[a->targets[t]] / sum);
     float inv = (float)(1.0 / sum);
-    for (int j = 0; j < V; j++) row[j] *= inv * a->scale;
+    for (int j = 0; j < nLive; j++) row[j] *= inv * a->scale;
+    for (int j = nLive; j < V; j++) row[j] = 0.0f;
     row[a->targets[t]] -= a->scale;
   }
 }
@@ -692,8 +704,9 @@ static void crossentropy_rows(void *ctx, size_t lo, size_t hi) {
 /* The same over all T rows, split over the team by rows (each row whole on
 ** one member); returns the summed loss, added in row order. */
 static double crossentropy_backward(GPTTeam *team, double *rowLoss, float *logits,
-                                    const int *targets, int T, int V, float scale) {
-  XentTask a = {logits, targets, rowLoss, V, scale};
+                                    const int *targets, int T, int V, int nLive,
+                                    float scale) {
+  XentTask a = {logits, targets, rowLoss, V, nLive, scale};
   if ((int64_t)T * V < 4 * ELEM_CHUNK || gpt_team_size(team) < 2) {
     crossentropy_rows(&a, 0, (size_t)T);
   } else {
@@ -712,10 +725,12 @@ static int taped_forward(GPTTrainer *tr, const int *tokens, int T, char *err, si
     snprintf(err, n_err, "sequence of %d tokens, expected 1 to %d", T, tr->T);
     return GPT_ERROR;
   }
-  if (tokens[T] < 0 || tokens[T] >= tr->cfg.vocab_size) {
-    snprintf(err, n_err, "token id %d is outside the vocabulary of %d", tokens[T],
-             tr->cfg.vocab_size);
-    return GPT_ERROR;
+  for (int t = 1; t <= T; t++) {
+    if (tokens[t] < 0 || tokens[t] >= tr->n_live) {
+      snprintf(err, n_err, "target token id %d at position %d is outside the %d ids that have "
+               "a token", tokens[t], t, tr->n_live);
+      return GPT_ERROR;
+    }
   }
   gpt_state_truncate(tr->s, 0);
   return gpt_forward(tr->m, tr->s, tokens, T, NULL, err, n_err);
@@ -727,7 +742,7 @@ int gpt_trainer_eval(GPTTrainer *tr, const int *tokens, int T, double *pLoss, ch
   if (rc) return rc;
   GPTTeam *team = gpt_team_acquire(gpt_threads_get());
   *pLoss = crossentropy_backward(team, tr->row_loss, tr->tape.logits, tokens + 1, T,
-                                 tr->cfg.vocab_size, 0.0f) / T;
+                                 tr->V, tr->n_live, 0.0f) / T;
   gpt_team_release(team);
   return GPT_OK;
 }
@@ -744,7 +759,7 @@ int gpt_trainer_sequence(GPTTrainer *tr, const int *tokens, int T, double grad_s
   size_t TC = (size_t)T * C;
 #define GRAD(i) ((i) >= 0 ? g[i] : NULL) /* a bias the model may lack */
 
-  *pLoss = crossentropy_backward(team, tr->row_loss, tp->logits, tokens + 1, T, V,
+  *pLoss = crossentropy_backward(team, tr->row_loss, tp->logits, tokens + 1, T, V, tr->n_live,
                                  (float)(grad_scale / T)) / T;
   /* head: logits (T, V) = ln_f (T, C) @ head^T (the token embedding when tied) */
   int iHead = tr->glob[R_HEAD];

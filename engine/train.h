@@ -45,6 +45,11 @@ int gpt_model_widen(GPTModel *dst, const GPTModel *src, char *err, size_t n_err)
 
 void gpt_trainer_zero_grad(GPTTrainer *tr);
 
+/* Ids from n on have no token (a vocabulary padded past the tokenizer, as
+** Qwen's): the loss gives them probability 0, as inference does, and a
+** target among them is an error. Default: every id. */
+void gpt_trainer_set_live_vocab(GPTTrainer *tr, int n);
+
 /* One sequence: forward over tokens[0..T), cross-entropy against
 ** tokens[1..T], backward. Adds grad_scale times the gradient of the mean
 ** loss over the T positions to the gradients; *pLoss gets that mean loss

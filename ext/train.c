@@ -760,6 +760,7 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     }
     t.pTr = gpt_trainer_new(t.pNet, t.T, zMsg, sizeof(zMsg));
     if (!t.pTr) { trainError(&t, "%s", zMsg); goto done; }
+    gpt_trainer_set_live_vocab(t.pTr, gptext_live_vocab(t.pTokM));
     if (bResume && trainLoadMoments(&t) != SQLITE_OK) goto done;
   }
   {

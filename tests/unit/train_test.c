@@ -5,9 +5,10 @@
 **    (GPT-2 tied and untied; Llama with GQA 2, tied, and untied with Llama
 **    3.1's RoPE scaling; Qwen2 with q/k/v biases and one key/value head;
 **    Qwen3 with its q/k norm, head_dim 6 != n_embd / n_head 4, GQA 2, tied
-**    and untied), the gradient of the mean loss of a batch of two sequences
-**    that the trainer computes (float32 forward with the tape, then
-**    backward) is compared, for EVERY parameter, with central finite
+**    and untied, and with ids 8..10 of 11 without a token, as a padded
+**    vocabulary leaves them), the gradient of the mean loss of a batch of
+**    two sequences that the trainer computes (float32 forward with the
+**    tape, then backward) is compared, for EVERY parameter, with central finite
 **    differences of an independent float64 forward pass written here from
 **    Hugging Face's definitions (h = 1e-5). Bound: per tensor,
 **    ||g - g_fd|| / ||g_fd|| < 1e-4 and every element within 1e-4 *
@@ -45,6 +46,7 @@ typedef struct Ref {
   int has_head, n;
   double **p;
   int64_t *n_elem;
+  int n_live;   /* ids from n_live on have no token: left out of the softmax */
 } Ref;
 
 static double *refp(const Ref *r, const char *zFmt, int l) {
@@ -129,8 +131,8 @@ static double ref_loss(const Ref *r, const int *tok, int T) {
   for (int t = 0; t < T; t++) {
     ref_linear(lg, h + t * C, head, NULL, 1, C, V);
     double mx = -1e300, sum = 0;
-    for (int v = 0; v < V; v++) if (lg[v] > mx) mx = lg[v];
-    for (int v = 0; v < V; v++) sum += exp(lg[v] - mx);
+    for (int v = 0; v < r->n_live; v++) if (lg[v] > mx) mx = lg[v];
+    for (int v = 0; v < r->n_live; v++) sum += exp(lg[v] - mx);
     loss += -(lg[tok[t + 1]] - mx - log(sum));
   }
   free(x); free(h); free(qkv); free(y); free(o); free(f); free(lg); free(att);
@@ -241,8 +243,8 @@ static double ref_loss_llama(const Ref *r, const int *tok, int T) {
     ref_rmsnorm(h, x + t * C, refp(r, "model.norm.weight", 0), C, eps);
     ref_linear(lg, h, head, NULL, 1, C, V);
     double mx = -1e300, sum = 0;
-    for (int i = 0; i < V; i++) if (lg[i] > mx) mx = lg[i];
-    for (int i = 0; i < V; i++) sum += exp(lg[i] - mx);
+    for (int i = 0; i < r->n_live; i++) if (lg[i] > mx) mx = lg[i];
+    for (int i = 0; i < r->n_live; i++) sum += exp(lg[i] - mx);
     loss += -(lg[tok[t + 1]] - mx - log(sum));
   }
   free(x); free(h); free(q); free(k); free(v); free(y); free(o); free(gt); free(up); free(lg);
@@ -268,14 +270,15 @@ static double urand(double a) {
 /* Every parameter's gradient against float64 finite differences, on a
 ** model of config c (random weights; norm weights near 1). Returns the worst
 ** per-tensor relative error. */
-static double check_gradients(const char *zLabel, const GPTConfig *pc, int has_head) {
+static double check_gradients(const char *zLabel, const GPTConfig *pc, int has_head,
+                              int n_live) {
   GPTConfig c = *pc;
   char err[200];
   GPTModel *m = gpt_model_new(&c, has_head, err, sizeof(err));
   CHECK(m != NULL, "%s: gpt_model_new: %s", zLabel, err);
   if (!m) return 1;
   int n = gpt_n_tensors(&c, has_head);
-  Ref r = {c, has_head, n, calloc((size_t)n, sizeof(double *)), calloc((size_t)n, 8)};
+  Ref r = {c, has_head, n, calloc((size_t)n, sizeof(double *)), calloc((size_t)n, 8), n_live};
   for (int i = 0; i < n; i++) {
     GPTTensorInfo info;
     gpt_tensor_info(&c, has_head, i, &info);
@@ -292,9 +295,12 @@ static double check_gradients(const char *zLabel, const GPTConfig *pc, int has_h
   }
   int T = 6, B = 2;
   int tok[2][7] = {{1, 5, 2, 9, 0, 3, 10}, {4, 4, 7, 1, 8, 6, 2}};
+  for (int b = 0; b < B; b++)
+    for (int t = 0; t <= T; t++) tok[b][t] %= n_live;
   GPTTrainer *tr = gpt_trainer_new(m, T, err, sizeof(err));
   CHECK(tr != NULL, "%s: gpt_trainer_new: %s", zLabel, err);
   if (!tr) return 1;
+  gpt_trainer_set_live_vocab(tr, n_live);
   gpt_trainer_zero_grad(tr);
   double loss = 0, lossB;
   for (int b = 0; b < B; b++) {
@@ -349,30 +355,45 @@ static void test_gradients(void) {
   GPTConfig c = {0};
   c.n_layer = 2; c.n_head = 2; c.n_embd = 8; c.n_ctx = 8; c.vocab_size = 11; c.ln_eps = 1e-5;
   c.arch = GPT_ARCH_GPT2;
-  check_gradients("gpt2, tied head", &c, 0);
-  check_gradients("gpt2, untied head", &c, 1);
+  check_gradients("gpt2, tied head", &c, 0, 11);
+  check_gradients("gpt2, untied head", &c, 1, 11);
 
   GPTConfig l = {0};
   l.n_layer = 2; l.n_head = 4; l.n_kv_head = 2; l.n_embd = 16; l.d_ff = 24; l.n_ctx = 8;
   l.vocab_size = 11; l.ln_eps = 1e-5; l.arch = GPT_ARCH_LLAMA; l.rope_theta = 10000;
-  check_gradients("llama, GQA 2, tied head", &l, 0);
+  check_gradients("llama, GQA 2, tied head", &l, 0, 11);
   /* Llama 3.1's scaling, its original context 16: one frequency pair
   ** blended, one divided by the factor */
   l.rope_scaling = GPT_ROPE_LLAMA3; l.rope_factor = 4; l.rope_low_freq_factor = 1;
   l.rope_high_freq_factor = 4; l.rope_original_ctx = 16;
-  check_gradients("llama, GQA 2, llama3 rope scaling, untied head", &l, 1);
+  check_gradients("llama, GQA 2, llama3 rope scaling, untied head", &l, 1, 11);
 
   GPTConfig q2 = {0};
   q2.n_layer = 2; q2.n_head = 4; q2.n_kv_head = 1; q2.n_embd = 16; q2.d_ff = 20; q2.n_ctx = 8;
   q2.vocab_size = 11; q2.ln_eps = 1e-6; q2.arch = GPT_ARCH_QWEN2; q2.rope_theta = 1e6;
-  check_gradients("qwen2, q/k/v biases, one kv head, tied head", &q2, 0);
+  check_gradients("qwen2, q/k/v biases, one kv head, tied head", &q2, 0, 11);
 
   GPTConfig q3 = {0};
   q3.n_layer = 2; q3.n_head = 4; q3.n_kv_head = 2; q3.n_embd = 16; q3.head_dim = 6;
   q3.d_ff = 24; q3.n_ctx = 8; q3.vocab_size = 11; q3.ln_eps = 1e-6; q3.arch = GPT_ARCH_QWEN3;
   q3.rope_theta = 1e6;
-  check_gradients("qwen3, q/k norm, head_dim 6, GQA 2, untied head", &q3, 1);
-  check_gradients("qwen3, q/k norm, head_dim 6, GQA 2, tied head", &q3, 0);
+  check_gradients("qwen3, q/k norm, head_dim 6, GQA 2, untied head", &q3, 1, 11);
+  check_gradients("qwen3, q/k norm, head_dim 6, GQA 2, tied head", &q3, 0, 11);
+  /* ids 8..10 without a token (a padded vocabulary): out of the softmax */
+  check_gradients("qwen3, untied head, 8 of 11 ids live", &q3, 1, 8);
+
+  /* a target without a token is an error, not an infinite loss */
+  char err[200];
+  GPTModel *m = gpt_model_new(&q3, 1, err, sizeof(err));
+  GPTTrainer *tr = m ? gpt_trainer_new(m, 4, err, sizeof(err)) : NULL;
+  int tok[5] = {1, 2, 3, 9, 4};
+  double loss;
+  if (tr) gpt_trainer_set_live_vocab(tr, 8);
+  CHECK(tr && gpt_trainer_sequence(tr, tok, 4, 1.0, &loss, err, sizeof(err)) == GPT_ERROR &&
+            strcmp(err, "target token id 9 at position 3 is outside the 8 ids that have a "
+                   "token") == 0, "dead target: %s", err);
+  gpt_trainer_free(tr);
+  gpt_model_free(m);
 }
 
 static const char *zCorpus =
