@@ -118,17 +118,10 @@ struct GPTState {
 
 /* ------------------------------------------------------- architectures */
 
-/* What a tensor is for. The forward pass asks for tensors by role; which
-** roles an architecture stores, under which names and shapes, is its slot
-** table below. */
-enum {
-  R_TOK_EMB, R_POS_EMB, R_OUT_NORM_W, R_OUT_NORM_B, R_HEAD,
-  /* per layer */
-  R_ATTN_NORM_W, R_ATTN_NORM_B, R_QKV_W, R_QKV_B, R_Q_W, R_K_W, R_V_W, R_Q_B, R_K_B,
-  R_V_B, R_Q_NORM, R_K_NORM, R_O_W, R_O_B, R_FFN_NORM_W, R_FFN_NORM_B, R_GATE_W, R_UP_W,
-  R_UP_B, R_DOWN_W, R_DOWN_B, R_COUNT
-};
-#define R_FIRST_LAYER R_ATTN_NORM_W
+/* What a tensor is for (R_*, in gpt_internal.h, which the trainer reads
+** too). The forward pass asks for tensors by role; which roles an
+** architecture stores, under which names and shapes, is its slot table
+** below. */
 
 /* Symbolic dimensions of a slot's shape: vocabulary, positions, channels,
 ** query width (heads x head_dim), key/value width, fused q|k|v width, MLP
@@ -323,6 +316,11 @@ void gpt_tensor_info(const GPTConfig *c, int has_lm_head, int i, GPTTensorInfo *
 static int tensor_role(const GPTConfig *c, int has_lm_head, int i, int *pLayer) {
   int s = tensor_slot(c, has_lm_head, i, pLayer);
   return s < 0 ? -1 : arch_of(c)->aSlot[s].role;
+}
+
+/* Training (gpt_internal.h): the same, for the backward pass. */
+int gpt_tensor_role(const GPTConfig *c, int has_lm_head, int i, int *pLayer) {
+  return tensor_role(c, has_lm_head, i, pLayer);
 }
 
 /* Finds a tensor by its name: the slot whose pattern matches it, then its
@@ -1462,6 +1460,9 @@ static int batch_begin(const Pass *p, char *err, size_t n_err) {
     if (m->rope) rope_table(p, row, g->s->len, g->n);
     row += g->n;
   }
+  /* tape: RoPE's backward turns by the same angles */
+  if (s->tape && m->rope)
+    tape_save(s, s->tape->rope_cs, s->rope_cs, (size_t)T * (size_t)(m->head_dim / 2) * 2);
   s->batch_T = T;
   return GPT_OK;
 }
@@ -1529,6 +1530,8 @@ static int batch_layer(const Pass *p, int l, GPTForwardIO *io) {
     if ((rc = matmul_forward_ld(p, s->qkv + Q + KV, ldq, s->xn, &L->v, L->v_b, T, 0, 0)))
       return rc;
   }
+  /* tape: the q/k norm's backward reads its input */
+  if (tl && L->q_norm) tape_save(s, tl->qkv_pre, s->qkv, (size_t)T * ldq);
   if (m->rope || L->q_norm) qk_heads_forward(p, L, s->qkv, T);
   if (tl) tape_save(s, tl->qkv, s->qkv, (size_t)T * ldq);
   /* each sequence's keys and values go to its cache, and its queries attend

@@ -2456,23 +2456,51 @@ done:
 }
 
 /*
-** Deletes every row of model zName from the four tables; the number of
-** gpt_tensors rows deleted goes to *pnTensor. gpt_models first, so that the
-** triggers of the other tables have nothing to restamp.
+** Whether table zTable of gpt_train (ext/train.c) is in the main schema:
+** 1 or 0, or -1 on error (recorded).
+*/
+static int impTableExists(GptImport *p, const char *zTable) {
+  sqlite3_stmt *pStmt = 0;
+  int rc = impPrepare(p, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                      &pStmt);
+  if (rc != SQLITE_OK) return -1;
+  sqlite3_bind_text(pStmt, 1, zTable, -1, SQLITE_STATIC);
+  rc = sqlite3_step(pStmt);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) impSqlError(p, rc);
+  sqlite3_finalize(pStmt);
+  return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
+
+/*
+** Deletes every row of model zName from the four tables, and from
+** gpt_train's state and log where those tables exist (a model that replaces
+** it must not resume its training run); the number of gpt_tensors rows
+** deleted goes to *pnTensor. gpt_models first, so that the triggers of the
+** other tables have nothing to restamp.
 */
 static int impDeleteModel(GptImport *p, const char *zName, sqlite3_int64 *pnTensor) {
-  static const char *azSql[] = {
-    "DELETE FROM gpt_models WHERE name = ?1",
-    "DELETE FROM gpt_tensors WHERE model = ?1",
-    "DELETE FROM gpt_vocab WHERE model = ?1",
-    "DELETE FROM gpt_merges WHERE model = ?1",
-    "DELETE FROM gpt_tokenizer WHERE model = ?1",
+  static const struct { const char *zSql, *zTrainTable; } aDel[] = {
+    {"DELETE FROM gpt_models WHERE name = ?1", 0},
+    {"DELETE FROM gpt_tensors WHERE model = ?1", 0},
+    {"DELETE FROM gpt_vocab WHERE model = ?1", 0},
+    {"DELETE FROM gpt_merges WHERE model = ?1", 0},
+    {"DELETE FROM gpt_tokenizer WHERE model = ?1", 0},
+    {"DELETE FROM gpt_train_state WHERE model = ?1", "gpt_train_state"},
+    {"DELETE FROM gpt_train_log WHERE model = ?1", "gpt_train_log"},
   };
   sqlite3_stmt *pStmt = 0;
   int i, rc = SQLITE_OK;
 
-  for (i = 0; i < (int)(sizeof(azSql) / sizeof(azSql[0])); i++) {
-    rc = impPrepare(p, azSql[i], &pStmt);
+  for (i = 0; i < (int)(sizeof(aDel) / sizeof(aDel[0])); i++) {
+    if (aDel[i].zTrainTable) {
+      int bExists = impTableExists(p, aDel[i].zTrainTable);
+      if (bExists < 0) {
+        rc = SQLITE_ERROR;
+        goto done;
+      }
+      if (!bExists) continue;
+    }
+    rc = impPrepare(p, aDel[i].zSql, &pStmt);
     if (rc != SQLITE_OK) goto done;
     sqlite3_bind_text(pStmt, 1, zName, -1, SQLITE_STATIC);
     rc = sqlite3_step(pStmt);
@@ -2698,8 +2726,9 @@ done:
 
 /*
 ** Implementation of gpt_drop(NAME): deletes the model's rows from the four
-** tables in one savepoint. Returns the number of gpt_tensors rows deleted.
-** A name with no rows at all is an error.
+** tables, and its gpt_train state and log, in one savepoint. Returns the
+** number of gpt_tensors rows deleted. A name with no rows at all is an
+** error.
 */
 static void gptDropFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   sqlite3 *db = sqlite3_context_db_handle(ctx);
