@@ -213,6 +213,28 @@ def main():
     check("attention-generate", len(rows) > 0)
     covered |= {"gpt_next_tokens", "gpt_attention"}
 
+    # ------------------------------------------------ many rows at once
+    # gpt_batch through Python: every row's text is valid UTF-8 and equals
+    # gpt_generate's greedy text, its bytes the exact bytes; keys keep their
+    # type
+    db.execute("CREATE TEMP TABLE pdocs(k, body)")
+    bodies = ["日本語 🙂", "The cat sat", "🙂", "x" * 40, None, "Hello"]
+    db.executemany("INSERT INTO pdocs VALUES (?, ?)",
+                   [(i if i % 2 else f"k{i}", b) for i, b in enumerate(bodies)])
+    gopt = json.dumps({"max_tokens": 24, "temperature": 0})
+    bopt = json.dumps({"max_tokens": 24, "temperature": 0, "batch": 4})
+    rows = db.execute("SELECT key, output, bytes, finish_reason FROM gpt_batch("
+                      "'SELECT k, body FROM pdocs', ?)", (bopt,)).fetchall()
+    want = {k: (db.execute("SELECT gpt_generate(?, ?)", (b, gopt)).fetchone()[0],
+                db.execute("SELECT gpt_generate_bytes(?, ?)", (b, gopt)).fetchone()[0])
+            for k, b in db.execute("SELECT k, body FROM pdocs").fetchall()}
+    check("batch rows", sorted(map(str, (r[0] for r in rows))) == sorted(map(str, want)))
+    check("batch = generate", all(want[r[0]] == (r[1], r[2]) for r in rows),
+          f"{rows!r} vs {want!r}")
+    check("batch text = decoded bytes",
+          all(r[1] is None or r[1] == decode(r[2]) for r in rows))
+    covered.add("gpt_batch")
+
     # ------------------------------------------------ scores and aggregates
     for p in ["日本語 🙂", "The cat sat on the mat", "🙂🙃"]:
         lp, ppl, emb = db.execute("SELECT gpt_logprob(?), gpt_perplexity(?), gpt_embed(?)",
@@ -305,7 +327,9 @@ def main():
         ("gpt_attention", "SELECT count(*) FROM gpt_attention('Hello', '{\"generate\": 1000}')",
          False),
         ("gpt_summarize", f"SELECT gpt_summarize(value, '{{\"max_tokens\": 480}}') FROM {rows_many}",
-         False)]:
+         False),
+        ("gpt_batch", "SELECT count(*) FROM gpt_batch('SELECT 1, ''Hello'' UNION ALL "
+         "SELECT 2, ''Hi''', '{\"max_tokens\": 1000}')", True)]:
         timer = threading.Timer(0.3, idb.interrupt)
         t0 = time.time()
         timer.start()
@@ -324,7 +348,7 @@ def main():
               idb.execute("SELECT gpt_token_count('ok')").fetchone()[0] == 1)
     idb.close()
     covered.add("interrupts")
-    print(f"  interrupts: 5 calls ({time.time() - t_start:.1f} s)")
+    print(f"  interrupts: 6 calls ({time.time() - t_start:.1f} s)")
 
     # ------------------------------------------------ an untrusted schema
     # A file whose CHECK calls gpt_generate (written as an attacker would,
