@@ -12,6 +12,7 @@
 **                                   BENCH_PROMPT=N for an N-token prompt,
 **                                   1 to compare with llama-bench's tg128)
 **   build/bench --rows              the per-row figures alone, the same way
+**   build/bench --batch             the gpt_batch figures alone, the same way
 **   build/bench --smollm            the SmolLM2-135M-shaped rows alone (llama:
 **                                   decode f32/f16/q8_0, prefill 512)
 **
@@ -27,6 +28,7 @@
 **   prefill   tok/s at 128 and 512 prompt tokens
 **   decode    tok/s of 128 tokens after a 128-token prompt (greedy)
 **   SQL       per-row overhead of gpt_generate over 200 rows; prefix reuse
+**   batch     gpt_batch over 256 rows against row-at-a-time gpt_generate
 **
 ** A fraction of a roofline above 1.05 is marked and explained (FRAC_NOTE).
 **
@@ -859,6 +861,49 @@ static void words(char *z, size_t nz, int n, unsigned seed) {
   }
 }
 
+/* ---------------------------------------------------------- batched rows */
+
+/* gpt_batch against row-at-a-time gpt_generate (issue: one weight read per
+** step for many rows): nRow rows of about 32-token prompts whose beginnings
+** differ, 32 new tokens each, greedy, f32 124M. Prints the rows of a table:
+** output tok/s row at a time, then for each batch size, and the best. */
+static void bench_batch(sqlite3 *db) {
+  int nRow = bQuick ? 64 : 256;
+  static const int aB[] = {4, 8, 16, 32, 64};
+  char zBody[512], zSql[256];
+  exec_sql(db, "DROP TABLE IF EXISTS temp.bdocs; CREATE TEMP TABLE bdocs(id INTEGER PRIMARY KEY, body TEXT)");
+  sqlite3_stmt *pIns = 0;
+  sqlite3_prepare_v2(db, "INSERT INTO temp.bdocs(body) VALUES (?1)", -1, &pIns, 0);
+  for (int i = 0; i < nRow; i++) {
+    char zW[400];
+    words(zW, sizeof(zW), 24, (unsigned)i * 13 + 5);
+    snprintf(zBody, sizeof(zBody), "%s, row %d.", zW, i);
+    sqlite3_bind_text(pIns, 1, zBody, -1, SQLITE_TRANSIENT);
+    sqlite3_step(pIns);
+    sqlite3_reset(pIns);
+  }
+  sqlite3_finalize(pIns);
+  const char *zAvg = query1(db, "SELECT avg(gpt_token_count(body, '{\"model\":\"gpt2\"}')) FROM temp.bdocs");
+  double avgPrompt = atof(zAvg);
+  double tRow = time_sql(db, "SELECT count(gpt_generate(body, "
+                         "'{\"model\":\"gpt2\",\"max_tokens\":32,\"temperature\":0}')) FROM temp.bdocs");
+  double nOut = 32.0 * nRow, best = 0;
+  int bestB = 0;
+  out("## Many rows at once (gpt_batch)\n\n%d rows of %.1f-token prompts, 32 new tokens each, "
+      "greedy, gpt2 124M f32, 2 threads: output tokens/s.\n\n"
+      "| how | output tok/s | x row at a time |\n|---|---:|---:|\n", nRow, avgPrompt);
+  out("| SELECT gpt_generate(body) FROM docs | %.1f | 1.00 |\n", nOut / tRow);
+  for (size_t i = 0; i < sizeof(aB) / sizeof(aB[0]); i++) {
+    snprintf(zSql, sizeof(zSql), "SELECT count(*) FROM gpt_batch('SELECT id, body FROM temp.bdocs', "
+             "'{\"model\":\"gpt2\",\"max_tokens\":32,\"temperature\":0,\"batch\":%d}')", aB[i]);
+    double t = time_sql(db, zSql);
+    out("| gpt_batch, batch %d | %.1f | %.2f |\n", aB[i], nOut / t, tRow / t);
+    if (nOut / t > best) { best = nOut / t; bestB = aB[i]; }
+  }
+  out("\nBest: batch %d, %.1f output tok/s, %.2fx row at a time.\n\n", bestB, best,
+      best / (nOut / tRow));
+}
+
 typedef struct RowFig { double sqlRow, oneCall, engineRow, overhead; } RowFig;
 
 /* Per-row overhead of gpt_generate(body, max_tokens 1) over 200 rows of
@@ -1079,6 +1124,20 @@ int main(int argc, char **argv) {
     bench_smollm();
     return 0;
   }
+  if (argc == 2 && strcmp(argv[1], "--batch") == 0) {
+    /* the gpt_batch rows alone, on the models of the last full run (made
+    ** first when there is none) */
+    gOut = 0;
+    sqlite3_auto_extension((void (*)(void))sqlite3_gpt_init);
+    if (file_size(DB_PATH) <= 0) {
+      make_model();
+      bench_import();
+    }
+    sqlite3 *db = open_db(DB_PATH);
+    bench_batch(db);
+    sqlite3_close(db);
+    return 0;
+  }
   if (argc == 2 && strcmp(argv[1], "--rows") == 0) {
     /* the per-row figures alone, on the models of the last full run */
     sqlite3_auto_extension((void (*)(void))sqlite3_gpt_init);
@@ -1271,6 +1330,8 @@ int main(int argc, char **argv) {
       "and whose last %d differ: %.1f ms per row against %.1f ms when the beginnings differ "
       "too: %.1fx faster.\n", nPrefix, nPrefix - nSuffix, nSuffix, tShared * 1e3,
       tDistinct * 1e3, sp);
+  fprintf(stderr, "bench: gpt_batch...\n");
+  bench_batch(db);
   out("\nLoad average (1 min) at the start %.2f, at the end %.2f, on %d cores: anything above "
       "about 1 was other processes competing with this run.\n", loadStart, load_average(),
       gpt_threads_default());

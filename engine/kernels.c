@@ -739,13 +739,20 @@ AVX512_FN static void avx512_gemv_f32(float *y, const float *W, const float *x,
 ** 2R NT FMAs (24 FMAs, 16 loads at 6 x 2). res (NT, 6). */
 AVX512_FN static ALWAYS_INLINE void avx512_tile_f32(float *res, const float *W, size_t ld,
                                                     const float *X, size_t ldx, int K, int R,
-                                                    int NT) {
+                                                    int NT, const float *pf) {
   __m512 a0[2][6], a1[2][6];
   _Pragma("GCC unroll 2") for (int t = 0; t < NT; t++)
     _Pragma("GCC unroll 6") for (int i = 0; i < R; i++) a0[t][i] = a1[t][i] = _mm512_setzero_ps();
   int k = 0;
   for (; k + 32 <= K; k += 32) {
     __m512 x0[2], x1[2];
+    /* the next group of rows, a step ahead: a decode step of a few tokens
+    ** reads each row from memory once */
+    if (pf)
+      _Pragma("GCC unroll 6") for (int i = 0; i < R; i++) {
+        PREFETCH(pf + i * ld + k);
+        PREFETCH(pf + i * ld + k + 16);
+      }
     _Pragma("GCC unroll 2") for (int t = 0; t < NT; t++) {
       x0[t] = _mm512_loadu_ps(X + t * ldx + k);
       x1[t] = _mm512_loadu_ps(X + t * ldx + k + 16);
@@ -778,7 +785,7 @@ AVX512_FN static ALWAYS_INLINE void avx512_tile_f32(float *res, const float *W, 
 /* One (R, NT) tile with both counts constant, so that the tile's loops
 ** unroll into registers. */
 #define AVX512_TILE_CASE(R, NT) \
-  case (R) * 4 + (NT): avx512_tile_f32(res, w, (size_t)K, x, ldx, K, R, NT); break;
+  case (R) * 4 + (NT): avx512_tile_f32(res, w, (size_t)K, x, ldx, K, R, NT, pf); break;
 
 AVX512_FN static void avx512_gemm_f32(float *out, size_t ldo, const float *W, const float *X,
                                       size_t ldx, int T, const float *bias, int r0, int r1,
@@ -791,13 +798,14 @@ AVX512_FN static void avx512_gemm_f32(float *out, size_t ldo, const float *W, co
       int R = r1 - r < 6 ? r1 - r : 6;
       for (int t = t0; t < t1; t += 2) {
         const float *x = X + (size_t)t * ldx;
+        const float *pf = t == t0 && r + 6 < r1 ? w + 6 * (size_t)K : NULL;
         int nt = t1 - t < 2 ? t1 - t : 2;
         switch (R * 4 + nt) {
           AVX512_TILE_CASE(6, 2) AVX512_TILE_CASE(6, 1) AVX512_TILE_CASE(5, 2)
           AVX512_TILE_CASE(5, 1) AVX512_TILE_CASE(4, 2) AVX512_TILE_CASE(4, 1)
           AVX512_TILE_CASE(3, 2) AVX512_TILE_CASE(3, 1) AVX512_TILE_CASE(2, 2)
           AVX512_TILE_CASE(2, 1) AVX512_TILE_CASE(1, 2) default:
-            avx512_tile_f32(res, w, (size_t)K, x, ldx, K, 1, 1);
+            avx512_tile_f32(res, w, (size_t)K, x, ldx, K, 1, 1, pf);
         }
         store_block(out + (size_t)t * ldo, ldo, r, res, 6, nt, R, bias, mode);
       }
