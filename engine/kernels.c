@@ -821,6 +821,7 @@ AVX512_FN static ALWAYS_INLINE float avx512_row_f16(const uint16_t *w, const flo
   __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
   int k = 0;
   for (; k + 32 <= K; k += 32) {
+    PREFETCH(w + K + k); /* the next row, as the AVX2 kernel does */
     a0 = _mm512_fmadd_ps(avx512_load_f16(w + k), _mm512_loadu_ps(x + k), a0);
     a1 = _mm512_fmadd_ps(avx512_load_f16(w + k + 16), _mm512_loadu_ps(x + k + 16), a1);
   }
@@ -876,6 +877,9 @@ AVX512_FN static ALWAYS_INLINE float avx512_row_q8(const uint8_t *row, const GPT
     __m512 ds = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)h)),
                               _mm512_loadu_ps(x->d + b));
     for (int j = 0; j < 16; j += 2) {
+      /* 4 KB ahead, as the AVX2 kernel (the next row's blocks at the end) */
+      PREFETCH(blk16 + j * GPT_Q8_BYTES + PF_Q8_BYTES);
+      PREFETCH(blk16 + j * GPT_Q8_BYTES + PF_Q8_BYTES + 64);
       __m512i xq = _mm512_loadu_si512((const void *)(x->q + (b + j) * GPT_Q8_BLOCK));
       __m512i axq = _mm512_loadu_si512((const void *)(x->aq + (b + j) * GPT_Q8_BLOCK));
       __mmask64 neg = _mm512_movepi8_mask(xq);
