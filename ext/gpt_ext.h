@@ -219,6 +219,24 @@ int gptext_generate(GptConn *pConn, sqlite3 *db, GptModel *m, const char *zFunc,
                     GptGeneration *g, char **pzErr);
 void gptext_generation_clear(GptGeneration *g);
 
+/* The attention path shared by gpt_attention and gpt_attention_svg
+** (ext/analyze.c). gptext_attention_sequence encodes pText, fits it into the
+** window and, with o->nGenerate, generates that many tokens after it (o's
+** generation options); *paTok (sqlite3_malloc'd) is the whole sequence, NULL
+** with *pnTok 0 when there is nothing to attend to. gptext_attention_begin
+** makes a decoder state and begins one batch over the sequence;
+** gptext_attention_layer then runs layer iLayer (layers in order, each once),
+** handing the probabilities to io->want_attention / io->on_attention. Errors
+** name zFunc and the model; an interrupt is SQLITE_INTERRUPT with
+** "<zFunc>: interrupted". */
+int gptext_attention_sequence(GptConn *pConn, sqlite3 *db, GptModel *m, const char *zFunc,
+                              sqlite3_value *pText, GptOptions *o, int **paTok, int *pnTok,
+                              char **pzErr);
+int gptext_attention_begin(GptModel *m, const char *zFunc, const int *aTok, int nTok,
+                           GPTState **ppState, char **pzErr);
+int gptext_attention_layer(GptModel *m, const char *zFunc, GPTState *s, int iLayer,
+                           GPTForwardIO *io, char **pzErr);
+
 /* The savepoint of a writer (ext/savepoint.c): gpt_import, gpt_drop,
 ** gpt_quantize and every later writer run in one, so they wait out the busy
 ** timeout for the write lock as SQLite's own writers do, and fail all or
