@@ -54,6 +54,8 @@ typedef struct GptOptions {
   int nThreads;        /* "threads", 0 = default */
   char *zVariables;    /* "variables": JSON object of extra chat-template variables */
   int bNoGenPrompt;    /* "add_generation_prompt": false (gpt_chat_prompt) */
+  int iLayer;          /* "layer" (gpt_attention_svg), default 0 */
+  int iHead;           /* "head" (gpt_attention_svg), default 0; -1 for "all" */
 } GptOptions;
 
 /* Which keys a function accepts: a bit mask of these. */
@@ -68,6 +70,7 @@ typedef struct GptOptions {
 #define GPTOPT_TRUNCATE   0x0100
 #define GPTOPT_CHATVARS   0x0200 /* variables */
 #define GPTOPT_GENPROMPT  0x0400 /* add_generation_prompt */
+#define GPTOPT_LAYER_HEAD 0x0800 /* layer, head (gpt_attention_svg) */
 
 /* Fills o with defaults, then applies the JSON object in pArg (NULL or a SQL
 ** NULL mean no options). An unknown key or out-of-range value is an error
@@ -284,6 +287,7 @@ int gptext_register_score(sqlite3 *db, GptConn *pConn);    /* gpt_logprob, gpt_p
 int gptext_register_quantize(sqlite3 *db, GptConn *pConn); /* gpt_quantize */
 int gptext_register_train(sqlite3 *db, GptConn *pConn);    /* gpt_train, gpt_train_tokenizer */
 int gptext_register_chat(sqlite3 *db, GptConn *pConn);     /* gpt_chat, gpt_chat_prompt */
+int gptext_register_svg(sqlite3 *db, GptConn *pConn);      /* gpt_attention_svg */
 
 /* For gpt_summarize on a model with a chat template: the prompt template
 ** ("{text}" once, in a user turn, with the generation prompt) rendered from
