@@ -101,6 +101,7 @@ test: deps
 	$(TCLSH) tests/all.tcl
 	$(PYTHON) tests/python/test_clients.py
 	$(PYTHON) tests/python/test_parts.py build
+	$(PYTHON) tests/python/test_svg.py
 
 demo: deps
 	$(MAKE) all
@@ -158,6 +159,7 @@ test-sqlite-latest: all $(SQLITE_LATEST_DIR)/libsqlite3.so.0
 	LD_LIBRARY_PATH=$(CURDIR)/$(SQLITE_LATEST_DIR) GPT_EXPECT_SQLITE=$(SQLITE_LATEST_VERSION) \
 	  $(PYTHON) tests/python/test_clients.py
 	LD_LIBRARY_PATH=$(CURDIR)/$(SQLITE_LATEST_DIR) $(PYTHON) tests/python/test_parts.py build
+	LD_LIBRARY_PATH=$(CURDIR)/$(SQLITE_LATEST_DIR) $(PYTHON) tests/python/test_svg.py
 
 .PHONY: test-sqlite-latest
 
