@@ -156,6 +156,7 @@ typedef struct SvgPass {
   int iLayer;          /* the layer drawn */
   int iHead;           /* the head drawn, or -1 for all */
   int T;               /* tokens */
+  int nPanel;          /* heads drawn */
   float *aProb;        /* (nPanel, T, T) weights, key <= query filled */
   unsigned char *abGot; /* (nPanel,) set when a panel's rows arrived */
 } SvgPass;
@@ -171,6 +172,7 @@ static int svgKeep(void *ctx, int layer, int head, int q0, int n_q, int n_k,
   SvgPass *p = (SvgPass *)ctx;
   int iPanel = p->iHead < 0 ? head : 0;
   (void)layer;
+  if (iPanel < 0 || iPanel >= p->nPanel || n_k < 0) return 0;
   float *dst = p->aProb + (size_t)iPanel * p->T * p->T;
   for (int r = 0; r < n_q; r++) {
     int q = q0 + r;
@@ -394,6 +396,7 @@ static void gptAttentionSvgFunc(sqlite3_context *ctx, int argc, sqlite3_value **
   pass.iLayer = o.iLayer;
   pass.iHead = o.iHead;
   pass.T = nTok;
+  pass.nPanel = nPanel;
   pass.aProb = sqlite3_malloc64(sizeof(float) * (size_t)nPanel * nTok * nTok);
   pass.abGot = sqlite3_malloc64((size_t)nPanel);
   if (!pass.aProb || !pass.abGot) { rc = SQLITE_NOMEM; goto done; }
