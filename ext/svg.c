@@ -161,6 +161,7 @@ typedef struct SvgPass {
   unsigned char *abGot; /* (nPanel,) set when a panel's rows arrived */
 } SvgPass;
 
+/* Asks the pass for the drawn heads of the drawn layer only. */
 static int svgWant(void *ctx, int layer, int head) {
   SvgPass *p = (SvgPass *)ctx;
   return layer == p->iLayer && (p->iHead < 0 || head == p->iHead);
@@ -184,6 +185,7 @@ static int svgKeep(void *ctx, int layer, int head, int q0, int n_q, int n_k,
   return 0;
 }
 
+/* Stops the pass between layers once the statement is interrupted. */
 static int svgStop(void *ctx) {
   return gptext_interrupted(((SvgPass *)ctx)->db);
 }
