@@ -101,6 +101,7 @@ test: deps
 	$(TCLSH) tests/all.tcl
 	$(PYTHON) tests/python/test_clients.py
 	$(PYTHON) tests/python/test_parts.py build
+	$(PYTHON) tests/python/test_train.py build
 	$(PYTHON) tests/python/test_svg.py
 
 demo: deps
@@ -159,6 +160,7 @@ test-sqlite-latest: all $(SQLITE_LATEST_DIR)/libsqlite3.so.0
 	LD_LIBRARY_PATH=$(CURDIR)/$(SQLITE_LATEST_DIR) GPT_EXPECT_SQLITE=$(SQLITE_LATEST_VERSION) \
 	  $(PYTHON) tests/python/test_clients.py
 	LD_LIBRARY_PATH=$(CURDIR)/$(SQLITE_LATEST_DIR) $(PYTHON) tests/python/test_parts.py build
+	LD_LIBRARY_PATH=$(CURDIR)/$(SQLITE_LATEST_DIR) $(PYTHON) tests/python/test_train.py build
 	LD_LIBRARY_PATH=$(CURDIR)/$(SQLITE_LATEST_DIR) $(PYTHON) tests/python/test_svg.py
 
 .PHONY: test-sqlite-latest
@@ -173,7 +175,7 @@ test-sqlite-latest: all $(SQLITE_LATEST_DIR)/libsqlite3.so.0
 
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS  = safetensors import_text tokenizer tokenizer_json model_rows options utf8 template bpe
+FUZZ_TARGETS  = safetensors import_text tokenizer tokenizer_json model_rows options utf8 template bpe gguf
 SAN_CC       ?= gcc
 SAN_COMMON    = -g -O1 -std=c11 -Wall -Wextra -D_GNU_SOURCE -Iengine -Ibuild -Itests/fuzz \
                 -fno-omit-frame-pointer -DGPT_SOURCE_DIR='"$(CURDIR)"'

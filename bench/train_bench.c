@@ -3,8 +3,11 @@
 ** main benchmark.
 **
 ** For the demo model's shape (4 layers, 192 wide, 6 heads, 1024 tokens,
-** sequences of 128, batch 8) and GPT-2 124M's shape (12 layers, 768 wide,
-** 50257 tokens; sequences of 128, batch 4, 2 steps to keep it short), runs training
+** sequences of 128, batch 8), GPT-2 124M's shape (12 layers, 768 wide,
+** 50257 tokens; sequences of 128, batch 4, 2 steps to keep it short) and
+** SmolLM2-135M's (a Llama: 30 layers, 576 wide, 9 heads over 3 key/value
+** heads, SwiGLU 1536, 49152 tokens, tied; sequences of 128, batch 2, 2
+** steps: a fine-tuning step), runs training
 ** steps (engine/train.c: forward with the tape, backward, AdamW) on random
 ** tokens and reports tokens/s and MFU: the model's FLOPs per second
 ** (gpt_train_flops_per_token) as a fraction of the sgemm GFLOP/s measured in
@@ -65,12 +68,10 @@ static double sgemm_gflops(void) {
 
 /* Trains a model of this shape on random tokens for nStep steps after one
 ** warm-up step; prints tokens/s and MFU against peak GFLOP/s. */
-static void bench_shape(const char *zName, int nLayer, int nHead, int nEmbd, int nVocab, int T,
-                        int B, int nStep, double peak) {
-  GPTConfig c;
-  memset(&c, 0, sizeof(c));
-  c.n_layer = nLayer; c.n_head = nHead; c.n_embd = nEmbd; c.n_ctx = T; c.vocab_size = nVocab;
-  c.ln_eps = 1e-5;
+static void bench_shape(const char *zName, const GPTConfig *pc, int T, int B, int nStep,
+                        double peak) {
+  GPTConfig c = *pc;
+  int nVocab = c.vocab_size;
   char err[200];
   GPTModel *m = gpt_model_new(&c, 0, err, sizeof(err));
   if (!m) { printf("%s: %s\n", zName, err); return; }
@@ -92,7 +93,7 @@ static void bench_shape(const char *zName, int nLayer, int nHead, int nEmbd, int
   double dt = now() - t0, tps = (double)nStep * B * T / dt;
   double gf = tps * gpt_train_flops_per_token(&c, T) * 1e-9;
   printf("train %-12s %3d layers %4d wide, T %d, batch %d: %8.0f tokens/s, %6.1f GFLOP/s, "
-         "MFU %.2f\n", zName, nLayer, nEmbd, T, B, tps, gf, gf / peak);
+         "MFU %.2f\n", zName, c.n_layer, c.n_embd, T, B, tps, gf, gf / peak);
   free(tok);
   gpt_trainer_free(tr);
   gpt_model_free(m);
@@ -108,7 +109,15 @@ int main(void) {
   double peak = sgemm_gflops();
   printf("train: sgemm %.1f GFLOP/s on %d threads ((128 x 768) @ (768 x 3072)^T)\n", peak,
          gpt_threads_get());
-  bench_shape("demo", 4, 6, 192, 1024, 128, 8, 5, peak);
-  bench_shape("gpt2-124M", 12, 12, 768, 50257, 128, 4, 2, peak);
+  GPTConfig demo = {.n_layer = 4, .n_head = 6, .n_embd = 192, .n_ctx = 128,
+                    .vocab_size = 1024, .ln_eps = 1e-5};
+  GPTConfig gpt2 = {.n_layer = 12, .n_head = 12, .n_embd = 768, .n_ctx = 128,
+                    .vocab_size = 50257, .ln_eps = 1e-5};
+  GPTConfig smol = {.n_layer = 30, .n_head = 9, .n_kv_head = 3, .n_embd = 576, .d_ff = 1536,
+                    .n_ctx = 128, .vocab_size = 49152, .ln_eps = 1e-5, .arch = GPT_ARCH_LLAMA,
+                    .rope_theta = 100000};
+  bench_shape("demo", &demo, 128, 8, 5, peak);
+  bench_shape("gpt2-124M", &gpt2, 128, 4, 2, peak);
+  bench_shape("smollm2-135M", &smol, 128, 2, 2, peak);
   return 0;
 }

@@ -97,7 +97,8 @@ struct GPTState {
   float *att;            /* (n_att, T, att_keys) scores, one head per thread */
   float *logit_block;    /* (LOGIT_ROWS, V) for per-position logits */
   float *tmp;            /* (max(2F, Q, C),) decode scratch */
-  GPTQ8Act xq;           /* decode input quantized for q8_0 rows */
+  GPTQ8Act xq;           /* (n_xq, widest row) inputs quantized for q8_0 rows */
+  int n_xq;              /* tokens xq holds */
   int n_wide;            /* threads the wide scratch is sized for */
   float *wide;           /* (n_wide, GEMM_COLS, max_k) compact weights widened */
   int batch_T;           /* tokens of the batch in progress */
@@ -111,30 +112,16 @@ struct GPTState {
 ** process holds a core. */
 #define PAR_MIN_GEMV ((int64_t)1 << 17)
 #define PAR_MIN_GEMM ((int64_t)1 << 21)
-/* Columns of one sgemm in a prefill (see gemm_task). */
-#define GEMM_COLS 128
-/* Batches up to this many tokens go through the kernels' gemm_f32, which
-** reads each weight from cache once per three tokens; OpenBLAS's sgemm
-** packs both operands first, which pays off only for longer batches (124M
-** model, 2 threads: 19 against 31 ms at 2 tokens, 33 against 38 at 16, 85
-** against 88 at 64, even at about 100). */
-#ifndef GEMM_SMALL_T
-#define GEMM_SMALL_T 64
-#endif
+/* Rows of W one claim of a several-token product takes (see gemm_task): a
+** multiple of the kernels' row groups (6 f32 rows, 4 q8_0, 2 on AVX2). */
+#define GEMM_COLS 96
 
 /* ------------------------------------------------------- architectures */
 
-/* What a tensor is for. The forward pass asks for tensors by role; which
-** roles an architecture stores, under which names and shapes, is its slot
-** table below. */
-enum {
-  R_TOK_EMB, R_POS_EMB, R_OUT_NORM_W, R_OUT_NORM_B, R_HEAD,
-  /* per layer */
-  R_ATTN_NORM_W, R_ATTN_NORM_B, R_QKV_W, R_QKV_B, R_Q_W, R_K_W, R_V_W, R_Q_B, R_K_B,
-  R_V_B, R_Q_NORM, R_K_NORM, R_O_W, R_O_B, R_FFN_NORM_W, R_FFN_NORM_B, R_GATE_W, R_UP_W,
-  R_UP_B, R_DOWN_W, R_DOWN_B, R_COUNT
-};
-#define R_FIRST_LAYER R_ATTN_NORM_W
+/* What a tensor is for (R_*, in gpt_internal.h, which the trainer reads
+** too). The forward pass asks for tensors by role; which roles an
+** architecture stores, under which names and shapes, is its slot table
+** below. */
 
 /* Symbolic dimensions of a slot's shape: vocabulary, positions, channels,
 ** query width (heads x head_dim), key/value width, fused q|k|v width, MLP
@@ -329,6 +316,11 @@ void gpt_tensor_info(const GPTConfig *c, int has_lm_head, int i, GPTTensorInfo *
 static int tensor_role(const GPTConfig *c, int has_lm_head, int i, int *pLayer) {
   int s = tensor_slot(c, has_lm_head, i, pLayer);
   return s < 0 ? -1 : arch_of(c)->aSlot[s].role;
+}
+
+/* Training (gpt_internal.h): the same, for the backward pass. */
+int gpt_tensor_role(const GPTConfig *c, int has_lm_head, int i, int *pLayer) {
+  return tensor_role(c, has_lm_head, i, pLayer);
 }
 
 /* Finds a tensor by its name: the slot whose pattern matches it, then its
@@ -941,9 +933,9 @@ static int state_grow_cache(GPTState *s, int need) {
   return 0;
 }
 
-/* Grows the batch scratch to hold T tokens against up to n_cache keys, with
-** attention scores for nth threads. */
-static int state_reserve(GPTState *s, int T, int nth) {
+/* Grows the batch scratch to hold T tokens, with attention scores for nth
+** threads against up to keys keys. */
+static int state_reserve(GPTState *s, int T, int nth, int keys) {
   const GPTModel *m = s->m;
   if (T > s->n_scratch) {
     size_t C = (size_t)m->cfg.n_embd, t = (size_t)T;
@@ -968,13 +960,13 @@ static int state_reserve(GPTState *s, int T, int nth) {
     s->att = 0;
     s->n_att = 0;
   }
-  if (nth > s->n_att || !s->att || s->att_keys < s->n_cache) {
-    float *a = malloc((size_t)nth * s->n_scratch * (size_t)s->n_cache * sizeof(float));
+  if (nth > s->n_att || !s->att || s->att_keys < keys) {
+    float *a = malloc((size_t)nth * s->n_scratch * (size_t)keys * sizeof(float));
     if (!a) return -1;
     free(s->att);
     s->att = a;
     s->n_att = nth;
-    s->att_keys = s->n_cache;
+    s->att_keys = keys;
   }
   return 0;
 }
@@ -1004,8 +996,9 @@ GPTState *gpt_state_new(const GPTModel *m, int max_T) {
   s->xq.q = malloc(W);
   s->xq.aq = malloc(W);
   s->xq.d = malloc((W / GPT_Q8_BLOCK + 1) * sizeof(float));
+  s->n_xq = 1;
   if (!s->tmp || !s->xq.q || !s->xq.aq || !s->xq.d ||
-      state_grow_cache(s, max_T < 64 ? max_T : 64) || state_reserve(s, 1, 1)) {
+      state_grow_cache(s, max_T < 64 ? max_T : 64) || state_reserve(s, 1, 1, s->n_cache)) {
     gpt_state_free(s);
     return NULL;
   }
@@ -1038,11 +1031,24 @@ static void tape_save(const GPTState *s, float *dst, const float *src, size_t n)
 
 /* --------------------------------------------------------------- layers */
 
-/* What every layer function needs: the model, the state, the team that runs
-** the pass and the kernel set. */
+/* One sequence of a pass: n tokens appended to state s's cache, in rows
+** row0..row0+n-1 of the batch. A pass over one state has one segment; a
+** decode step of several sequences has one per sequence. */
+typedef struct PassSeg {
+  GPTState *s;
+  const int *tokens;  /* (n,) */
+  int n, row0;
+  float *logits;      /* out (V,) after the last token, or NULL */
+} PassSeg;
+
+/* What every layer function needs: the model, the state whose scratch the
+** batch's rows use, the segments whose caches they extend, the team that
+** runs the pass and the kernel set. */
 typedef struct Pass {
   const GPTModel *m;
   GPTState *s;
+  PassSeg *seg;
+  int n_seg;
   GPTTeam *team;
   const GPTKernels *k;
 } Pass;
@@ -1141,13 +1147,13 @@ static void qk_heads_forward(const Pass *p, const Layer *L, float *qkv, int T) {
   }
 }
 
-/* The batch's cos and sin (T, hd/2, 2) at positions pos0..pos0+T-1, from
-** angles computed in double. */
-static void rope_table(const Pass *p, int pos0, int T) {
+/* Rows row0..row0+T-1 of the batch's cos and sin (T, hd/2, 2), at
+** positions pos0..pos0+T-1, from angles computed in double. */
+static void rope_table(const Pass *p, int row0, int pos0, int T) {
   const GPTModel *m = p->m;
   int half = m->head_dim / 2;
   for (int t = 0; t < T; t++) {
-    float *cs = p->s->rope_cs + (size_t)t * half * 2;
+    float *cs = p->s->rope_cs + (size_t)(row0 + t) * half * 2;
     for (int i = 0; i < half; i++) {
       double ang = (double)(pos0 + t) * m->inv_freq[i];
       cs[2 * i] = (float)cos(ang);
@@ -1226,48 +1232,67 @@ static void gemv_task(void *arg, int ith, int nth) {
   }
 }
 
-/* Prefill: out's columns (W's rows) in fixed chunks of GEMM_COLS, the chunks
-** split over the team; each chunk is one single-threaded sgemm (or gemm_f32
-** for a short batch), compact weights widened into the member's buffer
-** first. The chunks do not depend on the team size because OpenBLAS's
-** rounding depends on the width of the product it is handed: so each value
-** comes out the same for any threads.
-** Members claim chunks as they go (see claim). */
+/* Several tokens (a prefill, or a decode step of several sequences): out's
+** columns (W's rows) in chunks of GEMM_COLS that the members claim, each
+** chunk one call of the kernels' gemm, whose value for a token is the one
+** the decode gemv gives that token alone (kernels.h). f16 rows are widened
+** into the member's buffer first (exactly: the kernels' f16 arithmetic is
+** their f32 arithmetic on the widened values); q8_0 rows meet the tokens
+** quantized once for all chunks (s->xq). */
 static void gemm_task(void *arg, int ith, int nth) {
   MatTask *a = (MatTask *)arg;
+  const GPTKernels *k = a->p->k;
   int K = a->w.k, OC = a->w.rows, T = a->T, ch;
   (void)nth;
   while ((ch = claim(&a->next)) * GEMM_COLS < OC) {
     int c0 = ch * GEMM_COLS, n = OC - c0 < GEMM_COLS ? OC - c0 : GEMM_COLS;
-    const float *w = (const float *)a->w.w + (size_t)c0 * K;
-    if (a->w.dtype != GPT_F32) {
-      float *wide = a->p->s->wide + (size_t)ith * GEMM_COLS * a->p->m->max_k;
-      for (int i = 0; i < n; i++) mat_row(a->p->k, &a->w, c0 + i, 0, K, wide + (size_t)i * K);
-      w = wide;
-    }
-    if (T <= GEMM_SMALL_T || !a->blas) {
-      a->p->k->gemm_f32(a->out + c0, a->ldo, w, a->inp, (size_t)K, T,
-                        a->bias ? a->bias + c0 : NULL, 0, n, K);
+    const float *bias = a->bias ? a->bias + c0 : NULL;
+    if (a->w.dtype == GPT_Q8_0) {
+      const uint8_t *w = (const uint8_t *)a->w.w + mat_row_bytes(&a->w, c0);
+      k->gemm_q8(a->out + c0, a->ldo, w, &a->p->s->xq, T, bias, 0, n, K, GPT_GEMV_SET);
     } else {
-      for (int t = 0; t < T; t++) {
-        float *o = a->out + (size_t)t * a->ldo + c0;
-        if (a->bias) memcpy(o, a->bias + c0, (size_t)n * sizeof(float));
-        else memset(o, 0, (size_t)n * sizeof(float));
+      const float *w = (const float *)a->w.w + (size_t)c0 * K;
+      if (a->w.dtype != GPT_F32) {
+        float *wide = a->p->s->wide + (size_t)ith * GEMM_COLS * a->p->m->max_k;
+        for (int i = 0; i < n; i++) mat_row(k, &a->w, c0 + i, 0, K, wide + (size_t)i * K);
+        w = wide;
       }
-      a->blas->sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n, K, 1.0f, a->inp, K, w, K,
-                     1.0f, a->out + c0, (int)a->ldo);
+      k->gemm_f32(a->out + c0, a->ldo, w, a->inp, (size_t)K, T, bias, 0, n, K, GPT_GEMV_SET);
     }
     if (a->gelu)
-      for (int t = 0; t < T; t++) a->p->k->gelu(a->out + (size_t)t * a->ldo + c0, (size_t)n);
+      for (int t = 0; t < T; t++) k->gelu(a->out + (size_t)t * a->ldo + c0, (size_t)n);
   }
+}
+
+/* Quantizes the T tokens of inp (T, K) into s->xq for q8_0 rows, growing it
+** as needed. */
+static int quantize_tokens(const Pass *p, const float *inp, int T, int K) {
+  GPTState *s = p->s;
+  size_t W = widest_row(s->m);
+  if (T > s->n_xq) {
+    int8_t *q = malloc((size_t)T * W), *aq = malloc((size_t)T * W);
+    float *d = malloc(((size_t)T * W / GPT_Q8_BLOCK + 1) * sizeof(float));
+    if (!q || !aq || !d) {
+      free(q); free(aq); free(d);
+      return GPT_NOMEM;
+    }
+    free(s->xq.q); free(s->xq.aq); free(s->xq.d);
+    s->xq.q = q; s->xq.aq = aq; s->xq.d = d;
+    s->n_xq = T;
+  }
+  for (int t = 0; t < T; t++) {
+    GPTQ8Act x = gpt_q8_act_token(&s->xq, t, K);
+    p->k->q8_quantize_act(&x, inp + (size_t)t * K, K);
+  }
+  return GPT_OK;
 }
 
 static int matmul_forward_ld(const Pass *p, float *out, size_t ldo, const float *inp,
                              const Mat *w, const float *bias, int T, int add, int gelu) {
   MatTask a = {p, out, inp, *w, bias, T, add, gelu, ldo, 0, 0, NULL};
-  /* asked once a pass: OpenBLAS only where its allocations cannot fail */
-  if (T > GEMM_SMALL_T || p->k->blas_gemv) a.blas = gpt_blas();
   if (T == 1) {
+    /* asked once a pass: OpenBLAS only where its allocations cannot fail */
+    if (p->k->blas_gemv) a.blas = gpt_blas();
     /* about eight chunks a member, in whole 4-row groups (64 for sgemv) */
     int nth = gpt_team_size(p->team);
     int unit = p->k->blas_gemv && w->dtype == GPT_F32 && a.blas ? 64 : 4;
@@ -1278,8 +1303,9 @@ static int matmul_forward_ld(const Pass *p, float *out, size_t ldo, const float 
     if ((int64_t)w->rows * w->k < PAR_MIN_GEMV) gemv_task(&a, 0, 1);
     else gpt_team_run(p->team, gemv_task, &a);
   } else {
-    if (w->dtype != GPT_F32 && state_reserve_wide(p->s, gpt_team_size(p->team)))
+    if (w->dtype == GPT_F16 && state_reserve_wide(p->s, gpt_team_size(p->team)))
       return GPT_NOMEM;
+    if (w->dtype == GPT_Q8_0 && quantize_tokens(p, inp, T, w->k)) return GPT_NOMEM;
     if ((int64_t)T * w->rows * w->k < PAR_MIN_GEMM) gemm_task(&a, 0, 1);
     else gpt_team_run(p->team, gemm_task, &a);
   }
@@ -1365,10 +1391,11 @@ static void att_task(void *arg, int ith, int nth) {
 }
 
 static int attention_forward(const Pass *p, float *out, const float *qkv, const float *k,
-                             const float *v, int P, int T, int layer, GPTForwardIO *io) {
+                             const float *v, int cache_rows, int P, int T, int layer,
+                             GPTForwardIO *io) {
   const GPTModel *m = p->m;
   AttTask a = {p, out, qkv, k, v, P, T, m->cfg.n_head, m->cfg.n_head / m->n_kv_head,
-               m->head_dim, p->s->n_cache, layer, (size_t)m->d_q + 2 * (size_t)m->d_kv,
+               m->head_dim, cache_rows, layer, (size_t)m->d_q + 2 * (size_t)m->d_kv,
                (size_t)m->d_q, io, GPT_OK, 0};
   if (io && io->on_attention) {
     /* callbacks run on the caller's thread, one head after another */
@@ -1383,35 +1410,60 @@ static int attention_forward(const Pass *p, float *out, const float *qkv, const 
 
 /* ---------------------------------------------------------- forward pass */
 
-/* Checks the batch, makes room for it and embeds it into s->x. */
-static int batch_begin(const Pass *p, const int *tokens, int n, char *err, size_t n_err) {
+/* Checks the batch's segments, makes room for them (each cache, and the
+** scratch of p->s for all rows) and embeds their tokens into p->s->x. */
+static int batch_begin(const Pass *p, char *err, size_t n_err) {
   const GPTModel *m = p->m;
   GPTState *s = p->s;
   const GPTConfig *c = &m->cfg;
-  if (n < 1 || n > s->cap - s->len) {
-    snprintf(err, n_err, "%d tokens after %d do not fit the cache of %d positions", n,
-             s->len, s->cap);
-    return GPT_ERROR;
-  }
-  if (s->tape && (s->len != 0 || n > s->tape->T)) {
-    snprintf(err, n_err, "a taped pass of %d tokens after %d exceeds the tape's %d from 0", n,
-             s->len, s->tape->T);
-    return GPT_ERROR;
-  }
-  for (int t = 0; t < n; t++) {
-    if (tokens[t] < 0 || tokens[t] >= c->vocab_size) {
-      snprintf(err, n_err, "token id %d at position %d is outside the vocabulary of %d",
-               tokens[t], s->len + t, c->vocab_size);
+  int T = 0, keys = 0;
+  for (int i = 0; i < p->n_seg; i++) {
+    const PassSeg *g = &p->seg[i];
+    GPTState *gs = g->s;
+    if (g->n < 1 || g->n > gs->cap - gs->len) {
+      snprintf(err, n_err, "%d tokens after %d do not fit the cache of %d positions", g->n,
+               gs->len, gs->cap);
       return GPT_ERROR;
     }
+    if (gs->m != m || (p->n_seg > 1 && (gs == s || gs->tape))) {
+      snprintf(err, n_err, "sequence %d of the batch has a state of another model, the "
+               "batch's own, or a tape", i);
+      return GPT_ERROR;
+    }
+    if (gs->tape && (gs->len != 0 || g->n > gs->tape->T)) {
+      snprintf(err, n_err, "a taped pass of %d tokens after %d exceeds the tape's %d from 0",
+               g->n, gs->len, gs->tape->T);
+      return GPT_ERROR;
+    }
+    for (int t = 0; t < g->n; t++) {
+      if (g->tokens[t] < 0 || g->tokens[t] >= c->vocab_size) {
+        snprintf(err, n_err, "token id %d at position %d is outside the vocabulary of %d",
+                 g->tokens[t], gs->len + t, c->vocab_size);
+        return GPT_ERROR;
+      }
+    }
+    if (state_grow_cache(gs, gs->len + g->n)) {
+      snprintf(err, n_err, "out of memory for a batch of %d tokens after %d", g->n, gs->len);
+      return GPT_NOMEM;
+    }
+    if (gs->n_cache > keys) keys = gs->n_cache;
+    T += g->n;
   }
-  if (state_grow_cache(s, s->len + n) || state_reserve(s, n, gpt_team_size(p->team))) {
-    snprintf(err, n_err, "out of memory for a batch of %d tokens after %d", n, s->len);
+  if (state_reserve(s, T, gpt_team_size(p->team), keys)) {
+    snprintf(err, n_err, "out of memory for a batch of %d tokens", T);
     return GPT_NOMEM;
   }
-  encoder_forward(p, s->x, tokens, s->len, n);
-  if (m->rope) rope_table(p, s->len, n);
-  s->batch_T = n;
+  for (int i = 0, row = 0; i < p->n_seg; i++) {
+    PassSeg *g = &p->seg[i];
+    g->row0 = row;
+    encoder_forward(p, s->x + (size_t)row * c->n_embd, g->tokens, g->s->len, g->n);
+    if (m->rope) rope_table(p, row, g->s->len, g->n);
+    row += g->n;
+  }
+  /* tape: RoPE's backward turns by the same angles */
+  if (s->tape && m->rope)
+    tape_save(s, s->tape->rope_cs, s->rope_cs, (size_t)T * (size_t)(m->head_dim / 2) * 2);
+  s->batch_T = T;
   return GPT_OK;
 }
 
@@ -1459,11 +1511,9 @@ static int batch_layer(const Pass *p, int l, GPTForwardIO *io) {
   const GPTModel *m = p->m;
   GPTState *s = p->s;
   const Layer *L = &m->layer[l];
-  int C = m->cfg.n_embd, T = s->batch_T, P = s->len, rc;
+  int C = m->cfg.n_embd, T = s->batch_T, rc;
   int KVH = m->n_kv_head, hd = m->head_dim, Q = m->d_q, KV = m->d_kv, F = m->d_ff;
-  size_t ldq = (size_t)Q + 2 * (size_t)KV, nc = (size_t)s->n_cache;
-  float *kc = s->k_cache + (size_t)l * KVH * nc * hd;
-  float *vc = s->v_cache + (size_t)l * KVH * nc * hd;
+  size_t ldq = (size_t)Q + 2 * (size_t)KV;
   if (T < 1) return GPT_ERROR;
   if (io && io->should_stop && io->should_stop(io->ctx)) return GPT_ABORTED;
   GPTTapeLayer *tl = s->tape ? &s->tape->layer[l] : NULL;
@@ -1480,18 +1530,30 @@ static int batch_layer(const Pass *p, int l, GPTForwardIO *io) {
     if ((rc = matmul_forward_ld(p, s->qkv + Q + KV, ldq, s->xn, &L->v, L->v_b, T, 0, 0)))
       return rc;
   }
+  /* tape: the q/k norm's backward reads its input */
+  if (tl && L->q_norm) tape_save(s, tl->qkv_pre, s->qkv, (size_t)T * ldq);
   if (m->rope || L->q_norm) qk_heads_forward(p, L, s->qkv, T);
   if (tl) tape_save(s, tl->qkv, s->qkv, (size_t)T * ldq);
-  for (int t = 0; t < T; t++) {
-    const float *row = s->qkv + (size_t)t * ldq;
-    for (int h = 0; h < KVH; h++) {
-      size_t at = ((size_t)h * nc + (size_t)(P + t)) * hd;
-      memcpy(kc + at, row + Q + h * hd, (size_t)hd * sizeof(float));
-      memcpy(vc + at, row + Q + KV + h * hd, (size_t)hd * sizeof(float));
+  /* each sequence's keys and values go to its cache, and its queries attend
+  ** to that cache alone */
+  for (int i = 0; i < p->n_seg; i++) {
+    const PassSeg *g = &p->seg[i];
+    size_t nc = (size_t)g->s->n_cache;
+    float *kc = g->s->k_cache + (size_t)l * KVH * nc * hd;
+    float *vc = g->s->v_cache + (size_t)l * KVH * nc * hd;
+    int P = g->s->len;
+    for (int t = 0; t < g->n; t++) {
+      const float *row = s->qkv + (size_t)(g->row0 + t) * ldq;
+      for (int h = 0; h < KVH; h++) {
+        size_t at = ((size_t)h * nc + (size_t)(P + t)) * hd;
+        memcpy(kc + at, row + Q + h * hd, (size_t)hd * sizeof(float));
+        memcpy(vc + at, row + Q + KV + h * hd, (size_t)hd * sizeof(float));
+      }
     }
+    rc = attention_forward(p, s->atty + (size_t)g->row0 * Q, s->qkv + (size_t)g->row0 * ldq,
+                           kc, vc, (int)nc, P, g->n, l, io);
+    if (rc) return rc;
   }
-  rc = attention_forward(p, s->atty, s->qkv, kc, vc, P, T, l, io);
-  if (rc) return rc;
   if (tl) tape_save(s, tl->atty, s->atty, (size_t)T * Q);
   if (T == 1) { /* the residual is added by the product itself */
     if ((rc = matmul_forward(p, s->x, s->atty, &L->o, L->o_b, 1, 1, 0))) return rc;
@@ -1543,10 +1605,46 @@ static void mask_dead_ids(const GPTModel *m, float *logits) {
   for (int i = m->n_live; i < m->cfg.vocab_size; i++) logits[i] = -INFINITY;
 }
 
+/* The end of a pass over several sequences: each one's logits after its
+** last token, (n_seg, V) in blocks of LOGIT_ROWS rows through the head, then
+** every cache committed. The final norm's rows are in p->s->xn. */
+static int batch_end_seqs(const Pass *p) {
+  const GPTModel *m = p->m;
+  GPTState *s = p->s;
+  int C = m->cfg.n_embd, V = m->cfg.vocab_size, rc;
+  if (!s->logit_block) {
+    s->logit_block = malloc((size_t)LOGIT_ROWS * V * sizeof(float));
+    if (!s->logit_block) return GPT_NOMEM;
+  }
+  /* the last row of each sequence, gathered into x (free after the norm) */
+  for (int i = 0; i < p->n_seg; i++)
+    memcpy(s->x + (size_t)i * C, s->xn + (size_t)(p->seg[i].row0 + p->seg[i].n - 1) * C,
+           (size_t)C * sizeof(float));
+  for (int i0 = 0; i0 < p->n_seg; i0 += LOGIT_ROWS) {
+    int rows = p->n_seg - i0 < LOGIT_ROWS ? p->n_seg - i0 : LOGIT_ROWS;
+    if ((rc = matmul_forward(p, s->logit_block, s->x + (size_t)i0 * C, &m->head, NULL, rows,
+                             0, 0)))
+      return rc;
+    if (!finite_f32(s->logit_block, (size_t)rows * V)) {
+      s->overflow = "logits";
+      return GPT_OVERFLOW;
+    }
+    for (int r = 0; r < rows; r++) {
+      float *out = p->seg[i0 + r].logits;
+      if (!out) continue;
+      memcpy(out, s->logit_block + (size_t)r * V, (size_t)V * sizeof(float));
+      mask_dead_ids(m, out);
+    }
+  }
+  for (int i = 0; i < p->n_seg; i++) p->seg[i].s->len += p->seg[i].n;
+  s->batch_T = 0;
+  return GPT_OK;
+}
+
 /* The final norm, then whatever io asks for: the hidden rows, per-position
 ** logits in blocks, the last token's logits. Commits the batch to the
 ** cache, unless a value overflowed (GPT_OVERFLOW, with s->overflow saying
-** where). */
+** where). A pass over several sequences gives each its logits instead. */
 static int batch_end(const Pass *p, GPTForwardIO *io) {
   const GPTModel *m = p->m;
   GPTState *s = p->s;
@@ -1560,6 +1658,7 @@ static int batch_end(const Pass *p, GPTForwardIO *io) {
     s->overflow = "hidden state";
     return GPT_OVERFLOW;
   }
+  if (p->n_seg > 1) return batch_end_seqs(p);
   if (s->tape) {
     tape_save(s, s->tape->ln_f, s->xn, (size_t)T * C);
     if (s->tape->logits &&
@@ -1578,13 +1677,10 @@ static int batch_end(const Pass *p, GPTForwardIO *io) {
     }
     for (int t0 = 0; t0 < T; t0 += LOGIT_ROWS) {
       int rows = T - t0 < LOGIT_ROWS ? T - t0 : LOGIT_ROWS;
-      /* (rows, V) = xn (rows, C) @ head^T; one row goes through the batch
-      ** path too, so that it matches the rows of a longer block */
-      MatTask a = {p, s->logit_block, s->xn + (size_t)t0 * C, *head, NULL, rows, 0, 0,
-                   (size_t)V, 0, 0, rows > GEMM_SMALL_T ? gpt_blas() : NULL};
-      if (head->dtype != GPT_F32 && state_reserve_wide(s, gpt_team_size(p->team)))
-        return GPT_NOMEM;
-      gpt_team_run(p->team, gemm_task, &a);
+      /* (rows, V) = xn (rows, C) @ head^T: a row's values do not depend on
+      ** the block it is in (kernels.h) */
+      if ((rc = matmul_forward(p, s->logit_block, s->xn + (size_t)t0 * C, head, NULL, rows, 0, 0)))
+        return rc;
       /* checked before the dead ids get their -inf */
       if (!finite_f32(s->logit_block, (size_t)rows * V)) {
         s->overflow = "logits";
@@ -1609,10 +1705,19 @@ static int batch_end(const Pass *p, GPTForwardIO *io) {
   return GPT_OK;
 }
 
-/* A pass's team and kernels, for the thread count of the calling thread. */
-static void pass_open(Pass *p, const GPTModel *m, GPTState *s) {
+/* A pass's team and kernels, for the thread count of the calling thread,
+** over the one sequence of state s: the n tokens of the batch in progress
+** (or those given to gpt_batch_begin). */
+static void pass_open(Pass *p, PassSeg *seg, const GPTModel *m, GPTState *s,
+                      const int *tokens, int n) {
+  memset(seg, 0, sizeof(*seg));
+  seg->s = s;
+  seg->tokens = tokens;
+  seg->n = tokens ? n : s->batch_T;
   p->m = m;
   p->s = s;
+  p->seg = seg;
+  p->n_seg = 1;
   p->k = gpt_kernels();
   p->team = gpt_team_acquire(gpt_threads_get());
 }
@@ -1622,16 +1727,19 @@ static void pass_close(Pass *p) { gpt_team_release(p->team); }
 int gpt_batch_begin(const GPTModel *m, GPTState *s, const int *tokens, int n,
                     char *err, size_t n_err) {
   Pass p;
-  pass_open(&p, m, s);
-  int rc = batch_begin(&p, tokens, n, err, n_err);
+  PassSeg seg;
+  if (!tokens) return GPT_ERROR;
+  pass_open(&p, &seg, m, s, tokens, n);
+  int rc = batch_begin(&p, err, n_err);
   pass_close(&p);
   return rc;
 }
 
 int gpt_batch_layer(const GPTModel *m, GPTState *s, int l, GPTForwardIO *io) {
   Pass p;
+  PassSeg seg;
   if (l < 0 || l >= m->cfg.n_layer) return GPT_ERROR;
-  pass_open(&p, m, s);
+  pass_open(&p, &seg, m, s, NULL, 0);
   int rc = batch_layer(&p, l, io);
   pass_close(&p);
   return rc;
@@ -1639,7 +1747,8 @@ int gpt_batch_layer(const GPTModel *m, GPTState *s, int l, GPTForwardIO *io) {
 
 int gpt_batch_end(const GPTModel *m, GPTState *s, GPTForwardIO *io) {
   Pass p;
-  pass_open(&p, m, s);
+  PassSeg seg;
+  pass_open(&p, &seg, m, s, NULL, 0);
   int rc = batch_end(&p, io);
   pass_close(&p);
   return rc;
@@ -1650,8 +1759,10 @@ int gpt_batch_end(const GPTModel *m, GPTState *s, GPTForwardIO *io) {
 int gpt_forward(const GPTModel *m, GPTState *s, const int *tokens, int n,
                 GPTForwardIO *io, char *err, size_t n_err) {
   Pass p;
-  pass_open(&p, m, s);
-  int rc = batch_begin(&p, tokens, n, err, n_err);
+  PassSeg seg;
+  if (!tokens) return GPT_ERROR;
+  pass_open(&p, &seg, m, s, tokens, n);
+  int rc = batch_begin(&p, err, n_err);
   for (int l = 0; rc == GPT_OK && l < m->cfg.n_layer; l++) rc = batch_layer(&p, l, io);
   if (rc == GPT_OK) rc = batch_end(&p, io);
   pass_close(&p);
@@ -1664,4 +1775,80 @@ int gpt_forward(const GPTModel *m, GPTState *s, const int *tokens, int n,
                s->overflow ? s->overflow : "values");
   }
   return rc;
+}
+
+/* Several sequences in one pass (see gpt.h): the products read each weight
+** once for all of them, each sequence attends to its own cache. */
+int gpt_forward_seqs(const GPTModel *m, GPTState *scratch, const GPTSeq *seqs, int n_seq,
+                     GPTForwardIO *io, char *err, size_t n_err) {
+  Pass p;
+  PassSeg one;
+  if (n_seq < 1 || n_seq > GPT_MAX_SEQS) {
+    snprintf(err, n_err, "%d sequences in one pass: 1 to %d", n_seq, GPT_MAX_SEQS);
+    return GPT_ERROR;
+  }
+  for (int i = 0; i < n_seq; i++) {
+    if (!seqs[i].s || !seqs[i].tokens) {
+      snprintf(err, n_err, "sequence %d of the batch has no state or no tokens", i);
+      return GPT_ERROR;
+    }
+    for (int j = 0; j < i; j++) {
+      if (seqs[j].s == seqs[i].s) {
+        snprintf(err, n_err, "sequences %d and %d of the batch share a state", j, i);
+        return GPT_ERROR;
+      }
+    }
+  }
+  PassSeg *aSeg = calloc((size_t)n_seq, sizeof(PassSeg));
+  if (!aSeg) return GPT_NOMEM;
+  pass_open(&p, &one, m, scratch, seqs[0].tokens, seqs[0].n);
+  for (int i = 0; i < n_seq; i++) {
+    aSeg[i].s = seqs[i].s;
+    aSeg[i].tokens = seqs[i].tokens;
+    aSeg[i].n = seqs[i].n;
+    aSeg[i].logits = seqs[i].logits;
+  }
+  p.seg = aSeg;
+  p.n_seg = n_seq;
+  /* only the interrupt check of io applies to several sequences */
+  GPTForwardIO stop;
+  memset(&stop, 0, sizeof(stop));
+  if (io) {
+    stop.should_stop = io->should_stop;
+    stop.ctx = io->ctx;
+  }
+  int rc = batch_begin(&p, err, n_err);
+  for (int l = 0; rc == GPT_OK && l < m->cfg.n_layer; l++) rc = batch_layer(&p, l, &stop);
+  if (rc == GPT_OK) rc = batch_end(&p, &stop);
+  pass_close(&p);
+  free(aSeg);
+  if (rc != GPT_OK) {
+    scratch->batch_T = 0;
+    if (rc == GPT_NOMEM) snprintf(err, n_err, "out of memory");
+    if (rc == GPT_ABORTED) snprintf(err, n_err, "interrupted");
+    if (rc == GPT_OVERFLOW)
+      snprintf(err, n_err, "non-finite %s: the weights overflow float32",
+               scratch->overflow ? scratch->overflow : "values");
+  }
+  return rc;
+}
+
+/* Copies the first n positions of src's cache into dst (see gpt.h). */
+int gpt_state_copy_prefix(GPTState *dst, const GPTState *src, int n) {
+  const GPTModel *m = src->m;
+  if (dst->m != m || n < 0 || n > src->len || n > dst->cap) return GPT_ERROR;
+  if (dst == src) {
+    gpt_state_truncate(dst, n);
+    return GPT_OK;
+  }
+  if (state_grow_cache(dst, n)) return GPT_NOMEM;
+  size_t hd = (size_t)m->head_dim, runs = (size_t)m->cfg.n_layer * m->n_kv_head;
+  for (size_t r = 0; r < runs; r++) {
+    memcpy(dst->k_cache + r * dst->n_cache * hd, src->k_cache + r * src->n_cache * hd,
+           (size_t)n * hd * sizeof(float));
+    memcpy(dst->v_cache + r * dst->n_cache * hd, src->v_cache + r * src->n_cache * hd,
+           (size_t)n * hd * sizeof(float));
+  }
+  dst->len = n;
+  return GPT_OK;
 }

@@ -210,4 +210,27 @@ int gpt_batch_begin(const GPTModel *m, GPTState *s, const int *tokens, int n,
 int gpt_batch_layer(const GPTModel *m, GPTState *s, int l, GPTForwardIO *io);
 int gpt_batch_end(const GPTModel *m, GPTState *s, GPTForwardIO *io);
 
+/* Several sequences in one pass, e.g. a decode step of B generations: sequence
+** i appends tokens[0..n) to its own state s (each at its own position) and
+** gets the logits (V,) after its last token in logits (NULL: none). Each
+** product reads every weight once for all rows, and each sequence's logits
+** and cache are bit for bit those of gpt_forward on that sequence alone.
+** scratch is a state of the same model that holds the rows of the pass (its
+** own cache is not touched); the states must be distinct, not scratch, and
+** without a tape. Of io only should_stop is used. On failure no cache grows. */
+typedef struct GPTSeq {
+  GPTState *s;
+  const int *tokens;
+  int n;
+  float *logits;
+} GPTSeq;
+#define GPT_MAX_SEQS 4096
+int gpt_forward_seqs(const GPTModel *m, GPTState *scratch, const GPTSeq *seqs, int n_seq,
+                     GPTForwardIO *io, char *err, size_t n_err);
+
+/* dst's cache becomes the first n positions of src's (same model; n at most
+** src's length and dst's capacity): a shared prompt beginning computed once.
+** Returns GPT_OK, GPT_ERROR or GPT_NOMEM. */
+int gpt_state_copy_prefix(GPTState *dst, const GPTState *src, int n);
+
 #endif

@@ -84,9 +84,9 @@ static void p_gemv_f32(float *y, const float *W, const float *x, const float *bi
 }
 
 static void p_gemm_f32(float *out, size_t ldo, const float *W, const float *X, size_t ldx,
-                       int T, const float *bias, int r0, int r1, int K) {
+                       int T, const float *bias, int r0, int r1, int K, int mode) {
   for (int t = 0; t < T; t++)
-    p_gemv_f32(out + (size_t)t * ldo, W, X + (size_t)t * ldx, bias, r0, r1, K, GPT_GEMV_SET);
+    p_gemv_f32(out + (size_t)t * ldo, W, X + (size_t)t * ldx, bias, r0, r1, K, mode);
 }
 
 static void p_gemv_f16(float *y, const uint16_t *W, const float *x, const float *bias,
@@ -116,6 +116,14 @@ static void p_gemv_q8(float *y, const uint8_t *W, const GPTQ8Act *x, const float
       s += gpt_f16_to_f32(q8_scale_bits(blk)) * x->d[b] * (float)isum;
     }
     store_row(y, r, s, bias, mode);
+  }
+}
+
+static void p_gemm_q8(float *out, size_t ldo, const uint8_t *W, const GPTQ8Act *X, int T,
+                      const float *bias, int r0, int r1, int K, int mode) {
+  for (int t = 0; t < T; t++) {
+    GPTQ8Act x = gpt_q8_act_token(X, t, K);
+    p_gemv_q8(out + (size_t)t * ldo, W, &x, bias, r0, r1, K, mode);
   }
 }
 
@@ -194,7 +202,7 @@ static void p_transpose_u16(uint16_t *dst, size_t ldd, const uint16_t *src, size
 }
 
 static const GPTKernels kPortable = {
-  "portable", 0, p_gemv_f32, p_gemv_f16, p_gemv_q8, p_gemm_f32, p_f16_to_f32, p_q8_to_f32,
+  "portable", 0, p_gemv_f32, p_gemv_f16, p_gemv_q8, p_gemm_f32, p_gemm_q8, p_f16_to_f32, p_q8_to_f32,
   p_gelu, p_exp_sum, p_att_scores, p_att_values, p_transpose_f32, p_transpose_u16,
   p_max, p_sum_exp, p_q8_quantize_act,
 };
@@ -251,59 +259,81 @@ AVX2_FN static void avx2_gemv_f32(float *y, const float *W, const float *x, cons
   }
 }
 
-/* R rows (ld apart) against NT tokens (ldx apart), R <= 4, NT <= 3, one
-** accumulator per pair: each step loads R + NT vectors for R * NT FMAs
-** (7 loads, 12 FMAs, 16 registers at 4 x 3), so the FMA units, not the
-** loads, set the pace, and the rows are read from cache once per three
-** tokens. A value's arithmetic does not depend on R
-** or NT, so it comes out the same however the tokens are paired. */
-AVX2_FN static ALWAYS_INLINE void avx2_tile_f32(float *out, size_t ldo, const float *W,
-                                                size_t ld, const float *X, size_t ldx, int K,
-                                                int R, int NT) {
-  __m256 acc[3][4];
-  _Pragma("GCC unroll 3") for (int t = 0; t < NT; t++)
-    UNROLL_ROWS for (int i = 0; i < R; i++) acc[t][i] = _mm256_setzero_ps();
+/* R rows (ld apart) against NT tokens (ldx apart), R, NT <= 2: for each
+** pair exactly avx2_rows_f32's arithmetic (two accumulators over 16
+** columns a step, one step of 8, a scalar tail), so a token's value is the
+** one gemv gives it. res (NT, R). */
+AVX2_FN static ALWAYS_INLINE void avx2_tile_f32(float *res, const float *W, size_t ld,
+                                                const float *X, size_t ldx, int K, int R,
+                                                int NT) {
+  __m256 a0[2][2], a1[2][2];
+  _Pragma("GCC unroll 2") for (int t = 0; t < NT; t++)
+    _Pragma("GCC unroll 2") for (int i = 0; i < R; i++) a0[t][i] = a1[t][i] = _mm256_setzero_ps();
   int k = 0;
-  for (; k + 8 <= K; k += 8) {
-    __m256 x[3];
-    _Pragma("GCC unroll 3") for (int t = 0; t < NT; t++) x[t] = _mm256_loadu_ps(X + t * ldx + k);
-    UNROLL_ROWS for (int i = 0; i < R; i++) {
-      __m256 w = _mm256_loadu_ps(W + i * ld + k);
-      _Pragma("GCC unroll 3") for (int t = 0; t < NT; t++)
-        acc[t][i] = _mm256_fmadd_ps(w, x[t], acc[t][i]);
+  for (; k + 16 <= K; k += 16) {
+    __m256 x0[2], x1[2];
+    _Pragma("GCC unroll 2") for (int t = 0; t < NT; t++) {
+      x0[t] = _mm256_loadu_ps(X + t * ldx + k);
+      x1[t] = _mm256_loadu_ps(X + t * ldx + k + 8);
+    }
+    _Pragma("GCC unroll 2") for (int i = 0; i < R; i++) {
+      __m256 w0 = _mm256_loadu_ps(W + i * ld + k), w1 = _mm256_loadu_ps(W + i * ld + k + 8);
+      _Pragma("GCC unroll 2") for (int t = 0; t < NT; t++) {
+        a0[t][i] = _mm256_fmadd_ps(w0, x0[t], a0[t][i]);
+        a1[t][i] = _mm256_fmadd_ps(w1, x1[t], a1[t][i]);
+      }
     }
   }
-  _Pragma("GCC unroll 3") for (int t = 0; t < NT; t++) {
-    UNROLL_ROWS for (int i = 0; i < R; i++) {
-      float s = hsum256(acc[t][i]);
+  if (k + 8 <= K) {
+    _Pragma("GCC unroll 2") for (int t = 0; t < NT; t++) {
+      __m256 x0 = _mm256_loadu_ps(X + t * ldx + k);
+      _Pragma("GCC unroll 2") for (int i = 0; i < R; i++)
+        a0[t][i] = _mm256_fmadd_ps(_mm256_loadu_ps(W + i * ld + k), x0, a0[t][i]);
+    }
+    k += 8;
+  }
+  _Pragma("GCC unroll 2") for (int t = 0; t < NT; t++) {
+    _Pragma("GCC unroll 2") for (int i = 0; i < R; i++) {
+      float s = hsum256(_mm256_add_ps(a0[t][i], a1[t][i]));
       for (int kk = k; kk < K; kk++) s += W[i * ld + kk] * X[t * ldx + kk];
-      out[t * ldo + i] = s;
+      res[t * 2 + i] = s;
     }
   }
 }
 
-/* The tokens of X three at a time (the last group shorter) against R rows. */
-AVX2_FN static ALWAYS_INLINE void avx2_tiles_f32(float *out, size_t ldo, const float *W, int K,
-                                                 const float *X, size_t ldx, int T, int R) {
-  for (int t = 0; t < T; t += 3) {
-    float *o = out + t * ldo;
-    const float *x = X + t * ldx;
-    if (T - t >= 3) avx2_tile_f32(o, ldo, W, (size_t)K, x, ldx, K, R, 3);
-    else if (T - t == 2) avx2_tile_f32(o, ldo, W, (size_t)K, x, ldx, K, R, 2);
-    else avx2_tile_f32(o, ldo, W, (size_t)K, x, ldx, K, R, 1);
-  }
+/* Stores an (nt, R) block of dot products (res rows stride rs) into out at
+** row r, token rows ldo apart, as store_row does. */
+static inline void store_block(float *out, size_t ldo, int r, const float *res, int rs, int nt,
+                               int R, const float *bias, int mode) {
+  for (int t = 0; t < nt; t++)
+    for (int i = 0; i < R; i++) store_row(out + (size_t)t * ldo, r + i, res[t * rs + i], bias, mode);
 }
 
-/* Rows four at a time, then any last rows one at a time; each group of
-** rows meets every token while it is in cache. */
+/* Tokens in sweeps of GEMM_SWEEP: their rows of X stay in cache while every
+** group of W's rows meets them, and each group of rows stays in cache while
+** it meets the sweep's tokens, a tile at a time. */
+#define GEMM_SWEEP 96
+
 AVX2_FN static void avx2_gemm_f32(float *out, size_t ldo, const float *W, const float *X,
-                                  size_t ldx, int T, const float *bias, int r0, int r1, int K) {
-  int r = r0;
-  for (; r + 4 <= r1; r += 4) avx2_tiles_f32(out + r, ldo, W + (size_t)r * K, K, X, ldx, T, 4);
-  for (; r < r1; r++) avx2_tiles_f32(out + r, ldo, W + (size_t)r * K, K, X, ldx, T, 1);
-  if (bias)
-    for (int t = 0; t < T; t++)
-      for (int i = r0; i < r1; i++) out[t * ldo + i] += bias[i];
+                                  size_t ldx, int T, const float *bias, int r0, int r1, int K,
+                                  int mode) {
+  float res[4];
+  for (int t0 = 0; t0 < T; t0 += GEMM_SWEEP) {
+    int t1 = t0 + GEMM_SWEEP < T ? t0 + GEMM_SWEEP : T;
+    for (int r = r0; r < r1; r += 2) {
+      const float *w = W + (size_t)r * K;
+      int R = r1 - r < 2 ? r1 - r : 2;
+      for (int t = t0; t < t1; t += 2) {
+        const float *x = X + (size_t)t * ldx;
+        int nt = t1 - t < 2 ? t1 - t : 2;
+        if (R == 2 && nt == 2) avx2_tile_f32(res, w, (size_t)K, x, ldx, K, 2, 2);
+        else if (R == 2) avx2_tile_f32(res, w, (size_t)K, x, ldx, K, 2, 1);
+        else if (nt == 2) avx2_tile_f32(res, w, (size_t)K, x, ldx, K, 1, 2);
+        else avx2_tile_f32(res, w, (size_t)K, x, ldx, K, 1, 1);
+        store_block(out + (size_t)t * ldo, ldo, r, res, 2, nt, R, bias, mode);
+      }
+    }
+  }
 }
 
 AVX2_FN static ALWAYS_INLINE __m256 avx2_load_f16(const uint16_t *p) {
@@ -381,6 +411,51 @@ AVX2_FN static void avx2_gemv_q8(float *y, const uint8_t *W, const GPTQ8Act *x, 
   int nb = K / GPT_Q8_BLOCK;
   size_t ld = (size_t)nb * GPT_Q8_BYTES;
   for (int r = r0; r < r1; r++) store_row(y, r, avx2_row_q8(W + (size_t)r * ld, x, nb), bias, mode);
+}
+
+/* R rows (ld bytes apart) against NT quantized tokens, R, NT <= 2: for each
+** pair exactly avx2_row_q8's arithmetic. res (NT, 2). */
+AVX2_FN static ALWAYS_INLINE void avx2_tile_q8(float *res, const uint8_t *W, size_t ld,
+                                               const GPTQ8Act *X, int t0, int K, int R, int NT) {
+  int nb = K / GPT_Q8_BLOCK;
+  __m256 acc[2][2];
+  _Pragma("GCC unroll 2") for (int t = 0; t < NT; t++)
+    _Pragma("GCC unroll 2") for (int i = 0; i < R; i++) acc[t][i] = _mm256_setzero_ps();
+  for (int b = 0; b < nb; b++) {
+    _Pragma("GCC unroll 2") for (int t = 0; t < NT; t++) {
+      size_t o = (size_t)(t0 + t) * K + (size_t)b * GPT_Q8_BLOCK;
+      __m256i xq = _mm256_loadu_si256((const __m256i *)(X->q + o));
+      __m256i axq = _mm256_loadu_si256((const __m256i *)(X->aq + o));
+      __m256 dx = _mm256_broadcast_ss(X->d + (size_t)(t0 + t) * nb + b);
+      _Pragma("GCC unroll 2") for (int i = 0; i < R; i++) {
+        const uint8_t *blk = W + i * ld + (size_t)b * GPT_Q8_BYTES;
+        acc[t][i] = _mm256_fmadd_ps(avx2_q8_dscale(blk, dx), avx2_q8_block(blk, xq, axq), acc[t][i]);
+      }
+    }
+  }
+  _Pragma("GCC unroll 2") for (int t = 0; t < NT; t++)
+    _Pragma("GCC unroll 2") for (int i = 0; i < R; i++) res[t * 2 + i] = hsum256(acc[t][i]);
+}
+
+AVX2_FN static void avx2_gemm_q8(float *out, size_t ldo, const uint8_t *W, const GPTQ8Act *X,
+                                 int T, const float *bias, int r0, int r1, int K, int mode) {
+  size_t ld = (size_t)(K / GPT_Q8_BLOCK) * GPT_Q8_BYTES;
+  float res[4];
+  for (int t0 = 0; t0 < T; t0 += GEMM_SWEEP) {
+    int t1 = t0 + GEMM_SWEEP < T ? t0 + GEMM_SWEEP : T;
+    for (int r = r0; r < r1; r += 2) {
+      const uint8_t *w = W + (size_t)r * ld;
+      int R = r1 - r < 2 ? r1 - r : 2;
+      for (int t = t0; t < t1; t += 2) {
+        int nt = t1 - t < 2 ? t1 - t : 2;
+        if (R == 2 && nt == 2) avx2_tile_q8(res, w, ld, X, t, K, 2, 2);
+        else if (R == 2) avx2_tile_q8(res, w, ld, X, t, K, 2, 1);
+        else if (nt == 2) avx2_tile_q8(res, w, ld, X, t, K, 1, 2);
+        else avx2_tile_q8(res, w, ld, X, t, K, 1, 1);
+        store_block(out + (size_t)t * ldo, ldo, r, res, 2, nt, R, bias, mode);
+      }
+    }
+  }
 }
 
 AVX2_FN static void avx2_f16_to_f32(float *dst, const uint16_t *src, size_t n) {
@@ -611,7 +686,8 @@ AVX2_FN static void avx2_transpose_u16(uint16_t *dst, size_t ldd, const uint16_t
 }
 
 static const GPTKernels kAvx2 = {
-  "avx2", 0, avx2_gemv_f32, avx2_gemv_f16, avx2_gemv_q8, avx2_gemm_f32, avx2_f16_to_f32, avx2_q8_to_f32,
+  "avx2", 0, avx2_gemv_f32, avx2_gemv_f16, avx2_gemv_q8, avx2_gemm_f32, avx2_gemm_q8, avx2_f16_to_f32,
+  avx2_q8_to_f32,
   avx2_gelu, avx2_exp_sum, avx2_att_scores, avx2_att_values, avx2_transpose_f32, avx2_transpose_u16,
   avx2_max, avx2_sum_exp, avx2_q8_quantize_act,
 };
@@ -657,6 +733,78 @@ AVX512_FN static void avx512_gemv_f32(float *y, const float *W, const float *x,
   }
 }
 
+/* R rows (ld apart) against NT tokens (ldx apart), R <= 6, NT <= 2: for
+** each pair exactly avx512_rows_f32's arithmetic, so a token's value is the
+** one gemv gives it. Each step of 32 columns loads 2R + 2NT vectors for
+** 2R NT FMAs (24 FMAs, 16 loads at 6 x 2). res (NT, 6). */
+AVX512_FN static ALWAYS_INLINE void avx512_tile_f32(float *res, const float *W, size_t ld,
+                                                    const float *X, size_t ldx, int K, int R,
+                                                    int NT) {
+  __m512 a0[2][6], a1[2][6];
+  _Pragma("GCC unroll 2") for (int t = 0; t < NT; t++)
+    _Pragma("GCC unroll 6") for (int i = 0; i < R; i++) a0[t][i] = a1[t][i] = _mm512_setzero_ps();
+  int k = 0;
+  for (; k + 32 <= K; k += 32) {
+    __m512 x0[2], x1[2];
+    _Pragma("GCC unroll 2") for (int t = 0; t < NT; t++) {
+      x0[t] = _mm512_loadu_ps(X + t * ldx + k);
+      x1[t] = _mm512_loadu_ps(X + t * ldx + k + 16);
+    }
+    _Pragma("GCC unroll 6") for (int i = 0; i < R; i++) {
+      __m512 w0 = _mm512_loadu_ps(W + i * ld + k), w1 = _mm512_loadu_ps(W + i * ld + k + 16);
+      _Pragma("GCC unroll 2") for (int t = 0; t < NT; t++) {
+        a0[t][i] = _mm512_fmadd_ps(w0, x0[t], a0[t][i]);
+        a1[t][i] = _mm512_fmadd_ps(w1, x1[t], a1[t][i]);
+      }
+    }
+  }
+  if (k + 16 <= K) {
+    _Pragma("GCC unroll 2") for (int t = 0; t < NT; t++) {
+      __m512 x0 = _mm512_loadu_ps(X + t * ldx + k);
+      _Pragma("GCC unroll 6") for (int i = 0; i < R; i++)
+        a0[t][i] = _mm512_fmadd_ps(_mm512_loadu_ps(W + i * ld + k), x0, a0[t][i]);
+    }
+    k += 16;
+  }
+  _Pragma("GCC unroll 2") for (int t = 0; t < NT; t++) {
+    _Pragma("GCC unroll 6") for (int i = 0; i < R; i++) {
+      float s = _mm512_reduce_add_ps(_mm512_add_ps(a0[t][i], a1[t][i]));
+      for (int kk = k; kk < K; kk++) s += W[i * ld + kk] * X[t * ldx + kk];
+      res[t * 6 + i] = s;
+    }
+  }
+}
+
+/* One (R, NT) tile with both counts constant, so that the tile's loops
+** unroll into registers. */
+#define AVX512_TILE_CASE(R, NT) \
+  case (R) * 4 + (NT): avx512_tile_f32(res, w, (size_t)K, x, ldx, K, R, NT); break;
+
+AVX512_FN static void avx512_gemm_f32(float *out, size_t ldo, const float *W, const float *X,
+                                      size_t ldx, int T, const float *bias, int r0, int r1,
+                                      int K, int mode) {
+  float res[12];
+  for (int t0 = 0; t0 < T; t0 += GEMM_SWEEP) {
+    int t1 = t0 + GEMM_SWEEP < T ? t0 + GEMM_SWEEP : T;
+    for (int r = r0; r < r1; r += 6) {
+      const float *w = W + (size_t)r * K;
+      int R = r1 - r < 6 ? r1 - r : 6;
+      for (int t = t0; t < t1; t += 2) {
+        const float *x = X + (size_t)t * ldx;
+        int nt = t1 - t < 2 ? t1 - t : 2;
+        switch (R * 4 + nt) {
+          AVX512_TILE_CASE(6, 2) AVX512_TILE_CASE(6, 1) AVX512_TILE_CASE(5, 2)
+          AVX512_TILE_CASE(5, 1) AVX512_TILE_CASE(4, 2) AVX512_TILE_CASE(4, 1)
+          AVX512_TILE_CASE(3, 2) AVX512_TILE_CASE(3, 1) AVX512_TILE_CASE(2, 2)
+          AVX512_TILE_CASE(2, 1) AVX512_TILE_CASE(1, 2) default:
+            avx512_tile_f32(res, w, (size_t)K, x, ldx, K, 1, 1);
+        }
+        store_block(out + (size_t)t * ldo, ldo, r, res, 6, nt, R, bias, mode);
+      }
+    }
+  }
+}
+
 AVX512_FN static ALWAYS_INLINE __m512 avx512_load_f16(const uint16_t *p) {
   return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
 }
@@ -689,14 +837,23 @@ AVX512_FN static void avx512_gemv_f16(float *y, const uint16_t *W, const float *
 ** Scales as in the AVX2 kernel, sixteen blocks at a time: one vcvtph2ps
 ** widens a row's sixteen weight scales, and each pair of blocks takes its
 ** two lanes (eight copies each) with one permute. */
-AVX512_FN static ALWAYS_INLINE __m512 avx512_q8_pair(const uint8_t *blk, __m512i axq,
-                                                     __mmask64 neg) {
-  const __m512i ones = _mm512_set1_epi16(1), zero = _mm512_setzero_si512();
-  __m512i w = _mm512_inserti64x4(
+AVX512_FN static ALWAYS_INLINE __m512i avx512_q8_pair_quants(const uint8_t *blk) {
+  return _mm512_inserti64x4(
       _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(blk + 2))),
       _mm256_loadu_si256((const __m256i *)(blk + GPT_Q8_BYTES + 2)), 1);
+}
+
+/* The pair's sixteen int32 partial sums as floats, from its loaded quants. */
+AVX512_FN static ALWAYS_INLINE __m512 avx512_q8_pair_sums(__m512i w, __m512i axq,
+                                                          __mmask64 neg) {
+  const __m512i ones = _mm512_set1_epi16(1), zero = _mm512_setzero_si512();
   __m512i sw = _mm512_mask_sub_epi8(w, neg, zero, w);
   return _mm512_cvtepi32_ps(_mm512_madd_epi16(_mm512_maddubs_epi16(axq, sw), ones));
+}
+
+AVX512_FN static ALWAYS_INLINE __m512 avx512_q8_pair(const uint8_t *blk, __m512i axq,
+                                                     __mmask64 neg) {
+  return avx512_q8_pair_sums(avx512_q8_pair_quants(blk), axq, neg);
 }
 
 AVX512_FN static ALWAYS_INLINE float avx512_row_q8(const uint8_t *row, const GPTQ8Act *x,
@@ -747,6 +904,110 @@ AVX512_FN static void avx512_gemv_q8(float *y, const uint8_t *W, const GPTQ8Act 
   size_t ld = (size_t)nb * GPT_Q8_BYTES;
   for (int r = r0; r < r1; r++) /* one row a pass: see avx2_gemv_f16 */
     store_row(y, r, avx512_row_q8(W + (size_t)r * ld, x, nb), bias, mode);
+}
+
+/* R rows (ld bytes apart) against NT quantized tokens from t0, R <= 4,
+** NT <= 2: for each pair exactly avx512_row_q8's arithmetic (each block
+** scale product d_w d_x rounded once, the same FMA order), the quants of a
+** row loaded once for the tokens. res (NT, 4). */
+AVX512_FN static ALWAYS_INLINE void avx512_tile_q8(float *res, const uint8_t *W, size_t ld,
+                                                   const GPTQ8Act *X, int t0, int K, int R,
+                                                   int NT) {
+  int nb = K / GPT_Q8_BLOCK;
+  __m512 acc[2][4];
+  __m256 acc1[2][4];
+  _Pragma("GCC unroll 2") for (int t = 0; t < NT; t++)
+    _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {
+      acc[t][i] = _mm512_setzero_ps();
+      acc1[t][i] = _mm256_setzero_ps();
+    }
+  int b = 0;
+  for (; b + 16 <= nb; b += 16) {
+    __m512 ds[2][4];
+    _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {
+      const uint8_t *blk16 = W + i * ld + (size_t)b * GPT_Q8_BYTES;
+      uint16_t h[16];
+      for (int j = 0; j < 16; j++) h[j] = q8_scale_bits(blk16 + j * GPT_Q8_BYTES);
+      __m512 ws = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)h));
+      _Pragma("GCC unroll 2") for (int t = 0; t < NT; t++)
+        ds[t][i] = _mm512_mul_ps(ws, _mm512_loadu_ps(X->d + (size_t)(t0 + t) * nb + b));
+    }
+    for (int j = 0; j < 16; j += 2) {
+      __m512i lanes = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(j)),
+                                         _mm256_set1_epi32(j + 1), 1);
+      __m512i w[4];
+      _Pragma("GCC unroll 4") for (int i = 0; i < R; i++)
+        w[i] = avx512_q8_pair_quants(W + i * ld + (size_t)(b + j) * GPT_Q8_BYTES);
+      _Pragma("GCC unroll 2") for (int t = 0; t < NT; t++) {
+        size_t o = (size_t)(t0 + t) * K + (size_t)(b + j) * GPT_Q8_BLOCK;
+        __m512i xq = _mm512_loadu_si512((const void *)(X->q + o));
+        __m512i axq = _mm512_loadu_si512((const void *)(X->aq + o));
+        __mmask64 neg = _mm512_movepi8_mask(xq);
+        _Pragma("GCC unroll 4") for (int i = 0; i < R; i++)
+          acc[t][i] = _mm512_fmadd_ps(_mm512_permutexvar_ps(lanes, ds[t][i]),
+                                      avx512_q8_pair_sums(w[i], axq, neg), acc[t][i]);
+      }
+    }
+  }
+  for (; b + 2 <= nb; b += 2) {
+    _Pragma("GCC unroll 2") for (int t = 0; t < NT; t++) {
+      size_t o = (size_t)(t0 + t) * K + (size_t)b * GPT_Q8_BLOCK;
+      const float *dx = X->d + (size_t)(t0 + t) * nb + b;
+      __m512i xq = _mm512_loadu_si512((const void *)(X->q + o));
+      __m512i axq = _mm512_loadu_si512((const void *)(X->aq + o));
+      __mmask64 neg = _mm512_movepi8_mask(xq);
+      _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {
+        const uint8_t *blk = W + i * ld + (size_t)b * GPT_Q8_BYTES;
+        __m256 s0 = _mm256_set1_ps(_cvtsh_ss(q8_scale_bits(blk)) * dx[0]);
+        __m256 s1 = _mm256_set1_ps(_cvtsh_ss(q8_scale_bits(blk + GPT_Q8_BYTES)) * dx[1]);
+        __m512 d = _mm512_castsi512_ps(_mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm256_castps_si256(s0)), _mm256_castps_si256(s1), 1));
+        acc[t][i] = _mm512_fmadd_ps(d, avx512_q8_pair(blk, axq, neg), acc[t][i]);
+      }
+    }
+  }
+  if (b < nb) { /* an odd last block, on 256 bits */
+    _Pragma("GCC unroll 2") for (int t = 0; t < NT; t++) {
+      size_t o = (size_t)(t0 + t) * K + (size_t)b * GPT_Q8_BLOCK;
+      __m256i xq = _mm256_loadu_si256((const __m256i *)(X->q + o));
+      __m256i axq = _mm256_loadu_si256((const __m256i *)(X->aq + o));
+      float dx = X->d[(size_t)(t0 + t) * nb + b];
+      _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {
+        const uint8_t *blk = W + i * ld + (size_t)b * GPT_Q8_BYTES;
+        __m256 d = _mm256_set1_ps(_cvtsh_ss(q8_scale_bits(blk)) * dx);
+        acc1[t][i] = _mm256_fmadd_ps(d, avx2_q8_block(blk, xq, axq), acc1[t][i]);
+      }
+    }
+  }
+  _Pragma("GCC unroll 2") for (int t = 0; t < NT; t++)
+    _Pragma("GCC unroll 4") for (int i = 0; i < R; i++)
+      res[t * 4 + i] = _mm512_reduce_add_ps(acc[t][i]) + hsum256(acc1[t][i]);
+}
+
+#define AVX512_TILE_Q8_CASE(R, NT) \
+  case (R) * 4 + (NT): avx512_tile_q8(res, w, ld, X, t, K, R, NT); break;
+
+AVX512_FN static void avx512_gemm_q8(float *out, size_t ldo, const uint8_t *W,
+                                     const GPTQ8Act *X, int T, const float *bias, int r0,
+                                     int r1, int K, int mode) {
+  size_t ld = (size_t)(K / GPT_Q8_BLOCK) * GPT_Q8_BYTES;
+  float res[8];
+  for (int t0 = 0; t0 < T; t0 += GEMM_SWEEP) {
+    int t1 = t0 + GEMM_SWEEP < T ? t0 + GEMM_SWEEP : T;
+    for (int r = r0; r < r1; r += 4) {
+      const uint8_t *w = W + (size_t)r * ld;
+      int R = r1 - r < 4 ? r1 - r : 4;
+      for (int t = t0; t < t1; t += 2) {
+        int nt = t1 - t < 2 ? t1 - t : 2;
+        switch (R * 4 + nt) {
+          AVX512_TILE_Q8_CASE(4, 2) AVX512_TILE_Q8_CASE(4, 1) AVX512_TILE_Q8_CASE(3, 2)
+          AVX512_TILE_Q8_CASE(3, 1) AVX512_TILE_Q8_CASE(2, 2) AVX512_TILE_Q8_CASE(2, 1)
+          AVX512_TILE_Q8_CASE(1, 2) default: avx512_tile_q8(res, w, ld, X, t, K, 1, 1);
+        }
+        store_block(out + (size_t)t * ldo, ldo, r, res, 4, nt, R, bias, mode);
+      }
+    }
+  }
 }
 
 AVX512_FN static void avx512_f16_to_f32(float *dst, const uint16_t *src, size_t n) {
@@ -818,7 +1079,8 @@ AVX512_FN static float avx512_exp_sum(float *x, int n, float mx, float scale) {
 }
 
 static const GPTKernels kAvx512 = {
-  "avx512", 0, avx512_gemv_f32, avx512_gemv_f16, avx512_gemv_q8, avx2_gemm_f32, avx512_f16_to_f32,
+  "avx512", 0, avx512_gemv_f32, avx512_gemv_f16, avx512_gemv_q8, avx512_gemm_f32, avx512_gemm_q8,
+  avx512_f16_to_f32,
   avx512_q8_to_f32, avx512_gelu, avx512_exp_sum, avx2_att_scores, avx2_att_values, avx2_transpose_f32,
   avx2_transpose_u16, avx2_max, avx2_sum_exp, avx2_q8_quantize_act,
 };

@@ -47,11 +47,19 @@ typedef struct GPTKernels {
                    int r0, int r1, int K, int mode);
   void (*gemv_q8)(float *y, const uint8_t *W, const GPTQ8Act *x, const float *bias,
                   int r0, int r1, int K, int mode);
-  /* A few tokens at once (a short prefill): out[t * ldo + r] = bias[r] +
-  ** W[r] . X[t] for t < T and r in [r0, r1), X's rows ldx floats apart.
-  ** A value does not depend on T or on where its token is in X. */
+  /* Several tokens at once (a prefill, or a decode step of several
+  ** sequences): for t < T and r in [r0, r1), out[t * ldo + r] = (or +=, as
+  ** mode says) bias[r] + W[r] . X[t], X's rows ldx floats apart. Each value
+  ** is computed with exactly the arithmetic of gemv_f32 for that token
+  ** alone: a token's result never depends on T, on the other tokens or on
+  ** the range of rows. f16 rows are widened to f32 first (exactly) and
+  ** meet the same kernel, which gemv_f16's arithmetic also matches. */
   void (*gemm_f32)(float *out, size_t ldo, const float *W, const float *X, size_t ldx, int T,
-                   const float *bias, int r0, int r1, int K);
+                   const float *bias, int r0, int r1, int K, int mode);
+  /* The same for q8_0 rows against T quantized tokens (token t's values at
+  ** X->q + t K, its scales at X->d + t K/32), matching gemv_q8. */
+  void (*gemm_q8)(float *out, size_t ldo, const uint8_t *W, const GPTQ8Act *X, int T,
+                  const float *bias, int r0, int r1, int K, int mode);
   /* dst (n,) = widened src */
   void (*f16_to_f32)(float *dst, const uint16_t *src, size_t n);
   void (*q8_to_f32)(float *dst, const uint8_t *src, size_t n_blocks);
@@ -89,6 +97,12 @@ const GPTKernels *gpt_kernels_named(const char *zName);
 ** decode on cblas_sgemv) or "auto". Returns -1 when this CPU cannot run it.
 ** For the benchmark: not to be called while a forward pass runs. */
 int gpt_kernels_select(const char *zName);
+
+/* Token t of T activations quantized K values apart (see gemm_q8). */
+static inline GPTQ8Act gpt_q8_act_token(const GPTQ8Act *X, int t, int K) {
+  GPTQ8Act a = {X->q + (size_t)t * K, X->aq + (size_t)t * K, X->d + (size_t)t * (K / GPT_Q8_BLOCK)};
+  return a;
+}
 
 /* Quantizes x (K,) with K % 32 == 0 for gemv_q8, with the set in use. */
 void gpt_q8_quantize_act(GPTQ8Act *out, const float *x, int K);

@@ -4,10 +4,19 @@
 **
 ** How it works: gpt_forward runs with a tape attached (gpt_internal.h), so
 ** the pass keeps each layer's norm inputs and outputs, q|k|v, attention
-** probabilities, GELU's input and the MLP's hidden rows. The loss head and
-** the backward pass follow llm.c's free functions (crossentropy_softmax,
-** matmul_backward, attention_backward, gelu_backward, layernorm_backward)
-** over one sequence of T tokens (B = 1; a batch is a sum of sequences).
+** probabilities, the MLP's input to its activation and its hidden rows. The
+** loss head and the backward pass follow llm.c's free functions
+** (crossentropy_softmax, matmul_backward, attention_backward, gelu_backward,
+** layernorm_backward) over one sequence of T tokens (B = 1; a batch is a sum
+** of sequences). One backward pass serves every architecture: it finds the
+** tensors by the roles of gpt.c's slot tables (gpt_tensor_role) and takes
+** each step the way the forward pass took it, by what the model has:
+**   LayerNorm (a norm bias) or RMSNorm;  learned positions or RoPE
+**   (rotate-half, the angles from the tape);  GELU or SwiGLU (a gate);
+**   fused q|k|v (GPT-2's c_attn) or q, k, v with or without biases (Qwen2);
+**   a per-head q/k RMSNorm before RoPE (Qwen3);  query head h reading
+**   key/value head h / (NH / KVH) (GQA), so dK and dV sum over the query
+**   heads that share them;  a tied or untied head.
 ** Weights are in gpt.c's memory layout, (out, in), so a product is
 ** y (T, OC) = x (T, K) @ W^T + b, and its backward
 **   dx (T, K) += dy (T, OC) @ W (OC, K),  dW (OC, K) += dy^T @ x,  db += sum_t dy.
@@ -24,44 +33,57 @@
 #include "blas.h"
 #include "gpt.h"
 #include "gpt_internal.h"
+#include "kernels.h"
 #include "threads.h"
 #include "train.h"
 
 /* Columns (or rows) of one sgemm in the backward products. */
 #define BWD_CHUNK 128
 
-/* The tensors of one GPT-2 block, by index. */
-typedef struct TrainLayer {
-  int ln1_w, ln1_b, qkv_w, qkv_b, o_w, o_b, ln2_w, ln2_b, fc_w, fc_b, proj_w, proj_b;
-} TrainLayer;
+/* Per-layer roles, R_FIRST_LAYER on, as indices of a layer's row. */
+#define N_LAYER_ROLES (R_COUNT - R_FIRST_LAYER)
 
 struct GPTTrainer {
   GPTModel *m;
   GPTConfig cfg;
   int T;                 /* most tokens a sequence may hold */
   int n_tensors;
+  int has_head;          /* an lm_head.weight of its own (untied) */
   int64_t *n_elem;       /* (n_tensors,) */
   int *is_2d;            /* (n_tensors,) weight decay applies */
   float **w;             /* (n_tensors,) the model's weights */
   float **buf[3];        /* gradients, Adam m, Adam v, per tensor */
   float *arena[3];       /* their storage, n_params floats each */
   int64_t n_params;
-  int wte, wpe, lnf_w, lnf_b, head;
-  TrainLayer *layer;     /* (n_layer,) */
+  /* the architecture as the forward pass runs it, read off its tensors */
+  int rms_norm;          /* RMSNorm: the norms have no bias */
+  int rope;              /* rotary positions: no position table */
+  int swiglu;            /* a gate projection */
+  int qk_norm;           /* per-head q/k RMSNorm (Qwen3) */
+  int C, NH, KVH, hd, Q, KV, F, V;
+  int n_live;            /* ids from n_live on have no token (see XentTask) */
+  int glob[R_FIRST_LAYER]; /* tensor of each global role, or -1; R_HEAD is
+                         ** the token embedding when the head is tied */
+  int *role;             /* (n_layer, N_LAYER_ROLES) tensor of each role, or -1 */
   GPTState *s;
   GPTTape tape;
   float *tape_arena;
   /* backward scratch */
   float *dx;             /* (T, C) gradient of the residual stream */
   float *dln;            /* (T, C) gradient of a norm's output */
-  float *dqkv;           /* (T, 3C) */
-  float *datty;          /* (T, C) */
-  float *dfc;            /* (T, F) */
+  float *dqkv;           /* (T, Q + 2 KV) */
+  float *datty;          /* (T, Q) */
+  float *dfc;            /* (T, F), or (T, 2F) gate|up */
   float *dhid;           /* (T, F) */
   float *datt;           /* (nth, T, T) per-thread attention scratch */
   double *row_loss;      /* (T,) each position's loss */
   int n_datt;
 };
+
+/* Tensor of role r in layer l, or -1. */
+static int layer_tensor(const GPTTrainer *tr, int l, int r) {
+  return tr->role[(size_t)l * N_LAYER_ROLES + (r - R_FIRST_LAYER)];
+}
 
 /* ------------------------------------------------------------- helpers */
 
@@ -90,11 +112,14 @@ double gpt_train_lr(int64_t step, int64_t steps, int64_t warmup, double lr) {
 }
 
 double gpt_train_flops_per_token(const GPTConfig *c, int T) {
-  double C = c->n_embd, L = c->n_layer, V = c->vocab_size;
-  /* per token: 12 C^2 per layer in the linear layers, the head V C, and
-  ** attention 2 T C per layer on average (T/2 keys, scores and values);
-  ** 2 FLOPs a multiply-add, backward twice the forward */
-  double macs = L * (12.0 * C * C + 2.0 * (T / 2.0) * C) + V * C;
+  double C = c->n_embd, L = c->n_layer, V = c->vocab_size, F = gpt_config_ff(c);
+  double hd = gpt_config_head_dim(c), Q = c->n_head * hd, KV = gpt_config_kv_heads(c) * hd;
+  /* per token and layer: q|k|v C (Q + 2 KV), the output projection Q C, the
+  ** MLP 2 C F (GELU) or 3 C F (SwiGLU), attention 2 (T/2) Q (T/2 keys on
+  ** average, scores and values); the head V C. GPT-2: 12 C^2 a layer. 2
+  ** FLOPs a multiply-add, backward twice the forward */
+  double mlp = (c->arch == GPT_ARCH_GPT2 ? 2.0 : 3.0) * C * F;
+  double macs = L * (C * (Q + 2.0 * KV) + Q * C + mlp + 2.0 * (T / 2.0) * Q) + V * C;
   return 6.0 * macs;
 }
 
@@ -104,12 +129,43 @@ static float *falloc(size_t n) {
   return (float *)calloc(n ? n : 1, sizeof(float));
 }
 
+/* Fills tr->glob and tr->role from the slot table's roles and reads the
+** architecture off them: what the forward pass does is what the model
+** stores (gpt.c's ArchDesc and its slots agree). Returns -1 when a tensor
+** the backward pass needs is missing. */
+static int trainer_resolve(GPTTrainer *tr) {
+  const GPTConfig *c = &tr->cfg;
+  for (int r = 0; r < R_FIRST_LAYER; r++) tr->glob[r] = -1;
+  for (size_t k = 0; k < (size_t)c->n_layer * N_LAYER_ROLES; k++) tr->role[k] = -1;
+  for (int i = 0; i < tr->n_tensors; i++) {
+    int l = -1, r = gpt_tensor_role(c, tr->has_head, i, &l);
+    if (r < 0) return -1;
+    if (r < R_FIRST_LAYER) tr->glob[r] = i;
+    else if (l >= 0 && l < c->n_layer)
+      tr->role[(size_t)l * N_LAYER_ROLES + (r - R_FIRST_LAYER)] = i;
+  }
+  if (!tr->has_head) tr->glob[R_HEAD] = tr->glob[R_TOK_EMB];
+  tr->rms_norm = layer_tensor(tr, 0, R_ATTN_NORM_B) < 0;
+  tr->rope = tr->glob[R_POS_EMB] < 0;
+  tr->swiglu = layer_tensor(tr, 0, R_GATE_W) >= 0;
+  tr->qk_norm = layer_tensor(tr, 0, R_Q_NORM) >= 0;
+  if (tr->glob[R_TOK_EMB] < 0 || tr->glob[R_OUT_NORM_W] < 0 || tr->glob[R_HEAD] < 0) return -1;
+  for (int l = 0; l < c->n_layer; l++) {
+    int fused = layer_tensor(tr, l, R_QKV_W) >= 0;
+    if (layer_tensor(tr, l, R_ATTN_NORM_W) < 0 || layer_tensor(tr, l, R_FFN_NORM_W) < 0 ||
+        layer_tensor(tr, l, R_O_W) < 0 || layer_tensor(tr, l, R_UP_W) < 0 ||
+        layer_tensor(tr, l, R_DOWN_W) < 0 ||
+        (!fused && (layer_tensor(tr, l, R_Q_W) < 0 || layer_tensor(tr, l, R_K_W) < 0 ||
+                    layer_tensor(tr, l, R_V_W) < 0)) ||
+        (tr->swiglu && layer_tensor(tr, l, R_GATE_W) < 0) ||
+        (tr->qk_norm && layer_tensor(tr, l, R_K_NORM) < 0))
+      return -1;
+  }
+  return 0;
+}
+
 GPTTrainer *gpt_trainer_new(GPTModel *m, int T, char *err, size_t n_err) {
   const GPTConfig *c = gpt_model_config(m);
-  if (c->arch != GPT_ARCH_GPT2) {
-    snprintf(err, n_err, "training supports gpt2 models only, not %s", gpt_arch_name(c->arch));
-    return NULL;
-  }
   if (T < 1 || T > c->n_ctx) {
     snprintf(err, n_err, "sequence length %d outside 1 to n_ctx %d", T, c->n_ctx);
     return NULL;
@@ -122,17 +178,19 @@ GPTTrainer *gpt_trainer_new(GPTModel *m, int T, char *err, size_t n_err) {
   /* has_lm_head: the model has one tensor more than a tied one would */
   int n = 0;
   while (gpt_model_tensor_data(m, n)) n++;
-  int hasHead = n == gpt_n_tensors(c, 1);
+  tr->has_head = n == gpt_n_tensors(c, 1);
   tr->n_tensors = n;
   tr->n_elem = calloc((size_t)n, sizeof(int64_t));
   tr->is_2d = calloc((size_t)n, sizeof(int));
   tr->w = calloc((size_t)n, sizeof(float *));
+  tr->role = calloc((size_t)c->n_layer * N_LAYER_ROLES, sizeof(int));
   for (int k = 0; k < 3; k++) tr->buf[k] = calloc((size_t)n, sizeof(float *));
-  if (!tr->n_elem || !tr->is_2d || !tr->w || !tr->buf[0] || !tr->buf[1] || !tr->buf[2])
+  if (!tr->n_elem || !tr->is_2d || !tr->w || !tr->role || !tr->buf[0] || !tr->buf[1] ||
+      !tr->buf[2])
     goto oom;
   for (int i = 0; i < n; i++) {
     GPTTensorInfo info;
-    gpt_tensor_info(c, hasHead, i, &info);
+    gpt_tensor_info(c, tr->has_head, i, &info);
     if (gpt_model_tensor_dtype(m, i) != GPT_F32) {
       snprintf(err, n_err, "tensor %s is held as %s; training needs f32", info.name,
                gpt_dtype_name(gpt_model_tensor_dtype(m, i)));
@@ -144,6 +202,12 @@ GPTTrainer *gpt_trainer_new(GPTModel *m, int T, char *err, size_t n_err) {
     tr->w[i] = gpt_model_tensor_data(m, i);
     tr->n_params += info.n_elem;
   }
+  if (trainer_resolve(tr)) {
+    snprintf(err, n_err, "a %s model of %d tensors lacks a tensor that training needs",
+             gpt_arch_name(c->arch), n);
+    gpt_trainer_free(tr);
+    return NULL;
+  }
   for (int k = 0; k < 3; k++) {
     tr->arena[k] = falloc((size_t)tr->n_params);
     if (!tr->arena[k]) goto oom;
@@ -153,32 +217,21 @@ GPTTrainer *gpt_trainer_new(GPTModel *m, int T, char *err, size_t n_err) {
       off += tr->n_elem[i];
     }
   }
-  /* tensors by name */
-  tr->wte = gpt_tensor_index(c, hasHead, "wte.weight");
-  tr->wpe = gpt_tensor_index(c, hasHead, "wpe.weight");
-  tr->lnf_w = gpt_tensor_index(c, hasHead, "ln_f.weight");
-  tr->lnf_b = gpt_tensor_index(c, hasHead, "ln_f.bias");
-  tr->head = hasHead ? gpt_tensor_index(c, hasHead, "lm_head.weight") : tr->wte;
-  tr->layer = calloc((size_t)c->n_layer, sizeof(TrainLayer));
-  if (!tr->layer) goto oom;
-  for (int l = 0; l < c->n_layer; l++) {
-    TrainLayer *L = &tr->layer[l];
-    static const char *az[12] = {
-      "h.%d.ln_1.weight", "h.%d.ln_1.bias", "h.%d.attn.c_attn.weight", "h.%d.attn.c_attn.bias",
-      "h.%d.attn.c_proj.weight", "h.%d.attn.c_proj.bias", "h.%d.ln_2.weight", "h.%d.ln_2.bias",
-      "h.%d.mlp.c_fc.weight", "h.%d.mlp.c_fc.bias", "h.%d.mlp.c_proj.weight",
-      "h.%d.mlp.c_proj.bias"};
-    int *ai = &L->ln1_w;
-    for (int k = 0; k < 12; k++) {
-      char z[96];
-      snprintf(z, sizeof(z), az[k], l);
-      ai[k] = gpt_tensor_index(c, hasHead, z);
-    }
-  }
+  tr->C = c->n_embd;
+  tr->NH = c->n_head;
+  tr->KVH = gpt_config_kv_heads(c);
+  tr->hd = gpt_config_head_dim(c);
+  tr->Q = tr->NH * tr->hd;
+  tr->KV = tr->KVH * tr->hd;
+  tr->F = gpt_config_ff(c);
+  tr->V = c->vocab_size;
+  tr->n_live = tr->V;
   /* the tape and the scratch */
-  size_t t = (size_t)T, C = (size_t)c->n_embd, F = 4 * C, V = (size_t)c->vocab_size;
-  size_t NH = (size_t)c->n_head, per = t * C * 6 + t * 3 * C + NH * t * t + 2 * t * F;
-  size_t total = per * (size_t)c->n_layer + 2 * t * C + t * V;
+  size_t t = (size_t)T, C = (size_t)tr->C, F = (size_t)tr->F, V = (size_t)tr->V;
+  size_t QKV = (size_t)tr->Q + 2 * (size_t)tr->KV, Q = (size_t)tr->Q;
+  size_t FC = tr->swiglu ? 2 * F : F, NH = (size_t)tr->NH;
+  size_t per = 4 * t * C + t * QKV * (tr->qk_norm ? 2 : 1) + NH * t * t + t * Q + t * FC + t * F;
+  size_t total = per * (size_t)c->n_layer + 2 * t * C + t * V + (tr->rope ? t * (size_t)tr->hd : 0);
   tr->tape_arena = falloc(total);
   tr->tape.layer = calloc((size_t)c->n_layer, sizeof(GPTTapeLayer));
   if (!tr->tape_arena || !tr->tape.layer) goto oom;
@@ -188,26 +241,30 @@ GPTTrainer *gpt_trainer_new(GPTModel *m, int T, char *err, size_t n_err) {
     GPTTapeLayer *tl = &tr->tape.layer[l];
     tl->x_in = p; p += t * C;
     tl->ln1 = p; p += t * C;
-    tl->qkv = p; p += t * 3 * C;
+    if (tr->qk_norm) { tl->qkv_pre = p; p += t * QKV; }
+    tl->qkv = p; p += t * QKV;
     tl->att = p; p += NH * t * t;
-    tl->atty = p; p += t * C;
+    tl->atty = p; p += t * Q;
     tl->x_mid = p; p += t * C;
     tl->ln2 = p; p += t * C;
-    tl->fc = p; p += t * F;
+    tl->fc = p; p += t * FC;
     tl->hid = p; p += t * F;
-    p += t * C; /* spare row block keeps the count above exact */
   }
   tr->tape.x_f = p; p += t * C;
   tr->tape.ln_f = p; p += t * C;
-  tr->tape.logits = p;
+  tr->tape.logits = p; p += t * V;
+  if (tr->rope) tr->tape.rope_cs = p;
   tr->s = gpt_state_new(m, T);
   tr->dx = falloc(t * C);
   tr->dln = falloc(t * C);
-  tr->dqkv = falloc(t * 3 * C);
-  tr->datty = falloc(t * C);
-  tr->dfc = falloc(t * F);
+  tr->dqkv = falloc(t * QKV);
+  tr->datty = falloc(t * Q);
+  tr->dfc = falloc(t * FC);
   tr->dhid = falloc(t * F);
-  tr->n_datt = GPT_MAX_THREADS;
+  /* a (T, T) scratch per thread of the passes (a larger team later runs the
+  ** attention backward on one thread: the same values, more slowly) */
+  tr->n_datt = gpt_threads_get() < GPT_MAX_THREADS ? gpt_threads_get() : GPT_MAX_THREADS;
+  if (tr->n_datt < 1) tr->n_datt = 1;
   tr->datt = falloc((size_t)tr->n_datt * t * t);
   tr->row_loss = calloc(t, sizeof(double));
   if (!tr->s || !tr->dx || !tr->dln || !tr->dqkv || !tr->datty || !tr->dfc || !tr->dhid ||
@@ -227,7 +284,7 @@ void gpt_trainer_free(GPTTrainer *tr) {
   gpt_state_free(tr->s);
   free(tr->n_elem); free(tr->is_2d); free(tr->w);
   for (int k = 0; k < 3; k++) { free(tr->buf[k]); free(tr->arena[k]); }
-  free(tr->layer);
+  free(tr->role);
   free(tr->tape_arena); free(tr->tape.layer);
   free(tr->dx); free(tr->dln); free(tr->dqkv); free(tr->datty); free(tr->dfc); free(tr->dhid);
   free(tr->datt);
@@ -235,8 +292,53 @@ void gpt_trainer_free(GPTTrainer *tr) {
   free(tr);
 }
 
+/* Tensor by tensor: f32 copied, f16 and q8_0 widened in their memory order,
+** which is the same (out, in) order for every dtype. */
+int gpt_model_widen(GPTModel *dst, const GPTModel *src, char *err, size_t n_err) {
+  GPTModel *s = (GPTModel *)src; /* gpt_model_tensor_data only reads the table */
+  const GPTConfig *c = gpt_model_config(dst);
+  int n = 0, nSrc = 0;
+  while (gpt_model_tensor_data(dst, n)) n++;
+  while (gpt_model_tensor_data(s, nSrc)) nSrc++;
+  if (n != nSrc) {
+    snprintf(err, n_err, "the models differ: %d and %d tensors", n, nSrc);
+    return -1;
+  }
+  int hasHead = n == gpt_n_tensors(c, 1);
+  const GPTKernels *k = gpt_kernels();
+  for (int i = 0; i < n; i++) {
+    GPTTensorInfo info, infoSrc;
+    gpt_tensor_info(c, hasHead, i, &info);
+    gpt_tensor_info(gpt_model_config(src), hasHead, i, &infoSrc);
+    if (strcmp(info.name, infoSrc.name) != 0 || info.shape[0] != infoSrc.shape[0] ||
+        info.shape[1] != infoSrc.shape[1]) {
+      snprintf(err, n_err, "the models differ at tensor %s", info.name);
+      return -1;
+    }
+    float *d = gpt_model_tensor_data(dst, i);
+    const void *from = gpt_model_tensor_data(s, i);
+    int dt = gpt_model_tensor_dtype(src, i);
+    if (gpt_model_tensor_dtype(dst, i) != GPT_F32) {
+      snprintf(err, n_err, "tensor %s of the copy is not held in f32", info.name);
+      return -1;
+    }
+    if (dt == GPT_F32) memcpy(d, from, (size_t)info.n_elem * sizeof(float));
+    else if (dt == GPT_F16) k->f16_to_f32(d, from, (size_t)info.n_elem);
+    else if (dt == GPT_Q8_0) k->q8_to_f32(d, from, (size_t)(info.n_elem / GPT_Q8_BLOCK));
+    else {
+      snprintf(err, n_err, "tensor %s is held as %s", info.name, gpt_dtype_name(dt));
+      return -1;
+    }
+  }
+  return 0;
+}
+
 void gpt_trainer_zero_grad(GPTTrainer *tr) {
   memset(tr->arena[0], 0, (size_t)tr->n_params * sizeof(float));
+}
+
+void gpt_trainer_set_live_vocab(GPTTrainer *tr, int n) {
+  tr->n_live = n >= 1 && n <= tr->V ? n : tr->V;
 }
 
 float *gpt_trainer_buffer(GPTTrainer *tr, int which, int i) {
@@ -244,7 +346,10 @@ float *gpt_trainer_buffer(GPTTrainer *tr, int which, int i) {
   return tr->buf[which][i];
 }
 
-/* GPT-2's initialization (nanoGPT's _init_weights and the c_proj scaling). */
+/* GPT-2's initialization (nanoGPT's _init_weights and the c_proj scaling),
+** by role, so that it means the same for every architecture: 2-D weights
+** normal(0, 0.02), the output and down projections 0.02 / sqrt(2 n_layer),
+** norm weights 1, biases 0. */
 void gpt_train_init(GPTModel *m, uint64_t seed) {
   const GPTConfig *c = gpt_model_config(m);
   int n = 0;
@@ -254,14 +359,16 @@ void gpt_train_init(GPTModel *m, uint64_t seed) {
   double proj_std = 0.02 / sqrt(2.0 * c->n_layer);
   for (int i = 0; i < n; i++) {
     GPTTensorInfo info;
+    int l, r = gpt_tensor_role(c, hasHead, i, &l);
     gpt_tensor_info(c, hasHead, i, &info);
     float *w = gpt_model_tensor_data(m, i);
     if (info.ndim == 2) {
-      double sd = strstr(info.name, "c_proj.weight") ? proj_std : 0.02;
+      double sd = r == R_O_W || r == R_DOWN_W ? proj_std : 0.02;
       for (int64_t k = 0; k < info.n_elem; k++) w[k] = (float)(sd * rand_normal(&st));
     } else {
-      float v = strstr(info.name, "ln_") && strstr(info.name, ".weight") ? 1.0f : 0.0f;
-      for (int64_t k = 0; k < info.n_elem; k++) w[k] = v;
+      int bNormW = r == R_ATTN_NORM_W || r == R_FFN_NORM_W || r == R_OUT_NORM_W ||
+                   r == R_Q_NORM || r == R_K_NORM;
+      for (int64_t k = 0; k < info.n_elem; k++) w[k] = bNormW ? 1.0f : 0.0f;
     }
   }
 }
@@ -365,12 +472,14 @@ static void bwd_task(void *arg, int ith, int nth) {
   }
 }
 
-/* Backward of out (T, OC) = inp (T, K) @ W^T + b, W (OC, K): dinp (T, K)
-** (set, or added to with accumulate; skipped when NULL), dW and db added to. */
-static void matmul_backward(GPTTeam *team, const GPTBlas *blas, float *dinp, float *dW, float *db, const float *dout,
-                            const float *inp, const float *W, int T, int K, int OC,
-                            int accumulate) {
-  BwdTask a = {blas, dinp, dW, db, dout, inp, W, T, K, OC, (size_t)OC, (size_t)K, (size_t)K,
+/* Backward of out (T, OC) = inp (T, K) @ W^T + b, W (OC, K), out's rows
+** ld_dout floats apart (a column block of a wider output, as q of q|k|v):
+** dinp (T, K) set, or added to with accumulate (skipped when NULL); dW and
+** db (when not NULL) added to. */
+static void matmul_backward(GPTTeam *team, const GPTBlas *blas, float *dinp, float *dW,
+                            float *db, const float *dout, size_t ld_dout, const float *inp,
+                            const float *W, int T, int K, int OC, int accumulate) {
+  BwdTask a = {blas, dinp, dW, db, dout, inp, W, T, K, OC, ld_dout, (size_t)K, (size_t)K,
                accumulate, 0};
   if ((int64_t)T * K * OC < ((int64_t)1 << 20)) bwd_task(&a, 0, 1);
   else gpt_team_run(team, bwd_task, &a);
@@ -406,6 +515,94 @@ static void layernorm_backward(float *dx, float *dw, float *db, const float *dou
   }
 }
 
+/* Backward of one RMSNorm row y = x rstd w (C,), rstd = 1 / sqrt(mean(x^2)
+** + eps) as the forward pass computes it: dw (C,) += dy x rstd, and
+**   dx = rstd (w dy) - x rstd^3 mean(w dy x)
+** set, or added to with accumulate. dx may be dy (in place). */
+static void rmsnorm_backward_row(float *dx, float *dw, const float *dy, const float *x,
+                                 const float *w, int C, double eps, int accumulate) {
+  double sq = 0, dot = 0;
+  for (int c = 0; c < C; c++) sq += (double)x[c] * x[c];
+  float rstd = (float)(1.0 / sqrt(sq / C + eps));
+  for (int c = 0; c < C; c++) dot += (double)(w[c] * dy[c]) * x[c];
+  double k = dot / C * (double)rstd * rstd * rstd;
+  for (int c = 0; c < C; c++) {
+    float g = rstd * (w[c] * dy[c]) - (float)(k * x[c]);
+    dw[c] += dy[c] * x[c] * rstd;
+    dx[c] = accumulate ? dx[c] + g : g;
+  }
+}
+
+/* The model's norm backward over (T, C): LayerNorm (with its bias db) or
+** RMSNorm. dx += ...; dw, db += ... */
+static void norm_backward(const GPTTrainer *tr, float *dx, float *dw, float *db,
+                          const float *dout, const float *x, const float *w, int T) {
+  int C = tr->C;
+  if (!tr->rms_norm) {
+    layernorm_backward(dx, dw, db, dout, x, w, T, C, tr->cfg.ln_eps);
+    return;
+  }
+  for (int t = 0; t < T; t++)
+    rmsnorm_backward_row(dx + (size_t)t * C, dw, dout + (size_t)t * C, x + (size_t)t * C, w, C,
+                         tr->cfg.ln_eps, 1);
+}
+
+/* SwiGLU's backward, hid = silu(gate) * up with gate|up the halves of fc
+** (T, 2F): with s = sigmoid(gate),
+**   dgate = dhid * up * s (1 + gate (1 - s)),  dup = dhid * gate * s.
+** Elements lo..hi of (T, F). */
+typedef struct SwigluBwd { float *dfc; const float *fc, *dhid; size_t F; } SwigluBwd;
+
+static void swiglu_backward_range(void *ctx, size_t lo, size_t hi) {
+  SwigluBwd *a = (SwigluBwd *)ctx;
+  size_t F = a->F;
+  for (size_t i = lo; i < hi; i++) {
+    size_t t = i / F, f = i % F;
+    const float *g = a->fc + t * 2 * F, *u = g + F;
+    float *dg = a->dfc + t * 2 * F, *du = dg + F;
+    float s = 1.0f / (1.0f + expf(-g[f])), dh = a->dhid[i];
+    dg[f] = dh * u[f] * s * (1.0f + g[f] * (1.0f - s));
+    du[f] = dh * g[f] * s;
+  }
+}
+
+static void swiglu_backward(GPTTeam *team, float *dfc, const float *fc, const float *dhid,
+                            int T, int F) {
+  SwigluBwd a = {dfc, fc, dhid, (size_t)F};
+  parallel_for(team, swiglu_backward_range, &a, (size_t)T * F);
+}
+
+/* Backward of the q/k heads' forward (gpt.c's qk_heads_forward), in place
+** on the q and k heads of dqkv (T, Q + 2 KV): RoPE's inverse rotation, pairs
+** (i, i + hd/2) turned back by their angle,
+**   dx0 = dy0 cos + dy1 sin,  dx1 = dy1 cos - dy0 sin,
+** then, with a q/k norm (Qwen3), each head's RMSNorm backward against its
+** input from the tape, into the gradients of q_norm and k_norm (hd,). */
+static void qk_heads_backward(const GPTTrainer *tr, int l, float *dqkv, const float *qkv_pre,
+                              int T) {
+  int hd = tr->hd, half = hd / 2, NH = tr->NH, KVH = tr->KVH;
+  size_t ld = (size_t)tr->Q + 2 * (size_t)tr->KV;
+  int iq = layer_tensor(tr, l, R_Q_NORM), ik = layer_tensor(tr, l, R_K_NORM);
+  for (int t = 0; t < T; t++) {
+    const float *cs = tr->tape.rope_cs ? tr->tape.rope_cs + (size_t)t * half * 2 : NULL;
+    for (int h = 0; h < NH + KVH; h++) {
+      float *d = dqkv + (size_t)t * ld + (size_t)h * hd;
+      if (tr->rope) {
+        for (int i = 0; i < half; i++) {
+          float c = cs[2 * i], sn = cs[2 * i + 1], d0 = d[i], d1 = d[i + half];
+          d[i] = d0 * c + d1 * sn;
+          d[i + half] = d1 * c - d0 * sn;
+        }
+      }
+      if (iq >= 0 && ik >= 0) {
+        int i = h < NH ? iq : ik;
+        rmsnorm_backward_row(d, tr->buf[0][i], d, qkv_pre + (size_t)t * ld + (size_t)h * hd,
+                             tr->w[i], hd, tr->cfg.ln_eps, 0);
+      }
+    }
+  }
+}
+
 /* dinp (n,) = dout * gelu'(x), GELU's tanh form; elements lo..hi. */
 typedef struct GeluBwd { float *dinp; const float *x, *dout; } GeluBwd;
 
@@ -429,69 +626,77 @@ static void gelu_backward(GPTTeam *team, float *dinp, const float *x, const floa
   parallel_for(team, gelu_backward_range, &a, n);
 }
 
-/* Backward of causal attention over one sequence (P = 0): qkv (T, 3C)
-** and att (NH, T, T) from the tape, datty (T, C) -> dqkv (T, 3C). Heads are
-** claimed by the team's members, each with its own (T, T) scratch. */
+/* Backward of causal attention over one sequence (P = 0): qkv (T, Q + 2 KV)
+** and att (NH, T, T) from the tape, datty (T, Q) -> dqkv (T, Q + 2 KV).
+** Query head h read key/value head h / (NH / KVH): each key/value head is
+** claimed by one member of the team, which runs its group of query heads in
+** order, summing their dK and dV, with its own (T, T) scratch. */
 typedef struct AttBwdTask {
   const GPTBlas *blas;
   float *dqkv, *scratch;
   const float *datty, *qkv, *att;
-  int T, C, NH, hd;
+  int T, NH, KVH, hd, Q, KV;
   atomic_int next;
 } AttBwdTask;
 
 static void att_bwd_task(void *arg, int ith, int nth) {
   AttBwdTask *a = (AttBwdTask *)arg;
-  int T = a->T, C = a->C, hd = a->hd, ld = 3 * C, h;
+  int T = a->T, hd = a->hd, Q = a->Q, ld = a->Q + 2 * a->KV, group = a->NH / a->KVH, g;
   float scale = 1.0f / sqrtf((float)hd);
   float *dA = a->scratch + (size_t)ith * T * T;
   (void)nth;
-  while ((h = atomic_fetch_add(&a->next, 1)) < a->NH) {
-    const float *A = a->att + (size_t)h * T * T;
-    const float *q = a->qkv + (size_t)h * hd, *k = q + C, *v = q + 2 * C;
-    const float *dO = a->datty + (size_t)h * hd;
-    float *dq = a->dqkv + (size_t)h * hd, *dk = dq + C, *dv = dq + 2 * C;
-    /* dA (T, T) = dO (T, hd) @ V^T; dV (T, hd) = A^T @ dO */
-    sgemm(a->blas, 0, 1, T, T, hd, 1.0f, dO, C, v, ld, 0.0f, dA, T);
-    sgemm(a->blas, 1, 0, T, hd, T, 1.0f, A, T, dO, C, 0.0f, dv, ld);
-    /* softmax: dS = A * (dA - sum_j A dA), causal entries only */
-    for (int t = 0; t < T; t++) {
-      const float *ar = A + (size_t)t * T;
-      float *dr = dA + (size_t)t * T;
-      double dot = 0;
-      for (int j = 0; j <= t; j++) dot += (double)ar[j] * dr[j];
-      for (int j = 0; j <= t; j++) dr[j] = ar[j] * (dr[j] - (float)dot);
-      for (int j = t + 1; j < T; j++) dr[j] = 0.0f;
+  while ((g = atomic_fetch_add(&a->next, 1)) < a->KVH) {
+    const float *k = a->qkv + Q + (size_t)g * hd, *v = k + a->KV;
+    float *dk = a->dqkv + Q + (size_t)g * hd, *dv = dk + a->KV;
+    for (int h = g * group; h < (g + 1) * group; h++) {
+      float beta = h == g * group ? 0.0f : 1.0f; /* the group's first head sets dK, dV */
+      const float *A = a->att + (size_t)h * T * T;
+      const float *q = a->qkv + (size_t)h * hd, *dO = a->datty + (size_t)h * hd;
+      float *dq = a->dqkv + (size_t)h * hd;
+      /* dA (T, T) = dO (T, hd) @ V^T; dV (T, hd) (+)= A^T @ dO */
+      sgemm(a->blas, 0, 1, T, T, hd, 1.0f, dO, Q, v, ld, 0.0f, dA, T);
+      sgemm(a->blas, 1, 0, T, hd, T, 1.0f, A, T, dO, Q, beta, dv, ld);
+      /* softmax: dS = A * (dA - sum_j A dA), causal entries only */
+      for (int t = 0; t < T; t++) {
+        const float *ar = A + (size_t)t * T;
+        float *dr = dA + (size_t)t * T;
+        double dot = 0;
+        for (int j = 0; j <= t; j++) dot += (double)ar[j] * dr[j];
+        for (int j = 0; j <= t; j++) dr[j] = ar[j] * (dr[j] - (float)dot);
+        for (int j = t + 1; j < T; j++) dr[j] = 0.0f;
+      }
+      /* dQ = scale dS @ K; dK (+)= scale dS^T @ Q */
+      sgemm(a->blas, 0, 0, T, hd, T, scale, dA, T, k, ld, 0.0f, dq, ld);
+      sgemm(a->blas, 1, 0, T, hd, T, scale, dA, T, q, ld, beta, dk, ld);
     }
-    /* dQ = scale dS @ K; dK = scale dS^T @ Q */
-    sgemm(a->blas, 0, 0, T, hd, T, scale, dA, T, k, ld, 0.0f, dq, ld);
-    sgemm(a->blas, 1, 0, T, hd, T, scale, dA, T, q, ld, 0.0f, dk, ld);
   }
 }
 
 /* Softmax and cross-entropy over logits (T, V) in place: the rows become
 ** dlogits = scale (softmax - onehot(target)), each row's loss in rowLoss
-** (T,). Rows lo..hi. */
+** (T,). Ids from nLive on have no token: their logits count as -inf, as
+** inference masks them (probability 0, gradient 0). Rows lo..hi. */
 typedef struct XentTask {
   float *logits;
   const int *targets;
   double *rowLoss;
-  int V;
+  int V, nLive;
   float scale;
 } XentTask;
 
 static void crossentropy_rows(void *ctx, size_t lo, size_t hi) {
   XentTask *a = (XentTask *)ctx;
-  int V = a->V;
+  int V = a->V, nLive = a->nLive;
   for (size_t t = lo; t < hi; t++) {
     float *row = a->logits + t * V;
     float mx = row[0];
-    for (int j = 1; j < V; j++) if (row[j] > mx) mx = row[j];
+    for (int j = 1; j < nLive; j++) if (row[j] > mx) mx = row[j];
     double sum = 0;
-    for (int j = 0; j < V; j++) { row[j] = expf(row[j] - mx); sum += row[j]; }
+    for (int j = 0; j < nLive; j++) { row[j] = expf(row[j] - mx); sum += row[j]; }
     a->rowLoss[t] = -log(row[a->targets[t]] / sum);
     float inv = (float)(1.0 / sum);
-    for (int j = 0; j < V; j++) row[j] *= inv * a->scale;
+    for (int j = 0; j < nLive; j++) row[j] *= inv * a->scale;
+    for (int j = nLive; j < V; j++) row[j] = 0.0f;
     row[a->targets[t]] -= a->scale;
   }
 }
@@ -499,8 +704,9 @@ static void crossentropy_rows(void *ctx, size_t lo, size_t hi) {
 /* The same over all T rows, split over the team by rows (each row whole on
 ** one member); returns the summed loss, added in row order. */
 static double crossentropy_backward(GPTTeam *team, double *rowLoss, float *logits,
-                                    const int *targets, int T, int V, float scale) {
-  XentTask a = {logits, targets, rowLoss, V, scale};
+                                    const int *targets, int T, int V, int nLive,
+                                    float scale) {
+  XentTask a = {logits, targets, rowLoss, V, nLive, scale};
   if ((int64_t)T * V < 4 * ELEM_CHUNK || gpt_team_size(team) < 2) {
     crossentropy_rows(&a, 0, (size_t)T);
   } else {
@@ -519,10 +725,12 @@ static int taped_forward(GPTTrainer *tr, const int *tokens, int T, char *err, si
     snprintf(err, n_err, "sequence of %d tokens, expected 1 to %d", T, tr->T);
     return GPT_ERROR;
   }
-  if (tokens[T] < 0 || tokens[T] >= tr->cfg.vocab_size) {
-    snprintf(err, n_err, "token id %d is outside the vocabulary of %d", tokens[T],
-             tr->cfg.vocab_size);
-    return GPT_ERROR;
+  for (int t = 1; t <= T; t++) {
+    if (tokens[t] < 0 || tokens[t] >= tr->n_live) {
+      snprintf(err, n_err, "target token id %d at position %d is outside the %d ids that have "
+               "a token", tokens[t], t, tr->n_live);
+      return GPT_ERROR;
+    }
   }
   gpt_state_truncate(tr->s, 0);
   return gpt_forward(tr->m, tr->s, tokens, T, NULL, err, n_err);
@@ -534,7 +742,7 @@ int gpt_trainer_eval(GPTTrainer *tr, const int *tokens, int T, double *pLoss, ch
   if (rc) return rc;
   GPTTeam *team = gpt_team_acquire(gpt_threads_get());
   *pLoss = crossentropy_backward(team, tr->row_loss, tr->tape.logits, tokens + 1, T,
-                                 tr->cfg.vocab_size, 0.0f) / T;
+                                 tr->V, tr->n_live, 0.0f) / T;
   gpt_team_release(team);
   return GPT_OK;
 }
@@ -543,51 +751,79 @@ int gpt_trainer_sequence(GPTTrainer *tr, const int *tokens, int T, double grad_s
                          double *pLoss, char *err, size_t n_err) {
   int rc = taped_forward(tr, tokens, T, err, n_err);
   if (rc) return rc;
-  const GPTConfig *c = &tr->cfg;
-  int C = c->n_embd, V = c->vocab_size, F = 4 * C, NH = c->n_head;
+  int C = tr->C, V = tr->V, F = tr->F, Q = tr->Q, KV = tr->KV, QKV = Q + 2 * KV;
   float **g = tr->buf[0], **w = tr->w;
   GPTTape *tp = &tr->tape;
   GPTTeam *team = gpt_team_acquire(gpt_threads_get());
   const GPTBlas *blas = gpt_blas();
   size_t TC = (size_t)T * C;
+#define GRAD(i) ((i) >= 0 ? g[i] : NULL) /* a bias the model may lack */
 
-  *pLoss = crossentropy_backward(team, tr->row_loss, tp->logits, tokens + 1, T, V,
+  *pLoss = crossentropy_backward(team, tr->row_loss, tp->logits, tokens + 1, T, V, tr->n_live,
                                  (float)(grad_scale / T)) / T;
-  /* head: logits (T, V) = ln_f (T, C) @ head^T */
-  matmul_backward(team, blas, tr->dln, g[tr->head], NULL, tp->logits, tp->ln_f, w[tr->head], T, C, V,
-                  0);
+  /* head: logits (T, V) = ln_f (T, C) @ head^T (the token embedding when tied) */
+  int iHead = tr->glob[R_HEAD];
+  matmul_backward(team, blas, tr->dln, g[iHead], NULL, tp->logits, (size_t)V, tp->ln_f,
+                  w[iHead], T, C, V, 0);
   memset(tr->dx, 0, TC * sizeof(float));
-  layernorm_backward(tr->dx, g[tr->lnf_w], g[tr->lnf_b], tr->dln, tp->x_f, w[tr->lnf_w], T, C,
-                     c->ln_eps);
-  for (int l = c->n_layer - 1; l >= 0; l--) {
-    const TrainLayer *L = &tr->layer[l];
+  norm_backward(tr, tr->dx, g[tr->glob[R_OUT_NORM_W]], GRAD(tr->glob[R_OUT_NORM_B]), tr->dln,
+                tp->x_f, w[tr->glob[R_OUT_NORM_W]], T);
+  for (int l = tr->cfg.n_layer - 1; l >= 0; l--) {
     const GPTTapeLayer *tl = &tp->layer[l];
-    /* MLP: x += proj(gelu(fc(ln2(x_mid)))) */
-    matmul_backward(team, blas, tr->dhid, g[L->proj_w], g[L->proj_b], tr->dx, tl->hid, w[L->proj_w],
-                    T, F, C, 0);
-    gelu_backward(team, tr->dfc, tl->fc, tr->dhid, (size_t)T * F);
-    matmul_backward(team, blas, tr->dln, g[L->fc_w], g[L->fc_b], tr->dfc, tl->ln2, w[L->fc_w], T, C,
-                    F, 0);
-    layernorm_backward(tr->dx, g[L->ln2_w], g[L->ln2_b], tr->dln, tl->x_mid, w[L->ln2_w], T, C,
-                       c->ln_eps);
-    /* attention: x += o(attn(qkv(ln1(x_in)))) */
-    matmul_backward(team, blas, tr->datty, g[L->o_w], g[L->o_b], tr->dx, tl->atty, w[L->o_w], T, C,
-                    C, 0);
-    AttBwdTask at = {blas, tr->dqkv, tr->datt, tr->datty, tl->qkv, tl->att, T, C, NH, C / NH, 0};
-    if (gpt_team_size(team) > tr->n_datt || (int64_t)T * T * C < ((int64_t)1 << 18))
+#define LT(r) layer_tensor(tr, l, r)
+    /* MLP: x += down(act(fc(norm_2(x_mid)))), act GELU or SwiGLU */
+    matmul_backward(team, blas, tr->dhid, g[LT(R_DOWN_W)], GRAD(LT(R_DOWN_B)), tr->dx,
+                    (size_t)C, tl->hid, w[LT(R_DOWN_W)], T, F, C, 0);
+    if (tr->swiglu) {
+      /* fc (T, 2F) = gate|up of ln2 */
+      swiglu_backward(team, tr->dfc, tl->fc, tr->dhid, T, F);
+      matmul_backward(team, blas, tr->dln, g[LT(R_GATE_W)], NULL, tr->dfc, 2 * (size_t)F,
+                      tl->ln2, w[LT(R_GATE_W)], T, C, F, 0);
+      matmul_backward(team, blas, tr->dln, g[LT(R_UP_W)], GRAD(LT(R_UP_B)), tr->dfc + F,
+                      2 * (size_t)F, tl->ln2, w[LT(R_UP_W)], T, C, F, 1);
+    } else {
+      gelu_backward(team, tr->dfc, tl->fc, tr->dhid, (size_t)T * F);
+      matmul_backward(team, blas, tr->dln, g[LT(R_UP_W)], GRAD(LT(R_UP_B)), tr->dfc, (size_t)F,
+                      tl->ln2, w[LT(R_UP_W)], T, C, F, 0);
+    }
+    norm_backward(tr, tr->dx, g[LT(R_FFN_NORM_W)], GRAD(LT(R_FFN_NORM_B)), tr->dln, tl->x_mid,
+                  w[LT(R_FFN_NORM_W)], T);
+    /* attention: x += o(attn(qk_heads(qkv(norm_1(x_in))))) */
+    matmul_backward(team, blas, tr->datty, g[LT(R_O_W)], GRAD(LT(R_O_B)), tr->dx, (size_t)C,
+                    tl->atty, w[LT(R_O_W)], T, Q, C, 0);
+    AttBwdTask at = {blas, tr->dqkv, tr->datt, tr->datty, tl->qkv, tl->att, T, tr->NH, tr->KVH,
+                     tr->hd, Q, KV, 0};
+    if (gpt_team_size(team) > tr->n_datt || tr->KVH < 2 ||
+        (int64_t)T * T * Q < ((int64_t)1 << 18))
       att_bwd_task(&at, 0, 1);
     else
       gpt_team_run(team, att_bwd_task, &at);
-    matmul_backward(team, blas, tr->dln, g[L->qkv_w], g[L->qkv_b], tr->dqkv, tl->ln1, w[L->qkv_w], T,
-                    C, 3 * C, 0);
-    layernorm_backward(tr->dx, g[L->ln1_w], g[L->ln1_b], tr->dln, tl->x_in, w[L->ln1_w], T, C,
-                       c->ln_eps);
+    if (tr->rope || tr->qk_norm) qk_heads_backward(tr, l, tr->dqkv, tl->qkv_pre, T);
+    if (LT(R_QKV_W) >= 0) {
+      matmul_backward(team, blas, tr->dln, g[LT(R_QKV_W)], GRAD(LT(R_QKV_B)), tr->dqkv,
+                      (size_t)QKV, tl->ln1, w[LT(R_QKV_W)], T, C, QKV, 0);
+    } else {
+      matmul_backward(team, blas, tr->dln, g[LT(R_Q_W)], GRAD(LT(R_Q_B)), tr->dqkv, (size_t)QKV,
+                      tl->ln1, w[LT(R_Q_W)], T, C, Q, 0);
+      matmul_backward(team, blas, tr->dln, g[LT(R_K_W)], GRAD(LT(R_K_B)), tr->dqkv + Q,
+                      (size_t)QKV, tl->ln1, w[LT(R_K_W)], T, C, KV, 1);
+      matmul_backward(team, blas, tr->dln, g[LT(R_V_W)], GRAD(LT(R_V_B)), tr->dqkv + Q + KV,
+                      (size_t)QKV, tl->ln1, w[LT(R_V_W)], T, C, KV, 1);
+    }
+    norm_backward(tr, tr->dx, g[LT(R_ATTN_NORM_W)], GRAD(LT(R_ATTN_NORM_B)), tr->dln, tl->x_in,
+                  w[LT(R_ATTN_NORM_W)], T);
+#undef LT
   }
-  /* embeddings: x = wte[token] + wpe[position] */
+#undef GRAD
+  /* embeddings: x = tok_emb[token] (+ pos_emb[position]) */
+  float *gTok = g[tr->glob[R_TOK_EMB]];
+  float *gPos = tr->glob[R_POS_EMB] >= 0 ? g[tr->glob[R_POS_EMB]] : NULL;
   for (int t = 0; t < T; t++) {
     const float *d = tr->dx + (size_t)t * C;
-    float *gt = g[tr->wte] + (size_t)tokens[t] * C, *gp = g[tr->wpe] + (size_t)t * C;
-    for (int k = 0; k < C; k++) { gt[k] += d[k]; gp[k] += d[k]; }
+    float *gt = gTok + (size_t)tokens[t] * C;
+    for (int k = 0; k < C; k++) gt[k] += d[k];
+    if (gPos)
+      for (int k = 0; k < C; k++) gPos[(size_t)t * C + k] += d[k];
   }
   gpt_team_release(team);
   return GPT_OK;

@@ -1,7 +1,8 @@
 /*
-** Training of the decoder of gpt.h: the backward pass, AdamW, gradient
-** clipping, the learning-rate schedule, GPT-2's initialization and a seeded
-** random generator. Plain C11 and CBLAS; knows nothing of SQLite.
+** Training of the decoder of gpt.h, every architecture it runs (GPT-2, Llama,
+** Qwen2, Qwen3): the backward pass, AdamW, gradient clipping, the
+** learning-rate schedule, GPT-2's initialization and a seeded random
+** generator. Plain C11 and CBLAS; knows nothing of SQLite.
 **
 ** The forward pass is gpt.c's own, run with an activation tape attached
 ** (gpt_internal.h); the backward pass reads the tape, layer by layer in
@@ -28,14 +29,26 @@ typedef struct GPTTrainer GPTTrainer;
 #define GPT_ADAM_BETA2 0.95
 #define GPT_ADAM_EPS 1e-8
 
-/* A trainer for sequences of up to T tokens on model m, which must hold every
-** tensor in f32 and be a GPT-2 (LayerNorm, learned positions, GELU). The
-** trainer updates m's weights in place; m must not be shared meanwhile.
+/* A trainer for sequences of up to T tokens on model m, of any architecture,
+** which must hold every tensor in f32 (widen a loaded model's f16 or q8_0
+** tensors with gpt_model_widen first). The trainer updates m's weights in
+** place; m must not be shared meanwhile.
 ** Gradients and both Adam moments are allocated here, zeroed. NULL with err. */
 GPTTrainer *gpt_trainer_new(GPTModel *m, int T, char *err, size_t n_err);
 void gpt_trainer_free(GPTTrainer *tr);
 
+/* Copies model src, whatever the memory dtypes of its tensors (f32, f16,
+** q8_0: a model loaded for inference), into dst, a model of the same config
+** and head held in f32 (gpt_model_new), for fine-tuning. Returns 0, or -1
+** with err when their tensors differ. */
+int gpt_model_widen(GPTModel *dst, const GPTModel *src, char *err, size_t n_err);
+
 void gpt_trainer_zero_grad(GPTTrainer *tr);
+
+/* Ids from n on have no token (a vocabulary padded past the tokenizer, as
+** Qwen's): the loss gives them probability 0, as inference does, and a
+** target among them is an error. Default: every id. */
+void gpt_trainer_set_live_vocab(GPTTrainer *tr, int n);
 
 /* One sequence: forward over tokens[0..T), cross-entropy against
 ** tokens[1..T], backward. Adds grad_scale times the gradient of the mean
@@ -62,7 +75,7 @@ float *gpt_trainer_buffer(GPTTrainer *tr, int which, int i);
 
 /* GPT-2's initialization from seed: 2-D weights normal(0, 0.02), the two
 ** residual projections of each block 0.02 / sqrt(2 n_layer); biases 0;
-** LayerNorm weights 1. m is a GPT-2 model held in f32. */
+** norm weights 1. m is held in f32. */
 void gpt_train_init(GPTModel *m, uint64_t seed);
 
 /* Learning rate at step (0-based) of steps: linear warm-up over warmup
@@ -74,7 +87,7 @@ uint64_t gpt_train_rand(uint64_t *state);
 
 /* FLOPs of one training token (forward and backward, 2 a multiply-add) of
 ** a model with T positions: 3 x the forward's products and attention, for
-** MFU. */
+** MFU. Any architecture (GQA, head_dim, SwiGLU's three matrices). */
 double gpt_train_flops_per_token(const GPTConfig *c, int T);
 
 #endif

@@ -172,6 +172,43 @@ static int find_stop(const GptOptions *o, const char *z, int n, int nSearchFrom)
   return iBest;
 }
 
+/* One step of a generation (see gpt_ext.h). */
+int gptext_generation_step(GptModel *m, const GptOptions *o, GPTSampler *sp,
+                           const float *logits, int nAll, GptGeneration *g, int *pTok) {
+  const int nLive = gptext_live_vocab(m), nCtx = m->cfg.n_ctx;
+  *pTok = -1;
+  if (g->nTok >= o->nMaxTokens) { g->zFinish = "length"; return 1; }
+  if (nAll >= nCtx) { g->zFinish = "context"; return 1; }
+  int tok = gpt_sample(sp, logits);
+  double lp = logits[tok] - gpt_logsumexp(logits, nLive);
+  for (int j = 0; j < m->nStopId; j++) {
+    if (tok == m->aStopId[j]) { g->zFinish = "eos"; return 1; }
+  }
+  int nBytes = 0;
+  const char *zTok = tok_token_bytes(m->pTok, tok, &nBytes);
+  char *zNew = sqlite3_realloc64(g->zText, (size_t)g->nText + nBytes + 1);
+  if (!zNew) return -1;
+  g->zText = zNew;
+  memcpy(g->zText + g->nText, zTok, (size_t)nBytes);
+  int nBefore = g->nText;
+  g->nText += nBytes;
+  g->zText[g->nText] = 0;
+  g->aTok[g->nTok] = tok;
+  g->aLogprob[g->nTok] = lp;
+  g->nTok++;
+  *pTok = tok;
+  int iStop = o->nStop ? find_stop(o, g->zText, g->nText, nBefore) : -1;
+  if (iStop >= 0) {
+    g->nText = iStop;
+    g->zText[iStop] = 0;
+    g->zFinish = "stop";
+    return 1;
+  }
+  if (g->nTok >= o->nMaxTokens) { g->zFinish = "length"; return 1; }
+  if (nAll + 1 >= nCtx) { g->zFinish = "context"; return 1; }
+  return 0;
+}
+
 /* The generation loop (see gpt_ext.h). */
 int gptext_generate(GptConn *pConn, sqlite3 *db, GptModel *m, const char *zFunc,
                     const GptOptions *o, const int *aPrompt, int nPrompt, GptGeneration *g,
@@ -205,35 +242,10 @@ int gptext_generate(GptConn *pConn, sqlite3 *db, GptModel *m, const char *zFunc,
   if (rc != SQLITE_OK) goto done;
   g->zFinish = "length";
   for (;;) {
-    if (g->nTok >= o->nMaxTokens) { g->zFinish = "length"; break; }
-    if (nAll >= nCtx) { g->zFinish = "context"; break; }
-    int tok = gpt_sample(&sampler, logits);
-    double lp = logits[tok] - gpt_logsumexp(logits, nLive);
-    int bStop = 0;
-    for (int j = 0; j < m->nStopId; j++) bStop |= (tok == m->aStopId[j]);
-    if (bStop) { g->zFinish = "eos"; break; }
-    int nBytes = 0;
-    const char *zTok = tok_token_bytes(m->pTok, tok, &nBytes);
-    char *zNew = sqlite3_realloc64(g->zText, (size_t)g->nText + nBytes + 1);
-    if (!zNew) { rc = SQLITE_NOMEM; goto done; }
-    g->zText = zNew;
-    memcpy(g->zText + g->nText, zTok, (size_t)nBytes);
-    int nBefore = g->nText;
-    g->nText += nBytes;
-    g->zText[g->nText] = 0;
-    g->aTok[g->nTok] = tok;
-    g->aLogprob[g->nTok] = lp;
-    g->nTok++;
-    aAll[nAll++] = tok;
-    int iStop = o->nStop ? find_stop(o, g->zText, g->nText, nBefore) : -1;
-    if (iStop >= 0) {
-      g->nText = iStop;
-      g->zText[iStop] = 0;
-      g->zFinish = "stop";
-      break;
-    }
-    if (g->nTok >= o->nMaxTokens) { g->zFinish = "length"; break; }
-    if (nAll >= nCtx) { g->zFinish = "context"; break; }
+    int tok, bDone = gptext_generation_step(m, o, &sampler, logits, nAll, g, &tok);
+    if (bDone < 0) { rc = SQLITE_NOMEM; goto done; }
+    if (tok >= 0) aAll[nAll++] = tok;
+    if (bDone) break;
     if (gptext_interrupted(db)) {
       gptext_set_error(pzErr, "%s: interrupted", zFunc);
       rc = SQLITE_INTERRUPT;

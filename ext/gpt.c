@@ -273,6 +273,7 @@ static const struct { const char *zKey; unsigned mask; } aOptKey[] = {
   {"generate", GPTOPT_ATTN_GEN},    {"pool", GPTOPT_POOL},
   {"template", GPTOPT_TEMPLATE},    {"threads", GPTOPT_THREADS},
   {"variables", GPTOPT_CHATVARS},   {"add_generation_prompt", GPTOPT_GENPROMPT},
+  {"batch", GPTOPT_BATCH},
   {"layer", GPTOPT_LAYER_HEAD},     {"head", GPTOPT_LAYER_HEAD},
 };
 
@@ -376,6 +377,11 @@ int gptext_options_parse(sqlite3 *db, const char *zFunc, sqlite3_value *pArg,
       }
     } else if (strcmp(zKey, "template") == 0) {
       rc = opt_string(p, zFunc, zKey, &o->zTemplate, pzErr);
+    } else if (strcmp(zKey, "batch") == 0) {
+      rc = opt_number(p, zFunc, zKey, "from 1 to 256", 1, &v, pzErr);
+      if (rc == SQLITE_OK && (v < 1 || v > 256))
+        rc = opt_range(zFunc, zKey, "an integer from 1 to 256", pzErr);
+      if (rc == SQLITE_OK) o->nBatch = (int)v;
     } else if (strcmp(zKey, "threads") == 0) {
       rc = opt_number(p, zFunc, zKey, "from 1 to 256", 1, &v, pzErr);
       if (rc == SQLITE_OK && (v < 1 || v > 256))
@@ -1732,12 +1738,14 @@ int sqlite3_gpt_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *p
     {"gpt_import", gptext_register_import},
     {"gpt_tokens", gptext_register_tokens},
     {"gpt_generate", gptext_register_generate},
+    {"gpt_batch", gptext_register_batch},
     {"gpt_attention", gptext_register_analyze},
     {"gpt_attention_svg", gptext_register_svg},
     {"gpt_logprob", gptext_register_score},
     {"gpt_quantize", gptext_register_quantize},
     {"gpt_chat", gptext_register_chat},
     {"gpt_train", gptext_register_train},
+    {"gpt_export", gptext_register_gguf},
   };
   for (size_t i = 0; i < sizeof(aReg) / sizeof(aReg[0]); i++) {
     rc = aReg[i].xRegister(db, pConn);

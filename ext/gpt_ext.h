@@ -16,6 +16,7 @@ SQLITE_EXTENSION_INIT3
 
 #include "gpt.h"
 #include "tokenizer.h"
+#include "sampler.h"
 
 /* Creates the tables and triggers of sql/schema.sql when they are missing. */
 int gptext_ensure_schema(sqlite3 *db, char **pzErr);
@@ -54,6 +55,7 @@ typedef struct GptOptions {
   int nThreads;        /* "threads", 0 = default */
   char *zVariables;    /* "variables": JSON object of extra chat-template variables */
   int bNoGenPrompt;    /* "add_generation_prompt": false (gpt_chat_prompt) */
+  int nBatch;          /* "batch": sequences in flight (gpt_batch), 0 = default */
   int iLayer;          /* "layer" (gpt_attention_svg), default 0 */
   int iHead;           /* "head" (gpt_attention_svg), default 0; -1 for "all" */
 } GptOptions;
@@ -70,7 +72,8 @@ typedef struct GptOptions {
 #define GPTOPT_TRUNCATE   0x0100
 #define GPTOPT_CHATVARS   0x0200 /* variables */
 #define GPTOPT_GENPROMPT  0x0400 /* add_generation_prompt */
-#define GPTOPT_LAYER_HEAD 0x0800 /* layer, head (gpt_attention_svg) */
+#define GPTOPT_BATCH      0x0800 /* batch */
+#define GPTOPT_LAYER_HEAD 0x1000 /* layer, head (gpt_attention_svg) */
 
 /* Fills o with defaults, then applies the JSON object in pArg (NULL or a SQL
 ** NULL mean no options). An unknown key or out-of-range value is an error
@@ -222,6 +225,16 @@ int gptext_generate(GptConn *pConn, sqlite3 *db, GptModel *m, const char *zFunc,
                     GptGeneration *g, char **pzErr);
 void gptext_generation_clear(GptGeneration *g);
 
+/* One step of a generation (shared by gpt_generate and gpt_batch): samples
+** the next token from logits (V,) with sp, given nAll tokens already in the
+** window, and appends it to g (g's arrays hold o->nMaxTokens + 1 entries)
+** unless it ends the generation. Returns 1 when the generation is over
+** (g->zFinish says why: "length", "context", "eos" or "stop"), 0 when *pTok
+** must be fed next, or SQLITE_NOMEM as a negative -1. *pTok is the token
+** appended to g (the last one may end it, on a stop string or a limit), or
+** -1 when none was. */
+int gptext_generation_step(GptModel *m, const GptOptions *o, GPTSampler *sp,
+                           const float *logits, int nAll, GptGeneration *g, int *pTok);
 /* The attention path shared by gpt_attention and gpt_attention_svg
 ** (ext/analyze.c). gptext_attention_sequence encodes pText, fits it into the
 ** window and, with o->nGenerate, generates that many tokens after it (o's
@@ -282,11 +295,19 @@ void gptext_set_error(char **pzErr, const char *zFormat, ...);
 int gptext_register_import(sqlite3 *db, GptConn *pConn);   /* gpt_import, gpt_drop */
 int gptext_register_tokens(sqlite3 *db, GptConn *pConn);   /* gpt_tokens, gpt_tokenize, ... */
 int gptext_register_generate(sqlite3 *db, GptConn *pConn); /* gpt_generate, gpt_next_tokens */
+int gptext_register_batch(sqlite3 *db, GptConn *pConn);    /* gpt_batch */
 int gptext_register_analyze(sqlite3 *db, GptConn *pConn);  /* gpt_attention, gpt_generate_tokens */
 int gptext_register_score(sqlite3 *db, GptConn *pConn);    /* gpt_logprob, gpt_perplexity, gpt_embed, gpt_summarize */
 int gptext_register_quantize(sqlite3 *db, GptConn *pConn); /* gpt_quantize */
 int gptext_register_train(sqlite3 *db, GptConn *pConn);    /* gpt_train, gpt_train_tokenizer */
 int gptext_register_chat(sqlite3 *db, GptConn *pConn);     /* gpt_chat, gpt_chat_prompt */
+int gptext_register_gguf(sqlite3 *db, GptConn *pConn);     /* gpt_export */
+
+/* GGUF import (ext/gguf.c): gptext_gguf_is_file tells a regular file that
+** starts with GGUF's magic; gptext_gguf_import runs gpt_import(zName,
+** zPath) on it and sets ctx's result. */
+int gptext_gguf_is_file(const char *zPath);
+void gptext_gguf_import(sqlite3_context *ctx, const char *zName, const char *zPath, int bReplace);
 int gptext_register_svg(sqlite3 *db, GptConn *pConn);      /* gpt_attention_svg */
 
 /* For gpt_summarize on a model with a chat template: the prompt template

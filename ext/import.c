@@ -2456,23 +2456,51 @@ done:
 }
 
 /*
-** Deletes every row of model zName from the four tables; the number of
-** gpt_tensors rows deleted goes to *pnTensor. gpt_models first, so that the
-** triggers of the other tables have nothing to restamp.
+** Whether table zTable of gpt_train (ext/train.c) is in the main schema:
+** 1 or 0, or -1 on error (recorded).
+*/
+static int impTableExists(GptImport *p, const char *zTable) {
+  sqlite3_stmt *pStmt = 0;
+  int rc = impPrepare(p, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                      &pStmt);
+  if (rc != SQLITE_OK) return -1;
+  sqlite3_bind_text(pStmt, 1, zTable, -1, SQLITE_STATIC);
+  rc = sqlite3_step(pStmt);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) impSqlError(p, rc);
+  sqlite3_finalize(pStmt);
+  return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
+
+/*
+** Deletes every row of model zName from the four tables, and from
+** gpt_train's state and log where those tables exist (a model that replaces
+** it must not resume its training run); the number of gpt_tensors rows
+** deleted goes to *pnTensor. gpt_models first, so that the triggers of the
+** other tables have nothing to restamp.
 */
 static int impDeleteModel(GptImport *p, const char *zName, sqlite3_int64 *pnTensor) {
-  static const char *azSql[] = {
-    "DELETE FROM gpt_models WHERE name = ?1",
-    "DELETE FROM gpt_tensors WHERE model = ?1",
-    "DELETE FROM gpt_vocab WHERE model = ?1",
-    "DELETE FROM gpt_merges WHERE model = ?1",
-    "DELETE FROM gpt_tokenizer WHERE model = ?1",
+  static const struct { const char *zSql, *zTrainTable; } aDel[] = {
+    {"DELETE FROM gpt_models WHERE name = ?1", 0},
+    {"DELETE FROM gpt_tensors WHERE model = ?1", 0},
+    {"DELETE FROM gpt_vocab WHERE model = ?1", 0},
+    {"DELETE FROM gpt_merges WHERE model = ?1", 0},
+    {"DELETE FROM gpt_tokenizer WHERE model = ?1", 0},
+    {"DELETE FROM gpt_train_state WHERE model = ?1", "gpt_train_state"},
+    {"DELETE FROM gpt_train_log WHERE model = ?1", "gpt_train_log"},
   };
   sqlite3_stmt *pStmt = 0;
   int i, rc = SQLITE_OK;
 
-  for (i = 0; i < (int)(sizeof(azSql) / sizeof(azSql[0])); i++) {
-    rc = impPrepare(p, azSql[i], &pStmt);
+  for (i = 0; i < (int)(sizeof(aDel) / sizeof(aDel[0])); i++) {
+    if (aDel[i].zTrainTable) {
+      int bExists = impTableExists(p, aDel[i].zTrainTable);
+      if (bExists < 0) {
+        rc = SQLITE_ERROR;
+        goto done;
+      }
+      if (!bExists) continue;
+    }
+    rc = impPrepare(p, aDel[i].zSql, &pStmt);
     if (rc != SQLITE_OK) goto done;
     sqlite3_bind_text(pStmt, 1, zName, -1, SQLITE_STATIC);
     rc = sqlite3_step(pStmt);
@@ -2584,7 +2612,7 @@ static void gptImportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
   char *zSummary = 0;
   const char *zName = (const char *)sqlite3_value_text(argv[0]);
   const char *zDir = (const char *)sqlite3_value_text(argv[1]);
-  int bOpt = 0;
+  int bOpt = 0, bHandled = 0;
   sqlite3_int64 nExist;
   struct stat st;
   int rc;
@@ -2612,6 +2640,12 @@ static void gptImportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
   if (zDir == 0 || zDir[0] == 0) {
     impError(&s, 0, "the path must be a folder name, found %s",
              zDir ? "an empty string" : "NULL");
+    goto done;
+  }
+  if (gptext_gguf_is_file(zDir)) {
+    /* a llama.cpp GGUF file, by its magic (ext/gguf.c) */
+    gptext_gguf_import(ctx, zName, zDir, opt.bReplace);
+    bHandled = 1;
     goto done;
   }
   if (stat(zDir, &st) != 0) {
@@ -2672,7 +2706,9 @@ static void gptImportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
 done:
   impTxnEnd(&s);
   if (s.zErr && !s.bInterrupted && gptext_interrupted(db)) s.bInterrupted = 1;
-  if (s.zErr) {
+  if (bHandled) {
+    /* the result is set */
+  } else if (s.zErr) {
     impResultError(ctx, &s);
   } else if (zSummary) {
     sqlite3_result_text(ctx, zSummary, -1, sqlite3_free);
@@ -2690,8 +2726,9 @@ done:
 
 /*
 ** Implementation of gpt_drop(NAME): deletes the model's rows from the four
-** tables in one savepoint. Returns the number of gpt_tensors rows deleted.
-** A name with no rows at all is an error.
+** tables, and its gpt_train state and log, in one savepoint. Returns the
+** number of gpt_tensors rows deleted. A name with no rows at all is an
+** error.
 */
 static void gptDropFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   sqlite3 *db = sqlite3_context_db_handle(ctx);

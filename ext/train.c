@@ -1,13 +1,16 @@
 /*
-** gpt_train(): trains a new GPT-2 model, or fine-tunes an existing one, on
-** the text rows of a query, inside the database.
+** gpt_train(): trains a new GPT-2 model, or fine-tunes an existing one of
+** any architecture (GPT-2, Llama, Qwen2, Qwen3), on the text rows of a
+** query, inside the database.
 **
 **   SELECT gpt_train('bard', 'SELECT line FROM plays',
 **                    '{"tokenizer": "bard-tok", "n_layer": 4, "n_embd": 256,
 **                      "steps": 2000, "checkpoint_every": 200}');
 **
 ** returns a one-line summary. Options (defaults):
-**   n_layer 4, n_head 4, n_embd 128, n_ctx 128   shape of a new model
+**   n_layer 4, n_head 4, n_embd 128, n_ctx 128   shape of a new model; for
+**                  an existing one n_ctx is the training window, at most
+**                  the model's n_ctx (default: that, capped at 1024)
 **   tokenizer      the model whose tokenizer a new model takes (required)
 **   steps 1000     optimizer steps of the whole run
 **   batch_size 8   sequences of n_ctx tokens a step
@@ -31,10 +34,17 @@
 ** from the rest (the offsets a function of seed and step only), clips them,
 ** and applies AdamW (engine/train.c).
 **
+** Fine-tuning loads the model through the model cache (every check of the
+** loader, tensors stored in parts included) and trains a copy widened to
+** f32: a model stored as f16, bf16 or q8_0 is written back as f32.
+**
 ** Checkpoints: every checkpoint_every steps the weights go to gpt_tensors
 ** as f32 rows, the AdamW moments and the step to gpt_train_state, in one
 ** savepoint that takes the write lock first (ext/savepoint.c; outside a
-** transaction it is a transaction of its own). A new
+** transaction it is a transaction of its own). A tensor (or moment) larger
+** than a BLOB may be (SQLITE_LIMIT_LENGTH) is written as row-aligned parts
+** NAME#0, NAME#1, ..., as gpt_import writes it, replacing the tensor's rows
+** in either layout. A new
 ** model, its tokenizer rows included, appears with its first checkpoint.
 ** Progress rows go to gpt_train_log as they come, each committed by itself
 ** in autocommit mode. A call on a model whose run is unfinished (its step
@@ -68,7 +78,8 @@ static const char zTrainSchema[] =
 /* The options of a run (see the header comment). */
 typedef struct TrainOpts {
   int nLayer, nHead, nEmbd, nCtx;
-  int bShape;                /* some shape key was given */
+  int bShape;                /* n_layer, n_head or n_embd was given */
+  int bCtx;                  /* n_ctx was given */
   char *zTok;                /* "tokenizer" */
   int64_t steps, batch, seed, ckptEvery, warmup, stopAfter, maxTokens;
   double lr, wd, clip, valFrac;
@@ -193,7 +204,8 @@ static int trainParseOptions(Train *t, sqlite3_value *pArg) {
     if (aKey[i].pI) *aKey[i].pI = sqlite3_column_int64(p, 2);
     else if (aKey[i].pInt) *aKey[i].pInt = sqlite3_column_int(p, 2);
     else *aKey[i].pD = v;
-    if (i < 4) o->bShape = 1;
+    if (i < 3) o->bShape = 1;
+    if (i == 3) o->bCtx = 1;
   }
   int bObject = rc != SQLITE_ROW || sqlite3_column_int(p, 3);
   if (rc == SQLITE_DONE) {
@@ -334,8 +346,8 @@ static int trainReadQuery(Train *t, const char *zQuery) {
     int n = sqlite3_column_bytes(p, 0), *aIds = 0, nIds = 0;
     rc = gptext_encode(t->pTokM, zFunc, z, n, GPTEXT_ENCODE_NO_BOS, &aIds, &nIds, &t->zErr);
     if (rc != SQLITE_OK) goto done;
-    if (t->nTok + nIds + 1 > nAlloc && nAlloc < s.cap) {
-      int64_t want = t->nTok + nIds + 1, n2 = nAlloc;
+    if (t->nTok + nIds + 2 > nAlloc && nAlloc < s.cap) {
+      int64_t want = t->nTok + nIds + 2, n2 = nAlloc;
       while (n2 < want && n2 < s.cap) n2 *= 2;
       if (n2 > s.cap) n2 = s.cap;
       int *a = sqlite3_realloc64(t->aTok, (size_t)n2 * sizeof(int));
@@ -347,8 +359,11 @@ static int trainReadQuery(Train *t, const char *zQuery) {
       t->aTok = a;
       nAlloc = n2;
     }
+    /* rows apart: <|endoftext|> after each, or the BOS before each */
+    GptModel *pTok = t->pTokM;
+    if (pTok->eot < 0 && pTok->bAddBos && pTok->bos >= 0) tokPush(t, &s, pTok->bos);
     for (int i = 0; i < nIds; i++) tokPush(t, &s, aIds[i]);
-    if (t->pTokM->eot >= 0) tokPush(t, &s, t->pTokM->eot);
+    if (pTok->eot >= 0) tokPush(t, &s, pTok->eot);
     sqlite3_free(aIds);
     if (gptext_interrupted(t->db)) break;
   }
@@ -365,76 +380,76 @@ done:
 
 /* ------------------------------------------------------------- weights */
 
-/* Loads the model's tensor rows into t->pNet (f32), as the loader does. */
-static int trainLoadWeights(Train *t, const GPTConfig *c) {
-  sqlite3_stmt *p = 0;
+/* The weights to fine-tune: the model as the cache loaded it (pSelf, every
+** row checked, parts joined, f16 and q8_0 kept as they are) widened into
+** t->pNet, a copy held in f32 that training may change. */
+static int trainWidenWeights(Train *t, GptModel *pSelf) {
   char zMsg[256];
-  int rc = sqlite3_prepare_v2(t->db, "SELECT EXISTS(SELECT 1 FROM gpt_tensors WHERE model = ?1 "
-                              "AND name = 'lm_head.weight')", -1, &p, 0);
-  if (rc != SQLITE_OK) return trainSqlError(t);
-  sqlite3_bind_text(p, 1, t->zModel, -1, SQLITE_STATIC);
-  t->hasHead = sqlite3_step(p) == SQLITE_ROW && sqlite3_column_int(p, 0);
-  sqlite3_finalize(p);
+  GPTModel *pSrc = pSelf->pNet;
+  const GPTConfig *c = gpt_model_config(pSrc);
+  int n = 0;
+  while (gpt_model_tensor_data(pSrc, n)) n++;
+  t->hasHead = n == gpt_n_tensors(c, 1);
   t->pNet = gpt_model_new(c, t->hasHead, zMsg, sizeof(zMsg));
   if (!t->pNet) return trainError(t, "%s", zMsg);
-  rc = sqlite3_prepare_v2(t->db, "SELECT name, dtype, data FROM gpt_tensors WHERE model = ?1",
-                          -1, &p, 0);
-  if (rc != SQLITE_OK) return trainSqlError(t);
-  sqlite3_bind_text(p, 1, t->zModel, -1, SQLITE_STATIC);
-  int nSeen = 0;
-  while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
-    const char *zName = (const char *)sqlite3_column_text(p, 0);
-    int i = zName ? gpt_tensor_index(c, t->hasHead, zName) : -1;
-    int dtype = gpt_row_dtype_from_name((const char *)sqlite3_column_text(p, 1));
-    if (i < 0) continue;
-    GPTTensorInfo info;
-    gpt_tensor_info(c, t->hasHead, i, &info);
-    int64_t nb = dtype < 0 ? -1 : gpt_tensor_bytes(&info, dtype);
-    if (nb < 0 || sqlite3_column_bytes(p, 2) != nb) {
-      sqlite3_finalize(p);
-      return trainError(t, "tensor %s has %d bytes of %s, expected %lld", info.name,
-                        sqlite3_column_bytes(p, 2), sqlite3_column_text(p, 1), (long long)nb);
-    }
-    if (gpt_model_load(t->pNet, i, dtype, 0, info.n_elem, sqlite3_column_blob(p, 2), zMsg,
-                       sizeof(zMsg))) {
-      sqlite3_finalize(p);
-      return trainError(t, "%s", zMsg);
-    }
-    nSeen++;
-  }
-  sqlite3_finalize(p);
-  if (rc != SQLITE_DONE) return trainSqlError(t);
-  if (nSeen != gpt_n_tensors(c, t->hasHead))
-    return trainError(t, "has %d of its %d tensors", nSeen, gpt_n_tensors(c, t->hasHead));
+  if (gpt_model_widen(t->pNet, pSrc, zMsg, sizeof(zMsg))) return trainError(t, "%s", zMsg);
   return SQLITE_OK;
+}
+
+/* Reads n floats into a from gpt_train_state row zName, or from its parts
+** zName#0, zName#1, ... in order (see trainWriteRows). */
+static int trainReadFloats(Train *t, const char *zName, float *a, int64_t n) {
+  sqlite3_stmt *p = 0;
+  char *zRow = 0;
+  int64_t nGot = 0;
+  int rc = sqlite3_prepare_v2(t->db, "SELECT data FROM gpt_train_state WHERE model = ?1 AND "
+                              "name = ?2", -1, &p, 0);
+  if (rc != SQLITE_OK) return trainSqlError(t);
+  for (int iPart = -1; rc == SQLITE_OK && nGot < n; iPart++) {
+    sqlite3_free(zRow);
+    zRow = iPart < 0 ? sqlite3_mprintf("%s", zName) : sqlite3_mprintf("%s#%d", zName, iPart);
+    if (!zRow) { rc = trainError(t, "out of memory"); break; }
+    sqlite3_reset(p);
+    sqlite3_bind_text(p, 1, t->zModel, -1, SQLITE_STATIC);
+    sqlite3_bind_text(p, 2, zRow, -1, SQLITE_STATIC);
+    int e = sqlite3_step(p);
+    if (e == SQLITE_DONE && iPart < 0) continue; /* no whole row: parts */
+    if (e == SQLITE_DONE) {
+      rc = trainError(t, "gpt_train_state lacks %s of the %lld bytes of %s", zRow,
+                      (long long)n * 4, zName);
+    } else if (e != SQLITE_ROW) {
+      rc = trainSqlError(t);
+    } else {
+      int64_t nb = sqlite3_column_type(p, 0) == SQLITE_BLOB ? sqlite3_column_bytes(p, 0) : -1;
+      int bOk = iPart < 0 ? nb == n * 4 : nb >= 4 && nb % 4 == 0 && nb <= (n - nGot) * 4;
+      if (!bOk) {
+        rc = trainError(t, "gpt_train_state row %s is not %lld bytes of f32", zRow,
+                        (long long)(n - nGot) * 4);
+      } else {
+        memcpy(a + nGot, sqlite3_column_blob(p, 0), (size_t)nb);
+        nGot += nb / 4;
+      }
+    }
+  }
+  sqlite3_free(zRow);
+  sqlite3_finalize(p);
+  return rc;
 }
 
 /* Loads the AdamW moments of a resumed run. */
 static int trainLoadMoments(Train *t) {
   const GPTConfig *c = gpt_model_config(t->pNet);
-  sqlite3_stmt *p = 0;
-  int rc = sqlite3_prepare_v2(t->db, "SELECT data FROM gpt_train_state WHERE model = ?1 AND "
-                              "name = ?2", -1, &p, 0);
-  if (rc != SQLITE_OK) return trainSqlError(t);
   for (int i = 0; i < gpt_n_tensors(c, t->hasHead); i++) {
     GPTTensorInfo info;
     gpt_tensor_info(c, t->hasHead, i, &info);
     for (int k = 1; k <= 2; k++) {
       char *zName = sqlite3_mprintf("adam.%s.%s", k == 1 ? "m" : "v", info.name);
-      sqlite3_bind_text(p, 1, t->zModel, -1, SQLITE_STATIC);
-      sqlite3_bind_text(p, 2, zName, -1, sqlite3_free);
-      rc = sqlite3_step(p);
-      if (rc != SQLITE_ROW || sqlite3_column_bytes(p, 0) != info.n_elem * 4) {
-        sqlite3_finalize(p);
-        return trainError(t, "gpt_train_state lacks adam.%s.%s of %lld bytes",
-                          k == 1 ? "m" : "v", info.name, (long long)info.n_elem * 4);
-      }
-      memcpy(gpt_trainer_buffer(t->pTr, k, i), sqlite3_column_blob(p, 0),
-             (size_t)info.n_elem * 4);
-      sqlite3_reset(p);
+      int rc = zName ? trainReadFloats(t, zName, gpt_trainer_buffer(t->pTr, k, i), info.n_elem)
+                     : trainError(t, "out of memory");
+      sqlite3_free(zName);
+      if (rc != SQLITE_OK) return rc;
     }
   }
-  sqlite3_finalize(p);
   return SQLITE_OK;
 }
 
@@ -488,6 +503,58 @@ static char *trainConfigJson(const GPTConfig *c) {
                          c->n_layer, c->n_head, c->n_embd, c->n_ctx, c->vocab_size, c->ln_eps);
 }
 
+/* Writes a (nRow, nCol) f32 array as the rows of one tensor (bTensor:
+** gpt_tensors, shape [nRow, nCol], or [nRow] when nCol is 0) or one
+** gpt_train_state entry, replacing its old rows in either layout: one row
+** zName when it fits a BLOB (SQLITE_LIMIT_LENGTH, less room for the row's
+** other columns), else row-aligned parts zName#0, zName#1, ... of R rows
+** each but the last, as gpt_import writes them and the loader reads them. */
+static int trainWriteRows(Train *t, int bTensor, const char *zName, const float *a,
+                          int64_t nRow, int64_t nCol) {
+  int64_t nRowBytes = 4 * (nCol > 0 ? nCol : 1), nBytes = nRow * nRowBytes;
+  int64_t nMax = sqlite3_limit(t->db, SQLITE_LIMIT_LENGTH, -1) - (int64_t)strlen(t->zModel) -
+                 (int64_t)strlen(zName) - 256;
+  int64_t R = nBytes <= nMax ? nRow : nMax / nRowBytes;
+  sqlite3_stmt *p = 0;
+  char *zRow = 0;
+  if (R < 1)
+    return trainError(t, "a row of tensor %s (%lld bytes) is larger than a BLOB may be "
+                      "(SQLITE_LIMIT_LENGTH %d)", zName, (long long)nRowBytes,
+                      sqlite3_limit(t->db, SQLITE_LIMIT_LENGTH, -1));
+  int rc = trainExec(t, bTensor ? "DELETE FROM gpt_tensors WHERE model = ?1 AND (name = ?2 OR "
+                                  "(name >= ?2 || '#' AND name < ?2 || '$'))"
+                                : "DELETE FROM gpt_train_state WHERE model = ?1 AND (name = ?2 "
+                                  "OR (name >= ?2 || '#' AND name < ?2 || '$'))",
+                     t->zModel, zName, 0, 0);
+  if (rc != SQLITE_OK) return rc;
+  rc = sqlite3_prepare_v2(t->db, bTensor ? "INSERT INTO gpt_tensors(model, name, dtype, shape, "
+                                           "data) VALUES(?1, ?2, 'f32', ?3, ?4)"
+                                         : "INSERT INTO gpt_train_state(model, name, data) "
+                                           "VALUES(?1, ?2, ?4)", -1, &p, 0);
+  if (rc != SQLITE_OK) return trainSqlError(t);
+  for (int64_t r0 = 0, iPart = 0; rc == SQLITE_OK && r0 < nRow; r0 += R, iPart++) {
+    int64_t n = nRow - r0 < R ? nRow - r0 : R;
+    char zShape[64];
+    if (nCol > 0) sqlite3_snprintf(sizeof(zShape), zShape, "[%lld,%lld]", n, nCol);
+    else sqlite3_snprintf(sizeof(zShape), zShape, "[%lld]", n);
+    sqlite3_free(zRow);
+    zRow = R == nRow ? sqlite3_mprintf("%s", zName)
+                     : sqlite3_mprintf("%s#%lld", zName, (long long)iPart);
+    if (!zRow) { rc = trainError(t, "out of memory"); break; }
+    sqlite3_bind_text(p, 1, t->zModel, -1, SQLITE_STATIC);
+    sqlite3_bind_text(p, 2, zRow, -1, SQLITE_STATIC);
+    if (bTensor) sqlite3_bind_text(p, 3, zShape, -1, SQLITE_STATIC);
+    rc = sqlite3_bind_blob64(p, 4, a + r0 * (nRowBytes / 4), (sqlite3_uint64)(n * nRowBytes),
+                             SQLITE_STATIC);
+    if (rc == SQLITE_OK && sqlite3_step(p) != SQLITE_DONE) rc = SQLITE_ERROR;
+    if (rc != SQLITE_OK) rc = trainSqlError(t);
+    sqlite3_reset(p);
+  }
+  sqlite3_free(zRow);
+  sqlite3_finalize(p);
+  return rc;
+}
+
 /* Writes a checkpoint at t->step: weights as f32 rows in the Hugging Face
 ** layout, moments and state, the log row; and for a new model its
 ** gpt_models row and a copy of its tokenizer's rows. */
@@ -515,9 +582,9 @@ static int trainCheckpoint(Train *t, const char *zLogSql) {
   for (int i = 0; i < gpt_n_tensors(c, t->hasHead); i++) {
     GPTTensorInfo info;
     gpt_tensor_info(c, t->hasHead, i, &info);
-    if (info.n_elem > maxElem) maxElem = info.n_elem;
+    if (info.transposed && info.n_elem > maxElem) maxElem = info.n_elem;
   }
-  tmp = sqlite3_malloc64((size_t)maxElem * sizeof(float));
+  tmp = sqlite3_malloc64((size_t)(maxElem > 0 ? maxElem : 1) * sizeof(float));
   if (!tmp && rc == SQLITE_OK) rc = trainError(t, "out of memory");
   for (int i = 0; rc == SQLITE_OK && i < gpt_n_tensors(c, t->hasHead); i++) {
     GPTTensorInfo info;
@@ -530,27 +597,11 @@ static int trainCheckpoint(Train *t, const char *zLogSql) {
         for (int64_t k = 0; k < nOut; k++) tmp[r * nOut + k] = w[k * nIn + r];
       w = tmp;
     }
-    char *zShape = info.ndim == 2 ? sqlite3_mprintf("[%lld,%lld]", (long long)info.shape[0],
-                                                    (long long)info.shape[1])
-                                  : sqlite3_mprintf("[%lld]", (long long)info.shape[0]);
-    sqlite3_stmt *p = 0;
-    rc = sqlite3_prepare_v2(t->db, "INSERT OR REPLACE INTO gpt_tensors(model, name, dtype, "
-                            "shape, data) VALUES(?1, ?2, 'f32', ?3, ?4)", -1, &p, 0);
-    if (rc == SQLITE_OK) {
-      sqlite3_bind_text(p, 1, t->zModel, -1, SQLITE_STATIC);
-      sqlite3_bind_text(p, 2, info.name, -1, SQLITE_STATIC);
-      sqlite3_bind_text(p, 3, zShape, -1, SQLITE_STATIC);
-      sqlite3_bind_blob64(p, 4, w, (sqlite3_uint64)info.n_elem * 4, SQLITE_STATIC);
-      rc = sqlite3_step(p) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
-    }
-    sqlite3_finalize(p);
-    sqlite3_free(zShape);
-    if (rc != SQLITE_OK) { rc = trainSqlError(t); break; }
+    rc = trainWriteRows(t, 1, info.name, w, info.shape[0], info.ndim == 2 ? info.shape[1] : 0);
     for (int k = 1; rc == SQLITE_OK && k <= 2; k++) {
       char *zName = sqlite3_mprintf("adam.%s.%s", k == 1 ? "m" : "v", info.name);
-      rc = trainExec(t, "INSERT OR REPLACE INTO gpt_train_state(model, name, data) "
-                     "VALUES(?1, ?2, ?3)", t->zModel, zName, gpt_trainer_buffer(t->pTr, k, i),
-                     info.n_elem * 4);
+      rc = zName ? trainWriteRows(t, 0, zName, gpt_trainer_buffer(t->pTr, k, i), info.n_elem, 0)
+                 : trainError(t, "out of memory");
       sqlite3_free(zName);
     }
   }
@@ -662,13 +713,18 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   if (bExists) {
     /* fine-tune or resume: the model's own shape and tokenizer */
     if (t.o.bShape && !bResume) {
-      trainError(&t, "exists; n_layer, n_head, n_embd and n_ctx apply to new models only");
+      trainError(&t, "exists; n_layer, n_head and n_embd apply to new models only");
       goto done;
     }
-    if (gptext_model_acquire(t.pConn, t.db, zFunc, t.zModel, 0, &pSelf, &t.zErr)) goto done;
-    cfg = pSelf->cfg;
+    /* the weights as the loader reads them: every check, parts, any dtype */
+    if (gptext_model_acquire(t.pConn, t.db, zFunc, t.zModel, 1, &pSelf, &t.zErr)) goto done;
+    cfg = *gpt_model_config(pSelf->pNet);
     t.pTokM = pSelf;
-    if (!bResume) t.o.nCtx = cfg.n_ctx;
+    if (!bResume && t.o.bCtx && t.o.nCtx > cfg.n_ctx) {
+      trainError(&t, "option n_ctx %d exceeds the model's n_ctx %d", t.o.nCtx, cfg.n_ctx);
+      goto done;
+    }
+    if (!bResume && !t.o.bCtx) t.o.nCtx = cfg.n_ctx < 1024 ? cfg.n_ctx : 1024;
   } else {
     if (!t.o.zTok) {
       trainError(&t, "is new and needs a tokenizer: {\"tokenizer\": \"MODEL\"} names a model "
@@ -685,10 +741,6 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     cfg.arch = GPT_ARCH_GPT2;
     t.bNew = 1;
   }
-  if (cfg.arch != GPT_ARCH_GPT2) {
-    trainError(&t, "training supports gpt2 models only, not %s", gpt_arch_name(cfg.arch));
-    goto done;
-  }
   if (trainReadQuery(&t, zQuery) != SQLITE_OK) goto done;
   t.nTrain = t.nTok - (int64_t)((double)t.nTok * t.o.valFrac);
   t.T = t.o.nCtx < cfg.n_ctx ? t.o.nCtx : cfg.n_ctx;
@@ -703,11 +755,12 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
       t.pNet = gpt_model_new(&cfg, 0, zMsg, sizeof(zMsg));
       if (!t.pNet) { trainError(&t, "%s", zMsg); goto done; }
       gpt_train_init(t.pNet, (uint64_t)t.o.seed);
-    } else if (trainLoadWeights(&t, &cfg) != SQLITE_OK) {
+    } else if (trainWidenWeights(&t, pSelf) != SQLITE_OK) {
       goto done;
     }
     t.pTr = gpt_trainer_new(t.pNet, t.T, zMsg, sizeof(zMsg));
     if (!t.pTr) { trainError(&t, "%s", zMsg); goto done; }
+    gpt_trainer_set_live_vocab(t.pTr, gptext_live_vocab(t.pTokM));
     if (bResume && trainLoadMoments(&t) != SQLITE_OK) goto done;
   }
   {

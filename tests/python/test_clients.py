@@ -18,6 +18,7 @@ it first checks that the SQLite in use is that version.
 Ends with "N passed, N failed" and exits 1 on any failure.
 """
 import json
+import tempfile
 import os
 import random
 import re
@@ -222,6 +223,28 @@ def main():
     check("attention_svg random bytes", isinstance(doc, str) and "\ufffd" in doc)
     covered |= {"gpt_next_tokens", "gpt_attention", "gpt_attention_svg"}
 
+    # ------------------------------------------------ many rows at once
+    # gpt_batch through Python: every row's text is valid UTF-8 and equals
+    # gpt_generate's greedy text, its bytes the exact bytes; keys keep their
+    # type
+    db.execute("CREATE TEMP TABLE pdocs(k, body)")
+    bodies = ["日本語 🙂", "The cat sat", "🙂", "x" * 40, None, "Hello"]
+    db.executemany("INSERT INTO pdocs VALUES (?, ?)",
+                   [(i if i % 2 else f"k{i}", b) for i, b in enumerate(bodies)])
+    gopt = json.dumps({"max_tokens": 24, "temperature": 0})
+    bopt = json.dumps({"max_tokens": 24, "temperature": 0, "batch": 4})
+    rows = db.execute("SELECT key, output, bytes, finish_reason FROM gpt_batch("
+                      "'SELECT k, body FROM pdocs', ?)", (bopt,)).fetchall()
+    want = {k: (db.execute("SELECT gpt_generate(?, ?)", (b, gopt)).fetchone()[0],
+                db.execute("SELECT gpt_generate_bytes(?, ?)", (b, gopt)).fetchone()[0])
+            for k, b in db.execute("SELECT k, body FROM pdocs").fetchall()}
+    check("batch rows", sorted(map(str, (r[0] for r in rows))) == sorted(map(str, want)))
+    check("batch = generate", all(want[r[0]] == (r[1], r[2]) for r in rows),
+          f"{rows!r} vs {want!r}")
+    check("batch text = decoded bytes",
+          all(r[1] is None or r[1] == decode(r[2]) for r in rows))
+    covered.add("gpt_batch")
+
     # ------------------------------------------------ scores and aggregates
     for p in ["日本語 🙂", "The cat sat on the mat", "🙂🙃"]:
         lp, ppl, emb = db.execute("SELECT gpt_logprob(?), gpt_perplexity(?), gpt_embed(?)",
@@ -268,6 +291,30 @@ def main():
     check("drop", db.execute("SELECT gpt_drop('demo8')").fetchone() is not None)
     covered |= {"gpt_version", "gpt_debug", "gpt_quantize", "gpt_drop"}
 
+    # ------------------------------------------------ GGUF out and back in
+    gguf = os.path.join(tempfile.mkdtemp(prefix="gpt-gguf-"), "demo.gguf")
+    e = db.execute("SELECT gpt_export('demo', ?)", (gguf,)).fetchone()[0]
+    check("export", isinstance(e, str) and e.startswith("exported 'demo'"), repr(e))
+    i = db.execute("SELECT gpt_import('demo-gguf', ?)", (gguf,)).fetchone()[0]
+    check("import-gguf", isinstance(i, str) and "GGUF v3" in i, repr(i))
+    same = db.execute(
+        "SELECT count(*) FROM gpt_tensors a JOIN gpt_tensors b USING (name) WHERE "
+        "a.model = 'demo' AND b.model = 'demo-gguf' AND a.data = b.data").fetchone()[0]
+    check("gguf tensors bit-identical", same == db.execute(
+        "SELECT count(*) FROM gpt_tensors WHERE model = 'demo'").fetchone()[0], str(same))
+    g1, g2 = (db.execute("SELECT gpt_generate('Hi', ?)", (
+        json.dumps({"model": m, "temperature": 0, "max_tokens": 8}),)).fetchone()[0]
+        for m in ("demo", "demo-gguf"))
+    check("gguf same greedy text", g1 == g2, f"{g1!r} {g2!r}")
+    try:
+        db.execute("SELECT gpt_export('demo', ?)", (gguf,)).fetchone()
+        check("export refuses an existing file", False)
+    except sqlite3.OperationalError as err:
+        check("export refuses an existing file", "exists" in str(err), str(err))
+    db.execute("SELECT gpt_drop('demo-gguf')").fetchone()
+    os.unlink(gguf)
+    covered.add("gpt_export")
+
     # ------------------------------------------------ interrupts
     # Connection.interrupt() from another thread while one call generates for
     # seconds (a window of 1024): the call stops with its own "interrupted"
@@ -291,7 +338,9 @@ def main():
          False),
         ("gpt_attention_svg", "SELECT gpt_attention_svg('Hello', '{\"generate\": 1000}')", True),
         ("gpt_summarize", f"SELECT gpt_summarize(value, '{{\"max_tokens\": 480}}') FROM {rows_many}",
-         False)]:
+         False),
+        ("gpt_batch", "SELECT count(*) FROM gpt_batch('SELECT 1, ''Hello'' UNION ALL "
+         "SELECT 2, ''Hi''', '{\"max_tokens\": 1000}')", True)]:
         timer = threading.Timer(0.3, idb.interrupt)
         t0 = time.time()
         timer.start()

@@ -96,27 +96,61 @@ static void test_set(const GPTKernels *kern) {
       }
       check(same, d == 0 ? "split f32" : d == 1 ? "split f16" : "split q8", kern->name, K, 0);
     }
-    /* gemm_f32 on 5 tokens (rows of Wf as the tokens): within the bound
-    ** of doubles, and each value the same whatever the batch, the token's
-    ** place in it, or the split of the rows */
+    /* gemm on 7 tokens (rows of Wf as the tokens): within the bound of
+    ** doubles, and each value bit for bit what gemv gives the token alone,
+    ** whatever the batch, the token's place in it, the split of the rows or
+    ** the mode: f32 rows, f16 rows widened, q8_0 rows against quantized
+    ** tokens */
     {
-      const int T = 5;
-      float g5[5][11], g1[11];
+      const int T = 7;
+      float g[7][11], gv[11], g1[11];
       double eg = 0;
-      int same = 1;
-      kern->gemm_f32(&g5[0][0], 11, Wf, Wf, (size_t)K, T, bias, 0, rows, K);
+      int same = 1, sameH = 1, sameQ = 1;
+      kern->gemm_f32(&g[0][0], 11, Wf, Wf, (size_t)K, T, bias, 0, rows, K, GPT_GEMV_SET);
       for (int t = 0; t < T; t++)
         for (int r = 0; r < rows; r++)
-          eg = fmax(eg, fabs(g5[t][r] - (bias[r] + ref_dot(Wf + r * K, Wf + t * K, K))));
+          eg = fmax(eg, fabs(g[t][r] - (bias[r] + ref_dot(Wf + r * K, Wf + t * K, K))));
       for (int t = 0; t < T; t++) {
+        kern->gemv_f32(gv, Wf, Wf + (size_t)t * K, bias, 0, rows, K, GPT_GEMV_SET);
+        same &= memcmp(gv, g[t], sizeof(gv)) == 0;
         for (int cut = 0; cut <= rows; cut += 3) {
-          kern->gemm_f32(g1, 11, Wf, Wf + (size_t)t * K, (size_t)K, 1, bias, 0, cut, K);
-          kern->gemm_f32(g1, 11, Wf, Wf + (size_t)t * K, (size_t)K, 1, bias, cut, rows, K);
-          same &= memcmp(g1, g5[t], sizeof(g1)) == 0;
+          for (int r = 0; r < rows; r++) g1[r] = 1.0f;
+          kern->gemm_f32(g1, 11, Wf, Wf + (size_t)t * K, (size_t)K, 1, bias, 0, cut, K,
+                         GPT_GEMV_ADD);
+          kern->gemm_f32(g1, 11, Wf, Wf + (size_t)t * K, (size_t)K, 1, bias, cut, rows, K,
+                         GPT_GEMV_ADD);
+          for (int r = 0; r < rows; r++) same &= g1[r] == 1.0f + g[t][r];
         }
       }
       check(eg < tol, "gemm_f32", kern->name, K, eg);
-      check(same, "gemm_f32 batch-independent", kern->name, K, 0);
+      check(same, "gemm_f32 = gemv_f32, batch-independent", kern->name, K, 0);
+      kern->gemm_f32(&g[0][0], 11, Wh, Wf, (size_t)K, T, bias, 0, rows, K, GPT_GEMV_SET);
+      for (int t = 0; t < T; t++) {
+        kern->gemv_f16(gv, H, Wf + (size_t)t * K, bias, 0, rows, K, GPT_GEMV_SET);
+        sameH &= memcmp(gv, g[t], sizeof(gv)) == 0;
+      }
+      check(sameH, "gemm_f32 on widened f16 = gemv_f16", kern->name, K, 0);
+      if (q8) {
+        GPTQ8Act xs;
+        xs.q = malloc((size_t)T * K); xs.aq = malloc((size_t)T * K);
+        xs.d = malloc(sizeof(float) * (size_t)T * nb);
+        for (int t = 0; t < T; t++) {
+          GPTQ8Act xt = gpt_q8_act_token(&xs, t, K);
+          kern->q8_quantize_act(&xt, Wf + (size_t)t * K, K);
+        }
+        kern->gemm_q8(&g[0][0], 11, Q, &xs, T, bias, 0, rows, K, GPT_GEMV_SET);
+        for (int t = 0; t < T; t++) {
+          GPTQ8Act xt = gpt_q8_act_token(&xs, t, K);
+          kern->gemv_q8(gv, Q, &xt, bias, 0, rows, K, GPT_GEMV_SET);
+          sameQ &= memcmp(gv, g[t], sizeof(gv)) == 0;
+          for (int r = 0; r < rows; r++) g1[r] = 1.0f;
+          kern->gemm_q8(g1, 11, Q, &xt, 1, bias, 0, 5, K, GPT_GEMV_ADD);
+          kern->gemm_q8(g1, 11, Q, &xt, 1, bias, 5, rows, K, GPT_GEMV_ADD);
+          for (int r = 0; r < rows; r++) sameQ &= g1[r] == 1.0f + g[t][r];
+        }
+        check(sameQ, "gemm_q8 = gemv_q8, batch-independent", kern->name, K, 0);
+        free(xs.q); free(xs.aq); free(xs.d);
+      }
     }
     /* conversions are exact */
     {

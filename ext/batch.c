@@ -1,0 +1,446 @@
+/*
+** gpt_batch: generation for many rows at once.
+**
+**   SELECT key, output FROM gpt_batch('SELECT id, body FROM docs',
+**                                     '{"max_tokens": 32, "temperature": 0, "batch": 16}');
+**
+** The first argument is a query returning (key, prompt); gpt_batch runs it
+** itself and yields one row per input row: key, output (valid UTF-8 text),
+** finish_reason ("eos", "stop", "length", "context"; NULL for a NULL
+** prompt, whose output is NULL), prompt_tokens, output_tokens, bytes (the
+** output's exact bytes, a BLOB), and the hidden query and options. Options
+** are gpt_generate's (model, max_tokens, temperature, top_k, top_p, seed,
+** stop, truncate, special, threads) and batch, the number of sequences in
+** flight (1 to 256, default 16). Rows come out in the order they finish.
+**
+** How it works: up to `batch` sequences are in flight, each with its own KV
+** cache. Every step is one pass of the decoder over all of them
+** (gpt_forward_seqs): a sequence that just arrived contributes its prompt, the
+** others one token each, so every weight is read once a step for all rows.
+** When a sequence finishes, its row is yielded and the next input row takes
+** its slot (continuous batching); memory is bounded by `batch`, not by the
+** table. A new prompt that begins like one already in a slot copies those
+** positions of that slot's cache instead of computing them (a shared
+** instruction runs once). Each value a sequence sees is bit for bit what it
+** would see alone, so greedy output equals gpt_generate's with the same
+** options; with sampling, each row's generator is seeded from the seed
+** option and the row's key, so a row's output does not depend on which rows
+** shared its batch.
+*/
+#include "gpt_ext.h"
+#include <stdlib.h>
+#include <string.h>
+
+#define BATCH_DEFAULT 16
+
+/* One sequence in flight. */
+typedef struct BatchSlot {
+  int bUsed;              /* holds an input row */
+  int bDone;              /* finished, waiting to be yielded */
+  sqlite3_int64 iRow;     /* the input row's ordinal, 0-based */
+  sqlite3_value *pKey;    /* its key */
+  int bNullPrompt;        /* its prompt was NULL: yielded with NULL output */
+  GPTState *s;            /* its KV cache (kept between rows) */
+  GPTSampler sampler;
+  GptGeneration g;
+  int *aTok;              /* (nTokAlloc,) prompt then generated: what s holds */
+  int nTok, nTokAlloc;
+  int nPrompt;
+  int iFeed;              /* aTok[iFeed..nTok) go into the next pass */
+  float *logits;          /* (V,) after the last token fed */
+} BatchSlot;
+
+typedef struct BatchCursor {
+  sqlite3_vtab_cursor base;
+  GptModel *m;
+  GptOptions o;
+  sqlite3_stmt *pQuery;   /* the (key, prompt) query, or NULL when exhausted */
+  sqlite3_int64 nRead;    /* input rows read so far */
+  BatchSlot *aSlot;
+  int nSlot;
+  GPTState *scratch;      /* the rows of each pass */
+  GPTSeq *aSeq;           /* (nSlot,) */
+  int iCur;               /* slot of the current output row, -1 at EOF */
+  int nPrevThreads;
+  sqlite3_value *apArg[2];  /* copies of query and options */
+  sqlite3_uint64 fp;
+} BatchCursor;
+
+#define BATCH_COL_BYTES 5
+#define BATCH_COL_QUERY 6
+
+static int batchConnect(sqlite3 *db, void *pAux, int argc, const char *const *argv,
+                        sqlite3_vtab **ppVtab, char **pzErr) {
+  (void)argc; (void)argv; (void)pzErr;
+  return gptext_vtab_connect(db, pAux, "CREATE TABLE x(key, output TEXT, finish_reason TEXT, "
+                             "prompt_tokens INTEGER, output_tokens INTEGER, bytes BLOB, "
+                             "query HIDDEN, options HIDDEN)", SQLITE_VTAB_DIRECTONLY, ppVtab);
+}
+
+static int batchOpen(sqlite3_vtab *p, sqlite3_vtab_cursor **ppCur) {
+  (void)p;
+  BatchCursor *c = sqlite3_malloc64(sizeof(*c));
+  if (!c) return SQLITE_NOMEM;
+  memset(c, 0, sizeof(*c));
+  c->iCur = -1;
+  *ppCur = &c->base;
+  return SQLITE_OK;
+}
+
+/* Empties a slot for the next input row; its cache stays allocated and keeps
+** its positions, which the next prompt may share. */
+static void slotClear(BatchSlot *sl) {
+  sqlite3_value_free(sl->pKey);
+  sl->pKey = 0;
+  gptext_generation_clear(&sl->g);
+  gpt_sampler_free(&sl->sampler);
+  memset(&sl->sampler, 0, sizeof(sl->sampler));
+  sl->bUsed = sl->bDone = sl->bNullPrompt = 0;
+}
+
+/* Frees everything of the call: slots, query, model. */
+static void batchReset(BatchCursor *c) {
+  for (int i = 0; i < c->nSlot; i++) {
+    BatchSlot *sl = &c->aSlot[i];
+    slotClear(sl);
+    gpt_state_free(sl->s);
+    sqlite3_free(sl->aTok);
+    sqlite3_free(sl->logits);
+  }
+  sqlite3_free(c->aSlot);
+  sqlite3_free(c->aSeq);
+  gpt_state_free(c->scratch);
+  sqlite3_finalize(c->pQuery);
+  if (c->m) gpt_threads_set(c->nPrevThreads);
+  gptext_model_release(c->m);
+  gptext_options_clear(&c->o);
+  for (int i = 0; i < 2; i++) sqlite3_value_free(c->apArg[i]);
+  c->m = 0;
+  c->pQuery = 0;
+  c->aSlot = 0;
+  c->aSeq = 0;
+  c->scratch = 0;
+  c->nSlot = 0;
+  c->nRead = 0;
+  c->iCur = -1;
+  c->apArg[0] = c->apArg[1] = 0;
+  memset(&c->o, 0, sizeof(c->o));
+}
+
+static int batchClose(sqlite3_vtab_cursor *cur) {
+  batchReset((BatchCursor *)cur);
+  sqlite3_free(cur);
+  return SQLITE_OK;
+}
+
+/* idxNum bit 0: query; bit 1: options. */
+static int batchBestIndex(sqlite3_vtab *p, sqlite3_index_info *pInfo) {
+  return gptext_tvf_best_index(p, pInfo, BATCH_COL_QUERY, 2, 1, "gpt_batch");
+}
+
+/* The row's generator seed: the seed option mixed with the key's
+** fingerprint (splitmix64), so it depends on the row alone. */
+static uint64_t rowSeed(int64_t seed, sqlite3_value *pKey) {
+  uint64_t z = (uint64_t)seed ^ gptext_tvf_fingerprint(&pKey, 1);
+  z += 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+/* Longest prefix of aTok[0..n) that some slot's cache holds, and the slot
+** (-1 when none shares a token). The slot being filled is included: its
+** cache still holds its previous row's positions. */
+static int sharedPrefix(BatchCursor *c, const int *aTok, int n, int *piSlot) {
+  int best = 0;
+  *piSlot = -1;
+  for (int i = 0; i < c->nSlot; i++) {
+    BatchSlot *sl = &c->aSlot[i];
+    if (!sl->s) continue;
+    int held = gpt_state_len(sl->s), k = 0;
+    while (k < held && k < n && sl->aTok[k] == aTok[k]) k++;
+    if (k > best) {
+      best = k;
+      *piSlot = i;
+    }
+  }
+  return best;
+}
+
+/* Puts the next input row into empty slot sl: reads the query, encodes the
+** prompt, fits it into the window and sets the cache up, sharing a prompt
+** beginning with another slot. Sets *pbEnd when the query has no more rows. */
+static int slotFill(BatchCursor *c, BatchSlot *sl, int *pbEnd, char **pzErr) {
+  static const char zFunc[] = "gpt_batch";
+  GptModel *m = c->m;
+  const GptOptions *o = &c->o;
+  sqlite3 *db = sqlite3_db_handle(c->pQuery);
+  int *aIds = 0, nIds = 0, rc;
+  *pbEnd = 0;
+  rc = sqlite3_step(c->pQuery);
+  if (rc == SQLITE_DONE) {
+    sqlite3_finalize(c->pQuery);
+    c->pQuery = 0;
+    *pbEnd = 1;
+    return SQLITE_OK;
+  }
+  if (rc != SQLITE_ROW) {
+    gptext_set_error(pzErr, "%s: the query failed at row %lld: %s", zFunc,
+                     (long long)c->nRead + 1, sqlite3_errmsg(db));
+    return rc == SQLITE_INTERRUPT ? SQLITE_INTERRUPT : SQLITE_ERROR;
+  }
+  sl->bUsed = 1;
+  sl->iRow = c->nRead++;
+  sl->pKey = sqlite3_value_dup(sqlite3_column_value(c->pQuery, 0));
+  if (!sl->pKey) return SQLITE_NOMEM;
+  memset(&sl->g, 0, sizeof(sl->g));
+  if (sqlite3_column_type(c->pQuery, 1) == SQLITE_NULL) {
+    sl->bNullPrompt = 1;
+    sl->bDone = 1;
+    return SQLITE_OK;
+  }
+  rc = gptext_encode(m, zFunc, (const char *)sqlite3_column_text(c->pQuery, 1),
+                     sqlite3_column_bytes(c->pQuery, 1), o->bAllowSpecial, &aIds, &nIds, pzErr);
+  if (rc == SQLITE_OK) rc = gptext_fit_prompt(m, zFunc, o, o->nMaxTokens, &aIds, &nIds, pzErr);
+  if (rc != SQLITE_OK) goto done;
+  {
+    int nCtx = m->cfg.n_ctx, nCap = o->nMaxTokens < nCtx ? o->nMaxTokens : nCtx;
+    int nNeed = nIds + nCap + 1;
+    if (nNeed > sl->nTokAlloc) {
+      int *a = sqlite3_realloc64(sl->aTok, sizeof(int) * (size_t)nNeed);
+      if (!a) { rc = SQLITE_NOMEM; goto done; }
+      sl->aTok = a;
+      sl->nTokAlloc = nNeed;
+    }
+    sl->g.aTok = sqlite3_malloc64(sizeof(int) * ((size_t)nCap + 1));
+    sl->g.aLogprob = sqlite3_malloc64(sizeof(double) * ((size_t)nCap + 1));
+    sl->g.zText = sqlite3_malloc64(1);
+    if (!sl->g.aTok || !sl->g.aLogprob || !sl->g.zText) { rc = SQLITE_NOMEM; goto done; }
+    sl->g.zText[0] = 0;
+    sl->g.zFinish = "length";
+    if (gpt_sampler_init(&sl->sampler, gptext_live_vocab(m), (float)o->temperature, o->topK,
+                         (float)o->topP, rowSeed(o->seed, sl->pKey))) {
+      rc = SQLITE_NOMEM;
+      goto done;
+    }
+    if (!sl->s) {
+      sl->s = gpt_state_new(m->pNet, nCtx);
+      if (!sl->s) { rc = SQLITE_NOMEM; goto done; }
+    }
+    /* the shared beginning comes from the slot that holds the most of it; at
+    ** least the last prompt token runs, to give the logits */
+    int iFrom, nShared = sharedPrefix(c, aIds, nIds, &iFrom);
+    if (nShared >= nIds) nShared = nIds - 1;
+    if (nShared > 0 && gpt_state_copy_prefix(sl->s, c->aSlot[iFrom].s, nShared) != GPT_OK)
+      nShared = 0;
+    if (nShared == 0) gpt_state_truncate(sl->s, 0);
+    memcpy(sl->aTok, aIds, sizeof(int) * (size_t)nIds);
+    sl->nTok = sl->nPrompt = nIds;
+    sl->iFeed = nShared;
+  }
+done:
+  sqlite3_free(aIds);
+  return rc;
+}
+
+/* The forward pass's interrupt check. */
+static int stopOnInterrupt(void *ctx) { return gptext_interrupted((sqlite3 *)ctx); }
+
+/* Runs passes until some slot's row is ready to be yielded (c->iCur), or
+** every row is done (c->iCur = -1). */
+static int batchAdvance(BatchCursor *c, char **pzErr) {
+  static const char zFunc[] = "gpt_batch";
+  GptModel *m = c->m;
+  sqlite3 *db = ((GptVtab *)c->base.pVtab)->db;
+  char zMsg[200];
+  int rc;
+  for (;;) {
+    /* fill the empty slots while the query has rows */
+    for (int i = 0; i < c->nSlot && c->pQuery; i++) {
+      if (c->aSlot[i].bUsed) continue;
+      int bEnd = 0;
+      if ((rc = slotFill(c, &c->aSlot[i], &bEnd, pzErr)) != SQLITE_OK) return rc;
+    }
+    /* a finished row goes out first, the earliest input row of those ready */
+    c->iCur = -1;
+    for (int i = 0; i < c->nSlot; i++) {
+      BatchSlot *sl = &c->aSlot[i];
+      if (sl->bUsed && sl->bDone && (c->iCur < 0 || sl->iRow < c->aSlot[c->iCur].iRow))
+        c->iCur = i;
+    }
+    if (c->iCur >= 0) return SQLITE_OK;
+    /* one pass over every sequence in flight */
+    int nSeq = 0;
+    for (int i = 0; i < c->nSlot; i++) {
+      BatchSlot *sl = &c->aSlot[i];
+      if (!sl->bUsed || sl->bDone) continue;
+      c->aSeq[nSeq].s = sl->s;
+      c->aSeq[nSeq].tokens = sl->aTok + sl->iFeed;
+      c->aSeq[nSeq].n = sl->nTok - sl->iFeed;
+      c->aSeq[nSeq].logits = sl->logits;
+      nSeq++;
+    }
+    if (nSeq == 0) return SQLITE_OK; /* every row yielded */
+    if (gptext_interrupted(db)) {
+      gptext_set_error(pzErr, "%s: interrupted", zFunc);
+      return SQLITE_INTERRUPT;
+    }
+    GPTForwardIO io;
+    memset(&io, 0, sizeof(io));
+    io.should_stop = stopOnInterrupt;
+    io.ctx = db;
+    if (nSeq == 1) {
+      /* alone: the ordinary pass, on the slot's own scratch */
+      io.logits = c->aSeq[0].logits;
+      rc = gpt_forward(m->pNet, c->aSeq[0].s, c->aSeq[0].tokens, c->aSeq[0].n, &io, zMsg,
+                       sizeof(zMsg));
+    } else {
+      rc = gpt_forward_seqs(m->pNet, c->scratch, c->aSeq, nSeq, &io, zMsg, sizeof(zMsg));
+    }
+    if (rc != GPT_OK) {
+      if (rc == GPT_ABORTED) {
+        gptext_set_error(pzErr, "%s: interrupted", zFunc);
+        return SQLITE_INTERRUPT;
+      }
+      gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, m->zName, zMsg);
+      return rc == GPT_NOMEM ? SQLITE_NOMEM : SQLITE_ERROR;
+    }
+    /* each sequence samples its next token, or ends */
+    for (int i = 0; i < c->nSlot; i++) {
+      BatchSlot *sl = &c->aSlot[i];
+      if (!sl->bUsed || sl->bDone) continue;
+      sl->iFeed = sl->nTok;
+      int tok, bDone = gptext_generation_step(m, &c->o, &sl->sampler, sl->logits, sl->nTok,
+                                              &sl->g, &tok);
+      if (bDone < 0) return SQLITE_NOMEM;
+      if (tok >= 0) sl->aTok[sl->nTok++] = tok;
+      if (bDone) {
+        sl->bDone = 1;
+        /* the cache holds everything but the last token, which never ran */
+        if (tok >= 0) sl->nTok--;
+      }
+    }
+  }
+}
+
+/* Prepares the query, checks it, sets up the slots and runs to the first
+** finished row. */
+static int batchFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, int argc,
+                       sqlite3_value **argv) {
+  static const char zFunc[] = "gpt_batch";
+  (void)idxStr;
+  BatchCursor *c = (BatchCursor *)cur;
+  GptVtab *pVtab = (GptVtab *)cur->pVtab;
+  char *zErr = 0;
+  int rc = SQLITE_OK;
+  batchReset(c);
+  if (gptext_tvf_missing(&pVtab->base, idxNum, 1, zFunc)) return SQLITE_ERROR;
+  if (gptext_tvf_keep_args(idxNum, 2, argc, argv, c->apArg)) return SQLITE_NOMEM;
+  c->fp = gptext_tvf_fingerprint(c->apArg, 2);
+  if (argc < 1 || sqlite3_value_type(argv[0]) == SQLITE_NULL) return SQLITE_OK;
+  rc = gptext_options_parse(pVtab->db, zFunc, (idxNum & 2) ? argv[1] : 0,
+                            GPTOPT_MODEL | GPTOPT_GENERATE | GPTOPT_TRUNCATE | GPTOPT_SPECIAL |
+                            GPTOPT_THREADS | GPTOPT_BATCH, &c->o, &zErr);
+  if (rc != SQLITE_OK) goto done;
+  {
+    const char *zSql = (const char *)sqlite3_value_text(argv[0]), *zTail = 0;
+    rc = sqlite3_prepare_v2(pVtab->db, zSql ? zSql : "", -1, &c->pQuery, &zTail);
+    if (rc != SQLITE_OK) {
+      zErr = sqlite3_mprintf("%s: the query does not compile: %s", zFunc,
+                             sqlite3_errmsg(pVtab->db));
+      goto done;
+    }
+    while (zTail && (*zTail == ' ' || *zTail == '\t' || *zTail == '\n' || *zTail == '\r' ||
+                     *zTail == ';'))
+      zTail++;
+    if (!c->pQuery || !sqlite3_stmt_readonly(c->pQuery) ||
+        sqlite3_column_count(c->pQuery) < 2 || (zTail && *zTail)) {
+      zErr = sqlite3_mprintf("%s: the first argument must be one read-only query returning "
+                             "(key, prompt), e.g. 'SELECT id, body FROM docs'", zFunc);
+      rc = SQLITE_ERROR;
+      goto done;
+    }
+  }
+  rc = gptext_model_acquire(pVtab->pConn, pVtab->db, zFunc, c->o.zModel, 1, &c->m, &zErr);
+  if (rc != SQLITE_OK) goto done;
+  c->nPrevThreads = gpt_threads_set(c->o.nThreads);
+  c->nSlot = c->o.nBatch > 0 ? c->o.nBatch : BATCH_DEFAULT;
+  c->aSlot = sqlite3_malloc64(sizeof(BatchSlot) * (size_t)c->nSlot);
+  c->aSeq = sqlite3_malloc64(sizeof(GPTSeq) * (size_t)c->nSlot);
+  c->scratch = gpt_state_new(c->m->pNet, 1);
+  if (!c->aSlot || !c->aSeq || !c->scratch) { rc = SQLITE_NOMEM; goto done; }
+  memset(c->aSlot, 0, sizeof(BatchSlot) * (size_t)c->nSlot);
+  for (int i = 0; i < c->nSlot; i++) {
+    c->aSlot[i].logits = sqlite3_malloc64(sizeof(float) * (size_t)c->m->cfg.vocab_size);
+    if (!c->aSlot[i].logits) { rc = SQLITE_NOMEM; goto done; }
+  }
+  rc = batchAdvance(c, &zErr);
+done:
+  if (rc != SQLITE_OK) {
+    if (!zErr) zErr = sqlite3_mprintf("%s: %s", zFunc, sqlite3_errstr(rc));
+    batchReset(c);
+    return gptext_vtab_error(&pVtab->base, zErr, rc);
+  }
+  return SQLITE_OK;
+}
+
+/* Frees the yielded row's slot and runs to the next finished row. */
+static int batchNext(sqlite3_vtab_cursor *cur) {
+  BatchCursor *c = (BatchCursor *)cur;
+  char *zErr = 0;
+  if (c->iCur < 0) return SQLITE_OK;
+  slotClear(&c->aSlot[c->iCur]);
+  int rc = batchAdvance(c, &zErr);
+  if (rc != SQLITE_OK) {
+    if (!zErr) zErr = sqlite3_mprintf("gpt_batch: %s", sqlite3_errstr(rc));
+    c->iCur = -1;
+    return gptext_vtab_error(cur->pVtab, zErr, rc);
+  }
+  return SQLITE_OK;
+}
+
+static int batchEof(sqlite3_vtab_cursor *cur) {
+  return ((BatchCursor *)cur)->iCur < 0;
+}
+
+static int batchColumn(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) {
+  BatchCursor *c = (BatchCursor *)cur;
+  BatchSlot *sl = &c->aSlot[c->iCur];
+  switch (i) {
+    case 0: sqlite3_result_value(ctx, sl->pKey); break;
+    case 1:
+      if (!sl->bNullPrompt) gptext_result_text(ctx, sl->g.zText, sl->g.nText, SQLITE_TRANSIENT);
+      break;
+    case 2:
+      if (!sl->bNullPrompt) sqlite3_result_text(ctx, sl->g.zFinish, -1, SQLITE_STATIC);
+      break;
+    case 3: sqlite3_result_int(ctx, sl->bNullPrompt ? 0 : sl->nPrompt); break;
+    case 4: sqlite3_result_int(ctx, sl->g.nTok); break;
+    case BATCH_COL_BYTES:
+      if (!sl->bNullPrompt) gptext_result_bytes(ctx, sl->g.zText, sl->g.nText, SQLITE_TRANSIENT);
+      break;
+    default: /* the hidden arguments read back */
+      if (i - BATCH_COL_QUERY < 2 && c->apArg[i - BATCH_COL_QUERY])
+        sqlite3_result_value(ctx, c->apArg[i - BATCH_COL_QUERY]);
+      break;
+  }
+  return SQLITE_OK;
+}
+
+/* The input row's ordinal, with the arguments' fingerprint (see gpt_ext.h). */
+static int batchRowid(sqlite3_vtab_cursor *cur, sqlite_int64 *pRowid) {
+  BatchCursor *c = (BatchCursor *)cur;
+  *pRowid = gptext_tvf_rowid(c->fp, (sqlite3_int64)1 << 40, c->aSlot[c->iCur].iRow);
+  return SQLITE_OK;
+}
+
+static sqlite3_module batchModule = {
+  0, 0, batchConnect, batchBestIndex, gptext_vtab_disconnect, 0, batchOpen, batchClose,
+  batchFilter, batchNext, batchEof, batchColumn, batchRowid,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+};
+
+/* Registers gpt_batch (DIRECTONLY: it runs a query and the model). */
+int gptext_register_batch(sqlite3 *db, GptConn *pConn) {
+  return sqlite3_create_module(db, "gpt_batch", &batchModule, pConn);
+}

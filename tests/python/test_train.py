@@ -1,0 +1,132 @@
+"""Fine-tuning through Python's sqlite3, with tensors larger than a BLOB may
+be (SQLITE_LIMIT_LENGTH lowered to 200,000 bytes): a generated Qwen2 model
+stored as f16 imports in row-aligned parts; gpt_train fine-tunes it and
+writes f32 checkpoints whose large tensors and AdamW moments are parts again
+(R rows each, the last shorter, part 0 first); the parted model loads and
+gives the same logits as the same run in a database without the limit,
+whose tensors are whole rows with the same bytes; a run resumed from parted
+moments equals the uninterrupted one bit for bit; gpt_drop removes the
+model's training rows. Debian's python3 and its sqlite3 module (setlimit:
+3.11+).
+
+    python3 tests/python/test_train.py BUILD_DIR
+"""
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+
+build = sys.argv[1] if len(sys.argv) > 1 else "build"
+ext = os.path.join(build, "gpt")
+passed = failed = 0
+LIMIT = 200000
+
+
+def check(name, cond, detail=""):
+    global passed, failed
+    if cond:
+        passed += 1
+    else:
+        failed += 1
+        print(f"FAIL {name} {detail}")
+
+
+def connect(path, limit=None):
+    db = sqlite3.connect(path, isolation_level=None)
+    db.enable_load_extension(True)
+    db.load_extension(ext)
+    if limit:
+        db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, limit)
+    return db
+
+
+def tensor_bytes(db, model, name):
+    """The bytes of a tensor: its whole row, or its parts joined in order."""
+    rows = db.execute("SELECT name, data FROM gpt_tensors WHERE model = ? AND "
+                      "(name = ? OR name GLOB ? || '#*')", (model, name, name)).fetchall()
+    rows.sort(key=lambda r: -1 if r[0] == name else int(r[0].split("#")[1]))
+    return b"".join(r[1] for r in rows), [r[0] for r in rows]
+
+
+CORPUS = [f"line {i}: to be, or not to be, that is the question of the day." for i in range(40)]
+OPTS = ('{"steps": 4, "batch_size": 2, "n_ctx": 16, "checkpoint_every": 2, '
+        '"learning_rate": 0.003, "seed": 9, "warmup": 1}')
+
+with tempfile.TemporaryDirectory() as tmp:
+    folder = os.path.join(tmp, "m")
+    subprocess.run([os.path.join(build, "mkmodel"), folder, "--arch", "qwen2", "--layers", "2",
+                    "--heads", "4", "--kv-heads", "2", "--embd", "64", "--ffn", "96",
+                    "--vocab", "2048", "--ctx", "64", "--untied", "--dtype", "f16",
+                    "--seed", "5"], check=True, stdout=subprocess.DEVNULL)
+    whole = connect(os.path.join(tmp, "whole.db"))
+    parted = connect(os.path.join(tmp, "parted.db"), LIMIT)
+    for db in (whole, parted):
+        db.execute("CREATE TABLE corpus(body TEXT)")
+        db.executemany("INSERT INTO corpus VALUES(?)", [(c,) for c in CORPUS])
+        db.execute("SELECT gpt_import('m', ?)", (folder,))
+    emb = "model.embed_tokens.weight"
+    _, names = tensor_bytes(parted, "m", emb)
+    # f16: 2048 rows of 128 bytes, 1562 rows a part
+    check("train-parts-1", names == [emb + "#0", emb + "#1"], names)
+
+    # whole: one call; parted: two calls (stop_after 2, then the rest)
+    r1 = whole.execute("SELECT gpt_train('m', 'SELECT body FROM corpus', ?)", (OPTS,)).fetchone()[0]
+    check("train-parts-2", r1.startswith("gpt_train: model 'm': steps 0 to 4 of 4"), r1)
+    r2 = parted.execute("SELECT gpt_train('m', 'SELECT body FROM corpus', json_patch(?, "
+                        "'{\"stop_after\": 2}'))", (OPTS,)).fetchone()[0]
+    r3 = parted.execute("SELECT gpt_train('m', 'SELECT body FROM corpus')").fetchone()[0]
+    check("train-parts-3", "steps 0 to 2 of 4" in r2 and "steps 2 to 4 of 4" in r3, f"{r2} {r3}")
+
+    # f32 checkpoints: 2048 rows of 256 bytes; rows a part are what fits the
+    # limit less room for the row's other columns; f16 parts are gone
+    data, names = tensor_bytes(parted, "m", emb)
+    shapes = [r[0] for r in parted.execute(
+        "SELECT shape FROM gpt_tensors WHERE model = 'm' AND name GLOB ? || '#*' "
+        "ORDER BY length(name), name", (emb,))]
+    check("train-parts-4", names == [emb + "#0", emb + "#1", emb + "#2"] and
+          shapes == ["[780,64]", "[780,64]", "[488,64]"], f"{names} {shapes}")
+    check("train-parts-5", parted.execute(
+        "SELECT count(*), sum(dtype = 'f32') FROM gpt_tensors WHERE model = 'm'").fetchone()
+        == (31, 31))  # 27 tensors, two of them in 3 parts
+    check("train-parts-6", max(len(r[0]) for r in parted.execute(
+        "SELECT data FROM gpt_tensors UNION ALL SELECT data FROM gpt_train_state")) <= LIMIT)
+    # every tensor equals the uninterrupted run's whole row, byte for byte
+    same = 0
+    for (name,) in whole.execute("SELECT name FROM gpt_tensors WHERE model = 'm'"):
+        a, _ = tensor_bytes(whole, "m", name)
+        b, _ = tensor_bytes(parted, "m", name)
+        same += a == b
+    check("train-parts-7", same == 27, f"{same} of 27 tensors equal")
+    # moments of the large tensors are parts too, and equal the whole run's
+    m_whole = whole.execute("SELECT data FROM gpt_train_state WHERE model = 'm' AND "
+                            "name = 'adam.v.lm_head.weight'").fetchone()[0]
+    m_parts = b"".join(r[0] for r in parted.execute(
+        "SELECT data FROM gpt_train_state WHERE model = 'm' AND name GLOB "
+        "'adam.v.lm_head.weight#*' ORDER BY length(name), name"))
+    check("train-parts-8", len(m_parts) == 2048 * 64 * 4 and m_parts == m_whole)
+
+    # the parted model loads and scores as the whole one does
+    q = "SELECT token_id, logit FROM gpt_next_tokens('line 3: to be', 10)"
+    a, b = whole.execute(q).fetchall(), parted.execute(q).fetchall()
+    check("train-parts-9", a == b and len(a) == 10, f"{a[:2]} {b[:2]}")
+
+    # gpt_drop takes the training rows along
+    n = parted.execute("SELECT gpt_drop('m')").fetchone()[0]
+    left = parted.execute("SELECT (SELECT count(*) FROM gpt_train_state), "
+                          "(SELECT count(*) FROM gpt_train_log)").fetchone()
+    check("train-parts-10", n == 31 and left == (0, 0), f"{n} {left}")
+
+    # a limit below one row of a tensor: a clear error, and nothing written
+    whole.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 500)
+    try:
+        whole.execute("SELECT gpt_train('m', 'SELECT body FROM corpus', ?)", (OPTS,))
+        check("train-parts-11", False, "no error")
+    except sqlite3.Error as e:
+        check("train-parts-11", "larger than a BLOB may be (SQLITE_LIMIT_LENGTH 500)" in str(e),
+              str(e))
+    whole.close()
+    parted.close()
+
+print(f"{passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)
