@@ -102,6 +102,7 @@ test: deps
 	$(PYTHON) tests/python/test_clients.py
 	$(PYTHON) tests/python/test_parts.py build
 	$(PYTHON) tests/python/test_train.py build
+	$(PYTHON) tests/python/test_svg.py
 
 demo: deps
 	$(MAKE) all
@@ -160,6 +161,7 @@ test-sqlite-latest: all $(SQLITE_LATEST_DIR)/libsqlite3.so.0
 	  $(PYTHON) tests/python/test_clients.py
 	LD_LIBRARY_PATH=$(CURDIR)/$(SQLITE_LATEST_DIR) $(PYTHON) tests/python/test_parts.py build
 	LD_LIBRARY_PATH=$(CURDIR)/$(SQLITE_LATEST_DIR) $(PYTHON) tests/python/test_train.py build
+	LD_LIBRARY_PATH=$(CURDIR)/$(SQLITE_LATEST_DIR) $(PYTHON) tests/python/test_svg.py
 
 .PHONY: test-sqlite-latest
 

@@ -47,11 +47,80 @@
 ** read. The forward pass runs once per xFilter, never per row, and stops at
 ** the last wanted layer. Layer, head and query_pos equality and IN
 ** constraints are pushed down (see attnBestIndex), so that
-** `WHERE layer = 3 AND head = 5` materializes one head of one layer.
+** `WHERE layer = 3 AND head = 5` materializes one head of one layer. The
+** sequence and the layer-by-layer pass are shared with gpt_attention_svg
+** (ext/svg.c) through gptext_attention_sequence/_begin/_layer.
 */
 #include "gpt_ext.h"
 #include <math.h>
 #include <string.h>
+
+/* ------------------------------------------- shared with gpt_attention_svg */
+
+/* The sequence whose attention gpt_attention and gpt_attention_svg show
+** (see gpt_ext.h): the text's tokens fitted into the window, then
+** o->nGenerate generated ones when asked. */
+int gptext_attention_sequence(GptConn *pConn, sqlite3 *db, GptModel *m, const char *zFunc,
+                              sqlite3_value *pText, GptOptions *o, int **paTok, int *pnTok,
+                              char **pzErr) {
+  GptGeneration g;
+  int *aIds = 0, nIds = 0;
+  memset(&g, 0, sizeof(g));
+  *paTok = 0;
+  *pnTok = 0;
+  int rc = gptext_encode(m, zFunc, (const char *)sqlite3_value_text(pText),
+                         sqlite3_value_bytes(pText), o->bAllowSpecial, &aIds, &nIds, pzErr);
+  if (rc != SQLITE_OK || (nIds == 0 && o->nGenerate == 0)) goto done; /* nothing to attend to */
+  rc = gptext_fit_prompt(m, zFunc, o, o->nGenerate, &aIds, &nIds, pzErr);
+  if (rc == SQLITE_OK && o->nGenerate > 0) {
+    o->nMaxTokens = o->nGenerate;
+    rc = gptext_generate(pConn, db, m, zFunc, o, aIds, nIds, &g, pzErr);
+  }
+  if (rc != SQLITE_OK) goto done;
+  *paTok = sqlite3_malloc64(sizeof(int) * (size_t)(nIds + g.nTok));
+  if (!*paTok) { rc = SQLITE_NOMEM; goto done; }
+  memcpy(*paTok, aIds, sizeof(int) * (size_t)nIds);
+  if (g.nTok) memcpy(*paTok + nIds, g.aTok, sizeof(int) * (size_t)g.nTok);
+  *pnTok = nIds + g.nTok;
+done:
+  sqlite3_free(aIds);
+  gptext_generation_clear(&g);
+  return rc;
+}
+
+/* A fresh decoder state for nTok tokens with one batch over all of them
+** begun (gpt_batch_begin); layers are then run by gptext_attention_layer. */
+int gptext_attention_begin(GptModel *m, const char *zFunc, const int *aTok, int nTok,
+                           GPTState **ppState, char **pzErr) {
+  char zMsg[200];
+  *ppState = gpt_state_new(m->pNet, nTok);
+  if (!*ppState) return SQLITE_NOMEM;
+  int rc = gpt_batch_begin(m->pNet, *ppState, aTok, nTok, zMsg, sizeof(zMsg));
+  if (rc == GPT_OK) return SQLITE_OK;
+  gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, m->zName, zMsg);
+  gpt_state_free(*ppState);
+  *ppState = 0;
+  return rc == GPT_NOMEM ? SQLITE_NOMEM : SQLITE_ERROR;
+}
+
+/* Runs layer iLayer of the batch (gpt_batch_layer), its attention going to
+** io's callbacks; the errors name zFunc and the model. */
+int gptext_attention_layer(GptModel *m, const char *zFunc, GPTState *s, int iLayer,
+                           GPTForwardIO *io, char **pzErr) {
+  int rc = gpt_batch_layer(m->pNet, s, iLayer, io);
+  if (rc == GPT_OK) return SQLITE_OK;
+  if (rc == GPT_ABORTED) {
+    gptext_set_error(pzErr, "%s: interrupted", zFunc);
+    return SQLITE_INTERRUPT;
+  }
+  if (rc == GPT_OVERFLOW) {
+    gptext_set_error(pzErr, "%s: model '%s': non-finite hidden state: the weights overflow "
+                     "float32", zFunc, m->zName);
+    return SQLITE_ERROR;
+  }
+  gptext_set_error(pzErr, "%s: model '%s': out of memory", zFunc, m->zName);
+  return SQLITE_NOMEM;
+}
 
 /* ---------------------------------------------------------- gpt_attention */
 
@@ -349,20 +418,8 @@ static int attnRunLayer(AttnCursor *c) {
   io.should_stop = attnStop;
   io.ctx = c;
   while (c->nLayerRun <= target) {
-    int rc = gpt_batch_layer(c->m->pNet, c->s, c->nLayerRun, &io);
-    if (rc == GPT_ABORTED) {
-      gptext_set_error(&c->zErr, "gpt_attention: interrupted");
-      return SQLITE_INTERRUPT;
-    }
-    if (rc == GPT_OVERFLOW) {
-      gptext_set_error(&c->zErr, "gpt_attention: model '%s': non-finite hidden state: the "
-                       "weights overflow float32", c->m->zName);
-      return SQLITE_ERROR;
-    }
-    if (rc != GPT_OK) {
-      gptext_set_error(&c->zErr, "gpt_attention: model '%s': out of memory", c->m->zName);
-      return SQLITE_NOMEM;
-    }
+    int rc = gptext_attention_layer(c->m, "gpt_attention", c->s, c->nLayerRun, &io, &c->zErr);
+    if (rc != SQLITE_OK) return rc;
     c->nLayerRun++;
   }
   return SQLITE_OK;
@@ -377,12 +434,10 @@ static int attnFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, 
   AttnCursor *c = (AttnCursor *)cur;
   GptVtab *pVtab = (GptVtab *)cur->pVtab;
   GptOptions o;
-  GptGeneration g;
   sqlite3_value *apArg[5] = {0, 0, 0, 0, 0};
-  int *aIds = 0, nIds = 0, rc = SQLITE_OK;
-  char *zErr = 0, zMsg[200];
+  int rc = SQLITE_OK;
+  char *zErr = 0;
   memset(&o, 0, sizeof(o));
-  memset(&g, 0, sizeof(g));
   attnReset(c);
   for (int k = 0, iArg = 0; k < 5; k++) {
     int bits = k < 2 ? (1 << k) : ((ATTN_IDX_LAYER | ATTN_IDX_LAYER_IN) << (k - 2));
@@ -399,22 +454,9 @@ static int attnFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, 
   if (rc == SQLITE_OK)
     rc = gptext_model_acquire(pVtab->pConn, pVtab->db, zFunc, o.zModel, 1, &c->m, &zErr);
   if (rc == SQLITE_OK)
-    rc = gptext_encode(c->m, zFunc, (const char *)sqlite3_value_text(apArg[0]),
-                       sqlite3_value_bytes(apArg[0]), o.bAllowSpecial, &aIds, &nIds, &zErr);
-  if (rc != SQLITE_OK) goto done;
-  if (nIds == 0 && o.nGenerate == 0) goto done; /* nothing to attend to: no rows */
-  rc = gptext_fit_prompt(c->m, zFunc, &o, o.nGenerate, &aIds, &nIds, &zErr);
-  if (rc != SQLITE_OK) goto done;
-  if (o.nGenerate > 0) {
-    o.nMaxTokens = o.nGenerate;
-    rc = gptext_generate(pVtab->pConn, pVtab->db, c->m, zFunc, &o, aIds, nIds, &g, &zErr);
-    if (rc != SQLITE_OK) goto done;
-  }
-  c->nTok = nIds + g.nTok;
-  c->aTok = sqlite3_malloc64(sizeof(int) * (size_t)c->nTok);
-  if (!c->aTok) { rc = SQLITE_NOMEM; goto done; }
-  memcpy(c->aTok, aIds, sizeof(int) * (size_t)nIds);
-  if (g.nTok) memcpy(c->aTok + nIds, g.aTok, sizeof(int) * (size_t)g.nTok);
+    rc = gptext_attention_sequence(pVtab->pConn, pVtab->db, c->m, zFunc, apArg[0], &o,
+                                   &c->aTok, &c->nTok, &zErr);
+  if (rc != SQLITE_OK || c->nTok == 0) goto done; /* nothing to attend to: no rows */
 
   rc = attnSetInit(&c->layer, c->m->cfg.n_layer, apArg[2], (idxNum & ATTN_IDX_LAYER_IN) != 0);
   if (rc == SQLITE_OK)
@@ -441,14 +483,8 @@ static int attnFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, 
     c->aProb = sqlite3_malloc64(sizeof(float) * (size_t)nPacked * (size_t)c->head.n);
     if (!c->aProb) { rc = SQLITE_NOMEM; goto done; }
   }
-  c->s = gpt_state_new(c->m->pNet, c->nTok);
-  if (!c->s) { rc = SQLITE_NOMEM; goto done; }
-  rc = gpt_batch_begin(c->m->pNet, c->s, c->aTok, c->nTok, zMsg, sizeof(zMsg));
-  if (rc != GPT_OK) {
-    gptext_set_error(&zErr, "%s: model '%s': %s", zFunc, c->m->zName, zMsg);
-    rc = rc == GPT_NOMEM ? SQLITE_NOMEM : SQLITE_ERROR;
-    goto done;
-  }
+  rc = gptext_attention_begin(c->m, zFunc, c->aTok, c->nTok, &c->s, &zErr);
+  if (rc != SQLITE_OK) goto done;
   rc = attnRunLayer(c);
   if (rc != SQLITE_OK) {
     zErr = c->zErr;
@@ -458,8 +494,6 @@ static int attnFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, 
   c->bEof = 0;
 
 done:
-  sqlite3_free(aIds);
-  gptext_generation_clear(&g);
   gptext_options_clear(&o);
   if (rc != SQLITE_OK) {
     if (!zErr) {

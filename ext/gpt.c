@@ -274,6 +274,7 @@ static const struct { const char *zKey; unsigned mask; } aOptKey[] = {
   {"template", GPTOPT_TEMPLATE},    {"threads", GPTOPT_THREADS},
   {"variables", GPTOPT_CHATVARS},   {"add_generation_prompt", GPTOPT_GENPROMPT},
   {"batch", GPTOPT_BATCH},
+  {"layer", GPTOPT_LAYER_HEAD},     {"head", GPTOPT_LAYER_HEAD},
 };
 
 /* Parses the options object with SQLite's json_each: one row per key, its
@@ -399,6 +400,25 @@ int gptext_options_parse(sqlite3 *db, const char *zFunc, sqlite3_value *pArg,
       int b = 1;
       rc = opt_bool(p, zFunc, zKey, &b, pzErr);
       o->bNoGenPrompt = !b;
+    } else if (strcmp(zKey, "layer") == 0) {
+      /* the model's own count is checked once it is loaded */
+      rc = opt_number(p, zFunc, zKey, "from 0 to 255", 1, &v, pzErr);
+      if (rc == SQLITE_OK && (v < 0 || v >= GPT_MAX_LAYER))
+        rc = opt_range(zFunc, zKey, "an integer from 0 to 255", pzErr);
+      if (rc == SQLITE_OK) o->iLayer = (int)v;
+    } else if (strcmp(zKey, "head") == 0) {
+      const char *zType = (const char *)sqlite3_column_text(p, 1);
+      if (zType && strcmp(zType, "text") == 0) {
+        const char *zVal = (const char *)sqlite3_column_text(p, 2);
+        rc = SQLITE_OK;
+        if (zVal && strcmp(zVal, "all") == 0) o->iHead = -1;
+        else rc = opt_range(zFunc, zKey, "an integer from 0 to 255 or \"all\"", pzErr);
+      } else {
+        rc = opt_number(p, zFunc, zKey, "from 0 to 255 or \"all\"", 1, &v, pzErr);
+        if (rc == SQLITE_OK && (v < 0 || v >= GPT_MAX_HEAD))
+          rc = opt_range(zFunc, zKey, "an integer from 0 to 255 or \"all\"", pzErr);
+        if (rc == SQLITE_OK) o->iHead = (int)v;
+      }
     }
     if (rc != SQLITE_OK) goto done;
   }
@@ -1720,6 +1740,7 @@ int sqlite3_gpt_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *p
     {"gpt_generate", gptext_register_generate},
     {"gpt_batch", gptext_register_batch},
     {"gpt_attention", gptext_register_analyze},
+    {"gpt_attention_svg", gptext_register_svg},
     {"gpt_logprob", gptext_register_score},
     {"gpt_quantize", gptext_register_quantize},
     {"gpt_chat", gptext_register_chat},

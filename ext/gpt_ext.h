@@ -56,6 +56,8 @@ typedef struct GptOptions {
   char *zVariables;    /* "variables": JSON object of extra chat-template variables */
   int bNoGenPrompt;    /* "add_generation_prompt": false (gpt_chat_prompt) */
   int nBatch;          /* "batch": sequences in flight (gpt_batch), 0 = default */
+  int iLayer;          /* "layer" (gpt_attention_svg), default 0 */
+  int iHead;           /* "head" (gpt_attention_svg), default 0; -1 for "all" */
 } GptOptions;
 
 /* Which keys a function accepts: a bit mask of these. */
@@ -71,6 +73,7 @@ typedef struct GptOptions {
 #define GPTOPT_CHATVARS   0x0200 /* variables */
 #define GPTOPT_GENPROMPT  0x0400 /* add_generation_prompt */
 #define GPTOPT_BATCH      0x0800 /* batch */
+#define GPTOPT_LAYER_HEAD 0x1000 /* layer, head (gpt_attention_svg) */
 
 /* Fills o with defaults, then applies the JSON object in pArg (NULL or a SQL
 ** NULL mean no options). An unknown key or out-of-range value is an error
@@ -232,6 +235,23 @@ void gptext_generation_clear(GptGeneration *g);
 ** -1 when none was. */
 int gptext_generation_step(GptModel *m, const GptOptions *o, GPTSampler *sp,
                            const float *logits, int nAll, GptGeneration *g, int *pTok);
+/* The attention path shared by gpt_attention and gpt_attention_svg
+** (ext/analyze.c). gptext_attention_sequence encodes pText, fits it into the
+** window and, with o->nGenerate, generates that many tokens after it (o's
+** generation options); *paTok (sqlite3_malloc'd) is the whole sequence, NULL
+** with *pnTok 0 when there is nothing to attend to. gptext_attention_begin
+** makes a decoder state and begins one batch over the sequence;
+** gptext_attention_layer then runs layer iLayer (layers in order, each once),
+** handing the probabilities to io->want_attention / io->on_attention. Errors
+** name zFunc and the model; an interrupt is SQLITE_INTERRUPT with
+** "<zFunc>: interrupted". */
+int gptext_attention_sequence(GptConn *pConn, sqlite3 *db, GptModel *m, const char *zFunc,
+                              sqlite3_value *pText, GptOptions *o, int **paTok, int *pnTok,
+                              char **pzErr);
+int gptext_attention_begin(GptModel *m, const char *zFunc, const int *aTok, int nTok,
+                           GPTState **ppState, char **pzErr);
+int gptext_attention_layer(GptModel *m, const char *zFunc, GPTState *s, int iLayer,
+                           GPTForwardIO *io, char **pzErr);
 
 /* The savepoint of a writer (ext/savepoint.c): gpt_import, gpt_drop,
 ** gpt_quantize and every later writer run in one, so they wait out the busy
@@ -288,6 +308,7 @@ int gptext_register_gguf(sqlite3 *db, GptConn *pConn);     /* gpt_export */
 ** zPath) on it and sets ctx's result. */
 int gptext_gguf_is_file(const char *zPath);
 void gptext_gguf_import(sqlite3_context *ctx, const char *zName, const char *zPath, int bReplace);
+int gptext_register_svg(sqlite3 *db, GptConn *pConn);      /* gpt_attention_svg */
 
 /* For gpt_summarize on a model with a chat template: the prompt template
 ** ("{text}" once, in a user turn, with the generation prompt) rendered from

@@ -34,6 +34,7 @@ static const char *azCall[] = {
   "SELECT * FROM gpt_attention(?1, ?2)",
   "SELECT * FROM gpt_generate_tokens(?1, ?2)",
   "SELECT gpt_quantize('m', 'mq', ?2)",
+  "SELECT gpt_attention_svg(?1, ?2)",
 };
 #define N_CALL ((int)(sizeof(azCall) / sizeof(azCall[0])))
 static int abCallOk[N_CALL];

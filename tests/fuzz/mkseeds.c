@@ -147,9 +147,10 @@ int main(int argc, char **argv) {
       "{\"template\": \"{text} tl;dr\", \"max_tokens\": 2}",
       "{\"generate\": 3, \"temperature\": 0}",
       "{\"threads\": 2}",
+      "{\"layer\": 0, \"head\": \"all\", \"generate\": 2}",
     };
     int n = 0;
-    for (int iCall = 0; iCall < 14; iCall++) {
+    for (int iCall = 0; iCall < 15; iCall++) {
       for (size_t k = 0; k < sizeof(azOpt) / sizeof(azOpt[0]); k++) {
         if ((iCall + (int)k) % 3 != 0 && k != 0) continue;
         char zName[32];

@@ -211,7 +211,17 @@ def main():
     rows = db.execute("SELECT query_token, key_token FROM gpt_attention('日本', "
                       "'{\"generate\": 16, \"seed\": 3}')").fetchall()
     check("attention-generate", len(rows) > 0)
-    covered |= {"gpt_next_tokens", "gpt_attention"}
+    # the picture: valid UTF-8 TEXT whatever the text's bytes (labels of
+    # split characters show U+FFFD), one panel per head
+    for p in ["日本語 🙂", "The cat sat", "🙂", "a\x00b\n<&>"]:
+        doc = db.execute("SELECT gpt_attention_svg(?, '{\"head\": \"all\", \"layer\": 1}')",
+                         (p,)).fetchone()[0]
+        check(f"attention_svg {p!r}", isinstance(doc, str) and doc.endswith("</svg>\n") and
+              doc.count('<g class="head" ') == 4)
+    doc = db.execute("SELECT gpt_attention_svg(CAST(? AS TEXT))",
+                     (bytes(random.Random(5).randrange(256) for _ in range(40)),)).fetchone()[0]
+    check("attention_svg random bytes", isinstance(doc, str) and "\ufffd" in doc)
+    covered |= {"gpt_next_tokens", "gpt_attention", "gpt_attention_svg"}
 
     # ------------------------------------------------ many rows at once
     # gpt_batch through Python: every row's text is valid UTF-8 and equals
@@ -326,6 +336,7 @@ def main():
          "SELECT count(*) FROM gpt_generate_tokens('Hello', '{\"max_tokens\": 1000}')", True),
         ("gpt_attention", "SELECT count(*) FROM gpt_attention('Hello', '{\"generate\": 1000}')",
          False),
+        ("gpt_attention_svg", "SELECT gpt_attention_svg('Hello', '{\"generate\": 1000}')", True),
         ("gpt_summarize", f"SELECT gpt_summarize(value, '{{\"max_tokens\": 480}}') FROM {rows_many}",
          False),
         ("gpt_batch", "SELECT count(*) FROM gpt_batch('SELECT 1, ''Hello'' UNION ALL "

@@ -67,6 +67,10 @@ static void workload(sqlite3 *db, const char *zDir, const char *zDir2) {
     ok(db, "SELECT count(*) FROM gpt_attention('ab a ab')", 0);
     ok(db, "SELECT count(*) FROM gpt_generate_tokens('ab', '{\"max_tokens\": 3}')", 0);
   }
+  if (has(db, "SELECT gpt_attention_svg(NULL)")) {
+    ok(db, "SELECT gpt_attention_svg('ab a \xff', '{\"head\": \"all\", \"generate\": 2}')", 0);
+    fails(db, "SELECT gpt_attention_svg('ab', '{\"head\": 9}')", 0);
+  }
   /* errors, each with its message */
   fails(db, "SELECT gpt_generate('ab', '{\"max_tokens\": 0}')", 0);
   fails(db, "SELECT gpt_generate('ab', '{\"model\": \"nope\"}')", 0);
