@@ -13,6 +13,7 @@
 **                                   1 to compare with llama-bench's tg128)
 **   build/bench --rows              the per-row figures alone, the same way
 **   build/bench --batch             the gpt_batch figures alone, the same way
+**   build/bench --llamacpp          llama.cpp side by side alone, the same way
 **   build/bench --smollm            the SmolLM2-135M-shaped rows alone (llama:
 **                                   decode f32/f16/q8_0, prefill 512)
 **
@@ -29,6 +30,7 @@
 **   decode    tok/s of 128 tokens after a 128-token prompt (greedy)
 **   SQL       per-row overhead of gpt_generate over 200 rows; prefix reuse
 **   batch     gpt_batch over 256 rows against row-at-a-time gpt_generate
+**   llama.cpp pp512 and tg128 of the same models in llama.cpp (node-llama-cpp)
 **
 ** A fraction of a roofline above 1.05 is marked and explained (FRAC_NOTE).
 **
@@ -904,6 +906,81 @@ static void bench_batch(sqlite3 *db) {
       best / (nOut / tRow));
 }
 
+/* ------------------------------------------------------------ llama.cpp */
+
+/* The bench's GPT-2 models beside llama.cpp on the same machine, in the
+** same minutes: each model exported with gpt_export, llama.cpp's pp512 and
+** tg128 through node-llama-cpp's prebuilt CPU binary (bench/llamacpp.mjs,
+** the package installed into build/llamacpp with npm), then ours for the
+** same shapes, 2 threads. Skipped, and said so, without node or npm. */
+static void bench_llamacpp(sqlite3 *db) {
+  const char *zMod = "build/llamacpp/node_modules";
+  if (system("command -v node >/dev/null && command -v npm >/dev/null") != 0) {
+    out("llama.cpp side by side: skipped (node or npm is not installed).\n\n");
+    return;
+  }
+  if (file_size("build/llamacpp/node_modules/node-llama-cpp/dist/index.js") <= 0 &&
+      system("mkdir -p build/llamacpp && cd build/llamacpp && npm install --no-audit --no-fund "
+             "--ignore-scripts --omit=optional node-llama-cpp@3.22.1 "
+             "@node-llama-cpp/linux-x64@3.22.1 >npm.log 2>&1") != 0) {
+    out("llama.cpp side by side: skipped (npm could not install node-llama-cpp@3.22.1).\n\n");
+    return;
+  }
+  for (int i = 0; i < 1024; i++) aTok[i] = 100 + (int)((i * 7919u) % 20000u);
+  out("## Side by side with llama.cpp\n\nnode-llama-cpp 3.22.1 (its prebuilt llama.cpp CPU "
+      "backend) on the GGUF files gpt_export writes, against the engine on the same models, "
+      "2 threads, in turn: prefill of 512 tokens in one batch (llama-bench's pp512) and 128 "
+      "decode steps after a 1-token prompt (tg128), tok/s.\n\n"
+      "| model | pp512 llama.cpp | pp512 sqlite-gpt | ratio | tg128 llama.cpp | tg128 sqlite-gpt | ratio |\n"
+      "|---|---:|---:|---:|---:|---:|---:|\n");
+  for (int i = 0; i < 3; i++) {
+    char zPath[256], zSql[512], zCmd[768], zJson[256] = "";
+    snprintf(zPath, sizeof(zPath), TMPDIR "/%s.gguf", azModel[i]);
+    if (file_size(zPath) <= 0) {
+      snprintf(zSql, sizeof(zSql), "SELECT gpt_export('%s', '%s')", azModel[i], zPath);
+      query1(db, zSql);
+    }
+    snprintf(zCmd, sizeof(zCmd), "node bench/llamacpp.mjs %s %s 2 %d", zMod, zPath, nRuns);
+    FILE *f = popen(zCmd, "r");
+    if (!f || !fgets(zJson, sizeof(zJson), f)) zJson[0] = 0;
+    if (f) pclose(f);
+    const char *zPp = strstr(zJson, "\"pp512\":"), *zTg = strstr(zJson, "\"tg128\":");
+    if (!zPp || !zTg) {
+      out("| %s | failed: %s | | | | | |\n", azModelDtype[i], zCmd);
+      continue;
+    }
+    double pp = atof(zPp + 8), tg = atof(zTg + 8);
+    GptModel *m = 0;
+    char *zErr = 0;
+    if (gptext_model_acquire(0, db, "bench", azModel[i], 1, &m, &zErr) != SQLITE_OK) die("%s", zErr);
+    GPTState *s = gpt_state_new(m->pNet, 1024);
+    float *logits = malloc(sizeof(float) * (size_t)m->cfg.vocab_size);
+    int nPrev = gpt_threads_set(2);
+    double ours = 512 / time_prefill(m->pNet, s, 512, logits);
+    double t[64];
+    char zMsg[200];
+    GPTForwardIO io;
+    memset(&io, 0, sizeof(io));
+    io.logits = logits;
+    for (int r = 0; r < nRuns; r++) {
+      gpt_state_truncate(s, 0);
+      if (gpt_forward(m->pNet, s, aTok, 1, &io, zMsg, sizeof(zMsg))) die("%s", zMsg);
+      double t0 = now();
+      for (int k = 1; k <= 128; k++)
+        if (gpt_forward(m->pNet, s, aTok + k, 1, &io, zMsg, sizeof(zMsg))) die("%s", zMsg);
+      t[r] = 128 / (now() - t0);
+    }
+    double oursTg = median(t, nRuns);
+    gpt_threads_set(nPrev);
+    gpt_state_free(s);
+    free(logits);
+    gptext_model_release(m);
+    out("| gpt2 124M %s | %.0f | %.0f | %.2f | %.1f | %.1f | %.2f |\n", azModelDtype[i], pp, ours,
+        ours / pp, tg, oursTg, oursTg / tg);
+  }
+  out("\n");
+}
+
 typedef struct RowFig { double sqlRow, oneCall, engineRow, overhead; } RowFig;
 
 /* Per-row overhead of gpt_generate(body, max_tokens 1) over 200 rows of
@@ -1124,6 +1201,19 @@ int main(int argc, char **argv) {
     bench_smollm();
     return 0;
   }
+  if (argc == 2 && strcmp(argv[1], "--llamacpp") == 0) {
+    /* llama.cpp side by side alone, on the models of the last full run */
+    gOut = 0;
+    sqlite3_auto_extension((void (*)(void))sqlite3_gpt_init);
+    if (file_size(DB_PATH) <= 0) {
+      make_model();
+      bench_import();
+    }
+    sqlite3 *db = open_db(DB_PATH);
+    bench_llamacpp(db);
+    sqlite3_close(db);
+    return 0;
+  }
   if (argc == 2 && strcmp(argv[1], "--batch") == 0) {
     /* the gpt_batch rows alone, on the models of the last full run (made
     ** first when there is none) */
@@ -1332,6 +1422,8 @@ int main(int argc, char **argv) {
       tDistinct * 1e3, sp);
   fprintf(stderr, "bench: gpt_batch...\n");
   bench_batch(db);
+  fprintf(stderr, "bench: llama.cpp...\n");
+  bench_llamacpp(db);
   out("\nLoad average (1 min) at the start %.2f, at the end %.2f, on %d cores: anything above "
       "about 1 was other processes competing with this run.\n", loadStart, load_average(),
       gpt_threads_default());
