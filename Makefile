@@ -26,7 +26,7 @@ EXT_SRC    = $(wildcard ext/*.c)
 HEADERS    = $(wildcard engine/*.h ext/*.h) build/schema.h
 
 all: build/gpt.so build/mkmodel build/tokenizer_test build/engine_test build/kernels_test \
-     build/train_test
+     build/train_test build/q4_test
 
 build:
 	mkdir -p build
@@ -68,6 +68,13 @@ build/kernels_test: tests/unit/kernels_test.c engine/kernels.c engine/threads.c 
 	$(CC) $(CFLAGS) -o $@ tests/unit/kernels_test.c engine/kernels.c engine/threads.c \
 	  engine/dtype.c $(LDLIBS)
 
+# C unit test of the 4- and 6-bit kernels (engine/kernels_q4.c) against
+# float64 goldens (tests/ref/make_q4_goldens.py) and the portable set.
+build/q4_test: tests/unit/q4_test.c engine/kernels_q4.c engine/kernels.c engine/threads.c \
+               engine/dtype.c engine/kernels_q4.h engine/kernels.h engine/gpt.h | build
+	$(CC) $(CFLAGS) -o $@ tests/unit/q4_test.c engine/kernels_q4.c engine/kernels.c \
+	  engine/threads.c engine/dtype.c $(LDLIBS)
+
 # The benchmark: bench/bench.c with the engine and the extension linked in.
 # It writes bench/results/DATE-MACHINE.md and keeps its model and database in
 # bench/tmp/ (git-ignored). BENCH_RUNS=N, BENCH_QUICK=1 (see bench/bench.c).
@@ -97,6 +104,7 @@ test: deps
 	build/tokenizer_test
 	build/engine_test
 	build/kernels_test
+	build/q4_test
 	build/train_test
 	$(TCLSH) tests/all.tcl
 	$(PYTHON) tests/python/test_clients.py
