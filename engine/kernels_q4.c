@@ -411,41 +411,39 @@ VNNI_FN static ALWAYS_INLINE __m512i vnni_dot_u8s8(__m512i u, __m512i q) {
   return _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, q);
 }
 
-/* Sixteen q4_0 blocks at a time (two per 512-bit step), their sixteen f16
-** scales widened by one vcvtph2ps; the offsets -8 d_w xsum in a vector of
-** their own. VNNI picks the integer dot product. */
+/* Two q4_0 blocks a 512-bit step: the pair's 16-byte quants go to the four
+** 128-bit lanes as a, a, b, b, the second and fourth shifted right by 4
+** (low then high nibbles of each block); lanes 0-7 of the int32 sums are
+** block a's, 8-15 block b's, scaled by d_w d_x of their block. The offsets
+** -8 d_w xsum are summed apart. VNNI picks the integer dot product. */
 #define Q4_0_ROW(NAME, ATTR, DOT)                                                             \
   ATTR static ALWAYS_INLINE float NAME(const uint8_t *row, const GPTQ8Act *x,                 \
                                        const float *xsum, int nb) {                           \
-    __m512 acc = _mm512_setzero_ps(), accs = _mm512_setzero_ps();                             \
+    __m512 acc = _mm512_setzero_ps();                                                         \
+    const __m512i shift = _mm512_set_epi64(4, 4, 0, 0, 4, 4, 0, 0);                           \
+    const __m512i m4 = _mm512_set1_epi8(15);                                                  \
+    float off = 0.0f;                                                                         \
     int b = 0;                                                                                \
-    for (; b + 16 <= nb; b += 16) {                                                           \
-      const uint8_t *blk16 = row + (size_t)b * GPT_Q4_0_BYTES;                                \
-      uint16_t h[16];                                                                         \
-      PREFETCH(blk16 + PF_BYTES);                                                             \
-      PREFETCH(blk16 + PF_BYTES + 64);                                                        \
-      PREFETCH(blk16 + PF_BYTES + 128);                                                       \
-      PREFETCH(blk16 + PF_BYTES + 192);                                                       \
-      PREFETCH(blk16 + PF_BYTES + 256);                                                       \
-      for (int j = 0; j < 16; j++) h[j] = le16(blk16 + j * GPT_Q4_0_BYTES);                   \
-      __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)h));                    \
-      __m512 ds = _mm512_mul_ps(dw, _mm512_loadu_ps(x->d + b));                               \
-      accs = _mm512_fmadd_ps(dw, _mm512_loadu_ps(xsum + b), accs);                            \
-      for (int j = 0; j < 16; j += 2) {                                                       \
-        const uint8_t *blk = blk16 + j * GPT_Q4_0_BYTES;                                      \
-        __m512i n = _mm512_inserti64x4(_mm512_castsi256_si512(avx2_q4_0_nibbles(blk)),        \
-                                       avx2_q4_0_nibbles(blk + GPT_Q4_0_BYTES), 1);           \
-        __m512i q = _mm512_loadu_si512((const void *)(x->q + (b + j) * 32));                  \
-        __m512i lanes = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(j)),      \
-                                           _mm256_set1_epi32(j + 1), 1);                      \
-        acc = _mm512_fmadd_ps(_mm512_permutexvar_ps(lanes, ds),                               \
-                              _mm512_cvtepi32_ps(DOT(n, q)), acc);                            \
-      }                                                                                       \
+    for (; b + 2 <= nb; b += 2) {                                                             \
+      const uint8_t *blk = row + (size_t)b * GPT_Q4_0_BYTES;                                  \
+      if ((b & 3) == 0) PREFETCH(blk + PF_BYTES);                                             \
+      float d0 = _cvtsh_ss(le16(blk)), d1 = _cvtsh_ss(le16(blk + GPT_Q4_0_BYTES));            \
+      __m256i ab = _mm256_inserti128_si256(                                                   \
+          _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(blk + 2))),                \
+          _mm_loadu_si128((const __m128i *)(blk + GPT_Q4_0_BYTES + 2)), 1);                   \
+      __m512i t = _mm512_castsi256_si512(ab);                                                 \
+      t = _mm512_shuffle_i64x2(t, t, _MM_SHUFFLE(1, 1, 0, 0));                                \
+      __m512i nib = _mm512_and_si512(_mm512_srlv_epi64(t, shift), m4);                        \
+      __m512i q = _mm512_loadu_si512((const void *)(x->q + b * 32));                          \
+      __m512 ds = _mm512_castsi512_ps(_mm512_inserti64x4(                                     \
+          _mm512_castps_si512(_mm512_set1_ps(d0 * x->d[b])),                                  \
+          _mm256_castps_si256(_mm256_set1_ps(d1 * x->d[b + 1])), 1));                         \
+      acc = _mm512_fmadd_ps(ds, _mm512_cvtepi32_ps(DOT(nib, q)), acc);                        \
+      off += d0 * xsum[b] + d1 * xsum[b + 1];                                                 \
     }                                                                                         \
-    float s = _mm512_reduce_add_ps(acc) - 8.0f * _mm512_reduce_add_ps(accs);                  \
-    if (b < nb)                                                                               \
-      s += avx2_blocks_q4_0(row + (size_t)b * GPT_Q4_0_BYTES, x->q + b * 32, x->d + b,        \
-                            xsum + b, nb - b);                                                \
+    float s = _mm512_reduce_add_ps(acc) - 8.0f * off;                                         \
+    if (b < nb) s += avx2_blocks_q4_0(row + (size_t)b * GPT_Q4_0_BYTES, x->q + b * 32,        \
+                                      x->d + b, xsum + b, 1);                                 \
     return s;                                                                                 \
   }
 
