@@ -109,6 +109,7 @@ test: deps
 	$(TCLSH) tests/all.tcl
 	$(PYTHON) tests/python/test_clients.py
 	$(PYTHON) tests/python/test_parts.py build
+	$(PYTHON) tests/python/test_q4.py build
 
 demo: deps
 	$(MAKE) all
