@@ -25,6 +25,7 @@
 ** same output.
 */
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 #include "gpt.h"
 #include "kernels.h"
@@ -587,13 +588,18 @@ const GPTQ4Kernels *gpt_q4_kernels_named(const char *zName) {
   return 0;
 }
 
+#ifdef GPT_X86
+static int gHasVnni;
+static pthread_once_t gVnniOnce = PTHREAD_ONCE_INIT;
+static void check_vnni(void) { gHasVnni = cpu_has_vnni(); }
+#endif
+
 const GPTQ4Kernels *gpt_q4_kernels(void) {
   const char *z = gpt_kernels()->name;
 #ifdef GPT_X86
   if (strcmp(z, "avx512") == 0) {
-    static int bVnni = -1; /* benign race: every thread writes the same value */
-    if (bVnni < 0) bVnni = cpu_has_vnni();
-    return bVnni ? &kVnni : &kAvx512;
+    pthread_once(&gVnniOnce, check_vnni);
+    return gHasVnni ? &kVnni : &kAvx512;
   }
   if (strcmp(z, "avx2") == 0) return &kAvx2;
 #endif
