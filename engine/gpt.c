@@ -99,7 +99,7 @@ struct GPTState {
   float *logit_block;    /* (LOGIT_ROWS, V) for per-position logits */
   float *tmp;            /* (max(2F, Q, C),) decode scratch */
   GPTQ8Act xq;           /* decode input quantized for q8_0 rows */
-  float *xq_sum;         /* (W/32,) its block sums, for 4-bit rows (q4 hook) */
+  GPTQ4Act xq4;          /* decode input quantized for 4-bit rows (q4 hook) */
   int n_wide;            /* threads the wide scratch is sized for */
   float *wide;           /* (n_wide, GEMM_COLS, max_k) compact weights widened */
   int batch_T;           /* tokens of the batch in progress */
@@ -1045,8 +1045,7 @@ GPTState *gpt_state_new(const GPTModel *m, int max_T) {
   s->xq.q = malloc(W);
   s->xq.aq = malloc(W);
   s->xq.d = malloc((W / GPT_Q8_BLOCK + 1) * sizeof(float));
-  s->xq_sum = malloc((W / GPT_Q8_BLOCK + 1) * sizeof(float));
-  if (!s->tmp || !s->xq.q || !s->xq.aq || !s->xq.d || !s->xq_sum ||
+  if (!s->tmp || !s->xq.q || !s->xq.aq || !s->xq.d || gpt_q4_act_alloc(&s->xq4, (int)W) ||
       state_grow_cache(s, max_T < 64 ? max_T : 64) || state_reserve(s, 1, 1)) {
     gpt_state_free(s);
     return NULL;
@@ -1061,7 +1060,8 @@ void gpt_state_free(GPTState *s) {
   free(s->rope_cs); free(s->att);
   free(s->logit_block);
   free(s->tmp);
-  free(s->xq.q); free(s->xq.aq); free(s->xq.d); free(s->xq_sum);
+  free(s->xq.q); free(s->xq.aq); free(s->xq.d);
+  gpt_q4_act_free(&s->xq4);
   free(s->wide);
   free(s);
 }
@@ -1269,8 +1269,8 @@ static void gemv_task(void *arg, int ith, int nth) {
     } else if (a->w.dtype == GPT_Q8_0) {
       k->gemv_q8(a->out, (const uint8_t *)a->w.w, &a->p->s->xq, a->bias, r0, r1, K, mode);
     } else { /* q4 hook */
-      gpt_q4_gemv(gpt_q4_kernels(), a->w.dtype, a->out, (const uint8_t *)a->w.w, &a->p->s->xq,
-                  a->p->s->xq_sum, a->bias, r0, r1, K, mode);
+      gpt_q4_gemv(gpt_q4_kernels(), a->w.dtype, a->out, (const uint8_t *)a->w.w, &a->p->s->xq4,
+                  a->bias, r0, r1, K, mode);
     }
     if (a->gelu) k->gelu(a->out + r0, (size_t)(r1 - r0));
   }
@@ -1325,10 +1325,8 @@ static int matmul_forward_ld(const Pass *p, float *out, size_t ldo, const float 
     if (chunk < 16) chunk = 16;
     a.chunk = (chunk + unit - 1) / unit * unit;
     if (w->dtype == GPT_Q8_0) p->k->q8_quantize_act(&p->s->xq, inp, w->k);
-    if (w->dtype == GPT_Q4_0 || w->dtype == GPT_Q4_K || w->dtype == GPT_Q6_K) { /* q4 hook */
-      p->k->q8_quantize_act(&p->s->xq, inp, w->k);
-      gpt_q4_act_sums(p->s->xq_sum, &p->s->xq, w->k);
-    }
+    if (w->dtype == GPT_Q4_0 || w->dtype == GPT_Q4_K || w->dtype == GPT_Q6_K) /* q4 hook */
+      gpt_q4_quantize_act(&p->s->xq4, w->dtype, inp, w->k);
     if ((int64_t)w->rows * w->k < PAR_MIN_GEMV) gemv_task(&a, 0, 1);
     else gpt_team_run(p->team, gemv_task, &a);
   } else {

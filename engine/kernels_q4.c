@@ -26,6 +26,7 @@
 */
 #include <math.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include "gpt.h"
 #include "kernels.h"
@@ -83,8 +84,9 @@ static inline int q6k_value(const uint8_t *blk, int i) {
 
 /* ------------------------------------------------------------ portable */
 
-static void p_gemv_q4_0(float *y, const uint8_t *W, const GPTQ8Act *x, const float *xsum,
-                        const float *bias, int r0, int r1, int K, int mode) {
+static void p_gemv_q4_0(float *y, const uint8_t *W, const GPTQ4Act *x, const float *bias,
+                        int r0, int r1, int K, int mode) {
+  const float *xsum = x->sum;
   int nb = K / GPT_Q4_0_BLOCK;
   for (int r = r0; r < r1; r++) {
     const uint8_t *blk = W + (size_t)r * nb * GPT_Q4_0_BYTES;
@@ -100,8 +102,9 @@ static void p_gemv_q4_0(float *y, const uint8_t *W, const GPTQ8Act *x, const flo
   }
 }
 
-static void p_gemv_q4_k(float *y, const uint8_t *W, const GPTQ8Act *x, const float *xsum,
-                        const float *bias, int r0, int r1, int K, int mode) {
+static void p_gemv_q4_k(float *y, const uint8_t *W, const GPTQ4Act *x, const float *bias,
+                        int r0, int r1, int K, int mode) {
+  const float *xsum = x->sum;
   int nb = K / GPT_QK_K;
   for (int r = r0; r < r1; r++) {
     const uint8_t *blk = W + (size_t)r * nb * GPT_Q4_K_BYTES;
@@ -123,10 +126,9 @@ static void p_gemv_q4_k(float *y, const uint8_t *W, const GPTQ8Act *x, const flo
   }
 }
 
-static void p_gemv_q6_k(float *y, const uint8_t *W, const GPTQ8Act *x, const float *xsum,
-                        const float *bias, int r0, int r1, int K, int mode) {
+static void p_gemv_q6_k(float *y, const uint8_t *W, const GPTQ4Act *x, const float *bias,
+                        int r0, int r1, int K, int mode) {
   int nb = K / GPT_QK_K;
-  (void)xsum;
   for (int r = r0; r < r1; r++) {
     const uint8_t *blk = W + (size_t)r * nb * GPT_Q6_K_BYTES;
     float s = 0.0f;
@@ -225,64 +227,60 @@ AVX2_FN static ALWAYS_INLINE float avx2_blocks_q4_0(const uint8_t *row, const in
   return hsum256(acc) - 8.0f * off;
 }
 
-AVX2_FN static void avx2_gemv_q4_0(float *y, const uint8_t *W, const GPTQ8Act *x,
-                                   const float *xsum, const float *bias, int r0, int r1, int K,
-                                   int mode) {
+AVX2_FN static void avx2_gemv_q4_0(float *y, const uint8_t *W, const GPTQ4Act *x,
+                                   const float *bias, int r0, int r1, int K, int mode) {
   int nb = K / GPT_Q4_0_BLOCK;
   size_t ld = (size_t)nb * GPT_Q4_0_BYTES;
   for (int r = r0; r < r1; r++)
-    store_row(y, r, avx2_blocks_q4_0(W + r * ld, x->q, x->d, xsum, nb), bias, mode);
+    store_row(y, r, avx2_blocks_q4_0(W + r * ld, x->q, x->d, x->sum, nb), bias, mode);
 }
 
-/* A q4_k super-block's eight sub-block factors: *pScale (8,) = d sc_s d_x
-** of the activation block, *pMin (8,) = dmin m_s. */
-AVX2_FN static ALWAYS_INLINE void avx2_q4k_factors(const uint8_t *blk, const float *dx,
-                                                   __m256 *pScale, __m256 *pMin) {
-  uint8_t sc[8], mn[8];
-  uint64_t s8, m8;
+/* A q4_k super-block's eight mins times dmin (8,), and its scales as
+** bytes in *pSc. */
+AVX2_FN static ALWAYS_INLINE __m256 avx2_q4k_mins(const uint8_t *blk, uint8_t sc[8]) {
+  uint8_t mn[8];
+  uint64_t m8;
   q4k_scales(blk + 4, sc, mn);
-  memcpy(&s8, sc, 8);
   memcpy(&m8, mn, 8);
-  __m256 fs = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)s8)));
   __m256 fm = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)m8)));
-  *pScale = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(le16(blk))), fs),
-                          _mm256_loadu_ps(dx));
-  *pMin = _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(le16(blk + 2))), fm);
+  return _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(le16(blk + 2))), fm);
 }
 
-AVX2_FN static ALWAYS_INLINE float avx2_row_q4_k(const uint8_t *row, const GPTQ8Act *x,
-                                                const float *xsum, int nb) {
+/* A q4_k row against an activation with one scale per 256: per super-block
+** the nibbles of each sub-block times q (maddubs) times the sub-block's
+** 6-bit scale (madd) sum in eight int32 lanes, scaled once by d d_x; the
+** mins' term dmin m xsum goes to a float vector of its own. */
+AVX2_FN static ALWAYS_INLINE float avx2_row_q4_k(const uint8_t *row, const GPTQ4Act *x, int nb) {
   __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
   const __m256i m4 = _mm256_set1_epi8(15);
   for (int i = 0; i < nb; i++) {
     const uint8_t *blk = row + (size_t)i * GPT_Q4_K_BYTES;
+    uint8_t sc[8];
     PREFETCH(blk + PF_BYTES);
     PREFETCH(blk + PF_BYTES + 64);
     PREFETCH(blk + PF_BYTES + 128);
-    __m256 fs, fm;
-    avx2_q4k_factors(blk, x->d + 8 * i, &fs, &fm);
-    accm = _mm256_fmadd_ps(fm, _mm256_loadu_ps(xsum + 8 * i), accm);
+    accm = _mm256_fmadd_ps(avx2_q4k_mins(blk, sc), _mm256_loadu_ps(x->sum + 8 * i), accm);
     const int8_t *q = x->q + (size_t)i * GPT_QK_K;
-    for (int p = 0; p < 4; p++) {
+    __m256i isum = _mm256_setzero_si256();
+    _Pragma("GCC unroll 4") for (int p = 0; p < 4; p++) {
       __m256i n = _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * p));
       __m256i lo = _mm256_and_si256(n, m4), hi = _mm256_and_si256(_mm256_srli_epi16(n, 4), m4);
-      __m256i s0 = avx2_dot_u8s8(lo, _mm256_loadu_si256((const __m256i *)(q + 64 * p)));
-      __m256i s1 = avx2_dot_u8s8(hi, _mm256_loadu_si256((const __m256i *)(q + 64 * p + 32)));
-      acc = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(fs, _mm256_set1_epi32(2 * p)),
-                            _mm256_cvtepi32_ps(s0), acc);
-      acc = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(fs, _mm256_set1_epi32(2 * p + 1)),
-                            _mm256_cvtepi32_ps(s1), acc);
+      __m256i p0 = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(q + 64 * p)));
+      __m256i p1 = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(q + 64 * p + 32)));
+      isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p0, _mm256_set1_epi16(sc[2 * p])));
+      isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p1, _mm256_set1_epi16(sc[2 * p + 1])));
     }
+    float dd = _cvtsh_ss(le16(blk)) * x->d[8 * i];
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(dd), _mm256_cvtepi32_ps(isum), acc);
   }
   return hsum256(acc) - hsum256(accm);
 }
 
-AVX2_FN static void avx2_gemv_q4_k(float *y, const uint8_t *W, const GPTQ8Act *x,
-                                   const float *xsum, const float *bias, int r0, int r1, int K,
-                                   int mode) {
+AVX2_FN static void avx2_gemv_q4_k(float *y, const uint8_t *W, const GPTQ4Act *x,
+                                   const float *bias, int r0, int r1, int K, int mode) {
   int nb = K / GPT_QK_K;
   size_t ld = (size_t)nb * GPT_Q4_K_BYTES;
-  for (int r = r0; r < r1; r++) store_row(y, r, avx2_row_q4_k(W + r * ld, x, xsum, nb), bias, mode);
+  for (int r = r0; r < r1; r++) store_row(y, r, avx2_row_q4_k(W + r * ld, x, nb), bias, mode);
 }
 
 /* The 6-bit values of activation block g (0..3) of half h of a q6_k block,
@@ -301,7 +299,10 @@ AVX2_FN static ALWAYS_INLINE __m256i avx2_q6_values(__m256i a, __m256i b, __m256
   return _mm256_or_si256(lo, _mm256_and_si256(hi, m2));
 }
 
-AVX2_FN static ALWAYS_INLINE float avx2_row_q6_k(const uint8_t *row, const GPTQ8Act *x, int nb) {
+/* A q6_k row against an activation with one scale per 256: the sixteen
+** sub-blocks' products, times their int8 scales, sum in eight int32 lanes
+** per super-block, scaled once by d d_x. */
+AVX2_FN static ALWAYS_INLINE float avx2_row_q6_k(const uint8_t *row, const GPTQ4Act *x, int nb) {
   __m256 acc = _mm256_setzero_ps();
   const __m256i k32 = _mm256_set1_epi8(32);
   for (int i = 0; i < nb; i++) {
@@ -311,7 +312,7 @@ AVX2_FN static ALWAYS_INLINE float avx2_row_q6_k(const uint8_t *row, const GPTQ8
     PREFETCH(blk + PF_BYTES + 128);
     PREFETCH(blk + PF_BYTES + 192);
     const int8_t *sc = (const int8_t *)(blk + 192);
-    float d = _cvtsh_ss(le16(blk + 208));
+    __m256i isum = _mm256_setzero_si256();
     for (int h = 0; h < 2; h++) {
       __m256i a = _mm256_loadu_si256((const __m256i *)(blk + 64 * h));
       __m256i b = _mm256_loadu_si256((const __m256i *)(blk + 64 * h + 32));
@@ -323,20 +324,19 @@ AVX2_FN static ALWAYS_INLINE float avx2_row_q6_k(const uint8_t *row, const GPTQ8
         __m256i aq = _mm256_loadu_si256((const __m256i *)(x->aq + ab * 32));
         __m256i p16 = _mm256_maddubs_epi16(aq, _mm256_sign_epi8(w, q));
         __m256i scl = _mm256_set_m128i(_mm_set1_epi16(sc[s + 1]), _mm_set1_epi16(sc[s]));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d * x->d[ab]),
-                              _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, scl)), acc);
+        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p16, scl));
       }
     }
+    float dd = _cvtsh_ss(le16(blk + 208)) * x->d[8 * i];
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(dd), _mm256_cvtepi32_ps(isum), acc);
   }
   return hsum256(acc);
 }
 
-AVX2_FN static void avx2_gemv_q6_k(float *y, const uint8_t *W, const GPTQ8Act *x,
-                                   const float *xsum, const float *bias, int r0, int r1, int K,
-                                   int mode) {
+AVX2_FN static void avx2_gemv_q6_k(float *y, const uint8_t *W, const GPTQ4Act *x,
+                                   const float *bias, int r0, int r1, int K, int mode) {
   int nb = K / GPT_QK_K;
   size_t ld = (size_t)nb * GPT_Q6_K_BYTES;
-  (void)xsum;
   for (int r = r0; r < r1; r++) store_row(y, r, avx2_row_q6_k(W + r * ld, x, nb), bias, mode);
 }
 
@@ -411,15 +411,24 @@ AVX512_FN static ALWAYS_INLINE __m512i avx512_dot_u8s8(__m512i u, __m512i q) {
 VNNI_FN static ALWAYS_INLINE __m512i vnni_dot_u8s8(__m512i u, __m512i q) {
   return _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, q);
 }
+/* acc + the pairs of int16 in p times those in s: madd and add, or one
+** vpdpwssd with VNNI. */
+AVX512_FN static ALWAYS_INLINE __m512i avx512_madd_acc(__m512i acc, __m512i p, __m512i s) {
+  return _mm512_add_epi32(acc, _mm512_madd_epi16(p, s));
+}
+VNNI_FN static ALWAYS_INLINE __m512i vnni_madd_acc(__m512i acc, __m512i p, __m512i s) {
+  return _mm512_dpwssd_epi32(acc, p, s);
+}
 
 /* Two q4_0 blocks a 512-bit step: the pair's 16-byte quants go to the four
 ** 128-bit lanes as a, a, b, b, the second and fourth shifted right by 4
 ** (low then high nibbles of each block); lanes 0-7 of the int32 sums are
 ** block a's, 8-15 block b's, scaled by d_w d_x of their block. The offsets
-** -8 d_w xsum are summed apart. VNNI picks the integer dot product. */
+** -8 d_w xsum are summed apart. VNNI picks the integer dot product. (A
+** pair's two scales come from scalars: gathering sixteen scales for one
+** vcvtph2ps ran at half the speed.) */
 #define Q4_0_ROW(NAME, ATTR, DOT)                                                             \
-  ATTR static ALWAYS_INLINE float NAME(const uint8_t *row, const GPTQ8Act *x,                 \
-                                       const float *xsum, int nb) {                           \
+  ATTR static ALWAYS_INLINE float NAME(const uint8_t *row, const GPTQ4Act *x, int nb) {      \
     __m512 acc = _mm512_setzero_ps();                                                         \
     const __m512i shift = _mm512_set_epi64(4, 4, 0, 0, 4, 4, 0, 0);                           \
     const __m512i m4 = _mm512_set1_epi8(15);                                                  \
@@ -440,60 +449,71 @@ VNNI_FN static ALWAYS_INLINE __m512i vnni_dot_u8s8(__m512i u, __m512i q) {
           _mm512_castps_si512(_mm512_set1_ps(d0 * x->d[b])),                                  \
           _mm256_castps_si256(_mm256_set1_ps(d1 * x->d[b + 1])), 1));                         \
       acc = _mm512_fmadd_ps(ds, _mm512_cvtepi32_ps(DOT(nib, q)), acc);                        \
-      off += d0 * xsum[b] + d1 * xsum[b + 1];                                                 \
+      off += d0 * x->sum[b] + d1 * x->sum[b + 1];                                             \
     }                                                                                         \
     float s = _mm512_reduce_add_ps(acc) - 8.0f * off;                                         \
     if (b < nb) s += avx2_blocks_q4_0(row + (size_t)b * GPT_Q4_0_BYTES, x->q + b * 32,        \
-                                      x->d + b, xsum + b, 1);                                 \
+                                      x->d + b, x->sum + b, 1);                               \
     return s;                                                                                 \
   }
 
-/* q4_k: a pair of sub-blocks (32 bytes of nibbles, low then high) is one
-** 512-bit step against two activation blocks; each step's lanes 0-7 and
-** 8-15 take their factors from the super-block's vector of eight. */
-#define Q4_K_ROW(NAME, ATTR, DOT)                                                             \
-  ATTR static ALWAYS_INLINE float NAME(const uint8_t *row, const GPTQ8Act *x,                 \
-                                       const float *xsum, int nb) {                           \
+/* q4_k against the activation's qp (blocks 0 2 1 3 4 6 5 7 of each 256):
+** 64 bytes of nibbles (two pairs of sub-blocks) are one load, whose low
+** nibbles are sub-blocks 0 and 2 (or 4 and 6) and high nibbles 1 and 3 (5
+** and 7), each against 64 contiguous bytes of qp. maddubs gives int16
+** pairs; the step's two 6-bit scales, sixteen lanes each (one vpermw),
+** multiply them into the super-block's int32 sums (madd and add, or VNNI's
+** vpdpwssd), scaled once by d d_x. */
+#define Q4_K_ROW(NAME, ATTR, MADD)                                                            \
+  ATTR static ALWAYS_INLINE float NAME(const uint8_t *row, const GPTQ4Act *x, int nb) {      \
     __m512 acc = _mm512_setzero_ps();                                                         \
     __m256 accm = _mm256_setzero_ps();                                                        \
-    const __m256i m4 = _mm256_set1_epi8(15);                                                  \
+    const __m512i m4 = _mm512_set1_epi8(15);                                                  \
+    /* int16 lanes 0-15 take scale a, 16-31 scale b: (0, 2), (1, 3), (4, 6), (5, 7) */        \
+    const __m512i i02 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);  \
+    const __m512i i13 = _mm512_inserti64x4(_mm512_set1_epi16(1), _mm256_set1_epi16(3), 1);    \
+    const __m512i k4 = _mm512_set1_epi16(4);                                                  \
     for (int i = 0; i < nb; i++) {                                                            \
       const uint8_t *blk = row + (size_t)i * GPT_Q4_K_BYTES;                                  \
+      uint8_t sc[8];                                                                          \
+      uint64_t s8;                                                                            \
       PREFETCH(blk + PF_BYTES);                                                               \
       PREFETCH(blk + PF_BYTES + 64);                                                          \
       PREFETCH(blk + PF_BYTES + 128);                                                         \
-      __m256 fs, fm;                                                                          \
-      avx2_q4k_factors(blk, x->d + 8 * i, &fs, &fm);                                          \
-      accm = _mm256_fmadd_ps(fm, _mm256_loadu_ps(xsum + 8 * i), accm);                        \
-      __m512 fs2 = _mm512_castps256_ps512(fs);                                                \
-      const int8_t *q = x->q + (size_t)i * GPT_QK_K;                                          \
-      _Pragma("GCC unroll 4") for (int p = 0; p < 4; p++) {                                   \
-        __m256i n = _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * p));                 \
-        __m512i nn = _mm512_inserti64x4(                                                      \
-            _mm512_castsi256_si512(_mm256_and_si256(n, m4)),                                  \
-            _mm256_and_si256(_mm256_srli_epi16(n, 4), m4), 1);                                \
-        __m512i qq = _mm512_loadu_si512((const void *)(q + 64 * p));                          \
-        __m512i lanes = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(2 * p)),  \
-                                           _mm256_set1_epi32(2 * p + 1), 1);                  \
-        acc = _mm512_fmadd_ps(_mm512_permutexvar_ps(lanes, fs2),                              \
-                              _mm512_cvtepi32_ps(DOT(nn, qq)), acc);                          \
+      accm = _mm256_fmadd_ps(avx2_q4k_mins(blk, sc), _mm256_loadu_ps(x->sum + 8 * i), accm);  \
+      memcpy(&s8, sc, 8);                                                                     \
+      __m512i sc16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)s8))); \
+      const int8_t *qp = x->qp + (size_t)i * GPT_QK_K;                                        \
+      __m512i isum = _mm512_setzero_si512();                                                  \
+      _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {                                   \
+        __m512i v = _mm512_loadu_si512((const void *)(blk + 16 + 64 * h));                    \
+        __m512i lo = _mm512_and_si512(v, m4);                                                 \
+        __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);                           \
+        __m512i plo = _mm512_maddubs_epi16(lo, _mm512_loadu_si512((const void *)(qp + 128 * h))); \
+        __m512i phi = _mm512_maddubs_epi16(hi, _mm512_loadu_si512((const void *)(qp + 128 * h + 64))); \
+        __m512i ilo = h ? _mm512_add_epi16(i02, k4) : i02;                                    \
+        __m512i ihi = h ? _mm512_add_epi16(i13, k4) : i13;                                    \
+        isum = MADD(isum, plo, _mm512_permutexvar_epi16(ilo, sc16));                          \
+        isum = MADD(isum, phi, _mm512_permutexvar_epi16(ihi, sc16));                          \
       }                                                                                       \
+      float dd = _cvtsh_ss(le16(blk)) * x->d[8 * i];                                          \
+      acc = _mm512_fmadd_ps(_mm512_set1_ps(dd), _mm512_cvtepi32_ps(isum), acc);               \
     }                                                                                         \
     return _mm512_reduce_add_ps(acc) - hsum256(accm);                                         \
   }
 
 #define GEMV(NAME, ATTR, ROW, BLOCK, BYTES)                                                   \
-  ATTR static void NAME(float *y, const uint8_t *W, const GPTQ8Act *x, const float *xsum,     \
-                        const float *bias, int r0, int r1, int K, int mode) {                 \
+  ATTR static void NAME(float *y, const uint8_t *W, const GPTQ4Act *x, const float *bias,     \
+                        int r0, int r1, int K, int mode) {                                    \
     int nb = K / BLOCK;                                                                       \
     size_t ld = (size_t)nb * BYTES;                                                           \
-    for (int r = r0; r < r1; r++) store_row(y, r, ROW(W + r * ld, x, xsum, nb), bias, mode);  \
+    for (int r = r0; r < r1; r++) store_row(y, r, ROW(W + r * ld, x, nb), bias, mode);        \
   }
 
 Q4_0_ROW(avx512_row_q4_0, AVX512_FN, avx512_dot_u8s8)
-Q4_K_ROW(avx512_row_q4_k, AVX512_FN, avx512_dot_u8s8)
+Q4_K_ROW(avx512_row_q4_k, AVX512_FN, avx512_madd_acc)
 Q4_0_ROW(vnni_row_q4_0, VNNI_FN, vnni_dot_u8s8)
-Q4_K_ROW(vnni_row_q4_k, VNNI_FN, vnni_dot_u8s8)
+Q4_K_ROW(vnni_row_q4_k, VNNI_FN, vnni_madd_acc)
 GEMV(avx512_gemv_q4_0, AVX512_FN, avx512_row_q4_0, GPT_Q4_0_BLOCK, GPT_Q4_0_BYTES)
 GEMV(avx512_gemv_q4_k, AVX512_FN, avx512_row_q4_k, GPT_QK_K, GPT_Q4_K_BYTES)
 GEMV(vnni_gemv_q4_0, VNNI_FN, vnni_row_q4_0, GPT_Q4_0_BLOCK, GPT_Q4_0_BYTES)
@@ -503,58 +523,56 @@ GEMV(vnni_gemv_q4_k, VNNI_FN, vnni_row_q4_k, GPT_QK_K, GPT_Q4_K_BYTES)
 ** activation blocks 0 and 1 of the half, its high nibbles blocks 2 and 3.
 ** qh (32 bytes) goes to both halves of a register and is shifted by a
 ** different count in each (vpsllvw / vpsrlvw). The four int8 scales of a
-** step become 32 int16 lanes, eight each, for madd. (VNNI's vpdpbusd would
-** still need the scales applied per lane afterwards: this is as short.) */
-AVX512_FN static ALWAYS_INLINE float avx512_row_q6_k(const uint8_t *row, const GPTQ8Act *x,
-                                                    const float *xsum, int nb) {
-  __m512 acc = _mm512_setzero_ps();
-  const __m512i m4 = _mm512_set1_epi8(15), m2 = _mm512_set1_epi8(0x30);
-  const __m512i k32 = _mm512_set1_epi8(32), zero = _mm512_setzero_si512();
-  /* shift counts per 16-bit lane: left 4 | left 2 for steps 0, 1; right 0 | 2 */
-  const __m512i shl = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
-  const __m512i shr = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
-  /* int16 lanes 8t..8t+7 (t < 4) take the step's scale t */
-  const __m512i step = _mm512_inserti64x4(
-      _mm512_castsi256_si512(_mm256_set_m128i(_mm_set1_epi16(1), _mm_setzero_si128())),
-      _mm256_set_m128i(_mm_set1_epi16(3), _mm_set1_epi16(2)), 1);
-  (void)xsum;
-  for (int i = 0; i < nb; i++) {
-    const uint8_t *blk = row + (size_t)i * GPT_Q6_K_BYTES;
-    PREFETCH(blk + PF_BYTES);
-    PREFETCH(blk + PF_BYTES + 64);
-    PREFETCH(blk + PF_BYTES + 128);
-    PREFETCH(blk + PF_BYTES + 192);
-    float d = _cvtsh_ss(le16(blk + 208));
-    __m512i sc16 = _mm512_castsi256_si512(
-        _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 192))));
-    __m512 dd = _mm512_mul_ps(_mm512_set1_ps(d), _mm512_castps256_ps512(
-                                                     _mm256_loadu_ps(x->d + 8 * i)));
-    _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
-      __m512i ql = _mm512_loadu_si512((const void *)(blk + 64 * h));
-      __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * h)));
-      _Pragma("GCC unroll 2") for (int k = 0; k < 2; k++) {
-        /* activation blocks 4h + 2k and 4h + 2k + 1 */
-        int ab = 8 * i + 4 * h + 2 * k, s = 8 * h + 4 * k;
-        __m512i lo = k == 0 ? _mm512_and_si512(ql, m4)
-                            : _mm512_and_si512(_mm512_srli_epi16(ql, 4), m4);
-        __m512i hi = k == 0 ? _mm512_sllv_epi16(qh, shl) : _mm512_srlv_epi16(qh, shr);
-        __m512i w = _mm512_sub_epi8(_mm512_or_si512(lo, _mm512_and_si512(hi, m2)), k32);
-        __m512i q = _mm512_loadu_si512((const void *)(x->q + ab * 32));
-        __m512i aq = _mm512_loadu_si512((const void *)(x->aq + ab * 32));
-        __m512i sw = _mm512_mask_sub_epi8(w, _mm512_movepi8_mask(q), zero, w);
-        __m512i idx = _mm512_add_epi16(step, _mm512_set1_epi16((short)s));
-        __m512i scl = _mm512_permutexvar_epi16(idx, sc16);
-        __m512i p32 = _mm512_madd_epi16(_mm512_maddubs_epi16(aq, sw), scl);
-        __m512i lanes = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(4 * h + 2 * k)),
-                                           _mm256_set1_epi32(4 * h + 2 * k + 1), 1);
-        acc = _mm512_fmadd_ps(_mm512_permutexvar_ps(lanes, dd), _mm512_cvtepi32_ps(p32), acc);
-      }
-    }
+** step become 32 int16 lanes, eight each (one vpermw), for madd (VNNI:
+** vpdpwssd) into the super-block's int32 sums, scaled once by d d_x. */
+#define Q6_K_ROW(NAME, ATTR, MADD)                                                            \
+  ATTR static ALWAYS_INLINE float NAME(const uint8_t *row, const GPTQ4Act *x, int nb) {      \
+    __m512 acc = _mm512_setzero_ps();                                                         \
+    const __m512i m4 = _mm512_set1_epi8(15), m2 = _mm512_set1_epi8(0x30);                     \
+    const __m512i k32 = _mm512_set1_epi8(32), zero = _mm512_setzero_si512();                  \
+    /* shift counts per 16-bit lane: left 4 | left 2 for steps 0, 1; right 0 | 2 */           \
+    const __m512i shl = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);    \
+    const __m512i shr = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);  \
+    /* int16 lanes 8t..8t+7 (t < 4) take the step's scale t */                                \
+    const __m512i step = _mm512_inserti64x4(                                                  \
+        _mm512_castsi256_si512(_mm256_set_m128i(_mm_set1_epi16(1), _mm_setzero_si128())),     \
+        _mm256_set_m128i(_mm_set1_epi16(3), _mm_set1_epi16(2)), 1);                           \
+    for (int i = 0; i < nb; i++) {                                                            \
+      const uint8_t *blk = row + (size_t)i * GPT_Q6_K_BYTES;                                  \
+      PREFETCH(blk + PF_BYTES);                                                               \
+      PREFETCH(blk + PF_BYTES + 64);                                                          \
+      PREFETCH(blk + PF_BYTES + 128);                                                         \
+      PREFETCH(blk + PF_BYTES + 192);                                                         \
+      __m512i sc16 = _mm512_castsi256_si512(                                                  \
+          _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 192))));               \
+      __m512i isum = _mm512_setzero_si512();                                                  \
+      _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {                                   \
+        __m512i ql = _mm512_loadu_si512((const void *)(blk + 64 * h));                        \
+        __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * h))); \
+        _Pragma("GCC unroll 2") for (int k = 0; k < 2; k++) {                                 \
+          /* activation blocks 4h + 2k and 4h + 2k + 1 of the super-block */                  \
+          int ab = 8 * i + 4 * h + 2 * k, s = 8 * h + 4 * k;                                  \
+          __m512i lo = k == 0 ? _mm512_and_si512(ql, m4)                                      \
+                              : _mm512_and_si512(_mm512_srli_epi16(ql, 4), m4);               \
+          __m512i hi = k == 0 ? _mm512_sllv_epi16(qh, shl) : _mm512_srlv_epi16(qh, shr);      \
+          __m512i w = _mm512_sub_epi8(_mm512_or_si512(lo, _mm512_and_si512(hi, m2)), k32);    \
+          __m512i q = _mm512_loadu_si512((const void *)(x->q + ab * 32));                     \
+          __m512i aq = _mm512_loadu_si512((const void *)(x->aq + ab * 32));                   \
+          __m512i sw = _mm512_mask_sub_epi8(w, _mm512_movepi8_mask(q), zero, w);              \
+          __m512i idx = _mm512_add_epi16(step, _mm512_set1_epi16((short)s));                  \
+          isum = MADD(isum, _mm512_maddubs_epi16(aq, sw), _mm512_permutexvar_epi16(idx, sc16)); \
+        }                                                                                     \
+      }                                                                                       \
+      float dd = _cvtsh_ss(le16(blk + 208)) * x->d[8 * i];                                    \
+      acc = _mm512_fmadd_ps(_mm512_set1_ps(dd), _mm512_cvtepi32_ps(isum), acc);               \
+    }                                                                                         \
+    return _mm512_reduce_add_ps(acc);                                                         \
   }
-  return _mm512_reduce_add_ps(acc);
-}
 
+Q6_K_ROW(avx512_row_q6_k, AVX512_FN, avx512_madd_acc)
+Q6_K_ROW(vnni_row_q6_k, VNNI_FN, vnni_madd_acc)
 GEMV(avx512_gemv_q6_k, AVX512_FN, avx512_row_q6_k, GPT_QK_K, GPT_Q6_K_BYTES)
+GEMV(vnni_gemv_q6_k, VNNI_FN, vnni_row_q6_k, GPT_QK_K, GPT_Q6_K_BYTES)
 
 static const GPTQ4Kernels kAvx512 = {
   "avx512", avx512_gemv_q4_0, avx512_gemv_q4_k, avx512_gemv_q6_k, avx2_q4_0_to_f32,
@@ -562,7 +580,7 @@ static const GPTQ4Kernels kAvx512 = {
 };
 
 static const GPTQ4Kernels kVnni = {
-  "avx512vnni", vnni_gemv_q4_0, vnni_gemv_q4_k, avx512_gemv_q6_k, avx2_q4_0_to_f32,
+  "avx512vnni", vnni_gemv_q4_0, vnni_gemv_q4_k, vnni_gemv_q6_k, avx2_q4_0_to_f32,
   avx2_q4_k_to_f32, avx2_q6_k_to_f32,
 };
 
@@ -606,21 +624,60 @@ const GPTQ4Kernels *gpt_q4_kernels(void) {
   return &kPortable;
 }
 
-void gpt_q4_act_sums(float *xsum, const GPTQ8Act *x, int K) {
+int gpt_q4_act_alloc(GPTQ4Act *a, int K) {
+  size_t nb = (size_t)K / 32 + 1;
+  a->q = malloc((size_t)K + 64);
+  a->aq = malloc((size_t)K + 64);
+  a->qp = malloc((size_t)K + 64);
+  a->d = malloc(nb * sizeof(float));
+  a->sum = malloc(nb * sizeof(float));
+  if (a->q && a->aq && a->qp && a->d && a->sum) return 0;
+  gpt_q4_act_free(a);
+  return -1;
+}
+
+void gpt_q4_act_free(GPTQ4Act *a) {
+  free(a->q); free(a->aq); free(a->qp); free(a->d); free(a->sum);
+  memset(a, 0, sizeof(*a));
+}
+
+void gpt_q4_quantize_act(GPTQ4Act *a, int dtype, const float *x, int K) {
+  if (dtype == GPT_Q4_0) {
+    GPTQ8Act v = {a->q, a->aq, a->d};
+    gpt_q8_quantize_act(&v, x, K);
+  } else {
+    /* one scale per 256 (K % 256 == 0 for these formats) */
+    for (int i = 0; i < K / GPT_QK_K; i++) {
+      const float *v = x + (size_t)i * GPT_QK_K;
+      float amax = 0.0f;
+      for (int j = 0; j < GPT_QK_K; j++) amax = fmaxf(amax, fabsf(v[j]));
+      float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+      for (int b = 0; b < 8; b++) a->d[8 * i + b] = amax / 127.0f;
+      for (int j = 0; j < GPT_QK_K; j++) {
+        long q = lrintf(v[j] * id);
+        q = q > 127 ? 127 : q < -127 ? -127 : q;
+        a->q[(size_t)i * GPT_QK_K + j] = (int8_t)q;
+        a->aq[(size_t)i * GPT_QK_K + j] = (int8_t)(q < 0 ? -q : q);
+      }
+      /* qp: blocks 0 2 1 3 4 6 5 7 */
+      static const int kOrder[8] = {0, 2, 1, 3, 4, 6, 5, 7};
+      for (int b = 0; b < 8; b++)
+        memcpy(a->qp + (size_t)i * GPT_QK_K + 32 * b, a->q + (size_t)i * GPT_QK_K + 32 * kOrder[b], 32);
+    }
+  }
   for (int b = 0; b < K / 32; b++) {
     int32_t s = 0;
-    for (int j = 0; j < 32; j++) s += x->q[b * 32 + j];
-    xsum[b] = x->d[b] * (float)s;
+    for (int j = 0; j < 32; j++) s += a->q[b * 32 + j];
+    a->sum[b] = a->d[b] * (float)s;
   }
 }
 
 int gpt_q4_gemv(const GPTQ4Kernels *k, int dtype, float *y, const uint8_t *W,
-                const GPTQ8Act *x, const float *xsum, const float *bias, int r0, int r1,
-                int K, int mode) {
+                const GPTQ4Act *x, const float *bias, int r0, int r1, int K, int mode) {
   switch (dtype) {
-    case GPT_Q4_0: k->gemv_q4_0(y, W, x, xsum, bias, r0, r1, K, mode); return 0;
-    case GPT_Q4_K: k->gemv_q4_k(y, W, x, xsum, bias, r0, r1, K, mode); return 0;
-    case GPT_Q6_K: k->gemv_q6_k(y, W, x, xsum, bias, r0, r1, K, mode); return 0;
+    case GPT_Q4_0: k->gemv_q4_0(y, W, x, bias, r0, r1, K, mode); return 0;
+    case GPT_Q4_K: k->gemv_q4_k(y, W, x, bias, r0, r1, K, mode); return 0;
+    case GPT_Q6_K: k->gemv_q6_k(y, W, x, bias, r0, r1, K, mode); return 0;
   }
   return -1;
 }
@@ -709,11 +766,18 @@ static void fit_q4k_sub(const float *x, const float *w, float *pScale, float *pM
       sll += w[l] * L[l] * L[l]; slx += w[l] * L[l] * x[l];
     }
     double det = sw * sll - sl * sl, a, b;
-    if (det <= 0) continue;
-    a = (sw * slx - sl * sx) / det;
-    b = (sll * sx - sl * slx) / det; /* value = a L + b */
-    if (b > 0) { b = 0; a = sll > 0 ? slx / sll : 0; }
-    if (a < 0) a = 0;
+    if (sw <= 0) continue;
+    if (det <= 1e-9 * sw * sll) {
+      /* every level the same (a constant run): its mean as a L0 or as b */
+      double mean = sx / sw, L0 = sl / sw;
+      if (mean > 0 && L0 > 0) { a = mean / L0; b = 0; }
+      else { a = 0; b = mean < 0 ? mean : 0; }
+    } else {
+      a = (sw * slx - sl * sx) / det;
+      b = (sll * sx - sl * slx) / det; /* value = a L + b */
+      if (b > 0) { b = 0; a = sll > 0 ? slx / sll : 0; }
+      if (a < 0) { a = 0; b = sx / sw < 0 ? sx / sw : 0; }
+    }
     double err = 0;
     for (int l = 0; l < 32; l++) {
       double e = a * L[l] + b - x[l];

@@ -25,11 +25,13 @@
 **       q(l + 96) = ql[l + 32] >> 4 | (qh[l] >> 6 & 3) << 4
 **       value i of the block stands for d * scales[i / 16] * (q(i) - 32)
 **
-** Decode multiplies such rows with the activation quantized as for q8_0
-** rows (GPTQ8Act: int8 per block of 32 with an f32 scale), plus the sum of
-** each block's quantized values (gpt_q4_act_sums), which carries the
-** offsets (q4_0's 8, q4_k's mins). Prefill widens rows to f32 (to_f32) for
-** the f32 gemm, as it does q8_0 rows.
+** Decode multiplies such rows with the activation quantized to int8
+** (GPTQ4Act, gpt_q4_quantize_act): for q4_0 rows as for q8_0 rows, one f32
+** scale per block of 32; for q4_k and q6_k rows one scale per 256 (as
+** llama.cpp's q8_K), so that a super-block's products sum in integers. The
+** sums of each block's int8 values carry the offsets (q4_0's 8, q4_k's
+** mins). Prefill widens rows to f32 (to_f32) for the f32 gemm, as it does
+** q8_0 rows.
 */
 #ifndef GPT_KERNELS_Q4_H
 #define GPT_KERNELS_Q4_H
@@ -44,17 +46,27 @@
 #define GPT_Q4_K_BYTES 144
 #define GPT_Q6_K_BYTES 210
 
+/* An activation (K,) quantized for 4-bit rows. */
+typedef struct GPTQ4Act {
+  int8_t *q;      /* (K,) int8 values, |q| <= 127 */
+  int8_t *aq;     /* (K,) |q| */
+  int8_t *qp;     /* (K,) q with the 32-value blocks of each 256 in the order
+                  ** 0 2 1 3 4 6 5 7 (q4_k's nibbles, 64 bytes a load); k-quants */
+  float *d;       /* (K/32,) scale of each block (for k-quants, of its 256) */
+  float *sum;     /* (K/32,) d * the sum of the block's q */
+} GPTQ4Act;
+
 typedef struct GPTQ4Kernels {
   const char *name;   /* "portable", "avx2", "avx512", "avx512vnni" */
   /* y[r0..r1) as GPTKernels.gemv_q8 (mode GPT_GEMV_SET or _ADD, bias may be
   ** NULL) for rows of W (rows, K) in the set's format, x quantized by
-  ** gpt_q8_quantize_act and xsum by gpt_q4_act_sums. */
-  void (*gemv_q4_0)(float *y, const uint8_t *W, const GPTQ8Act *x, const float *xsum,
-                    const float *bias, int r0, int r1, int K, int mode);
-  void (*gemv_q4_k)(float *y, const uint8_t *W, const GPTQ8Act *x, const float *xsum,
-                    const float *bias, int r0, int r1, int K, int mode);
-  void (*gemv_q6_k)(float *y, const uint8_t *W, const GPTQ8Act *x, const float *xsum,
-                    const float *bias, int r0, int r1, int K, int mode);
+  ** gpt_q4_quantize_act for that format. */
+  void (*gemv_q4_0)(float *y, const uint8_t *W, const GPTQ4Act *x, const float *bias,
+                    int r0, int r1, int K, int mode);
+  void (*gemv_q4_k)(float *y, const uint8_t *W, const GPTQ4Act *x, const float *bias,
+                    int r0, int r1, int K, int mode);
+  void (*gemv_q6_k)(float *y, const uint8_t *W, const GPTQ4Act *x, const float *bias,
+                    int r0, int r1, int K, int mode);
   /* dst (n_blocks * block values,) = the blocks widened */
   void (*q4_0_to_f32)(float *dst, const uint8_t *src, size_t n_blocks);
   void (*q4_k_to_f32)(float *dst, const uint8_t *src, size_t n_blocks);
@@ -67,14 +79,19 @@ const GPTQ4Kernels *gpt_q4_kernels(void);
 /* The set called zName, or NULL when this CPU cannot run it (tests, bench). */
 const GPTQ4Kernels *gpt_q4_kernels_named(const char *zName);
 
-/* xsum (K/32,) = x->d[b] * the sum of block b's int8 values. */
-void gpt_q4_act_sums(float *xsum, const GPTQ8Act *x, int K);
+/* Buffers for activations of up to K values (K a multiple of 32); 0 or -1
+** when out of memory (then nothing is held). */
+int gpt_q4_act_alloc(GPTQ4Act *a, int K);
+void gpt_q4_act_free(GPTQ4Act *a);
+/* Quantizes x (K,) for rows of dtype: q4_0 with gpt_q8_quantize_act's
+** bytes, q4_k and q6_k (K % 256 == 0) with d = max|x| / 127 per 256 and
+** q = round(x / d); then the sums (and qp). The same bytes with any set. */
+void gpt_q4_quantize_act(GPTQ4Act *a, int dtype, const float *x, int K);
 
 /* The gemv_* of set k for rows in dtype (GPT_Q4_0, _Q4_K, _Q6_K); -1 for
 ** another dtype. */
 int gpt_q4_gemv(const GPTQ4Kernels *k, int dtype, float *y, const uint8_t *W,
-                const GPTQ8Act *x, const float *xsum, const float *bias, int r0, int r1,
-                int K, int mode);
+                const GPTQ4Act *x, const float *bias, int r0, int r1, int K, int mode);
 /* dst (n_blocks * values,) = n_blocks blocks of dtype widened, with k. */
 int gpt_q4_to_f32(const GPTQ4Kernels *k, int dtype, float *dst, const uint8_t *src,
                   size_t n_blocks);

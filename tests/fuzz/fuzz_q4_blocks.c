@@ -80,19 +80,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (firstBad >= 0) return 0; /* the loader refuses such rows */
 
   float *ref = malloc(sizeof(float) * (size_t)rows * K), *wide = malloc(sizeof(float) * (size_t)rows * K);
-  float *x = malloc(sizeof(float) * K), *xsum = malloc(sizeof(float) * (K / 32));
+  float *x = malloc(sizeof(float) * K);
   float y0[8], y[8], bias[8];
-  GPTQ8Act a;
-  a.q = malloc(K); a.aq = malloc(K); a.d = malloc(sizeof(float) * (K / 32));
+  GPTQ4Act a;
+  if (gpt_q4_act_alloc(&a, K)) abort();
   for (int k = 0; k < K; k++) x[k] = (float)(int8_t)xb[k] * 0.01f;
   for (int r = 0; r < rows; r++) bias[r] = (float)r;
-  gpt_kernels_named("portable")->q8_quantize_act(&a, x, K);
-  gpt_q4_act_sums(xsum, &a, K);
+  gpt_q4_quantize_act(&a, dtype, x, K);
   const GPTQ4Kernels *pp = gpt_q4_kernels_named("portable");
   gpt_q4_to_f32(pp, dtype, ref, W, (size_t)nBlock);
   for (int i = 0; i < rows * K; i++)
     if (!isfinite(ref[i])) abort();
-  gpt_q4_gemv(pp, dtype, y0, W, &a, xsum, bias, 0, rows, K, GPT_GEMV_SET);
+  gpt_q4_gemv(pp, dtype, y0, W, &a, bias, 0, rows, K, GPT_GEMV_SET);
   for (int s = 1; s < 4; s++) {
     const GPTQ4Kernels *kern = gpt_q4_kernels_named(azSet[s]);
     if (!kern) continue;
@@ -100,8 +99,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (int i = 0; i < rows * K; i++)
       if (fabsf(wide[i] - ref[i]) > 1e-6f * fabsf(ref[i]) + 1e-30f) abort();
     for (int r = 0; r < rows; r++) y[r] = 1.0f;
-    gpt_q4_gemv(kern, dtype, y, W, &a, xsum, bias, rows / 2, rows, K, GPT_GEMV_ADD);
-    gpt_q4_gemv(kern, dtype, y, W, &a, xsum, bias, 0, rows / 2, K, GPT_GEMV_SET);
+    gpt_q4_gemv(kern, dtype, y, W, &a, bias, rows / 2, rows, K, GPT_GEMV_ADD);
+    gpt_q4_gemv(kern, dtype, y, W, &a, bias, 0, rows / 2, K, GPT_GEMV_SET);
     for (int r = 0; r < rows; r++) {
       double mag = fabs(bias[r]) + 1.0;
       for (int k = 0; k < K; k++) mag += fabs((double)ref[(size_t)r * K + k] * a.d[k / 32] * a.q[k]);
@@ -113,6 +112,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       }
     }
   }
-  free(ref); free(wide); free(x); free(xsum); free(a.q); free(a.aq); free(a.d);
+  free(ref); free(wide); free(x);
+  gpt_q4_act_free(&a);
   return 0;
 }

@@ -57,18 +57,9 @@ static void random_blocks(int dtype, uint8_t *p, int64_t nBlocks) {
   }
 }
 
-/* Activation storage for K values. */
-typedef struct Act { GPTQ8Act q8; float *xsum; } Act;
-static void act_init(Act *a, int K) {
-  a->q8.q = malloc((size_t)K);
-  a->q8.aq = malloc((size_t)K);
-  a->q8.d = malloc(sizeof(float) * (size_t)(K / 32 + 1));
-  a->xsum = malloc(sizeof(float) * (size_t)(K / 32 + 1));
-}
-static void act_free(Act *a) { free(a->q8.q); free(a->q8.aq); free(a->q8.d); free(a->xsum); }
-static void act_set(Act *a, const float *x, int K) {
-  gpt_kernels_named("portable")->q8_quantize_act(&a->q8, x, K);
-  gpt_q4_act_sums(a->xsum, &a->q8, K);
+/* The activation of x for rows of dtype, in a's buffers. */
+static void act_set(GPTQ4Act *a, int dtype, const float *x, int K) {
+  gpt_q4_quantize_act(a, dtype, x, K);
 }
 
 /* ------------------------------------------------------------- golden */
@@ -122,13 +113,13 @@ static int read_golden(const char *zPath) {
     }
     check(maxErr <= 2e-7 * maxAbs && maxAbs > 0, "golden widening", zName, K, maxErr);
     /* every set's gemv against the float64 dot products */
-    Act a;
-    act_init(&a, K);
-    act_set(&a, x, K);
+    GPTQ4Act a;
+    gpt_q4_act_alloc(&a, K);
+    act_set(&a, dtype, x, K);
     for (int s = 0; s < 4; s++) {
       const GPTQ4Kernels *kern = gpt_q4_kernels_named(azSet[s]);
       if (!kern) continue;
-      gpt_q4_gemv(kern, dtype, y, W, &a.q8, a.xsum, NULL, 0, rows, K, GPT_GEMV_SET);
+      gpt_q4_gemv(kern, dtype, y, W, &a, NULL, 0, rows, K, GPT_GEMV_SET);
       for (int r = 0; r < rows; r++) {
         double scale = 0;
         for (int k = 0; k < K; k++) scale += fabs(want[(size_t)r * K + k] * x[k]);
@@ -136,7 +127,7 @@ static int read_golden(const char *zPath) {
         check(e <= 1e-5 * scale, "golden gemv", kern->name, K, e / scale);
       }
     }
-    act_free(&a);
+    gpt_q4_act_free(&a);
     nCase++;
     free(W); free(want); free(dots); free(got);
   }
@@ -162,20 +153,20 @@ static void test_sets(void) {
       float *x = malloc(sizeof(float) * K), *ref = malloc(sizeof(float) * (size_t)rows * K);
       float *wide = malloc(sizeof(float) * (size_t)rows * K);
       float y0[9], y[9], y2[9], bias[9];
-      Act a;
+      GPTQ4Act a;
       random_blocks(dtype, W, (int64_t)rows * K / nVal);
       for (int k = 0; k < K; k++) x[k] = frand() * (k % 7 == 0 ? 3.0f : 1.0f);
       for (int r = 0; r < rows; r++) bias[r] = frand();
-      act_init(&a, K);
-      act_set(&a, x, K);
+      gpt_q4_act_alloc(&a, K);
+      act_set(&a, dtype, x, K);
       gpt_q4_to_f32(pp, dtype, ref, W, (size_t)rows * K / nVal);
-      gpt_q4_gemv(pp, dtype, y0, W, &a.q8, a.xsum, bias, 0, rows, K, GPT_GEMV_SET);
+      gpt_q4_gemv(pp, dtype, y0, W, &a, bias, 0, rows, K, GPT_GEMV_SET);
       /* the portable gemv against double sums of the widened rows times the
       ** quantized activation */
       for (int r = 0; r < rows; r++) {
         double s = bias[r], mag = fabs(bias[r]);
         for (int k = 0; k < K; k++) {
-          double xv = (double)a.q8.d[k / 32] * a.q8.q[k];
+          double xv = (double)a.d[k / 32] * a.q[k];
           s += (double)ref[(size_t)r * K + k] * xv;
           mag += fabs((double)ref[(size_t)r * K + k] * xv);
         }
@@ -191,10 +182,10 @@ static void test_sets(void) {
         for (size_t i = 0; i < (size_t)rows * K; i++) e = fmax(e, fabs(wide[i] - ref[i]));
         snprintf(zWhat, sizeof(zWhat), "%s widening", gpt_dtype_name(dtype));
         check(e <= 1e-6, zWhat, kern->name, K, e);
-        gpt_q4_gemv(kern, dtype, y, W, &a.q8, a.xsum, bias, 0, rows, K, GPT_GEMV_SET);
+        gpt_q4_gemv(kern, dtype, y, W, &a, bias, 0, rows, K, GPT_GEMV_SET);
         /* rows 2..6 alone, added onto y2 = 1 */
         for (int r = 0; r < rows; r++) y2[r] = 1.0f;
-        gpt_q4_gemv(kern, dtype, y2, W, &a.q8, a.xsum, bias, 2, 7, K, GPT_GEMV_ADD);
+        gpt_q4_gemv(kern, dtype, y2, W, &a, bias, 2, 7, K, GPT_GEMV_ADD);
         double worst = 0, split = 0;
         for (int r = 0; r < rows; r++) {
           double mag = fabs(bias[r]);
@@ -208,10 +199,47 @@ static void test_sets(void) {
         snprintf(zWhat, sizeof(zWhat), "%s gemv rows 2..6, add", gpt_dtype_name(dtype));
         check(split <= 2e-6, zWhat, kern->name, K, split);
       }
-      act_free(&a);
+      gpt_q4_act_free(&a);
       free(W); free(x); free(ref); free(wide);
     }
   }
+}
+
+/* The activation: q4_0's is gpt_q8_quantize_act's; the k-quants' has one
+** scale per 256, qp its blocks reordered, and the sums match q. */
+static void test_act(void) {
+  const int K = 768;
+  float x[768];
+  GPTQ4Act a;
+  GPTQ8Act v;
+  int8_t q8[768], aq8[768];
+  float d8[24];
+  for (int k = 0; k < K; k++) x[k] = frand() * (k < 256 ? 0.01f : 1.0f);
+  gpt_q4_act_alloc(&a, K);
+  gpt_q4_quantize_act(&a, GPT_Q4_0, x, K);
+  v.q = q8; v.aq = aq8; v.d = d8;
+  gpt_kernels_named("portable")->q8_quantize_act(&v, x, K);
+  check(memcmp(a.q, q8, K) == 0 && memcmp(a.d, d8, sizeof(d8)) == 0, "q4_0 act = q8_0 act", "-", K, 0);
+  gpt_q4_quantize_act(&a, GPT_Q6_K, x, K);
+  int ok = 1;
+  static const int kOrder[8] = {0, 2, 1, 3, 4, 6, 5, 7};
+  for (int i = 0; i < K / 256; i++) {
+    float amax = 0;
+    for (int j = 0; j < 256; j++) amax = fmaxf(amax, fabsf(x[256 * i + j]));
+    for (int b = 0; b < 8; b++) ok &= a.d[8 * i + b] == amax / 127.0f;
+    for (int j = 0; j < 256; j++) {
+      ok &= fabsf(a.q[256 * i + j] * a.d[8 * i] - x[256 * i + j]) <= a.d[8 * i] * 0.5001f;
+      ok &= a.aq[256 * i + j] == abs(a.q[256 * i + j]);
+      ok &= a.qp[256 * i + j] == a.q[256 * i + 32 * kOrder[j / 32] + j % 32];
+    }
+  }
+  for (int b = 0; b < K / 32; b++) {
+    int sum = 0;
+    for (int j = 0; j < 32; j++) sum += a.q[32 * b + j];
+    ok &= a.sum[b] == a.d[b] * (float)sum;
+  }
+  check(ok, "k-quant act: scale per 256, q within half a step, qp, sums", "-", K, 0);
+  gpt_q4_act_free(&a);
 }
 
 /* --------------------------------------------------------- quantizers */
@@ -224,14 +252,15 @@ static float weight_like(void) {
 
 static void test_quantize(void) {
   /* the relative RMS error each format must stay under on weight-like
-  ** rows (measured: q4_0 0.133, q4_k 0.087, q6_k 0.025) */
+  ** rows (measured: q4_0 0.125, q4_k 0.082, q6_k 0.024) */
   static const double aBound[3] = {0.15, 0.10, 0.03};
   const int K = 1024, rows = 16;
   float *x = malloc(sizeof(float) * K * rows), *back = malloc(sizeof(float) * K * rows);
   uint8_t *q = malloc((size_t)K * rows);
   for (int i = 0; i < K * rows; i++) x[i] = weight_like();
   for (int i = 0; i < 40; i++) x[K + i] = 0.0f;     /* a zero sub-block and more */
-  for (int i = 0; i < 64; i++) x[2 * K + i] = 0.3f; /* a constant run */
+  for (int i = 0; i < 64; i++) x[2 * K + i] = 0.3f; /* constant runs */
+  for (int i = 64; i < 96; i++) x[2 * K + i] = -0.2f;
   for (int i = 0; i < 256; i++) x[3 * K + i] = fabsf(x[3 * K + i]); /* all >= 0 */
   for (int id = 0; id < 3; id++) {
     int dtype = aDtype[id], nBytes = 0, nVal = gpt_dtype_block(dtype, &nBytes);
@@ -246,6 +275,9 @@ static void test_quantize(void) {
       sx += (double)x[i] * x[i];
     }
     for (int i = 0; i < 32; i++) zeroErr = fmax(zeroErr, fabs(back[K + i]));
+    double runErr = 0;
+    for (int i = 0; i < 96; i++) runErr = fmax(runErr, fabs(back[2 * K + i] - x[2 * K + i]));
+    check(runErr <= 0.01, "constant runs kept", gpt_dtype_name(dtype), K, runErr);
     double rel = sqrt(se / sx);
     printf("  %s: relative RMS error %.4f\n", gpt_dtype_name(dtype), rel);
     check(rel <= aBound[id], "quantize error", gpt_dtype_name(dtype), K, rel);
@@ -274,6 +306,7 @@ int main(int argc, char **argv) {
   for (int s = 0; s < 4; s++)
     printf("  set %-10s %s\n", azSet[s], gpt_q4_kernels_named(azSet[s]) ? "runs" : "not on this CPU");
   read_golden(zGolden);
+  test_act();
   test_sets();
   test_quantize();
   printf("%d passed, %d failed\n", nPass, nFail);
