@@ -38,7 +38,7 @@
 #include <immintrin.h>
 #define AVX2_FN __attribute__((target("avx2,fma,f16c")))
 #define AVX512_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
-#define VNNI_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+#define VNNI_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")))
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 #endif
 
@@ -403,13 +403,9 @@ static const GPTQ4Kernels kAvx2 = {
 
 /* ------------------------------------------------------------- AVX-512 */
 
-/* Sixteen int32 sums of u (unsigned bytes, < 128) times q (int8): maddubs
-** and madd, or one vpdpbusd with VNNI. */
+/* Sixteen int32 sums of u (unsigned bytes, < 128) times q (int8). */
 AVX512_FN static ALWAYS_INLINE __m512i avx512_dot_u8s8(__m512i u, __m512i q) {
   return _mm512_madd_epi16(_mm512_maddubs_epi16(u, q), _mm512_set1_epi16(1));
-}
-VNNI_FN static ALWAYS_INLINE __m512i vnni_dot_u8s8(__m512i u, __m512i q) {
-  return _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, q);
 }
 /* acc + the pairs of int16 in p times those in s: madd and add, or one
 ** vpdpwssd with VNNI. */
@@ -424,9 +420,9 @@ VNNI_FN static ALWAYS_INLINE __m512i vnni_madd_acc(__m512i acc, __m512i p, __m51
 ** 128-bit lanes as a, a, b, b, the second and fourth shifted right by 4
 ** (low then high nibbles of each block); lanes 0-7 of the int32 sums are
 ** block a's, 8-15 block b's, scaled by d_w d_x of their block. The offsets
-** -8 d_w xsum are summed apart. VNNI picks the integer dot product. (A
-** pair's two scales come from scalars: gathering sixteen scales for one
-** vcvtph2ps ran at half the speed.) */
+** -8 d_w xsum are summed apart. (A pair's two scales come from scalars:
+** gathering sixteen scales for one vcvtph2ps ran at half the speed.) The
+** VNNI set has its own, four blocks a step (vnni_row_q4_0). */
 #define Q4_0_ROW(NAME, ATTR, DOT)                                                             \
   ATTR static ALWAYS_INLINE float NAME(const uint8_t *row, const GPTQ4Act *x, int nb) {      \
     __m512 acc = _mm512_setzero_ps();                                                         \
@@ -512,7 +508,68 @@ VNNI_FN static ALWAYS_INLINE __m512i vnni_madd_acc(__m512i acc, __m512i p, __m51
 
 Q4_0_ROW(avx512_row_q4_0, AVX512_FN, avx512_dot_u8s8)
 Q4_K_ROW(avx512_row_q4_k, AVX512_FN, avx512_madd_acc)
-Q4_0_ROW(vnni_row_q4_0, VNNI_FN, vnni_dot_u8s8)
+
+/* q4_0 with VNNI and VBMI, four blocks (72 bytes) a step: one vpermt2b
+** picks their 4 x 16 quant bytes out of two loads (the second masked to the
+** 8 bytes the step owns, so nothing past the row is read), and one vpermb
+** their four f16 scales; the low nibbles go against the activation's qp
+** (per four blocks: the four first halves, then the four second halves) in
+** one vpdpbusd and the high nibbles in a second into the same sums, lanes
+** 4k..4k+3 block k's, scaled by d_w d_x spread to those lanes. The offsets
+** -8 d_w xsum are summed in four lanes of their own. Blocks past the last
+** four of a row take the AVX2 path. (A gather of sixteen scales cost as
+** much as the products at K = 768.) */
+VNNI_FN static ALWAYS_INLINE __m512 vnni_q4_0_quad(const uint8_t *blk, const int8_t *qp,
+                                                   const float *xd, const float *xsum,
+                                                   __m512 acc, __m128 *pOff) {
+  /* output byte 16k + t is byte 18k + 2 + t of the 72 (k < 4, t < 16) */
+  const __m512i pick = _mm512_set_epi8(
+      71, 70, 69, 68, 67, 66, 65, 64, 63, 62, 61, 60, 59, 58, 57, 56,
+      53, 52, 51, 50, 49, 48, 47, 46, 45, 44, 43, 42, 41, 40, 39, 38,
+      35, 34, 33, 32, 31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20,
+      17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2);
+  /* bytes 0-7: the four scales (at 0, 18, 36, 54) */
+  const __m512i pickd = _mm512_set_epi8(
+      0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+      0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+      0, 0, 0, 0, 0, 0, 0, 0, 55, 54, 37, 36, 19, 18, 1, 0);
+  const __m512i quarter = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+  const __m512i m4 = _mm512_set1_epi8(15);
+  __m512i v0 = _mm512_loadu_si512((const void *)blk);
+  __m512i v1 = _mm512_maskz_loadu_epi8((__mmask64)0xff, (const void *)(blk + 64));
+  __m512i qq = _mm512_permutex2var_epi8(v0, pick, v1);
+  __m128 dw = _mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi8(pickd, v0)));
+  __m128 ds = _mm_mul_ps(dw, _mm_loadu_ps(xd));
+  *pOff = _mm_fmadd_ps(dw, _mm_loadu_ps(xsum), *pOff);
+  __m512i lo = _mm512_and_si512(qq, m4), hi = _mm512_and_si512(_mm512_srli_epi16(qq, 4), m4);
+  __m512i isum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo,
+                                     _mm512_loadu_si512((const void *)qp));
+  isum = _mm512_dpbusd_epi32(isum, hi, _mm512_loadu_si512((const void *)(qp + 64)));
+  return _mm512_fmadd_ps(_mm512_permutexvar_ps(quarter, _mm512_castps128_ps512(ds)),
+                         _mm512_cvtepi32_ps(isum), acc);
+}
+
+VNNI_FN static ALWAYS_INLINE float vnni_row_q4_0(const uint8_t *row, const GPTQ4Act *x, int nb) {
+  __m512 acc = _mm512_setzero_ps();
+  __m128 off = _mm_setzero_ps();
+  int b = 0;
+  for (; b + 4 <= nb; b += 4) {
+    const uint8_t *blk = row + (size_t)b * GPT_Q4_0_BYTES;
+    if ((b & 7) == 0) {
+      PREFETCH(blk + PF_BYTES);
+      PREFETCH(blk + PF_BYTES + 64);
+      PREFETCH(blk + PF_BYTES + 128);
+    }
+    acc = vnni_q4_0_quad(blk, x->qp + (size_t)b * 32, x->d + b, x->sum + b, acc, &off);
+  }
+  __m128 o = _mm_add_ps(off, _mm_movehl_ps(off, off));
+  o = _mm_add_ss(o, _mm_movehdup_ps(o));
+  float s = _mm512_reduce_add_ps(acc) - 8.0f * _mm_cvtss_f32(o);
+  if (b < nb) s += avx2_blocks_q4_0(row + (size_t)b * GPT_Q4_0_BYTES, x->q + b * 32, x->d + b,
+                                    x->sum + b, nb - b);
+  return s;
+}
+
 Q4_K_ROW(vnni_row_q4_k, VNNI_FN, vnni_madd_acc)
 GEMV(avx512_gemv_q4_0, AVX512_FN, avx512_row_q4_0, GPT_Q4_0_BLOCK, GPT_Q4_0_BYTES)
 GEMV(avx512_gemv_q4_k, AVX512_FN, avx512_row_q4_k, GPT_QK_K, GPT_Q4_K_BYTES)
@@ -584,10 +641,12 @@ static const GPTQ4Kernels kVnni = {
   avx2_q4_k_to_f32, avx2_q6_k_to_f32,
 };
 
-/* AVX-512 VNNI from CPUID leaf 7 (ECX bit 11). */
+/* AVX-512 VNNI and VBMI from CPUID leaf 7 (ECX bits 11 and 1): the VNNI
+** set uses both (Ice Lake and Zen 4 on have them). */
 static int cpu_has_vnni(void) {
   unsigned a, b, c, d;
-  return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (c & (1u << 11)) != 0;
+  return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (c & (1u << 11)) != 0 &&
+         (c & (1u << 1)) != 0;
 }
 #endif /* GPT_X86 */
 
@@ -645,6 +704,12 @@ void gpt_q4_quantize_act(GPTQ4Act *a, int dtype, const float *x, int K) {
   if (dtype == GPT_Q4_0) {
     GPTQ8Act v = {a->q, a->aq, a->d};
     gpt_q8_quantize_act(&v, x, K);
+    /* qp: per four blocks, their first halves then their second halves */
+    for (int g = 0; g < K / 128; g++)
+      for (int k = 0; k < 4; k++) {
+        memcpy(a->qp + 128 * g + 16 * k, a->q + 128 * g + 32 * k, 16);
+        memcpy(a->qp + 128 * g + 64 + 16 * k, a->q + 128 * g + 32 * k + 16, 16);
+      }
   } else {
     /* one scale per 256 (K % 256 == 0 for these formats) */
     for (int i = 0; i < K / GPT_QK_K; i++) {

@@ -50,8 +50,10 @@
 typedef struct GPTQ4Act {
   int8_t *q;      /* (K,) int8 values, |q| <= 127 */
   int8_t *aq;     /* (K,) |q| */
-  int8_t *qp;     /* (K,) q with the 32-value blocks of each 256 in the order
-                  ** 0 2 1 3 4 6 5 7 (q4_k's nibbles, 64 bytes a load); k-quants */
+  int8_t *qp;     /* (K,) q in the order of the nibble loads: for q4_k the
+                  ** 32-value blocks of each 256 as 0 2 1 3 4 6 5 7; for q4_0
+                  ** each 128 as the four blocks' first 16 values, then their
+                  ** last 16 (the AVX-512 VNNI kernels') */
   float *d;       /* (K/32,) scale of each block (for k-quants, of its 256) */
   float *sum;     /* (K/32,) d * the sum of the block's q */
 } GPTQ4Act;
