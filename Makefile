@@ -26,7 +26,7 @@ EXT_SRC    = $(wildcard ext/*.c)
 HEADERS    = $(wildcard engine/*.h ext/*.h) build/schema.h
 
 all: build/gpt.so build/mkmodel build/tokenizer_test build/engine_test build/kernels_test \
-     build/train_test
+     build/train_test build/q4_test
 
 build:
 	mkdir -p build
@@ -68,6 +68,13 @@ build/kernels_test: tests/unit/kernels_test.c engine/kernels.c engine/threads.c 
 	$(CC) $(CFLAGS) -o $@ tests/unit/kernels_test.c engine/kernels.c engine/threads.c \
 	  engine/dtype.c $(LDLIBS)
 
+# C unit test of the 4- and 6-bit kernels (engine/kernels_q4.c) against
+# float64 goldens (tests/ref/make_q4_goldens.py) and the portable set.
+build/q4_test: tests/unit/q4_test.c engine/kernels_q4.c engine/kernels.c engine/threads.c \
+               engine/dtype.c engine/kernels_q4.h engine/kernels.h engine/gpt.h | build
+	$(CC) $(CFLAGS) -o $@ tests/unit/q4_test.c engine/kernels_q4.c engine/kernels.c \
+	  engine/threads.c engine/dtype.c $(LDLIBS)
+
 # The benchmark: bench/bench.c with the engine and the extension linked in.
 # It writes bench/results/DATE-MACHINE.md and keeps its model and database in
 # bench/tmp/ (git-ignored). BENCH_RUNS=N, BENCH_QUICK=1 (see bench/bench.c).
@@ -97,12 +104,14 @@ test: deps
 	build/tokenizer_test
 	build/engine_test
 	build/kernels_test
+	build/q4_test
 	build/train_test
 	$(TCLSH) tests/all.tcl
 	$(PYTHON) tests/python/test_clients.py
 	$(PYTHON) tests/python/test_parts.py build
 	$(PYTHON) tests/python/test_train.py build
 	$(PYTHON) tests/python/test_svg.py
+	$(PYTHON) tests/python/test_q4.py build
 
 demo: deps
 	$(MAKE) all
@@ -175,7 +184,7 @@ test-sqlite-latest: all $(SQLITE_LATEST_DIR)/libsqlite3.so.0
 
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS  = safetensors import_text tokenizer tokenizer_json model_rows options utf8 template bpe gguf
+FUZZ_TARGETS  = safetensors import_text tokenizer tokenizer_json model_rows options utf8 template bpe gguf q4_blocks
 SAN_CC       ?= gcc
 SAN_COMMON    = -g -O1 -std=c11 -Wall -Wextra -D_GNU_SOURCE -Iengine -Ibuild -Itests/fuzz \
                 -fno-omit-frame-pointer -DGPT_SOURCE_DIR='"$(CURDIR)"'

@@ -16,6 +16,8 @@
 **   build/bench --llamacpp          llama.cpp side by side alone, the same way
 **   build/bench --smollm            the SmolLM2-135M-shaped rows alone (llama:
 **                                   decode f32/f16/q8_0, prefill 512)
+**   build/bench --q4                the 4-bit rows alone (124M shape: decode
+**                                   q8_0/q4_k/q4_0, prefill 128)
 **
 ** It generates a GPT-2 124M-shaped model with seeded random weights
 ** (build/mkmodel, Hugging Face layout) under bench/tmp/, imports it into
@@ -58,6 +60,7 @@
 #include <sqlite3.h>
 #include "gpt_ext.h"
 #include "kernels.h"
+#include "kernels_q4.h"
 #include "sampler.h"
 #include "threads.h"
 
@@ -831,6 +834,67 @@ static void bench_smollm(void) {
   sqlite3_close(db);
 }
 
+/* ------------------------------------------------------------ 4-bit */
+
+#define Q4_DB TMPDIR "/q4.db"
+
+/* The GPT-2 124M-shaped model (random weights) quantized by gpt_quantize to
+** q8_0, q4_k (Q4_K_M-like: q6_k head, q6_k value and down projections in
+** some layers) and q4_0 (q6_k head): decode of 128 tokens after a 128-token
+** prompt as fractions of the bandwidth roofline (bytes of weights each step
+** reads, as held, over the bandwidth read before each run), on the kernel
+** set in use (AVX-512 VNNI where the CPU has it), and a 128-token prefill. */
+static void bench_q4(void) {
+  static const char *azDtype[3] = {"q8_0", "q4_k", "q4_0"};
+  char zCmd[1024], zSql[256];
+  struct stat st;
+  if (stat(MODEL_DIR "/model.safetensors", &st) != 0) {
+    snprintf(zCmd, sizeof(zCmd), "build/mkmodel %s %s > /dev/null", MODEL_DIR, MKMODEL_ARGS);
+    if (system(zCmd) != 0) die("%s failed", zCmd);
+  }
+  remove_db(Q4_DB);
+  sqlite3 *db = open_db(Q4_DB);
+  query1(db, "SELECT gpt_import('gpt2', '" MODEL_DIR "')");
+  for (int i = 0; i < 3; i++) {
+    snprintf(zSql, sizeof(zSql), "SELECT gpt_quantize('gpt2', 'gpt2-%s', '%s')", azDtype[i],
+             azDtype[i]);
+    query1(db, zSql);
+  }
+  uint64_t *bwBuf = bandwidth_buffer();
+  int nGen = bQuick ? 32 : 128, nPrompt = 128;
+  for (int i = 0; i < 1024; i++) aTok[i] = (i * 7 + 11) % 50000;
+  out("## 4-bit decode, GPT-2 124M shape (random weights; kernels: %s)\n\n",
+      gpt_q4_kernels()->name);
+  out("| dtype | MB read per token | threads | decode tok/s | GB/s read before | "
+      "decode fraction of roofline | prefill 128 tok/s |\n"
+      "|---|---:|---:|---:|---:|---:|---:|\n");
+  for (int i = 0; i < 3; i++) {
+    GptModel *m = 0;
+    char *zErr = 0, zName[64];
+    snprintf(zName, sizeof(zName), "gpt2-%s", azDtype[i]);
+    if (gptext_model_acquire(0, db, "bench", zName, 1, &m, &zErr) != SQLITE_OK) die("%s", zErr);
+    GPTState *s = gpt_state_new(m->pNet, 1024);
+    float *logits = malloc(sizeof(float) * (size_t)m->cfg.vocab_size);
+    if (!s || !logits) die("%s", "out of memory");
+    double nBytes = decode_bytes(m->pNet, 0, nPrompt + nGen / 2.0);
+    for (int nth = 1; nth <= 2; nth++) {
+      double tok, bw, frac, pre;
+      gpt_threads_set(nth);
+      time_decode(m->pNet, s, nPrompt, nGen, logits, bwBuf, nth, nBytes, &tok, &bw, &frac);
+      pre = 128 / time_prefill(m->pNet, s, 128, logits);
+      out("| %s | %.1f | %d | %.1f | %.1f | %.2f%s | %.0f |\n", azDtype[i], nBytes / 1e6, nth,
+          tok, bw, frac, frac_mark(frac), pre);
+    }
+    gpt_threads_set(0);
+    free(logits);
+    gpt_state_free(s);
+    gptext_model_release(m);
+  }
+  out("\n");
+  free(bwBuf);
+  sqlite3_close(db);
+}
+
 /* ------------------------------------------------------------- SQL */
 
 /* Seconds of one statement run to completion. */
@@ -1228,6 +1292,14 @@ int main(int argc, char **argv) {
     sqlite3_close(db);
     return 0;
   }
+  if (argc == 2 && strcmp(argv[1], "--q4") == 0) {
+    /* the 4-bit rows alone, to stdout */
+    mkdir(TMPDIR, 0777);
+    gOut = 0;
+    sqlite3_auto_extension((void (*)(void))sqlite3_gpt_init);
+    bench_q4();
+    return 0;
+  }
   if (argc == 2 && strcmp(argv[1], "--rows") == 0) {
     /* the per-row figures alone, on the models of the last full run */
     sqlite3_auto_extension((void (*)(void))sqlite3_gpt_init);
@@ -1430,6 +1502,8 @@ int main(int argc, char **argv) {
   sqlite3_close(db);
   fprintf(stderr, "bench: SmolLM2-135M shape...\n");
   bench_smollm();
+  fprintf(stderr, "bench: 4-bit decode...\n");
+  bench_q4();
   fclose(gOut);
   fprintf(stderr, "bench: wrote %s\n", zOutPath);
   return 0;

@@ -14,9 +14,12 @@ int gpt_dtype_from_name(const char *z) {
   return -1;
 }
 
-/* Like gpt_dtype_from_name, with the block format q8_0. */
+/* Like gpt_dtype_from_name, with the block formats. */
 int gpt_row_dtype_from_name(const char *z) {
   if (z && strcmp(z, "q8_0") == 0) return GPT_Q8_0;
+  if (z && strcmp(z, "q4_0") == 0) return GPT_Q4_0;
+  if (z && strcmp(z, "q4_k") == 0) return GPT_Q4_K;
+  if (z && strcmp(z, "q6_k") == 0) return GPT_Q6_K;
   return gpt_dtype_from_name(z);
 }
 
@@ -27,8 +30,25 @@ const char *gpt_dtype_name(int dtype) {
     case GPT_F16: return "f16";
     case GPT_BF16: return "bf16";
     case GPT_Q8_0: return "q8_0";
+    case GPT_Q4_0: return "q4_0";
+    case GPT_Q4_K: return "q4_k";
+    case GPT_Q6_K: return "q6_k";
   }
   return "?";
+}
+
+/* Values and bytes of one block of a block format (ggml's block_q8_0,
+** block_q4_0, block_q4_K, block_q6_K); 0 for element dtypes. */
+int gpt_dtype_block(int dtype, int *pBytes) {
+  int nVal = 0, nByte = 0;
+  switch (dtype) {
+    case GPT_Q8_0: nVal = 32; nByte = 34; break;   /* f16 d, 32 int8 */
+    case GPT_Q4_0: nVal = 32; nByte = 18; break;   /* f16 d, 16 bytes of nibbles */
+    case GPT_Q4_K: nVal = 256; nByte = 144; break; /* f16 d, dmin, 12 scale bytes, 128 */
+    case GPT_Q6_K: nVal = 256; nByte = 210; break; /* 128 ql, 64 qh, 16 int8, f16 d */
+  }
+  if (pBytes) *pBytes = nByte;
+  return nVal;
 }
 
 /* Bytes per element of a dtype, 0 for an unknown code. */

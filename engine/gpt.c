@@ -28,6 +28,7 @@
 #include "gpt.h"
 #include "gpt_internal.h"
 #include "kernels.h"
+#include "kernels_q4.h"
 #include "threads.h"
 
 /* A weight matrix as a product reads it: (rows, k) in dtype. */
@@ -99,6 +100,7 @@ struct GPTState {
   float *tmp;            /* (max(2F, Q, C),) decode scratch */
   GPTQ8Act xq;           /* (n_xq, widest row) inputs quantized for q8_0 rows */
   int n_xq;              /* tokens xq holds */
+  GPTQ4Act xq4;          /* decode input quantized for 4-bit rows (q4 hook) */
   int n_wide;            /* threads the wide scratch is sized for */
   float *wide;           /* (n_wide, GEMM_COLS, max_k) compact weights widened */
   int batch_T;           /* tokens of the batch in progress */
@@ -461,10 +463,11 @@ void gpt_tensor_matrix(const GPTTensorInfo *info, int64_t *pRows, int64_t *pK) {
 /* Bytes of a row holding the tensor in dtype; -1 when impossible. */
 int64_t gpt_tensor_bytes(const GPTTensorInfo *info, int dtype) {
   int64_t rows, k;
-  if (dtype == GPT_Q8_0) {
+  int nBlockBytes = 0, nBlock = gpt_dtype_block(dtype, &nBlockBytes); /* q4 hook: any block format */
+  if (nBlock) {
     gpt_tensor_matrix(info, &rows, &k);
-    if (info->ndim != 2 || k % GPT_Q8_BLOCK != 0) return -1;
-    return rows * (k / GPT_Q8_BLOCK) * GPT_Q8_BYTES;
+    if (info->ndim != 2 || k % nBlock != 0) return -1;
+    return rows * (k / nBlock) * nBlockBytes;
   }
   if (gpt_dtype_size(dtype) == 0) return -1;
   return info->n_elem * gpt_dtype_size(dtype);
@@ -502,7 +505,8 @@ static Mat mat_of(const GPTModel *m, int i) {
 
 /* Bytes of the first r rows of w. */
 static size_t mat_row_bytes(const Mat *w, int r) {
-  if (w->dtype == GPT_Q8_0) return (size_t)r * (size_t)(w->k / GPT_Q8_BLOCK) * GPT_Q8_BYTES;
+  int nBlockBytes = 0, nBlock = gpt_dtype_block(w->dtype, &nBlockBytes); /* q4 hook */
+  if (nBlock) return (size_t)r * (size_t)(w->k / nBlock) * (size_t)nBlockBytes;
   return (size_t)r * (size_t)w->k * (w->dtype == GPT_F32 ? 4 : 2);
 }
 
@@ -643,7 +647,7 @@ GPTModel *gpt_model_new_dtypes(const GPTConfig *c, int has_lm_head, const int *a
     int dt = aDtype ? aDtype[i] : GPT_F32;
     gpt_tensor_info(c, has_lm_head, i, &info);
     gpt_tensor_matrix(&info, &rows, &k);
-    if (dt != GPT_F32 && (info.ndim != 2 || (dt != GPT_F16 && dt != GPT_Q8_0))) dt = -1;
+    if (dt != GPT_F32 && (info.ndim != 2 || (dt != GPT_F16 && !gpt_dtype_block(dt, 0)))) dt = -1;
     nb = dt < 0 ? -1 : gpt_tensor_bytes(&info, dt);
     if (nb < 0) {
       snprintf(err, n_err, "tensor %s cannot be held as %s", info.name,
@@ -809,7 +813,7 @@ int gpt_model_load(GPTModel *m, int i, int dtype, int64_t first, int64_t n,
                    const void *src, char *err, size_t n_err) {
   GPTTensorInfo info;
   int64_t bad = -1;
-  if (i < 0 || i >= m->n_tensors || (gpt_dtype_size(dtype) == 0 && dtype != GPT_Q8_0)) {
+  if (i < 0 || i >= m->n_tensors || (gpt_dtype_size(dtype) == 0 && !gpt_dtype_block(dtype, 0))) {
     snprintf(err, n_err, "bad tensor index %d or dtype %d", i, dtype);
     return -1;
   }
@@ -821,6 +825,43 @@ int gpt_model_load(GPTModel *m, int i, int dtype, int64_t first, int64_t n,
   }
   void *dst = m->tensor[i];
   int dd = m->dtype[i];
+  if (dtype == GPT_Q4_0 || dtype == GPT_Q4_K || dtype == GPT_Q6_K) {
+    /* q4 hook: 4- and 6-bit blocks are checked (finite scales) and copied,
+    ** or widened for a tensor held in f32 or f16 */
+    int nBytes = 0, nVal = gpt_dtype_block(dtype, &nBytes);
+    const uint8_t *s = (const uint8_t *)src;
+    int64_t bad;
+    float tmp[GPT_QK_K];
+    if (gpt_tensor_bytes(&info, dtype) < 0 || first % nVal || n % nVal ||
+        (dd != dtype && dd != GPT_F32 && dd != GPT_F16)) {
+      snprintf(err, n_err, "tensor %s cannot be read from %s at %lld+%lld", info.name,
+               gpt_dtype_name(dtype), (long long)first, (long long)n);
+      return -1;
+    }
+    if ((bad = gpt_q4_bad_block(dtype, s, n / nVal)) >= 0) {
+      snprintf(err, n_err, "tensor %s: %s block %lld has a non-finite scale", info.name,
+               gpt_dtype_name(dtype), (long long)(first / nVal + bad));
+      return -1;
+    }
+    if (dd == dtype) {
+      memcpy((uint8_t *)dst + first / nVal * nBytes, s, (size_t)(n / nVal * nBytes));
+      return 0;
+    }
+    for (int64_t b = 0; b < n / nVal; b++) {
+      gpt_q4_to_f32(gpt_q4_kernels(), dtype, tmp, s + b * nBytes, 1);
+      for (int j = 0; j < nVal; j++) {
+        int64_t e = first + b * nVal + j;
+        if (!isfinite(tmp[j]) || (dd == GPT_F16 && (gpt_f32_to_f16(tmp[j]) & 0x7c00) == 0x7c00)) {
+          snprintf(err, n_err, "tensor %s has a NaN or Inf at element %lld%s", info.name,
+                   (long long)e, dd == GPT_F16 ? " (as f16)" : "");
+          return -1;
+        }
+        if (dd == GPT_F32) ((float *)dst)[e] = tmp[j];
+        else ((uint16_t *)dst)[e] = gpt_f32_to_f16(tmp[j]);
+      }
+    }
+    return 0;
+  }
   if (dtype == GPT_Q8_0) {
     const uint8_t *s = (const uint8_t *)src;
     if (gpt_tensor_bytes(&info, GPT_Q8_0) < 0 || first % GPT_Q8_BLOCK || n % GPT_Q8_BLOCK) {
@@ -855,9 +896,9 @@ int gpt_model_load(GPTModel *m, int i, int dtype, int64_t first, int64_t n,
     }
     return 0;
   }
-  if (dd == GPT_Q8_0) {
-    snprintf(err, n_err, "tensor %s is held as q8_0 and takes q8_0 rows only, not %s",
-             info.name, gpt_dtype_name(dtype));
+  if (gpt_dtype_block(dd, 0)) { /* q4 hook: any block format */
+    snprintf(err, n_err, "tensor %s is held as %s and takes %s rows only, not %s",
+             info.name, gpt_dtype_name(dd), gpt_dtype_name(dd), gpt_dtype_name(dtype));
     return -1;
   }
   if (dd == dtype && all_finite(dtype, src, n) &&
@@ -997,7 +1038,7 @@ GPTState *gpt_state_new(const GPTModel *m, int max_T) {
   s->xq.aq = malloc(W);
   s->xq.d = malloc((W / GPT_Q8_BLOCK + 1) * sizeof(float));
   s->n_xq = 1;
-  if (!s->tmp || !s->xq.q || !s->xq.aq || !s->xq.d ||
+  if (!s->tmp || !s->xq.q || !s->xq.aq || !s->xq.d || gpt_q4_act_alloc(&s->xq4, (int)W) ||
       state_grow_cache(s, max_T < 64 ? max_T : 64) || state_reserve(s, 1, 1, s->n_cache)) {
     gpt_state_free(s);
     return NULL;
@@ -1013,6 +1054,7 @@ void gpt_state_free(GPTState *s) {
   free(s->logit_block);
   free(s->tmp);
   free(s->xq.q); free(s->xq.aq); free(s->xq.d);
+  gpt_q4_act_free(&s->xq4);
   free(s->wide);
   free(s);
 }
@@ -1059,9 +1101,14 @@ static void mat_row(const GPTKernels *k, const Mat *w, int r, int c0, int n, flo
     memcpy(dst, (const float *)w->w + (size_t)r * w->k + c0, (size_t)n * sizeof(float));
   } else if (w->dtype == GPT_F16) {
     k->f16_to_f32(dst, (const uint16_t *)w->w + (size_t)r * w->k + c0, (size_t)n);
-  } else {
+  } else if (w->dtype == GPT_Q8_0) {
     const uint8_t *row = (const uint8_t *)w->w + (size_t)r * (w->k / GPT_Q8_BLOCK) * GPT_Q8_BYTES;
     k->q8_to_f32(dst, row + (size_t)(c0 / GPT_Q8_BLOCK) * GPT_Q8_BYTES, (size_t)n / GPT_Q8_BLOCK);
+  } else { /* q4 hook: 4- and 6-bit blocks, c0 and n whole blocks */
+    int nBytes = 0, nVal = gpt_dtype_block(w->dtype, &nBytes);
+    const uint8_t *row = (const uint8_t *)w->w + mat_row_bytes(w, r);
+    gpt_q4_to_f32(gpt_q4_kernels(), w->dtype, dst, row + (size_t)(c0 / nVal) * nBytes,
+                  (size_t)(n / nVal));
   }
 }
 
@@ -1225,8 +1272,11 @@ static void gemv_task(void *arg, int ith, int nth) {
       k->gemv_f32(a->out, (const float *)a->w.w, a->inp, a->bias, r0, r1, K, mode);
     } else if (a->w.dtype == GPT_F16) {
       k->gemv_f16(a->out, (const uint16_t *)a->w.w, a->inp, a->bias, r0, r1, K, mode);
-    } else {
+    } else if (a->w.dtype == GPT_Q8_0) {
       k->gemv_q8(a->out, (const uint8_t *)a->w.w, &a->p->s->xq, a->bias, r0, r1, K, mode);
+    } else { /* q4 hook */
+      gpt_q4_gemv(gpt_q4_kernels(), a->w.dtype, a->out, (const uint8_t *)a->w.w, &a->p->s->xq4,
+                  a->bias, r0, r1, K, mode);
     }
     if (a->gelu) k->gelu(a->out + r0, (size_t)(r1 - r0));
   }
@@ -1300,10 +1350,14 @@ static int matmul_forward_ld(const Pass *p, float *out, size_t ldo, const float 
     if (chunk < 16) chunk = 16;
     a.chunk = (chunk + unit - 1) / unit * unit;
     if (w->dtype == GPT_Q8_0) p->k->q8_quantize_act(&p->s->xq, inp, w->k);
+    if (w->dtype == GPT_Q4_0 || w->dtype == GPT_Q4_K || w->dtype == GPT_Q6_K) /* q4 hook */
+      gpt_q4_quantize_act(&p->s->xq4, w->dtype, inp, w->k);
     if ((int64_t)w->rows * w->k < PAR_MIN_GEMV) gemv_task(&a, 0, 1);
     else gpt_team_run(p->team, gemv_task, &a);
   } else {
-    if (w->dtype == GPT_F16 && state_reserve_wide(p->s, gpt_team_size(p->team)))
+    /* f16 and the 4-bit formats are widened a chunk at a time */
+    if (w->dtype != GPT_F32 && w->dtype != GPT_Q8_0 &&
+        state_reserve_wide(p->s, gpt_team_size(p->team)))
       return GPT_NOMEM;
     if (w->dtype == GPT_Q8_0 && quantize_tokens(p, inp, T, w->k)) return GPT_NOMEM;
     if ((int64_t)T * w->rows * w->k < PAR_MIN_GEMM) gemm_task(&a, 0, 1);

@@ -84,14 +84,25 @@ int gpt_config_check(const GPTConfig *c, char *err, size_t n_err);
 ** followed by 32 int8 values q in [-127, 127], each standing for d * q. A
 ** q8_0 row holds a 2-D weight in (out, in) order with its blocks along the
 ** input dimension: Conv1D weights (stored (in, out) in the other dtypes) are
-** transposed; wte, wpe and lm_head keep their (rows, n_embd) order. */
-typedef enum { GPT_F32 = 0, GPT_F16 = 1, GPT_BF16 = 2, GPT_Q8_0 = 3 } GPTDtype;
+** transposed; wte, wpe and lm_head keep their (rows, n_embd) order.
+** GPT_Q4_0, GPT_Q4_K and GPT_Q6_K are ggml's 4- and 6-bit block formats,
+** byte for byte, held the same way (engine/kernels_q4.h has the layouts):
+** q4_0 blocks of 32 values in 18 bytes, q4_k and q6_k super-blocks of 256
+** values in 144 and 210 bytes. */
+typedef enum {
+  GPT_F32 = 0, GPT_F16 = 1, GPT_BF16 = 2, GPT_Q8_0 = 3,
+  GPT_Q4_0 = 4, GPT_Q4_K = 5, GPT_Q6_K = 6
+} GPTDtype;
 /* "f32" | "f16" | "bf16" -> dtype, or -1. */
 int gpt_dtype_from_name(const char *z);
-/* The same, "q8_0" included: every dtype a gpt_tensors row may have. */
+/* The same, the block formats ("q8_0", "q4_0", "q4_k", "q6_k") included:
+** every dtype a gpt_tensors row may have. */
 int gpt_row_dtype_from_name(const char *z);
 const char *gpt_dtype_name(int dtype);
-int gpt_dtype_size(int dtype); /* bytes per element; 0 for q8_0 and unknown */
+int gpt_dtype_size(int dtype); /* bytes per element; 0 for block formats and unknown */
+/* Values per block of a block format (32 or 256), its bytes in *pBytes;
+** 0 for an element dtype or an unknown code. */
+int gpt_dtype_block(int dtype, int *pBytes);
 float gpt_f16_to_f32(uint16_t h);
 float gpt_bf16_to_f32(uint16_t h);
 uint16_t gpt_f32_to_f16(float f);  /* round to nearest even */
@@ -111,7 +122,8 @@ typedef struct GPTTensorInfo {
 ** stored. 1-D tensors give (n, 1). */
 void gpt_tensor_matrix(const GPTTensorInfo *info, int64_t *pRows, int64_t *pK);
 /* Bytes of a gpt_tensors row holding the tensor in dtype, or -1 when the
-** dtype cannot hold it (q8_0 needs a 2-D tensor whose k is a multiple of 32). */
+** dtype cannot hold it (a block format needs a 2-D tensor whose k is a
+** multiple of its block: 32 for q8_0 and q4_0, 256 for q4_k and q6_k). */
 int64_t gpt_tensor_bytes(const GPTTensorInfo *info, int dtype);
 
 /* Number of tensors a model of this config needs (lm_head.weight included
@@ -129,7 +141,7 @@ typedef struct GPTModel GPTModel;
 ** err on failure. */
 GPTModel *gpt_model_new(const GPTConfig *c, int has_lm_head, char *err, size_t n_err);
 /* The same with tensor i held in memory as aDtype[i]: GPT_F32 for any
-** tensor; GPT_F16 or GPT_Q8_0 (see gpt_tensor_bytes) for 2-D tensors, which
+** tensor; GPT_F16 or a block format (see gpt_tensor_bytes) for 2-D tensors, which
 ** the forward pass then reads as they are, without widening. */
 GPTModel *gpt_model_new_dtypes(const GPTConfig *c, int has_lm_head, const int *aDtype,
                                char *err, size_t n_err);
@@ -146,8 +158,10 @@ int gpt_model_tensor_dtype(const GPTModel *m, int i);
 ** (Hugging Face) order, from src in dtype, converting to the tensor's memory
 ** dtype and transposing as needed. For dtype GPT_Q8_0, src holds n/32 blocks
 ** and first and n count values of the (out, in) order, both multiples of 32
-** (a q8_0 tensor in memory takes only q8_0 rows). Rejects NaN and Inf (and
-** q8_0 values of -128). Returns 0 or -1 with err. */
+** (a q8_0 tensor in memory takes only q8_0 rows); the other block formats
+** likewise, in whole blocks of theirs, and a tensor held in one takes only
+** its own rows. Rejects NaN and Inf (block scales included, and q8_0 values
+** of -128). Returns 0 or -1 with err. */
 int gpt_model_load(GPTModel *m, int i, int dtype, int64_t first, int64_t n,
                    const void *src, char *err, size_t n_err);
 

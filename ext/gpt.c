@@ -1010,9 +1010,10 @@ done:
 
 /* Reads every tensor row into a new weight arena with incremental BLOB I/O.
 ** Each row's dtype, shape and byte length is checked against the config
-** before a byte of it is read. 2-D weights stored as f16 or q8_0 stay so in
-** memory (the forward pass reads them as they are); everything else is held
-** as f32. Rows are read in chunks of about 1 MB: whole q8_0 blocks, and for
+** before a byte of it is read. 2-D weights stored as f16 or a block format
+** (q8_0, q4_0, q4_k, q6_k) stay so in memory (the forward pass reads them as
+** they are); everything else is held as f32. Rows are read in chunks of
+** about 1 MB: whole blocks, and for
 ** Conv1D weights whole stored rows, which the engine transposes by tiles. */
 /* The tensor a gpt_tensors row holds: NAME, or NAME#k for part k of a tensor
 ** stored in row-aligned parts (k in canonical decimal, below a million), its
@@ -1106,7 +1107,7 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
         int64_t nRow = info.shape[0], nPartRow = sqlite3_column_int64(p, 6);
         if (iPart == 0) aPartRows[idx] = nPartRow;
         int64_t R = aPartRows[idx];
-        if (R < 1 || R >= nRow || (int64_t)iPart * R >= nRow || dtype == GPT_Q8_0 ||
+        if (R < 1 || R >= nRow || (int64_t)iPart * R >= nRow || gpt_dtype_block(dtype, 0) ||
             nPartRow != (nRow - iPart * R < R ? nRow - iPart * R : R)) {
           gptext_set_error(pzErr, "%s: model '%s': tensor %s is not a part of %s: parts hold "
                            "%s rows each of its %lld, part 0 first, in f32, f16 or bf16",
@@ -1122,7 +1123,7 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
       }
       if (dtype < 0) {
         gptext_set_error(pzErr, "%s: model '%s': tensor %s has dtype '%s', expected 'f32', "
-                         "'f16', 'bf16' or 'q8_0'", zFunc, m->zName, zTensor,
+                         "'f16', 'bf16', 'q8_0', 'q4_0', 'q4_k' or 'q6_k'", zFunc, m->zName, zTensor,
                          zDtype ? zDtype : "NULL");
         rc = SQLITE_ERROR;
         goto done;
@@ -1139,9 +1140,10 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
       }
       nWant = gpt_tensor_bytes(&info, dtype);
       if (nWant < 0) {
-        gptext_set_error(pzErr, "%s: model '%s': tensor %s %s cannot be stored as q8_0, which "
-                         "needs a 2-D weight whose input dimension is a multiple of 32",
-                         zFunc, m->zName, zTensor, zWant);
+        gptext_set_error(pzErr, "%s: model '%s': tensor %s %s cannot be stored as %s, which "
+                         "needs a 2-D weight whose input dimension is a multiple of %d",
+                         zFunc, m->zName, zTensor, zWant, gpt_dtype_name(dtype),
+                         gpt_dtype_block(dtype, 0));
         rc = SQLITE_ERROR;
         goto done;
       }
@@ -1161,7 +1163,7 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
         goto done;
       }
       if (iPass == 0) {
-        int dt = info.ndim == 2 && (dtype == GPT_F16 || dtype == GPT_Q8_0) ? dtype : GPT_F32;
+        int dt = info.ndim == 2 && (dtype == GPT_F16 || gpt_dtype_block(dtype, 0)) ? dtype : GPT_F32;
         if (iPart > 0 && dt != aDtype[idx]) {
           gptext_set_error(pzErr, "%s: model '%s': tensor %s has dtype '%s', unlike part 0",
                            zFunc, m->zName, zTensor, zDtype);
@@ -1173,18 +1175,19 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
       }
       rc = sqlite3_blob_open(db, "main", "gpt_tensors", "data", sqlite3_column_int64(p, 0), 0, &pBlob);
       if (rc != SQLITE_OK) goto sql_error;
-      /* nPer values a chunk: whole q8_0 blocks (34 bytes for 32 values), or
-      ** whole stored rows of a Conv1D weight where a row fits */
-      if (dtype == GPT_Q8_0) {
-        nPer = nChunk / 34 * 32;
+      /* nPer values a chunk: whole blocks (34 bytes for 32 values in q8_0),
+      ** or whole stored rows of a Conv1D weight where a row fits */
+      int nBlockBytes = 0, nBlock = gpt_dtype_block(dtype, &nBlockBytes);
+      if (nBlock) {
+        nPer = (int64_t)(nChunk / nBlockBytes) * nBlock;
       } else {
         nPer = nChunk / gpt_dtype_size(dtype);
         if (info.transposed && nPer >= info.shape[1]) nPer -= nPer % info.shape[1];
       }
       for (int64_t e = 0; e < info.n_elem; e += nPer) {
         int64_t n = info.n_elem - e < nPer ? info.n_elem - e : nPer;
-        int64_t off = dtype == GPT_Q8_0 ? e / 32 * 34 : e * gpt_dtype_size(dtype);
-        int64_t len = dtype == GPT_Q8_0 ? n / 32 * 34 : n * gpt_dtype_size(dtype);
+        int64_t off = nBlock ? e / nBlock * nBlockBytes : e * gpt_dtype_size(dtype);
+        int64_t len = nBlock ? n / nBlock * nBlockBytes : n * gpt_dtype_size(dtype);
         rc = sqlite3_blob_read(pBlob, aBuf, (int)len, (int)off);
         if (rc != SQLITE_OK) goto sql_error;
         if (gpt_model_load(net, idx, dtype, iFirst + e, n, aBuf, zMsg, sizeof(zMsg))) {

@@ -3,6 +3,8 @@
 **
 **   SELECT gpt_quantize('gpt2', 'gpt2-q8', 'q8_0');
 **   SELECT gpt_quantize('gpt2', 'gpt2-f16', 'f16');
+**   SELECT gpt_quantize('gpt2', 'gpt2-q4', 'q4_k');   -- like llama.cpp's Q4_K_M
+**   SELECT gpt_quantize('gpt2', 'gpt2-q40', 'q4_0');
 **
 ** writes model DST beside SRC with every 2-D weight (wte, wpe, lm_head and
 ** the four linear weights of each block) in the new dtype; biases and
@@ -13,6 +15,20 @@
 ** whose input dimension is not a multiple of 32 is written as f16 instead.
 ** The forward pass reads both formats as they are (engine/kernels.c).
 **
+** 'q4_0' and 'q4_k' write ggml's 4-bit blocks (engine/kernels_q4.h), in the
+** same (out, in) order, with a mix of types as llama.cpp's Q4_0 and Q4_K_M
+** files have (quantTarget):
+**   - the output head (lm_head, or the token embedding when it is tied) is
+**     q6_k in both;
+**   - with 'q4_k', the value projection (GPT-2's fused c_attn) and the MLP's
+**     down projection are q6_k in the layers llama.cpp gives more bits (the
+**     first and last eighth, and every third between); every other 2-D
+**     weight is q4_k;
+**   - with 'q4_0', every other 2-D weight is q4_0.
+** A weight whose input dimension is not a multiple of 256 cannot be q4_k or
+** q6_k: it takes q4_0 for q4_k and q8_0 for q6_k, and f16 when it is not a
+** multiple of 32 either. kernels_q4.c says how the blocks are fitted.
+**
 ** The copy is atomic: it runs in one SAVEPOINT and any error rolls back to
 ** it. DST must not exist yet. Errors read "gpt_quantize: model 'NAME': ...".
 */
@@ -21,12 +37,13 @@
 #include <string.h>
 #include "gpt_ext.h"
 #include "kernels.h"
+#include "kernels_q4.h"
 
 /* State of one call. */
 typedef struct GptQuant {
   sqlite3 *db;
   const char *zSrc, *zDst;
-  int dtype;                 /* GPT_F16 or GPT_Q8_0 */
+  int dtype;                 /* GPT_F16, GPT_Q8_0, GPT_Q4_0 or GPT_Q4_K (a mix, see above) */
   char *zErr;
   int rcErr;                 /* SQLite's code for zErr (SQLITE_BUSY, _FULL, ...), or 0 */
   int bInterrupted;
@@ -131,7 +148,7 @@ static int quantExec(GptQuant *q, const char *zSql, const char *z1, const char *
 }
 
 /* Reads a whole tensor row (nBytes of dtype) and widens it into f32 in
-** memory order: (rows, k) for q8_0 targets, stored order otherwise. */
+** memory order: (rows, k) for block-format targets, stored order otherwise. */
 static int quantRead(GptQuant *q, sqlite3_int64 iRow, const GPTTensorInfo *info, int dtype,
                      int bMemoryOrder, float *aOut) {
   sqlite3_blob *pBlob = 0;
@@ -143,11 +160,14 @@ static int quantRead(GptQuant *q, sqlite3_int64 iRow, const GPTTensorInfo *info,
   aBuf = sqlite3_malloc(nChunk);
   if (!aBuf) { rc = quantNoMem(q); goto done; }
   gpt_tensor_matrix(info, &rows, &K);
-  /* Stored element e of a Conv1D weight is (e / out, e % out) of (in, out). */
-  int bTranspose = info->transposed && bMemoryOrder && dtype != GPT_Q8_0;
-  int bUntranspose = info->transposed && !bMemoryOrder && dtype == GPT_Q8_0;
-  int unit = dtype == GPT_Q8_0 ? GPT_Q8_BYTES : gpt_dtype_size(dtype);
-  int64_t per = dtype == GPT_Q8_0 ? GPT_Q8_BLOCK : 1, nOut = info->transposed ? rows : 0;
+  /* Stored element e of a Conv1D weight is (e / out, e % out) of (in, out);
+  ** block formats hold (out, in) */
+  int nBlockBytes = 0, nBlock = gpt_dtype_block(dtype, &nBlockBytes);
+  int bTranspose = info->transposed && bMemoryOrder && !nBlock;
+  int bUntranspose = info->transposed && !bMemoryOrder && nBlock;
+  int unit = nBlock ? nBlockBytes : gpt_dtype_size(dtype);
+  int64_t per = nBlock ? nBlock : 1, nOut = info->transposed ? rows : 0;
+  float aBlock[GPT_QK_K];
   for (int64_t off = 0; off < nBytes; off += nChunk / unit * unit) {
     int n = (int)(nBytes - off < nChunk / unit * unit ? nBytes - off : nChunk / unit * unit);
     rc = sqlite3_blob_read(pBlob, aBuf, n, (int)off);
@@ -155,7 +175,11 @@ static int quantRead(GptQuant *q, sqlite3_int64 iRow, const GPTTensorInfo *info,
     int64_t e0 = off / unit * per, nVal = n / unit * per;
     for (int64_t k = 0; k < nVal; k++) {
       float f;
-      if (dtype == GPT_Q8_0) {
+      if (nBlock && dtype != GPT_Q8_0) {
+        if (k % nBlock == 0)
+          gpt_q4_to_f32(gpt_q4_kernels(), dtype, aBlock, aBuf + k / nBlock * nBlockBytes, 1);
+        f = aBlock[k % nBlock];
+      } else if (dtype == GPT_Q8_0) {
         const unsigned char *blk = aBuf + k / GPT_Q8_BLOCK * GPT_Q8_BYTES;
         f = gpt_f16_to_f32((uint16_t)(blk[0] | (blk[1] << 8))) *
             (float)(int8_t)blk[2 + k % GPT_Q8_BLOCK];
@@ -177,6 +201,49 @@ done:
   sqlite3_blob_close(pBlob);
   sqlite3_free(aBuf);
   return rc;
+}
+
+/* Whether layer iLayer of nLayer gets more bits in llama.cpp's Q4_K_M (its
+** use_more_bits): the first and last eighth of the layers, and every third
+** layer between. */
+static int quantMoreBits(int iLayer, int nLayer) {
+  return iLayer < nLayer / 8 || iLayer >= 7 * nLayer / 8 || (iLayer - nLayer / 8) % 3 == 2;
+}
+
+/* The layer number in a tensor name "h.N." or "model.layers.N.", or -1. */
+static int quantLayerOf(const char *z) {
+  int n = 0, nDigit = 0;
+  if (strncmp(z, "h.", 2) == 0) z += 2;
+  else if (strncmp(z, "model.layers.", 13) == 0) z += 13;
+  else return -1;
+  for (; *z >= '0' && *z <= '9' && nDigit < 6; z++, nDigit++) n = n * 10 + (*z - '0');
+  return nDigit > 0 && *z == '.' ? n : -1;
+}
+
+/* The dtype tensor info of a model with nLayer layers is written in (see the
+** top of this file); -1 for a 1-D tensor, which is copied as it is. */
+static int quantTarget(const GptQuant *q, const GPTTensorInfo *info, int nLayer, int hasLmHead) {
+  const char *z = info->name;
+  int target = q->dtype, iLayer = -1;
+  if (info->ndim != 2) return -1;
+  if (q->dtype == GPT_Q4_0 || q->dtype == GPT_Q4_K) {
+    int bHead = strcmp(z, "lm_head.weight") == 0 ||
+                (!hasLmHead && (strcmp(z, "wte.weight") == 0 ||
+                                strcmp(z, "model.embed_tokens.weight") == 0));
+    iLayer = quantLayerOf(z);
+    if (bHead) {
+      target = GPT_Q6_K;
+    } else if (q->dtype == GPT_Q4_K && iLayer >= 0 && quantMoreBits(iLayer, nLayer) &&
+               (strstr(z, ".attn.c_attn.") || strstr(z, ".self_attn.v_proj.") ||
+                strstr(z, ".mlp.c_proj.") || strstr(z, ".mlp.down_proj."))) {
+      target = GPT_Q6_K;
+    }
+  }
+  /* fall back where the input dimension does not divide into blocks */
+  if (gpt_tensor_bytes(info, target) < 0)
+    target = target == GPT_Q4_K ? GPT_Q4_0 : target == GPT_Q6_K ? GPT_Q8_0 : target;
+  if (gpt_tensor_bytes(info, target) < 0) target = GPT_F16;
+  return target;
 }
 
 /* Writes tensor i of the source into the destination, converted to the
@@ -212,11 +279,12 @@ static int quantTensor(GptQuant *q, const GPTConfig *cfg, int hasLmHead, int i) 
     const char *zShape = (const char *)sqlite3_column_text(p, 2);
     const char *zType = (const char *)sqlite3_column_text(p, 3);
     sqlite3_int64 nBytes = sqlite3_column_int64(p, 4);
-    int dtype = gpt_row_dtype_from_name(zDtype), target = q->dtype;
+    int dtype = gpt_row_dtype_from_name(zDtype);
+    int target = quantTarget(q, &info, cfg->n_layer, hasLmHead);
     int64_t nWant = dtype < 0 ? -1 : gpt_tensor_bytes(&info, dtype), nDst;
     if (dtype < 0) {
-      rc = quantError(q, 0, "tensor %s has dtype '%s', expected 'f32', 'f16', 'bf16' or "
-                      "'q8_0'", info.name, zDtype ? zDtype : "NULL");
+      rc = quantError(q, 0, "tensor %s has dtype '%s', expected 'f32', 'f16', 'bf16', "
+                      "'q8_0', 'q4_0', 'q4_k' or 'q6_k'", info.name, zDtype ? zDtype : "NULL");
       goto done;
     }
     if (!zShape || strcmp(zShape, zWant) != 0) {
@@ -231,7 +299,6 @@ static int quantTensor(GptQuant *q, const GPTConfig *cfg, int hasLmHead, int i) 
       goto done;
     }
     q->nIn += nBytes;
-    if (target == GPT_Q8_0 && gpt_tensor_bytes(&info, GPT_Q8_0) < 0) target = GPT_F16;
     if (info.ndim != 2 || dtype == target) {
       /* copied as it is */
       sqlite3_finalize(p);
@@ -257,9 +324,15 @@ static int quantTensor(GptQuant *q, const GPTConfig *cfg, int hasLmHead, int i) 
       rc = quantError(q, 0, "out of memory for tensor %s", info.name);
       goto done;
     }
-    rc = quantRead(q, iRow, &info, dtype, target == GPT_Q8_0, aVal);
+    rc = quantRead(q, iRow, &info, dtype, gpt_dtype_block(target, 0) != 0, aVal);
     if (rc != SQLITE_OK) goto done;
-    if (target == GPT_Q8_0) {
+    if (target == GPT_Q4_0 || target == GPT_Q4_K || target == GPT_Q6_K) {
+      if (gpt_q4_quantize_row(target, (uint8_t *)aDst, aVal, info.n_elem)) {
+        rc = quantError(q, 0, "tensor %s has a value that %s cannot hold (NaN, Inf or a "
+                        "scale beyond f16)", info.name, gpt_dtype_name(target));
+        goto done;
+      }
+    } else if (target == GPT_Q8_0) {
       if (gpt_q8_quantize_row((uint8_t *)aDst, aVal, info.n_elem)) {
         rc = quantError(q, 0, "tensor %s has a value that q8_0 cannot hold (NaN, Inf or "
                         "above 8e6)", info.name);
@@ -343,9 +416,12 @@ static void gptQuantizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv
     goto done;
   }
   q.dtype = zType && strcmp(zType, "q8_0") == 0 ? GPT_Q8_0
+          : zType && strcmp(zType, "q4_0") == 0 ? GPT_Q4_0
+          : zType && strcmp(zType, "q4_k") == 0 ? GPT_Q4_K
           : zType && strcmp(zType, "f16") == 0 ? GPT_F16 : -1;
   if (q.dtype < 0) {
-    quantError(&q, 0, "dtype must be 'f16' or 'q8_0', not %s%s%s", zType ? "'" : "",
+    quantError(&q, 0, "dtype must be 'f16', 'q8_0', 'q4_k' or 'q4_0', not %s%s%s",
+               zType ? "'" : "",
                zType ? zType : "NULL", zType ? "'" : "");
     goto done;
   }

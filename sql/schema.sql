@@ -15,8 +15,9 @@ CREATE TABLE IF NOT EXISTS gpt_models(
 );
 
 -- One row per tensor: the canonical Hugging Face GPT-2 name without the
--- "transformer." prefix, dtype 'f32' | 'f16' | 'bf16' | 'q8_0', shape as a
--- JSON array (always the Hugging Face shape), data the little-endian bytes.
+-- "transformer." prefix, dtype 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0' |
+-- 'q4_k' | 'q6_k', shape as a JSON array (always the Hugging Face shape),
+-- data the little-endian bytes.
 -- f32, f16 and bf16 rows are row-major in the Hugging Face shape: linear
 -- weights keep Conv1D's layout (in, out).
 -- q8_0 rows (written by gpt_quantize, only for 2-D weights whose input
@@ -29,6 +30,11 @@ CREATE TABLE IF NOT EXISTS gpt_models(
 -- standing for the values d * q[j] of inputs 32*b + j of that row. A row is
 -- exactly out * (in/32) * 34 bytes; gpt_quantize picks d = max|x| / 127
 -- rounded to f16 and q = round(x / d), as GGUF's Q8_0.
+-- q4_0, q4_k and q6_k rows are ggml's block_q4_0 (32 values in 18 bytes),
+-- block_q4_K and block_q6_K (256 values in 144 and 210 bytes), held the same
+-- way as q8_0 rows, (out, in) with whole blocks along the input dimension
+-- (a multiple of 32 for q4_0, of 256 for the others); engine/kernels_q4.h
+-- has the byte layouts. Their f16 scales must be finite.
 CREATE TABLE IF NOT EXISTS gpt_tensors(
   model TEXT NOT NULL,
   name  TEXT NOT NULL,

@@ -242,5 +242,36 @@ int main(int argc, char **argv) {
     free(zJson);
     fz_model_free(&m);
   }
+  /* q4_blocks: two rows of each format (finite scales), then the activation
+  ** bytes; and weight-like floats for the quantizers */
+  {
+    static const int aBytes[3] = {18, 144, 210};
+    unsigned char a[1 + 512 * sizeof(float)]; /* the largest: the floats */
+    unsigned v = 12345;
+    for (int f = 0; f < 3; f++) {
+      int width = 2, nVal = f == 0 ? 32 : 256, nRow = width * aBytes[f];
+      size_t n = 1 + 2 * (size_t)nRow + (size_t)(width * nVal);
+      char zName[32];
+      a[0] = (unsigned char)(f | (width - 1) << 2);
+      for (size_t i = 1; i < n; i++) { v = v * 1103515245u + 12345u; a[i] = (unsigned char)(v >> 16); }
+      for (int b = 0; b < 2 * width; b++) {
+        unsigned char *blk = a + 1 + b * aBytes[f];
+        int off = f == 2 ? 208 : 0;
+        blk[off] = 0x00; blk[off + 1] = 0x20;             /* d = 2^-7 */
+        if (f == 1) { blk[2] = 0x00; blk[3] = 0x18; }    /* dmin = 2^-9 */
+      }
+      snprintf(zName, sizeof(zName), "%s", f == 0 ? "q4_0" : f == 1 ? "q4_k" : "q6_k");
+      put("q4_blocks", zName, a, n);
+    }
+    float x[512];
+    for (int i = 0; i < 512; i++) {
+      v = v * 1103515245u + 12345u;
+      x[i] = ((float)(v >> 16) / 65536.0f - 0.5f) * (i % 61 == 0 ? 0.8f : 0.1f);
+    }
+    a[0] = 3;
+    memcpy(a + 1, x, sizeof(x));
+    put("q4_blocks", "quantize", a, 1 + sizeof(x));
+  }
+
   return 0;
 }

@@ -1,0 +1,971 @@
+/*
+** The 4- and 6-bit kernel sets of kernels_q4.h: portable C, AVX2, AVX-512
+** (F, BW, VL) and AVX-512 with VNNI, and the quantizers that write the
+** blocks.
+**
+** How it works: a gemv multiplies rows of blocks with the activation
+** quantized as for q8_0 (int8 per block of 32, scale d_x), so each block's
+** products are summed exactly in integers and scaled once:
+**
+**   q4_0   sum_j (n_j - 8) x_j = d_x (sum_j n_j q_j) - 8 xsum_b, n_j the
+**          nibbles (0..15, unsigned bytes against signed q: maddubs and
+**          VNNI's vpdpbusd take them as they are), xsum_b = d_x sum_j q_j
+**   q4_k   each sub-block of 32 is one activation block: d sc d_x (n . q)
+**          - dmin m xsum_b; the eight scales and mins of a super-block are
+**          unpacked once into vectors of eight floats
+**   q6_k   (q - 32) is signed: as for q8_0, |q_x| times the weight with q_x's
+**          sign (maddubs), and the pairs' sums are multiplied by the
+**          sub-block's int8 scale in the same step (madd with the scales in
+**          place of ones), so both 16-value halves of an activation block
+**          come out as one integer sum per lane
+**
+** Rows are read one at a time, in order (see avx2_gemv_f16 in kernels.c),
+** PF_BYTES ahead in the weight stream prefetched. A row's result does not
+** depend on the rows handed with it, so any split over threads gives the
+** same output.
+*/
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include "gpt.h"
+#include "kernels.h"
+#include "kernels_q4.h"
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define GPT_X86 1
+#include <cpuid.h>
+#include <immintrin.h>
+#define AVX2_FN __attribute__((target("avx2,fma,f16c")))
+#define AVX512_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+#define VNNI_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")))
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#endif
+
+#define PREFETCH(p) __builtin_prefetch((const void *)(p), 0, 3)
+#define PF_BYTES 4096
+
+/* A little-endian 16-bit value at p. */
+static inline uint16_t le16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+
+/* Stores t = dot + bias into y[r] as mode says (kernels.h's GPT_GEMV_*). */
+static inline void store_row(float *y, int r, float dot, const float *bias, int mode) {
+  float t = dot + (bias ? bias[r] : 0.0f);
+  if (mode == GPT_GEMV_ADD) y[r] += t;
+  else y[r] = t;
+}
+
+/* The eight 6-bit scales and mins of a q4_k super-block from its 12 bytes:
+** scales 0-3 and mins 0-3 are the low six bits of bytes 0-3 and 4-7; scales
+** and mins 4-7 take their low four bits from bytes 8-11 and their top two
+** from the spare top bits of bytes 0-3 and 4-7. Done on 32-bit words. */
+static inline void q4k_scales(const uint8_t *s12, uint8_t sc[8], uint8_t mn[8]) {
+  uint32_t w0, w1, w2, a, b, c, d;
+  memcpy(&w0, s12, 4);
+  memcpy(&w1, s12 + 4, 4);
+  memcpy(&w2, s12 + 8, 4);
+  a = w0 & 0x3f3f3f3fu;
+  b = (w2 & 0x0f0f0f0fu) | ((w0 >> 2) & 0x30303030u);
+  c = w1 & 0x3f3f3f3fu;
+  d = ((w2 >> 4) & 0x0f0f0f0fu) | ((w1 >> 2) & 0x30303030u);
+  memcpy(sc, &a, 4);
+  memcpy(sc + 4, &b, 4);
+  memcpy(mn, &c, 4);
+  memcpy(mn + 4, &d, 4);
+}
+
+/* The 6-bit value i (0..255) of a q6_k block, 0..63 (see kernels_q4.h). */
+static inline int q6k_value(const uint8_t *blk, int i) {
+  int h = i / 128, g = (i % 128) / 32, l = i % 32;
+  int lo = blk[64 * h + l + 32 * (g & 1)];
+  int hi = (blk[128 + 32 * h + l] >> (2 * g)) & 3;
+  return ((g < 2 ? lo & 15 : lo >> 4) | (hi << 4));
+}
+
+/* ------------------------------------------------------------ portable */
+
+static void p_gemv_q4_0(float *y, const uint8_t *W, const GPTQ4Act *x, const float *bias,
+                        int r0, int r1, int K, int mode) {
+  const float *xsum = x->sum;
+  int nb = K / GPT_Q4_0_BLOCK;
+  for (int r = r0; r < r1; r++) {
+    const uint8_t *blk = W + (size_t)r * nb * GPT_Q4_0_BYTES;
+    float s = 0.0f;
+    for (int b = 0; b < nb; b++, blk += GPT_Q4_0_BYTES) {
+      const int8_t *q = x->q + b * 32;
+      int32_t isum = 0;
+      for (int j = 0; j < 16; j++)
+        isum += (blk[2 + j] & 15) * q[j] + (blk[2 + j] >> 4) * q[j + 16];
+      s += gpt_f16_to_f32(le16(blk)) * (x->d[b] * (float)isum - 8.0f * xsum[b]);
+    }
+    store_row(y, r, s, bias, mode);
+  }
+}
+
+static void p_gemv_q4_k(float *y, const uint8_t *W, const GPTQ4Act *x, const float *bias,
+                        int r0, int r1, int K, int mode) {
+  const float *xsum = x->sum;
+  int nb = K / GPT_QK_K;
+  for (int r = r0; r < r1; r++) {
+    const uint8_t *blk = W + (size_t)r * nb * GPT_Q4_K_BYTES;
+    float s = 0.0f;
+    for (int i = 0; i < nb; i++, blk += GPT_Q4_K_BYTES) {
+      float d = gpt_f16_to_f32(le16(blk)), dmin = gpt_f16_to_f32(le16(blk + 2));
+      uint8_t sc[8], mn[8];
+      q4k_scales(blk + 4, sc, mn);
+      for (int sb = 0; sb < 8; sb++) {
+        const uint8_t *qs = blk + 16 + 32 * (sb / 2);
+        const int8_t *q = x->q + (8 * i + sb) * 32;
+        int shift = 4 * (sb & 1);
+        int32_t isum = 0;
+        for (int l = 0; l < 32; l++) isum += ((qs[l] >> shift) & 15) * q[l];
+        s += d * sc[sb] * x->d[8 * i + sb] * (float)isum - dmin * mn[sb] * xsum[8 * i + sb];
+      }
+    }
+    store_row(y, r, s, bias, mode);
+  }
+}
+
+static void p_gemv_q6_k(float *y, const uint8_t *W, const GPTQ4Act *x, const float *bias,
+                        int r0, int r1, int K, int mode) {
+  int nb = K / GPT_QK_K;
+  for (int r = r0; r < r1; r++) {
+    const uint8_t *blk = W + (size_t)r * nb * GPT_Q6_K_BYTES;
+    float s = 0.0f;
+    for (int i = 0; i < nb; i++, blk += GPT_Q6_K_BYTES) {
+      float d = gpt_f16_to_f32(le16(blk + 208));
+      const int8_t *sc = (const int8_t *)(blk + 192);
+      for (int b = 0; b < 8; b++) {
+        const int8_t *q = x->q + (8 * i + b) * 32;
+        int32_t lo = 0, hi = 0;
+        for (int l = 0; l < 16; l++) {
+          lo += (q6k_value(blk, 32 * b + l) - 32) * q[l];
+          hi += (q6k_value(blk, 32 * b + 16 + l) - 32) * q[16 + l];
+        }
+        s += d * x->d[8 * i + b] * (float)(sc[2 * b] * lo + sc[2 * b + 1] * hi);
+      }
+    }
+    store_row(y, r, s, bias, mode);
+  }
+}
+
+/* The widening follows ggml's dequantize_row_* arithmetic in f32, so a
+** widened row equals llama.cpp's. */
+static void p_q4_0_to_f32(float *dst, const uint8_t *src, size_t nb) {
+  for (size_t b = 0; b < nb; b++, src += GPT_Q4_0_BYTES, dst += 32) {
+    float d = gpt_f16_to_f32(le16(src));
+    for (int j = 0; j < 16; j++) {
+      dst[j] = (float)((src[2 + j] & 15) - 8) * d;
+      dst[j + 16] = (float)((src[2 + j] >> 4) - 8) * d;
+    }
+  }
+}
+
+static void p_q4_k_to_f32(float *dst, const uint8_t *src, size_t nb) {
+  for (size_t i = 0; i < nb; i++, src += GPT_Q4_K_BYTES) {
+    float d = gpt_f16_to_f32(le16(src)), dmin = gpt_f16_to_f32(le16(src + 2));
+    uint8_t sc[8], mn[8];
+    q4k_scales(src + 4, sc, mn);
+    for (int sb = 0; sb < 8; sb++, dst += 32) {
+      const uint8_t *qs = src + 16 + 32 * (sb / 2);
+      float d1 = d * sc[sb], m1 = dmin * mn[sb];
+      int shift = 4 * (sb & 1);
+      for (int l = 0; l < 32; l++) dst[l] = d1 * (float)((qs[l] >> shift) & 15) - m1;
+    }
+  }
+}
+
+static void p_q6_k_to_f32(float *dst, const uint8_t *src, size_t nb) {
+  for (size_t i = 0; i < nb; i++, src += GPT_Q6_K_BYTES, dst += GPT_QK_K) {
+    float d = gpt_f16_to_f32(le16(src + 208));
+    const int8_t *sc = (const int8_t *)(src + 192);
+    for (int v = 0; v < GPT_QK_K; v++)
+      dst[v] = d * (float)sc[v / 16] * (float)(q6k_value(src, v) - 32);
+  }
+}
+
+static const GPTQ4Kernels kPortable = {
+  "portable", p_gemv_q4_0, p_gemv_q4_k, p_gemv_q6_k, p_q4_0_to_f32, p_q4_k_to_f32, p_q6_k_to_f32,
+};
+
+/* ---------------------------------------------------------------- AVX2 */
+#ifdef GPT_X86
+
+AVX2_FN static ALWAYS_INLINE float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+/* Eight int32 sums of u (unsigned bytes, < 128) times q (int8), four bytes
+** a lane, exact. */
+AVX2_FN static ALWAYS_INLINE __m256i avx2_dot_u8s8(__m256i u, __m256i q) {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, q), _mm256_set1_epi16(1));
+}
+
+/* The 32 nibbles of a q4_0 block in value order: low nibbles then high. */
+AVX2_FN static ALWAYS_INLINE __m256i avx2_q4_0_nibbles(const uint8_t *blk) {
+  __m128i q = _mm_loadu_si128((const __m128i *)(blk + 2)), m = _mm_set1_epi8(15);
+  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m), _mm_and_si128(q, m));
+}
+
+/* nb q4_0 blocks against activation blocks xq (nb * 32,), xd and xsum (nb,). */
+AVX2_FN static ALWAYS_INLINE float avx2_blocks_q4_0(const uint8_t *row, const int8_t *xq,
+                                                   const float *xd, const float *xsum, int nb) {
+  __m256 acc = _mm256_setzero_ps();
+  float off = 0.0f;
+  for (int b = 0; b < nb; b++) {
+    const uint8_t *blk = row + (size_t)b * GPT_Q4_0_BYTES;
+    if ((b & 1) == 0) PREFETCH(blk + PF_BYTES);
+    __m256i q = _mm256_loadu_si256((const __m256i *)(xq + b * 32));
+    float d = _cvtsh_ss(le16(blk));
+    __m256 p = _mm256_cvtepi32_ps(avx2_dot_u8s8(avx2_q4_0_nibbles(blk), q));
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(d * xd[b]), p, acc);
+    off += d * xsum[b];
+  }
+  return hsum256(acc) - 8.0f * off;
+}
+
+AVX2_FN static void avx2_gemv_q4_0(float *y, const uint8_t *W, const GPTQ4Act *x,
+                                   const float *bias, int r0, int r1, int K, int mode) {
+  int nb = K / GPT_Q4_0_BLOCK;
+  size_t ld = (size_t)nb * GPT_Q4_0_BYTES;
+  for (int r = r0; r < r1; r++)
+    store_row(y, r, avx2_blocks_q4_0(W + r * ld, x->q, x->d, x->sum, nb), bias, mode);
+}
+
+/* A q4_k super-block's eight mins times dmin (8,), and its scales as
+** bytes in *pSc. */
+AVX2_FN static ALWAYS_INLINE __m256 avx2_q4k_mins(const uint8_t *blk, uint8_t sc[8]) {
+  uint8_t mn[8];
+  uint64_t m8;
+  q4k_scales(blk + 4, sc, mn);
+  memcpy(&m8, mn, 8);
+  __m256 fm = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)m8)));
+  return _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(le16(blk + 2))), fm);
+}
+
+/* A q4_k row against an activation with one scale per 256: per super-block
+** the nibbles of each sub-block times q (maddubs) times the sub-block's
+** 6-bit scale (madd) sum in eight int32 lanes, scaled once by d d_x; the
+** mins' term dmin m xsum goes to a float vector of its own. */
+AVX2_FN static ALWAYS_INLINE float avx2_row_q4_k(const uint8_t *row, const GPTQ4Act *x, int nb) {
+  __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+  const __m256i m4 = _mm256_set1_epi8(15);
+  for (int i = 0; i < nb; i++) {
+    const uint8_t *blk = row + (size_t)i * GPT_Q4_K_BYTES;
+    uint8_t sc[8];
+    PREFETCH(blk + PF_BYTES);
+    PREFETCH(blk + PF_BYTES + 64);
+    PREFETCH(blk + PF_BYTES + 128);
+    accm = _mm256_fmadd_ps(avx2_q4k_mins(blk, sc), _mm256_loadu_ps(x->sum + 8 * i), accm);
+    const int8_t *q = x->q + (size_t)i * GPT_QK_K;
+    __m256i isum = _mm256_setzero_si256();
+    _Pragma("GCC unroll 4") for (int p = 0; p < 4; p++) {
+      __m256i n = _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * p));
+      __m256i lo = _mm256_and_si256(n, m4), hi = _mm256_and_si256(_mm256_srli_epi16(n, 4), m4);
+      __m256i p0 = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(q + 64 * p)));
+      __m256i p1 = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(q + 64 * p + 32)));
+      isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p0, _mm256_set1_epi16(sc[2 * p])));
+      isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p1, _mm256_set1_epi16(sc[2 * p + 1])));
+    }
+    float dd = _cvtsh_ss(le16(blk)) * x->d[8 * i];
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(dd), _mm256_cvtepi32_ps(isum), acc);
+  }
+  return hsum256(acc) - hsum256(accm);
+}
+
+AVX2_FN static void avx2_gemv_q4_k(float *y, const uint8_t *W, const GPTQ4Act *x,
+                                   const float *bias, int r0, int r1, int K, int mode) {
+  int nb = K / GPT_QK_K;
+  size_t ld = (size_t)nb * GPT_Q4_K_BYTES;
+  for (int r = r0; r < r1; r++) store_row(y, r, avx2_row_q4_k(W + r * ld, x, nb), bias, mode);
+}
+
+/* The 6-bit values of activation block g (0..3) of half h of a q6_k block,
+** from that half's ql (two 32-byte loads a, b) and qh (hb): the low four
+** bits are a's or b's low or high nibbles, the top two bits pair 2g of hb
+** moved to bits 4-5 (16-bit shifts, masked per byte). */
+AVX2_FN static ALWAYS_INLINE __m256i avx2_q6_values(__m256i a, __m256i b, __m256i hb, int g) {
+  const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(0x30);
+  __m256i v = g & 1 ? b : a;
+  __m256i lo = g < 2 ? _mm256_and_si256(v, m4) : _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+  __m256i hi;
+  if (g == 0) hi = _mm256_slli_epi16(hb, 4);
+  else if (g == 1) hi = _mm256_slli_epi16(hb, 2);
+  else if (g == 2) hi = hb;
+  else hi = _mm256_srli_epi16(hb, 2);
+  return _mm256_or_si256(lo, _mm256_and_si256(hi, m2));
+}
+
+/* A q6_k row against an activation with one scale per 256: the sixteen
+** sub-blocks' products, times their int8 scales, sum in eight int32 lanes
+** per super-block, scaled once by d d_x. */
+AVX2_FN static ALWAYS_INLINE float avx2_row_q6_k(const uint8_t *row, const GPTQ4Act *x, int nb) {
+  __m256 acc = _mm256_setzero_ps();
+  const __m256i k32 = _mm256_set1_epi8(32);
+  for (int i = 0; i < nb; i++) {
+    const uint8_t *blk = row + (size_t)i * GPT_Q6_K_BYTES;
+    PREFETCH(blk + PF_BYTES);
+    PREFETCH(blk + PF_BYTES + 64);
+    PREFETCH(blk + PF_BYTES + 128);
+    PREFETCH(blk + PF_BYTES + 192);
+    const int8_t *sc = (const int8_t *)(blk + 192);
+    __m256i isum = _mm256_setzero_si256();
+    for (int h = 0; h < 2; h++) {
+      __m256i a = _mm256_loadu_si256((const __m256i *)(blk + 64 * h));
+      __m256i b = _mm256_loadu_si256((const __m256i *)(blk + 64 * h + 32));
+      __m256i hb = _mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * h));
+      _Pragma("GCC unroll 4") for (int g = 0; g < 4; g++) {
+        int ab = 8 * i + 4 * h + g, s = 8 * h + 2 * g;
+        __m256i w = _mm256_sub_epi8(avx2_q6_values(a, b, hb, g), k32);
+        __m256i q = _mm256_loadu_si256((const __m256i *)(x->q + ab * 32));
+        __m256i aq = _mm256_loadu_si256((const __m256i *)(x->aq + ab * 32));
+        __m256i p16 = _mm256_maddubs_epi16(aq, _mm256_sign_epi8(w, q));
+        __m256i scl = _mm256_set_m128i(_mm_set1_epi16(sc[s + 1]), _mm_set1_epi16(sc[s]));
+        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p16, scl));
+      }
+    }
+    float dd = _cvtsh_ss(le16(blk + 208)) * x->d[8 * i];
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(dd), _mm256_cvtepi32_ps(isum), acc);
+  }
+  return hsum256(acc);
+}
+
+AVX2_FN static void avx2_gemv_q6_k(float *y, const uint8_t *W, const GPTQ4Act *x,
+                                   const float *bias, int r0, int r1, int K, int mode) {
+  int nb = K / GPT_QK_K;
+  size_t ld = (size_t)nb * GPT_Q6_K_BYTES;
+  for (int r = r0; r < r1; r++) store_row(y, r, avx2_row_q6_k(W + r * ld, x, nb), bias, mode);
+}
+
+/* Widening: eight values at a time, the same products as the portable set. */
+AVX2_FN static void avx2_q4_0_to_f32(float *dst, const uint8_t *src, size_t nb) {
+  for (size_t b = 0; b < nb; b++, src += GPT_Q4_0_BYTES, dst += 32) {
+    __m256 d = _mm256_set1_ps(_cvtsh_ss(le16(src)));
+    __m256i n = _mm256_sub_epi8(avx2_q4_0_nibbles(src), _mm256_set1_epi8(8));
+    for (int j = 0; j < 4; j++) {
+      __m128i part = j < 2 ? _mm256_castsi256_si128(n) : _mm256_extracti128_si256(n, 1);
+      if (j & 1) part = _mm_srli_si128(part, 8);
+      _mm256_storeu_ps(dst + 8 * j, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(part)), d));
+    }
+  }
+}
+
+AVX2_FN static void avx2_q4_k_to_f32(float *dst, const uint8_t *src, size_t nb) {
+  for (size_t i = 0; i < nb; i++, src += GPT_Q4_K_BYTES) {
+    float d = _cvtsh_ss(le16(src)), dmin = _cvtsh_ss(le16(src + 2));
+    uint8_t sc[8], mn[8];
+    q4k_scales(src + 4, sc, mn);
+    for (int sb = 0; sb < 8; sb++, dst += 32) {
+      const uint8_t *qs = src + 16 + 32 * (sb / 2);
+      __m256 d1 = _mm256_set1_ps(d * sc[sb]), m1 = _mm256_set1_ps(dmin * mn[sb]);
+      __m128i m4 = _mm_set1_epi8(15);
+      for (int j = 0; j < 32; j += 16) {
+        __m128i n = _mm_loadu_si128((const __m128i *)(qs + j));
+        n = sb & 1 ? _mm_and_si128(_mm_srli_epi16(n, 4), m4) : _mm_and_si128(n, m4);
+        __m256 v0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(n));
+        __m256 v1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(n, 8)));
+        _mm256_storeu_ps(dst + j, _mm256_sub_ps(_mm256_mul_ps(d1, v0), m1));
+        _mm256_storeu_ps(dst + j + 8, _mm256_sub_ps(_mm256_mul_ps(d1, v1), m1));
+      }
+    }
+  }
+}
+
+AVX2_FN static void avx2_q6_k_to_f32(float *dst, const uint8_t *src, size_t nb) {
+  for (size_t i = 0; i < nb; i++, src += GPT_Q6_K_BYTES) {
+    float d = _cvtsh_ss(le16(src + 208));
+    const int8_t *sc = (const int8_t *)(src + 192);
+    for (int h = 0; h < 2; h++) {
+      __m256i a = _mm256_loadu_si256((const __m256i *)(src + 64 * h));
+      __m256i b = _mm256_loadu_si256((const __m256i *)(src + 64 * h + 32));
+      __m256i hb = _mm256_loadu_si256((const __m256i *)(src + 128 + 32 * h));
+      _Pragma("GCC unroll 4") for (int g = 0; g < 4; g++, dst += 32) {
+        int8_t v[32];
+        _mm256_storeu_si256((__m256i *)v, _mm256_sub_epi8(avx2_q6_values(a, b, hb, g),
+                                                          _mm256_set1_epi8(32)));
+        for (int j = 0; j < 32; j += 8) {
+          __m256 ds = _mm256_set1_ps(d * (float)sc[8 * h + 2 * g + j / 16]);
+          __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(v + j))));
+          _mm256_storeu_ps(dst + j, _mm256_mul_ps(ds, f));
+        }
+      }
+    }
+  }
+}
+
+static const GPTQ4Kernels kAvx2 = {
+  "avx2", avx2_gemv_q4_0, avx2_gemv_q4_k, avx2_gemv_q6_k, avx2_q4_0_to_f32, avx2_q4_k_to_f32,
+  avx2_q6_k_to_f32,
+};
+
+/* ------------------------------------------------------------- AVX-512 */
+
+/* Sixteen int32 sums of u (unsigned bytes, < 128) times q (int8). */
+AVX512_FN static ALWAYS_INLINE __m512i avx512_dot_u8s8(__m512i u, __m512i q) {
+  return _mm512_madd_epi16(_mm512_maddubs_epi16(u, q), _mm512_set1_epi16(1));
+}
+/* acc + the pairs of int16 in p times those in s: madd and add, or one
+** vpdpwssd with VNNI. */
+AVX512_FN static ALWAYS_INLINE __m512i avx512_madd_acc(__m512i acc, __m512i p, __m512i s) {
+  return _mm512_add_epi32(acc, _mm512_madd_epi16(p, s));
+}
+VNNI_FN static ALWAYS_INLINE __m512i vnni_madd_acc(__m512i acc, __m512i p, __m512i s) {
+  return _mm512_dpwssd_epi32(acc, p, s);
+}
+
+/* Two q4_0 blocks a 512-bit step: the pair's 16-byte quants go to the four
+** 128-bit lanes as a, a, b, b, the second and fourth shifted right by 4
+** (low then high nibbles of each block); lanes 0-7 of the int32 sums are
+** block a's, 8-15 block b's, scaled by d_w d_x of their block. The offsets
+** -8 d_w xsum are summed apart. (A pair's two scales come from scalars:
+** gathering sixteen scales for one vcvtph2ps ran at half the speed.) The
+** VNNI set has its own, four blocks a step (vnni_row_q4_0). */
+#define Q4_0_ROW(NAME, ATTR, DOT)                                                             \
+  ATTR static ALWAYS_INLINE float NAME(const uint8_t *row, const GPTQ4Act *x, int nb) {      \
+    __m512 acc = _mm512_setzero_ps();                                                         \
+    const __m512i shift = _mm512_set_epi64(4, 4, 0, 0, 4, 4, 0, 0);                           \
+    const __m512i m4 = _mm512_set1_epi8(15);                                                  \
+    float off = 0.0f;                                                                         \
+    int b = 0;                                                                                \
+    for (; b + 2 <= nb; b += 2) {                                                             \
+      const uint8_t *blk = row + (size_t)b * GPT_Q4_0_BYTES;                                  \
+      if ((b & 3) == 0) PREFETCH(blk + PF_BYTES);                                             \
+      float d0 = _cvtsh_ss(le16(blk)), d1 = _cvtsh_ss(le16(blk + GPT_Q4_0_BYTES));            \
+      __m256i ab = _mm256_inserti128_si256(                                                   \
+          _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(blk + 2))),                \
+          _mm_loadu_si128((const __m128i *)(blk + GPT_Q4_0_BYTES + 2)), 1);                   \
+      __m512i t = _mm512_castsi256_si512(ab);                                                 \
+      t = _mm512_shuffle_i64x2(t, t, _MM_SHUFFLE(1, 1, 0, 0));                                \
+      __m512i nib = _mm512_and_si512(_mm512_srlv_epi64(t, shift), m4);                        \
+      __m512i q = _mm512_loadu_si512((const void *)(x->q + b * 32));                          \
+      __m512 ds = _mm512_castsi512_ps(_mm512_inserti64x4(                                     \
+          _mm512_castps_si512(_mm512_set1_ps(d0 * x->d[b])),                                  \
+          _mm256_castps_si256(_mm256_set1_ps(d1 * x->d[b + 1])), 1));                         \
+      acc = _mm512_fmadd_ps(ds, _mm512_cvtepi32_ps(DOT(nib, q)), acc);                        \
+      off += d0 * x->sum[b] + d1 * x->sum[b + 1];                                             \
+    }                                                                                         \
+    float s = _mm512_reduce_add_ps(acc) - 8.0f * off;                                         \
+    if (b < nb) s += avx2_blocks_q4_0(row + (size_t)b * GPT_Q4_0_BYTES, x->q + b * 32,        \
+                                      x->d + b, x->sum + b, 1);                               \
+    return s;                                                                                 \
+  }
+
+/* q4_k against the activation's qp (blocks 0 2 1 3 4 6 5 7 of each 256):
+** 64 bytes of nibbles (two pairs of sub-blocks) are one load, whose low
+** nibbles are sub-blocks 0 and 2 (or 4 and 6) and high nibbles 1 and 3 (5
+** and 7), each against 64 contiguous bytes of qp. maddubs gives int16
+** pairs; the step's two 6-bit scales, sixteen lanes each (one vpermw),
+** multiply them into the super-block's int32 sums (madd and add, or VNNI's
+** vpdpwssd), scaled once by d d_x. */
+#define Q4_K_ROW(NAME, ATTR, MADD)                                                            \
+  ATTR static ALWAYS_INLINE float NAME(const uint8_t *row, const GPTQ4Act *x, int nb) {      \
+    __m512 acc = _mm512_setzero_ps();                                                         \
+    __m256 accm = _mm256_setzero_ps();                                                        \
+    const __m512i m4 = _mm512_set1_epi8(15);                                                  \
+    /* int16 lanes 0-15 take scale a, 16-31 scale b: (0, 2), (1, 3), (4, 6), (5, 7) */        \
+    const __m512i i02 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);  \
+    const __m512i i13 = _mm512_inserti64x4(_mm512_set1_epi16(1), _mm256_set1_epi16(3), 1);    \
+    const __m512i k4 = _mm512_set1_epi16(4);                                                  \
+    for (int i = 0; i < nb; i++) {                                                            \
+      const uint8_t *blk = row + (size_t)i * GPT_Q4_K_BYTES;                                  \
+      uint8_t sc[8];                                                                          \
+      uint64_t s8;                                                                            \
+      PREFETCH(blk + PF_BYTES);                                                               \
+      PREFETCH(blk + PF_BYTES + 64);                                                          \
+      PREFETCH(blk + PF_BYTES + 128);                                                         \
+      accm = _mm256_fmadd_ps(avx2_q4k_mins(blk, sc), _mm256_loadu_ps(x->sum + 8 * i), accm);  \
+      memcpy(&s8, sc, 8);                                                                     \
+      __m512i sc16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)s8))); \
+      const int8_t *qp = x->qp + (size_t)i * GPT_QK_K;                                        \
+      __m512i isum = _mm512_setzero_si512();                                                  \
+      _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {                                   \
+        __m512i v = _mm512_loadu_si512((const void *)(blk + 16 + 64 * h));                    \
+        __m512i lo = _mm512_and_si512(v, m4);                                                 \
+        __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);                           \
+        __m512i plo = _mm512_maddubs_epi16(lo, _mm512_loadu_si512((const void *)(qp + 128 * h))); \
+        __m512i phi = _mm512_maddubs_epi16(hi, _mm512_loadu_si512((const void *)(qp + 128 * h + 64))); \
+        __m512i ilo = h ? _mm512_add_epi16(i02, k4) : i02;                                    \
+        __m512i ihi = h ? _mm512_add_epi16(i13, k4) : i13;                                    \
+        isum = MADD(isum, plo, _mm512_permutexvar_epi16(ilo, sc16));                          \
+        isum = MADD(isum, phi, _mm512_permutexvar_epi16(ihi, sc16));                          \
+      }                                                                                       \
+      float dd = _cvtsh_ss(le16(blk)) * x->d[8 * i];                                          \
+      acc = _mm512_fmadd_ps(_mm512_set1_ps(dd), _mm512_cvtepi32_ps(isum), acc);               \
+    }                                                                                         \
+    return _mm512_reduce_add_ps(acc) - hsum256(accm);                                         \
+  }
+
+#define GEMV(NAME, ATTR, ROW, BLOCK, BYTES)                                                   \
+  ATTR static void NAME(float *y, const uint8_t *W, const GPTQ4Act *x, const float *bias,     \
+                        int r0, int r1, int K, int mode) {                                    \
+    int nb = K / BLOCK;                                                                       \
+    size_t ld = (size_t)nb * BYTES;                                                           \
+    for (int r = r0; r < r1; r++) store_row(y, r, ROW(W + r * ld, x, nb), bias, mode);        \
+  }
+
+Q4_0_ROW(avx512_row_q4_0, AVX512_FN, avx512_dot_u8s8)
+Q4_K_ROW(avx512_row_q4_k, AVX512_FN, avx512_madd_acc)
+
+/* q4_0 with VNNI and VBMI, four blocks (72 bytes) a step: one vpermt2b
+** picks their 4 x 16 quant bytes out of two loads (the second masked to the
+** 8 bytes the step owns, so nothing past the row is read), and one vpermb
+** their four f16 scales; the low nibbles go against the activation's qp
+** (per four blocks: the four first halves, then the four second halves) in
+** one vpdpbusd and the high nibbles in a second into the same sums, lanes
+** 4k..4k+3 block k's, scaled by d_w d_x spread to those lanes. The offsets
+** -8 d_w xsum are summed in four lanes of their own. Blocks past the last
+** four of a row take the AVX2 path. (A gather of sixteen scales cost as
+** much as the products at K = 768.) */
+VNNI_FN static ALWAYS_INLINE __m512 vnni_q4_0_quad(const uint8_t *blk, const int8_t *qp,
+                                                   const float *xd, const float *xsum,
+                                                   __m512 acc, __m128 *pOff) {
+  /* output byte 16k + t is byte 18k + 2 + t of the 72 (k < 4, t < 16) */
+  const __m512i pick = _mm512_set_epi8(
+      71, 70, 69, 68, 67, 66, 65, 64, 63, 62, 61, 60, 59, 58, 57, 56,
+      53, 52, 51, 50, 49, 48, 47, 46, 45, 44, 43, 42, 41, 40, 39, 38,
+      35, 34, 33, 32, 31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20,
+      17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2);
+  /* bytes 0-7: the four scales (at 0, 18, 36, 54) */
+  const __m512i pickd = _mm512_set_epi8(
+      0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+      0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+      0, 0, 0, 0, 0, 0, 0, 0, 55, 54, 37, 36, 19, 18, 1, 0);
+  const __m512i quarter = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+  const __m512i m4 = _mm512_set1_epi8(15);
+  __m512i v0 = _mm512_loadu_si512((const void *)blk);
+  __m512i v1 = _mm512_maskz_loadu_epi8((__mmask64)0xff, (const void *)(blk + 64));
+  __m512i qq = _mm512_permutex2var_epi8(v0, pick, v1);
+  __m128 dw = _mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi8(pickd, v0)));
+  __m128 ds = _mm_mul_ps(dw, _mm_loadu_ps(xd));
+  *pOff = _mm_fmadd_ps(dw, _mm_loadu_ps(xsum), *pOff);
+  __m512i lo = _mm512_and_si512(qq, m4), hi = _mm512_and_si512(_mm512_srli_epi16(qq, 4), m4);
+  __m512i isum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo,
+                                     _mm512_loadu_si512((const void *)qp));
+  isum = _mm512_dpbusd_epi32(isum, hi, _mm512_loadu_si512((const void *)(qp + 64)));
+  return _mm512_fmadd_ps(_mm512_permutexvar_ps(quarter, _mm512_castps128_ps512(ds)),
+                         _mm512_cvtepi32_ps(isum), acc);
+}
+
+VNNI_FN static ALWAYS_INLINE float vnni_row_q4_0(const uint8_t *row, const GPTQ4Act *x, int nb) {
+  __m512 acc = _mm512_setzero_ps();
+  __m128 off = _mm_setzero_ps();
+  int b = 0;
+  for (; b + 4 <= nb; b += 4) {
+    const uint8_t *blk = row + (size_t)b * GPT_Q4_0_BYTES;
+    if ((b & 7) == 0) {
+      PREFETCH(blk + PF_BYTES);
+      PREFETCH(blk + PF_BYTES + 64);
+      PREFETCH(blk + PF_BYTES + 128);
+    }
+    acc = vnni_q4_0_quad(blk, x->qp + (size_t)b * 32, x->d + b, x->sum + b, acc, &off);
+  }
+  __m128 o = _mm_add_ps(off, _mm_movehl_ps(off, off));
+  o = _mm_add_ss(o, _mm_movehdup_ps(o));
+  float s = _mm512_reduce_add_ps(acc) - 8.0f * _mm_cvtss_f32(o);
+  if (b < nb) s += avx2_blocks_q4_0(row + (size_t)b * GPT_Q4_0_BYTES, x->q + b * 32, x->d + b,
+                                    x->sum + b, nb - b);
+  return s;
+}
+
+Q4_K_ROW(vnni_row_q4_k, VNNI_FN, vnni_madd_acc)
+GEMV(avx512_gemv_q4_0, AVX512_FN, avx512_row_q4_0, GPT_Q4_0_BLOCK, GPT_Q4_0_BYTES)
+GEMV(avx512_gemv_q4_k, AVX512_FN, avx512_row_q4_k, GPT_QK_K, GPT_Q4_K_BYTES)
+GEMV(vnni_gemv_q4_0, VNNI_FN, vnni_row_q4_0, GPT_Q4_0_BLOCK, GPT_Q4_0_BYTES)
+GEMV(vnni_gemv_q4_k, VNNI_FN, vnni_row_q4_k, GPT_QK_K, GPT_Q4_K_BYTES)
+
+/* q6_k: half h's 64 bytes of ql are one load; its low nibbles are
+** activation blocks 0 and 1 of the half, its high nibbles blocks 2 and 3.
+** qh (32 bytes) goes to both halves of a register and is shifted by a
+** different count in each (vpsllvw / vpsrlvw). The four int8 scales of a
+** step become 32 int16 lanes, eight each (one vpermw), for madd (VNNI:
+** vpdpwssd) into the super-block's int32 sums, scaled once by d d_x. */
+#define Q6_K_ROW(NAME, ATTR, MADD)                                                            \
+  ATTR static ALWAYS_INLINE float NAME(const uint8_t *row, const GPTQ4Act *x, int nb) {      \
+    __m512 acc = _mm512_setzero_ps();                                                         \
+    const __m512i m4 = _mm512_set1_epi8(15), m2 = _mm512_set1_epi8(0x30);                     \
+    const __m512i k32 = _mm512_set1_epi8(32), zero = _mm512_setzero_si512();                  \
+    /* shift counts per 16-bit lane: left 4 | left 2 for steps 0, 1; right 0 | 2 */           \
+    const __m512i shl = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);    \
+    const __m512i shr = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);  \
+    /* int16 lanes 8t..8t+7 (t < 4) take the step's scale t */                                \
+    const __m512i step = _mm512_inserti64x4(                                                  \
+        _mm512_castsi256_si512(_mm256_set_m128i(_mm_set1_epi16(1), _mm_setzero_si128())),     \
+        _mm256_set_m128i(_mm_set1_epi16(3), _mm_set1_epi16(2)), 1);                           \
+    for (int i = 0; i < nb; i++) {                                                            \
+      const uint8_t *blk = row + (size_t)i * GPT_Q6_K_BYTES;                                  \
+      PREFETCH(blk + PF_BYTES);                                                               \
+      PREFETCH(blk + PF_BYTES + 64);                                                          \
+      PREFETCH(blk + PF_BYTES + 128);                                                         \
+      PREFETCH(blk + PF_BYTES + 192);                                                         \
+      __m512i sc16 = _mm512_castsi256_si512(                                                  \
+          _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 192))));               \
+      __m512i isum = _mm512_setzero_si512();                                                  \
+      _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {                                   \
+        __m512i ql = _mm512_loadu_si512((const void *)(blk + 64 * h));                        \
+        __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * h))); \
+        _Pragma("GCC unroll 2") for (int k = 0; k < 2; k++) {                                 \
+          /* activation blocks 4h + 2k and 4h + 2k + 1 of the super-block */                  \
+          int ab = 8 * i + 4 * h + 2 * k, s = 8 * h + 4 * k;                                  \
+          __m512i lo = k == 0 ? _mm512_and_si512(ql, m4)                                      \
+                              : _mm512_and_si512(_mm512_srli_epi16(ql, 4), m4);               \
+          __m512i hi = k == 0 ? _mm512_sllv_epi16(qh, shl) : _mm512_srlv_epi16(qh, shr);      \
+          __m512i w = _mm512_sub_epi8(_mm512_or_si512(lo, _mm512_and_si512(hi, m2)), k32);    \
+          __m512i q = _mm512_loadu_si512((const void *)(x->q + ab * 32));                     \
+          __m512i aq = _mm512_loadu_si512((const void *)(x->aq + ab * 32));                   \
+          __m512i sw = _mm512_mask_sub_epi8(w, _mm512_movepi8_mask(q), zero, w);              \
+          __m512i idx = _mm512_add_epi16(step, _mm512_set1_epi16((short)s));                  \
+          isum = MADD(isum, _mm512_maddubs_epi16(aq, sw), _mm512_permutexvar_epi16(idx, sc16)); \
+        }                                                                                     \
+      }                                                                                       \
+      float dd = _cvtsh_ss(le16(blk + 208)) * x->d[8 * i];                                    \
+      acc = _mm512_fmadd_ps(_mm512_set1_ps(dd), _mm512_cvtepi32_ps(isum), acc);               \
+    }                                                                                         \
+    return _mm512_reduce_add_ps(acc);                                                         \
+  }
+
+Q6_K_ROW(avx512_row_q6_k, AVX512_FN, avx512_madd_acc)
+Q6_K_ROW(vnni_row_q6_k, VNNI_FN, vnni_madd_acc)
+GEMV(avx512_gemv_q6_k, AVX512_FN, avx512_row_q6_k, GPT_QK_K, GPT_Q6_K_BYTES)
+GEMV(vnni_gemv_q6_k, VNNI_FN, vnni_row_q6_k, GPT_QK_K, GPT_Q6_K_BYTES)
+
+static const GPTQ4Kernels kAvx512 = {
+  "avx512", avx512_gemv_q4_0, avx512_gemv_q4_k, avx512_gemv_q6_k, avx2_q4_0_to_f32,
+  avx2_q4_k_to_f32, avx2_q6_k_to_f32,
+};
+
+static const GPTQ4Kernels kVnni = {
+  "avx512vnni", vnni_gemv_q4_0, vnni_gemv_q4_k, vnni_gemv_q6_k, avx2_q4_0_to_f32,
+  avx2_q4_k_to_f32, avx2_q6_k_to_f32,
+};
+
+/* AVX-512 VNNI and VBMI from CPUID leaf 7 (ECX bits 11 and 1): the VNNI
+** set uses both (Ice Lake and Zen 4 on have them). */
+static int cpu_has_vnni(void) {
+  unsigned a, b, c, d;
+  return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (c & (1u << 11)) != 0 &&
+         (c & (1u << 1)) != 0;
+}
+#endif /* GPT_X86 */
+
+/* ----------------------------------------------------------- selection */
+
+const GPTQ4Kernels *gpt_q4_kernels_named(const char *zName) {
+  if (zName == 0) return 0;
+  if (strcmp(zName, "portable") == 0) return &kPortable;
+#ifdef GPT_X86
+  /* the f32 sets of kernels.h know whether the CPU runs AVX2 and AVX-512 */
+  if (strcmp(zName, "avx2") == 0) return gpt_kernels_named("avx2") ? &kAvx2 : 0;
+  if (strcmp(zName, "avx512") == 0) return gpt_kernels_named("avx512") ? &kAvx512 : 0;
+  if (strcmp(zName, "avx512vnni") == 0)
+    return gpt_kernels_named("avx512") && cpu_has_vnni() ? &kVnni : 0;
+#endif
+  return 0;
+}
+
+#ifdef GPT_X86
+static int gHasVnni;
+static pthread_once_t gVnniOnce = PTHREAD_ONCE_INIT;
+static void check_vnni(void) { gHasVnni = cpu_has_vnni(); }
+#endif
+
+const GPTQ4Kernels *gpt_q4_kernels(void) {
+  const char *z = gpt_kernels()->name;
+#ifdef GPT_X86
+  if (strcmp(z, "avx512") == 0) {
+    pthread_once(&gVnniOnce, check_vnni);
+    return gHasVnni ? &kVnni : &kAvx512;
+  }
+  if (strcmp(z, "avx2") == 0) return &kAvx2;
+#endif
+  return &kPortable;
+}
+
+int gpt_q4_act_alloc(GPTQ4Act *a, int K) {
+  size_t nb = (size_t)K / 32 + 1;
+  a->q = malloc((size_t)K + 64);
+  a->aq = malloc((size_t)K + 64);
+  a->qp = malloc((size_t)K + 64);
+  a->d = malloc(nb * sizeof(float));
+  a->sum = malloc(nb * sizeof(float));
+  if (a->q && a->aq && a->qp && a->d && a->sum) return 0;
+  gpt_q4_act_free(a);
+  return -1;
+}
+
+void gpt_q4_act_free(GPTQ4Act *a) {
+  free(a->q); free(a->aq); free(a->qp); free(a->d); free(a->sum);
+  memset(a, 0, sizeof(*a));
+}
+
+void gpt_q4_quantize_act(GPTQ4Act *a, int dtype, const float *x, int K) {
+  if (dtype == GPT_Q4_0) {
+    GPTQ8Act v = {a->q, a->aq, a->d};
+    gpt_q8_quantize_act(&v, x, K);
+    /* qp: per four blocks, their first halves then their second halves */
+    for (int g = 0; g < K / 128; g++)
+      for (int k = 0; k < 4; k++) {
+        memcpy(a->qp + 128 * g + 16 * k, a->q + 128 * g + 32 * k, 16);
+        memcpy(a->qp + 128 * g + 64 + 16 * k, a->q + 128 * g + 32 * k + 16, 16);
+      }
+  } else {
+    /* one scale per 256 (K % 256 == 0 for these formats) */
+    for (int i = 0; i < K / GPT_QK_K; i++) {
+      const float *v = x + (size_t)i * GPT_QK_K;
+      float amax = 0.0f;
+      for (int j = 0; j < GPT_QK_K; j++) amax = fmaxf(amax, fabsf(v[j]));
+      float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+      for (int b = 0; b < 8; b++) a->d[8 * i + b] = amax / 127.0f;
+      for (int j = 0; j < GPT_QK_K; j++) {
+        long q = lrintf(v[j] * id);
+        q = q > 127 ? 127 : q < -127 ? -127 : q;
+        a->q[(size_t)i * GPT_QK_K + j] = (int8_t)q;
+        a->aq[(size_t)i * GPT_QK_K + j] = (int8_t)(q < 0 ? -q : q);
+      }
+      /* qp: blocks 0 2 1 3 4 6 5 7 */
+      static const int kOrder[8] = {0, 2, 1, 3, 4, 6, 5, 7};
+      for (int b = 0; b < 8; b++)
+        memcpy(a->qp + (size_t)i * GPT_QK_K + 32 * b, a->q + (size_t)i * GPT_QK_K + 32 * kOrder[b], 32);
+    }
+  }
+  for (int b = 0; b < K / 32; b++) {
+    int32_t s = 0;
+    for (int j = 0; j < 32; j++) s += a->q[b * 32 + j];
+    a->sum[b] = a->d[b] * (float)s;
+  }
+}
+
+int gpt_q4_gemv(const GPTQ4Kernels *k, int dtype, float *y, const uint8_t *W,
+                const GPTQ4Act *x, const float *bias, int r0, int r1, int K, int mode) {
+  switch (dtype) {
+    case GPT_Q4_0: k->gemv_q4_0(y, W, x, bias, r0, r1, K, mode); return 0;
+    case GPT_Q4_K: k->gemv_q4_k(y, W, x, bias, r0, r1, K, mode); return 0;
+    case GPT_Q6_K: k->gemv_q6_k(y, W, x, bias, r0, r1, K, mode); return 0;
+  }
+  return -1;
+}
+
+int gpt_q4_to_f32(const GPTQ4Kernels *k, int dtype, float *dst, const uint8_t *src,
+                  size_t n_blocks) {
+  switch (dtype) {
+    case GPT_Q4_0: k->q4_0_to_f32(dst, src, n_blocks); return 0;
+    case GPT_Q4_K: k->q4_k_to_f32(dst, src, n_blocks); return 0;
+    case GPT_Q6_K: k->q6_k_to_f32(dst, src, n_blocks); return 0;
+  }
+  return -1;
+}
+
+/* An f16 whose exponent bits are all set is Inf or NaN. */
+static int f16_bad(const uint8_t *p) { return (le16(p) & 0x7c00) == 0x7c00; }
+
+int64_t gpt_q4_bad_block(int dtype, const uint8_t *src, int64_t n_blocks) {
+  int nBytes = 0;
+  gpt_dtype_block(dtype, &nBytes);
+  for (int64_t b = 0; b < n_blocks; b++, src += nBytes) {
+    int bad = 0;
+    if (dtype == GPT_Q4_0) bad = f16_bad(src);
+    else if (dtype == GPT_Q4_K) bad = f16_bad(src) || f16_bad(src + 2);
+    else if (dtype == GPT_Q6_K) bad = f16_bad(src + 208);
+    else return b;
+    if (bad) return b;
+  }
+  return -1;
+}
+
+/* ---------------------------------------------------------- quantizing */
+
+/* The value as an f16 and back; 0 when it does not fit (*pBad set). */
+static float f16_round(float v, uint16_t *pBits, int *pBad) {
+  uint16_t h = gpt_f32_to_f16(v);
+  if ((h & 0x7c00) == 0x7c00) { *pBad = 1; h = 0; }
+  *pBits = h;
+  return gpt_f16_to_f32(h);
+}
+
+static int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+/* q4_0, as ggml's reference: d is the value of largest magnitude over -8
+** (so that value is exactly q = 0), q = round(x / d) + 8 clamped to 15. */
+static int quant_q4_0(uint8_t *dst, const float *x) {
+  float amax = 0.0f, vmax = 0.0f;
+  int bad = 0;
+  uint16_t h;
+  for (int j = 0; j < 32; j++)
+    if (fabsf(x[j]) > amax) { amax = fabsf(x[j]); vmax = x[j]; }
+  float d = f16_round(vmax / -8.0f, &h, &bad), id = d != 0.0f ? 1.0f / d : 0.0f;
+  dst[0] = (uint8_t)(h & 0xff);
+  dst[1] = (uint8_t)(h >> 8);
+  for (int j = 0; j < 16; j++) {
+    int a = clampi((int)lrintf(x[j] * id) + 8, 0, 15);
+    int b = clampi((int)lrintf(x[j + 16] * id) + 8, 0, 15);
+    dst[2 + j] = (uint8_t)(a | (b << 4));
+  }
+  return bad ? -1 : 0;
+}
+
+/* One q4_k sub-block of 32: the scale a >= 0 and min b >= 0 (value ~ a q -
+** b, q in 0..15) that minimise the squared error weighted by w, searched
+** over 21 step sizes around (max - min) / 15 with a least-squares fit of
+** a and b to each candidate's levels (ggml's make_qkx2_quants does much the
+** same). */
+static void fit_q4k_sub(const float *x, const float *w, float *pScale, float *pMin) {
+  float lo = 0.0f, hi = x[0];
+  for (int l = 0; l < 32; l++) {
+    if (x[l] < lo) lo = x[l];
+    if (x[l] > hi) hi = x[l];
+  }
+  if (hi < 0.0f) hi = 0.0f;
+  *pScale = 0.0f;
+  *pMin = -lo;
+  if (hi <= lo) return;
+  double best = -1.0;
+  for (int t = -10; t <= 10; t++) {
+    float is = (15.0f + 0.1f * (float)t) / (hi - lo);
+    double sw = 0, sl = 0, sx = 0, sll = 0, slx = 0;
+    uint8_t L[32];
+    for (int l = 0; l < 32; l++) {
+      L[l] = (uint8_t)clampi((int)lrintf((x[l] - lo) * is), 0, 15);
+      sw += w[l]; sl += w[l] * L[l]; sx += w[l] * x[l];
+      sll += w[l] * L[l] * L[l]; slx += w[l] * L[l] * x[l];
+    }
+    double det = sw * sll - sl * sl, a, b;
+    if (sw <= 0) continue;
+    if (det <= 1e-9 * sw * sll) {
+      /* every level the same (a constant run): its mean as a L0 or as b */
+      double mean = sx / sw, L0 = sl / sw;
+      if (mean > 0 && L0 > 0) { a = mean / L0; b = 0; }
+      else { a = 0; b = mean < 0 ? mean : 0; }
+    } else {
+      a = (sw * slx - sl * sx) / det;
+      b = (sll * sx - sl * slx) / det; /* value = a L + b */
+      if (b > 0) { b = 0; a = sll > 0 ? slx / sll : 0; }
+      if (a < 0) { a = 0; b = sx / sw < 0 ? sx / sw : 0; }
+    }
+    double err = 0;
+    for (int l = 0; l < 32; l++) {
+      double e = a * L[l] + b - x[l];
+      err += w[l] * e * e;
+    }
+    if (best < 0 || err < best) {
+      best = err;
+      *pScale = (float)a;
+      *pMin = (float)-b;
+    }
+  }
+}
+
+/* q4_k: each sub-block's scale and min fitted (fit_q4k_sub, weights |x| +
+** the block's rms as in ggml), then coded in 6 bits against d = the largest
+** scale / 63 and dmin = the largest min / 63 (both rounded to f16 first),
+** and the values quantized again against the coded pairs. */
+static int quant_q4_k(uint8_t *dst, const float *x) {
+  float scale[8], mn[8], w[32], maxScale = 0.0f, maxMin = 0.0f;
+  uint8_t sc[8], m[8];
+  uint16_t hd, hm;
+  int bad = 0;
+  double ss = 0;
+  for (int l = 0; l < 256; l++) ss += (double)x[l] * x[l];
+  float rms = (float)sqrt(ss / 256);
+  for (int s = 0; s < 8; s++) {
+    for (int l = 0; l < 32; l++) w[l] = rms + fabsf(x[32 * s + l]);
+    fit_q4k_sub(x + 32 * s, w, &scale[s], &mn[s]);
+    if (scale[s] > maxScale) maxScale = scale[s];
+    if (mn[s] > maxMin) maxMin = mn[s];
+  }
+  float d = f16_round(maxScale / 63.0f, &hd, &bad), dmin = f16_round(maxMin / 63.0f, &hm, &bad);
+  for (int s = 0; s < 8; s++) {
+    sc[s] = (uint8_t)(d > 0 ? clampi((int)lrintf(scale[s] / d), 0, 63) : 0);
+    m[s] = (uint8_t)(dmin > 0 ? clampi((int)lrintf(mn[s] / dmin), 0, 63) : 0);
+  }
+  memset(dst, 0, GPT_Q4_K_BYTES);
+  dst[0] = (uint8_t)(hd & 0xff); dst[1] = (uint8_t)(hd >> 8);
+  dst[2] = (uint8_t)(hm & 0xff); dst[3] = (uint8_t)(hm >> 8);
+  for (int s = 0; s < 4; s++) {
+    dst[4 + s] = (uint8_t)(sc[s] | (sc[s + 4] >> 4) << 6);
+    dst[8 + s] = (uint8_t)(m[s] | (m[s + 4] >> 4) << 6);
+    dst[12 + s] = (uint8_t)((sc[s + 4] & 15) | (m[s + 4] & 15) << 4);
+  }
+  for (int s = 0; s < 8; s++) {
+    float ds = d * sc[s], dm = dmin * m[s];
+    uint8_t *qs = dst + 16 + 32 * (s / 2);
+    for (int l = 0; l < 32; l++) {
+      int q = ds > 0 ? clampi((int)lrintf((x[32 * s + l] + dm) / ds), 0, 15) : 0;
+      qs[l] |= (uint8_t)(q << (4 * (s & 1)));
+    }
+  }
+  return bad ? -1 : 0;
+}
+
+/* One q6_k sub-block of 16: the scale (either sign) for levels in
+** -32..31 minimising the error weighted by x^2, over 19 step sizes around
+** the largest magnitude / 32 with a least-squares scale for each. */
+static float fit_q6k_sub(const float *x) {
+  float amax = 0.0f, vmax = 0.0f, best = 0.0f;
+  double bestErr = -1.0;
+  for (int l = 0; l < 16; l++)
+    if (fabsf(x[l]) > amax) { amax = fabsf(x[l]); vmax = x[l]; }
+  if (amax == 0.0f) return 0.0f;
+  for (int t = -9; t <= 9; t++) {
+    float is = -(32.0f + 0.1f * (float)t) / vmax;
+    double slx = 0, sll = 0, err = 0;
+    int L[16];
+    for (int l = 0; l < 16; l++) {
+      double w = (double)x[l] * x[l];
+      L[l] = clampi((int)lrintf(x[l] * is), -32, 31);
+      slx += w * L[l] * x[l];
+      sll += w * L[l] * L[l];
+    }
+    if (sll <= 0) continue;
+    double a = slx / sll;
+    for (int l = 0; l < 16; l++) {
+      double e = a * L[l] - x[l];
+      err += (double)x[l] * x[l] * e * e;
+    }
+    if (bestErr < 0 || err < bestErr) { bestErr = err; best = (float)a; }
+  }
+  return best;
+}
+
+/* q6_k: sixteen sub-block scales (fit_q6k_sub) coded as int8 against d =
+** the scale of largest magnitude / -128 (rounded to f16), the values
+** quantized against the coded scales. */
+static int quant_q6_k(uint8_t *dst, const float *x) {
+  float scale[16], smax = 0.0f;
+  uint16_t hd;
+  int bad = 0;
+  for (int s = 0; s < 16; s++) {
+    scale[s] = fit_q6k_sub(x + 16 * s);
+    if (fabsf(scale[s]) > fabsf(smax)) smax = scale[s];
+  }
+  memset(dst, 0, GPT_Q6_K_BYTES);
+  float d = f16_round(smax / -128.0f, &hd, &bad);
+  dst[208] = (uint8_t)(hd & 0xff);
+  dst[209] = (uint8_t)(hd >> 8);
+  for (int s = 0; s < 16; s++) {
+    int sc = d != 0.0f ? clampi((int)lrintf(scale[s] / d), -128, 127) : 0;
+    dst[192 + s] = (uint8_t)(int8_t)sc;
+    float ds = d * (float)sc;
+    for (int l = 0; l < 16; l++) {
+      int v = 16 * s + l, q = ds != 0.0f ? clampi((int)lrintf(x[v] / ds), -32, 31) + 32 : 32;
+      int h = v / 128, g = (v % 128) / 32, i = v % 32;
+      dst[64 * h + i + 32 * (g & 1)] |= (uint8_t)((q & 15) << (g < 2 ? 0 : 4));
+      dst[128 + 32 * h + i] |= (uint8_t)((q >> 4) << (2 * g));
+    }
+  }
+  return bad ? -1 : 0;
+}
+
+int gpt_q4_quantize_row(int dtype, uint8_t *dst, const float *x, int64_t n) {
+  int nBytes = 0, nVal = gpt_dtype_block(dtype, &nBytes);
+  if (nVal == 0 || dtype == GPT_Q8_0 || n % nVal) return -1;
+  for (int64_t i = 0; i < n; i++)
+    if (!isfinite(x[i])) return -1;
+  for (int64_t b = 0; b < n / nVal; b++, dst += nBytes, x += nVal) {
+    int rc = dtype == GPT_Q4_0 ? quant_q4_0(dst, x)
+           : dtype == GPT_Q4_K ? quant_q4_k(dst, x) : quant_q6_k(dst, x);
+    if (rc) return -1;
+  }
+  return 0;
+}
