@@ -762,6 +762,9 @@ static double sgemm_at_shapes(const GPTModel *net, int nth) {
   for (size_t i = 0; i < (size_t)512 * 8192; i++) A[i] = (float)((i * 7919) % 1000) / 1000.0f - 0.5f;
   for (size_t i = 0; i < (size_t)8192 * 8192; i++) B[i] = (float)((i * 104729) % 1000) / 1000.0f - 0.5f;
   double flops = 0, secs = 0;
+  /* one OpenBLAS thread a slice, as in bench_sgemm: the engine no longer
+  ** loads OpenBLAS for a forward pass, which used to set this */
+  openblas_set_num_threads(1);
   GPTTeam *team = gpt_team_acquire(nth);
   for (int s = 0; s < 4; s++) {
     GemmTask g = {512, aRows[s], aK[s], A, B, Cm};
