@@ -212,10 +212,10 @@ static int slotFill(BatchCursor *c, BatchSlot *sl, int *pbEnd, char **pzErr) {
       sl->aTok = a;
       sl->nTokAlloc = nNeed;
     }
+    /* no log-probabilities: gpt_batch has no column for them */
     sl->g.aTok = sqlite3_malloc64(sizeof(int) * ((size_t)nCap + 1));
-    sl->g.aLogprob = sqlite3_malloc64(sizeof(double) * ((size_t)nCap + 1));
     sl->g.zText = sqlite3_malloc64(1);
-    if (!sl->g.aTok || !sl->g.aLogprob || !sl->g.zText) { rc = SQLITE_NOMEM; goto done; }
+    if (!sl->g.aTok || !sl->g.zText) { rc = SQLITE_NOMEM; goto done; }
     sl->g.zText[0] = 0;
     sl->g.zFinish = "length";
     if (gpt_sampler_init(&sl->sampler, gptext_live_vocab(m), (float)o->temperature, o->topK,

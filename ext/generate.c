@@ -180,7 +180,6 @@ int gptext_generation_step(GptModel *m, const GptOptions *o, GPTSampler *sp,
   if (g->nTok >= o->nMaxTokens) { g->zFinish = "length"; return 1; }
   if (nAll >= nCtx) { g->zFinish = "context"; return 1; }
   int tok = gpt_sample(sp, logits);
-  double lp = logits[tok] - gpt_logsumexp(logits, nLive);
   for (int j = 0; j < m->nStopId; j++) {
     if (tok == m->aStopId[j]) { g->zFinish = "eos"; return 1; }
   }
@@ -194,7 +193,8 @@ int gptext_generation_step(GptModel *m, const GptOptions *o, GPTSampler *sp,
   g->nText += nBytes;
   g->zText[g->nText] = 0;
   g->aTok[g->nTok] = tok;
-  g->aLogprob[g->nTok] = lp;
+  /* a pass over the vocabulary: only for callers that keep log-probabilities */
+  if (g->aLogprob) g->aLogprob[g->nTok] = logits[tok] - gpt_logsumexp(logits, nLive);
   g->nTok++;
   *pTok = tok;
   int iStop = o->nStop ? find_stop(o, g->zText, g->nText, nBefore) : -1;

@@ -228,7 +228,8 @@ void gptext_generation_clear(GptGeneration *g);
 /* One step of a generation (shared by gpt_generate and gpt_batch): samples
 ** the next token from logits (V,) with sp, given nAll tokens already in the
 ** window, and appends it to g (g's arrays hold o->nMaxTokens + 1 entries)
-** unless it ends the generation. Returns 1 when the generation is over
+** unless it ends the generation (with its log-probability when g->aLogprob
+** is not NULL). Returns 1 when the generation is over
 ** (g->zFinish says why: "length", "context", "eos" or "stop"), 0 when *pTok
 ** must be fed next, or SQLITE_NOMEM as a negative -1. *pTok is the token
 ** appended to g (the last one may end it, on a stop string or a limit), or
