@@ -1,14 +1,16 @@
 /*
-** The GPT-2 forward pass.
+** The decoder's forward pass, for every architecture of the slot tables
+** below (GPT-2, Llama, Qwen2, Qwen3).
 **
 ** How it works: all weights live in one arena, addressed through a pointer
 ** table whose sizes come from the config (llm.c's layout); each tensor is
-** held as f32, or a 2-D one as f16 or q8_0 (see gpt.h). A forward pass
-** appends n tokens to a KV cache: n > 1 is a prefill, done with sgemm over
-** the whole batch (compact weights widened a slice at a time; the engine's
-** own gemm where OpenBLAS must not be called, see blas.c); n == 1 is a
-** decode step, done with the gemv kernels of kernels.h on the weights as they
-** are, which reads every weight once and is bound by memory bandwidth.
+** held as f32, or a 2-D one as f16, q8_0 or a 4-bit block format (see gpt.h).
+** A forward pass appends n tokens to a KV cache: n == 1 is a decode step,
+** done with the gemv kernels of kernels.h on the weights as they are, which
+** reads every weight once and is bound by memory bandwidth; n > 1 (a prefill,
+** or gpt_forward_seqs' rows of several sequences, each with its own cache)
+** runs the kernels' tiled gemm, which gives each token exactly the value the
+** gemv would give it alone.
 **
 ** Every pass runs on a team of the thread pool (threads.h): matrix products
 ** split their output rows (decode) or columns (prefill), attention splits the
