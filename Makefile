@@ -24,6 +24,14 @@ PYTHON  ?= /usr/bin/python3
 ENGINE_SRC = $(wildcard engine/*.c)
 EXT_SRC    = $(wildcard ext/*.c)
 HEADERS    = $(wildcard engine/*.h ext/*.h) build/schema.h
+# Each source is compiled once into build/obj/ and every binary links the
+# objects it needs (a fresh build compiled the engine five times before).
+OBJ        = $(patsubst %.c,build/obj/%.o,$(1))
+ENGINE_OBJ = $(call OBJ,$(ENGINE_SRC))
+EXT_OBJ    = $(call OBJ,$(EXT_SRC))
+# the engine without the tokenizer, for the C tests of the decoder
+DECODER_OBJ = $(filter-out build/obj/engine/tokenizer.o build/obj/engine/bpe.o,$(ENGINE_OBJ))
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 
 all: build/gpt.so build/mkmodel build/tokenizer_test build/engine_test build/kernels_test \
      build/train_test build/q4_test
@@ -37,15 +45,19 @@ build/schema.h: sql/schema.sql | build
 	  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/  "/' -e 's/$$/\\n"/' $<; \
 	  echo ';'; } > $@
 
-build/gpt.so: $(ENGINE_SRC) $(EXT_SRC) $(HEADERS) | build
-	$(CC) $(CFLAGS) -shared -o $@ $(ENGINE_SRC) $(EXT_SRC) $(LDLIBS)
+build/obj/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
 
-build/mkmodel: tests/tools/mkmodel.c engine/gpt.h | build
-	$(CC) $(CFLAGS) -o $@ $< engine/dtype.c -lm
+build/gpt.so: $(ENGINE_OBJ) $(EXT_OBJ) | build
+	$(CC) $(CFLAGS) -shared -o $@ $(ENGINE_OBJ) $(EXT_OBJ) $(LDLIBS)
+
+build/mkmodel: tests/tools/mkmodel.c build/obj/engine/dtype.o | build
+	$(CC) $(CFLAGS) -o $@ $^ -lm
 
 # C unit test of the tokenizer's internals (reads vocab.json through SQLite's JSON).
-build/tokenizer_test: tests/unit/tokenizer_test.c engine/tokenizer.c engine/tokenizer.h | build
-	$(CC) $(CFLAGS) -o $@ tests/unit/tokenizer_test.c engine/tokenizer.c -lpcre2-8 -lutf8proc -lsqlite3
+build/tokenizer_test: tests/unit/tokenizer_test.c build/obj/engine/tokenizer.o | build
+	$(CC) $(CFLAGS) -o $@ $^ -lpcre2-8 -lutf8proc -lsqlite3
 
 # Encoding speed of a stored tokenizer in CPU time (tests/tools/tokbench.c);
 # not part of the tests.
@@ -53,27 +65,24 @@ build/tokbench: tests/tools/tokbench.c engine/tokenizer.c engine/tokenizer.h | b
 	$(CC) $(CFLAGS) -o $@ tests/tools/tokbench.c engine/tokenizer.c -lpcre2-8 -lutf8proc -lsqlite3
 
 # C unit test of the decoder: prefill, decode and split prefill agree.
-build/engine_test: tests/unit/engine_test.c tests/unit/check.h $(ENGINE_SRC) $(HEADERS) | build
-	$(CC) $(CFLAGS) -o $@ tests/unit/engine_test.c $(filter-out engine/tokenizer.c engine/bpe.c,$(ENGINE_SRC)) $(LDLIBS)
+build/engine_test: tests/unit/engine_test.c tests/unit/check.h $(DECODER_OBJ) $(HEADERS) | build
+	$(CC) $(CFLAGS) -o $@ tests/unit/engine_test.c $(DECODER_OBJ) $(LDLIBS)
 
 # C unit test of training: every parameter's gradient against float64 finite
 # differences, and a loss that falls on a fixed corpus.
-build/train_test: tests/unit/train_test.c tests/unit/check.h $(ENGINE_SRC) $(HEADERS) | build
-	$(CC) $(CFLAGS) -o $@ tests/unit/train_test.c $(filter-out engine/tokenizer.c engine/bpe.c,$(ENGINE_SRC)) $(LDLIBS)
+build/train_test: tests/unit/train_test.c tests/unit/check.h $(DECODER_OBJ) $(HEADERS) | build
+	$(CC) $(CFLAGS) -o $@ tests/unit/train_test.c $(DECODER_OBJ) $(LDLIBS)
 
 # C unit test of the kernel sets (portable, AVX2, AVX-512 where the CPU has
 # them) and the thread pool.
-build/kernels_test: tests/unit/kernels_test.c engine/kernels.c engine/threads.c engine/dtype.c \
-                    engine/kernels.h engine/threads.h engine/gpt.h | build
-	$(CC) $(CFLAGS) -o $@ tests/unit/kernels_test.c engine/kernels.c engine/threads.c \
-	  engine/dtype.c $(LDLIBS)
+KERNEL_OBJ = $(call OBJ,engine/kernels.c engine/threads.c engine/dtype.c)
+build/kernels_test: tests/unit/kernels_test.c $(KERNEL_OBJ) | build
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 # C unit test of the 4- and 6-bit kernels (engine/kernels_q4.c) against
 # float64 goldens (tests/ref/make_q4_goldens.py) and the portable set.
-build/q4_test: tests/unit/q4_test.c engine/kernels_q4.c engine/kernels.c engine/threads.c \
-               engine/dtype.c engine/kernels_q4.h engine/kernels.h engine/gpt.h | build
-	$(CC) $(CFLAGS) -o $@ tests/unit/q4_test.c engine/kernels_q4.c engine/kernels.c \
-	  engine/threads.c engine/dtype.c $(LDLIBS)
+build/q4_test: tests/unit/q4_test.c build/obj/engine/kernels_q4.o $(KERNEL_OBJ) | build
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 # The benchmark: bench/bench.c with the engine and the extension linked in.
 # It writes bench/results/DATE-MACHINE.md and keeps its model and database in
@@ -100,7 +109,7 @@ deps:
 	fi
 
 test: deps
-	$(MAKE) all
+	$(MAKE) -j$(JOBS) all
 	build/tokenizer_test
 	build/engine_test
 	build/kernels_test
@@ -113,8 +122,9 @@ test: deps
 	$(PYTHON) tests/python/test_svg.py
 	$(PYTHON) tests/python/test_q4.py build
 
+# only what the demo runs: the extension, and mkmodel for its fallback model
 demo: deps
-	$(MAKE) all
+	$(MAKE) -j$(JOBS) build/gpt.so build/mkmodel
 	sh sql/demo.sh
 
 # Retrains models/shakespeare.db, the demo model (sql/train_demo.sh).
