@@ -87,16 +87,16 @@ build/q4_test: tests/unit/q4_test.c build/obj/engine/kernels_q4.o $(KERNEL_OBJ) 
 # The benchmark: bench/bench.c with the engine and the extension linked in.
 # It writes bench/results/DATE-MACHINE.md and keeps its model and database in
 # bench/tmp/ (git-ignored). BENCH_RUNS=N, BENCH_QUICK=1 (see bench/bench.c).
-build/bench: bench/bench.c $(ENGINE_SRC) $(EXT_SRC) $(HEADERS) | build
-	$(CC) $(CFLAGS) -Iext -o $@ bench/bench.c $(ENGINE_SRC) $(EXT_SRC) -lsqlite3 -lopenblas $(LDLIBS)
+build/bench: bench/bench.c $(ENGINE_OBJ) $(EXT_OBJ) $(HEADERS) | build
+	$(CC) $(CFLAGS) -Iext -o $@ bench/bench.c $(ENGINE_OBJ) $(EXT_OBJ) -lsqlite3 -lopenblas $(LDLIBS)
 
 bench: build/gpt.so build/mkmodel build/bench build/train_bench
 	build/bench
 	build/train_bench
 
 # Training tokens/s and MFU (bench/train_bench.c), part of make bench.
-build/train_bench: bench/train_bench.c $(ENGINE_SRC) $(HEADERS) | build
-	$(CC) $(CFLAGS) -o $@ bench/train_bench.c $(filter-out engine/tokenizer.c engine/bpe.c,$(ENGINE_SRC)) $(LDLIBS)
+build/train_bench: bench/train_bench.c $(DECODER_OBJ) $(HEADERS) | build
+	$(CC) $(CFLAGS) -o $@ bench/train_bench.c $(DECODER_OBJ) $(LDLIBS)
 
 # Installs whatever Debian packages are missing (through sudo when not root).
 deps:

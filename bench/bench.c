@@ -1276,8 +1276,9 @@ int main(int argc, char **argv) {
     bench_smollm();
     return 0;
   }
-  if (argc == 2 && strcmp(argv[1], "--llamacpp") == 0) {
-    /* llama.cpp side by side alone, on the models of the last full run */
+  if (argc == 2 && (strcmp(argv[1], "--llamacpp") == 0 || strcmp(argv[1], "--batch") == 0)) {
+    /* llama.cpp side by side, or the gpt_batch rows, alone, on the models of
+    ** the last full run (made first when there is none) */
     gOut = 0;
     sqlite3_auto_extension((void (*)(void))sqlite3_gpt_init);
     if (file_size(DB_PATH) <= 0) {
@@ -1285,21 +1286,8 @@ int main(int argc, char **argv) {
       bench_import();
     }
     sqlite3 *db = open_db(DB_PATH);
-    bench_llamacpp(db);
-    sqlite3_close(db);
-    return 0;
-  }
-  if (argc == 2 && strcmp(argv[1], "--batch") == 0) {
-    /* the gpt_batch rows alone, on the models of the last full run (made
-    ** first when there is none) */
-    gOut = 0;
-    sqlite3_auto_extension((void (*)(void))sqlite3_gpt_init);
-    if (file_size(DB_PATH) <= 0) {
-      make_model();
-      bench_import();
-    }
-    sqlite3 *db = open_db(DB_PATH);
-    bench_batch(db);
+    if (strcmp(argv[1], "--batch") == 0) bench_batch(db);
+    else bench_llamacpp(db);
     sqlite3_close(db);
     return 0;
   }
