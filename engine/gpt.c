@@ -1810,18 +1810,15 @@ int gpt_batch_end(const GPTModel *m, GPTState *s, GPTForwardIO *io) {
   return rc;
 }
 
-/* The whole pass: begin, every layer, end, on one team. On failure the cache
-** keeps its old length, so a caller can retry or stop cleanly. */
-int gpt_forward(const GPTModel *m, GPTState *s, const int *tokens, int n,
-                GPTForwardIO *io, char *err, size_t n_err) {
-  Pass p;
-  PassSeg seg;
-  if (!tokens) return GPT_ERROR;
-  pass_open(&p, &seg, m, s, tokens, n);
-  int rc = batch_begin(&p, err, n_err);
-  for (int l = 0; rc == GPT_OK && l < m->cfg.n_layer; l++) rc = batch_layer(&p, l, io);
-  if (rc == GPT_OK) rc = batch_end(&p, io);
-  pass_close(&p);
+/* The whole pass over p's segments: begin, every layer, end, on one team,
+** which it releases. On failure no cache grows, so a caller can retry or
+** stop cleanly, and err says why. */
+static int pass_run(Pass *p, GPTForwardIO *io, char *err, size_t n_err) {
+  GPTState *s = p->s;
+  int rc = batch_begin(p, err, n_err);
+  for (int l = 0; rc == GPT_OK && l < p->m->cfg.n_layer; l++) rc = batch_layer(p, l, io);
+  if (rc == GPT_OK) rc = batch_end(p, io);
+  pass_close(p);
   if (rc != GPT_OK) {
     s->batch_T = 0;
     if (rc == GPT_NOMEM) snprintf(err, n_err, "out of memory");
@@ -1831,6 +1828,15 @@ int gpt_forward(const GPTModel *m, GPTState *s, const int *tokens, int n,
                s->overflow ? s->overflow : "values");
   }
   return rc;
+}
+
+int gpt_forward(const GPTModel *m, GPTState *s, const int *tokens, int n,
+                GPTForwardIO *io, char *err, size_t n_err) {
+  Pass p;
+  PassSeg seg;
+  if (!tokens) return GPT_ERROR;
+  pass_open(&p, &seg, m, s, tokens, n);
+  return pass_run(&p, io, err, n_err);
 }
 
 /* Several sequences in one pass (see gpt.h): the products read each weight
@@ -1873,19 +1879,8 @@ int gpt_forward_seqs(const GPTModel *m, GPTState *scratch, const GPTSeq *seqs, i
     stop.should_stop = io->should_stop;
     stop.ctx = io->ctx;
   }
-  int rc = batch_begin(&p, err, n_err);
-  for (int l = 0; rc == GPT_OK && l < m->cfg.n_layer; l++) rc = batch_layer(&p, l, &stop);
-  if (rc == GPT_OK) rc = batch_end(&p, &stop);
-  pass_close(&p);
+  int rc = pass_run(&p, &stop, err, n_err);
   free(aSeg);
-  if (rc != GPT_OK) {
-    scratch->batch_T = 0;
-    if (rc == GPT_NOMEM) snprintf(err, n_err, "out of memory");
-    if (rc == GPT_ABORTED) snprintf(err, n_err, "interrupted");
-    if (rc == GPT_OVERFLOW)
-      snprintf(err, n_err, "non-finite %s: the weights overflow float32",
-               scratch->overflow ? scratch->overflow : "values");
-  }
   return rc;
 }
 
