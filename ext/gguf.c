@@ -37,6 +37,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "gpt_ext.h"
+#include "kernels_q4.h"
 #include "gguf.h"
 #include "template.h"
 
@@ -806,35 +807,19 @@ done:
 static int64_t ggBadValue(int type, const unsigned char *a, size_t n) {
   int block, bytes;
   ggml_type_layout(type, &block, &bytes);
-  if (type == GGML_F32) {
-    for (size_t i = 0; i + 4 <= n; i += 4) {
-      uint32_t u = (uint32_t)a[i] | (uint32_t)a[i + 1] << 8 | (uint32_t)a[i + 2] << 16 |
-                   (uint32_t)a[i + 3] << 24;
-      if ((u & 0x7f800000u) == 0x7f800000u) return (int64_t)(i / 4);
-    }
-    return -1;
-  }
-  if (type == GGML_F16 || type == GGML_BF16) {
-    uint32_t m = type == GGML_F16 ? 0x7c00u : 0x7f80u;
-    for (size_t i = 0; i + 2 <= n; i += 2) {
-      uint32_t u = (uint32_t)a[i] | (uint32_t)a[i + 1] << 8;
-      if ((u & m) == m) return (int64_t)(i / 2);
-    }
-    return -1;
-  }
-  /* blocks: their f16 scales (q4_K has d and dmin first, q6_K d last) */
+  if (type == GGML_F32) return gptext_non_finite(GPT_F32, a, n);
+  if (type == GGML_F16) return gptext_non_finite(GPT_F16, a, n);
+  if (type == GGML_BF16) return gptext_non_finite(GPT_BF16, a, n);
+  if (type != GGML_Q8_0)  /* the 4- and 6-bit blocks: their f16 scales */
+    return gpt_q4_bad_block(gpt_row_dtype_from_name(ggDtypeName(type)), a,
+                            (int64_t)(n / (size_t)bytes));
+  /* q8_0: a finite scale, and no -128 (the engine's quants are symmetric) */
   for (size_t b = 0; b + (size_t)bytes <= n; b += (size_t)bytes) {
     const unsigned char *x = a + b;
-    int nScale = type == GGML_Q4_K ? 2 : 1;
-    size_t off = type == GGML_Q6_K ? 208 : 0;
-    for (int k = 0; k < nScale; k++) {
-      uint32_t u = (uint32_t)x[off + 2 * k] | (uint32_t)x[off + 2 * k + 1] << 8;
-      if ((u & 0x7c00u) == 0x7c00u) return (int64_t)(b / (size_t)bytes);
-    }
-    if (type == GGML_Q8_0) {
-      for (int k = 0; k < 32; k++)
-        if (x[2 + k] == 0x80) return (int64_t)(b / (size_t)bytes);
-    }
+    uint32_t u = (uint32_t)x[0] | (uint32_t)x[1] << 8;
+    if ((u & 0x7c00u) == 0x7c00u) return (int64_t)(b / (size_t)bytes);
+    for (int k = 0; k < 32; k++)
+      if (x[2 + k] == 0x80) return (int64_t)(b / (size_t)bytes);
   }
   return -1;
 }

@@ -289,6 +289,10 @@ int gptext_config_read(sqlite3 *db, const char *zJson, int nJson, GPTConfig *c, 
                        char *zErr, size_t nErr);
 char *gptext_config_json(const GPTConfig *c, int bTied);
 
+/* Index of the first element of n little-endian bytes of dtype (GPT_F32,
+** GPT_F16 or GPT_BF16) that is NaN or infinite, or -1 (ext/import.c). */
+int64_t gptext_non_finite(int dtype, const unsigned char *a, size_t n);
+
 /* sqlite3_mprintf-style helpers that also free the previous *pzErr. */
 void gptext_set_error(char **pzErr, const char *zFormat, ...);
 

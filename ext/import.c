@@ -2208,7 +2208,7 @@ done:
 ** elements are tested without branches (which vectorizes) and only a block
 ** with a hit is searched element by element.
 */
-static int64_t impNonFinite(int dtype, const unsigned char *a, size_t n) {
+int64_t gptext_non_finite(int dtype, const unsigned char *a, size_t n) {
   const int nSize = gpt_dtype_size(dtype);
   const uint32_t mExp = dtype == GPT_F32 ? 0x7f800000u
                       : dtype == GPT_BF16 ? 0x7f80u : 0x7c00u;
@@ -2347,7 +2347,7 @@ static int impTensors(GptImport *p) {
                         ferror(pShard->pFile) ? strerror(errno) : "the file ends early");
           goto done;
         }
-        iBad = impNonFinite(dtype, aBuf, (size_t)n);
+        iBad = gptext_non_finite(dtype, aBuf, (size_t)n);
         if (iBad >= 0) {
           rc = impError(p, zFile, "tensor \"%s\" has a NaN or infinity at element "
                         "%lld, expected finite numbers", t->name,
