@@ -27,23 +27,14 @@ import subprocess
 import sys
 import threading
 import time
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from testlib import check, fail, finish, skip  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.path.join(ROOT, "build")
 EXT = os.path.join(BUILD, "gpt")
 
-passed = 0
-failed = 0
 
-
-def check(name, ok, detail=""):
-    """Counts one assertion; prints the failures."""
-    global passed, failed
-    if ok:
-        passed += 1
-    else:
-        failed += 1
-        print(f"  {name}... FAILED {detail}")
 
 
 def decode(b):
@@ -433,6 +424,5 @@ if __name__ == "__main__":
     except Exception as e:  # a raise is a failure, not a crash of make test
         import traceback
         traceback.print_exc()
-        failed += 1
-    print(f"test_clients.py: {passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+        fail("test_clients.py", repr(e))
+    finish("test_clients.py")

@@ -11,19 +11,12 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from testlib import check, fail, finish, skip  # noqa: E402
 
 build = sys.argv[1] if len(sys.argv) > 1 else "build"
 ext = os.path.join(build, "gpt")
-passed = failed = 0
 
-
-def check(name, cond, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print(f"FAIL {name} {detail}")
 
 
 def connect(path):
@@ -82,5 +75,4 @@ with tempfile.TemporaryDirectory() as tmp:
     refused("parts-8", "UPDATE gpt_tensors SET dtype = 'f16', data = substr(data, 1, 19531*128) "
             "WHERE name = 'model.embed_tokens.weight#1'", "unlike part 0")
 
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+finish("")

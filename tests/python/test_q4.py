@@ -12,19 +12,12 @@ import sqlite3
 import struct
 import sys
 import tempfile
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from testlib import check, fail, finish, skip  # noqa: E402
 
 build = sys.argv[1] if len(sys.argv) > 1 else "build"
 root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-passed = failed = 0
 
-
-def check(name, cond, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print(f"FAIL {name} {detail}")
 
 
 with tempfile.TemporaryDirectory() as tmp:
@@ -69,5 +62,4 @@ with tempfile.TemporaryDirectory() as tmp:
               "h.0.mlp.c_fc.weight: q4_0 block 2 has a non-finite scale", str(e))
     db.close()
 
-print(f"test_q4.py: {passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+finish("test_q4.py")

@@ -28,6 +28,8 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 import zlib
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from testlib import check, fail, finish, skip  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.path.join(ROOT, "build")
@@ -39,17 +41,7 @@ BLUES = ["f7fbff", "deebf7", "c6dbef", "9ecae1", "6baed6", "4292c6", "2171b5", "
          "08306b"]
 MARKS = {" ": "\u00b7", "\n": "\u21b5", "\t": "\u21e5", "\x7f": "\u2421"}
 
-passed = failed = skipped = 0
 
-
-def check(name, ok, detail=""):
-    """Counts one assertion; prints the failures."""
-    global passed, failed
-    if ok:
-        passed += 1
-    else:
-        failed += 1
-        print(f"  {name}... FAILED {detail}")
 
 
 def colour(w):
@@ -206,10 +198,8 @@ def read_png(path):
 
 def render(root, doc):
     """Headless Chromium renders the document to PNG; checks the picture."""
-    global skipped
     if not os.path.exists(CHROMIUM):
-        skipped += 1
-        print(f"  chromium render... SKIPPED: {CHROMIUM} not found (Debian package chromium)")
+        skip("chromium render", f"{CHROMIUM} not found (Debian package chromium)")
         return
     W, H = int(root.get("width")), int(root.get("height"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -310,5 +300,4 @@ def main():
 
 if __name__ == "__main__":
     main()
-    print(f"test_svg.py: {passed} passed, {failed} failed, {skipped} skipped")
-    sys.exit(1 if failed else 0)
+    finish("test_svg.py", with_skipped=True)
