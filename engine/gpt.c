@@ -1097,6 +1097,10 @@ typedef struct Pass {
   const GPTKernels *k;
 } Pass;
 
+/* True for a pass of gpt_forward_seqs: its rows extend the caches of other
+** states than the one whose scratch holds them (one sequence or several). */
+static int pass_of_seqs(const Pass *p) { return p->n_seg > 1 || p->seg[0].s != p->s; }
+
 /* dst (n,) = row r of w, widened to f32. */
 static void mat_row(const GPTKernels *k, const Mat *w, int r, int c0, int n, float *dst) {
   if (w->dtype == GPT_F32) {
@@ -1481,9 +1485,9 @@ static int batch_begin(const Pass *p, char *err, size_t n_err) {
                gs->len, gs->cap);
       return GPT_ERROR;
     }
-    if (gs->m != m || (p->n_seg > 1 && (gs == s || gs->tape))) {
-      snprintf(err, n_err, "sequence %d of the batch has a state of another model, the "
-               "batch's own, or a tape", i);
+    if (gs->m != m || (pass_of_seqs(p) && gs->tape)) {
+      snprintf(err, n_err, "sequence %d of the batch has a state of another model or a tape",
+               i);
       return GPT_ERROR;
     }
     if (gs->tape && (gs->len != 0 || g->n > gs->tape->T)) {
@@ -1714,7 +1718,7 @@ static int batch_end(const Pass *p, GPTForwardIO *io) {
     s->overflow = "hidden state";
     return GPT_OVERFLOW;
   }
-  if (p->n_seg > 1) return batch_end_seqs(p);
+  if (pass_of_seqs(p)) return batch_end_seqs(p);
   if (s->tape) {
     tape_save(s, s->tape->ln_f, s->xn, (size_t)T * C);
     if (s->tape->logits &&
@@ -1850,8 +1854,9 @@ int gpt_forward_seqs(const GPTModel *m, GPTState *scratch, const GPTSeq *seqs, i
     return GPT_ERROR;
   }
   for (int i = 0; i < n_seq; i++) {
-    if (!seqs[i].s || !seqs[i].tokens) {
-      snprintf(err, n_err, "sequence %d of the batch has no state or no tokens", i);
+    if (!seqs[i].s || !seqs[i].tokens || seqs[i].s == scratch) {
+      snprintf(err, n_err, "sequence %d of the batch has no state, no tokens or the "
+               "batch's own state", i);
       return GPT_ERROR;
     }
     for (int j = 0; j < i; j++) {

@@ -289,14 +289,7 @@ static int batchAdvance(BatchCursor *c, char **pzErr) {
     memset(&io, 0, sizeof(io));
     io.should_stop = stopOnInterrupt;
     io.ctx = db;
-    if (nSeq == 1) {
-      /* alone: the ordinary pass, on the slot's own scratch */
-      io.logits = c->aSeq[0].logits;
-      rc = gpt_forward(m->pNet, c->aSeq[0].s, c->aSeq[0].tokens, c->aSeq[0].n, &io, zMsg,
-                       sizeof(zMsg));
-    } else {
-      rc = gpt_forward_seqs(m->pNet, c->scratch, c->aSeq, nSeq, &io, zMsg, sizeof(zMsg));
-    }
+    rc = gpt_forward_seqs(m->pNet, c->scratch, c->aSeq, nSeq, &io, zMsg, sizeof(zMsg));
     if (rc != GPT_OK) {
       if (rc == GPT_ABORTED) {
         gptext_set_error(pzErr, "%s: interrupted", zFunc);
