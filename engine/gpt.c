@@ -116,6 +116,12 @@ struct GPTState {
 ** process holds a core. */
 #define PAR_MIN_GEMV ((int64_t)1 << 17)
 #define PAR_MIN_GEMM ((int64_t)1 << 21)
+/* Attention's floor is lower: its work per multiply-add is several times a
+** product's (short dot products, a softmax), and a decode step's attention
+** on the caller alone left the other members idle for a tenth of the step. */
+#ifndef PAR_MIN_ATT
+#define PAR_MIN_ATT ((int64_t)1 << 14)
+#endif
 /* Rows of W one claim of a several-token product takes (see gemm_task): a
 ** multiple of the kernels' row groups (6 f32 rows, 4 q8_0, 2 on AVX2). */
 #define GEMM_COLS 96
@@ -1321,7 +1327,9 @@ static void gemm_task(void *arg, int ith, int nth) {
         for (int i = 0; i < n; i++) mat_row(k, &a->w, c0 + i, 0, K, wide + (size_t)i * K);
         w = wide;
       }
-      k->gemm_f32(a->out + c0, a->ldo, w, a->inp, (size_t)K, T, bias, 0, n, K, GPT_GEMV_SET);
+      (a->w.dtype == GPT_F16 ? k->gemm_f16w : k->gemm_f32)(a->out + c0, a->ldo, w, a->inp,
+                                                           (size_t)K, T, bias, 0, n, K,
+                                                           GPT_GEMV_SET);
     }
     if (a->gelu)
       for (int t = 0; t < T; t++) k->gelu(a->out + (size_t)t * a->ldo + c0, (size_t)n);
@@ -1468,7 +1476,7 @@ static int attention_forward(const Pass *p, float *out, const float *qkv, const 
   if (io && io->on_attention) {
     /* callbacks run on the caller's thread, one head after another */
     attention_heads(&a, 0, a.NH, p->s->att);
-  } else if ((int64_t)T * (P + T) * m->d_q < PAR_MIN_GEMV) {
+  } else if ((int64_t)T * (P + T) * m->d_q < PAR_MIN_ATT) {
     att_task(&a, 0, 1);
   } else {
     gpt_team_run(p->team, att_task, &a);

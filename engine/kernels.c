@@ -202,7 +202,7 @@ static void p_transpose_u16(uint16_t *dst, size_t ldd, const uint16_t *src, size
 }
 
 static const GPTKernels kPortable = {
-  "portable", 0, p_gemv_f32, p_gemv_f16, p_gemv_q8, p_gemm_f32, p_gemm_q8, p_f16_to_f32, p_q8_to_f32,
+  "portable", 0, p_gemv_f32, p_gemv_f16, p_gemv_q8, p_gemm_f32, p_gemm_f32, p_gemm_q8, p_f16_to_f32, p_q8_to_f32,
   p_gelu, p_exp_sum, p_att_scores, p_att_values, p_transpose_f32, p_transpose_u16,
   p_max, p_sum_exp, p_q8_quantize_act,
 };
@@ -697,7 +697,7 @@ AVX2_FN static void avx2_transpose_u16(uint16_t *dst, size_t ldd, const uint16_t
 }
 
 static const GPTKernels kAvx2 = {
-  "avx2", 0, avx2_gemv_f32, avx2_gemv_f16, avx2_gemv_q8, avx2_gemm_f32, avx2_gemm_q8, avx2_f16_to_f32,
+  "avx2", 0, avx2_gemv_f32, avx2_gemv_f16, avx2_gemv_q8, avx2_gemm_f32, avx2_gemm_f32, avx2_gemm_q8, avx2_f16_to_f32,
   avx2_q8_to_f32,
   avx2_gelu, avx2_exp_sum, avx2_att_scores, avx2_att_values, avx2_transpose_f32, avx2_transpose_u16,
   avx2_max, avx2_sum_exp, avx2_q8_quantize_act,
@@ -705,131 +705,165 @@ static const GPTKernels kAvx2 = {
 
 /* ------------------------------------------------------------- AVX-512 */
 
-/* The AVX-512 f32 arithmetic, shared by the f32 and f16 gemv and the gemm:
-** one 16-lane accumulator per (row, token) over steps of 16 columns, summed
-** by _mm512_reduce_add_ps, then the last K % 16 columns in order. One
+/* The AVX-512 f32 arithmetic of the gemv and the gemm: one 16-lane
+** accumulator per (row, token) over steps of 16 columns, summed by
+** _mm512_reduce_add_ps, then the last K % 16 columns in order. One
 ** accumulator rather than two lets a gemm tile hold 24 of them (6 rows by 4
-** tokens: 10 loads for 24 FMAs; two accumulators allowed 6 by 2, 16 loads
-** for 24 FMAs, about 0.75 of the speed); the gemv keeps FMAs in flight by
-** taking four rows a pass, f16 as f32. */
+** tokens: 10 loads for 24 FMAs; two allowed 6 by 2, 16 loads for 24 FMAs,
+** about 0.8 of the speed); the gemv keeps FMAs in flight by taking four rows
+** a pass.
+**
+** f16 rows keep two accumulators (a0 over the first 16 columns of each 32,
+** a1 over the second, summed as a0 + a1): a decode step reads them one row
+** a pass, which streams from memory faster than four rows, and one row
+** needs two chains of FMAs. Their gemm (gemm_f16w, on rows widened to f32)
+** uses 6 by 2 tiles of the same arithmetic. */
 AVX512_FN static ALWAYS_INLINE __m512 avx512_load_f16(const uint16_t *p) {
   return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
 }
 
-/* R <= 4 rows (ld apart) of f32 or f16 (f16 = 1) against x: res (R,). f16
-** rows touch the next pass's rows a line at a time as they go; f32 reads
-** faster on the hardware prefetcher alone. */
-AVX512_FN static ALWAYS_INLINE void avx512_rows(float *res, const void *W, size_t ld, int f16,
-                                                const float *x, int K, int R) {
-  const float *wf = (const float *)W;
-  const uint16_t *wh = (const uint16_t *)W;
+/* R <= 4 f32 rows (ld apart) against x: res (R,). */
+AVX512_FN static ALWAYS_INLINE void avx512_rows_f32(float *res, const float *W, size_t ld,
+                                                    const float *x, int K, int R) {
   __m512 a[4];
   UNROLL_ROWS for (int i = 0; i < R; i++) a[i] = _mm512_setzero_ps();
   int k = 0;
   for (; k + 16 <= K; k += 16) {
     __m512 x0 = _mm512_loadu_ps(x + k);
-    if (f16 && (k & 31) == 0)
-      UNROLL_ROWS for (int i = 0; i < R; i++) PREFETCH(wh + (size_t)(i + R) * ld + k);
-    UNROLL_ROWS for (int i = 0; i < R; i++) {
-      __m512 w = f16 ? avx512_load_f16(wh + i * ld + k) : _mm512_loadu_ps(wf + i * ld + k);
-      a[i] = _mm512_fmadd_ps(w, x0, a[i]);
-    }
+    UNROLL_ROWS for (int i = 0; i < R; i++)
+      a[i] = _mm512_fmadd_ps(_mm512_loadu_ps(W + i * ld + k), x0, a[i]);
   }
   UNROLL_ROWS for (int i = 0; i < R; i++) {
     float s = _mm512_reduce_add_ps(a[i]);
-    for (int kk = k; kk < K; kk++) s += (f16 ? gpt_f16_to_f32(wh[i * ld + kk]) : wf[i * ld + kk]) * x[kk];
+    for (int kk = k; kk < K; kk++) s += W[i * ld + kk] * x[kk];
     res[i] = s;
-  }
-}
-
-/* y[r0..r1) of f32 or f16 rows, four rows a pass (each row's value is the
-** same in a group or alone). */
-AVX512_FN static ALWAYS_INLINE void avx512_gemv(float *y, const void *W, int f16, const float *x,
-                                                const float *bias, int r0, int r1, int K,
-                                                int mode) {
-  size_t esz = f16 ? 2 : 4;
-  float res[4];
-  int r = r0;
-  for (; r + 4 <= r1; r += 4) {
-    avx512_rows(res, (const char *)W + (size_t)r * K * esz, (size_t)K, f16, x, K, 4);
-    for (int i = 0; i < 4; i++) store_row(y, r + i, res[i], bias, mode);
-  }
-  for (; r < r1; r++) {
-    avx512_rows(res, (const char *)W + (size_t)r * K * esz, (size_t)K, f16, x, K, 1);
-    store_row(y, r, res[0], bias, mode);
   }
 }
 
 AVX512_FN static void avx512_gemv_f32(float *y, const float *W, const float *x,
                                       const float *bias, int r0, int r1, int K, int mode) {
-  avx512_gemv(y, W, 0, x, bias, r0, r1, K, mode);
+  float res[4];
+  int r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    avx512_rows_f32(res, W + (size_t)r * K, (size_t)K, x, K, 4);
+    for (int i = 0; i < 4; i++) store_row(y, r + i, res[i], bias, mode);
+  }
+  for (; r < r1; r++) {
+    avx512_rows_f32(res, W + (size_t)r * K, (size_t)K, x, K, 1);
+    store_row(y, r, res[0], bias, mode);
+  }
+}
+
+AVX512_FN static ALWAYS_INLINE float avx512_row_f16(const uint16_t *w, const float *x, int K) {
+  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+  int k = 0;
+  for (; k + 32 <= K; k += 32) {
+    PREFETCH(w + K + k); /* the next row, as the AVX2 kernel does */
+    a0 = _mm512_fmadd_ps(avx512_load_f16(w + k), _mm512_loadu_ps(x + k), a0);
+    a1 = _mm512_fmadd_ps(avx512_load_f16(w + k + 16), _mm512_loadu_ps(x + k + 16), a1);
+  }
+  if (k + 16 <= K) {
+    a0 = _mm512_fmadd_ps(avx512_load_f16(w + k), _mm512_loadu_ps(x + k), a0);
+    k += 16;
+  }
+  float s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+  for (; k < K; k++) s += gpt_f16_to_f32(w[k]) * x[k];
+  return s;
 }
 
 AVX512_FN static void avx512_gemv_f16(float *y, const uint16_t *W, const float *x,
                                       const float *bias, int r0, int r1, int K, int mode) {
-  avx512_gemv(y, W, 1, x, bias, r0, r1, K, mode);
+  for (int r = r0; r < r1; r++) /* one row a pass: see avx2_gemv_f16 */
+    store_row(y, r, avx512_row_f16(W + (size_t)r * K, x, K), bias, mode);
 }
 
-/* R rows (ld apart) against NT tokens (ldx apart), R <= 6, NT <= 4: for
-** each pair exactly avx512_rows' arithmetic, so a token's value is the one
-** the gemv gives it. res (NT, 6). pf: the next group of rows, touched a
-** line a step while the first tokens meet this one, so that a decode step
-** of a few tokens reads each row from memory once. */
-AVX512_FN static ALWAYS_INLINE void avx512_tile_f32(float *res, const float *W, size_t ld,
-                                                    const float *X, size_t ldx, int K, int R,
-                                                    int NT, const float *pf) {
-  __m512 a[4][6];
-  _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
-    _Pragma("GCC unroll 6") for (int i = 0; i < R; i++) a[t][i] = _mm512_setzero_ps();
+/* R rows (ld apart) against NT tokens (ldx apart) with ACC accumulators a
+** value (1: f32 rows, R <= 6, NT <= 4; 2: widened f16 rows, R <= 6, NT <=
+** 2): for each pair exactly the gemv's arithmetic, so a token's value is
+** the one the gemv gives it. res (NT, 6). pf: the next group of rows,
+** touched a line a step while the first tokens meet this one, so that a
+** decode step of a few tokens reads each row from memory once. */
+AVX512_FN static ALWAYS_INLINE void avx512_tile(float *res, const float *W, size_t ld,
+                                                const float *X, size_t ldx, int K, int R, int NT,
+                                                int ACC, const float *pf) {
+  __m512 a[2][4][6];
+  _Pragma("GCC unroll 2") for (int h = 0; h < ACC; h++)
+    _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
+      _Pragma("GCC unroll 6") for (int i = 0; i < R; i++) a[h][t][i] = _mm512_setzero_ps();
   int k = 0;
-  for (; k + 16 <= K; k += 16) {
-    __m512 x[4];
-    if (pf) _Pragma("GCC unroll 6") for (int i = 0; i < R; i++) PREFETCH(pf + i * ld + k);
-    _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++) x[t] = _mm512_loadu_ps(X + t * ldx + k);
-    _Pragma("GCC unroll 6") for (int i = 0; i < R; i++) {
-      __m512 w = _mm512_loadu_ps(W + i * ld + k);
-      _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++) a[t][i] = _mm512_fmadd_ps(w, x[t], a[t][i]);
+  for (; k + 16 * ACC <= K; k += 16 * ACC) {
+    _Pragma("GCC unroll 2") for (int h = 0; h < ACC; h++) {
+      __m512 x[4];
+      if (pf) _Pragma("GCC unroll 6") for (int i = 0; i < R; i++) PREFETCH(pf + i * ld + k + 16 * h);
+      _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
+        x[t] = _mm512_loadu_ps(X + t * ldx + k + 16 * h);
+      _Pragma("GCC unroll 6") for (int i = 0; i < R; i++) {
+        __m512 w = _mm512_loadu_ps(W + i * ld + k + 16 * h);
+        _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
+          a[h][t][i] = _mm512_fmadd_ps(w, x[t], a[h][t][i]);
+      }
     }
+  }
+  if (ACC == 2 && k + 16 <= K) {
+    _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++) {
+      __m512 x0 = _mm512_loadu_ps(X + t * ldx + k);
+      _Pragma("GCC unroll 6") for (int i = 0; i < R; i++)
+        a[0][t][i] = _mm512_fmadd_ps(_mm512_loadu_ps(W + i * ld + k), x0, a[0][t][i]);
+    }
+    k += 16;
   }
   _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++) {
     _Pragma("GCC unroll 6") for (int i = 0; i < R; i++) {
-      float s = _mm512_reduce_add_ps(a[t][i]);
+      float s = _mm512_reduce_add_ps(ACC == 2 ? _mm512_add_ps(a[0][t][i], a[1][t][i]) : a[0][t][i]);
       for (int kk = k; kk < K; kk++) s += W[i * ld + kk] * X[t * ldx + kk];
       res[t * 6 + i] = s;
     }
   }
 }
 
-/* One (R, NT) tile with both counts constant, so that the tile's loops
+/* One (R, NT) tile with every count constant, so that the tile's loops
 ** unroll into registers. */
-#define AVX512_TILE_CASE(R, NT) \
-  case (R) * 8 + (NT): avx512_tile_f32(res, w, (size_t)K, x, ldx, K, R, NT, pf); break;
+#define AVX512_TILE_CASE(R, NT, ACC) \
+  case (R) * 8 + (NT): avx512_tile(res, w, (size_t)K, x, ldx, K, R, NT, ACC, pf); break;
 #define AVX512_TILE_ROW(R) \
-  AVX512_TILE_CASE(R, 4) AVX512_TILE_CASE(R, 3) AVX512_TILE_CASE(R, 2) AVX512_TILE_CASE(R, 1)
+  AVX512_TILE_CASE(R, 4, 1) AVX512_TILE_CASE(R, 3, 1) AVX512_TILE_CASE(R, 2, 1) \
+  AVX512_TILE_CASE(R, 1, 1)
+#define AVX512_TILE_ROW2(R) AVX512_TILE_CASE(R, 2, 2) AVX512_TILE_CASE(R, 1, 2)
+
+/* The gemm's loops: tokens in sweeps, rows in groups of 6, tokens in
+** groups of NT (4 for f32 rows, 2 for widened f16). */
+#define AVX512_GEMM_LOOPS(NT_MAX, CASES)                                          \
+  float res[24];                                                                  \
+  for (int t0 = 0; t0 < T; t0 += GEMM_SWEEP) {                                    \
+    int t1 = t0 + GEMM_SWEEP < T ? t0 + GEMM_SWEEP : T;                           \
+    for (int r = r0; r < r1; r += 6) {                                            \
+      const float *w = W + (size_t)r * K;                                         \
+      int R = r1 - r < 6 ? r1 - r : 6;                                            \
+      for (int t = t0; t < t1; t += NT_MAX) {                                     \
+        const float *x = X + (size_t)t * ldx;                                     \
+        const float *pf = t == t0 && r + 6 < r1 ? w + 6 * (size_t)K : NULL;       \
+        int nt = t1 - t < NT_MAX ? t1 - t : NT_MAX;                               \
+        switch (R * 8 + nt) { CASES }                                             \
+        store_block(out + (size_t)t * ldo, ldo, r, res, 6, nt, R, bias, mode);    \
+      }                                                                           \
+    }                                                                             \
+  }
 
 AVX512_FN static void avx512_gemm_f32(float *out, size_t ldo, const float *W, const float *X,
                                       size_t ldx, int T, const float *bias, int r0, int r1,
                                       int K, int mode) {
-  float res[24];
-  for (int t0 = 0; t0 < T; t0 += GEMM_SWEEP) {
-    int t1 = t0 + GEMM_SWEEP < T ? t0 + GEMM_SWEEP : T;
-    for (int r = r0; r < r1; r += 6) {
-      const float *w = W + (size_t)r * K;
-      int R = r1 - r < 6 ? r1 - r : 6;
-      for (int t = t0; t < t1; t += 4) {
-        const float *x = X + (size_t)t * ldx;
-        const float *pf = t == t0 && r + 6 < r1 ? w + 6 * (size_t)K : NULL;
-        int nt = t1 - t < 4 ? t1 - t : 4;
-        switch (R * 8 + nt) {
-          AVX512_TILE_ROW(6) AVX512_TILE_ROW(5) AVX512_TILE_ROW(4) AVX512_TILE_ROW(3)
-          AVX512_TILE_ROW(2) AVX512_TILE_CASE(1, 4) AVX512_TILE_CASE(1, 3)
-          AVX512_TILE_CASE(1, 2) default:
-            avx512_tile_f32(res, w, (size_t)K, x, ldx, K, 1, 1, pf);
-        }
-        store_block(out + (size_t)t * ldo, ldo, r, res, 6, nt, R, bias, mode);
-      }
-    }
-  }
+  AVX512_GEMM_LOOPS(4, AVX512_TILE_ROW(6) AVX512_TILE_ROW(5) AVX512_TILE_ROW(4)
+                           AVX512_TILE_ROW(3) AVX512_TILE_ROW(2) AVX512_TILE_CASE(1, 4, 1)
+                               AVX512_TILE_CASE(1, 3, 1) AVX512_TILE_CASE(1, 2, 1) default
+                    : avx512_tile(res, w, (size_t)K, x, ldx, K, 1, 1, 1, pf);)
+}
+
+AVX512_FN static void avx512_gemm_f16w(float *out, size_t ldo, const float *W, const float *X,
+                                       size_t ldx, int T, const float *bias, int r0, int r1,
+                                       int K, int mode) {
+  AVX512_GEMM_LOOPS(2, AVX512_TILE_ROW2(6) AVX512_TILE_ROW2(5) AVX512_TILE_ROW2(4)
+                           AVX512_TILE_ROW2(3) AVX512_TILE_ROW2(2) AVX512_TILE_CASE(1, 2, 2) default
+                    : avx512_tile(res, w, (size_t)K, x, ldx, K, 1, 1, 2, pf);)
 }
 
 /* Two q8_0 blocks (b, b+1) a step: their 32-byte quants fill one 512-bit
@@ -1083,7 +1117,8 @@ AVX512_FN static float avx512_exp_sum(float *x, int n, float mx, float scale) {
 }
 
 static const GPTKernels kAvx512 = {
-  "avx512", 0, avx512_gemv_f32, avx512_gemv_f16, avx512_gemv_q8, avx512_gemm_f32, avx512_gemm_q8,
+  "avx512", 0, avx512_gemv_f32, avx512_gemv_f16, avx512_gemv_q8, avx512_gemm_f32, avx512_gemm_f16w,
+  avx512_gemm_q8,
   avx512_f16_to_f32,
   avx512_q8_to_f32, avx512_gelu, avx512_exp_sum, avx2_att_scores, avx2_att_values, avx2_transpose_f32,
   avx2_transpose_u16, avx2_max, avx2_sum_exp, avx2_q8_quantize_act,
