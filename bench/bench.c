@@ -787,20 +787,33 @@ static double sgemm_at_shapes(const GPTModel *net, int nth) {
 ** after a 128-token prompt in f32, f16 and q8_0 as fractions of the
 ** bandwidth roofline (read before each run), and a 512-token prefill as a
 ** fraction of sgemm at its shapes. */
-static void bench_smollm(void) {
-  static const char *azDtype[3] = {"f32", "f16", "q8_0"};
-  static const char *azName[3] = {"smol", "smol-f16", "smol-q8_0"};
+static const char *azSmolType[3] = {"f32", "f16", "q8_0"};
+static const char *azSmolName[3] = {"smol", "smol-f16", "smol-q8_0"};
+
+/* SMOL_DB with the SmolLM2-shaped model in f32, f16 and q8_0, made anew
+** (bFresh) or where it lacks them. */
+static sqlite3 *smol_db(int bFresh) {
   char zCmd[1024];
   struct stat st;
   if (stat(SMOL_DIR "/model.safetensors", &st) != 0) {
     snprintf(zCmd, sizeof(zCmd), "build/mkmodel %s %s > /dev/null", SMOL_DIR, SMOL_ARGS);
     if (system(zCmd) != 0) die("%s failed", zCmd);
   }
-  remove_db(SMOL_DB);
+  if (bFresh) remove_db(SMOL_DB);
   sqlite3 *db = open_db(SMOL_DB);
-  query1(db, "SELECT gpt_import('smol', '" SMOL_DIR "')");
-  query1(db, "SELECT gpt_quantize('smol', 'smol-f16', 'f16')");
-  query1(db, "SELECT gpt_quantize('smol', 'smol-q8_0', 'q8_0')");
+  const char *zHave = query1(db, "SELECT count(*) FROM sqlite_schema WHERE name = 'gpt_models'");
+  if (atoi(zHave) == 0 ||
+      atoi(query1(db, "SELECT count(*) FROM gpt_models WHERE name LIKE 'smol%'")) < 3) {
+    query1(db, "SELECT gpt_import('smol', '" SMOL_DIR "')");
+    query1(db, "SELECT gpt_quantize('smol', 'smol-f16', 'f16')");
+    query1(db, "SELECT gpt_quantize('smol', 'smol-q8_0', 'q8_0')");
+  }
+  return db;
+}
+
+static void bench_smollm(void) {
+  const char **azDtype = azSmolType, **azName = azSmolName;
+  sqlite3 *db = smol_db(1);
   uint64_t *bwBuf = bandwidth_buffer();
   int nGen = bQuick ? 32 : 128, nPrompt = 128;
   for (int i = 0; i < 1024; i++) aTok[i] = (i * 7 + 11) % 49000;
@@ -975,11 +988,60 @@ static void bench_batch(sqlite3 *db) {
 
 /* ------------------------------------------------------------ llama.cpp */
 
-/* The bench's GPT-2 models beside llama.cpp on the same machine, in the
-** same minutes: each model exported with gpt_export, llama.cpp's pp512 and
-** tg128 through node-llama-cpp's prebuilt CPU binary (bench/llamacpp.mjs,
-** the package installed into build/llamacpp with npm), then ours for the
-** same shapes, 2 threads. Skipped, and said so, without node or npm. */
+/* One row of the llama.cpp table: model zName of db exported with
+** gpt_export to bench/tmp/zName.gguf (once), llama.cpp's pp512 and tg128 on
+** it through node-llama-cpp (bench/llamacpp.mjs, the package in zMod), then
+** ours for the same shapes, 2 threads. */
+static void llamacpp_row(sqlite3 *db, const char *zMod, const char *zName, const char *zLabel) {
+  char zPath[256], zSql[512], zCmd[768], zJson[256] = "";
+  snprintf(zPath, sizeof(zPath), TMPDIR "/%s.gguf", zName);
+  if (file_size(zPath) <= 0) {
+    snprintf(zSql, sizeof(zSql), "SELECT gpt_export('%s', '%s')", zName, zPath);
+    query1(db, zSql);
+  }
+  snprintf(zCmd, sizeof(zCmd), "node bench/llamacpp.mjs %s %s 2 %d", zMod, zPath, nRuns);
+  FILE *f = popen(zCmd, "r");
+  if (!f || !fgets(zJson, sizeof(zJson), f)) zJson[0] = 0;
+  if (f) pclose(f);
+  const char *zPp = strstr(zJson, "\"pp512\":"), *zTg = strstr(zJson, "\"tg128\":");
+  if (!zPp || !zTg) {
+    out("| %s | failed: %s | | | | | |\n", zLabel, zCmd);
+    return;
+  }
+  double pp = atof(zPp + 8), tg = atof(zTg + 8);
+  GptModel *m = 0;
+  char *zErr = 0;
+  if (gptext_model_acquire(0, db, "bench", zName, 1, &m, &zErr) != SQLITE_OK) die("%s", zErr);
+  GPTState *s = gpt_state_new(m->pNet, 1024);
+  float *logits = malloc(sizeof(float) * (size_t)m->cfg.vocab_size);
+  if (!s || !logits) die("%s", "out of memory");
+  int nPrev = gpt_threads_set(2);
+  double ours = 512 / time_prefill(m->pNet, s, 512, logits);
+  double t[64];
+  char zMsg[200];
+  GPTForwardIO io;
+  memset(&io, 0, sizeof(io));
+  io.logits = logits;
+  for (int r = 0; r < nRuns; r++) {
+    gpt_state_truncate(s, 0);
+    if (gpt_forward(m->pNet, s, aTok, 1, &io, zMsg, sizeof(zMsg))) die("%s", zMsg);
+    double t0 = now();
+    for (int k = 1; k <= 128; k++)
+      if (gpt_forward(m->pNet, s, aTok + k, 1, &io, zMsg, sizeof(zMsg))) die("%s", zMsg);
+    t[r] = 128 / (now() - t0);
+  }
+  double oursTg = median(t, nRuns);
+  gpt_threads_set(nPrev);
+  gpt_state_free(s);
+  free(logits);
+  gptext_model_release(m);
+  out("| %s | %.0f | %.0f | %.2f | %.1f | %.1f | %.2f |\n", zLabel, pp, ours, ours / pp, tg,
+      oursTg, oursTg / tg);
+}
+
+/* The bench's GPT-2 models and the SmolLM2-135M-shaped ones (smol_db)
+** beside llama.cpp on the same machine, in the same minutes (llamacpp_row).
+** Skipped, and said so, without node or npm. */
 static void bench_llamacpp(sqlite3 *db) {
   const char *zMod = "build/llamacpp/node_modules";
   if (system("command -v node >/dev/null && command -v npm >/dev/null") != 0) {
@@ -1003,56 +1065,22 @@ static void bench_llamacpp(sqlite3 *db) {
   /* the bench's three models and 4-bit copies of the f32 one */
   static const char *azName[5] = {"gpt2", "gpt2-f16", "gpt2-q8_0", "gpt2-q4_k", "gpt2-q4_0"};
   static const char *azType[5] = {"f32", "f16", "q8_0", "q4_k", "q4_0"};
+  char zSql[512], zLabel[64];
   for (int i = 0; i < 5; i++) {
-    char zPath[256], zSql[512], zCmd[768], zJson[256] = "";
     if (i >= 3) {
       snprintf(zSql, sizeof(zSql), "SELECT gpt_quantize('gpt2', '%s', '%s') WHERE NOT EXISTS "
                "(SELECT 1 FROM gpt_models WHERE name = '%s')", azName[i], azType[i], azName[i]);
       exec_sql(db, zSql);
     }
-    snprintf(zPath, sizeof(zPath), TMPDIR "/%s.gguf", azName[i]);
-    if (file_size(zPath) <= 0) {
-      snprintf(zSql, sizeof(zSql), "SELECT gpt_export('%s', '%s')", azName[i], zPath);
-      query1(db, zSql);
-    }
-    snprintf(zCmd, sizeof(zCmd), "node bench/llamacpp.mjs %s %s 2 %d", zMod, zPath, nRuns);
-    FILE *f = popen(zCmd, "r");
-    if (!f || !fgets(zJson, sizeof(zJson), f)) zJson[0] = 0;
-    if (f) pclose(f);
-    const char *zPp = strstr(zJson, "\"pp512\":"), *zTg = strstr(zJson, "\"tg128\":");
-    if (!zPp || !zTg) {
-      out("| %s | failed: %s | | | | | |\n", azType[i], zCmd);
-      continue;
-    }
-    double pp = atof(zPp + 8), tg = atof(zTg + 8);
-    GptModel *m = 0;
-    char *zErr = 0;
-    if (gptext_model_acquire(0, db, "bench", azName[i], 1, &m, &zErr) != SQLITE_OK) die("%s", zErr);
-    GPTState *s = gpt_state_new(m->pNet, 1024);
-    float *logits = malloc(sizeof(float) * (size_t)m->cfg.vocab_size);
-    int nPrev = gpt_threads_set(2);
-    double ours = 512 / time_prefill(m->pNet, s, 512, logits);
-    double t[64];
-    char zMsg[200];
-    GPTForwardIO io;
-    memset(&io, 0, sizeof(io));
-    io.logits = logits;
-    for (int r = 0; r < nRuns; r++) {
-      gpt_state_truncate(s, 0);
-      if (gpt_forward(m->pNet, s, aTok, 1, &io, zMsg, sizeof(zMsg))) die("%s", zMsg);
-      double t0 = now();
-      for (int k = 1; k <= 128; k++)
-        if (gpt_forward(m->pNet, s, aTok + k, 1, &io, zMsg, sizeof(zMsg))) die("%s", zMsg);
-      t[r] = 128 / (now() - t0);
-    }
-    double oursTg = median(t, nRuns);
-    gpt_threads_set(nPrev);
-    gpt_state_free(s);
-    free(logits);
-    gptext_model_release(m);
-    out("| gpt2 124M %s | %.0f | %.0f | %.2f | %.1f | %.1f | %.2f |\n", azType[i], pp, ours,
-        ours / pp, tg, oursTg, oursTg / tg);
+    snprintf(zLabel, sizeof(zLabel), "gpt2 124M %s", azType[i]);
+    llamacpp_row(db, zMod, azName[i], zLabel);
   }
+  sqlite3 *smol = smol_db(0);
+  for (int i = 0; i < 3; i++) {
+    snprintf(zLabel, sizeof(zLabel), "SmolLM2-135M shape %s", azSmolType[i]);
+    llamacpp_row(smol, zMod, azSmolName[i], zLabel);
+  }
+  sqlite3_close(smol);
   out("\n");
 }
 
