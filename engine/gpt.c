@@ -119,9 +119,7 @@ struct GPTState {
 /* Attention's floor is lower: its work per multiply-add is several times a
 ** product's (short dot products, a softmax), and a decode step's attention
 ** on the caller alone left the other members idle for a tenth of the step. */
-#ifndef PAR_MIN_ATT
 #define PAR_MIN_ATT ((int64_t)1 << 14)
-#endif
 /* Rows of W one claim of a several-token product takes (see gemm_task): a
 ** multiple of the kernels' row groups (6 f32 rows, 4 q8_0, 2 on AVX2). */
 #define GEMM_COLS 96

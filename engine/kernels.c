@@ -312,10 +312,7 @@ static inline void store_block(float *out, size_t ldo, int r, const float *res, 
 /* Tokens in sweeps of GEMM_SWEEP: their rows of X stay in cache while every
 ** group of W's rows meets them, and each group of rows stays in cache while
 ** it meets the sweep's tokens, a tile at a time. */
-#define GEMM_SWEEP_BYTES (SWEEP_KB << 10)
-#ifndef SWEEP_KB
-#define SWEEP_KB 384
-#endif
+#define GEMM_SWEEP_BYTES ((size_t)384 << 10)
 /* Tokens a sweep of K-wide rows takes: as many as fill GEMM_SWEEP_BYTES (a
 ** third of a 1 MB L2), 8 to 96 of them, a multiple of 4. */
 static inline int gemm_sweep(int K, size_t esz) {
