@@ -18,6 +18,7 @@
 */
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include "gpt.h"
@@ -29,6 +30,7 @@
 #include <immintrin.h>
 #define AVX2_FN __attribute__((target("avx2,fma,f16c")))
 #define AVX512_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+#define VNNI_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 #endif
 
@@ -941,108 +943,30 @@ AVX512_FN static void avx512_gemv_q8(float *y, const uint8_t *W, const GPTQ8Act 
     store_row(y, r, avx512_row_q8(W + (size_t)r * ld, x, nb), bias, mode);
 }
 
-/* R rows (ld bytes apart) against NT quantized tokens from t0, R <= 4,
-** NT <= 2: for each pair exactly avx512_row_q8's arithmetic (each block
-** scale product d_w d_x rounded once, the same FMA order), the quants of a
-** row loaded once for the tokens. res (NT, 4). */
-AVX512_FN static ALWAYS_INLINE void avx512_tile_q8(float *res, const uint8_t *W, size_t ld,
-                                                   const GPTQ8Act *X, int t0, int K, int R,
-                                                   int NT) {
-  int nb = K / GPT_Q8_BLOCK;
-  __m512 acc[2][4];
-  __m256 acc1[2][4];
-  _Pragma("GCC unroll 2") for (int t = 0; t < NT; t++)
-    _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {
-      acc[t][i] = _mm512_setzero_ps();
-      acc1[t][i] = _mm256_setzero_ps();
-    }
-  int b = 0;
-  for (; b + 16 <= nb; b += 16) {
-    __m512 ds[2][4];
-    _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {
-      const uint8_t *blk16 = W + i * ld + (size_t)b * GPT_Q8_BYTES;
-      uint16_t h[16];
-      for (int j = 0; j < 16; j++) h[j] = q8_scale_bits(blk16 + j * GPT_Q8_BYTES);
-      __m512 ws = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)h));
-      _Pragma("GCC unroll 2") for (int t = 0; t < NT; t++)
-        ds[t][i] = _mm512_mul_ps(ws, _mm512_loadu_ps(X->d + (size_t)(t0 + t) * nb + b));
-    }
-    for (int j = 0; j < 16; j += 2) {
-      __m512i lanes = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(j)),
-                                         _mm256_set1_epi32(j + 1), 1);
-      __m512i w[4];
-      _Pragma("GCC unroll 4") for (int i = 0; i < R; i++)
-        w[i] = avx512_q8_pair_quants(W + i * ld + (size_t)(b + j) * GPT_Q8_BYTES);
-      _Pragma("GCC unroll 2") for (int t = 0; t < NT; t++) {
-        size_t o = (size_t)(t0 + t) * K + (size_t)(b + j) * GPT_Q8_BLOCK;
-        __m512i xq = _mm512_loadu_si512((const void *)(X->q + o));
-        __m512i axq = _mm512_loadu_si512((const void *)(X->aq + o));
-        __mmask64 neg = _mm512_movepi8_mask(xq);
-        _Pragma("GCC unroll 4") for (int i = 0; i < R; i++)
-          acc[t][i] = _mm512_fmadd_ps(_mm512_permutexvar_ps(lanes, ds[t][i]),
-                                      avx512_q8_pair_sums(w[i], axq, neg), acc[t][i]);
-      }
-    }
-  }
-  for (; b + 2 <= nb; b += 2) {
-    _Pragma("GCC unroll 2") for (int t = 0; t < NT; t++) {
-      size_t o = (size_t)(t0 + t) * K + (size_t)b * GPT_Q8_BLOCK;
-      const float *dx = X->d + (size_t)(t0 + t) * nb + b;
-      __m512i xq = _mm512_loadu_si512((const void *)(X->q + o));
-      __m512i axq = _mm512_loadu_si512((const void *)(X->aq + o));
-      __mmask64 neg = _mm512_movepi8_mask(xq);
-      _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {
-        const uint8_t *blk = W + i * ld + (size_t)b * GPT_Q8_BYTES;
-        __m256 s0 = _mm256_set1_ps(_cvtsh_ss(q8_scale_bits(blk)) * dx[0]);
-        __m256 s1 = _mm256_set1_ps(_cvtsh_ss(q8_scale_bits(blk + GPT_Q8_BYTES)) * dx[1]);
-        __m512 d = _mm512_castsi512_ps(_mm512_inserti64x4(
-            _mm512_castsi256_si512(_mm256_castps_si256(s0)), _mm256_castps_si256(s1), 1));
-        acc[t][i] = _mm512_fmadd_ps(d, avx512_q8_pair(blk, axq, neg), acc[t][i]);
-      }
-    }
-  }
-  if (b < nb) { /* an odd last block, on 256 bits */
-    _Pragma("GCC unroll 2") for (int t = 0; t < NT; t++) {
-      size_t o = (size_t)(t0 + t) * K + (size_t)b * GPT_Q8_BLOCK;
-      __m256i xq = _mm256_loadu_si256((const __m256i *)(X->q + o));
-      __m256i axq = _mm256_loadu_si256((const __m256i *)(X->aq + o));
-      float dx = X->d[(size_t)(t0 + t) * nb + b];
-      _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {
-        const uint8_t *blk = W + i * ld + (size_t)b * GPT_Q8_BYTES;
-        __m256 d = _mm256_set1_ps(_cvtsh_ss(q8_scale_bits(blk)) * dx);
-        acc1[t][i] = _mm256_fmadd_ps(d, avx2_q8_block(blk, xq, axq), acc1[t][i]);
-      }
-    }
-  }
-  _Pragma("GCC unroll 2") for (int t = 0; t < NT; t++)
-    _Pragma("GCC unroll 4") for (int i = 0; i < R; i++)
-      res[t * 4 + i] = _mm512_reduce_add_ps(acc[t][i]) + hsum256(acc1[t][i]);
-}
+#define Q8_TILE_FN AVX512_FN
+#define Q8_TILE_VNNI 0
+#define Q8_TILE avx512_tile_q8
+#define Q8_GEMM avx512_gemm_q8_bw
+#include "kernels_q8_tile.h"
+#undef Q8_TILE_FN
+#undef Q8_TILE_VNNI
+#undef Q8_TILE
+#undef Q8_GEMM
 
-#define AVX512_TILE_Q8_CASE(R, NT) \
-  case (R) * 4 + (NT): avx512_tile_q8(res, w, ld, X, t, K, R, NT); break;
+#define Q8_TILE_FN VNNI_FN
+#define Q8_TILE_VNNI 1
+#define Q8_TILE vnni_tile_q8
+#define Q8_GEMM vnni_gemm_q8
+#include "kernels_q8_tile.h"
 
+/* The q8_0 gemm on VNNI where the CPU has it (asked once). */
 AVX512_FN static void avx512_gemm_q8(float *out, size_t ldo, const uint8_t *W,
                                      const GPTQ8Act *X, int T, const float *bias, int r0,
                                      int r1, int K, int mode) {
-  size_t ld = (size_t)(K / GPT_Q8_BLOCK) * GPT_Q8_BYTES;
-  float res[8];
-  for (int t0 = 0; t0 < T; t0 += GEMM_SWEEP) {
-    int t1 = t0 + GEMM_SWEEP < T ? t0 + GEMM_SWEEP : T;
-    for (int r = r0; r < r1; r += 4) {
-      const uint8_t *w = W + (size_t)r * ld;
-      int R = r1 - r < 4 ? r1 - r : 4;
-      for (int t = t0; t < t1; t += 2) {
-        int nt = t1 - t < 2 ? t1 - t : 2;
-        switch (R * 4 + nt) {
-          AVX512_TILE_Q8_CASE(4, 2) AVX512_TILE_Q8_CASE(4, 1) AVX512_TILE_Q8_CASE(3, 2)
-          AVX512_TILE_Q8_CASE(3, 1) AVX512_TILE_Q8_CASE(2, 2) AVX512_TILE_Q8_CASE(2, 1)
-          AVX512_TILE_Q8_CASE(1, 2) default: avx512_tile_q8(res, w, ld, X, t, K, 1, 1);
-        }
-        store_block(out + (size_t)t * ldo, ldo, r, res, 4, nt, R, bias, mode);
-      }
-    }
-  }
+  static atomic_int has_vnni = -1;
+  int v = atomic_load(&has_vnni);
+  if (v < 0) atomic_store(&has_vnni, v = __builtin_cpu_supports("avx512vnni") ? 1 : 0);
+  (v ? vnni_gemm_q8 : avx512_gemm_q8_bw)(out, ldo, W, X, T, bias, r0, r1, K, mode);
 }
 
 AVX512_FN static void avx512_f16_to_f32(float *dst, const uint16_t *src, size_t n) {
