@@ -1410,8 +1410,8 @@ static void causal_softmax(const GPTKernels *k, float *p, int T, int ld, int P) 
 /* Causal multi-head attention for T new queries against P+T cached keys.
 ** qkv (T, Q + 2 KV) -> out (T, Q); k, v are this layer's cache, (KVH,
 ** n_cache, hd). Query head h reads key/value head h / (NH / KVH), as
-** Hugging Face's repeat_kv does. Query heads are split over the team; each
-** member has its own (T, P+T) scores. */
+** Hugging Face's repeat_kv does. One head is a unit of work (see
+** att_segs_task); the scores are the member's own (T, P+T). */
 typedef struct AttTask {
   const Pass *p;
   float *out;
@@ -1420,7 +1420,6 @@ typedef struct AttTask {
   size_t ld_qkv, ld_out;
   GPTForwardIO *io;
   int rc;
-  atomic_int next;     /* the next unclaimed head */
 } AttTask;
 
 static void attention_heads(AttTask *a, int h0, int h1, float *att) {
@@ -1456,30 +1455,76 @@ static void attention_heads(AttTask *a, int h0, int h1, float *att) {
   }
 }
 
-static void att_task(void *arg, int ith, int nth) {
-  AttTask *a = (AttTask *)arg;
-  int h;
-  (void)nth;
-  while ((h = claim(&a->next)) < a->NH)
-    attention_heads(a, h, h + 1, a->p->s->att + (size_t)ith * a->T * (a->P + a->T));
+/* a (one call's attention) for sequence i of pass p in layer l: its rows of
+** qkv and atty, its cache. */
+static void att_of_seg(AttTask *a, const Pass *p, int i, int l, GPTForwardIO *io) {
+  const GPTModel *m = p->m;
+  const PassSeg *g = &p->seg[i];
+  size_t nc = (size_t)g->s->n_cache, hd = (size_t)m->head_dim, Q = (size_t)m->d_q;
+  size_t cache = ((size_t)l * (size_t)m->n_kv_head) * nc * hd;
+  memset(a, 0, sizeof(*a));
+  a->p = p;
+  a->out = p->s->atty + (size_t)g->row0 * Q;
+  a->ld_qkv = Q + 2 * (size_t)m->d_kv;
+  a->qkv = p->s->qkv + (size_t)g->row0 * a->ld_qkv;
+  a->k = g->s->k_cache + cache;
+  a->v = g->s->v_cache + cache;
+  a->P = g->s->len;
+  a->T = g->n;
+  a->NH = m->cfg.n_head;
+  a->group = m->cfg.n_head / m->n_kv_head;
+  a->hd = m->head_dim;
+  a->cache_rows = (int)nc;
+  a->layer = l;
+  a->ld_out = Q;
+  a->io = io;
+  a->rc = GPT_OK;
 }
 
-static int attention_forward(const Pass *p, float *out, const float *qkv, const float *k,
-                             const float *v, int cache_rows, int P, int T, int layer,
-                             GPTForwardIO *io) {
-  const GPTModel *m = p->m;
-  AttTask a = {p, out, qkv, k, v, P, T, m->cfg.n_head, m->cfg.n_head / m->n_kv_head,
-               m->head_dim, cache_rows, layer, (size_t)m->d_q + 2 * (size_t)m->d_kv,
-               (size_t)m->d_q, io, GPT_OK, 0};
+/* Every sequence's attention in layer l in one parallel region: the items
+** are (sequence, query head) pairs, claimed in order (a decode step of
+** gpt_batch has a sequence a row, each too small to split alone). Each
+** member has its own scores, (n_scratch, att_keys). */
+typedef struct AttSegsTask {
+  const Pass *p;
+  int layer;
+  GPTForwardIO *io;
+  atomic_int next;
+} AttSegsTask;
+
+static void att_segs_task(void *arg, int ith, int nth) {
+  AttSegsTask *t = (AttSegsTask *)arg;
+  GPTState *s = t->p->s;
+  int NH = t->p->m->cfg.n_head, item;
+  (void)nth;
+  while ((item = claim(&t->next)) < t->p->n_seg * NH) {
+    AttTask a;
+    att_of_seg(&a, t->p, item / NH, t->layer, t->io);
+    attention_heads(&a, item % NH, item % NH + 1,
+                    s->att + (size_t)ith * (size_t)s->n_scratch * (size_t)s->att_keys);
+  }
+}
+
+/* The attention of layer l for every sequence of the pass, whose keys and
+** values are in their caches. */
+static int attention_forward(const Pass *p, int l, GPTForwardIO *io) {
   if (io && io->on_attention) {
     /* callbacks run on the caller's thread, one head after another */
-    attention_heads(&a, 0, a.NH, p->s->att);
-  } else if ((int64_t)T * (P + T) * m->d_q < PAR_MIN_ATT) {
-    att_task(&a, 0, 1);
-  } else {
-    gpt_team_run(p->team, att_task, &a);
+    for (int i = 0; i < p->n_seg; i++) {
+      AttTask a;
+      att_of_seg(&a, p, i, l, io);
+      attention_heads(&a, 0, a.NH, p->s->att);
+      if (a.rc) return a.rc;
+    }
+    return GPT_OK;
   }
-  return a.rc;
+  int64_t work = 0;
+  for (int i = 0; i < p->n_seg; i++)
+    work += (int64_t)p->seg[i].n * (p->seg[i].s->len + p->seg[i].n) * p->m->d_q;
+  AttSegsTask t = {p, l, io, 0};
+  if (work < PAR_MIN_ATT) att_segs_task(&t, 0, 1);
+  else gpt_team_run(p->team, att_segs_task, &t);
+  return GPT_OK;
 }
 
 /* ---------------------------------------------------------- forward pass */
@@ -1624,10 +1669,8 @@ static int batch_layer(const Pass *p, int l, GPTForwardIO *io) {
         memcpy(vc + at, row + Q + KV + h * hd, (size_t)hd * sizeof(float));
       }
     }
-    rc = attention_forward(p, s->atty + (size_t)g->row0 * Q, s->qkv + (size_t)g->row0 * ldq,
-                           kc, vc, (int)nc, P, g->n, l, io);
-    if (rc) return rc;
   }
+  if ((rc = attention_forward(p, l, io))) return rc;
   if (tl) tape_save(s, tl->atty, s->atty, (size_t)T * Q);
   if (T == 1) { /* the residual is added by the product itself */
     if ((rc = matmul_forward(p, s->x, s->atty, &L->o, L->o_b, 1, 1, 0))) return rc;
