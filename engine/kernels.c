@@ -8,8 +8,9 @@
 ** rows per pass over x, f16 and q8_0 one row a pass (see avx2_gemv_f16),
 ** each row with its own accumulators: a row's result is the same whether it
 ** was computed in a group of four or alone, so any split of the rows over
-** threads gives identical output. A short prefill's product (gemm_f32)
-** tiles rows by tokens the same way.
+** threads gives identical output. The products of several tokens (gemm_f32,
+** gemm_f16w, gemm_q8) tile rows by tokens with each value's arithmetic the
+** gemv's, so a prefill gives the decode's numbers bit for bit.
 **
 ** q8_0 rows are multiplied with activations quantized the same way (int8 per
 ** block of 32 with an f32 scale): per block, the 32 int8 products are summed
