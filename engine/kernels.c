@@ -1066,12 +1066,29 @@ static int cpu_has_avx512(void) {
 
 /* ----------------------------------------------------------- selection */
 
+#ifdef GPT_X86
+/* The AVX-512 set with its q8_0 gemm on AVX-512 BW even where the CPU has
+** VNNI, so that tests run both tiles on a VNNI machine. */
+static GPTKernels kAvx512Bw;
+static pthread_once_t gBwOnce = PTHREAD_ONCE_INIT;
+
+static void make_avx512_bw(void) {
+  kAvx512Bw = kAvx512;
+  kAvx512Bw.name = "avx512-bw";
+  kAvx512Bw.gemm_q8 = avx512_gemm_q8_bw;
+}
+#endif
+
 const GPTKernels *gpt_kernels_named(const char *zName) {
   if (zName == 0) return 0;
   if (strcmp(zName, "portable") == 0) return &kPortable;
 #ifdef GPT_X86
   if (strcmp(zName, "avx2") == 0) return cpu_has_avx2() ? &kAvx2 : 0;
   if (strcmp(zName, "avx512") == 0) return cpu_has_avx512() ? &kAvx512 : 0;
+  if (strcmp(zName, "avx512-bw") == 0 && cpu_has_avx512()) {
+    pthread_once(&gBwOnce, make_avx512_bw);
+    return &kAvx512Bw;
+  }
 #endif
   return 0;
 }

@@ -92,8 +92,9 @@ typedef struct GPTKernels {
 
 /* The set in use (chosen once, thread-safe). */
 const GPTKernels *gpt_kernels(void);
-/* The set called zName ("portable", "avx2", "avx512"), or NULL when this CPU
-** cannot run it. For tests and the benchmark. */
+/* The set called zName ("portable", "avx2", "avx512"; "avx512-bw": AVX-512
+** with the q8_0 gemm off VNNI), or NULL when this CPU cannot run it. For
+** tests and the benchmark. */
 const GPTKernels *gpt_kernels_named(const char *zName);
 
 /* Makes zName the set in use: a set name, "blas" (the best set with f32

@@ -318,8 +318,8 @@ static void test_pool(void) {
 }
 
 int main(void) {
-  const char *azSet[] = {"portable", "avx2", "avx512"};
-  for (int i = 0; i < 3; i++) {
+  const char *azSet[] = {"portable", "avx2", "avx512", "avx512-bw"};
+  for (int i = 0; i < (int)(sizeof(azSet) / sizeof(azSet[0])); i++) {
     const GPTKernels *k = gpt_kernels_named(azSet[i]);
     if (k) { test_set(k); test_transpose(k); }
     else printf("kernel set %s: not supported by this CPU, skipped\n", azSet[i]);
