@@ -812,7 +812,6 @@ static sqlite3 *smol_db(int bFresh) {
 }
 
 static void bench_smollm(void) {
-  const char **azDtype = azSmolType, **azName = azSmolName;
   sqlite3 *db = smol_db(1);
   uint64_t *bwBuf = bandwidth_buffer();
   int nGen = bQuick ? 32 : 128, nPrompt = 128;
@@ -825,7 +824,7 @@ static void bench_smollm(void) {
   for (int i = 0; i < 3; i++) {
     GptModel *m = 0;
     char *zErr = 0;
-    if (gptext_model_acquire(0, db, "bench", azName[i], 1, &m, &zErr) != SQLITE_OK) die("%s", zErr);
+    if (gptext_model_acquire(0, db, "bench", azSmolName[i], 1, &m, &zErr) != SQLITE_OK) die("%s", zErr);
     GPTState *s = gpt_state_new(m->pNet, 1024);
     float *logits = malloc(sizeof(float) * (size_t)m->cfg.vocab_size);
     if (!s || !logits) die("%s", "out of memory");
@@ -837,7 +836,7 @@ static void bench_smollm(void) {
       pre = 512 / time_prefill(m->pNet, s, 512, logits);
       gemm = sgemm_at_shapes(m->pNet, nth);
       preFrac = pre / (gemm * 1e9 / prefill_flops_any(m->pNet, 512));
-      out("| %s | %d | %.1f | %.1f | %.2f%s | %.0f | %.0f | %.2f%s |\n", azDtype[i], nth, tok,
+      out("| %s | %d | %.1f | %.1f | %.2f%s | %.0f | %.0f | %.2f%s |\n", azSmolType[i], nth, tok,
           bw, frac, frac_mark(frac), pre, gemm, preFrac, frac_mark(preFrac));
     }
     gpt_threads_set(0);

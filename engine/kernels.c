@@ -312,25 +312,26 @@ static inline void store_block(float *out, size_t ldo, int r, const float *res, 
     for (int i = 0; i < R; i++) store_row(out + (size_t)t * ldo, r + i, res[t * rs + i], bias, mode);
 }
 
-/* Tokens in sweeps of GEMM_SWEEP: their rows of X stay in cache while every
+/* Tokens in sweeps (gemm_sweep): their rows of X stay in cache while every
 ** group of W's rows meets them, and each group of rows stays in cache while
 ** it meets the sweep's tokens, a tile at a time. */
 #define GEMM_SWEEP_BYTES ((size_t)384 << 10)
-/* Tokens a sweep of K-wide rows takes: as many as fill GEMM_SWEEP_BYTES (a
-** third of a 1 MB L2), 8 to 96 of them, a multiple of 4. */
+/* Tokens a sweep takes of tokens of esz bytes a value, K values each (f32:
+** 4; quantized: 2, the int8 values and their magnitudes): as many as fill
+** GEMM_SWEEP_BYTES (a third of a 1 MB L2), 8 to 96 of them, a multiple of 4. */
 static inline int gemm_sweep(int K, size_t esz) {
   size_t n = GEMM_SWEEP_BYTES / ((size_t)K * esz + 1);
   n = n < 8 ? 8 : n > 96 ? 96 : n;
   return (int)n / 4 * 4;
 }
-#define GEMM_SWEEP gemm_sweep(K, 4)
 
 AVX2_FN static void avx2_gemm_f32(float *out, size_t ldo, const float *W, const float *X,
                                   size_t ldx, int T, const float *bias, int r0, int r1, int K,
                                   int mode) {
   float res[4];
-  for (int t0 = 0; t0 < T; t0 += GEMM_SWEEP) {
-    int t1 = t0 + GEMM_SWEEP < T ? t0 + GEMM_SWEEP : T;
+  int sweep = gemm_sweep(K, 4);
+  for (int t0 = 0; t0 < T; t0 += sweep) {
+    int t1 = t0 + sweep < T ? t0 + sweep : T;
     for (int r = r0; r < r1; r += 2) {
       const float *w = W + (size_t)r * K;
       int R = r1 - r < 2 ? r1 - r : 2;
@@ -452,8 +453,9 @@ AVX2_FN static void avx2_gemm_q8(float *out, size_t ldo, const uint8_t *W, const
                                  int T, const float *bias, int r0, int r1, int K, int mode) {
   size_t ld = (size_t)(K / GPT_Q8_BLOCK) * GPT_Q8_BYTES;
   float res[4];
-  for (int t0 = 0; t0 < T; t0 += GEMM_SWEEP) {
-    int t1 = t0 + GEMM_SWEEP < T ? t0 + GEMM_SWEEP : T;
+  int sweep = gemm_sweep(K, 2);
+  for (int t0 = 0; t0 < T; t0 += sweep) {
+    int t1 = t0 + sweep < T ? t0 + sweep : T;
     for (int r = r0; r < r1; r += 2) {
       const uint8_t *w = W + (size_t)r * ld;
       int R = r1 - r < 2 ? r1 - r : 2;
@@ -834,8 +836,9 @@ AVX512_FN static ALWAYS_INLINE void avx512_tile(float *res, const float *W, size
 ** groups of NT (4 for f32 rows, 2 for widened f16). */
 #define AVX512_GEMM_LOOPS(NT_MAX, CASES)                                          \
   float res[24];                                                                  \
-  for (int t0 = 0; t0 < T; t0 += GEMM_SWEEP) {                                    \
-    int t1 = t0 + GEMM_SWEEP < T ? t0 + GEMM_SWEEP : T;                           \
+  int sweep = gemm_sweep(K, 4);                                                   \
+  for (int t0 = 0; t0 < T; t0 += sweep) {                                         \
+    int t1 = t0 + sweep < T ? t0 + sweep : T;                                     \
     for (int r = r0; r < r1; r += 6) {                                            \
       const float *w = W + (size_t)r * K;                                         \
       int R = r1 - r < 6 ? r1 - r : 6;                                            \

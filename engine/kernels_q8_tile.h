@@ -109,8 +109,9 @@ Q8_TILE_FN static void Q8_GEMM(float *out, size_t ldo, const uint8_t *W,
                                      int r1, int K, int mode) {
   size_t ld = (size_t)(K / GPT_Q8_BLOCK) * GPT_Q8_BYTES;
   float res[8];
-  for (int t0 = 0; t0 < T; t0 += GEMM_SWEEP) {
-    int t1 = t0 + GEMM_SWEEP < T ? t0 + GEMM_SWEEP : T;
+  int sweep = gemm_sweep(K, 2);
+  for (int t0 = 0; t0 < T; t0 += sweep) {
+    int t1 = t0 + sweep < T ? t0 + sweep : T;
     for (int r = r0; r < r1; r += 4) {
       const uint8_t *w = W + (size_t)r * ld;
       int R = r1 - r < 4 ? r1 - r : 4;
