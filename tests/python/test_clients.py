@@ -304,6 +304,7 @@ def main():
         check("export refuses an existing file", "exists" in str(err), str(err))
     db.execute("SELECT gpt_drop('demo-gguf')").fetchone()
     os.unlink(gguf)
+    os.rmdir(os.path.dirname(gguf))
     covered.add("gpt_export")
 
     # ------------------------------------------------ interrupts
