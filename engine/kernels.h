@@ -68,6 +68,8 @@ typedef struct GPTKernels {
   void (*q8_to_f32)(float *dst, const uint8_t *src, size_t n_blocks);
   /* In place: x (n,) = gelu(x), tanh approximation. */
   void (*gelu)(float *x, size_t n);
+  /* out (n,) = silu(g) * u = g / (1 + exp(-g)) * u (SwiGLU) */
+  void (*silu_mul)(float *out, const float *g, const float *u, size_t n);
   /* In place: x (n,) = exp((x - mx) * scale); returns the sum of the results. */
   float (*exp_sum)(float *x, int n, float mx, float scale);
   /* Decode attention of one head over n cached positions, whose rows lie

@@ -1,19 +1,21 @@
 /*
-** The AVX-512 q8_0 tile and gemm of kernels.c, included twice: with
+** The AVX-512 q8_0 tile, gemm and gemv of kernels.c, included twice: with
 ** Q8_TILE_VNNI 0 (AVX-512 BW: maddubs and madd on |x| and sign-adjusted
-** weights, as the gemv) and 1 (AVX-512 VNNI: one vpdpbusd on w + 128 and x,
-** less 128 times the sum of x). Both give each lane the same exact integer
-** sum of four products, so their results equal the gemv's bit for bit.
-** Defines Q8_TILE and Q8_GEMM, named by the includer, with attributes
-** Q8_TILE_FN.
+** weights) and 1 (AVX-512 VNNI: one vpdpbusd on w + 128 and x, less 128
+** times the sum of x). Both give each lane the same exact integer sum of
+** four products, so the two sets' results are equal bit for bit, and the
+** gemm's equal the gemv's. Defines Q8_TILE, Q8_GEMM and Q8_GEMV, named by
+** the includer, with attributes Q8_TILE_FN.
 */
 /* R rows (ld bytes apart) against NT quantized tokens from t0, R <= 4,
-** NT <= 2: for each pair exactly avx512_row_q8's arithmetic (each block
-** scale product d_w d_x rounded once, the same FMA order), the quants of a
-** row loaded once for the tokens. res (NT, 4). */
+** NT <= 2: each value's arithmetic is one row's against one token (each
+** block scale product d_w d_x rounded once, pairs of blocks FMAed in order
+** onto one 16-lane accumulator), the quants of a row loaded once for the
+** tokens. res (NT, 4). pf: each row's stream is touched PF_Q8_TILE_BYTES
+** ahead (a decode step, whose rows come from memory). */
 Q8_TILE_FN static ALWAYS_INLINE void Q8_TILE(float *res, const uint8_t *W, size_t ld,
                                                    const GPTQ8Act *X, int t0, int K, int R,
-                                                   int NT) {
+                                                   int NT, int pf) {
   int nb = K / GPT_Q8_BLOCK;
   __m512 acc[2][4];
   __m256 acc1[2][4];
@@ -38,6 +40,10 @@ Q8_TILE_FN static ALWAYS_INLINE void Q8_TILE(float *res, const uint8_t *W, size_
                                          _mm256_set1_epi32(j + 1), 1);
       __m512i w[4];
       _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {
+        if (pf) {
+          PREFETCH(W + i * ld + (size_t)(b + j) * GPT_Q8_BYTES + PF_Q8_TILE_BYTES);
+          PREFETCH(W + i * ld + (size_t)(b + j) * GPT_Q8_BYTES + PF_Q8_TILE_BYTES + 64);
+        }
         w[i] = avx512_q8_pair_quants(W + i * ld + (size_t)(b + j) * GPT_Q8_BYTES);
 #if Q8_TILE_VNNI
         w[i] = _mm512_xor_si512(w[i], _mm512_set1_epi8((char)0x80)); /* w + 128, unsigned */
@@ -102,7 +108,7 @@ Q8_TILE_FN static ALWAYS_INLINE void Q8_TILE(float *res, const uint8_t *W, size_
 
 #undef AVX512_TILE_Q8_CASE
 #define AVX512_TILE_Q8_CASE(R, NT) \
-  case (R) * 4 + (NT): Q8_TILE(res, w, ld, X, t, K, R, NT); break;
+  case (R) * 4 + (NT): Q8_TILE(res, w, ld, X, t, K, R, NT, 0); break;
 
 Q8_TILE_FN static void Q8_GEMM(float *out, size_t ldo, const uint8_t *W,
                                      const GPTQ8Act *X, int T, const float *bias, int r0,
@@ -120,10 +126,29 @@ Q8_TILE_FN static void Q8_GEMM(float *out, size_t ldo, const uint8_t *W,
         switch (R * 4 + nt) {
           AVX512_TILE_Q8_CASE(4, 2) AVX512_TILE_Q8_CASE(4, 1) AVX512_TILE_Q8_CASE(3, 2)
           AVX512_TILE_Q8_CASE(3, 1) AVX512_TILE_Q8_CASE(2, 2) AVX512_TILE_Q8_CASE(2, 1)
-          AVX512_TILE_Q8_CASE(1, 2) default: Q8_TILE(res, w, ld, X, t, K, 1, 1);
+          AVX512_TILE_Q8_CASE(1, 2) default: Q8_TILE(res, w, ld, X, t, K, 1, 1, 0);
         }
         store_block(out + (size_t)t * ldo, ldo, r, res, 4, nt, R, bias, mode);
       }
     }
+  }
+}
+
+/* The decode gemv: four rows a pass on the tile with one token (the same
+** arithmetic as above, so gemm = gemv), each row's stream prefetched. Four
+** rows share x's loads and keep four FMA chains in flight: one row a pass
+** ran at 33 GB/s on weights in L2, short of memory's 40. */
+Q8_TILE_FN static void Q8_GEMV(float *y, const uint8_t *W, const GPTQ8Act *x,
+                               const float *bias, int r0, int r1, int K, int mode) {
+  size_t ld = (size_t)(K / GPT_Q8_BLOCK) * GPT_Q8_BYTES;
+  float res[8];
+  int r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    Q8_TILE(res, W + (size_t)r * ld, ld, x, 0, K, 4, 1, 1);
+    for (int i = 0; i < 4; i++) store_row(y, r + i, res[i], bias, mode);
+  }
+  for (; r < r1; r++) {
+    Q8_TILE(res, W + (size_t)r * ld, ld, x, 0, K, 1, 1, 1);
+    store_row(y, r, res[0], bias, mode);
   }
 }

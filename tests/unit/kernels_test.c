@@ -209,6 +209,22 @@ static void test_set(const GPTKernels *kern) {
         sum += we;
       }
       check(eg < 1e-5, "gelu", kern->name, K, eg);
+      {
+        /* silu(g) u over gates of both signs, past exp's range too */
+        float sg[3072 + 7], su[3072 + 7], so[3072 + 7];
+        double es = 0;
+        for (int i = 0; i < n; i++) {
+          sg[i] = (frand() - 0.5f) * 40.0f;
+          su[i] = frand() * 4.0f - 2.0f;
+        }
+        sg[0] = -100.0f; sg[1] = 100.0f; sg[2] = 0.0f;
+        kern->silu_mul(so, sg, su, (size_t)n);
+        for (int i = 0; i < n; i++) {
+          double want = (double)sg[i] / (1.0 + exp(-(double)sg[i])) * su[i];
+          es = fmax(es, fabs(so[i] - want) / fmax(1e-3, fabs(want)));
+        }
+        check(es < 1e-5, "silu_mul", kern->name, K, es);
+      }
       check(ee < 1e-5, "exp_sum values", kern->name, K, ee);
       check(fabs(s - sum) / sum < 1e-5, "exp_sum sum", kern->name, K, fabs(s - sum) / sum);
       {
