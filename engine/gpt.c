@@ -1257,8 +1257,10 @@ typedef struct MatTask {
   int add, gelu;
   size_t ldo;
   int chunk;            /* rows (decode) or columns (prefill) a claim takes */
-  atomic_int next;      /* the next unclaimed chunk */
+  atomic_int next;      /* the next unclaimed chunk (prefill) */
   const GPTBlas *blas;  /* OpenBLAS where it may be called (blas.h), or NULL */
+  const Mat *then;      /* the product that follows (decode), or NULL */
+  _Atomic uint64_t ends;/* decode: unclaimed chunks [lo, hi) as hi << 32 | lo */
 } MatTask;
 
 /* Chunks are claimed, not assigned: a member that runs late (on a busy
@@ -1266,14 +1268,45 @@ typedef struct MatTask {
 ** value never changes the value. */
 static int claim(atomic_int *pNext) { return atomic_fetch_add(pNext, 1); }
 
+/* A decode product's chunks are claimed from both ends: the caller (member
+** 0) takes them from the front, the others from the back, so the rows that
+** a worker read ahead while the caller worked alone (gemv_touch_next) are
+** the ones it takes first. The next chunk of that end, or -1 when none is
+** left. */
+static int claim_end(_Atomic uint64_t *pEnds, int back) {
+  uint64_t e = atomic_load(pEnds);
+  for (;;) {
+    uint32_t lo = (uint32_t)e, hi = (uint32_t)(e >> 32);
+    if (lo >= hi) return -1;
+    uint64_t ne = back ? (uint64_t)(hi - 1) << 32 | lo : (uint64_t)hi << 32 | (lo + 1);
+    if (atomic_compare_exchange_weak(pEnds, &e, ne)) return (int)(back ? hi - 1 : lo);
+  }
+}
+
+/* The most a worker reads ahead of a product: a part of a core's L2, so
+** that the rows are still there when it claims them. */
+#define TOUCH_MAX_BYTES ((size_t)256 << 10)
+
+/* Member ith (>= 1) of nth: the rows of the next product it will claim
+** first (its share counted from the back, at most TOUCH_MAX_BYTES of its
+** end), read into its cache while the caller works alone between the two
+** products (norms, attention, SwiGLU): a worker idle there held half of a
+** 2-thread decode step's bandwidth idle with it. */
+static void gemv_touch_next(const Mat *w, int ith, int nth) {
+  if (!w || !w->w || ith < 1) return;
+  size_t total = mat_row_bytes(w, w->rows), share = total / (size_t)nth;
+  size_t end = total - (size_t)(ith - 1) * share;
+  size_t n = share < TOUCH_MAX_BYTES ? share : TOUCH_MAX_BYTES;
+  gpt_team_touch_after(ith, (const char *)w->w + (end - n), n);
+}
+
 /* Decode: rows of W in chunks of a->chunk rows (a multiple of 64 on the
 ** cblas_sgemv path, of 4 otherwise). */
 static void gemv_task(void *arg, int ith, int nth) {
   MatTask *a = (MatTask *)arg;
   const GPTKernels *k = a->p->k;
   int K = a->w.k, mode = a->add ? GPT_GEMV_ADD : GPT_GEMV_SET, ch;
-  (void)ith; (void)nth;
-  while ((ch = claim(&a->next)) * a->chunk < a->w.rows) {
+  while ((ch = claim_end(&a->ends, ith > 0)) >= 0) {
     int r0 = ch * a->chunk, r1 = r0 + a->chunk < a->w.rows ? r0 + a->chunk : a->w.rows;
     if (a->w.dtype == GPT_F32 && k->blas_gemv && a->blas) {
       /* cblas_sgemv as sgemv(bias) with beta 1, 64 rows a call (OpenBLAS's
@@ -1298,6 +1331,7 @@ static void gemv_task(void *arg, int ith, int nth) {
     }
     if (a->gelu) k->gelu(a->out + r0, (size_t)(r1 - r0));
   }
+  if (nth > 1) gemv_touch_next(a->then, ith, nth);
 }
 
 /* Several tokens (a prefill, or a decode step of several sequences): out's
@@ -1358,8 +1392,9 @@ static int quantize_tokens(const Pass *p, const float *inp, int T, int K) {
 }
 
 static int matmul_forward_ld(const Pass *p, float *out, size_t ldo, const float *inp,
-                             const Mat *w, const float *bias, int T, int add, int gelu) {
-  MatTask a = {p, out, inp, *w, bias, T, add, gelu, ldo, 0, 0, NULL};
+                             const Mat *w, const float *bias, int T, int add, int gelu,
+                             const Mat *next) {
+  MatTask a = {p, out, inp, *w, bias, T, add, gelu, ldo, 0, 0, NULL, next, 0};
   if (T == 1) {
     /* asked once a pass: OpenBLAS only where its allocations cannot fail */
     if (p->k->blas_gemv) a.blas = gpt_blas();
@@ -1369,6 +1404,7 @@ static int matmul_forward_ld(const Pass *p, float *out, size_t ldo, const float 
     int chunk = (w->rows + 8 * nth - 1) / (8 * nth);
     if (chunk < 16) chunk = 16;
     a.chunk = (chunk + unit - 1) / unit * unit;
+    atomic_store(&a.ends, (uint64_t)((w->rows + a.chunk - 1) / a.chunk) << 32);
     if (w->dtype == GPT_Q8_0) p->k->q8_quantize_act(&p->s->xq, inp, w->k);
     if (w->dtype == GPT_Q4_0 || w->dtype == GPT_Q4_K || w->dtype == GPT_Q6_K) /* q4 hook */
       gpt_q4_quantize_act(&p->s->xq4, w->dtype, inp, w->k);
@@ -1388,8 +1424,8 @@ static int matmul_forward_ld(const Pass *p, float *out, size_t ldo, const float 
 
 /* The same with out's rows packed, (T, OC). */
 static int matmul_forward(const Pass *p, float *out, const float *inp, const Mat *w,
-                          const float *bias, int T, int add, int gelu) {
-  return matmul_forward_ld(p, out, (size_t)w->rows, inp, w, bias, T, add, gelu);
+                          const float *bias, int T, int add, int gelu, const Mat *next) {
+  return matmul_forward_ld(p, out, (size_t)w->rows, inp, w, bias, T, add, gelu, next);
 }
 
 /* In place: each row of p (T, ld) becomes softmax over its first n_i entries,
@@ -1644,6 +1680,13 @@ static void swiglu_forward(const Pass *p, float *out, const float *fc, int T, in
   else gpt_team_run(p->team, swiglu_task, &a);
 }
 
+/* The first product of a layer's attention and of its MLP (a decode
+** step's next product after the one before them). */
+static const Mat *attn_first(const Layer *L) { return L->qkv.w ? &L->qkv : &L->q; }
+static const Mat *mlp_first(const GPTModel *m, const Layer *L) {
+  return !m->swiglu ? &L->up : L->gate_up.w ? &L->gate_up : &L->gate;
+}
+
 /* Block l over the batch: x += attn(norm_1(x)); x += mlp(norm_2(x)). Keys
 ** and values of the batch are appended to layer l's cache. Shapes:
 ** x (T, C) -> qkv (T, Q + 2 KV) -> atty (T, Q) -> x; x -> fc (T, F or 2F)
@@ -1664,11 +1707,12 @@ static int batch_layer(const Pass *p, int l, GPTForwardIO *io) {
   norm_forward(p, s->xn, s->x, L->attn_norm_w, L->attn_norm_b, T);
   if (tl) tape_save(s, tl->ln1, s->xn, TC);
   if (L->qkv.w) {
-    if ((rc = matmul_forward_ld(p, s->qkv, ldq, s->xn, &L->qkv, L->qkv_b, T, 0, 0))) return rc;
+    if ((rc = matmul_forward_ld(p, s->qkv, ldq, s->xn, &L->qkv, L->qkv_b, T, 0, 0, &L->o))) return rc;
   } else {
-    if ((rc = matmul_forward_ld(p, s->qkv, ldq, s->xn, &L->q, L->q_b, T, 0, 0))) return rc;
-    if ((rc = matmul_forward_ld(p, s->qkv + Q, ldq, s->xn, &L->k, L->k_b, T, 0, 0))) return rc;
-    if ((rc = matmul_forward_ld(p, s->qkv + Q + KV, ldq, s->xn, &L->v, L->v_b, T, 0, 0)))
+    if ((rc = matmul_forward_ld(p, s->qkv, ldq, s->xn, &L->q, L->q_b, T, 0, 0, &L->k))) return rc;
+    if ((rc = matmul_forward_ld(p, s->qkv + Q, ldq, s->xn, &L->k, L->k_b, T, 0, 0, &L->v))) return rc;
+    if ((rc = matmul_forward_ld(p, s->qkv + Q + KV, ldq, s->xn, &L->v, L->v_b, T, 0, 0,
+                                 &L->o)))
       return rc;
   }
   /* tape: the q/k norm's backward reads its input */
@@ -1695,9 +1739,9 @@ static int batch_layer(const Pass *p, int l, GPTForwardIO *io) {
   if ((rc = attention_forward(p, l, io))) return rc;
   if (tl) tape_save(s, tl->atty, s->atty, (size_t)T * Q);
   if (T == 1) { /* the residual is added by the product itself */
-    if ((rc = matmul_forward(p, s->x, s->atty, &L->o, L->o_b, 1, 1, 0))) return rc;
+    if ((rc = matmul_forward(p, s->x, s->atty, &L->o, L->o_b, 1, 1, 0, mlp_first(m, L)))) return rc;
   } else {
-    if ((rc = matmul_forward(p, s->xn, s->atty, &L->o, L->o_b, T, 0, 0))) return rc;
+    if ((rc = matmul_forward(p, s->xn, s->atty, &L->o, L->o_b, T, 0, 0, NULL))) return rc;
     residual_forward(p, s->x, s->xn, (size_t)T * C);
   }
 
@@ -1708,26 +1752,27 @@ static int batch_layer(const Pass *p, int l, GPTForwardIO *io) {
   if (m->swiglu) {
     size_t ld = 2 * (size_t)F;
     if (L->gate_up.w) {
-      if ((rc = matmul_forward_ld(p, s->fc, ld, s->xn, &L->gate_up, NULL, T, 0, 0))) return rc;
+      if ((rc = matmul_forward_ld(p, s->fc, ld, s->xn, &L->gate_up, NULL, T, 0, 0, &L->down))) return rc;
     } else {
-      if ((rc = matmul_forward_ld(p, s->fc, ld, s->xn, &L->gate, NULL, T, 0, 0))) return rc;
-      if ((rc = matmul_forward_ld(p, s->fc + F, ld, s->xn, &L->up, NULL, T, 0, 0))) return rc;
+      if ((rc = matmul_forward_ld(p, s->fc, ld, s->xn, &L->gate, NULL, T, 0, 0, &L->up))) return rc;
+      if ((rc = matmul_forward_ld(p, s->fc + F, ld, s->xn, &L->up, NULL, T, 0, 0, &L->down))) return rc;
     }
     if (tl) tape_save(s, tl->fc, s->fc, (size_t)T * 2 * F);
     swiglu_forward(p, s->hid, s->fc, T, F);
     h = s->hid;
   } else if (tl) { /* the tape keeps GELU's input */
-    if ((rc = matmul_forward(p, s->fc, s->xn, &L->up, L->up_b, T, 0, 0))) return rc;
+    if ((rc = matmul_forward(p, s->fc, s->xn, &L->up, L->up_b, T, 0, 0, &L->down))) return rc;
     tape_save(s, tl->fc, s->fc, (size_t)T * F);
     p->k->gelu(s->fc, (size_t)T * F);
   } else {
-    if ((rc = matmul_forward(p, s->fc, s->xn, &L->up, L->up_b, T, 0, 1))) return rc;
+    if ((rc = matmul_forward(p, s->fc, s->xn, &L->up, L->up_b, T, 0, 1, &L->down))) return rc;
   }
   if (tl) tape_save(s, tl->hid, h, (size_t)T * F);
   if (T == 1) {
-    if ((rc = matmul_forward(p, s->x, h, &L->down, L->down_b, 1, 1, 0))) return rc;
+    if ((rc = matmul_forward(p, s->x, h, &L->down, L->down_b, 1, 1, 0,
+                             l + 1 < m->cfg.n_layer ? attn_first(&m->layer[l + 1]) : &m->head))) return rc;
   } else {
-    if ((rc = matmul_forward(p, s->xn, h, &L->down, L->down_b, T, 0, 0))) return rc;
+    if ((rc = matmul_forward(p, s->xn, h, &L->down, L->down_b, T, 0, 0, NULL))) return rc;
     residual_forward(p, s->x, s->xn, (size_t)T * C);
   }
   /* (T, C): weights that overflow float32 show here first, in every caller */
@@ -1762,7 +1807,7 @@ static int batch_end_seqs(const Pass *p) {
   for (int i0 = 0; i0 < p->n_seg; i0 += LOGIT_ROWS) {
     int rows = p->n_seg - i0 < LOGIT_ROWS ? p->n_seg - i0 : LOGIT_ROWS;
     if ((rc = matmul_forward(p, s->logit_block, s->x + (size_t)i0 * C, &m->head, NULL, rows,
-                             0, 0)))
+                             0, 0, NULL)))
       return rc;
     if (!finite_f32(s->logit_block, (size_t)rows * V)) {
       s->overflow = "logits";
@@ -1801,7 +1846,7 @@ static int batch_end(const Pass *p, GPTForwardIO *io) {
   if (s->tape) {
     tape_save(s, s->tape->ln_f, s->xn, (size_t)T * C);
     if (s->tape->logits &&
-        (rc = matmul_forward(p, s->tape->logits, s->xn, head, NULL, T, 0, 0)))
+        (rc = matmul_forward(p, s->tape->logits, s->xn, head, NULL, T, 0, 0, NULL)))
       return rc;
   }
   int P = s->len;
@@ -1818,7 +1863,8 @@ static int batch_end(const Pass *p, GPTForwardIO *io) {
       int rows = T - t0 < LOGIT_ROWS ? T - t0 : LOGIT_ROWS;
       /* (rows, V) = xn (rows, C) @ head^T: a row's values do not depend on
       ** the block it is in (kernels.h) */
-      if ((rc = matmul_forward(p, s->logit_block, s->xn + (size_t)t0 * C, head, NULL, rows, 0, 0)))
+      if ((rc = matmul_forward(p, s->logit_block, s->xn + (size_t)t0 * C, head, NULL, rows, 0, 0,
+                                NULL)))
         return rc;
       /* checked before the dead ids get their -inf */
       if (!finite_f32(s->logit_block, (size_t)rows * V)) {
@@ -1832,7 +1878,7 @@ static int batch_end(const Pass *p, GPTForwardIO *io) {
   }
   if (io->logits) {
     /* logits (V,) = head (V, C) @ xn[T-1] */
-    if ((rc = matmul_forward(p, io->logits, s->xn + (size_t)(T - 1) * C, head, NULL, 1, 0, 0)))
+    if ((rc = matmul_forward(p, io->logits, s->xn + (size_t)(T - 1) * C, head, NULL, 1, 0, 0, NULL)))
       return rc;
     if (!finite_f32(io->logits, (size_t)V)) {
       s->overflow = "logits";

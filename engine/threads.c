@@ -9,7 +9,9 @@
 ** that the dozens of tasks of one decode step cost no system call, then
 ** sleep on a condition variable until the next run wakes them. Only the team
 ** owner (the holder of gOwner) starts runs, so at most one task is in
-** flight. The workers are joined when the library is unloaded.
+** flight. Between runs a worker may read ahead the rows its task named
+** (gpt_team_touch_after). The workers are joined when the library is
+** unloaded.
 */
 #include <pthread.h>
 #include <sched.h>
@@ -41,7 +43,12 @@ static struct {
   unsigned aSeq0[GPT_MAX_THREADS];   /* aSeq[i] when worker i was started */
   atomic_int pending;           /* members of the current run not done */
   atomic_int nSleeping;
+  atomic_int nTouching;         /* workers inside touch_until_next_run */
+  atomic_uint touchGen;         /* bumped by every release */
   atomic_int quit;
+  const char *aTouch[GPT_MAX_THREADS]; /* gpt_team_touch_after's range a worker */
+  size_t aTouchN[GPT_MAX_THREADS];
+  unsigned char aTouchSink[GPT_MAX_THREADS]; /* keeps the reads */
   GPTTask task;                 /* the current run */
   void *arg;
   int nth;
@@ -60,6 +67,29 @@ static int64_t now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Reads [p, p + n) a cache line at a time, from its start, until the
+** worker's number moves on from seen or the team that ran the task (release
+** generation gen) is released, checked every 4 KB. Loads, not prefetch
+** hints, which a full miss queue may drop. gpt_team_release bumps the
+** generation, then waits for nTouching to reach 0: a worker either counts
+** itself in before that wait reads the count, or sees the new generation
+** (both sequentially consistent), so none reads weights that a caller frees
+** once its pass is over. */
+static void touch_until_next_run(int id, const char *p, size_t n, atomic_uint *pSeq,
+                                 unsigned seen, unsigned gen) {
+  if (n == 0) return;
+  atomic_fetch_add(&gPool.nTouching, 1);
+  unsigned char acc = 0;
+  for (size_t i = 0; i < n; i += 64) {
+    if ((i & 4095) == 0 && (atomic_load_explicit(pSeq, memory_order_relaxed) != seen ||
+                            atomic_load(&gPool.touchGen) != gen))
+      break;
+    acc ^= *(volatile const unsigned char *)(p + i);
+  }
+  gPool.aTouchSink[id] = acc;
+  atomic_fetch_sub_explicit(&gPool.nTouching, 1, memory_order_release);
 }
 
 /* A worker: wait for its sequence number to move (spin, then sleep), then
@@ -89,9 +119,20 @@ static void *worker_main(void *p) {
       deadline = 0;
     }
     seen = g;
+    unsigned gen = atomic_load(&gPool.touchGen); /* the team cannot be released mid-task */
+    gPool.aTouchN[id] = 0;
     gPool.task(gPool.arg, id, gPool.nth);
+    const char *touch = gPool.aTouch[id];
+    size_t n_touch = gPool.aTouchN[id];
     atomic_fetch_sub_explicit(&gPool.pending, 1, memory_order_release);
+    touch_until_next_run(id, touch, n_touch, pSeq, seen, gen);
   }
+}
+
+void gpt_team_touch_after(int ith, const void *p, size_t n) {
+  if (ith < 1 || ith > gPool.nWorker) return;
+  gPool.aTouch[ith] = (const char *)p;
+  gPool.aTouchN[ith] = n;
 }
 
 GPTTeam *gpt_team_acquire(int n) {
@@ -113,7 +154,10 @@ GPTTeam *gpt_team_acquire(int n) {
 }
 
 void gpt_team_release(GPTTeam *t) {
-  if (t && t->pooled) pthread_mutex_unlock(&gOwner);
+  if (!t || !t->pooled) return;
+  atomic_fetch_add(&gPool.touchGen, 1);
+  while (atomic_load(&gPool.nTouching) > 0) cpu_relax();
+  pthread_mutex_unlock(&gOwner);
 }
 
 int gpt_team_size(const GPTTeam *t) { return t->nth; }
