@@ -308,8 +308,8 @@ def main():
     covered.add("gpt_export")
 
     # ------------------------------------------------ interrupts
-    # Connection.interrupt() from another thread while one call generates for
-    # seconds (a window of 1024): the call stops with its own "interrupted"
+    # Connection.interrupt() from another thread while one call generates
+    # (a window of 1024): the call stops with its own "interrupted"
     # error within a token step, and the connection works on. On SQLite 3.41+
     # the extension asks sqlite3_is_interrupted(); on 3.40 it runs a trivial
     # statement (tests/hostile.test also interrupts there from a progress
@@ -319,6 +319,11 @@ def main():
     idb = connect()
     idb.execute("SELECT gpt_import('big', ?)", (big,))
     idb.execute("SELECT gpt_generate('Hello', '{\"max_tokens\": 1}')")  # weights loaded
+    # the interrupt comes at a fifth of an uninterrupted run's time (at most
+    # 0.3 s), so it lands inside the generation on a machine of any speed
+    t_full = time.time()
+    idb.execute("SELECT gpt_generate('Hello', '{\"max_tokens\": 1000}')").fetchone()
+    delay = max(0.02, min(0.3, (time.time() - t_full) / 5))
     rows_many = ("(WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 4000) "
               "SELECT 'row ' || i || ' of text to summarize' AS value FROM c)")
     for f, sql, exact in [
@@ -333,7 +338,7 @@ def main():
          False),
         ("gpt_batch", "SELECT count(*) FROM gpt_batch('SELECT 1, ''Hello'' UNION ALL "
          "SELECT 2, ''Hi''', '{\"max_tokens\": 1000}')", True)]:
-        timer = threading.Timer(0.3, idb.interrupt)
+        timer = threading.Timer(delay, idb.interrupt)
         t0 = time.time()
         timer.start()
         try:
