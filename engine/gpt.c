@@ -1257,10 +1257,9 @@ typedef struct MatTask {
   int add, gelu;
   size_t ldo;
   int chunk;            /* rows (decode) or columns (prefill) a claim takes */
-  atomic_int next;      /* the next unclaimed chunk (prefill) */
   const GPTBlas *blas;  /* OpenBLAS where it may be called (blas.h), or NULL */
   const Mat *then;      /* the product that follows (decode), or NULL */
-  _Atomic uint64_t ends;/* decode: unclaimed chunks [lo, hi) as hi << 32 | lo */
+  _Atomic uint64_t ends;/* unclaimed chunks [lo, hi) as hi << 32 | lo */
 } MatTask;
 
 /* Chunks are claimed, not assigned: a member that runs late (on a busy
@@ -1268,9 +1267,9 @@ typedef struct MatTask {
 ** value never changes the value. */
 static int claim(atomic_int *pNext) { return atomic_fetch_add(pNext, 1); }
 
-/* A decode product's chunks are claimed from both ends: the caller (member
-** 0) takes them from the front, the others from the back, so the rows that
-** a worker read ahead while the caller worked alone (gemv_touch_next) are
+/* A product's chunks are claimed from both ends: the caller (member 0)
+** takes them from the front, the others from the back, so the rows that a
+** worker read ahead while the caller worked alone (touch_next_product) are
 ** the ones it takes first. The next chunk of that end, or -1 when none is
 ** left. */
 static int claim_end(_Atomic uint64_t *pEnds, int back) {
@@ -1292,7 +1291,7 @@ static int claim_end(_Atomic uint64_t *pEnds, int back) {
 ** end), read into its cache while the caller works alone between the two
 ** products (norms, attention, SwiGLU): a worker idle there held half of a
 ** 2-thread decode step's bandwidth idle with it. */
-static void gemv_touch_next(const Mat *w, int ith, int nth) {
+static void touch_next_product(const Mat *w, int ith, int nth) {
   if (!w || !w->w || ith < 1) return;
   size_t total = mat_row_bytes(w, w->rows), share = total / (size_t)nth;
   size_t end = total - (size_t)(ith - 1) * share;
@@ -1331,7 +1330,7 @@ static void gemv_task(void *arg, int ith, int nth) {
     }
     if (a->gelu) k->gelu(a->out + r0, (size_t)(r1 - r0));
   }
-  if (nth > 1) gemv_touch_next(a->then, ith, nth);
+  if (nth > 1) touch_next_product(a->then, ith, nth);
 }
 
 /* Several tokens (a prefill, or a decode step of several sequences): out's
@@ -1345,8 +1344,7 @@ static void gemm_task(void *arg, int ith, int nth) {
   MatTask *a = (MatTask *)arg;
   const GPTKernels *k = a->p->k;
   int K = a->w.k, OC = a->w.rows, T = a->T, ch;
-  (void)nth;
-  while ((ch = claim(&a->next)) * GEMM_COLS < OC) {
+  while ((ch = claim_end(&a->ends, ith > 0)) >= 0) {
     int c0 = ch * GEMM_COLS, n = OC - c0 < GEMM_COLS ? OC - c0 : GEMM_COLS;
     const float *bias = a->bias ? a->bias + c0 : NULL;
     if (a->w.dtype == GPT_Q8_0) {
@@ -1366,6 +1364,7 @@ static void gemm_task(void *arg, int ith, int nth) {
     if (a->gelu)
       for (int t = 0; t < T; t++) k->gelu(a->out + (size_t)t * a->ldo + c0, (size_t)n);
   }
+  if (nth > 1) touch_next_product(a->then, ith, nth);
 }
 
 /* Quantizes the T tokens of inp (T, K) into s->xq for q8_0 rows, growing it
@@ -1394,7 +1393,7 @@ static int quantize_tokens(const Pass *p, const float *inp, int T, int K) {
 static int matmul_forward_ld(const Pass *p, float *out, size_t ldo, const float *inp,
                              const Mat *w, const float *bias, int T, int add, int gelu,
                              const Mat *next) {
-  MatTask a = {p, out, inp, *w, bias, T, add, gelu, ldo, 0, 0, NULL, next, 0};
+  MatTask a = {p, out, inp, *w, bias, T, add, gelu, ldo, 0, NULL, next, 0};
   if (T == 1) {
     /* asked once a pass: OpenBLAS only where its allocations cannot fail */
     if (p->k->blas_gemv) a.blas = gpt_blas();
@@ -1416,6 +1415,7 @@ static int matmul_forward_ld(const Pass *p, float *out, size_t ldo, const float 
         state_reserve_wide(p->s, gpt_team_size(p->team)))
       return GPT_NOMEM;
     if (w->dtype == GPT_Q8_0 && quantize_tokens(p, inp, T, w->k)) return GPT_NOMEM;
+    atomic_store(&a.ends, (uint64_t)((w->rows + GEMM_COLS - 1) / GEMM_COLS) << 32);
     if ((int64_t)T * w->rows * w->k < PAR_MIN_GEMM) gemm_task(&a, 0, 1);
     else gpt_team_run(p->team, gemm_task, &a);
   }
@@ -1741,7 +1741,7 @@ static int batch_layer(const Pass *p, int l, GPTForwardIO *io) {
   if (T == 1) { /* the residual is added by the product itself */
     if ((rc = matmul_forward(p, s->x, s->atty, &L->o, L->o_b, 1, 1, 0, mlp_first(m, L)))) return rc;
   } else {
-    if ((rc = matmul_forward(p, s->xn, s->atty, &L->o, L->o_b, T, 0, 0, NULL))) return rc;
+    if ((rc = matmul_forward(p, s->xn, s->atty, &L->o, L->o_b, T, 0, 0, mlp_first(m, L)))) return rc;
     residual_forward(p, s->x, s->xn, (size_t)T * C);
   }
 
@@ -1772,7 +1772,8 @@ static int batch_layer(const Pass *p, int l, GPTForwardIO *io) {
     if ((rc = matmul_forward(p, s->x, h, &L->down, L->down_b, 1, 1, 0,
                              l + 1 < m->cfg.n_layer ? attn_first(&m->layer[l + 1]) : &m->head))) return rc;
   } else {
-    if ((rc = matmul_forward(p, s->xn, h, &L->down, L->down_b, T, 0, 0, NULL))) return rc;
+    if ((rc = matmul_forward(p, s->xn, h, &L->down, L->down_b, T, 0, 0,
+                             l + 1 < m->cfg.n_layer ? attn_first(&m->layer[l + 1]) : &m->head))) return rc;
     residual_forward(p, s->x, s->xn, (size_t)T * C);
   }
   /* (T, C): weights that overflow float32 show here first, in every caller */
