@@ -1258,7 +1258,7 @@ typedef struct MatTask {
   size_t ldo;
   int chunk;            /* rows (decode) or columns (prefill) a claim takes */
   const GPTBlas *blas;  /* OpenBLAS where it may be called (blas.h), or NULL */
-  const Mat *then;      /* the product that follows (decode), or NULL */
+  const Mat *then;      /* the product that follows, or NULL */
   _Atomic uint64_t ends;/* unclaimed chunks [lo, hi) as hi << 32 | lo */
 } MatTask;
 
@@ -1707,10 +1707,13 @@ static int batch_layer(const Pass *p, int l, GPTForwardIO *io) {
   norm_forward(p, s->xn, s->x, L->attn_norm_w, L->attn_norm_b, T);
   if (tl) tape_save(s, tl->ln1, s->xn, TC);
   if (L->qkv.w) {
-    if ((rc = matmul_forward_ld(p, s->qkv, ldq, s->xn, &L->qkv, L->qkv_b, T, 0, 0, &L->o))) return rc;
+    if ((rc = matmul_forward_ld(p, s->qkv, ldq, s->xn, &L->qkv, L->qkv_b, T, 0, 0, &L->o)))
+      return rc;
   } else {
-    if ((rc = matmul_forward_ld(p, s->qkv, ldq, s->xn, &L->q, L->q_b, T, 0, 0, &L->k))) return rc;
-    if ((rc = matmul_forward_ld(p, s->qkv + Q, ldq, s->xn, &L->k, L->k_b, T, 0, 0, &L->v))) return rc;
+    if ((rc = matmul_forward_ld(p, s->qkv, ldq, s->xn, &L->q, L->q_b, T, 0, 0, &L->k)))
+      return rc;
+    if ((rc = matmul_forward_ld(p, s->qkv + Q, ldq, s->xn, &L->k, L->k_b, T, 0, 0, &L->v)))
+      return rc;
     if ((rc = matmul_forward_ld(p, s->qkv + Q + KV, ldq, s->xn, &L->v, L->v_b, T, 0, 0,
                                  &L->o)))
       return rc;
@@ -1739,9 +1742,11 @@ static int batch_layer(const Pass *p, int l, GPTForwardIO *io) {
   if ((rc = attention_forward(p, l, io))) return rc;
   if (tl) tape_save(s, tl->atty, s->atty, (size_t)T * Q);
   if (T == 1) { /* the residual is added by the product itself */
-    if ((rc = matmul_forward(p, s->x, s->atty, &L->o, L->o_b, 1, 1, 0, mlp_first(m, L)))) return rc;
+    if ((rc = matmul_forward(p, s->x, s->atty, &L->o, L->o_b, 1, 1, 0, mlp_first(m, L))))
+      return rc;
   } else {
-    if ((rc = matmul_forward(p, s->xn, s->atty, &L->o, L->o_b, T, 0, 0, mlp_first(m, L)))) return rc;
+    if ((rc = matmul_forward(p, s->xn, s->atty, &L->o, L->o_b, T, 0, 0, mlp_first(m, L))))
+      return rc;
     residual_forward(p, s->x, s->xn, (size_t)T * C);
   }
 
@@ -1752,28 +1757,32 @@ static int batch_layer(const Pass *p, int l, GPTForwardIO *io) {
   if (m->swiglu) {
     size_t ld = 2 * (size_t)F;
     if (L->gate_up.w) {
-      if ((rc = matmul_forward_ld(p, s->fc, ld, s->xn, &L->gate_up, NULL, T, 0, 0, &L->down))) return rc;
+      if ((rc = matmul_forward_ld(p, s->fc, ld, s->xn, &L->gate_up, NULL, T, 0, 0, &L->down)))
+        return rc;
     } else {
-      if ((rc = matmul_forward_ld(p, s->fc, ld, s->xn, &L->gate, NULL, T, 0, 0, &L->up))) return rc;
-      if ((rc = matmul_forward_ld(p, s->fc + F, ld, s->xn, &L->up, NULL, T, 0, 0, &L->down))) return rc;
+      if ((rc = matmul_forward_ld(p, s->fc, ld, s->xn, &L->gate, NULL, T, 0, 0, &L->up)))
+        return rc;
+      if ((rc = matmul_forward_ld(p, s->fc + F, ld, s->xn, &L->up, NULL, T, 0, 0, &L->down)))
+        return rc;
     }
     if (tl) tape_save(s, tl->fc, s->fc, (size_t)T * 2 * F);
     swiglu_forward(p, s->hid, s->fc, T, F);
     h = s->hid;
   } else if (tl) { /* the tape keeps GELU's input */
-    if ((rc = matmul_forward(p, s->fc, s->xn, &L->up, L->up_b, T, 0, 0, &L->down))) return rc;
+    if ((rc = matmul_forward(p, s->fc, s->xn, &L->up, L->up_b, T, 0, 0, &L->down)))
+      return rc;
     tape_save(s, tl->fc, s->fc, (size_t)T * F);
     p->k->gelu(s->fc, (size_t)T * F);
   } else {
-    if ((rc = matmul_forward(p, s->fc, s->xn, &L->up, L->up_b, T, 0, 1, &L->down))) return rc;
+    if ((rc = matmul_forward(p, s->fc, s->xn, &L->up, L->up_b, T, 0, 1, &L->down)))
+      return rc;
   }
   if (tl) tape_save(s, tl->hid, h, (size_t)T * F);
+  const Mat *after = l + 1 < m->cfg.n_layer ? attn_first(&m->layer[l + 1]) : &m->head;
   if (T == 1) {
-    if ((rc = matmul_forward(p, s->x, h, &L->down, L->down_b, 1, 1, 0,
-                             l + 1 < m->cfg.n_layer ? attn_first(&m->layer[l + 1]) : &m->head))) return rc;
+    if ((rc = matmul_forward(p, s->x, h, &L->down, L->down_b, 1, 1, 0, after))) return rc;
   } else {
-    if ((rc = matmul_forward(p, s->xn, h, &L->down, L->down_b, T, 0, 0,
-                             l + 1 < m->cfg.n_layer ? attn_first(&m->layer[l + 1]) : &m->head))) return rc;
+    if ((rc = matmul_forward(p, s->xn, h, &L->down, L->down_b, T, 0, 0, after))) return rc;
     residual_forward(p, s->x, s->xn, (size_t)T * C);
   }
   /* (T, C): weights that overflow float32 show here first, in every caller */
