@@ -1542,7 +1542,6 @@ static void att_segs_task(void *arg, int ith, int nth) {
   const GPTModel *m = t->p->m;
   int group = m->cfg.n_head / m->n_kv_head, n_sub = t->n_sub;
   int per_seg = m->n_kv_head * n_sub, item;
-  (void)nth;
   while ((item = claim(&t->next)) < t->p->n_seg * per_seg) {
     AttTask a;
     int j = item % per_seg, kv = j / n_sub, sub = j % n_sub;
@@ -1550,6 +1549,8 @@ static void att_segs_task(void *arg, int ith, int nth) {
     attention_heads(&a, kv * group + sub * group / n_sub, kv * group + (sub + 1) * group / n_sub,
                     s->att + (size_t)ith * (size_t)s->n_scratch * (size_t)s->att_keys);
   }
+  /* a worker out of items reads ahead of the output projection */
+  if (nth > 1) touch_next_product(&m->layer[t->layer].o, ith, nth);
 }
 
 /* The attention of layer l for every sequence of the pass, whose keys and
