@@ -1246,7 +1246,8 @@ static void residual_forward(const Pass *p, float *x, const float *y, size_t n) 
 
 /* A matrix product: out (T, OC) = inp (T, K) @ W^T + bias, W (OC, K), out's
 ** rows ldo floats apart. With add, out += the product instead (decode only:
-** the residual); with gelu, gelu is applied to the result. */
+** the residual); with gelu, gelu is applied to the result. then: the product
+** the pass runs next, which idle workers read ahead (touch_next_product). */
 typedef struct MatTask {
   const Pass *p;
   float *out;
@@ -1392,8 +1393,8 @@ static int quantize_tokens(const Pass *p, const float *inp, int T, int K) {
 
 static int matmul_forward_ld(const Pass *p, float *out, size_t ldo, const float *inp,
                              const Mat *w, const float *bias, int T, int add, int gelu,
-                             const Mat *next) {
-  MatTask a = {p, out, inp, *w, bias, T, add, gelu, ldo, 0, NULL, next, 0};
+                             const Mat *then) {
+  MatTask a = {p, out, inp, *w, bias, T, add, gelu, ldo, 0, NULL, then, 0};
   if (T == 1) {
     /* asked once a pass: OpenBLAS only where its allocations cannot fail */
     if (p->k->blas_gemv) a.blas = gpt_blas();
@@ -1424,8 +1425,8 @@ static int matmul_forward_ld(const Pass *p, float *out, size_t ldo, const float 
 
 /* The same with out's rows packed, (T, OC). */
 static int matmul_forward(const Pass *p, float *out, const float *inp, const Mat *w,
-                          const float *bias, int T, int add, int gelu, const Mat *next) {
-  return matmul_forward_ld(p, out, (size_t)w->rows, inp, w, bias, T, add, gelu, next);
+                          const float *bias, int T, int add, int gelu, const Mat *then) {
+  return matmul_forward_ld(p, out, (size_t)w->rows, inp, w, bias, T, add, gelu, then);
 }
 
 /* In place: each row of p (T, ld) becomes softmax over its first n_i entries,
