@@ -16,7 +16,7 @@ TCLSH   ?= tclsh
 
 # Debian packages the build, the tests and the demo need.
 DEB_PACKAGES = gcc make libc6-dev libsqlite3-dev sqlite3 libopenblas-dev libpcre2-dev libutf8proc-dev tcl libsqlite3-tcl \
-               python3
+               python3 python3-numpy
 # Debian's python3 with its standard sqlite3 module (a python3 earlier on PATH
 # may be another build).
 PYTHON  ?= /usr/bin/python3
