@@ -900,46 +900,204 @@ AVX512_FN static void avx512_gemm_f16w(float *out, size_t ldo, const float *W, c
                     : avx512_tile(res, w, (size_t)K, x, ldx, K, 1, 1, 2, pf);)
 }
 
-/* Two q8_0 blocks (b, b+1) a step: their 32-byte quants fill one 512-bit
-** register; the sign of x moves onto w by a masked negation (AVX-512 has no
-** sign_epi8); lanes 0-7 of the int32 sums belong to block b, 8-15 to b+1.
-** Scales as in the AVX2 kernel, sixteen blocks at a time: one vcvtph2ps
-** widens a row's sixteen weight scales, and each pair of blocks takes its
-** two lanes (eight copies each) with one permute. */
-AVX512_FN static ALWAYS_INLINE __m512i avx512_q8_pair_quants(const uint8_t *blk) {
-  return _mm512_inserti64x4(
-      _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(blk + 2))),
-      _mm256_loadu_si256((const __m256i *)(blk + GPT_Q8_BYTES + 2)), 1);
+/* ---- q8_0 on AVX-512: the helpers of kernels_q8_tile.h ---- */
+
+/* Lane L of a chunk's 16 block sums holds block 4 (L % 4) + L / 4 of the
+** chunk, the order in which q8_tree leaves them; as a permutation of
+** block-ordered lanes. */
+AVX512_FN static ALWAYS_INLINE __m512i q8_lane_order(void) {
+  return _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
 }
 
-/* The pair's sixteen int32 partial sums as floats, from its loaded quants. */
-AVX512_FN static ALWAYS_INLINE __m512 avx512_q8_pair_sums(__m512i w, __m512i axq,
-                                                          __mmask64 neg) {
-  const __m512i ones = _mm512_set1_epi16(1), zero = _mm512_setzero_si512();
-  __m512i sw = _mm512_mask_sub_epi8(w, neg, zero, w);
-  return _mm512_cvtepi32_ps(_mm512_madd_epi16(_mm512_maddubs_epi16(axq, sw), ones));
+/* Each block's 8 partial sums added: P[j] holds blocks 2j (lanes 0-7) and
+** 2j + 1 (lanes 8-15); the result holds the 16 blocks' sums in lane order.
+** Quarters of P[2k], P[2k+1] first (blocks 4k..4k+3, four lanes each), then
+** pairs of lanes, then single lanes, leaving block 4l + q in lane 4q + l. */
+AVX512_FN static ALWAYS_INLINE __m512i q8_tree(const __m512i P[8]) {
+  __m512i U[4];
+  _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++)
+    U[k] = _mm512_add_epi32(_mm512_shuffle_i32x4(P[2 * k], P[2 * k + 1], 0x88),
+                            _mm512_shuffle_i32x4(P[2 * k], P[2 * k + 1], 0xDD));
+  __m512i V0 = _mm512_add_epi32(_mm512_unpacklo_epi64(U[0], U[1]), _mm512_unpackhi_epi64(U[0], U[1]));
+  __m512i V1 = _mm512_add_epi32(_mm512_unpacklo_epi64(U[2], U[3]), _mm512_unpackhi_epi64(U[2], U[3]));
+  __m512 A = _mm512_castsi512_ps(V0), B = _mm512_castsi512_ps(V1);
+  return _mm512_add_epi32(_mm512_castps_si512(_mm512_shuffle_ps(A, B, 0x88)),
+                          _mm512_castps_si512(_mm512_shuffle_ps(A, B, 0xDD)));
 }
 
-AVX512_FN static ALWAYS_INLINE __m512 avx512_q8_pair(const uint8_t *blk, __m512i axq,
-                                                     __mmask64 neg) {
-  return avx512_q8_pair_sums(avx512_q8_pair_quants(blk), axq, neg);
+/* Two blocks' 32 quants into one register, the second stride bytes after
+** the first: m is how many blocks are left from the first; a block past
+** them reads as zeros and is not touched. */
+AVX512_FN static ALWAYS_INLINE __m512i q8_load_pair(const void *p, size_t stride, int m) {
+  if (m <= 0) return _mm512_setzero_si512();
+  if (m >= 2 && stride == 32) return _mm512_loadu_si512(p);
+  __m512i lo = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)p));
+  if (m == 1) return _mm512_inserti64x4(lo, _mm256_setzero_si256(), 1);
+  return _mm512_inserti64x4(lo, _mm256_loadu_si256((const __m256i *)((const char *)p + stride)), 1);
+}
+
+/* The f32 scales of n <= 16 stored blocks from blk, in block order, 0 past n. */
+AVX512_FN static ALWAYS_INLINE __m512 q8_chunk_scales(const uint8_t *blk, int n) {
+  uint16_t h[16];
+  for (int j = 0; j < 16; j++) h[j] = j < n ? q8_scale_bits(blk + j * GPT_Q8_BYTES) : 0;
+  return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)h));
+}
+
+/* 512-bit vectors a chunk of a repacked token and a repacked row take:
+** slices 0-7, then (token) -128 times each block's sum and the scales, or
+** (row) the scales, all in lane order. */
+#define Q8_TOKEN_VECS 10
+#define Q8_ROW_VECS 9
+/* The VNNI gemm repacks from this many tokens (fewer go on rows as stored). */
+#define Q8_SLICE_MIN_T 4
+
+/* The permutations of q8_slices, built once a repacking call. */
+typedef struct Q8SliceIdx { __m512i a[2], c[2], d[2]; } Q8SliceIdx;
+
+AVX512_FN static void q8_slice_idx(Q8SliceIdx *ix) {
+  static const int lane_block[16] = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};
+  int32_t a[2][16], c[2][16], d[2][16];
+  for (int L = 0; L < 16; L++)
+    for (int e = 0; e < 2; e++) {
+      int g = L / 4, blk = lane_block[L];
+      a[e][L] = (g >= 2) * 16 + (g % 2) * 8 + 4 * e + L % 4;
+      c[e][L] = (L / 2 >= 4) * 16 + (L / 2 % 4) * 4 + 2 * e + L % 2;
+      d[e][L] = (blk >= 8) * 16 + (blk % 8) * 2 + e;
+    }
+  for (int e = 0; e < 2; e++) {
+    ix->a[e] = _mm512_loadu_si512(a[e]);
+    ix->c[e] = _mm512_loadu_si512(c[e]);
+    ix->d[e] = _mm512_loadu_si512(d[e]);
+  }
+}
+
+/* A 16-block chunk as loaded (v[j]: blocks 2j and 2j + 1, 8 dwords each)
+** into slices: out[s] lane L = dword s of the block of lane L (lane order).
+** Three rounds of two-source permutes: dwords 0-3 and 4-7 of four blocks,
+** then pairs of dwords of eight blocks, then single dwords of all 16. */
+AVX512_FN static ALWAYS_INLINE void q8_slices(__m512i out[8], const __m512i v[8],
+                                              const Q8SliceIdx *ix) {
+  __m512i a[2][4], c[2][4];
+  for (int j = 0; j < 4; j++)
+    for (int e = 0; e < 2; e++) a[e][j] = _mm512_permutex2var_epi32(v[2 * j], ix->a[e], v[2 * j + 1]);
+  for (int h = 0; h < 2; h++)
+    for (int p = 0; p < 4; p++)
+      c[h][p] = _mm512_permutex2var_epi32(a[p / 2][2 * h], ix->c[p % 2], a[p / 2][2 * h + 1]);
+  for (int s = 0; s < 8; s++)
+    out[s] = _mm512_permutex2var_epi32(c[0][s / 2], ix->d[s % 2], c[1][s / 2]);
+}
+
+/* The scale products of a pair of blocks (b, b + 1; m blocks left from b):
+** d_w d_x of each, rounded once, on the 8 lanes of its partial sums; 0 for
+** an absent second block. */
+AVX512_FN static ALWAYS_INLINE __m512 q8_pair_scales(const uint8_t *blk, const float *dx, int m) {
+  __m256 s0 = _mm256_set1_ps(_cvtsh_ss(q8_scale_bits(blk)) * dx[0]);
+  __m256 s1 = m >= 2 ? _mm256_set1_ps(_cvtsh_ss(q8_scale_bits(blk + GPT_Q8_BYTES)) * dx[1])
+                     : _mm256_setzero_ps();
+  return _mm512_castsi512_ps(_mm512_inserti64x4(_mm512_castsi256_si512(_mm256_castps_si256(s0)),
+                                                _mm256_castps_si256(s1), 1));
+}
+
+/* Vectors a row and a token take repacked: nb / 16 chunks, then the pairs
+** of the last nb % 16 blocks. */
+static inline size_t q8_row_vecs(int K) {
+  int nb = K / GPT_Q8_BLOCK;
+  return (size_t)(nb / 16) * Q8_ROW_VECS + (size_t)((nb % 16 + 1) / 2) * 2;
+}
+static inline size_t q8_token_vecs(int K) {
+  int nb = K / GPT_Q8_BLOCK;
+  return (size_t)(nb / 16) * Q8_TOKEN_VECS + (size_t)((nb % 16 + 1) / 2) * 3;
+}
+
+/* Row w (K values as stored) repacked: per chunk of 16 blocks its slices as
+** w + 128 (unsigned, for vpdpbusd) and its scales, lane order; then per
+** pair of the last blocks its quants as w + 128 and its scales, 8 lanes
+** each (0 for an absent block). dst (q8_row_vecs(K),). */
+AVX512_FN static void q8_slice_row(__m512i *dst, const uint8_t *w, int K) {
+  int nb = K / GPT_Q8_BLOCK, b = 0;
+  Q8SliceIdx ix;
+  q8_slice_idx(&ix);
+  const __m512i order = q8_lane_order(), bias = _mm512_set1_epi8((char)0x80);
+  for (; b + 16 <= nb; b += 16, dst += Q8_ROW_VECS) {
+    const uint8_t *blk = w + (size_t)b * GPT_Q8_BYTES;
+    __m512i v[8], sl[8];
+    for (int j = 0; j < 8; j++) v[j] = q8_load_pair(blk + j * 2 * GPT_Q8_BYTES + 2, GPT_Q8_BYTES, 2);
+    q8_slices(sl, v, &ix);
+    for (int s = 0; s < 8; s++) _mm512_store_si512(dst + s, _mm512_xor_si512(sl[s], bias));
+    _mm512_store_si512(dst + 8, _mm512_castps_si512(
+                                    _mm512_permutexvar_ps(order, q8_chunk_scales(blk, 16))));
+  }
+  static const float one[2] = {1.0f, 1.0f};
+  for (; b < nb; b += 2, dst += 2) {
+    const uint8_t *blk = w + (size_t)b * GPT_Q8_BYTES;
+    _mm512_store_si512(dst, _mm512_xor_si512(q8_load_pair(blk + 2, GPT_Q8_BYTES, nb - b), bias));
+    _mm512_store_si512(dst + 1, _mm512_castps_si512(q8_pair_scales(blk, one, nb - b)));
+  }
+}
+
+/* The -128 sum x term of VNNI's sums, lane by lane, for x as loaded. */
+VNNI_FN static ALWAYS_INLINE __m512i q8_pair_base(__m512i x) {
+  return _mm512_sub_epi32(_mm512_setzero_si512(),
+                          _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), x));
+}
+
+/* Token t of X repacked: per chunk of 16 blocks its slices, -128 times
+** each block's sum of values, and its scales, lane order; then per pair of
+** the last blocks its quants, their -128 sum x term, and its scales, 8
+** lanes each. dst (q8_token_vecs(K),). */
+VNNI_FN static void q8_slice_token(__m512i *dst, const GPTQ8Act *X, int t, int K) {
+  int nb = K / GPT_Q8_BLOCK, b = 0;
+  Q8SliceIdx ix;
+  q8_slice_idx(&ix);
+  const __m512i order = q8_lane_order();
+  const int8_t *q = X->q + (size_t)t * K;
+  const float *d = X->d + (size_t)t * nb;
+  for (; b + 16 <= nb; b += 16, dst += Q8_TOKEN_VECS) {
+    __m512i v[8], sl[8], sum = _mm512_setzero_si512();
+    for (int j = 0; j < 8; j++) v[j] = q8_load_pair(q + (size_t)(b + 2 * j) * GPT_Q8_BLOCK, GPT_Q8_BLOCK, 2);
+    q8_slices(sl, v, &ix);
+    for (int s = 0; s < 8; s++) {
+      _mm512_store_si512(dst + s, sl[s]);
+      sum = _mm512_dpbusd_epi32(sum, _mm512_set1_epi8((char)0x80), sl[s]);
+    }
+    _mm512_store_si512(dst + 8, _mm512_sub_epi32(_mm512_setzero_si512(), sum));
+    _mm512_store_si512(dst + 9, _mm512_castps_si512(_mm512_permutexvar_ps(order, _mm512_loadu_ps(d + b))));
+  }
+  for (; b < nb; b += 2, dst += 3) {
+    __m512i x = q8_load_pair(q + (size_t)b * GPT_Q8_BLOCK, GPT_Q8_BLOCK, nb - b);
+    _mm512_store_si512(dst, x);
+    _mm512_store_si512(dst + 1, q8_pair_base(x));
+    /* the token's scales on the pair's lanes (with unit row scales) */
+    static const uint8_t unit[2 * GPT_Q8_BYTES] = {0x00, 0x3c, [GPT_Q8_BYTES] = 0x00, 0x3c};
+    _mm512_store_si512(dst + 2, _mm512_castps_si512(q8_pair_scales(unit, d + b, nb - b)));
+  }
 }
 
 #define Q8_TILE_FN AVX512_FN
 #define Q8_TILE_VNNI 0
 #define Q8_TILE avx512_tile_q8
+#define Q8_CHUNK avx512_chunk_q8_bw
+#define Q8_GEMM_ROWS avx512_gemm_q8_rows_bw
+#define Q8_PAIR_DOT avx512_q8_pair_dot_bw
 #define Q8_GEMM avx512_gemm_q8_bw
 #define Q8_GEMV avx512_gemv_q8_bw
 #include "kernels_q8_tile.h"
 #undef Q8_TILE_FN
 #undef Q8_TILE_VNNI
 #undef Q8_TILE
+#undef Q8_CHUNK
+#undef Q8_GEMM_ROWS
+#undef Q8_PAIR_DOT
 #undef Q8_GEMM
 #undef Q8_GEMV
 
 #define Q8_TILE_FN VNNI_FN
 #define Q8_TILE_VNNI 1
 #define Q8_TILE vnni_tile_q8
+#define Q8_CHUNK vnni_chunk_q8
+#define Q8_GEMM_ROWS vnni_gemm_q8_rows
+#define Q8_PAIR_DOT vnni_q8_pair_dot
+#define Q8_SLICE_TILE vnni_slice_tile_q8
 #define Q8_GEMM vnni_gemm_q8
 #define Q8_GEMV vnni_gemv_q8
 #include "kernels_q8_tile.h"

@@ -333,6 +333,48 @@ static void test_pool(void) {
   check(ok && prev == 50257, "split covers", "threads", 50257, 0);
 }
 
+/* The AVX-512 q8_0 sets (VNNI, and BW without it) give the same bits, and
+** a batch large enough for the VNNI gemm's repacked slices, over more than
+** one sweep of tokens, gives each token what the gemv gives it alone: sizes
+** of whole chunks of 16 blocks, pairs after them, and an odd last block. */
+static void test_q8_avx512(void) {
+  const GPTKernels *v = gpt_kernels_named("avx512"), *bw = gpt_kernels_named("avx512-bw");
+  if (!v || !bw) {
+    printf("q8_0 AVX-512 agreement: no AVX-512 here, skipped\n");
+    return;
+  }
+  static const int aK[] = {32, 96, 512, 576, 800, 1536, 3072};
+  const int rows = 13, T = 70;
+  for (size_t ik = 0; ik < sizeof(aK) / sizeof(aK[0]); ik++) {
+    int K = aK[ik], nb = K / 32;
+    float *Wf = malloc(sizeof(float) * rows * K), *X = malloc(sizeof(float) * T * K);
+    uint8_t *Q = malloc((size_t)rows * nb * 34);
+    float *g = malloc(sizeof(float) * T * rows), *gb = malloc(sizeof(float) * T * rows);
+    GPTQ8Act xs = {malloc((size_t)T * K), malloc((size_t)T * K), malloc(sizeof(float) * T * nb)};
+    for (int i = 0; i < rows * K; i++) Wf[i] = frand();
+    for (int i = 0; i < T * K; i++) X[i] = frand();
+    gpt_q8_quantize_row(Q, Wf, (int64_t)rows * K);
+    for (int t = 0; t < T; t++) {
+      GPTQ8Act xt = gpt_q8_act_token(&xs, t, K);
+      v->q8_quantize_act(&xt, X + (size_t)t * K, K);
+    }
+    v->gemm_q8(g, rows, Q, &xs, T, NULL, 0, rows, K, GPT_GEMV_SET);
+    bw->gemm_q8(gb, rows, Q, &xs, T, NULL, 0, rows, K, GPT_GEMV_SET);
+    int same = memcmp(g, gb, sizeof(float) * T * rows) == 0, alone = 1;
+    for (int t = 0; t < T; t++) {
+      float y[13], yb[13];
+      GPTQ8Act xt = gpt_q8_act_token(&xs, t, K);
+      v->gemv_q8(y, Q, &xt, NULL, 0, rows, K, GPT_GEMV_SET);
+      bw->gemv_q8(yb, Q, &xt, NULL, 0, rows, K, GPT_GEMV_SET);
+      alone &= memcmp(y, g + (size_t)t * rows, sizeof(y)) == 0;
+      same &= memcmp(y, yb, sizeof(y)) == 0;
+    }
+    check(same, "q8_0 VNNI = BW", "avx512", K, 0);
+    check(alone, "q8_0 gemm of 70 tokens = gemv", "avx512", K, 0);
+    free(Wf); free(X); free(Q); free(g); free(gb); free(xs.q); free(xs.aq); free(xs.d);
+  }
+}
+
 int main(void) {
   const char *azSet[] = {"portable", "avx2", "avx512", "avx512-bw"};
   for (int i = 0; i < (int)(sizeof(azSet) / sizeof(azSet[0])); i++) {
@@ -340,6 +382,7 @@ int main(void) {
     if (k) { test_set(k); test_transpose(k); }
     else printf("kernel set %s: not supported by this CPU, skipped\n", azSet[i]);
   }
+  test_q8_avx512();
   test_pool();
   printf("kernels in use: %s\n", gpt_kernels()->name);
   printf("%d passed, %d failed\n", nPass, nFail);
