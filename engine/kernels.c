@@ -955,11 +955,10 @@ AVX512_FN static ALWAYS_INLINE __m512 q8_chunk_scales(const uint8_t *blk, int n)
 typedef struct Q8SliceIdx { __m512i a[2], c[2], d[2]; } Q8SliceIdx;
 
 AVX512_FN static void q8_slice_idx(Q8SliceIdx *ix) {
-  static const int lane_block[16] = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};
   int32_t a[2][16], c[2][16], d[2][16];
   for (int L = 0; L < 16; L++)
     for (int e = 0; e < 2; e++) {
-      int g = L / 4, blk = lane_block[L];
+      int g = L / 4, blk = 4 * (L % 4) + L / 4; /* as q8_lane_order */
       a[e][L] = (g >= 2) * 16 + (g % 2) * 8 + 4 * e + L % 4;
       c[e][L] = (L / 2 >= 4) * 16 + (L / 2 % 4) * 4 + 2 * e + L % 2;
       d[e][L] = (blk >= 8) * 16 + (blk % 8) * 2 + e;
