@@ -926,20 +926,19 @@ AVX512_FN static ALWAYS_INLINE __m512i q8_tree(const __m512i P[8]) {
 }
 
 /* Two blocks' 32 quants into one register, the second stride bytes after
-** the first: m is how many blocks are left from the first; a block past
-** them reads as zeros and is not touched. */
+** the first: m (>= 1) is how many blocks are left from the first; an absent
+** second block reads as zeros and is not touched. */
 AVX512_FN static ALWAYS_INLINE __m512i q8_load_pair(const void *p, size_t stride, int m) {
-  if (m <= 0) return _mm512_setzero_si512();
   if (m >= 2 && stride == 32) return _mm512_loadu_si512(p);
   __m512i lo = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)p));
   if (m == 1) return _mm512_inserti64x4(lo, _mm256_setzero_si256(), 1);
   return _mm512_inserti64x4(lo, _mm256_loadu_si256((const __m256i *)((const char *)p + stride)), 1);
 }
 
-/* The f32 scales of n <= 16 stored blocks from blk, in block order, 0 past n. */
-AVX512_FN static ALWAYS_INLINE __m512 q8_chunk_scales(const uint8_t *blk, int n) {
+/* The f32 scales of 16 stored blocks from blk, in block order. */
+AVX512_FN static ALWAYS_INLINE __m512 q8_chunk_scales(const uint8_t *blk) {
   uint16_t h[16];
-  for (int j = 0; j < 16; j++) h[j] = j < n ? q8_scale_bits(blk + j * GPT_Q8_BYTES) : 0;
+  for (int j = 0; j < 16; j++) h[j] = q8_scale_bits(blk + j * GPT_Q8_BYTES);
   return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)h));
 }
 
@@ -951,7 +950,7 @@ AVX512_FN static ALWAYS_INLINE __m512 q8_chunk_scales(const uint8_t *blk, int n)
 /* The VNNI gemm repacks from this many tokens (fewer go on rows as stored). */
 #define Q8_SLICE_MIN_T 4
 
-/* The permutations of q8_slices, built once a repacking call. */
+/* The permutations of q8_slices, built once a gemm call. */
 typedef struct Q8SliceIdx { __m512i a[2], c[2], d[2]; } Q8SliceIdx;
 
 AVX512_FN static void q8_slice_idx(Q8SliceIdx *ix) {
@@ -986,15 +985,23 @@ AVX512_FN static ALWAYS_INLINE void q8_slices(__m512i out[8], const __m512i v[8]
     out[s] = _mm512_permutex2var_epi32(c[0][s / 2], ix->d[s % 2], c[1][s / 2]);
 }
 
-/* The scale products of a pair of blocks (b, b + 1; m blocks left from b):
-** d_w d_x of each, rounded once, on the 8 lanes of its partial sums; 0 for
-** an absent second block. */
-AVX512_FN static ALWAYS_INLINE __m512 q8_pair_scales(const uint8_t *blk, const float *dx, int m) {
-  __m256 s0 = _mm256_set1_ps(_cvtsh_ss(q8_scale_bits(blk)) * dx[0]);
-  __m256 s1 = m >= 2 ? _mm256_set1_ps(_cvtsh_ss(q8_scale_bits(blk + GPT_Q8_BYTES)) * dx[1])
-                     : _mm256_setzero_ps();
-  return _mm512_castsi512_ps(_mm512_inserti64x4(_mm512_castsi256_si512(_mm256_castps_si256(s0)),
-                                                _mm256_castps_si256(s1), 1));
+/* a on lanes 0-7, b on lanes 8-15: a pair of blocks' values, each on the
+** 8 lanes of its partial sums. */
+AVX512_FN static ALWAYS_INLINE __m512 q8_pair_lanes(float a, float b) {
+  return _mm512_castsi512_ps(_mm512_inserti64x4(_mm512_castsi256_si512(_mm256_castps_si256(_mm256_set1_ps(a))),
+                                                _mm256_castps_si256(_mm256_set1_ps(b)), 1));
+}
+
+/* The weight scales of a pair of blocks (b, b + 1; m blocks left from b);
+** 0 for an absent second block. */
+AVX512_FN static ALWAYS_INLINE __m512 q8_pair_wscales(const uint8_t *blk, int m) {
+  return q8_pair_lanes(_cvtsh_ss(q8_scale_bits(blk)),
+                       m >= 2 ? _cvtsh_ss(q8_scale_bits(blk + GPT_Q8_BYTES)) : 0.0f);
+}
+
+/* The token's scales of the same pair (dx from block b). */
+AVX512_FN static ALWAYS_INLINE __m512 q8_pair_xscales(const float *dx, int m) {
+  return q8_pair_lanes(dx[0], m >= 2 ? dx[1] : 0.0f);
 }
 
 /* Vectors a row and a token take repacked: nb / 16 chunks, then the pairs
@@ -1012,25 +1019,22 @@ static inline size_t q8_token_vecs(int K) {
 ** w + 128 (unsigned, for vpdpbusd) and its scales, lane order; then per
 ** pair of the last blocks its quants as w + 128 and its scales, 8 lanes
 ** each (0 for an absent block). dst (q8_row_vecs(K),). */
-AVX512_FN static void q8_slice_row(__m512i *dst, const uint8_t *w, int K) {
+AVX512_FN static void q8_slice_row(__m512i *dst, const uint8_t *w, int K, const Q8SliceIdx *ix) {
   int nb = K / GPT_Q8_BLOCK, b = 0;
-  Q8SliceIdx ix;
-  q8_slice_idx(&ix);
   const __m512i order = q8_lane_order(), bias = _mm512_set1_epi8((char)0x80);
   for (; b + 16 <= nb; b += 16, dst += Q8_ROW_VECS) {
     const uint8_t *blk = w + (size_t)b * GPT_Q8_BYTES;
     __m512i v[8], sl[8];
     for (int j = 0; j < 8; j++) v[j] = q8_load_pair(blk + j * 2 * GPT_Q8_BYTES + 2, GPT_Q8_BYTES, 2);
-    q8_slices(sl, v, &ix);
+    q8_slices(sl, v, ix);
     for (int s = 0; s < 8; s++) _mm512_store_si512(dst + s, _mm512_xor_si512(sl[s], bias));
     _mm512_store_si512(dst + 8, _mm512_castps_si512(
-                                    _mm512_permutexvar_ps(order, q8_chunk_scales(blk, 16))));
+                                    _mm512_permutexvar_ps(order, q8_chunk_scales(blk))));
   }
-  static const float one[2] = {1.0f, 1.0f};
   for (; b < nb; b += 2, dst += 2) {
     const uint8_t *blk = w + (size_t)b * GPT_Q8_BYTES;
     _mm512_store_si512(dst, _mm512_xor_si512(q8_load_pair(blk + 2, GPT_Q8_BYTES, nb - b), bias));
-    _mm512_store_si512(dst + 1, _mm512_castps_si512(q8_pair_scales(blk, one, nb - b)));
+    _mm512_store_si512(dst + 1, _mm512_castps_si512(q8_pair_wscales(blk, nb - b)));
   }
 }
 
@@ -1044,17 +1048,16 @@ VNNI_FN static ALWAYS_INLINE __m512i q8_pair_base(__m512i x) {
 ** each block's sum of values, and its scales, lane order; then per pair of
 ** the last blocks its quants, their -128 sum x term, and its scales, 8
 ** lanes each. dst (q8_token_vecs(K),). */
-VNNI_FN static void q8_slice_token(__m512i *dst, const GPTQ8Act *X, int t, int K) {
+VNNI_FN static void q8_slice_token(__m512i *dst, const GPTQ8Act *X, int t, int K,
+                                   const Q8SliceIdx *ix) {
   int nb = K / GPT_Q8_BLOCK, b = 0;
-  Q8SliceIdx ix;
-  q8_slice_idx(&ix);
   const __m512i order = q8_lane_order();
   const int8_t *q = X->q + (size_t)t * K;
   const float *d = X->d + (size_t)t * nb;
   for (; b + 16 <= nb; b += 16, dst += Q8_TOKEN_VECS) {
     __m512i v[8], sl[8], sum = _mm512_setzero_si512();
     for (int j = 0; j < 8; j++) v[j] = q8_load_pair(q + (size_t)(b + 2 * j) * GPT_Q8_BLOCK, GPT_Q8_BLOCK, 2);
-    q8_slices(sl, v, &ix);
+    q8_slices(sl, v, ix);
     for (int s = 0; s < 8; s++) {
       _mm512_store_si512(dst + s, sl[s]);
       sum = _mm512_dpbusd_epi32(sum, _mm512_set1_epi8((char)0x80), sl[s]);
@@ -1066,9 +1069,7 @@ VNNI_FN static void q8_slice_token(__m512i *dst, const GPTQ8Act *X, int t, int K
     __m512i x = q8_load_pair(q + (size_t)b * GPT_Q8_BLOCK, GPT_Q8_BLOCK, nb - b);
     _mm512_store_si512(dst, x);
     _mm512_store_si512(dst + 1, q8_pair_base(x));
-    /* the token's scales on the pair's lanes (with unit row scales) */
-    static const uint8_t unit[2 * GPT_Q8_BYTES] = {0x00, 0x3c, [GPT_Q8_BYTES] = 0x00, 0x3c};
-    _mm512_store_si512(dst + 2, _mm512_castps_si512(q8_pair_scales(unit, d + b, nb - b)));
+    _mm512_store_si512(dst + 2, _mm512_castps_si512(q8_pair_xscales(d + b, nb - b)));
   }
 }
 

@@ -14,7 +14,7 @@
 **     to float and FMAed, with the block scale products d_w d_x (each
 **     rounded once), onto one 16-lane accumulator.
 **   - A pair: 8 lanes a block, each the exact sum of 4 products, FMAed with
-**     the block's d_w d_x onto the same accumulator (q8_pair_scales).
+**     the block's d_w d_x onto the same accumulator (q8_pair_lanes).
 ** The accumulator is summed by _mm512_reduce_add_ps. Integers are exact
 ** whatever the order, so each path gets a chunk's sums its own way:
 **   - from rows as stored (the gemv, the BW gemm, batches of fewer than
@@ -51,7 +51,7 @@ Q8_TILE_FN static ALWAYS_INLINE void Q8_CHUNK(__m512 acc[2][4], const uint8_t *W
   const __m512i order = q8_lane_order();
   __m512 ws[4];
   _Pragma("GCC unroll 4") for (int i = 0; i < R; i++)
-    ws[i] = q8_chunk_scales(W + i * ld + (size_t)b * GPT_Q8_BYTES, 16);
+    ws[i] = q8_chunk_scales(W + i * ld + (size_t)b * GPT_Q8_BYTES);
   _Pragma("GCC unroll 2") for (int t = 0; t < NT; t++) {
     const int8_t *xq = X->q + (size_t)(t0 + t) * K + (size_t)b * GPT_Q8_BLOCK;
     const int8_t *xa = X->aq + (size_t)(t0 + t) * K + (size_t)b * GPT_Q8_BLOCK;
@@ -97,7 +97,7 @@ Q8_TILE_FN static ALWAYS_INLINE void Q8_TILE(float *res, const uint8_t *W, size_
   _Pragma("GCC unroll 2") for (int t = 0; t < NT; t++)
     _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) acc[t][i] = _mm512_setzero_ps();
   for (; b + 16 <= nb; b += 16) Q8_CHUNK(acc, W, ld, X, t0, K, b, R, NT, pf);
-  /* the last nb % 16 blocks a pair at a time (q8_pair_scales) */
+  /* the last nb % 16 blocks a pair at a time */
   for (; b < nb; b += 2) {
     int m = nb - b;
     _Pragma("GCC unroll 2") for (int t = 0; t < NT; t++) {
@@ -117,7 +117,8 @@ Q8_TILE_FN static ALWAYS_INLINE void Q8_TILE(float *res, const uint8_t *W, size_
 #if Q8_TILE_VNNI
         P = _mm512_add_epi32(P, base);
 #endif
-        acc[t][i] = _mm512_fmadd_ps(q8_pair_scales(blk, dx, m), _mm512_cvtepi32_ps(P), acc[t][i]);
+        __m512 ds = _mm512_mul_ps(q8_pair_wscales(blk, m), q8_pair_xscales(dx, m));
+        acc[t][i] = _mm512_fmadd_ps(ds, _mm512_cvtepi32_ps(P), acc[t][i]);
       }
     }
   }
@@ -229,13 +230,16 @@ Q8_TILE_FN static void Q8_GEMM(float *out, size_t ldo, const uint8_t *W, const G
     return;
   }
   float res[12];
+  Q8SliceIdx ix;
+  q8_slice_idx(&ix);
   for (int t0 = 0; t0 < T; t0 += sweep) {
     int t1 = t0 + sweep < T ? t0 + sweep : T;
     __m512i *xs = buf, *wr = buf + (size_t)(t1 - t0) * xv;
-    for (int t = t0; t < t1; t++) q8_slice_token(xs + (size_t)(t - t0) * xv, X, t, K);
+    for (int t = t0; t < t1; t++) q8_slice_token(xs + (size_t)(t - t0) * xv, X, t, K, &ix);
     for (int r = r0; r < r1; r += 4) {
       int R = r1 - r < 4 ? r1 - r : 4;
-      for (int i = 0; i < R; i++) q8_slice_row(wr + (size_t)i * wv, W + (size_t)(r + i) * ld, K);
+      for (int i = 0; i < R; i++)
+        q8_slice_row(wr + (size_t)i * wv, W + (size_t)(r + i) * ld, K, &ix);
       for (int t = t0; t < t1; t += 3) {
         int nt = t1 - t < 3 ? t1 - t : 3;
         switch (R * 4 + nt) {
