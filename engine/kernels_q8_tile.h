@@ -68,8 +68,11 @@ Q8_TILE_FN static ALWAYS_INLINE void Q8_CHUNK(__m512 acc[2][4], const uint8_t *W
       const uint8_t *blk = W + i * ld + (size_t)b * GPT_Q8_BYTES;
       _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
         if (pf) {
-          PREFETCH(blk + j * 2 * GPT_Q8_BYTES + PF_Q8_TILE_BYTES);
-          PREFETCH(blk + j * 2 * GPT_Q8_BYTES + PF_Q8_TILE_BYTES + 64);
+          const uint8_t *ahead = blk + j * 2 * GPT_Q8_BYTES + PF_Q8_TILE_BYTES;
+          PREFETCH(ahead);
+          PREFETCH(ahead + 64);
+          PREFETCH(ahead + PF_Q8_TILE_BYTES);
+          PREFETCH(ahead + PF_Q8_TILE_BYTES + 64);
         }
         P[j] = Q8_PAIR_DOT(q8_load_pair(blk + j * 2 * GPT_Q8_BYTES + 2, GPT_Q8_BYTES, 2),
                            _mm512_loadu_si512(xq + j * 2 * GPT_Q8_BLOCK),
@@ -87,8 +90,8 @@ Q8_TILE_FN static ALWAYS_INLINE void Q8_CHUNK(__m512 acc[2][4], const uint8_t *W
 
 /* R rows (ld bytes apart) against NT quantized tokens from t0, R <= 4,
 ** NT <= 2, from the rows as stored: res (NT, 4). pf: each row's stream is
-** touched PF_Q8_TILE_BYTES ahead (a decode step, whose rows come from
-** memory). */
+** touched PF_Q8_TILE_BYTES and twice that ahead (a decode step, whose rows
+** come from memory). */
 Q8_TILE_FN static ALWAYS_INLINE void Q8_TILE(float *res, const uint8_t *W, size_t ld,
                                              const GPTQ8Act *X, int t0, int K, int R, int NT,
                                              int pf) {
