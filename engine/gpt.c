@@ -1260,8 +1260,7 @@ typedef struct MatTask {
   int chunk;            /* rows (decode) or columns (prefill) a claim takes */
   const GPTBlas *blas;  /* OpenBLAS where it may be called (blas.h), or NULL */
   const Mat *then;      /* the product that follows, or NULL */
-  _Atomic uint64_t ends;/* prefill: unclaimed chunks [lo, hi) as hi << 32 | lo */
-  struct MemberShare *share; /* decode: each member's unclaimed chunks */
+  struct MemberShare *share; /* each member's unclaimed chunks */
 } MatTask;
 
 /* A member's part of a decode product, its unclaimed chunks [lo, hi) as
@@ -1313,9 +1312,13 @@ static int gemv_chunk_rows(const Mat *w, int unit) {
   return (int)((rows + (size_t)unit - 1) / (size_t)unit * (size_t)unit);
 }
 
-/* Member ith's part of a decode product of n_chunks chunks, [*pLo, *pHi). */
-static void gemv_share(int n_chunks, int ith, int nth, int *pLo, int *pHi) {
-  gpt_team_split(n_chunks, 1, ith, nth, pLo, pHi);
+/* Hands n_chunks chunks out to nth members, a contiguous share each. */
+static void share_out(MemberShare *share, int n_chunks, int nth) {
+  for (int i = 0; i < nth; i++) {
+    int lo, hi;
+    gpt_team_split(n_chunks, 1, i, nth, &lo, &hi);
+    atomic_store(&share[i].ends, (uint64_t)hi << 32 | (uint32_t)lo);
+  }
 }
 
 /* Member ith (>= 1) of nth: the rows of the next product it will claim
@@ -1326,7 +1329,7 @@ static void gemv_share(int n_chunks, int ith, int nth, int *pLo, int *pHi) {
 static void touch_next_product(const Mat *w, int ith, int nth) {
   if (!w || !w->w || ith < 1) return;
   int chunk = gemv_chunk_rows(w, 4), lo, hi;
-  gemv_share((w->rows + chunk - 1) / chunk, ith, nth, &lo, &hi);
+  gpt_team_split((w->rows + chunk - 1) / chunk, 1, ith, nth, &lo, &hi);
   int r0 = lo * chunk < w->rows ? lo * chunk : w->rows;
   int r1 = hi * chunk < w->rows ? hi * chunk : w->rows;
   size_t start = mat_row_bytes(w, r0), n = mat_row_bytes(w, r1) - start;
@@ -1376,36 +1379,43 @@ static void gemv_task(void *arg, int ith, int nth) {
   if (nth > 1) touch_next_product(a->then, ith, nth);
 }
 
+/* Chunk ch of the product's columns, on member ith. */
+static void gemm_cols(const MatTask *a, int ch, int ith) {
+  const GPTKernels *k = a->p->k;
+  int K = a->w.k, OC = a->w.rows, T = a->T;
+  int c0 = ch * GEMM_COLS, n = OC - c0 < GEMM_COLS ? OC - c0 : GEMM_COLS;
+  const float *bias = a->bias ? a->bias + c0 : NULL;
+  if (a->w.dtype == GPT_Q8_0) {
+    const uint8_t *w = (const uint8_t *)a->w.w + mat_row_bytes(&a->w, c0);
+    k->gemm_q8(a->out + c0, a->ldo, w, &a->p->s->xq, T, bias, 0, n, K, GPT_GEMV_SET);
+  } else {
+    const float *w = (const float *)a->w.w + (size_t)c0 * K;
+    if (a->w.dtype != GPT_F32) {
+      float *wide = a->p->s->wide + (size_t)ith * GEMM_COLS * a->p->m->max_k;
+      for (int i = 0; i < n; i++) mat_row(k, &a->w, c0 + i, 0, K, wide + (size_t)i * K);
+      w = wide;
+    }
+    (a->w.dtype == GPT_F16 ? k->gemm_f16w : k->gemm_f32)(a->out + c0, a->ldo, w, a->inp,
+                                                         (size_t)K, T, bias, 0, n, K,
+                                                         GPT_GEMV_SET);
+  }
+  if (a->gelu)
+    for (int t = 0; t < T; t++) k->gelu(a->out + (size_t)t * a->ldo + c0, (size_t)n);
+}
+
 /* Several tokens (a prefill, or a decode step of several sequences): out's
-** columns (W's rows) in chunks of GEMM_COLS that the members claim, each
-** chunk one call of the kernels' gemm, whose value for a token is the one
-** the decode gemv gives that token alone (kernels.h). f16 rows are widened
-** into the member's buffer first (exactly: the kernels' f16 arithmetic is
-** their f32 arithmetic on the widened values); q8_0 rows meet the tokens
-** quantized once for all chunks (s->xq). */
+** columns (W's rows) in chunks of GEMM_COLS, owned and claimed as a decode
+** product's rows are, each chunk one call of the kernels' gemm, whose
+** value for a token is the one the decode gemv gives that token alone
+** (kernels.h). f16 rows are widened into the member's buffer first
+** (exactly: the kernels' f16 arithmetic is their f32 arithmetic on the
+** widened values); q8_0 rows meet the tokens quantized once for all chunks
+** (s->xq). */
 static void gemm_task(void *arg, int ith, int nth) {
   MatTask *a = (MatTask *)arg;
-  const GPTKernels *k = a->p->k;
-  int K = a->w.k, OC = a->w.rows, T = a->T, ch;
-  while ((ch = claim_end(&a->ends, ith > 0)) >= 0) {
-    int c0 = ch * GEMM_COLS, n = OC - c0 < GEMM_COLS ? OC - c0 : GEMM_COLS;
-    const float *bias = a->bias ? a->bias + c0 : NULL;
-    if (a->w.dtype == GPT_Q8_0) {
-      const uint8_t *w = (const uint8_t *)a->w.w + mat_row_bytes(&a->w, c0);
-      k->gemm_q8(a->out + c0, a->ldo, w, &a->p->s->xq, T, bias, 0, n, K, GPT_GEMV_SET);
-    } else {
-      const float *w = (const float *)a->w.w + (size_t)c0 * K;
-      if (a->w.dtype != GPT_F32) {
-        float *wide = a->p->s->wide + (size_t)ith * GEMM_COLS * a->p->m->max_k;
-        for (int i = 0; i < n; i++) mat_row(k, &a->w, c0 + i, 0, K, wide + (size_t)i * K);
-        w = wide;
-      }
-      (a->w.dtype == GPT_F16 ? k->gemm_f16w : k->gemm_f32)(a->out + c0, a->ldo, w, a->inp,
-                                                           (size_t)K, T, bias, 0, n, K,
-                                                           GPT_GEMV_SET);
-    }
-    if (a->gelu)
-      for (int t = 0; t < T; t++) k->gelu(a->out + (size_t)t * a->ldo + c0, (size_t)n);
+  for (int i = 0, owner = ith; i < nth; i++, owner = (owner + 1) % nth) {
+    int ch;
+    while ((ch = claim_end(&a->share[owner].ends, i > 0)) >= 0) gemm_cols(a, ch, ith);
   }
   if (nth > 1) touch_next_product(a->then, ith, nth);
 }
@@ -1436,21 +1446,16 @@ static int quantize_tokens(const Pass *p, const float *inp, int T, int K) {
 static int matmul_forward_ld(const Pass *p, float *out, size_t ldo, const float *inp,
                              const Mat *w, const float *bias, int T, int add, int gelu,
                              const Mat *then) {
-  MatTask a = {p, out, inp, *w, bias, T, add, gelu, ldo, 0, NULL, then, 0, NULL};
+  MatTask a = {p, out, inp, *w, bias, T, add, gelu, ldo, 0, NULL, then, NULL};
+  MemberShare share[GPT_MAX_THREADS];
   if (T == 1) {
-    MemberShare share[GPT_MAX_THREADS];
     /* asked once a pass: OpenBLAS only where its allocations cannot fail */
     if (p->k->blas_gemv) a.blas = gpt_blas();
     /* whole 4-row groups (64 for sgemv) */
     int serial = (int64_t)w->rows * w->k < PAR_MIN_GEMV;
     int nth = serial ? 1 : gpt_team_size(p->team);
     a.chunk = gemv_chunk_rows(w, p->k->blas_gemv && w->dtype == GPT_F32 && a.blas ? 64 : 4);
-    int n_chunks = (w->rows + a.chunk - 1) / a.chunk;
-    for (int i = 0; i < nth; i++) {
-      int lo, hi;
-      gemv_share(n_chunks, i, nth, &lo, &hi);
-      atomic_store(&share[i].ends, (uint64_t)hi << 32 | (uint32_t)lo);
-    }
+    share_out(share, (w->rows + a.chunk - 1) / a.chunk, nth);
     a.share = share;
     if (w->dtype == GPT_Q8_0) p->k->q8_quantize_act(&p->s->xq, inp, w->k);
     if (w->dtype == GPT_Q4_0 || w->dtype == GPT_Q4_K || w->dtype == GPT_Q6_K) /* q4 hook */
@@ -1463,8 +1468,10 @@ static int matmul_forward_ld(const Pass *p, float *out, size_t ldo, const float 
         state_reserve_wide(p->s, gpt_team_size(p->team)))
       return GPT_NOMEM;
     if (w->dtype == GPT_Q8_0 && quantize_tokens(p, inp, T, w->k)) return GPT_NOMEM;
-    atomic_store(&a.ends, (uint64_t)((w->rows + GEMM_COLS - 1) / GEMM_COLS) << 32);
-    if ((int64_t)T * w->rows * w->k < PAR_MIN_GEMM) gemm_task(&a, 0, 1);
+    int serial = (int64_t)T * w->rows * w->k < PAR_MIN_GEMM;
+    share_out(share, (w->rows + GEMM_COLS - 1) / GEMM_COLS, serial ? 1 : gpt_team_size(p->team));
+    a.share = share;
+    if (serial) gemm_task(&a, 0, 1);
     else gpt_team_run(p->team, gemm_task, &a);
   }
   return GPT_OK;

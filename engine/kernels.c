@@ -816,9 +816,10 @@ AVX512_FN static void avx512_gemv_f16(float *y, const uint16_t *W, const float *
 /* R rows (ld apart) against NT tokens (ldx apart) with ACC accumulators a
 ** value (1: f32 rows, R <= 6, NT <= 4; 2: widened f16 rows, R <= 6, NT <=
 ** 2): for each pair exactly the gemv's arithmetic, so a token's value is
-** the one the gemv gives it. res (NT, 6). pf: the next group of rows,
-** touched a line a step while the first tokens meet this one, so that a
-** decode step of a few tokens reads each row from memory once. */
+** the one the gemv gives it. res (NT, 6). pf: R rows further on
+** (gemm_ahead_rows), touched a line a step while the first tokens meet
+** this group, so that a decode step of a few tokens reads each row from
+** memory once. */
 AVX512_FN static ALWAYS_INLINE void avx512_tile(float *res, const float *W, size_t ld,
                                                 const float *X, size_t ldx, int K, int R, int NT,
                                                 int ACC, const float *pf) {
@@ -866,11 +867,21 @@ AVX512_FN static ALWAYS_INLINE void avx512_tile(float *res, const float *W, size
   AVX512_TILE_CASE(R, 1, 1)
 #define AVX512_TILE_ROW2(R) AVX512_TILE_CASE(R, 2, 2) AVX512_TILE_CASE(R, 1, 2)
 
+/* Rows ahead of the group in hand that a tile touches (pf): about
+** GEMM_AHEAD_BYTES of W, at least the next group of 6. From memory, 16
+** tokens of K = 768 (a gpt_batch step of GPT-2): 84-88 GFLOP/s a core 6
+** rows (18 KB) ahead, 98-104 12 or 18 rows ahead. */
+#define GEMM_AHEAD_BYTES ((size_t)36 << 10)
+static inline int gemm_ahead_rows(int K) {
+  size_t row = (size_t)K * sizeof(float), n = (GEMM_AHEAD_BYTES + row - 1) / row;
+  return n < 6 ? 6 : (int)n;
+}
+
 /* The gemm's loops: tokens in sweeps, rows in groups of 6, tokens in
 ** groups of NT (4 for f32 rows, 2 for widened f16). */
 #define AVX512_GEMM_LOOPS(NT_MAX, CASES)                                          \
   float res[24];                                                                  \
-  int sweep = gemm_sweep(K, 4);                                                   \
+  int sweep = gemm_sweep(K, 4), ahead = gemm_ahead_rows(K);                       \
   for (int t0 = 0; t0 < T; t0 += sweep) {                                         \
     int t1 = t0 + sweep < T ? t0 + sweep : T;                                     \
     for (int r = r0; r < r1; r += 6) {                                            \
@@ -878,7 +889,7 @@ AVX512_FN static ALWAYS_INLINE void avx512_tile(float *res, const float *W, size
       int R = r1 - r < 6 ? r1 - r : 6;                                            \
       for (int t = t0; t < t1; t += NT_MAX) {                                     \
         const float *x = X + (size_t)t * ldx;                                     \
-        const float *pf = t == t0 && r + 6 < r1 ? w + 6 * (size_t)K : NULL;       \
+        const float *pf = t == t0 && r + ahead < r1 ? w + ahead * (size_t)K : NULL; \
         int nt = t1 - t < NT_MAX ? t1 - t : NT_MAX;                               \
         switch (R * 8 + nt) { CASES }                                             \
         store_block(out + (size_t)t * ldo, ldo, r, res, 6, nt, R, bias, mode);    \
