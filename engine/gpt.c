@@ -1257,13 +1257,14 @@ typedef struct MatTask {
   int T;
   int add, gelu;
   size_t ldo;
-  int chunk;            /* rows (decode) or columns (prefill) a claim takes */
+  int chunk;            /* rows a decode chunk holds (a gemm's: GEMM_COLS) */
   const GPTBlas *blas;  /* OpenBLAS where it may be called (blas.h), or NULL */
   const Mat *then;      /* the product that follows, or NULL */
   struct MemberShare *share; /* each member's unclaimed chunks */
 } MatTask;
 
-/* A member's part of a decode product, its unclaimed chunks [lo, hi) as
+/* A member's part of a product (a decode step's rows, or the columns of a
+** product of several tokens), its unclaimed chunks [lo, hi) as
 ** hi << 32 | lo, alone on its cache line: the owner claims from lo, so its
 ** rows stream forward (the kernels' prefetch ahead, and the hardware's,
 ** stay useful from one chunk to the next), and a member that has run out
@@ -1314,6 +1315,7 @@ static int gemv_chunk_rows(const Mat *w, int unit) {
   size_t rows = row ? (GEMV_CHUNK_BYTES + row - 1) / row : 16;
   if (rows < 16) rows = 16;
   if (rows > (size_t)w->rows) rows = (size_t)w->rows;
+  if (rows < 1) rows = 1; /* never a chunk of none, which would divide by zero */
   return (int)((rows + (size_t)unit - 1) / (size_t)unit * (size_t)unit);
 }
 
