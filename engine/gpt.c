@@ -20,6 +20,7 @@
 ** in comments; B is always 1 here, T is the number of new tokens, P the
 ** number of cached positions before them.
 */
+#include <limits.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -103,6 +104,8 @@ struct GPTState {
   GPTQ8Act xq;           /* (n_xq, widest row) inputs quantized for q8_0 rows */
   int n_xq;              /* tokens xq holds */
   GPTQ4Act xq4;          /* decode input quantized for 4-bit rows (q4 hook) */
+  GPTQ4Act xq4t;         /* (n_xq4t, widest row) several tokens quantized for them */
+  int n_xq4t;            /* tokens xq4t holds */
   int n_wide;            /* threads the wide scratch is sized for */
   float *wide;           /* (n_wide, GEMM_COLS, max_k) compact weights widened */
   int batch_T;           /* tokens of the batch in progress */
@@ -810,6 +813,11 @@ static int64_t move_transposed(void *dst, int dd, int sd, const void *src, int64
   return bad;
 }
 
+/* A 4- or 6-bit block format (kernels_q4.h). */
+static int is_q4_dtype(int dtype) {
+  return dtype == GPT_Q4_0 || dtype == GPT_Q4_K || dtype == GPT_Q6_K;
+}
+
 /* Converts (and for Conv1D weights transposes) a run of stored elements into
 ** the tensor's memory. Stored element e of an (in, out) weight is row e/out,
 ** column e%out; in memory it goes to (column, row) of the (out, in) matrix.
@@ -831,7 +839,7 @@ int gpt_model_load(GPTModel *m, int i, int dtype, int64_t first, int64_t n,
   }
   void *dst = m->tensor[i];
   int dd = m->dtype[i];
-  if (dtype == GPT_Q4_0 || dtype == GPT_Q4_K || dtype == GPT_Q6_K) {
+  if (is_q4_dtype(dtype)) {
     /* q4 hook: 4- and 6-bit blocks are checked (finite scales) and copied,
     ** or widened for a tensor held in f32 or f16 */
     int nBytes = 0, nVal = gpt_dtype_block(dtype, &nBytes);
@@ -1069,6 +1077,7 @@ void gpt_state_free(GPTState *s) {
   free(s->tmp);
   free(s->xq.q); free(s->xq.aq); free(s->xq.d);
   gpt_q4_act_free(&s->xq4);
+  gpt_q4_act_free(&s->xq4t);
   free(s->wide);
   free(s);
 }
@@ -1395,6 +1404,10 @@ static void gemm_cols(const MatTask *a, int ch, int ith) {
   if (a->w.dtype == GPT_Q8_0) {
     const uint8_t *w = (const uint8_t *)a->w.w + mat_row_bytes(&a->w, c0);
     k->gemm_q8(a->out + c0, a->ldo, w, &a->p->s->xq, T, bias, 0, n, K, GPT_GEMV_SET);
+  } else if (is_q4_dtype(a->w.dtype)) {
+    const uint8_t *w = (const uint8_t *)a->w.w + mat_row_bytes(&a->w, c0);
+    gpt_q4_gemm(gpt_q4_kernels(), a->w.dtype, a->out + c0, a->ldo, w, &a->p->s->xq4t, T, bias,
+                0, n, K, GPT_GEMV_SET);
   } else {
     const float *w = (const float *)a->w.w + (size_t)c0 * K;
     if (a->w.dtype != GPT_F32) {
@@ -1416,8 +1429,8 @@ static void gemm_cols(const MatTask *a, int ch, int ith) {
 ** value for a token is the one the decode gemv gives that token alone
 ** (kernels.h). f16 rows are widened into the member's buffer first
 ** (exactly: the kernels' f16 arithmetic is their f32 arithmetic on the
-** widened values); q8_0 rows meet the tokens quantized once for all chunks
-** (s->xq). */
+** widened values); q8_0 and 4-bit rows meet the tokens quantized once for
+** all chunks (s->xq, s->xq4t). */
 static void gemm_task(void *arg, int ith, int nth) {
   MatTask *a = (MatTask *)arg;
   for (int i = 0, owner = ith; i < nth; i++, owner = (owner + 1) % nth) {
@@ -1426,6 +1439,41 @@ static void gemm_task(void *arg, int ith, int nth) {
       for (int j = 0; j < n; j++) gemm_cols(a, ch + j, ith);
   }
   if (nth > 1) touch_next_product(a->then, ith, nth);
+}
+
+typedef struct QuantizeTask {
+  GPTQ4Act *X;
+  const float *inp;
+  int T, K, dtype;
+} QuantizeTask;
+
+/* Member ith's run of the tokens. */
+static void quantize_q4_task(void *arg, int ith, int nth) {
+  QuantizeTask *q = (QuantizeTask *)arg;
+  int t0 = (int)((int64_t)q->T * ith / nth), t1 = (int)((int64_t)q->T * (ith + 1) / nth);
+  for (int t = t0; t < t1; t++) {
+    GPTQ4Act x = gpt_q4_act_token(q->X, t, q->K);
+    gpt_q4_quantize_act(&x, q->dtype, q->inp + (size_t)t * q->K, q->K);
+  }
+}
+
+/* Quantizes the T tokens of inp (T, K) into s->xq4t for rows of a 4-bit
+** dtype, as the decode gemv's input is, growing it as needed; the team
+** shares the tokens (a token's bytes do not depend on who quantized it). */
+static int quantize_tokens_q4(const Pass *p, const float *inp, int T, int K, int dtype) {
+  GPTState *s = p->s;
+  if (T > s->n_xq4t) {
+    GPTQ4Act a;
+    size_t n = (size_t)T * widest_row(s->m);
+    if (n > INT_MAX || gpt_q4_act_alloc(&a, (int)n)) return GPT_NOMEM;
+    gpt_q4_act_free(&s->xq4t);
+    s->xq4t = a;
+    s->n_xq4t = T;
+  }
+  QuantizeTask q = {&s->xq4t, inp, T, K, dtype};
+  if ((int64_t)T * K < PAR_MIN_GEMV) quantize_q4_task(&q, 0, 1);
+  else gpt_team_run(p->team, quantize_q4_task, &q);
+  return GPT_OK;
 }
 
 /* Quantizes the T tokens of inp (T, K) into s->xq for q8_0 rows, growing it
@@ -1466,16 +1514,16 @@ static int matmul_forward_ld(const Pass *p, float *out, size_t ldo, const float 
     share_out(share, (w->rows + a.chunk - 1) / a.chunk, nth);
     a.share = share;
     if (w->dtype == GPT_Q8_0) p->k->q8_quantize_act(&p->s->xq, inp, w->k);
-    if (w->dtype == GPT_Q4_0 || w->dtype == GPT_Q4_K || w->dtype == GPT_Q6_K) /* q4 hook */
-      gpt_q4_quantize_act(&p->s->xq4, w->dtype, inp, w->k);
+    if (is_q4_dtype(w->dtype)) gpt_q4_quantize_act(&p->s->xq4, w->dtype, inp, w->k);
     if (serial) gemv_task(&a, 0, 1);
     else gpt_team_run(p->team, gemv_task, &a);
   } else {
-    /* f16 and the 4-bit formats are widened a chunk at a time */
-    if (w->dtype != GPT_F32 && w->dtype != GPT_Q8_0 &&
+    /* f16 is widened a chunk at a time */
+    if (w->dtype != GPT_F32 && w->dtype != GPT_Q8_0 && !is_q4_dtype(w->dtype) &&
         state_reserve_wide(p->s, gpt_team_size(p->team)))
       return GPT_NOMEM;
     if (w->dtype == GPT_Q8_0 && quantize_tokens(p, inp, T, w->k)) return GPT_NOMEM;
+    if (is_q4_dtype(w->dtype) && quantize_tokens_q4(p, inp, T, w->k, w->dtype)) return GPT_NOMEM;
     int serial = (int64_t)T * w->rows * w->k < PAR_MIN_GEMM;
     share_out(share, (w->rows + GEMM_COLS - 1) / GEMM_COLS, serial ? 1 : gpt_team_size(p->team));
     a.share = share;

@@ -44,6 +44,14 @@
 
 #define PREFETCH(p) __builtin_prefetch((const void *)(p), 0, 3)
 #define PF_BYTES 4096
+#define Q4_TILE_T 4 /* tokens a gemm tile shares a row's unpacked blocks with */
+
+/* Tokens a gemm sweep: their activations (about K + K/8 bytes each) fit
+** in about 24 KB of L1, 4 to 64 of them. */
+static int q4_sweep(int K) {
+  int n = 24576 / (K > 0 ? K : 1);
+  return n < Q4_TILE_T ? Q4_TILE_T : n > 64 ? 64 : n / Q4_TILE_T * Q4_TILE_T;
+}
 
 /* A little-endian 16-bit value at p. */
 static inline uint16_t le16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
@@ -186,6 +194,7 @@ static void p_q6_k_to_f32(float *dst, const uint8_t *src, size_t nb) {
 
 static const GPTQ4Kernels kPortable = {
   "portable", p_gemv_q4_0, p_gemv_q4_k, p_gemv_q6_k, p_q4_0_to_f32, p_q4_k_to_f32, p_q6_k_to_f32,
+  NULL, NULL, NULL,
 };
 
 /* ---------------------------------------------------------------- AVX2 */
@@ -398,7 +407,7 @@ AVX2_FN static void avx2_q6_k_to_f32(float *dst, const uint8_t *src, size_t nb) 
 
 static const GPTQ4Kernels kAvx2 = {
   "avx2", avx2_gemv_q4_0, avx2_gemv_q4_k, avx2_gemv_q6_k, avx2_q4_0_to_f32, avx2_q4_k_to_f32,
-  avx2_q6_k_to_f32,
+  avx2_q6_k_to_f32, NULL, NULL, NULL,
 };
 
 /* ------------------------------------------------------------- AVX-512 */
@@ -423,12 +432,17 @@ VNNI_FN static ALWAYS_INLINE __m512i vnni_madd_acc(__m512i acc, __m512i p, __m51
 ** -8 d_w xsum are summed apart. (A pair's two scales come from scalars:
 ** gathering sixteen scales for one vcvtph2ps ran at half the speed.) The
 ** VNNI set has its own, four blocks a step (vnni_row_q4_0). */
-#define Q4_0_ROW(NAME, ATTR, DOT)                                                             \
-  ATTR static ALWAYS_INLINE float NAME(const uint8_t *row, const GPTQ4Act *x, int nb) {      \
-    __m512 acc = _mm512_setzero_ps();                                                         \
+#define Q4_0_TILE(NAME, ATTR, DOT)                                                            \
+  ATTR static ALWAYS_INLINE void NAME(const uint8_t *row, const GPTQ4Act *x, int nt, int nb,  \
+                                      float *res) {                                           \
+    __m512 acc[Q4_TILE_T];                                                                    \
+    float off[Q4_TILE_T];                                                                     \
     const __m512i shift = _mm512_set_epi64(4, 4, 0, 0, 4, 4, 0, 0);                           \
     const __m512i m4 = _mm512_set1_epi8(15);                                                  \
-    float off = 0.0f;                                                                         \
+    _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {                                    \
+      acc[t] = _mm512_setzero_ps();                                                           \
+      off[t] = 0.0f;                                                                          \
+    }                                                                                         \
     int b = 0;                                                                                \
     for (; b + 2 <= nb; b += 2) {                                                             \
       const uint8_t *blk = row + (size_t)b * GPT_Q4_0_BYTES;                                  \
@@ -437,20 +451,24 @@ VNNI_FN static ALWAYS_INLINE __m512i vnni_madd_acc(__m512i acc, __m512i p, __m51
       __m256i ab = _mm256_inserti128_si256(                                                   \
           _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(blk + 2))),                \
           _mm_loadu_si128((const __m128i *)(blk + GPT_Q4_0_BYTES + 2)), 1);                   \
-      __m512i t = _mm512_castsi256_si512(ab);                                                 \
-      t = _mm512_shuffle_i64x2(t, t, _MM_SHUFFLE(1, 1, 0, 0));                                \
-      __m512i nib = _mm512_and_si512(_mm512_srlv_epi64(t, shift), m4);                        \
-      __m512i q = _mm512_loadu_si512((const void *)(x->q + b * 32));                          \
-      __m512 ds = _mm512_castsi512_ps(_mm512_inserti64x4(                                     \
-          _mm512_castps_si512(_mm512_set1_ps(d0 * x->d[b])),                                  \
-          _mm256_castps_si256(_mm256_set1_ps(d1 * x->d[b + 1])), 1));                         \
-      acc = _mm512_fmadd_ps(ds, _mm512_cvtepi32_ps(DOT(nib, q)), acc);                        \
-      off += d0 * x->sum[b] + d1 * x->sum[b + 1];                                             \
+      __m512i tt = _mm512_castsi256_si512(ab);                                                \
+      tt = _mm512_shuffle_i64x2(tt, tt, _MM_SHUFFLE(1, 1, 0, 0));                             \
+      __m512i nib = _mm512_and_si512(_mm512_srlv_epi64(tt, shift), m4);                       \
+      _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {                                  \
+        __m512i q = _mm512_loadu_si512((const void *)(x[t].q + b * 32));                      \
+        __m512 ds = _mm512_castsi512_ps(_mm512_inserti64x4(                                   \
+            _mm512_castps_si512(_mm512_set1_ps(d0 * x[t].d[b])),                              \
+            _mm256_castps_si256(_mm256_set1_ps(d1 * x[t].d[b + 1])), 1));                     \
+        acc[t] = _mm512_fmadd_ps(ds, _mm512_cvtepi32_ps(DOT(nib, q)), acc[t]);                \
+        off[t] += d0 * x[t].sum[b] + d1 * x[t].sum[b + 1];                                    \
+      }                                                                                       \
     }                                                                                         \
-    float s = _mm512_reduce_add_ps(acc) - 8.0f * off;                                         \
-    if (b < nb) s += avx2_blocks_q4_0(row + (size_t)b * GPT_Q4_0_BYTES, x->q + b * 32,        \
-                                      x->d + b, x->sum + b, 1);                               \
-    return s;                                                                                 \
+    _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {                                    \
+      float s = _mm512_reduce_add_ps(acc[t]) - 8.0f * off[t];                                 \
+      if (b < nb) s += avx2_blocks_q4_0(row + (size_t)b * GPT_Q4_0_BYTES, x[t].q + b * 32,    \
+                                        x[t].d + b, x[t].sum + b, 1);                         \
+      res[t] = s;                                                                             \
+    }                                                                                         \
   }
 
 /* q4_k against the activation's qp (blocks 0 2 1 3 4 6 5 7 of each 256):
@@ -460,15 +478,20 @@ VNNI_FN static ALWAYS_INLINE __m512i vnni_madd_acc(__m512i acc, __m512i p, __m51
 ** pairs; the step's two 6-bit scales, sixteen lanes each (one vpermw),
 ** multiply them into the super-block's int32 sums (madd and add, or VNNI's
 ** vpdpwssd), scaled once by d d_x. */
-#define Q4_K_ROW(NAME, ATTR, MADD)                                                            \
-  ATTR static ALWAYS_INLINE float NAME(const uint8_t *row, const GPTQ4Act *x, int nb) {      \
-    __m512 acc = _mm512_setzero_ps();                                                         \
-    __m256 accm = _mm256_setzero_ps();                                                        \
+#define Q4_K_TILE(NAME, ATTR, MADD)                                                           \
+  ATTR static ALWAYS_INLINE void NAME(const uint8_t *row, const GPTQ4Act *x, int nt, int nb,  \
+                                      float *res) {                                           \
+    __m512 acc[Q4_TILE_T];                                                                    \
+    __m256 accm[Q4_TILE_T];                                                                   \
     const __m512i m4 = _mm512_set1_epi8(15);                                                  \
     /* int16 lanes 0-15 take scale a, 16-31 scale b: (0, 2), (1, 3), (4, 6), (5, 7) */        \
     const __m512i i02 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);  \
     const __m512i i13 = _mm512_inserti64x4(_mm512_set1_epi16(1), _mm256_set1_epi16(3), 1);    \
     const __m512i k4 = _mm512_set1_epi16(4);                                                  \
+    _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {                                    \
+      acc[t] = _mm512_setzero_ps();                                                           \
+      accm[t] = _mm256_setzero_ps();                                                          \
+    }                                                                                         \
     for (int i = 0; i < nb; i++) {                                                            \
       const uint8_t *blk = row + (size_t)i * GPT_Q4_K_BYTES;                                  \
       uint8_t sc[8];                                                                          \
@@ -476,26 +499,73 @@ VNNI_FN static ALWAYS_INLINE __m512i vnni_madd_acc(__m512i acc, __m512i p, __m51
       PREFETCH(blk + PF_BYTES);                                                               \
       PREFETCH(blk + PF_BYTES + 64);                                                          \
       PREFETCH(blk + PF_BYTES + 128);                                                         \
-      accm = _mm256_fmadd_ps(avx2_q4k_mins(blk, sc), _mm256_loadu_ps(x->sum + 8 * i), accm);  \
+      __m256 mins = avx2_q4k_mins(blk, sc);                                                   \
       memcpy(&s8, sc, 8);                                                                     \
       __m512i sc16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)s8))); \
-      const int8_t *qp = x->qp + (size_t)i * GPT_QK_K;                                        \
-      __m512i isum = _mm512_setzero_si512();                                                  \
+      __m512i lo[2], hi[2], slo[2], shi[2];                                                   \
       _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {                                   \
         __m512i v = _mm512_loadu_si512((const void *)(blk + 16 + 64 * h));                    \
-        __m512i lo = _mm512_and_si512(v, m4);                                                 \
-        __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);                           \
-        __m512i plo = _mm512_maddubs_epi16(lo, _mm512_loadu_si512((const void *)(qp + 128 * h))); \
-        __m512i phi = _mm512_maddubs_epi16(hi, _mm512_loadu_si512((const void *)(qp + 128 * h + 64))); \
-        __m512i ilo = h ? _mm512_add_epi16(i02, k4) : i02;                                    \
-        __m512i ihi = h ? _mm512_add_epi16(i13, k4) : i13;                                    \
-        isum = MADD(isum, plo, _mm512_permutexvar_epi16(ilo, sc16));                          \
-        isum = MADD(isum, phi, _mm512_permutexvar_epi16(ihi, sc16));                          \
+        lo[h] = _mm512_and_si512(v, m4);                                                      \
+        hi[h] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);                                \
+        slo[h] = _mm512_permutexvar_epi16(h ? _mm512_add_epi16(i02, k4) : i02, sc16);         \
+        shi[h] = _mm512_permutexvar_epi16(h ? _mm512_add_epi16(i13, k4) : i13, sc16);         \
       }                                                                                       \
-      float dd = _cvtsh_ss(le16(blk)) * x->d[8 * i];                                          \
-      acc = _mm512_fmadd_ps(_mm512_set1_ps(dd), _mm512_cvtepi32_ps(isum), acc);               \
+      float dw = _cvtsh_ss(le16(blk));                                                        \
+      _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {                                  \
+        accm[t] = _mm256_fmadd_ps(mins, _mm256_loadu_ps(x[t].sum + 8 * i), accm[t]);          \
+        const int8_t *qp = x[t].qp + (size_t)i * GPT_QK_K;                                    \
+        __m512i isum = _mm512_setzero_si512();                                                \
+        _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {                                 \
+          __m512i plo = _mm512_maddubs_epi16(lo[h], _mm512_loadu_si512((const void *)(qp + 128 * h))); \
+          __m512i phi = _mm512_maddubs_epi16(hi[h], _mm512_loadu_si512((const void *)(qp + 128 * h + 64))); \
+          isum = MADD(isum, plo, slo[h]);                                                     \
+          isum = MADD(isum, phi, shi[h]);                                                     \
+        }                                                                                     \
+        float dd = dw * x[t].d[8 * i];                                                        \
+        acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(dd), _mm512_cvtepi32_ps(isum), acc[t]);       \
+      }                                                                                       \
     }                                                                                         \
-    return _mm512_reduce_add_ps(acc) - hsum256(accm);                                         \
+    _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++)                                      \
+      res[t] = _mm512_reduce_add_ps(acc[t]) - hsum256(accm[t]);                               \
+  }
+
+/* A row function (a tile of one token), for the gemv. */
+#define ROW_OF_TILE(NAME, ATTR, TILE)                                                         \
+  ATTR static ALWAYS_INLINE float NAME(const uint8_t *row, const GPTQ4Act *x, int nb) {      \
+    float r;                                                                                  \
+    TILE(row, x, 1, nb, &r);                                                                  \
+    return r;                                                                                 \
+  }
+
+/* The gemm of a set, out (T, ldo): each row against the tokens of a sweep,
+** Q4_TILE_T at a time, the row's unpacked blocks shared by them; a token's
+** value is the gemv's for it alone (the tile does each token's arithmetic
+** in the row function's order). A sweep's activations stay in L1 while
+** the rows stream past. */
+#define GEMM(NAME, ATTR, TILE, BLOCK, BYTES)                                                  \
+  ATTR static void NAME(float *out, size_t ldo, const uint8_t *W, const GPTQ4Act *X, int T,  \
+                        const float *bias, int r0, int r1, int K, int mode) {                 \
+    int nb = K / BLOCK, sweep = q4_sweep(K);                                                  \
+    size_t ld = (size_t)nb * BYTES;                                                           \
+    GPTQ4Act x[Q4_TILE_T];                                                                    \
+    float res[Q4_TILE_T];                                                                     \
+    for (int t0 = 0; t0 < T; t0 += sweep) {                                                   \
+      int t1 = t0 + sweep < T ? t0 + sweep : T;                                               \
+      for (int r = r0; r < r1; r++) {                                                         \
+        const uint8_t *w = W + r * ld;                                                        \
+        for (int t = t0; t < t1; t += Q4_TILE_T) {                                            \
+          int nt = t1 - t < Q4_TILE_T ? t1 - t : Q4_TILE_T;                                   \
+          for (int j = 0; j < nt; j++) x[j] = gpt_q4_act_token(X, t + j, K);                  \
+          switch (nt) {                                                                       \
+            case 4: TILE(w, x, 4, nb, res); break;                                            \
+            case 3: TILE(w, x, 3, nb, res); break;                                            \
+            case 2: TILE(w, x, 2, nb, res); break;                                            \
+            default: TILE(w, x, 1, nb, res); break;                                           \
+          }                                                                                   \
+          for (int j = 0; j < nt; j++) store_row(out + (size_t)(t + j) * ldo, r, res[j], bias, mode); \
+        }                                                                                     \
+      }                                                                                       \
+    }                                                                                         \
   }
 
 #define GEMV(NAME, ATTR, ROW, BLOCK, BYTES)                                                   \
@@ -506,8 +576,10 @@ VNNI_FN static ALWAYS_INLINE __m512i vnni_madd_acc(__m512i acc, __m512i p, __m51
     for (int r = r0; r < r1; r++) store_row(y, r, ROW(W + r * ld, x, nb), bias, mode);        \
   }
 
-Q4_0_ROW(avx512_row_q4_0, AVX512_FN, avx512_dot_u8s8)
-Q4_K_ROW(avx512_row_q4_k, AVX512_FN, avx512_madd_acc)
+Q4_0_TILE(avx512_tile_q4_0, AVX512_FN, avx512_dot_u8s8)
+Q4_K_TILE(avx512_tile_q4_k, AVX512_FN, avx512_madd_acc)
+ROW_OF_TILE(avx512_row_q4_0, AVX512_FN, avx512_tile_q4_0)
+ROW_OF_TILE(avx512_row_q4_k, AVX512_FN, avx512_tile_q4_k)
 
 /* q4_0 with VNNI and VBMI, four blocks (72 bytes) a step: one vpermt2b
 ** picks their 4 x 16 quant bytes out of two loads (the second masked to the
@@ -519,9 +591,8 @@ Q4_K_ROW(avx512_row_q4_k, AVX512_FN, avx512_madd_acc)
 ** -8 d_w xsum are summed in four lanes of their own. Blocks past the last
 ** four of a row take the AVX2 path. (A gather of sixteen scales cost as
 ** much as the products at K = 768.) */
-VNNI_FN static ALWAYS_INLINE __m512 vnni_q4_0_quad(const uint8_t *blk, const int8_t *qp,
-                                                   const float *xd, const float *xsum,
-                                                   __m512 acc, __m128 *pOff) {
+VNNI_FN static ALWAYS_INLINE void vnni_tile_q4_0(const uint8_t *row, const GPTQ4Act *x, int nt,
+                                                 int nb, float *res) {
   /* output byte 16k + t is byte 18k + 2 + t of the 72 (k < 4, t < 16) */
   const __m512i pick = _mm512_set_epi8(
       71, 70, 69, 68, 67, 66, 65, 64, 63, 62, 61, 60, 59, 58, 57, 56,
@@ -535,23 +606,12 @@ VNNI_FN static ALWAYS_INLINE __m512 vnni_q4_0_quad(const uint8_t *blk, const int
       0, 0, 0, 0, 0, 0, 0, 0, 55, 54, 37, 36, 19, 18, 1, 0);
   const __m512i quarter = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
   const __m512i m4 = _mm512_set1_epi8(15);
-  __m512i v0 = _mm512_loadu_si512((const void *)blk);
-  __m512i v1 = _mm512_maskz_loadu_epi8((__mmask64)0xff, (const void *)(blk + 64));
-  __m512i qq = _mm512_permutex2var_epi8(v0, pick, v1);
-  __m128 dw = _mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi8(pickd, v0)));
-  __m128 ds = _mm_mul_ps(dw, _mm_loadu_ps(xd));
-  *pOff = _mm_fmadd_ps(dw, _mm_loadu_ps(xsum), *pOff);
-  __m512i lo = _mm512_and_si512(qq, m4), hi = _mm512_and_si512(_mm512_srli_epi16(qq, 4), m4);
-  __m512i isum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo,
-                                     _mm512_loadu_si512((const void *)qp));
-  isum = _mm512_dpbusd_epi32(isum, hi, _mm512_loadu_si512((const void *)(qp + 64)));
-  return _mm512_fmadd_ps(_mm512_permutexvar_ps(quarter, _mm512_castps128_ps512(ds)),
-                         _mm512_cvtepi32_ps(isum), acc);
-}
-
-VNNI_FN static ALWAYS_INLINE float vnni_row_q4_0(const uint8_t *row, const GPTQ4Act *x, int nb) {
-  __m512 acc = _mm512_setzero_ps();
-  __m128 off = _mm_setzero_ps();
+  __m512 acc[Q4_TILE_T];
+  __m128 off[Q4_TILE_T];
+  _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {
+    acc[t] = _mm512_setzero_ps();
+    off[t] = _mm_setzero_ps();
+  }
   int b = 0;
   for (; b + 4 <= nb; b += 4) {
     const uint8_t *blk = row + (size_t)b * GPT_Q4_0_BYTES;
@@ -560,17 +620,35 @@ VNNI_FN static ALWAYS_INLINE float vnni_row_q4_0(const uint8_t *row, const GPTQ4
       PREFETCH(blk + PF_BYTES + 64);
       PREFETCH(blk + PF_BYTES + 128);
     }
-    acc = vnni_q4_0_quad(blk, x->qp + (size_t)b * 32, x->d + b, x->sum + b, acc, &off);
+    __m512i v0 = _mm512_loadu_si512((const void *)blk);
+    __m512i v1 = _mm512_maskz_loadu_epi8((__mmask64)0xff, (const void *)(blk + 64));
+    __m512i qq = _mm512_permutex2var_epi8(v0, pick, v1);
+    __m128 dw = _mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi8(pickd, v0)));
+    __m512i lo = _mm512_and_si512(qq, m4), hi = _mm512_and_si512(_mm512_srli_epi16(qq, 4), m4);
+    _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {
+      const int8_t *qp = x[t].qp + (size_t)b * 32;
+      __m128 ds = _mm_mul_ps(dw, _mm_loadu_ps(x[t].d + b));
+      off[t] = _mm_fmadd_ps(dw, _mm_loadu_ps(x[t].sum + b), off[t]);
+      __m512i isum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo,
+                                         _mm512_loadu_si512((const void *)qp));
+      isum = _mm512_dpbusd_epi32(isum, hi, _mm512_loadu_si512((const void *)(qp + 64)));
+      acc[t] = _mm512_fmadd_ps(_mm512_permutexvar_ps(quarter, _mm512_castps128_ps512(ds)),
+                               _mm512_cvtepi32_ps(isum), acc[t]);
+    }
   }
-  __m128 o = _mm_add_ps(off, _mm_movehl_ps(off, off));
-  o = _mm_add_ss(o, _mm_movehdup_ps(o));
-  float s = _mm512_reduce_add_ps(acc) - 8.0f * _mm_cvtss_f32(o);
-  if (b < nb) s += avx2_blocks_q4_0(row + (size_t)b * GPT_Q4_0_BYTES, x->q + b * 32, x->d + b,
-                                    x->sum + b, nb - b);
-  return s;
+  _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {
+    __m128 o = _mm_add_ps(off[t], _mm_movehl_ps(off[t], off[t]));
+    o = _mm_add_ss(o, _mm_movehdup_ps(o));
+    float s = _mm512_reduce_add_ps(acc[t]) - 8.0f * _mm_cvtss_f32(o);
+    if (b < nb) s += avx2_blocks_q4_0(row + (size_t)b * GPT_Q4_0_BYTES, x[t].q + b * 32,
+                                      x[t].d + b, x[t].sum + b, nb - b);
+    res[t] = s;
+  }
 }
 
-Q4_K_ROW(vnni_row_q4_k, VNNI_FN, vnni_madd_acc)
+Q4_K_TILE(vnni_tile_q4_k, VNNI_FN, vnni_madd_acc)
+ROW_OF_TILE(vnni_row_q4_0, VNNI_FN, vnni_tile_q4_0)
+ROW_OF_TILE(vnni_row_q4_k, VNNI_FN, vnni_tile_q4_k)
 GEMV(avx512_gemv_q4_0, AVX512_FN, avx512_row_q4_0, GPT_Q4_0_BLOCK, GPT_Q4_0_BYTES)
 GEMV(avx512_gemv_q4_k, AVX512_FN, avx512_row_q4_k, GPT_QK_K, GPT_Q4_K_BYTES)
 GEMV(vnni_gemv_q4_0, VNNI_FN, vnni_row_q4_0, GPT_Q4_0_BLOCK, GPT_Q4_0_BYTES)
@@ -582,9 +660,10 @@ GEMV(vnni_gemv_q4_k, VNNI_FN, vnni_row_q4_k, GPT_QK_K, GPT_Q4_K_BYTES)
 ** different count in each (vpsllvw / vpsrlvw). The four int8 scales of a
 ** step become 32 int16 lanes, eight each (one vpermw), for madd (VNNI:
 ** vpdpwssd) into the super-block's int32 sums, scaled once by d d_x. */
-#define Q6_K_ROW(NAME, ATTR, MADD)                                                            \
-  ATTR static ALWAYS_INLINE float NAME(const uint8_t *row, const GPTQ4Act *x, int nb) {      \
-    __m512 acc = _mm512_setzero_ps();                                                         \
+#define Q6_K_TILE(NAME, ATTR, MADD)                                                           \
+  ATTR static ALWAYS_INLINE void NAME(const uint8_t *row, const GPTQ4Act *x, int nt, int nb,  \
+                                      float *res) {                                           \
+    __m512 acc[Q4_TILE_T];                                                                    \
     const __m512i m4 = _mm512_set1_epi8(15), m2 = _mm512_set1_epi8(0x30);                     \
     const __m512i k32 = _mm512_set1_epi8(32), zero = _mm512_setzero_si512();                  \
     /* shift counts per 16-bit lane: left 4 | left 2 for steps 0, 1; right 0 | 2 */           \
@@ -594,6 +673,7 @@ GEMV(vnni_gemv_q4_k, VNNI_FN, vnni_row_q4_k, GPT_QK_K, GPT_Q4_K_BYTES)
     const __m512i step = _mm512_inserti64x4(                                                  \
         _mm512_castsi256_si512(_mm256_set_m128i(_mm_set1_epi16(1), _mm_setzero_si128())),     \
         _mm256_set_m128i(_mm_set1_epi16(3), _mm_set1_epi16(2)), 1);                           \
+    _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();        \
     for (int i = 0; i < nb; i++) {                                                            \
       const uint8_t *blk = row + (size_t)i * GPT_Q6_K_BYTES;                                  \
       PREFETCH(blk + PF_BYTES);                                                               \
@@ -602,7 +682,8 @@ GEMV(vnni_gemv_q4_k, VNNI_FN, vnni_row_q4_k, GPT_QK_K, GPT_Q4_K_BYTES)
       PREFETCH(blk + PF_BYTES + 192);                                                         \
       __m512i sc16 = _mm512_castsi256_si512(                                                  \
           _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 192))));               \
-      __m512i isum = _mm512_setzero_si512();                                                  \
+      __m512i isum[Q4_TILE_T];                                                                \
+      _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) isum[t] = _mm512_setzero_si512();  \
       _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {                                   \
         __m512i ql = _mm512_loadu_si512((const void *)(blk + 64 * h));                        \
         __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * h))); \
@@ -613,32 +694,46 @@ GEMV(vnni_gemv_q4_k, VNNI_FN, vnni_row_q4_k, GPT_QK_K, GPT_Q4_K_BYTES)
                               : _mm512_and_si512(_mm512_srli_epi16(ql, 4), m4);               \
           __m512i hi = k == 0 ? _mm512_sllv_epi16(qh, shl) : _mm512_srlv_epi16(qh, shr);      \
           __m512i w = _mm512_sub_epi8(_mm512_or_si512(lo, _mm512_and_si512(hi, m2)), k32);    \
-          __m512i q = _mm512_loadu_si512((const void *)(x->q + ab * 32));                     \
-          __m512i aq = _mm512_loadu_si512((const void *)(x->aq + ab * 32));                   \
-          __m512i sw = _mm512_mask_sub_epi8(w, _mm512_movepi8_mask(q), zero, w);              \
           __m512i idx = _mm512_add_epi16(step, _mm512_set1_epi16((short)s));                  \
-          isum = MADD(isum, _mm512_maddubs_epi16(aq, sw), _mm512_permutexvar_epi16(idx, sc16)); \
+          __m512i scale = _mm512_permutexvar_epi16(idx, sc16);                                \
+          _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {                              \
+            __m512i q = _mm512_loadu_si512((const void *)(x[t].q + ab * 32));                 \
+            __m512i aq = _mm512_loadu_si512((const void *)(x[t].aq + ab * 32));               \
+            __m512i sw = _mm512_mask_sub_epi8(w, _mm512_movepi8_mask(q), zero, w);            \
+            isum[t] = MADD(isum[t], _mm512_maddubs_epi16(aq, sw), scale);                     \
+          }                                                                                   \
         }                                                                                     \
       }                                                                                       \
-      float dd = _cvtsh_ss(le16(blk + 208)) * x->d[8 * i];                                    \
-      acc = _mm512_fmadd_ps(_mm512_set1_ps(dd), _mm512_cvtepi32_ps(isum), acc);               \
+      float dw = _cvtsh_ss(le16(blk + 208));                                                  \
+      _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {                                  \
+        float dd = dw * x[t].d[8 * i];                                                        \
+        acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(dd), _mm512_cvtepi32_ps(isum[t]), acc[t]);    \
+      }                                                                                       \
     }                                                                                         \
-    return _mm512_reduce_add_ps(acc);                                                         \
+    _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) res[t] = _mm512_reduce_add_ps(acc[t]); \
   }
 
-Q6_K_ROW(avx512_row_q6_k, AVX512_FN, avx512_madd_acc)
-Q6_K_ROW(vnni_row_q6_k, VNNI_FN, vnni_madd_acc)
+Q6_K_TILE(avx512_tile_q6_k, AVX512_FN, avx512_madd_acc)
+Q6_K_TILE(vnni_tile_q6_k, VNNI_FN, vnni_madd_acc)
+ROW_OF_TILE(avx512_row_q6_k, AVX512_FN, avx512_tile_q6_k)
+ROW_OF_TILE(vnni_row_q6_k, VNNI_FN, vnni_tile_q6_k)
 GEMV(avx512_gemv_q6_k, AVX512_FN, avx512_row_q6_k, GPT_QK_K, GPT_Q6_K_BYTES)
 GEMV(vnni_gemv_q6_k, VNNI_FN, vnni_row_q6_k, GPT_QK_K, GPT_Q6_K_BYTES)
+GEMM(avx512_gemm_q4_0, AVX512_FN, avx512_tile_q4_0, GPT_Q4_0_BLOCK, GPT_Q4_0_BYTES)
+GEMM(avx512_gemm_q4_k, AVX512_FN, avx512_tile_q4_k, GPT_QK_K, GPT_Q4_K_BYTES)
+GEMM(avx512_gemm_q6_k, AVX512_FN, avx512_tile_q6_k, GPT_QK_K, GPT_Q6_K_BYTES)
+GEMM(vnni_gemm_q4_0, VNNI_FN, vnni_tile_q4_0, GPT_Q4_0_BLOCK, GPT_Q4_0_BYTES)
+GEMM(vnni_gemm_q4_k, VNNI_FN, vnni_tile_q4_k, GPT_QK_K, GPT_Q4_K_BYTES)
+GEMM(vnni_gemm_q6_k, VNNI_FN, vnni_tile_q6_k, GPT_QK_K, GPT_Q6_K_BYTES)
 
 static const GPTQ4Kernels kAvx512 = {
   "avx512", avx512_gemv_q4_0, avx512_gemv_q4_k, avx512_gemv_q6_k, avx2_q4_0_to_f32,
-  avx2_q4_k_to_f32, avx2_q6_k_to_f32,
+  avx2_q4_k_to_f32, avx2_q6_k_to_f32, avx512_gemm_q4_0, avx512_gemm_q4_k, avx512_gemm_q6_k,
 };
 
 static const GPTQ4Kernels kVnni = {
   "avx512vnni", vnni_gemv_q4_0, vnni_gemv_q4_k, vnni_gemv_q6_k, avx2_q4_0_to_f32,
-  avx2_q4_k_to_f32, avx2_q6_k_to_f32,
+  avx2_q4_k_to_f32, avx2_q6_k_to_f32, vnni_gemm_q4_0, vnni_gemm_q4_k, vnni_gemm_q6_k,
 };
 
 /* AVX-512 VNNI and VBMI from CPUID leaf 7 (ECX bits 11 and 1): the VNNI
@@ -700,6 +795,17 @@ void gpt_q4_act_free(GPTQ4Act *a) {
   memset(a, 0, sizeof(*a));
 }
 
+/* lrintf(f) clamped to [-127, 127], as the loop it replaces computed it
+** (a NaN or a value past a long's range, whose lrintf is LONG_MIN, gives
+** -127), without a libm call: adding and taking away 1.5 * 2^23 rounds a
+** float under 2^22 to the nearest integer, ties to even, as lrintf does in
+** the default rounding mode. */
+static inline int round_clamp_127(float f) {
+  if (!(f > -127.0f)) return -127;                  /* NaN too */
+  if (f >= 127.0f) return f < 9.2233720e18f ? 127 : -127;
+  return (int)((f + 12582912.0f) - 12582912.0f);
+}
+
 void gpt_q4_quantize_act(GPTQ4Act *a, int dtype, const float *x, int K) {
   if (dtype == GPT_Q4_0) {
     GPTQ8Act v = {a->q, a->aq, a->d};
@@ -715,12 +821,14 @@ void gpt_q4_quantize_act(GPTQ4Act *a, int dtype, const float *x, int K) {
     for (int i = 0; i < K / GPT_QK_K; i++) {
       const float *v = x + (size_t)i * GPT_QK_K;
       float amax = 0.0f;
-      for (int j = 0; j < GPT_QK_K; j++) amax = fmaxf(amax, fabsf(v[j]));
+      for (int j = 0; j < GPT_QK_K; j++) {
+        float f = fabsf(v[j]);
+        amax = f > amax ? f : amax; /* fmaxf's value, NaNs skipped, without its call */
+      }
       float id = amax > 0.0f ? 127.0f / amax : 0.0f;
       for (int b = 0; b < 8; b++) a->d[8 * i + b] = amax / 127.0f;
       for (int j = 0; j < GPT_QK_K; j++) {
-        long q = lrintf(v[j] * id);
-        q = q > 127 ? 127 : q < -127 ? -127 : q;
+        int q = round_clamp_127(v[j] * id);
         a->q[(size_t)i * GPT_QK_K + j] = (int8_t)q;
         a->aq[(size_t)i * GPT_QK_K + j] = (int8_t)(q < 0 ? -q : q);
       }
@@ -745,6 +853,24 @@ int gpt_q4_gemv(const GPTQ4Kernels *k, int dtype, float *y, const uint8_t *W,
     case GPT_Q6_K: k->gemv_q6_k(y, W, x, bias, r0, r1, K, mode); return 0;
   }
   return -1;
+}
+
+int gpt_q4_gemm(const GPTQ4Kernels *k, int dtype, float *out, size_t ldo, const uint8_t *W,
+                const GPTQ4Act *X, int T, const float *bias, int r0, int r1, int K, int mode) {
+  void (*gemm)(float *, size_t, const uint8_t *, const GPTQ4Act *, int, const float *, int, int,
+               int, int) = dtype == GPT_Q4_0 ? k->gemm_q4_0 : dtype == GPT_Q4_K ? k->gemm_q4_k
+                           : dtype == GPT_Q6_K ? k->gemm_q6_k : NULL;
+  if (dtype != GPT_Q4_0 && dtype != GPT_Q4_K && dtype != GPT_Q6_K) return -1;
+  if (gemm) {
+    gemm(out, ldo, W, X, T, bias, r0, r1, K, mode);
+    return 0;
+  }
+  /* the portable and AVX2 sets: the gemv a token at a time */
+  for (int t = 0; t < T; t++) {
+    GPTQ4Act x = gpt_q4_act_token(X, t, K);
+    gpt_q4_gemv(k, dtype, out + (size_t)t * ldo, W, &x, bias, r0, r1, K, mode);
+  }
+  return 0;
 }
 
 int gpt_q4_to_f32(const GPTQ4Kernels *k, int dtype, float *dst, const uint8_t *src,

@@ -30,8 +30,10 @@
 ** scale per block of 32; for q4_k and q6_k rows one scale per 256 (as
 ** llama.cpp's q8_K), so that a super-block's products sum in integers. The
 ** sums of each block's int8 values carry the offsets (q4_0's 8, q4_k's
-** mins). Prefill widens rows to f32 (to_f32) for the f32 gemm, as it does
-** q8_0 rows.
+** mins). A product of several tokens (prefill, or a decode step of
+** several sequences) quantizes each token the same way and runs the set's
+** gemm, whose tiles share a row's unpacked blocks among four tokens and
+** give each token the gemv's bits (gpt_q4_gemm).
 */
 #ifndef GPT_KERNELS_Q4_H
 #define GPT_KERNELS_Q4_H
@@ -73,6 +75,15 @@ typedef struct GPTQ4Kernels {
   void (*q4_0_to_f32)(float *dst, const uint8_t *src, size_t n_blocks);
   void (*q4_k_to_f32)(float *dst, const uint8_t *src, size_t n_blocks);
   void (*q6_k_to_f32)(float *dst, const uint8_t *src, size_t n_blocks);
+  /* out (T, ldo), rows r0..r1 of each of T tokens quantized into X
+  ** (gpt_q4_act_token), each token's values the gemv's for it alone; NULL
+  ** in a set whose gemm is its gemv a token at a time (gpt_q4_gemm) */
+  void (*gemm_q4_0)(float *out, size_t ldo, const uint8_t *W, const GPTQ4Act *X, int T,
+                    const float *bias, int r0, int r1, int K, int mode);
+  void (*gemm_q4_k)(float *out, size_t ldo, const uint8_t *W, const GPTQ4Act *X, int T,
+                    const float *bias, int r0, int r1, int K, int mode);
+  void (*gemm_q6_k)(float *out, size_t ldo, const uint8_t *W, const GPTQ4Act *X, int T,
+                    const float *bias, int r0, int r1, int K, int mode);
 } GPTQ4Kernels;
 
 /* The set matching gpt_kernels()'s (re-read on every call, so that
@@ -94,6 +105,20 @@ void gpt_q4_quantize_act(GPTQ4Act *a, int dtype, const float *x, int K);
 ** another dtype. */
 int gpt_q4_gemv(const GPTQ4Kernels *k, int dtype, float *y, const uint8_t *W,
                 const GPTQ4Act *x, const float *bias, int r0, int r1, int K, int mode);
+/* Token t's view of activations quantized for T tokens into one GPTQ4Act
+** allocated for T * K values. */
+static inline GPTQ4Act gpt_q4_act_token(const GPTQ4Act *X, int t, int K) {
+  size_t v = (size_t)t * K, b = (size_t)t * (K / 32);
+  GPTQ4Act a = {X->q + v, X->aq + v, X->qp + v, X->d + b, X->sum + b};
+  return a;
+}
+/* out (T, ldo), rows r0..r1 of each token, for T tokens quantized into X
+** (gpt_q4_act_token's layout): each token's values are, bit for bit, the
+** ones gpt_q4_gemv of set k gives that token alone, so a prefill or a
+** decode step of several sequences agrees with a decode step of one.
+** -1 for another dtype. */
+int gpt_q4_gemm(const GPTQ4Kernels *k, int dtype, float *out, size_t ldo, const uint8_t *W,
+                const GPTQ4Act *X, int T, const float *bias, int r0, int r1, int K, int mode);
 /* dst (n_blocks * values,) = n_blocks blocks of dtype widened, with k. */
 int gpt_q4_to_f32(const GPTQ4Kernels *k, int dtype, float *dst, const uint8_t *src,
                   size_t n_blocks);

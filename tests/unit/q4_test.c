@@ -9,6 +9,9 @@
 **     portable set, widening and gemv, on random blocks and sizes with and
 **     without vector tails, with bias and GPT_GEMV_ADD; any row range gives
 **     the same rows;
+**   - every set's gemm equals its gemv a token at a time, bit for bit, for
+**     token counts that fill its tiles and sweeps or leave tails, over any
+**     split of the rows and with GPT_GEMV_ADD;
 **   - the quantizers: blocks that decode within a stated error of their
 **     input, scales that are finite, and non-finite input refused.
 **
@@ -205,6 +208,62 @@ static void test_sets(void) {
   }
 }
 
+/* -------------------------------------------------- gemm against gemv */
+
+/* gpt_q4_gemm over T tokens against gpt_q4_gemv of each token alone: the
+** same bits (a prefill, or a decode step of several sequences, gives each
+** token what a decode step of it alone gives). */
+static void test_gemm(void) {
+  static const int aK[] = {256, 768, 32 * 3, 32 * 17, 3072};
+  static const int aT[] = {1, 3, 4, 9, 70};
+  const int rows = 11;
+  for (int id = 0; id < 3; id++) {
+    int dtype = aDtype[id], nBytes = 0, nVal = gpt_dtype_block(dtype, &nBytes);
+    for (size_t ik = 0; ik < sizeof(aK) / sizeof(aK[0]); ik++) {
+      int K = aK[ik];
+      if (K % nVal) continue;
+      size_t nRow = (size_t)(K / nVal) * nBytes;
+      uint8_t *W = malloc(nRow * rows);
+      float bias[11];
+      random_blocks(dtype, W, (int64_t)rows * K / nVal);
+      for (int r = 0; r < rows; r++) bias[r] = frand();
+      for (size_t it = 0; it < sizeof(aT) / sizeof(aT[0]); it++) {
+        int T = aT[it];
+        size_t ldo = rows + 3;
+        float *x = malloc(sizeof(float) * (size_t)T * K);
+        float *g = malloc(sizeof(float) * (size_t)T * ldo), *v = malloc(sizeof(float) * (size_t)T * ldo);
+        GPTQ4Act X, a;
+        for (size_t i = 0; i < (size_t)T * K; i++) x[i] = frand() * (i % 7 == 0 ? 3.0f : 1.0f);
+        gpt_q4_act_alloc(&X, T * K);
+        gpt_q4_act_alloc(&a, K);
+        for (int t = 0; t < T; t++) {
+          GPTQ4Act xt = gpt_q4_act_token(&X, t, K);
+          gpt_q4_quantize_act(&xt, dtype, x + (size_t)t * K, K);
+        }
+        for (int sIdx = 0; sIdx < 4; sIdx++) {
+          const GPTQ4Kernels *kern = gpt_q4_kernels_named(azSet[sIdx]);
+          char zWhat[80];
+          if (!kern) continue;
+          for (size_t i = 0; i < (size_t)T * ldo; i++) g[i] = v[i] = 0.5f;
+          gpt_q4_gemm(kern, dtype, g, ldo, W, &X, T, bias, 0, 4, K, GPT_GEMV_SET);
+          gpt_q4_gemm(kern, dtype, g, ldo, W, &X, T, bias, 4, rows, K, GPT_GEMV_ADD);
+          for (int t = 0; t < T; t++) {
+            gpt_q4_quantize_act(&a, dtype, x + (size_t)t * K, K);
+            gpt_q4_gemv(kern, dtype, v + (size_t)t * ldo, W, &a, bias, 0, 4, K, GPT_GEMV_SET);
+            gpt_q4_gemv(kern, dtype, v + (size_t)t * ldo, W, &a, bias, 4, rows, K, GPT_GEMV_ADD);
+          }
+          snprintf(zWhat, sizeof(zWhat), "%s gemm = gemv bit for bit, T=%d", gpt_dtype_name(dtype), T);
+          check(memcmp(g, v, sizeof(float) * (size_t)T * ldo) == 0, zWhat, kern->name, K, 0);
+        }
+        gpt_q4_act_free(&X);
+        gpt_q4_act_free(&a);
+        free(x); free(g); free(v);
+      }
+      free(W);
+    }
+  }
+}
+
 /* The activation: q4_0's is gpt_q8_quantize_act's; the k-quants' has one
 ** scale per 256, qp its blocks reordered, and the sums match q. */
 static void test_act(void) {
@@ -308,6 +367,7 @@ int main(int argc, char **argv) {
   read_golden(zGolden);
   test_act();
   test_sets();
+  test_gemm();
   test_quantize();
   printf("%d passed, %d failed\n", nPass, nFail);
   return nFail != 0;
