@@ -807,6 +807,45 @@ static inline int round_clamp_127(float f) {
   return (int)((f + 12582912.0f) - 12582912.0f);
 }
 
+#ifdef GPT_X86
+/* One 256-value block of a k-quant activation with AVX-512: the same bytes
+** as the scalar loop (max of |v| over non-NaN values, then
+** round_clamp_127(v * id): vcvtps2dq rounds as lrintf does and gives
+** INT_MIN for a NaN or an infinity, which the clamp makes -127, and v * id
+** never reaches 2^31 since |v| <= amax). Returns amax. */
+AVX512_FN static float avx512_quantize_k256(int8_t *q, int8_t *aq, const float *v) {
+  __m512 mx = _mm512_setzero_ps();
+  for (int j = 0; j < GPT_QK_K; j += 16)
+    mx = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(v + j)), mx); /* NaN: keeps mx */
+  float amax = _mm512_reduce_max_ps(mx);
+  __m512 id = _mm512_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
+  const __m512i hi = _mm512_set1_epi32(127), lo = _mm512_set1_epi32(-127);
+  for (int j = 0; j < GPT_QK_K; j += 16) {
+    __m512i i = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(v + j), id));
+    __m128i b = _mm512_cvtepi32_epi8(_mm512_max_epi32(_mm512_min_epi32(i, hi), lo));
+    _mm_storeu_si128((__m128i *)(q + j), b);
+    _mm_storeu_si128((__m128i *)(aq + j), _mm_abs_epi8(b));
+  }
+  return amax;
+}
+
+/* sum[b] = d[b] * (the sum of block b's 32 values of q), nb blocks. */
+AVX512_FN static void avx512_block_sums(float *sum, const float *d, const int8_t *q, int nb) {
+  for (int b = 0; b < nb; b++) {
+    __m512i w = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(q + 32 * b)));
+    w = _mm512_add_epi32(w, _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(q + 32 * b + 16))));
+    sum[b] = d[b] * (float)_mm512_reduce_add_epi32(w);
+  }
+}
+
+static int gAvx512Act = -1;
+static int avx512_act(void) {
+  if (gAvx512Act < 0)
+    gAvx512Act = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+  return gAvx512Act;
+}
+#endif
+
 void gpt_q4_quantize_act(GPTQ4Act *a, int dtype, const float *x, int K) {
   if (dtype == GPT_Q4_0) {
     GPTQ8Act v = {a->q, a->aq, a->d};
@@ -821,24 +860,38 @@ void gpt_q4_quantize_act(GPTQ4Act *a, int dtype, const float *x, int K) {
     /* one scale per 256 (K % 256 == 0 for these formats) */
     for (int i = 0; i < K / GPT_QK_K; i++) {
       const float *v = x + (size_t)i * GPT_QK_K;
+      int8_t *q = a->q + (size_t)i * GPT_QK_K, *aq = a->aq + (size_t)i * GPT_QK_K;
       float amax = 0.0f;
-      for (int j = 0; j < GPT_QK_K; j++) {
-        float f = fabsf(v[j]);
-        amax = f > amax ? f : amax; /* fmaxf's value, NaNs skipped, without its call */
+#ifdef GPT_X86
+      if (avx512_act()) {
+        amax = avx512_quantize_k256(q, aq, v);
+      } else
+#endif
+      {
+        for (int j = 0; j < GPT_QK_K; j++) {
+          float f = fabsf(v[j]);
+          amax = f > amax ? f : amax; /* fmaxf's value, NaNs skipped, without its call */
+        }
+        float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+        for (int j = 0; j < GPT_QK_K; j++) {
+          int qj = round_clamp_127(v[j] * id);
+          q[j] = (int8_t)qj;
+          aq[j] = (int8_t)(qj < 0 ? -qj : qj);
+        }
       }
-      float id = amax > 0.0f ? 127.0f / amax : 0.0f;
       for (int b = 0; b < 8; b++) a->d[8 * i + b] = amax / 127.0f;
-      for (int j = 0; j < GPT_QK_K; j++) {
-        int q = round_clamp_127(v[j] * id);
-        a->q[(size_t)i * GPT_QK_K + j] = (int8_t)q;
-        a->aq[(size_t)i * GPT_QK_K + j] = (int8_t)(q < 0 ? -q : q);
-      }
       /* qp: blocks 0 2 1 3 4 6 5 7 */
       static const int kOrder[8] = {0, 2, 1, 3, 4, 6, 5, 7};
       for (int b = 0; b < 8; b++)
         memcpy(a->qp + (size_t)i * GPT_QK_K + 32 * b, a->q + (size_t)i * GPT_QK_K + 32 * kOrder[b], 32);
     }
   }
+#ifdef GPT_X86
+  if (avx512_act()) {
+    avx512_block_sums(a->sum, a->d, a->q, K / 32);
+    return;
+  }
+#endif
   for (int b = 0; b < K / 32; b++) {
     int32_t s = 0;
     for (int j = 0; j < 32; j++) s += a->q[b * 32 + j];

@@ -298,6 +298,28 @@ static void test_act(void) {
     ok &= a.sum[b] == a.d[b] * (float)sum;
   }
   check(ok, "k-quant act: scale per 256, q within half a step, qp, sums", "-", K, 0);
+  /* the bytes are lrintf(x / d) clamped to +-127, whichever path the CPU
+  ** takes, ties, NaN and infinities included (a block of NaNs and infinities
+  ** has an infinite or NaN scale; lrintf of those is LONG_MIN: -127) */
+  for (int k = 0; k < K; k++) x[k] = (float)((int)(rand32() % 255) - 127) * 0.5f;
+  x[3] = NAN; x[300] = INFINITY; x[301] = -INFINITY; x[600] = 1e-40f;
+  for (int k = 512; k < K; k++) x[k] = k == 600 ? 1e-40f : (k % 5 == 0 ? -1e-42f : 0.0f);
+  gpt_q4_quantize_act(&a, GPT_Q4_K, x, K);
+  ok = 1;
+  for (int i = 0; i < K / 256; i++) {
+    float amax = 0;
+    for (int j = 0; j < 256; j++) {
+      float f = fabsf(x[256 * i + j]);
+      amax = f > amax ? f : amax;
+    }
+    float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    for (int j = 0; j < 256; j++) {
+      long q = lrintf(x[256 * i + j] * id);
+      q = q > 127 ? 127 : q < -127 ? -127 : q;
+      ok &= a.q[256 * i + j] == q && a.aq[256 * i + j] == (q < 0 ? -q : q);
+    }
+  }
+  check(ok, "k-quant act bytes = lrintf, clamped", "-", K, 0);
   gpt_q4_act_free(&a);
 }
 
