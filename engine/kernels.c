@@ -24,6 +24,7 @@
 #include <string.h>
 #include "gpt.h"
 #include "kernels.h"
+#include "kernels_q4.h"
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define GPT_X86 1
@@ -32,6 +33,8 @@
 #define AVX2_FN __attribute__((target("avx2,fma,f16c")))
 #define AVX512_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 #define VNNI_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+/* only where kernels_q4.c has checked for VBMI too (its VNNI set) */
+#define VBMI_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")))
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 #endif
 
@@ -1093,6 +1096,11 @@ VNNI_FN static void q8_slice_token(__m512i *dst, const GPTQ8Act *X, int t, int K
   }
 }
 
+/* q8_0 rows as stored, for kernels_q8_tile.h */
+#define Q8_ROW_BYTES GPT_Q8_BYTES
+#define Q8_ROW_PAIR(blk, m) q8_load_pair((blk) + 2, GPT_Q8_BYTES, (m))
+#define Q8_ROW_SCALES(blk) q8_chunk_scales(blk)
+#define Q8_ROW_PAIR_WSCALES(blk, m) q8_pair_wscales((blk), (m))
 #define Q8_TILE_FN AVX512_FN
 #define Q8_TILE_VNNI 0
 #define Q8_TILE avx512_tile_q8
@@ -1121,6 +1129,213 @@ VNNI_FN static void q8_slice_token(__m512i *dst, const GPTQ8Act *X, int t, int K
 #define Q8_GEMM vnni_gemm_q8
 #define Q8_GEMV vnni_gemv_q8
 #include "kernels_q8_tile.h"
+
+#undef Q8_TILE_FN
+#undef Q8_TILE_VNNI
+#undef Q8_TILE
+#undef Q8_CHUNK
+#undef Q8_GEMM_ROWS
+#undef Q8_PAIR_DOT
+#undef Q8_SLICE_TILE
+#undef Q8_GEMM
+#undef Q8_GEMV
+#undef Q8_ROW_BYTES
+#undef Q8_ROW_PAIR
+#undef Q8_ROW_SCALES
+#undef Q8_ROW_PAIR_WSCALES
+
+/* ---- q4_0 rows on the q8_0 arithmetic ---- */
+
+/* A q4_0 block's values n - 8 are q8_0 values, so q4_0 rows go through
+** the q8_0 tile with these loaders and give, bit for bit, what q8_0 rows
+** converted from them give (gpt_q4_0_to_q8_0): the q4_0 gemm of the
+** AVX-512 sets is then the q8_0 gemm on converted rows. */
+
+/* A pair of q4_0 blocks' values as int8 in q8_load_pair's layout: block
+** b's 32 values (low nibbles, then high) in bytes 0-31, block b + 1's in
+** 32-63, zeros when it is absent (m < 2). */
+AVX512_FN static ALWAYS_INLINE __m512i q4_0_load_pair(const uint8_t *blk, int m) {
+  const __m512i shift = _mm512_set_epi64(4, 4, 0, 0, 4, 4, 0, 0);
+  __m128i a = _mm_loadu_si128((const __m128i *)(blk + 2));
+  __m128i b = m >= 2 ? _mm_loadu_si128((const __m128i *)(blk + GPT_Q4_0_BYTES + 2))
+                     : _mm_setzero_si128();
+  __m512i t = _mm512_castsi256_si512(_mm256_set_m128i(b, a));
+  t = _mm512_shuffle_i64x2(t, t, _MM_SHUFFLE(1, 1, 0, 0));
+  __m512i v = _mm512_sub_epi8(_mm512_and_si512(_mm512_srlv_epi64(t, shift), _mm512_set1_epi8(15)),
+                              _mm512_set1_epi8(8));
+  return m >= 2 ? v : _mm512_inserti64x4(v, _mm256_setzero_si256(), 1);
+}
+
+/* The f32 scales of 16 q4_0 blocks from blk, in block order. */
+AVX512_FN static ALWAYS_INLINE __m512 q4_0_chunk_scales(const uint8_t *blk) {
+  uint16_t h[16];
+  for (int j = 0; j < 16; j++) h[j] = q8_scale_bits(blk + j * GPT_Q4_0_BYTES);
+  return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)h));
+}
+
+/* The scales of a pair of q4_0 blocks, as q8_pair_wscales. */
+AVX512_FN static ALWAYS_INLINE __m512 q4_0_pair_wscales(const uint8_t *blk, int m) {
+  return q8_pair_lanes(_cvtsh_ss(q8_scale_bits(blk)),
+                       m >= 2 ? _cvtsh_ss(q8_scale_bits(blk + GPT_Q4_0_BYTES)) : 0.0f);
+}
+
+/* With VBMI (the q4 VNNI set's CPUs have it): the tail pairs' byte pick
+** of vbmi_gemv_q4_0, and sixteen scales in five loads and three byte
+** permutes, where q4_0_chunk_scales takes sixteen scalar loads. */
+static const uint8_t kQ4PairPick[64] = {
+  2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17,
+  2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17,
+  20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35,
+  20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35};
+/* scale bytes 18j, 18j + 1: j < 8 from bytes 0-127 (two registers), j 8-14
+** from bytes 128-255 (as 0-127), j = 15 from bytes 256-319 (as 0-63) */
+static const uint8_t kQ4ScalePick[3][64] = {
+  {0, 1, 18, 19, 36, 37, 54, 55, 72, 73, 90, 91, 108, 109, 126, 127},
+  {16, 17, 34, 35, 52, 53, 70, 71, 88, 89, 106, 107, 124, 125},
+  {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 14, 15}};
+
+VBMI_FN static ALWAYS_INLINE __m512 q4_0_chunk_scales_vbmi(const uint8_t *blk) {
+  __m512i lo = _mm512_permutex2var_epi8(_mm512_loadu_si512(blk), _mm512_loadu_si512(kQ4ScalePick[0]),
+                                        _mm512_loadu_si512(blk + 64));
+  __m512i hi = _mm512_permutex2var_epi8(_mm512_loadu_si512(blk + 128),
+                                        _mm512_loadu_si512(kQ4ScalePick[1]),
+                                        _mm512_loadu_si512(blk + 192));
+  hi = _mm512_mask_permutexvar_epi8(hi, (__mmask64)0xc000, _mm512_loadu_si512(kQ4ScalePick[2]),
+                                    _mm512_maskz_loadu_epi8((__mmask64)0xffff, blk + 256));
+  return _mm512_cvtph_ps(_mm256_set_m128i(_mm512_castsi512_si128(hi), _mm512_castsi512_si128(lo)));
+}
+
+#define Q8_ROW_ONLY
+#define Q8_ROW_BYTES GPT_Q4_0_BYTES
+#define Q8_ROW_PAIR(blk, m) q4_0_load_pair((blk), (m))
+#define Q8_ROW_SCALES(blk) q4_0_chunk_scales(blk)
+#define Q8_ROW_PAIR_WSCALES(blk, m) q4_0_pair_wscales((blk), (m))
+#define Q8_TILE_FN AVX512_FN
+#define Q8_TILE_VNNI 0
+#define Q8_TILE avx512_tile_q4_0_bw
+#define Q8_CHUNK avx512_chunk_q4_0_bw
+#define Q8_PAIR_DOT avx512_q4_0_pair_dot_bw
+#define Q8_GEMV avx512_gemv_q4_0_bw
+#include "kernels_q8_tile.h"
+#undef Q8_TILE_FN
+#undef Q8_TILE_VNNI
+#undef Q8_TILE
+#undef Q8_CHUNK
+#undef Q8_PAIR_DOT
+#undef Q8_GEMV
+
+#undef Q8_ROW_ONLY
+#undef Q8_ROW_BYTES
+#undef Q8_ROW_PAIR
+#undef Q8_ROW_SCALES
+#undef Q8_ROW_PAIR_WSCALES
+
+/* The q4_0 gemv with VNNI and VBMI, the same bits as avx512_tile_q4_0_bw
+** (the q8_0 tile on q4_0 rows) with fewer instructions a block: a chunk's 16
+** blocks are four steps of four (72 bytes: one vpermt2b picks their 4 x 16
+** quant bytes; low nibbles against the activation's qp first halves, high
+** nibbles against its second halves, in two vpdpbusd onto -8 times the sum
+** of x), whose lanes 4m..4m+3 hold block m's partial sums; q4_0_tree adds
+** them into q8_tree's lane order, so a chunk's integer sums are the q8_0
+** tile's and are scaled and added in the same order. The last nb % 16
+** blocks go a pair at a time on the q8_0 tile's arithmetic. */
+static const uint8_t kQ4QuadPick[64] = {
+  2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17,
+  20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35,
+  38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53,
+  56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71};
+
+/* Step k's sums (lanes 4m + p: block 4k + m, partial p) added per block:
+** block 4l + q lands in lane 4q + l, as q8_tree leaves it. */
+VBMI_FN static ALWAYS_INLINE __m512i q4_0_tree(const __m512i I[4]) {
+  __m512i A = _mm512_add_epi32(_mm512_unpacklo_epi32(I[0], I[1]), _mm512_unpackhi_epi32(I[0], I[1]));
+  __m512i B = _mm512_add_epi32(_mm512_unpacklo_epi32(I[2], I[3]), _mm512_unpackhi_epi32(I[2], I[3]));
+  return _mm512_add_epi32(_mm512_unpacklo_epi64(A, B), _mm512_unpackhi_epi64(A, B));
+}
+
+/* R rows (ld bytes apart, R <= 4) against x: res (R,). */
+VBMI_FN static ALWAYS_INLINE void q4_0_tile_vbmi(float *res, const uint8_t *W, size_t ld,
+                                                const GPTQ4Act *x, int K, int R) {
+  int nb = K / GPT_Q4_0_BLOCK, b = 0;
+  const __m512i pick = _mm512_loadu_si512(kQ4QuadPick), m4 = _mm512_set1_epi8(15);
+  const __m512i eight = _mm512_set1_epi8(8), order = q8_lane_order();
+  __m512 acc[4];
+  _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) acc[i] = _mm512_setzero_ps();
+  for (; b + 16 <= nb; b += 16) {
+    const int8_t *qp = x->qp + (size_t)b * GPT_Q4_0_BLOCK;
+    __m512i base[4];
+    _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
+      __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), eight, _mm512_loadu_si512(qp + 128 * k));
+      s = _mm512_dpbusd_epi32(s, eight, _mm512_loadu_si512(qp + 128 * k + 64));
+      base[k] = _mm512_sub_epi32(_mm512_setzero_si512(), s);
+    }
+    __m512 xd = _mm512_loadu_ps(x->d + b);
+    _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {
+      const uint8_t *blk = W + i * ld + (size_t)b * GPT_Q4_0_BYTES;
+      __m512i I[4];
+      _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
+        const uint8_t *q = blk + 72 * k;
+        PREFETCH(q + 4096);
+        PREFETCH(q + 4096 + 64);
+        PREFETCH(q + PF_Q8_TILE_BYTES);
+        PREFETCH(q + PF_Q8_TILE_BYTES + 64);
+        __m512i qq = _mm512_permutex2var_epi8(
+            _mm512_loadu_si512(q), pick, _mm512_maskz_loadu_epi8((__mmask64)0xff, q + 64));
+        __m512i lo = _mm512_and_si512(qq, m4), hi = _mm512_and_si512(_mm512_srli_epi16(qq, 4), m4);
+        I[k] = _mm512_dpbusd_epi32(base[k], lo, _mm512_loadu_si512(qp + 128 * k));
+        I[k] = _mm512_dpbusd_epi32(I[k], hi, _mm512_loadu_si512(qp + 128 * k + 64));
+      }
+      __m512 ds = _mm512_permutexvar_ps(order, _mm512_mul_ps(q4_0_chunk_scales_vbmi(blk), xd));
+      acc[i] = _mm512_fmadd_ps(ds, _mm512_cvtepi32_ps(q4_0_tree(I)), acc[i]);
+    }
+  }
+  /* the pairs: one masked load gives the quants (n + 120 = (n - 8) ^ 0x80,
+  ** as the q8_0 tile's vpdpbusd takes them; an absent block's bytes meet
+  ** zeros of x) and the two scales (word 9 is 0, +0.0, when absent) */
+  const __m512i shift = _mm512_set_epi64(4, 4, 0, 0, 4, 4, 0, 0), k120 = _mm512_set1_epi8(120);
+  const __m512i pair = _mm512_loadu_si512(kQ4PairPick);
+  const __m512i dpick = _mm512_set_epi16(9, 9, 9, 9, 9, 9, 9, 9, 0, 0, 0, 0, 0, 0, 0, 0,
+                                         9, 9, 9, 9, 9, 9, 9, 9, 0, 0, 0, 0, 0, 0, 0, 0);
+  for (; b < nb; b += 2) {
+    int m = nb - b;
+    __m512i xv = q8_load_pair(x->q + (size_t)b * GPT_Q8_BLOCK, GPT_Q8_BLOCK, m);
+    __m512i base = q8_pair_base(xv);
+    __m512 xs = q8_pair_xscales(x->d + b, m);
+    __mmask64 mask = m >= 2 ? (__mmask64)0xfffffffff : (__mmask64)0x3ffff;
+    _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {
+      __m512i v = _mm512_maskz_loadu_epi8(mask, W + i * ld + (size_t)b * GPT_Q4_0_BYTES);
+      __m512i w = _mm512_add_epi8(
+          _mm512_and_si512(_mm512_srlv_epi64(_mm512_permutexvar_epi8(pair, v), shift), m4), k120);
+      __m512 ws = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(dpick, v)));
+      __m512i P = _mm512_dpbusd_epi32(base, w, xv);
+      acc[i] = _mm512_fmadd_ps(_mm512_mul_ps(ws, xs), _mm512_cvtepi32_ps(P), acc[i]);
+    }
+  }
+  _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) res[i] = _mm512_reduce_add_ps(acc[i]);
+}
+
+VBMI_FN static void vbmi_gemv_q4_0(float *y, const uint8_t *W, const GPTQ4Act *x,
+                                   const float *bias, int r0, int r1, int K, int mode) {
+  size_t ld = (size_t)(K / GPT_Q4_0_BLOCK) * GPT_Q4_0_BYTES;
+  float res[4];
+  int r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    q4_0_tile_vbmi(res, W + (size_t)r * ld, ld, x, K, 4);
+    for (int i = 0; i < 4; i++) store_row(y, r + i, res[i], bias, mode);
+  }
+  for (; r < r1; r++) {
+    q4_0_tile_vbmi(res, W + (size_t)r * ld, ld, x, K, 1);
+    store_row(y, r, res[0], bias, mode);
+  }
+}
+
+/* The q4_0 gemv of the AVX-512 sets of kernels_q4.c (x as q8_0's). */
+void gpt_q4_0_gemv_avx512(float *y, const uint8_t *W, const GPTQ4Act *x, const float *bias,
+                          int r0, int r1, int K, int mode, int vnni) {
+  GPTQ8Act v = {x->q, x->aq, x->d};
+  if (vnni) vbmi_gemv_q4_0(y, W, x, bias, r0, r1, K, mode);
+  else avx512_gemv_q4_0_bw(y, W, &v, bias, r0, r1, K, mode);
+}
 
 /* The q8_0 gemm on VNNI where the CPU has it (asked once). */
 AVX512_FN static void avx512_gemm_q8(float *out, size_t ldo, const uint8_t *W,

@@ -426,52 +426,6 @@ VNNI_FN static ALWAYS_INLINE __m512i vnni_madd_acc(__m512i acc, __m512i p, __m51
   return _mm512_dpwssd_epi32(acc, p, s);
 }
 
-/* Two q4_0 blocks a 512-bit step: the pair's 16-byte quants go to the four
-** 128-bit lanes as a, a, b, b, the second and fourth shifted right by 4
-** (low then high nibbles of each block); lanes 0-7 of the int32 sums are
-** block a's, 8-15 block b's, scaled by d_w d_x of their block. The offsets
-** -8 d_w xsum are summed apart. (A pair's two scales come from scalars:
-** gathering sixteen scales for one vcvtph2ps ran at half the speed.) The
-** VNNI set has its own, four blocks a step (vnni_row_q4_0). */
-#define Q4_0_TILE(NAME, ATTR, DOT)                                                            \
-  ATTR static ALWAYS_INLINE void NAME(const uint8_t *row, const GPTQ4Act *x, int nt, int nb,  \
-                                      float *res) {                                           \
-    __m512 acc[Q4_TILE_T];                                                                    \
-    float off[Q4_TILE_T];                                                                     \
-    const __m512i shift = _mm512_set_epi64(4, 4, 0, 0, 4, 4, 0, 0);                           \
-    const __m512i m4 = _mm512_set1_epi8(15);                                                  \
-    _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {                                    \
-      acc[t] = _mm512_setzero_ps();                                                           \
-      off[t] = 0.0f;                                                                          \
-    }                                                                                         \
-    int b = 0;                                                                                \
-    for (; b + 2 <= nb; b += 2) {                                                             \
-      const uint8_t *blk = row + (size_t)b * GPT_Q4_0_BYTES;                                  \
-      if ((b & 3) == 0) PREFETCH(blk + PF_BYTES);                                             \
-      float d0 = _cvtsh_ss(le16(blk)), d1 = _cvtsh_ss(le16(blk + GPT_Q4_0_BYTES));            \
-      __m256i ab = _mm256_inserti128_si256(                                                   \
-          _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(blk + 2))),                \
-          _mm_loadu_si128((const __m128i *)(blk + GPT_Q4_0_BYTES + 2)), 1);                   \
-      __m512i tt = _mm512_castsi256_si512(ab);                                                \
-      tt = _mm512_shuffle_i64x2(tt, tt, _MM_SHUFFLE(1, 1, 0, 0));                             \
-      __m512i nib = _mm512_and_si512(_mm512_srlv_epi64(tt, shift), m4);                       \
-      _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {                                  \
-        __m512i q = _mm512_loadu_si512((const void *)(x[t].q + b * 32));                      \
-        __m512 ds = _mm512_castsi512_ps(_mm512_inserti64x4(                                   \
-            _mm512_castps_si512(_mm512_set1_ps(d0 * x[t].d[b])),                              \
-            _mm256_castps_si256(_mm256_set1_ps(d1 * x[t].d[b + 1])), 1));                     \
-        acc[t] = _mm512_fmadd_ps(ds, _mm512_cvtepi32_ps(DOT(nib, q)), acc[t]);                \
-        off[t] += d0 * x[t].sum[b] + d1 * x[t].sum[b + 1];                                    \
-      }                                                                                       \
-    }                                                                                         \
-    _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {                                    \
-      float s = _mm512_reduce_add_ps(acc[t]) - 8.0f * off[t];                                 \
-      if (b < nb) s += avx2_blocks_q4_0(row + (size_t)b * GPT_Q4_0_BYTES, x[t].q + b * 32,    \
-                                        x[t].d + b, x[t].sum + b, 1);                         \
-      res[t] = s;                                                                             \
-    }                                                                                         \
-  }
-
 /* q4_k against the activation's qp (blocks 0 2 1 3 4 6 5 7 of each 256):
 ** 64 bytes of nibbles (two pairs of sub-blocks) are one load, whose low
 ** nibbles are sub-blocks 0 and 2 (or 4 and 6) and high nibbles 1 and 3 (5
@@ -577,82 +531,12 @@ VNNI_FN static ALWAYS_INLINE __m512i vnni_madd_acc(__m512i acc, __m512i p, __m51
     for (int r = r0; r < r1; r++) store_row(y, r, ROW(W + r * ld, x, nb), bias, mode);        \
   }
 
-Q4_0_TILE(avx512_tile_q4_0, AVX512_FN, avx512_dot_u8s8)
 Q4_K_TILE(avx512_tile_q4_k, AVX512_FN, avx512_madd_acc)
-ROW_OF_TILE(avx512_row_q4_0, AVX512_FN, avx512_tile_q4_0)
 ROW_OF_TILE(avx512_row_q4_k, AVX512_FN, avx512_tile_q4_k)
 
-/* q4_0 with VNNI and VBMI, four blocks (72 bytes) a step: one vpermt2b
-** picks their 4 x 16 quant bytes out of two loads (the second masked to the
-** 8 bytes the step owns, so nothing past the row is read), and one vpermb
-** their four f16 scales; the low nibbles go against the activation's qp
-** (per four blocks: the four first halves, then the four second halves) in
-** one vpdpbusd and the high nibbles in a second into the same sums, lanes
-** 4k..4k+3 block k's, scaled by d_w d_x spread to those lanes. The offsets
-** -8 d_w xsum are summed in four lanes of their own. Blocks past the last
-** four of a row take the AVX2 path. (A gather of sixteen scales cost as
-** much as the products at K = 768.) */
-VNNI_FN static ALWAYS_INLINE void vnni_tile_q4_0(const uint8_t *row, const GPTQ4Act *x, int nt,
-                                                 int nb, float *res) {
-  /* output byte 16k + t is byte 18k + 2 + t of the 72 (k < 4, t < 16) */
-  const __m512i pick = _mm512_set_epi8(
-      71, 70, 69, 68, 67, 66, 65, 64, 63, 62, 61, 60, 59, 58, 57, 56,
-      53, 52, 51, 50, 49, 48, 47, 46, 45, 44, 43, 42, 41, 40, 39, 38,
-      35, 34, 33, 32, 31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20,
-      17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2);
-  /* bytes 0-7: the four scales (at 0, 18, 36, 54) */
-  const __m512i pickd = _mm512_set_epi8(
-      0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-      0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-      0, 0, 0, 0, 0, 0, 0, 0, 55, 54, 37, 36, 19, 18, 1, 0);
-  const __m512i quarter = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
-  const __m512i m4 = _mm512_set1_epi8(15);
-  __m512 acc[Q4_TILE_T];
-  __m128 off[Q4_TILE_T];
-  _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {
-    acc[t] = _mm512_setzero_ps();
-    off[t] = _mm_setzero_ps();
-  }
-  int b = 0;
-  for (; b + 4 <= nb; b += 4) {
-    const uint8_t *blk = row + (size_t)b * GPT_Q4_0_BYTES;
-    if ((b & 7) == 0) {
-      PREFETCH(blk + PF_BYTES);
-      PREFETCH(blk + PF_BYTES + 64);
-      PREFETCH(blk + PF_BYTES + 128);
-    }
-    __m512i v0 = _mm512_loadu_si512((const void *)blk);
-    __m512i v1 = _mm512_maskz_loadu_epi8((__mmask64)0xff, (const void *)(blk + 64));
-    __m512i qq = _mm512_permutex2var_epi8(v0, pick, v1);
-    __m128 dw = _mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi8(pickd, v0)));
-    __m512i lo = _mm512_and_si512(qq, m4), hi = _mm512_and_si512(_mm512_srli_epi16(qq, 4), m4);
-    _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {
-      const int8_t *qp = x[t].qp + (size_t)b * 32;
-      __m128 ds = _mm_mul_ps(dw, _mm_loadu_ps(x[t].d + b));
-      off[t] = _mm_fmadd_ps(dw, _mm_loadu_ps(x[t].sum + b), off[t]);
-      __m512i isum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo,
-                                         _mm512_loadu_si512((const void *)qp));
-      isum = _mm512_dpbusd_epi32(isum, hi, _mm512_loadu_si512((const void *)(qp + 64)));
-      acc[t] = _mm512_fmadd_ps(_mm512_permutexvar_ps(quarter, _mm512_castps128_ps512(ds)),
-                               _mm512_cvtepi32_ps(isum), acc[t]);
-    }
-  }
-  _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {
-    __m128 o = _mm_add_ps(off[t], _mm_movehl_ps(off[t], off[t]));
-    o = _mm_add_ss(o, _mm_movehdup_ps(o));
-    float s = _mm512_reduce_add_ps(acc[t]) - 8.0f * _mm_cvtss_f32(o);
-    if (b < nb) s += avx2_blocks_q4_0(row + (size_t)b * GPT_Q4_0_BYTES, x[t].q + b * 32,
-                                      x[t].d + b, x[t].sum + b, nb - b);
-    res[t] = s;
-  }
-}
-
 Q4_K_TILE(vnni_tile_q4_k, VNNI_FN, vnni_madd_acc)
-ROW_OF_TILE(vnni_row_q4_0, VNNI_FN, vnni_tile_q4_0)
 ROW_OF_TILE(vnni_row_q4_k, VNNI_FN, vnni_tile_q4_k)
-GEMV(avx512_gemv_q4_0, AVX512_FN, avx512_row_q4_0, GPT_Q4_0_BLOCK, GPT_Q4_0_BYTES)
 GEMV(avx512_gemv_q4_k, AVX512_FN, avx512_row_q4_k, GPT_QK_K, GPT_Q4_K_BYTES)
-GEMV(vnni_gemv_q4_0, VNNI_FN, vnni_row_q4_0, GPT_Q4_0_BLOCK, GPT_Q4_0_BYTES)
 GEMV(vnni_gemv_q4_k, VNNI_FN, vnni_row_q4_k, GPT_QK_K, GPT_Q4_K_BYTES)
 
 /* q6_k: half h's 64 bytes of ql are one load; its low nibbles are
@@ -720,12 +604,42 @@ ROW_OF_TILE(avx512_row_q6_k, AVX512_FN, avx512_tile_q6_k)
 ROW_OF_TILE(vnni_row_q6_k, VNNI_FN, vnni_tile_q6_k)
 GEMV(avx512_gemv_q6_k, AVX512_FN, avx512_row_q6_k, GPT_QK_K, GPT_Q6_K_BYTES)
 GEMV(vnni_gemv_q6_k, VNNI_FN, vnni_row_q6_k, GPT_QK_K, GPT_Q6_K_BYTES)
-GEMM(avx512_gemm_q4_0, AVX512_FN, avx512_tile_q4_0, GPT_Q4_0_BLOCK, GPT_Q4_0_BYTES)
 GEMM(avx512_gemm_q4_k, AVX512_FN, avx512_tile_q4_k, GPT_QK_K, GPT_Q4_K_BYTES)
 GEMM(avx512_gemm_q6_k, AVX512_FN, avx512_tile_q6_k, GPT_QK_K, GPT_Q6_K_BYTES)
-GEMM(vnni_gemm_q4_0, VNNI_FN, vnni_tile_q4_0, GPT_Q4_0_BLOCK, GPT_Q4_0_BYTES)
 GEMM(vnni_gemm_q4_k, VNNI_FN, vnni_tile_q4_k, GPT_QK_K, GPT_Q4_K_BYTES)
 GEMM(vnni_gemm_q6_k, VNNI_FN, vnni_tile_q6_k, GPT_QK_K, GPT_Q6_K_BYTES)
+
+/* q4_0 on the AVX-512 sets: the q8_0 tile of kernels.c reads the blocks
+** as they are (their values n - 8 are q8_0 values), so the gemv is bit for
+** bit the q8_0 gemv of the rows converted, and the gemm converts the rows
+** it is handed and runs the q8_0 gemm (VNNI's repacked slices where the
+** CPU has them), which gives each token the q8_0 gemv's bits. */
+static void avx512_gemv_q4_0(float *y, const uint8_t *W, const GPTQ4Act *x, const float *bias,
+                             int r0, int r1, int K, int mode) {
+  gpt_q4_0_gemv_avx512(y, W, x, bias, r0, r1, K, mode, 0);
+}
+static void vnni_gemv_q4_0(float *y, const uint8_t *W, const GPTQ4Act *x, const float *bias,
+                           int r0, int r1, int K, int mode) {
+  gpt_q4_0_gemv_avx512(y, W, x, bias, r0, r1, K, mode, 1);
+}
+static void avx512_gemm_q4_0(float *out, size_t ldo, const uint8_t *W, const GPTQ4Act *X, int T,
+                             const float *bias, int r0, int r1, int K, int mode) {
+  int nb = K / GPT_Q4_0_BLOCK;
+  size_t n = (size_t)(r1 - r0);
+  const GPTKernels *k8 = gpt_kernels_named("avx512");
+  uint8_t *rows = k8 && n > 0 ? malloc(n * nb * GPT_Q8_BYTES) : NULL;
+  if (!rows) { /* the gemv a token at a time: the same bits */
+    for (int t = 0; t < T; t++) {
+      GPTQ4Act x = gpt_q4_act_token(X, t, K);
+      avx512_gemv_q4_0(out + (size_t)t * ldo, W, &x, bias, r0, r1, K, mode);
+    }
+    return;
+  }
+  GPTQ8Act x8 = {X->q, X->aq, X->d};
+  gpt_q4_0_to_q8_0(rows, W + (size_t)r0 * nb * GPT_Q4_0_BYTES, n * nb);
+  k8->gemm_q8(out + r0, ldo, rows, &x8, T, bias ? bias + r0 : NULL, 0, (int)n, K, mode);
+  free(rows);
+}
 
 static const GPTQ4Kernels kAvx512 = {
   "avx512", avx512_gemv_q4_0, avx512_gemv_q4_k, avx512_gemv_q6_k, avx2_q4_0_to_f32,
@@ -734,7 +648,7 @@ static const GPTQ4Kernels kAvx512 = {
 
 static const GPTQ4Kernels kVnni = {
   "avx512vnni", vnni_gemv_q4_0, vnni_gemv_q4_k, vnni_gemv_q6_k, avx2_q4_0_to_f32,
-  avx2_q4_k_to_f32, avx2_q6_k_to_f32, vnni_gemm_q4_0, vnni_gemm_q4_k, vnni_gemm_q6_k,
+  avx2_q4_k_to_f32, avx2_q6_k_to_f32, avx512_gemm_q4_0, vnni_gemm_q4_k, vnni_gemm_q6_k,
 };
 
 /* AVX-512 VNNI and VBMI from CPUID leaf 7 (ECX bits 11 and 1): the VNNI
@@ -925,6 +839,17 @@ int gpt_q4_gemm(const GPTQ4Kernels *k, int dtype, float *out, size_t ldo, const 
     gpt_q4_gemv(k, dtype, out + (size_t)t * ldo, W, &x, bias, r0, r1, K, mode);
   }
   return 0;
+}
+
+void gpt_q4_0_to_q8_0(uint8_t *dst, const uint8_t *src, size_t n_blocks) {
+  for (size_t b = 0; b < n_blocks; b++, src += GPT_Q4_0_BYTES, dst += GPT_Q8_BYTES) {
+    dst[0] = src[0];
+    dst[1] = src[1];
+    for (int j = 0; j < 16; j++) {
+      dst[2 + j] = (uint8_t)(int8_t)((src[2 + j] & 15) - 8);
+      dst[18 + j] = (uint8_t)(int8_t)((src[2 + j] >> 4) - 8);
+    }
+  }
 }
 
 int gpt_q4_to_f32(const GPTQ4Kernels *k, int dtype, float *dst, const uint8_t *src,

@@ -119,6 +119,14 @@ static inline GPTQ4Act gpt_q4_act_token(const GPTQ4Act *X, int t, int K) {
 ** -1 for another dtype. */
 int gpt_q4_gemm(const GPTQ4Kernels *k, int dtype, float *out, size_t ldo, const uint8_t *W,
                 const GPTQ4Act *X, int T, const float *bias, int r0, int r1, int K, int mode);
+/* dst (n_blocks q8_0 blocks) = src's q4_0 blocks, exactly (values n - 8). */
+void gpt_q4_0_to_q8_0(uint8_t *dst, const uint8_t *src, size_t n_blocks);
+/* The AVX-512 gemv of q4_0 rows on kernels.c's q8_0 arithmetic: bit for
+** bit the q8_0 gemv of the rows converted by gpt_q4_0_to_q8_0: the q8_0
+** tile with AVX-512 BW, or (vnni) four-block steps with VNNI and VBMI.
+** x86 with AVX-512 only. */
+void gpt_q4_0_gemv_avx512(float *y, const uint8_t *W, const GPTQ4Act *x, const float *bias,
+                          int r0, int r1, int K, int mode, int vnni);
 /* dst (n_blocks * values,) = n_blocks blocks of dtype widened, with k. */
 int gpt_q4_to_f32(const GPTQ4Kernels *k, int dtype, float *dst, const uint8_t *src,
                   size_t n_blocks);

@@ -4,7 +4,12 @@
 ** weights) and 1 (AVX-512 VNNI: vpdpbusd on w + 128 and x, less 128 times
 ** the sum of x). Defines, under the names the includer gives, Q8_PAIR_DOT,
 ** Q8_CHUNK, Q8_TILE, Q8_GEMM_ROWS, Q8_SLICE_TILE (VNNI), Q8_GEMM and
-** Q8_GEMV, with attributes Q8_TILE_FN.
+** Q8_GEMV, with attributes Q8_TILE_FN. The includer also says how rows
+** are stored: Q8_ROW_BYTES a block, Q8_ROW_PAIR(blk, m) two blocks' values
+** as int8 (q8_load_pair's layout), Q8_ROW_SCALES(blk) sixteen blocks'
+** scales and Q8_ROW_PAIR_WSCALES(blk, m) a pair's; with Q8_ROW_ONLY only
+** the tile and the gemv are defined (q4_0 rows, whose values n - 8 are
+** q8_0 values, so that their gemm can be q8_0's on rows converted).
 **
 ** The arithmetic, the same in both sets and in the gemv and the gemm (so
 ** gemm = gemv bit for bit, and the sets agree). A row's blocks go in
@@ -51,7 +56,7 @@ Q8_TILE_FN static ALWAYS_INLINE void Q8_CHUNK(__m512 acc[2][4], const uint8_t *W
   const __m512i order = q8_lane_order();
   __m512 ws[4];
   _Pragma("GCC unroll 4") for (int i = 0; i < R; i++)
-    ws[i] = q8_chunk_scales(W + i * ld + (size_t)b * GPT_Q8_BYTES);
+    ws[i] = Q8_ROW_SCALES(W + i * ld + (size_t)b * Q8_ROW_BYTES);
   _Pragma("GCC unroll 2") for (int t = 0; t < NT; t++) {
     const int8_t *xq = X->q + (size_t)(t0 + t) * K + (size_t)b * GPT_Q8_BLOCK;
     const int8_t *xa = X->aq + (size_t)(t0 + t) * K + (size_t)b * GPT_Q8_BLOCK;
@@ -65,16 +70,16 @@ Q8_TILE_FN static ALWAYS_INLINE void Q8_CHUNK(__m512 acc[2][4], const uint8_t *W
     __m512i base = q8_tree(P);
 #endif
     _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {
-      const uint8_t *blk = W + i * ld + (size_t)b * GPT_Q8_BYTES;
+      const uint8_t *blk = W + i * ld + (size_t)b * Q8_ROW_BYTES;
       _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
         if (pf) {
-          const uint8_t *ahead = blk + j * 2 * GPT_Q8_BYTES + PF_Q8_TILE_BYTES;
+          const uint8_t *ahead = blk + j * 2 * Q8_ROW_BYTES + PF_Q8_TILE_BYTES;
           PREFETCH(ahead);
           PREFETCH(ahead + 64);
           PREFETCH(ahead + PF_Q8_TILE_BYTES);
           PREFETCH(ahead + PF_Q8_TILE_BYTES + 64);
         }
-        P[j] = Q8_PAIR_DOT(q8_load_pair(blk + j * 2 * GPT_Q8_BYTES + 2, GPT_Q8_BYTES, 2),
+        P[j] = Q8_PAIR_DOT(Q8_ROW_PAIR(blk + j * 2 * Q8_ROW_BYTES, 2),
                            _mm512_loadu_si512(xq + j * 2 * GPT_Q8_BLOCK),
                            _mm512_loadu_si512(xa + j * 2 * GPT_Q8_BLOCK));
       }
@@ -115,12 +120,12 @@ Q8_TILE_FN static ALWAYS_INLINE void Q8_TILE(float *res, const uint8_t *W, size_
       ax = q8_load_pair(xa, GPT_Q8_BLOCK, m);
 #endif
       _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {
-        const uint8_t *blk = W + i * ld + (size_t)b * GPT_Q8_BYTES;
-        __m512i P = Q8_PAIR_DOT(q8_load_pair(blk + 2, GPT_Q8_BYTES, m), x, ax);
+        const uint8_t *blk = W + i * ld + (size_t)b * Q8_ROW_BYTES;
+        __m512i P = Q8_PAIR_DOT(Q8_ROW_PAIR(blk, m), x, ax);
 #if Q8_TILE_VNNI
         P = _mm512_add_epi32(P, base);
 #endif
-        __m512 ds = _mm512_mul_ps(q8_pair_wscales(blk, m), q8_pair_xscales(dx, m));
+        __m512 ds = _mm512_mul_ps(Q8_ROW_PAIR_WSCALES(blk, m), q8_pair_xscales(dx, m));
         acc[t][i] = _mm512_fmadd_ps(ds, _mm512_cvtepi32_ps(P), acc[t][i]);
       }
     }
@@ -130,6 +135,7 @@ Q8_TILE_FN static ALWAYS_INLINE void Q8_TILE(float *res, const uint8_t *W, size_
       res[t * 4 + i] = _mm512_reduce_add_ps(acc[t][i]);
 }
 
+#ifndef Q8_ROW_ONLY
 #undef AVX512_TILE_Q8_CASE
 #define AVX512_TILE_Q8_CASE(R, NT) \
   case (R) * 4 + (NT): Q8_TILE(res, w, ld, X, t, K, R, NT, 0); break;
@@ -139,7 +145,7 @@ Q8_TILE_FN static ALWAYS_INLINE void Q8_TILE(float *res, const uint8_t *W, size_
 Q8_TILE_FN static void Q8_GEMM_ROWS(float *out, size_t ldo, const uint8_t *W,
                                     const GPTQ8Act *X, int T, const float *bias, int r0,
                                     int r1, int K, int mode) {
-  size_t ld = (size_t)(K / GPT_Q8_BLOCK) * GPT_Q8_BYTES;
+  size_t ld = (size_t)(K / GPT_Q8_BLOCK) * Q8_ROW_BYTES;
   float res[8];
   int sweep = gemm_sweep(K, 2);
   for (int t0 = 0; t0 < T; t0 += sweep) {
@@ -264,12 +270,14 @@ Q8_TILE_FN static void Q8_GEMM(float *out, size_t ldo, const uint8_t *W, const G
 }
 #endif
 
+#endif /* Q8_ROW_ONLY */
+
 /* The decode gemv: four rows a pass on the tile with one token (the same
 ** arithmetic as above, so gemm = gemv), each row's stream prefetched. Four
 ** rows share x's loads and keep four chains in flight. */
 Q8_TILE_FN static void Q8_GEMV(float *y, const uint8_t *W, const GPTQ8Act *x,
                                const float *bias, int r0, int r1, int K, int mode) {
-  size_t ld = (size_t)(K / GPT_Q8_BLOCK) * GPT_Q8_BYTES;
+  size_t ld = (size_t)(K / GPT_Q8_BLOCK) * Q8_ROW_BYTES;
   float res[8];
   int r = r0;
   for (; r + 4 <= r1; r += 4) {
