@@ -201,6 +201,55 @@ static const GPTQ4Kernels kPortable = {
 /* ---------------------------------------------------------------- AVX2 */
 #ifdef GPT_X86
 
+/* A row function (a tile of one token), for the gemv. */
+#define ROW_OF_TILE(NAME, ATTR, TILE)                                                         \
+  ATTR static ALWAYS_INLINE float NAME(const uint8_t *row, const GPTQ4Act *x, int nb) {      \
+    float r;                                                                                  \
+    TILE(row, x, 1, nb, &r);                                                                  \
+    return r;                                                                                 \
+  }
+
+/* The gemv of a set from its row function. */
+#define GEMV(NAME, ATTR, ROW, BLOCK, BYTES)                                                   \
+  ATTR static void NAME(float *y, const uint8_t *W, const GPTQ4Act *x, const float *bias,     \
+                        int r0, int r1, int K, int mode) {                                    \
+    int nb = K / BLOCK;                                                                       \
+    size_t ld = (size_t)nb * BYTES;                                                           \
+    for (int r = r0; r < r1; r++) store_row(y, r, ROW(W + r * ld, x, nb), bias, mode);        \
+  }
+
+/* The gemm of a set, out (T, ldo): each row against the tokens of a sweep,
+** Q4_TILE_T at a time, the row's unpacked blocks shared by them; a token's
+** value is the gemv's for it alone (the tile does each token's arithmetic
+** in the row function's order). A sweep's activations stay in L1 while
+** the rows stream past. */
+#define GEMM(NAME, ATTR, TILE, BLOCK, BYTES)                                                  \
+  ATTR static void NAME(float *out, size_t ldo, const uint8_t *W, const GPTQ4Act *X, int T,  \
+                        const float *bias, int r0, int r1, int K, int mode) {                 \
+    int nb = K / BLOCK, sweep = q4_sweep(K);                                                  \
+    size_t ld = (size_t)nb * BYTES;                                                           \
+    GPTQ4Act x[Q4_TILE_T];                                                                    \
+    float res[Q4_TILE_T];                                                                     \
+    for (int t0 = 0; t0 < T; t0 += sweep) {                                                   \
+      int t1 = t0 + sweep < T ? t0 + sweep : T;                                               \
+      for (int r = r0; r < r1; r++) {                                                         \
+        const uint8_t *w = W + r * ld;                                                        \
+        for (int t = t0; t < t1; t += Q4_TILE_T) {                                            \
+          int nt = t1 - t < Q4_TILE_T ? t1 - t : Q4_TILE_T;                                   \
+          for (int j = 0; j < nt; j++) x[j] = gpt_q4_act_token(X, t + j, K);                  \
+          switch (nt) {                                                                       \
+            case 4: TILE(w, x, 4, nb, res); break;                                            \
+            case 3: TILE(w, x, 3, nb, res); break;                                            \
+            case 2: TILE(w, x, 2, nb, res); break;                                            \
+            default: TILE(w, x, 1, nb, res); break;                                           \
+          }                                                                                   \
+          for (int j = 0; j < nt; j++) store_row(out + (size_t)(t + j) * ldo, r, res[j], bias, mode); \
+        }                                                                                     \
+      }                                                                                       \
+    }                                                                                         \
+  }
+
+
 AVX2_FN static ALWAYS_INLINE float hsum256(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -220,29 +269,31 @@ AVX2_FN static ALWAYS_INLINE __m256i avx2_q4_0_nibbles(const uint8_t *blk) {
   return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m), _mm_and_si128(q, m));
 }
 
-/* nb q4_0 blocks against activation blocks xq (nb * 32,), xd and xsum (nb,). */
-AVX2_FN static ALWAYS_INLINE float avx2_blocks_q4_0(const uint8_t *row, const int8_t *xq,
-                                                   const float *xd, const float *xsum, int nb) {
-  __m256 acc = _mm256_setzero_ps();
-  float off = 0.0f;
+/* A q4_0 row of nb blocks against nt <= Q4_TILE_T tokens, res (nt,): per
+** block the nibbles times q summed exactly, scaled by d_w d_x; the offsets
+** -8 d_w xsum summed apart. Each token's arithmetic is the same whatever nt
+** (the gemv is the tile of one token, the gemm shares a row's nibbles). */
+AVX2_FN static ALWAYS_INLINE void avx2_tile_q4_0(const uint8_t *row, const GPTQ4Act *x, int nt,
+                                                int nb, float *res) {
+  __m256 acc[Q4_TILE_T];
+  float off[Q4_TILE_T];
+  _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {
+    acc[t] = _mm256_setzero_ps();
+    off[t] = 0.0f;
+  }
   for (int b = 0; b < nb; b++) {
     const uint8_t *blk = row + (size_t)b * GPT_Q4_0_BYTES;
     if ((b & 1) == 0) PREFETCH(blk + PF_BYTES);
-    __m256i q = _mm256_loadu_si256((const __m256i *)(xq + b * 32));
     float d = _cvtsh_ss(le16(blk));
-    __m256 p = _mm256_cvtepi32_ps(avx2_dot_u8s8(avx2_q4_0_nibbles(blk), q));
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(d * xd[b]), p, acc);
-    off += d * xsum[b];
+    __m256i nib = avx2_q4_0_nibbles(blk);
+    _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {
+      __m256i q = _mm256_loadu_si256((const __m256i *)(x[t].q + b * 32));
+      __m256 p = _mm256_cvtepi32_ps(avx2_dot_u8s8(nib, q));
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * x[t].d[b]), p, acc[t]);
+      off[t] += d * x[t].sum[b];
+    }
   }
-  return hsum256(acc) - 8.0f * off;
-}
-
-AVX2_FN static void avx2_gemv_q4_0(float *y, const uint8_t *W, const GPTQ4Act *x,
-                                   const float *bias, int r0, int r1, int K, int mode) {
-  int nb = K / GPT_Q4_0_BLOCK;
-  size_t ld = (size_t)nb * GPT_Q4_0_BYTES;
-  for (int r = r0; r < r1; r++)
-    store_row(y, r, avx2_blocks_q4_0(W + r * ld, x->q, x->d, x->sum, nb), bias, mode);
+  _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) res[t] = hsum256(acc[t]) - 8.0f * off[t];
 }
 
 /* A q4_k super-block's eight mins times dmin (8,), and its scales as
@@ -256,41 +307,49 @@ AVX2_FN static ALWAYS_INLINE __m256 avx2_q4k_mins(const uint8_t *blk, uint8_t sc
   return _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(le16(blk + 2))), fm);
 }
 
-/* A q4_k row against an activation with one scale per 256: per super-block
-** the nibbles of each sub-block times q (maddubs) times the sub-block's
-** 6-bit scale (madd) sum in eight int32 lanes, scaled once by d d_x; the
-** mins' term dmin m xsum goes to a float vector of its own. */
-AVX2_FN static ALWAYS_INLINE float avx2_row_q4_k(const uint8_t *row, const GPTQ4Act *x, int nb) {
-  __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+/* A q4_k row against nt tokens' activations with one scale per 256: per
+** super-block the nibbles of each sub-block times q (maddubs) times the
+** sub-block's 6-bit scale (madd) sum in eight int32 lanes, scaled once by d
+** d_x; the mins' term dmin m xsum goes to a float vector of its own. */
+AVX2_FN static ALWAYS_INLINE void avx2_tile_q4_k(const uint8_t *row, const GPTQ4Act *x, int nt,
+                                                int nb, float *res) {
+  __m256 acc[Q4_TILE_T], accm[Q4_TILE_T];
   const __m256i m4 = _mm256_set1_epi8(15);
+  _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {
+    acc[t] = _mm256_setzero_ps();
+    accm[t] = _mm256_setzero_ps();
+  }
   for (int i = 0; i < nb; i++) {
     const uint8_t *blk = row + (size_t)i * GPT_Q4_K_BYTES;
     uint8_t sc[8];
     PREFETCH(blk + PF_BYTES);
     PREFETCH(blk + PF_BYTES + 64);
     PREFETCH(blk + PF_BYTES + 128);
-    accm = _mm256_fmadd_ps(avx2_q4k_mins(blk, sc), _mm256_loadu_ps(x->sum + 8 * i), accm);
-    const int8_t *q = x->q + (size_t)i * GPT_QK_K;
-    __m256i isum = _mm256_setzero_si256();
+    __m256 mins = avx2_q4k_mins(blk, sc);
+    __m256i isum[Q4_TILE_T];
+    _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {
+      accm[t] = _mm256_fmadd_ps(mins, _mm256_loadu_ps(x[t].sum + 8 * i), accm[t]);
+      isum[t] = _mm256_setzero_si256();
+    }
     _Pragma("GCC unroll 4") for (int p = 0; p < 4; p++) {
       __m256i n = _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * p));
       __m256i lo = _mm256_and_si256(n, m4), hi = _mm256_and_si256(_mm256_srli_epi16(n, 4), m4);
-      __m256i p0 = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(q + 64 * p)));
-      __m256i p1 = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(q + 64 * p + 32)));
-      isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p0, _mm256_set1_epi16(sc[2 * p])));
-      isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p1, _mm256_set1_epi16(sc[2 * p + 1])));
+      __m256i s0 = _mm256_set1_epi16(sc[2 * p]), s1 = _mm256_set1_epi16(sc[2 * p + 1]);
+      _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {
+        const int8_t *q = x[t].q + (size_t)i * GPT_QK_K;
+        __m256i p0 = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(q + 64 * p)));
+        __m256i p1 = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(q + 64 * p + 32)));
+        isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(p0, s0));
+        isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(p1, s1));
+      }
     }
-    float dd = _cvtsh_ss(le16(blk)) * x->d[8 * i];
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(dd), _mm256_cvtepi32_ps(isum), acc);
+    float dw = _cvtsh_ss(le16(blk));
+    _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {
+      float dd = dw * x[t].d[8 * i];
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dd), _mm256_cvtepi32_ps(isum[t]), acc[t]);
+    }
   }
-  return hsum256(acc) - hsum256(accm);
-}
-
-AVX2_FN static void avx2_gemv_q4_k(float *y, const uint8_t *W, const GPTQ4Act *x,
-                                   const float *bias, int r0, int r1, int K, int mode) {
-  int nb = K / GPT_QK_K;
-  size_t ld = (size_t)nb * GPT_Q4_K_BYTES;
-  for (int r = r0; r < r1; r++) store_row(y, r, avx2_row_q4_k(W + r * ld, x, nb), bias, mode);
+  _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) res[t] = hsum256(acc[t]) - hsum256(accm[t]);
 }
 
 /* The 6-bit values of activation block g (0..3) of half h of a q6_k block,
@@ -309,12 +368,14 @@ AVX2_FN static ALWAYS_INLINE __m256i avx2_q6_values(__m256i a, __m256i b, __m256
   return _mm256_or_si256(lo, _mm256_and_si256(hi, m2));
 }
 
-/* A q6_k row against an activation with one scale per 256: the sixteen
-** sub-blocks' products, times their int8 scales, sum in eight int32 lanes
-** per super-block, scaled once by d d_x. */
-AVX2_FN static ALWAYS_INLINE float avx2_row_q6_k(const uint8_t *row, const GPTQ4Act *x, int nb) {
-  __m256 acc = _mm256_setzero_ps();
+/* A q6_k row against nt tokens' activations with one scale per 256: the
+** sixteen sub-blocks' products, times their int8 scales, sum in eight int32
+** lanes per super-block, scaled once by d d_x. */
+AVX2_FN static ALWAYS_INLINE void avx2_tile_q6_k(const uint8_t *row, const GPTQ4Act *x, int nt,
+                                                int nb, float *res) {
+  __m256 acc[Q4_TILE_T];
   const __m256i k32 = _mm256_set1_epi8(32);
+  _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
   for (int i = 0; i < nb; i++) {
     const uint8_t *blk = row + (size_t)i * GPT_Q6_K_BYTES;
     PREFETCH(blk + PF_BYTES);
@@ -322,7 +383,8 @@ AVX2_FN static ALWAYS_INLINE float avx2_row_q6_k(const uint8_t *row, const GPTQ4
     PREFETCH(blk + PF_BYTES + 128);
     PREFETCH(blk + PF_BYTES + 192);
     const int8_t *sc = (const int8_t *)(blk + 192);
-    __m256i isum = _mm256_setzero_si256();
+    __m256i isum[Q4_TILE_T];
+    _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) isum[t] = _mm256_setzero_si256();
     for (int h = 0; h < 2; h++) {
       __m256i a = _mm256_loadu_si256((const __m256i *)(blk + 64 * h));
       __m256i b = _mm256_loadu_si256((const __m256i *)(blk + 64 * h + 32));
@@ -330,24 +392,22 @@ AVX2_FN static ALWAYS_INLINE float avx2_row_q6_k(const uint8_t *row, const GPTQ4
       _Pragma("GCC unroll 4") for (int g = 0; g < 4; g++) {
         int ab = 8 * i + 4 * h + g, s = 8 * h + 2 * g;
         __m256i w = _mm256_sub_epi8(avx2_q6_values(a, b, hb, g), k32);
-        __m256i q = _mm256_loadu_si256((const __m256i *)(x->q + ab * 32));
-        __m256i aq = _mm256_loadu_si256((const __m256i *)(x->aq + ab * 32));
-        __m256i p16 = _mm256_maddubs_epi16(aq, _mm256_sign_epi8(w, q));
         __m256i scl = _mm256_set_m128i(_mm_set1_epi16(sc[s + 1]), _mm_set1_epi16(sc[s]));
-        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p16, scl));
+        _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {
+          __m256i q = _mm256_loadu_si256((const __m256i *)(x[t].q + ab * 32));
+          __m256i aq = _mm256_loadu_si256((const __m256i *)(x[t].aq + ab * 32));
+          __m256i p16 = _mm256_maddubs_epi16(aq, _mm256_sign_epi8(w, q));
+          isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(p16, scl));
+        }
       }
     }
-    float dd = _cvtsh_ss(le16(blk + 208)) * x->d[8 * i];
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(dd), _mm256_cvtepi32_ps(isum), acc);
+    float dw = _cvtsh_ss(le16(blk + 208));
+    _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {
+      float dd = dw * x[t].d[8 * i];
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dd), _mm256_cvtepi32_ps(isum[t]), acc[t]);
+    }
   }
-  return hsum256(acc);
-}
-
-AVX2_FN static void avx2_gemv_q6_k(float *y, const uint8_t *W, const GPTQ4Act *x,
-                                   const float *bias, int r0, int r1, int K, int mode) {
-  int nb = K / GPT_QK_K;
-  size_t ld = (size_t)nb * GPT_Q6_K_BYTES;
-  for (int r = r0; r < r1; r++) store_row(y, r, avx2_row_q6_k(W + r * ld, x, nb), bias, mode);
+  _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) res[t] = hsum256(acc[t]);
 }
 
 /* Widening: eight values at a time, the same products as the portable set. */
@@ -406,9 +466,19 @@ AVX2_FN static void avx2_q6_k_to_f32(float *dst, const uint8_t *src, size_t nb) 
   }
 }
 
+ROW_OF_TILE(avx2_row_q4_0, AVX2_FN, avx2_tile_q4_0)
+ROW_OF_TILE(avx2_row_q4_k, AVX2_FN, avx2_tile_q4_k)
+ROW_OF_TILE(avx2_row_q6_k, AVX2_FN, avx2_tile_q6_k)
+GEMV(avx2_gemv_q4_0, AVX2_FN, avx2_row_q4_0, GPT_Q4_0_BLOCK, GPT_Q4_0_BYTES)
+GEMV(avx2_gemv_q4_k, AVX2_FN, avx2_row_q4_k, GPT_QK_K, GPT_Q4_K_BYTES)
+GEMV(avx2_gemv_q6_k, AVX2_FN, avx2_row_q6_k, GPT_QK_K, GPT_Q6_K_BYTES)
+GEMM(avx2_gemm_q4_0, AVX2_FN, avx2_tile_q4_0, GPT_Q4_0_BLOCK, GPT_Q4_0_BYTES)
+GEMM(avx2_gemm_q4_k, AVX2_FN, avx2_tile_q4_k, GPT_QK_K, GPT_Q4_K_BYTES)
+GEMM(avx2_gemm_q6_k, AVX2_FN, avx2_tile_q6_k, GPT_QK_K, GPT_Q6_K_BYTES)
+
 static const GPTQ4Kernels kAvx2 = {
   "avx2", avx2_gemv_q4_0, avx2_gemv_q4_k, avx2_gemv_q6_k, avx2_q4_0_to_f32, avx2_q4_k_to_f32,
-  avx2_q6_k_to_f32, NULL, NULL, NULL,
+  avx2_q6_k_to_f32, avx2_gemm_q4_0, avx2_gemm_q4_k, avx2_gemm_q6_k,
 };
 
 /* ------------------------------------------------------------- AVX-512 */
@@ -484,52 +554,6 @@ VNNI_FN static ALWAYS_INLINE __m512i vnni_madd_acc(__m512i acc, __m512i p, __m51
       res[t] = _mm512_reduce_add_ps(acc[t]) - hsum256(accm[t]);                               \
   }
 
-/* A row function (a tile of one token), for the gemv. */
-#define ROW_OF_TILE(NAME, ATTR, TILE)                                                         \
-  ATTR static ALWAYS_INLINE float NAME(const uint8_t *row, const GPTQ4Act *x, int nb) {      \
-    float r;                                                                                  \
-    TILE(row, x, 1, nb, &r);                                                                  \
-    return r;                                                                                 \
-  }
-
-/* The gemm of a set, out (T, ldo): each row against the tokens of a sweep,
-** Q4_TILE_T at a time, the row's unpacked blocks shared by them; a token's
-** value is the gemv's for it alone (the tile does each token's arithmetic
-** in the row function's order). A sweep's activations stay in L1 while
-** the rows stream past. */
-#define GEMM(NAME, ATTR, TILE, BLOCK, BYTES)                                                  \
-  ATTR static void NAME(float *out, size_t ldo, const uint8_t *W, const GPTQ4Act *X, int T,  \
-                        const float *bias, int r0, int r1, int K, int mode) {                 \
-    int nb = K / BLOCK, sweep = q4_sweep(K);                                                  \
-    size_t ld = (size_t)nb * BYTES;                                                           \
-    GPTQ4Act x[Q4_TILE_T];                                                                    \
-    float res[Q4_TILE_T];                                                                     \
-    for (int t0 = 0; t0 < T; t0 += sweep) {                                                   \
-      int t1 = t0 + sweep < T ? t0 + sweep : T;                                               \
-      for (int r = r0; r < r1; r++) {                                                         \
-        const uint8_t *w = W + r * ld;                                                        \
-        for (int t = t0; t < t1; t += Q4_TILE_T) {                                            \
-          int nt = t1 - t < Q4_TILE_T ? t1 - t : Q4_TILE_T;                                   \
-          for (int j = 0; j < nt; j++) x[j] = gpt_q4_act_token(X, t + j, K);                  \
-          switch (nt) {                                                                       \
-            case 4: TILE(w, x, 4, nb, res); break;                                            \
-            case 3: TILE(w, x, 3, nb, res); break;                                            \
-            case 2: TILE(w, x, 2, nb, res); break;                                            \
-            default: TILE(w, x, 1, nb, res); break;                                           \
-          }                                                                                   \
-          for (int j = 0; j < nt; j++) store_row(out + (size_t)(t + j) * ldo, r, res[j], bias, mode); \
-        }                                                                                     \
-      }                                                                                       \
-    }                                                                                         \
-  }
-
-#define GEMV(NAME, ATTR, ROW, BLOCK, BYTES)                                                   \
-  ATTR static void NAME(float *y, const uint8_t *W, const GPTQ4Act *x, const float *bias,     \
-                        int r0, int r1, int K, int mode) {                                    \
-    int nb = K / BLOCK;                                                                       \
-    size_t ld = (size_t)nb * BYTES;                                                           \
-    for (int r = r0; r < r1; r++) store_row(y, r, ROW(W + r * ld, x, nb), bias, mode);        \
-  }
 
 Q4_K_TILE(avx512_tile_q4_k, AVX512_FN, avx512_madd_acc)
 ROW_OF_TILE(avx512_row_q4_k, AVX512_FN, avx512_tile_q4_k)
