@@ -10,6 +10,8 @@
 **   q4_0   sum_j (n_j - 8) x_j = d_x (sum_j n_j q_j) - 8 xsum_b, n_j the
 **          nibbles (0..15, unsigned bytes against signed q: maddubs and
 **          VNNI's vpdpbusd take them as they are), xsum_b = d_x sum_j q_j
+**          (portable and AVX2); the AVX-512 sets run q4_0 rows on kernels.c's
+**          q8_0 arithmetic, n_j - 8 being a q8_0 value
 **   q4_k   each sub-block of 32 is one activation block: d sc d_x (n . q)
 **          - dmin m xsum_b; the eight scales and mins of a super-block are
 **          unpacked once into vectors of eight floats
@@ -22,7 +24,10 @@
 ** Rows are read one at a time, in order (see avx2_gemv_f16 in kernels.c),
 ** PF_BYTES ahead in the weight stream prefetched. A row's result does not
 ** depend on the rows handed with it, so any split over threads gives the
-** same output.
+** same output. A gemm (several tokens) gives each token the gemv's bits:
+** tiles of up to four tokens share a row's unpacked blocks and do each
+** token's arithmetic in the gemv's order (q4_0 on AVX-512: the q8_0 gemm on
+** rows converted).
 */
 #include <math.h>
 #include <pthread.h>
