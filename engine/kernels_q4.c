@@ -51,14 +51,6 @@
 #define PF_BYTES 4096
 #define Q4_TILE_T 4 /* tokens a gemm tile shares a row's unpacked blocks with */
 
-/* Tokens a gemm sweep, 4 to 64: about 12 KB over K. Of the sizes tried on
-** gpt2's q4_k prefill (24 KB, 12 and 6) 12 ran 8% faster than 24 and as
-** fast as 6. */
-static int q4_sweep(int K) {
-  int n = 12288 / (K > 0 ? K : 1);
-  return n < Q4_TILE_T ? Q4_TILE_T : n > 64 ? 64 : n / Q4_TILE_T * Q4_TILE_T;
-}
-
 /* A little-endian 16-bit value at p. */
 static inline uint16_t le16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 
@@ -205,6 +197,14 @@ static const GPTQ4Kernels kPortable = {
 
 /* ---------------------------------------------------------------- AVX2 */
 #ifdef GPT_X86
+
+/* Tokens a gemm sweep, 4 to 64: about 12 KB over K. Of the sizes tried on
+** gpt2's q4_k prefill (24 KB, 12 and 6) 12 ran 8% faster than 24 and as
+** fast as 6. */
+static int q4_sweep(int K) {
+  int n = 12288 / (K > 0 ? K : 1);
+  return n < Q4_TILE_T ? Q4_TILE_T : n > 64 ? 64 : n / Q4_TILE_T * Q4_TILE_T;
+}
 
 /* A row function (a tile of one token), for the gemv. */
 #define ROW_OF_TILE(NAME, ATTR, TILE)                                                         \
