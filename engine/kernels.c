@@ -1512,6 +1512,8 @@ static void select_named(const char *zName) {
 #ifdef GPT_X86
   if (cap >= 2 && cpu_has_avx512()) k = &kAvx512;
   else if (cap >= 1 && cpu_has_avx2()) k = &kAvx2;
+#else
+  (void)cap; /* only the portable set */
 #endif
   gSelected = *k;
   gSelected.blas_gemv = zName && strcmp(zName, "blas") == 0;

@@ -711,8 +711,8 @@ static void check_vnni(void) { gHasVnni = cpu_has_vnni(); }
 #endif
 
 const GPTQ4Kernels *gpt_q4_kernels(void) {
-  const char *z = gpt_kernels()->name;
 #ifdef GPT_X86
+  const char *z = gpt_kernels()->name;
   if (strcmp(z, "avx512") == 0) {
     pthread_once(&gVnniOnce, check_vnni);
     return gHasVnni ? &kVnni : &kAvx512;
