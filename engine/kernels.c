@@ -1110,15 +1110,11 @@ VNNI_FN static void q8_slice_token(__m512i *dst, const GPTQ8Act *X, int t, int K
 #define Q8_GEMM avx512_gemm_q8_bw
 #define Q8_GEMV avx512_gemv_q8_bw
 #include "kernels_q8_tile.h"
-#undef Q8_TILE_FN
-#undef Q8_TILE_VNNI
-#undef Q8_TILE
-#undef Q8_CHUNK
-#undef Q8_GEMM_ROWS
-#undef Q8_PAIR_DOT
-#undef Q8_GEMM
-#undef Q8_GEMV
 
+#define Q8_ROW_BYTES GPT_Q8_BYTES
+#define Q8_ROW_PAIR(blk, m) q8_load_pair((blk) + 2, GPT_Q8_BYTES, (m))
+#define Q8_ROW_SCALES(blk) q8_chunk_scales(blk)
+#define Q8_ROW_PAIR_WSCALES(blk, m) q8_pair_wscales((blk), (m))
 #define Q8_TILE_FN VNNI_FN
 #define Q8_TILE_VNNI 1
 #define Q8_TILE vnni_tile_q8
@@ -1129,20 +1125,6 @@ VNNI_FN static void q8_slice_token(__m512i *dst, const GPTQ8Act *X, int t, int K
 #define Q8_GEMM vnni_gemm_q8
 #define Q8_GEMV vnni_gemv_q8
 #include "kernels_q8_tile.h"
-
-#undef Q8_TILE_FN
-#undef Q8_TILE_VNNI
-#undef Q8_TILE
-#undef Q8_CHUNK
-#undef Q8_GEMM_ROWS
-#undef Q8_PAIR_DOT
-#undef Q8_SLICE_TILE
-#undef Q8_GEMM
-#undef Q8_GEMV
-#undef Q8_ROW_BYTES
-#undef Q8_ROW_PAIR
-#undef Q8_ROW_SCALES
-#undef Q8_ROW_PAIR_WSCALES
 
 /* ---- q4_0 rows on the q8_0 arithmetic ---- */
 
@@ -1217,18 +1199,6 @@ VBMI_FN static ALWAYS_INLINE __m512 q4_0_chunk_scales_vbmi(const uint8_t *blk) {
 #define Q8_PAIR_DOT avx512_q4_0_pair_dot_bw
 #define Q8_GEMV avx512_gemv_q4_0_bw
 #include "kernels_q8_tile.h"
-#undef Q8_TILE_FN
-#undef Q8_TILE_VNNI
-#undef Q8_TILE
-#undef Q8_CHUNK
-#undef Q8_PAIR_DOT
-#undef Q8_GEMV
-
-#undef Q8_ROW_ONLY
-#undef Q8_ROW_BYTES
-#undef Q8_ROW_PAIR
-#undef Q8_ROW_SCALES
-#undef Q8_ROW_PAIR_WSCALES
 
 /* The q4_0 gemv with VNNI and VBMI, the same bits as avx512_tile_q4_0_bw
 ** (the q8_0 tile on q4_0 rows) with fewer instructions a block: a chunk's 16
@@ -1354,6 +1324,28 @@ AVX512_FN static void avx512_gemv_q8(float *y, const uint8_t *W, const GPTQ8Act 
   int v = atomic_load(&has_vnni);
   if (v < 0) atomic_store(&has_vnni, v = __builtin_cpu_supports("avx512vnni") ? 1 : 0);
   (v ? vnni_gemv_q8 : avx512_gemv_q8_bw)(y, W, x, bias, r0, r1, K, mode);
+}
+
+/* The q4_0 gemm of the AVX-512 sets: the rows handed converted to q8_0 and
+** run on the q8_0 gemm (VNNI's slices where the CPU has them), which gives
+** each token the q8_0 gemv's bits, the q4_0 gemv's; without memory for the
+** rows, that gemv a token at a time. */
+void gpt_q4_0_gemm_avx512(float *out, size_t ldo, const uint8_t *W, const GPTQ4Act *X, int T,
+                          const float *bias, int r0, int r1, int K, int mode, int vnni) {
+  int nb = K / GPT_Q4_0_BLOCK;
+  size_t n = (size_t)(r1 - r0);
+  uint8_t *rows = n > 0 ? malloc(n * nb * GPT_Q8_BYTES) : NULL;
+  if (!rows) {
+    for (int t = 0; t < T; t++) {
+      GPTQ4Act x = gpt_q4_act_token(X, t, K);
+      gpt_q4_0_gemv_avx512(out + (size_t)t * ldo, W, &x, bias, r0, r1, K, mode, vnni);
+    }
+    return;
+  }
+  GPTQ8Act x8 = {X->q, X->aq, X->d};
+  gpt_q4_0_to_q8_0(rows, W + (size_t)r0 * nb * GPT_Q4_0_BYTES, n * nb);
+  avx512_gemm_q8(out + r0, ldo, rows, &x8, T, bias ? bias + r0 : NULL, 0, (int)n, K, mode);
+  free(rows);
 }
 
 AVX512_FN static void avx512_f16_to_f32(float *dst, const uint16_t *src, size_t n) {
@@ -1497,6 +1489,18 @@ const GPTKernels *gpt_kernels_named(const char *zName) {
   }
 #endif
   return 0;
+}
+
+/* Defined here, beside its user (gpt_q4_0_gemm_avx512); see kernels_q4.h. */
+void gpt_q4_0_to_q8_0(uint8_t *dst, const uint8_t *src, size_t n_blocks) {
+  for (size_t b = 0; b < n_blocks; b++, src += GPT_Q4_0_BYTES, dst += GPT_Q8_BYTES) {
+    dst[0] = src[0];
+    dst[1] = src[1];
+    for (int j = 0; j < 16; j++) {
+      dst[2 + j] = (uint8_t)(int8_t)((src[2 + j] & 15) - 8);
+      dst[18 + j] = (uint8_t)(int8_t)((src[2 + j] >> 4) - 8);
+    }
+  }
 }
 
 static GPTKernels gSelected;

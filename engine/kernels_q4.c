@@ -653,21 +653,11 @@ static void vnni_gemv_q4_0(float *y, const uint8_t *W, const GPTQ4Act *x, const 
 }
 static void avx512_gemm_q4_0(float *out, size_t ldo, const uint8_t *W, const GPTQ4Act *X, int T,
                              const float *bias, int r0, int r1, int K, int mode) {
-  int nb = K / GPT_Q4_0_BLOCK;
-  size_t n = (size_t)(r1 - r0);
-  const GPTKernels *k8 = gpt_kernels_named("avx512");
-  uint8_t *rows = k8 && n > 0 ? malloc(n * nb * GPT_Q8_BYTES) : NULL;
-  if (!rows) { /* the gemv a token at a time: the same bits */
-    for (int t = 0; t < T; t++) {
-      GPTQ4Act x = gpt_q4_act_token(X, t, K);
-      avx512_gemv_q4_0(out + (size_t)t * ldo, W, &x, bias, r0, r1, K, mode);
-    }
-    return;
-  }
-  GPTQ8Act x8 = {X->q, X->aq, X->d};
-  gpt_q4_0_to_q8_0(rows, W + (size_t)r0 * nb * GPT_Q4_0_BYTES, n * nb);
-  k8->gemm_q8(out + r0, ldo, rows, &x8, T, bias ? bias + r0 : NULL, 0, (int)n, K, mode);
-  free(rows);
+  gpt_q4_0_gemm_avx512(out, ldo, W, X, T, bias, r0, r1, K, mode, 0);
+}
+static void vnni_gemm_q4_0(float *out, size_t ldo, const uint8_t *W, const GPTQ4Act *X, int T,
+                           const float *bias, int r0, int r1, int K, int mode) {
+  gpt_q4_0_gemm_avx512(out, ldo, W, X, T, bias, r0, r1, K, mode, 1);
 }
 
 static const GPTQ4Kernels kAvx512 = {
@@ -677,7 +667,7 @@ static const GPTQ4Kernels kAvx512 = {
 
 static const GPTQ4Kernels kVnni = {
   "avx512vnni", vnni_gemv_q4_0, vnni_gemv_q4_k, vnni_gemv_q6_k, avx2_q4_0_to_f32,
-  avx2_q4_k_to_f32, avx2_q6_k_to_f32, avx512_gemm_q4_0, vnni_gemm_q4_k, vnni_gemm_q6_k,
+  avx2_q4_k_to_f32, avx2_q6_k_to_f32, vnni_gemm_q4_0, vnni_gemm_q4_k, vnni_gemm_q6_k,
 };
 
 /* AVX-512 VNNI and VBMI from CPUID leaf 7 (ECX bits 11 and 1): the VNNI
@@ -868,17 +858,6 @@ int gpt_q4_gemm(const GPTQ4Kernels *k, int dtype, float *out, size_t ldo, const 
     gpt_q4_gemv(k, dtype, out + (size_t)t * ldo, W, &x, bias, r0, r1, K, mode);
   }
   return 0;
-}
-
-void gpt_q4_0_to_q8_0(uint8_t *dst, const uint8_t *src, size_t n_blocks) {
-  for (size_t b = 0; b < n_blocks; b++, src += GPT_Q4_0_BYTES, dst += GPT_Q8_BYTES) {
-    dst[0] = src[0];
-    dst[1] = src[1];
-    for (int j = 0; j < 16; j++) {
-      dst[2 + j] = (uint8_t)(int8_t)((src[2 + j] & 15) - 8);
-      dst[18 + j] = (uint8_t)(int8_t)((src[2 + j] >> 4) - 8);
-    }
-  }
 }
 
 int gpt_q4_to_f32(const GPTQ4Kernels *k, int dtype, float *dst, const uint8_t *src,

@@ -127,6 +127,10 @@ void gpt_q4_0_to_q8_0(uint8_t *dst, const uint8_t *src, size_t n_blocks);
 ** x86 with AVX-512 only. */
 void gpt_q4_0_gemv_avx512(float *y, const uint8_t *W, const GPTQ4Act *x, const float *bias,
                           int r0, int r1, int K, int mode, int vnni);
+/* The q4_0 gemm of the same sets (out, ldo, X, T as gpt_q4_gemm): the rows
+** converted and run on the q8_0 gemm, each token's values that gemv's. */
+void gpt_q4_0_gemm_avx512(float *out, size_t ldo, const uint8_t *W, const GPTQ4Act *X, int T,
+                          const float *bias, int r0, int r1, int K, int mode, int vnni);
 /* dst (n_blocks * values,) = n_blocks blocks of dtype widened, with k. */
 int gpt_q4_to_f32(const GPTQ4Kernels *k, int dtype, float *dst, const uint8_t *src,
                   size_t n_blocks);

@@ -9,7 +9,8 @@
 ** as int8 (q8_load_pair's layout), Q8_ROW_SCALES(blk) sixteen blocks'
 ** scales and Q8_ROW_PAIR_WSCALES(blk, m) a pair's; with Q8_ROW_ONLY only
 ** the tile and the gemv are defined (q4_0 rows, whose values n - 8 are
-** q8_0 values, so that their gemm can be q8_0's on rows converted).
+** q8_0 values, so that their gemm can be q8_0's on rows converted). The
+** header undefines all of these at its end.
 **
 ** The arithmetic, the same in both sets and in the gemv and the gemm (so
 ** gemm = gemv bit for bit, and the sets agree). A row's blocks go in
@@ -289,3 +290,19 @@ Q8_TILE_FN static void Q8_GEMV(float *y, const uint8_t *W, const GPTQ8Act *x,
     store_row(y, r, res[0], bias, mode);
   }
 }
+
+/* The includer's names, free for its next inclusion. */
+#undef Q8_TILE_FN
+#undef Q8_TILE_VNNI
+#undef Q8_TILE
+#undef Q8_CHUNK
+#undef Q8_GEMM_ROWS
+#undef Q8_PAIR_DOT
+#undef Q8_SLICE_TILE
+#undef Q8_GEMM
+#undef Q8_GEMV
+#undef Q8_ROW_ONLY
+#undef Q8_ROW_BYTES
+#undef Q8_ROW_PAIR
+#undef Q8_ROW_SCALES
+#undef Q8_ROW_PAIR_WSCALES
