@@ -488,10 +488,6 @@ static const GPTQ4Kernels kAvx2 = {
 
 /* ------------------------------------------------------------- AVX-512 */
 
-/* Sixteen int32 sums of u (unsigned bytes, < 128) times q (int8). */
-AVX512_FN static ALWAYS_INLINE __m512i avx512_dot_u8s8(__m512i u, __m512i q) {
-  return _mm512_madd_epi16(_mm512_maddubs_epi16(u, q), _mm512_set1_epi16(1));
-}
 /* acc + the pairs of int16 in p times those in s: madd and add, or one
 ** vpdpwssd with VNNI. */
 AVX512_FN static ALWAYS_INLINE __m512i avx512_madd_acc(__m512i acc, __m512i p, __m512i s) {
