@@ -1060,7 +1060,7 @@ GPTState *gpt_state_new(const GPTModel *m, int max_T) {
   s->xq.aq = line_alloc(W);
   s->xq.d = malloc((W / GPT_Q8_BLOCK + 1) * sizeof(float));
   s->n_xq = 1;
-  if (!s->tmp || !s->xq.q || !s->xq.aq || !s->xq.d || gpt_q4_act_alloc(&s->xq4, (int)W) ||
+  if (!s->tmp || !s->xq.q || !s->xq.aq || !s->xq.d || gpt_q4_act_alloc(&s->xq4, W) ||
       state_grow_cache(s, max_T < 64 ? max_T : 64) || state_reserve(s, 1, 1, s->n_cache)) {
     gpt_state_free(s);
     return NULL;
@@ -1465,7 +1465,7 @@ static int quantize_tokens_q4(const Pass *p, const float *inp, int T, int K, int
   if (T > s->n_xq4t) {
     GPTQ4Act a;
     size_t n = (size_t)T * widest_row(s->m);
-    if (n > INT_MAX || gpt_q4_act_alloc(&a, (int)n)) return GPT_NOMEM;
+    if (gpt_q4_act_alloc(&a, n)) return GPT_NOMEM;
     gpt_q4_act_free(&s->xq4t);
     s->xq4t = a;
     s->n_xq4t = T;

@@ -708,11 +708,13 @@ const GPTQ4Kernels *gpt_q4_kernels(void) {
   return &kPortable;
 }
 
-int gpt_q4_act_alloc(GPTQ4Act *a, int K) {
-  size_t nb = (size_t)K / 32 + 1;
-  a->q = malloc((size_t)K + 64);
-  a->aq = malloc((size_t)K + 64);
-  a->qp = malloc((size_t)K + 64);
+int gpt_q4_act_alloc(GPTQ4Act *a, size_t n) {
+  size_t nb = n / 32 + 1;
+  memset(a, 0, sizeof(*a));
+  if (n > SIZE_MAX - 64) return -1;
+  a->q = malloc(n + 64);
+  a->aq = malloc(n + 64);
+  a->qp = malloc(n + 64);
   a->d = malloc(nb * sizeof(float));
   a->sum = malloc(nb * sizeof(float));
   if (a->q && a->aq && a->qp && a->d && a->sum) return 0;

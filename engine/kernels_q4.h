@@ -92,9 +92,10 @@ const GPTQ4Kernels *gpt_q4_kernels(void);
 /* The set called zName, or NULL when this CPU cannot run it (tests, bench). */
 const GPTQ4Kernels *gpt_q4_kernels_named(const char *zName);
 
-/* Buffers for activations of up to K values (K a multiple of 32); 0 or -1
-** when out of memory (then nothing is held). */
-int gpt_q4_act_alloc(GPTQ4Act *a, int K);
+/* Buffers for activations of up to n values (n a multiple of 32: one token's
+** K, or T tokens' T * K); 0 or -1 when out of memory or n passes what a
+** size_t can count (then nothing is held). */
+int gpt_q4_act_alloc(GPTQ4Act *a, size_t n);
 void gpt_q4_act_free(GPTQ4Act *a);
 /* Quantizes x (K,) for rows of dtype: q4_0 with gpt_q8_quantize_act's
 ** bytes, q4_k and q6_k (K % 256 == 0) with d = max|x| / 127 per 256 and

@@ -298,6 +298,12 @@ static void test_act(void) {
     ok &= a.sum[b] == a.d[b] * (float)sum;
   }
   check(ok, "k-quant act: scale per 256, q within half a step, qp, sums", "-", K, 0);
+  /* a count no allocation can hold is refused, not wrapped, and leaves
+  ** nothing held */
+  GPTQ4Act big;
+  check(gpt_q4_act_alloc(&big, SIZE_MAX) == -1 && !big.q && !big.aq && !big.qp && !big.d &&
+            !big.sum,
+        "act alloc of SIZE_MAX values refused", "-", 0, 0);
   /* the bytes are lrintf(x / d) clamped to +-127, whichever path the CPU
   ** takes, ties, NaN and infinities included (a block of NaNs and infinities
   ** has an infinite or NaN scale; lrintf of those is LONG_MIN: -127) */
