@@ -935,6 +935,101 @@ AVX512_FN static void avx512_gemm_f32_spread(float *out, size_t ldo, const float
   AVX512_GEMM_LOOPS(4, 1, AVX512_GEMM_F32_CASES)
 }
 
+/* avx512_tile's arithmetic over k0..k1 only, for the f32 gemm in K blocks:
+** the R x NT accumulators start from zero (first block) or from save, and
+** go back to save (a block but the last) or are summed into res (the last,
+** k1 = K, with the scalar tail), so that each accumulator sees the very
+** sequence of fmas of the whole-K tile. k0 and, but in the last block, k1
+** are multiples of 16. pf and pf_rows as for avx512_tile (MASKED 1), the
+** lines of pf at k - k0. */
+AVX512_FN static ALWAYS_INLINE void avx512_tile_kb(float *res, __m512 *save, const float *W,
+                                                   size_t ld, const float *X, size_t ldx,
+                                                   int k0, int k1, int K, int R, int NT,
+                                                   const float *pf, int pf_rows) {
+  __m512 a[4][6];
+  int first = k0 == 0, last = k1 == K;
+  _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
+    _Pragma("GCC unroll 6") for (int i = 0; i < R; i++)
+      a[t][i] = first ? _mm512_setzero_ps() : save[t * 6 + i];
+  int k = k0;
+  for (; k + 16 <= k1; k += 16) {
+    __m512 x[4];
+    if (pf)
+      _Pragma("GCC unroll 6") for (int i = 0; i < R; i++)
+        if (pf_rows >> i & 1) PREFETCH(pf + i * ld + (k - k0));
+    _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++) x[t] = _mm512_loadu_ps(X + t * ldx + k);
+    _Pragma("GCC unroll 6") for (int i = 0; i < R; i++) {
+      __m512 w = _mm512_loadu_ps(W + i * ld + k);
+      _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
+        a[t][i] = _mm512_fmadd_ps(w, x[t], a[t][i]);
+    }
+  }
+  if (!last) {
+    _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
+      _Pragma("GCC unroll 6") for (int i = 0; i < R; i++) save[t * 6 + i] = a[t][i];
+    return;
+  }
+  _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++) {
+    _Pragma("GCC unroll 6") for (int i = 0; i < R; i++) {
+      float s = _mm512_reduce_add_ps(a[t][i]);
+      for (int kk = k; kk < K; kk++) s += W[i * ld + kk] * X[t * ldx + kk];
+      res[t * 6 + i] = s;
+    }
+  }
+}
+
+#define AVX512_TILE_KB_CASE(R, NT)                                                      \
+  case (R) * 8 + (NT):                                                                  \
+    avx512_tile_kb(res, save + (size_t)(t - t0) / 4 * 24, w, (size_t)K, x, ldx, k0, k1, K, \
+                   R, NT, pf, pf_rows);                                                 \
+    break;
+#define AVX512_TILE_KB_ROW(R) \
+  AVX512_TILE_KB_CASE(R, 4) AVX512_TILE_KB_CASE(R, 3) AVX512_TILE_KB_CASE(R, 2) \
+  AVX512_TILE_KB_CASE(R, 1)
+
+/* Rows too long for a 6-row group to stay in L1 (K > 1365): each group in
+** blocks of at most 1024 values (24 KB), every block meeting the sweep's
+** tokens while it is in L1, the accumulators kept between blocks in save
+** (a sweep's tiles of 24). The tiles of a block touch the next block (or the
+** next group's first) in shares, as avx512_gemm_f32_spread's do. */
+AVX512_FN static void avx512_gemm_f32_kblock(float *out, size_t ldo, const float *W,
+                                             const float *X, size_t ldx, int T,
+                                             const float *bias, int r0, int r1, int K, int mode) {
+  _Alignas(64) __m512 save[18 * 24]; /* K > 1365: a sweep is at most 68 tokens */
+  float res[24];
+  int sweep = gemm_sweep(K, 4), n_blk = (K + 1023) / 1024;
+  int kb = (K / n_blk + 15) / 16 * 16;
+  if (sweep > 72) sweep = 72;
+  for (int t0 = 0; t0 < T; t0 += sweep) {
+    int t1 = t0 + sweep < T ? t0 + sweep : T;
+    for (int r = r0; r < r1; r += 6) {
+      const float *w = W + (size_t)r * K;
+      int R = r1 - r < 6 ? r1 - r : 6;
+      for (int k0 = 0; k0 < K; k0 += kb) {
+        int k1 = K - k0 <= kb ? K : k0 + kb;
+        /* what comes next: this group's next block, or the next group's first */
+        const float *next = k1 < K ? w + k1 : r + 6 < r1 ? w + (size_t)6 * K : NULL;
+        int nj = (t1 - t0 + 3) / 4;
+        for (int t = t0; t < t1; t += 4) {
+          const float *x = X + (size_t)t * ldx;
+          int j = (t - t0) / 4, p0 = R * j / nj, n_pf = R * (j + 1) / nj - p0;
+          const float *pf = next && n_pf ? next : NULL;
+          int pf_rows = ((1 << n_pf) - 1) << p0;
+          int nt = t1 - t < 4 ? t1 - t : 4;
+          switch (R * 8 + nt) {
+            AVX512_TILE_KB_ROW(6) AVX512_TILE_KB_ROW(5) AVX512_TILE_KB_ROW(4)
+            AVX512_TILE_KB_ROW(3) AVX512_TILE_KB_ROW(2) AVX512_TILE_KB_CASE(1, 4)
+            AVX512_TILE_KB_CASE(1, 3) AVX512_TILE_KB_CASE(1, 2)
+            default: avx512_tile_kb(res, save + (size_t)(t - t0) / 4 * 24, w, (size_t)K, x, ldx,
+                                    k0, k1, K, 1, 1, pf, pf_rows);
+          }
+          if (k1 == K) store_block(out + (size_t)t * ldo, ldo, r, res, 6, nt, R, bias, mode);
+        }
+      }
+    }
+  }
+}
+
 /* Where a group of 6 rows fits a third of L1 (K <= 1365), its tiles share
 ** out the rows ahead, so that the reads go out evenly while the group is in
 ** hand. From memory on 2 threads (AMD Zen 5), 16 tokens (a gpt_batch step):
@@ -945,12 +1040,18 @@ AVX512_FN static void avx512_gemm_f32_spread(float *out, size_t ldo, const float
 ** differ in reads ahead only, never in values. Hence two functions: with
 ** both kinds of tile in one loop the shares gained nothing (the row tests
 ** stayed on the stack inside the k loop), and with the row tests in every
-** tile, K 3072 lost 6%. */
+** tile, K 3072 lost 6%. Longer rows go in K blocks from 16 tokens on (K
+** 3072: 264-268 -> 303-308 GFLOP/s for 512 tokens, 200 -> 207-213 for 16;
+** K 1536: 323 -> 325-344, 196-213 -> 212-213); with fewer tokens a block
+** meets too few tiles to pay for its saved accumulators (8 tokens at K 3072:
+** 143-148 GFLOP/s whole, 132 in blocks). */
 AVX512_FN static void avx512_gemm_f32(float *out, size_t ldo, const float *W, const float *X,
                                       size_t ldx, int T, const float *bias, int r0, int r1,
                                       int K, int mode) {
   if ((size_t)K * 6 * sizeof(float) <= ((size_t)32 << 10))
     avx512_gemm_f32_spread(out, ldo, W, X, ldx, T, bias, r0, r1, K, mode);
+  else if (T >= 16)
+    avx512_gemm_f32_kblock(out, ldo, W, X, ldx, T, bias, r0, r1, K, mode);
   else
     avx512_gemm_f32_first(out, ldo, W, X, ldx, T, bias, r0, r1, K, mode);
 }
