@@ -891,6 +891,14 @@ static inline int gemm_ahead_rows(int K) {
   return n < 6 ? 6 : (int)n;
 }
 
+/* The rows of a 6-row group (R of them) that tile j of the nj meeting it
+** touches ahead, as a bit mask: a share each, none for a tile past the
+** rows. */
+static inline int pf_share_rows(int R, int j, int nj) {
+  int p0 = R * j / nj, n = R * (j + 1) / nj - p0;
+  return ((1 << n) - 1) << p0;
+}
+
 /* The gemm's loops: tokens in sweeps, rows in groups of 6, tokens in
 ** groups of NT (4 for f32 rows, 2 for widened f16). The tiles of a group
 ** touch the rows ahead: the first tile all of them (SPREAD 0), or each tile
@@ -906,10 +914,9 @@ static inline int gemm_ahead_rows(int K) {
       int R = r1 - r < 6 ? r1 - r : 6;                                            \
       for (int t = t0; t < t1; t += NT_MAX) {                                     \
         const float *x = X + (size_t)t * ldx;                                     \
-        int nj = spread ? (t1 - t0 + NT_MAX - 1) / NT_MAX : 1, j = (t - t0) / NT_MAX; \
-        int p0 = j < nj ? R * j / nj : 0, n_pf = j < nj ? R * (j + 1) / nj - p0 : 0; \
-        const float *pf = r + ahead < r1 && n_pf ? w + ahead * (size_t)K : NULL;  \
-        int pf_rows = ((1 << n_pf) - 1) << p0;                                    \
+        int pf_rows = !spread ? (t == t0 ? (1 << R) - 1 : 0)                      \
+                      : pf_share_rows(R, (t - t0) / NT_MAX, (t1 - t0 + NT_MAX - 1) / NT_MAX); \
+        const float *pf = r + ahead < r1 && pf_rows ? w + ahead * (size_t)K : NULL; \
         int nt = t1 - t < NT_MAX ? t1 - t : NT_MAX;                               \
         switch (R * 8 + nt) { CASES }                                             \
         store_block(out + (size_t)t * ldo, ldo, r, res, 6, nt, R, bias, mode);    \
@@ -1009,12 +1016,10 @@ AVX512_FN static void avx512_gemm_f32_kblock(float *out, size_t ldo, const float
         int k1 = K - k0 <= kb ? K : k0 + kb;
         /* what comes next: this group's next block, or the next group's first */
         const float *next = k1 < K ? w + k1 : r + 6 < r1 ? w + (size_t)6 * K : NULL;
-        int nj = (t1 - t0 + 3) / 4;
         for (int t = t0; t < t1; t += 4) {
           const float *x = X + (size_t)t * ldx;
-          int j = (t - t0) / 4, p0 = R * j / nj, n_pf = R * (j + 1) / nj - p0;
-          const float *pf = next && n_pf ? next : NULL;
-          int pf_rows = ((1 << n_pf) - 1) << p0;
+          int pf_rows = pf_share_rows(R, (t - t0) / 4, (t1 - t0 + 3) / 4);
+          const float *pf = next && pf_rows ? next : NULL;
           int nt = t1 - t < 4 ? t1 - t : 4;
           switch (R * 8 + nt) {
             AVX512_TILE_KB_ROW(6) AVX512_TILE_KB_ROW(5) AVX512_TILE_KB_ROW(4)
@@ -1031,20 +1036,14 @@ AVX512_FN static void avx512_gemm_f32_kblock(float *out, size_t ldo, const float
 }
 
 /* Where a group of 6 rows fits a third of L1 (K <= 1365), its tiles share
-** out the rows ahead, so that the reads go out evenly while the group is in
-** hand. From memory on 2 threads (AMD Zen 5), 16 tokens (a gpt_batch step):
-** 188 -> 239-240 GFLOP/s at K 768, 178 -> 217-219 at K 576; 32 tokens at
-** K 768: 247-251 -> 289-294; 512 tokens: as before. Larger groups are read
-** again from L2 by every tile; there the first tile touching every row ran
-** faster (K 3072, 512 tokens: 270 against 253 GFLOP/s). The two loops
-** differ in reads ahead only, never in values. Hence two functions: with
-** both kinds of tile in one loop the shares gained nothing (the row tests
-** stayed on the stack inside the k loop), and with the row tests in every
-** tile, K 3072 lost 6%. Longer rows go in K blocks from 16 tokens on (K
-** 3072: 264-268 -> 303-308 GFLOP/s for 512 tokens, 200 -> 207-213 for 16;
-** K 1536: 323 -> 325-344, 196-213 -> 212-213); with fewer tokens a block
-** meets too few tiles to pay for its saved accumulators (8 tokens at K 3072:
-** 143-148 GFLOP/s whole, 132 in blocks). */
+** out the reads ahead, so that they go out evenly while the group is in
+** hand; longer rows go in K blocks from 16 tokens on, under which a block
+** meets too few tiles to pay for its saved accumulators. The three loops
+** differ in reads ahead and order only, never in values. Each is a function
+** of its own: with both kinds of tile in one loop, the row tests stayed on
+** the stack inside the k loop and the shares gained nothing. Measured in
+** bench/results/2026-12-02-batch-step-breakdown-amd-epyc-2c.md (16 tokens
+** from memory at K 768: 188 -> 239 GFLOP/s; 512 at K 3072: 266 -> 305). */
 AVX512_FN static void avx512_gemm_f32(float *out, size_t ldo, const float *W, const float *X,
                                       size_t ldx, int T, const float *bias, int r0, int r1,
                                       int K, int mode) {
