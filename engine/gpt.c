@@ -1545,8 +1545,7 @@ static void causal_softmax(const GPTKernels *k, float *p, int T, int ld, int P) 
   for (int t = 0; t < T; t++) {
     float *row = p + (size_t)t * ld;
     int n = P + t + 1;
-    float mx = row[0];
-    for (int j = 1; j < n; j++) if (row[j] > mx) mx = row[j];
+    float mx = k->max(row, n); /* a NaN among the scores makes the row NaN either way */
     float sum = k->exp_sum(row, n, mx, 1.0f);
     float inv = 1.0f / sum;
     for (int j = 0; j < n; j++) row[j] *= inv;
@@ -1581,9 +1580,12 @@ static void attention_heads(AttTask *a, int h0, int h1, float *att) {
     /* scores (T, nk) = Q_h (T, hd) @ K_h^T, each query against the P + t + 1
     ** keys it sees (the decode kernels, not sgemm, whose buffer allocation
     ** never gives up: blas.c) */
-    for (int t = 0; t < T; t++)
-      kern->att_scores(att + (size_t)t * nk, qh + (size_t)t * a->ld_qkv, kh, (size_t)hd,
-                       P + t + 1, hd, scale);
+    if (kern->att_scores_n)
+      kern->att_scores_n(att, (size_t)nk, qh, a->ld_qkv, T, kh, (size_t)hd, P + 1, 1, hd, scale);
+    else
+      for (int t = 0; t < T; t++)
+        kern->att_scores(att + (size_t)t * nk, qh + (size_t)t * a->ld_qkv, kh, (size_t)hd,
+                         P + t + 1, hd, scale);
     causal_softmax(kern, att, T, nk, P);
     if (a->p->s->tape)
       tape_save(a->p->s, a->p->s->tape->layer[a->layer].att + (size_t)h * T * nk, att,
@@ -1596,9 +1598,12 @@ static void attention_heads(AttTask *a, int h0, int h1, float *att) {
     }
     float *oh = a->out + (size_t)h * hd;
     /* out_h (T, hd) = P (T, nk) @ V_h (nk, hd), over the unmasked keys */
-    for (int t = 0; t < T; t++)
-      kern->att_values(oh + (size_t)t * a->ld_out, att + (size_t)t * nk, vh, (size_t)hd,
-                       P + t + 1, hd);
+    if (kern->att_values_n)
+      kern->att_values_n(oh, a->ld_out, att, (size_t)nk, T, vh, (size_t)hd, P + 1, 1, hd);
+    else
+      for (int t = 0; t < T; t++)
+        kern->att_values(oh + (size_t)t * a->ld_out, att + (size_t)t * nk, vh, (size_t)hd,
+                         P + t + 1, hd);
   }
 }
 

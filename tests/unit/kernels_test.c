@@ -304,6 +304,84 @@ static void test_transpose(const GPTKernels *kern) {
 }
 
 /* Every member of every team size runs exactly once per run. */
+/* att_scores_n and att_values_n against att_scores and att_values a query
+** at a time, bit for bit: nq queries of a prefill (query t sees n + t keys)
+** and of one position (all see n), rows of every operand apart by more than
+** their length. */
+static void test_attention_n(const GPTKernels *kern, int n, int hd) {
+  static const int aNq[] = {1, 2, 3, 4, 7};
+  for (int a = 0; a < (int)(sizeof(aNq) / sizeof(aNq[0])); a++) {
+    for (int causal = 0; causal <= 1; causal++) {
+      int nq = aNq[a], keys = n + nq;
+      size_t ld = (size_t)hd + 5, ldq = (size_t)hd + 3, lds = (size_t)keys + 2;
+      float *kv = malloc(sizeof(float) * ld * (size_t)keys);
+      float *q = malloc(sizeof(float) * ldq * (size_t)nq);
+      float *sc = malloc(sizeof(float) * lds * (size_t)nq), *one = malloc(sizeof(float) * lds);
+      float *o = malloc(sizeof(float) * ldq * (size_t)nq), *o1 = malloc(sizeof(float) * ldq);
+      float *pw = malloc(sizeof(float) * lds * (size_t)nq);
+      for (size_t i = 0; i < ld * (size_t)keys; i++) kv[i] = frand();
+      for (size_t i = 0; i < ldq * (size_t)nq; i++) q[i] = frand();
+      for (size_t i = 0; i < lds * (size_t)nq; i++) pw[i] = frand();
+      kern->att_scores_n(sc, lds, q, ldq, nq, kv, ld, n, causal, hd, 0.125f);
+      kern->att_values_n(o, ldq, pw, lds, nq, kv, ld, n, causal, hd);
+      int same_s = 1, same_v = 1;
+      for (int t = 0; t < nq; t++) {
+        int nt = n + (causal ? t : 0);
+        kern->att_scores(one, q + (size_t)t * ldq, kv, ld, nt, hd, 0.125f);
+        same_s &= memcmp(one, sc + (size_t)t * lds, sizeof(float) * (size_t)nt) == 0;
+        kern->att_values(o1, pw + (size_t)t * lds, kv, ld, nt, hd);
+        same_v &= memcmp(o1, o + (size_t)t * ldq, sizeof(float) * (size_t)hd) == 0;
+      }
+      check(same_s, "att_scores_n = att_scores", kern->name, nq * 100000 + n * 1000 + hd, 0);
+      check(same_v, "att_values_n = att_values", kern->name, nq * 100000 + n * 1000 + hd, 0);
+      free(kv); free(q); free(sc); free(one); free(o); free(o1); free(pw);
+    }
+  }
+}
+
+/* Attention over keys and values of several lengths and head sizes (the
+** AVX-512 kernels go sixteen keys and sixteen columns at a time, with masked
+** tails), rows ld = hd + 5 apart, against sums in double: each score and
+** each value within 1e-5 of the sum of the magnitudes it adds. */
+static void test_attention(const GPTKernels *kern) {
+  static const int aN[] = {1, 15, 16, 17, 40, 203}, aHd[] = {1, 8, 17, 24, 64, 96, 128};
+  for (int a = 0; a < (int)(sizeof(aN) / sizeof(aN[0])); a++) {
+    for (int b = 0; b < (int)(sizeof(aHd) / sizeof(aHd[0])); b++) {
+      int n = aN[a], hd = aHd[b];
+      size_t ld = (size_t)hd + 5;
+      float *kv = malloc(sizeof(float) * ld * (size_t)n), *q = malloc(sizeof(float) * (size_t)hd);
+      float *p = malloc(sizeof(float) * (size_t)n), *sc = malloc(sizeof(float) * (size_t)n);
+      float *o = malloc(sizeof(float) * (size_t)hd);
+      for (size_t i = 0; i < ld * (size_t)n; i++) kv[i] = frand();
+      for (int i = 0; i < hd; i++) q[i] = frand();
+      for (int j = 0; j < n; j++) p[j] = (frand() + 1.0f) / (float)n;
+      kern->att_scores(sc, q, kv, ld, n, hd, 0.125f);
+      double es = 0, ev = 0;
+      for (int j = 0; j < n; j++) {
+        double want = 0, mag = 0;
+        for (int i = 0; i < hd; i++) {
+          want += (double)q[i] * kv[(size_t)j * ld + i];
+          mag += fabs((double)q[i] * kv[(size_t)j * ld + i]);
+        }
+        es = fmax(es, fabs(sc[j] - 0.125 * want) / (0.125 * mag + 1e-30));
+      }
+      check(es < 1e-5, "att_scores (n, hd)", kern->name, n * 1000 + hd, es);
+      kern->att_values(o, p, kv, ld, n, hd);
+      for (int d = 0; d < hd; d++) {
+        double want = 0, mag = 0;
+        for (int j = 0; j < n; j++) {
+          want += (double)p[j] * kv[(size_t)j * ld + d];
+          mag += fabs((double)p[j] * kv[(size_t)j * ld + d]);
+        }
+        ev = fmax(ev, fabs(o[d] - want) / (mag + 1e-30));
+      }
+      check(ev < 1e-5, "att_values (n, hd)", kern->name, n * 1000 + hd, ev);
+      free(kv); free(q); free(p); free(sc); free(o);
+      if (kern->att_scores_n) test_attention_n(kern, n, hd);
+    }
+  }
+}
+
 static int aHit[GPT_MAX_THREADS];
 static void hit_task(void *arg, int ith, int nth) {
   (void)arg;
@@ -414,7 +492,7 @@ int main(void) {
   const char *azSet[] = {"portable", "avx2", "avx512", "avx512-bw"};
   for (int i = 0; i < (int)(sizeof(azSet) / sizeof(azSet[0])); i++) {
     const GPTKernels *k = gpt_kernels_named(azSet[i]);
-    if (k) { test_set(k); test_transpose(k); test_gemm_tokens(k); }
+    if (k) { test_set(k); test_transpose(k); test_gemm_tokens(k); test_attention(k); }
     else printf("kernel set %s: not supported by this CPU, skipped\n", azSet[i]);
   }
   test_q8_avx512();
