@@ -1667,6 +1667,7 @@ AVX512_FN static void avx512_att_scores_n(float *scores, size_t lds, const float
                        nq - t < 3 ? nq - t : 3, k, ld, n + (causal ? t : 0), causal, hd, scale);
 }
 
+/* The kernels' att_scores: one query, as avx512_att_scores_n scores it. */
 AVX512_FN static void avx512_att_scores(float *scores, const float *q, const float *k, size_t ld,
                                         int n, int hd, float scale) {
   avx512_att_scores3(scores, 0, q, 0, 1, k, ld, n, 0, hd, scale);
@@ -1742,6 +1743,7 @@ AVX512_FN static void avx512_att_values3(float *out, size_t ldo, const float *p,
   }
 }
 
+/* The kernels' att_values_n: queries three at a time. */
 AVX512_FN static void avx512_att_values_n(float *out, size_t ldo, const float *p, size_t ldp,
                                           int nq, const float *v, size_t ld, int n, int causal,
                                           int hd) {
@@ -1750,6 +1752,7 @@ AVX512_FN static void avx512_att_values_n(float *out, size_t ldo, const float *p
                        nq - t < 3 ? nq - t : 3, v, ld, n + (causal ? t : 0), causal, hd);
 }
 
+/* The kernels' att_values: one query, as avx512_att_values_n sums it. */
 AVX512_FN static void avx512_att_values(float *out, const float *p, const float *v, size_t ld,
                                         int n, int hd) {
   avx512_att_values3(out, 0, p, 0, 1, v, ld, n, 0, hd);

@@ -303,7 +303,6 @@ static void test_transpose(const GPTKernels *kern) {
   check(ok, "transpose", kern->name, 0, 0);
 }
 
-/* Every member of every team size runs exactly once per run. */
 /* att_scores_n and att_values_n against att_scores and att_values a query
 ** at a time, bit for bit: nq queries of a prefill (query t sees n + t keys)
 ** and of one position (all see n), rows of every operand apart by more than
@@ -340,7 +339,7 @@ static void test_attention_n(const GPTKernels *kern, int n, int hd) {
 }
 
 /* Attention over keys and values of several lengths and head sizes (the
-** AVX-512 kernels go sixteen keys and sixteen columns at a time, with masked
+** AVX-512 kernels go eight keys and sixteen columns at a time, with masked
 ** tails), rows ld = hd + 5 apart, against sums in double: each score and
 ** each value within 1e-5 of the sum of the magnitudes it adds. */
 static void test_attention(const GPTKernels *kern) {
@@ -382,6 +381,7 @@ static void test_attention(const GPTKernels *kern) {
   }
 }
 
+/* Every member of every team size runs exactly once per run. */
 static int aHit[GPT_MAX_THREADS];
 static void hit_task(void *arg, int ith, int nth) {
   (void)arg;
