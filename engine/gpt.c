@@ -1580,12 +1580,7 @@ static void attention_heads(AttTask *a, int h0, int h1, float *att) {
     /* scores (T, nk) = Q_h (T, hd) @ K_h^T, each query against the P + t + 1
     ** keys it sees (the decode kernels, not sgemm, whose buffer allocation
     ** never gives up: blas.c) */
-    if (kern->att_scores_n)
-      kern->att_scores_n(att, (size_t)nk, qh, a->ld_qkv, T, kh, (size_t)hd, P + 1, 1, hd, scale);
-    else
-      for (int t = 0; t < T; t++)
-        kern->att_scores(att + (size_t)t * nk, qh + (size_t)t * a->ld_qkv, kh, (size_t)hd,
-                         P + t + 1, hd, scale);
+    kern->att_scores_n(att, (size_t)nk, qh, a->ld_qkv, T, kh, (size_t)hd, P + 1, 1, hd, scale);
     causal_softmax(kern, att, T, nk, P);
     if (a->p->s->tape)
       tape_save(a->p->s, a->p->s->tape->layer[a->layer].att + (size_t)h * T * nk, att,
@@ -1598,12 +1593,7 @@ static void attention_heads(AttTask *a, int h0, int h1, float *att) {
     }
     float *oh = a->out + (size_t)h * hd;
     /* out_h (T, hd) = P (T, nk) @ V_h (nk, hd), over the unmasked keys */
-    if (kern->att_values_n)
-      kern->att_values_n(oh, a->ld_out, att, (size_t)nk, T, vh, (size_t)hd, P + 1, 1, hd);
-    else
-      for (int t = 0; t < T; t++)
-        kern->att_values(oh + (size_t)t * a->ld_out, att + (size_t)t * nk, vh, (size_t)hd,
-                         P + t + 1, hd);
+    kern->att_values_n(oh, a->ld_out, att, (size_t)nk, T, vh, (size_t)hd, P + 1, 1, hd);
   }
 }
 

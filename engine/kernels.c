@@ -226,10 +226,29 @@ static void p_transpose_u16(uint16_t *dst, size_t ldd, const uint16_t *src, size
   }
 }
 
+/* att_scores_n and att_values_n for a set whose kernels take one query: a
+** query at a time (every set has both, so the engine has one path). */
+#define ATT_N_BY_QUERY(prefix, FN)                                                          \
+  FN static void prefix##_att_scores_n(float *scores, size_t lds, const float *q, size_t ldq, \
+                                       int nq, const float *k, size_t ld, int n, int causal,  \
+                                       int hd, float scale) {                                 \
+    for (int t = 0; t < nq; t++)                                                            \
+      prefix##_att_scores(scores + (size_t)t * lds, q + (size_t)t * ldq, k, ld,             \
+                          n + (causal ? t : 0), hd, scale);                                 \
+  }                                                                                         \
+  FN static void prefix##_att_values_n(float *out, size_t ldo, const float *p, size_t ldp,  \
+                                       int nq, const float *v, size_t ld, int n, int causal,  \
+                                       int hd) {                                              \
+    for (int t = 0; t < nq; t++)                                                            \
+      prefix##_att_values(out + (size_t)t * ldo, p + (size_t)t * ldp, v, ld,                \
+                          n + (causal ? t : 0), hd);                                        \
+  }
+ATT_N_BY_QUERY(p, )
+
 static const GPTKernels kPortable = {
   "portable", 0, p_gemv_f32, p_gemv_f16, p_gemv_q8, p_gemm_f32, p_gemm_f32, p_gemm_q8, p_f16_to_f32, p_q8_to_f32,
   p_gelu, p_silu_mul, p_exp_sum, p_att_scores, p_att_values, p_transpose_f32, p_transpose_u16,
-  p_max, p_sum_exp, p_q8_quantize_act, NULL, NULL,
+  p_max, p_sum_exp, p_q8_quantize_act, p_att_scores_n, p_att_values_n,
 };
 
 /* ---------------------------------------------------------------- AVX2 */
@@ -741,11 +760,13 @@ AVX2_FN static void avx2_transpose_u16(uint16_t *dst, size_t ldd, const uint16_t
     for (int c = 0; c < cols; c++) dst[c * ldd + r] = src[r * lds + c];
 }
 
+ATT_N_BY_QUERY(avx2, AVX2_FN)
+
 static const GPTKernels kAvx2 = {
   "avx2", 0, avx2_gemv_f32, avx2_gemv_f16, avx2_gemv_q8, avx2_gemm_f32, avx2_gemm_f32, avx2_gemm_q8, avx2_f16_to_f32,
   avx2_q8_to_f32,
   avx2_gelu, avx2_silu_mul, avx2_exp_sum, avx2_att_scores, avx2_att_values, avx2_transpose_f32, avx2_transpose_u16,
-  avx2_max, avx2_sum_exp, avx2_q8_quantize_act, NULL, NULL,
+  avx2_max, avx2_sum_exp, avx2_q8_quantize_act, avx2_att_scores_n, avx2_att_values_n,
 };
 
 /* ------------------------------------------------------------- AVX-512 */
@@ -1606,18 +1627,8 @@ AVX512_FN static ALWAYS_INLINE void avx512_att_tile(__m256 *res, const float *q,
   _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++) row[i] = k + (size_t)(i < r ? i : r - 1) * ld;
   _Pragma("GCC unroll 3") for (int t = 0; t < NQ; t++)
     _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++) acc[t][i] = _mm512_setzero_ps();
-  int d = 0;
-  for (; d + 16 <= hd; d += 16) {
-    __m512 x[3];
-    _Pragma("GCC unroll 3") for (int t = 0; t < NQ; t++) x[t] = _mm512_loadu_ps(q + t * ldq + d);
-    _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++) {
-      __m512 kv = _mm512_loadu_ps(row[i] + d);
-      _Pragma("GCC unroll 3") for (int t = 0; t < NQ; t++)
-        acc[t][i] = _mm512_fmadd_ps(kv, x[t], acc[t][i]);
-    }
-  }
-  if (d < hd) {
-    __mmask16 m = (__mmask16)((1u << (hd - d)) - 1);
+  for (int d = 0; d < hd; d += 16) {
+    __mmask16 m = hd - d >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (hd - d)) - 1);
     __m512 x[3];
     _Pragma("GCC unroll 3") for (int t = 0; t < NQ; t++)
       x[t] = _mm512_maskz_loadu_ps(m, q + t * ldq + d);

@@ -92,8 +92,7 @@ typedef struct GPTKernels {
   void (*q8_quantize_act)(GPTQ8Act *out, const float *x, int K);
   /* att_scores of nq queries (rows of q, ldq apart) at once, query t
   ** against the first n + t keys (causal: a prefill's queries) or n, into
-  ** rows of scores lds apart; each score the value att_scores gives it.
-  ** NULL in sets without one: att_scores a query at a time. */
+  ** rows of scores lds apart; each score the value att_scores gives it. */
   void (*att_scores_n)(float *scores, size_t lds, const float *q, size_t ldq, int nq,
                        const float *k, size_t ld, int n, int causal, int hd, float scale);
   /* att_values of nq queries at once, the same way: out (nq, hd) rows ldo
