@@ -773,7 +773,7 @@ static const GPTKernels kAvx2 = {
 
 /* The AVX-512 f32 arithmetic of the gemv and the gemm: one 16-lane
 ** accumulator per (row, token) over steps of 16 columns, summed by
-** _mm512_reduce_add_ps, then the last K % 16 columns in order. One
+** avx512_hsum (a tile's together), then the last K % 16 columns in order. One
 ** accumulator rather than two lets a gemm tile hold 24 of them (6 rows by 4
 ** tokens: 10 loads for 24 FMAs; two allowed 6 by 2, 16 loads for 24 FMAs,
 ** about 0.8 of the speed); the gemv keeps FMAs in flight by taking four rows
@@ -788,6 +788,67 @@ AVX512_FN static ALWAYS_INLINE __m512 avx512_load_f16(const uint16_t *p) {
   return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
 }
 
+/* x's 16 lanes summed in the order of GCC's _mm512_reduce_add_ps (halves
+** of 8, of 4, then lanes 0 + 2 and 1 + 3, then those two), spelled out so
+** that avx512_hsum_n, which sums many vectors at once with the same
+** additions, gives the same bits under any compiler. */
+AVX512_FN static ALWAYS_INLINE float avx512_hsum(__m512 x) {
+  __m256 h8 = _mm256_add_ps(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)),
+                            _mm512_castps512_ps256(x));
+  __m128 h4 = _mm_add_ps(_mm256_extractf128_ps(h8, 1), _mm256_castps256_ps128(h8));
+  __m128 h2 = _mm_add_ps(h4, _mm_movehl_ps(h4, h4));
+  return _mm_cvtss_f32(_mm_add_ss(h2, _mm_movehdup_ps(h2)));
+}
+
+/* out[j] = avx512_hsum(v[j]) for j < n <= 16, bit for bit, the vectors
+** summed together: each step adds halves of two vectors in one
+** instruction, so sixteen sums take 31 shuffles and 15 adds where one at a
+** time takes about 130 instructions. Lane 4q + m of the last step holds
+** v[4m + q]. (A gemm tile's sums: 1.04x the f32 gemm, 1.13x the q8_0 gemm
+** at K 768 in cache on Zen 5.) */
+AVX512_FN static ALWAYS_INLINE void avx512_hsum16(float *out, const __m512 *v, int n) {
+  const __m512 z = _mm512_setzero_ps();
+  __m512 c[8], e[4], k[2];
+  _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
+    __m512 a = 2 * j < n ? v[2 * j] : z, b = 2 * j + 1 < n ? v[2 * j + 1] : z;
+    c[j] = 2 * j >= n ? z
+                      : _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44),
+                                      _mm512_shuffle_f32x4(a, b, 0xEE));
+  }
+  _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++)
+    e[j] = 4 * j >= n ? z
+                      : _mm512_add_ps(_mm512_shuffle_f32x4(c[2 * j], c[2 * j + 1], 0x88),
+                                      _mm512_shuffle_f32x4(c[2 * j], c[2 * j + 1], 0xDD));
+  _Pragma("GCC unroll 2") for (int j = 0; j < 2; j++)
+    k[j] = 8 * j >= n ? z
+                      : _mm512_add_ps(_mm512_shuffle_ps(e[2 * j], e[2 * j + 1], 0x44),
+                                      _mm512_shuffle_ps(e[2 * j], e[2 * j + 1], 0xEE));
+  __m512 r = _mm512_add_ps(_mm512_shuffle_ps(k[0], k[1], 0x88), _mm512_shuffle_ps(k[0], k[1], 0xDD));
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  float all[16];
+  _mm512_storeu_ps(all, _mm512_permutexvar_ps(order, r));
+  _Pragma("GCC unroll 16") for (int j = 0; j < n; j++) out[j] = all[j];
+}
+
+/* avx512_hsum16 of any n, sixteen at a time. */
+AVX512_FN static ALWAYS_INLINE void avx512_hsum_n(float *out, const __m512 *v, int n) {
+  _Pragma("GCC unroll 2") for (int j = 0; j < n; j += 16)
+    avx512_hsum16(out + j, v + j, n - j < 16 ? n - j : 16);
+}
+
+/* A tile's sums: res[t * rs + i] = avx512_hsum(acc[t * as + i]) for t <
+** NT, i < R (NT R <= 24). */
+AVX512_FN static ALWAYS_INLINE void avx512_hsum_tile(float *res, int rs, const __m512 *acc, int as,
+                                                     int NT, int R) {
+  __m512 v[24];
+  float sum[24];
+  _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
+    _Pragma("GCC unroll 6") for (int i = 0; i < R; i++) v[t * R + i] = acc[t * as + i];
+  avx512_hsum_n(sum, v, NT * R);
+  _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
+    _Pragma("GCC unroll 6") for (int i = 0; i < R; i++) res[t * rs + i] = sum[t * R + i];
+}
+
 /* R <= 4 f32 rows (ld apart) against x: res (R,). */
 AVX512_FN static ALWAYS_INLINE void avx512_rows_f32(float *res, const float *W, size_t ld,
                                                     const float *x, int K, int R) {
@@ -800,7 +861,7 @@ AVX512_FN static ALWAYS_INLINE void avx512_rows_f32(float *res, const float *W, 
       a[i] = _mm512_fmadd_ps(_mm512_loadu_ps(W + i * ld + k), x0, a[i]);
   }
   UNROLL_ROWS for (int i = 0; i < R; i++) {
-    float s = _mm512_reduce_add_ps(a[i]);
+    float s = avx512_hsum(a[i]);
     for (int kk = k; kk < K; kk++) s += W[i * ld + kk] * x[kk];
     res[i] = s;
   }
@@ -832,7 +893,7 @@ AVX512_FN static ALWAYS_INLINE float avx512_row_f16(const uint16_t *w, const flo
     a0 = _mm512_fmadd_ps(avx512_load_f16(w + k), _mm512_loadu_ps(x + k), a0);
     k += 16;
   }
-  float s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+  float s = avx512_hsum(_mm512_add_ps(a0, a1));
   for (; k < K; k++) s += gpt_f16_to_f32(w[k]) * x[k];
   return s;
 }
@@ -882,13 +943,14 @@ AVX512_FN static ALWAYS_INLINE void avx512_tile(float *res, const float *W, size
     }
     k += 16;
   }
-  _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++) {
-    _Pragma("GCC unroll 6") for (int i = 0; i < R; i++) {
-      float s = _mm512_reduce_add_ps(ACC == 2 ? _mm512_add_ps(a[0][t][i], a[1][t][i]) : a[0][t][i]);
-      for (int kk = k; kk < K; kk++) s += W[i * ld + kk] * X[t * ldx + kk];
-      res[t * 6 + i] = s;
-    }
-  }
+  if (ACC == 2)
+    _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
+      _Pragma("GCC unroll 6") for (int i = 0; i < R; i++)
+        a[0][t][i] = _mm512_add_ps(a[0][t][i], a[1][t][i]);
+  avx512_hsum_tile(res, 6, &a[0][0][0], 6, NT, R);
+  _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
+    _Pragma("GCC unroll 6") for (int i = 0; i < R; i++)
+      for (int kk = k; kk < K; kk++) res[t * 6 + i] += W[i * ld + kk] * X[t * ldx + kk];
 }
 
 /* One (R, NT) tile with every count constant, so that the tile's loops
@@ -997,13 +1059,10 @@ AVX512_FN static ALWAYS_INLINE void avx512_tile_kb(float *res, __m512 *save, con
       _Pragma("GCC unroll 6") for (int i = 0; i < R; i++) save[t * 6 + i] = a[t][i];
     return;
   }
-  _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++) {
-    _Pragma("GCC unroll 6") for (int i = 0; i < R; i++) {
-      float s = _mm512_reduce_add_ps(a[t][i]);
-      for (int kk = k; kk < K; kk++) s += W[i * ld + kk] * X[t * ldx + kk];
-      res[t * 6 + i] = s;
-    }
-  }
+  avx512_hsum_tile(res, 6, &a[0][0], 6, NT, R);
+  _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
+    _Pragma("GCC unroll 6") for (int i = 0; i < R; i++)
+      for (int kk = k; kk < K; kk++) res[t * 6 + i] += W[i * ld + kk] * X[t * ldx + kk];
 }
 
 #define AVX512_TILE_KB_CASE(R, NT)                                                      \
@@ -1443,7 +1502,7 @@ VBMI_FN static ALWAYS_INLINE void q4_0_tile_vbmi(float *res, const uint8_t *W, s
       acc[i] = _mm512_fmadd_ps(_mm512_mul_ps(ws, xs), _mm512_cvtepi32_ps(P), acc[i]);
     }
   }
-  _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) res[i] = _mm512_reduce_add_ps(acc[i]);
+  avx512_hsum_tile(res, 4, acc, 4, 1, R);
 }
 
 VBMI_FN static void vbmi_gemv_q4_0(float *y, const uint8_t *W, const GPTQ4Act *x,

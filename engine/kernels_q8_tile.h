@@ -21,7 +21,7 @@
 **     rounded once), onto one 16-lane accumulator.
 **   - A pair: 8 lanes a block, each the exact sum of 4 products, FMAed with
 **     the block's d_w d_x onto the same accumulator (q8_pair_lanes).
-** The accumulator is summed by _mm512_reduce_add_ps. Integers are exact
+** The accumulator is summed by avx512_hsum. Integers are exact
 ** whatever the order, so each path gets a chunk's sums its own way:
 **   - from rows as stored (the gemv, the BW gemm, batches of fewer than
 **     Q8_SLICE_MIN_T tokens): two blocks a register, eight partial sums a
@@ -131,9 +131,7 @@ Q8_TILE_FN static ALWAYS_INLINE void Q8_TILE(float *res, const uint8_t *W, size_
       }
     }
   }
-  _Pragma("GCC unroll 2") for (int t = 0; t < NT; t++)
-    _Pragma("GCC unroll 4") for (int i = 0; i < R; i++)
-      res[t * 4 + i] = _mm512_reduce_add_ps(acc[t][i]);
+  avx512_hsum_tile(res, 4, &acc[0][0], 4, NT, R);
 }
 
 #ifndef Q8_ROW_ONLY
@@ -213,9 +211,7 @@ Q8_TILE_FN static ALWAYS_INLINE void Q8_SLICE_TILE(float *res, const __m512i *wr
       }
     }
   }
-  _Pragma("GCC unroll 3") for (int t = 0; t < NT; t++)
-    _Pragma("GCC unroll 4") for (int i = 0; i < R; i++)
-      res[t * 4 + i] = _mm512_reduce_add_ps(acc[t][i]);
+  avx512_hsum_tile(res, 4, &acc[0][0], 4, NT, R);
 }
 
 #define Q8_SLICE_CASE(R, NT) \
