@@ -41,7 +41,7 @@ static double ref_dot(const float *w, const float *x, int K) {
 }
 
 static void test_set(const GPTKernels *kern) {
-  static const int aK[] = {32, 48, 64, 96, 200, 768, 800, 3072};
+  static const int aK[] = {32, 48, 64, 96, 200, 320, 352, 768, 800, 896, 992, 3072};
   const int rows = 11;
   for (size_t ik = 0; ik < sizeof(aK) / sizeof(aK[0]); ik++) {
     int K = aK[ik], nb = K / 32, q8 = K % 32 == 0;

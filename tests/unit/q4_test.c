@@ -143,7 +143,7 @@ static int read_golden(const char *zPath) {
 /* ------------------------------------------------- sets against portable */
 
 static void test_sets(void) {
-  static const int aK[] = {256, 512, 768, 2304, 32 * 17, 32 * 3};
+  static const int aK[] = {256, 512, 768, 2304, 32 * 17, 32 * 3, 32 * 10, 32 * 27, 32 * 31, 896};
   const int rows = 9;
   const GPTQ4Kernels *pp = gpt_q4_kernels_named("portable");
   for (int id = 0; id < 3; id++) {
@@ -214,7 +214,7 @@ static void test_sets(void) {
 ** same bits (a prefill, or a decode step of several sequences, gives each
 ** token what a decode step of it alone gives). */
 static void test_gemm(void) {
-  static const int aK[] = {256, 768, 32 * 3, 32 * 17, 3072};
+  static const int aK[] = {256, 768, 32 * 3, 32 * 17, 3072, 32 * 10, 32 * 27, 32 * 31};
   static const int aT[] = {1, 3, 4, 9, 70};
   const int rows = 11;
   for (int id = 0; id < 3; id++) {
