@@ -1179,24 +1179,12 @@ AVX512_FN static ALWAYS_INLINE __m512i q8_load_pair(const void *p, size_t stride
   return _mm512_inserti64x4(lo, _mm256_loadu_si256((const __m256i *)((const char *)p + stride)), 1);
 }
 
-/* The f32 scales of the m (<= 16) stored blocks from blk, in block order;
-** 0 for the absent ones. */
-AVX512_FN static ALWAYS_INLINE __m512 q8_chunk_scales(const uint8_t *blk, int m) {
+/* The f32 scales of 16 stored blocks from blk, in block order. */
+AVX512_FN static ALWAYS_INLINE __m512 q8_chunk_scales(const uint8_t *blk) {
   uint16_t h[16];
-  for (int j = 0; j < 16; j++) h[j] = j < m ? q8_scale_bits(blk + j * GPT_Q8_BYTES) : 0;
+  for (int j = 0; j < 16; j++) h[j] = q8_scale_bits(blk + j * GPT_Q8_BYTES);
   return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)h));
 }
-
-/* A row's last nb % 16 blocks go as one chunk more, its absent blocks
-** zero, from 10 of them on, and in pairs below that. The gemv and every
-** gemm decide alike, from K alone, so that their values stay equal. The
-** VNNI gemm, 512 tokens in cache, 1 thread: K 896 (12 left; Qwen2.5-0.5B's
-** width) 283-285 -> 318-323 GOP/s, K 960 (14; SmolLM2-360M's) 285 -> 345-348;
-** K 768 (8) ran 278-282 as a chunk against 290-291 in pairs. */
-static inline int q8_part_chunk(int nb) { return nb % 16 >= 10; }
-/* Chunks of a row of nb blocks, the partial one included, and pairs after. */
-static inline int q8_chunks(int nb) { return nb / 16 + q8_part_chunk(nb); }
-static inline int q8_pairs(int nb) { return q8_part_chunk(nb) ? 0 : (nb % 16 + 1) / 2; }
 
 /* 512-bit vectors a chunk of a repacked token and a repacked row take:
 ** slices 0-7, then (token) -128 times each block's sum and the scales, or
@@ -1260,43 +1248,33 @@ AVX512_FN static ALWAYS_INLINE __m512 q8_pair_xscales(const float *dx, int m) {
   return q8_pair_lanes(dx[0], m >= 2 ? dx[1] : 0.0f);
 }
 
-/* Vectors a row and a token take repacked: q8_chunks chunks, then q8_pairs
-** pairs. */
+/* Vectors a row and a token take repacked: nb / 16 chunks, then the pairs
+** of the last nb % 16 blocks. */
 static inline size_t q8_row_vecs(int K) {
   int nb = K / GPT_Q8_BLOCK;
-  return (size_t)q8_chunks(nb) * Q8_ROW_VECS + (size_t)q8_pairs(nb) * 2;
+  return (size_t)(nb / 16) * Q8_ROW_VECS + (size_t)((nb % 16 + 1) / 2) * 2;
 }
 static inline size_t q8_token_vecs(int K) {
   int nb = K / GPT_Q8_BLOCK;
-  return (size_t)q8_chunks(nb) * Q8_TOKEN_VECS + (size_t)q8_pairs(nb) * 3;
+  return (size_t)(nb / 16) * Q8_TOKEN_VECS + (size_t)((nb % 16 + 1) / 2) * 3;
 }
 
-/* Pair j of a chunk whose first block is at p (blocks stride bytes apart)
-** with m blocks present: q8_load_pair's, zeros when absent. */
-AVX512_FN static ALWAYS_INLINE __m512i q8_chunk_pair(const void *p, size_t stride, int j, int m) {
-  if (2 * j >= m) return _mm512_setzero_si512();
-  return q8_load_pair((const char *)p + 2 * j * stride, stride, m - 2 * j);
-}
-
-/* Row w (K values as stored) repacked: per chunk of 16 blocks (the last
-** maybe partial) its slices as w + 128 (unsigned, for vpdpbusd) and its
-** scales, lane order; then per pair of the last blocks its quants as w +
-** 128 and its scales, 8 lanes each (0 for an absent block). dst
-** (q8_row_vecs(K),). */
+/* Row w (K values as stored) repacked: per chunk of 16 blocks its slices as
+** w + 128 (unsigned, for vpdpbusd) and its scales, lane order; then per
+** pair of the last blocks its quants as w + 128 and its scales, 8 lanes
+** each (0 for an absent block). dst (q8_row_vecs(K),). */
 AVX512_FN static void q8_slice_row(__m512i *dst, const uint8_t *w, int K, const Q8SliceIdx *ix) {
   int nb = K / GPT_Q8_BLOCK, b = 0;
   const __m512i order = q8_lane_order(), bias = _mm512_set1_epi8((char)0x80);
-  for (int c = 0; c < q8_chunks(nb); c++, b += 16, dst += Q8_ROW_VECS) {
+  for (; b + 16 <= nb; b += 16, dst += Q8_ROW_VECS) {
     const uint8_t *blk = w + (size_t)b * GPT_Q8_BYTES;
-    int m = nb - b < 16 ? nb - b : 16;
     __m512i v[8], sl[8];
-    for (int j = 0; j < 8; j++) v[j] = q8_chunk_pair(blk + 2, GPT_Q8_BYTES, j, m);
+    for (int j = 0; j < 8; j++) v[j] = q8_load_pair(blk + j * 2 * GPT_Q8_BYTES + 2, GPT_Q8_BYTES, 2);
     q8_slices(sl, v, ix);
     for (int s = 0; s < 8; s++) _mm512_store_si512(dst + s, _mm512_xor_si512(sl[s], bias));
     _mm512_store_si512(dst + 8, _mm512_castps_si512(
-                                    _mm512_permutexvar_ps(order, q8_chunk_scales(blk, m))));
+                                    _mm512_permutexvar_ps(order, q8_chunk_scales(blk))));
   }
-  if (b > nb) return;
   for (; b < nb; b += 2, dst += 2) {
     const uint8_t *blk = w + (size_t)b * GPT_Q8_BYTES;
     _mm512_store_si512(dst, _mm512_xor_si512(q8_load_pair(blk + 2, GPT_Q8_BYTES, nb - b), bias));
@@ -1310,9 +1288,8 @@ VNNI_FN static ALWAYS_INLINE __m512i q8_pair_base(__m512i x) {
                           _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), x));
 }
 
-/* Token t of X repacked: per chunk of 16 blocks (the last maybe partial)
-** its slices, -128 times each block's sum of values, and its scales, lane
-** order (0 for an absent block); then per pair of
+/* Token t of X repacked: per chunk of 16 blocks its slices, -128 times
+** each block's sum of values, and its scales, lane order; then per pair of
 ** the last blocks its quants, their -128 sum x term, and its scales, 8
 ** lanes each. dst (q8_token_vecs(K),). */
 VNNI_FN static void q8_slice_token(__m512i *dst, const GPTQ8Act *X, int t, int K,
@@ -1321,20 +1298,17 @@ VNNI_FN static void q8_slice_token(__m512i *dst, const GPTQ8Act *X, int t, int K
   const __m512i order = q8_lane_order();
   const int8_t *q = X->q + (size_t)t * K;
   const float *d = X->d + (size_t)t * nb;
-  for (int c = 0; c < q8_chunks(nb); c++, b += 16, dst += Q8_TOKEN_VECS) {
-    int m = nb - b < 16 ? nb - b : 16;
+  for (; b + 16 <= nb; b += 16, dst += Q8_TOKEN_VECS) {
     __m512i v[8], sl[8], sum = _mm512_setzero_si512();
-    for (int j = 0; j < 8; j++) v[j] = q8_chunk_pair(q + (size_t)b * GPT_Q8_BLOCK, GPT_Q8_BLOCK, j, m);
+    for (int j = 0; j < 8; j++) v[j] = q8_load_pair(q + (size_t)(b + 2 * j) * GPT_Q8_BLOCK, GPT_Q8_BLOCK, 2);
     q8_slices(sl, v, ix);
     for (int s = 0; s < 8; s++) {
       _mm512_store_si512(dst + s, sl[s]);
       sum = _mm512_dpbusd_epi32(sum, _mm512_set1_epi8((char)0x80), sl[s]);
     }
     _mm512_store_si512(dst + 8, _mm512_sub_epi32(_mm512_setzero_si512(), sum));
-    __m512 xd = _mm512_maskz_loadu_ps((__mmask16)((1u << m) - 1), d + b);
-    _mm512_store_si512(dst + 9, _mm512_castps_si512(_mm512_permutexvar_ps(order, xd)));
+    _mm512_store_si512(dst + 9, _mm512_castps_si512(_mm512_permutexvar_ps(order, _mm512_loadu_ps(d + b))));
   }
-  if (b > nb) return;
   for (; b < nb; b += 2, dst += 3) {
     __m512i x = q8_load_pair(q + (size_t)b * GPT_Q8_BLOCK, GPT_Q8_BLOCK, nb - b);
     _mm512_store_si512(dst, x);
@@ -1346,7 +1320,7 @@ VNNI_FN static void q8_slice_token(__m512i *dst, const GPTQ8Act *X, int t, int K
 /* q8_0 rows as stored, for kernels_q8_tile.h */
 #define Q8_ROW_BYTES GPT_Q8_BYTES
 #define Q8_ROW_PAIR(blk, m) q8_load_pair((blk) + 2, GPT_Q8_BYTES, (m))
-#define Q8_ROW_SCALES(blk, m) q8_chunk_scales((blk), (m))
+#define Q8_ROW_SCALES(blk) q8_chunk_scales(blk)
 #define Q8_ROW_PAIR_WSCALES(blk, m) q8_pair_wscales((blk), (m))
 #define Q8_TILE_FN AVX512_FN
 #define Q8_TILE_VNNI 0
@@ -1360,7 +1334,7 @@ VNNI_FN static void q8_slice_token(__m512i *dst, const GPTQ8Act *X, int t, int K
 
 #define Q8_ROW_BYTES GPT_Q8_BYTES
 #define Q8_ROW_PAIR(blk, m) q8_load_pair((blk) + 2, GPT_Q8_BYTES, (m))
-#define Q8_ROW_SCALES(blk, m) q8_chunk_scales((blk), (m))
+#define Q8_ROW_SCALES(blk) q8_chunk_scales(blk)
 #define Q8_ROW_PAIR_WSCALES(blk, m) q8_pair_wscales((blk), (m))
 #define Q8_TILE_FN VNNI_FN
 #define Q8_TILE_VNNI 1
@@ -1395,11 +1369,10 @@ AVX512_FN static ALWAYS_INLINE __m512i q4_0_load_pair(const uint8_t *blk, int m)
   return m >= 2 ? v : _mm512_inserti64x4(v, _mm256_setzero_si256(), 1);
 }
 
-/* The f32 scales of the m (<= 16) q4_0 blocks from blk, in block order; 0
-** for the absent ones. */
-AVX512_FN static ALWAYS_INLINE __m512 q4_0_chunk_scales(const uint8_t *blk, int m) {
+/* The f32 scales of 16 q4_0 blocks from blk, in block order. */
+AVX512_FN static ALWAYS_INLINE __m512 q4_0_chunk_scales(const uint8_t *blk) {
   uint16_t h[16];
-  for (int j = 0; j < 16; j++) h[j] = j < m ? q8_scale_bits(blk + j * GPT_Q4_0_BYTES) : 0;
+  for (int j = 0; j < 16; j++) h[j] = q8_scale_bits(blk + j * GPT_Q4_0_BYTES);
   return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)h));
 }
 
@@ -1438,7 +1411,7 @@ VBMI_FN static ALWAYS_INLINE __m512 q4_0_chunk_scales_vbmi(const uint8_t *blk) {
 #define Q8_ROW_ONLY
 #define Q8_ROW_BYTES GPT_Q4_0_BYTES
 #define Q8_ROW_PAIR(blk, m) q4_0_load_pair((blk), (m))
-#define Q8_ROW_SCALES(blk, m) q4_0_chunk_scales((blk), (m))
+#define Q8_ROW_SCALES(blk) q4_0_chunk_scales(blk)
 #define Q8_ROW_PAIR_WSCALES(blk, m) q4_0_pair_wscales((blk), (m))
 #define Q8_TILE_FN AVX512_FN
 #define Q8_TILE_VNNI 0
@@ -1456,7 +1429,7 @@ VBMI_FN static ALWAYS_INLINE __m512 q4_0_chunk_scales_vbmi(const uint8_t *blk) {
 ** of x), whose lanes 4m..4m+3 hold block m's partial sums; q4_0_tree adds
 ** them into q8_tree's lane order, so a chunk's integer sums are the q8_0
 ** tile's and are scaled and added in the same order. The last nb % 16
-** blocks go on the q8_0 tile's arithmetic: a partial chunk or pairs. */
+** blocks go a pair at a time on the q8_0 tile's arithmetic. */
 static const uint8_t kQ4QuadPick[64] = {
   2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17,
   20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35,
@@ -1514,36 +1487,6 @@ VBMI_FN static ALWAYS_INLINE void q4_0_tile_vbmi(float *res, const uint8_t *W, s
   const __m512i pair = _mm512_loadu_si512(kQ4PairPick);
   const __m512i dpick = _mm512_set_epi16(9, 9, 9, 9, 9, 9, 9, 9, 0, 0, 0, 0, 0, 0, 0, 0,
                                          9, 9, 9, 9, 9, 9, 9, 9, 0, 0, 0, 0, 0, 0, 0, 0);
-  if (q8_part_chunk(nb)) {
-    /* the last nb % 16 blocks as a chunk (q8_part_chunk), its pairs' sums
-    ** added by q8_tree, the absent blocks zero, as the q8_0 tile does */
-    int m = nb - b;
-    __m512i xv[8], P[8];
-    _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
-      xv[j] = q8_chunk_pair(x->q + (size_t)b * GPT_Q8_BLOCK, GPT_Q8_BLOCK, j, m);
-      P[j] = q8_pair_base(xv[j]);
-    }
-    __m512i base = q8_tree(P);
-    __m512 xd = _mm512_maskz_loadu_ps((__mmask16)((1u << m) - 1), x->d + b);
-    _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {
-      const uint8_t *blk = W + i * ld + (size_t)b * GPT_Q4_0_BYTES;
-      _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
-        if (2 * j >= m) { /* absent: not read */
-          P[j] = _mm512_setzero_si512();
-          continue;
-        }
-        __mmask64 mask = m - 2 * j >= 2 ? (__mmask64)0xfffffffff : (__mmask64)0x3ffff;
-        __m512i v = _mm512_maskz_loadu_epi8(mask, blk + (size_t)j * 2 * GPT_Q4_0_BYTES);
-        __m512i w = _mm512_add_epi8(
-            _mm512_and_si512(_mm512_srlv_epi64(_mm512_permutexvar_epi8(pair, v), shift), m4), k120);
-        P[j] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, xv[j]);
-      }
-      __m512i S = _mm512_add_epi32(q8_tree(P), base);
-      __m512 ds = _mm512_permutexvar_ps(order, _mm512_mul_ps(q4_0_chunk_scales(blk, m), xd));
-      acc[i] = _mm512_fmadd_ps(ds, _mm512_cvtepi32_ps(S), acc[i]);
-    }
-    b = nb;
-  }
   for (; b < nb; b += 2) {
     int m = nb - b;
     __m512i xv = q8_load_pair(x->q + (size_t)b * GPT_Q8_BLOCK, GPT_Q8_BLOCK, m);

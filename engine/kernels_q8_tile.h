@@ -6,16 +6,15 @@
 ** Q8_CHUNK, Q8_TILE, Q8_GEMM_ROWS, Q8_SLICE_TILE (VNNI), Q8_GEMM and
 ** Q8_GEMV, with attributes Q8_TILE_FN. The includer also says how rows
 ** are stored: Q8_ROW_BYTES a block, Q8_ROW_PAIR(blk, m) two blocks' values
-** as int8 (q8_load_pair's layout), Q8_ROW_SCALES(blk, m) sixteen blocks'
-** scales (m of them present, zeros after) and Q8_ROW_PAIR_WSCALES(blk, m)
-** a pair's; with Q8_ROW_ONLY only the tile and the gemv are defined (q4_0
-** rows, whose values n - 8 are q8_0 values, so that their gemm can be
-** q8_0's on rows converted). The header undefines all of these at its end.
+** as int8 (q8_load_pair's layout), Q8_ROW_SCALES(blk) sixteen blocks'
+** scales and Q8_ROW_PAIR_WSCALES(blk, m) a pair's; with Q8_ROW_ONLY only
+** the tile and the gemv are defined (q4_0 rows, whose values n - 8 are
+** q8_0 values, so that their gemm can be q8_0's on rows converted). The
+** header undefines all of these at its end.
 **
 ** The arithmetic, the same in both sets and in the gemv and the gemm (so
 ** gemm = gemv bit for bit, and the sets agree). A row's blocks go in
-** chunks of 16, then the last nb % 16 in pairs, or as one chunk more whose
-** absent blocks are zero (q8_part_chunk: from 10 of them on).
+** chunks of 16, then the last nb % 16 in pairs.
 **   - A chunk: each block's sum of 32 products is an exact integer; the
 **     16 sums sit in the lanes of one vector (q8_lane_order), are converted
 **     to float and FMAed, with the block scale products d_w d_x (each
@@ -50,28 +49,25 @@ Q8_TILE_FN static ALWAYS_INLINE __m512i Q8_PAIR_DOT(__m512i w, __m512i x, __m512
 #endif
 }
 
-/* The chunk of 16 blocks from b of R rows against NT tokens, onto acc; m
-** of them present (16, or q8_part_chunk's last nb % 16, the rest zero). */
+/* The chunk of 16 blocks from b of R rows against NT tokens, onto acc. */
 Q8_TILE_FN static ALWAYS_INLINE void Q8_CHUNK(__m512 acc[2][4], const uint8_t *W, size_t ld,
                                               const GPTQ8Act *X, int t0, int K, int b, int R,
-                                              int NT, int pf, int m) {
+                                              int NT, int pf) {
   int nb = K / GPT_Q8_BLOCK;
   const __m512i order = q8_lane_order();
   __m512 ws[4];
   _Pragma("GCC unroll 4") for (int i = 0; i < R; i++)
-    ws[i] = Q8_ROW_SCALES(W + i * ld + (size_t)b * Q8_ROW_BYTES, m);
+    ws[i] = Q8_ROW_SCALES(W + i * ld + (size_t)b * Q8_ROW_BYTES);
   _Pragma("GCC unroll 2") for (int t = 0; t < NT; t++) {
     const int8_t *xq = X->q + (size_t)(t0 + t) * K + (size_t)b * GPT_Q8_BLOCK;
     const int8_t *xa = X->aq + (size_t)(t0 + t) * K + (size_t)b * GPT_Q8_BLOCK;
-    __m512 xd = _mm512_maskz_loadu_ps((__mmask16)((1u << m) - 1), X->d + (size_t)(t0 + t) * nb + b);
-    __m512i P[8], xv[8], av[8];
-    _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
-      xv[j] = q8_chunk_pair(xq, GPT_Q8_BLOCK, j, m);
-      av[j] = Q8_TILE_VNNI ? xv[j] : q8_chunk_pair(xa, GPT_Q8_BLOCK, j, m);
-    }
+    __m512 xd = _mm512_loadu_ps(X->d + (size_t)(t0 + t) * nb + b);
+    __m512i P[8];
+    (void)xa;
 #if Q8_TILE_VNNI
     /* -128 times each block's sum of x */
-    _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) P[j] = q8_pair_base(xv[j]);
+    _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++)
+      P[j] = q8_pair_base(_mm512_loadu_si512(xq + j * 2 * GPT_Q8_BLOCK));
     __m512i base = q8_tree(P);
 #endif
     _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {
@@ -84,8 +80,9 @@ Q8_TILE_FN static ALWAYS_INLINE void Q8_CHUNK(__m512 acc[2][4], const uint8_t *W
           PREFETCH(ahead + PF_Q8_TILE_BYTES);
           PREFETCH(ahead + PF_Q8_TILE_BYTES + 64);
         }
-        P[j] = 2 * j < m ? Q8_PAIR_DOT(Q8_ROW_PAIR(blk + j * 2 * Q8_ROW_BYTES, m - 2 * j), xv[j], av[j])
-                         : _mm512_setzero_si512();
+        P[j] = Q8_PAIR_DOT(Q8_ROW_PAIR(blk + j * 2 * Q8_ROW_BYTES, 2),
+                           _mm512_loadu_si512(xq + j * 2 * GPT_Q8_BLOCK),
+                           _mm512_loadu_si512(xa + j * 2 * GPT_Q8_BLOCK));
       }
       __m512i S = q8_tree(P);
 #if Q8_TILE_VNNI
@@ -108,12 +105,8 @@ Q8_TILE_FN static ALWAYS_INLINE void Q8_TILE(float *res, const uint8_t *W, size_
   __m512 acc[2][4];
   _Pragma("GCC unroll 2") for (int t = 0; t < NT; t++)
     _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) acc[t][i] = _mm512_setzero_ps();
-  for (; b + 16 <= nb; b += 16) Q8_CHUNK(acc, W, ld, X, t0, K, b, R, NT, pf, 16);
-  if (q8_part_chunk(nb)) {
-    Q8_CHUNK(acc, W, ld, X, t0, K, b, R, NT, pf, nb - b);
-    b = nb;
-  }
-  /* the last nb % 16 blocks, where they are not a chunk, a pair at a time */
+  for (; b + 16 <= nb; b += 16) Q8_CHUNK(acc, W, ld, X, t0, K, b, R, NT, pf);
+  /* the last nb % 16 blocks a pair at a time */
   for (; b < nb; b += 2) {
     int m = nb - b;
     _Pragma("GCC unroll 2") for (int t = 0; t < NT; t++) {
@@ -230,7 +223,7 @@ Q8_TILE_FN static ALWAYS_INLINE void Q8_SLICE_TILE(float *res, const __m512i *wr
 Q8_TILE_FN static void Q8_GEMM(float *out, size_t ldo, const uint8_t *W, const GPTQ8Act *X,
                                int T, const float *bias, int r0, int r1, int K, int mode) {
   size_t ld = (size_t)(K / GPT_Q8_BLOCK) * GPT_Q8_BYTES;
-  int nb = K / GPT_Q8_BLOCK, nc = q8_chunks(nb), np = q8_pairs(nb);
+  int nb = K / GPT_Q8_BLOCK, nc = nb / 16, np = (nb % 16 + 1) / 2;
   size_t xv = q8_token_vecs(K), wv = q8_row_vecs(K); /* vectors a token, a row */
   int sweep = gemm_sweep(K, 2);
   __m512i *buf = NULL;
