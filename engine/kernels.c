@@ -1179,11 +1179,29 @@ AVX512_FN static ALWAYS_INLINE __m512i q8_load_pair(const void *p, size_t stride
   return _mm512_inserti64x4(lo, _mm256_loadu_si256((const __m256i *)((const char *)p + stride)), 1);
 }
 
+/* The f32 scales of 16 blocks stride bytes apart from blk (each block's
+** first word), in block order. Word inserts into two registers: written to
+** memory and read back as one vector, the words waited on a failed store
+** forward (the q8_0 gemv in cache, 1 thread: 1.08-1.16x). */
+AVX512_FN static ALWAYS_INLINE __m512 q8_scales16(const uint8_t *blk, int stride) {
+  __m128i h[2];
+  _Pragma("GCC unroll 2") for (int k = 0; k < 2; k++) {
+    const uint8_t *p = blk + 8 * k * stride;
+    __m128i v = _mm_cvtsi32_si128(q8_scale_bits(p));
+    v = _mm_insert_epi16(v, q8_scale_bits(p + 1 * stride), 1);
+    v = _mm_insert_epi16(v, q8_scale_bits(p + 2 * stride), 2);
+    v = _mm_insert_epi16(v, q8_scale_bits(p + 3 * stride), 3);
+    v = _mm_insert_epi16(v, q8_scale_bits(p + 4 * stride), 4);
+    v = _mm_insert_epi16(v, q8_scale_bits(p + 5 * stride), 5);
+    v = _mm_insert_epi16(v, q8_scale_bits(p + 6 * stride), 6);
+    h[k] = _mm_insert_epi16(v, q8_scale_bits(p + 7 * stride), 7);
+  }
+  return _mm512_cvtph_ps(_mm256_set_m128i(h[1], h[0]));
+}
+
 /* The f32 scales of 16 stored blocks from blk, in block order. */
 AVX512_FN static ALWAYS_INLINE __m512 q8_chunk_scales(const uint8_t *blk) {
-  uint16_t h[16];
-  for (int j = 0; j < 16; j++) h[j] = q8_scale_bits(blk + j * GPT_Q8_BYTES);
-  return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)h));
+  return q8_scales16(blk, GPT_Q8_BYTES);
 }
 
 /* 512-bit vectors a chunk of a repacked token and a repacked row take:
@@ -1371,9 +1389,7 @@ AVX512_FN static ALWAYS_INLINE __m512i q4_0_load_pair(const uint8_t *blk, int m)
 
 /* The f32 scales of 16 q4_0 blocks from blk, in block order. */
 AVX512_FN static ALWAYS_INLINE __m512 q4_0_chunk_scales(const uint8_t *blk) {
-  uint16_t h[16];
-  for (int j = 0; j < 16; j++) h[j] = q8_scale_bits(blk + j * GPT_Q4_0_BYTES);
-  return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)h));
+  return q8_scales16(blk, GPT_Q4_0_BYTES);
 }
 
 /* The scales of a pair of q4_0 blocks, as q8_pair_wscales. */
