@@ -810,10 +810,10 @@ AVX512_FN static ALWAYS_INLINE void avx512_hsum16(float *out, const __m512 *v, i
   const __m512 z = _mm512_setzero_ps();
   __m512 c[8], e[4], k[2];
   _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
-    __m512 a = 2 * j < n ? v[2 * j] : z, b = 2 * j + 1 < n ? v[2 * j + 1] : z;
+    __m512 b = 2 * j + 1 < n ? v[2 * j + 1] : z;
     c[j] = 2 * j >= n ? z
-                      : _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44),
-                                      _mm512_shuffle_f32x4(a, b, 0xEE));
+                      : _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * j], b, 0x44),
+                                      _mm512_shuffle_f32x4(v[2 * j], b, 0xEE));
   }
   _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++)
     e[j] = 4 * j >= n ? z
