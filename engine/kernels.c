@@ -788,6 +788,15 @@ AVX512_FN static ALWAYS_INLINE __m512 avx512_load_f16(const uint16_t *p) {
   return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
 }
 
+/* v, held in a register from here on. The empty asm hides where v came
+** from, so GCC cannot fold a load of it into each use: in tiles that use a
+** loaded vector for several tokens it loaded it again for every token, and
+** the loads, not the arithmetic, set the pace. */
+AVX512_FN static ALWAYS_INLINE __m512i avx512_in_reg(__m512i v) {
+  __asm__("" : "+v"(v));
+  return v;
+}
+
 /* x's 16 lanes summed in the order of GCC's _mm512_reduce_add_ps (halves
 ** of 8, of 4, then lanes 0 + 2 and 1 + 3, then those two), spelled out so
 ** that avx512_hsum_n, which sums many vectors at once with the same

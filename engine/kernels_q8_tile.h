@@ -183,7 +183,7 @@ Q8_TILE_FN static ALWAYS_INLINE void Q8_SLICE_TILE(float *res, const __m512i *wr
     _Pragma("GCC unroll 8") for (int s = 0; s < 8; s++) {
       __m512i w[4];
       _Pragma("GCC unroll 4") for (int i = 0; i < R; i++)
-        w[i] = _mm512_load_si512(wr + i * wstride + c * Q8_ROW_VECS + s);
+        w[i] = avx512_in_reg(_mm512_load_si512(wr + i * wstride + c * Q8_ROW_VECS + s));
       _Pragma("GCC unroll 3") for (int t = 0; t < NT; t++) {
         __m512i x = _mm512_load_si512(xt + t * xstride + c * Q8_TOKEN_VECS + s);
         _Pragma("GCC unroll 4") for (int i = 0; i < R; i++)
@@ -200,12 +200,15 @@ Q8_TILE_FN static ALWAYS_INLINE void Q8_SLICE_TILE(float *res, const __m512i *wr
   }
   const __m512i *wp = wr + (size_t)nc * Q8_ROW_VECS, *xp = xt + (size_t)nc * Q8_TOKEN_VECS;
   for (int j = 0; j < np; j++) {
+    __m512i w[4];
+    _Pragma("GCC unroll 4") for (int i = 0; i < R; i++)
+      w[i] = avx512_in_reg(_mm512_load_si512(wp + i * wstride + 2 * j));
     _Pragma("GCC unroll 3") for (int t = 0; t < NT; t++) {
       __m512i x = _mm512_load_si512(xp + t * xstride + 3 * j);
       __m512i base = _mm512_load_si512(xp + t * xstride + 3 * j + 1);
       __m512 xd = _mm512_castsi512_ps(_mm512_load_si512(xp + t * xstride + 3 * j + 2));
       _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {
-        __m512i P = _mm512_dpbusd_epi32(base, _mm512_load_si512(wp + i * wstride + 2 * j), x);
+        __m512i P = _mm512_dpbusd_epi32(base, w[i], x);
         __m512 wd = _mm512_castsi512_ps(_mm512_load_si512(wp + i * wstride + 2 * j + 1));
         acc[t][i] = _mm512_fmadd_ps(_mm512_mul_ps(wd, xd), _mm512_cvtepi32_ps(P), acc[t][i]);
       }
