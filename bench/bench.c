@@ -18,6 +18,8 @@
 **                                   decode f32/f16/q8_0, prefill 512)
 **   build/bench --q4                the 4-bit rows alone (124M shape: decode
 **                                   q8_0/q4_k/q4_0, prefill 128)
+**   build/bench --machine           the machine line alone: the CPU, its core
+**                                   generation (AMD: Zen 3, 4 or 5), cores
 **
 ** It generates a GPT-2 124M-shaped model with seeded random weights
 ** (build/mkmodel, Hugging Face layout) under bench/tmp/, imports it into
@@ -152,23 +154,46 @@ static int64_t file_size(const char *zPath) {
 
 static char zCpu[256] = "unknown CPU";
 
+/* AMD's core generation from its family and model numbers, "" when not
+** known: the machines differ from run to run, and Zen 4 runs 512-bit
+** vector instructions at half Zen 5's rate, so the name says which. */
+static const char *amd_core_name(int family, int model) {
+  if (family == 0x1a) return "Zen 5";
+  if (family != 0x19) return "";
+  if ((model >= 0x10 && model <= 0x1f) || (model >= 0x60 && model <= 0x7f) ||
+      (model >= 0xa0 && model <= 0xaf))
+    return "Zen 4";
+  return "Zen 3";
+}
+
+static char zCpuCore[16] = ""; /* "Zen 4", or "" */
+
+/* zCpu: the first CPU's model name, with its core generation and family
+** and model numbers. */
 static void read_cpu_model(void) {
   FILE *f = fopen("/proc/cpuinfo", "r");
-  char line[512];
+  char line[512], zName[200] = "unknown CPU";
+  int family = -1, model = -1, amd = 0;
   if (!f) return;
   while (fgets(line, sizeof(line), f)) {
-    if (strncmp(line, "model name", 10) == 0) {
-      char *z = strchr(line, ':');
-      if (z) {
-        z++;
-        while (*z == ' ') z++;
-        z[strcspn(z, "\n")] = 0;
-        snprintf(zCpu, sizeof(zCpu), "%s", z);
-      }
-      break;
+    char *z = strchr(line, ':');
+    if (!z) continue;
+    z++;
+    while (*z == ' ') z++;
+    z[strcspn(z, "\n")] = 0;
+    if (strncmp(line, "model name", 10) == 0) snprintf(zName, sizeof(zName), "%s", z);
+    else if (strncmp(line, "vendor_id", 9) == 0) amd = strcmp(z, "AuthenticAMD") == 0;
+    else if (strncmp(line, "cpu family", 10) == 0) family = atoi(z);
+    else if (strncmp(line, "model", 5) == 0 && (line[5] == ' ' || line[5] == '\t')) model = atoi(z);
+    else if (line[0] == '\n' || strncmp(line, "processor", 9) == 0) {
+      if (model >= 0) break; /* the first CPU's lines only */
     }
   }
   fclose(f);
+  if (amd) snprintf(zCpuCore, sizeof(zCpuCore), "%s", amd_core_name(family, model));
+  if (family < 0 || model < 0) snprintf(zCpu, sizeof(zCpu), "%s", zName);
+  else snprintf(zCpu, sizeof(zCpu), "%s (%s%sfamily %d, model %d)", zName, zCpuCore,
+                zCpuCore[0] ? ": " : "", family, model);
 }
 
 static int cpu_flag(const char *zFlag) {
@@ -1270,7 +1295,10 @@ static double bench_prefix(sqlite3 *db, const char *zModel, double *pShared, dou
 static void machine_slug(char *z, size_t n) {
   size_t k = 0;
   int dash = 0;
-  for (const char *p = zCpu; *p && k + 8 < n; p++) {
+  char zName[300];
+  /* the model name and the core generation, without the numbers */
+  snprintf(zName, sizeof(zName), "%.*s %s", (int)strcspn(zCpu, "("), zCpu, zCpuCore);
+  for (const char *p = zName; *p && k + 8 < n; p++) {
     if ((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9')) { z[k++] = *p; dash = 0; }
     else if (*p >= 'A' && *p <= 'Z') { z[k++] = (char)(*p - 'A' + 'a'); dash = 0; }
     else if (!dash && k > 0) { z[k++] = '-'; dash = 1; }
@@ -1287,6 +1315,16 @@ int main(int argc, char **argv) {
   if (argc == 4 && strcmp(argv[1], "--rss") == 0) {
     sqlite3_auto_extension((void (*)(void))sqlite3_gpt_init);
     return rss_main(argv[2], argv[3]);
+  }
+  if (argc == 2 && strcmp(argv[1], "--machine") == 0) {
+    /* the machine line of a full run, and its results file's name */
+    char zSlug[128];
+    read_cpu_model();
+    machine_slug(zSlug, sizeof(zSlug));
+    printf("%s, %d cores, AVX2 %s, AVX-512 %s; results: bench/results/DATE-%s.md\n", zCpu,
+           gpt_threads_default(), cpu_flag("avx2") ? "yes" : "no",
+           cpu_flag("avx512f") ? "yes" : "no", zSlug);
+    return 0;
   }
   if (argc == 2 && strcmp(argv[1], "--kernels") == 0) {
     /* the cache-resident kernel figures alone, for quick checks */
