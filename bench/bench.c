@@ -163,7 +163,8 @@ static const char *amd_core_name(int family, int model) {
   if ((model >= 0x10 && model <= 0x1f) || (model >= 0x60 && model <= 0x7f) ||
       (model >= 0xa0 && model <= 0xaf))
     return "Zen 4";
-  return "Zen 3";
+  if (model <= 0x0f || (model >= 0x20 && model <= 0x5f)) return "Zen 3";
+  return "";
 }
 
 static char zCpuCore[16] = ""; /* "Zen 4", or "" */
@@ -185,9 +186,7 @@ static void read_cpu_model(void) {
     else if (strncmp(line, "vendor_id", 9) == 0) amd = strcmp(z, "AuthenticAMD") == 0;
     else if (strncmp(line, "cpu family", 10) == 0) family = atoi(z);
     else if (strncmp(line, "model", 5) == 0 && (line[5] == ' ' || line[5] == '\t')) model = atoi(z);
-    else if (line[0] == '\n' || strncmp(line, "processor", 9) == 0) {
-      if (model >= 0) break; /* the first CPU's lines only */
-    }
+    else if (strncmp(line, "processor", 9) == 0 && model >= 0) break; /* the first CPU's only */
   }
   fclose(f);
   if (amd) snprintf(zCpuCore, sizeof(zCpuCore), "%s", amd_core_name(family, model));
