@@ -796,6 +796,10 @@ AVX512_FN static ALWAYS_INLINE __m512i avx512_in_reg(__m512i v) {
   __asm__("" : "+v"(v));
   return v;
 }
+AVX512_FN static ALWAYS_INLINE __m512 avx512_in_reg_ps(__m512 v) {
+  __asm__("" : "+v"(v));
+  return v;
+}
 
 /* x's 16 lanes summed in the order of GCC's _mm512_reduce_add_ps (halves
 ** of 8, of 4, then lanes 0 + 2 and 1 + 3, then those two), spelled out so
@@ -939,6 +943,7 @@ AVX512_FN static ALWAYS_INLINE void avx512_tile(float *res, const float *W, size
         x[t] = _mm512_loadu_ps(X + t * ldx + k + 16 * h);
       _Pragma("GCC unroll 6") for (int i = 0; i < R; i++) {
         __m512 w = _mm512_loadu_ps(W + i * ld + k + 16 * h);
+        if (NT > 1) w = avx512_in_reg_ps(w); /* loaded once for the NT tokens */
         _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
           a[h][t][i] = _mm512_fmadd_ps(w, x[t], a[h][t][i]);
       }
@@ -1059,6 +1064,7 @@ AVX512_FN static ALWAYS_INLINE void avx512_tile_kb(float *res, __m512 *save, con
     _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++) x[t] = _mm512_loadu_ps(X + t * ldx + k);
     _Pragma("GCC unroll 6") for (int i = 0; i < R; i++) {
       __m512 w = _mm512_loadu_ps(W + i * ld + k);
+      if (NT > 1) w = avx512_in_reg_ps(w);
       _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
         a[t][i] = _mm512_fmadd_ps(w, x[t], a[t][i]);
     }
