@@ -1811,6 +1811,10 @@ AVX512_FN static ALWAYS_INLINE void avx512_values_block(float *out, size_t ldo, 
     const float *r0 = v + (size_t)j * ld, *r1 = r0 + ld;
     _Pragma("GCC unroll 4") for (int c = 0; c < C; c++) {
       __m512 w0 = _mm512_maskz_loadu_ps(m, r0 + 16 * c), w1 = _mm512_maskz_loadu_ps(m, r1 + 16 * c);
+      if (NQ > 1) { /* loaded once for the NQ queries */
+        w0 = avx512_in_reg_ps(w0);
+        w1 = avx512_in_reg_ps(w1);
+      }
       _Pragma("GCC unroll 3") for (int t = 0; t < NQ; t++) {
         a0[t][c] = _mm512_fmadd_ps(_mm512_set1_ps(p[t * ldp + j]), w0, a0[t][c]);
         a1[t][c] = _mm512_fmadd_ps(_mm512_set1_ps(p[t * ldp + j + 1]), w1, a1[t][c]);
