@@ -48,6 +48,8 @@
 #endif
 
 #define PREFETCH(p) __builtin_prefetch((const void *)(p), 0, 3)
+/* the AVX-512 tiles prefetch into L2, as kernels.c's do (see PREFETCH_L2 there) */
+#define PREFETCH_L2(p) __builtin_prefetch((const void *)(p), 0, 2)
 #define PF_BYTES 4096
 #define Q4_TILE_T 4 /* tokens a gemm tile shares a row's unpacked blocks with */
 
@@ -522,9 +524,9 @@ VNNI_FN static ALWAYS_INLINE __m512i vnni_madd_acc(__m512i acc, __m512i p, __m51
       const uint8_t *blk = row + (size_t)i * GPT_Q4_K_BYTES;                                  \
       uint8_t sc[8];                                                                          \
       uint64_t s8;                                                                            \
-      PREFETCH(blk + PF_BYTES);                                                               \
-      PREFETCH(blk + PF_BYTES + 64);                                                          \
-      PREFETCH(blk + PF_BYTES + 128);                                                         \
+      PREFETCH_L2(blk + PF_BYTES);                                                            \
+      PREFETCH_L2(blk + PF_BYTES + 64);                                                       \
+      PREFETCH_L2(blk + PF_BYTES + 128);                                                      \
       __m256 mins = avx2_q4k_mins(blk, sc);                                                   \
       memcpy(&s8, sc, 8);                                                                     \
       __m512i sc16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)s8))); \
@@ -586,10 +588,10 @@ GEMV(vnni_gemv_q4_k, VNNI_FN, vnni_row_q4_k, GPT_QK_K, GPT_Q4_K_BYTES)
     _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();        \
     for (int i = 0; i < nb; i++) {                                                            \
       const uint8_t *blk = row + (size_t)i * GPT_Q6_K_BYTES;                                  \
-      PREFETCH(blk + PF_BYTES);                                                               \
-      PREFETCH(blk + PF_BYTES + 64);                                                          \
-      PREFETCH(blk + PF_BYTES + 128);                                                         \
-      PREFETCH(blk + PF_BYTES + 192);                                                         \
+      PREFETCH_L2(blk + PF_BYTES);                                                            \
+      PREFETCH_L2(blk + PF_BYTES + 64);                                                       \
+      PREFETCH_L2(blk + PF_BYTES + 128);                                                      \
+      PREFETCH_L2(blk + PF_BYTES + 192);                                                      \
       __m512i sc16 = _mm512_castsi256_si512(                                                  \
           _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 192))));               \
       __m512i isum[Q4_TILE_T];                                                                \

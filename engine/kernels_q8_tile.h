@@ -75,10 +75,10 @@ Q8_TILE_FN static ALWAYS_INLINE void Q8_CHUNK(__m512 acc[2][4], const uint8_t *W
       _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
         if (pf) {
           const uint8_t *ahead = blk + j * 2 * Q8_ROW_BYTES + PF_Q8_TILE_BYTES;
-          PREFETCH(ahead);
-          PREFETCH(ahead + 64);
-          PREFETCH(ahead + PF_Q8_TILE_BYTES);
-          PREFETCH(ahead + PF_Q8_TILE_BYTES + 64);
+          PREFETCH_L2(ahead);
+          PREFETCH_L2(ahead + 64);
+          PREFETCH_L2(ahead + PF_Q8_TILE_BYTES);
+          PREFETCH_L2(ahead + PF_Q8_TILE_BYTES + 64);
         }
         P[j] = Q8_PAIR_DOT(Q8_ROW_PAIR(blk + j * 2 * Q8_ROW_BYTES, 2),
                            _mm512_loadu_si512(xq + j * 2 * GPT_Q8_BLOCK),
