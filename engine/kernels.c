@@ -50,8 +50,8 @@
 ** which from memory on Zen 3 runs near the speed of a plain read (2
 ** threads: 27.4 -> 29.2 GB/s against 29.9 for the read; 1 thread: 17.0 ->
 ** 19.8 against 21.5); 2-16 KB ahead all do about as well.
-** The f32 kernel reads faster without (the hardware prefetcher keeps up,
-** and prefetches cost load slots). Prefetches never fault, and those past
+** The AVX2 f32 kernel reads faster without (the hardware prefetcher keeps
+** up, and prefetches cost load slots). Prefetches never fault, and those past
 ** the end of W are dropped. The AVX-512 q8_0 gemv reads four rows a pass
 ** (kernels_q8_tile.h) and touches each row PF_Q8_TILE_BYTES ahead: from
 ** memory on Zen 5, 1 thread, 0.68-0.77 of a plain read 4 KB ahead, 0.90-1.14
@@ -68,7 +68,11 @@
 ** threads (medians of 5), 85.6 -> 139.2 on 1; in f16 on 1 thread 55.9 ->
 ** 70.4; the f32 gemm at 16 tokens from memory, K 768 63-68 -> 71-78
 ** GFLOP/s, K 3072 54-56 -> 63-69; prefill unchanged. The AVX2 kernels, one
-** row a pass, keep L1: into L2, their q8_0 decode ran 0.89x on 1 thread. */
+** row a pass, keep L1: into L2, their q8_0 decode ran 0.89x on 1 thread.
+** Into L2, the AVX-512 f32 gemv gains from touching its rows too, 16 KB
+** ahead (PF_F32_BYTES): the SmolLM2-shaped f32 decode on Zen 4 went from
+** 24.2-27.1 to 31.5-36.6 tok/s on 1 thread and 40.5-48.5 to 48.6-63.5 on 2
+** (interleaved; 8 KB: 29.6-32.8 and 44.2-62.0; 32 KB: 31.6-34.4 and 46.2-48.8). */
 #define PREFETCH(p) __builtin_prefetch((const void *)(p), 0, 3)
 #define PREFETCH_L2(p) __builtin_prefetch((const void *)(p), 0, 2)
 #define PF_Q8_BYTES 4096
@@ -77,8 +81,10 @@
 ** row instead (1-2 KB ahead at the models' K), the SmolLM2-shaped decode
 ** step's products from memory on Zen 5 read 0.78-0.95x as fast on 1
 ** thread, 0.83-1.0x on 2. (The AVX2 kernel keeps the next row, chosen on
-** Zen 3; on Zen 5 8 KB ahead read 1.15-1.24x on 1 thread, 0.95-1.03x on 2.) */
+** Zen 3; on Zen 5 8 KB ahead read 1.15-1.24x on 1 thread, 0.95-1.03x on 2.)
+** Into L2 on Zen 4, 4 and 16 KB ahead did no better than 8. */
 #define PF_F16_BYTES 8192
+#define PF_F32_BYTES 16384
 
 static void p_q8_quantize_act(GPTQ8Act *out, const float *x, int K);
 
@@ -887,8 +893,10 @@ AVX512_FN static ALWAYS_INLINE void avx512_rows_f32(float *res, const float *W, 
   int k = 0;
   for (; k + 16 <= K; k += 16) {
     __m512 x0 = _mm512_loadu_ps(x + k);
-    UNROLL_ROWS for (int i = 0; i < R; i++)
+    UNROLL_ROWS for (int i = 0; i < R; i++) {
+      PREFETCH_L2((const char *)(W + i * ld + k) + PF_F32_BYTES);
       a[i] = _mm512_fmadd_ps(_mm512_loadu_ps(W + i * ld + k), x0, a[i]);
+    }
   }
   UNROLL_ROWS for (int i = 0; i < R; i++) {
     float s = avx512_hsum(a[i]);
