@@ -1415,9 +1415,7 @@ static void gemm_cols(const MatTask *a, int ch, int ith) {
       for (int i = 0; i < n; i++) mat_row(k, &a->w, c0 + i, 0, K, wide + (size_t)i * K);
       w = wide;
     }
-    (a->w.dtype == GPT_F16 ? k->gemm_f16w : k->gemm_f32)(a->out + c0, a->ldo, w, a->inp,
-                                                         (size_t)K, T, bias, 0, n, K,
-                                                         GPT_GEMV_SET);
+    k->gemm_f32(a->out + c0, a->ldo, w, a->inp, (size_t)K, T, bias, 0, n, K, GPT_GEMV_SET);
   }
   if (a->gelu)
     for (int t = 0; t < T; t++) k->gelu(a->out + (size_t)t * a->ldo + c0, (size_t)n);

@@ -9,8 +9,9 @@
 ** each row with its own accumulators: a row's result is the same whether it
 ** was computed in a group of four or alone, so any split of the rows over
 ** threads gives identical output. The products of several tokens (gemm_f32,
-** gemm_f16w, gemm_q8) tile rows by tokens with each value's arithmetic the
-** gemv's, so a prefill gives the decode's numbers bit for bit.
+** gemm_q8) tile rows by tokens with each value's arithmetic the gemv's, so
+** a prefill gives the decode's numbers bit for bit. f16 rows are widened to
+** f32 (exactly) for gemm_f32, whose arithmetic is gemv_f16's too.
 **
 ** q8_0 rows are multiplied with activations quantized the same way (int8 per
 ** block of 32 with an f32 scale): per block, the 32 int8 products are summed
@@ -263,7 +264,7 @@ static void p_transpose_u16(uint16_t *dst, size_t ldd, const uint16_t *src, size
 ATT_N_BY_QUERY(p, )
 
 static const GPTKernels kPortable = {
-  "portable", 0, p_gemv_f32, p_gemv_f16, p_gemv_q8, p_gemm_f32, p_gemm_f32, p_gemm_q8, p_f16_to_f32, p_q8_to_f32,
+  "portable", 0, p_gemv_f32, p_gemv_f16, p_gemv_q8, p_gemm_f32, p_gemm_q8, p_f16_to_f32, p_q8_to_f32,
   p_gelu, p_silu_mul, p_exp_sum, p_att_scores, p_att_values, p_transpose_f32, p_transpose_u16,
   p_max, p_sum_exp, p_q8_quantize_act, p_att_scores_n, p_att_values_n,
 };
@@ -780,7 +781,7 @@ AVX2_FN static void avx2_transpose_u16(uint16_t *dst, size_t ldd, const uint16_t
 ATT_N_BY_QUERY(avx2, AVX2_FN)
 
 static const GPTKernels kAvx2 = {
-  "avx2", 0, avx2_gemv_f32, avx2_gemv_f16, avx2_gemv_q8, avx2_gemm_f32, avx2_gemm_f32, avx2_gemm_q8, avx2_f16_to_f32,
+  "avx2", 0, avx2_gemv_f32, avx2_gemv_f16, avx2_gemv_q8, avx2_gemm_f32, avx2_gemm_q8, avx2_f16_to_f32,
   avx2_q8_to_f32,
   avx2_gelu, avx2_silu_mul, avx2_exp_sum, avx2_att_scores, avx2_att_values, avx2_transpose_f32, avx2_transpose_u16,
   avx2_max, avx2_sum_exp, avx2_q8_quantize_act, avx2_att_scores_n, avx2_att_values_n,
@@ -796,11 +797,11 @@ static const GPTKernels kAvx2 = {
 ** about 0.8 of the speed); the gemv keeps FMAs in flight by taking four rows
 ** a pass.
 **
-** f16 rows keep two accumulators (a0 over the first 16 columns of each 32,
-** a1 over the second, summed as a0 + a1): a decode step reads them one row
-** a pass, which streams from memory faster than four rows, and one row
-** needs two chains of FMAs. Their gemm (gemm_f16w, on rows widened to f32)
-** uses 6 by 2 tiles of the same arithmetic. */
+** f16 rows take the same arithmetic on their values widened to f32 (exact),
+** so that their gemm is the f32 gemm on rows widened. Until
+** rows were touched ahead into L2, the f16 gemv read one row a pass with two
+** accumulators, which streamed faster than four rows; their gemm's 6 by 2
+** tiles ran the SmolLM2-shaped prefill at 0.62-0.76 of sgemm on Zen 4. */
 AVX512_FN static ALWAYS_INLINE __m512 avx512_load_f16(const uint16_t *p) {
   return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
 }
@@ -885,108 +886,92 @@ AVX512_FN static ALWAYS_INLINE void avx512_hsum_tile(float *res, int rs, const _
     _Pragma("GCC unroll 6") for (int i = 0; i < R; i++) res[t * rs + i] = sum[t * R + i];
 }
 
-/* R <= 4 f32 rows (ld apart) against x: res (R,). */
-AVX512_FN static ALWAYS_INLINE void avx512_rows_f32(float *res, const float *W, size_t ld,
-                                                    const float *x, int K, int R) {
+/* Value k of row i of W (ld apart), f32 or f16 (F16), as f32: 16 lanes,
+** or one. */
+AVX512_FN static ALWAYS_INLINE __m512 avx512_load_w(const void *W, int F16, size_t at) {
+  return F16 ? avx512_load_f16((const uint16_t *)W + at) : _mm512_loadu_ps((const float *)W + at);
+}
+static inline float w_value(const void *W, int F16, size_t at) {
+  return F16 ? gpt_f16_to_f32(((const uint16_t *)W)[at]) : ((const float *)W)[at];
+}
+
+/* R <= 4 rows (ld apart; f32, or f16 with F16) against x: res (R,). Each row
+** touched ahead into L2, PF_F32_BYTES or PF_F16_BYTES. */
+AVX512_FN static ALWAYS_INLINE void avx512_rows(float *res, const void *W, int F16, size_t ld,
+                                                const float *x, int K, int R) {
+  const size_t esz = F16 ? sizeof(uint16_t) : sizeof(float);
+  const size_t ahead = F16 ? PF_F16_BYTES : PF_F32_BYTES;
   __m512 a[4];
   UNROLL_ROWS for (int i = 0; i < R; i++) a[i] = _mm512_setzero_ps();
   int k = 0;
   for (; k + 16 <= K; k += 16) {
     __m512 x0 = _mm512_loadu_ps(x + k);
     UNROLL_ROWS for (int i = 0; i < R; i++) {
-      PREFETCH_L2((const char *)(W + i * ld + k) + PF_F32_BYTES);
-      a[i] = _mm512_fmadd_ps(_mm512_loadu_ps(W + i * ld + k), x0, a[i]);
+      PREFETCH_L2((const char *)W + (i * ld + k) * esz + ahead);
+      a[i] = _mm512_fmadd_ps(avx512_load_w(W, F16, i * ld + k), x0, a[i]);
     }
   }
   UNROLL_ROWS for (int i = 0; i < R; i++) {
     float s = avx512_hsum(a[i]);
-    for (int kk = k; kk < K; kk++) s += W[i * ld + kk] * x[kk];
+    for (int kk = k; kk < K; kk++) s += w_value(W, F16, i * ld + kk) * x[kk];
     res[i] = s;
+  }
+}
+
+/* y[r0..r1) of W (f32, or f16 with F16) against x, four rows a pass. */
+AVX512_FN static ALWAYS_INLINE void avx512_gemv(float *y, const void *W, int F16, const float *x,
+                                                const float *bias, int r0, int r1, int K,
+                                                int mode) {
+  const size_t esz = F16 ? sizeof(uint16_t) : sizeof(float);
+  float res[4];
+  int r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    avx512_rows(res, (const char *)W + (size_t)r * K * esz, F16, (size_t)K, x, K, 4);
+    for (int i = 0; i < 4; i++) store_row(y, r + i, res[i], bias, mode);
+  }
+  for (; r < r1; r++) {
+    avx512_rows(res, (const char *)W + (size_t)r * K * esz, F16, (size_t)K, x, K, 1);
+    store_row(y, r, res[0], bias, mode);
   }
 }
 
 AVX512_FN static void avx512_gemv_f32(float *y, const float *W, const float *x,
                                       const float *bias, int r0, int r1, int K, int mode) {
-  float res[4];
-  int r = r0;
-  for (; r + 4 <= r1; r += 4) {
-    avx512_rows_f32(res, W + (size_t)r * K, (size_t)K, x, K, 4);
-    for (int i = 0; i < 4; i++) store_row(y, r + i, res[i], bias, mode);
-  }
-  for (; r < r1; r++) {
-    avx512_rows_f32(res, W + (size_t)r * K, (size_t)K, x, K, 1);
-    store_row(y, r, res[0], bias, mode);
-  }
-}
-
-AVX512_FN static ALWAYS_INLINE float avx512_row_f16(const uint16_t *w, const float *x, int K) {
-  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-  int k = 0;
-  for (; k + 32 <= K; k += 32) {
-    PREFETCH_L2((const char *)(w + k) + PF_F16_BYTES);
-    a0 = _mm512_fmadd_ps(avx512_load_f16(w + k), _mm512_loadu_ps(x + k), a0);
-    a1 = _mm512_fmadd_ps(avx512_load_f16(w + k + 16), _mm512_loadu_ps(x + k + 16), a1);
-  }
-  if (k + 16 <= K) {
-    a0 = _mm512_fmadd_ps(avx512_load_f16(w + k), _mm512_loadu_ps(x + k), a0);
-    k += 16;
-  }
-  float s = avx512_hsum(_mm512_add_ps(a0, a1));
-  for (; k < K; k++) s += gpt_f16_to_f32(w[k]) * x[k];
-  return s;
+  avx512_gemv(y, W, 0, x, bias, r0, r1, K, mode);
 }
 
 AVX512_FN static void avx512_gemv_f16(float *y, const uint16_t *W, const float *x,
                                       const float *bias, int r0, int r1, int K, int mode) {
-  for (int r = r0; r < r1; r++) /* one row a pass: see avx2_gemv_f16 */
-    store_row(y, r, avx512_row_f16(W + (size_t)r * K, x, K), bias, mode);
+  avx512_gemv(y, W, 1, x, bias, r0, r1, K, mode);
 }
 
-/* R rows (ld apart) against NT tokens (ldx apart) with ACC accumulators a
-** value (1: f32 rows, R <= 6, NT <= 4; 2: widened f16 rows, R <= 6, NT <=
-** 2): for each pair exactly the gemv's arithmetic, so a token's value is
-** the one the gemv gives it. res (NT, 6). pf: R rows further on
+/* R <= 6 f32 rows (ld apart) against NT <= 4 tokens (ldx apart): for each
+** pair exactly the gemv's arithmetic, so a token's value is the one the
+** gemv gives it. res (NT, 6). pf: R rows further on
 ** (gemm_ahead_rows), touched a line a step, so that a decode step of a few
 ** tokens reads each row from memory once: every row (MASKED 0), or those
 ** whose bits are set in pf_rows (MASKED 1). */
 AVX512_FN static ALWAYS_INLINE void avx512_tile(float *res, const float *W, size_t ld,
                                                 const float *X, size_t ldx, int K, int R, int NT,
-                                                int ACC, const float *pf, int MASKED,
-                                                int pf_rows) {
-  __m512 a[2][4][6];
-  _Pragma("GCC unroll 2") for (int h = 0; h < ACC; h++)
-    _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
-      _Pragma("GCC unroll 6") for (int i = 0; i < R; i++) a[h][t][i] = _mm512_setzero_ps();
+                                                const float *pf, int MASKED, int pf_rows) {
+  __m512 a[4][6];
+  _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
+    _Pragma("GCC unroll 6") for (int i = 0; i < R; i++) a[t][i] = _mm512_setzero_ps();
   int k = 0;
-  for (; k + 16 * ACC <= K; k += 16 * ACC) {
-    _Pragma("GCC unroll 2") for (int h = 0; h < ACC; h++) {
-      __m512 x[4];
-      if (pf)
-        _Pragma("GCC unroll 6") for (int i = 0; i < R; i++)
-          if (!MASKED || (pf_rows >> i & 1)) PREFETCH_L2(pf + i * ld + k + 16 * h);
+  for (; k + 16 <= K; k += 16) {
+    __m512 x[4];
+    if (pf)
+      _Pragma("GCC unroll 6") for (int i = 0; i < R; i++)
+        if (!MASKED || (pf_rows >> i & 1)) PREFETCH_L2(pf + i * ld + k);
+    _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++) x[t] = _mm512_loadu_ps(X + t * ldx + k);
+    _Pragma("GCC unroll 6") for (int i = 0; i < R; i++) {
+      __m512 w = _mm512_loadu_ps(W + i * ld + k);
+      if (NT > 1) w = avx512_in_reg_ps(w); /* loaded once for the NT tokens */
       _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
-        x[t] = _mm512_loadu_ps(X + t * ldx + k + 16 * h);
-      _Pragma("GCC unroll 6") for (int i = 0; i < R; i++) {
-        __m512 w = _mm512_loadu_ps(W + i * ld + k + 16 * h);
-        if (NT > 1) w = avx512_in_reg_ps(w); /* loaded once for the NT tokens */
-        _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
-          a[h][t][i] = _mm512_fmadd_ps(w, x[t], a[h][t][i]);
-      }
+        a[t][i] = _mm512_fmadd_ps(w, x[t], a[t][i]);
     }
   }
-  if (ACC == 2 && k + 16 <= K) {
-    _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++) {
-      __m512 x0 = _mm512_loadu_ps(X + t * ldx + k);
-      _Pragma("GCC unroll 6") for (int i = 0; i < R; i++)
-        a[0][t][i] = _mm512_fmadd_ps(_mm512_loadu_ps(W + i * ld + k), x0, a[0][t][i]);
-    }
-    k += 16;
-  }
-  if (ACC == 2)
-    _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
-      _Pragma("GCC unroll 6") for (int i = 0; i < R; i++)
-        a[0][t][i] = _mm512_add_ps(a[0][t][i], a[1][t][i]);
-  avx512_hsum_tile(res, 6, &a[0][0][0], 6, NT, R);
+  avx512_hsum_tile(res, 6, &a[0][0], 6, NT, R);
   _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
     _Pragma("GCC unroll 6") for (int i = 0; i < R; i++)
       for (int kk = k; kk < K; kk++) res[t * 6 + i] += W[i * ld + kk] * X[t * ldx + kk];
@@ -994,14 +979,12 @@ AVX512_FN static ALWAYS_INLINE void avx512_tile(float *res, const float *W, size
 
 /* One (R, NT) tile with every count constant, so that the tile's loops
 ** unroll into registers. */
-#define AVX512_TILE_CASE(R, NT, ACC)                                                  \
-  case (R) * 8 + (NT):                                                                \
-    avx512_tile(res, w, (size_t)K, x, ldx, K, R, NT, ACC, pf, spread, pf_rows);       \
+#define AVX512_TILE_CASE(R, NT)                                                  \
+  case (R) * 8 + (NT):                                                           \
+    avx512_tile(res, w, (size_t)K, x, ldx, K, R, NT, pf, spread, pf_rows);       \
     break;
 #define AVX512_TILE_ROW(R) \
-  AVX512_TILE_CASE(R, 4, 1) AVX512_TILE_CASE(R, 3, 1) AVX512_TILE_CASE(R, 2, 1) \
-  AVX512_TILE_CASE(R, 1, 1)
-#define AVX512_TILE_ROW2(R) AVX512_TILE_CASE(R, 2, 2) AVX512_TILE_CASE(R, 1, 2)
+  AVX512_TILE_CASE(R, 4) AVX512_TILE_CASE(R, 3) AVX512_TILE_CASE(R, 2) AVX512_TILE_CASE(R, 1)
 
 /* Rows ahead of the group in hand that a tile touches (pf): about
 ** GEMM_AHEAD_BYTES of W, at least the next group of 6. From memory, 16
@@ -1022,10 +1005,10 @@ static inline int pf_share_rows(int R, int j, int nj) {
 }
 
 /* The gemm's loops: tokens in sweeps, rows in groups of 6, tokens in
-** groups of NT (4 for f32 rows, 2 for widened f16). The tiles of a group
-** touch the rows ahead: the first tile all of them (SPREAD 0), or each tile
-** a share of them (SPREAD 1; see avx512_gemm_f32). */
-#define AVX512_GEMM_LOOPS(NT_MAX, SPREAD, CASES)                                  \
+** groups of 4. The tiles of a group touch the rows ahead: the first tile all
+** of them (SPREAD 0), or each tile a share of them (SPREAD 1; see
+** avx512_gemm_f32). */
+#define AVX512_GEMM_LOOPS(SPREAD)                                                 \
   const int spread = SPREAD;                                                      \
   float res[24];                                                                  \
   int sweep = gemm_sweep(K, 4), ahead = gemm_ahead_rows(K);                       \
@@ -1034,34 +1017,33 @@ static inline int pf_share_rows(int R, int j, int nj) {
     for (int r = r0; r < r1; r += 6) {                                            \
       const float *w = W + (size_t)r * K;                                         \
       int R = r1 - r < 6 ? r1 - r : 6;                                            \
-      for (int t = t0; t < t1; t += NT_MAX) {                                     \
+      for (int t = t0; t < t1; t += 4) {                                          \
         const float *x = X + (size_t)t * ldx;                                     \
         int pf_rows = !spread ? (t == t0 ? (1 << R) - 1 : 0)                      \
-                      : pf_share_rows(R, (t - t0) / NT_MAX, (t1 - t0 + NT_MAX - 1) / NT_MAX); \
+                      : pf_share_rows(R, (t - t0) / 4, (t1 - t0 + 3) / 4);        \
         const float *pf = r + ahead < r1 && pf_rows ? w + ahead * (size_t)K : NULL; \
-        int nt = t1 - t < NT_MAX ? t1 - t : NT_MAX;                               \
-        switch (R * 8 + nt) { CASES }                                             \
+        int nt = t1 - t < 4 ? t1 - t : 4;                                         \
+        switch (R * 8 + nt) {                                                     \
+          AVX512_TILE_ROW(6) AVX512_TILE_ROW(5) AVX512_TILE_ROW(4)                \
+          AVX512_TILE_ROW(3) AVX512_TILE_ROW(2) AVX512_TILE_CASE(1, 4)            \
+          AVX512_TILE_CASE(1, 3) AVX512_TILE_CASE(1, 2)                           \
+          default: avx512_tile(res, w, (size_t)K, x, ldx, K, 1, 1, pf, spread, pf_rows); \
+        }                                                                         \
         store_block(out + (size_t)t * ldo, ldo, r, res, 6, nt, R, bias, mode);    \
       }                                                                           \
     }                                                                             \
   }
 
-#define AVX512_GEMM_F32_CASES                                                        \
-  AVX512_TILE_ROW(6) AVX512_TILE_ROW(5) AVX512_TILE_ROW(4) AVX512_TILE_ROW(3)       \
-  AVX512_TILE_ROW(2) AVX512_TILE_CASE(1, 4, 1) AVX512_TILE_CASE(1, 3, 1)            \
-  AVX512_TILE_CASE(1, 2, 1) default                                                  \
-      : avx512_tile(res, w, (size_t)K, x, ldx, K, 1, 1, 1, pf, spread, pf_rows);
-
 AVX512_FN static void avx512_gemm_f32_first(float *out, size_t ldo, const float *W,
                                             const float *X, size_t ldx, int T,
                                             const float *bias, int r0, int r1, int K, int mode) {
-  AVX512_GEMM_LOOPS(4, 0, AVX512_GEMM_F32_CASES)
+  AVX512_GEMM_LOOPS(0)
 }
 
 AVX512_FN static void avx512_gemm_f32_spread(float *out, size_t ldo, const float *W,
                                              const float *X, size_t ldx, int T,
                                              const float *bias, int r0, int r1, int K, int mode) {
-  AVX512_GEMM_LOOPS(4, 1, AVX512_GEMM_F32_CASES)
+  AVX512_GEMM_LOOPS(1)
 }
 
 /* avx512_tile's arithmetic over k0..k1 only, for the f32 gemm in K blocks:
@@ -1173,15 +1155,6 @@ AVX512_FN static void avx512_gemm_f32(float *out, size_t ldo, const float *W, co
     avx512_gemm_f32_kblock(out, ldo, W, X, ldx, T, bias, r0, r1, K, mode);
   else
     avx512_gemm_f32_first(out, ldo, W, X, ldx, T, bias, r0, r1, K, mode);
-}
-
-AVX512_FN static void avx512_gemm_f16w(float *out, size_t ldo, const float *W, const float *X,
-                                       size_t ldx, int T, const float *bias, int r0, int r1,
-                                       int K, int mode) {
-  AVX512_GEMM_LOOPS(2, 0, AVX512_TILE_ROW2(6) AVX512_TILE_ROW2(5) AVX512_TILE_ROW2(4)
-                              AVX512_TILE_ROW2(3) AVX512_TILE_ROW2(2) AVX512_TILE_CASE(1, 2, 2)
-                                  default
-                    : avx512_tile(res, w, (size_t)K, x, ldx, K, 1, 1, 2, pf, spread, pf_rows);)
 }
 
 /* ---- q8_0 on AVX-512: the helpers of kernels_q8_tile.h ---- */
@@ -1889,7 +1862,7 @@ AVX512_FN static void avx512_att_values(float *out, const float *p, const float 
 }
 
 static const GPTKernels kAvx512 = {
-  "avx512", 0, avx512_gemv_f32, avx512_gemv_f16, avx512_gemv_q8, avx512_gemm_f32, avx512_gemm_f16w,
+  "avx512", 0, avx512_gemv_f32, avx512_gemv_f16, avx512_gemv_q8, avx512_gemm_f32,
   avx512_gemm_q8,
   avx512_f16_to_f32,
   avx512_q8_to_f32, avx512_gelu, avx512_silu_mul, avx512_exp_sum, avx512_att_scores, avx512_att_values, avx2_transpose_f32,

@@ -55,10 +55,6 @@ typedef struct GPTKernels {
   ** the range of rows. */
   void (*gemm_f32)(float *out, size_t ldo, const float *W, const float *X, size_t ldx, int T,
                    const float *bias, int r0, int r1, int K, int mode);
-  /* The same for f16 rows widened to f32 (exactly), matching gemv_f16
-  ** (whose arithmetic may differ from gemv_f32's: AVX-512). */
-  void (*gemm_f16w)(float *out, size_t ldo, const float *W, const float *X, size_t ldx, int T,
-                    const float *bias, int r0, int r1, int K, int mode);
   /* The same for q8_0 rows against T quantized tokens (token t's values at
   ** X->q + t K, its scales at X->d + t K/32), matching gemv_q8. */
   void (*gemm_q8)(float *out, size_t ldo, const uint8_t *W, const GPTQ8Act *X, int T,

@@ -124,12 +124,12 @@ static void test_set(const GPTKernels *kern) {
       }
       check(eg < tol, "gemm_f32", kern->name, K, eg);
       check(same, "gemm_f32 = gemv_f32, batch-independent", kern->name, K, 0);
-      kern->gemm_f16w(&g[0][0], 11, Wh, Wf, (size_t)K, T, bias, 0, rows, K, GPT_GEMV_SET);
+      kern->gemm_f32(&g[0][0], 11, Wh, Wf, (size_t)K, T, bias, 0, rows, K, GPT_GEMV_SET);
       for (int t = 0; t < T; t++) {
         kern->gemv_f16(gv, H, Wf + (size_t)t * K, bias, 0, rows, K, GPT_GEMV_SET);
         sameH &= memcmp(gv, g[t], sizeof(gv)) == 0;
       }
-      check(sameH, "gemm_f16w on widened f16 = gemv_f16", kern->name, K, 0);
+      check(sameH, "gemm_f32 on widened f16 = gemv_f16", kern->name, K, 0);
       if (q8) {
         GPTQ8Act xs;
         xs.q = malloc((size_t)T * K); xs.aq = malloc((size_t)T * K);
