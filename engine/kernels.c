@@ -5,13 +5,14 @@
 ** compiled with GCC target attributes, so this file builds with the default
 ** flags and the CPU is asked at run time (__builtin_cpu_supports) which sets
 ** it can run. Gemv kernels take a range of output rows; f32 goes up to four
-** rows per pass over x, f16 and q8_0 one row a pass (see avx2_gemv_f16),
-** each row with its own accumulators: a row's result is the same whether it
-** was computed in a group of four or alone, so any split of the rows over
-** threads gives identical output. The products of several tokens (gemm_f32,
-** gemm_q8) tile rows by tokens with each value's arithmetic the gemv's, so
-** a prefill gives the decode's numbers bit for bit. f16 rows are widened to
-** f32 (exactly) for gemm_f32, whose arithmetic is gemv_f16's too.
+** rows per pass over x, as f16 and q8_0 do on AVX-512 (on AVX2 they take
+** one row a pass: see avx2_gemv_f16), each row with its own accumulators:
+** a row's result is the same whether it was computed in a group of four or
+** alone, so any split of the rows over threads gives identical output.
+** The products of several tokens (gemm_f32, gemm_q8) tile rows by tokens
+** with each value's arithmetic the gemv's, so a prefill gives the decode's
+** numbers bit for bit. f16 rows are widened to f32 (exactly) for gemm_f32,
+** whose arithmetic is gemv_f16's too.
 **
 ** q8_0 rows are multiplied with activations quantized the same way (int8 per
 ** block of 32 with an f32 scale): per block, the 32 int8 products are summed
@@ -798,8 +799,8 @@ static const GPTKernels kAvx2 = {
 ** a pass.
 **
 ** f16 rows take the same arithmetic on their values widened to f32 (exact),
-** so that their gemm is the f32 gemm on rows widened. Until
-** rows were touched ahead into L2, the f16 gemv read one row a pass with two
+** so that their gemm is the f32 gemm on rows widened. Until rows were
+** touched ahead into L2, the f16 gemv read one row a pass with two
 ** accumulators, which streamed faster than four rows; their gemm's 6 by 2
 ** tiles ran the SmolLM2-shaped prefill at 0.62-0.76 of sgemm on Zen 4. */
 AVX512_FN static ALWAYS_INLINE __m512 avx512_load_f16(const uint16_t *p) {
