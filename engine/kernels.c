@@ -908,7 +908,8 @@ AVX512_FN static ALWAYS_INLINE void avx512_rows(float *res, const void *W, int F
   for (; k + 16 <= K; k += 16) {
     __m512 x0 = _mm512_loadu_ps(x + k);
     UNROLL_ROWS for (int i = 0; i < R; i++) {
-      PREFETCH_L2((const char *)W + (i * ld + k) * esz + ahead);
+      /* a line a step (16 f32), a line every other step (32 f16) */
+      if (!F16 || (k & 16) == 0) PREFETCH_L2((const char *)W + (i * ld + k) * esz + ahead);
       a[i] = _mm512_fmadd_ps(avx512_load_w(W, F16, i * ld + k), x0, a[i]);
     }
   }
@@ -1159,6 +1160,15 @@ AVX512_FN static void avx512_gemm_f32(float *out, size_t ldo, const float *W, co
 }
 
 /* ---- q8_0 on AVX-512: the helpers of kernels_q8_tile.h ---- */
+
+/* A pair of stored blocks at p (68 bytes: two lines) touched into L2
+** PF_Q8_TILE_BYTES and twice that ahead. */
+static inline void q8_touch_ahead(const uint8_t *p) {
+  PREFETCH_L2(p + PF_Q8_TILE_BYTES);
+  PREFETCH_L2(p + PF_Q8_TILE_BYTES + 64);
+  PREFETCH_L2(p + 2 * PF_Q8_TILE_BYTES);
+  PREFETCH_L2(p + 2 * PF_Q8_TILE_BYTES + 64);
+}
 
 /* Lane L of a chunk's 16 block sums holds block 4 (L % 4) + L / 4 of the
 ** chunk, the order in which q8_tree leaves them; as a permutation of

@@ -73,13 +73,7 @@ Q8_TILE_FN static ALWAYS_INLINE void Q8_CHUNK(__m512 acc[2][4], const uint8_t *W
     _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {
       const uint8_t *blk = W + i * ld + (size_t)b * Q8_ROW_BYTES;
       _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
-        if (pf) {
-          const uint8_t *ahead = blk + j * 2 * Q8_ROW_BYTES + PF_Q8_TILE_BYTES;
-          PREFETCH_L2(ahead);
-          PREFETCH_L2(ahead + 64);
-          PREFETCH_L2(ahead + PF_Q8_TILE_BYTES);
-          PREFETCH_L2(ahead + PF_Q8_TILE_BYTES + 64);
-        }
+        if (pf) q8_touch_ahead(blk + j * 2 * Q8_ROW_BYTES);
         P[j] = Q8_PAIR_DOT(Q8_ROW_PAIR(blk + j * 2 * Q8_ROW_BYTES, 2),
                            _mm512_loadu_si512(xq + j * 2 * GPT_Q8_BLOCK),
                            _mm512_loadu_si512(xa + j * 2 * GPT_Q8_BLOCK));
@@ -124,12 +118,7 @@ Q8_TILE_FN static ALWAYS_INLINE void Q8_TILE(float *res, const uint8_t *W, size_
 #endif
       _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {
         const uint8_t *blk = W + i * ld + (size_t)b * Q8_ROW_BYTES;
-        if (pf && t == 0) { /* as a chunk touches its pairs */
-          PREFETCH_L2(blk + PF_Q8_TILE_BYTES);
-          PREFETCH_L2(blk + PF_Q8_TILE_BYTES + 64);
-          PREFETCH_L2(blk + 2 * PF_Q8_TILE_BYTES);
-          PREFETCH_L2(blk + 2 * PF_Q8_TILE_BYTES + 64);
-        }
+        if (pf && t == 0) q8_touch_ahead(blk); /* as a chunk touches its pairs */
         __m512i P = Q8_PAIR_DOT(Q8_ROW_PAIR(blk, m), x, ax);
 #if Q8_TILE_VNNI
         P = _mm512_add_epi32(P, base);
