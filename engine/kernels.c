@@ -947,31 +947,49 @@ AVX512_FN static void avx512_gemv_f16(float *y, const uint16_t *W, const float *
   avx512_gemv(y, W, 1, x, bias, r0, r1, K, mode);
 }
 
-/* R <= 6 f32 rows (ld apart) against NT <= 4 tokens (ldx apart): for each
-** pair exactly the gemv's arithmetic, so a token's value is the one the
-** gemv gives it. res (NT, 6). pf: R rows further on
-** (gemm_ahead_rows), touched a line a step, so that a decode step of a few
-** tokens reads each row from memory once: every row (MASKED 0), or those
-** whose bits are set in pf_rows (MASKED 1). */
-AVX512_FN static ALWAYS_INLINE void avx512_tile(float *res, const float *W, size_t ld,
-                                                const float *X, size_t ldx, int K, int R, int NT,
-                                                const float *pf, int MASKED, int pf_rows) {
+/* R <= 6 f32 rows (ld apart) against NT <= 4 tokens (ldx apart), over
+** k0..k1 of their K values: for each pair exactly the gemv's arithmetic, so
+** that a token's value is the one the gemv gives it. The accumulators start
+** from zero (k0 = 0) or from save, and go back to save (k1 < K) or are summed
+** into res (NT, 6) with the scalar tail (k1 = K); k0 and, but at K, k1 are
+** multiples of 16. pf: npf rows (pld apart) further on, touched a line a
+** step at k - k0, so that a decode step of a few tokens reads each row from
+** memory once.
+** The k loop walks pointers, the rows 3 and 4 beyond them one and two
+** strides on, so that its addresses take 9 registers, and it runs in a
+** function of its own (avx512_tiles): inlined into the gemm's loops, GCC
+** kept the row offsets and the touch tests on the stack, and read them
+** every step (16 tokens of K 768 in cache: 74-88 -> 88-96 GFLOP/s a core). */
+AVX512_FN static ALWAYS_INLINE void avx512_tile(float *res, __m512 *save, const float *W,
+                                                size_t ld, const float *X, size_t ldx, int k0,
+                                                int k1, int K, int R, int NT, const float *pf,
+                                                size_t pld, int npf) {
   __m512 a[4][6];
   _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
-    _Pragma("GCC unroll 6") for (int i = 0; i < R; i++) a[t][i] = _mm512_setzero_ps();
-  int k = 0;
-  for (; k + 16 <= K; k += 16) {
+    _Pragma("GCC unroll 6") for (int i = 0; i < R; i++)
+      a[t][i] = k0 == 0 ? _mm512_setzero_ps() : save[t * 6 + i];
+  const size_t ldb = ld * sizeof(float), ldxb = ldx * sizeof(float), pldb = pld * sizeof(float);
+  const char *w0 = (const char *)(W + k0), *w3 = w0 + 3 * ldb;
+  const char *x0 = (const char *)(X + k0), *x2 = x0 + 2 * ldxb;
+  const char *p = (const char *)pf;
+  int k = k0;
+  for (; k + 16 <= k1; k += 16) {
     __m512 x[4];
-    if (pf)
-      _Pragma("GCC unroll 6") for (int i = 0; i < R; i++)
-        if (!MASKED || (pf_rows >> i & 1)) PREFETCH_L2(pf + i * ld + k);
-    _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++) x[t] = _mm512_loadu_ps(X + t * ldx + k);
+    _Pragma("GCC unroll 6") for (int j = 0; j < 6; j++) if (j < npf) PREFETCH_L2(p + j * pldb);
+    _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
+      x[t] = _mm512_loadu_ps((const float *)((t < 2 ? x0 : x2) + (t & 1) * ldxb));
     _Pragma("GCC unroll 6") for (int i = 0; i < R; i++) {
-      __m512 w = _mm512_loadu_ps(W + i * ld + k);
+      __m512 w = _mm512_loadu_ps((const float *)((i < 3 ? w0 : w3) + (i % 3) * ldb));
       if (NT > 1) w = avx512_in_reg_ps(w); /* loaded once for the NT tokens */
       _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
         a[t][i] = _mm512_fmadd_ps(w, x[t], a[t][i]);
     }
+    w0 += 64, w3 += 64, x0 += 64, x2 += 64, p += 64;
+  }
+  if (k1 < K) {
+    _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
+      _Pragma("GCC unroll 6") for (int i = 0; i < R; i++) save[t * 6 + i] = a[t][i];
+    return;
   }
   avx512_hsum_tile(res, 6, &a[0][0], 6, NT, R);
   _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
@@ -979,14 +997,30 @@ AVX512_FN static ALWAYS_INLINE void avx512_tile(float *res, const float *W, size
       for (int kk = k; kk < K; kk++) res[t * 6 + i] += W[i * ld + kk] * X[t * ldx + kk];
 }
 
-/* One (R, NT) tile with every count constant, so that the tile's loops
-** unroll into registers. */
-#define AVX512_TILE_CASE(R, NT)                                                  \
-  case (R) * 8 + (NT):                                                           \
-    avx512_tile(res, w, (size_t)K, x, ldx, K, R, NT, pf, spread, pf_rows);       \
-    break;
+typedef void (*Avx512Tile)(float *res, __m512 *save, const float *W, size_t ld, const float *X,
+                           size_t ldx, int k0, int k1, int K, const float *pf, size_t pld,
+                           int npf);
+
+/* avx512_tile with R and NT constant, so that its loops unroll into
+** registers; a function each, not inlined (see avx512_tile). */
+#define AVX512_TILE_FN(R, NT)                                                              \
+  AVX512_FN static __attribute__((noinline)) void avx512_tile_##R##_##NT(                  \
+      float *res, __m512 *save, const float *W, size_t ld, const float *X, size_t ldx,     \
+      int k0, int k1, int K, const float *pf, size_t pld, int npf) {                       \
+    avx512_tile(res, save, W, ld, X, ldx, k0, k1, K, R, NT, pf, pld, npf);                  \
+  }
+#define AVX512_TILE_FNS(R) \
+  AVX512_TILE_FN(R, 1) AVX512_TILE_FN(R, 2) AVX512_TILE_FN(R, 3) AVX512_TILE_FN(R, 4)
+AVX512_TILE_FNS(1) AVX512_TILE_FNS(2) AVX512_TILE_FNS(3)
+AVX512_TILE_FNS(4) AVX512_TILE_FNS(5) AVX512_TILE_FNS(6)
 #define AVX512_TILE_ROW(R) \
-  AVX512_TILE_CASE(R, 4) AVX512_TILE_CASE(R, 3) AVX512_TILE_CASE(R, 2) AVX512_TILE_CASE(R, 1)
+  {avx512_tile_##R##_1, avx512_tile_##R##_2, avx512_tile_##R##_3, avx512_tile_##R##_4}
+
+/* The tile of R rows and NT tokens: avx512_tiles[R - 1][NT - 1]. */
+static const Avx512Tile avx512_tiles[6][4] = {
+  AVX512_TILE_ROW(1), AVX512_TILE_ROW(2), AVX512_TILE_ROW(3),
+  AVX512_TILE_ROW(4), AVX512_TILE_ROW(5), AVX512_TILE_ROW(6),
+};
 
 /* Rows ahead of the group in hand that a tile touches (pf): about
 ** GEMM_AHEAD_BYTES of W, at least the next group of 6. From memory, 16
@@ -998,111 +1032,46 @@ static inline int gemm_ahead_rows(int K) {
   return n < 6 ? 6 : (int)n;
 }
 
-/* The rows of a 6-row group (R of them) that tile j of the nj meeting it
-** touches ahead, as a bit mask: a share each, none for a tile past the
-** rows. */
-static inline int pf_share_rows(int R, int j, int nj) {
-  int p0 = R * j / nj, n = R * (j + 1) / nj - p0;
-  return ((1 << n) - 1) << p0;
+/* The share of a group's R rows that tile j of the nj meeting it touches
+** ahead: *pn rows from row *p0, none for a tile past the rows. */
+static inline void pf_share(int R, int j, int nj, int *p0, int *pn) {
+  *p0 = R * j / nj;
+  *pn = R * (j + 1) / nj - *p0;
 }
 
 /* The gemm's loops: tokens in sweeps, rows in groups of 6, tokens in
 ** groups of 4. The tiles of a group touch the rows ahead: the first tile all
-** of them (SPREAD 0), or each tile a share of them (SPREAD 1; see
+** of them (spread 0), or each tile a share of them (spread 1; see
 ** avx512_gemm_f32). */
-#define AVX512_GEMM_LOOPS(SPREAD)                                                 \
-  const int spread = SPREAD;                                                      \
-  float res[24];                                                                  \
-  int sweep = gemm_sweep(K, 4), ahead = gemm_ahead_rows(K);                       \
-  for (int t0 = 0; t0 < T; t0 += sweep) {                                         \
-    int t1 = t0 + sweep < T ? t0 + sweep : T;                                     \
-    for (int r = r0; r < r1; r += 6) {                                            \
-      const float *w = W + (size_t)r * K;                                         \
-      int R = r1 - r < 6 ? r1 - r : 6;                                            \
-      for (int t = t0; t < t1; t += 4) {                                          \
-        const float *x = X + (size_t)t * ldx;                                     \
-        int pf_rows = !spread ? (t == t0 ? (1 << R) - 1 : 0)                      \
-                      : pf_share_rows(R, (t - t0) / 4, (t1 - t0 + 3) / 4);        \
-        const float *pf = r + ahead < r1 && pf_rows ? w + ahead * (size_t)K : NULL; \
-        int nt = t1 - t < 4 ? t1 - t : 4;                                         \
-        switch (R * 8 + nt) {                                                     \
-          AVX512_TILE_ROW(6) AVX512_TILE_ROW(5) AVX512_TILE_ROW(4)                \
-          AVX512_TILE_ROW(3) AVX512_TILE_ROW(2) AVX512_TILE_CASE(1, 4)            \
-          AVX512_TILE_CASE(1, 3) AVX512_TILE_CASE(1, 2)                           \
-          default: avx512_tile(res, w, (size_t)K, x, ldx, K, 1, 1, pf, spread, pf_rows); \
-        }                                                                         \
-        store_block(out + (size_t)t * ldo, ldo, r, res, 6, nt, R, bias, mode);    \
-      }                                                                           \
-    }                                                                             \
-  }
-
-AVX512_FN static void avx512_gemm_f32_first(float *out, size_t ldo, const float *W,
-                                            const float *X, size_t ldx, int T,
-                                            const float *bias, int r0, int r1, int K, int mode) {
-  AVX512_GEMM_LOOPS(0)
-}
-
-AVX512_FN static void avx512_gemm_f32_spread(float *out, size_t ldo, const float *W,
-                                             const float *X, size_t ldx, int T,
-                                             const float *bias, int r0, int r1, int K, int mode) {
-  AVX512_GEMM_LOOPS(1)
-}
-
-/* avx512_tile's arithmetic over k0..k1 only, for the f32 gemm in K blocks:
-** the R x NT accumulators start from zero (first block) or from save, and
-** go back to save (a block but the last) or are summed into res (the last,
-** k1 = K, with the scalar tail), so that each accumulator sees the very
-** sequence of fmas of the whole-K tile. k0 and, but in the last block, k1
-** are multiples of 16. pf and pf_rows as for avx512_tile (MASKED 1), the
-** lines of pf at k - k0. */
-AVX512_FN static ALWAYS_INLINE void avx512_tile_kb(float *res, __m512 *save, const float *W,
-                                                   size_t ld, const float *X, size_t ldx,
-                                                   int k0, int k1, int K, int R, int NT,
-                                                   const float *pf, int pf_rows) {
-  __m512 a[4][6];
-  int first = k0 == 0, last = k1 == K;
-  _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
-    _Pragma("GCC unroll 6") for (int i = 0; i < R; i++)
-      a[t][i] = first ? _mm512_setzero_ps() : save[t * 6 + i];
-  int k = k0;
-  for (; k + 16 <= k1; k += 16) {
-    __m512 x[4];
-    if (pf)
-      _Pragma("GCC unroll 6") for (int i = 0; i < R; i++)
-        if (pf_rows >> i & 1) PREFETCH_L2(pf + i * ld + (k - k0));
-    _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++) x[t] = _mm512_loadu_ps(X + t * ldx + k);
-    _Pragma("GCC unroll 6") for (int i = 0; i < R; i++) {
-      __m512 w = _mm512_loadu_ps(W + i * ld + k);
-      if (NT > 1) w = avx512_in_reg_ps(w);
-      _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
-        a[t][i] = _mm512_fmadd_ps(w, x[t], a[t][i]);
+AVX512_FN static void avx512_gemm_f32_rows(float *out, size_t ldo, const float *W,
+                                           const float *X, size_t ldx, int T,
+                                           const float *bias, int r0, int r1, int K, int mode,
+                                           int spread) {
+  float res[24];
+  int sweep = gemm_sweep(K, 4), ahead = gemm_ahead_rows(K);
+  for (int t0 = 0; t0 < T; t0 += sweep) {
+    int t1 = t0 + sweep < T ? t0 + sweep : T, nj = (t1 - t0 + 3) / 4;
+    for (int r = r0; r < r1; r += 6) {
+      const float *w = W + (size_t)r * K;
+      int R = r1 - r < 6 ? r1 - r : 6;
+      for (int t = t0; t < t1; t += 4) {
+        int nt = t1 - t < 4 ? t1 - t : 4, p0 = 0, npf = t == t0 ? R : 0;
+        if (spread) pf_share(R, (t - t0) / 4, nj, &p0, &npf);
+        if (r + ahead >= r1) npf = 0;
+        avx512_tiles[R - 1][nt - 1](res, NULL, w, (size_t)K, X + (size_t)t * ldx, ldx, 0, K, K,
+                                   w + (size_t)(ahead + p0) * K, (size_t)K, npf);
+        store_block(out + (size_t)t * ldo, ldo, r, res, 6, nt, R, bias, mode);
+      }
     }
   }
-  if (!last) {
-    _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
-      _Pragma("GCC unroll 6") for (int i = 0; i < R; i++) save[t * 6 + i] = a[t][i];
-    return;
-  }
-  avx512_hsum_tile(res, 6, &a[0][0], 6, NT, R);
-  _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
-    _Pragma("GCC unroll 6") for (int i = 0; i < R; i++)
-      for (int kk = k; kk < K; kk++) res[t * 6 + i] += W[i * ld + kk] * X[t * ldx + kk];
 }
-
-#define AVX512_TILE_KB_CASE(R, NT)                                                      \
-  case (R) * 8 + (NT):                                                                  \
-    avx512_tile_kb(res, save + (size_t)(t - t0) / 4 * 24, w, (size_t)K, x, ldx, k0, k1, K, \
-                   R, NT, pf, pf_rows);                                                 \
-    break;
-#define AVX512_TILE_KB_ROW(R) \
-  AVX512_TILE_KB_CASE(R, 4) AVX512_TILE_KB_CASE(R, 3) AVX512_TILE_KB_CASE(R, 2) \
-  AVX512_TILE_KB_CASE(R, 1)
 
 /* Rows too long for a 6-row group to stay in L1 (K > 1365): each group in
 ** blocks of at most 1024 values (24 KB), every block meeting the sweep's
 ** tokens while it is in L1, the accumulators kept between blocks in save
-** (a sweep's tiles of 24). The tiles of a block touch the next block (or the
-** next group's first) in shares, as avx512_gemm_f32_spread's do. */
+** (a sweep's tiles of 24), so that each accumulator sees the very sequence
+** of fmas of the whole-K tile. The tiles of a block touch the next block (or
+** the next group's first) in shares, as the spread loop's do. */
 AVX512_FN static void avx512_gemm_f32_kblock(float *out, size_t ldo, const float *W,
                                              const float *X, size_t ldx, int T,
                                              const float *bias, int r0, int r1, int K, int mode) {
@@ -1112,7 +1081,7 @@ AVX512_FN static void avx512_gemm_f32_kblock(float *out, size_t ldo, const float
   int kb = (K / n_blk + 15) / 16 * 16;
   if (sweep > 72) sweep = 72;
   for (int t0 = 0; t0 < T; t0 += sweep) {
-    int t1 = t0 + sweep < T ? t0 + sweep : T;
+    int t1 = t0 + sweep < T ? t0 + sweep : T, nj = (t1 - t0 + 3) / 4;
     for (int r = r0; r < r1; r += 6) {
       const float *w = W + (size_t)r * K;
       int R = r1 - r < 6 ? r1 - r : 6;
@@ -1121,17 +1090,12 @@ AVX512_FN static void avx512_gemm_f32_kblock(float *out, size_t ldo, const float
         /* what comes next: this group's next block, or the next group's first */
         const float *next = k1 < K ? w + k1 : r + 6 < r1 ? w + (size_t)6 * K : NULL;
         for (int t = t0; t < t1; t += 4) {
-          const float *x = X + (size_t)t * ldx;
-          int pf_rows = pf_share_rows(R, (t - t0) / 4, (t1 - t0 + 3) / 4);
-          const float *pf = next && pf_rows ? next : NULL;
-          int nt = t1 - t < 4 ? t1 - t : 4;
-          switch (R * 8 + nt) {
-            AVX512_TILE_KB_ROW(6) AVX512_TILE_KB_ROW(5) AVX512_TILE_KB_ROW(4)
-            AVX512_TILE_KB_ROW(3) AVX512_TILE_KB_ROW(2) AVX512_TILE_KB_CASE(1, 4)
-            AVX512_TILE_KB_CASE(1, 3) AVX512_TILE_KB_CASE(1, 2)
-            default: avx512_tile_kb(res, save + (size_t)(t - t0) / 4 * 24, w, (size_t)K, x, ldx,
-                                    k0, k1, K, 1, 1, pf, pf_rows);
-          }
+          int nt = t1 - t < 4 ? t1 - t : 4, p0, npf;
+          pf_share(R, (t - t0) / 4, nj, &p0, &npf);
+          if (!next) npf = 0;
+          avx512_tiles[R - 1][nt - 1](res, save + (size_t)(t - t0) / 4 * 24, w, (size_t)K,
+                                     X + (size_t)t * ldx, ldx, k0, k1, K,
+                                     next ? next + (size_t)p0 * K : NULL, (size_t)K, npf);
           if (k1 == K) store_block(out + (size_t)t * ldo, ldo, r, res, 6, nt, R, bias, mode);
         }
       }
@@ -1142,21 +1106,19 @@ AVX512_FN static void avx512_gemm_f32_kblock(float *out, size_t ldo, const float
 /* Where a group of 6 rows fits a third of L1 (K <= 1365), its tiles share
 ** out the reads ahead, so that they go out evenly while the group is in
 ** hand; longer rows go in K blocks from 16 tokens on, under which a block
-** meets too few tiles to pay for its saved accumulators. The three loops
-** differ in reads ahead and order only, never in values. Each is a function
-** of its own: with both kinds of tile in one loop, the row tests stayed on
-** the stack inside the k loop and the shares gained nothing. Measured in
+** meets too few tiles to pay for its saved accumulators. The three orders
+** differ in reads ahead and order only, never in values. Measured in
 ** bench/results/2026-12-02-batch-step-breakdown-amd-epyc-2c.md (16 tokens
 ** from memory at K 768: 188 -> 239 GFLOP/s; 512 at K 3072: 266 -> 305). */
 AVX512_FN static void avx512_gemm_f32(float *out, size_t ldo, const float *W, const float *X,
                                       size_t ldx, int T, const float *bias, int r0, int r1,
                                       int K, int mode) {
   if ((size_t)K * 6 * sizeof(float) <= ((size_t)32 << 10))
-    avx512_gemm_f32_spread(out, ldo, W, X, ldx, T, bias, r0, r1, K, mode);
+    avx512_gemm_f32_rows(out, ldo, W, X, ldx, T, bias, r0, r1, K, mode, 1);
   else if (T >= 16)
     avx512_gemm_f32_kblock(out, ldo, W, X, ldx, T, bias, r0, r1, K, mode);
   else
-    avx512_gemm_f32_first(out, ldo, W, X, ldx, T, bias, r0, r1, K, mode);
+    avx512_gemm_f32_rows(out, ldo, W, X, ldx, T, bias, r0, r1, K, mode, 0);
 }
 
 /* ---- q8_0 on AVX-512: the helpers of kernels_q8_tile.h ---- */
