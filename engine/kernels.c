@@ -997,6 +997,20 @@ AVX512_FN static ALWAYS_INLINE void avx512_tile(float *res, __m512 *save, const 
       for (int kk = k; kk < K; kk++) res[t * 6 + i] += W[i * ld + kk] * X[t * ldx + kk];
 }
 
+/* store_block for a tile of the AVX-512 f32 gemm (res (nt, 6)): a masked
+** vector a token, the same additions as store_row's. */
+AVX512_FN static void avx512_store_block(float *out, size_t ldo, int r, const float *res, int nt,
+                                         int R, const float *bias, int mode) {
+  __mmask8 m = (__mmask8)((1u << R) - 1);
+  __m256 b = bias ? _mm256_maskz_loadu_ps(m, bias + r) : _mm256_setzero_ps();
+  for (int t = 0; t < nt; t++) {
+    float *y = out + (size_t)t * ldo + r;
+    __m256 v = _mm256_add_ps(_mm256_maskz_loadu_ps(m, res + t * 6), b);
+    if (mode == GPT_GEMV_ADD) v = _mm256_add_ps(_mm256_maskz_loadu_ps(m, y), v);
+    _mm256_mask_storeu_ps(y, m, v);
+  }
+}
+
 typedef void (*Avx512Tile)(float *res, __m512 *save, const float *W, size_t ld, const float *X,
                            size_t ldx, int k0, int k1, int K, const float *pf, size_t pld,
                            int npf);
@@ -1060,7 +1074,7 @@ AVX512_FN static void avx512_gemm_f32_rows(float *out, size_t ldo, const float *
         if (r + ahead >= r1) npf = 0;
         avx512_tiles[R - 1][nt - 1](res, NULL, w, (size_t)K, X + (size_t)t * ldx, ldx, 0, K, K,
                                    w + (size_t)(ahead + p0) * K, (size_t)K, npf);
-        store_block(out + (size_t)t * ldo, ldo, r, res, 6, nt, R, bias, mode);
+        avx512_store_block(out + (size_t)t * ldo, ldo, r, res, nt, R, bias, mode);
       }
     }
   }
@@ -1096,7 +1110,7 @@ AVX512_FN static void avx512_gemm_f32_kblock(float *out, size_t ldo, const float
           avx512_tiles[R - 1][nt - 1](res, save + (size_t)(t - t0) / 4 * 24, w, (size_t)K,
                                      X + (size_t)t * ldx, ldx, k0, k1, K,
                                      next ? next + (size_t)p0 * K : NULL, (size_t)K, npf);
-          if (k1 == K) store_block(out + (size_t)t * ldo, ldo, r, res, 6, nt, R, bias, mode);
+          if (k1 == K) avx512_store_block(out + (size_t)t * ldo, ldo, r, res, nt, R, bias, mode);
         }
       }
     }
