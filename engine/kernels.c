@@ -838,13 +838,13 @@ AVX512_FN static ALWAYS_INLINE float avx512_hsum(__m512 x) {
   return _mm_cvtss_f32(_mm_add_ss(h2, _mm_movehdup_ps(h2)));
 }
 
-/* out[j] = avx512_hsum(v[j]) for j < n <= 16, bit for bit, the vectors
+/* Lane j = avx512_hsum(v[j]) for j < n <= 16, bit for bit, the vectors
 ** summed together: each step adds halves of two vectors in one
 ** instruction, so sixteen sums take 31 shuffles and 15 adds where one at a
 ** time takes about 130 instructions. Lane 4q + m of the last step holds
 ** v[4m + q]. (A gemm tile's sums: 1.04x the f32 gemm, 1.13x the q8_0 gemm
 ** at K 768 in cache on Zen 5.) */
-AVX512_FN static ALWAYS_INLINE void avx512_hsum16(float *out, const __m512 *v, int n) {
+AVX512_FN static ALWAYS_INLINE __m512 avx512_hsum16_vec(const __m512 *v, int n) {
   const __m512 z = _mm512_setzero_ps();
   __m512 c[8], e[4], k[2];
   _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
@@ -863,8 +863,13 @@ AVX512_FN static ALWAYS_INLINE void avx512_hsum16(float *out, const __m512 *v, i
                                       _mm512_shuffle_ps(e[2 * j], e[2 * j + 1], 0xEE));
   __m512 r = _mm512_add_ps(_mm512_shuffle_ps(k[0], k[1], 0x88), _mm512_shuffle_ps(k[0], k[1], 0xDD));
   const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  return _mm512_permutexvar_ps(order, r);
+}
+
+/* avx512_hsum16_vec's sums stored: out[j], j < n. */
+AVX512_FN static ALWAYS_INLINE void avx512_hsum16(float *out, const __m512 *v, int n) {
   float all[16];
-  _mm512_storeu_ps(all, _mm512_permutexvar_ps(order, r));
+  _mm512_storeu_ps(all, avx512_hsum16_vec(v, n));
   _Pragma("GCC unroll 16") for (int j = 0; j < n; j++) out[j] = all[j];
 }
 
@@ -885,6 +890,50 @@ AVX512_FN static ALWAYS_INLINE void avx512_hsum_tile(float *res, int rs, const _
   avx512_hsum_n(sum, v, NT * R);
   _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
     _Pragma("GCC unroll 6") for (int i = 0; i < R; i++) res[t * rs + i] = sum[t * R + i];
+}
+
+/* A tile's sums in registers, a vector a token: lane i of rows[t] =
+** avx512_hsum(acc[t * as + i]) for t < NT, i < R (NT R <= 24, R <= 8), as
+** avx512_hsum_tile's. Stored one float at a time and read back as a vector,
+** the sums stalled every load on a store it could not be forwarded from
+** (the q8_0 gemm at K 768 spent a fifth of its time there). */
+AVX512_FN static ALWAYS_INLINE void avx512_tile_rows(__m256 *rows, const __m512 *acc, int as,
+                                                     int NT, int R) {
+  __m512 v[24];
+  int n = NT * R;
+  _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
+    _Pragma("GCC unroll 6") for (int i = 0; i < R; i++) v[t * R + i] = acc[t * as + i];
+  __m512 lo = avx512_hsum16_vec(v, n < 16 ? n : 16);
+  __m512 hi = n > 16 ? avx512_hsum16_vec(v + 16, n - 16) : _mm512_setzero_ps();
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  /* sum t R + i: lane t R + i of lo, or of hi less 16 (bit 4 of the index) */
+  _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
+    rows[t] = _mm512_castps512_ps256(
+        _mm512_permutex2var_ps(lo, _mm512_add_epi32(iota, _mm512_set1_epi32(t * R)), hi));
+}
+
+/* Where a tile's sums go: rows r.. of out (T, ldo) from token row 0, plus
+** bias, as mode says (kernels.h's GPT_GEMV_*). */
+typedef struct TileStore {
+  float *out;
+  size_t ldo;
+  int r;
+  const float *bias;
+  int mode;
+} TileStore;
+
+/* store_block from avx512_tile_rows' vectors: a masked vector a token, the
+** same additions as store_row's. */
+AVX512_FN static ALWAYS_INLINE void avx512_store_rows(const TileStore *o, const __m256 *rows,
+                                                      int NT, int R) {
+  __mmask8 m = (__mmask8)((1u << R) - 1);
+  __m256 b = o->bias ? _mm256_maskz_loadu_ps(m, o->bias + o->r) : _mm256_setzero_ps();
+  _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++) {
+    float *y = o->out + (size_t)t * o->ldo + o->r;
+    __m256 v = _mm256_add_ps(rows[t], b);
+    if (o->mode == GPT_GEMV_ADD) v = _mm256_add_ps(_mm256_maskz_loadu_ps(m, y), v);
+    _mm256_mask_storeu_ps(y, m, v);
+  }
 }
 
 /* Value k of row i of W (ld apart), f32 or f16 (F16), as f32: 16 lanes,
@@ -950,9 +999,9 @@ AVX512_FN static void avx512_gemv_f16(float *y, const uint16_t *W, const float *
 /* R <= 6 f32 rows (ld apart) against NT <= 4 tokens (ldx apart), over
 ** k0..k1 of their K values: for each pair exactly the gemv's arithmetic, so
 ** that a token's value is the one the gemv gives it. The accumulators start
-** from zero (k0 = 0) or from save, and go back to save (k1 < K) or are summed
-** into res (NT, 6) with the scalar tail (k1 = K); k0 and, but at K, k1 are
-** multiples of 16. pf: npf rows (pld apart) further on, touched a line a
+** from zero (k0 = 0) or from save, and go back to save (k1 < K) or are
+** summed, with the scalar tail, and stored through o (k1 = K); k0 and, but
+** at K, k1 are multiples of 16. pf: npf rows (pld apart) further on, touched a line a
 ** step at k - k0, so that a decode step of a few tokens reads each row from
 ** memory once.
 ** The k loop walks pointers, the rows 3 and 4 beyond them one and two
@@ -960,7 +1009,7 @@ AVX512_FN static void avx512_gemv_f16(float *y, const uint16_t *W, const float *
 ** function of its own (avx512_tiles): inlined into the gemm's loops, GCC
 ** kept the row offsets and the touch tests on the stack, and read them
 ** every step (16 tokens of K 768 in cache: 74-88 -> 88-96 GFLOP/s a core). */
-AVX512_FN static ALWAYS_INLINE void avx512_tile(float *res, __m512 *save, const float *W,
+AVX512_FN static ALWAYS_INLINE void avx512_tile(const TileStore *o, __m512 *save, const float *W,
                                                 size_t ld, const float *X, size_t ldx, int k0,
                                                 int k1, int K, int R, int NT, const float *pf,
                                                 size_t pld, int npf) {
@@ -991,27 +1040,38 @@ AVX512_FN static ALWAYS_INLINE void avx512_tile(float *res, __m512 *save, const 
       _Pragma("GCC unroll 6") for (int i = 0; i < R; i++) save[t * 6 + i] = a[t][i];
     return;
   }
+  if (k == K) {
+    __m256 rows[4];
+    avx512_tile_rows(rows, &a[0][0], 6, NT, R);
+    avx512_store_rows(o, rows, NT, R);
+    return;
+  }
+  /* K not a multiple of 16: the scalar tail, a value at a time */
+  float res[24];
   avx512_hsum_tile(res, 6, &a[0][0], 6, NT, R);
-  _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
-    _Pragma("GCC unroll 6") for (int i = 0; i < R; i++)
+  for (int t = 0; t < NT; t++)
+    for (int i = 0; i < R; i++) {
       for (int kk = k; kk < K; kk++) res[t * 6 + i] += W[i * ld + kk] * X[t * ldx + kk];
+      store_row(o->out + (size_t)t * o->ldo, o->r + i, res[t * 6 + i], o->bias, o->mode);
+    }
 }
 
-/* store_block for a tile of the AVX-512 f32 gemm (res (nt, 6)): a masked
-** vector a token, the same additions as store_row's. */
-AVX512_FN static void avx512_store_block(float *out, size_t ldo, int r, const float *res, int nt,
-                                         int R, const float *bias, int mode) {
+/* store_block for a tile of an AVX-512 gemm (res (nt, rs), R <= 8): a
+** masked vector a token, the same additions as store_row's (one float at a
+** time, with the mode test in the loop, it took 5% of the f32 gemm). */
+AVX512_FN static void avx512_store_block(float *out, size_t ldo, int r, const float *res, int rs,
+                                         int nt, int R, const float *bias, int mode) {
   __mmask8 m = (__mmask8)((1u << R) - 1);
   __m256 b = bias ? _mm256_maskz_loadu_ps(m, bias + r) : _mm256_setzero_ps();
   for (int t = 0; t < nt; t++) {
     float *y = out + (size_t)t * ldo + r;
-    __m256 v = _mm256_add_ps(_mm256_maskz_loadu_ps(m, res + t * 6), b);
+    __m256 v = _mm256_add_ps(_mm256_maskz_loadu_ps(m, res + t * rs), b);
     if (mode == GPT_GEMV_ADD) v = _mm256_add_ps(_mm256_maskz_loadu_ps(m, y), v);
     _mm256_mask_storeu_ps(y, m, v);
   }
 }
 
-typedef void (*Avx512Tile)(float *res, __m512 *save, const float *W, size_t ld, const float *X,
+typedef void (*Avx512Tile)(const TileStore *o, __m512 *save, const float *W, size_t ld, const float *X,
                            size_t ldx, int k0, int k1, int K, const float *pf, size_t pld,
                            int npf);
 
@@ -1019,9 +1079,9 @@ typedef void (*Avx512Tile)(float *res, __m512 *save, const float *W, size_t ld, 
 ** registers; a function each, not inlined (see avx512_tile). */
 #define AVX512_TILE_FN(R, NT)                                                              \
   AVX512_FN static __attribute__((noinline)) void avx512_tile_##R##_##NT(                  \
-      float *res, __m512 *save, const float *W, size_t ld, const float *X, size_t ldx,     \
-      int k0, int k1, int K, const float *pf, size_t pld, int npf) {                       \
-    avx512_tile(res, save, W, ld, X, ldx, k0, k1, K, R, NT, pf, pld, npf);                  \
+      const TileStore *o, __m512 *save, const float *W, size_t ld, const float *X,         \
+      size_t ldx, int k0, int k1, int K, const float *pf, size_t pld, int npf) {           \
+    avx512_tile(o, save, W, ld, X, ldx, k0, k1, K, R, NT, pf, pld, npf);                    \
   }
 #define AVX512_TILE_FNS(R) \
   AVX512_TILE_FN(R, 1) AVX512_TILE_FN(R, 2) AVX512_TILE_FN(R, 3) AVX512_TILE_FN(R, 4)
@@ -1061,7 +1121,6 @@ AVX512_FN static void avx512_gemm_f32_rows(float *out, size_t ldo, const float *
                                            const float *X, size_t ldx, int T,
                                            const float *bias, int r0, int r1, int K, int mode,
                                            int spread) {
-  float res[24];
   int sweep = gemm_sweep(K, 4), ahead = gemm_ahead_rows(K);
   for (int t0 = 0; t0 < T; t0 += sweep) {
     int t1 = t0 + sweep < T ? t0 + sweep : T, nj = (t1 - t0 + 3) / 4;
@@ -1070,11 +1129,11 @@ AVX512_FN static void avx512_gemm_f32_rows(float *out, size_t ldo, const float *
       int R = r1 - r < 6 ? r1 - r : 6;
       for (int t = t0; t < t1; t += 4) {
         int nt = t1 - t < 4 ? t1 - t : 4, p0 = 0, npf = t == t0 ? R : 0;
+        TileStore o = {out + (size_t)t * ldo, ldo, r, bias, mode};
         if (spread) pf_share(R, (t - t0) / 4, nj, &p0, &npf);
         if (r + ahead >= r1) npf = 0;
-        avx512_tiles[R - 1][nt - 1](res, NULL, w, (size_t)K, X + (size_t)t * ldx, ldx, 0, K, K,
+        avx512_tiles[R - 1][nt - 1](&o, NULL, w, (size_t)K, X + (size_t)t * ldx, ldx, 0, K, K,
                                    w + (size_t)(ahead + p0) * K, (size_t)K, npf);
-        avx512_store_block(out + (size_t)t * ldo, ldo, r, res, nt, R, bias, mode);
       }
     }
   }
@@ -1090,7 +1149,6 @@ AVX512_FN static void avx512_gemm_f32_kblock(float *out, size_t ldo, const float
                                              const float *X, size_t ldx, int T,
                                              const float *bias, int r0, int r1, int K, int mode) {
   _Alignas(64) __m512 save[18 * 24]; /* K > 1365: a sweep is at most 68 tokens */
-  float res[24];
   int sweep = gemm_sweep(K, 4), n_blk = (K + 1023) / 1024;
   int kb = (K / n_blk + 15) / 16 * 16;
   if (sweep > 72) sweep = 72;
@@ -1105,12 +1163,12 @@ AVX512_FN static void avx512_gemm_f32_kblock(float *out, size_t ldo, const float
         const float *next = k1 < K ? w + k1 : r + 6 < r1 ? w + (size_t)6 * K : NULL;
         for (int t = t0; t < t1; t += 4) {
           int nt = t1 - t < 4 ? t1 - t : 4, p0, npf;
+          TileStore o = {out + (size_t)t * ldo, ldo, r, bias, mode};
           pf_share(R, (t - t0) / 4, nj, &p0, &npf);
           if (!next) npf = 0;
-          avx512_tiles[R - 1][nt - 1](res, save + (size_t)(t - t0) / 4 * 24, w, (size_t)K,
+          avx512_tiles[R - 1][nt - 1](&o, save + (size_t)(t - t0) / 4 * 24, w, (size_t)K,
                                      X + (size_t)t * ldx, ldx, k0, k1, K,
                                      next ? next + (size_t)p0 * K : NULL, (size_t)K, npf);
-          if (k1 == K) avx512_store_block(out + (size_t)t * ldo, ldo, r, res, nt, R, bias, mode);
         }
       }
     }
@@ -1361,6 +1419,7 @@ VNNI_FN static void q8_slice_token(__m512i *dst, const GPTQ8Act *X, int t, int K
 #define Q8_GEMM_ROWS vnni_gemm_q8_rows
 #define Q8_PAIR_DOT vnni_q8_pair_dot
 #define Q8_SLICE_TILE vnni_slice_tile_q8
+#define Q8_SLICE_TILES vnni_slice_tiles_q8
 #define Q8_GEMM vnni_gemm_q8
 #define Q8_GEMV vnni_gemv_q8
 #include "kernels_q8_tile.h"

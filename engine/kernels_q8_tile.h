@@ -156,7 +156,7 @@ Q8_TILE_FN static void Q8_GEMM_ROWS(float *out, size_t ldo, const uint8_t *W,
           AVX512_TILE_Q8_CASE(3, 1) AVX512_TILE_Q8_CASE(2, 2) AVX512_TILE_Q8_CASE(2, 1)
           AVX512_TILE_Q8_CASE(1, 2) default: Q8_TILE(res, w, ld, X, t, K, 1, 1, 0);
         }
-        store_block(out + (size_t)t * ldo, ldo, r, res, 4, nt, R, bias, mode);
+        avx512_store_block(out + (size_t)t * ldo, ldo, r, res, 4, nt, R, bias, mode);
       }
     }
   }
@@ -164,8 +164,8 @@ Q8_TILE_FN static void Q8_GEMM_ROWS(float *out, size_t ldo, const uint8_t *W,
 
 #if Q8_TILE_VNNI
 /* R repacked rows against NT repacked tokens (see q8_slice_token and
-** q8_slice_row): nc chunks of slices, then np pairs: res (NT, 4). */
-Q8_TILE_FN static ALWAYS_INLINE void Q8_SLICE_TILE(float *res, const __m512i *wr, size_t wstride,
+** q8_slice_row): nc chunks of slices, then np pairs, stored through o. */
+Q8_TILE_FN static ALWAYS_INLINE void Q8_SLICE_TILE(const TileStore *o, const __m512i *wr, size_t wstride,
                                                    const __m512i *xt, size_t xstride, int nc,
                                                    int np, int R, int NT) {
   __m512 acc[3][4];
@@ -211,11 +211,30 @@ Q8_TILE_FN static ALWAYS_INLINE void Q8_SLICE_TILE(float *res, const __m512i *wr
       }
     }
   }
-  avx512_hsum_tile(res, 4, &acc[0][0], 4, NT, R);
+  __m256 rows[3];
+  avx512_tile_rows(rows, &acc[0][0], 4, NT, R);
+  avx512_store_rows(o, rows, NT, R);
 }
 
 #define Q8_SLICE_CASE(R, NT) \
-  case (R) * 4 + (NT): Q8_SLICE_TILE(res, wr, wv, xs + (size_t)(t - t0) * xv, xv, nc, np, R, NT); break;
+  case (R) * 4 + (NT): Q8_SLICE_TILE(o, wr, wstride, xt, xstride, nc, np, R, NT); break;
+
+/* Q8_SLICE_TILE with R and NT constant, in a function of its own: inlined
+** into the gemm's loops, its accumulators went to the stack (see
+** avx512_tile in kernels.c). */
+Q8_TILE_FN static __attribute__((noinline)) void Q8_SLICE_TILES(const TileStore *o,
+                                                                const __m512i *wr,
+                                                                size_t wstride,
+                                                                const __m512i *xt,
+                                                                size_t xstride, int nc, int np,
+                                                                int R, int NT) {
+  switch (R * 4 + NT) {
+    Q8_SLICE_CASE(4, 3) Q8_SLICE_CASE(4, 2) Q8_SLICE_CASE(4, 1) Q8_SLICE_CASE(3, 3)
+    Q8_SLICE_CASE(3, 2) Q8_SLICE_CASE(3, 1) Q8_SLICE_CASE(2, 3) Q8_SLICE_CASE(2, 2)
+    Q8_SLICE_CASE(2, 1) Q8_SLICE_CASE(1, 3) Q8_SLICE_CASE(1, 2)
+    default: Q8_SLICE_TILE(o, wr, wstride, xt, xstride, nc, np, 1, 1);
+  }
+}
 
 /* The gemm on slices: each sweep's tokens repacked once, each group of 4
 ** rows once a sweep; falls back to the rows as stored for a small
@@ -235,7 +254,6 @@ Q8_TILE_FN static void Q8_GEMM(float *out, size_t ldo, const uint8_t *W, const G
     Q8_GEMM_ROWS(out, ldo, W, X, T, bias, r0, r1, K, mode);
     return;
   }
-  float res[12];
   Q8SliceIdx ix;
   q8_slice_idx(&ix);
   for (int t0 = 0; t0 < T; t0 += sweep) {
@@ -248,13 +266,8 @@ Q8_TILE_FN static void Q8_GEMM(float *out, size_t ldo, const uint8_t *W, const G
         q8_slice_row(wr + (size_t)i * wv, W + (size_t)(r + i) * ld, K, &ix);
       for (int t = t0; t < t1; t += 3) {
         int nt = t1 - t < 3 ? t1 - t : 3;
-        switch (R * 4 + nt) {
-          Q8_SLICE_CASE(4, 3) Q8_SLICE_CASE(4, 2) Q8_SLICE_CASE(4, 1) Q8_SLICE_CASE(3, 3)
-          Q8_SLICE_CASE(3, 2) Q8_SLICE_CASE(3, 1) Q8_SLICE_CASE(2, 3) Q8_SLICE_CASE(2, 2)
-          Q8_SLICE_CASE(2, 1) Q8_SLICE_CASE(1, 3) Q8_SLICE_CASE(1, 2)
-          default: Q8_SLICE_TILE(res, wr, wv, xs + (size_t)(t - t0) * xv, xv, nc, np, 1, 1);
-        }
-        store_block(out + (size_t)t * ldo, ldo, r, res, 4, nt, R, bias, mode);
+        TileStore o = {out + (size_t)t * ldo, ldo, r, bias, mode};
+        Q8_SLICE_TILES(&o, wr, wv, xs + (size_t)(t - t0) * xv, xv, nc, np, R, nt);
       }
     }
   }
@@ -295,6 +308,7 @@ Q8_TILE_FN static void Q8_GEMV(float *y, const uint8_t *W, const GPTQ8Act *x,
 #undef Q8_GEMM_ROWS
 #undef Q8_PAIR_DOT
 #undef Q8_SLICE_TILE
+#undef Q8_SLICE_TILES
 #undef Q8_GEMM
 #undef Q8_GEMV
 #undef Q8_ROW_ONLY
