@@ -1131,7 +1131,6 @@ AVX512_FN static void avx512_gemm_f32_rows(float *out, size_t ldo, const float *
         int nt = t1 - t < 4 ? t1 - t : 4, p0 = 0, npf = t == t0 ? R : 0;
         TileStore o = {out + (size_t)t * ldo, ldo, r, bias, mode};
         if (spread) pf_share(R, (t - t0) / 4, nj, &p0, &npf);
-        if (r + ahead >= r1) npf = 0;
         avx512_tiles[R - 1][nt - 1](&o, NULL, w, (size_t)K, X + (size_t)t * ldx, ldx, 0, K, K,
                                    w + (size_t)(ahead + p0) * K, (size_t)K, npf);
       }
@@ -1160,15 +1159,14 @@ AVX512_FN static void avx512_gemm_f32_kblock(float *out, size_t ldo, const float
       for (int k0 = 0; k0 < K; k0 += kb) {
         int k1 = K - k0 <= kb ? K : k0 + kb;
         /* what comes next: this group's next block, or the next group's first */
-        const float *next = k1 < K ? w + k1 : r + 6 < r1 ? w + (size_t)6 * K : NULL;
+        const float *next = k1 < K ? w + k1 : w + (size_t)6 * K;
         for (int t = t0; t < t1; t += 4) {
           int nt = t1 - t < 4 ? t1 - t : 4, p0, npf;
           TileStore o = {out + (size_t)t * ldo, ldo, r, bias, mode};
           pf_share(R, (t - t0) / 4, nj, &p0, &npf);
-          if (!next) npf = 0;
           avx512_tiles[R - 1][nt - 1](&o, save + (size_t)(t - t0) / 4 * 24, w, (size_t)K,
                                      X + (size_t)t * ldx, ldx, k0, k1, K,
-                                     next ? next + (size_t)p0 * K : NULL, (size_t)K, npf);
+                                     next + (size_t)p0 * K, (size_t)K, npf);
         }
       }
     }
