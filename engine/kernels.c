@@ -1001,14 +1001,15 @@ AVX512_FN static void avx512_gemv_f16(float *y, const uint16_t *W, const float *
 ** that a token's value is the one the gemv gives it. The accumulators start
 ** from zero (k0 = 0) or from save, and go back to save (k1 < K) or are
 ** summed, with the scalar tail, and stored through o (k1 = K); k0 and, but
-** at K, k1 are multiples of 16. pf: npf rows (pld apart) further on, touched a line a
-** step at k - k0, so that a decode step of a few tokens reads each row from
-** memory once.
-** The k loop walks pointers, the rows 3 and 4 beyond them one and two
-** strides on, so that its addresses take 9 registers, and it runs in a
-** function of its own (avx512_tiles): inlined into the gemm's loops, GCC
-** kept the row offsets and the touch tests on the stack, and read them
-** every step (16 tokens of K 768 in cache: 74-88 -> 88-96 GFLOP/s a core). */
+** at K, k1 are multiples of 16. pf: npf rows (pld apart) further on,
+** touched a line a step at k - k0, so that a decode step of a few tokens
+** reads each row from memory once.
+** The k loop walks pointers: one for rows 0-2 and one for rows 3-5 (the
+** others one and two strides on), two for the tokens, so that its
+** addresses take 9 registers; and it runs in a function of its own
+** (avx512_tiles): inlined into the gemm's loops, GCC kept the row offsets
+** and the touch tests on the stack, and read them every step (16 tokens of
+** K 768 in cache: 74-88 -> 88-96 GFLOP/s a core). */
 AVX512_FN static ALWAYS_INLINE void avx512_tile(const TileStore *o, __m512 *save, const float *W,
                                                 size_t ld, const float *X, size_t ldx, int k0,
                                                 int k1, int K, int R, int NT, const float *pf,
@@ -1056,9 +1057,10 @@ AVX512_FN static ALWAYS_INLINE void avx512_tile(const TileStore *o, __m512 *save
     }
 }
 
-/* store_block for a tile of an AVX-512 gemm (res (nt, rs), R <= 8): a
-** masked vector a token, the same additions as store_row's (one float at a
-** time, with the mode test in the loop, it took 5% of the f32 gemm). */
+/* store_block for a tile of the AVX-512 q8_0 gemm on rows as stored (res
+** (nt, rs), R <= 8): a masked vector a token, the same additions as
+** store_row's (one float at a time, with the mode test in the loop, it
+** took 5% of the f32 gemm when that stored through res too). */
 AVX512_FN static void avx512_store_block(float *out, size_t ldo, int r, const float *res, int rs,
                                          int nt, int R, const float *bias, int mode) {
   __mmask8 m = (__mmask8)((1u << R) - 1);
@@ -1071,9 +1073,9 @@ AVX512_FN static void avx512_store_block(float *out, size_t ldo, int r, const fl
   }
 }
 
-typedef void (*Avx512Tile)(const TileStore *o, __m512 *save, const float *W, size_t ld, const float *X,
-                           size_t ldx, int k0, int k1, int K, const float *pf, size_t pld,
-                           int npf);
+typedef void (*Avx512Tile)(const TileStore *o, __m512 *save, const float *W, size_t ld,
+                           const float *X, size_t ldx, int k0, int k1, int K, const float *pf,
+                           size_t pld, int npf);
 
 /* avx512_tile with R and NT constant, so that its loops unroll into
 ** registers; a function each, not inlined (see avx512_tile). */
@@ -1116,7 +1118,10 @@ static inline void pf_share(int R, int j, int nj, int *p0, int *pn) {
 /* The gemm's loops: tokens in sweeps, rows in groups of 6, tokens in
 ** groups of 4. The tiles of a group touch the rows ahead: the first tile all
 ** of them (spread 0), or each tile a share of them (spread 1; see
-** avx512_gemm_f32). */
+** avx512_gemm_f32). The rows ahead may lie past r1, in the next 96-row chunk
+** of a product, which the member most often takes next, or past the tensor:
+** a prefetch never faults. Within r1 only, the first 12 rows of each chunk
+** came from memory on demand, an eighth of a gpt_batch step's weights. */
 AVX512_FN static void avx512_gemm_f32_rows(float *out, size_t ldo, const float *W,
                                            const float *X, size_t ldx, int T,
                                            const float *bias, int r0, int r1, int K, int mode,

@@ -3,8 +3,8 @@
 ** Q8_TILE_VNNI 0 (AVX-512 BW: maddubs and madd on |x| and sign-adjusted
 ** weights) and 1 (AVX-512 VNNI: vpdpbusd on w + 128 and x, less 128 times
 ** the sum of x). Defines, under the names the includer gives, Q8_PAIR_DOT,
-** Q8_CHUNK, Q8_TILE, Q8_GEMM_ROWS, Q8_SLICE_TILE (VNNI), Q8_GEMM and
-** Q8_GEMV, with attributes Q8_TILE_FN. The includer also says how rows
+** Q8_CHUNK, Q8_TILE, Q8_GEMM_ROWS, Q8_SLICE_TILE and Q8_SLICE_TILES (VNNI),
+** Q8_GEMM and Q8_GEMV, with attributes Q8_TILE_FN. The includer also says how rows
 ** are stored: Q8_ROW_BYTES a block, Q8_ROW_PAIR(blk, m) two blocks' values
 ** as int8 (q8_load_pair's layout), Q8_ROW_SCALES(blk) sixteen blocks'
 ** scales and Q8_ROW_PAIR_WSCALES(blk, m) a pair's; with Q8_ROW_ONLY only
