@@ -1058,19 +1058,16 @@ AVX512_FN static ALWAYS_INLINE void avx512_tile(const TileStore *o, __m512 *save
 }
 
 /* store_block for a tile of the AVX-512 q8_0 gemm on rows as stored (res
-** (nt, rs), R <= 8): a masked vector a token, the same additions as
-** store_row's (one float at a time, with the mode test in the loop, it
-** took 5% of the f32 gemm when that stored through res too). */
+** (nt, rs), nt <= 4, R <= 8): each token's sums loaded as a vector and
+** stored by avx512_store_rows (one float at a time, with the mode test in
+** the loop, it took 5% of the f32 gemm when that stored through res too). */
 AVX512_FN static void avx512_store_block(float *out, size_t ldo, int r, const float *res, int rs,
                                          int nt, int R, const float *bias, int mode) {
   __mmask8 m = (__mmask8)((1u << R) - 1);
-  __m256 b = bias ? _mm256_maskz_loadu_ps(m, bias + r) : _mm256_setzero_ps();
-  for (int t = 0; t < nt; t++) {
-    float *y = out + (size_t)t * ldo + r;
-    __m256 v = _mm256_add_ps(_mm256_maskz_loadu_ps(m, res + t * rs), b);
-    if (mode == GPT_GEMV_ADD) v = _mm256_add_ps(_mm256_maskz_loadu_ps(m, y), v);
-    _mm256_mask_storeu_ps(y, m, v);
-  }
+  TileStore o = {out, ldo, r, bias, mode};
+  __m256 rows[4];
+  for (int t = 0; t < nt; t++) rows[t] = _mm256_maskz_loadu_ps(m, res + t * rs);
+  avx512_store_rows(&o, rows, nt, R);
 }
 
 typedef void (*Avx512Tile)(const TileStore *o, __m512 *save, const float *W, size_t ld,

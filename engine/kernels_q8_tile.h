@@ -3,11 +3,11 @@
 ** Q8_TILE_VNNI 0 (AVX-512 BW: maddubs and madd on |x| and sign-adjusted
 ** weights) and 1 (AVX-512 VNNI: vpdpbusd on w + 128 and x, less 128 times
 ** the sum of x). Defines, under the names the includer gives, Q8_PAIR_DOT,
-** Q8_CHUNK, Q8_TILE, Q8_GEMM_ROWS, Q8_SLICE_TILE and Q8_SLICE_TILES (VNNI),
-** Q8_GEMM and Q8_GEMV, with attributes Q8_TILE_FN. The includer also says how rows
-** are stored: Q8_ROW_BYTES a block, Q8_ROW_PAIR(blk, m) two blocks' values
-** as int8 (q8_load_pair's layout), Q8_ROW_SCALES(blk) sixteen blocks'
-** scales and Q8_ROW_PAIR_WSCALES(blk, m) a pair's; with Q8_ROW_ONLY only
+** Q8_CHUNK, Q8_TILE, Q8_GEMM_ROWS, Q8_SLICE_TILE and Q8_SLICE_TILES
+** (VNNI), Q8_GEMM and Q8_GEMV, with attributes Q8_TILE_FN. The includer
+** also says how rows are stored: Q8_ROW_BYTES a block, Q8_ROW_PAIR(blk, m)
+** two blocks' values as int8 (q8_load_pair's layout), Q8_ROW_SCALES(blk)
+** sixteen blocks' scales and Q8_ROW_PAIR_WSCALES(blk, m) a pair's; with Q8_ROW_ONLY only
 ** the tile and the gemv are defined (q4_0 rows, whose values n - 8 are
 ** q8_0 values, so that their gemm can be q8_0's on rows converted). The
 ** header undefines all of these at its end.
@@ -165,9 +165,10 @@ Q8_TILE_FN static void Q8_GEMM_ROWS(float *out, size_t ldo, const uint8_t *W,
 #if Q8_TILE_VNNI
 /* R repacked rows against NT repacked tokens (see q8_slice_token and
 ** q8_slice_row): nc chunks of slices, then np pairs, stored through o. */
-Q8_TILE_FN static ALWAYS_INLINE void Q8_SLICE_TILE(const TileStore *o, const __m512i *wr, size_t wstride,
-                                                   const __m512i *xt, size_t xstride, int nc,
-                                                   int np, int R, int NT) {
+Q8_TILE_FN static ALWAYS_INLINE void Q8_SLICE_TILE(const TileStore *o, const __m512i *wr,
+                                                   size_t wstride, const __m512i *xt,
+                                                   size_t xstride, int nc, int np, int R,
+                                                   int NT) {
   __m512 acc[3][4];
   _Pragma("GCC unroll 3") for (int t = 0; t < NT; t++)
     _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) acc[t][i] = _mm512_setzero_ps();
