@@ -19,7 +19,9 @@
 **          sign (maddubs), and the pairs' sums are multiplied by the
 **          sub-block's int8 scale in the same step (madd with the scales in
 **          place of ones), so both 16-value halves of an activation block
-**          come out as one integer sum per lane
+**          come out as one integer sum per lane; with VNNI the values
+**          go in as stored, 0..63, and 32 (sum of q over 16) x the scale
+**          comes off once per super-block
 **
 ** Rows are read one at a time, in order (see avx2_gemv_f16 in kernels.c),
 ** PF_BYTES ahead in the weight stream prefetched. A row's result does not
@@ -52,6 +54,7 @@
 #define PREFETCH_L2(p) __builtin_prefetch((const void *)(p), 0, 2)
 #define PF_BYTES 4096
 #define Q4_TILE_T 4 /* tokens a gemm tile shares a row's unpacked blocks with */
+#define Q4_SWEEP_MAX 64 /* tokens a gemm sweep holds at most */
 
 /* A little-endian 16-bit value at p. */
 static inline uint16_t le16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
@@ -205,7 +208,7 @@ static const GPTQ4Kernels kPortable = {
 ** fast as 6. */
 static int q4_sweep(int K) {
   int n = 12288 / (K > 0 ? K : 1);
-  return n < Q4_TILE_T ? Q4_TILE_T : n > 64 ? 64 : n / Q4_TILE_T * Q4_TILE_T;
+  return n < Q4_TILE_T ? Q4_TILE_T : n > Q4_SWEEP_MAX ? Q4_SWEEP_MAX : n / Q4_TILE_T * Q4_TILE_T;
 }
 
 /* A row function (a tile of one token), for the gemv. */
@@ -235,15 +238,16 @@ static int q4_sweep(int K) {
                         const float *bias, int r0, int r1, int K, int mode) {                 \
     int nb = K / BLOCK, sweep = q4_sweep(K);                                                  \
     size_t ld = (size_t)nb * BYTES;                                                           \
-    GPTQ4Act x[Q4_TILE_T];                                                                    \
+    GPTQ4Act xs[Q4_SWEEP_MAX];                                                                \
     float res[Q4_TILE_T];                                                                     \
     for (int t0 = 0; t0 < T; t0 += sweep) {                                                   \
       int t1 = t0 + sweep < T ? t0 + sweep : T;                                               \
+      for (int t = t0; t < t1; t++) xs[t - t0] = gpt_q4_act_token(X, t, K);                   \
       for (int r = r0; r < r1; r++) {                                                         \
         const uint8_t *w = W + r * ld;                                                        \
         for (int t = t0; t < t1; t += Q4_TILE_T) {                                            \
           int nt = t1 - t < Q4_TILE_T ? t1 - t : Q4_TILE_T;                                   \
-          for (int j = 0; j < nt; j++) x[j] = gpt_q4_act_token(X, t + j, K);                  \
+          const GPTQ4Act *x = xs + (t - t0);                                                  \
           switch (nt) {                                                                       \
             case 4: TILE(w, x, 4, nb, res); break;                                            \
             case 3: TILE(w, x, 3, nb, res); break;                                            \
@@ -499,6 +503,29 @@ VNNI_FN static ALWAYS_INLINE __m512i vnni_madd_acc(__m512i acc, __m512i p, __m51
   return _mm512_dpwssd_epi32(acc, p, s);
 }
 
+/* The sums of a tile's four accumulators, (a, b, c, d) -> (4,), in one
+** tree: lane pairs, then the four 128-bit blocks. Each sum's order does not
+** depend on the others, so a token alone (the gemv, zeros beside it) gets
+** the bits it gets in a tile of four. */
+AVX512_FN static ALWAYS_INLINE __m128 avx512_hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
+  __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+  __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+  __m512 u = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
+                           _mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
+  __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(u), 1));
+  __m256 h = _mm256_add_ps(_mm512_castps512_ps256(u), hi);
+  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+/* res (nt,) = the sums of acc (nt,) by avx512_hsum4, the unused ones 0. */
+AVX512_FN static ALWAYS_INLINE void avx512_tile_sums(const __m512 *acc, int nt, float *res) {
+  const __m512 z = _mm512_setzero_ps();
+  float r4[4];
+  _mm_storeu_ps(r4, avx512_hsum4(acc[0], nt > 1 ? acc[1] : z, nt > 2 ? acc[2] : z,
+                                 nt > 3 ? acc[3] : z));
+  for (int t = 0; t < nt; t++) res[t] = r4[t];
+}
+
 /* q4_k against the activation's qp (blocks 0 2 1 3 4 6 5 7 of each 256):
 ** 64 bytes of nibbles (two pairs of sub-blocks) are one load, whose low
 ** nibbles are sub-blocks 0 and 2 (or 4 and 6) and high nibbles 1 and 3 (5
@@ -554,7 +581,8 @@ VNNI_FN static ALWAYS_INLINE __m512i vnni_madd_acc(__m512i acc, __m512i p, __m51
       }                                                                                       \
     }                                                                                         \
     _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++)                                      \
-      res[t] = _mm512_reduce_add_ps(acc[t]) - hsum256(accm[t]);                               \
+      acc[t] = _mm512_sub_ps(acc[t], _mm512_zextps256_ps512(accm[t]));                        \
+    avx512_tile_sums(acc, nt, res);                                                           \
   }
 
 
@@ -622,11 +650,69 @@ GEMV(vnni_gemv_q4_k, VNNI_FN, vnni_row_q4_k, GPT_QK_K, GPT_Q4_K_BYTES)
         acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(dd), _mm512_cvtepi32_ps(isum[t]), acc[t]);    \
       }                                                                                       \
     }                                                                                         \
-    _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) res[t] = _mm512_reduce_add_ps(acc[t]); \
+    avx512_tile_sums(acc, nt, res);                                                           \
   }
 
 Q6_K_TILE(avx512_tile_q6_k, AVX512_FN, avx512_madd_acc)
-Q6_K_TILE(vnni_tile_q6_k, VNNI_FN, vnni_madd_acc)
+
+/* q6_k with VNNI: the values as stored, 0..63, are unsigned bytes against
+** the signed q (vpdpbusd, four products a lane: |sum| <= 4 * 63 * 127, so
+** a half's two steps pack into int16 lanes without saturating); the packed
+** sums times their scales (vpdpwssd) go into the super-block's int32 sums,
+** and the offset of 32 comes off once per super-block as 32 times the
+** scales times the activation's sums of 16 (one vpdpwssd). The integers
+** are the tile above's, without its sign fixing. */
+VNNI_FN static ALWAYS_INLINE void vnni_tile_q6_k(const uint8_t *row, const GPTQ4Act *x, int nt,
+                                                int nb, float *res) {
+  __m512 acc[Q4_TILE_T];
+  const __m512i m4 = _mm512_set1_epi8(15), m2 = _mm512_set1_epi8(0x30);
+  const __m512i shl = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
+  const __m512i shr = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+  /* after vpackssdw, int16 lanes 8L..8L+3 of 128-bit lane L hold step 2h's
+  ** sub-block L, lanes 8L+4..8L+7 step 2h+1's: scales 8h + L and 8h + 4 + L */
+  const __m512i pick = _mm512_set_epi16(7, 7, 7, 7, 3, 3, 3, 3, 6, 6, 6, 6, 2, 2, 2, 2,
+                                        5, 5, 5, 5, 1, 1, 1, 1, 4, 4, 4, 4, 0, 0, 0, 0);
+  const __m512i k8 = _mm512_set1_epi16(8), kMinus32 = _mm512_set1_epi16(-32);
+  _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
+  for (int i = 0; i < nb; i++) {
+    const uint8_t *blk = row + (size_t)i * GPT_Q6_K_BYTES;
+    PREFETCH_L2(blk + PF_BYTES);
+    PREFETCH_L2(blk + PF_BYTES + 64);
+    PREFETCH_L2(blk + PF_BYTES + 128);
+    PREFETCH_L2(blk + PF_BYTES + 192);
+    __m512i sc16 = _mm512_zextsi256_si512(
+        _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 192))));
+    __m512i off = _mm512_mullo_epi16(sc16, kMinus32); /* lanes 16-31 stay 0 */
+    __m512i isum[Q4_TILE_T];
+    _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++)
+      isum[t] = _mm512_dpwssd_epi32(_mm512_setzero_si512(),
+                                    _mm512_zextsi256_si512(_mm256_loadu_si256(
+                                        (const __m256i *)(x[t].qsum + 16 * i))),
+                                    off);
+    _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
+      __m512i ql = _mm512_loadu_si512((const void *)(blk + 64 * h));
+      __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * h)));
+      __m512i w0 = _mm512_or_si512(_mm512_and_si512(ql, m4),
+                                   _mm512_and_si512(_mm512_sllv_epi16(qh, shl), m2));
+      __m512i w1 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
+                                   _mm512_and_si512(_mm512_srlv_epi16(qh, shr), m2));
+      __m512i scale = _mm512_permutexvar_epi16(h ? _mm512_add_epi16(pick, k8) : pick, sc16);
+      _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {
+        const int8_t *q = x[t].q + (size_t)i * GPT_QK_K + 128 * h;
+        __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w0, _mm512_loadu_si512((const void *)q));
+        __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w1,
+                                         _mm512_loadu_si512((const void *)(q + 64)));
+        isum[t] = _mm512_dpwssd_epi32(isum[t], _mm512_packs_epi32(s0, s1), scale);
+      }
+    }
+    float dw = _cvtsh_ss(le16(blk + 208));
+    _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {
+      float dd = dw * x[t].d[8 * i];
+      acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(dd), _mm512_cvtepi32_ps(isum[t]), acc[t]);
+    }
+  }
+  avx512_tile_sums(acc, nt, res);
+}
 ROW_OF_TILE(avx512_row_q6_k, AVX512_FN, avx512_tile_q6_k)
 ROW_OF_TILE(vnni_row_q6_k, VNNI_FN, vnni_tile_q6_k)
 GEMV(avx512_gemv_q6_k, AVX512_FN, avx512_row_q6_k, GPT_QK_K, GPT_Q6_K_BYTES)
@@ -719,13 +805,14 @@ int gpt_q4_act_alloc(GPTQ4Act *a, size_t n) {
   a->qp = malloc(n + 64);
   a->d = malloc(nb * sizeof(float));
   a->sum = malloc(nb * sizeof(float));
-  if (a->q && a->aq && a->qp && a->d && a->sum) return 0;
+  a->qsum = malloc((n / 16 + 1) * sizeof(int16_t));
+  if (a->q && a->aq && a->qp && a->d && a->sum && a->qsum) return 0;
   gpt_q4_act_free(a);
   return -1;
 }
 
 void gpt_q4_act_free(GPTQ4Act *a) {
-  free(a->q); free(a->aq); free(a->qp); free(a->d); free(a->sum);
+  free(a->q); free(a->aq); free(a->qp); free(a->d); free(a->sum); free(a->qsum);
   memset(a, 0, sizeof(*a));
 }
 
@@ -817,6 +904,11 @@ void gpt_q4_quantize_act(GPTQ4Act *a, int dtype, const float *x, int K) {
       static const int kOrder[8] = {0, 2, 1, 3, 4, 6, 5, 7};
       for (int b = 0; b < 8; b++)
         memcpy(a->qp + (size_t)i * GPT_QK_K + 32 * b, a->q + (size_t)i * GPT_QK_K + 32 * kOrder[b], 32);
+      for (int g = 0; g < GPT_QK_K / 16; g++) {
+        int s16 = 0;
+        for (int j = 0; j < 16; j++) s16 += q[16 * g + j];
+        a->qsum[(size_t)i * (GPT_QK_K / 16) + g] = (int16_t)s16; /* |s16| <= 16 * 127 */
+      }
     }
   }
 #ifdef GPT_X86

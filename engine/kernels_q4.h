@@ -58,6 +58,8 @@ typedef struct GPTQ4Act {
                   ** last 16 (the AVX-512 VNNI kernels') */
   float *d;       /* (K/32,) scale of each block (for k-quants, of its 256) */
   float *sum;     /* (K/32,) d * the sum of the block's q */
+  int16_t *qsum;  /* (K/16,) for k-quants, the sum of each 16 values of q
+                  ** (q6_k's offset of 32, taken off once per super-block) */
 } GPTQ4Act;
 
 typedef struct GPTQ4Kernels {
@@ -110,7 +112,7 @@ int gpt_q4_gemv(const GPTQ4Kernels *k, int dtype, float *y, const uint8_t *W,
 ** allocated for T * K values. */
 static inline GPTQ4Act gpt_q4_act_token(const GPTQ4Act *X, int t, int K) {
   size_t v = (size_t)t * K, b = (size_t)t * (K / 32);
-  GPTQ4Act a = {X->q + v, X->aq + v, X->qp + v, X->d + b, X->sum + b};
+  GPTQ4Act a = {X->q + v, X->aq + v, X->qp + v, X->d + b, X->sum + b, X->qsum + v / 16};
   return a;
 }
 /* out (T, ldo), rows r0..r1 of each token, for T tokens quantized into X

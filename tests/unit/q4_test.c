@@ -297,12 +297,17 @@ static void test_act(void) {
     for (int j = 0; j < 32; j++) sum += a.q[32 * b + j];
     ok &= a.sum[b] == a.d[b] * (float)sum;
   }
-  check(ok, "k-quant act: scale per 256, q within half a step, qp, sums", "-", K, 0);
+  for (int g = 0; g < K / 16; g++) {
+    int sum = 0;
+    for (int j = 0; j < 16; j++) sum += a.q[16 * g + j];
+    ok &= a.qsum[g] == sum;
+  }
+  check(ok, "k-quant act: scale per 256, q within half a step, qp, sums of 32 and 16", "-", K, 0);
   /* a count no allocation can hold is refused, not wrapped, and leaves
   ** nothing held */
   GPTQ4Act big;
   check(gpt_q4_act_alloc(&big, SIZE_MAX) == -1 && !big.q && !big.aq && !big.qp && !big.d &&
-            !big.sum,
+            !big.sum && !big.qsum,
         "act alloc of SIZE_MAX values refused", "-", 0, 0);
   /* the bytes are lrintf(x / d) clamped to +-127, whichever path the CPU
   ** takes, ties, NaN and infinities included (a block of NaNs and infinities
