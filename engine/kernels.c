@@ -1269,6 +1269,8 @@ AVX512_FN static ALWAYS_INLINE __m512 q8_chunk_scales(const uint8_t *blk) {
 #define Q8_ROW_VECS 9
 /* The VNNI gemm repacks from this many tokens (fewer go on rows as stored). */
 #define Q8_SLICE_MIN_T 4
+/* and repacks at most this many rows at a time (96 of K 768: 102 KB) */
+#define Q8_SLICE_ROWS 96
 
 /* The permutations of q8_slices, built once a gemm call. */
 typedef struct Q8SliceIdx { __m512i a[2], c[2], d[2]; } Q8SliceIdx;
@@ -1335,26 +1337,59 @@ static inline size_t q8_token_vecs(int K) {
   return (size_t)(nb / 16) * Q8_TOKEN_VECS + (size_t)((nb % 16 + 1) / 2) * 3;
 }
 
-/* Row w (K values as stored) repacked: per chunk of 16 blocks its slices as
-** w + 128 (unsigned, for vpdpbusd) and its scales, lane order; then per
-** pair of the last blocks its quants as w + 128 and its scales, 8 lanes
-** each (0 for an absent block). dst (q8_row_vecs(K),). */
-AVX512_FN static void q8_slice_row(__m512i *dst, const uint8_t *w, int K, const Q8SliceIdx *ix) {
-  int nb = K / GPT_Q8_BLOCK, b = 0;
+/* A pair of q4_0 blocks' values as int8 in q8_load_pair's layout: block
+** b's 32 values (low nibbles, then high) in bytes 0-31, block b + 1's in
+** 32-63, zeros when it is absent (m < 2). */
+AVX512_FN static ALWAYS_INLINE __m512i q4_0_load_pair(const uint8_t *blk, int m) {
+  const __m512i shift = _mm512_set_epi64(4, 4, 0, 0, 4, 4, 0, 0);
+  __m128i a = _mm_loadu_si128((const __m128i *)(blk + 2));
+  __m128i b = m >= 2 ? _mm_loadu_si128((const __m128i *)(blk + GPT_Q4_0_BYTES + 2))
+                     : _mm_setzero_si128();
+  __m512i t = _mm512_castsi256_si512(_mm256_set_m128i(b, a));
+  t = _mm512_shuffle_i64x2(t, t, _MM_SHUFFLE(1, 1, 0, 0));
+  __m512i v = _mm512_sub_epi8(_mm512_and_si512(_mm512_srlv_epi64(t, shift), _mm512_set1_epi8(15)),
+                              _mm512_set1_epi8(8));
+  return m >= 2 ? v : _mm512_inserti64x4(v, _mm256_setzero_si256(), 1);
+}
+
+/* The f32 scales of 16 q4_0 blocks from blk, in block order. */
+AVX512_FN static ALWAYS_INLINE __m512 q4_0_chunk_scales(const uint8_t *blk) {
+  return q8_scales16(blk, GPT_Q4_0_BYTES);
+}
+
+/* The scales of a pair of q4_0 blocks, as q8_pair_wscales. */
+AVX512_FN static ALWAYS_INLINE __m512 q4_0_pair_wscales(const uint8_t *blk, int m) {
+  return q8_pair_lanes(_cvtsh_ss(q8_scale_bits(blk)),
+                       m >= 2 ? _cvtsh_ss(q8_scale_bits(blk + GPT_Q4_0_BYTES)) : 0.0f);
+}
+
+/* Row w (K values as stored: q8_0 blocks, or q4_0 with q4 set) repacked:
+** per chunk of 16 blocks its slices as w + 128 (unsigned, for vpdpbusd)
+** and its scales, lane order; then per pair of the last blocks its quants
+** as w + 128 and its scales, 8 lanes each (0 for an absent block). A q4_0
+** block's values n - 8 are q8_0 values, so both give the same slices as
+** q8_0 rows converted from them. dst (q8_row_vecs(K),). */
+AVX512_FN static ALWAYS_INLINE void slice_row(__m512i *dst, const uint8_t *w, int K,
+                                              const Q8SliceIdx *ix, int q4) {
+  int nb = K / GPT_Q8_BLOCK, b = 0, bytes = q4 ? GPT_Q4_0_BYTES : GPT_Q8_BYTES;
   const __m512i order = q8_lane_order(), bias = _mm512_set1_epi8((char)0x80);
   for (; b + 16 <= nb; b += 16, dst += Q8_ROW_VECS) {
-    const uint8_t *blk = w + (size_t)b * GPT_Q8_BYTES;
+    const uint8_t *blk = w + (size_t)b * bytes;
     __m512i v[8], sl[8];
-    for (int j = 0; j < 8; j++) v[j] = q8_load_pair(blk + j * 2 * GPT_Q8_BYTES + 2, GPT_Q8_BYTES, 2);
+    for (int j = 0; j < 8; j++)
+      v[j] = q4 ? q4_0_load_pair(blk + j * 2 * bytes, 2)
+                : q8_load_pair(blk + j * 2 * bytes + 2, GPT_Q8_BYTES, 2);
     q8_slices(sl, v, ix);
     for (int s = 0; s < 8; s++) _mm512_store_si512(dst + s, _mm512_xor_si512(sl[s], bias));
-    _mm512_store_si512(dst + 8, _mm512_castps_si512(
-                                    _mm512_permutexvar_ps(order, q8_chunk_scales(blk))));
+    __m512 sc = q4 ? q4_0_chunk_scales(blk) : q8_chunk_scales(blk);
+    _mm512_store_si512(dst + 8, _mm512_castps_si512(_mm512_permutexvar_ps(order, sc)));
   }
   for (; b < nb; b += 2, dst += 2) {
-    const uint8_t *blk = w + (size_t)b * GPT_Q8_BYTES;
-    _mm512_store_si512(dst, _mm512_xor_si512(q8_load_pair(blk + 2, GPT_Q8_BYTES, nb - b), bias));
-    _mm512_store_si512(dst + 1, _mm512_castps_si512(q8_pair_wscales(blk, nb - b)));
+    const uint8_t *blk = w + (size_t)b * bytes;
+    __m512i v = q4 ? q4_0_load_pair(blk, nb - b) : q8_load_pair(blk + 2, GPT_Q8_BYTES, nb - b);
+    __m512 sc = q4 ? q4_0_pair_wscales(blk, nb - b) : q8_pair_wscales(blk, nb - b);
+    _mm512_store_si512(dst, _mm512_xor_si512(v, bias));
+    _mm512_store_si512(dst + 1, _mm512_castps_si512(sc));
   }
 }
 
@@ -1420,6 +1455,7 @@ VNNI_FN static void q8_slice_token(__m512i *dst, const GPTQ8Act *X, int t, int K
 #define Q8_PAIR_DOT vnni_q8_pair_dot
 #define Q8_SLICE_TILE vnni_slice_tile_q8
 #define Q8_SLICE_TILES vnni_slice_tiles_q8
+#define Q8_SLICE_GEMM vnni_slice_gemm
 #define Q8_GEMM vnni_gemm_q8
 #define Q8_GEMV vnni_gemv_q8
 #include "kernels_q8_tile.h"
@@ -1430,32 +1466,6 @@ VNNI_FN static void q8_slice_token(__m512i *dst, const GPTQ8Act *X, int t, int K
 ** the q8_0 tile with these loaders and give, bit for bit, what q8_0 rows
 ** converted from them give (gpt_q4_0_to_q8_0): the q4_0 gemm of the
 ** AVX-512 sets is then the q8_0 gemm on converted rows. */
-
-/* A pair of q4_0 blocks' values as int8 in q8_load_pair's layout: block
-** b's 32 values (low nibbles, then high) in bytes 0-31, block b + 1's in
-** 32-63, zeros when it is absent (m < 2). */
-AVX512_FN static ALWAYS_INLINE __m512i q4_0_load_pair(const uint8_t *blk, int m) {
-  const __m512i shift = _mm512_set_epi64(4, 4, 0, 0, 4, 4, 0, 0);
-  __m128i a = _mm_loadu_si128((const __m128i *)(blk + 2));
-  __m128i b = m >= 2 ? _mm_loadu_si128((const __m128i *)(blk + GPT_Q4_0_BYTES + 2))
-                     : _mm_setzero_si128();
-  __m512i t = _mm512_castsi256_si512(_mm256_set_m128i(b, a));
-  t = _mm512_shuffle_i64x2(t, t, _MM_SHUFFLE(1, 1, 0, 0));
-  __m512i v = _mm512_sub_epi8(_mm512_and_si512(_mm512_srlv_epi64(t, shift), _mm512_set1_epi8(15)),
-                              _mm512_set1_epi8(8));
-  return m >= 2 ? v : _mm512_inserti64x4(v, _mm256_setzero_si256(), 1);
-}
-
-/* The f32 scales of 16 q4_0 blocks from blk, in block order. */
-AVX512_FN static ALWAYS_INLINE __m512 q4_0_chunk_scales(const uint8_t *blk) {
-  return q8_scales16(blk, GPT_Q4_0_BYTES);
-}
-
-/* The scales of a pair of q4_0 blocks, as q8_pair_wscales. */
-AVX512_FN static ALWAYS_INLINE __m512 q4_0_pair_wscales(const uint8_t *blk, int m) {
-  return q8_pair_lanes(_cvtsh_ss(q8_scale_bits(blk)),
-                       m >= 2 ? _cvtsh_ss(q8_scale_bits(blk + GPT_Q4_0_BYTES)) : 0.0f);
-}
 
 /* With VBMI (the q4 VNNI set's CPUs have it): the tail pairs' byte pick
 ** of vbmi_gemv_q4_0, and sixteen scales in five loads and three byte
@@ -1622,13 +1632,18 @@ AVX512_FN static void avx512_gemv_q8(float *y, const uint8_t *W, const GPTQ8Act 
   (v ? vnni_gemv_q8 : avx512_gemv_q8_bw)(y, W, x, bias, r0, r1, K, mode);
 }
 
-/* The q4_0 gemm of the AVX-512 sets: the rows handed converted to q8_0 and
-** run on the q8_0 gemm (VNNI's slices where the CPU has them), which gives
-** each token the q8_0 gemv's bits, the q4_0 gemv's; without memory for the
-** rows, that gemv a token at a time. */
+/* The q4_0 gemm of the AVX-512 sets, which gives each token the q8_0
+** gemv's bits on the rows converted, the q4_0 gemv's: with VNNI, the gemm
+** on slices repacked from the q4_0 rows themselves; otherwise (or for a
+** small batch) the rows handed converted to q8_0 and run on the q8_0 gemm;
+** without memory for either, that gemv a token at a time. */
 void gpt_q4_0_gemm_avx512(float *out, size_t ldo, const uint8_t *W, const GPTQ4Act *X, int T,
                           const float *bias, int r0, int r1, int K, int mode, int vnni) {
   int nb = K / GPT_Q4_0_BLOCK;
+  GPTQ8Act x8 = {X->q, X->aq, X->d};
+  if (vnni && T >= Q8_SLICE_MIN_T &&
+      vnni_slice_gemm(out, ldo, W, &x8, T, bias, r0, r1, K, mode, 1) == 0)
+    return;
   size_t n = (size_t)(r1 - r0);
   uint8_t *rows = n > 0 ? malloc(n * nb * GPT_Q8_BYTES) : NULL;
   if (!rows) {
@@ -1638,7 +1653,6 @@ void gpt_q4_0_gemm_avx512(float *out, size_t ldo, const uint8_t *W, const GPTQ4A
     }
     return;
   }
-  GPTQ8Act x8 = {X->q, X->aq, X->d};
   gpt_q4_0_to_q8_0(rows, W + (size_t)r0 * nb * GPT_Q4_0_BYTES, n * nb);
   avx512_gemm_q8(out + r0, ldo, rows, &x8, T, bias ? bias + r0 : NULL, 0, (int)n, K, mode);
   free(rows);

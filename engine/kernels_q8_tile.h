@@ -3,13 +3,14 @@
 ** Q8_TILE_VNNI 0 (AVX-512 BW: maddubs and madd on |x| and sign-adjusted
 ** weights) and 1 (AVX-512 VNNI: vpdpbusd on w + 128 and x, less 128 times
 ** the sum of x). Defines, under the names the includer gives, Q8_PAIR_DOT,
-** Q8_CHUNK, Q8_TILE, Q8_GEMM_ROWS, Q8_SLICE_TILE and Q8_SLICE_TILES
-** (VNNI), Q8_GEMM and Q8_GEMV, with attributes Q8_TILE_FN. The includer
-** also says how rows are stored: Q8_ROW_BYTES a block, Q8_ROW_PAIR(blk, m)
-** two blocks' values as int8 (q8_load_pair's layout), Q8_ROW_SCALES(blk)
-** sixteen blocks' scales and Q8_ROW_PAIR_WSCALES(blk, m) a pair's; with Q8_ROW_ONLY only
-** the tile and the gemv are defined (q4_0 rows, whose values n - 8 are
-** q8_0 values, so that their gemm can be q8_0's on rows converted). The
+** Q8_CHUNK, Q8_TILE, Q8_GEMM_ROWS, Q8_SLICE_TILE, Q8_SLICE_TILES and
+** Q8_SLICE_GEMM (VNNI), Q8_GEMM and Q8_GEMV, with attributes Q8_TILE_FN.
+** The includer also says how rows are stored: Q8_ROW_BYTES a block,
+** Q8_ROW_PAIR(blk, m) two blocks' values as int8 (q8_load_pair's layout),
+** Q8_ROW_SCALES(blk) sixteen blocks' scales and Q8_ROW_PAIR_WSCALES(blk, m)
+** a pair's; with Q8_ROW_ONLY only the tile and the gemv are defined (q4_0
+** rows, whose values n - 8 are q8_0 values: their gemm is Q8_SLICE_GEMM's
+** on q4_0 rows with VNNI, else q8_0's on rows converted). The
 ** header undefines all of these at its end.
 **
 ** The arithmetic, the same in both sets and in the gemv and the gemm (so
@@ -237,42 +238,55 @@ Q8_TILE_FN static __attribute__((noinline)) void Q8_SLICE_TILES(const TileStore 
   }
 }
 
-/* The gemm on slices: each sweep's tokens repacked once, each group of 4
-** rows once a sweep; falls back to the rows as stored for a small
-** batch or when the buffer cannot be had. */
-Q8_TILE_FN static void Q8_GEMM(float *out, size_t ldo, const uint8_t *W, const GPTQ8Act *X,
-                               int T, const float *bias, int r0, int r1, int K, int mode) {
-  size_t ld = (size_t)(K / GPT_Q8_BLOCK) * GPT_Q8_BYTES;
+/* The gemm on slices, for rows of q8_0 blocks or (q4) of q4_0 blocks:
+** each block of up to Q8_SLICE_ROWS rows repacked once, then each sweep's
+** tokens repacked and met by the block's rows, 4 at a time. A product
+** hands the gemm 96 rows a call, so rows and tokens are each repacked once
+** a call. -1, with nothing written, when the buffer cannot be had. */
+Q8_TILE_FN static int Q8_SLICE_GEMM(float *out, size_t ldo, const uint8_t *W,
+                                    const GPTQ8Act *X, int T, const float *bias, int r0,
+                                    int r1, int K, int mode, int q4) {
   int nb = K / GPT_Q8_BLOCK, nc = nb / 16, np = (nb % 16 + 1) / 2;
+  size_t ld = (size_t)nb * (q4 ? GPT_Q4_0_BYTES : GPT_Q8_BYTES);
   size_t xv = q8_token_vecs(K), wv = q8_row_vecs(K); /* vectors a token, a row */
   int sweep = gemm_sweep(K, 2);
-  __m512i *buf = NULL;
-  if (T >= Q8_SLICE_MIN_T && nb > 0) {
-    size_t vecs = (size_t)(sweep < T ? sweep : T) * xv + 4 * wv;
-    buf = aligned_alloc(64, vecs * 64);
-  }
-  if (!buf) {
-    Q8_GEMM_ROWS(out, ldo, W, X, T, bias, r0, r1, K, mode);
-    return;
-  }
+  int nrow = r1 - r0 < Q8_SLICE_ROWS ? r1 - r0 : Q8_SLICE_ROWS;
+  if (r1 <= r0 || T < 1) return 0;
+  __m512i *buf = nb > 0 ? aligned_alloc(64, ((size_t)nrow * wv +
+                                             (size_t)(sweep < T ? sweep : T) * xv) * 64)
+                        : NULL;
+  if (!buf) return -1;
+  __m512i *wr = buf, *xs = buf + (size_t)nrow * wv;
   Q8SliceIdx ix;
   q8_slice_idx(&ix);
-  for (int t0 = 0; t0 < T; t0 += sweep) {
-    int t1 = t0 + sweep < T ? t0 + sweep : T;
-    __m512i *xs = buf, *wr = buf + (size_t)(t1 - t0) * xv;
-    for (int t = t0; t < t1; t++) q8_slice_token(xs + (size_t)(t - t0) * xv, X, t, K, &ix);
-    for (int r = r0; r < r1; r += 4) {
-      int R = r1 - r < 4 ? r1 - r : 4;
-      for (int i = 0; i < R; i++)
-        q8_slice_row(wr + (size_t)i * wv, W + (size_t)(r + i) * ld, K, &ix);
-      for (int t = t0; t < t1; t += 3) {
-        int nt = t1 - t < 3 ? t1 - t : 3;
-        TileStore o = {out + (size_t)t * ldo, ldo, r, bias, mode};
-        Q8_SLICE_TILES(&o, wr, wv, xs + (size_t)(t - t0) * xv, xv, nc, np, R, nt);
+  for (int rb = r0; rb < r1; rb += Q8_SLICE_ROWS) {
+    int rb1 = r1 - rb < Q8_SLICE_ROWS ? r1 : rb + Q8_SLICE_ROWS;
+    for (int r = rb; r < rb1; r++)
+      slice_row(wr + (size_t)(r - rb) * wv, W + (size_t)r * ld, K, &ix, q4);
+    for (int t0 = 0; t0 < T; t0 += sweep) {
+      int t1 = t0 + sweep < T ? t0 + sweep : T;
+      for (int t = t0; t < t1; t++) q8_slice_token(xs + (size_t)(t - t0) * xv, X, t, K, &ix);
+      for (int r = rb; r < rb1; r += 4) {
+        int R = rb1 - r < 4 ? rb1 - r : 4;
+        for (int t = t0; t < t1; t += 3) {
+          int nt = t1 - t < 3 ? t1 - t : 3;
+          TileStore o = {out + (size_t)t * ldo, ldo, r, bias, mode};
+          Q8_SLICE_TILES(&o, wr + (size_t)(r - rb) * wv, wv, xs + (size_t)(t - t0) * xv, xv, nc,
+                         np, R, nt);
+        }
       }
     }
   }
   free(buf);
+  return 0;
+}
+
+/* The gemm on slices, or on the rows as stored for a small batch or when
+** the buffer cannot be had. */
+Q8_TILE_FN static void Q8_GEMM(float *out, size_t ldo, const uint8_t *W, const GPTQ8Act *X,
+                               int T, const float *bias, int r0, int r1, int K, int mode) {
+  if (T < Q8_SLICE_MIN_T || Q8_SLICE_GEMM(out, ldo, W, X, T, bias, r0, r1, K, mode, 0))
+    Q8_GEMM_ROWS(out, ldo, W, X, T, bias, r0, r1, K, mode);
 }
 #else
 Q8_TILE_FN static void Q8_GEMM(float *out, size_t ldo, const uint8_t *W, const GPTQ8Act *X,
@@ -310,6 +324,7 @@ Q8_TILE_FN static void Q8_GEMV(float *y, const uint8_t *W, const GPTQ8Act *x,
 #undef Q8_PAIR_DOT
 #undef Q8_SLICE_TILE
 #undef Q8_SLICE_TILES
+#undef Q8_SLICE_GEMM
 #undef Q8_GEMM
 #undef Q8_GEMV
 #undef Q8_ROW_ONLY
