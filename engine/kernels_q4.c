@@ -532,64 +532,152 @@ AVX512_FN static ALWAYS_INLINE void avx512_tile_sums(const __m512 *acc, int nt, 
 ** and 7), each against 64 contiguous bytes of qp. maddubs gives int16
 ** pairs; the step's two 6-bit scales, sixteen lanes each (one vpermw),
 ** multiply them into the super-block's int32 sums (madd and add, or VNNI's
-** vpdpwssd), scaled once by d d_x. */
-#define Q4_K_TILE(NAME, ATTR, MADD)                                                           \
+** vpdpwssd), scaled once by d d_x. A super-block is unpacked
+** (q4k_unpack) into what its tokens share, then met by each token
+** (Q4_K_TOKENS); the gemm unpacks each row once and keeps it so. */
+typedef struct Q4KBlock {
+  __m512i lo[2], hi[2];   /* each half's low and high nibbles, as bytes */
+  __m512i slo[2], shi[2]; /* their sub-blocks' scales, 16 int16 lanes each */
+  __m256 mins;            /* the eight mins times dmin */
+  float d;
+} Q4KBlock;
+
+AVX512_FN static ALWAYS_INLINE void q4k_unpack(const uint8_t *blk, Q4KBlock *u) {
+  const __m512i m4 = _mm512_set1_epi8(15);
+  /* int16 lanes 0-15 take scale a, 16-31 scale b: (0, 2), (1, 3), (4, 6), (5, 7) */
+  const __m512i i02 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+  const __m512i i13 = _mm512_inserti64x4(_mm512_set1_epi16(1), _mm256_set1_epi16(3), 1);
+  const __m512i k4 = _mm512_set1_epi16(4);
+  uint8_t sc[8];
+  uint64_t s8;
+  u->mins = avx2_q4k_mins(blk, sc);
+  memcpy(&s8, sc, 8);
+  __m512i sc16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)s8)));
+  _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
+    __m512i v = _mm512_loadu_si512((const void *)(blk + 16 + 64 * h));
+    u->lo[h] = _mm512_and_si512(v, m4);
+    u->hi[h] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+    u->slo[h] = _mm512_permutexvar_epi16(h ? _mm512_add_epi16(i02, k4) : i02, sc16);
+    u->shi[h] = _mm512_permutexvar_epi16(h ? _mm512_add_epi16(i13, k4) : i13, sc16);
+  }
+  u->d = _cvtsh_ss(le16(blk));
+}
+
+/* Super-block i, unpacked in u, against nt tokens: onto acc (the scaled
+** integer sums) and accm (the mins' term). */
+#define Q4_K_TOKENS(NAME, ATTR, MADD)                                                         \
+  ATTR static ALWAYS_INLINE void NAME(const Q4KBlock *u, const GPTQ4Act *x, int nt, int i,    \
+                                      __m512 *acc, __m256 *accm) {                            \
+    _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {                                    \
+      accm[t] = _mm256_fmadd_ps(u->mins, _mm256_loadu_ps(x[t].sum + 8 * i), accm[t]);         \
+      const int8_t *qp = x[t].qp + (size_t)i * GPT_QK_K;                                      \
+      /* two chains of integer sums, added at the end: the same integers */                  \
+      __m512i ilo = _mm512_setzero_si512(), ihi = _mm512_setzero_si512();                     \
+      _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {                                   \
+        __m512i plo = _mm512_maddubs_epi16(u->lo[h], _mm512_loadu_si512((const void *)(qp + 128 * h))); \
+        __m512i phi = _mm512_maddubs_epi16(u->hi[h], _mm512_loadu_si512((const void *)(qp + 128 * h + 64))); \
+        ilo = MADD(ilo, plo, u->slo[h]);                                                      \
+        ihi = MADD(ihi, phi, u->shi[h]);                                                      \
+      }                                                                                       \
+      __m512i isum = _mm512_add_epi32(ilo, ihi);                                              \
+      float dd = u->d * x[t].d[8 * i];                                                        \
+      acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(dd), _mm512_cvtepi32_ps(isum), acc[t]);         \
+    }                                                                                         \
+  }
+
+/* A q4_k row against nt tokens, res (nt,): from the blocks as stored
+** (ROW, the gemv's and the AVX2-era gemm's), or from the row unpacked
+** (UNPACKED, the gemm's). Both do the same arithmetic, so the same bits. */
+#define Q4_K_TILE(NAME, NAME_UNPACKED, ATTR, TOKENS)                                          \
   ATTR static ALWAYS_INLINE void NAME(const uint8_t *row, const GPTQ4Act *x, int nt, int nb,  \
                                       float *res) {                                           \
     __m512 acc[Q4_TILE_T];                                                                    \
     __m256 accm[Q4_TILE_T];                                                                   \
-    const __m512i m4 = _mm512_set1_epi8(15);                                                  \
-    /* int16 lanes 0-15 take scale a, 16-31 scale b: (0, 2), (1, 3), (4, 6), (5, 7) */        \
-    const __m512i i02 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);  \
-    const __m512i i13 = _mm512_inserti64x4(_mm512_set1_epi16(1), _mm256_set1_epi16(3), 1);    \
-    const __m512i k4 = _mm512_set1_epi16(4);                                                  \
     _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {                                    \
       acc[t] = _mm512_setzero_ps();                                                           \
       accm[t] = _mm256_setzero_ps();                                                          \
     }                                                                                         \
     for (int i = 0; i < nb; i++) {                                                            \
       const uint8_t *blk = row + (size_t)i * GPT_Q4_K_BYTES;                                  \
-      uint8_t sc[8];                                                                          \
-      uint64_t s8;                                                                            \
+      Q4KBlock u;                                                                             \
       PREFETCH_L2(blk + PF_BYTES);                                                            \
       PREFETCH_L2(blk + PF_BYTES + 64);                                                       \
       PREFETCH_L2(blk + PF_BYTES + 128);                                                      \
-      __m256 mins = avx2_q4k_mins(blk, sc);                                                   \
-      memcpy(&s8, sc, 8);                                                                     \
-      __m512i sc16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)s8))); \
-      __m512i lo[2], hi[2], slo[2], shi[2];                                                   \
-      _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {                                   \
-        __m512i v = _mm512_loadu_si512((const void *)(blk + 16 + 64 * h));                    \
-        lo[h] = _mm512_and_si512(v, m4);                                                      \
-        hi[h] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);                                \
-        slo[h] = _mm512_permutexvar_epi16(h ? _mm512_add_epi16(i02, k4) : i02, sc16);         \
-        shi[h] = _mm512_permutexvar_epi16(h ? _mm512_add_epi16(i13, k4) : i13, sc16);         \
-      }                                                                                       \
-      float dw = _cvtsh_ss(le16(blk));                                                        \
-      _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {                                  \
-        accm[t] = _mm256_fmadd_ps(mins, _mm256_loadu_ps(x[t].sum + 8 * i), accm[t]);          \
-        const int8_t *qp = x[t].qp + (size_t)i * GPT_QK_K;                                    \
-        __m512i isum = _mm512_setzero_si512();                                                \
-        _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {                                 \
-          __m512i plo = _mm512_maddubs_epi16(lo[h], _mm512_loadu_si512((const void *)(qp + 128 * h))); \
-          __m512i phi = _mm512_maddubs_epi16(hi[h], _mm512_loadu_si512((const void *)(qp + 128 * h + 64))); \
-          isum = MADD(isum, plo, slo[h]);                                                     \
-          isum = MADD(isum, phi, shi[h]);                                                     \
-        }                                                                                     \
-        float dd = dw * x[t].d[8 * i];                                                        \
-        acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(dd), _mm512_cvtepi32_ps(isum), acc[t]);       \
-      }                                                                                       \
+      q4k_unpack(blk, &u);                                                                    \
+      TOKENS(&u, x, nt, i, acc, accm);                                                        \
     }                                                                                         \
+    _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++)                                      \
+      acc[t] = _mm512_sub_ps(acc[t], _mm512_zextps256_ps512(accm[t]));                        \
+    avx512_tile_sums(acc, nt, res);                                                           \
+  }                                                                                           \
+  ATTR static ALWAYS_INLINE void NAME_UNPACKED(const Q4KBlock *row, const GPTQ4Act *x, int nt, \
+                                               int nb, float *res) {                          \
+    __m512 acc[Q4_TILE_T];                                                                    \
+    __m256 accm[Q4_TILE_T];                                                                   \
+    _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {                                    \
+      acc[t] = _mm512_setzero_ps();                                                           \
+      accm[t] = _mm256_setzero_ps();                                                          \
+    }                                                                                         \
+    for (int i = 0; i < nb; i++) TOKENS(row + i, x, nt, i, acc, accm);                        \
     _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++)                                      \
       acc[t] = _mm512_sub_ps(acc[t], _mm512_zextps256_ps512(accm[t]));                        \
     avx512_tile_sums(acc, nt, res);                                                           \
   }
 
+/* Bytes of unpacked rows a gemm keeps at a time (a third of a 1 MB L2). */
+#define Q4K_UNPACKED_BYTES ((size_t)320 << 10)
 
-Q4_K_TILE(avx512_tile_q4_k, AVX512_FN, avx512_madd_acc)
+/* The q4_k gemm on unpacked rows: each block of rows unpacked once (as
+** many as fit Q4K_UNPACKED_BYTES), then met by each sweep's tokens, four
+** at a time; without memory for a block, the gemm on rows as stored. */
+#define Q4_K_GEMM(NAME, ATTR, TILE_UNPACKED, PACKED_GEMM)                                     \
+  ATTR static void NAME(float *out, size_t ldo, const uint8_t *W, const GPTQ4Act *X, int T,  \
+                        const float *bias, int r0, int r1, int K, int mode) {                 \
+    int nb = K / GPT_QK_K, sweep = q4_sweep(K);                                               \
+    size_t ld = (size_t)nb * GPT_Q4_K_BYTES, per = (size_t)nb * sizeof(Q4KBlock);             \
+    int nrow = (int)(Q4K_UNPACKED_BYTES / (per ? per : 1));                                   \
+    nrow = nrow < 1 ? 1 : nrow > r1 - r0 ? r1 - r0 : nrow;                                    \
+    Q4KBlock *buf = nb > 0 && nrow > 0 ? aligned_alloc(64, (size_t)nrow * per) : NULL;        \
+    if (!buf) {                                                                               \
+      PACKED_GEMM(out, ldo, W, X, T, bias, r0, r1, K, mode);                                  \
+      return;                                                                                 \
+    }                                                                                         \
+    GPTQ4Act xs[Q4_SWEEP_MAX];                                                                \
+    float res[Q4_TILE_T];                                                                     \
+    for (int rb = r0; rb < r1; rb += nrow) {                                                  \
+      int rb1 = r1 - rb < nrow ? r1 : rb + nrow;                                              \
+      for (int r = rb; r < rb1; r++)                                                          \
+        for (int i = 0; i < nb; i++)                                                          \
+          q4k_unpack(W + (size_t)r * ld + (size_t)i * GPT_Q4_K_BYTES,                         \
+                     buf + (size_t)(r - rb) * nb + i);                                        \
+      for (int t0 = 0; t0 < T; t0 += sweep) {                                                 \
+        int t1 = t0 + sweep < T ? t0 + sweep : T;                                             \
+        for (int t = t0; t < t1; t++) xs[t - t0] = gpt_q4_act_token(X, t, K);                 \
+        for (int r = rb; r < rb1; r++) {                                                      \
+          const Q4KBlock *u = buf + (size_t)(r - rb) * nb;                                    \
+          for (int t = t0; t < t1; t += Q4_TILE_T) {                                          \
+            int nt = t1 - t < Q4_TILE_T ? t1 - t : Q4_TILE_T;                                 \
+            const GPTQ4Act *x = xs + (t - t0);                                                \
+            switch (nt) {                                                                     \
+              case 4: TILE_UNPACKED(u, x, 4, nb, res); break;                                 \
+              case 3: TILE_UNPACKED(u, x, 3, nb, res); break;                                 \
+              case 2: TILE_UNPACKED(u, x, 2, nb, res); break;                                 \
+              default: TILE_UNPACKED(u, x, 1, nb, res); break;                                \
+            }                                                                                 \
+            for (int j = 0; j < nt; j++) store_row(out + (size_t)(t + j) * ldo, r, res[j], bias, mode); \
+          }                                                                                   \
+        }                                                                                     \
+      }                                                                                       \
+    }                                                                                         \
+    free(buf);                                                                                \
+  }
+
+Q4_K_TOKENS(avx512_tokens_q4_k, AVX512_FN, avx512_madd_acc)
+Q4_K_TOKENS(vnni_tokens_q4_k, VNNI_FN, vnni_madd_acc)
+Q4_K_TILE(avx512_tile_q4_k, avx512_tile_q4_k_unpacked, AVX512_FN, avx512_tokens_q4_k)
 ROW_OF_TILE(avx512_row_q4_k, AVX512_FN, avx512_tile_q4_k)
 
-Q4_K_TILE(vnni_tile_q4_k, VNNI_FN, vnni_madd_acc)
+Q4_K_TILE(vnni_tile_q4_k, vnni_tile_q4_k_unpacked, VNNI_FN, vnni_tokens_q4_k)
 ROW_OF_TILE(vnni_row_q4_k, VNNI_FN, vnni_tile_q4_k)
 GEMV(avx512_gemv_q4_k, AVX512_FN, avx512_row_q4_k, GPT_QK_K, GPT_Q4_K_BYTES)
 GEMV(vnni_gemv_q4_k, VNNI_FN, vnni_row_q4_k, GPT_QK_K, GPT_Q4_K_BYTES)
@@ -717,9 +805,11 @@ ROW_OF_TILE(avx512_row_q6_k, AVX512_FN, avx512_tile_q6_k)
 ROW_OF_TILE(vnni_row_q6_k, VNNI_FN, vnni_tile_q6_k)
 GEMV(avx512_gemv_q6_k, AVX512_FN, avx512_row_q6_k, GPT_QK_K, GPT_Q6_K_BYTES)
 GEMV(vnni_gemv_q6_k, VNNI_FN, vnni_row_q6_k, GPT_QK_K, GPT_Q6_K_BYTES)
-GEMM(avx512_gemm_q4_k, AVX512_FN, avx512_tile_q4_k, GPT_QK_K, GPT_Q4_K_BYTES)
+GEMM(avx512_gemm_q4_k_packed, AVX512_FN, avx512_tile_q4_k, GPT_QK_K, GPT_Q4_K_BYTES)
+Q4_K_GEMM(avx512_gemm_q4_k, AVX512_FN, avx512_tile_q4_k_unpacked, avx512_gemm_q4_k_packed)
 GEMM(avx512_gemm_q6_k, AVX512_FN, avx512_tile_q6_k, GPT_QK_K, GPT_Q6_K_BYTES)
-GEMM(vnni_gemm_q4_k, VNNI_FN, vnni_tile_q4_k, GPT_QK_K, GPT_Q4_K_BYTES)
+GEMM(vnni_gemm_q4_k_packed, VNNI_FN, vnni_tile_q4_k, GPT_QK_K, GPT_Q4_K_BYTES)
+Q4_K_GEMM(vnni_gemm_q4_k, VNNI_FN, vnni_tile_q4_k_unpacked, vnni_gemm_q4_k_packed)
 GEMM(vnni_gemm_q6_k, VNNI_FN, vnni_tile_q6_k, GPT_QK_K, GPT_Q6_K_BYTES)
 
 /* q4_0 on the AVX-512 sets: the q8_0 tile of kernels.c reads the blocks
