@@ -627,17 +627,18 @@ AVX512_FN static ALWAYS_INLINE void q4k_unpack(const uint8_t *blk, Q4KBlock *u) 
 /* Bytes of unpacked rows a gemm keeps at a time (a third of a 1 MB L2). */
 #define Q4K_UNPACKED_BYTES ((size_t)320 << 10)
 
-/* The q4_k gemm on unpacked rows: each block of rows unpacked once (as
-** many as fit Q4K_UNPACKED_BYTES), then met by each sweep's tokens, four
-** at a time; without memory for a block, the gemm on rows as stored. */
-#define Q4_K_GEMM(NAME, ATTR, TILE_UNPACKED, PACKED_GEMM)                                     \
+/* A k-quant gemm on unpacked rows (super-blocks of BYTES bytes unpacked
+** by UNPACK into BLOCKT): each block of rows unpacked once (as many as fit
+** Q4K_UNPACKED_BYTES), then met by each sweep's tokens, four at a time;
+** without memory for a block, the gemm on rows as stored. */
+#define UNPACKED_GEMM(NAME, ATTR, BLOCKT, UNPACK, BYTES, TILE_UNPACKED, PACKED_GEMM)          \
   ATTR static void NAME(float *out, size_t ldo, const uint8_t *W, const GPTQ4Act *X, int T,  \
                         const float *bias, int r0, int r1, int K, int mode) {                 \
     int nb = K / GPT_QK_K, sweep = q4_sweep(K);                                               \
-    size_t ld = (size_t)nb * GPT_Q4_K_BYTES, per = (size_t)nb * sizeof(Q4KBlock);             \
+    size_t ld = (size_t)nb * BYTES, per = (size_t)nb * sizeof(BLOCKT);                       \
     int nrow = (int)(Q4K_UNPACKED_BYTES / (per ? per : 1));                                   \
     nrow = nrow < 1 ? 1 : nrow > r1 - r0 ? r1 - r0 : nrow;                                    \
-    Q4KBlock *buf = nb > 0 && nrow > 0 ? aligned_alloc(64, (size_t)nrow * per) : NULL;        \
+    BLOCKT *buf = nb > 0 && nrow > 0 ? aligned_alloc(64, (size_t)nrow * per) : NULL;          \
     if (!buf) {                                                                               \
       PACKED_GEMM(out, ldo, W, X, T, bias, r0, r1, K, mode);                                  \
       return;                                                                                 \
@@ -648,13 +649,13 @@ AVX512_FN static ALWAYS_INLINE void q4k_unpack(const uint8_t *blk, Q4KBlock *u) 
       int rb1 = r1 - rb < nrow ? r1 : rb + nrow;                                              \
       for (int r = rb; r < rb1; r++)                                                          \
         for (int i = 0; i < nb; i++)                                                          \
-          q4k_unpack(W + (size_t)r * ld + (size_t)i * GPT_Q4_K_BYTES,                         \
+          UNPACK(W + (size_t)r * ld + (size_t)i * BYTES,                                      \
                      buf + (size_t)(r - rb) * nb + i);                                        \
       for (int t0 = 0; t0 < T; t0 += sweep) {                                                 \
         int t1 = t0 + sweep < T ? t0 + sweep : T;                                             \
         for (int t = t0; t < t1; t++) xs[t - t0] = gpt_q4_act_token(X, t, K);                 \
         for (int r = rb; r < rb1; r++) {                                                      \
-          const Q4KBlock *u = buf + (size_t)(r - rb) * nb;                                    \
+          const BLOCKT *u = buf + (size_t)(r - rb) * nb;                                      \
           for (int t = t0; t < t1; t += Q4_TILE_T) {                                          \
             int nt = t1 - t < Q4_TILE_T ? t1 - t : Q4_TILE_T;                                 \
             const GPTQ4Act *x = xs + (t - t0);                                                \
@@ -749,10 +750,16 @@ Q6_K_TILE(avx512_tile_q6_k, AVX512_FN, avx512_madd_acc)
 ** sums times their scales (vpdpwssd) go into the super-block's int32 sums,
 ** and the offset of 32 comes off once per super-block as 32 times the
 ** scales times the activation's sums of 16 (one vpdpwssd). The integers
-** are the tile above's, without its sign fixing. */
-VNNI_FN static ALWAYS_INLINE void vnni_tile_q6_k(const uint8_t *row, const GPTQ4Act *x, int nt,
-                                                int nb, float *res) {
-  __m512 acc[Q4_TILE_T];
+** are the tile above's, without its sign fixing. As for q4_k, a
+** super-block is unpacked once (q6k_unpack) for the tokens that meet it. */
+typedef struct Q6KBlock {
+  __m512i w0[2], w1[2]; /* each half's two steps of values, 0..63 */
+  __m512i scale[2];     /* each half's scales in the packed sums' int16 lanes */
+  __m512i off;          /* -32 times the 16 scales, int16 lanes 0-15 */
+  float d;
+} Q6KBlock;
+
+VNNI_FN static ALWAYS_INLINE void q6k_unpack(const uint8_t *blk, Q6KBlock *u) {
   const __m512i m4 = _mm512_set1_epi8(15), m2 = _mm512_set1_epi8(0x30);
   const __m512i shl = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
   const __m512i shr = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
@@ -761,44 +768,69 @@ VNNI_FN static ALWAYS_INLINE void vnni_tile_q6_k(const uint8_t *row, const GPTQ4
   const __m512i pick = _mm512_set_epi16(7, 7, 7, 7, 3, 3, 3, 3, 6, 6, 6, 6, 2, 2, 2, 2,
                                         5, 5, 5, 5, 1, 1, 1, 1, 4, 4, 4, 4, 0, 0, 0, 0);
   const __m512i k8 = _mm512_set1_epi16(8), kMinus32 = _mm512_set1_epi16(-32);
+  __m512i sc16 = _mm512_zextsi256_si512(
+      _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 192))));
+  u->off = _mm512_mullo_epi16(sc16, kMinus32); /* lanes 16-31 stay 0 */
+  _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
+    __m512i ql = _mm512_loadu_si512((const void *)(blk + 64 * h));
+    __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * h)));
+    u->w0[h] = _mm512_or_si512(_mm512_and_si512(ql, m4),
+                               _mm512_and_si512(_mm512_sllv_epi16(qh, shl), m2));
+    u->w1[h] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
+                               _mm512_and_si512(_mm512_srlv_epi16(qh, shr), m2));
+    u->scale[h] = _mm512_permutexvar_epi16(h ? _mm512_add_epi16(pick, k8) : pick, sc16);
+  }
+  u->d = _cvtsh_ss(le16(blk + 208));
+}
+
+/* Super-block i, unpacked in u, against nt tokens, onto acc: two chains
+** of integer sums a token (the offset and half 0, then half 1). */
+VNNI_FN static ALWAYS_INLINE void vnni_tokens_q6_k(const Q6KBlock *u, const GPTQ4Act *x, int nt,
+                                                  int i, __m512 *acc) {
+  _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {
+    __m512i ih[2];
+    ih[0] = _mm512_dpwssd_epi32(_mm512_setzero_si512(),
+                                _mm512_zextsi256_si512(_mm256_loadu_si256(
+                                    (const __m256i *)(x[t].qsum + 16 * i))),
+                                u->off);
+    ih[1] = _mm512_setzero_si512();
+    _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
+      const int8_t *q = x[t].q + (size_t)i * GPT_QK_K + 128 * h;
+      __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u->w0[h],
+                                       _mm512_loadu_si512((const void *)q));
+      __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u->w1[h],
+                                       _mm512_loadu_si512((const void *)(q + 64)));
+      ih[h] = _mm512_dpwssd_epi32(ih[h], _mm512_packs_epi32(s0, s1), u->scale[h]);
+    }
+    float dd = u->d * x[t].d[8 * i];
+    acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(dd), _mm512_cvtepi32_ps(_mm512_add_epi32(ih[0], ih[1])),
+                             acc[t]);
+  }
+}
+
+/* A q6_k row against nt tokens, res (nt,), from the blocks as stored (the
+** gemv's) or unpacked (the gemm's): the same arithmetic, the same bits. */
+VNNI_FN static ALWAYS_INLINE void vnni_tile_q6_k(const uint8_t *row, const GPTQ4Act *x, int nt,
+                                                int nb, float *res) {
+  __m512 acc[Q4_TILE_T];
   _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
   for (int i = 0; i < nb; i++) {
     const uint8_t *blk = row + (size_t)i * GPT_Q6_K_BYTES;
+    Q6KBlock u;
     PREFETCH_L2(blk + PF_BYTES);
     PREFETCH_L2(blk + PF_BYTES + 64);
     PREFETCH_L2(blk + PF_BYTES + 128);
     PREFETCH_L2(blk + PF_BYTES + 192);
-    __m512i sc16 = _mm512_zextsi256_si512(
-        _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 192))));
-    __m512i off = _mm512_mullo_epi16(sc16, kMinus32); /* lanes 16-31 stay 0 */
-    __m512i isum[Q4_TILE_T];
-    _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++)
-      isum[t] = _mm512_dpwssd_epi32(_mm512_setzero_si512(),
-                                    _mm512_zextsi256_si512(_mm256_loadu_si256(
-                                        (const __m256i *)(x[t].qsum + 16 * i))),
-                                    off);
-    _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
-      __m512i ql = _mm512_loadu_si512((const void *)(blk + 64 * h));
-      __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * h)));
-      __m512i w0 = _mm512_or_si512(_mm512_and_si512(ql, m4),
-                                   _mm512_and_si512(_mm512_sllv_epi16(qh, shl), m2));
-      __m512i w1 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
-                                   _mm512_and_si512(_mm512_srlv_epi16(qh, shr), m2));
-      __m512i scale = _mm512_permutexvar_epi16(h ? _mm512_add_epi16(pick, k8) : pick, sc16);
-      _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {
-        const int8_t *q = x[t].q + (size_t)i * GPT_QK_K + 128 * h;
-        __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w0, _mm512_loadu_si512((const void *)q));
-        __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w1,
-                                         _mm512_loadu_si512((const void *)(q + 64)));
-        isum[t] = _mm512_dpwssd_epi32(isum[t], _mm512_packs_epi32(s0, s1), scale);
-      }
-    }
-    float dw = _cvtsh_ss(le16(blk + 208));
-    _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {
-      float dd = dw * x[t].d[8 * i];
-      acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(dd), _mm512_cvtepi32_ps(isum[t]), acc[t]);
-    }
+    q6k_unpack(blk, &u);
+    vnni_tokens_q6_k(&u, x, nt, i, acc);
   }
+  avx512_tile_sums(acc, nt, res);
+}
+VNNI_FN static ALWAYS_INLINE void vnni_tile_q6_k_unpacked(const Q6KBlock *row, const GPTQ4Act *x,
+                                                         int nt, int nb, float *res) {
+  __m512 acc[Q4_TILE_T];
+  _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
+  for (int i = 0; i < nb; i++) vnni_tokens_q6_k(row + i, x, nt, i, acc);
   avx512_tile_sums(acc, nt, res);
 }
 ROW_OF_TILE(avx512_row_q6_k, AVX512_FN, avx512_tile_q6_k)
@@ -806,11 +838,15 @@ ROW_OF_TILE(vnni_row_q6_k, VNNI_FN, vnni_tile_q6_k)
 GEMV(avx512_gemv_q6_k, AVX512_FN, avx512_row_q6_k, GPT_QK_K, GPT_Q6_K_BYTES)
 GEMV(vnni_gemv_q6_k, VNNI_FN, vnni_row_q6_k, GPT_QK_K, GPT_Q6_K_BYTES)
 GEMM(avx512_gemm_q4_k_packed, AVX512_FN, avx512_tile_q4_k, GPT_QK_K, GPT_Q4_K_BYTES)
-Q4_K_GEMM(avx512_gemm_q4_k, AVX512_FN, avx512_tile_q4_k_unpacked, avx512_gemm_q4_k_packed)
+UNPACKED_GEMM(avx512_gemm_q4_k, AVX512_FN, Q4KBlock, q4k_unpack, GPT_Q4_K_BYTES,
+              avx512_tile_q4_k_unpacked, avx512_gemm_q4_k_packed)
 GEMM(avx512_gemm_q6_k, AVX512_FN, avx512_tile_q6_k, GPT_QK_K, GPT_Q6_K_BYTES)
 GEMM(vnni_gemm_q4_k_packed, VNNI_FN, vnni_tile_q4_k, GPT_QK_K, GPT_Q4_K_BYTES)
-Q4_K_GEMM(vnni_gemm_q4_k, VNNI_FN, vnni_tile_q4_k_unpacked, vnni_gemm_q4_k_packed)
-GEMM(vnni_gemm_q6_k, VNNI_FN, vnni_tile_q6_k, GPT_QK_K, GPT_Q6_K_BYTES)
+UNPACKED_GEMM(vnni_gemm_q4_k, VNNI_FN, Q4KBlock, q4k_unpack, GPT_Q4_K_BYTES,
+              vnni_tile_q4_k_unpacked, vnni_gemm_q4_k_packed)
+GEMM(vnni_gemm_q6_k_packed, VNNI_FN, vnni_tile_q6_k, GPT_QK_K, GPT_Q6_K_BYTES)
+UNPACKED_GEMM(vnni_gemm_q6_k, VNNI_FN, Q6KBlock, q6k_unpack, GPT_Q6_K_BYTES,
+              vnni_tile_q6_k_unpacked, vnni_gemm_q6_k_packed)
 
 /* q4_0 on the AVX-512 sets: the q8_0 tile of kernels.c reads the blocks
 ** as they are (their values n - 8 are q8_0 values), so the gemv is bit for
