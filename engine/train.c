@@ -572,7 +572,7 @@ static void swiglu_backward(GPTTeam *team, float *dfc, const float *fc, const fl
   parallel_for(team, swiglu_backward_range, &a, (size_t)T * F);
 }
 
-/* Backward of the q/k heads' forward (gpt.c's qk_heads_forward), in place
+/* Backward of the q/k heads' forward (gpt.c's qk_heads_rows), in place
 ** on the q and k heads of dqkv (T, Q + 2 KV): RoPE's inverse rotation, pairs
 ** (i, i + hd/2) turned back by their angle,
 **   dx0 = dy0 cos + dy1 sin,  dx1 = dy1 cos - dy0 sin,
