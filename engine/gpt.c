@@ -1167,16 +1167,12 @@ static void norm_rows(float *out, const float *inp, const float *w, const float 
   for (int t = t0; t < t1; t++) {
     const float *x = inp + (size_t)t * ld;
     float *o = out + (size_t)t * ld;
-    double sum = 0, sq = 0;
     if (rms) {
-      for (int c = 0; c < C; c++) sq += (double)x[c] * x[c];
-      float rstd = (float)(1.0 / sqrt(sq / C + eps));
+      float rstd = (float)(1.0 / sqrt(gpt_row_sq(x, C) / C + eps));
       for (int c = 0; c < C; c++) o[c] = x[c] * rstd * w[c];
       continue;
     }
-    for (int c = 0; c < C; c++) sum += x[c];
-    double mean = sum / C;
-    for (int c = 0; c < C; c++) { double d = x[c] - mean; sq += d * d; }
+    double mean = gpt_row_sum(x, C) / C, sq = gpt_row_sq_dev(x, C, mean);
     float rstd = (float)(1.0 / sqrt(sq / C + eps)), fmean = (float)mean;
     for (int c = 0; c < C; c++) o[c] = (x[c] - fmean) * rstd * w[c] + b[c];
   }

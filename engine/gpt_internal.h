@@ -60,4 +60,39 @@ enum {
 ** (-1 for a global tensor); -1 past the last tensor. */
 int gpt_tensor_role(const GPTConfig *c, int has_lm_head, int i, int *pLayer);
 
+/* The sums a norm's statistics take over a row x (n,), in double: of x,
+** of (x - mean)^2 and of x^2. Four partial sums each, so that the adds do
+** not wait on one another; the forward pass (gpt.c) and the backward pass
+** (train.c) share them, so both see the same statistics to the bit. */
+static inline double gpt_row_sum(const float *x, int n) {
+  double a[4] = {0, 0, 0, 0};
+  int i = 0;
+  for (; i + 4 <= n; i += 4)
+    for (int j = 0; j < 4; j++) a[j] += x[i + j];
+  for (; i < n; i++) a[0] += x[i];
+  return (a[0] + a[1]) + (a[2] + a[3]);
+}
+static inline double gpt_row_sq_dev(const float *x, int n, double mean) {
+  double a[4] = {0, 0, 0, 0};
+  int i = 0;
+  for (; i + 4 <= n; i += 4)
+    for (int j = 0; j < 4; j++) {
+      double d = x[i + j] - mean;
+      a[j] += d * d;
+    }
+  for (; i < n; i++) {
+    double d = x[i] - mean;
+    a[0] += d * d;
+  }
+  return (a[0] + a[1]) + (a[2] + a[3]);
+}
+static inline double gpt_row_sq(const float *x, int n) {
+  double a[4] = {0, 0, 0, 0};
+  int i = 0;
+  for (; i + 4 <= n; i += 4)
+    for (int j = 0; j < 4; j++) a[j] += (double)x[i + j] * x[i + j];
+  for (; i < n; i++) a[0] += (double)x[i] * x[i];
+  return (a[0] + a[1]) + (a[2] + a[3]);
+}
+
 #endif

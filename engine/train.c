@@ -493,10 +493,7 @@ static void layernorm_backward(float *dx, float *dw, float *db, const float *dou
   for (int t = 0; t < T; t++) {
     const float *xr = x + (size_t)t * C, *dr = dout + (size_t)t * C;
     float *dxr = dx + (size_t)t * C;
-    double sum = 0, sq = 0;
-    for (int c = 0; c < C; c++) sum += xr[c];
-    double mean = sum / C;
-    for (int c = 0; c < C; c++) { double d = xr[c] - mean; sq += d * d; }
+    double mean = gpt_row_sum(xr, C) / C, sq = gpt_row_sq_dev(xr, C, mean);
     float rstd = (float)(1.0 / sqrt(sq / C + eps)), fmean = (float)mean;
     double dmean = 0, dmean_n = 0;
     for (int c = 0; c < C; c++) {
@@ -521,9 +518,8 @@ static void layernorm_backward(float *dx, float *dw, float *db, const float *dou
 ** set, or added to with accumulate. dx may be dy (in place). */
 static void rmsnorm_backward_row(float *dx, float *dw, const float *dy, const float *x,
                                  const float *w, int C, double eps, int accumulate) {
-  double sq = 0, dot = 0;
-  for (int c = 0; c < C; c++) sq += (double)x[c] * x[c];
-  float rstd = (float)(1.0 / sqrt(sq / C + eps));
+  double dot = 0;
+  float rstd = (float)(1.0 / sqrt(gpt_row_sq(x, C) / C + eps));
   for (int c = 0; c < C; c++) dot += (double)(w[c] * dy[c]) * x[c];
   double k = dot / C * (double)rstd * rstd * rstd;
   for (int c = 0; c < C; c++) {
