@@ -228,6 +228,26 @@ static int q4_sweep(int K) {
     for (int r = r0; r < r1; r++) store_row(y, r, ROW(W + r * ld, x, nb), bias, mode);        \
   }
 
+/* Rows r0..r1 against tokens t0..t1 of a sweep (their views in xs),
+** Q4_TILE_T at a time, each tile's sums stored into out: the loop the
+** gemms share. ROW(r) is row r as TILE takes it. */
+#define SWEEP_TILES(TILE, ROW, r0, r1, t0, t1)                                                \
+  for (int r = (r0); r < (r1); r++) {                                                         \
+    for (int t = (t0); t < (t1); t += Q4_TILE_T) {                                            \
+      int nt = (t1) - t < Q4_TILE_T ? (t1) - t : Q4_TILE_T;                                   \
+      const GPTQ4Act *x = xs + (t - (t0));                                                    \
+      switch (nt) {                                                                           \
+        case 4: TILE(ROW(r), x, 4, nb, res); break;                                           \
+        case 3: TILE(ROW(r), x, 3, nb, res); break;                                           \
+        case 2: TILE(ROW(r), x, 2, nb, res); break;                                           \
+        default: TILE(ROW(r), x, 1, nb, res); break;                                          \
+      }                                                                                       \
+      for (int j = 0; j < nt; j++) store_row(out + (size_t)(t + j) * ldo, r, res[j], bias, mode); \
+    }                                                                                         \
+  }
+#define PACKED_ROW(r) (W + (size_t)(r) * ld)
+#define UNPACKED_ROW(r) (buf + (size_t)((r) - rb) * nb)
+
 /* The gemm of a set, out (T, ldo): each row against the tokens of a sweep,
 ** Q4_TILE_T at a time, the row's unpacked blocks shared by them; a token's
 ** value is the gemv's for it alone (the tile does each token's arithmetic
@@ -243,20 +263,7 @@ static int q4_sweep(int K) {
     for (int t0 = 0; t0 < T; t0 += sweep) {                                                   \
       int t1 = t0 + sweep < T ? t0 + sweep : T;                                               \
       for (int t = t0; t < t1; t++) xs[t - t0] = gpt_q4_act_token(X, t, K);                   \
-      for (int r = r0; r < r1; r++) {                                                         \
-        const uint8_t *w = W + r * ld;                                                        \
-        for (int t = t0; t < t1; t += Q4_TILE_T) {                                            \
-          int nt = t1 - t < Q4_TILE_T ? t1 - t : Q4_TILE_T;                                   \
-          const GPTQ4Act *x = xs + (t - t0);                                                  \
-          switch (nt) {                                                                       \
-            case 4: TILE(w, x, 4, nb, res); break;                                            \
-            case 3: TILE(w, x, 3, nb, res); break;                                            \
-            case 2: TILE(w, x, 2, nb, res); break;                                            \
-            default: TILE(w, x, 1, nb, res); break;                                           \
-          }                                                                                   \
-          for (int j = 0; j < nt; j++) store_row(out + (size_t)(t + j) * ldo, r, res[j], bias, mode); \
-        }                                                                                     \
-      }                                                                                       \
+      SWEEP_TILES(TILE, PACKED_ROW, r0, r1, t0, t1);                                          \
     }                                                                                         \
   }
 
@@ -585,18 +592,32 @@ AVX512_FN static ALWAYS_INLINE void q4k_unpack(const uint8_t *blk, Q4KBlock *u) 
     }                                                                                         \
   }
 
+/* A q4_k tile's accumulators: zeroed, and at the end its sums, the mins'
+** term taken off, into res (nt,). */
+AVX512_FN static ALWAYS_INLINE void q4k_acc_zero(__m512 *acc, __m256 *accm, int nt) {
+  _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {
+    acc[t] = _mm512_setzero_ps();
+    accm[t] = _mm256_setzero_ps();
+  }
+}
+AVX512_FN static ALWAYS_INLINE void q4k_acc_sums(__m512 *acc, const __m256 *accm, int nt,
+                                                float *res) {
+  _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++)
+    acc[t] = _mm512_sub_ps(acc[t], _mm512_zextps256_ps512(accm[t]));
+  avx512_tile_sums(acc, nt, res);
+}
+
 /* A q4_k row against nt tokens, res (nt,): from the blocks as stored
-** (ROW, the gemv's and the AVX2-era gemm's), or from the row unpacked
-** (UNPACKED, the gemm's). Both do the same arithmetic, so the same bits. */
+** (NAME: the gemv's, and the gemm's without memory to unpack) or from the
+** row unpacked (NAME_UNPACKED: the gemm's). Both do the same arithmetic,
+** so the same bits. (One body for both, choosing per block, kept the
+** unpacked block out of registers: 137 -> 100-111 GOP/s.) */
 #define Q4_K_TILE(NAME, NAME_UNPACKED, ATTR, TOKENS)                                          \
   ATTR static ALWAYS_INLINE void NAME(const uint8_t *row, const GPTQ4Act *x, int nt, int nb,  \
                                       float *res) {                                           \
     __m512 acc[Q4_TILE_T];                                                                    \
     __m256 accm[Q4_TILE_T];                                                                   \
-    _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {                                    \
-      acc[t] = _mm512_setzero_ps();                                                           \
-      accm[t] = _mm256_setzero_ps();                                                          \
-    }                                                                                         \
+    q4k_acc_zero(acc, accm, nt);                                                              \
     for (int i = 0; i < nb; i++) {                                                            \
       const uint8_t *blk = row + (size_t)i * GPT_Q4_K_BYTES;                                  \
       Q4KBlock u;                                                                             \
@@ -606,22 +627,15 @@ AVX512_FN static ALWAYS_INLINE void q4k_unpack(const uint8_t *blk, Q4KBlock *u) 
       q4k_unpack(blk, &u);                                                                    \
       TOKENS(&u, x, nt, i, acc, accm);                                                        \
     }                                                                                         \
-    _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++)                                      \
-      acc[t] = _mm512_sub_ps(acc[t], _mm512_zextps256_ps512(accm[t]));                        \
-    avx512_tile_sums(acc, nt, res);                                                           \
+    q4k_acc_sums(acc, accm, nt, res);                                                         \
   }                                                                                           \
   ATTR static ALWAYS_INLINE void NAME_UNPACKED(const Q4KBlock *row, const GPTQ4Act *x, int nt, \
                                                int nb, float *res) {                          \
     __m512 acc[Q4_TILE_T];                                                                    \
     __m256 accm[Q4_TILE_T];                                                                   \
-    _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) {                                    \
-      acc[t] = _mm512_setzero_ps();                                                           \
-      accm[t] = _mm256_setzero_ps();                                                          \
-    }                                                                                         \
+    q4k_acc_zero(acc, accm, nt);                                                              \
     for (int i = 0; i < nb; i++) TOKENS(row + i, x, nt, i, acc, accm);                        \
-    _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++)                                      \
-      acc[t] = _mm512_sub_ps(acc[t], _mm512_zextps256_ps512(accm[t]));                        \
-    avx512_tile_sums(acc, nt, res);                                                           \
+    q4k_acc_sums(acc, accm, nt, res);                                                         \
   }
 
 /* Bytes of unpacked rows a gemm keeps at a time (a third of a 1 MB L2). */
@@ -649,25 +663,11 @@ AVX512_FN static ALWAYS_INLINE void q4k_unpack(const uint8_t *blk, Q4KBlock *u) 
       int rb1 = r1 - rb < nrow ? r1 : rb + nrow;                                              \
       for (int r = rb; r < rb1; r++)                                                          \
         for (int i = 0; i < nb; i++)                                                          \
-          UNPACK(W + (size_t)r * ld + (size_t)i * BYTES,                                      \
-                     buf + (size_t)(r - rb) * nb + i);                                        \
+          UNPACK(W + (size_t)r * ld + (size_t)i * BYTES, buf + (size_t)(r - rb) * nb + i);    \
       for (int t0 = 0; t0 < T; t0 += sweep) {                                                 \
         int t1 = t0 + sweep < T ? t0 + sweep : T;                                             \
         for (int t = t0; t < t1; t++) xs[t - t0] = gpt_q4_act_token(X, t, K);                 \
-        for (int r = rb; r < rb1; r++) {                                                      \
-          const BLOCKT *u = buf + (size_t)(r - rb) * nb;                                      \
-          for (int t = t0; t < t1; t += Q4_TILE_T) {                                          \
-            int nt = t1 - t < Q4_TILE_T ? t1 - t : Q4_TILE_T;                                 \
-            const GPTQ4Act *x = xs + (t - t0);                                                \
-            switch (nt) {                                                                     \
-              case 4: TILE_UNPACKED(u, x, 4, nb, res); break;                                 \
-              case 3: TILE_UNPACKED(u, x, 3, nb, res); break;                                 \
-              case 2: TILE_UNPACKED(u, x, 2, nb, res); break;                                 \
-              default: TILE_UNPACKED(u, x, 1, nb, res); break;                                \
-            }                                                                                 \
-            for (int j = 0; j < nt; j++) store_row(out + (size_t)(t + j) * ldo, r, res[j], bias, mode); \
-          }                                                                                   \
-        }                                                                                     \
+        SWEEP_TILES(TILE_UNPACKED, UNPACKED_ROW, rb, rb1, t0, t1);                            \
       }                                                                                       \
     }                                                                                         \
     free(buf);                                                                                \
