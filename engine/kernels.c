@@ -1463,9 +1463,10 @@ VNNI_FN static void q8_slice_token(__m512i *dst, const GPTQ8Act *X, int t, int K
 /* ---- q4_0 rows on the q8_0 arithmetic ---- */
 
 /* A q4_0 block's values n - 8 are q8_0 values, so q4_0 rows go through
-** the q8_0 tile with these loaders and give, bit for bit, what q8_0 rows
-** converted from them give (gpt_q4_0_to_q8_0): the q4_0 gemm of the
-** AVX-512 sets is then the q8_0 gemm on converted rows. */
+** the q8_0 tile with their loaders (q4_0_load_pair and the scales, above
+** slice_row) and give, bit for bit, what q8_0 rows converted from them give
+** (gpt_q4_0_to_q8_0): the q4_0 gemm of the AVX-512 sets is then the q8_0
+** gemm on slices of the q4_0 rows (VNNI) or on converted rows. */
 
 /* With VBMI (the q4 VNNI set's CPUs have it): the tail pairs' byte pick
 ** of vbmi_gemv_q4_0, and sixteen scales in five loads and three byte

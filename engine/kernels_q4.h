@@ -30,10 +30,11 @@
 ** scale per block of 32; for q4_k and q6_k rows one scale per 256 (as
 ** llama.cpp's q8_K), so that a super-block's products sum in integers. The
 ** sums of each block's int8 values carry the offsets (q4_0's 8, q4_k's
-** mins). A product of several tokens (prefill, or a decode step of
-** several sequences) quantizes each token the same way and runs the set's
-** gemm, whose tiles share a row's unpacked blocks among four tokens and
-** give each token the gemv's bits (gpt_q4_gemm).
+** mins, and with VNNI q6_k's 32, from the sums of 16). A product of
+** several tokens (prefill, or a decode step of several sequences)
+** quantizes each token the same way and runs the set's gemm, whose tiles
+** share a row's unpacked blocks among four tokens (on AVX-512, among all
+** the call's tokens) and give each token the gemv's bits (gpt_q4_gemm).
 */
 #ifndef GPT_KERNELS_Q4_H
 #define GPT_KERNELS_Q4_H
