@@ -969,13 +969,24 @@ AVX512_FN static ALWAYS_INLINE void avx512_rows(float *res, const void *W, int F
   }
 }
 
-/* y[r0..r1) of W (f32, or f16 with F16) against x, four rows a pass. */
+/* y[r0..r1) of W (f32, or f16 with F16) against x, four rows a pass. From
+** 64 rows a pass takes row j of each quarter of them: four streams far
+** apart keep more lines in flight than four adjacent rows, which the core
+** reads as one stream (gpt2-shaped f32 decode, 1 thread: 41.7-42.7 ->
+** 48.5-49.1 tok/s; the gemv from memory 21.9 -> 26.7-28.5 GB/s, against
+** 30-32 for a read of four streams). Each row's sums are the same. */
 AVX512_FN static ALWAYS_INLINE void avx512_gemv(float *y, const void *W, int F16, const float *x,
                                                 const float *bias, int r0, int r1, int K,
                                                 int mode) {
   const size_t esz = F16 ? sizeof(uint16_t) : sizeof(float);
   float res[4];
-  int r = r0;
+  int r = r0, q = r1 - r0 >= 64 ? (r1 - r0) / 4 : 0;
+  /* four streams: row j of each quarter of the rows in one pass */
+  for (int j = 0; j < q; j++) {
+    avx512_rows(res, (const char *)W + (size_t)(r0 + j) * K * esz, F16, (size_t)q * K, x, K, 4);
+    for (int i = 0; i < 4; i++) store_row(y, r0 + j + i * q, res[i], bias, mode);
+  }
+  r = r0 + 4 * q;
   for (; r + 4 <= r1; r += 4) {
     avx512_rows(res, (const char *)W + (size_t)r * K * esz, F16, (size_t)K, x, K, 4);
     for (int i = 0; i < 4; i++) store_row(y, r + i, res[i], bias, mode);
