@@ -230,7 +230,9 @@ static int q4_sweep(int K) {
 
 /* Rows r0..r1 against tokens t0..t1 of a sweep (their views in xs),
 ** Q4_TILE_T at a time, each tile's sums stored into out: the loop the
-** gemms share. ROW(r) is row r as TILE takes it. */
+** gemms share. ROW(r) is row r as TILE takes it. It uses the enclosing
+** gemm's names: xs, nb, res, out, ldo, bias, mode (and PACKED_ROW's W and
+** ld, UNPACKED_ROW's buf and rb). */
 #define SWEEP_TILES(TILE, ROW, r0, r1, t0, t1)                                                \
   for (int r = (r0); r < (r1); r++) {                                                         \
     for (int t = (t0); t < (t1); t += Q4_TILE_T) {                                            \

@@ -10,7 +10,8 @@
 ** Q8_ROW_SCALES(blk) sixteen blocks' scales and Q8_ROW_PAIR_WSCALES(blk, m)
 ** a pair's; with Q8_ROW_ONLY only the tile and the gemv are defined (q4_0
 ** rows, whose values n - 8 are q8_0 values: their gemm is Q8_SLICE_GEMM's
-** on q4_0 rows with VNNI, else q8_0's on rows converted). The
+** on q4_0 rows with VNNI, else q8_0's on rows converted). The VNNI gemm
+** repacks with the includer's slice_row and q8_slice_token. The
 ** header undefines all of these at its end.
 **
 ** The arithmetic, the same in both sets and in the gemv and the gemm (so
