@@ -945,56 +945,69 @@ static inline float w_value(const void *W, int F16, size_t at) {
   return F16 ? gpt_f16_to_f32(((const uint16_t *)W)[at]) : ((const float *)W)[at];
 }
 
-/* R <= 4 rows (ld apart; f32, or f16 with F16) against x: res (R,). Each row
+/* R <= 8 rows (ld apart; f32, or f16 with F16) against x: res (R,). Each row
 ** touched ahead into L2, PF_F32_BYTES or PF_F16_BYTES. */
 AVX512_FN static ALWAYS_INLINE void avx512_rows(float *res, const void *W, int F16, size_t ld,
                                                 const float *x, int K, int R) {
   const size_t esz = F16 ? sizeof(uint16_t) : sizeof(float);
   const size_t ahead = F16 ? PF_F16_BYTES : PF_F32_BYTES;
-  __m512 a[4];
-  UNROLL_ROWS for (int i = 0; i < R; i++) a[i] = _mm512_setzero_ps();
+  __m512 a[8];
+  _Pragma("GCC unroll 8") for (int i = 0; i < R; i++) a[i] = _mm512_setzero_ps();
   int k = 0;
   for (; k + 16 <= K; k += 16) {
     __m512 x0 = _mm512_loadu_ps(x + k);
-    UNROLL_ROWS for (int i = 0; i < R; i++) {
+    _Pragma("GCC unroll 8") for (int i = 0; i < R; i++) {
       /* a line a step (16 f32), a line every other step (32 f16) */
       if (!F16 || (k & 16) == 0) PREFETCH_L2((const char *)W + (i * ld + k) * esz + ahead);
       a[i] = _mm512_fmadd_ps(avx512_load_w(W, F16, i * ld + k), x0, a[i]);
     }
   }
-  UNROLL_ROWS for (int i = 0; i < R; i++) {
+  _Pragma("GCC unroll 8") for (int i = 0; i < R; i++) {
     float s = avx512_hsum(a[i]);
     for (int kk = k; kk < K; kk++) s += w_value(W, F16, i * ld + kk) * x[kk];
     res[i] = s;
   }
 }
 
-/* y[r0..r1) of W (f32, or f16 with F16) against x, four rows a pass. From
-** 64 rows a pass takes row j of each quarter of them: four streams far
-** apart keep more lines in flight than four adjacent rows, which the core
-** reads as one stream (gpt2-shaped f32 decode, 1 thread: 41.7-42.7 ->
-** 48.5-49.1 tok/s; the gemv from memory 21.9 -> 26.7-28.5 GB/s, against
-** 30-32 for a read of four streams). Each row's sums are the same. */
+/* Rows r.. as S streams far apart, q rows each: pass j takes row j of
+** each stream. */
+AVX512_FN static ALWAYS_INLINE void avx512_gemv_streams(float *y, const void *W, int F16,
+                                                        const float *x, const float *bias, int r,
+                                                        int q, int S, int K, int mode) {
+  const size_t esz = F16 ? sizeof(uint16_t) : sizeof(float);
+  float res[8];
+  for (int j = 0; j < q; j++) {
+    avx512_rows(res, (const char *)W + (size_t)(r + j) * K * esz, F16, (size_t)q * K, x, K, S);
+    for (int i = 0; i < S; i++) store_row(y, r + j + i * q, res[i], bias, mode);
+  }
+}
+
+/* y[r0..r1) of W (f32, or f16 with F16) against x. From 128 rows a pass
+** takes row j of each eighth of them, from 64 of each quarter: streams far
+** apart keep more lines in flight than adjacent rows, which the core
+** reads as one stream (gpt2-shaped f32 decode, 1 thread, four streams:
+** 41.7-42.7 -> 48.5-49.1 tok/s; the gemv from memory 21.9 -> 26.7-28.5
+** GB/s, against 30-32 for a read of four streams). Each row's sums are the
+** same. */
 AVX512_FN static ALWAYS_INLINE void avx512_gemv(float *y, const void *W, int F16, const float *x,
                                                 const float *bias, int r0, int r1, int K,
                                                 int mode) {
-  const size_t esz = F16 ? sizeof(uint16_t) : sizeof(float);
-  float res[4];
-  int r = r0, q = r1 - r0 >= 64 ? (r1 - r0) / 4 : 0;
-  /* four streams: row j of each quarter of the rows in one pass */
-  for (int j = 0; j < q; j++) {
-    avx512_rows(res, (const char *)W + (size_t)(r0 + j) * K * esz, F16, (size_t)q * K, x, K, 4);
-    for (int i = 0; i < 4; i++) store_row(y, r0 + j + i * q, res[i], bias, mode);
+  int r = r0;
+  if (r1 - r0 >= 128) {
+    int q = (r1 - r0) / 8;
+    avx512_gemv_streams(y, W, F16, x, bias, r, q, 8, K, mode);
+    r += 8 * q;
   }
-  r = r0 + 4 * q;
-  for (; r + 4 <= r1; r += 4) {
-    avx512_rows(res, (const char *)W + (size_t)r * K * esz, F16, (size_t)K, x, K, 4);
-    for (int i = 0; i < 4; i++) store_row(y, r + i, res[i], bias, mode);
+  if (r1 - r >= 64) {
+    int q = (r1 - r) / 4;
+    avx512_gemv_streams(y, W, F16, x, bias, r, q, 4, K, mode);
+    r += 4 * q;
   }
-  for (; r < r1; r++) {
-    avx512_rows(res, (const char *)W + (size_t)r * K * esz, F16, (size_t)K, x, K, 1);
-    store_row(y, r, res[0], bias, mode);
+  if (r1 - r >= 4) {
+    int q = (r1 - r) / 4;
+    for (int j = 0; j < q; j++, r += 4) avx512_gemv_streams(y, W, F16, x, bias, r, 1, 4, K, mode);
   }
+  for (; r < r1; r++) avx512_gemv_streams(y, W, F16, x, bias, r, 1, 1, K, mode);
 }
 
 AVX512_FN static void avx512_gemv_f32(float *y, const float *W, const float *x,
