@@ -954,11 +954,22 @@ AVX512_FN static ALWAYS_INLINE void avx512_rows(float *res, const void *W, int F
   __m512 a[8];
   _Pragma("GCC unroll 8") for (int i = 0; i < R; i++) a[i] = _mm512_setzero_ps();
   int k = 0;
+  if (F16) /* a line a step: one 64-byte load, its halves widened, fmas in k order */
+    for (; k + 32 <= K; k += 32) {
+      __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
+      _Pragma("GCC unroll 8") for (int i = 0; i < R; i++) {
+        const uint16_t *p = (const uint16_t *)W + i * ld + k;
+        PREFETCH_L2((const char *)p + ahead);
+        __m512i h = _mm512_loadu_si512((const void *)p);
+        a[i] = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(h)), x0, a[i]);
+        a[i] = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1)), x1, a[i]);
+      }
+    }
   for (; k + 16 <= K; k += 16) {
     __m512 x0 = _mm512_loadu_ps(x + k);
     _Pragma("GCC unroll 8") for (int i = 0; i < R; i++) {
-      /* a line a step (16 f32), a line every other step (32 f16) */
-      if (!F16 || (k & 16) == 0) PREFETCH_L2((const char *)W + (i * ld + k) * esz + ahead);
+      /* a line a step (16 f32) */
+      if (!F16) PREFETCH_L2((const char *)W + (i * ld + k) * esz + ahead);
       a[i] = _mm512_fmadd_ps(avx512_load_w(W, F16, i * ld + k), x0, a[i]);
     }
   }
