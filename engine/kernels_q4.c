@@ -24,7 +24,8 @@
 **          comes off once per super-block
 **
 ** Rows are read one at a time, in order (see avx2_gemv_f16 in kernels.c),
-** PF_BYTES ahead in the weight stream prefetched. A row's result does not
+** PF_BYTES ahead in the weight stream prefetched (AVX-512: PF_L2_BYTES, into
+** L2). A row's result does not
 ** depend on the rows handed with it, so any split over threads gives the
 ** same output. A gemm (several tokens) gives each token the gemv's bits:
 ** tiles of up to four tokens share a row's unpacked blocks and do each
@@ -53,6 +54,11 @@
 /* the AVX-512 tiles prefetch into L2, as kernels.c's do (see PREFETCH_L2 there) */
 #define PREFETCH_L2(p) __builtin_prefetch((const void *)(p), 0, 2)
 #define PF_BYTES 4096
+/* One stream a thread needs its touches far ahead: gpt2-shaped q4_k decode,
+** 1 thread, Zen 4, 4 KB ahead 198-219 tok/s, 8 KB 254-262, 16 KB 260-265
+** (interleaved). The q8_0 and q4_0 gemvs, four rows a pass, ran slower
+** touching 8 and 16 KB ahead than 4 and 8 (q4_0: 181-191 against 247-259). */
+#define PF_L2_BYTES 16384
 #define Q4_TILE_T 4 /* tokens a gemm tile shares a row's unpacked blocks with */
 #define Q4_SWEEP_MAX 64 /* tokens a gemm sweep holds at most */
 
@@ -623,9 +629,9 @@ AVX512_FN static ALWAYS_INLINE void q4k_acc_sums(__m512 *acc, const __m256 *accm
     for (int i = 0; i < nb; i++) {                                                            \
       const uint8_t *blk = row + (size_t)i * GPT_Q4_K_BYTES;                                  \
       Q4KBlock u;                                                                             \
-      PREFETCH_L2(blk + PF_BYTES);                                                            \
-      PREFETCH_L2(blk + PF_BYTES + 64);                                                       \
-      PREFETCH_L2(blk + PF_BYTES + 128);                                                      \
+      PREFETCH_L2(blk + PF_L2_BYTES);                                                            \
+      PREFETCH_L2(blk + PF_L2_BYTES + 64);                                                       \
+      PREFETCH_L2(blk + PF_L2_BYTES + 128);                                                      \
       q4k_unpack(blk, &u);                                                                    \
       TOKENS(&u, x, nt, i, acc, accm);                                                        \
     }                                                                                         \
@@ -707,10 +713,10 @@ GEMV(vnni_gemv_q4_k, VNNI_FN, vnni_row_q4_k, GPT_QK_K, GPT_Q4_K_BYTES)
     _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();        \
     for (int i = 0; i < nb; i++) {                                                            \
       const uint8_t *blk = row + (size_t)i * GPT_Q6_K_BYTES;                                  \
-      PREFETCH_L2(blk + PF_BYTES);                                                            \
-      PREFETCH_L2(blk + PF_BYTES + 64);                                                       \
-      PREFETCH_L2(blk + PF_BYTES + 128);                                                      \
-      PREFETCH_L2(blk + PF_BYTES + 192);                                                      \
+      PREFETCH_L2(blk + PF_L2_BYTES);                                                            \
+      PREFETCH_L2(blk + PF_L2_BYTES + 64);                                                       \
+      PREFETCH_L2(blk + PF_L2_BYTES + 128);                                                      \
+      PREFETCH_L2(blk + PF_L2_BYTES + 192);                                                      \
       __m512i sc16 = _mm512_castsi256_si512(                                                  \
           _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 192))));               \
       __m512i isum[Q4_TILE_T];                                                                \
@@ -819,10 +825,10 @@ VNNI_FN static ALWAYS_INLINE void vnni_tile_q6_k(const uint8_t *row, const GPTQ4
   for (int i = 0; i < nb; i++) {
     const uint8_t *blk = row + (size_t)i * GPT_Q6_K_BYTES;
     Q6KBlock u;
-    PREFETCH_L2(blk + PF_BYTES);
-    PREFETCH_L2(blk + PF_BYTES + 64);
-    PREFETCH_L2(blk + PF_BYTES + 128);
-    PREFETCH_L2(blk + PF_BYTES + 192);
+    PREFETCH_L2(blk + PF_L2_BYTES);
+    PREFETCH_L2(blk + PF_L2_BYTES + 64);
+    PREFETCH_L2(blk + PF_L2_BYTES + 128);
+    PREFETCH_L2(blk + PF_L2_BYTES + 192);
     q6k_unpack(blk, &u);
     vnni_tokens_q6_k(&u, x, nt, i, acc);
   }
