@@ -1475,9 +1475,10 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 4; i++)
       for (int nth = 1; nth <= 2; nth++)
         if (aDecode[i][nth] > 0 && aDecodeBw[i][nth] < 0.5 * aBw[nth]) {
-          printf("note: the bandwidth read between the steps of the %s runs on %d threads (%.1f GB/s) is "
-                 "under half the machine's (%.1f GB/s): the machine was busy; its fraction "
-                 "is not a measure of the kernels\n", azDec[i], nth, aDecodeBw[i][nth], aBw[nth]);
+          printf("note: the bandwidth read between the steps of the %s runs on %d threads "
+                 "(%.1f GB/s) is under half the machine's (%.1f GB/s): the machine was "
+                 "busy; its fraction is not a measure of the kernels\n",
+                 azDec[i], nth, aDecodeBw[i][nth], aBw[nth]);
         }
     sqlite3_close(db);
     return 0;

@@ -25,9 +25,8 @@
 **
 ** Rows are read one at a time, in order (see avx2_gemv_f16 in kernels.c),
 ** PF_BYTES ahead in the weight stream prefetched (AVX-512: PF_L2_BYTES, into
-** L2). A row's result does not
-** depend on the rows handed with it, so any split over threads gives the
-** same output. A gemm (several tokens) gives each token the gemv's bits:
+** L2). A row's result does not depend on the rows handed with it, so any
+** split over threads gives the same output. A gemm (several tokens) gives each token the gemv's bits:
 ** tiles of up to four tokens share a row's unpacked blocks and do each
 ** token's arithmetic in the gemv's order (q4_0 on AVX-512: the q8_0 gemm on
 ** rows converted).
@@ -629,9 +628,9 @@ AVX512_FN static ALWAYS_INLINE void q4k_acc_sums(__m512 *acc, const __m256 *accm
     for (int i = 0; i < nb; i++) {                                                            \
       const uint8_t *blk = row + (size_t)i * GPT_Q4_K_BYTES;                                  \
       Q4KBlock u;                                                                             \
-      PREFETCH_L2(blk + PF_L2_BYTES);                                                            \
-      PREFETCH_L2(blk + PF_L2_BYTES + 64);                                                       \
-      PREFETCH_L2(blk + PF_L2_BYTES + 128);                                                      \
+      PREFETCH_L2(blk + PF_L2_BYTES);                                                         \
+      PREFETCH_L2(blk + PF_L2_BYTES + 64);                                                    \
+      PREFETCH_L2(blk + PF_L2_BYTES + 128);                                                   \
       q4k_unpack(blk, &u);                                                                    \
       TOKENS(&u, x, nt, i, acc, accm);                                                        \
     }                                                                                         \
@@ -713,10 +712,10 @@ GEMV(vnni_gemv_q4_k, VNNI_FN, vnni_row_q4_k, GPT_QK_K, GPT_Q4_K_BYTES)
     _Pragma("GCC unroll 4") for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();        \
     for (int i = 0; i < nb; i++) {                                                            \
       const uint8_t *blk = row + (size_t)i * GPT_Q6_K_BYTES;                                  \
-      PREFETCH_L2(blk + PF_L2_BYTES);                                                            \
-      PREFETCH_L2(blk + PF_L2_BYTES + 64);                                                       \
-      PREFETCH_L2(blk + PF_L2_BYTES + 128);                                                      \
-      PREFETCH_L2(blk + PF_L2_BYTES + 192);                                                      \
+      PREFETCH_L2(blk + PF_L2_BYTES);                                                         \
+      PREFETCH_L2(blk + PF_L2_BYTES + 64);                                                    \
+      PREFETCH_L2(blk + PF_L2_BYTES + 128);                                                   \
+      PREFETCH_L2(blk + PF_L2_BYTES + 192);                                                   \
       __m512i sc16 = _mm512_castsi256_si512(                                                  \
           _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 192))));               \
       __m512i isum[Q4_TILE_T];                                                                \
