@@ -275,23 +275,26 @@ static void bw_task(void *arg, int ith, int nth) {
 
 static double aBw[3];  /* GB/s by thread count */
 
-/* GB/s of reading buf (nBytes) on nth threads: the median of nPass reads,
-** plain or touched ahead, whichever is faster. */
-static double read_bandwidth(const uint64_t *buf, size_t nBytes, int nth, int nPass) {
+/* Seconds for team to read buf (nBytes), touched ahead or not. */
+static double timed_read(GPTTeam *team, const uint64_t *buf, size_t nBytes, int ahead) {
   BwTask a;
-  double t[64];
   memset(&a, 0, sizeof(a));
   a.buf = buf;
   a.n = nBytes / 8;
+  a.ahead = ahead;
+  double t0 = now();
+  gpt_team_run(team, bw_task, &a);
+  return now() - t0;
+}
+
+/* GB/s of reading buf (nBytes) on nth threads: the median of nPass reads,
+** plain or touched ahead, whichever is faster. */
+static double read_bandwidth(const uint64_t *buf, size_t nBytes, int nth, int nPass) {
+  double t[64];
   GPTTeam *team = gpt_team_acquire(nth);
   double best = 0;
   for (int ahead = 0; ahead <= BW_AHEAD_BYTES; ahead += BW_AHEAD_BYTES) {
-    a.ahead = ahead;
-    for (int r = 0; r < nPass; r++) {
-      double t0 = now();
-      gpt_team_run(team, bw_task, &a);
-      t[r] = now() - t0;
-    }
+    for (int r = 0; r < nPass; r++) t[r] = timed_read(team, buf, nBytes, ahead);
     double gbs = nBytes / median(t, nPass) / 1e9;
     if (gbs > best) best = gbs;
   }
@@ -662,18 +665,12 @@ static double time_prefill(const GPTModel *net, GPTState *s, int T, float *logit
 }
 
 /* Seconds to read window w (of BW_BYTES / BW_WINDOW) of the bandwidth
-** buffer on nth threads, touched ahead or not (see read_bandwidth). */
+** buffer on nth threads, touched ahead or not. The team is taken for the
+** read only: the decode step after it takes the pool itself. */
 #define BW_WINDOW ((size_t)64 << 20)
 static double read_window(const uint64_t *buf, int w, int nth, int ahead) {
-  BwTask a;
-  memset(&a, 0, sizeof(a));
-  a.buf = buf + (size_t)w * (BW_WINDOW / 8);
-  a.n = BW_WINDOW / 8;
-  a.ahead = ahead;
   GPTTeam *team = gpt_team_acquire(nth);
-  double t0 = now();
-  gpt_team_run(team, bw_task, &a);
-  double secs = now() - t0;
+  double secs = timed_read(team, buf + (size_t)w * (BW_WINDOW / 8), BW_WINDOW, ahead);
   gpt_team_release(team);
   return secs;
 }
@@ -710,9 +707,10 @@ static void time_decode(const GPTModel *net, GPTState *s, int nPrompt, int nGen,
       secs += now() - t0;
     }
     bw[r] = 0;
-    for (int k = 0; k < 2; k++)
-      if (nRead[k] && nRead[k] * (double)BW_WINDOW / readSecs[k] / 1e9 > bw[r])
-        bw[r] = nRead[k] * (double)BW_WINDOW / readSecs[k] / 1e9;
+    for (int k = 0; k < 2; k++) {
+      double gbs = nRead[k] ? nRead[k] * (double)BW_WINDOW / readSecs[k] / 1e9 : 0;
+      if (gbs > bw[r]) bw[r] = gbs;
+    }
     tok[r] = nGen / secs;
     frac[r] = tok[r] * nBytes / (bw[r] * 1e9);
   }
@@ -757,9 +755,9 @@ static double aDecodeBytes[4];
 /* A fraction of a roofline above 1.05 is printed with this mark and the
 ** footnote FRAC_NOTE: the roofline is a measurement taken just before the
 ** run, not a bound, and a run can beat it. */
-#define FRAC_NOTE "* above 1.05: the run was faster than the bandwidth or sgemm rate measured " \
-  "just before it, which is the roofline here: a measurement, not a bound; the machine's " \
-  "speed drifts between the two (clock boost, other load)."
+#define FRAC_NOTE "* above 1.05: the run was faster than the bandwidth (read between its " \
+  "steps) or sgemm rate (measured just before it), which is the roofline here: a " \
+  "measurement, not a bound; the machine's speed drifts (clock boost, other load)."
 static int nFracMarked;
 static const char *frac_mark(double f) {
   if (f <= 1.05) return "";

@@ -1014,10 +1014,7 @@ AVX512_FN static ALWAYS_INLINE void avx512_gemv(float *y, const void *W, int F16
     avx512_gemv_streams(y, W, F16, x, bias, r, q, 4, K, mode);
     r += 4 * q;
   }
-  if (r1 - r >= 4) {
-    int q = (r1 - r) / 4;
-    for (int j = 0; j < q; j++, r += 4) avx512_gemv_streams(y, W, F16, x, bias, r, 1, 4, K, mode);
-  }
+  for (; r + 4 <= r1; r += 4) avx512_gemv_streams(y, W, F16, x, bias, r, 1, 4, K, mode);
   for (; r < r1; r++) avx512_gemv_streams(y, W, F16, x, bias, r, 1, 1, K, mode);
 }
 
