@@ -993,18 +993,23 @@ AVX512_FN static ALWAYS_INLINE void avx512_gemv_streams(float *y, const void *W,
   }
 }
 
-/* y[r0..r1) of W (f32, or f16 with F16) against x. From 128 rows a pass
-** takes row j of each eighth of them, from 64 of each quarter: streams far
-** apart keep more lines in flight than adjacent rows, which the core
-** reads as one stream (gpt2-shaped f32 decode, 1 thread, four streams:
-** 41.7-42.7 -> 48.5-49.1 tok/s; the gemv from memory 21.9 -> 26.7-28.5
-** GB/s, against 30-32 for a read of four streams). Each row's sums are the
-** same. */
+/* y[r0..r1) of W (f32, or f16 with F16) against x, as streams far apart:
+** from 64 rows a pass takes row j of each quarter of them, and with
+** EIGHTHS, from 128 rows, row j of each eighth. Streams far apart keep more
+** lines in flight than adjacent rows, which the core reads as one stream;
+** how many is best depends on the core:
+** - Zen 4: eighths (gpt2-shaped f32 decode, 1 thread: 46.7 -> 51.4-53.5
+**   tok/s against quarters; quarters against 4 adjacent rows: 41.7-42.7 ->
+**   48.5-49.1);
+** - Zen 5: quarters (a plain read of 64 MB on 1 thread: 34-41 GB/s as four
+**   streams, 23-31 as eight; gpt2-shaped f16 decode, 1 thread: 101-111 tok/s
+**   on eighths, 113-129 on quarters).
+** Each row's sums are the same either way. */
 AVX512_FN static ALWAYS_INLINE void avx512_gemv(float *y, const void *W, int F16, const float *x,
                                                 const float *bias, int r0, int r1, int K,
-                                                int mode) {
+                                                int mode, int EIGHTHS) {
   int r = r0;
-  if (r1 - r0 >= 128) {
+  if (EIGHTHS && r1 - r0 >= 128) {
     int q = (r1 - r0) / 8;
     avx512_gemv_streams(y, W, F16, x, bias, r, q, 8, K, mode);
     r += 8 * q;
@@ -1020,12 +1025,24 @@ AVX512_FN static ALWAYS_INLINE void avx512_gemv(float *y, const void *W, int F16
 
 AVX512_FN static void avx512_gemv_f32(float *y, const float *W, const float *x,
                                       const float *bias, int r0, int r1, int K, int mode) {
-  avx512_gemv(y, W, 0, x, bias, r0, r1, K, mode);
+  avx512_gemv(y, W, 0, x, bias, r0, r1, K, mode, 0);
 }
 
 AVX512_FN static void avx512_gemv_f16(float *y, const uint16_t *W, const float *x,
                                       const float *bias, int r0, int r1, int K, int mode) {
-  avx512_gemv(y, W, 1, x, bias, r0, r1, K, mode);
+  avx512_gemv(y, W, 1, x, bias, r0, r1, K, mode, 0);
+}
+
+AVX512_FN static void avx512_gemv_f32_eighths(float *y, const float *W, const float *x,
+                                              const float *bias, int r0, int r1, int K,
+                                              int mode) {
+  avx512_gemv(y, W, 0, x, bias, r0, r1, K, mode, 1);
+}
+
+AVX512_FN static void avx512_gemv_f16_eighths(float *y, const uint16_t *W, const float *x,
+                                              const float *bias, int r0, int r1, int K,
+                                              int mode) {
+  avx512_gemv(y, W, 1, x, bias, r0, r1, K, mode, 1);
 }
 
 /* R <= 6 f32 rows (ld apart) against NT <= 4 tokens (ldx apart), over
@@ -1994,13 +2011,23 @@ static int cpu_has_avx512(void) {
   return cpu_has_avx2() && __builtin_cpu_supports("avx512f") &&
          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
 }
+/* AMD family 25 with AVX-512: Zen 4 (Zen 3, the same family, has none),
+** whose AVX-512 gemv reads eighths (avx512_gemv). */
+static int cpu_is_zen4(void) {
+  unsigned a, b, c, d;
+  if (!__get_cpuid(0, &a, &b, &c, &d) || b != 0x68747541u) return 0; /* "Auth"enticAMD */
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+  unsigned family = (a >> 8 & 15) + (((a >> 8 & 15) == 15) ? (a >> 20 & 255) : 0);
+  return family == 25 && cpu_has_avx512();
+}
 #endif /* GPT_X86 */
 
 /* ----------------------------------------------------------- selection */
 
 #ifdef GPT_X86
 /* The AVX-512 set with its q8_0 gemm on AVX-512 BW even where the CPU has
-** VNNI, so that tests run both tiles on a VNNI machine. */
+** VNNI, and its f32/f16 gemv on eighths where the set in use reads quarters
+** (or the other way round), so that tests run both on any AVX-512 machine. */
 static GPTKernels kAvx512Bw;
 static pthread_once_t gBwOnce = PTHREAD_ONCE_INIT;
 
@@ -2009,6 +2036,9 @@ static void make_avx512_bw(void) {
   kAvx512Bw.name = "avx512-bw";
   kAvx512Bw.gemv_q8 = avx512_gemv_q8_bw;
   kAvx512Bw.gemm_q8 = avx512_gemm_q8_bw;
+  int eighths = cpu_is_zen4();
+  kAvx512Bw.gemv_f32 = eighths ? avx512_gemv_f32 : avx512_gemv_f32_eighths;
+  kAvx512Bw.gemv_f16 = eighths ? avx512_gemv_f16 : avx512_gemv_f16_eighths;
 }
 #endif
 
@@ -2055,6 +2085,12 @@ static void select_named(const char *zName) {
   (void)cap; /* only the portable set */
 #endif
   gSelected = *k;
+#ifdef GPT_X86
+  if (k == &kAvx512 && cpu_is_zen4()) {
+    gSelected.gemv_f32 = avx512_gemv_f32_eighths;
+    gSelected.gemv_f16 = avx512_gemv_f16_eighths;
+  }
+#endif
   gSelected.blas_gemv = zName && strcmp(zName, "blas") == 0;
 }
 
