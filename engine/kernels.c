@@ -945,10 +945,10 @@ static inline float w_value(const void *W, int F16, size_t at) {
   return F16 ? gpt_f16_to_f32(((const uint16_t *)W)[at]) : ((const float *)W)[at];
 }
 
-/* R <= 8 rows (ld apart; f32, or f16 with F16) against x: res (R,). Each row
-** touched ahead into L2, PF_F32_BYTES or PF_F16_BYTES. */
+/* R <= 8 rows (ld apart; f32, or f16 with F16) against x: res (R,). With
+** TOUCH, each row touched ahead into L2, PF_F32_BYTES or PF_F16_BYTES. */
 AVX512_FN static ALWAYS_INLINE void avx512_rows(float *res, const void *W, int F16, size_t ld,
-                                                const float *x, int K, int R) {
+                                                const float *x, int K, int R, int TOUCH) {
   const size_t esz = F16 ? sizeof(uint16_t) : sizeof(float);
   const size_t ahead = F16 ? PF_F16_BYTES : PF_F32_BYTES;
   __m512 a[8];
@@ -959,7 +959,7 @@ AVX512_FN static ALWAYS_INLINE void avx512_rows(float *res, const void *W, int F
       __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
       _Pragma("GCC unroll 8") for (int i = 0; i < R; i++) {
         const uint16_t *p = (const uint16_t *)W + i * ld + k;
-        PREFETCH_L2((const char *)p + ahead);
+        if (TOUCH) PREFETCH_L2((const char *)p + ahead);
         __m512i h = _mm512_loadu_si512((const void *)p);
         a[i] = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(h)), x0, a[i]);
         a[i] = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1)), x1, a[i]);
@@ -969,7 +969,7 @@ AVX512_FN static ALWAYS_INLINE void avx512_rows(float *res, const void *W, int F
     __m512 x0 = _mm512_loadu_ps(x + k);
     _Pragma("GCC unroll 8") for (int i = 0; i < R; i++) {
       /* a line a step (16 f32) */
-      if (!F16) PREFETCH_L2((const char *)W + (i * ld + k) * esz + ahead);
+      if (TOUCH && !F16) PREFETCH_L2((const char *)W + (i * ld + k) * esz + ahead);
       a[i] = _mm512_fmadd_ps(avx512_load_w(W, F16, i * ld + k), x0, a[i]);
     }
   }
@@ -981,46 +981,53 @@ AVX512_FN static ALWAYS_INLINE void avx512_rows(float *res, const void *W, int F
 }
 
 /* Rows r.. as S streams far apart, q rows each: pass j takes row j of
-** each stream. */
+** each stream (touched ahead with TOUCH). */
 AVX512_FN static ALWAYS_INLINE void avx512_gemv_streams(float *y, const void *W, int F16,
                                                         const float *x, const float *bias, int r,
-                                                        int q, int S, int K, int mode) {
+                                                        int q, int S, int K, int mode,
+                                                        int TOUCH) {
   const size_t esz = F16 ? sizeof(uint16_t) : sizeof(float);
   float res[8];
   for (int j = 0; j < q; j++) {
-    avx512_rows(res, (const char *)W + (size_t)(r + j) * K * esz, F16, (size_t)q * K, x, K, S);
+    avx512_rows(res, (const char *)W + (size_t)(r + j) * K * esz, F16, (size_t)q * K, x, K, S, TOUCH);
     for (int i = 0; i < S; i++) store_row(y, r + j + i * q, res[i], bias, mode);
   }
 }
 
 /* y[r0..r1) of W (f32, or f16 with F16) against x, as streams far apart:
 ** from 64 rows a pass takes row j of each quarter of them, and with
-** EIGHTHS, from 128 rows, row j of each eighth. Streams far apart keep more
-** lines in flight than adjacent rows, which the core reads as one stream;
-** how many is best depends on the core:
-** - Zen 4: eighths (gpt2-shaped f32 decode, 1 thread: 46.7 -> 51.4-53.5
-**   tok/s against quarters; quarters against 4 adjacent rows: 41.7-42.7 ->
-**   48.5-49.1);
-** - Zen 5: quarters (a plain read of 64 MB on 1 thread: 34-41 GB/s as four
-**   streams, 23-31 as eight; gpt2-shaped f16 decode, 1 thread: 101-111 tok/s
-**   on eighths, 113-129 on quarters).
+** EIGHTHS, from 128 rows, row j of each eighth. f16 rows are touched ahead,
+** and f32 rows with EIGHTHS. Streams far apart keep more lines in flight
+** than adjacent rows, which the core reads as one stream; how many, and
+** whether touches help, depends on the core:
+** - Zen 4: eighths, touched (gpt2-shaped f32 decode, 1 thread: 46.7 ->
+**   51.4-53.5 tok/s against quarters; quarters against 4 adjacent rows:
+**   41.7-42.7 -> 48.5-49.1);
+** - Zen 5: quarters, untouched (a plain read of 64 MB on 1 thread: 34-41
+**   GB/s as four streams, 23-31 as eight; gpt2-shaped f16 decode, 1 thread:
+**   101-111 tok/s on eighths, 113-129 on quarters). f32 quarters
+**   untouched: the gemv of 768 x 768 from memory, 1 thread, 40-42 -> 44-46
+**   GB/s; f32 decode, 1 thread, gpt2-shaped 63-73 -> 78-82 tok/s,
+**   SmolLM2-shaped 62-66 -> 69-72. (f16 untouched: gpt2-shaped 123-140 ->
+**   124-148 tok/s, but SmolLM2-shaped 113-114 -> 108-113.)
 ** Each row's sums are the same either way. */
 AVX512_FN static ALWAYS_INLINE void avx512_gemv(float *y, const void *W, int F16, const float *x,
                                                 const float *bias, int r0, int r1, int K,
                                                 int mode, int EIGHTHS) {
+  const int touch = EIGHTHS || F16;
   int r = r0;
   if (EIGHTHS && r1 - r0 >= 128) {
     int q = (r1 - r0) / 8;
-    avx512_gemv_streams(y, W, F16, x, bias, r, q, 8, K, mode);
+    avx512_gemv_streams(y, W, F16, x, bias, r, q, 8, K, mode, touch);
     r += 8 * q;
   }
   if (r1 - r >= 64) {
     int q = (r1 - r) / 4;
-    avx512_gemv_streams(y, W, F16, x, bias, r, q, 4, K, mode);
+    avx512_gemv_streams(y, W, F16, x, bias, r, q, 4, K, mode, touch);
     r += 4 * q;
   }
-  for (; r + 4 <= r1; r += 4) avx512_gemv_streams(y, W, F16, x, bias, r, 1, 4, K, mode);
-  for (; r < r1; r++) avx512_gemv_streams(y, W, F16, x, bias, r, 1, 1, K, mode);
+  for (; r + 4 <= r1; r += 4) avx512_gemv_streams(y, W, F16, x, bias, r, 1, 4, K, mode, touch);
+  for (; r < r1; r++) avx512_gemv_streams(y, W, F16, x, bias, r, 1, 1, K, mode, touch);
 }
 
 AVX512_FN static void avx512_gemv_f32(float *y, const float *W, const float *x,
