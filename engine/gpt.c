@@ -1573,7 +1573,9 @@ static int matmul_forward_ld(const Pass *p, float *out, size_t ldo, const float 
     a.share = share;
     if (w->dtype == GPT_Q8_0) p->k->q8_quantize_act(&p->s->xq, inp, w->k);
     if (is_q4_dtype(w->dtype)) gpt_q4_quantize_act(&p->s->xq4, w->dtype, inp, w->k);
-    if (serial) gemv_task(&a, 0, 1);
+    /* alone, in one call: claims of a quarter of what is left end in calls
+    ** of a few rows, too few for the kernel's streams far apart */
+    if (nth == 1) gemv_rows(&a, 0, w->rows);
     else gpt_team_run(p->team, gemv_task, &a);
   } else {
     /* f16 is widened a chunk at a time */
