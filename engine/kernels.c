@@ -79,10 +79,11 @@
 #define PREFETCH_L2(p) __builtin_prefetch((const void *)(p), 0, 2)
 #define PF_Q8_BYTES 4096
 #define PF_Q8_TILE_BYTES 8192
-/* The AVX-512 f16 gemv touches its stream 8 KB ahead. Touching the next
-** row instead (1-2 KB ahead at the models' K), the SmolLM2-shaped decode
-** step's products from memory on Zen 5 read 0.78-0.95x as fast on 1
-** thread, 0.83-1.0x on 2. (The AVX2 kernel keeps the next row, chosen on
+/* The AVX-512 f16 gemv on eighths (Zen 4; avx512_gemv) touches its streams
+** 8 KB ahead. Touching the next row instead (1-2 KB ahead at the models' K),
+** the SmolLM2-shaped decode step's products from memory on Zen 5 read
+** 0.78-0.95x as fast on 1 thread, 0.83-1.0x on 2 (before the gemv read
+** quarters untouched there). (The AVX2 kernel keeps the next row, chosen on
 ** Zen 3; on Zen 5 8 KB ahead read 1.15-1.24x on 1 thread, 0.95-1.03x on 2.)
 ** Into L2 on Zen 4, 4 and 16 KB ahead did no better than 8. */
 #define PF_F16_BYTES 8192
@@ -996,38 +997,37 @@ AVX512_FN static ALWAYS_INLINE void avx512_gemv_streams(float *y, const void *W,
 
 /* y[r0..r1) of W (f32, or f16 with F16) against x, as streams far apart:
 ** from 64 rows a pass takes row j of each quarter of them, and with
-** EIGHTHS, from 128 rows, row j of each eighth. f16 rows are touched ahead,
-** and f32 rows with EIGHTHS. Streams far apart keep more lines in flight
-** than adjacent rows, which the core reads as one stream; how many, and
-** whether touches help, depends on the core:
+** EIGHTHS, from 128 rows, row j of each eighth, touched ahead. Streams far
+** apart keep more lines in flight than adjacent rows, which the core reads
+** as one stream; how many, and whether touches help, depends on the core:
 ** - Zen 4: eighths, touched (gpt2-shaped f32 decode, 1 thread: 46.7 ->
 **   51.4-53.5 tok/s against quarters; quarters against 4 adjacent rows:
 **   41.7-42.7 -> 48.5-49.1);
 ** - Zen 5: quarters, untouched (a plain read of 64 MB on 1 thread: 34-41
 **   GB/s as four streams, 23-31 as eight; gpt2-shaped f16 decode, 1 thread:
-**   101-111 tok/s on eighths, 113-129 on quarters). f32 quarters
-**   untouched: the gemv of 768 x 768 from memory, 1 thread, 40-42 -> 44-46
-**   GB/s; f32 decode, 1 thread, gpt2-shaped 63-73 -> 78-82 tok/s,
-**   SmolLM2-shaped 62-66 -> 69-72. (f16 untouched: gpt2-shaped 123-140 ->
-**   124-148 tok/s, but SmolLM2-shaped 113-114 -> 108-113.)
+**   101-111 tok/s on eighths, 113-129 on quarters). Quarters untouched:
+**   the gemv of 768 x 768 from memory, 1 thread, f32 40-42 -> 44-46 GB/s,
+**   f16 37.5-39 -> 39-44; decode, 1 thread: f32 gpt2-shaped 63-73 -> 78-82
+**   tok/s, SmolLM2-shaped 62-66 -> 69-72; f16 gpt2-shaped 121-124 ->
+**   140-148, SmolLM2-shaped 115-124 -> 120-137 (2 threads: 198-204 ->
+**   192-203).
 ** Each row's sums are the same either way. */
 AVX512_FN static ALWAYS_INLINE void avx512_gemv(float *y, const void *W, int F16, const float *x,
                                                 const float *bias, int r0, int r1, int K,
                                                 int mode, int EIGHTHS) {
-  const int touch = EIGHTHS || F16;
   int r = r0;
   if (EIGHTHS && r1 - r0 >= 128) {
     int q = (r1 - r0) / 8;
-    avx512_gemv_streams(y, W, F16, x, bias, r, q, 8, K, mode, touch);
+    avx512_gemv_streams(y, W, F16, x, bias, r, q, 8, K, mode, EIGHTHS);
     r += 8 * q;
   }
   if (r1 - r >= 64) {
     int q = (r1 - r) / 4;
-    avx512_gemv_streams(y, W, F16, x, bias, r, q, 4, K, mode, touch);
+    avx512_gemv_streams(y, W, F16, x, bias, r, q, 4, K, mode, EIGHTHS);
     r += 4 * q;
   }
-  for (; r + 4 <= r1; r += 4) avx512_gemv_streams(y, W, F16, x, bias, r, 1, 4, K, mode, touch);
-  for (; r < r1; r++) avx512_gemv_streams(y, W, F16, x, bias, r, 1, 1, K, mode, touch);
+  for (; r + 4 <= r1; r += 4) avx512_gemv_streams(y, W, F16, x, bias, r, 1, 4, K, mode, EIGHTHS);
+  for (; r < r1; r++) avx512_gemv_streams(y, W, F16, x, bias, r, 1, 1, K, mode, EIGHTHS);
 }
 
 AVX512_FN static void avx512_gemv_f32(float *y, const float *W, const float *x,
