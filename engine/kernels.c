@@ -990,7 +990,8 @@ AVX512_FN static ALWAYS_INLINE void avx512_gemv_streams(float *y, const void *W,
   const size_t esz = F16 ? sizeof(uint16_t) : sizeof(float);
   float res[8];
   for (int j = 0; j < q; j++) {
-    avx512_rows(res, (const char *)W + (size_t)(r + j) * K * esz, F16, (size_t)q * K, x, K, S, TOUCH);
+    avx512_rows(res, (const char *)W + (size_t)(r + j) * K * esz, F16, (size_t)q * K, x, K, S,
+                TOUCH);
     for (int i = 0; i < S; i++) store_row(y, r + j + i * q, res[i], bias, mode);
   }
 }
