@@ -1568,18 +1568,21 @@ static int matmul_forward_ld(const Pass *p, float *out, size_t ldo, const float 
   if (T == 1) {
     /* asked once a pass: OpenBLAS only where its allocations cannot fail */
     if (p->k->blas_gemv) a.blas = gpt_blas();
-    /* whole 4-row groups (64 for sgemv) */
     int serial = (int64_t)w->rows * w->k < PAR_MIN_GEMV;
     int nth = serial ? 1 : gpt_team_size(p->team);
-    a.chunk = gemv_chunk_rows(w, p->k->blas_gemv && w->dtype == GPT_F32 && a.blas ? 64 : 4);
-    share_out(share, (w->rows + a.chunk - 1) / a.chunk, nth);
-    a.share = share;
     if (w->dtype == GPT_Q8_0) p->k->q8_quantize_act(&p->s->xq, inp, w->k);
     if (is_q4_dtype(w->dtype)) gpt_q4_quantize_act(&p->s->xq4, w->dtype, inp, w->k);
-    /* alone, in one call: claims of a quarter of what is left end in calls
-    ** of a few rows, too few for the kernel's streams far apart */
-    if (nth == 1) gemv_rows(&a, 0, w->rows);
-    else gpt_team_run(p->team, gemv_task, &a);
+    if (nth == 1) {
+      /* alone, in one call: claims end in calls of a few rows, too few for
+      ** the kernel's streams far apart */
+      gemv_rows(&a, 0, w->rows);
+    } else {
+      /* chunks of whole 4-row groups (64 for sgemv) */
+      a.chunk = gemv_chunk_rows(w, p->k->blas_gemv && w->dtype == GPT_F32 && a.blas ? 64 : 4);
+      share_out(share, (w->rows + a.chunk - 1) / a.chunk, nth);
+      a.share = share;
+      gpt_team_run(p->team, gemv_task, &a);
+    }
   } else {
     /* f16 is widened a chunk at a time */
     if (w->dtype != GPT_F32 && w->dtype != GPT_Q8_0 && !is_q4_dtype(w->dtype) &&
