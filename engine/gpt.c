@@ -39,6 +39,7 @@ typedef struct Mat {
   const void *w;
   int dtype;
   int rows, k;
+  int packed;  /* q8_0 rows packed for the kernels (gpt_model_ready) */
 } Mat;
 
 /* One block's weights, resolved once at load from the slot table: the pass
@@ -65,6 +66,7 @@ struct GPTModel {
   int *dtype;            /* memory dtype of each tensor */
   int max_k;             /* largest input dimension of a 2-D tensor */
   int has_compact;       /* some tensor is f16 or q8_0 */
+  int q8_packed;         /* the q8_0 tensors' rows are packed (gpt_model_ready) */
   /* resolved from the pointer table */
   int rms_norm, rope, swiglu;
   int n_kv_head, head_dim, d_q, d_kv, d_ff;
@@ -513,7 +515,8 @@ static Mat mat_of(const GPTModel *m, int i) {
   int64_t rows, k;
   gpt_tensor_info(&m->cfg, m->has_lm_head, i, &info);
   gpt_tensor_matrix(&info, &rows, &k);
-  Mat w = {m->tensor[i], m->dtype[i], (int)rows, (int)k};
+  Mat w = {m->tensor[i], m->dtype[i], (int)rows, (int)k, 0};
+  w.packed = m->q8_packed && w.dtype == GPT_Q8_0;
   return w;
 }
 
@@ -526,8 +529,8 @@ static size_t mat_row_bytes(const Mat *w, int r) {
 
 /* a and b as one matrix when b's rows follow a's in memory, else .w NULL. */
 static Mat mat_fuse(const Mat *a, const Mat *b) {
-  Mat f = {0, 0, 0, 0};
-  if (a->w && b->w && a->dtype == b->dtype && a->k == b->k &&
+  Mat f = {0, 0, 0, 0, 0};
+  if (a->w && b->w && a->dtype == b->dtype && a->k == b->k && a->packed == b->packed &&
       (const char *)a->w + mat_row_bytes(a, a->rows) == (const char *)b->w) {
     f = *a;
     f.rows = a->rows + b->rows;
@@ -711,6 +714,30 @@ const GPTConfig *gpt_model_config(const GPTModel *m) { return &m->cfg; }
 void gpt_model_set_live_vocab(GPTModel *m, int n) {
   m->n_live = n >= 1 && n <= m->cfg.vocab_size ? n : m->cfg.vocab_size;
 }
+int gpt_model_ready(GPTModel *m) {
+  const GPTKernels *k = gpt_kernels();
+  int packed = 0;
+  if (m->q8_packed || !k->q8_pack) return 0;
+  for (int i = 0; i < m->n_tensors; i++) {
+    if (m->dtype[i] != GPT_Q8_0) continue;
+    Mat w = mat_of(m, i);
+    packed = k->q8_pack(m->tensor[i], w.rows, w.k);
+    if (!packed) return 0; /* the set reads rows as stored: none was packed */
+  }
+  if (!packed) return 0;
+  /* the resolved matrices carry the packing: resolve again */
+  m->q8_packed = 1;
+  free(m->layer);
+  free(m->inv_freq);
+  m->layer = NULL;
+  m->inv_freq = NULL;
+  return model_resolve(m);
+}
+
+int gpt_model_tensor_packed(const GPTModel *m, int i) {
+  return i >= 0 && i < m->n_tensors && m->q8_packed && m->dtype[i] == GPT_Q8_0;
+}
+
 size_t gpt_model_bytes(const GPTModel *m) { return m->n_bytes; }
 int gpt_model_tensor_dtype(const GPTModel *m, int i) {
   return i >= 0 && i < m->n_tensors ? m->dtype[i] : -1;
@@ -1133,6 +1160,9 @@ static void mat_row(const GPTKernels *k, const Mat *w, int r, int c0, int n, flo
     memcpy(dst, (const float *)w->w + (size_t)r * w->k + c0, (size_t)n * sizeof(float));
   } else if (w->dtype == GPT_F16) {
     k->f16_to_f32(dst, (const uint16_t *)w->w + (size_t)r * w->k + c0, (size_t)n);
+  } else if (w->dtype == GPT_Q8_0 && w->packed) {
+    const uint8_t *row = (const uint8_t *)w->w + (size_t)r * (w->k / GPT_Q8_BLOCK) * GPT_Q8_BYTES;
+    gpt_q8_packed_to_f32(dst, row, w->k, c0 / GPT_Q8_BLOCK, n / GPT_Q8_BLOCK);
   } else if (w->dtype == GPT_Q8_0) {
     const uint8_t *row = (const uint8_t *)w->w + (size_t)r * (w->k / GPT_Q8_BLOCK) * GPT_Q8_BYTES;
     k->q8_to_f32(dst, row + (size_t)(c0 / GPT_Q8_BLOCK) * GPT_Q8_BYTES, (size_t)n / GPT_Q8_BLOCK);
@@ -1436,7 +1466,8 @@ static void gemv_rows(const MatTask *a, int r0, int r1) {
   } else if (a->w.dtype == GPT_F16) {
     k->gemv_f16(a->out, (const uint16_t *)a->w.w, a->inp, a->bias, r0, r1, K, mode);
   } else if (a->w.dtype == GPT_Q8_0) {
-    k->gemv_q8(a->out, (const uint8_t *)a->w.w, &a->p->s->xq, a->bias, r0, r1, K, mode);
+    (a->w.packed ? k->gemv_q8p : k->gemv_q8)(a->out, (const uint8_t *)a->w.w, &a->p->s->xq,
+                                             a->bias, r0, r1, K, mode);
   } else { /* q4 hook */
     gpt_q4_gemv(gpt_q4_kernels(), a->w.dtype, a->out, (const uint8_t *)a->w.w, &a->p->s->xq4,
                 a->bias, r0, r1, K, mode);
@@ -1466,7 +1497,8 @@ static void gemm_cols(const MatTask *a, int ch, int ith) {
   const float *bias = a->bias ? a->bias + c0 : NULL;
   if (a->w.dtype == GPT_Q8_0) {
     const uint8_t *w = (const uint8_t *)a->w.w + mat_row_bytes(&a->w, c0);
-    k->gemm_q8(a->out + c0, a->ldo, w, &a->p->s->xq, T, bias, 0, n, K, GPT_GEMV_SET);
+    (a->w.packed ? k->gemm_q8p : k->gemm_q8)(a->out + c0, a->ldo, w, &a->p->s->xq, T, bias, 0, n,
+                                             K, GPT_GEMV_SET);
   } else if (is_q4_dtype(a->w.dtype)) {
     const uint8_t *w = (const uint8_t *)a->w.w + mat_row_bytes(&a->w, c0);
     gpt_q4_gemm(gpt_q4_kernels(), a->w.dtype, a->out + c0, a->ldo, w, &a->p->s->xq4t, T, bias,

@@ -151,6 +151,14 @@ const GPTConfig *gpt_model_config(const GPTModel *m);
 ** head's rows): every pass gives them logits of -inf. Set once, before the
 ** model is shared. */
 void gpt_model_set_live_vocab(GPTModel *m, int n);
+/* Readies the loaded weights for the kernel set in use: where the set reads
+** q8_0 rows packed (kernels.h), packs every q8_0 tensor in place. Call once,
+** after every tensor is loaded and before the model is shared; loading into
+** the model afterwards is not allowed. Returns -1 when out of memory. */
+int gpt_model_ready(GPTModel *m);
+/* Whether tensor i's q8_0 rows are packed (gpt_q8_packed_to_f32 widens a
+** row), as gpt_model_ready left them. */
+int gpt_model_tensor_packed(const GPTModel *m, int i);
 size_t gpt_model_bytes(const GPTModel *m);  /* bytes of weights in memory */
 int gpt_model_tensor_dtype(const GPTModel *m, int i);
 

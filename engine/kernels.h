@@ -12,7 +12,8 @@
 **
 ** Matrices are (rows, K) in one of three row formats: f32, f16 (IEEE half)
 ** and q8_0 (K/32 blocks of 34 bytes: an f16 scale d, then 32 int8 values
-** q in [-127, 127]; the value is d * q). Every kernel computes each output
+** q in [-127, 127]; the value is d * q), which a set may read packed (see
+** gpt_q8_pack_rows). Every kernel computes each output
 ** row with the same arithmetic whatever range [r0, r1) it is handed, so
 ** splitting rows over threads never changes a result.
 */
@@ -95,7 +96,31 @@ typedef struct GPTKernels {
   ** apart, p rows ldp apart; each value the one att_values gives it. */
   void (*att_values_n)(float *out, size_t ldo, const float *p, size_t ldp, int nq,
                        const float *v, size_t ld, int n, int causal, int hd);
+  /* q8_0 rows packed for this set (the layout below), in place: rows (n,
+  ** K) as stored into packed rows. Returns 1 when it packed them, 0 when
+  ** the set reads q8_0 rows as stored (they are left as they are). */
+  int (*q8_pack)(uint8_t *W, int64_t n, int K);
+  /* gemv_q8 and gemm_q8 on packed rows, with the same bits as those give
+  ** on the rows as stored. */
+  void (*gemv_q8p)(float *y, const uint8_t *W, const GPTQ8Act *x, const float *bias,
+                   int r0, int r1, int K, int mode);
+  void (*gemm_q8p)(float *out, size_t ldo, const uint8_t *W, const GPTQ8Act *X, int T,
+                   const float *bias, int r0, int r1, int K, int mode);
 } GPTKernels;
+
+/* A packed q8_0 row holds the bytes of the row as stored, rearranged for
+** vpdpbusd (nb = K / 32 blocks):
+**   - each chunk of 16 blocks (544 bytes): 8 slices of 64 bytes, slice s
+**     holding bytes 4s..4s+3 of block 4 (L % 4) + L / 4 of the chunk in its
+**     dword L, each value plus 128 (unsigned); then the 16 blocks' f16
+**     scales in the same lane order;
+**   - then the last nb % 16 blocks (the tail): their f16 scales, then
+**     their values plus 128, block after block.
+** So a packed row is as long as a stored one, and rows are where they were. */
+void gpt_q8_pack_rows(uint8_t *W, int64_t n, int K);
+/* dst (n * 32,) = blocks b0..b0+n of a packed row of K values, widened
+** (the values q8_to_f32 gives them as stored). */
+void gpt_q8_packed_to_f32(float *dst, const uint8_t *row, int K, int b0, int n);
 
 /* The set in use (chosen once, thread-safe). */
 const GPTKernels *gpt_kernels(void);

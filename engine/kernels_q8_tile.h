@@ -239,16 +239,17 @@ Q8_TILE_FN static __attribute__((noinline)) void Q8_SLICE_TILES(const TileStore 
   }
 }
 
-/* The gemm on slices, for rows of q8_0 blocks or (q4) of q4_0 blocks:
+/* The gemm on slices, for rows in a form of slice_row's (q8_0 blocks,
+** packed q8_0 rows, or q4_0 blocks):
 ** each block of up to Q8_SLICE_ROWS rows repacked once, then each sweep's
 ** tokens repacked and met by the block's rows, 4 at a time. A product
 ** hands the gemm 96 rows a call, so rows and tokens are each repacked once
 ** a call. -1, with nothing written, when the buffer cannot be had. */
 Q8_TILE_FN static int Q8_SLICE_GEMM(float *out, size_t ldo, const uint8_t *W,
                                     const GPTQ8Act *X, int T, const float *bias, int r0,
-                                    int r1, int K, int mode, int q4) {
+                                    int r1, int K, int mode, int form) {
   int nb = K / GPT_Q8_BLOCK, nc = nb / 16, np = (nb % 16 + 1) / 2;
-  size_t ld = (size_t)nb * (q4 ? GPT_Q4_0_BYTES : GPT_Q8_BYTES);
+  size_t ld = (size_t)nb * (form == Q8_FORM_Q4_0 ? GPT_Q4_0_BYTES : GPT_Q8_BYTES);
   size_t xv = q8_token_vecs(K), wv = q8_row_vecs(K); /* vectors a token, a row */
   int sweep = gemm_sweep(K, 2);
   int nrow = r1 - r0 < Q8_SLICE_ROWS ? r1 - r0 : Q8_SLICE_ROWS;
@@ -263,7 +264,7 @@ Q8_TILE_FN static int Q8_SLICE_GEMM(float *out, size_t ldo, const uint8_t *W,
   for (int rb = r0; rb < r1; rb += Q8_SLICE_ROWS) {
     int rb1 = r1 - rb < Q8_SLICE_ROWS ? r1 : rb + Q8_SLICE_ROWS;
     for (int r = rb; r < rb1; r++)
-      slice_row(wr + (size_t)(r - rb) * wv, W + (size_t)r * ld, K, &ix, q4);
+      slice_row(wr + (size_t)(r - rb) * wv, W + (size_t)r * ld, K, &ix, form);
     for (int t0 = 0; t0 < T; t0 += sweep) {
       int t1 = t0 + sweep < T ? t0 + sweep : T;
       for (int t = t0; t < t1; t++) q8_slice_token(xs + (size_t)(t - t0) * xv, X, t, K, &ix);
@@ -286,7 +287,8 @@ Q8_TILE_FN static int Q8_SLICE_GEMM(float *out, size_t ldo, const uint8_t *W,
 ** the buffer cannot be had. */
 Q8_TILE_FN static void Q8_GEMM(float *out, size_t ldo, const uint8_t *W, const GPTQ8Act *X,
                                int T, const float *bias, int r0, int r1, int K, int mode) {
-  if (T < Q8_SLICE_MIN_T || Q8_SLICE_GEMM(out, ldo, W, X, T, bias, r0, r1, K, mode, 0))
+  if (T < Q8_SLICE_MIN_T ||
+      Q8_SLICE_GEMM(out, ldo, W, X, T, bias, r0, r1, K, mode, Q8_FORM_STORED))
     Q8_GEMM_ROWS(out, ldo, W, X, T, bias, r0, r1, K, mode);
 }
 #else

@@ -1236,6 +1236,11 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
       if (!aBuf) { rc = SQLITE_NOMEM; goto done; }
     }
   }
+  if (gpt_model_ready(net)) {
+    gptext_set_error(pzErr, "%s: model '%s': out of memory readying its weights", zFunc, m->zName);
+    rc = SQLITE_NOMEM;
+    goto done;
+  }
   if (m->pTok) gpt_model_set_live_vocab(net, tok_vocab_size(m->pTok));
   m->pNet = net;
   net = 0;

@@ -453,6 +453,71 @@ static void test_q8_avx512(void) {
   }
 }
 
+/* q8_0 rows packed (gpt_q8_pack_rows): widened, they give q8_to_f32's
+** values; the set's gemv_q8p and gemm_q8p on them give, bit for bit, what
+** its gemv_q8 gives the rows as stored where the set packs (portable's
+** where it does not), whole or split, for 1 to 70 tokens; K from a lone
+** block to rows whose token the gemv slices in two windows (K 16896). */
+static void test_q8_packed(const GPTKernels *kern) {
+  static const int aK[] = {32, 64, 96, 512, 544, 576, 768, 992, 1536, 3072, 16896};
+  static const int aT[] = {1, 2, 3, 4, 7, 70};
+  const GPTKernels *port = gpt_kernels_named("portable");
+  for (size_t ik = 0; ik < sizeof(aK) / sizeof(aK[0]); ik++) {
+    int K = aK[ik], nb = K / 32, rows = K > 4096 ? 9 : 70, T = 70;
+    size_t ld = (size_t)nb * 34;
+    float *Wf = malloc(sizeof(float) * rows * K), *X = malloc(sizeof(float) * T * K);
+    float *wide = malloc(sizeof(float) * K), *wide2 = malloc(sizeof(float) * K);
+    uint8_t *Q = malloc((size_t)rows * ld), *P = malloc((size_t)rows * ld);
+    float *g = malloc(sizeof(float) * T * rows), *gv = malloc(sizeof(float) * T * rows);
+    float *bias = malloc(sizeof(float) * rows);
+    GPTQ8Act xs = {malloc((size_t)T * K), malloc((size_t)T * K), malloc(sizeof(float) * T * nb)};
+    for (int i = 0; i < rows * K; i++) Wf[i] = frand();
+    for (int i = 0; i < T * K; i++) X[i] = frand();
+    for (int r = 0; r < rows; r++) bias[r] = frand();
+    gpt_q8_quantize_row(Q, Wf, (int64_t)rows * K);
+    memcpy(P, Q, (size_t)rows * ld);
+    int packed = 0;
+    if (kern->q8_pack) packed = kern->q8_pack(P, rows, K);
+    else gpt_q8_pack_rows(P, rows, K);
+    if (!packed && kern->q8_pack) gpt_q8_pack_rows(P, rows, K);
+    const GPTKernels *ref = packed ? kern : port;
+    for (int t = 0; t < T; t++) {
+      GPTQ8Act xt = gpt_q8_act_token(&xs, t, K);
+      kern->q8_quantize_act(&xt, X + (size_t)t * K, K);
+    }
+    int widen = 1, gemv = 1, split = 1, gemm = 1;
+    for (int r = 0; r < rows; r++) {
+      port->q8_to_f32(wide, Q + r * ld, (size_t)nb);
+      gpt_q8_packed_to_f32(wide2, P + r * ld, K, 0, nb);
+      widen &= memcmp(wide, wide2, sizeof(float) * K) == 0;
+    }
+    for (int t = 0; t < T; t++) {
+      GPTQ8Act xt = gpt_q8_act_token(&xs, t, K);
+      float *y = gv + (size_t)t * rows, *y2 = g;
+      ref->gemv_q8(y, Q, &xt, bias, 0, rows, K, GPT_GEMV_SET);
+      kern->gemv_q8p(y2, P, &xt, bias, 0, rows, K, GPT_GEMV_SET);
+      gemv &= memcmp(y, y2, sizeof(float) * rows) == 0;
+      if (t < 3) {
+        int cut = (t * 29) % rows;
+        memset(y2, 0, sizeof(float) * rows);
+        kern->gemv_q8p(y2, P, &xt, bias, 0, cut, K, GPT_GEMV_ADD);
+        kern->gemv_q8p(y2, P, &xt, bias, cut, rows, K, GPT_GEMV_ADD);
+        for (int r = 0; r < rows; r++) split &= y2[r] == 0.0f + y[r];
+      }
+    }
+    for (size_t it = 0; it < sizeof(aT) / sizeof(aT[0]); it++) {
+      kern->gemm_q8p(g, rows, P, &xs, aT[it], bias, 0, rows, K, GPT_GEMV_SET);
+      gemm &= memcmp(g, gv, sizeof(float) * aT[it] * rows) == 0;
+    }
+    check(widen, "q8_0 packed rows widen as stored", kern->name, K, 0);
+    check(gemv, "gemv_q8p on packed rows = gemv_q8 on stored", kern->name, K, 0);
+    check(split, "gemv_q8p split anywhere", kern->name, K, 0);
+    check(gemm, "gemm_q8p of 1-70 tokens = gemv_q8", kern->name, K, 0);
+    free(Wf); free(X); free(wide); free(wide2); free(Q); free(P); free(g); free(gv); free(bias);
+    free(xs.q); free(xs.aq); free(xs.d);
+  }
+}
+
 /* The f32 gemm on as many tokens as a prefill or a gpt_batch step gives it
 ** (16 to 40: the AVX-512 loops whose tiles share out the reads ahead, and
 ** the K-blocked loop for long rows, K 1400 with a scalar tail): each value
@@ -529,7 +594,7 @@ int main(void) {
     const GPTKernels *k = gpt_kernels_named(azSet[i]);
     if (k) {
       test_set(k); test_transpose(k); test_gemm_tokens(k); test_attention(k);
-      test_gemv_rows(k);
+      test_gemv_rows(k); test_q8_packed(k);
     }
     else printf("kernel set %s: not supported by this CPU, skipped\n", azSet[i]);
   }
