@@ -1412,6 +1412,19 @@ static int claim_run(_Atomic uint64_t *pEnds, int back, int *pN) {
 ** costs little. */
 #define GEMV_CHUNK_BYTES ((size_t)16 << 10)
 
+/* The unit of a decode claim: the kernels read 64 rows or more as streams
+** far apart (avx512_gemv, vnni_gemv_q8p), so claims of short rows go in
+** 64-row groups, up to 256 KB (long rows are streams far apart by
+** themselves, and a coarser claim would leave one member working alone at
+** the end); cblas_sgemv takes 64 rows a call. (Claims in 4-row units left
+** calls of 24 rows at the end of each share: 2 threads, Zen 5, interleaved
+** runs, gpt2-shaped q8_0 decode 394-429 -> 397-442 tok/s, f16 224-241 ->
+** 241-264.) */
+static int gemv_unit(const GPTKernels *k, const Mat *w) {
+  if (k->blas_gemv && w->dtype == GPT_F32) return 64;
+  return 64 * mat_row_bytes(w, 1) <= ((size_t)256 << 10) ? 64 : 4;
+}
+
 static int gemv_chunk_rows(const Mat *w, int unit) {
   size_t row = mat_row_bytes(w, 1);
   size_t rows = row ? (GEMV_CHUNK_BYTES + row - 1) / row : 16;
@@ -1437,7 +1450,7 @@ static void share_out(MemberShare *share, int n_chunks, int nth) {
 ** step's bandwidth idle with it. */
 static void touch_next_product(const Mat *w, int ith, int nth) {
   if (!w || !w->w || ith < 1) return;
-  int chunk = gemv_chunk_rows(w, 4), lo, hi;
+  int chunk = gemv_chunk_rows(w, gemv_unit(gpt_kernels(), w)), lo, hi;
   gpt_team_split((w->rows + chunk - 1) / chunk, 1, ith, nth, &lo, &hi);
   int r0 = lo * chunk < w->rows ? lo * chunk : w->rows;
   int r1 = hi * chunk < w->rows ? hi * chunk : w->rows;
@@ -1445,8 +1458,8 @@ static void touch_next_product(const Mat *w, int ith, int nth) {
   gpt_team_touch_after(ith, (const char *)w->w + start, n < TOUCH_MAX_BYTES ? n : TOUCH_MAX_BYTES);
 }
 
-/* Decode: rows r0..r1 of the product (whole 64-row groups on the
-** cblas_sgemv path, 4-row groups otherwise, but for W's last rows). */
+/* Decode: rows r0..r1 of the product (whole groups of gemv_unit's rows but
+** for W's last rows). */
 static void gemv_rows(const MatTask *a, int r0, int r1) {
   const GPTKernels *k = a->p->k;
   int K = a->w.k, mode = a->add ? GPT_GEMV_ADD : GPT_GEMV_SET;
@@ -1609,8 +1622,7 @@ static int matmul_forward_ld(const Pass *p, float *out, size_t ldo, const float 
       ** the kernel's streams far apart */
       gemv_rows(&a, 0, w->rows);
     } else {
-      /* chunks of whole 4-row groups (64 for sgemv) */
-      a.chunk = gemv_chunk_rows(w, p->k->blas_gemv && w->dtype == GPT_F32 && a.blas ? 64 : 4);
+      a.chunk = gemv_chunk_rows(w, gemv_unit(p->k, w));
       share_out(share, (w->rows + a.chunk - 1) / a.chunk, nth);
       a.share = share;
       gpt_team_run(p->team, gemv_task, &a);
