@@ -104,6 +104,7 @@ struct GPTState {
   float *logit_block;    /* (LOGIT_ROWS, V) for per-position logits */
   float *tmp;            /* (max(2F, Q, C),) decode scratch */
   GPTQ8Act xq;           /* (n_xq, widest row) inputs quantized for q8_0 rows */
+  void *xq_sliced;       /* a decode input laid out for packed rows (q8_slice_act), or NULL */
   int n_xq;              /* tokens xq holds */
   GPTQ4Act xq4;          /* decode input quantized for 4-bit rows (q4 hook) */
   GPTQ4Act xq4t;         /* (n_xq4t, widest row) several tokens quantized for them */
@@ -1092,6 +1093,9 @@ GPTState *gpt_state_new(const GPTModel *m, int max_T) {
   s->xq.aq = line_alloc(W);
   s->xq.d = malloc((W / GPT_Q8_BLOCK + 1) * sizeof(float));
   s->n_xq = 1;
+  /* optional: without it the packed gemv lays the input out each call */
+  if (m->q8_packed && gpt_kernels()->q8_slice_act)
+    s->xq_sliced = line_alloc(gpt_q8_sliced_bytes((int)W));
   if (!s->tmp || !s->xq.q || !s->xq.aq || !s->xq.d || gpt_q4_act_alloc(&s->xq4, W) ||
       state_grow_cache(s, max_T < 64 ? max_T : 64) || state_reserve(s, 1, 1, s->n_cache)) {
     gpt_state_free(s);
@@ -1108,6 +1112,7 @@ void gpt_state_free(GPTState *s) {
   free(s->logit_block);
   free(s->tmp);
   free(s->xq.q); free(s->xq.aq); free(s->xq.d);
+  free(s->xq_sliced);
   gpt_q4_act_free(&s->xq4);
   gpt_q4_act_free(&s->xq4t);
   free(s->wide);
@@ -1616,6 +1621,11 @@ static int matmul_forward_ld(const Pass *p, float *out, size_t ldo, const float 
     int serial = (int64_t)w->rows * w->k < PAR_MIN_GEMV;
     int nth = serial ? 1 : gpt_team_size(p->team);
     if (w->dtype == GPT_Q8_0) p->k->q8_quantize_act(&p->s->xq, inp, w->k);
+    /* laid out once for all the product's calls (which would each do it) */
+    if (w->packed && p->k->q8_slice_act && p->s->xq_sliced) {
+      p->k->q8_slice_act(p->s->xq_sliced, &p->s->xq, w->k);
+      p->s->xq.sliced = p->s->xq_sliced;
+    }
     if (is_q4_dtype(w->dtype)) gpt_q4_quantize_act(&p->s->xq4, w->dtype, inp, w->k);
     if (nth == 1) {
       /* alone, in one call: claims end in calls of a few rows, too few for
@@ -1627,6 +1637,7 @@ static int matmul_forward_ld(const Pass *p, float *out, size_t ldo, const float 
       a.share = share;
       gpt_team_run(p->team, gemv_task, &a);
     }
+    p->s->xq.sliced = NULL; /* the next quantization makes it stale */
   } else {
     /* f16 is widened a chunk at a time */
     if (w->dtype != GPT_F32 && w->dtype != GPT_Q8_0 && !is_q4_dtype(w->dtype) &&

@@ -365,7 +365,7 @@ static const GPTKernels kPortable = {
   "portable", 0, p_gemv_f32, p_gemv_f16, p_gemv_q8, p_gemm_f32, p_gemm_q8, p_f16_to_f32, p_q8_to_f32,
   p_gelu, p_silu_mul, p_exp_sum, p_att_scores, p_att_values, p_transpose_f32, p_transpose_u16,
   p_max, p_sum_exp, p_q8_quantize_act, p_att_scores_n, p_att_values_n, NULL, p_gemv_q8p,
-  p_gemm_q8p,
+  p_gemm_q8p, NULL,
 };
 
 /* ---------------------------------------------------------------- AVX2 */
@@ -884,7 +884,7 @@ static const GPTKernels kAvx2 = {
   avx2_q8_to_f32,
   avx2_gelu, avx2_silu_mul, avx2_exp_sum, avx2_att_scores, avx2_att_values, avx2_transpose_f32, avx2_transpose_u16,
   avx2_max, avx2_sum_exp, avx2_q8_quantize_act, avx2_att_scores_n, avx2_att_values_n, NULL,
-  p_gemv_q8p, p_gemm_q8p,
+  p_gemv_q8p, p_gemm_q8p, NULL,
 };
 
 /* ------------------------------------------------------------- AVX-512 */
@@ -1431,14 +1431,18 @@ AVX512_FN static ALWAYS_INLINE __m512 q8_chunk_scales(const uint8_t *blk) {
 typedef struct Q8SliceIdx { __m512i a[2], c[2], d[2]; } Q8SliceIdx;
 
 AVX512_FN static void q8_slice_idx(Q8SliceIdx *ix) {
-  int32_t a[2][16], c[2][16], d[2][16];
-  for (int L = 0; L < 16; L++)
-    for (int e = 0; e < 2; e++) {
-      int g = L / 4, blk = 4 * (L % 4) + L / 4; /* as q8_lane_order */
-      a[e][L] = (g >= 2) * 16 + (g % 2) * 8 + 4 * e + L % 4;
-      c[e][L] = (L / 2 >= 4) * 16 + (L / 2 % 4) * 4 + 2 * e + L % 2;
-      d[e][L] = (blk >= 8) * 16 + (blk % 8) * 2 + e;
-    }
+  /* for lane L (g = L / 4, blk = 4 (L % 4) + L / 4 as q8_lane_order) and
+  ** e < 2: a = (g >= 2) 16 + (g % 2) 8 + 4 e + L % 4, c = (L / 2 >= 4) 16 +
+  ** (L / 2 % 4) 4 + 2 e + L % 2, d = (blk >= 8) 16 + (blk % 8) 2 + e */
+  static const int32_t a[2][16] = {
+      {0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27},
+      {4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31}};
+  static const int32_t c[2][16] = {
+      {0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29},
+      {2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31}};
+  static const int32_t d[2][16] = {
+      {0, 8, 16, 24, 2, 10, 18, 26, 4, 12, 20, 28, 6, 14, 22, 30},
+      {1, 9, 17, 25, 3, 11, 19, 27, 5, 13, 21, 29, 7, 15, 23, 31}};
   for (int e = 0; e < 2; e++) {
     ix->a[e] = _mm512_loadu_si512(a[e]);
     ix->c[e] = _mm512_loadu_si512(c[e]);
@@ -1824,7 +1828,7 @@ VBMI_FN static void vbmi_gemv_q4_0(float *y, const uint8_t *W, const GPTQ4Act *x
 /* The q4_0 gemv of the AVX-512 sets of kernels_q4.c (x as q8_0's). */
 void gpt_q4_0_gemv_avx512(float *y, const uint8_t *W, const GPTQ4Act *x, const float *bias,
                           int r0, int r1, int K, int mode, int vnni) {
-  GPTQ8Act v = {x->q, x->aq, x->d};
+  GPTQ8Act v = {x->q, x->aq, x->d, NULL};
   if (vnni) vbmi_gemv_q4_0(y, W, x, bias, r0, r1, K, mode);
   else avx512_gemv_q4_0_bw(y, W, &v, bias, r0, r1, K, mode);
 }
@@ -1876,59 +1880,89 @@ VNNI_FN static ALWAYS_INLINE void q8p_pairs(__m512 acc[4], const uint8_t *W, siz
   }
 }
 
-/* R packed rows (ld bytes apart) against token x: res (R,). xs holds
-** Q8P_WINDOW chunks of x, sliced already when sliced is set (else room for
-** them, window by window), then x's pairs sliced. */
+/* R packed rows (ld bytes apart) against token x: res (R,). xc holds x's
+** chunks sliced, or is NULL, and then each window of Q8P_WINDOW chunks is
+** sliced into room; xp holds x's pairs sliced. */
 VNNI_FN static ALWAYS_INLINE void q8p_tile(float *res, const uint8_t *W, size_t ld,
-                                           const GPTQ8Act *x, int K, int R, __m512i *xs,
-                                           int sliced, const Q8SliceIdx *ix) {
+                                           const GPTQ8Act *x, int K, int R, const __m512i *xc,
+                                           const __m512i *xp, __m512i *room,
+                                           const Q8SliceIdx *ix) {
   int nb = K / GPT_Q8_BLOCK, nc = nb / 16;
   __m512 acc[4];
   _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) acc[i] = _mm512_setzero_ps();
   for (int c0 = 0; c0 < nc; c0 += Q8P_WINDOW) {
     int c1 = nc - c0 < Q8P_WINDOW ? nc : c0 + Q8P_WINDOW;
-    if (!sliced)
+    const __m512i *xw = xc ? xc + (size_t)c0 * Q8_TOKEN_VECS : room;
+    if (!xc)
       for (int c = c0; c < c1; c++)
-        q8_slice_token_chunk(xs + (size_t)(c - c0) * Q8_TOKEN_VECS,
+        q8_slice_token_chunk(room + (size_t)(c - c0) * Q8_TOKEN_VECS,
                              x->q + (size_t)c * 16 * GPT_Q8_BLOCK, x->d + 16 * c, ix);
-    q8p_chunks(acc, W, ld, xs, c0, c1, R);
+    q8p_chunks(acc, W, ld, xw, c0, c1, R);
   }
-  q8p_pairs(acc, W, ld, xs + Q8P_WINDOW * Q8_TOKEN_VECS, nb, R);
+  q8p_pairs(acc, W, ld, xp, nb, R);
   avx512_hsum_tile(res, 4, acc, 4, 1, R);
 }
 
-/* The q8_0 gemv on packed rows: x sliced once a call, then four rows a
-** pass sharing x's slices, from 64 rows row j of each quarter of them (four
-** streams far apart, as avx512_gemv reads f32 rows on Zen 5). In cache, 256
-** rows of K 768 on 1 thread: 51-55 GB/s as stored, 104-108 packed. */
-VNNI_FN static void vnni_gemv_q8p(float *y, const uint8_t *W, const GPTQ8Act *x,
-                                  const float *bias, int r0, int r1, int K, int mode) {
-  int nb = K / GPT_Q8_BLOCK, nc = nb / 16, sliced = nc <= Q8P_WINDOW;
-  size_t ld = (size_t)nb * GPT_Q8_BYTES;
-  __m512i xs[Q8P_WINDOW * Q8_TOKEN_VECS + 8 * 3];
+/* x laid out for the packed gemv: its chunks as q8_slice_token_chunk leaves
+** them, then its pairs as q8_slice_token_pairs does (q8_slice_token's
+** layout). dst (gpt_q8_sliced_bytes(K),). */
+VNNI_FN static void vnni_q8_slice_act(void *dst, const GPTQ8Act *x, int K) {
+  __m512i *xs = (__m512i *)dst;
+  int nb = K / GPT_Q8_BLOCK, nc = nb / 16;
   Q8SliceIdx ix;
   q8_slice_idx(&ix);
-  q8_slice_token_pairs(xs + Q8P_WINDOW * Q8_TOKEN_VECS, x->q, x->d, nb);
-  if (sliced)
-    for (int c = 0; c < nc; c++)
-      q8_slice_token_chunk(xs + (size_t)c * Q8_TOKEN_VECS, x->q + (size_t)c * 16 * GPT_Q8_BLOCK,
-                           x->d + 16 * c, &ix);
+  for (int c = 0; c < nc; c++)
+    q8_slice_token_chunk(xs + (size_t)c * Q8_TOKEN_VECS, x->q + (size_t)c * 16 * GPT_Q8_BLOCK,
+                         x->d + 16 * c, &ix);
+  q8_slice_token_pairs(xs + (size_t)nc * Q8_TOKEN_VECS, x->q, x->d, nb);
+}
+
+size_t gpt_q8_sliced_bytes(int K) {
+  /* chunks, and at most 8 pairs of 3 vectors: enough for any K' <= K */
+  return ((size_t)(K / GPT_Q8_BLOCK / 16) * Q8_TOKEN_VECS + 8 * 3) * 64;
+}
+
+/* The q8_0 gemv on packed rows: x as q8_slice_act laid it out, or sliced
+** here once a call; then four rows a pass sharing x's slices, from 64 rows
+** row j of each quarter of them (four streams far apart, as avx512_gemv
+** reads f32 rows on Zen 5). In cache, 256 rows of K 768 on 1 thread: 51-55
+** GB/s as stored, 104-108 packed. */
+VNNI_FN static void vnni_gemv_q8p(float *y, const uint8_t *W, const GPTQ8Act *x,
+                                  const float *bias, int r0, int r1, int K, int mode) {
+  int nb = K / GPT_Q8_BLOCK, nc = nb / 16;
+  size_t ld = (size_t)nb * GPT_Q8_BYTES;
+  __m512i room[Q8P_WINDOW * Q8_TOKEN_VECS + 8 * 3];
+  const __m512i *xc = (const __m512i *)x->sliced, *xp;
+  Q8SliceIdx ix;
+  q8_slice_idx(&ix);
+  if (xc) {
+    xp = xc + (size_t)nc * Q8_TOKEN_VECS;
+  } else {
+    xp = room + Q8P_WINDOW * Q8_TOKEN_VECS;
+    q8_slice_token_pairs(room + Q8P_WINDOW * Q8_TOKEN_VECS, x->q, x->d, nb);
+    if (nc <= Q8P_WINDOW) {
+      for (int c = 0; c < nc; c++)
+        q8_slice_token_chunk(room + (size_t)c * Q8_TOKEN_VECS,
+                             x->q + (size_t)c * 16 * GPT_Q8_BLOCK, x->d + 16 * c, &ix);
+      xc = room;
+    }
+  }
   float res[4];
   int r = r0;
   if (r1 - r >= 64) {
     int q = (r1 - r) / 4;
     for (int j = 0; j < q; j++) {
-      q8p_tile(res, W + (size_t)(r + j) * ld, (size_t)q * ld, x, K, 4, xs, sliced, &ix);
+      q8p_tile(res, W + (size_t)(r + j) * ld, (size_t)q * ld, x, K, 4, xc, xp, room, &ix);
       for (int i = 0; i < 4; i++) store_row(y, r + j + i * q, res[i], bias, mode);
     }
     r += 4 * q;
   }
   for (; r + 4 <= r1; r += 4) {
-    q8p_tile(res, W + (size_t)r * ld, ld, x, K, 4, xs, sliced, &ix);
+    q8p_tile(res, W + (size_t)r * ld, ld, x, K, 4, xc, xp, room, &ix);
     for (int i = 0; i < 4; i++) store_row(y, r + i, res[i], bias, mode);
   }
   for (; r < r1; r++) {
-    q8p_tile(res, W + (size_t)r * ld, ld, x, K, 1, xs, sliced, &ix);
+    q8p_tile(res, W + (size_t)r * ld, ld, x, K, 1, xc, xp, room, &ix);
     store_row(y, r, res[0], bias, mode);
   }
 }
@@ -1982,6 +2016,11 @@ AVX512_FN static void avx512_gemv_q8p(float *y, const uint8_t *W, const GPTQ8Act
   (avx512_has_vnni() ? vnni_gemv_q8p : p_gemv_q8p)(y, W, x, bias, r0, r1, K, mode);
 }
 
+/* Only a packed model calls it, and packing takes VNNI. */
+AVX512_FN static void avx512_q8_slice_act(void *dst, const GPTQ8Act *x, int K) {
+  if (avx512_has_vnni()) vnni_q8_slice_act(dst, x, K);
+}
+
 AVX512_FN static void avx512_gemm_q8p(float *out, size_t ldo, const uint8_t *W,
                                       const GPTQ8Act *X, int T, const float *bias, int r0,
                                       int r1, int K, int mode) {
@@ -1996,7 +2035,7 @@ AVX512_FN static void avx512_gemm_q8p(float *out, size_t ldo, const uint8_t *W,
 void gpt_q4_0_gemm_avx512(float *out, size_t ldo, const uint8_t *W, const GPTQ4Act *X, int T,
                           const float *bias, int r0, int r1, int K, int mode, int vnni) {
   int nb = K / GPT_Q4_0_BLOCK;
-  GPTQ8Act x8 = {X->q, X->aq, X->d};
+  GPTQ8Act x8 = {X->q, X->aq, X->d, NULL};
   if (vnni && T >= Q8_SLICE_MIN_T &&
       vnni_slice_gemm(out, ldo, W, &x8, T, bias, r0, r1, K, mode, Q8_FORM_Q4_0) == 0)
     return;
@@ -2298,7 +2337,7 @@ static const GPTKernels kAvx512 = {
   avx512_f16_to_f32,
   avx512_q8_to_f32, avx512_gelu, avx512_silu_mul, avx512_exp_sum, avx512_att_scores, avx512_att_values, avx2_transpose_f32,
   avx2_transpose_u16, avx2_max, avx2_sum_exp, avx2_q8_quantize_act, avx512_att_scores_n,
-  avx512_att_values_n, avx512_q8_pack, avx512_gemv_q8p, avx512_gemm_q8p,
+  avx512_att_values_n, avx512_q8_pack, avx512_gemv_q8p, avx512_gemm_q8p, avx512_q8_slice_act,
 };
 
 /* F16C from CPUID leaf 1 (ECX bit 29): clang before 15 has no "f16c" for
@@ -2345,6 +2384,7 @@ static void make_avx512_bw(void) {
   kAvx512Bw.q8_pack = NULL; /* its kernels read rows as stored */
   kAvx512Bw.gemv_q8p = p_gemv_q8p;
   kAvx512Bw.gemm_q8p = p_gemm_q8p;
+  kAvx512Bw.q8_slice_act = NULL;
   int eighths = cpu_is_zen4();
   kAvx512Bw.gemv_f32 = eighths ? avx512_gemv_f32 : avx512_gemv_f32_eighths;
   kAvx512Bw.gemv_f16 = eighths ? avx512_gemv_f16 : avx512_gemv_f16_eighths;

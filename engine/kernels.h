@@ -32,6 +32,9 @@ typedef struct GPTQ8Act {
   int8_t *q;      /* (K,) */
   int8_t *aq;     /* (K,) |q| */
   float *d;       /* (K/32,) */
+  /* optional, for gemv_q8p: the same values as the set's q8_slice_act left
+  ** them, or NULL, and then each call slices them again */
+  const void *sliced;
 } GPTQ8Act;
 
 /* How a gemv combines its result with y. */
@@ -106,7 +109,14 @@ typedef struct GPTKernels {
                    int r0, int r1, int K, int mode);
   void (*gemm_q8p)(float *out, size_t ldo, const uint8_t *W, const GPTQ8Act *X, int T,
                    const float *bias, int r0, int r1, int K, int mode);
+  /* Where the set packs: x (K values) laid out for its gemv_q8p once for
+  ** all the calls of a product, into dst (gpt_q8_sliced_bytes(K), 64-byte
+  ** aligned); NULL elsewhere. */
+  void (*q8_slice_act)(void *dst, const GPTQ8Act *x, int K);
 } GPTKernels;
+
+/* Bytes q8_slice_act may write for K values or fewer. */
+size_t gpt_q8_sliced_bytes(int K);
 
 /* A packed q8_0 row holds the bytes of the row as stored, rearranged for
 ** vpdpbusd (nb = K / 32 blocks):
@@ -136,7 +146,8 @@ int gpt_kernels_select(const char *zName);
 
 /* Token t of T activations quantized K values apart (see gemm_q8). */
 static inline GPTQ8Act gpt_q8_act_token(const GPTQ8Act *X, int t, int K) {
-  GPTQ8Act a = {X->q + (size_t)t * K, X->aq + (size_t)t * K, X->d + (size_t)t * (K / GPT_Q8_BLOCK)};
+  GPTQ8Act a = {X->q + (size_t)t * K, X->aq + (size_t)t * K, X->d + (size_t)t * (K / GPT_Q8_BLOCK),
+                NULL};
   return a;
 }
 

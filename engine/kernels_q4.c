@@ -1001,7 +1001,7 @@ static int avx512_act(void) {
 
 void gpt_q4_quantize_act(GPTQ4Act *a, int dtype, const float *x, int K) {
   if (dtype == GPT_Q4_0) {
-    GPTQ8Act v = {a->q, a->aq, a->d};
+    GPTQ8Act v = {a->q, a->aq, a->d, NULL};
     gpt_q8_quantize_act(&v, x, K);
     /* qp: per four blocks, their first halves then their second halves */
     for (int g = 0; g < K / 128; g++)

@@ -51,7 +51,7 @@ static void test_set(const GPTKernels *kern) {
     uint16_t *H = malloc(2 * (size_t)rows * K);
     uint8_t *Q = malloc((size_t)rows * (nb + 1) * 34);
     float y[3][11], y2[11], bias[11];
-    GPTQ8Act xq;
+    GPTQ8Act xq = {NULL, NULL, NULL, NULL};
     xq.q = malloc(K); xq.aq = malloc(K); xq.d = malloc(sizeof(float) * (nb + 1));
     for (int i = 0; i < rows * K; i++) {
       Wf[i] = frand();
@@ -131,7 +131,7 @@ static void test_set(const GPTKernels *kern) {
       }
       check(sameH, "gemm_f32 on widened f16 = gemv_f16", kern->name, K, 0);
       if (q8) {
-        GPTQ8Act xs;
+        GPTQ8Act xs = {NULL, NULL, NULL, NULL};
         xs.q = malloc((size_t)T * K); xs.aq = malloc((size_t)T * K);
         xs.d = malloc(sizeof(float) * (size_t)T * nb);
         for (int t = 0; t < T; t++) {
@@ -172,7 +172,7 @@ static void test_set(const GPTKernels *kern) {
         }
         check(worst <= 0.5 + 1e-3, "q8 round trip", kern->name, K, worst);
         /* activations quantize to the portable bytes, a zero block included */
-        GPTQ8Act pq;
+        GPTQ8Act pq = {NULL, NULL, NULL, NULL};
         float *xz = malloc(sizeof(float) * K);
         memcpy(xz, x, sizeof(float) * K);
         for (int j = 0; j < 32; j++) xz[j] = 0.0f;
@@ -428,7 +428,8 @@ static void test_q8_avx512(void) {
     float *Wf = malloc(sizeof(float) * rows * K), *X = malloc(sizeof(float) * T * K);
     uint8_t *Q = malloc((size_t)rows * nb * 34);
     float *g = malloc(sizeof(float) * T * rows), *gb = malloc(sizeof(float) * T * rows);
-    GPTQ8Act xs = {malloc((size_t)T * K), malloc((size_t)T * K), malloc(sizeof(float) * T * nb)};
+    GPTQ8Act xs = {malloc((size_t)T * K), malloc((size_t)T * K), malloc(sizeof(float) * T * nb),
+                   NULL};
     for (int i = 0; i < rows * K; i++) Wf[i] = frand();
     for (int i = 0; i < T * K; i++) X[i] = frand();
     gpt_q8_quantize_row(Q, Wf, (int64_t)rows * K);
@@ -456,8 +457,9 @@ static void test_q8_avx512(void) {
 /* q8_0 rows packed (gpt_q8_pack_rows): widened, they give q8_to_f32's
 ** values; the set's gemv_q8p and gemm_q8p on them give, bit for bit, what
 ** its gemv_q8 gives the rows as stored where the set packs (portable's
-** where it does not), whole or split, for 1 to 70 tokens; K from a lone
-** block to rows whose token the gemv slices in two windows (K 16896). */
+** where it does not), whole or split, for 1 to 70 tokens, with the token
+** laid out by the call or beforehand (q8_slice_act); K from a lone block to
+** rows whose token the gemv slices in two windows (K 16896). */
 static void test_q8_packed(const GPTKernels *kern) {
   static const int aK[] = {32, 64, 96, 512, 544, 576, 768, 992, 1536, 3072, 16896};
   static const int aT[] = {1, 2, 3, 4, 7, 70};
@@ -470,7 +472,8 @@ static void test_q8_packed(const GPTKernels *kern) {
     uint8_t *Q = malloc((size_t)rows * ld), *P = malloc((size_t)rows * ld);
     float *g = malloc(sizeof(float) * T * rows), *gv = malloc(sizeof(float) * T * rows);
     float *bias = malloc(sizeof(float) * rows);
-    GPTQ8Act xs = {malloc((size_t)T * K), malloc((size_t)T * K), malloc(sizeof(float) * T * nb)};
+    GPTQ8Act xs = {malloc((size_t)T * K), malloc((size_t)T * K), malloc(sizeof(float) * T * nb),
+                   NULL};
     for (int i = 0; i < rows * K; i++) Wf[i] = frand();
     for (int i = 0; i < T * K; i++) X[i] = frand();
     for (int r = 0; r < rows; r++) bias[r] = frand();
@@ -486,6 +489,7 @@ static void test_q8_packed(const GPTKernels *kern) {
       kern->q8_quantize_act(&xt, X + (size_t)t * K, K);
     }
     int widen = 1, gemv = 1, split = 1, gemm = 1;
+    void *sliced = aligned_alloc(64, (gpt_q8_sliced_bytes(K) + 63) / 64 * 64);
     for (int r = 0; r < rows; r++) {
       port->q8_to_f32(wide, Q + r * ld, (size_t)nb);
       gpt_q8_packed_to_f32(wide2, P + r * ld, K, 0, nb);
@@ -497,6 +501,14 @@ static void test_q8_packed(const GPTKernels *kern) {
       ref->gemv_q8(y, Q, &xt, bias, 0, rows, K, GPT_GEMV_SET);
       kern->gemv_q8p(y2, P, &xt, bias, 0, rows, K, GPT_GEMV_SET);
       gemv &= memcmp(y, y2, sizeof(float) * rows) == 0;
+      if (packed && kern->q8_slice_act && sliced) { /* laid out once for the product */
+        kern->q8_slice_act(sliced, &xt, K);
+        xt.sliced = sliced;
+        memset(y2, 0, sizeof(float) * rows);
+        kern->gemv_q8p(y2, P, &xt, bias, 0, rows, K, GPT_GEMV_SET);
+        gemv &= memcmp(y, y2, sizeof(float) * rows) == 0;
+        xt.sliced = NULL;
+      }
       if (t < 3) {
         int cut = (t * 29) % rows;
         memset(y2, 0, sizeof(float) * rows);
@@ -514,6 +526,7 @@ static void test_q8_packed(const GPTKernels *kern) {
     check(split, "gemv_q8p split anywhere", kern->name, K, 0);
     check(gemm, "gemm_q8p of 1-70 tokens = gemv_q8", kern->name, K, 0);
     free(Wf); free(X); free(wide); free(wide2); free(Q); free(P); free(g); free(gv); free(bias);
+    free(sliced);
     free(xs.q); free(xs.aq); free(xs.d);
   }
 }

@@ -270,7 +270,7 @@ static void test_act(void) {
   const int K = 768;
   float x[768];
   GPTQ4Act a;
-  GPTQ8Act v;
+  GPTQ8Act v = {NULL, NULL, NULL, NULL};
   int8_t q8[768], aq8[768];
   float d8[24];
   for (int k = 0; k < K; k++) x[k] = frand() * (k < 256 ? 0.01f : 1.0f);
