@@ -1165,12 +1165,11 @@ static void mat_row(const GPTKernels *k, const Mat *w, int r, int c0, int n, flo
     memcpy(dst, (const float *)w->w + (size_t)r * w->k + c0, (size_t)n * sizeof(float));
   } else if (w->dtype == GPT_F16) {
     k->f16_to_f32(dst, (const uint16_t *)w->w + (size_t)r * w->k + c0, (size_t)n);
-  } else if (w->dtype == GPT_Q8_0 && w->packed) {
-    const uint8_t *row = (const uint8_t *)w->w + (size_t)r * (w->k / GPT_Q8_BLOCK) * GPT_Q8_BYTES;
-    gpt_q8_packed_to_f32(dst, row, w->k, c0 / GPT_Q8_BLOCK, n / GPT_Q8_BLOCK);
   } else if (w->dtype == GPT_Q8_0) {
     const uint8_t *row = (const uint8_t *)w->w + (size_t)r * (w->k / GPT_Q8_BLOCK) * GPT_Q8_BYTES;
-    k->q8_to_f32(dst, row + (size_t)(c0 / GPT_Q8_BLOCK) * GPT_Q8_BYTES, (size_t)n / GPT_Q8_BLOCK);
+    if (w->packed) gpt_q8_packed_to_f32(dst, row, w->k, c0 / GPT_Q8_BLOCK, n / GPT_Q8_BLOCK);
+    else
+      k->q8_to_f32(dst, row + (size_t)(c0 / GPT_Q8_BLOCK) * GPT_Q8_BYTES, (size_t)n / GPT_Q8_BLOCK);
   } else { /* q4 hook: 4- and 6-bit blocks, c0 and n whole blocks */
     int nBytes = 0, nVal = gpt_dtype_block(w->dtype, &nBytes);
     const uint8_t *row = (const uint8_t *)w->w + mat_row_bytes(w, r);

@@ -142,30 +142,6 @@ static void p_gemv_f16(float *y, const uint16_t *W, const float *x, const float 
   }
 }
 
-static void p_gemv_q8(float *y, const uint8_t *W, const GPTQ8Act *x, const float *bias,
-                      int r0, int r1, int K, int mode) {
-  int nb = K / GPT_Q8_BLOCK;
-  for (int r = r0; r < r1; r++) {
-    const uint8_t *blk = W + (size_t)r * nb * GPT_Q8_BYTES;
-    float s = 0.0f;
-    for (int b = 0; b < nb; b++, blk += GPT_Q8_BYTES) {
-      const int8_t *q = (const int8_t *)(blk + 2), *xq = x->q + b * GPT_Q8_BLOCK;
-      int32_t isum = 0;
-      for (int j = 0; j < GPT_Q8_BLOCK; j++) isum += (int32_t)q[j] * xq[j];
-      s += gpt_f16_to_f32(q8_scale_bits(blk)) * x->d[b] * (float)isum;
-    }
-    store_row(y, r, s, bias, mode);
-  }
-}
-
-static void p_gemm_q8(float *out, size_t ldo, const uint8_t *W, const GPTQ8Act *X, int T,
-                      const float *bias, int r0, int r1, int K, int mode) {
-  for (int t = 0; t < T; t++) {
-    GPTQ8Act x = gpt_q8_act_token(X, t, K);
-    p_gemv_q8(out + (size_t)t * ldo, W, &x, bias, r0, r1, K, mode);
-  }
-}
-
 /* ---- packed q8_0 rows (kernels.h), read and written a block at a time ---- */
 
 /* The dword lane of block j of a chunk: lane L holds block 4 (L % 4) + L / 4,
@@ -185,12 +161,13 @@ static uint16_t q8p_block(const uint8_t *row, int nb, int b, int8_t q[GPT_Q8_BLO
   }
   const uint8_t *tail = row + (size_t)nc * 16 * GPT_Q8_BYTES;
   int t = b - 16 * nc, nt = nb - 16 * nc;
-  for (int k = 0; k < GPT_Q8_BLOCK; k++) q[k] = (int8_t)(tail[2 * nt + GPT_Q8_BLOCK * t + k] ^ 0x80);
+  const uint8_t *v = tail + 2 * nt + GPT_Q8_BLOCK * t;
+  for (int k = 0; k < GPT_Q8_BLOCK; k++) q[k] = (int8_t)(v[k] ^ 0x80);
   return q8_scale_bits(tail + 2 * t);
 }
 
-/* Rows (n, K) of stored blocks into packed rows, in place: a chunk or a
-** pair is copied out, then written back rearranged. */
+/* Rows (n, K) of stored blocks into packed rows, in place: a chunk, or the
+** row's tail, is copied out, then written back rearranged. */
 void gpt_q8_pack_rows(uint8_t *W, int64_t n, int K) {
   int nb = K / GPT_Q8_BLOCK, nc = nb / 16;
   size_t ld = (size_t)nb * GPT_Q8_BYTES;
@@ -233,18 +210,27 @@ void gpt_q8_packed_to_f32(float *dst, const uint8_t *row, int K, int b0, int n) 
   }
 }
 
-/* Packed rows in any set, with p_gemv_q8's arithmetic (a set whose own
-** kernels read packed rows gives its own bits; this serves a set chosen
-** after a model was packed, and tests). */
-static void p_gemv_q8p(float *y, const uint8_t *W, const GPTQ8Act *x, const float *bias,
-                       int r0, int r1, int K, int mode) {
+/* Block b of a row as stored: its 32 values into q, its scale's bits
+** returned (q8p_block's counterpart). */
+static uint16_t q8_block(const uint8_t *row, int b, int8_t q[GPT_Q8_BLOCK]) {
+  const uint8_t *blk = row + (size_t)b * GPT_Q8_BYTES;
+  memcpy(q, blk + 2, GPT_Q8_BLOCK);
+  return q8_scale_bits(blk);
+}
+
+/* The portable q8_0 gemv on rows as stored or packed: each block's exact
+** integer sum times d_w d_x, added in block order. A set whose own kernels
+** read packed rows gives its own bits; the portable reading of packed rows
+** serves a set chosen after a model was packed, and tests. */
+static void p_gemv_q8_rows(float *y, const uint8_t *W, int packed, const GPTQ8Act *x,
+                           const float *bias, int r0, int r1, int K, int mode) {
   int nb = K / GPT_Q8_BLOCK;
   int8_t q[GPT_Q8_BLOCK];
   for (int r = r0; r < r1; r++) {
     const uint8_t *row = W + (size_t)r * nb * GPT_Q8_BYTES;
     float s = 0.0f;
     for (int b = 0; b < nb; b++) {
-      float d = gpt_f16_to_f32(q8p_block(row, nb, b, q));
+      float d = gpt_f16_to_f32(packed ? q8p_block(row, nb, b, q) : q8_block(row, b, q));
       const int8_t *xq = x->q + b * GPT_Q8_BLOCK;
       int32_t isum = 0;
       for (int j = 0; j < GPT_Q8_BLOCK; j++) isum += (int32_t)q[j] * xq[j];
@@ -254,12 +240,33 @@ static void p_gemv_q8p(float *y, const uint8_t *W, const GPTQ8Act *x, const floa
   }
 }
 
-static void p_gemm_q8p(float *out, size_t ldo, const uint8_t *W, const GPTQ8Act *X, int T,
-                       const float *bias, int r0, int r1, int K, int mode) {
+static void p_gemm_q8_rows(float *out, size_t ldo, const uint8_t *W, int packed,
+                           const GPTQ8Act *X, int T, const float *bias, int r0, int r1, int K,
+                           int mode) {
   for (int t = 0; t < T; t++) {
     GPTQ8Act x = gpt_q8_act_token(X, t, K);
-    p_gemv_q8p(out + (size_t)t * ldo, W, &x, bias, r0, r1, K, mode);
+    p_gemv_q8_rows(out + (size_t)t * ldo, W, packed, &x, bias, r0, r1, K, mode);
   }
+}
+
+static void p_gemv_q8(float *y, const uint8_t *W, const GPTQ8Act *x, const float *bias,
+                      int r0, int r1, int K, int mode) {
+  p_gemv_q8_rows(y, W, 0, x, bias, r0, r1, K, mode);
+}
+
+static void p_gemm_q8(float *out, size_t ldo, const uint8_t *W, const GPTQ8Act *X, int T,
+                      const float *bias, int r0, int r1, int K, int mode) {
+  p_gemm_q8_rows(out, ldo, W, 0, X, T, bias, r0, r1, K, mode);
+}
+
+static void p_gemv_q8p(float *y, const uint8_t *W, const GPTQ8Act *x, const float *bias,
+                       int r0, int r1, int K, int mode) {
+  p_gemv_q8_rows(y, W, 1, x, bias, r0, r1, K, mode);
+}
+
+static void p_gemm_q8p(float *out, size_t ldo, const uint8_t *W, const GPTQ8Act *X, int T,
+                       const float *bias, int r0, int r1, int K, int mode) {
+  p_gemm_q8_rows(out, ldo, W, 1, X, T, bias, r0, r1, K, mode);
 }
 
 static void p_f16_to_f32(float *dst, const uint16_t *src, size_t n) {
@@ -1611,14 +1618,16 @@ VNNI_FN static ALWAYS_INLINE void q8_slice_token_chunk(__m512i *dst, const int8_
                                                       const float *d, const Q8SliceIdx *ix) {
   const __m512i order = q8_lane_order();
   __m512i v[8], sl[8], sum = _mm512_setzero_si512();
-  for (int j = 0; j < 8; j++) v[j] = q8_load_pair(q + (size_t)2 * j * GPT_Q8_BLOCK, GPT_Q8_BLOCK, 2);
+  for (int j = 0; j < 8; j++)
+    v[j] = q8_load_pair(q + (size_t)2 * j * GPT_Q8_BLOCK, GPT_Q8_BLOCK, 2);
   q8_slices(sl, v, ix);
   for (int s = 0; s < 8; s++) {
     _mm512_store_si512(dst + s, sl[s]);
     sum = _mm512_dpbusd_epi32(sum, _mm512_set1_epi8((char)0x80), sl[s]);
   }
   _mm512_store_si512(dst + 8, _mm512_sub_epi32(_mm512_setzero_si512(), sum));
-  _mm512_store_si512(dst + 9, _mm512_castps_si512(_mm512_permutexvar_ps(order, _mm512_loadu_ps(d))));
+  __m512 scales = _mm512_permutexvar_ps(order, _mm512_loadu_ps(d));
+  _mm512_store_si512(dst + 9, _mm512_castps_si512(scales));
 }
 
 /* A token's pairs after its chunks (values q, scales d, nb blocks): per

@@ -327,9 +327,10 @@ int gpt_model_widen(GPTModel *dst, const GPTModel *src, char *err, size_t n_err)
     else if (dt == GPT_Q8_0 && gpt_model_tensor_packed(src, i)) {
       int64_t rows, K;
       gpt_tensor_matrix(&info, &rows, &K);
+      size_t ld = (size_t)(K / GPT_Q8_BLOCK) * GPT_Q8_BYTES;
       for (int64_t r = 0; r < rows; r++)
-        gpt_q8_packed_to_f32(d + r * K, (const uint8_t *)from + r * (K / GPT_Q8_BLOCK) * GPT_Q8_BYTES,
-                             (int)K, 0, (int)(K / GPT_Q8_BLOCK));
+        gpt_q8_packed_to_f32(d + r * K, (const uint8_t *)from + r * ld, (int)K, 0,
+                             (int)(K / GPT_Q8_BLOCK));
     } else if (dt == GPT_Q8_0) k->q8_to_f32(d, from, (size_t)(info.n_elem / GPT_Q8_BLOCK));
     else {
       snprintf(err, n_err, "tensor %s is held as %s", info.name, gpt_dtype_name(dt));
