@@ -201,6 +201,12 @@ void gpt_q8_pack_rows(uint8_t *W, int64_t n, int K) {
   }
 }
 
+size_t gpt_q8_sliced_bytes(int K) {
+  /* 10 vectors of 64 bytes a chunk, and at most 8 pairs of 3 (the VNNI
+  ** set's q8_slice_token layout): enough for any K' <= K */
+  return ((size_t)(K / GPT_Q8_BLOCK / 16) * 10 + 8 * 3) * 64;
+}
+
 void gpt_q8_packed_to_f32(float *dst, const uint8_t *row, int K, int b0, int n) {
   int nb = K / GPT_Q8_BLOCK;
   int8_t q[GPT_Q8_BLOCK];
@@ -1428,6 +1434,7 @@ AVX512_FN static ALWAYS_INLINE __m512 q8_chunk_scales(const uint8_t *blk) {
 ** slices 0-7, then (token) -128 times each block's sum and the scales, or
 ** (row) the scales, all in lane order. */
 #define Q8_TOKEN_VECS 10
+_Static_assert(Q8_TOKEN_VECS == 10, "gpt_q8_sliced_bytes counts 10 vectors a chunk");
 #define Q8_ROW_VECS 9
 /* The VNNI gemm repacks from this many tokens (fewer go on rows as stored). */
 #define Q8_SLICE_MIN_T 4
@@ -1924,11 +1931,6 @@ VNNI_FN static void vnni_q8_slice_act(void *dst, const GPTQ8Act *x, int K) {
     q8_slice_token_chunk(xs + (size_t)c * Q8_TOKEN_VECS, x->q + (size_t)c * 16 * GPT_Q8_BLOCK,
                          x->d + 16 * c, &ix);
   q8_slice_token_pairs(xs + (size_t)nc * Q8_TOKEN_VECS, x->q, x->d, nb);
-}
-
-size_t gpt_q8_sliced_bytes(int K) {
-  /* chunks, and at most 8 pairs of 3 vectors: enough for any K' <= K */
-  return ((size_t)(K / GPT_Q8_BLOCK / 16) * Q8_TOKEN_VECS + 8 * 3) * 64;
 }
 
 /* The q8_0 gemv on packed rows: x as q8_slice_act laid it out, or sliced
