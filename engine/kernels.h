@@ -128,8 +128,8 @@ size_t gpt_q8_sliced_bytes(int K);
 **     their values plus 128, block after block.
 ** So a packed row is as long as a stored one, and rows are where they were. */
 void gpt_q8_pack_rows(uint8_t *W, int64_t n, int K);
-/* dst (n * 32,) = blocks b0..b0+n of a packed row of K values, widened
-** (the values q8_to_f32 gives them as stored). */
+/* dst (n * 32,) = the n blocks from block b0 of a packed row of K values,
+** widened (the values q8_to_f32 gives them as stored). */
 void gpt_q8_packed_to_f32(float *dst, const uint8_t *row, int K, int b0, int n);
 
 /* The set in use (chosen once, thread-safe). */
