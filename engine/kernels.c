@@ -40,6 +40,12 @@
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 #endif
 
+/* 512-bit vectors a chunk of a repacked token and a repacked row take (the
+** VNNI q8_0 kernels): slices 0-7, then (token) -128 times each block's sum
+** and the scales, or (row) the scales, all in lane order. */
+#define Q8_TOKEN_VECS 10
+#define Q8_ROW_VECS 9
+
 /* Loops over the rows of a group must be unrolled, at -O2 too: otherwise
 ** the per-row accumulators live in memory and every step waits on a store.
 ** (About twice the speed of the q8_0 kernel.) */
@@ -202,9 +208,9 @@ void gpt_q8_pack_rows(uint8_t *W, int64_t n, int K) {
 }
 
 size_t gpt_q8_sliced_bytes(int K) {
-  /* 10 vectors of 64 bytes a chunk, and at most 8 pairs of 3 (the VNNI
-  ** set's q8_slice_token layout): enough for any K' <= K */
-  return ((size_t)(K / GPT_Q8_BLOCK / 16) * 10 + 8 * 3) * 64;
+  /* q8_slice_token's layout: the chunks, and at most 8 pairs of 3 vectors;
+  ** enough for any K' <= K */
+  return ((size_t)(K / GPT_Q8_BLOCK / 16) * Q8_TOKEN_VECS + 8 * 3) * 64;
 }
 
 void gpt_q8_packed_to_f32(float *dst, const uint8_t *row, int K, int b0, int n) {
@@ -1430,12 +1436,6 @@ AVX512_FN static ALWAYS_INLINE __m512 q8_chunk_scales(const uint8_t *blk) {
   return q8_scales16(blk, GPT_Q8_BYTES);
 }
 
-/* 512-bit vectors a chunk of a repacked token and a repacked row take:
-** slices 0-7, then (token) -128 times each block's sum and the scales, or
-** (row) the scales, all in lane order. */
-#define Q8_TOKEN_VECS 10
-_Static_assert(Q8_TOKEN_VECS == 10, "gpt_q8_sliced_bytes counts 10 vectors a chunk");
-#define Q8_ROW_VECS 9
 /* The VNNI gemm repacks from this many tokens (fewer go on rows as stored). */
 #define Q8_SLICE_MIN_T 4
 /* and repacks at most this many rows at a time (96 of K 768: 102 KB) */
@@ -1593,15 +1593,18 @@ AVX512_FN static ALWAYS_INLINE void slice_row(__m512i *dst, const uint8_t *w, in
     __m512 sc = q4 ? q4_0_chunk_scales(blk) : q8_chunk_scales(blk);
     _mm512_store_si512(dst + 8, _mm512_castps_si512(_mm512_permutexvar_ps(order, sc)));
   }
+  /* a packed row's tail: its blocks from b, their scales read once */
+  const uint8_t *tail = w + (size_t)b * GPT_Q8_BYTES;
+  int nt = nb - b;
+  __m512 tail_sc = form == Q8_FORM_PACKED && nt > 0 ? q8p_tail_scales(tail, nt)
+                                                    : _mm512_setzero_ps();
   for (; b < nb; b += 2, dst += 2) {
     const uint8_t *blk = w + (size_t)b * bytes;
     __m512i v;
     __m512 sc;
     if (form == Q8_FORM_PACKED) {
-      const uint8_t *tail = w + (size_t)(nb / 16 * 16) * GPT_Q8_BYTES;
-      int nt = nb % 16, t = b - nb / 16 * 16;
-      v = q8p_load_pair(tail, t, nt);
-      sc = q8p_pair_scales(q8p_tail_scales(tail, nt), t, nt);
+      v = q8p_load_pair(tail, b - (nb - nt), nt);
+      sc = q8p_pair_scales(tail_sc, b - (nb - nt), nt);
     } else {
       v = q4 ? q4_0_load_pair(blk, nb - b) : q8_load_pair(blk + 2, GPT_Q8_BYTES, nb - b);
       v = _mm512_xor_si512(v, bias);
@@ -1923,14 +1926,9 @@ VNNI_FN static ALWAYS_INLINE void q8p_tile(float *res, const uint8_t *W, size_t 
 ** them, then its pairs as q8_slice_token_pairs does (q8_slice_token's
 ** layout). dst (gpt_q8_sliced_bytes(K),). */
 VNNI_FN static void vnni_q8_slice_act(void *dst, const GPTQ8Act *x, int K) {
-  __m512i *xs = (__m512i *)dst;
-  int nb = K / GPT_Q8_BLOCK, nc = nb / 16;
   Q8SliceIdx ix;
   q8_slice_idx(&ix);
-  for (int c = 0; c < nc; c++)
-    q8_slice_token_chunk(xs + (size_t)c * Q8_TOKEN_VECS, x->q + (size_t)c * 16 * GPT_Q8_BLOCK,
-                         x->d + 16 * c, &ix);
-  q8_slice_token_pairs(xs + (size_t)nc * Q8_TOKEN_VECS, x->q, x->d, nb);
+  q8_slice_token((__m512i *)dst, x, 0, K, &ix);
 }
 
 /* The q8_0 gemv on packed rows: x as q8_slice_act laid it out, or sliced
@@ -1946,17 +1944,15 @@ VNNI_FN static void vnni_gemv_q8p(float *y, const uint8_t *W, const GPTQ8Act *x,
   const __m512i *xc = (const __m512i *)x->sliced, *xp;
   Q8SliceIdx ix;
   q8_slice_idx(&ix);
+  if (!xc && nc <= Q8P_WINDOW) {
+    q8_slice_token(room, x, 0, K, &ix);
+    xc = room;
+  }
   if (xc) {
     xp = xc + (size_t)nc * Q8_TOKEN_VECS;
-  } else {
+  } else { /* chunks a window at a time (q8p_tile), the pairs after room's windows */
     xp = room + Q8P_WINDOW * Q8_TOKEN_VECS;
     q8_slice_token_pairs(room + Q8P_WINDOW * Q8_TOKEN_VECS, x->q, x->d, nb);
-    if (nc <= Q8P_WINDOW) {
-      for (int c = 0; c < nc; c++)
-        q8_slice_token_chunk(room + (size_t)c * Q8_TOKEN_VECS,
-                             x->q + (size_t)c * 16 * GPT_Q8_BLOCK, x->d + 16 * c, &ix);
-      xc = room;
-    }
   }
   float res[4];
   int r = r0;

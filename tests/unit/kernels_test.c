@@ -479,10 +479,8 @@ static void test_q8_packed(const GPTKernels *kern) {
     for (int r = 0; r < rows; r++) bias[r] = frand();
     gpt_q8_quantize_row(Q, Wf, (int64_t)rows * K);
     memcpy(P, Q, (size_t)rows * ld);
-    int packed = 0;
-    if (kern->q8_pack) packed = kern->q8_pack(P, rows, K);
-    else gpt_q8_pack_rows(P, rows, K);
-    if (!packed && kern->q8_pack) gpt_q8_pack_rows(P, rows, K);
+    int packed = kern->q8_pack && kern->q8_pack(P, rows, K);
+    if (!packed) gpt_q8_pack_rows(P, rows, K); /* read through the portable reader */
     const GPTKernels *ref = packed ? kern : port;
     for (int t = 0; t < T; t++) {
       GPTQ8Act xt = gpt_q8_act_token(&xs, t, K);
