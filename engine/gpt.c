@@ -100,7 +100,9 @@ struct GPTState {
   float *rope_cs;        /* (T, hd/2, 2) cos, sin of the batch's positions */
   int n_att;             /* threads the att scratch is sized for */
   int att_keys;          /* keys a row of it holds */
-  float *att;            /* (n_att, T, att_keys) scores, one head per thread */
+  float *att;            /* (n_att, att_rows, att_keys) scores, a member's own */
+  int att_rows;          /* rows a member's scores hold: the batch's tokens, or a
+                         ** decode step's query heads that read one cache head */
   float *logit_block;    /* (LOGIT_ROWS, V) for per-position logits */
   float *tmp;            /* (max(2F, Q, C),) decode scratch */
   GPTQ8Act xq;           /* (n_xq, widest row) inputs quantized for q8_0 rows */
@@ -1029,6 +1031,10 @@ static int state_grow_cache(GPTState *s, int need) {
   return 0;
 }
 
+/* The most query heads a decode step scores at once against one cache head
+** (the attention kernels take three queries a call). */
+#define ATT_GROUP_MAX 3
+
 /* Grows the batch scratch to hold T tokens, with attention scores for nth
 ** threads against up to keys keys. */
 static int state_reserve(GPTState *s, int T, int nth, int keys) {
@@ -1056,13 +1062,15 @@ static int state_reserve(GPTState *s, int T, int nth, int keys) {
     s->att = 0;
     s->n_att = 0;
   }
-  if (nth > s->n_att || !s->att || s->att_keys < keys) {
-    float *a = line_alloc((size_t)nth * s->n_scratch * (size_t)keys * sizeof(float));
+  int rows = s->n_scratch > ATT_GROUP_MAX ? s->n_scratch : ATT_GROUP_MAX;
+  if (nth > s->n_att || !s->att || s->att_keys < keys || s->att_rows < rows) {
+    float *a = line_alloc((size_t)nth * (size_t)rows * (size_t)keys * sizeof(float));
     if (!a) return -1;
     free(s->att);
     s->att = a;
     s->n_att = nth;
     s->att_keys = keys;
+    s->att_rows = rows;
   }
   return 0;
 }
@@ -1693,27 +1701,45 @@ static void attention_heads(AttTask *a, int h0, int h1, float *att) {
   int T = a->T, P = a->P, hd = a->hd, nk = P + T;
   float scale = 1.0f / sqrtf((float)hd);
   GPTForwardIO *io = a->io;
-  for (int h = h0; h < h1; h++) {
+  for (int h = h0, n_q; h < h1; h += n_q) {
+    /* a decode step scores the query heads that read one cache head together
+    ** (as the queries of a batch), each key and value row read once for all:
+    ** each head's scores and sums are those it gets alone */
+    n_q = 1;
+    if (T == 1)
+      while (n_q < ATT_GROUP_MAX && h + n_q < h1 && (h + n_q) / a->group == h / a->group) n_q++;
     const float *qh = a->qkv + (size_t)h * hd;
     size_t kv = (size_t)(h / a->group) * a->cache_rows * hd;
     const float *kh = a->k + kv, *vh = a->v + kv;
-    /* scores (T, nk) = Q_h (T, hd) @ K_h^T, each query against the P + t + 1
-    ** keys it sees (the decode kernels, not sgemm, whose buffer allocation
-    ** never gives up: blas.c) */
-    kern->att_scores_n(att, (size_t)nk, qh, a->ld_qkv, T, kh, (size_t)hd, P + 1, 1, hd, scale);
-    causal_softmax(kern, att, T, nk, P);
-    if (a->p->s->tape)
-      tape_save(a->p->s, a->p->s->tape->layer[a->layer].att + (size_t)h * T * nk, att,
-                (size_t)T * nk);
-    if (io && io->on_attention && io->want_attention &&
-        io->want_attention(io->ctx, a->layer, h) &&
-        io->on_attention(io->ctx, a->layer, h, P, T, nk, att)) {
-      a->rc = GPT_ABORTED;
-      return;
-    }
     float *oh = a->out + (size_t)h * hd;
+    if (n_q > 1) {
+      /* scores (n_q, nk) = Q (n_q heads, hd) @ K_h^T, all against the P + 1 keys */
+      kern->att_scores_n(att, (size_t)nk, qh, (size_t)hd, n_q, kh, (size_t)hd, nk, 0, hd, scale);
+      for (int j = 0; j < n_q; j++) causal_softmax(kern, att + (size_t)j * nk, 1, nk, P);
+    } else {
+      /* scores (T, nk) = Q_h (T, hd) @ K_h^T, each query against the P + t + 1
+      ** keys it sees (the decode kernels, not sgemm, whose buffer allocation
+      ** never gives up: blas.c) */
+      kern->att_scores_n(att, (size_t)nk, qh, a->ld_qkv, T, kh, (size_t)hd, P + 1, 1, hd, scale);
+      causal_softmax(kern, att, T, nk, P);
+    }
+    for (int j = 0; j < n_q; j++) {
+      const float *att_j = att + (size_t)j * nk; /* head h + j's (T, nk) */
+      if (a->p->s->tape)
+        tape_save(a->p->s, a->p->s->tape->layer[a->layer].att + (size_t)(h + j) * T * nk, att_j,
+                  (size_t)T * nk);
+      if (io && io->on_attention && io->want_attention &&
+          io->want_attention(io->ctx, a->layer, h + j) &&
+          io->on_attention(io->ctx, a->layer, h + j, P, T, nk, att_j)) {
+        a->rc = GPT_ABORTED;
+        return;
+      }
+    }
     /* out_h (T, hd) = P (T, nk) @ V_h (nk, hd), over the unmasked keys */
-    kern->att_values_n(oh, a->ld_out, att, (size_t)nk, T, vh, (size_t)hd, P + 1, 1, hd);
+    if (n_q > 1)
+      kern->att_values_n(oh, (size_t)hd, att, (size_t)nk, n_q, vh, (size_t)hd, nk, 0, hd);
+    else
+      kern->att_values_n(oh, a->ld_out, att, (size_t)nk, T, vh, (size_t)hd, P + 1, 1, hd);
   }
 }
 
@@ -1746,7 +1772,7 @@ static void att_of_seg(AttTask *a, const Pass *p, int i, int l, GPTForwardIO *io
 /* Every sequence's attention in layer l in one parallel region: the items
 ** are (sequence, run of query heads) pairs, claimed in order (a decode step
 ** of gpt_batch has a sequence a row, each too small to split alone). Each
-** member has its own scores, (n_scratch, att_keys).
+** member has its own scores, (att_rows, att_keys).
 **
 ** A prefill item is one query head. In a decode step (one token a
 ** sequence) an item takes a run of the heads that read one key/value head
@@ -1773,7 +1799,7 @@ static void att_segs_task(void *arg, int ith, int nth) {
     int j = item % per_seg, kv = j / n_sub, sub = j % n_sub;
     att_of_seg(&a, t->p, item / per_seg, t->layer, t->io);
     attention_heads(&a, kv * group + sub * group / n_sub, kv * group + (sub + 1) * group / n_sub,
-                    s->att + (size_t)ith * (size_t)s->n_scratch * (size_t)s->att_keys);
+                    s->att + (size_t)ith * (size_t)s->att_rows * (size_t)s->att_keys);
   }
   /* a worker out of items reads ahead of the output projection */
   if (nth > 1) touch_next_product(&m->layer[t->layer].o, ith, nth);
