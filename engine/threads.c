@@ -130,7 +130,7 @@ static void *worker_main(void *p) {
 }
 
 void gpt_team_touch_after(int ith, const void *p, size_t n) {
-  if (ith < 1 || ith > gPool.nWorker) return;
+  if (ith < 0 || ith > gPool.nWorker) return;
   gPool.aTouch[ith] = (const char *)p;
   gPool.aTouchN[ith] = n;
 }
@@ -177,7 +177,17 @@ void gpt_team_run(GPTTeam *t, GPTTask task, void *arg) {
     pthread_cond_broadcast(&gCv);
     pthread_mutex_unlock(&gMu);
   }
+  gPool.aTouchN[0] = 0;
   task(arg, 0, t->nth);
+  /* the caller's own reading ahead, while the others finish */
+  const char *touch = gPool.aTouch[0];
+  size_t n_touch = gPool.aTouchN[0];
+  unsigned char acc = 0;
+  for (size_t i = 0; i < n_touch; i += 64) {
+    if ((i & 1023) == 0 && atomic_load_explicit(&gPool.pending, memory_order_acquire) == 0) break;
+    acc ^= *(volatile const unsigned char *)(touch + i);
+  }
+  gPool.aTouchSink[0] = acc;
   /* a member that the system has not scheduled yet gets this core after a
   ** while: yield rather than spin a whole time slice away */
   for (int spins = 0; atomic_load_explicit(&gPool.pending, memory_order_acquire) > 0; spins++) {

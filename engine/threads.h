@@ -32,12 +32,14 @@ int gpt_team_size(const GPTTeam *t);
 /* Runs task(arg, i, n) for every member i and returns when all are done. */
 void gpt_team_run(GPTTeam *t, GPTTask task, void *arg);
 
-/* Called by member ith (>= 1) inside a task: once its share of this run is
-** done, it touches [p, p + n) into its cache while it waits for the next
-** run, stopping as soon as that run starts. A decode step's products are
-** separated by work the caller does alone (norms, attention); an idle
-** member spends that time bringing in rows of the next product, which it
-** will claim first. Never reads past p + n; touches never fault. */
+/* Called by member ith inside a task: once its share of this run is done,
+** it touches [p, p + n) into its cache while it waits, stopping as soon as
+** it need wait no more. A worker (ith >= 1) waits for the next run: a
+** decode step's products are separated by work the caller does alone
+** (norms, attention), which an idle worker spends bringing in rows of the
+** next product, the ones it will claim first. The caller (ith 0) waits for
+** the others to finish this run. Never reads past p + n; touches never
+** fault. */
 void gpt_team_touch_after(int ith, const void *p, size_t n);
 
 /* The part [*pLo, *pHi) of n items that member ith of nth takes, in whole
