@@ -498,6 +498,21 @@ int64_t gpt_tensor_bytes(const GPTTensorInfo *info, int dtype) {
 ** in 2 MB pages a short generation would fault in all of it.) */
 #define ARENA_HUGE ((size_t)2 << 20)
 
+/* Faults the whole pages of [p, p + n) in with one system call (Linux
+** 5.14+; harmless where refused), where a first touch of each page would
+** trap once a page: 5-11 us a trap in a virtual machine, against 0.5-0.9
+** us a page here. */
+static void fault_in(void *p, size_t n) {
+#ifdef MADV_POPULATE_WRITE
+  uintptr_t page = 4096, a = ((uintptr_t)p + page - 1) & ~(page - 1);
+  uintptr_t b = ((uintptr_t)p + n) & ~(page - 1);
+  if (b > a) madvise((void *)a, b - a, MADV_POPULATE_WRITE);
+#else
+  (void)p;
+  (void)n;
+#endif
+}
+
 static unsigned char *arena_alloc(size_t n) {
   if (n < 4 * ARENA_HUGE) return aligned_alloc(64, (n + 63) / 64 * 64 + 64);
   n = (n + ARENA_HUGE - 1) / ARENA_HUGE * ARENA_HUGE;
@@ -505,10 +520,8 @@ static unsigned char *arena_alloc(size_t n) {
 #ifdef MADV_HUGEPAGE
   if (p) madvise(p, n, MADV_HUGEPAGE);
 #endif
-#ifdef MADV_POPULATE_WRITE
-  /* fault the whole arena in at once (Linux 5.14+; harmless where refused) */
-  if (p) madvise(p, n, MADV_POPULATE_WRITE);
-#endif
+  /* the whole arena at once */
+  if (p) fault_in(p, n);
   return p;
 }
 
@@ -1019,6 +1032,11 @@ static int state_grow_cache(GPTState *s, int need) {
     free(v);
     return -1;
   }
+  /* each new position a decode step writes starts on a new page of each
+  ** (layer, head) run every 16 positions or so: GPT-2 124M took 18 traps a
+  ** token, SmolLM2-135M 11 */
+  fault_in(k, runs * (size_t)n * hd * sizeof(float));
+  fault_in(v, runs * (size_t)n * hd * sizeof(float));
   for (size_t r = 0; r < runs && s->len > 0; r++) {
     memcpy(k + r * n * hd, s->k_cache + r * s->n_cache * hd, (size_t)s->len * hd * sizeof(float));
     memcpy(v + r * n * hd, s->v_cache + r * s->n_cache * hd, (size_t)s->len * hd * sizeof(float));
