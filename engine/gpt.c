@@ -1390,6 +1390,7 @@ typedef struct MatTask {
   const GPTBlas *blas;  /* OpenBLAS where it may be called (blas.h), or NULL */
   const Mat *then;      /* the product that follows, or NULL */
   struct MemberShare *share; /* each member's unclaimed chunks */
+  int first, n_first;   /* decode: the caller's first run of chunks, claimed for it */
 } MatTask;
 
 /* A member's part of a product (a decode step's rows, or the columns of a
@@ -1423,13 +1424,17 @@ static int claim(atomic_int *pNext) { return atomic_fetch_add(pNext, 1); }
 ** or -1 when none is left; *pN: how many. A claim is a locked instruction,
 ** which waits for every load in flight: one a 16 KB chunk cost a streaming
 ** decode step 5% of the caller's time. */
+static uint32_t owner_claim(uint32_t left, int greedy) {
+  if (greedy) return left > 2 ? left - 1 : 1;
+  return left / 2 > 1 ? left / 2 : 1;
+}
+
 static int claim_run(_Atomic uint64_t *pEnds, int back, int greedy, int *pN) {
   uint64_t e = atomic_load(pEnds);
   for (;;) {
     uint32_t lo = (uint32_t)e, hi = (uint32_t)(e >> 32);
     if (lo >= hi) return -1;
-    uint32_t left = hi - lo, n = 1;
-    if (!back) n = greedy ? (left > 2 ? left - 1 : 1) : (left / 2 > 1 ? left / 2 : 1);
+    uint32_t n = back ? 1 : owner_claim(hi - lo, greedy);
     uint64_t ne = back ? (uint64_t)(hi - 1) << 32 | lo : (uint64_t)hi << 32 | (lo + n);
     if (atomic_compare_exchange_weak(pEnds, &e, ne)) {
       *pN = (int)n;
@@ -1475,7 +1480,11 @@ static void share_out(MemberShare *share, int n_chunks, int nth) {
   for (int i = 0; i < nth; i++) {
     int lo, hi;
     gpt_team_split(n_chunks, 1, i, nth, &lo, &hi);
-    atomic_store(&share[i].ends, (uint64_t)hi << 32 | (uint32_t)lo);
+    /* relaxed: gpt_team_run publishes them; a sequentially consistent store
+    ** waited for each line to come back from the member that claimed from
+    ** it last */
+    atomic_store_explicit(&share[i].ends, (uint64_t)hi << 32 | (uint32_t)lo,
+                          memory_order_relaxed);
   }
 }
 
@@ -1531,6 +1540,10 @@ static void gemv_rows(const MatTask *a, int r0, int r1) {
 ** others'. */
 static void gemv_task(void *arg, int ith, int nth) {
   MatTask *a = (MatTask *)arg;
+  if (ith == 0 && a->n_first > 0) {
+    int r1 = (a->first + a->n_first) * a->chunk;
+    gemv_rows(a, a->first * a->chunk, r1 < a->w.rows ? r1 : a->w.rows);
+  }
   for (int i = 0, owner = ith; i < nth; i++, owner = (owner + 1) % nth) {
     int ch, n;
     while ((ch = claim_run(&a->share[owner].ends, i > 0, 1, &n)) >= 0) {
@@ -1647,7 +1660,7 @@ static int quantize_tokens(const Pass *p, const float *inp, int T, int K) {
 static int matmul_forward_ld(const Pass *p, float *out, size_t ldo, const float *inp,
                              const Mat *w, const float *bias, int T, int add, int gelu,
                              const Mat *then) {
-  MatTask a = {p, out, inp, *w, bias, T, add, gelu, ldo, 0, NULL, then, NULL};
+  MatTask a = {p, out, inp, *w, bias, T, add, gelu, ldo, 0, NULL, then, NULL, 0, 0};
   MemberShare share[GPT_MAX_THREADS];
   if (T == 1) {
     /* asked once a pass: OpenBLAS only where its allocations cannot fail */
@@ -1668,6 +1681,17 @@ static int matmul_forward_ld(const Pass *p, float *out, size_t ldo, const float 
     } else {
       a.chunk = gemv_chunk_rows(w, gemv_unit(p->k, w));
       share_out(share, (w->rows + a.chunk - 1) / a.chunk, nth);
+      /* the caller's first claim made here, before the run is published:
+      ** its first locked instruction then comes after its first call, not
+      ** before it, waiting for the run's stores to reach the others */
+      uint64_t e = atomic_load_explicit(&share[0].ends, memory_order_relaxed);
+      uint32_t lo = (uint32_t)e, hi = (uint32_t)(e >> 32), left = hi - lo;
+      if (left > 0) {
+        a.first = (int)lo;
+        a.n_first = (int)owner_claim(left, 1);
+        atomic_store_explicit(&share[0].ends, (uint64_t)hi << 32 | (lo + (uint32_t)a.n_first),
+                              memory_order_relaxed);
+      }
       a.share = share;
       gpt_team_run(p->team, gemv_task, &a);
     }

@@ -162,6 +162,14 @@ void gpt_team_release(GPTTeam *t) {
 
 int gpt_team_size(const GPTTeam *t) { return t->nth; }
 
+/* Wakes the sleeping workers, under the lock they check their numbers
+** under. */
+static void wake_workers(void) {
+  pthread_mutex_lock(&gMu);
+  pthread_cond_broadcast(&gCv);
+  pthread_mutex_unlock(&gMu);
+}
+
 void gpt_team_run(GPTTeam *t, GPTTask task, void *arg) {
   if (t->nth <= 1) {
     task(arg, 0, 1);
@@ -171,14 +179,26 @@ void gpt_team_run(GPTTeam *t, GPTTask task, void *arg) {
   gPool.arg = arg;
   gPool.nth = t->nth;
   atomic_store_explicit(&gPool.pending, t->nth - 1, memory_order_relaxed);
-  for (int i = 1; i < t->nth; i++) atomic_fetch_add(&gPool.aSeq[i], 1);
-  if (atomic_load(&gPool.nSleeping) > 0) {
-    pthread_mutex_lock(&gMu);
-    pthread_cond_broadcast(&gCv);
-    pthread_mutex_unlock(&gMu);
+  /* a worker asleep is woken at once; the others see the run published by
+  ** a release store, and the caller goes on to its share without waiting
+  ** for the store to reach them, as a locked add would (only the caller
+  ** writes aSeq) */
+  int wake = atomic_load(&gPool.nSleeping) > 0;
+  for (int i = 1; i < t->nth; i++) {
+    if (wake) atomic_fetch_add(&gPool.aSeq[i], 1);
+    else
+      atomic_store_explicit(&gPool.aSeq[i],
+                            atomic_load_explicit(&gPool.aSeq[i], memory_order_relaxed) + 1,
+                            memory_order_release);
   }
+  if (wake) wake_workers();
   gPool.aTouchN[0] = 0;
   task(arg, 0, t->nth);
+  /* a worker that went to sleep as the run was published is woken now:
+  ** after the fence, either this sees it counted among the sleeping, or it
+  ** saw the new number before it slept (it counts itself in first) */
+  atomic_thread_fence(memory_order_seq_cst);
+  if (!wake && atomic_load_explicit(&gPool.nSleeping, memory_order_relaxed) > 0) wake_workers();
   /* the caller's own reading ahead, while the others finish */
   const char *touch = gPool.aTouch[0];
   size_t n_touch = gPool.aTouchN[0];
