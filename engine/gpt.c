@@ -1453,17 +1453,18 @@ static int claim_run(_Atomic uint64_t *pEnds, int back, int greedy, int *pN) {
 ** costs little. */
 #define GEMV_CHUNK_BYTES ((size_t)16 << 10)
 
-/* The unit of a decode claim: the kernels read 64 rows or more as streams
-** far apart (avx512_gemv, vnni_gemv_q8p), so claims of short rows go in
-** 64-row groups, up to 256 KB (long rows are streams far apart by
-** themselves, and a coarser claim would leave one member working alone at
-** the end); cblas_sgemv takes 64 rows a call. (Claims in 4-row units left
-** calls of 24 rows at the end of each share: 2 threads, Zen 5, interleaved
-** runs, gpt2-shaped q8_0 decode 394-429 -> 397-442 tok/s, f16 224-241 ->
-** 241-264.) */
+/* The unit of a decode claim. An owner reads all but the last chunk of its
+** share in one call (claim_run), so the chunks set only how finely the
+** members even out at the end: 16-row units for short rows (64 rows up to
+** 256 KB), 4 for long ones; cblas_sgemv takes 64 rows a call. (64-row
+** units, which every call of the claims by halves needed for the kernels'
+** streams far apart, left the caller waiting for the worker's last chunk:
+** 2 threads, Zen 5, interleaved runs, medians of paired ratios 1.041
+** SmolLM2-shaped q8_0, 1.046 f16, 1.043 gpt2-shaped q8_0; 4-row units
+** everywhere: 0.941 gpt2-shaped.) */
 static int gemv_unit(const GPTKernels *k, const Mat *w) {
   if (k->blas_gemv && w->dtype == GPT_F32) return 64;
-  return 64 * mat_row_bytes(w, 1) <= ((size_t)256 << 10) ? 64 : 4;
+  return 64 * mat_row_bytes(w, 1) <= ((size_t)256 << 10) ? 16 : 4;
 }
 
 static int gemv_chunk_rows(const Mat *w, int unit) {
