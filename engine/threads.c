@@ -5,13 +5,12 @@
 ** How it works: each worker waits for its own sequence number to change. A
 ** run publishes the task, bumps the numbers of the team's members and does
 ** its own share; workers spin for a short while (GPT_SPIN_NS) after their
-** last task, so
-** that the dozens of tasks of one decode step cost no system call, then
-** sleep on a condition variable until the next run wakes them. Only the team
-** owner (the holder of gOwner) starts runs, so at most one task is in
-** flight. Between runs a worker may read ahead the rows its task named
-** (gpt_team_touch_after). The workers are joined when the library is
-** unloaded.
+** last task, so that the dozens of tasks of one decode step cost no system
+** call, then sleep on a condition variable until the next run wakes them.
+** Only the team owner (the holder of gOwner) starts runs, so at most one
+** task is in flight. Between runs a worker, and at the end of a run the
+** caller, may read ahead the rows its task named (gpt_team_touch_after).
+** The workers are joined when the library is unloaded.
 */
 #include <pthread.h>
 #include <sched.h>
@@ -46,7 +45,7 @@ static struct {
   atomic_int nTouching;         /* workers inside touch_until_next_run */
   atomic_uint touchGen;         /* bumped by every release */
   atomic_int quit;
-  const char *aTouch[GPT_MAX_THREADS]; /* gpt_team_touch_after's range a worker */
+  const char *aTouch[GPT_MAX_THREADS]; /* gpt_team_touch_after's range a member */
   size_t aTouchN[GPT_MAX_THREADS];
   unsigned char aTouchSink[GPT_MAX_THREADS]; /* keeps the reads */
   GPTTask task;                 /* the current run */
