@@ -229,9 +229,7 @@ void gpt_team_split(int n, int align, int ith, int nth, int *pLo, int *pHi) {
 __attribute__((destructor)) static void pool_shutdown(void) {
   if (gPool.nWorker == 0) return;
   atomic_store(&gPool.quit, 1);
-  pthread_mutex_lock(&gMu);
-  pthread_cond_broadcast(&gCv);
-  pthread_mutex_unlock(&gMu);
+  wake_workers();
   for (int i = 1; i <= gPool.nWorker; i++) pthread_join(gPool.aThread[i], 0);
   gPool.nWorker = 0;
 }
