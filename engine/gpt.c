@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 #include "blas.h"
 #include "gpt.h"
 #include "gpt_internal.h"
@@ -504,7 +505,8 @@ int64_t gpt_tensor_bytes(const GPTTensorInfo *info, int dtype) {
 ** us a page here. */
 static void fault_in(void *p, size_t n) {
 #ifdef MADV_POPULATE_WRITE
-  uintptr_t page = 4096, a = ((uintptr_t)p + page - 1) & ~(page - 1);
+  long sz = sysconf(_SC_PAGESIZE);
+  uintptr_t page = sz > 0 ? (uintptr_t)sz : 4096, a = ((uintptr_t)p + page - 1) & ~(page - 1);
   uintptr_t b = ((uintptr_t)p + n) & ~(page - 1);
   if (b > a) madvise((void *)a, b - a, MADV_POPULATE_WRITE);
 #else
