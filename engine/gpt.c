@@ -101,9 +101,7 @@ struct GPTState {
   float *rope_cs;        /* (T, hd/2, 2) cos, sin of the batch's positions */
   int n_att;             /* threads the att scratch is sized for */
   int att_keys;          /* keys a row of it holds */
-  float *att;            /* (n_att, att_rows, att_keys) scores, a member's own */
-  int att_rows;          /* rows a member's scores hold: the batch's tokens, or a
-                         ** decode step's query heads that read one cache head */
+  float *att;            /* (n_att, att_rows(), att_keys) scores, a member's own */
   float *logit_block;    /* (LOGIT_ROWS, V) for per-position logits */
   float *tmp;            /* (max(2F, Q, C),) decode scratch */
   GPTQ8Act xq;           /* (n_xq, widest row) inputs quantized for q8_0 rows */
@@ -1055,6 +1053,12 @@ static int state_grow_cache(GPTState *s, int need) {
 ** (the attention kernels take three queries a call). */
 #define ATT_GROUP_MAX 3
 
+/* Rows a member's attention scores hold: the batch's tokens, or a decode
+** step's query heads that read one cache head. */
+static size_t att_rows(const GPTState *s) {
+  return (size_t)(s->n_scratch > ATT_GROUP_MAX ? s->n_scratch : ATT_GROUP_MAX);
+}
+
 /* Grows the batch scratch to hold T tokens, with attention scores for nth
 ** threads against up to keys keys. */
 static int state_reserve(GPTState *s, int T, int nth, int keys) {
@@ -1082,15 +1086,14 @@ static int state_reserve(GPTState *s, int T, int nth, int keys) {
     s->att = 0;
     s->n_att = 0;
   }
-  int rows = s->n_scratch > ATT_GROUP_MAX ? s->n_scratch : ATT_GROUP_MAX;
-  if (nth > s->n_att || !s->att || s->att_keys < keys || s->att_rows < rows) {
-    float *a = line_alloc((size_t)nth * (size_t)rows * (size_t)keys * sizeof(float));
+  /* the scratch's growth above frees att, so att_rows(s) is what it holds */
+  if (nth > s->n_att || !s->att || s->att_keys < keys) {
+    float *a = line_alloc((size_t)nth * att_rows(s) * (size_t)keys * sizeof(float));
     if (!a) return -1;
     free(s->att);
     s->att = a;
     s->n_att = nth;
     s->att_keys = keys;
-    s->att_rows = rows;
   }
   return 0;
 }
@@ -1392,7 +1395,7 @@ typedef struct MatTask {
   const GPTBlas *blas;  /* OpenBLAS where it may be called (blas.h), or NULL */
   const Mat *then;      /* the product that follows, or NULL */
   struct MemberShare *share; /* each member's unclaimed chunks */
-  int first, n_first;   /* decode: the caller's first run of chunks, claimed for it */
+  int n_first;          /* decode: the caller's first chunks, claimed for it by share_out */
 } MatTask;
 
 /* A member's part of a product (a decode step's rows, or the columns of a
@@ -1478,17 +1481,27 @@ static int gemv_chunk_rows(const Mat *w, int unit) {
   return (int)((rows + (size_t)unit - 1) / (size_t)unit * (size_t)unit);
 }
 
-/* Hands n_chunks chunks out to nth members, a contiguous share each. */
-static void share_out(MemberShare *share, int n_chunks, int nth) {
+/* Hands n_chunks chunks out to nth members, a contiguous share each. With
+** greedy, the caller's first claim (of a decode step) is made here, before
+** the run is published: its first locked instruction then comes after its
+** first call, not before it, waiting for the run's stores to reach the
+** others. The chunks claimed for the caller, from its share's start (0). */
+static int share_out(MemberShare *share, int n_chunks, int nth, int greedy) {
+  int n_first = 0;
   for (int i = 0; i < nth; i++) {
     int lo, hi;
     gpt_team_split(n_chunks, 1, i, nth, &lo, &hi);
+    if (i == 0 && greedy && hi > lo) {
+      n_first = (int)owner_claim((uint32_t)(hi - lo), 1);
+      lo += n_first;
+    }
     /* relaxed: gpt_team_run publishes them; a sequentially consistent store
     ** waited for each line to come back from the member that claimed from
     ** it last */
     atomic_store_explicit(&share[i].ends, (uint64_t)hi << 32 | (uint32_t)lo,
                           memory_order_relaxed);
   }
+  return n_first;
 }
 
 /* Member ith of nth: the rows of the next product it will claim first (the
@@ -1544,8 +1557,8 @@ static void gemv_rows(const MatTask *a, int r0, int r1) {
 static void gemv_task(void *arg, int ith, int nth) {
   MatTask *a = (MatTask *)arg;
   if (ith == 0 && a->n_first > 0) {
-    int r1 = (a->first + a->n_first) * a->chunk;
-    gemv_rows(a, a->first * a->chunk, r1 < a->w.rows ? r1 : a->w.rows);
+    int r1 = a->n_first * a->chunk;
+    gemv_rows(a, 0, r1 < a->w.rows ? r1 : a->w.rows);
   }
   for (int i = 0, owner = ith; i < nth; i++, owner = (owner + 1) % nth) {
     int ch, n;
@@ -1663,7 +1676,7 @@ static int quantize_tokens(const Pass *p, const float *inp, int T, int K) {
 static int matmul_forward_ld(const Pass *p, float *out, size_t ldo, const float *inp,
                              const Mat *w, const float *bias, int T, int add, int gelu,
                              const Mat *then) {
-  MatTask a = {p, out, inp, *w, bias, T, add, gelu, ldo, 0, NULL, then, NULL, 0, 0};
+  MatTask a = {p, out, inp, *w, bias, T, add, gelu, ldo, 0, NULL, then, NULL, 0};
   MemberShare share[GPT_MAX_THREADS];
   if (T == 1) {
     /* asked once a pass: OpenBLAS only where its allocations cannot fail */
@@ -1683,18 +1696,7 @@ static int matmul_forward_ld(const Pass *p, float *out, size_t ldo, const float 
       gemv_rows(&a, 0, w->rows);
     } else {
       a.chunk = gemv_chunk_rows(w, gemv_unit(p->k, w));
-      share_out(share, (w->rows + a.chunk - 1) / a.chunk, nth);
-      /* the caller's first claim made here, before the run is published:
-      ** its first locked instruction then comes after its first call, not
-      ** before it, waiting for the run's stores to reach the others */
-      uint64_t e = atomic_load_explicit(&share[0].ends, memory_order_relaxed);
-      uint32_t lo = (uint32_t)e, hi = (uint32_t)(e >> 32), left = hi - lo;
-      if (left > 0) {
-        a.first = (int)lo;
-        a.n_first = (int)owner_claim(left, 1);
-        atomic_store_explicit(&share[0].ends, (uint64_t)hi << 32 | (lo + (uint32_t)a.n_first),
-                              memory_order_relaxed);
-      }
+      a.n_first = share_out(share, (w->rows + a.chunk - 1) / a.chunk, nth, 1);
       a.share = share;
       gpt_team_run(p->team, gemv_task, &a);
     }
@@ -1707,7 +1709,7 @@ static int matmul_forward_ld(const Pass *p, float *out, size_t ldo, const float 
     if (w->dtype == GPT_Q8_0 && quantize_tokens(p, inp, T, w->k)) return GPT_NOMEM;
     if (is_q4_dtype(w->dtype) && quantize_tokens_q4(p, inp, T, w->k, w->dtype)) return GPT_NOMEM;
     int serial = (int64_t)T * w->rows * w->k < PAR_MIN_GEMM;
-    share_out(share, (w->rows + GEMM_COLS - 1) / GEMM_COLS, serial ? 1 : gpt_team_size(p->team));
+    share_out(share, (w->rows + GEMM_COLS - 1) / GEMM_COLS, serial ? 1 : gpt_team_size(p->team), 0);
     a.share = share;
     if (serial) gemm_task(&a, 0, 1);
     else gpt_team_run(p->team, gemm_task, &a);
@@ -1766,17 +1768,17 @@ static void attention_heads(AttTask *a, int h0, int h1, float *att) {
     size_t kv = (size_t)(h / a->group) * a->cache_rows * hd;
     const float *kh = a->k + kv, *vh = a->v + kv;
     float *oh = a->out + (size_t)h * hd;
-    if (n_q > 1) {
-      /* scores (n_q, nk) = Q (n_q heads, hd) @ K_h^T, all against the P + 1 keys */
-      kern->att_scores_n(att, (size_t)nk, qh, (size_t)hd, n_q, kh, (size_t)hd, nk, 0, hd, scale);
+    /* the rows scored: a batch's T queries of head h, each against the P + t
+    ** + 1 keys it sees, or a decode step's n_q heads, each against all P + 1
+    ** (one query alone gets the same either way) */
+    int rows = T == 1 ? n_q : T, causal = T > 1;
+    size_t ldq = T == 1 ? (size_t)hd : a->ld_qkv, ldo = T == 1 ? (size_t)hd : a->ld_out;
+    /* scores (rows, nk) = Q (rows, hd) @ K_h^T (the decode kernels, not sgemm,
+    ** whose buffer allocation never gives up: blas.c) */
+    kern->att_scores_n(att, (size_t)nk, qh, ldq, rows, kh, (size_t)hd, P + 1, causal, hd, scale);
+    if (causal) causal_softmax(kern, att, T, nk, P);
+    else
       for (int j = 0; j < n_q; j++) causal_softmax(kern, att + (size_t)j * nk, 1, nk, P);
-    } else {
-      /* scores (T, nk) = Q_h (T, hd) @ K_h^T, each query against the P + t + 1
-      ** keys it sees (the decode kernels, not sgemm, whose buffer allocation
-      ** never gives up: blas.c) */
-      kern->att_scores_n(att, (size_t)nk, qh, a->ld_qkv, T, kh, (size_t)hd, P + 1, 1, hd, scale);
-      causal_softmax(kern, att, T, nk, P);
-    }
     for (int j = 0; j < n_q; j++) {
       const float *att_j = att + (size_t)j * nk; /* head h + j's (T, nk) */
       if (a->p->s->tape)
@@ -1789,11 +1791,8 @@ static void attention_heads(AttTask *a, int h0, int h1, float *att) {
         return;
       }
     }
-    /* out_h (T, hd) = P (T, nk) @ V_h (nk, hd), over the unmasked keys */
-    if (n_q > 1)
-      kern->att_values_n(oh, (size_t)hd, att, (size_t)nk, n_q, vh, (size_t)hd, nk, 0, hd);
-    else
-      kern->att_values_n(oh, a->ld_out, att, (size_t)nk, T, vh, (size_t)hd, P + 1, 1, hd);
+    /* out (rows, hd) = P (rows, nk) @ V_h (nk, hd), over the unmasked keys */
+    kern->att_values_n(oh, ldo, att, (size_t)nk, rows, vh, (size_t)hd, P + 1, causal, hd);
   }
 }
 
@@ -1826,7 +1825,7 @@ static void att_of_seg(AttTask *a, const Pass *p, int i, int l, GPTForwardIO *io
 /* Every sequence's attention in layer l in one parallel region: the items
 ** are (sequence, run of query heads) pairs, claimed in order (a decode step
 ** of gpt_batch has a sequence a row, each too small to split alone). Each
-** member has its own scores, (att_rows, att_keys).
+** member has its own scores, (att_rows(s), att_keys).
 **
 ** A prefill item is one query head. In a decode step (one token a
 ** sequence) an item takes a run of the heads that read one key/value head
@@ -1853,7 +1852,7 @@ static void att_segs_task(void *arg, int ith, int nth) {
     int j = item % per_seg, kv = j / n_sub, sub = j % n_sub;
     att_of_seg(&a, t->p, item / per_seg, t->layer, t->io);
     attention_heads(&a, kv * group + sub * group / n_sub, kv * group + (sub + 1) * group / n_sub,
-                    s->att + (size_t)ith * (size_t)s->att_rows * (size_t)s->att_keys);
+                    s->att + (size_t)ith * att_rows(s) * (size_t)s->att_keys);
   }
   /* a worker out of items reads ahead of the output projection */
   if (nth > 1) touch_next_product(&m->layer[t->layer].o, ith, nth);
