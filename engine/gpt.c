@@ -1184,6 +1184,10 @@ typedef struct Pass {
   int n_seg;
   GPTTeam *team;
   const GPTKernels *k;
+  /* The layer past whose keys and values only each segment's last row is
+  ** computed (the last, where nothing reads the other rows' outputs), or
+  ** -1 (see last_rows_only). */
+  int last_rows_layer;
 } Pass;
 
 /* True for a pass of gpt_forward_seqs: its rows extend the caches of other
@@ -1803,15 +1807,18 @@ static void att_of_seg(AttTask *a, const Pass *p, int i, int l, GPTForwardIO *io
   const PassSeg *g = &p->seg[i];
   size_t nc = (size_t)g->s->n_cache, hd = (size_t)m->head_dim, Q = (size_t)m->d_q;
   size_t cache = ((size_t)l * (size_t)m->n_kv_head) * nc * hd;
+  /* the last layer of a pass that reads only the last rows: segment i's
+  ** last query alone, at its position, its output at row i */
+  int last = l == p->last_rows_layer, row = last ? g->row0 + g->n - 1 : g->row0;
   memset(a, 0, sizeof(*a));
   a->p = p;
-  a->out = p->s->atty + (size_t)g->row0 * Q;
+  a->out = p->s->atty + (size_t)(last ? i : g->row0) * Q;
   a->ld_qkv = Q + 2 * (size_t)m->d_kv;
-  a->qkv = p->s->qkv + (size_t)g->row0 * a->ld_qkv;
+  a->qkv = p->s->qkv + (size_t)row * a->ld_qkv;
   a->k = g->s->k_cache + cache;
   a->v = g->s->v_cache + cache;
-  a->P = g->s->len;
-  a->T = g->n;
+  a->P = g->s->len + (last ? g->n - 1 : 0);
+  a->T = last ? 1 : g->n;
   a->NH = m->cfg.n_head;
   a->group = m->cfg.n_head / m->n_kv_head;
   a->hd = m->head_dim;
@@ -1872,10 +1879,11 @@ static int attention_forward(const Pass *p, int l, GPTForwardIO *io) {
     return GPT_OK;
   }
   int64_t work = 0;
-  int decode = 1, group = p->m->cfg.n_head / p->m->n_kv_head;
+  int last = l == p->last_rows_layer, decode = 1, group = p->m->cfg.n_head / p->m->n_kv_head;
   for (int i = 0; i < p->n_seg; i++) {
-    work += (int64_t)p->seg[i].n * (p->seg[i].s->len + p->seg[i].n) * p->m->d_q;
-    if (p->seg[i].n > 1) decode = 0;
+    int n = last ? 1 : p->seg[i].n;
+    work += (int64_t)n * (p->seg[i].s->len + p->seg[i].n) * p->m->d_q;
+    if (n > 1) decode = 0;
   }
   AttSegsTask t = {p, l, group, io, 0};
   if (decode) {
@@ -2036,6 +2044,16 @@ static int batch_layer(const Pass *p, int l, GPTForwardIO *io) {
   ** to that cache alone */
   heads_forward(p, l, s->qkv, T, tl);
   if ((rc = attention_forward(p, l, io))) return rc;
+  if (l == p->last_rows_layer) {
+    /* from here on, one row a segment: its last, which attention left at
+    ** row i; the residual's rows follow (row0 + n - 1 >= i, so no row is
+    ** overwritten before it is read) */
+    for (int i = 0; i < p->n_seg; i++)
+      memmove(s->x + (size_t)i * C, s->x + (size_t)(p->seg[i].row0 + p->seg[i].n - 1) * C,
+              (size_t)C * sizeof(float));
+    T = s->batch_T = p->n_seg;
+    TC = (size_t)T * C;
+  }
   if (tl) tape_save(s, tl->atty, s->atty, (size_t)T * Q);
   if (T == 1) { /* the residual is added by the product itself */
     if ((rc = matmul_forward(p, s->x, s->atty, &L->o, L->o_b, 1, 1, 0, mlp_first(m, L))))
@@ -2107,9 +2125,10 @@ static int batch_end_seqs(const Pass *p) {
     if (!s->logit_block) return GPT_NOMEM;
   }
   /* the last row of each sequence, gathered into x (free after the norm) */
-  for (int i = 0; i < p->n_seg; i++)
-    memcpy(s->x + (size_t)i * C, s->xn + (size_t)(p->seg[i].row0 + p->seg[i].n - 1) * C,
-           (size_t)C * sizeof(float));
+  for (int i = 0; i < p->n_seg; i++) {
+    int row = p->last_rows_layer >= 0 ? i : p->seg[i].row0 + p->seg[i].n - 1;
+    memcpy(s->x + (size_t)i * C, s->xn + (size_t)row * C, (size_t)C * sizeof(float));
+  }
   for (int i0 = 0; i0 < p->n_seg; i0 += LOGIT_ROWS) {
     int rows = p->n_seg - i0 < LOGIT_ROWS ? p->n_seg - i0 : LOGIT_ROWS;
     if ((rc = matmul_forward(p, s->logit_block, s->x + (size_t)i0 * C, &m->head, NULL, rows,
@@ -2156,7 +2175,7 @@ static int batch_end(const Pass *p, GPTForwardIO *io) {
       return rc;
   }
   int P = s->len;
-  s->len += T;
+  s->len += p->seg[0].n; /* T, or 1 where the last layer kept the last row alone */
   s->batch_T = 0;
   if (!io) return GPT_OK;
   if (io->hidden) memcpy(io->hidden, s->xn, (size_t)T * C * sizeof(float));
@@ -2211,6 +2230,7 @@ static void pass_open(Pass *p, PassSeg *seg, const GPTModel *m, GPTState *s,
   p->n_seg = 1;
   p->k = gpt_kernels();
   p->team = gpt_team_acquire(gpt_threads_get());
+  p->last_rows_layer = -1;
 }
 
 static void pass_close(Pass *p) { gpt_team_release(p->team); }
@@ -2245,12 +2265,25 @@ int gpt_batch_end(const GPTModel *m, GPTState *s, GPTForwardIO *io) {
   return rc;
 }
 
+/* Whether the pass reads nothing of its last layer but each segment's last
+** row (the next token's logits): no tape, no hidden rows, no per-position
+** logits nor attention, and some row to spare. Then that layer computes
+** every row's keys and values for the cache, and the rest for the last rows
+** alone, as llama.cpp does: a prompt of n tokens skips n - 1 rows of the
+** layer's attention, projection and MLP. Each kept row's values are those
+** of the whole layer (a row's products never depend on the others). */
+static int last_rows_only(const Pass *p, const GPTForwardIO *io) {
+  if (p->s->tape || p->s->batch_T <= p->n_seg) return 0;
+  return !io || (!io->hidden && !io->on_logits && !io->on_attention);
+}
+
 /* The whole pass over p's segments: begin, every layer, end, on one team,
 ** which it releases. On failure no cache grows, so a caller can retry or
 ** stop cleanly, and err says why. */
 static int pass_run(Pass *p, GPTForwardIO *io, char *err, size_t n_err) {
   GPTState *s = p->s;
   int rc = batch_begin(p, err, n_err);
+  if (rc == GPT_OK && last_rows_only(p, io)) p->last_rows_layer = p->m->cfg.n_layer - 1;
   for (int l = 0; rc == GPT_OK && l < p->m->cfg.n_layer; l++) rc = batch_layer(p, l, io);
   if (rc == GPT_OK) rc = batch_end(p, io);
   pass_close(p);

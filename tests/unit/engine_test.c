@@ -87,6 +87,21 @@ static void test_prefill_vs_decode(const GPTConfig *c, int hasLmHead, int T) {
         "io.logits agrees with the last row of on_logits");
   gpt_state_free(st);
 
+  /* the last token's logits alone: the last layer keeps the last row only
+  ** past the cache (last_rows_only), with the very bits of the whole
+  ** layer's, and the cache still gets every position */
+  st = gpt_state_new(m, T);
+  GPTForwardIO lone = {0};
+  lone.logits = last;
+  CHECK(gpt_forward(m, st, tok, T - 1, &lone, err, sizeof(err)) == GPT_OK, "prefill: %s", err);
+  CHECK(gpt_state_len(st) == T - 1, "a prefill of the logits alone keeps %d positions", T - 1);
+  CHECK(max_abs_diff(last, a + (size_t)(T - 2) * V, V) == 0,
+        "the logits alone equal the whole prefill's row, bit for bit");
+  CHECK(gpt_forward(m, st, tok + T - 1, 1, &lone, err, sizeof(err)) == GPT_OK, "decode: %s", err);
+  CHECK(max_abs_diff(last, a + (size_t)(T - 1) * V, V) == 0,
+        "a step after the logits alone reads every position's keys and values");
+  gpt_state_free(st);
+
   st = gpt_state_new(m, T);
   Collect cb = {b, V};
   io.ctx = &cb;
