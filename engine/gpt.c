@@ -1184,11 +1184,15 @@ typedef struct Pass {
   int n_seg;
   GPTTeam *team;
   const GPTKernels *k;
-  /* The layer past whose keys and values only each segment's last row is
-  ** computed (the last, where nothing reads the other rows' outputs), or
-  ** -1 (see last_rows_only). */
-  int last_rows_layer;
+  /* Past its keys and values, the last layer computes each segment's last
+  ** row alone (see last_rows_only). */
+  int last_rows;
 } Pass;
+
+/* True for layer l of p when it computes each segment's last row alone. */
+static int keeps_last_rows(const Pass *p, int l) {
+  return p->last_rows && l == p->m->cfg.n_layer - 1;
+}
 
 /* True for a pass of gpt_forward_seqs: its rows extend the caches of other
 ** states than the one whose scratch holds them (one sequence or several). */
@@ -1809,7 +1813,7 @@ static void att_of_seg(AttTask *a, const Pass *p, int i, int l, GPTForwardIO *io
   size_t cache = ((size_t)l * (size_t)m->n_kv_head) * nc * hd;
   /* the last layer of a pass that reads only the last rows: segment i's
   ** last query alone, at its position, its output at row i */
-  int last = l == p->last_rows_layer, row = last ? g->row0 + g->n - 1 : g->row0;
+  int last = keeps_last_rows(p, l), row = last ? g->row0 + g->n - 1 : g->row0;
   memset(a, 0, sizeof(*a));
   a->p = p;
   a->out = p->s->atty + (size_t)(last ? i : g->row0) * Q;
@@ -1879,7 +1883,7 @@ static int attention_forward(const Pass *p, int l, GPTForwardIO *io) {
     return GPT_OK;
   }
   int64_t work = 0;
-  int last = l == p->last_rows_layer, decode = 1, group = p->m->cfg.n_head / p->m->n_kv_head;
+  int last = keeps_last_rows(p, l), decode = 1, group = p->m->cfg.n_head / p->m->n_kv_head;
   for (int i = 0; i < p->n_seg; i++) {
     int n = last ? 1 : p->seg[i].n;
     work += (int64_t)n * (p->seg[i].s->len + p->seg[i].n) * p->m->d_q;
@@ -2044,7 +2048,7 @@ static int batch_layer(const Pass *p, int l, GPTForwardIO *io) {
   ** to that cache alone */
   heads_forward(p, l, s->qkv, T, tl);
   if ((rc = attention_forward(p, l, io))) return rc;
-  if (l == p->last_rows_layer) {
+  if (keeps_last_rows(p, l)) {
     /* from here on, one row a segment: its last, which attention left at
     ** row i; the residual's rows follow (row0 + n - 1 >= i, so no row is
     ** overwritten before it is read) */
@@ -2126,7 +2130,7 @@ static int batch_end_seqs(const Pass *p) {
   }
   /* the last row of each sequence, gathered into x (free after the norm) */
   for (int i = 0; i < p->n_seg; i++) {
-    int row = p->last_rows_layer >= 0 ? i : p->seg[i].row0 + p->seg[i].n - 1;
+    int row = p->last_rows ? i : p->seg[i].row0 + p->seg[i].n - 1;
     memcpy(s->x + (size_t)i * C, s->xn + (size_t)row * C, (size_t)C * sizeof(float));
   }
   for (int i0 = 0; i0 < p->n_seg; i0 += LOGIT_ROWS) {
@@ -2230,7 +2234,7 @@ static void pass_open(Pass *p, PassSeg *seg, const GPTModel *m, GPTState *s,
   p->n_seg = 1;
   p->k = gpt_kernels();
   p->team = gpt_team_acquire(gpt_threads_get());
-  p->last_rows_layer = -1;
+  p->last_rows = 0;
 }
 
 static void pass_close(Pass *p) { gpt_team_release(p->team); }
@@ -2283,7 +2287,7 @@ static int last_rows_only(const Pass *p, const GPTForwardIO *io) {
 static int pass_run(Pass *p, GPTForwardIO *io, char *err, size_t n_err) {
   GPTState *s = p->s;
   int rc = batch_begin(p, err, n_err);
-  if (rc == GPT_OK && last_rows_only(p, io)) p->last_rows_layer = p->m->cfg.n_layer - 1;
+  if (rc == GPT_OK) p->last_rows = last_rows_only(p, io);
   for (int l = 0; rc == GPT_OK && l < p->m->cfg.n_layer; l++) rc = batch_layer(p, l, io);
   if (rc == GPT_OK) rc = batch_end(p, io);
   pass_close(p);
