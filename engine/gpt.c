@@ -1028,6 +1028,7 @@ static void *line_alloc(size_t n) {
 ** with the rotary positions 2.4 -> 1.4. */
 static float *cache_alloc(size_t n) {
   if (n < ARENA_HUGE) return line_alloc(n);
+  if (n > SIZE_MAX - ARENA_HUGE) return NULL;
   return huge_alloc((n + ARENA_HUGE - 1) / ARENA_HUGE * ARENA_HUGE);
 }
 
