@@ -497,9 +497,12 @@ int64_t gpt_tensor_bytes(const GPTTensorInfo *info, int dtype) {
 ** more too (cache_alloc). */
 #define ARENA_HUGE ((size_t)2 << 20)
 
-/* n bytes, a whole number of 2 MB pages (n rounded up), asked to use
-** transparent huge pages; freed with free(). */
-static void *huge_alloc(size_t n) {
+/* *pn bytes rounded up to whole 2 MB pages (the rounded size left in *pn),
+** asked to use transparent huge pages; freed with free(). NULL where the
+** rounding would overflow. */
+static void *huge_alloc(size_t *pn) {
+  if (*pn > SIZE_MAX - ARENA_HUGE) return NULL;
+  size_t n = *pn = (*pn + ARENA_HUGE - 1) / ARENA_HUGE * ARENA_HUGE;
   void *p = aligned_alloc(ARENA_HUGE, n);
 #ifdef MADV_HUGEPAGE
   if (p) madvise(p, n, MADV_HUGEPAGE);
@@ -525,8 +528,7 @@ static void fault_in(void *p, size_t n) {
 
 static unsigned char *arena_alloc(size_t n) {
   if (n < 4 * ARENA_HUGE) return aligned_alloc(64, (n + 63) / 64 * 64 + 64);
-  n = (n + ARENA_HUGE - 1) / ARENA_HUGE * ARENA_HUGE;
-  unsigned char *p = huge_alloc(n);
+  unsigned char *p = huge_alloc(&n);
   /* the whole arena at once */
   if (p) fault_in(p, n);
   return p;
@@ -1027,9 +1029,7 @@ static void *line_alloc(size_t n) {
 ** heads took 7.2-8.0 us a layer on 4 KB pages, 2.3-2.6 on 2 MB; SmolLM2's 3
 ** with the rotary positions 2.4 -> 1.4. */
 static float *cache_alloc(size_t n) {
-  if (n < ARENA_HUGE) return line_alloc(n);
-  if (n > SIZE_MAX - ARENA_HUGE) return NULL;
-  return huge_alloc((n + ARENA_HUGE - 1) / ARENA_HUGE * ARENA_HUGE);
+  return n < ARENA_HUGE ? line_alloc(n) : huge_alloc(&n);
 }
 
 /* Grows the KV cache to hold at least need positions (doubling, up to cap),
@@ -1044,8 +1044,8 @@ static int state_grow_cache(GPTState *s, int need) {
   if (n < need) return -1;
   const GPTModel *m = s->m;
   size_t runs = (size_t)m->cfg.n_layer * (size_t)m->n_kv_head, hd = (size_t)m->head_dim;
-  float *k = cache_alloc(runs * (size_t)n * hd * sizeof(float));
-  float *v = cache_alloc(runs * (size_t)n * hd * sizeof(float));
+  size_t bytes = runs * (size_t)n * hd * sizeof(float);
+  float *k = cache_alloc(bytes), *v = cache_alloc(bytes);
   if (!k || !v) {
     free(k);
     free(v);
@@ -1054,8 +1054,8 @@ static int state_grow_cache(GPTState *s, int need) {
   /* each new position a decode step writes starts on a new page of each
   ** (layer, head) run every 16 positions or so: GPT-2 124M took 18 traps a
   ** token, SmolLM2-135M 11 */
-  fault_in(k, runs * (size_t)n * hd * sizeof(float));
-  fault_in(v, runs * (size_t)n * hd * sizeof(float));
+  fault_in(k, bytes);
+  fault_in(v, bytes);
   for (size_t r = 0; r < runs && s->len > 0; r++) {
     memcpy(k + r * n * hd, s->k_cache + r * s->n_cache * hd, (size_t)s->len * hd * sizeof(float));
     memcpy(v + r * n * hd, s->v_cache + r * s->n_cache * hd, (size_t)s->len * hd * sizeof(float));
