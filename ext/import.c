@@ -2519,12 +2519,11 @@ done:
 }
 
 /*
-** Opens savepoint zSave and takes the write lock, waiting out the busy
-** timeout as SQLite's own writers do (ext/savepoint.c).
+** The outcome of a savepoint step that returned rc with message zMsg (freed
+** here): SQLITE_OK, or SQLITE_ERROR with the import's error set, an
+** interrupt told apart from the rest.
 */
-static int impTxnBegin(GptImport *p, const char *zSave) {
-  char *zMsg = 0;
-  int rc = gptext_savepoint_begin(p->db, &p->sp, zSave, &zMsg);
+static int impTxnResult(GptImport *p, int rc, char *zMsg) {
   if (rc != SQLITE_OK) {
     if ((rc & 0xff) == SQLITE_INTERRUPT || gptext_interrupted(p->db)) {
       p->bInterrupted = 1;
@@ -2540,24 +2539,23 @@ static int impTxnBegin(GptImport *p, const char *zSave) {
 }
 
 /*
+** Opens savepoint zSave and takes the write lock, waiting out the busy
+** timeout as SQLite's own writers do (ext/savepoint.c).
+*/
+static int impTxnBegin(GptImport *p, const char *zSave) {
+  char *zMsg = 0;
+  int rc = gptext_savepoint_begin(p->db, &p->sp, zSave, &zMsg);
+  return impTxnResult(p, rc, zMsg);
+}
+
+/*
 ** Releases the savepoint, making the work part of the enclosing transaction
 ** (or committing it when there is none).
 */
 static int impTxnCommit(GptImport *p) {
   char *zMsg = 0;
   int rc = gptext_savepoint_release(&p->sp, &zMsg);
-  if (rc != SQLITE_OK) {
-    if ((rc & 0xff) == SQLITE_INTERRUPT || gptext_interrupted(p->db)) {
-      p->bInterrupted = 1;
-      impError(p, 0, "interrupted");
-    } else {
-      if (p->zErr == 0) p->rcErr = rc;
-      impError(p, 0, "%s", zMsg ? zMsg : "out of memory");
-    }
-    rc = SQLITE_ERROR;
-  }
-  sqlite3_free(zMsg);
-  return rc;
+  return impTxnResult(p, rc, zMsg);
 }
 
 /*
