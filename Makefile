@@ -2,7 +2,7 @@
 #   make          build build/gpt.so
 #   make demo     run the examples on the trained demo model (models/shakespeare.db)
 #   make demo-model  retrain it with gpt_train (about 11 minutes on 2 cores)
-#   make test     run the Tcl test suite and the Python client test
+#   make test     run the Tcl test suite, the C tests and the Python, Node and Go client tests
 #   make test-sqlite-latest   the same on SQLite 3.53.2 (see below)
 #   make bench    the benchmark (not part of the tests)
 
@@ -17,6 +17,9 @@ TCLSH   ?= tclsh
 # Debian packages the build, the tests and the demo need.
 DEB_PACKAGES = gcc make libc6-dev libsqlite3-dev sqlite3 libopenblas-dev libpcre2-dev libutf8proc-dev tcl libsqlite3-tcl \
                python3 python3-numpy
+# and those the tests alone need: Go and its SQLite driver, for the Go client
+# test (tests/clients/run.sh; its Node client builds its driver from npm)
+TEST_DEB_PACKAGES = golang-go golang-github-mattn-go-sqlite3-dev
 # Debian's python3 with its standard sqlite3 module (a python3 earlier on PATH
 # may be another build).
 PYTHON  ?= /usr/bin/python3
@@ -98,17 +101,25 @@ bench: build/gpt.so build/mkmodel build/bench build/train_bench
 build/train_bench: bench/train_bench.c $(DECODER_OBJ) $(HEADERS) | build
 	$(CC) $(CFLAGS) -o $@ bench/train_bench.c $(DECODER_OBJ) $(LDLIBS)
 
-# Installs whatever Debian packages are missing (through sudo when not root).
-deps:
-	@missing=""; for p in $(DEB_PACKAGES); do \
+# Installs whatever Debian packages of the list $(1) are missing (through
+# sudo when not root).
+define install_missing
+	@missing=""; for p in $(1); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update && $$SUDO apt-get install -y $$missing; \
 	fi
+endef
 
-test: deps
+deps:
+	$(call install_missing,$(DEB_PACKAGES))
+
+deps-test:
+	$(call install_missing,$(DEB_PACKAGES) $(TEST_DEB_PACKAGES))
+
+test: deps-test
 	$(MAKE) -j$(JOBS) all
 	build/tokenizer_test
 	build/engine_test
@@ -117,6 +128,7 @@ test: deps
 	build/train_test
 	$(TCLSH) tests/all.tcl
 	$(PYTHON) tests/python/test_clients.py
+	sh tests/clients/run.sh
 	$(PYTHON) tests/python/test_parts.py build
 	$(PYTHON) tests/python/test_train.py build
 	$(PYTHON) tests/python/test_svg.py
@@ -134,7 +146,7 @@ demo-model: build/gpt.so
 clean:
 	rm -rf build
 
-.PHONY: all deps test demo demo-model clean bench
+.PHONY: all deps deps-test test demo demo-model clean bench
 
 # ------------------------------------------------------- current SQLite
 #   make test-sqlite-latest   the Tcl suite and the Python test on SQLite 3.53.2
