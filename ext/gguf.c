@@ -2336,9 +2336,107 @@ static int gxHeader(GgExport *p, GxTensor *aT, int nT) {
   return SQLITE_OK;
 }
 
+/* Whether the file st is one of the connection's database files, or the
+** journal or write-ahead log beside one: replacing it would destroy the
+** database the export reads. */
+static int gxIsDatabaseFile(sqlite3 *db, const struct stat *st) {
+  static const char *const azSuffix[] = {"", "-journal", "-wal", "-shm"};
+  sqlite3_stmt *pStmt = 0;
+  int bSame = 0;
+  if (sqlite3_prepare_v2(db, "PRAGMA database_list", -1, &pStmt, 0) != SQLITE_OK) return 0;
+  while (!bSame && sqlite3_step(pStmt) == SQLITE_ROW) {
+    const char *zFile = (const char *)sqlite3_column_text(pStmt, 2);
+    if (!zFile || !zFile[0]) continue;
+    for (int i = 0; !bSame && i < 4; i++) {
+      struct stat sd;
+      char *z = sqlite3_mprintf("%s%s", zFile, azSuffix[i]);
+      if (z && stat(z, &sd) == 0 && sd.st_dev == st->st_dev && sd.st_ino == st->st_ino) bSame = 1;
+      sqlite3_free(z);
+    }
+  }
+  sqlite3_finalize(pStmt);
+  return bSame;
+}
+
+/* Checks that zPath may be replaced: absent, or a regular file (not a
+** symbolic link, device, FIFO or directory) that is none of the
+** connection's database files. */
+static int gxCheckTarget(GgExport *p, const char *zPath) {
+  struct stat st;
+  if (lstat(zPath, &st) != 0) {
+    if (errno == ENOENT) return SQLITE_OK;
+    return gxError(p, "cannot replace %s: %s", zPath, strerror(errno));
+  }
+  if (!S_ISREG(st.st_mode))
+    return gxError(p, "cannot replace %s: not a regular file (a link, device, FIFO or directory)",
+                   zPath);
+  if (gxIsDatabaseFile(p->db, &st))
+    return gxError(p, "cannot replace %s: it is a file of a database of this connection", zPath);
+  return SQLITE_OK;
+}
+
+/* Opens the file the GGUF is written to. Without replace, zPath itself,
+** which must not exist. With replace, a new file beside it (*pzTmp, its
+** name), renamed over zPath once complete (gxCommit): zPath is never
+** truncated, so a failed export leaves it as it was, and nothing is ever
+** opened or deleted at zPath. */
+static int gxOpen(GgExport *p, const char *zPath, int bReplace, char **pzTmp) {
+  int fd = -1;
+  *pzTmp = 0;
+  if (!bReplace) {
+    fd = open(zPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      if (errno == EEXIST) return gxError(p, "%s exists; pass {\"replace\": true} to overwrite it", zPath);
+      return gxError(p, "cannot create %s: %s", zPath, strerror(errno));
+    }
+  } else {
+    if (gxCheckTarget(p, zPath)) return SQLITE_ERROR;
+    for (int i = 0; fd < 0 && i < 8; i++) {
+      unsigned int r;
+      sqlite3_randomness(sizeof(r), &r);
+      sqlite3_free(*pzTmp);
+      *pzTmp = sqlite3_mprintf("%s.%08x.tmp", zPath, r);
+      if (!*pzTmp) return gxError(p, "out of memory");
+      fd = open(*pzTmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+      if (fd < 0 && errno != EEXIST) break;
+    }
+    if (fd < 0) {
+      int e = errno;
+      sqlite3_free(*pzTmp);
+      *pzTmp = 0;
+      return gxError(p, "cannot create a file beside %s: %s", zPath, strerror(e));
+    }
+  }
+  p->f = fdopen(fd, "wb");
+  if (!p->f) {
+    close(fd);
+    return gxError(p, "cannot open %s: %s", *pzTmp ? *pzTmp : zPath, strerror(errno));
+  }
+  return SQLITE_OK;
+}
+
+/* Puts a complete replacement (zTmp, closed) in place of zPath, checked
+** again just before the rename; then the folder's entry is made durable. */
+static int gxCommit(GgExport *p, const char *zTmp, const char *zPath) {
+  if (gxCheckTarget(p, zPath)) return SQLITE_ERROR;
+  if (rename(zTmp, zPath) != 0)
+    return gxError(p, "cannot rename %s to %s: %s", zTmp, zPath, strerror(errno));
+  const char *zSlash = strrchr(zPath, '/');
+  char *zDir = zSlash ? sqlite3_mprintf("%.*s", (int)(zSlash - zPath) + (zSlash == zPath), zPath)
+                      : sqlite3_mprintf(".");
+  int fd = zDir ? open(zDir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+  if (fd >= 0) {
+    fsync(fd); /* best effort: the file itself is already synced */
+    close(fd);
+  }
+  sqlite3_free(zDir);
+  return SQLITE_OK;
+}
+
 /*
 ** Implementation of gpt_export(MODEL, PATH [, OPTIONS]): writes the model
-** as GGUF v3 to PATH, which must not exist unless {"replace": true}.
+** as GGUF v3 to PATH, which must not exist unless {"replace": true} (then it
+** must be a regular file, replaced only once the new one is complete).
 ** Returns a one-line summary. DIRECTONLY: it writes a file.
 */
 static void gptExportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
@@ -2347,7 +2445,7 @@ static void gptExportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
   GxTensor *aT = 0;
   int nT = 0, bOpt = 0, bCreated = 0;
   unsigned char *aBuf = 0;
-  char *zErr = 0;
+  char *zErr = 0, *zTmp = 0;
   const char *zModel = (const char *)sqlite3_value_text(argv[0]);
   const char *zPath = (const char *)sqlite3_value_text(argv[1]);
   sqlite3_int64 nBytes = 0;
@@ -2397,21 +2495,8 @@ static void gptExportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
     if (s.zErr) goto done;
   }
   if (gxTensors(&s, &aT, &nT)) goto done;
-  {
-    int fd = open(zPath, O_WRONLY | O_CREAT | O_CLOEXEC | (opt.bReplace ? O_TRUNC : O_EXCL), 0644);
-    if (fd < 0) {
-      if (errno == EEXIST) gxError(&s, "%s exists; pass {\"replace\": true} to overwrite it", zPath);
-      else gxError(&s, "cannot create %s: %s", zPath, strerror(errno));
-      goto done;
-    }
-    bCreated = 1;
-    s.f = fdopen(fd, "wb");
-    if (!s.f) {
-      close(fd);
-      gxError(&s, "cannot open %s: %s", zPath, strerror(errno));
-      goto done;
-    }
-  }
+  if (gxOpen(&s, zPath, opt.bReplace, &zTmp)) goto done;
+  bCreated = 1;
   if (gxHeader(&s, aT, nT)) goto done;
   aBuf = sqlite3_malloc64(GG_CHUNK * 2);
   if (!aBuf) {
@@ -2435,7 +2520,9 @@ static void gptExportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
   }
 done:
   if (s.f && fclose(s.f) != 0 && !s.zErr) gxError(&s, "cannot write %s: %s", zPath, strerror(errno));
-  if (s.zErr && bCreated) unlink(zPath);
+  if (!s.zErr && zTmp) gxCommit(&s, zTmp, zPath);
+  /* only a file this call created is removed */
+  if (s.zErr && bCreated) unlink(zTmp ? zTmp : zPath);
   if (s.zErr) {
     sqlite3_result_error(ctx, s.zErr, -1);
     if (s.rcErr && s.rcErr != SQLITE_ERROR) sqlite3_result_error_code(ctx, s.rcErr);
@@ -2452,6 +2539,7 @@ done:
   sqlite3_free(s.zTokConfig);
   sqlite3_free(s.zErr);
   sqlite3_free(zErr);
+  sqlite3_free(zTmp);
   if (s.m) gptext_model_release(s.m);
   if (bOpt) gptext_options_clear(&opt);
 }
