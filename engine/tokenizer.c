@@ -151,6 +151,11 @@ typedef struct EncodeState {
   const GPTTokenizer *t;
   pcre2_match_data *apMatch[TOK_MAX_SPLITS]; /* one per Split stage */
   int bLimit;               /* a pre-tokenizer match hit TOK_MATCH_LIMIT */
+  int iMatchErr;            /* PCRE2's code for another failed match, or 0 */
+  int bStopped;             /* opts->should_stop asked to stop */
+  int bLongWord;            /* a pre-token is over TOK_MAX_WORD bytes */
+  const TokEncodeOpts *opts;  /* or NULL */
+  uint32_t nWork;           /* merges and matches since should_stop was asked */
   unsigned char **azNorm;   /* NFC copies of runs: words in the cache point into them */
   size_t nNorm, nNormAlloc;
   int *aOut;                /* the ids so far */
@@ -164,6 +169,17 @@ typedef struct EncodeState {
   CacheSlot *aCache;        /* direct-mapped; NULL for short texts */
   uint32_t mCacheMask;
 } EncodeState;
+
+/* Whether the caller asks the encoding to stop, polled every
+** TOK_POLL_WORK merges or matches (a few milliseconds): one word of
+** megabytes is otherwise minutes of BPE that nothing can interrupt. */
+#define TOK_POLL_WORK 65536
+static int should_stop(EncodeState *s) {
+  if (!s->opts || !s->opts->should_stop || ++s->nWork < TOK_POLL_WORK) return 0;
+  s->nWork = 0;
+  if (s->opts->should_stop(s->opts->ctx)) s->bStopped = 1;
+  return s->bStopped;
+}
 
 /* Longest word, in bytes, that goes into the word cache. */
 #define CACHE_MAX_WORD 64
@@ -559,6 +575,10 @@ static void heap_pop(EncodeState *s, HeapEntry *out) {
 ** that merges every occurrence of the best pair in one sweep. */
 static int bpe_word(EncodeState *s, const unsigned char *z, size_t n) {
   const GPTTokenizer *t = s->t;
+  if (n > TOK_MAX_WORD) {
+    s->bLongWord = 1;
+    return -1;
+  }
   if (reserve_symbols(s, n) != 0) return -1;
   int nSym = (int)n;
   for (int i = 0; i < nSym; i++) {
@@ -567,9 +587,13 @@ static int bpe_word(EncodeState *s, const unsigned char *z, size_t n) {
     s->aSymPrev[i] = i - 1;
   }
   s->nHeap = 0;
-  for (int i = 0; i + 1 < nSym; i++) heap_push_pair(s, i);
+  for (int i = 0; i + 1 < nSym; i++) {
+    if (should_stop(s)) return -1;
+    heap_push_pair(s, i);
+  }
   while (s->nHeap > 0) {
     HeapEntry e;
+    if (should_stop(s)) return -1;
     heap_pop(s, &e);
     int i = (int)(uint32_t)e.order;
     int j = s->aSymNext[i];
@@ -687,8 +711,11 @@ static int split_piece(EncodeState *s, int k, const unsigned char *z, size_t n) 
       if (rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT ||
           rc == PCRE2_ERROR_HEAPLIMIT)
         s->bLimit = 1;
+      else if (rc != PCRE2_ERROR_NOMEMORY)
+        s->iMatchErr = rc;
       return -1;
     }
+    if (should_stop(s)) return -1;
     PCRE2_SIZE *aOv = pcre2_get_ovector_pointer(s->apMatch[k]);
     size_t iStart = aOv[0], iEnd = aOv[1];
     /* \K can report a start before the search point: such a match is not a
@@ -780,10 +807,14 @@ static size_t find_added(const GPTTokenizer *t, const unsigned char *z, size_t n
 
 /* Encodes text into a malloc'd array of ids; see tokenizer.h. Returns -1
 ** (out of memory) also when the tokenizer is not finished or a single
-** pre-token is over INT_MAX/4 bytes, and -2 when a pre-tokenizer match hit
-** its limit. */
+** pre-token is over INT_MAX/4 bytes. */
 int tok_encode(const GPTTokenizer *t, const char *text, size_t n, int flags,
                int **ids, size_t *n_ids) {
+  return tok_encode_opts(t, text, n, flags, NULL, ids, n_ids);
+}
+
+int tok_encode_opts(const GPTTokenizer *t, const char *text, size_t n, int flags,
+                    const TokEncodeOpts *opts, int **ids, size_t *n_ids) {
   if (!ids || !n_ids) return -1;
   *ids = NULL;
   *n_ids = 0;
@@ -791,6 +822,7 @@ int tok_encode(const GPTTokenizer *t, const char *text, size_t n, int flags,
   EncodeState s;
   memset(&s, 0, sizeof(s));
   s.t = t;
+  s.opts = opts;
   int rc = 0;
   for (int k = 0; k < t->nSplit; k++) {
     s.apMatch[k] = pcre2_match_data_create_from_pattern(t->apSplit[k], NULL);
@@ -831,8 +863,19 @@ int tok_encode(const GPTTokenizer *t, const char *text, size_t n, int flags,
     *ids = s.aOut;
     *n_ids = s.nOut;
     s.aOut = NULL;
+  } else if (s.bStopped) {
+    rc = TOK_ESTOPPED;
+  } else if (s.bLongWord) {
+    rc = TOK_EWORD;
   } else if (s.bLimit) {
-    rc = -2;
+    rc = TOK_ELIMIT;
+  } else if (s.iMatchErr) {
+    rc = TOK_EMATCH;
+    if (opts && opts->err && opts->n_err > 0) {
+      PCRE2_UCHAR8 aMsg[120];
+      if (pcre2_get_error_message(s.iMatchErr, aMsg, sizeof(aMsg)) < 0) aMsg[0] = 0;
+      snprintf(opts->err, opts->n_err, "%s (PCRE2 error %d)", (const char *)aMsg, s.iMatchErr);
+    }
   }
   state_free(&s);
   return rc;

@@ -34,6 +34,10 @@ typedef struct GPTTokenizer GPTTokenizer;
 #define TOK_MAX_ADDED 65536
 #define TOK_MAX_ADDED_LEN 1024
 #define TOK_MAX_PATTERN 8192
+/* The longest pre-token (a run the pre-tokenizer does not cut, such as 4 MB
+** of letters) that goes through BPE, whose scratch is about 84 bytes a byte
+** of the word (336 MB here); a longer one is an error (TOK_EWORD). */
+#define TOK_MAX_WORD (4 << 20)
 
 /* A tokenizer with n_vocab empty slots, or NULL when out of memory. */
 GPTTokenizer *tok_new(int n_vocab);
@@ -84,9 +88,26 @@ int tok_finish(GPTTokenizer *t, char *err, size_t n_err);
 /* Encodes n bytes of text. Invalid UTF-8 is encoded byte-wise: each invalid
 ** byte is a pre-token of its own, so decode(encode(x)) == x for any bytes.
 ** On success returns 0 and a malloc'd array in *ids (free with free()) of
-** *n_ids ids. Returns -1 on out of memory. */
+** *n_ids ids. Returns -1 on out of memory, or one of TOK_E* below. */
 int tok_encode(const GPTTokenizer *t, const char *text, size_t n, int flags,
                int **ids, size_t *n_ids);
+
+#define TOK_ELIMIT (-2)    /* a pre-tokenizer match hit its limit on this text */
+#define TOK_EMATCH (-3)    /* a pre-tokenizer match failed otherwise (opts->err says how) */
+#define TOK_ESTOPPED (-4)  /* opts->should_stop asked to stop */
+#define TOK_EWORD (-5)     /* a pre-token is longer than TOK_MAX_WORD */
+
+/* What a caller of tok_encode_opts may ask for (every field optional). */
+typedef struct TokEncodeOpts {
+  int (*should_stop)(void *ctx); /* asked every few milliseconds of work; nonzero stops */
+  void *ctx;
+  char *err;                     /* TOK_EMATCH's message, NUL-terminated */
+  size_t n_err;
+} TokEncodeOpts;
+
+/* tok_encode, with opts (or NULL). */
+int tok_encode_opts(const GPTTokenizer *t, const char *text, size_t n, int flags,
+                    const TokEncodeOpts *opts, int **ids, size_t *n_ids);
 
 /* The raw bytes of token id (not NUL-terminated), with their length in *n.
 ** NULL when id is out of range. */

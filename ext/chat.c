@@ -327,7 +327,7 @@ static void gptChatFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   if (rc == SQLITE_OK) rc = gptext_model_acquire(pConn, db, zFunc, o.zModel, 1, &m, &zErr);
   if (rc == SQLITE_OK) rc = chat_render(db, m, zFunc, &o, argv[0], 1, &zPrompt, &nPrompt, &zErr);
   /* the rendered text carries its special tokens (and its BOS, if any) */
-  if (rc == SQLITE_OK) rc = gptext_encode(m, zFunc, zPrompt, nPrompt, GPTEXT_ENCODE_CHAT, &aIds, &nIds, &zErr);
+  if (rc == SQLITE_OK) rc = gptext_encode(db, m, zFunc, zPrompt, nPrompt, GPTEXT_ENCODE_CHAT, &aIds, &nIds, &zErr);
   if (rc == SQLITE_OK) rc = gptext_fit_prompt(m, zFunc, &o, o.nMaxTokens, &aIds, &nIds, &zErr);
   if (rc == SQLITE_OK) rc = gptext_generate(pConn, db, m, zFunc, &o, aIds, nIds, &g, &zErr);
   if (rc != SQLITE_OK) {

@@ -1639,21 +1639,41 @@ sqlite3_int64 gptext_tvf_rowid(sqlite3_uint64 fp, sqlite3_int64 nRows, sqlite3_i
   return 1 + iRow + nRows * (sqlite3_int64)(fp % M);
 }
 
+/* The tokenizer's poll of the connection's interrupt (ctx is the db). */
+static int encode_should_stop(void *ctx) { return gptext_interrupted((sqlite3 *)ctx); }
+
 /* Encodes text with the model's tokenizer as Hugging Face's
 ** tokenizer(text).input_ids does: the BOS first when the model's tokenizer
 ** adds one (unless GPTEXT_ENCODE_NO_BOS), then the ids of the text. */
-int gptext_encode(GptModel *m, const char *zFunc, const char *z, int n, int flags,
-                  int **paIds, int *pnIds, char **pzErr) {
+int gptext_encode(sqlite3 *db, GptModel *m, const char *zFunc, const char *z, int n,
+                  int flags, int **paIds, int *pnIds, char **pzErr) {
   int *aIds = 0;
   size_t nIds = 0;
   int nBos = m->bAddBos && m->bos >= 0 && !(flags & GPTEXT_ENCODE_NO_BOS) ? 1 : 0;
+  char zMatchErr[160] = "";
+  TokEncodeOpts opts = {db ? encode_should_stop : NULL, db, zMatchErr, sizeof(zMatchErr)};
   *paIds = 0;
   *pnIds = 0;
-  int rc = tok_encode(m->pTok, z ? z : "", z ? (size_t)n : 0,
-                      (flags & GPTEXT_ENCODE_SPECIAL) ? TOK_ALLOW_SPECIAL : 0, &aIds, &nIds);
-  if (rc == -2) {
+  int rc = tok_encode_opts(m->pTok, z ? z : "", z ? (size_t)n : 0,
+                           (flags & GPTEXT_ENCODE_SPECIAL) ? TOK_ALLOW_SPECIAL : 0, &opts, &aIds,
+                           &nIds);
+  if (rc == TOK_ESTOPPED) {
+    gptext_set_error(pzErr, "%s: interrupted", zFunc);
+    return SQLITE_INTERRUPT;
+  }
+  if (rc == TOK_EWORD) {
+    gptext_set_error(pzErr, "%s: model '%s': the text has a word (a run the pre-tokenizer does "
+                     "not cut) over the limit of %d bytes", zFunc, m->zName, TOK_MAX_WORD);
+    return SQLITE_TOOBIG;
+  }
+  if (rc == TOK_ELIMIT) {
     gptext_set_error(pzErr, "%s: model '%s': the pre-tokenizer pattern hit its match limit "
                      "on this text", zFunc, m->zName);
+    return SQLITE_ERROR;
+  }
+  if (rc == TOK_EMATCH) {
+    gptext_set_error(pzErr, "%s: model '%s': the pre-tokenizer pattern failed on this text: %s",
+                     zFunc, m->zName, zMatchErr);
     return SQLITE_ERROR;
   }
   if (rc) {

@@ -184,8 +184,8 @@ sqlite3_int64 gptext_tvf_rowid(sqlite3_uint64 fp, sqlite3_int64 nRows, sqlite3_i
 
 /* Encodes n bytes of text for model m with GPTEXT_ENCODE_* flags (0 or 1,
 ** the "special" option, keep their old meaning); errors name zFunc and the
-** model. */
-int gptext_encode(GptModel *m, const char *zFunc, const char *z, int n,
+** model. An interrupt of db (or NULL) stops it (SQLITE_INTERRUPT). */
+int gptext_encode(sqlite3 *db, GptModel *m, const char *zFunc, const char *z, int n,
                   int flags, int **paIds, int *pnIds, char **pzErr);
 
 /* Fits a prompt into the window leaving room for nReserve new tokens: a

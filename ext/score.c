@@ -95,7 +95,7 @@ static int score_setup(sqlite3_context *ctx, const char *zFunc, int argc, sqlite
   if (rc == SQLITE_OK)
     rc = gptext_model_acquire(sqlite3_user_data(ctx), db, zFunc, o->zModel, 1, ppM, pzErr);
   if (rc == SQLITE_OK)
-    rc = gptext_encode(*ppM, zFunc, (const char *)sqlite3_value_text(argv[0]),
+    rc = gptext_encode(db, *ppM, zFunc, (const char *)sqlite3_value_text(argv[0]),
                        sqlite3_value_bytes(argv[0]), o->bAllowSpecial, paIds, pnIds, pzErr);
   return rc;
 }
@@ -295,6 +295,7 @@ done:
 typedef struct SumAgg {
   int bInit;           /* set up by the first value */
   int bFailed;         /* a step failed: xFinal only frees */
+  sqlite3 *db;         /* the aggregate's connection (its interrupts) */
   GptModel *m;
   GptOptions o;
   char *zPre;          /* template text before {text} */
@@ -349,7 +350,7 @@ static int sum_prompt(SumAgg *p, const char *zFunc, const char *z1, int n1, cons
   if (z3) { memcpy(z + i, z3, (size_t)n3); i += n3; }
   memcpy(z + i, p->zPost, (size_t)p->nPost); i += p->nPost;
   z[i] = 0;
-  rc = gptext_encode(p->m, zFunc, z, i, p->o.bAllowSpecial, paIds, pnIds, pzErr);
+  rc = gptext_encode(p->db, p->m, zFunc, z, i, p->o.bAllowSpecial, paIds, pnIds, pzErr);
   sqlite3_free(z);
   return rc;
 }
@@ -368,6 +369,7 @@ static int sum_count(SumAgg *p, const char *zFunc, const char *z1, int n1, const
 static int sum_init(SumAgg *p, sqlite3_context *ctx, const char *zFunc, sqlite3_value *pOpt,
                     char **pzErr) {
   sqlite3 *db = sqlite3_context_db_handle(ctx);
+  p->db = db;
   int rc = gptext_options_parse(db, zFunc, pOpt,
                                 GPTOPT_MODEL | GPTOPT_GENERATE | GPTOPT_TEMPLATE |
                                 GPTOPT_SPECIAL | GPTOPT_THREADS, &p->o, pzErr);
@@ -453,7 +455,7 @@ static int sum_chunk(SumAgg *p, sqlite3_context *ctx, const char *zFunc, char **
   p->nRows = 0;
   /* The summary has max_tokens tokens, but its text may re-encode into a few
   ** more; only one that would leave no room for text is cut to max_tokens. */
-  rc = gptext_encode(p->m, zFunc, z, p->nChunk, GPTEXT_ENCODE_NO_BOS, &aIds, &nIds, pzErr);
+  rc = gptext_encode(p->db, p->m, zFunc, z, p->nChunk, GPTEXT_ENCODE_NO_BOS, &aIds, &nIds, pzErr);
   if (rc == SQLITE_OK && nIds > p->nLimit - p->nTpl - 2) {
     char *zCut = 0;
     size_t nCut = 0;
@@ -524,7 +526,7 @@ static void gptSummarizeStep(sqlite3_context *ctx, int argc, sqlite3_value **arg
       /* too long for the room left: keep the first k tokens, k shrinking
       ** by the overflow until the whole prompt fits */
       /* a piece of the prompt, cut by decoding: no BOS */
-      rc = gptext_encode(p->m, zFunc, z, n, p->o.bAllowSpecial | GPTEXT_ENCODE_NO_BOS, &aIds,
+      rc = gptext_encode(p->db, p->m, zFunc, z, n, p->o.bAllowSpecial | GPTEXT_ENCODE_NO_BOS, &aIds,
                          &nIds, &zErr);
       if (rc != SQLITE_OK) goto done;
       int k = nIds - (nTok - p->nLimit);

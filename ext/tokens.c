@@ -43,14 +43,16 @@ static int tokens_setup(sqlite3_context *ctx, const char *zFunc, int argc,
 static void gptTokenizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   GptOptions o;
   GptModel *m = 0;
-  int *aIds = 0, nIds = 0;
+  int *aIds = 0, nIds = 0, rc;
   char *zErr = 0;
   sqlite3_str *pStr = 0;
   if (sqlite3_value_type(argv[0]) == SQLITE_NULL) return;
   if (tokens_setup(ctx, "gpt_tokenize", argc, argv, 1, &o, &m)) goto done;
-  if (gptext_encode(m, "gpt_tokenize", (const char *)sqlite3_value_text(argv[0]),
-                    sqlite3_value_bytes(argv[0]), o.bAllowSpecial, &aIds, &nIds, &zErr)) {
+  if ((rc = gptext_encode(sqlite3_context_db_handle(ctx), m, "gpt_tokenize",
+                          (const char *)sqlite3_value_text(argv[0]), sqlite3_value_bytes(argv[0]),
+                          o.bAllowSpecial, &aIds, &nIds, &zErr))) {
     sqlite3_result_error(ctx, zErr, -1);
+    sqlite3_result_error_code(ctx, rc);
     goto done;
   }
   pStr = sqlite3_str_new(sqlite3_context_db_handle(ctx));
@@ -76,13 +78,15 @@ done:
 static void gptTokenCountFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   GptOptions o;
   GptModel *m = 0;
-  int *aIds = 0, nIds = 0;
+  int *aIds = 0, nIds = 0, rc;
   char *zErr = 0;
   if (sqlite3_value_type(argv[0]) == SQLITE_NULL) return;
   if (tokens_setup(ctx, "gpt_token_count", argc, argv, 1, &o, &m)) goto done;
-  if (gptext_encode(m, "gpt_token_count", (const char *)sqlite3_value_text(argv[0]),
-                    sqlite3_value_bytes(argv[0]), o.bAllowSpecial, &aIds, &nIds, &zErr)) {
+  if ((rc = gptext_encode(sqlite3_context_db_handle(ctx), m, "gpt_token_count",
+                          (const char *)sqlite3_value_text(argv[0]), sqlite3_value_bytes(argv[0]),
+                          o.bAllowSpecial, &aIds, &nIds, &zErr))) {
     sqlite3_result_error(ctx, zErr, -1);
+    sqlite3_result_error_code(ctx, rc);
     goto done;
   }
   sqlite3_result_int(ctx, nIds);
@@ -266,7 +270,7 @@ static int tokensFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr
   if (rc == SQLITE_OK)
     rc = gptext_model_acquire(pVtab->pConn, pVtab->db, "gpt_tokens", o.zModel, 0, &c->m, &zErr);
   if (rc == SQLITE_OK)
-    rc = gptext_encode(c->m, "gpt_tokens", (const char *)sqlite3_value_text(argv[0]),
+    rc = gptext_encode(pVtab->db, c->m, "gpt_tokens", (const char *)sqlite3_value_text(argv[0]),
                        sqlite3_value_bytes(argv[0]), o.bAllowSpecial, &c->aIds, &c->nIds, &zErr);
   gptext_options_clear(&o);
   if (rc != SQLITE_OK) return gptext_vtab_error(&pVtab->base, zErr, rc);

@@ -344,7 +344,7 @@ static int trainReadQuery(Train *t, const char *zQuery) {
     }
     const char *z = (const char *)sqlite3_column_text(p, 0);
     int n = sqlite3_column_bytes(p, 0), *aIds = 0, nIds = 0;
-    rc = gptext_encode(t->pTokM, zFunc, z, n, GPTEXT_ENCODE_NO_BOS, &aIds, &nIds, &t->zErr);
+    rc = gptext_encode(t->db, t->pTokM, zFunc, z, n, GPTEXT_ENCODE_NO_BOS, &aIds, &nIds, &t->zErr);
     if (rc != SQLITE_OK) goto done;
     if (t->nTok + nIds + 2 > nAlloc && nAlloc < s.cap) {
       int64_t want = t->nTok + nIds + 2, n2 = nAlloc;

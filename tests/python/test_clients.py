@@ -337,7 +337,9 @@ def main():
         ("gpt_summarize", f"SELECT gpt_summarize(value, '{{\"max_tokens\": 480}}') FROM {rows_many}",
          False),
         ("gpt_batch", "SELECT count(*) FROM gpt_batch('SELECT 1, ''Hello'' UNION ALL "
-         "SELECT 2, ''Hi''', '{\"max_tokens\": 1000}')", True)]:
+         "SELECT 2, ''Hi''', '{\"max_tokens\": 1000}')", True),
+        # one word of 3 MB: seconds of BPE, which the tokenizer interrupts
+        ("gpt_token_count", "SELECT gpt_token_count(printf('%.*c', 3000000, 'a'))", True)]:
         timer = threading.Timer(delay, idb.interrupt)
         t0 = time.time()
         timer.start()
@@ -356,7 +358,7 @@ def main():
               idb.execute("SELECT gpt_token_count('ok')").fetchone()[0] == 1)
     idb.close()
     covered.add("interrupts")
-    print(f"  interrupts: 6 calls ({time.time() - t_start:.1f} s)")
+    print(f"  interrupts: 8 calls ({time.time() - t_start:.1f} s)")
 
     # ------------------------------------------------ an untrusted schema
     # A file whose CHECK calls gpt_generate (written as an attacker would,
