@@ -42,7 +42,7 @@ static const TplLimits chatLimits = {16u << 20, 64u << 20, 20000000};
 
 /* Reports an error through the context and frees the message. */
 static void chat_error(sqlite3_context *ctx, int rc, char *zErr) {
-  if (zErr) sqlite3_result_error(ctx, zErr, -1);
+  if (zErr) gptext_result_error(ctx, zErr);
   if (rc != SQLITE_ERROR || !zErr) sqlite3_result_error_code(ctx, rc);
   sqlite3_free(zErr);
 }

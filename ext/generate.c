@@ -280,7 +280,7 @@ done:
 
 /* Reports an error through the context and frees the message. */
 static void result_error(sqlite3_context *ctx, int rc, char *zErr) {
-  if (zErr) sqlite3_result_error(ctx, zErr, -1);
+  if (zErr) gptext_result_error(ctx, zErr);
   if (rc != SQLITE_ERROR || !zErr) sqlite3_result_error_code(ctx, rc);
   sqlite3_free(zErr);
 }

@@ -1732,11 +1732,11 @@ done:
   gptext_savepoint_end(&s.sp);
   if (s.zErr && !s.bInterrupted && gptext_interrupted(db)) s.bInterrupted = 1;
   if (s.zErr) {
-    sqlite3_result_error(ctx, s.zErr, -1);
+    gptext_result_error(ctx, s.zErr);
     if (s.bInterrupted) sqlite3_result_error_code(ctx, SQLITE_INTERRUPT);
     else if (s.rcErr && s.rcErr != SQLITE_ERROR) sqlite3_result_error_code(ctx, s.rcErr);
   } else if (zSummary) {
-    sqlite3_result_text(ctx, zSummary, -1, sqlite3_free);
+    gptext_result_text(ctx, zSummary, (int)strlen(zSummary), sqlite3_free);
     zSummary = 0;
   } else {
     sqlite3_result_error_nomem(ctx);
@@ -2524,13 +2524,13 @@ done:
   /* only a file this call created is removed */
   if (s.zErr && bCreated) unlink(zTmp ? zTmp : zPath);
   if (s.zErr) {
-    sqlite3_result_error(ctx, s.zErr, -1);
+    gptext_result_error(ctx, s.zErr);
     if (s.rcErr && s.rcErr != SQLITE_ERROR) sqlite3_result_error_code(ctx, s.rcErr);
   } else {
     char *z = sqlite3_mprintf("exported '%s': %d tensors, %lld bytes of tensor data, %d tokens "
                               "to %s (GGUF v3, %s)", zModel, nT, (long long)nBytes,
                               s.m->cfg.vocab_size, zPath, gpt_arch_name(s.m->cfg.arch));
-    if (z) sqlite3_result_text(ctx, z, -1, sqlite3_free);
+    if (z) gptext_result_text(ctx, z, (int)strlen(z), sqlite3_free);
     else sqlite3_result_error_nomem(ctx);
   }
   for (int i = 0; i < nT; i++) sqlite3_free(aT[i].aFreqs);

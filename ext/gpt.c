@@ -132,6 +132,43 @@ void gptext_result_text(sqlite3_context *ctx, const char *z, int n, void (*xDel)
   sqlite3_result_text(ctx, zOut, (int)nOut, sqlite3_free);
 }
 
+/* z (sqlite3_malloc'd, or NULL) as valid UTF-8: itself when it is, else a
+** repaired copy (z freed). Messages echo names, paths and options as they
+** were given, and an error's text must be readable by every client too. */
+char *gptext_utf8_own(char *z) {
+  size_t n = z ? strlen(z) : 0;
+  if (!z || gptext_utf8_valid(z, n)) return z;
+  size_t nOut = gptext_utf8_repair(z, n, 0);
+  char *zOut = sqlite3_malloc64(nOut + 1);
+  if (zOut) {
+    gptext_utf8_repair(z, n, zOut);
+    zOut[nOut] = 0;
+  }
+  sqlite3_free(z);
+  return zOut;
+}
+
+/* Whether argument v can name a new model: TEXT or a BLOB of valid UTF-8
+** without a NUL (which cut the name short), as every client reads names
+** back from gpt_models. Empty names are the callers' own error. */
+int gptext_name_ok(sqlite3_value *v) {
+  const char *z = (const char *)sqlite3_value_text(v);
+  int n = sqlite3_value_bytes(v);
+  return z && (size_t)n == strlen(z) && gptext_utf8_valid(z, (size_t)n);
+}
+
+/* sqlite3_result_error with z's ill-formed UTF-8 replaced. */
+void gptext_result_error(sqlite3_context *ctx, const char *z) {
+  if (!z || gptext_utf8_valid(z, strlen(z))) {
+    sqlite3_result_error(ctx, z ? z : "out of memory", -1);
+    return;
+  }
+  char *zOut = gptext_utf8_own(sqlite3_mprintf("%s", z));
+  if (zOut) sqlite3_result_error(ctx, zOut, -1);
+  else sqlite3_result_error_nomem(ctx);
+  sqlite3_free(zOut);
+}
+
 /* The exact bytes z[0..n) as a BLOB ('' as an empty BLOB, never NULL). */
 void gptext_result_bytes(sqlite3_context *ctx, const char *z, int n, void (*xDel)(void *)) {
   if (!z || n <= 0) {
@@ -1526,7 +1563,7 @@ int gptext_vtab_disconnect(sqlite3_vtab *pVtab) {
 
 int gptext_vtab_error(sqlite3_vtab *pVtab, char *zErr, int rc) {
   sqlite3_free(pVtab->zErrMsg);
-  pVtab->zErrMsg = zErr;
+  pVtab->zErrMsg = gptext_utf8_own(zErr);
   return rc == SQLITE_OK ? SQLITE_ERROR : rc;
 }
 

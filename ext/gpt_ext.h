@@ -32,6 +32,14 @@ int gptext_interrupted(sqlite3 *db);
 size_t gptext_utf8_repair(const char *z, size_t n, char *zOut);
 int gptext_utf8_valid(const char *z, size_t n);
 void gptext_result_text(sqlite3_context *ctx, const char *z, int n, void (*xDel)(void *));
+/* z (sqlite3_malloc'd) made valid UTF-8 (a repaired copy when it is not;
+** NULL stays NULL), and an error result with its message repaired: error
+** messages echo names and paths as given. */
+char *gptext_utf8_own(char *z);
+/* Whether argument v can name a new model: valid UTF-8 with no NUL. */
+int gptext_name_ok(sqlite3_value *v);
+#define GPTEXT_NAME_RULE "valid UTF-8 with no NUL character"
+void gptext_result_error(sqlite3_context *ctx, const char *z);
 /* The exact bytes as a BLOB (an empty one for n == 0). */
 void gptext_result_bytes(sqlite3_context *ctx, const char *z, int n, void (*xDel)(void *));
 

@@ -2571,7 +2571,7 @@ static void impTxnEnd(GptImport *p) {
 ** failure was SQLite's (busy, disk full, out of memory, interrupted).
 */
 static void impResultError(sqlite3_context *ctx, GptImport *p) {
-  sqlite3_result_error(ctx, p->zErr, -1);
+  gptext_result_error(ctx, p->zErr);
   if (p->bInterrupted) sqlite3_result_error_code(ctx, SQLITE_INTERRUPT);
   else if (p->rcErr != 0 && p->rcErr != SQLITE_ERROR) sqlite3_result_error_code(ctx, p->rcErr);
 }
@@ -2624,6 +2624,10 @@ static void gptImportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
   if (zName == 0 || zName[0] == 0) {
     s.zErr = sqlite3_mprintf("gpt_import: the model name must be a non-empty "
                              "string");
+    goto done;
+  }
+  if (!gptext_name_ok(argv[0])) {
+    s.zErr = sqlite3_mprintf("gpt_import: the model name must be " GPTEXT_NAME_RULE);
     goto done;
   }
   rc = gptext_options_parse(db, "gpt_import", argc > 2 ? argv[2] : 0,
@@ -2709,7 +2713,7 @@ done:
   } else if (s.zErr) {
     impResultError(ctx, &s);
   } else if (zSummary) {
-    sqlite3_result_text(ctx, zSummary, -1, sqlite3_free);
+    gptext_result_text(ctx, zSummary, (int)strlen(zSummary), sqlite3_free);
     zSummary = 0;
   } else {
     sqlite3_result_error_nomem(ctx);

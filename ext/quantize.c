@@ -411,6 +411,10 @@ static void gptQuantizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv
                              "non-empty strings", zFunc);
     goto done;
   }
+  if (!gptext_name_ok(argv[1])) {
+    q.zErr = sqlite3_mprintf("%s: the destination model name must be " GPTEXT_NAME_RULE, zFunc);
+    goto done;
+  }
   if (strcmp(q.zSrc, q.zDst) == 0) {
     quantError(&q, 0, "the destination must be a new model, not the source itself");
     goto done;
@@ -479,12 +483,14 @@ static void gptQuantizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv
 done:
   quantTxnEnd(&q);
   if (q.zErr) {
-    sqlite3_result_error(ctx, q.zErr, -1);
+    gptext_result_error(ctx, q.zErr);
     if (q.bInterrupted) sqlite3_result_error_code(ctx, SQLITE_INTERRUPT);
     else if (q.rcErr != 0 && q.rcErr != SQLITE_ERROR) sqlite3_result_error_code(ctx, q.rcErr);
-  } else {
-    sqlite3_result_text(ctx, zSummary, -1, sqlite3_free);
+  } else if (zSummary) {
+    gptext_result_text(ctx, zSummary, (int)strlen(zSummary), sqlite3_free);
     zSummary = 0;
+  } else {
+    sqlite3_result_error_nomem(ctx);
   }
   gptext_model_release(m);
   sqlite3_free(q.zErr);

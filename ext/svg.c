@@ -464,7 +464,7 @@ done:
                                                           zFunc, m->zName);
       else zErr = sqlite3_mprintf("%s: %s", zFunc, sqlite3_errstr(rc));
     }
-    if (zErr) sqlite3_result_error(ctx, zErr, -1);
+    if (zErr) gptext_result_error(ctx, zErr);
     if (rc != SQLITE_ERROR || !zErr) sqlite3_result_error_code(ctx, rc);
   }
   sqlite3_free(zErr);

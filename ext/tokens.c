@@ -31,7 +31,7 @@ static int tokens_setup(sqlite3_context *ctx, const char *zFunc, int argc,
   if (rc == SQLITE_OK)
     rc = gptext_model_acquire(sqlite3_user_data(ctx), db, zFunc, o->zModel, 0, ppM, &zErr);
   if (rc != SQLITE_OK) {
-    if (zErr) sqlite3_result_error(ctx, zErr, -1);
+    if (zErr) gptext_result_error(ctx, zErr);
     if (!zErr || rc != SQLITE_ERROR) sqlite3_result_error_code(ctx, rc); /* e.g. an interrupt */
     sqlite3_free(zErr);
   }
@@ -51,7 +51,7 @@ static void gptTokenizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv
   if ((rc = gptext_encode(sqlite3_context_db_handle(ctx), m, "gpt_tokenize",
                           (const char *)sqlite3_value_text(argv[0]), sqlite3_value_bytes(argv[0]),
                           o.bAllowSpecial, &aIds, &nIds, &zErr))) {
-    sqlite3_result_error(ctx, zErr, -1);
+    gptext_result_error(ctx, zErr);
     sqlite3_result_error_code(ctx, rc);
     goto done;
   }
@@ -85,7 +85,7 @@ static void gptTokenCountFunc(sqlite3_context *ctx, int argc, sqlite3_value **ar
   if ((rc = gptext_encode(sqlite3_context_db_handle(ctx), m, "gpt_token_count",
                           (const char *)sqlite3_value_text(argv[0]), sqlite3_value_bytes(argv[0]),
                           o.bAllowSpecial, &aIds, &nIds, &zErr))) {
-    sqlite3_result_error(ctx, zErr, -1);
+    gptext_result_error(ctx, zErr);
     sqlite3_result_error_code(ctx, rc);
     goto done;
   }
@@ -129,7 +129,7 @@ static void detokenize(sqlite3_context *ctx, int argc, sqlite3_value **argv, int
     if (!bArray) {
       char *zErr = sqlite3_mprintf("%s: argument 1 must be a JSON array of token ids, "
                                    "like '[15496, 995]'", zFunc);
-      sqlite3_result_error(ctx, zErr ? zErr : zFunc, -1);
+      gptext_result_error(ctx, zErr ? zErr : zFunc);
       sqlite3_free(zErr);
       goto done;
     }
@@ -147,7 +147,7 @@ static void detokenize(sqlite3_context *ctx, int argc, sqlite3_value **argv, int
       char *zErr = sqlite3_mprintf("%s: model '%s': token id %s is not in the "
                                    "vocabulary (0 to %d)", zFunc, m->zName,
                                    sqlite3_column_text(p, 1), tok_vocab_size(m->pTok) - 1);
-      sqlite3_result_error(ctx, zErr, -1);
+      gptext_result_error(ctx, zErr);
       sqlite3_free(zErr);
       goto done;
     }
@@ -167,7 +167,7 @@ static void detokenize(sqlite3_context *ctx, int argc, sqlite3_value **argv, int
 sql_error:
   {
     char *zErr = sqlite3_mprintf("%s: %s", zFunc, sqlite3_errmsg(db));
-    sqlite3_result_error(ctx, zErr, -1);
+    gptext_result_error(ctx, zErr);
     sqlite3_free(zErr);
   }
 done:

@@ -683,11 +683,15 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   char *zSummary = 0;
   int rc = SQLITE_OK, bExists = 0, nThreadsOld = gpt_threads_get();
   if (sqlite3_value_type(argv[0]) != SQLITE_TEXT || !t.zModel || !t.zModel[0]) {
-    sqlite3_result_error(ctx, "gpt_train: the model name must be non-empty text", -1);
+    gptext_result_error(ctx, "gpt_train: the model name must be non-empty text");
+    return;
+  }
+  if (!gptext_name_ok(argv[0])) {
+    gptext_result_error(ctx, "gpt_train: the model name must be " GPTEXT_NAME_RULE);
     return;
   }
   if (sqlite3_value_type(argv[1]) != SQLITE_TEXT || !zQuery) {
-    sqlite3_result_error(ctx, "gpt_train: the query must be the text of a SELECT", -1);
+    gptext_result_error(ctx, "gpt_train: the query must be the text of a SELECT");
     return;
   }
   if (gptext_ensure_schema(t.db, &t.zErr) != SQLITE_OK) goto done;
@@ -820,8 +824,8 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   }
 done:
   gpt_threads_set(nThreadsOld);
-  if (t.zErr) sqlite3_result_error(ctx, t.zErr, -1);
-  else if (zSummary) sqlite3_result_text(ctx, zSummary, -1, SQLITE_TRANSIENT);
+  if (t.zErr) gptext_result_error(ctx, t.zErr);
+  else if (zSummary) gptext_result_text(ctx, zSummary, (int)strlen(zSummary), SQLITE_TRANSIENT);
   sqlite3_free(zSummary);
   sqlite3_free(t.zErr);
   sqlite3_free(t.o.zTok);
@@ -854,7 +858,11 @@ static void gptTrainTokenizerFunc(sqlite3_context *ctx, int argc, sqlite3_value 
   int rc, bTxn = 0;
   (void)argc;
   if (sqlite3_value_type(argv[0]) != SQLITE_TEXT || !zName || !zName[0]) {
-    sqlite3_result_error(ctx, "gpt_train_tokenizer: the model name must be non-empty text", -1);
+    gptext_result_error(ctx, "gpt_train_tokenizer: the model name must be non-empty text");
+    return;
+  }
+  if (!gptext_name_ok(argv[0])) {
+    gptext_result_error(ctx, "gpt_train_tokenizer: the model name must be " GPTEXT_NAME_RULE);
     return;
   }
   if (sqlite3_value_type(argv[2]) != SQLITE_INTEGER || nVocab < 258 || nVocab > 65536) {
@@ -998,8 +1006,9 @@ done:
   sqlite3_finalize(p);
   if (bTxn) gptext_savepoint_end(&sp);
   bpe_free(b);
-  if (zErr) sqlite3_result_error(ctx, zErr, -1);
-  else sqlite3_result_text(ctx, zSummary, -1, SQLITE_TRANSIENT);
+  if (zErr) gptext_result_error(ctx, zErr);
+  else if (zSummary) gptext_result_text(ctx, zSummary, (int)strlen(zSummary), SQLITE_TRANSIENT);
+  else sqlite3_result_error_nomem(ctx);
   sqlite3_free(zErr);
   sqlite3_free(zSummary);
 }

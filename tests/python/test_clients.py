@@ -304,7 +304,39 @@ def main():
         check("export refuses an existing file", "exists" in str(err), str(err))
     db.execute("SELECT gpt_drop('demo-gguf')").fetchone()
     os.unlink(gguf)
+
+    # ------------------------------------------------ names and paths as given
+    # Summaries and error messages echo names, paths and options: ill-formed
+    # UTF-8 in them reads back as U+FFFD (Python raised on the whole fetch),
+    # and a new model's name must be valid UTF-8 with no NUL (a NUL cut
+    # 'a\0b' to 'a').
+    bad = b"x\xff\xfe"
+    odd = os.path.join(os.path.dirname(gguf).encode(), b"demo-\xff.gguf")
+    e = db.execute("SELECT gpt_export('demo', CAST(? AS TEXT))", (odd,)).fetchone()[0]
+    check("export odd path", isinstance(e, str) and e.endswith(
+        f"to {os.path.dirname(gguf)}/demo-\ufffd.gguf (GGUF v3, gpt2)"), repr(e))
+    os.unlink(odd)
     os.rmdir(os.path.dirname(gguf))
+    for what, sql, args, want in [
+        ("quantize", "SELECT gpt_quantize('demo', CAST(? AS TEXT), 'f16')", (bad,),
+         "gpt_quantize: the destination model name must be valid UTF-8 with no NUL character"),
+        ("quantize-nul", "SELECT gpt_quantize('demo', 'a' || char(0) || 'b', 'f16')", (),
+         "gpt_quantize: the destination model name must be valid UTF-8 with no NUL character"),
+        ("import", "SELECT gpt_import(CAST(? AS TEXT), ?)", (bad, demo),
+         "gpt_import: the model name must be valid UTF-8 with no NUL character"),
+        ("generate", "SELECT gpt_generate('Hi', CAST(? AS TEXT))",
+         (b'{"model": "x\xff"}',), "gpt_generate: no model named 'x\ufffd' in gpt_models"),
+        ("tokens", "SELECT * FROM gpt_tokens('Hi', CAST(? AS TEXT))",
+         (b'{"model": "x\xff"}',), "gpt_tokens: no model named 'x\ufffd' in gpt_models"),
+        ("export", "SELECT gpt_export(CAST(? AS TEXT), 'nowhere.gguf')", (bad,),
+         "gpt_export: no model named 'x\ufffd\ufffd' in gpt_models")]:
+        try:
+            db.execute(sql, args).fetchall()
+            check(f"name {what}", False, "no error")
+        except sqlite3.OperationalError as err:
+            check(f"name {what}", str(err) == want, repr(str(err)))
+    check("names stay valid", db.execute(
+        "SELECT count(*) FROM gpt_models WHERE name NOT IN ('demo')").fetchone()[0] == 0)
     covered.add("gpt_export")
 
     # ------------------------------------------------ interrupts
