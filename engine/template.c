@@ -3015,15 +3015,19 @@ static int call_global(Render *r, int id, TplValue *aArg, int nArg, const char *
       if (nArg == 1) b = aArg[0].u.i;
       else { a = aArg[0].u.i; b = aArg[1].u.i; if (nArg == 3) s = aArg[2].u.i; }
       if (s == 0) return rerr(r, "range: step must not be zero");
-      int64_t count = 0;
-      if (s > 0 && a < b) count = (int64_t)(((uint64_t)b - (uint64_t)a - 1) / (uint64_t)s) + 1;
-      else if (s < 0 && b < a) count = (int64_t)(((uint64_t)a - (uint64_t)b - 1) / (uint64_t)(-(s + 1) + 1)) + 1;
+      /* in unsigned arithmetic: the span of two int64s can exceed INT64_MAX
+      ** (the count of range(-2**63, 2**63 - 1) read as -1 and passed) */
+      uint64_t count = 0;
+      if (s > 0 && a < b) count = ((uint64_t)b - (uint64_t)a - 1) / (uint64_t)s + 1;
+      else if (s < 0 && b < a) count = ((uint64_t)a - (uint64_t)b - 1) / ((uint64_t)-(s + 1) + 1) + 1;
       /* Jinja's sandbox refuses ranges over MAX_RANGE (100000) items */
-      if (count > 100000) return rerr(r, "range: %lld items is over the limit of 100000", (long long)count);
-      if (step(r, count / 8)) return -1;
+      if (count > 100000)
+        return rerr(r, "range: %llu items is over the limit of 100000", (unsigned long long)count);
+      if (step(r, (int64_t)count / 8)) return -1;
       TplValue out = list_new(r->pA, (size_t)count);
       if (out.type != TPL_LIST) return nomem(r);
-      for (int64_t i = 0; i < count; i++) out.u.pList->a[i] = tpl_int(a + i * s);
+      for (uint64_t i = 0; i < count; i++)
+        out.u.pList->a[i] = tpl_int((int64_t)((uint64_t)a + i * (uint64_t)s));
       out.u.pList->n = (size_t)count;
       *pOut = out;
       return 0;
