@@ -202,7 +202,17 @@ static int slotFill(BatchCursor *c, BatchSlot *sl, int *pbEnd, char **pzErr) {
   rc = gptext_encode(db, m, zFunc, (const char *)sqlite3_column_text(c->pQuery, 1),
                      sqlite3_column_bytes(c->pQuery, 1), o->bAllowSpecial, &aIds, &nIds, pzErr);
   if (rc == SQLITE_OK) rc = gptext_fit_prompt(m, zFunc, o, o->nMaxTokens, &aIds, &nIds, pzErr);
-  if (rc != SQLITE_OK) goto done;
+  if (rc != SQLITE_OK) {
+    /* which row's prompt: the message names the function and the model */
+    if (rc != SQLITE_NOMEM && *pzErr) {
+      char *z = sqlite3_mprintf("%s (the prompt of row %lld)", *pzErr, (long long)sl->iRow + 1);
+      if (z) {
+        sqlite3_free(*pzErr);
+        *pzErr = z;
+      }
+    }
+    goto done;
+  }
   {
     int nCtx = m->cfg.n_ctx, nCap = o->nMaxTokens < nCtx ? o->nMaxTokens : nCtx;
     int nNeed = nIds + nCap + 1;
@@ -343,11 +353,20 @@ static int batchFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr,
                              sqlite3_errmsg(pVtab->db));
       goto done;
     }
-    while (zTail && (*zTail == ' ' || *zTail == '\t' || *zTail == '\n' || *zTail == '\r' ||
-                     *zTail == ';'))
-      zTail++;
+    /* whatever follows must be empty statements, white space or comments,
+    ** as the sqlite3 shell reads them: what prepares to no statement */
+    int bMore = 0;
+    while (!bMore && zTail && *zTail) {
+      sqlite3_stmt *pNext = 0;
+      const char *zNext = 0;
+      if (sqlite3_prepare_v2(pVtab->db, zTail, -1, &pNext, &zNext) != SQLITE_OK || pNext)
+        bMore = 1;
+      sqlite3_finalize(pNext);
+      if (zNext == zTail) break;
+      zTail = zNext;
+    }
     if (!c->pQuery || !sqlite3_stmt_readonly(c->pQuery) ||
-        sqlite3_column_count(c->pQuery) < 2 || (zTail && *zTail)) {
+        sqlite3_column_count(c->pQuery) < 2 || bMore) {
       zErr = sqlite3_mprintf("%s: the first argument must be one read-only query returning "
                              "(key, prompt), e.g. 'SELECT id, body FROM docs'", zFunc);
       rc = SQLITE_ERROR;
