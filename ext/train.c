@@ -194,7 +194,7 @@ static int trainParseOptions(Train *t, sqlite3_value *pArg) {
     if (!bNum || bLrBad || !(v >= aKey[i].lo && v <= aKey[i].hi)) {
       if (aKey[i].pD == &o->lr)
         trainError(t, "option learning_rate is %s, expected a number > 0 and <= 10",
-                   sqlite3_column_text(p, 2) ? (const char *)sqlite3_column_text(p, 2) : "?");
+                   sqlite3_column_text(p, 2) ? (const char *)sqlite3_column_text(p, 2) : zType);
       else
         trainError(t, "option %s must be %s from %g to %g", zKey,
                    bInt ? "an integer" : "a number", aKey[i].lo, aKey[i].hi);
@@ -813,12 +813,16 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
       if (rc != SQLITE_OK) goto done;
     }
     double secs = now_s() - t0;
+    /* no held-out window (val_fraction 0, or too few tokens): no val_loss */
+    char zVal[40];
+    if (!isnan(val)) sqlite3_snprintf((int)sizeof(zVal), zVal, "%.4f", val);
+    else sqlite3_snprintf((int)sizeof(zVal), zVal, "none (nothing held out)");
     zSummary = sqlite3_mprintf("gpt_train: model '%s': steps %lld to %lld of %lld, %lld "
                                "parameters, %lld tokens (%lld held out), loss %.4f, val_loss "
-                               "%.4f, %.0f tokens/s, %.1f s", t.zModel, (long long)step0,
+                               "%s, %.0f tokens/s, %.1f s", t.zModel, (long long)step0,
                                (long long)t.step, (long long)t.o.steps,
                                (long long)gpt_n_params(&cfg, t.hasHead), (long long)t.nTok,
-                               (long long)(t.nTok - t.nTrain), loss, val,
+                               (long long)(t.nTok - t.nTrain), loss, zVal,
                                secs > 0 ? (double)(t.step - step0) * t.o.batch * t.T / secs : 0,
                                secs);
   }
