@@ -2409,8 +2409,10 @@ static int gxOpen(GgExport *p, const char *zPath, int bReplace, char **pzTmp) {
   }
   p->f = fdopen(fd, "wb");
   if (!p->f) {
+    int e = errno;
     close(fd);
-    return gxError(p, "cannot open %s: %s", *pzTmp ? *pzTmp : zPath, strerror(errno));
+    unlink(*pzTmp ? *pzTmp : zPath); /* the file this call created */
+    return gxError(p, "cannot open %s: %s", *pzTmp ? *pzTmp : zPath, strerror(e));
   }
   return SQLITE_OK;
 }
