@@ -128,6 +128,7 @@ test: deps-test
 	build/train_test
 	$(TCLSH) tests/all.tcl
 	$(PYTHON) tests/python/test_clients.py
+	$(PYTHON) tests/python/test_locks.py
 	sh tests/clients/run.sh
 	$(PYTHON) tests/python/test_parts.py build
 	$(PYTHON) tests/python/test_train.py build

@@ -840,7 +840,7 @@ static int ggStore(GgImport *p) {
 
   aBuf = sqlite3_malloc64(GG_CHUNK);
   if (!aBuf) return ggNoMem(p);
-  rc = ggPrepare(p, "INSERT INTO gpt_tensors(model, name, dtype, shape, data) "
+  rc = ggPrepare(p, "INSERT INTO main.gpt_tensors(model, name, dtype, shape, data) "
                  "VALUES(?1, ?2, ?3, ?4, iif(typeof(?5) = 'blob', ?5, zeroblob(?5)))", &pIns);
   if (rc != SQLITE_OK) goto done;
   rc = ggString(p, "sqlite_gpt.tensor_dtypes", 1 << 20, &zNarrow, 0);
@@ -1353,7 +1353,7 @@ static int ggTokenizer(GgImport *p) {
     rc = ggNoMem(p);
     goto done;
   }
-  rc = ggPrepare(p, "INSERT INTO gpt_vocab(model, token_id, token) VALUES(?1, ?2, ?3)", &pStmt);
+  rc = ggPrepare(p, "INSERT INTO main.gpt_vocab(model, token_id, token) VALUES(?1, ?2, ?3)", &pStmt);
   if (rc != SQLITE_OK) goto done;
   sqlite3_bind_text(pStmt, 1, p->zName, -1, SQLITE_STATIC);
   for (int i = 0; i < p->nTok; i++) {
@@ -1390,7 +1390,7 @@ static int ggTokenizer(GgImport *p) {
   pStmt = 0;
 
   /* gpt_merges: "left right" */
-  rc = ggPrepare(p, "INSERT INTO gpt_merges(model, rank, left, right) VALUES(?1, ?2, ?3, ?4)",
+  rc = ggPrepare(p, "INSERT INTO main.gpt_merges(model, rank, left, right) VALUES(?1, ?2, ?3, ?4)",
                  &pStmt);
   if (rc != SQLITE_OK) goto done;
   sqlite3_bind_text(pStmt, 1, p->zName, -1, SQLITE_STATIC);
@@ -1517,7 +1517,7 @@ static int ggTokenizer(GgImport *p) {
     }
     if (rc == SQLITE_OK) {
       rc = ggPrepare(p,
-          "INSERT INTO gpt_tokenizer(model, config) VALUES(?1, json_object("
+          "INSERT INTO main.gpt_tokenizer(model, config) VALUES(?1, json_object("
           " 'type', 'bpe', 'size', ?2, 'normalizer', ?3, 'pre_tokenizer', json(?4),"
           " 'ignore_merges', json(?5), 'added_tokens', json(?6),"
           " 'bos_id', ?7, 'bos', ?8, 'eos_id', ?9, 'eos', ?10, 'add_bos', json(?11),"
@@ -1572,7 +1572,7 @@ static int ggModelRow(GgImport *p) {
     zCfg = gptext_config_json(&p->cfg, p->bTied);
     if (!zCfg) return ggNoMem(p);
   }
-  rc = ggPrepare(p, "INSERT INTO gpt_models(name, config, source) VALUES(?1, coalesce(json(?2),"
+  rc = ggPrepare(p, "INSERT INTO main.gpt_models(name, config, source) VALUES(?1, coalesce(json(?2),"
                  " json_object('n_layer', ?4, 'n_head', ?5, 'n_embd', ?6, 'n_ctx', ?7,"
                  " 'vocab_size', ?8, 'layer_norm_epsilon', ?9)), ?3)", &pStmt);
   if (rc == SQLITE_OK) {
@@ -1657,11 +1657,11 @@ void gptext_gguf_import(sqlite3_context *ctx, const char *zName, const char *zPa
       goto done;
     }
   }
-  if (ggPrepare(&s, "SELECT (SELECT count(*) FROM gpt_models WHERE name = ?1)"
-                " + EXISTS(SELECT 1 FROM gpt_tensors WHERE model = ?1)"
-                " + EXISTS(SELECT 1 FROM gpt_vocab WHERE model = ?1)"
-                " + EXISTS(SELECT 1 FROM gpt_merges WHERE model = ?1)"
-                " + EXISTS(SELECT 1 FROM gpt_tokenizer WHERE model = ?1)", &pStmt))
+  if (ggPrepare(&s, "SELECT (SELECT count(*) FROM main.gpt_models WHERE name = ?1)"
+                " + EXISTS(SELECT 1 FROM main.gpt_tensors WHERE model = ?1)"
+                " + EXISTS(SELECT 1 FROM main.gpt_vocab WHERE model = ?1)"
+                " + EXISTS(SELECT 1 FROM main.gpt_merges WHERE model = ?1)"
+                " + EXISTS(SELECT 1 FROM main.gpt_tokenizer WHERE model = ?1)", &pStmt))
     goto done;
   sqlite3_bind_text(pStmt, 1, zName, -1, SQLITE_STATIC);
   {
@@ -1683,9 +1683,9 @@ void gptext_gguf_import(sqlite3_context *ctx, const char *zName, const char *zPa
     if (ggConfig(&s) || ggTensors(&s)) goto done;
     if (bExists) {
       static const char *azSql[] = {
-        "DELETE FROM gpt_models WHERE name = ?1", "DELETE FROM gpt_tensors WHERE model = ?1",
-        "DELETE FROM gpt_vocab WHERE model = ?1", "DELETE FROM gpt_merges WHERE model = ?1",
-        "DELETE FROM gpt_tokenizer WHERE model = ?1"};
+        "DELETE FROM main.gpt_models WHERE name = ?1", "DELETE FROM main.gpt_tensors WHERE model = ?1",
+        "DELETE FROM main.gpt_vocab WHERE model = ?1", "DELETE FROM main.gpt_merges WHERE model = ?1",
+        "DELETE FROM main.gpt_tokenizer WHERE model = ?1"};
       for (size_t i = 0; i < sizeof(azSql) / sizeof(azSql[0]); i++) {
         if (ggPrepare(&s, azSql[i], &pStmt)) goto done;
         sqlite3_bind_text(pStmt, 1, zName, -1, SQLITE_STATIC);
@@ -1868,7 +1868,7 @@ static int gxTensors(GgExport *p, GxTensor **paT, int *pnT) {
     goto done;
   }
   rc = sqlite3_prepare_v2(p->db, "SELECT rowid, dtype, CASE WHEN json_valid(shape) THEN "
-                          "json(shape) END, length(data), typeof(data) FROM gpt_tensors "
+                          "json(shape) END, length(data), typeof(data) FROM main.gpt_tensors "
                           "WHERE model = ?1 AND name = ?2", -1, &pStmt, 0);
   if (rc != SQLITE_OK) {
     rc = gxSqlError(p, rc);
@@ -2148,7 +2148,7 @@ static int gxTokenizer(GgExport *p, int *pnKv) {
   /* tokens */
   if (gxKey(p, "tokenizer.ggml.tokens", GGUF_ARRAY) || gxU32(p, GGUF_STRING) ||
       gxU64(p, (uint64_t)nVocab)) goto done;
-  rc = sqlite3_prepare_v2(p->db, "SELECT token_id, token FROM gpt_vocab WHERE model = ?1 "
+  rc = sqlite3_prepare_v2(p->db, "SELECT token_id, token FROM main.gpt_vocab WHERE model = ?1 "
                           "ORDER BY token_id", -1, &pStmt, 0);
   if (rc != SQLITE_OK) { rc = gxSqlError(p, rc); goto done; }
   sqlite3_bind_text(pStmt, 1, p->zModel, -1, SQLITE_STATIC);
@@ -2179,7 +2179,7 @@ static int gxTokenizer(GgExport *p, int *pnKv) {
   /* merges */
   {
     sqlite3_int64 nMerge = 0;
-    rc = sqlite3_prepare_v2(p->db, "SELECT count(*) FROM gpt_merges WHERE model = ?1", -1,
+    rc = sqlite3_prepare_v2(p->db, "SELECT count(*) FROM main.gpt_merges WHERE model = ?1", -1,
                             &pStmt, 0);
     if (rc != SQLITE_OK) { rc = gxSqlError(p, rc); goto done; }
     sqlite3_bind_text(pStmt, 1, p->zModel, -1, SQLITE_STATIC);
@@ -2189,7 +2189,7 @@ static int gxTokenizer(GgExport *p, int *pnKv) {
     pStmt = 0;
     if (gxKey(p, "tokenizer.ggml.merges", GGUF_ARRAY) || gxU32(p, GGUF_STRING) ||
         gxU64(p, (uint64_t)nMerge)) goto done;
-    rc = sqlite3_prepare_v2(p->db, "SELECT left || ' ' || right FROM gpt_merges WHERE model = ?1 "
+    rc = sqlite3_prepare_v2(p->db, "SELECT left || ' ' || right FROM main.gpt_merges WHERE model = ?1 "
                             "ORDER BY rank", -1, &pStmt, 0);
     if (rc != SQLITE_OK) { rc = gxSqlError(p, rc); goto done; }
     sqlite3_bind_text(pStmt, 1, p->zModel, -1, SQLITE_STATIC);
@@ -2478,8 +2478,8 @@ static void gptExportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
   }
   {
     sqlite3_stmt *pStmt = 0;
-    int rc = sqlite3_prepare_v2(s.db, "SELECT EXISTS(SELECT 1 FROM gpt_tensors WHERE model = ?1 "
-                                "AND name = 'lm_head.weight'), (SELECT config FROM gpt_tokenizer "
+    int rc = sqlite3_prepare_v2(s.db, "SELECT EXISTS(SELECT 1 FROM main.gpt_tensors WHERE model = ?1 "
+                                "AND name = 'lm_head.weight'), (SELECT config FROM main.gpt_tokenizer "
                                 "WHERE model = ?1)", -1, &pStmt, 0);
     if (rc == SQLITE_OK) {
       sqlite3_bind_text(pStmt, 1, zModel, -1, SQLITE_STATIC);

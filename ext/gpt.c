@@ -580,7 +580,7 @@ static int read_config(sqlite3 *db, const char *zFunc, const char *zName,
   sqlite3_stmt *p = 0;
   int rc;
   /* Llama-family models keep Hugging Face's keys (ext/config.c) */
-  rc = sqlite3_prepare_v2(db, "SELECT config FROM gpt_models WHERE name = ?1 AND "
+  rc = sqlite3_prepare_v2(db, "SELECT config FROM main.gpt_models WHERE name = ?1 AND "
                           "json_valid(config) AND json_type(config, '$.model_type') = 'text' "
                           "AND json_extract(config, '$.model_type') <> 'gpt2'", -1, &p, 0);
   if (rc != SQLITE_OK) goto sql_error;
@@ -607,8 +607,8 @@ static int read_config(sqlite3 *db, const char *zFunc, const char *zName,
       " json_type(config, '$.n_ctx'), json_extract(config, '$.n_ctx'),"
       " json_type(config, '$.vocab_size'), json_extract(config, '$.vocab_size'),"
       " json_type(config, '$.layer_norm_epsilon'), json_extract(config, '$.layer_norm_epsilon')"
-      " FROM gpt_models WHERE name = ?1 AND json_valid(config)"
-      " UNION ALL SELECT 0,0,0,0,0,0,0,0,0,0,0,0,0 FROM gpt_models WHERE name = ?1"
+      " FROM main.gpt_models WHERE name = ?1 AND json_valid(config)"
+      " UNION ALL SELECT 0,0,0,0,0,0,0,0,0,0,0,0,0 FROM main.gpt_models WHERE name = ?1"
       " AND NOT json_valid(config)", -1, &p, 0);
   if (rc != SQLITE_OK) goto sql_error;
   sqlite3_bind_text(p, 1, zName, -1, SQLITE_STATIC);
@@ -681,7 +681,7 @@ done:
 static int read_tokenizer_row(sqlite3 *db, const char *zFunc, GptModel *m, char **pzConfig,
                               char **pzErr) {
   sqlite3_stmt *p = 0;
-  int rc = sqlite3_prepare_v2(db, "SELECT config FROM gpt_tokenizer WHERE model = ?1", -1, &p, 0);
+  int rc = sqlite3_prepare_v2(db, "SELECT config FROM main.gpt_tokenizer WHERE model = ?1", -1, &p, 0);
   *pzConfig = 0;
   if (rc != SQLITE_OK) {
     if (strncmp(sqlite3_errmsg(db), "no such table", 13) == 0) return SQLITE_OK;
@@ -938,7 +938,7 @@ static int load_tokenizer(sqlite3 *db, const char *zFunc, GptModel *m, char **pz
   if (rc != SQLITE_OK) goto done;
   nTok = zConfig ? tc.nTok : m->cfg.vocab_size;
   /* the row count first: tok_new() allocates by the tokenizer's size */
-  rc = sqlite3_prepare_v2(db, "SELECT count(*) FROM gpt_vocab WHERE model = ?1", -1, &p, 0);
+  rc = sqlite3_prepare_v2(db, "SELECT count(*) FROM main.gpt_vocab WHERE model = ?1", -1, &p, 0);
   if (rc != SQLITE_OK) goto sql_error;
   sqlite3_bind_text(p, 1, m->zName, -1, SQLITE_STATIC);
   rc = sqlite3_step(p);
@@ -957,7 +957,7 @@ static int load_tokenizer(sqlite3 *db, const char *zFunc, GptModel *m, char **pz
     rc = SQLITE_NOMEM;
     goto done;
   }
-  rc = sqlite3_prepare_v2(db, "SELECT token_id, token FROM gpt_vocab WHERE model = ?1", -1, &p, 0);
+  rc = sqlite3_prepare_v2(db, "SELECT token_id, token FROM main.gpt_vocab WHERE model = ?1", -1, &p, 0);
   if (rc != SQLITE_OK) goto sql_error;
   sqlite3_bind_text(p, 1, m->zName, -1, SQLITE_STATIC);
   while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
@@ -983,7 +983,7 @@ static int load_tokenizer(sqlite3 *db, const char *zFunc, GptModel *m, char **pz
     goto done;
   }
   sqlite3_finalize(p);
-  rc = sqlite3_prepare_v2(db, "SELECT rank, left, right FROM gpt_merges WHERE model = ?1 "
+  rc = sqlite3_prepare_v2(db, "SELECT rank, left, right FROM main.gpt_merges WHERE model = ?1 "
                           "ORDER BY rank", -1, &p, 0);
   if (rc != SQLITE_OK) goto sql_error;
   sqlite3_bind_text(p, 1, m->zName, -1, SQLITE_STATIC);
@@ -1085,7 +1085,7 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
   const int nChunk = 1 << 20;
   int rc, hasLmHead = 0, nTensor;
 
-  rc = sqlite3_prepare_v2(db, "SELECT count(*) FROM gpt_tensors WHERE model = ?1 AND "
+  rc = sqlite3_prepare_v2(db, "SELECT count(*) FROM main.gpt_tensors WHERE model = ?1 AND "
                           "(name = 'lm_head.weight' OR name GLOB 'lm_head.weight#*')", -1, &p, 0);
   if (rc != SQLITE_OK) goto sql_error;
   sqlite3_bind_text(p, 1, m->zName, -1, SQLITE_STATIC);
@@ -1101,7 +1101,7 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
   rc = sqlite3_prepare_v2(db,
       "SELECT rowid, name, dtype, CASE WHEN json_valid(shape) THEN json(shape) END, "
       "typeof(data), length(data), CASE WHEN json_valid(shape) THEN json_extract(shape, '$[0]') END "
-      "FROM gpt_tensors "
+      "FROM main.gpt_tensors "
       "WHERE model = ?1 ORDER BY name", -1, &p, 0);
   if (rc != SQLITE_OK) goto sql_error;
   sqlite3_bind_text(p, 1, m->zName, -1, SQLITE_STATIC);
@@ -1305,10 +1305,10 @@ static int resolve_name(sqlite3 *db, const char *zFunc, const char *zName, char 
   int rc, n = 0;
   char *zList = 0;
   if (zName) {
-    rc = sqlite3_prepare_v2(db, "SELECT name, stamp FROM gpt_models WHERE name = ?1", -1, &p, 0);
+    rc = sqlite3_prepare_v2(db, "SELECT name, stamp FROM main.gpt_models WHERE name = ?1", -1, &p, 0);
     if (rc == SQLITE_OK) sqlite3_bind_text(p, 1, zName, -1, SQLITE_STATIC);
   } else {
-    rc = sqlite3_prepare_v2(db, "SELECT name, stamp FROM gpt_models ORDER BY name", -1, &p, 0);
+    rc = sqlite3_prepare_v2(db, "SELECT name, stamp FROM main.gpt_models ORDER BY name", -1, &p, 0);
   }
   if (rc == SQLITE_ERROR && strstr(sqlite3_errmsg(db), "no such table")) {
     /* The tables do not exist yet: no models. (Any other failure, an
@@ -1378,7 +1378,7 @@ static CacheEntry *conn_hold(GptConn *c, CacheEntry *e) {
 static int stamp_changed(sqlite3 *db, const char *zName, sqlite3_int64 stamp) {
   sqlite3_stmt *p = 0;
   int bChanged = 0;
-  if (sqlite3_prepare_v2(db, "SELECT stamp FROM gpt_models WHERE name = ?1", -1, &p, 0) ==
+  if (sqlite3_prepare_v2(db, "SELECT stamp FROM main.gpt_models WHERE name = ?1", -1, &p, 0) ==
       SQLITE_OK) {
     sqlite3_bind_text(p, 1, zName, -1, SQLITE_STATIC);
     int rc = sqlite3_step(p);
@@ -1392,18 +1392,73 @@ static int stamp_changed(sqlite3 *db, const char *zName, sqlite3_int64 stamp) {
 /* Internal: the rows changed while they were being loaded; try again. */
 #define MODEL_RETRY SQLITE_SCHEMA
 
+/* The entry of key zKey (caller holds the mutex), or NULL. */
+static CacheEntry *cache_find(const char *zKey) {
+  CacheEntry *e = gCache;
+  while (e && strcmp(e->zKey, zKey) != 0) e = e->pNext;
+  return e;
+}
+
+/* Entries whose last reference went while the mutex was held, freed after
+** it is released (a model's weights take a while to unmap); an acquire
+** lets go of at most three. */
+typedef struct CacheFree { CacheEntry *a[4]; int n; } CacheFree;
+static void cache_free_later(CacheFree *f, CacheEntry *e) {
+  if (e && f->n < 4) f->a[f->n++] = e;
+}
+static void cache_free_now(CacheFree *f) {
+  for (int i = 0; i < f->n; i++) cache_entry_free(f->a[i]);
+  f->n = 0;
+}
+
+/* Unlinks e (caller holds the mutex); frees it later unless referenced. */
+static void cache_drop(CacheFree *f, CacheEntry *e) {
+  if (!e->bStale) cache_unlink(e);
+  if (e->nRef == 0) cache_free_later(f, e);
+}
+
+/* A new entry for zResolved at stamp, its config and tokenizer read. No
+** mutex is held: the statements may wait in the busy handler for another
+** connection's lock, and a mutex held there stalled every connection of the
+** process (a writer that then called the extension deadlocked with it). */
+static int cache_entry_new(sqlite3 *db, const char *zFunc, char **pzKey, char **pzResolved,
+                           sqlite3_int64 stamp, CacheEntry **ppNew, char **pzErr) {
+  CacheEntry *e = sqlite3_malloc64(sizeof(*e));
+  *ppNew = 0;
+  if (!e) return SQLITE_NOMEM;
+  memset(e, 0, sizeof(*e));
+  e->zKey = *pzKey;
+  *pzKey = 0;
+  e->stamp = stamp;
+  e->model.zName = *pzResolved;
+  *pzResolved = 0;
+  e->model.eot = -1;
+  e->model.bos = -1;
+  int rc = read_config(db, zFunc, e->model.zName, &e->model.cfg, pzErr);
+  if (rc == SQLITE_OK) rc = load_tokenizer(db, zFunc, &e->model, pzErr);
+  if (rc != SQLITE_OK) {
+    if (stamp_changed(db, e->model.zName, stamp)) rc = MODEL_RETRY;
+    cache_entry_free(e);
+    return rc;
+  }
+  *ppNew = e;
+  return SQLITE_OK;
+}
+
 /* One attempt of gptext_model_acquire. The rows are read by several
 ** statements, and outside a transaction each reads its own snapshot, so a
 ** commit by another connection between them (a re-import, a drop) could mix
 ** two versions of the model. Every such commit changes the stamp, so the
 ** stamp is read again after anything was loaded: when it moved, the entry is
-** discarded and MODEL_RETRY returned. The global mutex is held while
-** loading, so concurrent first calls load once. */
+** discarded and MODEL_RETRY returned. No statement runs under the global
+** mutex; two first calls may both read a model's config and tokenizer (the
+** second copy is dropped), and its weights load once. */
 static int model_acquire_once(GptConn *pConn, sqlite3 *db, const char *zFunc, const char *zName,
                               int needWeights, GptModel **ppModel, char **pzErr) {
   char *zResolved = 0, *zKey = 0;
   sqlite3_int64 stamp = 0;
-  CacheEntry *e = 0, *pFree = 0;
+  CacheEntry *e = 0, *pNew = 0;
+  CacheFree toFree = {{0, 0, 0, 0}, 0};
   int rc, bLoaded = 0;
   *ppModel = 0;
   rc = resolve_name(db, zFunc, zName, &zResolved, &stamp, pzErr);
@@ -1419,36 +1474,29 @@ static int model_acquire_once(GptConn *pConn, sqlite3 *db, const char *zFunc, co
   }
 
   pthread_mutex_lock(&gCacheMutex);
-  for (e = gCache; e; e = e->pNext) {
-    if (strcmp(e->zKey, zKey) == 0) break;
-  }
+  e = cache_find(zKey);
   if (e && e->stamp != stamp) { /* rows changed since it was loaded */
-    cache_unlink(e);
-    if (e->nRef == 0) pFree = e;
+    cache_drop(&toFree, e);
     e = 0;
   }
   if (!e) {
-    e = sqlite3_malloc64(sizeof(*e));
-    if (!e) { rc = SQLITE_NOMEM; goto unlock; }
-    memset(e, 0, sizeof(*e));
-    e->zKey = zKey;
-    zKey = 0;
-    e->stamp = stamp;
-    e->model.zName = zResolved;
-    zResolved = 0;
-    e->model.eot = -1;
-    e->model.bos = -1;
+    pthread_mutex_unlock(&gCacheMutex);
+    cache_free_now(&toFree);
+    rc = cache_entry_new(db, zFunc, &zKey, &zResolved, stamp, &pNew, pzErr);
+    if (rc != SQLITE_OK) goto done;
     bLoaded = 1;
-    rc = read_config(db, zFunc, e->model.zName, &e->model.cfg, pzErr);
-    if (rc == SQLITE_OK) rc = load_tokenizer(db, zFunc, &e->model, pzErr);
-    if (rc == SQLITE_OK) gnTokenizerLoads++;
-    if (rc != SQLITE_OK) {
-      if (stamp_changed(db, e->model.zName, stamp)) rc = MODEL_RETRY;
-      cache_entry_free(e);
-      goto unlock;
+    pthread_mutex_lock(&gCacheMutex);
+    gnTokenizerLoads++;
+    e = cache_find(pNew->zKey);
+    if (e && e->stamp != stamp) {
+      cache_drop(&toFree, e);
+      e = 0;
     }
-    e->pNext = gCache;
-    gCache = e;
+    if (!e) { /* else another thread put the same rows in first: use its entry */
+      pNew->pNext = gCache;
+      gCache = e = pNew;
+      pNew = 0;
+    }
   }
   /* Weights are read without the mutex, so that a large model's load does
   ** not stall other connections' calls on other models; a second caller
@@ -1460,10 +1508,7 @@ static int model_acquire_once(GptConn *pConn, sqlite3 *db, const char *zFunc, co
     while (e->bLoading) pthread_cond_wait(&gCacheLoaded, &gCacheMutex);
     e->nRef--;
     if (e->bStale) { /* its rows changed while it loaded */
-      if (e->nRef == 0) {
-        cache_entry_free(pFree);
-        pFree = e;
-      }
+      if (e->nRef == 0) cache_free_later(&toFree, e);
       rc = MODEL_RETRY;
       goto unlock;
     }
@@ -1475,6 +1520,9 @@ static int model_acquire_once(GptConn *pConn, sqlite3 *db, const char *zFunc, co
     e->nRef++;
     pthread_mutex_unlock(&gCacheMutex);
     rc = load_weights(db, zFunc, &work, pzErr);
+    int bChanged = 0;
+    if (rc == SQLITE_INTERRUPT) gptext_set_error(pzErr, "%s: interrupted", zFunc);
+    else if (rc != SQLITE_OK) bChanged = stamp_changed(db, work.zName, stamp);
     pthread_mutex_lock(&gCacheMutex);
     e->model.pNet = work.pNet;
     e->bLoading = 0;
@@ -1482,52 +1530,59 @@ static int model_acquire_once(GptConn *pConn, sqlite3 *db, const char *zFunc, co
     pthread_cond_broadcast(&gCacheLoaded);
     if (rc == SQLITE_OK) gnWeightLoads++;
     if (rc != SQLITE_OK) {
-      if (rc == SQLITE_INTERRUPT) gptext_set_error(pzErr, "%s: interrupted", zFunc);
-      else if (stamp_changed(db, e->model.zName, stamp)) rc = MODEL_RETRY;
-      if (e->nRef == 0) {
-        cache_unlink(e);
-        cache_entry_free(pFree);
-        pFree = e;
-      }
+      if (bChanged) rc = MODEL_RETRY;
+      if (e->nRef == 0) cache_drop(&toFree, e);
       goto unlock;
     }
   }
-  if (bLoaded && stamp_changed(db, e->model.zName, stamp)) {
-    cache_unlink(e); /* stale: freed with its last reference */
-    if (e->nRef == 0) {
-      cache_entry_free(pFree);
-      pFree = e;
-    }
-    rc = MODEL_RETRY;
-    goto unlock;
-  }
+  /* pinned while the stamp is read again, unlocked */
   e->nRef++;
-  *ppModel = &e->model;
-  if (pConn) {
-    CacheEntry *pOld = conn_hold(pConn, e);
-    if (pOld && pOld != pFree) {
-      cache_entry_free(pFree);
-      pFree = pOld;
+  if (bLoaded) {
+    pthread_mutex_unlock(&gCacheMutex);
+    int bChanged = stamp_changed(db, e->model.zName, stamp);
+    pthread_mutex_lock(&gCacheMutex);
+    if (bChanged) {
+      e->nRef--;
+      cache_drop(&toFree, e); /* stale: freed with its last reference */
+      rc = MODEL_RETRY;
+      goto unlock;
     }
   }
+  *ppModel = &e->model;
+  if (pConn) cache_free_later(&toFree, conn_hold(pConn, e));
 unlock:
   pthread_mutex_unlock(&gCacheMutex);
-  cache_entry_free(pFree);
+done:
+  cache_free_now(&toFree);
+  cache_entry_free(pNew);
   sqlite3_free(zResolved);
   sqlite3_free(zKey);
   return rc;
 }
+
+/* The depth of this thread's model loads: a load reads the gpt_ tables, and
+** a view or trigger in their place that calls the extension again recursed
+** until the stack overflowed. */
+static _Thread_local int tlAcquireDepth = 0;
 
 /* Resolves and returns a referenced model, loading whatever is missing (see
 ** model_acquire_once). */
 int gptext_model_acquire(GptConn *pConn, sqlite3 *db, const char *zFunc, const char *zName,
                          int needWeights, GptModel **ppModel, char **pzErr) {
   int rc = MODEL_RETRY;
+  *ppModel = 0;
+  if (tlAcquireDepth > 0) {
+    gptext_set_error(pzErr, "%s: called while the extension reads its own tables (a view or "
+                     "trigger over a gpt_ table that calls the extension?)", zFunc);
+    return SQLITE_ERROR;
+  }
+  tlAcquireDepth++;
   for (int nTry = 0; rc == MODEL_RETRY && nTry < 4; nTry++) {
     sqlite3_free(*pzErr);
     *pzErr = 0;
     rc = model_acquire_once(pConn, db, zFunc, zName, needWeights, ppModel, pzErr);
   }
+  tlAcquireDepth--;
   if (rc == MODEL_RETRY) {
     gptext_set_error(pzErr, "%s: model '%s' kept changing while it was being loaded; "
                      "try again", zFunc, zName ? zName : "(the only one)");

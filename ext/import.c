@@ -978,7 +978,7 @@ static int impVocabStore(GptImport *p, const char *zFile, const char *zWhat,
   }
   sqlite3_finalize(pStmt);
   pStmt = 0;
-  rc = impPrepare(p, "INSERT INTO gpt_vocab(model, token_id, token) "
+  rc = impPrepare(p, "INSERT INTO main.gpt_vocab(model, token_id, token) "
                   "SELECT ?2, value, key FROM json_each(?1) ORDER BY value", &pStmt);
   if (rc != SQLITE_OK) goto done;
   sqlite3_bind_text64(pStmt, 1, zJson, (sqlite3_uint64)nJson, SQLITE_STATIC, SQLITE_UTF8);
@@ -1109,7 +1109,7 @@ static int impMerges(GptImport *p, GPTTokenizer *pTok) {
 
   rc = impReadText(p, zFile, &zText, &nText);
   if (rc != SQLITE_OK) goto done;
-  rc = impPrepare(p, "INSERT INTO gpt_merges(model, rank, left, right) "
+  rc = impPrepare(p, "INSERT INTO main.gpt_merges(model, rank, left, right) "
                   "VALUES(?1, ?2, ?3, ?4)", &pStmt);
   if (rc != SQLITE_OK) goto done;
   sqlite3_bind_text(pStmt, 1, p->zName, -1, SQLITE_STATIC);
@@ -1604,7 +1604,7 @@ static int impHfVocab(GptImport *p, ImpHf *h, GPTTokenizer **ppTok) {
   if (rc != SQLITE_OK) goto done;
 
   /* Added tokens: the same bytes as model.vocab's token of that id, or new. */
-  rc = impPrepare(p, "INSERT INTO gpt_vocab(model, token_id, token) VALUES(?1, ?2, ?3)", &pStmt);
+  rc = impPrepare(p, "INSERT INTO main.gpt_vocab(model, token_id, token) VALUES(?1, ?2, ?3)", &pStmt);
   if (rc != SQLITE_OK) goto done;
   sqlite3_bind_text(pStmt, 1, p->zName, -1, SQLITE_STATIC);
   for (int k = 0; k < h->nAdded; k++) {
@@ -1659,7 +1659,7 @@ static int impHfMerges(GptImport *p, ImpHf *h, GPTTokenizer *t) {
   char zMsg[256];
   int rc;
 
-  rc = impPrepare(p, "INSERT INTO gpt_merges(model, rank, left, right) "
+  rc = impPrepare(p, "INSERT INTO main.gpt_merges(model, rank, left, right) "
                   "VALUES(?1, ?2, ?3, ?4)", &pIns);
   if (rc != SQLITE_OK) goto done;
   sqlite3_bind_text(pIns, 1, p->zName, -1, SQLITE_STATIC);
@@ -2035,7 +2035,7 @@ static int impHfRow(GptImport *p, ImpHf *h) {
   zStop = sqlite3_str_finish(pStop);
   if (!zStop) return impNoMem(p);
   rc = impJsonPrepare(p,
-      "INSERT INTO gpt_tokenizer(model, config) VALUES(?2, json_object("
+      "INSERT INTO main.gpt_tokenizer(model, config) VALUES(?2, json_object("
       " 'type', 'bpe', 'size', ?3, 'normalizer', ?4, 'pre_tokenizer', json(?5),"
       " 'ignore_merges', json(?6),"
       " 'added_tokens', (SELECT json_group_array(json_object('id', json_extract(value, '$.id'),"
@@ -2271,7 +2271,7 @@ static int impTensors(GptImport *p) {
   /* Sequential reads: one stdio buffer less. */
   for (i = 0; i < p->nShard; i++) setvbuf(p->aShard[i].pFile, 0, _IONBF, 0);
   qsort(p->aReq, (size_t)p->nReq, sizeof(ImpTensor), impCmpOffset);
-  rc = impPrepare(p, "INSERT INTO gpt_tensors(model, name, dtype, shape, data) "
+  rc = impPrepare(p, "INSERT INTO main.gpt_tensors(model, name, dtype, shape, data) "
                   "VALUES(?1, ?2, ?3, ?4, zeroblob(?5))", &pIns);
   if (rc != SQLITE_OK) goto done;
   sqlite3_bind_text(pIns, 1, p->zName, -1, SQLITE_STATIC);
@@ -2391,7 +2391,7 @@ static int impModelRow(GptImport *p) {
   if (p->cfg.arch != GPT_ARCH_GPT2) {
     char *zCfg = gptext_config_json(&p->cfg, p->bTied);
     if (!zCfg) return impNoMem(p);
-    rc = impPrepare(p, "INSERT INTO gpt_models(name, config, source) VALUES(?1, json(?2), ?3)",
+    rc = impPrepare(p, "INSERT INTO main.gpt_models(name, config, source) VALUES(?1, json(?2), ?3)",
                     &pStmt);
     if (rc == SQLITE_OK) {
       sqlite3_bind_text(pStmt, 1, p->zName, -1, SQLITE_STATIC);
@@ -2404,7 +2404,7 @@ static int impModelRow(GptImport *p) {
     }
     goto done;
   }
-  rc = impPrepare(p, "INSERT INTO gpt_models(name, config, source) VALUES(?1, "
+  rc = impPrepare(p, "INSERT INTO main.gpt_models(name, config, source) VALUES(?1, "
                   "json_object('n_layer', ?2, 'n_head', ?3, 'n_embd', ?4, "
                   "'n_ctx', ?5, 'vocab_size', ?6, 'layer_norm_epsilon', ?7), ?8)",
                   &pStmt);
@@ -2437,11 +2437,11 @@ static sqlite3_int64 impModelRows(GptImport *p, const char *zName) {
   sqlite3_int64 n = -1;
   int rc;
 
-  rc = impPrepare(p, "SELECT (SELECT count(*) FROM gpt_models WHERE name = ?1)"
-                  " + EXISTS(SELECT 1 FROM gpt_tensors WHERE model = ?1)"
-                  " + EXISTS(SELECT 1 FROM gpt_vocab WHERE model = ?1)"
-                  " + EXISTS(SELECT 1 FROM gpt_merges WHERE model = ?1)"
-                  " + EXISTS(SELECT 1 FROM gpt_tokenizer WHERE model = ?1)", &pStmt);
+  rc = impPrepare(p, "SELECT (SELECT count(*) FROM main.gpt_models WHERE name = ?1)"
+                  " + EXISTS(SELECT 1 FROM main.gpt_tensors WHERE model = ?1)"
+                  " + EXISTS(SELECT 1 FROM main.gpt_vocab WHERE model = ?1)"
+                  " + EXISTS(SELECT 1 FROM main.gpt_merges WHERE model = ?1)"
+                  " + EXISTS(SELECT 1 FROM main.gpt_tokenizer WHERE model = ?1)", &pStmt);
   if (rc != SQLITE_OK) goto done;
   sqlite3_bind_text(pStmt, 1, zName, -1, SQLITE_STATIC);
   rc = sqlite3_step(pStmt);
@@ -2480,13 +2480,13 @@ static int impTableExists(GptImport *p, const char *zTable) {
 */
 static int impDeleteModel(GptImport *p, const char *zName, sqlite3_int64 *pnTensor) {
   static const struct { const char *zSql, *zTrainTable; } aDel[] = {
-    {"DELETE FROM gpt_models WHERE name = ?1", 0},
-    {"DELETE FROM gpt_tensors WHERE model = ?1", 0},
-    {"DELETE FROM gpt_vocab WHERE model = ?1", 0},
-    {"DELETE FROM gpt_merges WHERE model = ?1", 0},
-    {"DELETE FROM gpt_tokenizer WHERE model = ?1", 0},
-    {"DELETE FROM gpt_train_state WHERE model = ?1", "gpt_train_state"},
-    {"DELETE FROM gpt_train_log WHERE model = ?1", "gpt_train_log"},
+    {"DELETE FROM main.gpt_models WHERE name = ?1", 0},
+    {"DELETE FROM main.gpt_tensors WHERE model = ?1", 0},
+    {"DELETE FROM main.gpt_vocab WHERE model = ?1", 0},
+    {"DELETE FROM main.gpt_merges WHERE model = ?1", 0},
+    {"DELETE FROM main.gpt_tokenizer WHERE model = ?1", 0},
+    {"DELETE FROM main.gpt_train_state WHERE model = ?1", "gpt_train_state"},
+    {"DELETE FROM main.gpt_train_log WHERE model = ?1", "gpt_train_log"},
   };
   sqlite3_stmt *pStmt = 0;
   int i, rc = SQLITE_OK;

@@ -262,7 +262,7 @@ static int quantTensor(GptQuant *q, const GPTConfig *cfg, int hasLmHead, int i) 
   else
     sqlite3_snprintf(sizeof(zWant), zWant, "[%lld]", (long long)info.shape[0]);
   rc = sqlite3_prepare_v2(q->db, "SELECT rowid, dtype, CASE WHEN json_valid(shape) THEN "
-                          "json(shape) END, typeof(data), length(data) FROM gpt_tensors "
+                          "json(shape) END, typeof(data), length(data) FROM main.gpt_tensors "
                           "WHERE model = ?1 AND name = ?2", -1, &p, 0);
   if (rc != SQLITE_OK) return quantSqlError(q, rc);
   sqlite3_bind_text(p, 1, q->zSrc, -1, SQLITE_STATIC);
@@ -303,8 +303,8 @@ static int quantTensor(GptQuant *q, const GPTConfig *cfg, int hasLmHead, int i) 
       /* copied as it is */
       sqlite3_finalize(p);
       p = 0;
-      rc = sqlite3_prepare_v2(q->db, "INSERT INTO gpt_tensors(model, name, dtype, shape, data) "
-                              "SELECT ?1, name, dtype, shape, data FROM gpt_tensors "
+      rc = sqlite3_prepare_v2(q->db, "INSERT INTO main.gpt_tensors(model, name, dtype, shape, data) "
+                              "SELECT ?1, name, dtype, shape, data FROM main.gpt_tensors "
                               "WHERE rowid = ?2", -1, &p, 0);
       if (rc == SQLITE_OK) {
         sqlite3_bind_text(p, 1, q->zDst, -1, SQLITE_STATIC);
@@ -351,7 +351,7 @@ static int quantTensor(GptQuant *q, const GPTConfig *cfg, int hasLmHead, int i) 
     }
     sqlite3_finalize(p);
     p = 0;
-    rc = sqlite3_prepare_v2(q->db, "INSERT INTO gpt_tensors(model, name, dtype, shape, data) "
+    rc = sqlite3_prepare_v2(q->db, "INSERT INTO main.gpt_tensors(model, name, dtype, shape, data) "
                             "VALUES (?1, ?2, ?3, ?4, ?5)", -1, &p, 0);
     if (rc == SQLITE_OK) {
       sqlite3_bind_text(p, 1, q->zDst, -1, SQLITE_STATIC);
@@ -377,11 +377,11 @@ static sqlite3_int64 quantModelRows(GptQuant *q, const char *zName) {
   sqlite3_stmt *p = 0;
   sqlite3_int64 n = -1;
   int rc = sqlite3_prepare_v2(q->db,
-      "SELECT (SELECT count(*) FROM gpt_models WHERE name = ?1)"
-      " + (SELECT count(*) FROM gpt_tensors WHERE model = ?1)"
-      " + (SELECT count(*) FROM gpt_vocab WHERE model = ?1)"
-      " + (SELECT count(*) FROM gpt_merges WHERE model = ?1)"
-      " + (SELECT count(*) FROM gpt_tokenizer WHERE model = ?1)", -1, &p, 0);
+      "SELECT (SELECT count(*) FROM main.gpt_models WHERE name = ?1)"
+      " + (SELECT count(*) FROM main.gpt_tensors WHERE model = ?1)"
+      " + (SELECT count(*) FROM main.gpt_vocab WHERE model = ?1)"
+      " + (SELECT count(*) FROM main.gpt_merges WHERE model = ?1)"
+      " + (SELECT count(*) FROM main.gpt_tokenizer WHERE model = ?1)", -1, &p, 0);
   if (rc == SQLITE_OK) {
     sqlite3_bind_text(p, 1, zName, -1, SQLITE_STATIC);
     rc = sqlite3_step(p);
@@ -450,7 +450,7 @@ static void gptQuantizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv
   }
   {
     sqlite3_stmt *p = 0;
-    if (sqlite3_prepare_v2(q.db, "SELECT count(*) FROM gpt_tensors WHERE model = ?1 AND "
+    if (sqlite3_prepare_v2(q.db, "SELECT count(*) FROM main.gpt_tensors WHERE model = ?1 AND "
                            "name = 'lm_head.weight'", -1, &p, 0) == SQLITE_OK) {
       sqlite3_bind_text(p, 1, q.zSrc, -1, SQLITE_STATIC);
       if (sqlite3_step(p) == SQLITE_ROW) hasLmHead = sqlite3_column_int(p, 0) > 0;
@@ -466,16 +466,16 @@ static void gptQuantizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv
       goto done;
     }
   }
-  if (quantExec(&q, "INSERT INTO gpt_vocab(model, token_id, token) SELECT ?2, token_id, "
-                "token FROM gpt_vocab WHERE model = ?1", q.zSrc, q.zDst, 0)) goto done;
-  if (quantExec(&q, "INSERT INTO gpt_merges(model, rank, left, right) SELECT ?2, rank, "
-                "left, right FROM gpt_merges WHERE model = ?1", q.zSrc, q.zDst, 0)) goto done;
-  if (quantExec(&q, "INSERT INTO gpt_tokenizer(model, config) SELECT ?2, config "
-                "FROM gpt_tokenizer WHERE model = ?1", q.zSrc, q.zDst, 0)) goto done;
+  if (quantExec(&q, "INSERT INTO main.gpt_vocab(model, token_id, token) SELECT ?2, token_id, "
+                "token FROM main.gpt_vocab WHERE model = ?1", q.zSrc, q.zDst, 0)) goto done;
+  if (quantExec(&q, "INSERT INTO main.gpt_merges(model, rank, left, right) SELECT ?2, rank, "
+                "left, right FROM main.gpt_merges WHERE model = ?1", q.zSrc, q.zDst, 0)) goto done;
+  if (quantExec(&q, "INSERT INTO main.gpt_tokenizer(model, config) SELECT ?2, config "
+                "FROM main.gpt_tokenizer WHERE model = ?1", q.zSrc, q.zDst, 0)) goto done;
   zSource = sqlite3_mprintf("gpt_quantize(%Q, %Q, %Q)", q.zSrc, q.zDst, zType);
   if (!zSource) { quantNoMem(&q); goto done; }
-  if (quantExec(&q, "INSERT INTO gpt_models(name, config, source) SELECT ?2, config, ?3 "
-                "FROM gpt_models WHERE name = ?1", q.zSrc, q.zDst, zSource)) goto done;
+  if (quantExec(&q, "INSERT INTO main.gpt_models(name, config, source) SELECT ?2, config, ?3 "
+                "FROM main.gpt_models WHERE name = ?1", q.zSrc, q.zDst, zSource)) goto done;
   zSummary = sqlite3_mprintf("quantized '%s' to '%s' (%s): %d tensors, %lld bytes, was %lld",
                              q.zSrc, q.zDst, zType, q.nTensor, (long long)q.nOut,
                              (long long)q.nIn);

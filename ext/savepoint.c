@@ -13,7 +13,7 @@
 ** while a connection holds no lock yet: a transaction that has read and then
 ** wants to write gets SQLITE_BUSY at once, because waiting could deadlock
 ** with the other writer. So the savepoint's first statement is a write that
-** changes nothing (DELETE FROM gpt_models WHERE 0): it takes the read and the
+** changes nothing (DELETE FROM main.gpt_models WHERE 0): it takes the read and the
 ** write lock together, as BEGIN IMMEDIATE does, and the busy timeout applies.
 ** Outside a transaction that is the whole story. Inside an explicit BEGIN
 ** that has already read, SQLite itself cannot wait, and neither can we: the
@@ -51,7 +51,7 @@ int gptext_sql_code(sqlite3 *db, int rc) {
 */
 int gptext_savepoint_begin(sqlite3 *db, GptSavepoint *pSave, const char *zFunc,
                            char **pzMsg) {
-  static const char zWrite[] = "DELETE FROM gpt_models WHERE 0";
+  static const char zWrite[] = "DELETE FROM main.gpt_models WHERE 0";
   char *azSql[SP_COUNT];
   char *zErr = 0;
   int i, rc = SQLITE_OK;

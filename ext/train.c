@@ -247,7 +247,7 @@ static int trainReadState(Train *t) {
       " json_extract(data, '$.val_fraction'), json_extract(data, '$.checkpoint_every'),"
       " json_extract(data, '$.max_tokens'), json_extract(data, '$.n_ctx'),"
       " json_extract(data, '$.elapsed_s')"
-      " FROM gpt_train_state WHERE model = ?1 AND name = 'state' AND json_valid(data)",
+      " FROM main.gpt_train_state WHERE model = ?1 AND name = 'state' AND json_valid(data)",
       -1, &p, 0);
   if (rc != SQLITE_OK) return trainSqlError(t) - 100;
   sqlite3_bind_text(p, 1, t->zModel, -1, SQLITE_STATIC);
@@ -402,7 +402,7 @@ static int trainReadFloats(Train *t, const char *zName, float *a, int64_t n) {
   sqlite3_stmt *p = 0;
   char *zRow = 0;
   int64_t nGot = 0;
-  int rc = sqlite3_prepare_v2(t->db, "SELECT data FROM gpt_train_state WHERE model = ?1 AND "
+  int rc = sqlite3_prepare_v2(t->db, "SELECT data FROM main.gpt_train_state WHERE model = ?1 AND "
                               "name = ?2", -1, &p, 0);
   if (rc != SQLITE_OK) return trainSqlError(t);
   for (int iPart = -1; rc == SQLITE_OK && nGot < n; iPart++) {
@@ -521,15 +521,15 @@ static int trainWriteRows(Train *t, int bTensor, const char *zName, const float 
     return trainError(t, "a row of tensor %s (%lld bytes) is larger than a BLOB may be "
                       "(SQLITE_LIMIT_LENGTH %d)", zName, (long long)nRowBytes,
                       sqlite3_limit(t->db, SQLITE_LIMIT_LENGTH, -1));
-  int rc = trainExec(t, bTensor ? "DELETE FROM gpt_tensors WHERE model = ?1 AND (name = ?2 OR "
+  int rc = trainExec(t, bTensor ? "DELETE FROM main.gpt_tensors WHERE model = ?1 AND (name = ?2 OR "
                                   "(name >= ?2 || '#' AND name < ?2 || '$'))"
-                                : "DELETE FROM gpt_train_state WHERE model = ?1 AND (name = ?2 "
+                                : "DELETE FROM main.gpt_train_state WHERE model = ?1 AND (name = ?2 "
                                   "OR (name >= ?2 || '#' AND name < ?2 || '$'))",
                      t->zModel, zName, 0, 0);
   if (rc != SQLITE_OK) return rc;
-  rc = sqlite3_prepare_v2(t->db, bTensor ? "INSERT INTO gpt_tensors(model, name, dtype, shape, "
+  rc = sqlite3_prepare_v2(t->db, bTensor ? "INSERT INTO main.gpt_tensors(model, name, dtype, shape, "
                                            "data) VALUES(?1, ?2, 'f32', ?3, ?4)"
-                                         : "INSERT INTO gpt_train_state(model, name, data) "
+                                         : "INSERT INTO main.gpt_train_state(model, name, data) "
                                            "VALUES(?1, ?2, ?4)", -1, &p, 0);
   if (rc != SQLITE_OK) return trainSqlError(t);
   for (int64_t r0 = 0, iPart = 0; rc == SQLITE_OK && r0 < nRow; r0 += R, iPart++) {
@@ -565,17 +565,17 @@ static int trainCheckpoint(Train *t, const char *zLogSql) {
   if (rc != SQLITE_OK) return rc;
   if (t->bNew) {
     char *zCfg = trainConfigJson(c);
-    rc = trainExec(t, "INSERT INTO gpt_models(name, config, source) VALUES(?1, ?2, 'gpt_train')",
+    rc = trainExec(t, "INSERT INTO main.gpt_models(name, config, source) VALUES(?1, ?2, 'gpt_train')",
                    t->zModel, zCfg, 0, 0);
     sqlite3_free(zCfg);
     if (rc == SQLITE_OK)
-      rc = trainExec(t, "INSERT INTO gpt_vocab(model, token_id, token) SELECT ?1, token_id, "
-                     "token FROM gpt_vocab WHERE model = ?2", t->zModel, t->o.zTok, 0, 0);
+      rc = trainExec(t, "INSERT INTO main.gpt_vocab(model, token_id, token) SELECT ?1, token_id, "
+                     "token FROM main.gpt_vocab WHERE model = ?2", t->zModel, t->o.zTok, 0, 0);
     if (rc == SQLITE_OK)
-      rc = trainExec(t, "INSERT INTO gpt_merges(model, rank, left, right) SELECT ?1, rank, "
-                     "left, right FROM gpt_merges WHERE model = ?2", t->zModel, t->o.zTok, 0, 0);
+      rc = trainExec(t, "INSERT INTO main.gpt_merges(model, rank, left, right) SELECT ?1, rank, "
+                     "left, right FROM main.gpt_merges WHERE model = ?2", t->zModel, t->o.zTok, 0, 0);
     if (rc == SQLITE_OK)
-      rc = trainExec(t, "INSERT INTO gpt_tokenizer(model, config) SELECT ?1, config FROM "
+      rc = trainExec(t, "INSERT INTO main.gpt_tokenizer(model, config) SELECT ?1, config FROM "
                      "gpt_tokenizer WHERE model = ?2", t->zModel, t->o.zTok, 0, 0);
   }
   int64_t maxElem = 0;
@@ -607,7 +607,7 @@ static int trainCheckpoint(Train *t, const char *zLogSql) {
   }
   if (rc == SQLITE_OK) {
     char *zState = trainOptionsJson(&t->o, t->step, t->elapsed0);
-    rc = trainExec(t, "INSERT OR REPLACE INTO gpt_train_state(model, name, data) "
+    rc = trainExec(t, "INSERT OR REPLACE INTO main.gpt_train_state(model, name, data) "
                    "VALUES(?1, 'state', ?2)", t->zModel, zState, 0, 0);
     sqlite3_free(zState);
   }
@@ -700,7 +700,7 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   if (t.o.threads > 0) gpt_threads_set(t.o.threads);
   {
     sqlite3_stmt *p = 0;
-    if (sqlite3_prepare_v2(t.db, "SELECT 1 FROM gpt_models WHERE name = ?1", -1, &p, 0)) {
+    if (sqlite3_prepare_v2(t.db, "SELECT 1 FROM main.gpt_models WHERE name = ?1", -1, &p, 0)) {
       trainSqlError(&t);
       goto done;
     }
@@ -793,7 +793,7 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
       if (t.zErr) goto done;
       char zVal[40] = "NULL";
       if (bCkpt && !isnan(val)) sqlite3_snprintf(sizeof(zVal), zVal, "%.9g", val);
-      char *zLog = sqlite3_mprintf("INSERT INTO gpt_train_log VALUES(%Q, %lld, %.9g, %s, %.9g, "
+      char *zLog = sqlite3_mprintf("INSERT INTO main.gpt_train_log VALUES(%Q, %lld, %.9g, %s, %.9g, "
                                    "%.6g, %.6g)", t.zModel, (long long)t.step, loss, zVal,
                                    lr, tps, elapsed);
       if (bCkpt) {
@@ -875,7 +875,7 @@ static void gptTrainTokenizerFunc(sqlite3_context *ctx, int argc, sqlite3_value 
     goto done;
   }
   if (gptext_ensure_schema(db, &zErr) != SQLITE_OK) goto done;
-  rc = sqlite3_prepare_v2(db, "SELECT 1 FROM gpt_models WHERE name = ?1", -1, &p, 0);
+  rc = sqlite3_prepare_v2(db, "SELECT 1 FROM main.gpt_models WHERE name = ?1", -1, &p, 0);
   if (rc != SQLITE_OK) goto sql_error;
   sqlite3_bind_text(p, 1, zName, -1, SQLITE_STATIC);
   rc = sqlite3_step(p);
@@ -927,7 +927,7 @@ static void gptTrainTokenizerFunc(sqlite3_context *ctx, int argc, sqlite3_value 
   char *zCfg = sqlite3_mprintf("{\"model_type\":\"gpt2\",\"n_layer\":1,\"n_head\":1,\"n_embd\":1,"
                                "\"n_ctx\":1,\"vocab_size\":%d,\"layer_norm_epsilon\":1e-05,"
                                "\"tokenizer_only\":true}", nTok + 1);
-  rc = sqlite3_prepare_v2(db, "INSERT INTO gpt_models(name, config, source) "
+  rc = sqlite3_prepare_v2(db, "INSERT INTO main.gpt_models(name, config, source) "
                           "VALUES(?1, ?2, 'gpt_train_tokenizer')", -1, &p, 0);
   if (rc == SQLITE_OK) {
     sqlite3_bind_text(p, 1, zName, -1, SQLITE_STATIC);
@@ -938,7 +938,7 @@ static void gptTrainTokenizerFunc(sqlite3_context *ctx, int argc, sqlite3_value 
   sqlite3_finalize(p);
   p = 0;
   if (rc != SQLITE_DONE) goto sql_error;
-  rc = sqlite3_prepare_v2(db, "INSERT INTO gpt_vocab(model, token_id, token) VALUES(?1, ?2, ?3)",
+  rc = sqlite3_prepare_v2(db, "INSERT INTO main.gpt_vocab(model, token_id, token) VALUES(?1, ?2, ?3)",
                           -1, &p, 0);
   if (rc != SQLITE_OK) goto sql_error;
   for (int id = 0; id <= nTok; id++) {
@@ -962,7 +962,7 @@ static void gptTrainTokenizerFunc(sqlite3_context *ctx, int argc, sqlite3_value 
   }
   sqlite3_finalize(p);
   p = 0;
-  rc = sqlite3_prepare_v2(db, "INSERT INTO gpt_merges(model, rank, left, right) "
+  rc = sqlite3_prepare_v2(db, "INSERT INTO main.gpt_merges(model, rank, left, right) "
                           "VALUES(?1, ?2, ?3, ?4)", -1, &p, 0);
   if (rc != SQLITE_OK) goto sql_error;
   for (int r = 0; r < bpe_n_merges(b); r++) {

@@ -1,0 +1,119 @@
+#!/usr/bin/python3
+"""Two connections of one process on one database file, one of them holding
+the write lock, each calling the extension: neither may wait on the other
+through the extension.
+
+    /usr/bin/python3 tests/python/test_locks.py [EXTENSION]     (run by make test)
+
+The extension used to read a model's config and tokenizer while holding the
+process's model-cache mutex. A connection whose read waited there for
+another connection's write lock (SQLite's busy handler) then held the mutex
+for its whole busy timeout, and when the lock holder called the extension it
+waited for that mutex: a deadlock until the timeout, and every call of the
+process on any database stalled meanwhile. Here connection A starts to load
+the model; a progress handler lets connection W take an exclusive lock right
+then and call the extension inside its transaction. Both must finish well
+within A's 30 s busy timeout, and a third connection on another file must
+not wait at all.
+
+Ends with "N passed, N failed" and exits 1 on any failure.
+"""
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from testlib import check, counts, finish  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.path.join(ROOT, "build")
+EXT = sys.argv[1] if len(sys.argv) > 1 else os.path.join(BUILD, "gpt")
+
+
+def connect(path, timeout):
+    db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+    db.enable_load_extension(True)
+    db.load_extension(EXT)
+    db.enable_load_extension(False)
+    return db
+
+
+def main():
+    model = os.path.join(BUILD, "models", "pylocks")
+    os.makedirs(model, exist_ok=True)
+    subprocess.run([os.path.join(BUILD, "mkmodel"), model, "--layers", "1", "--heads", "2",
+                    "--embd", "16", "--ctx", "32", "--seed", "3"], check=True,
+                   stdout=subprocess.DEVNULL)
+    os.makedirs(os.path.join(BUILD, "testdb"), exist_ok=True)
+    paths = [os.path.join(BUILD, "testdb", f"python-locks-{i}.db") for i in (1, 2)]
+    for p in paths:
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            if os.path.exists(p + suffix):
+                os.remove(p + suffix)
+        setup = connect(p, 5)
+        setup.execute("PRAGMA journal_mode = DELETE")
+        setup.execute("SELECT gpt_import('m', ?)", (model,))
+        setup.close()
+
+    a = connect(paths[0], 30)
+    w = connect(paths[0], 30)
+    go = threading.Event()
+    fired = []
+
+    def progress():
+        # A is inside its first statements on the model's rows: W locks now
+        if not fired:
+            fired.append(1)
+            go.set()
+            time.sleep(0.5)
+        return 0
+
+    a.set_progress_handler(progress, 2000)
+    out = {}
+
+    def run_a():
+        t0 = time.time()
+        try:
+            out["a"] = a.execute("SELECT gpt_token_count('hello world')").fetchone()[0]
+        except sqlite3.Error as e:
+            out["a"] = f"error: {e}"
+        out["a_secs"] = time.time() - t0
+
+    def run_w():
+        go.wait(30)
+        w.execute("BEGIN EXCLUSIVE")
+        try:
+            out["w"] = w.execute("SELECT gpt_token_count('hi')").fetchone()[0]
+        except sqlite3.Error as e:
+            out["w"] = f"error: {e}"
+        w.execute("COMMIT")
+
+    threads = [threading.Thread(target=run_a, daemon=True),
+               threading.Thread(target=run_w, daemon=True)]
+    for t in threads:
+        t.start()
+    # meanwhile a connection on another file is not held up
+    other = connect(paths[1], 5)
+    go.wait(30)
+    t0 = time.time()
+    n = other.execute("SELECT gpt_token_count('hello')").fetchone()[0]
+    check("other file", n == 1 and time.time() - t0 < 5, f"{n} after {time.time() - t0:.1f} s")
+    for t in threads:
+        t.join(20)
+    check("no deadlock", not any(t.is_alive() for t in threads), repr(out))
+    check("writer's call", out.get("w") == 1, repr(out))
+    check("reader's call", out.get("a") == 2 and out.get("a_secs", 99) < 20, repr(out))
+    if any(t.is_alive() for t in threads):
+        # blocked threads would hold up the interpreter's exit
+        print(f"test_locks.py: {counts['passed']} passed, {counts['failed']} failed")
+        sys.stdout.flush()
+        os._exit(1)
+    for db in (a, w, other):
+        db.close()
+
+
+if __name__ == "__main__":
+    main()
+    finish("test_locks.py")
