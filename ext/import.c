@@ -266,6 +266,13 @@ static int impReadText(GptImport *p, const char *zFile, char **pz, int64_t *pn) 
                   "found %lld", IMP_MAX_TEXT, (long long)nSize);
     goto done;
   }
+  /* the text is read through SQLite's JSON functions, which cannot take a
+  ** value over the connection's length limit (it read as "not valid JSON") */
+  if (nSize > sqlite3_limit(p->db, SQLITE_LIMIT_LENGTH, -1)) {
+    rc = impError(p, zFile, "%lld bytes is over this connection's SQLITE_LIMIT_LENGTH of %d",
+                  (long long)nSize, sqlite3_limit(p->db, SQLITE_LIMIT_LENGTH, -1));
+    goto done;
+  }
   z = sqlite3_malloc64(nSize + 1);
   if (z == 0) {
     rc = impNoMem(p);

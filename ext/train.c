@@ -92,6 +92,7 @@ typedef struct Train {
   GptConn *pConn;
   const char *zModel;
   char *zErr;
+  int rcErr;                 /* SQLite's code of the error, when not SQLITE_ERROR */
   TrainOpts o;
   GptModel *pTokM;           /* the model whose tokenizer encodes the rows */
   int *aTok;                 /* token buffer */
@@ -119,9 +120,21 @@ static int trainError(Train *t, const char *zFmt, ...) {
   return SQLITE_ERROR;
 }
 
+/* The connection's last error, as the call's. Its message and code are
+** read first: on SQLite before 3.41 the interrupt check runs a statement,
+** which replaced them with "not an error". */
 static int trainSqlError(Train *t) {
-  if (gptext_interrupted(t->db)) return trainError(t, "interrupted at step %lld", (long long)t->step);
-  return trainError(t, "%s", sqlite3_errmsg(t->db));
+  char *zMsg = sqlite3_mprintf("%s", sqlite3_errmsg(t->db));
+  int rc = sqlite3_extended_errcode(t->db);
+  if (gptext_interrupted(t->db)) {
+    trainError(t, "interrupted at step %lld", (long long)t->step);
+    rc = SQLITE_INTERRUPT;
+  } else {
+    trainError(t, "%s", zMsg ? zMsg : "out of memory");
+  }
+  if (!t->rcErr && rc != SQLITE_OK) t->rcErr = rc;
+  sqlite3_free(zMsg);
+  return SQLITE_ERROR;
 }
 
 static double now_s(void) {
@@ -477,6 +490,7 @@ static int trainTxnBegin(Train *t) {
   int rc = gptext_savepoint_begin(t->db, &t->sp, zFunc, &zMsg);
   if (rc != SQLITE_OK) {
     trainError(t, "%s", zMsg ? zMsg : "cannot open a savepoint");
+    if (!t->rcErr) t->rcErr = rc;
     sqlite3_free(zMsg);
     return rc;
   }
@@ -813,10 +827,10 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
       if (rc != SQLITE_OK) goto done;
     }
     double secs = now_s() - t0;
-    /* no held-out window (val_fraction 0, or too few tokens): no val_loss */
+    /* no held-out window (val_fraction 0, or fewer tokens than n_ctx + 1): no val_loss */
     char zVal[40];
     if (!isnan(val)) sqlite3_snprintf((int)sizeof(zVal), zVal, "%.4f", val);
-    else sqlite3_snprintf((int)sizeof(zVal), zVal, "none (nothing held out)");
+    else sqlite3_snprintf((int)sizeof(zVal), zVal, "none (no whole window held out)");
     zSummary = sqlite3_mprintf("gpt_train: model '%s': steps %lld to %lld of %lld, %lld "
                                "parameters, %lld tokens (%lld held out), loss %.4f, val_loss "
                                "%s, %.0f tokens/s, %.1f s", t.zModel, (long long)step0,
@@ -828,8 +842,14 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   }
 done:
   gpt_threads_set(nThreadsOld);
-  if (t.zErr) gptext_result_error(ctx, t.zErr);
-  else if (zSummary) gptext_result_text(ctx, zSummary, (int)strlen(zSummary), SQLITE_TRANSIENT);
+  if (t.zErr) {
+    gptext_result_error(ctx, t.zErr);
+    if (t.rcErr && (t.rcErr & 0xff) != SQLITE_ERROR) sqlite3_result_error_code(ctx, t.rcErr);
+  } else if (zSummary) {
+    gptext_result_text(ctx, zSummary, (int)strlen(zSummary), SQLITE_TRANSIENT);
+  } else {
+    sqlite3_result_error_nomem(ctx); /* even the error's message could not be made */
+  }
   sqlite3_free(zSummary);
   sqlite3_free(t.zErr);
   sqlite3_free(t.o.zTok);
@@ -859,7 +879,7 @@ static void gptTrainTokenizerFunc(sqlite3_context *ctx, int argc, sqlite3_value 
   GPTBpe *b = 0;
   GptSavepoint sp;
   char *zErr = 0, *zSummary = 0;
-  int rc, bTxn = 0;
+  int rc, bTxn = 0, rcErr = 0;
   (void)argc;
   if (sqlite3_value_type(argv[0]) != SQLITE_TEXT || !zName || !zName[0]) {
     gptext_result_error(ctx, "gpt_train_tokenizer: the model name must be non-empty text");
@@ -917,7 +937,7 @@ static void gptTrainTokenizerFunc(sqlite3_context *ctx, int argc, sqlite3_value 
   /* the rows, in one savepoint */
   {
     char *zMsg = 0;
-    if (gptext_savepoint_begin(db, &sp, zTokFunc, &zMsg) != SQLITE_OK) {
+    if ((rcErr = gptext_savepoint_begin(db, &sp, zTokFunc, &zMsg)) != SQLITE_OK) {
       zErr = sqlite3_mprintf("%s: model '%s': %s", zTokFunc, zName, zMsg ? zMsg : "busy");
       sqlite3_free(zMsg);
       goto done;
@@ -1003,16 +1023,28 @@ nomem:
   if (!zErr) zErr = sqlite3_mprintf("%s: model '%s': out of memory", zTokFunc, zName);
   goto done;
 sql_error:
-  if (!zErr)
-    zErr = sqlite3_mprintf("%s: model '%s': %s", zTokFunc, zName,
-                           gptext_interrupted(db) ? "interrupted" : sqlite3_errmsg(db));
+  if (!zErr) {
+    /* message and code first: the interrupt check may run a statement */
+    rcErr = sqlite3_extended_errcode(db);
+    zErr = sqlite3_mprintf("%s: model '%s': %s", zTokFunc, zName, sqlite3_errmsg(db));
+    if (gptext_interrupted(db)) {
+      rcErr = SQLITE_INTERRUPT;
+      sqlite3_free(zErr);
+      zErr = sqlite3_mprintf("%s: model '%s': interrupted", zTokFunc, zName);
+    }
+  }
 done:
   sqlite3_finalize(p);
   if (bTxn) gptext_savepoint_end(&sp);
   bpe_free(b);
-  if (zErr) gptext_result_error(ctx, zErr);
-  else if (zSummary) gptext_result_text(ctx, zSummary, (int)strlen(zSummary), SQLITE_TRANSIENT);
-  else sqlite3_result_error_nomem(ctx);
+  if (zErr) {
+    gptext_result_error(ctx, zErr);
+    if (rcErr && (rcErr & 0xff) != SQLITE_ERROR) sqlite3_result_error_code(ctx, rcErr);
+  } else if (zSummary) {
+    gptext_result_text(ctx, zSummary, (int)strlen(zSummary), SQLITE_TRANSIENT);
+  } else {
+    sqlite3_result_error_nomem(ctx);
+  }
   sqlite3_free(zErr);
   sqlite3_free(zSummary);
 }

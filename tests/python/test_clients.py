@@ -335,6 +335,18 @@ def main():
             check(f"name {what}", False, "no error")
         except sqlite3.OperationalError as err:
             check(f"name {what}", str(err) == want, repr(str(err)))
+    # a text file over the connection's length limit is named with the limit
+    # (SQLite's JSON functions cannot read it: it read as "not valid JSON")
+    low = connect()
+    low.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 200000)
+    try:
+        low.execute("SELECT gpt_import('m', ?)", (demo,)).fetchall()
+        check("import under a length limit", False, "no error")
+    except sqlite3.OperationalError as err:
+        check("import under a length limit", str(err).startswith(
+            "gpt_import: model 'm': vocab.json: ") and str(err).endswith(
+            "bytes is over this connection's SQLITE_LIMIT_LENGTH of 200000"), str(err))
+    low.close()
     check("names stay valid", db.execute(
         "SELECT count(*) FROM gpt_models WHERE name NOT IN ('demo')").fetchone()[0] == 0)
     covered.add("gpt_export")
