@@ -61,7 +61,6 @@ typedef struct BatchCursor {
   GPTState *scratch;      /* the rows of each pass */
   GPTSeq *aSeq;           /* (nSlot,) */
   int iCur;               /* slot of the current output row, -1 at EOF */
-  int nPrevThreads;
   sqlite3_value *apArg[2];  /* copies of query and options */
   sqlite3_uint64 fp;
 } BatchCursor;
@@ -111,7 +110,6 @@ static void batchReset(BatchCursor *c) {
   sqlite3_free(c->aSeq);
   gpt_state_free(c->scratch);
   sqlite3_finalize(c->pQuery);
-  if (c->m) gpt_threads_set(c->nPrevThreads);
   gptext_model_release(c->m);
   gptext_options_clear(&c->o);
   for (int i = 0; i < 2; i++) sqlite3_value_free(c->apArg[i]);
@@ -258,7 +256,7 @@ static int stopOnInterrupt(void *ctx) { return gptext_interrupted((sqlite3 *)ctx
 
 /* Runs passes until some slot's row is ready to be yielded (c->iCur), or
 ** every row is done (c->iCur = -1). */
-static int batchAdvance(BatchCursor *c, char **pzErr) {
+static int batchPasses(BatchCursor *c, char **pzErr) {
   static const char zFunc[] = "gpt_batch";
   GptModel *m = c->m;
   sqlite3 *db = ((GptVtab *)c->base.pVtab)->db;
@@ -326,6 +324,16 @@ static int batchAdvance(BatchCursor *c, char **pzErr) {
   }
 }
 
+/* batchPasses on the "threads" option's team size, which holds for this
+** call only: set for the cursor's life, it leaked into whatever else ran on
+** the thread between its rows. */
+static int batchAdvance(BatchCursor *c, char **pzErr) {
+  int nPrev = gpt_threads_set(c->o.nThreads);
+  int rc = batchPasses(c, pzErr);
+  gpt_threads_set(nPrev);
+  return rc;
+}
+
 /* Prepares the query, checks it, sets up the slots and runs to the first
 ** finished row. */
 static int batchFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, int argc,
@@ -375,7 +383,6 @@ static int batchFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr,
   }
   rc = gptext_model_acquire(pVtab->pConn, pVtab->db, zFunc, c->o.zModel, 1, &c->m, &zErr);
   if (rc != SQLITE_OK) goto done;
-  c->nPrevThreads = gpt_threads_set(c->o.nThreads);
   c->nSlot = c->o.nBatch > 0 ? c->o.nBatch : BATCH_DEFAULT;
   c->aSlot = sqlite3_malloc64(sizeof(BatchSlot) * (size_t)c->nSlot);
   c->aSeq = sqlite3_malloc64(sizeof(GPTSeq) * (size_t)c->nSlot);
