@@ -144,9 +144,14 @@ static void detokenize(sqlite3_context *ctx, int argc, sqlite3_value **argv, int
     if (zType && strcmp(zType, "integer") == 0 && id >= 0 && id < tok_vocab_size(m->pTok))
       zTok = tok_token_bytes(m->pTok, (int)id, &nBytes);
     if (!zTok) {
-      char *zErr = sqlite3_mprintf("%s: model '%s': token id %s is not in the "
-                                   "vocabulary (0 to %d)", zFunc, m->zName,
-                                   sqlite3_column_text(p, 1), tok_vocab_size(m->pTok) - 1);
+      /* json_each gives true as 1 and 1.0 as 1.0: say what the item is */
+      int bInt = zType && strcmp(zType, "integer") == 0;
+      char *zErr = bInt ? sqlite3_mprintf("%s: model '%s': token id %s is not in the "
+                                          "vocabulary (0 to %d)", zFunc, m->zName,
+                                          sqlite3_column_text(p, 1), tok_vocab_size(m->pTok) - 1)
+                        : sqlite3_mprintf("%s: model '%s': item %s of the array is %s, not an "
+                                          "integer token id", zFunc, m->zName,
+                                          sqlite3_column_text(p, 1), zType ? zType : "null");
       gptext_result_error(ctx, zErr);
       sqlite3_free(zErr);
       goto done;
