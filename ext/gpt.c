@@ -1822,10 +1822,12 @@ static void gptDebugFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   }
   pthread_mutex_unlock(&gCacheMutex);
   sqlite3_str_appendall(pStr, "]}");
-  int nOut = sqlite3_str_length(pStr);
+  int nOut = sqlite3_str_length(pStr), rc = sqlite3_str_errcode(pStr);
   char *z = sqlite3_str_finish(pStr);
-  if (!z) sqlite3_result_error_nomem(ctx);
+  if (rc == SQLITE_TOOBIG) sqlite3_result_error_toobig(ctx);
+  else if (!z || rc != SQLITE_OK) sqlite3_result_error_nomem(ctx);
   else gptext_result_text(ctx, z, nOut, sqlite3_free); /* model names may be any bytes */
+  if (z && rc != SQLITE_OK) sqlite3_free(z);
 }
 
 /* Entry point: `.load build/gpt` or load_extension('build/gpt'). One
