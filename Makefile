@@ -129,6 +129,7 @@ test: deps-test
 	$(TCLSH) tests/all.tcl
 	$(PYTHON) tests/python/test_clients.py
 	$(PYTHON) tests/python/test_locks.py
+	$(PYTHON) tests/python/test_summarize.py
 	sh tests/clients/run.sh
 	$(PYTHON) tests/python/test_parts.py build
 	$(PYTHON) tests/python/test_train.py build

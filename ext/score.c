@@ -453,21 +453,40 @@ static int sum_chunk(SumAgg *p, sqlite3_context *ctx, const char *zFunc, char **
   p->zChunk = z;
   p->nChunk = i1 - i0;
   p->nRows = 0;
-  /* The summary has max_tokens tokens, but its text may re-encode into a few
-  ** more; only one that would leave no room for text is cut to max_tokens. */
+  /* The summary has max_tokens tokens, but its text may re-encode into
+  ** more, and tokens do not add up: the "\n" after it can join its last
+  ** word. The whole prompt it begins (with the separator and the template)
+  ** must leave room for a few tokens of text; else it is cut to its first k
+  ** tokens, k shrinking by the overflow. A cut is decoded into a new buffer:
+  ** decoding after NFC can give more bytes than the text had. */
   rc = gptext_encode(p->db, p->m, zFunc, z, p->nChunk, GPTEXT_ENCODE_NO_BOS, &aIds, &nIds, pzErr);
-  if (rc == SQLITE_OK && nIds > p->nLimit - p->nTpl - 2) {
+  for (int k = nIds; rc == SQLITE_OK;) {
+    int nTok = sum_count(p, zFunc, p->zChunk, p->nChunk, "\n", 1, 0, 0, pzErr);
+    if (nTok < 0) { rc = SQLITE_ERROR; break; }
+    if (nTok <= p->nLimit - 2) break;
+    k -= nTok - (p->nLimit - 2);
+    if (k > p->o.nMaxTokens) k = p->o.nMaxTokens;
     char *zCut = 0;
     size_t nCut = 0;
     int bad = 0;
-    if (tok_decode(p->m->pTok, aIds, (size_t)p->o.nMaxTokens, &zCut, &nCut, &bad)) {
-      rc = SQLITE_NOMEM;
-    } else {
-      memcpy(p->zChunk, zCut, nCut); /* a prefix: fits */
-      p->nChunk = (int)nCut;
-      p->zChunk[nCut] = 0;
+    if (k < 1) {
+      p->nChunk = 0; /* no room for any of it */
+      p->zChunk[0] = 0;
+      break;
     }
+    if (tok_decode(p->m->pTok, aIds, (size_t)k, &zCut, &nCut, &bad) || nCut > 0x7ffffffe) {
+      free(zCut);
+      rc = SQLITE_NOMEM;
+      break;
+    }
+    char *zNew = sqlite3_malloc64(nCut + 1);
+    if (!zNew) { free(zCut); rc = SQLITE_NOMEM; break; }
+    memcpy(zNew, zCut, nCut);
+    zNew[nCut] = 0;
     free(zCut);
+    sqlite3_free(p->zChunk);
+    p->zChunk = zNew;
+    p->nChunk = (int)nCut;
   }
 done:
   sqlite3_free(aIds);
@@ -518,7 +537,7 @@ static void gptSummarizeStep(sqlite3_context *ctx, int argc, sqlite3_value **arg
     rc = sum_chunk(p, ctx, zFunc, 0, &zErr);
     if (rc != SQLITE_OK) goto done;
   }
-  {
+  for (int bRetry = 1;; bRetry = 0) {
     const char *zSep = p->nChunk > 0 ? "\n" : 0;
     int nTok = sum_count(p, zFunc, p->zChunk, p->nChunk, zSep, zSep ? 1 : 0, z, n, &zErr);
     if (nTok < 0) { rc = SQLITE_ERROR; goto done; }
@@ -526,6 +545,8 @@ static void gptSummarizeStep(sqlite3_context *ctx, int argc, sqlite3_value **arg
       /* too long for the room left: keep the first k tokens, k shrinking
       ** by the overflow until the whole prompt fits */
       /* a piece of the prompt, cut by decoding: no BOS */
+      sqlite3_free(aIds);
+      aIds = 0;
       rc = gptext_encode(p->db, p->m, zFunc, z, n, p->o.bAllowSpecial | GPTEXT_ENCODE_NO_BOS, &aIds,
                          &nIds, &zErr);
       if (rc != SQLITE_OK) goto done;
@@ -533,17 +554,34 @@ static void gptSummarizeStep(sqlite3_context *ctx, int argc, sqlite3_value **arg
       for (;;) {
         size_t nOut = 0;
         int bad = 0;
-        free(zCut);
+        if (k < 1) break;
+        char *zPrev = zCut;
         zCut = 0;
-        if (k < 1) { k = 0; n = 0; break; }
-        if (tok_decode(p->m->pTok, aIds, (size_t)k, &zCut, &nOut, &bad)) { rc = SQLITE_NOMEM; goto done; }
+        if (tok_decode(p->m->pTok, aIds, (size_t)k, &zCut, &nOut, &bad)) {
+          free(zPrev);
+          rc = SQLITE_NOMEM;
+          goto done;
+        }
         nTok = sum_count(p, zFunc, p->zChunk, p->nChunk, zSep, zSep ? 1 : 0, zCut, (int)nOut, &zErr);
+        free(zPrev); /* z may point into it until here */
         if (nTok < 0) { rc = SQLITE_ERROR; goto done; }
         if (nTok <= p->nLimit) { z = zCut; n = (int)nOut; break; }
         k -= nTok - p->nLimit;
       }
+      if (k < 1) {
+        /* not even a token of it fits after the carried summary: the value
+        ** goes on without that summary (a prompt over the window is never
+        ** made) */
+        if (bRetry && p->nChunk > 0) {
+          p->nChunk = 0;
+          p->zChunk[0] = 0;
+          continue;
+        }
+        n = 0;
+      }
     }
     rc = sum_append(p, z, n);
+    break;
   }
 done:
   if (rc != SQLITE_OK) {
