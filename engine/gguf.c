@@ -308,6 +308,12 @@ static int cmp_tensor_off(const void *a, const void *b) {
   return x < y ? -1 : x > y; /* file order, so messages do not depend on qsort */
 }
 
+static int cmp_kv_key(const void *a, const void *b) {
+  const GGUFKV *x = *(const GGUFKV *const *)a, *y = *(const GGUFKV *const *)b;
+  int r = strcmp(x->key, y->key);
+  return r ? r : (x < y ? -1 : x > y);
+}
+
 static int cmp_tensor_name(const void *a, const void *b) {
   return strcmp((*(const GGUFTensor *const *)a)->name, (*(const GGUFTensor *const *)b)->name);
 }
@@ -370,12 +376,6 @@ int gguf_open(FILE *f, int64_t n_file, GGUFFile **pp, char *err, size_t n_err) {
     g->n_kv++;
     if (cur_u32(&c, &t, "a metadata type")) goto done;
     if (cur_value(&c, (int)t, &kv->v, kv->key)) goto done;
-    for (uint64_t j = 0; j < i; j++) {
-      if (strcmp(g->kv[j].key, kv->key) == 0) {
-        gguf_fail(&c, "metadata \"%s\" appears twice", kv->key);
-        goto done;
-      }
-    }
     if (strcmp(kv->key, "general.alignment") == 0) {
       if (kv->v.type != GGUF_UINT32 || kv->v.u == 0 || (kv->v.u & (kv->v.u - 1)) != 0 ||
           kv->v.u > GGUF_MAX_ALIGNMENT) {
@@ -385,6 +385,25 @@ int gguf_open(FILE *f, int64_t n_file, GGUFFile **pp, char *err, size_t n_err) {
       }
       g->alignment = (uint32_t)kv->v.u;
     }
+  }
+  /* duplicate keys, sorted out: comparing each key with every earlier one
+  ** took 65,536 keys of a 66 MB file a minute */
+  {
+    const GGUFKV **ak = malloc(sizeof(*ak) * ((size_t)g->n_kv + 1));
+    if (!ak) {
+      gguf_fail(&c, "out of memory");
+      goto done;
+    }
+    for (int i = 0; i < g->n_kv; i++) ak[i] = &g->kv[i];
+    qsort(ak, (size_t)g->n_kv, sizeof(*ak), cmp_kv_key);
+    for (int i = 1; i < g->n_kv; i++) {
+      if (strcmp(ak[i - 1]->key, ak[i]->key) == 0) {
+        gguf_fail(&c, "metadata \"%s\" appears twice", ak[i]->key);
+        free(ak);
+        goto done;
+      }
+    }
+    free(ak);
   }
   for (uint64_t i = 0; i < nTensor; i++) {
     if (cur_tensor(&c, &g->tensors[i], (int)i)) {

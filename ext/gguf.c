@@ -420,8 +420,11 @@ static int ggBool(GgImport *p, const char *zKey, int bDefault, int *pb) {
     *pb = bDefault;
     return SQLITE_OK;
   }
-  if (kv->v.type != GGUF_BOOL || kv->v.u > 1)
+  if (kv->v.type != GGUF_BOOL)
     return ggError(p, "metadata \"%s\" is a %s, expected a bool", zFull, gguf_type_name(kv->v.type));
+  if (kv->v.u > 1)
+    return ggError(p, "metadata \"%s\" is a bool of byte value %llu, expected 0 or 1", zFull,
+                   (unsigned long long)kv->v.u);
   *pb = (int)kv->v.u;
   return SQLITE_OK;
 }
