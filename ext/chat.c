@@ -249,7 +249,17 @@ static int chat_render(sqlite3 *db, GptModel *m, const char *zFunc, const GptOpt
     for (size_t i = 0; v.type == TPL_DICT && i < v.u.pDict->n; i++) {
       TplValue k = v.u.pDict->aKey[i];
       char *zName = sqlite3_mprintf("%.*s", (int)k.u.s.n, k.u.s.z);
-      int bad = !zName || tpl_env_set(e, zName, v.u.pDict->aVal[i]);
+      if (!zName) { rc = SQLITE_NOMEM; goto done; }
+      /* the arguments apply_chat_template takes itself: Hugging Face
+      ** refuses them twice (a duplicate keyword argument) */
+      if (strcmp(zName, "messages") == 0 || strcmp(zName, "add_generation_prompt") == 0) {
+        gptext_set_error(pzErr, "%s: option \"variables\" may not set \"%s\" (the messages "
+                         "argument and the generation prompt set it)", zFunc, zName);
+        sqlite3_free(zName);
+        rc = SQLITE_ERROR;
+        goto done;
+      }
+      int bad = tpl_env_set(e, zName, v.u.pDict->aVal[i]);
       sqlite3_free(zName);
       if (bad) { rc = SQLITE_NOMEM; goto done; }
     }
