@@ -1022,6 +1022,16 @@ static int load_tokenizer(sqlite3 *db, const char *zFunc, GptModel *m, char **pz
     m->nStopId = tc.nStop;
   } else if (m->eot >= 0) {
     m->aStopId[m->nStopId++] = m->eot;
+    /* GPT-2's tokenizer (vocab.json and merges.txt) has <|endoftext|> as
+    ** its bos and eos token, as Hugging Face's GPT2Tokenizer does: a
+    ** template given for it renders them */
+    m->zBosText = sqlite3_mprintf("<|endoftext|>");
+    m->zEosText = sqlite3_mprintf("<|endoftext|>");
+    if (!m->zBosText || !m->zEosText) {
+      t = 0; /* m->pTok owns it, freed with the entry */
+      rc = SQLITE_NOMEM;
+      goto done;
+    }
   }
   t = 0;
   rc = SQLITE_OK;
