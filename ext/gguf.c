@@ -602,6 +602,11 @@ static int ggConfig(GgImport *p) {
     if ((rc = ggReal(p, ".attention.layer_norm_rms_epsilon", 1e-6, &p->cfg.ln_eps)) ||
         (rc = ggReal(p, ".rope.freq_base", 10000.0, &p->cfg.rope_theta)))
       goto done;
+    /* the engine's config reads 0 as "the default", which no file means */
+    if (!(p->cfg.rope_theta >= 1.0)) {
+      rc = ggError(p, "%s.rope.freq_base is %g, expected 1 to 1e12", p->zArch, p->cfg.rope_theta);
+      goto done;
+    }
     if ((rc = ggString(p, ".rope.scaling.type", 64, &zScale, 0)) ||
         (rc = ggReal(p, ".rope.scaling.factor", 0, &rFactor)))
       goto done;
