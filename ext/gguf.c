@@ -853,6 +853,17 @@ static int ggStore(GgImport *p) {
   if (rc != SQLITE_OK) goto done;
   rc = ggString(p, "sqlite_gpt.tensor_dtypes", 1 << 20, &zNarrow, 0);
   if (rc != SQLITE_OK) goto done;
+  if (zNarrow) { /* a JSON object of names to dtypes, or refused (it was ignored) */
+    sqlite3_stmt *q = 0;
+    if ((rc = ggPrepare(p, "SELECT json_valid(?1) AND json_type(?1) = 'object'", &q))) goto done;
+    sqlite3_bind_text(q, 1, zNarrow, -1, SQLITE_STATIC);
+    int bObject = sqlite3_step(q) == SQLITE_ROW && sqlite3_column_int(q, 0);
+    sqlite3_finalize(q);
+    if (!bObject) {
+      rc = ggError(p, "sqlite_gpt.tensor_dtypes is not a JSON object of tensor names to dtypes");
+      goto done;
+    }
+  }
   sqlite3_bind_text(pIns, 1, p->zName, -1, SQLITE_STATIC);
   for (int i = 0; i < p->nReq; i++) {
     GgReq *r = &p->aReq[i];
