@@ -30,7 +30,9 @@ BUILD = os.path.join(ROOT, "build")
 
 
 def byte_level(s):
-    """GPT-2's byte-to-unicode spelling of s's UTF-8 bytes (vocab.json form)."""
+    """GPT-2's byte-to-unicode spelling of s's UTF-8 bytes (vocab.json form). The
+    map is tests/ref/reference.py's bytes_to_unicode, copied: that module needs
+    python3-regex, which make test does not install."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
         list(range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
