@@ -346,6 +346,14 @@ def main():
         check("import under a length limit", str(err).startswith(
             "gpt_import: model 'm': vocab.json: ") and str(err).endswith(
             "bytes is over this connection's SQLITE_LIMIT_LENGTH of 200000"), str(err))
+    # a result over the limit is SQLITE_TOOBIG (18), not out of memory
+    low.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 20)
+    try:
+        low.execute("SELECT gpt_debug()").fetchall()
+        check("debug over the length limit", False, "no error")
+    except sqlite3.Error as err:
+        check("debug over the length limit", getattr(err, "sqlite_errorcode", None) == 18,
+              f"{type(err).__name__} {err} {getattr(err, 'sqlite_errorcode', None)}")
     low.close()
     check("names stay valid", db.execute(
         "SELECT count(*) FROM gpt_models WHERE name NOT IN ('demo')").fetchone()[0] == 0)
