@@ -1798,9 +1798,12 @@ static int gxError(GgExport *p, const char *zFmt, ...) {
 }
 
 static int gxSqlError(GgExport *p, int rc) {
-  if (!p->zErr) p->rcErr = gptext_sql_code(p->db, rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_ERROR : rc);
-  if ((rc & 0xff) == SQLITE_INTERRUPT || gptext_interrupted(p->db)) p->rcErr = SQLITE_INTERRUPT;
-  return gxError(p, "%s", sqlite3_errmsg(p->db));
+  char *zMsg = 0;
+  int code = gptext_sql_failure(p->db, rc, &zMsg);
+  if (!p->zErr) p->rcErr = code;
+  gxError(p, "%s", code == SQLITE_INTERRUPT ? "interrupted" : zMsg ? zMsg : "out of memory");
+  sqlite3_free(zMsg);
+  return SQLITE_ERROR;
 }
 
 /* Writes n bytes; a failed write is an error naming the file. */

@@ -101,6 +101,20 @@ int gptext_utf8_valid(const char *z, size_t n) {
   return 1;
 }
 
+/* z[0..n) with its ill-formed parts replaced, NUL-terminated, in a new
+** sqlite3_malloc'd buffer of *pnOut bytes (the length even when the
+** buffer is NULL: out of memory, or over SQLite's 2 GB). */
+static char *utf8_repaired(const char *z, size_t n, size_t *pnOut) {
+  size_t nOut = gptext_utf8_repair(z, n, 0);
+  char *zOut = nOut <= 0x7fffffff ? sqlite3_malloc64(nOut + 1) : 0;
+  if (zOut) {
+    gptext_utf8_repair(z, n, zOut);
+    zOut[nOut] = 0;
+  }
+  *pnOut = nOut;
+  return zOut;
+}
+
 /* Every TEXT result of the extension goes out through here: z[0..n) as
 ** TEXT, ill-formed UTF-8 replaced by U+FFFD, so that every client can read
 ** it (Python's sqlite3 raises on invalid UTF-8; others replace silently).
@@ -117,12 +131,8 @@ void gptext_result_text(sqlite3_context *ctx, const char *z, int n, void (*xDel)
     sqlite3_result_text(ctx, z, n, xDel);
     return;
   }
-  size_t nOut = gptext_utf8_repair(z, (size_t)n, 0);
-  char *zOut = nOut <= 0x7fffffff ? sqlite3_malloc64(nOut + 1) : 0;
-  if (zOut) {
-    gptext_utf8_repair(z, (size_t)n, zOut);
-    zOut[nOut] = 0;
-  }
+  size_t nOut = 0;
+  char *zOut = utf8_repaired(z, (size_t)n, &nOut);
   if (xDel != SQLITE_STATIC && xDel != SQLITE_TRANSIENT) xDel((void *)z);
   if (!zOut) {
     if (nOut > 0x7fffffff) sqlite3_result_error_toobig(ctx);
@@ -136,14 +146,9 @@ void gptext_result_text(sqlite3_context *ctx, const char *z, int n, void (*xDel)
 ** repaired copy (z freed). Messages echo names, paths and options as they
 ** were given, and an error's text must be readable by every client too. */
 char *gptext_utf8_own(char *z) {
-  size_t n = z ? strlen(z) : 0;
+  size_t n = z ? strlen(z) : 0, nOut;
   if (!z || gptext_utf8_valid(z, n)) return z;
-  size_t nOut = gptext_utf8_repair(z, n, 0);
-  char *zOut = sqlite3_malloc64(nOut + 1);
-  if (zOut) {
-    gptext_utf8_repair(z, n, zOut);
-    zOut[nOut] = 0;
-  }
+  char *zOut = utf8_repaired(z, n, &nOut);
   sqlite3_free(z);
   return zOut;
 }
@@ -159,11 +164,12 @@ int gptext_name_ok(sqlite3_value *v) {
 
 /* sqlite3_result_error with z's ill-formed UTF-8 replaced. */
 void gptext_result_error(sqlite3_context *ctx, const char *z) {
+  size_t nOut;
   if (!z || gptext_utf8_valid(z, strlen(z))) {
     sqlite3_result_error(ctx, z ? z : "out of memory", -1);
     return;
   }
-  char *zOut = gptext_utf8_own(sqlite3_mprintf("%s", z));
+  char *zOut = utf8_repaired(z, strlen(z), &nOut);
   if (zOut) sqlite3_result_error(ctx, zOut, -1);
   else sqlite3_result_error_nomem(ctx);
   sqlite3_free(zOut);

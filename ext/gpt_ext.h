@@ -285,6 +285,9 @@ void gptext_savepoint_end(GptSavepoint *pSave);
 /* SQLite's code for a failed call that returned rc: the connection's
 ** extended code when it is of rc's kind (SQLITE_BUSY_SNAPSHOT, ...). */
 int gptext_sql_code(sqlite3 *db, int rc);
+/* A failed call's code (SQLITE_INTERRUPT when interrupted) and a copy of its
+** message, read before the interrupt check can replace them. */
+int gptext_sql_failure(sqlite3 *db, int rc, char **pzMsg);
 
 /* Llama-family configs (ext/config.c): Hugging Face's config.json keys, read
 ** the same way from a file at import and from gpt_models.config at load.

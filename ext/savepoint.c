@@ -43,6 +43,20 @@ int gptext_sql_code(sqlite3 *db, int rc) {
 }
 
 /*
+** What a failed SQLite call that returned rc left on db: its code
+** (gptext_sql_code; SQLITE_INTERRUPT when the call was interrupted) and a
+** copy of its message in *pzMsg (sqlite3_malloc'd; NULL when out of memory).
+** Both are read before the interrupt check, which on SQLite before 3.41
+** runs a statement of its own and so replaces them ("not an error").
+*/
+int gptext_sql_failure(sqlite3 *db, int rc, char **pzMsg) {
+  int code = gptext_sql_code(db, rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_ERROR : rc);
+  *pzMsg = sqlite3_mprintf("%s", sqlite3_errmsg(db));
+  if ((rc & 0xff) == SQLITE_INTERRUPT || gptext_interrupted(db)) code = SQLITE_INTERRUPT;
+  return code;
+}
+
+/*
 ** Opens savepoint zFunc, takes the write lock and makes sure the gpt_ tables
 ** exist. On failure returns SQLite's result code (SQLITE_BUSY when another
 ** connection kept the write lock past the busy timeout) with *pzMsg the

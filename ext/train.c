@@ -124,14 +124,10 @@ static int trainError(Train *t, const char *zFmt, ...) {
 ** read first: on SQLite before 3.41 the interrupt check runs a statement,
 ** which replaced them with "not an error". */
 static int trainSqlError(Train *t) {
-  char *zMsg = sqlite3_mprintf("%s", sqlite3_errmsg(t->db));
-  int rc = sqlite3_extended_errcode(t->db);
-  if (gptext_interrupted(t->db)) {
-    trainError(t, "interrupted at step %lld", (long long)t->step);
-    rc = SQLITE_INTERRUPT;
-  } else {
-    trainError(t, "%s", zMsg ? zMsg : "out of memory");
-  }
+  char *zMsg = 0;
+  int rc = gptext_sql_failure(t->db, sqlite3_errcode(t->db), &zMsg);
+  if (rc == SQLITE_INTERRUPT) trainError(t, "interrupted at step %lld", (long long)t->step);
+  else trainError(t, "%s", zMsg ? zMsg : "out of memory");
   if (!t->rcErr && rc != SQLITE_OK) t->rcErr = rc;
   sqlite3_free(zMsg);
   return SQLITE_ERROR;
@@ -1024,14 +1020,11 @@ nomem:
   goto done;
 sql_error:
   if (!zErr) {
-    /* message and code first: the interrupt check may run a statement */
-    rcErr = sqlite3_extended_errcode(db);
-    zErr = sqlite3_mprintf("%s: model '%s': %s", zTokFunc, zName, sqlite3_errmsg(db));
-    if (gptext_interrupted(db)) {
-      rcErr = SQLITE_INTERRUPT;
-      sqlite3_free(zErr);
-      zErr = sqlite3_mprintf("%s: model '%s': interrupted", zTokFunc, zName);
-    }
+    char *zMsg = 0;
+    rcErr = gptext_sql_failure(db, sqlite3_errcode(db), &zMsg);
+    zErr = sqlite3_mprintf("%s: model '%s': %s", zTokFunc, zName,
+                           rcErr == SQLITE_INTERRUPT ? "interrupted" : zMsg ? zMsg : "out of memory");
+    sqlite3_free(zMsg);
   }
 done:
   sqlite3_finalize(p);
