@@ -185,6 +185,23 @@ void gptext_result_bytes(sqlite3_context *ctx, const char *z, int n, void (*xDel
   sqlite3_result_blob(ctx, z, n, xDel);
 }
 
+/* A result built in a sqlite3_str that failed with rc: SQLite's own
+** "string or blob too big" names neither the function nor the limit. */
+void gptext_result_str_error(sqlite3_context *ctx, const char *zFunc, const char *zModel, int rc) {
+  if (rc != SQLITE_TOOBIG) {
+    sqlite3_result_error_nomem(ctx);
+    return;
+  }
+  int nLimit = sqlite3_limit(sqlite3_context_db_handle(ctx), SQLITE_LIMIT_LENGTH, -1);
+  char *zErr = zModel ? sqlite3_mprintf("%s: model '%s': the result is over SQLite's length "
+                                        "limit of %d bytes (SQLITE_LIMIT_LENGTH)", zFunc, zModel, nLimit)
+                      : sqlite3_mprintf("%s: the result is over SQLite's length limit of %d bytes "
+                                        "(SQLITE_LIMIT_LENGTH)", zFunc, nLimit);
+  gptext_result_error(ctx, zErr);
+  sqlite3_result_error_code(ctx, zErr ? SQLITE_TOOBIG : SQLITE_NOMEM);
+  sqlite3_free(zErr);
+}
+
 /* SQLite 3.40 has no sqlite3_is_interrupted(); a trivial statement stepped
 ** after sqlite3_interrupt() fails with SQLITE_INTERRUPT, which works on every
 ** version. Newer versions answer directly. */
@@ -1840,8 +1857,7 @@ static void gptDebugFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   sqlite3_str_appendall(pStr, "]}");
   int nOut = sqlite3_str_length(pStr), rc = sqlite3_str_errcode(pStr);
   char *z = sqlite3_str_finish(pStr);
-  if (rc == SQLITE_TOOBIG) sqlite3_result_error_toobig(ctx);
-  else if (!z || rc != SQLITE_OK) sqlite3_result_error_nomem(ctx);
+  if (!z || rc != SQLITE_OK) gptext_result_str_error(ctx, "gpt_debug", 0, rc ? rc : SQLITE_NOMEM);
   else gptext_result_text(ctx, z, nOut, sqlite3_free); /* model names may be any bytes */
   if (z && rc != SQLITE_OK) sqlite3_free(z);
 }

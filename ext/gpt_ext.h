@@ -42,6 +42,10 @@ int gptext_name_ok(sqlite3_value *v);
 void gptext_result_error(sqlite3_context *ctx, const char *z);
 /* The exact bytes as a BLOB (an empty one for n == 0). */
 void gptext_result_bytes(sqlite3_context *ctx, const char *z, int n, void (*xDel)(void *));
+/* The error for a result that a sqlite3_str could not hold (rc is its
+** sqlite3_str_errcode): over SQLite's length limit, named with the limit,
+** or out of memory. zModel may be NULL. */
+void gptext_result_str_error(sqlite3_context *ctx, const char *zFunc, const char *zModel, int rc);
 
 /* Generation and analysis options, parsed from the JSON object argument. */
 typedef struct GptOptions {

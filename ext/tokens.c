@@ -60,7 +60,7 @@ static void gptTokenizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv
   for (int i = 0; i < nIds; i++) sqlite3_str_appendf(pStr, i ? ",%d" : "%d", aIds[i]);
   sqlite3_str_appendchar(pStr, 1, ']');
   if (sqlite3_str_errcode(pStr)) {
-    sqlite3_result_error_code(ctx, sqlite3_str_errcode(pStr));
+    gptext_result_str_error(ctx, "gpt_tokenize", m->zName, sqlite3_str_errcode(pStr));
   } else {
     int n = sqlite3_str_length(pStr);
     sqlite3_result_text(ctx, sqlite3_str_finish(pStr), n, sqlite3_free);
@@ -160,7 +160,7 @@ static void detokenize(sqlite3_context *ctx, int argc, sqlite3_value **argv, int
   }
   if (rc != SQLITE_DONE) goto sql_error;
   if (sqlite3_str_errcode(pStr)) {
-    sqlite3_result_error_code(ctx, sqlite3_str_errcode(pStr));
+    gptext_result_str_error(ctx, zFunc, m->zName, sqlite3_str_errcode(pStr));
   } else {
     int n = sqlite3_str_length(pStr);
     char *z = sqlite3_str_finish(pStr);

@@ -354,7 +354,23 @@ def main():
     except sqlite3.Error as err:
         check("debug over the length limit", getattr(err, "sqlite_errorcode", None) == 18,
               f"{type(err).__name__} {err} {getattr(err, 'sqlite_errorcode', None)}")
+    # token lists and text longer than the limit name the function, model and
+    # limit (a message is a string too: at a limit of 20 SQLite drops it)
     low.close()
+    old_limit = db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 400)
+    for what, sql in [("gpt_tokenize", "SELECT gpt_tokenize(?)"),
+                      ("gpt_detokenize", "SELECT gpt_detokenize(?)"),
+                      ("gpt_detokenize_bytes", "SELECT gpt_detokenize_bytes(?)")]:
+        arg = "a b " * 90 if what == "gpt_tokenize" else "[" + ",".join(["50256"] * 40) + "]"
+        try:
+            db.execute(sql, (arg,)).fetchall()
+            check(f"{what} over the length limit", False, "no error")
+        except sqlite3.Error as err:
+            check(f"{what} over the length limit",
+                  str(err) == f"{what}: model 'demo': the result is over SQLite's length "
+                  "limit of 400 bytes (SQLITE_LIMIT_LENGTH)" and
+                  getattr(err, "sqlite_errorcode", None) == 18, str(err))
+    db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, old_limit)
     check("names stay valid", db.execute(
         "SELECT count(*) FROM gpt_models WHERE name NOT IN ('demo')").fetchone()[0] == 0)
     covered.add("gpt_export")
