@@ -103,11 +103,13 @@ int gptext_attention_begin(GptModel *m, const char *zFunc, const int *aTok, int 
   return rc == GPT_NOMEM ? SQLITE_NOMEM : SQLITE_ERROR;
 }
 
-/* Runs layer iLayer of the batch (gpt_batch_layer), its attention going to
-** io's callbacks; the errors name zFunc and the model. */
+/* Runs layer iLayer of the batch (gpt_batch_layer) on nThreads threads, its
+** attention going to io's callbacks; the errors name zFunc and the model. */
 int gptext_attention_layer(GptModel *m, const char *zFunc, GPTState *s, int iLayer,
-                           GPTForwardIO *io, char **pzErr) {
+                           int nThreads, GPTForwardIO *io, char **pzErr) {
+  int nPrevThreads = gpt_threads_set(nThreads);
   int rc = gpt_batch_layer(m->pNet, s, iLayer, io);
+  gpt_threads_set(nPrevThreads);
   if (rc == GPT_OK) return SQLITE_OK;
   if (rc == GPT_ABORTED) {
     gptext_set_error(pzErr, "%s: interrupted", zFunc);
@@ -168,6 +170,7 @@ typedef struct AttnCursor {
   int nTok;
   GPTState *s;         /* decoder state of the batch in progress */
   int nLayerRun;       /* layers of the batch computed so far */
+  int nThreads;        /* the "threads" option (0: all cores) */
   AttnSet layer, head, query;
   int *aQOff;          /* (query.n,) offset of each wanted query's row */
   int nPacked;         /* floats per head: sum of (q + 1) over wanted q */
@@ -418,7 +421,8 @@ static int attnRunLayer(AttnCursor *c) {
   io.should_stop = attnStop;
   io.ctx = c;
   while (c->nLayerRun <= target) {
-    int rc = gptext_attention_layer(c->m, "gpt_attention", c->s, c->nLayerRun, &io, &c->zErr);
+    int rc = gptext_attention_layer(c->m, "gpt_attention", c->s, c->nLayerRun, c->nThreads,
+                                    &io, &c->zErr);
     if (rc != SQLITE_OK) return rc;
     c->nLayerRun++;
   }
@@ -457,6 +461,7 @@ static int attnFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, 
     rc = gptext_attention_sequence(pVtab->pConn, pVtab->db, c->m, zFunc, apArg[0], &o,
                                    &c->aTok, &c->nTok, &zErr);
   if (rc != SQLITE_OK || c->nTok == 0) goto done; /* nothing to attend to: no rows */
+  c->nThreads = o.nThreads;
 
   rc = attnSetInit(&c->layer, c->m->cfg.n_layer, apArg[2], (idxNum & ATTN_IDX_LAYER_IN) != 0);
   if (rc == SQLITE_OK)

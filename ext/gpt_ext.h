@@ -255,7 +255,8 @@ int gptext_generation_step(GptModel *m, const GptOptions *o, GPTSampler *sp,
 ** with *pnTok 0 when there is nothing to attend to. gptext_attention_begin
 ** makes a decoder state and begins one batch over the sequence;
 ** gptext_attention_layer then runs layer iLayer (layers in order, each once),
-** handing the probabilities to io->want_attention / io->on_attention. Errors
+** handing the probabilities to io->want_attention / io->on_attention, on
+** nThreads threads (the "threads" option; 0 for all cores). Errors
 ** name zFunc and the model; an interrupt is SQLITE_INTERRUPT with
 ** "<zFunc>: interrupted". */
 int gptext_attention_sequence(GptConn *pConn, sqlite3 *db, GptModel *m, const char *zFunc,
@@ -264,7 +265,7 @@ int gptext_attention_sequence(GptConn *pConn, sqlite3 *db, GptModel *m, const ch
 int gptext_attention_begin(GptModel *m, const char *zFunc, const int *aTok, int nTok,
                            GPTState **ppState, char **pzErr);
 int gptext_attention_layer(GptModel *m, const char *zFunc, GPTState *s, int iLayer,
-                           GPTForwardIO *io, char **pzErr);
+                           int nThreads, GPTForwardIO *io, char **pzErr);
 
 /* The savepoint of a writer (ext/savepoint.c): gpt_import, gpt_drop,
 ** gpt_quantize and every later writer run in one, so they wait out the busy

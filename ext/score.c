@@ -67,15 +67,18 @@ static void score_error(sqlite3_context *ctx, int rc, char *zErr) {
 /* The forward pass's interrupt check. */
 static int score_should_stop(void *ctx) { return gptext_interrupted((sqlite3 *)ctx); }
 
-/* gpt_forward with the errors of this file: names the function and model. */
-static int score_forward(sqlite3 *db, GptModel *m, const char *zFunc, GPTState *s,
-                         const int *aIds, int n, GPTForwardIO *io, char **pzErr) {
+/* gpt_forward on nThreads threads (the "threads" option; 0 for all cores),
+** with the errors of this file: names the function and model. */
+static int score_forward(sqlite3 *db, GptModel *m, const char *zFunc, int nThreads,
+                         GPTState *s, const int *aIds, int n, GPTForwardIO *io, char **pzErr) {
   char zMsg[200];
   if (!io->should_stop) {
     io->should_stop = score_should_stop;
     io->ctx = db;
   }
+  int nPrevThreads = gpt_threads_set(nThreads);
   int rc = gpt_forward(m->pNet, s, aIds, n, io, zMsg, sizeof(zMsg));
+  gpt_threads_set(nPrevThreads);
   if (rc == GPT_OK) return SQLITE_OK;
   if (rc == GPT_ABORTED && gptext_interrupted(db)) {
     gptext_set_error(pzErr, "%s: interrupted", zFunc);
@@ -132,10 +135,11 @@ static int logprob_on_logits(void *ctx, int pos0, int rows, const float *logits)
 static int logprob_should_stop(void *ctx) { return gptext_interrupted(((LogprobCtx *)ctx)->db); }
 
 /* Sums log p(token t | tokens before) for t = 1..n-1 over sliding windows of
-** n_ctx tokens, stride n_ctx / 2 (see the file comment). Per-position logits
-** come in row blocks from the engine, never (T, V) at once. */
-static int score_logprob(sqlite3 *db, GptModel *m, const char *zFunc, const int *aIds, int n,
-                         double *pSum, int *pnScored, char **pzErr) {
+** n_ctx tokens, stride n_ctx / 2 (see the file comment), on nThreads threads.
+** Per-position logits come in row blocks from the engine, never (T, V) at
+** once. */
+static int score_logprob(sqlite3 *db, GptModel *m, const char *zFunc, int nThreads,
+                         const int *aIds, int n, double *pSum, int *pnScored, char **pzErr) {
   int W = m->cfg.n_ctx, S = W / 2 > 0 ? W / 2 : 1, rc = SQLITE_OK;
   LogprobCtx lc;
   GPTState *s = 0;
@@ -169,7 +173,7 @@ static int score_logprob(sqlite3 *db, GptModel *m, const char *zFunc, const int 
     io.ctx = &lc;
     gpt_state_truncate(s, 0);
     /* the window's last token predicts nothing inside it: leave it out */
-    rc = score_forward(db, m, zFunc, s, aIds + iBegin, iEnd - 1 - iBegin, &io, pzErr);
+    rc = score_forward(db, m, zFunc, nThreads, s, aIds + iBegin, iEnd - 1 - iBegin, &io, pzErr);
     if (rc != SQLITE_OK) break;
     iPrevEnd = iEnd;
     if (iEnd >= n) break;
@@ -194,7 +198,8 @@ static void logprob_common(sqlite3_context *ctx, int argc, sqlite3_value **argv,
   if (sqlite3_value_type(argv[0]) == SQLITE_NULL) return;
   rc = score_setup(ctx, zFunc, argc, argv, GPTOPT_MODEL | GPTOPT_SPECIAL | GPTOPT_THREADS, &o,
                    &m, &aIds, &nIds, &zErr);
-  if (rc == SQLITE_OK) rc = score_logprob(db, m, zFunc, aIds, nIds, &sum, &nScored, &zErr);
+  if (rc == SQLITE_OK)
+    rc = score_logprob(db, m, zFunc, o.nThreads, aIds, nIds, &sum, &nScored, &zErr);
   if (rc != SQLITE_OK) {
     score_error(ctx, rc, zErr);
     zErr = 0;
@@ -247,7 +252,7 @@ static void gptEmbedFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     if (!aHidden || !aOut || !s) { rc = SQLITE_NOMEM; goto done; }
     memset(&io, 0, sizeof(io));
     io.hidden = aHidden;
-    rc = score_forward(db, m, zFunc, s, aIds, nIds, &io, &zErr);
+    rc = score_forward(db, m, zFunc, o.nThreads, s, aIds, nIds, &io, &zErr);
     if (rc != SQLITE_OK) goto done;
     for (int c = 0; c < C; c++) {
       float f;

@@ -414,7 +414,7 @@ static void gptAttentionSvgFunc(sqlite3_context *ctx, int argc, sqlite3_value **
     io.should_stop = svgStop;
     io.ctx = &pass;
     for (int l = 0; rc == SQLITE_OK && l <= o.iLayer; l++)
-      rc = gptext_attention_layer(m, zFunc, s, l, &io, &zErr);
+      rc = gptext_attention_layer(m, zFunc, s, l, o.nThreads, &io, &zErr);
     if (rc != SQLITE_OK) goto done;
   }
   for (int i = 0; i < nPanel; i++) {

@@ -428,6 +428,43 @@ def main():
     covered.add("interrupts")
     print(f"  interrupts: 8 calls ({time.time() - t_start:.1f} s)")
 
+    # ------------------------------------------------ the "threads" option
+    # {"threads": 1} keeps the pool's workers idle in the scoring functions
+    # too: CPU time of this process's other threads, from /proc (Linux only)
+    if os.path.isdir("/proc/self/task"):
+        def worker_ticks():
+            total = 0
+            for tid in os.listdir("/proc/self/task"):
+                if int(tid) == threading.get_native_id():
+                    continue
+                try:
+                    with open(f"/proc/self/task/{tid}/stat") as f:
+                        stat = f.read()
+                except OSError:
+                    continue
+                fields = stat[stat.rindex(")") + 2:].split()
+                total += int(fields[11]) + int(fields[12])
+            return total
+        wide = model_dir("pythreads", "--layers", "2", "--heads", "4", "--embd", "256",
+                         "--ctx", "512", "--seed", "7")
+        tdb = connect()
+        tdb.execute("SELECT gpt_import('wide', ?)", (wide,))
+        with open(os.path.join(ROOT, "tests", "data", "tinyshakespeare.txt")) as f:
+            verse = f.read(6000)
+        for f in ["gpt_logprob", "gpt_perplexity"]:
+            tdb.execute(f"SELECT {f}('warm up', '{{\"model\": \"wide\"}}')").fetchone()
+            before = worker_ticks()
+            t0 = time.process_time()
+            tdb.execute(f"SELECT {f}(?, '{{\"model\": \"wide\", \"threads\": 1}}')",
+                        (verse,)).fetchone()
+            spent = time.process_time() - t0
+            idle = worker_ticks() - before
+            check(f"threads 1 in {f}", idle <= 2 and spent > 0.2,
+                  f"workers {idle} ticks while the call took {spent:.2f} s of CPU")
+        tdb.close()
+    else:
+        skip("the threads option's check", "no /proc/self/task")
+
     # ------------------------------------------------ an untrusted schema
     # A file whose CHECK calls gpt_generate (written as an attacker would,
     # through writable_schema without the extension), opened with the
