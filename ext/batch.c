@@ -373,10 +373,17 @@ static int batchFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr,
       if (zNext == zTail) break;
       zTail = zNext;
     }
-    if (!c->pQuery || !sqlite3_stmt_readonly(c->pQuery) ||
-        sqlite3_column_count(c->pQuery) < 2 || bMore) {
+    if (!c->pQuery || !sqlite3_stmt_readonly(c->pQuery) || bMore) {
       zErr = sqlite3_mprintf("%s: the first argument must be one read-only query returning "
                              "(key, prompt), e.g. 'SELECT id, body FROM docs'", zFunc);
+      rc = SQLITE_ERROR;
+      goto done;
+    }
+    if (sqlite3_column_count(c->pQuery) != 2) {
+      zErr = sqlite3_mprintf("%s: the query returns %d column%s; it must return two, (key, "
+                             "prompt), e.g. 'SELECT id, body FROM docs'", zFunc,
+                             sqlite3_column_count(c->pQuery),
+                             sqlite3_column_count(c->pQuery) == 1 ? "" : "s");
       rc = SQLITE_ERROR;
       goto done;
     }
@@ -446,10 +453,13 @@ static int batchColumn(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) {
   return SQLITE_OK;
 }
 
-/* The input row's ordinal, with the arguments' fingerprint (see gpt_ext.h). */
+/* The input row's ordinal, with the arguments' fingerprint (see gpt_ext.h).
+** The row count is not known ahead, so 2^32 rows are set aside a call: two
+** calls' ranges meet with chance 2^-31 (with 2^40, 2^-23: a few thousand
+** distinct queries held a pair that a MULTI-INDEX OR told apart wrongly). */
 static int batchRowid(sqlite3_vtab_cursor *cur, sqlite_int64 *pRowid) {
   BatchCursor *c = (BatchCursor *)cur;
-  *pRowid = gptext_tvf_rowid(c->fp, (sqlite3_int64)1 << 40, c->aSlot[c->iCur].iRow);
+  *pRowid = gptext_tvf_rowid(c->fp, (sqlite3_int64)1 << 32, c->aSlot[c->iCur].iRow);
   return SQLITE_OK;
 }
 
