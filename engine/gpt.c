@@ -388,55 +388,75 @@ int64_t gpt_n_params(const GPTConfig *c, int has_lm_head) {
   return n;
 }
 
+int gpt_config_check(const GPTConfig *c, char *err, size_t n_err) {
+  return gpt_config_check_named(c, NULL, err, n_err);
+}
+
+/* A field as messages write it: the file's key in quotes
+** ("max_position_embeddings"), or the engine's own name. */
+static const char *config_key(char *buf, size_t n, const char *const *names, int key,
+                              const char *own) {
+  if (!names || key < 0 || !names[key]) return own;
+  snprintf(buf, n, "\"%s\"", names[key]);
+  return buf;
+}
+
 /* Checks every config value against its range before anything is sized by
 ** it, so that hostile configs never reach an allocation. */
-int gpt_config_check(const GPTConfig *c, char *err, size_t n_err) {
-  struct { const char *zKey; int v, lo, hi; } a[] = {
-    {"n_layer", c->n_layer, 1, GPT_MAX_LAYER},
-    {"n_head", c->n_head, 1, GPT_MAX_HEAD},
-    {"n_embd", c->n_embd, 1, GPT_MAX_EMBD},
-    {"n_ctx", c->n_ctx, 1, GPT_MAX_CTX},
-    {"vocab_size", c->vocab_size, 1, GPT_MAX_VOCAB},
-    {"arch", c->arch, 0, GPT_ARCH_COUNT - 1},
-    {"n_kv_head", c->n_kv_head, 0, GPT_MAX_HEAD},
-    {"head_dim", c->head_dim, 0, GPT_MAX_HEAD_DIM},
-    {"d_ff", c->d_ff, 0, GPT_MAX_FF},
-    {"rope_scaling", c->rope_scaling, GPT_ROPE_NONE, GPT_ROPE_LLAMA3},
+int gpt_config_check_named(const GPTConfig *c, const char *const names[GPT_KEY_COUNT],
+                           char *err, size_t n_err) {
+  const char *pre = names ? "" : "config "; /* "config n_ctx is ..." by the engine's names */
+  char k1[80], k2[80];
+  struct { int key; const char *zKey; int v, lo, hi; } a[] = {
+    {GPT_KEY_N_LAYER, "n_layer", c->n_layer, 1, GPT_MAX_LAYER},
+    {GPT_KEY_N_HEAD, "n_head", c->n_head, 1, GPT_MAX_HEAD},
+    {GPT_KEY_N_EMBD, "n_embd", c->n_embd, 1, GPT_MAX_EMBD},
+    {GPT_KEY_N_CTX, "n_ctx", c->n_ctx, 1, GPT_MAX_CTX},
+    {GPT_KEY_VOCAB_SIZE, "vocab_size", c->vocab_size, 1, GPT_MAX_VOCAB},
+    {-1, "arch", c->arch, 0, GPT_ARCH_COUNT - 1},
+    {GPT_KEY_N_KV_HEAD, "n_kv_head", c->n_kv_head, 0, GPT_MAX_HEAD},
+    {GPT_KEY_HEAD_DIM, "head_dim", c->head_dim, 0, GPT_MAX_HEAD_DIM},
+    {GPT_KEY_D_FF, "d_ff", c->d_ff, 0, GPT_MAX_FF},
+    {-1, "rope_scaling", c->rope_scaling, GPT_ROPE_NONE, GPT_ROPE_LLAMA3},
   };
   for (size_t i = 0; i < sizeof(a) / sizeof(a[0]); i++) {
     if (a[i].v < a[i].lo || a[i].v > a[i].hi) {
-      snprintf(err, n_err, "config %s is %d, expected %d to %d", a[i].zKey,
-               a[i].v, a[i].lo, a[i].hi);
+      /* 0 is the engine's "as GPT-2" for the optional sizes; a file's is >= 1 */
+      int lo = names && a[i].key >= 0 && a[i].lo == 0 ? 1 : a[i].lo;
+      snprintf(err, n_err, "%s%s is %d, expected %d to %d", pre,
+               config_key(k1, sizeof(k1), names, a[i].key, a[i].zKey), a[i].v, lo, a[i].hi);
       return -1;
     }
   }
   if (c->head_dim == 0 && c->n_embd % c->n_head != 0) {
-    snprintf(err, n_err, "config n_embd %d is not divisible by n_head %d",
-             c->n_embd, c->n_head);
+    snprintf(err, n_err, "%s%s %d is not divisible by %s %d", pre,
+             config_key(k1, sizeof(k1), names, GPT_KEY_N_EMBD, "n_embd"), c->n_embd,
+             config_key(k2, sizeof(k2), names, GPT_KEY_N_HEAD, "n_head"), c->n_head);
     return -1;
   }
   if (c->arch != GPT_ARCH_GPT2 && gpt_config_head_dim(c) > GPT_MAX_HEAD_DIM) {
-    snprintf(err, n_err, "config head_dim is %d, expected 1 to %d", gpt_config_head_dim(c),
-             GPT_MAX_HEAD_DIM);
+    snprintf(err, n_err, "%s%s is %d, expected 1 to %d", pre,
+             config_key(k1, sizeof(k1), names, GPT_KEY_HEAD_DIM, "head_dim"),
+             gpt_config_head_dim(c), GPT_MAX_HEAD_DIM);
     return -1;
   }
   if (c->n_head % gpt_config_kv_heads(c) != 0) {
-    snprintf(err, n_err, "config n_head %d is not a multiple of n_kv_head %d", c->n_head,
+    snprintf(err, n_err, "%s%s %d is not a multiple of %s %d", pre,
+             config_key(k1, sizeof(k1), names, GPT_KEY_N_HEAD, "n_head"), c->n_head,
+             config_key(k2, sizeof(k2), names, GPT_KEY_N_KV_HEAD, "n_kv_head"),
              gpt_config_kv_heads(c));
-    return -1;
-  }
-  if (c->arch == GPT_ARCH_GPT2 && (c->n_kv_head || c->head_dim || c->d_ff || c->rope_scaling)) {
-    snprintf(err, n_err, "config of a gpt2 model sets n_kv_head, head_dim, d_ff or rope_scaling");
     return -1;
   }
   if (arch_of(c)->rope) {
     if (gpt_config_head_dim(c) % 2 != 0) {
-      snprintf(err, n_err, "config head_dim %d is odd, expected an even value for rotary "
-               "positions", gpt_config_head_dim(c));
+      snprintf(err, n_err, "%s%s %d is odd, expected an even value for rotary positions", pre,
+               config_key(k1, sizeof(k1), names, GPT_KEY_HEAD_DIM, "head_dim"),
+               gpt_config_head_dim(c));
       return -1;
     }
     if (!(c->rope_theta == 0.0 || (c->rope_theta >= 1.0 && c->rope_theta <= 1e12))) {
-      snprintf(err, n_err, "config rope_theta is %g, expected 1 to 1e12", c->rope_theta);
+      snprintf(err, n_err, "%s is %g, expected 1 to 1e12",
+               names ? "\"rope_theta\"" : "config rope_theta", c->rope_theta);
       return -1;
     }
     if (c->rope_scaling == GPT_ROPE_LLAMA3 &&
@@ -445,19 +465,21 @@ int gpt_config_check(const GPTConfig *c, char *err, size_t n_err) {
           c->rope_high_freq_factor > c->rope_low_freq_factor &&
           c->rope_high_freq_factor <= 1024.0 && c->rope_original_ctx >= 1 &&
           c->rope_original_ctx <= GPT_MAX_CTX)) {
-      snprintf(err, n_err, "config rope_scaling llama3 needs factor 1 to 1024, 0 < "
+      snprintf(err, n_err, "%s llama3 needs factor 1 to 1024, 0 < "
                "low_freq_factor < high_freq_factor <= 1024 and "
-               "original_max_position_embeddings 1 to %d", GPT_MAX_CTX);
+               "original_max_position_embeddings 1 to %d",
+               names ? "\"rope_scaling\"" : "config rope_scaling", GPT_MAX_CTX);
       return -1;
     }
   }
   if (!(c->ln_eps > 0.0 && c->ln_eps <= 1.0)) {
-    snprintf(err, n_err, "config %s is %g, expected > 0 and <= 1",
+    snprintf(err, n_err, names ? "\"%s\" is %g, expected > 0 and <= 1"
+                               : "config %s is %g, expected > 0 and <= 1",
              arch_of(c)->rms_norm ? "rms_norm_eps" : "layer_norm_epsilon", c->ln_eps);
     return -1;
   }
   if (gpt_n_params(c, 1) > GPT_MAX_PARAMS) {
-    snprintf(err, n_err, "config implies %lld parameters, more than the limit of %lld",
+    snprintf(err, n_err, "the config implies %lld parameters, more than the limit of %lld",
              (long long)gpt_n_params(c, 1), (long long)GPT_MAX_PARAMS);
     return -1;
   }

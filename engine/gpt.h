@@ -76,8 +76,16 @@ int gpt_config_head_dim(const GPTConfig *c);
 int gpt_config_ff(const GPTConfig *c);
 
 /* Returns 0 when every value is in range, else -1 with a message naming the
-** key, the value and the valid range. */
+** key, the value and the valid range. gpt_config_check_named names the
+** fields as the file they came from does ("max_position_embeddings" for
+** n_ctx): names[GPT_KEY_...], each NULL for the engine's own name. */
+enum {
+  GPT_KEY_N_LAYER, GPT_KEY_N_HEAD, GPT_KEY_N_EMBD, GPT_KEY_N_CTX, GPT_KEY_VOCAB_SIZE,
+  GPT_KEY_N_KV_HEAD, GPT_KEY_HEAD_DIM, GPT_KEY_D_FF, GPT_KEY_COUNT
+};
 int gpt_config_check(const GPTConfig *c, char *err, size_t n_err);
+int gpt_config_check_named(const GPTConfig *c, const char *const names[GPT_KEY_COUNT],
+                           char *err, size_t n_err);
 
 /* Storage dtypes of tensor rows. GPT_Q8_0 is a block format, not an element
 ** type: n values are n/32 blocks of 34 bytes, an f16 scale d (little-endian)

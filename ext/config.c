@@ -251,7 +251,15 @@ int gptext_config_read(sqlite3 *db, const char *zJson, int nJson, GPTConfig *c, 
         goto done;
     }
   }
-  if (gpt_config_check(c, zErr, nErr)) rc = SQLITE_ERROR;
+  {
+    /* messages name the keys of the file (and of the stored config) */
+    static const char *const azName[GPT_KEY_COUNT] = {
+      [GPT_KEY_N_LAYER] = "num_hidden_layers", [GPT_KEY_N_HEAD] = "num_attention_heads",
+      [GPT_KEY_N_EMBD] = "hidden_size", [GPT_KEY_N_CTX] = "max_position_embeddings",
+      [GPT_KEY_VOCAB_SIZE] = "vocab_size", [GPT_KEY_N_KV_HEAD] = "num_key_value_heads",
+      [GPT_KEY_HEAD_DIM] = "head_dim", [GPT_KEY_D_FF] = "intermediate_size"};
+    if (gpt_config_check_named(c, azName, zErr, nErr)) rc = SQLITE_ERROR;
+  }
 done:
   sqlite3_finalize(p);
   return rc;

@@ -452,9 +452,15 @@ static int impConfig(GptImport *p) {
   p->cfg.n_embd = (int)aVal[2];
   p->cfg.n_ctx = (int)(aHave[3] ? aVal[3] : aVal[4]);
   p->cfg.vocab_size = (int)aVal[5];
-  if (gpt_config_check(&p->cfg, zMsg, sizeof(zMsg))) {
-    rc = impError(p, "config.json", "%s", zMsg);
-    goto done;
+  {
+    /* messages name the keys of config.json */
+    const char *azName[GPT_KEY_COUNT] = {
+      [GPT_KEY_N_LAYER] = azKey[0], [GPT_KEY_N_HEAD] = azKey[1], [GPT_KEY_N_EMBD] = azKey[2],
+      [GPT_KEY_N_CTX] = aHave[3] ? azKey[3] : azKey[4], [GPT_KEY_VOCAB_SIZE] = azKey[5]};
+    if (gpt_config_check_named(&p->cfg, azName, zMsg, sizeof(zMsg))) {
+      rc = impError(p, "config.json", "%s", zMsg);
+      goto done;
+    }
   }
 
   /* GPT2Config options that change the computation: only the values of
