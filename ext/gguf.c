@@ -2408,8 +2408,10 @@ static int gxOpen(GgExport *p, const char *zPath, int bReplace, char **pzTmp) {
   if (!bReplace) {
     fd = open(zPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0) {
-      if (errno == EEXIST) return gxError(p, "%s exists; pass {\"replace\": true} to overwrite it", zPath);
-      return gxError(p, "cannot create %s: %s", zPath, strerror(errno));
+      if (errno != EEXIST) return gxError(p, "cannot create %s: %s", zPath, strerror(errno));
+      /* what replace would refuse is named now, not after a second try */
+      if (gxCheckTarget(p, zPath)) return SQLITE_ERROR;
+      return gxError(p, "%s exists; pass {\"replace\": true} to overwrite it", zPath);
     }
   } else {
     if (gxCheckTarget(p, zPath)) return SQLITE_ERROR;

@@ -411,6 +411,9 @@ int gptext_options_parse(sqlite3 *db, const char *zFunc, sqlite3_value *pArg,
       o->topP = v;
     } else if (strcmp(zKey, "seed") == 0) {
       rc = opt_number(p, zFunc, zKey, "", 1, &v, pzErr);
+      /* JSON integers past 64 bits come as reals: not clamped in silence */
+      if (rc == SQLITE_OK && sqlite3_column_type(p, 2) != SQLITE_INTEGER)
+        rc = opt_range(zFunc, zKey, "an integer that fits 64 bits", pzErr);
       o->seed = sqlite3_column_int64(p, 2);
       o->bSeedSet = 1;
     } else if (strcmp(zKey, "stop") == 0) {
@@ -1271,6 +1274,17 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
       if (gptext_interrupted(db)) { rc = SQLITE_INTERRUPT; goto done; }
     }
     if (rc != SQLITE_DONE) goto sql_error;
+    {
+      int nSeen = 0;
+      for (int i = 0; i < nTensor; i++) nSeen += aSeen[i] != 0; /* -1: whole, > 0: parts */
+      if (nSeen == 0) { /* gpt_train_tokenizer's models, or every row deleted */
+        gptext_set_error(pzErr, "%s: model '%s' has no weights in gpt_tensors, only a "
+                         "tokenizer (gpt_train makes a model with it: its \"tokenizer\" option)",
+                         zFunc, m->zName);
+        rc = SQLITE_ERROR;
+        goto done;
+      }
+    }
     for (int i = 0; i < nTensor; i++) {
       int64_t nParts = aPartRows[i] ? 0 : 1;
       if (aPartRows[i]) {

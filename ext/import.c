@@ -2668,8 +2668,9 @@ static void gptImportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
     goto done;
   }
   if (!S_ISDIR(st.st_mode)) {
-    impError(&s, 0, "%s is not a folder, expected a folder with config.json, "
-             "model.safetensors, vocab.json and merges.txt", zDir);
+    impError(&s, 0, "%s is neither a GGUF file nor a folder; expected a GGUF file, or a "
+             "folder with config.json, model.safetensors (or its shards) and the tokenizer "
+             "(tokenizer.json, or vocab.json and merges.txt)", zDir);
     goto done;
   }
   if (impTxnBegin(&s, "gpt_import") != SQLITE_OK) goto done;

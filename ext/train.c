@@ -191,7 +191,14 @@ static int trainParseOptions(Train *t, sqlite3_value *pArg) {
     for (i = 0; i < sizeof(aKey) / sizeof(aKey[0]); i++)
       if (strcmp(zKey, aKey[i].zKey) == 0) break;
     if (i == sizeof(aKey) / sizeof(aKey[0])) {
-      trainError(t, "unknown option '%s'", zKey);
+      /* as the other functions say it: the key, then every valid one */
+      sqlite3_str *pValid = sqlite3_str_new(t->db);
+      sqlite3_str_appendall(pValid, "\"tokenizer\"");
+      for (i = 0; i < sizeof(aKey) / sizeof(aKey[0]); i++)
+        sqlite3_str_appendf(pValid, ", \"%s\"", aKey[i].zKey);
+      char *zValid = sqlite3_str_finish(pValid);
+      trainError(t, "unknown option \"%s\"; valid options: %s", zKey, zValid ? zValid : "");
+      sqlite3_free(zValid);
       sqlite3_finalize(p);
       return SQLITE_ERROR;
     }
