@@ -16,6 +16,7 @@
 */
 #define GPT_EXT_MAIN
 #include "gpt_ext.h"
+#include "kernels.h"
 SQLITE_EXTENSION_INIT1
 
 #include <pthread.h>
@@ -1854,9 +1855,10 @@ static void gptDebugFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   sqlite3_str *pStr = sqlite3_str_new(sqlite3_context_db_handle(ctx));
   int n = 0;
   pthread_mutex_lock(&gCacheMutex);
-  sqlite3_str_appendf(pStr, "{\"version\":\"%s\",\"sqlite\":\"%s\",\"tokenizer_loads\":%lld,"
-                      "\"weight_loads\":%lld,\"cached\":[", GPT_VERSION, sqlite3_libversion(),
-                      gnTokenizerLoads, gnWeightLoads);
+  sqlite3_str_appendf(pStr, "{\"version\":\"%s\",\"sqlite\":\"%s\",\"kernels\":\"%s\","
+                      "\"threads\":%d,\"tokenizer_loads\":%lld,\"weight_loads\":%lld,"
+                      "\"cached\":[", GPT_VERSION, sqlite3_libversion(), gpt_kernels()->name,
+                      gpt_threads_default(), gnTokenizerLoads, gnWeightLoads);
   for (CacheEntry *e = gCache; e; e = e->pNext, n++) {
     sqlite3_str_appendall(pStr, n ? ",{\"model\":\"" : "{\"model\":\"");
     for (const unsigned char *z = (const unsigned char *)e->model.zName; *z; z++) {
