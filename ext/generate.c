@@ -425,7 +425,7 @@ static int nextFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, 
       /* 3.0 is 3, as k = 3.0 equals k = 3 in SQL */
       int bWhole = sqlite3_value_numeric_type(pK) == SQLITE_INTEGER ||
                    (sqlite3_value_numeric_type(pK) == SQLITE_FLOAT &&
-                    sqlite3_value_double(pK) >= 1 && sqlite3_value_double(pK) <= 1e9 &&
+                    sqlite3_value_double(pK) >= 1 && sqlite3_value_double(pK) <= 9e18 &&
                     sqlite3_value_double(pK) == (double)(sqlite3_int64)sqlite3_value_double(pK));
       if (!bWhole || sqlite3_value_int64(pK) < 1) {
         zErr = sqlite3_mprintf("%s: k must be a positive integer (the call is %s(prompt [, k "
