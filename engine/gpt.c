@@ -447,6 +447,10 @@ int gpt_config_check_named(const GPTConfig *c, const char *const names[GPT_KEY_C
              gpt_config_kv_heads(c));
     return -1;
   }
+  if (c->arch == GPT_ARCH_GPT2 && (c->n_kv_head || c->head_dim || c->d_ff || c->rope_scaling)) {
+    snprintf(err, n_err, "config of a gpt2 model sets n_kv_head, head_dim, d_ff or rope_scaling");
+    return -1;
+  }
   if (arch_of(c)->rope) {
     if (gpt_config_head_dim(c) % 2 != 0) {
       snprintf(err, n_err, "%s%s %d is odd, expected an even value for rotary positions", pre,

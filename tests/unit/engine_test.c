@@ -172,6 +172,32 @@ static void test_config_checks(void) {
   c = ok; c.ln_eps = 0;
   CHECK(gpt_config_check(&c, err, sizeof(err)) != 0, "eps 0");
   CHECK(gpt_model_new(&c, 0, err, sizeof(err)) == 0, "gpt_model_new refuses a bad config");
+  /* GPT-2 has none of the Llama family's sizes */
+  c = ok; c.d_ff = 128;
+  CHECK(gpt_config_check(&c, err, sizeof(err)) &&
+        !strcmp(err, "config of a gpt2 model sets n_kv_head, head_dim, d_ff or rope_scaling"),
+        "gpt2 with d_ff: %s", err);
+  /* the file's names: quoted, no "config " before them, 1 the least size */
+  const char *names[GPT_KEY_COUNT] = {[GPT_KEY_N_CTX] = "max_position_embeddings",
+                                      [GPT_KEY_N_HEAD] = "num_attention_heads",
+                                      [GPT_KEY_N_KV_HEAD] = "num_key_value_heads",
+                                      [GPT_KEY_D_FF] = "intermediate_size"};
+  GPTConfig l = ok;
+  l.arch = GPT_ARCH_LLAMA; l.n_kv_head = 4; l.d_ff = 128; l.head_dim = 16; l.rope_theta = 1e4;
+  CHECK(gpt_config_check_named(&l, names, err, sizeof(err)) == 0, "valid llama config: %s", err);
+  c = l; c.n_ctx = 131073;
+  CHECK(gpt_config_check_named(&c, names, err, sizeof(err)) &&
+        !strcmp(err, "\"max_position_embeddings\" is 131073, expected 1 to 131072"), "%s", err);
+  c = l; c.n_kv_head = 3;
+  CHECK(gpt_config_check_named(&c, names, err, sizeof(err)) &&
+        !strcmp(err, "\"num_attention_heads\" 4 is not a multiple of \"num_key_value_heads\" 3"),
+        "%s", err);
+  c = l; c.d_ff = 1000000;
+  CHECK(gpt_config_check_named(&c, names, err, sizeof(err)) &&
+        !strcmp(err, "\"intermediate_size\" is 1000000, expected 1 to 131072"), "%s", err);
+  c = l; c.n_layer = 0; /* a name not given: the engine's own */
+  CHECK(gpt_config_check_named(&c, names, err, sizeof(err)) &&
+        !strcmp(err, "n_layer is 0, expected 1 to 256"), "%s", err);
 }
 
 /* A NaN in a tensor is refused at load, naming the tensor. */
