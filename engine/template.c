@@ -3298,7 +3298,9 @@ static int call_filter(Render *r, int id, const char *zName, TplValue v, TplValu
       if (v.type == TPL_INT || v.type == TPL_BOOL) { *pOut = id == F_INT ? tpl_int(v.u.i) : tpl_float((double)v.u.i); return 0; }
       if (v.type == TPL_FLOAT) {
         if (id == F_FLOAT) { *pOut = v; return 0; }
-        if (!(v.u.f > -9.2e18 && v.u.f < 9.2e18)) { *pOut = def; return 0; }
+        if (isnan(v.u.f)) { *pOut = def; return 0; } /* Python's ValueError: the default */
+        if (!(v.u.f > -9.2e18 && v.u.f < 9.2e18)) /* Python's big int: not representable */
+          return rerr(r, "%s: %g does not fit a 64-bit integer", zWhat, v.u.f);
         *pOut = tpl_int((int64_t)v.u.f);
         return 0;
       }
@@ -3342,9 +3344,19 @@ static int call_filter(Render *r, int id, const char *zName, TplValue v, TplValu
       double m = pow(10, (double)prec), x = num_f(v) * m;
       if (pMethod && pMethod->type == TPL_STRING && name_is(pMethod->u.s.z, pMethod->u.s.n, "floor")) x = floor(x);
       else if (pMethod && pMethod->type == TPL_STRING && name_is(pMethod->u.s.z, pMethod->u.s.n, "ceil")) x = ceil(x);
-      else if (!pMethod || (pMethod->type == TPL_STRING && name_is(pMethod->u.s.z, pMethod->u.s.n, "common")))
-        x = nearbyint(x); /* Python's round(): halves to even */
-      else return rerr(r, "%s: method must be 'common', 'ceil' or 'floor'", zWhat);
+      else if (!pMethod || (pMethod->type == TPL_STRING && name_is(pMethod->u.s.z, pMethod->u.s.n, "common"))) {
+        /* Python's round(x, prec): an int stays itself; a float is rounded
+        ** correctly from its binary value, halves to even (2.675 is
+        ** 2.67499.. and gives 2.67), which printf's exact conversion does */
+        if (v.type == TPL_INT) {
+          *pOut = v;
+          return 0;
+        }
+        char zNum[400];
+        snprintf(zNum, sizeof(zNum), "%.*f", (int)prec, num_f(v));
+        *pOut = tpl_float(strtod(zNum, 0));
+        return 0;
+      } else return rerr(r, "%s: method must be 'common', 'ceil' or 'floor'", zWhat);
       *pOut = tpl_float(x / m);
       return 0;
     }

@@ -68,7 +68,16 @@ static int chat_json_value(sqlite3 *db, TplEnv *e, const char *zFunc, const char
     else if (strcmp(zType, "null") == 0) v = tpl_none();
     else if (strcmp(zType, "true") == 0) v = tpl_bool(1);
     else if (strcmp(zType, "false") == 0) v = tpl_bool(0);
-    else if (strcmp(zType, "integer") == 0) v = tpl_int(sqlite3_column_int64(p, 4));
+    else if (strcmp(zType, "integer") == 0) {
+      /* past 64 bits SQLite gives a real: an error, as integer overflow is */
+      if (sqlite3_column_type(p, 4) != SQLITE_INTEGER) {
+        gptext_set_error(pzErr, "%s: a JSON integer past 64 bits (about %s) is not supported", zFunc,
+                         (const char *)sqlite3_column_text(p, 4));
+        rc = SQLITE_ERROR;
+        goto done;
+      }
+      v = tpl_int(sqlite3_column_int64(p, 4));
+    }
     else if (strcmp(zType, "real") == 0) v = tpl_float(sqlite3_column_double(p, 4));
     else {
       const char *z = (const char *)sqlite3_column_text(p, 4);
