@@ -71,8 +71,9 @@ static int chat_json_value(sqlite3 *db, TplEnv *e, const char *zFunc, const char
     else if (strcmp(zType, "integer") == 0) {
       /* past 64 bits SQLite gives a real: an error, as integer overflow is */
       if (sqlite3_column_type(p, 4) != SQLITE_INTEGER) {
-        gptext_set_error(pzErr, "%s: a JSON integer past 64 bits (about %s) is not supported", zFunc,
-                         (const char *)sqlite3_column_text(p, 4));
+        /* (SQLite versions print the real differently: not echoed) */
+        gptext_set_error(pzErr, "%s: a JSON integer of the messages or variables does not "
+                         "fit 64 bits", zFunc);
         rc = SQLITE_ERROR;
         goto done;
       }
