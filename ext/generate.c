@@ -423,10 +423,10 @@ static int nextFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, 
     sqlite3_value *pK = argv[iArg++];
     if (sqlite3_value_type(pK) != SQLITE_NULL) {
       /* 3.0 is 3, as k = 3.0 equals k = 3 in SQL */
-      int bWhole = sqlite3_value_numeric_type(pK) == SQLITE_INTEGER ||
-                   (sqlite3_value_numeric_type(pK) == SQLITE_FLOAT &&
-                    sqlite3_value_double(pK) >= 1 && sqlite3_value_double(pK) <= 9e18 &&
-                    sqlite3_value_double(pK) == (double)(sqlite3_int64)sqlite3_value_double(pK));
+      int eType = sqlite3_value_numeric_type(pK);
+      double d = sqlite3_value_double(pK);
+      int bWhole = eType == SQLITE_INTEGER ||
+                   (eType == SQLITE_FLOAT && d >= 1 && d <= 9e18 && d == floor(d));
       if (!bWhole || sqlite3_value_int64(pK) < 1) {
         zErr = sqlite3_mprintf("%s: k must be a positive integer (the call is %s(prompt [, k "
                                "[, options]]))", zFunc, zFunc);

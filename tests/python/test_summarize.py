@@ -24,25 +24,16 @@ import sys
 import unicodedata
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from testlib import check, finish  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ref"))
+from gpt2_bytes import bytes_to_unicode  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.path.join(ROOT, "build")
 
 
 def byte_level(s):
-    """GPT-2's byte-to-unicode spelling of s's UTF-8 bytes (vocab.json form). The
-    map is tests/ref/reference.py's bytes_to_unicode, copied: that module needs
-    python3-regex, which make test does not install."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-        list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    table = dict(zip(bs, map(chr, cs)))
+    """GPT-2's byte-to-unicode spelling of s's UTF-8 bytes (vocab.json form)."""
+    table = bytes_to_unicode()
     return "".join(table[b] for b in s.encode())
 
 
