@@ -13,7 +13,8 @@
 **   2. Each piece is split into maximal runs of valid UTF-8. Every byte that
 **      is not part of a valid character is a pre-token of its own, so any
 **      byte string encodes and decode(encode(x)) == x always holds.
-**   3. With TOK_OPT_NFC each run is normalized to NFC (utf8proc).
+**   3. With TOK_OPT_NFC each run is normalized to NFC (utf8proc), as
+**      Hugging Face's normalizer does with its Unicode 9.0 tables (nfc_as_hf).
 **   4. The pre-tokenizer cuts each run into pre-tokens ("words"): GPT-2's
 **      regex, or the model's Split stages one after another, each cutting
 **      the pieces of the one before (matches and the gaps between them).
@@ -734,6 +735,116 @@ static int split_piece(EncodeState *s, int k, const unsigned char *z, size_t n) 
   return 0;
 }
 
+/* Code points new since Unicode 9.0 that NFC could move, join or split:
+** the marks of Unicode 17.0 and the characters with a canonical
+** decomposition, made by tests/tools/hf_nfc_cases.mjs. Hugging Face's NFC
+** has Unicode 9.0's tables, so to it each is an unassigned starter, left
+** where it is; utf8proc's newer tables would reorder marks across it
+** (a U+0898 U+0323 -> U+1EA1 U+0898) or compose it (U+11935 U+11930 ->
+** U+11938). */
+static const uint32_t hf_nfc_opaque[][2] = {
+    {0x7FD, 0x7FD}, {0x897, 0x89F}, {0x8CA, 0x8D3}, {0x9FE, 0x9FE}, {0xAFA, 0xAFF},
+    {0xB55, 0xB55}, {0xC04, 0xC04}, {0xC3C, 0xC3C}, {0xCF3, 0xCF3}, {0xD00, 0xD00},
+    {0xD3B, 0xD3C}, {0xD81, 0xD81}, {0xEBA, 0xEBA}, {0xECE, 0xECE}, {0x1715, 0x1715},
+    {0x180F, 0x180F}, {0x1ABF, 0x1ADD}, {0x1AE0, 0x1AEB}, {0x1CF7, 0x1CF7}, {0x1DF6, 0x1DFA},
+    {0xA82C, 0xA82C}, {0xA8FF, 0xA8FF}, {0x10D24, 0x10D27}, {0x10D69, 0x10D6D}, {0x10EAB, 0x10EAC},
+    {0x10EFA, 0x10EFF}, {0x10F46, 0x10F50}, {0x10F82, 0x10F85}, {0x11070, 0x11070}, {0x11073, 0x11074},
+    {0x110C2, 0x110C2}, {0x11145, 0x11146}, {0x111CE, 0x111CF}, {0x11241, 0x11241}, {0x1133B, 0x1133B},
+    {0x113B8, 0x113C0}, {0x113C2, 0x113C2}, {0x113C5, 0x113C5}, {0x113C7, 0x113CA}, {0x113CC, 0x113D0},
+    {0x113D2, 0x113D2}, {0x113E1, 0x113E2}, {0x1145E, 0x1145E}, {0x1182C, 0x1183A}, {0x11930, 0x11935},
+    {0x11937, 0x11938}, {0x1193B, 0x1193E}, {0x11940, 0x11940}, {0x11942, 0x11943}, {0x119D1, 0x119D7},
+    {0x119DA, 0x119E0}, {0x119E4, 0x119E4}, {0x11A01, 0x11A0A}, {0x11A33, 0x11A39}, {0x11A3B, 0x11A3E},
+    {0x11A47, 0x11A47}, {0x11A51, 0x11A5B}, {0x11A8A, 0x11A99}, {0x11B60, 0x11B67}, {0x11D31, 0x11D36},
+    {0x11D3A, 0x11D3A}, {0x11D3C, 0x11D3D}, {0x11D3F, 0x11D45}, {0x11D47, 0x11D47}, {0x11D8A, 0x11D8E},
+    {0x11D90, 0x11D91}, {0x11D93, 0x11D97}, {0x11EF3, 0x11EF6}, {0x11F00, 0x11F01}, {0x11F03, 0x11F03},
+    {0x11F34, 0x11F3A}, {0x11F3E, 0x11F42}, {0x11F5A, 0x11F5A}, {0x13440, 0x13440}, {0x13447, 0x13455},
+    {0x1611E, 0x1612F}, {0x16F4F, 0x16F4F}, {0x16F7F, 0x16F87}, {0x16FE4, 0x16FE4}, {0x16FF0, 0x16FF1},
+    {0x1CF00, 0x1CF2D}, {0x1CF30, 0x1CF46}, {0x1E08F, 0x1E08F}, {0x1E130, 0x1E136}, {0x1E2AE, 0x1E2AE},
+    {0x1E2EC, 0x1E2EF}, {0x1E4EC, 0x1E4EF}, {0x1E5EE, 0x1E5EF}, {0x1E6E3, 0x1E6E3}, {0x1E6E6, 0x1E6E6},
+    {0x1E6EE, 0x1E6EF}, {0x1E6F5, 0x1E6F5},
+};
+
+/* Whether code point c is in hf_nfc_opaque (a binary search). */
+static int is_hf_nfc_opaque(uint32_t c) {
+  size_t lo = 0, hi = sizeof(hf_nfc_opaque) / sizeof(hf_nfc_opaque[0]);
+  if (c < hf_nfc_opaque[0][0]) return 0;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (c < hf_nfc_opaque[mid][0]) hi = mid;
+    else if (c > hf_nfc_opaque[mid][1]) lo = mid + 1;
+    else return 1;
+  }
+  return 0;
+}
+
+/* The code point of the valid UTF-8 character at z (len bytes). */
+static uint32_t utf8_decode_valid(const unsigned char *z, size_t len) {
+  static const unsigned char lead_mask[5] = {0, 0x7F, 0x1F, 0x0F, 0x07};
+  uint32_t c = z[0] & lead_mask[len];
+  for (size_t i = 1; i < len; i++) c = (c << 6) | (z[i] & 0x3F);
+  return c;
+}
+
+/* NFC of a valid UTF-8 run as Hugging Face's normalizer gives it: utf8proc's
+** NFC of each stretch between hf_nfc_opaque characters, which stay as they
+** are (a starter stops reordering and composition across it, so the
+** stretches are independent). Returns the length and the malloc'd text in
+** *pOut, or -1 when out of memory. */
+static ptrdiff_t nfc_as_hf(const unsigned char *z, size_t n, unsigned char **pOut) {
+  unsigned char *out = NULL;
+  size_t nOut = 0, nAlloc = 0, from = 0, i = 0;
+  *pOut = NULL;
+  for (;;) {
+    size_t len = 0;
+    int opaque = 0;
+    if (i < n) {
+      len = utf8_char_len(z + i, n - i);
+      opaque = len > 1 && is_hf_nfc_opaque(utf8_decode_valid(z + i, len));
+      if (!opaque) {
+        i += len;
+        continue;
+      }
+    }
+    /* the stretch [from, i), normalized, then the opaque character as is */
+    utf8proc_uint8_t *zNorm = NULL;
+    utf8proc_ssize_t nNorm = 0;
+    if (i > from) {
+      nNorm = utf8proc_map(z + from, (utf8proc_ssize_t)(i - from), &zNorm,
+                           UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+      if (nNorm < 0 || !zNorm) goto fail;
+    }
+    if (from == 0 && i == n) {
+      *pOut = zNorm; /* the usual case: no opaque character */
+      return nNorm;
+    }
+    size_t nNeed = nOut + (size_t)nNorm + len + 1;
+    if (nNeed > nAlloc) { /* doubling: a text of many opaque marks stays linear */
+      size_t nNew = nAlloc * 2 > nNeed ? nAlloc * 2 : nNeed;
+      unsigned char *grown = realloc(out, nNew);
+      if (!grown) {
+        free(zNorm);
+        goto fail;
+      }
+      out = grown;
+      nAlloc = nNew;
+    }
+    if (nNorm > 0) memcpy(out + nOut, zNorm, (size_t)nNorm);
+    free(zNorm);
+    nOut += (size_t)nNorm;
+    memcpy(out + nOut, z + i, len);
+    nOut += len;
+    out[nOut] = 0;
+    if (i == n) break;
+    i += len;
+    from = i;
+  }
+  *pOut = out;
+  return (ptrdiff_t)nOut;
+fail:
+  free(out);
+  return -1;
+}
+
 /* Normalizes a valid UTF-8 run to NFC when the tokenizer asks for it (ASCII
 ** is NFC already), then pre-tokenizes and encodes it. The normalized copy
 ** lives until the end of the call: the word cache points into it. */
@@ -750,13 +861,9 @@ static int encode_valid_run(EncodeState *s, const unsigned char *z, size_t n) {
         s->azNorm = a;
         s->nNormAlloc = nNew;
       }
-      utf8proc_uint8_t *zNorm = NULL;
-      utf8proc_ssize_t nNorm = utf8proc_map(z, (utf8proc_ssize_t)n, &zNorm,
-                                            UTF8PROC_STABLE | UTF8PROC_COMPOSE);
-      if (nNorm < 0 || !zNorm) {
-        free(zNorm);
-        return -1;
-      }
+      unsigned char *zNorm = NULL;
+      ptrdiff_t nNorm = nfc_as_hf(z, n, &zNorm);
+      if (nNorm < 0) return -1;
       s->azNorm[s->nNorm++] = zNorm;
       z = zNorm;
       n = (size_t)nNorm;
