@@ -841,10 +841,10 @@ static int64_t ggBadValue(int type, const unsigned char *a, size_t n) {
 static int ggStore(GgImport *p) {
   char *zNarrow = 0;         /* sqlite_gpt.tensor_dtypes */
   sqlite3_stmt *pIns = 0;
-  sqlite3_blob *pBlob = 0;
+  GptTensorWriter w;
+  int bWriter = 0;            /* w created and not yet finished */
   unsigned char *aBuf = 0, *aRow = 0;
   int rc;
-  int nMaxBlob = sqlite3_limit(p->db, SQLITE_LIMIT_LENGTH, -1);
 
   aBuf = sqlite3_malloc64(GG_CHUNK);
   if (!aBuf) return ggNoMem(p);
@@ -943,26 +943,17 @@ static int ggStore(GgImport *p) {
       p->mType |= eNarrow == GGML_F16 ? 2u : 4u;
       continue;
     }
-    if (nBytes > nMaxBlob) {
-      rc = ggError(p, "tensor \"%s\" is %lld bytes, more than a BLOB may hold "
-                   "(SQLITE_LIMIT_LENGTH %d)", t->name, (long long)nBytes, nMaxBlob);
-      goto done;
-    }
-    sqlite3_bind_text(pIns, 2, r->info.name, -1, SQLITE_STATIC);
-    sqlite3_bind_text(pIns, 3, ggDtypeName(t->type), -1, SQLITE_STATIC);
-    sqlite3_bind_text(pIns, 4, zShape, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(pIns, 5, nBytes);
-    rc = sqlite3_step(pIns);
-    sqlite3_reset(pIns);
-    if (rc != SQLITE_DONE) {
-      rc = ggSqlError(p, rc);
-      goto done;
-    }
-    rc = sqlite3_blob_open(p->db, "main", "gpt_tensors", "data",
-                           sqlite3_last_insert_rowid(p->db), 1, &pBlob);
-    if (rc != SQLITE_OK) {
-      rc = ggSqlError(p, rc);
-      goto done;
+    /* one row, or row-aligned parts past the BLOB limit (ext/tensors.c) */
+    {
+      char *zMsg = 0;
+      rc = gptext_tensor_create(&w, p->db, p->zName, &r->info,
+                                gpt_row_dtype_from_name(ggDtypeName(t->type)), &zMsg);
+      bWriter = 1;
+      if (rc != SQLITE_OK) {
+        rc = zMsg ? ggError(p, "%s", zMsg) : ggSqlError(p, rc);
+        sqlite3_free(zMsg);
+        goto done;
+      }
     }
     if (r->info.ndim == 1 || eXform == GG_COPY) {
       /* one run of bytes: rows iRow0.. of the file */
@@ -982,7 +973,7 @@ static int ggStore(GgImport *p) {
                        (long long)((bQuant ? off / bytes : off / esize) + iBad));
           goto done;
         }
-        rc = sqlite3_blob_write(pBlob, aBuf, n, (int)off);
+        rc = gptext_tensor_write(&w, aBuf, n);
         if (rc != SQLITE_OK) {
           rc = ggSqlError(p, rc);
           goto done;
@@ -1013,7 +1004,7 @@ static int ggStore(GgImport *p) {
                        "rows %lld to %lld", t->name, (long long)r0, (long long)(r0 + n - 1));
           goto done;
         }
-        rc = sqlite3_blob_write(pBlob, aBuf, (int)(n * nRowBytes), (int)(r0 * nRowBytes));
+        rc = gptext_tensor_write(&w, aBuf, n * nRowBytes);
         if (rc != SQLITE_OK) {
           rc = ggSqlError(p, rc);
           goto done;
@@ -1054,15 +1045,15 @@ static int ggStore(GgImport *p) {
           rc = ggError(p, "tensor \"%s\" has a NaN or an infinity", t->name);
           goto done;
         }
-        rc = sqlite3_blob_write(pBlob, aBuf, (int)(nb * nRow * esize), (int)(c0 * nRow * esize));
+        rc = gptext_tensor_write(&w, aBuf, nb * nRow * esize);
         if (rc != SQLITE_OK) {
           rc = ggSqlError(p, rc);
           goto done;
         }
       }
     }
-    rc = sqlite3_blob_close(pBlob);
-    pBlob = 0;
+    bWriter = 0;
+    rc = gptext_tensor_finish(&w);
     if (rc != SQLITE_OK) {
       rc = ggSqlError(p, rc);
       goto done;
@@ -1077,7 +1068,7 @@ static int ggStore(GgImport *p) {
   }
   rc = SQLITE_OK;
 done:
-  if (pBlob) sqlite3_blob_close(pBlob);
+  if (bWriter) gptext_tensor_finish(&w);
   sqlite3_finalize(pIns);
   sqlite3_free(aBuf);
   sqlite3_free(aRow);
@@ -1857,7 +1848,6 @@ typedef struct GxTensor {
   int64_t offset;
   int eXform;
   int eWiden;                /* stored dtype (GGML_F16/BF16) of a 1-D tensor written as F32, or 0 */
-  sqlite3_int64 iRowid;      /* gpt_tensors row, or 0 (rope_freqs) */
   float *aFreqs;             /* rope_freqs values */
 } GxTensor;
 
@@ -1881,7 +1871,6 @@ static int gxTensors(GgExport *p, GxTensor **paT, int *pnT) {
   int bExtraHead = c->arch == GPT_ARCH_GPT2 && p->bTied;
   int bFreqs = c->rope_scaling == GPT_ROPE_LLAMA3;
   GxTensor *a = sqlite3_malloc64(sizeof(GxTensor) * (uint64_t)(n + 2));
-  sqlite3_stmt *pStmt = 0;
   if (!a) return gxError(p, "out of memory");
   memset(a, 0, sizeof(GxTensor) * (size_t)(n + 2));
   if (bFreqs && c->arch != GPT_ARCH_LLAMA) {
@@ -1889,52 +1878,26 @@ static int gxTensors(GgExport *p, GxTensor **paT, int *pnT) {
                  gpt_arch_name(c->arch));
     goto done;
   }
-  rc = sqlite3_prepare_v2(p->db, "SELECT rowid, dtype, CASE WHEN json_valid(shape) THEN "
-                          "json(shape) END, length(data), typeof(data) FROM main.gpt_tensors "
-                          "WHERE model = ?1 AND name = ?2", -1, &pStmt, 0);
-  if (rc != SQLITE_OK) {
-    rc = gxSqlError(p, rc);
-    goto done;
-  }
-  sqlite3_bind_text(pStmt, 1, p->zModel, -1, SQLITE_STATIC);
   for (int i = 0; i < n; i++) {
     GxTensor *t = &a[nT];
+    GptTensorRows rows;
+    char *zMsg = 0;
     int layer, block, bytes;
-    char zWant[64];
     int64_t nRows, nK;
     gpt_tensor_info(c, bLmHead, i, &t->info);
     if (ggNameOf(c->arch, t->info.name, t->zName, sizeof(t->zName), &t->eXform, &layer)) {
       rc = gxError(p, "tensor %s has no llama.cpp name", t->info.name);
       goto done;
     }
-    sqlite3_reset(pStmt);
-    sqlite3_bind_text(pStmt, 2, t->info.name, -1, SQLITE_STATIC);
-    rc = sqlite3_step(pStmt);
-    if (rc != SQLITE_ROW) {
-      if (rc == SQLITE_DONE) {
-        rc = gxError(p, "tensor %s is not one gpt_tensors row (missing, or stored in parts, "
-                     "which gpt_export does not write)", t->info.name);
-      } else {
-        rc = gxSqlError(p, rc);
-      }
+    /* checked here, read by gxTensorData (whole or in parts) */
+    rc = gptext_tensor_open(p->db, p->zModel, &t->info, &rows, &zMsg);
+    gptext_tensor_close(&rows);
+    if (rc != SQLITE_OK) {
+      rc = zMsg ? gxError(p, "%s", zMsg) : gxSqlError(p, rc);
+      sqlite3_free(zMsg);
       goto done;
     }
-    t->iRowid = sqlite3_column_int64(pStmt, 0);
-    t->type = ggTypeOfDtype((const char *)sqlite3_column_text(pStmt, 1));
-    if (t->type < 0) {
-      rc = gxError(p, "tensor %s has dtype %s, expected f32, f16, bf16, q8_0, q4_0, q4_k or q6_k",
-                   t->info.name, sqlite3_column_text(pStmt, 1));
-      goto done;
-    }
-    if (t->info.ndim == 2) snprintf(zWant, sizeof(zWant), "[%lld,%lld]",
-                                    (long long)t->info.shape[0], (long long)t->info.shape[1]);
-    else snprintf(zWant, sizeof(zWant), "[%lld]", (long long)t->info.shape[0]);
-    if (!sqlite3_column_text(pStmt, 2) ||
-        strcmp((const char *)sqlite3_column_text(pStmt, 2), zWant) != 0) {
-      rc = gxError(p, "tensor %s has shape %s, expected %s", t->info.name,
-                   sqlite3_column_text(pStmt, 2), zWant);
-      goto done;
-    }
+    t->type = ggTypeOfDtype(gpt_dtype_name(rows.dtype));
     gpt_tensor_matrix(&t->info, &nRows, &nK);
     ggml_type_layout(t->type, &block, &bytes);
     if (t->info.ndim == 2) {
@@ -1952,13 +1915,6 @@ static int gxTensors(GgExport *p, GxTensor **paT, int *pnT) {
       goto done;
     }
     t->nbytes = t->ne[0] / block * bytes * t->ne[1];
-    if (strcmp((const char *)sqlite3_column_text(pStmt, 4), "blob") != 0 ||
-        sqlite3_column_int64(pStmt, 3) != t->nbytes) {
-      rc = gxError(p, "tensor %s has %lld bytes of %s, expected a BLOB of %lld", t->info.name,
-                   sqlite3_column_int64(pStmt, 3), sqlite3_column_text(pStmt, 4),
-                   (long long)t->nbytes);
-      goto done;
-    }
     if (ggIsQuant(t->type) && t->eXform == GG_TRANSPOSE) t->eXform = GG_COPY;
     if (t->n_dims == 1 && (t->type == GGML_F16 || t->type == GGML_BF16)) {
       /* llama.cpp's CPU kernels add and multiply by 1-D tensors in F32 only
@@ -2006,7 +1962,6 @@ static int gxTensors(GgExport *p, GxTensor **paT, int *pnT) {
   }
   rc = SQLITE_OK;
 done:
-  sqlite3_finalize(pStmt);
   if (rc != SQLITE_OK) {
     for (int i = 0; i < nT + 1 && i < n + 2; i++) sqlite3_free(a[i].aFreqs);
     sqlite3_free(a);
@@ -2022,12 +1977,17 @@ done:
 ** permuted order, Conv1D weights transposed to (out, in) by bands.
 */
 static int gxTensorData(GgExport *p, const GxTensor *t, unsigned char *aBuf, int nBuf) {
-  sqlite3_blob *pBlob = 0;
+  GptTensorRows rows;
+  char *zMsg = 0;
   int rc = SQLITE_OK, block, bytes;
   if (t->aFreqs) return gxWrite(p, t->aFreqs, (size_t)t->nbytes);
   ggml_type_layout(t->type, &block, &bytes);
-  rc = sqlite3_blob_open(p->db, "main", "gpt_tensors", "data", t->iRowid, 0, &pBlob);
-  if (rc != SQLITE_OK) return gxSqlError(p, rc);
+  rc = gptext_tensor_open(p->db, p->zModel, &t->info, &rows, &zMsg);
+  if (rc != SQLITE_OK) {
+    rc = zMsg ? gxError(p, "%s", zMsg) : gxSqlError(p, rc);
+    sqlite3_free(zMsg);
+    return rc;
+  }
   if (t->eWiden) {
     /* n <= GPT_MAX_FF values of 2 bytes, widened to 4 */
     int64_t n = t->ne[0];
@@ -2035,7 +1995,7 @@ static int gxTensorData(GgExport *p, const GxTensor *t, unsigned char *aBuf, int
       int64_t m = n - e0 < nBuf / 8 ? n - e0 : nBuf / 8;
       unsigned char *aIn = aBuf + nBuf / 2;
       float *aOut = (float *)aBuf;
-      rc = sqlite3_blob_read(pBlob, aIn, (int)(2 * m), (int)(2 * e0));
+      rc = gptext_tensor_read(&rows, aIn, (int)(2 * m), (2 * e0));
       if (rc != SQLITE_OK) {
         rc = gxSqlError(p, rc);
         break;
@@ -2049,7 +2009,7 @@ static int gxTensorData(GgExport *p, const GxTensor *t, unsigned char *aBuf, int
   } else if (t->eXform == GG_COPY || t->n_dims == 1) {
     for (int64_t off = 0; off < t->nbytes && rc == SQLITE_OK; off += nBuf) {
       int n = (int)(t->nbytes - off < nBuf ? t->nbytes - off : nBuf);
-      rc = sqlite3_blob_read(pBlob, aBuf, n, (int)off);
+      rc = gptext_tensor_read(&rows, aBuf, n, off);
       if (rc != SQLITE_OK) rc = gxSqlError(p, rc);
       else rc = gxWrite(p, aBuf, (size_t)n);
     }
@@ -2061,7 +2021,7 @@ static int gxTensorData(GgExport *p, const GxTensor *t, unsigned char *aBuf, int
                    (long long)nRowBytes);
     }
     for (int64_t f = 0; f < t->ne[1] && rc == SQLITE_OK; f++) {
-      rc = sqlite3_blob_read(pBlob, aBuf, (int)nRowBytes, (int)(ggUnpermRow(f, hd) * nRowBytes));
+      rc = gptext_tensor_read(&rows, aBuf, (int)nRowBytes, (ggUnpermRow(f, hd) * nRowBytes));
       if (rc != SQLITE_OK) rc = gxSqlError(p, rc);
       else rc = gxWrite(p, aBuf, (size_t)nRowBytes);
     }
@@ -2076,7 +2036,7 @@ static int gxTensorData(GgExport *p, const GxTensor *t, unsigned char *aBuf, int
     for (int64_t o0 = 0; o0 < nOut && rc == SQLITE_OK; o0 += B) {
       int64_t nb = nOut - o0 < B ? nOut - o0 : B;
       for (int64_t i = 0; i < nIn && rc == SQLITE_OK; i++) {
-        rc = sqlite3_blob_read(pBlob, aCol, (int)(nb * es), (int)((i * nOut + o0) * es));
+        rc = gptext_tensor_read(&rows, aCol, (int)(nb * es), ((i * nOut + o0) * es));
         if (rc != SQLITE_OK) {
           rc = gxSqlError(p, rc);
           break;
@@ -2086,7 +2046,7 @@ static int gxTensorData(GgExport *p, const GxTensor *t, unsigned char *aBuf, int
       if (rc == SQLITE_OK) rc = gxWrite(p, aBuf, (size_t)(nb * nIn * es));
     }
   }
-  sqlite3_blob_close(pBlob);
+  gptext_tensor_close(&rows);
   return rc;
 }
 
@@ -2502,19 +2462,19 @@ static void gptExportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
   }
   {
     sqlite3_stmt *pStmt = 0;
-    int rc = sqlite3_prepare_v2(s.db, "SELECT EXISTS(SELECT 1 FROM main.gpt_tensors WHERE model = ?1 "
-                                "AND name = 'lm_head.weight'), (SELECT config FROM main.gpt_tokenizer "
-                                "WHERE model = ?1)", -1, &pStmt, 0);
+    int bHead = 0;
+    int rc = gptext_has_lm_head(s.db, zModel, &bHead);
+    if (rc == SQLITE_OK) rc = sqlite3_prepare_v2(s.db, "SELECT config FROM main.gpt_tokenizer "
+                                                 "WHERE model = ?1", -1, &pStmt, 0);
+    s.bTied = !bHead;
     if (rc == SQLITE_OK) {
       sqlite3_bind_text(pStmt, 1, zModel, -1, SQLITE_STATIC);
       rc = sqlite3_step(pStmt);
-      if (rc == SQLITE_ROW) {
-        s.bTied = !sqlite3_column_int(pStmt, 0);
-        if (sqlite3_column_type(pStmt, 1) == SQLITE_TEXT) {
-          s.zTokConfig = sqlite3_mprintf("%s", (const char *)sqlite3_column_text(pStmt, 1));
-          if (!s.zTokConfig) rc = SQLITE_NOMEM;
-        }
+      if (rc == SQLITE_ROW && sqlite3_column_type(pStmt, 0) == SQLITE_TEXT) {
+        s.zTokConfig = sqlite3_mprintf("%s", (const char *)sqlite3_column_text(pStmt, 0));
+        if (!s.zTokConfig) rc = SQLITE_NOMEM;
       }
+      if (rc == SQLITE_DONE) rc = SQLITE_ROW; /* no tokenizer row: GPT-2's files */
     }
     if (rc != SQLITE_ROW) gxSqlError(&s, rc);
     sqlite3_finalize(pStmt);

@@ -1122,13 +1122,8 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
   const int nChunk = 1 << 20;
   int rc, hasLmHead = 0, nTensor;
 
-  rc = sqlite3_prepare_v2(db, "SELECT count(*) FROM main.gpt_tensors WHERE model = ?1 AND "
-                          "(name = 'lm_head.weight' OR name GLOB 'lm_head.weight#*')", -1, &p, 0);
+  rc = gptext_has_lm_head(db, m->zName, &hasLmHead);
   if (rc != SQLITE_OK) goto sql_error;
-  sqlite3_bind_text(p, 1, m->zName, -1, SQLITE_STATIC);
-  if (sqlite3_step(p) == SQLITE_ROW) hasLmHead = sqlite3_column_int(p, 0) > 0;
-  sqlite3_finalize(p);
-  p = 0;
   nTensor = gpt_n_tensors(&m->cfg, hasLmHead);
   aSeen = sqlite3_malloc64(sizeof(int) * (size_t)nTensor);
   aPartRows = sqlite3_malloc64(sizeof(int64_t) * (size_t)nTensor);

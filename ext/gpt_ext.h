@@ -267,6 +267,56 @@ int gptext_attention_begin(GptModel *m, const char *zFunc, const int *aTok, int 
 int gptext_attention_layer(GptModel *m, const char *zFunc, GPTState *s, int iLayer,
                            int nThreads, GPTForwardIO *io, char **pzErr);
 
+/* One tensor's gpt_tensors rows, whole or in row-aligned parts NAME#0,
+** NAME#1, ... (ext/tensors.c), as gpt_import writes them and the loader
+** reads them. gptext_tensor_open finds and checks the rows of info's tensor
+** (the config's name and shape): one dtype, each row's shape and length;
+** on an error *pzMsg (sqlite3_malloc'd) names the row and what was wrong.
+** gptext_tensor_read reads n bytes at byte off of the whole tensor. */
+typedef struct GptTensorRows {
+  sqlite3 *db;
+  int dtype;                 /* of the rows: GPT_F32, GPT_F16, ... */
+  int nPart;                 /* rows: 1 for a whole row */
+  int64_t nBytes;            /* of the whole tensor */
+  int64_t nPartBytes;        /* of each part but the last */
+  sqlite3_int64 *aRowid;     /* nPart rowids, in part order */
+  sqlite3_blob *pBlob;       /* open on part iOpen, or NULL */
+  int iOpen;
+} GptTensorRows;
+int gptext_tensor_open(sqlite3 *db, const char *zModel, const GPTTensorInfo *info,
+                       GptTensorRows *p, char **pzMsg);
+int gptext_tensor_read(GptTensorRows *p, void *buf, int n, int64_t off);
+void gptext_tensor_close(GptTensorRows *p);
+
+/* Writes a new tensor of info's name and shape in dtype: one row when it
+** fits a BLOB (SQLITE_LIMIT_LENGTH, less room for the row's other columns),
+** else parts of as many whole rows as fit (f32, f16 and bf16 only;
+** otherwise SQLITE_TOOBIG with *pzMsg naming the limit). Bytes go in with
+** gptext_tensor_write in order; gptext_tensor_finish checks that all came
+** and frees the writer (call it on every path after a create). */
+typedef struct GptTensorWriter {
+  sqlite3 *db;
+  const char *zModel;
+  GPTTensorInfo info;
+  int dtype;
+  int64_t nBytes, nRowBytes, nPartRows;
+  int64_t nWritten;          /* bytes of the tensor written so far */
+  int iPart;                 /* rows inserted so far */
+  int64_t nPartBytes, nInPart; /* of the row being written */
+  sqlite3_stmt *pIns;
+  sqlite3_blob *pBlob;
+} GptTensorWriter;
+int gptext_tensor_create(GptTensorWriter *w, sqlite3 *db, const char *zModel,
+                         const GPTTensorInfo *info, int dtype, char **pzMsg);
+int gptext_tensor_write(GptTensorWriter *w, const void *a, int64_t n);
+int gptext_tensor_finish(GptTensorWriter *w);
+/* Whether zModel has lm_head.weight (whole or in parts): *pHas 1 or 0. */
+int gptext_has_lm_head(sqlite3 *db, const char *zModel, int *pHas);
+/* Rows a part of a tensor stored as zName of zModel holds: nRow when one
+** row holds all nBytes, 0 when not even one row of nRowBytes fits. */
+int64_t gptext_tensor_part_rows(sqlite3 *db, const char *zModel, const char *zName,
+                                int64_t nRow, int64_t nRowBytes, int64_t nBytes);
+
 /* The savepoint of a writer (ext/savepoint.c): gpt_import, gpt_drop,
 ** gpt_quantize and every later writer run in one, so they wait out the busy
 ** timeout for the write lock as SQLite's own writers do, and fail all or

@@ -2264,17 +2264,16 @@ static int impCmpOffset(const void *a, const void *b) {
 }
 
 /*
-** Copies every required tensor into gpt_tensors, in file order: the row is
-** inserted with zeroblob(N), then filled in IMP_CHUNK pieces with
-** sqlite3_blob_write(). The interrupt flag is checked between pieces, and
+** Copies every required tensor into gpt_tensors, in file order, through
+** ext/tensors.c's writer (one row, or parts past the BLOB limit), in
+** IMP_CHUNK pieces. The interrupt flag is checked between pieces, and
 ** every piece is checked for NaN and infinities.
 */
 static int impTensors(GptImport *p) {
-  sqlite3_stmt *pIns = 0;
-  sqlite3_blob *pBlob = 0;
+  GptTensorWriter w;
+  int bWriter = 0;            /* w created and not yet finished */
   unsigned char *aBuf = 0;
   int i, rc;
-  int nMaxBlob = sqlite3_limit(p->db, SQLITE_LIMIT_LENGTH, -1);
 
   aBuf = sqlite3_malloc64(IMP_CHUNK);
   if (aBuf == 0) {
@@ -2284,101 +2283,59 @@ static int impTensors(GptImport *p) {
   /* Sequential reads: one stdio buffer less. */
   for (i = 0; i < p->nShard; i++) setvbuf(p->aShard[i].pFile, 0, _IONBF, 0);
   qsort(p->aReq, (size_t)p->nReq, sizeof(ImpTensor), impCmpOffset);
-  rc = impPrepare(p, "INSERT INTO main.gpt_tensors(model, name, dtype, shape, data) "
-                  "VALUES(?1, ?2, ?3, ?4, zeroblob(?5))", &pIns);
-  if (rc != SQLITE_OK) goto done;
-  sqlite3_bind_text(pIns, 1, p->zName, -1, SQLITE_STATIC);
   for (i = 0; i < p->nReq; i++) {
     const GPTTensorInfo *pInfo = &p->aReq[i].info;
     const STTensor *t = p->aReq[i].pSrc;
     int dtype = st_dtype_to_gpt(t->dtype);
     int64_t nByte = t->end - t->begin, off;
-    char zShape[64];
     const ImpShard *pShard = impShardOf(p, t);
     const char *zFile = pShard->zFile;
+    char *zMsg = 0;
 
-    /* A tensor past the BLOB limit (SQLITE_LIMIT_LENGTH) is stored as parts
-    ** of whole rows, NAME#0, NAME#1, ..., each of R rows but the last. */
-    int64_t nRow = pInfo->shape[0], nRowByte = nByte / (nRow > 0 ? nRow : 1);
-    int64_t nPerPart = nRow, iRow;
-    int iPart = 0;
-    if (nByte > nMaxBlob) {
-      nPerPart = nMaxBlob / (nRowByte > 0 ? nRowByte : 1);
-      if (nPerPart < 1) {
-        rc = impError(p, zFile, "tensor \"%s\": one row of %lld bytes is larger than "
-                      "a BLOB may be (SQLITE_LIMIT_LENGTH %d)", t->name,
-                      (long long)nRowByte, nMaxBlob);
-        goto done;
-      }
+    /* one row, or row-aligned parts past the BLOB limit (ext/tensors.c) */
+    rc = gptext_tensor_create(&w, p->db, p->zName, pInfo, dtype, &zMsg);
+    bWriter = 1;
+    if (rc != SQLITE_OK) {
+      rc = zMsg ? impError(p, zFile, "%s", zMsg) : impSqlError(p, rc);
+      sqlite3_free(zMsg);
+      goto done;
     }
     if (fseeko(pShard->pFile, (off_t)(pShard->iDataOff + t->begin), SEEK_SET) != 0) {
       rc = impError(p, zFile, "cannot seek to tensor \"%s\": %s", t->name,
                     strerror(errno));
       goto done;
     }
-    for (iRow = 0; iRow < nRow || (nRow == 0 && iPart == 0); iRow += nPerPart, iPart++) {
-      int64_t nPartRow = nRow - iRow < nPerPart ? nRow - iRow : nPerPart;
-      int64_t nPartByte = nPerPart == nRow ? nByte : nPartRow * nRowByte;
-      char *zPartName = nPerPart == nRow ? 0 : sqlite3_mprintf("%s#%d", pInfo->name, iPart);
-      if (nPerPart != nRow && zPartName == 0) {
-        rc = impNoMem(p);
+    for (off = 0; off < nByte; off += IMP_CHUNK) {
+      int n = (int)(nByte - off < IMP_CHUNK ? nByte - off : IMP_CHUNK);
+      int64_t iBad;
+      if (gptext_interrupted(p->db)) {
+        rc = impSqlError(p, SQLITE_INTERRUPT);
         goto done;
       }
-      if (pInfo->ndim == 2) {
-        snprintf(zShape, sizeof(zShape), "[%lld,%lld]", (long long)nPartRow,
-                 (long long)pInfo->shape[1]);
-      } else {
-        snprintf(zShape, sizeof(zShape), "[%lld]", (long long)nPartRow);
-      }
-      if (zPartName) sqlite3_bind_text(pIns, 2, zPartName, -1, sqlite3_free);
-      else sqlite3_bind_text(pIns, 2, pInfo->name, -1, SQLITE_STATIC);
-      sqlite3_bind_text(pIns, 3, gpt_dtype_name(dtype), -1, SQLITE_STATIC);
-      sqlite3_bind_text(pIns, 4, zShape, -1, SQLITE_TRANSIENT);
-      sqlite3_bind_int64(pIns, 5, nPartByte);
-      rc = sqlite3_step(pIns);
-      if (rc != SQLITE_DONE) {
-        rc = impSqlError(p, rc);
+      if (fread(aBuf, 1, (size_t)n, pShard->pFile) != (size_t)n) {
+        rc = impError(p, zFile, "cannot read tensor \"%s\" at byte %lld: %s",
+                      t->name, (long long)(pShard->iDataOff + t->begin + off),
+                      ferror(pShard->pFile) ? strerror(errno) : "the file ends early");
         goto done;
       }
-      sqlite3_reset(pIns);
-      rc = sqlite3_blob_open(p->db, "main", "gpt_tensors", "data",
-                             sqlite3_last_insert_rowid(p->db), 1, &pBlob);
+      iBad = gptext_non_finite(dtype, aBuf, (size_t)n);
+      if (iBad >= 0) {
+        rc = impError(p, zFile, "tensor \"%s\" has a NaN or infinity at element "
+                      "%lld, expected finite numbers", t->name,
+                      (long long)(off / gpt_dtype_size(dtype) + iBad));
+        goto done;
+      }
+      rc = gptext_tensor_write(&w, aBuf, n);
       if (rc != SQLITE_OK) {
         rc = impSqlError(p, rc);
         goto done;
       }
-      for (off = 0; off < nPartByte; off += IMP_CHUNK) {
-        int n = (int)(nPartByte - off < IMP_CHUNK ? nPartByte - off : IMP_CHUNK);
-        int64_t iBad, at = iRow * nRowByte + off; /* byte of the whole tensor */
-        if (gptext_interrupted(p->db)) {
-          rc = impSqlError(p, SQLITE_INTERRUPT);
-          goto done;
-        }
-        if (fread(aBuf, 1, (size_t)n, pShard->pFile) != (size_t)n) {
-          rc = impError(p, zFile, "cannot read tensor \"%s\" at byte %lld: %s",
-                        t->name, (long long)(pShard->iDataOff + t->begin + at),
-                        ferror(pShard->pFile) ? strerror(errno) : "the file ends early");
-          goto done;
-        }
-        iBad = gptext_non_finite(dtype, aBuf, (size_t)n);
-        if (iBad >= 0) {
-          rc = impError(p, zFile, "tensor \"%s\" has a NaN or infinity at element "
-                        "%lld, expected finite numbers", t->name,
-                        (long long)(at / gpt_dtype_size(dtype) + iBad));
-          goto done;
-        }
-        rc = sqlite3_blob_write(pBlob, aBuf, n, (int)off);
-        if (rc != SQLITE_OK) {
-          rc = impSqlError(p, rc);
-          goto done;
-        }
-      }
-      rc = sqlite3_blob_close(pBlob);
-      pBlob = 0;
-      if (rc != SQLITE_OK) {
-        rc = impSqlError(p, rc);
-        goto done;
-      }
+    }
+    bWriter = 0;
+    rc = gptext_tensor_finish(&w);
+    if (rc != SQLITE_OK) {
+      rc = impSqlError(p, rc);
+      goto done;
     }
     p->nParam += pInfo->n_elem;
     p->nByte += nByte;
@@ -2386,8 +2343,7 @@ static int impTensors(GptImport *p) {
   }
   rc = SQLITE_OK;
 done:
-  if (pBlob) sqlite3_blob_close(pBlob);
-  sqlite3_finalize(pIns);
+  if (bWriter) gptext_tensor_finish(&w);
   sqlite3_free(aBuf);
   return rc;
 }

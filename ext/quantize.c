@@ -147,18 +147,17 @@ static int quantExec(GptQuant *q, const char *zSql, const char *z1, const char *
   return SQLITE_OK;
 }
 
-/* Reads a whole tensor row (nBytes of dtype) and widens it into f32 in
-** memory order: (rows, k) for block-format targets, stored order otherwise. */
-static int quantRead(GptQuant *q, sqlite3_int64 iRow, const GPTTensorInfo *info, int dtype,
+/* Reads a whole tensor (its row or parts, of dtype) and widens it into f32
+** in memory order: (rows, k) for block-format targets, stored order
+** otherwise. */
+static int quantRead(GptQuant *q, GptTensorRows *pRows, const GPTTensorInfo *info, int dtype,
                      int bMemoryOrder, float *aOut) {
-  sqlite3_blob *pBlob = 0;
   unsigned char *aBuf = 0;
   const int nChunk = 1 << 20;
-  int64_t nBytes = gpt_tensor_bytes(info, dtype), rows, K;
-  int rc = sqlite3_blob_open(q->db, "main", "gpt_tensors", "data", iRow, 0, &pBlob);
-  if (rc != SQLITE_OK) return quantSqlError(q, rc);
+  int64_t nBytes = pRows->nBytes, rows, K;
+  int rc = SQLITE_OK;
   aBuf = sqlite3_malloc(nChunk);
-  if (!aBuf) { rc = quantNoMem(q); goto done; }
+  if (!aBuf) return quantNoMem(q);
   gpt_tensor_matrix(info, &rows, &K);
   /* Stored element e of a Conv1D weight is (e / out, e % out) of (in, out);
   ** block formats hold (out, in) */
@@ -170,7 +169,7 @@ static int quantRead(GptQuant *q, sqlite3_int64 iRow, const GPTTensorInfo *info,
   float aBlock[GPT_QK_K];
   for (int64_t off = 0; off < nBytes; off += nChunk / unit * unit) {
     int n = (int)(nBytes - off < nChunk / unit * unit ? nBytes - off : nChunk / unit * unit);
-    rc = sqlite3_blob_read(pBlob, aBuf, n, (int)off);
+    rc = gptext_tensor_read(pRows, aBuf, n, off);
     if (rc != SQLITE_OK) { rc = quantSqlError(q, rc); goto done; }
     int64_t e0 = off / unit * per, nVal = n / unit * per;
     for (int64_t k = 0; k < nVal; k++) {
@@ -198,7 +197,6 @@ static int quantRead(GptQuant *q, sqlite3_int64 iRow, const GPTTensorInfo *info,
   }
   rc = SQLITE_OK;
 done:
-  sqlite3_blob_close(pBlob);
   sqlite3_free(aBuf);
   return rc;
 }
@@ -246,74 +244,67 @@ static int quantTarget(const GptQuant *q, const GPTTensorInfo *info, int nLayer,
   return target;
 }
 
+/* Writes a tensor of the destination in dtype (one row or parts, as
+** ext/tensors.c lays them out for the destination's name and the limit):
+** n bytes from a, or with a NULL the source's rows pRows as they are, a
+** chunk at a time. */
+static int quantWrite(GptQuant *q, const GPTTensorInfo *info, int dtype, const void *a,
+                      int64_t n, GptTensorRows *pRows) {
+  GptTensorWriter w;
+  char *zMsg = 0;
+  unsigned char *aBuf = 0;
+  int rc = gptext_tensor_create(&w, q->db, q->zDst, info, dtype, &zMsg);
+  if (rc == SQLITE_OK && a) {
+    rc = gptext_tensor_write(&w, a, n);
+  } else if (rc == SQLITE_OK) {
+    const int nChunk = 1 << 20;
+    aBuf = sqlite3_malloc(nChunk);
+    if (!aBuf) rc = SQLITE_NOMEM;
+    for (int64_t off = 0; rc == SQLITE_OK && off < n; off += nChunk) {
+      int m = (int)(n - off < nChunk ? n - off : nChunk);
+      rc = gptext_tensor_read(pRows, aBuf, m, off);
+      if (rc == SQLITE_OK) rc = gptext_tensor_write(&w, aBuf, m);
+    }
+  }
+  int rc2 = gptext_tensor_finish(&w);
+  if (rc == SQLITE_OK) rc = rc2;
+  if (zMsg) {
+    if (!q->zErr) q->rcErr = rc;
+    rc = quantError(q, q->zDst, "%s", zMsg);
+  } else if (rc != SQLITE_OK) {
+    rc = quantSqlError(q, rc);
+  }
+  sqlite3_free(zMsg);
+  sqlite3_free(aBuf);
+  if (rc == SQLITE_OK) q->nOut += n;
+  return rc;
+}
+
 /* Writes tensor i of the source into the destination, converted to the
-** target dtype (2-D weights) or copied as it is. */
+** target dtype (2-D weights) or copied as it is; either may be stored whole
+** or in parts (ext/tensors.c). */
 static int quantTensor(GptQuant *q, const GPTConfig *cfg, int hasLmHead, int i) {
   GPTTensorInfo info;
-  sqlite3_stmt *p = 0;
+  GptTensorRows rows;
   float *aVal = 0;
   void *aDst = 0;
-  char zWant[64];
+  char *zMsg = 0;
   int rc;
   gpt_tensor_info(cfg, hasLmHead, i, &info);
-  if (info.ndim == 2)
-    sqlite3_snprintf(sizeof(zWant), zWant, "[%lld,%lld]", (long long)info.shape[0],
-                     (long long)info.shape[1]);
-  else
-    sqlite3_snprintf(sizeof(zWant), zWant, "[%lld]", (long long)info.shape[0]);
-  rc = sqlite3_prepare_v2(q->db, "SELECT rowid, dtype, CASE WHEN json_valid(shape) THEN "
-                          "json(shape) END, typeof(data), length(data) FROM main.gpt_tensors "
-                          "WHERE model = ?1 AND name = ?2", -1, &p, 0);
-  if (rc != SQLITE_OK) return quantSqlError(q, rc);
-  sqlite3_bind_text(p, 1, q->zSrc, -1, SQLITE_STATIC);
-  sqlite3_bind_text(p, 2, info.name, -1, SQLITE_STATIC);
-  rc = sqlite3_step(p);
-  if (rc != SQLITE_ROW) {
-    if (rc == SQLITE_DONE) rc = quantError(q, 0, "tensor %s is missing from gpt_tensors", info.name);
-    else rc = quantSqlError(q, rc);
-    goto done;
+  rc = gptext_tensor_open(q->db, q->zSrc, &info, &rows, &zMsg);
+  if (rc != SQLITE_OK) {
+    rc = zMsg ? quantError(q, 0, "%s", zMsg) : quantSqlError(q, rc);
+    sqlite3_free(zMsg);
+    return rc;
   }
   {
-    sqlite3_int64 iRow = sqlite3_column_int64(p, 0);
-    const char *zDtype = (const char *)sqlite3_column_text(p, 1);
-    const char *zShape = (const char *)sqlite3_column_text(p, 2);
-    const char *zType = (const char *)sqlite3_column_text(p, 3);
-    sqlite3_int64 nBytes = sqlite3_column_int64(p, 4);
-    int dtype = gpt_row_dtype_from_name(zDtype);
+    int dtype = rows.dtype;
     int target = quantTarget(q, &info, cfg->n_layer, hasLmHead);
-    int64_t nWant = dtype < 0 ? -1 : gpt_tensor_bytes(&info, dtype), nDst;
-    if (dtype < 0) {
-      rc = quantError(q, 0, "tensor %s has dtype '%s', expected 'f32', 'f16', 'bf16', "
-                      "'q8_0', 'q4_0', 'q4_k' or 'q6_k'", info.name, zDtype ? zDtype : "NULL");
-      goto done;
-    }
-    if (!zShape || strcmp(zShape, zWant) != 0) {
-      rc = quantError(q, 0, "tensor %s has shape %s, expected %s", info.name,
-                      zShape ? zShape : "(not a JSON array)", zWant);
-      goto done;
-    }
-    if (nWant < 0 || !zType || strcmp(zType, "blob") != 0 || nBytes != nWant) {
-      rc = quantError(q, 0, "tensor %s has %lld bytes, expected %lld (%s %s)", info.name,
-                      (zType && strcmp(zType, "blob") == 0) ? (long long)nBytes : 0LL,
-                      (long long)nWant, zDtype, zWant);
-      goto done;
-    }
-    q->nIn += nBytes;
+    int64_t nDst;
+    q->nIn += rows.nBytes;
     if (info.ndim != 2 || dtype == target) {
       /* copied as it is */
-      sqlite3_finalize(p);
-      p = 0;
-      rc = sqlite3_prepare_v2(q->db, "INSERT INTO main.gpt_tensors(model, name, dtype, shape, data) "
-                              "SELECT ?1, name, dtype, shape, data FROM main.gpt_tensors "
-                              "WHERE rowid = ?2", -1, &p, 0);
-      if (rc == SQLITE_OK) {
-        sqlite3_bind_text(p, 1, q->zDst, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(p, 2, iRow);
-        rc = sqlite3_step(p);
-      }
-      if (rc != SQLITE_DONE) { rc = quantSqlError(q, rc); goto done; }
-      q->nOut += nBytes;
-      rc = SQLITE_OK;
+      rc = quantWrite(q, &info, dtype, 0, rows.nBytes, &rows);
       goto done;
     }
     nDst = gpt_tensor_bytes(&info, target);
@@ -324,7 +315,7 @@ static int quantTensor(GptQuant *q, const GPTConfig *cfg, int hasLmHead, int i) 
       rc = quantError(q, 0, "out of memory for tensor %s", info.name);
       goto done;
     }
-    rc = quantRead(q, iRow, &info, dtype, gpt_dtype_block(target, 0) != 0, aVal);
+    rc = quantRead(q, &rows, &info, dtype, gpt_dtype_block(target, 0) != 0, aVal);
     if (rc != SQLITE_OK) goto done;
     if (target == GPT_Q4_0 || target == GPT_Q4_K || target == GPT_Q6_K) {
       if (gpt_q4_quantize_row(target, (uint8_t *)aDst, aVal, info.n_elem)) {
@@ -349,24 +340,10 @@ static int quantTensor(GptQuant *q, const GPTConfig *cfg, int hasLmHead, int i) 
         }
       }
     }
-    sqlite3_finalize(p);
-    p = 0;
-    rc = sqlite3_prepare_v2(q->db, "INSERT INTO main.gpt_tensors(model, name, dtype, shape, data) "
-                            "VALUES (?1, ?2, ?3, ?4, ?5)", -1, &p, 0);
-    if (rc == SQLITE_OK) {
-      sqlite3_bind_text(p, 1, q->zDst, -1, SQLITE_STATIC);
-      sqlite3_bind_text(p, 2, info.name, -1, SQLITE_STATIC);
-      sqlite3_bind_text(p, 3, gpt_dtype_name(target), -1, SQLITE_STATIC);
-      sqlite3_bind_text(p, 4, zWant, -1, SQLITE_STATIC);
-      sqlite3_bind_blob64(p, 5, aDst, (sqlite3_uint64)nDst, SQLITE_STATIC);
-      rc = sqlite3_step(p);
-    }
-    if (rc != SQLITE_DONE) { rc = quantSqlError(q, rc); goto done; }
-    q->nOut += nDst;
-    rc = SQLITE_OK;
+    rc = quantWrite(q, &info, target, aDst, nDst, 0);
   }
 done:
-  sqlite3_finalize(p);
+  gptext_tensor_close(&rows);
   sqlite3_free(aVal);
   sqlite3_free(aDst);
   return rc;
@@ -448,14 +425,9 @@ static void gptQuantizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv
       goto done;
     }
   }
-  {
-    sqlite3_stmt *p = 0;
-    if (sqlite3_prepare_v2(q.db, "SELECT count(*) FROM main.gpt_tensors WHERE model = ?1 AND "
-                           "name = 'lm_head.weight'", -1, &p, 0) == SQLITE_OK) {
-      sqlite3_bind_text(p, 1, q.zSrc, -1, SQLITE_STATIC);
-      if (sqlite3_step(p) == SQLITE_ROW) hasLmHead = sqlite3_column_int(p, 0) > 0;
-    }
-    sqlite3_finalize(p);
+  if (gptext_has_lm_head(q.db, q.zSrc, &hasLmHead) != SQLITE_OK) {
+    quantSqlError(&q, SQLITE_ERROR);
+    goto done;
   }
   q.nTensor = gpt_n_tensors(&m->cfg, hasLmHead);
   for (int i = 0; i < q.nTensor; i++) {

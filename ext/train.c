@@ -529,9 +529,7 @@ static char *trainConfigJson(const GPTConfig *c) {
 static int trainWriteRows(Train *t, int bTensor, const char *zName, const float *a,
                           int64_t nRow, int64_t nCol) {
   int64_t nRowBytes = 4 * (nCol > 0 ? nCol : 1), nBytes = nRow * nRowBytes;
-  int64_t nMax = sqlite3_limit(t->db, SQLITE_LIMIT_LENGTH, -1) - (int64_t)strlen(t->zModel) -
-                 (int64_t)strlen(zName) - 256;
-  int64_t R = nBytes <= nMax ? nRow : nMax / nRowBytes;
+  int64_t R = gptext_tensor_part_rows(t->db, t->zModel, zName, nRow, nRowBytes, nBytes);
   sqlite3_stmt *p = 0;
   char *zRow = 0;
   if (R < 1)

@@ -2,7 +2,8 @@
 row-aligned parts NAME#0, NAME#1, ... and load as one tensor: with the limit
 lowered to 5 MB, a generated Llama-family model imports in parts and gives
 exactly the logits of the same model imported whole; hostile part rows are
-refused by name. Debian's python3 and its sqlite3 module (setlimit: 3.11+).
+refused by name; gpt_quantize, gpt_export and gpt_import of a GGUF file
+read and write parts too. Debian's python3 and its sqlite3 module (setlimit: 3.11+).
 
     python3 tests/python/test_parts.py BUILD_DIR
 """
@@ -41,7 +42,8 @@ with tempfile.TemporaryDirectory() as tmp:
     names = [r[0] for r in parted.execute(
         "SELECT name FROM gpt_tensors WHERE name GLOB 'model.embed_tokens.weight#*' "
         "ORDER BY rowid")]
-    # 50259 rows of 256 bytes, 19531 rows a part
+    # 50259 rows of 256 bytes, 19530 rows a part (5e6 bytes less room for the
+    # row's other columns)
     check("parts-1", len(names) == 3 and names[0].endswith("#0"), f"{len(names)} parts")
     check("parts-1b", parted.execute(
         "SELECT count(*) FROM gpt_tensors WHERE name GLOB 'lm_head.weight#*'").fetchone()[0] == 3)
@@ -69,10 +71,77 @@ with tempfile.TemporaryDirectory() as tmp:
     refused("parts-6", "INSERT INTO gpt_tensors SELECT model, 'model.embed_tokens.weight', "
             "dtype, '[50259,64]', zeroblob(50259*256) FROM gpt_tensors "
             "WHERE name = 'model.embed_tokens.weight#0'", "appears twice")
-    refused("parts-7", "UPDATE gpt_tensors SET shape = '[19530,64]', "
-            "data = substr(data, 1, 19530*256) WHERE name = 'model.embed_tokens.weight#1'",
+    refused("parts-7", "UPDATE gpt_tensors SET shape = '[19529,64]', "
+            "data = substr(data, 1, 19529*256) WHERE name = 'model.embed_tokens.weight#1'",
             "is not a part of")
-    refused("parts-8", "UPDATE gpt_tensors SET dtype = 'f16', data = substr(data, 1, 19531*128) "
+    refused("parts-8", "UPDATE gpt_tensors SET dtype = 'f16', data = substr(data, 1, 19530*128) "
             "WHERE name = 'model.embed_tokens.weight#1'", "unlike part 0")
+
+    # gpt_quantize, gpt_export and gpt_import of a GGUF file read and write
+    # parts as well: the same logits as from the model stored whole.
+    def logits(db, model):
+        return db.execute("SELECT token_id, logit FROM gpt_next_tokens('The cat sat on', 20, "
+                          "json_object('model', ?))", (model,)).fetchall()
+
+    parted.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 5000000)
+    for dtype in ("f16", "q8_0"):
+        whole.execute("SELECT gpt_quantize('m', ?, ?)", ("m-" + dtype, dtype))
+        parted.execute("SELECT gpt_quantize('m', ?, ?)", ("m-" + dtype, dtype))
+        n = parted.execute("SELECT count(*) FROM gpt_tensors WHERE model = ? AND name GLOB "
+                           "'model.embed_tokens.weight*'", ("m-" + dtype,)).fetchone()[0]
+        # f16: 50259 rows of 128 bytes, 6.4 MB in 2 parts; q8_0 (3.4 MB) whole
+        check(f"parts-9.{dtype}", n == (2 if dtype == "f16" else 1), f"{n} rows")
+        a, b = logits(whole, "m-" + dtype), logits(parted, "m-" + dtype)
+        check(f"parts-10.{dtype}", a == b and len(a) == 20, f"{a[:2]} {b[:2]}")
+    # blocks are never split: a q8_0 tensor over the limit is refused by name
+    parted.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 2000000)
+    try:
+        parted.execute("SELECT gpt_quantize('m', 'm-q8-small', 'q8_0')")
+        check("parts-11", False, "no error")
+    except sqlite3.Error as e:
+        check("parts-11", "gpt_quantize: model 'm-q8-small': tensor model.embed_tokens.weight "
+              "is 3417612 bytes of q8_0, more than a BLOB may be (SQLITE_LIMIT_LENGTH 2000000)"
+              in str(e) and isinstance(e, sqlite3.DataError), f"{type(e).__name__} {e}")
+    parted.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 5000000)
+    ga, gb = os.path.join(tmp, "whole.gguf"), os.path.join(tmp, "parted.gguf")
+    whole.execute("SELECT gpt_export('m', ?)", (ga,))
+    parted.execute("SELECT gpt_export('m', ?)", (gb,))
+    with open(ga, "rb") as fa, open(gb, "rb") as fb:
+        check("parts-12", fa.read() == fb.read(), "the exported files differ")
+    whole.execute("SELECT gpt_import('g', ?)", (ga,))
+    parted.execute("SELECT gpt_import('g', ?)", (ga,))
+    n = parted.execute("SELECT count(*) FROM gpt_tensors WHERE model = 'g' AND name GLOB "
+                       "'model.embed_tokens.weight#*'").fetchone()[0]
+    check("parts-13", n == 3, f"{n} parts")
+    a, b = logits(whole, "g"), logits(parted, "g")
+    check("parts-14", a == b and a == logits(whole, "m"), f"{a[:2]} {b[:2]}")
+
+    # hostile parts, as gpt_quantize and gpt_export read them
+    parted.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 1000000000)
+    def refused_call(name, change, call, want):
+        parted.execute("SAVEPOINT t")
+        try:
+            parted.execute(change)
+            parted.execute(call).fetchall()
+            check(name, False, "no error")
+        except sqlite3.Error as e:
+            check(name, want in str(e), str(e))
+        parted.execute("ROLLBACK TO t")
+        parted.execute("RELEASE t")
+
+    emb = "model.embed_tokens.weight"
+    for fn, call in (("gpt_quantize", "SELECT gpt_quantize('m', 'x', 'f16')"),
+                     ("gpt_export", "SELECT gpt_export('m', '%s')" % os.path.join(tmp, "x.gguf"))):
+        refused_call(f"parts-15.{fn}", f"DELETE FROM gpt_tensors WHERE name = '{emb}#1'", call,
+                     f"{fn}: model 'm': tensor {emb} lacks its part {emb}#1 in gpt_tensors")
+        refused_call(f"parts-16.{fn}", f"DELETE FROM gpt_tensors WHERE name = '{emb}#2'", call,
+                     f"{fn}: model 'm': tensor {emb} has 2 of its 3 parts in gpt_tensors")
+        refused_call(f"parts-17.{fn}", "UPDATE gpt_tensors SET dtype = 'f16', data = "
+                     f"substr(data, 1, 19530*128) WHERE name = '{emb}#1'", call,
+                     f"{fn}: model 'm': tensor {emb}#1 is not a part of {emb}")
+        refused_call(f"parts-18.{fn}", "INSERT INTO gpt_tensors SELECT model, "
+                     f"'{emb}', dtype, '[50259,64]', zeroblob(50259*256) FROM gpt_tensors "
+                     f"WHERE name = '{emb}#0'", call,
+                     f"{fn}: model 'm': tensor {emb} appears twice: whole and in parts")
 
 finish("")

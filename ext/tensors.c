@@ -1,0 +1,324 @@
+/*
+** The gpt_tensors rows of one tensor, whole or in row-aligned parts, for
+** the functions that read or write a tensor without loading the model
+** (gpt_quantize, gpt_export, gpt_import of a GGUF file or a folder).
+**
+** A tensor whose row would pass SQLite's length limit (SQLITE_LIMIT_LENGTH,
+** 1e9 bytes by default: Llama 3 8B's embedding is 1.05 GB in bf16) is
+** stored as parts NAME#0, NAME#1, ... of R whole rows each but the last,
+** shape [rows of the part, columns], as the loader (ext/gpt.c) reads them.
+** Only element dtypes (f32, f16, bf16) are stored in parts.
+*/
+#include <stdio.h>
+#include <string.h>
+#include "gpt_ext.h"
+
+/* Bytes of a gpt_tensors row set aside for its other columns and the
+** record's header: the model's name and the tensor's come on top. */
+#define TENSOR_ROW_ROOM 256
+
+/* The JSON shape of a part of n rows of info's tensor. */
+static void tensor_shape(char *z, size_t nz, const GPTTensorInfo *info, int64_t n) {
+  if (info->ndim == 2) snprintf(z, nz, "[%lld,%lld]", (long long)n, (long long)info->shape[1]);
+  else snprintf(z, nz, "[%lld]", (long long)n);
+}
+
+/* Part k of the name (k >= 0) when zName is zBase followed by "#k" with k
+** in canonical decimal below a million (the loader's rule); -1 otherwise. */
+static int tensor_part_of(const char *zName, const char *zBase) {
+  size_t n = strlen(zBase);
+  int k = 0, nDigit = 0;
+  if (strncmp(zName, zBase, n) != 0 || zName[n] != '#') return -1;
+  for (const char *z = zName + n + 1; *z; z++, nDigit++) {
+    if (*z < '0' || *z > '9' || nDigit >= 6) return -1;
+    k = k * 10 + (*z - '0');
+  }
+  if (nDigit == 0 || (nDigit > 1 && zName[n + 1] == '0')) return -1;
+  return k;
+}
+
+/* Whether model zModel has its own output head (lm_head.weight, whole or
+** in parts) rather than the tied embedding: 1 or 0 in *pHas, or SQLite's
+** error code. */
+int gptext_has_lm_head(sqlite3 *db, const char *zModel, int *pHas) {
+  sqlite3_stmt *q = 0;
+  int rc = sqlite3_prepare_v2(db, "SELECT EXISTS(SELECT 1 FROM main.gpt_tensors WHERE "
+                              "model = ?1 AND (name = 'lm_head.weight' OR "
+                              "name GLOB 'lm_head.weight#*'))", -1, &q, 0);
+  *pHas = 0;
+  if (rc != SQLITE_OK) return rc;
+  sqlite3_bind_text(q, 1, zModel, -1, SQLITE_STATIC);
+  rc = sqlite3_step(q);
+  if (rc == SQLITE_ROW) *pHas = sqlite3_column_int(q, 0);
+  sqlite3_finalize(q);
+  return rc == SQLITE_ROW ? SQLITE_OK : rc;
+}
+
+/* The rows per part of a tensor of nRow rows of nRowBytes bytes (nBytes in
+** all) stored as zName of zModel: nRow when one row holds it, 0 when not
+** even one row fits. */
+int64_t gptext_tensor_part_rows(sqlite3 *db, const char *zModel, const char *zName,
+                                int64_t nRow, int64_t nRowBytes, int64_t nBytes) {
+  int64_t nMax = sqlite3_limit(db, SQLITE_LIMIT_LENGTH, -1) - (int64_t)strlen(zModel) -
+                 (int64_t)strlen(zName) - TENSOR_ROW_ROOM;
+  if (nBytes <= nMax) return nRow;
+  return nMax > 0 && nRowBytes > 0 ? nMax / nRowBytes : 0;
+}
+
+int gptext_tensor_open(sqlite3 *db, const char *zModel, const GPTTensorInfo *info,
+                       GptTensorRows *p, char **pzMsg) {
+  sqlite3_stmt *q = 0;
+  char zWant[64];
+  int rc, bWhole = 0, nSeen = 0;
+  int64_t nRow = info->shape[0], R = 0;
+  memset(p, 0, sizeof(*p));
+  p->db = db;
+  p->iOpen = -1;
+  p->dtype = -1;
+  *pzMsg = 0;
+  rc = sqlite3_prepare_v2(db, "SELECT rowid, name, dtype, CASE WHEN json_valid(shape) THEN "
+                          "json(shape) END, typeof(data), length(data), CASE WHEN "
+                          "json_valid(shape) THEN json_extract(shape, '$[0]') END "
+                          "FROM main.gpt_tensors WHERE model = ?1 AND (name = ?2 OR "
+                          "(name >= ?2 || '#' AND name < ?2 || '$')) ORDER BY name = ?2 DESC, "
+                          "length(name), name", -1, &q, 0);
+  if (rc != SQLITE_OK) return rc;
+  sqlite3_bind_text(q, 1, zModel, -1, SQLITE_STATIC);
+  sqlite3_bind_text(q, 2, info->name, -1, SQLITE_STATIC);
+  /* the whole row first, then parts in order (#0..#9, #10.., canonical) */
+  while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+    const char *zName = (const char *)sqlite3_column_text(q, 1);
+    const char *zDtype = (const char *)sqlite3_column_text(q, 2);
+    const char *zShape = (const char *)sqlite3_column_text(q, 3);
+    const char *zType = (const char *)sqlite3_column_text(q, 4);
+    int64_t nLen = sqlite3_column_int64(q, 5), nRows = nRow;
+    int dtype = gpt_row_dtype_from_name(zDtype);
+    int k = -1;
+    GPTTensorInfo part = *info;
+    if (!zName) zName = "";
+    if (strcmp(zName, info->name) != 0) {
+      k = tensor_part_of(zName, info->name);
+      if (k < 0) continue; /* another tensor's name (NAME#x): the loader refuses it */
+      if (bWhole) {
+        *pzMsg = sqlite3_mprintf("tensor %s appears twice: whole and in parts", info->name);
+        rc = SQLITE_ERROR;
+        goto done;
+      }
+      if (k != nSeen) {
+        *pzMsg = sqlite3_mprintf("tensor %s lacks its part %s#%d in gpt_tensors", info->name,
+                                 info->name, nSeen);
+        rc = SQLITE_ERROR;
+        goto done;
+      }
+      /* part k holds rows k*R .. of the stored shape, R the rows of part 0 */
+      nRows = sqlite3_column_int64(q, 6);
+      if (k == 0) R = nRows;
+      if (R < 1 || R >= nRow || (int64_t)k * R >= nRow || gpt_dtype_block(dtype, 0) ||
+          nRows != (nRow - k * R < R ? nRow - k * R : R) || (k > 0 && dtype != p->dtype)) {
+        *pzMsg = sqlite3_mprintf("tensor %s is not a part of %s: parts hold the same number "
+                                 "of its %lld rows each, part 0 first, all in one of f32, "
+                                 "f16 or bf16", zName, info->name, (long long)nRow);
+        rc = SQLITE_ERROR;
+        goto done;
+      }
+      part.shape[0] = nRows;
+      part.n_elem = info->ndim == 2 ? nRows * info->shape[1] : nRows;
+    } else {
+      bWhole = 1;
+    }
+    if (dtype < 0) {
+      *pzMsg = sqlite3_mprintf("tensor %s has dtype '%s', expected 'f32', 'f16', 'bf16', "
+                               "'q8_0', 'q4_0', 'q4_k' or 'q6_k'", zName,
+                               zDtype ? zDtype : "NULL");
+      rc = SQLITE_ERROR;
+      goto done;
+    }
+    tensor_shape(zWant, sizeof(zWant), info, nRows);
+    if (!zShape || strcmp(zShape, zWant) != 0) {
+      *pzMsg = sqlite3_mprintf("tensor %s has shape %s, expected %s", zName,
+                               zShape ? zShape : "(not a JSON array)", zWant);
+      rc = SQLITE_ERROR;
+      goto done;
+    }
+    int64_t nWant = gpt_tensor_bytes(&part, dtype);
+    if (nWant < 0) {
+      *pzMsg = sqlite3_mprintf("tensor %s %s cannot be stored as %s, which needs a 2-D weight "
+                               "whose input dimension is a multiple of %d", zName, zWant,
+                               zDtype, gpt_dtype_block(dtype, 0));
+      rc = SQLITE_ERROR;
+      goto done;
+    }
+    if (!zType || strcmp(zType, "blob") != 0) {
+      *pzMsg = sqlite3_mprintf("tensor %s has data of type %s, expected a BLOB of %lld bytes "
+                               "(%s %s)", zName, zType ? zType : "NULL", (long long)nWant,
+                               zDtype, zWant);
+      rc = SQLITE_ERROR;
+      goto done;
+    }
+    if (nLen != nWant) {
+      *pzMsg = sqlite3_mprintf("tensor %s has %lld bytes, expected %lld (%s %s)", zName,
+                               (long long)nLen, (long long)nWant, zDtype, zWant);
+      rc = SQLITE_ERROR;
+      goto done;
+    }
+    sqlite3_int64 *a = sqlite3_realloc64(p->aRowid, sizeof(*a) * (uint64_t)(nSeen + 1));
+    if (!a) {
+      rc = SQLITE_NOMEM;
+      goto done;
+    }
+    p->aRowid = a;
+    a[nSeen++] = sqlite3_column_int64(q, 0);
+    p->dtype = dtype;
+    p->nBytes += nLen;
+    if (k <= 0) p->nPartBytes = nLen;
+  }
+  if (rc != SQLITE_DONE) goto done;
+  rc = SQLITE_OK;
+  if (nSeen == 0) {
+    *pzMsg = sqlite3_mprintf("tensor %s is missing from gpt_tensors", info->name);
+    rc = SQLITE_ERROR;
+  } else if (!bWhole && nSeen != (nRow + R - 1) / R) {
+    *pzMsg = sqlite3_mprintf("tensor %s has %d of its %lld parts in gpt_tensors", info->name,
+                             nSeen, (long long)((nRow + R - 1) / R));
+    rc = SQLITE_ERROR;
+  }
+  p->nPart = nSeen;
+done:
+  sqlite3_finalize(q);
+  if (rc != SQLITE_OK) gptext_tensor_close(p);
+  return rc;
+}
+
+int gptext_tensor_read(GptTensorRows *p, void *buf, int n, int64_t off) {
+  unsigned char *z = buf;
+  if (off < 0 || n < 0 || off + n > p->nBytes) return SQLITE_RANGE;
+  while (n > 0) {
+    int k = (int)(off / p->nPartBytes);
+    int64_t at = off - (int64_t)k * p->nPartBytes;
+    int m = (int)(p->nPartBytes - at < n ? p->nPartBytes - at : n);
+    int rc;
+    if (k != p->iOpen) {
+      rc = p->pBlob ? sqlite3_blob_reopen(p->pBlob, p->aRowid[k])
+                    : sqlite3_blob_open(p->db, "main", "gpt_tensors", "data", p->aRowid[k], 0,
+                                        &p->pBlob);
+      if (rc != SQLITE_OK) {
+        p->iOpen = -1;
+        return rc;
+      }
+      p->iOpen = k;
+    }
+    rc = sqlite3_blob_read(p->pBlob, z, m, (int)at);
+    if (rc != SQLITE_OK) return rc;
+    z += m;
+    off += m;
+    n -= m;
+  }
+  return SQLITE_OK;
+}
+
+void gptext_tensor_close(GptTensorRows *p) {
+  if (p->pBlob) sqlite3_blob_close(p->pBlob);
+  sqlite3_free(p->aRowid);
+  p->pBlob = 0;
+  p->aRowid = 0;
+  p->iOpen = -1;
+}
+
+int gptext_tensor_create(GptTensorWriter *w, sqlite3 *db, const char *zModel,
+                         const GPTTensorInfo *info, int dtype, char **pzMsg) {
+  int64_t nRow = info->shape[0];
+  int64_t nBytes = gpt_tensor_bytes(info, dtype);
+  memset(w, 0, sizeof(*w));
+  w->db = db;
+  w->zModel = zModel;
+  w->info = *info;
+  w->dtype = dtype;
+  *pzMsg = 0;
+  if (nBytes < 0) return SQLITE_MISUSE;
+  w->nBytes = nBytes;
+  w->nRowBytes = nRow > 0 ? nBytes / nRow : 0;
+  w->nPartRows = gptext_tensor_part_rows(db, zModel, info->name, nRow, w->nRowBytes, nBytes);
+  if (w->nPartRows < nRow && (w->nPartRows < 1 || gpt_dtype_block(dtype, 0))) {
+    int nLimit = sqlite3_limit(db, SQLITE_LIMIT_LENGTH, -1);
+    *pzMsg = w->nPartRows < 1
+        ? sqlite3_mprintf("a row of tensor %s (%lld bytes) is larger than a BLOB may be "
+                          "(SQLITE_LIMIT_LENGTH %d)", info->name, (long long)w->nRowBytes, nLimit)
+        : sqlite3_mprintf("tensor %s is %lld bytes of %s, more than a BLOB may be "
+                          "(SQLITE_LIMIT_LENGTH %d), and only f32, f16 and bf16 tensors are "
+                          "stored in parts", info->name, (long long)nBytes,
+                          gpt_dtype_name(dtype), nLimit);
+    return SQLITE_TOOBIG;
+  }
+  return sqlite3_prepare_v2(db, "INSERT INTO main.gpt_tensors(model, name, dtype, shape, data) "
+                            "VALUES(?1, ?2, ?3, ?4, zeroblob(?5))", -1, &w->pIns, 0);
+}
+
+/* Inserts the next part's row (the whole tensor's when it fits one) and
+** opens its BLOB for writing. */
+static int tensor_next_part(GptTensorWriter *w) {
+  int64_t nRow = w->info.shape[0];
+  int64_t r0 = (int64_t)w->iPart * w->nPartRows;
+  int64_t n = nRow - r0 < w->nPartRows ? nRow - r0 : w->nPartRows;
+  int bWhole = w->nPartRows >= nRow;
+  char zShape[64];
+  char *zName = bWhole ? sqlite3_mprintf("%s", w->info.name)
+                       : sqlite3_mprintf("%s#%d", w->info.name, w->iPart);
+  int rc;
+  if (!zName) return SQLITE_NOMEM;
+  if (bWhole) n = nRow;
+  tensor_shape(zShape, sizeof(zShape), &w->info, n);
+  sqlite3_bind_text(w->pIns, 1, w->zModel, -1, SQLITE_STATIC);
+  sqlite3_bind_text(w->pIns, 2, zName, -1, sqlite3_free);
+  sqlite3_bind_text(w->pIns, 3, gpt_dtype_name(w->dtype), -1, SQLITE_STATIC);
+  sqlite3_bind_text(w->pIns, 4, zShape, -1, SQLITE_TRANSIENT);
+  w->nPartBytes = bWhole ? w->nBytes : n * w->nRowBytes;
+  sqlite3_bind_int64(w->pIns, 5, w->nPartBytes);
+  rc = sqlite3_step(w->pIns);
+  sqlite3_reset(w->pIns);
+  if (rc != SQLITE_DONE) return rc;
+  if (w->pBlob) {
+    rc = sqlite3_blob_reopen(w->pBlob, sqlite3_last_insert_rowid(w->db));
+  } else {
+    rc = sqlite3_blob_open(w->db, "main", "gpt_tensors", "data",
+                           sqlite3_last_insert_rowid(w->db), 1, &w->pBlob);
+  }
+  if (rc != SQLITE_OK) return rc;
+  w->iPart++;
+  w->nInPart = 0;
+  return SQLITE_OK;
+}
+
+int gptext_tensor_write(GptTensorWriter *w, const void *a, int64_t n) {
+  const unsigned char *z = a;
+  if (n < 0 || w->nWritten + n > w->nBytes) return SQLITE_RANGE;
+  while (n > 0) {
+    int rc;
+    if (w->iPart == 0 || w->nInPart == w->nPartBytes) {
+      if ((rc = tensor_next_part(w)) != SQLITE_OK) return rc;
+    }
+    int64_t m = w->nPartBytes - w->nInPart < n ? w->nPartBytes - w->nInPart : n;
+    if (m > (1 << 30)) m = 1 << 30;
+    rc = sqlite3_blob_write(w->pBlob, z, (int)m, (int)w->nInPart);
+    if (rc != SQLITE_OK) return rc;
+    z += m;
+    n -= m;
+    w->nInPart += m;
+    w->nWritten += m;
+  }
+  return SQLITE_OK;
+}
+
+int gptext_tensor_finish(GptTensorWriter *w) {
+  int rc = SQLITE_OK;
+  /* an empty tensor still gets its row */
+  if (w->pIns && w->iPart == 0) rc = tensor_next_part(w);
+  if (rc == SQLITE_OK && w->nWritten != w->nBytes) rc = SQLITE_MISUSE;
+  if (w->pBlob) {
+    int rc2 = sqlite3_blob_close(w->pBlob);
+    if (rc == SQLITE_OK) rc = rc2;
+  }
+  sqlite3_finalize(w->pIns);
+  w->pBlob = 0;
+  w->pIns = 0;
+  return rc;
+}
