@@ -1082,170 +1082,97 @@ done:
   return rc;
 }
 
-/* Reads every tensor row into a new weight arena with incremental BLOB I/O.
-** Each row's dtype, shape and byte length is checked against the config
-** before a byte of it is read. 2-D weights stored as f16 or a block format
-** (q8_0, q4_0, q4_k, q6_k) stay so in memory (the forward pass reads them as
-** they are); everything else is held as f32. Rows are read in chunks of
-** about 1 MB: whole blocks, and for
-** Conv1D weights whole stored rows, which the engine transposes by tiles. */
 /* The tensor a gpt_tensors row holds: NAME, or NAME#k for part k of a tensor
-** stored in row-aligned parts (k in canonical decimal, below a million), its
-** index in *piPart. -1 for any other name. */
-static int tensor_row_index(const GptModel *m, int hasLmHead, const char *zName, int *piPart) {
+** stored in row-aligned parts (k in canonical decimal, below a million, as
+** ext/tensors.c reads them). -1 for any other name. */
+static int tensor_row_index(const GptModel *m, int hasLmHead, const char *zName) {
   const char *zHash = strrchr(zName, '#');
   char zBase[160];
-  int k = 0, nDigit = 0;
-  *piPart = -1;
   if (!zHash) return gpt_tensor_index(&m->cfg, hasLmHead, zName);
   if ((size_t)(zHash - zName) >= sizeof(zBase)) return -1;
-  for (const char *z = zHash + 1; *z; z++, nDigit++) {
-    if (*z < '0' || *z > '9' || nDigit >= 6) return -1;
-    k = k * 10 + (*z - '0');
-  }
-  if (nDigit == 0 || (nDigit > 1 && zHash[1] == '0')) return -1;
+  if (gptext_tensor_part_number(zName, (size_t)(zHash - zName)) < 0) return -1;
   memcpy(zBase, zName, (size_t)(zHash - zName));
   zBase[zHash - zName] = 0;
-  *piPart = k;
   return gpt_tensor_index(&m->cfg, hasLmHead, zBase);
 }
 
+/* Reads every tensor into a new weight arena with incremental BLOB I/O.
+** Pass 0 checks every row before anything is allocated (the arena is sized
+** by the config, which is only as trustworthy as the rows that match it):
+** each row's name, and each tensor's rows, whole or in parts (ext/tensors.c:
+** dtype, shape and byte length against the config). Pass 1 reads them,
+** checking them again. 2-D weights stored as f16 or a block format (q8_0,
+** q4_0, q4_k, q6_k) stay so in memory (the forward pass reads them as they
+** are); everything else is held as f32. Rows are read in chunks of about 1
+** MB: whole blocks, and for Conv1D weights whole stored rows, which the
+** engine transposes by tiles. */
 static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzErr) {
   sqlite3_stmt *p = 0;
-  sqlite3_blob *pBlob = 0;
+  GptTensorRows rows;
   GPTModel *net = 0;
   char zMsg[256];
+  char *zRowsMsg = 0;
   unsigned char *aBuf = 0;
-  int *aSeen = 0;    /* per tensor: -1 whole row seen, k > 0 parts seen */
-  int64_t *aPartRows = 0; /* rows of part 0 of a tensor stored in parts, or 0 */
   int *aDtype = 0;  /* memory dtype of each tensor */
   const int nChunk = 1 << 20;
   int rc, hasLmHead = 0, nTensor;
+  int64_t nRows = 0, nRowsOfTensors = 0;
 
+  memset(&rows, 0, sizeof(rows));
   rc = gptext_has_lm_head(db, m->zName, &hasLmHead);
   if (rc != SQLITE_OK) goto sql_error;
   nTensor = gpt_n_tensors(&m->cfg, hasLmHead);
-  aSeen = sqlite3_malloc64(sizeof(int) * (size_t)nTensor);
-  aPartRows = sqlite3_malloc64(sizeof(int64_t) * (size_t)nTensor);
   aDtype = sqlite3_malloc64(sizeof(int) * (size_t)nTensor);
-  if (!aSeen || !aPartRows || !aDtype) { rc = SQLITE_NOMEM; goto done; }
-  /* by name, so that part 0 of a tensor stored in parts comes first */
-  rc = sqlite3_prepare_v2(db,
-      "SELECT rowid, name, dtype, CASE WHEN json_valid(shape) THEN json(shape) END, "
-      "typeof(data), length(data), CASE WHEN json_valid(shape) THEN json_extract(shape, '$[0]') END "
-      "FROM main.gpt_tensors "
-      "WHERE model = ?1 ORDER BY name", -1, &p, 0);
+  if (!aDtype) { rc = SQLITE_NOMEM; goto done; }
+  rc = sqlite3_prepare_v2(db, "SELECT name FROM main.gpt_tensors WHERE model = ?1 ORDER BY name",
+                          -1, &p, 0);
   if (rc != SQLITE_OK) goto sql_error;
   sqlite3_bind_text(p, 1, m->zName, -1, SQLITE_STATIC);
-  /* Pass 0 checks every row's name, dtype, shape and length against the
-  ** config and that none is missing, before anything is allocated: the
-  ** arena is sized by the config, which is only as trustworthy as the rows
-  ** that match it. Pass 1 reads the rows (checking them again). */
+  while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
+    const char *zTensor = (const char *)sqlite3_column_text(p, 0);
+    if (!zTensor || tensor_row_index(m, hasLmHead, zTensor) < 0) {
+      gptext_set_error(pzErr, "%s: model '%s': unexpected tensor '%s' in gpt_tensors", zFunc,
+                       m->zName, zTensor ? zTensor : "NULL");
+      rc = SQLITE_ERROR;
+      goto done;
+    }
+    nRows++;
+  }
+  if (rc != SQLITE_DONE) goto sql_error;
+  if (nRows == 0) { /* gpt_train_tokenizer's models, or every row deleted */
+    gptext_set_error(pzErr, "%s: model '%s' has no weights in gpt_tensors, only a "
+                     "tokenizer (gpt_train makes a model with it: its \"tokenizer\" option)",
+                     zFunc, m->zName);
+    rc = SQLITE_ERROR;
+    goto done;
+  }
   for (int iPass = 0; iPass < 2; iPass++) {
-    memset(aSeen, 0, sizeof(int) * (size_t)nTensor);
-    memset(aPartRows, 0, sizeof(int64_t) * (size_t)nTensor);
-    sqlite3_reset(p);
-    while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
-      const char *zTensor = (const char *)sqlite3_column_text(p, 1);
-      const char *zDtype = (const char *)sqlite3_column_text(p, 2);
-      const char *zShape = (const char *)sqlite3_column_text(p, 3);
-      const char *zType = (const char *)sqlite3_column_text(p, 4);
-      sqlite3_int64 nBytes = sqlite3_column_int64(p, 5);
-      int dtype = gpt_row_dtype_from_name(zDtype);
-      int iPart = -1; /* NAME#k: part k of a tensor stored in row-aligned parts */
-      int idx = zTensor ? tensor_row_index(m, hasLmHead, zTensor, &iPart) : -1;
+    for (int idx = 0; idx < nTensor; idx++) {
       GPTTensorInfo info;
-      char zWant[64];
-      int64_t nWant, nPer, iFirst = 0;
-      if (idx < 0) {
-        gptext_set_error(pzErr, "%s: model '%s': unexpected tensor '%s' in gpt_tensors", zFunc,
-                         m->zName, zTensor ? zTensor : "NULL");
-        rc = SQLITE_ERROR;
-        goto done;
-      }
       gpt_tensor_info(&m->cfg, hasLmHead, idx, &info);
-      if (aSeen[idx] < 0 || (aSeen[idx] > 0 && iPart < 0)) {
-        gptext_set_error(pzErr, "%s: model '%s': tensor %s appears twice", zFunc, m->zName, zTensor);
-        rc = SQLITE_ERROR;
+      rc = gptext_tensor_open(db, m->zName, &info, &rows, &zRowsMsg);
+      if (rc != SQLITE_OK) {
+        if (!zRowsMsg) goto sql_error;
+        gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, m->zName, zRowsMsg);
         goto done;
       }
-      if (iPart < 0) {
-        aSeen[idx] = -1;
-      } else {
-        /* part k holds rows k*R .. of the stored shape, R the rows of part 0 */
-        int64_t nRow = info.shape[0], nPartRow = sqlite3_column_int64(p, 6);
-        if (iPart == 0) aPartRows[idx] = nPartRow;
-        int64_t R = aPartRows[idx];
-        if (R < 1 || R >= nRow || (int64_t)iPart * R >= nRow || gpt_dtype_block(dtype, 0) ||
-            nPartRow != (nRow - iPart * R < R ? nRow - iPart * R : R)) {
-          gptext_set_error(pzErr, "%s: model '%s': tensor %s is not a part of %s: parts hold "
-                           "%s rows each of its %lld, part 0 first, in f32, f16 or bf16",
-                           zFunc, m->zName, zTensor, info.name,
-                           R >= 1 ? "the same number of" : "fewer", (long long)nRow);
-          rc = SQLITE_ERROR;
-          goto done;
-        }
-        aSeen[idx]++;
-        iFirst = iPart * R * (info.ndim == 2 ? info.shape[1] : 1);
-        info.shape[0] = nPartRow;
-        info.n_elem = info.ndim == 2 ? nPartRow * info.shape[1] : nPartRow;
-      }
-      if (dtype < 0) {
-        gptext_set_error(pzErr, "%s: model '%s': tensor %s has dtype '%s', expected 'f32', "
-                         "'f16', 'bf16', 'q8_0', 'q4_0', 'q4_k' or 'q6_k'", zFunc, m->zName, zTensor,
-                         zDtype ? zDtype : "NULL");
-        rc = SQLITE_ERROR;
-        goto done;
-      }
-      if (info.ndim == 2)
-        snprintf(zWant, sizeof(zWant), "[%lld,%lld]", (long long)info.shape[0], (long long)info.shape[1]);
-      else
-        snprintf(zWant, sizeof(zWant), "[%lld]", (long long)info.shape[0]);
-      if (!zShape || strcmp(zShape, zWant) != 0) {
-        gptext_set_error(pzErr, "%s: model '%s': tensor %s has shape %s, expected %s", zFunc,
-                         m->zName, zTensor, zShape ? zShape : "(not a JSON array)", zWant);
-        rc = SQLITE_ERROR;
-        goto done;
-      }
-      nWant = gpt_tensor_bytes(&info, dtype);
-      if (nWant < 0) {
-        gptext_set_error(pzErr, "%s: model '%s': tensor %s %s cannot be stored as %s, which "
-                         "needs a 2-D weight whose input dimension is a multiple of %d",
-                         zFunc, m->zName, zTensor, zWant, gpt_dtype_name(dtype),
-                         gpt_dtype_block(dtype, 0));
-        rc = SQLITE_ERROR;
-        goto done;
-      }
-      if (!zType || strcmp(zType, "blob") != 0) {
-        gptext_set_error(pzErr, "%s: model '%s': tensor %s has data of type %s, expected a "
-                         "BLOB of %lld bytes (%s %s)", zFunc, m->zName, zTensor,
-                         zType ? zType : "NULL",
-                         (long long)nWant, zDtype, zWant);
-        rc = SQLITE_ERROR;
-        goto done;
-      }
-      if (nBytes != nWant) {
-        gptext_set_error(pzErr, "%s: model '%s': tensor %s has %lld bytes, expected %lld (%s %s)",
-                         zFunc, m->zName, zTensor, (long long)nBytes,
-                         (long long)nWant, zDtype, zWant);
-        rc = SQLITE_ERROR;
-        goto done;
-      }
+      int dtype = rows.dtype;
+      int dt = info.ndim == 2 && (dtype == GPT_F16 || gpt_dtype_block(dtype, 0)) ? dtype : GPT_F32;
       if (iPass == 0) {
-        int dt = info.ndim == 2 && (dtype == GPT_F16 || gpt_dtype_block(dtype, 0)) ? dtype : GPT_F32;
-        if (iPart > 0 && dt != aDtype[idx]) {
-          gptext_set_error(pzErr, "%s: model '%s': tensor %s has dtype '%s', unlike part 0",
-                           zFunc, m->zName, zTensor, zDtype);
-          rc = SQLITE_ERROR;
-          goto done;
-        }
         aDtype[idx] = dt;
+        nRowsOfTensors += rows.nPart;
+        gptext_tensor_close(&rows);
         continue;
       }
-      rc = sqlite3_blob_open(db, "main", "gpt_tensors", "data", sqlite3_column_int64(p, 0), 0, &pBlob);
-      if (rc != SQLITE_OK) goto sql_error;
+      if (dt != aDtype[idx]) {
+        gptext_set_error(pzErr, "%s: model '%s': tensor %s changed while it was loading",
+                         zFunc, m->zName, info.name);
+        rc = SQLITE_ERROR;
+        goto done;
+      }
       /* nPer values a chunk: whole blocks (34 bytes for 32 values in q8_0),
       ** or whole stored rows of a Conv1D weight where a row fits */
+      int64_t nPer;
       int nBlockBytes = 0, nBlock = gpt_dtype_block(dtype, &nBlockBytes);
       if (nBlock) {
         nPer = (int64_t)(nChunk / nBlockBytes) * nBlock;
@@ -1257,55 +1184,27 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
         int64_t n = info.n_elem - e < nPer ? info.n_elem - e : nPer;
         int64_t off = nBlock ? e / nBlock * nBlockBytes : e * gpt_dtype_size(dtype);
         int64_t len = nBlock ? n / nBlock * nBlockBytes : n * gpt_dtype_size(dtype);
-        rc = sqlite3_blob_read(pBlob, aBuf, (int)len, (int)off);
+        rc = gptext_tensor_read(&rows, aBuf, (int)len, off);
         if (rc != SQLITE_OK) goto sql_error;
-        if (gpt_model_load(net, idx, dtype, iFirst + e, n, aBuf, zMsg, sizeof(zMsg))) {
+        if (gpt_model_load(net, idx, dtype, e, n, aBuf, zMsg, sizeof(zMsg))) {
           gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, m->zName, zMsg);
           rc = SQLITE_ERROR;
           goto done;
         }
       }
-      sqlite3_blob_close(pBlob);
-      pBlob = 0;
+      gptext_tensor_close(&rows);
       if (gptext_interrupted(db)) { rc = SQLITE_INTERRUPT; goto done; }
     }
-    if (rc != SQLITE_DONE) goto sql_error;
-    {
-      int nSeen = 0;
-      for (int i = 0; i < nTensor; i++) nSeen += aSeen[i] != 0; /* -1: whole, > 0: parts */
-      if (nSeen == 0) { /* gpt_train_tokenizer's models, or every row deleted */
-        gptext_set_error(pzErr, "%s: model '%s' has no weights in gpt_tensors, only a "
-                         "tokenizer (gpt_train makes a model with it: its \"tokenizer\" option)",
-                         zFunc, m->zName);
-        rc = SQLITE_ERROR;
-        goto done;
-      }
-    }
-    for (int i = 0; i < nTensor; i++) {
-      int64_t nParts = aPartRows[i] ? 0 : 1;
-      if (aPartRows[i]) {
-        GPTTensorInfo info;
-        gpt_tensor_info(&m->cfg, hasLmHead, i, &info);
-        nParts = (info.shape[0] + aPartRows[i] - 1) / aPartRows[i];
-      }
-      if (aSeen[i] > 0 && aSeen[i] != nParts) {
-        GPTTensorInfo info;
-        gpt_tensor_info(&m->cfg, hasLmHead, i, &info);
-        gptext_set_error(pzErr, "%s: model '%s': tensor %s has %d of its %lld parts in "
-                         "gpt_tensors", zFunc, m->zName, info.name, aSeen[i], (long long)nParts);
-        rc = SQLITE_ERROR;
-        goto done;
-      }
-      if (!aSeen[i]) {
-        GPTTensorInfo info;
-        gpt_tensor_info(&m->cfg, hasLmHead, i, &info);
-        gptext_set_error(pzErr, "%s: model '%s': tensor %s is missing from gpt_tensors", zFunc,
-                         m->zName, info.name);
-        rc = SQLITE_ERROR;
-        goto done;
-      }
-    }
     if (iPass == 0) {
+      /* every row is one tensor's (the names above), and each tensor's rows
+      ** were all taken: none is left over */
+      if (nRowsOfTensors != nRows) {
+        gptext_set_error(pzErr, "%s: model '%s': gpt_tensors holds %lld rows for its %lld "
+                         "tensor rows and parts", zFunc, m->zName, (long long)nRows,
+                         (long long)nRowsOfTensors);
+        rc = SQLITE_ERROR;
+        goto done;
+      }
       net = gpt_model_new_dtypes(&m->cfg, hasLmHead, aDtype, zMsg, sizeof(zMsg));
       if (!net) {
         gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, m->zName, zMsg);
@@ -1331,11 +1230,10 @@ sql_error:
   gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, m->zName, sqlite3_errmsg(db));
   rc = gptext_sql_code(db, rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_ERROR : rc);
 done:
-  if (pBlob) sqlite3_blob_close(pBlob);
+  gptext_tensor_close(&rows);
+  sqlite3_free(zRowsMsg);
   sqlite3_finalize(p);
   sqlite3_free(aBuf);
-  sqlite3_free(aSeen);
-  sqlite3_free(aPartRows);
   sqlite3_free(aDtype);
   gpt_model_free(net);
   return rc;

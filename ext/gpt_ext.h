@@ -310,6 +310,9 @@ int gptext_tensor_create(GptTensorWriter *w, sqlite3 *db, const char *zModel,
                          const GPTTensorInfo *info, int dtype, char **pzMsg);
 int gptext_tensor_write(GptTensorWriter *w, const void *a, int64_t n);
 int gptext_tensor_finish(GptTensorWriter *w);
+/* k when zName is its first nBase bytes and "#k" (a part's name, k in
+** canonical decimal below a million), else -1. */
+int gptext_tensor_part_number(const char *zName, size_t nBase);
 /* Whether zModel has lm_head.weight (whole or in parts): *pHas 1 or 0. */
 int gptext_has_lm_head(sqlite3 *db, const char *zModel, int *pHas);
 /* Rows a part of a tensor stored as zName of zModel holds: nRow when one

@@ -23,18 +23,24 @@ static void tensor_shape(char *z, size_t nz, const GPTTensorInfo *info, int64_t 
   else snprintf(z, nz, "[%lld]", (long long)n);
 }
 
-/* Part k of the name (k >= 0) when zName is zBase followed by "#k" with k
-** in canonical decimal below a million (the loader's rule); -1 otherwise. */
-static int tensor_part_of(const char *zName, const char *zBase) {
-  size_t n = strlen(zBase);
+/* k when zName is its first nBase bytes followed by "#k", k in canonical
+** decimal below a million (a part's name); -1 otherwise. */
+int gptext_tensor_part_number(const char *zName, size_t nBase) {
   int k = 0, nDigit = 0;
-  if (strncmp(zName, zBase, n) != 0 || zName[n] != '#') return -1;
-  for (const char *z = zName + n + 1; *z; z++, nDigit++) {
+  if (zName[nBase] != '#') return -1;
+  for (const char *z = zName + nBase + 1; *z; z++, nDigit++) {
     if (*z < '0' || *z > '9' || nDigit >= 6) return -1;
     k = k * 10 + (*z - '0');
   }
-  if (nDigit == 0 || (nDigit > 1 && zName[n + 1] == '0')) return -1;
+  if (nDigit == 0 || (nDigit > 1 && zName[nBase + 1] == '0')) return -1;
   return k;
+}
+
+/* Part k of zBase that zName names, or -1. */
+static int tensor_part_of(const char *zName, const char *zBase) {
+  size_t n = strlen(zBase);
+  if (strncmp(zName, zBase, n) != 0) return -1;
+  return gptext_tensor_part_number(zName, n);
 }
 
 /* Whether model zModel has its own output head (lm_head.weight, whole or
@@ -65,12 +71,14 @@ int64_t gptext_tensor_part_rows(sqlite3 *db, const char *zModel, const char *zNa
   return nMax > 0 && nRowBytes > 0 ? nMax / nRowBytes : 0;
 }
 
+/* Finds the rows of info's tensor, whole or in parts, and checks each as
+** the loader does, with the loader's messages. */
 int gptext_tensor_open(sqlite3 *db, const char *zModel, const GPTTensorInfo *info,
                        GptTensorRows *p, char **pzMsg) {
   sqlite3_stmt *q = 0;
   char zWant[64];
   int rc, bWhole = 0, nSeen = 0;
-  int64_t nRow = info->shape[0], R = 0;
+  int64_t nRow = info->shape[0], R = 0, nParts = 0;
   memset(p, 0, sizeof(*p));
   p->db = db;
   p->iOpen = -1;
@@ -95,31 +103,39 @@ int gptext_tensor_open(sqlite3 *db, const char *zModel, const GPTTensorInfo *inf
     int dtype = gpt_row_dtype_from_name(zDtype);
     int k = -1;
     GPTTensorInfo part = *info;
+    rc = SQLITE_ERROR;
     if (!zName) zName = "";
     if (strcmp(zName, info->name) != 0) {
       k = tensor_part_of(zName, info->name);
-      if (k < 0) continue; /* another tensor's name (NAME#x): the loader refuses it */
+      if (k < 0) continue; /* not this tensor's (NAME#x): the loader refuses it */
       if (bWhole) {
-        *pzMsg = sqlite3_mprintf("tensor %s appears twice: whole and in parts", info->name);
-        rc = SQLITE_ERROR;
-        goto done;
-      }
-      if (k != nSeen) {
-        *pzMsg = sqlite3_mprintf("tensor %s lacks its part %s#%d in gpt_tensors", info->name,
-                                 info->name, nSeen);
-        rc = SQLITE_ERROR;
+        *pzMsg = sqlite3_mprintf("tensor %s appears twice", zName);
         goto done;
       }
       /* part k holds rows k*R .. of the stored shape, R the rows of part 0 */
       nRows = sqlite3_column_int64(q, 6);
       if (k == 0) R = nRows;
       if (R < 1 || R >= nRow || (int64_t)k * R >= nRow || gpt_dtype_block(dtype, 0) ||
-          nRows != (nRow - k * R < R ? nRow - k * R : R) || (k > 0 && dtype != p->dtype)) {
-        *pzMsg = sqlite3_mprintf("tensor %s is not a part of %s: parts hold the same number "
-                                 "of its %lld rows each, part 0 first, all in one of f32, "
-                                 "f16 or bf16", zName, info->name, (long long)nRow);
-        rc = SQLITE_ERROR;
+          nRows != (nRow - k * R < R ? nRow - k * R : R)) {
+        *pzMsg = sqlite3_mprintf("tensor %s is not a part of %s: parts hold %s rows each of "
+                                 "its %lld, part 0 first, in f32, f16 or bf16", zName,
+                                 info->name, R >= 1 ? "the same number of" : "fewer",
+                                 (long long)nRow);
         goto done;
+      }
+      if (k > 0 && dtype != p->dtype) {
+        *pzMsg = sqlite3_mprintf("tensor %s has dtype '%s', unlike part 0", zName,
+                                 zDtype ? zDtype : "NULL");
+        goto done;
+      }
+      if (k == 0) { /* a slot for each part */
+        nParts = (nRow + R - 1) / R;
+        p->aRowid = sqlite3_malloc64(sizeof(sqlite3_int64) * (uint64_t)nParts);
+        if (!p->aRowid) {
+          rc = SQLITE_NOMEM;
+          goto done;
+        }
+        memset(p->aRowid, 0, sizeof(sqlite3_int64) * (size_t)nParts);
       }
       part.shape[0] = nRows;
       part.n_elem = info->ndim == 2 ? nRows * info->shape[1] : nRows;
@@ -130,14 +146,12 @@ int gptext_tensor_open(sqlite3 *db, const char *zModel, const GPTTensorInfo *inf
       *pzMsg = sqlite3_mprintf("tensor %s has dtype '%s', expected 'f32', 'f16', 'bf16', "
                                "'q8_0', 'q4_0', 'q4_k' or 'q6_k'", zName,
                                zDtype ? zDtype : "NULL");
-      rc = SQLITE_ERROR;
       goto done;
     }
     tensor_shape(zWant, sizeof(zWant), info, nRows);
     if (!zShape || strcmp(zShape, zWant) != 0) {
       *pzMsg = sqlite3_mprintf("tensor %s has shape %s, expected %s", zName,
                                zShape ? zShape : "(not a JSON array)", zWant);
-      rc = SQLITE_ERROR;
       goto done;
     }
     int64_t nWant = gpt_tensor_bytes(&part, dtype);
@@ -145,44 +159,44 @@ int gptext_tensor_open(sqlite3 *db, const char *zModel, const GPTTensorInfo *inf
       *pzMsg = sqlite3_mprintf("tensor %s %s cannot be stored as %s, which needs a 2-D weight "
                                "whose input dimension is a multiple of %d", zName, zWant,
                                zDtype, gpt_dtype_block(dtype, 0));
-      rc = SQLITE_ERROR;
       goto done;
     }
     if (!zType || strcmp(zType, "blob") != 0) {
       *pzMsg = sqlite3_mprintf("tensor %s has data of type %s, expected a BLOB of %lld bytes "
                                "(%s %s)", zName, zType ? zType : "NULL", (long long)nWant,
                                zDtype, zWant);
-      rc = SQLITE_ERROR;
       goto done;
     }
     if (nLen != nWant) {
       *pzMsg = sqlite3_mprintf("tensor %s has %lld bytes, expected %lld (%s %s)", zName,
                                (long long)nLen, (long long)nWant, zDtype, zWant);
-      rc = SQLITE_ERROR;
       goto done;
     }
-    sqlite3_int64 *a = sqlite3_realloc64(p->aRowid, sizeof(*a) * (uint64_t)(nSeen + 1));
-    if (!a) {
-      rc = SQLITE_NOMEM;
-      goto done;
+    if (k < 0) {
+      p->aRowid = sqlite3_malloc64(sizeof(sqlite3_int64));
+      if (!p->aRowid) {
+        rc = SQLITE_NOMEM;
+        goto done;
+      }
+      k = 0;
     }
-    p->aRowid = a;
-    a[nSeen++] = sqlite3_column_int64(q, 0);
+    p->aRowid[k] = sqlite3_column_int64(q, 0);
     p->dtype = dtype;
     p->nBytes += nLen;
-    if (k <= 0) p->nPartBytes = nLen;
+    if (k == 0) p->nPartBytes = nLen;
+    nSeen++;
   }
   if (rc != SQLITE_DONE) goto done;
-  rc = SQLITE_OK;
-  if (nSeen == 0) {
+  rc = SQLITE_ERROR;
+  if (nSeen == 0 && R == 0) {
     *pzMsg = sqlite3_mprintf("tensor %s is missing from gpt_tensors", info->name);
-    rc = SQLITE_ERROR;
-  } else if (!bWhole && nSeen != (nRow + R - 1) / R) {
+  } else if (!bWhole && nSeen != nParts) {
     *pzMsg = sqlite3_mprintf("tensor %s has %d of its %lld parts in gpt_tensors", info->name,
-                             nSeen, (long long)((nRow + R - 1) / R));
-    rc = SQLITE_ERROR;
+                             nSeen, (long long)nParts);
+  } else {
+    rc = SQLITE_OK;
+    p->nPart = nSeen;
   }
-  p->nPart = nSeen;
 done:
   sqlite3_finalize(q);
   if (rc != SQLITE_OK) gptext_tensor_close(p);
