@@ -950,6 +950,7 @@ static int ggStore(GgImport *p) {
                                 gpt_row_dtype_from_name(ggDtypeName(t->type)), &zMsg);
       bWriter = 1;
       if (rc != SQLITE_OK) {
+        if (zMsg && !p->zErr) p->rcErr = rc; /* SQLITE_TOOBIG */
         rc = zMsg ? ggError(p, "%s", zMsg) : ggSqlError(p, rc);
         sqlite3_free(zMsg);
         goto done;
@@ -1878,6 +1879,17 @@ static int gxTensors(GgExport *p, GxTensor **paT, int *pnT) {
                  gpt_arch_name(c->arch));
     goto done;
   }
+  {
+    /* every row one of the model's tensors or parts, as the loader asks */
+    int64_t nRows = 0;
+    char *zMsg = 0;
+    rc = gptext_tensor_names_check(p->db, p->zModel, c, bLmHead, &nRows, &zMsg);
+    if (rc != SQLITE_OK) {
+      rc = zMsg ? gxError(p, "%s", zMsg) : gxSqlError(p, rc);
+      sqlite3_free(zMsg);
+      goto done;
+    }
+  }
   for (int i = 0; i < n; i++) {
     GxTensor *t = &a[nT];
     GptTensorRows rows;
@@ -1987,6 +1999,13 @@ static int gxTensorData(GgExport *p, const GxTensor *t, unsigned char *aBuf, int
     rc = zMsg ? gxError(p, "%s", zMsg) : gxSqlError(p, rc);
     sqlite3_free(zMsg);
     return rc;
+  }
+  /* the rows gxTensors described in the header, not others written since */
+  if (strcmp(gpt_dtype_name(rows.dtype), ggDtypeName(t->eWiden ? t->eWiden : t->type)) != 0 ||
+      rows.nBytes != (t->eWiden ? 2 * t->ne[0] : t->nbytes)) {
+    gptext_tensor_close(&rows);
+    return gxError(p, "its rows changed while it was exported (another connection wrote "
+                   "them); export it again");
   }
   if (t->eWiden) {
     /* n <= GPT_MAX_FF values of 2 bytes, widened to 4 */
@@ -2434,7 +2453,7 @@ static void gptExportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
   char *zErr = 0, *zTmp = 0;
   const char *zModel = (const char *)sqlite3_value_text(argv[0]);
   const char *zPath = (const char *)sqlite3_value_text(argv[1]);
-  sqlite3_int64 nBytes = 0;
+  sqlite3_int64 nBytes = 0, stamp = 0;
 
   memset(&s, 0, sizeof(s));
   s.db = sqlite3_context_db_handle(ctx);
@@ -2455,9 +2474,18 @@ static void gptExportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
     gxError(&s, "the path must be a file name");
     goto done;
   }
-  if (gptext_model_acquire(sqlite3_user_data(ctx), s.db, "gpt_export", zModel, 0, &s.m, &zErr)) {
+  int rcAcquire = gptext_model_acquire(sqlite3_user_data(ctx), s.db, "gpt_export", zModel, 0,
+                                       &s.m, &zErr);
+  if (rcAcquire != SQLITE_OK) {
+    s.rcErr = rcAcquire;
     s.zErr = zErr;
     zErr = 0;
+    goto done;
+  }
+  /* no read transaction holds the rows still across the many statements
+  ** below: a model whose stamp changed meanwhile is not exported */
+  if (gptext_model_stamp(s.db, s.m->zName, &stamp) != SQLITE_OK) {
+    gxError(&s, "cannot read its gpt_models row: %s", sqlite3_errmsg(s.db));
     goto done;
   }
   {
@@ -2499,6 +2527,15 @@ static void gptExportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
     if (gxTensorData(&s, &aT[i], aBuf, GG_CHUNK * 2)) goto done;
     if (gxWrite(&s, aZero, (size_t)((32 - aT[i].nbytes % 32) % 32))) goto done;
     nBytes += aT[i].nbytes;
+  }
+  {
+    sqlite3_int64 now = 0;
+    int rc = gptext_model_stamp(s.db, s.m->zName, &now);
+    if (rc != SQLITE_OK || now != stamp) {
+      gxError(&s, "its rows changed while it was exported (another connection wrote them); "
+              "export it again");
+      goto done;
+    }
   }
   if (fflush(s.f) != 0 || fsync(fileno(s.f)) != 0) {
     gxError(&s, "cannot write %s: %s", zPath, strerror(errno));

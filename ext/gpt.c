@@ -1082,20 +1082,6 @@ done:
   return rc;
 }
 
-/* The tensor a gpt_tensors row holds: NAME, or NAME#k for part k of a tensor
-** stored in row-aligned parts (k in canonical decimal, below a million, as
-** ext/tensors.c reads them). -1 for any other name. */
-static int tensor_row_index(const GptModel *m, int hasLmHead, const char *zName) {
-  const char *zHash = strrchr(zName, '#');
-  char zBase[160];
-  if (!zHash) return gpt_tensor_index(&m->cfg, hasLmHead, zName);
-  if ((size_t)(zHash - zName) >= sizeof(zBase)) return -1;
-  if (gptext_tensor_part_number(zName, (size_t)(zHash - zName)) < 0) return -1;
-  memcpy(zBase, zName, (size_t)(zHash - zName));
-  zBase[zHash - zName] = 0;
-  return gpt_tensor_index(&m->cfg, hasLmHead, zBase);
-}
-
 /* Reads every tensor into a new weight arena with incremental BLOB I/O.
 ** Pass 0 checks every row before anything is allocated (the arena is sized
 ** by the config, which is only as trustworthy as the rows that match it):
@@ -1107,7 +1093,6 @@ static int tensor_row_index(const GptModel *m, int hasLmHead, const char *zName)
 ** MB: whole blocks, and for Conv1D weights whole stored rows, which the
 ** engine transposes by tiles. */
 static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzErr) {
-  sqlite3_stmt *p = 0;
   GptTensorRows rows;
   GPTModel *net = 0;
   char zMsg[256];
@@ -1124,21 +1109,12 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
   nTensor = gpt_n_tensors(&m->cfg, hasLmHead);
   aDtype = sqlite3_malloc64(sizeof(int) * (size_t)nTensor);
   if (!aDtype) { rc = SQLITE_NOMEM; goto done; }
-  rc = sqlite3_prepare_v2(db, "SELECT name FROM main.gpt_tensors WHERE model = ?1 ORDER BY name",
-                          -1, &p, 0);
-  if (rc != SQLITE_OK) goto sql_error;
-  sqlite3_bind_text(p, 1, m->zName, -1, SQLITE_STATIC);
-  while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
-    const char *zTensor = (const char *)sqlite3_column_text(p, 0);
-    if (!zTensor || tensor_row_index(m, hasLmHead, zTensor) < 0) {
-      gptext_set_error(pzErr, "%s: model '%s': unexpected tensor '%s' in gpt_tensors", zFunc,
-                       m->zName, zTensor ? zTensor : "NULL");
-      rc = SQLITE_ERROR;
-      goto done;
-    }
-    nRows++;
+  rc = gptext_tensor_names_check(db, m->zName, &m->cfg, hasLmHead, &nRows, &zRowsMsg);
+  if (rc != SQLITE_OK) {
+    if (!zRowsMsg) goto sql_error;
+    gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, m->zName, zRowsMsg);
+    goto done;
   }
-  if (rc != SQLITE_DONE) goto sql_error;
   if (nRows == 0) { /* gpt_train_tokenizer's models, or every row deleted */
     gptext_set_error(pzErr, "%s: model '%s' has no weights in gpt_tensors, only a "
                      "tokenizer (gpt_train makes a model with it: its \"tokenizer\" option)",
@@ -1232,7 +1208,6 @@ sql_error:
 done:
   gptext_tensor_close(&rows);
   sqlite3_free(zRowsMsg);
-  sqlite3_finalize(p);
   sqlite3_free(aBuf);
   sqlite3_free(aDtype);
   gpt_model_free(net);
@@ -1314,20 +1289,28 @@ static CacheEntry *conn_hold(GptConn *c, CacheEntry *e) {
   return 0;
 }
 
+/* The model's gpt_models.stamp, which changes with any of its rows:
+** SQLITE_OK, SQLITE_NOTFOUND without a row, or SQLite's error. */
+int gptext_model_stamp(sqlite3 *db, const char *zName, sqlite3_int64 *pStamp) {
+  sqlite3_stmt *p = 0;
+  int rc = sqlite3_prepare_v2(db, "SELECT stamp FROM main.gpt_models WHERE name = ?1", -1, &p, 0);
+  *pStamp = 0;
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_text(p, 1, zName, -1, SQLITE_STATIC);
+    rc = sqlite3_step(p);
+    if (rc == SQLITE_ROW) *pStamp = sqlite3_column_int64(p, 0);
+    rc = rc == SQLITE_ROW ? SQLITE_OK : rc == SQLITE_DONE ? SQLITE_NOTFOUND : rc;
+  }
+  sqlite3_finalize(p);
+  return rc;
+}
+
 /* True when the model's gpt_models.stamp is no longer 'stamp' (or its row is
 ** gone); false when it is, or when it cannot be read (e.g. interrupted). */
 static int stamp_changed(sqlite3 *db, const char *zName, sqlite3_int64 stamp) {
-  sqlite3_stmt *p = 0;
-  int bChanged = 0;
-  if (sqlite3_prepare_v2(db, "SELECT stamp FROM main.gpt_models WHERE name = ?1", -1, &p, 0) ==
-      SQLITE_OK) {
-    sqlite3_bind_text(p, 1, zName, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(p);
-    if (rc == SQLITE_ROW) bChanged = sqlite3_column_int64(p, 0) != stamp;
-    else if (rc == SQLITE_DONE) bChanged = 1;
-  }
-  sqlite3_finalize(p);
-  return bChanged;
+  sqlite3_int64 now;
+  int rc = gptext_model_stamp(db, zName, &now);
+  return rc == SQLITE_NOTFOUND || (rc == SQLITE_OK && now != stamp);
 }
 
 /* Internal: the rows changed while they were being loaded; try again. */
@@ -1528,6 +1511,13 @@ int gptext_model_acquire(GptConn *pConn, sqlite3 *db, const char *zFunc, const c
     gptext_set_error(pzErr, "%s: model '%s' kept changing while it was being loaded; "
                      "try again", zFunc, zName ? zName : "(the only one)");
     rc = SQLITE_BUSY;
+  }
+  if (rc != SQLITE_OK && *pzErr && strstr(*pzErr, ": string or blob too big")) {
+    /* SQLite's bare message, for a row over this connection's limit */
+    rc = SQLITE_TOOBIG;
+    gptext_set_error(pzErr, "%s: model '%s': one of its rows is larger than SQLite's length "
+                     "limit (SQLITE_LIMIT_LENGTH %d)", zFunc, zName ? zName : "(the only one)",
+                     sqlite3_limit(db, SQLITE_LIMIT_LENGTH, -1));
   }
   /* a statement that failed because of sqlite3_interrupt() makes it an
   ** interrupt, whatever its message */

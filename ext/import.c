@@ -2296,6 +2296,7 @@ static int impTensors(GptImport *p) {
     rc = gptext_tensor_create(&w, p->db, p->zName, pInfo, dtype, &zMsg);
     bWriter = 1;
     if (rc != SQLITE_OK) {
+      if (zMsg && !p->zErr) p->rcErr = rc; /* SQLITE_TOOBIG */
       rc = zMsg ? impError(p, zFile, "%s", zMsg) : impSqlError(p, rc);
       sqlite3_free(zMsg);
       goto done;

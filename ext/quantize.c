@@ -429,6 +429,18 @@ static void gptQuantizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv
     quantSqlError(&q, SQLITE_ERROR);
     goto done;
   }
+  {
+    /* every row one of the model's tensors or parts, as the loader asks */
+    int64_t nRows = 0;
+    char *zMsg = 0;
+    int rc = gptext_tensor_names_check(q.db, q.zSrc, &m->cfg, hasLmHead, &nRows, &zMsg);
+    if (rc != SQLITE_OK) {
+      if (zMsg) quantError(&q, 0, "%s", zMsg);
+      else quantSqlError(&q, rc);
+      sqlite3_free(zMsg);
+      goto done;
+    }
+  }
   q.nTensor = gpt_n_tensors(&m->cfg, hasLmHead);
   for (int i = 0; i < q.nTensor; i++) {
     if (quantTensor(&q, &m->cfg, hasLmHead, i) != SQLITE_OK) goto done;

@@ -17,6 +17,13 @@
 ** record's header: the model's name and the tensor's come on top. */
 #define TENSOR_ROW_ROOM 256
 
+/* The room a row of tensor zName of zModel needs besides its data: the
+** names counted twice, as a UTF-16 database stores them in up to twice
+** their UTF-8 bytes. */
+static int64_t tensor_row_room(const char *zModel, const char *zName) {
+  return 2 * ((int64_t)strlen(zModel) + (int64_t)strlen(zName) + 8) + TENSOR_ROW_ROOM;
+}
+
 /* The JSON shape of a part of n rows of info's tensor. */
 static void tensor_shape(char *z, size_t nz, const GPTTensorInfo *info, int64_t n) {
   if (info->ndim == 2) snprintf(z, nz, "[%lld,%lld]", (long long)n, (long long)info->shape[1]);
@@ -43,6 +50,46 @@ static int tensor_part_of(const char *zName, const char *zBase) {
   return gptext_tensor_part_number(zName, n);
 }
 
+/* The tensor index of a gpt_tensors row named zName (n bytes, which may
+** hold a NUL that C's string functions would stop at): NAME, or NAME#k for
+** part k of a tensor stored in parts. -1 for any other name. */
+static int tensor_row_index(const GPTConfig *cfg, int hasLmHead, const char *zName, int n) {
+  const char *zHash = strrchr(zName, '#');
+  char zBase[160];
+  if ((size_t)n != strlen(zName)) return -1;
+  if (!zHash) return gpt_tensor_index(cfg, hasLmHead, zName);
+  if ((size_t)(zHash - zName) >= sizeof(zBase)) return -1;
+  if (gptext_tensor_part_number(zName, (size_t)(zHash - zName)) < 0) return -1;
+  memcpy(zBase, zName, (size_t)(zHash - zName));
+  zBase[zHash - zName] = 0;
+  return gpt_tensor_index(cfg, hasLmHead, zBase);
+}
+
+/* Checks that every gpt_tensors row of zModel names one of the tensors of
+** cfg (with or without lm_head) or a part of one; *pnRows is their count.
+** On an unexpected name, SQLITE_ERROR and *pzMsg naming it. */
+int gptext_tensor_names_check(sqlite3 *db, const char *zModel, const GPTConfig *cfg,
+                              int hasLmHead, int64_t *pnRows, char **pzMsg) {
+  sqlite3_stmt *q = 0;
+  int rc = sqlite3_prepare_v2(db, "SELECT name FROM main.gpt_tensors WHERE model = ?1 "
+                              "ORDER BY name", -1, &q, 0);
+  *pnRows = 0;
+  *pzMsg = 0;
+  if (rc != SQLITE_OK) return rc;
+  sqlite3_bind_text(q, 1, zModel, -1, SQLITE_STATIC);
+  while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+    const char *zName = (const char *)sqlite3_column_text(q, 0);
+    if (!zName || tensor_row_index(cfg, hasLmHead, zName, sqlite3_column_bytes(q, 0)) < 0) {
+      *pzMsg = sqlite3_mprintf("unexpected tensor '%s' in gpt_tensors", zName ? zName : "NULL");
+      rc = SQLITE_ERROR;
+      break;
+    }
+    (*pnRows)++;
+  }
+  sqlite3_finalize(q);
+  return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
 /* Whether model zModel has its own output head (lm_head.weight, whole or
 ** in parts) rather than the tied embedding: 1 or 0 in *pHas, or SQLite's
 ** error code. */
@@ -65,8 +112,7 @@ int gptext_has_lm_head(sqlite3 *db, const char *zModel, int *pHas) {
 ** even one row fits. */
 int64_t gptext_tensor_part_rows(sqlite3 *db, const char *zModel, const char *zName,
                                 int64_t nRow, int64_t nRowBytes, int64_t nBytes) {
-  int64_t nMax = sqlite3_limit(db, SQLITE_LIMIT_LENGTH, -1) - (int64_t)strlen(zModel) -
-                 (int64_t)strlen(zName) - TENSOR_ROW_ROOM;
+  int64_t nMax = sqlite3_limit(db, SQLITE_LIMIT_LENGTH, -1) - tensor_row_room(zModel, zName);
   if (nBytes <= nMax) return nRow;
   return nMax > 0 && nRowBytes > 0 ? nMax / nRowBytes : 0;
 }
@@ -77,7 +123,7 @@ int gptext_tensor_open(sqlite3 *db, const char *zModel, const GPTTensorInfo *inf
                        GptTensorRows *p, char **pzMsg) {
   sqlite3_stmt *q = 0;
   char zWant[64];
-  int rc, bWhole = 0, nSeen = 0;
+  int rc, bWhole = 0, nSeen = 0, kLast = -1;
   int64_t nRow = info->shape[0], R = 0, nParts = 0;
   memset(p, 0, sizeof(*p));
   p->db = db;
@@ -105,13 +151,17 @@ int gptext_tensor_open(sqlite3 *db, const char *zModel, const GPTTensorInfo *inf
     GPTTensorInfo part = *info;
     rc = SQLITE_ERROR;
     if (!zName) zName = "";
+    if ((size_t)sqlite3_column_bytes(q, 1) != strlen(zName)) {
+      continue; /* a NUL inside: gptext_tensor_names_check refuses it */
+    }
     if (strcmp(zName, info->name) != 0) {
       k = tensor_part_of(zName, info->name);
-      if (k < 0) continue; /* not this tensor's (NAME#x): the loader refuses it */
-      if (bWhole) {
+      if (k < 0) continue; /* not this tensor's (NAME#x): refused as above */
+      if (bWhole || k <= kLast) {
         *pzMsg = sqlite3_mprintf("tensor %s appears twice", zName);
         goto done;
       }
+      kLast = k;
       /* part k holds rows k*R .. of the stored shape, R the rows of part 0 */
       nRows = sqlite3_column_int64(q, 6);
       if (k == 0) R = nRows;
@@ -186,6 +236,13 @@ int gptext_tensor_open(sqlite3 *db, const char *zModel, const GPTTensorInfo *inf
     if (k == 0) p->nPartBytes = nLen;
     nSeen++;
   }
+  if (rc == SQLITE_TOOBIG) {
+    /* a row stored on its page is read whole, and checked against the limit */
+    *pzMsg = sqlite3_mprintf("a row of tensor %s is larger than SQLite's length limit "
+                             "(SQLITE_LIMIT_LENGTH %d)", info->name,
+                             sqlite3_limit(db, SQLITE_LIMIT_LENGTH, -1));
+    goto done;
+  }
   if (rc != SQLITE_DONE) goto done;
   rc = SQLITE_ERROR;
   if (nSeen == 0 && R == 0) {
@@ -255,8 +312,10 @@ int gptext_tensor_create(GptTensorWriter *w, sqlite3 *db, const char *zModel,
   if (w->nPartRows < nRow && (w->nPartRows < 1 || gpt_dtype_block(dtype, 0))) {
     int nLimit = sqlite3_limit(db, SQLITE_LIMIT_LENGTH, -1);
     *pzMsg = w->nPartRows < 1
-        ? sqlite3_mprintf("a row of tensor %s (%lld bytes) is larger than a BLOB may be "
-                          "(SQLITE_LIMIT_LENGTH %d)", info->name, (long long)w->nRowBytes, nLimit)
+        ? sqlite3_mprintf("a row of tensor %s (%lld bytes, and %lld for the names and other "
+                          "columns of its gpt_tensors row) is larger than a BLOB may be "
+                          "(SQLITE_LIMIT_LENGTH %d)", info->name, (long long)w->nRowBytes,
+                          (long long)tensor_row_room(zModel, info->name), nLimit)
         : sqlite3_mprintf("tensor %s is %lld bytes of %s, more than a BLOB may be "
                           "(SQLITE_LIMIT_LENGTH %d), and only f32, f16 and bf16 tensors are "
                           "stored in parts", info->name, (long long)nBytes,

@@ -42,8 +42,8 @@ with tempfile.TemporaryDirectory() as tmp:
     names = [r[0] for r in parted.execute(
         "SELECT name FROM gpt_tensors WHERE name GLOB 'model.embed_tokens.weight#*' "
         "ORDER BY rowid")]
-    # 50259 rows of 256 bytes, 19530 rows a part (5e6 bytes less room for the
-    # row's other columns)
+    # 50259 rows of 256 bytes, 19529 rows a part (5e6 bytes less room for the
+    # row's names, counted twice, and other columns)
     check("parts-1", len(names) == 3 and names[0].endswith("#0"), f"{len(names)} parts")
     check("parts-1b", parted.execute(
         "SELECT count(*) FROM gpt_tensors WHERE name GLOB 'lm_head.weight#*'").fetchone()[0] == 3)
@@ -71,10 +71,10 @@ with tempfile.TemporaryDirectory() as tmp:
     refused("parts-6", "INSERT INTO gpt_tensors SELECT model, 'model.embed_tokens.weight', "
             "dtype, '[50259,64]', zeroblob(50259*256) FROM gpt_tensors "
             "WHERE name = 'model.embed_tokens.weight#0'", "appears twice")
-    refused("parts-7", "UPDATE gpt_tensors SET shape = '[19529,64]', "
-            "data = substr(data, 1, 19529*256) WHERE name = 'model.embed_tokens.weight#1'",
+    refused("parts-7", "UPDATE gpt_tensors SET shape = '[19528,64]', "
+            "data = substr(data, 1, 19528*256) WHERE name = 'model.embed_tokens.weight#1'",
             "is not a part of")
-    refused("parts-8", "UPDATE gpt_tensors SET dtype = 'f16', data = substr(data, 1, 19530*128) "
+    refused("parts-8", "UPDATE gpt_tensors SET dtype = 'f16', data = substr(data, 1, 19529*128) "
             "WHERE name = 'model.embed_tokens.weight#1'", "unlike part 0")
 
     # gpt_quantize, gpt_export and gpt_import of a GGUF file read and write
@@ -137,11 +137,76 @@ with tempfile.TemporaryDirectory() as tmp:
         refused_call(f"parts-16.{fn}", f"DELETE FROM gpt_tensors WHERE name = '{emb}#2'", call,
                      f"{fn}: model 'm': tensor {emb} has 2 of its 3 parts in gpt_tensors")
         refused_call(f"parts-17.{fn}", "UPDATE gpt_tensors SET dtype = 'f16', data = "
-                     f"substr(data, 1, 19530*128) WHERE name = '{emb}#1'", call,
+                     f"substr(data, 1, 19529*128) WHERE name = '{emb}#1'", call,
                      f"{fn}: model 'm': tensor {emb}#1 has dtype 'f16', unlike part 0")
         refused_call(f"parts-18.{fn}", "INSERT INTO gpt_tensors SELECT model, "
                      f"'{emb}', dtype, '[50259,64]', zeroblob(50259*256) FROM gpt_tensors "
                      f"WHERE name = '{emb}#0'", call,
                      f"{fn}: model 'm': tensor {emb}#0 appears twice")
+
+    # a name with a NUL inside reads as another part to C; every reader
+    # refuses it by name (it stood in for a deleted part and overflowed)
+    for fn, call in (("gpt_quantize", "SELECT gpt_quantize('m', 'x', 'f16')"),
+                     ("gpt_export", "SELECT gpt_export('m', '%s')" % os.path.join(tmp, "x.gguf")),
+                     ("gpt_next_tokens",
+                      "SELECT * FROM gpt_next_tokens('x', 1, '{\"model\": \"m\"}')")):
+        refused_call(f"parts-19.{fn}", "INSERT INTO gpt_tensors SELECT model, name || char(0) "
+                     f"|| 'x', dtype, shape, data FROM gpt_tensors WHERE name = '{emb}#1'", call,
+                     f"{fn}: model 'm': unexpected tensor '{emb}#1' in gpt_tensors")
+        refused_call(f"parts-20.{fn}", "INSERT INTO gpt_tensors VALUES('m', 'junk', 'f32', "
+                     "'[1]', zeroblob(4))", call,
+                     f"{fn}: model 'm': unexpected tensor 'junk' in gpt_tensors")
+
+    # gpt_export reads in many statements: rows written meanwhile by another
+    # connection make it fail, not mix two versions in one file
+    parted.execute("PRAGMA journal_mode=WAL")
+    other = connect(os.path.join(tmp, "parts.db"))
+    race = os.path.join(tmp, "race.gguf")
+    writes = []
+
+    def write_meanwhile():  # once the file is open, while the tensors are read
+        if os.path.exists(race) and not writes:
+            other.execute("UPDATE gpt_tensors SET data = data WHERE model = 'm' AND "
+                          "name = 'model.norm.weight'")
+            writes.append(1)
+        return 0
+
+    parted.set_progress_handler(write_meanwhile, 20000)
+    try:
+        parted.execute("SELECT gpt_export('m', ?)", (race,))
+        check("parts-21", False, f"no error after {len(writes)} writes")
+    except sqlite3.Error as e:
+        check("parts-21", "gpt_export: model 'm': its rows changed while it was exported" in str(e)
+              and writes and not os.path.exists(race), str(e))
+    parted.set_progress_handler(None, 0)
+    other.close()
+
+    # a row SQLite keeps on its page is read whole, and checked against the
+    # limit: the error names it (the tokenizer's config row, here)
+    low = connect(os.path.join(tmp, "parts.db"))
+    low.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 1000)
+    try:
+        low.execute("SELECT * FROM gpt_next_tokens('x', 1, '{\"model\": \"m\"}')").fetchall()
+        check("parts-22", False, "no error")
+    except sqlite3.Error as e:
+        check("parts-22", isinstance(e, sqlite3.DataError) and str(e) == (
+              "gpt_next_tokens: model 'm': one of its rows is larger than SQLite's length limit "
+              "(SQLITE_LIMIT_LENGTH 1000)"), f"{type(e).__name__} {e}")
+    low.close()
+
+    # a UTF-16 database stores names in up to twice their UTF-8 bytes: parts
+    # leave room for that (a 400-letter name, a limit 681 bytes over the
+    # f32 embedding failed on SQLite's bare "string or blob too big")
+    u16 = connect(os.path.join(tmp, "u16.db"))
+    u16.execute("PRAGMA encoding = 'UTF-16le'")
+    long_name = "n" * 400
+    u16.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 50259 * 256 + 400 + 25 + 256)
+    u16.execute("SELECT gpt_import(?, ?)", (long_name, folder))
+    n = u16.execute("SELECT count(*) FROM gpt_tensors WHERE model = ? AND name GLOB "
+                    "'model.embed_tokens.weight#*'", (long_name,)).fetchone()[0]
+    check("parts-23", n == 2, f"{n} parts")
+    u16.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 1000000000)
+    check("parts-24", logits(u16, long_name) == logits(whole, "m"))
+    u16.close()
 
 finish("")
