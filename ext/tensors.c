@@ -1,13 +1,15 @@
 /*
-** The gpt_tensors rows of one tensor, whole or in row-aligned parts, for
-** the functions that read or write a tensor without loading the model
-** (gpt_quantize, gpt_export, gpt_import of a GGUF file or a folder).
+** The gpt_tensors rows of one tensor, whole or in row-aligned parts: read
+** by the loader (ext/gpt.c), gpt_quantize and gpt_export, written by
+** gpt_import (GGUF files and folders) and gpt_quantize, with one set of
+** rules and messages. gpt_train sizes its parts with
+** gptext_tensor_part_rows.
 **
 ** A tensor whose row would pass SQLite's length limit (SQLITE_LIMIT_LENGTH,
 ** 1e9 bytes by default: Llama 3 8B's embedding is 1.05 GB in bf16) is
 ** stored as parts NAME#0, NAME#1, ... of R whole rows each but the last,
-** shape [rows of the part, columns], as the loader (ext/gpt.c) reads them.
-** Only element dtypes (f32, f16, bf16) are stored in parts.
+** shape [rows of the part, columns]. Only element dtypes (f32, f16, bf16)
+** are stored in parts.
 */
 #include <stdio.h>
 #include <string.h>
