@@ -2004,8 +2004,8 @@ static int gxTensorData(GgExport *p, const GxTensor *t, unsigned char *aBuf, int
   if (strcmp(gpt_dtype_name(rows.dtype), ggDtypeName(t->eWiden ? t->eWiden : t->type)) != 0 ||
       rows.nBytes != (t->eWiden ? 2 * t->ne[0] : t->nbytes)) {
     gptext_tensor_close(&rows);
-    return gxError(p, "its rows changed while it was exported (another connection wrote "
-                   "them); export it again");
+    return gxError(p, "tensor %s changed while it was exported; export it again",
+                   t->info.name);
   }
   if (t->eWiden) {
     /* n <= GPT_MAX_FF values of 2 bytes, widened to 4 */
@@ -2453,7 +2453,8 @@ static void gptExportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
   char *zErr = 0, *zTmp = 0;
   const char *zModel = (const char *)sqlite3_value_text(argv[0]);
   const char *zPath = (const char *)sqlite3_value_text(argv[1]);
-  sqlite3_int64 nBytes = 0, stamp = 0;
+  sqlite3_int64 nBytes = 0;
+  sqlite3_stmt *pSnapshot = 0; /* held until the data is read */
 
   memset(&s, 0, sizeof(s));
   s.db = sqlite3_context_db_handle(ctx);
@@ -2482,9 +2483,9 @@ static void gptExportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
     zErr = 0;
     goto done;
   }
-  /* no read transaction holds the rows still across the many statements
-  ** below: a model whose stamp changed meanwhile is not exported */
-  if (gptext_model_stamp(s.db, s.m->zName, &stamp) != SQLITE_OK) {
+  /* one read snapshot across the many statements below: another
+  ** connection's commit meanwhile does not reach the file */
+  if (gptext_snapshot_begin(s.db, s.m->zName, &pSnapshot) != SQLITE_OK) {
     gxError(&s, "cannot read its gpt_models row: %s", sqlite3_errmsg(s.db));
     goto done;
   }
@@ -2528,20 +2529,12 @@ static void gptExportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
     if (gxWrite(&s, aZero, (size_t)((32 - aT[i].nbytes % 32) % 32))) goto done;
     nBytes += aT[i].nbytes;
   }
-  {
-    sqlite3_int64 now = 0;
-    int rc = gptext_model_stamp(s.db, s.m->zName, &now);
-    if (rc != SQLITE_OK || now != stamp) {
-      gxError(&s, "its rows changed while it was exported (another connection wrote them); "
-              "export it again");
-      goto done;
-    }
-  }
   if (fflush(s.f) != 0 || fsync(fileno(s.f)) != 0) {
     gxError(&s, "cannot write %s: %s", zPath, strerror(errno));
     goto done;
   }
 done:
+  sqlite3_finalize(pSnapshot);
   if (s.f && fclose(s.f) != 0 && !s.zErr) gxError(&s, "cannot write %s: %s", zPath, strerror(errno));
   if (!s.zErr && zTmp) gxCommit(&s, zTmp, zPath);
   /* only a file this call created is removed */

@@ -1082,6 +1082,9 @@ done:
   return rc;
 }
 
+/* Internal: the rows changed while they were being loaded; try again. */
+#define MODEL_RETRY SQLITE_SCHEMA
+
 /* Reads every tensor into a new weight arena with incremental BLOB I/O.
 ** Pass 0 checks every row before anything is allocated (the arena is sized
 ** by the config, which is only as trustworthy as the rows that match it):
@@ -1092,7 +1095,9 @@ done:
 ** are); everything else is held as f32. Rows are read in chunks of about 1
 ** MB: whole blocks, and for Conv1D weights whole stored rows, which the
 ** engine transposes by tiles. */
-static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzErr) {
+static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, sqlite3_int64 stamp,
+                        char **pzErr) {
+  sqlite3_stmt *pSnapshot = 0;
   GptTensorRows rows;
   GPTModel *net = 0;
   char zMsg[256];
@@ -1104,6 +1109,14 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, char **pzEr
   int64_t nRows = 0, nRowsOfTensors = 0;
 
   memset(&rows, 0, sizeof(rows));
+  /* one snapshot for both passes: no commit lands between two tensors (the
+  ** caller compares the stamp it resolved with the one after the load) */
+  rc = gptext_snapshot_begin(db, m->zName, &pSnapshot);
+  if (rc != SQLITE_OK) goto sql_error;
+  if (!pSnapshot || sqlite3_column_int64(pSnapshot, 0) != stamp) {
+    rc = MODEL_RETRY; /* changed since the caller resolved it */
+    goto done;
+  }
   rc = gptext_has_lm_head(db, m->zName, &hasLmHead);
   if (rc != SQLITE_OK) goto sql_error;
   nTensor = gpt_n_tensors(&m->cfg, hasLmHead);
@@ -1207,6 +1220,7 @@ sql_error:
   rc = gptext_sql_code(db, rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_ERROR : rc);
 done:
   gptext_tensor_close(&rows);
+  sqlite3_finalize(pSnapshot);
   sqlite3_free(zRowsMsg);
   sqlite3_free(aBuf);
   sqlite3_free(aDtype);
@@ -1291,7 +1305,7 @@ static CacheEntry *conn_hold(GptConn *c, CacheEntry *e) {
 
 /* The model's gpt_models.stamp, which changes with any of its rows:
 ** SQLITE_OK, SQLITE_NOTFOUND without a row, or SQLite's error. */
-int gptext_model_stamp(sqlite3 *db, const char *zName, sqlite3_int64 *pStamp) {
+static int model_stamp(sqlite3 *db, const char *zName, sqlite3_int64 *pStamp) {
   sqlite3_stmt *p = 0;
   int rc = sqlite3_prepare_v2(db, "SELECT stamp FROM main.gpt_models WHERE name = ?1", -1, &p, 0);
   *pStamp = 0;
@@ -1309,12 +1323,10 @@ int gptext_model_stamp(sqlite3 *db, const char *zName, sqlite3_int64 *pStamp) {
 ** gone); false when it is, or when it cannot be read (e.g. interrupted). */
 static int stamp_changed(sqlite3 *db, const char *zName, sqlite3_int64 stamp) {
   sqlite3_int64 now;
-  int rc = gptext_model_stamp(db, zName, &now);
+  int rc = model_stamp(db, zName, &now);
   return rc == SQLITE_NOTFOUND || (rc == SQLITE_OK && now != stamp);
 }
 
-/* Internal: the rows changed while they were being loaded; try again. */
-#define MODEL_RETRY SQLITE_SCHEMA
 
 /* The entry of key zKey (caller holds the mutex), or NULL. */
 static CacheEntry *cache_find(const char *zKey) {
@@ -1383,7 +1395,7 @@ static int model_acquire_once(GptConn *pConn, sqlite3 *db, const char *zFunc, co
   sqlite3_int64 stamp = 0;
   CacheEntry *e = 0, *pNew = 0;
   CacheFree toFree = {{0, 0, 0, 0}, 0};
-  int rc, bLoaded = 0;
+  int rc, bLoaded = 0, bVerified = 0; /* weights read in a snapshot of stamp */
   *ppModel = 0;
   rc = resolve_name(db, zFunc, zName, &zResolved, &stamp, pzErr);
   if (rc != SQLITE_OK) return rc;
@@ -1443,10 +1455,13 @@ static int model_acquire_once(GptConn *pConn, sqlite3 *db, const char *zFunc, co
     e->bLoading = 1;
     e->nRef++;
     pthread_mutex_unlock(&gCacheMutex);
-    rc = load_weights(db, zFunc, &work, pzErr);
-    int bChanged = 0;
+    rc = load_weights(db, zFunc, &work, stamp, pzErr);
+    int bChanged = rc == MODEL_RETRY;
     if (rc == SQLITE_INTERRUPT) gptext_set_error(pzErr, "%s: interrupted", zFunc);
-    else if (rc != SQLITE_OK) bChanged = stamp_changed(db, work.zName, stamp);
+    else if (rc != SQLITE_OK && !bChanged) bChanged = stamp_changed(db, work.zName, stamp);
+    /* read in one snapshot of the resolved stamp: the rows read before it
+    ** (config, tokenizer) were of that stamp too */
+    bVerified = rc == SQLITE_OK;
     pthread_mutex_lock(&gCacheMutex);
     e->model.pNet = work.pNet;
     e->bLoading = 0;
@@ -1461,7 +1476,7 @@ static int model_acquire_once(GptConn *pConn, sqlite3 *db, const char *zFunc, co
   }
   /* pinned while the stamp is read again, unlocked */
   e->nRef++;
-  if (bLoaded) {
+  if (bLoaded && !bVerified) {
     pthread_mutex_unlock(&gCacheMutex);
     int bChanged = stamp_changed(db, e->model.zName, stamp);
     pthread_mutex_lock(&gCacheMutex);

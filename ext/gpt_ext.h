@@ -142,9 +142,6 @@ int gptext_model_acquire(GptConn *pConn, sqlite3 *db, const char *zFunc,
                          char **pzErr);
 void gptext_model_release(GptModel *p);
 void gptext_model_retain(GptModel *p);
-/* The model's gpt_models.stamp, new whenever any of its rows changes:
-** SQLITE_OK, SQLITE_NOTFOUND when it has no row, or SQLite's error. */
-int gptext_model_stamp(sqlite3 *db, const char *zName, sqlite3_int64 *pStamp);
 /* Lets go of the connection's references to models named zName (after
 ** gpt_drop), so their memory is freed unless another connection uses them. */
 void gptext_conn_forget(GptConn *pConn, const char *zName);
@@ -320,6 +317,10 @@ int gptext_tensor_part_number(const char *zName, size_t nBase);
 ** of one (*pnRows: how many rows); else SQLITE_ERROR with *pzMsg. */
 int gptext_tensor_names_check(sqlite3 *db, const char *zModel, const GPTConfig *cfg,
                               int hasLmHead, int64_t *pnRows, char **pzMsg);
+/* One read snapshot across many statements: keep *ppStmt (stepped to
+** zModel's gpt_models row, or NULL) until the reads are done, then
+** finalize it. */
+int gptext_snapshot_begin(sqlite3 *db, const char *zModel, sqlite3_stmt **ppStmt);
 /* Whether zModel has lm_head.weight (whole or in parts): *pHas 1 or 0. */
 int gptext_has_lm_head(sqlite3 *db, const char *zModel, int *pHas);
 /* Rows a part of a tensor stored as zName of zModel holds: nRow when one

@@ -92,6 +92,23 @@ int gptext_tensor_names_check(sqlite3 *db, const char *zModel, const GPTConfig *
   return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
+/* Holds one read snapshot of the database across a reader's many
+** statements (the loader's, gpt_export's): a statement stepped to its row
+** and not yet reset keeps the connection's read transaction open, so
+** another connection's commit cannot land between two tensors. *ppStmt is
+** NULL when the model has no gpt_models row; finalize it to let go. */
+int gptext_snapshot_begin(sqlite3 *db, const char *zModel, sqlite3_stmt **ppStmt) {
+  int rc = sqlite3_prepare_v2(db, "SELECT stamp FROM main.gpt_models WHERE name = ?1", -1,
+                              ppStmt, 0);
+  if (rc != SQLITE_OK) return rc;
+  sqlite3_bind_text(*ppStmt, 1, zModel, -1, SQLITE_TRANSIENT);
+  rc = sqlite3_step(*ppStmt);
+  if (rc == SQLITE_ROW) return SQLITE_OK;
+  sqlite3_finalize(*ppStmt);
+  *ppStmt = 0;
+  return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
 /* Whether model zModel has its own output head (lm_head.weight, whole or
 ** in parts) rather than the tied embedding: 1 or 0 in *pHas, or SQLite's
 ** error code. */
