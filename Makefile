@@ -3,6 +3,7 @@
 #   make demo     run the examples on the trained demo model (models/shakespeare.db)
 #   make demo-model  retrain it with gpt_train (about 11 minutes on 2 cores)
 #   make test     run the Tcl test suite, the C tests and the Python, Node and Go client tests
+#                 (and build the bench, so that a change of an interface cannot leave it broken)
 #   make test-sqlite-latest   the same on SQLite 3.53.2 (see below)
 #   make bench    the benchmark (not part of the tests)
 
@@ -120,7 +121,7 @@ deps-test:
 	$(call install_missing,$(DEB_PACKAGES) $(TEST_DEB_PACKAGES))
 
 test: deps-test
-	$(MAKE) -j$(JOBS) all
+	$(MAKE) -j$(JOBS) all build/bench build/train_bench
 	build/tokenizer_test
 	build/engine_test
 	build/kernels_test

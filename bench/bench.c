@@ -1231,7 +1231,7 @@ static RowFig bench_rows(sqlite3 *db, const char *zModel) {
   sqlite3_stmt *pGet = 0;
   sqlite3_prepare_v2(db, "SELECT body FROM temp.docs ORDER BY id", -1, &pGet, 0);
   for (int i = 0; sqlite3_step(pGet) == SQLITE_ROW && i < nRow; i++) {
-    if (gptext_encode(m, "bench", (const char *)sqlite3_column_text(pGet, 0),
+    if (gptext_encode(db, m, "bench", (const char *)sqlite3_column_text(pGet, 0),
                       sqlite3_column_bytes(pGet, 0), 0, &aIds[i], &nIds[i], &zErr))
       die("%s", zErr);
   }
