@@ -11,6 +11,8 @@
 **                                   f32, f16 or q8_0 for one model;
 **                                   BENCH_PROMPT=N for an N-token prompt,
 **                                   1 to compare with llama-bench's tg128)
+**   build/bench --busy              decode of the q8_0 model on 1 and 2 threads,
+**                                   quiet and with another process spinning
 **   build/bench --rows              the per-row figures alone, the same way
 **   build/bench --batch             the gpt_batch figures alone, the same way
 **   build/bench --llamacpp          llama.cpp side by side alone, the same way
@@ -32,7 +34,8 @@
 **   import    gpt_import MB/s of safetensors; gpt_quantize
 **   load      BLOB rows to memory, GB/s; peak RSS of a process that loads
 **   prefill   tok/s at 128 and 512 prompt tokens
-**   decode    tok/s of 128 tokens after a 128-token prompt (greedy)
+**   decode    tok/s of 128 tokens after a 128-token prompt (greedy); and
+**             with another process keeping one core busy
 **   SQL       per-row overhead of gpt_generate over 200 rows; prefix reuse
 **   batch     gpt_batch over 256 rows against row-at-a-time gpt_generate
 **   llama.cpp pp512 and tg128 of the same models in llama.cpp (node-llama-cpp)
@@ -55,6 +58,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -770,12 +774,17 @@ static const char *frac_mark(double f) {
   return " *";
 }
 
-static void bench_engine(sqlite3 *db) {
+/* The prompt tokens of the GPT-2-shaped rows: seeded, below GPT-2's vocabulary. */
+static void gpt2_tokens(void) {
   uint64_t x = 12345;
   for (int i = 0; i < 1024; i++) {
     x = x * 6364136223846793005ull + 1442695040888963407ull;
     aTok[i] = (int)((x >> 33) % 50000);
   }
+}
+
+static void bench_engine(sqlite3 *db) {
+  gpt2_tokens();
   int nGen = bQuick ? 32 : 128;
   const char *zOnly = getenv("BENCH_MODEL"); /* --decode: f32, f16 or q8_0 alone */
   uint64_t *bwBuf = bandwidth_buffer();
@@ -817,6 +826,84 @@ static void bench_engine(sqlite3 *db) {
     gptext_model_release(m);
   }
   free(bwBuf);
+}
+
+/* ----------------------------------------------- one core busy elsewhere */
+
+/* tok/s of nGen greedy decode steps after nPrompt tokens on nth threads,
+** the median of nRuns runs. */
+static double decode_rate(const GPTModel *net, GPTState *s, int nPrompt, int nGen, float *logits,
+                          int nth) {
+  double tok[64];
+  char zErr[200];
+  GPTForwardIO io;
+  memset(&io, 0, sizeof(io));
+  io.logits = logits;
+  gpt_threads_set(nth);
+  for (int r = 0; r < nRuns; r++) {
+    gpt_state_truncate(s, 0);
+    if (gpt_forward(net, s, aTok, nPrompt, &io, zErr, sizeof(zErr))) die("%s", zErr);
+    double t0 = now();
+    for (int i = 0; i < nGen; i++) {
+      int t = gpt_argmax(logits, gpt_model_config(net)->vocab_size);
+      if (gpt_forward(net, s, &t, 1, &io, zErr, sizeof(zErr))) die("%s", zErr);
+    }
+    tok[r] = nGen / (now() - t0);
+  }
+  gpt_threads_set(0);
+  return median(tok, nRuns);
+}
+
+/* A child process that spins until it is killed: another program keeping
+** one core busy. */
+static pid_t spinner_start(void) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    volatile uint64_t x = 0;
+    for (;;) x++;
+  }
+  if (pid < 0) die("%s", "fork failed");
+  return pid;
+}
+
+static void spinner_stop(pid_t pid) {
+  kill(pid, SIGKILL);
+  waitpid(pid, 0, 0);
+}
+
+/* Decode of the q8_0 model (GPT-2 124M shape) on 1 and 2 threads, quiet and
+** with another process spinning: a thread pool whose every run waited for
+** a member the system had taken off its core ran 2 threads at 0.16 of 1. */
+static double aBusy[2][3]; /* [quiet, busy][threads] tok/s */
+static void bench_busy(sqlite3 *db) {
+  GptModel *m = 0;
+  char *zErr = 0;
+  if (gptext_model_acquire(0, db, "bench", azModel[2], 1, &m, &zErr) != SQLITE_OK) die("%s", zErr);
+  GPTState *s = gpt_state_new(m->pNet, m->cfg.n_ctx);
+  float *logits = malloc(sizeof(float) * (size_t)m->cfg.vocab_size);
+  if (!s || !logits) die("%s", "out of memory");
+  int nGen = bQuick ? 32 : 128;
+  for (int busy = 0; busy < 2; busy++) {
+    pid_t pid = busy ? spinner_start() : 0;
+    for (int nth = 1; nth <= 2; nth++)
+      aBusy[busy][nth] = decode_rate(m->pNet, s, 128, nGen, logits, nth);
+    if (busy) spinner_stop(pid);
+  }
+  free(logits);
+  gpt_state_free(s);
+  gptext_model_release(m);
+}
+
+static void out_busy(void) {
+  out("## Decode with one core busy elsewhere\n\nGPT-2 124M shape, q8_0, %d tokens after a "
+      "128-token prompt, tok/s; \"busy\": another process spins on one core meanwhile (the "
+      "system places it).\n\n| | 1 thread | 2 threads | 2 threads / 1 |\n|---|---:|---:|---:|\n",
+      bQuick ? 32 : 128);
+  const char *az[2] = {"quiet", "one core busy"};
+  for (int b = 0; b < 2; b++)
+    out("| %s | %.1f | %.1f | %.2f |\n", az[b], aBusy[b][1], aBusy[b][2],
+        aBusy[b][1] > 0 ? aBusy[b][2] / aBusy[b][1] : 0);
+  out("\n");
 }
 
 /* ------------------------------------------------------ SmolLM2 shape */
@@ -1462,6 +1549,16 @@ int main(int argc, char **argv) {
     sqlite3_close(db);
     return 0;
   }
+  if (argc == 2 && strcmp(argv[1], "--busy") == 0) {
+    /* decode with another process spinning, on the models of the last full run */
+    sqlite3_auto_extension((void (*)(void))sqlite3_gpt_init);
+    sqlite3 *db = open_db(DB_PATH);
+    gpt2_tokens();
+    bench_busy(db);
+    out_busy();
+    sqlite3_close(db);
+    return 0;
+  }
   if (argc == 2 && strcmp(argv[1], "--decode") == 0) {
     /* the decode rows alone, on the models of the last full run */
     sqlite3_auto_extension((void (*)(void))sqlite3_gpt_init);
@@ -1612,6 +1709,9 @@ int main(int argc, char **argv) {
     }
   if (nFracMarked) out("\n%s\n", FRAC_NOTE);
   out("\n");
+  fprintf(stderr, "bench: decode with one core busy...\n");
+  bench_busy(db);
+  out_busy();
 
   fprintf(stderr, "bench: per-row overhead...\n");
   sqlite3_close(db);

@@ -1757,7 +1757,7 @@ static int matmul_forward_ld(const Pass *p, float *out, size_t ldo, const float 
   } else {
     /* f16 is widened a chunk at a time */
     if (w->dtype != GPT_F32 && w->dtype != GPT_Q8_0 && !is_q4_dtype(w->dtype) &&
-        state_reserve_wide(p->s, gpt_team_size(p->team)))
+        state_reserve_wide(p->s, gpt_team_capacity(p->team)))
       return GPT_NOMEM;
     if (w->dtype == GPT_Q8_0 && quantize_tokens(p, inp, T, w->k)) return GPT_NOMEM;
     if (is_q4_dtype(w->dtype) && quantize_tokens_q4(p, inp, T, w->k, w->dtype)) return GPT_NOMEM;
@@ -1995,7 +1995,7 @@ static int batch_begin(const Pass *p, char *err, size_t n_err) {
     if (gs->n_cache > keys) keys = gs->n_cache;
     T += g->n;
   }
-  if (state_reserve(s, T, gpt_team_size(p->team), keys)) {
+  if (state_reserve(s, T, gpt_team_capacity(p->team), keys)) {
     snprintf(err, n_err, "out of memory for a batch of %d tokens", T);
     return GPT_NOMEM;
   }

@@ -11,6 +11,16 @@
 ** task is in flight. Between runs a worker, and at the end of a run the
 ** caller, may read ahead the rows its task named (gpt_team_touch_after).
 ** The workers are joined when the library is unloaded.
+**
+** Late members: every run waits for all of its members, so a worker that
+** the system takes off its core (another process busy on that core) holds
+** each run up until it is back, a time slice of milliseconds. A 2-thread
+** decode with one core busy elsewhere ran 6.5 times slower than on one
+** thread. When the caller waits for the others longer than LATE_MIN_NS and
+** longer than its own share took, the team drops its last member for a
+** while (LATE_BACKOFF_*, doubled at each late run in a row), then takes
+** it back. Results do not change: every task gives the same values on any
+** number of members.
 */
 #include <pthread.h>
 #include <sched.h>
@@ -24,8 +34,20 @@
 /* How long an idle worker spins before it sleeps. */
 #define GPT_SPIN_NS 300000
 
+/* A run is late when the caller waits for the others this long, and longer
+** than its own share took (a prefill's last chunk may take a millisecond;
+** a member off its core for a time slice holds the run up for several). */
+#define LATE_MIN_NS 500000
+/* How long a team runs a member short after a late run: from the least,
+** doubled by each late run that follows within LATE_FORGET_NS, to the
+** most. */
+#define LATE_BACKOFF_MIN_NS ((int64_t)4000000)
+#define LATE_BACKOFF_MAX_NS ((int64_t)512000000)
+#define LATE_FORGET_NS ((int64_t)2000000000)
+
 struct GPTTeam {
-  int nth;     /* members, the caller included */
+  int nth;     /* members now, the caller included: cap, less those dropped */
+  int cap;     /* members the pool gave it */
   int pooled;  /* holds the pool */
 };
 
@@ -52,9 +74,12 @@ static struct {
   void *arg;
   int nth;
   GPTTeam team;
+  /* late members (the team owner's alone): members dropped until lateUntil */
+  int nDropped;
+  int64_t lateUntil, lastLate, backoff;
 } gPool;
 
-static GPTTeam gSolo = {1, 0};
+static GPTTeam gSolo = {1, 1, 0};
 
 static inline void cpu_relax(void) {
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
@@ -134,6 +159,31 @@ void gpt_team_touch_after(int ith, const void *p, size_t n) {
   gPool.aTouchN[ith] = n;
 }
 
+/* The caller waited wait ns for the others after busy ns of its own share:
+** when that is late, drop the team's last member (see the top). */
+static void team_check_wait(GPTTeam *t, int64_t busy, int64_t wait, int64_t now) {
+  if (wait < LATE_MIN_NS || wait < busy || t->nth <= 1) return;
+  if (gPool.backoff == 0 || now - gPool.lastLate > LATE_FORGET_NS)
+    gPool.backoff = LATE_BACKOFF_MIN_NS;
+  else if (gPool.backoff < LATE_BACKOFF_MAX_NS)
+    gPool.backoff *= 2;
+  gPool.lastLate = now;
+  gPool.lateUntil = now + gPool.backoff;
+  t->nth--;
+  gPool.nDropped = t->cap - t->nth;
+}
+
+/* Takes the dropped members back once their time is up. Between runs only:
+** a task's shares are laid out for gpt_team_size before it runs. */
+static void team_take_back(GPTTeam *t, int64_t now) {
+  if (now < gPool.lateUntil) {
+    t->nth = t->cap - gPool.nDropped > 1 ? t->cap - gPool.nDropped : 1;
+  } else {
+    t->nth = t->cap;
+    gPool.nDropped = 0;
+  }
+}
+
 GPTTeam *gpt_team_acquire(int n) {
   if (n > GPT_MAX_THREADS) n = GPT_MAX_THREADS;
   if (n <= 1 || pthread_mutex_trylock(&gOwner) != 0) return &gSolo;
@@ -147,8 +197,10 @@ GPTTeam *gpt_team_acquire(int n) {
     pthread_mutex_unlock(&gOwner);
     return &gSolo;
   }
-  gPool.team.nth = n < gPool.nWorker + 1 ? n : gPool.nWorker + 1;
+  gPool.team.cap = n < gPool.nWorker + 1 ? n : gPool.nWorker + 1;
+  gPool.team.nth = gPool.team.cap;
   gPool.team.pooled = 1;
+  if (gPool.nDropped > 0) team_take_back(&gPool.team, now_ns());
   return &gPool.team;
 }
 
@@ -161,6 +213,8 @@ void gpt_team_release(GPTTeam *t) {
 
 int gpt_team_size(const GPTTeam *t) { return t->nth; }
 
+int gpt_team_capacity(const GPTTeam *t) { return t->cap; }
+
 /* Wakes the sleeping workers, under the lock they check their numbers
 ** under. */
 static void wake_workers(void) {
@@ -172,8 +226,10 @@ static void wake_workers(void) {
 void gpt_team_run(GPTTeam *t, GPTTask task, void *arg) {
   if (t->nth <= 1) {
     task(arg, 0, 1);
+    if (t->nth < t->cap) team_take_back(t, now_ns());
     return;
   }
+  int64_t start = now_ns();
   gPool.task = task;
   gPool.arg = arg;
   gPool.nth = t->nth;
@@ -193,6 +249,7 @@ void gpt_team_run(GPTTeam *t, GPTTask task, void *arg) {
   if (wake) wake_workers();
   gPool.aTouchN[0] = 0;
   task(arg, 0, t->nth);
+  int64_t done = now_ns();
   /* a worker that went to sleep as the run was published is woken now:
   ** after the fence, either this sees it counted among the sleeping, or it
   ** saw the new number before it slept (it counts itself in first) */
@@ -209,10 +266,17 @@ void gpt_team_run(GPTTeam *t, GPTTask task, void *arg) {
   gPool.aTouchSink[0] = acc;
   /* a member that the system has not scheduled yet gets this core after a
   ** while: yield rather than spin a whole time slice away */
-  for (int spins = 0; atomic_load_explicit(&gPool.pending, memory_order_acquire) > 0; spins++) {
+  int spins = 0;
+  for (; atomic_load_explicit(&gPool.pending, memory_order_acquire) > 0; spins++) {
     if (spins < 20000) cpu_relax();
     else sched_yield();
   }
+  /* a wait under about a hundred microseconds cannot be late: no clock */
+  if (spins >= 2000) {
+    int64_t now = now_ns();
+    team_check_wait(t, done - start, now - done, now);
+  }
+  if (t->nth < t->cap) team_take_back(t, now_ns());
 }
 
 void gpt_team_split(int n, int align, int ith, int nth, int *pLo, int *pHi) {

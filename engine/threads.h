@@ -28,7 +28,12 @@ typedef void (*GPTTask)(void *arg, int ith, int nth);
 ** one when n <= 1, when the pool is busy, or when no thread can be started. */
 GPTTeam *gpt_team_acquire(int n);
 void gpt_team_release(GPTTeam *t);
+/* Members a task is laid out for now: the capacity, less members dropped
+** for a while because the system kept them off their cores (threads.c).
+** It changes only between runs. */
 int gpt_team_size(const GPTTeam *t);
+/* The most members it will have (per-member scratch is sized for it). */
+int gpt_team_capacity(const GPTTeam *t);
 /* Runs task(arg, i, n) for every member i and returns when all are done. */
 void gpt_team_run(GPTTeam *t, GPTTask task, void *arg);
 

@@ -4,7 +4,7 @@
 ** portable set and against double-precision sums, on sizes with and without
 ** vector tails; row ranges of every split give bit-identical rows; q8_0
 ** quantization round trips within half a step; the thread pool runs every
-** member exactly once.
+** member exactly once, and drops a member that runs late for a while.
 **
 **   build/kernels_test        ends with "N passed, N failed"
 */
@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "gpt.h"
 #include "kernels.h"
 #include "threads.h"
@@ -381,20 +382,83 @@ static void test_attention(const GPTKernels *kern) {
   }
 }
 
-/* Every member of every team size runs exactly once per run. */
+/* Every member of the team's size at each run runs exactly once (the size
+** may drop between runs when a member runs late: threads.c). */
 static int aHit[GPT_MAX_THREADS];
+static int gLateMs; /* member 1 sleeps this long in late_task: off its core */
 static void hit_task(void *arg, int ith, int nth) {
   (void)arg;
   if (ith < nth) __atomic_add_fetch(&aHit[ith], 1, __ATOMIC_RELAXED);
+}
+static void late_task(void *arg, int ith, int nth) {
+  hit_task(arg, ith, nth);
+  if (ith == 1 && gLateMs > 0) {
+    struct timespec ts = {0, (long)gLateMs * 1000000L};
+    nanosleep(&ts, 0);
+  }
+}
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* Runs task n times on t; true when every member of the size at each run
+** ran once in it. */
+static int runs_hit_all(GPTTeam *t, GPTTask task, int n) {
+  int want[GPT_MAX_THREADS] = {0}, ok = 1;
+  memset(aHit, 0, sizeof(aHit));
+  for (int r = 0; r < n; r++) {
+    int nth = gpt_team_size(t);
+    ok &= nth >= 1 && nth <= gpt_team_capacity(t);
+    for (int i = 0; i < nth; i++) want[i]++;
+    gpt_team_run(t, task, 0);
+  }
+  for (int i = 0; i < GPT_MAX_THREADS; i++) ok &= aHit[i] == want[i];
+  return ok;
+}
+
+/* A member that runs late (here: sleeps 30 ms in its share) leaves the
+** team for a while, and comes back once that while is over; every run in
+** between gives every share to the members it has. */
+static void test_pool_late(void) {
+  GPTTeam *t = gpt_team_acquire(2);
+  if (gpt_team_capacity(t) < 2) { /* no worker could be started */
+    gpt_team_release(t);
+    check(1, "late member", "threads", 2, 0);
+    return;
+  }
+  gLateMs = 30;
+  int ok = runs_hit_all(t, late_task, 1);
+  double late = now_ms();
+  ok &= gpt_team_size(t) == 1;
+  check(ok, "a late member is dropped", "threads", 2, 0);
+  gLateMs = 0;
+  /* a pass that starts within the while runs short too (the least while
+  ** is 4 ms; only a check made sooner than that can tell) */
+  gpt_team_release(t);
+  t = gpt_team_acquire(2);
+  check(gpt_team_size(t) == 1 || now_ms() - late >= 3.5, "a late member stays dropped",
+        "threads", 2, 0);
+  /* back within the longest while (512 ms) */
+  ok = 1;
+  int back = 0;
+  for (double t0 = now_ms(); now_ms() - t0 < 3000 && !back;) {
+    ok &= runs_hit_all(t, hit_task, 1);
+    back = gpt_team_size(t) == 2;
+    struct timespec ts = {0, 1000000L};
+    nanosleep(&ts, 0);
+  }
+  ok &= back && runs_hit_all(t, hit_task, 100);
+  gpt_team_release(t);
+  check(ok, "a late member comes back", "threads", 2, 0);
 }
 
 static void test_pool(void) {
   for (int n = 1; n <= 5; n++) {
     GPTTeam *t = gpt_team_acquire(n);
-    int nth = gpt_team_size(t), ok = nth >= 1 && nth <= n;
-    memset(aHit, 0, sizeof(aHit));
-    for (int r = 0; r < 1000; r++) gpt_team_run(t, hit_task, 0);
-    for (int i = 0; i < nth; i++) ok &= aHit[i] == 1000;
+    int nth = gpt_team_capacity(t), ok = nth >= 1 && nth <= n;
+    ok &= runs_hit_all(t, hit_task, 1000);
     /* a second team while this one is held runs alone */
     GPTTeam *t2 = gpt_team_acquire(n);
     ok &= n == 1 || nth == 1 || gpt_team_size(t2) == 1;
@@ -402,6 +466,7 @@ static void test_pool(void) {
     gpt_team_release(t);
     check(ok, "pool members run once", "threads", n, 0);
   }
+  test_pool_late();
   int lo, hi, ok = 1, prev = 0;
   for (int i = 0; i < 3; i++) {
     gpt_team_split(50257, 4, i, 3, &lo, &hi);
