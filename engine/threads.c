@@ -16,11 +16,12 @@
 ** the system takes off its core (another process busy on that core) holds
 ** each run up until it is back, a time slice of milliseconds. A 2-thread
 ** decode with one core busy elsewhere ran 6.5 times slower than on one
-** thread. When the caller waits for the others longer than LATE_MIN_NS and
-** longer than its own share took, the team drops its last member for a
-** while (LATE_BACKOFF_*, doubled at each late run in a row), then takes
-** it back. Results do not change: every task gives the same values on any
-** number of members.
+** thread. A run is late when the caller waits for the others longer than
+** LATE_MIN_NS and longer than its own share took; when late runs take a
+** large share of the time, the team drops its last member for a while
+** (LATE_BACKOFF_*, longer when it runs late again soon after its return),
+** then takes it back. Results do not change: every task gives the same
+** values on any number of members.
 */
 #include <pthread.h>
 #include <sched.h>
@@ -38,12 +39,16 @@
 ** than its own share took (a prefill's last chunk may take a millisecond;
 ** a member off its core for a time slice holds the run up for several). */
 #define LATE_MIN_NS 500000
-/* How long a team runs a member short after a late run: from the least,
-** doubled by each late run that follows within LATE_FORGET_NS, to the
-** most. */
+/* Late runs that take this share of a window of at least the least and
+** at most the most nanoseconds drop a member. */
+#define LATE_SHARE_PCT 40
+#define LATE_WINDOW_MIN_NS ((int64_t)20000000)
+#define LATE_WINDOW_MAX_NS ((int64_t)100000000)
+/* How long a team runs a member short: the least, doubled each time it is
+** dropped again within LATE_FORGET_NS of its return, up to the most. */
 #define LATE_BACKOFF_MIN_NS ((int64_t)4000000)
 #define LATE_BACKOFF_MAX_NS ((int64_t)512000000)
-#define LATE_FORGET_NS ((int64_t)2000000000)
+#define LATE_FORGET_NS ((int64_t)1000000000)
 
 struct GPTTeam {
   int nth;     /* members now, the caller included: cap, less those dropped */
@@ -64,6 +69,7 @@ static struct {
   unsigned aSeq0[GPT_MAX_THREADS];   /* aSeq[i] when worker i was started */
   atomic_int pending;           /* members of the current run not done */
   atomic_int nSleeping;
+  atomic_int aAsleep[GPT_MAX_THREADS]; /* worker i is asleep, or about to sleep */
   atomic_int nTouching;         /* workers inside touch_until_next_run */
   atomic_uint touchGen;         /* bumped by every release */
   atomic_int quit;
@@ -76,7 +82,8 @@ static struct {
   GPTTeam team;
   /* late members (the team owner's alone): members dropped until lateUntil */
   int nDropped;
-  int64_t lateUntil, lastLate, backoff;
+  int64_t lateUntil, backoff;
+  int64_t winStart, winLate; /* the window of late waits: its start, their sum */
 } gPool;
 
 static GPTTeam gSolo = {1, 1, 0};
@@ -136,8 +143,10 @@ static void *worker_main(void *p) {
       if (t < deadline) continue;
       pthread_mutex_lock(&gMu);
       atomic_fetch_add(&gPool.nSleeping, 1);
+      atomic_store(&gPool.aAsleep[id], 1);
       while (atomic_load(pSeq) == seen && !atomic_load(&gPool.quit))
         pthread_cond_wait(&gCv, &gMu);
+      atomic_store(&gPool.aAsleep[id], 0);
       atomic_fetch_sub(&gPool.nSleeping, 1);
       pthread_mutex_unlock(&gMu);
       deadline = 0;
@@ -159,16 +168,29 @@ void gpt_team_touch_after(int ith, const void *p, size_t n) {
   gPool.aTouchN[ith] = n;
 }
 
-/* The caller waited wait ns for the others after busy ns of its own share:
-** when that is late, drop the team's last member (see the top). */
+/* The caller waited wait ns for the others after busy ns of its own share.
+** Late waits are summed over a window that starts with the first of them;
+** once it is LATE_WINDOW_MIN_NS long, the team's last member is dropped
+** (see the top) if they took over LATE_SHARE_PCT of it, for longer when it
+** was taken back only lately. A late run now and then is waited out: in a
+** shared virtual machine the host takes a core away for a few milliseconds
+** a few times a second, and leaving a member out after each of those cost
+** a quiet 2-thread decode up to a third of its speed. */
 static void team_check_wait(GPTTeam *t, int64_t busy, int64_t wait, int64_t now) {
   if (wait < LATE_MIN_NS || wait < busy || t->nth <= 1) return;
-  if (gPool.backoff == 0 || now - gPool.lastLate > LATE_FORGET_NS)
+  if (gPool.winStart == 0 || now - gPool.winStart > LATE_WINDOW_MAX_NS) {
+    gPool.winStart = now - wait;
+    gPool.winLate = 0;
+  }
+  gPool.winLate += wait;
+  int64_t span = now - gPool.winStart;
+  if (span < LATE_WINDOW_MIN_NS || gPool.winLate * 100 < span * LATE_SHARE_PCT) return;
+  if (gPool.backoff > 0 && now - gPool.lateUntil < LATE_FORGET_NS)
+    gPool.backoff = gPool.backoff < LATE_BACKOFF_MAX_NS ? 2 * gPool.backoff : LATE_BACKOFF_MAX_NS;
+  else
     gPool.backoff = LATE_BACKOFF_MIN_NS;
-  else if (gPool.backoff < LATE_BACKOFF_MAX_NS)
-    gPool.backoff *= 2;
-  gPool.lastLate = now;
   gPool.lateUntil = now + gPool.backoff;
+  gPool.winStart = 0;
   t->nth--;
   gPool.nDropped = t->cap - t->nth;
 }
@@ -239,6 +261,8 @@ void gpt_team_run(GPTTeam *t, GPTTask task, void *arg) {
   ** for the store to reach them, as a locked add would (only the caller
   ** writes aSeq) */
   int wake = atomic_load(&gPool.nSleeping) > 0;
+  int member_slept = 0; /* a member of this team was asleep: never late */
+  for (int i = 1; wake && i < t->nth; i++) member_slept |= atomic_load(&gPool.aAsleep[i]);
   for (int i = 1; i < t->nth; i++) {
     if (wake) atomic_fetch_add(&gPool.aSeq[i], 1);
     else
@@ -255,6 +279,8 @@ void gpt_team_run(GPTTeam *t, GPTTask task, void *arg) {
   ** saw the new number before it slept (it counts itself in first) */
   atomic_thread_fence(memory_order_seq_cst);
   if (!wake && atomic_load_explicit(&gPool.nSleeping, memory_order_relaxed) > 0) wake_workers();
+  for (int i = 1; i < t->nth; i++)
+    member_slept |= atomic_load_explicit(&gPool.aAsleep[i], memory_order_relaxed);
   /* the caller's own reading ahead, while the others finish */
   const char *touch = gPool.aTouch[0];
   size_t n_touch = gPool.aTouchN[0];
@@ -271,8 +297,13 @@ void gpt_team_run(GPTTeam *t, GPTTask task, void *arg) {
     if (spins < 20000) cpu_relax();
     else sched_yield();
   }
-  /* a wait under about a hundred microseconds cannot be late: no clock */
-  if (spins >= 2000) {
+  /* A wait of under some tens of microseconds cannot be late: no clock.
+  ** Nor can a run that woke a worker: waking one takes the system up to a
+  ** few milliseconds in a virtual machine whose idle core was halted, and
+  ** judged late, the worker it woke slept through every time it was left
+  ** out, and was woken, and judged late, at its return (2-thread decode of
+  ** a quiet machine ran at 1 thread's speed). */
+  if (spins >= 2000 && !member_slept) {
     int64_t now = now_ns();
     team_check_wait(t, done - start, now - done, now);
   }
