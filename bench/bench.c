@@ -60,6 +60,7 @@
 #include <string.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -854,11 +855,12 @@ static double decode_rate(const GPTModel *net, GPTState *s, int nPrompt, int nGe
   return median(tok, nRuns);
 }
 
-/* A child process that spins until it is killed: another program keeping
-** one core busy. */
+/* A child process that spins until it is killed, or its parent exits (a
+** die() between start and stop): another program keeping one core busy. */
 static pid_t spinner_start(void) {
   pid_t pid = fork();
   if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
     volatile uint64_t x = 0;
     for (;;) x++;
   }
@@ -873,7 +875,8 @@ static void spinner_stop(pid_t pid) {
 
 /* Decode of the q8_0 model (GPT-2 124M shape) on 1 and 2 threads, quiet and
 ** with another process spinning: a thread pool whose every run waited for
-** a member the system had taken off its core ran 2 threads at 0.16 of 1. */
+** a member the system had taken off its core ran 2 threads at 0.16-0.57 of
+** 1 (engine/threads.c). */
 static double aBusy[2][3]; /* [quiet, busy][threads] tok/s */
 static void bench_busy(sqlite3 *db) {
   GptModel *m = 0;
