@@ -68,23 +68,27 @@ static int quantError(GptQuant *q, const char *zModel, const char *zFmt, ...) {
   return SQLITE_ERROR;
 }
 
-/* Records the error of a failed SQLite call: "interrupted", or the
+/* Records the error of a failed SQLite call about model zModel (the source
+** unless named: a failed write names the copy): "interrupted", or the
 ** connection's message, with the call's code (SQLITE_BUSY, SQLITE_FULL,
 ** SQLITE_NOMEM, ...) kept for the result. */
-static int quantSqlError(GptQuant *q, int rc) {
+static int quantSqlErrorOf(GptQuant *q, const char *zModel, int rc) {
   if (q->zErr == 0 && rc != SQLITE_OK && rc != SQLITE_ROW && rc != SQLITE_DONE)
     q->rcErr = gptext_sql_code(q->db, rc);
-  if ((rc & 0xff) == SQLITE_NOMEM) return quantError(q, 0, "out of memory");
+  if ((rc & 0xff) == SQLITE_NOMEM) return quantError(q, zModel, "out of memory");
   char *zMsg = sqlite3_mprintf("%s", sqlite3_errmsg(q->db));
   if ((rc & 0xff) == SQLITE_INTERRUPT || gptext_interrupted(q->db)) {
     q->bInterrupted = 1;
-    quantError(q, 0, "interrupted");
+    quantError(q, zModel, "interrupted");
   } else {
-    quantError(q, 0, "%s", zMsg ? zMsg : "out of memory");
+    quantError(q, zModel, "%s", zMsg ? zMsg : "out of memory");
   }
   sqlite3_free(zMsg);
   return SQLITE_ERROR;
 }
+
+/* quantSqlErrorOf about the source. */
+static int quantSqlError(GptQuant *q, int rc) { return quantSqlErrorOf(q, 0, rc); }
 
 /* Records "out of memory" with SQLITE_NOMEM as the result code. */
 static int quantNoMem(GptQuant *q) {
@@ -131,7 +135,8 @@ static void quantTxnEnd(GptQuant *q) {
   gptext_savepoint_end(&q->sp);
 }
 
-/* Runs a statement with up to three text parameters and no result rows. */
+/* Runs a statement that writes the copy, with up to three text parameters
+** and no result rows; an error names the copy. */
 static int quantExec(GptQuant *q, const char *zSql, const char *z1, const char *z2,
                      const char *z3) {
   sqlite3_stmt *p = 0;
@@ -143,7 +148,7 @@ static int quantExec(GptQuant *q, const char *zSql, const char *z1, const char *
     rc = sqlite3_step(p);
   }
   sqlite3_finalize(p);
-  if (rc != SQLITE_DONE && rc != SQLITE_ROW) return quantSqlError(q, rc);
+  if (rc != SQLITE_DONE && rc != SQLITE_ROW) return quantSqlErrorOf(q, q->zDst, rc);
   return SQLITE_OK;
 }
 
@@ -253,6 +258,7 @@ static int quantWrite(GptQuant *q, const GPTTensorInfo *info, int dtype, const v
   GptTensorWriter w;
   char *zMsg = 0;
   unsigned char *aBuf = 0;
+  int bReadFailed = 0; /* else a failure is the copy's */
   int rc = gptext_tensor_create(&w, q->db, q->zDst, info, dtype, &zMsg);
   if (rc == SQLITE_OK && a) {
     rc = gptext_tensor_write(&w, a, n);
@@ -263,7 +269,8 @@ static int quantWrite(GptQuant *q, const GPTTensorInfo *info, int dtype, const v
     for (int64_t off = 0; rc == SQLITE_OK && off < n; off += nChunk) {
       int m = (int)(n - off < nChunk ? n - off : nChunk);
       rc = gptext_tensor_read(pRows, aBuf, m, off);
-      if (rc == SQLITE_OK) rc = gptext_tensor_write(&w, aBuf, m);
+      if (rc != SQLITE_OK) bReadFailed = 1;
+      else rc = gptext_tensor_write(&w, aBuf, m);
     }
   }
   int rc2 = gptext_tensor_finish(&w);
@@ -272,7 +279,7 @@ static int quantWrite(GptQuant *q, const GPTTensorInfo *info, int dtype, const v
     if (!q->zErr) q->rcErr = rc;
     rc = quantError(q, q->zDst, "%s", zMsg);
   } else if (rc != SQLITE_OK) {
-    rc = quantSqlError(q, rc);
+    rc = quantSqlErrorOf(q, bReadFailed ? 0 : q->zDst, rc);
   }
   sqlite3_free(zMsg);
   sqlite3_free(aBuf);
