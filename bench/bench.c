@@ -693,7 +693,7 @@ static double read_window(const uint64_t *buf, int w, int nth, int ahead) {
 ** the run missed the machine's drift: on a shared Zen 4, reads before a run
 ** spiked to 45-57 GB/s against 31-34 for the ones around it. Gives the
 ** medians of tok/s, of GB/s and of the runs' fractions of their rooflines
-** (nBytes read per step). */
+** (nBytes read per step). Without bwBuf, no reads: tok/s alone. */
 static void time_decode(const GPTModel *net, GPTState *s, int nPrompt, int nGen, float *logits,
                         const uint64_t *bwBuf, int nth, double nBytes, double *pTokS,
                         double *pBw, double *pFrac) {
@@ -710,8 +710,10 @@ static void time_decode(const GPTModel *net, GPTState *s, int nPrompt, int nGen,
     int nRead[2] = {0, 0};
     for (int i = 0; i < nGen; i++) {
       int t = gpt_argmax(logits, gpt_model_config(net)->vocab_size);
-      readSecs[i & 1] += read_window(bwBuf, w++ % nWindow, nth, (i & 1) * BW_AHEAD_BYTES);
-      nRead[i & 1]++;
+      if (bwBuf) {
+        readSecs[i & 1] += read_window(bwBuf, w++ % nWindow, nth, (i & 1) * BW_AHEAD_BYTES);
+        nRead[i & 1]++;
+      }
       double t0 = now();
       if (gpt_forward(net, s, &t, 1, &io, zErr, sizeof(zErr))) die("%s", zErr);
       secs += now() - t0;
@@ -722,7 +724,7 @@ static void time_decode(const GPTModel *net, GPTState *s, int nPrompt, int nGen,
       if (gbs > bw[r]) bw[r] = gbs;
     }
     tok[r] = nGen / secs;
-    frac[r] = tok[r] * nBytes / (bw[r] * 1e9);
+    frac[r] = bw[r] > 0 ? tok[r] * nBytes / (bw[r] * 1e9) : 0;
   }
   *pTokS = median(tok, nRuns);
   *pBw = median(bw, nRuns);
@@ -831,30 +833,6 @@ static void bench_engine(sqlite3 *db) {
 
 /* ----------------------------------------------- one core busy elsewhere */
 
-/* tok/s of nGen greedy decode steps after nPrompt tokens on nth threads,
-** the median of nRuns runs. */
-static double decode_rate(const GPTModel *net, GPTState *s, int nPrompt, int nGen, float *logits,
-                          int nth) {
-  double tok[64];
-  char zErr[200];
-  GPTForwardIO io;
-  memset(&io, 0, sizeof(io));
-  io.logits = logits;
-  gpt_threads_set(nth);
-  for (int r = 0; r < nRuns; r++) {
-    gpt_state_truncate(s, 0);
-    if (gpt_forward(net, s, aTok, nPrompt, &io, zErr, sizeof(zErr))) die("%s", zErr);
-    double t0 = now();
-    for (int i = 0; i < nGen; i++) {
-      int t = gpt_argmax(logits, gpt_model_config(net)->vocab_size);
-      if (gpt_forward(net, s, &t, 1, &io, zErr, sizeof(zErr))) die("%s", zErr);
-    }
-    tok[r] = nGen / (now() - t0);
-  }
-  gpt_threads_set(0);
-  return median(tok, nRuns);
-}
-
 /* A child process that spins until it is killed, or its parent exits (a
 ** die() between start and stop): another program keeping one core busy. */
 static pid_t spinner_start(void) {
@@ -888,8 +866,12 @@ static void bench_busy(sqlite3 *db) {
   int nGen = bQuick ? 32 : 128;
   for (int busy = 0; busy < 2; busy++) {
     pid_t pid = busy ? spinner_start() : 0;
-    for (int nth = 1; nth <= 2; nth++)
-      aBusy[busy][nth] = decode_rate(m->pNet, s, 128, nGen, logits, nth);
+    for (int nth = 1; nth <= 2; nth++) {
+      double bw, frac;
+      gpt_threads_set(nth);
+      time_decode(m->pNet, s, 128, nGen, logits, NULL, nth, 0, &aBusy[busy][nth], &bw, &frac);
+      gpt_threads_set(0);
+    }
     if (busy) spinner_stop(pid);
   }
   free(logits);

@@ -2489,6 +2489,11 @@ static void gptExportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
     gxError(&s, "cannot read its gpt_models row: %s", sqlite3_errmsg(s.db));
     goto done;
   }
+  /* and the snapshot is of the rows the header was made from */
+  if (!pSnapshot || sqlite3_column_int64(pSnapshot, 0) != s.m->stamp) {
+    gxError(&s, "it changed while it was exported; export it again");
+    goto done;
+  }
   {
     sqlite3_stmt *pStmt = 0;
     int bHead = 0;

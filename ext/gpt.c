@@ -507,7 +507,6 @@ typedef struct CacheEntry CacheEntry;
 struct CacheEntry {
   GptModel model;          /* what callers see; must stay first */
   char *zKey;              /* database file + '\n' + model name */
-  sqlite3_int64 stamp;     /* gpt_models.stamp the rows had when loaded */
   int nRef;                /* callers and connections holding it */
   int bStale;              /* superseded: freed when nRef drops to 0 */
   int bLoading;            /* a thread is reading its weights, without the mutex */
@@ -1303,28 +1302,14 @@ static CacheEntry *conn_hold(GptConn *c, CacheEntry *e) {
   return 0;
 }
 
-/* The model's gpt_models.stamp, which changes with any of its rows:
-** SQLITE_OK, SQLITE_NOTFOUND without a row, or SQLite's error. */
-static int model_stamp(sqlite3 *db, const char *zName, sqlite3_int64 *pStamp) {
-  sqlite3_stmt *p = 0;
-  int rc = sqlite3_prepare_v2(db, "SELECT stamp FROM main.gpt_models WHERE name = ?1", -1, &p, 0);
-  *pStamp = 0;
-  if (rc == SQLITE_OK) {
-    sqlite3_bind_text(p, 1, zName, -1, SQLITE_STATIC);
-    rc = sqlite3_step(p);
-    if (rc == SQLITE_ROW) *pStamp = sqlite3_column_int64(p, 0);
-    rc = rc == SQLITE_ROW ? SQLITE_OK : rc == SQLITE_DONE ? SQLITE_NOTFOUND : rc;
-  }
-  sqlite3_finalize(p);
-  return rc;
-}
-
 /* True when the model's gpt_models.stamp is no longer 'stamp' (or its row is
 ** gone); false when it is, or when it cannot be read (e.g. interrupted). */
 static int stamp_changed(sqlite3 *db, const char *zName, sqlite3_int64 stamp) {
-  sqlite3_int64 now;
-  int rc = model_stamp(db, zName, &now);
-  return rc == SQLITE_NOTFOUND || (rc == SQLITE_OK && now != stamp);
+  sqlite3_stmt *p = 0;
+  if (gptext_snapshot_begin(db, zName, &p) != SQLITE_OK) return 0;
+  int bChanged = !p || sqlite3_column_int64(p, 0) != stamp;
+  sqlite3_finalize(p);
+  return bChanged;
 }
 
 
@@ -1365,7 +1350,7 @@ static int cache_entry_new(sqlite3 *db, const char *zFunc, char **pzKey, char **
   memset(e, 0, sizeof(*e));
   e->zKey = *pzKey;
   *pzKey = 0;
-  e->stamp = stamp;
+  e->model.stamp = stamp;
   e->model.zName = *pzResolved;
   *pzResolved = 0;
   e->model.eot = -1;
@@ -1411,7 +1396,7 @@ static int model_acquire_once(GptConn *pConn, sqlite3 *db, const char *zFunc, co
 
   pthread_mutex_lock(&gCacheMutex);
   e = cache_find(zKey);
-  if (e && e->stamp != stamp) { /* rows changed since it was loaded */
+  if (e && e->model.stamp != stamp) { /* rows changed since it was loaded */
     cache_drop(&toFree, e);
     e = 0;
   }
@@ -1424,7 +1409,7 @@ static int model_acquire_once(GptConn *pConn, sqlite3 *db, const char *zFunc, co
     pthread_mutex_lock(&gCacheMutex);
     gnTokenizerLoads++;
     e = cache_find(pNew->zKey);
-    if (e && e->stamp != stamp) {
+    if (e && e->model.stamp != stamp) {
       cache_drop(&toFree, e);
       e = 0;
     }

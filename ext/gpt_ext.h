@@ -102,6 +102,7 @@ void gptext_options_clear(GptOptions *o);
 #define GPT_MAX_CHAT_TEMPLATE (1024 * 1024) /* bytes of a stored chat_template */
 typedef struct GptModel {
   char *zName;              /* model name */
+  sqlite3_int64 stamp;      /* gpt_models.stamp its rows had when loaded */
   GPTConfig cfg;
   GPTTokenizer *pTok;
   GPTModel *pNet;           /* NULL until weights are needed */
