@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <utf8proc.h>
 
 /* ------------------------------------------------------------- arena */
 
@@ -301,6 +302,14 @@ static size_t ws_rstrip_len(const char *z, size_t n) {
     if (!cp_isspace(c)) end = i;
   }
   return end;
+}
+
+/* Bytes of the first k code points (units) of z[0..n), or n when it has
+** fewer. */
+static size_t utf8_offset(const char *z, size_t n, int64_t k) {
+  size_t i = 0, len;
+  for (; k > 0 && i < n; k--) { utf8_next((const unsigned char *)z + i, n - i, &len); i += len; }
+  return i;
 }
 
 /* Number of code points (units) in z[0..n). */
@@ -2267,7 +2276,8 @@ static int arith(Render *r, int op, TplValue a, TplValue b, TplValue *pOut) {
   if (a.type == TPL_UNDEFINED || b.type == TPL_UNDEFINED)
     return rerr(r, "undefined value in an arithmetic operation");
   if (op == OP_ADD && a.type == TPL_STRING && b.type == TPL_STRING) return str_concat(r, a, b, pOut);
-  if (op == OP_ADD && a.type == TPL_LIST && b.type == TPL_LIST) {
+  if (op == OP_ADD && a.type == TPL_LIST && b.type == TPL_LIST &&
+      a.u.pList->bTuple == b.u.pList->bTuple) { /* Python adds no list to a tuple */
     size_t n = a.u.pList->n + b.u.pList->n;
     if (step(r, (int64_t)(n / 8))) return -1;
     TplValue out = list_new(r->pA, n);
@@ -2275,6 +2285,7 @@ static int arith(Render *r, int op, TplValue a, TplValue b, TplValue *pOut) {
     if (a.u.pList->n) memcpy(out.u.pList->a, a.u.pList->a, a.u.pList->n * sizeof(TplValue));
     if (b.u.pList->n) memcpy(out.u.pList->a + a.u.pList->n, b.u.pList->a, b.u.pList->n * sizeof(TplValue));
     out.u.pList->n = n;
+    out.u.pList->bTuple = a.u.pList->bTuple;
     *pOut = out;
     return 0;
   }
@@ -2292,6 +2303,23 @@ static int arith(Render *r, int op, TplValue a, TplValue b, TplValue *pOut) {
     for (int64_t i = 0; i < k; i++) memcpy(z + (size_t)i * s.u.s.n, s.u.s.z, s.u.s.n);
     z[n] = 0;
     *pOut = val_str_ref(z, n);
+    return 0;
+  }
+  if (op == OP_MUL && ((a.type == TPL_LIST && (b.type == TPL_INT || b.type == TPL_BOOL)) ||
+                       (b.type == TPL_LIST && (a.type == TPL_INT || a.type == TPL_BOOL)))) {
+    const TplList *l = a.type == TPL_LIST ? a.u.pList : b.u.pList;
+    int64_t k = a.type == TPL_LIST ? b.u.i : a.u.i;
+    size_t n;
+    if (k < 0) k = 0;
+    if (__builtin_mul_overflow(l->n, (uint64_t)k, &n)) return nomem(r);
+    if (step(r, (int64_t)(n / 8))) return -1;
+    TplValue out = list_new(r->pA, n);
+    if (out.type != TPL_LIST) return nomem(r);
+    for (int64_t i = 0; i < k && l->n; i++)
+      memcpy(out.u.pList->a + (size_t)i * l->n, l->a, l->n * sizeof(TplValue));
+    out.u.pList->n = n;
+    out.u.pList->bTuple = l->bTuple;
+    *pOut = out;
     return 0;
   }
   if (!is_num(a) || !is_num(b)) {
@@ -2625,51 +2653,229 @@ static TplValue str_strip(TplValue s, const TplValue *pChars, int bLeft, int bRi
   return val_str_ref(s.u.s.z + i0, i1 - i0);
 }
 
-/* Simple case mapping of one code point (ASCII, Latin-1, Latin
-** Extended-A, Greek, Cyrillic; others map to themselves). bUpper chooses
-** the direction; *pbCased says whether the code point has case. */
-static unsigned cp_case(unsigned c, int bUpper, int *pbCased) {
-  unsigned lo = c, up = c;
-  *pbCased = 1;
-  if (c >= 'a' && c <= 'z') up = c - 32;
-  else if (c >= 'A' && c <= 'Z') lo = c + 32;
-  else if (c >= 0xE0 && c <= 0xFE && c != 0xF7) up = c - 32;
-  else if (c >= 0xC0 && c <= 0xDE && c != 0xD7) lo = c + 32;
-  else if (c == 0xFF) up = 0x178;
-  else if (c == 0x178) lo = 0xFF;
-  else if (c == 0xDF || c == 0xB5 || c == 0xAA || c == 0xBA) { /* no simple partner */ }
-  else if ((c >= 0x100 && c <= 0x137) || (c >= 0x14A && c <= 0x177)) { if (c & 1) up = c - 1; else lo = c + 1; }
-  else if ((c >= 0x139 && c <= 0x148) || (c >= 0x179 && c <= 0x17E)) { if (c & 1) lo = c + 1; else up = c - 1; }
-  else if (c >= 0x3B1 && c <= 0x3C9) up = c == 0x3C2 ? 0x3A3 : c - 32;
-  else if (c >= 0x391 && c <= 0x3A9 && c != 0x3A2) lo = c + 32;
-  else if (c >= 0x430 && c <= 0x44F) up = c - 32;
-  else if (c >= 0x410 && c <= 0x42F) lo = c + 32;
-  else if (c >= 0x450 && c <= 0x45F) up = c - 80;
-  else if (c >= 0x400 && c <= 0x40F) lo = c + 80;
-  else *pbCased = 0;
-  return bUpper ? up : lo;
+/* The case mappings to more than one code point (Unicode's
+** SpecialCasing.txt, unconditional), as Python's str.upper() and
+** str.title() give them: code point, upper, title (zeros pad). Every other
+** mapping is utf8proc's simple one, which equals Python's (3.11, Unicode 14)
+** for every code point; the one longer lower-case mapping, U+0130, is in
+** cp_map. */
+static const struct { unsigned c, up[3], title[3]; } aSpecialCase[] = {
+  {0x00DF, {0x0053, 0x0053}, {0x0053, 0x0073}},
+  {0x0149, {0x02BC, 0x004E}, {0x02BC, 0x004E}},
+  {0x01F0, {0x004A, 0x030C}, {0x004A, 0x030C}},
+  {0x0390, {0x0399, 0x0308, 0x0301}, {0x0399, 0x0308, 0x0301}},
+  {0x03B0, {0x03A5, 0x0308, 0x0301}, {0x03A5, 0x0308, 0x0301}},
+  {0x0587, {0x0535, 0x0552}, {0x0535, 0x0582}},
+  {0x1E96, {0x0048, 0x0331}, {0x0048, 0x0331}},
+  {0x1E97, {0x0054, 0x0308}, {0x0054, 0x0308}},
+  {0x1E98, {0x0057, 0x030A}, {0x0057, 0x030A}},
+  {0x1E99, {0x0059, 0x030A}, {0x0059, 0x030A}},
+  {0x1E9A, {0x0041, 0x02BE}, {0x0041, 0x02BE}},
+  {0x1F50, {0x03A5, 0x0313}, {0x03A5, 0x0313}},
+  {0x1F52, {0x03A5, 0x0313, 0x0300}, {0x03A5, 0x0313, 0x0300}},
+  {0x1F54, {0x03A5, 0x0313, 0x0301}, {0x03A5, 0x0313, 0x0301}},
+  {0x1F56, {0x03A5, 0x0313, 0x0342}, {0x03A5, 0x0313, 0x0342}},
+  {0x1F80, {0x1F08, 0x0399}, {0x1F88}},
+  {0x1F81, {0x1F09, 0x0399}, {0x1F89}},
+  {0x1F82, {0x1F0A, 0x0399}, {0x1F8A}},
+  {0x1F83, {0x1F0B, 0x0399}, {0x1F8B}},
+  {0x1F84, {0x1F0C, 0x0399}, {0x1F8C}},
+  {0x1F85, {0x1F0D, 0x0399}, {0x1F8D}},
+  {0x1F86, {0x1F0E, 0x0399}, {0x1F8E}},
+  {0x1F87, {0x1F0F, 0x0399}, {0x1F8F}},
+  {0x1F88, {0x1F08, 0x0399}, {0x1F88}},
+  {0x1F89, {0x1F09, 0x0399}, {0x1F89}},
+  {0x1F8A, {0x1F0A, 0x0399}, {0x1F8A}},
+  {0x1F8B, {0x1F0B, 0x0399}, {0x1F8B}},
+  {0x1F8C, {0x1F0C, 0x0399}, {0x1F8C}},
+  {0x1F8D, {0x1F0D, 0x0399}, {0x1F8D}},
+  {0x1F8E, {0x1F0E, 0x0399}, {0x1F8E}},
+  {0x1F8F, {0x1F0F, 0x0399}, {0x1F8F}},
+  {0x1F90, {0x1F28, 0x0399}, {0x1F98}},
+  {0x1F91, {0x1F29, 0x0399}, {0x1F99}},
+  {0x1F92, {0x1F2A, 0x0399}, {0x1F9A}},
+  {0x1F93, {0x1F2B, 0x0399}, {0x1F9B}},
+  {0x1F94, {0x1F2C, 0x0399}, {0x1F9C}},
+  {0x1F95, {0x1F2D, 0x0399}, {0x1F9D}},
+  {0x1F96, {0x1F2E, 0x0399}, {0x1F9E}},
+  {0x1F97, {0x1F2F, 0x0399}, {0x1F9F}},
+  {0x1F98, {0x1F28, 0x0399}, {0x1F98}},
+  {0x1F99, {0x1F29, 0x0399}, {0x1F99}},
+  {0x1F9A, {0x1F2A, 0x0399}, {0x1F9A}},
+  {0x1F9B, {0x1F2B, 0x0399}, {0x1F9B}},
+  {0x1F9C, {0x1F2C, 0x0399}, {0x1F9C}},
+  {0x1F9D, {0x1F2D, 0x0399}, {0x1F9D}},
+  {0x1F9E, {0x1F2E, 0x0399}, {0x1F9E}},
+  {0x1F9F, {0x1F2F, 0x0399}, {0x1F9F}},
+  {0x1FA0, {0x1F68, 0x0399}, {0x1FA8}},
+  {0x1FA1, {0x1F69, 0x0399}, {0x1FA9}},
+  {0x1FA2, {0x1F6A, 0x0399}, {0x1FAA}},
+  {0x1FA3, {0x1F6B, 0x0399}, {0x1FAB}},
+  {0x1FA4, {0x1F6C, 0x0399}, {0x1FAC}},
+  {0x1FA5, {0x1F6D, 0x0399}, {0x1FAD}},
+  {0x1FA6, {0x1F6E, 0x0399}, {0x1FAE}},
+  {0x1FA7, {0x1F6F, 0x0399}, {0x1FAF}},
+  {0x1FA8, {0x1F68, 0x0399}, {0x1FA8}},
+  {0x1FA9, {0x1F69, 0x0399}, {0x1FA9}},
+  {0x1FAA, {0x1F6A, 0x0399}, {0x1FAA}},
+  {0x1FAB, {0x1F6B, 0x0399}, {0x1FAB}},
+  {0x1FAC, {0x1F6C, 0x0399}, {0x1FAC}},
+  {0x1FAD, {0x1F6D, 0x0399}, {0x1FAD}},
+  {0x1FAE, {0x1F6E, 0x0399}, {0x1FAE}},
+  {0x1FAF, {0x1F6F, 0x0399}, {0x1FAF}},
+  {0x1FB2, {0x1FBA, 0x0399}, {0x1FBA, 0x0345}},
+  {0x1FB3, {0x0391, 0x0399}, {0x1FBC}},
+  {0x1FB4, {0x0386, 0x0399}, {0x0386, 0x0345}},
+  {0x1FB6, {0x0391, 0x0342}, {0x0391, 0x0342}},
+  {0x1FB7, {0x0391, 0x0342, 0x0399}, {0x0391, 0x0342, 0x0345}},
+  {0x1FBC, {0x0391, 0x0399}, {0x1FBC}},
+  {0x1FC2, {0x1FCA, 0x0399}, {0x1FCA, 0x0345}},
+  {0x1FC3, {0x0397, 0x0399}, {0x1FCC}},
+  {0x1FC4, {0x0389, 0x0399}, {0x0389, 0x0345}},
+  {0x1FC6, {0x0397, 0x0342}, {0x0397, 0x0342}},
+  {0x1FC7, {0x0397, 0x0342, 0x0399}, {0x0397, 0x0342, 0x0345}},
+  {0x1FCC, {0x0397, 0x0399}, {0x1FCC}},
+  {0x1FD2, {0x0399, 0x0308, 0x0300}, {0x0399, 0x0308, 0x0300}},
+  {0x1FD3, {0x0399, 0x0308, 0x0301}, {0x0399, 0x0308, 0x0301}},
+  {0x1FD6, {0x0399, 0x0342}, {0x0399, 0x0342}},
+  {0x1FD7, {0x0399, 0x0308, 0x0342}, {0x0399, 0x0308, 0x0342}},
+  {0x1FE2, {0x03A5, 0x0308, 0x0300}, {0x03A5, 0x0308, 0x0300}},
+  {0x1FE3, {0x03A5, 0x0308, 0x0301}, {0x03A5, 0x0308, 0x0301}},
+  {0x1FE4, {0x03A1, 0x0313}, {0x03A1, 0x0313}},
+  {0x1FE6, {0x03A5, 0x0342}, {0x03A5, 0x0342}},
+  {0x1FE7, {0x03A5, 0x0308, 0x0342}, {0x03A5, 0x0308, 0x0342}},
+  {0x1FF2, {0x1FFA, 0x0399}, {0x1FFA, 0x0345}},
+  {0x1FF3, {0x03A9, 0x0399}, {0x1FFC}},
+  {0x1FF4, {0x038F, 0x0399}, {0x038F, 0x0345}},
+  {0x1FF6, {0x03A9, 0x0342}, {0x03A9, 0x0342}},
+  {0x1FF7, {0x03A9, 0x0342, 0x0399}, {0x03A9, 0x0342, 0x0345}},
+  {0x1FFC, {0x03A9, 0x0399}, {0x1FFC}},
+  {0xFB00, {0x0046, 0x0046}, {0x0046, 0x0066}},
+  {0xFB01, {0x0046, 0x0049}, {0x0046, 0x0069}},
+  {0xFB02, {0x0046, 0x004C}, {0x0046, 0x006C}},
+  {0xFB03, {0x0046, 0x0046, 0x0049}, {0x0046, 0x0066, 0x0069}},
+  {0xFB04, {0x0046, 0x0046, 0x004C}, {0x0046, 0x0066, 0x006C}},
+  {0xFB05, {0x0053, 0x0054}, {0x0053, 0x0074}},
+  {0xFB06, {0x0053, 0x0054}, {0x0053, 0x0074}},
+  {0xFB13, {0x0544, 0x0546}, {0x0544, 0x0576}},
+  {0xFB14, {0x0544, 0x0535}, {0x0544, 0x0565}},
+  {0xFB15, {0x0544, 0x053B}, {0x0544, 0x056B}},
+  {0xFB16, {0x054E, 0x0546}, {0x054E, 0x0576}},
+  {0xFB17, {0x0544, 0x053D}, {0x0544, 0x056D}},
+};
+
+/* Code points with Unicode's Other_Lowercase or Other_Uppercase property:
+** cased (Python's islower/isupper) though not of category Lu, Ll or Lt. */
+static const unsigned aOtherCased[][2] = {
+  {0xAA, 0xAA}, {0xBA, 0xBA}, {0x2B0, 0x2B8}, {0x2C0, 0x2C1}, {0x2E0, 0x2E4}, {0x345, 0x345},
+  {0x37A, 0x37A}, {0x1D2C, 0x1D6A}, {0x1D78, 0x1D78}, {0x1D9B, 0x1DBF}, {0x2071, 0x2071},
+  {0x207F, 0x207F}, {0x2090, 0x209C}, {0x2160, 0x217F}, {0x24B6, 0x24E9}, {0x2C7C, 0x2C7D},
+  {0xA69C, 0xA69D}, {0xA770, 0xA770}, {0xA7F8, 0xA7F9}, {0xAB5C, 0xAB5F}, {0x10780, 0x10780},
+  {0x10783, 0x10785}, {0x10787, 0x107B0}, {0x107B2, 0x107BA}, {0x1F130, 0x1F149},
+  {0x1F150, 0x1F169}, {0x1F170, 0x1F189},
+};
+
+/* Unicode's Cased property, which Python's title() and final sigma read. */
+static int cp_cased(unsigned c) {
+  utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)c);
+  if (k == UTF8PROC_CATEGORY_LU || k == UTF8PROC_CATEGORY_LL || k == UTF8PROC_CATEGORY_LT) return 1;
+  for (size_t i = 0; i < sizeof(aOtherCased) / sizeof(aOtherCased[0]); i++)
+    if (c >= aOtherCased[i][0] && c <= aOtherCased[i][1]) return 1;
+  return 0;
 }
 
-/* Case mapping of a string: mode 0 lower, 1 upper, 2 capitalize, 3 title
-** (Python's rules over cp_case's table; "ß" upper-cases to "SS"). */
+/* Unicode's Case_Ignorable: marks, format characters, modifier letters and
+** symbols, and the word-internal punctuation of Word_Break MidLetter,
+** MidNumLet and Single_Quote. What Python's final-sigma rule looks past;
+** it gives Python's answer for every code point of Unicode 14. */
+static int cp_case_ignorable(unsigned c) {
+  switch (utf8proc_category((utf8proc_int32_t)c)) {
+    case UTF8PROC_CATEGORY_MN: case UTF8PROC_CATEGORY_ME: case UTF8PROC_CATEGORY_CF:
+    case UTF8PROC_CATEGORY_LM: case UTF8PROC_CATEGORY_SK: return 1;
+    default: break;
+  }
+  static const unsigned aMid[] = {0x27, 0x2E, 0x3A, 0xB7, 0x387, 0x55F, 0x5F4, 0x2018, 0x2019,
+                                  0x2024, 0x2027, 0xFE13, 0xFE52, 0xFE55, 0xFF07, 0xFF0E, 0xFF1A};
+  for (size_t i = 0; i < sizeof(aMid) / sizeof(aMid[0]); i++)
+    if (c == aMid[i]) return 1;
+  return 0;
+}
+
+/* Code point c in lower (how 0), upper (1) or title case (2), as Python's
+** str methods map it: into m, returning how many code points (1 to 3). */
+static int cp_map(unsigned c, int how, unsigned m[3]) {
+  const size_t nSpecial = sizeof(aSpecialCase) / sizeof(aSpecialCase[0]);
+  if (how == 0 && c == 0x130) { m[0] = 0x69; m[1] = 0x307; return 2; }
+  if (how > 0) {
+    size_t lo = 0, hi = nSpecial;
+    while (lo < hi) { /* the table is sorted by code point */
+      size_t mid = (lo + hi) / 2;
+      if (aSpecialCase[mid].c < c) lo = mid + 1;
+      else hi = mid;
+    }
+    if (lo < nSpecial && aSpecialCase[lo].c == c) {
+      const unsigned *p = how == 1 ? aSpecialCase[lo].up : aSpecialCase[lo].title;
+      int n = 0;
+      while (n < 3 && p[n]) { m[n] = p[n]; n++; }
+      return n;
+    }
+  }
+  utf8proc_int32_t x = (utf8proc_int32_t)c;
+  m[0] = (unsigned)(how == 0 ? utf8proc_tolower(x) : how == 1 ? utf8proc_toupper(x) : utf8proc_totitle(x));
+  return 1;
+}
+
+/* Whether a capital sigma lower-cased at z[i] (len bytes) ends a word:
+** Python's Final_Sigma, a cased letter before it (bCasedBefore, past
+** case-ignorable ones) and none after it. */
+static int final_sigma(const char *z, size_t n, size_t i, size_t len, int bCasedBefore) {
+  if (!bCasedBefore) return 0;
+  for (i += len; i < n; i += len) {
+    unsigned c = utf8_next((const unsigned char *)z + i, n - i, &len);
+    if (!cp_case_ignorable(c)) return !cp_cased(c);
+  }
+  return 1;
+}
+
+/* Whether Jinja's title filter starts a word after code point c: its
+** words are split at runs of "-", whitespace, "(", "{", "[" and "<". */
+static int jinja_word_break(unsigned c) {
+  return c == '-' || c == '(' || c == '{' || c == '[' || c == '<' || cp_isspace(c);
+}
+
+/* Case mapping of a string as Python's str methods do it: mode 0 lower, 1
+** upper, 2 capitalize (the first code point in title case), 3 str.title()
+** (title case after an uncased code point), 4 Jinja's title filter (each
+** word split as jinja_word_break says, its first code point upper-cased and
+** the rest lower-cased, as item[0].upper() + item[1:].lower()). A capital
+** sigma lower-cases to the final form where Python's rule puts it (for
+** mode 4 within the lower-cased part of a word: Python sees only
+** item[1:]). */
 static int str_case(Render *r, TplValue s, int mode, TplValue *pOut) {
   Buf b;
   memset(&b, 0, sizeof(b));
   if (step(r, (int64_t)(s.u.s.n / 64))) return -1;
   size_t i = 0, len;
-  int bPrevCased = 0, bFirst = 1;
+  int bPrevCased = 0, bFirst = 1, bWordStart = 1, bCasedBefore = 0;
   while (i < s.u.s.n) {
     unsigned c = utf8_next((const unsigned char *)s.u.s.z + i, s.u.s.n - i, &len);
-    int bCased;
-    int bUp = mode == 1 || (mode == 2 && bFirst) || (mode == 3 && !bPrevCased);
-    unsigned m = cp_case(c, bUp, &bCased);
-    char out[8];
-    int n;
+    int bUp = mode == 1 || (mode == 2 && bFirst) || (mode == 3 && !bPrevCased) ||
+              (mode == 4 && bWordStart);
+    char out[16];
+    int n = 0;
     if (c >= 0xDC80 && c <= 0xDCFF) { out[0] = (char)(c & 0xFF); n = 1; } /* an invalid byte */
-    else if (c == 0xDF && bUp) { out[0] = 'S'; out[1] = mode == 1 ? 'S' : 's'; n = 2; }
-    else n = utf8_put(out, m);
+    else {
+      unsigned m[3];
+      int k = cp_map(c, bUp ? (mode == 1 || mode == 4 ? 1 : 2) : 0, m);
+      if (c == 0x3A3 && !bUp && final_sigma(s.u.s.z, s.u.s.n, i, len, bCasedBefore)) m[0] = 0x3C2;
+      for (int j = 0; j < k; j++) n += utf8_put(out + n, m[j]);
+    }
     if (buf_append(&b, out, (size_t)n)) { free(b.z); return rerr(r, "out of memory"); }
-    bPrevCased = bCased || c == 0xDF;
+    int bCased = cp_cased(c);
+    bPrevCased = bCased;
+    if (!cp_case_ignorable(c)) bCasedBefore = bCased;
+    if (mode == 4 && bWordStart) bCasedBefore = 0; /* item[1:] starts after it */
+    bWordStart = jinja_word_break(c);
     bFirst = 0;
     i += len;
   }
@@ -2906,18 +3112,31 @@ static int call_method(Render *r, int id, TplValue self, TplValue *aArg, int nAr
       if (check_nargs(r, zName, nArg, 0, 0)) return -1;
       return str_case(r, self, id == M_LOWER ? 0 : id == M_UPPER ? 1 : id == M_CAPITALIZE ? 2 : 3, pOut);
     case M_FIND: case M_COUNT: {
-      if (check_nargs(r, zName, nArg, 1, 1) || need_str(r, zName, aArg[0])) return -1;
+      if (check_nargs(r, zName, nArg, 1, 3) || need_str(r, zName, aArg[0])) return -1;
+      for (int k = 1; k < nArg; k++)
+        if (aArg[k].type != TPL_NONE && need_int(r, zName, aArg[k])) return -1;
       TplValue x = aArg[0];
       if (step(r, (int64_t)(self.u.s.n / 64))) return -1;
+      /* s[start:end] in code points, as Python's ADJUST_INDICES clamps them */
+      int64_t len = (int64_t)utf8_count(self.u.s.z, self.u.s.n);
+      int64_t start = nArg > 1 && aArg[1].type != TPL_NONE ? aArg[1].u.i : 0;
+      int64_t end = nArg > 2 && aArg[2].type != TPL_NONE ? aArg[2].u.i : len;
+      if (end > len) end = len;
+      else if (end < 0) end = end + len < 0 ? 0 : end + len;
+      if (start < 0) start = start + len < 0 ? 0 : start + len;
+      int64_t nSub = (int64_t)utf8_count(x.u.s.z, x.u.s.n);
+      if (end - start < nSub) { *pOut = tpl_int(id == M_FIND ? -1 : 0); return 0; }
+      if (nSub == 0) { *pOut = tpl_int(id == M_FIND ? start : end - start + 1); return 0; }
+      size_t b0 = utf8_offset(self.u.s.z, self.u.s.n, start);
+      size_t b1 = b0 + utf8_offset(self.u.s.z + b0, self.u.s.n - b0, end - start);
       if (id == M_FIND) {
         int64_t at = -1;
-        for (size_t i = 0; i + x.u.s.n <= self.u.s.n; i++)
+        for (size_t i = b0; i + x.u.s.n <= b1; i++)
           if (memcmp(self.u.s.z + i, x.u.s.z, x.u.s.n) == 0) { at = (int64_t)utf8_count(self.u.s.z, i); break; }
         *pOut = tpl_int(at);
       } else {
         int64_t k = 0;
-        if (x.u.s.n == 0) k = (int64_t)utf8_count(self.u.s.z, self.u.s.n) + 1;
-        else for (size_t i = 0; i + x.u.s.n <= self.u.s.n;)
+        for (size_t i = b0; i + x.u.s.n <= b1;)
           if (memcmp(self.u.s.z + i, x.u.s.z, x.u.s.n) == 0) { k++; i += x.u.s.n; } else i++;
         *pOut = tpl_int(k);
       }
@@ -3247,7 +3466,7 @@ static int call_filter(Render *r, int id, const char *zName, TplValue v, TplValu
     case F_UPPER: case F_LOWER: case F_CAPITALIZE: case F_TITLE: {
       TplValue s;
       if (check_nargs(r, zWhat, nArg, 0, 0) || to_str(r, v, &s)) return -1;
-      return str_case(r, s, id == F_LOWER ? 0 : id == F_UPPER ? 1 : id == F_CAPITALIZE ? 2 : 3, pOut);
+      return str_case(r, s, id == F_LOWER ? 0 : id == F_UPPER ? 1 : id == F_CAPITALIZE ? 2 : 4, pOut);
     }
     case F_REPLACE: {
       TplValue s;
@@ -3564,6 +3783,10 @@ static int exec_for(Render *r, const Node *n) {
   TplValue loopv = val_undef();
   loopv.type = TPL_LOOP;
   loopv.u.p = L;
+  /* Jinja runs the else block unless some iteration reached the end of
+  ** the body: one that every pass leaves by break or continue counts as
+  ** none (its compiled loop clears the flag as the body's last statement) */
+  int bBodyEnded = 0;
   for (size_t i = 0; i < l->n; i++) {
     L->i = i;
     f.n = 0; /* a fresh frame each iteration */
@@ -3572,10 +3795,11 @@ static int exec_for(Render *r, const Node *n) {
     int rc = exec_block(r, n->c);
     r->pFrame = f.pParent;
     if (rc) return -1;
+    if (r->ctl == CTL_NONE) bBodyEnded = 1;
     if (r->ctl == CTL_BREAK) { r->ctl = CTL_NONE; break; }
     r->ctl = CTL_NONE;
   }
-  if (l->n == 0 && n->pElse) return exec_block(r, n->pElse);
+  if (!bBodyEnded && n->pElse) return exec_block(r, n->pElse);
   return 0;
 }
 

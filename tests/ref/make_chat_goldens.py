@@ -287,6 +287,23 @@ CONSTRUCTS = [
      "{{ inner(i) }}{% endfor %}|{% macro dflt(a, b=a ~ '!') %}{{ b }}{% endmacro %}{{ dflt('x') }}|"
      "{% macro loopy(l) %}{% for x in l %}{% if x == 2 %}{% break %}{% endif %}{{ x }}{% endfor %}{% endmacro %}"
      "{{ loopy([1, 2, 3]) }} {{ greet is callable }} {{ greet('Z')|length }}", {}),
+    ("title-filter", "{{ \"they're bill's friends-from (the) [UK] <x> a_b a.b\"|title }}|"
+     "{{ \"they're bill's friends-from (the) [UK] <x> a_b a.b\".title() }}|{{ 'ßa ǆemal ﬁsh'|title }}|"
+     "{{ 'ßa ǆemal ﬁsh'.title() }}|{{ 'ǆemal'|capitalize }}|{{ 'a\\u00a0b\\u3000c\\td'|title }}", {}),
+    ("case-unicode", "{{ 'ΟΔΟΣ ΣΟΦΟΣ Σ ΑΣ\\' ΑΣ.Β ΑΣ-Β Α\\u0301Σ'|lower }}|{{ 'ΟΔΟΣ ΣΟΦΟΣ'|title }}|"
+     "{{ 'ΟΔΟΣ ΣΟΦΟΣ'.title() }}|{{ 'ΑΣ'|capitalize }}|{{ 'İstanbul'|lower }} {{ 'ﬁ ß ŉ ǰ ᾳ'|upper }} "
+     "{{ 'µ ſ ı'|upper }} {{ 'ǅ Ǆ'|lower }} {{ 'ǆ'|title }} {{ 'ⓐ ʰa'.title() }} {{ 'Ǳ'.title() }}", {}),
+    ("for-else-loopcontrols", "{% for x in [1, 2, 3] %}{% if x == 1 %}{% break %}{% endif %}{{ x }}"
+     "{% else %}E1{% endfor %}|{% for x in [1, 2, 3] %}{% if x < 3 %}{% continue %}{% endif %}{{ x }}"
+     "{% else %}E2{% endfor %}|{% for x in [1, 2] %}{% continue %}{% else %}E3{% endfor %}|"
+     "{% for x in [1, 2] %}{{ x }}{% if x == 2 %}{% break %}{% endif %}{% else %}E4{% endfor %}|"
+     "{% for x in [1] %}{% for y in [1] %}{% break %}{% else %}I{% endfor %}{% else %}O{% endfor %}", {}),
+    ("find-count-range", "{{ s.find('l', -2) }} {{ s.find('l', 10) }} {{ s.find('', 10) }} {{ s.find('', 5) }} "
+     "{{ s.find('h', none, 3) }} {{ s.find('o', 0, -1) }} {{ 'héllo'.find('l', 3) }} {{ 'héllo'.count('l', 3) }} "
+     "{{ 'aaaa'.count('aa') }} {{ 'aaaa'.count('', 1, 3) }} {{ 'aaaa'.count('', 5) }} {{ 'aaaa'.count('a', -3, -1) }} "
+     "{{ 'abc'.find('bc', 1, 2) }} {{ 'abc'.count('', 3, 1) }} {{ 'abc'.find('b', true) }}", {"s": "hello"}),
+    ("repetition", "{{ [1, 2] * 2 }} {{ 2 * ['a'] }} {{ [1] * -1 }} {{ (1, 2) * 2 }} {{ 'ab' * 2 }} "
+     "{{ (1,) + (2,) }} {{ [[0]] * 2 }}", {}),
     ("indent", "{{ 'a\\nb\\n\\nc'|indent(2) }}|{{ 'a\\nb'|indent(2, true) }}|{{ 'a\\n\\nb'|indent(2, blank=true) }}", {}),
     ("macro-free-llama31-style", "{%- if messages[0]['role'] == 'system' %}{%- set system_message = "
      "messages[0]['content']|trim %}{%- set messages = messages[1:] %}{%- else %}{%- set system_message = '' %}"
