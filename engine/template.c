@@ -2658,7 +2658,7 @@ static TplValue str_strip(TplValue s, const TplValue *pChars, int bLeft, int bRi
 ** str.title() give them: code point, upper, title (zeros pad). Every other
 ** mapping is utf8proc's simple one, which equals Python's (3.11, Unicode 14)
 ** for every code point; the one longer lower-case mapping, U+0130, is in
-** cp_map. */
+** cp_map. tests/ref/make_case_table.py prints this table and the next. */
 static const struct { unsigned c, up[3], title[3]; } aSpecialCase[] = {
   {0x00DF, {0x0053, 0x0053}, {0x0053, 0x0073}},
   {0x0149, {0x02BC, 0x004E}, {0x02BC, 0x004E}},
