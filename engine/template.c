@@ -2779,8 +2779,8 @@ static const unsigned aOtherCased[][2] = {
 static int cp_cased(unsigned c) {
   utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)c);
   if (k == UTF8PROC_CATEGORY_LU || k == UTF8PROC_CATEGORY_LL || k == UTF8PROC_CATEGORY_LT) return 1;
-  for (size_t i = 0; i < sizeof(aOtherCased) / sizeof(aOtherCased[0]); i++)
-    if (c >= aOtherCased[i][0] && c <= aOtherCased[i][1]) return 1;
+  for (size_t i = 0; i < sizeof(aOtherCased) / sizeof(aOtherCased[0]) && c >= aOtherCased[i][0]; i++)
+    if (c <= aOtherCased[i][1]) return 1; /* the ranges are in order */
   return 0;
 }
 
