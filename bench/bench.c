@@ -17,7 +17,9 @@
 **   build/bench --batch             the gpt_batch figures alone, the same way
 **   build/bench --llamacpp          llama.cpp side by side alone, the same way
 **   build/bench --smollm            the SmolLM2-135M-shaped rows alone (llama:
-**                                   decode f32/f16/q8_0, prefill 512)
+**                                   decode f32/f16/q8_0, prefill 512;
+**                                   BENCH_MODEL as for --decode,
+**                                   BENCH_DECODE_ONLY=1 for decode alone)
 **   build/bench --q4                the 4-bit rows alone (124M shape: decode
 **                                   q8_0/q4_k/q4_0, prefill 128)
 **   build/bench --machine           the machine line alone: the CPU, its core
@@ -989,18 +991,25 @@ static void bench_smollm(void) {
   out("| dtype | threads | decode tok/s | GB/s read between steps | decode fraction of roofline | "
       "prefill 512 tok/s | sgemm GFLOP/s | prefill fraction |\n"
       "|---|---:|---:|---:|---:|---:|---:|---:|\n");
+  const char *zOnly = getenv("BENCH_MODEL"); /* f32, f16 or q8_0 alone */
   for (int i = 0; i < 3; i++) {
     GptModel *m = 0;
     char *zErr = 0;
+    if (zOnly && strcmp(zOnly, azSmolType[i]) != 0) continue;
     if (gptext_model_acquire(0, db, "bench", azSmolName[i], 1, &m, &zErr) != SQLITE_OK) die("%s", zErr);
     GPTState *s = gpt_state_new(m->pNet, 1024);
     float *logits = malloc(sizeof(float) * (size_t)m->cfg.vocab_size);
     if (!s || !logits) die("%s", "out of memory");
     double nBytes = decode_bytes(m->pNet, 0, nPrompt + nGen / 2.0);
     for (int nth = 1; nth <= 2; nth++) {
-      double tok, bw, frac, pre, gemm = 0, preFrac = 0;
+      double tok, bw, frac, pre, gemm, preFrac;
       gpt_threads_set(nth);
       time_decode(m->pNet, s, nPrompt, nGen, logits, bwBuf, nth, nBytes, &tok, &bw, &frac);
+      if (bDecodeOnly) {
+        out("| %s | %d | %.1f | %.1f | %.2f%s | | | |\n", azSmolType[i], nth, tok, bw, frac,
+            frac_mark(frac));
+        continue;
+      }
       pre = 512 / time_prefill(m->pNet, s, 512, logits);
       gemm = sgemm_at_shapes(m->pNet, nth);
       preFrac = pre / (gemm * 1e9 / prefill_flops_any(m->pNet, 512));
@@ -1491,9 +1500,11 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (argc == 2 && strcmp(argv[1], "--smollm") == 0) {
-    /* the SmolLM2-shaped rows alone, to stdout */
+    /* the SmolLM2-shaped rows alone, to stdout; BENCH_DECODE_ONLY=1: their
+    ** decode figures alone */
     mkdir(TMPDIR, 0777);
     gOut = 0;
+    bDecodeOnly = getenv("BENCH_DECODE_ONLY") && atoi(getenv("BENCH_DECODE_ONLY")) > 0;
     sqlite3_auto_extension((void (*)(void))sqlite3_gpt_init);
     bench_smollm();
     return 0;
