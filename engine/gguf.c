@@ -271,9 +271,13 @@ static int cur_tensor(Cursor *c, GGUFTensor *t, int idx) {
     uint64_t ne;
     if (cur_u64(c, &ne, "a tensor's dimensions")) return -1;
     /* the file must hold at least one byte per 32 values of any type */
-    if (ne < 1 || ne > (uint64_t)c->g->n_file * 32 || (uint64_t)nElem > (uint64_t)INT64_MAX / ne) {
+    if (ne < 1 || ne > (uint64_t)c->g->n_file * 32) {
       return gguf_fail(c, "tensor \"%s\" dimension %u is %llu, expected 1 to %lld", t->name, i,
                        (unsigned long long)ne, (long long)c->g->n_file * 32);
+    }
+    if ((uint64_t)nElem > (uint64_t)INT64_MAX / ne) {
+      return gguf_fail(c, "tensor \"%s\" has more than 2^63 values, more than the file can hold",
+                       t->name);
     }
     t->ne[i] = (int64_t)ne;
     nElem *= (int64_t)ne;

@@ -485,9 +485,10 @@ static int ggRopeFreqs(GgImport *p, const GGUFTensor *t) {
       double v2 = aV[iBlend2], s2 = (1.0 / v2 - 1.0 / f) / (1.0 - 1.0 / f);
       double x2 = pow(theta, -(2.0 * iBlend2) / hd) / (2.0 * M_PI);
       double a = (s - s2) / (x - x2), b = s - a * x; /* s = a x + b, b = -1 / (hf - 1) */
-      if (b < 0) {
+      double ctx = -a / b;
+      if (b < 0 && isfinite(ctx) && ctx >= 1 && ctx <= GPT_MAX_CTX) {
         p->cfg.rope_high_freq_factor = 1.0 - 1.0 / b;
-        p->cfg.rope_original_ctx = (int)floor(-a / b + 0.5);
+        p->cfg.rope_original_ctx = (int)floor(ctx + 0.5);
       }
     } else {
       /* with hf = 4: ctx = (3 s + 1) / x */
@@ -917,7 +918,8 @@ static int ggStore(GgImport *p) {
         rc = ggNoMem(p);
         goto done;
       }
-      rc = ggReadTensor(p, t, 0, aF, (size_t)nBytes);
+      /* from row iRow0: the q, k or v slice of a fused bias */
+      rc = ggReadTensor(p, t, r->iRow0 * (int64_t)bytes, aF, (size_t)nBytes);
       for (int64_t e = 0; rc == SQLITE_OK && e < nRow; e++) {
         aH[e] = eNarrow == GGML_F16 ? gpt_f32_to_f16(aF[e]) : gpt_f32_to_bf16(aF[e]);
         float back = eNarrow == GGML_F16 ? gpt_f16_to_f32(aH[e]) : gpt_bf16_to_f32(aH[e]);
@@ -1081,6 +1083,7 @@ done:
 #define GG_TOKEN_NORMAL 1
 #define GG_TOKEN_CONTROL 3
 #define GG_TOKEN_USER_DEFINED 4
+#define GG_TOKEN_UNUSED 5
 
 /* End-of-turn tokens that stop a generation when they are special tokens
 ** (the tokenizer.json import's list). */
@@ -1191,7 +1194,8 @@ done:
 ** added tokens, special when control; their text is raw and stored in
 ** byte-level form), the merges, bos/eos, add_bos_token, the chat template,
 ** and the pre-tokenizer of tokenizer.ggml.pre. Trailing "[PADn]" tokens
-** (the converter pads the vocabulary to the embedding's rows) are left out,
+** (the converter pads the vocabulary to the embedding's rows, as unused
+** tokens, or user-defined ones before) are left out,
 ** so those ids have no token, as in the Hugging Face import. A GPT-2 file
 ** whose tokenizer is exactly GPT-2's gets no gpt_tokenizer row, like a
 ** vocab.json folder.
@@ -1304,13 +1308,16 @@ static int ggTokenizer(GgImport *p) {
     }
     k.aType[i] = (int)ty;
   }
-  /* the converter's padding: trailing user-defined "[PADi]" */
+  /* the converter's padding: trailing "[PADi]", unused (type 5) as
+  ** convert_hf_to_gguf.py writes them now, user-defined (4) as it did */
   p->nTok = k.nFile;
   while (p->nTok > 256) {
     char zPad[32];
     int i = p->nTok - 1;
     snprintf(zPad, sizeof(zPad), "[PAD%d]", i);
-    if (k.aType[i] != GG_TOKEN_USER_DEFINED || strcmp(k.azText[i], zPad) != 0) break;
+    if ((k.aType[i] != GG_TOKEN_UNUSED && k.aType[i] != GG_TOKEN_USER_DEFINED) ||
+        strcmp(k.azText[i], zPad) != 0)
+      break;
     p->nTok--;
   }
 
@@ -1545,10 +1552,12 @@ static int ggTokenizer(GgImport *p) {
       sqlite3_bind_text(pStmt, 5, k.bIgnoreMerges ? "true" : "false", -1, SQLITE_STATIC);
       sqlite3_bind_text(pStmt, 6, zAdded, -1, SQLITE_STATIC);
       if (k.bos >= 0) sqlite3_bind_int(pStmt, 7, k.bos);
-      if (zBos && gptext_utf8_valid(zBos, (size_t)nBos))
+      /* the texts name the ids for readers; where one could not be stored
+      ** (not UTF-8, or longer than the loader takes) the id alone is kept */
+      if (zBos && nBos <= TOK_MAX_ADDED_LEN && gptext_utf8_valid(zBos, (size_t)nBos))
         sqlite3_bind_text(pStmt, 8, zBos, nBos, SQLITE_TRANSIENT);
       if (k.eos >= 0) sqlite3_bind_int(pStmt, 9, k.eos);
-      if (zEos && gptext_utf8_valid(zEos, (size_t)nEos))
+      if (zEos && nEos <= TOK_MAX_ADDED_LEN && gptext_utf8_valid(zEos, (size_t)nEos))
         sqlite3_bind_text(pStmt, 10, zEos, nEos, SQLITE_TRANSIENT);
       sqlite3_bind_text(pStmt, 11, k.bAddBos ? "true" : "false", -1, SQLITE_STATIC);
       sqlite3_bind_text(pStmt, 12, zStop, -1, SQLITE_STATIC);
@@ -1693,20 +1702,10 @@ void gptext_gguf_import(sqlite3_context *ctx, const char *zName, const char *zPa
     pStmt = 0;
     if (ggConfig(&s) || ggTensors(&s)) goto done;
     if (bExists) {
-      static const char *azSql[] = {
-        "DELETE FROM main.gpt_models WHERE name = ?1", "DELETE FROM main.gpt_tensors WHERE model = ?1",
-        "DELETE FROM main.gpt_vocab WHERE model = ?1", "DELETE FROM main.gpt_merges WHERE model = ?1",
-        "DELETE FROM main.gpt_tokenizer WHERE model = ?1"};
-      for (size_t i = 0; i < sizeof(azSql) / sizeof(azSql[0]); i++) {
-        if (ggPrepare(&s, azSql[i], &pStmt)) goto done;
-        sqlite3_bind_text(pStmt, 1, zName, -1, SQLITE_STATIC);
-        int rc = sqlite3_step(pStmt);
-        sqlite3_finalize(pStmt);
-        pStmt = 0;
-        if (rc != SQLITE_DONE) {
-          ggSqlError(&s, rc);
-          goto done;
-        }
+      int rc = gptext_delete_model(s.db, zName, 0);
+      if (rc != SQLITE_OK) {
+        ggSqlError(&s, rc);
+        goto done;
       }
     }
   }
@@ -2090,7 +2089,8 @@ static int gxTokenizer(GgExport *p, int *pnKv) {
     goto done;
   }
   memset(azAdded, 0, sizeof(char *) * (size_t)nVocab);
-  for (int i = 0; i < nVocab; i++) aType[i] = i < nTok ? GG_TOKEN_NORMAL : GG_TOKEN_USER_DEFINED;
+  /* ids past the tokenizer are the converter's unused "[PADi]" */
+  for (int i = 0; i < nVocab; i++) aType[i] = i < nTok ? GG_TOKEN_NORMAL : GG_TOKEN_UNUSED;
   if (p->zTokConfig) {
     rc = sqlite3_prepare_v2(p->db,
         "SELECT json_extract(?1, '$.pre_tokenizer'), json_extract(?1, '$.normalizer'),"
@@ -2394,11 +2394,16 @@ static int gxOpen(GgExport *p, const char *zPath, int bReplace, char **pzTmp) {
     }
   } else {
     if (gxCheckTarget(p, zPath)) return SQLITE_ERROR;
+    /* in the target's folder (a rename stays on its file system), under a
+    ** short name of its own: the target's name plus a suffix could pass
+    ** the file system's longest name */
+    const char *zSlash = strrchr(zPath, '/');
+    int nDir = zSlash ? (int)(zSlash - zPath) + 1 : 0;
     for (int i = 0; fd < 0 && i < 8; i++) {
       unsigned int r;
       sqlite3_randomness(sizeof(r), &r);
       sqlite3_free(*pzTmp);
-      *pzTmp = sqlite3_mprintf("%s.%08x.tmp", zPath, r);
+      *pzTmp = sqlite3_mprintf("%.*s.gpt_export.%08x.tmp", nDir, zPath, r);
       if (!*pzTmp) return gxError(p, "out of memory");
       fd = open(*pzTmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
       if (fd < 0 && errno != EEXIST) break;

@@ -2426,29 +2426,15 @@ done:
 }
 
 /*
-** Whether table zTable of gpt_train (ext/train.c) is in the main schema:
-** 1 or 0, or -1 on error (recorded).
-*/
-static int impTableExists(GptImport *p, const char *zTable) {
-  sqlite3_stmt *pStmt = 0;
-  int rc = impPrepare(p, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
-                      &pStmt);
-  if (rc != SQLITE_OK) return -1;
-  sqlite3_bind_text(pStmt, 1, zTable, -1, SQLITE_STATIC);
-  rc = sqlite3_step(pStmt);
-  if (rc != SQLITE_ROW && rc != SQLITE_DONE) impSqlError(p, rc);
-  sqlite3_finalize(pStmt);
-  return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
-}
-
-/*
 ** Deletes every row of model zName from the four tables, and from
 ** gpt_train's state and log where those tables exist (a model that replaces
 ** it must not resume its training run); the number of gpt_tensors rows
 ** deleted goes to *pnTensor. gpt_models first, so that the triggers of the
-** other tables have nothing to restamp.
+** other tables have nothing to restamp. Shared by gpt_drop and both kinds
+** of gpt_import with "replace"; an SQLite code, the message in
+** sqlite3_errmsg(db).
 */
-static int impDeleteModel(GptImport *p, const char *zName, sqlite3_int64 *pnTensor) {
+int gptext_delete_model(sqlite3 *db, const char *zName, sqlite3_int64 *pnTensor) {
   static const struct { const char *zSql, *zTrainTable; } aDel[] = {
     {"DELETE FROM main.gpt_models WHERE name = ?1", 0},
     {"DELETE FROM main.gpt_tensors WHERE model = ?1", 0},
@@ -2459,26 +2445,26 @@ static int impDeleteModel(GptImport *p, const char *zName, sqlite3_int64 *pnTens
     {"DELETE FROM main.gpt_train_log WHERE model = ?1", "gpt_train_log"},
   };
   sqlite3_stmt *pStmt = 0;
-  int i, rc = SQLITE_OK;
+  int rc = SQLITE_OK;
 
-  for (i = 0; i < (int)(sizeof(aDel) / sizeof(aDel[0])); i++) {
+  for (int i = 0; i < (int)(sizeof(aDel) / sizeof(aDel[0])); i++) {
     if (aDel[i].zTrainTable) {
-      int bExists = impTableExists(p, aDel[i].zTrainTable);
-      if (bExists < 0) {
-        rc = SQLITE_ERROR;
-        goto done;
-      }
-      if (!bExists) continue;
+      rc = sqlite3_prepare_v2(db, "SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = ?1",
+                              -1, &pStmt, 0);
+      if (rc != SQLITE_OK) goto done;
+      sqlite3_bind_text(pStmt, 1, aDel[i].zTrainTable, -1, SQLITE_STATIC);
+      rc = sqlite3_step(pStmt);
+      sqlite3_finalize(pStmt);
+      pStmt = 0;
+      if (rc == SQLITE_DONE) continue; /* no such table */
+      if (rc != SQLITE_ROW) goto done;
     }
-    rc = impPrepare(p, aDel[i].zSql, &pStmt);
+    rc = sqlite3_prepare_v2(db, aDel[i].zSql, -1, &pStmt, 0);
     if (rc != SQLITE_OK) goto done;
     sqlite3_bind_text(pStmt, 1, zName, -1, SQLITE_STATIC);
     rc = sqlite3_step(pStmt);
-    if (rc != SQLITE_DONE) {
-      rc = impSqlError(p, rc);
-      goto done;
-    }
-    if (i == 1 && pnTensor) *pnTensor = sqlite3_changes(p->db);
+    if (rc != SQLITE_DONE) goto done;
+    if (i == 1 && pnTensor) *pnTensor = sqlite3_changes(db);
     sqlite3_finalize(pStmt);
     pStmt = 0;
   }
@@ -2486,6 +2472,14 @@ static int impDeleteModel(GptImport *p, const char *zName, sqlite3_int64 *pnTens
 done:
   sqlite3_finalize(pStmt);
   return rc;
+}
+
+/*
+** gptext_delete_model for the import or drop in hand, its error recorded.
+*/
+static int impDeleteModel(GptImport *p, const char *zName, sqlite3_int64 *pnTensor) {
+  int rc = gptext_delete_model(p->db, zName, pnTensor);
+  return rc == SQLITE_OK ? SQLITE_OK : impSqlError(p, rc);
 }
 
 /*

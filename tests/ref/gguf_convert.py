@@ -3,7 +3,7 @@
 convert_hf_to_gguf.py lays it out, with NumPy only (no code shared with the C
 importer), so the tests can check that the two imports give the same numbers.
 
-  tests/ref/gguf_convert.py FOLDER OUT.gguf
+  tests/ref/gguf_convert.py FOLDER OUT.gguf [--pad-type N]
 
 What it follows from convert_hf_to_gguf.py and gguf-py:
   - names: token_embd, position_embd, blk.N.attn_norm, attn_qkv (GPT-2),
@@ -17,8 +17,9 @@ What it follows from convert_hf_to_gguf.py and gguf-py:
     in float32 as generate_extra_tensors does;
   - 1-D tensors as F32; 2-D tensors keep the folder's dtype (F32, F16, BF16);
   - dims written innermost first (ne[0] is the last NumPy axis);
-  - the vocabulary padded to vocab_size with "[PADi]" user-defined tokens,
-    added special tokens as control tokens (type 3), other added tokens as
+  - the vocabulary padded to vocab_size with "[PADi]" unused tokens (type 5,
+    as get_vocab_base writes them now; older converters wrote them
+    user-defined, type 4: --pad-type 4), added special tokens as control tokens (type 3), other added tokens as
     user-defined (type 4), merges as "a b";
   - tokenizer.ggml.pre by the pre-tokenizer's regex: gpt-2, llama-bpe, qwen2
     or smollm (the real converter hashes the tokenizer's output instead).
@@ -154,7 +155,7 @@ class Writer:
             f.write(out)
 
 
-def tokenizer(folder, w, hp, vocab_size):
+def tokenizer(folder, w, hp, vocab_size, pad_type):
     tj = os.path.join(folder, "tokenizer.json")
     tc = {}
     if os.path.exists(os.path.join(folder, "tokenizer_config.json")):
@@ -199,7 +200,7 @@ def tokenizer(folder, w, hp, vocab_size):
             types.append(1)
         else:
             tokens.append(f"[PAD{i}]")
-            types.append(4)
+            types.append(pad_type)
     text_id = {a["content"]: i for i, a in added.items()}
 
     def tok_id(v):
@@ -231,7 +232,7 @@ LLAMA_NAMES = [("input_layernorm", "attn_norm"), ("self_attn.q_proj", "attn_q"),
                ("mlp.down_proj", "ffn_down")]
 
 
-def convert(folder, out):
+def convert(folder, out, pad_type=5):
     hp = json.load(open(os.path.join(folder, "config.json")))
     arch = hp.get("model_type", "gpt2")
     ts = read_folder(folder)
@@ -307,11 +308,14 @@ def convert(folder, out):
         rs = hp.get("rope_scaling")
         if rs and rs.get("rope_type", rs.get("type", "")).lower() == "llama3":
             put("rope_freqs.weight", "F32", llama3_rope_factors(hp))
-    tokenizer(folder, w, hp, vocab_size)
+    tokenizer(folder, w, hp, vocab_size, pad_type)
     w.write(out)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
+    if len(sys.argv) == 5 and sys.argv[3] == "--pad-type":
+        convert(sys.argv[1], sys.argv[2], int(sys.argv[4]))
+    elif len(sys.argv) == 3:
+        convert(sys.argv[1], sys.argv[2])
+    else:
         sys.exit(__doc__)
-    convert(sys.argv[1], sys.argv[2])
