@@ -390,12 +390,17 @@ static int batchFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr,
   }
   rc = gptext_model_acquire(pVtab->pConn, pVtab->db, zFunc, c->o.zModel, 1, &c->m, &zErr);
   if (rc != SQLITE_OK) goto done;
-  c->nSlot = c->o.nBatch > 0 ? c->o.nBatch : BATCH_DEFAULT;
-  c->aSlot = sqlite3_malloc64(sizeof(BatchSlot) * (size_t)c->nSlot);
+  {
+    /* nSlot counts slots only once they are zeroed: batchReset frees them */
+    int nSlot = c->o.nBatch > 0 ? c->o.nBatch : BATCH_DEFAULT;
+    c->aSlot = sqlite3_malloc64(sizeof(BatchSlot) * (size_t)nSlot);
+    if (!c->aSlot) { rc = SQLITE_NOMEM; goto done; }
+    memset(c->aSlot, 0, sizeof(BatchSlot) * (size_t)nSlot);
+    c->nSlot = nSlot;
+  }
   c->aSeq = sqlite3_malloc64(sizeof(GPTSeq) * (size_t)c->nSlot);
   c->scratch = gpt_state_new(c->m->pNet, 1);
-  if (!c->aSlot || !c->aSeq || !c->scratch) { rc = SQLITE_NOMEM; goto done; }
-  memset(c->aSlot, 0, sizeof(BatchSlot) * (size_t)c->nSlot);
+  if (!c->aSeq || !c->scratch) { rc = SQLITE_NOMEM; goto done; }
   for (int i = 0; i < c->nSlot; i++) {
     c->aSlot[i].logits = sqlite3_malloc64(sizeof(float) * (size_t)c->m->cfg.vocab_size);
     if (!c->aSlot[i].logits) { rc = SQLITE_NOMEM; goto done; }

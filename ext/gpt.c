@@ -1710,7 +1710,8 @@ int gptext_encode(sqlite3 *db, GptModel *m, const char *zFunc, const char *z, in
     return SQLITE_TOOBIG;
   }
   /* hand it over in SQLite's allocator, the one the callers free with */
-  *paIds = sqlite3_malloc64((nIds + (size_t)nBos) ? (nIds + (size_t)nBos) * sizeof(int) : 1);
+  /* room for one id even when there are none: callers put a start token there */
+  *paIds = sqlite3_malloc64(((nIds + (size_t)nBos) ? nIds + (size_t)nBos : 1) * sizeof(int));
   if (!*paIds) {
     free(aIds);
     return SQLITE_NOMEM;
