@@ -100,8 +100,9 @@ struct GPTState {
   float *hid;            /* (T, F) silu(gate) * up */
   float *rope_cs;        /* (T, hd/2, 2) cos, sin of the batch's positions */
   int n_att;             /* threads the att scratch is sized for */
+  int att_rows;          /* query rows a member's part of it holds */
   int att_keys;          /* keys a row of it holds */
-  float *att;            /* (n_att, att_rows(), att_keys) scores, a member's own */
+  float *att;            /* (n_att, att_rows, att_keys) scores, a member's own */
   float *logit_block;    /* (LOGIT_ROWS, V) for per-position logits */
   float *tmp;            /* (max(2F, Q, C),) decode scratch */
   GPTQ8Act xq;           /* (n_xq, widest row) inputs quantized for q8_0 rows */
@@ -1100,13 +1101,14 @@ static int state_grow_cache(GPTState *s, int need) {
 
 /* Rows a member's attention scores hold: the batch's tokens, or a decode
 ** step's query heads that read one cache head. */
-static size_t att_rows(const GPTState *s) {
-  return (size_t)(s->n_scratch > ATT_GROUP_MAX ? s->n_scratch : ATT_GROUP_MAX);
-}
+static size_t att_rows(const GPTState *s) { return (size_t)s->att_rows; }
 
 /* Grows the batch scratch to hold T tokens, with attention scores for nth
-** threads against up to keys keys. */
-static int state_reserve(GPTState *s, int T, int nth, int keys) {
+** threads, each for the rows of one sequence (at most rows of the pass's
+** tokens, or a decode step's run of query heads) against up to keys keys:
+** sized by the pass's T, 16 prompts of 1,000 tokens on 16 threads held a
+** gigabyte of scores where one prompt's rows take 64 MB. */
+static int state_reserve(GPTState *s, int T, int rows, int nth, int keys) {
   const GPTModel *m = s->m;
   if (T > s->n_scratch) {
     size_t C = (size_t)m->cfg.n_embd, t = (size_t)T;
@@ -1127,17 +1129,19 @@ static int state_reserve(GPTState *s, int T, int nth, int keys) {
     s->x = p[0]; s->xn = p[1]; s->qkv = p[2]; s->atty = p[3]; s->fc = p[4]; s->hid = p[5];
     s->rope_cs = p[6];
     s->n_scratch = T;
-    free(s->att);
-    s->att = 0;
-    s->n_att = 0;
   }
-  /* the scratch's growth above frees att, so att_rows(s) is what it holds */
-  if (nth > s->n_att || !s->att || s->att_keys < keys) {
-    float *a = line_alloc((size_t)nth * att_rows(s) * (size_t)keys * sizeof(float));
+  if (rows < ATT_GROUP_MAX) rows = ATT_GROUP_MAX;
+  if (nth > s->n_att || !s->att || s->att_keys < keys || s->att_rows < rows) {
+    /* never smaller than before in any dimension */
+    if (nth < s->n_att) nth = s->n_att;
+    if (keys < s->att_keys) keys = s->att_keys;
+    if (rows < s->att_rows) rows = s->att_rows;
+    float *a = line_alloc((size_t)nth * (size_t)rows * (size_t)keys * sizeof(float));
     if (!a) return -1;
     free(s->att);
     s->att = a;
     s->n_att = nth;
+    s->att_rows = rows;
     s->att_keys = keys;
   }
   return 0;
@@ -1173,7 +1177,7 @@ GPTState *gpt_state_new(const GPTModel *m, int max_T) {
   if (m->q8_packed && gpt_kernels()->q8_slice_act)
     s->xq_sliced = line_alloc(gpt_q8_sliced_bytes((int)W));
   if (!s->tmp || !s->xq.q || !s->xq.aq || !s->xq.d || gpt_q4_act_alloc(&s->xq4, W) ||
-      state_grow_cache(s, max_T < 64 ? max_T : 64) || state_reserve(s, 1, 1, s->n_cache)) {
+      state_grow_cache(s, max_T < 64 ? max_T : 64) || state_reserve(s, 1, 1, 1, s->n_cache)) {
     gpt_state_free(s);
     return NULL;
   }
@@ -1962,7 +1966,7 @@ static int batch_begin(const Pass *p, char *err, size_t n_err) {
   const GPTModel *m = p->m;
   GPTState *s = p->s;
   const GPTConfig *c = &m->cfg;
-  int T = 0, keys = 0;
+  int T = 0, keys = 0, rows = 0;
   for (int i = 0; i < p->n_seg; i++) {
     const PassSeg *g = &p->seg[i];
     GPTState *gs = g->s;
@@ -1993,9 +1997,10 @@ static int batch_begin(const Pass *p, char *err, size_t n_err) {
       return GPT_NOMEM;
     }
     if (gs->n_cache > keys) keys = gs->n_cache;
+    if (g->n > rows) rows = g->n;
     T += g->n;
   }
-  if (state_reserve(s, T, gpt_team_capacity(p->team), keys)) {
+  if (state_reserve(s, T, rows, gpt_team_capacity(p->team), keys)) {
     snprintf(err, n_err, "out of memory for a batch of %d tokens", T);
     return GPT_NOMEM;
   }
