@@ -8,7 +8,8 @@
 ** the small model of tests/fuzz/fuzz_common.c, runs every function that
 ** exists in this build (generation, next tokens, the tokenizer functions
 ** and table, the scoring and analysis ones, quantizing), a few calls that
-** fail, a re-import, a drop, and closes. Built in-process (-DSQLITE_CORE); run by
+** fail, a re-import, a drop, and closes. Then calls run with each of their
+** allocations failing in turn. Built in-process (-DSQLITE_CORE); run by
 ** `make test-asan` (LeakSanitizer also checks memory taken with malloc) and
 ** `make test-valgrind`. Prints "N passed, N failed".
 */
@@ -20,6 +21,34 @@
 #include "fuzz_common.h"
 
 #include "check.h"
+
+/* SQLite's allocator with a failure that can be armed: from the nth
+** allocation after arming on, every allocation fails until it is disarmed
+** (installed with sqlite3_config before sqlite3_initialize). */
+static sqlite3_mem_methods gMem; /* the default methods, wrapped */
+static int gFailIn = -1;         /* allocations to give before failing; -1: none */
+static int gFailed;              /* allocations failed since arming */
+
+static int fault_now(void) {
+  if (gFailIn < 0) return 0;
+  if (gFailIn > 0) {
+    gFailIn--;
+    return 0;
+  }
+  gFailed++;
+  return 1;
+}
+static void *fault_malloc(int n) { return fault_now() ? 0 : gMem.xMalloc(n); }
+static void *fault_realloc(void *p, int n) { return fault_now() ? 0 : gMem.xRealloc(p, n); }
+
+static void fault_install(void) {
+  sqlite3_mem_methods m;
+  sqlite3_config(SQLITE_CONFIG_GETMALLOC, &gMem);
+  m = gMem;
+  m.xMalloc = fault_malloc;
+  m.xRealloc = fault_realloc;
+  sqlite3_config(SQLITE_CONFIG_MALLOC, &m);
+}
 
 /* Runs SQL that must succeed. */
 static void ok(sqlite3 *db, const char *zSql, const char *z1) {
@@ -95,10 +124,41 @@ static void workload(sqlite3 *db, const char *zDir, const char *zDir2) {
   ok(db, "SELECT gpt_tokenize('ab', '{\"model\": \"m2\"}')", 0);
 }
 
+/* zSql run with its first allocation failing, then its second, and so on,
+** until a run meets no failure: each run that met one fails cleanly (no
+** crash, nothing left allocated through SQLite: gpt_batch once freed its
+** slots unzeroed when one failed), and the last one succeeds. */
+static void oom_sweep(sqlite3 *db, const char *zSql) {
+  /* a first run connects the table-valued functions' tables, which the
+  ** connection keeps */
+  ok(db, zSql, 0);
+  sqlite3_int64 nBefore = sqlite3_memory_used();
+  int n = 0, nBad = 0, rcLast = SQLITE_ERROR;
+  for (; n < 20000; n++) {
+    char *zErr = 0;
+    gFailed = 0;
+    gFailIn = n;
+    int rc = fz_exec(db, zSql, 0, -1, 0, 0, &zErr);
+    int nFailed = gFailed;
+    gFailIn = -1;
+    sqlite3_free(zErr);
+    if ((nFailed == 0 && rc != SQLITE_OK) || sqlite3_memory_used() > nBefore) {
+      if (nBad++ == 0)
+        CHECK(0, "%s, allocation %d failing: rc %d, memory %+lld bytes", zSql, n, rc,
+              sqlite3_memory_used() - nBefore);
+    }
+    rcLast = rc;
+    if (nFailed == 0) break;
+  }
+  CHECK(nBad == 0 && rcLast == SQLITE_OK, "%s: %d allocations failed in turn, %d runs wrong",
+        zSql, n, nBad);
+}
+
 int main(void) {
   FzModel m;
   char zDir[600], zDir2[600], zFile[600];
   sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 1);
+  fault_install();
   sqlite3_initialize();
   const char *zTmp = fz_tmpdir();
   snprintf(zDir, sizeof(zDir), "%s", zTmp);
@@ -144,6 +204,17 @@ int main(void) {
     sqlite3_int64 nNow = sqlite3_memory_used();
     CHECK(nNow == nBase, "round %d: sqlite3_memory_used() is %lld after close, %lld before "
           "open (%+lld bytes)", iRound, nNow, nBase, nNow - nBase);
+  }
+  /* out of memory at every allocation of a call in turn, the model loaded */
+  {
+    sqlite3 *db = fz_open(0);
+    ok(db, "SELECT gpt_import('m', ?1)", zDir);
+    ok(db, "SELECT gpt_generate('ab')", 0);
+    oom_sweep(db, "SELECT count(*) FROM gpt_batch('SELECT 1, ''ab a'' UNION ALL SELECT 2, "
+                  "''abab'' UNION ALL SELECT 3, NULL', '{\"max_tokens\": 3, \"batch\": 2}')");
+    oom_sweep(db, "SELECT gpt_generate('ab a', '{\"max_tokens\": 3, \"stop\": \"x\"}')");
+    oom_sweep(db, "SELECT count(*) FROM gpt_next_tokens('ab', 5)");
+    sqlite3_close(db);
   }
   unlink(zFile);
   printf("memory_test: %d passed, %d failed\n", nPass, nFail);
