@@ -122,6 +122,7 @@ static int cfgText(sqlite3_stmt *p, const char *zKey, char *zOut, size_t nOut, c
     return SQLITE_ERROR;
   }
   const char *z = (const char *)sqlite3_column_text(p, 1);
+  if (!z) return SQLITE_NOMEM;
   if (strlen(z) >= nOut) {
     snprintf(zErr, nErr, "\"%s\" is longer than %d bytes", zKey, (int)nOut - 1);
     return SQLITE_ERROR;
@@ -130,20 +131,28 @@ static int cfgText(sqlite3_stmt *p, const char *zKey, char *zOut, size_t nOut, c
   return SQLITE_OK;
 }
 
-/* True when zJson names a Llama-family model_type (what gptext_config_read
-** reads); *pzType gets the model_type for messages ("" when none). */
+/* 1 when zJson names a Llama-family model_type (what gptext_config_read
+** reads), 0 when not, -1 out of memory; *pzType gets the model_type for
+** messages ("" when none). */
 int gptext_config_is_hf(sqlite3 *db, const char *zJson, int nJson, char *zType, size_t nType) {
   sqlite3_stmt *p = 0;
-  int bHf = 0;
+  int bHf = 0, rc;
   zType[0] = 0;
-  if (sqlite3_prepare_v2(db, "SELECT CASE WHEN json_valid(?1) THEN "
-                         "json_extract(?1, '$.model_type') END", -1, &p, 0) != SQLITE_OK)
-    return 0;
+  rc = sqlite3_prepare_v2(db, "SELECT CASE WHEN json_valid(?1) THEN "
+                          "json_extract(?1, '$.model_type') END", -1, &p, 0);
+  if (rc != SQLITE_OK) return (rc & 0xff) == SQLITE_NOMEM ? -1 : 0;
   sqlite3_bind_text(p, 1, zJson, nJson, SQLITE_STATIC);
-  if (sqlite3_step(p) == SQLITE_ROW && sqlite3_column_type(p, 0) == SQLITE_TEXT) {
+  rc = sqlite3_step(p);
+  if (rc == SQLITE_ROW && sqlite3_column_type(p, 0) == SQLITE_TEXT) {
     const char *z = (const char *)sqlite3_column_text(p, 0);
-    snprintf(zType, nType, "%s", z);
-    bHf = strcmp(z, "gpt2") != 0;
+    if (!z) {
+      bHf = -1;
+    } else {
+      snprintf(zType, nType, "%s", z);
+      bHf = strcmp(z, "gpt2") != 0;
+    }
+  } else if ((rc & 0xff) == SQLITE_NOMEM) {
+    bHf = -1;
   }
   sqlite3_finalize(p);
   return bHf;

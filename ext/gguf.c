@@ -2453,7 +2453,7 @@ static void gptExportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
   GgExport s;
   GptOptions opt;
   GxTensor *aT = 0;
-  int nT = 0, bOpt = 0, bCreated = 0;
+  int nT = 0, bOpt = 0, bCreated = 0, bDone = 0;
   unsigned char *aBuf = 0;
   char *zErr = 0, *zTmp = 0;
   const char *zModel = (const char *)sqlite3_value_text(argv[0]);
@@ -2543,15 +2543,23 @@ static void gptExportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
     gxError(&s, "cannot write %s: %s", zPath, strerror(errno));
     goto done;
   }
+  bDone = !s.zErr;
 done:
+  /* judged by bDone, never by s.zErr alone: out of memory, an error's
+  ** message may not have been allocated, and a partial file would have
+  ** replaced the target */
   sqlite3_finalize(pSnapshot);
-  if (s.f && fclose(s.f) != 0 && !s.zErr) gxError(&s, "cannot write %s: %s", zPath, strerror(errno));
-  if (!s.zErr && zTmp) gxCommit(&s, zTmp, zPath);
+  if (s.f && fclose(s.f) != 0 && bDone) {
+    gxError(&s, "cannot write %s: %s", zPath, strerror(errno));
+    bDone = 0;
+  }
+  if (bDone && zTmp && gxCommit(&s, zTmp, zPath) != SQLITE_OK) bDone = 0;
   /* only a file this call created is removed */
-  if (s.zErr && bCreated) unlink(zTmp ? zTmp : zPath);
-  if (s.zErr) {
-    gptext_result_error(ctx, s.zErr);
-    if (s.rcErr && s.rcErr != SQLITE_ERROR) sqlite3_result_error_code(ctx, s.rcErr);
+  if (!bDone && bCreated) unlink(zTmp ? zTmp : zPath);
+  if (!bDone) {
+    if (s.zErr) gptext_result_error(ctx, s.zErr);
+    else sqlite3_result_error_nomem(ctx);
+    if (s.zErr && s.rcErr && s.rcErr != SQLITE_ERROR) sqlite3_result_error_code(ctx, s.rcErr);
   } else {
     char *z = sqlite3_mprintf("exported '%s': %d tensors, %lld bytes of tensor data, %d tokens "
                               "to %s (GGUF v3, %s)", zModel, nT, (long long)nBytes,

@@ -359,7 +359,7 @@ int gptext_sql_failure(sqlite3 *db, int rc, char **pzMsg);
 /* Llama-family configs (ext/config.c): Hugging Face's config.json keys, read
 ** the same way from a file at import and from gpt_models.config at load.
 ** gptext_config_is_hf tells whether zJson has a model_type other than gpt2
-** (copied into zType). gptext_config_read fills c and *pbTied or returns an
+** (copied into zType): 1 or 0, -1 out of memory. gptext_config_read fills c and *pbTied or returns an
 ** error with a message in zErr naming the key. gptext_config_json gives the
 ** stored form (sqlite3_malloc'd). */
 int gptext_config_is_hf(sqlite3 *db, const char *zJson, int nJson, char *zType, size_t nType);

@@ -363,7 +363,12 @@ static int impConfig(GptImport *p) {
   if (rc != SQLITE_OK) goto done;
   {
     char zType[64];
-    if (gptext_config_is_hf(p->db, zJson, (int)nJson, zType, sizeof(zType))) {
+    int bHf = gptext_config_is_hf(p->db, zJson, (int)nJson, zType, sizeof(zType));
+    if (bHf < 0) {
+      rc = impNoMem(p);
+      goto done;
+    }
+    if (bHf) {
       if (gptext_config_read(p->db, zJson, (int)nJson, &p->cfg, &p->bTied, zMsg,
                              sizeof(zMsg)) != SQLITE_OK) {
         rc = impError(p, "config.json", "%s", zMsg);

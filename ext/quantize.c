@@ -115,10 +115,14 @@ static int quantTxnBegin(GptQuant *q) {
   return rc;
 }
 
-/* Releases the savepoint (commit) unless anything failed, and otherwise rolls
-** it back (ext/savepoint.c says how, after an interrupt too). */
-static void quantTxnEnd(GptQuant *q) {
-  if (q->sp.bOpen && !q->zErr) {
+/* Releases the savepoint (commit) when the copy is complete (bDone), and
+** otherwise rolls it back (ext/savepoint.c says how, after an interrupt
+** too). Never judged by q->zErr alone: out of memory, the error's message
+** itself may not have been allocated, and a half-written copy was
+** committed. Whether it committed. */
+static int quantTxnEnd(GptQuant *q, int bDone) {
+  int bCommitted = 0;
+  if (q->sp.bOpen && bDone && !q->zErr) {
     char *zMsg = 0;
     int rc = gptext_savepoint_release(&q->sp, &zMsg);
     if (rc != SQLITE_OK) {
@@ -129,10 +133,13 @@ static void quantTxnEnd(GptQuant *q) {
         q->rcErr = rc;
         quantError(q, 0, "%s", zMsg ? zMsg : "out of memory");
       }
+    } else {
+      bCommitted = 1;
     }
     sqlite3_free(zMsg);
   }
   gptext_savepoint_end(&q->sp);
+  return bCommitted;
 }
 
 /* Runs a statement that writes the copy, with up to three text parameters
@@ -384,7 +391,7 @@ static void gptQuantizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv
   GptModel *m = 0;
   char *zErr = 0, *zSummary = 0, *zSource = 0;
   const char *zType = (const char *)sqlite3_value_text(argv[2]);
-  int hasLmHead = 0;
+  int hasLmHead = 0, bDone = 0;
   (void)argc;
   memset(&q, 0, sizeof(q));
   q.db = sqlite3_context_db_handle(ctx);
@@ -471,13 +478,14 @@ static void gptQuantizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv
                              q.zSrc, q.zDst, zType, q.nTensor, (long long)q.nOut,
                              (long long)q.nIn);
   if (!zSummary) quantNoMem(&q);
+  else bDone = 1;
 done:
-  quantTxnEnd(&q);
+  bDone = quantTxnEnd(&q, bDone);
   if (q.zErr) {
     gptext_result_error(ctx, q.zErr);
     if (q.bInterrupted) sqlite3_result_error_code(ctx, SQLITE_INTERRUPT);
     else if (q.rcErr != 0 && q.rcErr != SQLITE_ERROR) sqlite3_result_error_code(ctx, q.rcErr);
-  } else if (zSummary) {
+  } else if (bDone) {
     gptext_result_text(ctx, zSummary, (int)strlen(zSummary), sqlite3_free);
     zSummary = 0;
   } else {
