@@ -695,8 +695,11 @@ static void crossentropy_rows(void *ctx, size_t lo, size_t hi) {
     float mx = row[0];
     for (int j = 1; j < nLive; j++) if (row[j] > mx) mx = row[j];
     double sum = 0;
+    /* -log p = log(sum) - (x - mx): a target far below the maximum has a
+    ** probability that underflows, but a finite loss */
+    double shifted = (double)row[a->targets[t]] - mx;
     for (int j = 0; j < nLive; j++) { row[j] = expf(row[j] - mx); sum += row[j]; }
-    a->rowLoss[t] = -log(row[a->targets[t]] / sum);
+    a->rowLoss[t] = log(sum) - shifted;
     float inv = (float)(1.0 / sum);
     for (int j = 0; j < nLive; j++) row[j] *= inv * a->scale;
     for (int j = nLive; j < V; j++) row[j] = 0.0f;

@@ -361,18 +361,7 @@ static int batchFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr,
                              sqlite3_errmsg(pVtab->db));
       goto done;
     }
-    /* whatever follows must be empty statements, white space or comments,
-    ** as the sqlite3 shell reads them: what prepares to no statement */
-    int bMore = 0;
-    while (!bMore && zTail && *zTail) {
-      sqlite3_stmt *pNext = 0;
-      const char *zNext = 0;
-      if (sqlite3_prepare_v2(pVtab->db, zTail, -1, &pNext, &zNext) != SQLITE_OK || pNext)
-        bMore = 1;
-      sqlite3_finalize(pNext);
-      if (zNext == zTail) break;
-      zTail = zNext;
-    }
+    int bMore = gptext_sql_has_more(pVtab->db, zTail);
     if (!c->pQuery || !sqlite3_stmt_readonly(c->pQuery) || bMore) {
       zErr = sqlite3_mprintf("%s: the first argument must be one read-only query returning "
                              "(key, prompt), e.g. 'SELECT id, body FROM docs'", zFunc);

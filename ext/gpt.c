@@ -1665,6 +1665,24 @@ sqlite3_int64 gptext_tvf_rowid(sqlite3_uint64 fp, sqlite3_int64 nRows, sqlite3_i
 /* The tokenizer's poll of the connection's interrupt (ctx is the db). */
 static int encode_should_stop(void *ctx) { return gptext_interrupted((sqlite3 *)ctx); }
 
+/* Whether zTail (what sqlite3_prepare_v2 left after a query) holds another
+** statement: anything but white space, comments and empty statements, as
+** the sqlite3 shell reads them, i.e. what prepares to a statement (or does
+** not prepare). A function that runs one query refuses such a tail rather
+** than ignore it. */
+int gptext_sql_has_more(sqlite3 *db, const char *zTail) {
+  while (zTail && *zTail) {
+    sqlite3_stmt *pNext = 0;
+    const char *zNext = 0;
+    int rc = sqlite3_prepare_v2(db, zTail, -1, &pNext, &zNext);
+    sqlite3_finalize(pNext);
+    if (rc != SQLITE_OK || pNext) return 1;
+    if (zNext == zTail) break;
+    zTail = zNext;
+  }
+  return 0;
+}
+
 /* Encodes text with the model's tokenizer as Hugging Face's
 ** tokenizer(text).input_ids does: the BOS first when the model's tokenizer
 ** adds one (unless GPTEXT_ENCODE_NO_BOS), then the ids of the text. */

@@ -378,6 +378,8 @@ void gptext_set_error(char **pzErr, const char *zFormat, ...);
 int gptext_register_import(sqlite3 *db, GptConn *pConn);   /* gpt_import, gpt_drop */
 /* Deletes model zName's rows, its training state and log too (ext/import.c). */
 int gptext_delete_model(sqlite3 *db, const char *zName, sqlite3_int64 *pnTensor);
+/* Whether SQL follows a query's first statement (ext/gpt.c): 1 or 0. */
+int gptext_sql_has_more(sqlite3 *db, const char *zTail);
 int gptext_register_tokens(sqlite3 *db, GptConn *pConn);   /* gpt_tokens, gpt_tokenize, ... */
 int gptext_register_generate(sqlite3 *db, GptConn *pConn); /* gpt_generate, gpt_next_tokens */
 int gptext_register_batch(sqlite3 *db, GptConn *pConn);    /* gpt_batch */

@@ -239,8 +239,15 @@ static int trainParseOptions(Train *t, sqlite3_value *pArg) {
   return SQLITE_OK;
 }
 
+/* v in zFmt as an SQL literal into z (n bytes), NULL when not finite. */
+static void trainSqlNumber(char *z, int n, double v, const char *zFmt) {
+  if (isfinite(v)) sqlite3_snprintf(n, z, zFmt, v);
+  else sqlite3_snprintf(n, z, "NULL");
+}
+
 /* The options that define a run, as JSON, stored with its checkpoints. */
 static char *trainOptionsJson(const TrainOpts *o, int64_t step, double elapsed) {
+  if (!isfinite(elapsed) || elapsed < 0) elapsed = 0;
   return sqlite3_mprintf(
       "{\"step\":%lld,\"steps\":%lld,\"batch_size\":%lld,\"learning_rate\":%.17g,"
       "\"seed\":%lld,\"warmup\":%lld,\"weight_decay\":%.17g,\"grad_clip\":%.17g,"
@@ -283,12 +290,16 @@ static int trainReadState(Train *t) {
       o->valFrac = sqlite3_column_double(p, 8);
       o->ckptEvery = sqlite3_column_int64(p, 9);
       o->maxTokens = sqlite3_column_int64(p, 10);
-      o->nCtx = sqlite3_column_int(p, 11);
+      int64_t nCtx = sqlite3_column_int64(p, 11);
+      o->nCtx = nCtx >= 2 && nCtx <= 4096 ? (int)nCtx : 0;
       t->elapsed0 = sqlite3_column_double(p, 12);
+      if (!isfinite(t->elapsed0) || t->elapsed0 < 0) t->elapsed0 = 0;
       found = 1;
-      if (o->batch < 1 || o->batch > 4096 || !(o->lr > 0) || o->ckptEvery < 1 ||
+      /* the ranges of the options that wrote it */
+      if (o->batch < 1 || o->batch > 4096 || !(o->lr > 0 && o->lr <= 10) || o->ckptEvery < 1 ||
           o->maxTokens < 1024 || o->maxTokens > 1000000000 || o->nCtx < 2 ||
-          !(o->valFrac >= 0 && o->valFrac <= 0.9)) {
+          !(o->valFrac >= 0 && o->valFrac <= 0.9) || !(o->wd >= 0 && o->wd <= 10) ||
+          !(o->clip >= 0 && o->clip <= 1e6) || o->warmup < 0 || o->warmup > 1000000000) {
         sqlite3_finalize(p);
         return trainError(t, "gpt_train_state row 'state' is out of range") - 100;
       }
@@ -332,12 +343,14 @@ static void tokPush(Train *t, TokStream *s, int id) {
 static int trainReadQuery(Train *t, const char *zQuery) {
   sqlite3_stmt *p = 0;
   TokStream s = {0, 0, 0, 0, (uint64_t)t->o.seed ^ 0x7f4a7c159e3779b9ull};
-  int rc = sqlite3_prepare_v2(t->db, zQuery, -1, &p, 0);
+  const char *zTail = 0;
+  int rc = sqlite3_prepare_v2(t->db, zQuery, -1, &p, &zTail);
   if (rc != SQLITE_OK) {
     trainError(t, "query: %s", sqlite3_errmsg(t->db));
     goto done;
   }
-  if (!p || !sqlite3_stmt_readonly(p) || sqlite3_column_count(p) != 1) {
+  if (!p || !sqlite3_stmt_readonly(p) || sqlite3_column_count(p) != 1 ||
+      gptext_sql_has_more(t->db, zTail)) {
     rc = trainError(t, "the query must be one SELECT of one text column");
     goto done;
   }
@@ -591,7 +604,7 @@ static int trainCheckpoint(Train *t, const char *zLogSql) {
                      "left, right FROM main.gpt_merges WHERE model = ?2", t->zModel, t->o.zTok, 0, 0);
     if (rc == SQLITE_OK)
       rc = trainExec(t, "INSERT INTO main.gpt_tokenizer(model, config) SELECT ?1, config FROM "
-                     "gpt_tokenizer WHERE model = ?2", t->zModel, t->o.zTok, 0, 0);
+                     "main.gpt_tokenizer WHERE model = ?2", t->zModel, t->o.zTok, 0, 0);
   }
   int64_t maxElem = 0;
   for (int i = 0; i < gpt_n_tensors(c, t->hasHead); i++) {
@@ -782,6 +795,15 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     gpt_trainer_set_live_vocab(t.pTr, gptext_live_vocab(t.pTokM));
     if (bResume && trainLoadMoments(&t) != SQLITE_OK) goto done;
   }
+  if (bResume) {
+    /* an interrupted call logged steps past its last checkpoint, which this
+    ** one runs and logs again */
+    char *zDel = sqlite3_mprintf("DELETE FROM main.gpt_train_log WHERE model = ?1 AND step > %lld",
+                                 (long long)t.step);
+    int rcDel = zDel ? trainExec(&t, zDel, t.zModel, 0, 0, 0) : trainError(&t, "out of memory");
+    sqlite3_free(zDel);
+    if (rcDel != SQLITE_OK) goto done;
+  }
   {
     int64_t step0 = t.step, end = t.o.steps;
     if (t.o.stopAfter > 0 && t.o.stopAfter < end) end = t.o.stopAfter;
@@ -806,11 +828,19 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
       double elapsed = t.elapsed0 + (tNow - t0);
       if (bCkpt) val = trainValLoss(&t);
       if (t.zErr) goto done;
-      char zVal[40] = "NULL";
-      if (bCkpt && !isnan(val)) sqlite3_snprintf(sizeof(zVal), zVal, "%.9g", val);
+      if (!isfinite(loss)) {
+        rc = trainError(&t, "the loss is %g at step %lld: training diverged (a lower "
+                        "learning_rate may help)", loss, (long long)t.step);
+        goto done;
+      }
+      /* numbers as SQL literals: "inf" or "nan" would read as column names */
+      char zVal[40], zTps[40], zElapsed[40];
+      trainSqlNumber(zVal, sizeof(zVal), bCkpt ? val : NAN, "%.9g");
+      trainSqlNumber(zTps, sizeof(zTps), tps, "%.6g");
+      trainSqlNumber(zElapsed, sizeof(zElapsed), elapsed, "%.6g");
       char *zLog = sqlite3_mprintf("INSERT INTO main.gpt_train_log VALUES(%Q, %lld, %.9g, %s, %.9g, "
-                                   "%.6g, %.6g)", t.zModel, (long long)t.step, loss, zVal,
-                                   lr, tps, elapsed);
+                                   "%s, %s)", t.zModel, (long long)t.step, loss, zVal,
+                                   lr, zTps, zElapsed);
       if (bCkpt) {
         double e0 = t.elapsed0;
         t.elapsed0 = elapsed;
@@ -908,12 +938,14 @@ static void gptTrainTokenizerFunc(sqlite3_context *ctx, int argc, sqlite3_value 
   }
   b = bpe_new(0);
   if (!b) goto nomem;
-  if (!zQuery || sqlite3_prepare_v2(db, zQuery, -1, &p, 0) != SQLITE_OK) {
+  const char *zTail = 0;
+  if (!zQuery || sqlite3_prepare_v2(db, zQuery, -1, &p, &zTail) != SQLITE_OK) {
     zErr = sqlite3_mprintf("%s: model '%s': query: %s", zTokFunc, zName,
                            zQuery ? sqlite3_errmsg(db) : "must be the text of a SELECT");
     goto done;
   }
-  if (!p || !sqlite3_stmt_readonly(p) || sqlite3_column_count(p) != 1) {
+  if (!p || !sqlite3_stmt_readonly(p) || sqlite3_column_count(p) != 1 ||
+      gptext_sql_has_more(db, zTail)) {
     zErr = sqlite3_mprintf("%s: model '%s': the query must be one SELECT of one text column",
                            zTokFunc, zName);
     goto done;
