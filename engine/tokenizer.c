@@ -76,6 +76,8 @@ const char tok_gpt2_pattern[] =
 ** fails the encode instead of hanging it. Sane patterns take a handful of
 ** steps a character. */
 #define TOK_MATCH_LIMIT 100000000
+/* and at most this much backtracking memory a match, in KiB */
+#define TOK_HEAP_LIMIT_KB 65536
 
 /* bytes_to_unicode() maps every byte to a code point below this. */
 #define N_BYTE_CP 324
@@ -1171,6 +1173,9 @@ int tok_set_options(GPTTokenizer *t, unsigned opts, char *err, size_t n_err) {
     t->pMatchCtx = pcre2_match_context_create(NULL);
     if (!t->pMatchCtx) return fail(err, n_err, "out of memory");
     pcre2_set_match_limit(t->pMatchCtx, TOK_MATCH_LIMIT);
+    /* the interpreter's backtracking memory (PCRE2's default is 20 GB: a
+    ** pattern of 500 empty groups took 700 MB for 100 bytes of text) */
+    pcre2_set_heap_limit(t->pMatchCtx, TOK_HEAP_LIMIT_KB);
   }
   return 0;
 }

@@ -1709,7 +1709,7 @@ int gptext_encode(sqlite3 *db, GptModel *m, const char *zFunc, const char *z, in
   }
   if (rc == TOK_ELIMIT) {
     gptext_set_error(pzErr, "%s: model '%s': the pre-tokenizer pattern hit its match limit "
-                     "on this text", zFunc, m->zName);
+                     "(100,000,000 steps or 64 MB a match) on this text", zFunc, m->zName);
     return SQLITE_ERROR;
   }
   if (rc == TOK_EMATCH) {
