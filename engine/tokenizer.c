@@ -55,6 +55,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "tokenizer.h"
 
 /* Largest vocabulary tok_new() accepts; keeps every table size in range. */
@@ -159,6 +160,8 @@ typedef struct EncodeState {
   int bLongWord;            /* a pre-token is over TOK_MAX_WORD bytes */
   const TokEncodeOpts *opts;  /* or NULL */
   uint32_t nWork;           /* merges and matches since should_stop was asked */
+  uint32_t nPoll;           /* ask after this many */
+  int64_t tPoll;            /* when it was last asked, or 0 */
   unsigned char **azNorm;   /* NFC copies of runs: words in the cache point into them */
   size_t nNorm, nNormAlloc;
   int *aOut;                /* the ids so far */
@@ -173,12 +176,27 @@ typedef struct EncodeState {
   uint32_t mCacheMask;
 } EncodeState;
 
-/* Whether the caller asks the encoding to stop, polled every
-** TOK_POLL_WORK merges or matches (a few milliseconds): one word of
-** megabytes is otherwise minutes of BPE that nothing can interrupt. */
-#define TOK_POLL_WORK 65536
+/* Whether the caller asks the encoding to stop, polled every nPoll merges
+** or matches: one word of megabytes is otherwise minutes of BPE that
+** nothing can interrupt. nPoll adapts so that polls come about every
+** millisecond or two (a poll may run an SQL statement): 65,536 steps of
+** plain text, one for a pathological pattern whose every match takes a
+** tenth of a second. */
+#define TOK_POLL_MAX 65536
+static int64_t mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 static int should_stop(EncodeState *s) {
-  if (!s->opts || !s->opts->should_stop || ++s->nWork < TOK_POLL_WORK) return 0;
+  if (!s->opts || !s->opts->should_stop || ++s->nWork < s->nPoll) return 0;
+  int64_t now = mono_ns(), since = now - s->tPoll;
+  if (s->tPoll == 0 || since > 4000000) {
+    s->nPoll = s->nPoll > 1 ? s->nPoll / 2 : 1;
+  } else if (since < 1000000) {
+    s->nPoll = s->nPoll < TOK_POLL_MAX ? s->nPoll * 2 : TOK_POLL_MAX;
+  }
+  s->tPoll = now;
   s->nWork = 0;
   if (s->opts->should_stop(s->opts->ctx)) s->bStopped = 1;
   return s->bStopped;
@@ -930,6 +948,7 @@ int tok_encode_opts(const GPTTokenizer *t, const char *text, size_t n, int flags
   if (!t || !t->bFinished || (n > 0 && !text)) return -1;
   EncodeState s;
   memset(&s, 0, sizeof(s));
+  s.nPoll = 64;
   s.t = t;
   s.opts = opts;
   int rc = 0;
@@ -1268,6 +1287,7 @@ int tok_finish(GPTTokenizer *t, char *err, size_t n_err) {
   ** own bytes makes the whole-word shortcut in encode_word() exact. */
   EncodeState s;
   memset(&s, 0, sizeof(s));
+  s.nPoll = 64;
   s.t = t;
   int rc = 0;
   /* (with ignore_merges every token is taken whole: nothing to mark) */
