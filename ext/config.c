@@ -229,36 +229,101 @@ int gptext_config_read(sqlite3 *db, const char *zJson, int nJson, GPTConfig *c, 
       goto done;
     }
   }
-  /* rope_scaling: null, or {"rope_type" (or "type"): "llama3", ...} */
+  /* Rotary positions: rope_theta and rope_scaling (null, or {"rope_type"
+  ** (or "type"): "llama3", ...}), or transformers 5's rope_parameters, one
+  ** object of both ({"rope_type": "default" or "llama3", "rope_theta",
+  ** ...}). Where a file has both forms they must agree. */
   {
-    const char *zKind = 0;
-    if ((rc = cfgKey(p, "rope_scaling", &zKind))) goto done;
-    if (zKind && strcmp(zKind, "object") != 0) {
-      snprintf(zErr, nErr, "\"rope_scaling\" is a JSON %s, expected null or an object", zKind);
+    const char *zScaling = 0, *zParams = 0, *zObj = 0;
+    char zKey[64];
+    if ((rc = cfgKey(p, "rope_scaling", &zScaling))) goto done;
+    if ((rc = cfgKey(p, "rope_parameters", &zParams))) goto done;
+    if (zScaling && strcmp(zScaling, "object") != 0) {
+      snprintf(zErr, nErr, "\"rope_scaling\" is a JSON %s, expected null or an object",
+               zScaling);
       rc = SQLITE_ERROR;
       goto done;
     }
-    if (zKind) {
+    if (zParams && strcmp(zParams, "object") != 0) {
+      snprintf(zErr, nErr, "\"rope_parameters\" is a JSON %s, expected an object", zParams);
+      rc = SQLITE_ERROR;
+      goto done;
+    }
+    if (zParams) {
+      double theta = 0;
+      if ((rc = cfgReal(p, "rope_parameters.rope_theta", 0, &theta, zErr, nErr))) goto done;
+      if (theta != 0) {
+        const char *zTop = 0;
+        if ((rc = cfgKey(p, "rope_theta", &zTop))) goto done;
+        if (zTop && theta != c->rope_theta) {
+          snprintf(zErr, nErr, "\"rope_theta\" %g and \"rope_parameters.rope_theta\" %g differ",
+                   c->rope_theta, theta);
+          rc = SQLITE_ERROR;
+          goto done;
+        }
+        c->rope_theta = theta;
+      }
+    }
+    /* the object that says how positions are scaled */
+    char zParamsType[32] = "";
+    if (zParams) {
+      if ((rc = cfgText(p, "rope_parameters.rope_type", zParamsType, sizeof(zParamsType), zErr,
+                        nErr)))
+        goto done;
+      if (!zParamsType[0] &&
+          (rc = cfgText(p, "rope_parameters.type", zParamsType, sizeof(zParamsType), zErr, nErr)))
+        goto done;
+    }
+    zRope[0] = 0;
+    if (zScaling) {
       if ((rc = cfgText(p, "rope_scaling.rope_type", zRope, sizeof(zRope), zErr, nErr)))
         goto done;
       if (!zRope[0] && (rc = cfgText(p, "rope_scaling.type", zRope, sizeof(zRope), zErr, nErr)))
         goto done;
+      zObj = "rope_scaling";
       if (strcmp(zRope, "llama3") != 0) {
         snprintf(zErr, nErr, "\"rope_scaling\" type \"%s\" is not supported, expected null or "
                  "\"llama3\"", zRope);
         rc = SQLITE_ERROR;
         goto done;
       }
-      c->rope_scaling = GPT_ROPE_LLAMA3;
-      if ((rc = cfgReal(p, "rope_scaling.factor", 8.0, &c->rope_factor, zErr, nErr)) ||
-          (rc = cfgReal(p, "rope_scaling.low_freq_factor", 1.0, &c->rope_low_freq_factor, zErr,
-                        nErr)) ||
-          (rc = cfgReal(p, "rope_scaling.high_freq_factor", 4.0, &c->rope_high_freq_factor,
-                        zErr, nErr)) ||
-          (rc = cfgInt(p, "rope_scaling.original_max_position_embeddings", 0, 8192,
-                       &c->rope_original_ctx, zErr, nErr)))
-        goto done;
     }
+    if (zParams && zParamsType[0] && strcmp(zParamsType, "default") != 0) {
+      if (strcmp(zParamsType, "llama3") != 0) {
+        snprintf(zErr, nErr, "\"rope_parameters\" type \"%s\" is not supported, expected "
+                 "\"default\" or \"llama3\"", zParamsType);
+        rc = SQLITE_ERROR;
+        goto done;
+      }
+      if (zScaling && strcmp(zRope, zParamsType) != 0) {
+        snprintf(zErr, nErr, "\"rope_scaling\" type \"%s\" and \"rope_parameters\" type \"%s\" "
+                 "differ", zRope, zParamsType);
+        rc = SQLITE_ERROR;
+        goto done;
+      }
+      if (!zScaling) zObj = "rope_parameters";
+    } else if (zParams && zScaling) {
+      snprintf(zErr, nErr, "\"rope_scaling\" type \"%s\" and \"rope_parameters\" type \"%s\" "
+               "differ", zRope, zParamsType[0] ? zParamsType : "default");
+      rc = SQLITE_ERROR;
+      goto done;
+    }
+    if (zObj) {
+      c->rope_scaling = GPT_ROPE_LLAMA3;
+      snprintf(zKey, sizeof(zKey), "%s.factor", zObj);
+      if ((rc = cfgReal(p, zKey, 8.0, &c->rope_factor, zErr, nErr))) goto done;
+      snprintf(zKey, sizeof(zKey), "%s.low_freq_factor", zObj);
+      if ((rc = cfgReal(p, zKey, 1.0, &c->rope_low_freq_factor, zErr, nErr))) goto done;
+      snprintf(zKey, sizeof(zKey), "%s.high_freq_factor", zObj);
+      if ((rc = cfgReal(p, zKey, 4.0, &c->rope_high_freq_factor, zErr, nErr))) goto done;
+      snprintf(zKey, sizeof(zKey), "%s.original_max_position_embeddings", zObj);
+      if ((rc = cfgInt(p, zKey, 0, 8192, &c->rope_original_ctx, zErr, nErr))) goto done;
+    }
+  }
+  if (!(c->rope_theta >= 1 && c->rope_theta <= 1e12)) {
+    snprintf(zErr, nErr, "\"rope_theta\" is %g, expected 1 to 1e12", c->rope_theta);
+    rc = SQLITE_ERROR;
+    goto done;
   }
   {
     /* messages name the keys of the file (and of the stored config) */
