@@ -99,6 +99,7 @@ typedef struct Train {
   int64_t nTok, nTrain;
   GPTModel *pNet;
   int hasHead;
+  sqlite3_int64 stamp;       /* gpt_models.stamp as loaded or last checkpointed */
   GPTTrainer *pTr;
   int T;
   int64_t step;              /* steps done */
@@ -586,19 +587,60 @@ static int trainWriteRows(Train *t, int bTensor, const char *zName, const float 
 /* Writes a checkpoint at t->step: weights as f32 rows in the Hugging Face
 ** layout, moments and state, the log row; and for a new model its
 ** gpt_models row and a copy of its tokenizer's rows. */
+/* The model's gpt_models.stamp into *pStamp: 1, or 0 when it has no row, or
+** an error (negative). */
+static int trainReadStamp(Train *t, sqlite3_int64 *pStamp) {
+  sqlite3_stmt *p = 0;
+  if (sqlite3_prepare_v2(t->db, "SELECT stamp FROM main.gpt_models WHERE name = ?1", -1, &p, 0)) {
+    trainSqlError(t);
+    return -1;
+  }
+  sqlite3_bind_text(p, 1, t->zModel, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(p), found = rc == SQLITE_ROW;
+  if (found) *pStamp = sqlite3_column_int64(p, 0);
+  sqlite3_finalize(p);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+    trainSqlError(t);
+    return -1;
+  }
+  return found;
+}
+
+/* Inside the checkpoint's savepoint: the model is still the one this run
+** loaded or last wrote (a new one still absent). Another connection may
+** have dropped, replaced or made it meanwhile, and the checkpoint would
+** have written this run's tensors under another model's config. */
+static int trainCheckOwner(Train *t) {
+  sqlite3_int64 stamp = 0;
+  int found = trainReadStamp(t, &stamp);
+  if (found < 0) return SQLITE_ERROR;
+  if (t->bNew && found)
+    return trainError(t, "was made by another connection while this run trained; step %lld "
+                      "is not written", (long long)t->step);
+  if (!t->bNew && (!found || stamp != t->stamp))
+    return trainError(t, "was dropped or changed by another connection while this run "
+                      "trained; step %lld is not written", (long long)t->step);
+  return SQLITE_OK;
+}
+
 static int trainCheckpoint(Train *t, const char *zLogSql) {
   const GPTConfig *c = gpt_model_config(t->pNet);
   float *tmp = 0;
   int rc = trainTxnBegin(t);
   if (rc != SQLITE_OK) return rc;
-  if (t->bNew) {
+  rc = trainCheckOwner(t);
+  if (rc == SQLITE_OK && t->bNew) {
     char *zCfg = trainConfigJson(c);
-    rc = trainExec(t, "INSERT INTO main.gpt_models(name, config, source) VALUES(?1, ?2, 'gpt_train')",
-                   t->zModel, zCfg, 0, 0);
+    rc = zCfg ? trainExec(t, "INSERT INTO main.gpt_models(name, config, source) "
+                          "VALUES(?1, ?2, 'gpt_train')", t->zModel, zCfg, 0, 0)
+              : trainError(t, "out of memory");
     sqlite3_free(zCfg);
     if (rc == SQLITE_OK)
       rc = trainExec(t, "INSERT INTO main.gpt_vocab(model, token_id, token) SELECT ?1, token_id, "
                      "token FROM main.gpt_vocab WHERE model = ?2", t->zModel, t->o.zTok, 0, 0);
+    if (rc == SQLITE_OK && sqlite3_changes(t->db) == 0)
+      rc = trainError(t, "its tokenizer's model '%s' was dropped while this run trained",
+                      t->o.zTok);
     if (rc == SQLITE_OK)
       rc = trainExec(t, "INSERT INTO main.gpt_merges(model, rank, left, right) SELECT ?1, rank, "
                      "left, right FROM main.gpt_merges WHERE model = ?2", t->zModel, t->o.zTok, 0, 0);
@@ -635,8 +677,9 @@ static int trainCheckpoint(Train *t, const char *zLogSql) {
   }
   if (rc == SQLITE_OK) {
     char *zState = trainOptionsJson(&t->o, t->step, t->elapsed0);
-    rc = trainExec(t, "INSERT OR REPLACE INTO main.gpt_train_state(model, name, data) "
-                   "VALUES(?1, 'state', ?2)", t->zModel, zState, 0, 0);
+    rc = zState ? trainExec(t, "INSERT OR REPLACE INTO main.gpt_train_state(model, name, data) "
+                            "VALUES(?1, 'state', ?2)", t->zModel, zState, 0, 0)
+                : trainError(t, "out of memory");
     sqlite3_free(zState);
   }
   if (rc == SQLITE_OK && t->zPendingLog &&
@@ -644,10 +687,16 @@ static int trainCheckpoint(Train *t, const char *zLogSql) {
     rc = trainSqlError(t);
   if (rc == SQLITE_OK && zLogSql) rc = trainExec(t, zLogSql, 0, 0, 0, 0);
   sqlite3_free(tmp);
+  /* the stamp these writes gave it, which the next checkpoint expects */
+  sqlite3_int64 stamp = 0;
+  if (rc == SQLITE_OK && trainReadStamp(t, &stamp) != 1 && !t->zErr)
+    rc = trainError(t, "its gpt_models row is missing after the checkpoint");
+  if (rc == SQLITE_OK && t->zErr) rc = SQLITE_ERROR;
   if (rc == SQLITE_OK) rc = trainTxnEnd(t, 1);
   else trainTxnEnd(t, 0);
   if (rc == SQLITE_OK) {
     t->bNew = 0;
+    t->stamp = stamp;
     sqlite3_free(t->zPendingLog);
     t->zPendingLog = 0;
   }
@@ -751,6 +800,7 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     /* the weights as the loader reads them: every check, parts, any dtype */
     if (gptext_model_acquire(t.pConn, t.db, zFunc, t.zModel, 1, &pSelf, &t.zErr)) goto done;
     cfg = *gpt_model_config(pSelf->pNet);
+    t.stamp = pSelf->stamp;
     t.pTokM = pSelf;
     if (!bResume && t.o.bCtx && t.o.nCtx > cfg.n_ctx) {
       trainError(&t, "option n_ctx %d exceeds the model's n_ctx %d", t.o.nCtx, cfg.n_ctx);
