@@ -203,7 +203,7 @@ static int add_token(GPTBpe *b, const unsigned char *z, int n) {
 
 typedef struct PairSlot { uint64_t key; int64_t count; } PairSlot; /* key 0 = empty */
 
-int bpe_train(GPTBpe *b, int n_tokens) {
+int bpe_train(GPTBpe *b, int n_tokens, int (*should_stop)(void *), void *ctx) {
   int rc = -1;
   int **sym = NULL, *nSym = NULL;
   int64_t *cnt = NULL;
@@ -234,6 +234,10 @@ int bpe_train(GPTBpe *b, int n_tokens) {
   pair = malloc(nPair * sizeof(PairSlot));
   if (!pair) goto done;
   while (b->nTok < n_tokens) {
+    if (should_stop && should_stop(ctx)) {
+      rc = 1;
+      goto done;
+    }
     memset(pair, 0, nPair * sizeof(PairSlot));
     uint64_t bestKey = 0;
     int64_t best = 0;

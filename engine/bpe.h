@@ -28,8 +28,9 @@ void bpe_free(GPTBpe *b);
 int bpe_add_text(GPTBpe *b, const char *z, size_t n);
 
 /* Learns merges until there are n_tokens tokens (ids 0..255 are the bytes)
-** or no pair occurs twice. Returns 0, or -1 when out of memory. */
-int bpe_train(GPTBpe *b, int n_tokens);
+** or no pair occurs twice. should_stop (or NULL) is asked before each
+** merge. Returns 0, 1 when should_stop said stop, or -1 when out of memory. */
+int bpe_train(GPTBpe *b, int n_tokens, int (*should_stop)(void *), void *ctx);
 
 int bpe_n_tokens(const GPTBpe *b);
 int bpe_n_merges(const GPTBpe *b);

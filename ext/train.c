@@ -121,6 +121,13 @@ static int trainError(Train *t, const char *zFmt, ...) {
   return SQLITE_ERROR;
 }
 
+/* An interrupt between or inside steps, with SQLITE_INTERRUPT as the
+** call's code. */
+static int trainInterrupted(Train *t) {
+  if (!t->zErr) t->rcErr = SQLITE_INTERRUPT;
+  return trainError(t, "interrupted at step %lld; the last checkpoint stands", (long long)t->step);
+}
+
 /* The connection's last error, as the call's. Its message and code are
 ** read first: on SQLite before 3.41 the interrupt check runs a statement,
 ** which replaced them with "not an error". */
@@ -732,8 +739,14 @@ static int trainStep(Train *t, double *pLoss) {
   char zMsg[200];
   uint64_t rng = (uint64_t)t->o.seed * 0x9e3779b97f4a7c15ull ^ (uint64_t)t->step;
   gpt_trainer_zero_grad(t->pTr);
-  double loss = 0;
+  double loss = 0, tCheck = now_s();
   for (int64_t b = 0; b < t->o.batch; b++) {
+    /* a step of 4,096 windows of 4,096 tokens is hours: an interrupt is
+    ** asked about between windows too, every 20 ms or so */
+    if (now_s() - tCheck > 0.02) {
+      tCheck = now_s();
+      if (gptext_interrupted(t->db)) return trainInterrupted(t);
+    }
     int64_t at = (int64_t)(gpt_train_rand(&rng) % (uint64_t)(t->nTrain - t->T));
     double l;
     if (gpt_trainer_sequence(t->pTr, t->aTok + at, t->T, 1.0 / t->o.batch, &l, zMsg,
@@ -862,8 +875,7 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     int64_t logEvery = t.o.ckptEvery < 10 ? 1 : 10;
     while (t.step < end) {
       if (gptext_interrupted(t.db)) {
-        trainError(&t, "interrupted at step %lld; the last checkpoint stands",
-                   (long long)t.step);
+        trainInterrupted(&t);
         goto done;
       }
       double lr = gpt_train_lr(t.step, t.o.steps, t.o.warmup, t.o.lr);
@@ -944,6 +956,9 @@ done:
 
 /* ------------------------------------------------------ the tokenizer */
 
+/* bpe_train's interrupt check: one a merge, each a pass over every word. */
+static int trainTokShouldStop(void *ctx) { return gptext_interrupted((sqlite3 *)ctx); }
+
 /* gpt_train_tokenizer(name, query, vocab_size): learns a byte-level BPE
 ** (engine/bpe.c) from the query's text rows and writes it as model NAME's
 ** gpt_vocab (the 256 bytes, then each merge's token, then <|endoftext|>) and
@@ -1015,7 +1030,15 @@ static void gptTrainTokenizerFunc(sqlite3_context *ctx, int argc, sqlite3_value 
   if (rc != SQLITE_DONE) goto sql_error;
   sqlite3_finalize(p);
   p = 0;
-  if (bpe_train(b, (int)nVocab - 1)) goto nomem;
+  {
+    int rcBpe = bpe_train(b, (int)nVocab - 1, trainTokShouldStop, db);
+    if (rcBpe < 0) goto nomem;
+    if (rcBpe > 0) {
+      rcErr = SQLITE_INTERRUPT;
+      zErr = sqlite3_mprintf("%s: model '%s': interrupted", zTokFunc, zName);
+      goto done;
+    }
+  }
   int nTok = bpe_n_tokens(b);
   /* the rows, in one savepoint */
   {

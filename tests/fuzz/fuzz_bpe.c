@@ -32,7 +32,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       i0 = i + 1;
     }
   }
-  if (bpe_train(b, nVocab)) abort();
+  if (bpe_train(b, nVocab, 0, 0)) abort();
   int nTok = bpe_n_tokens(b);
   if (nTok < 256 || nTok > nVocab) abort();
   GPTTokenizer *t = tok_new(nTok);

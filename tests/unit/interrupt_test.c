@@ -190,6 +190,16 @@ int main(void) {
     {"summarize", "SELECT gpt_summarize(value, '{\"max_tokens\": 100}') FROM (WITH RECURSIVE "
      "c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 200) SELECT substr(?1, 1, 300) "
      "AS value FROM c)", "SELECT gpt_summarize('a')", 150, 1, "gpt_summarize: interrupted"},
+    /* inside one optimizer step of 4,096 windows (seconds): asked between windows */
+    {"train (inside a step)", "SELECT gpt_train('m', 'SELECT ' || quote(?1), '{\"steps\": 1, "
+     "\"batch_size\": 4096, \"n_ctx\": 64, \"threads\": 1}')",
+     "SELECT gpt_train(NULL, NULL)", 150, 1,
+     "gpt_train: model 'm': interrupted at step 0; the last checkpoint stands"},
+    /* between merges of a tokenizer's training */
+    {"train_tokenizer", "SELECT gpt_train_tokenizer('tk_i', 'WITH RECURSIVE c(i) AS (SELECT 1 "
+     "UNION ALL SELECT i + 1 FROM c WHERE i < 20000) SELECT hex(randomblob(6)) || '' '' || i "
+     "FROM c', 30000)", "SELECT gpt_train_tokenizer(NULL, NULL, NULL)", 300, 1,
+     "gpt_train_tokenizer: model 'tk_i': interrupted"},
   };
   for (size_t i = 0; i < sizeof(aCase) / sizeof(aCase[0]); i++) {
     double lat = 0;
