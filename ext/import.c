@@ -452,6 +452,31 @@ static int impConfig(GptImport *p) {
                   "no \"n_ctx\"), expected an integer");
     goto done;
   }
+  {
+    /* tie_word_embeddings, true when absent as in GPT2Config: a tied
+    ** checkpoint's lm_head.weight, if it has one, is skipped, as
+    ** transformers ties it to the embedding whatever the file holds */
+    sqlite3_stmt *pTie = 0;
+    rc = impPrepare(p, "SELECT json_type(?1, '$.tie_word_embeddings')", &pTie);
+    if (rc != SQLITE_OK) goto done;
+    sqlite3_bind_text64(pTie, 1, zJson, (sqlite3_uint64)nJson, SQLITE_STATIC, SQLITE_UTF8);
+    rc = sqlite3_step(pTie);
+    const char *zTie = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(pTie, 0) : 0;
+    if (rc != SQLITE_ROW) {
+      rc = impSqlError(p, rc);
+    } else if (!zTie || strcmp(zTie, "true") == 0) {
+      p->bTied = 1;
+      rc = SQLITE_OK;
+    } else if (strcmp(zTie, "false") == 0) {
+      p->bTied = 0;
+      rc = SQLITE_OK;
+    } else {
+      rc = impError(p, "config.json", "\"tie_word_embeddings\" is %s, expected true or false",
+                    impJsonKind(zTie));
+    }
+    sqlite3_finalize(pTie);
+    if (rc != SQLITE_OK) goto done;
+  }
   p->cfg.n_layer = (int)aVal[0];
   p->cfg.n_head = (int)aVal[1];
   p->cfg.n_embd = (int)aVal[2];
@@ -564,7 +589,8 @@ static int impParseHeader(GptImport *p, const char *zFile, const char *zJson, in
       " json_extract(v, '$.shape[0]'), json_extract(v, '$.shape[1]')," /* 14.. */
       " json_extract(v, '$.shape[2]'), json_extract(v, '$.shape[3]'),"
       " json_extract(v, '$.shape[4]'), json_extract(v, '$.shape[5]'),"
-      " json_extract(v, '$.shape[6]'), json_extract(v, '$.shape[7]')"
+      " json_extract(v, '$.shape[6]'), json_extract(v, '$.shape[7]'),"
+      " instr(json_extract(v, '$.dtype'), char(0)) OR instr(v, '\\u0000')"  /* 22 */
       " FROM e", &pStmt);
   if (rc != SQLITE_OK) goto done;
   sqlite3_bind_text64(pStmt, 1, zJson, (sqlite3_uint64)nJson, SQLITE_STATIC,
@@ -622,6 +648,12 @@ static int impParseHeader(GptImport *p, const char *zFile, const char *zJson, in
                             sqlite3_column_bytes(pStmt, 3));
     if (t->dtype_name == 0) {
       rc = impNoMem(p);
+      goto done;
+    }
+    if ((int)strlen(t->dtype_name) != sqlite3_column_bytes(pStmt, 3) ||
+        sqlite3_column_int(pStmt, 22)) {
+      /* "F32\u0000..." read as F32 (SQLite 3.40's json_extract stops there) */
+      rc = impError(p, zFile, "tensor \"%s\": \"dtype\" holds a NUL character", t->name);
       goto done;
     }
 
@@ -894,16 +926,10 @@ static int impSafetensors(GptImport *p) {
   if (bSharded) zFile = "model.safetensors.index.json";
   if (rc != SQLITE_OK) goto done;
 
-  /* The required list depends on whether the head is tied: by the presence
-  ** of lm_head.weight for GPT-2, by tie_word_embeddings for the others
-  ** (whose tied checkpoints may still carry a copy of the head, skipped). */
-  if (p->cfg.arch == GPT_ARCH_GPT2) {
-    for (i = 0; i < p->nEntry; i++) {
-      if (strcmp(impCanonical(p->aEntry[i].name), "lm_head.weight") == 0) p->bLmHead = 1;
-    }
-  } else {
-    p->bLmHead = !p->bTied;
-  }
+  /* The required list depends on whether the head is tied, by
+  ** tie_word_embeddings (a tied checkpoint may still carry a copy of the
+  ** head, skipped). */
+  p->bLmHead = !p->bTied;
   p->nReq = gpt_n_tensors(&p->cfg, p->bLmHead);
   p->aReq = sqlite3_malloc64(sizeof(ImpTensor) * (sqlite3_uint64)p->nReq);
   if (p->aReq == 0) {

@@ -112,8 +112,9 @@ int fz_model_make(FzModel *p, int n_layer, int n_head, int n_embd, int n_ctx, in
   if (gpt_config_check(&cfg, zErr, sizeof(zErr))) return -1;
 
   buf_printf(&cfgJson, "{\"n_layer\": %d, \"n_head\": %d, \"n_embd\": %d, \"n_positions\": %d, "
-             "\"vocab_size\": %d, \"layer_norm_epsilon\": 1e-05, \"model_type\": \"gpt2\"}\n",
-             n_layer, n_head, n_embd, n_ctx, FZ_VOCAB);
+             "\"vocab_size\": %d, \"layer_norm_epsilon\": 1e-05, \"model_type\": \"gpt2\", "
+             "\"tie_word_embeddings\": %s}\n",
+             n_layer, n_head, n_embd, n_ctx, FZ_VOCAB, bLmHead ? "false" : "true");
 
   buf_append(&vocab, "{", 1);
   for (int id = 0; id < FZ_VOCAB; id++) {
