@@ -234,25 +234,28 @@ int gptext_config_read(sqlite3 *db, const char *zJson, int nJson, GPTConfig *c, 
   ** object of both ({"rope_type": "default" or "llama3", "rope_theta",
   ** ...}). Where a file has both forms they must agree. */
   {
-    const char *zScaling = 0, *zParams = 0, *zObj = 0;
-    char zKey[64];
-    if ((rc = cfgKey(p, "rope_scaling", &zScaling))) goto done;
-    if ((rc = cfgKey(p, "rope_parameters", &zParams))) goto done;
-    if (zScaling && strcmp(zScaling, "object") != 0) {
+    /* the kinds are copied: cfgKey's text lasts until the next call */
+    const char *zKind = 0, *zObj = 0;
+    char zKey[64], zScaling[16] = "", zParams[16] = "";
+    if ((rc = cfgKey(p, "rope_scaling", &zKind))) goto done;
+    if (zKind) snprintf(zScaling, sizeof(zScaling), "%s", zKind);
+    if ((rc = cfgKey(p, "rope_parameters", &zKind))) goto done;
+    if (zKind) snprintf(zParams, sizeof(zParams), "%s", zKind);
+    if (zScaling[0] && strcmp(zScaling, "object") != 0) {
       snprintf(zErr, nErr, "\"rope_scaling\" is a JSON %s, expected null or an object",
                zScaling);
       rc = SQLITE_ERROR;
       goto done;
     }
-    if (zParams && strcmp(zParams, "object") != 0) {
+    if (zParams[0] && strcmp(zParams, "object") != 0) {
       snprintf(zErr, nErr, "\"rope_parameters\" is a JSON %s, expected an object", zParams);
       rc = SQLITE_ERROR;
       goto done;
     }
-    if (zParams) {
-      double theta = 0;
-      if ((rc = cfgReal(p, "rope_parameters.rope_theta", 0, &theta, zErr, nErr))) goto done;
-      if (theta != 0) {
+    if (zParams[0]) {
+      double theta = NAN; /* stays NaN when absent */
+      if ((rc = cfgReal(p, "rope_parameters.rope_theta", NAN, &theta, zErr, nErr))) goto done;
+      if (!isnan(theta)) {
         const char *zTop = 0;
         if ((rc = cfgKey(p, "rope_theta", &zTop))) goto done;
         if (zTop && theta != c->rope_theta) {
@@ -266,7 +269,7 @@ int gptext_config_read(sqlite3 *db, const char *zJson, int nJson, GPTConfig *c, 
     }
     /* the object that says how positions are scaled */
     char zParamsType[32] = "";
-    if (zParams) {
+    if (zParams[0]) {
       if ((rc = cfgText(p, "rope_parameters.rope_type", zParamsType, sizeof(zParamsType), zErr,
                         nErr)))
         goto done;
@@ -275,7 +278,7 @@ int gptext_config_read(sqlite3 *db, const char *zJson, int nJson, GPTConfig *c, 
         goto done;
     }
     zRope[0] = 0;
-    if (zScaling) {
+    if (zScaling[0]) {
       if ((rc = cfgText(p, "rope_scaling.rope_type", zRope, sizeof(zRope), zErr, nErr)))
         goto done;
       if (!zRope[0] && (rc = cfgText(p, "rope_scaling.type", zRope, sizeof(zRope), zErr, nErr)))
@@ -288,21 +291,21 @@ int gptext_config_read(sqlite3 *db, const char *zJson, int nJson, GPTConfig *c, 
         goto done;
       }
     }
-    if (zParams && zParamsType[0] && strcmp(zParamsType, "default") != 0) {
+    if (zParams[0] && zParamsType[0] && strcmp(zParamsType, "default") != 0) {
       if (strcmp(zParamsType, "llama3") != 0) {
         snprintf(zErr, nErr, "\"rope_parameters\" type \"%s\" is not supported, expected "
                  "\"default\" or \"llama3\"", zParamsType);
         rc = SQLITE_ERROR;
         goto done;
       }
-      if (zScaling && strcmp(zRope, zParamsType) != 0) {
+      if (zScaling[0] && strcmp(zRope, zParamsType) != 0) {
         snprintf(zErr, nErr, "\"rope_scaling\" type \"%s\" and \"rope_parameters\" type \"%s\" "
                  "differ", zRope, zParamsType);
         rc = SQLITE_ERROR;
         goto done;
       }
-      if (!zScaling) zObj = "rope_parameters";
-    } else if (zParams && zScaling) {
+      if (!zScaling[0]) zObj = "rope_parameters";
+    } else if (zParams[0] && zScaling[0]) {
       snprintf(zErr, nErr, "\"rope_scaling\" type \"%s\" and \"rope_parameters\" type \"%s\" "
                "differ", zRope, zParamsType[0] ? zParamsType : "default");
       rc = SQLITE_ERROR;

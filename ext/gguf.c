@@ -485,8 +485,8 @@ static int ggRopeFreqs(GgImport *p, const GGUFTensor *t) {
       double v2 = aV[iBlend2], s2 = (1.0 / v2 - 1.0 / f) / (1.0 - 1.0 / f);
       double x2 = pow(theta, -(2.0 * iBlend2) / hd) / (2.0 * M_PI);
       double a = (s - s2) / (x - x2), b = s - a * x; /* s = a x + b, b = -1 / (hf - 1) */
-      double ctx = -a / b;
-      if (b < 0 && isfinite(ctx) && ctx >= 1 && ctx <= GPT_MAX_CTX) {
+      double ctx = b < 0 ? -a / b : 0;
+      if (isfinite(ctx) && ctx >= 1 && ctx <= GPT_MAX_CTX) {
         p->cfg.rope_high_freq_factor = 1.0 - 1.0 / b;
         p->cfg.rope_original_ctx = (int)floor(ctx + 0.5);
       }
