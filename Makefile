@@ -319,7 +319,7 @@ build/valgrind/mkseeds: tests/fuzz/mkseeds.c $(VG_OBJ)
 	$(SAN_CC) $(SAN_COMMON) -DSQLITE_CORE -o $@ $< $(VG_OBJ) $(SAN_LIBS)
 
 test-valgrind: build/valgrind/memory_test
-	OPENBLAS_NUM_THREADS=1 OPENBLAS_CORETYPE=Haswell $(VALGRIND) build/valgrind/memory_test
+	OPENBLAS_NUM_THREADS=1 OPENBLAS_CORETYPE=Haswell MEMORY_TEST_OOM_STRIDE=61 $(VALGRIND) build/valgrind/memory_test
 
 # The objects of the pattern rules are kept between runs.
 .SECONDARY: $(FUZZ_OBJ) $(ASAN_OBJ) $(TSAN_OBJ) $(VG_OBJ)
