@@ -696,9 +696,11 @@ static int trainCheckpoint(Train *t, const char *zLogSql) {
   sqlite3_free(tmp);
   /* the stamp these writes gave it, which the next checkpoint expects */
   sqlite3_int64 stamp = 0;
-  if (rc == SQLITE_OK && trainReadStamp(t, &stamp) != 1 && !t->zErr)
-    rc = trainError(t, "its gpt_models row is missing after the checkpoint");
-  if (rc == SQLITE_OK && t->zErr) rc = SQLITE_ERROR;
+  if (rc == SQLITE_OK) {
+    int found = trainReadStamp(t, &stamp);
+    if (found < 0) rc = SQLITE_ERROR;
+    else if (!found) rc = trainError(t, "its gpt_models row is missing after the checkpoint");
+  }
   if (rc == SQLITE_OK) rc = trainTxnEnd(t, 1);
   else trainTxnEnd(t, 0);
   if (rc == SQLITE_OK) {
