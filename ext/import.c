@@ -802,6 +802,17 @@ done:
   return rc;
 }
 
+/* A header entry's name and index, sorted by name to match the weight_map. */
+typedef struct ImpEntryName {
+  const char *zName;
+  int iEntry;
+} ImpEntryName;
+
+/* qsort comparator of ImpEntryName, by name. */
+static int impCmpEntry(const void *a, const void *b) {
+  return strcmp(((const ImpEntryName *)a)->zName, ((const ImpEntryName *)b)->zName);
+}
+
 /* The shard that holds entry t. */
 static const ImpShard *impShardOf(const GptImport *p, const STTensor *t) {
   int i = (int)(t - p->aEntry);
@@ -823,7 +834,9 @@ static int impShardIndex(GptImport *p) {
   sqlite3_stmt *pStmt = 0;
   char *zJson = 0;
   int64_t nJson = 0;
-  int rc, nMapped = 0;
+  ImpEntryName *aOrder = 0; /* the entries, by name */
+  unsigned char *aSeen = 0; /* (nEntry,) times the map named each entry */
+  int rc;
 
   rc = impReadText(p, zIndex, &zJson, &nJson);
   if (rc != SQLITE_OK) goto done;
@@ -839,6 +852,7 @@ static int impShardIndex(GptImport *p) {
     goto done;
   }
   sqlite3_finalize(pStmt);
+  pStmt = 0;
   /* the distinct files, in order of first appearance */
   rc = impPrepare(p, "SELECT value FROM json_each(?1, '$.weight_map') GROUP BY value "
                   "ORDER BY min(id)", &pStmt);
@@ -865,37 +879,71 @@ static int impShardIndex(GptImport *p) {
     goto done;
   }
   sqlite3_finalize(pStmt);
-  /* each entry where the map says; each mapped name in some shard */
-  rc = impPrepare(p, "SELECT json_extract(?1, '$.weight_map.' || json_quote(?2))", &pStmt);
-  if (rc != SQLITE_OK) goto done;
-  sqlite3_bind_text64(pStmt, 1, zJson, (sqlite3_uint64)nJson, SQLITE_STATIC, SQLITE_UTF8);
+  pStmt = 0;
+  /* each mapped name in the shard the map says, once; each entry mapped. One
+  ** pass over the map against the entries sorted by name: a json_extract a
+  ** tensor parsed the whole index each time on SQLite 3.40 (20,000 entries:
+  ** 30 s) */
+  aOrder = sqlite3_malloc64(sizeof(ImpEntryName) * (sqlite3_uint64)(p->nEntry ? p->nEntry : 1));
+  aSeen = sqlite3_malloc64((sqlite3_uint64)(p->nEntry ? p->nEntry : 1));
+  if (!aOrder || !aSeen) { rc = SQLITE_NOMEM; goto done; }
   for (int i = 0; i < p->nEntry; i++) {
-    const ImpShard *pShard = impShardOf(p, &p->aEntry[i]);
-    sqlite3_reset(pStmt);
-    sqlite3_bind_text(pStmt, 2, p->aEntry[i].name, -1, SQLITE_STATIC);
-    if ((rc = sqlite3_step(pStmt)) != SQLITE_ROW) { rc = impSqlError(p, rc); goto done; }
-    const char *zWhere = (const char *)sqlite3_column_text(pStmt, 0);
-    if (!zWhere || strcmp(zWhere, pShard->zFile) != 0) {
-      rc = impError(p, zIndex, "tensor \"%s\" is in %s, but the weight_map says %s",
-                    p->aEntry[i].name, pShard->zFile, zWhere ? zWhere : "nothing");
+    aOrder[i].zName = p->aEntry[i].name;
+    aOrder[i].iEntry = i;
+  }
+  memset(aSeen, 0, (size_t)(p->nEntry ? p->nEntry : 1));
+  qsort(aOrder, (size_t)p->nEntry, sizeof(ImpEntryName), impCmpEntry);
+  for (int i = 1; i < p->nEntry; i++) {
+    const STTensor *a = &p->aEntry[aOrder[i - 1].iEntry], *b = &p->aEntry[aOrder[i].iEntry];
+    if (strcmp(a->name, b->name) == 0) {
+      rc = impError(p, zIndex, "tensor \"%s\" is in both %s and %s", a->name,
+                    impShardOf(p, a)->zFile, impShardOf(p, b)->zFile);
       goto done;
     }
-    nMapped++;
   }
-  sqlite3_finalize(pStmt);
-  rc = impPrepare(p, "SELECT count(*) FROM json_each(?1, '$.weight_map')", &pStmt);
+  rc = impPrepare(p, "SELECT key, value FROM json_each(?1, '$.weight_map')", &pStmt);
   if (rc != SQLITE_OK) goto done;
   sqlite3_bind_text64(pStmt, 1, zJson, (sqlite3_uint64)nJson, SQLITE_STATIC, SQLITE_UTF8);
-  if ((rc = sqlite3_step(pStmt)) != SQLITE_ROW) { rc = impSqlError(p, rc); goto done; }
-  if (sqlite3_column_int(pStmt, 0) != nMapped) {
-    rc = impError(p, zIndex, "\"weight_map\" lists %d tensors, but the shards hold %d",
-                  sqlite3_column_int(pStmt, 0), nMapped);
-    goto done;
+  while ((rc = sqlite3_step(pStmt)) == SQLITE_ROW) {
+    const char *zKey = (const char *)sqlite3_column_text(pStmt, 0);
+    const char *zWhere = (const char *)sqlite3_column_text(pStmt, 1);
+    if (!zKey || !zWhere) { rc = SQLITE_NOMEM; goto done; }
+    int lo = 0, hi = p->nEntry;
+    while (lo < hi) { /* the first entry not before zKey */
+      int mid = lo + (hi - lo) / 2;
+      if (strcmp(aOrder[mid].zName, zKey) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    if (lo == p->nEntry || strcmp(aOrder[lo].zName, zKey) != 0) {
+      rc = impError(p, zIndex, "the weight_map puts tensor \"%s\" in %s, which does not hold it",
+                    zKey, zWhere);
+      goto done;
+    }
+    const STTensor *t = &p->aEntry[aOrder[lo].iEntry];
+    if (aSeen[aOrder[lo].iEntry]++) {
+      rc = impError(p, zIndex, "the weight_map names tensor \"%s\" twice", zKey);
+      goto done;
+    }
+    if (strcmp(zWhere, impShardOf(p, t)->zFile) != 0) {
+      rc = impError(p, zIndex, "tensor \"%s\" is in %s, but the weight_map says %s", t->name,
+                    impShardOf(p, t)->zFile, zWhere);
+      goto done;
+    }
+  }
+  if (rc != SQLITE_DONE) { rc = impSqlError(p, rc); goto done; }
+  for (int i = 0; i < p->nEntry; i++) {
+    if (!aSeen[i]) {
+      rc = impError(p, zIndex, "tensor \"%s\" is in %s, but the weight_map does not list it",
+                    p->aEntry[i].name, impShardOf(p, &p->aEntry[i])->zFile);
+      goto done;
+    }
   }
   rc = SQLITE_OK;
 done:
   sqlite3_finalize(pStmt);
   sqlite3_free(zJson);
+  sqlite3_free(aOrder);
+  sqlite3_free(aSeen);
   return rc;
 }
 
