@@ -582,6 +582,118 @@ static void test_hf_toy(void) {
 }
 
 /* Error messages of loading, and decode's out-of-range result. */
+static double now_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Added tokens matched as a brute force matches them: at the leftmost
+** position, the longest token allowed there (a special one only with
+** TOK_ALLOW_SPECIAL), the text between encoded on its own. Random tokens
+** over a 3-letter alphabet make long chains of prefixes, special and plain
+** mixed. Then 33,000 tokens sharing their first bytes against 10 KB of
+** text that starts one at every other byte: a scan of each token with the
+** text's first byte took 1.8 s. */
+static void test_added_random(void) {
+  char zErr[256];
+  enum { N_ADDED = 300, N_TEXT = 400, N_MANY = 33000 };
+  static char azTok[N_ADDED][12];
+  static int aSpecialTok[N_ADDED];
+  uint32_t seed = 12345;
+  GPTTokenizer *t = toy_tokenizer(256 + N_ADDED, zErr, sizeof(zErr));
+  CHECK(t != NULL, "toy tokenizer");
+  if (!t) return;
+  int nSetBad = 0;
+  for (int k = 0; k < N_ADDED; k++) {
+    int bNew;
+    do { /* distinct tokens of 2 to 9 letters from "ab<" */
+      int n = 2 + (int)((seed = seed * 1103515245u + 12345u) >> 16) % 8;
+      for (int i = 0; i < n; i++) azTok[k][i] = "ab<"[((seed = seed * 1103515245u + 12345u) >> 16) % 3];
+      azTok[k][n] = 0;
+      bNew = 1;
+      for (int j = 0; j < k && bNew; j++) bNew = strcmp(azTok[j], azTok[k]) != 0;
+    } while (!bNew);
+    aSpecialTok[k] = ((seed = seed * 1103515245u + 12345u) >> 16) % 2;
+    nSetBad += tok_set_token(t, 256 + k, azTok[k], (int)strlen(azTok[k]), zErr, sizeof(zErr)) != 0;
+  }
+  CHECK(tok_set_options(t, TOK_OPT_HF, zErr, sizeof(zErr)) == 0, "options: %s", zErr);
+  for (int k = 0; k < N_ADDED; k++)
+    nSetBad += tok_add_added(t, 256 + k, azTok[k], (int)strlen(azTok[k]), aSpecialTok[k], zErr,
+                             sizeof(zErr)) != 0;
+  CHECK(nSetBad == 0, "random added tokens: %d not set: %s", nSetBad, zErr);
+  CHECK(tok_finish(t, zErr, sizeof(zErr)) == 0, "finish: %s", zErr);
+  int nBad = 0;
+  for (int r = 0; r < 200; r++) {
+    char zText[N_TEXT + 1];
+    int n = (int)((seed = seed * 1103515245u + 12345u) >> 16) % N_TEXT;
+    for (int i = 0; i < n; i++) zText[i] = "ab<c"[((seed = seed * 1103515245u + 12345u) >> 16) % 4];
+    zText[n] = 0;
+    int flags = r % 2 ? TOK_ALLOW_SPECIAL : 0;
+    /* the brute force: ids of the text between matches, then the match */
+    int aWant[2 * N_TEXT], nWant = 0;
+    for (int i = 0, iSeg = 0; i <= n; i++) {
+      int best = -1, nBest = 0;
+      for (int k = 0; i < n && k < N_ADDED; k++) {
+        int len = (int)strlen(azTok[k]);
+        if ((aSpecialTok[k] && !flags) || len > n - i || len <= nBest) continue;
+        if (memcmp(zText + i, azTok[k], (size_t)len) == 0) best = k, nBest = len;
+      }
+      if (best < 0 && i < n) continue;
+      int *aId = NULL;
+      size_t nId = 0;
+      if (i > iSeg && tok_encode(t, zText + iSeg, (size_t)(i - iSeg), 0, &aId, &nId) == 0)
+        for (size_t j = 0; j < nId; j++) aWant[nWant++] = aId[j];
+      free(aId);
+      if (best >= 0) aWant[nWant++] = 256 + best;
+      iSeg = i + nBest;
+      i = iSeg - 1;
+      if (best < 0) break;
+    }
+    int *aGot = NULL;
+    size_t nGot = 0;
+    if (tok_encode(t, zText, (size_t)n, flags, &aGot, &nGot) != 0 || nGot != (size_t)nWant ||
+        (nWant && memcmp(aGot, aWant, sizeof(int) * (size_t)nWant) != 0)) {
+      if (nBad++ == 0) printf("  added tokens differ from the brute force on \"%s\"\n", zText);
+    }
+    free(aGot);
+  }
+  CHECK(nBad == 0, "%d of 200 random texts split differently at added tokens", nBad);
+  tok_free(t);
+
+  /* many tokens with one first byte */
+  t = toy_tokenizer(256 + N_MANY, zErr, sizeof(zErr));
+  CHECK(t != NULL, "toy tokenizer");
+  if (!t) return;
+  char zTok[32];
+  nSetBad = 0;
+  for (int k = 0; k < N_MANY; k++) {
+    int n = snprintf(zTok, sizeof(zTok), "<%d>", k);
+    nSetBad += tok_set_token(t, 256 + k, zTok, n, zErr, sizeof(zErr)) != 0 ||
+               tok_add_added(t, 256 + k, zTok, n, 1, zErr, sizeof(zErr)) != 0;
+  }
+  CHECK(nSetBad == 0, "33,000 added tokens: %d not set: %s", nSetBad, zErr);
+  CHECK(tok_set_options(t, TOK_OPT_HF, zErr, sizeof(zErr)) == 0, "options: %s", zErr);
+  double t0 = now_seconds();
+  CHECK(tok_finish(t, zErr, sizeof(zErr)) == 0, "finish: %s", zErr);
+  char *zHtml = malloc(10240 + 1);
+  for (int i = 0; i < 10240; i++) zHtml[i] = i % 2 ? 'x' : '<';
+  int *aId = NULL;
+  size_t nId = 0;
+  int rc = tok_encode(t, zHtml, 10240, TOK_ALLOW_SPECIAL, &aId, &nId);
+  memcpy(zHtml, "<7>x<32999>", 11); /* two of them */
+  int *aId2 = NULL;
+  size_t nId2 = 0;
+  int rc2 = tok_encode(t, zHtml, 11, TOK_ALLOW_SPECIAL, &aId2, &nId2);
+  double ms = (now_seconds() - t0) * 1000;
+  CHECK(rc == 0 && rc2 == 0 && nId2 == 3 && aId2[0] == 256 + 7 && aId2[2] == 256 + 32999,
+        "33,000 added tokens: the matches");
+  CHECK(ms < 500, "33,000 added tokens: finish and 10 KB took %.0f ms", ms);
+  printf("added tokens: 200 random texts against the brute force; 33,000 tokens, 10 KB: %.1f ms\n", ms);
+  free(aId); free(aId2); free(zHtml);
+  tok_free(t);
+}
+
 static void test_errors(const GPTTokenizer *tGpt2) {
   char zErr[256];
   GPTTokenizer *t = toy_tokenizer(260, zErr, sizeof(zErr));
@@ -666,11 +778,6 @@ static void test_errors(const GPTTokenizer *tGpt2) {
 }
 
 /* Monotonic wall-clock time in seconds, for the speed measurement. */
-static double now_seconds(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* One encoding of a text on a thread, for the concurrency check. */
 typedef struct EncodeJob {
@@ -774,6 +881,7 @@ int main(int argc, char **argv) {
     test_round_trip(t);
     test_errors(t);
     test_hf_toy();
+    test_added_random();
     test_shakespeare(t, zDir);
     tok_free(t);
   }
