@@ -264,7 +264,12 @@ static int attnBestIndex(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo) {
   for (int i = 0; i < pInfo->nConstraint; i++) {
     const struct sqlite3_index_constraint *p = &pInfo->aConstraint[i];
     int iSlot;
-    if (p->op != SQLITE_INDEX_CONSTRAINT_EQ) continue;
+    /* the text and options may also come as "x IS v" (v NULL: the argument
+    ** NULL); layer, head and query_pos are output columns, which SQLite
+    ** checks itself under any other operator */
+    int bIs = p->op == SQLITE_INDEX_CONSTRAINT_IS &&
+              (p->iColumn == ATTN_COL_TEXT || p->iColumn == ATTN_COL_OPTIONS);
+    if (p->op != SQLITE_INDEX_CONSTRAINT_EQ && !bIs) continue;
     switch (p->iColumn) {
       case ATTN_COL_TEXT: iSlot = 0; break;
       case ATTN_COL_OPTIONS: iSlot = 1; break;

@@ -1564,7 +1564,10 @@ int gptext_tvf_best_index(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo,
   for (int i = 0; i < pInfo->nConstraint; i++) {
     const struct sqlite3_index_constraint *c = &pInfo->aConstraint[i];
     int iArg = c->iColumn - iFirstHidden;
-    if (iArg < 0 || iArg >= nHidden || c->op != SQLITE_INDEX_CONSTRAINT_EQ) continue;
+    /* "x IS v" is "x = v" with a NULL v allowed: the argument NULL */
+    if (iArg < 0 || iArg >= nHidden ||
+        (c->op != SQLITE_INDEX_CONSTRAINT_EQ && c->op != SQLITE_INDEX_CONSTRAINT_IS))
+      continue;
     if (!c->usable) {
       unusable |= 1u << iArg;
       continue;
