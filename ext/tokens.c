@@ -111,8 +111,12 @@ static void detokenize(sqlite3_context *ctx, int argc, sqlite3_value **argv, int
   int rc;
   if (sqlite3_value_type(argv[0]) == SQLITE_NULL) return;
   if (tokens_setup(ctx, zFunc, argc, argv, 1, &o, &m)) goto done;
-  rc = sqlite3_prepare_v2(db, "SELECT type, value FROM json_each(CASE WHEN json_valid(?1) "
-                          "AND json_type(?1) = 'array' THEN ?1 ELSE NULL END)", -1, &p, 0);
+  /* each item's type, value, index and JSON text (true is 1 as a value) */
+  rc = sqlite3_prepare_v2(db, "SELECT type, value, key, CASE type WHEN 'true' THEN 'true' "
+                          "WHEN 'false' THEN 'false' WHEN 'null' THEN 'null' WHEN 'text' THEN "
+                          "json_quote(value) ELSE value END FROM json_each(CASE WHEN "
+                          "json_valid(?1) AND json_type(?1) = 'array' THEN ?1 ELSE NULL END)",
+                          -1, &p, 0);
   if (rc != SQLITE_OK) goto sql_error;
   sqlite3_bind_value(p, 1, argv[0]);
   {
@@ -144,14 +148,22 @@ static void detokenize(sqlite3_context *ctx, int argc, sqlite3_value **argv, int
     if (zType && strcmp(zType, "integer") == 0 && id >= 0 && id < tok_vocab_size(m->pTok))
       zTok = tok_token_bytes(m->pTok, (int)id, &nBytes);
     if (!zTok) {
-      /* json_each gives true as 1 and 1.0 as 1.0: say what the item is */
+      /* json_each gives true as 1 and 1.0 as 1.0: say what the item is, and
+      ** where (its JSON shown when short; the message stays valid UTF-8) */
       int bInt = zType && strcmp(zType, "integer") == 0;
-      char *zErr = bInt ? sqlite3_mprintf("%s: model '%s': token id %s is not in the "
-                                          "vocabulary (0 to %d)", zFunc, m->zName,
-                                          sqlite3_column_text(p, 1), tok_vocab_size(m->pTok) - 1)
-                        : sqlite3_mprintf("%s: model '%s': item %s of the array is %s, not an "
-                                          "integer token id", zFunc, m->zName,
-                                          sqlite3_column_text(p, 1), zType ? zType : "null");
+      const char *zJson = (const char *)sqlite3_column_text(p, 3);
+      int nJson = sqlite3_column_bytes(p, 3);
+      char *zErr = bInt ? sqlite3_mprintf("%s: model '%s': token id %s (item %lld of the "
+                                          "array) is not in the vocabulary (0 to %d)", zFunc,
+                                          m->zName, sqlite3_column_text(p, 1),
+                                          sqlite3_column_int64(p, 2),
+                                          tok_vocab_size(m->pTok) - 1)
+                        : sqlite3_mprintf("%s: model '%s': item %lld of the array%s%s%s is %s, "
+                                          "not an integer token id", zFunc, m->zName,
+                                          sqlite3_column_int64(p, 2),
+                                          zJson && nJson <= 64 ? " (" : "",
+                                          zJson && nJson <= 64 ? zJson : "",
+                                          zJson && nJson <= 64 ? ")" : "", zType ? zType : "null");
       gptext_result_error(ctx, zErr);
       sqlite3_free(zErr);
       goto done;
