@@ -209,6 +209,13 @@ int gptext_tensor_open(sqlite3 *db, const char *zModel, const GPTTensorInfo *inf
       part.shape[0] = nRows;
       part.n_elem = info->ndim == 2 ? nRows * info->shape[1] : nRows;
     } else {
+      /* a table without UNIQUE(model, name) may hold a row twice: two
+      ** whole rows made one tensor of twice its bytes, and a read past the
+      ** one row's slot */
+      if (bWhole) {
+        *pzMsg = sqlite3_mprintf("tensor %s appears twice", zName);
+        goto done;
+      }
       bWhole = 1;
     }
     if (dtype < 0) {
@@ -269,6 +276,11 @@ int gptext_tensor_open(sqlite3 *db, const char *zModel, const GPTTensorInfo *inf
   } else if (!bWhole && nSeen != nParts) {
     *pzMsg = sqlite3_mprintf("tensor %s has %d of its %lld parts in gpt_tensors", info->name,
                              nSeen, (long long)nParts);
+  } else if (p->nBytes != gpt_tensor_bytes(info, p->dtype)) {
+    /* every row was checked on its own; this holds them together */
+    *pzMsg = sqlite3_mprintf("tensor %s has %lld bytes in its rows, expected %lld",
+                             info->name, (long long)p->nBytes,
+                             (long long)gpt_tensor_bytes(info, p->dtype));
   } else {
     rc = SQLITE_OK;
     p->nPart = nSeen;
