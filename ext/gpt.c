@@ -1247,7 +1247,24 @@ static int resolve_name(sqlite3 *db, const char *zFunc, const char *zName, char 
     rc = SQLITE_DONE;
   }
   while (p && (rc = sqlite3_step(p)) == SQLITE_ROW) {
+    /* a name that is no text, or holds a NUL, is found by no later lookup
+    ** (that read as a model that kept changing: SQLITE_BUSY, "try again");
+    ** the type is read first, as a conversion to text changes it */
+    int eType = sqlite3_column_type(p, 0);
     const char *z = (const char *)sqlite3_column_text(p, 0);
+    if (eType != SQLITE_TEXT || !z || (size_t)sqlite3_column_bytes(p, 0) != strlen(z)) {
+      if (eType == SQLITE_TEXT && !z) {
+        rc = SQLITE_NOMEM;
+        break;
+      }
+      gptext_set_error(pzErr, "%s: gpt_models has a name that is %s; rename or drop that row",
+                       zFunc, eType == SQLITE_TEXT ? "text with a NUL character" : "not text");
+      sqlite3_finalize(p);
+      sqlite3_free(zList);
+      sqlite3_free(*pzOut);
+      *pzOut = 0;
+      return SQLITE_ERROR;
+    }
     if (n == 0) {
       *pzOut = sqlite3_mprintf("%s", z ? z : "");
       *pStamp = sqlite3_column_int64(p, 1);
