@@ -902,6 +902,61 @@ static int is_q4_dtype(int dtype) {
   return dtype == GPT_Q4_0 || dtype == GPT_Q4_K || dtype == GPT_Q6_K;
 }
 
+/* The first element of n in dtype (f32, f16, bf16) at src that is a NaN
+** or an Inf, or -1. */
+static int64_t first_non_finite(int dtype, const void *src, int64_t n) {
+  if (all_finite(dtype, src, n)) return -1;
+  const unsigned char *p = src;
+  for (int64_t k = 0; k < n; k++) {
+    if (dtype == GPT_F32) {
+      uint32_t u;
+      memcpy(&u, p + 4 * k, 4);
+      if ((u & 0x7f800000u) == 0x7f800000u) return k;
+    } else {
+      uint16_t h, m = dtype == GPT_F16 ? 0x7c00 : 0x7f80;
+      memcpy(&h, p + 2 * k, 2);
+      if ((h & m) == m) return k;
+    }
+  }
+  return -1;
+}
+
+int gpt_rows_check(const char *name, int dtype, const void *src, int64_t first, int64_t n,
+                   char *err, size_t n_err) {
+  int nBytes = 0, nVal = gpt_dtype_block(dtype, &nBytes);
+  const uint8_t *s = (const uint8_t *)src;
+  int64_t bad;
+  if (nVal && (first % nVal || n % nVal)) {
+    snprintf(err, n_err, "tensor %s cannot be read from %s at %lld+%lld", name,
+             gpt_dtype_name(dtype), (long long)first, (long long)n);
+    return -1;
+  }
+  if (dtype == GPT_Q8_0) {
+    for (int64_t b = 0; b < n / GPT_Q8_BLOCK; b++) {
+      const uint8_t *blk = s + b * GPT_Q8_BYTES;
+      uint16_t h = (uint16_t)(blk[0] | (blk[1] << 8));
+      int ok = (h & 0x7c00) != 0x7c00;
+      for (int j = 0; j < GPT_Q8_BLOCK; j++) ok &= blk[2 + j] != 0x80;
+      if (!ok) {
+        snprintf(err, n_err, "tensor %s: q8_0 block %lld has a non-finite scale or a "
+                 "value of -128", name, (long long)((first / GPT_Q8_BLOCK) + b));
+        return -1;
+      }
+    }
+  } else if (nVal) {
+    if ((bad = gpt_q4_bad_block(dtype, s, n / nVal)) >= 0) {
+      snprintf(err, n_err, "tensor %s: %s block %lld has a non-finite scale", name,
+               gpt_dtype_name(dtype), (long long)(first / nVal + bad));
+      return -1;
+    }
+  } else if ((bad = first_non_finite(dtype, src, n)) >= 0) {
+    snprintf(err, n_err, "tensor %s has a NaN or Inf at element %lld", name,
+             (long long)(first + bad));
+    return -1;
+  }
+  return 0;
+}
+
 /* Converts (and for Conv1D weights transposes) a run of stored elements into
 ** the tensor's memory. Stored element e of an (in, out) weight is row e/out,
 ** column e%out; in memory it goes to (column, row) of the (out, in) matrix.
@@ -928,7 +983,6 @@ int gpt_model_load(GPTModel *m, int i, int dtype, int64_t first, int64_t n,
     ** or widened for a tensor held in f32 or f16 */
     int nBytes = 0, nVal = gpt_dtype_block(dtype, &nBytes);
     const uint8_t *s = (const uint8_t *)src;
-    int64_t bad;
     float tmp[GPT_QK_K];
     if (gpt_tensor_bytes(&info, dtype) < 0 || first % nVal || n % nVal ||
         (dd != dtype && dd != GPT_F32 && dd != GPT_F16)) {
@@ -936,11 +990,7 @@ int gpt_model_load(GPTModel *m, int i, int dtype, int64_t first, int64_t n,
                gpt_dtype_name(dtype), (long long)first, (long long)n);
       return -1;
     }
-    if ((bad = gpt_q4_bad_block(dtype, s, n / nVal)) >= 0) {
-      snprintf(err, n_err, "tensor %s: %s block %lld has a non-finite scale", info.name,
-               gpt_dtype_name(dtype), (long long)(first / nVal + bad));
-      return -1;
-    }
+    if (gpt_rows_check(info.name, dtype, s, first, n, err, n_err)) return -1;
     if (dd == dtype) {
       memcpy((uint8_t *)dst + first / nVal * nBytes, s, (size_t)(n / nVal * nBytes));
       return 0;
@@ -967,17 +1017,7 @@ int gpt_model_load(GPTModel *m, int i, int dtype, int64_t first, int64_t n,
                (long long)first, (long long)n);
       return -1;
     }
-    for (int64_t b = 0; b < n / GPT_Q8_BLOCK; b++) {
-      const uint8_t *blk = s + b * GPT_Q8_BYTES;
-      uint16_t h = (uint16_t)(blk[0] | (blk[1] << 8));
-      int ok = (h & 0x7c00) != 0x7c00;
-      for (int j = 0; j < GPT_Q8_BLOCK; j++) ok &= blk[2 + j] != 0x80;
-      if (!ok) {
-        snprintf(err, n_err, "tensor %s: q8_0 block %lld has a non-finite scale or a "
-                 "value of -128", info.name, (long long)((first / GPT_Q8_BLOCK) + b));
-        return -1;
-      }
-    }
+    if (gpt_rows_check(info.name, GPT_Q8_0, s, first, n, err, n_err)) return -1;
     if (dd == GPT_Q8_0) {
       memcpy((uint8_t *)dst + first / GPT_Q8_BLOCK * GPT_Q8_BYTES, s,
              (size_t)(n / GPT_Q8_BLOCK * GPT_Q8_BYTES));

@@ -181,6 +181,14 @@ int gpt_model_tensor_dtype(const GPTModel *m, int i);
 int gpt_model_load(GPTModel *m, int i, int dtype, int64_t first, int64_t n,
                    const void *src, char *err, size_t n_err);
 
+/* Checks n stored elements of tensor `name` in dtype at src, from element
+** first (block formats: whole blocks, first and n multiples of the block),
+** for what gpt_model_load refuses: a NaN or Inf, a non-finite block scale, a
+** q8_0 value of -128. Returns 0, or -1 with err (the loader's words), so
+** that a copy (gpt_quantize, gpt_export) refuses what no load would take. */
+int gpt_rows_check(const char *name, int dtype, const void *src, int64_t first, int64_t n,
+                   char *err, size_t n_err);
+
 /* Threads of the forward passes that the calling OS thread runs: n >= 1, or
 ** 0 for the default, the number of cores the process may use. Returns the
 ** previous setting. Results do not depend on it. */

@@ -1994,6 +1994,9 @@ static int gxTensorData(GgExport *p, const GxTensor *t, unsigned char *aBuf, int
   if (t->aFreqs) return gxWrite(p, t->aFreqs, (size_t)t->nbytes);
   ggml_type_layout(t->type, &block, &bytes);
   rc = gptext_tensor_open(p->db, p->zModel, &t->info, &rows, &zMsg);
+  /* a value no load takes (gpt_import of the file included) is refused */
+  if (rc == SQLITE_OK && (rc = gptext_tensor_check(&rows, &t->info, &zMsg)) != SQLITE_OK)
+    gptext_tensor_close(&rows);
   if (rc != SQLITE_OK) {
     rc = zMsg ? gxError(p, "%s", zMsg) : gxSqlError(p, rc);
     sqlite3_free(zMsg);

@@ -288,6 +288,9 @@ int gptext_tensor_open(sqlite3 *db, const char *zModel, const GPTTensorInfo *inf
                        GptTensorRows *p, char **pzMsg);
 int gptext_tensor_read(GptTensorRows *p, void *buf, int n, int64_t off);
 void gptext_tensor_close(GptTensorRows *p);
+/* Reads all of an open tensor and checks its values as a load does;
+** SQLITE_ERROR with *pzMsg naming the tensor and the bad block or element. */
+int gptext_tensor_check(GptTensorRows *p, const GPTTensorInfo *info, char **pzMsg);
 
 /* Writes a new tensor of info's name and shape in dtype: one row when it
 ** fits a BLOB (SQLITE_LIMIT_LENGTH, less room for the row's other columns),

@@ -306,6 +306,10 @@ static int quantTensor(GptQuant *q, const GPTConfig *cfg, int hasLmHead, int i) 
   int rc;
   gpt_tensor_info(cfg, hasLmHead, i, &info);
   rc = gptext_tensor_open(q->db, q->zSrc, &info, &rows, &zMsg);
+  /* a value no load takes is refused here, not copied into a model that
+  ** never loads */
+  if (rc == SQLITE_OK && (rc = gptext_tensor_check(&rows, &info, &zMsg)) != SQLITE_OK)
+    gptext_tensor_close(&rows);
   if (rc != SQLITE_OK) {
     rc = zMsg ? quantError(q, 0, "%s", zMsg) : quantSqlError(q, rc);
     sqlite3_free(zMsg);

@@ -291,6 +291,33 @@ done:
   return rc;
 }
 
+/* Reads the whole tensor a chunk of whole elements (or blocks) at a time
+** and checks its values as a load would (gpt_rows_check): a copy must not
+** write what no reader takes. SQLITE_ERROR with *pzMsg on a bad value. */
+int gptext_tensor_check(GptTensorRows *p, const GPTTensorInfo *info, char **pzMsg) {
+  int nBlockBytes = 0, nBlock = gpt_dtype_block(p->dtype, &nBlockBytes);
+  int unit = nBlock ? nBlockBytes : gpt_dtype_size(p->dtype), rc = SQLITE_OK;
+  int64_t per = nBlock ? nBlock : 1, nChunk;
+  char zErr[256];
+  *pzMsg = 0;
+  if (unit <= 0) return SQLITE_ERROR;
+  nChunk = ((int64_t)1 << 20) / unit * unit;
+  unsigned char *aBuf = sqlite3_malloc64((sqlite3_uint64)nChunk);
+  if (!aBuf) return SQLITE_NOMEM;
+  for (int64_t off = 0; rc == SQLITE_OK && off < p->nBytes; off += nChunk) {
+    int n = (int)(p->nBytes - off < nChunk ? p->nBytes - off : nChunk);
+    rc = gptext_tensor_read(p, aBuf, n, off);
+    if (rc == SQLITE_OK &&
+        gpt_rows_check(info->name, p->dtype, aBuf, off / unit * per, n / unit * per, zErr,
+                       sizeof(zErr))) {
+      *pzMsg = sqlite3_mprintf("%s", zErr);
+      rc = *pzMsg ? SQLITE_ERROR : SQLITE_NOMEM;
+    }
+  }
+  sqlite3_free(aBuf);
+  return rc;
+}
+
 int gptext_tensor_read(GptTensorRows *p, void *buf, int n, int64_t off) {
   unsigned char *z = buf;
   if (off < 0 || n < 0 || off + n > p->nBytes) return SQLITE_RANGE;
