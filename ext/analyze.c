@@ -139,6 +139,10 @@ int gptext_attention_layer(GptModel *m, const char *zFunc, GPTState *s, int iLay
 
 /* idxNum bits (see attnBestIndex). argv holds the present ones in this order:
 ** text, options, layer, head, query_pos. */
+/* The most weights one layer of a call holds (its wanted heads, the causal
+** part of its wanted queries): 1 GiB of floats. */
+#define ATTN_MAX_WEIGHTS ((sqlite3_int64)1 << 28)
+
 #define ATTN_IDX_TEXT     0x01
 #define ATTN_IDX_OPTIONS  0x02
 #define ATTN_IDX_LAYER    0x04 /* layer = ? */
@@ -172,8 +176,8 @@ typedef struct AttnCursor {
   int nLayerRun;       /* layers of the batch computed so far */
   int nThreads;        /* the "threads" option (0: all cores) */
   AttnSet layer, head, query;
-  int *aQOff;          /* (query.n,) offset of each wanted query's row */
-  int nPacked;         /* floats per head: sum of (q + 1) over wanted q */
+  sqlite3_int64 *aQOff; /* (query.n,) offset of each wanted query's row */
+  sqlite3_int64 nPacked; /* floats per head: sum of (q + 1) over wanted q */
   float *aProb;        /* (head.n, nPacked) probabilities of the current layer */
   int iL, iH, iQ, iK;  /* the current row, as indexes into the sets (iK: key) */
   int bEof;
@@ -481,15 +485,25 @@ static int attnFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, 
   ** sequence length; 25 MB for GPT-2 small at T = 1024), never
   ** n_layer * n_head * T * T. The engine adds its own T * T score scratch
   ** of one head, the KV cache and the batch activations. */
-  c->aQOff = sqlite3_malloc64(sizeof(int) * (size_t)c->query.n);
+  c->aQOff = sqlite3_malloc64(sizeof(sqlite3_int64) * (size_t)c->query.n);
   if (!c->aQOff) { rc = SQLITE_NOMEM; goto done; }
   {
     sqlite3_int64 nPacked = 0;
     for (int i = 0; i < c->query.n; i++) {
-      c->aQOff[i] = (int)nPacked;
+      c->aQOff[i] = nPacked;
       nPacked += c->query.a[i] + 1;
     }
-    c->nPacked = (int)nPacked;
+    c->nPacked = nPacked;
+    /* (offsets were ints: 65,536 tokens passed INT_MAX and wrote before
+    ** the buffer) */
+    if (nPacked > ATTN_MAX_WEIGHTS / c->head.n) {
+      zErr = sqlite3_mprintf("%s: model '%s': %d heads of %d query positions hold %lld "
+                             "weights a layer, more than the limit of %lld; constrain head or "
+                             "query_pos", zFunc, c->m->zName, c->head.n, c->query.n,
+                             (long long)nPacked * c->head.n, (long long)ATTN_MAX_WEIGHTS);
+      rc = SQLITE_ERROR;
+      goto done;
+    }
     c->aProb = sqlite3_malloc64(sizeof(float) * (size_t)nPacked * (size_t)c->head.n);
     if (!c->aProb) { rc = SQLITE_NOMEM; goto done; }
   }
