@@ -222,7 +222,7 @@ static int chat_render(sqlite3 *db, GptModel *m, const char *zFunc, const GptOpt
   TplProgram *pProg = 0;
   TplEnv *e = 0;
   TplValue v;
-  char zMsg[300], *zOut = 0;
+  char zMsg[300], *zOut = 0, *zWho = 0;
   size_t nOut = 0;
   int rc = SQLITE_OK;
   *pzOut = 0;
@@ -238,6 +238,12 @@ static int chat_render(sqlite3 *db, GptModel *m, const char *zFunc, const GptOpt
     else gptext_set_error(pzErr, "%s: chat template: %s", zFunc, zMsg);
     return SQLITE_ERROR;
   }
+  /* every message below names the model, when there is one */
+  if (m && !(zWho = sqlite3_mprintf("%s: model '%s'", zFunc, m->zName))) {
+    rc = SQLITE_NOMEM;
+    goto done;
+  }
+  if (zWho) zFunc = zWho;
   e = tpl_env_new();
   if (!e) { rc = SQLITE_NOMEM; goto done; }
   rc = chat_messages(db, e, zFunc, pMessages, &v, pzErr);
@@ -275,8 +281,7 @@ static int chat_render(sqlite3 *db, GptModel *m, const char *zFunc, const GptOpt
     }
   }
   if (tpl_render(pProg, e, &chatLimits, &zOut, &nOut, zMsg, sizeof(zMsg))) {
-    if (m) gptext_set_error(pzErr, "%s: model '%s': chat template: %s", zFunc, m->zName, zMsg);
-    else gptext_set_error(pzErr, "%s: chat template: %s", zFunc, zMsg);
+    gptext_set_error(pzErr, "%s: chat template: %s", zFunc, zMsg);
     rc = SQLITE_ERROR;
     goto done;
   }
@@ -296,6 +301,7 @@ static int chat_render(sqlite3 *db, GptModel *m, const char *zFunc, const GptOpt
   *pnOut = (int)nOut;
 done:
   if (rc == SQLITE_NOMEM && !*pzErr) gptext_set_error(pzErr, "%s: out of memory", zFunc);
+  sqlite3_free(zWho);
   free(zOut);
   tpl_env_free(e);
   tpl_free(pProg);

@@ -266,8 +266,14 @@ static int opt_string(sqlite3_stmt *p, const char *zFunc, const char *zKey, char
     gptext_set_error(pzErr, "%s: option \"%s\" must be a string", zFunc, zKey);
     return SQLITE_ERROR;
   }
+  const char *z = (const char *)sqlite3_column_text(p, 2);
+  if (z && strlen(z) != (size_t)sqlite3_column_bytes(p, 2)) {
+    /* a "\u0000" would cut the string (a template, a model name) short */
+    gptext_set_error(pzErr, "%s: option \"%s\" contains a NUL character", zFunc, zKey);
+    return SQLITE_ERROR;
+  }
   sqlite3_free(*pz);
-  *pz = sqlite3_mprintf("%s", (const char *)sqlite3_column_text(p, 2));
+  *pz = sqlite3_mprintf("%s", z ? z : "");
   return *pz ? SQLITE_OK : SQLITE_NOMEM;
 }
 

@@ -2007,6 +2007,12 @@ static int impHfConfig(GptImport *p, ImpHf *h, GPTTokenizer *t) {
           rc = impNoMem(p);
           goto done;
         }
+        /* a "\u0000" cut the stored text, which then rendered less than
+        ** Hugging Face renders */
+        if (strlen(h->zTemplate) != (size_t)sqlite3_column_bytes(pStmt, 6)) {
+          rc = impError(p, zFile, "chat_template contains a NUL character");
+          goto done;
+        }
         /* a template the interpreter cannot render is refused now, with
         ** the construct named, not at the first gpt_chat */
         char zTplErr[256];
