@@ -60,7 +60,7 @@ build/mkmodel: tests/tools/mkmodel.c build/obj/engine/dtype.o | build
 	$(CC) $(CFLAGS) -o $@ $^ -lm
 
 # C unit test of the tokenizer's internals (reads vocab.json through SQLite's JSON).
-build/tokenizer_test: tests/unit/tokenizer_test.c build/obj/engine/tokenizer.o | build
+build/tokenizer_test: tests/unit/tokenizer_test.c build/obj/engine/tokenizer.o build/obj/engine/bpe.o | build
 	$(CC) $(CFLAGS) -o $@ $^ -lpcre2-8 -lutf8proc -lsqlite3
 
 # Encoding speed of a stored tokenizer in CPU time (tests/tools/tokbench.c);

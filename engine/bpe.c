@@ -201,71 +201,258 @@ static int add_token(GPTBpe *b, const unsigned char *z, int n) {
   return b->nTok++;
 }
 
-typedef struct PairSlot { uint64_t key; int64_t count; } PairSlot; /* key 0 = empty */
+/* A pair of adjacent symbols: its count over all words (each weighted by
+** the word's count), and the words it has occurred in (a word may be listed
+** after the pair left it, or twice; a merge finds nothing there then).
+** key is (left << 32 | right) + 1, 0 for an empty slot. */
+typedef struct PairSlot {
+  uint64_t key;
+  int64_t count;
+  int *aWord, nWord, nWordAlloc;
+  int iTouched;        /* the last merge that changed the count */
+} PairSlot;
 
+/* A heap entry: the pair's count when it was pushed (stale once it moved). */
+typedef struct PairEntry { int64_t count; uint64_t key; } PairEntry;
+
+/* The training state: the words as symbols, the pairs, the heap. */
+typedef struct BpeRun {
+  int **sym, *nSym;
+  int64_t *cnt;
+  size_t nW;
+  PairSlot *pair;
+  size_t nPair, nPairUsed;  /* slots (a power of two), used */
+  PairEntry *heap;
+  size_t nHeap, nHeapAlloc;
+  uint64_t *aTouched;       /* keys whose counts the current merge changed */
+  size_t nTouched, nTouchedAlloc;
+  /* merged token bytes -> id, to reuse a token spelt twice */
+  int *aTokSlot;
+  size_t nTokSlot, nTokUsed;
+} BpeRun;
+
+static uint64_t pair_key(int l, int r) { return ((uint64_t)(uint32_t)l << 32 | (uint32_t)r) + 1; }
+
+static size_t pair_home(uint64_t key, size_t n) {
+  return (size_t)(key * 0x9e3779b97f4a7c15ull >> 20) & (n - 1);
+}
+
+/* The slot of key: where it is, or NULL when absent and bAdd is 0, or when
+** out of memory. Grows the table at half full. */
+static PairSlot *pair_find(BpeRun *r, uint64_t key, int bAdd) {
+  size_t j = pair_home(key, r->nPair);
+  while (r->pair[j].key && r->pair[j].key != key) j = (j + 1) & (r->nPair - 1);
+  if (r->pair[j].key == key) return &r->pair[j];
+  if (!bAdd) return NULL;
+  if ((r->nPairUsed + 1) * 2 > r->nPair) {
+    size_t n = r->nPair * 2;
+    PairSlot *a = calloc(n, sizeof(PairSlot));
+    if (!a) return NULL;
+    for (size_t i = 0; i < r->nPair; i++) {
+      if (!r->pair[i].key) continue;
+      size_t k = pair_home(r->pair[i].key, n);
+      while (a[k].key) k = (k + 1) & (n - 1);
+      a[k] = r->pair[i];
+    }
+    free(r->pair);
+    r->pair = a;
+    r->nPair = n;
+    j = pair_home(key, n);
+    while (r->pair[j].key) j = (j + 1) & (n - 1);
+  }
+  r->pair[j].key = key;
+  r->pair[j].iTouched = -1;
+  r->nPairUsed++;
+  return &r->pair[j];
+}
+
+/* Whether heap entry a comes out before b: the larger count, then the
+** smaller pair (the rule of the whole-table scan this replaces). */
+static int entry_before(const PairEntry *a, const PairEntry *b) {
+  return a->count > b->count || (a->count == b->count && a->key < b->key);
+}
+
+static int heap_push(BpeRun *r, int64_t count, uint64_t key) {
+  if (r->nHeap == r->nHeapAlloc) {
+    size_t n = r->nHeapAlloc ? 2 * r->nHeapAlloc : 4096;
+    PairEntry *a = realloc(r->heap, n * sizeof(PairEntry));
+    if (!a) return -1;
+    r->heap = a;
+    r->nHeapAlloc = n;
+  }
+  size_t i = r->nHeap++;
+  PairEntry e = {count, key};
+  while (i > 0 && entry_before(&e, &r->heap[(i - 1) / 2])) {
+    r->heap[i] = r->heap[(i - 1) / 2];
+    i = (i - 1) / 2;
+  }
+  r->heap[i] = e;
+  return 0;
+}
+
+static PairEntry heap_pop(BpeRun *r) {
+  PairEntry top = r->heap[0], e = r->heap[--r->nHeap];
+  size_t i = 0, n = r->nHeap;
+  for (;;) {
+    size_t c = 2 * i + 1;
+    if (c >= n) break;
+    if (c + 1 < n && entry_before(&r->heap[c + 1], &r->heap[c])) c++;
+    if (!entry_before(&r->heap[c], &e)) break;
+    r->heap[i] = r->heap[c];
+    i = c;
+  }
+  if (n > 0) r->heap[i] = e;
+  return top;
+}
+
+/* Adds d to the count of each adjacent pair of word w; with d > 0, lists w
+** under each pair. iMerge marks the pairs changed (their final counts are
+** pushed after the merge). */
+static int word_pairs(BpeRun *r, size_t w, int64_t d, int iMerge) {
+  const int *a = r->sym[w];
+  for (int k = 0; k + 1 < r->nSym[w]; k++) {
+    PairSlot *p = pair_find(r, pair_key(a[k], a[k + 1]), 1);
+    if (!p) return -1;
+    p->count += d;
+    if (d > 0 && (p->nWord == 0 || p->aWord[p->nWord - 1] != (int)w)) {
+      if (p->nWord == p->nWordAlloc) {
+        int n = p->nWordAlloc ? 2 * p->nWordAlloc : 2;
+        int *aw = realloc(p->aWord, (size_t)n * sizeof(int));
+        if (!aw) return -1;
+        p->aWord = aw;
+        p->nWordAlloc = n;
+      }
+      p->aWord[p->nWord++] = (int)w;
+    }
+    if (p->iTouched != iMerge) {
+      p->iTouched = iMerge;
+      if (r->nTouched == r->nTouchedAlloc) {
+        size_t n = r->nTouchedAlloc ? 2 * r->nTouchedAlloc : 1024;
+        uint64_t *at = realloc(r->aTouched, n * sizeof(uint64_t));
+        if (!at) return -1;
+        r->aTouched = at;
+        r->nTouchedAlloc = n;
+      }
+      r->aTouched[r->nTouched++] = p->key;
+    }
+  }
+  return 0;
+}
+
+/* The id of the token of bytes z (n long), -1 when none: merged tokens
+** (ids from 256) by their bytes. */
+static int tok_find(const GPTBpe *b, const BpeRun *r, const unsigned char *z, int n,
+                    size_t *pSlot) {
+  size_t j = hash_bytes(z, n) & (r->nTokSlot - 1);
+  for (; r->aTokSlot[j] >= 0; j = (j + 1) & (r->nTokSlot - 1)) {
+    int t = r->aTokSlot[j];
+    if (b->tokLen[t] == n && memcmp(b->tok[t], z, (size_t)n) == 0) break;
+  }
+  *pSlot = j;
+  return r->aTokSlot[j];
+}
+
+/* Makes the token table n slots (a power of two) holding every merged
+** token so far. */
+static int tok_rebuild(const GPTBpe *b, BpeRun *r, size_t n) {
+  int *a = malloc(n * sizeof(int));
+  if (!a) return -1;
+  free(r->aTokSlot);
+  r->aTokSlot = a;
+  r->nTokSlot = n;
+  r->nTokUsed = 0;
+  for (size_t i = 0; i < n; i++) a[i] = -1;
+  for (int t = 256; t < b->nTok; t++) {
+    size_t j;
+    if (tok_find(b, r, b->tok[t], b->tokLen[t], &j) < 0) {
+      a[j] = t;
+      r->nTokUsed++;
+    }
+  }
+  return 0;
+}
+
+/* Files the newest token, id, under its bytes; grows the table at half
+** full. */
+static int tok_index(const GPTBpe *b, BpeRun *r, int id) {
+  size_t j;
+  if ((r->nTokUsed + 1) * 2 > r->nTokSlot) return tok_rebuild(b, r, 2 * r->nTokSlot);
+  if (tok_find(b, r, b->tok[id], b->tokLen[id], &j) < 0) {
+    r->aTokSlot[j] = id;
+    r->nTokUsed++;
+  }
+  return 0;
+}
+
+/* How it trains: every pair's count is kept up to date, not recounted a
+** merge. A merge changes only the words its pair occurs in: each takes its
+** pairs' counts away, merges, and adds them back; the pairs whose counts
+** changed go into a heap with their new counts, and an entry whose count has
+** moved since is dropped when it comes out. The merges are those of a full
+** recount a merge (the largest count, then the smaller pair): Tiny
+** Shakespeare to 8,192 tokens, 7.4 -> 0.5 s. */
 int bpe_train(GPTBpe *b, int n_tokens, int (*should_stop)(void *), void *ctx) {
   int rc = -1;
-  int **sym = NULL, *nSym = NULL;
-  int64_t *cnt = NULL;
-  PairSlot *pair = NULL;
-  size_t nW = 0, total = 0, nPair = 1;
+  BpeRun r;
   unsigned char *buf = NULL;
+  memset(&r, 0, sizeof(r));
   if (b->nTok == 0)
     for (int i = 0; i < 256; i++) {
       unsigned char c = (unsigned char)i;
       if (add_token(b, &c, 1) < 0) return -1;
     }
-  sym = calloc(b->nUsed + 1, sizeof(int *));
-  nSym = calloc(b->nUsed + 1, sizeof(int));
-  cnt = calloc(b->nUsed + 1, sizeof(int64_t));
-  if (!sym || !nSym || !cnt) goto done;
+  r.sym = calloc(b->nUsed + 1, sizeof(int *));
+  r.nSym = calloc(b->nUsed + 1, sizeof(int));
+  r.cnt = calloc(b->nUsed + 1, sizeof(int64_t));
+  r.nPair = 1024;
+  r.pair = calloc(r.nPair, sizeof(PairSlot));
+  if (!r.sym || !r.nSym || !r.cnt || !r.pair) goto done;
   for (size_t i = 0; i < b->nSlot; i++) {
     const WordSlot *s = &b->slot[i];
     if (!s->h) continue;
-    sym[nW] = malloc((size_t)s->len * sizeof(int));
-    if (!sym[nW]) goto done;
-    for (int k = 0; k < s->len; k++) sym[nW][k] = b->pool[s->off + k];
-    nSym[nW] = s->len;
-    cnt[nW] = s->count;
-    total += (size_t)s->len;
-    nW++;
+    r.sym[r.nW] = malloc((size_t)s->len * sizeof(int));
+    if (!r.sym[r.nW]) goto done;
+    for (int k = 0; k < s->len; k++) r.sym[r.nW][k] = b->pool[s->off + k];
+    r.nSym[r.nW] = s->len;
+    r.cnt[r.nW] = s->count;
+    r.nW++;
   }
-  while (nPair < 2 * total + 2) nPair *= 2;
-  pair = malloc(nPair * sizeof(PairSlot));
-  if (!pair) goto done;
-  while (b->nTok < n_tokens) {
+  size_t nTokSlot = 1024;
+  while (nTokSlot < 4 * (size_t)b->nTok) nTokSlot *= 2;
+  if (tok_rebuild(b, &r, nTokSlot)) goto done;
+  for (size_t w = 0; w < r.nW; w++)
+    if (word_pairs(&r, w, r.cnt[w], 0)) goto done;
+  for (int iMerge = 1; b->nTok < n_tokens; iMerge++) {
     if (should_stop && should_stop(ctx)) {
       rc = 1;
       goto done;
     }
-    memset(pair, 0, nPair * sizeof(PairSlot));
-    uint64_t bestKey = 0;
-    int64_t best = 0;
-    for (size_t w = 0; w < nW; w++) {
-      for (int k = 0; k + 1 < nSym[w]; k++) {
-        uint64_t key = ((uint64_t)(uint32_t)sym[w][k] << 32 | (uint32_t)sym[w][k + 1]) + 1;
-        size_t j = (key * 0x9e3779b97f4a7c15ull >> 20) & (nPair - 1);
-        while (pair[j].key && pair[j].key != key) j = (j + 1) & (nPair - 1);
-        pair[j].key = key;
-        pair[j].count += cnt[w];
-        if (pair[j].count > best || (pair[j].count == best && key < bestKey)) {
-          best = pair[j].count;
-          bestKey = key;
-        }
-      }
+    /* every pair changed since the last merge, at its count now */
+    for (size_t i = 0; i < r.nTouched; i++) {
+      PairSlot *p = pair_find(&r, r.aTouched[i], 0);
+      if (p && p->count >= 2 && heap_push(&r, p->count, p->key)) goto done;
     }
-    if (best < 2) break;
-    int l = (int)((bestKey - 1) >> 32), r = (int)((bestKey - 1) & 0xffffffffu);
-    int n = b->tokLen[l] + b->tokLen[r];
+    r.nTouched = 0;
+    PairSlot *best = NULL;
+    while (r.nHeap > 0 && !best) {
+      PairEntry e = heap_pop(&r);
+      PairSlot *p = pair_find(&r, e.key, 0);
+      if (p && p->count == e.count) best = p;
+    }
+    if (!best || best->count < 2) break;
+    uint64_t bestKey = best->key;
+    int l = (int)((bestKey - 1) >> 32), rt = (int)((bestKey - 1) & 0xffffffffu);
+    int n = b->tokLen[l] + b->tokLen[rt];
     free(buf);
     buf = malloc((size_t)n);
     if (!buf) goto done;
     memcpy(buf, b->tok[l], (size_t)b->tokLen[l]);
-    memcpy(buf + b->tokLen[l], b->tok[r], (size_t)b->tokLen[r]);
-    int id = -1;
-    for (int t = 256; t < b->nTok && id < 0; t++)
-      if (b->tokLen[t] == n && memcmp(b->tok[t], buf, (size_t)n) == 0) id = t;
-    if (id < 0 && (id = add_token(b, buf, n)) < 0) goto done;
+    memcpy(buf + b->tokLen[l], b->tok[rt], (size_t)b->tokLen[rt]);
+    size_t slot;
+    int id = tok_find(b, &r, buf, n, &slot);
+    if (id < 0) {
+      if ((id = add_token(b, buf, n)) < 0 || tok_index(b, &r, id)) goto done;
+    }
     if (b->nMerge == b->capMerge) {
       int cap = b->capMerge ? b->capMerge * 2 : 512;
       int *ml = realloc(b->mergeL, (size_t)cap * sizeof(int));
@@ -277,25 +464,39 @@ int bpe_train(GPTBpe *b, int n_tokens, int (*should_stop)(void *), void *ctx) {
       b->capMerge = cap;
     }
     b->mergeL[b->nMerge] = l;
-    b->mergeR[b->nMerge] = r;
+    b->mergeR[b->nMerge] = rt;
     b->nMerge++;
-    for (size_t w = 0; w < nW; w++) {
-      int o = 0;
-      for (int k = 0; k < nSym[w]; k++) {
-        if (k + 1 < nSym[w] && sym[w][k] == l && sym[w][k + 1] == r) {
-          sym[w][o++] = id;
+    /* the words the pair occurs in; the list is taken first, since new
+    ** pairs may move the table */
+    PairSlot *p = pair_find(&r, bestKey, 0);
+    int *aWord = p->aWord, nWord = p->nWord;
+    p->aWord = NULL;
+    p->nWord = p->nWordAlloc = 0;
+    for (int iw = 0; iw < nWord; iw++) {
+      size_t w = (size_t)aWord[iw];
+      int *a = r.sym[w], o = 0, bHit = 0;
+      for (int k = 0; k + 1 < r.nSym[w] && !bHit; k++) bHit = a[k] == l && a[k + 1] == rt;
+      if (!bHit) continue;
+      if (word_pairs(&r, w, -r.cnt[w], iMerge)) { free(aWord); goto done; }
+      for (int k = 0; k < r.nSym[w]; k++) {
+        if (k + 1 < r.nSym[w] && a[k] == l && a[k + 1] == rt) {
+          a[o++] = id;
           k++;
         } else {
-          sym[w][o++] = sym[w][k];
+          a[o++] = a[k];
         }
       }
-      nSym[w] = o;
+      r.nSym[w] = o;
+      if (word_pairs(&r, w, r.cnt[w], iMerge)) { free(aWord); goto done; }
     }
+    free(aWord);
   }
   rc = 0;
 done:
-  for (size_t w = 0; sym && w < nW; w++) free(sym[w]);
-  free(sym); free(nSym); free(cnt); free(pair); free(buf);
+  for (size_t w = 0; r.sym && w < r.nW; w++) free(r.sym[w]);
+  for (size_t i = 0; r.pair && i < r.nPair; i++) free(r.pair[i].aWord);
+  free(r.sym); free(r.nSym); free(r.cnt); free(r.pair); free(r.heap); free(r.aTouched);
+  free(r.aTokSlot); free(buf);
   return rc;
 }
 

@@ -958,8 +958,14 @@ done:
 
 /* ------------------------------------------------------ the tokenizer */
 
-/* bpe_train's interrupt check: one a merge, each a pass over every word. */
-static int trainTokShouldStop(void *ctx) { return gptext_interrupted((sqlite3 *)ctx); }
+/* bpe_train's interrupt check, asked before each merge: one in 16 looks (a
+** merge takes microseconds to a millisecond; on SQLite 3.40 a look runs a
+** statement). */
+typedef struct TrainTokPoll { sqlite3 *db; unsigned n; } TrainTokPoll;
+static int trainTokShouldStop(void *ctx) {
+  TrainTokPoll *p = (TrainTokPoll *)ctx;
+  return (p->n++ & 15) == 0 && gptext_interrupted(p->db);
+}
 
 /* gpt_train_tokenizer(name, query, vocab_size): learns a byte-level BPE
 ** (engine/bpe.c) from the query's text rows and writes it as model NAME's
@@ -1033,7 +1039,8 @@ static void gptTrainTokenizerFunc(sqlite3_context *ctx, int argc, sqlite3_value 
   sqlite3_finalize(p);
   p = 0;
   {
-    int rcBpe = bpe_train(b, (int)nVocab - 1, trainTokShouldStop, db);
+    TrainTokPoll poll = {db, 0};
+    int rcBpe = bpe_train(b, (int)nVocab - 1, trainTokShouldStop, &poll);
     if (rcBpe < 0) goto nomem;
     if (rcBpe > 0) {
       rcErr = SQLITE_INTERRUPT;

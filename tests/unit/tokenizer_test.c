@@ -29,6 +29,9 @@
 #include <string.h>
 #include <time.h>
 #include "tokenizer.h"
+#include "bpe.h"
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
 
 static int nPassed = 0, nFailed = 0;
 
@@ -588,6 +591,175 @@ static double now_seconds(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* ---- BPE training (engine/bpe.c) against a plain reference ---- */
+
+/* A word of the reference: its symbols and its count. */
+typedef struct RefWord { int *a; int n; int64_t count; } RefWord;
+
+/* The reference trainer: GPT-2's pattern splits the text (as bpe.c
+** splits valid UTF-8), equal words are counted, then every merge recounts
+** every pair of every word and takes the largest count, then the smaller
+** (left, right): the rule bpe_train keeps incrementally. Merged bytes that
+** already name a token reuse it. Fills aL/aR with up to nMax merges. */
+static int ref_bpe(const char *z, size_t n, int nTokens, int *aL, int *aR, int nMax) {
+  static const char zPat[] =
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+  int ec;
+  PCRE2_SIZE eo;
+  pcre2_code *re = pcre2_compile((PCRE2_SPTR)zPat, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP,
+                                 &ec, &eo, NULL);
+  pcre2_match_data *md = pcre2_match_data_create_from_pattern(re, NULL);
+  RefWord *aW = NULL;
+  int nW = 0, nWAlloc = 0;
+  size_t from = 0;
+  while (from < n) { /* words of the matches, and of any gaps (the text is ASCII) */
+    int rc = pcre2_match(re, (PCRE2_SPTR)z, n, from, 0, md, NULL);
+    size_t s0 = rc < 0 ? n : pcre2_get_ovector_pointer(md)[0];
+    size_t s1 = rc < 0 ? n : pcre2_get_ovector_pointer(md)[1];
+    for (int part = 0; part < 2; part++) {
+      size_t a = part ? s0 : from, b = part ? s1 : s0;
+      if (b <= a) continue;
+      int k = 0;
+      for (; k < nW; k++) {
+        if ((size_t)aW[k].n != b - a) continue;
+        int j = 0;
+        while (j < aW[k].n && aW[k].a[j] == (unsigned char)z[a + j]) j++;
+        if (j == aW[k].n) break;
+      }
+      if (k == nW) {
+        if (nW == nWAlloc) {
+          nWAlloc = nWAlloc ? 2 * nWAlloc : 1024;
+          aW = realloc(aW, (size_t)nWAlloc * sizeof(RefWord));
+        }
+        aW[nW].n = (int)(b - a);
+        aW[nW].a = malloc((b - a) * sizeof(int));
+        for (size_t j = a; j < b; j++) aW[nW].a[j - a] = (unsigned char)z[j];
+        aW[nW].count = 0;
+        nW++;
+      }
+      aW[k].count++;
+    }
+    from = s1 > from ? s1 : from + 1;
+  }
+  /* tokens: bytes, then merges' bytes */
+  int nTok = 256, nMerge = 0;
+  char **azTok = malloc(sizeof(char *) * (size_t)(nTokens + 1));
+  int *anTok = malloc(sizeof(int) * (size_t)(nTokens + 1));
+  for (int i = 0; i < 256; i++) {
+    azTok[i] = malloc(1);
+    azTok[i][0] = (char)i;
+    anTok[i] = 1;
+  }
+  while (nTok < nTokens && nMerge < nMax) {
+    int64_t best = 0;
+    int bl = -1, br = -1;
+    /* every pair of every word; counted by a sort of the pairs */
+    size_t nP = 0;
+    for (int w = 0; w < nW; w++) nP += aW[w].n > 1 ? (size_t)aW[w].n - 1 : 0;
+    struct { uint64_t key; int64_t c; } *aP = malloc((nP + 1) * sizeof(*aP));
+    size_t k = 0;
+    for (int w = 0; w < nW; w++)
+      for (int j = 0; j + 1 < aW[w].n; j++) {
+        aP[k].key = (uint64_t)aW[w].a[j] << 32 | (uint32_t)aW[w].a[j + 1];
+        aP[k++].c = aW[w].count;
+      }
+    for (size_t i = 1; i < nP; i++) { /* insertion sort by key: small inputs */
+      uint64_t key = aP[i].key;
+      int64_t c = aP[i].c;
+      size_t j = i;
+      while (j > 0 && aP[j - 1].key > key) { aP[j] = aP[j - 1]; j--; }
+      aP[j].key = key;
+      aP[j].c = c;
+    }
+    for (size_t i = 0; i < nP;) {
+      size_t j = i;
+      int64_t c = 0;
+      while (j < nP && aP[j].key == aP[i].key) c += aP[j++].c;
+      if (c > best) { best = c; bl = (int)(aP[i].key >> 32); br = (int)(uint32_t)aP[i].key; }
+      i = j;
+    }
+    free(aP);
+    if (best < 2) break;
+    int nNew = anTok[bl] + anTok[br], id = -1;
+    char *zNew = malloc((size_t)nNew);
+    memcpy(zNew, azTok[bl], (size_t)anTok[bl]);
+    memcpy(zNew + anTok[bl], azTok[br], (size_t)anTok[br]);
+    for (int t = 256; t < nTok && id < 0; t++)
+      if (anTok[t] == nNew && memcmp(azTok[t], zNew, (size_t)nNew) == 0) id = t;
+    if (id < 0) {
+      id = nTok++;
+      azTok[id] = zNew;
+      anTok[id] = nNew;
+    } else {
+      free(zNew);
+    }
+    aL[nMerge] = bl;
+    aR[nMerge++] = br;
+    for (int w = 0; w < nW; w++) {
+      int o = 0;
+      for (int j = 0; j < aW[w].n; j++) {
+        if (j + 1 < aW[w].n && aW[w].a[j] == bl && aW[w].a[j + 1] == br) {
+          aW[w].a[o++] = id;
+          j++;
+        } else {
+          aW[w].a[o++] = aW[w].a[j];
+        }
+      }
+      aW[w].n = o;
+    }
+  }
+  for (int w = 0; w < nW; w++) free(aW[w].a);
+  for (int t = 0; t < nTok; t++) free(azTok[t]);
+  free(aW); free(azTok); free(anTok);
+  pcre2_match_data_free(md);
+  pcre2_code_free(re);
+  return nMerge;
+}
+
+/* bpe_train's merges equal the reference's: on Tiny Shakespeare's start,
+** and on runs of one letter (pairs that overlap: "aaaa"). */
+static void test_bpe_reference(const char *zDir) {
+  char zPath[512];
+  snprintf(zPath, sizeof(zPath), "%s/tinyshakespeare.txt", zDir);
+  FILE *f = fopen(zPath, "rb");
+  CHECK(f != NULL, "open %s", zPath);
+  if (!f) return;
+  enum { N_TEXT = 40000, N_TOK = 700 };
+  char *zText = malloc(N_TEXT + 1);
+  size_t nText = fread(zText, 1, N_TEXT, f);
+  fclose(f);
+  char zRuns[6000];
+  uint32_t seed = 7;
+  size_t nRuns = 0;
+  while (nRuns + 16 < sizeof(zRuns)) {
+    char c = "ab"[(seed = seed * 1103515245u + 12345u) >> 16 & 1];
+    int len = 1 + (int)((seed = seed * 1103515245u + 12345u) >> 16) % 12;
+    for (int i = 0; i < len; i++) zRuns[nRuns++] = c;
+    zRuns[nRuns++] = ' ';
+  }
+  const char *azIn[2] = {zText, zRuns};
+  size_t anIn[2] = {nText, nRuns};
+  for (int c = 0; c < 2; c++) {
+    int aL[N_TOK], aR[N_TOK];
+    int nRef = ref_bpe(azIn[c], anIn[c], N_TOK, aL, aR, N_TOK);
+    GPTBpe *b = bpe_new(0);
+    CHECK(b && bpe_add_text(b, azIn[c], anIn[c]) == 0 && bpe_train(b, N_TOK, 0, 0) == 0,
+          "bpe_train");
+    if (!b) continue;
+    int nBad = bpe_n_merges(b) != nRef, iBad = -1;
+    for (int i = 0; !nBad && i < nRef; i++) {
+      int l, r;
+      bpe_merge(b, i, &l, &r);
+      if (l != aL[i] || r != aR[i]) { nBad = 1; iBad = i; }
+    }
+    CHECK(!nBad, "bpe_train on %s: %d merges against the reference's %d, first difference at %d",
+          c ? "runs" : "Tiny Shakespeare", bpe_n_merges(b), nRef, iBad);
+    printf("bpe_train: %d merges on %s, as the reference\n", nRef, c ? "letter runs" : "Tiny Shakespeare");
+    bpe_free(b);
+  }
+  free(zText);
+}
+
 /* Added tokens matched as a brute force matches them: at the leftmost
 ** position, the longest token allowed there (a special one only with
 ** TOK_ALLOW_SPECIAL), the text between encoded on its own. Random tokens
@@ -882,6 +1054,7 @@ int main(int argc, char **argv) {
     test_errors(t);
     test_hf_toy();
     test_added_random();
+    test_bpe_reference(zDir);
     test_shakespeare(t, zDir);
     tok_free(t);
   }
