@@ -838,6 +838,18 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     cfg.arch = GPT_ARCH_GPT2;
     t.bNew = 1;
   }
+  {
+    /* the weights first: a model training cannot take (4-bit) is refused
+    ** before the query's rows are read */
+    char zMsg[256];
+    if (t.bNew) {
+      t.pNet = gpt_model_new(&cfg, 0, zMsg, sizeof(zMsg));
+      if (!t.pNet) { trainError(&t, "%s", zMsg); goto done; }
+      gpt_train_init(t.pNet, (uint64_t)t.o.seed);
+    } else if (trainWidenWeights(&t, pSelf) != SQLITE_OK) {
+      goto done;
+    }
+  }
   if (trainReadQuery(&t, zQuery) != SQLITE_OK) goto done;
   t.nTrain = t.nTok - (int64_t)((double)t.nTok * t.o.valFrac);
   t.T = t.o.nCtx < cfg.n_ctx ? t.o.nCtx : cfg.n_ctx;
@@ -848,13 +860,6 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   }
   {
     char zMsg[256];
-    if (t.bNew) {
-      t.pNet = gpt_model_new(&cfg, 0, zMsg, sizeof(zMsg));
-      if (!t.pNet) { trainError(&t, "%s", zMsg); goto done; }
-      gpt_train_init(t.pNet, (uint64_t)t.o.seed);
-    } else if (trainWidenWeights(&t, pSelf) != SQLITE_OK) {
-      goto done;
-    }
     t.pTr = gpt_trainer_new(t.pNet, t.T, zMsg, sizeof(zMsg));
     if (!t.pTr) { trainError(&t, "%s", zMsg); goto done; }
     gpt_trainer_set_live_vocab(t.pTr, gptext_live_vocab(t.pTokM));
