@@ -1598,6 +1598,13 @@ int main(int argc, char **argv) {
   time_t tt = time(0);
   strftime(zDate, sizeof(zDate), "%Y-%m-%d", localtime(&tt));
   machine_slug(zSlug, sizeof(zSlug));
+  if (argc > 2 || (argc == 2 && argv[1][0] == '-')) {
+    /* an unknown flag is no output path (it started the full run, writing "--help") */
+    fprintf(stderr, "usage: build/bench [OUT.md] | --machine | --kernels | --decode | "
+            "--smollm | --batch | --busy | --llamacpp | --q4 | --rows | --load DB MODEL | "
+            "--rss DB MODEL\n(see the comment at the top of bench/bench.c)\n");
+    return 2;
+  }
   if (argc > 1) snprintf(zOutPath, sizeof(zOutPath), "%s", argv[1]);
   else snprintf(zOutPath, sizeof(zOutPath), "bench/results/%s-%s.md", zDate, zSlug);
   mkdir("bench/results", 0777);
