@@ -319,6 +319,13 @@ static size_t utf8_count(const char *z, size_t n) {
   return k;
 }
 
+/* The first occurrence of zs[0..ns) (ns >= 1) in z[0..n), or NULL. glibc's
+** memmem is linear in n + ns (two-way for long needles): a naive scan is
+** O(n * ns), which the steps charged per byte searched would not bound. */
+static const char *str_find(const char *z, size_t n, const char *zs, size_t ns) {
+  return memmem(z, n, zs, ns);
+}
+
 /* ------------------------------------------------------------- buffer */
 
 typedef struct Buf {
@@ -2405,10 +2412,8 @@ static int contains(Render *r, TplValue needle, TplValue hay, int *pb) {
   if (hay.type == TPL_STRING) {
     if (needle.type != TPL_STRING)
       return rerr(r, "'in <string>' requires string as left operand, not %s", type_name(needle));
-    if (step(r, (int64_t)(hay.u.s.n / 64))) return -1;
-    if (needle.u.s.n == 0) { *pb = 1; return 0; }
-    for (size_t i = 0; i + needle.u.s.n <= hay.u.s.n; i++)
-      if (memcmp(hay.u.s.z + i, needle.u.s.z, needle.u.s.n) == 0) { *pb = 1; break; }
+    if (step(r, (int64_t)((hay.u.s.n + needle.u.s.n) / 64))) return -1;
+    *pb = needle.u.s.n == 0 || str_find(hay.u.s.z, hay.u.s.n, needle.u.s.z, needle.u.s.n) != 0;
     return 0;
   }
   if (hay.type == TPL_LIST) {
@@ -2909,15 +2914,14 @@ static int str_replace(Render *r, TplValue s, TplValue o, TplValue nw, int64_t c
     if (buf_append(&b, s.u.s.z + i, s.u.s.n - i)) goto nomem;
   } else {
     while (i < s.u.s.n) {
-      if ((count < 0 || k < count) && i + o.u.s.n <= s.u.s.n && memcmp(s.u.s.z + i, o.u.s.z, o.u.s.n) == 0) {
-        if (buf_append(&b, nw.u.s.z, nw.u.s.n)) goto nomem;
-        if (step(r, (int64_t)(nw.u.s.n / 64))) { free(b.z); return -1; }
-        i += o.u.s.n;
-        k++;
-      } else {
-        if (buf_append(&b, s.u.s.z + i, 1)) goto nomem;
-        i++;
-      }
+      const char *zAt = count < 0 || k < count ? str_find(s.u.s.z + i, s.u.s.n - i, o.u.s.z, o.u.s.n) : 0;
+      size_t j = zAt ? (size_t)(zAt - s.u.s.z) : s.u.s.n;
+      if (buf_append(&b, s.u.s.z + i, j - i)) goto nomem;
+      if (!zAt) break;
+      if (buf_append(&b, nw.u.s.z, nw.u.s.n)) goto nomem;
+      if (step(r, (int64_t)(nw.u.s.n / 64))) { free(b.z); return -1; }
+      i = j + o.u.s.n;
+      k++;
     }
   }
   {
@@ -2963,15 +2967,12 @@ static int str_split(Render *r, TplValue s, const TplValue *pSep, int64_t maxspl
     } else {
       const char *zs = pSep->u.s.z;
       size_t ns = pSep->u.s.n, start = 0;
-      for (i = 0; i + ns <= n;) {
-        if ((maxsplit < 0 || k < maxsplit) && memcmp(z + i, zs, ns) == 0) {
-          if (list_push(r->pA, l, val_str_ref(z + start, i - start))) return nomem(r);
-          k++;
-          i += ns;
-          start = i;
-        } else {
-          i++;
-        }
+      const char *zAt;
+      while ((maxsplit < 0 || k < maxsplit) && (zAt = str_find(z + start, n - start, zs, ns)) != 0) {
+        i = (size_t)(zAt - z);
+        if (list_push(r->pA, l, val_str_ref(z + start, i - start))) return nomem(r);
+        k++;
+        start = i + ns;
       }
       if (list_push(r->pA, l, val_str_ref(z + start, n - start))) return nomem(r);
     }
@@ -2998,18 +2999,20 @@ static int str_split(Render *r, TplValue s, const TplValue *pSep, int64_t maxspl
         end = ws_rstrip_len(z, wordStart);
       }
     } else {
-      const char *zs = pSep->u.s.z;
-      size_t ns = pSep->u.s.n, end = n;
-      int64_t i = (int64_t)n - (int64_t)ns;
-      while (i >= 0) {
-        if ((maxsplit < 0 || k < maxsplit) && memcmp(z + i, zs, ns) == 0) {
-          if (list_push(r->pA, l, val_str_ref(z + i + ns, end - (size_t)i - ns))) return nomem(r);
-          k++;
-          end = (size_t)i;
-          i -= (int64_t)ns;
-        } else {
-          i--;
-        }
+      /* the leftmost matches in the reversed string are the rightmost ones
+      ** here: memmem searches forward only */
+      size_t ns = pSep->u.s.n, end = n, j = 0;
+      char *zRev = arena_alloc(r->pA, n + 1), *zsRev = arena_alloc(r->pA, ns + 1);
+      if (!zRev || !zsRev) return nomem(r);
+      for (size_t a = 0; a < n; a++) zRev[a] = z[n - 1 - a];
+      for (size_t a = 0; a < ns; a++) zsRev[a] = pSep->u.s.z[ns - 1 - a];
+      const char *zAt;
+      while ((maxsplit < 0 || k < maxsplit) && (zAt = str_find(zRev + j, n - j, zsRev, ns)) != 0) {
+        size_t q = (size_t)(zAt - zRev), i = n - q - ns; /* the match is z[i..i+ns) */
+        if (list_push(r->pA, l, val_str_ref(z + i + ns, end - i - ns))) return nomem(r);
+        k++;
+        end = i;
+        j = q + ns;
       }
       if (list_push(r->pA, l, val_str_ref(z, end))) return nomem(r);
     }
@@ -3130,14 +3133,13 @@ static int call_method(Render *r, int id, TplValue self, TplValue *aArg, int nAr
       size_t b0 = utf8_offset(self.u.s.z, self.u.s.n, start);
       size_t b1 = b0 + utf8_offset(self.u.s.z + b0, self.u.s.n - b0, end - start);
       if (id == M_FIND) {
-        int64_t at = -1;
-        for (size_t i = b0; i + x.u.s.n <= b1; i++)
-          if (memcmp(self.u.s.z + i, x.u.s.z, x.u.s.n) == 0) { at = (int64_t)utf8_count(self.u.s.z, i); break; }
-        *pOut = tpl_int(at);
+        const char *zAt = str_find(self.u.s.z + b0, b1 - b0, x.u.s.z, x.u.s.n);
+        *pOut = tpl_int(zAt ? (int64_t)utf8_count(self.u.s.z, (size_t)(zAt - self.u.s.z)) : -1);
       } else {
         int64_t k = 0;
-        for (size_t i = b0; i + x.u.s.n <= b1;)
-          if (memcmp(self.u.s.z + i, x.u.s.z, x.u.s.n) == 0) { k++; i += x.u.s.n; } else i++;
+        const char *zAt;
+        for (size_t i = b0; (zAt = str_find(self.u.s.z + i, b1 - i, x.u.s.z, x.u.s.n)) != 0; k++)
+          i = (size_t)(zAt - self.u.s.z) + x.u.s.n;
         *pOut = tpl_int(k);
       }
       return 0;
