@@ -328,9 +328,15 @@ static const char *str_find(const char *z, size_t n, const char *zs, size_t ns) 
 
 /* ------------------------------------------------------------- buffer */
 
+/* A growing byte buffer (malloc'd). With pA set, the bytes it holds count
+** toward that arena's limit, so that temporary results (replace, join,
+** macro bodies and set blocks being rendered, nested many deep) cannot
+** hold more memory than the render's budget; the arena's bOverLimit then
+** says why an append failed. */
 typedef struct Buf {
   char *z;
   size_t n, nAlloc, nMax; /* nMax 0 = unlimited */
+  Arena *pA;              /* charged for nAlloc; NULL = not counted */
   int bOver, bNoMem;
 } Buf;
 
@@ -339,9 +345,20 @@ static int buf_append(Buf *b, const char *z, size_t n) {
   if (b->nMax && (n > b->nMax || b->n > b->nMax - n)) { b->bOver = 1; return -1; }
   if (b->n + n + 1 > b->nAlloc) {
     size_t nNew = b->nAlloc ? b->nAlloc : 256;
-    while (nNew < b->n + n + 1) nNew *= 2;
+    while (nNew < b->n + n + 1) {
+      if (nNew > ((size_t)1 << 40)) { b->bNoMem = 1; return -1; }
+      nNew *= 2;
+    }
+    Arena *a = b->pA;
+    size_t nMore = nNew - b->nAlloc;
+    if (a && a->nLimit && (nMore > a->nLimit || a->nTotal > a->nLimit - nMore)) {
+      a->bOverLimit = 1;
+      b->bNoMem = 1;
+      return -1;
+    }
     char *zNew = realloc(b->z, nNew);
     if (!zNew) { b->bNoMem = 1; return -1; }
+    if (a) a->nTotal += nMore;
     b->z = zNew;
     b->nAlloc = nNew;
   }
@@ -352,6 +369,14 @@ static int buf_append(Buf *b, const char *z, size_t n) {
 }
 
 static int buf_puts(Buf *b, const char *z) { return buf_append(b, z, strlen(z)); }
+
+/* Frees the buffer's bytes and gives them back to the arena's budget. */
+static void buf_free(Buf *b) {
+  free(b->z);
+  if (b->pA) b->pA->nTotal -= b->nAlloc;
+  b->z = 0;
+  b->n = b->nAlloc = 0;
+}
 
 /* ------------------------------------------------------------- lexer */
 
@@ -1727,6 +1752,31 @@ static int nomem(Render *r) {
   return rerr(r, "out of memory");
 }
 
+/* An empty buffer for a temporary result, counted against the render's
+** memory limit; nMax (0 = none) caps its bytes. */
+static void buf_init(Render *r, Buf *b, size_t nMax) {
+  memset(b, 0, sizeof(*b));
+  b->nMax = nMax;
+  b->pA = r->pA;
+}
+
+/* The error of a failed append to b: its byte cap (the output limit), the
+** memory limit, or out of memory. */
+static int buf_error(Render *r, const Buf *b) {
+  if (b->bOver) return rerr(r, "output limit of %zu bytes exceeded", b->nMax);
+  return nomem(r);
+}
+
+/* The buffer's bytes as a string value in the arena; frees the buffer. */
+static int buf_take(Render *r, Buf *b, TplValue *pOut) {
+  char *z = arena_strdup(r->pA, b->z ? b->z : "", b->n);
+  size_t n = b->n;
+  buf_free(b);
+  if (!z) return nomem(r);
+  *pOut = val_str_ref(z, n);
+  return 0;
+}
+
 /* Charges n steps; an error once over the limit. */
 static int step(Render *r, int64_t n) {
   r->nSteps += n;
@@ -1916,10 +1966,7 @@ static int to_str_buf(Render *r, Buf *b, TplValue v, int bRepr) {
     default: rc = buf_puts(b, "<function>"); break;
   }
   r->depth--;
-  if (rc) {
-    if (b->bOver) return rerr(r, "output limit of %zu bytes exceeded", b->nMax);
-    return rerr(r, "out of memory");
-  }
+  if (rc) return buf_error(r, b);
   return 0;
 }
 
@@ -1928,16 +1975,10 @@ static int to_str(Render *r, TplValue v, TplValue *pOut) {
   if (v.type == TPL_STRING) { *pOut = v; return 0; }
   if (v.type == TPL_UNDEFINED) { *pOut = val_str_ref("", 0); return 0; }
   Buf b;
-  memset(&b, 0, sizeof(b));
-  b.nMax = r->pOut->nMax;
-  if (to_str_buf(r, &b, v, 0)) { free(b.z); return -1; }
-  char *z = arena_strdup(r->pA, b.z ? b.z : "", b.n);
-  size_t n = b.n;
-  free(b.z);
-  if (!z) return nomem(r);
-  if (step(r, (int64_t)(n / 64))) return -1;
-  *pOut = val_str_ref(z, n);
-  return 0;
+  buf_init(r, &b, r->pOut->nMax);
+  if (to_str_buf(r, &b, v, 0)) { buf_free(&b); return -1; }
+  if (step(r, (int64_t)(b.n / 64))) { buf_free(&b); return -1; }
+  return buf_take(r, &b, pOut);
 }
 
 /* ----- JSON (transformers' tojson: json.dumps(x, ensure_ascii=False, ...)) */
@@ -2053,10 +2094,7 @@ static int json_dump(Render *r, Buf *b, TplValue v, const JsonOpt *o, int level)
     default:
       return rerr(r, "tojson: object of type %s is not JSON serializable", type_name(v));
   }
-  if (rc) {
-    if (b->bOver) return rerr(r, "output limit of %zu bytes exceeded", b->nMax);
-    return rerr(r, "out of memory");
-  }
+  if (rc) return buf_error(r, b);
   return 0;
 }
 
@@ -2858,7 +2896,7 @@ static int jinja_word_break(unsigned c) {
 ** item[1:]). */
 static int str_case(Render *r, TplValue s, int mode, TplValue *pOut) {
   Buf b;
-  memset(&b, 0, sizeof(b));
+  buf_init(r, &b, 0);
   if (step(r, (int64_t)(s.u.s.n / 64))) return -1;
   size_t i = 0, len;
   int bPrevCased = 0, bFirst = 1, bWordStart = 1, bCasedBefore = 0;
@@ -2875,7 +2913,7 @@ static int str_case(Render *r, TplValue s, int mode, TplValue *pOut) {
       if (c == 0x3A3 && !bUp && final_sigma(s.u.s.z, s.u.s.n, i, len, bCasedBefore)) m[0] = 0x3C2;
       for (int j = 0; j < k; j++) n += utf8_put(out + n, m[j]);
     }
-    if (buf_append(&b, out, (size_t)n)) { free(b.z); return rerr(r, "out of memory"); }
+    if (buf_append(&b, out, (size_t)n)) { buf_free(&b); return nomem(r); }
     int bCased = cp_cased(c);
     bPrevCased = bCased;
     if (!cp_case_ignorable(c)) bCasedBefore = bCased;
@@ -2884,18 +2922,13 @@ static int str_case(Render *r, TplValue s, int mode, TplValue *pOut) {
     bFirst = 0;
     i += len;
   }
-  char *z = arena_strdup(r->pA, b.z ? b.z : "", b.n);
-  size_t n = b.n;
-  free(b.z);
-  if (!z) return nomem(r);
-  *pOut = val_str_ref(z, n);
-  return 0;
+  return buf_take(r, &b, pOut);
 }
 
 /* Python's str.replace(old, new, count). */
 static int str_replace(Render *r, TplValue s, TplValue o, TplValue nw, int64_t count, TplValue *pOut) {
   Buf b;
-  memset(&b, 0, sizeof(b));
+  buf_init(r, &b, 0);
   size_t i = 0;
   int64_t k = 0;
   if (step(r, (int64_t)(s.u.s.n / 16))) return -1;
@@ -2909,7 +2942,7 @@ static int str_replace(Render *r, TplValue s, TplValue o, TplValue nw, int64_t c
       utf8_next((const unsigned char *)s.u.s.z + i, s.u.s.n - i, &len);
       if (buf_append(&b, s.u.s.z + i, len)) goto nomem;
       i += len;
-      if (step(r, (int64_t)(nw.u.s.n / 64))) { free(b.z); return -1; }
+      if (step(r, (int64_t)(nw.u.s.n / 64))) { buf_free(&b); return -1; }
     }
     if (buf_append(&b, s.u.s.z + i, s.u.s.n - i)) goto nomem;
   } else {
@@ -2919,22 +2952,15 @@ static int str_replace(Render *r, TplValue s, TplValue o, TplValue nw, int64_t c
       if (buf_append(&b, s.u.s.z + i, j - i)) goto nomem;
       if (!zAt) break;
       if (buf_append(&b, nw.u.s.z, nw.u.s.n)) goto nomem;
-      if (step(r, (int64_t)(nw.u.s.n / 64))) { free(b.z); return -1; }
+      if (step(r, (int64_t)(nw.u.s.n / 64))) { buf_free(&b); return -1; }
       i = j + o.u.s.n;
       k++;
     }
   }
-  {
-    char *z = arena_strdup(r->pA, b.z ? b.z : "", b.n);
-    size_t n = b.n;
-    free(b.z);
-    if (!z) return nomem(r);
-    *pOut = val_str_ref(z, n);
-    return 0;
-  }
+  return buf_take(r, &b, pOut);
 nomem:
-  free(b.z);
-  return rerr(r, "out of memory");
+  buf_free(&b);
+  return nomem(r);
 }
 
 /* Python's str.split / str.rsplit (sep NULL: runs of whitespace). */
@@ -3148,26 +3174,17 @@ static int call_method(Render *r, int id, TplValue self, TplValue *aArg, int nAr
       if (check_nargs(r, zName, nArg, 1, 1)) return -1;
       TplList *l;
       if (iter_items(r, aArg[0], &l)) return -1;
-      TplValue acc = val_str_ref("", 0);
       Buf b;
-      memset(&b, 0, sizeof(b));
+      buf_init(r, &b, 0);
       for (size_t i = 0; i < l->n; i++) {
-        if (l->a[i].type != TPL_STRING) { free(b.z); return rerr(r, "join: sequence item %zu: expected str, not %s", i, type_name(l->a[i])); }
+        if (l->a[i].type != TPL_STRING) { buf_free(&b); return rerr(r, "join: sequence item %zu: expected str, not %s", i, type_name(l->a[i])); }
         if ((i && buf_append(&b, self.u.s.z, self.u.s.n)) || buf_append(&b, l->a[i].u.s.z, l->a[i].u.s.n)) {
-          free(b.z);
-          return rerr(r, "out of memory");
+          buf_free(&b);
+          return nomem(r);
         }
-        if (step(r, (int64_t)(1 + (l->a[i].u.s.n + self.u.s.n) / 64))) { free(b.z); return -1; }
+        if (step(r, (int64_t)(1 + (l->a[i].u.s.n + self.u.s.n) / 64))) { buf_free(&b); return -1; }
       }
-      if (b.n) {
-        char *z = arena_strdup(r->pA, b.z, b.n);
-        size_t n = b.n;
-        free(b.z);
-        if (!z) return nomem(r);
-        acc = val_str_ref(z, n);
-      }
-      *pOut = acc;
-      return 0;
+      return buf_take(r, &b, pOut);
     }
     case M_ITEMS: case M_KEYS: case M_VALUES: {
       if (check_nargs(r, zName, nArg, 0, 0)) return -1;
@@ -3431,15 +3448,9 @@ static int call_filter(Render *r, int id, const char *zName, TplValue v, TplValu
       }
       o.bSortKeys = pSort && truthy(*pSort);
       Buf b;
-      memset(&b, 0, sizeof(b));
-      b.nMax = r->pOut->nMax;
-      if (json_dump(r, &b, v, &o, 0)) { free(b.z); return -1; }
-      char *z = arena_strdup(r->pA, b.z ? b.z : "", b.n);
-      size_t n = b.n;
-      free(b.z);
-      if (!z) return nomem(r);
-      *pOut = val_str_ref(z, n);
-      return 0;
+      buf_init(r, &b, r->pOut->nMax);
+      if (json_dump(r, &b, v, &o, 0)) { buf_free(&b); return -1; }
+      return buf_take(r, &b, pOut);
     }
     case F_DEFAULT: {
       static const char *const azOk[] = {"default_value", "boolean", 0};
@@ -3487,16 +3498,19 @@ static int call_filter(Render *r, int id, const char *zName, TplValue v, TplValu
       TplList *l;
       if (pSep && to_str(r, *pSep, &sep)) return -1;
       if (iter_items(r, v, &l)) return -1;
-      TplValue acc = val_str_ref("", 0);
+      /* one buffer: concatenating item by item held every prefix (quadratic) */
+      Buf b;
+      buf_init(r, &b, 0);
       for (size_t i = 0; i < l->n; i++) {
         TplValue it = l->a[i], s;
-        if (pAttr && pAttr->type != TPL_NONE && attr_path(r, it, *pAttr, &it)) return -1;
-        if (to_str(r, it, &s)) return -1;
-        if (i && str_concat(r, acc, sep, &acc)) return -1;
-        if (str_concat(r, acc, s, &acc)) return -1;
+        if ((pAttr && pAttr->type != TPL_NONE && attr_path(r, it, *pAttr, &it)) || to_str(r, it, &s) ||
+            step(r, (int64_t)(1 + (s.u.s.n + sep.u.s.n) / 64))) { buf_free(&b); return -1; }
+        if ((i && buf_append(&b, sep.u.s.z, sep.u.s.n)) || buf_append(&b, s.u.s.z, s.u.s.n)) {
+          buf_free(&b);
+          return nomem(r);
+        }
       }
-      *pOut = acc;
-      return 0;
+      return buf_take(r, &b, pOut);
     }
     case F_LIST: {
       TplList *l;
@@ -3736,10 +3750,7 @@ static int call_filter(Render *r, int id, const char *zName, TplValue v, TplValu
 static int exec_block(Render *r, const Node *n);
 
 static int emit(Render *r, const char *z, size_t n) {
-  if (buf_append(r->pOut, z, n)) {
-    if (r->pOut->bOver) return rerr(r, "output limit of %zu bytes exceeded", r->pOut->nMax);
-    return rerr(r, "out of memory");
-  }
+  if (buf_append(r->pOut, z, n)) return buf_error(r, r->pOut);
   return step(r, (int64_t)(n / 64));
 }
 
@@ -3844,17 +3855,12 @@ static int exec_stmt(Render *r, const Node *n) {
       return bind_targets(r, r->pFrame, n, v);
     case N_SETBLOCK: {
       Buf *pSaved = r->pOut, b;
-      memset(&b, 0, sizeof(b));
-      b.nMax = pSaved->nMax;
+      buf_init(r, &b, pSaved->nMax);
       r->pOut = &b;
       int rc = exec_block(r, n->a);
       r->pOut = pSaved;
-      if (rc) { free(b.z); return -1; }
-      char *z = arena_strdup(r->pA, b.z ? b.z : "", b.n);
-      size_t nz = b.n;
-      free(b.z);
-      if (!z) return nomem(r);
-      return frame_set(r, r->pFrame, n->azTarget[0], val_str_ref(z, nz));
+      if (rc || buf_take(r, &b, &v)) { buf_free(&b); return -1; }
+      return frame_set(r, r->pFrame, n->azTarget[0], v);
     }
     case N_MACRO: {
       TplValue m = val_undef();
@@ -3886,9 +3892,8 @@ static int call_macro(Render *r, const Node *m, TplValue *aArg, int nArg, const 
   Frame f, *pSavedFrame = r->pFrame;
   Buf *pSavedOut = r->pOut, b;
   memset(&f, 0, sizeof(f));
-  memset(&b, 0, sizeof(b));
+  buf_init(r, &b, pSavedOut->nMax);
   f.pParent = r->pRootFrame;
-  b.nMax = pSavedOut->nMax;
   int rc = 0;
   r->pFrame = &f;
   for (int i = 0; i < m->nTarget && rc == 0; i++) {
@@ -3906,13 +3911,8 @@ static int call_macro(Render *r, const Node *m, TplValue *aArg, int nArg, const 
   r->nMacroDepth--;
   r->pFrame = pSavedFrame;
   r->ctl = CTL_NONE;
-  if (rc) { free(b.z); return -1; }
-  char *z = arena_strdup(r->pA, b.z ? b.z : "", b.n);
-  size_t nz = b.n;
-  free(b.z);
-  if (!z) return nomem(r);
-  *pOut = val_str_ref(z, nz);
-  return 0;
+  if (rc) { buf_free(&b); return -1; }
+  return buf_take(r, &b, pOut);
 }
 
 static int exec_block(Render *r, const Node *n) {
