@@ -2827,6 +2827,20 @@ static int cp_cased(unsigned c) {
   return 0;
 }
 
+/* What str.islower() and str.isupper() read of code point c: 1 for
+** Python's Lowercase property (Ll and Other_Lowercase), 2 for Uppercase (Lu
+** and Other_Uppercase), 3 for a titlecase letter (Lt), 0 when uncased. */
+static int cp_case_kind(unsigned c) {
+  utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)c);
+  if (k == UTF8PROC_CATEGORY_LL) return 1;
+  if (k == UTF8PROC_CATEGORY_LU) return 2;
+  if (k == UTF8PROC_CATEGORY_LT) return 3;
+  if (!cp_cased(c)) return 0;
+  /* Other_Uppercase: capital Roman numerals, circled and squared capitals */
+  if ((c >= 0x2160 && c <= 0x216F) || (c >= 0x24B6 && c <= 0x24CF) || (c >= 0x1F130 && c <= 0x1F189)) return 2;
+  return 1;
+}
+
 /* Unicode's Case_Ignorable: marks, format characters, modifier letters and
 ** symbols, and the word-internal punctuation of Word_Break MidLetter,
 ** MidNumLet and Single_Quote. What Python's final-sigma rule looks past;
@@ -3331,12 +3345,16 @@ static int call_test(Render *r, int id, const char *zName, TplValue v, TplValue 
       return 0;
     case T_IN: return contains(r, v, aArg[0], pb);
     case T_LOWER: case T_UPPER: {
-      int bCased = 0, bBad = 0;
-      if (v.type != TPL_STRING) { *pb = 0; return 0; }
-      for (size_t i = 0; i < v.u.s.n; i++) {
-        char c = v.u.s.z[i];
-        if (c >= 'a' && c <= 'z') { bCased = 1; if (id == T_UPPER) bBad = 1; }
-        if (c >= 'A' && c <= 'Z') { bCased = 1; if (id == T_LOWER) bBad = 1; }
+      /* Jinja: str(value).islower(): no upper- or titlecase code point and
+      ** at least one lowercase one (the mirror for isupper), over Unicode */
+      int bCased = 0, bBad = 0, kOther = id == T_LOWER ? 2 : 1;
+      TplValue s;
+      size_t len;
+      if (to_str(r, v, &s) || step(r, (int64_t)(s.u.s.n / 64))) return -1;
+      for (size_t i = 0; i < s.u.s.n && !bBad; i += len) {
+        int k = cp_case_kind(utf8_next((const unsigned char *)s.u.s.z + i, s.u.s.n - i, &len));
+        if (k == 3 || k == kOther) bBad = 1;
+        else if (k) bCased = 1;
       }
       *pb = bCased && !bBad;
       return 0;
