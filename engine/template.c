@@ -1897,7 +1897,23 @@ static void fmt_float(double f, char *z, size_t n, int bJson) {
 
 static int to_str_buf(Render *r, Buf *b, TplValue v, int bRepr);
 
-/* Python's repr() of a string: single quotes unless it holds ' and no ". */
+/* Python's str.isprintable() for one code point: false for the categories
+** Cc, Cf, Cs, Co, Cn, Zl, Zp and Zs other than the space. utf8proc's
+** Unicode may be newer than Python's, so a code point assigned since counts
+** as printable here where Python would escape it. */
+static int cp_printable(unsigned c) {
+  if (c == ' ') return 1;
+  switch (utf8proc_category((utf8proc_int32_t)c)) {
+    case UTF8PROC_CATEGORY_CC: case UTF8PROC_CATEGORY_CF: case UTF8PROC_CATEGORY_CS:
+    case UTF8PROC_CATEGORY_CO: case UTF8PROC_CATEGORY_CN: case UTF8PROC_CATEGORY_ZL:
+    case UTF8PROC_CATEGORY_ZP: case UTF8PROC_CATEGORY_ZS: return 0;
+    default: return 1;
+  }
+}
+
+/* Python's repr() of a string: single quotes unless it holds ' and no ";
+** every code point str.isprintable() rejects escaped (an invalid byte, a
+** lone surrogate to Python, as \udcXX). */
 static int repr_string(Buf *b, const char *z, size_t n) {
   int bSingle = 0, bDouble = 0;
   for (size_t i = 0; i < n; i++) { if (z[i] == '\'') bSingle = 1; else if (z[i] == '"') bDouble = 1; }
@@ -1912,12 +1928,9 @@ static int repr_string(Buf *b, const char *z, size_t n) {
     else if (c == '\n') rc = buf_puts(b, "\\n");
     else if (c == '\r') rc = buf_puts(b, "\\r");
     else if (c == '\t') rc = buf_puts(b, "\\t");
-    else if (c < 0x20 || c == 0x7F || (c >= 0x80 && c <= 0xA0) || c == 0xAD) {
-      snprintf(esc, sizeof(esc), "\\x%02x", c); rc = buf_puts(b, esc);
-    } else if (c >= 0xDC80 && c <= 0xDCFF) {
-      snprintf(esc, sizeof(esc), "\\udc%02x", c & 0xFF); rc = buf_puts(b, esc);
-    } else if (c == 0x2028 || c == 0x2029 || (c >= 0x200B && c <= 0x200F) || c == 0xFEFF) {
-      snprintf(esc, sizeof(esc), "\\u%04x", c); rc = buf_puts(b, esc);
+    else if (!cp_printable(c)) {
+      snprintf(esc, sizeof(esc), c < 0x100 ? "\\x%02x" : c < 0x10000 ? "\\u%04x" : "\\U%08x", c);
+      rc = buf_puts(b, esc);
     } else rc = buf_append(b, z + i, len);
     i += len;
   }

@@ -7,7 +7,9 @@ chunks, with spaces, apostrophes, digits, combining marks and sigmas
 between them), and for random strings built to meet the final-sigma rule,
 the multi-letter mappings and the Other_Lowercase letters. The tests
 "is lower" and "is upper" (Jinja2 calls str(x).islower() and isupper()) are
-compared the same way, per code point and over whole strings. The title
+compared the same way, per code point and over whole strings, and so is
+repr() of strings (printing a list escapes what str.isprintable() rejects,
+U+3000 among them). The title
 filter's own word rule is in tests/golden/chat/constructs.json (Jinja2's
 outputs).
 
@@ -65,6 +67,13 @@ def compare_case_tests(db, name, s):
     check(f"{name} is lower/upper", got == want, first_difference(want, got))
 
 
+def compare_repr(db, name, s):
+    """{{ [s] }} (the repr of s in a list) against Python's repr([s])."""
+    got = render(db, "{{ [s] }}", {"s": s})
+    want = repr([s])
+    check(f"{name} repr", got == want, first_difference(want, got))
+
+
 def main():
     db = sqlite3.connect(":memory:")
     db.enable_load_extension(True)
@@ -78,12 +87,18 @@ def main():
                     for c in cps[k:k + 4000])
         compare(db, f"code points U+{cps[k]:04X}..", s)
         compare_case_tests(db, f"code points U+{cps[k]:04X}..", "".join(chr(c) for c in cps[k:k + 4000]))
+        compare_repr(db, f"code points U+{cps[k]:04X}..", "".join(chr(c) for c in cps[k:k + 4000]))
     letters = ["\u03a3", "\u0391", "\u03c3", "\u03c2", "'", " ", "-", "\u0301", "1", "a", "\u02b0",
                ".", "\u00aa", "(", "\u0130", "\u00df", "\u01c6", "\ufb01", "\u1f80", "\u0149"]
     for n in range(300):
         s = "".join(rng.choice(letters) for _ in range(rng.randint(1, 12)))
         compare(db, f"mixed {s!r}", s)
         compare_case_tests(db, f"mixed {s!r}", s)
+    # unassigned in Python's Unicode 14 and in utf8proc's: escaped as Cn
+    for s in ["\u0378", "\uffff", "\U0010ffff", "\U000e0000", "\U0002fffe", "\x01\x7f\xa0\xad",
+              "\u3000\u1680\u2003\u061c\ue000\U000e0001\u2060\U000f0000", "it's", "say \"it's\"",
+              "\\ \t\r\n", "\ud7ff\ue000"]:
+        compare_repr(db, f"string {s!r}", s)
     for s in ["\u00ff", "\u00c9", "\u00df", "\u00c0B", "\u01c5", "a\u01c5", "\u2160x", "\u2170", "\u24b6",
               "\u24d0A", "\u02b0", "1", "", "\U0001f130", "\U0001f150a", "ABC DEF", "abc def"]:
         compare_case_tests(db, f"word {s!r}", s)
