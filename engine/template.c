@@ -702,6 +702,8 @@ static int lex_all(Lexer *x) {
       if (j > x->pos && x->z[j - 1] == '-') {
         after += ws_prefix(x->z + after, x->n - after);
         bLineStart = after > j + 2 && x->z[after - 1] == '\n';
+      } else if (j > x->pos && x->z[j - 1] == '+') {
+        bLineStart = 0; /* Jinja's \+#} keeps the newline after it */
       } else {
         if (after < x->n && x->z[after] == '\n') after++;
         bLineStart = after > j + 2;
