@@ -286,6 +286,12 @@ static int cp_isspace(unsigned c) {
          c == 0x202F || c == 0x205F || c == 0x3000;
 }
 
+/* A line boundary of Python's str.splitlines(): \n \r \v \f \x1c-\x1e
+** \x85 U+2028 U+2029 (\r\n is one, which the caller joins). */
+static int cp_linebreak(unsigned c) {
+  return (c >= 0x0A && c <= 0x0D) || (c >= 0x1C && c <= 0x1E) || c == 0x85 || c == 0x2028 || c == 0x2029;
+}
+
 /* Bytes of leading whitespace in z[0..n). */
 static size_t ws_prefix(const char *z, size_t n) {
   size_t i = 0, len;
@@ -3756,23 +3762,31 @@ static int call_filter(Render *r, int id, const char *zName, TplValue v, TplValu
         }
       }
       int bFirst = pFirst && truthy(*pFirst), bBlank = pBlank && truthy(*pBlank);
-      TplValue acc = val_str_ref("", 0);
-      size_t i = 0;
-      int bLine0 = 1;
-      /* Jinja: lines split on "\n"; blank lines get no padding unless blank=True */
-      while (i <= s.u.s.n) {
+      /* Jinja: (s + "\n").splitlines() rejoined with "\n" (so "\r\n", "\r"
+      ** and the other line boundaries become "\n"); blank lines get no
+      ** padding unless blank=True, the first line only with first=True */
+      char *z = arena_alloc(r->pA, s.u.s.n + 2);
+      if (!z) return nomem(r);
+      memcpy(z, s.u.s.z, s.u.s.n);
+      z[s.u.s.n] = '\n';
+      size_t n = s.u.s.n + 1, i = 0, len = 0;
+      Buf b;
+      buf_init(r, &b, 0);
+      for (int bLine0 = 1; i < n; bLine0 = 0) {
         size_t j = i;
-        while (j < s.u.s.n && s.u.s.z[j] != '\n') j++;
-        TplValue line = val_str_ref(s.u.s.z + i, j - i);
-        int bPad = bLine0 ? bFirst : (bBlank || line.u.s.n > 0);
-        if (!bLine0 && str_concat(r, acc, val_str_ref("\n", 1), &acc)) return -1;
-        if (bPad && str_concat(r, acc, pad, &acc)) return -1;
-        if (str_concat(r, acc, line, &acc)) return -1;
-        bLine0 = 0;
-        i = j + 1;
+        unsigned c = 0;
+        while (j < n && !cp_linebreak(c = utf8_next((const unsigned char *)z + j, n - j, &len))) j += len;
+        int bPad = bLine0 ? bFirst : (bBlank || j > i);
+        if ((!bLine0 && buf_append(&b, "\n", 1)) || (bPad && buf_append(&b, pad.u.s.z, pad.u.s.n)) ||
+            buf_append(&b, z + i, j - i)) {
+          buf_free(&b);
+          return nomem(r);
+        }
+        if (step(r, (int64_t)(1 + (j - i + pad.u.s.n) / 64))) { buf_free(&b); return -1; }
+        i = j + len;
+        if (c == '\r' && i < n && z[i] == '\n') i++;
       }
-      *pOut = acc;
-      return 0;
+      return buf_take(r, &b, pOut);
     }
   }
   return rerr(r, "unsupported %s", zWhat);
