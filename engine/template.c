@@ -3657,6 +3657,9 @@ static int call_filter(Render *r, int id, const char *zName, TplValue v, TplValu
       TplValue out = list_new(r->pA, l->n);
       if (out.type != TPL_LIST) return nomem(r);
       if (step(r, (int64_t)l->n)) return -1;
+      /* unique: the key of each kept item, lower-cased once */
+      TplValue *aSeen = id == F_UNIQUE ? arena_alloc(r->pA, (l->n + 1) * sizeof(TplValue)) : 0;
+      if (id == F_UNIQUE && !aSeen) return nomem(r);
       for (size_t i = 0; i < l->n; i++) {
         TplValue it = l->a[i];
         if (id == F_MAP) {
@@ -3682,16 +3685,15 @@ static int call_filter(Render *r, int id, const char *zName, TplValue v, TplValu
           static const char *const azOk[] = {"case_sensitive", 0};
           TplValue *pCase = arg_or_kw(aArg, nArg, 0, azKw, aKw, nKw, "case_sensitive");
           int bSeen = 0, bCase = pCase && truthy(*pCase);
-          TplValue key = it, kj;
+          TplValue key = it;
           if (check_nargs(r, zWhat, nArg, 0, 1) || check_kw(r, zWhat, azKw, nKw, azOk)) return -1;
           if (step(r, (int64_t)(out.u.pList->n / 8))) return -1;
           if (!bCase && it.type == TPL_STRING && str_case(r, it, 0, &key)) return -1;
-          for (size_t j = 0; j < out.u.pList->n && !bSeen; j++) {
-            kj = out.u.pList->a[j];
-            if (!bCase && kj.type == TPL_STRING && str_case(r, kj, 0, &kj)) return -1;
-            bSeen = val_eq(kj, key);
+          for (size_t j = 0; j < out.u.pList->n && !bSeen; j++) bSeen = val_eq(aSeen[j], key);
+          if (!bSeen) {
+            aSeen[out.u.pList->n] = key;
+            out.u.pList->a[out.u.pList->n++] = it;
           }
-          if (!bSeen) out.u.pList->a[out.u.pList->n++] = it;
           continue;
         }
         int b = 0;
