@@ -3434,6 +3434,66 @@ static int attr_path(Render *r, TplValue v, TplValue attr, TplValue *pOut) {
   return 0;
 }
 
+/* Python's int(s) (base 10) of a stripped string: a sign and ASCII digits
+** with single underscores between them. 0 with *pOut; 1 when s is no such
+** integer (ValueError); -1 when it is one past 64 bits. */
+static int parse_py_int(TplValue s, int64_t *pOut) {
+  const char *z = s.u.s.z;
+  size_t n = s.u.s.n, i = 0;
+  int bNeg = 0;
+  if (i < n && (z[i] == '+' || z[i] == '-')) bNeg = z[i++] == '-';
+  if (i == n || scan_digits(z, n, i) != n) return 1;
+  uint64_t x = 0, lim = bNeg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+  for (; i < n; i++) {
+    if (z[i] == '_') continue;
+    unsigned d = (unsigned)(z[i] - '0');
+    if (x > (lim - d) / 10) return -1;
+    x = x * 10 + d;
+  }
+  *pOut = bNeg ? (int64_t)(0 - x) : (int64_t)x;
+  return 0;
+}
+
+/* Python's float(s) of a stripped string: a sign, then "inf", "infinity" or
+** "nan" in any case, or decimal digits (single underscores between them)
+** with an optional fraction and exponent; no hexadecimal, which strtod
+** would take. 0 with *pOut; 1 when s is no float; -1 out of memory. */
+static int parse_py_float(Render *r, TplValue s, double *pOut) {
+  const char *z = s.u.s.z;
+  size_t n = s.u.s.n, i = 0;
+  int bNeg = 0;
+  if (i < n && (z[i] == '+' || z[i] == '-')) bNeg = z[i++] == '-';
+  if (n - i == 3 || n - i == 8) {
+    char w[9];
+    for (size_t k = 0; k < n - i; k++) w[k] = (char)(z[i + k] | 0x20);
+    w[n - i] = 0;
+    if (strcmp(w, "inf") == 0 || strcmp(w, "infinity") == 0) { *pOut = bNeg ? -INFINITY : INFINITY; return 0; }
+    if (strcmp(w, "nan") == 0) { *pOut = NAN; return 0; }
+  }
+  size_t j = scan_digits(z, n, i), nDigits = j - i;
+  if (j < n && z[j] == '.') {
+    size_t k = scan_digits(z, n, j + 1);
+    nDigits += k - j - 1;
+    j = k;
+  }
+  if (nDigits == 0) return 1;
+  if (j < n && (z[j] == 'e' || z[j] == 'E')) {
+    size_t k = j + 1;
+    if (k < n && (z[k] == '+' || z[k] == '-')) k++;
+    size_t e = scan_digits(z, n, k);
+    if (e == k) return 1;
+    j = e;
+  }
+  if (j != n) return 1;
+  char *zNum = arena_alloc(r->pA, n + 1);
+  size_t m = 0;
+  if (!zNum) return nomem(r);
+  for (size_t k = 0; k < n; k++) if (z[k] != '_') zNum[m++] = z[k];
+  zNum[m] = 0;
+  *pOut = strtod(zNum, 0); /* out of range: inf or 0, as Python */
+  return 0;
+}
+
 /* Filters: 'value | name(args)'. */
 static int call_filter(Render *r, int id, const char *zName, TplValue v, TplValue *aArg, int nArg,
                        const char **azKw, TplValue *aKw, int nKw, TplValue *pOut) {
@@ -3567,33 +3627,35 @@ static int call_filter(Render *r, int id, const char *zName, TplValue v, TplValu
       if (id == F_SAFE) { *pOut = v; return 0; }
       return to_str(r, v, pOut);
     case F_INT: case F_FLOAT: {
+      /* Jinja: int(value), else int(float(value)); float(value); the
+      ** default where Python raises ValueError or TypeError */
       if (check_nargs(r, zWhat, nArg, 0, 1)) return -1;
       TplValue def = nArg ? aArg[0] : (id == F_INT ? tpl_int(0) : tpl_float(0));
       if (v.type == TPL_INT || v.type == TPL_BOOL) { *pOut = id == F_INT ? tpl_int(v.u.i) : tpl_float((double)v.u.i); return 0; }
+      if (v.type == TPL_STRING) {
+        TplValue t = str_strip(v, 0, 1, 1);
+        double f = 0;
+        int rc;
+        if (step(r, (int64_t)(v.u.s.n / 64))) return -1;
+        if (id == F_INT) {
+          int64_t x;
+          if ((rc = parse_py_int(t, &x)) == 0) { *pOut = tpl_int(x); return 0; }
+          if (rc < 0)
+            return rerr(r, "%s: %.*s%s does not fit a 64-bit integer", zWhat, (int)(t.u.s.n > 40 ? 40 : t.u.s.n),
+                        t.u.s.z, t.u.s.n > 40 ? "..." : "");
+        }
+        if ((rc = parse_py_float(r, t, &f)) < 0) return -1;
+        if (rc) { *pOut = def; return 0; }
+        v = tpl_float(f);
+      }
       if (v.type == TPL_FLOAT) {
         if (id == F_FLOAT) { *pOut = v; return 0; }
         if (isnan(v.u.f)) { *pOut = def; return 0; } /* Python's ValueError: the default */
-        if (!(v.u.f > -9.2e18 && v.u.f < 9.2e18)) /* Python's big int: not representable */
+        if (isinf(v.u.f)) return rerr(r, "%s: cannot convert float infinity to integer", zWhat);
+        if (!(v.u.f >= -9223372036854775808.0 && v.u.f < 9223372036854775808.0)) /* Python's big int */
           return rerr(r, "%s: %g does not fit a 64-bit integer", zWhat, v.u.f);
         *pOut = tpl_int((int64_t)v.u.f);
         return 0;
-      }
-      if (v.type == TPL_STRING && v.u.s.n < 64) {
-        char buf[64], *zEnd;
-        TplValue t = str_strip(v, 0, 1, 1);
-        memcpy(buf, t.u.s.z, t.u.s.n);
-        buf[t.u.s.n] = 0;
-        if (t.u.s.n) {
-          if (id == F_INT) {
-            long long x = strtoll(buf, &zEnd, 10);
-            if (*zEnd == 0) { *pOut = tpl_int(x); return 0; }
-          }
-          double f = strtod(buf, &zEnd);
-          if (*zEnd == 0 && (buf[0] != '0' || buf[1] != 'x')) {
-            if (id == F_FLOAT) { *pOut = tpl_float(f); return 0; }
-            if (f > -9.2e18 && f < 9.2e18) { *pOut = tpl_int((int64_t)f); return 0; }
-          }
-        }
       }
       *pOut = def;
       return 0;
