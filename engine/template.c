@@ -3314,15 +3314,31 @@ static int call_global(Render *r, int id, TplValue *aArg, int nArg, const char *
       if (check_kw(r, "strftime_now", azKw, nKw, 0) || check_nargs(r, "strftime_now", nArg, 1, 1) ||
           need_str(r, "strftime_now", aArg[0])) return -1;
       if (aArg[0].u.s.n > 200) return rerr(r, "strftime_now: format over 200 bytes");
-      char zFmt[256], zOut[1024];
-      memcpy(zFmt, aArg[0].u.s.z, aArg[0].u.s.n);
-      zFmt[aArg[0].u.s.n] = 0;
-      time_t now = time(0);
+      struct timespec ts;
       struct tm tmv;
-      if (!localtime_r(&now, &tmv)) return rerr(r, "strftime_now: no local time");
-      size_t n = strftime(zOut, sizeof(zOut), zFmt, &tmv);
-      *pOut = val_str_ref(arena_strdup(r->pA, zOut, n), n);
-      if (!pOut->u.s.z) return nomem(r);
+      if (clock_gettime(CLOCK_REALTIME, &ts) || !localtime_r(&ts.tv_sec, &tmv))
+        return rerr(r, "strftime_now: no local time");
+      /* Python's datetime.now().strftime: %f is the microseconds, and %z and
+      ** %Z are empty for its naive datetime; the rest is the C library's */
+      char zFmt[1024];
+      size_t nFmt = 0;
+      const char *z = aArg[0].u.s.z;
+      size_t n = aArg[0].u.s.n;
+      for (size_t i = 0; i < n; i++) {
+        if (z[i] != '%' || i + 1 >= n) { zFmt[nFmt++] = z[i]; continue; }
+        char d = z[++i];
+        if (d == 'f') nFmt += (size_t)snprintf(zFmt + nFmt, sizeof(zFmt) - nFmt, "%06ld", (long)(ts.tv_nsec / 1000));
+        else if (d != 'z' && d != 'Z') { zFmt[nFmt++] = '%'; zFmt[nFmt++] = d; }
+      }
+      zFmt[nFmt] = 0;
+      /* strftime gives 0 when the result does not fit, or is empty: grow
+      ** the buffer until a 200-byte format cannot fill it */
+      for (size_t nCap = 1024; nCap <= 65536; nCap *= 4) {
+        char *zOut = arena_alloc(r->pA, nCap);
+        if (!zOut) return nomem(r);
+        size_t nOut = nFmt ? strftime(zOut, nCap, zFmt, &tmv) : 0;
+        if (nOut || nCap == 65536) { zOut[nOut] = 0; *pOut = val_str_ref(zOut, nOut); return 0; }
+      }
       return 0;
     }
   }
