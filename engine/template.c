@@ -19,6 +19,7 @@
 ** whose parent is the template's top level, and renders into a string.
 */
 #include "template.h"
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -823,6 +824,21 @@ static int name_is(const char *z, size_t n, const char *zLit) {
 
 /* ------------------------------------------------------------- parser */
 
+/* A name bound (for and set targets, macro parameters and names, loop) or
+** read, at a position in parse order: what the check of macros defined
+** inside for loops and macros compares. */
+typedef struct NameUse {
+  const char *z;
+  size_t n;
+  int line, pos;
+} NameUse;
+
+/* A macro defined inside a for loop or another macro: its body's positions. */
+typedef struct InnerMacro {
+  const char *zName;
+  int posStart, posEnd;
+} InnerMacro;
+
 typedef struct Parser {
   Arena *pA;
   Token *aTok;
@@ -834,6 +850,13 @@ typedef struct Parser {
   int nMacro, nMacroAlloc;
   Token **apCall;  /* calls of names that are no global function: macros */
   int nCall, nCallAlloc;
+  int nScope;      /* for loops and macros around the current token */
+  int nMacroBody;  /* macro bodies (and parameter lists) around it */
+  int nPos;        /* positions of NameUse, in parse order */
+  NameUse *aBind, *aRef; /* within the outermost for loop or macro */
+  int nBind, nBindAlloc, nRef, nRefAlloc;
+  InnerMacro *aInner;
+  int nInner, nInnerAlloc;
   char *zErr;
   size_t nErr;
 } Parser;
@@ -878,6 +901,88 @@ static int nodes_push(Parser *p, Node ***paN, int *pn, int *pnAlloc, Node *x) {
     *pnAlloc = nNew;
   }
   (*paN)[(*pn)++] = x;
+  return 0;
+}
+
+/* Records a name bound (bBind) or read inside a for loop or macro. */
+static int use_push(Parser *p, int bBind, const char *z, size_t n, int line) {
+  if (p->nScope == 0) return 0;
+  NameUse **pa = bBind ? &p->aBind : &p->aRef;
+  int *pn = bBind ? &p->nBind : &p->nRef, *pnAlloc = bBind ? &p->nBindAlloc : &p->nRefAlloc;
+  if (*pn == *pnAlloc) {
+    int nNew = *pnAlloc ? *pnAlloc * 2 : 16;
+    NameUse *a = arena_alloc(p->pA, (size_t)nNew * sizeof(NameUse));
+    if (!a) return parse_error(p, "out of memory");
+    if (*pn) memcpy(a, *pa, (size_t)*pn * sizeof(NameUse));
+    *pa = a;
+    *pnAlloc = nNew;
+  }
+  NameUse *u = &(*pa)[(*pn)++];
+  u->z = z;
+  u->n = n;
+  u->line = line;
+  u->pos = p->nPos++;
+  return 0;
+}
+
+/* qsort order of bound names: by name, then position. */
+static int use_cmp(const void *pa, const void *pb) {
+  const NameUse *a = pa, *b = pb;
+  int c = memcmp(a->z, b->z, a->n < b->n ? a->n : b->n);
+  if (c == 0) c = (a->n > b->n) - (a->n < b->n);
+  return c ? c : (a->pos > b->pos) - (a->pos < b->pos);
+}
+
+/* The first index of the sorted bindings not below the name of u at
+** position pos (binary search). */
+static int bind_bound(const Parser *p, const NameUse *u, int pos) {
+  NameUse key = *u;
+  int lo = 0, hi = p->nBind;
+  key.pos = pos;
+  while (lo < hi) {
+    int mid = lo + (hi - lo) / 2;
+    if (use_cmp(&p->aBind[mid], &key) < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/* Starts a for loop or macro; the outermost one starts empty records. */
+static void scope_begin(Parser *p) {
+  if (p->nScope++ == 0) p->nBind = p->nRef = p->nInner = 0;
+}
+
+/* Ends a for loop or macro. At the end of the outermost one, refuses each
+** macro defined inside it whose body reads a name bound around it but
+** outside it: a macro's frame sees only its arguments and the top level,
+** where Jinja's would see the enclosing loop's or macro's variables. */
+static int scope_end(Parser *p) {
+  if (--p->nScope > 0 || p->nInner == 0) return 0;
+  qsort(p->aBind, (size_t)p->nBind, sizeof(NameUse), use_cmp);
+  for (int m = 0; m < p->nInner; m++) {
+    const InnerMacro *M = &p->aInner[m];
+    int lo = 0, hi = p->nRef;
+    while (lo < hi) { /* the first read inside M (reads are in order) */
+      int mid = lo + (hi - lo) / 2;
+      if (p->aRef[mid].pos < M->posStart) lo = mid + 1;
+      else hi = mid;
+    }
+    for (int k = lo; k < p->nRef && p->aRef[k].pos < M->posEnd; k++) {
+      /* the name's bindings, sorted by position, run from a to e: one in
+      ** M (a parameter, a set) makes it M's own; else the first before M
+      ** or the last after it is bound around M */
+      NameUse key = p->aRef[k];
+      int a = bind_bound(p, &key, -1), e = bind_bound(p, &key, INT_MAX), in = bind_bound(p, &key, M->posStart);
+      int bOutside = e > a && !(in < e && p->aBind[in].pos < M->posEnd) &&
+                     (p->aBind[a].pos < M->posStart || p->aBind[e - 1].pos >= M->posEnd);
+      if (bOutside) {
+        snprintf(p->zErr, p->nErr,
+                 "line %d: unsupported use of '%.*s' in macro '%s': a macro defined in a for loop or macro "
+                 "sees only its arguments and the top level", key.line, (int)key.n, key.z, M->zName);
+        return -1;
+      }
+    }
+  }
   return 0;
 }
 
@@ -1098,7 +1203,18 @@ static Node *parse_primary(Parser *p) {
     if (name_is(t->z, t->n, "true") || name_is(t->z, t->n, "True")) n->v = tpl_bool(1);
     else if (name_is(t->z, t->n, "false") || name_is(t->z, t->n, "False")) n->v = tpl_bool(0);
     else if (name_is(t->z, t->n, "none") || name_is(t->z, t->n, "None")) n->v = tpl_none();
-    else { n->kind = N_NAME; n->zName = t->z; n->nName = t->n; }
+    else {
+      n->kind = N_NAME;
+      n->zName = t->z;
+      n->nName = t->n;
+      /* Jinja gives a macro that reads these extra arguments or a caller */
+      if (p->nMacroBody && (name_is(t->z, t->n, "varargs") || name_is(t->z, t->n, "kwargs") ||
+                            name_is(t->z, t->n, "caller"))) {
+        parse_error(p, "unsupported '%.*s' in a macro", (int)t->n, t->z);
+        return 0;
+      }
+      if (use_push(p, 0, t->z, t->n, t->line)) return 0;
+    }
   } else if (t->type == TK_STRING) {
     /* adjacent literals concatenate */
     size_t nTotal = 0, i0 = p->iTok;
@@ -1396,6 +1512,7 @@ static int parse_targets(Parser *p, Node *n) {
     }
     n->azTarget[n->nTarget] = arena_strdup(p->pA, t->z, t->n);
     if (!n->azTarget[n->nTarget]) return parse_error(p, "out of memory");
+    if (use_push(p, 1, t->z, t->n, t->line)) return -1;
     n->nTarget++;
     if (!tok_is_op(peek(p), OP_COMMA)) return 0;
     next_tok(p);
@@ -1438,7 +1555,8 @@ static Node *parse_statement(Parser *p) {
   } else if (name_is(t->z, t->n, "for")) {
     static const char *const azEnd[] = {"else", "endfor", 0};
     n = node_new(p, N_FOR);
-    if (!n || parse_targets(p, n)) return 0;
+    scope_begin(p);
+    if (!n || use_push(p, 1, "loop", 4, n->line) || parse_targets(p, n)) return 0;
     if (!tok_is_name(peek(p), "in")) { parse_error(p, "expected 'in' in a for tag"); return 0; }
     next_tok(p);
     /* the iterable is parsed without 'if' (that is the loop filter) */
@@ -1462,7 +1580,7 @@ static Node *parse_statement(Parser *p) {
       n->pElse = parse_body(p, azEndFor, &pEnd);
       if (!n->pElse) return 0;
     }
-    if (expect_block_end(p)) return 0;
+    if (expect_block_end(p) || scope_end(p)) return 0;
   } else if (name_is(t->z, t->n, "set")) {
     n = node_new(p, N_SET);
     if (!n) return 0;
@@ -1475,6 +1593,7 @@ static Node *parse_statement(Parser *p) {
       n->zName = arena_strdup(p->pA, a->z, a->n);
       n->zAttr = arena_strdup(p->pA, b->z, b->n);
       if (!n->zName || !n->zAttr) { parse_error(p, "out of memory"); return 0; }
+      if (use_push(p, 0, a->z, a->n, a->line)) return 0;
     } else if (parse_targets(p, n)) {
       return 0;
     }
@@ -1503,7 +1622,12 @@ static Node *parse_statement(Parser *p) {
     n = node_new(p, N_MACRO);
     if (!n) return 0;
     n->zName = arena_strdup(p->pA, pName->z, pName->n);
-    if (!n->zName || expect_op(p, OP_LPAREN, "(")) return 0;
+    if (!n->zName || use_push(p, 1, pName->z, pName->n, pName->line)) return 0;
+    int bInner = p->nScope > 0, posStart;
+    scope_begin(p);
+    posStart = p->nPos;
+    p->nMacroBody++;
+    if (expect_op(p, OP_LPAREN, "(")) return 0;
     while (!tok_is_op(peek(p), OP_RPAREN)) {
       if (n->nTarget > 0 && expect_op(p, OP_COMMA, ",")) return 0;
       Token *a = next_tok(p);
@@ -1523,6 +1647,7 @@ static Node *parse_statement(Parser *p) {
       }
       n->azTarget[n->nTarget] = arena_strdup(p->pA, a->z, a->n);
       if (!n->azTarget[n->nTarget]) { parse_error(p, "out of memory"); return 0; }
+      if (use_push(p, 1, a->z, a->n, a->line)) return 0;
       n->aArg[n->nTarget] = 0;
       if (tok_is_op(peek(p), OP_ASSIGN)) {
         next_tok(p);
@@ -1541,7 +1666,23 @@ static Node *parse_statement(Parser *p) {
     p->nLoop = 0; /* a loop around the definition is not around the body */
     n->a = parse_body(p, azEnd, &pEnd);
     p->nLoop = nSavedLoop;
+    p->nMacroBody--;
     if (!n->a || expect_block_end(p)) return 0;
+    if (bInner) {
+      if (p->nInner == p->nInnerAlloc) {
+        int nNew = p->nInnerAlloc ? p->nInnerAlloc * 2 : 8;
+        InnerMacro *a = arena_alloc(p->pA, (size_t)nNew * sizeof(InnerMacro));
+        if (!a) { parse_error(p, "out of memory"); return 0; }
+        if (p->nInner) memcpy(a, p->aInner, (size_t)p->nInner * sizeof(InnerMacro));
+        p->aInner = a;
+        p->nInnerAlloc = nNew;
+      }
+      InnerMacro *im = &p->aInner[p->nInner++];
+      im->zName = n->zName;
+      im->posStart = posStart;
+      im->posEnd = p->nPos;
+    }
+    if (scope_end(p)) return 0;
     if (p->nMacro == p->nMacroAlloc) {
       int nNew = p->nMacroAlloc ? p->nMacroAlloc * 2 : 8;
       const char **a = arena_alloc(p->pA, (size_t)nNew * sizeof(char *));
@@ -1843,6 +1984,27 @@ static int truthy(TplValue v) {
   }
 }
 
+/* Orders integer i against float f exactly, as CPython's float_richcompare
+** (converting i to a double would make 2**53 + 1 equal 2.0**53): -1, 0 or
+** 1, or 2 when f is NaN. */
+static int cmp_int_float(int64_t i, double f) {
+  if (isnan(f)) return 2;
+  if (f >= 9223372036854775808.0) return -1;
+  if (f < -9223372036854775808.0) return 1;
+  double fl = floor(f); /* in [-2**63, 2**63): an exact int64 */
+  int64_t k = (int64_t)fl;
+  if (i != k) return i < k ? -1 : 1;
+  return fl < f ? -1 : 0;
+}
+
+/* Orders two numbers as Python does: -1, 0, 1, or 2 when one is NaN. */
+static int num_cmp(TplValue a, TplValue b) {
+  if (a.type != TPL_FLOAT && b.type != TPL_FLOAT) return a.u.i < b.u.i ? -1 : a.u.i > b.u.i;
+  if (a.type != TPL_FLOAT) return cmp_int_float(a.u.i, b.u.f);
+  if (b.type != TPL_FLOAT) { int c = cmp_int_float(b.u.i, a.u.f); return c == 2 ? 2 : -c; }
+  return a.u.f < b.u.f ? -1 : a.u.f > b.u.f ? 1 : a.u.f == b.u.f ? 0 : 2;
+}
+
 static int val_eq_depth(TplValue a, TplValue b, int depth);
 
 /* Python equality (Undefined equals only Undefined). Values nested deeper
@@ -1851,16 +2013,13 @@ static int val_eq(TplValue a, TplValue b) { return val_eq_depth(a, b, 0); }
 
 static int val_eq_depth(TplValue a, TplValue b, int depth) {
   if (depth > TPL_MAX_VALUE_DEPTH) return 0;
-  if (is_num(a) && is_num(b)) {
-    if (a.type != TPL_FLOAT && b.type != TPL_FLOAT) return a.u.i == b.u.i;
-    return num_f(a) == num_f(b);
-  }
+  if (is_num(a) && is_num(b)) return num_cmp(a, b) == 0;
   if (a.type != b.type) return 0;
   switch (a.type) {
     case TPL_UNDEFINED: case TPL_NONE: return 1;
     case TPL_STRING: return a.u.s.n == b.u.s.n && memcmp(a.u.s.z, b.u.s.z, a.u.s.n) == 0;
-    case TPL_LIST:
-      if (a.u.pList->n != b.u.pList->n) return 0;
+    case TPL_LIST: /* a list never equals a tuple */
+      if (a.u.pList->n != b.u.pList->n || a.u.pList->bTuple != b.u.pList->bTuple) return 0;
       for (size_t i = 0; i < a.u.pList->n; i++)
         if (!val_eq_depth(a.u.pList->a[i], b.u.pList->a[i], depth + 1)) return 0;
       return 1;
@@ -2428,7 +2587,11 @@ static int arith(Render *r, int op, TplValue a, TplValue b, TplValue *pOut) {
         z = op == OP_FLOORDIV ? floordiv64(x, y) : x - floordiv64(x, y) * y;
         break;
       case OP_POW:
-        if (y < 0) { *pOut = tpl_float(pow((double)x, (double)y)); return 0; }
+        if (y < 0) {
+          if (x == 0) return rerr(r, "0.0 cannot be raised to a negative power");
+          *pOut = tpl_float(pow((double)x, (double)y));
+          return 0;
+        }
         z = 1;
         for (int64_t i = 0; i < y; i++) {
           if (__builtin_mul_overflow(z, x, &z)) goto overflow;
@@ -2448,13 +2611,32 @@ static int arith(Render *r, int op, TplValue a, TplValue b, TplValue *pOut) {
     case OP_SUB: z = x - y; break;
     case OP_MUL: z = x * y; break;
     case OP_DIV: if (y == 0) return rerr(r, "float division by zero"); z = x / y; break;
-    case OP_FLOORDIV: if (y == 0) return rerr(r, "float floor division by zero"); z = floor(x / y); break;
-    case OP_MOD:
-      if (y == 0) return rerr(r, "float modulo by zero");
-      z = fmod(x, y);
-      if (z != 0 && ((z < 0) != (y < 0))) z += y;
+    case OP_FLOORDIV: case OP_MOD: {
+      if (y == 0) return rerr(r, "float %s by zero", op == OP_MOD ? "modulo" : "floor division");
+      /* CPython's float_divmod: floor(x / y) can be one off (1 // 0.1 is 9.0) */
+      double mod = fmod(x, y), div = (x - mod) / y;
+      if (mod != 0) {
+        if ((y < 0) != (mod < 0)) { mod += y; div -= 1.0; }
+      } else {
+        mod = copysign(0.0, y);
+      }
+      if (div != 0) {
+        double fl = floor(div);
+        z = div - fl > 0.5 ? fl + 1.0 : fl;
+      } else {
+        z = copysign(0.0, x / y);
+      }
+      if (op == OP_MOD) z = mod;
       break;
-    case OP_POW: z = pow(x, y); break;
+    }
+    case OP_POW:
+      /* Python raises where C's pow gives inf or NaN from finite operands */
+      if (x == 0 && y < 0) return rerr(r, "0.0 cannot be raised to a negative power");
+      if (x < 0 && isfinite(y) && y != floor(y))
+        return rerr(r, "negative number cannot be raised to a fractional power");
+      z = pow(x, y);
+      if (isinf(z) && isfinite(x) && isfinite(y)) return rerr(r, "float power: numerical result out of range");
+      break;
   }
   *pOut = tpl_float(z);
   return 0;
@@ -2463,13 +2645,9 @@ static int arith(Render *r, int op, TplValue a, TplValue b, TplValue *pOut) {
 /* Ordering with Python's rules: numbers, strings, lists. */
 static int compare_order(Render *r, TplValue a, TplValue b, int *pCmp) {
   if (r->depth > TPL_MAX_VALUE_DEPTH) return rerr(r, "values nested deeper than %d compared", TPL_MAX_VALUE_DEPTH);
-  if (is_num(a) && is_num(b)) {
-    if (a.type != TPL_FLOAT && b.type != TPL_FLOAT) *pCmp = a.u.i < b.u.i ? -1 : a.u.i > b.u.i;
-    else { double x = num_f(a), y = num_f(b); *pCmp = x < y ? -1 : x > y ? 1 : (x == y ? 0 : 2); }
-    return 0;
-  }
+  if (is_num(a) && is_num(b)) { *pCmp = num_cmp(a, b); return 0; }
   if (a.type == TPL_STRING && b.type == TPL_STRING) { *pCmp = key_cmp(a, b); return 0; }
-  if (a.type == TPL_LIST && b.type == TPL_LIST) {
+  if (a.type == TPL_LIST && b.type == TPL_LIST && a.u.pList->bTuple == b.u.pList->bTuple) {
     TplList *x = a.u.pList, *y = b.u.pList;
     for (size_t i = 0; i < x->n && i < y->n; i++) {
       if (val_eq(x->a[i], y->a[i])) continue;
@@ -3416,11 +3594,22 @@ static int call_test(Render *r, int id, const char *zName, TplValue v, TplValue 
       return 0;
     }
     case T_CALLABLE: *pb = v.type == TPL_FUNCTION || v.type == TPL_MACRO; return 0;
-    case T_SAMEAS:
-      *pb = v.type == aArg[0].type && (v.type == TPL_NONE || v.type == TPL_UNDEFINED ||
-            (v.type == TPL_BOOL && v.u.i == aArg[0].u.i) ||
-            ((v.type == TPL_LIST || v.type == TPL_DICT || v.type == TPL_NAMESPACE) && v.u.p == aArg[0].u.p));
+    case T_SAMEAS: {
+      /* Python's 'is': values are copied here, so identity is what CPython
+      ** gives for equal values: the cached ints -5 to 256, the empty and
+      ** one-character Latin-1 strings, the same string bytes, the same
+      ** list or dict; other equal numbers are distinct objects */
+      TplValue w = aArg[0];
+      size_t len = 0;
+      *pb = v.type == w.type && (v.type == TPL_NONE || v.type == TPL_UNDEFINED ||
+            (v.type == TPL_BOOL && v.u.i == w.u.i) ||
+            (v.type == TPL_INT && v.u.i == w.u.i && v.u.i >= -5 && v.u.i <= 256) ||
+            (v.type == TPL_STRING && v.u.s.n == w.u.s.n && memcmp(v.u.s.z, w.u.s.z, v.u.s.n) == 0 &&
+             (v.u.s.z == w.u.s.z || v.u.s.n == 0 ||
+              (utf8_next((const unsigned char *)v.u.s.z, v.u.s.n, &len) < 0x100 && len == v.u.s.n))) ||
+            ((v.type == TPL_LIST || v.type == TPL_DICT || v.type == TPL_NAMESPACE) && v.u.p == w.u.p));
       return 0;
+    }
   }
   return rerr(r, "unsupported test '%s'", zName);
 }
@@ -3750,6 +3939,8 @@ static int call_filter(Render *r, int id, const char *zName, TplValue v, TplValu
     }
     case F_SELECT: case F_REJECT: case F_SELECTATTR: case F_REJECTATTR: case F_MAP: case F_UNIQUE: {
       TplList *l;
+      /* Jinja's map and select family yield nothing for a false value */
+      if (id != F_UNIQUE && !truthy(v)) v = val_undef();
       if (iter_items(r, v, &l)) return -1;
       TplValue out = list_new(r->pA, l->n);
       if (out.type != TPL_LIST) return nomem(r);
