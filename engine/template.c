@@ -19,6 +19,7 @@
 ** whose parent is the template's top level, and renders into a string.
 */
 #include "template.h"
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -286,6 +287,12 @@ static int cp_isspace(unsigned c) {
          c == 0x202F || c == 0x205F || c == 0x3000;
 }
 
+/* A line boundary of Python's str.splitlines(): \n \r \v \f \x1c-\x1e
+** \x85 U+2028 U+2029 (\r\n is one, which the caller joins). */
+static int cp_linebreak(unsigned c) {
+  return (c >= 0x0A && c <= 0x0D) || (c >= 0x1C && c <= 0x1E) || c == 0x85 || c == 0x2028 || c == 0x2029;
+}
+
 /* Bytes of leading whitespace in z[0..n). */
 static size_t ws_prefix(const char *z, size_t n) {
   size_t i = 0, len;
@@ -319,11 +326,24 @@ static size_t utf8_count(const char *z, size_t n) {
   return k;
 }
 
+/* The first occurrence of zs[0..ns) (ns >= 1) in z[0..n), or NULL. glibc's
+** memmem is linear in n + ns (two-way for long needles): a naive scan is
+** O(n * ns), which the steps charged per byte searched would not bound. */
+static const char *str_find(const char *z, size_t n, const char *zs, size_t ns) {
+  return memmem(z, n, zs, ns);
+}
+
 /* ------------------------------------------------------------- buffer */
 
+/* A growing byte buffer (malloc'd). With pA set, the bytes it holds count
+** toward that arena's limit, so that temporary results (replace, join,
+** macro bodies and set blocks being rendered, nested many deep) cannot
+** hold more memory than the render's budget; the arena's bOverLimit then
+** says why an append failed. */
 typedef struct Buf {
   char *z;
   size_t n, nAlloc, nMax; /* nMax 0 = unlimited */
+  Arena *pA;              /* charged for nAlloc; NULL = not counted */
   int bOver, bNoMem;
 } Buf;
 
@@ -332,9 +352,20 @@ static int buf_append(Buf *b, const char *z, size_t n) {
   if (b->nMax && (n > b->nMax || b->n > b->nMax - n)) { b->bOver = 1; return -1; }
   if (b->n + n + 1 > b->nAlloc) {
     size_t nNew = b->nAlloc ? b->nAlloc : 256;
-    while (nNew < b->n + n + 1) nNew *= 2;
+    while (nNew < b->n + n + 1) {
+      if (nNew > ((size_t)1 << 40)) { b->bNoMem = 1; return -1; }
+      nNew *= 2;
+    }
+    Arena *a = b->pA;
+    size_t nMore = nNew - b->nAlloc;
+    if (a && a->nLimit && (nMore > a->nLimit || a->nTotal > a->nLimit - nMore)) {
+      a->bOverLimit = 1;
+      b->bNoMem = 1;
+      return -1;
+    }
     char *zNew = realloc(b->z, nNew);
     if (!zNew) { b->bNoMem = 1; return -1; }
+    if (a) a->nTotal += nMore;
     b->z = zNew;
     b->nAlloc = nNew;
   }
@@ -345,6 +376,14 @@ static int buf_append(Buf *b, const char *z, size_t n) {
 }
 
 static int buf_puts(Buf *b, const char *z) { return buf_append(b, z, strlen(z)); }
+
+/* Frees the buffer's bytes and gives them back to the arena's budget. */
+static void buf_free(Buf *b) {
+  free(b->z);
+  if (b->pA) b->pA->nTotal -= b->nAlloc;
+  b->z = 0;
+  b->n = b->nAlloc = 0;
+}
 
 /* ------------------------------------------------------------- lexer */
 
@@ -670,6 +709,8 @@ static int lex_all(Lexer *x) {
       if (j > x->pos && x->z[j - 1] == '-') {
         after += ws_prefix(x->z + after, x->n - after);
         bLineStart = after > j + 2 && x->z[after - 1] == '\n';
+      } else if (j > x->pos && x->z[j - 1] == '+') {
+        bLineStart = 0; /* Jinja's \+#} keeps the newline after it */
       } else {
         if (after < x->n && x->z[after] == '\n') after++;
         bLineStart = after > j + 2;
@@ -783,6 +824,21 @@ static int name_is(const char *z, size_t n, const char *zLit) {
 
 /* ------------------------------------------------------------- parser */
 
+/* A name bound (for and set targets, macro parameters and names, loop) or
+** read, at a position in parse order: what the check of macros defined
+** inside for loops and macros compares. */
+typedef struct NameUse {
+  const char *z;
+  size_t n;
+  int line, pos;
+} NameUse;
+
+/* A macro defined inside a for loop or another macro: its body's positions. */
+typedef struct InnerMacro {
+  const char *zName;
+  int posStart, posEnd;
+} InnerMacro;
+
 typedef struct Parser {
   Arena *pA;
   Token *aTok;
@@ -794,6 +850,13 @@ typedef struct Parser {
   int nMacro, nMacroAlloc;
   Token **apCall;  /* calls of names that are no global function: macros */
   int nCall, nCallAlloc;
+  int nScope;      /* for loops and macros around the current token */
+  int nMacroBody;  /* macro bodies (and parameter lists) around it */
+  int nPos;        /* positions of NameUse, in parse order */
+  NameUse *aBind, *aRef; /* within the outermost for loop or macro */
+  int nBind, nBindAlloc, nRef, nRefAlloc;
+  InnerMacro *aInner;
+  int nInner, nInnerAlloc;
   char *zErr;
   size_t nErr;
 } Parser;
@@ -838,6 +901,88 @@ static int nodes_push(Parser *p, Node ***paN, int *pn, int *pnAlloc, Node *x) {
     *pnAlloc = nNew;
   }
   (*paN)[(*pn)++] = x;
+  return 0;
+}
+
+/* Records a name bound (bBind) or read inside a for loop or macro. */
+static int use_push(Parser *p, int bBind, const char *z, size_t n, int line) {
+  if (p->nScope == 0) return 0;
+  NameUse **pa = bBind ? &p->aBind : &p->aRef;
+  int *pn = bBind ? &p->nBind : &p->nRef, *pnAlloc = bBind ? &p->nBindAlloc : &p->nRefAlloc;
+  if (*pn == *pnAlloc) {
+    int nNew = *pnAlloc ? *pnAlloc * 2 : 16;
+    NameUse *a = arena_alloc(p->pA, (size_t)nNew * sizeof(NameUse));
+    if (!a) return parse_error(p, "out of memory");
+    if (*pn) memcpy(a, *pa, (size_t)*pn * sizeof(NameUse));
+    *pa = a;
+    *pnAlloc = nNew;
+  }
+  NameUse *u = &(*pa)[(*pn)++];
+  u->z = z;
+  u->n = n;
+  u->line = line;
+  u->pos = p->nPos++;
+  return 0;
+}
+
+/* qsort order of bound names: by name, then position. */
+static int use_cmp(const void *pa, const void *pb) {
+  const NameUse *a = pa, *b = pb;
+  int c = memcmp(a->z, b->z, a->n < b->n ? a->n : b->n);
+  if (c == 0) c = (a->n > b->n) - (a->n < b->n);
+  return c ? c : (a->pos > b->pos) - (a->pos < b->pos);
+}
+
+/* The first index of the sorted bindings not below the name of u at
+** position pos (binary search). */
+static int bind_bound(const Parser *p, const NameUse *u, int pos) {
+  NameUse key = *u;
+  int lo = 0, hi = p->nBind;
+  key.pos = pos;
+  while (lo < hi) {
+    int mid = lo + (hi - lo) / 2;
+    if (use_cmp(&p->aBind[mid], &key) < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/* Starts a for loop or macro; the outermost one starts empty records. */
+static void scope_begin(Parser *p) {
+  if (p->nScope++ == 0) p->nBind = p->nRef = p->nInner = 0;
+}
+
+/* Ends a for loop or macro. At the end of the outermost one, refuses each
+** macro defined inside it whose body reads a name bound around it but
+** outside it: a macro's frame sees only its arguments and the top level,
+** where Jinja's would see the enclosing loop's or macro's variables. */
+static int scope_end(Parser *p) {
+  if (--p->nScope > 0 || p->nInner == 0) return 0;
+  qsort(p->aBind, (size_t)p->nBind, sizeof(NameUse), use_cmp);
+  for (int m = 0; m < p->nInner; m++) {
+    const InnerMacro *M = &p->aInner[m];
+    int lo = 0, hi = p->nRef;
+    while (lo < hi) { /* the first read inside M (reads are in order) */
+      int mid = lo + (hi - lo) / 2;
+      if (p->aRef[mid].pos < M->posStart) lo = mid + 1;
+      else hi = mid;
+    }
+    for (int k = lo; k < p->nRef && p->aRef[k].pos < M->posEnd; k++) {
+      /* the name's bindings, sorted by position, run from a to e: one in
+      ** M (a parameter, a set) makes it M's own; else the first before M
+      ** or the last after it is bound around M */
+      NameUse key = p->aRef[k];
+      int a = bind_bound(p, &key, -1), e = bind_bound(p, &key, INT_MAX), in = bind_bound(p, &key, M->posStart);
+      int bOutside = e > a && !(in < e && p->aBind[in].pos < M->posEnd) &&
+                     (p->aBind[a].pos < M->posStart || p->aBind[e - 1].pos >= M->posEnd);
+      if (bOutside) {
+        snprintf(p->zErr, p->nErr,
+                 "line %d: unsupported use of '%.*s' in macro '%s': a macro defined in a for loop or macro "
+                 "sees only its arguments and the top level", key.line, (int)key.n, key.z, M->zName);
+        return -1;
+      }
+    }
+  }
   return 0;
 }
 
@@ -1058,7 +1203,18 @@ static Node *parse_primary(Parser *p) {
     if (name_is(t->z, t->n, "true") || name_is(t->z, t->n, "True")) n->v = tpl_bool(1);
     else if (name_is(t->z, t->n, "false") || name_is(t->z, t->n, "False")) n->v = tpl_bool(0);
     else if (name_is(t->z, t->n, "none") || name_is(t->z, t->n, "None")) n->v = tpl_none();
-    else { n->kind = N_NAME; n->zName = t->z; n->nName = t->n; }
+    else {
+      n->kind = N_NAME;
+      n->zName = t->z;
+      n->nName = t->n;
+      /* Jinja gives a macro that reads these extra arguments or a caller */
+      if (p->nMacroBody && (name_is(t->z, t->n, "varargs") || name_is(t->z, t->n, "kwargs") ||
+                            name_is(t->z, t->n, "caller"))) {
+        parse_error(p, "unsupported '%.*s' in a macro", (int)t->n, t->z);
+        return 0;
+      }
+      if (use_push(p, 0, t->z, t->n, t->line)) return 0;
+    }
   } else if (t->type == TK_STRING) {
     /* adjacent literals concatenate */
     size_t nTotal = 0, i0 = p->iTok;
@@ -1356,6 +1512,7 @@ static int parse_targets(Parser *p, Node *n) {
     }
     n->azTarget[n->nTarget] = arena_strdup(p->pA, t->z, t->n);
     if (!n->azTarget[n->nTarget]) return parse_error(p, "out of memory");
+    if (use_push(p, 1, t->z, t->n, t->line)) return -1;
     n->nTarget++;
     if (!tok_is_op(peek(p), OP_COMMA)) return 0;
     next_tok(p);
@@ -1398,7 +1555,8 @@ static Node *parse_statement(Parser *p) {
   } else if (name_is(t->z, t->n, "for")) {
     static const char *const azEnd[] = {"else", "endfor", 0};
     n = node_new(p, N_FOR);
-    if (!n || parse_targets(p, n)) return 0;
+    scope_begin(p);
+    if (!n || use_push(p, 1, "loop", 4, n->line) || parse_targets(p, n)) return 0;
     if (!tok_is_name(peek(p), "in")) { parse_error(p, "expected 'in' in a for tag"); return 0; }
     next_tok(p);
     /* the iterable is parsed without 'if' (that is the loop filter) */
@@ -1422,7 +1580,7 @@ static Node *parse_statement(Parser *p) {
       n->pElse = parse_body(p, azEndFor, &pEnd);
       if (!n->pElse) return 0;
     }
-    if (expect_block_end(p)) return 0;
+    if (expect_block_end(p) || scope_end(p)) return 0;
   } else if (name_is(t->z, t->n, "set")) {
     n = node_new(p, N_SET);
     if (!n) return 0;
@@ -1435,6 +1593,7 @@ static Node *parse_statement(Parser *p) {
       n->zName = arena_strdup(p->pA, a->z, a->n);
       n->zAttr = arena_strdup(p->pA, b->z, b->n);
       if (!n->zName || !n->zAttr) { parse_error(p, "out of memory"); return 0; }
+      if (use_push(p, 0, a->z, a->n, a->line)) return 0;
     } else if (parse_targets(p, n)) {
       return 0;
     }
@@ -1463,7 +1622,12 @@ static Node *parse_statement(Parser *p) {
     n = node_new(p, N_MACRO);
     if (!n) return 0;
     n->zName = arena_strdup(p->pA, pName->z, pName->n);
-    if (!n->zName || expect_op(p, OP_LPAREN, "(")) return 0;
+    if (!n->zName || use_push(p, 1, pName->z, pName->n, pName->line)) return 0;
+    int bInner = p->nScope > 0, posStart;
+    scope_begin(p);
+    posStart = p->nPos;
+    p->nMacroBody++;
+    if (expect_op(p, OP_LPAREN, "(")) return 0;
     while (!tok_is_op(peek(p), OP_RPAREN)) {
       if (n->nTarget > 0 && expect_op(p, OP_COMMA, ",")) return 0;
       Token *a = next_tok(p);
@@ -1483,6 +1647,7 @@ static Node *parse_statement(Parser *p) {
       }
       n->azTarget[n->nTarget] = arena_strdup(p->pA, a->z, a->n);
       if (!n->azTarget[n->nTarget]) { parse_error(p, "out of memory"); return 0; }
+      if (use_push(p, 1, a->z, a->n, a->line)) return 0;
       n->aArg[n->nTarget] = 0;
       if (tok_is_op(peek(p), OP_ASSIGN)) {
         next_tok(p);
@@ -1501,7 +1666,23 @@ static Node *parse_statement(Parser *p) {
     p->nLoop = 0; /* a loop around the definition is not around the body */
     n->a = parse_body(p, azEnd, &pEnd);
     p->nLoop = nSavedLoop;
+    p->nMacroBody--;
     if (!n->a || expect_block_end(p)) return 0;
+    if (bInner) {
+      if (p->nInner == p->nInnerAlloc) {
+        int nNew = p->nInnerAlloc ? p->nInnerAlloc * 2 : 8;
+        InnerMacro *a = arena_alloc(p->pA, (size_t)nNew * sizeof(InnerMacro));
+        if (!a) { parse_error(p, "out of memory"); return 0; }
+        if (p->nInner) memcpy(a, p->aInner, (size_t)p->nInner * sizeof(InnerMacro));
+        p->aInner = a;
+        p->nInnerAlloc = nNew;
+      }
+      InnerMacro *im = &p->aInner[p->nInner++];
+      im->zName = n->zName;
+      im->posStart = posStart;
+      im->posEnd = p->nPos;
+    }
+    if (scope_end(p)) return 0;
     if (p->nMacro == p->nMacroAlloc) {
       int nNew = p->nMacroAlloc ? p->nMacroAlloc * 2 : 8;
       const char **a = arena_alloc(p->pA, (size_t)nNew * sizeof(char *));
@@ -1585,6 +1766,18 @@ static Node *parse_body(Parser *p, const char *const *azEnd, Token **ppEnd) {
   }
 }
 
+/* Byte order of the name z[0..n) against the NUL-terminated zName. */
+static int name_order(const char *z, size_t n, const char *zName) {
+  size_t m = strlen(zName);
+  int c = memcmp(z, zName, n < m ? n : m);
+  return c ? c : (n > m) - (n < m);
+}
+
+/* qsort order of two macro names (byte order). */
+static int macro_name_cmp(const void *a, const void *b) {
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 void tpl_free(TplProgram *p) {
   if (!p) return;
   arena_free(&p->arena);
@@ -1640,11 +1833,18 @@ int tpl_compile(const char *zSrc, size_t nSrc, TplProgram **ppProg, char *zErr, 
   p.nErr = nErr;
   prog->pRoot = parse_body(&p, 0, 0);
   if (!prog->pRoot) goto fail;
+  /* each call against the sorted macro names: comparing every call with
+  ** every name was quadratic (a 1 MiB template took seconds) */
+  if (p.nMacro > 1) qsort(p.azMacro, (size_t)p.nMacro, sizeof(char *), macro_name_cmp);
   for (int i = 0; i < p.nCall; i++) {
     Token *t = p.apCall[i];
-    int bFound = 0;
-    for (int k = 0; k < p.nMacro && !bFound; k++) bFound = name_is(t->z, t->n, p.azMacro[k]);
-    if (!bFound) {
+    int lo = 0, hi = p.nMacro;
+    while (lo < hi) {
+      int mid = lo + (hi - lo) / 2;
+      if (name_order(t->z, t->n, p.azMacro[mid]) > 0) lo = mid + 1;
+      else hi = mid;
+    }
+    if (lo == p.nMacro || !name_is(t->z, t->n, p.azMacro[lo])) {
       snprintf(zErr, nErr, "line %d: unsupported function '%.*s'", t->line, (int)t->n, t->z);
       goto fail;
     }
@@ -1720,6 +1920,31 @@ static int nomem(Render *r) {
   return rerr(r, "out of memory");
 }
 
+/* An empty buffer for a temporary result, counted against the render's
+** memory limit; nMax (0 = none) caps its bytes. */
+static void buf_init(Render *r, Buf *b, size_t nMax) {
+  memset(b, 0, sizeof(*b));
+  b->nMax = nMax;
+  b->pA = r->pA;
+}
+
+/* The error of a failed append to b: its byte cap (the output limit), the
+** memory limit, or out of memory. */
+static int buf_error(Render *r, const Buf *b) {
+  if (b->bOver) return rerr(r, "output limit of %zu bytes exceeded", b->nMax);
+  return nomem(r);
+}
+
+/* The buffer's bytes as a string value in the arena; frees the buffer. */
+static int buf_take(Render *r, Buf *b, TplValue *pOut) {
+  char *z = arena_strdup(r->pA, b->z ? b->z : "", b->n);
+  size_t n = b->n;
+  buf_free(b);
+  if (!z) return nomem(r);
+  *pOut = val_str_ref(z, n);
+  return 0;
+}
+
 /* Charges n steps; an error once over the limit. */
 static int step(Render *r, int64_t n) {
   r->nSteps += n;
@@ -1759,6 +1984,27 @@ static int truthy(TplValue v) {
   }
 }
 
+/* Orders integer i against float f exactly, as CPython's float_richcompare
+** (converting i to a double would make 2**53 + 1 equal 2.0**53): -1, 0 or
+** 1, or 2 when f is NaN. */
+static int cmp_int_float(int64_t i, double f) {
+  if (isnan(f)) return 2;
+  if (f >= 9223372036854775808.0) return -1;
+  if (f < -9223372036854775808.0) return 1;
+  double fl = floor(f); /* in [-2**63, 2**63): an exact int64 */
+  int64_t k = (int64_t)fl;
+  if (i != k) return i < k ? -1 : 1;
+  return fl < f ? -1 : 0;
+}
+
+/* Orders two numbers as Python does: -1, 0, 1, or 2 when one is NaN. */
+static int num_cmp(TplValue a, TplValue b) {
+  if (a.type != TPL_FLOAT && b.type != TPL_FLOAT) return a.u.i < b.u.i ? -1 : a.u.i > b.u.i;
+  if (a.type != TPL_FLOAT) return cmp_int_float(a.u.i, b.u.f);
+  if (b.type != TPL_FLOAT) { int c = cmp_int_float(b.u.i, a.u.f); return c == 2 ? 2 : -c; }
+  return a.u.f < b.u.f ? -1 : a.u.f > b.u.f ? 1 : a.u.f == b.u.f ? 0 : 2;
+}
+
 static int val_eq_depth(TplValue a, TplValue b, int depth);
 
 /* Python equality (Undefined equals only Undefined). Values nested deeper
@@ -1767,16 +2013,13 @@ static int val_eq(TplValue a, TplValue b) { return val_eq_depth(a, b, 0); }
 
 static int val_eq_depth(TplValue a, TplValue b, int depth) {
   if (depth > TPL_MAX_VALUE_DEPTH) return 0;
-  if (is_num(a) && is_num(b)) {
-    if (a.type != TPL_FLOAT && b.type != TPL_FLOAT) return a.u.i == b.u.i;
-    return num_f(a) == num_f(b);
-  }
+  if (is_num(a) && is_num(b)) return num_cmp(a, b) == 0;
   if (a.type != b.type) return 0;
   switch (a.type) {
     case TPL_UNDEFINED: case TPL_NONE: return 1;
     case TPL_STRING: return a.u.s.n == b.u.s.n && memcmp(a.u.s.z, b.u.s.z, a.u.s.n) == 0;
-    case TPL_LIST:
-      if (a.u.pList->n != b.u.pList->n) return 0;
+    case TPL_LIST: /* a list never equals a tuple */
+      if (a.u.pList->n != b.u.pList->n || a.u.pList->bTuple != b.u.pList->bTuple) return 0;
       for (size_t i = 0; i < a.u.pList->n; i++)
         if (!val_eq_depth(a.u.pList->a[i], b.u.pList->a[i], depth + 1)) return 0;
       return 1;
@@ -1840,7 +2083,23 @@ static void fmt_float(double f, char *z, size_t n, int bJson) {
 
 static int to_str_buf(Render *r, Buf *b, TplValue v, int bRepr);
 
-/* Python's repr() of a string: single quotes unless it holds ' and no ". */
+/* Python's str.isprintable() for one code point: false for the categories
+** Cc, Cf, Cs, Co, Cn, Zl, Zp and Zs other than the space. utf8proc's
+** Unicode may be newer than Python's, so a code point assigned since counts
+** as printable here where Python would escape it. */
+static int cp_printable(unsigned c) {
+  if (c == ' ') return 1;
+  switch (utf8proc_category((utf8proc_int32_t)c)) {
+    case UTF8PROC_CATEGORY_CC: case UTF8PROC_CATEGORY_CF: case UTF8PROC_CATEGORY_CS:
+    case UTF8PROC_CATEGORY_CO: case UTF8PROC_CATEGORY_CN: case UTF8PROC_CATEGORY_ZL:
+    case UTF8PROC_CATEGORY_ZP: case UTF8PROC_CATEGORY_ZS: return 0;
+    default: return 1;
+  }
+}
+
+/* Python's repr() of a string: single quotes unless it holds ' and no ";
+** every code point str.isprintable() rejects escaped (an invalid byte, a
+** lone surrogate to Python, as \udcXX). */
 static int repr_string(Buf *b, const char *z, size_t n) {
   int bSingle = 0, bDouble = 0;
   for (size_t i = 0; i < n; i++) { if (z[i] == '\'') bSingle = 1; else if (z[i] == '"') bDouble = 1; }
@@ -1855,12 +2114,9 @@ static int repr_string(Buf *b, const char *z, size_t n) {
     else if (c == '\n') rc = buf_puts(b, "\\n");
     else if (c == '\r') rc = buf_puts(b, "\\r");
     else if (c == '\t') rc = buf_puts(b, "\\t");
-    else if (c < 0x20 || c == 0x7F || (c >= 0x80 && c <= 0xA0) || c == 0xAD) {
-      snprintf(esc, sizeof(esc), "\\x%02x", c); rc = buf_puts(b, esc);
-    } else if (c >= 0xDC80 && c <= 0xDCFF) {
-      snprintf(esc, sizeof(esc), "\\udc%02x", c & 0xFF); rc = buf_puts(b, esc);
-    } else if (c == 0x2028 || c == 0x2029 || (c >= 0x200B && c <= 0x200F) || c == 0xFEFF) {
-      snprintf(esc, sizeof(esc), "\\u%04x", c); rc = buf_puts(b, esc);
+    else if (!cp_printable(c)) {
+      snprintf(esc, sizeof(esc), c < 0x100 ? "\\x%02x" : c < 0x10000 ? "\\u%04x" : "\\U%08x", c);
+      rc = buf_puts(b, esc);
     } else rc = buf_append(b, z + i, len);
     i += len;
   }
@@ -1909,10 +2165,7 @@ static int to_str_buf(Render *r, Buf *b, TplValue v, int bRepr) {
     default: rc = buf_puts(b, "<function>"); break;
   }
   r->depth--;
-  if (rc) {
-    if (b->bOver) return rerr(r, "output limit of %zu bytes exceeded", b->nMax);
-    return rerr(r, "out of memory");
-  }
+  if (rc) return buf_error(r, b);
   return 0;
 }
 
@@ -1921,16 +2174,10 @@ static int to_str(Render *r, TplValue v, TplValue *pOut) {
   if (v.type == TPL_STRING) { *pOut = v; return 0; }
   if (v.type == TPL_UNDEFINED) { *pOut = val_str_ref("", 0); return 0; }
   Buf b;
-  memset(&b, 0, sizeof(b));
-  b.nMax = r->pOut->nMax;
-  if (to_str_buf(r, &b, v, 0)) { free(b.z); return -1; }
-  char *z = arena_strdup(r->pA, b.z ? b.z : "", b.n);
-  size_t n = b.n;
-  free(b.z);
-  if (!z) return nomem(r);
-  if (step(r, (int64_t)(n / 64))) return -1;
-  *pOut = val_str_ref(z, n);
-  return 0;
+  buf_init(r, &b, r->pOut->nMax);
+  if (to_str_buf(r, &b, v, 0)) { buf_free(&b); return -1; }
+  if (step(r, (int64_t)(b.n / 64))) { buf_free(&b); return -1; }
+  return buf_take(r, &b, pOut);
 }
 
 /* ----- JSON (transformers' tojson: json.dumps(x, ensure_ascii=False, ...)) */
@@ -2046,10 +2293,7 @@ static int json_dump(Render *r, Buf *b, TplValue v, const JsonOpt *o, int level)
     default:
       return rerr(r, "tojson: object of type %s is not JSON serializable", type_name(v));
   }
-  if (rc) {
-    if (b->bOver) return rerr(r, "output limit of %zu bytes exceeded", b->nMax);
-    return rerr(r, "out of memory");
-  }
+  if (rc) return buf_error(r, b);
   return 0;
 }
 
@@ -2343,7 +2587,11 @@ static int arith(Render *r, int op, TplValue a, TplValue b, TplValue *pOut) {
         z = op == OP_FLOORDIV ? floordiv64(x, y) : x - floordiv64(x, y) * y;
         break;
       case OP_POW:
-        if (y < 0) { *pOut = tpl_float(pow((double)x, (double)y)); return 0; }
+        if (y < 0) {
+          if (x == 0) return rerr(r, "0.0 cannot be raised to a negative power");
+          *pOut = tpl_float(pow((double)x, (double)y));
+          return 0;
+        }
         z = 1;
         for (int64_t i = 0; i < y; i++) {
           if (__builtin_mul_overflow(z, x, &z)) goto overflow;
@@ -2363,13 +2611,32 @@ static int arith(Render *r, int op, TplValue a, TplValue b, TplValue *pOut) {
     case OP_SUB: z = x - y; break;
     case OP_MUL: z = x * y; break;
     case OP_DIV: if (y == 0) return rerr(r, "float division by zero"); z = x / y; break;
-    case OP_FLOORDIV: if (y == 0) return rerr(r, "float floor division by zero"); z = floor(x / y); break;
-    case OP_MOD:
-      if (y == 0) return rerr(r, "float modulo by zero");
-      z = fmod(x, y);
-      if (z != 0 && ((z < 0) != (y < 0))) z += y;
+    case OP_FLOORDIV: case OP_MOD: {
+      if (y == 0) return rerr(r, "float %s by zero", op == OP_MOD ? "modulo" : "floor division");
+      /* CPython's float_divmod: floor(x / y) can be one off (1 // 0.1 is 9.0) */
+      double mod = fmod(x, y), div = (x - mod) / y;
+      if (mod != 0) {
+        if ((y < 0) != (mod < 0)) { mod += y; div -= 1.0; }
+      } else {
+        mod = copysign(0.0, y);
+      }
+      if (div != 0) {
+        double fl = floor(div);
+        z = div - fl > 0.5 ? fl + 1.0 : fl;
+      } else {
+        z = copysign(0.0, x / y);
+      }
+      if (op == OP_MOD) z = mod;
       break;
-    case OP_POW: z = pow(x, y); break;
+    }
+    case OP_POW:
+      /* Python raises where C's pow gives inf or NaN from finite operands */
+      if (x == 0 && y < 0) return rerr(r, "0.0 cannot be raised to a negative power");
+      if (x < 0 && isfinite(y) && y != floor(y))
+        return rerr(r, "negative number cannot be raised to a fractional power");
+      z = pow(x, y);
+      if (isinf(z) && isfinite(x) && isfinite(y)) return rerr(r, "float power: numerical result out of range");
+      break;
   }
   *pOut = tpl_float(z);
   return 0;
@@ -2378,13 +2645,9 @@ static int arith(Render *r, int op, TplValue a, TplValue b, TplValue *pOut) {
 /* Ordering with Python's rules: numbers, strings, lists. */
 static int compare_order(Render *r, TplValue a, TplValue b, int *pCmp) {
   if (r->depth > TPL_MAX_VALUE_DEPTH) return rerr(r, "values nested deeper than %d compared", TPL_MAX_VALUE_DEPTH);
-  if (is_num(a) && is_num(b)) {
-    if (a.type != TPL_FLOAT && b.type != TPL_FLOAT) *pCmp = a.u.i < b.u.i ? -1 : a.u.i > b.u.i;
-    else { double x = num_f(a), y = num_f(b); *pCmp = x < y ? -1 : x > y ? 1 : (x == y ? 0 : 2); }
-    return 0;
-  }
+  if (is_num(a) && is_num(b)) { *pCmp = num_cmp(a, b); return 0; }
   if (a.type == TPL_STRING && b.type == TPL_STRING) { *pCmp = key_cmp(a, b); return 0; }
-  if (a.type == TPL_LIST && b.type == TPL_LIST) {
+  if (a.type == TPL_LIST && b.type == TPL_LIST && a.u.pList->bTuple == b.u.pList->bTuple) {
     TplList *x = a.u.pList, *y = b.u.pList;
     for (size_t i = 0; i < x->n && i < y->n; i++) {
       if (val_eq(x->a[i], y->a[i])) continue;
@@ -2405,10 +2668,8 @@ static int contains(Render *r, TplValue needle, TplValue hay, int *pb) {
   if (hay.type == TPL_STRING) {
     if (needle.type != TPL_STRING)
       return rerr(r, "'in <string>' requires string as left operand, not %s", type_name(needle));
-    if (step(r, (int64_t)(hay.u.s.n / 64))) return -1;
-    if (needle.u.s.n == 0) { *pb = 1; return 0; }
-    for (size_t i = 0; i + needle.u.s.n <= hay.u.s.n; i++)
-      if (memcmp(hay.u.s.z + i, needle.u.s.z, needle.u.s.n) == 0) { *pb = 1; break; }
+    if (step(r, (int64_t)((hay.u.s.n + needle.u.s.n) / 64))) return -1;
+    *pb = needle.u.s.n == 0 || str_find(hay.u.s.z, hay.u.s.n, needle.u.s.z, needle.u.s.n) != 0;
     return 0;
   }
   if (hay.type == TPL_LIST) {
@@ -2784,6 +3045,20 @@ static int cp_cased(unsigned c) {
   return 0;
 }
 
+/* What str.islower() and str.isupper() read of code point c: 1 for
+** Python's Lowercase property (Ll and Other_Lowercase), 2 for Uppercase (Lu
+** and Other_Uppercase), 3 for a titlecase letter (Lt), 0 when uncased. */
+static int cp_case_kind(unsigned c) {
+  utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)c);
+  if (k == UTF8PROC_CATEGORY_LL) return 1;
+  if (k == UTF8PROC_CATEGORY_LU) return 2;
+  if (k == UTF8PROC_CATEGORY_LT) return 3;
+  if (!cp_cased(c)) return 0;
+  /* Other_Uppercase: capital Roman numerals, circled and squared capitals */
+  if ((c >= 0x2160 && c <= 0x216F) || (c >= 0x24B6 && c <= 0x24CF) || (c >= 0x1F130 && c <= 0x1F189)) return 2;
+  return 1;
+}
+
 /* Unicode's Case_Ignorable: marks, format characters, modifier letters and
 ** symbols, and the word-internal punctuation of Word_Break MidLetter,
 ** MidNumLet and Single_Quote. What Python's final-sigma rule looks past;
@@ -2853,7 +3128,7 @@ static int jinja_word_break(unsigned c) {
 ** item[1:]). */
 static int str_case(Render *r, TplValue s, int mode, TplValue *pOut) {
   Buf b;
-  memset(&b, 0, sizeof(b));
+  buf_init(r, &b, 0);
   if (step(r, (int64_t)(s.u.s.n / 64))) return -1;
   size_t i = 0, len;
   int bPrevCased = 0, bFirst = 1, bWordStart = 1, bCasedBefore = 0;
@@ -2870,7 +3145,7 @@ static int str_case(Render *r, TplValue s, int mode, TplValue *pOut) {
       if (c == 0x3A3 && !bUp && final_sigma(s.u.s.z, s.u.s.n, i, len, bCasedBefore)) m[0] = 0x3C2;
       for (int j = 0; j < k; j++) n += utf8_put(out + n, m[j]);
     }
-    if (buf_append(&b, out, (size_t)n)) { free(b.z); return rerr(r, "out of memory"); }
+    if (buf_append(&b, out, (size_t)n)) { buf_free(&b); return nomem(r); }
     int bCased = cp_cased(c);
     bPrevCased = bCased;
     if (!cp_case_ignorable(c)) bCasedBefore = bCased;
@@ -2879,18 +3154,13 @@ static int str_case(Render *r, TplValue s, int mode, TplValue *pOut) {
     bFirst = 0;
     i += len;
   }
-  char *z = arena_strdup(r->pA, b.z ? b.z : "", b.n);
-  size_t n = b.n;
-  free(b.z);
-  if (!z) return nomem(r);
-  *pOut = val_str_ref(z, n);
-  return 0;
+  return buf_take(r, &b, pOut);
 }
 
 /* Python's str.replace(old, new, count). */
 static int str_replace(Render *r, TplValue s, TplValue o, TplValue nw, int64_t count, TplValue *pOut) {
   Buf b;
-  memset(&b, 0, sizeof(b));
+  buf_init(r, &b, 0);
   size_t i = 0;
   int64_t k = 0;
   if (step(r, (int64_t)(s.u.s.n / 16))) return -1;
@@ -2904,33 +3174,25 @@ static int str_replace(Render *r, TplValue s, TplValue o, TplValue nw, int64_t c
       utf8_next((const unsigned char *)s.u.s.z + i, s.u.s.n - i, &len);
       if (buf_append(&b, s.u.s.z + i, len)) goto nomem;
       i += len;
-      if (step(r, (int64_t)(nw.u.s.n / 64))) { free(b.z); return -1; }
+      if (step(r, (int64_t)(nw.u.s.n / 64))) { buf_free(&b); return -1; }
     }
     if (buf_append(&b, s.u.s.z + i, s.u.s.n - i)) goto nomem;
   } else {
     while (i < s.u.s.n) {
-      if ((count < 0 || k < count) && i + o.u.s.n <= s.u.s.n && memcmp(s.u.s.z + i, o.u.s.z, o.u.s.n) == 0) {
-        if (buf_append(&b, nw.u.s.z, nw.u.s.n)) goto nomem;
-        if (step(r, (int64_t)(nw.u.s.n / 64))) { free(b.z); return -1; }
-        i += o.u.s.n;
-        k++;
-      } else {
-        if (buf_append(&b, s.u.s.z + i, 1)) goto nomem;
-        i++;
-      }
+      const char *zAt = count < 0 || k < count ? str_find(s.u.s.z + i, s.u.s.n - i, o.u.s.z, o.u.s.n) : 0;
+      size_t j = zAt ? (size_t)(zAt - s.u.s.z) : s.u.s.n;
+      if (buf_append(&b, s.u.s.z + i, j - i)) goto nomem;
+      if (!zAt) break;
+      if (buf_append(&b, nw.u.s.z, nw.u.s.n)) goto nomem;
+      if (step(r, (int64_t)(nw.u.s.n / 64))) { buf_free(&b); return -1; }
+      i = j + o.u.s.n;
+      k++;
     }
   }
-  {
-    char *z = arena_strdup(r->pA, b.z ? b.z : "", b.n);
-    size_t n = b.n;
-    free(b.z);
-    if (!z) return nomem(r);
-    *pOut = val_str_ref(z, n);
-    return 0;
-  }
+  return buf_take(r, &b, pOut);
 nomem:
-  free(b.z);
-  return rerr(r, "out of memory");
+  buf_free(&b);
+  return nomem(r);
 }
 
 /* Python's str.split / str.rsplit (sep NULL: runs of whitespace). */
@@ -2963,15 +3225,12 @@ static int str_split(Render *r, TplValue s, const TplValue *pSep, int64_t maxspl
     } else {
       const char *zs = pSep->u.s.z;
       size_t ns = pSep->u.s.n, start = 0;
-      for (i = 0; i + ns <= n;) {
-        if ((maxsplit < 0 || k < maxsplit) && memcmp(z + i, zs, ns) == 0) {
-          if (list_push(r->pA, l, val_str_ref(z + start, i - start))) return nomem(r);
-          k++;
-          i += ns;
-          start = i;
-        } else {
-          i++;
-        }
+      const char *zAt;
+      while ((maxsplit < 0 || k < maxsplit) && (zAt = str_find(z + start, n - start, zs, ns)) != 0) {
+        i = (size_t)(zAt - z);
+        if (list_push(r->pA, l, val_str_ref(z + start, i - start))) return nomem(r);
+        k++;
+        start = i + ns;
       }
       if (list_push(r->pA, l, val_str_ref(z + start, n - start))) return nomem(r);
     }
@@ -2998,18 +3257,20 @@ static int str_split(Render *r, TplValue s, const TplValue *pSep, int64_t maxspl
         end = ws_rstrip_len(z, wordStart);
       }
     } else {
-      const char *zs = pSep->u.s.z;
-      size_t ns = pSep->u.s.n, end = n;
-      int64_t i = (int64_t)n - (int64_t)ns;
-      while (i >= 0) {
-        if ((maxsplit < 0 || k < maxsplit) && memcmp(z + i, zs, ns) == 0) {
-          if (list_push(r->pA, l, val_str_ref(z + i + ns, end - (size_t)i - ns))) return nomem(r);
-          k++;
-          end = (size_t)i;
-          i -= (int64_t)ns;
-        } else {
-          i--;
-        }
+      /* the leftmost matches in the reversed string are the rightmost ones
+      ** here: memmem searches forward only */
+      size_t ns = pSep->u.s.n, end = n, j = 0;
+      char *zRev = arena_alloc(r->pA, n + 1), *zsRev = arena_alloc(r->pA, ns + 1);
+      if (!zRev || !zsRev) return nomem(r);
+      for (size_t a = 0; a < n; a++) zRev[a] = z[n - 1 - a];
+      for (size_t a = 0; a < ns; a++) zsRev[a] = pSep->u.s.z[ns - 1 - a];
+      const char *zAt;
+      while ((maxsplit < 0 || k < maxsplit) && (zAt = str_find(zRev + j, n - j, zsRev, ns)) != 0) {
+        size_t q = (size_t)(zAt - zRev), i = n - q - ns; /* the match is z[i..i+ns) */
+        if (list_push(r->pA, l, val_str_ref(z + i + ns, end - i - ns))) return nomem(r);
+        k++;
+        end = i;
+        j = q + ns;
       }
       if (list_push(r->pA, l, val_str_ref(z, end))) return nomem(r);
     }
@@ -3130,14 +3391,13 @@ static int call_method(Render *r, int id, TplValue self, TplValue *aArg, int nAr
       size_t b0 = utf8_offset(self.u.s.z, self.u.s.n, start);
       size_t b1 = b0 + utf8_offset(self.u.s.z + b0, self.u.s.n - b0, end - start);
       if (id == M_FIND) {
-        int64_t at = -1;
-        for (size_t i = b0; i + x.u.s.n <= b1; i++)
-          if (memcmp(self.u.s.z + i, x.u.s.z, x.u.s.n) == 0) { at = (int64_t)utf8_count(self.u.s.z, i); break; }
-        *pOut = tpl_int(at);
+        const char *zAt = str_find(self.u.s.z + b0, b1 - b0, x.u.s.z, x.u.s.n);
+        *pOut = tpl_int(zAt ? (int64_t)utf8_count(self.u.s.z, (size_t)(zAt - self.u.s.z)) : -1);
       } else {
         int64_t k = 0;
-        for (size_t i = b0; i + x.u.s.n <= b1;)
-          if (memcmp(self.u.s.z + i, x.u.s.z, x.u.s.n) == 0) { k++; i += x.u.s.n; } else i++;
+        const char *zAt;
+        for (size_t i = b0; (zAt = str_find(self.u.s.z + i, b1 - i, x.u.s.z, x.u.s.n)) != 0; k++)
+          i = (size_t)(zAt - self.u.s.z) + x.u.s.n;
         *pOut = tpl_int(k);
       }
       return 0;
@@ -3146,26 +3406,17 @@ static int call_method(Render *r, int id, TplValue self, TplValue *aArg, int nAr
       if (check_nargs(r, zName, nArg, 1, 1)) return -1;
       TplList *l;
       if (iter_items(r, aArg[0], &l)) return -1;
-      TplValue acc = val_str_ref("", 0);
       Buf b;
-      memset(&b, 0, sizeof(b));
+      buf_init(r, &b, 0);
       for (size_t i = 0; i < l->n; i++) {
-        if (l->a[i].type != TPL_STRING) { free(b.z); return rerr(r, "join: sequence item %zu: expected str, not %s", i, type_name(l->a[i])); }
+        if (l->a[i].type != TPL_STRING) { buf_free(&b); return rerr(r, "join: sequence item %zu: expected str, not %s", i, type_name(l->a[i])); }
         if ((i && buf_append(&b, self.u.s.z, self.u.s.n)) || buf_append(&b, l->a[i].u.s.z, l->a[i].u.s.n)) {
-          free(b.z);
-          return rerr(r, "out of memory");
+          buf_free(&b);
+          return nomem(r);
         }
-        if (step(r, (int64_t)(1 + (l->a[i].u.s.n + self.u.s.n) / 64))) { free(b.z); return -1; }
+        if (step(r, (int64_t)(1 + (l->a[i].u.s.n + self.u.s.n) / 64))) { buf_free(&b); return -1; }
       }
-      if (b.n) {
-        char *z = arena_strdup(r->pA, b.z, b.n);
-        size_t n = b.n;
-        free(b.z);
-        if (!z) return nomem(r);
-        acc = val_str_ref(z, n);
-      }
-      *pOut = acc;
-      return 0;
+      return buf_take(r, &b, pOut);
     }
     case M_ITEMS: case M_KEYS: case M_VALUES: {
       if (check_nargs(r, zName, nArg, 0, 0)) return -1;
@@ -3260,15 +3511,31 @@ static int call_global(Render *r, int id, TplValue *aArg, int nArg, const char *
       if (check_kw(r, "strftime_now", azKw, nKw, 0) || check_nargs(r, "strftime_now", nArg, 1, 1) ||
           need_str(r, "strftime_now", aArg[0])) return -1;
       if (aArg[0].u.s.n > 200) return rerr(r, "strftime_now: format over 200 bytes");
-      char zFmt[256], zOut[1024];
-      memcpy(zFmt, aArg[0].u.s.z, aArg[0].u.s.n);
-      zFmt[aArg[0].u.s.n] = 0;
-      time_t now = time(0);
+      struct timespec ts;
       struct tm tmv;
-      if (!localtime_r(&now, &tmv)) return rerr(r, "strftime_now: no local time");
-      size_t n = strftime(zOut, sizeof(zOut), zFmt, &tmv);
-      *pOut = val_str_ref(arena_strdup(r->pA, zOut, n), n);
-      if (!pOut->u.s.z) return nomem(r);
+      if (clock_gettime(CLOCK_REALTIME, &ts) || !localtime_r(&ts.tv_sec, &tmv))
+        return rerr(r, "strftime_now: no local time");
+      /* Python's datetime.now().strftime: %f is the microseconds, and %z and
+      ** %Z are empty for its naive datetime; the rest is the C library's */
+      char zFmt[1024];
+      size_t nFmt = 0;
+      const char *z = aArg[0].u.s.z;
+      size_t n = aArg[0].u.s.n;
+      for (size_t i = 0; i < n; i++) {
+        if (z[i] != '%' || i + 1 >= n) { zFmt[nFmt++] = z[i]; continue; }
+        char d = z[++i];
+        if (d == 'f') nFmt += (size_t)snprintf(zFmt + nFmt, sizeof(zFmt) - nFmt, "%06ld", (long)(ts.tv_nsec / 1000));
+        else if (d != 'z' && d != 'Z') { zFmt[nFmt++] = '%'; zFmt[nFmt++] = d; }
+      }
+      zFmt[nFmt] = 0;
+      /* strftime gives 0 when the result does not fit, or is empty: grow
+      ** the buffer until a 200-byte format cannot fill it */
+      for (size_t nCap = 1024; nCap <= 65536; nCap *= 4) {
+        char *zOut = arena_alloc(r->pA, nCap);
+        if (!zOut) return nomem(r);
+        size_t nOut = nFmt ? strftime(zOut, nCap, zFmt, &tmv) : 0;
+        if (nOut || nCap == 65536) { zOut[nOut] = 0; *pOut = val_str_ref(zOut, nOut); return 0; }
+      }
       return 0;
     }
   }
@@ -3312,22 +3579,37 @@ static int call_test(Render *r, int id, const char *zName, TplValue v, TplValue 
       return 0;
     case T_IN: return contains(r, v, aArg[0], pb);
     case T_LOWER: case T_UPPER: {
-      int bCased = 0, bBad = 0;
-      if (v.type != TPL_STRING) { *pb = 0; return 0; }
-      for (size_t i = 0; i < v.u.s.n; i++) {
-        char c = v.u.s.z[i];
-        if (c >= 'a' && c <= 'z') { bCased = 1; if (id == T_UPPER) bBad = 1; }
-        if (c >= 'A' && c <= 'Z') { bCased = 1; if (id == T_LOWER) bBad = 1; }
+      /* Jinja: str(value).islower(): no upper- or titlecase code point and
+      ** at least one lowercase one (the mirror for isupper), over Unicode */
+      int bCased = 0, bBad = 0, kOther = id == T_LOWER ? 2 : 1;
+      TplValue s;
+      size_t len;
+      if (to_str(r, v, &s) || step(r, (int64_t)(s.u.s.n / 64))) return -1;
+      for (size_t i = 0; i < s.u.s.n && !bBad; i += len) {
+        int k = cp_case_kind(utf8_next((const unsigned char *)s.u.s.z + i, s.u.s.n - i, &len));
+        if (k == 3 || k == kOther) bBad = 1;
+        else if (k) bCased = 1;
       }
       *pb = bCased && !bBad;
       return 0;
     }
     case T_CALLABLE: *pb = v.type == TPL_FUNCTION || v.type == TPL_MACRO; return 0;
-    case T_SAMEAS:
-      *pb = v.type == aArg[0].type && (v.type == TPL_NONE || v.type == TPL_UNDEFINED ||
-            (v.type == TPL_BOOL && v.u.i == aArg[0].u.i) ||
-            ((v.type == TPL_LIST || v.type == TPL_DICT || v.type == TPL_NAMESPACE) && v.u.p == aArg[0].u.p));
+    case T_SAMEAS: {
+      /* Python's 'is': values are copied here, so identity is what CPython
+      ** gives for equal values: the cached ints -5 to 256, the empty and
+      ** one-character Latin-1 strings, the same string bytes, the same
+      ** list or dict; other equal numbers are distinct objects */
+      TplValue w = aArg[0];
+      size_t len = 0;
+      *pb = v.type == w.type && (v.type == TPL_NONE || v.type == TPL_UNDEFINED ||
+            (v.type == TPL_BOOL && v.u.i == w.u.i) ||
+            (v.type == TPL_INT && v.u.i == w.u.i && v.u.i >= -5 && v.u.i <= 256) ||
+            (v.type == TPL_STRING && v.u.s.n == w.u.s.n && memcmp(v.u.s.z, w.u.s.z, v.u.s.n) == 0 &&
+             (v.u.s.z == w.u.s.z || v.u.s.n == 0 ||
+              (utf8_next((const unsigned char *)v.u.s.z, v.u.s.n, &len) < 0x100 && len == v.u.s.n))) ||
+            ((v.type == TPL_LIST || v.type == TPL_DICT || v.type == TPL_NAMESPACE) && v.u.p == w.u.p));
       return 0;
+    }
   }
   return rerr(r, "unsupported test '%s'", zName);
 }
@@ -3373,6 +3655,66 @@ static int attr_path(Render *r, TplValue v, TplValue attr, TplValue *pOut) {
     *pOut = next;
     i = j + 1;
   }
+  return 0;
+}
+
+/* Python's int(s) (base 10) of a stripped string: a sign and ASCII digits
+** with single underscores between them. 0 with *pOut; 1 when s is no such
+** integer (ValueError); -1 when it is one past 64 bits. */
+static int parse_py_int(TplValue s, int64_t *pOut) {
+  const char *z = s.u.s.z;
+  size_t n = s.u.s.n, i = 0;
+  int bNeg = 0;
+  if (i < n && (z[i] == '+' || z[i] == '-')) bNeg = z[i++] == '-';
+  if (i == n || scan_digits(z, n, i) != n) return 1;
+  uint64_t x = 0, lim = bNeg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+  for (; i < n; i++) {
+    if (z[i] == '_') continue;
+    unsigned d = (unsigned)(z[i] - '0');
+    if (x > (lim - d) / 10) return -1;
+    x = x * 10 + d;
+  }
+  *pOut = bNeg ? (int64_t)(0 - x) : (int64_t)x;
+  return 0;
+}
+
+/* Python's float(s) of a stripped string: a sign, then "inf", "infinity" or
+** "nan" in any case, or decimal digits (single underscores between them)
+** with an optional fraction and exponent; no hexadecimal, which strtod
+** would take. 0 with *pOut; 1 when s is no float; -1 out of memory. */
+static int parse_py_float(Render *r, TplValue s, double *pOut) {
+  const char *z = s.u.s.z;
+  size_t n = s.u.s.n, i = 0;
+  int bNeg = 0;
+  if (i < n && (z[i] == '+' || z[i] == '-')) bNeg = z[i++] == '-';
+  if (n - i == 3 || n - i == 8) {
+    char w[9];
+    for (size_t k = 0; k < n - i; k++) w[k] = (char)(z[i + k] | 0x20);
+    w[n - i] = 0;
+    if (strcmp(w, "inf") == 0 || strcmp(w, "infinity") == 0) { *pOut = bNeg ? -INFINITY : INFINITY; return 0; }
+    if (strcmp(w, "nan") == 0) { *pOut = NAN; return 0; }
+  }
+  size_t j = scan_digits(z, n, i), nDigits = j - i;
+  if (j < n && z[j] == '.') {
+    size_t k = scan_digits(z, n, j + 1);
+    nDigits += k - j - 1;
+    j = k;
+  }
+  if (nDigits == 0) return 1;
+  if (j < n && (z[j] == 'e' || z[j] == 'E')) {
+    size_t k = j + 1;
+    if (k < n && (z[k] == '+' || z[k] == '-')) k++;
+    size_t e = scan_digits(z, n, k);
+    if (e == k) return 1;
+    j = e;
+  }
+  if (j != n) return 1;
+  char *zNum = arena_alloc(r->pA, n + 1);
+  size_t m = 0;
+  if (!zNum) return nomem(r);
+  for (size_t k = 0; k < n; k++) if (z[k] != '_') zNum[m++] = z[k];
+  zNum[m] = 0;
+  *pOut = strtod(zNum, 0); /* out of range: inf or 0, as Python */
   return 0;
 }
 
@@ -3429,15 +3771,9 @@ static int call_filter(Render *r, int id, const char *zName, TplValue v, TplValu
       }
       o.bSortKeys = pSort && truthy(*pSort);
       Buf b;
-      memset(&b, 0, sizeof(b));
-      b.nMax = r->pOut->nMax;
-      if (json_dump(r, &b, v, &o, 0)) { free(b.z); return -1; }
-      char *z = arena_strdup(r->pA, b.z ? b.z : "", b.n);
-      size_t n = b.n;
-      free(b.z);
-      if (!z) return nomem(r);
-      *pOut = val_str_ref(z, n);
-      return 0;
+      buf_init(r, &b, r->pOut->nMax);
+      if (json_dump(r, &b, v, &o, 0)) { buf_free(&b); return -1; }
+      return buf_take(r, &b, pOut);
     }
     case F_DEFAULT: {
       static const char *const azOk[] = {"default_value", "boolean", 0};
@@ -3485,16 +3821,19 @@ static int call_filter(Render *r, int id, const char *zName, TplValue v, TplValu
       TplList *l;
       if (pSep && to_str(r, *pSep, &sep)) return -1;
       if (iter_items(r, v, &l)) return -1;
-      TplValue acc = val_str_ref("", 0);
+      /* one buffer: concatenating item by item held every prefix (quadratic) */
+      Buf b;
+      buf_init(r, &b, 0);
       for (size_t i = 0; i < l->n; i++) {
         TplValue it = l->a[i], s;
-        if (pAttr && pAttr->type != TPL_NONE && attr_path(r, it, *pAttr, &it)) return -1;
-        if (to_str(r, it, &s)) return -1;
-        if (i && str_concat(r, acc, sep, &acc)) return -1;
-        if (str_concat(r, acc, s, &acc)) return -1;
+        if ((pAttr && pAttr->type != TPL_NONE && attr_path(r, it, *pAttr, &it)) || to_str(r, it, &s) ||
+            step(r, (int64_t)(1 + (s.u.s.n + sep.u.s.n) / 64))) { buf_free(&b); return -1; }
+        if ((i && buf_append(&b, sep.u.s.z, sep.u.s.n)) || buf_append(&b, s.u.s.z, s.u.s.n)) {
+          buf_free(&b);
+          return nomem(r);
+        }
       }
-      *pOut = acc;
-      return 0;
+      return buf_take(r, &b, pOut);
     }
     case F_LIST: {
       TplList *l;
@@ -3512,33 +3851,35 @@ static int call_filter(Render *r, int id, const char *zName, TplValue v, TplValu
       if (id == F_SAFE) { *pOut = v; return 0; }
       return to_str(r, v, pOut);
     case F_INT: case F_FLOAT: {
+      /* Jinja: int(value), else int(float(value)); float(value); the
+      ** default where Python raises ValueError or TypeError */
       if (check_nargs(r, zWhat, nArg, 0, 1)) return -1;
       TplValue def = nArg ? aArg[0] : (id == F_INT ? tpl_int(0) : tpl_float(0));
       if (v.type == TPL_INT || v.type == TPL_BOOL) { *pOut = id == F_INT ? tpl_int(v.u.i) : tpl_float((double)v.u.i); return 0; }
+      if (v.type == TPL_STRING) {
+        TplValue t = str_strip(v, 0, 1, 1);
+        double f = 0;
+        int rc;
+        if (step(r, (int64_t)(v.u.s.n / 64))) return -1;
+        if (id == F_INT) {
+          int64_t x;
+          if ((rc = parse_py_int(t, &x)) == 0) { *pOut = tpl_int(x); return 0; }
+          if (rc < 0)
+            return rerr(r, "%s: %.*s%s does not fit a 64-bit integer", zWhat, (int)(t.u.s.n > 40 ? 40 : t.u.s.n),
+                        t.u.s.z, t.u.s.n > 40 ? "..." : "");
+        }
+        if ((rc = parse_py_float(r, t, &f)) < 0) return -1;
+        if (rc) { *pOut = def; return 0; }
+        v = tpl_float(f);
+      }
       if (v.type == TPL_FLOAT) {
         if (id == F_FLOAT) { *pOut = v; return 0; }
         if (isnan(v.u.f)) { *pOut = def; return 0; } /* Python's ValueError: the default */
-        if (!(v.u.f > -9.2e18 && v.u.f < 9.2e18)) /* Python's big int: not representable */
+        if (isinf(v.u.f)) return rerr(r, "%s: cannot convert float infinity to integer", zWhat);
+        if (!(v.u.f >= -9223372036854775808.0 && v.u.f < 9223372036854775808.0)) /* Python's big int */
           return rerr(r, "%s: %g does not fit a 64-bit integer", zWhat, v.u.f);
         *pOut = tpl_int((int64_t)v.u.f);
         return 0;
-      }
-      if (v.type == TPL_STRING && v.u.s.n < 64) {
-        char buf[64], *zEnd;
-        TplValue t = str_strip(v, 0, 1, 1);
-        memcpy(buf, t.u.s.z, t.u.s.n);
-        buf[t.u.s.n] = 0;
-        if (t.u.s.n) {
-          if (id == F_INT) {
-            long long x = strtoll(buf, &zEnd, 10);
-            if (*zEnd == 0) { *pOut = tpl_int(x); return 0; }
-          }
-          double f = strtod(buf, &zEnd);
-          if (*zEnd == 0 && (buf[0] != '0' || buf[1] != 'x')) {
-            if (id == F_FLOAT) { *pOut = tpl_float(f); return 0; }
-            if (f > -9.2e18 && f < 9.2e18) { *pOut = tpl_int((int64_t)f); return 0; }
-          }
-        }
       }
       *pOut = def;
       return 0;
@@ -3598,10 +3939,15 @@ static int call_filter(Render *r, int id, const char *zName, TplValue v, TplValu
     }
     case F_SELECT: case F_REJECT: case F_SELECTATTR: case F_REJECTATTR: case F_MAP: case F_UNIQUE: {
       TplList *l;
+      /* Jinja's map and select family yield nothing for a false value */
+      if (id != F_UNIQUE && !truthy(v)) v = val_undef();
       if (iter_items(r, v, &l)) return -1;
       TplValue out = list_new(r->pA, l->n);
       if (out.type != TPL_LIST) return nomem(r);
       if (step(r, (int64_t)l->n)) return -1;
+      /* unique: the key of each kept item, lower-cased once */
+      TplValue *aSeen = id == F_UNIQUE ? arena_alloc(r->pA, (l->n + 1) * sizeof(TplValue)) : 0;
+      if (id == F_UNIQUE && !aSeen) return nomem(r);
       for (size_t i = 0; i < l->n; i++) {
         TplValue it = l->a[i];
         if (id == F_MAP) {
@@ -3627,16 +3973,15 @@ static int call_filter(Render *r, int id, const char *zName, TplValue v, TplValu
           static const char *const azOk[] = {"case_sensitive", 0};
           TplValue *pCase = arg_or_kw(aArg, nArg, 0, azKw, aKw, nKw, "case_sensitive");
           int bSeen = 0, bCase = pCase && truthy(*pCase);
-          TplValue key = it, kj;
+          TplValue key = it;
           if (check_nargs(r, zWhat, nArg, 0, 1) || check_kw(r, zWhat, azKw, nKw, azOk)) return -1;
           if (step(r, (int64_t)(out.u.pList->n / 8))) return -1;
           if (!bCase && it.type == TPL_STRING && str_case(r, it, 0, &key)) return -1;
-          for (size_t j = 0; j < out.u.pList->n && !bSeen; j++) {
-            kj = out.u.pList->a[j];
-            if (!bCase && kj.type == TPL_STRING && str_case(r, kj, 0, &kj)) return -1;
-            bSeen = val_eq(kj, key);
+          for (size_t j = 0; j < out.u.pList->n && !bSeen; j++) bSeen = val_eq(aSeen[j], key);
+          if (!bSeen) {
+            aSeen[out.u.pList->n] = key;
+            out.u.pList->a[out.u.pList->n++] = it;
           }
-          if (!bSeen) out.u.pList->a[out.u.pList->n++] = it;
           continue;
         }
         int b = 0;
@@ -3707,23 +4052,31 @@ static int call_filter(Render *r, int id, const char *zName, TplValue v, TplValu
         }
       }
       int bFirst = pFirst && truthy(*pFirst), bBlank = pBlank && truthy(*pBlank);
-      TplValue acc = val_str_ref("", 0);
-      size_t i = 0;
-      int bLine0 = 1;
-      /* Jinja: lines split on "\n"; blank lines get no padding unless blank=True */
-      while (i <= s.u.s.n) {
+      /* Jinja: (s + "\n").splitlines() rejoined with "\n" (so "\r\n", "\r"
+      ** and the other line boundaries become "\n"); blank lines get no
+      ** padding unless blank=True, the first line only with first=True */
+      char *z = arena_alloc(r->pA, s.u.s.n + 2);
+      if (!z) return nomem(r);
+      memcpy(z, s.u.s.z, s.u.s.n);
+      z[s.u.s.n] = '\n';
+      size_t n = s.u.s.n + 1, i = 0, len = 0;
+      Buf b;
+      buf_init(r, &b, 0);
+      for (int bLine0 = 1; i < n; bLine0 = 0) {
         size_t j = i;
-        while (j < s.u.s.n && s.u.s.z[j] != '\n') j++;
-        TplValue line = val_str_ref(s.u.s.z + i, j - i);
-        int bPad = bLine0 ? bFirst : (bBlank || line.u.s.n > 0);
-        if (!bLine0 && str_concat(r, acc, val_str_ref("\n", 1), &acc)) return -1;
-        if (bPad && str_concat(r, acc, pad, &acc)) return -1;
-        if (str_concat(r, acc, line, &acc)) return -1;
-        bLine0 = 0;
-        i = j + 1;
+        unsigned c = 0;
+        while (j < n && !cp_linebreak(c = utf8_next((const unsigned char *)z + j, n - j, &len))) j += len;
+        int bPad = bLine0 ? bFirst : (bBlank || j > i);
+        if ((!bLine0 && buf_append(&b, "\n", 1)) || (bPad && buf_append(&b, pad.u.s.z, pad.u.s.n)) ||
+            buf_append(&b, z + i, j - i)) {
+          buf_free(&b);
+          return nomem(r);
+        }
+        if (step(r, (int64_t)(1 + (j - i + pad.u.s.n) / 64))) { buf_free(&b); return -1; }
+        i = j + len;
+        if (c == '\r' && i < n && z[i] == '\n') i++;
       }
-      *pOut = acc;
-      return 0;
+      return buf_take(r, &b, pOut);
     }
   }
   return rerr(r, "unsupported %s", zWhat);
@@ -3734,10 +4087,7 @@ static int call_filter(Render *r, int id, const char *zName, TplValue v, TplValu
 static int exec_block(Render *r, const Node *n);
 
 static int emit(Render *r, const char *z, size_t n) {
-  if (buf_append(r->pOut, z, n)) {
-    if (r->pOut->bOver) return rerr(r, "output limit of %zu bytes exceeded", r->pOut->nMax);
-    return rerr(r, "out of memory");
-  }
+  if (buf_append(r->pOut, z, n)) return buf_error(r, r->pOut);
   return step(r, (int64_t)(n / 64));
 }
 
@@ -3842,17 +4192,12 @@ static int exec_stmt(Render *r, const Node *n) {
       return bind_targets(r, r->pFrame, n, v);
     case N_SETBLOCK: {
       Buf *pSaved = r->pOut, b;
-      memset(&b, 0, sizeof(b));
-      b.nMax = pSaved->nMax;
+      buf_init(r, &b, pSaved->nMax);
       r->pOut = &b;
       int rc = exec_block(r, n->a);
       r->pOut = pSaved;
-      if (rc) { free(b.z); return -1; }
-      char *z = arena_strdup(r->pA, b.z ? b.z : "", b.n);
-      size_t nz = b.n;
-      free(b.z);
-      if (!z) return nomem(r);
-      return frame_set(r, r->pFrame, n->azTarget[0], val_str_ref(z, nz));
+      if (rc || buf_take(r, &b, &v)) { buf_free(&b); return -1; }
+      return frame_set(r, r->pFrame, n->azTarget[0], v);
     }
     case N_MACRO: {
       TplValue m = val_undef();
@@ -3884,9 +4229,8 @@ static int call_macro(Render *r, const Node *m, TplValue *aArg, int nArg, const 
   Frame f, *pSavedFrame = r->pFrame;
   Buf *pSavedOut = r->pOut, b;
   memset(&f, 0, sizeof(f));
-  memset(&b, 0, sizeof(b));
+  buf_init(r, &b, pSavedOut->nMax);
   f.pParent = r->pRootFrame;
-  b.nMax = pSavedOut->nMax;
   int rc = 0;
   r->pFrame = &f;
   for (int i = 0; i < m->nTarget && rc == 0; i++) {
@@ -3904,13 +4248,8 @@ static int call_macro(Render *r, const Node *m, TplValue *aArg, int nArg, const 
   r->nMacroDepth--;
   r->pFrame = pSavedFrame;
   r->ctl = CTL_NONE;
-  if (rc) { free(b.z); return -1; }
-  char *z = arena_strdup(r->pA, b.z ? b.z : "", b.n);
-  size_t nz = b.n;
-  free(b.z);
-  if (!z) return nomem(r);
-  *pOut = val_str_ref(z, nz);
-  return 0;
+  if (rc) { buf_free(&b); return -1; }
+  return buf_take(r, &b, pOut);
 }
 
 static int exec_block(Render *r, const Node *n) {
