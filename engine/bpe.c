@@ -208,7 +208,8 @@ static int add_token(GPTBpe *b, const unsigned char *z, int n) {
 typedef struct PairSlot {
   uint64_t key;
   int64_t count;
-  int *aWord, nWord, nWordAlloc;
+  int *aWord;
+  size_t nWord, nWordAlloc;
   int iTouched;        /* the last merge that changed the count */
 } PairSlot;
 
@@ -266,6 +267,19 @@ static PairSlot *pair_find(BpeRun *r, uint64_t key, int bAdd) {
   return &r->pair[j];
 }
 
+/* Makes room for one more element in the array *pa of *pnAlloc elements of
+** size elem holding n: doubles it (from first). Returns 0, or -1 when out
+** of memory (the array stays as it was). */
+static int grow(void **pa, size_t *pnAlloc, size_t n, size_t elem, size_t first) {
+  if (n < *pnAlloc) return 0;
+  size_t nNew = *pnAlloc ? 2 * *pnAlloc : first;
+  void *a = realloc(*pa, nNew * elem);
+  if (!a) return -1;
+  *pa = a;
+  *pnAlloc = nNew;
+  return 0;
+}
+
 /* Whether heap entry a comes out before b: the larger count, then the
 ** smaller pair (the rule of the whole-table scan this replaces). */
 static int entry_before(const PairEntry *a, const PairEntry *b) {
@@ -273,13 +287,7 @@ static int entry_before(const PairEntry *a, const PairEntry *b) {
 }
 
 static int heap_push(BpeRun *r, int64_t count, uint64_t key) {
-  if (r->nHeap == r->nHeapAlloc) {
-    size_t n = r->nHeapAlloc ? 2 * r->nHeapAlloc : 4096;
-    PairEntry *a = realloc(r->heap, n * sizeof(PairEntry));
-    if (!a) return -1;
-    r->heap = a;
-    r->nHeapAlloc = n;
-  }
+  if (grow((void **)&r->heap, &r->nHeapAlloc, r->nHeap, sizeof(PairEntry), 4096)) return -1;
   size_t i = r->nHeap++;
   PairEntry e = {count, key};
   while (i > 0 && entry_before(&e, &r->heap[(i - 1) / 2])) {
@@ -315,24 +323,13 @@ static int word_pairs(BpeRun *r, size_t w, int64_t d, int iMerge) {
     if (!p) return -1;
     p->count += d;
     if (d > 0 && (p->nWord == 0 || p->aWord[p->nWord - 1] != (int)w)) {
-      if (p->nWord == p->nWordAlloc) {
-        int n = p->nWordAlloc ? 2 * p->nWordAlloc : 2;
-        int *aw = realloc(p->aWord, (size_t)n * sizeof(int));
-        if (!aw) return -1;
-        p->aWord = aw;
-        p->nWordAlloc = n;
-      }
+      if (grow((void **)&p->aWord, &p->nWordAlloc, p->nWord, sizeof(int), 2)) return -1;
       p->aWord[p->nWord++] = (int)w;
     }
     if (p->iTouched != iMerge) {
       p->iTouched = iMerge;
-      if (r->nTouched == r->nTouchedAlloc) {
-        size_t n = r->nTouchedAlloc ? 2 * r->nTouchedAlloc : 1024;
-        uint64_t *at = realloc(r->aTouched, n * sizeof(uint64_t));
-        if (!at) return -1;
-        r->aTouched = at;
-        r->nTouchedAlloc = n;
-      }
+      if (grow((void **)&r->aTouched, &r->nTouchedAlloc, r->nTouched, sizeof(uint64_t), 1024))
+        return -1;
       r->aTouched[r->nTouched++] = p->key;
     }
   }
@@ -467,12 +464,12 @@ int bpe_train(GPTBpe *b, int n_tokens, int (*should_stop)(void *), void *ctx) {
     b->mergeR[b->nMerge] = rt;
     b->nMerge++;
     /* the words the pair occurs in; the list is taken first, since new
-    ** pairs may move the table */
-    PairSlot *p = pair_find(&r, bestKey, 0);
-    int *aWord = p->aWord, nWord = p->nWord;
-    p->aWord = NULL;
-    p->nWord = p->nWordAlloc = 0;
-    for (int iw = 0; iw < nWord; iw++) {
+    ** pairs may move the table (best included) */
+    int *aWord = best->aWord;
+    size_t nWord = best->nWord;
+    best->aWord = NULL;
+    best->nWord = best->nWordAlloc = 0;
+    for (size_t iw = 0; iw < nWord; iw++) {
       size_t w = (size_t)aWord[iw];
       int *a = r.sym[w], o = 0, bHit = 0;
       for (int k = 0; k + 1 < r.nSym[w] && !bHit; k++) bHit = a[k] == l && a[k + 1] == rt;
