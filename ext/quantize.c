@@ -184,6 +184,12 @@ static int quantRead(GptQuant *q, GptTensorRows *pRows, const GPTTensorInfo *inf
     rc = gptext_tensor_read(pRows, aBuf, n, off);
     if (rc != SQLITE_OK) { rc = quantSqlError(q, rc); goto done; }
     int64_t e0 = off / unit * per, nVal = n / unit * per;
+    /* values no load takes are refused, not converted */
+    char zBad[256];
+    if (gpt_rows_check(info->name, dtype, aBuf, e0, nVal, zBad, sizeof(zBad))) {
+      rc = quantError(q, 0, "%s", zBad);
+      goto done;
+    }
     for (int64_t k = 0; k < nVal; k++) {
       float f;
       if (nBlock && dtype != GPT_Q8_0) {
@@ -265,24 +271,40 @@ static int quantWrite(GptQuant *q, const GPTTensorInfo *info, int dtype, const v
   GptTensorWriter w;
   char *zMsg = 0;
   unsigned char *aBuf = 0;
+  char zBad[256];
   int bReadFailed = 0; /* else a failure is the copy's */
+  int bBadValue = 0;   /* zBad says which */
   int rc = gptext_tensor_create(&w, q->db, q->zDst, info, dtype, &zMsg);
   if (rc == SQLITE_OK && a) {
     rc = gptext_tensor_write(&w, a, n);
   } else if (rc == SQLITE_OK) {
-    const int nChunk = 1 << 20;
+    /* whole elements (or blocks) a chunk, each checked as a load checks
+    ** them: a copy must not write what no reader takes */
+    int nBlockBytes = 0, nBlock = gpt_dtype_block(dtype, &nBlockBytes);
+    int unit = nBlock ? nBlockBytes : gpt_dtype_size(dtype);
+    int64_t per = nBlock ? nBlock : 1;
+    const int nChunk = (1 << 20) / unit * unit;
     aBuf = sqlite3_malloc(nChunk);
     if (!aBuf) rc = SQLITE_NOMEM;
     for (int64_t off = 0; rc == SQLITE_OK && off < n; off += nChunk) {
       int m = (int)(n - off < nChunk ? n - off : nChunk);
       rc = gptext_tensor_read(pRows, aBuf, m, off);
-      if (rc != SQLITE_OK) bReadFailed = 1;
-      else rc = gptext_tensor_write(&w, aBuf, m);
+      if (rc != SQLITE_OK) {
+        bReadFailed = 1;
+      } else if (gpt_rows_check(info->name, dtype, aBuf, off / unit * per, m / unit * per, zBad,
+                                sizeof(zBad))) {
+        bBadValue = 1;
+        rc = SQLITE_ERROR;
+      } else {
+        rc = gptext_tensor_write(&w, aBuf, m);
+      }
     }
   }
   int rc2 = gptext_tensor_finish(&w);
   if (rc == SQLITE_OK) rc = rc2;
-  if (zMsg) {
+  if (bBadValue) {
+    rc = quantError(q, 0, "%s", zBad);
+  } else if (zMsg) {
     if (!q->zErr) q->rcErr = rc;
     rc = quantError(q, q->zDst, "%s", zMsg);
   } else if (rc != SQLITE_OK) {
@@ -306,10 +328,6 @@ static int quantTensor(GptQuant *q, const GPTConfig *cfg, int hasLmHead, int i) 
   int rc;
   gpt_tensor_info(cfg, hasLmHead, i, &info);
   rc = gptext_tensor_open(q->db, q->zSrc, &info, &rows, &zMsg);
-  /* a value no load takes is refused here, not copied into a model that
-  ** never loads */
-  if (rc == SQLITE_OK && (rc = gptext_tensor_check(&rows, &info, &zMsg)) != SQLITE_OK)
-    gptext_tensor_close(&rows);
   if (rc != SQLITE_OK) {
     rc = zMsg ? quantError(q, 0, "%s", zMsg) : quantSqlError(q, rc);
     sqlite3_free(zMsg);
