@@ -1783,9 +1783,12 @@ static void gptDebugFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   sqlite3_str *pStr = sqlite3_str_new(sqlite3_context_db_handle(ctx));
   int n = 0;
   pthread_mutex_lock(&gCacheMutex);
+  /* f32_gemv: GPT_KERNELS=blas keeps the set's other kernels but runs f32
+  ** decode products on OpenBLAS */
   sqlite3_str_appendf(pStr, "{\"version\":\"%s\",\"sqlite\":\"%s\",\"kernels\":\"%s\","
-                      "\"threads\":%d,\"tokenizer_loads\":%lld,\"weight_loads\":%lld,"
-                      "\"cached\":[", GPT_VERSION, sqlite3_libversion(), gpt_kernels()->name,
+                      "\"f32_gemv\":\"%s\",\"threads\":%d,\"tokenizer_loads\":%lld,"
+                      "\"weight_loads\":%lld,\"cached\":[", GPT_VERSION, sqlite3_libversion(),
+                      gpt_kernels()->name, gpt_kernels()->blas_gemv ? "cblas_sgemv" : "own",
                       gpt_threads_default(), gnTokenizerLoads, gnWeightLoads);
   for (CacheEntry *e = gCache; e; e = e->pNext, n++) {
     sqlite3_str_appendall(pStr, n ? ",{\"model\":\"" : "{\"model\":\"");
