@@ -183,15 +183,17 @@ typedef struct GgPre {
   const char *zName;
   const char *zStage1, *zStage2;   /* regexes; zStage1 NULL = GPT-2's pattern */
   int bNfc, bIgnoreMerges;
+  int bAddBos;                     /* llama.cpp's add_bos when the file has no
+                                   ** tokenizer.ggml.add_bos_token */
 } GgPre;
 static const GgPre aGgPre[] = {
-  {"gpt-2", 0, 0, 0, 0},
-  {"llama-bpe", zLlama3Regex, 0, 0, 1},
-  {"llama3", zLlama3Regex, 0, 0, 1},
-  {"llama-v3", zLlama3Regex, 0, 0, 1},
-  {"qwen2", zQwen2Regex, 0, 1, 0},
-  {"deepseek-r1-qwen", zQwen2Regex, 0, 1, 0},
-  {"smollm", "\\p{N}", 0, 0, 0},
+  {"gpt-2", 0, 0, 0, 0, 0},
+  {"llama-bpe", zLlama3Regex, 0, 0, 1, 1},
+  {"llama3", zLlama3Regex, 0, 0, 1, 1},
+  {"llama-v3", zLlama3Regex, 0, 0, 1, 1},
+  {"qwen2", zQwen2Regex, 0, 1, 0, 0},
+  {"deepseek-r1-qwen", zQwen2Regex, 0, 1, 0, 0},
+  {"smollm", "\\p{N}", 0, 0, 0, 0},
 };
 #define GG_PRE_LIST "gpt-2, llama-bpe (llama3, llama-v3), qwen2 (deepseek-r1-qwen), smollm"
 
@@ -1192,7 +1194,8 @@ done:
 /*
 ** Imports tokenizer.ggml.*: the tokens (control and user-defined ones are
 ** added tokens, special when control; their text is raw and stored in
-** byte-level form), the merges, bos/eos, add_bos_token, the chat template,
+** byte-level form), the merges, bos/eos, add_bos_token (absent: llama.cpp's
+** default for the pre-tokenizer, true for llama-bpe), the chat template,
 ** and the pre-tokenizer of tokenizer.ggml.pre. Trailing "[PADn]" tokens
 ** (the converter pads the vocabulary to the embedding's rows, as unused
 ** tokens, or user-defined ones before) are left out,
@@ -1326,7 +1329,8 @@ static int ggTokenizer(GgImport *p) {
       (rc = ggTokenId(p, "tokenizer.ggml.eos_token_id", p->nTok, &k.eos)) ||
       (rc = ggTokenId(p, "tokenizer.ggml.eot_token_id", p->nTok, &eotKey)) ||
       (rc = ggTokenId(p, "tokenizer.ggml.eom_token_id", p->nTok, &eomKey)) ||
-      (rc = ggBool(p, "tokenizer.ggml.add_bos_token", 0, &k.bAddBos)))
+      (rc = ggBool(p, "tokenizer.ggml.add_bos_token", k.pPre->bAddBos && k.bos >= 0,
+                   &k.bAddBos)))
     goto done;
   if (k.bAddBos && k.bos < 0) {
     rc = ggError(p, "tokenizer.ggml.add_bos_token is true but there is no bos_token_id");
