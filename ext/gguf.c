@@ -22,8 +22,9 @@
 **
 ** Export writes GGUF v3: the same mapping backwards, tensors as stored, and
 ** a private key sqlite_gpt.tokenizer with what GGUF has no key for (the
-** exact pre-tokenizer stages, normalizer, ignore_merges, stop ids), so that
-** importing an exported file gives back every row bit for bit.
+** exact pre-tokenizer stages, normalizer, ignore_merges, stop ids), and
+** sqlite_gpt.rope_scaling with Llama 3.1's parameters beside rope_freqs, so
+** that importing an exported file gives back every row bit for bit.
 **
 ** Errors read "gpt_import: model 'NAME': PATH: what, expected X, found Y".
 */
@@ -183,15 +184,17 @@ typedef struct GgPre {
   const char *zName;
   const char *zStage1, *zStage2;   /* regexes; zStage1 NULL = GPT-2's pattern */
   int bNfc, bIgnoreMerges;
+  int bAddBos;                     /* llama.cpp's add_bos when the file has no
+                                   ** tokenizer.ggml.add_bos_token */
 } GgPre;
 static const GgPre aGgPre[] = {
-  {"gpt-2", 0, 0, 0, 0},
-  {"llama-bpe", zLlama3Regex, 0, 0, 1},
-  {"llama3", zLlama3Regex, 0, 0, 1},
-  {"llama-v3", zLlama3Regex, 0, 0, 1},
-  {"qwen2", zQwen2Regex, 0, 1, 0},
-  {"deepseek-r1-qwen", zQwen2Regex, 0, 1, 0},
-  {"smollm", "\\p{N}", 0, 0, 0},
+  {"gpt-2", 0, 0, 0, 0, 0},
+  {"llama-bpe", zLlama3Regex, 0, 0, 1, 1},
+  {"llama3", zLlama3Regex, 0, 0, 1, 1},
+  {"llama-v3", zLlama3Regex, 0, 0, 1, 1},
+  {"qwen2", zQwen2Regex, 0, 1, 0, 0},
+  {"deepseek-r1-qwen", zQwen2Regex, 0, 1, 0, 0},
+  {"smollm", "\\p{N}", 0, 0, 0, 0},
 };
 #define GG_PRE_LIST "gpt-2, llama-bpe (llama3, llama-v3), qwen2 (deepseek-r1-qwen), smollm"
 
@@ -430,13 +433,64 @@ static int ggBool(GgImport *p, const char *zKey, int bDefault, int *pb) {
 }
 
 /*
+** Reads sqlite_gpt.rope_scaling, which gpt_export writes beside rope_freqs:
+** a JSON object with Llama 3.1's factor, low_freq_factor, high_freq_factor
+** and original_max_position_embeddings as the model has them, which the
+** divisors alone do not determine. Sets p->cfg's and *pbFound when the key
+** is there; the caller checks them against the divisors.
+*/
+static int ggRopeKey(GgImport *p, int *pbFound) {
+  sqlite3_stmt *q = 0;
+  char *zJson = 0;
+  int rc;
+  *pbFound = 0;
+  rc = ggString(p, "sqlite_gpt.rope_scaling", 4096, &zJson, 0);
+  if (rc != SQLITE_OK || !zJson) return rc;
+  rc = ggPrepare(p,
+      "SELECT CASE WHEN json_valid(?1) AND json_type(?1) = 'object' THEN"
+      "  json_type(?1, '$.factor') IN ('real', 'integer')"
+      "  AND json_type(?1, '$.low_freq_factor') IN ('real', 'integer')"
+      "  AND json_type(?1, '$.high_freq_factor') IN ('real', 'integer')"
+      "  AND json_type(?1, '$.original_max_position_embeddings') = 'integer'"
+      "  AND json_extract(?1, '$.original_max_position_embeddings') BETWEEN 1 AND ?2 END,"
+      " CASE WHEN json_valid(?1) THEN json_extract(?1, '$.factor') END,"
+      " CASE WHEN json_valid(?1) THEN json_extract(?1, '$.low_freq_factor') END,"
+      " CASE WHEN json_valid(?1) THEN json_extract(?1, '$.high_freq_factor') END,"
+      " CASE WHEN json_valid(?1) THEN json_extract(?1, '$.original_max_position_embeddings') END",
+      &q);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_text(q, 1, zJson, -1, SQLITE_STATIC);
+    sqlite3_bind_int(q, 2, GPT_MAX_CTX);
+    rc = sqlite3_step(q);
+    if (rc != SQLITE_ROW) {
+      rc = ggSqlError(p, rc);
+    } else if (!sqlite3_column_int(q, 0)) {
+      rc = ggError(p, "metadata \"sqlite_gpt.rope_scaling\" must be a JSON object with numbers "
+                   "factor, low_freq_factor, high_freq_factor and an integer "
+                   "original_max_position_embeddings of 1 to %d", GPT_MAX_CTX);
+    } else {
+      p->cfg.rope_factor = sqlite3_column_double(q, 1);
+      p->cfg.rope_low_freq_factor = sqlite3_column_double(q, 2);
+      p->cfg.rope_high_freq_factor = sqlite3_column_double(q, 3);
+      p->cfg.rope_original_ctx = sqlite3_column_int(q, 4);
+      *pbFound = 1;
+      rc = SQLITE_OK;
+    }
+  }
+  sqlite3_finalize(q);
+  sqlite3_free(zJson);
+  return rc;
+}
+
+/*
 ** Llama 3.1's rope scaling from the rope_freqs tensor (convert_hf_to_gguf.py
 ** writes the per-frequency divisors, not the parameters): factor is the
 ** largest divisor; low_freq_factor is taken as 1 (Llama 3.x's value) and
 ** high_freq_factor and original_max_position_embeddings are solved from
 ** the blended frequencies, or, with none blended, 4 and the original
-** context 8192 when the boundaries allow. The result is checked: the
-** divisors it implies must equal the tensor's within 1e-5.
+** context 8192 when the boundaries allow; a file of gpt_export gives them
+** in sqlite_gpt.rope_scaling instead. The result is checked: the divisors
+** it implies must equal the tensor's within 1e-5.
 */
 static int ggRopeFreqs(GgImport *p, const GGUFTensor *t) {
   int hd = gpt_config_head_dim(&p->cfg), n = hd / 2;
@@ -469,6 +523,11 @@ static int ggRopeFreqs(GgImport *p, const GGUFTensor *t) {
   p->cfg.rope_low_freq_factor = 1.0;
   p->cfg.rope_high_freq_factor = 4.0;
   p->cfg.rope_original_ctx = 8192;
+  {
+    int bKey, rc = ggRopeKey(p, &bKey);
+    if (rc != SQLITE_OK) return rc;
+    if (bKey) goto check;
+  }
   for (int i = 0; i < n; i++) {
     if (aV[i] > 1.0f + 1e-6f && aV[i] < (float)fMax * (1.0f - 1e-6f)) { iBlend = i; break; }
   }
@@ -507,6 +566,7 @@ static int ggRopeFreqs(GgImport *p, const GGUFTensor *t) {
       }
     }
   }
+check:
   /* the divisors these parameters give, as the converter computes them */
   for (int i = 0; i < n; i++) {
     double fr = 1.0 / pow(theta, (2.0 * i) / hd), wave = 2 * M_PI / fr, want;
@@ -1192,7 +1252,8 @@ done:
 /*
 ** Imports tokenizer.ggml.*: the tokens (control and user-defined ones are
 ** added tokens, special when control; their text is raw and stored in
-** byte-level form), the merges, bos/eos, add_bos_token, the chat template,
+** byte-level form), the merges, bos/eos, add_bos_token (absent: llama.cpp's
+** default for the pre-tokenizer, true for llama-bpe), the chat template,
 ** and the pre-tokenizer of tokenizer.ggml.pre. Trailing "[PADn]" tokens
 ** (the converter pads the vocabulary to the embedding's rows, as unused
 ** tokens, or user-defined ones before) are left out,
@@ -1326,7 +1387,8 @@ static int ggTokenizer(GgImport *p) {
       (rc = ggTokenId(p, "tokenizer.ggml.eos_token_id", p->nTok, &k.eos)) ||
       (rc = ggTokenId(p, "tokenizer.ggml.eot_token_id", p->nTok, &eotKey)) ||
       (rc = ggTokenId(p, "tokenizer.ggml.eom_token_id", p->nTok, &eomKey)) ||
-      (rc = ggBool(p, "tokenizer.ggml.add_bos_token", 0, &k.bAddBos)))
+      (rc = ggBool(p, "tokenizer.ggml.add_bos_token", k.pPre->bAddBos && k.bos >= 0,
+                   &k.bAddBos)))
     goto done;
   if (k.bAddBos && k.bos < 0) {
     rc = ggError(p, "tokenizer.ggml.add_bos_token is true but there is no bos_token_id");
@@ -2298,6 +2360,20 @@ static int gxHeader(GgExport *p, GxTensor *aT, int nT) {
     nKv += 6;
   }
 #undef KEY
+  if (c->rope_scaling == GPT_ROPE_LLAMA3) {
+    /* rope_freqs holds only the divisors, from which the parameters cannot
+    ** always be solved back: the parameters themselves, for a re-import */
+    char *z = sqlite3_mprintf("{\"factor\":%!.17g,\"low_freq_factor\":%!.17g,"
+                              "\"high_freq_factor\":%!.17g,"
+                              "\"original_max_position_embeddings\":%d}",
+                              c->rope_factor, c->rope_low_freq_factor,
+                              c->rope_high_freq_factor, c->rope_original_ctx);
+    if (!z) return gxError(p, "out of memory");
+    rc = gxKvStr(p, "sqlite_gpt.rope_scaling", z);
+    sqlite3_free(z);
+    if (rc) return rc;
+    nKv++;
+  }
   {
     sqlite3_str *s = sqlite3_str_new(p->db);
     char *z;
