@@ -487,8 +487,8 @@ static int ggRopeKey(GgImport *p, int *pbFound) {
 ** writes the per-frequency divisors, not the parameters): factor is the
 ** largest divisor; low_freq_factor is taken as 1 (Llama 3.x's value) and
 ** high_freq_factor and original_max_position_embeddings are solved from
-** the blended frequencies, or, with none blended, 4 and the original
-** context 8192 when the boundaries allow; a file of gpt_export gives them
+** the blended frequencies, or, with none blended, 4 and an original
+** context that the boundaries allow (8192 first); a file of gpt_export gives them
 ** in sqlite_gpt.rope_scaling instead. The result is checked: the divisors
 ** it implies must equal the tensor's within 1e-5.
 */
@@ -564,6 +564,22 @@ static int ggRopeFreqs(GgImport *p, const GGUFTensor *t) {
           break;
         }
       }
+    }
+  } else {
+    /* Nothing blended: with high_freq_factor 4, every original context in
+    ** (4 x the longest wavelength left unscaled, the shortest scaled one)
+    ** gives these divisors. 8192 (Llama 3's) when it is one of them, else
+    ** the first power of two there, else the first whole number. */
+    int iLast = -1;
+    while (iLast + 1 < n && aV[iLast + 1] <= 1.0f + 1e-6f) iLast++;
+    double lo = iLast >= 0 ? 4.0 * 2 * M_PI * pow(theta, (2.0 * iLast) / hd) : 0.0;
+    double hi = iLast + 1 < n ? 2 * M_PI * pow(theta, (2.0 * (iLast + 1)) / hd) : GPT_MAX_CTX + 1.0;
+    if (!(8192 > lo && 8192 < hi)) {
+      double ctx = 0;
+      for (double c = 1; c <= GPT_MAX_CTX && ctx == 0; c *= 2)
+        if (c > lo && c < hi) ctx = c;
+      if (ctx == 0 && floor(lo) + 1 < hi && floor(lo) + 1 <= GPT_MAX_CTX) ctx = floor(lo) + 1;
+      if (ctx >= 1) p->cfg.rope_original_ctx = (int)ctx;
     }
   }
 check:
