@@ -1358,9 +1358,10 @@ static int impHfOptions(GptImport *p, ImpHf *h) {
 
   rc = impJsonPrepare(p,
       "SELECT json_extract(?1, '$.normalizer.type'),"
-      " (SELECT group_concat(coalesce(json_extract(value, '$.type'), '?'), ', ')"
-      "  FROM json_each(?1, '$.normalizer.normalizers')"
-      "  WHERE coalesce(json_extract(value, '$.type'), '?') <> 'NFC'),"
+      " (SELECT group_concat(coalesce(json_extract(CASE type WHEN 'object' THEN value END,"
+      "   '$.type'), 'without a type'), ', ') FROM json_each(?1, '$.normalizer.normalizers')"
+      "  WHERE coalesce(json_extract(CASE type WHEN 'object' THEN value END, '$.type'), '?')"
+      "   <> 'NFC'),"
       " json_type(?1, '$.normalizer'),"
       " json_extract(?1, '$.model.type'), json_type(?1, '$.model.dropout'),"
       " json_type(?1, '$.model.byte_fallback'),"
@@ -1421,21 +1422,29 @@ static int impHfOptions(GptImport *p, ImpHf *h) {
 
   /* The pre-tokenizer: one element, or the elements of a Sequence. */
   rc = impJsonPrepare(p,
-      "SELECT json_extract(e.value, '$.type'), json_extract(e.value, '$.pattern.Regex'),"
-      " json_type(e.value, '$.pattern.Regex'), json_extract(e.value, '$.pattern.String'),"
-      " json_type(e.value, '$.pattern.String'), json_extract(e.value, '$.behavior'),"
-      " json_type(e.value, '$.invert'), json_type(e.value, '$.individual_digits'),"
-      " json_type(e.value, '$.add_prefix_space'), json_type(e.value, '$.use_regex')"
-      " FROM (SELECT CASE WHEN json_extract(?1, '$.pre_tokenizer.type') = 'Sequence'"
-      "   THEN json_extract(?1, '$.pre_tokenizer.pretokenizers')"
-      "   ELSE json_array(json(json_extract(?1, '$.pre_tokenizer'))) END AS a),"
-      " json_each(a) AS e", h->zJson, h->nJson, &pStmt);
+      "SELECT json_extract(o, '$.type'), json_extract(o, '$.pattern.Regex'),"
+      " json_type(o, '$.pattern.Regex'), json_extract(o, '$.pattern.String'),"
+      " json_type(o, '$.pattern.String'), json_extract(o, '$.behavior'),"
+      " json_type(o, '$.invert'), json_type(o, '$.individual_digits'),"
+      " json_type(o, '$.add_prefix_space'), json_type(o, '$.use_regex'), t"
+      /* a stage that is a bare string is not JSON: only objects are looked into */
+      " FROM (SELECT e.type AS t, CASE e.type WHEN 'object' THEN e.value END AS o"
+      "  FROM (SELECT CASE WHEN json_extract(?1, '$.pre_tokenizer.type') = 'Sequence'"
+      "   THEN coalesce(?1 -> '$.pre_tokenizer.pretokenizers', '[]')"
+      "   ELSE '[' || coalesce(?1 -> '$.pre_tokenizer', 'null') || ']' END AS a),"
+      "  json_each(a) AS e)", h->zJson, h->nJson, &pStmt);
   if (rc != SQLITE_OK) goto done;
   while ((rc = sqlite3_step(pStmt)) == SQLITE_ROW) {
     const char *zType = (const char *)sqlite3_column_text(pStmt, 0);
     const char *zTrue = "true";
+    const char *zKind = (const char *)sqlite3_column_text(pStmt, 10);
     nStage++;
     rc = SQLITE_OK;
+    if (zKind && strcmp(zKind, "object") && strcmp(zKind, "null")) {
+      rc = impError(p, zFile, "pre_tokenizer %d is %s, expected an object", nStage,
+                    impJsonKind(zKind));
+      goto done;
+    }
     if (!zType) {
       rc = impError(p, zFile, "pre_tokenizer %d has no type, expected ByteLevel, Split or "
                     "Digits (byte-level BPE)", nStage);
@@ -1559,11 +1568,12 @@ static int impHfAdded(GptImport *p, ImpHf *h) {
   }
   memset(h->aAdded, 0, sizeof(ImpAdded) * (size_t)n);
   rc = impJsonPrepare(p,
-      "SELECT json_type(value, '$.id'), json_extract(value, '$.id'),"
-      " json_type(value, '$.content'), json_extract(value, '$.content'),"
-      " json_type(value, '$.special'), json_type(value, '$.single_word'),"
-      " json_type(value, '$.lstrip'), json_type(value, '$.rstrip'), key"
-      " FROM json_each(?1, '$.added_tokens')", h->zJson, h->nJson, &pStmt);
+      "SELECT json_type(o, '$.id'), json_extract(o, '$.id'),"
+      " json_type(o, '$.content'), json_extract(o, '$.content'),"
+      " json_type(o, '$.special'), json_type(o, '$.single_word'),"
+      " json_type(o, '$.lstrip'), json_type(o, '$.rstrip'), key, type"
+      " FROM (SELECT key, type, CASE type WHEN 'object' THEN value END AS o"
+      "  FROM json_each(?1, '$.added_tokens'))", h->zJson, h->nJson, &pStmt);
   if (rc != SQLITE_OK) goto done;
   while ((rc = sqlite3_step(pStmt)) == SQLITE_ROW && h->nAdded < n) {
     const char *zIdType = (const char *)sqlite3_column_text(pStmt, 0);
@@ -1572,6 +1582,12 @@ static int impHfAdded(GptImport *p, ImpHf *h) {
     int nContent = sqlite3_column_bytes(pStmt, 3);
     sqlite3_int64 id = sqlite3_column_int64(pStmt, 1);
     int k = sqlite3_column_int(pStmt, 8);
+    const char *zKind = (const char *)sqlite3_column_text(pStmt, 9);
+    if (!zKind || strcmp(zKind, "object")) {
+      rc = impError(p, zFile, "added_tokens[%d] is %s, expected an object", k,
+                    impJsonKind(zKind));
+      goto done;
+    }
     if (!zIdType || strcmp(zIdType, "integer") || id < 0 || id >= p->cfg.vocab_size) {
       rc = impError(p, zFile, "added_tokens[%d] has id %s, expected an integer 0 to %d "
                     "(vocab_size of config.json)", k,
@@ -1831,15 +1847,21 @@ static int impHfPost(GptImport *p, ImpHf *h) {
 
   h->iPrefix = -1;
   rc = impJsonPrepare(p,
-      "SELECT json_extract(e.value, '$.type'), e.value"
-      " FROM (SELECT CASE WHEN json_extract(?1, '$.post_processor.type') = 'Sequence'"
-      "   THEN json_extract(?1, '$.post_processor.processors')"
-      "   ELSE json_array(json(json_extract(?1, '$.post_processor'))) END AS a),"
-      " json_each(a) AS e", h->zJson, h->nJson, &pStmt);
+      "SELECT json_extract(o, '$.type'), o, t"
+      " FROM (SELECT e.type AS t, CASE e.type WHEN 'object' THEN e.value END AS o"
+      "  FROM (SELECT CASE WHEN json_extract(?1, '$.post_processor.type') = 'Sequence'"
+      "   THEN coalesce(?1 -> '$.post_processor.processors', '[]')"
+      "   ELSE '[' || coalesce(?1 -> '$.post_processor', 'null') || ']' END AS a),"
+      "  json_each(a) AS e)", h->zJson, h->nJson, &pStmt);
   if (rc != SQLITE_OK) goto done;
   while ((rc = sqlite3_step(pStmt)) == SQLITE_ROW) {
     const char *zType = (const char *)sqlite3_column_text(pStmt, 0);
+    const char *zKind = (const char *)sqlite3_column_text(pStmt, 2);
     int bSeq = 0, nBefore = 0, nAfter = 0;
+    if (zKind && strcmp(zKind, "object") && strcmp(zKind, "null")) {
+      rc = impError(p, zFile, "post_processor is %s, expected an object", impJsonKind(zKind));
+      goto done;
+    }
     if (!zType || strcmp(zType, "ByteLevel") == 0) continue;
     if (strcmp(zType, "TemplateProcessing") != 0) {
       rc = impError(p, zFile, "post_processor %s is not supported, expected ByteLevel or "
@@ -1848,16 +1870,15 @@ static int impHfPost(GptImport *p, ImpHf *h) {
     }
     h->bTemplate = 1;
     rc = impJsonPrepare(p,
-        "SELECT json_extract(s.value, '$.SpecialToken.id'), json_type(s.value, '$.Sequence'),"
-        " (SELECT json_extract(t.value, '$.ids') FROM json_each(?1, '$.special_tokens') AS t"
-        "   WHERE t.key = json_extract(s.value, '$.SpecialToken.id')),"
-        " (SELECT json_array_length(t.value, '$.ids') FROM json_each(?1, '$.special_tokens') AS t"
-        "   WHERE t.key = json_extract(s.value, '$.SpecialToken.id')),"
-        " (SELECT json_extract(t.value, '$.ids[0]') FROM json_each(?1, '$.special_tokens') AS t"
-        "   WHERE t.key = json_extract(s.value, '$.SpecialToken.id')),"
-        " (SELECT json_type(t.value, '$.ids[0]') FROM json_each(?1, '$.special_tokens') AS t"
-        "   WHERE t.key = json_extract(s.value, '$.SpecialToken.id'))"
-        " FROM json_each(?1, '$.single') AS s",
+        /* (items that are bare strings are not JSON: only objects are looked into) */
+        "WITH si(i, o) AS (SELECT id, CASE type WHEN 'object' THEN value END"
+        "  FROM json_each(?1, '$.single')),"
+        " st(k, o) AS (SELECT key, CASE type WHEN 'object' THEN value END"
+        "  FROM json_each(?1, '$.special_tokens'))"
+        "SELECT json_extract(si.o, '$.SpecialToken.id'), json_type(si.o, '$.Sequence'),"
+        " json_extract(st.o, '$.ids'), json_array_length(st.o, '$.ids'),"
+        " json_extract(st.o, '$.ids[0]'), json_type(st.o, '$.ids[0]')"
+        " FROM si LEFT JOIN st ON st.k = json_extract(si.o, '$.SpecialToken.id') ORDER BY si.i",
         (const char *)sqlite3_column_text(pStmt, 1), sqlite3_column_bytes(pStmt, 1), &pItem);
     if (rc != SQLITE_OK) goto done;
     while ((rc = sqlite3_step(pItem)) == SQLITE_ROW) {
@@ -1973,8 +1994,10 @@ static int impHfConfig(GptImport *p, ImpHf *h, GPTTokenizer *t) {
         "   CASE json_type(?1, '$.eos_token') WHEN 'text' THEN json_extract(?1, '$.eos_token') END),"
         " json_type(?1, '$.add_bos_token'), json_type(?1, '$.chat_template'),"
         " CASE json_type(?1, '$.chat_template') WHEN 'text' THEN json_extract(?1, '$.chat_template')"
-        "   WHEN 'array' THEN (SELECT json_extract(value, '$.template') FROM"
-        "   json_each(?1, '$.chat_template') WHERE json_extract(value, '$.name') = 'default') END,"
+        "   WHEN 'array' THEN (SELECT CASE json_type(o, '$.template') WHEN 'text'"
+        "   THEN json_extract(o, '$.template') END FROM (SELECT CASE type WHEN 'object' THEN value"
+        "   END AS o FROM json_each(?1, '$.chat_template')) WHERE json_extract(o, '$.name') ="
+        "   'default') END,"
         " json_extract(?1, '$.tokenizer_class')", zText, nText, &pStmt);
     if (rc != SQLITE_OK) goto done;
     rc = sqlite3_step(pStmt);
