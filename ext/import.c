@@ -1377,7 +1377,8 @@ static int impHfAddStage(GptImport *p, ImpHf *h, const char *zKind, const char *
 ** ByteLevel, or a Sequence of Split (behavior Isolated, not inverted) and
 ** Digits stages followed by ByteLevel; ByteLevel's use_regex adds GPT-2's
 ** pattern; add_prefix_space must be false. model is BPE without dropout or
-** byte fallback. Anything else is refused by name.
+** byte fallback; the decoder is ByteLevel (alone or in a Sequence) or none.
+** Anything else is refused by name.
 */
 static int impHfOptions(GptImport *p, ImpHf *h) {
   static const char *zFile = "tokenizer.json";
@@ -1395,8 +1396,13 @@ static int impHfOptions(GptImport *p, ImpHf *h) {
       " json_type(?1, '$.model.byte_fallback'),"
       " json_extract(?1, '$.model.continuing_subword_prefix'),"
       " json_extract(?1, '$.model.end_of_word_suffix'),"
-      " json_type(?1, '$.model.ignore_merges'), NULL, NULL,"
-      " (SELECT count(*) FROM json_each(?1, '$.normalizer.normalizers'))",
+      " json_type(?1, '$.model.ignore_merges'), json_extract(?1, '$.decoder.type'),"
+      " (SELECT group_concat(coalesce(json_extract(CASE type WHEN 'object' THEN value END,"
+      "   '$.type'), 'without a type'), ', ') FROM json_each(?1, '$.decoder.decoders')"
+      "  WHERE coalesce(json_extract(CASE type WHEN 'object' THEN value END, '$.type'), '?')"
+      "   <> 'ByteLevel'),"
+      " (SELECT count(*) FROM json_each(?1, '$.normalizer.normalizers')),"
+      " json_type(?1, '$.decoder')",
       h->zJson, h->nJson, &pStmt);
   if (rc != SQLITE_OK) goto done;
   rc = sqlite3_step(pStmt);
@@ -1414,6 +1420,9 @@ static int impHfOptions(GptImport *p, ImpHf *h) {
     const char *zPrefix = (const char *)sqlite3_column_text(pStmt, 6);
     const char *zSuffix = (const char *)sqlite3_column_text(pStmt, 7);
     const char *zIgnore = (const char *)sqlite3_column_text(pStmt, 8);
+    const char *zDecoder = (const char *)sqlite3_column_text(pStmt, 9);
+    const char *zDecOther = (const char *)sqlite3_column_text(pStmt, 10);
+    const char *zDecType = (const char *)sqlite3_column_text(pStmt, 12);
     if (zNormType && strcmp(zNormType, "null") != 0) {
       if (zNorm && strcmp(zNorm, "NFC") == 0) {
         h->bNfc = 1;
@@ -1433,9 +1442,25 @@ static int impHfOptions(GptImport *p, ImpHf *h) {
       rc = impError(p, zFile, "model dropout is not supported, expected null");
       goto done;
     }
-    if (zFallback && strcmp(zFallback, "true") == 0) {
-      rc = impError(p, zFile, "model byte_fallback is not supported, expected false "
-                    "(byte-level BPE)");
+    if (zFallback && strcmp(zFallback, "false") && strcmp(zFallback, "null")) {
+      rc = impError(p, zFile, "model byte_fallback is %s, which is not supported, expected "
+                    "false (byte-level BPE)", impJsonKind(zFallback));
+      goto done;
+    }
+    if (zIgnore && strcmp(zIgnore, "true") && strcmp(zIgnore, "false") &&
+        strcmp(zIgnore, "null")) {
+      rc = impError(p, zFile, "model ignore_merges is %s, expected true or false",
+                    impJsonKind(zIgnore));
+      goto done;
+    }
+    /* the decoder turns ids back into text: any other than ByteLevel (a
+    ** Metaspace, a Replace, a Strip) would make gpt_detokenize differ from
+    ** Hugging Face's decode */
+    if (zDecType && strcmp(zDecType, "null") &&
+        !(zDecoder && strcmp(zDecoder, "ByteLevel") == 0) &&
+        !(zDecoder && strcmp(zDecoder, "Sequence") == 0 && !zDecOther)) {
+      rc = impError(p, zFile, "decoder %s is not supported, expected ByteLevel (byte-level BPE)",
+                    zDecOther ? zDecOther : zDecoder ? zDecoder : "without a type");
       goto done;
     }
     if ((zPrefix && zPrefix[0]) || (zSuffix && zSuffix[0])) {
