@@ -2041,10 +2041,15 @@ static int impHfConfig(GptImport *p, ImpHf *h, GPTTokenizer *t) {
     rc = impCheckObject(p, zFile, zText, nText, "a JSON object");
     if (rc != SQLITE_OK) goto done;
     rc = impJsonPrepare(p,
-        "SELECT json_type(?1, '$.bos_token'), coalesce(json_extract(?1, '$.bos_token.content'),"
-        "   CASE json_type(?1, '$.bos_token') WHEN 'text' THEN json_extract(?1, '$.bos_token') END),"
-        " json_type(?1, '$.eos_token'), coalesce(json_extract(?1, '$.eos_token.content'),"
-        "   CASE json_type(?1, '$.eos_token') WHEN 'text' THEN json_extract(?1, '$.eos_token') END),"
+        /* a string, or an AddedToken object whose content is a string */
+        "SELECT json_type(?1, '$.bos_token'), CASE json_type(?1, '$.bos_token')"
+        "   WHEN 'text' THEN json_extract(?1, '$.bos_token') WHEN 'object' THEN"
+        "   CASE json_type(?1, '$.bos_token.content') WHEN 'text'"
+        "   THEN json_extract(?1, '$.bos_token.content') END END,"
+        " json_type(?1, '$.eos_token'), CASE json_type(?1, '$.eos_token')"
+        "   WHEN 'text' THEN json_extract(?1, '$.eos_token') WHEN 'object' THEN"
+        "   CASE json_type(?1, '$.eos_token.content') WHEN 'text'"
+        "   THEN json_extract(?1, '$.eos_token.content') END END,"
         " json_type(?1, '$.add_bos_token'), json_type(?1, '$.chat_template'),"
         " CASE json_type(?1, '$.chat_template') WHEN 'text' THEN json_extract(?1, '$.chat_template')"
         "   WHEN 'array' THEN (SELECT CASE json_type(o, '$.template') WHEN 'text'"
@@ -2062,6 +2067,12 @@ static int impHfConfig(GptImport *p, ImpHf *h, GPTTokenizer *t) {
       const char *zAdd = (const char *)sqlite3_column_text(pStmt, 4);
       const char *zClass = (const char *)sqlite3_column_text(pStmt, 7);
       const char *zTplType = (const char *)sqlite3_column_text(pStmt, 5);
+      if (zAdd && strcmp(zAdd, "true") && strcmp(zAdd, "false") && strcmp(zAdd, "null")) {
+        /* a string is refused: Python takes "false" for true */
+        rc = impError(p, zFile, "add_bos_token is %s, expected true or false",
+                      impJsonKind(zAdd));
+        goto done;
+      }
       bAddBosGiven = zAdd && (!strcmp(zAdd, "true") || !strcmp(zAdd, "false"));
       bAddBos = zAdd && !strcmp(zAdd, "true");
       bLlamaClass = zClass && (!strncmp(zClass, "LlamaTokenizer", 14) ||
@@ -2164,14 +2175,23 @@ static int impHfConfig(GptImport *p, ImpHf *h, GPTTokenizer *t) {
     if (rc != SQLITE_OK) goto done;
     rc = impCheckObject(p, zGen, zText, nText, "a JSON object");
     if (rc != SQLITE_OK) goto done;
-    rc = impJsonPrepare(p, "SELECT type, value FROM json_each(?1, '$.eos_token_id')",
+    /* an id or a list of ids (json_each would also walk an object's values) */
+    rc = impJsonPrepare(p, "SELECT type, value FROM json_each(?1, '$.eos_token_id')"
+                        " WHERE json_type(?1, '$.eos_token_id') <> 'object'"
+                        " UNION ALL SELECT 'object', NULL"
+                        " WHERE json_type(?1, '$.eos_token_id') = 'object'",
                         zText, nText, &pStmt);
     if (rc != SQLITE_OK) goto done;
     while ((rc = sqlite3_step(pStmt)) == SQLITE_ROW) {
       const char *zType = (const char *)sqlite3_column_text(pStmt, 0);
       sqlite3_int64 id = sqlite3_column_int64(pStmt, 1);
       if (zType && strcmp(zType, "null") == 0) continue;
-      if (!zType || strcmp(zType, "integer") || id < 0 || id >= h->nTok) {
+      if (!zType || strcmp(zType, "integer")) {
+        rc = impError(p, zGen, "eos_token_id holds %s, expected token ids 0 to %d",
+                      impJsonKind(zType), h->nTok - 1);
+        goto done;
+      }
+      if (id < 0 || id >= h->nTok) {
         rc = impError(p, zGen, "eos_token_id %s is not a token id 0 to %d",
                       (const char *)sqlite3_column_text(pStmt, 1), h->nTok - 1);
         goto done;
