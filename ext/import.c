@@ -368,6 +368,33 @@ done:
 }
 
 /*
+** Checks that no object of the JSON text zJson (nJson bytes, valid) has a key
+** twice: SQLite's JSON functions read the first, Python's json module (and so
+** transformers) the last, so such a file would import as another model than
+** the one Hugging Face loads. Records an error naming the key's path.
+*/
+static int impCheckNoDupKeys(GptImport *p, const char *zFile, const char *zJson,
+                             int64_t nJson) {
+  sqlite3_stmt *pStmt = 0;
+  int rc = impPrepare(p, "SELECT fullkey FROM json_tree(?1) WHERE key IS NOT NULL"
+                      " GROUP BY parent, key HAVING count(*) > 1 LIMIT 1", &pStmt);
+  if (rc != SQLITE_OK) return rc;
+  sqlite3_bind_text64(pStmt, 1, zJson, (sqlite3_uint64)nJson, SQLITE_STATIC, SQLITE_UTF8);
+  rc = sqlite3_step(pStmt);
+  if (rc == SQLITE_ROW) {
+    const char *zKey = (const char *)sqlite3_column_text(pStmt, 0);
+    int nKey = sqlite3_column_bytes(pStmt, 0);
+    rc = zKey ? impError(p, zFile, "%.*s%s appears twice, expected each key once",
+                         impClip(zKey, nKey), zKey, impClip(zKey, nKey) < nKey ? "..." : "")
+              : impNoMem(p);
+  } else {
+    rc = rc == SQLITE_DONE ? SQLITE_OK : impSqlError(p, rc);
+  }
+  sqlite3_finalize(pStmt);
+  return rc;
+}
+
+/*
 ** Reads config.json into p->cfg and checks it with gpt_config_check().
 ** Integers must be JSON integers within the range of an int; the context
 ** length is n_positions, or n_ctx in configs without it; the LayerNorm
@@ -388,6 +415,7 @@ static int impConfig(GptImport *p) {
   rc = impReadText(p, "config.json", &zJson, &nJson);
   if (rc != SQLITE_OK) goto done;
   rc = impCheckObject(p, "config.json", zJson, nJson, "a JSON object");
+  if (rc == SQLITE_OK) rc = impCheckNoDupKeys(p, "config.json", zJson, nJson);
   if (rc != SQLITE_OK) goto done;
   {
     char zType[64];
@@ -2039,6 +2067,7 @@ static int impHfConfig(GptImport *p, ImpHf *h, GPTTokenizer *t) {
     rc = impReadText(p, zFile, &zText, &nText);
     if (rc != SQLITE_OK) goto done;
     rc = impCheckObject(p, zFile, zText, nText, "a JSON object");
+    if (rc == SQLITE_OK) rc = impCheckNoDupKeys(p, zFile, zText, nText);
     if (rc != SQLITE_OK) goto done;
     rc = impJsonPrepare(p,
         /* a string, or an AddedToken object whose content is a string */
@@ -2174,6 +2203,7 @@ static int impHfConfig(GptImport *p, ImpHf *h, GPTTokenizer *t) {
     rc = impReadText(p, zGen, &zText, &nText);
     if (rc != SQLITE_OK) goto done;
     rc = impCheckObject(p, zGen, zText, nText, "a JSON object");
+    if (rc == SQLITE_OK) rc = impCheckNoDupKeys(p, zGen, zText, nText);
     if (rc != SQLITE_OK) goto done;
     /* an id or a list of ids (json_each would also walk an object's values) */
     rc = impJsonPrepare(p, "SELECT type, value FROM json_each(?1, '$.eos_token_id')"
@@ -2344,6 +2374,9 @@ static int impHfTokenizer(GptImport *p, GPTTokenizer **ppTok) {
   if (rc == SQLITE_OK) rc = impHfSplit(p, &h, zJson, nJson);
   sqlite3_free(zJson);
   zJson = 0;
+  /* (the rest without model.vocab and model.merges: small, and those two
+  ** are checked for repeats on their own) */
+  if (rc == SQLITE_OK) rc = impCheckNoDupKeys(p, zFile, h.zJson, h.nJson);
   if (rc == SQLITE_OK) rc = impHfOptions(p, &h);
   if (rc == SQLITE_OK) rc = impHfAdded(p, &h);
   if (rc == SQLITE_OK) rc = impHfVocab(p, &h, &t);
