@@ -247,9 +247,27 @@ done:
 }
 
 /*
+** The offset of the first byte of z (n bytes) that does not start a
+** well-formed UTF-8 character (no overlong form, surrogate or code point past
+** U+10FFFF), or -1 when z is valid UTF-8.
+*/
+static int64_t impUtf8Bad(const char *z, int64_t n) {
+  const unsigned char *u = (const unsigned char *)z;
+  int64_t i = 0;
+  while (i < n) {
+    int nChar = u[i] < 0x80 ? 1 : u[i] < 0xC2 ? 0 : u[i] < 0xE0 ? 2 : u[i] < 0xF0 ? 3
+              : u[i] < 0xF5 ? 4 : 0;
+    if (nChar == 0 || nChar > n - i || !gptext_utf8_valid(z + i, (size_t)nChar)) return i;
+    i += nChar;
+  }
+  return -1;
+}
+
+/*
 ** Reads FILE of the import folder, at most IMP_MAX_TEXT bytes, into a
-** NUL-terminated sqlite3_malloc'd buffer. A NUL byte inside is an error: every
-** file read this way is text.
+** NUL-terminated sqlite3_malloc'd buffer. A NUL byte inside, or bytes that
+** are not UTF-8, are an error: every file read this way is text, which JSON
+** and Hugging Face's readers take as UTF-8 only.
 */
 static int impReadText(GptImport *p, const char *zFile, char **pz, int64_t *pn) {
   FILE *f = 0;
@@ -287,6 +305,16 @@ static int impReadText(GptImport *p, const char *zFile, char **pz, int64_t *pn) 
     rc = impError(p, zFile, "NUL byte at offset %lld, expected text",
                   (long long)((char *)memchr(z, 0, (size_t)nSize) - z));
     goto done;
+  }
+  {
+    /* SQLite's JSON functions pass any bytes through: a chat template or a
+    ** name of invalid UTF-8 was stored, and failed only when used */
+    int64_t iBad = impUtf8Bad(z, nSize);
+    if (iBad >= 0) {
+      rc = impError(p, zFile, "invalid UTF-8 at offset %lld, expected UTF-8 text",
+                    (long long)iBad);
+      goto done;
+    }
   }
   *pz = z;
   *pn = nSize;
@@ -340,6 +368,33 @@ done:
 }
 
 /*
+** Checks that no object of the JSON text zJson (nJson bytes, valid) has a key
+** twice: SQLite's JSON functions read the first, Python's json module (and so
+** transformers) the last, so such a file would import as another model than
+** the one Hugging Face loads. Records an error naming the key's path.
+*/
+static int impCheckNoDupKeys(GptImport *p, const char *zFile, const char *zJson,
+                             int64_t nJson) {
+  sqlite3_stmt *pStmt = 0;
+  int rc = impPrepare(p, "SELECT fullkey FROM json_tree(?1) WHERE key IS NOT NULL"
+                      " GROUP BY parent, key HAVING count(*) > 1 LIMIT 1", &pStmt);
+  if (rc != SQLITE_OK) return rc;
+  sqlite3_bind_text64(pStmt, 1, zJson, (sqlite3_uint64)nJson, SQLITE_STATIC, SQLITE_UTF8);
+  rc = sqlite3_step(pStmt);
+  if (rc == SQLITE_ROW) {
+    const char *zKey = (const char *)sqlite3_column_text(pStmt, 0);
+    int nKey = sqlite3_column_bytes(pStmt, 0);
+    rc = zKey ? impError(p, zFile, "%.*s%s appears twice, expected each key once",
+                         impClip(zKey, nKey), zKey, impClip(zKey, nKey) < nKey ? "..." : "")
+              : impNoMem(p);
+  } else {
+    rc = rc == SQLITE_DONE ? SQLITE_OK : impSqlError(p, rc);
+  }
+  sqlite3_finalize(pStmt);
+  return rc;
+}
+
+/*
 ** Reads config.json into p->cfg and checks it with gpt_config_check().
 ** Integers must be JSON integers within the range of an int; the context
 ** length is n_positions, or n_ctx in configs without it; the LayerNorm
@@ -360,6 +415,7 @@ static int impConfig(GptImport *p) {
   rc = impReadText(p, "config.json", &zJson, &nJson);
   if (rc != SQLITE_OK) goto done;
   rc = impCheckObject(p, "config.json", zJson, nJson, "a JSON object");
+  if (rc == SQLITE_OK) rc = impCheckNoDupKeys(p, "config.json", zJson, nJson);
   if (rc != SQLITE_OK) goto done;
   {
     char zType[64];
@@ -1349,7 +1405,8 @@ static int impHfAddStage(GptImport *p, ImpHf *h, const char *zKind, const char *
 ** ByteLevel, or a Sequence of Split (behavior Isolated, not inverted) and
 ** Digits stages followed by ByteLevel; ByteLevel's use_regex adds GPT-2's
 ** pattern; add_prefix_space must be false. model is BPE without dropout or
-** byte fallback. Anything else is refused by name.
+** byte fallback; the decoder is ByteLevel (alone or in a Sequence) or none.
+** Anything else is refused by name.
 */
 static int impHfOptions(GptImport *p, ImpHf *h) {
   static const char *zFile = "tokenizer.json";
@@ -1358,16 +1415,22 @@ static int impHfOptions(GptImport *p, ImpHf *h) {
 
   rc = impJsonPrepare(p,
       "SELECT json_extract(?1, '$.normalizer.type'),"
-      " (SELECT group_concat(coalesce(json_extract(value, '$.type'), '?'), ', ')"
-      "  FROM json_each(?1, '$.normalizer.normalizers')"
-      "  WHERE coalesce(json_extract(value, '$.type'), '?') <> 'NFC'),"
+      " (SELECT group_concat(coalesce(json_extract(CASE type WHEN 'object' THEN value END,"
+      "   '$.type'), 'without a type'), ', ') FROM json_each(?1, '$.normalizer.normalizers')"
+      "  WHERE coalesce(json_extract(CASE type WHEN 'object' THEN value END, '$.type'), '?')"
+      "   <> 'NFC'),"
       " json_type(?1, '$.normalizer'),"
       " json_extract(?1, '$.model.type'), json_type(?1, '$.model.dropout'),"
       " json_type(?1, '$.model.byte_fallback'),"
       " json_extract(?1, '$.model.continuing_subword_prefix'),"
       " json_extract(?1, '$.model.end_of_word_suffix'),"
-      " json_type(?1, '$.model.ignore_merges'), NULL, NULL,"
-      " (SELECT count(*) FROM json_each(?1, '$.normalizer.normalizers'))",
+      " json_type(?1, '$.model.ignore_merges'), json_extract(?1, '$.decoder.type'),"
+      " (SELECT group_concat(coalesce(json_extract(CASE type WHEN 'object' THEN value END,"
+      "   '$.type'), 'without a type'), ', ') FROM json_each(?1, '$.decoder.decoders')"
+      "  WHERE coalesce(json_extract(CASE type WHEN 'object' THEN value END, '$.type'), '?')"
+      "   <> 'ByteLevel'),"
+      " (SELECT count(*) FROM json_each(?1, '$.normalizer.normalizers')),"
+      " json_type(?1, '$.decoder')",
       h->zJson, h->nJson, &pStmt);
   if (rc != SQLITE_OK) goto done;
   rc = sqlite3_step(pStmt);
@@ -1385,6 +1448,9 @@ static int impHfOptions(GptImport *p, ImpHf *h) {
     const char *zPrefix = (const char *)sqlite3_column_text(pStmt, 6);
     const char *zSuffix = (const char *)sqlite3_column_text(pStmt, 7);
     const char *zIgnore = (const char *)sqlite3_column_text(pStmt, 8);
+    const char *zDecoder = (const char *)sqlite3_column_text(pStmt, 9);
+    const char *zDecOther = (const char *)sqlite3_column_text(pStmt, 10);
+    const char *zDecType = (const char *)sqlite3_column_text(pStmt, 12);
     if (zNormType && strcmp(zNormType, "null") != 0) {
       if (zNorm && strcmp(zNorm, "NFC") == 0) {
         h->bNfc = 1;
@@ -1404,9 +1470,25 @@ static int impHfOptions(GptImport *p, ImpHf *h) {
       rc = impError(p, zFile, "model dropout is not supported, expected null");
       goto done;
     }
-    if (zFallback && strcmp(zFallback, "true") == 0) {
-      rc = impError(p, zFile, "model byte_fallback is not supported, expected false "
-                    "(byte-level BPE)");
+    if (zFallback && strcmp(zFallback, "false") && strcmp(zFallback, "null")) {
+      rc = impError(p, zFile, "model byte_fallback is %s, which is not supported, expected "
+                    "false (byte-level BPE)", impJsonKind(zFallback));
+      goto done;
+    }
+    if (zIgnore && strcmp(zIgnore, "true") && strcmp(zIgnore, "false") &&
+        strcmp(zIgnore, "null")) {
+      rc = impError(p, zFile, "model ignore_merges is %s, expected true or false",
+                    impJsonKind(zIgnore));
+      goto done;
+    }
+    /* the decoder turns ids back into text: any other than ByteLevel (a
+    ** Metaspace, a Replace, a Strip) would make gpt_detokenize differ from
+    ** Hugging Face's decode */
+    if (zDecType && strcmp(zDecType, "null") &&
+        !(zDecoder && strcmp(zDecoder, "ByteLevel") == 0) &&
+        !(zDecoder && strcmp(zDecoder, "Sequence") == 0 && !zDecOther)) {
+      rc = impError(p, zFile, "decoder %s is not supported, expected ByteLevel (byte-level BPE)",
+                    zDecOther ? zDecOther : zDecoder ? zDecoder : "without a type");
       goto done;
     }
     if ((zPrefix && zPrefix[0]) || (zSuffix && zSuffix[0])) {
@@ -1421,21 +1503,29 @@ static int impHfOptions(GptImport *p, ImpHf *h) {
 
   /* The pre-tokenizer: one element, or the elements of a Sequence. */
   rc = impJsonPrepare(p,
-      "SELECT json_extract(e.value, '$.type'), json_extract(e.value, '$.pattern.Regex'),"
-      " json_type(e.value, '$.pattern.Regex'), json_extract(e.value, '$.pattern.String'),"
-      " json_type(e.value, '$.pattern.String'), json_extract(e.value, '$.behavior'),"
-      " json_type(e.value, '$.invert'), json_type(e.value, '$.individual_digits'),"
-      " json_type(e.value, '$.add_prefix_space'), json_type(e.value, '$.use_regex')"
-      " FROM (SELECT CASE WHEN json_extract(?1, '$.pre_tokenizer.type') = 'Sequence'"
-      "   THEN json_extract(?1, '$.pre_tokenizer.pretokenizers')"
-      "   ELSE json_array(json(json_extract(?1, '$.pre_tokenizer'))) END AS a),"
-      " json_each(a) AS e", h->zJson, h->nJson, &pStmt);
+      "SELECT json_extract(o, '$.type'), json_extract(o, '$.pattern.Regex'),"
+      " json_type(o, '$.pattern.Regex'), json_extract(o, '$.pattern.String'),"
+      " json_type(o, '$.pattern.String'), json_extract(o, '$.behavior'),"
+      " json_type(o, '$.invert'), json_type(o, '$.individual_digits'),"
+      " json_type(o, '$.add_prefix_space'), json_type(o, '$.use_regex'), t"
+      /* a stage that is a bare string is not JSON: only objects are looked into */
+      " FROM (SELECT e.type AS t, CASE e.type WHEN 'object' THEN e.value END AS o"
+      "  FROM (SELECT CASE WHEN json_extract(?1, '$.pre_tokenizer.type') = 'Sequence'"
+      "   THEN coalesce(?1 -> '$.pre_tokenizer.pretokenizers', '[]')"
+      "   ELSE '[' || coalesce(?1 -> '$.pre_tokenizer', 'null') || ']' END AS a),"
+      "  json_each(a) AS e)", h->zJson, h->nJson, &pStmt);
   if (rc != SQLITE_OK) goto done;
   while ((rc = sqlite3_step(pStmt)) == SQLITE_ROW) {
     const char *zType = (const char *)sqlite3_column_text(pStmt, 0);
     const char *zTrue = "true";
+    const char *zKind = (const char *)sqlite3_column_text(pStmt, 10);
     nStage++;
     rc = SQLITE_OK;
+    if (zKind && strcmp(zKind, "object") && strcmp(zKind, "null")) {
+      rc = impError(p, zFile, "pre_tokenizer %d is %s, expected an object", nStage,
+                    impJsonKind(zKind));
+      goto done;
+    }
     if (!zType) {
       rc = impError(p, zFile, "pre_tokenizer %d has no type, expected ByteLevel, Split or "
                     "Digits (byte-level BPE)", nStage);
@@ -1559,11 +1649,12 @@ static int impHfAdded(GptImport *p, ImpHf *h) {
   }
   memset(h->aAdded, 0, sizeof(ImpAdded) * (size_t)n);
   rc = impJsonPrepare(p,
-      "SELECT json_type(value, '$.id'), json_extract(value, '$.id'),"
-      " json_type(value, '$.content'), json_extract(value, '$.content'),"
-      " json_type(value, '$.special'), json_type(value, '$.single_word'),"
-      " json_type(value, '$.lstrip'), json_type(value, '$.rstrip'), key"
-      " FROM json_each(?1, '$.added_tokens')", h->zJson, h->nJson, &pStmt);
+      "SELECT json_type(o, '$.id'), json_extract(o, '$.id'),"
+      " json_type(o, '$.content'), json_extract(o, '$.content'),"
+      " json_type(o, '$.special'), json_type(o, '$.single_word'),"
+      " json_type(o, '$.lstrip'), json_type(o, '$.rstrip'), key, type"
+      " FROM (SELECT key, type, CASE type WHEN 'object' THEN value END AS o"
+      "  FROM json_each(?1, '$.added_tokens'))", h->zJson, h->nJson, &pStmt);
   if (rc != SQLITE_OK) goto done;
   while ((rc = sqlite3_step(pStmt)) == SQLITE_ROW && h->nAdded < n) {
     const char *zIdType = (const char *)sqlite3_column_text(pStmt, 0);
@@ -1572,6 +1663,12 @@ static int impHfAdded(GptImport *p, ImpHf *h) {
     int nContent = sqlite3_column_bytes(pStmt, 3);
     sqlite3_int64 id = sqlite3_column_int64(pStmt, 1);
     int k = sqlite3_column_int(pStmt, 8);
+    const char *zKind = (const char *)sqlite3_column_text(pStmt, 9);
+    if (!zKind || strcmp(zKind, "object")) {
+      rc = impError(p, zFile, "added_tokens[%d] is %s, expected an object", k,
+                    impJsonKind(zKind));
+      goto done;
+    }
     if (!zIdType || strcmp(zIdType, "integer") || id < 0 || id >= p->cfg.vocab_size) {
       rc = impError(p, zFile, "added_tokens[%d] has id %s, expected an integer 0 to %d "
                     "(vocab_size of config.json)", k,
@@ -1831,15 +1928,21 @@ static int impHfPost(GptImport *p, ImpHf *h) {
 
   h->iPrefix = -1;
   rc = impJsonPrepare(p,
-      "SELECT json_extract(e.value, '$.type'), e.value"
-      " FROM (SELECT CASE WHEN json_extract(?1, '$.post_processor.type') = 'Sequence'"
-      "   THEN json_extract(?1, '$.post_processor.processors')"
-      "   ELSE json_array(json(json_extract(?1, '$.post_processor'))) END AS a),"
-      " json_each(a) AS e", h->zJson, h->nJson, &pStmt);
+      "SELECT json_extract(o, '$.type'), o, t"
+      " FROM (SELECT e.type AS t, CASE e.type WHEN 'object' THEN e.value END AS o"
+      "  FROM (SELECT CASE WHEN json_extract(?1, '$.post_processor.type') = 'Sequence'"
+      "   THEN coalesce(?1 -> '$.post_processor.processors', '[]')"
+      "   ELSE '[' || coalesce(?1 -> '$.post_processor', 'null') || ']' END AS a),"
+      "  json_each(a) AS e)", h->zJson, h->nJson, &pStmt);
   if (rc != SQLITE_OK) goto done;
   while ((rc = sqlite3_step(pStmt)) == SQLITE_ROW) {
     const char *zType = (const char *)sqlite3_column_text(pStmt, 0);
+    const char *zKind = (const char *)sqlite3_column_text(pStmt, 2);
     int bSeq = 0, nBefore = 0, nAfter = 0;
+    if (zKind && strcmp(zKind, "object") && strcmp(zKind, "null")) {
+      rc = impError(p, zFile, "post_processor is %s, expected an object", impJsonKind(zKind));
+      goto done;
+    }
     if (!zType || strcmp(zType, "ByteLevel") == 0) continue;
     if (strcmp(zType, "TemplateProcessing") != 0) {
       rc = impError(p, zFile, "post_processor %s is not supported, expected ByteLevel or "
@@ -1848,16 +1951,15 @@ static int impHfPost(GptImport *p, ImpHf *h) {
     }
     h->bTemplate = 1;
     rc = impJsonPrepare(p,
-        "SELECT json_extract(s.value, '$.SpecialToken.id'), json_type(s.value, '$.Sequence'),"
-        " (SELECT json_extract(t.value, '$.ids') FROM json_each(?1, '$.special_tokens') AS t"
-        "   WHERE t.key = json_extract(s.value, '$.SpecialToken.id')),"
-        " (SELECT json_array_length(t.value, '$.ids') FROM json_each(?1, '$.special_tokens') AS t"
-        "   WHERE t.key = json_extract(s.value, '$.SpecialToken.id')),"
-        " (SELECT json_extract(t.value, '$.ids[0]') FROM json_each(?1, '$.special_tokens') AS t"
-        "   WHERE t.key = json_extract(s.value, '$.SpecialToken.id')),"
-        " (SELECT json_type(t.value, '$.ids[0]') FROM json_each(?1, '$.special_tokens') AS t"
-        "   WHERE t.key = json_extract(s.value, '$.SpecialToken.id'))"
-        " FROM json_each(?1, '$.single') AS s",
+        /* (items that are bare strings are not JSON: only objects are looked into) */
+        "WITH si(i, o) AS (SELECT id, CASE type WHEN 'object' THEN value END"
+        "  FROM json_each(?1, '$.single')),"
+        " st(k, o) AS (SELECT key, CASE type WHEN 'object' THEN value END"
+        "  FROM json_each(?1, '$.special_tokens'))"
+        "SELECT json_extract(si.o, '$.SpecialToken.id'), json_type(si.o, '$.Sequence'),"
+        " json_extract(st.o, '$.ids'), json_array_length(st.o, '$.ids'),"
+        " json_extract(st.o, '$.ids[0]'), json_type(st.o, '$.ids[0]')"
+        " FROM si LEFT JOIN st ON st.k = json_extract(si.o, '$.SpecialToken.id') ORDER BY si.i",
         (const char *)sqlite3_column_text(pStmt, 1), sqlite3_column_bytes(pStmt, 1), &pItem);
     if (rc != SQLITE_OK) goto done;
     while ((rc = sqlite3_step(pItem)) == SQLITE_ROW) {
@@ -1965,16 +2067,24 @@ static int impHfConfig(GptImport *p, ImpHf *h, GPTTokenizer *t) {
     rc = impReadText(p, zFile, &zText, &nText);
     if (rc != SQLITE_OK) goto done;
     rc = impCheckObject(p, zFile, zText, nText, "a JSON object");
+    if (rc == SQLITE_OK) rc = impCheckNoDupKeys(p, zFile, zText, nText);
     if (rc != SQLITE_OK) goto done;
     rc = impJsonPrepare(p,
-        "SELECT json_type(?1, '$.bos_token'), coalesce(json_extract(?1, '$.bos_token.content'),"
-        "   CASE json_type(?1, '$.bos_token') WHEN 'text' THEN json_extract(?1, '$.bos_token') END),"
-        " json_type(?1, '$.eos_token'), coalesce(json_extract(?1, '$.eos_token.content'),"
-        "   CASE json_type(?1, '$.eos_token') WHEN 'text' THEN json_extract(?1, '$.eos_token') END),"
+        /* a string, or an AddedToken object whose content is a string */
+        "SELECT json_type(?1, '$.bos_token'), CASE json_type(?1, '$.bos_token')"
+        "   WHEN 'text' THEN json_extract(?1, '$.bos_token') WHEN 'object' THEN"
+        "   CASE json_type(?1, '$.bos_token.content') WHEN 'text'"
+        "   THEN json_extract(?1, '$.bos_token.content') END END,"
+        " json_type(?1, '$.eos_token'), CASE json_type(?1, '$.eos_token')"
+        "   WHEN 'text' THEN json_extract(?1, '$.eos_token') WHEN 'object' THEN"
+        "   CASE json_type(?1, '$.eos_token.content') WHEN 'text'"
+        "   THEN json_extract(?1, '$.eos_token.content') END END,"
         " json_type(?1, '$.add_bos_token'), json_type(?1, '$.chat_template'),"
         " CASE json_type(?1, '$.chat_template') WHEN 'text' THEN json_extract(?1, '$.chat_template')"
-        "   WHEN 'array' THEN (SELECT json_extract(value, '$.template') FROM"
-        "   json_each(?1, '$.chat_template') WHERE json_extract(value, '$.name') = 'default') END,"
+        "   WHEN 'array' THEN (SELECT CASE json_type(o, '$.template') WHEN 'text'"
+        "   THEN json_extract(o, '$.template') END FROM (SELECT CASE type WHEN 'object' THEN value"
+        "   END AS o FROM json_each(?1, '$.chat_template')) WHERE json_extract(o, '$.name') ="
+        "   'default') END,"
         " json_extract(?1, '$.tokenizer_class')", zText, nText, &pStmt);
     if (rc != SQLITE_OK) goto done;
     rc = sqlite3_step(pStmt);
@@ -1986,6 +2096,12 @@ static int impHfConfig(GptImport *p, ImpHf *h, GPTTokenizer *t) {
       const char *zAdd = (const char *)sqlite3_column_text(pStmt, 4);
       const char *zClass = (const char *)sqlite3_column_text(pStmt, 7);
       const char *zTplType = (const char *)sqlite3_column_text(pStmt, 5);
+      if (zAdd && strcmp(zAdd, "true") && strcmp(zAdd, "false") && strcmp(zAdd, "null")) {
+        /* a string is refused: Python takes "false" for true */
+        rc = impError(p, zFile, "add_bos_token is %s, expected true or false",
+                      impJsonKind(zAdd));
+        goto done;
+      }
       bAddBosGiven = zAdd && (!strcmp(zAdd, "true") || !strcmp(zAdd, "false"));
       bAddBos = zAdd && !strcmp(zAdd, "true");
       bLlamaClass = zClass && (!strncmp(zClass, "LlamaTokenizer", 14) ||
@@ -2011,6 +2127,13 @@ static int impHfConfig(GptImport *p, ImpHf *h, GPTTokenizer *t) {
         ** Hugging Face renders */
         if (strlen(h->zTemplate) != (size_t)sqlite3_column_bytes(pStmt, 6)) {
           rc = impError(p, zFile, "chat_template contains a NUL character");
+          goto done;
+        }
+        /* "\ud800" (a lone surrogate) decodes to bytes that are not UTF-8,
+        ** which every prompt rendered from the template would then hold */
+        if (impUtf8Bad(h->zTemplate, (int64_t)strlen(h->zTemplate)) >= 0) {
+          rc = impError(p, zFile, "chat_template is not valid UTF-8 (a lone surrogate "
+                        "escape?), expected text");
           goto done;
         }
         /* a template the interpreter cannot render is refused now, with
@@ -2080,15 +2203,25 @@ static int impHfConfig(GptImport *p, ImpHf *h, GPTTokenizer *t) {
     rc = impReadText(p, zGen, &zText, &nText);
     if (rc != SQLITE_OK) goto done;
     rc = impCheckObject(p, zGen, zText, nText, "a JSON object");
+    if (rc == SQLITE_OK) rc = impCheckNoDupKeys(p, zGen, zText, nText);
     if (rc != SQLITE_OK) goto done;
-    rc = impJsonPrepare(p, "SELECT type, value FROM json_each(?1, '$.eos_token_id')",
+    /* an id or a list of ids (json_each would also walk an object's values) */
+    rc = impJsonPrepare(p, "SELECT type, value FROM json_each(?1, '$.eos_token_id')"
+                        " WHERE json_type(?1, '$.eos_token_id') <> 'object'"
+                        " UNION ALL SELECT 'object', NULL"
+                        " WHERE json_type(?1, '$.eos_token_id') = 'object'",
                         zText, nText, &pStmt);
     if (rc != SQLITE_OK) goto done;
     while ((rc = sqlite3_step(pStmt)) == SQLITE_ROW) {
       const char *zType = (const char *)sqlite3_column_text(pStmt, 0);
       sqlite3_int64 id = sqlite3_column_int64(pStmt, 1);
       if (zType && strcmp(zType, "null") == 0) continue;
-      if (!zType || strcmp(zType, "integer") || id < 0 || id >= h->nTok) {
+      if (!zType || strcmp(zType, "integer")) {
+        rc = impError(p, zGen, "eos_token_id holds %s, expected token ids 0 to %d",
+                      impJsonKind(zType), h->nTok - 1);
+        goto done;
+      }
+      if (id < 0 || id >= h->nTok) {
         rc = impError(p, zGen, "eos_token_id %s is not a token id 0 to %d",
                       (const char *)sqlite3_column_text(pStmt, 1), h->nTok - 1);
         goto done;
@@ -2241,6 +2374,9 @@ static int impHfTokenizer(GptImport *p, GPTTokenizer **ppTok) {
   if (rc == SQLITE_OK) rc = impHfSplit(p, &h, zJson, nJson);
   sqlite3_free(zJson);
   zJson = 0;
+  /* (the rest without model.vocab and model.merges: small, and those two
+  ** are checked for repeats on their own) */
+  if (rc == SQLITE_OK) rc = impCheckNoDupKeys(p, zFile, h.zJson, h.nJson);
   if (rc == SQLITE_OK) rc = impHfOptions(p, &h);
   if (rc == SQLITE_OK) rc = impHfAdded(p, &h);
   if (rc == SQLITE_OK) rc = impHfVocab(p, &h, &t);
