@@ -845,6 +845,13 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   int bResume = bExists ? trainReadState(&t) : 0;
   if (bResume < 0) goto done;
   if (stopAfter > 0) t.o.stopAfter = stopAfter;
+  if (stopAfter > 0 && stopAfter <= t.step) {
+    /* no step to run: a summary would report a NaN loss and no val_loss */
+    trainError(&t, "option stop_after %lld is not past step %lld, where its unfinished run "
+               "stands (of %lld steps)", (long long)stopAfter, (long long)t.step,
+               (long long)t.o.steps);
+    goto done;
+  }
   GPTConfig cfg;
   memset(&cfg, 0, sizeof(cfg));
   if (bExists) {
