@@ -335,7 +335,9 @@ int gpt_model_widen(GPTModel *dst, const GPTModel *src, char *err, size_t n_err)
                              (int)(K / GPT_Q8_BLOCK));
     } else if (dt == GPT_Q8_0) k->q8_to_f32(d, from, (size_t)(info.n_elem / GPT_Q8_BLOCK));
     else {
-      snprintf(err, n_err, "tensor %s is held as %s", info.name, gpt_dtype_name(dt));
+      /* 4-bit blocks: say which dtypes train, and the way on */
+      snprintf(err, n_err, "tensor %s is held as %s; training takes f32, f16, bf16 and q8_0 "
+               "(fine-tune the model it was quantized from)", info.name, gpt_dtype_name(dt));
       return -1;
     }
   }
