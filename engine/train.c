@@ -62,6 +62,8 @@ struct GPTTrainer {
   int qk_norm;           /* per-head q/k RMSNorm (Qwen3) */
   int C, NH, KVH, hd, Q, KV, F, V;
   int n_live;            /* ids from n_live on have no token (see XentTask) */
+  int (*should_stop)(void *); /* interrupt check between layers, or NULL */
+  void *stop_ctx;
   int glob[R_FIRST_LAYER]; /* tensor of each global role, or -1; R_HEAD is
                          ** the token embedding when the head is tied */
   int *role;             /* (n_layer, N_LAYER_ROLES) tensor of each role, or -1 */
@@ -333,7 +335,9 @@ int gpt_model_widen(GPTModel *dst, const GPTModel *src, char *err, size_t n_err)
                              (int)(K / GPT_Q8_BLOCK));
     } else if (dt == GPT_Q8_0) k->q8_to_f32(d, from, (size_t)(info.n_elem / GPT_Q8_BLOCK));
     else {
-      snprintf(err, n_err, "tensor %s is held as %s", info.name, gpt_dtype_name(dt));
+      /* 4-bit blocks: say which dtypes train, and the way on */
+      snprintf(err, n_err, "tensor %s is held as %s; training takes f32, f16, bf16 and q8_0 "
+               "(fine-tune the model it was quantized from)", info.name, gpt_dtype_name(dt));
       return -1;
     }
   }
@@ -346,6 +350,18 @@ void gpt_trainer_zero_grad(GPTTrainer *tr) {
 
 void gpt_trainer_set_live_vocab(GPTTrainer *tr, int n) {
   tr->n_live = n >= 1 && n <= tr->V ? n : tr->V;
+}
+
+void gpt_trainer_set_stop(GPTTrainer *tr, int (*should_stop)(void *ctx), void *ctx) {
+  tr->should_stop = should_stop;
+  tr->stop_ctx = ctx;
+}
+
+/* Whether the caller's interrupt check asks the pass to stop; says so in err. */
+static int trainer_stopped(const GPTTrainer *tr, char *err, size_t n_err) {
+  if (!tr->should_stop || !tr->should_stop(tr->stop_ctx)) return 0;
+  snprintf(err, n_err, "interrupted");
+  return 1;
 }
 
 float *gpt_trainer_buffer(GPTTrainer *tr, int which, int i) {
@@ -739,7 +755,12 @@ static int taped_forward(GPTTrainer *tr, const int *tokens, int T, char *err, si
     }
   }
   gpt_state_truncate(tr->s, 0);
-  return gpt_forward(tr->m, tr->s, tokens, T, NULL, err, n_err);
+  /* the forward pass asks should_stop between its layers */
+  GPTForwardIO io;
+  memset(&io, 0, sizeof(io));
+  io.should_stop = tr->should_stop;
+  io.ctx = tr->stop_ctx;
+  return gpt_forward(tr->m, tr->s, tokens, T, tr->should_stop ? &io : NULL, err, n_err);
 }
 
 int gpt_trainer_eval(GPTTrainer *tr, const int *tokens, int T, double *pLoss, char *err,
@@ -767,6 +788,12 @@ int gpt_trainer_sequence(GPTTrainer *tr, const int *tokens, int T, double grad_s
 
   *pLoss = crossentropy_backward(team, tr->row_loss, tp->logits, tokens + 1, T, V, tr->n_live,
                                  (float)(grad_scale / T)) / T;
+  /* an interrupt is asked before the head and each half of each layer: a
+  ** window of thousands of tokens takes seconds */
+  if (trainer_stopped(tr, err, n_err)) {
+    gpt_team_release(team);
+    return GPT_ABORTED;
+  }
   /* head: logits (T, V) = ln_f (T, C) @ head^T (the token embedding when tied) */
   int iHead = tr->glob[R_HEAD];
   matmul_backward(team, blas, tr->dln, g[iHead], NULL, tp->logits, (size_t)V, tp->ln_f,
@@ -777,6 +804,10 @@ int gpt_trainer_sequence(GPTTrainer *tr, const int *tokens, int T, double grad_s
   for (int l = tr->cfg.n_layer - 1; l >= 0; l--) {
     const GPTTapeLayer *tl = &tp->layer[l];
 #define LT(r) layer_tensor(tr, l, r)
+    if (trainer_stopped(tr, err, n_err)) {
+      gpt_team_release(team);
+      return GPT_ABORTED;
+    }
     /* MLP: x += down(act(fc(norm_2(x_mid)))), act GELU or SwiGLU */
     matmul_backward(team, blas, tr->dhid, g[LT(R_DOWN_W)], GRAD(LT(R_DOWN_B)), tr->dx,
                     (size_t)C, tl->hid, w[LT(R_DOWN_W)], T, F, C, 0);
@@ -794,6 +825,10 @@ int gpt_trainer_sequence(GPTTrainer *tr, const int *tokens, int T, double grad_s
     }
     norm_backward(tr, tr->dx, g[LT(R_FFN_NORM_W)], GRAD(LT(R_FFN_NORM_B)), tr->dln, tl->x_mid,
                   w[LT(R_FFN_NORM_W)], T);
+    if (trainer_stopped(tr, err, n_err)) {
+      gpt_team_release(team);
+      return GPT_ABORTED;
+    }
     /* attention: x += o(attn(qk_heads(qkv(norm_1(x_in))))) */
     matmul_backward(team, blas, tr->datty, g[LT(R_O_W)], GRAD(LT(R_O_B)), tr->dx, (size_t)C,
                     tl->atty, w[LT(R_O_W)], T, Q, C, 0);

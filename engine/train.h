@@ -50,6 +50,13 @@ void gpt_trainer_zero_grad(GPTTrainer *tr);
 ** target among them is an error. Default: every id. */
 void gpt_trainer_set_live_vocab(GPTTrainer *tr, int n);
 
+/* An interrupt check (NULL: none), asked between the layers of the forward
+** and of the backward pass of gpt_trainer_sequence and gpt_trainer_eval, so
+** that one long window stops within a layer: nonzero abandons the sequence
+** with GPT_ABORTED ("interrupted" in err), its gradients partial (zero them
+** before another step; the weights are untouched). */
+void gpt_trainer_set_stop(GPTTrainer *tr, int (*should_stop)(void *ctx), void *ctx);
+
 /* One sequence: forward over tokens[0..T), cross-entropy against
 ** tokens[1..T], backward. Adds grad_scale times the gradient of the mean
 ** loss over the T positions to the gradients; *pLoss gets that mean loss

@@ -49,7 +49,8 @@
 ** Progress rows go to gpt_train_log as they come, each committed by itself
 ** in autocommit mode. A call on a model whose run is unfinished (its step
 ** below its steps) resumes it from the last checkpoint with the run's own
-** options, and gives the same weights as an uninterrupted run; an
+** options, and gives the same weights as an uninterrupted run (a query that
+** gives other tokens than the run's, by count and hash, is refused); an
 ** interrupt stops the call, leaving the last checkpoint.
 */
 #include <math.h>
@@ -107,6 +108,10 @@ typedef struct Train {
   GptSavepoint sp;           /* the checkpoint's */
   double elapsed0;           /* seconds of earlier calls of this run */
   char *zPendingLog;         /* log INSERTs of a new model before its first checkpoint */
+  double tStopCheck;         /* when trainShouldStop last asked SQLite */
+  char zCorpus[17];          /* the token buffer's hash, 16 hex digits */
+  char zRunCorpus[17];       /* a resumed run's, "" when its state has none */
+  int64_t nRunTok;           /* a resumed run's token count */
 } Train;
 
 /* Records the first error: "gpt_train: model 'NAME': ...". */
@@ -145,6 +150,18 @@ static double now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* The trainer's interrupt check, asked between the layers of a window's
+** passes (a window of 2048 tokens of a 26M-parameter model takes 25 s on 2
+** cores): SQLite is asked at most every 20 ms, since on SQLite before 3.41
+** the check runs a statement. */
+static int trainShouldStop(void *ctx) {
+  Train *t = (Train *)ctx;
+  double tNow = now_s();
+  if (tNow - t->tStopCheck < 0.02) return 0;
+  t->tStopCheck = tNow;
+  return gptext_interrupted(t->db);
 }
 
 /* ------------------------------------------------------------- options */
@@ -253,17 +270,28 @@ static void trainSqlNumber(char *z, int n, double v, const char *zFmt) {
   else sqlite3_snprintf(n, z, "NULL");
 }
 
-/* The options that define a run, as JSON, stored with its checkpoints. */
-static char *trainOptionsJson(const TrainOpts *o, int64_t step, double elapsed) {
+/* The options that define a run, as JSON, stored with its checkpoints, with
+** the corpus it trains on: its token count and hash (a resumed call checks
+** that its query gives the same tokens). */
+static char *trainOptionsJson(const TrainOpts *o, int64_t step, double elapsed, int64_t nTok,
+                              const char *zCorpus) {
   if (!isfinite(elapsed) || elapsed < 0) elapsed = 0;
   return sqlite3_mprintf(
       "{\"step\":%lld,\"steps\":%lld,\"batch_size\":%lld,\"learning_rate\":%.17g,"
       "\"seed\":%lld,\"warmup\":%lld,\"weight_decay\":%.17g,\"grad_clip\":%.17g,"
       "\"val_fraction\":%.17g,\"checkpoint_every\":%lld,\"max_tokens\":%lld,"
-      "\"n_ctx\":%d,\"elapsed_s\":%.17g}",
+      "\"n_ctx\":%d,\"elapsed_s\":%.17g,\"corpus_tokens\":%lld,\"corpus_hash\":\"%s\"}",
       (long long)step, (long long)o->steps, (long long)o->batch, o->lr, (long long)o->seed,
       (long long)o->warmup, o->wd, o->clip, o->valFrac, (long long)o->ckptEvery,
-      (long long)o->maxTokens, o->nCtx, elapsed);
+      (long long)o->maxTokens, o->nCtx, elapsed, (long long)nTok, zCorpus);
+}
+
+/* The token buffer's hash (FNV-1a over the ids) as 16 hex digits into
+** t->zCorpus: what a resumed call compares with its run's. */
+static void trainHashCorpus(Train *t) {
+  uint64_t h = 1469598103934665603ull;
+  for (int64_t i = 0; i < t->nTok; i++) h = (h ^ (uint32_t)t->aTok[i]) * 1099511628211ull;
+  sqlite3_snprintf((int)sizeof(t->zCorpus), t->zCorpus, "%016llx", (unsigned long long)h);
 }
 
 /* Reads an unfinished run's state row: 1 with the run's options in t->o and
@@ -277,7 +305,8 @@ static int trainReadState(Train *t) {
       " json_extract(data, '$.weight_decay'), json_extract(data, '$.grad_clip'),"
       " json_extract(data, '$.val_fraction'), json_extract(data, '$.checkpoint_every'),"
       " json_extract(data, '$.max_tokens'), json_extract(data, '$.n_ctx'),"
-      " json_extract(data, '$.elapsed_s')"
+      " json_extract(data, '$.elapsed_s'), json_extract(data, '$.corpus_tokens'),"
+      " json_extract(data, '$.corpus_hash')"
       " FROM main.gpt_train_state WHERE model = ?1 AND name = 'state' AND json_valid(data)",
       -1, &p, 0);
   if (rc != SQLITE_OK) return trainSqlError(t) - 100;
@@ -302,6 +331,12 @@ static int trainReadState(Train *t) {
       o->nCtx = nCtx >= 2 && nCtx <= 4096 ? (int)nCtx : 0;
       t->elapsed0 = sqlite3_column_double(p, 12);
       if (!isfinite(t->elapsed0) || t->elapsed0 < 0) t->elapsed0 = 0;
+      /* the corpus of the run (absent from states written before it was kept) */
+      const char *zHash = (const char *)sqlite3_column_text(p, 14);
+      if (zHash && strlen(zHash) == 16) {
+        t->nRunTok = sqlite3_column_int64(p, 13);
+        memcpy(t->zRunCorpus, zHash, 17);
+      }
       found = 1;
       /* the ranges of the options that wrote it */
       if (o->batch < 1 || o->batch > 4096 || !(o->lr > 0 && o->lr <= 10) || o->ckptEvery < 1 ||
@@ -683,7 +718,7 @@ static int trainCheckpoint(Train *t, const char *zLogSql) {
     }
   }
   if (rc == SQLITE_OK) {
-    char *zState = trainOptionsJson(&t->o, t->step, t->elapsed0);
+    char *zState = trainOptionsJson(&t->o, t->step, t->elapsed0, t->nTok, t->zCorpus);
     rc = zState ? trainExec(t, "INSERT OR REPLACE INTO main.gpt_train_state(model, name, data) "
                             "VALUES(?1, 'state', ?2)", t->zModel, zState, 0, 0)
                 : trainError(t, "out of memory");
@@ -725,7 +760,12 @@ static double trainValLoss(Train *t) {
   for (int k = 0; k < VAL_SEQUENCES; k++) {
     int64_t at = t->nTrain + (nVal - t->T - 1) * k / VAL_SEQUENCES;
     double loss;
-    if (gpt_trainer_eval(t->pTr, t->aTok + at, t->T, &loss, zMsg, sizeof(zMsg)) != GPT_OK) {
+    int rc = gpt_trainer_eval(t->pTr, t->aTok + at, t->T, &loss, zMsg, sizeof(zMsg));
+    if (rc == GPT_ABORTED) {
+      trainInterrupted(t);
+      return NAN;
+    }
+    if (rc != GPT_OK) {
       trainError(t, "%s", zMsg);
       return NAN;
     }
@@ -751,9 +791,10 @@ static int trainStep(Train *t, double *pLoss) {
     }
     int64_t at = (int64_t)(gpt_train_rand(&rng) % (uint64_t)(t->nTrain - t->T));
     double l;
-    if (gpt_trainer_sequence(t->pTr, t->aTok + at, t->T, 1.0 / t->o.batch, &l, zMsg,
-                             sizeof(zMsg)) != GPT_OK)
-      return trainError(t, "%s", zMsg);
+    int rc = gpt_trainer_sequence(t->pTr, t->aTok + at, t->T, 1.0 / t->o.batch, &l, zMsg,
+                                  sizeof(zMsg));
+    if (rc == GPT_ABORTED) return trainInterrupted(t);
+    if (rc != GPT_OK) return trainError(t, "%s", zMsg);
     loss += l / t->o.batch;
   }
   gpt_trainer_clip(t->pTr, t->o.clip);
@@ -804,6 +845,13 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   int bResume = bExists ? trainReadState(&t) : 0;
   if (bResume < 0) goto done;
   if (stopAfter > 0) t.o.stopAfter = stopAfter;
+  if (stopAfter > 0 && stopAfter <= t.step) {
+    /* no step to run: a summary would report a NaN loss and no val_loss */
+    trainError(&t, "option stop_after %lld is not past step %lld, where its unfinished run "
+               "stands (of %lld steps)", (long long)stopAfter, (long long)t.step,
+               (long long)t.o.steps);
+    goto done;
+  }
   GPTConfig cfg;
   memset(&cfg, 0, sizeof(cfg));
   if (bExists) {
@@ -851,6 +899,17 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     }
   }
   if (trainReadQuery(&t, zQuery) != SQLITE_OK) goto done;
+  trainHashCorpus(&t);
+  if (bResume && t.zRunCorpus[0] &&
+      (t.nTok != t.nRunTok || strcmp(t.zCorpus, t.zRunCorpus) != 0)) {
+    /* the run's batches are drawn from its own tokens: other text would
+    ** end it with weights no uninterrupted run gives */
+    trainError(&t, "the query gave other text (%lld tokens) than its unfinished run trains on "
+               "(%lld tokens); give the run's query again, or delete the model's "
+               "gpt_train_state rows to fine-tune on this text", (long long)t.nTok,
+               (long long)t.nRunTok);
+    goto done;
+  }
   t.nTrain = t.nTok - (int64_t)((double)t.nTok * t.o.valFrac);
   t.T = t.o.nCtx < cfg.n_ctx ? t.o.nCtx : cfg.n_ctx;
   if (t.nTrain < t.T + 2) {
@@ -863,6 +922,7 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     t.pTr = gpt_trainer_new(t.pNet, t.T, zMsg, sizeof(zMsg));
     if (!t.pTr) { trainError(&t, "%s", zMsg); goto done; }
     gpt_trainer_set_live_vocab(t.pTr, gptext_live_vocab(t.pTokM));
+    gpt_trainer_set_stop(t.pTr, trainShouldStop, &t);
     if (bResume && trainLoadMoments(&t) != SQLITE_OK) goto done;
   }
   if (bResume) {

@@ -16,6 +16,8 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from testlib import check, fail, finish, skip  # noqa: E402
 
@@ -120,5 +122,57 @@ with tempfile.TemporaryDirectory() as tmp:
               str(e))
     whole.close()
     parted.close()
+
+# An interrupt stops a run inside one long window (6 layers, 512 wide, a
+# window of 1024 tokens: about 6 s on 2 cores), between two layers of its
+# forward or backward pass, not at the window's end. Another connection
+# waits for step 1's checkpoint, then interrupts 1 s into step 2's window;
+# step 1 stands. Measured: 0.4 s from the interrupt to the error (5 s when
+# the check was only between windows).
+with tempfile.TemporaryDirectory() as tmp:
+    path = os.path.join(tmp, "interrupt.db")
+    db = connect(path)
+    db.execute("PRAGMA journal_mode = wal")
+    db.execute("CREATE TABLE corpus(body TEXT)")
+    db.executemany("INSERT INTO corpus VALUES(?)", [(c,) for c in CORPUS * 10])
+    db.execute("SELECT gpt_train_tokenizer('tk', 'SELECT body FROM corpus', 300)")
+    interrupted_at = []
+
+    def interrupt_in_step_2():
+        """Interrupts db 1 s after step 1's checkpoint commits (or gives up)."""
+        watcher = sqlite3.connect(path, isolation_level=None)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                step = watcher.execute(
+                    "SELECT json_extract(data, '$.step') FROM gpt_train_state "
+                    "WHERE model = 'big' AND name = 'state'").fetchone()
+            except sqlite3.Error:
+                step = None
+            if step and step[0] == 1:
+                time.sleep(1.0)
+                interrupted_at.append(time.monotonic())
+                db.interrupt()
+                break
+            time.sleep(0.05)
+        watcher.close()
+
+    interrupter = threading.Thread(target=interrupt_in_step_2)
+    interrupter.start()
+    try:
+        r = db.execute("SELECT gpt_train('big', 'SELECT body FROM corpus', ?)",
+                       ('{"tokenizer": "tk", "n_layer": 6, "n_head": 8, "n_embd": 512, '
+                        '"n_ctx": 1024, "steps": 2, "batch_size": 1, "val_fraction": 0, '
+                        '"checkpoint_every": 1}',)).fetchone()[0]
+    except sqlite3.Error as e:
+        r = str(e)
+    latency = time.monotonic() - interrupted_at[0] if interrupted_at else -1
+    interrupter.join()
+    check("train-interrupt-1", r == "gpt_train: model 'big': interrupted at step 1; the last "
+          "checkpoint stands" and 0 <= latency < 2.5, f"{r}; {latency:.2f} s after the interrupt")
+    check("train-interrupt-2", db.execute(
+        "SELECT json_extract(data, '$.step') FROM gpt_train_state "
+        "WHERE model = 'big' AND name = 'state'").fetchone() == (1,))
+    db.close()
 
 finish("")

@@ -24,6 +24,8 @@
 **    norm, head_dim 16 != 48 / 4) on the same corpus, with the same
 **    settings, goes from ln(V) to below 0.8 nats within 300 steps (measured
 **    0.46), and the same seed gives the same weights bit for bit.
+** 5. An interrupt check asked between the layers of both passes stops a
+**    sequence (GPT_ABORTED) at each of its points without harm.
 **
 **   build/train_test        prints "N passed, N failed"; exit 1 on failure
 */
@@ -581,11 +583,83 @@ static void test_threads(void) {
   CHECK(sum[0] == sum[1], "1 and 3 threads differ: %.17g %.17g", sum[0], sum[1]);
 }
 
+/* The stop callback of test_stop: counts its calls, says stop at call
+** nStopAt (0: never). */
+typedef struct StopCount { int nCalls, nStopAt; } StopCount;
+static int stop_at(void *ctx) {
+  StopCount *p = (StopCount *)ctx;
+  return ++p->nCalls == p->nStopAt;
+}
+
+/* An interrupt inside a window: the trainer asks its check between the
+** layers of the forward pass (n_layer times) and before the head and each
+** half of each layer of the backward pass (1 + 2 n_layer), so a long window
+** stops within a layer. Stopping at each of those points gives GPT_ABORTED
+** with "interrupted" and the weights untouched, and the next full sequence
+** gives the loss and gradients of a trainer never stopped. */
+static void test_stop(void) {
+  GPTConfig c = {0};
+  c.n_layer = 3; c.n_head = 2; c.n_embd = 16; c.n_ctx = 8; c.vocab_size = 11; c.ln_eps = 1e-5;
+  c.arch = GPT_ARCH_GPT2;
+  char err[200];
+  int tok[7] = {1, 5, 2, 9, 0, 3, 10};
+  GPTModel *m = gpt_model_new(&c, 0, err, sizeof(err));
+  gpt_train_init(m, 7);
+  GPTTrainer *tr = gpt_trainer_new(m, 6, err, sizeof(err));
+  CHECK(tr != NULL, "trainer: %s", err);
+  if (!tr) return;
+  /* the reference: loss and gradient checksum without a stop */
+  double loss0, loss, sum0 = 0, sum;
+  gpt_trainer_zero_grad(tr);
+  gpt_trainer_sequence(tr, tok, 6, 1.0, &loss0, err, sizeof(err));
+  const float *g = gpt_trainer_buffer(tr, 0, 0);
+  GPTTensorInfo info;
+  gpt_tensor_info(&c, 0, 0, &info);
+  for (int64_t k = 0; k < info.n_elem; k++) sum0 += g[k] * (double)(k % 5 + 1);
+  /* how many checks one sequence makes */
+  StopCount sc = {0, 0};
+  gpt_trainer_set_stop(tr, stop_at, &sc);
+  gpt_trainer_zero_grad(tr);
+  int rc = gpt_trainer_sequence(tr, tok, 6, 1.0, &loss, err, sizeof(err));
+  CHECK(rc == GPT_OK && loss == loss0, "sequence with a check that never stops: rc %d", rc);
+  CHECK(sc.nCalls >= 3 + 1 + 2 * 3, "%d checks in a sequence of 3 layers, expected >= 10",
+        sc.nCalls);
+  int nChecks = sc.nCalls, nAborted = 0;
+  float w0 = ((const float *)gpt_model_tensor_data(m, 0))[3];
+  for (int k = 1; k <= nChecks; k++) {
+    StopCount at = {0, k};
+    gpt_trainer_set_stop(tr, stop_at, &at);
+    gpt_trainer_zero_grad(tr);
+    err[0] = 0;
+    rc = gpt_trainer_sequence(tr, tok, 6, 1.0, &loss, err, sizeof(err));
+    nAborted += rc == GPT_ABORTED && strcmp(err, "interrupted") == 0;
+  }
+  CHECK(nAborted == nChecks, "%d of %d stops gave GPT_ABORTED \"interrupted\"", nAborted,
+        nChecks);
+  StopCount never = {0, 0};
+  gpt_trainer_set_stop(tr, stop_at, &never);
+  gpt_trainer_zero_grad(tr);
+  rc = gpt_trainer_sequence(tr, tok, 6, 1.0, &loss, err, sizeof(err));
+  sum = 0;
+  for (int64_t k = 0; k < info.n_elem; k++) sum += g[k] * (double)(k % 5 + 1);
+  CHECK(rc == GPT_OK && loss == loss0 && sum == sum0 &&
+            ((const float *)gpt_model_tensor_data(m, 0))[3] == w0,
+        "after the stops: loss %.9g vs %.9g, gradient sum %.9g vs %.9g", loss, loss0, sum, sum0);
+  /* eval stops too */
+  StopCount first = {0, 1};
+  gpt_trainer_set_stop(tr, stop_at, &first);
+  CHECK(gpt_trainer_eval(tr, tok, 6, &loss, err, sizeof(err)) == GPT_ABORTED,
+        "eval with a stop");
+  gpt_trainer_free(tr);
+  gpt_model_free(m);
+}
+
 int main(void) {
   test_schedule();
   test_gradients();
   test_widen();
   test_threads();
+  test_stop();
   test_learning(GPT_ARCH_GPT2);
   test_learning(GPT_ARCH_QWEN3);
   printf("%d passed, %d failed\n", nPass, nFail);
