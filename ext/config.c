@@ -123,6 +123,12 @@ static int cfgText(sqlite3_stmt *p, const char *zKey, char *zOut, size_t nOut, c
   }
   const char *z = (const char *)sqlite3_column_text(p, 1);
   if (!z) return SQLITE_NOMEM;
+  /* "qwen2\u0000x" read as "qwen2" (SQLite 3.45 and later keep the NUL;
+  ** 3.40's JSON functions end the string there themselves) */
+  if (strlen(z) != (size_t)sqlite3_column_bytes(p, 1)) {
+    snprintf(zErr, nErr, "\"%s\" contains a NUL character", zKey);
+    return SQLITE_ERROR;
+  }
   if (strlen(z) >= nOut) {
     snprintf(zErr, nErr, "\"%s\" is longer than %d bytes", zKey, (int)nOut - 1);
     return SQLITE_ERROR;
