@@ -35,6 +35,7 @@ struct GPTBpe {
   WordSlot *slot;
   size_t nSlot, nUsed;   /* nSlot a power of two */
   int64_t maxWords, nBytes;
+  int64_t nSkipped;      /* occurrences of words past maxWords, not counted */
   /* the vocabulary */
   unsigned char **tok;
   int *tokLen;
@@ -113,7 +114,10 @@ static int add_word(GPTBpe *b, const unsigned char *z, int n) {
     }
     j = (j + 1) & (b->nSlot - 1);
   }
-  if ((int64_t)b->nUsed >= b->maxWords) return 0;
+  if ((int64_t)b->nUsed >= b->maxWords) {
+    b->nSkipped++;
+    return 0;
+  }
   if (b->nPool + (size_t)n > b->capPool) {
     size_t cap = b->capPool ? b->capPool * 2 : 1 << 20;
     while (cap < b->nPool + (size_t)n) cap *= 2;
@@ -510,3 +514,4 @@ void bpe_merge(const GPTBpe *b, int rank, int *pLeft, int *pRight) {
 }
 int64_t bpe_n_bytes(const GPTBpe *b) { return b->nBytes; }
 int64_t bpe_n_words(const GPTBpe *b) { return (int64_t)b->nUsed; }
+int64_t bpe_n_skipped(const GPTBpe *b) { return b->nSkipped; }

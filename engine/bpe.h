@@ -41,5 +41,8 @@ void bpe_merge(const GPTBpe *b, int rank, int *pLeft, int *pRight);
 /* Bytes of text and distinct words seen. */
 int64_t bpe_n_bytes(const GPTBpe *b);
 int64_t bpe_n_words(const GPTBpe *b);
+/* Occurrences of words first seen after max_words distinct ones (not
+** counted, so the merges depend on which came first). */
+int64_t bpe_n_skipped(const GPTBpe *b);
 
 #endif

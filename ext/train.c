@@ -1198,6 +1198,12 @@ static void gptTrainTokenizerFunc(sqlite3_context *ctx, int argc, sqlite3_value 
                              "<|endoftext|>) from %lld bytes, %lld distinct words", zName,
                              nTok + 1, bpe_n_merges(b), (long long)bpe_n_bytes(b),
                              (long long)bpe_n_words(b));
+  if (zSummary && bpe_n_skipped(b) > 0) {
+    /* the word table is full: say so, as the merges then depend on row order */
+    zSummary = sqlite3_mprintf("%z; %lld occurrences of words first seen after the first %lld "
+                               "distinct ones were not counted", zSummary,
+                               (long long)bpe_n_skipped(b), (long long)bpe_n_words(b));
+  }
   goto done;
 nomem:
   if (!zErr) zErr = sqlite3_mprintf("%s: model '%s': out of memory", zTokFunc, zName);

@@ -758,6 +758,14 @@ static void test_bpe_reference(const char *zDir) {
     bpe_free(b);
   }
   free(zText);
+  /* a full word table: words first seen after it are counted as skipped */
+  GPTBpe *b = bpe_new(3);
+  const char *zFew = "a b c d a e b f";
+  CHECK(b && bpe_add_text(b, zFew, strlen(zFew)) == 0 && bpe_n_words(b) == 3 &&
+            bpe_n_skipped(b) == 4,
+        "bpe_new(3): %lld words, %lld skipped, expected 3 (\"a\", \" b\", \" c\") and 4",
+        b ? (long long)bpe_n_words(b) : -1LL, b ? (long long)bpe_n_skipped(b) : -1LL);
+  bpe_free(b);
 }
 
 /* Added tokens matched as a brute force matches them: at the leftmost
