@@ -166,6 +166,32 @@ static int trainer_resolve(GPTTrainer *tr) {
   return 0;
 }
 
+/* Floats of a trainer's tape for T positions (every layer's saved
+** activations, the final norm's, the logits, the rotary table): the
+** layout gpt_trainer_new carves it into. */
+static size_t tape_floats(const GPTConfig *c, int T, int swiglu, int qk_norm, int rope) {
+  size_t t = (size_t)T, C = (size_t)c->n_embd, F = (size_t)gpt_config_ff(c);
+  size_t hd = (size_t)gpt_config_head_dim(c), NH = (size_t)c->n_head;
+  size_t Q = NH * hd, QKV = Q + 2 * (size_t)gpt_config_kv_heads(c) * hd;
+  size_t FC = swiglu ? 2 * F : F;
+  size_t per = 4 * t * C + t * QKV * (qk_norm ? 2 : 1) + NH * t * t + t * Q + t * FC + t * F;
+  return per * (size_t)c->n_layer + 2 * t * C + t * (size_t)c->vocab_size + (rope ? t * hd : 0);
+}
+
+double gpt_trainer_plan_bytes(const GPTConfig *c, int has_head, int T) {
+  int llama = c->arch != GPT_ARCH_GPT2;
+  double t = T, C = c->n_embd, F = gpt_config_ff(c), hd = gpt_config_head_dim(c);
+  double Q = c->n_head * hd, KV = gpt_config_kv_heads(c) * hd;
+  double threads = gpt_threads_get() < GPT_MAX_THREADS ? gpt_threads_get() : GPT_MAX_THREADS;
+  /* weights, gradients and two moments; the tape; the backward's scratch
+  ** and (T, T) attention buffers a thread; the forward's keys and values */
+  double floats = 4.0 * (double)gpt_n_params(c, has_head) +
+                  (double)tape_floats(c, T, llama, c->arch == GPT_ARCH_QWEN3, llama) +
+                  t * (2 * C + Q + 2 * KV + Q + 3 * F) + threads * t * t +
+                  2.0 * c->n_layer * t * KV;
+  return 4.0 * floats;
+}
+
 GPTTrainer *gpt_trainer_new(GPTModel *m, int T, char *err, size_t n_err) {
   const GPTConfig *c = gpt_model_config(m);
   if (T < 1 || T > c->n_ctx) {
@@ -232,9 +258,7 @@ GPTTrainer *gpt_trainer_new(GPTModel *m, int T, char *err, size_t n_err) {
   size_t t = (size_t)T, C = (size_t)tr->C, F = (size_t)tr->F, V = (size_t)tr->V;
   size_t QKV = (size_t)tr->Q + 2 * (size_t)tr->KV, Q = (size_t)tr->Q;
   size_t FC = tr->swiglu ? 2 * F : F, NH = (size_t)tr->NH;
-  size_t per = 4 * t * C + t * QKV * (tr->qk_norm ? 2 : 1) + NH * t * t + t * Q + t * FC + t * F;
-  size_t total = per * (size_t)c->n_layer + 2 * t * C + t * V + (tr->rope ? t * (size_t)tr->hd : 0);
-  tr->tape_arena = falloc(total);
+  tr->tape_arena = falloc(tape_floats(c, T, tr->swiglu, tr->qk_norm, tr->rope));
   tr->tape.layer = calloc((size_t)c->n_layer, sizeof(GPTTapeLayer));
   if (!tr->tape_arena || !tr->tape.layer) goto oom;
   float *p = tr->tape_arena;

@@ -80,6 +80,13 @@ void gpt_trainer_adamw(GPTTrainer *tr, double lr, double wd, int64_t t);
 ** model's memory layout (Conv1D weights (out, in)); n_elem floats. */
 float *gpt_trainer_buffer(GPTTrainer *tr, int which, int i);
 
+/* Bytes that training a model of config c (has_head: an untied head) on
+** T positions holds at once: the f32 weights, their gradients and two
+** AdamW moments, the activation tape and the scratch, about what
+** gpt_trainer_new allocates and the weights it trains. For refusing, up
+** front, a run the machine's memory cannot hold. */
+double gpt_trainer_plan_bytes(const GPTConfig *c, int has_head, int T);
+
 /* GPT-2's initialization from seed: 2-D weights normal(0, 0.02), the two
 ** residual projections of each block 0.02 / sqrt(2 n_layer); biases 0;
 ** norm weights 1. m is held in f32. */

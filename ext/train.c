@@ -58,6 +58,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include "gpt_ext.h"
 #include "bpe.h"
 #include "gpt_internal.h"
@@ -448,6 +449,12 @@ done:
   sqlite3_finalize(p);
   sqlite3_free(s.aPend);
   return t->zErr ? SQLITE_ERROR : rc;
+}
+
+/* Bytes of physical memory, or 0 when the system does not say. */
+static double trainPhysicalMemory(void) {
+  long nPages = sysconf(_SC_PHYS_PAGES), nPage = sysconf(_SC_PAGESIZE);
+  return nPages > 0 && nPage > 0 ? (double)nPages * (double)nPage : 0;
 }
 
 /* ------------------------------------------------------------- weights */
@@ -885,6 +892,22 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     cfg.ln_eps = 1e-5;
     cfg.arch = GPT_ARCH_GPT2;
     t.bNew = 1;
+  }
+  {
+    /* what the run would hold, against the machine's memory: a run past it
+    ** allocated lazily and was killed by the system partway */
+    int nPos = t.o.nCtx < cfg.n_ctx ? t.o.nCtx : cfg.n_ctx, nHeld = 0;
+    if (!t.bNew)
+      while (gpt_model_tensor_data(pSelf->pNet, nHeld)) nHeld++;
+    double need = gpt_trainer_plan_bytes(&cfg, !t.bNew && nHeld == gpt_n_tensors(&cfg, 1), nPos);
+    double have = trainPhysicalMemory();
+    if (have > 0 && need > have) {
+      trainError(&t, "training needs about %.1f GB (f32 weights, gradients, AdamW moments and "
+                 "the activations of %d positions), more than this machine's %.1f GB of "
+                 "memory; a smaller n_ctx%s would need less", need / 1e9, nPos, have / 1e9,
+                 t.bNew ? ", n_layer or n_embd" : "");
+      goto done;
+    }
   }
   {
     /* the weights first: a model training cannot take (4-bit) is refused
