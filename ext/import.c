@@ -296,9 +296,16 @@ static int impReadText(GptImport *p, const char *zFile, char **pz, int64_t *pn) 
     rc = impNoMem(p);
     goto done;
   }
-  if (nSize > 0 && fread(z, 1, (size_t)nSize, f) != (size_t)nSize) {
-    rc = impError(p, zFile, "read error: %s", strerror(errno));
-    goto done;
+  if (nSize > 0) {
+    size_t nRead = fread(z, 1, (size_t)nSize, f);
+    if (nRead != (size_t)nSize) {
+      /* a short read without an error is a file that shrank since its size
+      ** was taken (errno then says nothing) */
+      if (ferror(f)) rc = impError(p, zFile, "read error: %s", strerror(errno));
+      else rc = impError(p, zFile, "the file ends at byte %lld of %lld (changed while read?)",
+                         (long long)nRead, (long long)nSize);
+      goto done;
+    }
   }
   z[nSize] = 0;
   if (memchr(z, 0, (size_t)nSize)) {
