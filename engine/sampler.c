@@ -4,7 +4,8 @@
 ** sorted distribution whose mass reaches p; the rest is renormalized and one
 ** token drawn. Only candidates that can matter are sorted (llama2.c's trick:
 ** under top-p, a token with probability below (1-p)/(V-1) can never be in the
-** nucleus).
+** nucleus, though its probability still counts toward p; under top-k, the k
+** best are picked with a heap and only they are sorted).
 */
 #include <math.h>
 #include <stdlib.h>
@@ -100,6 +101,47 @@ static void sort_candidates(int *cand, int n, const float *prob) {
   free(tmp);
 }
 
+/* Whether candidate a ranks below b: lower probability, higher id on ties
+** (the reverse of sort_candidates' order). */
+static int ranks_below(int a, int b, const float *prob) {
+  return prob[a] < prob[b] || (prob[a] == prob[b] && a > b);
+}
+
+/* Sifts ids[i] down a heap of n ids whose root ranks lowest. */
+static void heap_down(int *ids, int n, int i, const float *prob) {
+  for (;;) {
+    int l = 2 * i + 1, r = l + 1, j = i;
+    if (l < n && ranks_below(ids[l], ids[j], prob)) j = l;
+    if (r < n && ranks_below(ids[r], ids[j], prob)) j = r;
+    if (j == i) return;
+    int t = ids[i];
+    ids[i] = ids[j];
+    ids[j] = t;
+    i = j;
+  }
+}
+
+/* Moves the m highest-ranked of ids[0..n) (0 < m <= n) to ids[0..m), in no
+** order, by a heap of m kept in ids itself: O(n log m), where sorting all of
+** them to keep the first m was O(n log n) (top-k over a whole vocabulary). */
+static void select_top(int *ids, int n, int m, const float *prob) {
+  for (int i = m / 2 - 1; i >= 0; i--) heap_down(ids, m, i, prob);
+  for (int i = m; i < n; i++) {
+    if (ranks_below(ids[0], ids[i], prob)) {
+      ids[0] = ids[i];
+      heap_down(ids, m, 0, prob);
+    }
+  }
+}
+
+/* The sum of the m largest prob[ids[i]] of ids[0..n) (0 < m <= n); reorders ids. */
+static double top_mass(int *ids, int n, int m, const float *prob) {
+  select_top(ids, n, m, prob);
+  double sum = 0;
+  for (int i = 0; i < m; i++) sum += prob[ids[i]];
+  return sum;
+}
+
 int gpt_sample(GPTSampler *s, const float *logits) {
   int V = s->vocab_size;
   /* a temperature whose inverse overflows is greedy too (and would make
@@ -119,20 +161,35 @@ int gpt_sample(GPTSampler *s, const float *logits) {
   if (!bTopK && !bTopP) {
     for (int i = 0; i < V; i++) s->cand[n++] = i;
   } else {
-    /* Keep only tokens that can survive the filters, then sort those. */
+    /* Keep only tokens that can survive the filters, then sort those; the
+    ** others go to the back of cand, in case the top-k set's mass needs them. */
     float cutoff = bTopP ? (1.0f - s->top_p) / (float)(V - 1) : 0.0f;
-    for (int i = 0; i < V; i++)
+    double all = 0;
+    int iRest = V;
+    for (int i = 0; i < V; i++) {
+      all += s->prob[i];
       if (s->prob[i] >= cutoff) s->cand[n++] = i;
+      else s->cand[--iRest] = i;
+    }
     if (n == 0) return gpt_argmax(logits, V);
+    /* top-k: the k best first, then only those sorted */
     if (bTopK && n > s->top_k) {
-      sort_candidates(s->cand, n, s->prob);
+      select_top(s->cand, n, s->top_k, s->prob);
       n = s->top_k;
-    } else {
-      sort_candidates(s->cand, n, s->prob);
+    }
+    sort_candidates(s->cand, n, s->prob);
+    /* The nucleus is measured against the mass of what top-k keeps (all of
+    ** the distribution without top-k), not against the candidates': a token
+    ** below the cutoff can never be in the nucleus, but its probability
+    ** counts toward p (leaving it out made the nucleus too small). */
+    double mass = all;
+    if (bTopK && bTopP) {
+      mass = 0;
+      for (int i = 0; i < n; i++) mass += s->prob[s->cand[i]];
+      /* fewer candidates than k: the best of the rest complete the top-k set */
+      if (n < s->top_k) mass += top_mass(s->cand + iRest, V - iRest, s->top_k - n, s->prob);
     }
     if (bTopP) {
-      double mass = 0;
-      for (int i = 0; i < n; i++) mass += s->prob[s->cand[i]];
       /* renormalized over the top-k set, the nucleus is its shortest prefix
       ** reaching top_p of that mass */
       double acc = 0, target = s->top_p * mass;

@@ -7,11 +7,14 @@
 ** The first argument is a query returning (key, prompt); gpt_batch runs it
 ** itself and yields one row per input row: key, output (valid UTF-8 text),
 ** finish_reason ("eos", "stop", "length", "context"; NULL for a NULL
-** prompt, whose output is NULL), prompt_tokens, output_tokens, bytes (the
-** output's exact bytes, a BLOB), and the hidden query and options. Options
-** are gpt_generate's (model, max_tokens, temperature, top_k, top_p, seed,
-** stop, truncate, special, threads) and batch, the number of sequences in
-** flight (1 to 256, default 16). Rows come out in the order they finish.
+** prompt, whose output is NULL), prompt_tokens, output_tokens (the rows
+** gpt_generate_tokens would list: with a stop string, up to the token in
+** which it begins), bytes (the output's exact bytes, a BLOB), and the hidden
+** query and options. Options are gpt_generate's (model, max_tokens,
+** temperature, top_k, top_p, seed, stop, truncate, special, threads) and
+** batch, the number of sequences in flight (1 to 256, default 16). Rows come
+** out in the order they finish. The query may call gpt_batch itself, 8
+** levels deep at most.
 **
 ** How it works: up to `batch` sequences are in flight, each with its own KV
 ** cache. Every step is one pass of the decoder over all of them
@@ -32,6 +35,13 @@
 #include <string.h>
 
 #define BATCH_DEFAULT 16
+
+/* How deep gpt_batch calls may nest on a thread: a query may call gpt_batch
+** itself (over another call's outputs, say), but one that calls its own
+** text again (a TEMP view over gpt_batch whose query reads that view, or a
+** table of queries that runs its own row) recursed until the stack overflowed. */
+#define BATCH_MAX_DEPTH 8
+static _Thread_local int tlBatchDepth = 0;
 
 /* One sequence in flight. */
 typedef struct BatchSlot {
@@ -175,7 +185,9 @@ static int slotFill(BatchCursor *c, BatchSlot *sl, int *pbEnd, char **pzErr) {
   sqlite3 *db = sqlite3_db_handle(c->pQuery);
   int *aIds = 0, nIds = 0, rc;
   *pbEnd = 0;
+  tlBatchDepth++;
   rc = sqlite3_step(c->pQuery);
+  tlBatchDepth--;
   if (rc == SQLITE_DONE) {
     sqlite3_finalize(c->pQuery);
     c->pQuery = 0;
@@ -349,6 +361,13 @@ static int batchFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr,
   if (gptext_tvf_keep_args(idxNum, 2, argc, argv, c->apArg)) return SQLITE_NOMEM;
   c->fp = gptext_tvf_fingerprint(c->apArg, 2);
   if (argc < 1 || sqlite3_value_type(argv[0]) == SQLITE_NULL) return SQLITE_OK;
+  if (tlBatchDepth >= BATCH_MAX_DEPTH) {
+    zErr = sqlite3_mprintf("%s: the query calls gpt_batch %d levels deep; does it call itself "
+                           "(through a TEMP view, or a query read from a table)?", zFunc,
+                           BATCH_MAX_DEPTH + 1);
+    rc = SQLITE_ERROR;
+    goto done;
+  }
   rc = gptext_options_parse(pVtab->db, zFunc, (idxNum & 2) ? argv[1] : 0,
                             GPTOPT_MODEL | GPTOPT_GENERATE | GPTOPT_TRUNCATE | GPTOPT_SPECIAL |
                             GPTOPT_THREADS | GPTOPT_BATCH, &c->o, &zErr);
@@ -423,6 +442,21 @@ static int batchEof(sqlite3_vtab_cursor *cur) {
   return ((BatchCursor *)cur)->iCur < 0;
 }
 
+/* The output's tokens as gpt_generate_tokens lists them: with a stop string,
+** up to the token in which it begins (the tokens after it, which only
+** completed it, are not counted); otherwise every generated token. */
+static int outputTokens(const GptModel *m, const GptGeneration *g) {
+  if (!g->zFinish || strcmp(g->zFinish, "stop") != 0) return g->nTok;
+  int off = 0;
+  for (int i = 0; i < g->nTok; i++) {
+    int n = 0;
+    tok_token_bytes(m->pTok, g->aTok[i], &n);
+    if (off + n > g->nText) return i + 1;
+    off += n;
+  }
+  return g->nTok;
+}
+
 static int batchColumn(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) {
   BatchCursor *c = (BatchCursor *)cur;
   BatchSlot *sl = &c->aSlot[c->iCur];
@@ -435,7 +469,7 @@ static int batchColumn(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) {
       if (!sl->bNullPrompt) sqlite3_result_text(ctx, sl->g.zFinish, -1, SQLITE_STATIC);
       break;
     case 3: sqlite3_result_int(ctx, sl->bNullPrompt ? 0 : sl->nPrompt); break;
-    case 4: sqlite3_result_int(ctx, sl->g.nTok); break;
+    case 4: sqlite3_result_int(ctx, outputTokens(c->m, &sl->g)); break;
     case BATCH_COL_BYTES:
       if (!sl->bNullPrompt) gptext_result_bytes(ctx, sl->g.zText, sl->g.nText, SQLITE_TRANSIENT);
       break;

@@ -289,13 +289,30 @@ static int opt_bool(sqlite3_stmt *p, const char *zFunc, const char *zKey, int *p
   return SQLITE_OK;
 }
 
-/* Appends the stop strings of a "stop" value: a string or an array of them. */
+/* Whether column i of p is a string with a NUL in it: a stop string is
+** matched as a C string, so "a\u0000b" would silently stop at "a" (SQLite
+** 3.53 keeps the "\u0000"; 3.40's JSON ends the string there). */
+static int opt_has_nul(sqlite3_stmt *p, int i) {
+  const char *z = (const char *)sqlite3_column_text(p, i);
+  return z && strlen(z) != (size_t)sqlite3_column_bytes(p, i);
+}
+
+/* Reads the stop strings of a "stop" value: a string or an array of them.
+** A repeated "stop" key replaces the earlier one, as other keys do. */
 static int opt_stop(sqlite3 *db, sqlite3_stmt *p, const char *zFunc, GptOptions *o,
                     char **pzErr) {
   const char *zType = (const char *)sqlite3_column_text(p, 1);
   sqlite3_stmt *pArr = 0;
   int rc = SQLITE_OK;
+  for (int i = 0; i < o->nStop; i++) sqlite3_free(o->azStop[i]);
+  sqlite3_free(o->azStop);
+  o->azStop = 0;
+  o->nStop = 0;
   if (zType && strcmp(zType, "text") == 0) {
+    if (opt_has_nul(p, 2)) {
+      gptext_set_error(pzErr, "%s: option \"stop\" contains a NUL character", zFunc);
+      return SQLITE_ERROR;
+    }
     o->azStop = sqlite3_malloc64(sizeof(char *));
     if (!o->azStop) return SQLITE_NOMEM;
     o->azStop[0] = sqlite3_mprintf("%s", (const char *)sqlite3_column_text(p, 2));
@@ -306,6 +323,11 @@ static int opt_stop(sqlite3 *db, sqlite3_stmt *p, const char *zFunc, GptOptions 
     if (rc == SQLITE_OK) rc = sqlite3_bind_value(pArr, 1, sqlite3_column_value(p, 2));
     while (rc == SQLITE_OK && sqlite3_step(pArr) == SQLITE_ROW) {
       const char *zT = (const char *)sqlite3_column_text(pArr, 0);
+      if (zT && strcmp(zT, "text") == 0 && opt_has_nul(pArr, 1)) {
+        gptext_set_error(pzErr, "%s: option \"stop\" contains a NUL character", zFunc);
+        rc = SQLITE_ERROR;
+        break;
+      }
       if (!zT || strcmp(zT, "text") != 0 || sqlite3_column_bytes(pArr, 1) == 0 || o->nStop >= 16) {
         gptext_set_error(pzErr, "%s: option \"stop\" must be a non-empty string or an "
                          "array of up to 16 non-empty strings", zFunc);
