@@ -36,13 +36,6 @@
 
 #define BATCH_DEFAULT 16
 
-/* How deep gpt_batch calls may nest on a thread: a query may call gpt_batch
-** itself (over another call's outputs, say), but one that calls its own
-** text again (a TEMP view over gpt_batch whose query reads that view, or a
-** table of queries that runs its own row) recursed until the stack overflowed. */
-#define BATCH_MAX_DEPTH 8
-static _Thread_local int tlBatchDepth = 0;
-
 /* One sequence in flight. */
 typedef struct BatchSlot {
   int bUsed;              /* holds an input row */
@@ -185,9 +178,7 @@ static int slotFill(BatchCursor *c, BatchSlot *sl, int *pbEnd, char **pzErr) {
   sqlite3 *db = sqlite3_db_handle(c->pQuery);
   int *aIds = 0, nIds = 0, rc;
   *pbEnd = 0;
-  tlBatchDepth++;
-  rc = sqlite3_step(c->pQuery);
-  tlBatchDepth--;
+  rc = gptext_query_step(c->pQuery); /* counted: the query may call gpt_batch again */
   if (rc == SQLITE_DONE) {
     sqlite3_finalize(c->pQuery);
     c->pQuery = 0;
@@ -361,13 +352,7 @@ static int batchFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr,
   if (gptext_tvf_keep_args(idxNum, 2, argc, argv, c->apArg)) return SQLITE_NOMEM;
   c->fp = gptext_tvf_fingerprint(c->apArg, 2);
   if (argc < 1 || sqlite3_value_type(argv[0]) == SQLITE_NULL) return SQLITE_OK;
-  if (tlBatchDepth >= BATCH_MAX_DEPTH) {
-    zErr = sqlite3_mprintf("%s: the query calls gpt_batch %d levels deep; does it call itself "
-                           "(through a TEMP view, or a query read from a table)?", zFunc,
-                           BATCH_MAX_DEPTH + 1);
-    rc = SQLITE_ERROR;
-    goto done;
-  }
+  if ((rc = gptext_query_too_deep(zFunc, 0, &zErr)) != SQLITE_OK) goto done;
   rc = gptext_options_parse(pVtab->db, zFunc, (idxNum & 2) ? argv[1] : 0,
                             GPTOPT_MODEL | GPTOPT_GENERATE | GPTOPT_TRUNCATE | GPTOPT_SPECIAL |
                             GPTOPT_THREADS | GPTOPT_BATCH, &c->o, &zErr);

@@ -1731,6 +1731,29 @@ int gptext_sql_has_more(sqlite3 *db, const char *zTail) {
   return 0;
 }
 
+/* How deep steps of users' queries (gptext_query_step) nest on this thread. */
+static _Thread_local int tlQueryDepth = 0;
+
+/* sqlite3_step of a user's query, counted in the thread's nesting depth. */
+int gptext_query_step(sqlite3_stmt *p) {
+  tlQueryDepth++;
+  int rc = sqlite3_step(p);
+  tlQueryDepth--;
+  return rc;
+}
+
+/* SQLITE_ERROR with a message when the calling function's query would be
+** nested deeper than GPTEXT_QUERY_MAX_DEPTH; else SQLITE_OK. Nesting that
+** ends (gpt_batch over another call's outputs) stays within the limit. */
+int gptext_query_too_deep(const char *zFunc, const char *zModel, char **pzErr) {
+  if (tlQueryDepth < GPTEXT_QUERY_MAX_DEPTH) return SQLITE_OK;
+  gptext_set_error(pzErr, "%s%s%s%s: the query calls gpt_batch, gpt_train or gpt_train_tokenizer "
+                   "%d levels deep; does it call itself (through a TEMP view, or a query read "
+                   "from a table)?", zFunc, zModel ? ": model '" : "", zModel ? zModel : "",
+                   zModel ? "'" : "", GPTEXT_QUERY_MAX_DEPTH + 1);
+  return SQLITE_ERROR;
+}
+
 /* Encodes text with the model's tokenizer as Hugging Face's
 ** tokenizer(text).input_ids does: the BOS first when the model's tokenizer
 ** adds one (unless GPTEXT_ENCODE_NO_BOS), then the ids of the text. */

@@ -383,6 +383,17 @@ int gptext_register_import(sqlite3 *db, GptConn *pConn);   /* gpt_import, gpt_dr
 int gptext_delete_model(sqlite3 *db, const char *zName, sqlite3_int64 *pnTensor);
 /* Whether SQL follows a query's first statement (ext/gpt.c): 1 or 0. */
 int gptext_sql_has_more(sqlite3 *db, const char *zTail);
+/* Users' queries that gpt_batch, gpt_train and gpt_train_tokenizer run
+** (ext/gpt.c): gptext_query_step steps one, counting how deep such steps
+** nest on this thread; gptext_query_too_deep, called before a function runs
+** its query, gives an error (in *pzErr, naming zModel unless NULL) past
+** GPTEXT_QUERY_MAX_DEPTH, since a
+** query that calls its own function again (a TEMP view over the call that
+** its query reads, a query read from a table that runs its own row)
+** recursed until the stack overflowed and the process died. */
+#define GPTEXT_QUERY_MAX_DEPTH 8
+int gptext_query_step(sqlite3_stmt *p);
+int gptext_query_too_deep(const char *zFunc, const char *zModel, char **pzErr);
 int gptext_register_tokens(sqlite3 *db, GptConn *pConn);   /* gpt_tokens, gpt_tokenize, ... */
 int gptext_register_generate(sqlite3 *db, GptConn *pConn); /* gpt_generate, gpt_next_tokens */
 int gptext_register_batch(sqlite3 *db, GptConn *pConn);    /* gpt_batch */

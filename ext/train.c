@@ -407,7 +407,7 @@ static int trainReadQuery(Train *t, const char *zQuery) {
     goto done;
   }
   int64_t iRow = 0;
-  while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
+  while ((rc = gptext_query_step(p)) == SQLITE_ROW) {
     iRow++;
     int eType = sqlite3_column_type(p, 0);
     if (eType == SQLITE_NULL) continue;
@@ -834,6 +834,7 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     gptext_result_error(ctx, "gpt_train: the query must be the text of a SELECT");
     return;
   }
+  if (gptext_query_too_deep(zFunc, t.zModel, &t.zErr) != SQLITE_OK) goto done;
   if (gptext_ensure_schema(t.db, &t.zErr) != SQLITE_OK) goto done;
   if (sqlite3_exec(t.db, zTrainSchema, 0, 0, 0) != SQLITE_OK) { trainSqlError(&t); goto done; }
   if (trainParseOptions(&t, argc > 2 ? argv[2] : 0) != SQLITE_OK) goto done;
@@ -1086,6 +1087,7 @@ static void gptTrainTokenizerFunc(sqlite3_context *ctx, int argc, sqlite3_value 
                            "(256 bytes, <|endoftext|> and at least one merge)", zTokFunc, zName);
     goto done;
   }
+  if (gptext_query_too_deep(zTokFunc, zName, &zErr) != SQLITE_OK) goto done;
   if (gptext_ensure_schema(db, &zErr) != SQLITE_OK) goto done;
   rc = sqlite3_prepare_v2(db, "SELECT 1 FROM main.gpt_models WHERE name = ?1", -1, &p, 0);
   if (rc != SQLITE_OK) goto sql_error;
@@ -1112,7 +1114,7 @@ static void gptTrainTokenizerFunc(sqlite3_context *ctx, int argc, sqlite3_value 
     goto done;
   }
   sqlite3_int64 iRow = 0;
-  while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
+  while ((rc = gptext_query_step(p)) == SQLITE_ROW) {
     iRow++;
     if (sqlite3_column_type(p, 0) == SQLITE_NULL) continue;
     if (sqlite3_column_type(p, 0) != SQLITE_TEXT) {
