@@ -791,6 +791,7 @@ int gpt_model_tensor_packed(const GPTModel *m, int i) {
 }
 
 size_t gpt_model_bytes(const GPTModel *m) { return m->n_bytes; }
+int gpt_model_has_lm_head(const GPTModel *m) { return m->has_lm_head; }
 int gpt_model_tensor_dtype(const GPTModel *m, int i) {
   return i >= 0 && i < m->n_tensors ? m->dtype[i] : -1;
 }

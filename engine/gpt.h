@@ -168,6 +168,7 @@ int gpt_model_ready(GPTModel *m);
 ** row), as gpt_model_ready left them. */
 int gpt_model_tensor_packed(const GPTModel *m, int i);
 size_t gpt_model_bytes(const GPTModel *m);  /* bytes of weights in memory */
+int gpt_model_has_lm_head(const GPTModel *m); /* an untied head of its own */
 int gpt_model_tensor_dtype(const GPTModel *m, int i);
 
 /* Loads n elements of tensor i, starting at element 'first' in stored

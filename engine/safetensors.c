@@ -76,41 +76,12 @@ static int stReadAt(FILE *f, int64_t off, void *buf, size_t n) {
   return 0;
 }
 
-/* The offset of the first byte of z (n bytes) that does not start a
-** well-formed UTF-8 character (no overlong form, surrogate or code point past
-** U+10FFFF), or -1 when z is valid UTF-8. */
-static int64_t stUtf8Bad(const unsigned char *z, int64_t n) {
-  int64_t i = 0;
-  while (i < n) {
-    unsigned c = z[i], lo = 0x80, hi = 0xBF;
-    int nMore, k;
-    if (c < 0x80) { i++; continue; }
-    if (c >= 0xC2 && c <= 0xDF) nMore = 1;
-    else if (c >= 0xE0 && c <= 0xEF) nMore = 2;
-    else if (c >= 0xF0 && c <= 0xF4) nMore = 3;
-    else return i;
-    if (c == 0xE0) lo = 0xA0;       /* overlong */
-    else if (c == 0xED) hi = 0x9F;  /* surrogates */
-    else if (c == 0xF0) lo = 0x90;  /* overlong */
-    else if (c == 0xF4) hi = 0x8F;  /* past U+10FFFF */
-    if (nMore > n - i - 1) return i;
-    for (k = 1; k <= nMore; k++) {
-      if (z[i + k] < lo || z[i + k] > hi) return i;
-      lo = 0x80;
-      hi = 0xBF;
-    }
-    i += 1 + nMore;
-  }
-  return -1;
-}
-
 /* Reads and checks the header length, then the header itself. */
 int st_read_header(FILE *f, int64_t file_size, char **pzJson, int64_t *pnJson,
                    int64_t *pDataOffset, char *err, size_t n_err) {
   unsigned char aLen[8];
   uint64_t nHdr = 0;
   char *zJson = 0;
-  int64_t iBad;
   int i;
 
   *pzJson = 0;
@@ -159,15 +130,6 @@ int st_read_header(FILE *f, int64_t file_size, char **pzJson, int64_t *pnJson,
   if (memchr(zJson, 0, (size_t)nHdr) != 0) {
     snprintf(err, n_err, "header has a NUL byte at offset %lld",
              (long long)(8 + ((char *)memchr(zJson, 0, (size_t)nHdr) - zJson)));
-    free(zJson);
-    return -1;
-  }
-  /* the format's JSON is UTF-8 (Hugging Face's reader refuses anything
-  ** else); SQLite's JSON functions would pass stray bytes on into names */
-  iBad = stUtf8Bad((const unsigned char *)zJson, (int64_t)nHdr);
-  if (iBad >= 0) {
-    snprintf(err, n_err, "header is not valid UTF-8 at offset %lld",
-             (long long)(8 + iBad));
     free(zJson);
     return -1;
   }

@@ -55,8 +55,8 @@ typedef struct STTensor {
 ** success returns 0, a malloc'd NUL-terminated copy of the header in *pzJson
 ** (free with free()) of *pnJson bytes, and in *pDataOffset the file offset
 ** of the data section. A header length that is 0, above ST_MAX_HEADER or past
-** the end of the file, a short read, a NUL byte in the header or a header
-** that is not UTF-8 give -1 with a message in err. */
+** the end of the file, a short read, or a NUL byte in the header give -1 with
+** a message in err. */
 int st_read_header(FILE *f, int64_t file_size, char **pzJson, int64_t *pnJson,
                    int64_t *pDataOffset, char *err, size_t n_err);
 

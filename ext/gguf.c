@@ -595,7 +595,7 @@ check:
                   (p->cfg.rope_high_freq_factor - p->cfg.rope_low_freq_factor);
       want = 1.0 / ((1 - sm) / p->cfg.rope_factor + sm);
     }
-    if (fabs(want - aV[i]) > 1e-5 * want) {
+    if (!(fabs(want - aV[i]) <= 1e-5 * want)) { /* a NaN (high = low factor) fails too */
       return ggError(p, "tensor \"rope_freqs.weight\" is not Llama 3.1's rope scaling: "
                      "element %d is %g, the scaling that fits the others gives %g", i,
                      (double)aV[i], want);

@@ -90,17 +90,21 @@ size_t gptext_utf8_repair(const char *zIn, size_t n, char *zOut) {
   return nOut;
 }
 
-/* True when z[0..n) is valid UTF-8. */
-int gptext_utf8_valid(const char *z, size_t n) {
+/* The offset of the first ill-formed part of z[0..n), or -1 when z is
+** valid UTF-8. */
+int64_t gptext_utf8_invalid_at(const char *z, size_t n) {
   const unsigned char *u = (const unsigned char *)z;
   for (size_t i = 0; i < n;) {
     if (u[i] < 0x80) { i++; continue; }
     int k = utf8_sequence(u + i, n - i);
-    if (k < 0) return 0;
+    if (k < 0) return (int64_t)i;
     i += (size_t)k;
   }
-  return 1;
+  return -1;
 }
+
+/* True when z[0..n) is valid UTF-8. */
+int gptext_utf8_valid(const char *z, size_t n) { return gptext_utf8_invalid_at(z, n) < 0; }
 
 /* z[0..n) with its ill-formed parts replaced, NUL-terminated, in a new
 ** sqlite3_malloc'd buffer of *pnOut bytes (the length even when the

@@ -31,6 +31,8 @@ int gptext_interrupted(sqlite3 *db);
 ** decode of the bytes BLOB equals the TEXT. xDel is sqlite3_result_text's. */
 size_t gptext_utf8_repair(const char *z, size_t n, char *zOut);
 int gptext_utf8_valid(const char *z, size_t n);
+/* Where z[0..n) stops being UTF-8: the first ill-formed byte, or -1. */
+int64_t gptext_utf8_invalid_at(const char *z, size_t n);
 void gptext_result_text(sqlite3_context *ctx, const char *z, int n, void (*xDel)(void *));
 /* z (sqlite3_malloc'd) made valid UTF-8 (a repaired copy when it is not;
 ** NULL stays NULL), and an error result with its message repaired: error

@@ -247,23 +247,6 @@ done:
 }
 
 /*
-** The offset of the first byte of z (n bytes) that does not start a
-** well-formed UTF-8 character (no overlong form, surrogate or code point past
-** U+10FFFF), or -1 when z is valid UTF-8.
-*/
-static int64_t impUtf8Bad(const char *z, int64_t n) {
-  const unsigned char *u = (const unsigned char *)z;
-  int64_t i = 0;
-  while (i < n) {
-    int nChar = u[i] < 0x80 ? 1 : u[i] < 0xC2 ? 0 : u[i] < 0xE0 ? 2 : u[i] < 0xF0 ? 3
-              : u[i] < 0xF5 ? 4 : 0;
-    if (nChar == 0 || nChar > n - i || !gptext_utf8_valid(z + i, (size_t)nChar)) return i;
-    i += nChar;
-  }
-  return -1;
-}
-
-/*
 ** Reads FILE of the import folder, at most IMP_MAX_TEXT bytes, into a
 ** NUL-terminated sqlite3_malloc'd buffer. A NUL byte inside, or bytes that
 ** are not UTF-8, are an error: every file read this way is text, which JSON
@@ -316,7 +299,7 @@ static int impReadText(GptImport *p, const char *zFile, char **pz, int64_t *pn) 
   {
     /* SQLite's JSON functions pass any bytes through: a chat template or a
     ** name of invalid UTF-8 was stored, and failed only when used */
-    int64_t iBad = impUtf8Bad(z, nSize);
+    int64_t iBad = gptext_utf8_invalid_at(z, (size_t)nSize);
     if (iBad >= 0) {
       rc = impError(p, zFile, "invalid UTF-8 at offset %lld, expected UTF-8 text",
                     (long long)iBad);
@@ -851,6 +834,15 @@ static int impShardOpen(GptImport *p, const char *zFile) {
                      sizeof(zMsg))) {
     rc = impError(p, zFile, "%s", zMsg);
     goto done;
+  }
+  {
+    /* the format's JSON is UTF-8 (Hugging Face's reader refuses anything
+    ** else); SQLite's JSON functions would pass stray bytes on into names */
+    int64_t iBad = gptext_utf8_invalid_at(zJson, (size_t)nJson);
+    if (iBad >= 0) {
+      rc = impError(p, zFile, "header is not valid UTF-8 at offset %lld", (long long)(8 + iBad));
+      goto done;
+    }
   }
   rc = impParseHeader(p, zFile, zJson, nJson);
   if (rc != SQLITE_OK) goto done;
@@ -2138,7 +2130,7 @@ static int impHfConfig(GptImport *p, ImpHf *h, GPTTokenizer *t) {
         }
         /* "\ud800" (a lone surrogate) decodes to bytes that are not UTF-8,
         ** which every prompt rendered from the template would then hold */
-        if (impUtf8Bad(h->zTemplate, (int64_t)strlen(h->zTemplate)) >= 0) {
+        if (!gptext_utf8_valid(h->zTemplate, strlen(h->zTemplate))) {
           rc = impError(p, zFile, "chat_template is not valid UTF-8 (a lone surrogate "
                         "escape?), expected text");
           goto done;

@@ -465,11 +465,8 @@ static double trainPhysicalMemory(void) {
 static int trainWidenWeights(Train *t, GptModel *pSelf) {
   char zMsg[256];
   GPTModel *pSrc = pSelf->pNet;
-  const GPTConfig *c = gpt_model_config(pSrc);
-  int n = 0;
-  while (gpt_model_tensor_data(pSrc, n)) n++;
-  t->hasHead = n == gpt_n_tensors(c, 1);
-  t->pNet = gpt_model_new(c, t->hasHead, zMsg, sizeof(zMsg));
+  t->hasHead = gpt_model_has_lm_head(pSrc);
+  t->pNet = gpt_model_new(gpt_model_config(pSrc), t->hasHead, zMsg, sizeof(zMsg));
   if (!t->pNet) return trainError(t, "%s", zMsg);
   if (gpt_model_widen(t->pNet, pSrc, zMsg, sizeof(zMsg))) return trainError(t, "%s", zMsg);
   return SQLITE_OK;
@@ -897,10 +894,9 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   {
     /* what the run would hold, against the machine's memory: a run past it
     ** allocated lazily and was killed by the system partway */
-    int nPos = t.o.nCtx < cfg.n_ctx ? t.o.nCtx : cfg.n_ctx, nHeld = 0;
-    if (!t.bNew)
-      while (gpt_model_tensor_data(pSelf->pNet, nHeld)) nHeld++;
-    double need = gpt_trainer_plan_bytes(&cfg, !t.bNew && nHeld == gpt_n_tensors(&cfg, 1), nPos);
+    int nPos = t.o.nCtx < cfg.n_ctx ? t.o.nCtx : cfg.n_ctx;
+    double need = gpt_trainer_plan_bytes(&cfg, !t.bNew && gpt_model_has_lm_head(pSelf->pNet),
+                                         nPos);
     double have = trainPhysicalMemory();
     if (have > 0 && need > have) {
       trainError(&t, "training needs about %.1f GB (f32 weights, gradients, AdamW moments and "
