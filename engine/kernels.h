@@ -104,7 +104,9 @@ typedef struct GPTKernels {
   ** the set reads q8_0 rows as stored (they are left as they are). */
   int (*q8_pack)(uint8_t *W, int64_t n, int K);
   /* gemv_q8 and gemm_q8 on packed rows, with the same bits as those give
-  ** on the rows as stored. */
+  ** on the rows as stored. They may read the whole 64-byte lines the rows
+  ** lie on, so the rows must sit in memory that holds whole lines (a
+  ** model's arena: 64-byte aligned, its size a multiple of 64). */
   void (*gemv_q8p)(float *y, const uint8_t *W, const GPTQ8Act *x, const float *bias,
                    int r0, int r1, int K, int mode);
   void (*gemm_q8p)(float *out, size_t ldo, const uint8_t *W, const GPTQ8Act *X, int T,

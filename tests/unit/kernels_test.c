@@ -542,7 +542,9 @@ static void test_q8_packed(const GPTKernels *kern) {
     size_t ld = (size_t)nb * 34;
     float *Wf = malloc(sizeof(float) * rows * K), *X = malloc(sizeof(float) * T * K);
     float *wide = malloc(sizeof(float) * K), *wide2 = malloc(sizeof(float) * K);
-    uint8_t *Q = malloc((size_t)rows * ld), *P = malloc((size_t)rows * ld);
+    /* packed rows as a model's arena holds them: whole 64-byte lines
+    ** (kernels.h), which the packed gemv reads */
+    uint8_t *Q = malloc((size_t)rows * ld), *P = aligned_alloc(64, ((size_t)rows * ld + 63) / 64 * 64);
     float *g = malloc(sizeof(float) * T * rows), *gv = malloc(sizeof(float) * T * rows);
     float *bias = malloc(sizeof(float) * rows);
     GPTQ8Act xs = {malloc((size_t)T * K), malloc((size_t)T * K), malloc(sizeof(float) * T * nb),
