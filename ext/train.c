@@ -690,13 +690,14 @@ static int trainCheckpoint(Train *t, const char *zLogSql) {
   for (int i = 0; i < gpt_n_tensors(c, t->hasHead); i++) {
     GPTTensorInfo info;
     gpt_tensor_info(c, t->hasHead, i, &info);
-    int64_t iBad = gptext_non_finite(GPT_F32, (const unsigned char *)gpt_model_tensor_data(t->pNet, i),
+    const float *w = gpt_model_tensor_data(t->pNet, i);
+    int64_t iBad = gptext_non_finite(GPT_F32, (const unsigned char *)w,
                                      (size_t)info.n_elem * sizeof(float));
     if (iBad >= 0)
       return trainError(t, "tensor %s holds %g at element %lld after step %lld: training "
                         "diverged (a lower learning_rate may help); nothing of this step is "
-                        "written", info.name, (double)((const float *)gpt_model_tensor_data(t->pNet, i))[iBad],
-                        (long long)iBad, (long long)t->step);
+                        "written", info.name, (double)w[iBad], (long long)iBad,
+                        (long long)t->step);
   }
   int rc = trainTxnBegin(t);
   if (rc != SQLITE_OK) return rc;

@@ -468,7 +468,6 @@ static void test_pool_late(void) {
     check(1, "late member", "threads", 2, 0);
     return;
   }
-
   /* the first run wakes the worker: a run that woke one is never late */
   int ok = runs_hit_all(t, hit_task, 1);
   gLateMs = 10;
