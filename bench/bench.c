@@ -439,7 +439,8 @@ static void bench_kernels(void) {
   int rows = 768, K = 3072, nb = K / 32;
   float *Wf = malloc((size_t)rows * K * 4), *x = malloc((size_t)K * 4), *y = malloc((size_t)rows * 4);
   uint16_t *Wh = malloc((size_t)rows * K * 2);
-  uint8_t *Wq = aligned_alloc(64, (size_t)rows * nb * 34); /* whole lines, as kernels.h asks */
+  /* whole lines, as kernels.h asks of packed rows */
+  uint8_t *Wq = aligned_alloc(64, ((size_t)rows * nb * 34 + 63) / 64 * 64);
   GPTQ8Act xq = {NULL, NULL, NULL, NULL};
   xq.q = malloc((size_t)K); xq.aq = malloc((size_t)K); xq.d = malloc((size_t)nb * 4);
   if (!Wf || !x || !y || !Wh || !Wq || !xq.q || !xq.aq || !xq.d) die("%s", "out of memory");

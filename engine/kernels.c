@@ -1949,6 +1949,7 @@ VNNI_FN static ALWAYS_INLINE void q8p_pairs(__m512 acc[4], const uint8_t *W, siz
   for (int t = 0; t < nt; t += 2, xp += 3) {
     __m512 xs = _mm512_castsi512_ps(xp[2]);
     _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {
+      /* by lines nt is even (ld % 4 == 0 takes nb even): whole pairs only */
       __m512i w = lines && nt - t >= 2
                       ? q8p_load_lines(tail + i * ld + 2 * nt + GPT_Q8_BLOCK * t)
                       : q8p_load_pair(tail + i * ld, t, nt);

@@ -512,9 +512,18 @@ static int trainReadFloats(Train *t, const char *zName, float *a, int64_t n) {
   return rc;
 }
 
+/* The first element of AdamW moment k (1: m, 2: v) of n that is NaN or
+** infinite, or for v negative (its square root is NaN), or -1. */
+static int64_t trainBadMoment(const float *a, int64_t n, int k) {
+  int64_t iBad = gptext_non_finite(GPT_F32, (const unsigned char *)a, (size_t)n * sizeof(float));
+  for (int64_t j = 0; iBad < 0 && k == 2 && j < n; j++)
+    if (a[j] < 0) iBad = j;
+  return iBad;
+}
+
 /* Loads the AdamW moments of a resumed run. Stored rows are checked as
-** weights are on load: a NaN, an infinity or a negative second moment
-** (whose square root is NaN) would turn the weights NaN at the first step. */
+** weights are on load: a bad moment (trainBadMoment) would turn the
+** weights NaN at the first step. */
 static int trainLoadMoments(Train *t) {
   const GPTConfig *c = gpt_model_config(t->pNet);
   for (int i = 0; i < gpt_n_tensors(c, t->hasHead); i++) {
@@ -524,17 +533,12 @@ static int trainLoadMoments(Train *t) {
       char *zName = sqlite3_mprintf("adam.%s.%s", k == 1 ? "m" : "v", info.name);
       float *a = gpt_trainer_buffer(t->pTr, k, i);
       int rc = zName ? trainReadFloats(t, zName, a, info.n_elem) : trainError(t, "out of memory");
-      if (rc == SQLITE_OK) {
-        int64_t iBad = gptext_non_finite(GPT_F32, (const unsigned char *)a,
-                                         (size_t)info.n_elem * sizeof(float));
-        for (int64_t j = 0; iBad < 0 && k == 2 && j < info.n_elem; j++)
-          if (a[j] < 0) iBad = j;
-        if (iBad >= 0)
-          rc = trainError(t, "gpt_train_state row %s holds %g at element %lld, where a %s is "
-                          "expected; delete the model's gpt_train_state rows to fine-tune "
-                          "from its weights", zName, (double)a[iBad], (long long)iBad,
-                          k == 1 ? "finite first moment" : "finite second moment >= 0");
-      }
+      int64_t iBad = rc == SQLITE_OK ? trainBadMoment(a, info.n_elem, k) : -1;
+      if (iBad >= 0)
+        rc = trainError(t, "gpt_train_state's %s holds %g at element %lld, where a %s is "
+                        "expected; delete the model's gpt_train_state rows to fine-tune from "
+                        "its weights", zName, (double)a[iBad], (long long)iBad,
+                        k == 1 ? "finite first moment" : "finite second moment >= 0");
       sqlite3_free(zName);
       if (rc != SQLITE_OK) return rc;
     }
@@ -685,19 +689,24 @@ static int trainCheckOwner(Train *t) {
 static int trainCheckpoint(Train *t, const char *zLogSql) {
   const GPTConfig *c = gpt_model_config(t->pNet);
   float *tmp = 0;
-  /* the weights after the last update, which no loss has seen yet: a
-  ** model that holds a NaN or an infinity would be refused by every load */
+  /* the weights after the last update, which no loss has seen yet, and the
+  ** moments: a model that holds a NaN or an infinity would be refused by
+  ** every load, and moments that do by the resume */
   for (int i = 0; i < gpt_n_tensors(c, t->hasHead); i++) {
     GPTTensorInfo info;
     gpt_tensor_info(c, t->hasHead, i, &info);
-    const float *w = gpt_model_tensor_data(t->pNet, i);
-    int64_t iBad = gptext_non_finite(GPT_F32, (const unsigned char *)w,
-                                     (size_t)info.n_elem * sizeof(float));
-    if (iBad >= 0)
-      return trainError(t, "tensor %s holds %g at element %lld after step %lld: training "
-                        "diverged (a lower learning_rate may help); nothing of this step is "
-                        "written", info.name, (double)w[iBad], (long long)iBad,
-                        (long long)t->step);
+    for (int k = 0; k <= 2; k++) {
+      const float *a = k == 0 ? gpt_model_tensor_data(t->pNet, i) : gpt_trainer_buffer(t->pTr, k, i);
+      int64_t iBad = k == 0 ? gptext_non_finite(GPT_F32, (const unsigned char *)a,
+                                                (size_t)info.n_elem * sizeof(float))
+                            : trainBadMoment(a, info.n_elem, k);
+      if (iBad >= 0)
+        return trainError(t, "%s %s holds %g at element %lld after step %lld: training diverged "
+                          "(a lower learning_rate may help); nothing of this step is written",
+                          k == 0 ? "tensor" : k == 1 ? "the first AdamW moment of"
+                                                     : "the second AdamW moment of",
+                          info.name, (double)a[iBad], (long long)iBad, (long long)t->step);
+    }
   }
   int rc = trainTxnBegin(t);
   if (rc != SQLITE_OK) return rc;
