@@ -1897,8 +1897,8 @@ VNNI_FN static ALWAYS_INLINE void q8p_chunks(__m512 acc[4], const uint8_t *W, si
     const __m512i *xc = xs + (size_t)(c - c0) * Q8_TOKEN_VECS;
     const uint8_t *w = W + (size_t)c * 16 * GPT_Q8_BYTES;
     __m512i S[4];
+    __m512 wd[4]; /* the rows' scales */
     _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) S[i] = xc[8];
-    __m512 xd = _mm512_castsi512_ps(xc[9]);
     if (lines) {
       /* the chunk's 544 bytes from line 0 through line 8, which holds
       ** byte 512 (the scales) */
@@ -1921,18 +1921,18 @@ VNNI_FN static ALWAYS_INLINE void q8p_chunks(__m512 acc[4], const uint8_t *W, si
         }
       _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {
         __m512i sc = _mm512_permutex2var_epi32(lo[i], idx[i], line[i][8 + far[i]]);
-        __m512 wd = _mm512_cvtph_ps(_mm512_castsi512_si256(sc));
-        acc[i] = _mm512_fmadd_ps(_mm512_mul_ps(wd, xd), _mm512_cvtepi32_ps(S[i]), acc[i]);
+        wd[i] = _mm512_cvtph_ps(_mm512_castsi512_si256(sc));
       }
     } else {
       _Pragma("GCC unroll 8") for (int s = 0; s < 8; s++)
         _Pragma("GCC unroll 4") for (int i = 0; i < R; i++)
           S[i] = _mm512_dpbusd_epi32(S[i], _mm512_loadu_si512(w + i * ld + 64 * s), xc[s]);
-      _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {
-        __m512 wd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + i * ld + 512)));
-        acc[i] = _mm512_fmadd_ps(_mm512_mul_ps(wd, xd), _mm512_cvtepi32_ps(S[i]), acc[i]);
-      }
+      _Pragma("GCC unroll 4") for (int i = 0; i < R; i++)
+        wd[i] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + i * ld + 512)));
     }
+    __m512 xd = _mm512_castsi512_ps(xc[9]);
+    _Pragma("GCC unroll 4") for (int i = 0; i < R; i++)
+      acc[i] = _mm512_fmadd_ps(_mm512_mul_ps(wd[i], xd), _mm512_cvtepi32_ps(S[i]), acc[i]);
   }
 }
 

@@ -512,17 +512,17 @@ static int trainReadFloats(Train *t, const char *zName, float *a, int64_t n) {
   return rc;
 }
 
-/* The first element of AdamW moment k (1: m, 2: v) of n that is NaN or
-** infinite, or for v negative (its square root is NaN), or -1. */
-static int64_t trainBadMoment(const float *a, int64_t n, int k) {
+/* The first of n floats that is NaN or infinite, or with bNonNegative
+** below 0 (an AdamW second moment, whose square root would be NaN), or -1. */
+static int64_t trainBadFloat(const float *a, int64_t n, int bNonNegative) {
   int64_t iBad = gptext_non_finite(GPT_F32, (const unsigned char *)a, (size_t)n * sizeof(float));
-  for (int64_t j = 0; iBad < 0 && k == 2 && j < n; j++)
+  for (int64_t j = 0; iBad < 0 && bNonNegative && j < n; j++)
     if (a[j] < 0) iBad = j;
   return iBad;
 }
 
 /* Loads the AdamW moments of a resumed run. Stored rows are checked as
-** weights are on load: a bad moment (trainBadMoment) would turn the
+** weights are on load: a bad moment (trainBadFloat) would turn the
 ** weights NaN at the first step. */
 static int trainLoadMoments(Train *t) {
   const GPTConfig *c = gpt_model_config(t->pNet);
@@ -533,7 +533,7 @@ static int trainLoadMoments(Train *t) {
       char *zName = sqlite3_mprintf("adam.%s.%s", k == 1 ? "m" : "v", info.name);
       float *a = gpt_trainer_buffer(t->pTr, k, i);
       int rc = zName ? trainReadFloats(t, zName, a, info.n_elem) : trainError(t, "out of memory");
-      int64_t iBad = rc == SQLITE_OK ? trainBadMoment(a, info.n_elem, k) : -1;
+      int64_t iBad = rc == SQLITE_OK ? trainBadFloat(a, info.n_elem, k == 2) : -1;
       if (iBad >= 0)
         rc = trainError(t, "gpt_train_state's %s holds %g at element %lld, where a %s is "
                         "expected; delete the model's gpt_train_state rows to fine-tune from "
@@ -697,9 +697,7 @@ static int trainCheckpoint(Train *t, const char *zLogSql) {
     gpt_tensor_info(c, t->hasHead, i, &info);
     for (int k = 0; k <= 2; k++) {
       const float *a = k == 0 ? gpt_model_tensor_data(t->pNet, i) : gpt_trainer_buffer(t->pTr, k, i);
-      int64_t iBad = k == 0 ? gptext_non_finite(GPT_F32, (const unsigned char *)a,
-                                                (size_t)info.n_elem * sizeof(float))
-                            : trainBadMoment(a, info.n_elem, k);
+      int64_t iBad = trainBadFloat(a, info.n_elem, k == 2);
       if (iBad >= 0)
         return trainError(t, "%s %s holds %g at element %lld after step %lld: training diverged "
                           "(a lower learning_rate may help); nothing of this step is written",
