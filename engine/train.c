@@ -106,8 +106,10 @@ static double rand_normal(uint64_t *state) {
 double gpt_train_lr(int64_t step, int64_t steps, int64_t warmup, double lr) {
   if (warmup > 0 && step < warmup) return lr * (double)(step + 1) / (double)warmup;
   double min_lr = lr / 10.0;
+  /* the last step at lr / 10; a run with one step after the warm-up (steps 1,
+  ** say) takes it at lr, not at the end of a decay it never had */
   int64_t span = steps - warmup - 1;
-  double progress = span > 0 ? (double)(step - warmup) / (double)span : 1.0;
+  double progress = span > 0 ? (double)(step - warmup) / (double)span : 0.0;
   if (progress > 1.0) progress = 1.0;
   if (progress < 0.0) progress = 0.0;
   return min_lr + 0.5 * (1.0 + cos(M_PI * progress)) * (lr - min_lr);

@@ -93,7 +93,8 @@ double gpt_trainer_plan_bytes(const GPTConfig *c, int has_head, int T);
 void gpt_train_init(GPTModel *m, uint64_t seed);
 
 /* Learning rate at step (0-based) of steps: linear warm-up over warmup
-** steps to lr, then cosine decay to lr / 10 at the last step. */
+** steps to lr, then cosine decay to lr / 10 at the last step; a single
+** step after the warm-up runs at lr. */
 double gpt_train_lr(int64_t step, int64_t steps, int64_t warmup, double lr);
 
 /* splitmix64: the next 64 random bits of *state. */

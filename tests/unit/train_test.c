@@ -473,6 +473,8 @@ static void test_schedule(void) {
   CHECK(fabs(gpt_train_lr(0, 100, 10, 1.0) - 0.1) < 1e-12, "warm-up step 0");
   CHECK(fabs(gpt_train_lr(9, 100, 10, 1.0) - 1.0) < 1e-12, "end of warm-up");
   CHECK(fabs(gpt_train_lr(99, 100, 10, 1.0) - 0.1) < 1e-12, "last step is lr / 10");
+  CHECK(gpt_train_lr(0, 1, 0, 1.0) == 1.0, "one step: lr, not lr / 10");
+  CHECK(gpt_train_lr(10, 11, 10, 1.0) == 1.0, "one step after the warm-up: lr");
   CHECK(fabs(gpt_train_lr(55, 101, 10, 1.0) - 0.55) < 1e-9, "half way: %.9f",
         gpt_train_lr(55, 101, 10, 1.0));
 }
