@@ -196,16 +196,15 @@ static int attnConnect(sqlite3 *db, void *pAux, int argc, const char *const *arg
                              SQLITE_VTAB_DIRECTONLY, ppVtab);
 }
 
+/* xOpen: a cursor with no rows until xFilter runs. */
 static int attnOpen(sqlite3_vtab *p, sqlite3_vtab_cursor **ppCur) {
   (void)p;
-  AttnCursor *c = sqlite3_malloc64(sizeof(*c));
-  if (!c) return SQLITE_NOMEM;
-  memset(c, 0, sizeof(*c));
-  c->bEof = 1;
-  *ppCur = &c->base;
-  return SQLITE_OK;
+  int rc = gptext_tvf_open(sizeof(AttnCursor), ppCur);
+  if (rc == SQLITE_OK) ((AttnCursor *)*ppCur)->bEof = 1;
+  return rc;
 }
 
+/* Frees a set of wanted layers, heads or query positions and empties it. */
 static void attnSetClear(AttnSet *p) {
   sqlite3_free(p->ab);
   sqlite3_free(p->a);
@@ -229,6 +228,7 @@ static void attnReset(AttnCursor *c) {
   c->bEof = 1;
 }
 
+/* xClose: frees what the cursor holds, then the cursor. */
 static int attnClose(sqlite3_vtab_cursor *cur) {
   attnReset((AttnCursor *)cur);
   sqlite3_free(cur);
@@ -414,6 +414,7 @@ static int attnKeep(void *ctx, int layer, int head, int q0, int n_q, int n_k,
   return 0;
 }
 
+/* The forward pass's stop test: true once the statement is interrupted. */
 static int attnStop(void *ctx) {
   return gptext_interrupted(((GptVtab *)((AttnCursor *)ctx)->base.pVtab)->db);
 }
@@ -556,10 +557,13 @@ static int attnNext(sqlite3_vtab_cursor *cur) {
   return SQLITE_OK;
 }
 
+/* xEof: true past the last row. */
 static int attnEof(sqlite3_vtab_cursor *cur) {
   return ((AttnCursor *)cur)->bEof;
 }
 
+/* xColumn: column i of the current (layer, head, query, key) row; the
+** hidden columns read back the arguments. */
 static int attnColumn(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) {
   AttnCursor *c = (AttnCursor *)cur;
   int q = c->query.a[c->iQ], n = 0;
@@ -629,15 +633,14 @@ static int genTokConnect(sqlite3 *db, void *pAux, int argc, const char *const *a
                              "prompt HIDDEN, options HIDDEN)", SQLITE_VTAB_DIRECTONLY, ppVtab);
 }
 
+/* xOpen: a cursor with no rows until xFilter generates. */
 static int genTokOpen(sqlite3_vtab *p, sqlite3_vtab_cursor **ppCur) {
   (void)p;
-  GenTokCursor *c = sqlite3_malloc64(sizeof(*c));
-  if (!c) return SQLITE_NOMEM;
-  memset(c, 0, sizeof(*c));
-  *ppCur = &c->base;
-  return SQLITE_OK;
+  return gptext_tvf_open(sizeof(GenTokCursor), ppCur);
 }
 
+/* Frees the generation, the model reference and the kept arguments: the
+** cursor is empty again. */
 static void genTokReset(GenTokCursor *c) {
   gptext_generation_clear(&c->g);
   gptext_model_release(c->m);
@@ -651,6 +654,7 @@ static void genTokReset(GenTokCursor *c) {
   }
 }
 
+/* xClose: frees what the cursor holds, then the cursor. */
 static int genTokClose(sqlite3_vtab_cursor *cur) {
   genTokReset((GenTokCursor *)cur);
   sqlite3_free(cur);
@@ -722,16 +726,20 @@ static int genTokFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr
   return SQLITE_OK;
 }
 
+/* xNext: the next generated token. */
 static int genTokNext(sqlite3_vtab_cursor *cur) {
   ((GenTokCursor *)cur)->iRow++;
   return SQLITE_OK;
 }
 
+/* xEof: true past the last token. */
 static int genTokEof(sqlite3_vtab_cursor *cur) {
   GenTokCursor *c = (GenTokCursor *)cur;
   return c->iRow >= c->nRow;
 }
 
+/* xColumn: column i of the current token's row; the finish reason on the
+** last row only, and the hidden columns read back the arguments. */
 static int genTokColumn(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) {
   GenTokCursor *c = (GenTokCursor *)cur;
   int bLast = c->iRow == c->nRow - 1, bToken = c->g.nTok > 0, n = 0;
@@ -758,6 +766,7 @@ static int genTokColumn(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) {
   return SQLITE_OK;
 }
 
+/* xRowid: unique under every plan (gptext_tvf_rowid). */
 static int genTokRowid(sqlite3_vtab_cursor *cur, sqlite_int64 *pRowid) {
   GenTokCursor *c = (GenTokCursor *)cur;
   *pRowid = gptext_tvf_rowid(c->fp, c->nRow, c->iRow); /* see gpt_ext.h */

@@ -79,14 +79,13 @@ static int batchConnect(sqlite3 *db, void *pAux, int argc, const char *const *ar
                              "query HIDDEN, options HIDDEN)", SQLITE_VTAB_DIRECTONLY, ppVtab);
 }
 
+/* xOpen: a cursor with no finished row in hand (iCur -1) until xFilter
+** runs the query. */
 static int batchOpen(sqlite3_vtab *p, sqlite3_vtab_cursor **ppCur) {
   (void)p;
-  BatchCursor *c = sqlite3_malloc64(sizeof(*c));
-  if (!c) return SQLITE_NOMEM;
-  memset(c, 0, sizeof(*c));
-  c->iCur = -1;
-  *ppCur = &c->base;
-  return SQLITE_OK;
+  int rc = gptext_tvf_open(sizeof(BatchCursor), ppCur);
+  if (rc == SQLITE_OK) ((BatchCursor *)*ppCur)->iCur = -1;
+  return rc;
 }
 
 /* Empties a slot for the next input row; its cache stays allocated and keeps
@@ -128,6 +127,7 @@ static void batchReset(BatchCursor *c) {
   memset(&c->o, 0, sizeof(c->o));
 }
 
+/* xClose: frees what the call holds, then the cursor. */
 static int batchClose(sqlite3_vtab_cursor *cur) {
   batchReset((BatchCursor *)cur);
   sqlite3_free(cur);
@@ -423,6 +423,7 @@ static int batchNext(sqlite3_vtab_cursor *cur) {
   return SQLITE_OK;
 }
 
+/* xEof: true when no finished row is in hand. */
 static int batchEof(sqlite3_vtab_cursor *cur) {
   return ((BatchCursor *)cur)->iCur < 0;
 }
@@ -442,6 +443,8 @@ static int outputTokens(const GptModel *m, const GptGeneration *g) {
   return g->nTok;
 }
 
+/* xColumn: column i of the finished row in hand; the hidden columns read
+** back the arguments. */
 static int batchColumn(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) {
   BatchCursor *c = (BatchCursor *)cur;
   BatchSlot *sl = &c->aSlot[c->iCur];

@@ -148,6 +148,7 @@ void gptext_state_put(GptConn *pConn, GptModel *m, GPTState *s, const int *aIds,
   pConn->nStateTok = gpt_state_len(s) < nIds ? gpt_state_len(s) : nIds;
 }
 
+/* Frees a generation's tokens, log-probabilities and text, and zeroes it. */
 void gptext_generation_clear(GptGeneration *g) {
   sqlite3_free(g->aTok);
   sqlite3_free(g->aLogprob);
@@ -326,10 +327,13 @@ static void generate(sqlite3_context *ctx, int argc, sqlite3_value **argv, int b
   gptext_options_clear(&o);
 }
 
+/* gpt_generate(prompt [, options]): the continuation as TEXT. */
 static void gptGenerateFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   generate(ctx, argc, argv, 0);
 }
 
+/* gpt_generate_bytes(prompt [, options]): the continuation's exact bytes,
+** as a BLOB. */
 static void gptGenerateBytesFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   generate(ctx, argc, argv, 1);
 }
@@ -364,15 +368,14 @@ static int nextConnect(sqlite3 *db, void *pAux, int argc, const char *const *arg
                              "k HIDDEN, options HIDDEN)", SQLITE_VTAB_DIRECTONLY, ppVtab);
 }
 
+/* xOpen: a cursor with no rows until xFilter runs the prompt. */
 static int nextOpen(sqlite3_vtab *p, sqlite3_vtab_cursor **ppCur) {
   (void)p;
-  NextCursor *c = sqlite3_malloc64(sizeof(*c));
-  if (!c) return SQLITE_NOMEM;
-  memset(c, 0, sizeof(*c));
-  *ppCur = &c->base;
-  return SQLITE_OK;
+  return gptext_tvf_open(sizeof(NextCursor), ppCur);
 }
 
+/* Frees the ranked ids and logits, the model reference and the kept
+** arguments: the cursor is empty again. */
 static void nextReset(NextCursor *c) {
   sqlite3_free(c->aId);
   sqlite3_free(c->aLogit);
@@ -388,6 +391,7 @@ static void nextReset(NextCursor *c) {
   }
 }
 
+/* xClose: frees what the cursor holds, then the cursor. */
 static int nextClose(sqlite3_vtab_cursor *cur) {
   nextReset((NextCursor *)cur);
   sqlite3_free(cur);
@@ -487,16 +491,21 @@ done:
   return SQLITE_OK;
 }
 
+/* xNext: the next most likely token. */
 static int nextNext(sqlite3_vtab_cursor *cur) {
   ((NextCursor *)cur)->iRow++;
   return SQLITE_OK;
 }
 
+/* xEof: true past the k-th token. */
 static int nextEof(sqlite3_vtab_cursor *cur) {
   NextCursor *c = (NextCursor *)cur;
   return c->iRow >= c->k;
 }
 
+/* xColumn: column i of the current rank's row (its probability from the
+** logit and the log-sum-exp of all of them); the hidden columns read back
+** the arguments. */
 static int nextColumn(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) {
   NextCursor *c = (NextCursor *)cur;
   int n = 0;
@@ -520,6 +529,7 @@ static int nextColumn(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) {
   return SQLITE_OK;
 }
 
+/* xRowid: unique under every plan (gptext_tvf_rowid). */
 static int nextRowid(sqlite3_vtab_cursor *cur, sqlite_int64 *pRowid) {
   NextCursor *c = (NextCursor *)cur;
   *pRowid = gptext_tvf_rowid(c->fp, c->k, c->iRow); /* see gpt_ext.h */

@@ -156,6 +156,8 @@ static int ggTypeOfDtype(const char *z) {
   return -1;
 }
 
+/* True for a GGML type stored in blocks (quantized); false for f32, f16
+** and bf16. */
 static int ggIsQuant(int type) {
   return type != GGML_F32 && type != GGML_F16 && type != GGML_BF16;
 }
@@ -279,6 +281,7 @@ static int ggError(GgImport *p, const char *zFmt, ...) {
   return SQLITE_ERROR;
 }
 
+/* Records an out-of-memory error (SQLITE_NOMEM, unless an error came first). */
 static int ggNoMem(GgImport *p) {
   if (!p->zErr) p->rcErr = SQLITE_NOMEM;
   return ggError(p, "out of memory");
@@ -302,6 +305,7 @@ static int ggSqlError(GgImport *p, int rc) {
   return SQLITE_ERROR;
 }
 
+/* sqlite3_prepare_v2, a failure recorded by ggSqlError. */
 static int ggPrepare(GgImport *p, const char *zSql, sqlite3_stmt **pp) {
   int rc = sqlite3_prepare_v2(p->db, zSql, -1, pp, 0);
   return rc == SQLITE_OK ? SQLITE_OK : ggSqlError(p, rc);
@@ -1866,6 +1870,8 @@ static int gxError(GgExport *p, const char *zFmt, ...) {
   return SQLITE_ERROR;
 }
 
+/* Records the error of a failed SQLite call of the export (interrupts read
+** "interrupted"). */
 static int gxSqlError(GgExport *p, int rc) {
   char *zMsg = 0;
   int code = gptext_sql_failure(p->db, rc, &zMsg);
@@ -1881,16 +1887,19 @@ static int gxWrite(GgExport *p, const void *a, size_t n) {
     return gxError(p, "cannot write %s: %s", p->zPath, strerror(errno));
   return SQLITE_OK;
 }
+/* GGUF's integers are little-endian: a uint32, */
 static int gxU32(GgExport *p, uint32_t v) {
   unsigned char b[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16),
                         (unsigned char)(v >> 24)};
   return gxWrite(p, b, 4);
 }
+/* a uint64, */
 static int gxU64(GgExport *p, uint64_t v) {
   unsigned char b[8];
   for (int i = 0; i < 8; i++) b[i] = (unsigned char)(v >> (8 * i));
   return gxWrite(p, b, 8);
 }
+/* and a string is its uint64 length, then its bytes. */
 static int gxStr(GgExport *p, const char *z, size_t n) {
   return gxU64(p, n) || gxWrite(p, z, n) ? SQLITE_ERROR : SQLITE_OK;
 }
@@ -1898,19 +1907,23 @@ static int gxStr(GgExport *p, const char *z, size_t n) {
 static int gxKey(GgExport *p, const char *zKey, int type) {
   return gxStr(p, zKey, strlen(zKey)) || gxU32(p, (uint32_t)type) ? SQLITE_ERROR : SQLITE_OK;
 }
+/* A metadata pair: the key, then a uint32 value, */
 static int gxKvU32(GgExport *p, const char *zKey, uint32_t v) {
   return gxKey(p, zKey, GGUF_UINT32) || gxU32(p, v) ? SQLITE_ERROR : SQLITE_OK;
 }
+/* a float32 value, */
 static int gxKvF32(GgExport *p, const char *zKey, double v) {
   float f = (float)v;
   uint32_t u;
   memcpy(&u, &f, 4);
   return gxKey(p, zKey, GGUF_FLOAT32) || gxU32(p, u) ? SQLITE_ERROR : SQLITE_OK;
 }
+/* a bool (one byte), */
 static int gxKvBool(GgExport *p, const char *zKey, int b) {
   unsigned char c = b ? 1 : 0;
   return gxKey(p, zKey, GGUF_BOOL) || gxWrite(p, &c, 1) ? SQLITE_ERROR : SQLITE_OK;
 }
+/* or a string value. */
 static int gxKvStr(GgExport *p, const char *zKey, const char *z) {
   return gxKey(p, zKey, GGUF_STRING) || gxStr(p, z, strlen(z)) ? SQLITE_ERROR : SQLITE_OK;
 }

@@ -579,6 +579,8 @@ static void cache_unlink(CacheEntry *e) {
   e->bStale = 1;
 }
 
+/* Lets go of a reference that gptext_model_acquire gave; NULL is a no-op. The
+** last reference to a stale entry frees it, outside the mutex. */
 void gptext_model_release(GptModel *p) {
   CacheEntry *e = (CacheEntry *)p, *pFree = 0;
   if (!e) return;
@@ -1373,9 +1375,11 @@ static CacheEntry *cache_find(const char *zKey) {
 ** it is released (a model's weights take a while to unmap); an acquire
 ** lets go of at most three. */
 typedef struct CacheFree { CacheEntry *a[4]; int n; } CacheFree;
+/* Queues e to be freed once the mutex is released. */
 static void cache_free_later(CacheFree *f, CacheEntry *e) {
   if (e && f->n < 4) f->a[f->n++] = e;
 }
+/* Frees the queued entries; the mutex is no longer held. */
 static void cache_free_now(CacheFree *f) {
   for (int i = 0; i < f->n; i++) cache_entry_free(f->a[i]);
   f->n = 0;
@@ -1591,11 +1595,25 @@ int gptext_vtab_connect(sqlite3 *db, void *pAux, const char *zSchema, int vtabCo
   return SQLITE_OK;
 }
 
+/* xDisconnect (and xDestroy) of every module: the vtab is one allocation. */
 int gptext_vtab_disconnect(sqlite3_vtab *pVtab) {
   sqlite3_free(pVtab);
   return SQLITE_OK;
 }
 
+/* xOpen of every table-valued function: a zeroed cursor of nByte bytes
+** (its sqlite3_vtab_cursor first), from sqlite3_malloc64, which xClose
+** frees with sqlite3_free. */
+int gptext_tvf_open(size_t nByte, sqlite3_vtab_cursor **ppCur) {
+  sqlite3_vtab_cursor *c = sqlite3_malloc64(nByte);
+  *ppCur = c;
+  if (!c) return SQLITE_NOMEM;
+  memset(c, 0, nByte);
+  return SQLITE_OK;
+}
+
+/* Sets the vtab's error message to zErr (taken over, made valid UTF-8);
+** returns rc, SQLITE_ERROR in place of SQLITE_OK. */
 int gptext_vtab_error(sqlite3_vtab *pVtab, char *zErr, int rc) {
   sqlite3_free(pVtab->zErrMsg);
   pVtab->zErrMsg = gptext_utf8_own(zErr);

@@ -178,6 +178,9 @@ int gptext_tvf_best_index(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo,
                           const char *zFunc);
 int gptext_tvf_missing(sqlite3_vtab *pVtab, int idxNum, int nRequired, const char *zFunc);
 
+/* xOpen's work: a zeroed cursor of nByte bytes (sqlite3_malloc64). */
+int gptext_tvf_open(size_t nByte, sqlite3_vtab_cursor **ppCur);
+
 /* Copies the arguments xFilter got into apArg[0..nHidden) (NULL for those
 ** absent) for the hidden columns to read back; SQLITE_NOMEM on failure. */
 int gptext_tvf_keep_args(int idxNum, int nHidden, int argc, sqlite3_value **argv,

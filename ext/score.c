@@ -214,10 +214,12 @@ static void logprob_common(sqlite3_context *ctx, int argc, sqlite3_value **argv,
   gptext_options_clear(&o);
 }
 
+/* gpt_logprob(text [, options]) (logprob_common). */
 static void gptLogprobFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   logprob_common(ctx, argc, argv, 0);
 }
 
+/* gpt_perplexity(text [, options]) (logprob_common). */
 static void gptPerplexityFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   logprob_common(ctx, argc, argv, 1);
 }
@@ -323,6 +325,7 @@ static void sum_clear(SumAgg *p) {
   memset(p, 0, sizeof(*p));
 }
 
+/* The ASCII white space trimmed from the ends of a summary. */
 static int sum_is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
 
 /* True when the options JSON sets max_tokens itself. */

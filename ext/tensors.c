@@ -318,6 +318,8 @@ int gptext_tensor_check(GptTensorRows *p, const GPTTensorInfo *info, char **pzMs
   return rc;
 }
 
+/* n bytes at byte off of the whole tensor, across its parts: one blob handle,
+** reopened on the part's row when the read moves to another part. */
 int gptext_tensor_read(GptTensorRows *p, void *buf, int n, int64_t off) {
   unsigned char *z = buf;
   if (off < 0 || n < 0 || off + n > p->nBytes) return SQLITE_RANGE;
@@ -345,6 +347,7 @@ int gptext_tensor_read(GptTensorRows *p, void *buf, int n, int64_t off) {
   return SQLITE_OK;
 }
 
+/* Closes the blob handle and frees the rows' ids. */
 void gptext_tensor_close(GptTensorRows *p) {
   if (p->pBlob) sqlite3_blob_close(p->pBlob);
   sqlite3_free(p->aRowid);
@@ -353,6 +356,8 @@ void gptext_tensor_close(GptTensorRows *p) {
   p->iOpen = -1;
 }
 
+/* Starts writing a tensor of info's shape in dtype: sizes its parts (one
+** BLOB, or whole rows a part) and prepares the insert (gpt_ext.h). */
 int gptext_tensor_create(GptTensorWriter *w, sqlite3 *db, const char *zModel,
                          const GPTTensorInfo *info, int dtype, char **pzMsg) {
   int64_t nRow = info->shape[0];
@@ -419,6 +424,8 @@ static int tensor_next_part(GptTensorWriter *w) {
   return SQLITE_OK;
 }
 
+/* Appends n bytes to the tensor, a new part's row each time one fills;
+** SQLITE_RANGE for more bytes than the tensor holds. */
 int gptext_tensor_write(GptTensorWriter *w, const void *a, int64_t n) {
   const unsigned char *z = a;
   if (n < 0 || w->nWritten + n > w->nBytes) return SQLITE_RANGE;
@@ -439,6 +446,8 @@ int gptext_tensor_write(GptTensorWriter *w, const void *a, int64_t n) {
   return SQLITE_OK;
 }
 
+/* Ends the tensor: SQLITE_MISUSE unless every byte came, and frees the
+** writer's statement and blob handle. */
 int gptext_tensor_finish(GptTensorWriter *w) {
   int rc = SQLITE_OK;
   /* an empty tensor still gets its row */

@@ -194,10 +194,12 @@ done:
   gptext_options_clear(&o);
 }
 
+/* gpt_detokenize(ids [, options]): the ids' text, as TEXT. */
 static void gptDetokenizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   detokenize(ctx, argc, argv, 0);
 }
 
+/* gpt_detokenize_bytes(ids [, options]): the ids' exact bytes, as a BLOB. */
 static void gptDetokenizeBytesFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   detokenize(ctx, argc, argv, 1);
 }
@@ -233,13 +235,10 @@ static int tokensConnect(sqlite3 *db, void *pAux, int argc, const char *const *a
                              ppVtab);
 }
 
+/* xOpen: a cursor with no rows until xFilter encodes the text. */
 static int tokensOpen(sqlite3_vtab *p, sqlite3_vtab_cursor **ppCur) {
   (void)p;
-  TokensCursor *c = sqlite3_malloc64(sizeof(*c));
-  if (!c) return SQLITE_NOMEM;
-  memset(c, 0, sizeof(*c));
-  *ppCur = &c->base;
-  return SQLITE_OK;
+  return gptext_tvf_open(sizeof(TokensCursor), ppCur);
 }
 
 /* Forgets the current text's tokens and model reference. */
@@ -256,6 +255,7 @@ static void tokensReset(TokensCursor *c) {
   }
 }
 
+/* xClose: frees what the cursor holds, then the cursor. */
 static int tokensClose(sqlite3_vtab_cursor *cur) {
   tokensReset((TokensCursor *)cur);
   sqlite3_free(cur);
@@ -294,16 +294,20 @@ static int tokensFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr
   return SQLITE_OK;
 }
 
+/* xNext: the next token. */
 static int tokensNext(sqlite3_vtab_cursor *cur) {
   ((TokensCursor *)cur)->iRow++;
   return SQLITE_OK;
 }
 
+/* xEof: true past the last token. */
 static int tokensEof(sqlite3_vtab_cursor *cur) {
   TokensCursor *c = (TokensCursor *)cur;
   return c->iRow >= c->nIds;
 }
 
+/* xColumn: column i of the current token's row; the hidden columns read
+** back the arguments. */
 static int tokensColumn(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) {
   TokensCursor *c = (TokensCursor *)cur;
   int id = c->aIds[c->iRow], n = 0;
@@ -325,6 +329,7 @@ static int tokensColumn(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) {
   return SQLITE_OK;
 }
 
+/* xRowid: unique under every plan (gptext_tvf_rowid). */
 static int tokensRowid(sqlite3_vtab_cursor *cur, sqlite_int64 *pRowid) {
   TokensCursor *c = (TokensCursor *)cur;
   *pRowid = gptext_tvf_rowid(c->fp, c->nIds, c->iRow);

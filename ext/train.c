@@ -147,6 +147,7 @@ static int trainSqlError(Train *t) {
   return SQLITE_ERROR;
 }
 
+/* Monotonic seconds, for the tokens-per-second figure of the log. */
 static double now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -366,6 +367,8 @@ typedef struct TokStream {
   uint64_t rng;
 } TokStream;
 
+/* Appends one token to the buffer, or once it is full to the chunk being
+** filled, which on completion replaces a kept chunk by reservoir sampling. */
 static void tokPush(Train *t, TokStream *s, int id) {
   if (t->nTok < s->cap) {
     t->aTok[t->nTok++] = id;
@@ -686,6 +689,8 @@ static int trainCheckOwner(Train *t) {
   return SQLITE_OK;
 }
 
+/* Writes a checkpoint: checks the weights and moments are finite, then stores
+** the weights, the moments, the state row and the log row (zLogSql). */
 static int trainCheckpoint(Train *t, const char *zLogSql) {
   const GPTConfig *c = gpt_model_config(t->pNet);
   float *tmp = 0;
@@ -1081,6 +1086,7 @@ done:
 ** merge takes microseconds to a millisecond; on SQLite 3.40 a look runs a
 ** statement). */
 typedef struct TrainTokPoll { sqlite3 *db; unsigned n; } TrainTokPoll;
+/* bpe_train's stop test (above). */
 static int trainTokShouldStop(void *ctx) {
   TrainTokPoll *p = (TrainTokPoll *)ctx;
   return (p->n++ & 15) == 0 && gptext_interrupted(p->db);
