@@ -244,6 +244,8 @@ const char *gpt_arch_name(int arch) {
   return arch >= 0 && arch < GPT_ARCH_COUNT ? aArch[arch].zName : "?";
 }
 
+/* The description of c's architecture (GPT-2's for an unknown one, which
+** gpt_config_check refuses). */
 static const ArchDesc *arch_of(const GPTConfig *c) {
   return &aArch[c->arch >= 0 && c->arch < GPT_ARCH_COUNT ? c->arch : 0];
 }
@@ -553,6 +555,9 @@ static void fault_in(void *p, size_t n) {
 #endif
 }
 
+/* The weight arena: 64-byte aligned with a line to spare, or from 8 MB on,
+** 2 MB aligned on 2 MB pages (huge_alloc) and faulted in at once. NULL when
+** out of memory. */
 static unsigned char *arena_alloc(size_t n) {
   if (n < 4 * ARENA_HUGE) return aligned_alloc(64, (n + 63) / 64 * 64 + 64);
   unsigned char *p = huge_alloc(&n);
@@ -1470,6 +1475,7 @@ static void add_task(void *arg, int ith, int nth) {
   for (size_t i = (size_t)lo * 1024; i < end; i++) a->x[i] += a->y[i];
 }
 
+/* x (n,) += y (n,): the residual, over the team when it is long enough. */
 static void residual_forward(const Pass *p, float *x, const float *y, size_t n) {
   AddTask a = {x, y, n};
   if (n < PAR_MIN_GEMV) add_task(&a, 0, 1);
@@ -1532,6 +1538,8 @@ static uint32_t owner_claim(uint32_t left, int greedy) {
   return left / 2 > 1 ? left / 2 : 1;
 }
 
+/* Claims chunks of one share (above): from its front (the owner) or one
+** from its back (back). */
 static int claim_run(_Atomic uint64_t *pEnds, int back, int greedy, int *pN) {
   uint64_t e = atomic_load(pEnds);
   for (;;) {
@@ -1570,6 +1578,8 @@ static int gemv_unit(const GPTKernels *k, const Mat *w) {
   return 64 * mat_row_bytes(w, 1) <= ((size_t)256 << 10) ? 16 : 4;
 }
 
+/* Rows of w a decode chunk holds: about GEMV_CHUNK_BYTES, at least 16 and at
+** most all of them, rounded up to whole units. */
 static int gemv_chunk_rows(const Mat *w, int unit) {
   size_t row = mat_row_bytes(w, 1);
   size_t rows = row ? (GEMV_CHUNK_BYTES + row - 1) / row : 16;
@@ -1771,6 +1781,8 @@ static int quantize_tokens(const Pass *p, const float *inp, int T, int K) {
   return GPT_OK;
 }
 
+/* The product of MatTask, run over the team: a decode step's gemv as
+** claimed shares of chunks, several tokens' as the gemm. */
 static int matmul_forward_ld(const Pass *p, float *out, size_t ldo, const float *inp,
                              const Mat *w, const float *bias, int T, int add, int gelu,
                              const Mat *then) {
@@ -1816,6 +1828,7 @@ static int matmul_forward_ld(const Pass *p, float *out, size_t ldo, const float 
 }
 
 /* The same with out's rows packed, (T, OC). */
+/* matmul_forward_ld with out's rows packed (ldo = OC). */
 static int matmul_forward(const Pass *p, float *out, const float *inp, const Mat *w,
                           const float *bias, int T, int add, int gelu, const Mat *then) {
   return matmul_forward_ld(p, out, (size_t)w->rows, inp, w, bias, T, add, gelu, then);
@@ -1850,6 +1863,7 @@ typedef struct AttTask {
   int rc;
 } AttTask;
 
+/* Query heads h0..h1 of AttTask, scores in the member's own att. */
 static void attention_heads(AttTask *a, int h0, int h1, float *att) {
   const GPTKernels *kern = a->p->k;
   int T = a->T, P = a->P, hd = a->hd, nk = P + T;
