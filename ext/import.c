@@ -1595,9 +1595,12 @@ static int impHfOptions(GptImport *p, ImpHf *h) {
                   "(ByteLevel, or Split then ByteLevel)");
     goto done;
   }
-  if (!h->zStages) {
-    h->zStages = sqlite3_mprintf("[]");
-    if (!h->zStages) rc = impNoMem(p);
+  /* no stage at all (ByteLevel without its regex): an empty list, which the
+  ** stores below read (out of memory here was overwritten by SQLITE_OK, and
+  ** the store then took strlen of NULL) */
+  if (!h->zStages && !(h->zStages = sqlite3_mprintf("[]"))) {
+    rc = impNoMem(p);
+    goto done;
   }
   rc = SQLITE_OK;
 done:

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
+#include <errno.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include "fuzz_common.h"
@@ -88,6 +89,39 @@ static int has(sqlite3 *db, const char *zSql) {
   int rc = sqlite3_prepare_v2(db, zSql, -1, &p, 0);
   sqlite3_finalize(p);
   return rc == SQLITE_OK;
+}
+
+/* A model folder with a tokenizer.json (fz_tokenizer_json's, its
+** pre-tokenizer ByteLevel alone with use_regex false) in place of vocab.json
+** and merges.txt. 0 on success. */
+static int write_hf_folder(const char *zDir) {
+  FzModel m;
+  size_t n = 0;
+  char *zJson = 0;
+  int rc = 1;
+  sqlite3 *db = 0;
+  sqlite3_stmt *pStmt = 0;
+  if (mkdir(zDir, 0700) != 0 && errno != EEXIST) return 1;
+  if (fz_model_make(&m, 1, 2, 8, 16, 0, 0, 0)) return 1;
+  zJson = fz_tokenizer_json(&m, &n);
+  if (zJson && sqlite3_open(":memory:", &db) == SQLITE_OK &&
+      sqlite3_prepare_v2(db, "SELECT json_set(?1, '$.pre_tokenizer', json('{\"type\": "
+                         "\"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": "
+                         "false, \"use_regex\": false}'))", -1, &pStmt, 0) == SQLITE_OK &&
+      sqlite3_bind_text(pStmt, 1, zJson, (int)n, SQLITE_STATIC) == SQLITE_OK &&
+      sqlite3_step(pStmt) == SQLITE_ROW) {
+    const char *z = (const char *)sqlite3_column_text(pStmt, 0);
+    rc = fz_write(zDir, "config.json", m.zConfig, m.nConfig) ||
+         fz_write(zDir, "model.safetensors", m.aSt, m.nSt) ||
+         fz_write(zDir, "tokenizer.json", z, strlen(z)) ||
+         fz_write(zDir, "tokenizer_config.json", FZ_TOKENIZER_CONFIG,
+                  sizeof(FZ_TOKENIZER_CONFIG) - 1);
+  }
+  sqlite3_finalize(pStmt);
+  sqlite3_close(db);
+  free(zJson);
+  fz_model_free(&m);
+  return rc;
 }
 
 /* Everything a connection can make the extension allocate. */
@@ -184,19 +218,21 @@ static void oom_sweep(sqlite3 *db, const char *zSql, const char *z1, int bRead) 
 
 int main(void) {
   FzModel m;
-  char zDir[600], zDir2[600], zFile[600];
+  char zDir[600], zDir2[600], zDir3[600], zFile[600];
   sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 1);
   fault_install();
   sqlite3_initialize();
   const char *zTmp = fz_tmpdir();
   snprintf(zDir, sizeof(zDir), "%s", zTmp);
   snprintf(zDir2, sizeof(zDir2), "%s/f16", zTmp);
+  snprintf(zDir3, sizeof(zDir3), "%s/hf", zTmp);
   snprintf(zFile, sizeof(zFile), "%s/memory.db", zTmp);
   mkdir(zDir2, 0700);
   if (fz_model_make(&m, 2, 2, 8, 16, 0, 0, 0) || fz_write_model(zDir, &m)) return 2;
   fz_model_free(&m);
   if (fz_model_make(&m, 1, 2, 8, 16, 1, FZ_LMHEAD, 7) || fz_write_model(zDir2, &m)) return 2;
   fz_model_free(&m);
+  if (write_hf_folder(zDir3)) return 2;
 
   /* SQLite's one-time allocations (VFS, mutexes, page cache) come first */
   {
@@ -259,6 +295,11 @@ int main(void) {
     fails(db, "SELECT gpt_generate('ab', '{\"model\": \"mq\"}')", 0);
     oom_sweep(db, "SELECT gpt_import('m2', ?1)", zDir, 0);
     ok(db, "SELECT gpt_generate('ab', '{\"model\": \"m2\", \"max_tokens\": 2}')", 0);
+    /* a tokenizer.json whose pre-tokenizer is ByteLevel alone, without its
+    ** regex: no Split stage (out of memory at its empty list crashed the
+    ** import, 2026-12-06) */
+    oom_sweep(db, "SELECT gpt_import('m4', ?1)", zDir3, 0);
+    ok(db, "SELECT gpt_generate('ab', '{\"model\": \"m4\", \"max_tokens\": 2}')", 0);
     /* a file export: a failed one leaves no file, a replacing one no
     ** temporary file, and the target is whole */
     if (has(db, "SELECT gpt_export(NULL, NULL)")) {
