@@ -9,8 +9,9 @@
 ** finish_reason ("eos", "stop", "length", "context"; NULL for a NULL
 ** prompt, whose output is NULL), prompt_tokens, output_tokens (the rows
 ** gpt_generate_tokens would list: with a stop string, up to the token in
-** which it begins), bytes (the output's exact bytes, a BLOB), and the hidden
-** query and options. Options are gpt_generate's (model, max_tokens,
+** which it begins), bytes (the output's exact bytes, a BLOB), cached_tokens
+** (the prompt tokens copied from another row's cache, not computed), and
+** the hidden query and options. Options are gpt_generate's (model, max_tokens,
 ** temperature, top_k, top_p, seed, stop, truncate, special, threads) and
 ** batch, the number of sequences in flight (1 to 256, default 16). Rows come
 ** out in the order they finish. The query may call gpt_batch itself, 8
@@ -24,7 +25,10 @@
 ** its slot (continuous batching); memory is bounded by `batch`, not by the
 ** table. A new prompt that begins like one already in a slot copies those
 ** positions of that slot's cache instead of computing them (a shared
-** instruction runs once). Each value a sequence sees is bit for bit what it
+** instruction runs once). Where the beginning is in a prompt that has not
+** run yet (the first rows of a call all arrive at once), the new row waits
+** for that prompt's pass and copies then, when it shares BATCH_WAIT_MIN
+** tokens more than any cache holds. Each value a sequence sees is bit for bit what it
 ** would see alone, so greedy output equals gpt_generate's with the same
 ** options; with sampling, each row's generator is seeded from the seed
 ** option and the row's key, so a row's output does not depend on which rows
@@ -35,6 +39,12 @@
 #include <string.h>
 
 #define BATCH_DEFAULT 16
+
+/* Tokens of a shared beginning that make a new row wait a pass for another
+** row's prompt to run, and copy them then: a pass costs about a read of
+** every weight, which a few tokens computed again (by each such row) do not
+** outweigh. */
+#define BATCH_WAIT_MIN 4
 
 /* One sequence in flight. */
 typedef struct BatchSlot {
@@ -50,6 +60,10 @@ typedef struct BatchSlot {
   int nTok, nTokAlloc;
   int nPrompt;
   int iFeed;              /* aTok[iFeed..nTok) go into the next pass */
+  int nCached;            /* prompt tokens copied from another slot's cache */
+  int nWait;              /* > 0: sits out passes until slot iDonor has run its
+                          ** prompt, then copies its first nWait positions */
+  int iDonor;
   float *logits;          /* (V,) after the last token fed */
 } BatchSlot;
 
@@ -69,14 +83,15 @@ typedef struct BatchCursor {
 } BatchCursor;
 
 #define BATCH_COL_BYTES 5
-#define BATCH_COL_QUERY 6
+#define BATCH_COL_CACHED 6
+#define BATCH_COL_QUERY 7
 
 static int batchConnect(sqlite3 *db, void *pAux, int argc, const char *const *argv,
                         sqlite3_vtab **ppVtab, char **pzErr) {
   (void)argc; (void)argv; (void)pzErr;
   return gptext_vtab_connect(db, pAux, "CREATE TABLE x(key, output TEXT, finish_reason TEXT, "
                              "prompt_tokens INTEGER, output_tokens INTEGER, bytes BLOB, "
-                             "query HIDDEN, options HIDDEN)", SQLITE_VTAB_DIRECTONLY, ppVtab);
+                             "cached_tokens INTEGER, query HIDDEN, options HIDDEN)", SQLITE_VTAB_DIRECTONLY, ppVtab);
 }
 
 /* xOpen: a cursor with no finished row in hand (iCur -1) until xFilter
@@ -97,6 +112,7 @@ static void slotClear(BatchSlot *sl) {
   gpt_sampler_free(&sl->sampler);
   memset(&sl->sampler, 0, sizeof(sl->sampler));
   sl->bUsed = sl->bDone = sl->bNullPrompt = 0;
+  sl->nCached = sl->nWait = 0;
 }
 
 /* Frees everything of the call: slots, query, model. */
@@ -161,6 +177,26 @@ static int sharedPrefix(BatchCursor *c, const int *aTok, int n, int *piSlot) {
     int held = gpt_state_len(sl->s), k = 0;
     while (k < held && k < n && sl->aTok[k] == aTok[k]) k++;
     if (k > best) {
+      best = k;
+      *piSlot = i;
+    }
+  }
+  return best;
+}
+
+/* Longest prefix of aTok[0..n) in the prompt of a slot other than sl whose
+** next pass runs that prompt (it is in flight, waits for no one, and its
+** cache holds less of it than the match), and the slot (-1 when none). */
+static int pendingPrefix(BatchCursor *c, const BatchSlot *sl, const int *aTok, int n,
+                         int *piSlot) {
+  int best = 0;
+  *piSlot = -1;
+  for (int i = 0; i < c->nSlot; i++) {
+    BatchSlot *d = &c->aSlot[i];
+    if (d == sl || !d->bUsed || d->bDone || d->nWait > 0 || !d->s) continue;
+    int k = 0;
+    while (k < d->nPrompt && k < n && d->aTok[k] == aTok[k]) k++;
+    if (k > best && k > gpt_state_len(d->s)) {
       best = k;
       *piSlot = i;
     }
@@ -245,9 +281,16 @@ static int slotFill(BatchCursor *c, BatchSlot *sl, int *pbEnd, char **pzErr) {
     if (nShared > 0 && gpt_state_copy_prefix(sl->s, c->aSlot[iFrom].s, nShared) != GPT_OK)
       nShared = 0;
     if (nShared == 0) gpt_state_truncate(sl->s, 0);
+    /* more of it in a prompt that runs in the next pass: wait for that */
+    int iDonor, nPending = pendingPrefix(c, sl, aIds, nIds, &iDonor);
+    if (nPending >= nIds) nPending = nIds - 1;
+    if (nPending >= nShared + BATCH_WAIT_MIN) {
+      sl->nWait = nPending;
+      sl->iDonor = iDonor;
+    }
     memcpy(sl->aTok, aIds, sizeof(int) * (size_t)nIds);
     sl->nTok = sl->nPrompt = nIds;
-    sl->iFeed = nShared;
+    sl->iFeed = sl->nCached = nShared;
   }
 done:
   sqlite3_free(aIds);
@@ -284,14 +327,14 @@ static int batchPasses(BatchCursor *c, char **pzErr) {
     int nSeq = 0;
     for (int i = 0; i < c->nSlot; i++) {
       BatchSlot *sl = &c->aSlot[i];
-      if (!sl->bUsed || sl->bDone) continue;
+      if (!sl->bUsed || sl->bDone || sl->nWait > 0) continue;
       c->aSeq[nSeq].s = sl->s;
       c->aSeq[nSeq].tokens = sl->aTok + sl->iFeed;
       c->aSeq[nSeq].n = sl->nTok - sl->iFeed;
       c->aSeq[nSeq].logits = sl->logits;
       nSeq++;
     }
-    if (nSeq == 0) return SQLITE_OK; /* every row yielded */
+    if (nSeq == 0) return SQLITE_OK; /* every row yielded (no one waits on no one) */
     if (gptext_interrupted(db)) {
       gptext_set_error(pzErr, "%s: interrupted", zFunc);
       return SQLITE_INTERRUPT;
@@ -309,10 +352,22 @@ static int batchPasses(BatchCursor *c, char **pzErr) {
       gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, m->zName, zMsg);
       return rc == GPT_NOMEM ? SQLITE_NOMEM : SQLITE_ERROR;
     }
+    /* the rows that waited copy what this pass computed for them */
+    for (int i = 0; i < c->nSlot; i++) {
+      BatchSlot *sl = &c->aSlot[i];
+      if (!sl->bUsed || sl->bDone || sl->nWait == 0) continue;
+      if (gpt_state_copy_prefix(sl->s, c->aSlot[sl->iDonor].s, sl->nWait) == GPT_OK)
+        sl->iFeed = sl->nCached = sl->nWait;
+      sl->nWait = -1; /* not in this pass's sampling; in the next pass */
+    }
     /* each sequence samples its next token, or ends */
     for (int i = 0; i < c->nSlot; i++) {
       BatchSlot *sl = &c->aSlot[i];
       if (!sl->bUsed || sl->bDone) continue;
+      if (sl->nWait < 0) {
+        sl->nWait = 0;
+        continue;
+      }
       sl->iFeed = sl->nTok;
       int tok, bDone = gptext_generation_step(m, &c->o, &sl->sampler, sl->logits, sl->nTok,
                                               &sl->g, &tok);
@@ -369,6 +424,14 @@ static int batchFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr,
     if (!c->pQuery || !sqlite3_stmt_readonly(c->pQuery) || bMore) {
       zErr = sqlite3_mprintf("%s: the first argument must be one read-only query returning "
                              "(key, prompt), e.g. 'SELECT id, body FROM docs'", zFunc);
+      rc = SQLITE_ERROR;
+      goto done;
+    }
+    char zBuf[8];
+    const char *zParam = gptext_query_param(c->pQuery, zBuf, sizeof(zBuf));
+    if (zParam) {
+      zErr = sqlite3_mprintf("%s: the query has a parameter, %s, which %s cannot bind; write "
+                             "its value into the query", zFunc, zParam, zFunc);
       rc = SQLITE_ERROR;
       goto done;
     }
@@ -461,6 +524,7 @@ static int batchColumn(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) {
     case BATCH_COL_BYTES:
       if (!sl->bNullPrompt) gptext_result_bytes(ctx, sl->g.zText, sl->g.nText, SQLITE_TRANSIENT);
       break;
+    case BATCH_COL_CACHED: sqlite3_result_int(ctx, sl->nCached); break;
     default: /* the hidden arguments read back */
       if (i - BATCH_COL_QUERY < 2 && c->apArg[i - BATCH_COL_QUERY])
         sqlite3_result_value(ctx, c->apArg[i - BATCH_COL_QUERY]);
