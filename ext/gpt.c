@@ -1753,6 +1753,18 @@ int gptext_sql_has_more(sqlite3 *db, const char *zTail) {
   return 0;
 }
 
+/* The first parameter of a user's query (":name", or "?N" in buf), or NULL
+** when it has none. A function that runs a query has no values to bind to
+** it, so each parameter would read NULL and the rows come out silently
+** wrong: such a query is refused. */
+const char *gptext_query_param(sqlite3_stmt *p, char *buf, size_t n) {
+  if (sqlite3_bind_parameter_count(p) < 1) return NULL;
+  const char *z = sqlite3_bind_parameter_name(p, 1);
+  if (z) return z;
+  snprintf(buf, n, "?1");
+  return buf;
+}
+
 /* How deep steps of users' queries (gptext_query_step) nest on this thread. */
 static _Thread_local int tlQueryDepth = 0;
 

@@ -401,6 +401,13 @@ static int trainReadQuery(Train *t, const char *zQuery) {
     rc = trainError(t, "the query must be one SELECT of one text column");
     goto done;
   }
+  char zBuf[8];
+  const char *zParam = gptext_query_param(p, zBuf, sizeof(zBuf));
+  if (zParam) {
+    rc = trainError(t, "the query has a parameter, %s, which gpt_train cannot bind; write its "
+                    "value into the query", zParam);
+    goto done;
+  }
   s.cap = (t->o.maxTokens + TOKEN_CHUNK - 1) / TOKEN_CHUNK * TOKEN_CHUNK;
   t->aTok = sqlite3_malloc64((size_t)(s.cap < 1048576 ? s.cap : 1048576) * sizeof(int));
   int64_t nAlloc = s.cap < 1048576 ? s.cap : 1048576;
@@ -1147,6 +1154,14 @@ static void gptTrainTokenizerFunc(sqlite3_context *ctx, int argc, sqlite3_value 
       gptext_sql_has_more(db, zTail)) {
     zErr = sqlite3_mprintf("%s: model '%s': the query must be one SELECT of one text column",
                            zTokFunc, zName);
+    goto done;
+  }
+  char zBuf[8];
+  const char *zParam = gptext_query_param(p, zBuf, sizeof(zBuf));
+  if (zParam) {
+    zErr = sqlite3_mprintf("%s: model '%s': the query has a parameter, %s, which %s cannot "
+                           "bind; write its value into the query", zTokFunc, zName, zParam,
+                           zTokFunc);
     goto done;
   }
   sqlite3_int64 iRow = 0;
