@@ -46,6 +46,14 @@
 ** outweigh. */
 #define BATCH_WAIT_MIN 4
 
+/* Tokens a pass takes at most, but for a token of each row in flight (as
+** llama.cpp's n_batch): a prompt longer than what is left runs in pieces over
+** several passes, so a pass's scratch and the wait for an interrupt stay
+** bounded (64 prompts of 980 tokens in one pass held 1.3 GB; 256 of 900 took
+** 3.3 s to see an interrupt), and the rows already decoding go on meanwhile.
+** A pass of several prompts still reads each weight once for them all. */
+#define BATCH_PASS_TOKENS 2048
+
 /* One sequence in flight. */
 typedef struct BatchSlot {
   int bUsed;              /* holds an input row */
@@ -59,7 +67,8 @@ typedef struct BatchSlot {
   int *aTok;              /* (nTokAlloc,) prompt then generated: what s holds */
   int nTok, nTokAlloc;
   int nPrompt;
-  int iFeed;              /* aTok[iFeed..nTok) go into the next pass */
+  int iFeed;              /* aTok[iFeed..nTok) are still to run */
+  int nFed;               /* how many of them the pass in hand runs */
   int nCached;            /* prompt tokens copied from another slot's cache */
   int nWait;              /* > 0: sits out passes until slot iDonor has run its
                           ** prompt, then copies its first nWait positions */
@@ -323,15 +332,31 @@ static int batchPasses(BatchCursor *c, char **pzErr) {
         c->iCur = i;
     }
     if (c->iCur >= 0) return SQLITE_OK;
-    /* one pass over every sequence in flight */
-    int nSeq = 0;
+    /* one pass over every sequence in flight: the next token of each row
+    ** with one left to run, then of the prompts in slot order as much as
+    ** BATCH_PASS_TOKENS leaves room for (a token each at least) */
+    int nSeq = 0, nRoom = BATCH_PASS_TOKENS;
     for (int i = 0; i < c->nSlot; i++) {
       BatchSlot *sl = &c->aSlot[i];
-      if (!sl->bUsed || sl->bDone || sl->nWait > 0) continue;
+      sl->nFed = 0;
+      if (!sl->bUsed || sl->bDone || sl->nWait > 0 || sl->nTok - sl->iFeed != 1) continue;
+      sl->nFed = 1;
+      nRoom--;
+    }
+    for (int i = 0; i < c->nSlot; i++) {
+      BatchSlot *sl = &c->aSlot[i];
+      if (!sl->bUsed || sl->bDone || sl->nWait > 0 || sl->nFed > 0) continue;
+      sl->nFed = sl->nTok - sl->iFeed < nRoom ? sl->nTok - sl->iFeed : nRoom > 1 ? nRoom : 1;
+      nRoom -= sl->nFed;
+    }
+    for (int i = 0; i < c->nSlot; i++) {
+      BatchSlot *sl = &c->aSlot[i];
+      if (sl->nFed == 0) continue;
       c->aSeq[nSeq].s = sl->s;
       c->aSeq[nSeq].tokens = sl->aTok + sl->iFeed;
-      c->aSeq[nSeq].n = sl->nTok - sl->iFeed;
-      c->aSeq[nSeq].logits = sl->logits;
+      c->aSeq[nSeq].n = sl->nFed;
+      /* a prompt's piece before its last gives no logits */
+      c->aSeq[nSeq].logits = sl->iFeed + sl->nFed == sl->nTok ? sl->logits : NULL;
       nSeq++;
     }
     if (nSeq == 0) return SQLITE_OK; /* every row yielded (no one waits on no one) */
@@ -352,20 +377,23 @@ static int batchPasses(BatchCursor *c, char **pzErr) {
       gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, m->zName, zMsg);
       return rc == GPT_NOMEM ? SQLITE_NOMEM : SQLITE_ERROR;
     }
-    /* the rows that waited copy what this pass computed for them */
+    /* the rows that waited copy what the passes computed for them, once
+    ** their donor's cache holds it */
     for (int i = 0; i < c->nSlot; i++) {
       BatchSlot *sl = &c->aSlot[i];
-      if (!sl->bUsed || sl->bDone || sl->nWait == 0) continue;
-      if (gpt_state_copy_prefix(sl->s, c->aSlot[sl->iDonor].s, sl->nWait) == GPT_OK)
+      if (!sl->bUsed || sl->bDone || sl->nWait <= 0) continue;
+      const GPTState *from = c->aSlot[sl->iDonor].s;
+      if (gpt_state_len(from) < sl->nWait) continue;
+      if (gpt_state_copy_prefix(sl->s, from, sl->nWait) == GPT_OK)
         sl->iFeed = sl->nCached = sl->nWait;
-      sl->nWait = -1; /* not in this pass's sampling; in the next pass */
+      sl->nWait = 0;
     }
-    /* each sequence samples its next token, or ends */
+    /* each sequence whose last token ran samples its next one, or ends */
     for (int i = 0; i < c->nSlot; i++) {
       BatchSlot *sl = &c->aSlot[i];
-      if (!sl->bUsed || sl->bDone) continue;
-      if (sl->nWait < 0) {
-        sl->nWait = 0;
+      if (sl->nFed == 0) continue;
+      if (sl->iFeed + sl->nFed < sl->nTok) { /* a piece of its prompt */
+        sl->iFeed += sl->nFed;
         continue;
       }
       sl->iFeed = sl->nTok;
