@@ -235,8 +235,8 @@ static int slotFill(BatchCursor *c, BatchSlot *sl, int *pbEnd, char **pzErr) {
     return SQLITE_OK;
   }
   if (rc != SQLITE_ROW) {
-    gptext_set_error(pzErr, "%s: the query failed at row %lld: %s", zFunc,
-                     (long long)c->nRead + 1, sqlite3_errmsg(db));
+    gptext_set_error(pzErr, "%s: model '%s': the query failed at row %lld: %s", zFunc,
+                     m->zName, (long long)c->nRead + 1, sqlite3_errmsg(db));
     return rc == SQLITE_INTERRUPT ? SQLITE_INTERRUPT : SQLITE_ERROR;
   }
   sl->bUsed = 1;
