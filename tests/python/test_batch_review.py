@@ -10,7 +10,9 @@ shipped demo model (models/shakespeare.db, vocabulary 1,024):
 - an interrupt from another thread stops gpt_batch and gpt_generate;
 - a gpt_batch whose query runs its own text again (a TEMP view over it, or a
   query read from a table) is an error, not a stack overflow;
-- a million NULL prompts stream.
+- a million NULL prompts stream;
+- rows that begin alike compute the beginning once (cached_tokens), and a
+  query with parameters is refused.
 
 Debian's python3 and its sqlite3 module.
 
@@ -205,12 +207,35 @@ def check_stream(db):
     check("... stream in seconds", time.monotonic() - t0 < 30, f"{time.monotonic() - t0:.1f} s")
 
 
+def check_shared(db):
+    """Rows that begin alike and arrive together: the first computes the
+    beginning, the others copy it (cached_tokens, an int here), with the
+    outputs of gpt_generate; a query with parameters is refused."""
+    instr = "KING: " + "my lord, " * 35
+    db.execute("CREATE TEMP TABLE alike(id INTEGER PRIMARY KEY, body TEXT)")
+    db.executemany("INSERT INTO alike(body) VALUES (?)", [(instr + f"row {i}",) for i in range(16)])
+    n = db.execute("SELECT gpt_token_count(?)", (instr + "row",)).fetchone()[0] - 1
+    opts = json.dumps({"max_tokens": 4, "temperature": 0, "batch": 16})
+    rows = db.execute("SELECT b.key, b.cached_tokens, b.output = gpt_generate(a.body, ?2) "
+                      "FROM gpt_batch('SELECT id, body FROM alike', ?1) b JOIN alike a ON a.id = b.key "
+                      "ORDER BY b.key", (opts, json.dumps({"max_tokens": 4, "temperature": 0}))).fetchall()
+    check("16 rows that begin alike", len(rows) == 16 and all(r[2] == 1 for r in rows), str(rows))
+    check("... the first computes the beginning, 15 copy it",
+          rows[0][1] == 0 and all(isinstance(r[1], int) and r[1] >= n for r in rows[1:]),
+          f"{[r[1] for r in rows]} (beginning: {n} tokens)")
+    try:
+        db.execute("SELECT * FROM gpt_batch('SELECT id, body FROM alike WHERE id > ?')").fetchall()
+        fail("a query with a parameter", "no error")
+    except sqlite3.Error as e:
+        check("a query with a parameter", "the query has a parameter, ?1" in str(e), str(e))
+
+
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "demo.db")
         shutil.copyfile(os.path.join(root, "models", "shakespeare.db"), path)
         db = connect(path)
-        for part in (check_sampler, check_recursion, check_stream):
+        for part in (check_sampler, check_recursion, check_stream, check_shared):
             try:
                 part(db)
             except Exception as e:  # noqa: BLE001
