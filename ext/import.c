@@ -2336,13 +2336,15 @@ static int impHfSplit(GptImport *p, ImpHf *h, const char *zFull, int64_t nFull) 
     int64_t *an[3] = {&h->nJson, &h->nVocabJson, &h->nMergesJson};
     static const int aiCol[3] = {0, 3, 4};
     for (int k = 0; k < 3; k++) {
+      /* the text, then its length (a conversion out of memory gives NULL) */
+      const unsigned char *z = sqlite3_column_text(pStmt, aiCol[k]);
       int n = sqlite3_column_bytes(pStmt, aiCol[k]);
-      *az[k] = sqlite3_malloc(n + 1);
+      *az[k] = z ? sqlite3_malloc(n + 1) : 0;
       if (!*az[k]) {
-        rc = impError(p, 0, "out of memory");
+        rc = impNoMem(p);
         goto done;
       }
-      memcpy(*az[k], sqlite3_column_text(pStmt, aiCol[k]), (size_t)n + 1);
+      memcpy(*az[k], z, (size_t)n + 1);
       *an[k] = n;
     }
   }
