@@ -809,8 +809,13 @@ VNNI_FN static ALWAYS_INLINE void vnni_tokens_q6_k(const Q6KBlock *u, const GPTQ
                                        _mm512_loadu_si512((const void *)(q + 64)));
       ih[h] = _mm512_dpwssd_epi32(ih[h], _mm512_packs_epi32(s0, s1), u->scale[h]);
     }
+    /* the super-block's sum in integers, into one lane: the offset and the
+    ** values it corrects sit in different lanes, and turned into floats a
+    ** lane at a time they cancelled only after rounding (a weight of 0,
+    ** stored as 32, under a large scale: 2^-6 where 0.008 was due) */
     float dd = u->d * x[t].d[8 * i];
-    acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(dd), _mm512_cvtepi32_ps(_mm512_add_epi32(ih[0], ih[1])),
+    int isum = _mm512_reduce_add_epi32(_mm512_add_epi32(ih[0], ih[1]));
+    acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(dd), _mm512_maskz_mov_ps(1, _mm512_set1_ps((float)isum)),
                              acc[t]);
   }
 }
