@@ -197,6 +197,12 @@ static int sharedPrefix(BatchCursor *c, const int *aTok, int n, int *piSlot) {
   return best;
 }
 
+/* Whether sl takes part in the next pass: in flight (a row not yet
+** finished) and not waiting on another slot's prompt. */
+static int slotRuns(const BatchSlot *sl) {
+  return sl->bUsed && !sl->bDone && sl->nWait == 0;
+}
+
 /* Longest prefix of aTok[0..n) in the prompt of a slot other than sl whose
 ** next pass runs that prompt (it is in flight, waits for no one, and its
 ** cache holds less of it than the match), and the slot (-1 when none). */
@@ -206,7 +212,7 @@ static int pendingPrefix(BatchCursor *c, const BatchSlot *sl, const int *aTok, i
   *piSlot = -1;
   for (int i = 0; i < c->nSlot; i++) {
     BatchSlot *d = &c->aSlot[i];
-    if (d == sl || !d->bUsed || d->bDone || d->nWait > 0 || !d->s) continue;
+    if (d == sl || !slotRuns(d) || !d->s) continue;
     int k = 0;
     while (k < d->nPrompt && k < n && d->aTok[k] == aTok[k]) k++;
     if (k > best && k > gpt_state_len(d->s)) {
@@ -343,13 +349,13 @@ static int batchPasses(BatchCursor *c, char **pzErr) {
     for (int i = 0; i < c->nSlot; i++) {
       BatchSlot *sl = &c->aSlot[i];
       sl->nFed = 0;
-      if (!sl->bUsed || sl->bDone || sl->nWait > 0 || sl->nTok - sl->iFeed != 1) continue;
+      if (!slotRuns(sl) || sl->nTok - sl->iFeed != 1) continue;
       sl->nFed = 1;
       nRoom--;
     }
     for (int i = 0; i < c->nSlot; i++) {
       BatchSlot *sl = &c->aSlot[i];
-      if (!sl->bUsed || sl->bDone || sl->nWait > 0 || sl->nFed > 0) continue;
+      if (!slotRuns(sl) || sl->nFed > 0) continue;
       sl->nFed = sl->nTok - sl->iFeed < nRoom ? sl->nTok - sl->iFeed : nRoom > 1 ? nRoom : 1;
       nRoom -= sl->nFed;
     }
@@ -383,7 +389,8 @@ static int batchPasses(BatchCursor *c, char **pzErr) {
       return rc == GPT_NOMEM ? SQLITE_NOMEM : SQLITE_ERROR;
     }
     /* the rows that waited copy what the passes computed for them, once
-    ** their donor's cache holds it */
+    ** their donor's cache holds it; the donor's cache still holds its own
+    ** prompt here, since a slot is refilled only after this loop */
     for (int i = 0; i < c->nSlot; i++) {
       BatchSlot *sl = &c->aSlot[i];
       if (!sl->bUsed || sl->bDone || sl->nWait <= 0) continue;
@@ -460,11 +467,9 @@ static int batchFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr,
       rc = SQLITE_ERROR;
       goto done;
     }
-    char zBuf[8];
-    const char *zParam = gptext_query_param(c->pQuery, zBuf, sizeof(zBuf));
-    if (zParam) {
-      zErr = sqlite3_mprintf("%s: the query has a parameter, %s, which %s cannot bind; write "
-                             "its value into the query", zFunc, zParam, zFunc);
+    char zParamMsg[200];
+    if (gptext_query_param(c->pQuery, zFunc, zParamMsg, sizeof(zParamMsg))) {
+      zErr = sqlite3_mprintf("%s: %s", zFunc, zParamMsg);
       rc = SQLITE_ERROR;
       goto done;
     }

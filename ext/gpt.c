@@ -1753,16 +1753,17 @@ int gptext_sql_has_more(sqlite3 *db, const char *zTail) {
   return 0;
 }
 
-/* The first parameter of a user's query (":name", or "?N" in buf), or NULL
-** when it has none. A function that runs a query has no values to bind to
-** it, so each parameter would read NULL and the rows come out silently
-** wrong: such a query is refused. */
-const char *gptext_query_param(sqlite3_stmt *p, char *buf, size_t n) {
-  if (sqlite3_bind_parameter_count(p) < 1) return NULL;
+/* Whether a user's query has a parameter; if so, buf holds the whole
+** message: "the query has a parameter, ?1, which zFunc cannot bind; ...".
+** A function that runs a query has no values to bind to it, so each
+** parameter would read NULL and the rows come out silently wrong: such a
+** query is refused. */
+int gptext_query_param(sqlite3_stmt *p, const char *zFunc, char *buf, size_t n) {
+  if (sqlite3_bind_parameter_count(p) < 1) return 0;
   const char *z = sqlite3_bind_parameter_name(p, 1);
-  if (z) return z;
-  snprintf(buf, n, "?1");
-  return buf;
+  snprintf(buf, n, "the query has a parameter, %s, which %s cannot bind; write its value into "
+           "the query", z ? z : "?1", zFunc);
+  return 1;
 }
 
 /* How deep steps of users' queries (gptext_query_step) nest on this thread. */

@@ -388,8 +388,9 @@ int gptext_register_import(sqlite3 *db, GptConn *pConn);   /* gpt_import, gpt_dr
 int gptext_delete_model(sqlite3 *db, const char *zName, sqlite3_int64 *pnTensor);
 /* Whether SQL follows a query's first statement (ext/gpt.c): 1 or 0. */
 int gptext_sql_has_more(sqlite3 *db, const char *zTail);
-/* The first parameter of a user's query, or NULL (buf holds "?1"). */
-const char *gptext_query_param(sqlite3_stmt *p, char *buf, size_t n);
+/* 1 when a user's query has a parameter, buf then holding the message
+** that refuses it for zFunc; else 0. */
+int gptext_query_param(sqlite3_stmt *p, const char *zFunc, char *buf, size_t n);
 /* Users' queries that gpt_batch, gpt_train and gpt_train_tokenizer run
 ** (ext/gpt.c): gptext_query_step steps one, counting how deep such steps
 ** nest on this thread; gptext_query_too_deep, called before a function runs

@@ -401,11 +401,9 @@ static int trainReadQuery(Train *t, const char *zQuery) {
     rc = trainError(t, "the query must be one SELECT of one text column");
     goto done;
   }
-  char zBuf[8];
-  const char *zParam = gptext_query_param(p, zBuf, sizeof(zBuf));
-  if (zParam) {
-    rc = trainError(t, "the query has a parameter, %s, which gpt_train cannot bind; write its "
-                    "value into the query", zParam);
+  char zParamMsg[200];
+  if (gptext_query_param(p, zFunc, zParamMsg, sizeof(zParamMsg))) {
+    rc = trainError(t, "%s", zParamMsg);
     goto done;
   }
   s.cap = (t->o.maxTokens + TOKEN_CHUNK - 1) / TOKEN_CHUNK * TOKEN_CHUNK;
@@ -1156,12 +1154,9 @@ static void gptTrainTokenizerFunc(sqlite3_context *ctx, int argc, sqlite3_value 
                            zTokFunc, zName);
     goto done;
   }
-  char zBuf[8];
-  const char *zParam = gptext_query_param(p, zBuf, sizeof(zBuf));
-  if (zParam) {
-    zErr = sqlite3_mprintf("%s: model '%s': the query has a parameter, %s, which %s cannot "
-                           "bind; write its value into the query", zTokFunc, zName, zParam,
-                           zTokFunc);
+  char zParamMsg[200];
+  if (gptext_query_param(p, zTokFunc, zParamMsg, sizeof(zParamMsg))) {
+    zErr = sqlite3_mprintf("%s: model '%s': %s", zTokFunc, zName, zParamMsg);
     goto done;
   }
   sqlite3_int64 iRow = 0;
