@@ -541,8 +541,9 @@ static void *huge_alloc(size_t *pn) {
 
 /* Faults the whole pages of [p, p + n) in with one system call (Linux
 ** 5.14+; harmless where refused), where a first touch of each page would
-** trap once a page: 5-11 us a trap in a virtual machine, against 0.5-0.9
-** us a page here. */
+** trap once a page. What that saves depends on the host: 5-11 us a trap
+** against 0.5-0.9 us a page on one virtual machine; on another, whose first
+** write to a page costs 11-22 us, only half (bench/results/HISTORY.md). */
 static void fault_in(void *p, size_t n) {
 #ifdef MADV_POPULATE_WRITE
   long sz = sysconf(_SC_PAGESIZE);
