@@ -1766,6 +1766,26 @@ int gptext_query_param(sqlite3_stmt *p, const char *zFunc, char *buf, size_t n) 
   return 1;
 }
 
+/* SQLITE_OK when the main database takes writes; else SQLITE_READONLY with
+** the error "zFunc: model 'zModel': ...". A function that computes for
+** minutes before its first write asks first, rather than throw the work
+** away at that write. */
+int gptext_check_writable(sqlite3 *db, const char *zFunc, const char *zModel, char **pzErr) {
+  int bQueryOnly = 0;
+  sqlite3_stmt *p = 0;
+  if (sqlite3_prepare_v2(db, "PRAGMA query_only", -1, &p, 0) == SQLITE_OK &&
+      sqlite3_step(p) == SQLITE_ROW)
+    bQueryOnly = sqlite3_column_int(p, 0);
+  sqlite3_finalize(p);
+  if (sqlite3_db_readonly(db, "main") == 1 || bQueryOnly) {
+    gptext_set_error(pzErr, "%s: model '%s': the database is read-only (%s); it writes the "
+                     "model there", zFunc, zModel,
+                     bQueryOnly ? "PRAGMA query_only is on" : "opened read-only");
+    return SQLITE_READONLY;
+  }
+  return SQLITE_OK;
+}
+
 /* How deep steps of users' queries (gptext_query_step) nest on this thread. */
 static _Thread_local int tlQueryDepth = 0;
 

@@ -388,6 +388,9 @@ int gptext_register_import(sqlite3 *db, GptConn *pConn);   /* gpt_import, gpt_dr
 int gptext_delete_model(sqlite3 *db, const char *zName, sqlite3_int64 *pnTensor);
 /* Whether SQL follows a query's first statement (ext/gpt.c): 1 or 0. */
 int gptext_sql_has_more(sqlite3 *db, const char *zTail);
+/* SQLITE_OK, or SQLITE_READONLY with an error naming zFunc and zModel
+** when the main database is read-only or PRAGMA query_only is on. */
+int gptext_check_writable(sqlite3 *db, const char *zFunc, const char *zModel, char **pzErr);
 /* 1 when a user's query has a parameter, buf then holding the message
 ** that refuses it for zFunc; else 0. */
 int gptext_query_param(sqlite3_stmt *p, const char *zFunc, char *buf, size_t n);

@@ -113,6 +113,7 @@ typedef struct Train {
   char zCorpus[17];          /* the token buffer's hash, 16 hex digits */
   char zRunCorpus[17];       /* a resumed run's, "" when its state has none */
   int64_t nRunTok;           /* a resumed run's token count */
+  int64_t ckptStep;          /* the step of the checkpoint that stands, -1 when none */
 } Train;
 
 /* Records the first error: "gpt_train: model 'NAME': ...". */
@@ -127,11 +128,29 @@ static int trainError(Train *t, const char *zFmt, ...) {
   return SQLITE_ERROR;
 }
 
-/* An interrupt between or inside steps, with SQLITE_INTERRUPT as the
-** call's code. */
+/* An interrupt, before or between or inside steps, with SQLITE_INTERRUPT
+** as the call's code; the message says what stands. */
 static int trainInterrupted(Train *t) {
-  if (!t->zErr) t->rcErr = SQLITE_INTERRUPT;
-  return trainError(t, "interrupted at step %lld; the last checkpoint stands", (long long)t->step);
+  if (t->zErr) return SQLITE_ERROR;
+  t->rcErr = SQLITE_INTERRUPT;
+  if (t->ckptStep >= 0)
+    return trainError(t, "interrupted at step %lld; the checkpoint of step %lld stands",
+                      (long long)t->step, (long long)t->ckptStep);
+  return trainError(t, "interrupted at step %lld, before the run's first checkpoint; %s",
+                    (long long)t->step, t->bNew ? "nothing was written" : "the model is as it was");
+}
+
+/* A callee's failure, its message in t->zErr: an interrupt gets this
+** file's message (naming the model), other codes are kept. */
+static int trainCalleeFailed(Train *t, int rc) {
+  if (rc == SQLITE_INTERRUPT) {
+    sqlite3_free(t->zErr);
+    t->zErr = 0;
+    return trainInterrupted(t);
+  }
+  if (!t->zErr) trainError(t, "out of memory");
+  if (!t->rcErr && rc != SQLITE_ERROR) t->rcErr = rc;
+  return SQLITE_ERROR;
 }
 
 /* The connection's last error, as the call's. Its message and code are
@@ -140,7 +159,7 @@ static int trainInterrupted(Train *t) {
 static int trainSqlError(Train *t) {
   char *zMsg = 0;
   int rc = gptext_sql_failure(t->db, sqlite3_errcode(t->db), &zMsg);
-  if (rc == SQLITE_INTERRUPT) trainError(t, "interrupted at step %lld", (long long)t->step);
+  if (rc == SQLITE_INTERRUPT) trainInterrupted(t);
   else trainError(t, "%s", zMsg ? zMsg : "out of memory");
   if (!t->rcErr && rc != SQLITE_OK) t->rcErr = rc;
   sqlite3_free(zMsg);
@@ -393,7 +412,8 @@ static int trainReadQuery(Train *t, const char *zQuery) {
   const char *zTail = 0;
   int rc = sqlite3_prepare_v2(t->db, zQuery, -1, &p, &zTail);
   if (rc != SQLITE_OK) {
-    trainError(t, "query: %s", sqlite3_errmsg(t->db));
+    if (rc == SQLITE_INTERRUPT) trainInterrupted(t);
+    else trainError(t, "query: %s", sqlite3_errmsg(t->db));
     goto done;
   }
   if (!p || !sqlite3_stmt_readonly(p) || sqlite3_column_count(p) != 1 ||
@@ -426,7 +446,10 @@ static int trainReadQuery(Train *t, const char *zQuery) {
     const char *z = (const char *)sqlite3_column_text(p, 0);
     int n = sqlite3_column_bytes(p, 0), *aIds = 0, nIds = 0;
     rc = gptext_encode(t->db, t->pTokM, zFunc, z, n, GPTEXT_ENCODE_NO_BOS, &aIds, &nIds, &t->zErr);
-    if (rc != SQLITE_OK) goto done;
+    if (rc != SQLITE_OK) {
+      trainCalleeFailed(t, rc);
+      goto done;
+    }
     if (t->nTok + nIds + 2 > nAlloc && nAlloc < s.cap) {
       int64_t want = t->nTok + nIds + 2, n2 = nAlloc;
       while (n2 < want && n2 < s.cap) n2 *= 2;
@@ -452,6 +475,8 @@ static int trainReadQuery(Train *t, const char *zQuery) {
     rc = trainSqlError(t);
     goto done;
   }
+  /* the buffer holds whole chunks: max_tokens of them are kept */
+  if (t->nTok > t->o.maxTokens) t->nTok = t->o.maxTokens;
   rc = SQLITE_OK;
 done:
   sqlite3_finalize(p);
@@ -686,11 +711,12 @@ static int trainCheckOwner(Train *t) {
   int found = trainReadStamp(t, &stamp);
   if (found < 0) return SQLITE_ERROR;
   if (t->bNew && found)
-    return trainError(t, "was made by another connection while this run trained; step %lld "
-                      "is not written", (long long)t->step);
+    return trainError(t, "was made while this run trained (by another connection, or a call "
+                      "in this run's query); step %lld is not written", (long long)t->step);
   if (!t->bNew && (!found || stamp != t->stamp))
-    return trainError(t, "was dropped or changed by another connection while this run "
-                      "trained; step %lld is not written", (long long)t->step);
+    return trainError(t, "was dropped or changed while this run trained (by another "
+                      "connection, or a call in this run's query); step %lld is not written",
+                      (long long)t->step);
   return SQLITE_OK;
 }
 
@@ -788,6 +814,7 @@ static int trainCheckpoint(Train *t, const char *zLogSql) {
   else trainTxnEnd(t, 0);
   if (rc == SQLITE_OK) {
     t->bNew = 0;
+    t->ckptStep = t->step;
     t->stamp = stamp;
     sqlite3_free(t->zPendingLog);
     t->zPendingLog = 0;
@@ -856,6 +883,7 @@ static int trainStep(Train *t, double *pLoss) {
 static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   Train t;
   memset(&t, 0, sizeof(t));
+  t.ckptStep = -1;
   t.db = sqlite3_context_db_handle(ctx);
   t.pConn = sqlite3_user_data(ctx);
   t.zModel = (const char *)sqlite3_value_text(argv[0]);
@@ -876,6 +904,8 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     return;
   }
   if (gptext_query_too_deep(zFunc, t.zModel, &t.zErr) != SQLITE_OK) goto done;
+  /* before minutes of steps that a read-only database would throw away */
+  if ((t.rcErr = gptext_check_writable(t.db, zFunc, t.zModel, &t.zErr)) != SQLITE_OK) goto done;
   if (gptext_ensure_schema(t.db, &t.zErr) != SQLITE_OK) goto done;
   if (sqlite3_exec(t.db, zTrainSchema, 0, 0, 0) != SQLITE_OK) { trainSqlError(&t); goto done; }
   if (trainParseOptions(&t, argc > 2 ? argv[2] : 0) != SQLITE_OK) goto done;
@@ -893,6 +923,7 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   int64_t stopAfter = t.o.stopAfter;
   int bResume = bExists ? trainReadState(&t) : 0;
   if (bResume < 0) goto done;
+  if (bResume) t.ckptStep = t.step;
   if (stopAfter > 0) t.o.stopAfter = stopAfter;
   if (stopAfter > 0 && stopAfter <= t.step) {
     /* no step to run: a summary would report a NaN loss and no val_loss */
@@ -909,8 +940,16 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
       trainError(&t, "exists; n_layer, n_head and n_embd apply to new models only");
       goto done;
     }
+    if (t.o.zTok && !bResume) {
+      trainError(&t, "exists; option tokenizer applies to new models only (a model trains "
+                 "with its own tokenizer)");
+      goto done;
+    }
     /* the weights as the loader reads them: every check, parts, any dtype */
-    if (gptext_model_acquire(t.pConn, t.db, zFunc, t.zModel, 1, &pSelf, &t.zErr)) goto done;
+    if ((rc = gptext_model_acquire(t.pConn, t.db, zFunc, t.zModel, 1, &pSelf, &t.zErr))) {
+      trainCalleeFailed(&t, rc);
+      goto done;
+    }
     cfg = *gpt_model_config(pSelf->pNet);
     t.stamp = pSelf->stamp;
     t.pTokM = pSelf;
@@ -925,7 +964,24 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
                  "whose tokenizer it takes (gpt_train_tokenizer makes one)");
       goto done;
     }
-    if (gptext_model_acquire(t.pConn, t.db, zFunc, t.o.zTok, 0, &t.pTokM, &t.zErr)) goto done;
+    if (strcmp(t.o.zTok, t.zModel) == 0) {
+      trainError(&t, "option tokenizer names the model being made; name a model whose "
+                 "tokenizer it takes");
+      goto done;
+    }
+    if ((rc = gptext_model_acquire(t.pConn, t.db, zFunc, t.o.zTok, 0, &t.pTokM, &t.zErr))) {
+      if (rc != SQLITE_INTERRUPT && t.zErr) {
+        /* "gpt_train: no model named ..." as the option's error */
+        char *zAcq = t.zErr;
+        size_t nPre = strlen(zFunc);
+        t.zErr = 0;
+        trainError(&t, "option tokenizer: %s",
+                   strncmp(zAcq, zFunc, nPre) == 0 && zAcq[nPre] == ':' ? zAcq + nPre + 2 : zAcq);
+        sqlite3_free(zAcq);
+      }
+      trainCalleeFailed(&t, rc);
+      goto done;
+    }
     cfg.n_layer = t.o.nLayer;
     cfg.n_head = t.o.nHead;
     cfg.n_embd = t.o.nEmbd;
@@ -1129,6 +1185,7 @@ static void gptTrainTokenizerFunc(sqlite3_context *ctx, int argc, sqlite3_value 
     goto done;
   }
   if (gptext_query_too_deep(zTokFunc, zName, &zErr) != SQLITE_OK) goto done;
+  if ((rcErr = gptext_check_writable(db, zTokFunc, zName, &zErr)) != SQLITE_OK) goto done;
   if (gptext_ensure_schema(db, &zErr) != SQLITE_OK) goto done;
   rc = sqlite3_prepare_v2(db, "SELECT 1 FROM main.gpt_models WHERE name = ?1", -1, &p, 0);
   if (rc != SQLITE_OK) goto sql_error;

@@ -168,8 +168,8 @@ with tempfile.TemporaryDirectory() as tmp:
         r = str(e)
     latency = time.monotonic() - interrupted_at[0] if interrupted_at else -1
     interrupter.join()
-    check("train-interrupt-1", r == "gpt_train: model 'big': interrupted at step 1; the last "
-          "checkpoint stands" and 0 <= latency < 2.5, f"{r}; {latency:.2f} s after the interrupt")
+    check("train-interrupt-1", r == "gpt_train: model 'big': interrupted at step 1; the "
+          "checkpoint of step 1 stands" and 0 <= latency < 2.5, f"{r}; {latency:.2f} s after the interrupt")
     check("train-interrupt-2", db.execute(
         "SELECT json_extract(data, '$.step') FROM gpt_train_state "
         "WHERE model = 'big' AND name = 'state'").fetchone() == (1,))

@@ -194,7 +194,14 @@ int main(void) {
     {"train (inside a step)", "SELECT gpt_train('m', 'SELECT ' || quote(?1), '{\"steps\": 1, "
      "\"batch_size\": 4096, \"n_ctx\": 64, \"threads\": 1}')",
      "SELECT gpt_train(NULL, NULL)", 150, 1,
-     "gpt_train: model 'm': interrupted at step 0; the last checkpoint stands"},
+     "gpt_train: model 'm': interrupted at step 0, before the run's first checkpoint; the model "
+     "is as it was"},
+    /* while its rows are tokenized (a row of 12 MB, about a second) */
+    {"train (tokenizing)", "SELECT gpt_train('m_new', 'SELECT replace(hex(zeroblob(4000000)), "
+     "''00'', ''ab '')', '{\"tokenizer\": \"m\", \"steps\": 1, \"n_ctx\": 16}')",
+     "SELECT gpt_train(NULL, NULL)", 150, 1,
+     "gpt_train: model 'm_new': interrupted at step 0, before the run's first checkpoint; "
+     "nothing was written"},
     /* between merges of a tokenizer's training */
     /* (128-digit words: 25,000 merges, 1.4 s in a release build since the
     ** counts are kept, not recounted a merge) */
