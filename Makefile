@@ -138,6 +138,7 @@ test: deps-test
 	$(PYTHON) tests/python/test_template_case.py
 	$(PYTHON) tests/python/test_q4.py build
 	$(PYTHON) tests/python/test_batch_review.py build
+	$(PYTHON) tests/python/test_oneshot_interrupt.py build
 
 # only what the demo runs: the extension, and mkmodel for its fallback model
 demo: deps

@@ -1215,7 +1215,7 @@ static int ggTokOverride(GgImport *p, GgTok *k) {
   rc = ggString(p, "sqlite_gpt.tokenizer", 1 << 20, &zJson, &nJson);
   if (rc != SQLITE_OK || !zJson) goto done;
   rc = ggPrepare(p,
-      "SELECT json_valid(?1) AND json_type(?1) = 'object'"
+      "SELECT CASE WHEN NOT json_valid(?1) THEN 0 WHEN json_type(?1) = 'object'"
       "   AND json_type(?1, '$.pre_tokenizer') = 'array'"
       "   AND json_array_length(?1, '$.pre_tokenizer') <= 8"
       "   AND NOT EXISTS(SELECT 1 FROM json_each(?1, '$.pre_tokenizer') WHERE type <> 'object'"
@@ -1225,7 +1225,7 @@ static int ggTokOverride(GgImport *p, GgTok *k) {
       "   AND json_type(?1, '$.stop_ids') = 'array'"
       "   AND json_array_length(?1, '$.stop_ids') <= 8"
       "   AND NOT EXISTS(SELECT 1 FROM json_each(?1, '$.stop_ids') WHERE type <> 'integer'"
-      "     OR value < 0 OR value >= ?2),"
+      "     OR value < 0 OR value >= ?2) THEN 1 ELSE 0 END,"
       " CASE WHEN json_valid(?1) THEN json_extract(?1, '$.pre_tokenizer') END,"
       " CASE WHEN json_valid(?1) THEN json_extract(?1, '$.normalizer') END,"
       " CASE WHEN json_valid(?1) THEN json_type(?1, '$.ignore_merges') END", &pStmt);

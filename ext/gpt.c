@@ -325,7 +325,8 @@ static int opt_stop(sqlite3 *db, sqlite3_stmt *p, const char *zFunc, GptOptions 
   } else if (zType && strcmp(zType, "array") == 0) {
     rc = sqlite3_prepare_v2(db, "SELECT type, value FROM json_each(?1)", -1, &pArr, 0);
     if (rc == SQLITE_OK) rc = sqlite3_bind_value(pArr, 1, sqlite3_column_value(p, 2));
-    while (rc == SQLITE_OK && sqlite3_step(pArr) == SQLITE_ROW) {
+    int rcStep = SQLITE_ROW;
+    while (rc == SQLITE_OK && (rcStep = sqlite3_step(pArr)) == SQLITE_ROW) {
       const char *zT = (const char *)sqlite3_column_text(pArr, 0);
       if (zT && strcmp(zT, "text") == 0 && opt_has_nul(pArr, 1)) {
         gptext_set_error(pzErr, "%s: option \"stop\" contains a NUL character", zFunc);
@@ -345,6 +346,8 @@ static int opt_stop(sqlite3 *db, sqlite3_stmt *p, const char *zFunc, GptOptions 
       if (!a[o->nStop]) { rc = SQLITE_NOMEM; break; }
       o->nStop++;
     }
+    /* an interrupt would have left the list short */
+    if (rc == SQLITE_OK && rcStep != SQLITE_DONE) rc = rcStep == SQLITE_ROW ? SQLITE_ERROR : rcStep;
   } else {
     rc = SQLITE_ERROR;
   }
@@ -393,11 +396,14 @@ int gptext_options_parse(sqlite3 *db, const char *zFunc, sqlite3_value *pArg,
     /* Distinguish "not an object" from an empty object. */
     sqlite3_stmt *pCheck = 0;
     int bObject = 0;
-    rc = sqlite3_prepare_v2(db, "SELECT json_valid(?1) AND json_type(?1) = 'object'", -1,
+    rc = sqlite3_prepare_v2(db, "SELECT CASE WHEN json_valid(?1) THEN json_type(?1) = 'object' "
+                            "ELSE 0 END", -1,
                             &pCheck, 0);
     if (rc == SQLITE_OK) {
       sqlite3_bind_value(pCheck, 1, pArg);
-      if (sqlite3_step(pCheck) == SQLITE_ROW) bObject = sqlite3_column_int(pCheck, 0);
+      rc = sqlite3_step(pCheck);
+      if (rc == SQLITE_ROW) bObject = sqlite3_column_int(pCheck, 0);
+      rc = rc == SQLITE_ROW ? SQLITE_OK : rc == SQLITE_DONE ? SQLITE_ERROR : rc;
     }
     sqlite3_finalize(pCheck);
     if (rc != SQLITE_OK) goto done;
@@ -645,11 +651,15 @@ static int read_config(sqlite3 *db, const char *zFunc, const char *zName,
                           "AND json_extract(config, '$.model_type') <> 'gpt2'", -1, &p, 0);
   if (rc != SQLITE_OK) goto sql_error;
   sqlite3_bind_text(p, 1, zName, -1, SQLITE_STATIC);
-  if (sqlite3_step(p) == SQLITE_ROW) {
-    char zMsg[256];
+  rc = sqlite3_step(p);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) goto sql_error;
+  if (rc == SQLITE_ROW) {
+    char zMsg[256] = "";
     int bTied = 0;
     rc = gptext_config_read(db, (const char *)sqlite3_column_text(p, 0),
                             sqlite3_column_bytes(p, 0), c, &bTied, zMsg, sizeof(zMsg));
+    /* a statement of the reader failed (an interrupt): SQLite's message */
+    if (rc != SQLITE_OK && (rc != SQLITE_ERROR || !zMsg[0])) goto sql_error;
     if (rc != SQLITE_OK) {
       gptext_set_error(pzErr, "%s: model '%s': %s%s", zFunc, zName,
                        strncmp(zMsg, "config ", 7) == 0 ? "" : "config ", zMsg);
@@ -761,9 +771,9 @@ static int read_tokenizer_row(sqlite3 *db, const char *zFunc, GptModel *m, char 
     }
   } else if (rc == SQLITE_DONE) {
     rc = SQLITE_OK;
-  } else {
+  } else { /* SQLite's code goes on (an interrupt, SQLITE_BUSY, ...) */
     gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, m->zName, sqlite3_errmsg(db));
-    rc = SQLITE_ERROR;
+    rc = gptext_sql_code(db, rc);
   }
   sqlite3_finalize(p);
   return rc;
@@ -821,8 +831,8 @@ static int read_tokenizer_config(sqlite3 *db, const char *zFunc, GptModel *m,
     const char *az[21] = {0};
     sqlite3_int64 ai[21] = {0};
     char *azCopy[21] = {0};
-    int k = 0;
-    while (k < 21 && sqlite3_step(q) == SQLITE_ROW) {
+    int k = 0, rcStep = SQLITE_ROW;
+    while (k < 21 && (rcStep = sqlite3_step(q)) == SQLITE_ROW) {
       if (sqlite3_column_type(q, 1) == SQLITE_TEXT) {
         azCopy[k] = sqlite3_mprintf("%s", (const char *)sqlite3_column_text(q, 1));
         az[k] = azCopy[k];
@@ -833,6 +843,12 @@ static int read_tokenizer_config(sqlite3 *db, const char *zFunc, GptModel *m,
     sqlite3_finalize(q);
 #define TYPE_IS(i, z) (az[i] && strcmp(az[i], z) == 0)
 #define ABSENT(i) (!az[i] || TYPE_IS(i, "null"))
+    if (k != 21 && rcStep != SQLITE_DONE && rcStep != SQLITE_ROW) {
+      /* an interrupt (or SQLITE_NOMEM) ended the read: SQLite's code goes on */
+      for (int i = 0; i < 21; i++) sqlite3_free(azCopy[i]);
+      rc = rcStep;
+      goto sql_error;
+    }
     if (k != 21) zWhat = "out of memory";
     else if (!TYPE_IS(0, "bpe")) zWhat = "type must be \"bpe\"";
     else if (!TYPE_IS(1, "integer") || ai[2] < 256 || ai[2] > m->cfg.vocab_size)
@@ -887,8 +903,9 @@ static int read_tokenizer_config(sqlite3 *db, const char *zFunc, GptModel *m,
   rc = sqlite3_prepare_v2(db, "SELECT value FROM json_each(?1, '$.stop_ids')", -1, &p, 0);
   if (rc != SQLITE_OK) goto sql_error;
   sqlite3_bind_text(p, 1, zConfig, -1, SQLITE_STATIC);
-  while (sqlite3_step(p) == SQLITE_ROW && c->nStop < GPT_MAX_STOP_IDS)
+  while ((rc = sqlite3_step(p)) == SQLITE_ROW && c->nStop < GPT_MAX_STOP_IDS)
     c->aStop[c->nStop++] = sqlite3_column_int(p, 0); /* checked above */
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) goto sql_error;
   rc = SQLITE_OK;
   goto done;
 bad:
@@ -1064,10 +1081,9 @@ static int load_tokenizer(sqlite3 *db, const char *zFunc, GptModel *m, char **pz
   if (rc != SQLITE_DONE) goto sql_error;
   sqlite3_finalize(p);
   p = 0;
-  if (zConfig && apply_tokenizer_config(db, zFunc, m, zConfig, &tc, t, pzErr) != SQLITE_OK) {
-    rc = SQLITE_ERROR;
+  /* its code goes on: an interrupt of one of its statements stays one */
+  if (zConfig && (rc = apply_tokenizer_config(db, zFunc, m, zConfig, &tc, t, pzErr)) != SQLITE_OK)
     goto done;
-  }
   if (tok_finish(t, zMsg, sizeof(zMsg))) goto tok_error;
   m->pTok = t;
   m->eot = tok_eot_id(t);
@@ -1457,6 +1473,12 @@ static int model_acquire_once(GptConn *pConn, sqlite3 *db, const char *zFunc, co
     pthread_mutex_unlock(&gCacheMutex);
     cache_free_now(&toFree);
     rc = cache_entry_new(db, zFunc, &zKey, &zResolved, stamp, &pNew, pzErr);
+    /* an interrupt that ended one of the load's statements early may have
+    ** left a list short (stop ids, added tokens): such an entry is not kept */
+    if (rc == SQLITE_OK && gptext_interrupted(db)) {
+      gptext_set_error(pzErr, "%s: interrupted", zFunc);
+      rc = SQLITE_INTERRUPT;
+    }
     if (rc != SQLITE_OK) goto done;
     bLoaded = 1;
     pthread_mutex_lock(&gCacheMutex);
@@ -1494,6 +1516,11 @@ static int model_acquire_once(GptConn *pConn, sqlite3 *db, const char *zFunc, co
     e->nRef++;
     pthread_mutex_unlock(&gCacheMutex);
     rc = load_weights(db, zFunc, &work, stamp, pzErr);
+    if (rc == SQLITE_OK && gptext_interrupted(db)) { /* as for the entry above */
+      gpt_model_free(work.pNet);
+      work.pNet = 0;
+      rc = SQLITE_INTERRUPT;
+    }
     int bChanged = rc == MODEL_RETRY;
     if (rc == SQLITE_INTERRUPT) gptext_set_error(pzErr, "%s: interrupted", zFunc);
     else if (rc != SQLITE_OK && !bChanged) bChanged = stamp_changed(db, work.zName, stamp);
@@ -1574,8 +1601,10 @@ int gptext_model_acquire(GptConn *pConn, sqlite3 *db, const char *zFunc, const c
   }
   /* a statement that failed because of sqlite3_interrupt() makes it an
   ** interrupt, whatever its message */
-  if (rc != SQLITE_OK && rc != SQLITE_INTERRUPT && rc != SQLITE_NOMEM && gptext_interrupted(db))
+  if (rc != SQLITE_OK && rc != SQLITE_INTERRUPT && rc != SQLITE_NOMEM && gptext_interrupted(db)) {
     rc = SQLITE_INTERRUPT;
+    gptext_set_error(pzErr, "%s: interrupted", zFunc);
+  }
   return rc;
 }
 

@@ -122,11 +122,14 @@ static void detokenize(sqlite3_context *ctx, int argc, sqlite3_value **argv, int
   {
     sqlite3_stmt *pCheck = 0;
     int bArray = 0;
-    rc = sqlite3_prepare_v2(db, "SELECT json_valid(?1) AND json_type(?1) = 'array'", -1,
+    rc = sqlite3_prepare_v2(db, "SELECT CASE WHEN json_valid(?1) THEN json_type(?1) = 'array' "
+                            "ELSE 0 END", -1,
                             &pCheck, 0);
     if (rc == SQLITE_OK) {
       sqlite3_bind_value(pCheck, 1, argv[0]);
-      if (sqlite3_step(pCheck) == SQLITE_ROW) bArray = sqlite3_column_int(pCheck, 0);
+      rc = sqlite3_step(pCheck);
+      if (rc == SQLITE_ROW) bArray = sqlite3_column_int(pCheck, 0);
+      rc = rc == SQLITE_ROW ? SQLITE_OK : rc == SQLITE_DONE ? SQLITE_ERROR : rc;
     }
     sqlite3_finalize(pCheck);
     if (rc != SQLITE_OK) goto sql_error;
@@ -186,6 +189,9 @@ sql_error:
     char *zErr = sqlite3_mprintf("%s: %s", zFunc, sqlite3_errmsg(db));
     gptext_result_error(ctx, zErr);
     sqlite3_free(zErr);
+    /* SQLITE_INTERRUPT (or BUSY, NOMEM) stays the call's code */
+    if ((rc & 0xff) != SQLITE_ERROR && rc != SQLITE_ROW && rc != SQLITE_DONE && rc != SQLITE_OK)
+      sqlite3_result_error_code(ctx, rc);
   }
 done:
   if (pStr) sqlite3_free(sqlite3_str_finish(pStr));

@@ -1,0 +1,122 @@
+"""An interrupt that ends one of the extension's own statements, at every
+point of a call: the call gives its usual result or fails with
+SQLITE_INTERRUPT, and what it leaves cached gives the usual result after.
+
+A progress handler that returns non-zero once (as a client cancels a query)
+interrupts whichever statement runs then. Statements whose ending was not
+checked had cut lists short without an error: a model cached with part of
+its stop ids (for every connection of the process), or a call run with part
+of its stop strings. Each point K is a fresh load: the database is opened
+through a new hard link, a new key of the process-wide model cache.
+
+Debian's python3 and its sqlite3 module.
+
+    python3 tests/python/test_oneshot_interrupt.py BUILD_DIR
+"""
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from testlib import check, finish  # noqa: E402
+
+build = sys.argv[1] if len(sys.argv) > 1 else "build"
+ext = os.path.join(build, "gpt")
+SQLITE_INTERRUPT = 9
+
+
+def connect(path):
+    db = sqlite3.connect(path, isolation_level=None)
+    db.enable_load_extension(True)
+    db.load_extension(ext)
+    return db
+
+
+def rows(db, sql, args):
+    return db.execute(sql, args).fetchall()
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="gpt-oneshot-")
+    try:
+        folder = os.path.join(tmp, "m")
+        subprocess.run([os.path.join(build, "mkmodel"), folder, "--arch", "qwen3", "--vocab",
+                        "300", "--ctx", "64", "--seed", "1"], check=True,
+                       stdout=subprocess.DEVNULL)
+        path = os.path.join(tmp, "base.db")
+        db = connect(path)
+        db.execute("SELECT gpt_import('q', ?)", (folder,))
+        # the first greedy token after the prompt becomes a stop id: a model
+        # loaded with all its stop ids ends at once
+        first = db.execute("SELECT token_id FROM gpt_generate_tokens('Hello', "
+                           "'{\"max_tokens\": 1, \"temperature\": 0}')").fetchone()[0]
+        cfg = json.loads(db.execute("SELECT config FROM gpt_tokenizer WHERE model = 'q'")
+                         .fetchone()[0])
+        cfg["stop_ids"] = [first] + cfg["stop_ids"]
+        db.execute("UPDATE gpt_tokenizer SET config = ? WHERE model = 'q'", (json.dumps(cfg),))
+        db.close()
+
+        cases = [
+            ("stop ids", "SELECT step, token_id, finish_reason FROM gpt_generate_tokens(?, ?)",
+             ("Hello", '{"max_tokens": 3, "temperature": 0}')),
+            ("stop strings", "SELECT step, token_id, finish_reason FROM gpt_generate_tokens(?, ?)",
+             ("Hi", '{"max_tokens": 6, "temperature": 0, "stop": ["zzz", "\u00e2", "q"]}')),
+            ("detokenize", "SELECT gpt_detokenize(?, ?)", ("[72, 105]", '{"model": "q"}')),
+        ]
+        for name, sql, args in cases:
+            link = os.path.join(tmp, f"{name.replace(' ', '_')}-0.db")
+            os.link(path, link)
+            db = connect(link)
+            want = rows(db, sql, args)
+            calls = [0]
+
+            def count():
+                calls[0] += 1
+                return 0
+            # the handler's calls in a whole call with its model loaded
+            os.link(path, link.replace("-0.db", "-n.db"))
+            dbn = connect(link.replace("-0.db", "-n.db"))
+            dbn.set_progress_handler(count, 1)
+            rows(dbn, sql, args)
+            dbn.close()
+            db.close()
+            n_calls = calls[0]
+            bad = []
+            # every point of the load and the first steps, then a sample
+            points = list(range(1, min(n_calls, 1200) + 1)) + list(range(1201, n_calls + 2, 97))
+            for k in points:
+                link_k = link.replace("-0.db", f"-{k}.db")
+                os.link(path, link_k)
+                db = connect(link_k)
+                seen = [0]
+
+                def once(k=k, seen=seen):
+                    seen[0] += 1
+                    return 1 if seen[0] == k else 0
+                db.set_progress_handler(once, 1)
+                try:
+                    got = rows(db, sql, args)
+                    if got != want:
+                        bad.append((k, "result", got))
+                except sqlite3.Error as e:
+                    code = getattr(e, "sqlite_errorcode", None)
+                    if code != SQLITE_INTERRUPT or "interrupted" not in str(e):
+                        bad.append((k, "error", code, str(e)))
+                db.set_progress_handler(None, 1)
+                after = rows(db, sql, args)
+                if after != want:
+                    bad.append((k, "after", after))
+                db.close()
+                os.unlink(link_k)
+            check(f"oneshot-{name}", not bad and n_calls > 10,
+                  f"{len(points)} of {n_calls} points; first differences: {bad[:4]}")
+            print(f"{name}: {len(points)} of {n_calls} interrupt points, {len(bad)} wrong")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    finish("test_oneshot_interrupt.py")
+
+
+main()
