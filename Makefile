@@ -139,6 +139,7 @@ test: deps-test
 	$(PYTHON) tests/python/test_q4.py build
 	$(PYTHON) tests/python/test_batch_review.py build
 	$(PYTHON) tests/python/test_oneshot_interrupt.py build
+	$(PYTHON) tests/python/test_export_kill.py build
 
 # only what the demo runs: the extension, and mkmodel for its fallback model
 demo: deps

@@ -2484,61 +2484,74 @@ static int gxCheckTarget(GgExport *p, const char *zPath) {
   return SQLITE_OK;
 }
 
-/* Opens the file the GGUF is written to. Without replace, zPath itself,
-** which must not exist. With replace, a new file beside it (*pzTmp, its
-** name), renamed over zPath once complete (gxCommit): zPath is never
-** truncated, so a failed export leaves it as it was, and nothing is ever
-** opened or deleted at zPath. */
+/* Opens the file the GGUF is written to: a new file beside zPath (*pzTmp,
+** its name), put in place once complete (gxCommit), so zPath never holds a
+** partial file, even when the process is killed midway (the hidden file
+** beside it is what is left then). Without replace zPath must not exist;
+** with replace it is never truncated, so a failed export leaves it as it
+** was, and nothing is ever opened or deleted at zPath. */
 static int gxOpen(GgExport *p, const char *zPath, int bReplace, char **pzTmp) {
   int fd = -1;
   *pzTmp = 0;
   if (!bReplace) {
-    fd = open(zPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0) {
-      if (errno != EEXIST) return gxError(p, "cannot create %s: %s", zPath, strerror(errno));
+    struct stat st;
+    if (lstat(zPath, &st) == 0) {
       /* what replace would refuse is named now, not after a second try */
       if (gxCheckTarget(p, zPath)) return SQLITE_ERROR;
       return gxError(p, "%s exists; pass {\"replace\": true} to overwrite it", zPath);
     }
-  } else {
-    if (gxCheckTarget(p, zPath)) return SQLITE_ERROR;
-    /* in the target's folder (a rename stays on its file system), under a
-    ** short name of its own: the target's name plus a suffix could pass
-    ** the file system's longest name */
-    const char *zSlash = strrchr(zPath, '/');
-    int nDir = zSlash ? (int)(zSlash - zPath) + 1 : 0;
-    for (int i = 0; fd < 0 && i < 8; i++) {
-      unsigned int r;
-      sqlite3_randomness(sizeof(r), &r);
-      sqlite3_free(*pzTmp);
-      *pzTmp = sqlite3_mprintf("%.*s.gpt_export.%08x.tmp", nDir, zPath, r);
-      if (!*pzTmp) return gxError(p, "out of memory");
-      fd = open(*pzTmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-      if (fd < 0 && errno != EEXIST) break;
-    }
-    if (fd < 0) {
-      int e = errno;
-      sqlite3_free(*pzTmp);
-      *pzTmp = 0;
-      return gxError(p, "cannot create a file beside %s: %s", zPath, strerror(e));
-    }
+    if (errno != ENOENT) return gxError(p, "cannot create %s: %s", zPath, strerror(errno));
+  } else if (gxCheckTarget(p, zPath)) {
+    return SQLITE_ERROR;
+  }
+  /* in the target's folder (a rename stays on its file system), under a
+  ** short name of its own: the target's name plus a suffix could pass the
+  ** file system's longest name */
+  const char *zSlash = strrchr(zPath, '/');
+  int nDir = zSlash ? (int)(zSlash - zPath) + 1 : 0;
+  for (int i = 0; fd < 0 && i < 8; i++) {
+    unsigned int r;
+    sqlite3_randomness(sizeof(r), &r);
+    sqlite3_free(*pzTmp);
+    *pzTmp = sqlite3_mprintf("%.*s.gpt_export.%08x.tmp", nDir, zPath, r);
+    if (!*pzTmp) return gxError(p, "out of memory");
+    fd = open(*pzTmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0 && errno != EEXIST) break;
+  }
+  if (fd < 0) {
+    int e = errno;
+    sqlite3_free(*pzTmp);
+    *pzTmp = 0;
+    return gxError(p, bReplace ? "cannot create a file beside %s: %s" : "cannot create %s: %s",
+                   zPath, strerror(e));
   }
   p->f = fdopen(fd, "wb");
   if (!p->f) {
     int e = errno;
     close(fd);
-    unlink(*pzTmp ? *pzTmp : zPath); /* the file this call created */
-    return gxError(p, "cannot open %s: %s", *pzTmp ? *pzTmp : zPath, strerror(e));
+    unlink(*pzTmp); /* the file this call created */
+    return gxError(p, "cannot open %s: %s", *pzTmp, strerror(e));
   }
   return SQLITE_OK;
 }
 
-/* Puts a complete replacement (zTmp, closed) in place of zPath, checked
-** again just before the rename; then the folder's entry is made durable. */
-static int gxCommit(GgExport *p, const char *zTmp, const char *zPath) {
-  if (gxCheckTarget(p, zPath)) return SQLITE_ERROR;
-  if (rename(zTmp, zPath) != 0)
-    return gxError(p, "cannot rename %s to %s: %s", zTmp, zPath, strerror(errno));
+/* Puts the complete file zTmp (closed) at zPath: with replace, renamed over
+** it, checked again just before; without, linked there only if nothing is
+** there yet (a file made meanwhile is not overwritten). Then the folder's
+** entry is made durable. */
+static int gxCommit(GgExport *p, const char *zTmp, const char *zPath, int bReplace) {
+  if (!bReplace) {
+    if (link(zTmp, zPath) != 0) {
+      if (errno == EEXIST)
+        return gxError(p, "%s exists; pass {\"replace\": true} to overwrite it", zPath);
+      return gxError(p, "cannot create %s: %s", zPath, strerror(errno));
+    }
+    unlink(zTmp);
+  } else {
+    if (gxCheckTarget(p, zPath)) return SQLITE_ERROR;
+    if (rename(zTmp, zPath) != 0)
+      return gxError(p, "cannot rename %s to %s: %s", zTmp, zPath, strerror(errno));
+  }
   const char *zSlash = strrchr(zPath, '/');
   char *zDir = zSlash ? sqlite3_mprintf("%.*s", (int)(zSlash - zPath) + (zSlash == zPath), zPath)
                       : sqlite3_mprintf(".");
@@ -2661,9 +2674,9 @@ done:
     gxError(&s, "cannot write %s: %s", zPath, strerror(errno));
     bDone = 0;
   }
-  if (bDone && zTmp && gxCommit(&s, zTmp, zPath) != SQLITE_OK) bDone = 0;
-  /* only a file this call created is removed */
-  if (!bDone && bCreated) unlink(zTmp ? zTmp : zPath);
+  if (bDone && gxCommit(&s, zTmp, zPath, opt.bReplace) != SQLITE_OK) bDone = 0;
+  /* only the file this call created is removed */
+  if (!bDone && bCreated) unlink(zTmp);
   if (!bDone) {
     if (s.zErr) gptext_result_error(ctx, s.zErr);
     else sqlite3_result_error_nomem(ctx);
