@@ -234,6 +234,19 @@ int gptext_ensure_schema(sqlite3 *db, char **pzErr) {
 
 /* ------------------------------------------------------------ options */
 
+/* Whether the JSON text z[0..n) holds the escape \u0000. SQLite 3.40's JSON
+** functions end a string there, so an option's value would be cut short
+** without a word ("a\u0000b" read as "a"); 3.53 keeps the NUL. Options are
+** refused with it on both. */
+int gptext_json_has_nul(const char *z, int n) {
+  for (int i = 0; z && i + 5 < n; i++) {
+    if (z[i] != '\\') continue;
+    if (z[i + 1] == 'u' && memcmp(z + i + 2, "0000", 4) == 0) return 1;
+    i++; /* the escaped character, a backslash say */
+  }
+  return 0;
+}
+
 void gptext_options_clear(GptOptions *o) {
   sqlite3_free(o->zModel);
   for (int i = 0; i < o->nStop; i++) sqlite3_free(o->azStop[i]);
@@ -391,6 +404,12 @@ int gptext_options_parse(sqlite3 *db, const char *zFunc, sqlite3_value *pArg,
       "AND json_type(?1) = 'object' THEN ?1 ELSE '{}' END)", -1, &p, 0);
   if (rc != SQLITE_OK) goto done;
   if (sqlite3_value_type(pArg) != SQLITE_TEXT) goto not_object;
+  if (gptext_json_has_nul((const char *)sqlite3_value_text(pArg), sqlite3_value_bytes(pArg))) {
+    gptext_set_error(pzErr, "%s: the options hold \"\\u0000\", a NUL character, which no option "
+                     "takes", zFunc);
+    rc = SQLITE_ERROR;
+    goto done;
+  }
   sqlite3_bind_value(p, 1, pArg);
   {
     /* Distinguish "not an object" from an empty object. */
