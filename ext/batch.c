@@ -552,7 +552,8 @@ static int batchColumn(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) {
   switch (i) {
     case 0: sqlite3_result_value(ctx, sl->pKey); break;
     case 1:
-      if (!sl->bNullPrompt) gptext_result_text(ctx, sl->g.zText, sl->g.nText, SQLITE_TRANSIENT);
+      if (!sl->bNullPrompt && gptext_result_fits(ctx, "gpt_batch", c->m->zName, sl->g.nText))
+        gptext_result_text(ctx, sl->g.zText, sl->g.nText, SQLITE_TRANSIENT);
       break;
     case 2:
       if (!sl->bNullPrompt) sqlite3_result_text(ctx, sl->g.zFinish, -1, SQLITE_STATIC);
@@ -560,7 +561,8 @@ static int batchColumn(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) {
     case 3: sqlite3_result_int(ctx, sl->bNullPrompt ? 0 : sl->nPrompt); break;
     case 4: sqlite3_result_int(ctx, outputTokens(c->m, &sl->g)); break;
     case BATCH_COL_BYTES:
-      if (!sl->bNullPrompt) gptext_result_bytes(ctx, sl->g.zText, sl->g.nText, SQLITE_TRANSIENT);
+      if (!sl->bNullPrompt && gptext_result_fits(ctx, "gpt_batch", c->m->zName, sl->g.nText))
+        gptext_result_bytes(ctx, sl->g.zText, sl->g.nText, SQLITE_TRANSIENT);
       break;
     case BATCH_COL_CACHED: sqlite3_result_int(ctx, sl->nCached); break;
     default: /* the hidden arguments read back */

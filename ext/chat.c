@@ -359,8 +359,10 @@ static void gptChatFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   if (rc != SQLITE_OK) {
     chat_error(ctx, rc, zErr);
   } else {
-    gptext_result_text(ctx, g.zText, g.nText, sqlite3_free); /* valid UTF-8 (gpt_ext.h) */
-    g.zText = 0;
+    if (gptext_result_fits(ctx, zFunc, m->zName, g.nText)) {
+      gptext_result_text(ctx, g.zText, g.nText, sqlite3_free); /* valid UTF-8 (gpt_ext.h) */
+      g.zText = 0;
+    }
     sqlite3_free(zErr);
   }
   sqlite3_free(zPrompt);

@@ -313,6 +313,8 @@ static void generate(sqlite3_context *ctx, int argc, sqlite3_value **argv, int b
   if (rc != SQLITE_OK) {
     result_error(ctx, rc, zErr);
     zErr = 0;
+  } else if (!gptext_result_fits(ctx, zFunc, m->zName, g.nText)) {
+    /* the error is set: named, not SQLite's "string or blob too big" */
   } else if (bBytes) {
     gptext_result_bytes(ctx, g.zText, g.nText, sqlite3_free);
     g.zText = 0;

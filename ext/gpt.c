@@ -190,13 +190,9 @@ void gptext_result_bytes(sqlite3_context *ctx, const char *z, int n, void (*xDel
   sqlite3_result_blob(ctx, z, n, xDel);
 }
 
-/* A result built in a sqlite3_str that failed with rc: SQLite's own
+/* The error of a result over the connection's length limit: SQLite's own
 ** "string or blob too big" names neither the function nor the limit. */
-void gptext_result_str_error(sqlite3_context *ctx, const char *zFunc, const char *zModel, int rc) {
-  if (rc != SQLITE_TOOBIG) {
-    sqlite3_result_error_nomem(ctx);
-    return;
-  }
+static void result_too_big(sqlite3_context *ctx, const char *zFunc, const char *zModel) {
   int nLimit = sqlite3_limit(sqlite3_context_db_handle(ctx), SQLITE_LIMIT_LENGTH, -1);
   char *zErr = zModel ? sqlite3_mprintf("%s: model '%s': the result is over SQLite's length "
                                         "limit of %d bytes (SQLITE_LIMIT_LENGTH)", zFunc, zModel, nLimit)
@@ -205,6 +201,21 @@ void gptext_result_str_error(sqlite3_context *ctx, const char *zFunc, const char
   gptext_result_error(ctx, zErr);
   sqlite3_result_error_code(ctx, zErr ? SQLITE_TOOBIG : SQLITE_NOMEM);
   sqlite3_free(zErr);
+}
+
+/* A result built in a sqlite3_str that failed with rc. */
+void gptext_result_str_error(sqlite3_context *ctx, const char *zFunc, const char *zModel, int rc) {
+  if (rc != SQLITE_TOOBIG) sqlite3_result_error_nomem(ctx);
+  else result_too_big(ctx, zFunc, zModel);
+}
+
+/* 1 when a result of n bytes fits the connection's length limit; else 0,
+** with the error naming zFunc, zModel and the limit set as the result. */
+int gptext_result_fits(sqlite3_context *ctx, const char *zFunc, const char *zModel,
+                       sqlite3_int64 n) {
+  if (n <= sqlite3_limit(sqlite3_context_db_handle(ctx), SQLITE_LIMIT_LENGTH, -1)) return 1;
+  result_too_big(ctx, zFunc, zModel);
+  return 0;
 }
 
 /* SQLite 3.40 has no sqlite3_is_interrupted(); a trivial statement stepped

@@ -48,6 +48,10 @@ void gptext_result_bytes(sqlite3_context *ctx, const char *z, int n, void (*xDel
 ** sqlite3_str_errcode): over SQLite's length limit, named with the limit,
 ** or out of memory. zModel may be NULL. */
 void gptext_result_str_error(sqlite3_context *ctx, const char *zFunc, const char *zModel, int rc);
+/* 1 when a result of n bytes fits SQLite's length limit; else 0 with that
+** error (naming zFunc, zModel and the limit) set as the result. */
+int gptext_result_fits(sqlite3_context *ctx, const char *zFunc, const char *zModel,
+                       sqlite3_int64 n);
 
 /* Generation and analysis options, parsed from the JSON object argument. */
 typedef struct GptOptions {

@@ -272,8 +272,10 @@ static void gptEmbedFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
       aOut[4 * c + 2] = (unsigned char)(u >> 16);
       aOut[4 * c + 3] = (unsigned char)(u >> 24);
     }
-    sqlite3_result_blob64(ctx, aOut, (sqlite3_uint64)C * 4, sqlite3_free);
-    aOut = 0;
+    if (gptext_result_fits(ctx, zFunc, m->zName, (sqlite3_int64)C * 4)) {
+      sqlite3_result_blob64(ctx, aOut, (sqlite3_uint64)C * 4, sqlite3_free);
+      aOut = 0;
+    }
   }
 done:
   if (rc != SQLITE_OK) {

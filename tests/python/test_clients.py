@@ -370,6 +370,32 @@ def main():
                   str(err) == f"{what}: model 'demo': the result is over SQLite's length "
                   "limit of 400 bytes (SQLITE_LIMIT_LENGTH)" and
                   getattr(err, "sqlite_errorcode", None) == 18, str(err))
+    # and so do generations and embeddings (they gave SQLite's bare "string or
+    # blob too big")
+    gen = '{"max_tokens": 300, "temperature": 0}'
+    batch = "SELECT 1, 'ROMEO:'"
+    for what, sql, args in [
+            ("gpt_generate", "SELECT gpt_generate('ROMEO:', ?)", (gen,)),
+            ("gpt_generate_bytes", "SELECT gpt_generate_bytes('ROMEO:', ?)", (gen,)),
+            ("gpt_batch", "SELECT output FROM gpt_batch(?, ?)", (batch, gen)),
+            ("gpt_batch", "SELECT bytes FROM gpt_batch(?, ?)", (batch, gen))]:
+        try:
+            db.execute(sql, args).fetchall()
+            check(f"{what} over the length limit", False, "no error")
+        except sqlite3.Error as err:
+            check(f"{what} over the length limit",
+                  str(err) == f"{what}: model 'demo': the result is over SQLite's length "
+                  "limit of 400 bytes (SQLITE_LIMIT_LENGTH)" and
+                  getattr(err, "sqlite_errorcode", None) == 18, str(err))
+    db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 200)  # 64 floats are 256 bytes
+    try:
+        db.execute("SELECT gpt_embed('x')").fetchall()
+        check("gpt_embed over the length limit", False, "no error")
+    except sqlite3.Error as err:
+        check("gpt_embed over the length limit",
+              str(err) == "gpt_embed: model 'demo': the result is over SQLite's length "
+              "limit of 200 bytes (SQLITE_LIMIT_LENGTH)" and
+              getattr(err, "sqlite_errorcode", None) == 18, str(err))
     db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, old_limit)
     check("names stay valid", db.execute(
         "SELECT count(*) FROM gpt_models WHERE name NOT IN ('demo')").fetchone()[0] == 0)
