@@ -1868,6 +1868,17 @@ int gptext_query_too_deep(const char *zFunc, const char *zModel, char **pzErr) {
   return SQLITE_ERROR;
 }
 
+/* SQLITE_ERROR with a message when a function that writes (zFunc) runs
+** inside the query of gpt_batch, gpt_train or gpt_train_tokenizer, which
+** must be read-only: SQLite's read-only check of the query cannot see a
+** function's writes (gpt_drop in gpt_batch's query dropped the model). */
+int gptext_query_writes(const char *zFunc, const char *zModel, char **pzErr) {
+  if (tlQueryDepth == 0) return SQLITE_OK;
+  gptext_set_error(pzErr, "%s: model '%s': it writes, and runs inside the query of gpt_batch, "
+                   "gpt_train or gpt_train_tokenizer, which must be read-only", zFunc, zModel);
+  return SQLITE_ERROR;
+}
+
 /* Encodes text with the model's tokenizer as Hugging Face's
 ** tokenizer(text).input_ids does: the BOS first when the model's tokenizer
 ** adds one (unless GPTEXT_ENCODE_NO_BOS), then the ids of the text. */

@@ -407,9 +407,13 @@ int gptext_query_param(sqlite3_stmt *p, const char *zFunc, char *buf, size_t n);
 ** GPTEXT_QUERY_MAX_DEPTH, since a
 ** query that calls its own function again (a TEMP view over the call that
 ** its query reads, a query read from a table that runs its own row)
-** recursed until the stack overflowed and the process died. */
+** recursed until the stack overflowed and the process died.
+** gptext_query_writes, called first by each function that writes (gpt_import,
+** gpt_drop, gpt_quantize, gpt_train, gpt_train_tokenizer), refuses to run
+** inside such a query at all, since those queries must be read-only. */
 #define GPTEXT_QUERY_MAX_DEPTH 8
 int gptext_query_step(sqlite3_stmt *p);
+int gptext_query_writes(const char *zFunc, const char *zModel, char **pzErr);
 int gptext_query_too_deep(const char *zFunc, const char *zModel, char **pzErr);
 int gptext_register_tokens(sqlite3 *db, GptConn *pConn);   /* gpt_tokens, gpt_tokenize, ... */
 int gptext_register_generate(sqlite3 *db, GptConn *pConn); /* gpt_generate, gpt_next_tokens */

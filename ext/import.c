@@ -2819,6 +2819,7 @@ static void gptImportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
     s.zErr = sqlite3_mprintf("gpt_import: the model name must be " GPTEXT_NAME_RULE);
     goto done;
   }
+  if (gptext_query_writes("gpt_import", zName, &s.zErr) != SQLITE_OK) goto done;
   rc = gptext_options_parse(db, "gpt_import", argc > 2 ? argv[2] : 0,
                             GPTOPT_REPLACE, &opt, &zErr);
   if (rc != SQLITE_OK) {
@@ -2938,6 +2939,7 @@ static void gptDropFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     s.zErr = sqlite3_mprintf("gpt_drop: the model name must be a non-empty string");
     goto done;
   }
+  if (gptext_query_writes("gpt_drop", zName, &s.zErr) != SQLITE_OK) goto done;
   if (impTxnBegin(&s, "gpt_drop") != SQLITE_OK) goto done;
   nExist = impModelRows(&s, zName);
   if (nExist < 0) goto done;
