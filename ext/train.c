@@ -1219,7 +1219,7 @@ static void gptTrainTokenizerFunc(sqlite3_context *ctx, int argc, sqlite3_value 
     zErr = sqlite3_mprintf("%s: model '%s': %s", zTokFunc, zName, zParamMsg);
     goto done;
   }
-  sqlite3_int64 iRow = 0;
+  sqlite3_int64 iRow = 0, nBytes = 0;
   while ((rc = gptext_query_step(p)) == SQLITE_ROW) {
     iRow++;
     if (sqlite3_column_type(p, 0) == SQLITE_NULL) continue;
@@ -1229,9 +1229,16 @@ static void gptTrainTokenizerFunc(sqlite3_context *ctx, int argc, sqlite3_value 
       goto done;
     }
     const char *z = (const char *)sqlite3_column_text(p, 0);
+    nBytes += sqlite3_column_bytes(p, 0);
     if (bpe_add_text(b, z, (size_t)sqlite3_column_bytes(p, 0))) goto nomem;
   }
   if (rc != SQLITE_DONE) goto sql_error;
+  if (nBytes == 0) {
+    /* no pair to merge: a tokenizer of the 256 bytes alone, under vocab_size's minimum */
+    zErr = sqlite3_mprintf("%s: model '%s': the query gave no text (%lld rows, all NULL or "
+                           "empty)", zTokFunc, zName, iRow);
+    goto done;
+  }
   sqlite3_finalize(p);
   p = 0;
   {
