@@ -330,15 +330,39 @@ static int trainReadState(Train *t) {
       " json_extract(data, '$.val_fraction'), json_extract(data, '$.checkpoint_every'),"
       " json_extract(data, '$.max_tokens'), json_extract(data, '$.n_ctx'),"
       " json_extract(data, '$.elapsed_s'), json_extract(data, '$.corpus_tokens'),"
-      " json_extract(data, '$.corpus_hash')"
-      " FROM main.gpt_train_state WHERE model = ?1 AND name = 'state' AND json_valid(data)",
+      " json_extract(data, '$.corpus_hash'),"
+      /* each key of the JSON type its writer gives it (a state that is not
+      ** had been ignored, and the run started afresh) */
+      " CASE WHEN json_valid(data) THEN"
+      "  (SELECT count(*) = 12 + (json_extract(data, '$.elapsed_s') IS NOT NULL)"
+      "   FROM json_each(data) WHERE"
+      "   (key IN ('step', 'steps', 'batch_size', 'seed', 'warmup', 'checkpoint_every',"
+      "            'max_tokens', 'n_ctx') AND type = 'integer') OR"
+      "   (key IN ('learning_rate', 'weight_decay', 'grad_clip', 'val_fraction', 'elapsed_s')"
+      "    AND type IN ('integer', 'real'))) ELSE 0 END"
+      " FROM (SELECT CASE WHEN json_valid(data) THEN data ELSE '{}' END AS data"
+      "       FROM main.gpt_train_state WHERE model = ?1 AND name = 'state')",
       -1, &p, 0);
   if (rc != SQLITE_OK) return trainSqlError(t) - 100;
   sqlite3_bind_text(p, 1, t->zModel, -1, SQLITE_STATIC);
   int found = 0;
-  if (sqlite3_step(p) == SQLITE_ROW) {
+  rc = sqlite3_step(p);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+    /* an interrupt here had read as "no run": the run started afresh */
+    trainSqlError(t);
+    sqlite3_finalize(p);
+    return -100;
+  }
+  if (rc == SQLITE_ROW) {
     int64_t step = sqlite3_column_int64(p, 0), steps = sqlite3_column_int64(p, 1);
-    if (step >= 0 && step < steps && steps <= 1000000000) {
+    if (!sqlite3_column_int(p, 15) || step < 0 || steps < 1 || steps > 1000000000 ||
+        step > steps) {
+      sqlite3_finalize(p);
+      return trainError(t, "gpt_train_state row 'state' is not the state gpt_train writes "
+                        "(a key missing, of another type, or out of range); delete the "
+                        "model's gpt_train_state rows to fine-tune afresh") - 100;
+    }
+    if (step < steps) { /* unfinished: resumed */
       TrainOpts *o = &t->o;
       t->step = step;
       o->steps = steps;
