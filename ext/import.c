@@ -2398,7 +2398,8 @@ static int impHfTokenizer(GptImport *p, GPTTokenizer **ppTok) {
     rc = impJsonPrepare(p, "SELECT key, json_extract(value, '$.regex'),"
                         " json_extract(value, '$.string') FROM json_each(?1)",
                         h.zStages, (int64_t)strlen(h.zStages), &pStmt);
-    while (rc == SQLITE_OK && sqlite3_step(pStmt) == SQLITE_ROW) {
+    int rcStep = SQLITE_ROW;
+    while (rc == SQLITE_OK && (rcStep = sqlite3_step(pStmt)) == SQLITE_ROW) {
       int bLit = sqlite3_column_type(pStmt, 1) == SQLITE_NULL;
       if (tok_add_split(t, (const char *)sqlite3_column_text(pStmt, bLit ? 2 : 1),
                         (size_t)sqlite3_column_bytes(pStmt, bLit ? 2 : 1), bLit, zMsg,
@@ -2406,6 +2407,8 @@ static int impHfTokenizer(GptImport *p, GPTTokenizer **ppTok) {
         rc = impError(p, zFile, "pre_tokenizer: %s", zMsg);
       }
     }
+    /* an interrupt had ended the check early, the stages partly checked */
+    if (rc == SQLITE_OK && rcStep != SQLITE_DONE) rc = impSqlError(p, rcStep);
     sqlite3_finalize(pStmt);
     if (rc != SQLITE_OK) goto done;
   }

@@ -944,7 +944,13 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
       goto done;
     }
     sqlite3_bind_text(p, 1, t.zModel, -1, SQLITE_STATIC);
-    bExists = sqlite3_step(p) == SQLITE_ROW;
+    int rcStep = sqlite3_step(p);
+    bExists = rcStep == SQLITE_ROW;
+    if (rcStep != SQLITE_ROW && rcStep != SQLITE_DONE) { /* not "a new model" */
+      trainSqlError(&t);
+      sqlite3_finalize(p);
+      goto done;
+    }
     sqlite3_finalize(p);
   }
   int64_t stopAfter = t.o.stopAfter;
