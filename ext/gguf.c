@@ -2590,6 +2590,10 @@ static void gptExportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
     s.zErr = sqlite3_mprintf("gpt_export: the model name must be a non-empty string");
     goto done;
   }
+  if (!gptext_name_ok(argv[0])) { /* "m\0x" had read model 'm' */
+    s.zErr = sqlite3_mprintf("gpt_export: the model name must be " GPTEXT_NAME_RULE);
+    goto done;
+  }
   if (gptext_options_parse(s.db, "gpt_export", argc > 2 ? argv[2] : 0, GPTOPT_REPLACE, &opt,
                            &zErr) != SQLITE_OK) {
     s.zErr = zErr ? zErr : sqlite3_mprintf("gpt_export: out of memory");

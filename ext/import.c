@@ -2942,6 +2942,10 @@ static void gptDropFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     s.zErr = sqlite3_mprintf("gpt_drop: the model name must be a non-empty string");
     goto done;
   }
+  if (!gptext_name_ok(argv[0])) { /* "m\0x" had dropped model 'm' */
+    s.zErr = sqlite3_mprintf("gpt_drop: the model name must be " GPTEXT_NAME_RULE);
+    goto done;
+  }
   if (gptext_query_writes("gpt_drop", zName, &s.zErr) != SQLITE_OK) goto done;
   if (impTxnBegin(&s, "gpt_drop") != SQLITE_OK) goto done;
   nExist = impModelRows(&s, zName);

@@ -424,6 +424,10 @@ static void gptQuantizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv
                              "non-empty strings", zFunc);
     goto done;
   }
+  if (!gptext_name_ok(argv[0])) { /* "m\0x" had read model 'm' */
+    q.zErr = sqlite3_mprintf("%s: the source model name must be " GPTEXT_NAME_RULE, zFunc);
+    goto done;
+  }
   if (!gptext_name_ok(argv[1])) {
     q.zErr = sqlite3_mprintf("%s: the destination model name must be " GPTEXT_NAME_RULE, zFunc);
     goto done;

@@ -78,31 +78,33 @@ CREATE TABLE IF NOT EXISTS gpt_tokenizer(
 -- Any change to a model's rows gives it a new stamp. (gpt_import writes the
 -- gpt_models row last, so its own inserts cost nothing here.) A hand edit of
 -- the gpt_models row itself (its config) restamps it too; an UPDATE that sets
--- the stamp itself is left alone.
-CREATE TRIGGER IF NOT EXISTS gpt_models_upd AFTER UPDATE OF name, config ON gpt_models
+-- the stamp itself is left alone. Each trigger is made in main by name: an
+-- unqualified one over a table that a TEMP table of the same name shadows
+-- went to TEMP, on the TEMP table, and main's rows changed unstamped.
+CREATE TRIGGER IF NOT EXISTS main.gpt_models_upd AFTER UPDATE OF name, config ON gpt_models
   WHEN NEW.stamp IS OLD.stamp
   BEGIN UPDATE gpt_models SET stamp = random() WHERE name = NEW.name; END;
-CREATE TRIGGER IF NOT EXISTS gpt_tensors_ins AFTER INSERT ON gpt_tensors
+CREATE TRIGGER IF NOT EXISTS main.gpt_tensors_ins AFTER INSERT ON gpt_tensors
   BEGIN UPDATE gpt_models SET stamp = random() WHERE name = NEW.model; END;
-CREATE TRIGGER IF NOT EXISTS gpt_tensors_upd AFTER UPDATE ON gpt_tensors
+CREATE TRIGGER IF NOT EXISTS main.gpt_tensors_upd AFTER UPDATE ON gpt_tensors
   BEGIN UPDATE gpt_models SET stamp = random() WHERE name IN (OLD.model, NEW.model); END;
-CREATE TRIGGER IF NOT EXISTS gpt_tensors_del AFTER DELETE ON gpt_tensors
+CREATE TRIGGER IF NOT EXISTS main.gpt_tensors_del AFTER DELETE ON gpt_tensors
   BEGIN UPDATE gpt_models SET stamp = random() WHERE name = OLD.model; END;
-CREATE TRIGGER IF NOT EXISTS gpt_vocab_ins AFTER INSERT ON gpt_vocab
+CREATE TRIGGER IF NOT EXISTS main.gpt_vocab_ins AFTER INSERT ON gpt_vocab
   BEGIN UPDATE gpt_models SET stamp = random() WHERE name = NEW.model; END;
-CREATE TRIGGER IF NOT EXISTS gpt_vocab_upd AFTER UPDATE ON gpt_vocab
+CREATE TRIGGER IF NOT EXISTS main.gpt_vocab_upd AFTER UPDATE ON gpt_vocab
   BEGIN UPDATE gpt_models SET stamp = random() WHERE name IN (OLD.model, NEW.model); END;
-CREATE TRIGGER IF NOT EXISTS gpt_vocab_del AFTER DELETE ON gpt_vocab
+CREATE TRIGGER IF NOT EXISTS main.gpt_vocab_del AFTER DELETE ON gpt_vocab
   BEGIN UPDATE gpt_models SET stamp = random() WHERE name = OLD.model; END;
-CREATE TRIGGER IF NOT EXISTS gpt_merges_ins AFTER INSERT ON gpt_merges
+CREATE TRIGGER IF NOT EXISTS main.gpt_merges_ins AFTER INSERT ON gpt_merges
   BEGIN UPDATE gpt_models SET stamp = random() WHERE name = NEW.model; END;
-CREATE TRIGGER IF NOT EXISTS gpt_merges_upd AFTER UPDATE ON gpt_merges
+CREATE TRIGGER IF NOT EXISTS main.gpt_merges_upd AFTER UPDATE ON gpt_merges
   BEGIN UPDATE gpt_models SET stamp = random() WHERE name IN (OLD.model, NEW.model); END;
-CREATE TRIGGER IF NOT EXISTS gpt_merges_del AFTER DELETE ON gpt_merges
+CREATE TRIGGER IF NOT EXISTS main.gpt_merges_del AFTER DELETE ON gpt_merges
   BEGIN UPDATE gpt_models SET stamp = random() WHERE name = OLD.model; END;
-CREATE TRIGGER IF NOT EXISTS gpt_tokenizer_ins AFTER INSERT ON gpt_tokenizer
+CREATE TRIGGER IF NOT EXISTS main.gpt_tokenizer_ins AFTER INSERT ON gpt_tokenizer
   BEGIN UPDATE gpt_models SET stamp = random() WHERE name = NEW.model; END;
-CREATE TRIGGER IF NOT EXISTS gpt_tokenizer_upd AFTER UPDATE ON gpt_tokenizer
+CREATE TRIGGER IF NOT EXISTS main.gpt_tokenizer_upd AFTER UPDATE ON gpt_tokenizer
   BEGIN UPDATE gpt_models SET stamp = random() WHERE name IN (OLD.model, NEW.model); END;
-CREATE TRIGGER IF NOT EXISTS gpt_tokenizer_del AFTER DELETE ON gpt_tokenizer
+CREATE TRIGGER IF NOT EXISTS main.gpt_tokenizer_del AFTER DELETE ON gpt_tokenizer
   BEGIN UPDATE gpt_models SET stamp = random() WHERE name = OLD.model; END;

@@ -329,7 +329,14 @@ def main():
         ("tokens", "SELECT * FROM gpt_tokens('Hi', CAST(? AS TEXT))",
          (b'{"model": "x\xff"}',), "gpt_tokens: no model named 'x\ufffd' in gpt_models"),
         ("export", "SELECT gpt_export(CAST(? AS TEXT), 'nowhere.gguf')", (bad,),
-         "gpt_export: no model named 'x\ufffd\ufffd' in gpt_models")]:
+         "gpt_export: the model name must be valid UTF-8 with no NUL character"),
+        # a name cut at its NUL had named another model: gpt_drop dropped 'demo'
+        ("drop-nul", "SELECT gpt_drop('demo' || char(0) || 'x')", (),
+         "gpt_drop: the model name must be valid UTF-8 with no NUL character"),
+        ("quantize-src-nul", "SELECT gpt_quantize('demo' || char(0) || 'x', 'q', 'f16')", (),
+         "gpt_quantize: the source model name must be valid UTF-8 with no NUL character"),
+        ("export-nul", "SELECT gpt_export('demo' || char(0) || 'x', 'nowhere.gguf')", (),
+         "gpt_export: the model name must be valid UTF-8 with no NUL character")]:
         try:
             db.execute(sql, args).fetchall()
             check(f"name {what}", False, "no error")
