@@ -2087,7 +2087,8 @@ static int impHfConfig(GptImport *p, ImpHf *h, GPTTokenizer *t) {
         "   THEN json_extract(o, '$.template') END FROM (SELECT CASE type WHEN 'object' THEN value"
         "   END AS o FROM json_each(?1, '$.chat_template')) WHERE json_extract(o, '$.name') ="
         "   'default') END,"
-        " json_extract(?1, '$.tokenizer_class')", zText, nText, &pStmt);
+        " json_extract(?1, '$.tokenizer_class'), json_type(?1, '$.add_eos_token')",
+        zText, nText, &pStmt);
     if (rc != SQLITE_OK) goto done;
     rc = sqlite3_step(pStmt);
     if (rc != SQLITE_ROW) {
@@ -2109,6 +2110,14 @@ static int impHfConfig(GptImport *p, ImpHf *h, GPTTokenizer *t) {
       bLlamaClass = zClass && (!strncmp(zClass, "LlamaTokenizer", 14) ||
                                !strncmp(zClass, "GemmaTokenizer", 14) ||
                                !strncmp(zClass, "CodeLlamaTokenizer", 18));
+      /* those classes append the EOS to every prompt then, which the
+      ** engine's encoding does not (it had been left out silently) */
+      const char *zAddEos = (const char *)sqlite3_column_text(pStmt, 8);
+      if (bLlamaClass && zAddEos && strcmp(zAddEos, "false") && strcmp(zAddEos, "null")) {
+        rc = impError(p, zFile, "add_eos_token is %s; an EOS after every prompt "
+                      "(%s) is not supported, expected false", impJsonKind(zAddEos), zClass);
+        goto done;
+      }
       if (zTplType && strcmp(zTplType, "null") && sqlite3_column_type(pStmt, 6) == SQLITE_NULL) {
         rc = impError(p, zFile, "chat_template is %s, expected a string or a list with a "
                       "\"default\" template", impJsonKind(zTplType));
