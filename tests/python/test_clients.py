@@ -361,48 +361,33 @@ def main():
     except sqlite3.Error as err:
         check("debug over the length limit", getattr(err, "sqlite_errorcode", None) == 18,
               f"{type(err).__name__} {err} {getattr(err, 'sqlite_errorcode', None)}")
-    # token lists and text longer than the limit name the function, model and
-    # limit (a message is a string too: at a limit of 20 SQLite drops it)
+    # token lists, text, generations and embeddings longer than the limit name
+    # the function, model and limit (generations and embeddings gave SQLite's
+    # bare "string or blob too big"; a message is a string too: at a limit of
+    # 20 SQLite drops it)
     low.close()
-    old_limit = db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 400)
-    for what, sql in [("gpt_tokenize", "SELECT gpt_tokenize(?)"),
-                      ("gpt_detokenize", "SELECT gpt_detokenize(?)"),
-                      ("gpt_detokenize_bytes", "SELECT gpt_detokenize_bytes(?)")]:
-        arg = "a b " * 90 if what == "gpt_tokenize" else "[" + ",".join(["50256"] * 40) + "]"
-        try:
-            db.execute(sql, (arg,)).fetchall()
-            check(f"{what} over the length limit", False, "no error")
-        except sqlite3.Error as err:
-            check(f"{what} over the length limit",
-                  str(err) == f"{what}: model 'demo': the result is over SQLite's length "
-                  "limit of 400 bytes (SQLITE_LIMIT_LENGTH)" and
-                  getattr(err, "sqlite_errorcode", None) == 18, str(err))
-    # and so do generations and embeddings (they gave SQLite's bare "string or
-    # blob too big")
     gen = '{"max_tokens": 300, "temperature": 0}'
     batch = "SELECT 1, 'ROMEO:'"
-    for what, sql, args in [
-            ("gpt_generate", "SELECT gpt_generate('ROMEO:', ?)", (gen,)),
-            ("gpt_generate_bytes", "SELECT gpt_generate_bytes('ROMEO:', ?)", (gen,)),
-            ("gpt_batch", "SELECT output FROM gpt_batch(?, ?)", (batch, gen)),
-            ("gpt_batch", "SELECT bytes FROM gpt_batch(?, ?)", (batch, gen))]:
+    ids = "[" + ",".join(["50256"] * 40) + "]"
+    old_limit = db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 400)
+    for what, sql, args, limit in [
+            ("gpt_tokenize", "SELECT gpt_tokenize(?)", ("a b " * 90,), 400),
+            ("gpt_detokenize", "SELECT gpt_detokenize(?)", (ids,), 400),
+            ("gpt_detokenize_bytes", "SELECT gpt_detokenize_bytes(?)", (ids,), 400),
+            ("gpt_generate", "SELECT gpt_generate('ROMEO:', ?)", (gen,), 400),
+            ("gpt_generate_bytes", "SELECT gpt_generate_bytes('ROMEO:', ?)", (gen,), 400),
+            ("gpt_batch", "SELECT output FROM gpt_batch(?, ?)", (batch, gen), 400),
+            ("gpt_batch", "SELECT bytes FROM gpt_batch(?, ?)", (batch, gen), 400),
+            ("gpt_embed", "SELECT gpt_embed('x')", (), 200)]:  # 64 floats are 256 bytes
+        db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, limit)
         try:
             db.execute(sql, args).fetchall()
             check(f"{what} over the length limit", False, "no error")
         except sqlite3.Error as err:
             check(f"{what} over the length limit",
                   str(err) == f"{what}: model 'demo': the result is over SQLite's length "
-                  "limit of 400 bytes (SQLITE_LIMIT_LENGTH)" and
+                  f"limit of {limit} bytes (SQLITE_LIMIT_LENGTH)" and
                   getattr(err, "sqlite_errorcode", None) == 18, str(err))
-    db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 200)  # 64 floats are 256 bytes
-    try:
-        db.execute("SELECT gpt_embed('x')").fetchall()
-        check("gpt_embed over the length limit", False, "no error")
-    except sqlite3.Error as err:
-        check("gpt_embed over the length limit",
-              str(err) == "gpt_embed: model 'demo': the result is over SQLite's length "
-              "limit of 200 bytes (SQLITE_LIMIT_LENGTH)" and
-              getattr(err, "sqlite_errorcode", None) == 18, str(err))
     db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, old_limit)
     check("names stay valid", db.execute(
         "SELECT count(*) FROM gpt_models WHERE name NOT IN ('demo')").fetchone()[0] == 0)
