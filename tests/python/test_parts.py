@@ -7,6 +7,7 @@ read and write parts too. Debian's python3 and its sqlite3 module (setlimit: 3.1
 
     python3 tests/python/test_parts.py BUILD_DIR
 """
+import glob
 import os
 import sqlite3
 import subprocess
@@ -165,8 +166,8 @@ with tempfile.TemporaryDirectory() as tmp:
     race = os.path.join(tmp, "race.gguf")
     writes = []
 
-    def write_meanwhile():  # once the file is open, while the tensors are read
-        if os.path.exists(race) and not writes:
+    def write_meanwhile():  # once the file (beside race) is open, while the tensors are read
+        if glob.glob(os.path.join(tmp, ".gpt_export.*.tmp")) and not writes:
             other.execute("UPDATE gpt_tensors SET data = zeroblob(256) WHERE model = 'm' "
                           "AND name = 'model.norm.weight'")
             writes.append(1)
