@@ -2048,6 +2048,26 @@ static int impHfStop(GptImport *p, ImpHf *h, int id) {
 }
 
 /*
+** Checks a chat template read from zFile (n bytes at z): no NUL, valid
+** UTF-8, and one the interpreter renders (refused now, with the construct
+** named, not at the first gpt_chat).
+*/
+static int impCheckTemplate(GptImport *p, const char *zFile, const char *z, int n) {
+  char zTplErr[256];
+  /* a "\u0000" cut the stored text, which then rendered less than Hugging
+  ** Face renders */
+  if (strlen(z) != (size_t)n) return impError(p, zFile, "chat_template contains a NUL character");
+  /* "\ud800" (a lone surrogate) decodes to bytes that are not UTF-8, which
+  ** every prompt rendered from the template would then hold */
+  if (!gptext_utf8_valid(z, (size_t)n))
+    return impError(p, zFile, "chat_template is not valid UTF-8 (a lone surrogate escape?), "
+                    "expected text");
+  if (tpl_check(z, zTplErr, sizeof(zTplErr)))
+    return impError(p, zFile, "chat_template cannot be rendered: %s", zTplErr);
+  return SQLITE_OK;
+}
+
+/*
 ** Reads tokenizer_config.json when the folder has one (bos_token,
 ** eos_token, add_bos_token, chat_template, tokenizer_class) and
 ** generation_config.json's eos_token_id, then settles the BOS and the stop
@@ -2057,6 +2077,7 @@ static int impHfStop(GptImport *p, ImpHf *h, int id) {
 */
 static int impHfConfig(GptImport *p, ImpHf *h, GPTTokenizer *t) {
   static const char *zFile = "tokenizer_config.json";
+  static const char *zJinja = "chat_template.jinja";
   static const char *azEndOfTurn[] = {"<|im_end|>", "<|eot_id|>", "<|endoftext|>",
                                       "<|end_of_text|>"};
   sqlite3_stmt *pStmt = 0;
@@ -2134,26 +2155,8 @@ static int impHfConfig(GptImport *p, ImpHf *h, GPTTokenizer *t) {
           rc = impNoMem(p);
           goto done;
         }
-        /* a "\u0000" cut the stored text, which then rendered less than
-        ** Hugging Face renders */
-        if (strlen(h->zTemplate) != (size_t)sqlite3_column_bytes(pStmt, 6)) {
-          rc = impError(p, zFile, "chat_template contains a NUL character");
-          goto done;
-        }
-        /* "\ud800" (a lone surrogate) decodes to bytes that are not UTF-8,
-        ** which every prompt rendered from the template would then hold */
-        if (!gptext_utf8_valid(h->zTemplate, strlen(h->zTemplate))) {
-          rc = impError(p, zFile, "chat_template is not valid UTF-8 (a lone surrogate "
-                        "escape?), expected text");
-          goto done;
-        }
-        /* a template the interpreter cannot render is refused now, with
-        ** the construct named, not at the first gpt_chat */
-        char zTplErr[256];
-        if (tpl_check(h->zTemplate, zTplErr, sizeof(zTplErr))) {
-          rc = impError(p, zFile, "chat_template cannot be rendered: %s", zTplErr);
-          goto done;
-        }
+        rc = impCheckTemplate(p, zFile, h->zTemplate, sqlite3_column_bytes(pStmt, 6));
+        if (rc != SQLITE_OK) goto done;
       }
       for (int k = 0; k < 2; k++) {
         const char *zTok = (const char *)sqlite3_column_text(pStmt, 1 + 2 * k);
@@ -2179,6 +2182,25 @@ static int impHfConfig(GptImport *p, ImpHf *h, GPTTokenizer *t) {
     }
     sqlite3_finalize(pStmt);
     pStmt = 0;
+  }
+
+  /* chat_template.jinja, where recent transformers save the template; as in
+  ** their loader it takes the place of tokenizer_config.json's (a folder with
+  ** only the file had imported with no template at all) */
+  if (impHasFile(p, zJinja)) {
+    char *zTpl = 0;
+    int64_t nTpl = 0;
+    rc = impReadText(p, zJinja, &zTpl, &nTpl);
+    if (rc == SQLITE_OK && nTpl > IMP_MAX_TEMPLATE)
+      rc = impError(p, zJinja, "the template is %lld bytes, expected at most %d",
+                    (long long)nTpl, IMP_MAX_TEMPLATE);
+    if (rc == SQLITE_OK) rc = impCheckTemplate(p, zJinja, zTpl, (int)nTpl);
+    if (rc != SQLITE_OK) {
+      sqlite3_free(zTpl);
+      goto done;
+    }
+    sqlite3_free(h->zTemplate);
+    h->zTemplate = zTpl;
   }
 
   /* The BOS of tokenizer(text).input_ids. */
