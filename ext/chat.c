@@ -155,6 +155,15 @@ static int chat_messages(sqlite3 *db, TplEnv *e, const char *zFunc, sqlite3_valu
   if (rc != SQLITE_OK) goto done;
   if (!z) { rc = SQLITE_NOMEM; goto done; }
   if (zType && strcmp(zType, "array") == 0) {
+    /* SQLite 3.40's JSON functions end a string at "\u0000" (content "a\u0000b"
+    ** rendered "a"), and every version reads JSON text only up to a NUL byte
+    ** (what follows was dropped): refused on all */
+    if (strlen(z) != (size_t)n || gptext_json_has_nul(z, n)) {
+      gptext_set_error(pzErr, "%s: the messages hold a NUL character (\"\\u0000\" or a NUL "
+                       "byte), which no message may hold", zFunc);
+      rc = SQLITE_ERROR;
+      goto done;
+    }
     rc = chat_json_value(db, e, zFunc, z, pOut, pzErr);
     if (rc != SQLITE_OK) goto done;
     for (size_t i = 0; pOut->type == TPL_LIST && i < pOut->u.pList->n; i++) {
@@ -194,22 +203,6 @@ done:
   sqlite3_free(zType);
   if (rc == SQLITE_NOMEM && !*pzErr) gptext_set_error(pzErr, "%s: out of memory", zFunc);
   return rc;
-}
-
-/* True when z[0..n) is valid UTF-8. */
-static int chat_utf8_ok(const unsigned char *z, size_t n) {
-  size_t i = 0;
-  while (i < n) {
-    unsigned c = z[i];
-    size_t need = c < 0x80 ? 0 : (c >= 0xC2 && c <= 0xDF) ? 1 : (c >= 0xE0 && c <= 0xEF) ? 2
-                : (c >= 0xF0 && c <= 0xF4) ? 3 : 9;
-    if (need == 9 || need > n - i - 1) return 0;
-    for (size_t k = 1; k <= need; k++) if ((z[i + k] & 0xC0) != 0x80) return 0;
-    if (need == 2 && ((c == 0xE0 && z[i + 1] < 0xA0) || (c == 0xED && z[i + 1] >= 0xA0))) return 0;
-    if (need == 3 && ((c == 0xF0 && z[i + 1] < 0x90) || (c == 0xF4 && z[i + 1] >= 0x90))) return 0;
-    i += need + 1;
-  }
-  return 1;
 }
 
 /* Renders the prompt: the template (the option's, else the model's) over
@@ -290,7 +283,7 @@ static int chat_render(sqlite3 *db, GptModel *m, const char *zFunc, const GptOpt
     rc = SQLITE_TOOBIG;
     goto done;
   }
-  if (!chat_utf8_ok((const unsigned char *)zOut, nOut)) {
+  if (!gptext_utf8_valid(zOut, nOut)) {
     gptext_set_error(pzErr, "%s: the rendered prompt is not valid UTF-8 (check the messages)", zFunc);
     rc = SQLITE_ERROR;
     goto done;
