@@ -428,18 +428,20 @@ static int nextFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, 
   if (idxNum & 2) {
     sqlite3_value *pK = argv[iArg++];
     if (sqlite3_value_type(pK) != SQLITE_NULL) {
-      /* 3.0 is 3, as k = 3.0 equals k = 3 in SQL */
+      /* 3.0 is 3, as k = 3.0 equals k = 3 in SQL; a whole number past 64 bits
+      ** (1e30) is capped as 2^63 - 1 is, at the vocabulary */
       int eType = sqlite3_value_numeric_type(pK);
       double d = sqlite3_value_double(pK);
       int bWhole = eType == SQLITE_INTEGER ||
-                   (eType == SQLITE_FLOAT && d >= 1 && d <= 9e18 && d == floor(d));
-      if (!bWhole || sqlite3_value_int64(pK) < 1) {
+                   (eType == SQLITE_FLOAT && d >= 1 && isfinite(d) && d == floor(d));
+      if (!bWhole || (eType == SQLITE_INTEGER && sqlite3_value_int64(pK) < 1)) {
         zErr = sqlite3_mprintf("%s: k must be a positive integer (the call is %s(prompt [, k "
                                "[, options]]))", zFunc, zFunc);
         rc = SQLITE_ERROR;
         goto done;
       }
-      k = sqlite3_value_int64(pK);
+      k = eType == SQLITE_INTEGER ? sqlite3_value_int64(pK)
+          : d > 9e18 ? (sqlite3_int64)INT64_MAX : (sqlite3_int64)d;
     }
   }
   rc = gptext_options_parse(pVtab->db, zFunc, (idxNum & 4) ? argv[iArg] : 0,
