@@ -371,7 +371,7 @@ static int opt_stop(sqlite3 *db, sqlite3_stmt *p, const char *zFunc, GptOptions 
       o->nStop++;
     }
     /* an interrupt would have left the list short */
-    if (rc == SQLITE_OK && rcStep != SQLITE_DONE) rc = rcStep == SQLITE_ROW ? SQLITE_ERROR : rcStep;
+    if (rc == SQLITE_OK && rcStep != SQLITE_DONE) rc = rcStep;
   } else {
     rc = SQLITE_ERROR;
   }
@@ -416,8 +416,7 @@ int gptext_options_parse(sqlite3 *db, const char *zFunc, sqlite3_value *pArg,
   if (rc != SQLITE_OK) goto done;
   if (sqlite3_value_type(pArg) != SQLITE_TEXT) goto not_object;
   if (gptext_json_has_nul((const char *)sqlite3_value_text(pArg), sqlite3_value_bytes(pArg))) {
-    gptext_set_error(pzErr, "%s: the options hold \"\\u0000\", a NUL character, which no option "
-                     "takes", zFunc);
+    gptext_set_error(pzErr, "%s: " GPTEXT_OPTIONS_NUL, zFunc);
     rc = SQLITE_ERROR;
     goto done;
   }
@@ -873,7 +872,7 @@ static int read_tokenizer_config(sqlite3 *db, const char *zFunc, GptModel *m,
     sqlite3_finalize(q);
 #define TYPE_IS(i, z) (az[i] && strcmp(az[i], z) == 0)
 #define ABSENT(i) (!az[i] || TYPE_IS(i, "null"))
-    if (k != 21 && rcStep != SQLITE_DONE && rcStep != SQLITE_ROW) {
+    if (k != 21 && rcStep != SQLITE_DONE) {
       /* an interrupt (or SQLITE_NOMEM) ended the read: SQLite's code goes on */
       for (int i = 0; i < 21; i++) sqlite3_free(azCopy[i]);
       rc = rcStep;
@@ -1503,8 +1502,10 @@ static int model_acquire_once(GptConn *pConn, sqlite3 *db, const char *zFunc, co
     pthread_mutex_unlock(&gCacheMutex);
     cache_free_now(&toFree);
     rc = cache_entry_new(db, zFunc, &zKey, &zResolved, stamp, &pNew, pzErr);
-    /* an interrupt that ended one of the load's statements early may have
-    ** left a list short (stop ids, added tokens): such an entry is not kept */
+    /* sqlite3_interrupt() during the load: every statement after it failed,
+    ** but one whose end was taken for its last row would have left a list
+    ** short, so such an entry is not kept (a progress handler's interrupt
+    ** ends one statement only, which each read checks itself) */
     if (rc == SQLITE_OK && gptext_interrupted(db)) {
       gptext_set_error(pzErr, "%s: interrupted", zFunc);
       rc = SQLITE_INTERRUPT;

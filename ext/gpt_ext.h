@@ -392,8 +392,10 @@ int gptext_register_import(sqlite3 *db, GptConn *pConn);   /* gpt_import, gpt_dr
 int gptext_delete_model(sqlite3 *db, const char *zName, sqlite3_int64 *pnTensor);
 /* Whether SQL follows a query's first statement (ext/gpt.c): 1 or 0. */
 int gptext_sql_has_more(sqlite3 *db, const char *zTail);
-/* Whether JSON text holds the escape \u0000 (ext/gpt.c): options refuse it. */
+/* Whether JSON text holds the escape \u0000 (ext/gpt.c): options refuse it,
+** with this message after the function's (and model's) name. */
 int gptext_json_has_nul(const char *z, int n);
+#define GPTEXT_OPTIONS_NUL "the options hold \"\\u0000\", a NUL character, which no option takes"
 /* SQLITE_OK, or SQLITE_READONLY with an error naming zFunc and zModel
 ** when the main database is read-only or PRAGMA query_only is on. */
 int gptext_check_writable(sqlite3 *db, const char *zFunc, const char *zModel, char **pzErr);

@@ -198,7 +198,7 @@ static int trainParseOptions(Train *t, sqlite3_value *pArg) {
   if (!pArg || sqlite3_value_type(pArg) == SQLITE_NULL) return SQLITE_OK;
   if (sqlite3_value_type(pArg) == SQLITE_TEXT &&
       gptext_json_has_nul((const char *)sqlite3_value_text(pArg), sqlite3_value_bytes(pArg)))
-    return trainError(t, "the options hold \"\\u0000\", a NUL character, which no option takes");
+    return trainError(t, "%s", GPTEXT_OPTIONS_NUL);
   sqlite3_stmt *p = 0;
   int rc = sqlite3_prepare_v2(t->db, "SELECT key, type, value, json_valid(?1) AND "
                               "json_type(?1) = 'object' FROM json_each(?1)", -1, &p, 0);
