@@ -378,24 +378,34 @@ static void gptChatFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
 /* The placeholder gpt_summarize's templates carry. */
 #define CHAT_SUM_PLACEHOLDER "{text}"
 
-int gptext_chat_summary_template(GptModel *m, const char *zFunc, char **pzTpl, char **pzErr) {
+int gptext_chat_summary_template(GptModel *m, const char *zFunc, const char *zVariables,
+                                 char **pzTpl, char **pzErr) {
   sqlite3 *db = 0;
   sqlite3_value *pMsg = 0;
   sqlite3_stmt *p = 0;
   GptOptions o;
-  char *zOut = 0;
+  char *zOut = 0, *zVars = 0;
   int nOut = 0, rc;
   memset(&o, 0, sizeof(o));
   *pzTpl = 0;
   if (!m->zChatTemplate) return SQLITE_OK;
-  /* a private in-memory database for json_tree over the one message */
+  /* a private in-memory database for json_tree over the one message; the
+  ** variables are the caller's over {"enable_thinking": false}: a thinking
+  ** model (Qwen3) would spend max_tokens on its reasoning, not the summary */
   rc = sqlite3_open_v2(":memory:", &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_MEMORY, 0);
   if (rc == SQLITE_OK)
     rc = sqlite3_prepare_v2(db, "SELECT json_array(json_object('role', 'user', 'content', "
                             "'Summarize the following text.' || char(10) || char(10) || '"
-                            CHAT_SUM_PLACEHOLDER "'))", -1, &p, 0);
-  if (rc == SQLITE_OK && sqlite3_step(p) == SQLITE_ROW) pMsg = sqlite3_value_dup(sqlite3_column_value(p, 0));
-  if (rc == SQLITE_OK && !pMsg) rc = SQLITE_NOMEM;
+                            CHAT_SUM_PLACEHOLDER "')), "
+                            "json_patch('{\"enable_thinking\": false}', coalesce(?1, '{}'))",
+                            -1, &p, 0);
+  if (rc == SQLITE_OK) rc = sqlite3_bind_text(p, 1, zVariables, -1, SQLITE_STATIC);
+  if (rc == SQLITE_OK && sqlite3_step(p) == SQLITE_ROW) {
+    pMsg = sqlite3_value_dup(sqlite3_column_value(p, 0));
+    zVars = sqlite3_mprintf("%s", (const char *)sqlite3_column_text(p, 1));
+    o.zVariables = zVars;
+  }
+  if (rc == SQLITE_OK && (!pMsg || !zVars)) rc = SQLITE_NOMEM;
   if (rc == SQLITE_OK) rc = chat_render(db, m, zFunc, &o, pMsg, 1, &zOut, &nOut, pzErr);
   if (rc == SQLITE_OK) {
     const char *zAt = strstr(zOut, CHAT_SUM_PLACEHOLDER);
@@ -411,6 +421,7 @@ int gptext_chat_summary_template(GptModel *m, const char *zFunc, char **pzTpl, c
     gptext_set_error(pzErr, "%s: model '%s': cannot render its chat template", zFunc, m->zName);
   }
   sqlite3_free(zOut);
+  sqlite3_free(zVars);
   sqlite3_value_free(pMsg);
   sqlite3_finalize(p);
   sqlite3_close(db);

@@ -436,8 +436,10 @@ int gptext_register_svg(sqlite3 *db, GptConn *pConn);      /* gpt_attention_svg 
 
 /* For gpt_summarize on a model with a chat template: the prompt template
 ** ("{text}" once, in a user turn, with the generation prompt) rendered from
-** the model's chat template, in *pzTpl (sqlite3_malloc'd); *pzTpl is NULL
+** the model's chat template with zVariables (a JSON object, or NULL) over
+** {"enable_thinking": false}, in *pzTpl (sqlite3_malloc'd); *pzTpl is NULL
 ** when the model has no chat template. */
-int gptext_chat_summary_template(GptModel *m, const char *zFunc, char **pzTpl, char **pzErr);
+int gptext_chat_summary_template(GptModel *m, const char *zFunc, const char *zVariables,
+                                 char **pzTpl, char **pzErr);
 
 #endif

@@ -36,7 +36,10 @@
 ** generation options apply (temperature, top_k, top_p, seed, stop, special, model); max_tokens
 ** defaults to min(64, n_ctx / 8), 64 for GPT-2. The options are those of
 ** the group's first non-NULL value (normally a constant). The result is the
-** generated text with surrounding whitespace trimmed.
+** generated text with surrounding whitespace trimmed. A chat template is
+** rendered with {"enable_thinking": false} under the "variables" option
+** (Qwen3 then answers without reasoning first), and a leading
+** "<think>...</think>" block is dropped from each summary.
 **
 ** How gpt_summarize works (rolling refine): values are joined with "\n"
 ** into a chunk as long as the prompt (the template with the chunk in place
@@ -382,7 +385,7 @@ static int sum_init(SumAgg *p, sqlite3_context *ctx, const char *zFunc, sqlite3_
   p->db = db;
   int rc = gptext_options_parse(db, zFunc, pOpt,
                                 GPTOPT_MODEL | GPTOPT_GENERATE | GPTOPT_TEMPLATE |
-                                GPTOPT_SPECIAL | GPTOPT_THREADS, &p->o, pzErr);
+                                GPTOPT_SPECIAL | GPTOPT_THREADS | GPTOPT_CHATVARS, &p->o, pzErr);
   if (rc != SQLITE_OK) return rc;
   const char *zTpl = p->o.zTemplate ? p->o.zTemplate : SUM_DEFAULT_TEMPLATE;
   const char *zAt = strstr(zTpl, SUM_PLACEHOLDER);
@@ -401,7 +404,7 @@ static int sum_init(SumAgg *p, sqlite3_context *ctx, const char *zFunc, sqlite3_
   if (!p->o.zTemplate) {
     /* a model with a chat template gets its summary request as a user turn */
     char *zChat = 0;
-    rc = gptext_chat_summary_template(p->m, zFunc, &zChat, pzErr);
+    rc = gptext_chat_summary_template(p->m, zFunc, p->o.zVariables, &zChat, pzErr);
     if (rc != SQLITE_OK) return rc;
     if (zChat) {
       zAt = strstr(zChat, SUM_PLACEHOLDER); /* exactly once: checked there */
@@ -415,6 +418,12 @@ static int sum_init(SumAgg *p, sqlite3_context *ctx, const char *zFunc, sqlite3_
       p->nPost = (int)strlen(p->zPost);
       p->o.bAllowSpecial = GPTEXT_ENCODE_CHAT; /* special tokens, no extra BOS */
     }
+  }
+  if (p->o.zVariables && p->o.bAllowSpecial != GPTEXT_ENCODE_CHAT) {
+    gptext_set_error(pzErr, "%s: model '%s': option \"variables\" applies to the model's chat "
+                     "template, and %s", zFunc, p->m->zName,
+                     p->o.zTemplate ? "option \"template\" replaces it" : "the model has none");
+    return SQLITE_ERROR;
   }
   int nCtx = p->m->cfg.n_ctx;
   if (!sum_has_max_tokens(db, pOpt)) p->o.nMaxTokens = nCtx / 8 < 64 ? (nCtx / 8 > 0 ? nCtx / 8 : 1) : 64;
@@ -450,6 +459,13 @@ static int sum_chunk(SumAgg *p, sqlite3_context *ctx, const char *zFunc, char **
   if (rc != SQLITE_OK) goto done;
   int i0 = 0, i1 = g.nText;
   while (i0 < i1 && sum_is_space(g.zText[i0])) i0++;
+  /* a reasoning block a thinking model wrote anyway (its template took no
+  ** enable_thinking) is no part of the summary, nor of the next chunk */
+  if (g.nText - i0 >= 7 && memcmp(g.zText + i0, "<think>", 7) == 0) {
+    const char *zEnd = memmem(g.zText + i0, (size_t)(i1 - i0), "</think>", 8);
+    if (zEnd) i0 = (int)(zEnd - g.zText) + 8;
+    while (i0 < i1 && sum_is_space(g.zText[i0])) i0++;
+  }
   while (i1 > i0 && sum_is_space(g.zText[i1 - 1])) i1--;
   char *z = sqlite3_malloc64((size_t)(i1 - i0) + 1);
   if (!z) { rc = SQLITE_NOMEM; goto done; }
