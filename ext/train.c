@@ -49,12 +49,14 @@
 ** Progress rows go to gpt_train_log as they come, each committed by itself
 ** in autocommit mode. A call on a model whose run is unfinished (its step
 ** below its steps) resumes it from the last checkpoint with the run's own
-** options, and gives the same weights as an uninterrupted run (a query that
+** options (an option given otherwise is refused, naming both values;
+** stop_after and threads are the call's), and gives the same weights as an uninterrupted run (a query that
 ** gives other tokens than the run's, by count and hash, is refused); an
 ** interrupt stops the call, leaving the last checkpoint.
 */
 #include <math.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -86,7 +88,54 @@ typedef struct TrainOpts {
   int64_t steps, batch, seed, ckptEvery, warmup, stopAfter, maxTokens;
   double lr, wd, clip, valFrac;
   int threads;
+  uint32_t given;            /* bit i: aTrainKey[i] was given */
 } TrainOpts;
+
+/* The numeric options: where each goes in TrainOpts ('i' int, 'L' int64_t,
+** 'd' double), its range, and whether it defines a run (held in its state
+** row: a resumed call may repeat it, not change it). */
+typedef struct TrainKey {
+  const char *zKey;
+  size_t off;
+  char type, bRun;
+  double lo, hi;
+} TrainKey;
+#define TRAIN_KEY(zKey, field, type, bRun, lo, hi) \
+  {zKey, offsetof(TrainOpts, field), type, bRun, lo, hi}
+static const TrainKey aTrainKey[] = {
+  TRAIN_KEY("n_layer", nLayer, 'i', 0, 1, 64),
+  TRAIN_KEY("n_head", nHead, 'i', 0, 1, 64),
+  TRAIN_KEY("n_embd", nEmbd, 'i', 0, 1, 4096),
+  TRAIN_KEY("n_ctx", nCtx, 'i', 1, 2, 4096),
+  TRAIN_KEY("steps", steps, 'L', 1, 1, 1e9),
+  TRAIN_KEY("batch_size", batch, 'L', 1, 1, 4096),
+  TRAIN_KEY("seed", seed, 'L', 1, -9.2e18, 9.2e18),
+  TRAIN_KEY("checkpoint_every", ckptEvery, 'L', 1, 1, 1e9),
+  TRAIN_KEY("warmup", warmup, 'L', 1, 0, 1e9),
+  TRAIN_KEY("stop_after", stopAfter, 'L', 0, 1, 1e9),
+  TRAIN_KEY("max_tokens", maxTokens, 'L', 1, 1024, 1e9),
+  TRAIN_KEY("threads", threads, 'i', 0, 0, 256),
+  TRAIN_KEY("learning_rate", lr, 'd', 1, 0, 10),
+  TRAIN_KEY("weight_decay", wd, 'd', 1, 0, 10),
+  TRAIN_KEY("grad_clip", clip, 'd', 1, 0, 1e6),
+  TRAIN_KEY("val_fraction", valFrac, 'd', 1, 0, 0.9),
+};
+#define TRAIN_N_KEY (sizeof(aTrainKey) / sizeof(aTrainKey[0]))
+
+/* Option k of o as SQL would print it, into z (n bytes). */
+static void trainKeyText(char *z, int n, const TrainOpts *o, const TrainKey *k) {
+  const char *at = (const char *)o + k->off;
+  if (k->type == 'i') sqlite3_snprintf(n, z, "%d", *(const int *)at);
+  else if (k->type == 'L') sqlite3_snprintf(n, z, "%lld", (long long)*(const int64_t *)at);
+  else sqlite3_snprintf(n, z, "%!.15g", *(const double *)at);
+}
+
+/* True when option k holds the same value in a and b (a double to the bit:
+** the state row keeps 17 digits). */
+static int trainKeySame(const TrainOpts *a, const TrainOpts *b, const TrainKey *k) {
+  size_t n = k->type == 'i' ? sizeof(int) : k->type == 'L' ? sizeof(int64_t) : sizeof(double);
+  return memcmp((const char *)a + k->off, (const char *)b + k->off, n) == 0;
+}
 
 /* One call's state. */
 typedef struct Train {
@@ -204,24 +253,6 @@ static int trainParseOptions(Train *t, sqlite3_value *pArg) {
                               "json_type(?1) = 'object' FROM json_each(?1)", -1, &p, 0);
   if (rc != SQLITE_OK) return trainSqlError(t);
   sqlite3_bind_value(p, 1, pArg);
-  struct { const char *zKey; int64_t *pI; int *pInt; double *pD; double lo, hi; } aKey[] = {
-    {"n_layer", 0, &o->nLayer, 0, 1, 64},
-    {"n_head", 0, &o->nHead, 0, 1, 64},
-    {"n_embd", 0, &o->nEmbd, 0, 1, 4096},
-    {"n_ctx", 0, &o->nCtx, 0, 2, 4096},
-    {"steps", &o->steps, 0, 0, 1, 1e9},
-    {"batch_size", &o->batch, 0, 0, 1, 4096},
-    {"seed", &o->seed, 0, 0, -9.2e18, 9.2e18},
-    {"checkpoint_every", &o->ckptEvery, 0, 0, 1, 1e9},
-    {"warmup", &o->warmup, 0, 0, 0, 1e9},
-    {"stop_after", &o->stopAfter, 0, 0, 1, 1e9},
-    {"max_tokens", &o->maxTokens, 0, 0, 1024, 1e9},
-    {"threads", 0, &o->threads, 0, 0, 256},
-    {"learning_rate", 0, 0, &o->lr, 0, 10},
-    {"weight_decay", 0, 0, &o->wd, 0, 10},
-    {"grad_clip", 0, 0, &o->clip, 0, 1e6},
-    {"val_fraction", 0, 0, &o->valFrac, 0, 0.9},
-  };
   while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
     const char *zKey = (const char *)sqlite3_column_text(p, 0);
     const char *zType = (const char *)sqlite3_column_text(p, 1);
@@ -237,38 +268,41 @@ static int trainParseOptions(Train *t, sqlite3_value *pArg) {
       continue;
     }
     size_t i;
-    for (i = 0; i < sizeof(aKey) / sizeof(aKey[0]); i++)
-      if (strcmp(zKey, aKey[i].zKey) == 0) break;
-    if (i == sizeof(aKey) / sizeof(aKey[0])) {
+    for (i = 0; i < TRAIN_N_KEY; i++)
+      if (strcmp(zKey, aTrainKey[i].zKey) == 0) break;
+    if (i == TRAIN_N_KEY) {
       /* as the other functions say it: the key, then every valid one */
       sqlite3_str *pValid = sqlite3_str_new(t->db);
       sqlite3_str_appendall(pValid, "\"tokenizer\"");
-      for (i = 0; i < sizeof(aKey) / sizeof(aKey[0]); i++)
-        sqlite3_str_appendf(pValid, ", \"%s\"", aKey[i].zKey);
+      for (i = 0; i < TRAIN_N_KEY; i++)
+        sqlite3_str_appendf(pValid, ", \"%s\"", aTrainKey[i].zKey);
       char *zValid = sqlite3_str_finish(pValid);
       trainError(t, "unknown option \"%s\"; valid options: %s", zKey, zValid ? zValid : "");
       sqlite3_free(zValid);
       sqlite3_finalize(p);
       return SQLITE_ERROR;
     }
-    int bInt = aKey[i].pI || aKey[i].pInt;
+    const TrainKey *k = &aTrainKey[i];
+    char *at = (char *)o + k->off;
+    int bInt = k->type != 'd', bLr = k->off == offsetof(TrainOpts, lr);
     double v = sqlite3_column_double(p, 2);
     int bNum = strcmp(zType, "integer") == 0 || (!bInt && strcmp(zType, "real") == 0);
     /* learning_rate must be > 0: the range's lower bound is exclusive for it */
-    int bLrBad = aKey[i].pD == &o->lr && !(v > 0);
-    if (!bNum || bLrBad || !(v >= aKey[i].lo && v <= aKey[i].hi)) {
-      if (aKey[i].pD == &o->lr)
+    int bLrBad = bLr && !(v > 0);
+    if (!bNum || bLrBad || !(v >= k->lo && v <= k->hi)) {
+      if (bLr)
         trainError(t, "option learning_rate is %s, expected a number > 0 and <= 10",
                    sqlite3_column_text(p, 2) ? (const char *)sqlite3_column_text(p, 2) : zType);
       else
         trainError(t, "option %s must be %s from %g to %g", zKey,
-                   bInt ? "an integer" : "a number", aKey[i].lo, aKey[i].hi);
+                   bInt ? "an integer" : "a number", k->lo, k->hi);
       sqlite3_finalize(p);
       return SQLITE_ERROR;
     }
-    if (aKey[i].pI) *aKey[i].pI = sqlite3_column_int64(p, 2);
-    else if (aKey[i].pInt) *aKey[i].pInt = sqlite3_column_int(p, 2);
-    else *aKey[i].pD = v;
+    if (k->type == 'L') *(int64_t *)at = sqlite3_column_int64(p, 2);
+    else if (k->type == 'i') *(int *)at = sqlite3_column_int(p, 2);
+    else *(double *)at = v;
+    o->given |= 1u << i;
     if (i < 3) o->bShape = 1;
     if (i == 3) o->bCtx = 1;
   }
@@ -363,7 +397,7 @@ static int trainReadState(Train *t) {
                         "model's gpt_train_state rows to fine-tune afresh") - 100;
     }
     if (step < steps) { /* unfinished: resumed */
-      TrainOpts *o = &t->o;
+      TrainOpts *o = &t->o, asked = t->o;
       t->step = step;
       o->steps = steps;
       o->batch = sqlite3_column_int64(p, 2);
@@ -378,6 +412,22 @@ static int trainReadState(Train *t) {
       int64_t nCtx = sqlite3_column_int64(p, 11);
       o->nCtx = nCtx >= 2 && nCtx <= 4096 ? (int)nCtx : 0;
       t->elapsed0 = sqlite3_column_double(p, 12);
+      /* an option the call gave that the run holds otherwise had been
+      ** ignored in silence: refused, so that a changed call is never taken
+      ** for the run it resumes */
+      for (size_t i = 0; i < TRAIN_N_KEY; i++) {
+        char zAsked[40], zRun[40];
+        if (!aTrainKey[i].bRun || !(asked.given & (1u << i))) continue;
+        if (trainKeySame(&asked, o, &aTrainKey[i])) continue;
+        trainKeyText(zAsked, sizeof(zAsked), &asked, &aTrainKey[i]);
+        trainKeyText(zRun, sizeof(zRun), o, &aTrainKey[i]);
+        sqlite3_finalize(p);
+        return trainError(t, "its unfinished run (step %lld of %lld) resumes with its own "
+                          "options: option %s is %s, the run's %s (give the run's value or "
+                          "none; delete the model's gpt_train_state rows to train afresh)",
+                          (long long)step, (long long)steps, aTrainKey[i].zKey, zAsked,
+                          zRun) - 100;
+      }
       if (!isfinite(t->elapsed0) || t->elapsed0 < 0) t->elapsed0 = 0;
       /* the corpus of the run (absent from states written before it was kept) */
       const char *zHash = (const char *)sqlite3_column_text(p, 14);
@@ -984,6 +1034,16 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
       goto done;
     }
     cfg = *gpt_model_config(pSelf->pNet);
+    /* a resumed run's shape is its model's: one asked otherwise is refused */
+    int aShape[3] = {cfg.n_layer, cfg.n_head, cfg.n_embd};
+    int aAsked[3] = {t.o.nLayer, t.o.nHead, t.o.nEmbd}; /* aTrainKey's first three */
+    for (int i = 0; bResume && i < 3; i++) {
+      if (!(t.o.given & (1u << i)) || aAsked[i] == aShape[i]) continue;
+      trainError(&t, "its unfinished run (step %lld of %lld) resumes with its own options: "
+                 "option %s is %d, the model's %d", (long long)t.step, (long long)t.o.steps,
+                 aTrainKey[i].zKey, aAsked[i], aShape[i]);
+      goto done;
+    }
     t.stamp = pSelf->stamp;
     t.pTokM = pSelf;
     if (!bResume && t.o.bCtx && t.o.nCtx > cfg.n_ctx) {
