@@ -395,6 +395,7 @@ static const struct { const char *zKey; unsigned mask; } aOptKey[] = {
   {"variables", GPTOPT_CHATVARS},   {"add_generation_prompt", GPTOPT_GENPROMPT},
   {"batch", GPTOPT_BATCH},
   {"layer", GPTOPT_LAYER_HEAD},     {"head", GPTOPT_LAYER_HEAD},
+  {"allow_requantize", GPTOPT_REQUANT},
 };
 
 /* Parses the options object with SQLite's json_each: one row per key, its
@@ -492,6 +493,8 @@ int gptext_options_parse(sqlite3 *db, const char *zFunc, sqlite3_value *pArg,
       rc = opt_bool(p, zFunc, zKey, &o->bAllowSpecial, pzErr);
     } else if (strcmp(zKey, "replace") == 0) {
       rc = opt_bool(p, zFunc, zKey, &o->bReplace, pzErr);
+    } else if (strcmp(zKey, "allow_requantize") == 0) {
+      rc = opt_bool(p, zFunc, zKey, &o->bAllowRequantize, pzErr);
     } else if (strcmp(zKey, "generate") == 0) {
       rc = opt_number(p, zFunc, zKey, "from 0 to 65536", 1, &v, pzErr);
       if (rc == SQLITE_OK && (v < 0 || v > 65536))

@@ -76,6 +76,7 @@ typedef struct GptOptions {
   int nBatch;          /* "batch": sequences in flight (gpt_batch), 0 = default */
   int iLayer;          /* "layer" (gpt_attention_svg), default 0 */
   int iHead;           /* "head" (gpt_attention_svg), default 0; -1 for "all" */
+  int bAllowRequantize; /* "allow_requantize" (gpt_quantize) */
 } GptOptions;
 
 /* Which keys a function accepts: a bit mask of these. */
@@ -92,6 +93,7 @@ typedef struct GptOptions {
 #define GPTOPT_GENPROMPT  0x0400 /* add_generation_prompt */
 #define GPTOPT_BATCH      0x0800 /* batch */
 #define GPTOPT_LAYER_HEAD 0x1000 /* layer, head (gpt_attention_svg) */
+#define GPTOPT_REQUANT    0x2000 /* allow_requantize (gpt_quantize) */
 
 /* Fills o with defaults, then applies the JSON object in pArg (NULL or a SQL
 ** NULL mean no options). An unknown key or out-of-range value is an error

@@ -29,6 +29,11 @@
 ** q6_k: it takes q4_0 for q4_k and q8_0 for q6_k, and f16 when it is not a
 ** multiple of 32 either. kernels_q4.c says how the blocks are fitted.
 **
+** A 2-D weight that SRC holds quantized (q8_0 or 4-bit) is not converted
+** to another dtype unless OPTIONS (a JSON object, the fourth argument) is
+** {"allow_requantize": true}: each rounding adds its error, as llama.cpp's
+** quantize says in refusing without --allow-requantize.
+**
 ** The copy is atomic: it runs in one SAVEPOINT and any error rolls back to
 ** it. DST must not exist yet. Errors read "gpt_quantize: model 'NAME': ...".
 */
@@ -50,6 +55,7 @@ typedef struct GptQuant {
   GptSavepoint sp;           /* the savepoint of the whole call (ext/savepoint.c) */
   int64_t nIn, nOut;         /* bytes of tensor rows read and written */
   int nTensor;
+  int bAllowRequantize;      /* option allow_requantize */
 } GptQuant;
 
 static const char zFunc[] = "gpt_quantize";
@@ -343,6 +349,14 @@ static int quantTensor(GptQuant *q, const GPTConfig *cfg, int hasLmHead, int i) 
       rc = quantWrite(q, &info, dtype, 0, rows.nBytes, &rows);
       goto done;
     }
+    if (gpt_dtype_block(dtype, 0) != 0 && !q->bAllowRequantize) {
+      /* as llama.cpp's quantize refuses without --allow-requantize */
+      rc = quantError(q, 0, "tensor %s is %s already; requantizing it to %s adds a second "
+                      "rounding to the first (quantize the f32, f16 or bf16 model, or pass "
+                      "'{\"allow_requantize\": true}' as the fourth argument)", info.name,
+                      gpt_dtype_name(dtype), gpt_dtype_name(target));
+      goto done;
+    }
     nDst = gpt_tensor_bytes(&info, target);
     aVal = sqlite3_malloc64(sizeof(float) * (size_t)info.n_elem);
     aDst = sqlite3_malloc64((size_t)nDst);
@@ -405,8 +419,8 @@ static sqlite3_int64 quantModelRows(GptQuant *q, const char *zName) {
   return n;
 }
 
-/* gpt_quantize(SRC, DST, DTYPE): see the top of this file. Returns a summary
-** of what was written. */
+/* gpt_quantize(SRC, DST, DTYPE [, OPTIONS]): see the top of this file.
+** Returns a summary of what was written. */
 static void gptQuantizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   GptConn *pConn = sqlite3_user_data(ctx);
   GptQuant q;
@@ -414,7 +428,6 @@ static void gptQuantizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv
   char *zErr = 0, *zSummary = 0, *zSource = 0;
   const char *zType = (const char *)sqlite3_value_text(argv[2]);
   int hasLmHead = 0, bDone = 0;
-  (void)argc;
   memset(&q, 0, sizeof(q));
   q.db = sqlite3_context_db_handle(ctx);
   q.zSrc = (const char *)sqlite3_value_text(argv[0]);
@@ -446,6 +459,13 @@ static void gptQuantizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv
                zType ? "'" : "",
                zType ? zType : "NULL", zType ? "'" : "");
     goto done;
+  }
+  if (argc > 3) {
+    GptOptions o;
+    if (gptext_options_parse(q.db, zFunc, argv[3], GPTOPT_REQUANT, &o, &q.zErr) != SQLITE_OK)
+      goto done;
+    q.bAllowRequantize = o.bAllowRequantize;
+    gptext_options_clear(&o);
   }
   {
     int rc = gptext_model_acquire(pConn, q.db, zFunc, q.zSrc, 0, &m, &zErr);
@@ -525,8 +545,12 @@ done:
   sqlite3_free(zSource);
 }
 
-/* Registers gpt_quantize: DIRECTONLY, as it writes tables and costs much. */
+/* Registers gpt_quantize, with and without options: DIRECTONLY, as it
+** writes tables and costs much. */
 int gptext_register_quantize(sqlite3 *db, GptConn *pConn) {
-  return sqlite3_create_function(db, "gpt_quantize", 3, SQLITE_UTF8 | SQLITE_DIRECTONLY,
+  int rc = SQLITE_OK;
+  for (int nArg = 3; rc == SQLITE_OK && nArg <= 4; nArg++)
+    rc = sqlite3_create_function(db, "gpt_quantize", nArg, SQLITE_UTF8 | SQLITE_DIRECTONLY,
                                  pConn, gptQuantizeFunc, 0, 0);
+  return rc;
 }
