@@ -137,29 +137,12 @@ done:
   return rc;
 }
 
-/* The JSON type of a text ('array', 'object', ...) or NULL when it is not
-** JSON; *pzType is sqlite3_malloc'd. */
-static int chat_json_type(sqlite3 *db, sqlite3_value *pVal, char **pzType) {
-  sqlite3_stmt *p = 0;
-  *pzType = 0;
-  int rc = sqlite3_prepare_v2(db, "SELECT CASE WHEN json_valid(?1) THEN json_type(?1) END", -1, &p, 0);
-  if (rc == SQLITE_OK) {
-    sqlite3_bind_value(p, 1, pVal);
-    if (sqlite3_step(p) == SQLITE_ROW && sqlite3_column_type(p, 0) != SQLITE_NULL) {
-      *pzType = sqlite3_mprintf("%s", (const char *)sqlite3_column_text(p, 0));
-      if (!*pzType) rc = SQLITE_NOMEM;
-    }
-    rc = sqlite3_finalize(p) == SQLITE_OK ? rc : SQLITE_ERROR;
-  }
-  return rc;
-}
-
 /* The messages value: a JSON array of objects with a string "role", or one
 ** user message of any other text. */
 static int chat_messages(sqlite3 *db, TplEnv *e, const char *zFunc, sqlite3_value *pArg,
                          TplValue *pOut, char **pzErr) {
   char *zType = 0;
-  int rc = chat_json_type(db, pArg, &zType);
+  int rc = gptext_json_type(db, pArg, &zType);
   const char *z = (const char *)sqlite3_value_text(pArg);
   int n = sqlite3_value_bytes(pArg);
   if (rc != SQLITE_OK) goto done;

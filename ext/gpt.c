@@ -258,6 +258,26 @@ int gptext_json_has_nul(const char *z, int n) {
   return 0;
 }
 
+int gptext_json_type(sqlite3 *db, sqlite3_value *pVal, char **pzType) {
+  sqlite3_stmt *p = 0;
+  *pzType = 0;
+  int rc = sqlite3_prepare_v2(db, "SELECT CASE WHEN json_valid(?1) THEN json_type(?1) END", -1,
+                              &p, 0);
+  if (rc != SQLITE_OK) return rc;
+  sqlite3_bind_value(p, 1, pVal);
+  rc = sqlite3_step(p);
+  if (rc == SQLITE_ROW) {
+    rc = SQLITE_OK;
+    if (sqlite3_column_type(p, 0) != SQLITE_NULL &&
+        !(*pzType = sqlite3_mprintf("%s", (const char *)sqlite3_column_text(p, 0))))
+      rc = SQLITE_NOMEM;
+  } else if (rc == SQLITE_DONE) {
+    rc = SQLITE_ERROR; /* one row, always */
+  }
+  sqlite3_finalize(p);
+  return rc;
+}
+
 void gptext_options_clear(GptOptions *o) {
   sqlite3_free(o->zModel);
   for (int i = 0; i < o->nStop; i++) sqlite3_free(o->azStop[i]);
@@ -424,18 +444,10 @@ int gptext_options_parse(sqlite3 *db, const char *zFunc, sqlite3_value *pArg,
   sqlite3_bind_value(p, 1, pArg);
   {
     /* Distinguish "not an object" from an empty object. */
-    sqlite3_stmt *pCheck = 0;
-    int bObject = 0;
-    rc = sqlite3_prepare_v2(db, "SELECT CASE WHEN json_valid(?1) THEN json_type(?1) = 'object' "
-                            "ELSE 0 END", -1,
-                            &pCheck, 0);
-    if (rc == SQLITE_OK) {
-      sqlite3_bind_value(pCheck, 1, pArg);
-      rc = sqlite3_step(pCheck);
-      if (rc == SQLITE_ROW) bObject = sqlite3_column_int(pCheck, 0);
-      rc = rc == SQLITE_ROW ? SQLITE_OK : rc == SQLITE_DONE ? SQLITE_ERROR : rc;
-    }
-    sqlite3_finalize(pCheck);
+    char *zType = 0;
+    rc = gptext_json_type(db, pArg, &zType);
+    int bObject = zType && strcmp(zType, "object") == 0;
+    sqlite3_free(zType);
     if (rc != SQLITE_OK) goto done;
     if (!bObject) goto not_object;
   }

@@ -397,6 +397,10 @@ int gptext_sql_has_more(sqlite3 *db, const char *zTail);
 /* Whether JSON text holds the escape \u0000 (ext/gpt.c): options refuse it,
 ** with this message after the function's (and model's) name. */
 int gptext_json_has_nul(const char *z, int n);
+/* The JSON type of a value ("array", "object", ...) in *pzType
+** (sqlite3_malloc'd), NULL when it is not JSON; an SQLite error code (an
+** interrupt's among them) when the check itself fails (ext/gpt.c). */
+int gptext_json_type(sqlite3 *db, sqlite3_value *pVal, char **pzType);
 #define GPTEXT_OPTIONS_NUL "the options hold \"\\u0000\", a NUL character, which no option takes"
 /* SQLITE_OK, or SQLITE_READONLY with an error naming zFunc and zModel
 ** when the main database is read-only or PRAGMA query_only is on. */

@@ -120,18 +120,10 @@ static void detokenize(sqlite3_context *ctx, int argc, sqlite3_value **argv, int
   if (rc != SQLITE_OK) goto sql_error;
   sqlite3_bind_value(p, 1, argv[0]);
   {
-    sqlite3_stmt *pCheck = 0;
-    int bArray = 0;
-    rc = sqlite3_prepare_v2(db, "SELECT CASE WHEN json_valid(?1) THEN json_type(?1) = 'array' "
-                            "ELSE 0 END", -1,
-                            &pCheck, 0);
-    if (rc == SQLITE_OK) {
-      sqlite3_bind_value(pCheck, 1, argv[0]);
-      rc = sqlite3_step(pCheck);
-      if (rc == SQLITE_ROW) bArray = sqlite3_column_int(pCheck, 0);
-      rc = rc == SQLITE_ROW ? SQLITE_OK : rc == SQLITE_DONE ? SQLITE_ERROR : rc;
-    }
-    sqlite3_finalize(pCheck);
+    char *zType = 0;
+    rc = gptext_json_type(db, argv[0], &zType);
+    int bArray = zType && strcmp(zType, "array") == 0;
+    sqlite3_free(zType);
     if (rc != SQLITE_OK) goto sql_error;
     if (!bArray) {
       char *zErr = sqlite3_mprintf("%s: argument 1 must be a JSON array of token ids, "
