@@ -1397,6 +1397,17 @@ int tok_token_id(const GPTTokenizer *t, const char *z, int n) {
                     hash_bytes((const unsigned char *)z, (size_t)n));
 }
 
+/* The id whose byte-level spelling (the vocabulary's, bytes_to_unicode) is
+** z (n long), or -1: how Hugging Face's convert_tokens_to_ids reads a
+** token's text, where "\xc4\xa0the" spells " the". */
+int tok_token_id_spelt(const GPTTokenizer *t, const char *z, int n) {
+  if (!t || !z || n <= 0) return -1;
+  unsigned char *zBuf = malloc((size_t)n); /* the raw form is never longer */
+  int id = zBuf ? byte_level_lookup(t, z, n, zBuf) : -1;
+  free(zBuf);
+  return id;
+}
+
 /* 1 when id is a special added token. */
 int tok_is_special(const GPTTokenizer *t, int id) {
   return t && t->aAddedKind && id >= 0 && id < t->nVocab && t->aAddedKind[id] == 2;

@@ -125,6 +125,9 @@ int tok_decode(const GPTTokenizer *t, const int *ids, size_t n_ids, char **out,
 int tok_vocab_size(const GPTTokenizer *t);
 /* The id of the token whose raw bytes are z (n long), or -1. */
 int tok_token_id(const GPTTokenizer *t, const char *z, int n);
+/* The id of the token spelt z (n long) in the vocabulary's byte-level
+** form, or -1 (also when out of memory). */
+int tok_token_id_spelt(const GPTTokenizer *t, const char *z, int n);
 /* 1 when id is a special added token, else 0. */
 int tok_is_special(const GPTTokenizer *t, int id);
 /* The id of "<|endoftext|>", or -1 when the vocabulary has none. */

@@ -2012,8 +2012,11 @@ done:
 
 /*
 ** Resolves a token text of tokenizer_config.json (bos_token, eos_token) to
-** its id: the added token with that content, or the vocabulary's token with
-** those bytes. *pId is -1 when zText is NULL.
+** its id: the added token with that content, or the vocabulary's token
+** spelt so (byte-level, as tokenizer.json's model.vocab spells it: Hugging
+** Face's convert_tokens_to_ids; its raw bytes had been looked up, so that
+** "\xc4\xa0the" was no token, or another one). *pId is -1 when zText is
+** NULL.
 */
 static int impHfTokenId(GptImport *p, ImpHf *h, GPTTokenizer *t, const char *zKey,
                         const char *zText, int nText, int *pId) {
@@ -2025,7 +2028,7 @@ static int impHfTokenId(GptImport *p, ImpHf *h, GPTTokenizer *t, const char *zKe
       return SQLITE_OK;
     }
   }
-  *pId = tok_token_id(t, zText, nText);
+  *pId = tok_token_id_spelt(t, zText, nText);
   if (*pId < 0) {
     return impError(p, "tokenizer_config.json", "%s \"%.*s\" is not a token of "
                     "tokenizer.json", zKey, impClip(zText, nText), zText);
