@@ -2598,7 +2598,10 @@ static int arith(Render *r, int op, TplValue a, TplValue b, TplValue *pOut) {
         return 0;
       case OP_FLOORDIV: case OP_MOD:
         if (y == 0) return rerr(r, "integer division or modulo by zero");
-        if (x == INT64_MIN && y == -1) goto overflow;
+        if (y == -1) { /* x // -1 overflows for INT64_MIN alone; x % -1 is 0 (Python's) */
+          if (op == OP_MOD) { z = 0; break; }
+          if (x == INT64_MIN) goto overflow;
+        }
         z = op == OP_FLOORDIV ? floordiv64(x, y) : x - floordiv64(x, y) * y;
         break;
       case OP_POW:
