@@ -2680,6 +2680,35 @@ static int compare_order(Render *r, TplValue a, TplValue b, int *pCmp) {
   return rerr(r, "'<' not supported between instances of '%s' and '%s'", type_name(a), type_name(b));
 }
 
+/* Sorts n values by their keys, both in place: stable like Python's sorted
+** (equal keys keep their order, reverse or not), in n log n comparisons
+** (a bottom-up merge sort; an insertion sort took 100,000 items to the
+** step limit). */
+static int sort_stable(Render *r, TplValue *aKey, TplValue *aVal, size_t n, int bRev) {
+  if (n < 2) return 0;
+  TplValue *tk = arena_alloc(r->pA, n * sizeof(TplValue)), *tv = arena_alloc(r->pA, n * sizeof(TplValue));
+  if (!tk || !tv) return nomem(r);
+  for (size_t w = 1; w < n; w *= 2) {
+    for (size_t lo = 0; lo < n; lo += 2 * w) {
+      size_t mid = n - lo > w ? lo + w : n, hi = n - mid > w ? mid + w : n;
+      size_t i = lo, j = mid, k = lo;
+      while (i < mid && j < hi) {
+        int cmp;
+        if (compare_order(r, aKey[i], aKey[j], &cmp)) return -1;
+        /* the right one first only when it sorts strictly before (2: unordered) */
+        size_t at = (bRev ? cmp < 0 : (cmp > 0 && cmp != 2)) ? j++ : i++;
+        tk[k] = aKey[at];
+        tv[k++] = aVal[at];
+      }
+      for (; i < mid; i++, k++) tk[k] = aKey[i], tv[k] = aVal[i];
+      for (; j < hi; j++, k++) tk[k] = aKey[j], tv[k] = aVal[j];
+    }
+    memcpy(aKey, tk, n * sizeof(TplValue));
+    memcpy(aVal, tv, n * sizeof(TplValue));
+  }
+  return 0;
+}
+
 /* 'needle in haystack'. */
 static int contains(Render *r, TplValue needle, TplValue hay, int *pb) {
   *pb = 0;
@@ -4028,7 +4057,8 @@ static int call_filter(Render *r, int id, const char *zName, TplValue v, TplValu
       if (iter_items(r, v, &l)) return -1;
       TplValue out = list_new(r->pA, l->n), *aKey = arena_alloc(r->pA, (l->n + 1) * sizeof(TplValue));
       if (out.type != TPL_LIST || !aKey) return nomem(r);
-      if (step(r, (int64_t)(l->n * l->n / 8))) return -1;
+      if (step(r, (int64_t)(l->n * (size_t)(64 - __builtin_clzll((unsigned long long)l->n | 1)) / 8)))
+        return -1;
       TplValue *pCase = arg_or_kw(aArg, nArg, 1, azKw, aKw, nKw, "case_sensitive");
       int bCase = pCase && truthy(*pCase);
       for (size_t i = 0; i < l->n; i++) {
@@ -4039,17 +4069,7 @@ static int call_filter(Render *r, int id, const char *zName, TplValue v, TplValu
         if (!bCase && aKey[i].type == TPL_STRING && str_case(r, aKey[i], 0, &aKey[i])) return -1;
       }
       out.u.pList->n = l->n;
-      int bRev = pRev && truthy(*pRev);
-      /* insertion sort: stable like Python's */
-      for (size_t i = 1; i < l->n; i++) {
-        for (size_t j = i; j > 0; j--) {
-          int cmp;
-          if (compare_order(r, aKey[j - 1], aKey[j], &cmp)) return -1;
-          if (!(bRev ? cmp < 0 : (cmp > 0 && cmp != 2))) break;
-          TplValue t = aKey[j]; aKey[j] = aKey[j - 1]; aKey[j - 1] = t;
-          t = out.u.pList->a[j]; out.u.pList->a[j] = out.u.pList->a[j - 1]; out.u.pList->a[j - 1] = t;
-        }
-      }
+      if (sort_stable(r, aKey, out.u.pList->a, l->n, pRev && truthy(*pRev))) return -1;
       *pOut = out;
       return 0;
     }

@@ -198,12 +198,38 @@ done:
   return rc;
 }
 
+/* Sets each key of the JSON object zVars as a template variable of e, the
+** last of a key given twice winning (the messages and the generation
+** prompt are not variables' to set). */
+static int chat_set_vars(sqlite3 *db, TplEnv *e, const char *zFunc, const char *zVars,
+                         char **pzErr) {
+  TplValue v;
+  int rc = chat_json_value(db, e, zFunc, zVars, &v, pzErr);
+  for (size_t i = 0; rc == SQLITE_OK && v.type == TPL_DICT && i < v.u.pDict->n; i++) {
+    TplValue k = v.u.pDict->aKey[i];
+    char *zName = sqlite3_mprintf("%.*s", (int)k.u.s.n, k.u.s.z);
+    if (!zName) return SQLITE_NOMEM;
+    /* the arguments apply_chat_template takes itself: Hugging Face
+    ** refuses them twice (a duplicate keyword argument) */
+    if (strcmp(zName, "messages") == 0 || strcmp(zName, "add_generation_prompt") == 0) {
+      gptext_set_error(pzErr, "%s: option \"variables\" may not set \"%s\" (the messages "
+                       "argument and the generation prompt set it)", zFunc, zName);
+      rc = SQLITE_ERROR;
+    } else if (tpl_env_set(e, zName, v.u.pDict->aVal[i])) {
+      rc = SQLITE_NOMEM;
+    }
+    sqlite3_free(zName);
+  }
+  return rc;
+}
+
 /* Renders the prompt: the template (the option's, else the model's) over
-** the messages, the model's special tokens and the variables option. m may
-** be NULL (a template option without a model). *pzOut is sqlite3_malloc'd. */
+** the messages, the model's special tokens, the variables zDefaultVars (a
+** JSON object, or NULL) and over them the variables option. m may be NULL
+** (a template option without a model). *pzOut is sqlite3_malloc'd. */
 static int chat_render(sqlite3 *db, GptModel *m, const char *zFunc, const GptOptions *o,
-                       sqlite3_value *pMessages, int bGenPrompt, char **pzOut, int *pnOut,
-                       char **pzErr) {
+                       const char *zDefaultVars, sqlite3_value *pMessages, int bGenPrompt,
+                       char **pzOut, int *pnOut, char **pzErr) {
   const char *zTpl = o->zTemplate ? o->zTemplate : (m ? m->zChatTemplate : 0);
   TplProgram *pProg = 0;
   TplEnv *e = 0;
@@ -245,27 +271,10 @@ static int chat_render(sqlite3 *db, GptModel *m, const char *zFunc, const GptOpt
     v = tpl_string(e, m->zEosText, strlen(m->zEosText));
     if (v.type == TPL_UNDEFINED || tpl_env_set(e, "eos_token", v)) { rc = SQLITE_NOMEM; goto done; }
   }
-  if (o->zVariables) {
-    rc = chat_json_value(db, e, zFunc, o->zVariables, &v, pzErr);
-    if (rc != SQLITE_OK) goto done;
-    for (size_t i = 0; v.type == TPL_DICT && i < v.u.pDict->n; i++) {
-      TplValue k = v.u.pDict->aKey[i];
-      char *zName = sqlite3_mprintf("%.*s", (int)k.u.s.n, k.u.s.z);
-      if (!zName) { rc = SQLITE_NOMEM; goto done; }
-      /* the arguments apply_chat_template takes itself: Hugging Face
-      ** refuses them twice (a duplicate keyword argument) */
-      if (strcmp(zName, "messages") == 0 || strcmp(zName, "add_generation_prompt") == 0) {
-        gptext_set_error(pzErr, "%s: option \"variables\" may not set \"%s\" (the messages "
-                         "argument and the generation prompt set it)", zFunc, zName);
-        sqlite3_free(zName);
-        rc = SQLITE_ERROR;
-        goto done;
-      }
-      int bad = tpl_env_set(e, zName, v.u.pDict->aVal[i]);
-      sqlite3_free(zName);
-      if (bad) { rc = SQLITE_NOMEM; goto done; }
-    }
-  }
+  if (zDefaultVars && (rc = chat_set_vars(db, e, zFunc, zDefaultVars, pzErr)) != SQLITE_OK)
+    goto done;
+  if (o->zVariables && (rc = chat_set_vars(db, e, zFunc, o->zVariables, pzErr)) != SQLITE_OK)
+    goto done;
   if (tpl_render(pProg, e, &chatLimits, &zOut, &nOut, zMsg, sizeof(zMsg))) {
     gptext_set_error(pzErr, "%s: chat template: %s", zFunc, zMsg);
     rc = SQLITE_ERROR;
@@ -308,7 +317,8 @@ static void gptChatPromptFunc(sqlite3_context *ctx, int argc, sqlite3_value **ar
                             &o, &zErr);
   if (rc == SQLITE_OK && (o.zModel || !o.zTemplate))
     rc = gptext_model_acquire(sqlite3_user_data(ctx), db, zFunc, o.zModel, 0, &m, &zErr);
-  if (rc == SQLITE_OK) rc = chat_render(db, m, zFunc, &o, argv[0], !o.bNoGenPrompt, &zOut, &nOut, &zErr);
+  if (rc == SQLITE_OK)
+    rc = chat_render(db, m, zFunc, &o, 0, argv[0], !o.bNoGenPrompt, &zOut, &nOut, &zErr);
   if (rc != SQLITE_OK) {
     chat_error(ctx, rc, zErr);
   } else {
@@ -337,7 +347,7 @@ static void gptChatFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
                             GPTOPT_MODEL | GPTOPT_GENERATE | GPTOPT_TRUNCATE | GPTOPT_THREADS |
                             GPTOPT_TEMPLATE | GPTOPT_CHATVARS, &o, &zErr);
   if (rc == SQLITE_OK) rc = gptext_model_acquire(pConn, db, zFunc, o.zModel, 1, &m, &zErr);
-  if (rc == SQLITE_OK) rc = chat_render(db, m, zFunc, &o, argv[0], 1, &zPrompt, &nPrompt, &zErr);
+  if (rc == SQLITE_OK) rc = chat_render(db, m, zFunc, &o, 0, argv[0], 1, &zPrompt, &nPrompt, &zErr);
   /* the rendered text carries its special tokens (and its BOS, if any) */
   if (rc == SQLITE_OK) rc = gptext_encode(db, m, zFunc, zPrompt, nPrompt, GPTEXT_ENCODE_CHAT, &aIds, &nIds, &zErr);
   if (rc == SQLITE_OK) rc = gptext_fit_prompt(m, zFunc, &o, o.nMaxTokens, &aIds, &nIds, &zErr);
@@ -367,29 +377,25 @@ int gptext_chat_summary_template(GptModel *m, const char *zFunc, const char *zVa
   sqlite3_value *pMsg = 0;
   sqlite3_stmt *p = 0;
   GptOptions o;
-  char *zOut = 0, *zVars = 0;
+  char *zOut = 0;
   int nOut = 0, rc;
   memset(&o, 0, sizeof(o));
+  o.zVariables = (char *)zVariables; /* read only */
   *pzTpl = 0;
   if (!m->zChatTemplate) return SQLITE_OK;
-  /* a private in-memory database for json_tree over the one message; the
-  ** variables are the caller's over {"enable_thinking": false}: a thinking
-  ** model (Qwen3) would spend max_tokens on its reasoning, not the summary */
+  /* a private in-memory database for json_tree over the one message */
   rc = sqlite3_open_v2(":memory:", &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_MEMORY, 0);
   if (rc == SQLITE_OK)
     rc = sqlite3_prepare_v2(db, "SELECT json_array(json_object('role', 'user', 'content', "
                             "'Summarize the following text.' || char(10) || char(10) || '"
-                            CHAT_SUM_PLACEHOLDER "')), "
-                            "json_patch('{\"enable_thinking\": false}', coalesce(?1, '{}'))",
-                            -1, &p, 0);
-  if (rc == SQLITE_OK) rc = sqlite3_bind_text(p, 1, zVariables, -1, SQLITE_STATIC);
-  if (rc == SQLITE_OK && sqlite3_step(p) == SQLITE_ROW) {
-    pMsg = sqlite3_value_dup(sqlite3_column_value(p, 0));
-    zVars = sqlite3_mprintf("%s", (const char *)sqlite3_column_text(p, 1));
-    o.zVariables = zVars;
-  }
-  if (rc == SQLITE_OK && (!pMsg || !zVars)) rc = SQLITE_NOMEM;
-  if (rc == SQLITE_OK) rc = chat_render(db, m, zFunc, &o, pMsg, 1, &zOut, &nOut, pzErr);
+                            CHAT_SUM_PLACEHOLDER "'))", -1, &p, 0);
+  if (rc == SQLITE_OK && sqlite3_step(p) == SQLITE_ROW) pMsg = sqlite3_value_dup(sqlite3_column_value(p, 0));
+  if (rc == SQLITE_OK && !pMsg) rc = SQLITE_NOMEM;
+  /* {"enable_thinking": false} under the caller's variables: a thinking
+  ** model (Qwen3) would spend max_tokens on its reasoning, not the summary */
+  if (rc == SQLITE_OK)
+    rc = chat_render(db, m, zFunc, &o, "{\"enable_thinking\": false}", pMsg, 1, &zOut, &nOut,
+                     pzErr);
   if (rc == SQLITE_OK) {
     const char *zAt = strstr(zOut, CHAT_SUM_PLACEHOLDER);
     if (!zAt || strstr(zAt + 1, CHAT_SUM_PLACEHOLDER)) {
@@ -404,7 +410,6 @@ int gptext_chat_summary_template(GptModel *m, const char *zFunc, const char *zVa
     gptext_set_error(pzErr, "%s: model '%s': cannot render its chat template", zFunc, m->zName);
   }
   sqlite3_free(zOut);
-  sqlite3_free(zVars);
   sqlite3_value_free(pMsg);
   sqlite3_finalize(p);
   sqlite3_close(db);

@@ -573,7 +573,9 @@ int gptext_options_parse(sqlite3 *db, const char *zFunc, sqlite3_value *pArg,
 not_object:
   gptext_set_error(pzErr, "%s: options must be a JSON object, like '%s'", zFunc,
                    (allowed & GPTOPT_GENERATE) ? "{\"max_tokens\": 32}" :
-                   (allowed & GPTOPT_REPLACE) ? "{\"replace\": true}" : "{\"model\": \"gpt2\"}");
+                   (allowed & GPTOPT_REPLACE) ? "{\"replace\": true}" :
+                   (allowed & GPTOPT_REQUANT) ? "{\"allow_requantize\": true}" :
+                   "{\"model\": \"gpt2\"}");
   rc = SQLITE_ERROR;
 done:
   if (rc != SQLITE_OK && !*pzErr) gptext_set_error(pzErr, "%s: %s", zFunc, sqlite3_errmsg(db));

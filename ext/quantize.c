@@ -461,9 +461,13 @@ static void gptQuantizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv
     goto done;
   }
   if (argc > 3) {
+    /* its errors name the source, as every other of this function's */
     GptOptions o;
-    if (gptext_options_parse(q.db, zFunc, argv[3], GPTOPT_REQUANT, &o, &q.zErr) != SQLITE_OK)
-      goto done;
+    char *zWho = sqlite3_mprintf("%s: model '%s'", zFunc, q.zSrc);
+    int rc = zWho ? gptext_options_parse(q.db, zWho, argv[3], GPTOPT_REQUANT, &o, &q.zErr)
+                  : SQLITE_NOMEM;
+    sqlite3_free(zWho);
+    if (rc != SQLITE_OK) goto done;
     q.bAllowRequantize = o.bAllowRequantize;
     gptext_options_clear(&o);
   }

@@ -38,8 +38,10 @@
 ** the group's first non-NULL value (normally a constant). The result is the
 ** generated text with surrounding whitespace trimmed. A chat template is
 ** rendered with {"enable_thinking": false} under the "variables" option
-** (Qwen3 then answers without reasoning first), and a leading
-** "<think>...</think>" block is dropped from each summary.
+** (Qwen3 then answers without reasoning first); a leading
+** "<think>...</think>" block (or, after a prompt that ends in "<think>",
+** all up to "</think>") is dropped from each summary, and reasoning that
+** fills max_tokens without "</think>" is an error.
 **
 ** How gpt_summarize works (rolling refine): values are joined with "\n"
 ** into a chunk as long as the prompt (the template with the chunk in place
@@ -318,6 +320,7 @@ typedef struct SumAgg {
   char *zChunk;        /* the chunk: summary and rows joined by "\n" */
   int nChunk;          /* its bytes */
   int nRows;           /* rows in it (not counting a carried summary) */
+  int bThinkOpen;      /* the prompt ends in "<think>": generation starts reasoning */
 } SumAgg;
 
 /* Frees everything the state holds (not the state: SQLite owns it). */
@@ -333,18 +336,28 @@ static void sum_clear(SumAgg *p) {
 /* The ASCII white space trimmed from the ends of a summary. */
 static int sum_is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
 
-/* True when the options JSON sets max_tokens itself. */
-static int sum_has_max_tokens(sqlite3 *db, sqlite3_value *pOpt) {
+/* Whether the options JSON sets max_tokens itself, in *pb: SQLITE_OK, or the
+** error of the check (an interrupt had read as "no", and the default
+** max_tokens replaced the caller's). */
+static int sum_has_max_tokens(sqlite3 *db, sqlite3_value *pOpt, int *pb) {
   sqlite3_stmt *p = 0;
-  int b = 0;
-  if (!pOpt || sqlite3_value_type(pOpt) == SQLITE_NULL) return 0;
-  if (sqlite3_prepare_v2(db, "SELECT json_type(?1, '$.max_tokens') IS NOT NULL", -1, &p, 0) ==
-      SQLITE_OK) {
+  *pb = 0;
+  if (!pOpt || sqlite3_value_type(pOpt) == SQLITE_NULL) return SQLITE_OK;
+  int rc = sqlite3_prepare_v2(db, "SELECT json_type(?1, '$.max_tokens') IS NOT NULL", -1, &p, 0);
+  if (rc == SQLITE_OK) {
     sqlite3_bind_value(p, 1, pOpt);
-    if (sqlite3_step(p) == SQLITE_ROW) b = sqlite3_column_int(p, 0);
+    rc = sqlite3_step(p);
+    if (rc == SQLITE_ROW) *pb = sqlite3_column_int(p, 0);
+    rc = rc == SQLITE_ROW ? SQLITE_OK : rc == SQLITE_DONE ? SQLITE_ERROR : rc;
   }
   sqlite3_finalize(p);
-  return b;
+  return rc;
+}
+
+/* Whether z (n bytes) ends in "<think>", white space after it aside. */
+static int sum_ends_thinking(const char *z, int n) {
+  while (n > 0 && sum_is_space(z[n - 1])) n--;
+  return n >= 7 && memcmp(z + n - 7, "<think>", 7) == 0;
 }
 
 /* Tokenizes the prompt for a chunk body made of up to three pieces (a NULL
@@ -425,8 +438,14 @@ static int sum_init(SumAgg *p, sqlite3_context *ctx, const char *zFunc, sqlite3_
                      p->o.zTemplate ? "option \"template\" replaces it" : "the model has none");
     return SQLITE_ERROR;
   }
-  int nCtx = p->m->cfg.n_ctx;
-  if (!sum_has_max_tokens(db, pOpt)) p->o.nMaxTokens = nCtx / 8 < 64 ? (nCtx / 8 > 0 ? nCtx / 8 : 1) : 64;
+  int nCtx = p->m->cfg.n_ctx, bMax = 0;
+  p->bThinkOpen = sum_ends_thinking(p->zPost, p->nPost);
+  if ((rc = sum_has_max_tokens(db, pOpt, &bMax)) != SQLITE_OK) {
+    gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, p->m->zName,
+                     rc == SQLITE_INTERRUPT ? "interrupted" : sqlite3_errmsg(db));
+    return rc;
+  }
+  if (!bMax) p->o.nMaxTokens = nCtx / 8 < 64 ? (nCtx / 8 > 0 ? nCtx / 8 : 1) : 64;
   int nTpl = sum_count(p, zFunc, 0, 0, 0, 0, 0, 0, pzErr);
   if (nTpl < 0) return SQLITE_ERROR;
   p->nTpl = nTpl;
@@ -459,11 +478,20 @@ static int sum_chunk(SumAgg *p, sqlite3_context *ctx, const char *zFunc, char **
   if (rc != SQLITE_OK) goto done;
   int i0 = 0, i1 = g.nText;
   while (i0 < i1 && sum_is_space(g.zText[i0])) i0++;
-  /* a reasoning block a thinking model wrote anyway (its template took no
-  ** enable_thinking) is no part of the summary, nor of the next chunk */
-  if (g.nText - i0 >= 7 && memcmp(g.zText + i0, "<think>", 7) == 0) {
+  /* reasoning that a thinking model wrote anyway (its template took no
+  ** enable_thinking, or its prompt opened the block) is no part of the
+  ** summary, nor of the next chunk; reasoning that never ends is no summary */
+  int bOpens = i1 - i0 >= 7 && memcmp(g.zText + i0, "<think>", 7) == 0;
+  if (p->bThinkOpen || bOpens) {
     const char *zEnd = memmem(g.zText + i0, (size_t)(i1 - i0), "</think>", 8);
-    if (zEnd) i0 = (int)(zEnd - g.zText) + 8;
+    if (!zEnd) {
+      gptext_set_error(pzErr, "%s: model '%s': the model reasoned for all of max_tokens (%d) "
+                       "and wrote no summary (\"<think>\" without \"</think>\"); raise "
+                       "max_tokens", zFunc, p->m->zName, p->o.nMaxTokens);
+      rc = SQLITE_ERROR;
+      goto done;
+    }
+    i0 = (int)(zEnd - g.zText) + 8;
     while (i0 < i1 && sum_is_space(g.zText[i0])) i0++;
   }
   while (i1 > i0 && sum_is_space(g.zText[i1 - 1])) i1--;

@@ -130,11 +130,13 @@ static void trainKeyText(char *z, int n, const TrainOpts *o, const TrainKey *k) 
   else sqlite3_snprintf(n, z, "%!.15g", *(const double *)at);
 }
 
-/* True when option k holds the same value in a and b (a double to the bit:
-** the state row keeps 17 digits). */
+/* True when option k holds the same value in a and b (a double exactly: the
+** state row keeps 17 digits, "%!.17g"). */
 static int trainKeySame(const TrainOpts *a, const TrainOpts *b, const TrainKey *k) {
-  size_t n = k->type == 'i' ? sizeof(int) : k->type == 'L' ? sizeof(int64_t) : sizeof(double);
-  return memcmp((const char *)a + k->off, (const char *)b + k->off, n) == 0;
+  const char *x = (const char *)a + k->off, *y = (const char *)b + k->off;
+  if (k->type == 'i') return *(const int *)x == *(const int *)y;
+  if (k->type == 'L') return *(const int64_t *)x == *(const int64_t *)y;
+  return *(const double *)x == *(const double *)y;
 }
 
 /* One call's state. */
@@ -335,10 +337,10 @@ static char *trainOptionsJson(const TrainOpts *o, int64_t step, double elapsed, 
                               const char *zCorpus) {
   if (!isfinite(elapsed) || elapsed < 0) elapsed = 0;
   return sqlite3_mprintf(
-      "{\"step\":%lld,\"steps\":%lld,\"batch_size\":%lld,\"learning_rate\":%.17g,"
-      "\"seed\":%lld,\"warmup\":%lld,\"weight_decay\":%.17g,\"grad_clip\":%.17g,"
-      "\"val_fraction\":%.17g,\"checkpoint_every\":%lld,\"max_tokens\":%lld,"
-      "\"n_ctx\":%d,\"elapsed_s\":%.17g,\"corpus_tokens\":%lld,\"corpus_hash\":\"%s\"}",
+      "{\"step\":%lld,\"steps\":%lld,\"batch_size\":%lld,\"learning_rate\":%!.17g,"
+      "\"seed\":%lld,\"warmup\":%lld,\"weight_decay\":%!.17g,\"grad_clip\":%!.17g,"
+      "\"val_fraction\":%!.17g,\"checkpoint_every\":%lld,\"max_tokens\":%lld,"
+      "\"n_ctx\":%d,\"elapsed_s\":%!.17g,\"corpus_tokens\":%lld,\"corpus_hash\":\"%s\"}",
       (long long)step, (long long)o->steps, (long long)o->batch, o->lr, (long long)o->seed,
       (long long)o->warmup, o->wd, o->clip, o->valFrac, (long long)o->ckptEvery,
       (long long)o->maxTokens, o->nCtx, elapsed, (long long)nTok, zCorpus);
@@ -956,6 +958,24 @@ static int trainStep(Train *t, double *pLoss) {
   return SQLITE_OK;
 }
 
+/* The model that option tokenizer names, its tokenizer loaded, in *pp; its
+** errors as the option's ("gpt_train: model 'm': option tokenizer: no model
+** named ..."). */
+static int trainAcquireTokenizer(Train *t, GptModel **pp) {
+  int rc = gptext_model_acquire(t->pConn, t->db, zFunc, t->o.zTok, 0, pp, &t->zErr);
+  if (rc == SQLITE_OK) return SQLITE_OK;
+  if (rc != SQLITE_INTERRUPT && t->zErr) {
+    char *zAcq = t->zErr;
+    size_t nPre = strlen(zFunc);
+    t->zErr = 0;
+    trainError(t, "option tokenizer: %s",
+               strncmp(zAcq, zFunc, nPre) == 0 && zAcq[nPre] == ':' ? zAcq + nPre + 2 : zAcq);
+    sqlite3_free(zAcq);
+  }
+  trainCalleeFailed(t, rc);
+  return rc;
+}
+
 /* gpt_train(model, query [, options]) */
 static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   Train t;
@@ -1028,6 +1048,14 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
                  "with its own tokenizer)");
       goto done;
     }
+    if (t.o.zTok && bResume) {
+      /* the run's call again: its own tokenizer encodes the rows (the tokens
+      ** are checked by count and hash), but a tokenizer that names no model
+      ** is refused, as on the run's first call (it had passed in silence) */
+      GptModel *pTok = 0;
+      if ((rc = trainAcquireTokenizer(&t, &pTok)) != SQLITE_OK) goto done;
+      gptext_model_release(pTok);
+    }
     /* the weights as the loader reads them: every check, parts, any dtype */
     if ((rc = gptext_model_acquire(t.pConn, t.db, zFunc, t.zModel, 1, &pSelf, &t.zErr))) {
       trainCalleeFailed(&t, rc);
@@ -1040,8 +1068,9 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     for (int i = 0; bResume && i < 3; i++) {
       if (!(t.o.given & (1u << i)) || aAsked[i] == aShape[i]) continue;
       trainError(&t, "its unfinished run (step %lld of %lld) resumes with its own options: "
-                 "option %s is %d, the model's %d", (long long)t.step, (long long)t.o.steps,
-                 aTrainKey[i].zKey, aAsked[i], aShape[i]);
+                 "option %s is %d, the model's %d (give the model's value or none)",
+                 (long long)t.step, (long long)t.o.steps, aTrainKey[i].zKey, aAsked[i],
+                 aShape[i]);
       goto done;
     }
     t.stamp = pSelf->stamp;
@@ -1062,19 +1091,7 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
                  "tokenizer it takes");
       goto done;
     }
-    if ((rc = gptext_model_acquire(t.pConn, t.db, zFunc, t.o.zTok, 0, &t.pTokM, &t.zErr))) {
-      if (rc != SQLITE_INTERRUPT && t.zErr) {
-        /* "gpt_train: no model named ..." as the option's error */
-        char *zAcq = t.zErr;
-        size_t nPre = strlen(zFunc);
-        t.zErr = 0;
-        trainError(&t, "option tokenizer: %s",
-                   strncmp(zAcq, zFunc, nPre) == 0 && zAcq[nPre] == ':' ? zAcq + nPre + 2 : zAcq);
-        sqlite3_free(zAcq);
-      }
-      trainCalleeFailed(&t, rc);
-      goto done;
-    }
+    if ((rc = trainAcquireTokenizer(&t, &t.pTokM)) != SQLITE_OK) goto done;
     cfg.n_layer = t.o.nLayer;
     cfg.n_head = t.o.nHead;
     cfg.n_embd = t.o.nEmbd;

@@ -105,6 +105,83 @@ def main():
             check(f"summary seed {seed}", False, str(e))
 
 
+def thinking():
+    """A model that reasons whatever it is told: a bigram chain, its attention
+    and MLP silenced (o_proj and down_proj zero), each token's embedding one
+    axis of its own and the head mapping that axis to the next token:
+    "=" -> "<think>" -> "abc" -> "</think>" -> " xyz" -> " xyz" ..., and ">"
+    (the end of a prompt that opens the block) -> "abc". gpt_summarize keeps
+    what follows "</think>"; a summary that is all reasoning is an error."""
+    d = os.path.join(BUILD, "models", "pythinking")
+    os.makedirs(d, exist_ok=True)
+    subprocess.run([os.path.join(BUILD, "mkmodel"), d, "--arch", "qwen2", "--untied",
+                    "--layers", "1", "--heads", "2", "--embd", "16", "--vocab", "300",
+                    "--ctx", "128", "--seed", "2"], check=True, stdout=subprocess.DEVNULL)
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    db.enable_load_extension(True)
+    db.load_extension(os.path.join(BUILD, "gpt"))
+    db.execute("SELECT gpt_import('think', ?)", (d,))
+    V, C = 300, 16
+
+    def byte_id(ch):
+        return json.loads(db.execute("SELECT gpt_tokenize(?, '{\"model\": \"think\"}')",
+                                     (ch,)).fetchone()[0])[0]
+
+    axis = {byte_id("="): 1, byte_id(">"): 2, 256: 2, 257: 3, 258: 4, 259: 5}
+    after = {1: 256, 2: 257, 3: 258, 4: 259, 5: 259, 0: 257}
+    db.execute("BEGIN")
+    db.execute("DELETE FROM gpt_merges WHERE model = 'think'")
+    for tid, text in [(256, "<think>"), (257, "abc"), (258, "</think>"), (259, " xyz")]:
+        db.execute("UPDATE gpt_vocab SET token = ? WHERE model = 'think' AND token_id = ?",
+                   (byte_level(text), tid))
+
+    def put(name, v):
+        db.execute("UPDATE gpt_tensors SET data = ? WHERE model = 'think' AND name = ?",
+                   (struct.pack(f"<{len(v)}f", *v), name))
+
+    put("model.layers.0.self_attn.o_proj.weight", [0.0] * (C * C))
+    blob = db.execute("SELECT data FROM gpt_tensors WHERE model = 'think' AND "
+                      "name = 'model.layers.0.mlp.down_proj.weight'").fetchone()[0]
+    put("model.layers.0.mlp.down_proj.weight", [0.0] * (len(blob) // 4))
+    embed = [0.0] * (V * C)
+    for t in range(V):
+        embed[t * C + axis.get(t, 0)] = 100.0
+    put("model.embed_tokens.weight", embed)
+    put("model.norm.weight", [1.0] * C)
+    head = [0.0] * (V * C)
+    for a, t in after.items():
+        head[t * C + a] = 5.0
+    put("lm_head.weight", head)
+    db.execute("COMMIT")
+
+    def summary(text, template, max_tokens):
+        opt = json.dumps({"model": "think", "temperature": 0, "max_tokens": max_tokens,
+                          "template": template})
+        try:
+            return db.execute("SELECT gpt_summarize(?, ?)", (text, opt)).fetchone()[0]
+        except sqlite3.Error as e:
+            return "error: " + str(e)
+
+    gen = db.execute("SELECT gpt_generate('A=', ?)", (json.dumps(
+        {"model": "think", "temperature": 0, "max_tokens": 5}),)).fetchone()[0]
+    check("the chain", gen == "<think>abc</think> xyz xyz", repr(gen))
+    got = summary("A", "{text}=", 5)
+    check("a reasoning block is dropped", got == "xyz xyz", repr(got))
+    got = summary("A", "{text}=<think>", 4)
+    check("after a prompt that opens it, all up to </think>", got == "xyz xyz", repr(got))
+    got = summary("A", "{text}=", 2)
+    want = ("error: gpt_summarize: model 'think': the model reasoned for all of max_tokens (2) "
+            "and wrote no summary (\"<think>\" without \"</think>\"); raise max_tokens")
+    check("reasoning without its end is an error", got == want, repr(got))
+    # the rows of a group summarized chunk by chunk: no reasoning carried
+    db.execute("CREATE TEMP TABLE t(v)")
+    db.executemany("INSERT INTO t VALUES (?)", [("row %d " % i + "w " * 40,) for i in range(6)])
+    opt = json.dumps({"model": "think", "temperature": 0, "max_tokens": 5, "template": "{text}="})
+    got = db.execute("SELECT gpt_summarize(v, ?) FROM t", (opt,)).fetchone()[0]
+    check("chunks carry the summary, not the reasoning", got == "xyz xyz", repr(got))
+
+
 if __name__ == "__main__":
     main()
+    thinking()
     finish("test_summarize.py")
