@@ -65,6 +65,10 @@ def main():
             ("stop strings", "SELECT step, token_id, finish_reason FROM gpt_generate_tokens(?, ?)",
              ("Hi", '{"max_tokens": 6, "temperature": 0, "stop": ["zzz", "\u00e2", "q"]}')),
             ("detokenize", "SELECT gpt_detokenize(?, ?)", ("[72, 105]", '{"model": "q"}')),
+            # its max_tokens check had read an interrupt as "not given": the
+            # default of 8 tokens replaced the caller's 1
+            ("summarize", "SELECT gpt_summarize(?, ?)",
+             ("hello there", '{"max_tokens": 1, "temperature": 0, "template": "{text} TL;DR:"}')),
         ]
         for name, sql, args in cases:
             link = os.path.join(tmp, f"{name.replace(' ', '_')}-0.db")
@@ -114,6 +118,29 @@ def main():
             check(f"oneshot-{name}", not bad and n_calls > 10,
                   f"{len(points)} of {n_calls} points; first differences: {bad[:4]}")
             print(f"{name}: {len(points)} of {n_calls} interrupt points, {len(bad)} wrong")
+            # the same call with its model cached: every point of its own
+            # checks (gpt_summarize's max_tokens check lies past the points
+            # a fresh load leaves above)
+            db = connect(link.replace("-0.db", "-n.db"))
+            rows(db, sql, args)
+            bad = []
+            for k in range(1, 401):
+                seen = [0]
+
+                def once(k=k, seen=seen):
+                    seen[0] += 1
+                    return 1 if seen[0] == k else 0
+                db.set_progress_handler(once, 1)
+                try:
+                    got = rows(db, sql, args)
+                    if got != want:
+                        bad.append((k, "result", got))
+                except sqlite3.Error as e:
+                    if getattr(e, "sqlite_errorcode", None) != SQLITE_INTERRUPT:
+                        bad.append((k, "error", str(e)))
+                db.set_progress_handler(None, 1)
+            db.close()
+            check(f"oneshot-{name}-cached", not bad, f"first differences: {bad[:4]}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     finish("test_oneshot_interrupt.py")
