@@ -24,6 +24,7 @@ SQLITE_EXTENSION_INIT1
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "schema.h"
 
 #define GPT_VERSION "0.1.0"
@@ -1426,6 +1427,56 @@ static int stamp_changed(sqlite3 *db, const char *zName, sqlite3_int64 stamp) {
 }
 
 
+/* The busy timeout of db in milliseconds (PRAGMA busy_timeout), 0 when it
+** has none or the pragma fails. */
+static sqlite3_int64 busy_timeout_ms(sqlite3 *db) {
+  sqlite3_stmt *p = 0;
+  sqlite3_int64 ms = 0;
+  if (sqlite3_prepare_v2(db, "PRAGMA busy_timeout", -1, &p, 0) == SQLITE_OK &&
+      sqlite3_step(p) == SQLITE_ROW)
+    ms = sqlite3_column_int64(p, 0);
+  sqlite3_finalize(p);
+  return ms;
+}
+
+/* Waits (caller holds the mutex) until entry e, pinned by the caller, is no
+** longer loading, in slices of 10 ms, between which the mutex is let go and
+** the caller's connection asked whether it was interrupted: the wait
+** had no end, and a connection interrupted in it waited on. A connection
+** that holds a write transaction waits its busy timeout at most, then gets
+** SQLITE_BUSY: the loader may be waiting for its lock (a journal-mode
+** reader waits for an exclusive lock), and the two stalled each other for
+** as long as the loader's busy timeout lasted, or for good. */
+static int cache_wait_loaded(CacheEntry *e, sqlite3 *db, const char *zFunc, char **pzErr) {
+  int bWriter = sqlite3_txn_state(db, "main") == SQLITE_TXN_WRITE;
+  sqlite3_int64 msLimit = -1, msWaited = 0;
+  while (e->bLoading) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 10 * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
+    pthread_cond_timedwait(&gCacheLoaded, &gCacheMutex, &ts);
+    if (!e->bLoading) break;
+    msWaited += 10;
+    pthread_mutex_unlock(&gCacheMutex); /* no statement under the mutex */
+    int bStop = gptext_interrupted(db);
+    if (!bStop && bWriter && msLimit < 0) msLimit = busy_timeout_ms(db);
+    pthread_mutex_lock(&gCacheMutex);
+    if (bStop) {
+      gptext_set_error(pzErr, "%s: interrupted", zFunc);
+      return SQLITE_INTERRUPT;
+    }
+    if (bWriter && msWaited > msLimit && e->bLoading) {
+      gptext_set_error(pzErr, "%s: model '%s' is being loaded by another connection, which may "
+                       "wait for this connection's write transaction; commit it first "
+                       "(waited %lld ms, the busy timeout)", zFunc, e->model.zName,
+                       (long long)msLimit);
+      return SQLITE_BUSY;
+    }
+  }
+  return SQLITE_OK;
+}
+
 /* The entry of key zKey (caller holds the mutex), or NULL. */
 static CacheEntry *cache_find(const char *zKey) {
   CacheEntry *e = gCache;
@@ -1549,8 +1600,9 @@ static int model_acquire_once(GptConn *pConn, sqlite3 *db, const char *zFunc, co
   ** others wait for it: whoever lets go of it last frees it. */
   if (needWeights && e->bLoading) {
     e->nRef++;
-    while (e->bLoading) pthread_cond_wait(&gCacheLoaded, &gCacheMutex);
+    rc = cache_wait_loaded(e, db, zFunc, pzErr);
     e->nRef--;
+    if (rc != SQLITE_OK) goto unlock; /* the loader still holds it */
     if (e->bStale) { /* its rows changed while it loaded */
       if (e->nRef == 0) cache_free_later(&toFree, e);
       rc = MODEL_RETRY;
@@ -1571,7 +1623,10 @@ static int model_acquire_once(GptConn *pConn, sqlite3 *db, const char *zFunc, co
     }
     int bChanged = rc == MODEL_RETRY;
     if (rc == SQLITE_INTERRUPT) gptext_set_error(pzErr, "%s: interrupted", zFunc);
-    else if (rc != SQLITE_OK && !bChanged) bChanged = stamp_changed(db, work.zName, stamp);
+    /* (not after a lock it could not get: the stamp's read waited out the
+    ** busy timeout a second time, and the callers waiting for this load) */
+    else if (rc != SQLITE_OK && !bChanged && rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
+      bChanged = stamp_changed(db, work.zName, stamp);
     /* read in one snapshot of the resolved stamp: the rows read before it
     ** (config, tokenizer) were of that stamp too */
     bVerified = rc == SQLITE_OK;

@@ -114,6 +114,75 @@ def main():
         db.close()
 
 
+def weights_wait():
+    """A connection waiting for another's load of the same model's weights:
+    its own interrupt stops it, and one that holds the write lock waits its
+    own busy timeout at most. A loads; an authorizer holds it just before
+    its weights' snapshot while W takes an exclusive lock, so that A then
+    waits for W in its busy handler (3 s), and W calls the extension on the
+    same model. The wait for A had no end: W could not be interrupted, and
+    waited out A's busy timeout twice."""
+    path = os.path.join(BUILD, "testdb", "python-locks-w.db")
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.remove(path + suffix)
+    setup = connect(path, 5)
+    setup.execute("PRAGMA journal_mode = DELETE")
+    setup.execute("SELECT gpt_import('m', ?)", (os.path.join(BUILD, "models", "pylocks"),))
+    setup.close()
+    a, w = connect(path, 3), connect(path, 30)
+    held, go, seen = threading.Event(), threading.Event(), []
+
+    def auth(action, table, *_):
+        # the weights' snapshot reads gpt_models after the tokenizer's tables
+        if action == sqlite3.SQLITE_READ and table and table.startswith("gpt_"):
+            if table != "gpt_models":
+                seen.append(table)
+            elif seen and not held.is_set():
+                held.set()
+                go.wait(10)
+        return sqlite3.SQLITE_OK
+
+    a.set_authorizer(auth)
+    out = {}
+    sql = "SELECT gpt_generate('hello', '{\"max_tokens\": 2, \"temperature\": 0}')"
+
+    def call(name, db):
+        t0 = time.time()
+        try:
+            out[name] = db.execute(sql).fetchone()[0]
+        except sqlite3.Error as e:
+            out[name] = f"error: {e}"
+        out[name + "_secs"] = time.time() - t0
+
+    ta = threading.Thread(target=call, args=("a", a), daemon=True)
+    ta.start()
+    held.wait(10)
+    w.execute("BEGIN EXCLUSIVE")
+    go.set()
+    time.sleep(0.2)
+    tw = threading.Thread(target=call, args=("w1", w), daemon=True)
+    tw.start()
+    time.sleep(0.3)
+    w.interrupt()
+    tw.join(5)
+    check("a waiting connection's interrupt", out.get("w1") == "error: gpt_generate: interrupted"
+          and out.get("w1_secs", 99) < 1.5, repr(out))
+    w.execute("PRAGMA busy_timeout = 500")
+    call("w2", w)
+    check("a waiting writer's busy timeout", str(out.get("w2")).startswith(
+        "error: gpt_generate: model 'm' is being loaded by another connection")
+        and out.get("w2_secs", 99) < 2, repr(out))
+    w.execute("COMMIT")
+    ta.join(10)
+    call("after", w)
+    check("then the model loads", isinstance(out.get("after"), str)
+          and not out["after"].startswith("error"), repr(out))
+    for db in (a, w):
+        db.close()
+
+
 if __name__ == "__main__":
     main()
+    weights_wait()
     finish("test_locks.py")
