@@ -1685,9 +1685,21 @@ int gptext_model_acquire(GptConn *pConn, sqlite3 *db, const char *zFunc, const c
   }
   tlAcquireDepth++;
   for (int nTry = 0; rc == MODEL_RETRY && nTry < 4; nTry++) {
+    /* a try after a commit moved the stamp runs in one read transaction,
+    ** held open by a statement stepped to its row: the rows then cannot
+    ** change under it (under frequent commits, a reader in WAL mode had
+    ** failed every try, each read a snapshot of its own) */
+    sqlite3_stmt *pHold = 0;
+    if (nTry > 0 && sqlite3_prepare_v2(db, "SELECT count(*) FROM main.gpt_models", -1, &pHold,
+                                       0) == SQLITE_OK &&
+        sqlite3_step(pHold) != SQLITE_ROW) {
+      sqlite3_finalize(pHold);
+      pHold = 0;
+    }
     sqlite3_free(*pzErr);
     *pzErr = 0;
     rc = model_acquire_once(pConn, db, zFunc, zName, needWeights, ppModel, pzErr);
+    sqlite3_finalize(pHold);
   }
   tlAcquireDepth--;
   if (rc == MODEL_RETRY) {

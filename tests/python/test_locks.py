@@ -182,7 +182,46 @@ def weights_wait():
         db.close()
 
 
+def restamp_wal():
+    """Readers in WAL mode while another connection commits a new stamp every
+    5 ms: each call loads the model whole (a retry in one read transaction);
+    each try had read its rows in snapshots of their own, and a commit
+    between them failed every try ("kept changing while it was being
+    loaded")."""
+    path = os.path.join(BUILD, "testdb", "python-locks-wal.db")
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.remove(path + suffix)
+    w = connect(path, 5)
+    w.execute("PRAGMA journal_mode = WAL")
+    w.execute("SELECT gpt_import('m', ?)", (os.path.join(BUILD, "models", "pylocks"),))
+    stop = []
+
+    def writer():
+        while not stop:
+            w.execute("UPDATE gpt_models SET stamp = random() WHERE name = 'm'")
+            time.sleep(0.005)
+
+    tw = threading.Thread(target=writer, daemon=True)
+    tw.start()
+    ok, errors, t0 = 0, [], time.time()
+    while time.time() - t0 < 1.5:
+        r = connect(path, 5)
+        try:
+            r.execute("SELECT gpt_generate('hi', '{\"max_tokens\": 2}')").fetchone()
+            ok += 1
+        except sqlite3.Error as e:
+            errors.append(str(e))
+        r.close()
+    stop.append(1)
+    tw.join(5)
+    w.close()
+    check("readers under frequent commits (WAL)", ok >= 3 and not errors,
+          f"{ok} loaded, {len(errors)} failed: {errors[:2]}")
+
+
 if __name__ == "__main__":
     main()
     weights_wait()
+    restamp_wal()
     finish("test_locks.py")
