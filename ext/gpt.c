@@ -452,12 +452,24 @@ int gptext_options_parse(sqlite3 *db, const char *zFunc, sqlite3_value *pArg,
     if (rc != SQLITE_OK) goto done;
     if (!bObject) goto not_object;
   }
+  uint32_t seen = 0; /* bit i: aOptKey[i] was read */
   while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
     const char *zKey = (const char *)sqlite3_column_text(p, 0);
     unsigned mask = 0;
     double v = 0;
-    for (size_t i = 0; zKey && i < sizeof(aOptKey) / sizeof(aOptKey[0]); i++)
-      if (strcmp(zKey, aOptKey[i].zKey) == 0) mask = aOptKey[i].mask;
+    for (size_t i = 0; zKey && i < sizeof(aOptKey) / sizeof(aOptKey[0]); i++) {
+      if (strcmp(zKey, aOptKey[i].zKey) != 0) continue;
+      mask = aOptKey[i].mask;
+      /* SQLite's JSON functions read a repeated key's first value, Python's
+      ** json its last: refused, as tokenizer files' are */
+      if ((mask & allowed) && (seen & (1u << i))) {
+        gptext_set_error(pzErr, "%s: option \"%s\" appears twice; give each option once",
+                         zFunc, zKey);
+        rc = SQLITE_ERROR;
+        goto done;
+      }
+      seen |= 1u << i;
+    }
     if (!zKey || !(mask & allowed)) {
       char *zValid = 0;
       for (size_t i = 0; i < sizeof(aOptKey) / sizeof(aOptKey[0]); i++)

@@ -261,6 +261,10 @@ static int trainParseOptions(Train *t, sqlite3_value *pArg) {
     if (!sqlite3_column_int(p, 3)) break;
     if (!zKey || !zType) continue;
     if (strcmp(zKey, "tokenizer") == 0) {
+      if (o->zTok) {
+        sqlite3_finalize(p);
+        return trainError(t, "option tokenizer appears twice; give each option once");
+      }
       if (strcmp(zType, "text") != 0) {
         sqlite3_finalize(p);
         return trainError(t, "option tokenizer must be a model name");
@@ -286,6 +290,11 @@ static int trainParseOptions(Train *t, sqlite3_value *pArg) {
     }
     const TrainKey *k = &aTrainKey[i];
     char *at = (char *)o + k->off;
+    if (o->given & (1u << i)) { /* SQLite's JSON reads the first, Python's the last */
+      trainError(t, "option %s appears twice; give each option once", zKey);
+      sqlite3_finalize(p);
+      return SQLITE_ERROR;
+    }
     int bInt = k->type != 'd', bLr = k->off == offsetof(TrainOpts, lr);
     double v = sqlite3_column_double(p, 2);
     int bNum = strcmp(zType, "integer") == 0 || (!bInt && strcmp(zType, "real") == 0);
