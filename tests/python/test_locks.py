@@ -40,6 +40,19 @@ def connect(path, timeout):
     return db
 
 
+def fresh_db(name, journal_mode):
+    """A new database file in build/testdb holding the model 'm' (pylocks),
+    in that journal mode, and a connection to it."""
+    path = os.path.join(BUILD, "testdb", name)
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.remove(path + suffix)
+    db = connect(path, 5)
+    db.execute(f"PRAGMA journal_mode = {journal_mode}")
+    db.execute("SELECT gpt_import('m', ?)", (os.path.join(BUILD, "models", "pylocks"),))
+    return path, db
+
+
 def main():
     model = os.path.join(BUILD, "models", "pylocks")
     os.makedirs(model, exist_ok=True)
@@ -47,15 +60,11 @@ def main():
                     "--embd", "16", "--ctx", "32", "--seed", "3"], check=True,
                    stdout=subprocess.DEVNULL)
     os.makedirs(os.path.join(BUILD, "testdb"), exist_ok=True)
-    paths = [os.path.join(BUILD, "testdb", f"python-locks-{i}.db") for i in (1, 2)]
-    for p in paths:
-        for suffix in ("", "-journal", "-wal", "-shm"):
-            if os.path.exists(p + suffix):
-                os.remove(p + suffix)
-        setup = connect(p, 5)
-        setup.execute("PRAGMA journal_mode = DELETE")
-        setup.execute("SELECT gpt_import('m', ?)", (model,))
+    paths = []
+    for i in (1, 2):
+        path, setup = fresh_db(f"python-locks-{i}.db", "DELETE")
         setup.close()
+        paths.append(path)
 
     a = connect(paths[0], 30)
     w = connect(paths[0], 30)
@@ -122,13 +131,7 @@ def weights_wait():
     waits for W in its busy handler (3 s), and W calls the extension on the
     same model. The wait for A had no end: W could not be interrupted, and
     waited out A's busy timeout twice."""
-    path = os.path.join(BUILD, "testdb", "python-locks-w.db")
-    for suffix in ("", "-journal", "-wal", "-shm"):
-        if os.path.exists(path + suffix):
-            os.remove(path + suffix)
-    setup = connect(path, 5)
-    setup.execute("PRAGMA journal_mode = DELETE")
-    setup.execute("SELECT gpt_import('m', ?)", (os.path.join(BUILD, "models", "pylocks"),))
+    path, setup = fresh_db("python-locks-w.db", "DELETE")
     setup.close()
     a, w = connect(path, 3), connect(path, 30)
     held, go, seen = threading.Event(), threading.Event(), []
@@ -188,13 +191,7 @@ def restamp_wal():
     each try had read its rows in snapshots of their own, and a commit
     between them failed every try ("kept changing while it was being
     loaded")."""
-    path = os.path.join(BUILD, "testdb", "python-locks-wal.db")
-    for suffix in ("", "-journal", "-wal", "-shm"):
-        if os.path.exists(path + suffix):
-            os.remove(path + suffix)
-    w = connect(path, 5)
-    w.execute("PRAGMA journal_mode = WAL")
-    w.execute("SELECT gpt_import('m', ?)", (os.path.join(BUILD, "models", "pylocks"),))
+    path, w = fresh_db("python-locks-wal.db", "WAL")
     stop = []
 
     def writer():

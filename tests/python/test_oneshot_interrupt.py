@@ -39,6 +39,26 @@ def rows(db, sql, args):
     return db.execute(sql, args).fetchall()
 
 
+def interrupted_at(db, k, sql, args, want, bad):
+    """Runs the call with a progress handler that interrupts its k-th point
+    once: its usual result or SQLITE_INTERRUPT, else an entry in bad."""
+    seen = [0]
+
+    def once():
+        seen[0] += 1
+        return 1 if seen[0] == k else 0
+    db.set_progress_handler(once, 1)
+    try:
+        got = rows(db, sql, args)
+        if got != want:
+            bad.append((k, "result", got))
+    except sqlite3.Error as e:
+        code = getattr(e, "sqlite_errorcode", None)
+        if code != SQLITE_INTERRUPT or "interrupted" not in str(e):
+            bad.append((k, "error", code, str(e)))
+    db.set_progress_handler(None, 1)
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="gpt-oneshot-")
     try:
@@ -95,21 +115,7 @@ def main():
                 link_k = link.replace("-0.db", f"-{k}.db")
                 os.link(path, link_k)
                 db = connect(link_k)
-                seen = [0]
-
-                def once(k=k, seen=seen):
-                    seen[0] += 1
-                    return 1 if seen[0] == k else 0
-                db.set_progress_handler(once, 1)
-                try:
-                    got = rows(db, sql, args)
-                    if got != want:
-                        bad.append((k, "result", got))
-                except sqlite3.Error as e:
-                    code = getattr(e, "sqlite_errorcode", None)
-                    if code != SQLITE_INTERRUPT or "interrupted" not in str(e):
-                        bad.append((k, "error", code, str(e)))
-                db.set_progress_handler(None, 1)
+                interrupted_at(db, k, sql, args, want, bad)
                 after = rows(db, sql, args)
                 if after != want:
                     bad.append((k, "after", after))
@@ -125,20 +131,7 @@ def main():
             rows(db, sql, args)
             bad = []
             for k in range(1, 401):
-                seen = [0]
-
-                def once(k=k, seen=seen):
-                    seen[0] += 1
-                    return 1 if seen[0] == k else 0
-                db.set_progress_handler(once, 1)
-                try:
-                    got = rows(db, sql, args)
-                    if got != want:
-                        bad.append((k, "result", got))
-                except sqlite3.Error as e:
-                    if getattr(e, "sqlite_errorcode", None) != SQLITE_INTERRUPT:
-                        bad.append((k, "error", str(e)))
-                db.set_progress_handler(None, 1)
+                interrupted_at(db, k, sql, args, want, bad)
             db.close()
             check(f"oneshot-{name}-cached", not bad, f"first differences: {bad[:4]}")
     finally:
