@@ -112,7 +112,7 @@ int gptext_attention_layer(GptModel *m, const char *zFunc, GPTState *s, int iLay
   gpt_threads_set(nPrevThreads);
   if (rc == GPT_OK) return SQLITE_OK;
   if (rc == GPT_ABORTED) {
-    gptext_set_error(pzErr, "%s: interrupted", zFunc);
+    gptext_set_error(pzErr, "%s: model '%s': interrupted", zFunc, m->zName);
     return SQLITE_INTERRUPT;
   }
   if (rc == GPT_OVERFLOW) {

@@ -372,7 +372,7 @@ static int batchPasses(BatchCursor *c, char **pzErr) {
     /* every row yielded: a row waits only while its donor is in the pass */
     if (nSeq == 0) return SQLITE_OK;
     if (gptext_interrupted(db)) {
-      gptext_set_error(pzErr, "%s: interrupted", zFunc);
+      gptext_set_error(pzErr, "%s: model '%s': interrupted", zFunc, c->m->zName);
       return SQLITE_INTERRUPT;
     }
     GPTForwardIO io;
@@ -382,7 +382,7 @@ static int batchPasses(BatchCursor *c, char **pzErr) {
     rc = gpt_forward_seqs(m->pNet, c->scratch, c->aSeq, nSeq, &io, zMsg, sizeof(zMsg));
     if (rc != GPT_OK) {
       if (rc == GPT_ABORTED) {
-        gptext_set_error(pzErr, "%s: interrupted", zFunc);
+        gptext_set_error(pzErr, "%s: model '%s': interrupted", zFunc, c->m->zName);
         return SQLITE_INTERRUPT;
       }
       gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, m->zName, zMsg);

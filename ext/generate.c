@@ -107,7 +107,7 @@ int gptext_prefill(GptConn *pConn, sqlite3 *db, GptModel *m, const char *zFunc,
   if (rc != GPT_OK) {
     gpt_state_free(s);
     if (rc == GPT_ABORTED) {
-      gptext_set_error(pzErr, "%s: interrupted", zFunc);
+      gptext_set_error(pzErr, "%s: model '%s': interrupted", zFunc, m->zName);
       return SQLITE_INTERRUPT;
     }
     gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, m->zName, zMsg);
@@ -248,7 +248,7 @@ int gptext_generate(GptConn *pConn, sqlite3 *db, GptModel *m, const char *zFunc,
     if (tok >= 0) aAll[nAll++] = tok;
     if (bDone) break;
     if (gptext_interrupted(db)) {
-      gptext_set_error(pzErr, "%s: interrupted", zFunc);
+      gptext_set_error(pzErr, "%s: model '%s': interrupted", zFunc, m->zName);
       rc = SQLITE_INTERRUPT;
       goto done;
     }

@@ -1553,7 +1553,8 @@ static int cache_entry_new(sqlite3 *db, const char *zFunc, char **pzKey, char **
 ** mutex; two first calls may both read a model's config and tokenizer (the
 ** second copy is dropped), and its weights load once. */
 static int model_acquire_once(GptConn *pConn, sqlite3 *db, const char *zFunc, const char *zName,
-                              int needWeights, GptModel **ppModel, char **pzErr) {
+                              int needWeights, GptModel **ppModel, char *zWho, size_t nWho,
+                              char **pzErr) {
   char *zResolved = 0, *zKey = 0;
   sqlite3_int64 stamp = 0;
   CacheEntry *e = 0, *pNew = 0;
@@ -1562,6 +1563,7 @@ static int model_acquire_once(GptConn *pConn, sqlite3 *db, const char *zFunc, co
   *ppModel = 0;
   rc = resolve_name(db, zFunc, zName, &zResolved, &stamp, pzErr);
   if (rc != SQLITE_OK) return rc;
+  snprintf(zWho, nWho, "%s", zResolved); /* the name the messages give */
   {
     const char *zFile = sqlite3_db_filename(db, "main");
     if (zFile && zFile[0]) zKey = sqlite3_mprintf("%s\n%s", zFile, zResolved);
@@ -1689,6 +1691,8 @@ static _Thread_local int tlAcquireDepth = 0;
 int gptext_model_acquire(GptConn *pConn, sqlite3 *db, const char *zFunc, const char *zName,
                          int needWeights, GptModel **ppModel, char **pzErr) {
   int rc = MODEL_RETRY;
+  char zWho[256];
+  snprintf(zWho, sizeof(zWho), "%s", zName ? zName : "(the only one)");
   *ppModel = 0;
   if (tlAcquireDepth > 0) {
     gptext_set_error(pzErr, "%s: called while the extension reads its own tables (a view or "
@@ -1710,28 +1714,29 @@ int gptext_model_acquire(GptConn *pConn, sqlite3 *db, const char *zFunc, const c
     }
     sqlite3_free(*pzErr);
     *pzErr = 0;
-    rc = model_acquire_once(pConn, db, zFunc, zName, needWeights, ppModel, pzErr);
+    rc = model_acquire_once(pConn, db, zFunc, zName, needWeights, ppModel, zWho, sizeof(zWho),
+                            pzErr);
     sqlite3_finalize(pHold);
   }
   tlAcquireDepth--;
   if (rc == MODEL_RETRY) {
     gptext_set_error(pzErr, "%s: model '%s' kept changing while it was being loaded; "
-                     "try again", zFunc, zName ? zName : "(the only one)");
+                     "try again", zFunc, zWho);
     rc = SQLITE_BUSY;
   }
   if (rc != SQLITE_OK && *pzErr && strstr(*pzErr, ": string or blob too big")) {
     /* SQLite's bare message, for a row over this connection's limit */
     rc = SQLITE_TOOBIG;
     gptext_set_error(pzErr, "%s: model '%s': one of its rows is larger than SQLite's length "
-                     "limit (SQLITE_LIMIT_LENGTH %d)", zFunc, zName ? zName : "(the only one)",
+                     "limit (SQLITE_LIMIT_LENGTH %d)", zFunc, zWho,
                      sqlite3_limit(db, SQLITE_LIMIT_LENGTH, -1));
   }
   /* a statement that failed because of sqlite3_interrupt() makes it an
   ** interrupt, whatever its message */
-  if (rc != SQLITE_OK && rc != SQLITE_INTERRUPT && rc != SQLITE_NOMEM && gptext_interrupted(db)) {
+  if (rc != SQLITE_OK && rc != SQLITE_INTERRUPT && rc != SQLITE_NOMEM && gptext_interrupted(db))
     rc = SQLITE_INTERRUPT;
-    gptext_set_error(pzErr, "%s: interrupted", zFunc);
-  }
+  if (rc == SQLITE_INTERRUPT) /* one message for every interrupt of the load */
+    gptext_set_error(pzErr, "%s: model '%s': interrupted", zFunc, zWho);
   return rc;
 }
 
@@ -1992,7 +1997,7 @@ int gptext_encode(sqlite3 *db, GptModel *m, const char *zFunc, const char *z, in
                            (flags & GPTEXT_ENCODE_SPECIAL) ? TOK_ALLOW_SPECIAL : 0, &opts, &aIds,
                            &nIds);
   if (rc == TOK_ESTOPPED) {
-    gptext_set_error(pzErr, "%s: interrupted", zFunc);
+    gptext_set_error(pzErr, "%s: model '%s': interrupted", zFunc, m->zName);
     return SQLITE_INTERRUPT;
   }
   if (rc == TOK_EWORD) {

@@ -86,7 +86,7 @@ static int score_forward(sqlite3 *db, GptModel *m, const char *zFunc, int nThrea
   gpt_threads_set(nPrevThreads);
   if (rc == GPT_OK) return SQLITE_OK;
   if (rc == GPT_ABORTED && gptext_interrupted(db)) {
-    gptext_set_error(pzErr, "%s: interrupted", zFunc);
+    gptext_set_error(pzErr, "%s: model '%s': interrupted", zFunc, m->zName);
     return SQLITE_INTERRUPT;
   }
   gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, m->zName, zMsg);

@@ -145,10 +145,10 @@ def check_interrupt(path):
                   "WHERE i < 1000000) SELECT i, 'ROMEO: ' || i FROM c")
     runs = [
         ("gpt_batch", "SELECT count(*) FROM gpt_batch(?, '{\"max_tokens\": 64, \"batch\": 64}')",
-         (long_query,), "gpt_batch: interrupted"),
+         (long_query,), "gpt_batch: model 'shakespeare': interrupted"),
         ("gpt_generate", "SELECT count(gpt_generate('ROMEO: ' || i, '{\"max_tokens\": 64}')) "
          "FROM (WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 1000000) "
-         "SELECT i FROM c)", (), "gpt_generate: interrupted"),
+         "SELECT i FROM c)", (), "gpt_generate: model 'shakespeare': interrupted"),
     ]
     for name, sql, args, want in runs:
         db = connect(path, same_thread=False)

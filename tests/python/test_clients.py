@@ -437,7 +437,7 @@ def main():
         timer.join()
         dt = time.time() - t0
         # the table and the aggregate may also be stopped by SQLite between rows
-        pattern = f"{f}: interrupted" if exact else f"({f}: )?interrupted"
+        pattern = f"{f}: model 'big': interrupted" if exact else f"({f}: (model 'big': )?)?interrupted"
         check(f"interrupt {f}", re.fullmatch(pattern, outcome) is not None and dt < 5.0,
               f"{outcome!r} after {dt:.2f} s")
         check(f"after interrupt {f}",

@@ -169,7 +169,7 @@ def weights_wait():
     time.sleep(0.3)
     w.interrupt()
     tw.join(5)
-    check("a waiting connection's interrupt", out.get("w1") == "error: gpt_generate: interrupted"
+    check("a waiting connection's interrupt", out.get("w1") == "error: gpt_generate: model 'm': interrupted"
           and out.get("w1_secs", 99) < 1.5, repr(out))
     w.execute("PRAGMA busy_timeout = 500")
     call("w2", w)

@@ -177,19 +177,19 @@ int main(void) {
     const char *zErr;   /* the expected message */
   } aCase[] = {
     {"generate", "SELECT gpt_generate('ab', '{\"max_tokens\": 1000, \"seed\": 2}')", 0, 150, 1,
-     "gpt_generate: interrupted"},
+     "gpt_generate: model 'm': interrupted"},
     {"generate (greedy, long prompt)",
      "SELECT gpt_generate(substr(?1, 1, 600), '{\"max_tokens\": 800, \"temperature\": 0}')", 0, 150,
-     1, "gpt_generate: interrupted"},
+     1, "gpt_generate: model 'm': interrupted"},
     {"next_tokens prefill", "SELECT * FROM gpt_next_tokens(substr(?1, 1, 1500), 3)", 0, 5, 0,
-     "gpt_next_tokens: interrupted"},
+     "gpt_next_tokens: model 'm': interrupted"},
     {"generate_tokens", "SELECT count(*) FROM gpt_generate_tokens('ab', '{\"max_tokens\": 1000}')",
-     "SELECT * FROM gpt_generate_tokens('a')", 150, 1, "gpt_generate_tokens: interrupted"},
+     "SELECT * FROM gpt_generate_tokens('a')", 150, 1, "gpt_generate_tokens: model 'm': interrupted"},
     {"logprob", "SELECT gpt_logprob(?1 || ?1 || ?1)", "SELECT gpt_logprob('a')", 5, 0,
-     "gpt_logprob: interrupted"},
+     "gpt_logprob: model 'm': interrupted"},
     {"summarize", "SELECT gpt_summarize(value, '{\"max_tokens\": 100}') FROM (WITH RECURSIVE "
      "c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 200) SELECT substr(?1, 1, 300) "
-     "AS value FROM c)", "SELECT gpt_summarize('a')", 150, 1, "gpt_summarize: interrupted"},
+     "AS value FROM c)", "SELECT gpt_summarize('a')", 150, 1, "gpt_summarize: model 'm': interrupted"},
     /* inside one optimizer step of 4,096 windows (seconds): asked between windows */
     {"train (inside a step)", "SELECT gpt_train('m', 'SELECT ' || quote(?1), '{\"steps\": 1, "
      "\"batch_size\": 4096, \"n_ctx\": 64, \"threads\": 1}')",
