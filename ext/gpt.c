@@ -1440,13 +1440,15 @@ static int stamp_changed(sqlite3 *db, const char *zName, sqlite3_int64 stamp) {
 
 
 /* The busy timeout of db in milliseconds (PRAGMA busy_timeout), 0 when it
-** has none or the pragma fails. */
+** has none or the pragma fails; -1 when main is in WAL mode, where readers
+** never wait for a writer. */
 static sqlite3_int64 busy_timeout_ms(sqlite3 *db) {
   sqlite3_stmt *p = 0;
   sqlite3_int64 ms = 0;
-  if (sqlite3_prepare_v2(db, "PRAGMA busy_timeout", -1, &p, 0) == SQLITE_OK &&
+  if (sqlite3_prepare_v2(db, "SELECT (SELECT journal_mode FROM pragma_journal_mode) = 'wal', "
+                         "(SELECT timeout FROM pragma_busy_timeout)", -1, &p, 0) == SQLITE_OK &&
       sqlite3_step(p) == SQLITE_ROW)
-    ms = sqlite3_column_int64(p, 0);
+    ms = sqlite3_column_int(p, 0) ? -1 : sqlite3_column_int64(p, 1);
   sqlite3_finalize(p);
   return ms;
 }
@@ -1455,13 +1457,14 @@ static sqlite3_int64 busy_timeout_ms(sqlite3 *db) {
 ** longer loading, in slices of 10 ms, between which the mutex is let go and
 ** the caller's connection asked whether it was interrupted: the wait
 ** had no end, and a connection interrupted in it waited on. A connection
-** that holds a write transaction waits its busy timeout at most, then gets
-** SQLITE_BUSY: the loader may be waiting for its lock (a journal-mode
-** reader waits for an exclusive lock), and the two stalled each other for
-** as long as the loader's busy timeout lasted, or for good. */
+** that holds a write transaction on a database in a rollback-journal mode
+** waits its busy timeout at most, then gets SQLITE_BUSY: the loader may be
+** waiting for its lock (a reader there waits for an exclusive lock), and the
+** two stalled each other for as long as the loader's busy timeout lasted,
+** or for good. */
 static int cache_wait_loaded(CacheEntry *e, sqlite3 *db, const char *zFunc, char **pzErr) {
   int bWriter = sqlite3_txn_state(db, "main") == SQLITE_TXN_WRITE;
-  sqlite3_int64 msLimit = -1, msWaited = 0;
+  sqlite3_int64 msLimit = -2, msWaited = 0; /* -2: not read yet */
   while (e->bLoading) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -1472,7 +1475,8 @@ static int cache_wait_loaded(CacheEntry *e, sqlite3 *db, const char *zFunc, char
     msWaited += 10;
     pthread_mutex_unlock(&gCacheMutex); /* no statement under the mutex */
     int bStop = gptext_interrupted(db);
-    if (!bStop && bWriter && msLimit < 0) msLimit = busy_timeout_ms(db);
+    if (!bStop && bWriter && msLimit == -2 && (msLimit = busy_timeout_ms(db)) < 0)
+      bWriter = 0; /* WAL: the loader does not wait for this writer */
     pthread_mutex_lock(&gCacheMutex);
     if (bStop) {
       gptext_set_error(pzErr, "%s: interrupted", zFunc);

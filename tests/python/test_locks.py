@@ -185,6 +185,45 @@ def weights_wait():
         db.close()
 
 
+def writer_waits_in_wal():
+    """In WAL mode a loader never waits for a writer, so a connection holding
+    a write transaction waits for another's load as long as the load takes,
+    whatever its busy timeout (100 ms here, the load held for 0.6 s)."""
+    path, setup = fresh_db("python-locks-walw.db", "WAL")
+    setup.close()
+    a, w = connect(path, 5), connect(path, 0.1)
+    held, go, seen = threading.Event(), threading.Event(), []
+
+    def auth(action, table, *_):
+        if action == sqlite3.SQLITE_READ and table and table.startswith("gpt_"):
+            if table != "gpt_models":
+                seen.append(table)
+            elif seen and not held.is_set():
+                held.set()
+                go.wait(10)
+        return sqlite3.SQLITE_OK
+
+    a.set_authorizer(auth)
+    out = {}
+    sql = "SELECT gpt_generate('hello', '{\"max_tokens\": 2, \"temperature\": 0}')"
+    ta = threading.Thread(target=lambda: out.setdefault("a", a.execute(sql).fetchone()[0]),
+                          daemon=True)
+    ta.start()
+    held.wait(10)
+    w.execute("BEGIN IMMEDIATE")
+    threading.Timer(0.6, go.set).start()
+    try:
+        out["w"] = w.execute(sql).fetchone()[0]
+    except sqlite3.Error as e:
+        out["w"] = f"error: {e}"
+    w.execute("COMMIT")
+    ta.join(10)
+    check("a writer waits for a load in WAL mode", out.get("w") == out.get("a")
+          and not str(out.get("w")).startswith("error"), repr(out))
+    a.close()
+    w.close()
+
+
 def restamp_wal():
     """Readers in WAL mode while another connection commits a new stamp every
     5 ms: each call loads the model whole (a retry in one read transaction);
@@ -220,5 +259,6 @@ def restamp_wal():
 if __name__ == "__main__":
     main()
     weights_wait()
+    writer_waits_in_wal()
     restamp_wal()
     finish("test_locks.py")
