@@ -286,7 +286,8 @@ static int chat_render(sqlite3 *db, GptModel *m, const char *zFunc, const GptOpt
     goto done;
   }
   if (!gptext_utf8_valid(zOut, nOut)) {
-    gptext_set_error(pzErr, "%s: the rendered prompt is not valid UTF-8 (check the messages)", zFunc);
+    gptext_set_error(pzErr, "%s: the rendered prompt is not valid UTF-8 (check the messages%s)",
+                     zFunc, o->zVariables ? " and the variables" : "");
     rc = SQLITE_ERROR;
     goto done;
   }
