@@ -241,8 +241,12 @@ static int slotFill(BatchCursor *c, BatchSlot *sl, int *pbEnd, char **pzErr) {
     return SQLITE_OK;
   }
   if (rc != SQLITE_ROW) {
-    gptext_set_error(pzErr, "%s: model '%s': the query failed at row %lld: %s", zFunc,
-                     m->zName, (long long)c->nRead + 1, sqlite3_errmsg(db));
+    const char *zInner = sqlite3_errmsg(db);
+    if (strncmp(zInner, "gpt_batch: ", 11) == 0 && strstr(zInner, ": the query failed at row "))
+      gptext_set_error(pzErr, "%s", zInner); /* a nested call's says where, once a level */
+    else
+      gptext_set_error(pzErr, "%s: model '%s': the query failed at row %lld: %s", zFunc,
+                       m->zName, (long long)c->nRead + 1, zInner);
     return rc == SQLITE_INTERRUPT ? SQLITE_INTERRUPT : SQLITE_ERROR;
   }
   sl->bUsed = 1;
