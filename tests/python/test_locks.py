@@ -53,6 +53,25 @@ def fresh_db(name, journal_mode):
     return path, db
 
 
+def hold_before_weights(db):
+    """An authorizer that holds db's next model load just before its weights'
+    snapshot (which reads gpt_models after the tokenizer's tables): held is
+    set when it waits there, and it goes on when go is set."""
+    held, go, seen = threading.Event(), threading.Event(), []
+
+    def auth(action, table, *_):
+        if action == sqlite3.SQLITE_READ and table and table.startswith("gpt_"):
+            if table != "gpt_models":
+                seen.append(table)
+            elif seen and not held.is_set():
+                held.set()
+                go.wait(10)
+        return sqlite3.SQLITE_OK
+
+    db.set_authorizer(auth)
+    return held, go
+
+
 def main():
     model = os.path.join(BUILD, "models", "pylocks")
     os.makedirs(model, exist_ok=True)
@@ -134,19 +153,7 @@ def weights_wait():
     path, setup = fresh_db("python-locks-w.db", "DELETE")
     setup.close()
     a, w = connect(path, 3), connect(path, 30)
-    held, go, seen = threading.Event(), threading.Event(), []
-
-    def auth(action, table, *_):
-        # the weights' snapshot reads gpt_models after the tokenizer's tables
-        if action == sqlite3.SQLITE_READ and table and table.startswith("gpt_"):
-            if table != "gpt_models":
-                seen.append(table)
-            elif seen and not held.is_set():
-                held.set()
-                go.wait(10)
-        return sqlite3.SQLITE_OK
-
-    a.set_authorizer(auth)
+    held, go = hold_before_weights(a)
     out = {}
     sql = "SELECT gpt_generate('hello', '{\"max_tokens\": 2, \"temperature\": 0}')"
 
@@ -192,18 +199,7 @@ def writer_waits_in_wal():
     path, setup = fresh_db("python-locks-walw.db", "WAL")
     setup.close()
     a, w = connect(path, 5), connect(path, 0.1)
-    held, go, seen = threading.Event(), threading.Event(), []
-
-    def auth(action, table, *_):
-        if action == sqlite3.SQLITE_READ and table and table.startswith("gpt_"):
-            if table != "gpt_models":
-                seen.append(table)
-            elif seen and not held.is_set():
-                held.set()
-                go.wait(10)
-        return sqlite3.SQLITE_OK
-
-    a.set_authorizer(auth)
+    held, go = hold_before_weights(a)
     out = {}
     sql = "SELECT gpt_generate('hello', '{\"max_tokens\": 2, \"temperature\": 0}')"
     ta = threading.Thread(target=lambda: out.setdefault("a", a.execute(sql).fetchone()[0]),
