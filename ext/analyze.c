@@ -68,6 +68,12 @@ int gptext_attention_sequence(GptConn *pConn, sqlite3 *db, GptModel *m, const ch
   memset(&g, 0, sizeof(g));
   *paTok = 0;
   *pnTok = 0;
+  if ((o->given & GPTOPT_SAMPLING) && o->nGenerate == 0) { /* else taken and ignored */
+    gptext_set_error(pzErr, "%s: model '%s': the sampling options (\"temperature\", \"top_k\", "
+                     "\"top_p\", \"seed\", \"stop\") act only with \"generate\" of 1 or more",
+                     zFunc, m->zName);
+    return SQLITE_ERROR;
+  }
   int rc = gptext_encode(db, m, zFunc, (const char *)sqlite3_value_text(pText),
                          sqlite3_value_bytes(pText), o->bAllowSpecial, &aIds, &nIds, pzErr);
   if (rc != SQLITE_OK || (nIds == 0 && o->nGenerate == 0)) goto done; /* nothing to attend to */
@@ -464,7 +470,7 @@ static int attnFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, 
   if (sqlite3_value_type(apArg[0]) == SQLITE_NULL) return SQLITE_OK;
   rc = gptext_options_parse(pVtab->db, zFunc, apArg[1],
                             GPTOPT_MODEL | GPTOPT_SPECIAL | GPTOPT_TRUNCATE | GPTOPT_ATTN_GEN |
-                            GPTOPT_GENERATE | GPTOPT_THREADS, &o, &zErr);
+                            GPTOPT_SAMPLING | GPTOPT_THREADS, &o, &zErr);
   if (rc == SQLITE_OK)
     rc = gptext_model_acquire(pVtab->pConn, pVtab->db, zFunc, o.zModel, 1, &c->m, &zErr);
   if (rc == SQLITE_OK)

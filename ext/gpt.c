@@ -406,10 +406,10 @@ static int opt_stop(sqlite3 *db, sqlite3_stmt *p, const char *zFunc, GptOptions 
 
 /* Option keys and the mask that enables each. */
 static const struct { const char *zKey; unsigned mask; } aOptKey[] = {
-  {"model", GPTOPT_MODEL},          {"max_tokens", GPTOPT_GENERATE},
-  {"temperature", GPTOPT_GENERATE}, {"top_k", GPTOPT_GENERATE},
-  {"top_p", GPTOPT_GENERATE},       {"seed", GPTOPT_GENERATE},
-  {"stop", GPTOPT_GENERATE},        {"truncate", GPTOPT_TRUNCATE},
+  {"model", GPTOPT_MODEL},          {"max_tokens", GPTOPT_MAXTOKENS},
+  {"temperature", GPTOPT_SAMPLING}, {"top_k", GPTOPT_SAMPLING},
+  {"top_p", GPTOPT_SAMPLING},       {"seed", GPTOPT_SAMPLING},
+  {"stop", GPTOPT_SAMPLING},        {"truncate", GPTOPT_TRUNCATE},
   {"special", GPTOPT_SPECIAL},      {"replace", GPTOPT_REPLACE},
   {"generate", GPTOPT_ATTN_GEN},    {"pool", GPTOPT_POOL},
   {"template", GPTOPT_TEMPLATE},    {"threads", GPTOPT_THREADS},
@@ -469,6 +469,7 @@ int gptext_options_parse(sqlite3 *db, const char *zFunc, sqlite3_value *pArg,
         goto done;
       }
       seen |= 1u << i;
+      o->given |= mask;
     }
     if (!zKey || !(mask & allowed)) {
       char *zValid = 0;
@@ -585,7 +586,8 @@ int gptext_options_parse(sqlite3 *db, const char *zFunc, sqlite3_value *pArg,
   goto done;
 not_object:
   gptext_set_error(pzErr, "%s: options must be a JSON object, like '%s'", zFunc,
-                   (allowed & GPTOPT_GENERATE) ? "{\"max_tokens\": 32}" :
+                   (allowed & GPTOPT_MAXTOKENS) ? "{\"max_tokens\": 32}" :
+                   (allowed & GPTOPT_ATTN_GEN) ? "{\"generate\": 8}" :
                    (allowed & GPTOPT_REPLACE) ? "{\"replace\": true}" :
                    (allowed & GPTOPT_REQUANT) ? "{\"allow_requantize\": true}" :
                    "{\"model\": \"gpt2\"}");
@@ -1478,10 +1480,7 @@ static int cache_wait_loaded(CacheEntry *e, sqlite3 *db, const char *zFunc, char
     if (!bStop && bWriter && msLimit == -2 && (msLimit = busy_timeout_ms(db)) < 0)
       bWriter = 0; /* WAL: the loader does not wait for this writer */
     pthread_mutex_lock(&gCacheMutex);
-    if (bStop) {
-      gptext_set_error(pzErr, "%s: interrupted", zFunc);
-      return SQLITE_INTERRUPT;
-    }
+    if (bStop) return SQLITE_INTERRUPT; /* gptext_model_acquire words it */
     if (bWriter && msWaited > msLimit && e->bLoading) {
       gptext_set_error(pzErr, "%s: model '%s' is being loaded by another connection, which may "
                        "wait for this connection's write transaction; commit it first "
@@ -1592,10 +1591,7 @@ static int model_acquire_once(GptConn *pConn, sqlite3 *db, const char *zFunc, co
     ** but one whose end was taken for its last row would have left a list
     ** short, so such an entry is not kept (a progress handler's interrupt
     ** ends one statement only, which each read checks itself) */
-    if (rc == SQLITE_OK && gptext_interrupted(db)) {
-      gptext_set_error(pzErr, "%s: interrupted", zFunc);
-      rc = SQLITE_INTERRUPT;
-    }
+    if (rc == SQLITE_OK && gptext_interrupted(db)) rc = SQLITE_INTERRUPT;
     if (rc != SQLITE_OK) goto done;
     bLoaded = 1;
     pthread_mutex_lock(&gCacheMutex);
@@ -1640,10 +1636,12 @@ static int model_acquire_once(GptConn *pConn, sqlite3 *db, const char *zFunc, co
       rc = SQLITE_INTERRUPT;
     }
     int bChanged = rc == MODEL_RETRY;
-    if (rc == SQLITE_INTERRUPT) gptext_set_error(pzErr, "%s: interrupted", zFunc);
-    /* (not after a lock it could not get: the stamp's read waited out the
-    ** busy timeout a second time, and the callers waiting for this load) */
-    else if (rc != SQLITE_OK && !bChanged && rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
+    /* the stamp is not read after an interrupt, nor after a lock it could
+    ** not get: its read waited out the busy timeout a second time, and the
+    ** callers waiting for this load with it (gptext_model_acquire words
+    ** an interrupt) */
+    if (rc != SQLITE_OK && !bChanged && rc != SQLITE_INTERRUPT && rc != SQLITE_BUSY &&
+        rc != SQLITE_LOCKED)
       bChanged = stamp_changed(db, work.zName, stamp);
     /* read in one snapshot of the resolved stamp: the rows read before it
     ** (config, tokenizer) were of that stamp too */

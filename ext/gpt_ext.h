@@ -77,11 +77,14 @@ typedef struct GptOptions {
   int iLayer;          /* "layer" (gpt_attention_svg), default 0 */
   int iHead;           /* "head" (gpt_attention_svg), default 0; -1 for "all" */
   int bAllowRequantize; /* "allow_requantize" (gpt_quantize) */
+  unsigned given;      /* the GPTOPT_ bits of the keys given */
 } GptOptions;
 
 /* Which keys a function accepts: a bit mask of these. */
 #define GPTOPT_MODEL      0x0001
-#define GPTOPT_GENERATE   0x0002 /* max_tokens temperature top_k top_p seed stop truncate */
+#define GPTOPT_MAXTOKENS  0x0002 /* max_tokens */
+#define GPTOPT_SAMPLING   0x4000 /* temperature top_k top_p seed stop */
+#define GPTOPT_GENERATE   (GPTOPT_MAXTOKENS | GPTOPT_SAMPLING)
 #define GPTOPT_SPECIAL    0x0004
 #define GPTOPT_REPLACE    0x0008
 #define GPTOPT_ATTN_GEN   0x0010

@@ -336,24 +336,6 @@ static void sum_clear(SumAgg *p) {
 /* The ASCII white space trimmed from the ends of a summary. */
 static int sum_is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
 
-/* Whether the options JSON sets max_tokens itself, in *pb: SQLITE_OK, or the
-** error of the check (an interrupt had read as "no", and the default
-** max_tokens replaced the caller's). */
-static int sum_has_max_tokens(sqlite3 *db, sqlite3_value *pOpt, int *pb) {
-  sqlite3_stmt *p = 0;
-  *pb = 0;
-  if (!pOpt || sqlite3_value_type(pOpt) == SQLITE_NULL) return SQLITE_OK;
-  int rc = sqlite3_prepare_v2(db, "SELECT json_type(?1, '$.max_tokens') IS NOT NULL", -1, &p, 0);
-  if (rc == SQLITE_OK) {
-    sqlite3_bind_value(p, 1, pOpt);
-    rc = sqlite3_step(p);
-    if (rc == SQLITE_ROW) *pb = sqlite3_column_int(p, 0);
-    rc = rc == SQLITE_ROW ? SQLITE_OK : rc == SQLITE_DONE ? SQLITE_ERROR : rc;
-  }
-  sqlite3_finalize(p);
-  return rc;
-}
-
 /* Whether z (n bytes) ends in "<think>", white space after it aside. */
 static int sum_ends_thinking(const char *z, int n) {
   while (n > 0 && sum_is_space(z[n - 1])) n--;
@@ -438,14 +420,9 @@ static int sum_init(SumAgg *p, sqlite3_context *ctx, const char *zFunc, sqlite3_
                      p->o.zTemplate ? "option \"template\" replaces it" : "the model has none");
     return SQLITE_ERROR;
   }
-  int nCtx = p->m->cfg.n_ctx, bMax = 0;
+  int nCtx = p->m->cfg.n_ctx;
   p->bThinkOpen = sum_ends_thinking(p->zPost, p->nPost);
-  if ((rc = sum_has_max_tokens(db, pOpt, &bMax)) != SQLITE_OK) {
-    gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, p->m->zName,
-                     rc == SQLITE_INTERRUPT ? "interrupted" : sqlite3_errmsg(db));
-    return rc;
-  }
-  if (!bMax) p->o.nMaxTokens = nCtx / 8 < 64 ? (nCtx / 8 > 0 ? nCtx / 8 : 1) : 64;
+  if (!(p->o.given & GPTOPT_MAXTOKENS)) p->o.nMaxTokens = nCtx / 8 < 64 ? (nCtx / 8 > 0 ? nCtx / 8 : 1) : 64;
   int nTpl = sum_count(p, zFunc, 0, 0, 0, 0, 0, 0, pzErr);
   if (nTpl < 0) return SQLITE_ERROR;
   p->nTpl = nTpl;

@@ -359,7 +359,7 @@ static void gptAttentionSvgFunc(sqlite3_context *ctx, int argc, sqlite3_value **
   if (sqlite3_value_type(argv[0]) == SQLITE_NULL) return;
   rc = gptext_options_parse(db, zFunc, argc > 1 ? argv[1] : 0,
                             GPTOPT_MODEL | GPTOPT_SPECIAL | GPTOPT_TRUNCATE | GPTOPT_ATTN_GEN |
-                            GPTOPT_GENERATE | GPTOPT_THREADS | GPTOPT_LAYER_HEAD, &o, &zErr);
+                            GPTOPT_SAMPLING | GPTOPT_THREADS | GPTOPT_LAYER_HEAD, &o, &zErr);
   if (rc == SQLITE_OK)
     rc = gptext_model_acquire(sqlite3_user_data(ctx), db, zFunc, o.zModel, 1, &m, &zErr);
   if (rc != SQLITE_OK) goto done;
