@@ -142,7 +142,10 @@ done:
 static int chat_messages(sqlite3 *db, TplEnv *e, const char *zFunc, sqlite3_value *pArg,
                          TplValue *pOut, char **pzErr) {
   char *zType = 0;
-  int rc = gptext_json_type(db, pArg, &zType);
+  sqlite3_value *pText = 0; /* JSONB's text: its bytes are no JSON text */
+  int rc = gptext_json_text(db, pArg, &pText);
+  if (pText) pArg = pText;
+  if (rc == SQLITE_OK) rc = gptext_json_type(db, pArg, &zType);
   const char *z = (const char *)sqlite3_value_text(pArg);
   int n = sqlite3_value_bytes(pArg);
   if (rc != SQLITE_OK) goto done;
@@ -195,6 +198,7 @@ static int chat_messages(sqlite3 *db, TplEnv *e, const char *zFunc, sqlite3_valu
 done:
   sqlite3_free(zType);
   if (rc == SQLITE_NOMEM && !*pzErr) gptext_set_error(pzErr, "%s: out of memory", zFunc);
+  sqlite3_value_free(pText);
   return rc;
 }
 

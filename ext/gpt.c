@@ -19,6 +19,7 @@
 #include "kernels.h"
 SQLITE_EXTENSION_INIT1
 
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -279,6 +280,24 @@ int gptext_json_type(sqlite3 *db, sqlite3_value *pVal, char **pzType) {
   return rc;
 }
 
+int gptext_json_text(sqlite3 *db, sqlite3_value *pArg, sqlite3_value **ppText) {
+  sqlite3_stmt *p = 0;
+  *ppText = 0;
+  if (sqlite3_value_type(pArg) != SQLITE_BLOB) return SQLITE_OK;
+  int rc = sqlite3_prepare_v2(db, "SELECT json(?1)", -1, &p, 0);
+  if (rc != SQLITE_OK) return rc;
+  sqlite3_bind_value(p, 1, pArg);
+  rc = sqlite3_step(p);
+  if (rc == SQLITE_ROW && sqlite3_column_type(p, 0) == SQLITE_TEXT) {
+    *ppText = sqlite3_value_dup(sqlite3_column_value(p, 0));
+    rc = *ppText ? SQLITE_OK : SQLITE_NOMEM;
+  } else if (rc == SQLITE_ROW || rc == SQLITE_ERROR) {
+    rc = SQLITE_OK; /* not JSON to this SQLite (3.40: "JSON cannot hold BLOB values") */
+  }
+  sqlite3_finalize(p);
+  return rc;
+}
+
 void gptext_options_clear(GptOptions *o) {
   sqlite3_free(o->zModel);
   for (int i = 0; i < o->nStop; i++) sqlite3_free(o->azStop[i]);
@@ -292,12 +311,16 @@ void gptext_options_clear(GptOptions *o) {
 static int opt_number(sqlite3_stmt *p, const char *zFunc, const char *zKey,
                       const char *zRange, int bInteger, double *pOut, char **pzErr) {
   const char *zType = (const char *)sqlite3_column_text(p, 1);
-  if (!zType || (strcmp(zType, "integer") != 0 && (bInteger || strcmp(zType, "real") != 0))) {
+  double v = sqlite3_column_double(p, 2);
+  /* a whole number written as a real (8.0) is that integer, as k's 8.0 is */
+  int bWhole = zType && strcmp(zType, "real") == 0 && isfinite(v) && v == floor(v);
+  if (!zType || (strcmp(zType, "integer") != 0 && !bWhole &&
+                 (bInteger || strcmp(zType, "real") != 0))) {
     gptext_set_error(pzErr, "%s: option \"%s\" must be %s%s%s", zFunc, zKey,
                      bInteger ? "an integer" : "a number", zRange[0] ? " " : "", zRange);
     return SQLITE_ERROR;
   }
-  *pOut = sqlite3_column_double(p, 2);
+  *pOut = v;
   return SQLITE_OK;
 }
 
@@ -330,7 +353,9 @@ static int opt_string(sqlite3_stmt *p, const char *zFunc, const char *zKey, char
 static int opt_bool(sqlite3_stmt *p, const char *zFunc, const char *zKey, int *pb,
                     char **pzErr) {
   const char *zType = (const char *)sqlite3_column_text(p, 1);
-  if (!zType || (strcmp(zType, "true") && strcmp(zType, "false") && strcmp(zType, "integer"))) {
+  int bInt01 = zType && strcmp(zType, "integer") == 0 &&
+               (sqlite3_column_int64(p, 2) == 0 || sqlite3_column_int64(p, 2) == 1);
+  if (!zType || (strcmp(zType, "true") && strcmp(zType, "false") && !bInt01)) {
     gptext_set_error(pzErr, "%s: option \"%s\" must be true or false", zFunc, zKey);
     return SQLITE_ERROR;
   }
@@ -419,6 +444,35 @@ static const struct { const char *zKey; unsigned mask; } aOptKey[] = {
   {"allow_requantize", GPTOPT_REQUANT},
 };
 
+/* An option error of zFunc, "zFunc: ...", made "zFunc: model 'm': ...":
+** the model the options name, or the database's only model when they name
+** none. The model is chosen from the options, so they are read first; a
+** failed lookup (no tables, an interrupt) leaves the message as it is. */
+static void options_error_name_model(sqlite3 *db, const char *zFunc, sqlite3_value *pArg,
+                                     char **pzErr) {
+  sqlite3_stmt *p = 0;
+  size_t nFunc = strlen(zFunc);
+  if (!*pzErr || strncmp(*pzErr, zFunc, nFunc) != 0 || strncmp(*pzErr + nFunc, ": ", 2) != 0)
+    return;
+  if (sqlite3_prepare_v2(db,
+          "SELECT CASE WHEN ?1 IS NULL OR NOT json_valid(?1) OR json_type(?1) <> 'object' "
+          "OR json_type(?1, '$.model') IS NULL "
+          "THEN (SELECT min(name) FROM main.gpt_models HAVING count(*) = 1) "
+          "WHEN json_type(?1, '$.model') = 'text' THEN json_extract(?1, '$.model') END",
+          -1, &p, 0) == SQLITE_OK) {
+    if (pArg) sqlite3_bind_value(p, 1, pArg);
+    if (sqlite3_step(p) == SQLITE_ROW && sqlite3_column_type(p, 0) == SQLITE_TEXT) {
+      char *z = sqlite3_mprintf("%s: model '%s': %s", zFunc, sqlite3_column_text(p, 0),
+                                *pzErr + nFunc + 2);
+      if ((z = gptext_utf8_own(z)) != 0) {
+        sqlite3_free(*pzErr);
+        *pzErr = z;
+      }
+    }
+  }
+  sqlite3_finalize(p);
+}
+
 /* Parses the options object with SQLite's json_each: one row per key, its
 ** JSON type and value. Each key is checked against the function's mask and
 ** its range; the error names the key and what it accepts. */
@@ -432,6 +486,10 @@ int gptext_options_parse(sqlite3 *db, const char *zFunc, sqlite3_value *pArg,
   o->topP = 1.0;
   o->seed = 42;
   if (pArg == 0 || sqlite3_value_type(pArg) == SQLITE_NULL) return SQLITE_OK;
+  sqlite3_value *pText = 0; /* JSONB's text */
+  int bNameModel = (allowed & GPTOPT_MODEL) != 0;
+  if ((rc = gptext_json_text(db, pArg, &pText)) != SQLITE_OK) goto done;
+  if (pText) pArg = pText;
   rc = sqlite3_prepare_v2(db,
       "SELECT key, type, value, json_type(?1) FROM json_each(CASE WHEN json_valid(?1) "
       "AND json_type(?1) = 'object' THEN ?1 ELSE '{}' END)", -1, &p, 0);
@@ -439,6 +497,7 @@ int gptext_options_parse(sqlite3 *db, const char *zFunc, sqlite3_value *pArg,
   if (sqlite3_value_type(pArg) != SQLITE_TEXT) goto not_object;
   if (gptext_json_has_nul((const char *)sqlite3_value_text(pArg), sqlite3_value_bytes(pArg))) {
     gptext_set_error(pzErr, "%s: " GPTEXT_OPTIONS_NUL, zFunc);
+    bNameModel = 0; /* the NUL may cut its name short */
     rc = SQLITE_ERROR;
     goto done;
   }
@@ -507,9 +566,11 @@ int gptext_options_parse(sqlite3 *db, const char *zFunc, sqlite3_value *pArg,
     } else if (strcmp(zKey, "seed") == 0) {
       rc = opt_number(p, zFunc, zKey, "", 1, &v, pzErr);
       /* JSON integers past 64 bits come as reals: not clamped in silence */
-      if (rc == SQLITE_OK && sqlite3_column_type(p, 2) != SQLITE_INTEGER)
+      if (rc == SQLITE_OK && sqlite3_column_type(p, 2) != SQLITE_INTEGER &&
+          !(v >= -9223372036854775808.0 && v < 9223372036854775808.0))
         rc = opt_range(zFunc, zKey, "an integer that fits 64 bits", pzErr);
-      o->seed = sqlite3_column_int64(p, 2);
+      o->seed = sqlite3_column_type(p, 2) == SQLITE_INTEGER ? sqlite3_column_int64(p, 2)
+                                                            : (int64_t)v;
       o->bSeedSet = 1;
     } else if (strcmp(zKey, "stop") == 0) {
       rc = opt_stop(db, p, zFunc, o, pzErr);
@@ -595,6 +656,8 @@ not_object:
 done:
   if (rc != SQLITE_OK && !*pzErr) gptext_set_error(pzErr, "%s: %s", zFunc, sqlite3_errmsg(db));
   sqlite3_finalize(p);
+  if (rc == SQLITE_ERROR && bNameModel) options_error_name_model(db, zFunc, pArg, pzErr);
+  sqlite3_value_free(pText);
   if (rc != SQLITE_OK) gptext_options_clear(o);
   return rc;
 }

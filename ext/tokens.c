@@ -108,9 +108,12 @@ static void detokenize(sqlite3_context *ctx, int argc, sqlite3_value **argv, int
   sqlite3 *db = sqlite3_context_db_handle(ctx);
   sqlite3_stmt *p = 0;
   sqlite3_str *pStr = 0;
+  sqlite3_value *pIds = argv[0], *pText = 0; /* JSONB's text, if given that */
   int rc;
   if (sqlite3_value_type(argv[0]) == SQLITE_NULL) return;
   if (tokens_setup(ctx, zFunc, argc, argv, 1, &o, &m)) goto done;
+  if ((rc = gptext_json_text(db, argv[0], &pText)) != SQLITE_OK) goto sql_error;
+  if (pText) pIds = pText;
   /* each item's type, value, index and JSON text (true is 1 as a value) */
   rc = sqlite3_prepare_v2(db, "SELECT type, value, key, CASE type WHEN 'true' THEN 'true' "
                           "WHEN 'false' THEN 'false' WHEN 'null' THEN 'null' WHEN 'text' THEN "
@@ -118,10 +121,10 @@ static void detokenize(sqlite3_context *ctx, int argc, sqlite3_value **argv, int
                           "json_valid(?1) AND json_type(?1) = 'array' THEN ?1 ELSE NULL END)",
                           -1, &p, 0);
   if (rc != SQLITE_OK) goto sql_error;
-  sqlite3_bind_value(p, 1, argv[0]);
+  sqlite3_bind_value(p, 1, pIds);
   {
     char *zType = 0;
-    rc = gptext_json_type(db, argv[0], &zType);
+    rc = gptext_json_type(db, pIds, &zType);
     int bArray = zType && strcmp(zType, "array") == 0;
     sqlite3_free(zType);
     if (rc != SQLITE_OK) goto sql_error;
@@ -188,6 +191,7 @@ sql_error:
 done:
   if (pStr) sqlite3_free(sqlite3_str_finish(pStr));
   sqlite3_finalize(p);
+  sqlite3_value_free(pText);
   gptext_model_release(m);
   gptext_options_clear(&o);
 }

@@ -240,7 +240,7 @@ static int trainShouldStop(void *ctx) {
 
 /* Parses the options object into t->o (defaults first). Integers must be
 ** integers in range; an unknown key is an error. */
-static int trainParseOptions(Train *t, sqlite3_value *pArg) {
+static int trainParseOptionsJson(Train *t, sqlite3_value *pArg) {
   TrainOpts *o = &t->o;
   o->nLayer = 4; o->nHead = 4; o->nEmbd = 128; o->nCtx = 128;
   o->steps = 1000; o->batch = 8; o->seed = 1337; o->ckptEvery = 100; o->warmup = -1;
@@ -331,6 +331,15 @@ static int trainParseOptions(Train *t, sqlite3_value *pArg) {
     return trainError(t, "option n_embd %d is not a multiple of n_head %d", o->nEmbd, o->nHead);
   if (o->warmup < 0) o->warmup = o->steps / 10 < 100 ? o->steps / 10 : 100;
   return SQLITE_OK;
+}
+
+/* trainParseOptionsJson of the options, a JSONB BLOB read as its JSON text. */
+static int trainParseOptions(Train *t, sqlite3_value *pArg) {
+  sqlite3_value *pText = 0;
+  if (pArg && gptext_json_text(t->db, pArg, &pText) != SQLITE_OK) return trainSqlError(t);
+  int rc = trainParseOptionsJson(t, pText ? pText : pArg);
+  sqlite3_value_free(pText);
+  return rc;
 }
 
 /* v in zFmt as an SQL literal into z (n bytes), NULL when not finite. */
