@@ -2467,20 +2467,66 @@ static int gxIsDatabaseFile(sqlite3 *db, const struct stat *st) {
   return bSame;
 }
 
-/* Checks that zPath may be replaced: absent, or a regular file (not a
-** symbolic link, device, FIFO or directory) that is none of the
-** connection's database files. */
-static int gxCheckTarget(GgExport *p, const char *zPath) {
+/* The real path of zPath's folder and zPath's last name, in one string
+** "folder/name" (sqlite3_malloc'd), or NULL when the folder cannot be
+** resolved. Paths that name one file compare equal this way whether or not
+** the file exists yet. */
+static char *gxResolvedName(const char *zPath) {
+  const char *zSlash = strrchr(zPath, '/');
+  char *zDir = zSlash ? sqlite3_mprintf("%.*s", (int)(zSlash - zPath) + 1, zPath)
+                      : sqlite3_mprintf(".");
+  char *zReal = zDir ? realpath(zDir, 0) : 0;
+  char *zOut = zReal ? sqlite3_mprintf("%s/%s", zReal, zSlash ? zSlash + 1 : zPath) : 0;
+  free(zReal);
+  sqlite3_free(zDir);
+  return zOut;
+}
+
+/* Whether zPath names one of the connection's database files or the
+** journal, WAL or shared-memory file beside one, existing or not: a GGUF
+** written as "main.db-journal" was taken by SQLite for a hot journal. */
+static int gxIsDatabaseName(sqlite3 *db, const char *zPath) {
+  static const char *const azSuffix[] = {"", "-journal", "-wal", "-shm"};
+  sqlite3_stmt *pStmt = 0;
+  int bSame = 0;
+  char *zTarget = gxResolvedName(zPath);
+  if (zTarget && sqlite3_prepare_v2(db, "PRAGMA database_list", -1, &pStmt, 0) == SQLITE_OK) {
+    while (!bSame && sqlite3_step(pStmt) == SQLITE_ROW) {
+      const char *zFile = (const char *)sqlite3_column_text(pStmt, 2);
+      char *zDb = zFile && zFile[0] ? gxResolvedName(zFile) : 0;
+      size_t n = zDb ? strlen(zDb) : 0;
+      for (int i = 0; zDb && !bSame && i < 4; i++)
+        bSame = strncmp(zTarget, zDb, n) == 0 && strcmp(zTarget + n, azSuffix[i]) == 0;
+      sqlite3_free(zDb);
+    }
+  }
+  sqlite3_finalize(pStmt);
+  sqlite3_free(zTarget);
+  return bSame;
+}
+
+/* Checks that zPath may be written: absent, or (with replace) a regular file
+** (not a symbolic link, device, FIFO or directory); in either case none of
+** the connection's database files, nor their journals' names. */
+static int gxCheckTarget(GgExport *p, const char *zPath, int bReplace) {
   struct stat st;
+  if (gxIsDatabaseName(p->db, zPath))
+    return gxError(p, "cannot write %s: it is the name of a file of a database of this "
+                   "connection (the database, its journal, WAL or shared memory)", zPath);
   if (lstat(zPath, &st) != 0) {
     if (errno == ENOENT) return SQLITE_OK;
-    return gxError(p, "cannot replace %s: %s", zPath, strerror(errno));
+    return gxError(p, "cannot %s %s: %s", bReplace ? "replace" : "create", zPath,
+                   strerror(errno));
   }
   if (!S_ISREG(st.st_mode))
-    return gxError(p, "cannot replace %s: not a regular file (a link, device, FIFO or directory)",
-                   zPath);
+    return gxError(p, bReplace ? "cannot replace %s: not a regular file (a link, device, FIFO "
+                                 "or directory)"
+                               : "%s exists and is not a regular file (a link, device, FIFO or "
+                                 "directory)", zPath);
   if (gxIsDatabaseFile(p->db, &st))
-    return gxError(p, "cannot replace %s: it is a file of a database of this connection", zPath);
+    return gxError(p, "cannot write %s: it is a file of a database of this connection", zPath);
+  if (!bReplace)
+    return gxError(p, "%s exists; pass {\"replace\": true} to overwrite it", zPath);
   return SQLITE_OK;
 }
 
@@ -2493,17 +2539,9 @@ static int gxCheckTarget(GgExport *p, const char *zPath) {
 static int gxOpen(GgExport *p, const char *zPath, int bReplace, char **pzTmp) {
   int fd = -1;
   *pzTmp = 0;
-  if (!bReplace) {
-    struct stat st;
-    if (lstat(zPath, &st) == 0) {
-      /* what replace would refuse is named now, not after a second try */
-      if (gxCheckTarget(p, zPath)) return SQLITE_ERROR;
-      return gxError(p, "%s exists; pass {\"replace\": true} to overwrite it", zPath);
-    }
-    if (errno != ENOENT) return gxError(p, "cannot create %s: %s", zPath, strerror(errno));
-  } else if (gxCheckTarget(p, zPath)) {
-    return SQLITE_ERROR;
-  }
+  /* without replace, what replace would refuse is named first, not after
+  ** a second try */
+  if (gxCheckTarget(p, zPath, bReplace)) return SQLITE_ERROR;
   /* in the target's folder (a rename stays on its file system), under a
   ** short name of its own: the target's name plus a suffix could pass the
   ** file system's longest name */
@@ -2548,7 +2586,7 @@ static int gxCommit(GgExport *p, const char *zTmp, const char *zPath, int bRepla
     }
     unlink(zTmp);
   } else {
-    if (gxCheckTarget(p, zPath)) return SQLITE_ERROR;
+    if (gxCheckTarget(p, zPath, 1)) return SQLITE_ERROR;
     if (rename(zTmp, zPath) != 0)
       return gxError(p, "cannot rename %s to %s: %s", zTmp, zPath, strerror(errno));
   }
@@ -2594,8 +2632,13 @@ static void gptExportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
     s.zErr = sqlite3_mprintf("gpt_export: the model name must be " GPTEXT_NAME_RULE);
     goto done;
   }
-  if (gptext_options_parse(s.db, "gpt_export", argc > 2 ? argv[2] : 0, GPTOPT_REPLACE, &opt,
-                           &zErr) != SQLITE_OK) {
+  /* its errors name the model, as every other of this function's */
+  char *zWho = sqlite3_mprintf("gpt_export: model '%s'", zModel);
+  int rcOpt = zWho ? gptext_options_parse(s.db, zWho, argc > 2 ? argv[2] : 0, GPTOPT_REPLACE,
+                                          &opt, &zErr)
+                   : SQLITE_NOMEM;
+  sqlite3_free(zWho);
+  if (rcOpt != SQLITE_OK) {
     s.zErr = zErr ? zErr : sqlite3_mprintf("gpt_export: out of memory");
     zErr = 0;
     goto done;

@@ -2857,8 +2857,13 @@ static void gptImportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
     goto done;
   }
   if (gptext_query_writes("gpt_import", zName, &s.zErr) != SQLITE_OK) goto done;
-  rc = gptext_options_parse(db, "gpt_import", argc > 2 ? argv[2] : 0,
-                            GPTOPT_REPLACE, &opt, &zErr);
+  { /* its errors name the model, as every other of this function's */
+    char *zWho = sqlite3_mprintf("gpt_import: model '%s'", zName);
+    rc = zWho ? gptext_options_parse(db, zWho, argc > 2 ? argv[2] : 0, GPTOPT_REPLACE, &opt,
+                                     &zErr)
+              : SQLITE_NOMEM;
+    sqlite3_free(zWho);
+  }
   if (rc != SQLITE_OK) {
     s.zErr = zErr ? zErr : sqlite3_mprintf("gpt_import: out of memory");
     s.rcErr = rc;
