@@ -1218,6 +1218,10 @@ static int quant_q4_k(uint8_t *dst, const float *x) {
     if (mn[s] > maxMin) maxMin = mn[s];
   }
   float d = f16_round(maxScale / 63.0f, &hd, &bad), dmin = f16_round(maxMin / 63.0f, &hm, &bad);
+  if (d == 0.0f) { /* scales under f16's least step: every value at its  */
+    dmin = 0.0f;   /* sub-block's minimum was worse than zeros (q8_0's and */
+    hm = 0;        /* q6_k's choice there) */
+  }
   for (int s = 0; s < 8; s++) {
     sc[s] = (uint8_t)(d > 0 ? clampi((int)lrintf(scale[s] / d), 0, 63) : 0);
     m[s] = (uint8_t)(dmin > 0 ? clampi((int)lrintf(mn[s] / dmin), 0, 63) : 0);

@@ -384,6 +384,23 @@ static void test_quantize(void) {
     check(gpt_q4_quantize_row(dtype, q, x, nVal + 1) < 0, "partial block refused",
           gpt_dtype_name(dtype), K, 0);
   }
+  /* values so small that the scales fall under f16's least step come back
+  ** no worse than zeros (q4_k had put each at its sub-block's minimum:
+  ** relative error 2.2) */
+  for (int i = 0; i < 256; i++) x[i] = 3e-6f * (float)((i * 37) % 19 - 9) / 9.0f;
+  for (int id = 0; id < 3; id++) {
+    int dtype = aDtype[id], nBytes = 0, nVal = gpt_dtype_block(dtype, &nBytes);
+    check(gpt_q4_quantize_row(dtype, q, x, 256) == 0, "tiny quantized", gpt_dtype_name(dtype),
+          256, 0);
+    gpt_q4_to_f32(gpt_q4_kernels_named("portable"), dtype, back, q, (size_t)(256 / nVal));
+    double se = 0, sx = 0;
+    for (int i = 0; i < 256; i++) {
+      se += (double)(back[i] - x[i]) * (back[i] - x[i]);
+      sx += (double)x[i] * x[i];
+    }
+    check(sqrt(se / sx) <= 1.0, "tiny values no worse than zeros", gpt_dtype_name(dtype), 256,
+          sqrt(se / sx));
+  }
   /* a non-finite scale is found */
   memset(q, 0, 300);
   q[208] = 0x00; q[209] = 0x7c;
