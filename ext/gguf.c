@@ -1680,7 +1680,7 @@ static int ggModelRow(GgImport *p) {
   if (rc == SQLITE_OK) {
     sqlite3_bind_text(pStmt, 1, p->zName, -1, SQLITE_STATIC);
     sqlite3_bind_text(pStmt, 2, zCfg, -1, SQLITE_STATIC);
-    sqlite3_bind_text(pStmt, 3, p->zPath, -1, SQLITE_STATIC);
+    gptext_bind_utf8(pStmt, 3, p->zPath);
     sqlite3_bind_int(pStmt, 4, p->cfg.n_layer);
     sqlite3_bind_int(pStmt, 5, p->cfg.n_head);
     sqlite3_bind_int(pStmt, 6, p->cfg.n_embd);

@@ -160,6 +160,14 @@ char *gptext_utf8_own(char *z) {
   return zOut;
 }
 
+/* Binds z as parameter i of p, as valid UTF-8 (ill-formed bytes replaced):
+** a path kept in gpt_models.source must read back in every client. */
+int gptext_bind_utf8(sqlite3_stmt *p, int i, const char *z) {
+  if (!z || gptext_utf8_valid(z, strlen(z))) return sqlite3_bind_text(p, i, z, -1, SQLITE_STATIC);
+  char *zOwn = gptext_utf8_own(sqlite3_mprintf("%s", z));
+  return zOwn ? sqlite3_bind_text(p, i, zOwn, -1, sqlite3_free) : SQLITE_NOMEM;
+}
+
 /* Whether argument v can name a new model: TEXT or a BLOB of valid UTF-8
 ** without a NUL (which cut the name short), as every client reads names
 ** back from gpt_models. Empty names are the callers' own error. */

@@ -38,6 +38,8 @@ void gptext_result_text(sqlite3_context *ctx, const char *z, int n, void (*xDel)
 ** NULL stays NULL), and an error result with its message repaired: error
 ** messages echo names and paths as given. */
 char *gptext_utf8_own(char *z);
+/* Binds z as text, its ill-formed UTF-8 replaced (ext/gpt.c). */
+int gptext_bind_utf8(sqlite3_stmt *p, int i, const char *z);
 /* Whether argument v can name a new model: valid UTF-8 with no NUL. */
 int gptext_name_ok(sqlite3_value *v);
 #define GPTEXT_NAME_RULE "valid UTF-8 with no NUL character"

@@ -2628,7 +2628,7 @@ static int impModelRow(GptImport *p) {
     if (rc == SQLITE_OK) {
       sqlite3_bind_text(pStmt, 1, p->zName, -1, SQLITE_STATIC);
       sqlite3_bind_text(pStmt, 2, zCfg, -1, sqlite3_free);
-      sqlite3_bind_text(pStmt, 3, p->zDir, -1, SQLITE_STATIC);
+      gptext_bind_utf8(pStmt, 3, p->zDir);
       rc = sqlite3_step(pStmt);
       rc = rc == SQLITE_DONE ? SQLITE_OK : impSqlError(p, rc);
     } else {
@@ -2648,7 +2648,7 @@ static int impModelRow(GptImport *p) {
   sqlite3_bind_int(pStmt, 5, p->cfg.n_ctx);
   sqlite3_bind_int(pStmt, 6, p->cfg.vocab_size);
   sqlite3_bind_double(pStmt, 7, p->cfg.ln_eps);
-  sqlite3_bind_text(pStmt, 8, p->zDir, -1, SQLITE_STATIC);
+  gptext_bind_utf8(pStmt, 8, p->zDir);
   rc = sqlite3_step(pStmt);
   if (rc != SQLITE_DONE) {
     rc = impSqlError(p, rc);

@@ -315,6 +315,12 @@ def main():
     e = db.execute("SELECT gpt_export('demo', CAST(? AS TEXT))", (odd,)).fetchone()[0]
     check("export odd path", isinstance(e, str) and e.endswith(
         f"to {os.path.dirname(gguf)}/demo-\ufffd.gguf (GGUF v3, gpt2)"), repr(e))
+    # the path kept in gpt_models.source reads back too (its raw bytes had
+    # made Python raise on the fetch). Found by review.
+    db.execute("SELECT gpt_import('demo-odd', CAST(? AS TEXT))", (odd,)).fetchone()
+    src = db.execute("SELECT source FROM gpt_models WHERE name = 'demo-odd'").fetchone()[0]
+    check("import odd path source", src.endswith("/demo-\ufffd.gguf"), repr(src))
+    db.execute("SELECT gpt_drop('demo-odd')").fetchone()
     os.unlink(odd)
     os.rmdir(os.path.dirname(gguf))
     for what, sql, args, want in [
