@@ -321,6 +321,9 @@ typedef struct SumAgg {
   int nChunk;          /* its bytes */
   int nRows;           /* rows in it (not counting a carried summary) */
   int bThinkOpen;      /* the prompt ends in "<think>": generation starts reasoning */
+  char *zOpt;          /* the first row's options as bytes, NULL for none */
+  int nOpt;
+  int eOptType;        /* their SQL type */
 } SumAgg;
 
 /* Frees everything the state holds (not the state: SQLite owns it). */
@@ -328,6 +331,7 @@ static void sum_clear(SumAgg *p) {
   sqlite3_free(p->zPre);
   sqlite3_free(p->zPost);
   sqlite3_free(p->zChunk);
+  sqlite3_free(p->zOpt);
   gptext_model_release(p->m);
   gptext_options_clear(&p->o);
   memset(p, 0, sizeof(*p));
@@ -539,6 +543,30 @@ static int sum_append(SumAgg *p, const char *z, int n) {
   return SQLITE_OK;
 }
 
+/* Keeps the first row's options (bInit) or checks that a later row's are
+** the same: they are read once for the group, and a later row's had gone
+** unread, invalid or not. */
+static int sum_same_options(SumAgg *p, const char *zFunc, sqlite3_value *pOpt, int bInit,
+                            char **pzErr) {
+  int eType = pOpt ? sqlite3_value_type(pOpt) : SQLITE_NULL;
+  const void *a = eType == SQLITE_NULL ? 0 : eType == SQLITE_BLOB ? sqlite3_value_blob(pOpt)
+                                                                  : sqlite3_value_text(pOpt);
+  int n = eType == SQLITE_NULL ? 0 : sqlite3_value_bytes(pOpt);
+  if (eType != SQLITE_NULL && !a && n > 0) return SQLITE_NOMEM;
+  if (bInit) {
+    p->eOptType = eType;
+    p->nOpt = n;
+    if (n > 0 && !(p->zOpt = sqlite3_malloc(n))) return SQLITE_NOMEM;
+    if (n > 0) memcpy(p->zOpt, a, (size_t)n);
+    return SQLITE_OK;
+  }
+  if (eType == p->eOptType && n == p->nOpt && (n == 0 || memcmp(a, p->zOpt, (size_t)n) == 0))
+    return SQLITE_OK;
+  gptext_set_error(pzErr, "%s: model '%s': every row of a group must give the same options "
+                   "(they are read once, from the group's first row)", zFunc, p->m->zName);
+  return SQLITE_ERROR;
+}
+
 /* xStep: adds one value to the chunk, summarizing the chunk first when the
 ** prompt with the value would not fit. A value that does not fit even
 ** beside the running summary alone keeps its first tokens. */
@@ -553,7 +581,10 @@ static void gptSummarizeStep(sqlite3_context *ctx, int argc, sqlite3_value **arg
     return;
   }
   if (p->bFailed || sqlite3_value_type(argv[0]) == SQLITE_NULL) return;
-  if (!p->bInit) rc = sum_init(p, ctx, zFunc, argc > 1 ? argv[1] : 0, &zErr);
+  sqlite3_value *pOpt = argc > 1 ? argv[1] : 0;
+  int bFirst = !p->bInit;
+  if (bFirst) rc = sum_init(p, ctx, zFunc, pOpt, &zErr);
+  if (rc == SQLITE_OK) rc = sum_same_options(p, zFunc, pOpt, bFirst, &zErr);
   if (rc != SQLITE_OK) goto done;
   z = (const char *)sqlite3_value_text(argv[0]);
   n = sqlite3_value_bytes(argv[0]);
