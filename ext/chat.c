@@ -111,7 +111,22 @@ static int chat_json_value(sqlite3 *db, TplEnv *e, const char *zFunc, const char
           goto done;
         }
         const char *zKey = (const char *)sqlite3_column_text(p, 3);
-        bad = tpl_dict_set(e, c, zKey ? zKey : "", zKey ? (size_t)sqlite3_column_bytes(p, 3) : 0, v);
+        size_t nKey = zKey ? (size_t)sqlite3_column_bytes(p, 3) : 0;
+        /* SQLite's JSON functions read a repeated key's first value, Python's
+        ** json (and so Hugging Face's messages) its last: refused, as in the
+        ** options */
+        for (size_t k = 0; k < c.u.pDict->n; k++) {
+          TplValue old = c.u.pDict->aKey[k];
+          if (old.type == TPL_STRING && old.u.s.n == nKey &&
+              (nKey == 0 || memcmp(old.u.s.z, zKey, nKey) == 0)) {
+            gptext_set_error(pzErr, "%s: an object of the messages or variables gives the key "
+                             "\"%.*s\" twice; give each key once", zFunc,
+                             nKey > 64 ? 64 : (int)nKey, zKey ? zKey : "");
+            rc = SQLITE_ERROR;
+            goto done;
+          }
+        }
+        bad = tpl_dict_set(e, c, zKey ? zKey : "", nKey, v);
       }
       if (bad) { rc = SQLITE_NOMEM; goto done; }
     }
