@@ -504,10 +504,13 @@ static int attnFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, 
     /* (offsets were ints: 65,536 tokens passed INT_MAX and wrote before
     ** the buffer) */
     if (nPacked > ATTN_MAX_WEIGHTS / c->head.n) {
-      zErr = sqlite3_mprintf("%s: model '%s': %d heads of %d query positions hold %lld "
-                             "weights a layer, more than the limit of %lld; constrain head or "
-                             "query_pos", zFunc, c->m->zName, c->head.n, c->query.n,
-                             (long long)nPacked * c->head.n, (long long)ATTN_MAX_WEIGHTS);
+      /* only = and IN reach the function (a range is SQLite's own check) */
+      zErr = sqlite3_mprintf("%s: model '%s': %d head%s of %d query positions hold %lld "
+                             "weights a layer, more than the limit of %lld; choose heads or "
+                             "query positions with head = or IN (...), query_pos = or IN (...)",
+                             zFunc, c->m->zName, c->head.n, c->head.n == 1 ? "" : "s",
+                             c->query.n, (long long)nPacked * c->head.n,
+                             (long long)ATTN_MAX_WEIGHTS);
       rc = SQLITE_ERROR;
       goto done;
     }
