@@ -435,8 +435,12 @@ static int nextFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, 
       int bWhole = eType == SQLITE_INTEGER ||
                    (eType == SQLITE_FLOAT && d >= 1 && isfinite(d) && d == floor(d));
       if (!bWhole || (eType == SQLITE_INTEGER && sqlite3_value_int64(pK) < 1)) {
+        /* options given second, as every other function takes them */
+        const char *zK = (const char *)sqlite3_value_text(pK);
+        int bOpt = eType == SQLITE_TEXT && zK && zK[strspn(zK, " \t\r\n")] == '{';
         zErr = sqlite3_mprintf("%s: k must be a positive integer (the call is %s(prompt [, k "
-                               "[, options]]))", zFunc, zFunc);
+                               "[, options]])%s)", zFunc, zFunc,
+                               bOpt ? "; options come third, after k or NULL for its default" : "");
         rc = SQLITE_ERROR;
         goto done;
       }
