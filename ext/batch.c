@@ -458,7 +458,7 @@ static int batchFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr,
   if (rc != SQLITE_OK) goto done;
   {
     const char *zSql = (const char *)sqlite3_value_text(argv[0]), *zTail = 0;
-    rc = sqlite3_prepare_v2(pVtab->db, zSql ? zSql : "", -1, &c->pQuery, &zTail);
+    rc = gptext_prepare_query(pVtab->db, zSql ? zSql : "", &c->pQuery, &zTail);
     if (rc != SQLITE_OK) {
       zErr = sqlite3_mprintf("%s: the query does not compile: %s", zFunc,
                              sqlite3_errmsg(pVtab->db));

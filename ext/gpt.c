@@ -19,6 +19,7 @@
 #include "kernels.h"
 SQLITE_EXTENSION_INIT1
 
+#include <ctype.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -1969,22 +1970,54 @@ sqlite3_int64 gptext_tvf_rowid(sqlite3_uint64 fp, sqlite3_int64 nRows, sqlite3_i
 /* The tokenizer's poll of the connection's interrupt (ctx is the db). */
 static int encode_should_stop(void *ctx) { return gptext_interrupted((sqlite3 *)ctx); }
 
-/* Whether zTail (what sqlite3_prepare_v2 left after a query) holds another
-** statement: anything but white space, comments and empty statements, as
-** the sqlite3 shell reads them, i.e. what prepares to a statement (or does
-** not prepare). A function that runs one query refuses such a tail rather
-** than ignore it. */
-int gptext_sql_has_more(sqlite3 *db, const char *zTail) {
-  while (zTail && *zTail) {
-    sqlite3_stmt *pNext = 0;
-    const char *zNext = 0;
-    int rc = sqlite3_prepare_v2(db, zTail, -1, &pNext, &zNext);
-    sqlite3_finalize(pNext);
-    if (rc != SQLITE_OK || pNext) return 1;
-    if (zNext == zTail) break;
-    zTail = zNext;
+/* z past white space and SQL comments (an unterminated block comment runs
+** to the end, as SQLite reads it). */
+static const char *sql_skip_space(const char *z) {
+  for (;;) {
+    while (*z == ' ' || *z == '\t' || *z == '\n' || *z == '\r' || *z == '\f' || *z == '\v') z++;
+    if (z[0] == '-' && z[1] == '-') {
+      while (*z && *z != '\n') z++;
+    } else if (z[0] == '/' && z[1] == '*') {
+      const char *zEnd = strstr(z + 2, "*/");
+      z = zEnd ? zEnd + 2 : z + strlen(z);
+    } else {
+      return z;
+    }
   }
-  return 0;
+}
+
+/* Whether SQL follows a query's first statement: anything but white space,
+** comments and empty statements. Read as text, not prepared: preparing a
+** PRAGMA applies it ("SELECT 1; PRAGMA query_only = 1" had left the
+** connection read-only). A function that runs one query refuses such a
+** tail rather than ignore it. */
+int gptext_sql_has_more(sqlite3 *db, const char *zTail) {
+  (void)db;
+  if (!zTail) return 0;
+  for (;;) {
+    zTail = sql_skip_space(zTail);
+    if (*zTail != ';') return *zTail != 0;
+    zTail++;
+  }
+}
+
+/* Prepares a user's query for a function that reads rows: only a statement
+** that begins SELECT, WITH or VALUES is prepared (*pp NULL otherwise, for the
+** caller's "one SELECT" error), since SQLite applies a PRAGMA while
+** preparing it: "PRAGMA query_only = 1", refused, had still left the
+** connection read-only. */
+int gptext_prepare_query(sqlite3 *db, const char *zSql, sqlite3_stmt **pp, const char **pzTail) {
+  static const char *const azFirst[] = {"SELECT", "WITH", "VALUES"};
+  const char *z = sql_skip_space(zSql);
+  *pp = 0;
+  if (pzTail) *pzTail = 0;
+  for (int i = 0; i < 3; i++) {
+    size_t n = strlen(azFirst[i]);
+    if (sqlite3_strnicmp(z, azFirst[i], (int)n) == 0 && !isalnum((unsigned char)z[n]) &&
+        z[n] != '_' && z[n] != '$' && (unsigned char)z[n] < 0x80)
+      return sqlite3_prepare_v2(db, zSql, -1, pp, pzTail);
+  }
+  return SQLITE_OK;
 }
 
 /* Whether a user's query has a parameter; if so, buf holds the whole

@@ -399,6 +399,9 @@ int gptext_register_import(sqlite3 *db, GptConn *pConn);   /* gpt_import, gpt_dr
 int gptext_delete_model(sqlite3 *db, const char *zName, sqlite3_int64 *pnTensor);
 /* Whether SQL follows a query's first statement (ext/gpt.c): 1 or 0. */
 int gptext_sql_has_more(sqlite3 *db, const char *zTail);
+/* sqlite3_prepare_v2 of a user's query when it begins SELECT, WITH or VALUES;
+** else SQLITE_OK with *pp NULL, and nothing prepared (ext/gpt.c). */
+int gptext_prepare_query(sqlite3 *db, const char *zSql, sqlite3_stmt **pp, const char **pzTail);
 /* Whether JSON text holds the escape \u0000 (ext/gpt.c): options refuse it,
 ** with this message after the function's (and model's) name. */
 int gptext_json_has_nul(const char *z, int n);

@@ -157,6 +157,7 @@ typedef struct Train {
   int T;
   int64_t step;              /* steps done */
   int bNew;                  /* the model has no rows yet */
+  int bCallerTxn;            /* called inside the caller's transaction */
   GptSavepoint sp;           /* the checkpoint's */
   double elapsed0;           /* seconds of earlier calls of this run */
   char *zPendingLog;         /* log INSERTs of a new model before its first checkpoint */
@@ -207,15 +208,20 @@ static int trainCalleeFailed(Train *t, int rc) {
 /* The connection's last error, as the call's. Its message and code are
 ** read first: on SQLite before 3.41 the interrupt check runs a statement,
 ** which replaced them with "not an error". */
-static int trainSqlError(Train *t) {
+static int trainSqlErrorAt(Train *t, int64_t iRow) {
   char *zMsg = 0;
   int rc = gptext_sql_failure(t->db, sqlite3_errcode(t->db), &zMsg);
   if (rc == SQLITE_INTERRUPT) trainInterrupted(t);
+  else if (iRow > 0) trainError(t, "the query failed at row %lld: %s", (long long)iRow,
+                                zMsg ? zMsg : "out of memory");
   else trainError(t, "%s", zMsg ? zMsg : "out of memory");
   if (!t->rcErr && rc != SQLITE_OK) t->rcErr = rc;
   sqlite3_free(zMsg);
   return SQLITE_ERROR;
 }
+
+/* trainSqlErrorAt with no query row to name. */
+static int trainSqlError(Train *t) { return trainSqlErrorAt(t, 0); }
 
 /* Monotonic seconds, for the tokens-per-second figure of the log. */
 static double now_s(void) {
@@ -297,11 +303,17 @@ static int trainParseOptionsJson(Train *t, sqlite3_value *pArg) {
     }
     int bInt = k->type != 'd', bLr = k->off == offsetof(TrainOpts, lr);
     double v = sqlite3_column_double(p, 2);
-    int bNum = strcmp(zType, "integer") == 0 || (!bInt && strcmp(zType, "real") == 0);
+    /* a whole number written as a real (8.0) is that integer, as in the
+    ** other functions' options */
+    int bReal = strcmp(zType, "real") == 0;
+    int bNum = strcmp(zType, "integer") == 0 || (bReal && (!bInt || v == floor(v)));
     /* learning_rate must be > 0: the range's lower bound is exclusive for it */
     int bLrBad = bLr && !(v > 0);
     if (!bNum || bLrBad || !(v >= k->lo && v <= k->hi)) {
-      if (bLr)
+      if (bLr && !bNum)
+        trainError(t, "option learning_rate must be a number > 0 and <= 10, not %s",
+                   strcmp(zType, "text") == 0 ? "a string" : zType);
+      else if (bLr)
         trainError(t, "option learning_rate is %s, expected a number > 0 and <= 10",
                    sqlite3_column_text(p, 2) ? (const char *)sqlite3_column_text(p, 2) : zType);
       else
@@ -310,8 +322,8 @@ static int trainParseOptionsJson(Train *t, sqlite3_value *pArg) {
       sqlite3_finalize(p);
       return SQLITE_ERROR;
     }
-    if (k->type == 'L') *(int64_t *)at = sqlite3_column_int64(p, 2);
-    else if (k->type == 'i') *(int *)at = sqlite3_column_int(p, 2);
+    if (k->type == 'L') *(int64_t *)at = bReal ? (int64_t)v : sqlite3_column_int64(p, 2);
+    else if (k->type == 'i') *(int *)at = bReal ? (int)v : sqlite3_column_int(p, 2);
     else *(double *)at = v;
     o->given |= 1u << i;
     if (i < 3) o->bShape = 1;
@@ -507,7 +519,7 @@ static int trainReadQuery(Train *t, const char *zQuery) {
   sqlite3_stmt *p = 0;
   TokStream s = {0, 0, 0, 0, (uint64_t)t->o.seed ^ 0x7f4a7c159e3779b9ull};
   const char *zTail = 0;
-  int rc = sqlite3_prepare_v2(t->db, zQuery, -1, &p, &zTail);
+  int rc = gptext_prepare_query(t->db, zQuery, &p, &zTail);
   if (rc != SQLITE_OK) {
     if (rc == SQLITE_INTERRUPT) trainInterrupted(t);
     else trainError(t, "query: %s", sqlite3_errmsg(t->db));
@@ -542,8 +554,16 @@ static int trainReadQuery(Train *t, const char *zQuery) {
     }
     const char *z = (const char *)sqlite3_column_text(p, 0);
     int n = sqlite3_column_bytes(p, 0), *aIds = 0, nIds = 0;
-    rc = gptext_encode(t->db, t->pTokM, zFunc, z, n, GPTEXT_ENCODE_NO_BOS, &aIds, &nIds, &t->zErr);
+    char *zEncErr = 0;
+    rc = gptext_encode(t->db, t->pTokM, zFunc, z, n, GPTEXT_ENCODE_NO_BOS, &aIds, &nIds, &zEncErr);
     if (rc != SQLITE_OK) {
+      /* the encoder names the tokenizer's model: the error names the model
+      ** trained, the row, and then the tokenizer's model */
+      size_t nPre = strlen(zFunc) + 2;
+      if (rc != SQLITE_INTERRUPT && zEncErr)
+        trainError(t, "query row %lld: %s", (long long)iRow,
+                   strncmp(zEncErr, zFunc, nPre - 2) == 0 ? zEncErr + nPre : zEncErr);
+      sqlite3_free(zEncErr);
       trainCalleeFailed(t, rc);
       goto done;
     }
@@ -569,7 +589,7 @@ static int trainReadQuery(Train *t, const char *zQuery) {
     if (gptext_interrupted(t->db)) break;
   }
   if (rc != SQLITE_DONE) {
-    rc = trainSqlError(t);
+    rc = trainSqlErrorAt(t, iRow + 1);
     goto done;
   }
   /* the buffer holds whole chunks: max_tokens of them are kept */
@@ -782,13 +802,13 @@ static int trainWriteRows(Train *t, int bTensor, const char *zName, const float 
 ** gpt_models row and a copy of its tokenizer's rows. */
 /* The model's gpt_models.stamp into *pStamp: 1, or 0 when it has no row, or
 ** an error (negative). */
-static int trainReadStamp(Train *t, sqlite3_int64 *pStamp) {
+static int trainReadStampOf(Train *t, const char *zName, sqlite3_int64 *pStamp) {
   sqlite3_stmt *p = 0;
   if (sqlite3_prepare_v2(t->db, "SELECT stamp FROM main.gpt_models WHERE name = ?1", -1, &p, 0)) {
     trainSqlError(t);
     return -1;
   }
-  sqlite3_bind_text(p, 1, t->zModel, -1, SQLITE_STATIC);
+  sqlite3_bind_text(p, 1, zName, -1, SQLITE_STATIC);
   int rc = sqlite3_step(p), found = rc == SQLITE_ROW;
   if (found) *pStamp = sqlite3_column_int64(p, 0);
   sqlite3_finalize(p);
@@ -797,6 +817,11 @@ static int trainReadStamp(Train *t, sqlite3_int64 *pStamp) {
     return -1;
   }
   return found;
+}
+
+/* trainReadStampOf the model trained. */
+static int trainReadStamp(Train *t, sqlite3_int64 *pStamp) {
+  return trainReadStampOf(t, t->zModel, pStamp);
 }
 
 /* Inside the checkpoint's savepoint: the model is still the one this run
@@ -814,6 +839,16 @@ static int trainCheckOwner(Train *t) {
     return trainError(t, "was dropped or changed while this run trained (by another "
                       "connection, or a call in this run's query); step %lld is not written",
                       (long long)t->step);
+  /* a new model copies its tokenizer's rows: they must be the ones its
+  ** tokens came from (a tokenizer dropped and made again had given it
+  ** another vocabulary in silence) */
+  if (t->bNew && t->pTokM) {
+    found = trainReadStampOf(t, t->o.zTok, &stamp);
+    if (found < 0) return SQLITE_ERROR;
+    if (!found || stamp != t->pTokM->stamp)
+      return trainError(t, "its tokenizer's model '%s' was dropped or changed while this run "
+                        "trained; step %lld is not written", t->o.zTok, (long long)t->step);
+  }
   return SQLITE_OK;
 }
 
@@ -851,9 +886,6 @@ static int trainCheckpoint(Train *t, const char *zLogSql) {
     if (rc == SQLITE_OK)
       rc = trainExec(t, "INSERT INTO main.gpt_vocab(model, token_id, token) SELECT ?1, token_id, "
                      "token FROM main.gpt_vocab WHERE model = ?2", t->zModel, t->o.zTok, 0, 0);
-    if (rc == SQLITE_OK && sqlite3_changes(t->db) == 0)
-      rc = trainError(t, "its tokenizer's model '%s' was dropped while this run trained",
-                      t->o.zTok);
     if (rc == SQLITE_OK)
       rc = trainExec(t, "INSERT INTO main.gpt_merges(model, rank, left, right) SELECT ?1, rank, "
                      "left, right FROM main.gpt_merges WHERE model = ?2", t->zModel, t->o.zTok, 0, 0);
@@ -1000,6 +1032,7 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   memset(&t, 0, sizeof(t));
   t.ckptStep = -1;
   t.db = sqlite3_context_db_handle(ctx);
+  t.bCallerTxn = !sqlite3_get_autocommit(t.db);
   t.pConn = sqlite3_user_data(ctx);
   t.zModel = (const char *)sqlite3_value_text(argv[0]);
   const char *zQuery = (const char *)sqlite3_value_text(argv[1]);
@@ -1173,11 +1206,13 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     gpt_trainer_set_stop(t.pTr, trainShouldStop, &t);
     if (bResume && trainLoadMoments(&t) != SQLITE_OK) goto done;
   }
-  if (bResume) {
-    /* an interrupted call logged steps past its last checkpoint, which this
-    ** one runs and logs again */
+  {
+    /* a resumed run: an interrupted call logged steps past its last
+    ** checkpoint, which this one runs and logs again; a new run: the log
+    ** holds the model's latest run, whose steps count from 0 again (rows
+    ** of two runs had mixed, and a resume deleted the older run's) */
     char *zDel = sqlite3_mprintf("DELETE FROM main.gpt_train_log WHERE model = ?1 AND step > %lld",
-                                 (long long)t.step);
+                                 bResume ? (long long)t.step : -1LL);
     int rcDel = zDel ? trainExec(&t, zDel, t.zModel, 0, 0, 0) : trainError(&t, "out of memory");
     sqlite3_free(zDel);
     if (rcDel != SQLITE_OK) goto done;
@@ -1250,6 +1285,16 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   }
 done:
   gpt_threads_set(nThreadsOld);
+  /* an interrupted write ends the caller's whole transaction (the
+  ** checkpoint's undo does so after the message was made): what stood in
+  ** it stands no longer */
+  if (t.zErr && t.rcErr == SQLITE_INTERRUPT && t.bCallerTxn && sqlite3_get_autocommit(t.db)) {
+    sqlite3_free(t.zErr);
+    t.zErr = 0;
+    trainError(&t, "interrupted at step %lld inside the caller's transaction, which SQLite "
+               "rolled back (an interrupted write ends the whole transaction): no checkpoint "
+               "of this run stands, nor the transaction's earlier changes", (long long)t.step);
+  }
   if (t.zErr) {
     gptext_result_error(ctx, t.zErr);
     if (t.rcErr && (t.rcErr & 0xff) != SQLITE_ERROR) sqlite3_result_error_code(ctx, t.rcErr);
@@ -1328,7 +1373,7 @@ static void gptTrainTokenizerFunc(sqlite3_context *ctx, int argc, sqlite3_value 
   b = bpe_new(0);
   if (!b) goto nomem;
   const char *zTail = 0;
-  if (!zQuery || sqlite3_prepare_v2(db, zQuery, -1, &p, &zTail) != SQLITE_OK) {
+  if (!zQuery || gptext_prepare_query(db, zQuery, &p, &zTail) != SQLITE_OK) {
     zErr = sqlite3_mprintf("%s: model '%s': query: %s", zTokFunc, zName,
                            zQuery ? sqlite3_errmsg(db) : "must be the text of a SELECT");
     goto done;
