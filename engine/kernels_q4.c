@@ -1218,13 +1218,18 @@ static int quant_q4_k(uint8_t *dst, const float *x) {
     if (mn[s] > maxMin) maxMin = mn[s];
   }
   float d = f16_round(maxScale / 63.0f, &hd, &bad), dmin = f16_round(maxMin / 63.0f, &hm, &bad);
-  if (d == 0.0f) { /* scales under f16's least step: every value at its  */
-    dmin = 0.0f;   /* sub-block's minimum was worse than zeros (q8_0's and */
-    hm = 0;        /* q6_k's choice there) */
-  }
   for (int s = 0; s < 8; s++) {
     sc[s] = (uint8_t)(d > 0 ? clampi((int)lrintf(scale[s] / d), 0, 63) : 0);
-    m[s] = (uint8_t)(dmin > 0 ? clampi((int)lrintf(mn[s] / dmin), 0, 63) : 0);
+    /* with d 0 (constant sub-blocks, or scales under f16's least step) each
+    ** sub-block is the one value -dmin * m: its mean, not its minimum (tiny
+    ** values had all gone to their minimums, error 2.2 where zeros give 1) */
+    float mean = 0.0f;
+    if (d == 0.0f) {
+      for (int l = 0; l < 32; l++) mean += x[32 * s + l];
+      mean /= 32.0f;
+    }
+    float target = d > 0 ? mn[s] : -mean;
+    m[s] = (uint8_t)(dmin > 0 ? clampi((int)lrintf(target / dmin), 0, 63) : 0);
   }
   memset(dst, 0, GPT_Q4_K_BYTES);
   dst[0] = (uint8_t)(hd & 0xff); dst[1] = (uint8_t)(hd >> 8);

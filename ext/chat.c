@@ -212,7 +212,9 @@ static int chat_messages(sqlite3 *db, TplEnv *e, const char *zFunc, sqlite3_valu
   }
 done:
   sqlite3_free(zType);
-  if (rc == SQLITE_NOMEM && !*pzErr) gptext_set_error(pzErr, "%s: out of memory", zFunc);
+  if (rc != SQLITE_OK && !*pzErr) /* JSONB's text past the length limit, say */
+    gptext_set_error(pzErr, "%s: the messages: %s", zFunc,
+                     rc == SQLITE_NOMEM ? "out of memory" : sqlite3_errmsg(db));
   sqlite3_value_free(pText);
   return rc;
 }

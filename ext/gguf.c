@@ -2450,11 +2450,11 @@ static int gxHeader(GgExport *p, GxTensor *aT, int nT) {
 ** database the export reads. */
 static int gxIsDatabaseFile(sqlite3 *db, const struct stat *st) {
   static const char *const azSuffix[] = {"", "-journal", "-wal", "-shm"};
-  sqlite3_stmt *pStmt = 0;
   int bSame = 0;
-  if (sqlite3_prepare_v2(db, "PRAGMA database_list", -1, &pStmt, 0) != SQLITE_OK) return 0;
-  while (!bSame && sqlite3_step(pStmt) == SQLITE_ROW) {
-    const char *zFile = (const char *)sqlite3_column_text(pStmt, 2);
+  /* sqlite3_db_name, not PRAGMA database_list, which an authorizer may deny
+  ** (the check had then found no database file) */
+  for (int iDb = 0; !bSame && sqlite3_db_name(db, iDb); iDb++) {
+    const char *zFile = sqlite3_db_filename(db, sqlite3_db_name(db, iDb));
     if (!zFile || !zFile[0]) continue;
     for (int i = 0; !bSame && i < 4; i++) {
       struct stat sd;
@@ -2463,7 +2463,6 @@ static int gxIsDatabaseFile(sqlite3 *db, const struct stat *st) {
       sqlite3_free(z);
     }
   }
-  sqlite3_finalize(pStmt);
   return bSame;
 }
 
@@ -2487,20 +2486,16 @@ static char *gxResolvedName(const char *zPath) {
 ** written as "main.db-journal" was taken by SQLite for a hot journal. */
 static int gxIsDatabaseName(sqlite3 *db, const char *zPath) {
   static const char *const azSuffix[] = {"", "-journal", "-wal", "-shm"};
-  sqlite3_stmt *pStmt = 0;
   int bSame = 0;
   char *zTarget = gxResolvedName(zPath);
-  if (zTarget && sqlite3_prepare_v2(db, "PRAGMA database_list", -1, &pStmt, 0) == SQLITE_OK) {
-    while (!bSame && sqlite3_step(pStmt) == SQLITE_ROW) {
-      const char *zFile = (const char *)sqlite3_column_text(pStmt, 2);
-      char *zDb = zFile && zFile[0] ? gxResolvedName(zFile) : 0;
-      size_t n = zDb ? strlen(zDb) : 0;
-      for (int i = 0; zDb && !bSame && i < 4; i++)
-        bSame = strncmp(zTarget, zDb, n) == 0 && strcmp(zTarget + n, azSuffix[i]) == 0;
-      sqlite3_free(zDb);
-    }
+  for (int iDb = 0; zTarget && !bSame && sqlite3_db_name(db, iDb); iDb++) {
+    const char *zFile = sqlite3_db_filename(db, sqlite3_db_name(db, iDb));
+    char *zDb = zFile && zFile[0] ? gxResolvedName(zFile) : 0;
+    size_t n = zDb ? strlen(zDb) : 0;
+    for (int i = 0; zDb && !bSame && i < 4; i++)
+      bSame = strncmp(zTarget, zDb, n) == 0 && strcmp(zTarget + n, azSuffix[i]) == 0;
+    sqlite3_free(zDb);
   }
-  sqlite3_finalize(pStmt);
   sqlite3_free(zTarget);
   return bSame;
 }

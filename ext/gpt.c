@@ -293,15 +293,20 @@ int gptext_json_text(sqlite3 *db, sqlite3_value *pArg, sqlite3_value **ppText) {
   sqlite3_stmt *p = 0;
   *ppText = 0;
   if (sqlite3_value_type(pArg) != SQLITE_BLOB) return SQLITE_OK;
-  int rc = sqlite3_prepare_v2(db, "SELECT json(?1)", -1, &p, 0);
-  if (rc != SQLITE_OK) return rc;
+  /* only a well-formed JSONB array or object: JSONB's headers make many
+  ** short texts valid JSONB strings ('hello!!' reads "ello!!"), and json()
+  ** of a text BLOB stops at a NUL byte. SQLite 3.40 has no json_valid(X, 8):
+  ** nothing prepares there, and the BLOB is read as it is */
+  if (sqlite3_prepare_v2(db, "SELECT CASE WHEN json_valid(?1, 8) AND json_type(?1) IN "
+                         "('array', 'object') THEN json(?1) END", -1, &p, 0) != SQLITE_OK)
+    return SQLITE_OK;
   sqlite3_bind_value(p, 1, pArg);
-  rc = sqlite3_step(p);
+  int rc = sqlite3_step(p);
   if (rc == SQLITE_ROW && sqlite3_column_type(p, 0) == SQLITE_TEXT) {
     *ppText = sqlite3_value_dup(sqlite3_column_value(p, 0));
     rc = *ppText ? SQLITE_OK : SQLITE_NOMEM;
-  } else if (rc == SQLITE_ROW || rc == SQLITE_ERROR) {
-    rc = SQLITE_OK; /* not JSON to this SQLite (3.40: "JSON cannot hold BLOB values") */
+  } else if (rc == SQLITE_ROW) {
+    rc = SQLITE_OK;
   }
   sqlite3_finalize(p);
   return rc;
@@ -464,13 +469,17 @@ static void options_error_name_model(sqlite3 *db, const char *zFunc, sqlite3_val
   if (!*pzErr || strncmp(*pzErr, zFunc, nFunc) != 0 || strncmp(*pzErr + nFunc, ": ", 2) != 0)
     return;
   if (sqlite3_prepare_v2(db,
-          "SELECT CASE WHEN ?1 IS NULL OR NOT json_valid(?1) OR json_type(?1) <> 'object' "
-          "OR json_type(?1, '$.model') IS NULL "
-          "THEN (SELECT min(name) FROM main.gpt_models HAVING count(*) = 1) "
-          "WHEN json_type(?1, '$.model') = 'text' THEN json_extract(?1, '$.model') END",
+          /* json_each decodes keys as the options' parse read them
+          ** ("mod\u0065l"; 3.40's json_extract does not); '' for a model
+          ** that is no string: no name */
+          "SELECT coalesce((SELECT CASE WHEN type = 'text' THEN value ELSE '' END FROM "
+          "json_each(CASE WHEN json_valid(?1) AND json_type(?1) = 'object' THEN ?1 ELSE '{}' "
+          "END) WHERE key = 'model' LIMIT 1), "
+          "(SELECT min(name) FROM main.gpt_models HAVING count(*) = 1))",
           -1, &p, 0) == SQLITE_OK) {
     if (pArg) sqlite3_bind_value(p, 1, pArg);
-    if (sqlite3_step(p) == SQLITE_ROW && sqlite3_column_type(p, 0) == SQLITE_TEXT) {
+    if (sqlite3_step(p) == SQLITE_ROW && sqlite3_column_type(p, 0) == SQLITE_TEXT &&
+        sqlite3_column_bytes(p, 0) > 0) {
       char *z = sqlite3_mprintf("%s: model '%s': %s", zFunc, sqlite3_column_text(p, 0),
                                 *pzErr + nFunc + 2);
       if ((z = gptext_utf8_own(z)) != 0) {
@@ -575,8 +584,12 @@ int gptext_options_parse(sqlite3 *db, const char *zFunc, sqlite3_value *pArg,
     } else if (strcmp(zKey, "seed") == 0) {
       rc = opt_number(p, zFunc, zKey, "", 1, &v, pzErr);
       /* JSON integers past 64 bits come as reals: not clamped in silence */
+      /* (a JSON integer past 64 bits comes as a real of type "integer";
+      ** only a JSON real may be a whole number within them) */
+      const char *zType = (const char *)sqlite3_column_text(p, 1);
       if (rc == SQLITE_OK && sqlite3_column_type(p, 2) != SQLITE_INTEGER &&
-          !(v >= -9223372036854775808.0 && v < 9223372036854775808.0))
+          !(zType && strcmp(zType, "real") == 0 && v >= -9223372036854775808.0 &&
+            v < 9223372036854775808.0))
         rc = opt_range(zFunc, zKey, "an integer that fits 64 bits", pzErr);
       o->seed = sqlite3_column_type(p, 2) == SQLITE_INTEGER ? sqlite3_column_int64(p, 2)
                                                             : (int64_t)v;

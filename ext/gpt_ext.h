@@ -410,10 +410,10 @@ int gptext_json_has_nul(const char *z, int n);
 ** interrupt's among them) when the check itself fails (ext/gpt.c). */
 int gptext_json_type(sqlite3 *db, sqlite3_value *pVal, char **pzType);
 
-/* A JSON argument given as a BLOB that this SQLite's own JSON functions read
-** (JSONB, SQLite 3.45+) turned into JSON text with json(), in *ppText, a
-** protected copy to free with sqlite3_value_free; NULL when pArg is to be
-** read as it is (text, or a BLOB this SQLite does not read as JSON). */
+/* A JSON argument given as a JSONB array or object (SQLite 3.45+) turned into
+** JSON text with json(), in *ppText, a protected copy to free with
+** sqlite3_value_free; NULL when pArg is to be read as it is (text, or any
+** other BLOB). An SQLite error code when the check itself fails. */
 int gptext_json_text(sqlite3 *db, sqlite3_value *pArg, sqlite3_value **ppText);
 #define GPTEXT_OPTIONS_NUL "the options hold \"\\u0000\", a NUL character, which no option takes"
 /* SQLITE_OK, or SQLITE_READONLY with an error naming zFunc and zModel

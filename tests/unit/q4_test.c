@@ -401,6 +401,19 @@ static void test_quantize(void) {
     check(sqrt(se / sx) <= 1.0, "tiny values no worse than zeros", gpt_dtype_name(dtype), 256,
           sqrt(se / sx));
   }
+  /* a block of constant sub-blocks (scale 0, the value in the minimum)
+  ** keeps its values: -0.5 and -1 to -8 (the fix above had zeroed them) */
+  for (int i = 0; i < 512; i++) x[i] = i < 256 ? -0.5f : -(float)((i - 256) / 32 + 1);
+  check(gpt_q4_quantize_row(GPT_Q4_K, q, x, 512) == 0, "constant quantized", "q4_k", 512, 0);
+  gpt_q4_to_f32(gpt_q4_kernels_named("portable"), GPT_Q4_K, back, q, 2);
+  {
+    double worst = 0, worstAbs = 0;
+    for (int i = 0; i < 256; i++) worst = fmax(worst, fabs(back[i] - x[i]) / fabs(x[i]));
+    for (int i = 256; i < 512; i++) worstAbs = fmax(worstAbs, fabs(back[i] - x[i]));
+    check(worst < 1e-3, "constant block kept", "q4_k", 256, worst);
+    /* each sub-block on the minimums' grid of 8 / 63: within half a step */
+    check(worstAbs <= 0.5 * 8.0 / 63.0 * 1.01, "constant sub-blocks kept", "q4_k", 256, worstAbs);
+  }
   /* a non-finite scale is found */
   memset(q, 0, 300);
   q[208] = 0x00; q[209] = 0x7c;
