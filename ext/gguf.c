@@ -2445,17 +2445,65 @@ static int gxHeader(GgExport *p, GxTensor *aT, int nT) {
   return SQLITE_OK;
 }
 
+/* The files of the connection's databases (none for in-memory and temporary
+** ones) in *paz, *pn of them (free with gxFreeFiles); an SQLite error code when
+** they cannot be read. sqlite3_db_name (3.39+), which no authorizer can
+** deny: one that denied PRAGMA database_list had turned the checks below off;
+** an older SQLite reads the PRAGMA, and a failure refuses the export. */
+static int gxDatabaseFiles(sqlite3 *db, char ***paz, int *pn) {
+  sqlite3_stmt *pStmt = 0;
+  char **az = 0;
+  int n = 0, rc = SQLITE_OK;
+  *paz = 0;
+  *pn = 0;
+  if (sqlite3_libversion_number() < 3039000 &&
+      (rc = sqlite3_prepare_v2(db, "PRAGMA database_list", -1, &pStmt, 0)) != SQLITE_OK)
+    return rc;
+  for (int iDb = 0; rc == SQLITE_OK; iDb++) {
+    const char *zFile;
+    if (pStmt) {
+      int rcStep = sqlite3_step(pStmt);
+      if (rcStep != SQLITE_ROW) {
+        rc = rcStep == SQLITE_DONE ? SQLITE_OK : rcStep;
+        break;
+      }
+      zFile = (const char *)sqlite3_column_text(pStmt, 2);
+    } else {
+      const char *zName = sqlite3_db_name(db, iDb);
+      if (!zName) break;
+      zFile = sqlite3_db_filename(db, zName);
+    }
+    if (!zFile || !zFile[0]) continue;
+    char **azNew = sqlite3_realloc64(az, sizeof(char *) * (size_t)(n + 1));
+    if (!azNew || !(azNew[n] = sqlite3_mprintf("%s", zFile))) {
+      if (azNew) az = azNew;
+      rc = SQLITE_NOMEM;
+      break;
+    }
+    az = azNew;
+    n++;
+  }
+  sqlite3_finalize(pStmt);
+  *paz = az;
+  *pn = n;
+  return rc;
+}
+
+/* Frees gxDatabaseFiles' list. */
+static void gxFreeFiles(char **az, int n) {
+  for (int i = 0; i < n; i++) sqlite3_free(az[i]);
+  sqlite3_free(az);
+}
+
 /* Whether the file st is one of the connection's database files, or the
 ** journal or write-ahead log beside one: replacing it would destroy the
 ** database the export reads. */
 static int gxIsDatabaseFile(sqlite3 *db, const struct stat *st) {
   static const char *const azSuffix[] = {"", "-journal", "-wal", "-shm"};
-  int bSame = 0;
-  /* sqlite3_db_name, not PRAGMA database_list, which an authorizer may deny
-  ** (the check had then found no database file) */
-  for (int iDb = 0; !bSame && sqlite3_db_name(db, iDb); iDb++) {
-    const char *zFile = sqlite3_db_filename(db, sqlite3_db_name(db, iDb));
-    if (!zFile || !zFile[0]) continue;
+  char **azFile = 0;
+  int nFile = 0, bSame = gxDatabaseFiles(db, &azFile, &nFile) != SQLITE_OK;
+  for (int iDb = 0; !bSame && iDb < nFile; iDb++) {
+    const char *zFile = azFile[iDb];
     for (int i = 0; !bSame && i < 4; i++) {
       struct stat sd;
       char *z = sqlite3_mprintf("%s%s", zFile, azSuffix[i]);
@@ -2463,6 +2511,7 @@ static int gxIsDatabaseFile(sqlite3 *db, const struct stat *st) {
       sqlite3_free(z);
     }
   }
+  gxFreeFiles(azFile, nFile);
   return bSame;
 }
 
@@ -2486,16 +2535,17 @@ static char *gxResolvedName(const char *zPath) {
 ** written as "main.db-journal" was taken by SQLite for a hot journal. */
 static int gxIsDatabaseName(sqlite3 *db, const char *zPath) {
   static const char *const azSuffix[] = {"", "-journal", "-wal", "-shm"};
-  int bSame = 0;
+  char **azFile = 0;
+  int nFile = 0, bSame = gxDatabaseFiles(db, &azFile, &nFile) != SQLITE_OK;
   char *zTarget = gxResolvedName(zPath);
-  for (int iDb = 0; zTarget && !bSame && sqlite3_db_name(db, iDb); iDb++) {
-    const char *zFile = sqlite3_db_filename(db, sqlite3_db_name(db, iDb));
-    char *zDb = zFile && zFile[0] ? gxResolvedName(zFile) : 0;
+  for (int iDb = 0; zTarget && !bSame && iDb < nFile; iDb++) {
+    char *zDb = gxResolvedName(azFile[iDb]);
     size_t n = zDb ? strlen(zDb) : 0;
     for (int i = 0; zDb && !bSame && i < 4; i++)
       bSame = strncmp(zTarget, zDb, n) == 0 && strcmp(zTarget + n, azSuffix[i]) == 0;
     sqlite3_free(zDb);
   }
+  gxFreeFiles(azFile, nFile);
   sqlite3_free(zTarget);
   return bSame;
 }

@@ -1983,12 +1983,15 @@ sqlite3_int64 gptext_tvf_rowid(sqlite3_uint64 fp, sqlite3_int64 nRows, sqlite3_i
 /* The tokenizer's poll of the connection's interrupt (ctx is the db). */
 static int encode_should_stop(void *ctx) { return gptext_interrupted((sqlite3 *)ctx); }
 
-/* z past white space and SQL comments (an unterminated block comment runs
-** to the end, as SQLite reads it). */
+/* z past what SQLite's tokenizer reads as space: white space (not \v), a
+** UTF-8 byte order mark, comments (an unterminated block comment runs to the
+** end) and empty statements: ";SELECT ..." prepares the SELECT. */
 static const char *sql_skip_space(const char *z) {
   for (;;) {
-    while (*z == ' ' || *z == '\t' || *z == '\n' || *z == '\r' || *z == '\f' || *z == '\v') z++;
-    if (z[0] == '-' && z[1] == '-') {
+    while (*z == ' ' || *z == '\t' || *z == '\n' || *z == '\r' || *z == '\f' || *z == ';') z++;
+    if ((unsigned char)z[0] == 0xEF && (unsigned char)z[1] == 0xBB && (unsigned char)z[2] == 0xBF) {
+      z += 3;
+    } else if (z[0] == '-' && z[1] == '-') {
       while (*z && *z != '\n') z++;
     } else if (z[0] == '/' && z[1] == '*') {
       const char *zEnd = strstr(z + 2, "*/");
@@ -2006,12 +2009,7 @@ static const char *sql_skip_space(const char *z) {
 ** tail rather than ignore it. */
 int gptext_sql_has_more(sqlite3 *db, const char *zTail) {
   (void)db;
-  if (!zTail) return 0;
-  for (;;) {
-    zTail = sql_skip_space(zTail);
-    if (*zTail != ';') return *zTail != 0;
-    zTail++;
-  }
+  return zTail && *sql_skip_space(zTail) != 0;
 }
 
 /* Prepares a user's query for a function that reads rows: only a statement

@@ -160,7 +160,9 @@ typedef struct Train {
   int bCallerTxn;            /* called inside the caller's transaction */
   GptSavepoint sp;           /* the checkpoint's */
   double elapsed0;           /* seconds of earlier calls of this run */
-  char *zPendingLog;         /* log INSERTs of a new model before its first checkpoint */
+  char *zPendingLog;         /* log INSERTs of a new run before its first checkpoint */
+  int bClearLog;             /* a new run: its first checkpoint clears the earlier run's log */
+  uint64_t tokHash;          /* a new model's: its tokenizer's rows when the run began */
   double tStopCheck;         /* when trainShouldStop last asked SQLite */
   char zCorpus[17];          /* the token buffer's hash, 16 hex digits */
   char zRunCorpus[17];       /* a resumed run's, "" when its state has none */
@@ -819,6 +821,36 @@ static int trainReadStampOf(Train *t, const char *zName, sqlite3_int64 *pStamp) 
   return found;
 }
 
+/* A hash of model zName's tokenizer rows (gpt_vocab, gpt_merges,
+** gpt_tokenizer: what a new model copies) into *pH: 64-bit FNV-1a over each
+** column's type and bytes, in key order. An SQLite error code on failure. */
+static int trainTokenizerHash(Train *t, const char *zName, uint64_t *pH) {
+  static const char *const azSql[] = {
+    "SELECT token_id, token FROM main.gpt_vocab WHERE model = ?1 ORDER BY token_id",
+    "SELECT rank, left, right FROM main.gpt_merges WHERE model = ?1 ORDER BY rank",
+    "SELECT config FROM main.gpt_tokenizer WHERE model = ?1"};
+  uint64_t h = 1469598103934665603ull;
+  for (int q = 0; q < 3; q++) {
+    sqlite3_stmt *p = 0;
+    int rc = sqlite3_prepare_v2(t->db, azSql[q], -1, &p, 0);
+    if (rc != SQLITE_OK) return rc;
+    sqlite3_bind_text(p, 1, zName, -1, SQLITE_STATIC);
+    while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
+      for (int c = 0; c < sqlite3_column_count(p); c++) {
+        const unsigned char *z = sqlite3_column_blob(p, c);
+        int n = sqlite3_column_bytes(p, c);
+        h = (h ^ (uint64_t)sqlite3_column_type(p, c)) * 1099511628211ull;
+        for (int i = 0; i < n; i++) h = (h ^ z[i]) * 1099511628211ull;
+        h = (h ^ 0xff) * 1099511628211ull; /* column end */
+      }
+    }
+    sqlite3_finalize(p);
+    if (rc != SQLITE_DONE) return rc;
+  }
+  *pH = h;
+  return SQLITE_OK;
+}
+
 /* trainReadStampOf the model trained. */
 static int trainReadStamp(Train *t, sqlite3_int64 *pStamp) {
   return trainReadStampOf(t, t->zModel, pStamp);
@@ -845,9 +877,15 @@ static int trainCheckOwner(Train *t) {
   if (t->bNew && t->pTokM) {
     found = trainReadStampOf(t, t->o.zTok, &stamp);
     if (found < 0) return SQLITE_ERROR;
-    if (!found || stamp != t->pTokM->stamp)
-      return trainError(t, "its tokenizer's model '%s' was dropped or changed while this run "
-                        "trained; step %lld is not written", t->o.zTok, (long long)t->step);
+    /* a restamp by a change to its weights alone leaves the rows copied as
+    ** they were: those are compared */
+    uint64_t h = t->tokHash;
+    if (found && stamp != t->pTokM->stamp && trainTokenizerHash(t, t->o.zTok, &h) != SQLITE_OK)
+      return trainSqlError(t);
+    if (!found || h != t->tokHash)
+      return trainError(t, "its tokenizer's model '%s' was dropped or its tokenizer changed "
+                        "while this run trained; step %lld is not written", t->o.zTok,
+                        (long long)t->step);
   }
   return SQLITE_OK;
 }
@@ -927,6 +965,8 @@ static int trainCheckpoint(Train *t, const char *zLogSql) {
                 : trainError(t, "out of memory");
     sqlite3_free(zState);
   }
+  if (rc == SQLITE_OK && t->bClearLog)
+    rc = trainExec(t, "DELETE FROM main.gpt_train_log WHERE model = ?1", t->zModel, 0, 0, 0);
   if (rc == SQLITE_OK && t->zPendingLog &&
       sqlite3_exec(t->db, t->zPendingLog, 0, 0, 0) != SQLITE_OK)
     rc = trainSqlError(t);
@@ -943,6 +983,7 @@ static int trainCheckpoint(Train *t, const char *zLogSql) {
   else trainTxnEnd(t, 0);
   if (rc == SQLITE_OK) {
     t->bNew = 0;
+    t->bClearLog = 0;
     t->ckptStep = t->step;
     t->stamp = stamp;
     sqlite3_free(t->zPendingLog);
@@ -1143,6 +1184,10 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
       goto done;
     }
     if ((rc = trainAcquireTokenizer(&t, &t.pTokM)) != SQLITE_OK) goto done;
+    if (trainTokenizerHash(&t, t.o.zTok, &t.tokHash) != SQLITE_OK) {
+      trainSqlError(&t);
+      goto done;
+    }
     cfg.n_layer = t.o.nLayer;
     cfg.n_head = t.o.nHead;
     cfg.n_embd = t.o.nEmbd;
@@ -1206,13 +1251,15 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     gpt_trainer_set_stop(t.pTr, trainShouldStop, &t);
     if (bResume && trainLoadMoments(&t) != SQLITE_OK) goto done;
   }
-  {
-    /* a resumed run: an interrupted call logged steps past its last
-    ** checkpoint, which this one runs and logs again; a new run: the log
-    ** holds the model's latest run, whose steps count from 0 again (rows
-    ** of two runs had mixed, and a resume deleted the older run's) */
+  /* the log holds the model's latest run: a new run's first checkpoint
+  ** clears the earlier one's rows (two runs' rows had mixed, and a resume
+  ** deleted the older run's past its step) */
+  t.bClearLog = !bResume;
+  if (bResume) {
+    /* an interrupted call logged steps past its last checkpoint, which this
+    ** one runs and logs again */
     char *zDel = sqlite3_mprintf("DELETE FROM main.gpt_train_log WHERE model = ?1 AND step > %lld",
-                                 bResume ? (long long)t.step : -1LL);
+                                 (long long)t.step);
     int rcDel = zDel ? trainExec(&t, zDel, t.zModel, 0, 0, 0) : trainError(&t, "out of memory");
     sqlite3_free(zDel);
     if (rcDel != SQLITE_OK) goto done;
@@ -1258,10 +1305,11 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
         t.elapsed0 = elapsed;
         rc = trainCheckpoint(&t, zLog);
         t.elapsed0 = e0;
-      } else if (!t.bNew) {
+      } else if (!t.bNew && !t.bClearLog) {
         rc = trainExec(&t, zLog, 0, 0, 0, 0);
       } else {
-        /* the model is invisible until its first checkpoint: so are its rows */
+        /* a new model is invisible until its first checkpoint, and a new
+        ** run's weights are not written until then: so are its rows */
         char *z = sqlite3_mprintf("%z%s;", t.zPendingLog, zLog);
         if (!z) rc = trainError(&t, "out of memory");
         t.zPendingLog = z;

@@ -258,12 +258,41 @@ with tempfile.TemporaryDirectory() as tmp:
     done = time.monotonic()
     timer.join()
     if replaced and replaced[0] < done:
+        print(f"  the tokenizer replaced {replaced[0] - started:.2f} s in, the run ended at "
+              f"{done - started:.2f} s")
         check("train-tokenizer-replaced", r == "gpt_train: model 'n': its tokenizer's model 'tk' "
-              "was dropped or changed while this run trained; step 400 is not written" and
+              "was dropped or its tokenizer changed while this run trained; step 400 is not written" and
               db.execute("SELECT count(*) FROM gpt_models WHERE name = 'n'").fetchone() == (0,), r)
     else:
         skip("train-tokenizer-replaced", f"the run ended in {done - started:.2f} s, before the "
              "tokenizer was replaced")
+    # a restamp that leaves the tokenizer's rows as they were (its source
+    # here; a tensor of a model with weights) does not refuse the run
+    restamped = []
+
+    def restamp_tokenizer():
+        other = connect(path)
+        other.execute("PRAGMA busy_timeout = 5000")
+        other.execute("UPDATE gpt_models SET source = 'elsewhere' WHERE name = 'tk'")
+        restamped.append(time.monotonic())
+        other.close()
+
+    timer = threading.Timer(0.3, restamp_tokenizer)
+    started = time.monotonic()
+    timer.start()
+    try:
+        r = db.execute("SELECT gpt_train('n2', 'SELECT body FROM corpus', ?)",
+                       ('{"tokenizer": "tk", "n_layer": 2, "n_head": 2, "n_embd": 64, '
+                        '"n_ctx": 32, "steps": 400, "checkpoint_every": 400}',)).fetchone()[0]
+    except sqlite3.Error as e:
+        r = str(e)
+    done = time.monotonic()
+    timer.join()
+    if restamped and restamped[0] < done:
+        check("train-tokenizer-restamped", r.startswith("gpt_train: model 'n2': steps 0 to 400"), r)
+    else:
+        skip("train-tokenizer-restamped", f"the run ended in {done - started:.2f} s, before the "
+             "restamp")
     db.close()
 
 finish("")
