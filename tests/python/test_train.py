@@ -45,6 +45,28 @@ def tensor_bytes(db, model, name):
 
 
 CORPUS = [f"line {i}: to be, or not to be, that is the question of the day." for i in range(40)]
+
+
+def train(db, model, opts):
+    """gpt_train of model on table corpus: its summary, or its error's text."""
+    try:
+        return db.execute("SELECT gpt_train(?, 'SELECT body FROM corpus', ?)",
+                          (model, opts)).fetchone()[0]
+    except sqlite3.Error as e:
+        return str(e)
+
+
+def corpus_db(tmp, name, repeat, wal=True):
+    """A database in tmp with CORPUS repeated in table corpus and tokenizer
+    tk trained on it; its path and an open connection."""
+    path = os.path.join(tmp, name)
+    db = connect(path)
+    if wal:
+        db.execute("PRAGMA journal_mode = wal")
+    db.execute("CREATE TABLE corpus(body TEXT)")
+    db.executemany("INSERT INTO corpus VALUES(?)", [(c,) for c in CORPUS * repeat])
+    db.execute("SELECT gpt_train_tokenizer('tk', 'SELECT body FROM corpus', 300)")
+    return path, db
 OPTS = ('{"steps": 4, "batch_size": 2, "n_ctx": 16, "checkpoint_every": 2, '
         '"learning_rate": 0.003, "seed": 9, "warmup": 1}')
 
@@ -130,12 +152,7 @@ with tempfile.TemporaryDirectory() as tmp:
 # step 1 stands. Measured: 0.4 s from the interrupt to the error (5 s when
 # the check was only between windows).
 with tempfile.TemporaryDirectory() as tmp:
-    path = os.path.join(tmp, "interrupt.db")
-    db = connect(path)
-    db.execute("PRAGMA journal_mode = wal")
-    db.execute("CREATE TABLE corpus(body TEXT)")
-    db.executemany("INSERT INTO corpus VALUES(?)", [(c,) for c in CORPUS * 10])
-    db.execute("SELECT gpt_train_tokenizer('tk', 'SELECT body FROM corpus', 300)")
+    path, db = corpus_db(tmp, "interrupt.db", 10)
     interrupted_at = []
 
     def interrupt_in_step_2():
@@ -159,13 +176,9 @@ with tempfile.TemporaryDirectory() as tmp:
 
     interrupter = threading.Thread(target=interrupt_in_step_2)
     interrupter.start()
-    try:
-        r = db.execute("SELECT gpt_train('big', 'SELECT body FROM corpus', ?)",
-                       ('{"tokenizer": "tk", "n_layer": 6, "n_head": 8, "n_embd": 512, '
-                        '"n_ctx": 1024, "steps": 2, "batch_size": 1, "val_fraction": 0, '
-                        '"checkpoint_every": 1}',)).fetchone()[0]
-    except sqlite3.Error as e:
-        r = str(e)
+    r = train(db, "big", '{"tokenizer": "tk", "n_layer": 6, "n_head": 8, "n_embd": 512, '
+              '"n_ctx": 1024, "steps": 2, "batch_size": 1, "val_fraction": 0, '
+              '"checkpoint_every": 1}')
     latency = time.monotonic() - interrupted_at[0] if interrupted_at else -1
     interrupter.join()
     check("train-interrupt-1", r == "gpt_train: model 'big': interrupted at step 1; the "
@@ -181,11 +194,7 @@ with tempfile.TemporaryDirectory() as tmp:
 # caller's own row). Found by review. Each delay lands somewhere; the
 # message must match what the database holds either way.
 with tempfile.TemporaryDirectory() as tmp:
-    path = os.path.join(tmp, "txn.db")
-    db = connect(path)
-    db.execute("CREATE TABLE corpus(body TEXT)")
-    db.executemany("INSERT INTO corpus VALUES(?)", [(c,) for c in CORPUS * 5])
-    db.execute("SELECT gpt_train_tokenizer('tk', 'SELECT body FROM corpus', 300)")
+    path, db = corpus_db(tmp, "txn.db", 5, wal=False)
     db.execute("CREATE TABLE mine(x)")
     seen = set()
     for delay in (0.6, 1.0, 1.4, 1.8):
@@ -196,13 +205,8 @@ with tempfile.TemporaryDirectory() as tmp:
         db.execute("INSERT INTO mine VALUES('my own row')")
         timer = threading.Timer(delay, db.interrupt)
         timer.start()
-        try:
-            r = db.execute("SELECT gpt_train('x', 'SELECT body FROM corpus', ?)",
-                           ('{"tokenizer": "tk", "n_layer": 4, "n_head": 4, "n_embd": 256, '
-                            '"n_ctx": 16, "steps": 400, "batch_size": 1, '
-                            '"checkpoint_every": 1}',)).fetchone()[0]
-        except sqlite3.Error as e:
-            r = str(e)
+        r = train(db, "x", '{"tokenizer": "tk", "n_layer": 4, "n_head": 4, "n_embd": 256, '
+                  '"n_ctx": 16, "steps": 400, "batch_size": 1, "checkpoint_every": 1}')
         timer.join()
         rolled_back = not db.in_transaction
         if db.in_transaction:
@@ -227,72 +231,50 @@ with tempfile.TemporaryDirectory() as tmp:
 # meanwhile, the checkpoint is refused (the model had been saved with the
 # new vocabulary, its ids trained on the old one). Found by review.
 with tempfile.TemporaryDirectory() as tmp:
-    path = os.path.join(tmp, "tok.db")
-    db = connect(path)
-    db.execute("PRAGMA journal_mode = wal")
-    db.execute("CREATE TABLE corpus(body TEXT)")
-    db.executemany("INSERT INTO corpus VALUES(?)", [(c,) for c in CORPUS * 5])
+    path, db = corpus_db(tmp, "tok.db", 5)
     db.execute("CREATE TABLE other(body TEXT)")
     db.executemany("INSERT INTO other VALUES(?)",
                    [(f"zebra quux xylophone jumps over lazy dogs {i} times",) for i in range(200)])
-    db.execute("SELECT gpt_train_tokenizer('tk', 'SELECT body FROM corpus', 300)")
-    replaced = []
 
-    def replace_tokenizer():
-        other = connect(path)
-        other.execute("PRAGMA busy_timeout = 5000")
-        other.execute("SELECT gpt_drop('tk')")
-        other.execute("SELECT gpt_train_tokenizer('tk', 'SELECT body FROM other', 300)")
-        replaced.append(time.monotonic())
-        other.close()
+    def train_while(model, statements):
+        """gpt_train of a new model on tokenizer tk while another connection
+        runs statements 0.3 s in: the result or error, whether they ran
+        before the run ended, and the seconds it took."""
+        ran = []
 
-    timer = threading.Timer(0.3, replace_tokenizer)
-    started = time.monotonic()
-    timer.start()
-    try:
-        r = db.execute("SELECT gpt_train('n', 'SELECT body FROM corpus', ?)",
-                       ('{"tokenizer": "tk", "n_layer": 2, "n_head": 2, "n_embd": 64, '
-                        '"n_ctx": 32, "steps": 400, "checkpoint_every": 400}',)).fetchone()[0]
-    except sqlite3.Error as e:
-        r = str(e)
-    done = time.monotonic()
-    timer.join()
-    if replaced and replaced[0] < done:
-        print(f"  the tokenizer replaced {replaced[0] - started:.2f} s in, the run ended at "
-              f"{done - started:.2f} s")
+        def other_connection():
+            other = connect(path)
+            other.execute("PRAGMA busy_timeout = 5000")
+            for sql in statements:
+                other.execute(sql)
+            ran.append(time.monotonic())
+            other.close()
+
+        timer = threading.Timer(0.3, other_connection)
+        started = time.monotonic()
+        timer.start()
+        r = train(db, model, '{"tokenizer": "tk", "n_layer": 2, "n_head": 2, "n_embd": 64, '
+                  '"n_ctx": 32, "steps": 400, "checkpoint_every": 400}')
+        done = time.monotonic()
+        timer.join()
+        return r, bool(ran) and ran[0] < done, done - started
+
+    r, before, took = train_while("n", ["SELECT gpt_drop('tk')",
+                                        "SELECT gpt_train_tokenizer('tk', 'SELECT body FROM other', 300)"])
+    if before:
         check("train-tokenizer-replaced", r == "gpt_train: model 'n': its tokenizer's model 'tk' "
               "was dropped or its tokenizer changed while this run trained; step 400 is not written" and
               db.execute("SELECT count(*) FROM gpt_models WHERE name = 'n'").fetchone() == (0,), r)
     else:
-        skip("train-tokenizer-replaced", f"the run ended in {done - started:.2f} s, before the "
-             "tokenizer was replaced")
+        skip("train-tokenizer-replaced", f"the run ended in {took:.2f} s, before the tokenizer "
+             "was replaced")
     # a restamp that leaves the tokenizer's rows as they were (its source
     # here; a tensor of a model with weights) does not refuse the run
-    restamped = []
-
-    def restamp_tokenizer():
-        other = connect(path)
-        other.execute("PRAGMA busy_timeout = 5000")
-        other.execute("UPDATE gpt_models SET source = 'elsewhere' WHERE name = 'tk'")
-        restamped.append(time.monotonic())
-        other.close()
-
-    timer = threading.Timer(0.3, restamp_tokenizer)
-    started = time.monotonic()
-    timer.start()
-    try:
-        r = db.execute("SELECT gpt_train('n2', 'SELECT body FROM corpus', ?)",
-                       ('{"tokenizer": "tk", "n_layer": 2, "n_head": 2, "n_embd": 64, '
-                        '"n_ctx": 32, "steps": 400, "checkpoint_every": 400}',)).fetchone()[0]
-    except sqlite3.Error as e:
-        r = str(e)
-    done = time.monotonic()
-    timer.join()
-    if restamped and restamped[0] < done:
+    r, before, took = train_while("n2", ["UPDATE gpt_models SET source = 'elsewhere' WHERE name = 'tk'"])
+    if before:
         check("train-tokenizer-restamped", r.startswith("gpt_train: model 'n2': steps 0 to 400"), r)
     else:
-        skip("train-tokenizer-restamped", f"the run ended in {done - started:.2f} s, before the "
-             "restamp")
+        skip("train-tokenizer-restamped", f"the run ended in {took:.2f} s, before the restamp")
     db.close()
 
 finish("")
