@@ -583,9 +583,8 @@ int gptext_options_parse(sqlite3 *db, const char *zFunc, sqlite3_value *pArg,
       o->topP = v;
     } else if (strcmp(zKey, "seed") == 0) {
       rc = opt_number(p, zFunc, zKey, "", 1, &v, pzErr);
-      /* JSON integers past 64 bits come as reals: not clamped in silence */
-      /* (a JSON integer past 64 bits comes as a real of type "integer";
-      ** only a JSON real may be a whole number within them) */
+      /* a JSON integer past 64 bits comes as a real of type "integer": not
+      ** clamped in silence; only a JSON real may be a whole number within */
       const char *zType = (const char *)sqlite3_column_text(p, 1);
       if (rc == SQLITE_OK && sqlite3_column_type(p, 2) != SQLITE_INTEGER &&
           !(zType && strcmp(zType, "real") == 0 && v >= -9223372036854775808.0 &&

@@ -426,7 +426,8 @@ static int sum_init(SumAgg *p, sqlite3_context *ctx, const char *zFunc, sqlite3_
   }
   int nCtx = p->m->cfg.n_ctx;
   p->bThinkOpen = sum_ends_thinking(p->zPost, p->nPost);
-  if (!(p->o.given & GPTOPT_MAXTOKENS)) p->o.nMaxTokens = nCtx / 8 < 64 ? (nCtx / 8 > 0 ? nCtx / 8 : 1) : 64;
+  if (!(p->o.given & GPTOPT_MAXTOKENS))
+    p->o.nMaxTokens = nCtx / 8 < 64 ? (nCtx / 8 > 0 ? nCtx / 8 : 1) : 64;
   int nTpl = sum_count(p, zFunc, 0, 0, 0, 0, 0, 0, pzErr);
   if (nTpl < 0) return SQLITE_ERROR;
   p->nTpl = nTpl;

@@ -837,9 +837,9 @@ static int trainTokenizerHash(Train *t, const char *zName, uint64_t *pH) {
     sqlite3_bind_text(p, 1, zName, -1, SQLITE_STATIC);
     while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
       for (int c = 0; c < sqlite3_column_count(p); c++) {
+        h = (h ^ (uint64_t)sqlite3_column_type(p, c)) * 1099511628211ull; /* before a conversion */
         const unsigned char *z = sqlite3_column_blob(p, c);
         int n = sqlite3_column_bytes(p, c);
-        h = (h ^ (uint64_t)sqlite3_column_type(p, c)) * 1099511628211ull;
         for (int i = 0; i < n; i++) h = (h ^ z[i]) * 1099511628211ull;
         h = (h ^ 0xff) * 1099511628211ull; /* column end */
       }
