@@ -351,6 +351,9 @@ static int trainParseOptionsJson(Train *t, sqlite3_value *pArg) {
 static int trainParseOptions(Train *t, sqlite3_value *pArg) {
   sqlite3_value *pText = 0;
   if (pArg && gptext_json_text(t->db, pArg, &pText) != SQLITE_OK) return trainSqlError(t);
+  /* any other BLOB is no options, as for every other function */
+  if (!pText && pArg && sqlite3_value_type(pArg) == SQLITE_BLOB)
+    return trainError(t, "options must be a JSON object");
   int rc = trainParseOptionsJson(t, pText ? pText : pArg);
   sqlite3_value_free(pText);
   return rc;
