@@ -723,6 +723,11 @@ static int trainExec(Train *t, const char *zSql, const char *z1, const char *z2,
 static int trainTxnBegin(Train *t) {
   char *zMsg = 0;
   int rc = gptext_savepoint_begin(t->db, &t->sp, zFunc, &zMsg);
+  if ((rc & 0xff) == SQLITE_INTERRUPT) { /* said as every interrupt is: where it stopped */
+    sqlite3_free(zMsg);
+    trainInterrupted(t);
+    return rc;
+  }
   if (rc != SQLITE_OK) {
     trainError(t, "%s", zMsg ? zMsg : "cannot open a savepoint");
     if (!t->rcErr) t->rcErr = rc;
