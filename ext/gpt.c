@@ -590,8 +590,9 @@ int gptext_options_parse(sqlite3 *db, const char *zFunc, sqlite3_value *pArg,
           !(zType && strcmp(zType, "real") == 0 && v >= -9223372036854775808.0 &&
             v < 9223372036854775808.0))
         rc = opt_range(zFunc, zKey, "an integer that fits 64 bits", pzErr);
-      o->seed = sqlite3_column_type(p, 2) == SQLITE_INTEGER ? sqlite3_column_int64(p, 2)
-                                                            : (int64_t)v;
+      if (rc == SQLITE_OK) /* (a real out of range does not convert) */
+        o->seed = sqlite3_column_type(p, 2) == SQLITE_INTEGER ? sqlite3_column_int64(p, 2)
+                                                              : (int64_t)v;
       o->bSeedSet = 1;
     } else if (strcmp(zKey, "stop") == 0) {
       rc = opt_stop(db, p, zFunc, o, pzErr);
