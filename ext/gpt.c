@@ -312,6 +312,21 @@ int gptext_json_text(sqlite3 *db, sqlite3_value *pArg, sqlite3_value **ppText) {
   return rc;
 }
 
+/* gptext_options_parse with "zFunc: model 'zModel'" as the errors' prefix. */
+int gptext_options_parse_named(sqlite3 *db, const char *zFunc, const char *zModel,
+                               sqlite3_value *pArg, unsigned allowed, GptOptions *o,
+                               char **pzErr) {
+  char *zWho = sqlite3_mprintf("%s: model '%s'", zFunc, zModel);
+  int rc;
+  if (!zWho) {
+    memset(o, 0, sizeof(*o));
+    return SQLITE_NOMEM;
+  }
+  rc = gptext_options_parse(db, zWho, pArg, allowed, o, pzErr);
+  sqlite3_free(zWho);
+  return rc;
+}
+
 void gptext_options_clear(GptOptions *o) {
   sqlite3_free(o->zModel);
   for (int i = 0; i < o->nStop; i++) sqlite3_free(o->azStop[i]);
@@ -2007,8 +2022,7 @@ static const char *sql_skip_space(const char *z) {
 ** PRAGMA applies it ("SELECT 1; PRAGMA query_only = 1" had left the
 ** connection read-only). A function that runs one query refuses such a
 ** tail rather than ignore it. */
-int gptext_sql_has_more(sqlite3 *db, const char *zTail) {
-  (void)db;
+int gptext_sql_has_more(const char *zTail) {
   return zTail && *sql_skip_space(zTail) != 0;
 }
 

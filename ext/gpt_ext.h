@@ -106,6 +106,11 @@ typedef struct GptOptions {
 ** *pzErr (sqlite3_malloc'd). */
 int gptext_options_parse(sqlite3 *db, const char *zFunc, sqlite3_value *pArg,
                          unsigned allowed, GptOptions *o, char **pzErr);
+/* The same for a function whose errors name the model it was given:
+** "zFunc: model 'zModel': ..." (gpt_import, gpt_export, gpt_quantize). */
+int gptext_options_parse_named(sqlite3 *db, const char *zFunc, const char *zModel,
+                               sqlite3_value *pArg, unsigned allowed, GptOptions *o,
+                               char **pzErr);
 void gptext_options_clear(GptOptions *o);
 
 /* A loaded model: tokenizer always, weights when asked for. Shared by every
@@ -398,7 +403,7 @@ int gptext_register_import(sqlite3 *db, GptConn *pConn);   /* gpt_import, gpt_dr
 /* Deletes model zName's rows, its training state and log too (ext/import.c). */
 int gptext_delete_model(sqlite3 *db, const char *zName, sqlite3_int64 *pnTensor);
 /* Whether SQL follows a query's first statement (ext/gpt.c): 1 or 0. */
-int gptext_sql_has_more(sqlite3 *db, const char *zTail);
+int gptext_sql_has_more(const char *zTail);
 /* sqlite3_prepare_v2 of a user's query when it begins SELECT, WITH or VALUES;
 ** else SQLITE_OK with *pp NULL, and nothing prepared (ext/gpt.c). */
 int gptext_prepare_query(sqlite3 *db, const char *zSql, sqlite3_stmt **pp, const char **pzTail);

@@ -2857,13 +2857,9 @@ static void gptImportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
     goto done;
   }
   if (gptext_query_writes("gpt_import", zName, &s.zErr) != SQLITE_OK) goto done;
-  { /* its errors name the model, as every other of this function's */
-    char *zWho = sqlite3_mprintf("gpt_import: model '%s'", zName);
-    rc = zWho ? gptext_options_parse(db, zWho, argc > 2 ? argv[2] : 0, GPTOPT_REPLACE, &opt,
-                                     &zErr)
-              : SQLITE_NOMEM;
-    sqlite3_free(zWho);
-  }
+  /* its errors name the model, as every other of this function's */
+  rc = gptext_options_parse_named(db, "gpt_import", zName, argc > 2 ? argv[2] : 0, GPTOPT_REPLACE,
+                                  &opt, &zErr);
   if (rc != SQLITE_OK) {
     s.zErr = zErr ? zErr : sqlite3_mprintf("gpt_import: out of memory");
     s.rcErr = rc;

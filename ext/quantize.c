@@ -463,11 +463,9 @@ static void gptQuantizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv
   if (argc > 3) {
     /* its errors name the source, as every other of this function's */
     GptOptions o;
-    char *zWho = sqlite3_mprintf("%s: model '%s'", zFunc, q.zSrc);
-    int rc = zWho ? gptext_options_parse(q.db, zWho, argv[3], GPTOPT_REQUANT, &o, &q.zErr)
-                  : SQLITE_NOMEM;
-    sqlite3_free(zWho);
-    if (rc != SQLITE_OK) goto done;
+    if (gptext_options_parse_named(q.db, zFunc, q.zSrc, argv[3], GPTOPT_REQUANT, &o, &q.zErr) !=
+        SQLITE_OK)
+      goto done;
     q.bAllowRequantize = o.bAllowRequantize;
     gptext_options_clear(&o);
   }

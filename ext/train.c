@@ -531,7 +531,7 @@ static int trainReadQuery(Train *t, const char *zQuery) {
     goto done;
   }
   if (!p || !sqlite3_stmt_readonly(p) || sqlite3_column_count(p) != 1 ||
-      gptext_sql_has_more(t->db, zTail)) {
+      gptext_sql_has_more(zTail)) {
     rc = trainError(t, "the query must be one SELECT of one text column");
     goto done;
   }
@@ -1435,7 +1435,7 @@ static void gptTrainTokenizerFunc(sqlite3_context *ctx, int argc, sqlite3_value 
     goto done;
   }
   if (!p || !sqlite3_stmt_readonly(p) || sqlite3_column_count(p) != 1 ||
-      gptext_sql_has_more(db, zTail)) {
+      gptext_sql_has_more(zTail)) {
     zErr = sqlite3_mprintf("%s: model '%s': the query must be one SELECT of one text column",
                            zTokFunc, zName);
     goto done;
