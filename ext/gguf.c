@@ -2495,13 +2495,12 @@ static void gxFreeFiles(char **az, int n) {
   sqlite3_free(az);
 }
 
-/* Whether the file st is one of the connection's database files, or the
-** journal or write-ahead log beside one: replacing it would destroy the
-** database the export reads. */
-static int gxIsDatabaseFile(sqlite3 *db, const struct stat *st) {
+/* Whether the file st is one of the database files azFile (nFile, the
+** connection's), or the journal or write-ahead log beside one: replacing it
+** would destroy the database the export reads. */
+static int gxIsDatabaseFile(char **azFile, int nFile, const struct stat *st) {
   static const char *const azSuffix[] = {"", "-journal", "-wal", "-shm"};
-  char **azFile = 0;
-  int nFile = 0, bSame = gxDatabaseFiles(db, &azFile, &nFile) != SQLITE_OK;
+  int bSame = 0;
   for (int iDb = 0; !bSame && iDb < nFile; iDb++) {
     const char *zFile = azFile[iDb];
     for (int i = 0; !bSame && i < 4; i++) {
@@ -2511,7 +2510,6 @@ static int gxIsDatabaseFile(sqlite3 *db, const struct stat *st) {
       sqlite3_free(z);
     }
   }
-  gxFreeFiles(azFile, nFile);
   return bSame;
 }
 
@@ -2530,13 +2528,12 @@ static char *gxResolvedName(const char *zPath) {
   return zOut;
 }
 
-/* Whether zPath names one of the connection's database files or the
+/* Whether zPath names one of the database files azFile (nFile) or the
 ** journal, WAL or shared-memory file beside one, existing or not: a GGUF
 ** written as "main.db-journal" was taken by SQLite for a hot journal. */
-static int gxIsDatabaseName(sqlite3 *db, const char *zPath) {
+static int gxIsDatabaseName(char **azFile, int nFile, const char *zPath) {
   static const char *const azSuffix[] = {"", "-journal", "-wal", "-shm"};
-  char **azFile = 0;
-  int nFile = 0, bSame = gxDatabaseFiles(db, &azFile, &nFile) != SQLITE_OK;
+  int bSame = 0;
   char *zTarget = gxResolvedName(zPath);
   for (int iDb = 0; zTarget && !bSame && iDb < nFile; iDb++) {
     char *zDb = gxResolvedName(azFile[iDb]);
@@ -2545,7 +2542,6 @@ static int gxIsDatabaseName(sqlite3 *db, const char *zPath) {
       bSame = strncmp(zTarget, zDb, n) == 0 && strcmp(zTarget + n, azSuffix[i]) == 0;
     sqlite3_free(zDb);
   }
-  gxFreeFiles(azFile, nFile);
   sqlite3_free(zTarget);
   return bSame;
 }
@@ -2555,24 +2551,32 @@ static int gxIsDatabaseName(sqlite3 *db, const char *zPath) {
 ** the connection's database files, nor their journals' names. */
 static int gxCheckTarget(GgExport *p, const char *zPath, int bReplace) {
   struct stat st;
-  if (gxIsDatabaseName(p->db, zPath))
-    return gxError(p, "cannot write %s: it is the name of a file of a database of this "
-                   "connection (the database, its journal, WAL or shared memory)", zPath);
-  if (lstat(zPath, &st) != 0) {
-    if (errno == ENOENT) return SQLITE_OK;
-    return gxError(p, "cannot %s %s: %s", bReplace ? "replace" : "create", zPath,
-                   strerror(errno));
-  }
-  if (!S_ISREG(st.st_mode))
-    return gxError(p, bReplace ? "cannot replace %s: not a regular file (a link, device, FIFO "
-                                 "or directory)"
-                               : "%s exists and is not a regular file (a link, device, FIFO or "
-                                 "directory)", zPath);
-  if (gxIsDatabaseFile(p->db, &st))
-    return gxError(p, "cannot write %s: it is a file of a database of this connection", zPath);
-  if (!bReplace)
-    return gxError(p, "%s exists; pass {\"replace\": true} to overwrite it", zPath);
-  return SQLITE_OK;
+  char **azFile = 0;
+  int nFile = 0, rc = SQLITE_ERROR;
+  int rcList = gxDatabaseFiles(p->db, &azFile, &nFile);
+  if (rcList != SQLITE_OK)
+    /* (before SQLite 3.39, an authorizer that denies PRAGMA database_list) */
+    gxError(p, "cannot write %s: the connection's database files, which it must not be, could "
+            "not be listed (%s)", zPath, sqlite3_errstr(rcList));
+  else if (gxIsDatabaseName(azFile, nFile, zPath))
+    gxError(p, "cannot write %s: it is the name of a file of a database of this "
+            "connection (the database, its journal, WAL or shared memory)", zPath);
+  else if (lstat(zPath, &st) != 0) {
+    if (errno == ENOENT) rc = SQLITE_OK;
+    else gxError(p, "cannot %s %s: %s", bReplace ? "replace" : "create", zPath, strerror(errno));
+  } else if (!S_ISREG(st.st_mode))
+    gxError(p, bReplace ? "cannot replace %s: not a regular file (a link, device, FIFO "
+                          "or directory)"
+                        : "%s exists and is not a regular file (a link, device, FIFO or "
+                          "directory)", zPath);
+  else if (gxIsDatabaseFile(azFile, nFile, &st))
+    gxError(p, "cannot write %s: it is a file of a database of this connection", zPath);
+  else if (!bReplace)
+    gxError(p, "%s exists; pass {\"replace\": true} to overwrite it", zPath);
+  else
+    rc = SQLITE_OK;
+  gxFreeFiles(azFile, nFile);
+  return rc;
 }
 
 /* Opens the file the GGUF is written to: a new file beside zPath (*pzTmp,
@@ -2678,12 +2682,8 @@ static void gptExportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
     goto done;
   }
   /* its errors name the model, as every other of this function's */
-  char *zWho = sqlite3_mprintf("gpt_export: model '%s'", zModel);
-  int rcOpt = zWho ? gptext_options_parse(s.db, zWho, argc > 2 ? argv[2] : 0, GPTOPT_REPLACE,
-                                          &opt, &zErr)
-                   : SQLITE_NOMEM;
-  sqlite3_free(zWho);
-  if (rcOpt != SQLITE_OK) {
+  if (gptext_options_parse_named(s.db, "gpt_export", zModel, argc > 2 ? argv[2] : 0,
+                                 GPTOPT_REPLACE, &opt, &zErr) != SQLITE_OK) {
     s.zErr = zErr ? zErr : sqlite3_mprintf("gpt_export: out of memory");
     zErr = 0;
     goto done;
