@@ -486,8 +486,10 @@ static void options_error_name_model(sqlite3 *db, const char *zFunc, sqlite3_val
   if (sqlite3_prepare_v2(db,
           /* json_each decodes keys as the options' parse read them
           ** ("mod\u0065l"; 3.40's json_extract does not); '' for a model
-          ** that is no string: no name */
-          "SELECT coalesce((SELECT CASE WHEN type = 'text' THEN value ELSE '' END FROM "
+          ** that is no string or that the database lacks: no name (its
+          ** "no model named" error comes once the options are valid) */
+          "SELECT coalesce((SELECT CASE WHEN type = 'text' THEN coalesce((SELECT name FROM "
+          "main.gpt_models WHERE name = value), '') ELSE '' END FROM "
           "json_each(CASE WHEN json_valid(?1) AND json_type(?1) = 'object' THEN ?1 ELSE '{}' "
           "END) WHERE key = 'model' LIMIT 1), "
           "(SELECT min(name) FROM main.gpt_models HAVING count(*) = 1))",
