@@ -553,9 +553,44 @@ static size_t scan_digits(const char *z, size_t n, size_t i) {
   return i;
 }
 
+/* An integer in base 16, 8 or 2 at x->pos ("0x1f", "0o17", "0b101", any
+** case, single underscores between digits, as Jinja's lexer reads them):
+** 1 when there was one, 0 when not, -1 on error. */
+static int lex_prefixed_int(Lexer *x) {
+  const char *z = x->z;
+  size_t i = x->pos;
+  if (i + 2 >= x->n || z[i] != '0') return 0;
+  int p = z[i + 1] | 0x20, base = p == 'x' ? 16 : p == 'o' ? 8 : p == 'b' ? 2 : 0, nd = 0;
+  if (!base) return 0;
+  uint64_t v = 0;
+  size_t j = i + 2;
+  while (j < x->n) {
+    int d = hexval((unsigned char)z[j]);
+    if (z[j] == '_' && j + 1 < x->n && hexval((unsigned char)z[j + 1]) >= 0 &&
+        hexval((unsigned char)z[j + 1]) < base) {
+      j++;
+      continue;
+    }
+    if (d < 0 || d >= base) break;
+    if (v > ((uint64_t)INT64_MAX - (uint64_t)d) / (uint64_t)base)
+      return lex_error(x, "integer literal out of range");
+    v = v * (uint64_t)base + (uint64_t)d;
+    j++;
+    nd++;
+  }
+  if (nd == 0) return 0;
+  Token *t = lex_push(x, TK_INT);
+  if (!t) return lex_error(x, "out of memory");
+  t->i = (int64_t)v;
+  lex_advance(x, j);
+  return 1;
+}
+
 /* A number at x->pos: an integer or a float (with '.', an exponent or both). */
 static int lex_number(Lexer *x) {
   const char *z = x->z;
+  int rcPrefixed = lex_prefixed_int(x);
+  if (rcPrefixed) return rcPrefixed < 0 ? -1 : 0;
   size_t i = scan_digits(z, x->n, x->pos), end = i;
   int bFloat = 0;
   if (i + 1 < x->n && z[i] == '.' && is_digit(z[i + 1])) { end = scan_digits(z, x->n, i + 1); bFloat = 1; }
@@ -1699,6 +1734,7 @@ static Node *parse_statement(Parser *p) {
     if (expect_block_end(p)) return 0;
     n = parse_body(p, azEnd, &pEnd);
     if (!n || expect_block_end(p)) return 0;
+    n->op = 1; /* a scope of its own: transformers renders it as a call block */
   } else {
     parse_error(p, "unsupported tag '%.*s'", (int)t->n, t->z);
     return 0;
@@ -2145,7 +2181,9 @@ static int to_str_buf(Render *r, Buf *b, TplValue v, int bRepr) {
   if (++r->depth > TPL_MAX_DEPTH * 4) { r->depth--; return rerr(r, "value nested deeper than %d", TPL_MAX_DEPTH * 4); }
   int rc = 0;
   switch (v.type) {
-    case TPL_UNDEFINED: break;
+    case TPL_UNDEFINED: /* '' printed, its repr inside a list or dict */
+      if (bRepr) rc = buf_puts(b, "Undefined");
+      break;
     case TPL_NONE: rc = buf_puts(b, "None"); break;
     case TPL_BOOL: rc = buf_puts(b, v.u.i ? "True" : "False"); break;
     case TPL_INT: snprintf(tmp, sizeof(tmp), "%lld", (long long)v.u.i); rc = buf_puts(b, tmp); break;
@@ -2241,7 +2279,10 @@ static int json_newline(Buf *b, const JsonOpt *o, int level) {
 static int key_cmp(TplValue a, TplValue b) {
   size_t n = a.u.s.n < b.u.s.n ? a.u.s.n : b.u.s.n;
   int c = memcmp(a.u.s.z, b.u.s.z, n);
-  return c ? c : (a.u.s.n < b.u.s.n ? -1 : a.u.s.n > b.u.s.n);
+  /* -1, 0 or 1: compare_order's callers read 2 as "unordered" (NaN), and
+  ** memcmp's difference of 2 ('c' against 'a') had made 'c' > 'a' false */
+  if (c) return c < 0 ? -1 : 1;
+  return a.u.s.n < b.u.s.n ? -1 : a.u.s.n > b.u.s.n;
 }
 
 static int json_dump(Render *r, Buf *b, TplValue v, const JsonOpt *o, int level) {
@@ -2355,7 +2396,8 @@ static int lookup(Render *r, const char *z, size_t n, TplValue *pOut) {
 static int eval(Render *r, const Node *n, TplValue *pOut);
 static int call_filter(Render *r, int id, const char *zName, TplValue v, TplValue *aArg, int nArg,
                        const char **azKw, TplValue *aKw, int nKw, TplValue *pOut);
-static int call_test(Render *r, int id, const char *zName, TplValue v, TplValue *aArg, int nArg, int *pb);
+static int call_test(Render *r, int id, const char *zName, int nName, TplValue v, TplValue *aArg,
+                     int nArg, int *pb);
 
 /* Evaluates a node's positional and keyword arguments into arena arrays. */
 static int eval_args(Render *r, const Node *n, TplValue **paArg, TplValue **paKw) {
@@ -2493,6 +2535,7 @@ static int get_slice(Render *r, TplValue obj, TplValue *aPart, int *abSet, TplVa
     if (out.type != TPL_LIST) return nomem(r);
     for (int64_t k = 0, i = start; k < count; k++, i += stepv) out.u.pList->a[k] = obj.u.pList->a[i];
     out.u.pList->n = (size_t)count;
+    out.u.pList->bTuple = obj.u.pList->bTuple; /* a tuple's slice is a tuple */
     *pOut = out;
     return 0;
   }
@@ -2835,7 +2878,7 @@ static int eval_node(Render *r, const Node *n, TplValue *pOut) {
       if (eval(r, n->a, &a) || eval_args(r, n, &aArg, &aKw)) return -1;
       r->line = n->line;
       if (n->nKw) return rerr(r, "test '%.*s' takes no keyword arguments", (int)n->nName, n->zName);
-      if (call_test(r, n->id, n->zName, a, aArg, n->nArg, &bRes)) return -1;
+      if (call_test(r, n->id, n->zName, (int)n->nName, a, aArg, n->nArg, &bRes)) return -1;
       *pOut = tpl_bool(n->op ? !bRes : bRes);
       return 0;
     }
@@ -3363,9 +3406,12 @@ static int check_kw(Render *r, const char *zWhat, const char **azKw, int nKw, co
 }
 
 static int check_nargs(Render *r, const char *zWhat, int nArg, int nMin, int nMax) {
-  if (nArg < nMin || nArg > nMax)
-    return rerr(r, "%s: takes %d to %d arguments, got %d", zWhat, nMin, nMax, nArg);
-  return 0;
+  if (nArg >= nMin && nArg <= nMax) return 0;
+  if (nMin == nMax)
+    return rerr(r, "%s: takes %d argument%s (this interpreter's subset), got %d", zWhat, nMin,
+                nMin == 1 ? "" : "s", nArg);
+  return rerr(r, "%s: takes %d to %d arguments (this interpreter's subset), got %d", zWhat, nMin,
+              nMax, nArg);
 }
 
 /* Methods of strings and dicts. */
@@ -3589,11 +3635,21 @@ static int call_global(Render *r, int id, TplValue *aArg, int nArg, const char *
   return rerr(r, "unsupported function");
 }
 
-/* Tests: 'x is name(args)'. */
-static int call_test(Render *r, int id, const char *zName, TplValue v, TplValue *aArg, int nArg, int *pb) {
+/* x % y with Python's sign (the divisor's), for floats. */
+static double py_fmod(double x, double y) {
+  double m = fmod(x, y);
+  if (m != 0 && (m < 0) != (y < 0)) m += y;
+  return m;
+}
+
+/* Tests: 'x is name(args)', the test named by zName (nName bytes, as the
+** template spells it). */
+static int call_test(Render *r, int id, const char *zName, int nName, TplValue v, TplValue *aArg,
+                     int nArg, int *pb) {
   int nNeed = (id == T_DIVISIBLEBY || id == T_EQ || id == T_NE || id == T_LT || id == T_LE ||
                id == T_GT || id == T_GE || id == T_IN || id == T_SAMEAS) ? 1 : 0;
-  if (nArg != nNeed) return rerr(r, "test '%s' takes %d argument%s", zName, nNeed, nNeed == 1 ? "" : "s");
+  if (nArg != nNeed)
+    return rerr(r, "test '%.*s' takes %d argument%s", nName, zName, nNeed, nNeed == 1 ? "" : "s");
   int cmp = 0;
   switch (id) {
     case T_DEFINED: *pb = v.type != TPL_UNDEFINED; return 0;
@@ -3609,14 +3665,23 @@ static int call_test(Render *r, int id, const char *zName, TplValue v, TplValue 
     case T_BOOLEAN: *pb = v.type == TPL_BOOL; return 0;
     case T_TRUE: *pb = v.type == TPL_BOOL && v.u.i; return 0;
     case T_FALSE: *pb = v.type == TPL_BOOL && !v.u.i; return 0;
+    /* Jinja: value % 2 == 1, value % 2 == 0, value % num == 0, on any
+    ** numbers (floats had been refused) */
     case T_ODD: case T_EVEN:
-      if (need_int(r, zName, v)) return -1;
-      *pb = ((v.u.i % 2) != 0) == (id == T_ODD);
+      if (!is_num(v))
+        return rerr(r, "test '%.*s': expected a number, not %s", nName, zName, type_name(v));
+      if (v.type == TPL_FLOAT) *pb = py_fmod(v.u.f, 2.0) == (id == T_ODD ? 1.0 : 0.0);
+      else *pb = ((v.u.i % 2) != 0) == (id == T_ODD);
       return 0;
     case T_DIVISIBLEBY:
-      if (need_int(r, zName, v) || need_int(r, zName, aArg[0])) return -1;
-      if (aArg[0].u.i == 0) return rerr(r, "divisibleby: division by zero");
-      *pb = aArg[0].u.i == -1 || v.u.i % aArg[0].u.i == 0;
+      if (!is_num(v) || !is_num(aArg[0]))
+        return rerr(r, "test 'divisibleby': expected numbers, not %s and %s", type_name(v),
+                    type_name(aArg[0]));
+      if (num_f(aArg[0]) == 0) return rerr(r, "divisibleby: division by zero");
+      if (v.type == TPL_FLOAT || aArg[0].type == TPL_FLOAT)
+        *pb = py_fmod(num_f(v), num_f(aArg[0])) == 0;
+      else
+        *pb = aArg[0].u.i == -1 || v.u.i % aArg[0].u.i == 0;
       return 0;
     case T_EQ: return val_eq_charged(r, v, aArg[0], pb);
     case T_NE:
@@ -3661,7 +3726,7 @@ static int call_test(Render *r, int id, const char *zName, TplValue v, TplValue 
       return 0;
     }
   }
-  return rerr(r, "unsupported test '%s'", zName);
+  return rerr(r, "unsupported test '%.*s'", nName, zName);
 }
 
 /* Length of a value for |length (Undefined is 0). */
@@ -3682,7 +3747,7 @@ static int apply_item_test(Render *r, TplValue item, TplValue *aArg, int nArg, i
   if (aArg[0].type != TPL_STRING) return rerr(r, "select: the test name must be a string");
   int id = lookup_id(aArg[0].u.s.z, aArg[0].u.s.n, 1);
   if (!id) return rerr(r, "unsupported test '%.*s'", (int)aArg[0].u.s.n, aArg[0].u.s.z);
-  return call_test(r, id, "select", item, aArg + 1, nArg - 1, pb);
+  return call_test(r, id, aArg[0].u.s.z, (int)aArg[0].u.s.n, item, aArg + 1, nArg - 1, pb);
 }
 
 /* Attribute lookup for map/selectattr/join(attribute=): dotted names and
@@ -3958,8 +4023,8 @@ static int call_filter(Render *r, int id, const char *zName, TplValue v, TplValu
         /* Python's round(x, prec): an int stays itself; a float is rounded
         ** correctly from its binary value, halves to even (2.675 is
         ** 2.67499.. and gives 2.67), which printf's exact conversion does */
-        if (v.type == TPL_INT) {
-          *pOut = v;
+        if (v.type == TPL_INT || v.type == TPL_BOOL) { /* round(True, 0) is the int 1 */
+          *pOut = tpl_int(v.u.i);
           return 0;
         }
         char zNum[400];
@@ -4143,6 +4208,19 @@ static int bind_targets(Render *r, Frame *f, const Node *n, TplValue v) {
   return 0;
 }
 
+/* A block in a scope of its own, as Jinja renders a for loop's else, a
+** block set's body and a call block: what it sets stays inside (they had
+** set the enclosing scope's names). */
+static int exec_scoped(Render *r, const Node *n) {
+  Frame f;
+  memset(&f, 0, sizeof(f));
+  f.pParent = r->pFrame;
+  r->pFrame = &f;
+  int rc = exec_block(r, n);
+  r->pFrame = f.pParent;
+  return rc;
+}
+
 static int exec_for(Render *r, const Node *n) {
   TplValue it;
   TplList *l;
@@ -4190,7 +4268,7 @@ static int exec_for(Render *r, const Node *n) {
     if (r->ctl == CTL_BREAK) { r->ctl = CTL_NONE; break; }
     r->ctl = CTL_NONE;
   }
-  if (!bBodyEnded && n->pElse) return exec_block(r, n->pElse);
+  if (!bBodyEnded && n->pElse) return exec_scoped(r, n->pElse);
   return 0;
 }
 
@@ -4235,7 +4313,7 @@ static int exec_stmt(Render *r, const Node *n) {
       Buf *pSaved = r->pOut, b;
       buf_init(r, &b, pSaved->nMax);
       r->pOut = &b;
-      int rc = exec_block(r, n->a);
+      int rc = exec_scoped(r, n->a);
       r->pOut = pSaved;
       if (rc || buf_take(r, &b, &v)) { buf_free(&b); return -1; }
       return frame_set(r, r->pFrame, n->azTarget[0], v);
@@ -4248,7 +4326,7 @@ static int exec_stmt(Render *r, const Node *n) {
     }
     case N_BREAK: r->ctl = CTL_BREAK; return 0;
     case N_CONTINUE: r->ctl = CTL_CONTINUE; return 0;
-    case N_BLOCK: return exec_block(r, n);
+    case N_BLOCK: return n->op ? exec_scoped(r, n) : exec_block(r, n);
   }
   return rerr(r, "internal error: unknown statement");
 }
