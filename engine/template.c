@@ -565,12 +565,9 @@ static int lex_prefixed_int(Lexer *x) {
   uint64_t v = 0;
   size_t j = i + 2;
   while (j < x->n) {
+    /* a single '_' before a digit is skipped */
+    if (z[j] == '_' && j + 1 < x->n && (unsigned)hexval((unsigned char)z[j + 1]) < (unsigned)base) j++;
     int d = hexval((unsigned char)z[j]);
-    if (z[j] == '_' && j + 1 < x->n && hexval((unsigned char)z[j + 1]) >= 0 &&
-        hexval((unsigned char)z[j + 1]) < base) {
-      j++;
-      continue;
-    }
     if (d < 0 || d >= base) break;
     if (v > ((uint64_t)INT64_MAX - (uint64_t)d) / (uint64_t)base)
       return lex_error(x, "integer literal out of range");
@@ -765,6 +762,7 @@ static int lex_all(Lexer *x) {
 enum {
   /* statements */
   N_TEXT = 1, N_OUTPUT, N_IF, N_FOR, N_SET, N_SETBLOCK, N_BREAK, N_CONTINUE, N_BLOCK, N_MACRO,
+  N_SCOPE, /* a N_BLOCK in a scope of its own ({% generation %}) */
   /* expressions */
   N_CONST, N_NAME, N_ATTR, N_ITEM, N_SLICE, N_CALL, N_FILTER, N_TEST, N_NEG, N_POS,
   N_NOT, N_AND, N_OR, N_BINOP, N_CONCAT, N_COMPARE, N_COND, N_LIST, N_TUPLE, N_DICT
@@ -1734,7 +1732,7 @@ static Node *parse_statement(Parser *p) {
     if (expect_block_end(p)) return 0;
     n = parse_body(p, azEnd, &pEnd);
     if (!n || expect_block_end(p)) return 0;
-    n->op = 1; /* a scope of its own: transformers renders it as a call block */
+    n->kind = N_SCOPE; /* transformers renders it as a call block */
   } else {
     parse_error(p, "unsupported tag '%.*s'", (int)t->n, t->z);
     return 0;
@@ -3635,13 +3633,6 @@ static int call_global(Render *r, int id, TplValue *aArg, int nArg, const char *
   return rerr(r, "unsupported function");
 }
 
-/* x % y with Python's sign (the divisor's), for floats. */
-static double py_fmod(double x, double y) {
-  double m = fmod(x, y);
-  if (m != 0 && (m < 0) != (y < 0)) m += y;
-  return m;
-}
-
 /* Tests: 'x is name(args)', the test named by zName (nName bytes, as the
 ** template spells it). */
 static int call_test(Render *r, int id, const char *zName, int nName, TplValue v, TplValue *aArg,
@@ -3665,24 +3656,18 @@ static int call_test(Render *r, int id, const char *zName, int nName, TplValue v
     case T_BOOLEAN: *pb = v.type == TPL_BOOL; return 0;
     case T_TRUE: *pb = v.type == TPL_BOOL && v.u.i; return 0;
     case T_FALSE: *pb = v.type == TPL_BOOL && !v.u.i; return 0;
-    /* Jinja: value % 2 == 1, value % 2 == 0, value % num == 0, on any
-    ** numbers (floats had been refused) */
-    case T_ODD: case T_EVEN:
-      if (!is_num(v))
-        return rerr(r, "test '%.*s': expected a number, not %s", nName, zName, type_name(v));
-      if (v.type == TPL_FLOAT) *pb = py_fmod(v.u.f, 2.0) == (id == T_ODD ? 1.0 : 0.0);
-      else *pb = ((v.u.i % 2) != 0) == (id == T_ODD);
+    /* Jinja: value % 2 == 1, value % 2 == 0, value % num == 0: Python's %
+    ** on any numbers (floats had been refused) */
+    case T_ODD: case T_EVEN: case T_DIVISIBLEBY: {
+      TplValue d = id == T_DIVISIBLEBY ? aArg[0] : tpl_int(2), m;
+      if (!is_num(v) || !is_num(d))
+        return rerr(r, "test '%.*s': expected a number, not %s", nName, zName,
+                    type_name(is_num(v) ? d : v));
+      if (num_f(d) == 0) return rerr(r, "divisibleby: division by zero");
+      if (arith(r, OP_MOD, v, d, &m)) return -1;
+      *pb = num_f(m) == (id == T_ODD ? 1.0 : 0.0);
       return 0;
-    case T_DIVISIBLEBY:
-      if (!is_num(v) || !is_num(aArg[0]))
-        return rerr(r, "test 'divisibleby': expected numbers, not %s and %s", type_name(v),
-                    type_name(aArg[0]));
-      if (num_f(aArg[0]) == 0) return rerr(r, "divisibleby: division by zero");
-      if (v.type == TPL_FLOAT || aArg[0].type == TPL_FLOAT)
-        *pb = py_fmod(num_f(v), num_f(aArg[0])) == 0;
-      else
-        *pb = aArg[0].u.i == -1 || v.u.i % aArg[0].u.i == 0;
-      return 0;
+    }
     case T_EQ: return val_eq_charged(r, v, aArg[0], pb);
     case T_NE:
       if (val_eq_charged(r, v, aArg[0], pb)) return -1;
@@ -4326,7 +4311,8 @@ static int exec_stmt(Render *r, const Node *n) {
     }
     case N_BREAK: r->ctl = CTL_BREAK; return 0;
     case N_CONTINUE: r->ctl = CTL_CONTINUE; return 0;
-    case N_BLOCK: return n->op ? exec_scoped(r, n) : exec_block(r, n);
+    case N_BLOCK: return exec_block(r, n);
+    case N_SCOPE: return exec_scoped(r, n);
   }
   return rerr(r, "internal error: unknown statement");
 }

@@ -2495,17 +2495,21 @@ static void gxFreeFiles(char **az, int n) {
   sqlite3_free(az);
 }
 
+/* The files beside a database that hold its data: its journal, WAL and
+** shared memory (and, "", the database itself). */
+static const char *const azDbSuffix[] = {"", "-journal", "-wal", "-shm"};
+#define N_DB_SUFFIX ((int)(sizeof(azDbSuffix) / sizeof(azDbSuffix[0])))
+
 /* Whether the file st is one of the database files azFile (nFile, the
 ** connection's), or the journal or write-ahead log beside one: replacing it
 ** would destroy the database the export reads. */
 static int gxIsDatabaseFile(char **azFile, int nFile, const struct stat *st) {
-  static const char *const azSuffix[] = {"", "-journal", "-wal", "-shm"};
   int bSame = 0;
   for (int iDb = 0; !bSame && iDb < nFile; iDb++) {
     const char *zFile = azFile[iDb];
-    for (int i = 0; !bSame && i < 4; i++) {
+    for (int i = 0; !bSame && i < N_DB_SUFFIX; i++) {
       struct stat sd;
-      char *z = sqlite3_mprintf("%s%s", zFile, azSuffix[i]);
+      char *z = sqlite3_mprintf("%s%s", zFile, azDbSuffix[i]);
       if (z && stat(z, &sd) == 0 && sd.st_dev == st->st_dev && sd.st_ino == st->st_ino) bSame = 1;
       sqlite3_free(z);
     }
@@ -2532,14 +2536,13 @@ static char *gxResolvedName(const char *zPath) {
 ** journal, WAL or shared-memory file beside one, existing or not: a GGUF
 ** written as "main.db-journal" was taken by SQLite for a hot journal. */
 static int gxIsDatabaseName(char **azFile, int nFile, const char *zPath) {
-  static const char *const azSuffix[] = {"", "-journal", "-wal", "-shm"};
   int bSame = 0;
   char *zTarget = gxResolvedName(zPath);
   for (int iDb = 0; zTarget && !bSame && iDb < nFile; iDb++) {
     char *zDb = gxResolvedName(azFile[iDb]);
     size_t n = zDb ? strlen(zDb) : 0;
-    for (int i = 0; zDb && !bSame && i < 4; i++)
-      bSame = strncmp(zTarget, zDb, n) == 0 && strcmp(zTarget + n, azSuffix[i]) == 0;
+    for (int i = 0; zDb && !bSame && i < N_DB_SUFFIX; i++)
+      bSame = strncmp(zTarget, zDb, n) == 0 && strcmp(zTarget + n, azDbSuffix[i]) == 0;
     sqlite3_free(zDb);
   }
   sqlite3_free(zTarget);
