@@ -14,7 +14,7 @@
 ** top_p, seed, stop; greedy only when temperature is 0), after which the rows
 ** cover the text plus every generated token (the one that completed a stop
 ** string included, <|endoftext|> not). With "generate", "generate" is the
-** number of tokens and "max_tokens" is ignored. A text with no tokens gives
+** number of tokens ("max_tokens" is refused as unknown). A text with no tokens gives
 ** no rows; with "generate" it starts from <|endoftext|>, as gpt_generate does,
 ** and that token is position 0. The rowid is a function of (layer, head,
 ** query_pos, key_pos) and the arguments, so it is the same row's under
@@ -258,7 +258,8 @@ static int attnClose(sqlite3_vtab_cursor *cur) {
 ** exactly. Rows come out ordered by layer, head, query_pos, key_pos, so an
 ** ORDER BY on a prefix of those, ascending, is consumed.
 ** Cost: a full pass is costed at 1e6 and each pushed filter divides it, so
-** the planner prefers plans that push layer, head and query_pos down. A
+** the planner prefers plans that push layer, head and query_pos down (unless
+** the options may be NULL: see below). A
 ** plan without the text costs 1e300 instead of failing, because SQLite also
 ** plans each term of an OR without the arguments; xFilter reports a text
 ** that is really missing. */
@@ -313,6 +314,21 @@ static int attnBestIndex(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo) {
     pInfo->estimatedRows = 0x7fffffff;
     return SQLITE_OK;
   }
+  /* Options given by "=" whose value may be NULL (a NULL literal, a
+  ** parameter, a column of another table): a MULTI-INDEX OR checks each
+  ** term's "options = ?" again after its scans (SQLite 3.53), and no row
+  ** passes "options = NULL". Pushed filters then earn no discount, so the
+  ** split OR (two scans or more) always costs more than one scan. */
+  int bDiscount = 1;
+  if (aIdx[1] >= 0 && pInfo->aConstraint[aIdx[1]].op == SQLITE_INDEX_CONSTRAINT_EQ) {
+    bDiscount = 0;
+#if ATTN_HAVE_VTAB_IN
+    sqlite3_value *pOptions = 0;
+    if (bCanIn && sqlite3_vtab_rhs_value(pInfo, aIdx[1], &pOptions) == SQLITE_OK &&
+        pOptions && sqlite3_value_type(pOptions) != SQLITE_NULL)
+      bDiscount = 1;
+#endif
+  }
   int nArg = 0, idxNum = 0;
   double cost = 1e6, rows = 1e5;
   for (int k = 0; k < 5; k++) {
@@ -327,6 +343,7 @@ static int attnBestIndex(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo) {
 #if ATTN_HAVE_VTAB_IN
     if (aIn[k]) sqlite3_vtab_in(pInfo, aIdx[k], 1);
 #endif
+    if (!bDiscount) continue;
     cost /= aIn[k] ? 5 : 10;
     rows /= aIn[k] ? 5 : 10;
   }

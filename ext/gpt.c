@@ -1965,7 +1965,8 @@ sqlite3_uint64 gptext_tvf_fingerprint(sqlite3_value **apArg, int nArg) {
   for (int i = 0; i < nArg; i++) {
     unsigned char aNum[8];
     const unsigned char *z = 0;
-    int n = 0, t = apArg[i] ? sqlite3_value_type(apArg[i]) : 0;
+    /* an argument not given is NULL, as its hidden column reads back */
+    int n = 0, t = apArg[i] ? sqlite3_value_type(apArg[i]) : SQLITE_NULL;
     if (t == SQLITE_INTEGER || t == SQLITE_FLOAT) {
       sqlite3_uint64 u = 0;
       if (t == SQLITE_INTEGER) u = (sqlite3_uint64)sqlite3_value_int64(apArg[i]);

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "gpt.h"
+#include "sampler.h"
 
 #include "check.h"
 
@@ -216,8 +217,25 @@ static void test_nan_refused(void) {
   gpt_model_free(m);
 }
 
+/* top-k keeps exactly k tokens, the lower id first where the k-th ties (as
+** llama.cpp; README), and draws them in proportion to their probabilities. */
+static void test_top_k_ties(void) {
+  float logits[6] = {0.0f, 2.0f, 1.0f, 1.0f, 1.0f, -1.0f}; /* ids 2, 3, 4 tie */
+  int count[6] = {0};
+  GPTSampler s;
+  CHECK(gpt_sampler_init(&s, 6, 1.0f, 2, 1.0f, 7) == 0, "sampler init");
+  for (int i = 0; i < 20000; i++) count[gpt_sample(&s, logits)]++;
+  gpt_sampler_free(&s);
+  CHECK(count[0] == 0 && count[3] == 0 && count[4] == 0 && count[5] == 0,
+        "top_k 2 drew outside {1, 2}: %d %d %d %d", count[0], count[3], count[4], count[5]);
+  /* p(1) / (p(1) + p(2)) = e / (e + 1) = 0.731 */
+  double f = count[1] / 20000.0;
+  CHECK(fabs(f - 0.7311) < 0.015, "top_k 2 drew id 1 with frequency %.4f, expected 0.7311", f);
+}
+
 int main(void) {
   test_config_checks();
+  test_top_k_ties();
   test_nan_refused();
   GPTConfig c1 = {.n_layer = 2, .n_head = 4, .n_embd = 64, .n_ctx = 32, .vocab_size = 300,
                   .ln_eps = 1e-5};
