@@ -464,7 +464,7 @@ static int batchFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr,
                              sqlite3_errmsg(pVtab->db));
       goto done;
     }
-    int bMore = gptext_sql_has_more(zTail);
+    int bMore = gptext_sql_has_more(zTail) || gptext_has_nul(argv[0]);
     if (!c->pQuery || !sqlite3_stmt_readonly(c->pQuery) || bMore) {
       zErr = sqlite3_mprintf("%s: the first argument must be one read-only query returning "
                              "(key, prompt), e.g. 'SELECT id, body FROM docs'", zFunc);

@@ -2696,6 +2696,10 @@ static void gptExportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
     gxError(&s, "the path must be a file name");
     goto done;
   }
+  if (gptext_has_nul(argv[1])) {
+    gxError(&s, "the path has a NUL character, which would cut it short");
+    goto done;
+  }
   int rcAcquire = gptext_model_acquire(sqlite3_user_data(ctx), s.db, "gpt_export", zModel, 0,
                                        &s.m, &zErr);
   if (rcAcquire != SQLITE_OK) {

@@ -174,8 +174,15 @@ int gptext_bind_utf8(sqlite3_stmt *p, int i, const char *z) {
 ** back from gpt_models. Empty names are the callers' own error. */
 int gptext_name_ok(sqlite3_value *v) {
   const char *z = (const char *)sqlite3_value_text(v);
-  int n = sqlite3_value_bytes(v);
-  return z && (size_t)n == strlen(z) && gptext_utf8_valid(z, (size_t)n);
+  return z && !gptext_has_nul(v) && gptext_utf8_valid(z, (size_t)sqlite3_value_bytes(v));
+}
+
+/* Whether v, read as text, has a NUL byte before its end. C reads a path
+** or a query only up to it, so the call would open another file or run
+** another query than the one given: such arguments are refused. */
+int gptext_has_nul(sqlite3_value *v) {
+  const char *z = (const char *)sqlite3_value_text(v);
+  return z && (size_t)sqlite3_value_bytes(v) != strlen(z);
 }
 
 /* sqlite3_result_error with z's ill-formed UTF-8 replaced. */

@@ -42,6 +42,8 @@ char *gptext_utf8_own(char *z);
 int gptext_bind_utf8(sqlite3_stmt *p, int i, const char *z);
 /* Whether argument v can name a new model: valid UTF-8 with no NUL. */
 int gptext_name_ok(sqlite3_value *v);
+/* Whether text argument v has a NUL before its end (ext/gpt.c). */
+int gptext_has_nul(sqlite3_value *v);
 #define GPTEXT_NAME_RULE "valid UTF-8 with no NUL character"
 void gptext_result_error(sqlite3_context *ctx, const char *z);
 /* The exact bytes as a BLOB (an empty one for n == 0). */

@@ -2872,6 +2872,10 @@ static void gptImportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
              zDir ? "an empty string" : "NULL");
     goto done;
   }
+  if (gptext_has_nul(argv[1])) {
+    impError(&s, 0, "the path has a NUL character, which would cut it short");
+    goto done;
+  }
   if (gptext_gguf_is_file(zDir)) {
     /* a llama.cpp GGUF file, by its magic (ext/gguf.c) */
     gptext_gguf_import(ctx, zName, zDir, opt.bReplace);

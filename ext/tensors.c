@@ -176,7 +176,12 @@ int gptext_tensor_open(sqlite3 *db, const char *zModel, const GPTTensorInfo *inf
     if (strcmp(zName, info->name) != 0) {
       k = tensor_part_of(zName, info->name);
       if (k < 0) continue; /* not this tensor's (NAME#x): refused as above */
-      if (bWhole || k <= kLast) {
+      if (bWhole) {
+        *pzMsg = sqlite3_mprintf("tensor %s is stored both whole and in parts (%s)",
+                                 info->name, zName);
+        goto done;
+      }
+      if (k <= kLast) {
         *pzMsg = sqlite3_mprintf("tensor %s appears twice", zName);
         goto done;
       }

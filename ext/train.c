@@ -519,8 +519,9 @@ static void tokPush(Train *t, TokStream *s, int id) {
   s->nPend = 0;
 }
 
-/* Runs the query and tokenizes its rows into t->aTok. */
-static int trainReadQuery(Train *t, const char *zQuery) {
+/* Runs the query (pQuery, as text) and tokenizes its rows into t->aTok. */
+static int trainReadQuery(Train *t, sqlite3_value *pQuery) {
+  const char *zQuery = (const char *)sqlite3_value_text(pQuery);
   sqlite3_stmt *p = 0;
   TokStream s = {0, 0, 0, 0, (uint64_t)t->o.seed ^ 0x7f4a7c159e3779b9ull};
   const char *zTail = 0;
@@ -531,7 +532,7 @@ static int trainReadQuery(Train *t, const char *zQuery) {
     goto done;
   }
   if (!p || !sqlite3_stmt_readonly(p) || sqlite3_column_count(p) != 1 ||
-      gptext_sql_has_more(zTail)) {
+      gptext_sql_has_more(zTail) || gptext_has_nul(pQuery)) {
     rc = trainError(t, "the query must be one SELECT of one text column");
     goto done;
   }
@@ -1232,7 +1233,7 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
       goto done;
     }
   }
-  if (trainReadQuery(&t, zQuery) != SQLITE_OK) goto done;
+  if (trainReadQuery(&t, argv[1]) != SQLITE_OK) goto done;
   trainHashCorpus(&t);
   if (bResume && t.zRunCorpus[0] &&
       (t.nTok != t.nRunTok || strcmp(t.zCorpus, t.zRunCorpus) != 0)) {
@@ -1435,7 +1436,7 @@ static void gptTrainTokenizerFunc(sqlite3_context *ctx, int argc, sqlite3_value 
     goto done;
   }
   if (!p || !sqlite3_stmt_readonly(p) || sqlite3_column_count(p) != 1 ||
-      gptext_sql_has_more(zTail)) {
+      gptext_sql_has_more(zTail) || gptext_has_nul(argv[1])) {
     zErr = sqlite3_mprintf("%s: model '%s': the query must be one SELECT of one text column",
                            zTokFunc, zName);
     goto done;

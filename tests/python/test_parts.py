@@ -71,7 +71,9 @@ with tempfile.TemporaryDirectory() as tmp:
             "WHERE name = 'model.embed_tokens.weight#1'", "unexpected tensor")
     refused("parts-6", "INSERT INTO gpt_tensors SELECT model, 'model.embed_tokens.weight', "
             "dtype, '[50259,64]', zeroblob(50259*256) FROM gpt_tensors "
-            "WHERE name = 'model.embed_tokens.weight#0'", "appears twice")
+            "WHERE name = 'model.embed_tokens.weight#0'",
+            "tensor model.embed_tokens.weight is stored both whole and in parts "
+            "(model.embed_tokens.weight#0)")
     refused("parts-7", "UPDATE gpt_tensors SET shape = '[19528,64]', "
             "data = substr(data, 1, 19528*256) WHERE name = 'model.embed_tokens.weight#1'",
             "is not a part of")
@@ -143,7 +145,8 @@ with tempfile.TemporaryDirectory() as tmp:
         refused_call(f"parts-18.{fn}", "INSERT INTO gpt_tensors SELECT model, "
                      f"'{emb}', dtype, '[50259,64]', zeroblob(50259*256) FROM gpt_tensors "
                      f"WHERE name = '{emb}#0'", call,
-                     f"{fn}: model 'm': tensor {emb}#0 appears twice")
+                     f"{fn}: model 'm': tensor {emb} is stored both whole and in parts "
+                     f"({emb}#0)")
 
     # a name with a NUL inside reads as another part to C; every reader
     # refuses it by name (it stood in for a deleted part and overflowed)
