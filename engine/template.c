@@ -894,6 +894,12 @@ typedef struct Parser {
   size_t nErr;
 } Parser;
 
+/* The parser's recursion: three levels a bracket (expression, unary,
+** primary) and one a unary operator or 'not'. The lexer bounds brackets at
+** TPL_MAX_DEPTH, so that bound is the one templates meet; this one bounds
+** the C stack on chains like 'not not not ...'. */
+#define TPL_MAX_PARSE_DEPTH (4 * TPL_MAX_DEPTH)
+
 static Token *peek(Parser *p) { return &p->aTok[p->iTok]; }
 static Token *peek2(Parser *p) { return &p->aTok[p->iTok + 1 < p->nTok ? p->iTok + 1 : p->iTok]; }
 static Token *next_tok(Parser *p) {
@@ -1228,7 +1234,7 @@ static Node *parse_postfix(Parser *p, Node *n) {
 static Node *parse_primary(Parser *p) {
   Token *t = peek(p);
   Node *n;
-  if (++p->depth > TPL_MAX_DEPTH) { parse_error(p, "expression nested deeper than %d", TPL_MAX_DEPTH); return 0; }
+  if (++p->depth > TPL_MAX_PARSE_DEPTH) { parse_error(p, "expression nested deeper than %d", TPL_MAX_PARSE_DEPTH); return 0; }
   if (t->type == TK_NAME) {
     next_tok(p);
     n = node_new(p, N_CONST);
@@ -1328,7 +1334,7 @@ static Node *parse_primary(Parser *p) {
 static Node *parse_unary(Parser *p, int bFilter) {
   Token *t = peek(p);
   Node *n;
-  if (++p->depth > TPL_MAX_DEPTH) { parse_error(p, "expression nested deeper than %d", TPL_MAX_DEPTH); return 0; }
+  if (++p->depth > TPL_MAX_PARSE_DEPTH) { parse_error(p, "expression nested deeper than %d", TPL_MAX_PARSE_DEPTH); return 0; }
   if (tok_is_op(t, OP_SUB) || tok_is_op(t, OP_ADD)) {
     next_tok(p);
     n = node_new(p, tok_is_op(t, OP_SUB) ? N_NEG : N_POS);
@@ -1456,7 +1462,7 @@ static Node *parse_compare(Parser *p) {
 static Node *parse_not(Parser *p) {
   if (tok_is_name(peek(p), "not")) {
     next_tok(p);
-    if (++p->depth > TPL_MAX_DEPTH) { parse_error(p, "expression nested deeper than %d", TPL_MAX_DEPTH); return 0; }
+    if (++p->depth > TPL_MAX_PARSE_DEPTH) { parse_error(p, "expression nested deeper than %d", TPL_MAX_PARSE_DEPTH); return 0; }
     Node *n = node_new(p, N_NOT);
     if (!n) return 0;
     n->a = parse_not(p);
@@ -1486,7 +1492,7 @@ static Node *parse_or(Parser *p) {
 
 /* An expression, with 'x if c else y'. */
 static Node *parse_expr(Parser *p) {
-  if (++p->depth > TPL_MAX_DEPTH) { parse_error(p, "expression nested deeper than %d", TPL_MAX_DEPTH); return 0; }
+  if (++p->depth > TPL_MAX_PARSE_DEPTH) { parse_error(p, "expression nested deeper than %d", TPL_MAX_PARSE_DEPTH); return 0; }
   Node *n = parse_or(p);
   while (n && tok_is_name(peek(p), "if")) {
     next_tok(p);

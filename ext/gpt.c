@@ -268,6 +268,7 @@ int gptext_ensure_schema(sqlite3 *db, char **pzErr) {
 ** without a word ("a\u0000b" read as "a"); 3.53 keeps the NUL. Options are
 ** refused with it on both. */
 int gptext_json_has_nul(const char *z, int n) {
+  if (z && n > 0 && memchr(z, 0, (size_t)n)) return 1; /* JSON is read up to it */
   for (int i = 0; z && i + 5 < n; i++) {
     if (z[i] != '\\') continue;
     if (z[i + 1] == 'u' && memcmp(z + i + 2, "0000", 4) == 0) return 1;

@@ -409,8 +409,9 @@ int gptext_sql_has_more(const char *zTail);
 /* sqlite3_prepare_v2 of a user's query when it begins SELECT, WITH or VALUES;
 ** else SQLITE_OK with *pp NULL, and nothing prepared (ext/gpt.c). */
 int gptext_prepare_query(sqlite3 *db, const char *zSql, sqlite3_stmt **pp, const char **pzTail);
-/* Whether JSON text holds the escape \u0000 (ext/gpt.c): options refuse it,
-** with this message after the function's (and model's) name. */
+/* Whether JSON text of n bytes holds a NUL, the escape \u0000 or a NUL byte
+** (ext/gpt.c): options refuse it, with this message after the function's
+** (and model's) name. */
 int gptext_json_has_nul(const char *z, int n);
 /* The JSON type of a value ("array", "object", ...) in *pzType
 ** (sqlite3_malloc'd), NULL when it is not JSON; an SQLite error code (an
@@ -422,7 +423,7 @@ int gptext_json_type(sqlite3 *db, sqlite3_value *pVal, char **pzType);
 ** sqlite3_value_free; NULL when pArg is to be read as it is (text, or any
 ** other BLOB). An SQLite error code when the check itself fails. */
 int gptext_json_text(sqlite3 *db, sqlite3_value *pArg, sqlite3_value **ppText);
-#define GPTEXT_OPTIONS_NUL "the options hold \"\\u0000\", a NUL character, which no option takes"
+#define GPTEXT_OPTIONS_NUL "the options hold a NUL character (\"\\u0000\" or a NUL byte), which no option takes"
 /* SQLITE_OK, or SQLITE_READONLY with an error naming zFunc and zModel
 ** when the main database is read-only or PRAGMA query_only is on. */
 int gptext_check_writable(sqlite3 *db, const char *zFunc, const char *zModel, char **pzErr);

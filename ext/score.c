@@ -386,11 +386,13 @@ static int sum_init(SumAgg *p, sqlite3_context *ctx, const char *zFunc, sqlite3_
                                 GPTOPT_MODEL | GPTOPT_GENERATE | GPTOPT_TEMPLATE |
                                 GPTOPT_SPECIAL | GPTOPT_THREADS | GPTOPT_CHATVARS, &p->o, pzErr);
   if (rc != SQLITE_OK) return rc;
+  rc = gptext_model_acquire(sqlite3_user_data(ctx), db, zFunc, p->o.zModel, 1, &p->m, pzErr);
+  if (rc != SQLITE_OK) return rc;
   const char *zTpl = p->o.zTemplate ? p->o.zTemplate : SUM_DEFAULT_TEMPLATE;
   const char *zAt = strstr(zTpl, SUM_PLACEHOLDER);
   if (!zAt || strstr(zAt + 1, SUM_PLACEHOLDER)) {
-    gptext_set_error(pzErr, "%s: option \"template\" must contain %s exactly once, like "
-                     "\"%s\"", zFunc, SUM_PLACEHOLDER, "{text}\\nTL;DR:");
+    gptext_set_error(pzErr, "%s: model '%s': option \"template\" must contain %s exactly "
+                     "once, like \"%s\"", zFunc, p->m->zName, SUM_PLACEHOLDER, "{text}\\nTL;DR:");
     return SQLITE_ERROR;
   }
   p->nPre = (int)(zAt - zTpl);
@@ -398,8 +400,6 @@ static int sum_init(SumAgg *p, sqlite3_context *ctx, const char *zFunc, sqlite3_
   p->zPost = sqlite3_mprintf("%s", zAt + strlen(SUM_PLACEHOLDER));
   if (!p->zPre || !p->zPost) return SQLITE_NOMEM;
   p->nPost = (int)strlen(p->zPost);
-  rc = gptext_model_acquire(sqlite3_user_data(ctx), db, zFunc, p->o.zModel, 1, &p->m, pzErr);
-  if (rc != SQLITE_OK) return rc;
   if (!p->o.zTemplate) {
     /* a model with a chat template gets its summary request as a user turn */
     char *zChat = 0;
