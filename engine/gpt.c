@@ -539,17 +539,23 @@ static void *huge_alloc(size_t *pn) {
   return p;
 }
 
-/* Faults the whole pages of [p, p + n) in with one system call (Linux
-** 5.14+; harmless where refused), where a first touch of each page would
-** trap once a page. What that saves depends on the host: 5-11 us a trap
-** against 0.5-0.9 us a page on one virtual machine; on another, whose first
-** write to a page costs 11-22 us, only half (bench/results/HISTORY.md). */
+/* Faults the whole pages of [p, p + n) in with a system call a 32 MB piece
+** (Linux 5.14+; harmless where refused), where a first touch of each page
+** would trap once a page. What that saves depends on the host: 5-11 us a
+** trap against 0.5-0.9 us a page on one virtual machine; on another, whose
+** first write to a page costs 11-22 us, only half (bench/results/HISTORY.md).
+** The call holds the process's memory map for its length: one call over an
+** 800 MB arena (0.16-1.3 s) held every other thread's mmap and munmap, so
+** other connections' calls stalled while a large model loaded. */
+#define FAULT_IN_PIECE ((uintptr_t)32 << 20)
 static void fault_in(void *p, size_t n) {
 #ifdef MADV_POPULATE_WRITE
   long sz = sysconf(_SC_PAGESIZE);
   uintptr_t page = sz > 0 ? (uintptr_t)sz : 4096, a = ((uintptr_t)p + page - 1) & ~(page - 1);
   uintptr_t b = ((uintptr_t)p + n) & ~(page - 1);
-  if (b > a) madvise((void *)a, b - a, MADV_POPULATE_WRITE);
+  for (; b > a; a += FAULT_IN_PIECE)
+    if (madvise((void *)a, b - a < FAULT_IN_PIECE ? b - a : FAULT_IN_PIECE, MADV_POPULATE_WRITE))
+      break;
 #else
   (void)p;
   (void)n;

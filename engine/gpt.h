@@ -191,10 +191,10 @@ int gpt_rows_check(const char *name, int dtype, const void *src, int64_t first, 
                    char *err, size_t n_err);
 
 /* Threads of the forward passes that the calling OS thread runs: n >= 1, or
-** 0 for the default, the number of cores the process may use. Returns the
-** previous setting. Results do not depend on it. */
+** 0 for the default, the number of cores the process may use (also the most
+** a pass takes). Returns the previous setting. Results do not depend on it. */
 int gpt_threads_set(int n);
-int gpt_threads_get(void);      /* what the next pass will ask for */
+int gpt_threads_get(void);      /* what the next pass will ask for, capped */
 int gpt_threads_default(void);  /* cores available to the process */
 
 /* Per-generation state: KV cache for up to max_T positions, and scratch.

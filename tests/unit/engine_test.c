@@ -233,9 +233,20 @@ static void test_top_k_ties(void) {
   CHECK(fabs(f - 0.7311) < 0.015, "top_k 2 drew id 1 with frequency %.4f, expected 0.7311", f);
 }
 
+/* A pass takes at most the cores the process may use: more members only
+** wait on each other's time slices. */
+static void test_threads_capped(void) {
+  int old = gpt_threads_set(256), n = gpt_threads_default();
+  CHECK(gpt_threads_get() == n, "threads 256 gives %d, expected the %d cores", gpt_threads_get(), n);
+  gpt_threads_set(1);
+  CHECK(gpt_threads_get() == 1, "threads 1 gives %d", gpt_threads_get());
+  gpt_threads_set(old);
+}
+
 int main(void) {
   test_config_checks();
   test_top_k_ties();
+  test_threads_capped();
   test_nan_refused();
   GPTConfig c1 = {.n_layer = 2, .n_head = 4, .n_embd = 64, .n_ctx = 32, .vocab_size = 300,
                   .ln_eps = 1e-5};
