@@ -2654,6 +2654,10 @@ static int gxCommit(GgExport *p, const char *zTmp, const char *zPath, int bRepla
   return SQLITE_OK;
 }
 
+/* Tries of gpt_export to read a model whose rows another connection keeps
+** changing. */
+#define GX_SNAPSHOT_TRIES 4
+
 /*
 ** Implementation of gpt_export(MODEL, PATH [, OPTIONS]): writes the model
 ** as GGUF v3 to PATH, which must not exist unless {"replace": true} (then it
@@ -2700,24 +2704,34 @@ static void gptExportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
     gxError(&s, "the path has a NUL character, which would cut it short");
     goto done;
   }
-  int rcAcquire = gptext_model_acquire(sqlite3_user_data(ctx), s.db, "gpt_export", zModel, 0,
-                                       &s.m, &zErr);
-  if (rcAcquire != SQLITE_OK) {
-    s.rcErr = rcAcquire;
-    s.zErr = zErr;
-    zErr = 0;
-    goto done;
-  }
   /* one read snapshot across the many statements below: another
-  ** connection's commit meanwhile does not reach the file */
-  if (gptext_snapshot_begin(s.db, s.m->zName, &pSnapshot) != SQLITE_OK) {
-    gxError(&s, "cannot read its gpt_models row: %s", sqlite3_errmsg(s.db));
-    goto done;
-  }
-  /* and the snapshot is of the rows the header was made from */
-  if (!pSnapshot || sqlite3_column_int64(pSnapshot, 0) != s.m->stamp) {
-    gxError(&s, "it changed while it was exported; export it again");
-    goto done;
+  ** connection's commit meanwhile does not reach the file; and the snapshot
+  ** is of the rows the header was made from. A commit between the load and
+  ** the snapshot (another connection re-importing the model) takes another
+  ** try, as a load does */
+  for (int nTry = 1;; nTry++) {
+    int rcAcquire = gptext_model_acquire(sqlite3_user_data(ctx), s.db, "gpt_export", zModel, 0,
+                                         &s.m, &zErr);
+    if (rcAcquire != SQLITE_OK) {
+      s.rcErr = rcAcquire;
+      s.zErr = zErr;
+      zErr = 0;
+      goto done;
+    }
+    if (gptext_snapshot_begin(s.db, s.m->zName, &pSnapshot) != SQLITE_OK) {
+      gxError(&s, "cannot read its gpt_models row: %s", sqlite3_errmsg(s.db));
+      goto done;
+    }
+    if (pSnapshot && sqlite3_column_int64(pSnapshot, 0) == s.m->stamp) break;
+    if (nTry == GX_SNAPSHOT_TRIES) {
+      gxError(&s, "it changed while it was exported, %d times; export it again",
+              GX_SNAPSHOT_TRIES);
+      goto done;
+    }
+    sqlite3_finalize(pSnapshot);
+    pSnapshot = 0;
+    gptext_model_release(s.m);
+    s.m = 0;
   }
   {
     sqlite3_stmt *pStmt = 0;
