@@ -3,10 +3,11 @@
 ** logits, top-k keeps the k largest (exactly k: the lower id first where
 ** the k-th ties, as llama.cpp; Hugging Face keeps every tie), top-p keeps the
 ** smallest prefix of the sorted distribution whose mass reaches p; the rest
-** is renormalized and one token drawn. Only candidates that can matter are sorted (llama2.c's trick:
-** under top-p, a token with probability below (1-p)/(V-1) can never be in the
-** nucleus, though its probability still counts toward p; under top-k, the k
-** best are picked with a heap and only they are sorted).
+** is renormalized and one token drawn. Only candidates that can matter are
+** sorted (llama2.c's trick: under top-p, a token with probability below
+** (1-p)/(V-1) can never be in the nucleus, though its probability still
+** counts toward p; under top-k, the k best are picked with a heap and only
+** they are sorted).
 */
 #include <math.h>
 #include <stdlib.h>

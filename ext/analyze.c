@@ -14,11 +14,11 @@
 ** top_p, seed, stop; greedy only when temperature is 0), after which the rows
 ** cover the text plus every generated token (the one that completed a stop
 ** string included, <|endoftext|> not). With "generate", "generate" is the
-** number of tokens ("max_tokens" is refused as unknown). A text with no tokens gives
-** no rows; with "generate" it starts from <|endoftext|>, as gpt_generate does,
-** and that token is position 0. The rowid is a function of (layer, head,
-** query_pos, key_pos) and the arguments, so it is the same row's under
-** every plan (gptext_tvf_rowid).
+** number of tokens ("max_tokens" is refused as unknown). A text with no
+** tokens gives no rows; with "generate" it starts from <|endoftext|>, as
+** gpt_generate does, and that token is position 0. The rowid is a function
+** of (layer, head, query_pos, key_pos) and the arguments, so it is the same
+** row's under every plan (gptext_tvf_rowid).
 **
 ** gpt_generate_tokens(prompt [, options]): one row per generated token, with
 ** exactly gpt_generate's options and output: step (1 for the first token),
@@ -259,10 +259,9 @@ static int attnClose(sqlite3_vtab_cursor *cur) {
 ** ORDER BY on a prefix of those, ascending, is consumed.
 ** Cost: a full pass is costed at 1e6 and each pushed filter divides it, so
 ** the planner prefers plans that push layer, head and query_pos down (unless
-** the options may be NULL: see below). A
-** plan without the text costs 1e300 instead of failing, because SQLite also
-** plans each term of an OR without the arguments; xFilter reports a text
-** that is really missing. */
+** the options may be NULL: see below). A plan without the text costs 1e300
+** instead of failing, because SQLite also plans each term of an OR without
+** the arguments; xFilter reports a text that is really missing. */
 static int attnBestIndex(sqlite3_vtab *pVtab, sqlite3_index_info *pInfo) {
   (void)pVtab;
   int aIdx[5] = {-1, -1, -1, -1, -1}; /* text, options, layer, head, query_pos */
