@@ -433,6 +433,13 @@ static int batchAdvance(BatchCursor *c, char **pzErr) {
   int nPrev = gpt_threads_set(c->o.nThreads);
   int rc = batchPasses(c, pzErr);
   gpt_threads_set(nPrev);
+  /* a row that finished in an earlier pass is yielded without one; SQLite
+  ** checks for an interrupt right after it, with a message that names
+  ** neither function nor model: checked here first */
+  if (rc == SQLITE_OK && c->iCur >= 0 && gptext_interrupted(((GptVtab *)c->base.pVtab)->db)) {
+    gptext_set_error(pzErr, "gpt_batch: model '%s': interrupted", c->m->zName);
+    rc = SQLITE_INTERRUPT;
+  }
   return rc;
 }
 
