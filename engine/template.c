@@ -917,6 +917,14 @@ static int parse_error(Parser *p, const char *zFmt, ...) {
   return -1;
 }
 
+/* One level deeper into the parser's recursion; 1, with the error, past
+** TPL_MAX_PARSE_DEPTH. Each caller takes the level back (p->depth--). */
+static int parse_deeper(Parser *p) {
+  if (++p->depth <= TPL_MAX_PARSE_DEPTH) return 0;
+  parse_error(p, "expression nested deeper than %d", TPL_MAX_PARSE_DEPTH);
+  return 1;
+}
+
 static int tok_is_op(Token *t, int op) { return t->type == TK_OP && t->op == op; }
 static int tok_is_name(Token *t, const char *z) { return t->type == TK_NAME && name_is(t->z, t->n, z); }
 
@@ -1234,7 +1242,7 @@ static Node *parse_postfix(Parser *p, Node *n) {
 static Node *parse_primary(Parser *p) {
   Token *t = peek(p);
   Node *n;
-  if (++p->depth > TPL_MAX_PARSE_DEPTH) { parse_error(p, "expression nested deeper than %d", TPL_MAX_PARSE_DEPTH); return 0; }
+  if (parse_deeper(p)) return 0;
   if (t->type == TK_NAME) {
     next_tok(p);
     n = node_new(p, N_CONST);
@@ -1334,7 +1342,7 @@ static Node *parse_primary(Parser *p) {
 static Node *parse_unary(Parser *p, int bFilter) {
   Token *t = peek(p);
   Node *n;
-  if (++p->depth > TPL_MAX_PARSE_DEPTH) { parse_error(p, "expression nested deeper than %d", TPL_MAX_PARSE_DEPTH); return 0; }
+  if (parse_deeper(p)) return 0;
   if (tok_is_op(t, OP_SUB) || tok_is_op(t, OP_ADD)) {
     next_tok(p);
     n = node_new(p, tok_is_op(t, OP_SUB) ? N_NEG : N_POS);
@@ -1462,7 +1470,7 @@ static Node *parse_compare(Parser *p) {
 static Node *parse_not(Parser *p) {
   if (tok_is_name(peek(p), "not")) {
     next_tok(p);
-    if (++p->depth > TPL_MAX_PARSE_DEPTH) { parse_error(p, "expression nested deeper than %d", TPL_MAX_PARSE_DEPTH); return 0; }
+    if (parse_deeper(p)) return 0;
     Node *n = node_new(p, N_NOT);
     if (!n) return 0;
     n->a = parse_not(p);
@@ -1492,7 +1500,7 @@ static Node *parse_or(Parser *p) {
 
 /* An expression, with 'x if c else y'. */
 static Node *parse_expr(Parser *p) {
-  if (++p->depth > TPL_MAX_PARSE_DEPTH) { parse_error(p, "expression nested deeper than %d", TPL_MAX_PARSE_DEPTH); return 0; }
+  if (parse_deeper(p)) return 0;
   Node *n = parse_or(p);
   while (n && tok_is_name(peek(p), "if")) {
     next_tok(p);

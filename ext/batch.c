@@ -464,14 +464,14 @@ static int batchFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr,
                             GPTOPT_THREADS | GPTOPT_BATCH, &c->o, &zErr);
   if (rc != SQLITE_OK) goto done;
   {
-    const char *zSql = (const char *)sqlite3_value_text(argv[0]), *zTail = 0;
-    rc = gptext_prepare_query(pVtab->db, zSql ? zSql : "", &c->pQuery, &zTail);
+    const char *zTail = 0;
+    rc = gptext_prepare_query(pVtab->db, argv[0], &c->pQuery, &zTail);
     if (rc != SQLITE_OK) {
       zErr = sqlite3_mprintf("%s: the query does not compile: %s", zFunc,
                              sqlite3_errmsg(pVtab->db));
       goto done;
     }
-    int bMore = gptext_sql_has_more(zTail) || gptext_has_nul(argv[0]);
+    int bMore = gptext_sql_has_more(zTail);
     if (!c->pQuery || !sqlite3_stmt_readonly(c->pQuery) || bMore) {
       zErr = sqlite3_mprintf("%s: the first argument must be one read-only query returning "
                              "(key, prompt), e.g. 'SELECT id, body FROM docs'", zFunc);

@@ -2041,12 +2041,15 @@ int gptext_sql_has_more(const char *zTail) {
 ** that begins SELECT, WITH or VALUES is prepared (*pp NULL otherwise, for the
 ** caller's "one SELECT" error), since SQLite applies a PRAGMA while
 ** preparing it: "PRAGMA query_only = 1", refused, had still left the
-** connection read-only. */
-int gptext_prepare_query(sqlite3 *db, const char *zSql, sqlite3_stmt **pp, const char **pzTail) {
+** connection read-only. Nor is a text with a NUL inside: SQLite reads it only
+** up to the NUL, which would run another query than the one given. */
+int gptext_prepare_query(sqlite3 *db, sqlite3_value *pSql, sqlite3_stmt **pp, const char **pzTail) {
   static const char *const azFirst[] = {"SELECT", "WITH", "VALUES"};
-  const char *z = sql_skip_space(zSql);
+  const char *zSql = (const char *)sqlite3_value_text(pSql);
   *pp = 0;
   if (pzTail) *pzTail = 0;
+  if (!zSql || gptext_has_nul(pSql)) return SQLITE_OK;
+  const char *z = sql_skip_space(zSql);
   for (int i = 0; i < 3; i++) {
     size_t n = strlen(azFirst[i]);
     if (sqlite3_strnicmp(z, azFirst[i], (int)n) == 0 && !isalnum((unsigned char)z[n]) &&

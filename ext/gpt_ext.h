@@ -406,9 +406,10 @@ int gptext_register_import(sqlite3 *db, GptConn *pConn);   /* gpt_import, gpt_dr
 int gptext_delete_model(sqlite3 *db, const char *zName, sqlite3_int64 *pnTensor);
 /* Whether SQL follows a query's first statement (ext/gpt.c): 1 or 0. */
 int gptext_sql_has_more(const char *zTail);
-/* sqlite3_prepare_v2 of a user's query when it begins SELECT, WITH or VALUES;
-** else SQLITE_OK with *pp NULL, and nothing prepared (ext/gpt.c). */
-int gptext_prepare_query(sqlite3 *db, const char *zSql, sqlite3_stmt **pp, const char **pzTail);
+/* sqlite3_prepare_v2 of a user's query (text without a NUL) when it begins
+** SELECT, WITH or VALUES; else SQLITE_OK with *pp NULL, and nothing prepared
+** (ext/gpt.c). */
+int gptext_prepare_query(sqlite3 *db, sqlite3_value *pSql, sqlite3_stmt **pp, const char **pzTail);
 /* Whether JSON text of n bytes holds a NUL, the escape \u0000 or a NUL byte
 ** (ext/gpt.c): options refuse it, with this message after the function's
 ** (and model's) name. */

@@ -521,18 +521,17 @@ static void tokPush(Train *t, TokStream *s, int id) {
 
 /* Runs the query (pQuery, as text) and tokenizes its rows into t->aTok. */
 static int trainReadQuery(Train *t, sqlite3_value *pQuery) {
-  const char *zQuery = (const char *)sqlite3_value_text(pQuery);
   sqlite3_stmt *p = 0;
   TokStream s = {0, 0, 0, 0, (uint64_t)t->o.seed ^ 0x7f4a7c159e3779b9ull};
   const char *zTail = 0;
-  int rc = gptext_prepare_query(t->db, zQuery, &p, &zTail);
+  int rc = gptext_prepare_query(t->db, pQuery, &p, &zTail);
   if (rc != SQLITE_OK) {
     if (rc == SQLITE_INTERRUPT) trainInterrupted(t);
     else trainError(t, "query: %s", sqlite3_errmsg(t->db));
     goto done;
   }
   if (!p || !sqlite3_stmt_readonly(p) || sqlite3_column_count(p) != 1 ||
-      gptext_sql_has_more(zTail) || gptext_has_nul(pQuery)) {
+      gptext_sql_has_more(zTail)) {
     rc = trainError(t, "the query must be one SELECT of one text column");
     goto done;
   }
@@ -1430,13 +1429,13 @@ static void gptTrainTokenizerFunc(sqlite3_context *ctx, int argc, sqlite3_value 
   b = bpe_new(0);
   if (!b) goto nomem;
   const char *zTail = 0;
-  if (!zQuery || gptext_prepare_query(db, zQuery, &p, &zTail) != SQLITE_OK) {
+  if (!zQuery || gptext_prepare_query(db, argv[1], &p, &zTail) != SQLITE_OK) {
     zErr = sqlite3_mprintf("%s: model '%s': query: %s", zTokFunc, zName,
                            zQuery ? sqlite3_errmsg(db) : "must be the text of a SELECT");
     goto done;
   }
   if (!p || !sqlite3_stmt_readonly(p) || sqlite3_column_count(p) != 1 ||
-      gptext_sql_has_more(zTail) || gptext_has_nul(argv[1])) {
+      gptext_sql_has_more(zTail)) {
     zErr = sqlite3_mprintf("%s: model '%s': the query must be one SELECT of one text column",
                            zTokFunc, zName);
     goto done;
