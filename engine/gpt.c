@@ -563,14 +563,12 @@ static void fault_in(void *p, size_t n) {
 }
 
 /* The weight arena: 64-byte aligned with a line to spare, or from 8 MB on,
-** 2 MB aligned on 2 MB pages (huge_alloc) and faulted in at once. NULL when
-** out of memory. */
+** 2 MB aligned on 2 MB pages (huge_alloc), faulted in a tensor at a time as
+** gpt_model_load meets each (so that a loader can stop between tensors: an
+** 8B model's 16 GB took seconds at once). NULL when out of memory. */
 static unsigned char *arena_alloc(size_t n) {
   if (n < 4 * ARENA_HUGE) return aligned_alloc(64, (n + 63) / 64 * 64 + 64);
-  unsigned char *p = huge_alloc(&n);
-  /* the whole arena at once */
-  if (p) fault_in(p, n);
-  return p;
+  return huge_alloc(&n);
 }
 
 /* The matrix of tensor i as products read it. */
@@ -991,6 +989,7 @@ int gpt_model_load(GPTModel *m, int i, int dtype, int64_t first, int64_t n,
   }
   void *dst = m->tensor[i];
   int dd = m->dtype[i];
+  if (first == 0 && m->n_bytes >= 4 * ARENA_HUGE) fault_in(dst, (size_t)gpt_tensor_bytes(&info, dd));
   if (is_q4_dtype(dtype)) {
     /* q4 hook: 4- and 6-bit blocks are checked (finite scales) and copied,
     ** or widened for a tensor held in f32 or f16 */

@@ -197,6 +197,13 @@ int gpt_threads_set(int n);
 int gpt_threads_get(void);      /* what the next pass will ask for, capped */
 int gpt_threads_default(void);  /* cores available to the process */
 
+/* The CPU bandwidth limit of the process's cgroups, in cores rounded up
+** (a container run with --cpus=2 on a 64-core host has all 64 in its
+** affinity mask), or 0 for none: the smallest of cgroup v2's cpu.max, or
+** v1's cpu.cfs_quota_us, of the cgroups cgroupFile (/proc/self/cgroup)
+** names and those above them, under root (/sys/fs/cgroup). */
+int gpt_cgroup_cpu_limit(const char *cgroupFile, const char *root);
+
 /* Per-generation state: KV cache for up to max_T positions, and scratch.
 ** The cache holds only the key/value heads and grows with the positions a
 ** pass actually uses, so a short call on a long-context model stays small. */

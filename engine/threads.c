@@ -23,10 +23,14 @@
 ** then takes it back. Results do not change: every task gives the same
 ** values on any number of members.
 */
+#include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdlib.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 #include "gpt.h"
@@ -334,16 +338,123 @@ __attribute__((destructor)) static void pool_shutdown(void) {
 
 static _Thread_local int tlThreads = 0;
 
+/* The first line of file path, without its newline, into buf; 0 or -1. */
+static int read_line(const char *path, char *buf, size_t n) {
+  FILE *f = fopen(path, "r");
+  if (!f) return -1;
+  char *got = fgets(buf, (int)n, f);
+  fclose(f);
+  if (!got) return -1;
+  buf[strcspn(buf, "\n")] = 0;
+  return 0;
+}
+
+/* Cores a CPU bandwidth limit of quota per period allows, rounded up; 0 for
+** none or for values out of range. */
+static int cores_of_quota(long long quota, long long period) {
+  if (quota <= 0 || period <= 0 || quota > ((long long)1 << 50) || period > ((long long)1 << 40))
+    return 0;
+  long long n = (quota + period - 1) / period;
+  return n > GPT_MAX_THREADS ? GPT_MAX_THREADS : (int)n;
+}
+
+/* Two decimal integers (the second optional where want2 is 0) separated
+** by a space at the start of text; -1 where they are not there. strtoll, not
+** sscanf, which leaves a number out of range undefined. */
+static int parse_two(const char *text, long long *a, long long *b, int want2) {
+  char *end;
+  errno = 0;
+  *a = strtoll(text, &end, 10);
+  if (end == text || errno) return -1;
+  if (!want2) return 0;
+  if (*end != ' ') return -1;
+  text = end + 1;
+  *b = strtoll(text, &end, 10);
+  return end == text || errno ? -1 : 0;
+}
+
+/* The limit one cgroup directory sets: cgroup v2's cpu.max ("max PERIOD" or
+** "QUOTA PERIOD"), else v1's cpu.cfs_quota_us and cpu.cfs_period_us (-1:
+** none). 0 where it sets none or the files cannot be read. */
+static int cgroup_dir_limit(const char *dir) {
+  char path[4800], line[128], line2[128];
+  long long quota, period;
+  if (snprintf(path, sizeof path, "%s/cpu.max", dir) >= (int)sizeof path) return 0;
+  if (read_line(path, line, sizeof line) == 0)
+    return parse_two(line, &quota, &period, 1) == 0 ? cores_of_quota(quota, period) : 0;
+  if (snprintf(path, sizeof path, "%s/cpu.cfs_quota_us", dir) >= (int)sizeof path ||
+      read_line(path, line, sizeof line) != 0)
+    return 0;
+  if (snprintf(path, sizeof path, "%s/cpu.cfs_period_us", dir) >= (int)sizeof path ||
+      read_line(path, line2, sizeof line2) != 0)
+    return 0;
+  if (parse_two(line, &quota, NULL, 0) != 0 || parse_two(line2, &period, NULL, 0) != 0) return 0;
+  return cores_of_quota(quota, period);
+}
+
+/* Whether a /proc/self/cgroup line ("ID:CONTROLLERS:PATH") names the CPU
+** controller: v2's single line has no controllers, v1's lists "cpu". */
+static int cgroup_line_has_cpu(const char *ctl, size_t n) {
+  if (n == 0) return 1;
+  for (size_t i = 0; i < n;) {
+    size_t j = i;
+    while (j < n && ctl[j] != ',') j++;
+    if (j - i == 3 && memcmp(ctl + i, "cpu", 3) == 0) return 1;
+    i = j + 1;
+  }
+  return 0;
+}
+
+int gpt_cgroup_cpu_limit(const char *cgroupFile, const char *root) {
+  FILE *f = fopen(cgroupFile, "r");
+  if (!f) return 0;
+  char line[4096];
+  int best = 0;
+  while (fgets(line, sizeof line, f)) {
+    line[strcspn(line, "\n")] = 0;
+    char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+    if (!c2 || !cgroup_line_has_cpu(c1 + 1, (size_t)(c2 - c1 - 1))) continue;
+    const char *cg = c2 + 1;
+    if (cg[0] != '/' || strstr(cg, "/..")) continue;
+    /* where the hierarchy is mounted: v2 at root, v1's cpu controller in
+    ** root/cpu (a link to cpu,cpuacct on most systems) */
+    char base[512], dir[4700];
+    if (snprintf(base, sizeof base, c2 == c1 + 1 ? "%s" : "%s/cpu", root) >= (int)sizeof base)
+      continue;
+    /* the cgroup and each one above it, up to the mount (inside a cgroup
+    ** namespace, the mount is the process's own cgroup) */
+    size_t len = strlen(cg);
+    while (len > 0 && cg[len - 1] == '/') len--;
+    for (;;) {
+      int n = snprintf(dir, sizeof dir, "%s%.*s", base, (int)len, cg) < (int)sizeof dir
+                  ? cgroup_dir_limit(dir) : 0;
+      if (n > 0 && (best == 0 || n < best)) best = n;
+      if (len == 0) break;
+      while (len > 0 && cg[len - 1] != '/') len--;
+      while (len > 0 && cg[len - 1] == '/') len--;
+    }
+  }
+  fclose(f);
+  return best;
+}
+
+static pthread_once_t gCgroupOnce = PTHREAD_ONCE_INIT;
+static int gCgroupCores;
+static void read_cgroup_limit(void) {
+  gCgroupCores = gpt_cgroup_cpu_limit("/proc/self/cgroup", "/sys/fs/cgroup");
+}
+
 int gpt_threads_default(void) {
+  long n = -1;
 #ifdef CPU_COUNT
   cpu_set_t set;
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
-    int n = CPU_COUNT(&set);
-    if (n >= 1) return n < GPT_MAX_THREADS ? n : GPT_MAX_THREADS;
-  }
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) n = CPU_COUNT(&set);
 #endif
-  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  if (n < 1) n = sysconf(_SC_NPROCESSORS_ONLN);
   if (n < 1) n = 1;
+  /* a container's CPU limit (docker --cpus, Kubernetes limits), read once */
+  pthread_once(&gCgroupOnce, read_cgroup_limit);
+  if (gCgroupCores > 0 && gCgroupCores < n) n = gCgroupCores;
   return n < GPT_MAX_THREADS ? (int)n : GPT_MAX_THREADS;
 }
 

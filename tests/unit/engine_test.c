@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include "gpt.h"
 #include "sampler.h"
 
@@ -243,10 +244,69 @@ static void test_threads_capped(void) {
   gpt_threads_set(old);
 }
 
+/* Writes text to root/rel, making the folders on the way. */
+static void put_file(const char *root, const char *rel, const char *text) {
+  char path[512];
+  snprintf(path, sizeof path, "%s/%s", root, rel);
+  for (char *p = path + strlen(root) + 1; *p; p++)
+    if (*p == '/') {
+      *p = 0;
+      mkdir(path, 0700);
+      *p = '/';
+    }
+  FILE *f = fopen(path, "w");
+  CHECK(f != NULL, "cannot write %s", path);
+  if (f) fputs(text, f), fclose(f);
+}
+
+/* A container's CPU limit caps the default thread count: cgroup v2's
+** cpu.max and v1's quota, the smallest over the cgroup and its parents,
+** rounded up; no limit, or files that make no sense, give 0. */
+static void test_cgroup_limit(void) {
+  char root[] = "/tmp/engine_test_cgroupXXXXXX", file[128];
+  CHECK(mkdtemp(root) != NULL, "mkdtemp");
+  snprintf(file, sizeof file, "%s/self", root);
+  struct { const char *self, *rel1, *text1, *rel2, *text2; int want; } cases[] = {
+    {"0::/a/b\n", "v2/a/b/cpu.max", "max 100000\n", "v2/a/cpu.max", "150000 100000\n", 2},
+    {"0::/a/b\n", "v2/a/b/cpu.max", "50000 100000\n", "v2/cpu.max", "400000 100000\n", 1},
+    {"0::/\n", "v2/cpu.max", "300000 100000\n", "v2/x", "", 3},
+    {"0::/a\n", "v2/a/cpu.max", "max 100000\n", "v2/x", "", 0},
+    {"0::/a\n", "v2/a/cpu.max", "0 100000\n", "v2/x", "", 0},
+    {"0::/a\n", "v2/a/cpu.max", "100000 0\n", "v2/x", "", 0},
+    {"0::/a\n", "v2/a/cpu.max", "garbage\n", "v2/x", "", 0},
+    {"0::/../a\n", "v2/a/cpu.max", "100000 100000\n", "v2/x", "", 0},
+    {"0::/a\n", "v2/a/cpu.max", "99999999999999999999 1\n", "v2/x", "", 0},
+    {"0::/a\n", "v2/a/cpu.max", "400000000 100000\n", "v2/x", "", 64},
+    {"4:cpu,cpuacct:/docker/c\n1:memory:/docker/c\n", "v1/cpu/docker/c/cpu.cfs_quota_us",
+     "250000\n", "v1/cpu/docker/c/cpu.cfs_period_us", "100000\n", 3},
+    {"4:cpuacct,cpu:/docker/c\n", "v1/cpu/cpu.cfs_quota_us", "-1\n", "v1/cpu/cpu.cfs_period_us",
+     "100000\n", 0},
+    {"4:cpuset:/docker/c\n", "v1/cpu/cpu.cfs_quota_us", "100000\n", "v1/cpu/cpu.cfs_period_us",
+     "100000\n", 0},
+  };
+  for (int i = 0; i < (int)(sizeof cases / sizeof cases[0]); i++) {
+    char dir[96], sub[160];
+    snprintf(dir, sizeof dir, "%s/%d", root, i);
+    mkdir(dir, 0700);
+    put_file(dir, "self", cases[i].self);
+    put_file(dir, cases[i].rel1, cases[i].text1);
+    put_file(dir, cases[i].rel2, cases[i].text2);
+    snprintf(file, sizeof file, "%s/self", dir);
+    snprintf(sub, sizeof sub, "%s/%s", dir, strncmp(cases[i].rel1, "v1", 2) == 0 ? "v1" : "v2");
+    int got = gpt_cgroup_cpu_limit(file, sub);
+    CHECK(got == cases[i].want, "cgroup case %d: %d cores, expected %d", i, got, cases[i].want);
+  }
+  CHECK(gpt_cgroup_cpu_limit("/nonexistent/cgroup", "/nonexistent") == 0, "no cgroup file");
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+  CHECK(system(cmd) == 0, "%s", cmd);
+}
+
 int main(void) {
   test_config_checks();
   test_top_k_ties();
   test_threads_capped();
+  test_cgroup_limit();
   test_nan_refused();
   GPTConfig c1 = {.n_layer = 2, .n_head = 4, .n_embd = 64, .n_ctx = 32, .vocab_size = 300,
                   .ln_eps = 1e-5};
