@@ -103,6 +103,7 @@ struct GPTState {
   int att_rows;          /* query rows a member's part of it holds */
   int att_keys;          /* keys a row of it holds */
   float *att;            /* (n_att, att_rows, att_keys) scores, a member's own */
+  size_t n_att_floats;   /* att's size */
   float *logit_block;    /* (LOGIT_ROWS, V) for per-position logits */
   float *tmp;            /* (max(2F, Q, C),) decode scratch */
   GPTQ8Act xq;           /* (n_xq, widest row) inputs quantized for q8_0 rows */
@@ -1155,11 +1156,26 @@ static int state_grow_cache(GPTState *s, int need) {
 ** step's query heads that read one cache head. */
 static size_t att_rows(const GPTState *s) { return (size_t)s->att_rows; }
 
+/* Most scores a member holds: a prompt's query rows are scored in blocks of
+** at most this many over the keys they see (a row's values do not depend on
+** its block). Rows as one block, a 9,654-token prompt held 780 MB of scores
+** on 2 threads, and a 128k-token one would take 64 GB a member. */
+#define ATT_SCORES_MAX ((size_t)4 << 20)
+
+/* Query rows a block of a prompt's attention takes against keys keys: all
+** rows where they fit ATT_SCORES_MAX, at least ATT_GROUP_MAX. */
+static int att_block_rows(int rows, int keys) {
+  size_t fit = ATT_SCORES_MAX / (size_t)(keys > 0 ? keys : 1);
+  if (fit < ATT_GROUP_MAX) fit = ATT_GROUP_MAX;
+  return (size_t)rows < fit ? rows : (int)fit;
+}
+
 /* Grows the batch scratch to hold T tokens, with attention scores for nth
-** threads, each for the rows of one sequence (at most rows of the pass's
-** tokens, or a decode step's run of query heads) against up to keys keys:
-** sized by the pass's T, 16 prompts of 1,000 tokens on 16 threads held a
-** gigabyte of scores where one prompt's rows take 64 MB. */
+** threads, each for rows of one sequence (a block of a prompt's rows, or a
+** decode step's run of query heads) against up to keys keys: sized by the
+** pass's rows, 16 prompts of 1,000 tokens on 16 threads held a gigabyte of
+** scores where one prompt's rows take 64 MB. The scores' memory only grows;
+** their shape is the pass's. */
 static int state_reserve(GPTState *s, int T, int rows, int nth, int keys) {
   const GPTModel *m = s->m;
   if (T > s->n_scratch) {
@@ -1183,19 +1199,19 @@ static int state_reserve(GPTState *s, int T, int rows, int nth, int keys) {
     s->n_scratch = T;
   }
   if (rows < ATT_GROUP_MAX) rows = ATT_GROUP_MAX;
-  if (nth > s->n_att || !s->att || s->att_keys < keys || s->att_rows < rows) {
-    /* never smaller than before in any dimension */
-    if (nth < s->n_att) nth = s->n_att;
-    if (keys < s->att_keys) keys = s->att_keys;
-    if (rows < s->att_rows) rows = s->att_rows;
-    float *a = line_alloc((size_t)nth * (size_t)rows * (size_t)keys * sizeof(float));
+  if (nth < s->n_att) nth = s->n_att;
+  if (keys < s->att_keys) keys = s->att_keys;
+  size_t need = (size_t)nth * (size_t)rows * (size_t)keys;
+  if (!s->att || need > s->n_att_floats) {
+    float *a = line_alloc(need * sizeof(float));
     if (!a) return -1;
     free(s->att);
     s->att = a;
-    s->n_att = nth;
-    s->att_rows = rows;
-    s->att_keys = keys;
+    s->n_att_floats = need;
   }
+  s->n_att = nth;
+  s->att_rows = rows;
+  s->att_keys = keys;
   return 0;
 }
 
@@ -1869,48 +1885,59 @@ typedef struct AttTask {
   int rc;
 } AttTask;
 
-/* Query heads h0..h1 of AttTask, scores in the member's own att. */
-static void attention_heads(AttTask *a, int h0, int h1, float *att) {
-  const GPTKernels *kern = a->p->k;
-  int T = a->T, P = a->P, hd = a->hd, nk = P + T;
-  float scale = 1.0f / sqrtf((float)hd);
+/* Hands the probabilities of query head h's rows to the tape and to
+** io->on_attention: (rows, nk) in att for queries from position q0. */
+static int attention_keep(AttTask *a, int h, int q0, int rows, int nk, const float *att) {
   GPTForwardIO *io = a->io;
+  if (a->p->s->tape)
+    tape_save(a->p->s, a->p->s->tape->layer[a->layer].att + (size_t)h * a->T * nk, att,
+              (size_t)rows * nk);
+  if (io && io->on_attention && io->want_attention && io->want_attention(io->ctx, a->layer, h) &&
+      io->on_attention(io->ctx, a->layer, h, q0, rows, nk, att))
+    return GPT_ABORTED;
+  return GPT_OK;
+}
+
+/* Query heads h0..h1 of AttTask, scores in the member's own att, which
+** holds block rows: a prompt's rows go in blocks of that many, each against
+** the keys it sees (a taped pass's are one block). */
+static void attention_heads(AttTask *a, int h0, int h1, float *att, int block) {
+  const GPTKernels *kern = a->p->k;
+  int T = a->T, P = a->P, hd = a->hd;
+  float scale = 1.0f / sqrtf((float)hd);
   for (int h = h0, n_q; h < h1; h += n_q) {
-    /* a decode step scores the query heads that read one cache head together
-    ** (as the queries of a batch), each key and value row read once for all:
-    ** each head's scores and sums are those it gets alone */
-    n_q = 1;
-    if (T == 1)
-      while (n_q < ATT_GROUP_MAX && h + n_q < h1 && (h + n_q) / a->group == h / a->group) n_q++;
     const float *qh = a->qkv + (size_t)h * hd;
     size_t kv = (size_t)(h / a->group) * a->cache_rows * hd;
     const float *kh = a->k + kv, *vh = a->v + kv;
     float *oh = a->out + (size_t)h * hd;
-    /* the rows scored: a batch's T queries of head h, each against the P + t
-    ** + 1 keys it sees, or a decode step's n_q heads, each against all P + 1
-    ** (one query alone gets the same either way) */
-    int rows = T == 1 ? n_q : T, causal = T > 1;
-    size_t ldq = T == 1 ? (size_t)hd : a->ld_qkv, ldo = T == 1 ? (size_t)hd : a->ld_out;
-    /* scores (rows, nk) = Q (rows, hd) @ K_h^T (the decode kernels, not sgemm,
-    ** whose buffer allocation never gives up: blas.c) */
-    kern->att_scores_n(att, (size_t)nk, qh, ldq, rows, kh, (size_t)hd, P + 1, causal, hd, scale);
-    if (causal) causal_softmax(kern, att, T, nk, P);
-    else
-      for (int j = 0; j < n_q; j++) causal_softmax(kern, att + (size_t)j * nk, 1, nk, P);
-    for (int j = 0; j < n_q; j++) {
-      const float *att_j = att + (size_t)j * nk; /* head h + j's (T, nk) */
-      if (a->p->s->tape)
-        tape_save(a->p->s, a->p->s->tape->layer[a->layer].att + (size_t)(h + j) * T * nk, att_j,
-                  (size_t)T * nk);
-      if (io && io->on_attention && io->want_attention &&
-          io->want_attention(io->ctx, a->layer, h + j) &&
-          io->on_attention(io->ctx, a->layer, h + j, P, T, nk, att_j)) {
-        a->rc = GPT_ABORTED;
-        return;
+    n_q = 1;
+    if (T > 1) {
+      /* rows r0.. of head h, the queries at P + r0.., each against the P +
+      ** r0 + r + 1 keys it sees: scores (rows, nk) = Q @ K_h^T (the decode
+      ** kernels, not sgemm, whose buffer allocation never gives up: blas.c),
+      ** then out (rows, hd) = probabilities @ V_h over the unmasked keys */
+      for (int r0 = 0; r0 < T; r0 += block) {
+        int rows = T - r0 < block ? T - r0 : block, q0 = P + r0, nk = q0 + rows;
+        kern->att_scores_n(att, (size_t)nk, qh + (size_t)r0 * a->ld_qkv, a->ld_qkv, rows, kh,
+                           (size_t)hd, q0 + 1, 1, hd, scale);
+        causal_softmax(kern, att, rows, nk, q0);
+        if ((a->rc = attention_keep(a, h, q0, rows, nk, att))) return;
+        kern->att_values_n(oh + (size_t)r0 * a->ld_out, a->ld_out, att, (size_t)nk, rows, vh,
+                           (size_t)hd, q0 + 1, 1, hd);
       }
+      continue;
     }
-    /* out (rows, hd) = P (rows, nk) @ V_h (nk, hd), over the unmasked keys */
-    kern->att_values_n(oh, ldo, att, (size_t)nk, rows, vh, (size_t)hd, P + 1, causal, hd);
+    /* a decode step scores the query heads that read one cache head together
+    ** (as the queries of a prompt), each key and value row read once for
+    ** all: each head's scores and sums are those it gets alone */
+    while (n_q < ATT_GROUP_MAX && h + n_q < h1 && (h + n_q) / a->group == h / a->group) n_q++;
+    int nk = P + 1;
+    kern->att_scores_n(att, (size_t)nk, qh, (size_t)hd, n_q, kh, (size_t)hd, P + 1, 0, hd, scale);
+    for (int j = 0; j < n_q; j++) {
+      causal_softmax(kern, att + (size_t)j * nk, 1, nk, P);
+      if ((a->rc = attention_keep(a, h + j, P, 1, nk, att + (size_t)j * nk))) return;
+    }
+    kern->att_values_n(oh, (size_t)hd, att, (size_t)nk, n_q, vh, (size_t)hd, P + 1, 0, hd);
   }
 }
 
@@ -1980,7 +2007,7 @@ static void att_segs_task(void *arg, int ith, int nth) {
       att_of_seg(&a, t->p, item / per_seg, t->layer, t->io);
       attention_heads(&a, kv * group + sub * group / n_sub,
                       kv * group + (sub + 1) * group / n_sub,
-                      s->att + (size_t)ith * att_rows(s) * (size_t)s->att_keys);
+                      s->att + (size_t)ith * att_rows(s) * (size_t)s->att_keys, att_rows(s));
     }
   /* a worker out of items reads ahead of the output projection */
   if (nth > 1) touch_next_product(&m->layer[t->layer].o, ith, nth);
@@ -1994,7 +2021,7 @@ static int attention_forward(const Pass *p, int l, GPTForwardIO *io) {
     for (int i = 0; i < p->n_seg; i++) {
       AttTask a;
       att_of_seg(&a, p, i, l, io);
-      attention_heads(&a, 0, a.NH, p->s->att);
+      attention_heads(&a, 0, a.NH, p->s->att, att_rows(p->s));
       if (a.rc) return a.rc;
     }
     return GPT_OK;
@@ -2021,6 +2048,26 @@ static int attention_forward(const Pass *p, int l, GPTForwardIO *io) {
 
 /* ---------------------------------------------------------- forward pass */
 
+
+/* Checks n tokens to append to state gs: 1 or more, within its capacity,
+** each in the vocabulary. GPT_OK, or GPT_ERROR with err. */
+static int tokens_check(const GPTModel *m, const GPTState *gs, const int *tokens, int n,
+                        char *err, size_t n_err) {
+  if (n < 1 || n > gs->cap - gs->len) {
+    snprintf(err, n_err, "%d tokens after %d do not fit the cache of %d positions", n, gs->len,
+             gs->cap);
+    return GPT_ERROR;
+  }
+  for (int t = 0; t < n; t++) {
+    if (tokens[t] < 0 || tokens[t] >= m->cfg.vocab_size) {
+      snprintf(err, n_err, "token id %d at position %d is outside the vocabulary of %d",
+               tokens[t], gs->len + t, m->cfg.vocab_size);
+      return GPT_ERROR;
+    }
+  }
+  return GPT_OK;
+}
+
 /* Checks the batch's segments, makes room for them (each cache, and the
 ** scratch of p->s for all rows) and embeds their tokens into p->s->x. */
 static int batch_begin(const Pass *p, char *err, size_t n_err) {
@@ -2031,11 +2078,7 @@ static int batch_begin(const Pass *p, char *err, size_t n_err) {
   for (int i = 0; i < p->n_seg; i++) {
     const PassSeg *g = &p->seg[i];
     GPTState *gs = g->s;
-    if (g->n < 1 || g->n > gs->cap - gs->len) {
-      snprintf(err, n_err, "%d tokens after %d do not fit the cache of %d positions", g->n,
-               gs->len, gs->cap);
-      return GPT_ERROR;
-    }
+    if (tokens_check(m, gs, g->tokens, g->n, err, n_err)) return GPT_ERROR;
     if (gs->m != m || (pass_of_seqs(p) && gs->tape)) {
       snprintf(err, n_err, "sequence %d of the batch has a state of another model or a tape",
                i);
@@ -2046,13 +2089,6 @@ static int batch_begin(const Pass *p, char *err, size_t n_err) {
                g->n, gs->len, gs->tape->T);
       return GPT_ERROR;
     }
-    for (int t = 0; t < g->n; t++) {
-      if (g->tokens[t] < 0 || g->tokens[t] >= c->vocab_size) {
-        snprintf(err, n_err, "token id %d at position %d is outside the vocabulary of %d",
-                 g->tokens[t], gs->len + t, c->vocab_size);
-        return GPT_ERROR;
-      }
-    }
     if (state_grow_cache(gs, gs->len + g->n)) {
       snprintf(err, n_err, "out of memory for a batch of %d tokens after %d", g->n, gs->len);
       return GPT_NOMEM;
@@ -2061,6 +2097,8 @@ static int batch_begin(const Pass *p, char *err, size_t n_err) {
     if (g->n > rows) rows = g->n;
     T += g->n;
   }
+  /* a taped pass keeps every row's scores for the backward pass */
+  if (!s->tape) rows = att_block_rows(rows, keys);
   if (state_reserve(s, T, rows, gpt_team_capacity(p->team), keys)) {
     snprintf(err, n_err, "out of memory for a batch of %d tokens", T);
     return GPT_NOMEM;
@@ -2420,13 +2458,38 @@ static int pass_run(Pass *p, GPTForwardIO *io, char *err, size_t n_err) {
   return rc;
 }
 
+/* Tokens a pass takes at most: a longer prompt runs as several passes, as
+** llama.cpp's micro-batches of 512, so that its scratch ((T, C) rows a few
+** times over) stays bounded: one pass of a 32k-token prompt on a 1B model
+** would hold 4 GB. A token's values do not depend on the pass it is in. */
+#define PASS_TOKENS_MAX 512
+
 int gpt_forward(const GPTModel *m, GPTState *s, const int *tokens, int n,
                 GPTForwardIO *io, char *err, size_t n_err) {
   Pass p;
   PassSeg seg;
   if (!tokens) return GPT_ERROR;
-  pass_open(&p, &seg, m, s, tokens, n);
-  return pass_run(&p, io, err, n_err);
+  if (n <= PASS_TOKENS_MAX || s->tape) {
+    pass_open(&p, &seg, m, s, tokens, n);
+    return pass_run(&p, io, err, n_err);
+  }
+  if (tokens_check(m, s, tokens, n, err, n_err)) return GPT_ERROR;
+  /* passes in order, the logits from the last; on failure the cache goes
+  ** back to its length before the call */
+  int len0 = s->len, rc = GPT_OK;
+  for (int t0 = 0; rc == GPT_OK && t0 < n; t0 += PASS_TOKENS_MAX) {
+    int nt = n - t0 < PASS_TOKENS_MAX ? n - t0 : PASS_TOKENS_MAX;
+    GPTForwardIO part;
+    if (io) {
+      part = *io;
+      if (t0 + nt < n) part.logits = NULL;
+      if (io->hidden) part.hidden = io->hidden + (size_t)t0 * m->cfg.n_embd;
+    }
+    pass_open(&p, &seg, m, s, tokens + t0, nt);
+    rc = pass_run(&p, io ? &part : NULL, err, n_err);
+  }
+  if (rc != GPT_OK) gpt_state_truncate(s, len0);
+  return rc;
 }
 
 /* Several sequences in one pass (see gpt.h): the products read each weight
@@ -2452,17 +2515,19 @@ int gpt_forward_seqs(const GPTModel *m, GPTState *scratch, const GPTSeq *seqs, i
       }
     }
   }
-  PassSeg *aSeg = calloc((size_t)n_seq, sizeof(PassSeg));
-  if (!aSeg) return GPT_NOMEM;
-  pass_open(&p, &one, m, scratch, seqs[0].tokens, seqs[0].n);
+  int total = 0;
   for (int i = 0; i < n_seq; i++) {
-    aSeg[i].s = seqs[i].s;
-    aSeg[i].tokens = seqs[i].tokens;
-    aSeg[i].n = seqs[i].n;
-    aSeg[i].logits = seqs[i].logits;
+    if (tokens_check(m, seqs[i].s, seqs[i].tokens, seqs[i].n, err, n_err)) return GPT_ERROR;
+    total += seqs[i].n; /* GPT_MAX_SEQS contexts of GPT_MAX_CTX: 2^29 */
   }
-  p.seg = aSeg;
-  p.n_seg = n_seq;
+  PassSeg *aSeg = calloc((size_t)n_seq, sizeof(PassSeg));
+  int *aLen0 = malloc((size_t)n_seq * sizeof(int));
+  if (!aSeg || !aLen0) {
+    free(aSeg);
+    free(aLen0);
+    return GPT_NOMEM;
+  }
+  for (int i = 0; i < n_seq; i++) aLen0[i] = seqs[i].s->len;
   /* only the interrupt check of io applies to several sequences */
   GPTForwardIO stop;
   memset(&stop, 0, sizeof(stop));
@@ -2470,8 +2535,33 @@ int gpt_forward_seqs(const GPTModel *m, GPTState *scratch, const GPTSeq *seqs, i
     stop.should_stop = io->should_stop;
     stop.ctx = io->ctx;
   }
-  int rc = pass_run(&p, &stop, err, n_err);
+  /* passes of at most PASS_TOKENS_MAX tokens (one where they fit): whole
+  ** sequences in order, one longer than the room left cut into pieces over
+  ** the passes that follow, its logits from its last piece */
+  int rc = GPT_OK, i = 0, done = 0; /* sequence i's tokens already run */
+  int room_max = total <= PASS_TOKENS_MAX ? total : PASS_TOKENS_MAX;
+  while (rc == GPT_OK && i < n_seq) {
+    int n_seg = 0;
+    for (int room = room_max; room > 0 && i < n_seq; n_seg++) {
+      int left = seqs[i].n - done, take = left < room ? left : room;
+      aSeg[n_seg].s = seqs[i].s;
+      aSeg[n_seg].tokens = seqs[i].tokens + done;
+      aSeg[n_seg].n = take;
+      aSeg[n_seg].logits = take == left ? seqs[i].logits : NULL;
+      room -= take;
+      done += take;
+      if (done == seqs[i].n) i++, done = 0;
+    }
+    pass_open(&p, &one, m, scratch, aSeg[0].tokens, aSeg[0].n);
+    p.seg = aSeg;
+    p.n_seg = n_seg;
+    rc = pass_run(&p, &stop, err, n_err);
+  }
+  /* on failure no cache grows */
+  if (rc != GPT_OK)
+    for (int j = 0; j < n_seq; j++) gpt_state_truncate(seqs[j].s, aLen0[j]);
   free(aSeg);
+  free(aLen0);
   return rc;
 }
 

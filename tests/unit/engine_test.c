@@ -244,6 +244,91 @@ static void test_threads_capped(void) {
   gpt_threads_set(old);
 }
 
+/* Stops a prefill at its 20th logits block (a caller's interrupt): in the
+** second of its passes, blocks being 32 rows. */
+static int stop_at_20th(void *ctx, int pos0, int rows, const float *logits) {
+  (void)pos0, (void)rows, (void)logits;
+  return ++*(int *)ctx >= 20;
+}
+
+/* A prompt longer than a pass runs as several passes (PASS_TOKENS_MAX) and
+** its attention in blocks of query rows (ATT_SCORES_MAX), with every value
+** that of one pass and of decoding token by token: T = 2600 on 4,096
+** positions, so that one pass's rows (2600 x 2600 scores) go in blocks.
+** Two sequences of one gpt_forward_seqs call, 700 and 300 tokens, are cut
+** into passes the same way. A pass stopped midway leaves the cache as it
+** was. */
+static void test_long_prompt(void) {
+  enum { T = 2600 };
+  char err[200];
+  GPTConfig c = {.n_layer = 2, .n_head = 4, .n_embd = 32, .n_ctx = 4096, .vocab_size = 64,
+                 .ln_eps = 1e-5, .arch = GPT_ARCH_LLAMA, .n_kv_head = 2, .head_dim = 8,
+                 .d_ff = 48, .rope_theta = 10000};
+  GPTModel *m = random_model(&c, 0, 11);
+  int V = c.vocab_size, *tok = malloc(sizeof(int) * T);
+  float *a = malloc(sizeof(float) * (size_t)T * V), *b = malloc(sizeof(float) * (size_t)T * V);
+  float *d = malloc(sizeof(float) * (size_t)T * V);
+  uint64_t r = 5;
+  for (int t = 0; t < T; t++) tok[t] = (int)((urand(&r, 0.5f) + 0.5f) * (V - 1));
+  /* passes of PASS_TOKENS_MAX */
+  GPTState *st = gpt_state_new(m, T);
+  Collect ca = {a, V};
+  GPTForwardIO io = {0};
+  io.on_logits = collect_logits;
+  io.ctx = &ca;
+  CHECK(gpt_forward(m, st, tok, T, &io, err, sizeof(err)) == GPT_OK, "long prefill: %s", err);
+  CHECK(gpt_state_len(st) == T, "long prefill keeps %d positions", gpt_state_len(st));
+  gpt_state_free(st);
+  /* one pass, layer by layer, its attention in blocks */
+  st = gpt_state_new(m, T);
+  Collect cb = {b, V};
+  io.ctx = &cb;
+  CHECK(gpt_batch_begin(m, st, tok, T, err, sizeof(err)) == GPT_OK, "batch begin: %s", err);
+  for (int l = 0; l < c.n_layer; l++) CHECK(gpt_batch_layer(m, st, l, &io) == GPT_OK, "layer");
+  CHECK(gpt_batch_end(m, st, &io) == GPT_OK, "batch end");
+  double diff = max_abs_diff(a, b, (size_t)T * V);
+  CHECK(diff == 0, "passes of a long prompt vs one pass: max |diff| %g", diff);
+  gpt_state_free(st);
+  /* token by token */
+  st = gpt_state_new(m, T);
+  Collect cd = {d, V};
+  io.ctx = &cd;
+  int rc = GPT_OK;
+  for (int t = 0; t < T && rc == GPT_OK; t++) rc = gpt_forward(m, st, tok + t, 1, &io, err, sizeof(err));
+  CHECK(rc == GPT_OK, "long decode: %s", err);
+  diff = max_abs_diff(a, d, (size_t)T * V);
+  CHECK(diff <= 1e-4, "long prefill vs decode: max |diff| %g > 1e-4", diff);
+  printf("long prompt, T=%d: passes vs one pass 0, vs decode %.3g\n", T, diff);
+  /* stopped in its second pass: no position kept, the first pass's neither */
+  gpt_state_truncate(st, 100);
+  int calls = 0;
+  GPTForwardIO stop = {0};
+  stop.on_logits = stop_at_20th;
+  stop.ctx = &calls;
+  CHECK(gpt_forward(m, st, tok + 100, 1500, &stop, err, sizeof(err)) == GPT_ABORTED,
+        "a stopped long prefill is GPT_ABORTED");
+  CHECK(calls == 20 && gpt_state_len(st) == 100,
+        "a long prefill stopped in its second pass (%d blocks) keeps %d positions, not 100",
+        calls, gpt_state_len(st));
+  gpt_state_free(st);
+  /* two sequences of one call */
+  GPTState *s1 = gpt_state_new(m, 700), *s2 = gpt_state_new(m, 300), *sc = gpt_state_new(m, 1);
+  float *l1 = malloc(sizeof(float) * V), *l2 = malloc(sizeof(float) * V);
+  GPTSeq seqs[2] = {{s1, tok, 700, l1}, {s2, tok + 1000, 300, l2}};
+  CHECK(gpt_forward_seqs(m, sc, seqs, 2, NULL, err, sizeof(err)) == GPT_OK, "seqs: %s", err);
+  CHECK(gpt_state_len(s1) == 700 && gpt_state_len(s2) == 300, "seqs keep 700 and 300");
+  CHECK(max_abs_diff(l1, a + (size_t)699 * V, V) == 0, "a long sequence's logits, bit for bit");
+  GPTState *one = gpt_state_new(m, 300);
+  float *l3 = malloc(sizeof(float) * V);
+  GPTForwardIO lone = {0};
+  lone.logits = l3;
+  CHECK(gpt_forward(m, one, tok + 1000, 300, &lone, err, sizeof(err)) == GPT_OK, "alone");
+  CHECK(max_abs_diff(l2, l3, V) == 0, "the second sequence's logits equal its own pass's");
+  gpt_state_free(s1), gpt_state_free(s2), gpt_state_free(sc), gpt_state_free(one);
+  free(l1), free(l2), free(l3), free(tok), free(a), free(b), free(d);
+  gpt_model_free(m);
+}
+
 /* Writes text to root/rel, making the folders on the way. */
 static void put_file(const char *root, const char *rel, const char *text) {
   char path[512];
@@ -335,6 +420,7 @@ int main(void) {
                   .rope_factor = 32, .rope_low_freq_factor = 1, .rope_high_freq_factor = 4,
                   .rope_original_ctx = 16};
   test_prefill_vs_decode(&c6, 0, 80);
+  test_long_prompt();
   printf("%d passed, %d failed\n", nPass, nFail);
   return nFail ? 1 : 0;
 }
