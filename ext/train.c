@@ -1083,12 +1083,14 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   t.db = sqlite3_context_db_handle(ctx);
   t.bCallerTxn = !sqlite3_get_autocommit(t.db);
   t.pConn = sqlite3_user_data(ctx);
+  /* the types first: reading a BLOB as text makes it report SQLITE_TEXT */
+  int eNameType = sqlite3_value_type(argv[0]), eQueryType = sqlite3_value_type(argv[1]);
   t.zModel = (const char *)sqlite3_value_text(argv[0]);
   const char *zQuery = (const char *)sqlite3_value_text(argv[1]);
   GptModel *pSelf = 0;
   char *zSummary = 0;
-  int rc = SQLITE_OK, bExists = 0, nThreadsOld = gpt_threads_get();
-  if (sqlite3_value_type(argv[0]) != SQLITE_TEXT || !t.zModel || !t.zModel[0]) {
+  int rc = SQLITE_OK, bExists = 0, nThreadsOld = -1;
+  if (eNameType != SQLITE_TEXT || !t.zModel || !t.zModel[0]) {
     gptext_result_error(ctx, "gpt_train: the model name must be non-empty text");
     return;
   }
@@ -1096,7 +1098,7 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     gptext_result_error(ctx, "gpt_train: the model name must be " GPTEXT_NAME_RULE);
     return;
   }
-  if (sqlite3_value_type(argv[1]) != SQLITE_TEXT || !zQuery) {
+  if (eQueryType != SQLITE_TEXT || !zQuery) {
     gptext_result_error(ctx, "gpt_train: the query must be the text of a SELECT");
     return;
   }
@@ -1106,7 +1108,7 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   if (gptext_ensure_schema(t.db, &t.zErr) != SQLITE_OK) goto done;
   if (sqlite3_exec(t.db, zTrainSchema, 0, 0, 0) != SQLITE_OK) { trainSqlError(&t); goto done; }
   if (trainParseOptions(&t, argc > 2 ? argv[2] : 0) != SQLITE_OK) goto done;
-  if (t.o.threads > 0) gpt_threads_set(t.o.threads);
+  if (t.o.threads > 0) nThreadsOld = gpt_threads_set(t.o.threads);
   {
     sqlite3_stmt *p = 0;
     if (sqlite3_prepare_v2(t.db, "SELECT 1 FROM main.gpt_models WHERE name = ?1", -1, &p, 0)) {
@@ -1340,7 +1342,7 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
                                secs);
   }
 done:
-  gpt_threads_set(nThreadsOld);
+  if (nThreadsOld >= 0) gpt_threads_set(nThreadsOld);
   /* an interrupted write ends the caller's whole transaction (the
   ** checkpoint's undo does so after the message was made): what stood in
   ** it stands no longer */
@@ -1391,6 +1393,8 @@ static int trainTokShouldStop(void *ctx) {
 static void gptTrainTokenizerFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   static const char zTokFunc[] = "gpt_train_tokenizer";
   sqlite3 *db = sqlite3_context_db_handle(ctx);
+  /* the types first: reading a BLOB as text makes it report SQLITE_TEXT */
+  int eNameType = sqlite3_value_type(argv[0]), eQueryType = sqlite3_value_type(argv[1]);
   const char *zName = (const char *)sqlite3_value_text(argv[0]);
   const char *zQuery = (const char *)sqlite3_value_text(argv[1]);
   sqlite3_int64 nVocab = sqlite3_value_int64(argv[2]);
@@ -1398,9 +1402,9 @@ static void gptTrainTokenizerFunc(sqlite3_context *ctx, int argc, sqlite3_value 
   GPTBpe *b = 0;
   GptSavepoint sp;
   char *zErr = 0, *zSummary = 0;
-  int rc, bTxn = 0, rcErr = 0;
+  int rc, bTxn = 0, rcErr = 0, bCallerTxn = !sqlite3_get_autocommit(db);
   (void)argc;
-  if (sqlite3_value_type(argv[0]) != SQLITE_TEXT || !zName || !zName[0]) {
+  if (eNameType != SQLITE_TEXT || !zName || !zName[0]) {
     gptext_result_error(ctx, "gpt_train_tokenizer: the model name must be non-empty text");
     return;
   }
@@ -1429,9 +1433,10 @@ static void gptTrainTokenizerFunc(sqlite3_context *ctx, int argc, sqlite3_value 
   b = bpe_new(0);
   if (!b) goto nomem;
   const char *zTail = 0;
-  if (!zQuery || gptext_prepare_query(db, argv[1], &p, &zTail) != SQLITE_OK) {
+  int bQueryText = eQueryType == SQLITE_TEXT && zQuery;
+  if (!bQueryText || gptext_prepare_query(db, argv[1], &p, &zTail) != SQLITE_OK) {
     zErr = sqlite3_mprintf("%s: model '%s': query: %s", zTokFunc, zName,
-                           zQuery ? sqlite3_errmsg(db) : "must be the text of a SELECT");
+                           bQueryText ? sqlite3_errmsg(db) : "must be the text of a SELECT");
     goto done;
   }
   if (!p || !sqlite3_stmt_readonly(p) || sqlite3_column_count(p) != 1 ||
@@ -1476,6 +1481,13 @@ static void gptTrainTokenizerFunc(sqlite3_context *ctx, int argc, sqlite3_value 
       zErr = sqlite3_mprintf("%s: model '%s': interrupted", zTokFunc, zName);
       goto done;
     }
+  }
+  /* a pair is merged once seen twice: text without one teaches nothing */
+  if (bpe_n_merges(b) == 0) {
+    zErr = sqlite3_mprintf("%s: model '%s': the text has no pair of symbols that occurs twice, "
+                           "so no merge can be learned (vocab_size counts at least one)",
+                           zTokFunc, zName);
+    goto done;
   }
   int nTok = bpe_n_tokens(b);
   /* the rows, in one savepoint */
@@ -1584,6 +1596,15 @@ done:
   sqlite3_finalize(p);
   if (bTxn) gptext_savepoint_end(&sp);
   bpe_free(b);
+  /* an interrupted write ends the caller's whole transaction: say so, as
+  ** gpt_train does */
+  if (zErr && bCallerTxn && sqlite3_get_autocommit(db)) {
+    sqlite3_free(zErr);
+    zErr = sqlite3_mprintf("%s: model '%s': interrupted inside the caller's transaction, which "
+                           "SQLite rolled back (an interrupted write ends the whole "
+                           "transaction): neither the tokenizer nor the transaction's earlier "
+                           "changes stand", zTokFunc, zName);
+  }
   if (zErr) {
     gptext_result_error(ctx, zErr);
     if (rcErr && (rcErr & 0xff) != SQLITE_ERROR) sqlite3_result_error_code(ctx, rcErr);
