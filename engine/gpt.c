@@ -990,7 +990,8 @@ int gpt_model_load(GPTModel *m, int i, int dtype, int64_t first, int64_t n,
   }
   void *dst = m->tensor[i];
   int dd = m->dtype[i];
-  if (first == 0 && m->n_bytes >= 4 * ARENA_HUGE) fault_in(dst, (size_t)gpt_tensor_bytes(&info, dd));
+  if (first == 0 && m->n_bytes >= 4 * ARENA_HUGE)
+    fault_in(dst, (size_t)gpt_tensor_bytes(&info, dd)); /* see arena_alloc */
   if (is_q4_dtype(dtype)) {
     /* q4 hook: 4- and 6-bit blocks are checked (finite scales) and copied,
     ** or widened for a tensor held in f32 or f16 */
@@ -2048,7 +2049,6 @@ static int attention_forward(const Pass *p, int l, GPTForwardIO *io) {
 
 /* ---------------------------------------------------------- forward pass */
 
-
 /* Checks n tokens to append to state gs: 1 or more, within its capacity,
 ** each in the vocabulary. GPT_OK, or GPT_ERROR with err. */
 static int tokens_check(const GPTModel *m, const GPTState *gs, const int *tokens, int n,
@@ -2515,11 +2515,8 @@ int gpt_forward_seqs(const GPTModel *m, GPTState *scratch, const GPTSeq *seqs, i
       }
     }
   }
-  int total = 0;
-  for (int i = 0; i < n_seq; i++) {
+  for (int i = 0; i < n_seq; i++)
     if (tokens_check(m, seqs[i].s, seqs[i].tokens, seqs[i].n, err, n_err)) return GPT_ERROR;
-    total += seqs[i].n; /* GPT_MAX_SEQS contexts of GPT_MAX_CTX: 2^29 */
-  }
   PassSeg *aSeg = calloc((size_t)n_seq, sizeof(PassSeg));
   int *aLen0 = malloc((size_t)n_seq * sizeof(int));
   if (!aSeg || !aLen0) {
@@ -2539,10 +2536,9 @@ int gpt_forward_seqs(const GPTModel *m, GPTState *scratch, const GPTSeq *seqs, i
   ** sequences in order, one longer than the room left cut into pieces over
   ** the passes that follow, its logits from its last piece */
   int rc = GPT_OK, i = 0, done = 0; /* sequence i's tokens already run */
-  int room_max = total <= PASS_TOKENS_MAX ? total : PASS_TOKENS_MAX;
   while (rc == GPT_OK && i < n_seq) {
     int n_seg = 0;
-    for (int room = room_max; room > 0 && i < n_seq; n_seg++) {
+    for (int room = PASS_TOKENS_MAX; room > 0 && i < n_seq; n_seg++) {
       int left = seqs[i].n - done, take = left < room ? left : room;
       aSeg[n_seg].s = seqs[i].s;
       aSeg[n_seg].tokens = seqs[i].tokens + done;
