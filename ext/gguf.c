@@ -888,6 +888,13 @@ done:
   return rc;
 }
 
+/* What ggBadValue finds in data of a ggml type, in words for its error. */
+static const char *ggBadWhat(int type) {
+  if (type == GGML_F32 || type == GGML_F16 || type == GGML_BF16) return "a NaN or an infinity";
+  if (type == GGML_Q8_0) return "a block with a non-finite scale or a value of -128";
+  return "a block with a non-finite scale";
+}
+
 /*
 ** Checks n bytes of ggml type data (whole elements or blocks) for values
 ** the engine refuses: NaN and infinities, and q8_0's -128. Returns the
@@ -1051,8 +1058,8 @@ static int ggStore(GgImport *p) {
         if ((rc = ggReadTensor(p, t, off0 + off, aBuf, (size_t)n))) goto done;
         int64_t iBad = ggBadValue(t->type, aBuf, (size_t)n);
         if (iBad >= 0) {
-          rc = ggError(p, "tensor \"%s\" has a NaN, an infinity or a q8_0 value of -128 at "
-                       "%s %lld", t->name, bQuant ? "block" : "element",
+          rc = ggError(p, "tensor \"%s\" has %s at %s %lld", t->name, ggBadWhat(t->type),
+                       bQuant ? "block" : "element",
                        (long long)((bQuant ? off / bytes : off / esize) + iBad));
           goto done;
         }
@@ -1083,8 +1090,8 @@ static int ggStore(GgImport *p) {
             goto done;
         }
         if (ggBadValue(t->type, aBuf, (size_t)(n * nRowBytes)) >= 0) {
-          rc = ggError(p, "tensor \"%s\" has a NaN, an infinity or a q8_0 value of -128 in "
-                       "rows %lld to %lld", t->name, (long long)r0, (long long)(r0 + n - 1));
+          rc = ggError(p, "tensor \"%s\" has %s in rows %lld to %lld", t->name,
+                       ggBadWhat(t->type), (long long)r0, (long long)(r0 + n - 1));
           goto done;
         }
         rc = gptext_tensor_write(&w, aBuf, n * nRowBytes);
@@ -1125,7 +1132,7 @@ static int ggStore(GgImport *p) {
             memcpy(aBuf + (k * nRow + o) * esize, aRow + k * esize, (size_t)esize);
         }
         if (ggBadValue(t->type, aBuf, (size_t)(nb * nRow * esize)) >= 0) {
-          rc = ggError(p, "tensor \"%s\" has a NaN or an infinity", t->name);
+          rc = ggError(p, "tensor \"%s\" has %s", t->name, ggBadWhat(t->type));
           goto done;
         }
         rc = gptext_tensor_write(&w, aBuf, nb * nRow * esize);

@@ -1994,15 +1994,19 @@ sqlite3_uint64 gptext_tvf_fingerprint(sqlite3_value **apArg, int nArg) {
 }
 
 /* The rowid of row iRow (0-based) of a call with at most nRows rows and
-** argument fingerprint fp: 1 + iRow + nRows * (fp mod M), M as large as fits
-** in a positive 64-bit integer. Within a call every row gets its own rowid,
-** the same row the same one in every scan. Calls with other arguments get
-** other ranges (up to a hash collision, chance about nRows / 2^63), so a
-** MULTI-INDEX OR whose terms call the function with different arguments,
-** which SQLite tells apart by rowid, keeps the rows of each. */
+** argument fingerprint fp: 1 + iRow + nRows * (fp mod M), M as large as
+** keeps it under 2^53, the integers a JavaScript number holds exactly (Node's
+** better-sqlite3 rounds larger ones, which made rowids of one call collide).
+** Within a call every row gets its own rowid, the same row the same one in
+** every scan. Calls with other arguments get other ranges (up to a hash
+** collision, chance about nRows / 2^53), so a MULTI-INDEX OR whose terms
+** call the function with different arguments, which SQLite tells apart by
+** rowid, keeps the rows of each. */
+#define TVF_ROWID_MAX (((sqlite3_int64)1 << 53) - 1)
 sqlite3_int64 gptext_tvf_rowid(sqlite3_uint64 fp, sqlite3_int64 nRows, sqlite3_int64 iRow) {
   if (nRows < 1) nRows = 1;
-  sqlite3_uint64 M = (sqlite3_uint64)(0x7ffffffffffffffeLL / nRows);
+  sqlite3_uint64 M = (sqlite3_uint64)((TVF_ROWID_MAX - 1) / nRows);
+  if (M < 1) M = 1;
   return 1 + iRow + nRows * (sqlite3_int64)(fp % M);
 }
 

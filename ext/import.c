@@ -272,6 +272,7 @@ static int impReadText(GptImport *p, const char *zFile, char **pz, int64_t *pn) 
   if (nSize > sqlite3_limit(p->db, SQLITE_LIMIT_LENGTH, -1)) {
     rc = impError(p, zFile, "%lld bytes is over this connection's SQLITE_LIMIT_LENGTH of %d",
                   (long long)nSize, sqlite3_limit(p->db, SQLITE_LIMIT_LENGTH, -1));
+    p->rcErr = SQLITE_TOOBIG; /* as SQLite's own length errors */
     goto done;
   }
   z = sqlite3_malloc64(nSize + 1);

@@ -192,6 +192,16 @@ async function main() {
     check(`tokens ${show(t)} positions`, rows.every((r, i) => r.pos === i && Number.isInteger(r.token_id)));
   }
 
+  // rowids are safe JavaScript integers, so a call's rows keep distinct ones
+  // (they were hashes up to 2^63, which the driver rounded onto each other)
+  for (const sql of ["SELECT rowid AS r FROM gpt_tokens('hello world foo bar')",
+                     "SELECT rowid AS r FROM gpt_next_tokens('hello world', 20)",
+                     "SELECT rowid AS r FROM gpt_attention('hello world')"]) {
+    const rows = await all(db, sql, []);
+    check(`rowids of ${sql}`, rows.length > 1 && rows.every((r) => Number.isSafeInteger(r.r)) &&
+          new Set(rows.map((r) => r.r)).size === rows.length, JSON.stringify(rows.slice(0, 4)));
+  }
+
   // ------------------------------------------------ generations
   // gpt_generate and gpt_generate_bytes of one call each: the CTE is
   // materialized so each function runs once

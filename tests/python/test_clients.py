@@ -355,10 +355,11 @@ def main():
     try:
         low.execute("SELECT gpt_import('m', ?)", (demo,)).fetchall()
         check("import under a length limit", False, "no error")
-    except sqlite3.OperationalError as err:
+    except sqlite3.Error as err:
         check("import under a length limit", str(err).startswith(
             "gpt_import: model 'm': vocab.json: ") and str(err).endswith(
-            "bytes is over this connection's SQLITE_LIMIT_LENGTH of 200000"), str(err))
+            "bytes is over this connection's SQLITE_LIMIT_LENGTH of 200000") and
+            getattr(err, "sqlite_errorcode", None) == 18, f"{type(err).__name__} {err}")
     # a result over the limit is SQLITE_TOOBIG (18), not out of memory
     low.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 20)
     try:
