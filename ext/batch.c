@@ -451,7 +451,7 @@ static int batchFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr,
   (void)idxStr;
   BatchCursor *c = (BatchCursor *)cur;
   GptVtab *pVtab = (GptVtab *)cur->pVtab;
-  char *zErr = 0;
+  char *zErr = 0, *zWho = 0;
   int rc = SQLITE_OK;
   batchReset(c);
   if (gptext_tvf_missing(&pVtab->base, idxNum, 1, zFunc)) return SQLITE_ERROR;
@@ -464,29 +464,34 @@ static int batchFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr,
                             GPTOPT_THREADS | GPTOPT_BATCH, &c->o, &zErr);
   if (rc != SQLITE_OK) goto done;
   {
+    /* the query is checked before the model loads: its errors name the
+    ** model where the options do */
+    zWho = c->o.zModel ? sqlite3_mprintf("%s: model '%s'", zFunc, c->o.zModel)
+                       : sqlite3_mprintf("%s", zFunc);
+    if (!zWho) { rc = SQLITE_NOMEM; goto done; }
     const char *zTail = 0;
     rc = gptext_prepare_query(pVtab->db, argv[0], &c->pQuery, &zTail);
     if (rc != SQLITE_OK) {
-      zErr = sqlite3_mprintf("%s: the query does not compile: %s", zFunc,
+      zErr = sqlite3_mprintf("%s: the query does not compile: %s", zWho,
                              sqlite3_errmsg(pVtab->db));
       goto done;
     }
     int bMore = gptext_sql_has_more(zTail);
     if (!c->pQuery || !sqlite3_stmt_readonly(c->pQuery) || bMore) {
       zErr = sqlite3_mprintf("%s: the first argument must be one read-only query returning "
-                             "(key, prompt), e.g. 'SELECT id, body FROM docs'", zFunc);
+                             "(key, prompt), e.g. 'SELECT id, body FROM docs'", zWho);
       rc = SQLITE_ERROR;
       goto done;
     }
     char zParamMsg[200];
     if (gptext_query_param(c->pQuery, zFunc, zParamMsg, sizeof(zParamMsg))) {
-      zErr = sqlite3_mprintf("%s: %s", zFunc, zParamMsg);
+      zErr = sqlite3_mprintf("%s: %s", zWho, zParamMsg);
       rc = SQLITE_ERROR;
       goto done;
     }
     if (sqlite3_column_count(c->pQuery) != 2) {
       zErr = sqlite3_mprintf("%s: the query returns %d column%s; it must return two, (key, "
-                             "prompt), e.g. 'SELECT id, body FROM docs'", zFunc,
+                             "prompt), e.g. 'SELECT id, body FROM docs'", zWho,
                              sqlite3_column_count(c->pQuery),
                              sqlite3_column_count(c->pQuery) == 1 ? "" : "s");
       rc = SQLITE_ERROR;
@@ -512,6 +517,7 @@ static int batchFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr,
   }
   rc = batchAdvance(c, &zErr);
 done:
+  sqlite3_free(zWho);
   if (rc != SQLITE_OK) {
     if (!zErr) zErr = sqlite3_mprintf("%s: %s", zFunc, sqlite3_errstr(rc));
     batchReset(c);
