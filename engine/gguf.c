@@ -20,6 +20,7 @@
 typedef struct Cursor {
   GGUFFile *g;
   int64_t pos;
+  uint64_t n_strings;   /* strings of the metadata arrays so far */
   char *err;
   size_t n_err;
 } Cursor;
@@ -190,6 +191,12 @@ static int cur_value(Cursor *c, int t, GGUFValue *v, const char *key) {
         return gguf_fail(c, "metadata \"%s\" promises %llu strings, more than the %lld bytes "
                          "left can hold", key, (unsigned long long)n, (long long)cur_left(c));
       }
+      if (n > GGUF_MAX_STRINGS - c->n_strings) {
+        return gguf_fail(c, "metadata \"%s\" promises %llu strings, which with the %llu before "
+                         "it pass the %d a file's arrays may hold", key, (unsigned long long)n,
+                         (unsigned long long)c->n_strings, GGUF_MAX_STRINGS);
+      }
+      c->n_strings += n;
       for (uint64_t i = 0; i < n; i++) {
         int64_t off;
         uint64_t len;
@@ -347,6 +354,7 @@ int gguf_open(FILE *f, int64_t n_file, GGUFFile **pp, char *err, size_t n_err) {
   *pp = 0;
   c.g = g;
   c.pos = 0;
+  c.n_strings = 0;
   c.err = err;
   c.n_err = n_err;
   if (!g) return gguf_fail(&c, "out of memory");
