@@ -563,12 +563,15 @@ static void fault_in(void *p, size_t n) {
 #endif
 }
 
+/* Whether an arena of n bytes sits on 2 MB pages (from 8 MB on). */
+static int arena_is_huge(size_t n) { return n >= 4 * ARENA_HUGE; }
+
 /* The weight arena: 64-byte aligned with a line to spare, or from 8 MB on,
 ** 2 MB aligned on 2 MB pages (huge_alloc), faulted in a tensor at a time as
 ** gpt_model_load meets each (so that a loader can stop between tensors: an
 ** 8B model's 16 GB took seconds at once). NULL when out of memory. */
 static unsigned char *arena_alloc(size_t n) {
-  if (n < 4 * ARENA_HUGE) return aligned_alloc(64, (n + 63) / 64 * 64 + 64);
+  if (!arena_is_huge(n)) return aligned_alloc(64, (n + 63) / 64 * 64 + 64);
   return huge_alloc(&n);
 }
 
@@ -990,7 +993,7 @@ int gpt_model_load(GPTModel *m, int i, int dtype, int64_t first, int64_t n,
   }
   void *dst = m->tensor[i];
   int dd = m->dtype[i];
-  if (first == 0 && m->n_bytes >= 4 * ARENA_HUGE)
+  if (first == 0 && arena_is_huge(m->n_bytes))
     fault_in(dst, (size_t)gpt_tensor_bytes(&info, dd)); /* see arena_alloc */
   if (is_q4_dtype(dtype)) {
     /* q4 hook: 4- and 6-bit blocks are checked (finite scales) and copied,

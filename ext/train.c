@@ -68,6 +68,12 @@
 
 static const char zFunc[] = "gpt_train";
 
+/* What both functions say of the caller's transaction after an interrupted
+** write, which SQLite ends whole. */
+#define TRAIN_TXN_ROLLED_BACK \
+  "inside the caller's transaction, which SQLite rolled back (an interrupted write ends the " \
+  "whole transaction)"
+
 #define TOKEN_CHUNK 4096
 #define VAL_SEQUENCES 16   /* sequences of the validation loss */
 
@@ -1349,9 +1355,8 @@ done:
   if (t.zErr && t.rcErr == SQLITE_INTERRUPT && t.bCallerTxn && sqlite3_get_autocommit(t.db)) {
     sqlite3_free(t.zErr);
     t.zErr = 0;
-    trainError(&t, "interrupted at step %lld inside the caller's transaction, which SQLite "
-               "rolled back (an interrupted write ends the whole transaction): no checkpoint "
-               "of this run stands, nor the transaction's earlier changes", (long long)t.step);
+    trainError(&t, "interrupted at step %lld " TRAIN_TXN_ROLLED_BACK ": no checkpoint of this "
+               "run stands, nor the transaction's earlier changes", (long long)t.step);
   }
   if (t.zErr) {
     gptext_result_error(ctx, t.zErr);
@@ -1598,12 +1603,11 @@ done:
   bpe_free(b);
   /* an interrupted write ends the caller's whole transaction: say so, as
   ** gpt_train does */
-  if (zErr && bCallerTxn && sqlite3_get_autocommit(db)) {
+  if (zErr && rcErr == SQLITE_INTERRUPT && bCallerTxn && sqlite3_get_autocommit(db)) {
     sqlite3_free(zErr);
-    zErr = sqlite3_mprintf("%s: model '%s': interrupted inside the caller's transaction, which "
-                           "SQLite rolled back (an interrupted write ends the whole "
-                           "transaction): neither the tokenizer nor the transaction's earlier "
-                           "changes stand", zTokFunc, zName);
+    zErr = sqlite3_mprintf("%s: model '%s': interrupted " TRAIN_TXN_ROLLED_BACK ": neither the "
+                           "tokenizer nor the transaction's earlier changes stand", zTokFunc,
+                           zName);
   }
   if (zErr) {
     gptext_result_error(ctx, zErr);
