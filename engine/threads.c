@@ -210,9 +210,37 @@ static void team_take_back(GPTTeam *t, int64_t now) {
   }
 }
 
+/* In the child of fork() the pool's workers do not exist, though the
+** pool's counts and numbers say they do: a run there waited for them
+** forever (a multiprocessing worker, a forking server). The child starts
+** with no workers and unlocked locks (a thread of the parent may have held
+** one as it forked); the workers the parent started are not its own. */
+static void pool_after_fork_in_child(void) {
+  pthread_mutex_init(&gOwner, 0);
+  pthread_mutex_init(&gMu, 0);
+  pthread_cond_init(&gCv, 0);
+  for (int i = 0; i < GPT_MAX_THREADS; i++) {
+    atomic_store(&gPool.aSeq[i], 0);
+    atomic_store(&gPool.aAsleep[i], 0);
+    gPool.aSeq0[i] = 0;
+    gPool.aTouchN[i] = 0;
+  }
+  gPool.nWorker = 0;
+  atomic_store(&gPool.pending, 0);
+  atomic_store(&gPool.nSleeping, 0);
+  atomic_store(&gPool.nTouching, 0);
+  gPool.nDropped = 0;
+  gPool.lateUntil = gPool.backoff = gPool.winStart = gPool.winLate = 0;
+}
+
+static pthread_once_t gForkOnce = PTHREAD_ONCE_INIT;
+static void pool_register_fork(void) { pthread_atfork(0, 0, pool_after_fork_in_child); }
+
 GPTTeam *gpt_team_acquire(int n) {
   if (n > GPT_MAX_THREADS) n = GPT_MAX_THREADS;
-  if (n <= 1 || pthread_mutex_trylock(&gOwner) != 0) return &gSolo;
+  if (n <= 1) return &gSolo;
+  pthread_once(&gForkOnce, pool_register_fork);
+  if (pthread_mutex_trylock(&gOwner) != 0) return &gSolo;
   while (gPool.nWorker < n - 1) {
     int id = gPool.nWorker + 1;
     gPool.aSeq0[id] = atomic_load(&gPool.aSeq[id]);
