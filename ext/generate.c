@@ -46,14 +46,16 @@ int gptext_fit_prompt(GptModel *m, const char *zFunc, const GptOptions *o, int n
     (*paIds)[0] = start; /* gptext_encode always allocates at least one slot */
     *pnIds = 1;
   }
-  if (*pnIds > nCtx) {
-    if (!o->bTruncate) {
-      gptext_set_error(pzErr, "%s: model '%s': the prompt has %d tokens but the context "
-                       "window (n_ctx) is %d; shorten it or pass {\"truncate\": true}",
-                       zFunc, m->zName, *pnIds, nCtx);
-      return SQLITE_TOOBIG;
-    }
-    int nKeep = nCtx - nReserve < 1 ? 1 : nCtx - nReserve;
+  int nKeep = nCtx - nReserve < 1 ? 1 : nCtx - nReserve;
+  if (*pnIds > nCtx && !o->bTruncate) {
+    gptext_set_error(pzErr, "%s: model '%s': the prompt has %d tokens but the context "
+                     "window (n_ctx) is %d; shorten it or pass {\"truncate\": true}",
+                     zFunc, m->zName, *pnIds, nCtx);
+    return SQLITE_TOOBIG;
+  }
+  /* truncate leaves the output its room: a prompt that filled the window
+  ** to within a token gave 0 to 2 tokens where one more gave them all */
+  if (o->bTruncate && *pnIds > nKeep) {
     /* the BOS the tokenizer put first stays first */
     int nBos = m->bAddBos && m->bos >= 0 && (*paIds)[0] == m->bos && nKeep >= 2 ? 1 : 0;
     memmove(*paIds + nBos, *paIds + (*pnIds - (nKeep - nBos)),

@@ -297,6 +297,23 @@ int gptext_json_type(sqlite3 *db, sqlite3_value *pVal, char **pzType) {
   return rc;
 }
 
+const char *gptext_json_got(const char *zType, sqlite3_value *pVal) {
+  switch (sqlite3_value_type(pVal)) {
+    case SQLITE_INTEGER:
+    case SQLITE_FLOAT: return "; got a number";
+    case SQLITE_BLOB:
+      return "; got a BLOB, which is read only as JSONB (SQLite 3.45 and later): give JSON as TEXT";
+    default: break;
+  }
+  if (!zType) return sqlite3_value_bytes(pVal) == 0 ? "; got an empty string" : "; got malformed JSON";
+  if (strcmp(zType, "array") == 0) return "; got a JSON array";
+  if (strcmp(zType, "object") == 0) return "; got a JSON object";
+  if (strcmp(zType, "text") == 0) return "; got a JSON string";
+  if (strcmp(zType, "null") == 0) return "; got JSON null";
+  if (strcmp(zType, "true") == 0 || strcmp(zType, "false") == 0) return "; got a JSON boolean";
+  return "; got a JSON number";
+}
+
 int gptext_json_text(sqlite3 *db, sqlite3_value *pArg, sqlite3_value **ppText) {
   sqlite3_stmt *p = 0;
   *ppText = 0;
@@ -530,6 +547,7 @@ int gptext_options_parse(sqlite3 *db, const char *zFunc, sqlite3_value *pArg,
   o->seed = 42;
   if (pArg == 0 || sqlite3_value_type(pArg) == SQLITE_NULL) return SQLITE_OK;
   sqlite3_value *pText = 0; /* JSONB's text */
+  const char *zGot = 0;      /* what the options are when no object */
   int bNameModel = (allowed & GPTOPT_MODEL) != 0;
   if ((rc = gptext_json_text(db, pArg, &pText)) != SQLITE_OK) goto done;
   if (pText) pArg = pText;
@@ -537,7 +555,10 @@ int gptext_options_parse(sqlite3 *db, const char *zFunc, sqlite3_value *pArg,
       "SELECT key, type, value, json_type(?1) FROM json_each(CASE WHEN json_valid(?1) "
       "AND json_type(?1) = 'object' THEN ?1 ELSE '{}' END)", -1, &p, 0);
   if (rc != SQLITE_OK) goto done;
-  if (sqlite3_value_type(pArg) != SQLITE_TEXT) goto not_object;
+  if (sqlite3_value_type(pArg) != SQLITE_TEXT) {
+    zGot = gptext_json_got(0, pArg);
+    goto not_object;
+  }
   if (gptext_json_has_nul((const char *)sqlite3_value_text(pArg), sqlite3_value_bytes(pArg))) {
     gptext_set_error(pzErr, "%s: " GPTEXT_OPTIONS_NUL, zFunc);
     bNameModel = 0; /* the NUL may cut its name short */
@@ -550,6 +571,7 @@ int gptext_options_parse(sqlite3 *db, const char *zFunc, sqlite3_value *pArg,
     char *zType = 0;
     rc = gptext_json_type(db, pArg, &zType);
     int bObject = zType && strcmp(zType, "object") == 0;
+    zGot = gptext_json_got(zType, pArg);
     sqlite3_free(zType);
     if (rc != SQLITE_OK) goto done;
     if (!bObject) goto not_object;
@@ -645,6 +667,9 @@ int gptext_options_parse(sqlite3 *db, const char *zFunc, sqlite3_value *pArg,
       }
     } else if (strcmp(zKey, "template") == 0) {
       rc = opt_string(p, zFunc, zKey, &o->zTemplate, pzErr);
+      /* its text goes into the prompt, which must be valid UTF-8 */
+      if (rc == SQLITE_OK && !gptext_utf8_valid(o->zTemplate, strlen(o->zTemplate)))
+        rc = opt_range(zFunc, zKey, "valid UTF-8 text", pzErr);
     } else if (strcmp(zKey, "batch") == 0) {
       rc = opt_number(p, zFunc, zKey, "from 1 to 256", 1, &v, pzErr);
       if (rc == SQLITE_OK && (v < 1 || v > 256))
@@ -693,12 +718,12 @@ int gptext_options_parse(sqlite3 *db, const char *zFunc, sqlite3_value *pArg,
   if (rc == SQLITE_DONE) rc = SQLITE_OK;
   goto done;
 not_object:
-  gptext_set_error(pzErr, "%s: options must be a JSON object, like '%s'", zFunc,
+  gptext_set_error(pzErr, "%s: options must be a JSON object, like '%s'%s", zFunc,
                    (allowed & GPTOPT_MAXTOKENS) ? "{\"max_tokens\": 32}" :
                    (allowed & GPTOPT_ATTN_GEN) ? "{\"generate\": 8}" :
                    (allowed & GPTOPT_REPLACE) ? "{\"replace\": true}" :
                    (allowed & GPTOPT_REQUANT) ? "{\"allow_requantize\": true}" :
-                   "{\"model\": \"gpt2\"}");
+                   "{\"model\": \"gpt2\"}", zGot ? zGot : "");
   rc = SQLITE_ERROR;
 done:
   if (rc != SQLITE_OK && !*pzErr) gptext_set_error(pzErr, "%s: %s", zFunc, sqlite3_errmsg(db));
@@ -2123,11 +2148,28 @@ int gptext_query_too_deep(const char *zFunc, const char *zModel, char **pzErr) {
 ** inside the query of gpt_batch, gpt_train or gpt_train_tokenizer, which
 ** must be read-only: SQLite's read-only check of the query cannot see a
 ** function's writes (gpt_drop in gpt_batch's query dropped the model). */
-int gptext_query_writes(const char *zFunc, const char *zModel, char **pzErr) {
-  if (tlQueryDepth == 0) return SQLITE_OK;
-  gptext_set_error(pzErr, "%s: model '%s': it writes, and runs inside the query of gpt_batch, "
-                   "gpt_train or gpt_train_tokenizer, which must be read-only", zFunc, zModel);
-  return SQLITE_ERROR;
+/* A writer inside a statement that writes is refused too, before it opens
+** a file: a CHECK constraint, generated column or index expression of an
+** untrusted schema runs there, and SQLite 3.40 does not hold
+** SQLITE_DIRECTONLY functions out of a CHECK (gpt_import, gpt_drop and
+** gpt_quantize failed on their savepoint, but gpt_export overwrote a file,
+** and gpt_import had opened the path). A statement of the caller's own that
+** writes, as INSERT ... SELECT gpt_export(...), is refused alike. */
+int gptext_query_writes(sqlite3 *db, const char *zFunc, const char *zModel, char **pzErr) {
+  if (tlQueryDepth > 0) {
+    gptext_set_error(pzErr, "%s: model '%s': it writes, and runs inside the query of "
+                     "gpt_batch, gpt_train or gpt_train_tokenizer, which must be read-only",
+                     zFunc, zModel);
+    return SQLITE_ERROR;
+  }
+  for (sqlite3_stmt *p = sqlite3_next_stmt(db, 0); p; p = sqlite3_next_stmt(db, p)) {
+    if (sqlite3_stmt_busy(p) && !sqlite3_stmt_readonly(p)) {
+      gptext_set_error(pzErr, "%s: model '%s': " GPTEXT_IN_WRITER "; call %s() from a SELECT "
+                       "of its own", zFunc, zModel, zFunc);
+      return SQLITE_ERROR;
+    }
+  }
+  return SQLITE_OK;
 }
 
 /* Encodes text with the model's tokenizer as Hugging Face's
@@ -2236,6 +2278,29 @@ static void gptDebugFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
 #ifdef _WIN32
 __declspec(dllexport)
 #endif
+/* Has the connection read its schema again, now that the functions exist.
+** SQLite checks SQLITE_DIRECTONLY as it resolves a function's name, and a
+** schema read before the extension was loaded (any statement before
+** sqlite3_load_extension, as PRAGMA journal_mode=WAL) resolved gpt_drop
+** or gpt_export in a generated column or index as no function yet: a plain
+** SELECT of that column then ran them. Read again, such a schema is
+** refused as "unsafe use", as when the extension is loaded first. Skipped
+** while a statement runs (load_extension() called from SQL), whose
+** schema must stay; "PRAGMA writable_schema=RESET" also turns
+** writable_schema off, so a setting of on is put back. */
+static void reread_schema(sqlite3 *db) {
+  for (sqlite3_stmt *p = sqlite3_next_stmt(db, 0); p; p = sqlite3_next_stmt(db, p))
+    if (sqlite3_stmt_busy(p)) return;
+  sqlite3_stmt *p = 0;
+  int bWritable = 0;
+  if (sqlite3_prepare_v2(db, "PRAGMA writable_schema", -1, &p, 0) == SQLITE_OK &&
+      sqlite3_step(p) == SQLITE_ROW)
+    bWritable = sqlite3_column_int(p, 0);
+  sqlite3_finalize(p);
+  sqlite3_exec(db, "PRAGMA writable_schema=RESET", 0, 0, 0);
+  if (bWritable) sqlite3_exec(db, "PRAGMA writable_schema=ON", 0, 0, 0);
+}
+
 int sqlite3_gpt_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *pApi) {
   SQLITE_EXTENSION_INIT2(pApi);
   GptConn *pConn = sqlite3_malloc64(sizeof(GptConn));
@@ -2277,5 +2342,6 @@ int sqlite3_gpt_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *p
       return rc;
     }
   }
+  reread_schema(db);
   return SQLITE_OK;
 }

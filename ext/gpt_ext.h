@@ -225,8 +225,8 @@ int gptext_encode(sqlite3 *db, GptModel *m, const char *zFunc, const char *z, in
                   int flags, int **paIds, int *pnIds, char **pzErr);
 
 /* Fits a prompt into the window leaving room for nReserve new tokens: a
-** prompt longer than n_ctx is an error, or with o->bTruncate keeps its last
-** max(1, n_ctx - nReserve) tokens, the model's BOS kept first when the
+** prompt longer than n_ctx is an error; with o->bTruncate a prompt of more
+** than max(1, n_ctx - nReserve) tokens keeps its last that many, the model's BOS kept first when the
 ** prompt starts with it. An empty prompt becomes <|endoftext|> (or the BOS,
 ** or the eos, for vocabularies without one).
 ** *paIds is sqlite3_malloc'd and may be replaced. */
@@ -418,6 +418,10 @@ int gptext_json_has_nul(const char *z, int n);
 ** (sqlite3_malloc'd), NULL when it is not JSON; an SQLite error code (an
 ** interrupt's among them) when the check itself fails (ext/gpt.c). */
 int gptext_json_type(sqlite3 *db, sqlite3_value *pVal, char **pzType);
+/* What a JSON argument that is not the object or array asked for is, for its
+** error: "; got a JSON array", "; got malformed JSON", ... from its JSON type
+** (gptext_json_type's, NULL when not JSON) and its SQL type (ext/gpt.c). */
+const char *gptext_json_got(const char *zType, sqlite3_value *pVal);
 
 /* A JSON argument given as a JSONB array or object (SQLite 3.45+) turned into
 ** JSON text with json(), in *ppText, a protected copy to free with
@@ -439,12 +443,16 @@ int gptext_query_param(sqlite3_stmt *p, const char *zFunc, char *buf, size_t n);
 ** query that calls its own function again (a TEMP view over the call that
 ** its query reads, a query read from a table that runs its own row)
 ** recursed until the stack overflowed and the process died.
-** gptext_query_writes, called first by each function that writes (gpt_import,
-** gpt_drop, gpt_quantize, gpt_train, gpt_train_tokenizer), refuses to run
-** inside such a query at all, since those queries must be read-only. */
+** gptext_query_writes, called first by each function that writes rows or
+** files (gpt_import, gpt_drop, gpt_quantize, gpt_train, gpt_train_tokenizer,
+** gpt_export), refuses to run inside such a query at all, since those
+** queries must be read-only, and inside a statement of the connection that
+** writes (see there). */
 #define GPTEXT_QUERY_MAX_DEPTH 8
+#define GPTEXT_IN_WRITER "cannot run inside a statement that writes (an INSERT, UPDATE or " \
+  "DELETE, or a CHECK constraint, trigger, generated column or index of the schema)"
 int gptext_query_step(sqlite3_stmt *p);
-int gptext_query_writes(const char *zFunc, const char *zModel, char **pzErr);
+int gptext_query_writes(sqlite3 *db, const char *zFunc, const char *zModel, char **pzErr);
 int gptext_query_too_deep(const char *zFunc, const char *zModel, char **pzErr);
 int gptext_register_tokens(sqlite3 *db, GptConn *pConn);   /* gpt_tokens, gpt_tokenize, ... */
 int gptext_register_generate(sqlite3 *db, GptConn *pConn); /* gpt_generate, gpt_next_tokens */

@@ -897,6 +897,8 @@ static int impShardIndex(GptImport *p) {
   rc = impReadText(p, zIndex, &zJson, &nJson);
   if (rc != SQLITE_OK) goto done;
   rc = impCheckObject(p, zIndex, zJson, nJson, "a JSON object");
+  /* a second "weight_map" would pick other files than transformers' */
+  if (rc == SQLITE_OK) rc = impCheckNoDupKeys(p, zIndex, zJson, nJson);
   if (rc != SQLITE_OK) goto done;
   rc = impPrepare(p, "SELECT json_type(?1, '$.weight_map') = 'object', "
                   "(SELECT count(*) FROM json_each(?1, '$.weight_map') WHERE type <> 'text')", &pStmt);
@@ -2857,7 +2859,7 @@ static void gptImportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
     s.zErr = sqlite3_mprintf("gpt_import: the model name must be " GPTEXT_NAME_RULE);
     goto done;
   }
-  if (gptext_query_writes("gpt_import", zName, &s.zErr) != SQLITE_OK) goto done;
+  if (gptext_query_writes(db, "gpt_import", zName, &s.zErr) != SQLITE_OK) goto done;
   /* its errors name the model, as every other of this function's */
   rc = gptext_options_parse_named(db, "gpt_import", zName, argc > 2 ? argv[2] : 0, GPTOPT_REPLACE,
                                   &opt, &zErr);
@@ -2986,7 +2988,7 @@ static void gptDropFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     s.zErr = sqlite3_mprintf("gpt_drop: the model name must be " GPTEXT_NAME_RULE);
     goto done;
   }
-  if (gptext_query_writes("gpt_drop", zName, &s.zErr) != SQLITE_OK) goto done;
+  if (gptext_query_writes(db, "gpt_drop", zName, &s.zErr) != SQLITE_OK) goto done;
   if (impTxnBegin(&s, "gpt_drop") != SQLITE_OK) goto done;
   nExist = impModelRows(&s, zName);
   if (nExist < 0) goto done;

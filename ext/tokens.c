@@ -126,11 +126,12 @@ static void detokenize(sqlite3_context *ctx, int argc, sqlite3_value **argv, int
     char *zType = 0;
     rc = gptext_json_type(db, pIds, &zType);
     int bArray = zType && strcmp(zType, "array") == 0;
+    const char *zGot = gptext_json_got(zType, pIds);
     sqlite3_free(zType);
     if (rc != SQLITE_OK) goto sql_error;
     if (!bArray) {
       char *zErr = sqlite3_mprintf("%s: argument 1 must be a JSON array of token ids, "
-                                   "like '[15496, 995]'", zFunc);
+                                   "like '[15496, 995]'%s", zFunc, zGot);
       gptext_result_error(ctx, zErr ? zErr : zFunc);
       sqlite3_free(zErr);
       goto done;

@@ -346,7 +346,13 @@ static int trainParseOptionsJson(Train *t, sqlite3_value *pArg) {
   }
   sqlite3_finalize(p);
   if (rc != SQLITE_DONE && rc != SQLITE_ROW) return trainSqlError(t);
-  if (!bObject) return trainError(t, "options must be a JSON object");
+  if (!bObject) {
+    char *zType = 0;
+    if (gptext_json_type(t->db, pArg, &zType) != SQLITE_OK) return trainSqlError(t);
+    rc = trainError(t, "options must be a JSON object%s", gptext_json_got(zType, pArg));
+    sqlite3_free(zType);
+    return rc;
+  }
   if (o->nEmbd % o->nHead != 0)
     return trainError(t, "option n_embd %d is not a multiple of n_head %d", o->nEmbd, o->nHead);
   if (o->warmup < 0) o->warmup = o->steps / 10 < 100 ? o->steps / 10 : 100;
@@ -359,7 +365,7 @@ static int trainParseOptions(Train *t, sqlite3_value *pArg) {
   if (pArg && gptext_json_text(t->db, pArg, &pText) != SQLITE_OK) return trainSqlError(t);
   /* any other BLOB is no options, as for every other function */
   if (!pText && pArg && sqlite3_value_type(pArg) == SQLITE_BLOB)
-    return trainError(t, "options must be a JSON object");
+    return trainError(t, "options must be a JSON object%s", gptext_json_got(0, pArg));
   int rc = trainParseOptionsJson(t, pText ? pText : pArg);
   sqlite3_value_free(pText);
   return rc;
@@ -1108,7 +1114,7 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     gptext_result_error(ctx, "gpt_train: the query must be the text of a SELECT");
     return;
   }
-  if (gptext_query_writes(zFunc, t.zModel, &t.zErr) != SQLITE_OK) goto done;
+  if (gptext_query_writes(t.db, zFunc, t.zModel, &t.zErr) != SQLITE_OK) goto done;
   /* before minutes of steps that a read-only database would throw away */
   if ((t.rcErr = gptext_check_writable(t.db, zFunc, t.zModel, &t.zErr)) != SQLITE_OK) goto done;
   if (gptext_ensure_schema(t.db, &t.zErr) != SQLITE_OK) goto done;
@@ -1422,7 +1428,7 @@ static void gptTrainTokenizerFunc(sqlite3_context *ctx, int argc, sqlite3_value 
                            "(256 bytes, <|endoftext|> and at least one merge)", zTokFunc, zName);
     goto done;
   }
-  if (gptext_query_writes(zTokFunc, zName, &zErr) != SQLITE_OK) goto done;
+  if (gptext_query_writes(db, zTokFunc, zName, &zErr) != SQLITE_OK) goto done;
   if ((rcErr = gptext_check_writable(db, zTokFunc, zName, &zErr)) != SQLITE_OK) goto done;
   if (gptext_ensure_schema(db, &zErr) != SQLITE_OK) goto done;
   rc = sqlite3_prepare_v2(db, "SELECT 1 FROM main.gpt_models WHERE name = ?1", -1, &p, 0);

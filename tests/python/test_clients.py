@@ -490,6 +490,43 @@ def main():
     else:
         skip("the threads option's check", "no /proc/self/task")
 
+    # ------------------------------------------------ fork
+    # A child forked after the parent's passes started the pool's workers
+    # (multiprocessing's default start method, a forking server) has none
+    # of them: its 2-thread pass waited for them forever. It must give the
+    # parent's text.
+    fdb = connect()
+    fdb.execute("SELECT gpt_import('f', ?)", (model_dir("pyfork", "--layers", "2", "--heads", "4",
+                                                         "--embd", "64", "--ctx", "64"),))
+    q = "SELECT gpt_generate('Hello world', '{\"max_tokens\": 8, \"temperature\": 0, \"threads\": 2}')"
+    want = fdb.execute(q).fetchone()[0]
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(rfd)
+            got = fdb.execute(q).fetchone()[0]
+            os.write(wfd, got.encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    deadline = time.time() + 60
+    status = None
+    while time.time() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    got = os.read(rfd, 1 << 16).decode()
+    os.close(rfd)
+    check("fork: the child's pass", status == 0 and got == want, f"status {status}, {got!r} vs {want!r}")
+    fdb.close()
+
     # ------------------------------------------------ an untrusted schema
     # A file whose CHECK calls gpt_generate (written as an attacker would,
     # through writable_schema without the extension), opened with the
@@ -526,6 +563,41 @@ def main():
     else:
         # the CHECK called gpt_generate, which found no model in that file
         check("untrusted-check", outcome.startswith("gpt_generate: no model"), outcome)
+
+    # A generated column that calls gpt_drop, in a schema read before the
+    # extension is loaded (a PRAGMA first, as journal_mode=WAL): SQLite
+    # checks DIRECTONLY only as it resolves a name, and there the name was
+    # none yet, so a plain SELECT of the column dropped the model. The
+    # extension has the connection read its schema again as it loads, which
+    # refuses it, on every version.
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        if os.path.exists(evil + suffix):
+            os.remove(evil + suffix)
+    e = sqlite3.connect(evil)
+    e.enable_load_extension(True)
+    e.load_extension(EXT)
+    e.execute("SELECT gpt_import('m', ?)", (model_dir("pyevil", "--layers", "1", "--heads", "2", "--embd", "16", "--ctx", "32"),))
+    e.execute("CREATE TABLE t(a)")
+    e.execute("INSERT INTO t VALUES (1)")
+    e.execute("PRAGMA writable_schema = ON")
+    e.execute("UPDATE sqlite_schema SET sql = 'CREATE TABLE t(a, g AS (gpt_drop(''m'')))' "
+              "WHERE name = 't'")
+    e.commit()
+    e.close()
+    e = sqlite3.connect(evil)
+    e.execute("PRAGMA journal_mode").fetchall()  # reads the schema
+    e.enable_load_extension(True)
+    e.load_extension(EXT)
+    try:
+        outcome = repr(e.execute("SELECT * FROM t").fetchall())
+    except sqlite3.DatabaseError as ex:
+        outcome = str(ex)
+    e.close()
+    e = sqlite3.connect(evil)
+    models = e.execute("SELECT count(*) FROM gpt_models").fetchone()[0]
+    e.close()
+    check("untrusted-gencol", outcome.startswith("malformed database schema (t)") and models == 1,
+          f"{outcome}; models left {models}")
 
     # ------------------------------------------------ training
     # a byte-level BPE and a 1-layer model learned from CJK and emoji rows:
