@@ -1818,6 +1818,20 @@ done:
   return rc;
 }
 
+/* Lets go of the connection's held models, other than zKeep, whose rows
+** changed or went (another connection's gpt_drop or re-import): their
+** weights stayed loaded, and gpt_debug listed them, until the connection
+** closed or held four others, so a pooled connection kept a dropped model's
+** memory. One stamp query a held model. */
+static void conn_forget_changed(GptConn *c, sqlite3 *db, const char *zKeep) {
+  if (!c) return;
+  for (int i = 0; i < CONN_MODELS; i++) {
+    GptModel *h = c->aHeld[i];
+    if (!h || (zKeep && strcmp(h->zName, zKeep) == 0)) continue;
+    if (stamp_changed(db, h->zName, h->stamp)) gptext_conn_forget(c, h->zName);
+  }
+}
+
 /* The depth of this thread's model loads: a load reads the gpt_ tables, and
 ** a view or trigger in their place that calls the extension again recursed
 ** until the stack overflowed. */
@@ -1837,6 +1851,7 @@ int gptext_model_acquire(GptConn *pConn, sqlite3 *db, const char *zFunc, const c
     return SQLITE_ERROR;
   }
   tlAcquireDepth++;
+  conn_forget_changed(pConn, db, zName);
   for (int nTry = 0; rc == MODEL_RETRY && nTry < 4; nTry++) {
     /* a try after a commit moved the stamp runs in one read transaction,
     ** held open by a statement stepped to its row: the rows then cannot
