@@ -145,7 +145,8 @@ int gptext_config_is_hf(sqlite3 *db, const char *zJson, int nJson, char *zType, 
   int bHf = 0, rc;
   zType[0] = 0;
   rc = sqlite3_prepare_v2(db, "SELECT CASE WHEN json_valid(?1) THEN "
-                          "json_extract(?1, '$.model_type') END", -1, &p, 0);
+                          "json_extract(?1, '$.model_type') END, CASE WHEN json_valid(?1) "
+                          "THEN json_type(?1, '$.model_type') END", -1, &p, 0);
   if (rc != SQLITE_OK) return (rc & 0xff) == SQLITE_NOMEM ? -1 : 0;
   sqlite3_bind_text(p, 1, zJson, nJson, SQLITE_STATIC);
   rc = sqlite3_step(p);
@@ -157,6 +158,9 @@ int gptext_config_is_hf(sqlite3 *db, const char *zJson, int nJson, char *zType, 
       snprintf(zType, nType, "%s", z);
       bHf = strcmp(z, "gpt2") != 0;
     }
+  } else if (rc == SQLITE_ROW && sqlite3_column_type(p, 1) == SQLITE_TEXT &&
+             strcmp((const char *)sqlite3_column_text(p, 1), "null") != 0) {
+    bHf = 1; /* a model_type that is no string: the Llama reader names it */
   } else if ((rc & 0xff) == SQLITE_NOMEM) {
     bHf = -1;
   }
@@ -184,8 +188,8 @@ int gptext_config_read(sqlite3 *db, const char *zJson, int nJson, GPTConfig *c, 
   if ((rc = cfgText(p, "model_type", zType, sizeof(zType), zErr, nErr))) goto done;
   c->arch = gpt_arch_from_name(zType);
   if (c->arch <= GPT_ARCH_GPT2) {
-    snprintf(zErr, nErr, "\"model_type\" is \"%s\", expected \"llama\", \"qwen2\" or \"qwen3\"",
-             zType);
+    snprintf(zErr, nErr, "\"model_type\" is \"%s\", expected \"gpt2\", \"llama\", \"qwen2\" or "
+             "\"qwen3\"", zType);
     rc = SQLITE_ERROR;
     goto done;
   }

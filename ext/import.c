@@ -560,10 +560,12 @@ static int impConfig(GptImport *p) {
                  || (strcmp((const char *)sqlite3_column_text(pStmt, 17), "gelu_new")
                      && strcmp((const char *)sqlite3_column_text(pStmt, 17),
                                "gelu_pytorch_tanh")))) {
-      rc = impError(p, "config.json", "\"activation_function\" is %s%s%s, "
-                    "expected \"gelu_new\"", strcmp(zAct, "text") ? "" : "\"",
-                    (const char *)sqlite3_column_text(pStmt, 17),
-                    strcmp(zAct, "text") ? "" : "\"");
+      if (strcmp(zAct, "text") != 0) /* null printed as nothing */
+        rc = impError(p, "config.json", "\"activation_function\" is %s, expected \"gelu_new\"",
+                      impJsonKind(zAct));
+      else
+        rc = impError(p, "config.json", "\"activation_function\" is \"%s\", expected "
+                      "\"gelu_new\"", (const char *)sqlite3_column_text(pStmt, 17));
       goto done;
     }
     if (zScale && strcmp(zScale, "true") != 0) {
@@ -614,6 +616,14 @@ static int impParseHeader(GptImport *p, const char *zFile, const char *zJson, in
   sqlite3_stmt *pStmt = 0;
   int rc;
 
+  /* read through SQLite's JSON functions, as a text file is (impReadText) */
+  if (nJson > sqlite3_limit(p->db, SQLITE_LIMIT_LENGTH, -1)) {
+    rc = impError(p, zFile, "a header of %lld bytes is over this connection's "
+                  "SQLITE_LIMIT_LENGTH of %d", (long long)nJson,
+                  sqlite3_limit(p->db, SQLITE_LIMIT_LENGTH, -1));
+    p->rcErr = SQLITE_TOOBIG;
+    goto done;
+  }
   rc = impCheckObject(p, zFile, zJson, nJson, "a JSON object as the header");
   if (rc != SQLITE_OK) goto done;
   rc = impPrepare(p,

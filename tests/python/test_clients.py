@@ -360,6 +360,21 @@ def main():
             "gpt_import: model 'm': vocab.json: ") and str(err).endswith(
             "bytes is over this connection's SQLITE_LIMIT_LENGTH of 200000") and
             getattr(err, "sqlite_errorcode", None) == 18, f"{type(err).__name__} {err}")
+    # so is a safetensors header, read before the tokenizer (it read as
+    # "not valid JSON", SQLITE_ERROR)
+    small = model_dir("pyheader", "--arch", "llama", "--layers", "1", "--heads", "2", "--embd",
+                      "32", "--ctx", "64", "--vocab", "600")
+    with open(os.path.join(small, "model.safetensors"), "rb") as f:
+        header = int.from_bytes(f.read(8), "little")
+    low.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, header - 1)
+    try:
+        low.execute("SELECT gpt_import('m', ?)", (small,)).fetchall()
+        check("header under a length limit", False, "no error")
+    except sqlite3.Error as err:
+        check("header under a length limit", str(err) ==
+              f"gpt_import: model 'm': model.safetensors: a header of {header} bytes is over "
+              f"this connection's SQLITE_LIMIT_LENGTH of {header - 1}" and
+              getattr(err, "sqlite_errorcode", None) == 18, f"{type(err).__name__} {err}")
     # a result over the limit is SQLITE_TOOBIG (18), not out of memory
     low.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 20)
     try:
