@@ -2744,7 +2744,12 @@ static void gptExportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
   {
     sqlite3_stmt *pStmt = 0;
     int bHead = 0;
-    int rc = gptext_has_lm_head(s.db, zModel, &bHead);
+    int rc = gptext_lm_head_of(s.db, s.m, "gpt_export", &bHead, &zErr);
+    if (zErr) {
+      s.zErr = zErr;
+      zErr = 0;
+      goto done;
+    }
     if (rc == SQLITE_OK) rc = sqlite3_prepare_v2(s.db, "SELECT config FROM main.gpt_tokenizer "
                                                  "WHERE model = ?1", -1, &pStmt, 0);
     s.bTied = !bHead;

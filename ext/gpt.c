@@ -836,7 +836,7 @@ static void conn_destroy(void *p) {
 /* Reads the config JSON of a gpt_models row into c, checking each value's
 ** type before it is used. */
 static int read_config(sqlite3 *db, const char *zFunc, const char *zName,
-                       GPTConfig *c, char **pzErr) {
+                       GPTConfig *c, int *pTied, char **pzErr) {
   static const char *azKey[] = {"n_layer", "n_head", "n_embd", "n_ctx", "vocab_size"};
   int *aOut[] = {&c->n_layer, &c->n_head, &c->n_embd, &c->n_ctx, &c->vocab_size};
   sqlite3_stmt *p = 0;
@@ -854,6 +854,7 @@ static int read_config(sqlite3 *db, const char *zFunc, const char *zName,
     int bTied = 0;
     rc = gptext_config_read(db, (const char *)sqlite3_column_text(p, 0),
                             sqlite3_column_bytes(p, 0), c, &bTied, zMsg, sizeof(zMsg));
+    *pTied = bTied;
     /* a statement of the reader failed (an interrupt): SQLite's message */
     if (rc != SQLITE_OK && (rc != SQLITE_ERROR || !zMsg[0])) goto sql_error;
     if (rc != SQLITE_OK) {
@@ -1362,8 +1363,11 @@ static int load_weights(sqlite3 *db, const char *zFunc, GptModel *m, sqlite3_int
     rc = MODEL_RETRY; /* changed since the caller resolved it */
     goto done;
   }
-  rc = gptext_has_lm_head(db, m->zName, &hasLmHead);
-  if (rc != SQLITE_OK) goto sql_error;
+  rc = gptext_lm_head_of(db, m, zFunc, &hasLmHead, pzErr);
+  if (rc != SQLITE_OK) {
+    if (!*pzErr) goto sql_error;
+    goto done;
+  }
   nTensor = gpt_n_tensors(&m->cfg, hasLmHead);
   aDtype = sqlite3_malloc64(sizeof(int) * (size_t)nTensor);
   if (!aDtype) { rc = SQLITE_NOMEM; goto done; }
@@ -1671,7 +1675,8 @@ static int cache_entry_new(sqlite3 *db, const char *zFunc, char **pzKey, char **
   *pzResolved = 0;
   e->model.eot = -1;
   e->model.bos = -1;
-  int rc = read_config(db, zFunc, e->model.zName, &e->model.cfg, pzErr);
+  e->model.tiedCfg = -1;
+  int rc = read_config(db, zFunc, e->model.zName, &e->model.cfg, &e->model.tiedCfg, pzErr);
   if (rc == SQLITE_OK) rc = load_tokenizer(db, zFunc, &e->model, pzErr);
   if (rc != SQLITE_OK) {
     if (stamp_changed(db, e->model.zName, stamp)) rc = MODEL_RETRY;

@@ -124,6 +124,7 @@ typedef struct GptModel {
   char *zName;              /* model name */
   sqlite3_int64 stamp;      /* gpt_models.stamp its rows had when loaded */
   GPTConfig cfg;
+  int tiedCfg;              /* a Llama-family config's tie_word_embeddings; -1 for GPT-2's */
   GPTTokenizer *pTok;
   GPTModel *pNet;           /* NULL until weights are needed */
   int eot;                  /* id of <|endoftext|>, or -1 */
@@ -350,6 +351,11 @@ int gptext_tensor_names_check(sqlite3 *db, const char *zModel, const GPTConfig *
 int gptext_snapshot_begin(sqlite3 *db, const char *zModel, sqlite3_stmt **ppStmt);
 /* Whether zModel has lm_head.weight (whole or in parts): *pHas 1 or 0. */
 int gptext_has_lm_head(sqlite3 *db, const char *zModel, int *pHas);
+/* The same for loaded model m, checked against its config's
+** tie_word_embeddings: SQLITE_ERROR with *pzErr when they disagree
+** (ext/tensors.c). */
+int gptext_lm_head_of(sqlite3 *db, const GptModel *m, const char *zFunc, int *pHas,
+                      char **pzErr);
 /* Rows a part of a tensor stored as zName of zModel holds: nRow when one
 ** row holds all nBytes, 0 when not even one row of nRowBytes fits. */
 int64_t gptext_tensor_part_rows(sqlite3 *db, const char *zModel, const char *zName,

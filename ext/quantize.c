@@ -488,8 +488,14 @@ static void gptQuantizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv
       goto done;
     }
   }
-  if (gptext_has_lm_head(q.db, q.zSrc, &hasLmHead) != SQLITE_OK) {
-    quantSqlError(&q, SQLITE_ERROR);
+  if (gptext_lm_head_of(q.db, m, zFunc, &hasLmHead, &zErr) != SQLITE_OK) {
+    if (zErr) {
+      sqlite3_free(q.zErr);
+      q.zErr = zErr;
+      zErr = 0;
+    } else {
+      quantSqlError(&q, SQLITE_ERROR);
+    }
     goto done;
   }
   {

@@ -109,6 +109,22 @@ int gptext_snapshot_begin(sqlite3 *db, const char *zModel, sqlite3_stmt **ppStmt
   return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
+/* gptext_has_lm_head of model m, which must agree with a Llama-family
+** config's tie_word_embeddings: the rows decide the head, and an
+** lm_head.weight row added to a tied model ran as its head (and was
+** quantized and exported). SQLITE_ERROR with *pzErr naming zFunc and the
+** model when they disagree; SQLite's code, and no message, when the query
+** fails. */
+int gptext_lm_head_of(sqlite3 *db, const GptModel *m, const char *zFunc, int *pHas,
+                      char **pzErr) {
+  int rc = gptext_has_lm_head(db, m->zName, pHas);
+  if (rc != SQLITE_OK || m->tiedCfg < 0 || *pHas != m->tiedCfg) return rc;
+  gptext_set_error(pzErr, "%s: model '%s': config says tie_word_embeddings %s, but "
+                   "gpt_tensors %s lm_head.weight", zFunc, m->zName,
+                   m->tiedCfg ? "true" : "false", *pHas ? "has" : "has no");
+  return SQLITE_ERROR;
+}
+
 /* Whether model zModel has its own output head (lm_head.weight, whole or
 ** in parts) rather than the tied embedding: 1 or 0 in *pHas, or SQLite's
 ** error code. */
