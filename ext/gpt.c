@@ -1847,8 +1847,8 @@ static _Thread_local int tlAcquireDepth = 0;
 int gptext_model_acquire(GptConn *pConn, sqlite3 *db, const char *zFunc, const char *zName,
                          int needWeights, GptModel **ppModel, char **pzErr) {
   int rc = MODEL_RETRY;
-  char zWho[256];
-  snprintf(zWho, sizeof(zWho), "%s", zName ? zName : "(the only one)");
+  char zWho[256]; /* the name the messages give: none until one is resolved */
+  snprintf(zWho, sizeof(zWho), "%s", zName ? zName : "");
   *ppModel = 0;
   if (tlAcquireDepth > 0) {
     gptext_set_error(pzErr, "%s: called while the extension reads its own tables (a view or "
@@ -1876,16 +1876,24 @@ int gptext_model_acquire(GptConn *pConn, sqlite3 *db, const char *zFunc, const c
     sqlite3_finalize(pHold);
   }
   tlAcquireDepth--;
+  /* "zFunc: model 'name'", or "zFunc" before a name was resolved */
+  char zPrefix[400];
+  if (zWho[0]) snprintf(zPrefix, sizeof(zPrefix), "%s: model '%s'", zFunc, zWho);
+  else snprintf(zPrefix, sizeof(zPrefix), "%s", zFunc);
   if (rc == MODEL_RETRY) {
-    gptext_set_error(pzErr, "%s: model '%s' kept changing while it was being loaded; "
-                     "try again", zFunc, zWho);
+    if (zWho[0])
+      gptext_set_error(pzErr, "%s: model '%s' kept changing while it was being loaded; "
+                       "try again", zFunc, zWho);
+    else
+      gptext_set_error(pzErr, "%s: the model kept changing while it was being loaded; "
+                       "try again", zFunc);
     rc = SQLITE_BUSY;
   }
   if (rc != SQLITE_OK && *pzErr && strstr(*pzErr, ": string or blob too big")) {
     /* SQLite's bare message, for a row over this connection's limit */
     rc = SQLITE_TOOBIG;
-    gptext_set_error(pzErr, "%s: model '%s': one of its rows is larger than SQLite's length "
-                     "limit (SQLITE_LIMIT_LENGTH %d)", zFunc, zWho,
+    gptext_set_error(pzErr, "%s: one of %s rows is larger than SQLite's length limit "
+                     "(SQLITE_LIMIT_LENGTH %d)", zPrefix, zWho[0] ? "its" : "the model's",
                      sqlite3_limit(db, SQLITE_LIMIT_LENGTH, -1));
   }
   /* a statement that failed because of sqlite3_interrupt() makes it an
@@ -1893,7 +1901,7 @@ int gptext_model_acquire(GptConn *pConn, sqlite3 *db, const char *zFunc, const c
   if (rc != SQLITE_OK && rc != SQLITE_INTERRUPT && rc != SQLITE_NOMEM && gptext_interrupted(db))
     rc = SQLITE_INTERRUPT;
   if (rc == SQLITE_INTERRUPT) /* one message for every interrupt of the load */
-    gptext_set_error(pzErr, "%s: model '%s': interrupted", zFunc, zWho);
+    gptext_set_error(pzErr, "%s: interrupted", zPrefix);
   return rc;
 }
 
@@ -2167,8 +2175,8 @@ int gptext_query_too_deep(const char *zFunc, const char *zModel, char **pzErr) {
 /* SQLITE_ERROR with a message when a function that writes (zFunc) runs
 ** inside the query of gpt_batch, gpt_train or gpt_train_tokenizer, which
 ** must be read-only: SQLite's read-only check of the query cannot see a
-** function's writes (gpt_drop in gpt_batch's query dropped the model). */
-/* A writer inside a statement that writes is refused too, before it opens
+** function's writes (gpt_drop in gpt_batch's query dropped the model).
+** A writer inside a statement that writes is refused too, before it opens
 ** a file: a CHECK constraint, generated column or index expression of an
 ** untrusted schema runs there, and SQLite 3.40 does not hold
 ** SQLITE_DIRECTONLY functions out of a CHECK (gpt_import, gpt_drop and
@@ -2295,9 +2303,6 @@ static void gptDebugFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
 /* Entry point: `.load build/gpt` or load_extension('build/gpt'). One
 ** connection state is shared by every function and module of the connection
 ** and freed with it. */
-#ifdef _WIN32
-__declspec(dllexport)
-#endif
 /* Has the connection read its schema again, now that the functions exist.
 ** SQLite checks SQLITE_DIRECTONLY as it resolves a function's name, and a
 ** schema read before the extension was loaded (any statement before
@@ -2321,6 +2326,9 @@ static void reread_schema(sqlite3 *db) {
   if (bWritable) sqlite3_exec(db, "PRAGMA writable_schema=ON", 0, 0, 0);
 }
 
+#ifdef _WIN32
+__declspec(dllexport)
+#endif
 int sqlite3_gpt_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *pApi) {
   SQLITE_EXTENSION_INIT2(pApi);
   GptConn *pConn = sqlite3_malloc64(sizeof(GptConn));
