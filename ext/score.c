@@ -51,7 +51,8 @@
 ** the summary (max_tokens tokens at most) starts the next chunk, followed by
 ** "\n" and the value: each summary refines the previous one with new rows,
 ** and the last chunk's summary is the result. A value that does not fit even
-** beside the running summary alone keeps its first tokens, as many as fit.
+** beside the running summary alone goes in pieces: as many of its first
+** tokens as fit, summarized with the chunk, then the rest the same way.
 ** The group's first value must leave room for a summary and some text:
 ** a template and max_tokens too large for the window are an error.
 ** Interrupts are checked every generated token and between layers.
@@ -576,6 +577,7 @@ static void gptSummarizeStep(sqlite3_context *ctx, int argc, sqlite3_value **arg
   SumAgg *p = sqlite3_aggregate_context(ctx, sizeof(SumAgg));
   int *aIds = 0, nIds = 0, rc = SQLITE_OK, n;
   char *zErr = 0, *zCut = 0;
+  char *zRest = 0; /* the part of a long value after its pieces so far */
   const char *z;
   if (!p) {
     sqlite3_result_error_nomem(ctx);
@@ -600,7 +602,7 @@ static void gptSummarizeStep(sqlite3_context *ctx, int argc, sqlite3_value **arg
     rc = sum_chunk(p, ctx, zFunc, 0, &zErr);
     if (rc != SQLITE_OK) goto done;
   }
-  for (int bRetry = 1;; bRetry = 0) {
+  for (int bRetry = 1;;) {
     const char *zSep = p->nChunk > 0 ? "\n" : 0;
     int nTok = sum_count(p, zFunc, p->zChunk, p->nChunk, zSep, zSep ? 1 : 0, z, n, &zErr);
     if (nTok < 0) { rc = SQLITE_ERROR; goto done; }
@@ -638,9 +640,31 @@ static void gptSummarizeStep(sqlite3_context *ctx, int argc, sqlite3_value **arg
         if (bRetry && p->nChunk > 0) {
           p->nChunk = 0;
           p->zChunk[0] = 0;
+          bRetry = 0;
           continue;
         }
         n = 0;
+      } else if (k < nIds) {
+        /* the piece that fits, summarized with the chunk; then the rest of
+        ** the value, a piece at a time (its tail was dropped) */
+        size_t nOut = 0;
+        int bad = 0;
+        char *zNext = 0;
+        if (tok_decode(p->m->pTok, aIds + k, (size_t)(nIds - k), &zNext, &nOut, &bad) ||
+            nOut > 0x7ffffffe) {
+          free(zNext);
+          rc = SQLITE_NOMEM;
+          goto done;
+        }
+        rc = sum_append(p, z, n);
+        if (rc == SQLITE_OK) rc = sum_chunk(p, ctx, zFunc, 0, &zErr);
+        free(zRest);
+        zRest = zNext;
+        if (rc != SQLITE_OK) goto done;
+        z = zRest;
+        n = (int)nOut;
+        bRetry = 1;
+        continue;
       }
     }
     rc = sum_append(p, z, n);
@@ -654,6 +678,7 @@ done:
     zErr = 0;
   }
   free(zCut);
+  free(zRest);
   sqlite3_free(zErr);
   sqlite3_free(aIds);
 }
