@@ -140,6 +140,9 @@ static double svgAppendText(sqlite3_str *pOut, const char *zIn, int nIn, int nMa
       sqlite3_str_append(pOut, zPic, 3);
     } else if (c == 0x7f && bVisible) {
       sqlite3_str_appendall(pOut, "\xe2\x90\xa1"); /* ␡ */
+    } else if (c >= 0x80 && c <= 0x9f && bVisible) {
+      /* C1 controls (U+0085 NEL ...) have no control pictures: invisible */
+      sqlite3_str_appendall(pOut, "\xef\xbf\xbd");
     } else if (c == 0xfffe || c == 0xffff) {
       sqlite3_str_appendall(pOut, "\xef\xbf\xbd"); /* not XML characters */
     } else {

@@ -65,7 +65,7 @@ def label(token_bytes):
             ch = MARKS[ch]
         elif ord(ch) < 0x20:
             ch = chr(0x2400 + ord(ch))
-        elif ch in "\ufffe\uffff":
+        elif ch in "\ufffe\uffff" or 0x80 <= ord(ch) <= 0x9f:
             ch = "\ufffd"
         out.append(ch)
     return "".join(out)
@@ -259,7 +259,7 @@ def main():
     db.execute("SELECT gpt_import('q', ?)", (model_dir(
         "pysvg-qwen2", "--arch", "qwen2", "--layers", "2", "--heads", "4", "--kv-heads", "2",
         "--embd", "64", "--ffn", "96", "--ctx", "128", "--seed", "5"),))
-    hostile = "Tom & Jerry <b>\"hi\"</b> it's\n\tx\x01y\x7f ]]> " + "-" * 64
+    hostile = "Tom & Jerry <b>\"hi\"</b> it's\n\tx\x01y\x7f\u0085 ]]> " + "-" * 64
     texts = {"english": "The cat sat on the mat.", "hostile": hostile,
              "cjk": "日本語のテキスト 🙂 café"}
     for tname, text in texts.items():
@@ -270,7 +270,8 @@ def main():
     # the escaping, as bytes in the document
     root, doc = check_document("hostile raw", db, hostile, '{"model": "g", "head": 0}', "g", 4)
     check("escaped", "&amp;" in doc and "&lt;" in doc and "&gt;" in doc and "&quot;" in doc
-          and "\x01" not in doc and "\x7f" not in doc and "\u2401" in doc and "\u21b5" in doc
+          and "\x01" not in doc and "\x7f" not in doc and "\u0085" not in doc
+          and "\u2401" in doc and "\u21b5" in doc
           and "\u21e5" in doc and "\u00b7" + "-" * 15 + "\u2026" in doc
           and "]]>" not in doc)
     # bytes that are not UTF-8 (the text bound as a BLOB cast to TEXT)
