@@ -1830,10 +1830,27 @@ done:
 ** memory. One stamp query a held model. */
 static void conn_forget_changed(GptConn *c, sqlite3 *db, const char *zKeep) {
   if (!c) return;
+  /* only after a write to the file, by any connection: a stamp query a held
+  ** model a call doubled the time of gpt_token_count over many rows */
+  unsigned int version = 0;
+  if (sqlite3_file_control(db, "main", SQLITE_FCNTL_DATA_VERSION, &version) == SQLITE_OK) {
+    if (version == c->heldVersion) return;
+    c->heldVersion = version;
+  }
   for (int i = 0; i < CONN_MODELS; i++) {
     GptModel *h = c->aHeld[i];
     if (!h || (zKeep && strcmp(h->zName, zKeep) == 0)) continue;
-    if (stamp_changed(db, h->zName, h->stamp)) gptext_conn_forget(c, h->zName);
+    if (!stamp_changed(db, h->zName, h->stamp)) continue;
+    /* by pointer: the last release frees h, name and all */
+    if (c->pStateModel == h) {
+      gpt_state_free(c->pState);
+      c->pState = 0;
+      c->nStateTok = 0;
+      c->pStateModel = 0;
+      gptext_model_release(h);
+    }
+    c->aHeld[i] = 0;
+    gptext_model_release(h);
   }
 }
 
@@ -2183,6 +2200,66 @@ int gptext_query_too_deep(const char *zFunc, const char *zModel, char **pzErr) {
 ** gpt_quantize failed on their savepoint, but gpt_export overwrote a file,
 ** and gpt_import had opened the path). A statement of the caller's own that
 ** writes, as INSERT ... SELECT gpt_export(...), is refused alike. */
+/* Whether SQL text z calls one of the functions that write: a name of
+** them, in any case, not inside a longer name, then '(' after spaces or the
+** quote that ends a quoted name. */
+static int sql_calls_writer(const char *z) {
+  static const char *azName[] = {"gpt_import", "gpt_export", "gpt_drop", "gpt_quantize",
+                                 "gpt_train", "gpt_train_tokenizer"};
+  for (const char *p = z; *p; p++) {
+    if (p > z && (isalnum((unsigned char)p[-1]) || p[-1] == '_' || p[-1] == '$' ||
+                  (unsigned char)p[-1] >= 0x80))
+      continue;
+    for (size_t i = 0; i < sizeof(azName) / sizeof(azName[0]); i++) {
+      size_t n = strlen(azName[i]);
+      if (sqlite3_strnicmp(p, azName[i], (int)n) != 0) continue;
+      const char *q = p + n;
+      if (*q == '"' || *q == '`' || *q == ']' || *q == '\'') q++;
+      while (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r' || *q == '\f') q++;
+      if (*q == '(') return 1;
+    }
+  }
+  return 0;
+}
+
+/* The first table or index of an attached database (main, temp, any other)
+** whose SQL calls a writer, as "main.t"; NULL when none. A schema read
+** before the extension was loaded, while a statement ran (reread_schema
+** skipped), runs such a call from a generated column in a plain SELECT:
+** SQLite checks SQLITE_DIRECTONLY only as it resolves names, which it does
+** for tables' columns and constraints and for indexes as it reads the
+** schema (views and triggers, resolved as they are used, are refused
+** then). Read again, such a schema is refused by SQLite; so a writer
+** refuses too. *pRc: SQLite's code when the schema cannot be read. */
+static char *schema_calls_writer(sqlite3 *db, int *pRc) {
+  sqlite3_stmt *pDb = 0;
+  char *zFound = 0;
+  *pRc = sqlite3_prepare_v2(db, "SELECT name FROM pragma_database_list", -1, &pDb, 0);
+  while (*pRc == SQLITE_OK && !zFound && sqlite3_step(pDb) == SQLITE_ROW) {
+    const char *zDb = (const char *)sqlite3_column_text(pDb, 0);
+    char *zSql = sqlite3_mprintf("SELECT name, sql FROM \"%w\".sqlite_schema WHERE sql IS NOT "
+                                 "NULL AND type IN ('table', 'index')", zDb ? zDb : "main");
+    sqlite3_stmt *p = 0;
+    if (!zSql) { *pRc = SQLITE_NOMEM; break; }
+    *pRc = sqlite3_prepare_v2(db, zSql, -1, &p, 0);
+    sqlite3_free(zSql);
+    int rc;
+    while (*pRc == SQLITE_OK && (rc = sqlite3_step(p)) == SQLITE_ROW) {
+      const char *zText = (const char *)sqlite3_column_text(p, 1);
+      if (zText && sql_calls_writer(zText)) {
+        zFound = sqlite3_mprintf("%s.%s", zDb ? zDb : "main",
+                                 (const char *)sqlite3_column_text(p, 0));
+        if (!zFound) *pRc = SQLITE_NOMEM;
+        break;
+      }
+    }
+    if (*pRc == SQLITE_OK && !zFound && rc != SQLITE_DONE) *pRc = rc;
+    sqlite3_finalize(p);
+  }
+  sqlite3_finalize(pDb);
+  return zFound;
+}
+
 int gptext_query_writes(sqlite3 *db, const char *zFunc, const char *zModel, char **pzErr) {
   if (tlQueryDepth > 0) {
     gptext_set_error(pzErr, "%s: model '%s': it writes, and runs inside the query of "
@@ -2196,6 +2273,19 @@ int gptext_query_writes(sqlite3 *db, const char *zFunc, const char *zModel, char
                        "of its own", zFunc, zModel, zFunc);
       return SQLITE_ERROR;
     }
+  }
+  int rc = SQLITE_OK;
+  char *zObj = schema_calls_writer(db, &rc);
+  if (zObj) {
+    gptext_set_error(pzErr, "%s: model '%s': the schema's %s calls a function that writes "
+                     "(gpt_import, gpt_export, ...), as only an untrusted file's would; "
+                     "nothing that writes runs on this connection", zFunc, zModel, zObj);
+    sqlite3_free(zObj);
+    return SQLITE_ERROR;
+  }
+  if (rc != SQLITE_OK) {
+    gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, zModel, sqlite3_errmsg(db));
+    return rc;
   }
   return SQLITE_OK;
 }

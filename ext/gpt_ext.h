@@ -154,6 +154,8 @@ typedef struct GptConn {
   GPTState *pState;                 /* KV cache of the last generation, or NULL */
   int *aStateTok;                   /* (n_ctx,) tokens whose keys it holds */
   int nStateTok;
+  unsigned int heldVersion;         /* main's data version at the last check of aHeld */
+  int bSchemaUnread;                /* loaded while a statement ran: the schema was not re-read */
 } GptConn;
 
 /* Resolves the model (zName, or the only one), loads or reuses it, and
@@ -455,8 +457,10 @@ int gptext_query_param(sqlite3_stmt *p, const char *zFunc, char *buf, size_t n);
 ** queries must be read-only, and inside a statement of the connection that
 ** writes (see there). */
 #define GPTEXT_QUERY_MAX_DEPTH 8
-#define GPTEXT_IN_WRITER "cannot run inside a statement that writes (an INSERT, UPDATE or " \
-  "DELETE, or a CHECK constraint, trigger, generated column or index of the schema)"
+#define GPTEXT_IN_WRITER "cannot run while a statement that writes is running on this " \
+  "connection (an INSERT, UPDATE or DELETE, or a CHECK constraint, trigger, generated column " \
+  "or index of the schema, calling it; or one not yet finished, as an INSERT ... RETURNING " \
+  "read partway)"
 int gptext_query_step(sqlite3_stmt *p);
 int gptext_query_writes(sqlite3 *db, const char *zFunc, const char *zModel, char **pzErr);
 int gptext_query_too_deep(const char *zFunc, const char *zModel, char **pzErr);

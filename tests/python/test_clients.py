@@ -613,6 +613,33 @@ def main():
     e.close()
     check("untrusted-gencol", outcome.startswith("malformed database schema (t)") and models == 1,
           f"{outcome}; models left {models}")
+    # Loaded while a cursor of the connection is still open, the schema is
+    # not read again (the cursor's statement runs on it): a writer called from
+    # such a generated column refuses, and the file it names is untouched.
+    victim = evil + ".victim"
+    with open(victim, "w") as f:
+        f.write("precious")
+    e = sqlite3.connect(evil)
+    e.execute("PRAGMA writable_schema = ON")
+    e.execute("UPDATE sqlite_schema SET sql = 'CREATE TABLE t(a, g AS (gpt_export(''m'', ' || "
+              "quote(?) || ', ''{\"replace\": true}'')))' WHERE name = 't'", (victim,))
+    e.commit()
+    e.close()
+    e = sqlite3.connect(evil)
+    cur = e.execute("SELECT name FROM sqlite_schema")
+    cur.fetchone()  # a statement still running as the extension loads
+    e.enable_load_extension(True)
+    e.load_extension(EXT)
+    try:
+        outcome = repr(e.execute("SELECT * FROM t").fetchall())
+    except sqlite3.DatabaseError as ex:
+        outcome = str(ex)
+    e.close()
+    with open(victim) as f:
+        kept = f.read()
+    check("untrusted-gencol-cursor", outcome.startswith(
+        "gpt_export: model 'm': the schema's main.t calls a function that writes") and
+        kept == "precious", f"{outcome}; file {kept!r}")
 
     # ------------------------------------------------ training
     # a byte-level BPE and a 1-layer model learned from CJK and emoji rows:
