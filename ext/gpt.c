@@ -781,6 +781,32 @@ static void cache_unlink(CacheEntry *e) {
   e->bStale = 1;
 }
 
+/* fork(): the cache is locked across it, so the child gets a consistent
+** list. In the child, an entry that a thread of the parent was loading has
+** no loader (a call there waited for it forever): it is dropped from the
+** list, to be loaded afresh; the loader's reference is never let go, so it
+** stays allocated. */
+static void cache_before_fork(void) { pthread_mutex_lock(&gCacheMutex); }
+static void cache_after_fork_in_parent(void) { pthread_mutex_unlock(&gCacheMutex); }
+static void cache_after_fork_in_child(void) {
+  pthread_mutex_init(&gCacheMutex, 0);
+  pthread_cond_init(&gCacheLoaded, 0);
+  for (CacheEntry **pp = &gCache; *pp;) {
+    CacheEntry *e = *pp;
+    if (e->bLoading) {
+      *pp = e->pNext;
+      e->bStale = 1;
+      e->bLoading = 0;
+    } else {
+      pp = &e->pNext;
+    }
+  }
+}
+static pthread_once_t gCacheForkOnce = PTHREAD_ONCE_INIT;
+static void cache_register_fork(void) {
+  pthread_atfork(cache_before_fork, cache_after_fork_in_parent, cache_after_fork_in_child);
+}
+
 /* Lets go of a reference that gptext_model_acquire gave; NULL is a no-op. The
 ** last reference to a stale entry frees it, outside the mutex. */
 void gptext_model_release(GptModel *p) {
@@ -2460,6 +2486,7 @@ int sqlite3_gpt_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *p
       return rc;
     }
   }
+  pthread_once(&gCacheForkOnce, cache_register_fork);
   reread_schema(db);
   return SQLITE_OK;
 }

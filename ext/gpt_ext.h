@@ -155,7 +155,6 @@ typedef struct GptConn {
   int *aStateTok;                   /* (n_ctx,) tokens whose keys it holds */
   int nStateTok;
   unsigned int heldVersion;         /* main's data version at the last check of aHeld */
-  int bSchemaUnread;                /* loaded while a statement ran: the schema was not re-read */
 } GptConn;
 
 /* Resolves the model (zName, or the only one), loads or reuses it, and
