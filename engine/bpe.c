@@ -15,10 +15,7 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 #include "bpe.h"
-
-/* GPT-2's pattern (tokenizer.c's tok_gpt2_pattern, in PCRE2's syntax). */
-static const char zPattern[] =
-  "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+#include "tokenizer.h"
 
 typedef struct WordSlot {
   uint64_t h;        /* hash, 0 = empty */
@@ -55,8 +52,14 @@ GPTBpe *bpe_new(int64_t max_words) {
   if (!b) return NULL;
   int ec;
   PCRE2_SIZE eo;
-  b->re = pcre2_compile((PCRE2_SPTR)zPattern, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &ec,
-                        &eo, NULL);
+  /* GPT-2's pattern as the encoder compiles it (its \s is White_Space, its
+  ** letters and numbers include Unicode 15 and 16's), so training splits
+  ** text into the words the trained tokenizer will see */
+  char *zPcre = NULL, zErr[128];
+  if (tok_pcre_pattern(tok_gpt2_pattern, strlen(tok_gpt2_pattern), &zPcre, zErr, sizeof(zErr)) == 0)
+    b->re = pcre2_compile((PCRE2_SPTR)zPcre, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &ec,
+                          &eo, NULL);
+  free(zPcre);
   if (b->re) {
     pcre2_jit_compile(b->re, PCRE2_JIT_COMPLETE);
     b->md = pcre2_match_data_create_from_pattern(b->re, NULL);
@@ -102,8 +105,10 @@ static int grow_words(GPTBpe *b) {
   return 0;
 }
 
-/* Counts one word (n >= 1 bytes). */
+/* Counts one word (n >= 1 bytes); -2 past the encoder's limit, which the
+** trained tokenizer could not encode. */
 static int add_word(GPTBpe *b, const unsigned char *z, int n) {
+  if (n > TOK_MAX_WORD) return BPE_EWORD;
   uint64_t h = hash_bytes(z, n);
   size_t j = h & (b->nSlot - 1);
   while (b->slot[j].h) {
@@ -162,10 +167,12 @@ static int add_valid(GPTBpe *b, const unsigned char *z, size_t n) {
       from = ov[0] + (c ? (size_t)c : 1);
       continue;
     }
-    if (ov[0] > prev && add_word(b, z + prev, (int)(ov[0] - prev))) return -1;
-    if (add_word(b, z + ov[0], (int)(ov[1] - ov[0]))) return -1;
+    int rw;
+    if (ov[0] > prev && (rw = add_word(b, z + prev, (int)(ov[0] - prev)))) return rw;
+    if ((rw = add_word(b, z + ov[0], (int)(ov[1] - ov[0])))) return rw;
     prev = from = ov[1];
   }
+  if (n > prev && n - prev > (size_t)TOK_MAX_WORD) return BPE_EWORD;
   if (n > prev && add_word(b, z + prev, (int)(n - prev))) return -1;
   return 0;
 }
@@ -178,7 +185,8 @@ int bpe_add_text(GPTBpe *b, const char *zText, size_t n) {
     size_t j = i;
     int c;
     while (j < n && (c = utf8_len(z + j, n - j)) > 0) j += (size_t)c;
-    if (j > i && add_valid(b, z + i, j - i)) return -1;
+    int rc;
+    if (j > i && (rc = add_valid(b, z + i, j - i))) return rc;
     if (j < n && add_word(b, z + j, 1)) return -1; /* an invalid byte */
     i = j < n ? j + 1 : j;
   }
@@ -224,6 +232,7 @@ typedef struct PairEntry { int64_t count; uint64_t key; } PairEntry;
 typedef struct BpeRun {
   int **sym, *nSym;
   int64_t *cnt;
+  int *seen;                /* the last merge that visited the word */
   size_t nW;
   PairSlot *pair;
   size_t nPair, nPairUsed;  /* slots (a power of two), used */
@@ -405,9 +414,10 @@ int bpe_train(GPTBpe *b, int n_tokens, int (*should_stop)(void *), void *ctx) {
   r.sym = calloc(b->nUsed + 1, sizeof(int *));
   r.nSym = calloc(b->nUsed + 1, sizeof(int));
   r.cnt = calloc(b->nUsed + 1, sizeof(int64_t));
+  r.seen = calloc(b->nUsed + 1, sizeof(int));
   r.nPair = 1024;
   r.pair = calloc(r.nPair, sizeof(PairSlot));
-  if (!r.sym || !r.nSym || !r.cnt || !r.pair) goto done;
+  if (!r.sym || !r.nSym || !r.cnt || !r.seen || !r.pair) goto done;
   for (size_t i = 0; i < b->nSlot; i++) {
     const WordSlot *s = &b->slot[i];
     if (!s->h) continue;
@@ -475,6 +485,11 @@ int bpe_train(GPTBpe *b, int n_tokens, int (*should_stop)(void *), void *ctx) {
     best->nWord = best->nWordAlloc = 0;
     for (size_t iw = 0; iw < nWord; iw++) {
       size_t w = (size_t)aWord[iw];
+      /* a word is listed again each time a merge rescans it: once a merge
+      ** (two long words took minutes, each listed under the other's pairs
+      ** over and over) */
+      if (r.seen[w] == iMerge) continue;
+      r.seen[w] = iMerge;
       int *a = r.sym[w], o = 0, bHit = 0;
       for (int k = 0; k + 1 < r.nSym[w] && !bHit; k++) bHit = a[k] == l && a[k + 1] == rt;
       if (!bHit) continue;
@@ -496,7 +511,7 @@ int bpe_train(GPTBpe *b, int n_tokens, int (*should_stop)(void *), void *ctx) {
 done:
   for (size_t w = 0; r.sym && w < r.nW; w++) free(r.sym[w]);
   for (size_t i = 0; r.pair && i < r.nPair; i++) free(r.pair[i].aWord);
-  free(r.sym); free(r.nSym); free(r.cnt); free(r.pair); free(r.heap); free(r.aTouched);
+  free(r.sym); free(r.nSym); free(r.cnt); free(r.seen); free(r.pair); free(r.heap); free(r.aTouched);
   free(r.aTokSlot); free(buf);
   return rc;
 }

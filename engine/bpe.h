@@ -1,6 +1,6 @@
 /*
 ** Training of a byte-level BPE vocabulary (GPT-2's kind): text is split by
-** GPT-2's pre-tokenizer pattern into words, the words counted, and the most
+** GPT-2's pre-tokenizer pattern (as the encoder compiles it) into words, the words counted, and the most
 ** frequent adjacent pair of symbols merged, again and again, each merge
 ** ranked in the order it was learned. Plain C11 and PCRE2; knows nothing of
 ** SQLite.
@@ -24,7 +24,9 @@ GPTBpe *bpe_new(int64_t max_words);
 void bpe_free(GPTBpe *b);
 
 /* Splits n bytes of text into words and counts them. Invalid UTF-8 bytes
-** are words of one byte. Returns 0, or -1 when out of memory. */
+** are words of one byte. Returns 0, -1 when out of memory, or BPE_EWORD
+** for a word longer than the encoder takes (TOK_MAX_WORD bytes). */
+#define BPE_EWORD (-2)
 int bpe_add_text(GPTBpe *b, const char *z, size_t n);
 
 /* Learns merges until there are n_tokens tokens (ids 0..255 are the bytes)

@@ -1177,6 +1177,10 @@ static int translate_pattern(const char *z, size_t n, int bLiteral, char **pzOut
   return 0;
 }
 
+int tok_pcre_pattern(const char *z, size_t n, char **pzOut, char *err, size_t n_err) {
+  return translate_pattern(z, n, 0, pzOut, err, n_err);
+}
+
 /* Compiles a Hugging Face pattern (or literal) into Split stage nSplit. */
 static int compile_split(GPTTokenizer *t, const char *z, size_t n, int bLiteral, char *err,
                          size_t n_err) {

@@ -68,6 +68,10 @@ int tok_add_split(GPTTokenizer *t, const char *z, size_t n, int bLiteral, char *
 
 /* GPT-2's pattern as Hugging Face writes it (ByteLevel with use_regex). */
 extern const char tok_gpt2_pattern[];
+/* A Hugging Face (Oniguruma) pattern of n bytes rewritten for PCRE2 with
+** PCRE2_UTF | PCRE2_UCP, as the pre-tokenizer compiles it, into a malloc'd
+** string in *pzOut. Returns 0, or -1 with a message in err. */
+int tok_pcre_pattern(const char *z, size_t n, char **pzOut, char *err, size_t n_err);
 
 /* Declares token id, already set with tok_set_token(), an added token whose
 ** text is the raw bytes z (n long): in encoded text it is matched as a whole

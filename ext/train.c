@@ -1472,7 +1472,14 @@ static void gptTrainTokenizerFunc(sqlite3_context *ctx, int argc, sqlite3_value 
     }
     const char *z = (const char *)sqlite3_column_text(p, 0);
     nBytes += sqlite3_column_bytes(p, 0);
-    if (bpe_add_text(b, z, (size_t)sqlite3_column_bytes(p, 0))) goto nomem;
+    int rcAdd = bpe_add_text(b, z, (size_t)sqlite3_column_bytes(p, 0));
+    if (rcAdd == BPE_EWORD) {
+      zErr = sqlite3_mprintf("%s: model '%s': query row %lld has a word (a pre-token) of more "
+                             "than %d bytes, the encoder's limit: the trained tokenizer could "
+                             "not encode it", zTokFunc, zName, iRow, TOK_MAX_WORD);
+      goto done;
+    }
+    if (rcAdd) goto nomem;
   }
   if (rc != SQLITE_DONE) goto sql_error;
   if (nBytes == 0) {
