@@ -2695,7 +2695,9 @@ static void gptExportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
     s.zErr = sqlite3_mprintf("gpt_export: the model name must be " GPTEXT_NAME_RULE);
     goto done;
   }
-  if (gptext_query_writes(s.db, "gpt_export", zModel, &s.zErr) != SQLITE_OK) goto done;
+  if (gptext_query_writes(ctx, "gpt_export", zModel, &s.zErr) != SQLITE_OK ||
+      gptext_schema_check(ctx, "gpt_export", zModel, &s.zErr) != SQLITE_OK)
+    goto done;
   /* its errors name the model, as every other of this function's */
   if (gptext_options_parse_named(s.db, "gpt_export", zModel, argc > 2 ? argv[2] : 0,
                                  GPTOPT_REPLACE, &opt, &zErr) != SQLITE_OK) {

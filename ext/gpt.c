@@ -2257,36 +2257,59 @@ static int sql_calls_writer(const char *z) {
 ** schema (views and triggers, resolved as they are used, are refused
 ** then). Read again, such a schema is refused by SQLite; so a writer
 ** refuses too. *pRc: SQLite's code when the schema cannot be read. */
-static char *schema_calls_writer(sqlite3 *db, int *pRc) {
+static char *schema_calls_writer(sqlite3 *db, int *pRc, char **pzMsg) {
   sqlite3_stmt *pDb = 0;
   char *zFound = 0;
-  *pRc = sqlite3_prepare_v2(db, "SELECT name FROM pragma_database_list", -1, &pDb, 0);
-  while (*pRc == SQLITE_OK && !zFound && sqlite3_step(pDb) == SQLITE_ROW) {
-    const char *zDb = (const char *)sqlite3_column_text(pDb, 0);
-    char *zSql = sqlite3_mprintf("SELECT name, sql FROM \"%w\".sqlite_schema WHERE sql IS NOT "
-                                 "NULL AND type IN ('table', 'index')", zDb ? zDb : "main");
-    sqlite3_stmt *p = 0;
-    if (!zSql) { *pRc = SQLITE_NOMEM; break; }
-    *pRc = sqlite3_prepare_v2(db, zSql, -1, &p, 0);
-    sqlite3_free(zSql);
-    int rc;
-    while (*pRc == SQLITE_OK && (rc = sqlite3_step(p)) == SQLITE_ROW) {
-      const char *zText = (const char *)sqlite3_column_text(p, 1);
-      if (zText && sql_calls_writer(zText)) {
-        zFound = sqlite3_mprintf("%s.%s", zDb ? zDb : "main",
-                                 (const char *)sqlite3_column_text(p, 0));
-        if (!zFound) *pRc = SQLITE_NOMEM;
+  *pRc = SQLITE_OK;
+  /* the databases by sqlite3_db_name (3.39+), which no authorizer denies;
+  ** an older SQLite reads PRAGMA database_list */
+  if (sqlite3_libversion_number() < 3039000 &&
+      (*pRc = sqlite3_prepare_v2(db, "SELECT name FROM pragma_database_list", -1, &pDb, 0)) !=
+          SQLITE_OK) {
+    *pRc = gptext_sql_failure(db, *pRc, pzMsg);
+    return 0;
+  }
+  for (int iDb = 0; *pRc == SQLITE_OK && !zFound; iDb++) {
+    const char *zDb;
+    if (pDb) {
+      int rcDb = sqlite3_step(pDb);
+      if (rcDb != SQLITE_ROW) {
+        if (rcDb != SQLITE_DONE) *pRc = gptext_sql_failure(db, rcDb, pzMsg);
         break;
       }
+      zDb = (const char *)sqlite3_column_text(pDb, 0);
+    } else {
+      zDb = sqlite3_db_name(db, iDb);
     }
-    if (*pRc == SQLITE_OK && !zFound && rc != SQLITE_DONE) *pRc = rc;
+    if (!zDb) break;
+    char *zSql = sqlite3_mprintf("SELECT name, sql FROM \"%w\".sqlite_schema WHERE sql IS NOT "
+                                 "NULL AND type IN ('table', 'index')", zDb);
+    sqlite3_stmt *p = 0;
+    if (!zSql) { *pRc = SQLITE_NOMEM; break; }
+    int rc = sqlite3_prepare_v2(db, zSql, -1, &p, 0);
+    sqlite3_free(zSql);
+    if (rc == SQLITE_OK) {
+      while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
+        const char *zText = (const char *)sqlite3_column_text(p, 1);
+        if (zText && sql_calls_writer(zText)) {
+          zFound = sqlite3_mprintf("%s.%s", zDb, (const char *)sqlite3_column_text(p, 0));
+          if (!zFound) *pRc = SQLITE_NOMEM;
+          rc = SQLITE_DONE;
+          break;
+        }
+      }
+    }
+    /* SQLite's code and message, read before the statement goes */
+    if (rc != SQLITE_DONE) *pRc = gptext_sql_failure(db, rc, pzMsg);
     sqlite3_finalize(p);
   }
   sqlite3_finalize(pDb);
   return zFound;
 }
 
-int gptext_query_writes(sqlite3 *db, const char *zFunc, const char *zModel, char **pzErr) {
+int gptext_query_writes(sqlite3_context *ctx, const char *zFunc, const char *zModel,
+                        char **pzErr) {
+  sqlite3 *db = sqlite3_context_db_handle(ctx);
   if (tlQueryDepth > 0) {
     gptext_set_error(pzErr, "%s: model '%s': it writes, and runs inside the query of "
                      "gpt_batch, gpt_train or gpt_train_tokenizer, which must be read-only",
@@ -2300,8 +2323,22 @@ int gptext_query_writes(sqlite3 *db, const char *zFunc, const char *zModel, char
       return SQLITE_ERROR;
     }
   }
+  return SQLITE_OK;
+}
+
+/* gpt_export's check of the schema, where it was not read again at load
+** (see schema_calls_writer): SQLITE_ERROR when a table or index calls a
+** writer. Not the other writers': the scan is a read, and a read before
+** their write lock (inside the caller's BEGIN, or beside a reading
+** statement) kept the lock from waiting out another connection's. */
+int gptext_schema_check(sqlite3_context *ctx, const char *zFunc, const char *zModel,
+                        char **pzErr) {
+  sqlite3 *db = sqlite3_context_db_handle(ctx);
+  GptConn *pConn = sqlite3_user_data(ctx);
+  if (!pConn || !pConn->bSchemaUnread) return SQLITE_OK;
   int rc = SQLITE_OK;
-  char *zObj = schema_calls_writer(db, &rc);
+  char *zMsg = 0;
+  char *zObj = schema_calls_writer(db, &rc, &zMsg);
   if (zObj) {
     gptext_set_error(pzErr, "%s: model '%s': the schema's %s calls a function that writes "
                      "(gpt_import, gpt_export, ...), as only an untrusted file's would; "
@@ -2310,10 +2347,13 @@ int gptext_query_writes(sqlite3 *db, const char *zFunc, const char *zModel, char
     return SQLITE_ERROR;
   }
   if (rc != SQLITE_OK) {
-    gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, zModel, sqlite3_errmsg(db));
-    return rc;
+    if (rc == SQLITE_INTERRUPT)
+      gptext_set_error(pzErr, "%s: model '%s': interrupted", zFunc, zModel);
+    else
+      gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, zModel, zMsg ? zMsg : "out of memory");
   }
-  return SQLITE_OK;
+  sqlite3_free(zMsg);
+  return rc;
 }
 
 /* Encodes text with the model's tokenizer as Hugging Face's
@@ -2427,11 +2467,12 @@ static void gptDebugFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
 ** SELECT of that column then ran them. Read again, such a schema is
 ** refused as "unsafe use", as when the extension is loaded first. Skipped
 ** while a statement runs (load_extension() called from SQL), whose
-** schema must stay; "PRAGMA writable_schema=RESET" also turns
+** schema must stay: 0 then (the writers check the schema themselves, see
+** gptext_query_writes). "PRAGMA writable_schema=RESET" also turns
 ** writable_schema off, so a setting of on is put back. */
-static void reread_schema(sqlite3 *db) {
+static int reread_schema(sqlite3 *db) {
   for (sqlite3_stmt *p = sqlite3_next_stmt(db, 0); p; p = sqlite3_next_stmt(db, p))
-    if (sqlite3_stmt_busy(p)) return;
+    if (sqlite3_stmt_busy(p)) return 0;
   sqlite3_stmt *p = 0;
   int bWritable = 0;
   if (sqlite3_prepare_v2(db, "PRAGMA writable_schema", -1, &p, 0) == SQLITE_OK &&
@@ -2440,6 +2481,7 @@ static void reread_schema(sqlite3 *db) {
   sqlite3_finalize(p);
   sqlite3_exec(db, "PRAGMA writable_schema=RESET", 0, 0, 0);
   if (bWritable) sqlite3_exec(db, "PRAGMA writable_schema=ON", 0, 0, 0);
+  return 1;
 }
 
 #ifdef _WIN32
@@ -2487,6 +2529,6 @@ int sqlite3_gpt_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *p
     }
   }
   pthread_once(&gCacheForkOnce, cache_register_fork);
-  reread_schema(db);
+  if (!reread_schema(db)) pConn->bSchemaUnread = 1;
   return SQLITE_OK;
 }

@@ -155,6 +155,7 @@ typedef struct GptConn {
   int *aStateTok;                   /* (n_ctx,) tokens whose keys it holds */
   int nStateTok;
   unsigned int heldVersion;         /* main's data version at the last check of aHeld */
+  int bSchemaUnread;                /* loaded while a statement ran: its schema not read again */
 } GptConn;
 
 /* Resolves the model (zName, or the only one), loads or reuses it, and
@@ -461,7 +462,11 @@ int gptext_query_param(sqlite3_stmt *p, const char *zFunc, char *buf, size_t n);
   "or index of the schema, calling it; or one not yet finished, as an INSERT ... RETURNING " \
   "read partway)"
 int gptext_query_step(sqlite3_stmt *p);
-int gptext_query_writes(sqlite3 *db, const char *zFunc, const char *zModel, char **pzErr);
+int gptext_query_writes(sqlite3_context *ctx, const char *zFunc, const char *zModel, char **pzErr);
+/* gpt_export's check that no table or index of a schema not read again at
+** load calls a writer (ext/gpt.c). */
+int gptext_schema_check(sqlite3_context *ctx, const char *zFunc, const char *zModel,
+                        char **pzErr);
 int gptext_query_too_deep(const char *zFunc, const char *zModel, char **pzErr);
 int gptext_register_tokens(sqlite3 *db, GptConn *pConn);   /* gpt_tokens, gpt_tokenize, ... */
 int gptext_register_generate(sqlite3 *db, GptConn *pConn); /* gpt_generate, gpt_next_tokens */

@@ -2869,7 +2869,7 @@ static void gptImportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
     s.zErr = sqlite3_mprintf("gpt_import: the model name must be " GPTEXT_NAME_RULE);
     goto done;
   }
-  if (gptext_query_writes(db, "gpt_import", zName, &s.zErr) != SQLITE_OK) goto done;
+  if (gptext_query_writes(ctx, "gpt_import", zName, &s.zErr) != SQLITE_OK) goto done;
   /* its errors name the model, as every other of this function's */
   rc = gptext_options_parse_named(db, "gpt_import", zName, argc > 2 ? argv[2] : 0, GPTOPT_REPLACE,
                                   &opt, &zErr);
@@ -2998,7 +2998,7 @@ static void gptDropFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     s.zErr = sqlite3_mprintf("gpt_drop: the model name must be " GPTEXT_NAME_RULE);
     goto done;
   }
-  if (gptext_query_writes(db, "gpt_drop", zName, &s.zErr) != SQLITE_OK) goto done;
+  if (gptext_query_writes(ctx, "gpt_drop", zName, &s.zErr) != SQLITE_OK) goto done;
   if (impTxnBegin(&s, "gpt_drop") != SQLITE_OK) goto done;
   nExist = impModelRows(&s, zName);
   if (nExist < 0) goto done;

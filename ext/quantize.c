@@ -445,7 +445,7 @@ static void gptQuantizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv
     q.zErr = sqlite3_mprintf("%s: the destination model name must be " GPTEXT_NAME_RULE, zFunc);
     goto done;
   }
-  if (gptext_query_writes(q.db, zFunc, q.zDst, &q.zErr) != SQLITE_OK) goto done;
+  if (gptext_query_writes(ctx, zFunc, q.zDst, &q.zErr) != SQLITE_OK) goto done;
   if (strcmp(q.zSrc, q.zDst) == 0) {
     quantError(&q, 0, "the destination must be a new model, not the source itself");
     goto done;

@@ -1114,7 +1114,7 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     gptext_result_error(ctx, "gpt_train: the query must be the text of a SELECT");
     return;
   }
-  if (gptext_query_writes(t.db, zFunc, t.zModel, &t.zErr) != SQLITE_OK) goto done;
+  if (gptext_query_writes(ctx, zFunc, t.zModel, &t.zErr) != SQLITE_OK) goto done;
   /* before minutes of steps that a read-only database would throw away */
   if ((t.rcErr = gptext_check_writable(t.db, zFunc, t.zModel, &t.zErr)) != SQLITE_OK) goto done;
   if (gptext_ensure_schema(t.db, &t.zErr) != SQLITE_OK) goto done;
@@ -1428,7 +1428,7 @@ static void gptTrainTokenizerFunc(sqlite3_context *ctx, int argc, sqlite3_value 
                            "(256 bytes, <|endoftext|> and at least one merge)", zTokFunc, zName);
     goto done;
   }
-  if (gptext_query_writes(db, zTokFunc, zName, &zErr) != SQLITE_OK) goto done;
+  if (gptext_query_writes(ctx, zTokFunc, zName, &zErr) != SQLITE_OK) goto done;
   if ((rcErr = gptext_check_writable(db, zTokFunc, zName, &zErr)) != SQLITE_OK) goto done;
   if (gptext_ensure_schema(db, &zErr) != SQLITE_OK) goto done;
   rc = sqlite3_prepare_v2(db, "SELECT 1 FROM main.gpt_models WHERE name = ?1", -1, &p, 0);
