@@ -56,7 +56,8 @@ GPTBpe *bpe_new(int64_t max_words) {
   ** letters and numbers include Unicode 15 and 16's), so training splits
   ** text into the words the trained tokenizer will see */
   char *zPcre = NULL, zErr[128];
-  if (tok_pcre_pattern(tok_gpt2_pattern, strlen(tok_gpt2_pattern), &zPcre, zErr, sizeof(zErr)) == 0)
+  if (tok_pcre_pattern(tok_gpt2_pattern, strlen(tok_gpt2_pattern), &zPcre, zErr,
+                       sizeof(zErr)) == 0)
     b->re = pcre2_compile((PCRE2_SPTR)zPcre, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &ec,
                           &eo, NULL);
   free(zPcre);
@@ -511,8 +512,8 @@ int bpe_train(GPTBpe *b, int n_tokens, int (*should_stop)(void *), void *ctx) {
 done:
   for (size_t w = 0; r.sym && w < r.nW; w++) free(r.sym[w]);
   for (size_t i = 0; r.pair && i < r.nPair; i++) free(r.pair[i].aWord);
-  free(r.sym); free(r.nSym); free(r.cnt); free(r.seen); free(r.pair); free(r.heap); free(r.aTouched);
-  free(r.aTokSlot); free(buf);
+  free(r.sym); free(r.nSym); free(r.cnt); free(r.seen); free(r.pair); free(r.heap);
+  free(r.aTouched); free(r.aTokSlot); free(buf);
   return rc;
 }
 

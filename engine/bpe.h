@@ -1,8 +1,8 @@
 /*
 ** Training of a byte-level BPE vocabulary (GPT-2's kind): text is split by
-** GPT-2's pre-tokenizer pattern (as the encoder compiles it) into words, the words counted, and the most
-** frequent adjacent pair of symbols merged, again and again, each merge
-** ranked in the order it was learned. Plain C11 and PCRE2; knows nothing of
+** GPT-2's pre-tokenizer pattern (as the encoder compiles it) into words, the
+** words counted, and the most frequent adjacent pair of symbols merged, again
+** and again, each merge ranked in the order it was learned. Plain C11 and PCRE2; knows nothing of
 ** SQLite.
 **
 **   GPTBpe *b = bpe_new(0);

@@ -305,7 +305,8 @@ const char *gptext_json_got(const char *zType, sqlite3_value *pVal) {
       return "; got a BLOB, which is read only as JSONB (SQLite 3.45 and later): give JSON as TEXT";
     default: break;
   }
-  if (!zType) return sqlite3_value_bytes(pVal) == 0 ? "; got an empty string" : "; got malformed JSON";
+  if (!zType)
+    return sqlite3_value_bytes(pVal) == 0 ? "; got an empty string" : "; got malformed JSON";
   if (strcmp(zType, "array") == 0) return "; got a JSON array";
   if (strcmp(zType, "object") == 0) return "; got a JSON object";
   if (strcmp(zType, "text") == 0) return "; got a JSON string";
@@ -2255,7 +2256,7 @@ static int sql_calls_writer(const char *z) {
 ** SQLite checks SQLITE_DIRECTONLY only as it resolves names, which it does
 ** for tables' columns and constraints and for indexes as it reads the
 ** schema (views and triggers, resolved as they are used, are refused
-** then). Read again, such a schema is refused by SQLite; so a writer
+** then). Read again, such a schema is refused by SQLite; so gpt_export
 ** refuses too. *pRc: SQLite's code when the schema cannot be read. */
 static char *schema_calls_writer(sqlite3 *db, int *pRc, char **pzMsg) {
   sqlite3_stmt *pDb = 0;
@@ -2350,7 +2351,8 @@ int gptext_schema_check(sqlite3_context *ctx, const char *zFunc, const char *zMo
     if (rc == SQLITE_INTERRUPT)
       gptext_set_error(pzErr, "%s: model '%s': interrupted", zFunc, zModel);
     else
-      gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, zModel, zMsg ? zMsg : "out of memory");
+      gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, zModel,
+                       zMsg ? zMsg : "out of memory");
   }
   sqlite3_free(zMsg);
   return rc;
@@ -2467,8 +2469,8 @@ static void gptDebugFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
 ** SELECT of that column then ran them. Read again, such a schema is
 ** refused as "unsafe use", as when the extension is loaded first. Skipped
 ** while a statement runs (load_extension() called from SQL), whose
-** schema must stay: 0 then (the writers check the schema themselves, see
-** gptext_query_writes). "PRAGMA writable_schema=RESET" also turns
+** schema must stay: 0 then (gpt_export checks the schema itself, see
+** gptext_schema_check). "PRAGMA writable_schema=RESET" also turns
 ** writable_schema off, so a setting of on is put back. */
 static int reread_schema(sqlite3 *db) {
   for (sqlite3_stmt *p = sqlite3_next_stmt(db, 0); p; p = sqlite3_next_stmt(db, p))

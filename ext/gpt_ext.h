@@ -229,9 +229,10 @@ int gptext_encode(sqlite3 *db, GptModel *m, const char *zFunc, const char *z, in
 
 /* Fits a prompt into the window leaving room for nReserve new tokens: a
 ** prompt longer than n_ctx is an error; with o->bTruncate a prompt of more
-** than max(1, n_ctx - nReserve) tokens keeps its last that many, the model's BOS kept first when the
-** prompt starts with it. An empty prompt becomes <|endoftext|> (or the BOS,
-** or the eos, for vocabularies without one).
+** than max(1, n_ctx - nReserve) tokens keeps its last that many, the
+** model's BOS kept first when the prompt starts with it. An empty prompt
+** becomes <|endoftext|> (or the BOS, or the eos, for vocabularies without
+** one).
 ** *paIds is sqlite3_malloc'd and may be replaced. */
 int gptext_fit_prompt(GptModel *m, const char *zFunc, const GptOptions *o,
                       int nReserve, int **paIds, int *pnIds, char **pzErr);
