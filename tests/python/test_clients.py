@@ -599,15 +599,22 @@ def main():
               "WHERE name = 't'")
     e.commit()
     e.close()
-    e = sqlite3.connect(evil)
-    e.execute("PRAGMA journal_mode").fetchall()  # reads the schema
-    e.enable_load_extension(True)
-    e.load_extension(EXT)
-    try:
-        outcome = repr(e.execute("SELECT * FROM t").fetchall())
-    except sqlite3.DatabaseError as ex:
-        outcome = str(ex)
-    e.close()
+    def select_t_after_load(first):
+        """SELECT * FROM t of the evil file, the extension loaded after the
+        statement first ran (stepped once, left open): its rows or error."""
+        conn = sqlite3.connect(evil)
+        cur = conn.execute(first)
+        cur.fetchone()
+        conn.enable_load_extension(True)
+        conn.load_extension(EXT)
+        try:
+            got = repr(conn.execute("SELECT * FROM t").fetchall())
+        except sqlite3.DatabaseError as ex:
+            got = str(ex)
+        cur.close()
+        conn.close()
+        return got
+    outcome = select_t_after_load("PRAGMA journal_mode")  # reads the schema, then ends
     e = sqlite3.connect(evil)
     models = e.execute("SELECT count(*) FROM gpt_models").fetchone()[0]
     e.close()
@@ -625,16 +632,8 @@ def main():
               "quote(?) || ', ''{\"replace\": true}'')))' WHERE name = 't'", (victim,))
     e.commit()
     e.close()
-    e = sqlite3.connect(evil)
-    cur = e.execute("SELECT name FROM sqlite_schema")
-    cur.fetchone()  # a statement still running as the extension loads
-    e.enable_load_extension(True)
-    e.load_extension(EXT)
-    try:
-        outcome = repr(e.execute("SELECT * FROM t").fetchall())
-    except sqlite3.DatabaseError as ex:
-        outcome = str(ex)
-    e.close()
+    # a statement still running as the extension loads
+    outcome = select_t_after_load("SELECT name FROM sqlite_schema")
     with open(victim) as f:
         kept = f.read()
     check("untrusted-gencol-cursor", outcome.startswith(
