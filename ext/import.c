@@ -2842,6 +2842,7 @@ static void impClear(GptImport *p) {
 */
 static void gptImportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   sqlite3 *db = sqlite3_context_db_handle(ctx);
+  const sqlite3_int64 iRowidBefore = sqlite3_last_insert_rowid(db);
   GptImport s;
   GptOptions opt;
   GPTTokenizer *pTok = 0;
@@ -2953,6 +2954,8 @@ static void gptImportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
 
 done:
   impTxnEnd(&s);
+  /* as after a trigger, the caller's last_insert_rowid() is what it was */
+  sqlite3_set_last_insert_rowid(db, iRowidBefore);
   if (s.zErr && !s.bInterrupted && gptext_interrupted(db)) s.bInterrupted = 1;
   if (bHandled) {
     /* the result is set */
@@ -2980,6 +2983,7 @@ done:
 */
 static void gptDropFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   sqlite3 *db = sqlite3_context_db_handle(ctx);
+  const sqlite3_int64 iRowidBefore = sqlite3_last_insert_rowid(db);
   GptImport s;
   const char *zName = (const char *)sqlite3_value_text(argv[0]);
   sqlite3_int64 nExist, nTensor = 0;
@@ -3011,6 +3015,8 @@ static void gptDropFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   bDone = 1;
 done:
   impTxnEnd(&s);
+  /* as after a trigger, the caller's last_insert_rowid() is what it was */
+  sqlite3_set_last_insert_rowid(db, iRowidBefore);
   if (s.zErr && !s.bInterrupted && gptext_interrupted(db)) s.bInterrupted = 1;
   if (s.zErr) {
     impResultError(ctx, &s);

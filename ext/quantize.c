@@ -430,6 +430,7 @@ static void gptQuantizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv
   int hasLmHead = 0, bDone = 0;
   memset(&q, 0, sizeof(q));
   q.db = sqlite3_context_db_handle(ctx);
+  const sqlite3_int64 iRowidBefore = sqlite3_last_insert_rowid(q.db);
   q.zSrc = (const char *)sqlite3_value_text(argv[0]);
   q.zDst = (const char *)sqlite3_value_text(argv[1]);
   if (!q.zSrc || !q.zSrc[0] || !q.zDst || !q.zDst[0]) {
@@ -536,6 +537,8 @@ static void gptQuantizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv
   else bDone = 1;
 done:
   bDone = quantTxnEnd(&q, bDone);
+  /* as after a trigger, the caller's last_insert_rowid() is what it was */
+  sqlite3_set_last_insert_rowid(q.db, iRowidBefore);
   if (q.zErr) {
     gptext_result_error(ctx, q.zErr);
     if (q.bInterrupted) sqlite3_result_error_code(ctx, SQLITE_INTERRUPT);

@@ -1093,6 +1093,7 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   memset(&t, 0, sizeof(t));
   t.ckptStep = -1;
   t.db = sqlite3_context_db_handle(ctx);
+  const sqlite3_int64 iRowidBefore = sqlite3_last_insert_rowid(t.db);
   t.bCallerTxn = !sqlite3_get_autocommit(t.db);
   t.pConn = sqlite3_user_data(ctx);
   /* the types first: reading a BLOB as text makes it report SQLITE_TEXT */
@@ -1355,6 +1356,8 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   }
 done:
   if (nThreadsOld >= 0) gpt_threads_set(nThreadsOld);
+  /* as after a trigger, the caller's last_insert_rowid() is what it was */
+  sqlite3_set_last_insert_rowid(t.db, iRowidBefore);
   /* an interrupted write ends the caller's whole transaction (the
   ** checkpoint's undo does so after the message was made): what stood in
   ** it stands no longer */
@@ -1404,6 +1407,7 @@ static int trainTokShouldStop(void *ctx) {
 static void gptTrainTokenizerFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   static const char zTokFunc[] = "gpt_train_tokenizer";
   sqlite3 *db = sqlite3_context_db_handle(ctx);
+  const sqlite3_int64 iRowidBefore = sqlite3_last_insert_rowid(db);
   /* the types first: reading a BLOB as text makes it report SQLITE_TEXT */
   int eNameType = sqlite3_value_type(argv[0]), eQueryType = sqlite3_value_type(argv[1]);
   const char *zName = (const char *)sqlite3_value_text(argv[0]);
@@ -1613,6 +1617,8 @@ sql_error:
 done:
   sqlite3_finalize(p);
   if (bTxn) gptext_savepoint_end(&sp);
+  /* as after a trigger, the caller's last_insert_rowid() is what it was */
+  sqlite3_set_last_insert_rowid(db, iRowidBefore);
   bpe_free(b);
   /* an interrupted write ends the caller's whole transaction: say so, as
   ** gpt_train does */
