@@ -302,7 +302,8 @@ static int chat_render(sqlite3 *db, GptModel *m, const char *zFunc, const GptOpt
     goto done;
   }
   if (nOut > 0x7ffffffe) {
-    gptext_set_error(pzErr, "%s: the rendered prompt is too long", zFunc);
+    gptext_set_error(pzErr, "%s: the rendered prompt is %lld bytes, over the limit of %d",
+                     zFunc, (long long)nOut, 0x7ffffffe);
     rc = SQLITE_TOOBIG;
     goto done;
   }

@@ -831,21 +831,35 @@ void gptext_model_retain(GptModel *p) {
 
 #define CONN_MODELS GPT_CONN_MODELS
 
+/* Lets go of model h wherever connection c holds it: its held slots and the
+** cached decoder state on it. Every slot is cleared before the first
+** release, which may be h's last and free it, name and all. */
+static void conn_release(GptConn *c, GptModel *h) {
+  int nRef = 0;
+  if (c->pStateModel == h) {
+    gpt_state_free(c->pState);
+    c->pState = 0;
+    c->nStateTok = 0;
+    c->pStateModel = 0;
+    nRef++;
+  }
+  for (int i = 0; i < CONN_MODELS; i++) {
+    if (c->aHeld[i] == h) {
+      c->aHeld[i] = 0;
+      nRef++;
+    }
+  }
+  while (nRef-- > 0) gptext_model_release(h);
+}
+
 void gptext_conn_forget(GptConn *pConn, const char *zName) {
   if (!pConn || !zName) return;
   for (int i = 0; i < CONN_MODELS; i++) {
-    if (pConn->aHeld[i] && strcmp(pConn->aHeld[i]->zName, zName) == 0) {
-      gptext_model_release(pConn->aHeld[i]);
-      pConn->aHeld[i] = 0;
-    }
+    if (pConn->aHeld[i] && strcmp(pConn->aHeld[i]->zName, zName) == 0)
+      conn_release(pConn, pConn->aHeld[i]);
   }
-  if (pConn->pStateModel && strcmp(pConn->pStateModel->zName, zName) == 0) {
-    gpt_state_free(pConn->pState);
-    pConn->pState = 0;
-    pConn->nStateTok = 0;
-    gptext_model_release(pConn->pStateModel);
-    pConn->pStateModel = 0;
-  }
+  if (pConn->pStateModel && strcmp(pConn->pStateModel->zName, zName) == 0)
+    conn_release(pConn, pConn->pStateModel);
 }
 
 /* Frees the connection's state when it closes: the cached decoder state and
@@ -1867,17 +1881,7 @@ static void conn_forget_changed(GptConn *c, sqlite3 *db, const char *zKeep) {
   for (int i = 0; i < CONN_MODELS; i++) {
     GptModel *h = c->aHeld[i];
     if (!h || (zKeep && strcmp(h->zName, zKeep) == 0)) continue;
-    if (!stamp_changed(db, h->zName, h->stamp)) continue;
-    /* by pointer: the last release frees h, name and all */
-    if (c->pStateModel == h) {
-      gpt_state_free(c->pState);
-      c->pState = 0;
-      c->nStateTok = 0;
-      c->pStateModel = 0;
-      gptext_model_release(h);
-    }
-    c->aHeld[i] = 0;
-    gptext_model_release(h);
+    if (stamp_changed(db, h->zName, h->stamp)) conn_release(c, h);
   }
 }
 
@@ -2399,7 +2403,9 @@ int gptext_encode(sqlite3 *db, GptModel *m, const char *zFunc, const char *z, in
   }
   if (nIds > 0x7fffffff / sizeof(int) - 1) {
     free(aIds);
-    gptext_set_error(pzErr, "%s: model '%s': text too long", zFunc, m->zName);
+    gptext_set_error(pzErr, "%s: model '%s': the text is %lld tokens, over the limit of %lld",
+                     zFunc, m->zName, (long long)nIds,
+                     (long long)(0x7fffffff / sizeof(int) - 1));
     return SQLITE_TOOBIG;
   }
   /* hand it over in SQLite's allocator, the one the callers free with */
