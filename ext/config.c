@@ -322,15 +322,26 @@ int gptext_config_read(sqlite3 *db, const char *zJson, int nJson, GPTConfig *c, 
       goto done;
     }
     if (zObj) {
+      /* each of the four is required, as transformers requires them: a
+      ** default would scale positions as the checkpoint never did (Llama
+      ** 3.2's factor is 32), and a misspelt key would fall to it */
+      static const char *const azReal[] = {"factor", "low_freq_factor", "high_freq_factor"};
+      double *apReal[] = {&c->rope_factor, &c->rope_low_freq_factor,
+                          &c->rope_high_freq_factor};
       c->rope_scaling = GPT_ROPE_LLAMA3;
-      snprintf(zKey, sizeof(zKey), "%s.factor", zObj);
-      if ((rc = cfgReal(p, zKey, 8.0, &c->rope_factor, zErr, nErr))) goto done;
-      snprintf(zKey, sizeof(zKey), "%s.low_freq_factor", zObj);
-      if ((rc = cfgReal(p, zKey, 1.0, &c->rope_low_freq_factor, zErr, nErr))) goto done;
-      snprintf(zKey, sizeof(zKey), "%s.high_freq_factor", zObj);
-      if ((rc = cfgReal(p, zKey, 4.0, &c->rope_high_freq_factor, zErr, nErr))) goto done;
+      for (int i = 0; i < 3; i++) {
+        snprintf(zKey, sizeof(zKey), "%s.%s", zObj, azReal[i]);
+        if ((rc = cfgReal(p, zKey, NAN, apReal[i], zErr, nErr))) goto done;
+        if (isnan(*apReal[i])) {
+          snprintf(zErr, nErr, "\"%s\" is missing, expected a number (llama3 scaling needs "
+                   "factor, low_freq_factor, high_freq_factor and "
+                   "original_max_position_embeddings)", zKey);
+          rc = SQLITE_ERROR;
+          goto done;
+        }
+      }
       snprintf(zKey, sizeof(zKey), "%s.original_max_position_embeddings", zObj);
-      if ((rc = cfgInt(p, zKey, 0, 8192, &c->rope_original_ctx, zErr, nErr))) goto done;
+      if ((rc = cfgInt(p, zKey, 1, 0, &c->rope_original_ctx, zErr, nErr))) goto done;
     }
   }
   if (!(c->rope_theta >= 1 && c->rope_theta <= 1e12)) {

@@ -1159,6 +1159,21 @@ done:
   return rc;
 }
 
+/* True when z is the text of token id: its bytes, or their byte-level
+** spelling (tokenizer_config.json names a vocabulary token as
+** tokenizer.json spells it, "\xc4\xa0the" for " the"). */
+static int token_text_is(const GPTTokenizer *t, int id, const char *z) {
+  int nTok = 0;
+  const char *zTok = tok_token_bytes(t, id, &nTok);
+  size_t n = strlen(z);
+  char zSpelt[2 * TOK_MAX_ADDED_LEN + 1];
+  if (!zTok) return 0;
+  if ((size_t)nTok == n && memcmp(zTok, z, n) == 0) return 1;
+  /* z is at most TOK_MAX_ADDED_LEN bytes: a longer spelling is not z */
+  int nSpelt = tok_byte_level(zTok, nTok, zSpelt, (int)sizeof(zSpelt));
+  return nSpelt < (int)sizeof(zSpelt) && (size_t)nSpelt == n && memcmp(zSpelt, z, n) == 0;
+}
+
 /* Gives the tokenizer the pre-tokenizer stages and added tokens of a
 ** gpt_tokenizer config. The engine checks each (patterns compile within
 ** their size limit; an added token's content is its vocabulary token). */
@@ -1323,6 +1338,17 @@ static int load_tokenizer(sqlite3 *db, const char *zFunc, GptModel *m, char **pz
   if (zConfig && (rc = apply_tokenizer_config(db, zFunc, m, zConfig, &tc, t, pzErr)) != SQLITE_OK)
     goto done;
   if (tok_finish(t, zMsg, sizeof(zMsg))) goto tok_error;
+  if (zConfig && ((tc.zBos && tc.bos >= 0 && !token_text_is(t, tc.bos, tc.zBos)) ||
+                  (tc.zEos && tc.eos >= 0 && !token_text_is(t, tc.eos, tc.zEos)))) {
+    /* a template's bos_token would spell another token than the one the
+    ** encoder adds, or than the one generation stops at */
+    int bBos = tc.zBos && tc.bos >= 0 && !token_text_is(t, tc.bos, tc.zBos);
+    gptext_set_error(pzErr, "%s: model '%s': gpt_tokenizer: %s \"%s\" is not the text of "
+                     "%s %d", zFunc, m->zName, bBos ? "bos" : "eos", bBos ? tc.zBos : tc.zEos,
+                     bBos ? "bos_id" : "eos_id", bBos ? tc.bos : tc.eos);
+    rc = SQLITE_ERROR;
+    goto done;
+  }
   m->pTok = t;
   m->eot = tok_eot_id(t);
   if (zConfig) {

@@ -181,7 +181,9 @@ int gptext_tensor_open(sqlite3 *db, const char *zModel, const GPTTensorInfo *inf
     const char *zShape = (const char *)sqlite3_column_text(q, 3);
     const char *zType = (const char *)sqlite3_column_text(q, 4);
     int64_t nLen = sqlite3_column_int64(q, 5), nRows = nRow;
-    int dtype = gpt_row_dtype_from_name(zDtype);
+    /* "f32" and a NUL and more is no dtype: C would read it as "f32" */
+    int bDtypeNul = zDtype && (size_t)sqlite3_column_bytes(q, 2) != strlen(zDtype);
+    int dtype = bDtypeNul ? -1 : gpt_row_dtype_from_name(zDtype);
     int k = -1;
     GPTTensorInfo part = *info;
     rc = SQLITE_ERROR;
@@ -240,9 +242,9 @@ int gptext_tensor_open(sqlite3 *db, const char *zModel, const GPTTensorInfo *inf
       bWhole = 1;
     }
     if (dtype < 0) {
-      *pzMsg = sqlite3_mprintf("tensor %s has dtype '%s', expected 'f32', 'f16', 'bf16', "
+      *pzMsg = sqlite3_mprintf("tensor %s has dtype '%s'%s, expected 'f32', 'f16', 'bf16', "
                                "'q8_0', 'q4_0', 'q4_k' or 'q6_k'", zName,
-                               zDtype ? zDtype : "NULL");
+                               zDtype ? zDtype : "NULL", bDtypeNul ? " and a NUL after it" : "");
       goto done;
     }
     tensor_shape(zWant, sizeof(zWant), info, nRows);
