@@ -339,7 +339,7 @@ static int ggInt(GgImport *p, const char *zKey, int bRequired, int64_t iDefault,
       v = kv->v.i;
       break;
     default:
-      return ggError(p, "metadata \"%s\" is a %s, expected an integer%s", zFull,
+      return ggError(p, "metadata \"%s\" is of type %s, expected an integer%s", zFull,
                      gguf_type_name(kv->v.type),
                      kv->v.type == GGUF_ARRAY ? " (per-layer values are not supported)" : "");
   }
@@ -377,7 +377,7 @@ static int ggReal(GgImport *p, const char *zKey, double rDefault, double *pOut) 
   } else if (kv->v.type == GGUF_FLOAT64) {
     *pOut = kv->v.f;
   } else {
-    return ggError(p, "metadata \"%s\" is a %s, expected a float", zFull,
+    return ggError(p, "metadata \"%s\" is of type %s, expected a float", zFull,
                    gguf_type_name(kv->v.type));
   }
   if (!isfinite(*pOut)) return ggError(p, "metadata \"%s\" is not finite", zFull);
@@ -396,7 +396,7 @@ static int ggString(GgImport *p, const char *zKey, int64_t nMax, char **pz, int 
   if (pn) *pn = 0;
   if (!kv) return SQLITE_OK;
   if (kv->v.type != GGUF_STRING) {
-    return ggError(p, "metadata \"%s\" is a %s, expected a string", zFull,
+    return ggError(p, "metadata \"%s\" is of type %s, expected a string", zFull,
                    gguf_type_name(kv->v.type));
   }
   if (kv->v.n > (uint64_t)nMax) {
@@ -428,7 +428,7 @@ static int ggBool(GgImport *p, const char *zKey, int bDefault, int *pb) {
     return SQLITE_OK;
   }
   if (kv->v.type != GGUF_BOOL)
-    return ggError(p, "metadata \"%s\" is a %s, expected a bool", zFull, gguf_type_name(kv->v.type));
+    return ggError(p, "metadata \"%s\" is of type %s, expected a bool", zFull, gguf_type_name(kv->v.type));
   if (kv->v.u > 1)
     return ggError(p, "metadata \"%s\" is a bool of byte value %llu, expected 0 or 1", zFull,
                    (unsigned long long)kv->v.u);
@@ -823,8 +823,9 @@ static int ggTensors(GgImport *p) {
       }
     }
     if (!t) {
-      rc = ggError(p, "tensor \"%s\" is missing (%s of a %s model with %d layers)", r->zGguf,
-                   r->info.name, p->zArch, p->cfg.n_layer);
+      rc = ggError(p, "tensor \"%s\" is missing (%s of a %s model with %d layer%s)",
+                   r->zGguf, r->info.name, p->zArch, p->cfg.n_layer,
+                   p->cfg.n_layer == 1 ? "" : "s");
       goto done;
     }
     aUsed[t - p->g->tensors] = 1;
@@ -1010,9 +1011,12 @@ static int ggStore(GgImport *p) {
       for (int64_t e = 0; rc == SQLITE_OK && e < nRow; e++) {
         aH[e] = eNarrow == GGML_F16 ? gpt_f32_to_f16(aF[e]) : gpt_f32_to_bf16(aF[e]);
         float back = eNarrow == GGML_F16 ? gpt_f16_to_f32(aH[e]) : gpt_bf16_to_f32(aH[e]);
-        if (!isfinite(aF[e]) || back != aF[e]) {
-          rc = ggError(p, "tensor \"%s\" element %lld (%g) is not a finite %s value", t->name,
-                       (long long)e, (double)aF[e], ggDtypeName(eNarrow));
+        if (!isfinite(aF[e])) {
+          rc = ggError(p, "tensor \"%s\" element %lld is not finite", t->name, (long long)e);
+        } else if (back != aF[e]) {
+          rc = ggError(p, "tensor \"%s\" element %lld (%.9g) does not narrow exactly to %s, "
+                       "the dtype sqlite_gpt.tensor_dtypes says it was stored in", t->name, (long long)e,
+                       (double)aF[e], ggDtypeName(eNarrow));
         }
       }
       if (rc == SQLITE_OK) {

@@ -1069,9 +1069,9 @@ static int impSafetensors(GptImport *p) {
       if (p->bTied && strcmp(zCanon, "lm_head.weight") == 0) continue;
       if (p->cfg.arch != GPT_ARCH_GPT2 && impIsRotaryBuffer(p, zCanon)) continue;
       rc = impError(p, impShardOf(p, t)->zFile, "unknown tensor \"%s\", expected only %s "
-                    "tensors for the config (%d layers)", t->name,
+                    "tensors for the config (%d layer%s)", t->name,
                     p->cfg.arch == GPT_ARCH_GPT2 ? "GPT-2" : gpt_arch_name(p->cfg.arch),
-                    p->cfg.n_layer);
+                    p->cfg.n_layer, p->cfg.n_layer == 1 ? "" : "s");
       goto done;
     }
     if (r->pSrc) {

@@ -368,15 +368,15 @@ static void gptAttentionSvgFunc(sqlite3_context *ctx, int argc, sqlite3_value **
   if (rc != SQLITE_OK) goto done;
   if (o.iLayer >= m->cfg.n_layer) {
     gptext_set_error(&zErr, "%s: model '%s': option \"layer\" is %d but the model has %d "
-                     "layers (0 to %d)", zFunc, m->zName, o.iLayer, m->cfg.n_layer,
-                     m->cfg.n_layer - 1);
+                     "layer%s (0 to %d)", zFunc, m->zName, o.iLayer, m->cfg.n_layer,
+                     m->cfg.n_layer == 1 ? "" : "s", m->cfg.n_layer - 1);
     rc = SQLITE_ERROR;
     goto done;
   }
   if (o.iHead >= m->cfg.n_head) {
     gptext_set_error(&zErr, "%s: model '%s': option \"head\" is %d but the model has %d "
-                     "query heads (0 to %d, or \"all\")", zFunc, m->zName, o.iHead,
-                     m->cfg.n_head, m->cfg.n_head - 1);
+                     "query head%s (0 to %d, or \"all\")", zFunc, m->zName, o.iHead,
+                     m->cfg.n_head, m->cfg.n_head == 1 ? "" : "s", m->cfg.n_head - 1);
     rc = SQLITE_ERROR;
     goto done;
   }

@@ -762,11 +762,26 @@ static int trainTxnEnd(Train *t, int ok) {
   return rc;
 }
 
-/* The config JSON of a new model's gpt_models row. */
-static char *trainConfigJson(const GPTConfig *c) {
-  return sqlite3_mprintf("{\"model_type\":\"gpt2\",\"n_layer\":%d,\"n_head\":%d,\"n_embd\":%d,"
-                         "\"n_ctx\":%d,\"vocab_size\":%d,\"layer_norm_epsilon\":%.17g}",
-                         c->n_layer, c->n_head, c->n_embd, c->n_ctx, c->vocab_size, c->ln_eps);
+/* Writes a new model's gpt_models row: GPT-2's keys in the form a folder
+** import writes them (SQLite's json_object), so that a model exported as
+** GGUF and imported again gives back its config bit for bit. */
+static int trainModelRow(Train *t, const GPTConfig *c) {
+  sqlite3_stmt *p = 0;
+  int rc = sqlite3_prepare_v2(t->db, "INSERT INTO main.gpt_models(name, config, source) "
+                              "VALUES(?1, json_object('n_layer', ?2, 'n_head', ?3, 'n_embd', ?4, "
+                              "'n_ctx', ?5, 'vocab_size', ?6, 'layer_norm_epsilon', ?7), "
+                              "'gpt_train')", -1, &p, 0);
+  if (rc != SQLITE_OK) return trainSqlError(t);
+  sqlite3_bind_text(p, 1, t->zModel, -1, SQLITE_STATIC);
+  sqlite3_bind_int(p, 2, c->n_layer);
+  sqlite3_bind_int(p, 3, c->n_head);
+  sqlite3_bind_int(p, 4, c->n_embd);
+  sqlite3_bind_int(p, 5, c->n_ctx);
+  sqlite3_bind_int(p, 6, c->vocab_size);
+  sqlite3_bind_double(p, 7, c->ln_eps);
+  rc = sqlite3_step(p);
+  sqlite3_finalize(p);
+  return rc == SQLITE_DONE ? SQLITE_OK : trainSqlError(t);
 }
 
 /* Writes a (nRow, nCol) f32 array as the rows of one tensor (bTensor:
@@ -936,11 +951,7 @@ static int trainCheckpoint(Train *t, const char *zLogSql) {
   if (rc != SQLITE_OK) return rc;
   rc = trainCheckOwner(t);
   if (rc == SQLITE_OK && t->bNew) {
-    char *zCfg = trainConfigJson(c);
-    rc = zCfg ? trainExec(t, "INSERT INTO main.gpt_models(name, config, source) "
-                          "VALUES(?1, ?2, 'gpt_train')", t->zModel, zCfg, 0, 0)
-              : trainError(t, "out of memory");
-    sqlite3_free(zCfg);
+    rc = trainModelRow(t, c);
     if (rc == SQLITE_OK)
       rc = trainExec(t, "INSERT INTO main.gpt_vocab(model, token_id, token) SELECT ?1, token_id, "
                      "token FROM main.gpt_vocab WHERE model = ?2", t->zModel, t->o.zTok, 0, 0);

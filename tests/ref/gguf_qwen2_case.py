@@ -6,10 +6,12 @@ k_proj and v_proj biases.
   --f16       the file also asks for that tensor in f16
               (sqlite_gpt.tensor_dtypes), the path that once read every
               slice from the fused tensor's start;
+  --inexact   with --f16: one of its values (element 5, 0.1) is not an
+              f16 value, so the file's dtype claim is refused;
   --long-bos  its bos token is a normal token of 2,000 bytes, longer than
               the loader takes as bos text (1,024).
 
-  tests/ref/gguf_qwen2_case.py OUT.gguf [--f16] [--long-bos]
+  tests/ref/gguf_qwen2_case.py OUT.gguf [--f16 [--inexact]] [--long-bos]
 """
 import json
 import os
@@ -23,7 +25,7 @@ from gguf_convert import Writer, bytes_to_unicode  # noqa: E402
 C, H, KV, HD, F, T = 32, 2, 1, 16, 64, 32
 
 
-def main(out, narrow, long_bos):
+def main(out, narrow, long_bos, inexact):
     rng = np.random.default_rng(11)
     f = lambda *s: (rng.standard_normal(s) * 0.1).astype(np.float32)
     ones = lambda n: (1 + rng.standard_normal(n) * 0.1).astype(np.float32)
@@ -54,7 +56,10 @@ def main(out, narrow, long_bos):
     w.tensor("blk.0.attn_q.weight", 0, f(H * HD, C))
     w.tensor("blk.0.attn_k.weight", 0, f(KV * HD, C))
     w.tensor("blk.0.attn_v.weight", 0, f(KV * HD, C))
-    w.tensor("blk.0.attn_qkv.bias", 0, np.arange(H * HD + 2 * KV * HD, dtype=np.float32))
+    bias = np.arange(H * HD + 2 * KV * HD, dtype=np.float32)
+    if inexact:
+        bias[5] = 0.1
+    w.tensor("blk.0.attn_qkv.bias", 0, bias)
     w.tensor("blk.0.attn_output.weight", 0, f(C, H * HD))
     w.tensor("blk.0.ffn_norm.weight", 0, ones(C))
     w.tensor("blk.0.ffn_gate.weight", 0, f(F, C))
@@ -66,6 +71,6 @@ def main(out, narrow, long_bos):
 
 if __name__ == "__main__":
     flags = sys.argv[2:]
-    if len(sys.argv) < 2 or any(f not in ("--f16", "--long-bos") for f in flags):
+    if len(sys.argv) < 2 or any(f not in ("--f16", "--long-bos", "--inexact") for f in flags):
         sys.exit(__doc__)
-    main(sys.argv[1], "--f16" in flags, "--long-bos" in flags)
+    main(sys.argv[1], "--f16" in flags, "--long-bos" in flags, "--inexact" in flags)
