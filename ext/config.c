@@ -24,6 +24,11 @@
 #include <string.h>
 #include "gpt_ext.h"
 
+/* What a llama3 rope_scaling must give, as transformers requires. */
+#define LLAMA3_KEYS \
+  "llama3 scaling needs factor, low_freq_factor, high_freq_factor and " \
+  "original_max_position_embeddings"
+
 /* Steps p to the type (json_type's name, or NULL when missing or null) and
 ** value of key zKey ("a" or "a.b") of the bound JSON. */
 static int cfgKey(sqlite3_stmt *p, const char *zKey, const char **pzType) {
@@ -333,15 +338,21 @@ int gptext_config_read(sqlite3 *db, const char *zJson, int nJson, GPTConfig *c, 
         snprintf(zKey, sizeof(zKey), "%s.%s", zObj, azReal[i]);
         if ((rc = cfgReal(p, zKey, NAN, apReal[i], zErr, nErr))) goto done;
         if (isnan(*apReal[i])) {
-          snprintf(zErr, nErr, "\"%s\" is missing, expected a number (llama3 scaling needs "
-                   "factor, low_freq_factor, high_freq_factor and "
-                   "original_max_position_embeddings)", zKey);
+          snprintf(zErr, nErr, "\"%s\" is missing or null, expected a number (" LLAMA3_KEYS
+                   ")", zKey);
           rc = SQLITE_ERROR;
           goto done;
         }
       }
       snprintf(zKey, sizeof(zKey), "%s.original_max_position_embeddings", zObj);
-      if ((rc = cfgInt(p, zKey, 1, 0, &c->rope_original_ctx, zErr, nErr))) goto done;
+      /* -1 only from the default: a given value is checked non-negative */
+      if ((rc = cfgInt(p, zKey, 0, -1, &c->rope_original_ctx, zErr, nErr))) goto done;
+      if (c->rope_original_ctx < 0) {
+        snprintf(zErr, nErr, "\"%s\" is missing or null, expected an integer (" LLAMA3_KEYS ")",
+                 zKey);
+        rc = SQLITE_ERROR;
+        goto done;
+      }
     }
   }
   if (!(c->rope_theta >= 1 && c->rope_theta <= 1e12)) {

@@ -1646,11 +1646,14 @@ static int ggTokenizer(GgImport *p) {
       sqlite3_bind_text(pStmt, 6, zAdded, -1, SQLITE_STATIC);
       if (k.bos >= 0) sqlite3_bind_int(pStmt, 7, k.bos);
       /* the texts name the ids for readers; where one could not be stored
-      ** (not UTF-8, or longer than the loader takes) the id alone is kept */
-      if (zBos && nBos <= TOK_MAX_ADDED_LEN && gptext_utf8_valid(zBos, (size_t)nBos))
+      ** (not UTF-8, a NUL in it, or longer than the loader takes) the id
+      ** alone is kept */
+      if (zBos && nBos <= TOK_MAX_ADDED_LEN && !memchr(zBos, 0, (size_t)nBos) &&
+          gptext_utf8_valid(zBos, (size_t)nBos))
         sqlite3_bind_text(pStmt, 8, zBos, nBos, SQLITE_TRANSIENT);
       if (k.eos >= 0) sqlite3_bind_int(pStmt, 9, k.eos);
-      if (zEos && nEos <= TOK_MAX_ADDED_LEN && gptext_utf8_valid(zEos, (size_t)nEos))
+      if (zEos && nEos <= TOK_MAX_ADDED_LEN && !memchr(zEos, 0, (size_t)nEos) &&
+          gptext_utf8_valid(zEos, (size_t)nEos))
         sqlite3_bind_text(pStmt, 10, zEos, nEos, SQLITE_TRANSIENT);
       sqlite3_bind_text(pStmt, 11, k.bAddBos ? "true" : "false", -1, SQLITE_STATIC);
       sqlite3_bind_text(pStmt, 12, zStop, -1, SQLITE_STATIC);

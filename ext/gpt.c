@@ -1023,10 +1023,18 @@ typedef struct TokConfig {
   int nTok;                 /* size: ids 0..nTok-1 */
   unsigned opts;            /* TOK_OPT_* */
   int bos, eos, bAddBos;
+  int bBosWhole, bEosWhole; /* the text non-empty, with no NUL: checked against its id */
   char *zBos, *zEos, *zTemplate; /* sqlite3_malloc'd or NULL */
   int aStop[GPT_MAX_STOP_IDS];
   int nStop;
 } TokConfig;
+
+/* True when column i of p is text of at least one byte and no NUL. */
+static int column_text_whole(sqlite3_stmt *p, int i) {
+  const char *z = (const char *)sqlite3_column_text(p, i);
+  int n = sqlite3_column_bytes(p, i);
+  return z && n > 0 && memchr(z, 0, (size_t)n) == 0;
+}
 
 /* Checks a gpt_tokenizer config and reads its scalar fields into c. Every
 ** value is checked for type and range before use: the row is data. */
@@ -1123,6 +1131,9 @@ static int read_tokenizer_config(sqlite3 *db, const char *zFunc, GptModel *m,
       c->bos = ABSENT(10) ? -1 : (int)ai[11];
       c->eos = ABSENT(12) ? -1 : (int)ai[13];
       c->bAddBos = TYPE_IS(16, "true");
+      /* earlier imports stored a token with a NUL as "" or up to the NUL */
+      c->bBosWhole = !ABSENT(14) && column_text_whole(p, 2);
+      c->bEosWhole = !ABSENT(15) && column_text_whole(p, 3);
       if (!ABSENT(14)) c->zBos = sqlite3_mprintf("%s", (const char *)sqlite3_column_text(p, 2));
       if (!ABSENT(15)) c->zEos = sqlite3_mprintf("%s", (const char *)sqlite3_column_text(p, 3));
       if (!ABSENT(19))
@@ -1338,11 +1349,12 @@ static int load_tokenizer(sqlite3 *db, const char *zFunc, GptModel *m, char **pz
   if (zConfig && (rc = apply_tokenizer_config(db, zFunc, m, zConfig, &tc, t, pzErr)) != SQLITE_OK)
     goto done;
   if (tok_finish(t, zMsg, sizeof(zMsg))) goto tok_error;
-  if (zConfig && ((tc.zBos && tc.bos >= 0 && !token_text_is(t, tc.bos, tc.zBos)) ||
-                  (tc.zEos && tc.eos >= 0 && !token_text_is(t, tc.eos, tc.zEos)))) {
+  int bBadBos = tc.bBosWhole && tc.bos >= 0 && !token_text_is(t, tc.bos, tc.zBos);
+  int bBadEos = tc.bEosWhole && tc.eos >= 0 && !token_text_is(t, tc.eos, tc.zEos);
+  if (zConfig && (bBadBos || bBadEos)) {
     /* a template's bos_token would spell another token than the one the
     ** encoder adds, or than the one generation stops at */
-    int bBos = tc.zBos && tc.bos >= 0 && !token_text_is(t, tc.bos, tc.zBos);
+    int bBos = bBadBos;
     gptext_set_error(pzErr, "%s: model '%s': gpt_tokenizer: %s \"%s\" is not the text of "
                      "%s %d", zFunc, m->zName, bBos ? "bos" : "eos", bBos ? tc.zBos : tc.zEos,
                      bBos ? "bos_id" : "eos_id", bBos ? tc.bos : tc.eos);

@@ -2227,10 +2227,15 @@ static int impHfConfig(GptImport *p, ImpHf *h, GPTTokenizer *t) {
         int n = 0;
         const char *z = tok_token_bytes(t, h->iPrefix, &n);
         sqlite3_free(h->zBos);
-        h->zBos = sqlite3_mprintf("%.*s", n, z);
-        if (!h->zBos) {
-          rc = impNoMem(p);
-          goto done;
+        h->zBos = 0;
+        /* a text only where it is one: a NUL cut it to "", which the loader
+        ** then refused as another token's text (as GGUF import does) */
+        if (z && n > 0 && !memchr(z, 0, (size_t)n) && gptext_utf8_valid(z, (size_t)n)) {
+          h->zBos = sqlite3_mprintf("%.*s", n, z);
+          if (!h->zBos) {
+            rc = impNoMem(p);
+            goto done;
+          }
         }
         h->bos = h->iPrefix;
       }

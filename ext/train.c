@@ -353,8 +353,6 @@ static int trainParseOptionsJson(Train *t, sqlite3_value *pArg) {
     sqlite3_free(zType);
     return rc;
   }
-  if (o->nEmbd % o->nHead != 0)
-    return trainError(t, "option n_embd %d is not a multiple of n_head %d", o->nEmbd, o->nHead);
   if (o->warmup < 0) o->warmup = o->steps / 10 < 100 ? o->steps / 10 : 100;
   return SQLITE_OK;
 }
@@ -1207,6 +1205,12 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     }
     if (!bResume && !t.o.bCtx) t.o.nCtx = cfg.n_ctx < 1024 ? cfg.n_ctx : 1024;
   } else {
+    /* a new model's shape, defaults included; an existing model's is its own
+    ** (a resume's given n_head alone was checked against the default n_embd) */
+    if (t.o.nEmbd % t.o.nHead != 0) {
+      trainError(&t, "option n_embd %d is not a multiple of n_head %d", t.o.nEmbd, t.o.nHead);
+      goto done;
+    }
     if (!t.o.zTok) {
       trainError(&t, "is new and needs a tokenizer: {\"tokenizer\": \"MODEL\"} names a model "
                  "whose tokenizer it takes (gpt_train_tokenizer makes one)");
