@@ -575,9 +575,14 @@ static int trainReadQuery(Train *t, sqlite3_value *pQuery) {
       /* the encoder names the tokenizer's model: the error names the model
       ** trained, the row, and then the tokenizer's model */
       size_t nPre = strlen(zFunc) + 2;
-      if (rc != SQLITE_INTERRUPT && zEncErr)
-        trainError(t, "query row %lld: %s", (long long)iRow,
-                   strncmp(zEncErr, zFunc, nPre - 2) == 0 ? zEncErr + nPre : zEncErr);
+      if (rc != SQLITE_INTERRUPT && zEncErr) {
+        const char *zRest = strncmp(zEncErr, zFunc, nPre - 2) == 0 ? zEncErr + nPre : zEncErr;
+        /* a fine-tune's tokenizer is the model's own: named once, not twice */
+        char *zSelf = sqlite3_mprintf("model '%s': ", t->zModel);
+        if (zSelf && strncmp(zRest, zSelf, strlen(zSelf)) == 0) zRest += strlen(zSelf);
+        trainError(t, "query row %lld: %s", (long long)iRow, zRest);
+        sqlite3_free(zSelf);
+      }
       sqlite3_free(zEncErr);
       trainCalleeFailed(t, rc);
       goto done;
