@@ -428,7 +428,8 @@ static int ggBool(GgImport *p, const char *zKey, int bDefault, int *pb) {
     return SQLITE_OK;
   }
   if (kv->v.type != GGUF_BOOL)
-    return ggError(p, "metadata \"%s\" is of type %s, expected a bool", zFull, gguf_type_name(kv->v.type));
+    return ggError(p, "metadata \"%s\" is of type %s, expected a bool", zFull,
+                   gguf_type_name(kv->v.type));
   if (kv->v.u > 1)
     return ggError(p, "metadata \"%s\" is a bool of byte value %llu, expected 0 or 1", zFull,
                    (unsigned long long)kv->v.u);
@@ -1015,8 +1016,8 @@ static int ggStore(GgImport *p) {
           rc = ggError(p, "tensor \"%s\" element %lld is not finite", t->name, (long long)e);
         } else if (back != aF[e]) {
           rc = ggError(p, "tensor \"%s\" element %lld (%.9g) does not narrow exactly to %s, "
-                       "the dtype sqlite_gpt.tensor_dtypes says it was stored in", t->name, (long long)e,
-                       (double)aF[e], ggDtypeName(eNarrow));
+                       "the dtype sqlite_gpt.tensor_dtypes says it was stored in", t->name,
+                       (long long)e, (double)aF[e], ggDtypeName(eNarrow));
         }
       }
       if (rc == SQLITE_OK) {

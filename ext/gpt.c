@@ -1354,10 +1354,10 @@ static int load_tokenizer(sqlite3 *db, const char *zFunc, GptModel *m, char **pz
   if (zConfig && (bBadBos || bBadEos)) {
     /* a template's bos_token would spell another token than the one the
     ** encoder adds, or than the one generation stops at */
-    int bBos = bBadBos;
     gptext_set_error(pzErr, "%s: model '%s': gpt_tokenizer: %s \"%s\" is not the text of "
-                     "%s %d", zFunc, m->zName, bBos ? "bos" : "eos", bBos ? tc.zBos : tc.zEos,
-                     bBos ? "bos_id" : "eos_id", bBos ? tc.bos : tc.eos);
+                     "%s %d", zFunc, m->zName, bBadBos ? "bos" : "eos",
+                     bBadBos ? tc.zBos : tc.zEos, bBadBos ? "bos_id" : "eos_id",
+                     bBadBos ? tc.bos : tc.eos);
     rc = SQLITE_ERROR;
     goto done;
   }
