@@ -416,10 +416,15 @@ static int impConfig(GptImport *p) {
       goto done;
     }
     if (bHf) {
-      if (gptext_config_read(p->db, zJson, (int)nJson, &p->cfg, &p->bTied, zMsg,
-                             sizeof(zMsg)) != SQLITE_OK) {
+      int rcCfg = gptext_config_read(p->db, zJson, (int)nJson, &p->cfg, &p->bTied, zMsg,
+                                     sizeof(zMsg));
+      /* a statement of the reader failed (an interrupt, out of memory):
+      ** SQLite's code goes on, as the loader's does (it was SQLITE_ERROR,
+      ** with an empty reason) */
+      if (rcCfg != SQLITE_OK && (rcCfg != SQLITE_ERROR || !zMsg[0]))
+        rc = impSqlError(p, rcCfg);
+      else if (rcCfg != SQLITE_OK)
         rc = impError(p, "config.json", "%s", zMsg);
-      }
       goto done;
     }
   }
