@@ -1761,7 +1761,7 @@ void gptext_gguf_import(sqlite3_context *ctx, const char *zName, const char *zPa
   }
   {
     char *zErr = 0;
-    int rc = gptext_savepoint_begin(db, &s.sp, "gpt_import", &zErr);
+    int rc = gptext_savepoint_begin(db, sqlite3_user_data(ctx), &s.sp, "gpt_import", &zErr);
     if (rc != SQLITE_OK) {
       if ((rc & 0xff) == SQLITE_INTERRUPT || gptext_interrupted(db)) {
         s.bInterrupted = 1;

@@ -2369,34 +2369,39 @@ int gptext_query_writes(sqlite3_context *ctx, const char *zFunc, const char *zMo
   return SQLITE_OK;
 }
 
-/* gpt_export's check of the schema, where it was not read again at load
-** (see schema_calls_writer): SQLITE_ERROR when a table or index calls a
-** writer. Not the other writers': the scan is a read, and a read before
-** their write lock (inside the caller's BEGIN, or beside a reading
-** statement) kept the lock from waiting out another connection's. */
-int gptext_schema_check(sqlite3_context *ctx, const char *zFunc, const char *zModel,
-                        char **pzErr) {
-  sqlite3 *db = sqlite3_context_db_handle(ctx);
-  GptConn *pConn = sqlite3_user_data(ctx);
+int gptext_schema_unread_check(sqlite3 *db, const GptConn *pConn, char **pzWhy) {
   if (!pConn || !pConn->bSchemaUnread) return SQLITE_OK;
   int rc = SQLITE_OK;
   char *zMsg = 0;
   char *zObj = schema_calls_writer(db, &rc, &zMsg);
   if (zObj) {
-    gptext_set_error(pzErr, "%s: model '%s': the schema's %s calls a function that writes "
-                     "(gpt_import, gpt_export, ...), as only an untrusted file's would; "
-                     "nothing that writes runs on this connection", zFunc, zModel, zObj);
+    *pzWhy = sqlite3_mprintf("the schema's %s calls a function that writes (gpt_import, "
+                             "gpt_export, ...), as only an untrusted file's would; nothing "
+                             "that writes runs on this connection", zObj);
     sqlite3_free(zObj);
+    sqlite3_free(zMsg);
     return SQLITE_ERROR;
   }
-  if (rc != SQLITE_OK) {
-    if (rc == SQLITE_INTERRUPT)
-      gptext_set_error(pzErr, "%s: model '%s': interrupted", zFunc, zModel);
-    else
-      gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, zModel,
-                       zMsg ? zMsg : "out of memory");
+  if (rc == SQLITE_INTERRUPT) {
+    sqlite3_free(zMsg);
+    zMsg = sqlite3_mprintf("interrupted");
   }
-  sqlite3_free(zMsg);
+  if (rc != SQLITE_OK) *pzWhy = zMsg;
+  else sqlite3_free(zMsg);
+  return rc;
+}
+
+/* gpt_export's check of the schema, where it was not read again at load:
+** before it opens any file. (The row writers check under their write lock,
+** in gptext_savepoint_begin.) */
+int gptext_schema_check(sqlite3_context *ctx, const char *zFunc, const char *zModel,
+                        char **pzErr) {
+  char *zWhy = 0;
+  int rc = gptext_schema_unread_check(sqlite3_context_db_handle(ctx), sqlite3_user_data(ctx),
+                                      &zWhy);
+  if (rc != SQLITE_OK)
+    gptext_set_error(pzErr, "%s: model '%s': %s", zFunc, zModel, zWhy ? zWhy : "out of memory");
+  sqlite3_free(zWhy);
   return rc;
 }
 

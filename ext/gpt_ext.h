@@ -376,10 +376,13 @@ typedef struct GptSavepoint {
   int bOwnTxn;             /* the savepoint began the transaction */
 } GptSavepoint;
 
-/* Opens savepoint zFunc and takes the write lock up front. Returns SQLite's
-** code (SQLITE_BUSY after the busy timeout, ...) with *pzMsg, which must be
-** NULL on entry, sqlite3_malloc'd and without the function's name. */
-int gptext_savepoint_begin(sqlite3 *db, GptSavepoint *pSave, const char *zFunc, char **pzMsg);
+/* Opens savepoint zFunc and takes the write lock up front, then (pConn,
+** may be NULL) refuses a schema not read again at load that calls a writer
+** (gptext_schema_unread_check). Returns SQLite's code (SQLITE_BUSY after the
+** busy timeout, ...) with *pzMsg, which must be NULL on entry,
+** sqlite3_malloc'd and without the function's name. */
+int gptext_savepoint_begin(sqlite3 *db, const GptConn *pConn, GptSavepoint *pSave,
+                           const char *zFunc, char **pzMsg);
 /* Releases (commits) the savepoint; on failure it stays open to be undone. */
 int gptext_savepoint_release(GptSavepoint *pSave, char **pzMsg);
 /* Rolls back unless released, then finalizes; safe to call twice. */
@@ -464,8 +467,13 @@ int gptext_query_param(sqlite3_stmt *p, const char *zFunc, char *buf, size_t n);
   "read partway)"
 int gptext_query_step(sqlite3_stmt *p);
 int gptext_query_writes(sqlite3_context *ctx, const char *zFunc, const char *zModel, char **pzErr);
-/* gpt_export's check that no table or index of a schema not read again at
-** load calls a writer (ext/gpt.c). */
+/* The check that no table or index of a schema not read again at load
+** (pConn->bSchemaUnread) calls a writer (ext/gpt.c): SQLITE_ERROR, or
+** SQLite's code when the schema cannot be read, with *pzWhy (no function
+** name; sqlite3_malloc'd). Every writer runs it: the row writers under their
+** write lock (gptext_savepoint_begin), gpt_export before it opens a file
+** (gptext_schema_check, whose message names the function and model). */
+int gptext_schema_unread_check(sqlite3 *db, const GptConn *pConn, char **pzWhy);
 int gptext_schema_check(sqlite3_context *ctx, const char *zFunc, const char *zModel,
                         char **pzErr);
 int gptext_query_too_deep(const char *zFunc, const char *zModel, char **pzErr);

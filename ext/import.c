@@ -75,6 +75,7 @@ typedef struct ImpShard {
 typedef struct GptImport GptImport;
 struct GptImport {
   sqlite3 *db;
+  const GptConn *pConn;    /* the connection's state (its schema read again at load?) */
   const char *zFunc;       /* "gpt_import" or "gpt_drop", for messages */
   const char *zName;       /* model name */
   const char *zDir;        /* the folder, as given */
@@ -2793,7 +2794,7 @@ static int impTxnResult(GptImport *p, int rc, char *zMsg) {
 */
 static int impTxnBegin(GptImport *p, const char *zSave) {
   char *zMsg = 0;
-  int rc = gptext_savepoint_begin(p->db, &p->sp, zSave, &zMsg);
+  int rc = gptext_savepoint_begin(p->db, p->pConn, &p->sp, zSave, &zMsg);
   return impTxnResult(p, rc, zMsg);
 }
 
@@ -2868,6 +2869,7 @@ static void gptImportFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
   memset(&s, 0, sizeof(s));
   memset(&opt, 0, sizeof(opt));
   s.db = db;
+  s.pConn = sqlite3_user_data(ctx);
   s.zFunc = "gpt_import";
   s.zName = zName ? zName : "";
   s.zDir = zDir ? zDir : "";
@@ -3002,6 +3004,7 @@ static void gptDropFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   (void)argc;
   memset(&s, 0, sizeof(s));
   s.db = db;
+  s.pConn = sqlite3_user_data(ctx);
   s.zFunc = "gpt_drop";
   s.zName = zName ? zName : "";
   if (zName == 0 || zName[0] == 0) {

@@ -47,6 +47,7 @@
 /* State of one call. */
 typedef struct GptQuant {
   sqlite3 *db;
+  const GptConn *pConn;      /* the connection's state (its schema read again at load?) */
   const char *zSrc, *zDst;
   int dtype;                 /* GPT_F16, GPT_Q8_0, GPT_Q4_0 or GPT_Q4_K (a mix, see above) */
   char *zErr;
@@ -106,7 +107,7 @@ static int quantNoMem(GptQuant *q) {
 ** as SQLite's own writers do (ext/savepoint.c). */
 static int quantTxnBegin(GptQuant *q) {
   char *zMsg = 0;
-  int rc = gptext_savepoint_begin(q->db, &q->sp, zFunc, &zMsg);
+  int rc = gptext_savepoint_begin(q->db, q->pConn, &q->sp, zFunc, &zMsg);
   if (rc != SQLITE_OK) {
     if ((rc & 0xff) == SQLITE_INTERRUPT || gptext_interrupted(q->db)) {
       q->bInterrupted = 1;
@@ -430,6 +431,7 @@ static void gptQuantizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv
   int hasLmHead = 0, bDone = 0;
   memset(&q, 0, sizeof(q));
   q.db = sqlite3_context_db_handle(ctx);
+  q.pConn = pConn;
   const sqlite3_int64 iRowidBefore = sqlite3_last_insert_rowid(q.db);
   q.zSrc = (const char *)sqlite3_value_text(argv[0]);
   q.zDst = (const char *)sqlite3_value_text(argv[1]);

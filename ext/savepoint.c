@@ -4,7 +4,7 @@
 ** statements do and fails all or nothing.
 **
 **   GptSavepoint sp;
-**   rc = gptext_savepoint_begin(db, &sp, "gpt_import", &zMsg);
+**   rc = gptext_savepoint_begin(db, pConn, &sp, "gpt_import", &zMsg);
 **   ... reads and writes ...
 **   if (ok) rc = gptext_savepoint_release(&sp, &zMsg);
 **   gptext_savepoint_end(&sp);     (rolls back unless released)
@@ -63,8 +63,8 @@ int gptext_sql_failure(sqlite3 *db, int rc, char **pzMsg) {
 ** reason (sqlite3_malloc'd, no function name in front), and leaves nothing
 ** open.
 */
-int gptext_savepoint_begin(sqlite3 *db, GptSavepoint *pSave, const char *zFunc,
-                           char **pzMsg) {
+int gptext_savepoint_begin(sqlite3 *db, const GptConn *pConn, GptSavepoint *pSave,
+                           const char *zFunc, char **pzMsg) {
   static const char zWrite[] = "DELETE FROM main.gpt_models WHERE 0";
   char *azSql[SP_COUNT];
   char *zErr = 0;
@@ -137,7 +137,12 @@ int gptext_savepoint_begin(sqlite3 *db, GptSavepoint *pSave, const char *zFunc,
     rc = gptext_sql_code(db, rc);
     *pzMsg = zErr;
     zErr = 0;
+    goto done;
   }
+  /* A schema not read again at load that calls a writer, under the lock
+  ** too: read before it, it kept the lock from waiting out another
+  ** connection's. */
+  rc = gptext_schema_unread_check(db, pConn, pzMsg);
 done:
   sqlite3_free(zErr);
   if (rc != SQLITE_OK) {

@@ -737,7 +737,7 @@ static int trainExec(Train *t, const char *zSql, const char *z1, const char *z2,
 ** checkpoint's own transaction, committed by its release. */
 static int trainTxnBegin(Train *t) {
   char *zMsg = 0;
-  int rc = gptext_savepoint_begin(t->db, &t->sp, zFunc, &zMsg);
+  int rc = gptext_savepoint_begin(t->db, t->pConn, &t->sp, zFunc, &zMsg);
   if ((rc & 0xff) == SQLITE_INTERRUPT) { /* said as every interrupt is: where it stopped */
     sqlite3_free(zMsg);
     trainInterrupted(t);
@@ -1535,7 +1535,8 @@ static void gptTrainTokenizerFunc(sqlite3_context *ctx, int argc, sqlite3_value 
   /* the rows, in one savepoint */
   {
     char *zMsg = 0;
-    if ((rcErr = gptext_savepoint_begin(db, &sp, zTokFunc, &zMsg)) != SQLITE_OK) {
+    if ((rcErr = gptext_savepoint_begin(db, sqlite3_user_data(ctx), &sp, zTokFunc, &zMsg)) !=
+        SQLITE_OK) {
       zErr = sqlite3_mprintf("%s: model '%s': %s", zTokFunc, zName, zMsg ? zMsg : "busy");
       sqlite3_free(zMsg);
       goto done;

@@ -639,6 +639,22 @@ def main():
     check("untrusted-gencol-cursor", outcome.startswith(
         "gpt_export: model 'm': the schema's main.t calls a function that writes") and
         kept == "precious", f"{outcome}; file {kept!r}")
+    # the same with a row writer: gpt_drop refuses under its write lock (a
+    # read of the schema before the lock kept it from waiting out another
+    # connection's), and the model's rows stay (they had been dropped)
+    e = sqlite3.connect(evil)
+    e.execute("PRAGMA writable_schema = ON")
+    e.execute("UPDATE sqlite_schema SET sql = 'CREATE TABLE t(a, g AS (gpt_drop(''m'')))' "
+              "WHERE name = 't'")
+    e.commit()
+    e.close()
+    outcome = select_t_after_load("SELECT name FROM sqlite_schema")
+    e = sqlite3.connect(evil)
+    models = e.execute("SELECT count(*) FROM gpt_models").fetchone()[0]
+    e.close()
+    check("untrusted-gencol-cursor-drop", outcome.startswith(
+        "gpt_drop: model 'm': the schema's main.t calls a function that writes") and
+        models == 1, f"{outcome}; models left {models}")
 
     # ------------------------------------------------ training
     # a byte-level BPE and a 1-layer model learned from CJK and emoji rows:
