@@ -1880,7 +1880,8 @@ static int gxError(GgExport *p, const char *zFmt, ...) {
   zMsg = sqlite3_vmprintf(zFmt, ap);
   va_end(ap);
   p->zErr = sqlite3_mprintf("gpt_export: model '%s': %s", p->zModel, zMsg ? zMsg : "out of memory");
-  if (!zMsg) p->rcErr = SQLITE_NOMEM;
+  /* out of memory is SQLITE_NOMEM, as README promises (it was SQLITE_ERROR) */
+  if (!zMsg || strncmp(zFmt, "out of memory", 13) == 0) p->rcErr = SQLITE_NOMEM;
   sqlite3_free(zMsg);
   return SQLITE_ERROR;
 }

@@ -119,6 +119,16 @@ int gptext_savepoint_begin(sqlite3 *db, const GptConn *pConn, GptSavepoint *pSav
   if (rc != SQLITE_DONE) {
     rc = gptext_sql_code(db, rc);
     *pzMsg = sqlite3_mprintf("%s", sqlite3_errmsg(db));
+    /* stopped (an interrupt) after SQLite opened the savepoint: open, to
+    ** be undone, or the caller's connection stayed inside a transaction
+    ** and its next writes were lost at close; inside the caller's own
+    ** transaction an empty savepoint is released */
+    if (pSave->bOwnTxn && !sqlite3_get_autocommit(db)) {
+      pSave->bOpen = 1;
+    } else if (!pSave->bOwnTxn) {
+      sqlite3_step(pSave->apStmt[SP_RELEASE]);
+      sqlite3_reset(pSave->apStmt[SP_RELEASE]);
+    }
     goto done;
   }
   pSave->bOpen = 1;
@@ -160,6 +170,11 @@ done:
 int gptext_savepoint_release(GptSavepoint *pSave, char **pzMsg) {
   int rc = sqlite3_step(pSave->apStmt[SP_RELEASE]);
   sqlite3_reset(pSave->apStmt[SP_RELEASE]);
+  /* interrupted after the commit (an interrupt stops RELEASE, a read, with
+  ** no rollback; a commit that failed would have said SQLITE_BUSY, _FULL,
+  ** ...): the work stands, so the call succeeded */
+  if ((rc & 0xff) == SQLITE_INTERRUPT && pSave->bOwnTxn && sqlite3_get_autocommit(pSave->db))
+    rc = SQLITE_DONE;
   if (rc != SQLITE_DONE) {
     rc = gptext_sql_code(pSave->db, rc);
     *pzMsg = sqlite3_mprintf("%s", sqlite3_errmsg(pSave->db));

@@ -184,6 +184,8 @@ static int trainError(Train *t, const char *zFmt, ...) {
   char *zMsg = sqlite3_vmprintf(zFmt, ap);
   va_end(ap);
   t->zErr = sqlite3_mprintf("%s: model '%s': %s", zFunc, t->zModel, zMsg ? zMsg : "out of memory");
+  /* out of memory is SQLITE_NOMEM, as README promises (it was SQLITE_ERROR) */
+  if (!t->rcErr && (!zMsg || strncmp(zFmt, "out of memory", 13) == 0)) t->rcErr = SQLITE_NOMEM;
   sqlite3_free(zMsg);
   return SQLITE_ERROR;
 }
@@ -208,8 +210,10 @@ static int trainCalleeFailed(Train *t, int rc) {
     t->zErr = 0;
     return trainInterrupted(t);
   }
-  if (!t->zErr) trainError(t, "out of memory");
+  /* the callee's code first: a message of our own is NOMEM's only when
+  ** the callee had none */
   if (!t->rcErr && rc != SQLITE_ERROR) t->rcErr = rc;
+  if (!t->zErr) trainError(t, "out of memory");
   return SQLITE_ERROR;
 }
 
@@ -1117,6 +1121,7 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   GptModel *pSelf = 0;
   char *zSummary = 0;
   int rc = SQLITE_OK, bExists = 0, nThreadsOld = -1;
+  char *zSchemaErr = 0;
   if (eNameType != SQLITE_TEXT || !t.zModel || !t.zModel[0]) {
     gptext_result_error(ctx, "gpt_train: the model name must be non-empty text");
     return;
@@ -1132,7 +1137,18 @@ static void gptTrainFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   if (gptext_query_writes(ctx, zFunc, t.zModel, &t.zErr) != SQLITE_OK) goto done;
   /* before minutes of steps that a read-only database would throw away */
   if ((t.rcErr = gptext_check_writable(t.db, zFunc, t.zModel, &t.zErr)) != SQLITE_OK) goto done;
-  if (gptext_ensure_schema(t.db, &t.zErr) != SQLITE_OK) goto done;
+  if ((rc = gptext_ensure_schema(t.db, &zSchemaErr)) != SQLITE_OK) {
+    /* SQLite's code (SQLITE_BUSY, an interrupt), and a message naming the
+    ** function and the model */
+    if ((rc & 0xff) == SQLITE_INTERRUPT || gptext_interrupted(t.db)) {
+      trainInterrupted(&t);
+    } else {
+      t.rcErr = gptext_sql_code(t.db, rc);
+      trainError(&t, "%s", zSchemaErr ? zSchemaErr : "out of memory");
+    }
+    sqlite3_free(zSchemaErr);
+    goto done;
+  }
   if (sqlite3_exec(t.db, zTrainSchema, 0, 0, 0) != SQLITE_OK) { trainSqlError(&t); goto done; }
   if (trainParseOptions(&t, argc > 2 ? argv[2] : 0) != SQLITE_OK) goto done;
   if (t.o.threads > 0) nThreadsOld = gpt_threads_set(t.o.threads);
@@ -1454,7 +1470,21 @@ static void gptTrainTokenizerFunc(sqlite3_context *ctx, int argc, sqlite3_value 
   }
   if (gptext_query_writes(ctx, zTokFunc, zName, &zErr) != SQLITE_OK) goto done;
   if ((rcErr = gptext_check_writable(db, zTokFunc, zName, &zErr)) != SQLITE_OK) goto done;
-  if (gptext_ensure_schema(db, &zErr) != SQLITE_OK) goto done;
+  {
+    char *zWhy = 0;
+    if ((rc = gptext_ensure_schema(db, &zWhy)) != SQLITE_OK) {
+      /* SQLite's code (SQLITE_BUSY, an interrupt), and a message naming the
+      ** function and the model */
+      rcErr = (rc & 0xff) == SQLITE_INTERRUPT || gptext_interrupted(db) ? SQLITE_INTERRUPT
+                                                                         : gptext_sql_code(db, rc);
+      zErr = sqlite3_mprintf("%s: model '%s': %s", zTokFunc, zName,
+                             rcErr == SQLITE_INTERRUPT ? "interrupted"
+                             : zWhy                    ? zWhy
+                                                       : "out of memory");
+      sqlite3_free(zWhy);
+      goto done;
+    }
+  }
   rc = sqlite3_prepare_v2(db, "SELECT 1 FROM main.gpt_models WHERE name = ?1", -1, &p, 0);
   if (rc != SQLITE_OK) goto sql_error;
   sqlite3_bind_text(p, 1, zName, -1, SQLITE_STATIC);

@@ -134,9 +134,76 @@ def main():
                 interrupted_at(db, k, sql, args, want, bad)
             db.close()
             check(f"oneshot-{name}-cached", not bad, f"first differences: {bad[:4]}")
+        writers_at_their_savepoints(tmp, path, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     finish("test_oneshot_interrupt.py")
+
+
+def writers_at_their_savepoints(tmp, path, folder):
+    """An interrupt at and just after a writer's SAVEPOINT and RELEASE: the
+    call fails and leaves nothing, or succeeds and its model stands, and the
+    connection is never left inside a transaction. Stopped just after SQLite
+    opened the savepoint, a call had left the connection in a transaction
+    (the caller's next writes were lost at close); stopped just after the
+    commit, it had said "interrupted" of a model that stood."""
+    cases = [
+        ("gpt_import", "SELECT gpt_import('w', ?)", (folder,)),
+        ("gpt_quantize", "SELECT gpt_quantize('q', 'w', 'q8_0')", ()),
+        ("gpt_train_tokenizer", "SELECT gpt_train_tokenizer('w', ?, 258)",
+         ("SELECT 'ab ab ab'",)),
+    ]
+    for fn, sql, args in cases:
+        probe = os.path.join(tmp, f"{fn}-probe.db")
+        shutil.copyfile(path, probe)
+        db = connect(probe)
+        calls, at = [0], {}
+
+        def count():
+            calls[0] += 1
+            return 0
+
+        def trace(stmt):
+            for marker in ("SAVEPOINT", "RELEASE"):
+                if stmt.startswith(f"-- {marker} {fn}"):
+                    at.setdefault(marker, calls[0])
+        db.set_progress_handler(count, 1)
+        db.set_trace_callback(trace)
+        db.execute(sql, args).fetchall()
+        db.close()
+        bad, tried = [], 0
+        for marker, k0 in sorted(at.items()):
+            for k in range(k0, k0 + 5):
+                work = os.path.join(tmp, f"{fn}-{k}.db")
+                shutil.copyfile(path, work)
+                db = connect(work)
+                seen = [0]
+
+                def once():
+                    seen[0] += 1
+                    return 1 if seen[0] == k else 0
+                db.set_progress_handler(once, 1)
+                try:
+                    db.execute(sql, args).fetchall()
+                    failed = None
+                except sqlite3.Error as e:
+                    failed = str(e)
+                db.set_progress_handler(None, 1)
+                in_txn = db.in_transaction
+                db.close()
+                db = sqlite3.connect(work)
+                stands = db.execute("SELECT count(*) FROM gpt_models WHERE name = 'w'"
+                                    ).fetchone()[0]
+                db.close()
+                os.unlink(work)
+                tried += 1
+                # a plain "interrupted" ends the outer statement after the
+                # call returned: its work stands, as any function's would
+                from_call = failed is not None and failed != "interrupted"
+                if in_txn or (from_call and stands) or (failed is None and not stands):
+                    bad.append((marker, k - k0, failed, in_txn, stands))
+        check(f"oneshot-{fn}-savepoint", len(at) == 2 and not bad,
+              f"markers {at}, {tried} points; wrong: {bad[:4]}")
 
 
 main()
