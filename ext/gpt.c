@@ -2269,24 +2269,84 @@ int gptext_query_too_deep(const char *zFunc, const char *zModel, char **pzErr) {
 ** gpt_quantize failed on their savepoint, but gpt_export overwrote a file,
 ** and gpt_import had opened the path). A statement of the caller's own that
 ** writes, as INSERT ... SELECT gpt_export(...), is refused alike. */
+/* A token of SQL text, as sql_token reads it: kind 'i' (an identifier or
+** keyword, z its text with any quotes taken off, empty when longer than z
+** holds), 's' (a string literal), 'n' (a number) or the character itself;
+** 0 at the end. */
+typedef struct SqlToken {
+  char kind;
+  int bQuoted;
+  char z[32];
+} SqlToken;
+
+/* Reads the token at p into *t (white space and comments before it skipped,
+** sql_skip_space); returns where the next one may start. */
+static const char *sql_token(const char *p, SqlToken *t) {
+  size_t n = 0;
+  int bOver = 0;
+  p = sql_skip_space(p);
+  memset(t, 0, sizeof(*t));
+  unsigned char c = (unsigned char)*p;
+  if (!c) return p;
+  if (c == '\'') { /* a string: '' inside is a quote */
+    t->kind = 's';
+    for (p++; *p; p++) {
+      if (*p == '\'' && p[1] != '\'') return p + 1;
+      if (*p == '\'') p++;
+    }
+    return p;
+  }
+  if (c == '"' || c == '`' || c == '[') { /* a quoted identifier */
+    char cEnd = c == '[' ? ']' : (char)c;
+    t->kind = 'i';
+    t->bQuoted = 1;
+    for (p++; *p; p++) {
+      if (*p == cEnd && (cEnd == ']' || p[1] != cEnd)) { p++; break; }
+      if (*p == cEnd) p++; /* "" inside "...": one quote */
+      if (n + 1 < sizeof(t->z)) t->z[n++] = *p;
+      else bOver = 1;
+    }
+  } else if (isalnum(c) || c == '_' || c == '$' || c >= 0x80) {
+    t->kind = isdigit(c) ? 'n' : 'i';
+    for (; isalnum((unsigned char)*p) || *p == '_' || *p == '$' || (unsigned char)*p >= 0x80;
+         p++) {
+      if (n + 1 < sizeof(t->z)) t->z[n++] = *p;
+      else bOver = 1;
+    }
+  } else {
+    t->kind = (char)c;
+    return p + 1;
+  }
+  t->z[bOver ? 0 : n] = 0;
+  return p;
+}
+
 /* Whether SQL text z calls one of the functions that write: a name of
-** them, in any case, not inside a longer name, then '(' after spaces or the
-** quote that ends a quoted name. */
+** them, quoted or not, in any case, then '(' (white space and comments
+** between), outside string literals and comments, and not where a name of
+** a table, index or module stands (after TABLE, EXISTS, ON, REFERENCES,
+** USING or a '.'): "CREATE TABLE gpt_train(...)" is a user's table. A
+** textual scan had taken such tables and strings for calls, and missed a
+** call with a comment between the name and its parenthesis. */
 static int sql_calls_writer(const char *z) {
   static const char *azName[] = {"gpt_import", "gpt_export", "gpt_drop", "gpt_quantize",
                                  "gpt_train", "gpt_train_tokenizer"};
-  for (const char *p = z; *p; p++) {
-    if (p > z && (isalnum((unsigned char)p[-1]) || p[-1] == '_' || p[-1] == '$' ||
-                  (unsigned char)p[-1] >= 0x80))
-      continue;
-    for (size_t i = 0; i < sizeof(azName) / sizeof(azName[0]); i++) {
-      size_t n = strlen(azName[i]);
-      if (sqlite3_strnicmp(p, azName[i], (int)n) != 0) continue;
-      const char *q = p + n;
-      if (*q == '"' || *q == '`' || *q == ']' || *q == '\'') q++;
-      while (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r' || *q == '\f') q++;
-      if (*q == '(') return 1;
+  static const char *azBefore[] = {"table", "exists", "on", "references", "using"};
+  SqlToken prev, cur, next;
+  memset(&prev, 0, sizeof(prev));
+  const char *p = sql_token(z, &cur);
+  while (cur.kind) {
+    p = sql_token(p, &next);
+    int bName = prev.kind == '.';
+    for (size_t i = 0; !bName && prev.kind == 'i' && !prev.bQuoted &&
+                       i < sizeof(azBefore) / sizeof(azBefore[0]); i++)
+      bName = sqlite3_stricmp(prev.z, azBefore[i]) == 0;
+    if (cur.kind == 'i' && next.kind == '(' && !bName) {
+      for (size_t i = 0; i < sizeof(azName) / sizeof(azName[0]); i++)
+        if (sqlite3_stricmp(cur.z, azName[i]) == 0) return 1;
     }
+    prev = cur;
+    cur = next;
   }
   return 0;
 }

@@ -119,16 +119,12 @@ int gptext_savepoint_begin(sqlite3 *db, const GptConn *pConn, GptSavepoint *pSav
   if (rc != SQLITE_DONE) {
     rc = gptext_sql_code(db, rc);
     *pzMsg = sqlite3_mprintf("%s", sqlite3_errmsg(db));
-    /* stopped (an interrupt) after SQLite opened the savepoint: open, to
-    ** be undone, or the caller's connection stayed inside a transaction
-    ** and its next writes were lost at close; inside the caller's own
-    ** transaction an empty savepoint is released */
-    if (pSave->bOwnTxn && !sqlite3_get_autocommit(db)) {
-      pSave->bOpen = 1;
-    } else if (!pSave->bOwnTxn) {
-      sqlite3_step(pSave->apStmt[SP_RELEASE]);
-      sqlite3_reset(pSave->apStmt[SP_RELEASE]);
-    }
+    /* stopped (an interrupt) after SQLite opened the savepoint that began
+    ** the transaction: open, to be undone, or the caller's connection
+    ** stayed inside a transaction and its next writes were lost at close.
+    ** (Inside the caller's transaction it cannot be told apart from a
+    ** savepoint of the caller's of the same name: left, empty.) */
+    if (pSave->bOwnTxn && !sqlite3_get_autocommit(db)) pSave->bOpen = 1;
     goto done;
   }
   pSave->bOpen = 1;

@@ -762,7 +762,13 @@ static int trainTxnEnd(Train *t, int ok) {
   if (ok) {
     char *zMsg = 0;
     rc = gptext_savepoint_release(&t->sp, &zMsg);
-    if (rc != SQLITE_OK) trainError(t, "%s", zMsg ? zMsg : "cannot release the savepoint");
+    /* SQLite's code goes on (SQLITE_BUSY on the commit; it was SQLITE_ERROR) */
+    if (rc != SQLITE_OK && ((rc & 0xff) == SQLITE_INTERRUPT || gptext_interrupted(t->db))) {
+      trainInterrupted(t);
+    } else if (rc != SQLITE_OK) {
+      if (!t->rcErr) t->rcErr = rc;
+      trainError(t, "%s", zMsg ? zMsg : "cannot release the savepoint");
+    }
     sqlite3_free(zMsg);
   }
   gptext_savepoint_end(&t->sp);
@@ -1637,8 +1643,14 @@ static void gptTrainTokenizerFunc(sqlite3_context *ctx, int argc, sqlite3_value 
   p = 0;
   {
     char *zMsg = 0;
-    if (gptext_savepoint_release(&sp, &zMsg) != SQLITE_OK) {
-      zErr = sqlite3_mprintf("%s: model '%s': %s", zTokFunc, zName, zMsg ? zMsg : "busy");
+    int rcRelease = gptext_savepoint_release(&sp, &zMsg);
+    if (rcRelease != SQLITE_OK) {
+      /* SQLite's code goes on (SQLITE_BUSY on the commit; it was SQLITE_ERROR) */
+      rcErr = (rcRelease & 0xff) == SQLITE_INTERRUPT || gptext_interrupted(db)
+                  ? SQLITE_INTERRUPT
+                  : rcRelease;
+      zErr = sqlite3_mprintf("%s: model '%s': %s", zTokFunc, zName,
+                             rcErr == SQLITE_INTERRUPT ? "interrupted" : zMsg ? zMsg : "busy");
       sqlite3_free(zMsg);
       goto done;
     }

@@ -641,10 +641,12 @@ def main():
         kept == "precious", f"{outcome}; file {kept!r}")
     # the same with a row writer: gpt_drop refuses under its write lock (a
     # read of the schema before the lock kept it from waiting out another
-    # connection's), and the model's rows stay (they had been dropped)
+    # connection's), and the model's rows stay (they had been dropped); its
+    # name quoted and a comment before the parenthesis (the scan had read
+    # text, and a comment there got past it)
     e = sqlite3.connect(evil)
     e.execute("PRAGMA writable_schema = ON")
-    e.execute("UPDATE sqlite_schema SET sql = 'CREATE TABLE t(a, g AS (gpt_drop(''m'')))' "
+    e.execute("UPDATE sqlite_schema SET sql = 'CREATE TABLE t(a, g AS (\"gpt_drop\"/**/(''m'')))' "
               "WHERE name = 't'")
     e.commit()
     e.close()
