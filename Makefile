@@ -213,7 +213,7 @@ test-sqlite-latest: all $(SQLITE_LATEST_DIR)/libsqlite3.so.0
 
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS  = safetensors import_text tokenizer tokenizer_json model_rows options utf8 template bpe gguf q4_blocks
+FUZZ_TARGETS  = safetensors import_text tokenizer tokenizer_json model_rows options utf8 template bpe gguf q4_blocks schema_scan
 SAN_CC       ?= gcc
 SAN_COMMON    = -g -O1 -std=c11 -Wall -Wextra -D_GNU_SOURCE -Iengine -Ibuild -Itests/fuzz \
                 -fno-omit-frame-pointer -DGPT_SOURCE_DIR='"$(CURDIR)"'

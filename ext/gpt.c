@@ -2328,7 +2328,7 @@ static const char *sql_token(const char *p, SqlToken *t) {
 ** USING or a '.'): "CREATE TABLE gpt_train(...)" is a user's table. A
 ** textual scan had taken such tables and strings for calls, and missed a
 ** call with a comment between the name and its parenthesis. */
-static int sql_calls_writer(const char *z) {
+int gptext_sql_calls_writer(const char *z) {
   static const char *azName[] = {"gpt_import", "gpt_export", "gpt_drop", "gpt_quantize",
                                  "gpt_train", "gpt_train_tokenizer"};
   static const char *azBefore[] = {"table", "exists", "on", "references", "using"};
@@ -2394,7 +2394,7 @@ static char *schema_calls_writer(sqlite3 *db, int *pRc, char **pzMsg) {
     if (rc == SQLITE_OK) {
       while ((rc = sqlite3_step(p)) == SQLITE_ROW) {
         const char *zText = (const char *)sqlite3_column_text(p, 1);
-        if (zText && sql_calls_writer(zText)) {
+        if (zText && gptext_sql_calls_writer(zText)) {
           zFound = sqlite3_mprintf("%s.%s", zDb, (const char *)sqlite3_column_text(p, 0));
           if (!zFound) *pRc = SQLITE_NOMEM;
           rc = SQLITE_DONE;

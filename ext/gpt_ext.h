@@ -474,6 +474,9 @@ int gptext_query_writes(sqlite3_context *ctx, const char *zFunc, const char *zMo
 ** write lock (gptext_savepoint_begin), gpt_export before it opens a file
 ** (gptext_schema_check, whose message names the function and model). */
 int gptext_schema_unread_check(sqlite3 *db, const GptConn *pConn, char **pzWhy);
+/* Whether SQL text z (a table's or index's) calls a writer, read as SQLite's
+** tokens (ext/gpt.c; fuzzed by tests/fuzz/fuzz_schema_scan.c). */
+int gptext_sql_calls_writer(const char *z);
 int gptext_schema_check(sqlite3_context *ctx, const char *zFunc, const char *zModel,
                         char **pzErr);
 int gptext_query_too_deep(const char *zFunc, const char *zModel, char **pzErr);
