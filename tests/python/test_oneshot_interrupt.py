@@ -39,15 +39,20 @@ def rows(db, sql, args):
     return db.execute(sql, args).fetchall()
 
 
-def interrupted_at(db, k, sql, args, want, bad):
-    """Runs the call with a progress handler that interrupts its k-th point
-    once: its usual result or SQLITE_INTERRUPT, else an entry in bad."""
+def interrupt_once_at(db, k):
+    """Sets a progress handler on db that interrupts its k-th point once."""
     seen = [0]
 
     def once():
         seen[0] += 1
         return 1 if seen[0] == k else 0
     db.set_progress_handler(once, 1)
+
+
+def interrupted_at(db, k, sql, args, want, bad):
+    """Runs the call with a progress handler that interrupts its k-th point
+    once: its usual result or SQLITE_INTERRUPT, else an entry in bad."""
+    interrupt_once_at(db, k)
     try:
         got = rows(db, sql, args)
         if got != want:
@@ -177,12 +182,7 @@ def writers_at_their_savepoints(tmp, path, folder):
                 work = os.path.join(tmp, f"{fn}-{k}.db")
                 shutil.copyfile(path, work)
                 db = connect(work)
-                seen = [0]
-
-                def once():
-                    seen[0] += 1
-                    return 1 if seen[0] == k else 0
-                db.set_progress_handler(once, 1)
+                interrupt_once_at(db, k)
                 try:
                     db.execute(sql, args).fetchall()
                     failed = None
