@@ -376,7 +376,8 @@ typedef struct GptSavepoint {
   int bOwnTxn;             /* the savepoint began the transaction */
 } GptSavepoint;
 
-/* Opens savepoint zFunc and takes the write lock up front, then (pConn,
+/* Opens a savepoint named for zFunc and the call (a caller's savepoint of
+** that name is never touched) and takes the write lock up front, then (pConn,
 ** may be NULL) refuses a schema not read again at load that calls a writer
 ** (gptext_schema_unread_check). Returns SQLite's code (SQLITE_BUSY after the
 ** busy timeout, ...) with *pzMsg, which must be NULL on entry,

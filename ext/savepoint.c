@@ -57,7 +57,7 @@ int gptext_sql_failure(sqlite3 *db, int rc, char **pzMsg) {
 }
 
 /*
-** Opens savepoint zFunc, takes the write lock and makes sure the gpt_ tables
+** Opens a savepoint named for zFunc and this call, takes the write lock and makes sure the gpt_ tables
 ** exist. On failure returns SQLite's result code (SQLITE_BUSY when another
 ** connection kept the write lock past the busy timeout) with *pzMsg the
 ** reason (sqlite3_malloc'd, no function name in front), and leaves nothing
@@ -69,13 +69,18 @@ int gptext_savepoint_begin(sqlite3 *db, const GptConn *pConn, GptSavepoint *pSav
   char *azSql[SP_COUNT];
   char *zErr = 0;
   int i, rc = SQLITE_OK;
+  unsigned long long uNonce;
 
   memset(pSave, 0, sizeof(*pSave));
   pSave->db = db;
   pSave->bOwnTxn = sqlite3_get_autocommit(db);
-  azSql[SP_BEGIN] = sqlite3_mprintf("SAVEPOINT %s", zFunc);
-  azSql[SP_RELEASE] = sqlite3_mprintf("RELEASE %s", zFunc);
-  azSql[SP_ROLLBACK] = sqlite3_mprintf("ROLLBACK TO %s", zFunc);
+  /* A name of this call's own: a caller's savepoint of the writer's name
+  ** (SAVEPOINT gpt_import), or a writer called again from inside another
+  ** call's, is never released or rolled back by this one. */
+  sqlite3_randomness(sizeof(uNonce), &uNonce);
+  azSql[SP_BEGIN] = sqlite3_mprintf("SAVEPOINT %s_%016llx", zFunc, uNonce);
+  azSql[SP_RELEASE] = sqlite3_mprintf("RELEASE %s_%016llx", zFunc, uNonce);
+  azSql[SP_ROLLBACK] = sqlite3_mprintf("ROLLBACK TO %s_%016llx", zFunc, uNonce);
   azSql[SP_WRITE] = sqlite3_mprintf("%s", zWrite);
   azSql[SP_ABORT] = sqlite3_mprintf("ROLLBACK");
   for (i = 0; i < SP_COUNT && rc == SQLITE_OK; i++) {
@@ -122,8 +127,8 @@ int gptext_savepoint_begin(sqlite3 *db, const GptConn *pConn, GptSavepoint *pSav
     /* stopped (an interrupt) after SQLite opened the savepoint that began
     ** the transaction: open, to be undone, or the caller's connection
     ** stayed inside a transaction and its next writes were lost at close.
-    ** (Inside the caller's transaction it cannot be told apart from a
-    ** savepoint of the caller's of the same name: left, empty.) */
+    ** (Inside the caller's transaction it stays, empty, until the
+    ** caller's transaction ends: no statement runs to completion now.) */
     if (pSave->bOwnTxn && !sqlite3_get_autocommit(db)) pSave->bOpen = 1;
     goto done;
   }

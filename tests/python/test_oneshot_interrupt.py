@@ -204,6 +204,57 @@ def writers_at_their_savepoints(tmp, path, folder):
                     bad.append((marker, k - k0, failed, in_txn, stands))
         check(f"oneshot-{fn}-savepoint", len(at) == 2 and not bad,
               f"markers {at}, {tried} points; wrong: {bad[:4]}")
+        check(f"oneshot-{fn}-callers-savepoint", *callers_savepoint_kept(tmp, path, fn, sql, args))
 
+
+def callers_savepoint_kept(tmp, path, fn, sql, args):
+    """Inside the caller's transaction and its own savepoint of the writer's
+    name, the writer interrupted at and just after its SAVEPOINT and RELEASE:
+    the caller's ROLLBACK TO still undoes the caller's work and the writer's.
+    With the writer's savepoint named as the writer, one left open by the
+    interrupt took the caller's ROLLBACK TO, and the caller's row stayed.
+    Returns (ok, detail) for check."""
+    def run(k, at):
+        work = os.path.join(tmp, f"{fn}-caller.db")
+        shutil.copyfile(path, work)
+        db = connect(work)
+        db.execute("CREATE TABLE t(x)")
+        db.execute("BEGIN")
+        db.execute(f"SAVEPOINT {fn}")
+        db.execute("INSERT INTO t VALUES (1)")
+        calls = [0]
+
+        def count():
+            calls[0] += 1
+            return 1 if calls[0] == k else 0
+
+        def trace(stmt):
+            for marker in ("SAVEPOINT", "RELEASE"):
+                if stmt.startswith(f"-- {marker} {fn}"):
+                    at.setdefault(marker, calls[0])
+        db.set_progress_handler(count, 1)
+        db.set_trace_callback(trace)
+        try:
+            db.execute(sql, args).fetchall()
+        except sqlite3.Error:
+            pass
+        db.set_progress_handler(None, 1)
+        db.set_trace_callback(None)
+        try:
+            if db.in_transaction:  # else the interrupt rolled all of it back
+                db.execute(f"ROLLBACK TO {fn}")
+                db.execute("COMMIT")
+            left = db.execute("SELECT (SELECT count(*) FROM t) + (SELECT count(*) FROM "
+                              "gpt_models WHERE name = 'w')").fetchone()[0]
+        except sqlite3.Error as e:  # the writer had released the caller's
+            left = str(e)
+        db.close()
+        os.unlink(work)
+        return left
+    at = {}
+    run(0, at)
+    bad = [(marker, k - k0) for marker, k0 in sorted(at.items())
+           for k in range(k0, k0 + 5) if run(k, {}) != 0]
+    return len(at) == 2 and not bad, f"markers {at}; left work at {bad[:4]}"
 
 main()
