@@ -1399,6 +1399,10 @@ static Node *parse_math2(Parser *p) {
     Token *t = peek(p);
     if (!n || t->type != TK_OP ||
         (t->op != OP_MUL && t->op != OP_DIV && t->op != OP_FLOORDIV && t->op != OP_MOD)) return n;
+    if (t->op == OP_MOD && n->kind == N_CONST && n->v.type == TPL_STRING) {
+      parse_error(p, "unsupported string formatting with '%%'");
+      return 0;
+    }
     next_tok(p);
     n = binop(p, N_BINOP, t->op, n, parse_pow(p));
   }
@@ -2500,6 +2504,12 @@ static int get_attr(Render *r, TplValue obj, const char *z, size_t n, TplValue *
       return 0;
     }
   }
+  /* dict's methods that change it: Python's attribute, which the sandbox
+  ** Hugging Face renders in makes undefined, not the key of that name */
+  if (obj.type == TPL_DICT && (name_is(z, n, "clear") || name_is(z, n, "pop") ||
+                               name_is(z, n, "popitem") || name_is(z, n, "setdefault") ||
+                               name_is(z, n, "update")))
+    return 0;
   if (obj.type == TPL_DICT || obj.type == TPL_NAMESPACE) {
     TplValue *p = dict_get_str(obj.u.pDict, z, n);
     if (step(r, (int64_t)(obj.u.pDict->n / 16))) return -1;
@@ -2607,7 +2617,7 @@ static int arith(Render *r, int op, TplValue a, TplValue b, TplValue *pOut) {
                        (b.type == TPL_STRING && (a.type == TPL_INT || a.type == TPL_BOOL)))) {
     TplValue s = a.type == TPL_STRING ? a : b;
     int64_t k = a.type == TPL_STRING ? b.u.i : a.u.i;
-    if (k < 0) k = 0;
+    if (k < 0 || s.u.s.n == 0) k = 0; /* '' * 2**62 is '' at once, no loop */
     if (s.u.s.n && (uint64_t)k > (uint64_t)(r->pOut->nMax ? r->pOut->nMax : ((size_t)1 << 30)) / s.u.s.n)
       return rerr(r, "string repetition over the output limit");
     size_t n = s.u.s.n * (size_t)k;
@@ -2636,6 +2646,8 @@ static int arith(Render *r, int op, TplValue a, TplValue b, TplValue *pOut) {
     *pOut = out;
     return 0;
   }
+  if (op == OP_MOD && a.type == TPL_STRING)
+    return rerr(r, "unsupported string formatting with '%%'"); /* Python's, not in the subset */
   if (!is_num(a) || !is_num(b)) {
     static const char *azOp[] = {"", "+", "-", "*", "/", "//", "%", "**"};
     return rerr(r, "unsupported operand types for %s: '%s' and '%s'",
