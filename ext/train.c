@@ -1016,7 +1016,13 @@ static int trainCheckpoint(Train *t, const char *zLogSql) {
     rc = trainSqlError(t);
   if (rc == SQLITE_OK && zLogSql) rc = trainExec(t, zLogSql, 0, 0, 0, 0);
   sqlite3_free(tmp);
-  /* the stamp these writes gave it, which the next checkpoint expects */
+  /* a new stamp set here, not left to the schema's triggers: a connection
+  ** may run with triggers off (SQLITE_DBCONFIG_ENABLE_TRIGGER), and every
+  ** cache of the process then kept the weights from before */
+  if (rc == SQLITE_OK)
+    rc = trainExec(t, "UPDATE main.gpt_models SET stamp = random() WHERE name = ?1", t->zModel,
+                   0, 0, 0);
+  /* the stamp, which the next checkpoint expects */
   sqlite3_int64 stamp = 0;
   if (rc == SQLITE_OK) {
     int found = trainReadStamp(t, &stamp);
