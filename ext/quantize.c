@@ -61,6 +61,10 @@ typedef struct GptQuant {
 
 static const char zFunc[] = "gpt_quantize";
 
+/* Values converted between two looks at the interrupt flag: 2^18 (a MiB
+** of f32; 40 ms of q4_k), whole blocks of every target (32 and 256). */
+#define QUANT_CHUNK ((int64_t)1 << 18)
+
 /* Records the first error, about model zModel (the source unless named). */
 static int quantError(GptQuant *q, const char *zModel, const char *zFmt, ...) {
   va_list ap;
@@ -75,6 +79,13 @@ static int quantError(GptQuant *q, const char *zModel, const char *zFmt, ...) {
   return SQLITE_ERROR;
 }
 
+/* Records "interrupted", always of the copy the call makes, with
+** SQLITE_INTERRUPT as the result code. */
+static int quantInterrupted(GptQuant *q) {
+  q->bInterrupted = 1;
+  return quantError(q, q->zDst, "interrupted");
+}
+
 /* Records the error of a failed SQLite call about model zModel (the source
 ** unless named: a failed write names the copy): "interrupted", or the
 ** connection's message, with the call's code (SQLITE_BUSY, SQLITE_FULL,
@@ -85,8 +96,7 @@ static int quantSqlErrorOf(GptQuant *q, const char *zModel, int rc) {
   if ((rc & 0xff) == SQLITE_NOMEM) return quantError(q, zModel, "out of memory");
   char *zMsg = sqlite3_mprintf("%s", sqlite3_errmsg(q->db));
   if ((rc & 0xff) == SQLITE_INTERRUPT || gptext_interrupted(q->db)) {
-    q->bInterrupted = 1;
-    quantError(q, zModel, "interrupted");
+    quantInterrupted(q);
   } else {
     quantError(q, zModel, "%s", zMsg ? zMsg : "out of memory");
   }
@@ -110,8 +120,7 @@ static int quantTxnBegin(GptQuant *q) {
   int rc = gptext_savepoint_begin(q->db, q->pConn, &q->sp, zFunc, &zMsg);
   if (rc != SQLITE_OK) {
     if ((rc & 0xff) == SQLITE_INTERRUPT || gptext_interrupted(q->db)) {
-      q->bInterrupted = 1;
-      quantError(q, 0, "interrupted");
+      quantInterrupted(q);
     } else {
       if (q->zErr == 0) q->rcErr = rc;
       quantError(q, 0, "%s", zMsg ? zMsg : "out of memory");
@@ -134,8 +143,7 @@ static int quantTxnEnd(GptQuant *q, int bDone) {
     int rc = gptext_savepoint_release(&q->sp, &zMsg);
     if (rc != SQLITE_OK) {
       if ((rc & 0xff) == SQLITE_INTERRUPT || gptext_interrupted(q->db)) {
-        q->bInterrupted = 1;
-        quantError(q, 0, "interrupted");
+        quantInterrupted(q);
       } else {
         q->rcErr = rc;
         quantError(q, 0, "%s", zMsg ? zMsg : "out of memory");
@@ -188,6 +196,7 @@ static int quantRead(GptQuant *q, GptTensorRows *pRows, const GPTTensorInfo *inf
   float aBlock[GPT_QK_K];
   for (int64_t off = 0; off < nBytes; off += nChunk / unit * unit) {
     int n = (int)(nBytes - off < nChunk / unit * unit ? nBytes - off : nChunk / unit * unit);
+    if (gptext_interrupted(q->db)) { rc = quantInterrupted(q); goto done; }
     rc = gptext_tensor_read(pRows, aBuf, n, off);
     if (rc != SQLITE_OK) { rc = quantSqlError(q, rc); goto done; }
     int64_t e0 = off / unit * per, nVal = n / unit * per;
@@ -368,26 +377,33 @@ static int quantTensor(GptQuant *q, const GPTConfig *cfg, int hasLmHead, int i) 
     }
     rc = quantRead(q, &rows, &info, dtype, gpt_dtype_block(target, 0) != 0, aVal);
     if (rc != SQLITE_OK) goto done;
-    if (target == GPT_Q4_0 || target == GPT_Q4_K || target == GPT_Q6_K) {
-      if (gpt_q4_quantize_row(target, (uint8_t *)aDst, aVal, info.n_elem)) {
-        rc = quantError(q, 0, "tensor %s has a value that %s cannot hold (NaN, Inf or a "
-                        "scale beyond f16)", info.name, gpt_dtype_name(target));
-        goto done;
-      }
-    } else if (target == GPT_Q8_0) {
-      if (gpt_q8_quantize_row((uint8_t *)aDst, aVal, info.n_elem)) {
-        rc = quantError(q, 0, "tensor %s has a value that q8_0 cannot hold (NaN, Inf or "
-                        "above 8e6)", info.name);
-        goto done;
-      }
-    } else {
-      uint16_t *h = (uint16_t *)aDst;
-      for (int64_t k = 0; k < info.n_elem; k++) {
-        h[k] = gpt_f32_to_f16(aVal[k]);
-        if ((h[k] & 0x7c00) == 0x7c00) {
-          rc = quantError(q, 0, "tensor %s has the value %g at element %lld, outside the "
-                          "range of f16", info.name, (double)aVal[k], (long long)k);
+    /* QUANT_CHUNK values at a time, so that an interrupt stops the largest
+    ** tensor within one (Llama 3 8B's embedding took minutes at once) */
+    for (int64_t e0 = 0; e0 < info.n_elem; e0 += QUANT_CHUNK) {
+      int64_t n = info.n_elem - e0 < QUANT_CHUNK ? info.n_elem - e0 : QUANT_CHUNK;
+      if (gptext_interrupted(q->db)) { rc = quantInterrupted(q); goto done; }
+      if (target == GPT_Q4_0 || target == GPT_Q4_K || target == GPT_Q6_K) {
+        int nBlockBytes = 0, nBlock = gpt_dtype_block(target, &nBlockBytes);
+        if (gpt_q4_quantize_row(target, (uint8_t *)aDst + e0 / nBlock * nBlockBytes, aVal + e0, n)) {
+          rc = quantError(q, 0, "tensor %s has a value that %s cannot hold (NaN, Inf or a "
+                          "scale beyond f16)", info.name, gpt_dtype_name(target));
           goto done;
+        }
+      } else if (target == GPT_Q8_0) {
+        if (gpt_q8_quantize_row((uint8_t *)aDst + e0 / GPT_Q8_BLOCK * GPT_Q8_BYTES, aVal + e0, n)) {
+          rc = quantError(q, 0, "tensor %s has a value that q8_0 cannot hold (NaN, Inf or "
+                          "above 8e6)", info.name);
+          goto done;
+        }
+      } else {
+        uint16_t *h = (uint16_t *)aDst;
+        for (int64_t k = e0; k < e0 + n; k++) {
+          h[k] = gpt_f32_to_f16(aVal[k]);
+          if ((h[k] & 0x7c00) == 0x7c00) {
+            rc = quantError(q, 0, "tensor %s has the value %g at element %lld, outside the "
+                            "range of f16", info.name, (double)aVal[k], (long long)k);
+            goto done;
+          }
         }
       }
     }
@@ -517,8 +533,7 @@ static void gptQuantizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv
   for (int i = 0; i < q.nTensor; i++) {
     if (quantTensor(&q, &m->cfg, hasLmHead, i) != SQLITE_OK) goto done;
     if (gptext_interrupted(q.db)) {
-      q.bInterrupted = 1;
-      quantError(&q, 0, "interrupted");
+      quantInterrupted(&q);
       goto done;
     }
   }

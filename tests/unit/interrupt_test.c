@@ -208,6 +208,10 @@ int main(void) {
      "SELECT gpt_train(NULL, NULL)", 150, 1,
      "gpt_train: model 'm_new': interrupted at step 0, before the run's first checkpoint; "
      "nothing was written"},
+    /* inside one tensor (the 50,257 x 256 embedding, a second or more under
+    ** ASan): converted a MiB of values at a time, the flag read between */
+    {"quantize (inside a tensor)", "SELECT gpt_quantize('m', 'm_q', 'q4_k')",
+     "SELECT gpt_quantize(NULL, NULL, NULL)", 150, 1, "gpt_quantize: model 'm_q': interrupted"},
     /* between merges of a tokenizer's training */
     /* (128-digit words: 25,000 merges, 1.4 s in a release build since the
     ** counts are kept, not recounted a merge) */
