@@ -1648,6 +1648,20 @@ static CacheEntry *conn_hold(GptConn *c, CacheEntry *e) {
   return 0;
 }
 
+/* The entry c holds for key zKey loaded from rows of stamp (with its
+** weights when needWeights), or NULL. Under gCacheMutex. */
+static CacheEntry *conn_held_copy(const GptConn *c, const char *zKey, sqlite3_int64 stamp,
+                                  int needWeights) {
+  if (!c) return 0;
+  for (int i = 0; i < CONN_MODELS; i++) {
+    CacheEntry *h = (CacheEntry *)c->aHeld[i];
+    if (h && !h->bLoading && h->model.stamp == stamp && (!needWeights || h->model.pNet) &&
+        strcmp(h->zKey, zKey) == 0)
+      return h;
+  }
+  return 0;
+}
+
 /* True when the model's gpt_models.stamp is no longer 'stamp' (or its row is
 ** gone); false when it is, or when it cannot be read (e.g. interrupted). */
 static int stamp_changed(sqlite3 *db, const char *zName, sqlite3_int64 stamp) {
@@ -1797,6 +1811,16 @@ static int model_acquire_once(GptConn *pConn, sqlite3 *db, const char *zFunc, co
   }
 
   pthread_mutex_lock(&gCacheMutex);
+  /* the copy this connection holds of the rows it reads now, when the
+  ** cache's is of other rows: a connection on an older snapshot (an open
+  ** transaction, in WAL mode) and one on the newer had each evicted the
+  ** other's copy and loaded the whole model again at every call */
+  e = conn_held_copy(pConn, zKey, stamp, needWeights);
+  if (e) {
+    e->nRef++;
+    *ppModel = &e->model;
+    goto unlock;
+  }
   e = cache_find(zKey);
   if (e && e->model.stamp != stamp) { /* rows changed since it was loaded */
     cache_drop(&toFree, e);
