@@ -1556,6 +1556,17 @@ done:
   return rc;
 }
 
+/* Whether zName reads as schema.name for a database attached to db
+** ("aux.m"), which a user may take for a way to name a model there. */
+static int names_attached_schema(sqlite3 *db, const char *zName) {
+  const char *zDot = strchr(zName, '.');
+  if (!zDot || zDot == zName || zDot - zName > 200) return 0;
+  char zSchema[201];
+  memcpy(zSchema, zName, (size_t)(zDot - zName));
+  zSchema[zDot - zName] = 0;
+  return sqlite3_db_filename(db, zSchema) != 0;
+}
+
 /* Picks the model: the named one, or the only one in the database. */
 static int resolve_name(sqlite3 *db, const char *zFunc, const char *zName, char **pzOut,
                         sqlite3_int64 *pStamp, char **pzErr) {
@@ -1608,7 +1619,9 @@ static int resolve_name(sqlite3 *db, const char *zFunc, const char *zName, char 
   } else if (n == 1) {
     rc = *pzOut ? SQLITE_OK : SQLITE_NOMEM;
   } else if (zName) {
-    gptext_set_error(pzErr, "%s: no model named '%s' in gpt_models", zFunc, zName);
+    gptext_set_error(pzErr, "%s: no model named '%s' in gpt_models%s", zFunc, zName,
+                     names_attached_schema(db, zName) ? " (models are read from the main "
+                     "database only)" : "");
     rc = SQLITE_ERROR;
   } else if (n == 0) {
     gptext_set_error(pzErr, "%s: no model in this database; import one with "
