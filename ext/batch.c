@@ -204,15 +204,19 @@ static int slotRuns(const BatchSlot *sl) {
 }
 
 /* Longest prefix of aTok[0..n) in the prompt of a slot other than sl whose
-** next pass runs that prompt (it is in flight, waits for no one, and its
-** cache holds less of it than the match), and the slot (-1 when none). */
+** passes are still to run that prompt (it is in flight and its cache holds
+** less of it than the match), and the slot (-1 when none). That slot may
+** itself wait for a third's shorter beginning: the chain ends at a slot
+** filled earlier that runs, so a shared instruction after a shorter
+** shared header is computed once too (rows had waited for the header
+** alone, then each computed the instruction). */
 static int pendingPrefix(BatchCursor *c, const BatchSlot *sl, const int *aTok, int n,
                          int *piSlot) {
   int best = 0;
   *piSlot = -1;
   for (int i = 0; i < c->nSlot; i++) {
     BatchSlot *d = &c->aSlot[i];
-    if (d == sl || !slotRuns(d) || !d->s) continue;
+    if (d == sl || !d->bUsed || d->bDone || !d->s) continue;
     int k = 0;
     while (k < d->nPrompt && k < n && d->aTok[k] == aTok[k]) k++;
     if (k > best && k > gpt_state_len(d->s)) {
