@@ -2606,13 +2606,16 @@ int gpt_q8_quantize_row(uint8_t *dst, const float *x, int64_t n) {
       if (!isfinite(v[j])) return -1;
       amax = fmaxf(amax, fabsf(v[j]));
     }
-    uint16_t h = gpt_f32_to_f16(amax / 127.0f);
-    float d = gpt_f16_to_f32(h);
-    if (!isfinite(d)) return -1;
+    /* ggml's quantize_row_q8_0_ref to the bit: q from the unrounded scale's
+    ** reciprocal, so a GGUF export holds what llama.cpp's quantize writes */
+    float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+    if (!isfinite(id)) id = 0.0f; /* d below 2.9e-39: its f16 scale is 0 anyway */
+    uint16_t h = gpt_f32_to_f16(d);
+    if (!isfinite(gpt_f16_to_f32(h))) return -1;
     dst[0] = (uint8_t)(h & 0xff);
     dst[1] = (uint8_t)(h >> 8);
     for (int j = 0; j < GPT_Q8_BLOCK; j++) {
-      float q = d > 0.0f ? roundf(v[j] / d) : 0.0f;
+      float q = roundf(v[j] * id);
       if (q > 127.0f) q = 127.0f;
       if (q < -127.0f) q = -127.0f;
       dst[2 + j] = (uint8_t)(int8_t)q;

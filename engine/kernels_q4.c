@@ -1130,19 +1130,24 @@ static float f16_round(float v, uint16_t *pBits, int *pBad) {
 static int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
 
 /* q4_0, as ggml's reference: d is the value of largest magnitude over -8
-** (so that value is exactly q = 0), q = round(x / d) + 8 clamped to 15. */
+** (so that value is exactly q = 0), q = x / d + 8 rounded half up, clamped
+** to 15. */
 static int quant_q4_0(uint8_t *dst, const float *x) {
   float amax = 0.0f, vmax = 0.0f;
   int bad = 0;
   uint16_t h;
   for (int j = 0; j < 32; j++)
     if (fabsf(x[j]) > amax) { amax = fabsf(x[j]); vmax = x[j]; }
-  float d = f16_round(vmax / -8.0f, &h, &bad), id = d != 0.0f ? 1.0f / d : 0.0f;
+  /* ggml's quantize_row_q4_0_ref to the bit: q from the unrounded scale's
+  ** reciprocal, rounded half up by truncating x / d + 8.5 (>= 0 here) */
+  float d = vmax / -8.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+  if (!isfinite(id)) id = 0.0f; /* d below 2.9e-39: its f16 scale is 0 anyway */
+  f16_round(d, &h, &bad);
   dst[0] = (uint8_t)(h & 0xff);
   dst[1] = (uint8_t)(h >> 8);
   for (int j = 0; j < 16; j++) {
-    int a = clampi((int)lrintf(x[j] * id) + 8, 0, 15);
-    int b = clampi((int)lrintf(x[j + 16] * id) + 8, 0, 15);
+    int a = clampi((int)(x[j] * id + 8.5f), 0, 15);
+    int b = clampi((int)(x[j + 16] * id + 8.5f), 0, 15);
     dst[2 + j] = (uint8_t)(a | (b << 4));
   }
   return bad ? -1 : 0;

@@ -6,6 +6,7 @@ Debian's python3 and its sqlite3 module.
 
     python3 tests/python/test_q4.py BUILD_DIR
 """
+import json
 import os
 import shutil
 import sqlite3
@@ -15,6 +16,8 @@ import sys
 import tempfile
 import threading
 import time
+
+import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from testlib import check, fail, finish, skip  # noqa: E402
 
@@ -65,6 +68,33 @@ with tempfile.TemporaryDirectory() as tmp:
               "h.0.mlp.c_fc.weight: q4_0 block 2 has a non-finite scale", str(e))
     db.close()
 
+def ggml_q8_0(x):
+    """ggml's quantize_row_q8_0_ref over rows (n, K) of float32."""
+    b = x.astype(np.float32).reshape(x.shape[0], -1, 32)
+    d = (np.abs(b).max(-1) / np.float32(127)).astype(np.float32)
+    inv = np.where(d != 0, np.float32(1) / np.where(d != 0, d, 1), 0).astype(np.float32)
+    v = (b * inv[..., None]).astype(np.float32)
+    q = (np.sign(v) * np.floor(np.abs(v).astype(np.float64) + 0.5)).astype(np.int8)  # roundf
+    out = np.zeros(b.shape[:2] + (34,), np.uint8)
+    out[..., :2] = d.astype("<f2")[..., None].view(np.uint8)
+    out[..., 2:] = q.view(np.uint8)
+    return out.tobytes()
+
+
+def ggml_q4_0(x):
+    """ggml's quantize_row_q4_0_ref over rows (n, K) of float32."""
+    b = x.astype(np.float32).reshape(x.shape[0], -1, 32)
+    mx = np.take_along_axis(b, np.abs(b).argmax(-1)[..., None], -1)[..., 0]  # the first
+    d = (mx / np.float32(-8)).astype(np.float32)
+    inv = np.where(d != 0, np.float32(1) / np.where(d != 0, d, 1), 0).astype(np.float32)
+    q = np.minimum(15, np.trunc((b * inv[..., None]).astype(np.float32) + np.float32(8.5)))
+    q = q.astype(np.uint8)
+    out = np.zeros(b.shape[:2] + (18,), np.uint8)
+    out[..., :2] = d.astype("<f2")[..., None].view(np.uint8)
+    out[..., 2:] = q[..., :16] | (q[..., 16:] << 4)
+    return out.tobytes()
+
+
 # An interrupt stops gpt_quantize inside one large tensor (a 50,257 x 256
 # embedding here; Llama 3 8B's has 525M values): it was read between
 # tensors only, 1.9 s late here and 11.8 s on a 51M-value tensor.
@@ -77,6 +107,18 @@ with tempfile.TemporaryDirectory() as tmp:
     db.enable_load_extension(True)
     db.load_extension(os.path.join(build, "gpt"))
     db.execute("SELECT gpt_import('wide', ?)", (folder,))
+    # q8_0 and q4_0 bytes are those of ggml's quantize_row_q8_0_ref and
+    # quantize_row_q4_0_ref (ported below from their C): q from the f32
+    # scale's reciprocal, before its f16 rounding; q4_0 rounds half up
+    for dt, port in (("q8_0", ggml_q8_0), ("q4_0", ggml_q4_0)):
+        db.execute("SELECT gpt_quantize('wide', ?, ?)", ("wide-" + dt, dt))
+        rows = db.execute("SELECT s.shape, s.data, q.data FROM gpt_tensors s JOIN gpt_tensors q "
+                          "ON q.name = s.name AND q.model = ? AND q.dtype = ? "
+                          "WHERE s.model = 'wide'", ("wide-" + dt, dt)).fetchall()
+        same = sum(port(np.frombuffer(f, "<f4").reshape(json.loads(shape))) == q
+                   for shape, f, q in rows)
+        check(f"{dt} bytes are ggml's", len(rows) >= 8 and same == len(rows),
+              f"{same} of {len(rows)} tensors")
     late = []
     for delay in (0.2, 0.5, 0.8, 1.1):
         timer = threading.Timer(delay, db.interrupt)

@@ -165,14 +165,16 @@ static void test_set(const GPTKernels *kern) {
         p->q8_to_f32(b, Q, (size_t)rows * nb);
         check(memcmp(b, Wq, sizeof(float) * rows * K) == 0,
               "q8_to_f32", kern->name, K, 0);
-        /* q8_0 values are within half a step of the originals */
+        /* q8_0 values are within half a step of the originals, plus what the
+        ** f16 rounding of the scale moves 127 steps: ggml's rule, which divides
+        ** by the scale before that rounding (2^-11 of it at most) */
         double worst = 0;
         for (int b2 = 0; b2 < rows * nb; b2++) {
           float d = gpt_f16_to_f32((uint16_t)(Q[b2 * 34] | (Q[b2 * 34 + 1] << 8)));
           for (int j = 0; j < 32; j++)
             worst = fmax(worst, fabs(Wq[b2 * 32 + j] - Wf[b2 * 32 + j]) / (d > 0 ? d : 1));
         }
-        check(worst <= 0.5 + 1e-3, "q8 round trip", kern->name, K, worst);
+        check(worst <= 0.5 + 127.0 / 2048 + 1e-3, "q8 round trip", kern->name, K, worst);
         /* activations quantize to the portable bytes, a zero block included */
         GPTQ8Act pq = {NULL, NULL, NULL, NULL};
         float *xz = malloc(sizeof(float) * K);
