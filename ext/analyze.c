@@ -75,7 +75,7 @@ int gptext_attention_sequence(GptConn *pConn, sqlite3 *db, GptModel *m, const ch
     return SQLITE_ERROR;
   }
   int rc = gptext_encode(db, m, zFunc, (const char *)sqlite3_value_text(pText),
-                         sqlite3_value_bytes(pText), o->bAllowSpecial, &aIds, &nIds, pzErr);
+                         gptext_value_bytes(pText), o->bAllowSpecial, &aIds, &nIds, pzErr);
   if (rc != SQLITE_OK || (nIds == 0 && o->nGenerate == 0)) goto done; /* nothing to attend to */
   rc = gptext_fit_prompt(m, zFunc, o, o->nGenerate, &aIds, &nIds, pzErr);
   if (rc == SQLITE_OK && o->nGenerate > 0) {
@@ -717,7 +717,7 @@ static int genTokFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr
     rc = gptext_model_acquire(pVtab->pConn, pVtab->db, zFunc, o.zModel, 1, &c->m, &zErr);
   if (rc == SQLITE_OK)
     rc = gptext_encode(pVtab->db, c->m, zFunc, (const char *)sqlite3_value_text(argv[0]),
-                       sqlite3_value_bytes(argv[0]), o.bAllowSpecial, &aIds, &nIds, &zErr);
+                       gptext_value_bytes(argv[0]), o.bAllowSpecial, &aIds, &nIds, &zErr);
   if (rc == SQLITE_OK) rc = gptext_fit_prompt(c->m, zFunc, &o, o.nMaxTokens, &aIds, &nIds, &zErr);
   if (rc == SQLITE_OK)
     rc = gptext_generate(pVtab->pConn, pVtab->db, c->m, zFunc, &o, aIds, nIds, &c->g, &zErr);

@@ -264,7 +264,7 @@ static int slotFill(BatchCursor *c, BatchSlot *sl, int *pbEnd, char **pzErr) {
     return SQLITE_OK;
   }
   rc = gptext_encode(db, m, zFunc, (const char *)sqlite3_column_text(c->pQuery, 1),
-                     sqlite3_column_bytes(c->pQuery, 1), o->bAllowSpecial, &aIds, &nIds, pzErr);
+                     gptext_column_bytes(c->pQuery, 1), o->bAllowSpecial, &aIds, &nIds, pzErr);
   if (rc == SQLITE_OK) rc = gptext_fit_prompt(m, zFunc, o, o->nMaxTokens, &aIds, &nIds, pzErr);
   if (rc != SQLITE_OK) {
     /* which row's prompt: the message names the function and the model */

@@ -309,7 +309,7 @@ static void generate(sqlite3_context *ctx, int argc, sqlite3_value **argv, int b
   if (rc == SQLITE_OK) rc = gptext_model_acquire(pConn, db, zFunc, o.zModel, 1, &m, &zErr);
   if (rc == SQLITE_OK)
     rc = gptext_encode(db, m, zFunc, (const char *)sqlite3_value_text(argv[0]),
-                       sqlite3_value_bytes(argv[0]), o.bAllowSpecial, &aIds, &nIds, &zErr);
+                       gptext_value_bytes(argv[0]), o.bAllowSpecial, &aIds, &nIds, &zErr);
   if (rc == SQLITE_OK) rc = gptext_fit_prompt(m, zFunc, &o, o.nMaxTokens, &aIds, &nIds, &zErr);
   if (rc == SQLITE_OK) rc = gptext_generate(pConn, db, m, zFunc, &o, aIds, nIds, &g, &zErr);
   if (rc != SQLITE_OK) {
@@ -457,7 +457,7 @@ static int nextFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, 
     rc = gptext_model_acquire(pVtab->pConn, pVtab->db, zFunc, o.zModel, 1, &c->m, &zErr);
   if (rc == SQLITE_OK)
     rc = gptext_encode(pVtab->db, c->m, zFunc, (const char *)sqlite3_value_text(argv[0]),
-                       sqlite3_value_bytes(argv[0]), o.bAllowSpecial, &aIds, &nIds, &zErr);
+                       gptext_value_bytes(argv[0]), o.bAllowSpecial, &aIds, &nIds, &zErr);
   if (rc == SQLITE_OK) rc = gptext_fit_prompt(c->m, zFunc, &o, 0, &aIds, &nIds, &zErr);
   if (rc != SQLITE_OK) goto done;
   {

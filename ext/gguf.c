@@ -2272,7 +2272,7 @@ static int gxTokenizer(GgExport *p, int *pnKv) {
     }
     if (azAdded[i]) rc = gxStr(p, azAdded[i], strlen(azAdded[i]));
     else rc = gxStr(p, (const char *)sqlite3_column_text(pStmt, 1),
-                    (size_t)sqlite3_column_bytes(pStmt, 1));
+                    (size_t)gptext_column_bytes(pStmt, 1));
     if (rc) goto done;
   }
   sqlite3_finalize(pStmt);
@@ -2311,7 +2311,7 @@ static int gxTokenizer(GgExport *p, int *pnKv) {
         goto done;
       }
       if ((rc = gxStr(p, (const char *)sqlite3_column_text(pStmt, 0),
-                      (size_t)sqlite3_column_bytes(pStmt, 0)))) goto done;
+                      (size_t)gptext_column_bytes(pStmt, 0)))) goto done;
     }
     sqlite3_finalize(pStmt);
     pStmt = 0;

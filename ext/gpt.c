@@ -560,7 +560,7 @@ int gptext_options_parse(sqlite3 *db, const char *zFunc, sqlite3_value *pArg,
     zGot = gptext_json_got(0, pArg);
     goto not_object;
   }
-  if (gptext_json_has_nul((const char *)sqlite3_value_text(pArg), sqlite3_value_bytes(pArg))) {
+  if (gptext_json_has_nul((const char *)sqlite3_value_text(pArg), gptext_value_bytes(pArg))) {
     gptext_set_error(pzErr, "%s: " GPTEXT_OPTIONS_NUL, zFunc);
     bNameModel = 0; /* the NUL may cut its name short */
     rc = SQLITE_ERROR;
@@ -894,7 +894,7 @@ static int read_config(sqlite3 *db, const char *zFunc, const char *zName,
     char zMsg[256] = "";
     int bTied = 0;
     rc = gptext_config_read(db, (const char *)sqlite3_column_text(p, 0),
-                            sqlite3_column_bytes(p, 0), c, &bTied, zMsg, sizeof(zMsg));
+                            gptext_column_bytes(p, 0), c, &bTied, zMsg, sizeof(zMsg));
     *pTied = bTied;
     /* a statement of the reader failed (an interrupt): SQLite's message */
     if (rc != SQLITE_OK && (rc != SQLITE_ERROR || !zMsg[0])) goto sql_error;
@@ -1214,7 +1214,7 @@ static int apply_tokenizer_config(sqlite3 *db, const char *zFunc, GptModel *m,
     }
     int iCol = bRegex ? 2 : 4;
     if (tok_add_split(t, (const char *)sqlite3_column_text(p, iCol),
-                      (size_t)sqlite3_column_bytes(p, iCol), !bRegex, zMsg, sizeof(zMsg)))
+                      (size_t)gptext_column_bytes(p, iCol), !bRegex, zMsg, sizeof(zMsg)))
       goto tok_error;
   }
   if (rc != SQLITE_DONE) goto sql_error;
@@ -1240,7 +1240,7 @@ static int apply_tokenizer_config(sqlite3 *db, const char *zFunc, GptModel *m,
       goto done;
     }
     if (tok_add_added(t, (int)id, (const char *)sqlite3_column_text(p, 4),
-                      sqlite3_column_bytes(p, 4), strcmp(zSpecial, "true") == 0, zMsg,
+                      gptext_column_bytes(p, 4), strcmp(zSpecial, "true") == 0, zMsg,
                       sizeof(zMsg)))
       goto tok_error;
   }
@@ -1554,6 +1554,22 @@ done:
   sqlite3_free(aDtype);
   gpt_model_free(net);
   return rc;
+}
+
+/* The UTF-8 length of v's text, v converted first. sqlite3_value_bytes
+** alone gives a BLOB's own length, and sqlite3_value_text then converts the
+** BLOB from a UTF-16 database's encoding to another length: a BLOB prompt in
+** such a database was read past its text (uninitialised bytes in gpt_tokens'
+** results), or cut short, depending on which argument the compiler took first. */
+int gptext_value_bytes(sqlite3_value *v) {
+  sqlite3_value_text(v);
+  return sqlite3_value_bytes(v);
+}
+
+/* gptext_value_bytes of column i of p's row. */
+int gptext_column_bytes(sqlite3_stmt *p, int i) {
+  sqlite3_column_text(p, i);
+  return sqlite3_column_bytes(p, i);
 }
 
 /* Whether zName reads as schema.name for a database attached to db

@@ -18,6 +18,13 @@ SQLITE_EXTENSION_INIT3
 #include "tokenizer.h"
 #include "sampler.h"
 
+/* The UTF-8 length of v's text, v converted first: in any order beside
+** sqlite3_value_text(v) in one call's arguments (sqlite3_value_bytes alone
+** gives a BLOB's own length, which a UTF-16 database's conversion then
+** changes). gptext_column_bytes likewise for column i of p's row. */
+int gptext_value_bytes(sqlite3_value *v);
+int gptext_column_bytes(sqlite3_stmt *p, int i);
+
 /* Creates the tables and triggers of sql/schema.sql when they are missing. */
 int gptext_ensure_schema(sqlite3 *db, char **pzErr);
 

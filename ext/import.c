@@ -708,7 +708,7 @@ static int impParseHeader(GptImport *p, const char *zFile, const char *zJson, in
       goto done;
     }
     t->dtype_name = impKeep(p, (const char *)sqlite3_column_text(pStmt, 3),
-                            sqlite3_column_bytes(pStmt, 3));
+                            gptext_column_bytes(pStmt, 3));
     if (t->dtype_name == 0) {
       rc = impNoMem(p);
       goto done;
@@ -1577,7 +1577,7 @@ static int impHfOptions(GptImport *p, ImpHf *h) {
       }
       rc = impHfAddStage(p, h, bRegex ? "regex" : "string",
                          (const char *)sqlite3_column_text(pStmt, bRegex ? 1 : 3),
-                         sqlite3_column_bytes(pStmt, bRegex ? 1 : 3));
+                         gptext_column_bytes(pStmt, bRegex ? 1 : 3));
     } else if (strcmp(zType, "Digits") == 0) {
       const char *zEach = (const char *)sqlite3_column_text(pStmt, 7);
       int bEach = zEach && strcmp(zEach, zTrue) == 0;
@@ -1981,7 +1981,7 @@ static int impHfPost(GptImport *p, ImpHf *h) {
         " json_extract(st.o, '$.ids'), json_array_length(st.o, '$.ids'),"
         " json_extract(st.o, '$.ids[0]'), json_type(st.o, '$.ids[0]')"
         " FROM si LEFT JOIN st ON st.k = json_extract(si.o, '$.SpecialToken.id') ORDER BY si.i",
-        (const char *)sqlite3_column_text(pStmt, 1), sqlite3_column_bytes(pStmt, 1), &pItem);
+        (const char *)sqlite3_column_text(pStmt, 1), gptext_column_bytes(pStmt, 1), &pItem);
     if (rc != SQLITE_OK) goto done;
     while ((rc = sqlite3_step(pItem)) == SQLITE_ROW) {
       const char *zName = (const char *)sqlite3_column_text(pItem, 0);

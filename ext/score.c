@@ -105,7 +105,7 @@ static int score_setup(sqlite3_context *ctx, const char *zFunc, int argc, sqlite
     rc = gptext_model_acquire(sqlite3_user_data(ctx), db, zFunc, o->zModel, 1, ppM, pzErr);
   if (rc == SQLITE_OK)
     rc = gptext_encode(db, *ppM, zFunc, (const char *)sqlite3_value_text(argv[0]),
-                       sqlite3_value_bytes(argv[0]), o->bAllowSpecial, paIds, pnIds, pzErr);
+                       gptext_value_bytes(argv[0]), o->bAllowSpecial, paIds, pnIds, pzErr);
   return rc;
 }
 

@@ -49,7 +49,7 @@ static void gptTokenizeFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv
   if (sqlite3_value_type(argv[0]) == SQLITE_NULL) return;
   if (tokens_setup(ctx, "gpt_tokenize", argc, argv, 1, &o, &m)) goto done;
   if ((rc = gptext_encode(sqlite3_context_db_handle(ctx), m, "gpt_tokenize",
-                          (const char *)sqlite3_value_text(argv[0]), sqlite3_value_bytes(argv[0]),
+                          (const char *)sqlite3_value_text(argv[0]), gptext_value_bytes(argv[0]),
                           o.bAllowSpecial, &aIds, &nIds, &zErr))) {
     gptext_result_error(ctx, zErr);
     sqlite3_result_error_code(ctx, rc);
@@ -83,7 +83,7 @@ static void gptTokenCountFunc(sqlite3_context *ctx, int argc, sqlite3_value **ar
   if (sqlite3_value_type(argv[0]) == SQLITE_NULL) return;
   if (tokens_setup(ctx, "gpt_token_count", argc, argv, 1, &o, &m)) goto done;
   if ((rc = gptext_encode(sqlite3_context_db_handle(ctx), m, "gpt_token_count",
-                          (const char *)sqlite3_value_text(argv[0]), sqlite3_value_bytes(argv[0]),
+                          (const char *)sqlite3_value_text(argv[0]), gptext_value_bytes(argv[0]),
                           o.bAllowSpecial, &aIds, &nIds, &zErr))) {
     gptext_result_error(ctx, zErr);
     sqlite3_result_error_code(ctx, rc);
@@ -291,7 +291,7 @@ static int tokensFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr
     rc = gptext_model_acquire(pVtab->pConn, pVtab->db, "gpt_tokens", o.zModel, 0, &c->m, &zErr);
   if (rc == SQLITE_OK)
     rc = gptext_encode(pVtab->db, c->m, "gpt_tokens", (const char *)sqlite3_value_text(argv[0]),
-                       sqlite3_value_bytes(argv[0]), o.bAllowSpecial, &c->aIds, &c->nIds, &zErr);
+                       gptext_value_bytes(argv[0]), o.bAllowSpecial, &c->aIds, &c->nIds, &zErr);
   gptext_options_clear(&o);
   if (rc != SQLITE_OK) return gptext_vtab_error(&pVtab->base, zErr, rc);
   return SQLITE_OK;

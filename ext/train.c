@@ -266,7 +266,7 @@ static int trainParseOptionsJson(Train *t, sqlite3_value *pArg) {
   o->lr = 1e-3; o->wd = 0.1; o->clip = 1.0; o->valFrac = 0.1; o->threads = 0;
   if (!pArg || sqlite3_value_type(pArg) == SQLITE_NULL) return SQLITE_OK;
   if (sqlite3_value_type(pArg) == SQLITE_TEXT &&
-      gptext_json_has_nul((const char *)sqlite3_value_text(pArg), sqlite3_value_bytes(pArg)))
+      gptext_json_has_nul((const char *)sqlite3_value_text(pArg), gptext_value_bytes(pArg)))
     return trainError(t, "%s", GPTEXT_OPTIONS_NUL);
   sqlite3_stmt *p = 0;
   int rc = sqlite3_prepare_v2(t->db, "SELECT key, type, value, json_valid(?1) AND "
