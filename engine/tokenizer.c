@@ -1053,6 +1053,9 @@ int tok_encode_opts(const GPTTokenizer *t, const char *text, size_t n, int flags
   "\\x{16D6C}\\x{18CFF}\\x{1B132}\\x{1B155}\\x{1DF25}-\\x{1DF2A}\\x{1E030}-\\x{1E06D}" \
   "\\x{1E4D0}-\\x{1E4EB}\\x{1E5D0}-\\x{1E5ED}\\x{1E5F0}\\x{2B739}\\x{2EBF0}-\\x{2EE5D}" \
   "\\x{31350}-\\x{323AF}"
+/* Oniguruma's \w with Unicode: Letter, Mark, Decimal_Number and
+** Connector_Punctuation (for a class's inside). */
+#define TOK_ONIG_WORD "\\p{L}" TOK_UNICODE16_L "\\p{M}\\p{Nd}\\p{Pc}"
 #define TOK_UNICODE16_N \
   "\\x{10D40}-\\x{10D49}\\x{116D0}-\\x{116E3}\\x{11BF0}-\\x{11BF9}\\x{11F50}-\\x{11F59}" \
   "\\x{16130}-\\x{16139}\\x{16D70}-\\x{16D79}\\x{1CCF0}-\\x{1CCF9}\\x{1D2C0}-\\x{1D2D3}" \
@@ -1069,17 +1072,22 @@ int tok_encode_opts(const GPTTokenizer *t, const char *text, size_t n, int flags
 **   \uHHHH      -> \x{HHHH} (PCRE2 has no \u)
 **   \p{L}, \p{N} -> with the letters and numbers of Unicode 15 and 16 (and
 **                  \P{L}, \P{N} outside a class: without them)
+**   \w, \W, \b, \B -> Oniguruma's word characters (TOK_ONIG_WORD) and their
+**                  boundaries (PCRE2's \w lacks the marks)
+**   ^, $        -> line anchors, as in Oniguruma's Ruby syntax: compiled with
+**                  PCRE2_MULTILINE
+** POSIX classes ([[:alpha:]]), whose Unicode meanings differ, are refused.
 ** Everything else ((?i:...), \p{..}, {1,3}, possessive quantifiers, look-
-** arounds, POSIX classes) means the same. Returns 0, or -1 with err. */
+** arounds) means the same. Returns 0, or -1 with err. */
 static int translate_pattern(const char *z, size_t n, int bLiteral, char **pzOut,
                              char *err, size_t n_err) {
   *pzOut = NULL;
   if (n > TOK_MAX_PATTERN)
     return fail(err, n_err, "pattern is %zu bytes, over the limit of %d", n, TOK_MAX_PATTERN);
-  size_t nProp = 0; /* \p or \P: room for the added ranges */
+  size_t nProp = 0; /* \p, \P, \w, \W, \b or \B: room for what they become */
   for (size_t i = 0; i + 1 < n; i++)
-    if (z[i] == '\\' && (z[i + 1] == 'p' || z[i + 1] == 'P')) nProp++;
-  char *zOut = malloc(8 * n + 16 + nProp * (sizeof(TOK_UNICODE16_L) + 8));
+    if (z[i] == '\\' && strchr("pPwWbB", z[i + 1]) && z[i + 1]) nProp++;
+  char *zOut = malloc(8 * n + 16 + nProp * (4 * sizeof(TOK_ONIG_WORD) + 64));
   if (!zOut) return fail(err, n_err, "out of memory");
   size_t j = 0;
   int bClass = 0;
@@ -1124,6 +1132,25 @@ static int translate_pattern(const char *z, size_t n, int bLiteral, char **pzOut
         if (!bClass) EMIT("]");
         i += 5;
         continue;
+      } else if ((d == 'w' || d == 'W') && !(d == 'W' && bClass)) {
+        /* Oniguruma's word characters (letters, marks, decimal digits,
+        ** connector punctuation); PCRE2's \w lacks the marks, so an Indic
+        ** vowel sign split a word */
+        if (!bClass) EMIT("[");
+        if (!bClass && d == 'W') EMIT("^");
+        EMIT(TOK_ONIG_WORD);
+        if (!bClass) EMIT("]");
+      } else if (d == 'W') {
+        free(zOut);
+        return fail(err, n_err, "\\W inside a character class is not supported");
+      } else if ((d == 'b' || d == 'B') && !bClass) {
+        /* a boundary of those word characters (in a class \b is a backspace) */
+        if (d == 'b')
+          EMIT("(?:(?<=[" TOK_ONIG_WORD "])(?![" TOK_ONIG_WORD "])|(?<![" TOK_ONIG_WORD
+               "])(?=[" TOK_ONIG_WORD "]))");
+        else
+          EMIT("(?:(?<=[" TOK_ONIG_WORD "])(?=[" TOK_ONIG_WORD "])|(?<![" TOK_ONIG_WORD
+               "])(?![" TOK_ONIG_WORD "]))");
       } else if (d == 'u') {
         int bHex = i + 6 <= n;
         for (size_t k = i + 2; bHex && k < i + 6; k++)
@@ -1155,16 +1182,16 @@ static int translate_pattern(const char *z, size_t n, int bLiteral, char **pzOut
       continue;
     }
     if (bClass && c == '[' && i + 1 < n && z[i + 1] == ':') {
-      /* a POSIX class [:name:] inside a class: copied whole */
+      /* a POSIX class [:name:]: Oniguruma's Unicode meaning of each
+      ** ([:alpha:] takes marks, ...) is not PCRE2's; refused, not guessed */
       const char *zEnd = NULL;
       for (size_t k = i + 2; k + 1 < n && !zEnd; k++)
         if (z[k] == ':' && z[k + 1] == ']') zEnd = z + k + 2;
       if (zEnd) {
-        size_t nCopy = (size_t)(zEnd - (z + i));
-        memcpy(zOut + j, z + i, nCopy);
-        j += nCopy;
-        i += nCopy;
-        continue;
+        int nName = (int)(zEnd - (z + i));
+        free(zOut);
+        return fail(err, n_err, "the POSIX class %.*s is not supported", nName > 40 ? 40 : nName,
+                    z + i);
       }
     }
     if (bClass && c == ']') bClass = 0;
@@ -1191,7 +1218,8 @@ static int compile_split(GPTTokenizer *t, const char *z, size_t n, int bLiteral,
   int errorCode;
   PCRE2_SIZE errorOffset;
   pcre2_code *pRe = pcre2_compile((PCRE2_SPTR)zPcre, PCRE2_ZERO_TERMINATED,
-                                  PCRE2_UTF | PCRE2_UCP, &errorCode, &errorOffset, NULL);
+                                  PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE, &errorCode,
+                                  &errorOffset, NULL);
   free(zPcre);
   if (!pRe) {
     char zMsg[120];
