@@ -169,7 +169,8 @@ static int batchBestIndex(sqlite3_vtab *p, sqlite3_index_info *pInfo) {
 }
 
 /* The row's generator seed: the seed option mixed with the key's
-** fingerprint (splitmix64), so it depends on the row alone. */
+** fingerprint (splitmix64), so it depends on the row alone (the key's value
+** as SQL compares it: 1.0 seeds as 1). */
 static uint64_t rowSeed(int64_t seed, sqlite3_value *pKey) {
   uint64_t z = (uint64_t)seed ^ gptext_tvf_fingerprint(&pKey, 1);
   z += 0x9e3779b97f4a7c15ull;

@@ -48,9 +48,10 @@ int gptext_fit_prompt(GptModel *m, const char *zFunc, const GptOptions *o, int n
   }
   int nKeep = nCtx - nReserve < 1 ? 1 : nCtx - nReserve;
   if (*pnIds > nCtx && !o->bTruncate) {
-    gptext_set_error(pzErr, "%s: model '%s': the prompt has %d tokens but the context "
+    gptext_set_error(pzErr, "%s: model '%s': the %s has %d tokens but the context "
                      "window (n_ctx) is %d; shorten it or pass {\"truncate\": true}",
-                     zFunc, m->zName, *pnIds, nCtx);
+                     zFunc, m->zName, strcmp(zFunc, "gpt_embed") == 0 ? "text" : "prompt",
+                     *pnIds, nCtx);
     return SQLITE_TOOBIG;
   }
   /* truncate leaves the output its room: a prompt that filled the window

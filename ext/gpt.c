@@ -2167,10 +2167,18 @@ sqlite3_uint64 gptext_tvf_fingerprint(sqlite3_value **apArg, int nArg) {
     const unsigned char *z = 0;
     /* an argument not given is NULL, as its hidden column reads back */
     int n = 0, t = apArg[i] ? sqlite3_value_type(apArg[i]) : SQLITE_NULL;
+    double d = t == SQLITE_FLOAT ? sqlite3_value_double(apArg[i]) : 0.0;
+    /* a whole REAL is its INTEGER, as SQL compares them (1 = 1.0, -0.0 = 0):
+    ** gpt_batch's rows keyed 1 and 1.0 had drawn different samples */
+    if (t == SQLITE_FLOAT && d == floor(d) && d >= -9223372036854775808.0 &&
+        d < 9223372036854775808.0)
+      t = SQLITE_INTEGER;
     if (t == SQLITE_INTEGER || t == SQLITE_FLOAT) {
       sqlite3_uint64 u = 0;
-      if (t == SQLITE_INTEGER) u = (sqlite3_uint64)sqlite3_value_int64(apArg[i]);
-      else { double d = sqlite3_value_double(apArg[i]); memcpy(&u, &d, 8); }
+      if (t == SQLITE_INTEGER)
+        u = sqlite3_value_type(apArg[i]) == SQLITE_FLOAT ? (sqlite3_uint64)(sqlite3_int64)d
+                                                         : (sqlite3_uint64)sqlite3_value_int64(apArg[i]);
+      else memcpy(&u, &d, 8);
       for (int k = 0; k < 8; k++) aNum[k] = (unsigned char)(u >> (8 * k));
       z = aNum;
       n = 8;
