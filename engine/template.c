@@ -4137,9 +4137,30 @@ static int call_filter(Render *r, int id, const char *zName, TplValue v, TplValu
         return -1;
       TplValue *pCase = arg_or_kw(aArg, nArg, 1, azKw, aKw, nKw, "case_sensitive");
       int bCase = pCase && truthy(*pCase);
+      /* attribute='a,b' sorts by the list of both (Jinja 3.1's
+      ** make_multi_attrgetter: the parts as split, each folded alone) */
+      size_t nPart = 1;
+      if (pAttr && pAttr->type == TPL_STRING)
+        for (size_t k = 0; k < pAttr->u.s.n; k++) nPart += pAttr->u.s.z[k] == ',';
       for (size_t i = 0; i < l->n; i++) {
         out.u.pList->a[i] = l->a[i];
         aKey[i] = l->a[i];
+        if (nPart > 1) {
+          TplValue key = list_new(r->pA, nPart);
+          if (key.type != TPL_LIST) return nomem(r);
+          const char *z = pAttr->u.s.z, *zEnd = z + pAttr->u.s.n;
+          for (size_t k = 0; k < nPart; k++) {
+            const char *zComma = memchr(z, ',', (size_t)(zEnd - z));
+            if (!zComma) zComma = zEnd;
+            TplValue *pKey = &key.u.pList->a[k];
+            if (attr_path(r, l->a[i], val_str_ref(z, (size_t)(zComma - z)), pKey)) return -1;
+            if (!bCase && pKey->type == TPL_STRING && str_case(r, *pKey, 0, pKey)) return -1;
+            z = zComma + 1;
+          }
+          key.u.pList->n = nPart;
+          aKey[i] = key;
+          continue;
+        }
         if (pAttr && pAttr->type != TPL_NONE && attr_path(r, l->a[i], *pAttr, &aKey[i])) return -1;
         /* Jinja sorts strings case-insensitively unless case_sensitive=true */
         if (!bCase && aKey[i].type == TPL_STRING && str_case(r, aKey[i], 0, &aKey[i])) return -1;
