@@ -1399,10 +1399,6 @@ static Node *parse_math2(Parser *p) {
     Token *t = peek(p);
     if (!n || t->type != TK_OP ||
         (t->op != OP_MUL && t->op != OP_DIV && t->op != OP_FLOORDIV && t->op != OP_MOD)) return n;
-    if (t->op == OP_MOD && n->kind == N_CONST && n->v.type == TPL_STRING) {
-      parse_error(p, "unsupported string formatting with '%%'");
-      return 0;
-    }
     next_tok(p);
     n = binop(p, N_BINOP, t->op, n, parse_pow(p));
   }

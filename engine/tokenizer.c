@@ -1053,9 +1053,14 @@ int tok_encode_opts(const GPTTokenizer *t, const char *text, size_t n, int flags
   "\\x{16D6C}\\x{18CFF}\\x{1B132}\\x{1B155}\\x{1DF25}-\\x{1DF2A}\\x{1E030}-\\x{1E06D}" \
   "\\x{1E4D0}-\\x{1E4EB}\\x{1E5D0}-\\x{1E5ED}\\x{1E5F0}\\x{2B739}\\x{2EBF0}-\\x{2EE5D}" \
   "\\x{31350}-\\x{323AF}"
-/* Oniguruma's \w with Unicode: Letter, Mark, Decimal_Number and
-** Connector_Punctuation (for a class's inside). */
-#define TOK_ONIG_WORD "\\p{L}" TOK_UNICODE16_L "\\p{M}\\p{Nd}\\p{Pc}"
+/* Oniguruma's \w with Unicode (for a class's inside): letters, marks,
+** decimal digits, letter numbers (Roman numerals), connector punctuation,
+** the Latin-1 superscripts and fractions, and the circled and squared
+** letters that are Alphabetic (So): every code point its ^\w$ takes and
+** PCRE2's does not, found by a scan of both (libonig 6.9.8). */
+#define TOK_ONIG_WORD \
+  "\\p{L}" TOK_UNICODE16_L "\\p{M}\\p{Nd}\\p{Nl}\\p{Pc}\\x{B2}\\x{B3}\\x{B9}\\x{BC}-\\x{BE}" \
+  "\\x{24B6}-\\x{24E9}\\x{1F130}-\\x{1F149}\\x{1F150}-\\x{1F169}\\x{1F170}-\\x{1F189}"
 #define TOK_UNICODE16_N \
   "\\x{10D40}-\\x{10D49}\\x{116D0}-\\x{116E3}\\x{11BF0}-\\x{11BF9}\\x{11F50}-\\x{11F59}" \
   "\\x{16130}-\\x{16139}\\x{16D70}-\\x{16D79}\\x{1CCF0}-\\x{1CCF9}\\x{1D2C0}-\\x{1D2D3}" \
@@ -1185,9 +1190,9 @@ static int translate_pattern(const char *z, size_t n, int bLiteral, char **pzOut
       /* a POSIX class [:name:]: Oniguruma's Unicode meaning of each
       ** ([:alpha:] takes marks, ...) is not PCRE2's; refused, not guessed */
       const char *zEnd = NULL;
-      for (size_t k = i + 2; k + 1 < n && !zEnd; k++)
+      for (size_t k = i + 2; k + 1 < n && !zEnd && z[k] != ']'; k++)
         if (z[k] == ':' && z[k + 1] == ']') zEnd = z + k + 2;
-      if (zEnd) {
+      if (zEnd) { /* (a ']' before ":]" ends no class name: "[[:a]b:]" is none) */
         int nName = (int)(zEnd - (z + i));
         free(zOut);
         return fail(err, n_err, "the POSIX class %.*s is not supported", nName > 40 ? 40 : nName,

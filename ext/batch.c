@@ -172,7 +172,7 @@ static int batchBestIndex(sqlite3_vtab *p, sqlite3_index_info *pInfo) {
 ** fingerprint (splitmix64), so it depends on the row alone (the key's value
 ** as SQL compares it: 1.0 seeds as 1). */
 static uint64_t rowSeed(int64_t seed, sqlite3_value *pKey) {
-  uint64_t z = (uint64_t)seed ^ gptext_tvf_fingerprint(&pKey, 1);
+  uint64_t z = (uint64_t)seed ^ gptext_key_fingerprint(pKey);
   z += 0x9e3779b97f4a7c15ull;
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;

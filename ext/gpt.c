@@ -1572,15 +1572,17 @@ int gptext_column_bytes(sqlite3_stmt *p, int i) {
   return sqlite3_column_bytes(p, i);
 }
 
-/* Whether zName reads as schema.name for a database attached to db
-** ("aux.m"), which a user may take for a way to name a model there. */
-static int names_attached_schema(sqlite3 *db, const char *zName) {
+/* Whether zName reads as schema.name, which a user may take for a way to
+** name a model in that database: 1 for main ("main.m"), 2 for another
+** database of db ("aux.m"), else 0. */
+static int names_schema(sqlite3 *db, const char *zName) {
   const char *zDot = strchr(zName, '.');
   if (!zDot || zDot == zName || zDot - zName > 200) return 0;
   char zSchema[201];
   memcpy(zSchema, zName, (size_t)(zDot - zName));
   zSchema[zDot - zName] = 0;
-  return sqlite3_db_filename(db, zSchema) != 0;
+  if (sqlite3_stricmp(zSchema, "main") == 0) return 1;
+  return sqlite3_db_filename(db, zSchema) != 0 ? 2 : 0;
 }
 
 /* Picks the model: the named one, or the only one in the database. */
@@ -1635,9 +1637,10 @@ static int resolve_name(sqlite3 *db, const char *zFunc, const char *zName, char 
   } else if (n == 1) {
     rc = *pzOut ? SQLITE_OK : SQLITE_NOMEM;
   } else if (zName) {
+    int iSchema = names_schema(db, zName);
     gptext_set_error(pzErr, "%s: no model named '%s' in gpt_models%s", zFunc, zName,
-                     names_attached_schema(db, zName) ? " (models are read from the main "
-                     "database only)" : "");
+                     iSchema == 1 ? " (a model is named alone, without its database)"
+                     : iSchema == 2 ? " (models are read from the main database only)" : "");
     rc = SQLITE_ERROR;
   } else if (n == 0) {
     gptext_set_error(pzErr, "%s: no model in this database; import one with "
@@ -2159,8 +2162,9 @@ int gptext_tvf_keep_args(int idxNum, int nHidden, int argc, sqlite3_value **argv
 }
 
 /* A 64-bit fingerprint (FNV-1a) of a call's arguments: each one's type and
-** value, absent ones (NULL pointers) included as such. */
-sqlite3_uint64 gptext_tvf_fingerprint(sqlite3_value **apArg, int nArg) {
+** value, absent ones (NULL pointers) included as such; with bWholeAsInt a
+** whole REAL counts as its INTEGER. */
+static sqlite3_uint64 fingerprint(sqlite3_value **apArg, int nArg, int bWholeAsInt) {
   sqlite3_uint64 h = 0xcbf29ce484222325ull;
   for (int i = 0; i < nArg; i++) {
     unsigned char aNum[8];
@@ -2168,9 +2172,9 @@ sqlite3_uint64 gptext_tvf_fingerprint(sqlite3_value **apArg, int nArg) {
     /* an argument not given is NULL, as its hidden column reads back */
     int n = 0, t = apArg[i] ? sqlite3_value_type(apArg[i]) : SQLITE_NULL;
     double d = t == SQLITE_FLOAT ? sqlite3_value_double(apArg[i]) : 0.0;
-    /* a whole REAL is its INTEGER, as SQL compares them (1 = 1.0, -0.0 = 0):
-    ** gpt_batch's rows keyed 1 and 1.0 had drawn different samples */
-    if (t == SQLITE_FLOAT && d == floor(d) && d >= -9223372036854775808.0 &&
+    /* a whole REAL as its INTEGER where asked (a gpt_batch key: 1 = 1.0 in
+    ** SQL), never for arguments, where the prompt 1.0 reads "1.0", not "1" */
+    if (bWholeAsInt && t == SQLITE_FLOAT && d == floor(d) && d >= -9223372036854775808.0 &&
         d < 9223372036854775808.0)
       t = SQLITE_INTEGER;
     if (t == SQLITE_INTEGER || t == SQLITE_FLOAT) {
@@ -2191,6 +2195,17 @@ sqlite3_uint64 gptext_tvf_fingerprint(sqlite3_value **apArg, int nArg) {
     h = (h ^ 0xff) * 0x100000001b3ull; /* end of this argument */
   }
   return h;
+}
+
+sqlite3_uint64 gptext_tvf_fingerprint(sqlite3_value **apArg, int nArg) {
+  return fingerprint(apArg, nArg, 0);
+}
+
+/* The fingerprint of a key, by its value as SQL compares it: a whole REAL
+** as its INTEGER (gpt_batch's rows keyed 1 and 1.0 had drawn different
+** samples). */
+sqlite3_uint64 gptext_key_fingerprint(sqlite3_value *pKey) {
+  return fingerprint(&pKey, 1, 1);
 }
 
 /* The rowid of row iRow (0-based) of a call with at most nRows rows and

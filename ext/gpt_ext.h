@@ -218,6 +218,8 @@ int gptext_tvf_keep_args(int idxNum, int nHidden, int argc, sqlite3_value **argv
 ** the call (iRow of at most nRows) and of the call's arguments (their
 ** fingerprint), so they are unique within a result under every plan. */
 sqlite3_uint64 gptext_tvf_fingerprint(sqlite3_value **apArg, int nArg);
+/* The same of one key by its SQL value: a whole REAL as its INTEGER. */
+sqlite3_uint64 gptext_key_fingerprint(sqlite3_value *pKey);
 sqlite3_int64 gptext_tvf_rowid(sqlite3_uint64 fp, sqlite3_int64 nRows, sqlite3_int64 iRow);
 
 /* Flags of gptext_encode(). With none, text is encoded as Hugging Face's
