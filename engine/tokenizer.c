@@ -1138,9 +1138,8 @@ static int translate_pattern(const char *z, size_t n, int bLiteral, char **pzOut
         i += 5;
         continue;
       } else if ((d == 'w' || d == 'W') && !(d == 'W' && bClass)) {
-        /* Oniguruma's word characters (letters, marks, decimal digits,
-        ** connector punctuation); PCRE2's \w lacks the marks, so an Indic
-        ** vowel sign split a word */
+        /* Oniguruma's word characters (TOK_ONIG_WORD); PCRE2's \w lacks
+        ** the marks, so an Indic vowel sign split a word */
         if (!bClass) EMIT("[");
         if (!bClass && d == 'W') EMIT("^");
         EMIT(TOK_ONIG_WORD);

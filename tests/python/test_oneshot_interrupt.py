@@ -145,6 +145,24 @@ def main():
     finish("test_oneshot_interrupt.py")
 
 
+def watch_writer(db, fn, at, k=0):
+    """Counts db's progress points, interrupting the k-th once (none for 0),
+    and records in at the point where writer fn's SAVEPOINT and RELEASE
+    statements began."""
+    calls = [0]
+
+    def count():
+        calls[0] += 1
+        return 1 if calls[0] == k else 0
+
+    def trace(stmt):
+        for marker in ("SAVEPOINT", "RELEASE"):
+            if stmt.startswith(f"-- {marker} {fn}"):
+                at.setdefault(marker, calls[0])
+    db.set_progress_handler(count, 1)
+    db.set_trace_callback(trace)
+
+
 def writers_at_their_savepoints(tmp, path, folder):
     """An interrupt at and just after a writer's SAVEPOINT and RELEASE: the
     call fails and leaves nothing, or succeeds and its model stands, and the
@@ -162,18 +180,8 @@ def writers_at_their_savepoints(tmp, path, folder):
         probe = os.path.join(tmp, f"{fn}-probe.db")
         shutil.copyfile(path, probe)
         db = connect(probe)
-        calls, at = [0], {}
-
-        def count():
-            calls[0] += 1
-            return 0
-
-        def trace(stmt):
-            for marker in ("SAVEPOINT", "RELEASE"):
-                if stmt.startswith(f"-- {marker} {fn}"):
-                    at.setdefault(marker, calls[0])
-        db.set_progress_handler(count, 1)
-        db.set_trace_callback(trace)
+        at = {}
+        watch_writer(db, fn, at)
         db.execute(sql, args).fetchall()
         db.close()
         bad, tried = [], 0
@@ -222,18 +230,7 @@ def callers_savepoint_kept(tmp, path, fn, sql, args):
         db.execute("BEGIN")
         db.execute(f"SAVEPOINT {fn}")
         db.execute("INSERT INTO t VALUES (1)")
-        calls = [0]
-
-        def count():
-            calls[0] += 1
-            return 1 if calls[0] == k else 0
-
-        def trace(stmt):
-            for marker in ("SAVEPOINT", "RELEASE"):
-                if stmt.startswith(f"-- {marker} {fn}"):
-                    at.setdefault(marker, calls[0])
-        db.set_progress_handler(count, 1)
-        db.set_trace_callback(trace)
+        watch_writer(db, fn, at, k)
         try:
             db.execute(sql, args).fetchall()
         except sqlite3.Error:
